@@ -1,0 +1,531 @@
+"""Bytes <-> typed packets for protocol version 1.
+
+Pure: no I/O, no Twisted. The server and any client share it, so both sides
+agree on what a well-formed packet is. Framing (the 4-byte length prefix) is
+added by :func:`frame`; everything else here works on payloads
+(``type byte + compact JSON object``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import struct
+import types
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+
+PROTOCOL_VERSION = 1
+
+_LENGTH = struct.Struct("!I")
+#: The largest payload a 4-byte length prefix can describe.
+MAX_WIRE_PAYLOAD = 2**32 - 1
+
+
+class PacketType(IntEnum):
+    # client -> server
+    LOGIN = 0x01
+    SAY = 0x02
+    WHISPER = 0x03
+    PING = 0x04
+    QUIT = 0x05
+    HISTORY = 0x06
+    PONG = 0x07
+    # server -> client
+    WELCOME = 0x81
+    MESSAGE = 0x82
+    PRIVATE = 0x83
+    JOINED = 0x84
+    LEFT = 0x85
+    PENDING = 0x86
+    PONG_REPLY = 0x87
+    ERROR = 0x88
+    HISTORY_PAGE = 0x89
+    BYE = 0x8A
+    SERVER_PING = 0x8B
+
+
+class ErrorCode:
+    """The error codes of PROTOCOL.md; clients match on these strings."""
+
+    FRAME_TOO_LARGE = "frame_too_large"
+    BAD_PACKET = "bad_packet"
+    UNKNOWN_TYPE = "unknown_type"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    BAD_NICK = "bad_nick"
+    NICK_TAKEN = "nick_taken"
+    ALREADY_LOGGED_IN = "already_logged_in"
+    NOT_LOGGED_IN = "not_logged_in"
+    BAD_TEXT = "bad_text"
+    NO_SUCH_NICK = "no_such_nick"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """A packet the receiver refuses; ``code`` is the wire error code."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    def __repr__(self) -> str:
+        return f"ProtocolError({self.code!r}, {self.message!r}, ref={self.ref!r})"
+
+
+# A field whose string is checked by its own rule (rules.py) rather than here:
+# a lone surrogate there is bad_text / bad_nick, not bad_packet.
+_TEXT = {"kind": "text"}
+_NICK = {"kind": "nick"}
+
+
+def _json(name: str, **kind: str) -> dict:
+    return {"json": name, **kind}
+
+
+# -- nested objects ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    id: int
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    seq: int
+    ts: float
+    sender: str = field(metadata=_json("from"))
+    text: str = field(metadata=_TEXT)
+    ref: str | None = None
+
+
+# -- client -> server -------------------------------------------------------
+# Every client packet may carry a ``ref``: an ERROR it causes echoes it.
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    TYPE: ClassVar = PacketType.LOGIN
+    nick: str = field(metadata=_NICK)
+    proto: int
+    resume: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    TYPE: ClassVar = PacketType.SAY
+    text: str = field(metadata=_TEXT)
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Whisper:
+    TYPE: ClassVar = PacketType.WHISPER
+    to: str = field(metadata=_NICK)
+    text: str = field(metadata=_TEXT)
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    TYPE: ClassVar = PacketType.PING
+    token: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    TYPE: ClassVar = PacketType.QUIT
+    reason: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    TYPE: ClassVar = PacketType.HISTORY
+    before: int | None = None
+    after: int | None = None
+    limit: int | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    TYPE: ClassVar = PacketType.PONG
+    token: str | None = None
+    ref: str | None = None
+
+
+# -- server -> client -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    TYPE: ClassVar = PacketType.WELCOME
+    nick: str
+    id: int
+    resume: str
+    server: str
+    motd: str
+    peers: list[Peer]
+    pending: list[int]
+    history: list[Message]
+    limits: dict
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePacket:
+    """A chat message as broadcast; same fields as :class:`Message`."""
+
+    TYPE: ClassVar = PacketType.MESSAGE
+    seq: int
+    ts: float
+    sender: str = field(metadata=_json("from"))
+    text: str = field(metadata=_TEXT)
+    ref: str | None = None
+
+    @property
+    def message(self) -> Message:
+        return Message(self.seq, self.ts, self.sender, self.text, self.ref)
+
+
+@dataclass(frozen=True, slots=True)
+class Private:
+    TYPE: ClassVar = PacketType.PRIVATE
+    ts: float
+    sender: str = field(metadata=_json("from"))
+    to: str
+    text: str = field(metadata=_TEXT)
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    TYPE: ClassVar = PacketType.JOINED
+    id: int
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    TYPE: ClassVar = PacketType.LEFT
+    id: int
+    nick: str
+    reason: str
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    TYPE: ClassVar = PacketType.PENDING
+    id: int
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class PongReply:
+    TYPE: ClassVar = PacketType.PONG_REPLY
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    TYPE: ClassVar = PacketType.ERROR
+    code: str
+    message: str
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    TYPE: ClassVar = PacketType.HISTORY_PAGE
+    messages: list[Message]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    TYPE: ClassVar = PacketType.BYE
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPing:
+    TYPE: ClassVar = PacketType.SERVER_PING
+    token: str | None = None
+
+
+CLIENT_PACKETS = (Login, Say, Whisper, Ping, Quit, HistoryRequest, Pong)
+SERVER_PACKETS = (
+    Welcome,
+    MessagePacket,
+    Private,
+    Joined,
+    Left,
+    Pending,
+    PongReply,
+    Error,
+    HistoryPage,
+    Bye,
+    ServerPing,
+)
+
+
+# -- schema: derived once from the dataclasses ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    attr: str
+    key: str
+    check: Any  # (value, where) -> value, raises ProtocolError
+    optional: bool
+    own_rule: bool  # text/nick: surrogates are judged by rules.py
+
+
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_PACKET, message)
+
+
+def _check_str(value: Any, where: str) -> str:
+    if type(value) is not str:
+        raise _bad(f"{where} must be a string")
+    return value
+
+
+def _check_int(value: Any, where: str) -> int:
+    if type(value) is not int:
+        raise _bad(f"{where} must be an integer")
+    return value
+
+
+def _check_number(value: Any, where: str) -> float:
+    if type(value) not in (int, float):
+        raise _bad(f"{where} must be a number")
+    return value
+
+
+def _check_bool(value: Any, where: str) -> bool:
+    if type(value) is not bool:
+        raise _bad(f"{where} must be true or false")
+    return value
+
+
+def _check_object(value: Any, where: str) -> dict:
+    if type(value) is not dict:
+        raise _bad(f"{where} must be an object")
+    return value
+
+
+def _list_of(item_check):
+    def check(value: Any, where: str) -> list:
+        if type(value) is not list:
+            raise _bad(f"{where} must be a list")
+        return [item_check(item, f"{where}[{i}]") for i, item in enumerate(value)]
+
+    return check
+
+
+def _nested(cls):
+    def check(value: Any, where: str):
+        return _from_body(cls, _check_object(value, where), where + ".")
+
+    return check
+
+
+def _checker(tp) -> Any:
+    if tp is str:
+        return _check_str
+    if tp is int:
+        return _check_int
+    if tp is float:
+        return _check_number
+    if tp is bool:
+        return _check_bool
+    if tp is dict:
+        return _check_object
+    if get_origin(tp) is list:
+        (item,) = get_args(tp)
+        return _list_of(_nested(item) if dataclasses.is_dataclass(item) else _checker(item))
+    raise TypeError(f"no checker for {tp!r}")
+
+
+def _schema(cls) -> tuple[_Field, ...]:
+    hints = get_type_hints(cls)
+    fields = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        optional = get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp)
+        if optional:
+            (tp,) = [a for a in get_args(tp) if a is not type(None)]
+        fields.append(
+            _Field(
+                attr=f.name,
+                key=f.metadata.get("json", f.name),
+                check=_checker(tp),
+                optional=optional,
+                own_rule="kind" in f.metadata,
+            )
+        )
+    return tuple(fields)
+
+
+_SCHEMAS = {cls: _schema(cls) for cls in (Peer, Message, *CLIENT_PACKETS, *SERVER_PACKETS)}
+_CLIENT_TYPES = {cls.TYPE: cls for cls in CLIENT_PACKETS}
+_SERVER_TYPES = {cls.TYPE: cls for cls in SERVER_PACKETS}
+
+
+def _from_body(cls, body: dict, where: str = ""):
+    values = {}
+    for f in _SCHEMAS[cls]:
+        value = body.get(f.key)
+        if value is None:
+            if not f.optional:
+                raise _bad(f"field {where}{f.key!r} is missing")
+            continue
+        values[f.attr] = f.check(value, f"field {where}{f.key!r}")
+    return cls(**values)
+
+
+# -- lone surrogates ----------------------------------------------------------
+
+# Valid UTF-8 can't carry a surrogate, so one can only come from a JSON
+# escape; payloads without such an escape skip the per-string scan.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_lone_surrogate(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
+
+
+def _reject_surrogates(value: Any, where: str) -> None:
+    if type(value) is str:
+        if has_lone_surrogate(value):
+            raise _bad(f"{where} holds a lone surrogate")
+    elif type(value) is dict:
+        for key, item in value.items():
+            _reject_surrogates(key, f"{where} key")
+            _reject_surrogates(item, f"{where}.{key}")
+    elif type(value) is list:
+        for item in value:
+            _reject_surrogates(item, where)
+
+
+def _check_surrogates(cls, body: dict) -> None:
+    """bad_packet for a lone surrogate anywhere except text and nick fields."""
+    own_rule = {f.key for f in _SCHEMAS[cls] if f.own_rule}
+    for key, value in body.items():
+        _reject_surrogates(key, "a key")
+        if key not in own_rule:
+            _reject_surrogates(value, f"field {key!r}")
+
+
+# -- decode / encode -----------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_body(body: bytes) -> Any:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _bad(f"body is not valid UTF-8 (byte {e.start})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:
+        raise _bad(f"body is not JSON: {e}") from None
+
+
+def _ref_of(body: Any) -> str | None:
+    ref = body.get("ref") if type(body) is dict else None
+    if type(ref) is str and not has_lone_surrogate(ref):
+        return ref
+    return None
+
+
+def _decode(payload: bytes, table: dict, direction: str):
+    if not payload:
+        raise _bad("empty payload: a packet needs at least its type byte")
+    type_byte = payload[0]
+    cls = table.get(type_byte)
+    body = _parse_body(payload[1:]) if len(payload) > 1 else None
+    if cls is None:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE,
+            f"packet type 0x{type_byte:02X} is not a {direction} packet",
+            _ref_of(body),
+        )
+    if type(body) is not dict:
+        if len(payload) == 1:
+            raise _bad("body is missing: send {} for an empty body")
+        raise _bad("body must be a JSON object")
+    try:
+        if _SURROGATE_ESCAPE.search(payload):
+            _check_surrogates(cls, body)
+        return _from_body(cls, body)
+    except ProtocolError as e:
+        e.ref = _ref_of(body)
+        raise
+
+
+def decode_client(payload: bytes):
+    """Parse a client->server payload; raises ProtocolError (never anything else)."""
+    return _decode(payload, _CLIENT_TYPES, "client-to-server")
+
+
+def decode_server(payload: bytes):
+    """Parse a server->client payload; raises ProtocolError (never anything else)."""
+    return _decode(payload, _SERVER_TYPES, "server-to-client")
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return body_of(value)
+    if type(value) is list:
+        return [_to_json(v) for v in value]
+    return value
+
+
+def body_of(obj) -> dict:
+    """The JSON object for a packet or nested value; absent optionals omitted."""
+    body = {}
+    for f in _SCHEMAS[type(obj)]:
+        value = getattr(obj, f.attr)
+        if value is None and f.optional:
+            continue
+        body[f.key] = _to_json(value)
+    return body
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def encode_body(packet_type: int, body: dict) -> bytes:
+    """Payload from a ready JSON object: the hot path for broadcasts."""
+    return bytes((packet_type,)) + _dumps(body).encode("utf-8")
+
+
+def encode(packet) -> bytes:
+    """Payload (type byte + compact UTF-8 JSON) for a typed packet."""
+    return encode_body(packet.TYPE, body_of(packet))
+
+
+def frame(payload: bytes) -> bytes:
+    """Length-prefix a payload exactly as Int32StringReceiver does."""
+    if len(payload) > MAX_WIRE_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds the 4-byte length prefix")
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def encode_frame(packet) -> bytes:
+    return frame(encode(packet))

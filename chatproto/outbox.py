@@ -1,0 +1,93 @@
+"""One connection's outgoing bytes, with backpressure and the sendq limit."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from twisted.internet.interfaces import IPushProducer, ITransport
+from zope.interface import implementer
+
+
+@implementer(IPushProducer)
+class Outbox:
+    """Writes straight to the transport while the peer keeps up.
+
+    When the transport's buffer fills it pauses us (Twisted's producer API);
+    from then on we queue references to the broadcast bytes, which every
+    recipient shares, instead of letting the transport copy them into a
+    private buffer. Once more than ``sendq`` bytes wait, ``on_overflow`` is
+    called once and everything queued is dropped: a slow reader costs the
+    room one list append per batch, never an unbounded buffer.
+    """
+
+    def __init__(
+        self, transport: ITransport, sendq: int, on_overflow: Callable[[], None]
+    ) -> None:
+        self.transport = transport
+        self.sendq = sendq
+        self._on_overflow = on_overflow
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._paused = False
+        self.closed = False
+        self._ended = False
+        transport.registerProducer(self, True)
+
+    @property
+    def backlog(self) -> int:
+        """Bytes waiting here (not counting the transport's own buffer)."""
+        return self._queued
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self._paused:
+            self.transport.write(data)
+            return
+        self._queue.append(data)
+        self._queued += len(data)
+        if self._queued > self.sendq:
+            self.closed = True
+            self._drop_queue()
+            self._on_overflow()
+
+    def close(self, final: bytes | None = None, *, flush: bool = True) -> None:
+        """Stop producing and end the connection after what is queued (if
+        ``flush``) and ``final``; further writes are ignored. Idempotent."""
+        if self._ended:
+            return
+        self._ended = True
+        if not flush:
+            self._drop_queue()
+        pending = list(self._queue)
+        self._drop_queue()
+        if final is not None:
+            pending.append(final)
+        self.closed = True
+        if pending:
+            self.transport.writeSequence(pending)
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def _drop_queue(self) -> None:
+        self._queue.clear()
+        self._queued = 0
+
+    # IPushProducer: called by the transport.
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        # Hand over one chunk at a time until the transport pauses us again,
+        # so its buffer never holds more than about one chunk past its limit.
+        while self._queue and not self._paused and not self.closed:
+            data = self._queue.popleft()
+            self._queued -= len(data)
+            self.transport.write(data)
+
+    def stopProducing(self) -> None:
+        self.closed = True
+        self._drop_queue()

@@ -1,0 +1,272 @@
+"""One connection: pending -> connected -> gone.
+
+Parses frames with the codec, enforces per-connection limits (frame size,
+rate, login and idle timeouts, keepalive) and hands valid requests to the
+room. One bad packet gets an ERROR and nothing else; the room never sees it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
+
+from chatproto import codec
+from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.limits import TokenBucket
+from chatproto.outbox import Outbox
+from chatproto.room import Room, Session
+
+log = Logger()
+
+#: After the server decides to close, how long a peer may take to read its
+#: last packets before the connection is aborted.
+CLOSE_GRACE = 10.0
+
+PENDING, CONNECTED, CLOSING = "pending", "connected", "closing"
+
+
+def describe_address(address) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        return str(getattr(address, "name", None) or address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class ChatProtocol(Int32StringReceiver):
+    id: int = 0
+    session: Session | None = None
+    outbox: Outbox
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self.clock: IReactorTime = room.clock
+        self.MAX_LENGTH = room.limits.max_frame
+        self.state = PENDING
+        self.address = "?"
+        self.opened = 0.0
+        self._timer: IDelayedCall | None = None
+        self._last_heard = 0.0
+        self._pinged = False
+        self._ping_tokens = itertools.count(1)
+        self._bucket: TokenBucket | None = None
+        self._lost: list[Deferred] = []
+        self._is_lost = False
+        self._handlers: dict[type, Callable] = {
+            codec.Login: self._on_login,
+            codec.Say: self._on_say,
+            codec.Whisper: self._on_whisper,
+            codec.Ping: self._on_ping,
+            codec.Pong: self._on_pong,
+            codec.Quit: self._on_quit,
+            codec.HistoryRequest: self._on_history,
+        }
+
+    # -- what the room calls -------------------------------------------------
+
+    def send(self, packet) -> None:
+        self.outbox.write(codec.encode_frame(packet))
+
+    def disconnect(self, reason: str, *, flush: bool = True) -> None:
+        """BYE ``reason``, then close. The room has already been told (or never
+        knew). ``flush=False`` drops queued output (a slow consumer won't read it)."""
+        self._close(codec.encode_frame(codec.Bye(reason)), flush=flush)
+
+    def closed(self) -> Deferred:
+        d: Deferred = Deferred()
+        if self._is_lost:
+            d.callback(None)
+        else:
+            self._lost.append(d)
+        return d
+
+    # -- Twisted callbacks -----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.address = describe_address(self.transport.getPeer())
+        self.opened = self.clock.seconds()
+        self._last_heard = self.opened
+        self.outbox = Outbox(self.transport, self.room.limits.sendq, lambda: self.room.overflowed(self))
+        if not self.room.accept(self):
+            self._close(codec.encode_frame(codec.Bye("server_full")))
+            return
+        log.info("connection {id} opened from {address}", id=self.id, address=self.address)
+        self._schedule(self.room.limits.login_timeout, self._login_timed_out)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.state != CLOSING:
+            super().dataReceived(data)
+
+    def stringReceived(self, payload: bytes) -> None:
+        if self.state == CLOSING:
+            return  # frames that arrived in the same read as QUIT or a fatal error
+        self._last_heard = self.clock.seconds()
+        self._pinged = False
+        packet = None
+        try:
+            packet = codec.decode_client(payload)
+            self._handlers[type(packet)](packet)
+        except ProtocolError as e:
+            ref = e.ref if e.ref is not None else getattr(packet, "ref", None)
+            self._refuse(e.code, e.message, ref)
+        except Exception:
+            log.failure("connection {id}: failed handling {packet!r}", id=self.id, packet=packet)
+            self._refuse(ErrorCode.INTERNAL, "the server failed on this packet", getattr(packet, "ref", None))
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        log.info("connection {id}: frame of {length} bytes refused", id=self.id, length=length)
+        self._fatal(
+            ErrorCode.FRAME_TOO_LARGE,
+            f"a frame of {length} bytes exceeds the limit of {self.MAX_LENGTH}",
+        )
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        was = self.state
+        self.state = CLOSING
+        self._cancel_timer()
+        self.room.leave(self, "connection_lost")
+        log.info(
+            "connection {id} closed ({was}): {why}",
+            id=self.id,
+            was=was,
+            why=reason.getErrorMessage() if reason is not None else "done",
+        )
+        self._is_lost = True
+        waiting, self._lost = self._lost, []
+        for d in waiting:
+            d.callback(None)
+
+    # -- packet handlers ---------------------------------------------------------
+
+    def _require_login(self) -> Session:
+        if self.session is None:
+            raise ProtocolError(ErrorCode.NOT_LOGGED_IN, "log in first")
+        return self.session
+
+    def _on_login(self, packet: codec.Login) -> None:
+        if self.state == CONNECTED:
+            raise ProtocolError(ErrorCode.ALREADY_LOGGED_IN, "this connection is already logged in")
+        try:
+            self.room.login(self, packet)
+        except ProtocolError as e:
+            if e.code == ErrorCode.UNSUPPORTED_VERSION:
+                self._fatal(e.code, e.message, packet.ref)
+                return
+            raise
+        self.state = CONNECTED
+        self._bucket = TokenBucket(self.room.limits.rate, self.room.limits.burst, self.clock.seconds())
+        self._schedule(self.room.limits.ping_interval, self._keepalive)
+
+    def _rate_limit(self) -> None:
+        if not self._bucket.take(self.clock.seconds()):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"slow down: at most {self.room.limits.rate:g} messages a second "
+                f"(burst {self.room.limits.burst}); this one was dropped",
+            )
+
+    def _on_say(self, packet: codec.Say) -> None:
+        session = self._require_login()
+        self._rate_limit()
+        self.room.say(session, packet.text, packet.ref)
+
+    def _on_whisper(self, packet: codec.Whisper) -> None:
+        session = self._require_login()
+        self._rate_limit()
+        self.room.whisper(session, packet)
+
+    def _on_history(self, packet: codec.HistoryRequest) -> None:
+        self._require_login()
+        self.send(self.room.history(packet))
+
+    def _on_ping(self, packet: codec.Ping) -> None:
+        self.send(codec.PongReply(packet.token))
+
+    def _on_pong(self, packet: codec.Pong) -> None:
+        pass  # hearing anything is what keeps the connection alive
+
+    def _on_quit(self, packet: codec.Quit) -> None:
+        self.room.leave(self, "quit", packet.reason)
+        self._close(None)
+
+    # -- timers ------------------------------------------------------------------
+
+    def _schedule(self, delay: float, call: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self._timer = self.clock.callLater(delay, call)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _login_timed_out(self) -> None:
+        self._timer = None
+        log.info("connection {id}: no login within {t}s", id=self.id, t=self.room.limits.login_timeout)
+        self.room.leave(self, "login_timeout")
+        self.disconnect("login_timeout")
+
+    def _keepalive(self) -> None:
+        """One timer per connection, re-armed from when we last heard from the
+        peer, so a busy connection costs a float store per packet, not a timer reset."""
+        self._timer = None
+        limits = self.room.limits
+        silent = self.clock.seconds() - self._last_heard
+        if silent >= limits.idle_timeout:
+            log.info("connection {id}: silent for {t:.0f}s, timed out", id=self.id, t=silent)
+            self.room.leave(self, "timeout")
+            self.disconnect("timeout")
+            return
+        if silent >= limits.ping_interval and not self._pinged:
+            self._pinged = True
+            self.send(codec.ServerPing(str(next(self._ping_tokens))))
+        if self._pinged:
+            due = limits.idle_timeout
+        else:
+            due = limits.ping_interval
+        self._schedule(self._last_heard + due - self.clock.seconds(), self._keepalive)
+
+    # -- closing -------------------------------------------------------------------
+
+    def _refuse(self, code: str, message: str, ref: str | None) -> None:
+        self.send(codec.Error(code, message, ref))
+
+    def _fatal(self, code: str, message: str, ref: str | None = None) -> None:
+        """An ERROR after which the stream can't continue: it is the last packet.
+        Others see the peer leave as ``connection_lost``."""
+        self.room.leave(self, "connection_lost")
+        self._close(codec.encode_frame(codec.Error(code, message, ref)))
+
+    def _close(self, final: bytes | None, *, flush: bool = True) -> None:
+        if self.state == CLOSING:
+            return
+        self.state = CLOSING
+        self.transport.pauseProducing()  # read nothing more
+        self.outbox.close(final, flush=flush)
+        self._schedule(CLOSE_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        self._timer = None
+        log.info("connection {id}: not closed after {t}s, aborting", id=self.id, t=CLOSE_GRACE)
+        self.transport.abortConnection()
+
+
+class ChatFactory(Factory):
+    """Builds a ChatProtocol per connection, all sharing one room."""
+
+    noisy = False  # the listener logs its own address
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+
+    def buildProtocol(self, addr) -> ChatProtocol:
+        protocol = ChatProtocol(self.room)
+        protocol.factory = self
+        return protocol

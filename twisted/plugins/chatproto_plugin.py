@@ -1,0 +1,5 @@
+"""Makes ``twistd chat`` (and ``python -m twisted chat``) run the chat server."""
+
+from twisted.application.service import ServiceMaker
+
+chat = ServiceMaker("chat", "chatproto.tap", "Small-group chat server (chat protocol v1)", "chat")
