@@ -43,7 +43,7 @@ class Limits:
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved; time comes from the caller."""
 
-    __slots__ = ("rate", "burst", "_tokens", "_stamp")
+    __slots__ = ("_stamp", "_tokens", "burst", "rate")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate = rate

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IPushProducer, ITransport
 from zope.interface import implementer
@@ -21,9 +21,7 @@ class Outbox:
     room one list append per batch, never an unbounded buffer.
     """
 
-    def __init__(
-        self, transport: ITransport, sendq: int, on_overflow: Callable[[], None]
-    ) -> None:
+    def __init__(self, transport: ITransport, sendq: int, on_overflow: Callable[[], None]) -> None:
         self.transport = transport
         self.sendq = sendq
         self._on_overflow = on_overflow

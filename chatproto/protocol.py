@@ -8,7 +8,7 @@ room. One bad packet gets an ERROR and nothing else; the room never sees it.
 from __future__ import annotations
 
 import itertools
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -227,11 +227,12 @@ class ChatProtocol(Int32StringReceiver):
         if silent >= limits.ping_interval and not self._pinged:
             self._pinged = True
             self.send(codec.ServerPing(str(next(self._ping_tokens))))
-        if self._pinged:
-            due = limits.idle_timeout
+        now = self.clock.seconds()
+        if self._pinged:  # look again when an answer would make us due to ping
+            due = min(self._last_heard + limits.idle_timeout, now + limits.ping_interval)
         else:
-            due = limits.ping_interval
-        self._schedule(self._last_heard + due - self.clock.seconds(), self._keepalive)
+            due = self._last_heard + limits.ping_interval
+        self._schedule(due - now, self._keepalive)
 
     # -- closing -------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ import hmac
 import itertools
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -409,4 +410,3 @@ class Room:
 
     def close_store(self) -> None:
         self.store.close()
-

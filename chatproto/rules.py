@@ -21,9 +21,7 @@ def normalise_nick(nick: str) -> str:
         raise ProtocolError(ErrorCode.BAD_NICK, "nick holds a lone surrogate")
     form = unicodedata.normalize("NFKC", nick)
     if not 1 <= len(form) <= MAX_NICK:
-        raise ProtocolError(
-            ErrorCode.BAD_NICK, f"nick must be 1-{MAX_NICK} characters, got {len(form)}"
-        )
+        raise ProtocolError(ErrorCode.BAD_NICK, f"nick must be 1-{MAX_NICK} characters, got {len(form)}")
     for position, char in enumerate(form):
         category = unicodedata.category(char)
         if category[0] == "M":
@@ -47,9 +45,7 @@ def validate_text(text: str, max_text: int = DEFAULT_MAX_TEXT) -> str:
     if not text:
         raise ProtocolError(ErrorCode.BAD_TEXT, "text is empty")
     if len(text) > max_text:
-        raise ProtocolError(
-            ErrorCode.BAD_TEXT, f"text is {len(text)} characters, the limit is {max_text}"
-        )
+        raise ProtocolError(ErrorCode.BAD_TEXT, f"text is {len(text)} characters, the limit is {max_text}")
     bad = _FORBIDDEN_CONTROL.search(text)
     if bad:
         raise ProtocolError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
@@ -66,6 +68,38 @@ class ListenerService(Service):
         super().stopService()
         port, self.port = self.port, None
         return port.stopListening() if port is not None else None
+
+
+class GracefulExit(Service):
+    """SIGTERM and SIGINT stop the reactor like a normal stop.
+
+    Twisted's own handlers make the process re-raise the signal after
+    shutdown, so its exit status says "killed"; a chat server that said BYE
+    to everyone and flushed its store has exited cleanly, and says 0.
+    """
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+        self._previous: dict[int, object] = {}
+
+    def startService(self) -> None:
+        super().startService()
+        # The reactor installs its own handlers as it starts; replace them after.
+        self.reactor.callWhenRunning(self._install)
+
+    def _install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._stop)
+
+    def _stop(self, signum: int, frame) -> None:
+        log.info("received {name}, shutting down", name=signal.Signals(signum).name)
+        self.reactor.callFromThread(self.reactor.stop)
+
+    def stopService(self) -> None:
+        super().stopService()
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
 
 def chat_service(room: Room, endpoints: list[tuple[str, IStreamServerEndpoint]]) -> MultiService:

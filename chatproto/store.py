@@ -10,9 +10,12 @@ latency and reordering to the hot path.
 from __future__ import annotations
 
 import sqlite3
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 from chatproto.codec import Message
+
+BUSY_TIMEOUT = 0.1
 
 
 class StoreError(Exception):
@@ -57,7 +60,11 @@ class SQLiteHistory:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # A short busy timeout: a store locked by another process must
+            # refuse messages, not stall the reactor for sqlite3's default 5 s.
+            self._db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
@@ -87,8 +94,7 @@ class SQLiteHistory:
             ).fetchall()
         else:
             rows = self._db.execute(
-                "SELECT seq, ts, sender, text FROM messages WHERE seq < ? "
-                "ORDER BY seq DESC LIMIT ?",
+                "SELECT seq, ts, sender, text FROM messages WHERE seq < ? ORDER BY seq DESC LIMIT ?",
                 (seq, limit + 1),
             ).fetchall()
         more = len(rows) > limit

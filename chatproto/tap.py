@@ -7,7 +7,7 @@ and :func:`makeService` takes it as an argument.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
@@ -15,7 +15,7 @@ from twisted.python import usage
 
 from chatproto.limits import Limits
 from chatproto.room import Room
-from chatproto.service import chat_service
+from chatproto.service import GracefulExit, chat_service
 from chatproto.store import SQLiteHistory
 
 DEFAULT_LISTEN = "tcp:7777"
@@ -60,23 +60,58 @@ class Options(usage.Options):
         ["history", None, DEFAULT_HISTORY, "SQLite history file (':memory:' keeps none across restarts)."],
         ["name", None, "chat", "Server name sent in WELCOME."],
         ["motd", None, "", "Message of the day sent in WELCOME."],
-        ["max-clients", None, _D.max_clients, "Open connections allowed, pending or connected.",
-         _number(int, "--max-clients")],
-        ["max-frame", None, _D.max_frame, "Largest payload accepted from a client, in bytes.",
-         _number(int, "--max-frame", 1024, exclusive=False)],
+        [
+            "max-clients",
+            None,
+            _D.max_clients,
+            "Open connections allowed, pending or connected.",
+            _number(int, "--max-clients"),
+        ],
+        [
+            "max-frame",
+            None,
+            _D.max_frame,
+            "Largest payload accepted from a client, in bytes.",
+            _number(int, "--max-frame", 1024, exclusive=False),
+        ],
         ["max-text", None, _D.max_text, "Longest message text, in characters.", _number(int, "--max-text")],
         ["rate", None, _D.rate, "SAY/WHISPER per second per connection.", _number(float, "--rate")],
         ["burst", None, _D.burst, "SAY/WHISPER burst per connection.", _number(int, "--burst")],
-        ["sendq", None, _D.sendq, "Unsent bytes allowed before a client is cut off as a slow consumer.",
-         _number(int, "--sendq")],
-        ["login-timeout", None, _D.login_timeout, "Seconds a connection may stay pending.",
-         _number(float, "--login-timeout")],
-        ["ping-interval", None, _D.ping_interval, "Seconds of silence before the server sends PING.",
-         _number(float, "--ping-interval")],
-        ["idle-timeout", None, _D.idle_timeout, "Seconds of silence before a client is dropped.",
-         _number(float, "--idle-timeout")],
-        ["history-replay", None, _D.history_replay, "Messages of history sent in WELCOME.",
-         _number(int, "--history-replay", 0, exclusive=False)],
+        [
+            "sendq",
+            None,
+            _D.sendq,
+            "Unsent bytes allowed before a client is cut off as a slow consumer.",
+            _number(int, "--sendq"),
+        ],
+        [
+            "login-timeout",
+            None,
+            _D.login_timeout,
+            "Seconds a connection may stay pending.",
+            _number(float, "--login-timeout"),
+        ],
+        [
+            "ping-interval",
+            None,
+            _D.ping_interval,
+            "Seconds of silence before the server sends PING.",
+            _number(float, "--ping-interval"),
+        ],
+        [
+            "idle-timeout",
+            None,
+            _D.idle_timeout,
+            "Seconds of silence before a client is dropped.",
+            _number(float, "--idle-timeout"),
+        ],
+        [
+            "history-replay",
+            None,
+            _D.history_replay,
+            "Messages of history sent in WELCOME.",
+            _number(int, "--history-replay", 0, exclusive=False),
+        ],
         ["history-page", None, _D.history_page, "Largest HISTORY page.", _number(int, "--history-page")],
     ]
 
@@ -129,4 +164,6 @@ def makeService(config: Options, reactor=None) -> MultiService:
         motd=config["motd"],
     )
     endpoints = [(d, serverFromString(reactor, d)) for d in config["listen"]]
-    return chat_service(room, endpoints)
+    service = chat_service(room, endpoints)
+    GracefulExit(reactor).setServiceParent(service)
+    return service

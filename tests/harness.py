@@ -1,0 +1,106 @@
+"""Drive the server without sockets: a Room on task.Clock, peers on StringTransport."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from chatproto import codec
+from chatproto.limits import Limits
+from chatproto.protocol import ChatFactory, ChatProtocol
+from chatproto.room import Room
+from chatproto.store import SQLiteHistory
+
+_ports = itertools.count(40000)
+
+
+def parse_frames(data: bytes) -> list:
+    """Every complete frame in ``data``, decoded; asserts nothing is left over."""
+    packets = []
+    offset = 0
+    while offset < len(data):
+        assert len(data) - offset >= 4, "truncated length prefix"
+        (length,) = struct.unpack_from("!I", data, offset)
+        payload = data[offset + 4 : offset + 4 + length]
+        assert len(payload) == length, "truncated frame"
+        packets.append(codec.decode_server(payload))
+        offset += 4 + length
+    return packets
+
+
+class Peer:
+    """One client connection, in memory."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", next(_ports)))
+        self.protocol: ChatProtocol = server.factory.buildProtocol(None)
+        self.protocol.makeConnection(self.transport)
+
+    def send_payload(self, payload: bytes) -> None:
+        self.protocol.dataReceived(codec.frame(payload))
+
+    def send(self, packet) -> None:
+        self.send_payload(codec.encode(packet))
+
+    def received(self) -> list:
+        """Packets written to this peer since the last call."""
+        data = self.transport.value()
+        self.transport.clear()
+        return parse_frames(data)
+
+    def only(self, kind):
+        """The single packet received since the last call, checked to be ``kind``."""
+        packets = self.received()
+        assert len(packets) == 1 and isinstance(packets[0], kind), packets
+        return packets[0]
+
+    def error(self) -> codec.Error:
+        return self.only(codec.Error)
+
+    def login(self, nick: str, resume: str | None = None) -> codec.Welcome:
+        self.send(codec.Login(nick, 1, resume))
+        return self.only(codec.Welcome)
+
+    def say(self, text: str, ref: str | None = None) -> None:
+        self.send(codec.Say(text, ref))
+
+    @property
+    def closing(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+    def drop(self) -> None:
+        """The TCP connection ends (as the reactor would report it)."""
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class Server:
+    def __init__(self, store=None, **limits) -> None:
+        self.clock = Clock()
+        self.store = store if store is not None else SQLiteHistory(":memory:")
+        self.room = Room(self.store, self.clock, Limits(**limits), name="test", motd="hello")
+        self.factory = ChatFactory(self.room)
+
+    def peer(self) -> Peer:
+        return Peer(self)
+
+    def logged_in(self, *nicks: str) -> list[Peer]:
+        """Peers logged in one after another, their inboxes emptied."""
+        peers = []
+        for nick in nicks:
+            peer = self.peer()
+            peer.login(nick)
+            peers.append(peer)
+        for peer in peers:
+            peer.received()
+        return peers
+
+    def flush(self) -> None:
+        """Run the end-of-turn batch (store, then broadcast)."""
+        self.clock.advance(0)

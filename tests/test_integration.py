@@ -1,0 +1,146 @@
+"""Real sockets on 127.0.0.1, port 0: several clients against one server."""
+
+from __future__ import annotations
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.trial.unittest import TestCase
+
+from chatproto import codec
+from chatproto.limits import Limits
+from chatproto.protocol import ChatFactory
+from chatproto.room import Room
+from chatproto.store import SQLiteHistory
+from tests.netclient import connect
+
+
+class LiveTestCase(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def serve(self, **limits):
+        self.store = SQLiteHistory(self.mktemp() + ".sqlite3")
+        self.room = Room(self.store, reactor, Limits(**limits))
+        listening = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(ChatFactory(self.room))
+        self.port = listening.getHost().port
+        self.clients = []
+        self.addCleanup(self._stop, listening)
+
+    @defer.inlineCallbacks
+    def _stop(self, listening):
+        yield self.room.shutdown()
+        yield defer.DeferredList([c.lost for c in self.clients])
+        yield listening.stopListening()
+        self.store.close()
+
+    @defer.inlineCallbacks
+    def client(self, nick=None):
+        client = yield connect(reactor, self.port, nick)
+        self.clients.append(client)
+        return client
+
+
+class Chatting(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_several_clients_chat_whisper_and_leave(self):
+        yield self.serve()
+        ann = yield self.client("ann")
+        bob = yield self.client("bob")
+        joined = yield ann.expect(codec.Joined)
+        self.assertEqual(joined.nick, "bob")
+        ann.send(codec.Say("hello bob", "r1"))
+        mine = yield ann.expect(codec.MessagePacket)
+        theirs = yield bob.expect(codec.MessagePacket)
+        self.assertEqual((mine.ref, theirs.ref, mine.seq, theirs.text), ("r1", None, 1, "hello bob"))
+        bob.send(codec.Whisper("ANN", "psst"))
+        private = yield ann.expect(codec.Private)
+        self.assertEqual((private.sender, private.text), ("bob", "psst"))
+        bob.send(codec.Quit("later"))
+        left = yield ann.expect(codec.Left)
+        self.assertEqual((left.nick, left.reason, left.message), ("bob", "quit", "later"))
+        yield bob.lost
+
+    @defer.inlineCallbacks
+    def test_concurrent_senders_one_order(self):
+        senders, each = 5, 60
+        yield self.serve(rate=10000, burst=10000)
+        clients = []
+        for i in range(senders):
+            clients.append((yield self.client(f"user{i}")))
+        for client in clients:
+            client.inbox = type(client.inbox)()  # forget presence noise from logins
+        for n in range(each):
+            for i, client in enumerate(clients):
+                client.send(codec.Say(f"{i}:{n}"))
+        orders = []
+        for client in clients:
+            seen = []
+            while len(seen) < senders * each:
+                packet = yield client.expect(codec.MessagePacket)
+                seen.append((packet.seq, packet.text))
+            orders.append(seen)
+        self.assertEqual([seq for seq, _ in orders[0]], list(range(1, senders * each + 1)))
+        for order in orders[1:]:
+            self.assertEqual(order, orders[0])
+        for i in range(senders):  # each sender's own messages keep their order
+            mine = [text for _, text in orders[0] if text.startswith(f"{i}:")]
+            self.assertEqual(mine, [f"{i}:{n}" for n in range(each)])
+
+    @defer.inlineCallbacks
+    def test_catch_up_with_history_after_reconnect(self):
+        yield self.serve()
+        ann = yield self.client("ann")
+        ann.send(codec.Say("one"))
+        first = yield ann.expect(codec.MessagePacket)
+        bob = yield self.client("bob")
+        bob.transport.loseConnection()
+        yield bob.lost
+        for text in ("two", "three"):
+            ann.send(codec.Say(text))
+            yield ann.expect(codec.MessagePacket)
+        bob = yield self.client("bob")
+        bob.send(codec.HistoryRequest(after=first.seq))
+        page = yield bob.expect(codec.HistoryPage)
+        self.assertEqual(([m.text for m in page.messages], page.more), (["two", "three"], False))
+
+    @defer.inlineCallbacks
+    def test_frame_too_large_over_a_socket(self):
+        yield self.serve(max_frame=4096)
+        ann = yield self.client("ann")
+        ann.sendString(b"\x02" + b"x" * 5000)
+        error = yield ann.expect(codec.Error)
+        self.assertEqual(error.code, "frame_too_large")
+        yield ann.lost
+
+
+class SlowConsumer(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_slow_reader_is_cut_and_others_lose_nothing(self):
+        yield self.serve(sendq=256 * 1024, rate=100000, burst=100000, max_text=4000)
+        talker = yield self.client("talker")
+        watcher = yield self.client("watcher")
+        slow = yield self.client("slow")
+        slow.transport.pauseProducing()  # stops reading: kernel buffers fill, then the server's
+        text = "x" * 4000
+        sent = 0
+        left = None
+        # Bounded: at most 8000 messages (32 MB per reader) before giving up.
+        while left is None and sent < 8000:
+            for i in range(100):
+                talker.send(codec.Say(text, "batch" if i == 99 else None))
+            sent += 100
+            while (yield talker.expect(codec.MessagePacket)).ref is None:
+                pass  # the talker's acknowledgement paces it by the server
+            left = next((p for p in watcher.inbox.pending if isinstance(p, codec.Left)), None)
+        self.assertIsNotNone(left, "slow reader was never cut off")
+        self.assertEqual((left.nick, left.reason), ("slow", "slow_consumer"))
+        talker.send(codec.Say("last"))
+        received = 0
+        while True:  # the watcher still gets every message, in order
+            packet = yield watcher.expect(codec.MessagePacket)
+            received = packet.seq
+            if packet.text == "last":
+                break
+        self.assertEqual(received, sent + 1)
+        slow.transport.resumeProducing()
+        yield slow.lost

@@ -1,0 +1,599 @@
+"""One connection's state machine and the room, on StringTransport and task.Clock."""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatproto import codec
+from chatproto.codec import ErrorCode
+from chatproto.outbox import Outbox
+from chatproto.store import StoreError
+from tests.harness import Server
+
+
+class Pending(SynchronousTestCase):
+    def test_new_connection_is_announced_then_gone(self):
+        server = Server()
+        (alice,) = server.logged_in("alice")
+        stranger = server.peer()
+        self.assertEqual(alice.only(codec.Pending), codec.Pending(stranger.protocol.id, "connecting"))
+        stranger.drop()
+        self.assertEqual(alice.only(codec.Pending), codec.Pending(stranger.protocol.id, "gone"))
+
+    def test_welcome_lists_pending_ids_and_login_keeps_the_id(self):
+        server = Server()
+        waiting = server.peer()
+        bob = server.peer()
+        welcome = bob.login("bob")
+        self.assertEqual(welcome.pending, [waiting.protocol.id])
+        self.assertEqual(welcome.id, bob.protocol.id)
+        welcome = waiting.login("ann")
+        self.assertEqual(welcome.id, waiting.protocol.id)
+        self.assertEqual(bob.only(codec.Joined), codec.Joined(welcome.id, "ann"))
+
+    def test_ids_are_never_reused(self):
+        server = Server()
+        seen = set()
+        for _ in range(5):
+            peer = server.peer()
+            seen.add(peer.protocol.id)
+            peer.drop()
+        self.assertEqual(len(seen), 5)
+
+    def test_pending_connection_gets_no_chat(self):
+        server = Server()
+        (alice,) = server.logged_in("alice")
+        lurker = server.peer()
+        alice.say("secret")
+        server.flush()
+        self.assertEqual(lurker.received(), [])
+
+    def test_packets_needing_login(self):
+        server = Server()
+        peer = server.peer()
+        for packet in (codec.Say("x", "r1"), codec.Whisper("a", "x", "r2"), codec.HistoryRequest(ref="r3")):
+            peer.send(packet)
+            error = peer.error()
+            self.assertEqual((error.code, error.ref), (ErrorCode.NOT_LOGGED_IN, packet.ref))
+        self.assertFalse(peer.closing)
+
+    def test_ping_before_login(self):
+        server = Server()
+        peer = server.peer()
+        peer.send(codec.Ping("t1"))
+        self.assertEqual(peer.only(codec.PongReply), codec.PongReply("t1"))
+
+    def test_login_timeout(self):
+        server = Server(login_timeout=5)
+        (alice,) = server.logged_in("alice")
+        idle = server.peer()
+        alice.received()
+        server.clock.advance(4.9)
+        self.assertFalse(idle.closing)
+        server.clock.advance(0.1)
+        self.assertEqual(idle.only(codec.Bye), codec.Bye("login_timeout"))
+        self.assertTrue(idle.closing)
+        self.assertEqual(alice.only(codec.Pending).state, "gone")
+
+    def test_logged_in_connection_has_no_login_timeout(self):
+        server = Server(login_timeout=5)
+        (alice,) = server.logged_in("alice")
+        server.clock.advance(6)
+        self.assertFalse(alice.closing)
+
+
+class Login(SynchronousTestCase):
+    def test_welcome(self):
+        server = Server()
+        (ann,) = server.logged_in("ann")
+        ann.say("earlier")
+        server.flush()
+        peer = server.peer()
+        welcome = peer.login("ＢＯＢ")  # fullwidth: NFKC makes it BOB
+        self.assertEqual(welcome.nick, "BOB")
+        self.assertEqual(welcome.server, "test")
+        self.assertEqual(welcome.motd, "hello")
+        self.assertEqual(
+            sorted((p.id, p.nick) for p in welcome.peers),
+            sorted([(ann.protocol.id, "ann"), (peer.protocol.id, "BOB")]),
+        )
+        self.assertEqual([m.text for m in welcome.history], ["earlier"])
+        self.assertEqual(
+            set(welcome.limits),
+            {
+                "max_frame",
+                "max_text",
+                "max_clients",
+                "sendq",
+                "rate",
+                "burst",
+                "login_timeout",
+                "ping_interval",
+                "idle_timeout",
+                "history_replay",
+                "history_page",
+            },
+        )
+        self.assertEqual(welcome.limits["max_frame"], 65536)
+        self.assertTrue(welcome.resume)
+
+    def test_bad_nicks_can_be_retried(self):
+        server = Server()
+        peer = server.peer()
+        for nick in ("", "a" * 33, "has space", "emoji😀", "\u0301accent", "semi;colon"):
+            peer.send(codec.Login(nick, 1, ref="n"))
+            error = peer.error()
+            self.assertEqual((error.code, error.ref), (ErrorCode.BAD_NICK, "n"), nick)
+        peer.send_payload(b'\x01{"nick":"a\\ud800","proto":1,"ref":"n"}')  # a lone surrogate
+        self.assertEqual(peer.error().code, ErrorCode.BAD_NICK)
+        self.assertEqual(peer.login("ok_name-1.x").nick, "ok_name-1.x")
+
+    def test_nick_taken_matches_nfkc_casefold(self):
+        server = Server()
+        server.logged_in("Alice")
+        peer = server.peer()
+        for nick in ("alice", "ALICE", "Ａlice"):
+            peer.send(codec.Login(nick, 1))
+            self.assertEqual(peer.error().code, ErrorCode.NICK_TAKEN)
+        self.assertFalse(peer.closing)
+        self.assertEqual(peer.login("alice2").nick, "alice2")
+
+    def test_unsupported_version_closes(self):
+        server = Server()
+        (alice,) = server.logged_in("alice")
+        peer = server.peer()
+        peer.send(codec.Login("bob", 2))
+        self.assertEqual(peer.error().code, ErrorCode.UNSUPPORTED_VERSION)
+        self.assertTrue(peer.closing)
+        peer.send(codec.Ping("after"))
+        self.assertEqual(peer.received(), [], "the ERROR is the last packet")
+        self.assertEqual(alice.received()[-1], codec.Pending(peer.protocol.id, "gone"))
+
+    def test_already_logged_in(self):
+        server = Server()
+        (alice,) = server.logged_in("alice")
+        alice.send(codec.Login("other", 1))
+        self.assertEqual(alice.error().code, ErrorCode.ALREADY_LOGGED_IN)
+        self.assertFalse(alice.closing)
+
+
+class Chat(SynchronousTestCase):
+    def test_say_reaches_everyone_sender_copy_carries_ref(self):
+        server = Server()
+        alice, bob = server.logged_in("alice", "bob")
+        server.clock.advance(12.5)
+        alice.say("hi\tthere\nall", ref="r1")
+        self.assertEqual(bob.received(), [], "nothing is broadcast before it is stored")
+        server.flush()
+        mine = alice.only(codec.MessagePacket)
+        theirs = bob.only(codec.MessagePacket)
+        self.assertEqual(mine, codec.MessagePacket(1, 12.5, "alice", "hi\tthere\nall", "r1"))
+        self.assertEqual(theirs, codec.MessagePacket(1, 12.5, "alice", "hi\tthere\nall"))
+        self.assertEqual(server.store.after(0, 10)[0], [theirs.message])
+
+    def test_seq_increases_by_one_in_one_order(self):
+        server = Server()
+        peers = server.logged_in("a", "b", "c")
+        for i in range(9):
+            peers[i % 3].say(f"m{i}")
+            if i % 4 == 0:
+                server.flush()
+        server.flush()
+        orders = [[(p.seq, p.text) for p in peer.received()] for peer in peers]
+        self.assertEqual(orders[0], [(i + 1, f"m{i}") for i in range(9)])
+        self.assertEqual(orders[0], orders[1])
+        self.assertEqual(orders[1], orders[2])
+
+    def test_broadcast_is_encoded_once(self):
+        server = Server()
+        server.logged_in("a", "b", "c")
+        written = []
+        original = Outbox.write
+        self.patch(Outbox, "write", lambda outbox, data: (written.append(data), original(outbox, data)))
+        server.room.say(server.room.sessions[0], "hello", None)
+        server.flush()
+        self.assertEqual(len(written), 3)
+        self.assertTrue(all(data is written[0] for data in written))
+
+    def test_presence_and_chat_share_one_order(self):
+        server = Server()
+        alice, bob = server.logged_in("alice", "bob")
+        alice.say("before join")
+        newcomer = server.peer()  # same turn: the pending message must go out first
+        alice.say("after join")
+        server.flush()
+        for peer in (alice, bob):
+            kinds = [type(p).__name__ + getattr(p, "text", "") for p in peer.received()]
+            self.assertEqual(kinds, ["MessagePacketbefore join", "Pending", "MessagePacketafter join"])
+        self.assertEqual(newcomer.received(), [])
+
+    def test_bad_text(self):
+        server = Server(max_text=10)
+        (alice,) = server.logged_in("alice")
+        for text in ("", "x" * 11, "carriage\rreturn", "bell\x07", "del\x7f", "c1\x85"):
+            alice.say(text, ref="t")
+            error = alice.error()
+            self.assertEqual((error.code, error.ref), (ErrorCode.BAD_TEXT, "t"), repr(text))
+        alice.send_payload(b'\x02{"text":"lone \\udc00","ref":"t"}')
+        self.assertEqual(alice.error().code, ErrorCode.BAD_TEXT)
+        alice.say("x" * 10)
+        server.flush()
+        self.assertEqual(alice.only(codec.MessagePacket).text, "x" * 10)
+
+    def test_whisper(self):
+        server = Server()
+        alice, bob, carol = server.logged_in("alice", "Bob", "carol")
+        server.clock.advance(3)
+        alice.send(codec.Whisper("BOB", "psst", "w1"))
+        self.assertEqual(bob.only(codec.Private), codec.Private(3.0, "alice", "Bob", "psst"))
+        self.assertEqual(alice.only(codec.Private), codec.Private(3.0, "alice", "Bob", "psst", "w1"))
+        self.assertEqual(carol.received(), [])
+        self.assertEqual(server.store.last_seq(), 0, "whispers are not stored")
+
+    def test_whisper_to_yourself_arrives_once(self):
+        server = Server()
+        (alice,) = server.logged_in("alice")
+        alice.send(codec.Whisper("alice", "note", "w"))
+        self.assertEqual(alice.only(codec.Private).ref, "w")
+
+    def test_whisper_to_nobody(self):
+        server = Server()
+        (alice,) = server.logged_in("alice")
+        alice.send(codec.Whisper("ghost", "hello?", "w2"))
+        error = alice.error()
+        self.assertEqual((error.code, error.ref), (ErrorCode.NO_SUCH_NICK, "w2"))
+        alice.send(codec.Whisper("not a nick!", "hello?"))
+        self.assertEqual(alice.error().code, ErrorCode.BAD_NICK)
+
+    def test_whisper_follows_messages_said_before_it(self):
+        server = Server()
+        alice, bob = server.logged_in("alice", "bob")
+        alice.say("public")
+        alice.send(codec.Whisper("bob", "private"))
+        self.assertEqual([type(p) for p in bob.received()], [codec.MessagePacket, codec.Private])
+
+    def test_rate_limit_and_burst(self):
+        server = Server(rate=20, burst=40)
+        alice, bob = server.logged_in("alice", "bob")
+        for i in range(41):
+            alice.say(f"m{i}", ref=f"r{i}")
+        error = alice.error()
+        self.assertEqual((error.code, error.ref), (ErrorCode.RATE_LIMITED, "r40"))
+        server.flush()
+        self.assertEqual(len(bob.received()), 40)
+        alice.received()
+        server.clock.advance(0.5)  # ten tokens back
+        for i in range(11):
+            alice.send(codec.Whisper("bob", f"w{i}", f"w{i}"))
+        packets = alice.received()
+        self.assertEqual(len([p for p in packets if isinstance(p, codec.Private)]), 10)
+        self.assertEqual(packets[-1], codec.Error(ErrorCode.RATE_LIMITED, packets[-1].message, "w10"))
+
+    def test_history_store_failure_is_internal_error_and_nothing_is_broadcast(self):
+        server = Server()
+        alice, bob = server.logged_in("alice", "bob")
+
+        def broken(messages):
+            raise StoreError("disk full")
+
+        self.patch(server.store, "append", broken)
+        alice.say("lost?", ref="r")
+        server.flush()
+        error = alice.error()
+        self.assertEqual((error.code, error.ref), (ErrorCode.INTERNAL, "r"))
+        self.assertEqual(bob.received(), [])
+        self.patch(server.store, "append", type(server.store).append.__get__(server.store))
+        alice.say("stored")
+        server.flush()
+        self.assertEqual(bob.only(codec.MessagePacket).seq, 1, "a refused seq is never seen, so reused")
+
+    def test_handler_failure_is_internal_error_and_connection_survives(self):
+        server = Server()
+        (alice,) = server.logged_in("alice")
+
+        def broken(request):
+            raise RuntimeError("bug")
+
+        self.patch(server.room, "history", broken)
+        alice.send(codec.HistoryRequest(ref="h"))
+        error = alice.error()
+        self.assertEqual((error.code, error.ref), (ErrorCode.INTERNAL, "h"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        alice.send(codec.Ping("still"))
+        self.assertEqual(alice.only(codec.PongReply).token, "still")
+
+
+class Malformed(SynchronousTestCase):
+    def test_bad_packets_keep_the_connection(self):
+        server = Server()
+        (alice,) = server.logged_in("alice")
+        for payload in (b"", b"\x02", b"\x02[1]", b"\x02{bad", b'\x02{"text":1}', b"\x02\xff\xfe"):
+            alice.send_payload(payload)
+            self.assertEqual(alice.error().code, ErrorCode.BAD_PACKET, payload)
+        alice.send_payload(b'\x06{"before":5,"after":1,"ref":"h"}')
+        error = alice.error()
+        self.assertEqual((error.code, error.ref), (ErrorCode.BAD_PACKET, "h"))
+        self.assertFalse(alice.closing)
+
+    def test_unknown_type(self):
+        server = Server()
+        (alice,) = server.logged_in("alice")
+        alice.send_payload(b'\x81{"ref":"u"}')
+        error = alice.error()
+        self.assertEqual((error.code, error.ref), (ErrorCode.UNKNOWN_TYPE, "u"))
+        self.assertFalse(alice.closing)
+
+    def test_frame_size_limit(self):
+        server = Server(max_frame=2000)
+        alice, bob = server.logged_in("alice", "bob")
+        body = b'{"text":"' + b"x" * (2000 - 1 - len(b'{"text":""}')) + b'"}'
+        alice.send_payload(b"\x02" + body)  # exactly max_frame: accepted
+        server.flush()
+        self.assertEqual(len(bob.only(codec.MessagePacket).text), 1988)
+        alice.received()
+        alice.protocol.dataReceived(b"\x00\x00\x07\xd1")  # announces 2001 bytes
+        self.assertEqual(alice.error().code, ErrorCode.FRAME_TOO_LARGE)
+        self.assertTrue(alice.closing)
+        alice.protocol.dataReceived(b"x" * 3000)
+        self.assertEqual(alice.received(), [], "nothing after frame_too_large")
+        self.assertEqual(bob.only(codec.Left).reason, "connection_lost")
+
+    def test_frames_after_quit_in_the_same_read_are_ignored(self):
+        server = Server()
+        alice, bob = server.logged_in("alice", "bob")
+        data = codec.frame(codec.encode(codec.Quit())) + codec.frame(codec.encode(codec.Say("late")))
+        alice.protocol.dataReceived(data)
+        server.flush()
+        self.assertEqual(bob.only(codec.Left).reason, "quit")
+
+
+class Leaving(SynchronousTestCase):
+    def test_quit_with_and_without_reason(self):
+        server = Server()
+        alice, bob, carol = server.logged_in("alice", "bob", "carol")
+        alice.send(codec.Quit("gone\x07 fishing"))
+        self.assertTrue(alice.closing)
+        self.assertEqual(alice.received(), [], "after QUIT the server just closes")
+        self.assertEqual(bob.only(codec.Left), codec.Left(alice.protocol.id, "alice", "quit", "gone fishing"))
+        carol.received()
+        bob.send(codec.Quit())
+        self.assertEqual(carol.only(codec.Left), codec.Left(bob.protocol.id, "bob", "quit"))
+        alice.drop()
+        self.assertEqual(carol.received(), [], "LEFT is said once")
+
+    def test_pending_quit(self):
+        server = Server()
+        (alice,) = server.logged_in("alice")
+        peer = server.peer()
+        alice.received()
+        peer.send(codec.Quit())
+        self.assertTrue(peer.closing)
+        self.assertEqual(alice.only(codec.Pending).state, "gone")
+
+    def test_dropped_connection(self):
+        server = Server()
+        alice, bob = server.logged_in("alice", "bob")
+        alice.drop()
+        self.assertEqual(bob.only(codec.Left).reason, "connection_lost")
+        self.assertEqual(server.peer().login("alice").nick, "alice", "the nick is free again")
+
+    def test_kick(self):
+        server = Server()
+        alice, bob = server.logged_in("alice", "bob")
+        self.assertTrue(server.room.kick(alice.protocol.id))
+        self.assertEqual(alice.only(codec.Bye), codec.Bye("kicked"))
+        self.assertTrue(alice.closing)
+        self.assertEqual(bob.only(codec.Left).reason, "kicked")
+        self.assertFalse(server.room.kick(alice.protocol.id))
+
+    def test_close_grace_aborts_a_peer_that_never_closes(self):
+        server = Server()
+        (alice,) = server.logged_in("alice")
+        server.room.kick(alice.protocol.id)
+        self.assertFalse(alice.transport.disconnected)
+        server.clock.advance(10)
+        self.assertTrue(alice.transport.disconnected)
+
+
+class Keepalive(SynchronousTestCase):
+    def test_ping_then_timeout(self):
+        server = Server(ping_interval=30, idle_timeout=90)
+        alice, bob = server.logged_in("alice", "bob")
+        server.clock.advance(29)
+        bob.send(codec.Pong())  # bob keeps talking
+        server.clock.advance(1)
+        ping = alice.only(codec.ServerPing)
+        self.assertTrue(ping.token)
+        self.assertEqual(bob.received(), [])
+        server.clock.advance(59.9)
+        self.assertFalse(alice.closing)
+        server.clock.advance(0.1)
+        self.assertEqual(alice.only(codec.Bye), codec.Bye("timeout"))
+        self.assertEqual(next(p for p in bob.received() if isinstance(p, codec.Left)).reason, "timeout")
+
+    def test_any_packet_counts_as_life(self):
+        server = Server(ping_interval=30, idle_timeout=90)
+        (alice,) = server.logged_in("alice")
+        for _ in range(10):
+            server.clock.advance(25)
+            alice.send(codec.Ping())
+        self.assertEqual([type(p) for p in alice.received()], [codec.PongReply] * 10)
+        self.assertFalse(alice.closing)
+
+    def test_answering_ping_keeps_the_connection(self):
+        server = Server(ping_interval=30, idle_timeout=90)
+        (alice,) = server.logged_in("alice")
+        for _ in range(5):
+            server.clock.advance(30)
+            ping = alice.only(codec.ServerPing)
+            alice.send(codec.Pong(ping.token))
+        self.assertFalse(alice.closing)
+
+
+class Limits(SynchronousTestCase):
+    def test_max_clients_counts_pending_and_refuses_silently(self):
+        server = Server(max_clients=2)
+        (alice,) = server.logged_in("alice")
+        waiting = server.peer()
+        alice.received()
+        refused = server.peer()
+        self.assertEqual(refused.only(codec.Bye), codec.Bye("server_full"))
+        self.assertTrue(refused.closing)
+        self.assertEqual(alice.received(), [], "a refused connection is never announced")
+        refused.drop()
+        self.assertEqual(alice.received(), [])
+        waiting.drop()
+        server.peer().login("bob")
+
+    def test_slow_consumer_is_cut_and_others_get_everything(self):
+        server = Server(sendq=4000)
+        alice, slow, bob = server.logged_in("alice", "slow", "bob")
+        slow.protocol.outbox.pauseProducing()  # its socket buffer is full
+        for i in range(30):
+            server.room.say(server.room.session_for("alice"), f"{i:0100d}", None)
+            server.flush()
+        self.assertEqual(slow.received()[-1], codec.Bye("slow_consumer"))
+        self.assertTrue(slow.closing)
+        seen = bob.received()
+        self.assertEqual(len([p for p in seen if isinstance(p, codec.MessagePacket)]), 30)
+        self.assertEqual([p.reason for p in seen if isinstance(p, codec.Left)], ["slow_consumer"])
+        self.assertEqual(len(alice.received()), 31)
+
+    def test_paused_consumer_catches_up_in_order(self):
+        server = Server(sendq=100000)
+        alice, reader = server.logged_in("alice", "reader")
+        reader.protocol.outbox.pauseProducing()
+        for i in range(5):
+            alice.say(f"m{i}")
+            server.flush()
+        self.assertEqual(reader.received(), [])
+        reader.protocol.outbox.resumeProducing()
+        self.assertEqual([p.text for p in reader.received()], [f"m{i}" for i in range(5)])
+
+    def test_history_replay_and_page_limits(self):
+        server = Server(history_replay=3, history_page=4)
+        (alice,) = server.logged_in("alice")
+        for i in range(10):
+            server.room.say(server.room.session_for("alice"), f"m{i}", None)
+        server.flush()
+        self.assertEqual([m.seq for m in server.peer().login("bob").history], [8, 9, 10])
+        alice.received()
+        alice.send(codec.HistoryRequest(limit=100))
+        page = alice.only(codec.HistoryPage)
+        self.assertEqual(([m.seq for m in page.messages], page.more), ([7, 8, 9, 10], True))
+        alice.send(codec.HistoryRequest(limit=0))
+        self.assertEqual([m.seq for m in alice.only(codec.HistoryPage).messages], [10])
+
+
+class History(SynchronousTestCase):
+    def setUp(self):
+        self.server = Server()
+        (self.alice,) = self.server.logged_in("alice")
+        session = self.server.room.session_for("alice")
+        for i in range(1, 121):
+            self.server.room.say(session, f"m{i}", None)
+        self.server.flush()
+        self.alice.received()
+
+    def page(self, **request):
+        self.alice.send(codec.HistoryRequest(**request))
+        page = self.alice.only(codec.HistoryPage)
+        return [m.seq for m in page.messages], page.more
+
+    def test_newest_page_by_default(self):
+        seqs, more = self.page()
+        self.assertEqual((seqs, more), (list(range(71, 121)), True))
+
+    def test_before_pages_back(self):
+        self.assertEqual(self.page(before=71, limit=50), (list(range(21, 71)), True))
+        self.assertEqual(self.page(before=21, limit=50), (list(range(1, 21)), False))
+
+    def test_after_catches_up(self):
+        self.assertEqual(self.page(after=100, limit=10), (list(range(101, 111)), True))
+        self.assertEqual(self.page(after=110), (list(range(111, 121)), False))
+        self.assertEqual(self.page(after=120), ([], False))
+
+    def test_welcome_history_is_the_most_recent_oldest_first(self):
+        welcome = self.server.peer().login("bob")
+        self.assertEqual([m.seq for m in welcome.history], list(range(71, 121)))
+
+    def test_pages_fit_in_max_frame(self):
+        server = Server(max_text=4000)
+        (alice,) = server.logged_in("alice")
+        for _i in range(40):
+            server.room.say(server.room.session_for("alice"), "é" * 4000, None)
+        server.flush()
+        alice.received()
+        alice.send(codec.HistoryRequest(limit=40))
+        data = alice.transport.value()
+        page = alice.only(codec.HistoryPage)
+        self.assertLessEqual(len(data) - 4, 65536)
+        self.assertTrue(page.more)
+        self.assertEqual(page.messages[-1].seq, 40, "the newest are kept")
+
+
+class Resume(SynchronousTestCase):
+    def test_resume_takes_over_the_ghost(self):
+        server = Server()
+        alice, bob = server.logged_in("alice", "bob")
+        token = server.room.session_for("alice").token
+        again = server.peer()
+        alice.received()
+        bob.received()
+        welcome = again.login("Alice", resume=token)
+        self.assertEqual((welcome.id, welcome.nick), (alice.protocol.id, "alice"))
+        self.assertNotEqual(welcome.resume, token)
+        self.assertEqual(alice.only(codec.Bye), codec.Bye("replaced"))
+        self.assertTrue(alice.closing)
+        alice.drop()
+        self.assertEqual(bob.received(), [codec.Pending(again.protocol.id, "gone")])
+        again.say("back", ref="b")
+        server.flush()
+        self.assertEqual(bob.only(codec.MessagePacket).sender, "alice")
+        self.assertEqual(again.only(codec.MessagePacket).ref, "b")
+
+    def test_old_token_is_no_longer_valid(self):
+        server = Server()
+        server.logged_in("alice")
+        token = server.room.session_for("alice").token
+        server.peer().login("alice", resume=token)
+        late = server.peer()
+        late.send(codec.Login("alice", 1, token))
+        self.assertEqual(late.error().code, ErrorCode.NICK_TAKEN)
+
+    def test_wrong_token_is_nick_taken(self):
+        server = Server()
+        server.logged_in("alice")
+        peer = server.peer()
+        peer.send(codec.Login("alice", 1, "guess"))
+        self.assertEqual(peer.error().code, ErrorCode.NICK_TAKEN)
+
+    def test_token_for_a_free_nick_is_an_ordinary_login(self):
+        server = Server()
+        (bob,) = server.logged_in("bob")
+        welcome = server.peer().login("carol", resume="stale")
+        self.assertEqual(welcome.nick, "carol")
+        self.assertEqual(bob.received()[-1], codec.Joined(welcome.id, "carol"))
+
+
+class Shutdown(SynchronousTestCase):
+    def test_store_first_then_bye_everyone(self):
+        server = Server()
+        alice, bob = server.logged_in("alice", "bob")
+        pending = server.peer()
+        alice.received()
+        bob.received()
+        alice.say("last words")
+        done = server.room.shutdown()
+        self.assertEqual(server.store.last_seq(), 1)
+        self.assertEqual([type(p) for p in bob.received()], [codec.MessagePacket, codec.Bye])
+        for peer in (alice, bob, pending):
+            self.assertTrue(peer.closing)
+            peer.drop()
+        self.assertIsNone(self.successResultOf(done))
+
+    def test_shutdown_does_not_wait_forever(self):
+        server = Server()
+        server.logged_in("alice")
+        done = server.room.shutdown(grace=2)
+        self.assertNoResult(done)
+        server.clock.advance(2)
+        self.successResultOf(done)

@@ -1,0 +1,74 @@
+"""``twistd chat`` options and the service tree they build."""
+
+from twisted.application.service import IService
+from twisted.internet.task import Clock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatproto.service import ListenerService, RoomService
+from chatproto.tap import Options, makeService
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_defaults(self):
+        options = parse()
+        self.assertEqual(options["listen"], ["tcp:7777"])
+        self.assertEqual(options["history"], "chat.sqlite3")
+        limits = options["limits"]
+        self.assertEqual(
+            (limits.max_clients, limits.max_frame, limits.rate, limits.burst, limits.sendq),
+            (10000, 65536, 20, 40, 1048576),
+        )
+        self.assertEqual((limits.login_timeout, limits.ping_interval, limits.idle_timeout), (10, 30, 90))
+        self.assertEqual(limits.history_replay, 50)
+
+    def test_values(self):
+        options = parse(
+            "--listen",
+            "tcp:0",
+            "--listen",
+            "unix:/tmp/chat.sock",
+            "--rate",
+            "2.5",
+            "--burst",
+            "5",
+            "--max-clients",
+            "3",
+            "--history",
+            ":memory:",
+        )
+        self.assertEqual(options["listen"], ["tcp:0", "unix:/tmp/chat.sock"])
+        self.assertEqual((options["limits"].rate, options["limits"].burst), (2.5, 5))
+
+    def test_bad_values_are_one_line_usage_errors(self):
+        for args in (
+            ["--max-clients", "-1"],
+            ["--max-clients", "lots"],
+            ["--rate", "0"],
+            ["--rate", "nan"],
+            ["--max-frame", "100"],
+            ["--login-timeout", "-5"],
+            ["--ping-interval", "100", "--idle-timeout", "90"],
+            ["--listen", "tcp:notaport"],
+            ["--listen", "bogus:1"],
+            ["--listen", "ssl:7778:privateKey=/nonexistent.pem"],
+            ["--history", "/nonexistent/dir/chat.sqlite3"],
+        ):
+            with self.assertRaises(usage.UsageError, msg=args) as caught:
+                parse(*args)
+            self.assertNotIn("\n", str(caught.exception))
+            self.assertTrue(str(caught.exception))
+
+    def test_make_service(self):
+        options = parse("--listen", "tcp:0:interface=127.0.0.1", "--history", ":memory:", "--name", "n")
+        service = makeService(options, reactor=Clock())
+        children = list(IService(service))
+        self.assertIsInstance(children[0], RoomService)
+        self.assertIsInstance(children[1], ListenerService)
+        self.assertEqual(children[0].room.name, "n")
