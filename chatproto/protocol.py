@@ -117,7 +117,8 @@ class ChatProtocol(Int32StringReceiver):
             ref = e.ref if e.ref is not None else getattr(packet, "ref", None)
             self._refuse(e.code, e.message, ref)
         except Exception:
-            log.failure("connection {id}: failed handling {packet!r}", id=self.id, packet=packet)
+            # The packet's type only: message text never goes to the log.
+            log.failure("connection {id}: failed handling {kind}", id=self.id, kind=type(packet).__name__)
             self._refuse(ErrorCode.INTERNAL, "the server failed on this packet", getattr(packet, "ref", None))
 
     def lengthLimitExceeded(self, length: int) -> None:

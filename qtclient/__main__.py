@@ -1,0 +1,5 @@
+import sys
+
+from qtclient.app import main
+
+sys.exit(main())

@@ -1,0 +1,92 @@
+"""Where to connect and as whom; refuses what can't work, and says why."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from PyQt6.QtCore import QSettings
+from PyQt6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QVBoxLayout,
+)
+
+from chatproto.codec import ProtocolError
+from chatproto.rules import normalise_nick
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    nick: str
+
+
+def check_target(host: str, port: str, nick: str) -> Target:
+    """The connection target, or ValueError with a message for the user."""
+    host = host.strip()
+    if not host:
+        raise ValueError("Enter the server's host name or address.")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        labels = host.rstrip(".").split(".")
+        if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
+            raise ValueError(f"{host!r} is not a valid host name or IP address.") from None
+    port = port.strip()
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"Port must be a number from 1 to 65535, not {port!r}.")
+    try:
+        nick = normalise_nick(nick.strip())
+    except ProtocolError as e:
+        raise ValueError(f"Nickname: {e.message}.") from None
+    return Target(host.strip("[]"), int(port), nick)
+
+
+class ConnectDialog(QDialog):
+    def __init__(self, parent=None, settings: QSettings | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Connect to a chat server")
+        self.settings = settings or QSettings()
+        self.host = QLineEdit(self.settings.value("host", "127.0.0.1"))
+        self.port = QLineEdit(str(self.settings.value("port", "7777")))
+        self.nick = QLineEdit(self.settings.value("nick", ""))
+        self.nick.setPlaceholderText("letters, digits, _ - .")
+        self.error = QLabel()
+        self.error.setStyleSheet("color: #b00020")
+        self.error.setWordWrap(True)
+        self.error.hide()
+        form = QFormLayout()
+        form.addRow("&Host", self.host)
+        form.addRow("&Port", self.port)
+        form.addRow("&Nickname", self.nick)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Connect")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.error)
+        layout.addWidget(buttons)
+        self.target: Target | None = None
+
+    def accept(self) -> None:
+        try:
+            self.target = check_target(self.host.text(), self.port.text(), self.nick.text())
+        except ValueError as e:
+            self.error.setText(str(e))
+            self.error.show()
+            return
+        self.settings.setValue("host", self.target.host)
+        self.settings.setValue("port", str(self.target.port))
+        self.settings.setValue("nick", self.target.nick)
+        super().accept()

@@ -1,0 +1,173 @@
+"""The server console: a hosted server's connections, its log, kick, start/stop."""
+
+from __future__ import annotations
+
+import time
+
+from PyQt6.QtCore import Qt, QTimer, pyqtSignal
+from PyQt6.QtWidgets import (
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+from twisted.logger import formatEvent, globalLogPublisher
+
+from chatproto.room import RoomEvent
+from qtclient.host import HostedServer
+
+ID_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def _since(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+class ServerConsole(QWidget):
+    started = pyqtSignal(str)  # the address it listens on
+    stopped = pyqtSignal()
+
+    def __init__(self, reactor, endpoint: str = "tcp:7777:interface=127.0.0.1", history: str = ":memory:"):
+        super().__init__()
+        self.setWindowTitle("Server console")
+        self.resize(720, 520)
+        self.server = HostedServer(reactor)
+        self.history = history
+        self.endpoint = QLineEdit(endpoint)
+        self.start_button = QPushButton("Start")
+        self.stop_button = QPushButton("Stop")
+        self.kick_button = QPushButton("Kick")
+        self.status = QLabel("stopped")
+        self.pending = QTreeWidget()
+        self.pending.setHeaderLabels(["Id", "Address", "Since"])
+        self.connected = QTreeWidget()
+        self.connected.setHeaderLabels(["Nick", "Id", "Address", "Since"])
+        for tree in (self.pending, self.connected):
+            tree.setRootIsDecorated(False)
+            tree.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(5000)
+
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Listen on"))
+        top.addWidget(self.endpoint, 1)
+        top.addWidget(self.start_button)
+        top.addWidget(self.stop_button)
+        trees = QSplitter()
+        for title, tree in (("Pending", self.pending), ("Connected", self.connected)):
+            box = QWidget()
+            column = QVBoxLayout(box)
+            column.setContentsMargins(0, 0, 0, 0)
+            label = QLabel(title)
+            column.addWidget(label)
+            column.addWidget(tree)
+            setattr(self, f"{title.lower()}_label", label)
+            trees.addWidget(box)
+        actions = QHBoxLayout()
+        actions.addWidget(self.status, 1)
+        actions.addWidget(self.kick_button)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(trees)
+        split.addWidget(self.log)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(split, 1)
+        layout.addLayout(actions)
+
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(50)  # coalesce bursts of joins and leaves
+        self._refresh_timer.timeout.connect(self.refresh)
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.kick_button.clicked.connect(self.kick_selected)
+        globalLogPublisher.addObserver(self._log_event)
+        self._update_buttons()
+
+    # -- control --------------------------------------------------------------------
+
+    def start(self) -> bool:
+        try:
+            address = self.server.start(self.endpoint.text().strip(), history=self.history)
+        except Exception as e:
+            self.append_log(f"error: {e}")
+            self.status.setText("stopped")
+            return False
+        self.server.room.observers.append(self._room_event)
+        self.status.setText(f"listening on {address}")
+        self._update_buttons()
+        self.refresh()
+        self.started.emit(address)
+        return True
+
+    def stop(self):
+        d = self.server.stop()
+        self.status.setText("stopped")
+        self._update_buttons()
+        self.refresh()
+        self.stopped.emit()
+        return d
+
+    def kick_selected(self) -> None:
+        room = self.server.room
+        for tree in (self.connected, self.pending):
+            for item in tree.selectedItems():
+                if room is not None:
+                    room.kick(item.data(0, ID_ROLE))
+
+    # -- display --------------------------------------------------------------------
+
+    def _room_event(self, event: RoomEvent) -> None:
+        if not self._refresh_timer.isActive():
+            self._refresh_timer.start()
+
+    def refresh(self) -> None:
+        """Rebuild both trees from the room (a small group: cheap and always right)."""
+        room = self.server.room
+        self.pending.clear()
+        self.connected.clear()
+        if room is not None:
+            for client in room.pending:
+                item = QTreeWidgetItem([str(client.id), client.address, _since(client.opened)])
+                item.setData(0, ID_ROLE, client.id)
+                self.pending.addTopLevelItem(item)
+            for session in room.sessions:
+                row = [session.nick, str(session.id), session.client.address, _since(session.since)]
+                item = QTreeWidgetItem(row)
+                item.setData(0, ID_ROLE, session.id)
+                self.connected.addTopLevelItem(item)
+        self.pending_label.setText(f"Pending ({self.pending.topLevelItemCount()})")
+        self.connected_label.setText(f"Connected ({self.connected.topLevelItemCount()})")
+
+    def _log_event(self, event: dict) -> None:
+        namespace = event.get("log_namespace", "")
+        if not namespace.startswith("chatproto"):
+            return
+        level = event.get("log_level")
+        text = formatEvent(event)
+        if event.get("log_failure") is not None:
+            text += f" ({event['log_failure'].getErrorMessage()})"
+        self.append_log(f"{_since(event.get('log_time', time.time()))} {level.name if level else ''}: {text}")
+
+    def append_log(self, line: str) -> None:
+        self.log.appendPlainText(line)
+
+    def _update_buttons(self) -> None:
+        running = self.server.running
+        self.start_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        self.kick_button.setEnabled(running)
+        self.endpoint.setEnabled(not running)
+
+    def closeEvent(self, event) -> None:
+        globalLogPublisher.removeObserver(self._log_event)
+        self.stop()
+        super().closeEvent(event)

@@ -1,0 +1,338 @@
+"""The chat window: peers on the left, the transcript and input on the right."""
+
+from __future__ import annotations
+
+import time
+
+from PyQt6.QtCore import QSettings, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QAction, QKeyEvent, QKeySequence
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from chatproto import codec
+from qtclient import session as states
+from qtclient.models import NICK_ROLE, PeerModel, TranscriptModel
+from qtclient.session import ChatSession
+from qtclient.views.connect_dialog import ConnectDialog, Target
+
+_LEAVE_WORDS = {
+    "quit": "left",
+    "connection_lost": "lost the connection",
+    "timeout": "timed out",
+    "kicked": "was kicked",
+    "slow_consumer": "fell too far behind",
+    "server_shutdown": "left: server shutting down",
+}
+
+
+class ChatInput(QPlainTextEdit):
+    """Enter sends; Shift+Enter starts a new line."""
+
+    submitted = pyqtSignal(str)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setPlaceholderText("Message (Enter sends, Shift+Enter for a new line, /msg NICK text, /quit)")
+        self.setMaximumHeight(self.fontMetrics().lineSpacing() * 4 + 12)
+        self.setTabChangesFocus(True)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        if enter and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            text = self.toPlainText()
+            if text.strip():
+                self.submitted.emit(text)
+            return
+        if enter:
+            self.insertPlainText("\n")
+            return
+        super().keyPressEvent(event)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, reactor, settings: QSettings | None = None) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.settings = settings or QSettings()
+        self.setWindowTitle("Chat")
+        self.resize(900, 560)
+        self.session = ChatSession(reactor, self)
+        self.peers = PeerModel(self)
+        self.transcript = TranscriptModel(self)
+        self.target: Target | None = None
+        self.console = None
+        self._reconnect_at = 0.0
+        self._build()
+        self._wire()
+        self._show_state(states.DISCONNECTED, "")
+
+    # -- layout -------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.peer_view = QTreeView()
+        self.peer_view.setModel(self.peers)
+        self.peer_view.setHeaderHidden(True)
+        self.peer_view.expandAll()
+        self.peer_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+
+        self.transcript_view = QTreeView()
+        self.transcript_view.setModel(self.transcript)
+        self.transcript_view.setRootIsDecorated(False)
+        self.transcript_view.setUniformRowHeights(True)  # keeps 10,000 rows cheap
+        self.transcript_view.setAlternatingRowColors(True)
+        self.transcript_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        header = self.transcript_view.header()
+        header.setStretchLastSection(True)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.resizeSection(1, 140)
+
+        self.input = ChatInput()
+        self.send_button = QPushButton("Send")
+        row = QHBoxLayout()
+        row.addWidget(self.input)
+        row.addWidget(self.send_button, alignment=Qt.AlignmentFlag.AlignBottom)
+
+        right = QWidget()
+        column = QVBoxLayout(right)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.transcript_view)
+        column.addLayout(row)
+
+        splitter = QSplitter()
+        splitter.addWidget(self.peer_view)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([200, 700])
+        self.setCentralWidget(splitter)
+
+        self.state_label = QLabel()
+        self.rtt_label = QLabel()
+        self.statusBar().addWidget(self.state_label, 1)
+        self.statusBar().addPermanentWidget(self.rtt_label)
+
+        chat = self.menuBar().addMenu("&Chat")
+        self.connect_action = QAction("&Connect…", self, shortcut=QKeySequence("Ctrl+K"))
+        self.disconnect_action = QAction("&Disconnect", self)
+        quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
+        chat.addActions([self.connect_action, self.disconnect_action])
+        chat.addSeparator()
+        chat.addAction(quit_action)
+        server = self.menuBar().addMenu("&Server")
+        self.host_action = QAction("&Host a server…", self)
+        server.addAction(self.host_action)
+        quit_action.triggered.connect(self.close)
+
+        self._countdown = QTimer(self)
+        self._countdown.setInterval(1000)
+        self._countdown.timeout.connect(self._tick)
+
+    def _wire(self) -> None:
+        s = self.session
+        s.stateChanged.connect(self._show_state)
+        s.reconnectScheduled.connect(self._reconnect_in)
+        s.welcomed.connect(self._welcomed)
+        s.messageReceived.connect(lambda m: self.transcript.add_message(m, self.session.nick))
+        s.historyReceived.connect(self._history)
+        s.privateReceived.connect(self.transcript.add_private)
+        s.peerJoined.connect(self._joined)
+        s.peerLeft.connect(self._left)
+        s.pendingChanged.connect(self.peers.pending)
+        s.sendQueued.connect(self._queued)
+        s.sendConfirmed.connect(lambda ref, seq: self.transcript.confirm(ref))
+        s.sendFailed.connect(self._send_failed)
+        s.errorReceived.connect(self._error)
+        s.rttMeasured.connect(lambda rtt: self.rtt_label.setText(f"RTT {rtt * 1000:.0f} ms"))
+        self.input.submitted.connect(self.submit)
+        self.send_button.clicked.connect(lambda: self.submit(self.input.toPlainText()))
+        self.connect_action.triggered.connect(self.ask_connect)
+        self.disconnect_action.triggered.connect(self.session.disconnect)
+        self.host_action.triggered.connect(lambda: self.open_console())
+        self.peer_view.doubleClicked.connect(self._peer_double_clicked)
+        self.transcript_view.doubleClicked.connect(self._transcript_double_clicked)
+        self.transcript.rowsInserted.connect(self._rows_inserted)
+        self.transcript_view.verticalScrollBar().valueChanged.connect(self._scrolled)
+
+    # -- actions --------------------------------------------------------------------
+
+    def ask_connect(self) -> None:
+        dialog = ConnectDialog(self, self.settings)
+        if dialog.exec() == ConnectDialog.DialogCode.Accepted:
+            self.connect_to(dialog.target)
+
+    def connect_to(self, target: Target) -> None:
+        if self.target is not None and (target.host, target.port, target.nick) != (
+            self.target.host,
+            self.target.port,
+            self.target.nick,
+        ):
+            self.transcript.clear()
+        self.target = target
+        self.session.connect_to(target.host, target.port, target.nick)
+
+    def submit(self, text: str) -> None:
+        """What the user typed: a command or a message. Kept in the input if it can't go."""
+        if not text.strip():
+            return
+        if text.startswith("/"):
+            command, _, rest = text[1:].partition(" ")
+            if command == "quit":
+                self.close()
+                return
+            if command == "msg":
+                to, _, body = rest.partition(" ")
+                if not to or not body:
+                    self.transcript.add_system("usage: /msg NICK text")
+                    return
+                if self.session.whisper(to, body) is not None:
+                    self.input.clear()
+                return
+            self.transcript.add_system(f"unknown command /{command} (try /msg or /quit)")
+            return
+        limit = self.session.limits.get("max_text", 4000)
+        if len(text) > limit:
+            self.transcript.add_system(f"message is {len(text)} characters; the limit is {limit}")
+            return
+        if self.session.say(text) is not None:
+            self.input.clear()
+
+    def open_console(self, endpoint: str | None = None, start: bool = False):
+        from qtclient.views.console import ServerConsole
+
+        if self.console is None:
+            self.console = ServerConsole(self.reactor, endpoint or "tcp:7777:interface=127.0.0.1")
+            self.console.started.connect(self._hosted_started)
+        self.console.show()
+        self.console.raise_()
+        if start:
+            self.console.start()
+        return self.console
+
+    def _hosted_started(self, address: str) -> None:
+        if self.session.state == states.DISCONNECTED and self.target is None:
+            host, _, port = address.rpartition(":")
+            self.settings.setValue("host", host if host not in ("0.0.0.0", "::") else "127.0.0.1")
+            self.settings.setValue("port", port)
+
+    # -- session events ---------------------------------------------------------------
+
+    def _show_state(self, state: str, detail: str) -> None:
+        if state != states.RECONNECTING:
+            self._countdown.stop()
+        text = {
+            states.DISCONNECTED: "Disconnected" + (f" ({detail})" if detail else ""),
+            states.CONNECTING: f"Connecting… {detail}",
+            states.CONNECTED: f"Connected to {detail} as {self.session.nick}",
+            states.RECONNECTING: "Reconnecting…",
+        }[state]
+        self.state_label.setText(text)
+        online = state == states.CONNECTED
+        # Typing is allowed whenever a session exists: messages queue until login.
+        self.input.setEnabled(state != states.DISCONNECTED)
+        self.send_button.setEnabled(state != states.DISCONNECTED)
+        self.disconnect_action.setEnabled(state != states.DISCONNECTED)
+        if not online:
+            self.rtt_label.setText("")
+        if state == states.DISCONNECTED and detail:
+            self.transcript.add_system(f"disconnected: {detail}")
+
+    def _reconnect_in(self, delay: float) -> None:
+        self._reconnect_at = time.monotonic() + delay
+        self._tick()
+        self._countdown.start()
+
+    def _tick(self) -> None:
+        left = max(0, round(self._reconnect_at - time.monotonic()))
+        self.state_label.setText(f"Reconnecting in {left} s")
+
+    def _welcomed(self, welcome: codec.Welcome) -> None:
+        if self.session.history_reset:
+            self.transcript.clear()
+        self.peers.welcome(welcome)
+        self.peer_view.expandAll()
+        self.transcript.add_history(welcome.history, welcome.nick, older=False)
+        note = f"connected to {welcome.server} as {welcome.nick}"
+        self.transcript.add_system(note + (f" — {welcome.motd}" if welcome.motd else ""))
+        self.setWindowTitle(f"Chat — {welcome.nick} @ {welcome.server}")
+
+    def _history(self, messages, more: bool, direction: str) -> None:
+        older = direction == "before"
+        self.transcript.add_history(messages, self.session.nick, older=older)
+        if older and messages:  # keep the line the user was looking at in view
+            self.transcript_view.scrollTo(
+                self.transcript.index(len(messages), 0), QAbstractItemView.ScrollHint.PositionAtTop
+            )
+
+    def _joined(self, joined: codec.Joined) -> None:
+        self.peers.joined(joined)
+        self.peer_view.expandAll()
+        self.transcript.add_system(f"{joined.nick} joined")
+
+    def _left(self, left: codec.Left) -> None:
+        self.peers.left(left)
+        why = _LEAVE_WORDS.get(left.reason, f"left ({left.reason})")
+        self.transcript.add_system(f"{left.nick} {why}" + (f": {left.message}" if left.message else ""))
+
+    def _queued(self, ref: str, packet) -> None:
+        to = packet.to if isinstance(packet, codec.Whisper) else None
+        self.transcript.add_sending(ref, self.session.nick or "me", packet.text, to)
+
+    def _send_failed(self, ref: str, why: str) -> None:
+        self.transcript.mark_failed(ref, why)
+
+    def _error(self, code: str, message: str) -> None:
+        if code in ("nick_taken", "bad_nick", "unsupported_version"):
+            QTimer.singleShot(0, lambda: self._login_refused(message))
+        self.transcript.add_system(message)
+
+    def _login_refused(self, message: str) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Can't log in", message, parent=self)
+        box.setInformativeText("Choose another nickname in Chat → Connect…")
+        box.open()
+        self.login_refused_box = box
+
+    # -- view behaviour --------------------------------------------------------------------
+
+    def _peer_double_clicked(self, index) -> None:
+        nick = index.data(NICK_ROLE)
+        if nick:
+            self.input.setPlainText(f"/msg {nick} ")
+            self.input.setFocus()
+            cursor = self.input.textCursor()
+            cursor.movePosition(cursor.MoveOperation.End)
+            self.input.setTextCursor(cursor)
+
+    def _transcript_double_clicked(self, index) -> None:
+        ref = self.transcript.failed_ref_at(index.row())
+        if ref is not None:
+            self.transcript.mark_sending(ref)
+            self.session.retry(ref)
+
+    def _rows_inserted(self, parent, first: int, last: int) -> None:
+        bar = self.transcript_view.verticalScrollBar()
+        if first > 0 and bar.value() >= bar.maximum() - 2 * self.transcript_view.sizeHintForRow(0):
+            QTimer.singleShot(0, self.transcript_view.scrollToBottom)
+
+    def _scrolled(self, value: int) -> None:
+        bar = self.transcript_view.verticalScrollBar()
+        if value == bar.minimum() and bar.maximum() > 0:
+            self.session.request_older()
+
+    # -- closing -------------------------------------------------------------------------
+
+    def closeEvent(self, event) -> None:
+        self.session.disconnect()
+        if self.console is not None:
+            self.console.close()
+        super().closeEvent(event)
