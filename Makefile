@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-server test-client lint clean
+.PHONY: install run client screenshot test test-server test-client lint clean
 
 install: $(STAMP)
 
@@ -19,16 +19,27 @@ $(STAMP): setup.cfg pyproject.toml
 run: install
 	$(VENV)/bin/twistd -n --pidfile= chat $(ARGS)
 
-test: test-server
+client: install
+	$(VENV)/bin/chat-client $(ARGS)
+
+# Renders the real windows offscreen with a hosted server and some chat.
+screenshot: install
+	QT_QPA_PLATFORM=offscreen $(PY) -m qtclient.screenshot docs/screenshot.png
+
+test: test-server test-client
 
 # The server tests run under both runners the project supports.
 test-server: install
 	$(VENV)/bin/trial tests
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests --ignore=tests/qt
+
+# The client tests need the asyncio reactor on Qt's loop (tests/qt/conftest.py).
+test-client: install
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/qt --reactor=asyncio
 
 lint: install
-	$(VENV)/bin/ruff check chatproto tests twisted
-	$(VENV)/bin/ruff format --check chatproto tests twisted
+	$(VENV)/bin/ruff check chatproto qtclient tests twisted benchmarks
+	$(VENV)/bin/ruff format --check chatproto qtclient tests twisted benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* .pytest_cache .hypothesis

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from PyQt6.QtWidgets import QApplication
@@ -53,7 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         d = window.session.disconnect()
         return d.addTimeout(2, reactor).addErrback(lambda _: None)
 
+    def close_windows(signum, frame) -> None:
+        # A terminal's Ctrl-C or a SIGTERM closes the app as its window would.
+        reactor.callFromThread(app.closeAllWindows)
+
+    def install_signals() -> None:  # after the reactor has installed its own
+        signal.signal(signal.SIGINT, close_windows)
+        signal.signal(signal.SIGTERM, close_windows)
+
     reactor.addSystemEventTrigger("before", "shutdown", leaving)
+    reactor.callWhenRunning(install_signals)
     app.lastWindowClosed.connect(reactor.stop)
     reactor.run()
     return 0

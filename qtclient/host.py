@@ -57,4 +57,3 @@ class HostedServer:
         self.room = None
         listener.stopService()
         return keeper.stopService()
-

@@ -10,6 +10,7 @@ from PyQt6.QtGui import QBrush, QColor, QFont, QStandardItem, QStandardItemModel
 
 from chatproto import codec
 
+_ROOT = QModelIndex()
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
 NICK_ROLE = Qt.ItemDataRole.UserRole + 2
 
@@ -147,10 +148,10 @@ class TranscriptModel(QAbstractTableModel):
 
     # Qt model API
 
-    def rowCount(self, parent=QModelIndex()) -> int:
+    def rowCount(self, parent=_ROOT) -> int:
         return 0 if parent.isValid() else len(self.lines)
 
-    def columnCount(self, parent=QModelIndex()) -> int:
+    def columnCount(self, parent=_ROOT) -> int:
         return 0 if parent.isValid() else len(self.COLUMNS)
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):

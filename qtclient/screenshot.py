@@ -28,8 +28,9 @@ def main(out: str) -> int:
     from qtclient.views.connect_dialog import Target
     from qtclient.views.main_window import MainWindow
 
-    settings = QSettings(os.path.join(os.path.dirname(os.path.abspath(out)), ".screenshot.ini"),
-                         QSettings.Format.IniFormat)
+    settings = QSettings(
+        os.path.join(os.path.dirname(os.path.abspath(out)), ".screenshot.ini"), QSettings.Format.IniFormat
+    )
     window = MainWindow(reactor, settings)
     window.resize(820, 480)
     console = window.open_console("tcp:0:interface=127.0.0.1", start=True)
@@ -49,8 +50,12 @@ def main(out: str) -> int:
         (1.2, lambda: window.submit("Yes: cut off at sendq, nobody else notices.")),
         (1.4, lambda: carol.say("I'll run the soak test tonight")),
         (1.5, lambda: bob.whisper("alice", "coffee at 11?")),
-        (1.7, lambda: connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Protocol())
-         .addCallback(lurker.append)),
+        (
+            1.7,
+            lambda: connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Protocol()).addCallback(
+                lurker.append
+            ),
+        ),
         (1.8, lambda: carol.disconnect()),
         (2.0, lambda: window.input.setPlainText("/msg bob sure, see you there")),
     ]

@@ -109,6 +109,7 @@ class ChatSession(QObject):
         self.history_reset = False
         self._retry = retry or retry_policy()
         self._service: ClientService | None = None
+        self._stopping: Deferred | None = None
         self._link: _Link | None = None
         self._logged_in = False
         self._token: str | None = None
@@ -137,7 +138,9 @@ class ChatSession(QObject):
         self._final_reason = None
         endpoint = _ReportingEndpoint(HostnameEndpoint(self.reactor, host, port, timeout=10), self._failed)
         factory = Factory.forProtocol(lambda: _Link(self))
-        self._service = ClientService(endpoint, factory, retryPolicy=self._announcing_retry, clock=self.reactor)
+        self._service = ClientService(
+            endpoint, factory, retryPolicy=self._announcing_retry, clock=self.reactor
+        )
         self._set_state(CONNECTING, f"{host}:{port}")
         self._service.startService()
 
@@ -204,12 +207,18 @@ class ChatSession(QObject):
             self._set_state(RECONNECTING, "connection lost")
 
     def _stop_service(self) -> Deferred:
+        """Stop reconnecting and close the link; a second caller (the app's
+        shutdown trigger after the window's close) waits for the same stop."""
         service, self._service = self._service, None
         if self._pinger.running:
             self._pinger.stop()
-        if service is None or not service.running:
+        if service is not None and service.running:
+            self._stopping = service.stopService()
+        if self._stopping is None or self._stopping.called:
             return succeed(None)
-        return service.stopService()
+        waiter: Deferred = Deferred()
+        self._stopping.addBoth(lambda result: (waiter.callback(None), result)[1])
+        return waiter
 
     # -- packets -------------------------------------------------------------------
 
@@ -230,8 +239,8 @@ class ChatSession(QObject):
         if self.history_reset:
             self.last_seq, self.oldest_seq = 0, None
         resumed_gap = self.last_seq > 0
-        self.welcomed.emit(welcome)
         self._set_state(CONNECTED, welcome.server)
+        self.welcomed.emit(welcome)
         if welcome.history and self.oldest_seq is None:
             self.oldest_seq = welcome.history[0].seq
         if resumed_gap:

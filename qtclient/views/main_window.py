@@ -12,7 +12,6 @@ from PyQt6.QtWidgets import (
     QHeaderView,
     QLabel,
     QMainWindow,
-    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QSplitter,
@@ -62,13 +61,16 @@ class ChatInput(QPlainTextEdit):
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, reactor, settings: QSettings | None = None) -> None:
+    def __init__(
+        self, reactor, settings: QSettings | None = None, session: ChatSession | None = None
+    ) -> None:
         super().__init__()
         self.reactor = reactor
         self.settings = settings or QSettings()
         self.setWindowTitle("Chat")
         self.resize(900, 560)
-        self.session = ChatSession(reactor, self)
+        self.session = session or ChatSession(reactor)
+        self.session.setParent(self)
         self.peers = PeerModel(self)
         self.transcript = TranscriptModel(self)
         self.target: Target | None = None
@@ -104,9 +106,17 @@ class MainWindow(QMainWindow):
         row.addWidget(self.input)
         row.addWidget(self.send_button, alignment=Qt.AlignmentFlag.AlignBottom)
 
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet(
+            "background: #fdecea; color: #8a1c1c; border: 1px solid #f5c2c0; padding: 6px;"
+        )
+        self.banner.hide()
+
         right = QWidget()
         column = QVBoxLayout(right)
         column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.banner)
         column.addWidget(self.transcript_view)
         column.addLayout(row)
 
@@ -238,6 +248,8 @@ class MainWindow(QMainWindow):
         }[state]
         self.state_label.setText(text)
         online = state == states.CONNECTED
+        if online:
+            self.banner.hide()
         # Typing is allowed whenever a session exists: messages queue until login.
         self.input.setEnabled(state != states.DISCONNECTED)
         self.send_button.setEnabled(state != states.DISCONNECTED)
@@ -293,14 +305,15 @@ class MainWindow(QMainWindow):
 
     def _error(self, code: str, message: str) -> None:
         if code in ("nick_taken", "bad_nick", "unsupported_version"):
-            QTimer.singleShot(0, lambda: self._login_refused(message))
+            self.show_problem(f"Can't log in: {message}. Choose another nickname in Chat → Connect….")
+        elif code == "unreachable":
+            self.show_problem(f"{message[:1].upper()}{message[1:]}; retrying.")
         self.transcript.add_system(message)
 
-    def _login_refused(self, message: str) -> None:
-        box = QMessageBox(QMessageBox.Icon.Warning, "Can't log in", message, parent=self)
-        box.setInformativeText("Choose another nickname in Chat → Connect…")
-        box.open()
-        self.login_refused_box = box
+    def show_problem(self, text: str) -> None:
+        """A banner over the transcript: seen at once, and it doesn't block."""
+        self.banner.setText(text)
+        self.banner.show()
 
     # -- view behaviour --------------------------------------------------------------------
 
@@ -320,8 +333,11 @@ class MainWindow(QMainWindow):
             self.session.retry(ref)
 
     def _rows_inserted(self, parent, first: int, last: int) -> None:
+        """Follow the conversation if the user was at the bottom (the scroll
+        bar's range is not updated yet, so it still says where they were)."""
         bar = self.transcript_view.verticalScrollBar()
-        if first > 0 and bar.value() >= bar.maximum() - 2 * self.transcript_view.sizeHintForRow(0):
+        appended = last == self.transcript.rowCount() - 1
+        if appended and bar.value() >= bar.maximum() - 2 * self.transcript_view.sizeHintForRow(0):
             QTimer.singleShot(0, self.transcript_view.scrollToBottom)
 
     def _scrolled(self, value: int) -> None:

@@ -1,0 +1,48 @@
+"""Deferreds for Qt signals and model conditions, bounded in time."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+
+TIMEOUT = 10.0
+
+
+def signal_fired(signal, predicate=lambda *args: True, timeout: float = TIMEOUT) -> Deferred:
+    """Fires with the arguments of the first emission that matches. Connect
+    before doing what makes it fire."""
+    from twisted.internet import reactor
+
+    d: Deferred = Deferred()
+
+    def slot(*args):
+        if not d.called and predicate(*args):
+            signal.disconnect(slot)
+            # On the next turn: the test resumes after every slot has run.
+            reactor.callLater(0, lambda: d.called or d.callback(args))
+
+    signal.connect(slot)
+    return d.addTimeout(timeout, reactor)
+
+
+def until(condition, timeout: float = TIMEOUT, every: float = 0.01) -> Deferred:
+    """Fires once ``condition()`` is true: for state that has no signal of its own."""
+    from twisted.internet import reactor
+
+    d: Deferred = Deferred()
+
+    def check():
+        if condition() and not d.called:
+            loop.stop()
+            d.callback(None)
+
+    loop = LoopingCall(check)
+    loop.clock = reactor
+    loop.start(every).addErrback(lambda failure: d.called or d.errback(failure))
+
+    def give_up(failure):
+        if loop.running:
+            loop.stop()
+        return failure
+
+    return d.addTimeout(timeout, reactor).addErrback(give_up)
