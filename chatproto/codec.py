@@ -507,12 +507,26 @@ def body_of(obj) -> dict:
     return body
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+#: Compact JSON text, as every payload carries it.
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
-def encode_body(packet_type: int, body: dict) -> bytes:
-    """Payload from a ready JSON object: the hot path for broadcasts."""
-    return bytes((packet_type,)) + _dumps(body).encode("utf-8")
+def encode_json(packet_type: int, text: str) -> bytes:
+    """Payload from JSON text already encoded (cached by the caller)."""
+    return bytes((packet_type,)) + text.encode("utf-8")
+
+
+def encode_body(packet_type: int, body: dict, raw: dict[str, str] | None = None) -> bytes:
+    """Payload from a ready JSON object: the hot path for broadcasts.
+
+    ``raw`` maps more keys to JSON text spliced in as it is, for parts the
+    caller keeps encoded (a room's peer list).
+    """
+    text = dumps(body)
+    if raw:
+        extra = ",".join(f"{dumps(key)}:{value}" for key, value in raw.items())
+        text = f"{text[:-1]},{extra}}}" if len(text) > 2 else f"{{{extra}}}"
+    return encode_json(packet_type, text)
 
 
 def encode(packet) -> bytes:

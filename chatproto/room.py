@@ -1,9 +1,13 @@
 """The room: who is here, one total order of events, and broadcast.
 
-Ordering rule: chat messages are batched per reactor turn, stored in one
-transaction, then broadcast; every other event (login, leave, whisper,
-history, pending) first flushes that batch. Delivery order therefore equals
-event order for every recipient, with no per-event queue.
+Every broadcast (chat and presence alike) goes into one ordered batch per
+reactor turn. At the end of the turn the batch's messages are stored in one
+transaction, then the whole batch is joined into one bytes object and that
+same object is written to every recipient: one write per recipient per turn,
+however many events the turn had. A connection that logged in during the
+turn starts at its own place in the batch; a sender gets its own messages
+with their ``ref``. Whispers and history replies first flush the batch, so
+they never overtake what was said before them.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import itertools
 import secrets
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -71,10 +75,19 @@ class RoomEvent:
 
 @dataclass
 class _Said:
+    """A message in the batch, framed once it is stored."""
+
     message: Message
     sender: Session
     ref: str | None
-    payload: bytes = field(default=b"")
+
+
+def _message_json(m: Message) -> str:
+    return codec.dumps({"seq": m.seq, "ts": m.ts, "from": m.sender, "text": m.text})
+
+
+def _peer_json(session: Session) -> str:
+    return codec.dumps({"id": session.id, "nick": session.nick})
 
 
 class Room:
@@ -97,13 +110,18 @@ class Room:
         self._pending: dict[int, Client] = {}
         self._sessions: dict[int, Session] = {}
         self._nicks: dict[str, Session] = {}
-        self._recipients: list[Outbox] = []
+        self._outboxes: dict[int, Outbox] = {}  # session id -> where its broadcasts go
+        self._peers: dict[int, str] = {}  # session id -> its JSON in WELCOME.peers
         self._overflowed: list[Client] = []
         self._next_seq = store.last_seq() + 1
-        self._unsaved: list[_Said] = []
+        # The batch: frames (or messages, framed once stored) in event order,
+        # and for connections that joined during it, where they start.
+        self._batch: list[bytes | _Said] = []
+        self._starts: dict[Outbox, int] = {}
         self._flush_call: IDelayedCall | None = None
-        self._recent: deque[Message] = deque(
-            store.before(None, self.limits.history_replay)[0], maxlen=self.limits.history_replay
+        self._recent: deque[tuple[Message, str]] = deque(
+            ((m, _message_json(m)) for m in store.before(None, self.limits.history_replay)[0]),
+            maxlen=self.limits.history_replay,
         )
         self._limits_wire = self.limits.as_wire()
 
@@ -158,7 +176,6 @@ class Room:
             )
         nick = normalise_nick(packet.nick)
         key = nick_key(nick)
-        self.flush()
         held = self._nicks.get(key)
         if held is not None:
             if packet.resume is None or not hmac.compare_digest(
@@ -171,9 +188,8 @@ class Room:
         client.session = session
         self._sessions[session.id] = session
         self._nicks[key] = session
-        self._rebuild_recipients()
-        client.send(self._welcome(session))
-        self._broadcast(codec.Joined(session.id, nick), exclude=client.outbox)
+        self._broadcast(codec.Joined(session.id, nick))
+        self._join(session, client)
         log.info("{nick} logged in as {id} from {address}", nick=nick, id=session.id, address=client.address)
         self._notify("joined", session.id, nick=nick, address=client.address)
         return session
@@ -181,6 +197,7 @@ class Room:
     def _resume(self, client: Client, session: Session) -> Session:
         old = session.client
         del self._pending[client.id]
+        self._leave_recipients(session)
         old.session = None
         self._open.pop(old.id, None)
         old.disconnect("replaced")
@@ -188,9 +205,8 @@ class Room:
         session.token = secrets.token_urlsafe(24)
         session.since = self.clock.seconds()
         client.session = session
-        self._rebuild_recipients()
-        client.send(self._welcome(session))
-        self._broadcast(codec.Pending(client.id, "gone"), exclude=client.outbox)
+        self._broadcast(codec.Pending(client.id, "gone"))
+        self._join(session, client)
         log.info(
             "{nick} ({id}) resumed from {address}", nick=session.nick, id=session.id, address=client.address
         )
@@ -204,10 +220,9 @@ class Room:
         session = client.session
         if session is not None:
             client.session = None
-            self.flush()
             del self._sessions[session.id]
             del self._nicks[session.key]
-            self._rebuild_recipients()
+            self._leave_recipients(session)
             message = clean_reason(message, self.limits.max_text)
             self._broadcast(codec.Left(session.id, session.nick, reason, message))
             log.info("{nick} ({id}) left: {reason}", nick=session.nick, id=session.id, reason=reason)
@@ -232,9 +247,7 @@ class Room:
         validate_text(text, self.limits.max_text)
         message = Message(self._next_seq, self.clock.seconds(), session.nick, text)
         self._next_seq += 1
-        self._unsaved.append(_Said(message, session, ref))
-        if self._flush_call is None:
-            self._flush_call = self.clock.callLater(0, self.flush)
+        self._append(_Said(message, session, ref))
 
     def whisper(self, session: Session, packet: codec.Whisper) -> None:
         validate_text(packet.text, self.limits.max_text)
@@ -263,78 +276,104 @@ class Room:
         return codec.HistoryPage(messages, more or trimmed)
 
     def flush(self) -> None:
-        """Store the batch of said messages, then broadcast it."""
+        """Store the batch's messages, then write the batch to every recipient."""
         if self._flush_call is not None:
             if self._flush_call.active():
                 self._flush_call.cancel()
             self._flush_call = None
-        batch = self._unsaved
+        batch, starts = self._batch, self._starts
         if not batch:
             return
-        self._unsaved = []
-        try:
-            self.store.append([said.message for said in batch])
-        except StoreError as e:
-            # Nobody saw these seqs, so they are reused; the senders are told.
-            self._next_seq = batch[0].message.seq
-            log.error("history store failed, {count} messages refused: {error}", count=len(batch), error=e)
-            self._notify("error", 0, reason=str(e))
-            for said in batch:
-                if said.sender.client.session is said.sender:
-                    said.sender.client.send(
-                        codec.Error(ErrorCode.INTERNAL, "the server could not store your message", said.ref)
-                    )
-            return
-        frames = []
-        for said in batch:
-            m = said.message
-            said.payload = codec.encode_body(
-                PacketType.MESSAGE, {"seq": m.seq, "ts": m.ts, "from": m.sender, "text": m.text}
-            )
-            frames.append(codec.frame(said.payload))
+        self._batch, self._starts = [], {}
+        said = [item for item in batch if type(item) is _Said]
+        if said and not self._store(said):
+            # Refused messages become empty frames, so positions in the batch hold.
+            batch = [b"" if type(item) is _Said else item for item in batch]
+        frames = [item if type(item) is bytes else self._frame(item) for item in batch]
         shared = b"".join(frames)
-        own = self._sender_copies(batch, frames)
-        if own:
-            for outbox in self._recipients:
-                outbox.write(own.get(outbox, shared))
+        special = self._special_copies(batch, frames, starts)
+        if special:
+            for outbox in self._outboxes.values():
+                outbox.write(special.get(outbox, shared))
         else:
-            for outbox in self._recipients:
+            for outbox in self._outboxes.values():
                 outbox.write(shared)
-        self._recent.extend(said.message for said in batch)
         self._handle_overflow()
 
-    @staticmethod
-    def _sender_copies(batch: list[_Said], frames: list[bytes]) -> dict[Outbox, bytes]:
-        """The batch as each sender with a ref sees it: its own copies carry the ref."""
-        by_sender: dict[Outbox, list[bytes]] = {}
-        for index, said in enumerate(batch):
-            if said.ref is None:
-                continue
-            outbox = said.sender.client.outbox
-            copy = by_sender.get(outbox)
-            if copy is None:
-                copy = by_sender[outbox] = list(frames)
-            m = said.message
-            copy[index] = codec.frame(
-                codec.encode_body(
-                    PacketType.MESSAGE,
-                    {"seq": m.seq, "ts": m.ts, "from": m.sender, "text": m.text, "ref": said.ref},
+    def _store(self, said: list[_Said]) -> bool:
+        try:
+            self.store.append([item.message for item in said])
+        except StoreError as e:
+            # Nobody saw these seqs, so they are reused; the senders are told.
+            self._next_seq = said[0].message.seq
+            log.error("history store failed, {count} messages refused: {error}", count=len(said), error=e)
+            self._notify("error", 0, reason=str(e))
+            for item in said:
+                if item.sender.client.session is item.sender:
+                    item.sender.client.send(
+                        codec.Error(ErrorCode.INTERNAL, "the server could not store your message", item.ref)
+                    )
+            return False
+        return True
+
+    def _frame(self, said: _Said) -> bytes:
+        text = _message_json(said.message)
+        self._recent.append((said.message, text))
+        return codec.frame(codec.encode_json(PacketType.MESSAGE, text))
+
+    def _special_copies(self, batch: list, frames: list[bytes], starts: dict[Outbox, int]) -> dict:
+        """The batch as seen by those who don't get the shared copy: senders
+        (their own messages carry the ref) and those who joined mid-batch.
+
+        A mid-batch joiner's WELCOME reflects the presence events before its
+        start but its history stops at the last flush, so it gets the batch's
+        earlier messages and everything from its start on."""
+        copies: dict[Outbox, list[bytes]] = {}
+        for index, item in enumerate(batch):
+            if type(item) is _Said and item.ref is not None:
+                outbox = item.sender.client.outbox
+                copy = copies.get(outbox)
+                if copy is None:
+                    copy = copies[outbox] = list(frames)
+                m = item.message
+                copy[index] = codec.frame(
+                    codec.encode_body(
+                        PacketType.MESSAGE,
+                        {"seq": m.seq, "ts": m.ts, "from": m.sender, "text": m.text, "ref": item.ref},
+                    )
                 )
-            )
-        return {outbox: b"".join(copy) for outbox, copy in by_sender.items()}
+        def view(own: list[bytes], start: int) -> bytes:
+            earlier = [own[i] for i in range(start) if type(batch[i]) is _Said]
+            return b"".join(earlier + own[start:])
+
+        result = {outbox: view(copy, starts.get(outbox, 0)) for outbox, copy in copies.items()}
+        for outbox, start in starts.items():
+            if outbox not in result:
+                result[outbox] = view(frames, start)
+        return result
 
     # -- broadcast ----------------------------------------------------------------
 
-    def _rebuild_recipients(self) -> None:
-        self._recipients = [s.client.outbox for s in self._sessions.values()]
+    def _append(self, item: bytes | _Said) -> None:
+        self._batch.append(item)
+        if self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self.flush)
 
-    def _broadcast(self, packet, exclude: Outbox | None = None) -> None:
-        self.flush()
-        data = codec.encode_frame(packet)
-        for outbox in self._recipients:
-            if outbox is not exclude:
-                outbox.write(data)
-        self._handle_overflow()
+    def _broadcast(self, packet) -> None:
+        self._append(codec.encode_frame(packet))
+
+    def _join(self, session: Session, client: Client) -> None:
+        """WELCOME now; broadcasts from this point of the batch on."""
+        client.outbox.write(codec.frame(self._welcome(session)))
+        self._outboxes[session.id] = client.outbox
+        self._peers[session.id] = _peer_json(session)
+        if self._batch:
+            self._starts[client.outbox] = len(self._batch)
+
+    def _leave_recipients(self, session: Session) -> None:
+        outbox = self._outboxes.pop(session.id, None)
+        self._peers.pop(session.id, None)
+        self._starts.pop(outbox, None)
 
     def overflowed(self, client: Client) -> None:
         """Called by a client's Outbox past sendq; handled once the write loop ends."""
@@ -349,19 +388,26 @@ class Room:
 
     # -- packets ----------------------------------------------------------------
 
-    def _welcome(self, session: Session) -> codec.Welcome:
-        history, _ = self._fit(list(self._recent), keep="newest")
-        return codec.Welcome(
-            nick=session.nick,
-            id=session.id,
-            resume=session.token,
-            server=self.name,
-            motd=self.motd,
-            peers=[codec.Peer(s.id, s.nick) for s in self._sessions.values()],
-            pending=list(self._pending),
-            history=history,
-            limits=self._limits_wire,
-        )
+    def _welcome(self, session: Session) -> bytes:
+        """WELCOME's payload, spliced from cached JSON: a login costs a join
+        over the peers, not an encode of every one of them."""
+        recent = list(self._recent)
+        history, _ = self._fit([m for m, _ in recent], keep="newest")
+        history_json = [text for _, text in recent[len(recent) - len(history) :]]
+        body = {
+            "nick": session.nick,
+            "id": session.id,
+            "resume": session.token,
+            "server": self.name,
+            "motd": self.motd,
+            "pending": list(self._pending),
+            "limits": self._limits_wire,
+        }
+        peers = list(self._peers.values())
+        if session.id not in self._peers:
+            peers.append(_peer_json(session))
+        raw = {"peers": "[" + ",".join(peers) + "]", "history": "[" + ",".join(history_json) + "]"}
+        return codec.encode_body(PacketType.WELCOME, body, raw)
 
     def _fit(self, messages: list[Message], keep: str) -> tuple[list[Message], bool]:
         """Drop messages from the far end until the list encodes within
@@ -396,7 +442,8 @@ class Room:
         self._pending.clear()
         self._sessions.clear()
         self._nicks.clear()
-        self._recipients = []
+        self._outboxes.clear()
+        self._peers.clear()
         closing = [client.closed() for client in clients]
         for client in clients:
             client.session = None

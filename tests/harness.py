@@ -49,24 +49,28 @@ class Peer:
     def send(self, packet) -> None:
         self.send_payload(codec.encode(packet))
 
-    def received(self) -> list:
-        """Packets written to this peer since the last call."""
+    def received(self, flush: bool = True) -> list:
+        """Packets written to this peer since the last call, after the server
+        has finished its turn (``flush=False``: before it has)."""
+        if flush:
+            self.server.flush()
         data = self.transport.value()
         self.transport.clear()
         return parse_frames(data)
 
-    def only(self, kind):
+    def only(self, kind, flush: bool = True):
         """The single packet received since the last call, checked to be ``kind``."""
-        packets = self.received()
+        packets = self.received(flush)
         assert len(packets) == 1 and isinstance(packets[0], kind), packets
         return packets[0]
 
     def error(self) -> codec.Error:
-        return self.only(codec.Error)
+        """The ERROR just written (errors are sent at once, not at the end of the turn)."""
+        return self.only(codec.Error, flush=False)
 
     def login(self, nick: str, resume: str | None = None) -> codec.Welcome:
         self.send(codec.Login(nick, 1, resume))
-        return self.only(codec.Welcome)
+        return self.only(codec.Welcome, flush=False)  # WELCOME is sent at once
 
     def say(self, text: str, ref: str | None = None) -> None:
         self.send(codec.Say(text, ref))

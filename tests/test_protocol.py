@@ -6,7 +6,7 @@ from chatproto import codec
 from chatproto.codec import ErrorCode
 from chatproto.outbox import Outbox
 from chatproto.store import StoreError
-from tests.harness import Server
+from tests.harness import Server, parse_frames
 
 
 class Pending(SynchronousTestCase):
@@ -161,7 +161,7 @@ class Chat(SynchronousTestCase):
         alice, bob = server.logged_in("alice", "bob")
         server.clock.advance(12.5)
         alice.say("hi\tthere\nall", ref="r1")
-        self.assertEqual(bob.received(), [], "nothing is broadcast before it is stored")
+        self.assertEqual(bob.received(flush=False), [], "nothing is broadcast before it is stored")
         server.flush()
         mine = alice.only(codec.MessagePacket)
         theirs = bob.only(codec.MessagePacket)
@@ -204,6 +204,36 @@ class Chat(SynchronousTestCase):
             kinds = [type(p).__name__ + getattr(p, "text", "") for p in peer.received()]
             self.assertEqual(kinds, ["MessagePacketbefore join", "Pending", "MessagePacketafter join"])
         self.assertEqual(newcomer.received(), [])
+
+    def test_mid_turn_login_gets_the_turns_messages_but_not_earlier_presence(self):
+        server = Server()
+        alice, bob = server.logged_in("alice", "bob")
+        alice.say("said first")
+        carol = server.peer()
+        welcome = carol.login("carol")
+        alice.say("said after")
+        self.assertEqual(welcome.history, [], "history stops at the last stored batch")
+        self.assertEqual(
+            [(type(p).__name__, getattr(p, "text", None)) for p in carol.received()],
+            [("MessagePacket", "said first"), ("MessagePacket", "said after")],
+        )
+        self.assertEqual(
+            [type(p).__name__ for p in bob.received()],
+            ["MessagePacket", "Pending", "Joined", "MessagePacket"],
+        )
+
+    def test_one_write_per_recipient_per_turn(self):
+        server = Server()
+        server.logged_in("a", "b", "c")
+        written = []
+        original = Outbox.write
+        self.patch(Outbox, "write", lambda outbox, data: (written.append(data), original(outbox, data)))
+        for _ in range(5):
+            server.peer()
+        server.room.say(server.room.session_for("a"), "hello", None)
+        server.flush()
+        self.assertEqual(len(written), 3)
+        self.assertEqual(len(parse_frames(written[0])), 6, "five PENDING and one MESSAGE in one write")
 
     def test_bad_text(self):
         server = Server(max_text=10)

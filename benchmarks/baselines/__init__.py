@@ -1,0 +1,1 @@
+"""Servers we measure ourselves against, written the obvious way."""

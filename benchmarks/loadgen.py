@@ -1,0 +1,316 @@
+"""Load generator: many clients in one asyncio process, loopback only.
+
+    python -m benchmarks.loadgen SCENARIO --port N --mode frames|lines [options]
+
+Prints one JSON object. Receivers count MESSAGE frames straight off the byte
+stream (length prefixes only, no JSON), and check ``seq`` continuity at the
+first frame of every read, so counting stays cheap enough that the generator
+can outrun the server; it reports its own CPU use so the runner can tell
+when it is the bottleneck. Every loop here is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import struct
+import sys
+import time
+
+HOST = "127.0.0.1"
+_LENGTH = struct.Struct("!I")
+_unpack = _LENGTH.unpack_from
+MESSAGE = 0x82
+_MARK = b'\x82{"seq":'  # how every MESSAGE payload starts
+
+
+def frame(kind: int, body: dict) -> bytes:
+    payload = bytes([kind]) + json.dumps(body, separators=(",", ":")).encode()
+    return _LENGTH.pack(len(payload)) + payload
+
+
+class Client(asyncio.Protocol):
+    """Counts chat messages; in frames mode also waits for WELCOME."""
+
+    def __init__(self, mode: str, on_data=None) -> None:
+        self.mode = mode
+        self.count = 0
+        self.tail = b""
+        self.carry = b""
+        self.next_seq: int | None = None
+        self.order_errors = 0
+        self.welcomed = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.on_data = on_data
+        self.transport: asyncio.Transport | None = None
+        self.bye: bytes | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        if self.mode == "lines" and not self.welcomed.done():
+            self.welcomed.set_result(None)
+
+    def connection_lost(self, exc) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.mode == "lines":
+            self.count += data.count(b"\n")
+        else:
+            self._scan(data)
+        if self.on_data is not None:
+            self.on_data(self)
+
+    def _scan(self, data: bytes) -> None:
+        """Count MESSAGE payload markers at C speed; parse one seq per read.
+
+        A marker split across two reads is found in the seam (the last bytes
+        of the previous read plus the first of this one), so it counts once.
+        Benchmark texts are ASCII, so the marker can't occur inside one.
+        """
+        if not self.welcomed.done() and b"\x81{" in data:
+            self.welcomed.set_result(None)
+        if b"\x8a{" in data:
+            self.bye = data
+        count = (self.carry + data[: len(_MARK) - 1]).count(_MARK) if self.carry else 0
+        count += data.count(_MARK)
+        if count:
+            first = data.find(_MARK) + len(_MARK)
+            comma = data.find(b",", first) if first >= len(_MARK) else -1
+            if comma > 0 and count == data.count(_MARK):  # nothing in the seam
+                seq = int(data[first:comma])
+                if self.next_seq is not None and seq != self.next_seq:
+                    self.order_errors += 1
+                self.next_seq = seq + count
+            elif self.next_seq is not None:
+                self.next_seq += count
+        self.count += count
+        self.carry = data[-(len(_MARK) - 1) :]
+
+    def take_messages(self) -> None:
+        """Messages counted so far are presence-time noise: start from zero."""
+        self.count = 0
+        self.next_seq = None
+
+
+async def connect_all(port: int, mode: str, n: int, nick: str, on_data=None, batch: int = 200):
+    loop = asyncio.get_running_loop()
+    clients: list[Client] = []
+    for start in range(0, n, batch):  # bounded bursts: the listen backlog is finite
+        made = await asyncio.gather(
+            *(
+                loop.create_connection(lambda: Client(mode, on_data), HOST, port)
+                for _ in range(start, min(n, start + batch))
+            )
+        )
+        for i, (_, client) in enumerate(made, start):
+            if mode == "frames":
+                client.transport.write(frame(0x01, {"nick": f"{nick}{i}", "proto": 1}))
+            clients.append(client)
+    await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in clients)), 120)
+    return clients
+
+
+def cpu() -> float:
+    return time.process_time()
+
+
+def say_frame(mode: str, size: int) -> bytes:
+    if mode == "lines":
+        return b"x" * size + b"\n"
+    return frame(0x02, {"text": "x" * size})
+
+
+async def settle(clients: list[Client], quiet: float = 0.3, limit: float = 60.0) -> None:
+    """Wait until presence traffic (JOINED, PENDING) stops arriving."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = [(c.count, len(c.tail)) for c in clients]
+        await asyncio.sleep(quiet)
+        if before == [(c.count, len(c.tail)) for c in clients]:
+            return
+
+
+async def fanout(args) -> dict:
+    one = say_frame(args.mode, args.size)
+    window = args.window
+    state = {"sent": 0, "sending": False}
+
+    def top_up(sender: Client) -> None:
+        if not state["sending"]:
+            return
+        room = window - (state["sent"] - sender.count)
+        if room >= window // 4:
+            sender.transport.write(one * room)
+            state["sent"] += room
+
+    receivers = await connect_all(args.port, args.mode, args.receivers, "r")
+    senders = await connect_all(args.port, args.mode, args.senders, "s", on_data=top_up)
+    slow = []
+    if args.slow:
+        slow = await connect_all(args.port, args.mode, args.slow, "slow")
+        for client in slow:
+            client.transport.pause_reading()
+    everyone = receivers + senders
+    await settle(everyone)
+    for client in everyone:
+        client.take_messages()
+    state["sending"] = True
+    for sender in senders:
+        sender.transport.write(one * (window // len(senders)))
+        state["sent"] += window // len(senders)
+    await asyncio.sleep(args.warmup)
+    counts0, cpu0, t0 = sum(c.count for c in everyone), cpu(), time.perf_counter()
+    await asyncio.sleep(args.duration)
+    counts1, cpu1, t1 = sum(c.count for c in everyone), cpu(), time.perf_counter()
+    state["sending"] = False
+    expected = state["sent"]
+    deadline = time.monotonic() + args.drain
+    while time.monotonic() < deadline and any(c.count < expected for c in everyone):
+        await asyncio.sleep(0.05)
+    lost = sum(max(0, expected - c.count) for c in everyone)
+    slow_cut = sum(1 for c in slow if c.closed.done() or c.bye is not None)
+    for client in everyone + slow:
+        client.transport.close()
+    return {
+        "deliveries_per_s": (counts1 - counts0) / (t1 - t0),
+        "messages": expected,
+        "lost": lost,
+        "order_errors": sum(c.order_errors for c in everyone),
+        "generator_cpu": (cpu1 - cpu0) / (t1 - t0),
+        "slow_cut": slow_cut,
+    }
+
+
+async def latency(args) -> dict:
+    samples: list[float] = []
+    lines = args.mode == "lines"
+
+    class Timed(Client):
+        def data_received(self, data: bytes) -> None:
+            now = time.perf_counter()
+            if lines:
+                buf = self.tail + data
+                *complete, self.tail = buf.split(b"\n")
+                samples.extend(now - float(line[:20]) for line in complete if line and self.started)
+                return
+            buf = self.tail + data
+            off = 0
+            while len(buf) - off >= 4:
+                (length,) = _unpack(buf, off)
+                end = off + 4 + length
+                if end > len(buf):
+                    break
+                if buf[off + 4] == MESSAGE and self.started:
+                    text = json.loads(buf[off + 5 : end])["text"]
+                    samples.append(now - float(text[:20]))
+                elif buf[off + 4] == 0x81 and not self.welcomed.done():
+                    self.welcomed.set_result(None)
+                off = end
+            self.tail = buf[off:]
+
+        started = False
+
+    loop = asyncio.get_running_loop()
+    receivers = []
+    for i in range(args.receivers):
+        _, client = await loop.create_connection(lambda: Timed(args.mode), HOST, args.port)
+        if not lines:
+            client.transport.write(frame(0x01, {"nick": f"r{i}", "proto": 1}))
+        receivers.append(client)
+    _, sender = await loop.create_connection(lambda: Client(args.mode), HOST, args.port)
+    if not lines:
+        sender.transport.write(frame(0x01, {"nick": "sender", "proto": 1}))
+    await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in [*receivers, sender])), 60)
+    await asyncio.sleep(0.5)
+    for client in receivers:
+        client.started = True
+    period = 1.0 / args.rate
+    total = int(args.rate * args.duration)
+    start = time.perf_counter()
+    for n in range(total):
+        delay = start + n * period - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        stamp = f"{time.perf_counter():020.9f}".encode()
+        text = stamp + b"x" * (args.size - len(stamp))
+        if lines:
+            sender.transport.write(text + b"\n")
+        else:
+            sender.transport.write(frame(0x02, {"text": text.decode()}))
+    deadline = time.monotonic() + 5
+    while len(samples) < total * args.receivers and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for client in [*receivers, sender]:
+        client.transport.close()
+    samples.sort()
+    return {
+        "p50_ms": 1000 * samples[len(samples) // 2],
+        "p99_ms": 1000 * samples[int(len(samples) * 0.99)],
+        "max_ms": 1000 * samples[-1],
+        "mean_ms": 1000 * statistics.fmean(samples),
+        "samples": len(samples),
+        "expected": total * args.receivers,
+    }
+
+
+async def logins(args) -> dict:
+    start = time.perf_counter()
+    clients = await connect_all(args.port, args.mode, args.connections, "u", batch=args.connections)
+    elapsed = time.perf_counter() - start
+    for client in clients:
+        client.transport.close()
+    return {"seconds": elapsed, "connections": len(clients)}
+
+
+async def idle(args) -> dict:
+    """Log everyone in, say "ready", hold until the runner says "done"."""
+    start = time.perf_counter()
+    clients = await connect_all(args.port, args.mode, args.connections, "i")
+    await settle(clients, quiet=1.0, limit=300)
+    print(json.dumps({"ready": True, "seconds": time.perf_counter() - start}), flush=True)
+    loop = asyncio.get_running_loop()
+    await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), 600)
+    alive = sum(1 for c in clients if not c.closed.done())
+    for client in clients:
+        client.transport.close()
+    return {"connections": len(clients), "alive": alive}
+
+
+SCENARIOS = {"fanout": fanout, "latency": latency, "logins": logins, "idle": idle}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--mode", choices=["frames", "lines"], default="frames")
+    parser.add_argument("--receivers", type=int, default=100)
+    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--slow", type=int, default=0)
+    parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--window", type=int, default=2000, help="messages in flight, all senders")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--drain", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--connections", type=int, default=1000)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    result = asyncio.run(SCENARIOS[args.scenario](args))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

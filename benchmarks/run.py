@@ -1,0 +1,347 @@
+"""``make bench``: our server and two baselines, side by side, in one run.
+
+    python -m benchmarks.run [--runs 3] [--quick] [--json PATH] [--chart PATH]
+
+Each server runs in its own process pinned to core 0 and the load generator
+to core 1 (when there are two cores and taskset exists). Every scenario runs
+``--runs`` times per server; the table shows medians and our ratio to each
+baseline. The server's CPU use is sampled during each measurement, so a run
+where the generator, not the server, was saturated is flagged as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+CLK = os.sysconf("SC_CLK_TCK")
+_PORT = re.compile(rb"(?:listening on (\d+)|\(127\.0\.0\.1:(\d+)\))")
+
+
+def pinned(core: int) -> list[str]:
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", str(core)]
+    return []
+
+
+def server_argv(kind: str, history: str) -> list[str]:
+    if kind == "ours":
+        return [PY, "-m", "twisted", "--log-format=text", "chat",
+                "--listen", "tcp:0:interface=127.0.0.1:backlog=4096", "--history", history,
+                "--rate", "1000000", "--burst", "1000000", "--max-clients", "20000"]
+    module = {"naive": "benchmarks.baselines.naive_server", "line": "benchmarks.baselines.line_server"}[kind]
+    return [PY, "-m", module, "0"]
+
+
+def mode_of(kind: str) -> str:
+    return "lines" if kind == "line" else "frames"
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@contextmanager
+def server(kind: str):
+    """A fresh server process; yields (pid, port)."""
+    folder = tempfile.mkdtemp(prefix="chatbench-")
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    argv = [*pinned(0), "prlimit", "--nofile=20000:20000", *server_argv(kind, f"{folder}/bench.sqlite3")]
+    if not shutil.which("prlimit"):
+        argv.remove("prlimit")
+        argv.remove("--nofile=20000:20000")
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output = b""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{kind} server exited: {output.decode(errors='replace')}")
+            output += line
+            match = _PORT.search(line)
+            if match:
+                port = int(match.group(1) or match.group(2))
+                break
+        else:
+            raise RuntimeError(f"{kind} server did not start")
+        subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)  # keep the pipe drained
+        yield proc.pid, port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def generate(port: int, mode: str, scenario: str, *args: str, pid: int | None = None,
+             on_ready=None, timeout: float = 900) -> dict:
+    """Run the load generator; sample the server while it runs."""
+    argv = [*pinned(1), PY, "-m", "benchmarks.loadgen", scenario, "--port", str(port), "--mode", mode, *args]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    gen = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    peak = rss_kib(pid)
+    result = None
+    deadline = time.monotonic() + timeout
+    for line in gen.stdout:
+        data = json.loads(line)
+        if data.get("ready") and on_ready is not None:
+            on_ready(data)
+            gen.stdin.write("done\n")
+            gen.stdin.flush()
+        else:
+            result = data
+        if time.monotonic() > deadline:
+            gen.kill()
+            raise RuntimeError(f"{scenario} took longer than {timeout} s")
+    gen.wait()
+    peak = max(peak, rss_kib(pid))
+    if result is None:
+        raise RuntimeError(f"generator failed in {scenario}")
+    result["server_cpu_avg"] = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    result["server_rss_kib"] = peak
+    return result
+
+
+def fanout(kind: str, receivers: int, extra: list[str]) -> dict:
+    with server(kind) as (pid, port):
+        return generate(port, mode_of(kind), "fanout", "--receivers", str(receivers), *extra, pid=pid)
+
+
+def measure_fanout_cpu(kind: str, receivers: int, extra: list[str]) -> dict:
+    """Fan-out, with the server's CPU share sampled during the measured seconds only."""
+    with server(kind) as (pid, port):
+        import threading
+
+        samples = []
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                samples.append((time.monotonic(), cpu_seconds(pid), rss_kib(pid)))
+                stop.wait(0.2)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        result = generate(port, mode_of(kind), "fanout", "--receivers", str(receivers), *extra, pid=pid)
+        stop.set()
+        thread.join()
+        # the busiest second of the run is the measurement window
+        best = 0.0
+        for i in range(len(samples)):
+            for j in range(i + 1, len(samples)):
+                if samples[j][0] - samples[i][0] >= 1.0:
+                    best = max(best, (samples[j][1] - samples[i][1]) / (samples[j][0] - samples[i][0]))
+                    break
+        result["server_cpu"] = best
+        result["server_rss_kib"] = max(s[2] for s in samples) if samples else result["server_rss_kib"]
+        result["wall"] = time.monotonic() - started
+        return result
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def bottleneck(run: dict) -> str:
+    if run.get("generator_cpu", 0) > 0.9 and run.get("server_cpu", 1) < 0.9:
+        return "generator"
+    return "server"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one run, fewer and smaller scenarios")
+    parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results", "bench.json"))
+    parser.add_argument("--chart", default=os.path.join(ROOT, "docs", "bench-fanout.png"))
+    parser.add_argument("--only", nargs="*", default=None, help="scenarios to run")
+    args = parser.parse_args()
+    runs = 1 if args.quick else args.runs
+    sizes = [10, 100] if args.quick else [10, 100, 1000]
+    kinds = ["ours", "naive", "line"]
+    duration = ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
+    wanted = set(args.only or ["fanout", "latency", "idle", "logins", "slow"])
+    results: dict = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "pinned": bool(pinned(0)),
+        },
+        "runs": runs,
+    }
+    table: list[tuple[str, dict]] = []
+
+    if "fanout" in wanted:
+        results["fanout"] = {}
+        for receivers in sizes:
+            row = {}
+            for kind in kinds:
+                measured = [measure_fanout_cpu(kind, receivers, duration) for _ in range(runs)]
+                row[kind] = {
+                    "deliveries_per_s": median_of(measured, "deliveries_per_s"),
+                    "lost": sum(r["lost"] for r in measured),
+                    "order_errors": sum(r["order_errors"] for r in measured),
+                    "server_cpu": median_of(measured, "server_cpu"),
+                    "generator_cpu": median_of(measured, "generator_cpu"),
+                    "bottleneck": bottleneck(measured[len(measured) // 2]),
+                    "runs": measured,
+                }
+                print(f"  fanout {receivers:>5} receivers  {kind:<5} "
+                      f"{row[kind]['deliveries_per_s']:>12,.0f} deliveries/s  lost {row[kind]['lost']}  "
+                      f"server cpu {row[kind]['server_cpu']:.0%}  generator cpu "
+                      f"{row[kind]['generator_cpu']:.0%}", flush=True)
+            results["fanout"][receivers] = row
+            table.append((f"fan-out, {receivers} receivers + 4 senders (deliveries/s)",
+                          {k: row[k]["deliveries_per_s"] for k in kinds}))
+
+    if "latency" in wanted:
+        row = {}
+        for kind in kinds:
+            measured = []
+            for _ in range(runs):
+                with server(kind) as (pid, port):
+                    measured.append(generate(port, mode_of(kind), "latency", "--receivers", "100",
+                                             "--rate", "200", "--duration", "3" if args.quick else "5",
+                                             pid=pid))
+            row[kind] = {"p50_ms": median_of(measured, "p50_ms"), "p99_ms": median_of(measured, "p99_ms"),
+                         "max_ms": median_of(measured, "max_ms"), "runs": measured}
+            print(f"  latency {kind:<5} p50 {row[kind]['p50_ms']:.2f} ms  p99 {row[kind]['p99_ms']:.2f} ms",
+                  flush=True)
+        results["latency"] = row
+        table.append(("latency p99 at 200 msg/s, 100 receivers (ms)", {k: row[k]["p99_ms"] for k in kinds}))
+
+    if "logins" in wanted:
+        row = {}
+        for kind in ("ours", "naive"):
+            measured = []
+            for _ in range(runs):
+                with server(kind) as (pid, port):
+                    measured.append(generate(port, "frames", "logins", "--connections", "1000", pid=pid))
+            row[kind] = {"seconds": median_of(measured, "seconds"), "runs": measured}
+            print(f"  logins {kind:<5} 1000 in {row[kind]['seconds']:.3f} s", flush=True)
+        results["logins"] = row
+        table.append(("1000 concurrent logins (s)", {k: row[k]["seconds"] for k in row}))
+
+    if "idle" in wanted:
+        row = {}
+        count = 2000 if args.quick else 10000
+        for kind in ("ours", "naive"):
+            with server(kind) as (pid, port):
+                before = rss_kib(pid)
+                held = {}
+
+                def ready(data, pid=pid, held=held):
+                    held["rss"] = rss_kib(pid)
+                    held["login_seconds"] = data["seconds"]
+
+                result = generate(port, "frames", "idle", "--connections", str(count), pid=pid,
+                                  on_ready=ready, timeout=900)
+            per = (held["rss"] - before) * 1024 / count
+            row[kind] = {"connections": count, "alive": result["alive"], "rss_before_kib": before,
+                         "rss_held_kib": held["rss"], "bytes_per_connection": per,
+                         "login_seconds": held["login_seconds"]}
+            print(f"  idle {kind:<5} {count} held ({result['alive']} alive), {per:,.0f} B each, "
+                  f"all logged in after {held['login_seconds']:.1f} s", flush=True)
+        results["idle"] = row
+        table.append((f"{count} idle logged-in connections (server bytes each)",
+                      {k: row[k]["bytes_per_connection"] for k in row}))
+
+    if "slow" in wanted:
+        row = {}
+        for kind in kinds:
+            measured = [measure_fanout_cpu(kind, 100, [*duration, "--slow", "1", "--drain", "5"])
+                        for _ in range(runs)]
+            row[kind] = {"deliveries_per_s": median_of(measured, "deliveries_per_s"),
+                         "server_rss_kib": median_of(measured, "server_rss_kib"),
+                         "slow_cut": sum(r["slow_cut"] for r in measured), "lost": sum(r["lost"] for r in measured),
+                         "runs": measured}
+            print(f"  slow {kind:<5} {row[kind]['deliveries_per_s']:,.0f} deliveries/s to the others, "
+                  f"server RSS {row[kind]['server_rss_kib'] / 1024:.0f} MiB, slow reader cut "
+                  f"{row[kind]['slow_cut']}/{runs}", flush=True)
+        results["slow"] = row
+        table.append(("one slow reader among 100: others' deliveries/s", {k: row[k]["deliveries_per_s"] for k in kinds}))
+        table.append(("one slow reader among 100: server RSS (MiB)",
+                      {k: row[k]["server_rss_kib"] / 1024 for k in kinds}))
+
+    print_table(table, runs)
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nwrote {args.json}")
+    if "fanout" in results:
+        chart(results["fanout"], args.chart)
+        print(f"wrote {args.chart}")
+    return 0
+
+
+def print_table(table, runs: int) -> None:
+    print(f"\nmedians of {runs} run(s); server on one core, generator on the other\n")
+    header = f"{'scenario':<58} {'ours':>12} {'naive':>12} {'line':>12} {'÷naive':>8} {'÷line':>8}"
+    print(header)
+    print("-" * len(header))
+    for name, values in table:
+        ours = values.get("ours")
+        cells = [f"{values[k]:>12,.2f}" if k in values else f"{'-':>12}" for k in ("ours", "naive", "line")]
+        ratios = [f"{ours / values[k]:>8.2f}" if k in values and values[k] else f"{'-':>8}"
+                  for k in ("naive", "line")]
+        print(f"{name:<58} {' '.join(cells)} {' '.join(ratios)}")
+
+
+def chart(fanout: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(fanout, key=int)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = {"ours": "chatproto", "naive": "naive Int32StringReceiver (json per recipient)",
+              "line": "classic LineReceiver broadcast"}
+    for kind, style in (("ours", "o-"), ("line", "s--"), ("naive", "^:")):
+        ax.plot([int(s) for s in sizes], [fanout[s][kind]["deliveries_per_s"] / 1e6 for s in sizes],
+                style, label=labels[kind])
+        for s in sizes:
+            if fanout[s][kind]["bottleneck"] == "generator":
+                ax.annotate("generator-bound", (int(s), fanout[s][kind]["deliveries_per_s"] / 1e6),
+                            textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("receivers (+ 4 senders), 100-byte messages")
+    ax.set_ylabel("million deliveries / s (server on one core)")
+    ax.set_title("Fan-out throughput")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
