@@ -38,9 +38,23 @@ def pinned(core: int) -> list[str]:
 
 def server_argv(kind: str, history: str) -> list[str]:
     if kind == "ours":
-        return [PY, "-m", "twisted", "--log-format=text", "chat",
-                "--listen", "tcp:0:interface=127.0.0.1:backlog=4096", "--history", history,
-                "--rate", "1000000", "--burst", "1000000", "--max-clients", "20000"]
+        return [
+            PY,
+            "-m",
+            "twisted",
+            "--log-format=text",
+            "chat",
+            "--listen",
+            "tcp:0:interface=127.0.0.1:backlog=4096",
+            "--history",
+            history,
+            "--rate",
+            "1000000",
+            "--burst",
+            "1000000",
+            "--max-clients",
+            "20000",
+        ]
     module = {"naive": "benchmarks.baselines.naive_server", "line": "benchmarks.baselines.line_server"}[kind]
     return [PY, "-m", module, "0"]
 
@@ -98,8 +112,15 @@ def server(kind: str):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def generate(port: int, mode: str, scenario: str, *args: str, pid: int | None = None,
-             on_ready=None, timeout: float = 900) -> dict:
+def generate(
+    port: int,
+    mode: str,
+    scenario: str,
+    *args: str,
+    pid: int | None = None,
+    on_ready=None,
+    timeout: float = 900,
+) -> dict:
     """Run the load generator; sample the server while it runs."""
     argv = [*pinned(1), PY, "-m", "benchmarks.loadgen", scenario, "--port", str(port), "--mode", mode, *args]
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -186,7 +207,9 @@ def main() -> int:
     runs = 1 if args.quick else args.runs
     sizes = [10, 100] if args.quick else [10, 100, 1000]
     kinds = ["ours", "naive", "line"]
-    duration = ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
+    duration = (
+        ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
+    )
     wanted = set(args.only or ["fanout", "latency", "idle", "logins", "slow"])
     results: dict = {
         "machine": {
@@ -214,13 +237,20 @@ def main() -> int:
                     "bottleneck": bottleneck(measured[len(measured) // 2]),
                     "runs": measured,
                 }
-                print(f"  fanout {receivers:>5} receivers  {kind:<5} "
-                      f"{row[kind]['deliveries_per_s']:>12,.0f} deliveries/s  lost {row[kind]['lost']}  "
-                      f"server cpu {row[kind]['server_cpu']:.0%}  generator cpu "
-                      f"{row[kind]['generator_cpu']:.0%}", flush=True)
+                print(
+                    f"  fanout {receivers:>5} receivers  {kind:<5} "
+                    f"{row[kind]['deliveries_per_s']:>12,.0f} deliveries/s  lost {row[kind]['lost']}  "
+                    f"server cpu {row[kind]['server_cpu']:.0%}  generator cpu "
+                    f"{row[kind]['generator_cpu']:.0%}",
+                    flush=True,
+                )
             results["fanout"][receivers] = row
-            table.append((f"fan-out, {receivers} receivers + 4 senders (deliveries/s)",
-                          {k: row[k]["deliveries_per_s"] for k in kinds}))
+            table.append(
+                (
+                    f"fan-out, {receivers} receivers + 4 senders (deliveries/s)",
+                    {k: row[k]["deliveries_per_s"] for k in kinds},
+                )
+            )
 
     if "latency" in wanted:
         row = {}
@@ -228,13 +258,30 @@ def main() -> int:
             measured = []
             for _ in range(runs):
                 with server(kind) as (pid, port):
-                    measured.append(generate(port, mode_of(kind), "latency", "--receivers", "100",
-                                             "--rate", "200", "--duration", "3" if args.quick else "5",
-                                             pid=pid))
-            row[kind] = {"p50_ms": median_of(measured, "p50_ms"), "p99_ms": median_of(measured, "p99_ms"),
-                         "max_ms": median_of(measured, "max_ms"), "runs": measured}
-            print(f"  latency {kind:<5} p50 {row[kind]['p50_ms']:.2f} ms  p99 {row[kind]['p99_ms']:.2f} ms",
-                  flush=True)
+                    measured.append(
+                        generate(
+                            port,
+                            mode_of(kind),
+                            "latency",
+                            "--receivers",
+                            "100",
+                            "--rate",
+                            "200",
+                            "--duration",
+                            "3" if args.quick else "5",
+                            pid=pid,
+                        )
+                    )
+            row[kind] = {
+                "p50_ms": median_of(measured, "p50_ms"),
+                "p99_ms": median_of(measured, "p99_ms"),
+                "max_ms": median_of(measured, "max_ms"),
+                "runs": measured,
+            }
+            print(
+                f"  latency {kind:<5} p50 {row[kind]['p50_ms']:.2f} ms  p99 {row[kind]['p99_ms']:.2f} ms",
+                flush=True,
+            )
         results["latency"] = row
         table.append(("latency p99 at 200 msg/s, 100 receivers (ms)", {k: row[k]["p99_ms"] for k in kinds}))
 
@@ -262,34 +309,63 @@ def main() -> int:
                     held["rss"] = rss_kib(pid)
                     held["login_seconds"] = data["seconds"]
 
-                result = generate(port, "frames", "idle", "--connections", str(count), pid=pid,
-                                  on_ready=ready, timeout=900)
+                result = generate(
+                    port, "frames", "idle", "--connections", str(count), pid=pid, on_ready=ready, timeout=900
+                )
             per = (held["rss"] - before) * 1024 / count
-            row[kind] = {"connections": count, "alive": result["alive"], "rss_before_kib": before,
-                         "rss_held_kib": held["rss"], "bytes_per_connection": per,
-                         "login_seconds": held["login_seconds"]}
-            print(f"  idle {kind:<5} {count} held ({result['alive']} alive), {per:,.0f} B each, "
-                  f"all logged in after {held['login_seconds']:.1f} s", flush=True)
+            row[kind] = {
+                "connections": count,
+                "alive": result["alive"],
+                "rss_before_kib": before,
+                "rss_held_kib": held["rss"],
+                "bytes_per_connection": per,
+                "login_seconds": held["login_seconds"],
+            }
+            print(
+                f"  idle {kind:<5} {count} held ({result['alive']} alive), {per:,.0f} B each, "
+                f"all logged in after {held['login_seconds']:.1f} s",
+                flush=True,
+            )
         results["idle"] = row
-        table.append((f"{count} idle logged-in connections (server bytes each)",
-                      {k: row[k]["bytes_per_connection"] for k in row}))
+        table.append(
+            (
+                f"{count} idle logged-in connections (server bytes each)",
+                {k: row[k]["bytes_per_connection"] for k in row},
+            )
+        )
 
     if "slow" in wanted:
         row = {}
         for kind in kinds:
-            measured = [measure_fanout_cpu(kind, 100, [*duration, "--slow", "1", "--drain", "5"])
-                        for _ in range(runs)]
-            row[kind] = {"deliveries_per_s": median_of(measured, "deliveries_per_s"),
-                         "server_rss_kib": median_of(measured, "server_rss_kib"),
-                         "slow_cut": sum(r["slow_cut"] for r in measured), "lost": sum(r["lost"] for r in measured),
-                         "runs": measured}
-            print(f"  slow {kind:<5} {row[kind]['deliveries_per_s']:,.0f} deliveries/s to the others, "
-                  f"server RSS {row[kind]['server_rss_kib'] / 1024:.0f} MiB, slow reader cut "
-                  f"{row[kind]['slow_cut']}/{runs}", flush=True)
+            # Long enough to fill the slow reader's kernel buffers and then sendq.
+            slow_run = ["--warmup", "1", "--duration", "5", "--slow", "1", "--drain", "5"]
+            measured = [measure_fanout_cpu(kind, 100, slow_run) for _ in range(runs)]
+            row[kind] = {
+                "deliveries_per_s": median_of(measured, "deliveries_per_s"),
+                "server_rss_kib": median_of(measured, "server_rss_kib"),
+                "slow_cut": sum(r["slow_cut"] for r in measured),
+                "lost": sum(r["lost"] for r in measured),
+                "runs": measured,
+            }
+            print(
+                f"  slow {kind:<5} {row[kind]['deliveries_per_s']:,.0f} deliveries/s to the others, "
+                f"server RSS {row[kind]['server_rss_kib'] / 1024:.0f} MiB, slow reader cut "
+                f"{row[kind]['slow_cut']}/{runs}",
+                flush=True,
+            )
         results["slow"] = row
-        table.append(("one slow reader among 100: others' deliveries/s", {k: row[k]["deliveries_per_s"] for k in kinds}))
-        table.append(("one slow reader among 100: server RSS (MiB)",
-                      {k: row[k]["server_rss_kib"] / 1024 for k in kinds}))
+        table.append(
+            (
+                "one slow reader among 100: others' deliveries/s",
+                {k: row[k]["deliveries_per_s"] for k in kinds},
+            )
+        )
+        table.append(
+            (
+                "one slow reader among 100: server RSS (MiB)",
+                {k: row[k]["server_rss_kib"] / 1024 for k in kinds},
+            )
+        )
 
     print_table(table, runs)
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
@@ -310,8 +386,10 @@ def print_table(table, runs: int) -> None:
     for name, values in table:
         ours = values.get("ours")
         cells = [f"{values[k]:>12,.2f}" if k in values else f"{'-':>12}" for k in ("ours", "naive", "line")]
-        ratios = [f"{ours / values[k]:>8.2f}" if k in values and values[k] else f"{'-':>8}"
-                  for k in ("naive", "line")]
+        ratios = [
+            f"{ours / values[k]:>8.2f}" if values.get(k) else f"{'-':>8}"
+            for k in ("naive", "line")
+        ]
         print(f"{name:<58} {' '.join(cells)} {' '.join(ratios)}")
 
 
@@ -323,15 +401,28 @@ def chart(fanout: dict, path: str) -> None:
 
     sizes = sorted(fanout, key=int)
     fig, ax = plt.subplots(figsize=(7, 4))
-    labels = {"ours": "chatproto", "naive": "naive Int32StringReceiver (json per recipient)",
-              "line": "classic LineReceiver broadcast"}
+    labels = {
+        "ours": "chatproto",
+        "naive": "naive Int32StringReceiver (json per recipient)",
+        "line": "classic LineReceiver broadcast",
+    }
     for kind, style in (("ours", "o-"), ("line", "s--"), ("naive", "^:")):
-        ax.plot([int(s) for s in sizes], [fanout[s][kind]["deliveries_per_s"] / 1e6 for s in sizes],
-                style, label=labels[kind])
+        ax.plot(
+            [int(s) for s in sizes],
+            [fanout[s][kind]["deliveries_per_s"] / 1e6 for s in sizes],
+            style,
+            label=labels[kind],
+        )
         for s in sizes:
             if fanout[s][kind]["bottleneck"] == "generator":
-                ax.annotate("generator-bound", (int(s), fanout[s][kind]["deliveries_per_s"] / 1e6),
-                            textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
+                ax.annotate(
+                    "generator-bound",
+                    (int(s), fanout[s][kind]["deliveries_per_s"] / 1e6),
+                    textcoords="offset points",
+                    xytext=(0, 8),
+                    ha="center",
+                    fontsize=7,
+                )
     ax.set_xscale("log")
     ax.set_xlabel("receivers (+ 4 senders), 100-byte messages")
     ax.set_ylabel("million deliveries / s (server on one core)")

@@ -25,7 +25,7 @@ class Outbox:
         self.transport = transport
         self.sendq = sendq
         self._on_overflow = on_overflow
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes] | None = None  # made when first needed: most peers keep up
         self._queued = 0
         self._paused = False
         self.closed = False
@@ -43,6 +43,8 @@ class Outbox:
         if not self._paused:
             self.transport.write(data)
             return
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(data)
         self._queued += len(data)
         if self._queued > self.sendq:
@@ -58,7 +60,7 @@ class Outbox:
         self._ended = True
         if not flush:
             self._drop_queue()
-        pending = list(self._queue)
+        pending = list(self._queue or ())
         self._drop_queue()
         if final is not None:
             pending.append(final)
@@ -69,7 +71,7 @@ class Outbox:
         self.transport.loseConnection()
 
     def _drop_queue(self) -> None:
-        self._queue.clear()
+        self._queue = None
         self._queued = 0
 
     # IPushProducer: called by the transport.

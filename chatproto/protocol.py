@@ -7,7 +7,6 @@ room. One bad packet gets an ERROR and nothing else; the room never sees it.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
@@ -54,20 +53,10 @@ class ChatProtocol(Int32StringReceiver):
         self.opened = 0.0
         self._timer: IDelayedCall | None = None
         self._last_heard = 0.0
-        self._pinged = False
-        self._ping_tokens = itertools.count(1)
+        self._pinged = False  # a PING is out and nothing was heard since
         self._bucket: TokenBucket | None = None
-        self._lost: list[Deferred] = []
+        self._lost: list[Deferred] | None = None
         self._is_lost = False
-        self._handlers: dict[type, Callable] = {
-            codec.Login: self._on_login,
-            codec.Say: self._on_say,
-            codec.Whisper: self._on_whisper,
-            codec.Ping: self._on_ping,
-            codec.Pong: self._on_pong,
-            codec.Quit: self._on_quit,
-            codec.HistoryRequest: self._on_history,
-        }
 
     # -- what the room calls -------------------------------------------------
 
@@ -84,7 +73,7 @@ class ChatProtocol(Int32StringReceiver):
         if self._is_lost:
             d.callback(None)
         else:
-            self._lost.append(d)
+            self._lost = (self._lost or []) + [d]
         return d
 
     # -- Twisted callbacks -----------------------------------------------------
@@ -112,7 +101,7 @@ class ChatProtocol(Int32StringReceiver):
         packet = None
         try:
             packet = codec.decode_client(payload)
-            self._handlers[type(packet)](packet)
+            _HANDLERS[type(packet)](self, packet)
         except ProtocolError as e:
             ref = e.ref if e.ref is not None else getattr(packet, "ref", None)
             self._refuse(e.code, e.message, ref)
@@ -140,7 +129,7 @@ class ChatProtocol(Int32StringReceiver):
             why=reason.getErrorMessage() if reason is not None else "done",
         )
         self._is_lost = True
-        waiting, self._lost = self._lost, []
+        waiting, self._lost = self._lost or [], None
         for d in waiting:
             d.callback(None)
 
@@ -219,7 +208,8 @@ class ChatProtocol(Int32StringReceiver):
         peer, so a busy connection costs a float store per packet, not a timer reset."""
         self._timer = None
         limits = self.room.limits
-        silent = self.clock.seconds() - self._last_heard
+        now = self.clock.seconds()
+        silent = now - self._last_heard
         if silent >= limits.idle_timeout:
             log.info("connection {id}: silent for {t:.0f}s, timed out", id=self.id, t=silent)
             self.room.leave(self, "timeout")
@@ -227,8 +217,7 @@ class ChatProtocol(Int32StringReceiver):
             return
         if silent >= limits.ping_interval and not self._pinged:
             self._pinged = True
-            self.send(codec.ServerPing(str(next(self._ping_tokens))))
-        now = self.clock.seconds()
+            self.send(codec.ServerPing(f"{int(now)}"))
         if self._pinged:  # look again when an answer would make us due to ping
             due = min(self._last_heard + limits.idle_timeout, now + limits.ping_interval)
         else:
@@ -258,6 +247,17 @@ class ChatProtocol(Int32StringReceiver):
         self._timer = None
         log.info("connection {id}: not closed after {t}s, aborting", id=self.id, t=CLOSE_GRACE)
         self.transport.abortConnection()
+
+
+_HANDLERS: dict[type, Callable] = {
+    codec.Login: ChatProtocol._on_login,
+    codec.Say: ChatProtocol._on_say,
+    codec.Whisper: ChatProtocol._on_whisper,
+    codec.Ping: ChatProtocol._on_ping,
+    codec.Pong: ChatProtocol._on_pong,
+    codec.Quit: ChatProtocol._on_quit,
+    codec.HistoryRequest: ChatProtocol._on_history,
+}
 
 
 class ChatFactory(Factory):

@@ -50,7 +50,7 @@ class Client(Protocol):
     def closed(self) -> Deferred: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Session:
     """A logged-in identity; survives its connection being replaced on resume."""
 
@@ -342,6 +342,7 @@ class Room:
                         {"seq": m.seq, "ts": m.ts, "from": m.sender, "text": m.text, "ref": item.ref},
                     )
                 )
+
         def view(own: list[bytes], start: int) -> bytes:
             earlier = [own[i] for i in range(start) if type(batch[i]) is _Said]
             return b"".join(earlier + own[start:])

@@ -59,6 +59,7 @@ class SQLiteHistory:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._checkpointer: sqlite3.Connection | None = None
         try:
             # A short busy timeout: a store locked by another process must
             # refuse messages, not stall the reactor for sqlite3's default 5 s.
@@ -67,6 +68,8 @@ class SQLiteHistory:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoints fsync; they run off the reactor thread (checkpoint()).
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.execute(_SCHEMA)
         except sqlite3.Error as e:
             raise StoreError(f"can't open history {path!r}: {e}") from e
@@ -107,5 +110,18 @@ class SQLiteHistory:
         ).fetchall()
         return [Message(*row) for row in rows[:limit]], len(rows) > limit
 
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy the WAL into the database file; returns (frames in the WAL,
+        frames copied). For a worker thread: it has its own connection, and a
+        PASSIVE checkpoint never blocks the writer."""
+        if self.path == ":memory:":
+            return 0, 0
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT)
+        _, frames, copied = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return frames, copied
+
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._db.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from chatproto import codec
 from chatproto.limits import Limits
@@ -111,6 +111,43 @@ class Chatting(LiveTestCase):
         error = yield ann.expect(codec.Error)
         self.assertEqual(error.code, "frame_too_large")
         yield ann.lost
+
+
+class Checkpoints(TestCase):
+    @defer.inlineCallbacks
+    def test_room_service_checkpoints_on_a_thread_and_stops_cleanly(self):
+        from chatproto.service import RoomService
+
+        store = SQLiteHistory(self.mktemp() + ".sqlite3")
+        room = Room(store, reactor)
+        store.append([codec.Message(1, 1.0, "ann", "hi")])
+        service = RoomService(room)
+        service.startService()
+        service._checkpoint()
+        running = service._checkpointing
+        self.assertIsNotNone(running, "a checkpoint is under way")
+        yield running
+        self.assertEqual(store.checkpoint()[1], store.checkpoint()[0])
+        yield service.stopService()
+
+
+class HeapTrim(TestCase):
+    @defer.inlineCallbacks
+    def test_trims_on_a_thread_and_stops_cleanly(self):
+        from chatproto.service import HeapTrimmer
+
+        trimmer = HeapTrimmer(reactor, every=0.01)
+        if trimmer._trim is None:
+            raise SkipTest("no malloc_trim here (not glibc)")
+        calls = []
+        real = trimmer._trim
+        trimmer._trim = lambda pad: calls.append(pad) or real(pad)
+        trimmer.startService()
+        trimmer._start_trim()
+        yield trimmer._running
+        self.assertEqual(calls, [0])
+        yield trimmer.stopService()
+        self.assertFalse(trimmer._loop.running)
 
 
 class SlowConsumer(LiveTestCase):

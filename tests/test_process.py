@@ -58,10 +58,18 @@ class ServerProcess(ProcessProtocol):
         self.transport.signalProcess(name)
 
 
-def spawn(runner: list[str], *args: str) -> ServerProcess:
+def spawn(test: TestCase, runner: list[str], *args: str) -> ServerProcess:
+    """A server subprocess that is killed when the test ends, pass or fail."""
     process = ServerProcess()
     argv = [sys.executable, *runner, "chat", "--listen", "tcp:0:interface=127.0.0.1", *args]
     reactor.spawnProcess(process, sys.executable, argv, env=server_env(), path=ROOT)
+
+    def reap():
+        if not process.ended.called:
+            process.signal("KILL")
+            return process.ended
+
+    test.addCleanup(reap)
     return process
 
 
@@ -103,7 +111,7 @@ class Processes(TestCase):
     @defer.inlineCallbacks
     def test_history_survives_sigkill(self):
         history = os.path.abspath(self.mktemp() + ".sqlite3")
-        server = spawn(TWIST, "--history", history)
+        server = spawn(self, TWIST, "--history", history)
         port = yield server.listening
         ann = yield connect(reactor, port, "ann")
         acked = []
@@ -116,7 +124,7 @@ class Processes(TestCase):
         self.assertEqual((yield server.ended), -signal.SIGKILL)
         yield ann.lost
 
-        server = spawn(TWIST, "--history", history)
+        server = spawn(self, TWIST, "--history", history)
         port = yield server.listening
         bob = yield connect(reactor, port, None)
         bob.send(codec.Login("bob", 1))
@@ -132,7 +140,7 @@ class Processes(TestCase):
     @defer.inlineCallbacks
     def test_sigterm_says_bye_and_exits_cleanly(self):
         history = os.path.abspath(self.mktemp() + ".sqlite3")
-        server = spawn(TWISTD, "--history", history)
+        server = spawn(self, TWISTD, "--history", history)
         port = yield server.listening
         ann = yield connect(reactor, port, "ann")
         bob = yield connect(reactor, port, "bob")

@@ -67,6 +67,13 @@ class SQLiteHistoryTests(SynchronousTestCase):
         self.store.append(messages(2, 2))
         self.assertEqual(self.store.last_seq(), 2)
 
+    def test_checkpoint_copies_the_wal_into_the_database(self):
+        self.store.append(messages(1, 50))
+        frames, copied = self.store.checkpoint()
+        self.assertGreater(frames, 0)
+        self.assertEqual(copied, frames)
+        self.assertEqual(SQLiteHistory(":memory:").checkpoint(), (0, 0))
+
     def test_unopenable_path(self):
         with self.assertRaises(StoreError):
             SQLiteHistory(os.path.join(self.mktemp(), "missing", "x.sqlite3"))

@@ -30,9 +30,20 @@ class NaiveChat(Int32StringReceiver):
         if kind == 0x01:
             self.nick = body["nick"]
             self.factory.clients.append(self)
-            self.send(0x81, {"nick": self.nick, "id": len(self.factory.clients), "resume": "",
-                             "server": "naive", "motd": "", "peers": [], "pending": [],
-                             "history": [], "limits": {}})
+            self.send(
+                0x81,
+                {
+                    "nick": self.nick,
+                    "id": len(self.factory.clients),
+                    "resume": "",
+                    "server": "naive",
+                    "motd": "",
+                    "peers": [],
+                    "pending": [],
+                    "history": [],
+                    "limits": {},
+                },
+            )
         elif kind == 0x02 and self.nick:
             self.factory.seq += 1
             message = {"seq": self.factory.seq, "ts": time.time(), "from": self.nick, "text": body["text"]}
