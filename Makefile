@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run client screenshot test test-server test-client lint clean
+.PHONY: install run client screenshot cert bench bench-client test test-server test-client lint clean
 
 install: $(STAMP)
 
@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip 'setuptools>=68' wheel
-	$(PY) -m pip install -q -e '.[client,test]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e '.[client,test,bench]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 run: install
@@ -25,6 +25,18 @@ client: install
 # Renders the real windows offscreen with a hosted server and some chat.
 screenshot: install
 	QT_QPA_PLATFORM=offscreen $(PY) -m qtclient.screenshot docs/screenshot.png
+
+# A self-signed key.pem and cert.pem here, for --listen ssl:7778:privateKey=key.pem:certKey=cert.pem
+cert: install
+	$(PY) -m chatproto.certs --dir .
+
+# Our server and two baselines side by side (several minutes; see README, Performance).
+bench: install
+	$(PY) -m benchmarks.run $(ARGS)
+
+# The desktop client under 2000 incoming messages a second.
+bench-client: install
+	$(PY) -m benchmarks.client_busy $(ARGS)
 
 test: test-server test-client
 

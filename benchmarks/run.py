@@ -306,6 +306,8 @@ def main() -> int:
                 held = {}
 
                 def ready(data, pid=pid, held=held):
+                    held["peak"] = rss_kib(pid)  # right after the login storm
+                    time.sleep(8)  # held: what idle connections cost once things settle
                     held["rss"] = rss_kib(pid)
                     held["login_seconds"] = data["seconds"]
 
@@ -317,6 +319,7 @@ def main() -> int:
                 "connections": count,
                 "alive": result["alive"],
                 "rss_before_kib": before,
+                "rss_after_logins_kib": held["peak"],
                 "rss_held_kib": held["rss"],
                 "bytes_per_connection": per,
                 "login_seconds": held["login_seconds"],
@@ -386,10 +389,7 @@ def print_table(table, runs: int) -> None:
     for name, values in table:
         ours = values.get("ours")
         cells = [f"{values[k]:>12,.2f}" if k in values else f"{'-':>12}" for k in ("ours", "naive", "line")]
-        ratios = [
-            f"{ours / values[k]:>8.2f}" if values.get(k) else f"{'-':>8}"
-            for k in ("naive", "line")
-        ]
+        ratios = [f"{ours / values[k]:>8.2f}" if values.get(k) else f"{'-':>8}" for k in ("naive", "line")]
         print(f"{name:<58} {' '.join(cells)} {' '.join(ratios)}")
 
 

@@ -238,15 +238,21 @@ class ChatProtocol(Int32StringReceiver):
     def _close(self, final: bytes | None, *, flush: bool = True) -> None:
         if self.state == CLOSING:
             return
+        # Input is ignored from now on, but still read: a TLS close needs the
+        # peer's close_notify, and a FIN tells us the peer is gone.
         self.state = CLOSING
-        self.transport.pauseProducing()  # read nothing more
         self.outbox.close(final, flush=flush)
         self._schedule(CLOSE_GRACE, self._abort)
 
     def _abort(self) -> None:
         self._timer = None
         log.info("connection {id}: not closed after {t}s, aborting", id=self.id, t=CLOSE_GRACE)
-        self.transport.abortConnection()
+        self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent output and all."""
+        if not self._is_lost:
+            self.transport.abortConnection()
 
 
 _HANDLERS: dict[type, Callable] = {

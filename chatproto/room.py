@@ -49,6 +49,8 @@ class Client(Protocol):
 
     def closed(self) -> Deferred: ...
 
+    def abort(self) -> None: ...
+
 
 @dataclass(eq=False, slots=True)
 class Session:
@@ -451,7 +453,12 @@ class Room:
             client.disconnect("server_shutdown")
         log.info("shutting down: {count} connections closed", count=len(clients))
         done = DeferredList(closing, consumeErrors=True)
-        timer = self.clock.callLater(grace, done.cancel)
+
+        def abort_stragglers() -> None:
+            for client in clients:  # peers that didn't read their BYE in time
+                client.abort()
+
+        timer = self.clock.callLater(grace, abort_stragglers)
         done.addBoth(lambda _: timer.cancel() if timer.active() else None)
         done.addBoth(lambda _: None)
         return done

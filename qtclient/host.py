@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 
 from chatproto.limits import Limits
@@ -55,5 +55,5 @@ class HostedServer:
         listener, keeper = self._services
         self._services = []
         self.room = None
-        listener.stopService()
-        return keeper.stopService()
+        stopping = [maybeDeferred(listener.stopService), maybeDeferred(keeper.stopService)]
+        return gatherResults(stopping).addCallback(lambda _: None)

@@ -11,19 +11,24 @@ from __future__ import annotations
 import itertools
 import random
 from collections import deque
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
+from OpenSSL import SSL
 from PyQt6.QtCore import QObject, pyqtSignal
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from chatproto import codec
 from chatproto.client import ChatClientProtocol
 from chatproto.codec import ErrorCode
+from chatproto.tls import PIN, TLSSettings, creator_for, fingerprint_of
 
 log = Logger()
 
@@ -50,12 +55,16 @@ class Outgoing:
     failed: bool = False  # refused by the server: waits for the user to retry
 
 
+@implementer(IHandshakeListener)
 class _Link(ChatClientProtocol):
     def __init__(self, session: ChatSession) -> None:
         self.session = session
 
     def connectionMade(self) -> None:
         self.session._link_made(self)
+
+    def handshakeCompleted(self) -> None:  # TLS only
+        self.session._handshake_done(self)
 
     def packetReceived(self, packet) -> None:
         self.session._packet(self, packet)
@@ -96,6 +105,7 @@ class ChatSession(QObject):
     sendFailed = pyqtSignal(str, str)  # ref, why
     errorReceived = pyqtSignal(str, str)  # code, message: problems to show the user
     rttMeasured = pyqtSignal(float)
+    certificateUnknown = pyqtSignal(str, str)  # host:port, SHA-256 fingerprint: trust it?
 
     def __init__(self, reactor, parent: QObject | None = None, retry=None) -> None:
         super().__init__(parent)
@@ -123,11 +133,23 @@ class ChatSession(QObject):
         self._ping_tokens = itertools.count(1)
         self._pinger = LoopingCall(self._ping)
         self._pinger.clock = reactor
+        self._tls: TLSSettings | None = None
+        self._pins: MutableMapping[str, str] = {}
+        self._where = ""
+        self._held: tuple[_Link, str] | None = None  # a link whose certificate awaits the user
 
     # -- what the window asks ------------------------------------------------------
 
-    def connect_to(self, host: str, port: int, nick: str) -> None:
-        """Start keeping a connection to host:port logged in as ``nick``."""
+    def connect_to(
+        self,
+        host: str,
+        port: int,
+        nick: str,
+        tls: TLSSettings | None = None,
+        pins: MutableMapping[str, str] | None = None,
+    ) -> None:
+        """Start keeping a connection to host:port logged in as ``nick``; over
+        TLS if ``tls`` is given (``pins``: host:port -> trusted fingerprint)."""
         if self._service is not None:
             self._stop_service()
         if nick != self.nick:
@@ -136,7 +158,13 @@ class ChatSession(QObject):
             self.oldest_seq = None
         self.nick = nick
         self._final_reason = None
-        endpoint = _ReportingEndpoint(HostnameEndpoint(self.reactor, host, port, timeout=10), self._failed)
+        self._tls, self._where = tls, f"{host}:{port}"
+        if pins is not None:
+            self._pins = pins
+        endpoint = HostnameEndpoint(self.reactor, host, port, timeout=10)
+        if tls is not None:
+            endpoint = wrapClientTLS(creator_for(host, tls), endpoint)
+        endpoint = _ReportingEndpoint(endpoint, self._failed)
         factory = Factory.forProtocol(lambda: _Link(self))
         self._service = ClientService(
             endpoint, factory, retryPolicy=self._announcing_retry, clock=self.reactor
@@ -185,15 +213,68 @@ class ChatSession(QObject):
     def _failed(self, why: str) -> None:
         self.errorReceived.emit("unreachable", f"server not reachable: {why}")
 
+    def trust_certificate(self, accept: bool) -> None:
+        """The user's answer to certificateUnknown."""
+        if self._held is None:
+            return
+        link, fingerprint = self._held
+        self._held = None
+        if not accept:
+            self._give_up(f"you did not trust the certificate of {self._where}")
+            return
+        self._pins[self._where] = fingerprint
+        if link is self._link:
+            self._log_in(link)
+        # else: the link timed out meanwhile; the next attempt finds the pin
+
     def _link_made(self, link: _Link) -> None:
         self._link = link
+        if self._tls is None:
+            self._log_in(link)
+        else:
+            self._set_state(CONNECTING, "TLS handshake")
+
+    def _handshake_done(self, link: _Link) -> None:
+        if link is not self._link:
+            return
+        if self._tls.mode == PIN:
+            seen = fingerprint_of(link.transport.getPeerCertificate())
+            trusted = self._pins.get(self._where)
+            if trusted is None:
+                self._held = (link, seen)
+                self.certificateUnknown.emit(self._where, seen)
+                return
+            if trusted != seen:
+                self._give_up(
+                    f"the certificate of {self._where} has CHANGED since you trusted it "
+                    f"(was {trusted}, now {seen}): refusing to connect"
+                )
+                return
+        self._log_in(link)
+
+    def _log_in(self, link: _Link) -> None:
         self._set_state(CONNECTING, "logging in")
         link.send(codec.Login(self.nick, codec.PROTOCOL_VERSION, self._token))
+
+    def _give_up(self, why: str) -> None:
+        """A problem retrying can't fix: say so and stop."""
+        self._final_reason = why
+        self.errorReceived.emit("tls", why)
+        self._stop_service()
+        self._set_state(DISCONNECTED, why)
 
     def _link_lost(self, link: _Link, reason) -> None:
         if link is not self._link:
             return
         self._link = None
+        if self._held is not None and self._held[0] is link:
+            self._held = (None, self._held[1])  # still answerable: the pin helps the next try
+        if reason is not None and reason.check(SSL.Error) and self._final_reason is None:
+            self._give_up(
+                f"TLS with {self._where} failed: the server's certificate was not accepted "
+                f"({reason.getErrorMessage()})"
+            )
+            return
         was_logged_in, self._logged_in = self._logged_in, False
         self._catching_up = self._older_requested = False
         if self._pinger.running:

@@ -133,19 +133,24 @@ class Checkpoints(TestCase):
 
 class HeapTrim(TestCase):
     @defer.inlineCallbacks
-    def test_trims_on_a_thread_and_stops_cleanly(self):
-        from chatproto.service import HeapTrimmer
+    def test_trims_after_growth_on_a_thread(self):
+        from chatproto import service
 
-        trimmer = HeapTrimmer(reactor, every=0.01)
-        if trimmer._trim is None:
-            raise SkipTest("no malloc_trim here (not glibc)")
+        trimmer = service.HeapTrimmer(reactor, every=0.01, growth=1000)
+        if trimmer._trim is None or trimmer._after_last_trim is None:
+            raise SkipTest("no malloc_trim or /proc here")
         calls = []
         real = trimmer._trim
         trimmer._trim = lambda pad: calls.append(pad) or real(pad)
-        trimmer.startService()
-        trimmer._start_trim()
+        trimmer._check()
+        self.assertIsNone(trimmer._running, "no growth, no trim")
+        sizes = iter([trimmer._after_last_trim + 2000])
+        self.patch(service, "resident_bytes", lambda: next(sizes, 0))
+        trimmer._check()
         yield trimmer._running
         self.assertEqual(calls, [0])
+        self.assertEqual(trimmer._after_last_trim, 0, "the size after the trim is the new baseline")
+        trimmer.startService()
         yield trimmer.stopService()
         self.assertFalse(trimmer._loop.running)
 

@@ -620,10 +620,12 @@ class Shutdown(SynchronousTestCase):
             peer.drop()
         self.assertIsNone(self.successResultOf(done))
 
-    def test_shutdown_does_not_wait_forever(self):
+    def test_shutdown_aborts_peers_that_do_not_close(self):
         server = Server()
-        server.logged_in("alice")
+        (alice,) = server.logged_in("alice")
         done = server.room.shutdown(grace=2)
         self.assertNoResult(done)
         server.clock.advance(2)
+        self.assertTrue(alice.transport.disconnected, "aborted")
+        alice.drop()  # what the reactor reports after an abort
         self.successResultOf(done)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 
 from PyQt6.QtCore import QSettings
 from PyQt6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
@@ -18,6 +21,7 @@ from PyQt6.QtWidgets import (
 
 from chatproto.codec import ProtocolError
 from chatproto.rules import normalise_nick
+from chatproto.tls import PIN, VERIFY, TLSSettings
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -27,9 +31,10 @@ class Target:
     host: str
     port: int
     nick: str
+    tls: TLSSettings | None = None
 
 
-def check_target(host: str, port: str, nick: str) -> Target:
+def check_target(host: str, port: str, nick: str, tls: TLSSettings | None = None) -> Target:
     """The connection target, or ValueError with a message for the user."""
     host = host.strip()
     if not host:
@@ -47,7 +52,9 @@ def check_target(host: str, port: str, nick: str) -> Target:
         nick = normalise_nick(nick.strip())
     except ProtocolError as e:
         raise ValueError(f"Nickname: {e.message}.") from None
-    return Target(host.strip("[]"), int(port), nick)
+    if tls is not None and tls.ca_file and not os.path.isfile(tls.ca_file):
+        raise ValueError(f"CA file {tls.ca_file!r} does not exist.")
+    return Target(host.strip("[]"), int(port), nick, tls)
 
 
 class ConnectDialog(QDialog):
@@ -59,6 +66,16 @@ class ConnectDialog(QDialog):
         self.port = QLineEdit(str(self.settings.value("port", "7777")))
         self.nick = QLineEdit(self.settings.value("nick", ""))
         self.nick.setPlaceholderText("letters, digits, _ - .")
+        self.use_tls = QCheckBox("Use TLS")
+        self.use_tls.setChecked(self.settings.value("tls", "false") == "true")
+        self.trust = QComboBox()
+        self.trust.addItem("Verify the certificate (system CAs or CA file)", VERIFY)
+        self.trust.addItem("Trust on first use (self-signed servers)", PIN)
+        self.trust.setCurrentIndex(max(0, self.trust.findData(self.settings.value("trust", VERIFY))))
+        self.ca_file = QLineEdit(self.settings.value("ca_file", ""))
+        self.ca_file.setPlaceholderText("optional: a PEM file of CAs to trust")
+        self.use_tls.toggled.connect(self._tls_toggled)
+        self.trust.currentIndexChanged.connect(lambda _: self._tls_toggled(self.use_tls.isChecked()))
         self.error = QLabel()
         self.error.setStyleSheet("color: #b00020")
         self.error.setWordWrap(True)
@@ -67,6 +84,9 @@ class ConnectDialog(QDialog):
         form.addRow("&Host", self.host)
         form.addRow("&Port", self.port)
         form.addRow("&Nickname", self.nick)
+        form.addRow("", self.use_tls)
+        form.addRow("&Trust", self.trust)
+        form.addRow("&CA file", self.ca_file)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         )
@@ -78,10 +98,24 @@ class ConnectDialog(QDialog):
         layout.addWidget(self.error)
         layout.addWidget(buttons)
         self.target: Target | None = None
+        self._tls_toggled(self.use_tls.isChecked())
+
+    def _tls_toggled(self, on: bool) -> None:
+        self.trust.setEnabled(on)
+        self.ca_file.setEnabled(on and self.trust.currentData() == VERIFY)
+
+    def tls_settings(self) -> TLSSettings | None:
+        if not self.use_tls.isChecked():
+            return None
+        mode = self.trust.currentData()
+        ca_file = self.ca_file.text().strip() or None
+        return TLSSettings(mode, ca_file if mode == VERIFY else None)
 
     def accept(self) -> None:
         try:
-            self.target = check_target(self.host.text(), self.port.text(), self.nick.text())
+            self.target = check_target(
+                self.host.text(), self.port.text(), self.nick.text(), self.tls_settings()
+            )
         except ValueError as e:
             self.error.setText(str(e))
             self.error.show()
@@ -89,4 +123,7 @@ class ConnectDialog(QDialog):
         self.settings.setValue("host", self.target.host)
         self.settings.setValue("port", str(self.target.port))
         self.settings.setValue("nick", self.target.nick)
+        self.settings.setValue("tls", "true" if self.use_tls.isChecked() else "false")
+        self.settings.setValue("trust", self.trust.currentData())
+        self.settings.setValue("ca_file", self.ca_file.text().strip())
         super().accept()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import MutableMapping
 
 from PyQt6.QtCore import QSettings, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QKeyEvent, QKeySequence
@@ -60,9 +61,45 @@ class ChatInput(QPlainTextEdit):
         super().keyPressEvent(event)
 
 
+class SettingsPins(MutableMapping):
+    """Trusted certificate fingerprints, per host:port, kept in QSettings."""
+
+    def __init__(self, settings: QSettings) -> None:
+        self.settings = settings
+
+    def _key(self, where: str) -> str:
+        return "tls_pins/" + where.replace("/", "_")
+
+    def __getitem__(self, where: str) -> str:
+        value = self.settings.value(self._key(where))
+        if value is None:
+            raise KeyError(where)
+        return value
+
+    def __setitem__(self, where: str, fingerprint: str) -> None:
+        self.settings.setValue(self._key(where), fingerprint)
+        self.settings.sync()
+
+    def __delitem__(self, where: str) -> None:
+        self.settings.remove(self._key(where))
+
+    def __iter__(self):
+        self.settings.beginGroup("tls_pins")
+        keys = self.settings.childKeys()
+        self.settings.endGroup()
+        return iter(keys)
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
 class MainWindow(QMainWindow):
     def __init__(
-        self, reactor, settings: QSettings | None = None, session: ChatSession | None = None
+        self,
+        reactor,
+        settings: QSettings | None = None,
+        session: ChatSession | None = None,
+        batch_ms: int = 50,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -72,7 +109,7 @@ class MainWindow(QMainWindow):
         self.session = session or ChatSession(reactor)
         self.session.setParent(self)
         self.peers = PeerModel(self)
-        self.transcript = TranscriptModel(self)
+        self.transcript = TranscriptModel(self, batch_ms=batch_ms)
         self.target: Target | None = None
         self.console = None
         self._reconnect_at = 0.0
@@ -163,6 +200,8 @@ class MainWindow(QMainWindow):
         s.sendConfirmed.connect(lambda ref, seq: self.transcript.confirm(ref))
         s.sendFailed.connect(self._send_failed)
         s.errorReceived.connect(self._error)
+        s.certificateUnknown.connect(self._certificate_unknown)
+        self.banner.linkActivated.connect(self._banner_link)
         s.rttMeasured.connect(lambda rtt: self.rtt_label.setText(f"RTT {rtt * 1000:.0f} ms"))
         self.input.submitted.connect(self.submit)
         self.send_button.clicked.connect(lambda: self.submit(self.input.toPlainText()))
@@ -189,7 +228,9 @@ class MainWindow(QMainWindow):
         ):
             self.transcript.clear()
         self.target = target
-        self.session.connect_to(target.host, target.port, target.nick)
+        self.session.connect_to(
+            target.host, target.port, target.nick, target.tls, SettingsPins(self.settings)
+        )
 
     def submit(self, text: str) -> None:
         """What the user typed: a command or a message. Kept in the input if it can't go."""
@@ -304,14 +345,30 @@ class MainWindow(QMainWindow):
         self.transcript.mark_failed(ref, why)
 
     def _error(self, code: str, message: str) -> None:
-        if code in ("nick_taken", "bad_nick", "unsupported_version"):
+        if code == "tls":
+            self.show_problem(f"Not connected: {message}.")
+        elif code in ("nick_taken", "bad_nick", "unsupported_version"):
             self.show_problem(f"Can't log in: {message}. Choose another nickname in Chat → Connect….")
         elif code == "unreachable":
             self.show_problem(f"{message[:1].upper()}{message[1:]}; retrying.")
         self.transcript.add_system(message)
 
+    def _certificate_unknown(self, where: str, fingerprint: str) -> None:
+        self.banner.setTextFormat(Qt.TextFormat.RichText)
+        self.banner.setText(
+            f"<b>{where}</b> presents a certificate that nobody vouches for. Trust it only if "
+            f"this is the server's SHA-256 fingerprint:<br><code>{fingerprint}</code><br>"
+            '<a href="trust">Trust and connect</a> &nbsp; <a href="refuse">Refuse</a>'
+        )
+        self.banner.show()
+
+    def _banner_link(self, href: str) -> None:
+        self.banner.hide()
+        self.session.trust_certificate(href == "trust")
+
     def show_problem(self, text: str) -> None:
         """A banner over the transcript: seen at once, and it doesn't block."""
+        self.banner.setTextFormat(Qt.TextFormat.PlainText)
         self.banner.setText(text)
         self.banner.show()
 

@@ -1,0 +1,99 @@
+"""TLS on loopback: the server on an ssl: endpoint, clients that verify it."""
+
+from __future__ import annotations
+
+import os
+
+from OpenSSL import SSL
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, serverFromString, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from chatproto import codec
+from chatproto.certs import fingerprint, make_self_signed
+from chatproto.limits import Limits
+from chatproto.protocol import ChatFactory
+from chatproto.room import Room
+from chatproto.store import SQLiteHistory
+from chatproto.tls import PinningCreator, fingerprint_of, verifying_creator
+from tests.netclient import QueueClient
+
+
+@implementer(IHandshakeListener)
+class Handshaking(QueueClient):
+    def __init__(self):
+        super().__init__()
+        self.handshake = defer.Deferred()
+
+    def handshakeCompleted(self):
+        self.handshake.callback(self.transport.getPeerCertificate())
+
+
+def write_pair(folder: str, host: str = "localhost") -> tuple[str, str, bytes]:
+    os.makedirs(folder, exist_ok=True)
+    key_pem, cert_pem = make_self_signed(host)
+    key, cert = os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")
+    with open(key, "wb") as f:
+        f.write(key_pem)
+    with open(cert, "wb") as f:
+        f.write(cert_pem)
+    return key, cert, cert_pem
+
+
+class TLSRoundTrip(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.key, self.cert, self.cert_pem = write_pair(self.mktemp())
+        self.room = Room(SQLiteHistory(":memory:"), reactor, Limits())
+        endpoint = serverFromString(
+            reactor, f"ssl:0:interface=127.0.0.1:privateKey={self.key}:certKey={self.cert}"
+        )
+        self.port = yield endpoint.listen(ChatFactory(self.room))
+        self.addCleanup(self.port.stopListening)
+        self.addCleanup(self.room.shutdown)
+
+    def connect(self, creator):
+        endpoint = HostnameEndpoint(reactor, "127.0.0.1", self.port.getHost().port)
+        return connectProtocol(wrapClientTLS(creator, endpoint), QueueClient())
+
+    @defer.inlineCallbacks
+    def test_chat_over_tls_with_the_certificate_as_ca(self):
+        client = yield self.connect(verifying_creator("localhost", self.cert))
+        welcome = yield client.login("ann")
+        self.assertEqual(welcome.nick, "ann")
+        client.send(codec.Say("secret", "r"))
+        message = yield client.expect(codec.MessagePacket)
+        self.assertEqual((message.text, message.ref), ("secret", "r"))
+        client.transport.loseConnection()
+        yield client.lost
+
+    @defer.inlineCallbacks
+    def test_a_certificate_from_another_ca_is_refused(self):
+        _, other_ca, _ = write_pair(self.mktemp())
+        client = yield self.connect(verifying_creator("localhost", other_ca))
+        client.send(codec.Login("ann", 1))
+        yield client.lost
+        self.assertEqual(client.inbox.pending, [], "nothing was exchanged")
+        self.assertEqual(self.room.sessions, [])
+        self.flushLoggedErrors(SSL.Error)
+
+    @defer.inlineCallbacks
+    def test_a_wrong_name_is_refused(self):
+        client = yield self.connect(verifying_creator("chat.example.org", self.cert))
+        client.send(codec.Login("ann", 1))
+        yield client.lost
+        self.assertEqual(self.room.sessions, [])
+        self.flushLoggedErrors()
+
+    @defer.inlineCallbacks
+    def test_pinning_sees_the_servers_fingerprint(self):
+        endpoint = HostnameEndpoint(reactor, "127.0.0.1", self.port.getHost().port)
+        client = yield connectProtocol(wrapClientTLS(PinningCreator("localhost"), endpoint), Handshaking())
+        certificate = yield client.handshake
+        self.assertEqual(fingerprint_of(certificate), fingerprint(self.cert_pem))
+        client.transport.loseConnection()
+        yield client.lost
