@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -24,37 +23,14 @@ import tempfile
 import time
 from contextlib import contextmanager
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from scripts.procstat import ROOT, cpu_seconds, our_server_argv, pinned, rss_bytes, start_server
+
 PY = sys.executable
-CLK = os.sysconf("SC_CLK_TCK")
-_PORT = re.compile(rb"(?:listening on (\d+)|\(127\.0\.0\.1:(\d+)\))")
-
-
-def pinned(core: int) -> list[str]:
-    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
-        return ["taskset", "-c", str(core)]
-    return []
 
 
 def server_argv(kind: str, history: str) -> list[str]:
     if kind == "ours":
-        return [
-            PY,
-            "-m",
-            "twisted",
-            "--log-format=text",
-            "chat",
-            "--listen",
-            "tcp:0:interface=127.0.0.1:backlog=4096",
-            "--history",
-            history,
-            "--rate",
-            "1000000",
-            "--burst",
-            "1000000",
-            "--max-clients",
-            "20000",
-        ]
+        return our_server_argv(history, "--rate", "1000000", "--burst", "1000000")
     module = {"naive": "benchmarks.baselines.naive_server", "line": "benchmarks.baselines.line_server"}[kind]
     return [PY, "-m", module, "0"]
 
@@ -63,45 +39,16 @@ def mode_of(kind: str) -> str:
     return "lines" if kind == "line" else "frames"
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
-
-
 def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return rss_bytes(pid) // 1024
 
 
 @contextmanager
 def server(kind: str):
     """A fresh server process; yields (pid, port)."""
     folder = tempfile.mkdtemp(prefix="chatbench-")
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-    argv = [*pinned(0), "prlimit", "--nofile=20000:20000", *server_argv(kind, f"{folder}/bench.sqlite3")]
-    if not shutil.which("prlimit"):
-        argv.remove("prlimit")
-        argv.remove("--nofile=20000:20000")
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc, port = start_server(argv=server_argv(kind, f"{folder}/bench.sqlite3"))
     try:
-        output = b""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{kind} server exited: {output.decode(errors='replace')}")
-            output += line
-            match = _PORT.search(line)
-            if match:
-                port = int(match.group(1) or match.group(2))
-                break
-        else:
-            raise RuntimeError(f"{kind} server did not start")
-        subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)  # keep the pipe drained
         yield proc.pid, port
     finally:
         proc.terminate()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import ctypes
 import signal
 
 from twisted.application.service import MultiService, Service
@@ -106,37 +106,45 @@ class HeapTrimmer(Service):
     A login storm or a slow reader's backlog briefly needs a lot of memory;
     glibc keeps it after Python frees it, so the server's RSS would stay at
     its peak (about 28 KB per idle connection after 10,000 logins instead of
-    about 5.5 KB). Every ``every`` seconds this looks at the resident size
-    and, if it grew by ``growth`` bytes since the last trim, trims on a
-    worker thread (a trim can take tens of milliseconds on a fragmented
-    heap). Elsewhere than glibc on Linux it does nothing.
+    about 5.5 KB). Every ``every`` seconds a worker thread asks glibc how
+    much of its heap is free and trims when that exceeds ``threshold`` bytes
+    (a trim can take tens of milliseconds on a fragmented heap, so never on
+    the reactor thread). Elsewhere than glibc it does nothing.
     """
 
-    def __init__(self, reactor, every: float = 5.0, growth: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, reactor, every: float = 5.0, threshold: int = 16 * 1024 * 1024) -> None:
         self.reactor = reactor
         self.every = every
-        self.growth = growth
-        self._trim = _malloc_trim()
+        self.threshold = threshold
+        self._glibc = _glibc()
         self._loop = LoopingCall(self._check)
         self._loop.clock = reactor
         self._running: Deferred | None = None
-        self._after_last_trim = resident_bytes()
 
     def startService(self) -> None:
         super().startService()
-        if self._trim is not None and self._after_last_trim is not None:
+        if self._glibc is not None:
             self._loop.start(self.every, now=False)
 
     def _check(self) -> None:
-        if self._running is None and resident_bytes() > self._after_last_trim + self.growth:
-            d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._trim, 0)
+        if self._running is None:
+            d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.trim_if_worth_it)
             d.addErrback(lambda f: log.failure("heap trim failed", f))
             d.addBoth(self._trimmed)
             self._running = d
 
+    def trim_if_worth_it(self) -> int:
+        """On a worker thread: trim if enough of the heap is free; returns the
+        free bytes seen (0 where glibc can't tell)."""
+        if self._glibc is None:
+            return 0
+        free = self._glibc.mallinfo2().fordblks
+        if free > self.threshold:
+            self._glibc.malloc_trim(0)
+        return free
+
     def _trimmed(self, _) -> None:
         self._running = None
-        self._after_last_trim = resident_bytes()
 
     def stopService(self) -> Deferred | None:
         super().stopService()
@@ -145,20 +153,31 @@ class HeapTrimmer(Service):
         return self._running
 
 
-def resident_bytes() -> int | None:
-    """This process's resident set size, or None where /proc can't tell."""
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _glibc():
+    """glibc's malloc_trim and mallinfo2 (2.33+), or None."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _malloc_trim():
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None).malloc_trim
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = _MallInfo2
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
     except (OSError, AttributeError):
         return None
 

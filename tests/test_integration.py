@@ -133,24 +133,22 @@ class Checkpoints(TestCase):
 
 class HeapTrim(TestCase):
     @defer.inlineCallbacks
-    def test_trims_after_growth_on_a_thread(self):
-        from chatproto import service
+    def test_trims_when_much_heap_is_free_on_a_thread(self):
+        from chatproto.service import HeapTrimmer
 
-        trimmer = service.HeapTrimmer(reactor, every=0.01, growth=1000)
-        if trimmer._trim is None or trimmer._after_last_trim is None:
-            raise SkipTest("no malloc_trim or /proc here")
-        calls = []
-        real = trimmer._trim
-        trimmer._trim = lambda pad: calls.append(pad) or real(pad)
-        trimmer._check()
-        self.assertIsNone(trimmer._running, "no growth, no trim")
-        sizes = iter([trimmer._after_last_trim + 2000])
-        self.patch(service, "resident_bytes", lambda: next(sizes, 0))
-        trimmer._check()
-        yield trimmer._running
-        self.assertEqual(calls, [0])
-        self.assertEqual(trimmer._after_last_trim, 0, "the size after the trim is the new baseline")
+        trimmer = HeapTrimmer(reactor, threshold=1024 * 1024)
+        if trimmer._glibc is None:
+            raise SkipTest("not glibc")
+        junk = [bytes(50_000) for _ in range(400)]  # 20 MB of heap, then freed
+        del junk
+        free = trimmer.trim_if_worth_it()
+        self.assertGreater(free, 1024 * 1024, "glibc reports the freed heap")
+        self.assertLess(trimmer.trim_if_worth_it(), free, "and the trim gave it back")
         trimmer.startService()
+        trimmer._check()
+        running = trimmer._running
+        self.assertIsNotNone(running, "checks run on a worker thread")
+        yield running
         yield trimmer.stopService()
         self.assertFalse(trimmer._loop.running)
 

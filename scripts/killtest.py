@@ -1,0 +1,198 @@
+"""Kill the server with SIGKILL mid-burst, again and again, and audit history.
+
+    python -m scripts.killtest [--cycles 20] [--seed N]
+
+Each cycle starts the server on the same history file, has a client send
+messages as fast as they are acknowledged, kills the server at a random
+moment, and records every acknowledgement the client saw. At the end a fresh
+server is started and its whole history read back: every acknowledged
+message must be there under the seq it was acknowledged with, and no seq may
+repeat. Loopback only; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+
+from chatproto import codec
+from chatproto.client import ChatClientProtocol
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LISTENING = re.compile(rb"\(127\.0\.0\.1:(\d+)\)")
+
+
+class Server(ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = b""
+        self.port: defer.Deferred = defer.Deferred()
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        match = _LISTENING.search(self.output)
+        if match and not self.port.called:
+            self.port.callback(int(match.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        if not self.port.called:
+            self.port.errback(RuntimeError(self.output.decode(errors="replace")))
+        code = 0 if isinstance(reason.value, ProcessDone) else -1
+        if isinstance(reason.value, ProcessTerminated) and reason.value.signal:
+            code = -reason.value.signal
+        self.ended.callback(code)
+
+
+def start_server(reactor, history: str) -> Server:
+    server = Server()
+    argv = [
+        sys.executable,
+        "-m",
+        "twisted",
+        "--log-format=text",
+        "chat",
+        "--history",
+        history,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--rate",
+        "100000",
+        "--burst",
+        "100000",
+    ]
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    reactor.spawnProcess(server, sys.executable, argv, env=env, path=ROOT)
+    return server
+
+
+class Sender(ChatClientProtocol):
+    """Keeps ``window`` messages in flight; records every acknowledgement."""
+
+    def __init__(self, tag: str, window: int = 50) -> None:
+        self.tag = tag
+        self.window = window
+        self.sent = 0
+        self.acked: dict[str, int] = {}  # text -> seq
+        self.welcomed: defer.Deferred = defer.Deferred()
+        self.lost: defer.Deferred = defer.Deferred()
+        self.history: list = []
+        self.page: defer.Deferred | None = None
+
+    def packetReceived(self, packet) -> None:
+        if isinstance(packet, codec.Welcome):
+            self.welcomed.callback(packet)
+        elif isinstance(packet, codec.MessagePacket) and packet.ref is not None:
+            self.acked[packet.text] = packet.seq
+            self.top_up()
+        elif isinstance(packet, codec.HistoryPage) and self.page is not None:
+            page, self.page = self.page, None
+            page.callback(packet)
+
+    def top_up(self) -> None:
+        while self.sent - len(self.acked) < self.window:
+            self.send(codec.Say(f"{self.tag}-{self.sent}", "r"))
+            self.sent += 1
+
+    def connectionLost(self, reason) -> None:
+        self.lost.callback(None)
+
+
+@defer.inlineCallbacks
+def connect(reactor, port: int, nick: str, tag: str):
+    client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Sender(tag))
+    client.send(codec.Login(nick, 1))
+    yield client.welcomed.addTimeout(10, reactor)
+    return client
+
+
+@defer.inlineCallbacks
+def read_history(reactor, client: Sender) -> list:
+    messages, after = [], 0
+    for _ in range(100000):  # bounded: 200 a page
+        client.page = defer.Deferred()
+        client.send(codec.HistoryRequest(after=after, limit=200))
+        page = yield client.page.addTimeout(10, reactor)
+        messages.extend(page.messages)
+        if not page.more:
+            return messages
+        after = page.messages[-1].seq
+    raise RuntimeError("history did not end")
+
+
+@defer.inlineCallbacks
+def kill_cycles(reactor, history: str, cycles: int, rng: random.Random) -> dict:
+    acked: dict[str, int] = {}
+    sent = 0
+    seq_floor = 0
+    for cycle in range(cycles):
+        server = start_server(reactor, history)
+        port = yield server.port.addTimeout(20, reactor)
+        client = yield connect(reactor, port, f"killer{cycle}", f"c{cycle}")
+        client.top_up()
+        yield task.deferLater(reactor, rng.uniform(0.05, 0.6), lambda: None)
+        server.transport.signalProcess("KILL")
+        code = yield server.ended.addTimeout(10, reactor)
+        assert code == -9, code
+        yield client.lost.addTimeout(10, reactor)
+        seqs = sorted(client.acked.values())
+        if seqs and seqs[0] <= seq_floor:
+            raise AssertionError(f"cycle {cycle}: seq {seqs[0]} reused (last run reached {seq_floor})")
+        seq_floor = max(seqs, default=seq_floor)
+        acked.update(client.acked)
+        sent += client.sent
+    server = start_server(reactor, history)
+    port = yield server.port.addTimeout(20, reactor)
+    reader = yield connect(reactor, port, "auditor", "audit")
+    stored = yield read_history(reactor, reader)
+    server.transport.signalProcess("TERM")
+    yield server.ended.addTimeout(20, reactor)
+    by_text = {m.text: m.seq for m in stored}
+    seqs = [m.seq for m in stored]
+    lost = [text for text, seq in acked.items() if by_text.get(text) != seq]
+    return {
+        "cycles": cycles,
+        "sent": sent,
+        "acknowledged": len(acked),
+        "stored": len(stored),
+        "lost": len(lost),
+        "seq_repeats": len(seqs) - len(set(seqs)),
+        "seq_increasing": seqs == sorted(seqs),
+        "unacknowledged_but_stored": len(stored) - len(acked),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args()
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    folder = tempfile.mkdtemp(prefix="killtest-")
+    history = os.path.join(folder, "history.sqlite3")
+
+    @defer.inlineCallbacks
+    def run(reactor):
+        report = yield kill_cycles(reactor, history, args.cycles, random.Random(seed))
+        report["seed"] = seed
+        print(json.dumps(report))
+        if report["lost"] or report["seq_repeats"] or not report["seq_increasing"]:
+            raise SystemExit(1)
+
+    task.react(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

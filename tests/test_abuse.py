@@ -1,0 +1,165 @@
+"""Abusive peers on real sockets: the room keeps serving everyone else."""
+
+from __future__ import annotations
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import LoopingCall, deferLater
+
+from chatproto import codec
+from chatproto.outbox import Outbox
+from tests.test_integration import LiveTestCase
+
+
+def gather(deferreds, timeout: float = 20.0) -> defer.Deferred:
+    return defer.gatherResults(list(deferreds)).addTimeout(timeout, reactor)
+
+
+class SlowLoris(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_pending_connections_are_closed_after_login_timeout(self):
+        yield self.serve(login_timeout=1.0)
+        lurkers = []
+        for _ in range(200):
+            lurkers.append((yield self.client()))  # connect, never log in
+        ann = yield self.client("ann")  # others still log in and chat meanwhile
+        ann.send(codec.Say("still here", "r"))
+        self.assertEqual((yield ann.expect(codec.MessagePacket)).ref, "r")
+        yield gather(lurker.lost for lurker in lurkers)
+        byes = [p for lurker in lurkers for p in lurker.inbox.pending if isinstance(p, codec.Bye)]
+        self.assertEqual(len(byes), 200)
+        self.assertEqual({bye.reason for bye in byes}, {"login_timeout"})
+        self.assertEqual(self.room.pending, [])
+        self.assertFalse(any(isinstance(p, codec.MessagePacket) for x in lurkers for p in x.inbox.pending))
+
+
+class ConnectionFlood(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_beyond_max_clients_is_refused_and_sessions_keep_chatting(self):
+        yield self.serve(max_clients=50)
+        ann = yield self.client("ann")
+        bob = yield self.client("bob")
+        flood = []
+        for i in range(100):
+            flood.append((yield self.client()))
+            if i % 10 == 0:  # chat goes on during the flood
+                ann.send(codec.Say(f"during {i}"))
+                yield bob.expect(codec.MessagePacket)
+        refused = []
+        for client in flood:
+            if codec.Bye("server_full") in (yield _settled(client)):
+                refused.append(client)
+        self.assertEqual(len(refused), 52)
+        yield gather(c.lost for c in refused)
+        self.assertEqual(len(self.room.pending), 48)
+        bob_id = next(p.id for p in ann.inbox.pending if isinstance(p, codec.Joined))
+        pending_ids = {p.id for p in ann.inbox.pending if isinstance(p, codec.Pending)} - {bob_id}
+        self.assertEqual(len(pending_ids), 48, "refused connections are never announced")
+        ann.send(codec.Say("after"))
+        self.assertEqual((yield bob.expect(codec.MessagePacket)).text, "after")
+
+
+@defer.inlineCallbacks
+def _settled(client):
+    """What a flood connection got: BYE server_full at once, or nothing."""
+    yield deferLater(reactor, 0, lambda: None)
+    return list(client.inbox.pending)
+
+
+class Flooder(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_ten_times_the_rate_gets_rate_limited_and_others_are_served(self):
+        yield self.serve(rate=20, burst=40)
+        flooder = yield self.client("flooder")
+        ann = yield self.client("ann")
+        bob = yield self.client("bob")
+        started = reactor.seconds()
+        sent = 0
+        for _tick in range(10):  # 200 messages a second for half a second
+            for _ in range(20):
+                flooder.send(codec.Say("spam", f"s{sent}"))
+                sent += 1
+            ann.send(codec.Say("normal", "n"))
+            mine = yield ann.expect(codec.MessagePacket)
+            while mine.ref != "n":
+                mine = yield ann.expect(codec.MessagePacket)
+            yield deferLater(reactor, 0.05, lambda: None)
+        elapsed = reactor.seconds() - started
+        flooder.send(codec.Ping("end"))
+        answers = [(yield flooder.next())]
+        while not isinstance(answers[-1], codec.PongReply):
+            answers.append((yield flooder.next()))
+        limited = [p for p in answers if isinstance(p, codec.Error)]
+        accepted = [p for p in answers if isinstance(p, codec.MessagePacket) and p.ref]
+        self.assertEqual({e.code for e in limited}, {"rate_limited"})
+        self.assertEqual(len(limited) + len(accepted), sent, "every packet is answered: nothing silent")
+        self.assertLessEqual(len(accepted), 40 + 20 * elapsed + 1)
+        self.assertGreaterEqual(len(accepted), 40)
+        self.assertEqual({e.ref for e in limited} | {m.ref for m in accepted}, {f"s{i}" for i in range(sent)})
+        normals = [p for p in bob.inbox.pending if isinstance(p, codec.MessagePacket) and p.text == "normal"]
+        self.assertEqual(len(normals), 10, "the bystanders lost nothing")
+
+
+class ManySlowConsumers(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_each_is_cut_memory_stays_bounded_fast_clients_lose_nothing(self):
+        sendq = 64 * 1024
+        yield self.serve(sendq=sendq, rate=100000, burst=100000)
+        talker = yield self.client("talker")
+        fast, slow = [], []
+        for i in range(2):
+            fast.append((yield self.client(f"fast{i}")))
+        for i in range(3):
+            slow.append((yield self.client(f"slow{i}")))
+        for client in slow:
+            client.transport.pauseProducing()
+        peak = [0]
+        write = Outbox.write
+
+        def watching(outbox, data):
+            write(outbox, data)
+            peak[0] = max(peak[0], outbox.backlog)
+
+        self.patch(Outbox, "write", watching)
+        cut: set[str] = set()
+        sent = 0
+        text = "y" * 2000
+        while len(cut) < 3 and sent < 20000:  # bounded: 40 MB per reader at most
+            for i in range(100):
+                talker.send(codec.Say(text, "b" if i == 99 else None))
+            sent += 100
+            while (yield talker.expect(codec.MessagePacket)).ref is None:
+                pass
+            cut |= {p.nick for p in fast[0].inbox.pending if isinstance(p, codec.Left)}
+        self.assertEqual(cut, {"slow0", "slow1", "slow2"})
+        self.assertLessEqual(peak[0], sendq + len(text) * 110, "queued bytes never outgrow sendq")
+        talker.send(codec.Say("last"))
+        for client in fast:
+            seqs = []
+            while True:
+                packet = yield client.expect(codec.MessagePacket)
+                seqs.append(packet.seq)
+                if packet.text == "last":
+                    break
+            self.assertEqual(seqs, list(range(1, sent + 2)), "in order, nothing lost")
+        for client in slow:
+            client.transport.resumeProducing()
+        yield gather(c.lost for c in slow)
+
+
+class HalfOpen(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_a_peer_that_vanishes_is_reaped_by_the_idle_timeout(self):
+        yield self.serve(ping_interval=0.3, idle_timeout=0.9)
+        ann = yield self.client("ann")
+        ghost = yield self.client("ghost")
+        # The peer vanishes without a FIN: it neither reads nor writes again.
+        ghost.transport.pauseProducing()
+        # ann keeps talking (any packet counts as life); the ghost says nothing.
+        talking = LoopingCall(lambda: ann.send(codec.Ping()))
+        talking.start(0.1)
+        left = yield ann.expect(codec.Left)
+        talking.stop()
+        self.assertEqual((left.nick, left.reason), ("ghost", "timeout"))
+        self.assertEqual([s.nick for s in self.room.sessions], ["ann"])
+        ghost.transport.resumeProducing()
+        yield ghost.lost
