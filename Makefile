@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run client screenshot cert bench bench-client test test-server test-client lint clean
+.PHONY: install run client screenshot cert bench bench-client fuzz soak killtest test test-server test-client lint clean
 
 install: $(STAMP)
 
@@ -37,6 +37,21 @@ bench: install
 # The desktop client under 2000 incoming messages a second.
 bench-client: install
 	$(PY) -m benchmarks.client_busy $(ARGS)
+
+# Coverage-guided fuzzing (atheris) for FUZZ_SECONDS; a crash lands in
+# fuzz/regressions/, which the test suite replays from then on.
+FUZZ_SECONDS ?= 120
+fuzz: install
+	mkdir -p fuzz/corpus
+	$(PY) -m fuzz.fuzz_server -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=fuzz/regressions/ fuzz/corpus
+
+# 500 clients doing everything at random for 5 minutes, then an audit (ARGS="--clients 100 --seconds 60").
+soak: install
+	$(PY) -m scripts.soak $(ARGS)
+
+# SIGKILL the server mid-burst 20 times; every acknowledged message must survive.
+killtest: install
+	$(PY) -m scripts.killtest $(ARGS)
 
 test: test-server test-client
 

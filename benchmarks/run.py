@@ -370,6 +370,8 @@ def chart(fanout: dict, path: str) -> None:
                     ha="center",
                     fontsize=7,
                 )
+    top = max(fanout[s][k]["deliveries_per_s"] for s in sizes for k in ("ours", "line", "naive")) / 1e6
+    ax.set_ylim(0, top * 1.15)  # room for the labels
     ax.set_xscale("log")
     ax.set_xlabel("receivers (+ 4 senders), 100-byte messages")
     ax.set_ylabel("million deliveries / s (server on one core)")

@@ -1,0 +1,131 @@
+"""Coverage-guided fuzzing of the codec and the connection state machine.
+
+    python -m fuzz.fuzz_server [libFuzzer options, e.g. -max_total_time=60 CORPUS]
+
+Each input drives a room with three connections on StringTransport and a
+task.Clock: the fuzzer's bytes choose which connection gets the next chunk
+of stream bytes (valid frames, broken frames, anything), when time passes,
+and when a connection drops. The server must never log a failure (a handler
+raising), must only ever write well-formed server packets, and its
+registries must stay consistent. ``exercise`` is also what the regression
+test replays, for every file in fuzz/regressions/.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+
+from chatproto import codec
+from chatproto.limits import Limits
+from chatproto.protocol import ChatFactory
+from chatproto.room import Room
+from chatproto.store import SQLiteHistory
+
+# A few valid frames the fuzzer can splice in: reaching deep states quickly.
+SEEDS = [
+    codec.frame(codec.encode(p))
+    for p in (
+        codec.Login("ann", 1),
+        codec.Login("bob", 1),
+        codec.Say("hi", "r"),
+        codec.Whisper("bob", "psst", "w"),
+        codec.HistoryRequest(before=5, limit=3),
+        codec.HistoryRequest(after=0),
+        codec.Ping("t"),
+        codec.Quit("bye"),
+    )
+]
+
+
+class Failed(Exception):
+    pass
+
+
+def _check_output(transport: StringTransport) -> None:
+    data = transport.value()
+    transport.clear()
+    offset = 0
+    while offset < len(data):
+        if len(data) - offset < 4:
+            raise Failed("a truncated frame was written")
+        (length,) = struct.unpack_from("!I", data, offset)
+        payload = data[offset + 4 : offset + 4 + length]
+        if len(payload) != length:
+            raise Failed("a truncated frame was written")
+        try:
+            codec.decode_server(payload)
+        except codec.ProtocolError as e:
+            raise Failed(f"the server wrote a malformed packet: {e!r} {payload[:80]!r}") from None
+        offset += 4 + length
+
+
+def exercise(data: bytes) -> None:
+    """Run one input; raises Failed (or anything unexpected) on a bug."""
+    failures = []
+
+    def observe(event):
+        if event.get("log_failure") is not None:
+            failures.append(event["log_failure"])
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        clock = Clock()
+        room = Room(SQLiteHistory(":memory:"), clock, Limits(max_frame=2048, max_text=200, history_replay=5))
+        factory = ChatFactory(room)
+        peers = []
+        for i in range(3):
+            transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1000 + i))
+            protocol = factory.buildProtocol(None)
+            protocol.makeConnection(transport)
+            peers.append((protocol, transport))
+        position = 0
+        while position + 2 <= len(data):
+            op, arg = data[position], data[position + 1]
+            position += 2
+            protocol, transport = peers[op % 3]
+            action = (op // 3) % 6
+            if action in (0, 1, 2):  # raw stream bytes
+                chunk = data[position : position + arg % 64 + 1]
+                position += len(chunk)
+                protocol.dataReceived(chunk)
+            elif action == 3:  # a valid frame, maybe cut short
+                frame = SEEDS[arg % len(SEEDS)]
+                protocol.dataReceived(frame[: len(frame) - (arg // 64)])
+            elif action == 4:
+                clock.advance(arg / 2)
+            elif not protocol._is_lost:
+                from twisted.internet.error import ConnectionDone
+                from twisted.python.failure import Failure
+
+                protocol.connectionLost(Failure(ConnectionDone()))
+            room.flush()
+            for _, peer_transport in peers:
+                _check_output(peer_transport)
+            if failures:
+                raise Failed(f"a handler failed: {failures[0].getTraceback()}")
+            sessions = room.sessions
+            if sorted(room._nicks) != sorted(s.key for s in sessions):
+                raise Failed("the nick index and the sessions disagree")
+            if any(s.client._is_lost for s in sessions):
+                raise Failed("a lost connection is still registered")
+        room.shutdown()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
+def main() -> None:
+    import atheris
+
+    atheris.instrument_all()  # the chatproto modules are loaded already
+    atheris.Setup(sys.argv, exercise)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
