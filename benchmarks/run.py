@@ -96,9 +96,13 @@ def generate(
     return result
 
 
-def fanout(kind: str, receivers: int, extra: list[str]) -> dict:
-    with server(kind) as (pid, port):
-        return generate(port, mode_of(kind), "fanout", "--receivers", str(receivers), *extra, pid=pid)
+def repeated(kind: str, runs: int, scenario: str, *args: str) -> list[dict]:
+    """The scenario ``runs`` times, each against a fresh server."""
+    results = []
+    for _ in range(runs):
+        with server(kind) as (pid, port):
+            results.append(generate(port, mode_of(kind), scenario, *args, pid=pid))
+    return results
 
 
 def measure_fanout_cpu(kind: str, receivers: int, extra: list[str]) -> dict:
@@ -201,24 +205,11 @@ def main() -> int:
 
     if "latency" in wanted:
         row = {}
+        seconds = "3" if args.quick else "5"
         for kind in kinds:
-            measured = []
-            for _ in range(runs):
-                with server(kind) as (pid, port):
-                    measured.append(
-                        generate(
-                            port,
-                            mode_of(kind),
-                            "latency",
-                            "--receivers",
-                            "100",
-                            "--rate",
-                            "200",
-                            "--duration",
-                            "3" if args.quick else "5",
-                            pid=pid,
-                        )
-                    )
+            measured = repeated(
+                kind, runs, "latency", "--receivers", "100", "--rate", "200", "--duration", seconds
+            )
             row[kind] = {
                 "p50_ms": median_of(measured, "p50_ms"),
                 "p99_ms": median_of(measured, "p99_ms"),
@@ -235,10 +226,7 @@ def main() -> int:
     if "logins" in wanted:
         row = {}
         for kind in ("ours", "naive"):
-            measured = []
-            for _ in range(runs):
-                with server(kind) as (pid, port):
-                    measured.append(generate(port, "frames", "logins", "--connections", "1000", pid=pid))
+            measured = repeated(kind, runs, "logins", "--connections", "1000")
             row[kind] = {"seconds": median_of(measured, "seconds"), "runs": measured}
             print(f"  logins {kind:<5} 1000 in {row[kind]['seconds']:.3f} s", flush=True)
         results["logins"] = row

@@ -54,20 +54,28 @@ def fingerprint(cert_pem: bytes) -> str:
     return ":".join(f"{b:02X}" for b in digest)
 
 
+def write_pair(folder: str, host: str = "localhost", days: int = 365) -> tuple[str, str, bytes]:
+    """Write ``key.pem`` (mode 600) and ``cert.pem`` into ``folder``; returns
+    their paths and the certificate."""
+    os.makedirs(folder, exist_ok=True)
+    key_pem, cert_pem = make_self_signed(host, days)
+    key_path = os.path.join(folder, "key.pem")
+    cert_path = os.path.join(folder, "cert.pem")
+    with open(key_path, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(key_pem)
+    with open(cert_path, "wb") as f:
+        f.write(cert_pem)
+    return key_path, cert_path, cert_pem
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chatproto.certs", description=__doc__.split("\n")[0])
     parser.add_argument("--dir", default=".")
     parser.add_argument("--host", default="localhost")
     parser.add_argument("--days", type=int, default=365)
     args = parser.parse_args(argv)
-    key_pem, cert_pem = make_self_signed(args.host, args.days)
-    key_path = os.path.join(args.dir, "key.pem")
-    cert_path = os.path.join(args.dir, "cert.pem")
-    with open(key_path, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(key_pem)
-    with open(cert_path, "wb") as f:
-        f.write(cert_pem)
+    key_path, cert_path, cert_pem = write_pair(args.dir, args.host, args.days)
     print(f"wrote {key_path} and {cert_path} for {args.host}")
     print(f"SHA-256 fingerprint: {fingerprint(cert_pem)}")
     return 0

@@ -16,65 +16,19 @@ import argparse
 import json
 import os
 import random
-import re
 import sys
 import tempfile
 
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
 
 from chatproto import codec
 from chatproto.client import ChatClientProtocol
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_LISTENING = re.compile(rb"\(127\.0\.0\.1:(\d+)\)")
+from scripts.spawn import ServerProcess, spawn_server
 
 
-class Server(ProcessProtocol):
-    def __init__(self) -> None:
-        self.output = b""
-        self.port: defer.Deferred = defer.Deferred()
-        self.ended: defer.Deferred = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        match = _LISTENING.search(self.output)
-        if match and not self.port.called:
-            self.port.callback(int(match.group(1)))
-
-    errReceived = outReceived
-
-    def processEnded(self, reason) -> None:
-        if not self.port.called:
-            self.port.errback(RuntimeError(self.output.decode(errors="replace")))
-        code = 0 if isinstance(reason.value, ProcessDone) else -1
-        if isinstance(reason.value, ProcessTerminated) and reason.value.signal:
-            code = -reason.value.signal
-        self.ended.callback(code)
-
-
-def start_server(reactor, history: str) -> Server:
-    server = Server()
-    argv = [
-        sys.executable,
-        "-m",
-        "twisted",
-        "--log-format=text",
-        "chat",
-        "--history",
-        history,
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-        "--rate",
-        "100000",
-        "--burst",
-        "100000",
-    ]
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-    reactor.spawnProcess(server, sys.executable, argv, env=env, path=ROOT)
-    return server
+def start_server(reactor, history: str) -> ServerProcess:
+    return spawn_server(reactor, "--history", history, "--rate", "100000", "--burst", "100000")
 
 
 class Sender(ChatClientProtocol):
@@ -138,7 +92,7 @@ def kill_cycles(reactor, history: str, cycles: int, rng: random.Random) -> dict:
     seq_floor = 0
     for cycle in range(cycles):
         server = start_server(reactor, history)
-        port = yield server.port.addTimeout(20, reactor)
+        port = yield server.listening.addTimeout(20, reactor)
         client = yield connect(reactor, port, f"killer{cycle}", f"c{cycle}")
         client.top_up()
         yield task.deferLater(reactor, rng.uniform(0.05, 0.6), lambda: None)
@@ -153,7 +107,7 @@ def kill_cycles(reactor, history: str, cycles: int, rng: random.Random) -> dict:
         acked.update(client.acked)
         sent += client.sent
     server = start_server(reactor, history)
-    port = yield server.port.addTimeout(20, reactor)
+    port = yield server.listening.addTimeout(20, reactor)
     reader = yield connect(reactor, port, "auditor", "audit")
     stored = yield read_history(reactor, reader)
     server.transport.signalProcess("TERM")

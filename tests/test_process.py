@@ -3,66 +3,22 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 
 from twisted.application.service import IServiceMaker
 from twisted.internet import defer, reactor
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatproto import codec
+from scripts.spawn import ROOT, TWIST, TWISTD, ServerProcess, server_env, spawn_server
 from tests.netclient import connect
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_LISTENING = re.compile(rb"listening on \S+ \(127\.0\.0\.1:(\d+)\)")
-
-
-def server_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"  # log lines arrive as they are written
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return env
-
-
-class ServerProcess(ProcessProtocol):
-    """A chat server subprocess; ``listening`` fires with its port."""
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.listening: defer.Deferred = defer.Deferred()
-        self.ended: defer.Deferred = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        match = _LISTENING.search(self.output)
-        if match and not self.listening.called:
-            self.listening.callback(int(match.group(1)))
-
-    errReceived = outReceived
-
-    def processEnded(self, reason) -> None:
-        if not self.listening.called:
-            self.listening.errback(RuntimeError(f"server exited before listening:\n{self.output.decode()}"))
-        if isinstance(reason.value, ProcessDone):
-            self.ended.callback(0)
-        elif isinstance(reason.value, ProcessTerminated):
-            self.ended.callback(
-                reason.value.exitCode if reason.value.exitCode is not None else -reason.value.signal
-            )
-
-    def signal(self, name: str) -> None:
-        self.transport.signalProcess(name)
 
 
 def spawn(test: TestCase, runner: list[str], *args: str) -> ServerProcess:
     """A server subprocess that is killed when the test ends, pass or fail."""
-    process = ServerProcess()
-    argv = [sys.executable, *runner, "chat", "--listen", "tcp:0:interface=127.0.0.1", *args]
-    reactor.spawnProcess(process, sys.executable, argv, env=server_env(), path=ROOT)
+    process = spawn_server(reactor, *args, runner=runner)
 
     def reap():
         if not process.ended.called:
@@ -71,10 +27,6 @@ def spawn(test: TestCase, runner: list[str], *args: str) -> ServerProcess:
 
     test.addCleanup(reap)
     return process
-
-
-TWIST = ["-m", "twisted", "--log-format=text"]
-TWISTD = ["-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "--logfile=-"]
 
 
 class Plugin(SynchronousTestCase):

@@ -9,6 +9,14 @@ from chatproto.store import StoreError
 from tests.harness import Server, parse_frames
 
 
+def record_writes(test: SynchronousTestCase) -> list[bytes]:
+    """Every bytes object handed to any outbox during the test, in order."""
+    written: list[bytes] = []
+    original = Outbox.write
+    test.patch(Outbox, "write", lambda outbox, data: (written.append(data), original(outbox, data)))
+    return written
+
+
 class Pending(SynchronousTestCase):
     def test_new_connection_is_announced_then_gone(self):
         server = Server()
@@ -185,9 +193,7 @@ class Chat(SynchronousTestCase):
     def test_broadcast_is_encoded_once(self):
         server = Server()
         server.logged_in("a", "b", "c")
-        written = []
-        original = Outbox.write
-        self.patch(Outbox, "write", lambda outbox, data: (written.append(data), original(outbox, data)))
+        written = record_writes(self)
         server.room.say(server.room.sessions[0], "hello", None)
         server.flush()
         self.assertEqual(len(written), 3)
@@ -225,9 +231,7 @@ class Chat(SynchronousTestCase):
     def test_one_write_per_recipient_per_turn(self):
         server = Server()
         server.logged_in("a", "b", "c")
-        written = []
-        original = Outbox.write
-        self.patch(Outbox, "write", lambda outbox, data: (written.append(data), original(outbox, data)))
+        written = record_writes(self)
         for _ in range(5):
             server.peer()
         server.room.say(server.room.session_for("a"), "hello", None)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from OpenSSL import SSL
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, serverFromString, wrapClientTLS
@@ -12,7 +10,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from chatproto import codec
-from chatproto.certs import fingerprint, make_self_signed
+from chatproto.certs import fingerprint, write_pair
 from chatproto.limits import Limits
 from chatproto.protocol import ChatFactory
 from chatproto.room import Room
@@ -29,17 +27,6 @@ class Handshaking(QueueClient):
 
     def handshakeCompleted(self):
         self.handshake.callback(self.transport.getPeerCertificate())
-
-
-def write_pair(folder: str, host: str = "localhost") -> tuple[str, str, bytes]:
-    os.makedirs(folder, exist_ok=True)
-    key_pem, cert_pem = make_self_signed(host)
-    key, cert = os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")
-    with open(key, "wb") as f:
-        f.write(key_pem)
-    with open(cert, "wb") as f:
-        f.write(cert_pem)
-    return key, cert, cert_pem
 
 
 class TLSRoundTrip(TestCase):

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest_twisted
 from waiting import signal_fired, until
 
-from chatproto.certs import fingerprint, make_self_signed
+from chatproto.certs import fingerprint, write_pair
 from chatproto.tls import PIN, VERIFY, TLSSettings
 from qtclient import session as states
 from qtclient.host import HostedServer
 from qtclient.views.connect_dialog import Target
 from qtclient.views.main_window import SettingsPins
-
-
-def cert_pair(folder) -> tuple[str, str, bytes]:
-    os.makedirs(folder, exist_ok=True)
-    key_pem, cert_pem = make_self_signed("localhost")
-    key, cert = os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")
-    with open(key, "wb") as f:
-        f.write(key_pem)
-    with open(cert, "wb") as f:
-        f.write(cert_pem)
-    return key, cert, cert_pem
 
 
 def tls_server(reactor, key, cert, port=0) -> HostedServer:
@@ -34,7 +21,7 @@ def tls_server(reactor, key, cert, port=0) -> HostedServer:
 
 @pytest_twisted.inlineCallbacks
 def test_verified_tls_with_a_ca_file(window, reactor, tmp_path):
-    key, cert, _ = cert_pair(tmp_path / "a")
+    key, cert, _ = write_pair(tmp_path / "a")
     server = tls_server(reactor, key, cert)
     try:
         welcomed = signal_fired(window.session.welcomed)
@@ -51,8 +38,8 @@ def test_verified_tls_with_a_ca_file(window, reactor, tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_certificate_from_another_ca_is_refused_and_not_retried(window, reactor, tmp_path):
-    key, cert, _ = cert_pair(tmp_path / "a")
-    _, other, _ = cert_pair(tmp_path / "b")
+    key, cert, _ = write_pair(tmp_path / "a")
+    _, other, _ = write_pair(tmp_path / "b")
     server = tls_server(reactor, key, cert)
     try:
         refused = signal_fired(window.session.errorReceived, lambda code, message: code == "tls")
@@ -68,7 +55,7 @@ def test_certificate_from_another_ca_is_refused_and_not_retried(window, reactor,
 
 @pytest_twisted.inlineCallbacks
 def test_trust_on_first_use_then_a_changed_certificate_is_refused(window, reactor, tmp_path, settings):
-    key, cert, cert_pem = cert_pair(tmp_path / "a")
+    key, cert, cert_pem = write_pair(tmp_path / "a")
     server = tls_server(reactor, key, cert)
     port = server.port
     target = Target("127.0.0.1", port, "alice", TLSSettings(PIN))
@@ -87,7 +74,7 @@ def test_trust_on_first_use_then_a_changed_certificate_is_refused(window, reacto
         yield server.stop()
 
         # The same address now presents another certificate.
-        key2, cert2, _ = cert_pair(tmp_path / "b")
+        key2, cert2, _ = write_pair(tmp_path / "b")
         server = tls_server(reactor, key2, cert2, port)
         refused = signal_fired(window.session.errorReceived, lambda code, message: code == "tls")
         window.connect_to(target)
