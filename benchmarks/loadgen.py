@@ -193,33 +193,40 @@ async def fanout(args) -> dict:
 
 
 async def latency(args) -> dict:
-    samples: list[float] = []
     lines = args.mode == "lines"
 
     class Timed(Client):
+        """Notes when each read arrived and parses later: parsing here would
+        delay the next receiver's timestamp and bill the server for it."""
+
         def data_received(self, data: bytes) -> None:
-            now = time.perf_counter()
-            if lines:
-                buf = self.tail + data
-                *complete, self.tail = buf.split(b"\n")
-                samples.extend(now - float(line[:20]) for line in complete if line and self.started)
-                return
-            buf = self.tail + data
-            off = 0
-            while len(buf) - off >= 4:
-                (length,) = _unpack(buf, off)
-                end = off + 4 + length
-                if end > len(buf):
-                    break
-                if buf[off + 4] == MESSAGE and self.started:
-                    stamp = buf.find(b'"text":', off, end) + 7  # the send time leads the text
-                    while buf[stamp] in b' "':  # compact or not
-                        stamp += 1
-                    samples.append(now - float(buf[stamp : stamp + 20]))
-                elif buf[off + 4] == 0x81 and not self.welcomed.done():
-                    self.welcomed.set_result(None)
-                off = end
-            self.tail = buf[off:]
+            if self.started:
+                self.reads.append((time.perf_counter(), data))
+            elif not self.welcomed.done() and (lines or b"\x81{" in data):
+                self.welcomed.set_result(None)
+
+        def latencies(self) -> list[float]:
+            found, tail, arrived = [], b"", 0.0
+            for arrived, data in self.reads:
+                buf = tail + data
+                if lines:
+                    *complete, tail = buf.split(b"\n")
+                    found.extend(arrived - float(line[:20]) for line in complete if line)
+                    continue
+                off = 0
+                while len(buf) - off >= 4:
+                    (length,) = _unpack(buf, off)
+                    end = off + 4 + length
+                    if end > len(buf):
+                        break
+                    if buf[off + 4] == MESSAGE:
+                        stamp = buf.find(b'"text":', off, end) + 7  # the send time leads the text
+                        while buf[stamp] in b' "':  # compact or not
+                            stamp += 1
+                        found.append(arrived - float(buf[stamp : stamp + 20]))
+                    off = end
+                tail = buf[off:]
+            return found
 
         started = False
 
@@ -236,6 +243,7 @@ async def latency(args) -> dict:
     await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in [*receivers, sender])), 60)
     await asyncio.sleep(0.5)
     for client in receivers:
+        client.reads = []
         client.started = True
     period = 1.0 / args.rate
     total = int(args.rate * args.duration)
@@ -251,11 +259,11 @@ async def latency(args) -> dict:
         else:
             sender.transport.write(frame(0x02, {"text": text.decode()}))
     deadline = time.monotonic() + 5
-    while len(samples) < total * args.receivers and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    while time.monotonic() < deadline and sum(len(c.latencies()) for c in receivers[-1:]) < total:
+        await asyncio.sleep(0.2)
     for client in [*receivers, sender]:
         client.transport.close()
-    samples.sort()
+    samples = sorted(x for client in receivers for x in client.latencies())
     return {
         "p50_ms": 1000 * samples[len(samples) // 2],
         "p99_ms": 1000 * samples[int(len(samples) * 0.99)],
