@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -21,6 +21,7 @@ from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.limits import TokenBucket
 from chatproto.outbox import Outbox
 from chatproto.room import Room, Session
+from chatproto.timers import Deadline
 
 log = Logger()
 
@@ -40,18 +41,34 @@ def describe_address(address) -> str:
 
 
 class ChatProtocol(Int32StringReceiver):
-    id: int = 0
-    session: Session | None = None
-    outbox: Outbox
+    # Slots keep the per-connection footprint small: 10,000 idle connections
+    # are 10,000 of these (Twisted's base classes still bring a small dict).
+    __slots__ = (
+        "MAX_LENGTH",
+        "_bucket",
+        "_is_lost",
+        "_last_heard",
+        "_lost",
+        "_pinged",
+        "_timer",
+        "clock",
+        "id",
+        "opened",
+        "outbox",
+        "room",
+        "session",
+        "state",
+    )
 
     def __init__(self, room: Room) -> None:
+        self.id = 0
+        self.session: Session | None = None
         self.room = room
         self.clock: IReactorTime = room.clock
         self.MAX_LENGTH = room.limits.max_frame
         self.state = PENDING
-        self.address = "?"
         self.opened = 0.0
-        self._timer: IDelayedCall | None = None
+        self._timer: Deadline | None = None
         self._last_heard = 0.0
         self._pinged = False  # a PING is out and nothing was heard since
         self._bucket: TokenBucket | None = None
@@ -78,11 +95,15 @@ class ChatProtocol(Int32StringReceiver):
 
     # -- Twisted callbacks -----------------------------------------------------
 
+    @property
+    def address(self) -> str:
+        """The peer's address, for the console and the log (derived, not stored)."""
+        return describe_address(self.transport.getPeer()) if self.transport is not None else "?"
+
     def connectionMade(self) -> None:
-        self.address = describe_address(self.transport.getPeer())
         self.opened = self.clock.seconds()
         self._last_heard = self.opened
-        self.outbox = Outbox(self.transport, self.room.limits.sendq, lambda: self.room.overflowed(self))
+        self.outbox = Outbox(self.transport, self.room.limits.sendq, self)
         if not self.room.accept(self):
             self._close(codec.encode_frame(codec.Bye("server_full")))
             return
@@ -190,7 +211,7 @@ class ChatProtocol(Int32StringReceiver):
 
     def _schedule(self, delay: float, call: Callable[[], None]) -> None:
         self._cancel_timer()
-        self._timer = self.clock.callLater(delay, call)
+        self._timer = self.room.timers.call_later(delay, call)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():

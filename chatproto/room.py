@@ -30,6 +30,7 @@ from chatproto.limits import Limits
 from chatproto.outbox import Outbox
 from chatproto.rules import clean_reason, nick_key, normalise_nick, validate_text
 from chatproto.store import HistoryStore, StoreError
+from chatproto.timers import Timers
 
 log = Logger()
 
@@ -107,6 +108,7 @@ class Room:
         self.name = name
         self.motd = motd
         self.observers: list[Callable[[RoomEvent], None]] = []
+        self.timers = Timers(clock)  # every connection's deadlines
         self._ids = itertools.count(1)
         self._open: dict[int, Client] = {}  # every accepted connection
         self._pending: dict[int, Client] = {}

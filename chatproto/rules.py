@@ -37,7 +37,8 @@ def normalise_nick(nick: str) -> str:
 
 def nick_key(nick: str) -> str:
     """What two nicks are compared by: NFKC then casefold (Alice == ALICE == Ａlice)."""
-    return unicodedata.normalize("NFKC", nick).casefold()
+    key = unicodedata.normalize("NFKC", nick).casefold()
+    return nick if key == nick else key  # one string, not two, for most nicks
 
 
 def validate_text(text: str, max_text: int = DEFAULT_MAX_TEXT) -> str:

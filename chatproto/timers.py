@@ -1,0 +1,80 @@
+"""Many deadlines, one reactor timer.
+
+Every connection has a deadline (login timeout, next keepalive check, close
+grace). A DelayedCall each costs about 700 bytes; an entry in one shared heap
+costs about 80, and only the earliest deadline holds a reactor timer.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+
+class Deadline:
+    """What :meth:`Timers.call_later` returns: ``cancel()`` and ``active()``."""
+
+    __slots__ = ("call", "n", "timers", "when")
+
+    def __init__(self, timers: Timers, when: float, n: int, call: Callable[[], None]) -> None:
+        self.timers = timers
+        self.when = when
+        self.n = n
+        self.call: Callable[[], None] | None = call
+
+    def __lt__(self, other: Deadline) -> bool:
+        return (self.when, self.n) < (other.when, other.n)
+
+    def cancel(self) -> None:
+        """Dropped lazily, except that the reactor timer never waits for a
+        cancelled deadline (nor stays armed when none is left)."""
+        self.call = None
+        self.timers._cancelled(self)
+
+    def active(self) -> bool:
+        return self.call is not None
+
+
+class Timers:
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._heap: list[Deadline] = []
+        self._order = itertools.count()
+        self._wakeup: IDelayedCall | None = None
+
+    def call_later(self, delay: float, call: Callable[[], None]) -> Deadline:
+        deadline = Deadline(self, self.clock.seconds() + delay, next(self._order), call)
+        heapq.heappush(self._heap, deadline)
+        if self._heap[0] is deadline:
+            self._arm()
+        return deadline
+
+    def _cancelled(self, deadline: Deadline) -> None:
+        if self._heap and self._heap[0] is deadline:
+            self._arm()
+
+    def _arm(self) -> None:
+        if self._wakeup is not None and self._wakeup.active():
+            self._wakeup.cancel()
+        self._wakeup = None
+        while self._heap and self._heap[0].call is None:
+            heapq.heappop(self._heap)
+        if self._heap:
+            delay = max(0.0, self._heap[0].when - self.clock.seconds())
+            self._wakeup = self.clock.callLater(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._wakeup = None
+        now = self.clock.seconds()
+        while self._heap and self._heap[0].when <= now:
+            deadline = heapq.heappop(self._heap)
+            call, deadline.call = deadline.call, None
+            if call is not None:
+                call()
+        self._arm()
+
+    def __len__(self) -> int:
+        return sum(1 for deadline in self._heap if deadline.call is not None)

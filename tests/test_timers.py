@@ -1,0 +1,64 @@
+"""One reactor timer for many deadlines."""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatproto.timers import Timers
+
+
+class TimersTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.timers = Timers(self.clock)
+        self.fired = []
+
+    def later(self, delay, name):
+        return self.timers.call_later(delay, lambda: self.fired.append((self.clock.seconds(), name)))
+
+    def test_fire_in_order_at_their_exact_times_with_one_reactor_timer(self):
+        self.later(5, "b")
+        self.later(1.5, "a")
+        self.later(5, "c")  # same time: in the order they were asked for
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(1.49)
+        self.assertEqual(self.fired, [])
+        self.clock.advance(0.01)
+        self.clock.advance(3.5)
+        self.assertEqual(self.fired, [(1.5, "a"), (5, "b"), (5, "c")])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancelled_deadlines_do_not_fire(self):
+        first = self.later(1, "x")
+        self.later(2, "y")
+        self.assertTrue(first.active())
+        first.cancel()
+        self.assertFalse(first.active())
+        self.assertEqual(len(self.timers), 1)
+        self.clock.advance(1)
+        self.assertEqual(self.fired, [])
+        self.clock.advance(1)
+        self.assertEqual(self.fired, [(2, "y")])
+
+    def test_no_reactor_timer_is_left_for_cancelled_deadlines(self):
+        deadlines = [self.later(d, "x") for d in (1, 2, 3)]
+        for deadline in deadlines:
+            deadline.cancel()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_deadline_set_while_firing(self):
+        def chain():
+            self.fired.append("first")
+            self.timers.call_later(0, lambda: self.fired.append("same turn"))
+            self.timers.call_later(1, lambda: self.fired.append("next"))
+
+        self.timers.call_later(1, chain)
+        self.clock.advance(1)
+        self.assertEqual(self.fired, ["first", "same turn"])
+        self.clock.advance(1)
+        self.assertEqual(self.fired, ["first", "same turn", "next"])
+
+    def test_an_earlier_deadline_rearms_the_timer(self):
+        self.later(10, "late")
+        self.later(1, "early")
+        (call,) = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), 1)
