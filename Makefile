@@ -65,8 +65,8 @@ test-client: install
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/qt --reactor=asyncio
 
 lint: install
-	$(VENV)/bin/ruff check chatproto qtclient tests twisted benchmarks
-	$(VENV)/bin/ruff format --check chatproto qtclient tests twisted benchmarks
+	$(VENV)/bin/ruff check chatproto qtclient tests twisted benchmarks scripts fuzz
+	$(VENV)/bin/ruff format --check chatproto qtclient tests twisted benchmarks scripts fuzz
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* .pytest_cache .hypothesis

@@ -541,5 +541,19 @@ def frame(payload: bytes) -> bytes:
     return _LENGTH.pack(len(payload)) + payload
 
 
+def split_frames(data: bytes) -> tuple[list[bytes], bytes]:
+    """The complete payloads in a byte stream, and the incomplete rest."""
+    payloads = []
+    offset, size = 0, len(data)
+    while size - offset >= 4:
+        (length,) = _LENGTH.unpack_from(data, offset)
+        end = offset + 4 + length
+        if end > size:
+            break
+        payloads.append(data[offset + 4 : end])
+        offset = end
+    return payloads, data[offset:]
+
+
 def encode_frame(packet) -> bytes:
     return frame(encode(packet))

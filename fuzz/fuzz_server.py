@@ -13,7 +13,6 @@ test replays, for every file in fuzz/regressions/.
 
 from __future__ import annotations
 
-import struct
 import sys
 
 from twisted.internet.address import IPv4Address
@@ -48,21 +47,15 @@ class Failed(Exception):
 
 
 def _check_output(transport: StringTransport) -> None:
-    data = transport.value()
+    payloads, rest = codec.split_frames(transport.value())
     transport.clear()
-    offset = 0
-    while offset < len(data):
-        if len(data) - offset < 4:
-            raise Failed("a truncated frame was written")
-        (length,) = struct.unpack_from("!I", data, offset)
-        payload = data[offset + 4 : offset + 4 + length]
-        if len(payload) != length:
-            raise Failed("a truncated frame was written")
+    if rest:
+        raise Failed(f"a truncated frame was written: {rest[:40]!r}")
+    for payload in payloads:
         try:
             codec.decode_server(payload)
         except codec.ProtocolError as e:
             raise Failed(f"the server wrote a malformed packet: {e!r} {payload[:80]!r}") from None
-        offset += 4 + length
 
 
 def exercise(data: bytes) -> None:

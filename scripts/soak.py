@@ -23,14 +23,11 @@ import argparse
 import asyncio
 import json
 import random
-import struct
 import sys
 import time
 
 from chatproto import codec
 from scripts.procstat import fd_count, rss_bytes, start_server
-
-_LENGTH = struct.Struct("!I")
 
 
 class SoakClient(asyncio.Protocol):
@@ -52,20 +49,12 @@ class SoakClient(asyncio.Protocol):
             self.closed.set_result(None)
 
     def send(self, packet) -> None:
-        payload = codec.encode(packet)
-        self.transport.write(_LENGTH.pack(len(payload)) + payload)
+        self.transport.write(codec.encode_frame(packet))
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buffer + data
-        off, n = 0, len(buf)
-        while n - off >= 4:
-            (length,) = _LENGTH.unpack_from(buf, off)
-            end = off + 4 + length
-            if end > n:
-                break
-            self.frame(buf[off + 4 : end])
-            off = end
-        self.buffer = buf[off:]
+        payloads, self.buffer = codec.split_frames(self.buffer + data)
+        for payload in payloads:
+            self.frame(payload)
 
     def frame(self, payload: bytes) -> None:
         soak = self.soak

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import struct
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -21,17 +20,10 @@ _ports = itertools.count(40000)
 
 
 def parse_frames(data: bytes) -> list:
-    """Every complete frame in ``data``, decoded; asserts nothing is left over."""
-    packets = []
-    offset = 0
-    while offset < len(data):
-        assert len(data) - offset >= 4, "truncated length prefix"
-        (length,) = struct.unpack_from("!I", data, offset)
-        payload = data[offset + 4 : offset + 4 + length]
-        assert len(payload) == length, "truncated frame"
-        packets.append(codec.decode_server(payload))
-        offset += 4 + length
-    return packets
+    """Every frame in ``data``, decoded; asserts nothing is left over."""
+    payloads, rest = codec.split_frames(data)
+    assert rest == b"", f"a truncated frame: {rest[:40]!r}"
+    return [codec.decode_server(payload) for payload in payloads]
 
 
 class Peer:

@@ -69,6 +69,11 @@ class RoundTrip(SynchronousTestCase):
         raw = codec.encode(codec.MessagePacket(7, 1.5, "ann", "hé"))
         self.assertEqual(raw, b'\x82{"seq":7,"ts":1.5,"from":"ann","text":"h\xc3\xa9"}')
 
+    @given(st.lists(st.binary(max_size=50), max_size=5), st.binary(max_size=3))
+    def test_split_frames(self, payloads, partial):
+        stream = b"".join(codec.frame(p) for p in payloads)
+        self.assertEqual(codec.split_frames(stream + partial[:3]), (payloads, partial[:3]))
+
     def test_frame_is_int32_prefix(self):
         self.assertEqual(codec.frame(b"\x04{}"), b"\x00\x00\x00\x03\x04{}")
 
