@@ -83,6 +83,7 @@ class _Said:
     message: Message
     sender: Session
     ref: str | None
+    json: str = ""  # the MESSAGE body, encoded once stored
 
 
 def _message_json(m: Message) -> str:
@@ -321,9 +322,9 @@ class Room:
         return True
 
     def _frame(self, said: _Said) -> bytes:
-        text = _message_json(said.message)
-        self._recent.append((said.message, text))
-        return codec.frame(codec.encode_json(PacketType.MESSAGE, text))
+        said.json = _message_json(said.message)
+        self._recent.append((said.message, said.json))
+        return codec.frame(codec.encode_json(PacketType.MESSAGE, said.json))
 
     def _special_copies(self, batch: list, frames: list[bytes], starts: dict[Outbox, int]) -> dict:
         """The batch as seen by those who don't get the shared copy: senders
@@ -339,13 +340,9 @@ class Room:
                 copy = copies.get(outbox)
                 if copy is None:
                     copy = copies[outbox] = list(frames)
-                m = item.message
-                copy[index] = codec.frame(
-                    codec.encode_body(
-                        PacketType.MESSAGE,
-                        {"seq": m.seq, "ts": m.ts, "from": m.sender, "text": m.text, "ref": item.ref},
-                    )
-                )
+                # The same body, encoded once, with the ref spliced in.
+                with_ref = f"{item.json[:-1]},\"ref\":{codec.dumps(item.ref)}}}"
+                copy[index] = codec.frame(codec.encode_json(PacketType.MESSAGE, with_ref))
 
         def view(own: list[bytes], start: int) -> bytes:
             earlier = [own[i] for i in range(start) if type(batch[i]) is _Said]
@@ -369,9 +366,9 @@ class Room:
 
     def _join(self, session: Session, client: Client) -> None:
         """WELCOME now; broadcasts from this point of the batch on."""
+        self._peers[session.id] = _peer_json(session)  # WELCOME.peers includes you
         client.outbox.write(codec.frame(self._welcome(session)))
         self._outboxes[session.id] = client.outbox
-        self._peers[session.id] = _peer_json(session)
         if self._batch:
             self._starts[client.outbox] = len(self._batch)
 
@@ -408,10 +405,8 @@ class Room:
             "pending": list(self._pending),
             "limits": self._limits_wire,
         }
-        peers = list(self._peers.values())
-        if session.id not in self._peers:
-            peers.append(_peer_json(session))
-        raw = {"peers": "[" + ",".join(peers) + "]", "history": "[" + ",".join(history_json) + "]"}
+        peers = ",".join(self._peers.values())
+        raw = {"peers": f"[{peers}]", "history": "[" + ",".join(history_json) + "]"}
         return codec.encode_body(PacketType.WELCOME, body, raw)
 
     def _fit(self, messages: list[Message], keep: str) -> tuple[list[Message], bool]:
