@@ -341,7 +341,7 @@ class Room:
                 if copy is None:
                     copy = copies[outbox] = list(frames)
                 # The same body, encoded once, with the ref spliced in.
-                with_ref = f"{item.json[:-1]},\"ref\":{codec.dumps(item.ref)}}}"
+                with_ref = f'{item.json[:-1]},"ref":{codec.dumps(item.ref)}}}'
                 copy[index] = codec.frame(codec.encode_json(PacketType.MESSAGE, with_ref))
 
         def view(own: list[bytes], start: int) -> bytes:

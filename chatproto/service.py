@@ -6,7 +6,7 @@ import ctypes
 import signal
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
@@ -20,42 +20,80 @@ from chatproto.room import Room
 log = Logger()
 
 
+class ThreadedChore(Service):
+    """Every ``every`` seconds, ``work()`` on a worker thread: never two at
+    once, failures logged, and stopping waits for the one under way.
+
+    For work that may block (an fsync, a heap trim) and so must never run on
+    the reactor thread.
+    """
+
+    def __init__(self, reactor, work, every: float, name: str) -> None:
+        self.reactor = reactor
+        self.work = work
+        self.every = every
+        self.name = name
+        self._loop = LoopingCall(self.run)
+        self._loop.clock = reactor
+        self._running: Deferred | None = None
+        self._waiters: list[Deferred] = []
+
+    @property
+    def busy(self) -> bool:
+        return self._running is not None
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self.every, now=False)
+
+    def run(self) -> None:
+        """Start the work now, unless it is already under way."""
+        if self._running is None:
+            d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.work)
+            d.addErrback(lambda f: log.failure("{name} failed", f, name=self.name))
+            d.addBoth(self._done)
+            self._running = d
+
+    def _done(self, _) -> None:
+        self._running = None
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def idle(self) -> Deferred:
+        """Fires when no work is under way."""
+        waiter: Deferred = Deferred()
+        if self._running is None:
+            waiter.callback(None)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        return self.idle()
+
+
 class RoomService(Service):
     """Checkpoints the history off the reactor thread while running; on stop:
     store what was said, BYE everyone, then close the store."""
 
-    checkpoint_every = 1.0
-
-    def __init__(self, room: Room) -> None:
+    def __init__(self, room: Room, checkpoint_every: float = 1.0) -> None:
         self.room = room
-        self._checkpoints = LoopingCall(self._checkpoint)
-        self._checkpoints.clock = room.clock
-        self._checkpointing: Deferred | None = None
+        self.checkpoints = ThreadedChore(
+            room.clock, room.store.checkpoint, checkpoint_every, "history checkpoint"
+        )
 
     def startService(self) -> None:
         super().startService()
-        self._checkpoints.start(self.checkpoint_every, now=False)
-
-    def _checkpoint(self) -> None:
-        if self._checkpointing is not None:
-            return  # the last one is still running
-        reactor = self.room.clock
-        d = deferToThreadPool(reactor, reactor.getThreadPool(), self.room.store.checkpoint)
-        d.addErrback(lambda f: log.failure("history checkpoint failed", f))
-        d.addBoth(self._checkpointed)
-        self._checkpointing = d
-
-    def _checkpointed(self, _) -> None:
-        self._checkpointing = None
+        self.checkpoints.startService()
 
     def stopService(self) -> Deferred:
         super().stopService()
-        if self._checkpoints.running:
-            self._checkpoints.stop()
-        d = self.room.shutdown()
-        if self._checkpointing is not None:  # never close the store under a checkpoint
-            running = self._checkpointing
-            d.addBoth(lambda _: running)
+        # Never close the store under a checkpoint.
+        d = gatherResults([self.room.shutdown(), self.checkpoints.stopService()])
         d.addBoth(lambda _: self.room.close_store())
         return d
 
@@ -100,42 +138,28 @@ class ListenerService(Service):
         return port.stopListening() if port is not None else None
 
 
-class HeapTrimmer(Service):
+class HeapTrimmer:
     """Hands freed heap back to the OS after bursts.
 
     A login storm or a slow reader's backlog briefly needs a lot of memory;
     glibc keeps it after Python frees it, so the server's RSS would stay at
-    its peak (about 28 KB per idle connection after 10,000 logins instead of
-    about 5.5 KB). Every ``every`` seconds a worker thread asks glibc how
-    much of its heap is free and trims when that exceeds ``threshold`` bytes
-    (a trim can take tens of milliseconds on a fragmented heap, so never on
-    the reactor thread). Elsewhere than glibc it does nothing.
+    its peak (about 30 KB per idle connection after 10,000 logins instead of
+    about 4 KB). Run :meth:`trim_if_worth_it` as a :class:`ThreadedChore`
+    (:func:`heap_trimmer`): a trim can take tens of milliseconds on a
+    fragmented heap, so never on the reactor thread.
     """
 
-    def __init__(self, reactor, every: float = 5.0, threshold: int = 16 * 1024 * 1024) -> None:
-        self.reactor = reactor
-        self.every = every
+    def __init__(self, threshold: int = 16 * 1024 * 1024) -> None:
         self.threshold = threshold
         self._glibc = _glibc()
-        self._loop = LoopingCall(self._check)
-        self._loop.clock = reactor
-        self._running: Deferred | None = None
 
-    def startService(self) -> None:
-        super().startService()
-        if self._glibc is not None:
-            self._loop.start(self.every, now=False)
-
-    def _check(self) -> None:
-        if self._running is None:
-            d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.trim_if_worth_it)
-            d.addErrback(lambda f: log.failure("heap trim failed", f))
-            d.addBoth(self._trimmed)
-            self._running = d
+    @property
+    def available(self) -> bool:
+        return self._glibc is not None
 
     def trim_if_worth_it(self) -> int:
-        """On a worker thread: trim if enough of the heap is free; returns the
-        free bytes seen (0 where glibc can't tell)."""
+        """Trim if more than ``threshold`` bytes of the heap are free; returns
+        the free bytes seen (0 where glibc can't tell)."""
         if self._glibc is None:
             return 0
         free = self._glibc.mallinfo2().fordblks
@@ -143,14 +167,13 @@ class HeapTrimmer(Service):
             self._glibc.malloc_trim(0)
         return free
 
-    def _trimmed(self, _) -> None:
-        self._running = None
 
-    def stopService(self) -> Deferred | None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
-        return self._running
+def heap_trimmer(reactor, every: float = 5.0) -> ThreadedChore | None:
+    """A chore that trims the heap when much of it is free; None off glibc."""
+    trimmer = HeapTrimmer()
+    if not trimmer.available:
+        return None
+    return ThreadedChore(reactor, trimmer.trim_if_worth_it, every, "heap trim")
 
 
 class _MallInfo2(ctypes.Structure):

@@ -15,7 +15,7 @@ from twisted.python import usage
 
 from chatproto.limits import Limits
 from chatproto.room import Room
-from chatproto.service import GracefulExit, HeapTrimmer, chat_service
+from chatproto.service import GracefulExit, chat_service, heap_trimmer
 from chatproto.store import SQLiteHistory
 
 DEFAULT_LISTEN = "tcp:7777"
@@ -166,5 +166,7 @@ def makeService(config: Options, reactor=None) -> MultiService:
     endpoints = [(d, serverFromString(reactor, d)) for d in config["listen"]]
     service = chat_service(room, endpoints)
     GracefulExit(reactor).setServiceParent(service)
-    HeapTrimmer(reactor).setServiceParent(service)
+    trimmer = heap_trimmer(reactor)
+    if trimmer is not None:
+        trimmer.setServiceParent(service)
     return service

@@ -123,34 +123,36 @@ class Checkpoints(TestCase):
         store.append([codec.Message(1, 1.0, "ann", "hi")])
         service = RoomService(room)
         service.startService()
-        service._checkpoint()
-        running = service._checkpointing
-        self.assertIsNotNone(running, "a checkpoint is under way")
-        yield running
+        service.checkpoints.run()
+        self.assertTrue(service.checkpoints.busy, "a checkpoint is under way")
+        yield service.checkpoints.idle()
         self.assertEqual(store.checkpoint()[1], store.checkpoint()[0])
-        yield service.stopService()
+        service.checkpoints.run()
+        yield service.stopService()  # waits for the checkpoint before closing the store
+        self.assertFalse(service.checkpoints.busy)
 
 
 class HeapTrim(TestCase):
     @defer.inlineCallbacks
     def test_trims_when_much_heap_is_free_on_a_thread(self):
-        from chatproto.service import HeapTrimmer
+        from chatproto.service import HeapTrimmer, ThreadedChore
 
-        trimmer = HeapTrimmer(reactor, threshold=1024 * 1024)
-        if trimmer._glibc is None:
+        trimmer = HeapTrimmer(threshold=1024 * 1024)
+        if not trimmer.available:
             raise SkipTest("not glibc")
         junk = [bytes(50_000) for _ in range(400)]  # 20 MB of heap, then freed
         del junk
         free = trimmer.trim_if_worth_it()
         self.assertGreater(free, 1024 * 1024, "glibc reports the freed heap")
         self.assertLess(trimmer.trim_if_worth_it(), free, "and the trim gave it back")
-        trimmer.startService()
-        trimmer._check()
-        running = trimmer._running
-        self.assertIsNotNone(running, "checks run on a worker thread")
-        yield running
-        yield trimmer.stopService()
-        self.assertFalse(trimmer._loop.running)
+        chore = ThreadedChore(reactor, trimmer.trim_if_worth_it, 5.0, "heap trim")
+        chore.startService()
+        chore.run()
+        self.assertTrue(chore.busy, "the work runs on a worker thread")
+        chore.run()  # never two at once
+        yield chore.stopService()
+        self.assertFalse(chore.busy)
+        self.assertFalse(chore._loop.running)
 
 
 class SlowConsumer(LiveTestCase):
