@@ -256,10 +256,10 @@ class ChatSession(QObject):
         self._set_state(CONNECTING, "logging in")
         link.send(codec.Login(self.nick, codec.PROTOCOL_VERSION, self._token))
 
-    def _give_up(self, why: str) -> None:
+    def _give_up(self, why: str, code: str = "tls", message: str | None = None) -> None:
         """A problem retrying can't fix: say so and stop."""
         self._final_reason = why
-        self.errorReceived.emit("tls", why)
+        self.errorReceived.emit(code, message or why)
         self._stop_service()
         self._set_state(DISCONNECTED, why)
 
@@ -298,7 +298,12 @@ class ChatSession(QObject):
         if self._stopping is None or self._stopping.called:
             return succeed(None)
         waiter: Deferred = Deferred()
-        self._stopping.addBoth(lambda result: (waiter.callback(None), result)[1])
+
+        def release(result):
+            waiter.callback(None)
+            return result
+
+        self._stopping.addBoth(release)
         return waiter
 
     # -- packets -------------------------------------------------------------------
@@ -391,9 +396,8 @@ class ChatSession(QObject):
             return
         if not self._logged_in and error.code in _FINAL_ERRORS:
             # A login the user must fix: retrying the same nick can't help.
-            self._final_reason = f"{error.code}: {error.message}"
-            self._stop_service()
-            self._set_state(DISCONNECTED, self._final_reason)
+            self._give_up(f"{error.code}: {error.message}", error.code, error.message)
+            return
         self.errorReceived.emit(error.code, error.message)
 
     # -- sending ---------------------------------------------------------------------
