@@ -16,20 +16,18 @@ import asyncio
 import json
 import resource
 import statistics
-import struct
 import sys
 import time
 
+from chatproto import codec
+
 HOST = "127.0.0.1"
-_LENGTH = struct.Struct("!I")
-_unpack = _LENGTH.unpack_from
 MESSAGE = 0x82
 _MARK = b'\x82{"seq":'  # how every MESSAGE payload starts
 
 
 def frame(kind: int, body: dict) -> bytes:
-    payload = bytes([kind]) + json.dumps(body, separators=(",", ":")).encode()
-    return _LENGTH.pack(len(payload)) + payload
+    return codec.frame(codec.encode_body(kind, body))
 
 
 class Client(asyncio.Protocol):
@@ -213,19 +211,13 @@ async def latency(args) -> dict:
                     *complete, tail = buf.split(b"\n")
                     found.extend(arrived - float(line[:20]) for line in complete if line)
                     continue
-                off = 0
-                while len(buf) - off >= 4:
-                    (length,) = _unpack(buf, off)
-                    end = off + 4 + length
-                    if end > len(buf):
-                        break
-                    if buf[off + 4] == MESSAGE:
-                        stamp = buf.find(b'"text":', off, end) + 7  # the send time leads the text
-                        while buf[stamp] in b' "':  # compact or not
+                payloads, tail = codec.split_frames(buf)
+                for payload in payloads:
+                    if payload[0] == MESSAGE:
+                        stamp = payload.find(b'"text":') + 7  # the send time leads the text
+                        while payload[stamp] in b' "':  # compact or not
                             stamp += 1
-                        found.append(arrived - float(buf[stamp : stamp + 20]))
-                    off = end
-                tail = buf[off:]
+                        found.append(arrived - float(payload[stamp : stamp + 20]))
             return found
 
         started = False
