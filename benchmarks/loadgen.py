@@ -27,7 +27,7 @@ _MARK = b'\x82{"seq":'  # how every MESSAGE payload starts
 
 
 def frame(kind: int, body: dict) -> bytes:
-    return codec.frame(codec.encode_body(kind, body))
+    return codec.frame(codec.encode_json(kind, codec.dumps(body)))
 
 
 class Client(asyncio.Protocol):

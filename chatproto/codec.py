@@ -1,9 +1,12 @@
-"""Bytes <-> typed packets for protocol version 1.
+"""Bytes <-> typed packets for protocol version 1 (docs/protocol.md).
 
 Pure: no I/O, no Twisted. The server and any client share it, so both sides
 agree on what a well-formed packet is. Framing (the 4-byte length prefix) is
 added by :func:`frame`; everything else here works on payloads
-(``type byte + compact JSON object``).
+(``type byte + compact JSON object``). The only JSON built by hand anywhere
+is here too: the fragments the server caches and splices so that a broadcast
+or a WELCOME is encoded once (:func:`message_json`, :func:`peer_json`,
+:func:`with_ref`, :func:`welcome_payload`).
 """
 
 from __future__ import annotations
@@ -47,8 +50,13 @@ class PacketType(IntEnum):
     SERVER_PING = 0x8B
 
 
+#: Every integer field holds a signed 64-bit value; anything outside is
+#: bad_packet (so no store or client ever sees a number it can't hold).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
 class ErrorCode:
-    """The error codes of PROTOCOL.md; clients match on these strings."""
+    """The error codes of docs/protocol.md; clients match on these strings."""
 
     FRAME_TOO_LARGE = "frame_too_large"
     BAD_PACKET = "bad_packet"
@@ -303,6 +311,8 @@ def _check_str(value: Any, where: str) -> str:
 def _check_int(value: Any, where: str) -> int:
     if type(value) is not int:
         raise _bad(f"{where} must be an integer")
+    if not INT_MIN <= value <= INT_MAX:
+        raise _bad(f"{where} is out of range: integers are signed 64-bit")
     return value
 
 
@@ -516,22 +526,37 @@ def encode_json(packet_type: int, text: str) -> bytes:
     return bytes((packet_type,)) + text.encode("utf-8")
 
 
-def encode_body(packet_type: int, body: dict, raw: dict[str, str] | None = None) -> bytes:
-    """Payload from a ready JSON object: the hot path for broadcasts.
-
-    ``raw`` maps more keys to JSON text spliced in as it is, for parts the
-    caller keeps encoded (a room's peer list).
-    """
-    text = dumps(body)
-    if raw:
-        extra = ",".join(f"{dumps(key)}:{value}" for key, value in raw.items())
-        text = f"{text[:-1]},{extra}}}" if len(text) > 2 else f"{{{extra}}}"
-    return encode_json(packet_type, text)
-
-
 def encode(packet) -> bytes:
     """Payload (type byte + compact UTF-8 JSON) for a typed packet."""
-    return encode_body(packet.TYPE, body_of(packet))
+    return encode_json(packet.TYPE, dumps(body_of(packet)))
+
+
+# -- cached fragments ----------------------------------------------------------
+# The server keeps these encoded, so a broadcast is encoded once and a login
+# costs a join over the peers, not an encode of each. Each yields exactly what
+# encode() would for the same packet.
+
+
+def message_json(m: Message) -> str:
+    """A stored message's JSON object, without ``ref`` (MESSAGE body, history item)."""
+    return dumps({"seq": m.seq, "ts": m.ts, "from": m.sender, "text": m.text})
+
+
+def with_ref(object_json: str, ref: str | None) -> str:
+    """The same JSON object with ``ref`` added (the sender's copy)."""
+    return object_json if ref is None else f'{object_json[:-1]},"ref":{dumps(ref)}}}'
+
+
+def peer_json(id: int, nick: str) -> str:
+    """A Peer object, as WELCOME.peers lists it."""
+    return dumps({"id": id, "nick": nick})
+
+
+def welcome_payload(body: dict, peers_json: list[str], history_json: list[str]) -> bytes:
+    """WELCOME from its scalar fields and the cached peer and history objects."""
+    text = dumps(body)
+    lists = f'"peers":[{",".join(peers_json)}],"history":[{",".join(history_json)}]'
+    return encode_json(PacketType.WELCOME, f"{text[:-1]},{lists}}}")
 
 
 def frame(payload: bytes) -> bytes:

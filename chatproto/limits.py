@@ -1,43 +1,72 @@
-"""The server's configurable limits and the per-connection rate limiter."""
+"""The server's limits, in one place, and the per-connection rate limiter.
+
+:class:`Limits` is the one source of every limit: its defaults, its bounds,
+its help text. ``twistd chat`` options are generated from it (tap.py),
+WELCOME.limits is :meth:`Limits.as_wire`, and clients fall back to
+:data:`DEFAULTS` before a server has told them its own.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+
+
+def _limit(default, help: str, minimum: float = 0, exclusive: bool = True):
+    """A Limits field: its default, its help text and its lower bound."""
+    return field(default=default, metadata={"help": help, "minimum": minimum, "exclusive": exclusive})
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Everything WELCOME.limits reports; defaults are PROTOCOL.md's."""
+    """Everything WELCOME.limits reports (docs/protocol.md, "Limits")."""
 
-    max_frame: int = 65536
-    max_text: int = 4000
-    max_clients: int = 10000
-    sendq: int = 1024 * 1024
-    rate: float = 20.0
-    burst: int = 40
-    login_timeout: float = 10.0
-    ping_interval: float = 30.0
-    idle_timeout: float = 90.0
-    history_replay: int = 50
-    history_page: int = 200
+    max_frame: int = _limit(65536, "Largest payload accepted from a client, in bytes.", 1024, False)
+    max_text: int = _limit(4000, "Longest message text, in characters.")
+    max_clients: int = _limit(10000, "Open connections allowed, pending or connected.")
+    sendq: int = _limit(1024 * 1024, "Unsent bytes allowed before a client is cut off as a slow consumer.")
+    rate: float = _limit(20.0, "SAY/WHISPER per second per connection.")
+    burst: int = _limit(40, "SAY/WHISPER burst per connection.")
+    login_timeout: float = _limit(10.0, "Seconds a connection may stay pending.")
+    ping_interval: float = _limit(30.0, "Seconds of silence before the server sends PING.")
+    idle_timeout: float = _limit(90.0, "Seconds of silence before a client is dropped.")
+    history_replay: int = _limit(50, "Messages of history sent in WELCOME.", 0, False)
+    history_page: int = _limit(200, "Largest HISTORY page.")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            floor = 0 if f.name == "history_replay" else 1e-9
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < floor:
-                raise ValueError(f"{f.name} must be a positive number, got {value!r}")
+            check_limit(f, getattr(self, f.name), f.name)
         if self.ping_interval >= self.idle_timeout:
             raise ValueError(
                 f"ping_interval ({self.ping_interval}) must be shorter than "
                 f"idle_timeout ({self.idle_timeout}), or idle clients are never pinged"
             )
-        if self.max_frame < 1024:
-            raise ValueError("max_frame must be at least 1024 bytes")
 
     def as_wire(self) -> dict:
         return dataclasses.asdict(self)
+
+
+
+def check_limit(f: dataclasses.Field, value, what: str):
+    """``value`` if it is a number of the field's kind within its bound, else
+    ValueError naming ``what`` (a field or an option name)."""
+    kind = int if f.type in (int, "int") else float
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (kind is int and value != int(value))
+    ):
+        raise ValueError(f"{what} must be a {'whole ' if kind is int else ''}number, not {value!r}")
+    minimum, exclusive = f.metadata["minimum"], f.metadata["exclusive"]
+    if math.isnan(value) or math.isinf(value) or value < minimum or (exclusive and value == minimum):
+        raise ValueError(
+            f"{what} must be {'greater than' if exclusive else 'at least'} {minimum}, not {value!r}"
+        )
+    return value
+
+
+DEFAULTS = Limits()
 
 
 class TokenBucket:

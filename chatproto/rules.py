@@ -1,4 +1,4 @@
-"""Nick and text rules of PROTOCOL.md, shared by the server and clients."""
+"""Nick and text rules (docs/protocol.md, "Nicks" and "Text"), shared by the server and clients."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import unicodedata
 from chatproto.codec import ErrorCode, ProtocolError, has_lone_surrogate
 
 MAX_NICK = 32
-DEFAULT_MAX_TEXT = 4000
 
 _NICK_PUNCTUATION = frozenset("_-.")
 # Cc other than newline and tab: C0, DEL and C1.
@@ -41,7 +40,7 @@ def nick_key(nick: str) -> str:
     return nick if key == nick else key  # one string, not two, for most nicks
 
 
-def validate_text(text: str, max_text: int = DEFAULT_MAX_TEXT) -> str:
+def validate_text(text: str, max_text: int) -> str:
     """The text unchanged, or ProtocolError bad_text."""
     if not text:
         raise ProtocolError(ErrorCode.BAD_TEXT, "text is empty")
@@ -58,7 +57,7 @@ def validate_text(text: str, max_text: int = DEFAULT_MAX_TEXT) -> str:
     return text
 
 
-def clean_reason(reason: str | None, max_text: int = DEFAULT_MAX_TEXT) -> str | None:
+def clean_reason(reason: str | None, max_text: int) -> str | None:
     """A QUIT reason made fit to broadcast: forbidden characters dropped, length capped.
 
     QUIT always succeeds, so its reason is repaired rather than refused (the

@@ -1,11 +1,12 @@
-"""Services: start and stop the room and its listening ports with twistd."""
+"""Services: the room's upkeep, its listening ports, heap trims, signals."""
 
 from __future__ import annotations
 
 import ctypes
 import signal
 
-from twisted.application.service import MultiService, Service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
@@ -14,8 +15,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatproto.protocol import ChatFactory, describe_address
-from chatproto.room import Room
+from chatproto.core.room import Room
+from chatproto.transports.int32 import describe_address
 
 log = Logger()
 
@@ -77,65 +78,68 @@ class ThreadedChore(Service):
 
 
 class RoomService(Service):
-    """Checkpoints the history off the reactor thread while running; on stop:
-    store what was said, BYE everyone, then close the store."""
+    """Maintains the event log off the reactor thread while running (a WAL
+    checkpoint, for SQLite); on stop: store what was said, BYE everyone,
+    then close the log."""
 
-    def __init__(self, room: Room, checkpoint_every: float = 1.0) -> None:
+    def __init__(self, room: Room, maintain_every: float = 1.0) -> None:
         self.room = room
-        self.checkpoints = ThreadedChore(
-            room.clock, room.store.checkpoint, checkpoint_every, "history checkpoint"
+        self.maintenance = ThreadedChore(
+            room.clock, room.eventlog.maintain, maintain_every, "history maintenance"
         )
 
     def startService(self) -> None:
         super().startService()
-        self.checkpoints.startService()
+        self.maintenance.startService()
 
     def stopService(self) -> Deferred:
         super().stopService()
-        # Never close the store under a checkpoint.
-        d = gatherResults([self.room.shutdown(), self.checkpoints.stopService()])
-        d.addBoth(lambda _: self.room.close_store())
+        # Never close the log under maintenance.
+        d = gatherResults([self.room.shutdown(), self.maintenance.stopService()])
+        d.addBoth(lambda _: self.room.close())
         return d
 
 
-class ListenerService(Service):
+class ListenerService(StreamServerEndpointService):
     """Listens on one endpoint while running.
 
-    A port that can't be bound fails ``startService`` at once, so twistd
-    exits with the reason instead of running a server nobody can reach.
+    Binds in ``privilegedStartService``, so ``twistd --uid`` can bind a port
+    below 1024 before dropping root. A port that can't be bound fails at
+    once with a one-line reason, so twistd exits instead of running a server
+    nobody can reach.
     """
 
+    _raiseSynchronously = True
+
     def __init__(self, description: str, endpoint: IStreamServerEndpoint, factory: Factory) -> None:
+        super().__init__(endpoint, factory)
         self.description = description
-        self.endpoint = endpoint
-        self.factory = factory
         self.port: IListeningPort | None = None
 
-    def startService(self) -> None:
-        super().startService()
-        failures: list[Failure] = []
-        d = self.endpoint.listen(self.factory)
-        d.addCallbacks(self._listening, failures.append)
-        if failures:
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except Exception:
             log.critical(
                 "can't listen on {description}: {error}",
                 description=self.description,
-                error=failures[0].getErrorMessage(),
+                error=Failure().getErrorMessage(),
             )
-            failures[0].raiseException()
+            raise
+        self._waitingForPort.addCallback(self._listening)
 
-    def _listening(self, port: IListeningPort) -> None:
+    def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
         log.info(
             "listening on {description} ({address})",
             description=self.description,
             address=describe_address(port.getHost()),
         )
+        return port
 
-    def stopService(self) -> Deferred | None:
-        super().stopService()
-        port, self.port = self.port, None
-        return port.stopListening() if port is not None else None
+    def stopService(self) -> Deferred:
+        self.port = None
+        return super().stopService()
 
 
 class HeapTrimmer:
@@ -235,13 +239,3 @@ class GracefulExit(Service):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
-
-
-def chat_service(room: Room, endpoints: list[tuple[str, IStreamServerEndpoint]]) -> MultiService:
-    """The service tree: the room first, so it stops after the listeners."""
-    top = MultiService()
-    RoomService(room).setServiceParent(top)
-    factory = ChatFactory(room)
-    for description, endpoint in endpoints:
-        ListenerService(description, endpoint, factory).setServiceParent(top)
-    return top

@@ -1,11 +1,13 @@
 """``twistd chat``: command-line options -> the service tree.
 
 The reactor is never imported at module load: twistd (or a test) picks it,
-and :func:`makeService` takes it as an argument.
+and :func:`makeService` takes it as an argument. Every limit's option, its
+default, bound and help text come from :class:`~chatproto.limits.Limits`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 
@@ -13,29 +15,40 @@ from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from chatproto.limits import Limits
-from chatproto.room import Room
-from chatproto.service import GracefulExit, chat_service, heap_trimmer
-from chatproto.store import SQLiteHistory
+from chatproto.limits import DEFAULTS, Limits, check_limit
+from chatproto.server import build_server
+from chatproto.service import GracefulExit, heap_trimmer
 
 DEFAULT_LISTEN = "tcp:7777"
 DEFAULT_HISTORY = "chat.sqlite3"
-_D = Limits()
 
 
-def _number(kind: Callable, what: str, minimum: float = 0, exclusive: bool = True) -> Callable:
+def _option_name(f: dataclasses.Field) -> str:
+    return f.name.replace("_", "-")
+
+
+def _coercer(f: dataclasses.Field) -> Callable[[str], float]:
+    """Parses an option's text as its Limits field's kind, within its bound."""
+    kind = int if f.type in (int, "int") else float
+    what = f"--{_option_name(f)}"
+
     def coerce(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise ValueError(f"{what} must be a {'whole ' if kind is int else ''}number, not {text!r}")
-        if value < minimum or (exclusive and value == minimum) or value != value:
-            bound = "greater than" if exclusive else "at least"
-            raise ValueError(f"{what} must be {bound} {minimum}, not {text!r}")
-        return value
+        return check_limit(f, value, what)
 
     coerce.coerceDoc = ""
     return coerce
+
+
+def limit_parameters() -> list[list]:
+    """One twistd option per Limits field."""
+    return [
+        [_option_name(f), None, getattr(DEFAULTS, f.name), f.metadata["help"], _coercer(f)]
+        for f in dataclasses.fields(Limits)
+    ]
 
 
 class _ParseOnly:
@@ -60,59 +73,7 @@ class Options(usage.Options):
         ["history", None, DEFAULT_HISTORY, "SQLite history file (':memory:' keeps none across restarts)."],
         ["name", None, "chat", "Server name sent in WELCOME."],
         ["motd", None, "", "Message of the day sent in WELCOME."],
-        [
-            "max-clients",
-            None,
-            _D.max_clients,
-            "Open connections allowed, pending or connected.",
-            _number(int, "--max-clients"),
-        ],
-        [
-            "max-frame",
-            None,
-            _D.max_frame,
-            "Largest payload accepted from a client, in bytes.",
-            _number(int, "--max-frame", 1024, exclusive=False),
-        ],
-        ["max-text", None, _D.max_text, "Longest message text, in characters.", _number(int, "--max-text")],
-        ["rate", None, _D.rate, "SAY/WHISPER per second per connection.", _number(float, "--rate")],
-        ["burst", None, _D.burst, "SAY/WHISPER burst per connection.", _number(int, "--burst")],
-        [
-            "sendq",
-            None,
-            _D.sendq,
-            "Unsent bytes allowed before a client is cut off as a slow consumer.",
-            _number(int, "--sendq"),
-        ],
-        [
-            "login-timeout",
-            None,
-            _D.login_timeout,
-            "Seconds a connection may stay pending.",
-            _number(float, "--login-timeout"),
-        ],
-        [
-            "ping-interval",
-            None,
-            _D.ping_interval,
-            "Seconds of silence before the server sends PING.",
-            _number(float, "--ping-interval"),
-        ],
-        [
-            "idle-timeout",
-            None,
-            _D.idle_timeout,
-            "Seconds of silence before a client is dropped.",
-            _number(float, "--idle-timeout"),
-        ],
-        [
-            "history-replay",
-            None,
-            _D.history_replay,
-            "Messages of history sent in WELCOME.",
-            _number(int, "--history-replay", 0, exclusive=False),
-        ],
-        ["history-page", None, _D.history_page, "Largest HISTORY page.", _number(int, "--history-page")],
+        *limit_parameters(),
     ]
 
     def __init__(self) -> None:
@@ -129,19 +90,7 @@ class Options(usage.Options):
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         try:
-            self["limits"] = Limits(
-                max_frame=self["max-frame"],
-                max_text=self["max-text"],
-                max_clients=self["max-clients"],
-                sendq=self["sendq"],
-                rate=self["rate"],
-                burst=self["burst"],
-                login_timeout=self["login-timeout"],
-                ping_interval=self["ping-interval"],
-                idle_timeout=self["idle-timeout"],
-                history_replay=self["history-replay"],
-                history_page=self["history-page"],
-            )
+            self["limits"] = Limits(**{f.name: self[_option_name(f)] for f in dataclasses.fields(Limits)})
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         history = self["history"]
@@ -156,15 +105,14 @@ class Options(usage.Options):
 def makeService(config: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
-    room = Room(
-        SQLiteHistory(config["history"]),
+    service = build_server(
         reactor,
+        listen=config["listen"],
+        history=config["history"],
         limits=config["limits"],
         name=config["name"],
         motd=config["motd"],
     )
-    endpoints = [(d, serverFromString(reactor, d)) for d in config["listen"]]
-    service = chat_service(room, endpoints)
     GracefulExit(reactor).setServiceParent(service)
     trimmer = heap_trimmer(reactor)
     if trimmer is not None:

@@ -22,9 +22,7 @@ from twisted.logger import globalLogPublisher
 
 from chatproto import codec
 from chatproto.limits import Limits
-from chatproto.protocol import ChatFactory
-from chatproto.room import Room
-from chatproto.store import SQLiteHistory
+from chatproto.server import build_server
 
 # A few valid frames the fuzzer can splice in: reaching deep states quickly.
 SEEDS = [
@@ -69,8 +67,8 @@ def exercise(data: bytes) -> None:
     globalLogPublisher.addObserver(observe)
     try:
         clock = Clock()
-        room = Room(SQLiteHistory(":memory:"), clock, Limits(max_frame=2048, max_text=200, history_replay=5))
-        factory = ChatFactory(room)
+        server = build_server(clock, limits=Limits(max_frame=2048, max_text=200, history_replay=5))
+        room, factory = server.room, server.factory
         peers = []
         for i in range(3):
             transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1000 + i))
@@ -103,9 +101,9 @@ def exercise(data: bytes) -> None:
             if failures:
                 raise Failed(f"a handler failed: {failures[0].getTraceback()}")
             sessions = room.sessions
-            if sorted(room._nicks) != sorted(s.key for s in sessions):
+            if sorted(room.registry.nick_keys()) != sorted(s.key for s in sessions):
                 raise Failed("the nick index and the sessions disagree")
-            if any(s.client._is_lost for s in sessions):
+            if any(s.connection._is_lost for s in sessions):
                 raise Failed("a lost connection is still registered")
         room.shutdown()
     finally:

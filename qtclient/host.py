@@ -2,58 +2,54 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 
+from chatproto.core.room import Room
 from chatproto.limits import Limits
-from chatproto.protocol import ChatFactory
-from chatproto.room import Room
-from chatproto.service import ListenerService, RoomService
-from chatproto.store import SQLiteHistory
+from chatproto.server import ChatServer, build_server
 
 
 class HostedServer:
-    """Start and stop a room plus one listener, the same services twistd runs."""
+    """Start and stop the same service tree twistd runs, on one endpoint."""
 
     def __init__(self, reactor) -> None:
         self.reactor = reactor
-        self.room: Room | None = None
-        self._services: list = []
+        self._server: ChatServer | None = None
 
     @property
     def running(self) -> bool:
-        return self.room is not None
+        return self._server is not None
 
-    def start(self, endpoint: str, history: str = ":memory:", name: str = "hosted", **limits) -> str:
-        """Listen on ``endpoint``; returns the address. Raises on a bad endpoint
-        or a port in use, with a message fit for the user."""
-        if self.running:
-            raise RuntimeError("the server is already running")
-        store = SQLiteHistory(history)
-        room = Room(store, self.reactor, Limits(**limits), name=name)
-        try:
-            listener = ListenerService(endpoint, serverFromString(self.reactor, endpoint), ChatFactory(room))
-            listener.startService()
-        except Exception as e:
-            store.close()
-            raise ValueError(f"can't listen on {endpoint}: {e}") from None
-        keeper = RoomService(room)
-        keeper.startService()
-        self.room = room
-        self._services = [listener, keeper]
-        host = listener.port.getHost()
-        return f"{host.host}:{host.port}"
+    @property
+    def room(self) -> Room | None:
+        return self._server.room if self._server is not None else None
 
     @property
     def port(self) -> int | None:
-        return self._services[0].port.getHost().port if self.running else None
+        return self._server.port if self._server is not None else None
+
+    def start(self, endpoint: str, history: str = ":memory:", name: str = "hosted", **limits) -> str:
+        """Listen on ``endpoint``; returns the address. Raises ValueError on a
+        bad endpoint or a port in use, with a message fit for the user."""
+        if self.running:
+            raise RuntimeError("the server is already running")
+        try:
+            server = build_server(self.reactor, [endpoint], history, Limits(**limits), name=name)
+        except Exception as e:
+            raise ValueError(f"can't listen on {endpoint}: {e}") from None
+        try:
+            server.start()
+        except Exception:
+            server.room.close()
+            raise ValueError(f"can't listen on {endpoint}: {Failure().getErrorMessage()}") from None
+        self._server = server
+        host = server.listeners[0].port.getHost()
+        return f"{host.host}:{host.port}"
 
     def stop(self) -> Deferred:
         """Stop listening, BYE everyone, close the store."""
-        if not self.running:
+        server, self._server = self._server, None
+        if server is None:
             return succeed(None)
-        listener, keeper = self._services
-        self._services = []
-        self.room = None
-        stopping = [maybeDeferred(listener.stopService), maybeDeferred(keeper.stopService)]
-        return gatherResults(stopping).addCallback(lambda _: None)
+        return server.stopService()

@@ -11,10 +11,10 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from chatproto import codec
+from chatproto.backends.sqlite import SQLiteLog
 from chatproto.limits import Limits
-from chatproto.protocol import ChatFactory, ChatProtocol
-from chatproto.room import Room
-from chatproto.store import SQLiteHistory
+from chatproto.server import build_server
+from chatproto.transports.int32 import ChatProtocol
 
 _ports = itertools.count(40000)
 
@@ -76,12 +76,31 @@ class Peer:
         self.protocol.connectionLost(Failure(ConnectionDone()))
 
 
+def result(d):
+    """The result of a Deferred that has already fired (the SQLite log's do)."""
+    results = []
+    d.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
 class Server:
+    """The server ``build_server`` makes, on a task.Clock, with no listener."""
+
     def __init__(self, store=None, **limits) -> None:
         self.clock = Clock()
-        self.store = store if store is not None else SQLiteHistory(":memory:")
-        self.room = Room(self.store, self.clock, Limits(**limits), name="test", motd="hello")
-        self.factory = ChatFactory(self.room)
+        self.store = store if store is not None else SQLiteLog(":memory:")
+        server = build_server(
+            self.clock, history=self.store, limits=Limits(**limits), name="test", motd="hello"
+        )
+        self.room = server.room
+        self.factory = server.factory
+
+    def stored(self) -> list[codec.Message]:
+        """Every message in the log, oldest first."""
+        return result(self.store.after(0, 1_000_000))[0]
 
     def peer(self) -> Peer:
         return Peer(self)

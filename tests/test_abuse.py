@@ -6,7 +6,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall, deferLater
 
 from chatproto import codec
-from chatproto.outbox import Outbox
+from chatproto.transports.outbox import Outbox
 from tests.test_integration import LiveTestCase
 
 

@@ -1,6 +1,8 @@
 """The pure codec: round trips and every way a payload can be malformed."""
 
+import dataclasses
 import json
+import typing
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,7 +14,7 @@ from chatproto.codec import ErrorCode, PacketType, ProtocolError
 texts = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=60)
 short = st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
 refs = st.none() | texts
-ints = st.integers(min_value=-(2**53), max_value=2**53)
+ints = st.integers(min_value=codec.INT_MIN, max_value=codec.INT_MAX)
 floats = st.floats(allow_nan=False, allow_infinity=False)
 messages = st.builds(codec.Message, ints, floats, texts, texts, st.none())
 
@@ -174,3 +176,88 @@ class Malformed(SynchronousTestCase):
 
     def test_deep_nesting_is_bad_packet_not_a_crash(self):
         self.assertRefused(b'\x04{"x":' + b"[" * 100000 + b"]" * 100000 + b"}")
+
+
+# Every integer field, with a valid packet around it: (decode, type, body, path to the field).
+INTEGER_FIELDS = [
+    (codec.decode_client, PacketType.LOGIN, {"nick": "ann", "proto": 1}, ("proto",)),
+    (codec.decode_client, PacketType.HISTORY, {"before": 1}, ("before",)),
+    (codec.decode_client, PacketType.HISTORY, {"after": 1}, ("after",)),
+    (codec.decode_client, PacketType.HISTORY, {"limit": 1}, ("limit",)),
+    (
+        codec.decode_server,
+        PacketType.WELCOME,
+        {
+            "nick": "a",
+            "id": 1,
+            "resume": "t",
+            "server": "s",
+            "motd": "",
+            "peers": [{"id": 1, "nick": "a"}],
+            "pending": [2],
+            "history": [{"seq": 1, "ts": 1.0, "from": "a", "text": "x"}],
+            "limits": {},
+        },
+        ("id",),
+    ),
+    (codec.decode_server, PacketType.WELCOME, None, ("peers", 0, "id")),
+    (codec.decode_server, PacketType.WELCOME, None, ("pending", 0)),
+    (codec.decode_server, PacketType.WELCOME, None, ("history", 0, "seq")),
+    (codec.decode_server, PacketType.MESSAGE, {"seq": 1, "ts": 1.0, "from": "a", "text": "x"}, ("seq",)),
+    (
+        codec.decode_server,
+        PacketType.HISTORY_PAGE,
+        {"messages": [{"seq": 1, "ts": 1.0, "from": "a", "text": "x"}], "more": False},
+        ("messages", 0, "seq"),
+    ),
+    (codec.decode_server, PacketType.JOINED, {"id": 1, "nick": "a"}, ("id",)),
+    (codec.decode_server, PacketType.LEFT, {"id": 1, "nick": "a", "reason": "quit"}, ("id",)),
+    (codec.decode_server, PacketType.PENDING, {"id": 1, "state": "gone"}, ("id",)),
+]
+
+
+def _with(body: dict, path: tuple, value) -> dict:
+    body = json.loads(json.dumps(body))
+    where = body
+    for step in path[:-1]:
+        where = where[step]
+    where[path[-1]] = value
+    return body
+
+
+class IntegerRanges(SynchronousTestCase):
+    """Integers are signed 64-bit: anything outside is bad_packet, never a
+    number that overflows a store or a client."""
+
+    def cases(self):
+        body = None
+        for decode, kind, given_body, path in INTEGER_FIELDS:
+            body = given_body if given_body is not None else body
+            yield decode, kind, body, path
+
+    def test_every_integer_field_refuses_values_outside_64_bits(self):
+        for decode, kind, body, path in self.cases():
+            for value in (codec.INT_MAX + 1, codec.INT_MIN - 1, 2**200, -(2**200)):
+                payload = bytes([kind]) + json.dumps(_with(body, path, value) | {"ref": "r"}).encode()
+                with self.assertRaises(ProtocolError, msg=(kind, path, value)) as caught:
+                    decode(payload)
+                self.assertEqual(caught.exception.code, ErrorCode.BAD_PACKET, (kind, path))
+                self.assertIn("out of range", caught.exception.message)
+                self.assertEqual(caught.exception.ref, "r")
+
+    def test_every_integer_field_accepts_the_64_bit_extremes(self):
+        for decode, kind, body, path in self.cases():
+            for value in (codec.INT_MAX, codec.INT_MIN, 0):
+                decode(bytes([kind]) + json.dumps(_with(body, path, value)).encode())
+
+    def test_the_table_covers_every_integer_field(self):
+        """A new integer field without a case here fails this test."""
+        covered = {(kind, path[0]) for _, kind, _, path in INTEGER_FIELDS}
+        nested = {"peers": "id", "history": "seq", "messages": "seq"}
+        for cls in (*codec.CLIENT_PACKETS, *codec.SERVER_PACKETS):
+            hints = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                text = str(hints[f.name])
+                if "int" in text or f.name in nested:
+                    key = f.metadata.get("json", f.name)
+                    self.assertIn((cls.TYPE, key), covered, f"{cls.__name__}.{f.name} has no range test")

@@ -10,8 +10,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatproto import codec
+from chatproto.backends.sqlite import SQLiteLog
 from chatproto.codec import ErrorCode
-from chatproto.store import SQLiteHistory
 from scripts.killtest import kill_cycles
 from tests.harness import Server
 
@@ -34,7 +34,7 @@ class StoreFailures(SynchronousTestCase):
         self.events = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-        self.store = SQLiteHistory(self.mktemp() + ".sqlite3")
+        self.store = SQLiteLog(self.mktemp() + ".sqlite3")
         self.addCleanup(self.store.close)
         self.server = Server(store=self.store, rate=100000, burst=100000)
         self.alice, self.bob = self.server.logged_in("alice", "bob")
@@ -64,7 +64,7 @@ class StoreFailures(SynchronousTestCase):
         else:
             self.fail("the database never filled up")
         self.bob.received()
-        stored = [m.seq for m in self.store.after(0, 1000)[0]]
+        stored = [m.seq for m in self.server.stored()]
         self.assertEqual(stored, acknowledged, "exactly what was acknowledged is stored")
         self.alice.send(codec.Ping("alive"))
         self.assertEqual(self.alice.only(codec.PongReply).token, "alive")

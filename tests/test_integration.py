@@ -3,35 +3,34 @@
 from __future__ import annotations
 
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.trial.unittest import SkipTest, TestCase
 
 from chatproto import codec
+from chatproto.backends.eventlog import Draft
+from chatproto.backends.sqlite import SQLiteLog
 from chatproto.limits import Limits
-from chatproto.protocol import ChatFactory
-from chatproto.room import Room
-from chatproto.store import SQLiteHistory
+from chatproto.server import build_server
 from tests.netclient import connect
 
 
 class LiveTestCase(TestCase):
     timeout = 60
 
-    @defer.inlineCallbacks
     def serve(self, **limits):
-        self.store = SQLiteHistory(self.mktemp() + ".sqlite3")
-        self.room = Room(self.store, reactor, Limits(**limits))
-        listening = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(ChatFactory(self.room))
-        self.port = listening.getHost().port
+        server = build_server(
+            reactor, ["tcp:0:interface=127.0.0.1"], self.mktemp() + ".sqlite3", Limits(**limits)
+        )
+        server.start()
+        self.room = server.room
+        self.port = server.port
         self.clients = []
-        self.addCleanup(self._stop, listening)
+        self.addCleanup(self._stop, server)
+        return defer.succeed(None)
 
     @defer.inlineCallbacks
-    def _stop(self, listening):
-        yield self.room.shutdown()
+    def _stop(self, server):
+        yield server.stopService()
         yield defer.DeferredList([c.lost for c in self.clients])
-        yield listening.stopListening()
-        self.store.close()
 
     @defer.inlineCallbacks
     def client(self, nick=None):
@@ -118,18 +117,18 @@ class Checkpoints(TestCase):
     def test_room_service_checkpoints_on_a_thread_and_stops_cleanly(self):
         from chatproto.service import RoomService
 
-        store = SQLiteHistory(self.mktemp() + ".sqlite3")
-        room = Room(store, reactor)
-        store.append([codec.Message(1, 1.0, "ann", "hi")])
+        store = SQLiteLog(self.mktemp() + ".sqlite3")
+        room = build_server(reactor, history=store).room
+        store.append([Draft(1.0, "ann", "hi")])
         service = RoomService(room)
         service.startService()
-        service.checkpoints.run()
-        self.assertTrue(service.checkpoints.busy, "a checkpoint is under way")
-        yield service.checkpoints.idle()
+        service.maintenance.run()
+        self.assertTrue(service.maintenance.busy, "a checkpoint is under way")
+        yield service.maintenance.idle()
         self.assertEqual(store.checkpoint()[1], store.checkpoint()[0])
-        service.checkpoints.run()
+        service.maintenance.run()
         yield service.stopService()  # waits for the checkpoint before closing the store
-        self.assertFalse(service.checkpoints.busy)
+        self.assertFalse(service.maintenance.busy)
 
 
 class HeapTrim(TestCase):

@@ -1,11 +1,15 @@
 """One connection's state machine and the room, on StringTransport and task.Clock."""
 
+import json
+
+from twisted.internet.defer import fail
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
+from chatproto.backends.eventlog import StoreError
 from chatproto.codec import ErrorCode
-from chatproto.outbox import Outbox
-from chatproto.store import StoreError
+from chatproto.transports.outbox import Outbox
 from tests.harness import Server, parse_frames
 
 
@@ -175,7 +179,7 @@ class Chat(SynchronousTestCase):
         theirs = bob.only(codec.MessagePacket)
         self.assertEqual(mine, codec.MessagePacket(1, 12.5, "alice", "hi\tthere\nall", "r1"))
         self.assertEqual(theirs, codec.MessagePacket(1, 12.5, "alice", "hi\tthere\nall"))
-        self.assertEqual(server.store.after(0, 10)[0], [theirs.message])
+        self.assertEqual(server.stored(), [theirs.message])
 
     def test_seq_increases_by_one_in_one_order(self):
         server = Server()
@@ -260,7 +264,7 @@ class Chat(SynchronousTestCase):
         self.assertEqual(bob.only(codec.Private), codec.Private(3.0, "alice", "Bob", "psst"))
         self.assertEqual(alice.only(codec.Private), codec.Private(3.0, "alice", "Bob", "psst", "w1"))
         self.assertEqual(carol.received(), [])
-        self.assertEqual(server.store.last_seq(), 0, "whispers are not stored")
+        self.assertEqual(server.store.last_seq, 0, "whispers are not stored")
 
     def test_whisper_to_yourself_arrives_once(self):
         server = Server()
@@ -305,8 +309,8 @@ class Chat(SynchronousTestCase):
         server = Server()
         alice, bob = server.logged_in("alice", "bob")
 
-        def broken(messages):
-            raise StoreError("disk full")
+        def broken(drafts):
+            return fail(StoreError("disk full"))
 
         self.patch(server.store, "append", broken)
         alice.say("lost?", ref="r")
@@ -527,6 +531,19 @@ class History(SynchronousTestCase):
         self.server.flush()
         self.alice.received()
 
+    def test_integers_beyond_64_bits_are_bad_packet_not_internal(self):
+        failures = []
+        globalLogPublisher.addObserver(failures.append)
+        self.addCleanup(globalLogPublisher.removeObserver, failures.append)
+        for field in ("before", "after", "limit"):
+            for value in (2**63, -(2**63) - 1, 10**30):
+                body = json.dumps({field: value, "ref": field}).encode()
+                self.alice.send_payload(bytes([codec.PacketType.HISTORY]) + body)
+                error = self.alice.error()
+                self.assertEqual((error.code, error.ref), (ErrorCode.BAD_PACKET, field))
+        self.assertEqual([e for e in failures if e.get("log_failure")], [], "no traceback logged")
+        self.assertEqual(self.page(after=2**63 - 1), ([], False), "the largest integer is a valid bound")
+
     def page(self, **request):
         self.alice.send(codec.HistoryRequest(**request))
         page = self.alice.only(codec.HistoryPage)
@@ -617,7 +634,7 @@ class Shutdown(SynchronousTestCase):
         bob.received()
         alice.say("last words")
         done = server.room.shutdown()
-        self.assertEqual(server.store.last_seq(), 1)
+        self.assertEqual(server.store.last_seq, 1)
         self.assertEqual([type(p) for p in bob.received()], [codec.MessagePacket, codec.Bye])
         for peer in (alice, bob, pending):
             self.assertTrue(peer.closing)

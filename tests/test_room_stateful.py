@@ -98,15 +98,16 @@ class RoomMachine(RuleBasedStateMachine):
                 assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
             for m in messages:
                 assert by_seq.setdefault(m.seq, (m.sender, m.text)) == (m.sender, m.text)
-        if self.server.room.sessions:
-            assert self.server.store.last_seq() == self.server.room.next_seq - 1
+        stored = {m.seq: (m.sender, m.text) for m in self.server.stored()}
+        assert sorted(stored) == list(range(1, len(stored) + 1)), "the log is gap-free"
+        assert all(stored[seq] == said for seq, said in by_seq.items()), "everyone saw what was stored"
 
     @invariant()
     def registries_hold_only_open_connections(self):
         room = self.server.room
         for session in room.sessions:
-            assert not session.client._is_lost
-            assert session.client.state != "closing"
+            assert not session.connection._is_lost
+            assert session.connection.state != "closing"
         for client in room.pending:
             assert not client._is_lost
 
@@ -114,11 +115,12 @@ class RoomMachine(RuleBasedStateMachine):
     def nick_index_and_sessions_agree(self):
         room = self.server.room
         sessions = room.sessions
-        assert sorted(room._nicks) == sorted(s.key for s in sessions)
-        assert all(room._nicks[s.key] is s for s in sessions)
-        assert sorted(room._outboxes) == sorted(s.id for s in sessions)
-        assert len(room._open) == len(sessions) + len(room.pending)
-        assert len(room._open) <= room.limits.max_clients
+        registry = room.registry
+        assert sorted(registry.nick_keys()) == sorted(s.key for s in sessions)
+        assert all(registry.find(s.nick) is s for s in sessions)
+        assert sorted(room.broadcast.recipients()) == sorted(s.id for s in sessions)
+        assert len(registry.open) == len(sessions) + len(room.pending)
+        assert len(registry.open) <= room.limits.max_clients
 
 
 RoomMachine.TestCase.settings = settings(

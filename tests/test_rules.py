@@ -47,19 +47,19 @@ class Nicks(SynchronousTestCase):
 class Text(SynchronousTestCase):
     def test_valid(self):
         for text in ("x", "line\nline", "tab\there", "ünïcødé 😀", "x" * 4000):
-            self.assertEqual(validate_text(text), text)
+            self.assertEqual(validate_text(text, 4000), text)
 
     def test_invalid(self):
         for text in ("", "x" * 4001, "\r", "a\x00", "\x1b[31m", "\x7f", "\x9f", "\ud800"):
             with self.assertRaises(ProtocolError) as caught:
-                validate_text(text)
+                validate_text(text, 4000)
             self.assertEqual(caught.exception.code, ErrorCode.BAD_TEXT, repr(text))
 
     def test_limit_is_in_code_points(self):
         self.assertEqual(validate_text("😀" * 10, max_text=10), "😀" * 10)
 
     def test_quit_reason_is_repaired(self):
-        self.assertIsNone(clean_reason(None))
-        self.assertIsNone(clean_reason("\x07"))
-        self.assertEqual(clean_reason("bye\r\n"), "bye\n")
+        self.assertIsNone(clean_reason(None, 4000))
+        self.assertIsNone(clean_reason("\x07", 4000))
+        self.assertEqual(clean_reason("bye\r\n", 4000), "bye\n")
         self.assertEqual(clean_reason("x" * 50, max_text=10), "x" * 10)

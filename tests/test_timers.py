@@ -3,7 +3,7 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatproto.timers import Timers
+from chatproto.core.timers import Timers
 
 
 class TimersTests(SynchronousTestCase):

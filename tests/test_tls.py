@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from OpenSSL import SSL
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, serverFromString, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from chatproto import codec
 from chatproto.certs import fingerprint, write_pair
-from chatproto.limits import Limits
-from chatproto.protocol import ChatFactory
-from chatproto.room import Room
-from chatproto.store import SQLiteHistory
+from chatproto.server import build_server
 from chatproto.tls import PinningCreator, fingerprint_of, verifying_creator
 from tests.netclient import QueueClient
 
@@ -32,16 +29,15 @@ class Handshaking(QueueClient):
 class TLSRoundTrip(TestCase):
     timeout = 30
 
-    @defer.inlineCallbacks
     def setUp(self):
         self.key, self.cert, self.cert_pem = write_pair(self.mktemp())
-        self.room = Room(SQLiteHistory(":memory:"), reactor, Limits())
-        endpoint = serverFromString(
-            reactor, f"ssl:0:interface=127.0.0.1:privateKey={self.key}:certKey={self.cert}"
+        server = build_server(
+            reactor, [f"ssl:0:interface=127.0.0.1:privateKey={self.key}:certKey={self.cert}"]
         )
-        self.port = yield endpoint.listen(ChatFactory(self.room))
-        self.addCleanup(self.port.stopListening)
-        self.addCleanup(self.room.shutdown)
+        server.start()
+        self.room = server.room
+        self.port = server.listeners[0].port
+        self.addCleanup(server.stopService)
 
     def connect(self, creator):
         endpoint = HostnameEndpoint(reactor, "127.0.0.1", self.port.getHost().port)

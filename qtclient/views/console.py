@@ -20,7 +20,7 @@ from PyQt6.QtWidgets import (
 )
 from twisted.logger import formatEvent, globalLogPublisher
 
-from chatproto.room import RoomEvent
+from chatproto.core.connection import RoomEvent
 from qtclient.host import HostedServer
 
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -140,7 +140,7 @@ class ServerConsole(QWidget):
                 item.setData(0, ID_ROLE, client.id)
                 self.pending.addTopLevelItem(item)
             for session in room.sessions:
-                row = [session.nick, str(session.id), session.client.address, _since(session.since)]
+                row = [session.nick, str(session.id), session.connection.address, _since(session.since)]
                 item = QTreeWidgetItem(row)
                 item.setData(0, ID_ROLE, session.id)
                 self.connected.addTopLevelItem(item)

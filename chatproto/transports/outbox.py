@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Protocol
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IPushProducer, ITransport
 from zope.interface import implementer
-
-
-class Owner(Protocol):
-    """The connection an outbox belongs to, and the room it reports to."""
-
-    room: object  # has overflowed(owner)
 
 
 @implementer(IPushProducer)
@@ -22,18 +16,17 @@ class Outbox:
     When the transport's buffer fills it pauses us (Twisted's producer API);
     from then on we queue references to the broadcast bytes, which every
     recipient shares, instead of letting the transport copy them into a
-    private buffer. Once more than ``sendq`` bytes wait, the owner's room is
-    told once (``room.overflowed(owner)``) and everything queued is dropped:
-    a slow reader costs the room one list append per batch, never an
-    unbounded buffer.
+    private buffer. Once more than ``sendq`` bytes wait, ``overflowed`` is
+    called once and everything queued is dropped: a slow reader costs the
+    room one list append per batch, never an unbounded buffer.
     """
 
-    __slots__ = ("_ended", "_owner", "_paused", "_queue", "_queued", "closed", "sendq", "transport")
+    __slots__ = ("_ended", "_overflowed", "_paused", "_queue", "_queued", "closed", "sendq", "transport")
 
-    def __init__(self, transport: ITransport, sendq: int, owner: Owner) -> None:
+    def __init__(self, transport: ITransport, sendq: int, overflowed: Callable[[], None]) -> None:
         self.transport = transport
         self.sendq = sendq
-        self._owner = owner
+        self._overflowed = overflowed
         self._queue: deque[bytes] | None = None  # made when first needed: most peers keep up
         self._queued = 0
         self._paused = False
@@ -59,7 +52,7 @@ class Outbox:
         if self._queued > self.sendq:
             self.closed = True
             self._drop_queue()
-            self._owner.room.overflowed(self._owner)
+            self._overflowed()
 
     def close(self, final: bytes | None = None, *, flush: bool = True) -> None:
         """Stop producing and end the connection after what is queued (if

@@ -1,8 +1,10 @@
-"""One connection: pending -> connected -> gone.
+"""The Int32 transport: length-prefixed frames over TCP, TLS or a Unix socket.
 
-Parses frames with the codec, enforces per-connection limits (frame size,
-rate, login and idle timeouts, keepalive) and hands valid requests to the
-room. One bad packet gets an ERROR and nothing else; the room never sees it.
+One connection: pending -> connected -> gone. Parses frames with the codec,
+enforces per-connection limits (frame size, rate, login and idle timeouts,
+keepalive) and hands valid requests to the room; the room answers through
+the :class:`~chatproto.core.connection.Connection` calls. One bad packet
+gets an ERROR and nothing else; the room never sees it.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from twisted.python.failure import Failure
 
 from chatproto import codec
 from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.core.connection import Session
+from chatproto.core.room import Room
+from chatproto.core.timers import Deadline
 from chatproto.limits import TokenBucket
-from chatproto.outbox import Outbox
-from chatproto.room import Room, Session
-from chatproto.timers import Deadline
+from chatproto.transports.outbox import Outbox
 
 log = Logger()
 
@@ -38,6 +41,15 @@ def describe_address(address) -> str:
     if host is None:
         return str(getattr(address, "name", None) or address)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Int32Wire:
+    """Frames as Int32StringReceiver writes them: a 4-byte big-endian length."""
+
+    frame = staticmethod(codec.frame)
+
+
+INT32 = Int32Wire()
 
 
 class ChatProtocol(Int32StringReceiver):
@@ -75,7 +87,12 @@ class ChatProtocol(Int32StringReceiver):
         self._lost: list[Deferred] | None = None
         self._is_lost = False
 
-    # -- what the room calls -------------------------------------------------
+    wire = INT32
+
+    # -- what the room calls (core.connection.Connection) -------------------------
+
+    def deliver(self, data: bytes) -> None:
+        self.outbox.write(data)
 
     def send(self, packet) -> None:
         self.outbox.write(codec.encode_frame(packet))
@@ -103,7 +120,7 @@ class ChatProtocol(Int32StringReceiver):
     def connectionMade(self) -> None:
         self.opened = self.clock.seconds()
         self._last_heard = self.opened
-        self.outbox = Outbox(self.transport, self.room.limits.sendq, self)
+        self.outbox = Outbox(self.transport, self.room.limits.sendq, self._overflowed)
         if not self.room.accept(self):
             self._close(codec.encode_frame(codec.Bye("server_full")))
             return
@@ -195,7 +212,16 @@ class ChatProtocol(Int32StringReceiver):
 
     def _on_history(self, packet: codec.HistoryRequest) -> None:
         self._require_login()
-        self.send(self.room.history(packet))
+        d = self.room.history(packet)
+        d.addCallback(self.send)
+        d.addErrback(self._history_failed, packet.ref)
+
+    def _history_failed(self, failure: Failure, ref: str | None) -> None:
+        log.failure("connection {id}: history read failed", failure, id=self.id)
+        self._refuse(ErrorCode.INTERNAL, "the server could not read its history", ref)
+
+    def _overflowed(self) -> None:
+        self.room.overflowed(self)
 
     def _on_ping(self, packet: codec.Ping) -> None:
         self.send(codec.PongReply(packet.token))

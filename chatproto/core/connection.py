@@ -1,0 +1,75 @@
+"""The one interface between a transport and the core.
+
+A transport (Int32 frames over TCP, TLS or a Unix socket today; WebSocket
+and IRC next) adapts its wire format to this: it calls the core's
+:class:`~chatproto.core.room.Room` (``accept``, ``login``, ``say``,
+``whisper``, ``history``, ``leave``, ``overflowed``), and the core calls only
+what :class:`Connection` lists. Broadcasts are framed once per :class:`Wire`
+and the same bytes go to every recipient on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+
+
+class Wire(Protocol):
+    """A transport's framing. Connections that share a wire share bytes."""
+
+    def frame(self, payload: bytes) -> bytes:
+        """Wire bytes for one payload (type byte + JSON object)."""
+
+
+class Connection(Protocol):
+    """What the core needs of one client connection, whatever carries it."""
+
+    id: int  # given by Room.accept
+    address: str  # for the console and the log; never sent to other clients
+    opened: float
+    session: Session | None  # set by the core on login, cleared when it leaves
+    wire: Wire
+
+    def deliver(self, data: bytes) -> None:
+        """Bytes already framed for ``wire``; shared with other recipients."""
+
+    def send(self, packet) -> None:
+        """One packet for this connection alone."""
+
+    def disconnect(self, reason: str, *, flush: bool = True) -> None:
+        """BYE ``reason``, then close. ``flush=False`` drops queued output."""
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent output and all."""
+
+    def closed(self) -> Deferred:
+        """Fires once the connection is gone."""
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """A logged-in identity; survives its connection being replaced on resume."""
+
+    id: int
+    nick: str
+    key: str  # what nicks are compared by (rules.nick_key)
+    token: str  # the resume secret
+    connection: Connection
+    since: float
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    """For observers such as the server console: what happened to whom.
+
+    ``kind`` is one of pending, pending_gone, joined, left, resumed, error.
+    """
+
+    kind: str
+    id: int
+    nick: str | None = None
+    address: str | None = None
+    reason: str | None = None
+    since: float | None = None

@@ -1,0 +1,62 @@
+"""The one way to assemble a chat server: event log, room, transports, services.
+
+``twistd chat`` (tap.py), the desktop client's host mode, the tests and the
+fuzz target all call :func:`build_server`; they differ only in the clock
+they pass, the endpoints they listen on and the history they keep.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+
+from chatproto.backends.eventlog import EventLog
+from chatproto.backends.sqlite import SQLiteLog
+from chatproto.core.room import Room
+from chatproto.limits import DEFAULTS, Limits
+from chatproto.service import ListenerService, RoomService
+from chatproto.transports.int32 import ChatFactory
+
+
+class ChatServer(MultiService):
+    """The service tree: the room first, so it stops after the listeners."""
+
+    def __init__(self, room: Room, reactor, listen: list[str]) -> None:
+        super().__init__()
+        self.room = room
+        self.factory = ChatFactory(room)
+        self.keeper = RoomService(room)
+        self.keeper.setServiceParent(self)
+        self.listeners: list[ListenerService] = []
+        for description in listen:
+            listener = ListenerService(description, serverFromString(reactor, description), self.factory)
+            listener.setServiceParent(self)
+            self.listeners.append(listener)
+
+    def start(self) -> None:
+        """Bind, then run: what twistd does for a service tree, in one call."""
+        self.privilegedStartService()
+        self.startService()
+
+    @property
+    def port(self) -> int | None:
+        """The first listener's bound port (for ``tcp:0``), once listening."""
+        for listener in self.listeners:
+            if listener.port is not None:
+                return listener.port.getHost().port
+        return None
+
+
+def build_server(
+    reactor,
+    listen: list[str] = (),
+    history: str | EventLog = ":memory:",
+    limits: Limits = DEFAULTS,
+    name: str = "chat",
+    motd: str = "",
+) -> ChatServer:
+    """A server on ``reactor`` (or a ``task.Clock``, with no ``listen``);
+    ``history`` is an SQLite path or any event log."""
+    eventlog = SQLiteLog(history) if isinstance(history, str) else history
+    room = Room(eventlog, reactor, limits, name=name, motd=motd)
+    return ChatServer(room, reactor, list(listen))
