@@ -23,14 +23,14 @@ import tempfile
 import time
 from contextlib import contextmanager
 
-from scripts.procstat import ROOT, cpu_seconds, our_server_argv, pinned, rss_bytes, start_server
+from scripts.procstat import ROOT, cpu_seconds, load_server_argv, pinned, rss_bytes, start_pinned
 
 PY = sys.executable
 
 
 def server_argv(kind: str, history: str) -> list[str]:
     if kind == "ours":
-        return our_server_argv(history, "--rate", "1000000", "--burst", "1000000")
+        return load_server_argv(history, "--rate", "1000000", "--burst", "1000000")
     module = {"naive": "benchmarks.baselines.naive_server", "line": "benchmarks.baselines.line_server"}[kind]
     return [PY, "-m", module, "0"]
 
@@ -47,7 +47,7 @@ def rss_kib(pid: int) -> int:
 def server(kind: str):
     """A fresh server process; yields (pid, port)."""
     folder = tempfile.mkdtemp(prefix="chatbench-")
-    proc, port = start_server(argv=server_argv(kind, f"{folder}/bench.sqlite3"))
+    proc, port = start_pinned(server_argv(kind, f"{folder}/bench.sqlite3"))
     try:
         yield proc.pid, port
     finally:

@@ -47,7 +47,6 @@ class Limits:
         return dataclasses.asdict(self)
 
 
-
 def check_limit(f: dataclasses.Field, value, what: str):
     """``value`` if it is a number of the field's kind within its bound, else
     ValueError naming ``what`` (a field or an option name)."""

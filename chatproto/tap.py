@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
 from chatproto.limits import DEFAULTS, Limits, check_limit
@@ -102,10 +103,30 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--history {history!r}: not writable")
 
 
+class ServerProcess(MultiService):
+    """The top of the tree under twistd or twist: a port that can't be bound
+    ends the process with the one-line reason (already logged), exit status 1,
+    instead of a traceback."""
+
+    def privilegedStartService(self) -> None:
+        self._exit_on_bind_failure(super().privilegedStartService)
+
+    def startService(self) -> None:
+        self._exit_on_bind_failure(super().startService)
+
+    @staticmethod
+    def _exit_on_bind_failure(start: Callable[[], None]) -> None:
+        try:
+            start()
+        except CannotListenError as e:
+            raise SystemExit(f"chat: {e}") from None
+
+
 def makeService(config: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
-    service = build_server(
+    top = ServerProcess()
+    server = build_server(
         reactor,
         listen=config["listen"],
         history=config["history"],
@@ -113,8 +134,9 @@ def makeService(config: Options, reactor=None) -> MultiService:
         name=config["name"],
         motd=config["motd"],
     )
-    GracefulExit(reactor).setServiceParent(service)
+    server.setServiceParent(top)
+    GracefulExit(reactor).setServiceParent(top)
     trimmer = heap_trimmer(reactor)
     if trimmer is not None:
-        trimmer.setServiceParent(service)
-    return service
+        trimmer.setServiceParent(top)
+    return top

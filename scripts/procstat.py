@@ -1,19 +1,17 @@
-"""Run a chat server subprocess and read its RSS, CPU time and open files.
+"""Read a server process's RSS, CPU time and open files; pin it to a core.
 
-Shared by the benchmarks and the soak and kill scripts.
+Shared by the benchmarks and the soak script (which start it with spawn.py).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
-import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PORT = re.compile(rb"(?:listening on (\d+)|\(127\.0\.0\.1:(\d+)\))")
+from scripts.spawn import ROOT, many_files, server_argv, start_server
+
+__all__ = ["ROOT", "cpu_seconds", "fd_count", "load_server_argv", "pinned", "rss_bytes", "start_pinned"]
+
 _CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -24,51 +22,22 @@ def pinned(core: int) -> list[str]:
     return []
 
 
-def our_server_argv(history: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "twisted",
-        "--log-format=text",
-        "chat",
-        "--listen",
-        "tcp:0:interface=127.0.0.1:backlog=4096",
+def load_server_argv(history: str, *extra: str) -> list[str]:
+    """Our server as the benchmark and soak drivers run it: room for
+    20,000 connections and a deep accept backlog."""
+    return server_argv(
         "--history",
         history,
         "--max-clients",
         "20000",
         *extra,
-    ]
-
-
-def start_server(history: str | None = None, argv: list[str] | None = None, core: int = 0):
-    """Start a server (ours unless ``argv``) with 20,000 file descriptors allowed,
-    pinned to ``core``; returns (Popen, port) once it listens."""
-    if argv is None:
-        if history is None:
-            import tempfile
-
-            history = os.path.join(tempfile.mkdtemp(prefix="chat-"), "history.sqlite3")
-        argv = our_server_argv(history)
-    limit = ["prlimit", "--nofile=20000:20000"] if shutil.which("prlimit") else []
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [*pinned(core), *limit, *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        listen="tcp:0:interface=127.0.0.1:backlog=4096",
     )
-    output = b""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"server exited: {output.decode(errors='replace')}")
-        output += line
-        match = _PORT.search(line)
-        if match:
-            # Keep reading its output so a chatty log never blocks it.
-            subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
-            return proc, int(match.group(1) or match.group(2))
-    proc.kill()
-    raise RuntimeError("server did not start listening")
+
+
+def start_pinned(argv: list[str], core: int = 0):
+    """start_server on ``core``, allowed 20,000 file descriptors; (Popen, port)."""
+    return start_server(argv, prefix=[*pinned(core), *many_files()])
 
 
 def rss_bytes(pid: int) -> int:

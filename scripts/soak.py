@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
+import tempfile
 import time
 
 from chatproto import codec
-from scripts.procstat import fd_count, rss_bytes, start_server
+from scripts.procstat import fd_count, load_server_argv, rss_bytes, start_pinned
 
 
 class SoakClient(asyncio.Protocol):
@@ -174,7 +176,8 @@ class Soak:
 
 
 async def run(args) -> dict:
-    server, port = start_server(args.history)
+    history = args.history or os.path.join(tempfile.mkdtemp(prefix="chat-"), "history.sqlite3")
+    server, port = start_pinned(load_server_argv(history))
     pid = server.pid
     try:
         soak = Soak(args, port)

@@ -1,21 +1,50 @@
-"""A chat server as a Twisted child process: its port, its end, its output."""
+"""The one way to start a chat server process: for tests, benchmarks and scripts.
+
+:func:`server_argv` is the command line, :func:`server_env` its environment
+and :func:`listening_port` reads the port from its log. Two drivers share
+them: :func:`spawn_server` for code on the Twisted reactor (tests, the kill
+test) and :func:`start_server`, blocking, for the benchmark and soak
+drivers (which may also start the baseline servers).
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 import sys
+import time
 
 from twisted.internet import defer
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_LISTENING = re.compile(rb"listening on \S+ \(127\.0\.0\.1:(\d+)\)")
+# Ours logs "listening on tcp:0:... (127.0.0.1:PORT)"; the baselines "listening on PORT".
+_LISTENING = re.compile(rb"listening on (?:\S+ \(127\.0\.0\.1:(\d+)\)|(\d+)\b)")
 
 #: Runners: ``python -m twisted`` (twist, text logs) and ``twistd -n``.
 TWIST = ["-m", "twisted", "--log-format=text"]
 TWISTD = ["-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "--logfile=-"]
+#: Where a server listens unless told otherwise: loopback, a port of its own.
+LOOPBACK = "tcp:0:interface=127.0.0.1"
+
+
+def server_argv(*args: str, runner: list[str] = TWIST, listen: str = LOOPBACK) -> list[str]:
+    """``chat`` under ``runner`` listening on ``listen``, with ``args``."""
+    return [sys.executable, *runner, "chat", "--listen", listen, *args]
+
+
+def server_env() -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # log lines arrive as they are written
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def listening_port(output: bytes) -> int | None:
+    match = _LISTENING.search(output)
+    return int(match.group(1) or match.group(2)) if match else None
 
 
 class ServerProcess(ProcessProtocol):
@@ -29,9 +58,9 @@ class ServerProcess(ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
-        match = _LISTENING.search(self.output)
-        if match and not self.listening.called:
-            self.listening.callback(int(match.group(1)))
+        port = listening_port(self.output)
+        if port is not None and not self.listening.called:
+            self.listening.callback(port)
 
     errReceived = outReceived
 
@@ -49,15 +78,38 @@ class ServerProcess(ProcessProtocol):
         self.transport.signalProcess(name)
 
 
-def server_env() -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")  # log lines arrive as they are written
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return env
-
-
-def spawn_server(reactor, *args: str, runner: list[str] = TWIST) -> ServerProcess:
-    """``chat`` on 127.0.0.1, an ephemeral port, with ``args``."""
+def spawn_server(reactor, *args: str, runner: list[str] = TWIST, listen: str = LOOPBACK) -> ServerProcess:
+    """A server as a child of the reactor; see :class:`ServerProcess`."""
     process = ServerProcess()
-    argv = [sys.executable, *runner, "chat", "--listen", "tcp:0:interface=127.0.0.1", *args]
+    argv = server_argv(*args, runner=runner, listen=listen)
     reactor.spawnProcess(process, sys.executable, argv, env=server_env(), path=ROOT)
     return process
+
+
+def start_server(
+    argv: list[str], prefix: list[str] = (), timeout: float = 30
+) -> tuple[subprocess.Popen, int]:
+    """Start ``argv`` (``prefix`` first: taskset, prlimit) and block until it
+    listens; returns (Popen, port). Its output keeps being drained."""
+    proc = subprocess.Popen(
+        [*prefix, *argv], cwd=ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    output = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"server exited: {output.decode(errors='replace')}")
+        output += line
+        port = listening_port(line)
+        if port is not None:
+            # Keep reading its output so a chatty log never blocks it.
+            subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
+            return proc, port
+    proc.kill()
+    raise RuntimeError("server did not start listening")
+
+
+def many_files(limit: int = 20000) -> list[str]:
+    """A prefix that lets a server hold ``limit`` connections, where prlimit exists."""
+    return ["prlimit", f"--nofile={limit}:{limit}"] if shutil.which("prlimit") else []

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
+import socket
+import stat
 import sys
 
 from twisted.application.service import IServiceMaker
 from twisted.internet import defer, reactor
 from twisted.plugin import getPlugins
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from chatproto import codec
 from scripts.spawn import ROOT, TWIST, TWISTD, ServerProcess, server_env, spawn_server
 from tests.netclient import connect
 
 
-def spawn(test: TestCase, runner: list[str], *args: str) -> ServerProcess:
+def spawn(test: TestCase, runner: list[str], *args: str, **where) -> ServerProcess:
     """A server subprocess that is killed when the test ends, pass or fail."""
-    process = spawn_server(reactor, *args, runner=runner)
+    process = spawn_server(reactor, *args, runner=runner, **where)
 
     def reap():
         if not process.ended.called:
@@ -101,4 +104,73 @@ class Processes(TestCase):
             bye = yield client.expect(codec.Bye)
             self.assertEqual(bye.reason, "server_shutdown")
             yield client.lost
+        self.assertEqual((yield server.ended), 0)
+
+
+def _free_port(low: bool = False) -> tuple[socket.socket | None, int]:
+    """A port on 127.0.0.1 free right now (below 1024 if ``low``)."""
+    candidates = range(1023, 599, -1) if low else [0]
+    for port in candidates:
+        probe = socket.socket()
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            probe.close()
+            continue
+        port = probe.getsockname()[1]
+        probe.close()
+        return None, port
+    raise SkipTest("no free port below 1024 on 127.0.0.1")
+
+
+def _readable_by_others(path: str) -> bool:
+    """Can an unprivileged user reach the code in ``path``? (twistd imports
+    lazily after dropping privileges.)"""
+    while True:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
+
+
+class Binding(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_a_port_in_use_is_one_line_and_exit_1_under_both_runners(self):
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        self.addCleanup(holder.close)
+        taken = f"tcp:{holder.getsockname()[1]}:interface=127.0.0.1"
+        for runner in (TWIST, TWISTD):
+            server = spawn(self, runner, "--history", ":memory:", listen=taken)
+            code = yield server.ended
+            self.failureResultOf(server.listening, RuntimeError)
+            self.assertEqual(code, 1)
+            output = server.output.decode()
+            self.assertIn(f"can't listen on {taken}", output)
+            self.assertIn("Address already in use", output)
+            self.assertNotIn("Traceback", output)
+
+    @defer.inlineCallbacks
+    def test_twistd_binds_a_low_port_then_drops_root(self):
+        if os.geteuid() != 0:
+            raise SkipTest("needs root: binds a port below 1024, then switches to nobody")
+        if not _readable_by_others(ROOT):
+            raise SkipTest(f"nobody can't read {ROOT}, which twistd needs after dropping root")
+        nobody = pwd.getpwnam("nobody")
+        _, port = _free_port(low=True)
+        runner = [*TWISTD, f"--uid={nobody.pw_uid}", f"--gid={nobody.pw_gid}"]
+        server = spawn(self, runner, "--history", ":memory:", listen=f"tcp:{port}:interface=127.0.0.1")
+        self.assertEqual((yield server.listening), port)
+        ann = yield connect(reactor, port, "ann")
+        with open(f"/proc/{server.transport.pid}/status") as f:
+            uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
+        self.assertEqual({int(uid) for uid in uids}, {nobody.pw_uid}, "root is dropped for good")
+        ann.send(codec.Say("from a low port", "r"))
+        self.assertEqual((yield ann.expect(codec.MessagePacket)).ref, "r")
+        server.signal("TERM")
         self.assertEqual((yield server.ended), 0)

@@ -68,7 +68,21 @@ class OptionsTests(SynchronousTestCase):
     def test_make_service(self):
         options = parse("--listen", "tcp:0:interface=127.0.0.1", "--history", ":memory:", "--name", "n")
         service = makeService(options, reactor=Clock())
-        children = list(IService(service))
-        self.assertIsInstance(children[0], RoomService)
+        server = list(IService(service))[0]
+        children = list(server)
+        self.assertIsInstance(children[0], RoomService, "the room stops after the listeners")
         self.assertIsInstance(children[1], ListenerService)
-        self.assertEqual(children[0].room.name, "n")
+        self.assertEqual(server.room.name, "n")
+
+    def test_every_limit_is_an_option_with_its_default_and_help(self):
+        import dataclasses
+
+        from chatproto.limits import DEFAULTS, Limits
+
+        options = Options()
+        help_text = str(options)
+        for f in dataclasses.fields(Limits):
+            name = f.name.replace("_", "-")
+            self.assertEqual(options[name], getattr(DEFAULTS, f.name), name)
+            self.assertIn(f"--{name}=", help_text)
+            self.assertIn(f.metadata["help"][:30], help_text.replace("\n", " "))
