@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from OpenSSL import SSL
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, serverFromString, wrapClientTLS
 from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import Int32StringReceiver
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from chatproto import codec
 from chatproto.certs import fingerprint, write_pair
 from chatproto.server import build_server
-from chatproto.tls import PinningCreator, fingerprint_of, verifying_creator
+from chatproto.tls import PIN, PinningCreator, TLSSettings, fingerprint_of, verifying_creator
 from tests.netclient import QueueClient
+from tests.waiting import until
 
 
 @implementer(IHandshakeListener)
@@ -80,3 +83,60 @@ class TLSRoundTrip(TestCase):
         self.assertEqual(fingerprint_of(certificate), fingerprint(self.cert_pem))
         client.transport.loseConnection()
         yield client.lost
+
+
+class HostileServer(Int32StringReceiver):
+    """Speaks first: WELCOME and a MESSAGE before anyone logged in or trusted it."""
+
+    def connectionMade(self):
+        self.factory.heard = []
+        for packet in (
+            codec.Welcome("ann", 1, "t", "evil", "", [codec.Peer(1, "ann")], [], [], {}),
+            codec.MessagePacket(1, 1.0, "evil", "trust me"),
+        ):
+            self.sendString(codec.encode(packet))
+
+    def stringReceived(self, payload):
+        self.factory.heard.append(codec.decode_client(payload))
+
+
+class TrustOnFirstUseAgainstAHostileServer(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_nothing_is_read_or_sent_before_the_user_trusts_it(self):
+        from qtclient.session_machine import ClientSession, SessionEvents, State
+
+        key, cert, _ = write_pair(self.mktemp())
+        factory = Factory.forProtocol(HostileServer)
+        factory.heard = []
+        port = yield serverFromString(
+            reactor, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        ).listen(factory)
+        self.addCleanup(port.stopListening)
+        events = []
+
+        class Events(SessionEvents):
+            def certificate_unknown(self, where, fingerprint):
+                events.append(("certificate_unknown", fingerprint))
+
+            def welcome_received(self, welcome):
+                events.append(("welcome", welcome.server))
+
+            def message_received(self, message):
+                events.append(("message", message.text))
+
+        session = ClientSession(reactor, Events(), retry=lambda attempt: 60)
+        self.addCleanup(session.disconnect)
+        arrived = []
+        original = ClientSession._packet
+        self.patch(ClientSession, "_packet", lambda s, link, p: (arrived.append(p), original(s, link, p)))
+        session.say("for trusted ears only")
+        session.connect_to("127.0.0.1", port.getHost().port, "ann", TLSSettings(PIN), {})
+        yield until(lambda: len(arrived) == 2 and events, 10)
+        self.assertEqual([name for name, _ in events], ["certificate_unknown"], "WELCOME was not acted on")
+        self.assertIs(session.state, State.TLS_CHECK)
+        self.assertEqual(factory.heard, [], "nothing sent: no LOGIN, no queued message")
+        session.trust_certificate(True)
+        yield until(lambda: factory.heard, 10)
+        self.assertEqual(factory.heard, [codec.Login("ann", 1)])

@@ -210,6 +210,8 @@ class MainWindow(QMainWindow):
         s.sendFailed.connect(self._send_failed)
         s.errorReceived.connect(self._error)
         s.certificateUnknown.connect(self._certificate_unknown)
+        s.connectionLost.connect(lambda: self.transcript.add_system("connection lost"))
+        s.reconnected.connect(self._reconnected)
         self.banner.linkActivated.connect(self._banner_link)
         s.rttMeasured.connect(lambda rtt: self.rtt_label.setText(f"RTT {rtt * 1000:.0f} ms"))
         self.input.submitted.connect(self.submit)
@@ -280,34 +282,43 @@ class MainWindow(QMainWindow):
         return self.console
 
     def _hosted_started(self, address: str) -> None:
-        if self.session.state == states.DISCONNECTED and self.target is None:
+        if self.session.state in (states.DISCONNECTED, states.GIVEN_UP) and self.target is None:
             host, _, port = address.rpartition(":")
             self.settings.setValue("host", host if host not in ("0.0.0.0", "::") else "127.0.0.1")
             self.settings.setValue("port", port)
 
     # -- session events ---------------------------------------------------------------
 
-    def _show_state(self, state: str, detail: str) -> None:
-        if state != states.RECONNECTING:
+    def _show_state(self, state: states.State, detail: str) -> None:
+        if state is not states.RECONNECTING:
             self._countdown.stop()
         text = {
-            states.DISCONNECTED: "Disconnected" + (f" ({detail})" if detail else ""),
-            states.CONNECTING: f"Connecting… {detail}",
+            states.DISCONNECTED: "Disconnected",
+            states.GIVEN_UP: f"Disconnected ({detail})",
+            states.CONNECTING: f"Connecting to {detail}…",
+            states.TLS_CHECK: "Checking the server's certificate…",
+            states.LOGGING_IN: "Logging in…",
+            states.CATCHING_UP: "Catching up…",
             states.CONNECTED: f"Connected to {detail} as {self.session.nick}",
             states.RECONNECTING: "Reconnecting…",
         }[state]
         self.state_label.setText(text)
-        online = state == states.CONNECTED
+        online = state is states.CONNECTED
         if online:
             self.banner.hide()
         # Typing is allowed whenever a session exists: messages queue until login.
-        self.input.setEnabled(state != states.DISCONNECTED)
-        self.send_button.setEnabled(state != states.DISCONNECTED)
-        self.disconnect_action.setEnabled(state != states.DISCONNECTED)
+        offline = state in (states.DISCONNECTED, states.GIVEN_UP)
+        self.input.setEnabled(not offline)
+        self.send_button.setEnabled(not offline)
+        self.disconnect_action.setEnabled(not offline)
         if not online:
             self.rtt_label.setText("")
-        if state == states.DISCONNECTED and detail:
+        if state is states.GIVEN_UP and detail:
             self.transcript.add_system(f"disconnected: {detail}")
+
+    def _reconnected(self, missed: int) -> None:
+        plural = "" if missed == 1 else "s"
+        self.transcript.add_system(f"reconnected ({missed} missed message{plural} fetched)")
 
     def _reconnect_in(self, delay: float) -> None:
         self._reconnect_at = time.monotonic() + delay

@@ -145,7 +145,7 @@ def test_nick_taken_is_shown_and_not_retried(window, server, sessions):
     window.connect_to(Target("127.0.0.1", server.port, "ALICE"))
     code, _message = yield refused
     assert code == "nick_taken"
-    yield until(lambda: window.session.state == states.DISCONNECTED)
+    yield until(lambda: window.session.state == states.GIVEN_UP)
     assert window.banner.isVisible()
     assert "Can't log in" in window.banner.text() and "taken" in window.banner.text()
     assert "Disconnected" in window.state_label.text()
@@ -171,7 +171,7 @@ def test_reconnect_after_server_restart_with_queue_and_catch_up(window, server, 
     assert texts(window).count("before restart") == 1
     # bob speaks while alice's link is down: she catches up through HISTORY after
     back = signal_fired(window.session.welcomed)
-    window.session._link.transport.loseConnection()
+    window.session.machine.link.transport.loseConnection()
     bob.say("you missed this")
     yield back
     yield until(lambda: "you missed this" in texts(window))

@@ -46,7 +46,7 @@ def test_certificate_from_another_ca_is_refused_and_not_retried(window, reactor,
         window.connect_to(Target("localhost", server.port, "alice", TLSSettings(VERIFY, other)))
         _code, message = yield refused
         assert "certificate was not accepted" in message
-        yield until(lambda: window.session.state == states.DISCONNECTED)
+        yield until(lambda: window.session.state == states.GIVEN_UP)
         assert "Not connected" in window.banner.text()
         assert server.room.sessions == []
     finally:
@@ -81,7 +81,7 @@ def test_trust_on_first_use_then_a_changed_certificate_is_refused(window, reacto
         _code, message = yield refused
         assert "CHANGED" in message
         assert server.room.sessions == []
-        yield until(lambda: window.session.state == states.DISCONNECTED)
+        yield until(lambda: window.session.state == states.GIVEN_UP)
     finally:
         yield window.session.disconnect()
         yield server.stop()

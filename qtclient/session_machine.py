@@ -1,0 +1,567 @@
+"""The chat session as a state machine, with no Qt in it.
+
+One chat identity kept connected by a ClientService. Its states and every
+transition between them are in :data:`TRANSITIONS`; packets are dispatched
+through a table keyed by packet class, and acted on only from the current
+link and only once LOGIN has been sent on it, so an untrusted or replaced
+link is never listened to. What happens is reported to a
+:class:`SessionEvents` (the Qt adapter turns each call into a signal).
+
+Coming back after a drop: reconnect with backoff, log in with the resume
+token, fill the gap with HISTORY ``after``, and re-send or confirm what was
+typed while the link was down.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import random
+from collections import deque
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+
+from OpenSSL import SSL
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from chatproto import codec
+from chatproto.client import ChatClientProtocol
+from chatproto.codec import ErrorCode
+from chatproto.tls import PIN, TLSSettings, fingerprint_of
+
+log = Logger()
+
+
+class State(enum.Enum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    TLS_CHECK = "checking the certificate"
+    LOGGING_IN = "logging in"
+    CATCHING_UP = "catching up"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    GIVEN_UP = "given up"
+
+
+S = State
+_ACTIVE = (S.CONNECTING, S.TLS_CHECK, S.LOGGING_IN, S.CATCHING_UP, S.CONNECTED, S.RECONNECTING)
+_LINKED = (S.TLS_CHECK, S.LOGGING_IN, S.CATCHING_UP, S.CONNECTED)
+
+#: (state, event) -> next state: every transition the session makes.
+TRANSITIONS: dict[tuple[State, str], State] = {
+    **{(state, "connect"): S.CONNECTING for state in State},
+    **{(state, "disconnect"): S.DISCONNECTED for state in State},
+    **{(state, "give_up"): S.GIVEN_UP for state in _ACTIVE},
+    **{(state, "plain_link"): S.LOGGING_IN for state in (S.CONNECTING, S.RECONNECTING)},
+    **{(state, "tls_link"): S.TLS_CHECK for state in (S.CONNECTING, S.RECONNECTING)},
+    (S.TLS_CHECK, "trusted"): S.LOGGING_IN,
+    (S.LOGGING_IN, "welcome"): S.CONNECTED,
+    (S.LOGGING_IN, "welcome_with_gap"): S.CATCHING_UP,
+    (S.CATCHING_UP, "caught_up"): S.CONNECTED,
+    **{(state, "link_lost"): S.RECONNECTING for state in _LINKED},
+    **{(state, "retry_scheduled"): S.RECONNECTING for state in (S.CONNECTING, S.RECONNECTING)},
+}
+
+#: Packets are acted on only in these states (LOGIN has been sent on the link).
+_LISTENING = (S.LOGGING_IN, S.CATCHING_UP, S.CONNECTED)
+
+#: Messages typed while offline that wait for the link; more are refused.
+MAX_QUEUED = 200
+PING_EVERY = 15.0
+CATCH_UP_PAGE = 200
+#: BYE reasons after which reconnecting would be wrong.
+_FINAL_BYES = {"kicked", "replaced"}
+_FINAL_ERRORS = {ErrorCode.BAD_NICK, ErrorCode.NICK_TAKEN, ErrorCode.UNSUPPORTED_VERSION}
+
+
+def retry_policy(initial: float = 1.0, cap: float = 30.0):
+    """1 s doubling to 30 s, plus up to a second of jitter."""
+    return backoffPolicy(initialDelay=initial, maxDelay=cap, factor=2.0, jitter=random.random)
+
+
+class SessionEvents:
+    """What a session reports; every method does nothing here. The Qt
+    adapter (qtclient.session) emits a signal for each."""
+
+    def state_changed(self, state: State, detail: str) -> None: ...
+    def reconnect_scheduled(self, delay: float) -> None: ...
+    def welcome_received(self, welcome: codec.Welcome) -> None: ...
+    def message_received(self, message: codec.MessagePacket) -> None: ...
+    def history_received(self, messages: list[codec.Message], more: bool, direction: str) -> None: ...
+    def private_received(self, private: codec.Private) -> None: ...
+    def peer_joined(self, joined: codec.Joined) -> None: ...
+    def peer_left(self, left: codec.Left) -> None: ...
+    def pending_changed(self, pending: codec.Pending) -> None: ...
+    def send_queued(self, ref: str, packet) -> None: ...
+    def send_confirmed(self, ref: str, seq: int) -> None: ...
+    def send_failed(self, ref: str, why: str) -> None: ...
+    def error_received(self, code: str, message: str) -> None: ...
+    def rtt_measured(self, rtt: float) -> None: ...
+    def certificate_unknown(self, where: str, fingerprint: str) -> None: ...
+    def connection_lost(self) -> None: ...
+    def back_online(self, missed: int) -> None: ...
+
+
+@dataclass
+class Outgoing:
+    ref: str
+    packet: object  # codec.Say or codec.Whisper
+    sent: bool = False
+    failed: bool = False  # refused by the server: waits for the user to retry
+
+
+@implementer(IHandshakeListener)
+class Link(ChatClientProtocol):
+    """One connection attempt's protocol; reports to its session with itself,
+    so the session can tell the current link from a replaced one."""
+
+    def __init__(self, session: ClientSession) -> None:
+        self.session = session
+
+    def connectionMade(self) -> None:
+        self.session._link_made(self)
+
+    def handshakeCompleted(self) -> None:  # TLS only
+        self.session._handshake_done(self)
+
+    def packetReceived(self, packet) -> None:
+        self.session._packet(self, packet)
+
+    def connectionLost(self, reason) -> None:
+        self.session._link_lost(self, reason)
+
+
+class _ReportingEndpoint:
+    """Passes connection failures to the session so the UI can say why."""
+
+    def __init__(self, endpoint, on_failure: Callable[[str], None]) -> None:
+        self.endpoint = endpoint
+        self.on_failure = on_failure
+
+    def connect(self, factory) -> Deferred:
+        d = self.endpoint.connect(factory)
+        d.addErrback(self._failed)
+        return d
+
+    def _failed(self, failure):
+        self.on_failure(failure.getErrorMessage())
+        return failure
+
+
+def tcp_endpoint(reactor, host: str, port: int, tls: TLSSettings | None):
+    """The real network: HostnameEndpoint, wrapped in TLS if asked."""
+    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+
+    from chatproto.tls import creator_for
+
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=10)
+    return wrapClientTLS(creator_for(host, tls), endpoint) if tls is not None else endpoint
+
+
+class ClientSession:
+    def __init__(self, reactor, events: SessionEvents | None = None, retry=None, endpoint_for=None) -> None:
+        self.reactor = reactor
+        self.events = events or SessionEvents()
+        self.state = S.DISCONNECTED
+        self.nick: str | None = None
+        self.my_id: int | None = None
+        self.limits: dict = {}
+        self.last_seq = 0
+        self.oldest_seq: int | None = None
+        self.history_reset = False
+        self.link: Link | None = None
+        self._retry = retry or retry_policy()
+        self._endpoint_for = endpoint_for or (lambda host, port, tls: tcp_endpoint(reactor, host, port, tls))
+        self._service: ClientService | None = None
+        self._stopping: Deferred | None = None
+        self._token: str | None = None
+        self._refs = (f"c{n}" for n in itertools.count(1))
+        self._outgoing: dict[str, Outgoing] = {}  # in typing order
+        self._queued: deque[str] = deque()
+        self._older_requested = False
+        self._final_reason: str | None = None
+        self._outage = False  # a logged-in link dropped; cleared when back
+        self._missed = 0  # messages newer than last_seq fetched since the drop
+        self._seq_at_drop = 0
+        self._pings: dict[str, float] = {}
+        self._ping_tokens = itertools.count(1)
+        self._pinger = LoopingCall(self._ping)
+        self._pinger.clock = reactor
+        self._tls: TLSSettings | None = None
+        self._pins: MutableMapping[str, str] = {}
+        self._where = ""
+        self._unknown_fingerprint: str | None = None  # awaiting the user's trust
+
+    # -- the machine ----------------------------------------------------------------
+
+    def _fire(self, event: str, detail: str = "") -> None:
+        """Take the transition for ``event``; one not in TRANSITIONS is a bug."""
+        try:
+            self.state = TRANSITIONS[(self.state, event)]
+        except KeyError:
+            raise RuntimeError(f"no transition for {event!r} in state {self.state.name}") from None
+        self.events.state_changed(self.state, detail)
+
+    @property
+    def logged_in(self) -> bool:
+        return self.state in (S.CATCHING_UP, S.CONNECTED)
+
+    # -- what the user asks ------------------------------------------------------------
+
+    def connect_to(
+        self,
+        host: str,
+        port: int,
+        nick: str,
+        tls: TLSSettings | None = None,
+        pins: MutableMapping[str, str] | None = None,
+    ) -> None:
+        """Start keeping a connection to host:port logged in as ``nick``; over
+        TLS if ``tls`` is given (``pins``: host:port -> trusted fingerprint)."""
+        if self._service is not None:
+            self._stop_service()
+        if nick != self.nick:
+            self._token = None
+            self.last_seq = 0
+            self.oldest_seq = None
+        self.nick = nick
+        self._final_reason = None
+        self._outage = False
+        self._tls, self._where = tls, f"{host}:{port}"
+        if pins is not None:
+            self._pins = pins
+        endpoint = _ReportingEndpoint(self._endpoint_for(host, port, tls), self._unreachable)
+        factory = Factory.forProtocol(lambda: Link(self))
+        self._service = ClientService(
+            endpoint, factory, retryPolicy=self._announcing_retry, clock=self.reactor
+        )
+        self._fire("connect", self._where)
+        self._service.startService()
+
+    def disconnect(self) -> Deferred:
+        """QUIT and stop reconnecting; fires when the connection is closed."""
+        if self.link is not None and self.logged_in:
+            self.link.send(codec.Quit("leaving"))
+        d = self._stop_service()
+        self._fire("disconnect")
+        return d
+
+    def say(self, text: str) -> str | None:
+        return self._submit(lambda ref: codec.Say(text, ref))
+
+    def whisper(self, to: str, text: str) -> str | None:
+        return self._submit(lambda ref: codec.Whisper(to, text, ref))
+
+    def retry(self, ref: str) -> None:
+        """Send a failed message again (same ref, so its row is reused)."""
+        item = self._outgoing.get(ref)
+        if item is not None and item.failed:
+            item.failed = False
+            self._queued.append(ref)
+            self._drain()
+
+    def request_older(self) -> bool:
+        """Ask for the page before the oldest message shown; False if nothing to ask."""
+        if self.state is not S.CONNECTED or self._older_requested or self.oldest_seq in (None, 1):
+            return False
+        self._older_requested = True
+        self.link.send(codec.HistoryRequest(before=self.oldest_seq, limit=100))
+        return True
+
+    def trust_certificate(self, accept: bool) -> None:
+        """The user's answer to certificate_unknown."""
+        fingerprint, self._unknown_fingerprint = self._unknown_fingerprint, None
+        if fingerprint is None:
+            return
+        if not accept:
+            self._give_up(f"you did not trust the certificate of {self._where}")
+            return
+        self._pins[self._where] = fingerprint
+        if self.state is S.TLS_CHECK and self.link is not None:
+            self._log_in(self.link, "trusted")
+        # else: the link went away meanwhile; the next attempt finds the pin
+
+    # -- the link ----------------------------------------------------------------------
+
+    def _announcing_retry(self, attempt: int) -> float:
+        delay = self._retry(attempt)
+        self._fire("retry_scheduled", f"{delay:.0f}")
+        self.events.reconnect_scheduled(delay)
+        return delay
+
+    def _unreachable(self, why: str) -> None:
+        self.events.error_received("unreachable", f"server not reachable: {why}")
+
+    def _link_made(self, link: Link) -> None:
+        self.link = link
+        if self._tls is None:
+            self._log_in(link, "plain_link")
+        else:
+            self._fire("tls_link", "TLS handshake")
+
+    def _handshake_done(self, link: Link) -> None:
+        if link is not self.link or self.state is not S.TLS_CHECK:
+            return
+        if self._tls.mode == PIN:
+            seen = fingerprint_of(link.transport.getPeerCertificate())
+            trusted = self._pins.get(self._where)
+            if trusted is None:
+                self._unknown_fingerprint = seen
+                self.events.certificate_unknown(self._where, seen)
+                return
+            if trusted != seen:
+                self._give_up(
+                    f"the certificate of {self._where} has CHANGED since you trusted it "
+                    f"(was {trusted}, now {seen}): refusing to connect"
+                )
+                return
+        self._log_in(link, "trusted")
+
+    def _log_in(self, link: Link, event: str) -> None:
+        self._fire(event, "logging in")
+        link.send(codec.Login(self.nick, codec.PROTOCOL_VERSION, self._token))
+
+    def _give_up(self, why: str, code: str = "tls", message: str | None = None) -> None:
+        """A problem retrying can't fix: say so and stop."""
+        self._final_reason = why
+        self.events.error_received(code, message or why)
+        self._stop_service()
+        self._fire("give_up", why)
+
+    def _link_lost(self, link: Link, reason) -> None:
+        if link is not self.link:
+            return
+        self.link = None
+        if reason is not None and reason.check(SSL.Error) and self._final_reason is None:
+            self._give_up(
+                f"TLS with {self._where} failed: the server's certificate was not accepted "
+                f"({reason.getErrorMessage()})"
+            )
+            return
+        was = self.state
+        self._older_requested = False
+        if self._pinger.running:
+            self._pinger.stop()
+        for item in self._outgoing.values():  # unacknowledged: settled after catch-up
+            item.sent = False
+        if self._final_reason is not None:
+            if was in _ACTIVE:
+                self._stop_service()
+                self._fire("give_up", self._final_reason)
+        elif was in _LINKED:
+            if was in (S.CATCHING_UP, S.CONNECTED) and not self._outage:
+                self._outage = True
+                self._seq_at_drop = self.last_seq
+                self._missed = 0
+                self.events.connection_lost()
+            self._fire("link_lost", "connection lost")
+
+    def _stop_service(self) -> Deferred:
+        """Stop reconnecting and close the link; a second caller (the app's
+        shutdown trigger after the window's close) waits for the same stop."""
+        service, self._service = self._service, None
+        self._unknown_fingerprint = None
+        if self._pinger.running:
+            self._pinger.stop()
+        if service is not None and service.running:
+            self._stopping = service.stopService()
+        if self._stopping is None or self._stopping.called:
+            return succeed(None)
+        waiter: Deferred = Deferred()
+
+        def release(result):
+            waiter.callback(None)
+            return result
+
+        self._stopping.addBoth(release)
+        return waiter
+
+    # -- packets ---------------------------------------------------------------------
+
+    def _packet(self, link: Link, packet) -> None:
+        """Only the current link, and only once LOGIN is sent on it."""
+        if link is not self.link or self.state not in _LISTENING:
+            return
+        handler = _HANDLERS.get(type(packet))
+        if handler is not None:
+            handler(self, packet)
+
+    def _on_welcome(self, welcome: codec.Welcome) -> None:
+        if self.state is not S.LOGGING_IN:
+            return  # one WELCOME per login
+        self.nick = welcome.nick
+        self.my_id = welcome.id
+        self._token = welcome.resume
+        self.limits = dict(welcome.limits)
+        newest = welcome.history[-1].seq if welcome.history else 0
+        # A server that lost its history (":memory:") numbers from 1 again.
+        self.history_reset = newest < self.last_seq
+        if self.history_reset:
+            self.last_seq, self.oldest_seq, self._seq_at_drop = 0, None, 0
+        gap = self.last_seq > 0
+        self._fire("welcome_with_gap" if gap else "welcome", welcome.server)
+        self.events.welcome_received(welcome)
+        if welcome.history and self.oldest_seq is None:
+            self.oldest_seq = welcome.history[0].seq
+        if gap:  # the pages after last_seq bring (and count) what was missed
+            self.link.send(codec.HistoryRequest(after=self.last_seq, limit=CATCH_UP_PAGE))
+        else:
+            self._count_missed(welcome.history)
+            self._note_seqs(welcome.history)
+            self._online()
+        self._pinger.start(PING_EVERY, now=True)
+
+    def _online(self) -> None:
+        """Logged in and caught up: what waited can go, and an outage is over."""
+        self._resend_unacknowledged()
+        if self._outage:
+            self._outage = False
+            self.events.back_online(self._missed)
+
+    def _on_message(self, message: codec.MessagePacket) -> None:
+        self._note_seqs([message])
+        if message.ref is not None and self._outgoing.pop(message.ref, None) is not None:
+            self.events.send_confirmed(message.ref, message.seq)
+        self.events.message_received(message)
+
+    def _on_history_page(self, page: codec.HistoryPage) -> None:
+        if self.state is S.CATCHING_UP:
+            self._count_missed(page.messages)
+            self._note_seqs(page.messages)
+            self.events.history_received(page.messages, page.more, "after")
+            self._settle_against(page.messages)
+            if page.more:
+                self.link.send(codec.HistoryRequest(after=self.last_seq, limit=CATCH_UP_PAGE))
+            else:
+                self._fire("caught_up", "")
+                self._online()
+            return
+        self._older_requested = False
+        if page.messages:
+            self.oldest_seq = page.messages[0].seq
+        elif not page.more:
+            self.oldest_seq = 1
+        self.events.history_received(page.messages, page.more, "before")
+
+    def _on_private(self, private: codec.Private) -> None:
+        if private.ref is not None and self._outgoing.pop(private.ref, None) is not None:
+            self.events.send_confirmed(private.ref, 0)
+        self.events.private_received(private)
+
+    def _on_joined(self, joined: codec.Joined) -> None:
+        self.events.peer_joined(joined)
+
+    def _on_left(self, left: codec.Left) -> None:
+        self.events.peer_left(left)
+
+    def _on_pending(self, pending: codec.Pending) -> None:
+        self.events.pending_changed(pending)
+
+    def _on_server_ping(self, ping: codec.ServerPing) -> None:
+        self.link.send(codec.Pong(ping.token))
+
+    def _on_pong(self, pong: codec.PongReply) -> None:
+        sent = self._pings.pop(pong.token, None)
+        if sent is not None:
+            self.events.rtt_measured(self.reactor.seconds() - sent)
+
+    def _on_bye(self, bye: codec.Bye) -> None:
+        if bye.reason in _FINAL_BYES:
+            self._final_reason = bye.reason
+        self.events.error_received("bye", f"server closed the connection: {bye.reason}")
+
+    def _on_error(self, error: codec.Error) -> None:
+        if error.ref is not None and error.ref in self._outgoing:
+            item = self._outgoing[error.ref]
+            item.sent, item.failed = False, True
+            self.events.send_failed(error.ref, error.message)
+            return
+        if self.state is S.LOGGING_IN and error.code in _FINAL_ERRORS:
+            # A login the user must fix: retrying the same nick can't help.
+            self._give_up(f"{error.code}: {error.message}", error.code, error.message)
+            return
+        self.events.error_received(error.code, error.message)
+
+    # -- sending ---------------------------------------------------------------------
+
+    def _submit(self, make) -> str | None:
+        if len(self._queued) >= MAX_QUEUED:
+            self.events.error_received("queue_full", f"{MAX_QUEUED} messages are already waiting to be sent")
+            return None
+        ref = next(self._refs)
+        item = Outgoing(ref, make(ref))
+        self._outgoing[ref] = item
+        self._queued.append(ref)
+        self.events.send_queued(ref, item.packet)
+        self._drain()
+        return ref
+
+    def _drain(self) -> None:
+        if self.state is not S.CONNECTED:
+            return
+        while self._queued:
+            item = self._outgoing.get(self._queued.popleft())
+            if item is not None and not item.sent:
+                item.sent = True
+                self.link.send(item.packet)
+
+    def _settle_against(self, messages: list[codec.Message]) -> None:
+        """Messages sent before a drop whose echo never came: if the server
+        stored them, history shows them under our nick; confirm those."""
+        for message in messages:
+            if message.sender != self.nick:
+                continue
+            for ref, item in list(self._outgoing.items()):
+                if (
+                    not item.sent
+                    and not item.failed
+                    and ref not in self._queued
+                    and isinstance(item.packet, codec.Say)
+                    and item.packet.text == message.text
+                ):
+                    del self._outgoing[ref]
+                    self.events.send_confirmed(ref, message.seq)
+                    break
+
+    def _resend_unacknowledged(self) -> None:
+        for ref, item in self._outgoing.items():
+            if not item.sent and not item.failed and ref not in self._queued:
+                self._queued.append(ref)
+        self._drain()
+
+    def _note_seqs(self, messages) -> None:
+        for message in messages:
+            if message.seq > self.last_seq:
+                self.last_seq = message.seq
+
+    def _count_missed(self, messages) -> None:
+        if self._outage:
+            self._missed += sum(1 for m in messages if m.seq > max(self._seq_at_drop, self.last_seq))
+
+    def _ping(self) -> None:
+        if self.link is None:
+            return
+        token = f"p{next(self._ping_tokens)}"
+        self._pings = {token: self.reactor.seconds()}  # only the newest matters
+        self.link.send(codec.Ping(token))
+
+
+_HANDLERS: dict[type, Callable[[ClientSession, object], None]] = {
+    codec.Welcome: ClientSession._on_welcome,
+    codec.MessagePacket: ClientSession._on_message,
+    codec.HistoryPage: ClientSession._on_history_page,
+    codec.Private: ClientSession._on_private,
+    codec.Joined: ClientSession._on_joined,
+    codec.Left: ClientSession._on_left,
+    codec.Pending: ClientSession._on_pending,
+    codec.ServerPing: ClientSession._on_server_ping,
+    codec.PongReply: ClientSession._on_pong,
+    codec.Bye: ClientSession._on_bye,
+    codec.Error: ClientSession._on_error,
+}

@@ -1,0 +1,317 @@
+"""The client's session state machine, with no Qt: on task.Clock and StringTransport.
+
+A fake endpoint hands each connection attempt to the test, which plays the
+server by writing frames into the link and reading what the client wrote.
+"""
+
+from __future__ import annotations
+
+from OpenSSL import crypto
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatproto import codec
+from chatproto.certs import fingerprint, make_self_signed
+from chatproto.tls import PIN, TLSSettings
+from qtclient.session_machine import MAX_QUEUED, TRANSITIONS, ClientSession, SessionEvents, State
+
+
+class Recorder(SessionEvents):
+    """Every event, in order, as (name, args)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, tuple]] = []
+
+    def __getattribute__(self, name):
+        if name.startswith("_") or name in ("seen", "named", "states"):
+            return object.__getattribute__(self, name)
+        if hasattr(SessionEvents, name):
+            return lambda *args: self.seen.append((name, args))
+        return object.__getattribute__(self, name)
+
+    def named(self, name: str) -> list[tuple]:
+        return [args for event, args in self.seen if event == name]
+
+    def states(self) -> list[State]:
+        return [args[0] for args in self.named("state_changed")]
+
+
+class FakeEndpoint:
+    def __init__(self) -> None:
+        self.attempts: list[tuple[object, Deferred]] = []
+
+    def connect(self, factory) -> Deferred:
+        d: Deferred = Deferred()
+        self.attempts.append((factory, d))
+        return d
+
+
+class CertTransport(StringTransport):
+    def __init__(self, cert: crypto.X509) -> None:
+        super().__init__()
+        self.cert = cert
+
+    def getPeerCertificate(self):
+        return self.cert
+
+
+class Harness:
+    def __init__(self, tls: TLSSettings | None = None, pins: dict | None = None) -> None:
+        self.clock = Clock()
+        self.events = Recorder()
+        self.endpoint = FakeEndpoint()
+        self.session = ClientSession(
+            self.clock, self.events, retry=lambda attempt: 1.0, endpoint_for=lambda h, p, t: self.endpoint
+        )
+        self.session.connect_to("127.0.0.1", 7777, "ann", tls, pins if pins is not None else {})
+
+    def accept(self, transport: StringTransport | None = None):
+        """The pending attempt connects; returns (protocol, transport)."""
+        factory, d = self.endpoint.attempts[-1]
+        protocol = factory.buildProtocol(None)
+        transport = transport or StringTransport()
+        protocol.makeConnection(transport)
+        d.callback(protocol)
+        return protocol, transport
+
+    def refuse(self) -> None:
+        _, d = self.endpoint.attempts[-1]
+        d.errback(ConnectionRefusedError())
+
+    @staticmethod
+    def serve(protocol, *packets) -> None:
+        protocol.dataReceived(b"".join(codec.encode_frame(p) for p in packets))
+
+    @staticmethod
+    def sent(transport: StringTransport) -> list:
+        payloads, rest = codec.split_frames(transport.value())
+        transport.clear()
+        assert rest == b""
+        return [codec.decode_client(p) for p in payloads]
+
+    @staticmethod
+    def drop(protocol) -> None:
+        protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def welcome(nick="ann", history=(), id=1) -> codec.Welcome:
+    return codec.Welcome(
+        nick, id, "token", "srv", "", [codec.Peer(id, nick)], [], list(history), {"max_text": 4000}
+    )
+
+
+def msg(seq: int, text: str = "", sender: str = "bob", ref=None) -> codec.MessagePacket:
+    return codec.MessagePacket(seq, float(seq), sender, text or f"m{seq}", ref)
+
+
+def message(seq: int, text: str = "", sender: str = "bob") -> codec.Message:
+    return codec.Message(seq, float(seq), sender, text or f"m{seq}")
+
+
+class Transitions(SynchronousTestCase):
+    def test_table_names_only_states_and_every_state_is_reachable(self):
+        reachable = {State.DISCONNECTED} | set(TRANSITIONS.values())
+        self.assertEqual(reachable, set(State))
+
+    def test_an_event_with_no_transition_is_a_bug_not_a_silent_change(self):
+        h = Harness()
+        self.assertRaises(RuntimeError, h.session._fire, "caught_up")
+        self.assertIs(h.session.state, State.CONNECTING)
+
+
+class Lifecycle(SynchronousTestCase):
+    def test_plain_connect_login_welcome(self):
+        h = Harness()
+        protocol, transport = h.accept()
+        self.assertEqual(h.sent(transport), [codec.Login("ann", 1)])
+        h.serve(protocol, welcome(history=[message(1), message(2)]))
+        self.assertEqual(h.events.states(), [State.CONNECTING, State.LOGGING_IN, State.CONNECTED])
+        self.assertEqual(h.session.last_seq, 2)
+        self.assertEqual(h.sent(transport), [codec.Ping("p1")], "keepalive starts with the session")
+
+    def test_a_failed_attempt_retries_after_the_policy_delay(self):
+        h = Harness()
+        h.refuse()
+        self.assertEqual(h.events.named("error_received")[0][0], "unreachable")
+        self.assertEqual(h.events.named("reconnect_scheduled"), [(1.0,)])
+        self.assertIs(h.session.state, State.RECONNECTING)
+        h.clock.advance(1.0)
+        self.assertEqual(len(h.endpoint.attempts), 2)
+        protocol, transport = h.accept()
+        self.assertIs(h.session.state, State.LOGGING_IN)
+
+    def test_nick_taken_gives_up_and_stops_retrying(self):
+        h = Harness()
+        protocol, _ = h.accept()
+        h.serve(protocol, codec.Error("nick_taken", "nick 'ann' is taken"))
+        self.assertIs(h.session.state, State.GIVEN_UP)
+        h.drop(protocol)
+        h.clock.advance(60)
+        self.assertEqual(len(h.endpoint.attempts), 1, "no retry")
+
+    def test_kicked_gives_up_after_the_link_closes(self):
+        h = Harness()
+        protocol, _ = h.accept()
+        h.serve(protocol, welcome(), codec.Bye("kicked"))
+        h.drop(protocol)
+        self.assertIs(h.session.state, State.GIVEN_UP)
+        h.clock.advance(60)
+        self.assertEqual(len(h.endpoint.attempts), 1)
+
+    def test_disconnect_sends_quit(self):
+        h = Harness()
+        protocol, transport = h.accept()
+        h.serve(protocol, welcome())
+        h.sent(transport)
+        h.session.disconnect()
+        self.assertEqual(h.sent(transport), [codec.Quit("leaving")])
+        self.assertIs(h.session.state, State.DISCONNECTED)
+
+
+class Outage(SynchronousTestCase):
+    def test_reconnect_resumes_catches_up_and_reports_missed_messages(self):
+        h = Harness()
+        protocol, transport = h.accept()
+        h.serve(protocol, welcome(history=[message(1)]), msg(2))
+        ref = h.session.say("typed while online")
+        h.sent(transport)
+        h.drop(protocol)  # the echo never came
+        self.assertEqual(h.events.named("connection_lost"), [()])
+        self.assertIs(h.session.state, State.RECONNECTING)
+        queued = h.session.say("typed while offline")
+        h.clock.advance(1.0)
+        protocol, transport = h.accept()
+        self.assertEqual(h.sent(transport), [codec.Login("ann", 1, "token")], "resume with the token")
+        h.serve(protocol, welcome(history=[message(2), message(3)]))
+        self.assertIs(h.session.state, State.CATCHING_UP)
+        self.assertEqual(h.sent(transport)[0], codec.HistoryRequest(after=2, limit=200))
+        page1 = [message(3), message(4, "typed while online", "ann")]
+        h.serve(protocol, codec.HistoryPage(page1, True))
+        self.assertEqual(h.sent(transport)[0], codec.HistoryRequest(after=4, limit=200))
+        h.serve(protocol, codec.HistoryPage([message(5)], False))
+        self.assertIs(h.session.state, State.CONNECTED)
+        self.assertEqual(h.events.named("back_online"), [(3,)], "3, 4 and 5 were missed")
+        self.assertIn((ref, 4), h.events.named("send_confirmed"), "found in history, not sent twice")
+        self.assertEqual(h.sent(transport), [codec.Say("typed while offline", queued)])
+
+    def test_a_reconnect_with_nothing_missed_says_zero(self):
+        h = Harness()
+        protocol, _ = h.accept()
+        h.serve(protocol, welcome())
+        h.drop(protocol)
+        h.clock.advance(1.0)
+        protocol, _ = h.accept()
+        h.serve(protocol, welcome())
+        self.assertEqual(h.events.named("back_online"), [(0,)])
+
+    def test_offline_queue_is_bounded(self):
+        h = Harness()
+        for i in range(MAX_QUEUED):
+            self.assertIsNotNone(h.session.say(f"q{i}"))
+        self.assertIsNone(h.session.say("one too many"))
+        self.assertEqual(h.events.named("error_received")[-1][0], "queue_full")
+
+
+class TrustOnFirstUse(SynchronousTestCase):
+    def setUp(self):
+        _, pem = make_self_signed()
+        self.cert = crypto.load_certificate(crypto.FILETYPE_PEM, pem)
+        self.fingerprint = fingerprint(pem)
+
+    def test_a_hostile_server_is_not_listened_to_before_trust(self):
+        """It sends WELCOME (and a PING) before anyone trusted it: nothing is
+        acted on, nothing is sent, and the queued message stays queued."""
+        pins: dict = {}
+        h = Harness(TLSSettings(PIN), pins)
+        h.session.say("for trusted ears only")
+        protocol, transport = h.accept(CertTransport(self.cert))
+        self.assertIs(h.session.state, State.TLS_CHECK)
+        h.serve(protocol, welcome(), msg(1), codec.ServerPing("t"))
+        protocol.handshakeCompleted()
+        h.serve(protocol, welcome(), msg(2))
+        self.assertEqual(h.events.named("certificate_unknown"), [("127.0.0.1:7777", self.fingerprint)])
+        self.assertIs(h.session.state, State.TLS_CHECK)
+        self.assertEqual(transport.value(), b"", "no LOGIN, no PONG, no queued message")
+        for name in ("welcome_received", "message_received", "send_confirmed"):
+            self.assertEqual(h.events.named(name), [], name)
+        h.session.trust_certificate(True)
+        self.assertEqual(pins, {"127.0.0.1:7777": self.fingerprint})
+        self.assertEqual(h.sent(transport), [codec.Login("ann", 1)])
+        self.assertIs(h.session.state, State.LOGGING_IN)
+        h.serve(protocol, welcome())
+        self.assertIs(h.session.state, State.CONNECTED)
+        self.assertEqual(h.sent(transport)[0], codec.Say("for trusted ears only", "c1"))
+
+    def test_refusing_the_certificate_gives_up(self):
+        h = Harness(TLSSettings(PIN))
+        protocol, transport = h.accept(CertTransport(self.cert))
+        protocol.handshakeCompleted()
+        h.session.trust_certificate(False)
+        self.assertIs(h.session.state, State.GIVEN_UP)
+        self.assertEqual(transport.value(), b"")
+
+    def test_a_changed_certificate_is_refused(self):
+        h = Harness(TLSSettings(PIN), {"127.0.0.1:7777": "AA:BB"})
+        protocol, transport = h.accept(CertTransport(self.cert))
+        protocol.handshakeCompleted()
+        self.assertIs(h.session.state, State.GIVEN_UP)
+        self.assertIn("CHANGED", h.events.named("error_received")[0][1])
+        self.assertEqual(transport.value(), b"")
+
+    def test_a_pinned_certificate_logs_in_at_once(self):
+        h = Harness(TLSSettings(PIN), {"127.0.0.1:7777": self.fingerprint})
+        protocol, transport = h.accept(CertTransport(self.cert))
+        protocol.handshakeCompleted()
+        self.assertEqual(h.sent(transport), [codec.Login("ann", 1)])
+
+
+class ReplacedLinks(SynchronousTestCase):
+    def test_packets_from_a_replaced_link_are_ignored(self):
+        h = Harness()
+        old, _ = h.accept()
+        h.serve(old, welcome())
+        h.session.connect_to("127.0.0.1", 7778, "ann")  # the user picks another server
+        new, transport = h.accept()
+        h.serve(old, msg(7), codec.Bye("kicked"))
+        self.assertEqual(h.events.named("message_received"), [])
+        self.assertEqual(h.events.named("error_received"), [])
+        h.serve(new, welcome())
+        self.assertIs(h.session.state, State.CONNECTED)
+
+    def test_a_second_welcome_on_one_link_is_ignored(self):
+        h = Harness()
+        protocol, _ = h.accept()
+        h.serve(protocol, welcome(), welcome(nick="mallory", id=9))
+        self.assertEqual(len(h.events.named("welcome_received")), 1)
+        self.assertEqual(h.session.nick, "ann")
+
+
+class Dispatch(SynchronousTestCase):
+    def test_every_server_packet_class_has_a_handler(self):
+        from qtclient.session_machine import _HANDLERS
+
+        self.assertEqual(set(_HANDLERS), set(codec.SERVER_PACKETS))
+
+    def test_errors_for_a_sent_message_mark_it_failed_and_retry_resends(self):
+        h = Harness()
+        protocol, transport = h.accept()
+        h.serve(protocol, welcome())
+        h.sent(transport)
+        ref = h.session.say("too fast")
+        h.serve(protocol, codec.Error("rate_limited", "slow down", ref))
+        self.assertEqual(h.events.named("send_failed"), [(ref, "slow down")])
+        h.sent(transport)
+        h.session.retry(ref)
+        self.assertEqual(h.sent(transport), [codec.Say("too fast", ref)])
+
+    def test_rtt_from_our_ping(self):
+        h = Harness()
+        protocol, transport = h.accept()
+        h.serve(protocol, welcome())
+        h.clock.advance(0.25)
+        h.serve(protocol, codec.PongReply("p1"))
+        self.assertEqual(h.events.named("rtt_measured"), [(0.25,)])
