@@ -141,7 +141,7 @@ class Lifecycle(SynchronousTestCase):
         self.assertIs(h.session.state, State.RECONNECTING)
         h.clock.advance(1.0)
         self.assertEqual(len(h.endpoint.attempts), 2)
-        protocol, transport = h.accept()
+        _protocol, _transport = h.accept()
         self.assertIs(h.session.state, State.LOGGING_IN)
 
     def test_nick_taken_gives_up_and_stops_retrying(self):
@@ -275,7 +275,7 @@ class ReplacedLinks(SynchronousTestCase):
         old, _ = h.accept()
         h.serve(old, welcome())
         h.session.connect_to("127.0.0.1", 7778, "ann")  # the user picks another server
-        new, transport = h.accept()
+        new, _transport = h.accept()
         h.serve(old, msg(7), codec.Bye("kicked"))
         self.assertEqual(h.events.named("message_received"), [])
         self.assertEqual(h.events.named("error_received"), [])
@@ -310,7 +310,7 @@ class Dispatch(SynchronousTestCase):
 
     def test_rtt_from_our_ping(self):
         h = Harness()
-        protocol, transport = h.accept()
+        protocol, _transport = h.accept()
         h.serve(protocol, welcome())
         h.clock.advance(0.25)
         h.serve(protocol, codec.PongReply("p1"))

@@ -68,7 +68,7 @@ class OptionsTests(SynchronousTestCase):
     def test_make_service(self):
         options = parse("--listen", "tcp:0:interface=127.0.0.1", "--history", ":memory:", "--name", "n")
         service = makeService(options, reactor=Clock())
-        server = list(IService(service))[0]
+        server = next(iter(IService(service)))
         children = list(server)
         self.assertIsInstance(children[0], RoomService, "the room stops after the listeners")
         self.assertIsInstance(children[1], ListenerService)
