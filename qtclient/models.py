@@ -16,7 +16,11 @@ NICK_ROLE = Qt.ItemDataRole.UserRole + 2
 
 
 class PeerModel(QStandardItemModel):
-    """Two branches: Pending (connection ids) and Connected (nicks)."""
+    """Two branches: Pending (connection ids) and Connected (nicks).
+
+    Each branch keeps its items by id, so a JOINED or LEFT costs the same in
+    a room of 10 or 10,000, and a WELCOME inserts all its peers in one call.
+    """
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -27,6 +31,8 @@ class PeerModel(QStandardItemModel):
             branch.setEditable(False)
             branch.setSelectable(False)
             self.appendRow(branch)
+        # branch -> its items by id (QStandardItem is not hashable: keyed by row)
+        self._items: dict[int, dict[int, QStandardItem]] = {0: {}, 1: {}}
         self.my_id: int | None = None
         self._relabel()
 
@@ -34,55 +40,54 @@ class PeerModel(QStandardItemModel):
         self.pending_branch.setText(f"Pending ({self.pending_branch.rowCount()})")
         self.connected_branch.setText(f"Connected ({self.connected_branch.rowCount()})")
 
-    def _find(self, branch: QStandardItem, id: int) -> int:
-        for row in range(branch.rowCount()):
-            if branch.child(row).data(ID_ROLE) == id:
-                return row
-        return -1
-
-    def _remove(self, branch: QStandardItem, id: int) -> None:
-        row = self._find(branch, id)
-        if row >= 0:
-            branch.removeRow(row)
-
-    def _add_connected(self, id: int, nick: str) -> None:
-        self._remove(self.pending_branch, id)
-        if self._find(self.connected_branch, id) >= 0:
-            return
+    def _connected_item(self, id: int, nick: str) -> QStandardItem:
         mine = id == self.my_id
         item = QStandardItem(f"{nick} (you)" if mine else nick)
-        item.setEditable(False)
         item.setData(id, ID_ROLE)
         item.setData(nick, NICK_ROLE)
         if mine:
             font = QFont()
             font.setBold(True)
             item.setFont(font)
-        self.connected_branch.appendRow(item)
+        return item
 
-    def _add_pending(self, id: int) -> None:
-        if self._find(self.pending_branch, id) < 0:
-            item = QStandardItem(f"#{id}")
-            item.setEditable(False)
-            item.setData(id, ID_ROLE)
-            self.pending_branch.appendRow(item)
+    def _pending_item(self, id: int) -> QStandardItem:
+        item = QStandardItem(f"#{id}")
+        item.setData(id, ID_ROLE)
+        return item
+
+    def _add(self, branch: QStandardItem, items: list[QStandardItem]) -> None:
+        known = self._items[branch.row()]
+        fresh = []
+        for item in items:
+            id = item.data(ID_ROLE)
+            if id not in known:
+                known[id] = item
+                fresh.append(item)
+        if fresh:
+            branch.appendRows(fresh)
+
+    def _remove(self, branch: QStandardItem, id: int) -> None:
+        item = self._items[branch.row()].pop(id, None)
+        if item is not None:
+            branch.removeRow(item.row())
 
     def clear_peers(self) -> None:
         for branch in (self.pending_branch, self.connected_branch):
             branch.removeRows(0, branch.rowCount())
+            self._items[branch.row()].clear()
         self._relabel()
 
     def welcome(self, welcome: codec.Welcome) -> None:
         self.clear_peers()
         self.my_id = welcome.id
-        for peer in welcome.peers:
-            self._add_connected(peer.id, peer.nick)
-        for id in welcome.pending:
-            self._add_pending(id)
+        self._add(self.connected_branch, [self._connected_item(p.id, p.nick) for p in welcome.peers])
+        self._add(self.pending_branch, [self._pending_item(id) for id in welcome.pending])
         self._relabel()
 
     def joined(self, joined: codec.Joined) -> None:
-        self._add_connected(joined.id, joined.nick)
+        self._remove(self.pending_branch, joined.id)
+        self._add(self.connected_branch, [self._connected_item(joined.id, joined.nick)])
         self._relabel()
 
     def left(self, left: codec.Left) -> None:
@@ -91,7 +96,7 @@ class PeerModel(QStandardItemModel):
 
     def pending(self, pending: codec.Pending) -> None:
         if pending.state == "connecting":
-            self._add_pending(pending.id)
+            self._add(self.pending_branch, [self._pending_item(pending.id)])
         else:
             self._remove(self.pending_branch, pending.id)
         self._relabel()

@@ -122,6 +122,7 @@ class Room:
         old = self.registry.take_over(connection, session, now)
         old.disconnect("replaced")
         self.broadcast.event(codec.Pending(connection.id, "gone"))
+        self._notify("pending_gone", connection.id, reason="resumed")
         self._join(session)
         log.info(
             "{nick} ({id}) resumed from {address}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from PyQt6.QtCore import Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
@@ -82,10 +82,7 @@ class ServerConsole(QWidget):
         layout.addWidget(split, 1)
         layout.addLayout(actions)
 
-        self._refresh_timer = QTimer(self)
-        self._refresh_timer.setSingleShot(True)
-        self._refresh_timer.setInterval(50)  # coalesce bursts of joins and leaves
-        self._refresh_timer.timeout.connect(self.refresh)
+        self._rows: dict[QTreeWidget, dict[int, QTreeWidgetItem]] = {self.pending: {}, self.connected: {}}
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
         self.kick_button.clicked.connect(self.kick_selected)
@@ -126,26 +123,50 @@ class ServerConsole(QWidget):
     # -- display --------------------------------------------------------------------
 
     def _room_event(self, event: RoomEvent) -> None:
-        if not self._refresh_timer.isActive():
-            self._refresh_timer.start()
+        """Apply one event to the trees: a row added, moved or removed, never a rebuild."""
+        if event.kind == "pending":
+            self._put(self.pending, event.id, [str(event.id), event.address, _since(event.since)])
+        elif event.kind == "pending_gone":
+            self._drop(self.pending, event.id)
+        elif event.kind in ("joined", "resumed"):
+            self._drop(self.pending, event.id)
+            self._put(self.connected, event.id, [event.nick, str(event.id), event.address, _since(event.since)])
+        elif event.kind == "left":
+            self._drop(self.connected, event.id)
+        self._relabel()
 
-    def refresh(self) -> None:
-        """Rebuild both trees from the room (a small group: cheap and always right)."""
-        room = self.server.room
-        self.pending.clear()
-        self.connected.clear()
-        if room is not None:
-            for client in room.pending:
-                item = QTreeWidgetItem([str(client.id), client.address, _since(client.opened)])
-                item.setData(0, ID_ROLE, client.id)
-                self.pending.addTopLevelItem(item)
-            for session in room.sessions:
-                row = [session.nick, str(session.id), session.connection.address, _since(session.since)]
-                item = QTreeWidgetItem(row)
-                item.setData(0, ID_ROLE, session.id)
-                self.connected.addTopLevelItem(item)
+    def _put(self, tree: QTreeWidget, id: int, columns: list[str]) -> None:
+        item = self._rows[tree].get(id)
+        if item is None:
+            item = self._rows[tree][id] = QTreeWidgetItem(columns)
+            item.setData(0, ID_ROLE, id)
+            tree.addTopLevelItem(item)
+        else:
+            for column, text in enumerate(columns):
+                item.setText(column, text)
+
+    def _drop(self, tree: QTreeWidget, id: int) -> None:
+        item = self._rows[tree].pop(id, None)
+        if item is not None:
+            tree.takeTopLevelItem(tree.indexOfTopLevelItem(item))
+
+    def _relabel(self) -> None:
         self.pending_label.setText(f"Pending ({self.pending.topLevelItemCount()})")
         self.connected_label.setText(f"Connected ({self.connected.topLevelItemCount()})")
+
+    def refresh(self) -> None:
+        """Rebuild both trees from the room: when it starts or stops."""
+        room = self.server.room
+        for tree, rows in self._rows.items():
+            tree.clear()
+            rows.clear()
+        if room is not None:
+            for client in room.pending:
+                self._put(self.pending, client.id, [str(client.id), client.address, _since(client.opened)])
+            for session in room.sessions:
+                row = [session.nick, str(session.id), session.connection.address, _since(session.since)]
+                self._put(self.connected, session.id, row)
+        self._relabel()
 
     def _log_event(self, event: dict) -> None:
         namespace = event.get("log_namespace", "")

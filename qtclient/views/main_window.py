@@ -124,7 +124,7 @@ class MainWindow(QMainWindow):
         self.peer_view = QTreeView()
         self.peer_view.setModel(self.peers)
         self.peer_view.setHeaderHidden(True)
-        self.peer_view.expandAll()
+        self._expand_branches()
         self.peer_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
 
         # A table, not a tree: with fixed row heights an append costs the same
@@ -333,11 +333,16 @@ class MainWindow(QMainWindow):
         if self.session.history_reset:
             self.transcript.clear()
         self.peers.welcome(welcome)
-        self.peer_view.expandAll()
+        self._expand_branches()
         self.transcript.add_history(welcome.history, welcome.nick, older=False)
         note = f"connected to {welcome.server} as {welcome.nick}"
         self.transcript.add_system(note + (f" — {welcome.motd}" if welcome.motd else ""))
         self.setWindowTitle(f"Chat — {welcome.nick} @ {welcome.server}")
+
+    def _expand_branches(self) -> None:
+        """The two branches open (their rows alone: not every peer under them)."""
+        for branch in (self.peers.pending_branch, self.peers.connected_branch):
+            self.peer_view.setExpanded(branch.index(), True)
 
     def _history(self, messages, more: bool, direction: str) -> None:
         older = direction == "before"
@@ -349,7 +354,6 @@ class MainWindow(QMainWindow):
 
     def _joined(self, joined: codec.Joined) -> None:
         self.peers.joined(joined)
-        self.peer_view.expandAll()
         self.transcript.add_system(f"{joined.nick} joined")
 
     def _left(self, left: codec.Left) -> None:

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -69,6 +70,57 @@ def test_console_trees_kick_and_stop(qtbot, reactor):
     yield console.stop()
     assert console.start_button.isEnabled() and not console.stop_button.isEnabled()
     assert console.server.room is None
+
+
+def console_state(console) -> tuple:
+    return (
+        sorted(int(row[0]) for row in tree_rows(console.pending)),
+        sorted((row[0], int(row[1]), row[2]) for row in tree_rows(console.connected)),
+    )
+
+
+def room_state(room) -> tuple:
+    return (
+        sorted(c.id for c in room.pending),
+        sorted((s.nick, s.id, s.connection.address) for s in room.sessions),
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def test_console_follows_each_event_without_rebuilding(qtbot, reactor, monkeypatch):
+    """Logins, quits, drops and a resume: the trees always match the room,
+    from the events' own payloads (a rebuild would fail the test)."""
+    console = ServerConsole(reactor, "tcp:0:interface=127.0.0.1")
+    qtbot.addWidget(console)
+    assert console.start()
+    port = console.server.port
+    monkeypatch.setattr(console, "refresh", lambda: pytest.fail("rebuilt the trees"))
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    clients = []
+    for _ in range(12):
+        clients.append((yield connectProtocol(endpoint, Raw())))
+    for i, client in enumerate(clients[:8]):
+        client.send(codec.Login(f"n{i}", 1))
+    yield until(
+        lambda: (
+            console_state(console) == room_state(console.server.room)
+            and len(room_state(console.server.room)[1]) == 8
+        )
+    )
+    clients[0].send(codec.Quit())
+    clients[1].transport.loseConnection()
+    clients[8].transport.loseConnection()
+    welcome = next(p for p in clients[2].packets if isinstance(p, codec.Welcome))
+    again = yield connectProtocol(endpoint, Raw())
+    again.send(codec.Login("n2", 1, welcome.resume))  # takes n2 over from clients[2]
+    yield until(lambda: any(isinstance(p, codec.Welcome) for p in again.packets))
+    yield until(lambda: console_state(console) == room_state(console.server.room))
+    pending, connected = console_state(console)
+    assert len(pending) == 3 and len(connected) == 6
+    local = again.transport.getHost()
+    assert ("n2", welcome.id, f"127.0.0.1:{local.port}") in connected, "the resumed row shows the new address"
+    monkeypatch.undo()
+    yield console.stop()
 
 
 def test_console_bad_endpoint_is_reported(qtbot, reactor):
