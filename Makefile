@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run client screenshot cert bench bench-client fuzz soak killtest test test-server test-client lint clean
+.PHONY: install run client screenshot cert bench bench-client fuzz fuzz-minimize soak killtest test test-server test-client lint clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ bench-client: install
 # Coverage-guided fuzzing (atheris) for FUZZ_SECONDS; a crash lands in
 # fuzz/regressions/, which the test suite replays from then on.
 FUZZ_SECONDS ?= 120
+# Keep the inputs of fuzz/corpus that show the server doing something new.
+fuzz-minimize: install
+	$(PY) -m fuzz.minimize fuzz/corpus
+
 fuzz: install
 	mkdir -p fuzz/corpus
 	$(PY) -m fuzz.fuzz_server -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=fuzz/regressions/ fuzz/corpus

@@ -36,6 +36,9 @@ SEEDS = [
         codec.HistoryRequest(after=0),
         codec.Ping("t"),
         codec.Quit("bye"),
+        codec.Login("not a nick!", 1),
+        codec.Login("cat", 2),
+        codec.Say("bell\x07", "b"),
     )
 ]
 
@@ -44,20 +47,30 @@ class Failed(Exception):
     pass
 
 
-def _check_output(transport: StringTransport) -> None:
+def _check_output(transport: StringTransport, seen: set[str]) -> None:
     payloads, rest = codec.split_frames(transport.value())
     transport.clear()
     if rest:
         raise Failed(f"a truncated frame was written: {rest[:40]!r}")
     for payload in payloads:
         try:
-            codec.decode_server(payload)
+            packet = codec.decode_server(payload)
         except codec.ProtocolError as e:
             raise Failed(f"the server wrote a malformed packet: {e!r} {payload[:80]!r}") from None
+        seen.add(behaviour(packet))
 
 
-def exercise(data: bytes) -> None:
-    """Run one input; raises Failed (or anything unexpected) on a bug."""
+def behaviour(packet) -> str:
+    """What a server packet shows of the path taken: its kind, and the code
+    or reason of an ERROR, a BYE or a LEFT."""
+    detail = getattr(packet, "code", None) or getattr(packet, "reason", None)
+    return f"{type(packet).__name__} {detail}" if detail else type(packet).__name__
+
+
+def exercise(data: bytes) -> set[str]:
+    """Run one input; raises Failed (or anything unexpected) on a bug.
+    Returns the behaviours the server showed (see :func:`behaviour`)."""
+    seen: set[str] = set()
     failures = []
 
     def observe(event):
@@ -97,7 +110,7 @@ def exercise(data: bytes) -> None:
                 protocol.connectionLost(Failure(ConnectionDone()))
             room.flush()
             for _, peer_transport in peers:
-                _check_output(peer_transport)
+                _check_output(peer_transport, seen)
             if failures:
                 raise Failed(f"a handler failed: {failures[0].getTraceback()}")
             sessions = room.sessions
@@ -108,6 +121,7 @@ def exercise(data: bytes) -> None:
         room.shutdown()
     finally:
         globalLogPublisher.removeObserver(observe)
+    return seen
 
 
 def main() -> None:

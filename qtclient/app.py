@@ -8,6 +8,8 @@ import sys
 
 from PyQt6.QtWidgets import QApplication
 
+from qtclient.platform_check import startup_problem
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="chat-client", description="Desktop chat client.")
@@ -26,6 +28,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = startup_problem()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
     app = QApplication(sys.argv[:1])
     app.setOrganizationName("chatproto")
     app.setApplicationName("chat-client")

@@ -130,7 +130,9 @@ class ServerConsole(QWidget):
             self._drop(self.pending, event.id)
         elif event.kind in ("joined", "resumed"):
             self._drop(self.pending, event.id)
-            self._put(self.connected, event.id, [event.nick, str(event.id), event.address, _since(event.since)])
+            self._put(
+                self.connected, event.id, [event.nick, str(event.id), event.address, _since(event.since)]
+            )
         elif event.kind == "left":
             self._drop(self.connected, event.id)
         self._relabel()
