@@ -47,20 +47,22 @@ class Limits:
         return dataclasses.asdict(self)
 
 
-def check_limit(f: dataclasses.Field, value, what: str):
+def check_limit(f: dataclasses.Field, value, what: str, shown: str | None = None):
     """``value`` if it is a number of the field's kind within its bound, else
-    ValueError naming ``what`` (a field or an option name)."""
+    ValueError naming ``what`` (a field or an option name) and ``shown``
+    (the value as the user typed it)."""
+    shown = repr(value) if shown is None else repr(shown)
     kind = int if f.type in (int, "int") else float
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or (kind is int and value != int(value))
     ):
-        raise ValueError(f"{what} must be a {'whole ' if kind is int else ''}number, not {value!r}")
+        raise ValueError(f"{what} must be a {'whole ' if kind is int else ''}number, not {shown}")
     minimum, exclusive = f.metadata["minimum"], f.metadata["exclusive"]
     if math.isnan(value) or math.isinf(value) or value < minimum or (exclusive and value == minimum):
         raise ValueError(
-            f"{what} must be {'greater than' if exclusive else 'at least'} {minimum}, not {value!r}"
+            f"{what} must be {'greater than' if exclusive else 'at least'} {minimum}, not {shown}"
         )
     return value
 

@@ -38,7 +38,7 @@ def _coercer(f: dataclasses.Field) -> Callable[[str], float]:
             value = kind(text)
         except ValueError:
             raise ValueError(f"{what} must be a {'whole ' if kind is int else ''}number, not {text!r}")
-        return check_limit(f, value, what)
+        return check_limit(f, value, what, text)
 
     coerce.coerceDoc = ""
     return coerce
