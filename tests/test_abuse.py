@@ -98,6 +98,17 @@ class ManySlowConsumers(LiveTestCase):
     @defer.inlineCallbacks
     def test_each_is_cut_memory_stays_bounded_fast_clients_lose_nothing(self):
         sendq = 64 * 1024
+        peak = [0]
+        write = Outbox.write
+
+        def watching(outbox, data):
+            # What the outbox holds once this write is queued, before any cut.
+            if outbox._paused and not outbox.closed:
+                peak[0] = max(peak[0], outbox.backlog + len(data))
+            write(outbox, data)
+
+        # Before any connection exists: each binds its outbox's write as it opens.
+        self.patch(Outbox, "write", watching)
         yield self.serve(sendq=sendq, rate=100000, burst=100000)
         talker = yield self.client("talker")
         fast, slow = [], []
@@ -107,14 +118,6 @@ class ManySlowConsumers(LiveTestCase):
             slow.append((yield self.client(f"slow{i}")))
         for client in slow:
             client.transport.pauseProducing()
-        peak = [0]
-        write = Outbox.write
-
-        def watching(outbox, data):
-            write(outbox, data)
-            peak[0] = max(peak[0], outbox.backlog)
-
-        self.patch(Outbox, "write", watching)
         cut: set[str] = set()
         sent = 0
         text = "y" * 2000
@@ -126,6 +129,7 @@ class ManySlowConsumers(LiveTestCase):
                 pass
             cut |= {p.nick for p in fast[0].inbox.pending if isinstance(p, codec.Left)}
         self.assertEqual(cut, {"slow0", "slow1", "slow2"})
+        self.assertGreater(peak[0], sendq // 2, "the slow readers' queues were watched filling")
         self.assertLessEqual(peak[0], sendq + len(text) * 110, "queued bytes never outgrow sendq")
         talker.send(codec.Say("last"))
         for client in fast:

@@ -3,21 +3,23 @@
 import json
 
 from twisted.internet.defer import fail
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
 from chatproto.backends.eventlog import StoreError
 from chatproto.codec import ErrorCode
-from chatproto.transports.outbox import Outbox
 from tests.harness import Server, parse_frames
 
 
 def record_writes(test: SynchronousTestCase) -> list[bytes]:
-    """Every bytes object handed to any outbox during the test, in order."""
+    """Every bytes object written to any peer's transport during the test, in order."""
     written: list[bytes] = []
-    original = Outbox.write
-    test.patch(Outbox, "write", lambda outbox, data: (written.append(data), original(outbox, data)))
+    original = StringTransport.write
+    test.patch(
+        StringTransport, "write", lambda transport, data: (written.append(data), original(transport, data))
+    )
     return written
 
 

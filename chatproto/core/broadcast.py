@@ -180,11 +180,13 @@ class Broadcast:
             frames = [wire.frame(p) if p else b"" for p in payloads]
             shared = b"".join(frames)
             special = self._special_copies(wire, batch, frames, flushed.starts)
+            # Delivery never changes the recipients: an overflow is only noted
+            # (Room.overflowed) and handled once the loop is over.
             if special:
-                for connection in list(recipients.values()):
+                for connection in recipients.values():
                     connection.deliver(special.get(connection, shared))
             else:
-                for connection in list(recipients.values()):
+                for connection in recipients.values():
                     connection.deliver(shared)
         self._delivered()
 

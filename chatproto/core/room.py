@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from chatproto import codec
 from chatproto.backends.eventlog import Draft, EventLog
-from chatproto.codec import ErrorCode, Message, ProtocolError
+from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import Broadcast, Said
 from chatproto.core.connection import Connection, RoomEvent, Session
@@ -57,9 +57,9 @@ class Room:
         )
         self._overflowed: list[Connection] = []
         if limits.history_replay:
-            eventlog.before(None, limits.history_replay).addCallback(
-                lambda page: self.assembler.remember([(m, codec.message_json(m)) for m in page[0]])
-            )
+            d = eventlog.before(None, limits.history_replay)
+            d.addCallback(lambda page: self.assembler.remember([(m, codec.message_json(m)) for m in page[0]]))
+            d.addErrback(lambda f: log.failure("could not read the recent history for WELCOME", f))
 
     # -- views for the console and tests ----------------------------------------
 
@@ -270,6 +270,3 @@ class Room:
 
     def close(self) -> None:
         self.eventlog.close()
-
-
-__all__ = ["Message", "Room", "RoomEvent", "Session"]

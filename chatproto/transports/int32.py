@@ -64,6 +64,7 @@ class ChatProtocol(Int32StringReceiver):
         "_pinged",
         "_timer",
         "clock",
+        "deliver",
         "id",
         "opened",
         "outbox",
@@ -90,9 +91,8 @@ class ChatProtocol(Int32StringReceiver):
     wire = INT32
 
     # -- what the room calls (core.connection.Connection) -------------------------
-
-    def deliver(self, data: bytes) -> None:
-        self.outbox.write(data)
+    # ``deliver`` is the outbox's own write, set in connectionMade: a broadcast
+    # costs one call per recipient.
 
     def send(self, packet) -> None:
         self.outbox.write(codec.encode_frame(packet))
@@ -121,6 +121,7 @@ class ChatProtocol(Int32StringReceiver):
         self.opened = self.clock.seconds()
         self._last_heard = self.opened
         self.outbox = Outbox(self.transport, self.room.limits.sendq, self._overflowed)
+        self.deliver = self.outbox.write
         if not self.room.accept(self):
             self._close(codec.encode_frame(codec.Bye("server_full")))
             return
