@@ -308,7 +308,127 @@ async def paced(args) -> dict:
     return {"sent": sent, "seconds": time.perf_counter() - start}
 
 
-SCENARIOS = {"fanout": fanout, "latency": latency, "logins": logins, "idle": idle, "paced": paced}
+#: What a flooder pipelines, one frame of it, and how its answers start.
+FLOODS = {
+    "history": (frame(0x06, {"limit": 200}), b"\x89{"),
+    "ping": (frame(0x04, {}), b"\x87{"),
+    "bad": (codec.frame(b'\x02{"text":5}'), b"\x88{"),
+    "say": (frame(0x02, {"text": "f" * 100}), b"\x88{"),
+}
+
+
+class Bystander(Client):
+    """Says something every ``period`` and times its own echo (the ref is
+    the send time); parses after the run, so timing stays cheap."""
+
+    def __init__(self) -> None:
+        super().__init__("frames")
+        self.reads: list[tuple[float, bytes]] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.reads.append((time.perf_counter(), data))
+        if not self.welcomed.done() and b"\x81{" in data:
+            self.welcomed.set_result(None)
+
+    def echoes(self) -> list[float]:
+        """Echo latencies in seconds."""
+        found, tail = [], b""
+        for arrived, data in self.reads:
+            payloads, tail = codec.split_frames(tail + data)
+            for payload in payloads:
+                if payload[0] == MESSAGE and b'"ref":' in payload:
+                    found.append(arrived - float(json.loads(payload[1:])["ref"]))
+        return found
+
+
+class Flooder(Client):
+    """Pipelines one kind of packet as fast as the socket takes it; counts answers."""
+
+    def __init__(self, mark: bytes) -> None:
+        super().__init__("frames")
+        self.mark = mark
+        self.answers = 0
+        self.bye = b""
+
+    def data_received(self, data: bytes) -> None:
+        if not self.welcomed.done() and b"\x81{" in data:
+            self.welcomed.set_result(None)
+        self.answers += data.count(self.mark)
+        if b"\x8a{" in data:
+            self.bye = data[data.find(b"\x8a{") :][:60]
+
+
+async def abuse(args) -> dict:
+    """Bystanders at ``--rate`` messages a second in all, timing their echoes,
+    while one flooder (``--flood``, or none) pipelines as fast as it can."""
+    loop = asyncio.get_running_loop()
+    bystanders = []
+    for i in range(args.senders):
+        _, client = await loop.create_connection(Bystander, HOST, args.port)
+        client.transport.write(frame(0x01, {"nick": f"bystander{i}", "proto": 1}))
+        bystanders.append(client)
+    flooder = None
+    if args.flood != "none":
+        packet, mark = FLOODS[args.flood]
+        _, flooder = await loop.create_connection(lambda: Flooder(mark), HOST, args.port)
+        flooder.transport.write(frame(0x01, {"nick": "flooder", "proto": 1}))
+    everyone = bystanders + ([flooder] if flooder else [])
+    await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in everyone)), 60)
+    await asyncio.sleep(0.5)
+    for client in bystanders:
+        client.reads = []
+    stop = time.perf_counter() + args.duration
+    sent = [0]
+
+    async def flood() -> None:
+        chunk = packet * 64
+        while time.perf_counter() < stop and not flooder.closed.done():
+            if flooder.transport.get_write_buffer_size() < 256 * 1024:
+                flooder.transport.write(chunk)
+                sent[0] += 64
+            await asyncio.sleep(0)
+
+    flooding = asyncio.ensure_future(flood()) if flooder else None
+    period = args.senders / args.rate
+    total = int(args.duration / period)
+    start = time.perf_counter()
+    for n in range(total):
+        delay = start + n * period - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        for client in bystanders:
+            stamp = f"{time.perf_counter():.9f}"
+            client.transport.write(frame(0x02, {"text": "bystander", "ref": stamp}))
+    if flooding is not None:
+        await flooding
+    deadline = time.monotonic() + args.drain
+    while time.monotonic() < deadline and any(len(c.echoes()) < total for c in bystanders):
+        await asyncio.sleep(0.1)
+    elapsed = time.perf_counter() - start
+    latencies = sorted(x for c in bystanders for x in c.echoes())
+    for client in everyone:
+        client.transport.close()
+    return {
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+        "max_ms": 1000 * latencies[-1],
+        "echoes": len(latencies),
+        "expected": total * len(bystanders),
+        "flood_sent": sent[0],
+        "flood_answers": flooder.answers if flooder else 0,
+        "flood_answers_per_s": (flooder.answers if flooder else 0) / elapsed,
+        "flooder_cut": flooder.bye.decode(errors="replace") if flooder and flooder.bye else "",
+    }
+
+
+SCENARIOS = {
+    "fanout": fanout,
+    "latency": latency,
+    "logins": logins,
+    "idle": idle,
+    "paced": paced,
+    "abuse": abuse,
+}
 
 
 def main() -> None:
@@ -326,6 +446,7 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--flood", choices=["none", *FLOODS], default="none")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -137,6 +137,71 @@ def measure_fanout_cpu(kind: str, receivers: int, extra: list[str]) -> dict:
         return result
 
 
+FLOODS = ["none", "history", "ping", "bad", "say"]
+#: As in the issue that asked for fairness: a history of 20,000 messages.
+ABUSE_HISTORY = 20_000
+
+
+def prefilled_history(folder: str) -> str:
+    from chatproto.backends.eventlog import Draft
+    from chatproto.backends.sqlite import SQLiteLog
+
+    path = os.path.join(folder, "abuse.sqlite3")
+    log = SQLiteLog(path)
+    log.append([Draft(1.0, "filler", f"history {n} " + "h" * 80) for n in range(ABUSE_HISTORY)])
+    log.close()
+    return path
+
+
+def abuse(runs: int, seconds: str) -> dict:
+    """Two bystanders at 200 msg/s in all, timing their echoes, quiet and
+    then against one flooder of each kind; a fresh server each time."""
+    row = {}
+    for flood in FLOODS:
+        measured = []
+        for _ in range(runs):
+            folder = tempfile.mkdtemp(prefix="chatabuse-")
+            argv = load_server_argv(prefilled_history(folder), "--rate", "200", "--burst", "400")
+            proc, port = start_pinned(argv)
+            try:
+                measured.append(
+                    generate(
+                        port,
+                        "frames",
+                        "abuse",
+                        "--flood",
+                        flood,
+                        "--senders",
+                        "2",
+                        "--rate",
+                        "200",
+                        "--duration",
+                        seconds,
+                        "--drain",
+                        "30",
+                        pid=proc.pid,
+                    )
+                )
+            finally:
+                proc.terminate()
+                proc.wait(10)
+                shutil.rmtree(folder, ignore_errors=True)
+        result = {
+            key: median_of(measured, key) for key in ("p50_ms", "p99_ms", "max_ms", "flood_answers_per_s")
+        }
+        result["cut"] = [r["flooder_cut"] for r in measured]
+        result["lost"] = sum(r["expected"] - r["echoes"] for r in measured)
+        result["runs"] = measured
+        row[flood] = result
+        print(
+            f"  abuse {flood:<8} bystanders' echo p50 {result['p50_ms']:.2f} p99 {result['p99_ms']:.2f} "
+            f"max {result['max_ms']:.1f} ms; flooder answered {result['flood_answers_per_s']:,.0f}/s, "
+            f"cut {result['cut']}; echoes lost {result['lost']}",
+            flush=True,
+        )
+    return row
+
+
 def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -161,7 +226,7 @@ def main() -> int:
     duration = (
         ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
     )
-    wanted = set(args.only or ["fanout", "latency", "idle", "logins", "slow"])
+    wanted = set(args.only or ["fanout", "latency", "idle", "logins", "slow", "abuse"])
     results: dict = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -305,7 +370,13 @@ def main() -> int:
             )
         )
 
-    print_table(table, runs)
+    if "abuse" in wanted:
+        results["abuse"] = abuse(runs, "3" if args.quick else "5")
+
+    if table:
+        print_table(table, runs)
+    if "abuse" in results:
+        print_abuse(results["abuse"])
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1)
@@ -326,6 +397,19 @@ def print_table(table, runs: int) -> None:
         cells = [f"{values[k]:>12,.2f}" if k in values else f"{'-':>12}" for k in ("ours", "naive", "line")]
         ratios = [f"{ours / values[k]:>8.2f}" if values.get(k) else f"{'-':>8}" for k in ("naive", "line")]
         print(f"{name:<58} {' '.join(cells)} {' '.join(ratios)}")
+
+
+def print_abuse(row: dict) -> None:
+    quiet = row["none"]["p99_ms"]
+    print(
+        f"\n{'bystanders (200 msg/s) while one client floods':<48} {'p50':>7} {'p99':>7} {'max':>8} "
+        f"{'p99÷quiet':>10} {'answers/s':>10}"
+    )
+    for flood, r in row.items():
+        print(
+            f"{flood:<48} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>8.1f} "
+            f"{r['p99_ms'] / quiet:>10.1f} {r['flood_answers_per_s']:>10,.0f}"
+        )
 
 
 def chart(fanout: dict, path: str) -> None:

@@ -13,9 +13,12 @@ import math
 from dataclasses import dataclass, field
 
 
-def _limit(default, help: str, minimum: float = 0, exclusive: bool = True):
-    """A Limits field: its default, its help text and its lower bound."""
-    return field(default=default, metadata={"help": help, "minimum": minimum, "exclusive": exclusive})
+def _limit(default, help: str, minimum: float = 0, exclusive: bool = True, wire: bool = True):
+    """A Limits field: its default, its help text, its lower bound, and
+    whether WELCOME.limits reports it (version 1's keys are fixed)."""
+    return field(
+        default=default, metadata={"help": help, "minimum": minimum, "exclusive": exclusive, "wire": wire}
+    )
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,24 @@ class Limits:
     idle_timeout: float = _limit(90.0, "Seconds of silence before a client is dropped.")
     history_replay: int = _limit(50, "Messages of history sent in WELCOME.", 0, False)
     history_page: int = _limit(200, "Largest HISTORY page.")
+    # Each connection's fair share (core/budget.py); not in WELCOME.limits.
+    packet_rate: float = _limit(
+        200.0,
+        "Budget units a second per connection: a packet costs 1, HISTORY 1 more per 10 rows.",
+        wire=False,
+    )
+    packet_burst: float = _limit(200.0, "Budget units a connection may spend at once.", wire=False)
+    packets_per_turn: int = _limit(
+        32, "Packets handled per connection per reactor turn; the rest wait a turn.", wire=False
+    )
+    flood_cut: float = _limit(
+        30.0,
+        "Seconds past its budget, always with more packets waiting, before a connection is cut.",
+        wire=False,
+    )
+    pending_frame: int = _limit(
+        4096, "Largest payload accepted before login, in bytes (at most max-frame).", 64, False, wire=False
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -44,7 +65,8 @@ class Limits:
             )
 
     def as_wire(self) -> dict:
-        return dataclasses.asdict(self)
+        """WELCOME.limits: exactly version 1's keys."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["wire"]}
 
 
 def check_limit(f: dataclasses.Field, value, what: str, shown: str | None = None):

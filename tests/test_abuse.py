@@ -78,11 +78,13 @@ class Flooder(LiveTestCase):
             while mine.ref != "n":
                 mine = yield ann.expect(codec.MessagePacket)
             yield deferLater(reactor, 0.05, lambda: None)
-        elapsed = reactor.seconds() - started
         flooder.send(codec.Ping("end"))
         answers = [(yield flooder.next())]
         while not isinstance(answers[-1], codec.PongReply):
             answers.append((yield flooder.next()))
+        # Until the last one was handled: past its budget, the flooder's
+        # packets are handled later, as the rate's tokens come back.
+        elapsed = reactor.seconds() - started
         limited = [p for p in answers if isinstance(p, codec.Error)]
         accepted = [p for p in answers if isinstance(p, codec.MessagePacket) and p.ref]
         self.assertEqual({e.code for e in limited}, {"rate_limited"})
@@ -162,3 +164,51 @@ class HalfOpen(LiveTestCase):
         self.assertEqual([s.nick for s in self.room.sessions], ["ann"])
         ghost.transport.resumeProducing()
         yield ghost.lost
+
+
+class Floods(LiveTestCase):
+    """One client pipelines far past its budget: it gets at most its budget's
+    worth of answers, and the others get everything, in order. Counts are
+    checked against the time that passed, never times themselves."""
+
+    RATE = BURST = 50  # budget units a second, and at once
+
+    @defer.inlineCallbacks
+    def flood(self, packet: bytes, answer, units: float):
+        yield self.serve(packet_rate=self.RATE, packet_burst=self.BURST)
+        flooder = yield self.client("flooder")
+        bystander = yield self.client("bystander")
+        watcher = yield self.client("watcher")
+        started = reactor.seconds()
+        flooder.transport.write(packet * 2000)
+        for i in range(10):  # one after another, each acknowledged
+            bystander.send(codec.Say(f"b{i}", f"r{i}"))
+            while (yield bystander.expect(codec.MessagePacket)).ref != f"r{i}":
+                pass
+        seen = []
+        while not seen or seen[-1].text != "b9":
+            seen.append((yield watcher.expect(codec.MessagePacket)))
+        elapsed = reactor.seconds() - started
+        answers = sum(
+            isinstance(p, answer) and getattr(p, "sender", "flooder") == "flooder"
+            for p in flooder.inbox.pending
+        )
+        budget = self.BURST + self.RATE * elapsed
+        self.assertLessEqual(answers, budget / units + 1, f"{answers} answers in {elapsed:.2f} s")
+        self.assertGreater(answers, 0, "slowed down, still served")
+        self.assertEqual([p.seq for p in seen], list(range(seen[0].seq, seen[0].seq + len(seen))), "in order")
+        self.assertEqual([p.text for p in seen if p.sender == "bystander"], [f"b{i}" for i in range(10)])
+        self.assertFalse(flooder.lost.called, "slowed, not cut, this soon")
+
+    def test_ping(self):
+        return self.flood(codec.encode_frame(codec.Ping("f")), codec.PongReply, 1)
+
+    def test_history(self):
+        return self.flood(codec.encode_frame(codec.HistoryRequest(limit=200)), codec.HistoryPage, 21)
+
+    def test_bad_packets(self):
+        return self.flood(codec.frame(b'\x02{"text":5}'), codec.Error, 1 + 1)
+
+    def test_say_past_the_rate(self):
+        # Accepted ones cost 1, rate_limited ones 2: count both against 1.
+        return self.flood(codec.encode_frame(codec.Say("spam")), (codec.Error, codec.MessagePacket), 1)

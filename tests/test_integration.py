@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -185,3 +189,43 @@ class SlowConsumer(LiveTestCase):
         self.assertEqual(received, sent + 1)
         slow.transport.resumeProducing()
         yield slow.lost
+
+
+class OtherSockets(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_a_unix_socket_and_tcp_serve_one_room(self):
+        from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+
+        from tests.netclient import QueueClient
+
+        folder = tempfile.mkdtemp(prefix="chat-")  # a short path: AF_UNIX allows about 100 bytes
+        self.addCleanup(shutil.rmtree, folder, True)
+        path = os.path.join(folder, "chat.sock")
+        server = build_server(reactor, ["tcp:0:interface=127.0.0.1", f"unix:{path}"])
+        server.start()
+        self.addCleanup(server.stopService)
+        local = yield connectProtocol(UNIXClientEndpoint(reactor, path), QueueClient())
+        yield local.login("ann")
+        remote = yield connect(reactor, server.port, "bob")
+        local.send(codec.Say("over a unix socket", "u"))
+        self.assertEqual((yield local.expect(codec.MessagePacket)).ref, "u")
+        self.assertEqual((yield remote.expect(codec.MessagePacket)).text, "over a unix socket")
+        for client in (local, remote):
+            client.transport.loseConnection()
+            yield client.lost
+
+    @defer.inlineCallbacks
+    def test_tcp_connections_have_nagle_off(self):
+        import socket
+
+        server = build_server(reactor, ["tcp:0:interface=127.0.0.1"])
+        server.start()
+        self.addCleanup(server.stopService)
+        client = yield connect(reactor, server.port, "ann")
+        (connection,) = [s.connection for s in server.room.sessions]
+        handle = connection.transport.getHandle()
+        self.assertTrue(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        client.transport.loseConnection()
+        yield client.lost

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from chatproto import codec
 from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.core.budget import REFUSAL, Budget, cost
 from chatproto.core.connection import Session
 from chatproto.core.room import Room
 from chatproto.core.timers import Deadline
@@ -43,6 +44,17 @@ def describe_address(address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _no_delay(transport) -> None:
+    """Chat is small packets that matter now: no Nagle delay on TCP (and TLS
+    over it). One write per recipient per turn already batches what can be."""
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        try:
+            set_no_delay(True)
+        except OSError:
+            pass  # a Unix socket has no Nagle to turn off
+
+
 class Int32Wire:
     """Frames as Int32StringReceiver writes them: a 4-byte big-endian length."""
 
@@ -58,16 +70,20 @@ class ChatProtocol(Int32StringReceiver):
     __slots__ = (
         "MAX_LENGTH",
         "_bucket",
+        "_budget",
+        "_handled",
         "_is_lost",
         "_last_heard",
         "_lost",
         "_pinged",
+        "_throttle",
         "_timer",
         "clock",
         "deliver",
         "id",
         "opened",
         "outbox",
+        "paused",
         "room",
         "session",
         "state",
@@ -78,7 +94,9 @@ class ChatProtocol(Int32StringReceiver):
         self.session: Session | None = None
         self.room = room
         self.clock: IReactorTime = room.clock
-        self.MAX_LENGTH = room.limits.max_frame
+        # A LOGIN is small: a pending connection can't make the server hold
+        # a large partial frame. max_frame once logged in.
+        self.MAX_LENGTH = min(room.limits.pending_frame, room.limits.max_frame)
         self.state = PENDING
         self.opened = 0.0
         self._timer: Deadline | None = None
@@ -87,6 +105,10 @@ class ChatProtocol(Int32StringReceiver):
         self._bucket: TokenBucket | None = None
         self._lost: list[Deferred] | None = None
         self._is_lost = False
+        self._budget: Budget | None = None
+        self._handled = 0  # packets handled in this read (this reactor turn)
+        self._throttle: IDelayedCall | None = None
+        self.paused = False  # IntNStringReceiver's frame loop stops while set
 
     wire = INT32
 
@@ -120,34 +142,78 @@ class ChatProtocol(Int32StringReceiver):
     def connectionMade(self) -> None:
         self.opened = self.clock.seconds()
         self._last_heard = self.opened
+        limits = self.room.limits
+        self._budget = Budget(limits.packet_rate, limits.packet_burst, self.opened)
         self.outbox = Outbox(self.transport, self.room.limits.sendq, self._overflowed)
         self.deliver = self.outbox.write
         if not self.room.accept(self):
             self._close(codec.encode_frame(codec.Bye("server_full")))
             return
+        _no_delay(self.transport)
         log.info("connection {id} opened from {address}", id=self.id, address=self.address)
         self._schedule(self.room.limits.login_timeout, self._login_timed_out)
 
     def dataReceived(self, data: bytes) -> None:
         if self.state != CLOSING:
-            super().dataReceived(data)
+            self._handled = 0
+            super().dataReceived(data)  # stops between frames while self.paused
 
     def stringReceived(self, payload: bytes) -> None:
         if self.state == CLOSING:
             return  # frames that arrived in the same read as QUIT or a fatal error
-        self._last_heard = self.clock.seconds()
+        now = self._last_heard = self.clock.seconds()
         self._pinged = False
         packet = None
+        units = 1.0
         try:
             packet = codec.decode_client(payload)
+            units = cost(packet, self.room.limits.history_page)
             _HANDLERS[type(packet)](self, packet)
         except ProtocolError as e:
+            units += REFUSAL
             ref = e.ref if e.ref is not None else getattr(packet, "ref", None)
             self._refuse(e.code, e.message, ref)
         except Exception:
+            units += REFUSAL
             # The packet's type only: message text never goes to the log.
             log.failure("connection {id}: failed handling {kind}", id=self.id, kind=type(packet).__name__)
             self._refuse(ErrorCode.INTERNAL, "the server failed on this packet", getattr(packet, "ref", None))
+        self._pace(units, now)
+
+    # -- fair share (core/budget.py) ------------------------------------------------
+
+    def _pace(self, units: float, now: float) -> None:
+        """Charge the packet; past the budget, or the turn's share of packets,
+        stop reading until it is paid back (or until the next turn)."""
+        if self.state == CLOSING:
+            return
+        limits = self.room.limits
+        self._handled += 1
+        delay = self._budget.charge(units, now)
+        if delay > 0:
+            if not self._frames_waiting():
+                self._budget.caught_up()  # one request at a time: slowed, not a flood
+            elif self._budget.flooding_for(now) >= limits.flood_cut:
+                log.warn("connection {id}: past its budget for {t:.0f}s, cut", id=self.id, t=limits.flood_cut)
+                self.room.leave(self, "kicked")
+                self.disconnect("kicked")
+                return
+        elif self._handled < limits.packets_per_turn:
+            return
+        self.pauseProducing()  # the frame loop stops; the transport stops reading
+        # A reactor call of its own, not the shared deadline heap: with no
+        # delay it must still wait for the next turn. Only while throttled.
+        self._throttle = self.clock.callLater(delay, self._unthrottle)
+
+    def _frames_waiting(self) -> bool:
+        """Bytes received after the frame being handled, not yet parsed
+        (IntNStringReceiver's buffer and offset)."""
+        return len(self._unprocessed) > self._compatibilityOffset
+
+    def _unthrottle(self) -> None:
+        self._throttle = None
+        if self.state != CLOSING:
+            self.resumeProducing()  # reads on, and handles what is buffered
 
     def lengthLimitExceeded(self, length: int) -> None:
         log.info("connection {id}: frame of {length} bytes refused", id=self.id, length=length)
@@ -160,6 +226,9 @@ class ChatProtocol(Int32StringReceiver):
         was = self.state
         self.state = CLOSING
         self._cancel_timer()
+        if self._throttle is not None and self._throttle.active():
+            self._throttle.cancel()
+        self._throttle = None
         self.room.leave(self, "connection_lost")
         log.info(
             "connection {id} closed ({was}): {why}",
@@ -190,6 +259,7 @@ class ChatProtocol(Int32StringReceiver):
                 return
             raise
         self.state = CONNECTED
+        self.MAX_LENGTH = self.room.limits.max_frame
         self._bucket = TokenBucket(self.room.limits.rate, self.room.limits.burst, self.clock.seconds())
         self._schedule(self.room.limits.ping_interval, self._keepalive)
 

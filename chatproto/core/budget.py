@@ -1,0 +1,63 @@
+"""Each connection's fair share of the server: what a packet costs, and how
+long its sender must wait once it has spent its share.
+
+Every packet a connection sends costs units from a token bucket that refills
+at ``packet_rate`` units a second up to ``packet_burst``. Within the budget
+nothing changes. Past it, the transport stops reading from that connection
+until the debt is paid back (``pauseProducing``: TCP pushes back on the
+sender), so a flood is slowed down rather than answered faster; nothing is
+refused, and the wire protocol is the same. A connection that stays past
+its budget, with more of its packets waiting every time it is let back in,
+for ``flood_cut`` seconds is cut off. Every transport applies the same
+budget through :class:`Budget` and :func:`cost`.
+"""
+
+from __future__ import annotations
+
+from chatproto import codec
+
+#: History rows that cost as much as one packet.
+ROWS_PER_UNIT = 10
+#: What an ERROR in answer costs on top of the packet: a refused packet is work too.
+REFUSAL = 1
+
+
+def cost(packet, history_page: int) -> float:
+    """Units a packet costs: one, and a HISTORY request one more for every
+    ROWS_PER_UNIT rows it may read."""
+    if type(packet) is codec.HistoryRequest:
+        rows = min(max(packet.limit if packet.limit is not None else 50, 1), history_page)
+        return 1 + rows / ROWS_PER_UNIT
+    return 1
+
+
+class Budget:
+    """A token bucket that may go into debt: a packet is always handled, and
+    :meth:`charge` says how long to stop reading afterwards."""
+
+    __slots__ = ("_over_since", "_stamp", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp = now
+        self._over_since: float | None = None
+
+    def charge(self, units: float, now: float) -> float:
+        """Spend ``units``; the seconds until the debt is paid (0 within budget)."""
+        tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate) - units
+        self._tokens, self._stamp = tokens, now
+        if tokens >= 0:
+            return 0.0
+        if self._over_since is None:
+            self._over_since = now
+        return -tokens / self.rate
+
+    def caught_up(self) -> None:
+        """The sender had nothing more waiting when let back in: not a flood."""
+        self._over_since = None
+
+    def flooding_for(self, now: float) -> float:
+        """Seconds the sender has been past its budget without a pause."""
+        return 0.0 if self._over_since is None else now - self._over_since
