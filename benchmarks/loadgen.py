@@ -308,12 +308,12 @@ async def paced(args) -> dict:
     return {"sent": sent, "seconds": time.perf_counter() - start}
 
 
-#: What a flooder pipelines, one frame of it, and how its answers start.
+#: What a flooder pipelines, one frame of it, and what its answers hold.
 FLOODS = {
-    "history": (frame(0x06, {"limit": 200}), b"\x89{"),
-    "ping": (frame(0x04, {}), b"\x87{"),
-    "bad": (codec.frame(b'\x02{"text":5}'), b"\x88{"),
-    "say": (frame(0x02, {"text": "f" * 100}), b"\x88{"),
+    "history": (frame(0x06, {"limit": 200}), (b"\x89{",)),
+    "ping": (frame(0x04, {}), (b"\x87{",)),
+    "bad": (codec.frame(b'\x02{"text":5}'), (b"\x88{",)),
+    "say": (frame(0x02, {"text": "f" * 100}), (b"\x88{", b'"from":"flooder"')),  # refused, or its echo
 }
 
 
@@ -344,16 +344,16 @@ class Bystander(Client):
 class Flooder(Client):
     """Pipelines one kind of packet as fast as the socket takes it; counts answers."""
 
-    def __init__(self, mark: bytes) -> None:
+    def __init__(self, marks: tuple[bytes, ...]) -> None:
         super().__init__("frames")
-        self.mark = mark
+        self.marks = marks
         self.answers = 0
         self.bye = b""
 
     def data_received(self, data: bytes) -> None:
         if not self.welcomed.done() and b"\x81{" in data:
             self.welcomed.set_result(None)
-        self.answers += data.count(self.mark)
+        self.answers += sum(data.count(mark) for mark in self.marks)
         if b"\x8a{" in data:
             self.bye = data[data.find(b"\x8a{") :][:60]
 
@@ -369,8 +369,8 @@ async def abuse(args) -> dict:
         bystanders.append(client)
     flooder = None
     if args.flood != "none":
-        packet, mark = FLOODS[args.flood]
-        _, flooder = await loop.create_connection(lambda: Flooder(mark), HOST, args.port)
+        packet, marks = FLOODS[args.flood]
+        _, flooder = await loop.create_connection(lambda: Flooder(marks), HOST, args.port)
         flooder.transport.write(frame(0x01, {"nick": "flooder", "proto": 1}))
     everyone = bystanders + ([flooder] if flooder else [])
     await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in everyone)), 60)

@@ -23,6 +23,7 @@ from PyQt6.QtWidgets import (
 )
 
 from chatproto import codec
+from chatproto.limits import DEFAULTS
 from qtclient import session as states
 from qtclient.models import NICK_ROLE, PeerModel, TranscriptModel
 from qtclient.session import ChatSession
@@ -262,7 +263,7 @@ class MainWindow(QMainWindow):
                 return
             self.transcript.add_system(f"unknown command /{command} (try /msg or /quit)")
             return
-        limit = self.session.limits.get("max_text", 4000)
+        limit = self.session.limits.get("max_text", DEFAULTS.max_text)
         if len(text) > limit:
             self.transcript.add_system(f"message is {len(text)} characters; the limit is {limit}")
             return

@@ -169,12 +169,16 @@ def test_reconnect_after_server_restart_with_queue_and_catch_up(window, server, 
     yield until(lambda: bob.state == states.CONNECTED and window.session.state == states.CONNECTED)
     yield until(lambda: getattr(line_for(window, "typed while down"), "state", None) == models.CONFIRMED)
     assert texts(window).count("before restart") == 1
+    grey = [line.text for line in window.transcript.lines if line.kind == models.SYSTEM]
+    assert "connection lost" in grey, "the outage leaves a trace"
+    assert "reconnected (0 missed messages fetched)" in grey, "nobody spoke meanwhile"
     # bob speaks while alice's link is down: she catches up through HISTORY after
     back = signal_fired(window.session.welcomed)
     window.session.machine.link.transport.loseConnection()
     bob.say("you missed this")
     yield back
     yield until(lambda: "you missed this" in texts(window))
+    yield until(lambda: sum(line.text.startswith("reconnected (") for line in window.transcript.lines) == 2)
     seqs = [line.seq for line in window.transcript.lines if line.seq is not None]
     assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
 
