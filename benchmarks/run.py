@@ -30,7 +30,19 @@ PY = sys.executable
 
 def server_argv(kind: str, history: str) -> list[str]:
     if kind == "ours":
-        return load_server_argv(history, "--rate", "1000000", "--burst", "1000000")
+        # Throughput, not fairness: the chat rate limit and the fair share
+        # (budget and per-turn cap) lifted, as the baselines have neither.
+        unlimited = [
+            "--rate",
+            "1e9",
+            "--burst",
+            "1000000000",
+            "--packet-rate",
+            "1e9",
+            "--packet-burst",
+            "1e9",
+        ]
+        return load_server_argv(history, *unlimited, "--packets-per-turn", "1000000000")
     module = {"naive": "benchmarks.baselines.naive_server", "line": "benchmarks.baselines.line_server"}[kind]
     return [PY, "-m", module, "0"]
 

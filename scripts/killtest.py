@@ -28,7 +28,19 @@ from scripts.spawn import ServerProcess, spawn_server
 
 
 def start_server(reactor, history: str) -> ServerProcess:
-    return spawn_server(reactor, "--history", history, "--rate", "100000", "--burst", "100000")
+    return spawn_server(
+        reactor,
+        "--history",
+        history,
+        "--rate",
+        "100000",
+        "--burst",
+        "100000",
+        "--packet-rate",
+        "1e9",
+        "--packet-burst",
+        "1e9",
+    )
 
 
 class Sender(ChatClientProtocol):

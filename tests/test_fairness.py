@@ -20,6 +20,7 @@ def next_turn(server, peer) -> None:
     (call,) = [c for c in server.clock.getDelayedCalls() if c.func == peer.protocol._unthrottle]
     assert call.getTime() == server.clock.seconds(), "due now: no delay, only a turn"
     server.clock.calls.remove(call)
+    call.called = True  # as task.Clock marks the calls it runs
     call.func()
 
 
@@ -125,6 +126,18 @@ class Pacing(SynchronousTestCase):
         self.assertIsNone(ann.protocol._throttle)
         server.clock.advance(10)
         self.assertEqual(ann.received(flush=False), [], "nothing handled after the connection is gone")
+
+
+    def test_a_throttled_connection_that_is_closed_is_read_again(self):
+        """Its FIN (or TLS close) must be seen, not left unread for the grace period."""
+        server = Server(packet_rate=10, packet_burst=1)
+        (ann,) = server.logged_in("ann")
+        ann.protocol.dataReceived(pings(5))
+        self.assertTrue(paused(ann))
+        server.room.kick(ann.protocol.id)
+        self.assertFalse(paused(ann))
+        self.assertIsNone(ann.protocol._throttle)
+        self.assertEqual(ann.received(flush=False)[-1], codec.Bye("kicked"), "nothing handled after BYE")
 
 
 class SmallFramesBeforeLogin(SynchronousTestCase):

@@ -56,6 +56,8 @@ class Room:
             clock, eventlog, self.assembler.remember, self._refused, self._handle_overflow
         )
         self._overflowed: list[Connection] = []
+        # One bound method for every outbox to hold, not one per connection.
+        self.overflowed = self.overflowed
         if limits.history_replay:
             d = eventlog.before(None, limits.history_replay)
             d.addCallback(lambda page: self.assembler.remember([(m, codec.message_json(m)) for m in page[0]]))

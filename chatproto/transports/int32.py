@@ -9,6 +9,7 @@ gets an ERROR and nothing else; the room never sees it.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
@@ -44,6 +45,9 @@ def describe_address(address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+_PREFIX = struct.Struct("!I")
+
+
 def _no_delay(transport) -> None:
     """Chat is small packets that matter now: no Nagle delay on TCP (and TLS
     over it). One write per recipient per turn already batches what can be."""
@@ -75,11 +79,15 @@ class ChatProtocol(Int32StringReceiver):
         "_is_lost",
         "_last_heard",
         "_lost",
+        "_more_waiting",
         "_pinged",
         "_throttle",
         "_timer",
+        "_unprocessed",
         "clock",
+        "connected",
         "deliver",
+        "factory",
         "id",
         "opened",
         "outbox",
@@ -87,6 +95,7 @@ class ChatProtocol(Int32StringReceiver):
         "room",
         "session",
         "state",
+        "transport",
     )
 
     def __init__(self, room: Room) -> None:
@@ -108,7 +117,12 @@ class ChatProtocol(Int32StringReceiver):
         self._budget: Budget | None = None
         self._handled = 0  # packets handled in this read (this reactor turn)
         self._throttle: IDelayedCall | None = None
-        self.paused = False  # IntNStringReceiver's frame loop stops while set
+        self.paused = False  # the frame loop stops while set
+        self._unprocessed = b""
+        self._more_waiting = False  # bytes came after the frame being handled
+        self.transport = None
+        self.connected = 0
+        self.factory = None
 
     wire = INT32
 
@@ -144,7 +158,7 @@ class ChatProtocol(Int32StringReceiver):
         self._last_heard = self.opened
         limits = self.room.limits
         self._budget = Budget(limits.packet_rate, limits.packet_burst, self.opened)
-        self.outbox = Outbox(self.transport, self.room.limits.sendq, self._overflowed)
+        self.outbox = Outbox(self.transport, self.room.limits.sendq, self.room.overflowed, self)
         self.deliver = self.outbox.write
         if not self.room.accept(self):
             self._close(codec.encode_frame(codec.Bye("server_full")))
@@ -154,9 +168,27 @@ class ChatProtocol(Int32StringReceiver):
         self._schedule(self.room.limits.login_timeout, self._login_timed_out)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.state != CLOSING:
-            self._handled = 0
-            super().dataReceived(data)  # stops between frames while self.paused
+        """Int32 frames to stringReceived, stopping while paused (the fair
+        share) or closing. IntNStringReceiver's loop, less its compatibility
+        hook, which would cost every connection a dict."""
+        if self.state == CLOSING:
+            return
+        self._handled = 0
+        buffer = self._unprocessed + data if self._unprocessed else data
+        offset, size = 0, len(buffer)
+        while size - offset >= 4 and not self.paused and self.state != CLOSING:
+            (length,) = _PREFIX.unpack_from(buffer, offset)
+            if length > self.MAX_LENGTH:
+                self._unprocessed = b""
+                self.lengthLimitExceeded(length)
+                return
+            end = offset + 4 + length
+            if end > size:
+                break
+            self._more_waiting = end < size
+            offset = end
+            self.stringReceived(buffer[end - length : end])
+        self._unprocessed = buffer[offset:] if offset else buffer
 
     def stringReceived(self, payload: bytes) -> None:
         if self.state == CLOSING:
@@ -191,7 +223,7 @@ class ChatProtocol(Int32StringReceiver):
         self._handled += 1
         delay = self._budget.charge(units, now)
         if delay > 0:
-            if not self._frames_waiting():
+            if not self._more_waiting:
                 self._budget.caught_up()  # one request at a time: slowed, not a flood
             elif self._budget.flooding_for(now) >= limits.flood_cut:
                 log.warn("connection {id}: past its budget for {t:.0f}s, cut", id=self.id, t=limits.flood_cut)
@@ -205,15 +237,12 @@ class ChatProtocol(Int32StringReceiver):
         # delay it must still wait for the next turn. Only while throttled.
         self._throttle = self.clock.callLater(delay, self._unthrottle)
 
-    def _frames_waiting(self) -> bool:
-        """Bytes received after the frame being handled, not yet parsed
-        (IntNStringReceiver's buffer and offset)."""
-        return len(self._unprocessed) > self._compatibilityOffset
-
     def _unthrottle(self) -> None:
+        """Read again, and handle what is buffered (nothing, once closing)."""
+        if self._throttle is not None and self._throttle.active():
+            self._throttle.cancel()
         self._throttle = None
-        if self.state != CLOSING:
-            self.resumeProducing()  # reads on, and handles what is buffered
+        self.resumeProducing()
 
     def lengthLimitExceeded(self, length: int) -> None:
         log.info("connection {id}: frame of {length} bytes refused", id=self.id, length=length)
@@ -260,11 +289,13 @@ class ChatProtocol(Int32StringReceiver):
             raise
         self.state = CONNECTED
         self.MAX_LENGTH = self.room.limits.max_frame
-        self._bucket = TokenBucket(self.room.limits.rate, self.room.limits.burst, self.clock.seconds())
         self._schedule(self.room.limits.ping_interval, self._keepalive)
 
     def _rate_limit(self) -> None:
-        if not self._bucket.take(self.clock.seconds()):
+        now = self.clock.seconds()
+        if self._bucket is None:  # made at the first SAY or WHISPER: most connections mostly listen
+            self._bucket = TokenBucket(self.room.limits.rate, self.room.limits.burst, now)
+        if not self._bucket.take(now):
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"slow down: at most {self.room.limits.rate:g} messages a second "
@@ -290,9 +321,6 @@ class ChatProtocol(Int32StringReceiver):
     def _history_failed(self, failure: Failure, ref: str | None) -> None:
         log.failure("connection {id}: history read failed", failure, id=self.id)
         self._refuse(ErrorCode.INTERNAL, "the server could not read its history", ref)
-
-    def _overflowed(self) -> None:
-        self.room.overflowed(self)
 
     def _on_ping(self, packet: codec.Ping) -> None:
         self.send(codec.PongReply(packet.token))
@@ -359,6 +387,8 @@ class ChatProtocol(Int32StringReceiver):
         # Input is ignored from now on, but still read: a TLS close needs the
         # peer's close_notify, and a FIN tells us the peer is gone.
         self.state = CLOSING
+        if self.paused:  # throttled: read again, so the peer's close is seen
+            self._unthrottle()
         self.outbox.close(final, flush=flush)
         self._schedule(CLOSE_GRACE, self._abort)
 

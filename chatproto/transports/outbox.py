@@ -16,17 +16,31 @@ class Outbox:
     When the transport's buffer fills it pauses us (Twisted's producer API);
     from then on we queue references to the broadcast bytes, which every
     recipient shares, instead of letting the transport copy them into a
-    private buffer. Once more than ``sendq`` bytes wait, ``overflowed`` is
-    called once and everything queued is dropped: a slow reader costs the
-    room one list append per batch, never an unbounded buffer.
+    private buffer. Once more than ``sendq`` bytes wait, ``overflowed(owner)``
+    is called once and everything queued is dropped: a slow reader costs the
+    room one list append per batch, never an unbounded buffer. (One callback
+    shared by every outbox, told whose it is, costs no object per connection.)
     """
 
-    __slots__ = ("_ended", "_overflowed", "_paused", "_queue", "_queued", "closed", "sendq", "transport")
+    __slots__ = (
+        "_ended",
+        "_overflowed",
+        "_owner",
+        "_paused",
+        "_queue",
+        "_queued",
+        "closed",
+        "sendq",
+        "transport",
+    )
 
-    def __init__(self, transport: ITransport, sendq: int, overflowed: Callable[[], None]) -> None:
+    def __init__(
+        self, transport: ITransport, sendq: int, overflowed: Callable[[object], None], owner
+    ) -> None:
         self.transport = transport
         self.sendq = sendq
         self._overflowed = overflowed
+        self._owner = owner
         self._queue: deque[bytes] | None = None  # made when first needed: most peers keep up
         self._queued = 0
         self._paused = False
@@ -52,7 +66,7 @@ class Outbox:
         if self._queued > self.sendq:
             self.closed = True
             self._drop_queue()
-            self._overflowed()
+            self._overflowed(self._owner)
 
     def close(self, final: bytes | None = None, *, flush: bool = True) -> None:
         """Stop producing and end the connection after what is queued (if
