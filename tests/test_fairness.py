@@ -127,7 +127,6 @@ class Pacing(SynchronousTestCase):
         server.clock.advance(10)
         self.assertEqual(ann.received(flush=False), [], "nothing handled after the connection is gone")
 
-
     def test_a_throttled_connection_that_is_closed_is_read_again(self):
         """Its FIN (or TLS close) must be seen, not left unread for the grace period."""
         server = Server(packet_rate=10, packet_burst=1)
