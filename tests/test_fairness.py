@@ -6,7 +6,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
 from chatproto.codec import ErrorCode
-from chatproto.core.budget import REFUSAL, Budget, cost
+from chatproto.core.budget import CUT, REFUSAL, Budget, cost
+from chatproto.limits import Limits
 from tests.harness import Server
 
 
@@ -54,6 +55,33 @@ class Costs(SynchronousTestCase):
         self.assertEqual(budget.charge(1, 5.0), 0, "paid back and refilled to the burst")
         budget.caught_up()
         self.assertEqual(budget.flooding_for(9.0), 0)
+
+    def test_settle_tells_every_transport_what_to_do(self):
+        limits = Limits(packet_rate=10, packet_burst=2, packets_per_turn=3, flood_cut=5)
+        budget = Budget(limits.packet_rate, limits.packet_burst, now=0.0)
+        self.assertIsNone(budget.settle(1, 0.0, 1, True, limits), "within budget: go on")
+        self.assertEqual(budget.settle(0, 0.0, 3, True, limits), 0.0, "the turn's share: until the next turn")
+        now = 0.0
+        for _ in range(100):  # bounded: a pipelining flooder let back in as soon as it may
+            delay = budget.settle(2, now, 1, True, limits)
+            if delay == CUT:
+                break
+            self.assertGreater(delay, 0)
+            now += delay
+        self.assertEqual(delay, CUT)
+        self.assertGreaterEqual(now, limits.flood_cut, "cut only after flood_cut seconds")
+
+    def test_settle_never_cuts_a_sender_that_waits_or_pauses(self):
+        limits = Limits(packet_rate=10, packet_burst=2, flood_cut=5)
+        budget = Budget(limits.packet_rate, limits.packet_burst, now=0.0)
+        now = 0.0
+        for _ in range(100):  # one request at a time: nothing waiting behind it
+            now += budget.settle(21, now, 1, False, limits)
+        self.assertGreater(now, 100, "slowed down a lot, never cut")
+        flooder = Budget(limits.packet_rate, limits.packet_burst, now=0.0)
+        self.assertGreater(flooder.settle(3, 0.0, 1, True, limits), 0)
+        self.assertIsNone(flooder.settle(1, 4.9, 1, True, limits), "back within budget")
+        self.assertGreater(flooder.settle(3, 5.0, 1, True, limits), 0, "a new flood starts from zero")
 
 
 class Pacing(SynchronousTestCase):

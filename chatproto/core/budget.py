@@ -8,13 +8,21 @@ until the debt is paid back (``pauseProducing``: TCP pushes back on the
 sender), so a flood is slowed down rather than answered faster; nothing is
 refused, and the wire protocol is the same. A connection that stays past
 its budget, with more of its packets waiting every time it is let back in,
-for ``flood_cut`` seconds is cut off. Every transport applies the same
-budget through :class:`Budget` and :func:`cost`.
+for ``flood_cut`` seconds is cut off.
+
+Every transport applies it the same way: after handling each packet it
+calls :meth:`Budget.settle` and does what it says: go on, stop reading for
+a while (also once ``packets_per_turn`` packets were handled in one read,
+so one read can't hold the reactor), or cut the connection.
 """
 
 from __future__ import annotations
 
 from chatproto import codec
+from chatproto.limits import Limits
+
+#: What :meth:`Budget.settle` answers for a connection to be cut off.
+CUT = -1.0
 
 #: History rows that cost as much as one packet.
 ROWS_PER_UNIT = 10
@@ -44,11 +52,27 @@ class Budget:
         self._stamp = now
         self._over_since: float | None = None
 
+    def settle(
+        self, units: float, now: float, handled: int, more_waiting: bool, limits: Limits
+    ) -> float | None:
+        """After a packet of ``units``, the ``handled``-th of this read, with
+        ``more_waiting`` bytes of the sender behind it: None to go on,
+        seconds to stop reading for (0: until the next reactor turn), or CUT."""
+        delay = self.charge(units, now)
+        if delay > 0:
+            if not more_waiting:
+                self.caught_up()  # one request at a time: slowed, not a flood
+            elif self.flooding_for(now) >= limits.flood_cut:
+                return CUT
+            return delay
+        return 0.0 if handled >= limits.packets_per_turn else None
+
     def charge(self, units: float, now: float) -> float:
         """Spend ``units``; the seconds until the debt is paid (0 within budget)."""
         tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate) - units
         self._tokens, self._stamp = tokens, now
         if tokens >= 0:
+            self._over_since = None  # within budget again: a new flood starts from zero
             return 0.0
         if self._over_since is None:
             self._over_since = now

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from chatproto import codec
 from chatproto.codec import ErrorCode, ProtocolError
-from chatproto.core.budget import REFUSAL, Budget, cost
+from chatproto.core.budget import CUT, REFUSAL, Budget, cost
 from chatproto.core.connection import Session
 from chatproto.core.room import Room
 from chatproto.core.timers import Deadline
@@ -215,22 +215,19 @@ class ChatProtocol(Int32StringReceiver):
     # -- fair share (core/budget.py) ------------------------------------------------
 
     def _pace(self, units: float, now: float) -> None:
-        """Charge the packet; past the budget, or the turn's share of packets,
-        stop reading until it is paid back (or until the next turn)."""
+        """Do what the budget says after this packet: go on, stop reading for
+        a while, or cut the connection."""
         if self.state == CLOSING:
             return
-        limits = self.room.limits
         self._handled += 1
-        delay = self._budget.charge(units, now)
-        if delay > 0:
-            if not self._more_waiting:
-                self._budget.caught_up()  # one request at a time: slowed, not a flood
-            elif self._budget.flooding_for(now) >= limits.flood_cut:
-                log.warn("connection {id}: past its budget for {t:.0f}s, cut", id=self.id, t=limits.flood_cut)
-                self.room.leave(self, "kicked")
-                self.disconnect("kicked")
-                return
-        elif self._handled < limits.packets_per_turn:
+        limits = self.room.limits
+        delay = self._budget.settle(units, now, self._handled, self._more_waiting, limits)
+        if delay is None:
+            return
+        if delay == CUT:
+            log.warn("connection {id}: past its budget for {t:.0f}s, cut", id=self.id, t=limits.flood_cut)
+            self.room.leave(self, "kicked")
+            self.disconnect("kicked")
             return
         self.pauseProducing()  # the frame loop stops; the transport stops reading
         # A reactor call of its own, not the shared deadline heap: with no
