@@ -445,13 +445,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: One decoder for every packet (json.loads with an option builds one per call).
+_decode_json = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
 def _parse_body(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise _bad(f"body is not valid UTF-8 (byte {e.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _decode_json(text)
     except (ValueError, RecursionError) as e:
         raise _bad(f"body is not JSON: {e}") from None
 
