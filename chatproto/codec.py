@@ -541,9 +541,15 @@ def encode(packet) -> bytes:
 # encode() would for the same packet.
 
 
+#: JSON string literal, as ``dumps`` writes one (UTF-8 kept, not escaped).
+_string = json.encoder.encode_basestring
+
+
 def message_json(m: Message) -> str:
-    """A stored message's JSON object, without ``ref`` (MESSAGE body, history item)."""
-    return dumps({"seq": m.seq, "ts": m.ts, "from": m.sender, "text": m.text})
+    """A stored message's JSON object, without ``ref`` (MESSAGE body, history
+    item): the same text as ``dumps`` would write, built without the encoder
+    machinery, since every message goes through here once."""
+    return f'{{"seq":{m.seq!r},"ts":{m.ts!r},"from":{_string(m.sender)},"text":{_string(m.text)}}}'
 
 
 def with_ref(object_json: str, ref: str | None) -> str:

@@ -261,3 +261,24 @@ class IntegerRanges(SynchronousTestCase):
                 if "int" in text or f.name in nested:
                     key = f.metadata.get("json", f.name)
                     self.assertIn((cls.TYPE, key), covered, f"{cls.__name__}.{f.name} has no range test")
+
+
+class CachedFragments(SynchronousTestCase):
+    """The fragments the server caches and splices encode exactly as encode() does."""
+
+    @given(messages, refs)
+    def test_message_json_and_with_ref(self, message, ref):
+        packet = codec.MessagePacket(message.seq, message.ts, message.sender, message.text, ref)
+        spliced = codec.encode_json(PacketType.MESSAGE, codec.with_ref(codec.message_json(message), ref))
+        self.assertEqual(spliced, codec.encode(packet))
+
+    @given(st.lists(st.builds(codec.Peer, ints, texts), max_size=5), st.lists(messages, max_size=5), ints)
+    def test_welcome_payload(self, peers, history, id):
+        welcome = codec.Welcome("ann", id, "tok", "srv", "motd", peers, [1, 2], history, {"max_frame": 65536})
+        body = {"nick": "ann", "id": id, "resume": "tok", "server": "srv", "motd": "motd", "pending": [1, 2]}
+        body["limits"] = {"max_frame": 65536}
+        spliced = codec.welcome_payload(
+            body, [codec.peer_json(p.id, p.nick) for p in peers], [codec.message_json(m) for m in history]
+        )
+        self.assertEqual(codec.decode_server(spliced), welcome)
+        self.assertEqual(json.loads(spliced[1:]), json.loads(codec.encode(welcome)[1:]))
