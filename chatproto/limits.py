@@ -69,12 +69,26 @@ class Limits:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["wire"]}
 
 
+def _kind(f: dataclasses.Field) -> type:
+    return int if f.type in (int, "int") else float
+
+
+def parse_limit(f: dataclasses.Field, text: str, what: str):
+    """A limit typed by a user (an option's text), checked like any other."""
+    kind = _kind(f)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{what} must be a {'whole ' if kind is int else ''}number, not {text!r}") from None
+    return check_limit(f, value, what, text)
+
+
 def check_limit(f: dataclasses.Field, value, what: str, shown: str | None = None):
     """``value`` if it is a number of the field's kind within its bound, else
     ValueError naming ``what`` (a field or an option name) and ``shown``
     (the value as the user typed it)."""
     shown = repr(value) if shown is None else repr(shown)
-    kind = int if f.type in (int, "int") else float
+    kind = _kind(f)
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))

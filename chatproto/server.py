@@ -25,8 +25,7 @@ class ChatServer(MultiService):
         super().__init__()
         self.room = room
         self.factory = ChatFactory(room)
-        self.keeper = RoomService(room)
-        self.keeper.setServiceParent(self)
+        RoomService(room).setServiceParent(self)
         self.listeners: list[ListenerService] = []
         for description in listen:
             listener = ListenerService(description, serverFromString(reactor, description), self.factory)

@@ -16,7 +16,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
-from chatproto.limits import DEFAULTS, Limits, check_limit
+from chatproto.limits import DEFAULTS, Limits, parse_limit
 from chatproto.server import build_server
 from chatproto.service import GracefulExit, heap_trimmer
 
@@ -30,15 +30,10 @@ def _option_name(f: dataclasses.Field) -> str:
 
 def _coercer(f: dataclasses.Field) -> Callable[[str], float]:
     """Parses an option's text as its Limits field's kind, within its bound."""
-    kind = int if f.type in (int, "int") else float
     what = f"--{_option_name(f)}"
 
     def coerce(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise ValueError(f"{what} must be a {'whole ' if kind is int else ''}number, not {text!r}")
-        return check_limit(f, value, what, text)
+        return parse_limit(f, text, what)
 
     coerce.coerceDoc = ""
     return coerce

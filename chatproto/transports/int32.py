@@ -70,7 +70,8 @@ INT32 = Int32Wire()
 
 class ChatProtocol(Int32StringReceiver):
     # Slots keep the per-connection footprint small: 10,000 idle connections
-    # are 10,000 of these (Twisted's base classes still bring a small dict).
+    # are 10,000 of these. Every attribute is a slot (Twisted's too), so no
+    # instance dict is ever made: our own frame loop (dataReceived) is why.
     __slots__ = (
         "MAX_LENGTH",
         "_bucket",
@@ -158,14 +159,14 @@ class ChatProtocol(Int32StringReceiver):
         self._last_heard = self.opened
         limits = self.room.limits
         self._budget = Budget(limits.packet_rate, limits.packet_burst, self.opened)
-        self.outbox = Outbox(self.transport, self.room.limits.sendq, self.room.overflowed, self)
+        self.outbox = Outbox(self.transport, limits.sendq, self.room.overflowed, self)
         self.deliver = self.outbox.write
         if not self.room.accept(self):
             self._close(codec.encode_frame(codec.Bye("server_full")))
             return
         _no_delay(self.transport)
         log.info("connection {id} opened from {address}", id=self.id, address=self.address)
-        self._schedule(self.room.limits.login_timeout, self._login_timed_out)
+        self._schedule(limits.login_timeout, self._login_timed_out)
 
     def dataReceived(self, data: bytes) -> None:
         """Int32 frames to stringReceived, stopping while paused (the fair
@@ -236,10 +237,13 @@ class ChatProtocol(Int32StringReceiver):
 
     def _unthrottle(self) -> None:
         """Read again, and handle what is buffered (nothing, once closing)."""
+        self._cancel_throttle()
+        self.resumeProducing()
+
+    def _cancel_throttle(self) -> None:
         if self._throttle is not None and self._throttle.active():
             self._throttle.cancel()
         self._throttle = None
-        self.resumeProducing()
 
     def lengthLimitExceeded(self, length: int) -> None:
         log.info("connection {id}: frame of {length} bytes refused", id=self.id, length=length)
@@ -252,9 +256,7 @@ class ChatProtocol(Int32StringReceiver):
         was = self.state
         self.state = CLOSING
         self._cancel_timer()
-        if self._throttle is not None and self._throttle.active():
-            self._throttle.cancel()
-        self._throttle = None
+        self._cancel_throttle()
         self.room.leave(self, "connection_lost")
         log.info(
             "connection {id} closed ({was}): {why}",
