@@ -1,4 +1,4 @@
-"""The one way to assemble a chat server: event log, room, transports, services.
+"""The one way to assemble a chat server: event log, hub, transports, services.
 
 ``twistd chat`` (tap.py), the desktop client's host mode, the tests and the
 fuzz target all call :func:`build_server`; they differ only in the clock
@@ -12,20 +12,20 @@ from twisted.internet.endpoints import serverFromString
 
 from chatproto.backends.eventlog import EventLog
 from chatproto.backends.sqlite import SQLiteLog
-from chatproto.core.room import Room
+from chatproto.core.hub import Hub
 from chatproto.limits import DEFAULTS, Limits
-from chatproto.service import ListenerService, RoomService
+from chatproto.service import HubService, ListenerService
 from chatproto.transports.int32 import ChatFactory
 
 
 class ChatServer(MultiService):
-    """The service tree: the room first, so it stops after the listeners."""
+    """The service tree: the hub first, so it stops after the listeners."""
 
-    def __init__(self, room: Room, reactor, listen: list[str]) -> None:
+    def __init__(self, hub: Hub, reactor, listen: list[str]) -> None:
         super().__init__()
-        self.room = room
-        self.factory = ChatFactory(room)
-        RoomService(room).setServiceParent(self)
+        self.hub = hub
+        self.factory = ChatFactory(hub)
+        HubService(hub).setServiceParent(self)
         self.listeners: list[ListenerService] = []
         for description in listen:
             listener = ListenerService(description, serverFromString(reactor, description), self.factory)
@@ -57,5 +57,5 @@ def build_server(
     """A server on ``reactor`` (or a ``task.Clock``, with no ``listen``);
     ``history`` is an SQLite path or any event log."""
     eventlog = SQLiteLog(history) if isinstance(history, str) else history
-    room = Room(eventlog, reactor, limits, name=name, motd=motd)
-    return ChatServer(room, reactor, list(listen))
+    hub = Hub(eventlog, reactor, limits, name=name, motd=motd)
+    return ChatServer(hub, reactor, list(listen))

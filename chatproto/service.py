@@ -1,4 +1,4 @@
-"""Services: the room's upkeep, its listening ports, heap trims, signals."""
+"""Services: the hub's upkeep, its listening ports, heap trims, signals."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatproto.core.room import Room
+from chatproto.core.hub import Hub
 from chatproto.transports.int32 import describe_address
 
 log = Logger()
@@ -77,15 +77,15 @@ class ThreadedChore(Service):
         return self.idle()
 
 
-class RoomService(Service):
+class HubService(Service):
     """Maintains the event log off the reactor thread while running (a WAL
     checkpoint, for SQLite); on stop: store what was said, BYE everyone,
     then close the log."""
 
-    def __init__(self, room: Room, maintain_every: float = 1.0) -> None:
-        self.room = room
+    def __init__(self, hub: Hub, maintain_every: float = 1.0) -> None:
+        self.hub = hub
         self.maintenance = ThreadedChore(
-            room.clock, room.eventlog.maintain, maintain_every, "history maintenance"
+            hub.clock, hub.eventlog.maintain, maintain_every, "history maintenance"
         )
 
     def startService(self) -> None:
@@ -95,8 +95,8 @@ class RoomService(Service):
     def stopService(self) -> Deferred:
         super().stopService()
         # Never close the log under maintenance.
-        d = gatherResults([self.room.shutdown(), self.maintenance.stopService()])
-        d.addBoth(lambda _: self.room.close())
+        d = gatherResults([self.hub.shutdown(), self.maintenance.stopService()])
+        d.addBoth(lambda _: self.hub.close())
         return d
 
 

@@ -81,7 +81,7 @@ def exercise(data: bytes) -> set[str]:
     try:
         clock = Clock()
         server = build_server(clock, limits=Limits(max_frame=2048, max_text=200, history_replay=5))
-        room, factory = server.room, server.factory
+        room, factory = server.hub, server.factory
         peers = []
         for i in range(3):
             transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1000 + i))

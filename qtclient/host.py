@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
-from chatproto.core.room import Room
+from chatproto.core.hub import Hub
 from chatproto.limits import Limits
 from chatproto.server import ChatServer, build_server
 
@@ -22,8 +22,8 @@ class HostedServer:
         return self._server is not None
 
     @property
-    def room(self) -> Room | None:
-        return self._server.room if self._server is not None else None
+    def hub(self) -> Hub | None:
+        return self._server.hub if self._server is not None else None
 
     @property
     def port(self) -> int | None:
@@ -41,7 +41,7 @@ class HostedServer:
         try:
             server.start()
         except Exception:
-            server.room.close()
+            server.hub.close()
             raise ValueError(f"can't listen on {endpoint}: {Failure().getErrorMessage()}") from None
         self._server = server
         host = server.listeners[0].port.getHost()

@@ -1,4 +1,4 @@
-"""Drive the server without sockets: a Room on task.Clock, peers on StringTransport."""
+"""Drive the server without sockets: a Hub on task.Clock, peers on StringTransport."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ class Server:
         server = build_server(
             self.clock, history=self.store, limits=Limits(**limits), name="test", motd="hello"
         )
-        self.room = server.room
+        self.hub = server.hub
         self.factory = server.factory
 
     def stored(self) -> list[codec.Message]:

@@ -29,7 +29,7 @@ class SlowLoris(LiveTestCase):
         byes = [p for lurker in lurkers for p in lurker.inbox.pending if isinstance(p, codec.Bye)]
         self.assertEqual(len(byes), 200)
         self.assertEqual({bye.reason for bye in byes}, {"login_timeout"})
-        self.assertEqual(self.room.pending, [])
+        self.assertEqual(self.hub.pending, [])
         self.assertFalse(any(isinstance(p, codec.MessagePacket) for x in lurkers for p in x.inbox.pending))
 
 
@@ -47,12 +47,12 @@ class ConnectionFlood(LiveTestCase):
                 yield bob.expect(codec.MessagePacket)
         # However slow the machine: wait until each flood connection is either
         # closed (refused) or pending in the room.
-        yield until(lambda: sum(c.lost.called for c in flood) + len(self.room.pending) == len(flood), 20)
+        yield until(lambda: sum(c.lost.called for c in flood) + len(self.hub.pending) == len(flood), 20)
         refused = [c for c in flood if c.lost.called]
         for client in refused:
             self.assertEqual(client.inbox.pending, [codec.Bye("server_full")])
         self.assertEqual(len(refused), 52)
-        self.assertEqual(len(self.room.pending), 48)
+        self.assertEqual(len(self.hub.pending), 48)
         bob_id = next(p.id for p in ann.inbox.pending if isinstance(p, codec.Joined))
         pending_ids = {p.id for p in ann.inbox.pending if isinstance(p, codec.Pending)} - {bob_id}
         self.assertEqual(len(pending_ids), 48, "refused connections are never announced")
@@ -161,7 +161,7 @@ class HalfOpen(LiveTestCase):
         left = yield ann.expect(codec.Left)
         talking.stop()
         self.assertEqual((left.nick, left.reason), ("ghost", "timeout"))
-        self.assertEqual([s.nick for s in self.room.sessions], ["ann"])
+        self.assertEqual([s.nick for s in self.hub.sessions], ["ann"])
         ghost.transport.resumeProducing()
         yield ghost.lost
 

@@ -161,7 +161,7 @@ class Pacing(SynchronousTestCase):
         (ann,) = server.logged_in("ann")
         ann.protocol.dataReceived(pings(5))
         self.assertTrue(paused(ann))
-        server.room.kick(ann.protocol.id)
+        server.hub.kick(ann.protocol.id)
         self.assertFalse(paused(ann))
         self.assertIsNone(ann.protocol._throttle)
         self.assertEqual(ann.received(flush=False)[-1], codec.Bye("kicked"), "nothing handled after BYE")

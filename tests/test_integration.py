@@ -25,7 +25,7 @@ class LiveTestCase(TestCase):
             reactor, ["tcp:0:interface=127.0.0.1"], self.mktemp() + ".sqlite3", Limits(**limits)
         )
         server.start()
-        self.room = server.room
+        self.hub = server.hub
         self.port = server.port
         self.clients = []
         self.addCleanup(self._stop, server)
@@ -119,12 +119,12 @@ class Chatting(LiveTestCase):
 class Checkpoints(TestCase):
     @defer.inlineCallbacks
     def test_room_service_checkpoints_on_a_thread_and_stops_cleanly(self):
-        from chatproto.service import RoomService
+        from chatproto.service import HubService
 
         store = SQLiteLog(self.mktemp() + ".sqlite3")
-        room = build_server(reactor, history=store).room
+        room = build_server(reactor, history=store).hub
         store.append([Draft(1.0, "ann", "hi")])
-        service = RoomService(room)
+        service = HubService(room)
         service.startService()
         service.maintenance.run()
         self.assertTrue(service.maintenance.busy, "a checkpoint is under way")
@@ -224,7 +224,7 @@ class OtherSockets(TestCase):
         server.start()
         self.addCleanup(server.stopService)
         client = yield connect(reactor, server.port, "ann")
-        (connection,) = [s.connection for s in server.room.sessions]
+        (connection,) = [s.connection for s in server.hub.sessions]
         handle = connection.transport.getHandle()
         self.assertTrue(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         client.transport.loseConnection()

@@ -200,7 +200,7 @@ class Chat(SynchronousTestCase):
         server = Server()
         server.logged_in("a", "b", "c")
         written = record_writes(self)
-        server.room.say(server.room.sessions[0], "hello", None)
+        server.hub.say(server.hub.sessions[0], "hello", None)
         server.flush()
         self.assertEqual(len(written), 3)
         self.assertTrue(all(data is written[0] for data in written))
@@ -240,7 +240,7 @@ class Chat(SynchronousTestCase):
         written = record_writes(self)
         for _ in range(5):
             server.peer()
-        server.room.say(server.room.session_for("a"), "hello", None)
+        server.hub.say(server.hub.session_for("a"), "hello", None)
         server.flush()
         self.assertEqual(len(written), 3)
         self.assertEqual(len(parse_frames(written[0])), 6, "five PENDING and one MESSAGE in one write")
@@ -332,7 +332,7 @@ class Chat(SynchronousTestCase):
         def broken(request):
             raise RuntimeError("bug")
 
-        self.patch(server.room, "history", broken)
+        self.patch(server.hub, "history", broken)
         alice.send(codec.HistoryRequest(ref="h"))
         error = alice.error()
         self.assertEqual((error.code, error.ref), (ErrorCode.INTERNAL, "h"))
@@ -418,16 +418,16 @@ class Leaving(SynchronousTestCase):
     def test_kick(self):
         server = Server()
         alice, bob = server.logged_in("alice", "bob")
-        self.assertTrue(server.room.kick(alice.protocol.id))
+        self.assertTrue(server.hub.kick(alice.protocol.id))
         self.assertEqual(alice.only(codec.Bye), codec.Bye("kicked"))
         self.assertTrue(alice.closing)
         self.assertEqual(bob.only(codec.Left).reason, "kicked")
-        self.assertFalse(server.room.kick(alice.protocol.id))
+        self.assertFalse(server.hub.kick(alice.protocol.id))
 
     def test_close_grace_aborts_a_peer_that_never_closes(self):
         server = Server()
         (alice,) = server.logged_in("alice")
-        server.room.kick(alice.protocol.id)
+        server.hub.kick(alice.protocol.id)
         self.assertFalse(alice.transport.disconnected)
         server.clock.advance(10)
         self.assertTrue(alice.transport.disconnected)
@@ -488,7 +488,7 @@ class Limits(SynchronousTestCase):
         alice, slow, bob = server.logged_in("alice", "slow", "bob")
         slow.protocol.outbox.pauseProducing()  # its socket buffer is full
         for i in range(30):
-            server.room.say(server.room.session_for("alice"), f"{i:0100d}", None)
+            server.hub.say(server.hub.session_for("alice"), f"{i:0100d}", None)
             server.flush()
         self.assertEqual(slow.received()[-1], codec.Bye("slow_consumer"))
         self.assertTrue(slow.closing)
@@ -512,7 +512,7 @@ class Limits(SynchronousTestCase):
         server = Server(history_replay=3, history_page=4)
         (alice,) = server.logged_in("alice")
         for i in range(10):
-            server.room.say(server.room.session_for("alice"), f"m{i}", None)
+            server.hub.say(server.hub.session_for("alice"), f"m{i}", None)
         server.flush()
         self.assertEqual([m.seq for m in server.peer().login("bob").history], [8, 9, 10])
         alice.received()
@@ -527,9 +527,9 @@ class History(SynchronousTestCase):
     def setUp(self):
         self.server = Server()
         (self.alice,) = self.server.logged_in("alice")
-        session = self.server.room.session_for("alice")
+        session = self.server.hub.session_for("alice")
         for i in range(1, 121):
-            self.server.room.say(session, f"m{i}", None)
+            self.server.hub.say(session, f"m{i}", None)
         self.server.flush()
         self.alice.received()
 
@@ -572,7 +572,7 @@ class History(SynchronousTestCase):
         server = Server(max_text=4000)
         (alice,) = server.logged_in("alice")
         for _i in range(40):
-            server.room.say(server.room.session_for("alice"), "é" * 4000, None)
+            server.hub.say(server.hub.session_for("alice"), "é" * 4000, None)
         server.flush()
         alice.received()
         alice.send(codec.HistoryRequest(limit=40))
@@ -587,7 +587,7 @@ class Resume(SynchronousTestCase):
     def test_resume_takes_over_the_ghost(self):
         server = Server()
         alice, bob = server.logged_in("alice", "bob")
-        token = server.room.session_for("alice").token
+        token = server.hub.session_for("alice").token
         again = server.peer()
         alice.received()
         bob.received()
@@ -606,7 +606,7 @@ class Resume(SynchronousTestCase):
     def test_old_token_is_no_longer_valid(self):
         server = Server()
         server.logged_in("alice")
-        token = server.room.session_for("alice").token
+        token = server.hub.session_for("alice").token
         server.peer().login("alice", resume=token)
         late = server.peer()
         late.send(codec.Login("alice", 1, token))
@@ -635,7 +635,7 @@ class Shutdown(SynchronousTestCase):
         alice.received()
         bob.received()
         alice.say("last words")
-        done = server.room.shutdown()
+        done = server.hub.shutdown()
         self.assertEqual(server.store.last_seq, 1)
         self.assertEqual([type(p) for p in bob.received()], [codec.MessagePacket, codec.Bye])
         for peer in (alice, bob, pending):
@@ -646,7 +646,7 @@ class Shutdown(SynchronousTestCase):
     def test_shutdown_aborts_peers_that_do_not_close(self):
         server = Server()
         (alice,) = server.logged_in("alice")
-        done = server.room.shutdown(grace=2)
+        done = server.hub.shutdown(grace=2)
         self.assertNoResult(done)
         server.clock.advance(2)
         self.assertTrue(alice.transport.disconnected, "aborted")

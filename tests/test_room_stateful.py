@@ -79,7 +79,7 @@ class RoomMachine(RuleBasedStateMachine):
 
     @rule(peer=peers)
     def kick(self, peer):
-        self.server.room.kick(peer.protocol.id)
+        self.server.hub.kick(peer.protocol.id)
         self._read_all()
 
     @rule(seconds=st.sampled_from([0, 0, 1, 11, 31, 95]))
@@ -104,7 +104,7 @@ class RoomMachine(RuleBasedStateMachine):
 
     @invariant()
     def registries_hold_only_open_connections(self):
-        room = self.server.room
+        room = self.server.hub
         for session in room.sessions:
             assert not session.connection._is_lost
             assert session.connection.state != "closing"
@@ -113,7 +113,7 @@ class RoomMachine(RuleBasedStateMachine):
 
     @invariant()
     def nick_index_and_sessions_agree(self):
-        room = self.server.room
+        room = self.server.hub
         sessions = room.sessions
         registry = room.registry
         assert sorted(registry.nick_keys()) == sorted(s.key for s in sessions)

@@ -5,7 +5,7 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatproto.service import ListenerService, RoomService
+from chatproto.service import HubService, ListenerService
 from chatproto.tap import Options, makeService
 
 
@@ -70,9 +70,9 @@ class OptionsTests(SynchronousTestCase):
         service = makeService(options, reactor=Clock())
         server = next(iter(IService(service)))
         children = list(server)
-        self.assertIsInstance(children[0], RoomService, "the room stops after the listeners")
+        self.assertIsInstance(children[0], HubService, "the room stops after the listeners")
         self.assertIsInstance(children[1], ListenerService)
-        self.assertEqual(server.room.name, "n")
+        self.assertEqual(server.hub.name, "n")
 
     def test_every_limit_is_an_option_with_its_default_and_help(self):
         import dataclasses

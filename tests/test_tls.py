@@ -38,7 +38,7 @@ class TLSRoundTrip(TestCase):
             reactor, [f"ssl:0:interface=127.0.0.1:privateKey={self.key}:certKey={self.cert}"]
         )
         server.start()
-        self.room = server.room
+        self.hub = server.hub
         self.port = server.listeners[0].port
         self.addCleanup(server.stopService)
 
@@ -64,7 +64,7 @@ class TLSRoundTrip(TestCase):
         client.send(codec.Login("ann", 1))
         yield client.lost
         self.assertEqual(client.inbox.pending, [], "nothing was exchanged")
-        self.assertEqual(self.room.sessions, [])
+        self.assertEqual(self.hub.sessions, [])
         self.flushLoggedErrors(SSL.Error)
 
     @defer.inlineCallbacks
@@ -72,7 +72,7 @@ class TLSRoundTrip(TestCase):
         client = yield self.connect(verifying_creator("chat.example.org", self.cert))
         client.send(codec.Login("ann", 1))
         yield client.lost
-        self.assertEqual(self.room.sessions, [])
+        self.assertEqual(self.hub.sessions, [])
         self.flushLoggedErrors()
 
     @defer.inlineCallbacks

@@ -181,7 +181,7 @@ class Broadcast:
             shared = b"".join(frames)
             special = self._special_copies(wire, batch, frames, flushed.starts)
             # Delivery never changes the recipients: an overflow is only noted
-            # (Room.overflowed) and handled once the loop is over.
+            # (Hub.overflowed) and handled once the loop is over.
             if special:
                 for connection in recipients.values():
                     connection.deliver(special.get(connection, shared))

@@ -2,7 +2,7 @@
 
 A transport (Int32 frames over TCP, TLS or a Unix socket today; WebSocket
 and IRC next) adapts its wire format to this: it calls the core's
-:class:`~chatproto.core.room.Room` (``accept``, ``login``, ``say``,
+:class:`~chatproto.core.hub.Hub` (``accept``, ``login``, ``say``,
 ``whisper``, ``history``, ``leave``, ``overflowed``), and the core calls only
 what :class:`Connection` lists. Broadcasts are framed once per :class:`Wire`
 and the same bytes go to every recipient on it.
@@ -26,7 +26,7 @@ class Wire(Protocol):
 class Connection(Protocol):
     """What the core needs of one client connection, whatever carries it."""
 
-    id: int  # given by Room.accept
+    id: int  # given by Hub.accept
     address: str  # for the console and the log; never sent to other clients
     opened: float
     session: Session | None  # set by the core on login, cleared when it leaves
@@ -61,7 +61,7 @@ class Session:
 
 
 @dataclass(frozen=True)
-class RoomEvent:
+class HubEvent:
     """For observers such as the server console: what happened to whom.
 
     ``kind`` is one of pending, pending_gone, joined, left, resumed, error.

@@ -2,9 +2,9 @@
 
 One connection: pending -> connected -> gone. Parses frames with the codec,
 enforces per-connection limits (frame size, rate, login and idle timeouts,
-keepalive) and hands valid requests to the room; the room answers through
+keepalive) and hands valid requests to the hub; the hub answers through
 the :class:`~chatproto.core.connection.Connection` calls. One bad packet
-gets an ERROR and nothing else; the room never sees it.
+gets an ERROR and nothing else; the hub never sees it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from chatproto import codec
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.budget import CUT, REFUSAL, Budget, cost
 from chatproto.core.connection import Session
-from chatproto.core.room import Room
+from chatproto.core.hub import Hub
 from chatproto.core.timers import Deadline
 from chatproto.limits import TokenBucket
 from chatproto.transports.outbox import Outbox
@@ -89,24 +89,24 @@ class ChatProtocol(Int32StringReceiver):
         "connected",
         "deliver",
         "factory",
+        "hub",
         "id",
         "opened",
         "outbox",
         "paused",
-        "room",
         "session",
         "state",
         "transport",
     )
 
-    def __init__(self, room: Room) -> None:
+    def __init__(self, hub: Hub) -> None:
         self.id = 0
         self.session: Session | None = None
-        self.room = room
-        self.clock: IReactorTime = room.clock
+        self.hub = hub
+        self.clock: IReactorTime = hub.clock
         # A LOGIN is small: a pending connection can't make the server hold
         # a large partial frame. max_frame once logged in.
-        self.MAX_LENGTH = min(room.limits.pending_frame, room.limits.max_frame)
+        self.MAX_LENGTH = min(hub.limits.pending_frame, hub.limits.max_frame)
         self.state = PENDING
         self.opened = 0.0
         self._timer: Deadline | None = None
@@ -127,7 +127,7 @@ class ChatProtocol(Int32StringReceiver):
 
     wire = INT32
 
-    # -- what the room calls (core.connection.Connection) -------------------------
+    # -- what the hub calls (core.connection.Connection) -------------------------
     # ``deliver`` is the outbox's own write, set in connectionMade: a broadcast
     # costs one call per recipient.
 
@@ -157,11 +157,11 @@ class ChatProtocol(Int32StringReceiver):
     def connectionMade(self) -> None:
         self.opened = self.clock.seconds()
         self._last_heard = self.opened
-        limits = self.room.limits
+        limits = self.hub.limits
         self._budget = Budget(limits.packet_rate, limits.packet_burst, self.opened)
-        self.outbox = Outbox(self.transport, limits.sendq, self.room.overflowed, self)
+        self.outbox = Outbox(self.transport, limits.sendq, self.hub.overflowed, self)
         self.deliver = self.outbox.write
-        if not self.room.accept(self):
+        if not self.hub.accept(self):
             self._close(codec.encode_frame(codec.Bye("server_full")))
             return
         _no_delay(self.transport)
@@ -200,7 +200,7 @@ class ChatProtocol(Int32StringReceiver):
         units = 1.0
         try:
             packet = codec.decode_client(payload)
-            units = cost(packet, self.room.limits.history_page)
+            units = cost(packet, self.hub.limits.history_page)
             _HANDLERS[type(packet)](self, packet)
         except ProtocolError as e:
             units += REFUSAL
@@ -221,13 +221,13 @@ class ChatProtocol(Int32StringReceiver):
         if self.state == CLOSING:
             return
         self._handled += 1
-        limits = self.room.limits
+        limits = self.hub.limits
         delay = self._budget.settle(units, now, self._handled, self._more_waiting, limits)
         if delay is None:
             return
         if delay == CUT:
             log.warn("connection {id}: past its budget for {t:.0f}s, cut", id=self.id, t=limits.flood_cut)
-            self.room.leave(self, "kicked")
+            self.hub.leave(self, "kicked")
             self.disconnect("kicked")
             return
         self.pauseProducing()  # the frame loop stops; the transport stops reading
@@ -257,7 +257,7 @@ class ChatProtocol(Int32StringReceiver):
         self.state = CLOSING
         self._cancel_timer()
         self._cancel_throttle()
-        self.room.leave(self, "connection_lost")
+        self.hub.leave(self, "connection_lost")
         log.info(
             "connection {id} closed ({was}): {why}",
             id=self.id,
@@ -280,40 +280,40 @@ class ChatProtocol(Int32StringReceiver):
         if self.state == CONNECTED:
             raise ProtocolError(ErrorCode.ALREADY_LOGGED_IN, "this connection is already logged in")
         try:
-            self.room.login(self, packet)
+            self.hub.login(self, packet)
         except ProtocolError as e:
             if e.code == ErrorCode.UNSUPPORTED_VERSION:
                 self._fatal(e.code, e.message, packet.ref)
                 return
             raise
         self.state = CONNECTED
-        self.MAX_LENGTH = self.room.limits.max_frame
-        self._schedule(self.room.limits.ping_interval, self._keepalive)
+        self.MAX_LENGTH = self.hub.limits.max_frame
+        self._schedule(self.hub.limits.ping_interval, self._keepalive)
 
     def _rate_limit(self) -> None:
         now = self.clock.seconds()
         if self._bucket is None:  # made at the first SAY or WHISPER: most connections mostly listen
-            self._bucket = TokenBucket(self.room.limits.rate, self.room.limits.burst, now)
+            self._bucket = TokenBucket(self.hub.limits.rate, self.hub.limits.burst, now)
         if not self._bucket.take(now):
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
-                f"slow down: at most {self.room.limits.rate:g} messages a second "
-                f"(burst {self.room.limits.burst}); this one was dropped",
+                f"slow down: at most {self.hub.limits.rate:g} messages a second "
+                f"(burst {self.hub.limits.burst}); this one was dropped",
             )
 
     def _on_say(self, packet: codec.Say) -> None:
         session = self._require_login()
         self._rate_limit()
-        self.room.say(session, packet.text, packet.ref)
+        self.hub.say(session, packet.text, packet.ref)
 
     def _on_whisper(self, packet: codec.Whisper) -> None:
         session = self._require_login()
         self._rate_limit()
-        self.room.whisper(session, packet)
+        self.hub.whisper(session, packet)
 
     def _on_history(self, packet: codec.HistoryRequest) -> None:
         self._require_login()
-        d = self.room.history(packet)
+        d = self.hub.history(packet)
         d.addCallback(self.send)
         d.addErrback(self._history_failed, packet.ref)
 
@@ -328,14 +328,14 @@ class ChatProtocol(Int32StringReceiver):
         pass  # hearing anything is what keeps the connection alive
 
     def _on_quit(self, packet: codec.Quit) -> None:
-        self.room.leave(self, "quit", packet.reason)
+        self.hub.leave(self, "quit", packet.reason)
         self._close(None)
 
     # -- timers ------------------------------------------------------------------
 
     def _schedule(self, delay: float, call: Callable[[], None]) -> None:
         self._cancel_timer()
-        self._timer = self.room.timers.call_later(delay, call)
+        self._timer = self.hub.timers.call_later(delay, call)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -344,20 +344,20 @@ class ChatProtocol(Int32StringReceiver):
 
     def _login_timed_out(self) -> None:
         self._timer = None
-        log.info("connection {id}: no login within {t}s", id=self.id, t=self.room.limits.login_timeout)
-        self.room.leave(self, "login_timeout")
+        log.info("connection {id}: no login within {t}s", id=self.id, t=self.hub.limits.login_timeout)
+        self.hub.leave(self, "login_timeout")
         self.disconnect("login_timeout")
 
     def _keepalive(self) -> None:
         """One timer per connection, re-armed from when we last heard from the
         peer, so a busy connection costs a float store per packet, not a timer reset."""
         self._timer = None
-        limits = self.room.limits
+        limits = self.hub.limits
         now = self.clock.seconds()
         silent = now - self._last_heard
         if silent >= limits.idle_timeout:
             log.info("connection {id}: silent for {t:.0f}s, timed out", id=self.id, t=silent)
-            self.room.leave(self, "timeout")
+            self.hub.leave(self, "timeout")
             self.disconnect("timeout")
             return
         if silent >= limits.ping_interval and not self._pinged:
@@ -377,7 +377,7 @@ class ChatProtocol(Int32StringReceiver):
     def _fatal(self, code: str, message: str, ref: str | None = None) -> None:
         """An ERROR after which the stream can't continue: it is the last packet.
         Others see the peer leave as ``connection_lost``."""
-        self.room.leave(self, "connection_lost")
+        self.hub.leave(self, "connection_lost")
         self._close(codec.encode_frame(codec.Error(code, message, ref)))
 
     def _close(self, final: bytes | None, *, flush: bool = True) -> None:
@@ -414,14 +414,14 @@ _HANDLERS: dict[type, Callable] = {
 
 
 class ChatFactory(Factory):
-    """Builds a ChatProtocol per connection, all sharing one room."""
+    """Builds a ChatProtocol per connection, all sharing one hub."""
 
     noisy = False  # the listener logs its own address
 
-    def __init__(self, room: Room) -> None:
-        self.room = room
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
 
     def buildProtocol(self, addr) -> ChatProtocol:
-        protocol = ChatProtocol(self.room)
+        protocol = ChatProtocol(self.hub)
         protocol.factory = self
         return protocol

@@ -20,7 +20,7 @@ from PyQt6.QtWidgets import (
 )
 from twisted.logger import formatEvent, globalLogPublisher
 
-from chatproto.core.connection import RoomEvent
+from chatproto.core.connection import HubEvent
 from qtclient.host import HostedServer
 
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -98,7 +98,7 @@ class ServerConsole(QWidget):
             self.append_log(f"error: {e}")
             self.status.setText("stopped")
             return False
-        self.server.room.observers.append(self._room_event)
+        self.server.hub.observers.append(self._room_event)
         self.status.setText(f"listening on {address}")
         self._update_buttons()
         self.refresh()
@@ -114,7 +114,7 @@ class ServerConsole(QWidget):
         return d
 
     def kick_selected(self) -> None:
-        room = self.server.room
+        room = self.server.hub
         for tree in (self.connected, self.pending):
             for item in tree.selectedItems():
                 if room is not None:
@@ -122,7 +122,7 @@ class ServerConsole(QWidget):
 
     # -- display --------------------------------------------------------------------
 
-    def _room_event(self, event: RoomEvent) -> None:
+    def _room_event(self, event: HubEvent) -> None:
         """Apply one event to the trees: a row added, moved or removed, never a rebuild."""
         if event.kind == "pending":
             self._put(self.pending, event.id, [str(event.id), event.address, _since(event.since)])
@@ -158,7 +158,7 @@ class ServerConsole(QWidget):
 
     def refresh(self) -> None:
         """Rebuild both trees from the room: when it starts or stops."""
-        room = self.server.room
+        room = self.server.hub
         for tree, rows in self._rows.items():
             tree.clear()
             rows.clear()

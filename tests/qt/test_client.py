@@ -187,8 +187,8 @@ def test_reconnect_after_server_restart_with_queue_and_catch_up(window, server, 
 def test_history_paging_when_scrolled_to_the_top(window, server, sessions):
     bob = yield other(sessions, server, "bob")
     for i in range(120):
-        server.room.say(server.room.session_for("bob"), f"old {i}", None)
-    server.room.flush()
+        server.hub.say(server.hub.session_for("bob"), f"old {i}", None)
+    server.hub.flush()
     del bob
     yield log_in(window, server)
     yield until(lambda: len([t for t in texts(window) if t.startswith("old")]) == 50)

@@ -69,7 +69,7 @@ def test_console_trees_kick_and_stop(qtbot, reactor):
     yield until(lambda: console.connected.topLevelItemCount() == 0)
     yield console.stop()
     assert console.start_button.isEnabled() and not console.stop_button.isEnabled()
-    assert console.server.room is None
+    assert console.server.hub is None
 
 
 def console_state(console) -> tuple:
@@ -103,8 +103,8 @@ def test_console_follows_each_event_without_rebuilding(qtbot, reactor, monkeypat
         client.send(codec.Login(f"n{i}", 1))
     yield until(
         lambda: (
-            console_state(console) == room_state(console.server.room)
-            and len(room_state(console.server.room)[1]) == 8
+            console_state(console) == room_state(console.server.hub)
+            and len(room_state(console.server.hub)[1]) == 8
         )
     )
     clients[0].send(codec.Quit())
@@ -114,7 +114,7 @@ def test_console_follows_each_event_without_rebuilding(qtbot, reactor, monkeypat
     again = yield connectProtocol(endpoint, Raw())
     again.send(codec.Login("n2", 1, welcome.resume))  # takes n2 over from clients[2]
     yield until(lambda: any(isinstance(p, codec.Welcome) for p in again.packets))
-    yield until(lambda: console_state(console) == room_state(console.server.room))
+    yield until(lambda: console_state(console) == room_state(console.server.hub))
     pending, connected = console_state(console)
     assert len(pending) == 3 and len(connected) == 6
     local = again.transport.getHost()

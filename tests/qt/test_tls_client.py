@@ -48,7 +48,7 @@ def test_certificate_from_another_ca_is_refused_and_not_retried(window, reactor,
         assert "certificate was not accepted" in message
         yield until(lambda: window.session.state == states.GIVEN_UP)
         assert "Not connected" in window.banner.text()
-        assert server.room.sessions == []
+        assert server.hub.sessions == []
     finally:
         yield server.stop()
 
@@ -65,7 +65,7 @@ def test_trust_on_first_use_then_a_changed_certificate_is_refused(window, reacto
         where, seen = yield asked
         assert (where, seen) == (f"127.0.0.1:{port}", fingerprint(cert_pem))
         assert seen in window.banner.text(), "the user sees the fingerprint"
-        assert server.room.sessions == [], "nothing is sent before the user decides"
+        assert server.hub.sessions == [], "nothing is sent before the user decides"
         welcomed = signal_fired(window.session.welcomed)
         window.banner.linkActivated.emit("trust")
         yield welcomed
@@ -80,7 +80,7 @@ def test_trust_on_first_use_then_a_changed_certificate_is_refused(window, reacto
         window.connect_to(target)
         _code, message = yield refused
         assert "CHANGED" in message
-        assert server.room.sessions == []
+        assert server.hub.sessions == []
         yield until(lambda: window.session.state == states.GIVEN_UP)
     finally:
         yield window.session.disconnect()

@@ -1,8 +1,8 @@
-"""The room: what transports call, tying the registry, the ordered
+"""The hub: what transports call, tying the registry, the rooms, the ordered
 broadcast and the event log together.
 
-A transport hands the room parsed requests (``accept``, ``login``, ``say``,
-``whisper``, ``history``, ``leave``) and the room answers through the
+A transport hands the hub parsed requests (``accept``, ``login``, ``say``,
+``whisper``, ``history``, ``leave``) and the hub answers through the
 :class:`~chatproto.core.connection.Connection` interface. Whispers, history
 replies and WELCOME wait for everything broadcast before them
 (:meth:`Broadcast.after_all`), which is what keeps one total order without a
@@ -23,7 +23,7 @@ from chatproto.backends.eventlog import Draft, EventLog
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import Broadcast, Said
-from chatproto.core.connection import Connection, RoomEvent, Session
+from chatproto.core.connection import Connection, HubEvent, Session
 from chatproto.core.registry import Registry
 from chatproto.core.timers import Timers
 from chatproto.limits import DEFAULTS, Limits
@@ -35,7 +35,7 @@ log = Logger()
 SHUTDOWN_GRACE = 5.0
 
 
-class Room:
+class Hub:
     def __init__(
         self,
         eventlog: EventLog,
@@ -48,7 +48,7 @@ class Room:
         self.clock = clock
         self.limits = limits
         self.name = name
-        self.observers: list[Callable[[RoomEvent], None]] = []
+        self.observers: list[Callable[[HubEvent], None]] = []
         self.timers = Timers(clock)  # every connection's deadlines
         self.registry = Registry(limits.max_clients)
         self.assembler = Assembler(limits.history_replay, limits.max_frame, name, motd, limits.as_wire())
@@ -77,7 +77,7 @@ class Room:
         return self.registry.find(nick)
 
     def _notify(self, kind: str, id: int, **fields) -> None:
-        event = RoomEvent(kind, id, **fields)
+        event = HubEvent(kind, id, **fields)
         for observer in list(self.observers):
             try:
                 observer(event)
