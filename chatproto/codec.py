@@ -1,4 +1,4 @@
-"""Bytes <-> typed packets for protocol version 1 (docs/protocol.md).
+"""Bytes <-> typed packets for protocol versions 1 and 2 (docs/protocol.md).
 
 Pure: no I/O, no Twisted. The server and any client share it, so both sides
 agree on what a well-formed packet is. Framing (the 4-byte length prefix) is
@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
-PROTOCOL_VERSION = 1
+#: The newest version; the server speaks every one of VERSIONS.
+PROTOCOL_VERSION = 2
+VERSIONS = (1, 2)
 
 _LENGTH = struct.Struct("!I")
 #: The largest payload a 4-byte length prefix can describe.
@@ -36,6 +38,10 @@ class PacketType(IntEnum):
     QUIT = 0x05
     HISTORY = 0x06
     PONG = 0x07
+    JOIN = 0x08  # version 2 on
+    PART = 0x09
+    LIST = 0x0A
+    TOPIC = 0x0B
     # server -> client
     WELCOME = 0x81
     MESSAGE = 0x82
@@ -48,6 +54,9 @@ class PacketType(IntEnum):
     HISTORY_PAGE = 0x89
     BYE = 0x8A
     SERVER_PING = 0x8B
+    ROOM = 0x8C  # version 2 on
+    TOPIC_CHANGED = 0x8D
+    ROOMS = 0x8E
 
 
 #: Every integer field holds a signed 64-bit value; anything outside is
@@ -70,6 +79,12 @@ class ErrorCode:
     NO_SUCH_NICK = "no_such_nick"
     RATE_LIMITED = "rate_limited"
     INTERNAL = "internal"
+    # version 2 on
+    BAD_ROOM = "bad_room"
+    NO_SUCH_ROOM = "no_such_room"
+    NOT_A_MEMBER = "not_a_member"
+    TOO_MANY_ROOMS = "too_many_rooms"
+    BAD_TOPIC = "bad_topic"
 
 
 class ProtocolError(Exception):
@@ -89,6 +104,11 @@ class ProtocolError(Exception):
 # a lone surrogate there is bad_text / bad_nick, not bad_packet.
 _TEXT = {"kind": "text"}
 _NICK = {"kind": "nick"}
+_ROOM = {"kind": "room"}
+_TOPIC = {"kind": "topic"}
+#: A field that version 1 does not have: a version 1 session's packets are
+#: read without it (unknown fields are ignored), and never get it.
+_V2 = {"since": 2}
 
 
 def _json(name: str, **kind: str) -> dict:
@@ -131,6 +151,7 @@ class Say:
     TYPE: ClassVar = PacketType.SAY
     text: str = field(metadata=_TEXT)
     ref: str | None = None
+    room: str | None = field(default=None, metadata={**_ROOM, **_V2})
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +183,42 @@ class HistoryRequest:
     after: int | None = None
     limit: int | None = None
     ref: str | None = None
+    room: str | None = field(default=None, metadata={**_ROOM, **_V2})
 
 
 @dataclass(frozen=True, slots=True)
 class Pong:
     TYPE: ClassVar = PacketType.PONG
     token: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    TYPE: ClassVar = PacketType.JOIN
+    room: str = field(metadata=_ROOM)
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    TYPE: ClassVar = PacketType.PART
+    room: str = field(metadata=_ROOM)
+    reason: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListRooms:
+    TYPE: ClassVar = PacketType.LIST
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetTopic:
+    TYPE: ClassVar = PacketType.TOPIC
+    room: str = field(metadata=_ROOM)
+    topic: str = field(metadata=_TOPIC)
     ref: str | None = None
 
 
@@ -186,6 +237,8 @@ class Welcome:
     pending: list[int]
     history: list[Message]
     limits: dict
+    rooms: list[str] | None = field(default=None, metadata=_V2)
+    default_room: str | None = field(default=None, metadata=_V2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +251,7 @@ class MessagePacket:
     sender: str = field(metadata=_json("from"))
     text: str = field(metadata=_TEXT)
     ref: str | None = None
+    room: str | None = field(default=None, metadata=_V2)
 
     @property
     def message(self) -> Message:
@@ -219,6 +273,7 @@ class Joined:
     TYPE: ClassVar = PacketType.JOINED
     id: int
     nick: str
+    room: str | None = field(default=None, metadata=_V2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +283,8 @@ class Left:
     nick: str
     reason: str
     message: str | None = None
+    room: str | None = field(default=None, metadata=_V2)
+    ref: str | None = field(default=None, metadata=_V2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +313,7 @@ class HistoryPage:
     TYPE: ClassVar = PacketType.HISTORY_PAGE
     messages: list[Message]
     more: bool
+    room: str | None = field(default=None, metadata=_V2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +328,46 @@ class ServerPing:
     token: str | None = None
 
 
-CLIENT_PACKETS = (Login, Say, Whisper, Ping, Quit, HistoryRequest, Pong)
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """One room in a ROOMS listing."""
+
+    room: str
+    topic: str
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    """What a member of a room starts from: the answer to JOIN."""
+
+    TYPE: ClassVar = PacketType.ROOM
+    room: str
+    topic: str
+    members: list[Peer]
+    history: list[Message]
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicChanged:
+    TYPE: ClassVar = PacketType.TOPIC_CHANGED
+    room: str
+    topic: str
+    by: str
+    ts: float
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomList:
+    TYPE: ClassVar = PacketType.ROOMS
+    rooms: list[RoomInfo]
+    ref: str | None = None
+
+
+V1_CLIENT_PACKETS = (Login, Say, Whisper, Ping, Quit, HistoryRequest, Pong)
+CLIENT_PACKETS = (*V1_CLIENT_PACKETS, Join, Part, ListRooms, SetTopic)
 SERVER_PACKETS = (
     Welcome,
     MessagePacket,
@@ -283,6 +380,9 @@ SERVER_PACKETS = (
     HistoryPage,
     Bye,
     ServerPing,
+    RoomState,
+    TopicChanged,
+    RoomList,
 )
 
 
@@ -295,7 +395,8 @@ class _Field:
     key: str
     check: Any  # (value, where) -> value, raises ProtocolError
     optional: bool
-    own_rule: bool  # text/nick: surrogates are judged by rules.py
+    own_rule: bool  # text/nick/room/topic: surrogates are judged by rules.py
+    since: int  # the protocol version that added the field
 
 
 def _bad(message: str) -> ProtocolError:
@@ -382,19 +483,25 @@ def _schema(cls) -> tuple[_Field, ...]:
                 check=_checker(tp),
                 optional=optional,
                 own_rule="kind" in f.metadata,
+                since=f.metadata.get("since", 1),
             )
         )
     return tuple(fields)
 
 
-_SCHEMAS = {cls: _schema(cls) for cls in (Peer, Message, *CLIENT_PACKETS, *SERVER_PACKETS)}
-_CLIENT_TYPES = {cls.TYPE: cls for cls in CLIENT_PACKETS}
+_SCHEMAS = {cls: _schema(cls) for cls in (Peer, Message, RoomInfo, *CLIENT_PACKETS, *SERVER_PACKETS)}
+#: What a version 1 session's packets are read as: version 1's fields only.
+_V1_SCHEMAS = {cls: tuple(f for f in schema if f.since == 1) for cls, schema in _SCHEMAS.items()}
+_CLIENT_TYPES = {
+    1: ({cls.TYPE: cls for cls in V1_CLIENT_PACKETS}, _V1_SCHEMAS),
+    2: ({cls.TYPE: cls for cls in CLIENT_PACKETS}, _SCHEMAS),
+}
 _SERVER_TYPES = {cls.TYPE: cls for cls in SERVER_PACKETS}
 
 
-def _from_body(cls, body: dict, where: str = ""):
+def _from_body(cls, body: dict, where: str = "", schemas: dict = _SCHEMAS):
     values = {}
-    for f in _SCHEMAS[cls]:
+    for f in schemas[cls]:
         value = body.get(f.key)
         if value is None:
             if not f.optional:
@@ -429,9 +536,9 @@ def _reject_surrogates(value: Any, where: str) -> None:
             _reject_surrogates(item, where)
 
 
-def _check_surrogates(cls, body: dict) -> None:
-    """bad_packet for a lone surrogate anywhere except text and nick fields."""
-    own_rule = {f.key for f in _SCHEMAS[cls] if f.own_rule}
+def _check_surrogates(cls, body: dict, schemas: dict) -> None:
+    """bad_packet for a lone surrogate anywhere except the fields with a rule of their own."""
+    own_rule = {f.key for f in schemas[cls] if f.own_rule}
     for key, value in body.items():
         _reject_surrogates(key, "a key")
         if key not in own_rule:
@@ -467,7 +574,7 @@ def _ref_of(body: Any) -> str | None:
     return None
 
 
-def _decode(payload: bytes, table: dict, direction: str):
+def _decode(payload: bytes, table: dict, direction: str, schemas: dict = _SCHEMAS):
     if not payload:
         raise _bad("empty payload: a packet needs at least its type byte")
     type_byte = payload[0]
@@ -485,16 +592,19 @@ def _decode(payload: bytes, table: dict, direction: str):
         raise _bad("body must be a JSON object")
     try:
         if _SURROGATE_ESCAPE.search(payload):
-            _check_surrogates(cls, body)
-        return _from_body(cls, body)
+            _check_surrogates(cls, body, schemas)
+        return _from_body(cls, body, schemas=schemas)
     except ProtocolError as e:
         e.ref = _ref_of(body)
         raise
 
 
-def decode_client(payload: bytes):
-    """Parse a client->server payload; raises ProtocolError (never anything else)."""
-    return _decode(payload, _CLIENT_TYPES, "client-to-server")
+def decode_client(payload: bytes, version: int = PROTOCOL_VERSION):
+    """Parse a client->server payload as ``version`` defines it (a version 1
+    session's packets have only version 1's types and fields); raises
+    ProtocolError (never anything else)."""
+    table, schemas = _CLIENT_TYPES[version]
+    return _decode(payload, table, f"version {version} client-to-server", schemas)
 
 
 def decode_server(payload: bytes):
@@ -557,6 +667,11 @@ def with_ref(object_json: str, ref: str | None) -> str:
     return object_json if ref is None else f'{object_json[:-1]},"ref":{dumps(ref)}}}'
 
 
+def with_room(object_json: str, room: str) -> str:
+    """A MESSAGE body as version 2 has it: the room's name added."""
+    return f'{object_json[:-1]},"room":{_string(room)}}}'
+
+
 def peer_json(id: int, nick: str) -> str:
     """A Peer object, as WELCOME.peers lists it."""
     return dumps({"id": id, "nick": nick})
@@ -567,6 +682,13 @@ def welcome_payload(body: dict, peers_json: list[str], history_json: list[str]) 
     text = dumps(body)
     lists = f'"peers":[{",".join(peers_json)}],"history":[{",".join(history_json)}]'
     return encode_json(PacketType.WELCOME, f"{text[:-1]},{lists}}}")
+
+
+def room_state_payload(body: dict, members_json: list[str], history_json: list[str]) -> bytes:
+    """ROOM from its scalar fields and the room's cached member and history objects."""
+    text = dumps(body)
+    lists = f'"members":[{",".join(members_json)}],"history":[{",".join(history_json)}]'
+    return encode_json(PacketType.ROOM, f"{text[:-1]},{lists}}}")
 
 
 def frame(payload: bytes) -> bytes:

@@ -13,9 +13,10 @@ import math
 from dataclasses import dataclass, field
 
 
-def _limit(default, help: str, minimum: float = 0, exclusive: bool = True, wire: bool = True):
-    """A Limits field: its default, its help text, its lower bound, and
-    whether WELCOME.limits reports it (version 1's keys are fixed)."""
+def _limit(default, help: str, minimum: float = 0, exclusive: bool = True, wire: int = 1):
+    """A Limits field: its default, its help text, its lower bound, and the
+    protocol version from which WELCOME.limits reports it (0: never;
+    version 1's keys are fixed)."""
     return field(
         default=default, metadata={"help": help, "minimum": minimum, "exclusive": exclusive, "wire": wire}
     )
@@ -40,20 +41,27 @@ class Limits:
     packet_rate: float = _limit(
         200.0,
         "Budget units a second per connection: a packet costs 1, HISTORY 1 more per 10 rows.",
-        wire=False,
+        wire=0,
     )
-    packet_burst: float = _limit(200.0, "Budget units a connection may spend at once.", wire=False)
+    packet_burst: float = _limit(200.0, "Budget units a connection may spend at once.", wire=0)
     packets_per_turn: int = _limit(
-        32, "Packets handled per connection per reactor turn; the rest wait a turn.", wire=False
+        32, "Packets handled per connection per reactor turn; the rest wait a turn.", wire=0
     )
     flood_cut: float = _limit(
         30.0,
         "Seconds past its budget, always with more packets waiting, before a connection is cut.",
-        wire=False,
+        wire=0,
     )
     pending_frame: int = _limit(
-        4096, "Largest payload accepted before login, in bytes (at most max-frame).", 64, False, wire=False
+        4096, "Largest payload accepted before login, in bytes (at most max-frame).", 64, False, wire=0
     )
+    # Rooms (protocol version 2); WELCOME.limits reports them to version 2 sessions.
+    rooms_per_connection: int = _limit(20, "Rooms one session may be in at once.", wire=2)
+    max_rooms: int = _limit(1000, "Rooms that may exist at once on the server.", wire=2)
+    room_name_length: int = _limit(32, "Longest room name, in characters.", wire=2)
+    topic_length: int = _limit(300, "Longest room topic, in characters.", wire=2)
+    join_rate: float = _limit(1.0, "JOIN, PART and TOPIC per second per connection.", wire=2)
+    join_burst: int = _limit(10, "JOIN, PART and TOPIC a connection may send at once.", wire=2)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -64,9 +72,14 @@ class Limits:
                 f"idle_timeout ({self.idle_timeout}), or idle clients are never pinged"
             )
 
-    def as_wire(self) -> dict:
-        """WELCOME.limits: exactly version 1's keys."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["wire"]}
+    def as_wire(self, version: int = 1) -> dict:
+        """WELCOME.limits for a session of ``version``: exactly version 1's
+        keys for version 1."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if 0 < f.metadata["wire"] <= version
+        }
 
 
 def _kind(f: dataclasses.Field) -> type:

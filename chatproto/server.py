@@ -14,6 +14,7 @@ from chatproto.backends.eventlog import EventLog
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.core.hub import Hub
 from chatproto.limits import DEFAULTS, Limits
+from chatproto.rules import DEFAULT_ROOM, room_key
 from chatproto.service import HubService, ListenerService
 from chatproto.transports.int32 import ChatFactory
 
@@ -53,9 +54,11 @@ def build_server(
     limits: Limits = DEFAULTS,
     name: str = "chat",
     motd: str = "",
+    default_room: str = DEFAULT_ROOM,
+    rooms: list[str] = (),
 ) -> ChatServer:
     """A server on ``reactor`` (or a ``task.Clock``, with no ``listen``);
-    ``history`` is an SQLite path or any event log."""
-    eventlog = SQLiteLog(history) if isinstance(history, str) else history
-    hub = Hub(eventlog, reactor, limits, name=name, motd=motd)
+    ``history`` is an SQLite path or any event log; ``rooms`` always exist."""
+    eventlog = SQLiteLog(history, room_key(default_room)) if isinstance(history, str) else history
+    hub = Hub(eventlog, reactor, limits, name=name, motd=motd, default_room=default_room, rooms=list(rooms))
     return ChatServer(hub, reactor, list(listen))

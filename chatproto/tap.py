@@ -16,7 +16,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
+from chatproto.codec import ProtocolError
 from chatproto.limits import DEFAULTS, Limits, parse_limit
+from chatproto.rules import DEFAULT_ROOM, normalise_room
 from chatproto.server import build_server
 from chatproto.service import GracefulExit, heap_trimmer
 
@@ -62,19 +64,25 @@ def check_endpoint(description: str):
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
-        "A small-group chat server speaking chat protocol version 1 "
+        "A small-group chat server with rooms, speaking chat protocol versions 1 and 2 "
         "(length-prefixed JSON packets) on one or more Twisted endpoints."
     )
     optParameters = [
         ["history", None, DEFAULT_HISTORY, "SQLite history file (':memory:' keeps none across restarts)."],
         ["name", None, "chat", "Server name sent in WELCOME."],
         ["motd", None, "", "Message of the day sent in WELCOME."],
+        ["default-room", None, DEFAULT_ROOM, "The room version 1 clients are in; it always exists."],
         *limit_parameters(),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["rooms"] = []
+
+    def opt_room(self, name: str) -> None:
+        """A room that always exists, even with nobody in it (repeatable)."""
+        self["rooms"].append(name)
 
     def opt_listen(self, description: str) -> None:
         """Endpoint to listen on, e.g. tcp:7777 or
@@ -89,6 +97,13 @@ class Options(usage.Options):
             self["limits"] = Limits(**{f.name: self[_option_name(f)] for f in dataclasses.fields(Limits)})
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        for option, name in [("--default-room", self["default-room"])] + [
+            ("--room", r) for r in self["rooms"]
+        ]:
+            try:
+                normalise_room(name, self["limits"].room_name_length)
+            except ProtocolError as e:
+                raise usage.UsageError(f"{option} {name!r}: {e.message}") from None
         history = self["history"]
         if history != ":memory:":
             folder = os.path.dirname(os.path.abspath(history))
@@ -128,6 +143,8 @@ def makeService(config: Options, reactor=None) -> MultiService:
         limits=config["limits"],
         name=config["name"],
         motd=config["motd"],
+        default_room=config["default-room"],
+        rooms=config["rooms"],
     )
     server.setServiceParent(top)
     GracefulExit(reactor).setServiceParent(top)

@@ -2,7 +2,7 @@
 
     python -m fuzz.fuzz_server [libFuzzer options, e.g. -max_total_time=60 CORPUS]
 
-Each input drives a room with three connections on StringTransport and a
+Each input drives a server with three connections on StringTransport and a
 task.Clock: the fuzzer's bytes choose which connection gets the next chunk
 of stream bytes (valid frames, broken frames, anything), when time passes,
 and when a connection drops. The server must never log a failure (a handler
@@ -37,8 +37,18 @@ SEEDS = [
         codec.Ping("t"),
         codec.Quit("bye"),
         codec.Login("not a nick!", 1),
-        codec.Login("cat", 2),
+        codec.Login("cat", 3),
         codec.Say("bell\x07", "b"),
+        # version 2 (appended: saved inputs name seeds by index)
+        codec.Login("dan", 2),
+        codec.Join("lobby", "j"),
+        codec.Join("general"),
+        codec.Say("in the lobby", "l", "lobby"),
+        codec.SetTopic("lobby", "plans", "t"),
+        codec.ListRooms("l"),
+        codec.HistoryRequest(room="lobby"),
+        codec.Part("lobby", "later", "p"),
+        codec.Join("not a room!"),
     )
 ]
 
@@ -81,7 +91,7 @@ def exercise(data: bytes) -> set[str]:
     try:
         clock = Clock()
         server = build_server(clock, limits=Limits(max_frame=2048, max_text=200, history_replay=5))
-        room, factory = server.hub, server.factory
+        hub, factory = server.hub, server.factory
         peers = []
         for i in range(3):
             transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1000 + i))
@@ -108,17 +118,20 @@ def exercise(data: bytes) -> set[str]:
                 from twisted.python.failure import Failure
 
                 protocol.connectionLost(Failure(ConnectionDone()))
-            room.flush()
+            hub.flush()
             for _, peer_transport in peers:
                 _check_output(peer_transport, seen)
             if failures:
                 raise Failed(f"a handler failed: {failures[0].getTraceback()}")
-            sessions = room.sessions
-            if sorted(room.registry.nick_keys()) != sorted(s.key for s in sessions):
+            sessions = hub.sessions
+            if sorted(hub.registry.nick_keys()) != sorted(s.key for s in sessions):
                 raise Failed("the nick index and the sessions disagree")
             if any(s.connection._is_lost for s in sessions):
                 raise Failed("a lost connection is still registered")
-        room.shutdown()
+            for chat_room in hub.rooms:
+                if any(hub.registry.sessions.get(id) is not s for id, s in chat_room.members.items()):
+                    raise Failed(f"room {chat_room.name} lists a member that is gone")
+        hub.shutdown()
     finally:
         globalLogPublisher.removeObserver(observe)
     return seen

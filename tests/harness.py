@@ -60,9 +60,14 @@ class Peer:
         """The ERROR just written (errors are sent at once, not at the end of the turn)."""
         return self.only(codec.Error, flush=False)
 
-    def login(self, nick: str, resume: str | None = None) -> codec.Welcome:
-        self.send(codec.Login(nick, 1, resume))
-        return self.only(codec.Welcome, flush=False)  # WELCOME is sent at once
+    def login(self, nick: str, resume: str | None = None, version: int = 1) -> codec.Welcome:
+        self.send(codec.Login(nick, version, resume))
+        return self.received(flush=False)[0]  # WELCOME is sent at once (then ROOMs on a resume)
+
+    def join(self, room: str, ref: str | None = None) -> codec.RoomState:
+        """JOIN; the ROOM that answers it (sent at once)."""
+        self.send(codec.Join(room, ref))
+        return self.only(codec.RoomState, flush=False)
 
     def say(self, text: str, ref: str | None = None) -> None:
         self.send(codec.Say(text, ref))
@@ -89,28 +94,34 @@ def result(d):
 class Server:
     """The server ``build_server`` makes, on a task.Clock, with no listener."""
 
-    def __init__(self, store=None, **limits) -> None:
+    def __init__(self, store=None, rooms=(), default_room="general", **limits) -> None:
         self.clock = Clock()
         self.store = store if store is not None else SQLiteLog(":memory:")
         server = build_server(
-            self.clock, history=self.store, limits=Limits(**limits), name="test", motd="hello"
+            self.clock,
+            history=self.store,
+            limits=Limits(**limits),
+            name="test",
+            motd="hello",
+            default_room=default_room,
+            rooms=list(rooms),
         )
         self.hub = server.hub
         self.factory = server.factory
 
-    def stored(self) -> list[codec.Message]:
-        """Every message in the log, oldest first."""
-        return result(self.store.after(0, 1_000_000))[0]
+    def stored(self, room: str = "general") -> list[codec.Message]:
+        """Every message of a room in the log, oldest first."""
+        return result(self.store.after(0, 1_000_000, room))[0]
 
     def peer(self) -> Peer:
         return Peer(self)
 
-    def logged_in(self, *nicks: str) -> list[Peer]:
+    def logged_in(self, *nicks: str, version: int = 1) -> list[Peer]:
         """Peers logged in one after another, their inboxes emptied."""
         peers = []
         for nick in nicks:
             peer = self.peer()
-            peer.login(nick)
+            peer.login(nick, version=version)
             peers.append(peer)
         for peer in peers:
             peer.received()

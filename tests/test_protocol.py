@@ -154,7 +154,7 @@ class Login(SynchronousTestCase):
         server = Server()
         (alice,) = server.logged_in("alice")
         peer = server.peer()
-        peer.send(codec.Login("bob", 2))
+        peer.send(codec.Login("bob", 3))
         self.assertEqual(peer.error().code, ErrorCode.UNSUPPORTED_VERSION)
         self.assertTrue(peer.closing)
         peer.send(codec.Ping("after"))
@@ -266,7 +266,7 @@ class Chat(SynchronousTestCase):
         self.assertEqual(bob.only(codec.Private), codec.Private(3.0, "alice", "Bob", "psst"))
         self.assertEqual(alice.only(codec.Private), codec.Private(3.0, "alice", "Bob", "psst", "w1"))
         self.assertEqual(carol.received(), [])
-        self.assertEqual(server.store.last_seq, 0, "whispers are not stored")
+        self.assertEqual(server.store.last_seq(), 0, "whispers are not stored")
 
     def test_whisper_to_yourself_arrives_once(self):
         server = Server()
@@ -329,7 +329,7 @@ class Chat(SynchronousTestCase):
         server = Server()
         (alice,) = server.logged_in("alice")
 
-        def broken(request):
+        def broken(session, request):
             raise RuntimeError("bug")
 
         self.patch(server.hub, "history", broken)
@@ -636,7 +636,7 @@ class Shutdown(SynchronousTestCase):
         bob.received()
         alice.say("last words")
         done = server.hub.shutdown()
-        self.assertEqual(server.store.last_seq, 1)
+        self.assertEqual(server.store.last_seq(), 1)
         self.assertEqual([type(p) for p in bob.received()], [codec.MessagePacket, codec.Bye])
         for peer in (alice, bob, pending):
             self.assertTrue(peer.closing)

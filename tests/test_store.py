@@ -28,7 +28,7 @@ class SQLiteLogTests(SynchronousTestCase):
         self.addCleanup(self.log.close)
 
     def test_empty(self):
-        self.assertEqual(self.log.last_seq, 0)
+        self.assertEqual(self.log.last_seq(), 0)
         self.assertEqual(self.successResultOf(self.log.before(None, 10)), ([], False))
         self.assertEqual(self.successResultOf(self.log.after(0, 10)), ([], False))
 
@@ -46,7 +46,7 @@ class SQLiteLogTests(SynchronousTestCase):
         self.log.close()
         reopened = SQLiteLog(self.path)
         self.addCleanup(reopened.close)
-        self.assertEqual(reopened.last_seq, 3)
+        self.assertEqual(reopened.last_seq(), 3)
         self.assertEqual(self.successResultOf(reopened.after(0, 10))[0], messages(1, 3))
         self.assertEqual(self.successResultOf(reopened.append(drafts(4, 4)))[0].seq, 4)
 
@@ -66,7 +66,7 @@ class SQLiteLogTests(SynchronousTestCase):
         failure = self.failureResultOf(self.log.append(drafts(2, 3)), StoreError)
         self.assertIn("can't write history", failure.getErrorMessage())
         locker.execute("ROLLBACK")
-        self.assertEqual(self.log.last_seq, 1)
+        self.assertEqual(self.log.last_seq(), 1)
         self.assertEqual([m.seq for m in self.successResultOf(self.log.append(drafts(2, 2)))], [2])
 
     def test_checkpoint_copies_the_wal_into_the_database(self):
@@ -83,7 +83,7 @@ class SQLiteLogTests(SynchronousTestCase):
     def test_memory_keeps_nothing_across_instances(self):
         first = SQLiteLog(":memory:")
         first.append(drafts(1, 1))
-        self.assertEqual(SQLiteLog(":memory:").last_seq, 0)
+        self.assertEqual(SQLiteLog(":memory:").last_seq(), 0)
 
 
 class LateLog:
@@ -105,11 +105,17 @@ class LateLog:
             d, batch = self.waiting.pop(0)
             self.inner.append(batch).chainDeferred(d)
 
-    def before(self, seq, limit):
-        return self.inner.before(seq, limit)
+    def before(self, seq, limit, room="general"):
+        return self.inner.before(seq, limit, room)
 
-    def after(self, seq, limit):
-        return self.inner.after(seq, limit)
+    def after(self, seq, limit, room="general"):
+        return self.inner.after(seq, limit, room)
+
+    def topic(self, room):
+        return self.inner.topic(room)
+
+    def set_topic(self, room, topic):
+        return self.inner.set_topic(room, topic)
 
     def maintain(self):
         pass

@@ -1,18 +1,17 @@
-"""Assembling the packets that carry lists: WELCOME and history pages.
+"""Assembling the packets that carry lists: WELCOME, ROOM and history pages.
 
-A WELCOME is spliced from cached JSON (the peers' objects, the recent
-messages'), so a login costs a join over the peers rather than an encode
-of each. History is trimmed to fit ``max_frame``, so a client may use
+A WELCOME or ROOM is spliced from the room's cached JSON (the members'
+objects, the recent messages'), so a join costs a join over the members
+rather than an encode of each. History is trimmed to fit ``max_frame``, so a client may use
 WELCOME.limits.max_frame as its own bound for everything but a very large
 WELCOME.
 """
 
 from __future__ import annotations
 
-from collections import deque
-
 from chatproto import codec
 from chatproto.codec import Message
+from chatproto.core.rooms import ChatRoom
 
 #: Room left in a frame for the rest of the packet around a history list.
 _FRAME_MARGIN = 1024
@@ -41,34 +40,32 @@ def fit(messages: list[Message], max_frame: int, keep: str) -> tuple[list[Messag
 
 
 class Assembler:
-    """Keeps what WELCOME needs encoded: peers and the most recent messages."""
+    """Builds the packets that start a session (WELCOME) or a membership (ROOM)."""
 
-    def __init__(self, replay: int, max_frame: int, name: str, motd: str, limits_wire: dict) -> None:
+    def __init__(self, max_frame: int, name: str, motd: str, limits_wire: dict[int, dict]) -> None:
         self.max_frame = max_frame
         self.name = name
         self.motd = motd
-        self._limits_wire = limits_wire
-        self._recent: deque[tuple[Message, str]] = deque(maxlen=replay)
-        self._peers: dict[int, str] = {}  # session id -> its JSON in WELCOME.peers
+        self._limits_wire = limits_wire  # version -> WELCOME.limits
 
-    def remember(self, stored: list[tuple[Message, str]]) -> None:
-        """Messages just stored, with their JSON, for the next WELCOME."""
-        self._recent.extend(stored)
-
-    def add_peer(self, id: int, nick: str) -> None:
-        self._peers[id] = codec.peer_json(id, nick)
-
-    def remove_peer(self, id: int) -> None:
-        self._peers.pop(id, None)
-
-    def clear_peers(self) -> None:
-        self._peers.clear()
-
-    def welcome(self, nick: str, id: int, token: str, pending: list[int]) -> bytes:
-        """WELCOME's payload for a session that has just logged in (its own
-        peer already added)."""
-        recent = list(self._recent)
+    def _recent(self, room: ChatRoom) -> list[str]:
+        recent = list(room.recent)
         history, _ = fit([m for m, _ in recent], self.max_frame, keep="newest")
+        return [text for _, text in recent[len(recent) - len(history) :]]
+
+    def welcome(
+        self,
+        version: int,
+        nick: str,
+        id: int,
+        token: str,
+        pending: list[int],
+        default: ChatRoom,
+        rooms: list[str],
+    ) -> bytes:
+        """WELCOME's payload for a session that has just logged in: version
+        1 is in the default room (its own peer already added); version 2
+        gets its rooms' state in ROOM packets after it."""
         body = {
             "nick": nick,
             "id": id,
@@ -76,12 +73,23 @@ class Assembler:
             "server": self.name,
             "motd": self.motd,
             "pending": pending,
-            "limits": self._limits_wire,
+            "limits": self._limits_wire[version],
         }
-        history_json = [text for _, text in recent[len(recent) - len(history) :]]
-        return codec.welcome_payload(body, list(self._peers.values()), history_json)
+        if version == 1:
+            return codec.welcome_payload(body, list(default.peers.values()), self._recent(default))
+        body["rooms"] = rooms
+        body["default_room"] = default.name
+        return codec.welcome_payload(body, [], [])
 
-    def page(self, messages: list[Message], more: bool, keep: str) -> codec.HistoryPage:
-        """A HISTORY reply, trimmed to fit a frame (``more`` set if it was)."""
+    def room_state(self, room: ChatRoom, ref: str | None) -> bytes:
+        """ROOM: what a new member of ``room`` starts from (itself a member)."""
+        body = {"room": room.name, "topic": room.topic_text}
+        if ref is not None:
+            body["ref"] = ref
+        return codec.room_state_payload(body, list(room.peers.values()), self._recent(room))
+
+    def page(self, messages: list[Message], more: bool, keep: str, room: str | None) -> codec.HistoryPage:
+        """A HISTORY reply, trimmed to fit a frame (``more`` set if it was);
+        ``room`` is named for version 2."""
         kept, trimmed = fit(messages, self.max_frame, keep)
-        return codec.HistoryPage(kept, more or trimmed)
+        return codec.HistoryPage(kept, more or trimmed, room)

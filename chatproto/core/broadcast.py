@@ -1,13 +1,18 @@
 """The ordered broadcast: one batch per reactor turn, stored, then written.
 
-Every broadcast of a turn, chat and presence alike, goes into one batch. At
-the end of the turn (or when something must not overtake it) the batch's
-messages go to the event log in one append; once the log has numbered and
-stored them, the batch is framed once per wire and the same bytes object is
-written to every recipient on that wire. Batches are delivered in the order
-they were flushed, however the log's Deferreds fire. A sender's copy of its
-own message carries its ``ref``; a connection added during a batch starts at
-its own place in it.
+Every broadcast of a turn, chat and presence alike, in every room, goes into
+one batch. At the end of the turn (or when something must not overtake it)
+the batch's messages go to the event log in one append; once the log has
+numbered and stored them, each room's part of the batch is encoded once per
+protocol version, framed once per wire, and the same bytes object is written
+to every member on that wire. Batches are delivered in the order they were
+flushed, however the log's Deferreds fire; within a batch, a room's items
+keep their order, and server-wide items (PENDING) keep their place among
+everyone's. A sender's copy of its own item carries its ``ref``; a
+connection added to a channel during a batch starts at its own place in it.
+
+A *channel* is a room's key, or :data:`SERVER` for what every logged-in
+session gets.
 """
 
 from __future__ import annotations
@@ -26,17 +31,68 @@ from chatproto.core.connection import Connection, Wire
 
 log = Logger()
 
+#: The channel of server-wide broadcasts; no room's key is empty.
+SERVER = ""
+
 
 class Said:
     """A message in a batch: a draft until the log numbers it."""
 
-    __slots__ = ("draft", "json", "ref", "sender")
+    __slots__ = ("_payloads", "channel", "draft", "json", "message", "name", "ref", "sender")
 
-    def __init__(self, draft: Draft, sender: Connection, ref: str | None) -> None:
+    def __init__(self, draft: Draft, name: str, sender: Connection, ref: str | None) -> None:
         self.draft = draft
+        self.channel = draft.room
+        self.name = name  # the room's name, as version 2 carries it
         self.sender = sender
         self.ref = ref
         self.json = ""  # the MESSAGE body, once stored
+        self.message: Message | None = None
+        self._payloads: list[bytes | None] = [None, None, None]
+
+    def _json(self, version: int, ref: str | None = None) -> str:
+        text = codec.with_ref(self.json, ref)
+        return text if version == 1 else codec.with_room(text, self.name)
+
+    def payload(self, version: int) -> bytes | None:
+        if not self.json:
+            return None  # refused by the log: nobody sees it
+        payload = self._payloads[version]
+        if payload is None:
+            payload = self._payloads[version] = codec.encode_json(PacketType.MESSAGE, self._json(version))
+        return payload
+
+    def own(self, version: int) -> bytes | None:
+        """The sender's copy, with its ref."""
+        if self.ref is None or not self.json:
+            return None
+        return codec.encode_json(PacketType.MESSAGE, self._json(version, self.ref))
+
+
+class Event:
+    """A presence item: its payload for each protocol version (None: not
+    sent to that version), and optionally the sender's own copy (version 2)."""
+
+    __slots__ = ("_own", "_payloads", "channel", "sender")
+
+    def __init__(
+        self,
+        channel: str,
+        v1: bytes | None,
+        v2: bytes | None,
+        sender: Connection | None = None,
+        own: bytes | None = None,
+    ) -> None:
+        self.channel = channel
+        self._payloads = (None, v1, v2)
+        self.sender = sender
+        self._own = own
+
+    def payload(self, version: int) -> bytes | None:
+        return self._payloads[version]
+
+    def own(self, version: int) -> bytes | None:
+        return self._own if version == 2 else None
 
 
 class _Flushed:
@@ -44,7 +100,7 @@ class _Flushed:
 
     __slots__ = ("after", "batch", "outcome", "said", "starts")
 
-    def __init__(self, batch: list, starts: dict[Connection, int]) -> None:
+    def __init__(self, batch: list, starts: dict[tuple[str, Connection], int]) -> None:
         self.batch = batch
         self.starts = starts
         self.said = [item for item in batch if type(item) is Said]
@@ -52,15 +108,18 @@ class _Flushed:
         self.after: list[Callable[[], None]] = []
 
 
+#: A channel's recipients: (wire, protocol version) -> session id -> connection.
+Recipients = dict[tuple[Wire, int], dict[int, Connection]]
+
+
 class Broadcast:
-    """Recipients keyed by session id; items are payloads (type byte + JSON)
-    or :class:`Said` messages for the log."""
+    """Recipients by channel; items are :class:`Event` or :class:`Said`."""
 
     def __init__(
         self,
         clock: IReactorTime,
         eventlog: EventLog,
-        stored: Callable[[list[tuple[Message, str]]], None],
+        stored: Callable[[list[Said]], None],
         refused: Callable[[list[Said], Failure], None],
         delivered: Callable[[], None],
     ) -> None:
@@ -69,48 +128,54 @@ class Broadcast:
         self._stored = stored
         self._refused = refused
         self._delivered = delivered
-        self._wires: dict[Wire, dict[int, Connection]] = {}
-        self._batch: list[bytes | Said] = []
-        self._starts: dict[Connection, int] = {}
+        self._channels: dict[str, Recipients] = {}
+        self._batch: list[Event | Said] = []
+        self._starts: dict[tuple[str, Connection], int] = {}
         self._flush_call: IDelayedCall | None = None
         self._queue: deque[_Flushed] = deque()
         self._delivering = False
 
     # -- recipients -----------------------------------------------------------
 
-    def add(self, key: int, connection: Connection) -> None:
-        """From this point of the order on, ``connection`` receives: of the
-        batches already under way, only their messages (its WELCOME already
-        reflects their presence events, but not their unstored messages)."""
-        self._wires.setdefault(connection.wire, {})[key] = connection
+    def add(self, channel: str, key: int, connection: Connection, version: int) -> None:
+        """From this point of the order on, ``connection`` receives the
+        channel: of the batches already under way, only their messages (its
+        WELCOME or ROOM already reflects their presence events, but not their
+        unstored messages)."""
+        self._channels.setdefault(channel, {}).setdefault((connection.wire, version), {})[key] = connection
         for flushed in self._queue:
-            flushed.starts[connection] = len(flushed.batch)
+            flushed.starts[channel, connection] = len(flushed.batch)
         if self._batch:
-            self._starts[connection] = len(self._batch)
+            self._starts[channel, connection] = len(self._batch)
 
-    def remove(self, key: int, connection: Connection) -> None:
-        recipients = self._wires.get(connection.wire)
-        if recipients is not None and recipients.get(key) is connection:
-            del recipients[key]
-        self._starts.pop(connection, None)
+    def remove(self, channel: str, key: int, connection: Connection) -> None:
+        recipients = self._channels.get(channel)
+        if recipients is None:
+            return
+        for group in recipients.values():
+            if group.get(key) is connection:
+                del group[key]
+        self._starts.pop((channel, connection), None)
+        if not any(recipients.values()):
+            del self._channels[channel]
 
-    def recipients(self) -> list[int]:
-        return [key for recipients in self._wires.values() for key in recipients]
+    def recipients(self, channel: str = SERVER) -> list[int]:
+        return [key for group in self._channels.get(channel, {}).values() for key in group]
 
     def clear(self) -> None:
-        self._wires.clear()
+        self._channels.clear()
         self._starts.clear()
 
     # -- items ------------------------------------------------------------------
 
-    def event(self, packet) -> None:
-        """A presence packet, in order with the turn's messages."""
-        self._append(codec.encode(packet))
+    def event(self, event: Event) -> None:
+        """A presence item, in order with its channel's messages."""
+        self._append(event)
 
-    def message(self, draft: Draft, sender: Connection, ref: str | None) -> None:
-        self._append(Said(draft, sender, ref))
+    def message(self, draft: Draft, name: str, sender: Connection, ref: str | None) -> None:
+        self._append(Said(draft, name, sender, ref))
 
-    def _append(self, item: bytes | Said) -> None:
+    def _append(self, item: Event | Said) -> None:
         self._batch.append(item)
         if self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self.flush)
@@ -170,59 +235,124 @@ class Broadcast:
             self._delivering = False
 
     def _deliver(self, flushed: _Flushed) -> None:
-        batch = flushed.batch
         if isinstance(flushed.outcome, Failure):
-            self._refused(flushed.said, flushed.outcome)
-            payloads = [b"" if type(item) is Said else item for item in batch]  # positions hold
+            self._refused(flushed.said, flushed.outcome)  # their payloads stay None
         else:
-            payloads = self._message_payloads(batch, flushed.said, flushed.outcome)
-        for wire, recipients in self._wires.items():
-            frames = [wire.frame(p) if p else b"" for p in payloads]
-            shared = b"".join(frames)
-            special = self._special_copies(wire, batch, frames, flushed.starts)
-            # Delivery never changes the recipients: an overflow is only noted
-            # (Hub.overflowed) and handled once the loop is over.
-            if special:
-                for connection in recipients.values():
-                    connection.deliver(special.get(connection, shared))
-            else:
-                for connection in recipients.values():
-                    connection.deliver(shared)
+            for item, message in zip(flushed.said, flushed.outcome, strict=True):
+                item.message = message
+                item.json = codec.message_json(message)
+            self._stored(flushed.said)
+        batch = flushed.batch
+        groups = _groups(batch)
+        # One channel's part (the usual batch) is written as it is framed;
+        # several parts are gathered first, so a recipient gets one write.
+        out: dict[Connection, list[bytes]] | None = {} if len(groups) > 1 else None
+        for channel, indexes in groups:
+            recipients = self._channels.get(channel)
+            if recipients:
+                for (wire, version), group in recipients.items():
+                    if group:
+                        self._deliver_group(
+                            wire, version, group, channel, batch, indexes, flushed.starts, out
+                        )
+        if out:
+            for connection, parts in out.items():
+                connection.deliver(b"".join(parts) if len(parts) > 1 else parts[0])
         self._delivered()
 
-    def _message_payloads(self, batch: list, said: list[Said], messages: list[Message]) -> list[bytes]:
-        stored = []
-        for item, message in zip(said, messages, strict=True):
-            item.json = codec.message_json(message)
-            stored.append((message, item.json))
-        self._stored(stored)
-        return [
-            codec.encode_json(PacketType.MESSAGE, item.json) if type(item) is Said else item for item in batch
-        ]
+    def _deliver_group(
+        self,
+        wire: Wire,
+        version: int,
+        group: dict,
+        channel: str,
+        batch: list,
+        indexes: list,
+        starts: dict,
+        out: dict | None,
+    ) -> None:
+        """One channel's items to its members on one wire speaking one version."""
+        frames = {}
+        for index in indexes:
+            payload = batch[index].payload(version)
+            if payload is not None:
+                frames[index] = wire.frame(payload)
+        if not frames:
+            return
+        shared = b"".join(frames.values())
+        special = self._special_copies(wire, version, group, channel, batch, frames, starts)
+        # Delivery never changes the recipients: an overflow is only noted
+        # (Hub.overflowed) and handled once the loop is over.
+        if out is not None:
+            for connection in group.values():
+                data = special.get(connection, shared) if special else shared
+                parts = out.get(connection)
+                if parts is None:
+                    out[connection] = [data]
+                else:
+                    parts.append(data)
+        elif special:
+            for connection in group.values():
+                connection.deliver(special.get(connection, shared))
+        else:
+            for connection in group.values():
+                connection.deliver(shared)
 
-    def _special_copies(self, wire: Wire, batch: list, frames: list[bytes], starts: dict) -> dict:
-        """The batch as seen by those who don't get the shared copy: senders
-        (their own messages carry the ref) and those added mid-batch.
+    @staticmethod
+    def _special_copies(wire, version, group, channel, batch, frames: dict, starts: dict) -> dict:
+        """The channel's part of the batch as seen by those who don't get
+        the shared copy: senders (their own items carry the ref) and those
+        added mid-batch.
 
-        A mid-batch joiner's WELCOME reflects the presence events before its
-        start but its history stops at the last delivery, so it gets the
-        batch's earlier messages and everything from its start on."""
-        copies: dict[Connection, list[bytes]] = {}
-        for index, item in enumerate(batch):
-            if type(item) is Said and item.ref is not None and item.json and item.sender.wire is wire:
-                copy = copies.get(item.sender)
+        A mid-batch joiner's WELCOME or ROOM reflects the presence events
+        before its start but its history stops at the last delivery, so it
+        gets the batch's earlier messages and everything from its start on."""
+        copies: dict[Connection, dict[int, bytes]] = {}
+        for index in frames:
+            item = batch[index]
+            sender = item.sender
+            if sender is None or sender.session is None or group.get(sender.session.id) is not sender:
+                continue
+            own = item.own(version)
+            if own is not None:
+                copy = copies.get(sender)
                 if copy is None:
-                    copy = copies[item.sender] = list(frames)
-                copy[index] = wire.frame(
-                    codec.encode_json(PacketType.MESSAGE, codec.with_ref(item.json, item.ref))
-                )
+                    copy = copies[sender] = dict(frames)
+                copy[index] = wire.frame(own)
 
-        def view(own: list[bytes], start: int) -> bytes:
-            earlier = [own[i] for i in range(min(start, len(own))) if type(batch[i]) is Said]
-            return b"".join(earlier + own[start:])
+        def view(own: dict[int, bytes], start: int) -> bytes:
+            return b"".join(frame for i, frame in own.items() if i >= start or type(batch[i]) is Said)
 
-        result = {connection: view(copy, starts.get(connection, 0)) for connection, copy in copies.items()}
-        for connection, start in starts.items():
-            if connection not in result and connection.wire is wire:
-                result[connection] = view(frames, start)
+        result = {
+            connection: view(copy, starts.get((channel, connection), 0))
+            for connection, copy in copies.items()
+        }
+        for (ch, connection), start in starts.items():
+            if ch == channel and connection not in result and connection.session is not None:
+                if group.get(connection.session.id) is connection:
+                    result[connection] = view(frames, start)
         return result
+
+
+def _groups(batch: list) -> list[tuple[str, list[int]]]:
+    """The batch's item indexes by channel, in order: each room's items
+    together, server-wide items where they fall between them."""
+    groups: list[tuple[str, list[int]]] = []
+    rooms: dict[str, list[int]] = {}
+    for index, item in enumerate(batch):
+        channel = item.channel
+        if channel == SERVER:
+            if not rooms and groups and groups[-1][0] == SERVER:
+                groups[-1][1].append(index)
+                continue
+            groups.extend(rooms.items())
+            rooms = {}
+            groups.append((SERVER, [index]))
+        else:
+            indexes = rooms.get(channel)
+            if indexes is None:
+                rooms[channel] = [index]
+            else:
+                indexes.append(index)
+    groups.extend(rooms.items())
+    return groups

@@ -32,10 +32,13 @@ REFUSAL = 1
 
 def cost(packet, history_page: int) -> float:
     """Units a packet costs: one, and a HISTORY request one more for every
-    ROWS_PER_UNIT rows it may read."""
-    if type(packet) is codec.HistoryRequest:
+    ROWS_PER_UNIT rows it may read (LIST as much as the largest page)."""
+    kind = type(packet)
+    if kind is codec.HistoryRequest:
         rows = min(max(packet.limit if packet.limit is not None else 50, 1), history_page)
         return 1 + rows / ROWS_PER_UNIT
+    if kind is codec.ListRooms:
+        return 1 + history_page / ROWS_PER_UNIT
     return 1
 
 

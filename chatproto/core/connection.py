@@ -10,8 +10,8 @@ and the same bytes go to every recipient on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -58,13 +58,17 @@ class Session:
     token: str  # the resume secret
     connection: Connection
     since: float
+    version: int = 1  # the protocol version it logged in with
+    rooms: dict[str, Any] = field(default_factory=dict)  # key -> ChatRoom it is in
 
 
 @dataclass(frozen=True)
 class HubEvent:
     """For observers such as the server console: what happened to whom.
 
-    ``kind`` is one of pending, pending_gone, joined, left, resumed, error.
+    ``kind`` is one of pending, pending_gone, joined, left, resumed, error
+    (the session-wide ones) and room_joined, room_left, topic, room_gone
+    (``room`` names the room).
     """
 
     kind: str
@@ -73,3 +77,4 @@ class HubEvent:
     address: str | None = None
     reason: str | None = None
     since: float | None = None
+    room: str | None = None

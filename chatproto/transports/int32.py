@@ -78,6 +78,7 @@ class ChatProtocol(Int32StringReceiver):
         "_budget",
         "_handled",
         "_is_lost",
+        "_joins",
         "_last_heard",
         "_lost",
         "_more_waiting",
@@ -113,6 +114,7 @@ class ChatProtocol(Int32StringReceiver):
         self._last_heard = 0.0
         self._pinged = False  # a PING is out and nothing was heard since
         self._bucket: TokenBucket | None = None
+        self._joins: TokenBucket | None = None
         self._lost: list[Deferred] | None = None
         self._is_lost = False
         self._budget: Budget | None = None
@@ -199,7 +201,9 @@ class ChatProtocol(Int32StringReceiver):
         packet = None
         units = 1.0
         try:
-            packet = codec.decode_client(payload)
+            packet = codec.decode_client(
+                payload, self.session.version if self.session else codec.PROTOCOL_VERSION
+            )
             units = cost(packet, self.hub.limits.history_page)
             _HANDLERS[type(packet)](self, packet)
         except ProtocolError as e:
@@ -301,10 +305,40 @@ class ChatProtocol(Int32StringReceiver):
                 f"(burst {self.hub.limits.burst}); this one was dropped",
             )
 
+    def _join_rate_limit(self) -> None:
+        now = self.clock.seconds()
+        limits = self.hub.limits
+        if self._joins is None:
+            self._joins = TokenBucket(limits.join_rate, limits.join_burst, now)
+        if not self._joins.take(now):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"slow down: at most {limits.join_rate:g} JOIN, PART or TOPIC a second "
+                f"(burst {limits.join_burst}); this one was dropped",
+            )
+
     def _on_say(self, packet: codec.Say) -> None:
         session = self._require_login()
         self._rate_limit()
-        self.hub.say(session, packet.text, packet.ref)
+        self.hub.say(session, packet.text, packet.ref, packet.room)
+
+    def _on_join(self, packet: codec.Join) -> None:
+        session = self._require_login()
+        self._join_rate_limit()
+        self.hub.join(session, packet)
+
+    def _on_part(self, packet: codec.Part) -> None:
+        session = self._require_login()
+        self._join_rate_limit()
+        self.hub.part(session, packet)
+
+    def _on_topic(self, packet: codec.SetTopic) -> None:
+        session = self._require_login()
+        self._join_rate_limit()
+        self.hub.set_topic(session, packet)
+
+    def _on_list(self, packet: codec.ListRooms) -> None:
+        self.hub.list_rooms(self._require_login(), packet)
 
     def _on_whisper(self, packet: codec.Whisper) -> None:
         session = self._require_login()
@@ -312,8 +346,7 @@ class ChatProtocol(Int32StringReceiver):
         self.hub.whisper(session, packet)
 
     def _on_history(self, packet: codec.HistoryRequest) -> None:
-        self._require_login()
-        d = self.hub.history(packet)
+        d = self.hub.history(self._require_login(), packet)
         d.addCallback(self.send)
         d.addErrback(self._history_failed, packet.ref)
 
@@ -410,6 +443,10 @@ _HANDLERS: dict[type, Callable] = {
     codec.Pong: ChatProtocol._on_pong,
     codec.Quit: ChatProtocol._on_quit,
     codec.HistoryRequest: ChatProtocol._on_history,
+    codec.Join: ChatProtocol._on_join,
+    codec.Part: ChatProtocol._on_part,
+    codec.SetTopic: ChatProtocol._on_topic,
+    codec.ListRooms: ChatProtocol._on_list,
 }
 
 

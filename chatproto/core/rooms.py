@@ -1,0 +1,140 @@
+"""The rooms: who is in which, each room's topic and recent history.
+
+A room exists from its first JOIN until its last member leaves, unless the
+server was told it always exists (``--room``, and the default room). A
+room's key (:func:`~chatproto.rules.room_key`) is what names it to the
+broadcast and the event log; its name is what clients see. Nothing here
+sends a packet: the hub does that.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import Logger
+
+from chatproto import codec
+from chatproto.backends.eventlog import EventLog, Topic
+from chatproto.codec import ErrorCode, Message, ProtocolError
+from chatproto.core.connection import Session
+from chatproto.limits import Limits
+from chatproto.rules import normalise_room, room_key
+
+log = Logger()
+
+
+class ChatRoom:
+    """One room: its members (with their cached Peer JSON), its topic and
+    the most recent messages, encoded, for the next joiner."""
+
+    __slots__ = ("key", "members", "name", "peers", "permanent", "ready", "recent", "topic")
+
+    def __init__(self, name: str, permanent: bool, replay: int) -> None:
+        self.name = name
+        self.key = room_key(name)
+        self.permanent = permanent
+        self.topic: Topic | None = None
+        self.members: dict[int, Session] = {}
+        self.peers: dict[int, str] = {}  # session id -> its JSON in ROOM.members
+        self.recent: deque[tuple[Message, str]] = deque(maxlen=replay)
+        # Fires once the topic and recent history are read from the log.
+        self.ready: Deferred | None = None
+
+    @property
+    def topic_text(self) -> str:
+        return self.topic.text if self.topic is not None else ""
+
+    def add(self, session: Session) -> None:
+        self.members[session.id] = session
+        self.peers[session.id] = codec.peer_json(session.id, session.nick)
+        session.rooms[self.key] = self
+
+    def remove(self, session: Session) -> None:
+        self.members.pop(session.id, None)
+        self.peers.pop(session.id, None)
+        session.rooms.pop(self.key, None)
+
+    def remember(self, stored: list[tuple[Message, str]]) -> None:
+        """Messages just stored, with their JSON, for the next joiner."""
+        self.recent.extend(stored)
+
+    def info(self) -> codec.RoomInfo:
+        return codec.RoomInfo(self.name, self.topic_text, len(self.members))
+
+
+class Directory:
+    """Every room there is, by key, within the server's limits."""
+
+    def __init__(self, eventlog: EventLog, limits: Limits, default: str, permanent: list[str]) -> None:
+        self.eventlog = eventlog
+        self.limits = limits
+        self.rooms: dict[str, ChatRoom] = {}
+        self.default = self._create(self.normalise(default), permanent=True)
+        for name in permanent:
+            self.get_or_create(name, permanent=True)
+
+    def normalise(self, name: str) -> str:
+        return normalise_room(name, self.limits.room_name_length)
+
+    def find(self, name: str | None) -> ChatRoom:
+        """The room a request names (None: the default room); bad_room or
+        no_such_room."""
+        if name is None:
+            return self.default
+        room = self.rooms.get(room_key(self.normalise(name)))
+        if room is None:
+            raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"there is no room called {name!r}")
+        return room
+
+    def get_or_create(self, name: str, permanent: bool = False) -> ChatRoom:
+        """The room called ``name``, made if it doesn't exist and the server
+        has room for it; bad_room or too_many_rooms."""
+        name = self.normalise(name)
+        room = self.rooms.get(room_key(name))
+        if room is not None:
+            room.permanent = room.permanent or permanent
+            return room
+        if len(self.rooms) >= self.limits.max_rooms and not permanent:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_ROOMS,
+                f"the server has its limit of {self.limits.max_rooms} rooms: join an existing one",
+            )
+        return self._create(name, permanent)
+
+    def _create(self, name: str, permanent: bool) -> ChatRoom:
+        room = ChatRoom(name, permanent, self.limits.history_replay)
+        self.rooms[room.key] = room
+        reads = [self.eventlog.topic(room.key)]
+        reads[0].addCallback(lambda topic: setattr(room, "topic", topic))
+        if self.limits.history_replay:
+            page = self.eventlog.before(None, self.limits.history_replay, room.key)
+            page.addCallback(lambda page: _preload(room, page[0]))
+            reads.append(page)
+        room.ready = gatherResults(reads, consumeErrors=True)
+        room.ready.addErrback(
+            lambda f: log.failure("could not read room {room}'s topic and recent history", f, room=name)
+        )
+        return room
+
+    def drop_if_empty(self, room: ChatRoom) -> bool:
+        """Forget a room nobody is in, unless it always exists (its history
+        stays in the log; its topic goes)."""
+        if room.members or room.permanent or self.rooms.get(room.key) is not room:
+            return False
+        del self.rooms[room.key]
+        if room.topic is not None:
+            self.eventlog.set_topic(room.key, None).addErrback(lambda f: None)
+        return True
+
+    def listing(self) -> list[codec.RoomInfo]:
+        return sorted((room.info() for room in self.rooms.values()), key=lambda info: room_key(info.room))
+
+
+def _preload(room: ChatRoom, page: list[Message]) -> None:
+    """The log's newest messages, before any stored since the room was made."""
+    newer = list(room.recent)
+    room.recent.clear()
+    room.recent.extend((m, codec.message_json(m)) for m in page)
+    last = page[-1].seq if page else 0
+    room.recent.extend(item for item in newer if item[0].seq > last)
