@@ -30,6 +30,10 @@ SHOWN_BY_THE_CORPUS = {
     "ServerPing",
     "HistoryPage",
     "Left quit",
+    "Left part",
+    "RoomState",
+    "RoomList",
+    "TopicChanged",
     "Left connection_lost",
     "Bye login_timeout",
     "Bye timeout",
@@ -46,6 +50,10 @@ SHOWN_BY_THE_CORPUS = {
             "not_logged_in",
             "unknown_type",
             "unsupported_version",
+            "bad_room",
+            "no_such_room",
+            "not_a_member",
+            "rate_limited",
         )
     ),
 }
