@@ -36,15 +36,15 @@ class QueueClient(ChatClientProtocol):
                 return packet
 
     @defer.inlineCallbacks
-    def login(self, nick: str, resume: str | None = None):
-        self.send(codec.Login(nick, 1, resume))
+    def login(self, nick: str, resume: str | None = None, version: int = 1):
+        self.send(codec.Login(nick, version, resume))
         welcome = yield self.expect(codec.Welcome)
         return welcome
 
 
 @defer.inlineCallbacks
-def connect(reactor, port: int, nick: str | None = None):
+def connect(reactor, port: int, nick: str | None = None, version: int = 1):
     client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), QueueClient())
     if nick is not None:
-        yield client.login(nick)
+        yield client.login(nick, version=version)
     return client

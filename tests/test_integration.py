@@ -37,10 +37,49 @@ class LiveTestCase(TestCase):
         yield defer.DeferredList([c.lost for c in self.clients])
 
     @defer.inlineCallbacks
-    def client(self, nick=None):
-        client = yield connect(reactor, self.port, nick)
+    def client(self, nick=None, version=1):
+        client = yield connect(reactor, self.port, nick, version)
         self.clients.append(client)
         return client
+
+
+class Rooms(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_version_1_and_version_2_clients_in_one_room(self):
+        yield self.serve()
+        old = yield self.client("old")
+        new = yield self.client("new", version=2)
+        new.send(codec.Join("general", "j"))
+        state = yield new.expect(codec.RoomState)
+        self.assertEqual(([p.nick for p in state.members], state.ref), (["old", "new"], "j"))
+        joined = yield old.expect(codec.Joined)
+        self.assertEqual((joined.nick, joined.room), ("new", None))
+        for sender, text, room in ((old, "hi from v1", None), (new, "hi from v2", "general")):
+            sender.send(codec.Say(text, "r", room))
+            seen = []
+            for client in (old, new):
+                message = yield client.expect(codec.MessagePacket)
+                seen.append((message.text, message.room, message.ref))
+            self.assertEqual(
+                seen,
+                [
+                    (text, None, "r" if sender is old else None),
+                    (text, "general", "r" if sender is new else None),
+                ],
+            )
+        new.send(codec.Join("side"))
+        yield new.expect(codec.RoomState)
+        new.send(codec.Say("elsewhere", "e", "side"))
+        elsewhere = yield new.expect(codec.MessagePacket)
+        self.assertEqual((elsewhere.seq, elsewhere.room), (1, "side"))
+        old.send(codec.Ping("after"))
+        between = []
+        while not isinstance(between[-1:] and between[-1], codec.PongReply):
+            between.append((yield old.next()))
+        self.assertEqual(between, [codec.PongReply("after")], "nothing of the side room reached version 1")
+        new.send(codec.Quit("bye"))
+        left = yield old.next()
+        self.assertEqual(left, codec.Left(joined.id, "new", "quit", "bye"))
 
 
 class Chatting(LiveTestCase):

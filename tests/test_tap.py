@@ -59,6 +59,10 @@ class OptionsTests(SynchronousTestCase):
             ["--listen", "bogus:1"],
             ["--listen", "ssl:7778:privateKey=/nonexistent.pem"],
             ["--history", "/nonexistent/dir/chat.sqlite3"],
+            ["--room", "two words"],
+            ["--default-room", "#general"],
+            ["--room", "x" * 40],
+            ["--rooms-per-connection", "0"],
         ):
             with self.assertRaises(usage.UsageError, msg=args) as caught:
                 parse(*args)
@@ -70,9 +74,18 @@ class OptionsTests(SynchronousTestCase):
         service = makeService(options, reactor=Clock())
         server = next(iter(IService(service)))
         children = list(server)
-        self.assertIsInstance(children[0], HubService, "the room stops after the listeners")
+        self.assertIsInstance(children[0], HubService, "the hub stops after the listeners")
         self.assertIsInstance(children[1], ListenerService)
         self.assertEqual(server.hub.name, "n")
+
+    def test_rooms_that_always_exist(self):
+        options = parse(
+            "--history", ":memory:", "--default-room", "Lounge", "--room", "help", "--room", "news"
+        )
+        server = next(iter(IService(makeService(options, reactor=Clock()))))
+        self.assertEqual([room.name for room in server.hub.rooms], ["Lounge", "help", "news"])
+        self.assertEqual(server.hub.default_room.name, "Lounge")
+        self.assertTrue(all(room.permanent for room in server.hub.rooms))
 
     def test_every_limit_is_an_option_with_its_default_and_help(self):
         import dataclasses

@@ -323,8 +323,9 @@ class Hub:
         text = validate_topic(packet.topic, self.limits.topic_length)
         now = self.clock.seconds()
         room.topic = Topic(text, session.nick, now) if text else None
-        d = self.eventlog.set_topic(room.key, room.topic)
-        d.addErrback(lambda f: log.failure("could not store room {room}'s topic", f, room=room.name))
+        if room.permanent:
+            d = self.eventlog.set_topic(room.key, room.topic)
+            d.addErrback(lambda f: log.failure("could not store room {room}'s topic", f, room=room.name))
         changed = codec.TopicChanged(room.name, text, session.nick, now)
         own = codec.TopicChanged(room.name, text, session.nick, now, packet.ref)
         self.broadcast.event(

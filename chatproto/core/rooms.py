@@ -105,8 +105,10 @@ class Directory:
     def _create(self, name: str, permanent: bool) -> ChatRoom:
         room = ChatRoom(name, permanent, self.limits.history_replay)
         self.rooms[room.key] = room
-        reads = [self.eventlog.topic(room.key)]
-        reads[0].addCallback(lambda topic: setattr(room, "topic", topic))
+        reads = []
+        if permanent:  # only rooms that always exist keep their topic
+            reads.append(self.eventlog.topic(room.key))
+            reads[0].addCallback(lambda topic: setattr(room, "topic", topic))
         if self.limits.history_replay:
             page = self.eventlog.before(None, self.limits.history_replay, room.key)
             page.addCallback(lambda page: _preload(room, page[0]))
@@ -119,12 +121,10 @@ class Directory:
 
     def drop_if_empty(self, room: ChatRoom) -> bool:
         """Forget a room nobody is in, unless it always exists (its history
-        stays in the log; its topic goes)."""
+        stays in the log; its topic, never stored, goes)."""
         if room.members or room.permanent or self.rooms.get(room.key) is not room:
             return False
         del self.rooms[room.key]
-        if room.topic is not None:
-            self.eventlog.set_topic(room.key, None).addErrback(lambda f: None)
         return True
 
     def listing(self) -> list[codec.RoomInfo]:
