@@ -2,49 +2,87 @@
 
 from __future__ import annotations
 
+import re
 import time
+import zlib
 from dataclasses import dataclass
 
 from PyQt6.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
 from PyQt6.QtGui import QBrush, QColor, QFont, QStandardItem, QStandardItemModel
 
 from chatproto import codec
+from chatproto.rules import nick_key, room_key
 
 _ROOT = QModelIndex()
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
 NICK_ROLE = Qt.ItemDataRole.UserRole + 2
+ROOM_ROLE = Qt.ItemDataRole.UserRole + 3
+
+
+def nick_colour(nick: str) -> QColor:
+    """The same colour for a nick everywhere and every time (a hash, not a
+    table), dark enough to read on white."""
+    hue = zlib.crc32(nick_key(nick).encode("utf-8")) % 360
+    return QColor.fromHsv(hue, 200, 150)
+
+
+class _RoomBranch:
+    """A room in the tree: its item, its members' items by id, its unread count."""
+
+    __slots__ = ("item", "members", "mentioned", "name", "unread")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.item = QStandardItem()
+        self.item.setEditable(False)
+        self.item.setData(room_key(name), ROOM_ROLE)
+        self.members: dict[int, QStandardItem] = {}
+        self.unread = 0
+        self.mentioned = False
 
 
 class PeerModel(QStandardItemModel):
-    """Two branches: Pending (connection ids) and Connected (nicks).
+    """The left tree: the server-wide Pending branch (connection ids), then
+    each room the user is in, with its members under it.
 
     Each branch keeps its items by id, so a JOINED or LEFT costs the same in
-    a room of 10 or 10,000, and a WELCOME inserts all its peers in one call.
+    a room of 10 or 10,000, and a ROOM inserts all its members in one call.
     """
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.setHorizontalHeaderLabels(["Peers"])
+        self.setHorizontalHeaderLabels(["Rooms"])
         self.pending_branch = QStandardItem()
-        self.connected_branch = QStandardItem()
-        for branch in (self.pending_branch, self.connected_branch):
-            branch.setEditable(False)
-            branch.setSelectable(False)
-            self.appendRow(branch)
-        # branch -> its items by id (QStandardItem is not hashable: keyed by row)
-        self._items: dict[int, dict[int, QStandardItem]] = {0: {}, 1: {}}
+        self.pending_branch.setEditable(False)
+        self.pending_branch.setSelectable(False)
+        self.appendRow(self.pending_branch)
+        self._pending: dict[int, QStandardItem] = {}
+        self.rooms: dict[str, _RoomBranch] = {}  # by room key
         self.my_id: int | None = None
-        self._relabel()
+        self._relabel_pending()
 
-    def _relabel(self) -> None:
+    # -- labels --------------------------------------------------------------------
+
+    def _relabel_pending(self) -> None:
         self.pending_branch.setText(f"Pending ({self.pending_branch.rowCount()})")
-        self.connected_branch.setText(f"Connected ({self.connected_branch.rowCount()})")
 
-    def _connected_item(self, id: int, nick: str) -> QStandardItem:
+    def _relabel(self, branch: _RoomBranch) -> None:
+        text = f"{branch.name} ({len(branch.members)})"
+        if branch.unread:
+            text += f" — {branch.unread} unread"
+        branch.item.setText(text)
+        font = QFont()
+        font.setBold(branch.unread > 0)
+        branch.item.setFont(font)
+        branch.item.setForeground(QBrush(QColor("#c62828") if branch.mentioned else QColor("#000000")))
+
+    def _member_item(self, id: int, nick: str) -> QStandardItem:
         mine = id == self.my_id
         item = QStandardItem(f"{nick} (you)" if mine else nick)
+        item.setEditable(False)
         item.setData(id, ID_ROLE)
         item.setData(nick, NICK_ROLE)
+        item.setForeground(QBrush(nick_colour(nick)))
         if mine:
             font = QFont()
             font.setBold(True)
@@ -53,57 +91,113 @@ class PeerModel(QStandardItemModel):
 
     def _pending_item(self, id: int) -> QStandardItem:
         item = QStandardItem(f"#{id}")
+        item.setEditable(False)
         item.setData(id, ID_ROLE)
         return item
 
-    def _add(self, branch: QStandardItem, items: list[QStandardItem]) -> None:
-        known = self._items[branch.row()]
-        fresh = []
-        for item in items:
-            id = item.data(ID_ROLE)
-            if id not in known:
-                known[id] = item
-                fresh.append(item)
-        if fresh:
-            branch.appendRows(fresh)
-
-    def _remove(self, branch: QStandardItem, id: int) -> None:
-        item = self._items[branch.row()].pop(id, None)
-        if item is not None:
-            branch.removeRow(item.row())
-
-    def clear_peers(self) -> None:
-        for branch in (self.pending_branch, self.connected_branch):
-            branch.removeRows(0, branch.rowCount())
-            self._items[branch.row()].clear()
-        self._relabel()
+    # -- what the window feeds in ---------------------------------------------------
 
     def welcome(self, welcome: codec.Welcome) -> None:
-        self.clear_peers()
+        """A new login: pending from WELCOME; rooms come with their ROOMs."""
         self.my_id = welcome.id
-        self._add(self.connected_branch, [self._connected_item(p.id, p.nick) for p in welcome.peers])
-        self._add(self.pending_branch, [self._pending_item(id) for id in welcome.pending])
-        self._relabel()
+        self.pending_branch.removeRows(0, self.pending_branch.rowCount())
+        self._pending.clear()
+        self._add_pending(welcome.pending)
+        for branch in self.rooms.values():
+            branch.item.removeRows(0, branch.item.rowCount())
+            branch.members.clear()
+            self._relabel(branch)
+
+    def room_state(self, state: codec.RoomState) -> QStandardItem:
+        """A room joined (or its state again): its members replace what was shown."""
+        branch = self.rooms.get(room_key(state.room))
+        if branch is None:
+            branch = self.rooms[room_key(state.room)] = _RoomBranch(state.room)
+            self.appendRow(branch.item)
+        branch.item.removeRows(0, branch.item.rowCount())
+        branch.members.clear()
+        items = []
+        for peer in state.members:
+            if peer.id not in branch.members:
+                branch.members[peer.id] = item = self._member_item(peer.id, peer.nick)
+                items.append(item)
+        if items:
+            branch.item.appendRows(items)
+        self._relabel(branch)
+        return branch.item
+
+    def room_gone(self, room: str) -> None:
+        branch = self.rooms.pop(room_key(room), None)
+        if branch is not None:
+            self.removeRow(branch.item.row())
 
     def joined(self, joined: codec.Joined) -> None:
-        self._remove(self.pending_branch, joined.id)
-        self._add(self.connected_branch, [self._connected_item(joined.id, joined.nick)])
-        self._relabel()
+        self.pending(codec.Pending(joined.id, "gone"))
+        branch = self.rooms.get(room_key(joined.room)) if joined.room else None
+        if branch is not None and joined.id not in branch.members:
+            branch.members[joined.id] = item = self._member_item(joined.id, joined.nick)
+            branch.item.appendRow(item)
+            self._relabel(branch)
 
     def left(self, left: codec.Left) -> None:
-        self._remove(self.connected_branch, left.id)
-        self._relabel()
+        branch = self.rooms.get(room_key(left.room)) if left.room else None
+        if branch is not None:
+            item = branch.members.pop(left.id, None)
+            if item is not None:
+                branch.item.removeRow(item.row())
+                self._relabel(branch)
 
     def pending(self, pending: codec.Pending) -> None:
         if pending.state == "connecting":
-            self._add(self.pending_branch, [self._pending_item(pending.id)])
+            self._add_pending([pending.id])
         else:
-            self._remove(self.pending_branch, pending.id)
-        self._relabel()
+            item = self._pending.pop(pending.id, None)
+            if item is not None:
+                self.pending_branch.removeRow(item.row())
+                self._relabel_pending()
+
+    def _add_pending(self, ids) -> None:
+        fresh = []
+        for id in ids:
+            if id not in self._pending:
+                self._pending[id] = item = self._pending_item(id)
+                fresh.append(item)
+        if fresh:
+            self.pending_branch.appendRows(fresh)
+        self._relabel_pending()
+
+    def set_unread(self, room: str, unread: int, mentioned: bool) -> None:
+        branch = self.rooms.get(room_key(room))
+        if branch is not None and (branch.unread, branch.mentioned) != (unread, mentioned):
+            branch.unread, branch.mentioned = unread, mentioned
+            self._relabel(branch)
+
+    # -- views for the window and tests ------------------------------------------------
+
+    def room_item(self, room: str) -> QStandardItem | None:
+        branch = self.rooms.get(room_key(room))
+        return branch.item if branch is not None else None
+
+    def unread(self, room: str) -> tuple[int, bool]:
+        branch = self.rooms[room_key(room)]
+        return branch.unread, branch.mentioned
+
+    def room_names(self) -> list[str]:
+        return [branch.name for branch in self.rooms.values()]
+
+    def members(self, room: str) -> list[str]:
+        branch = self.rooms.get(room_key(room))
+        if branch is None:
+            return []
+        return [branch.item.child(row).data(NICK_ROLE) for row in range(branch.item.rowCount())]
 
     def connected_nicks(self) -> list[str]:
-        branch = self.connected_branch
-        return [branch.child(row).data(NICK_ROLE) for row in range(branch.rowCount())]
+        """Everyone in any of the user's rooms, once each."""
+        seen: dict[str, None] = {}
+        for branch in self.rooms.values():
+            for item in branch.members.values():
+                seen.setdefault(item.data(NICK_ROLE), None)
+        return list(seen)
 
     def pending_ids(self) -> list[int]:
         branch = self.pending_branch
@@ -116,6 +210,21 @@ MESSAGE, PRIVATE, SYSTEM, OWN = "message", "private", "system", "own"
 SENDING, CONFIRMED, FAILED = "sending", "confirmed", "failed"
 
 
+_URL = re.compile(r"\bhttps?://[^\s<>\"']+[^\s<>\"'.,;:!?)\]]")
+
+
+def mentions(text: str, nick: str | None) -> bool:
+    """Whether ``text`` names ``nick`` as a word, in any case."""
+    if not nick:
+        return False
+    return re.search(rf"(?<![\w-]){re.escape(nick)}(?![\w-])", text, re.IGNORECASE) is not None
+
+
+def first_url(text: str) -> str | None:
+    match = _URL.search(text)
+    return match.group() if match else None
+
+
 @dataclass
 class Line:
     kind: str
@@ -126,6 +235,11 @@ class Line:
     ref: str | None = None
     state: str = CONFIRMED
     why: str = ""
+    mention: bool = False
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        self.url = first_url(self.text)
 
 
 class TranscriptModel(QAbstractTableModel):
@@ -142,6 +256,7 @@ class TranscriptModel(QAbstractTableModel):
     def __init__(self, parent=None, max_lines: int = 10_000, batch_ms: int = 50) -> None:
         super().__init__(parent)
         self.max_lines = max_lines
+        self.own_nick: str | None = None  # whose mentions are highlighted
         self.lines: list[Line] = []
         self._seqs: set[int] = set()
         self._max_seq = 0
@@ -190,19 +305,45 @@ class TranscriptModel(QAbstractTableModel):
                 return QBrush(QColor("#777777"))
             if line.kind == PRIVATE:
                 return QBrush(QColor("#6a1b9a"))
-        if role == Qt.ItemDataRole.FontRole and (line.kind == SYSTEM or line.state == SENDING):
-            font = QFont()
-            font.setItalic(True)
-            return font
+            if column == 1:
+                return QBrush(nick_colour(line.nick))
+            if column == 2 and line.url:
+                return QBrush(QColor("#1a55c0"))
+        if role == Qt.ItemDataRole.BackgroundRole and line.mention:
+            return QBrush(QColor("#fff3c4"))
+        if role == Qt.ItemDataRole.FontRole:
+            if line.kind == SYSTEM or line.state == SENDING:
+                font = QFont()
+                font.setItalic(True)
+                return font
+            if line.mention or (column == 1 and line.kind == OWN):
+                font = QFont()
+                font.setBold(True)
+                return font
+            if column == 2 and line.url:
+                font = QFont()
+                font.setUnderline(True)
+                return font
         return None
 
     # what the window feeds in
 
-    def add_message(self, message: codec.MessagePacket | codec.Message, own_nick: str | None = None) -> None:
+    def add_message(self, message: codec.MessagePacket | codec.Message, own_nick: str | None = None) -> bool:
+        """A message (once per seq); whether it mentions the user."""
         if message.seq in self._seqs:
-            return
-        kind = OWN if message.sender == own_nick else MESSAGE
-        self._queue(Line(kind, message.ts, message.sender, message.text, seq=message.seq))
+            return False
+        line = self._line(message, own_nick)
+        self._queue(line)
+        return line.mention
+
+    def _line(self, m: codec.MessagePacket | codec.Message, own_nick: str | None) -> Line:
+        own = own_nick or self.own_nick
+        if m.sender == own:
+            return Line(OWN, m.ts, m.sender, m.text, seq=m.seq)
+        return Line(MESSAGE, m.ts, m.sender, m.text, seq=m.seq, mention=mentions(m.text, own))
+
+    def url_at(self, row: int) -> str | None:
+        return self.lines[row].url if 0 <= row < len(self.lines) else None
 
     def add_private(self, private: codec.Private) -> None:
         self._queue(Line(PRIVATE, private.ts, f"{private.sender} → {private.to}", private.text))
@@ -236,11 +377,7 @@ class TranscriptModel(QAbstractTableModel):
                 self.add_message(message, own_nick)
             return
         self.flush()
-        fresh = [
-            Line(OWN if m.sender == own_nick else MESSAGE, m.ts, m.sender, m.text, seq=m.seq)
-            for m in messages
-            if m.seq not in self._seqs
-        ]
+        fresh = [self._line(m, own_nick) for m in messages if m.seq not in self._seqs]
         if fresh:
             self._place(0, fresh)
 

@@ -25,8 +25,12 @@ class ChatSession(QObject, SessionEvents):
     stateChanged = pyqtSignal(object, str)  # State, detail
     reconnectScheduled = pyqtSignal(float)  # seconds until the next attempt
     welcomed = pyqtSignal(object)  # codec.Welcome
+    roomJoined = pyqtSignal(object, bool)  # codec.RoomState, whether the room's history was reset
+    roomLeft = pyqtSignal(object)  # codec.Left: our own PART
+    topicChanged = pyqtSignal(object)  # codec.TopicChanged
+    roomsListed = pyqtSignal(object)  # [codec.RoomInfo]
     messageReceived = pyqtSignal(object)  # codec.MessagePacket (live, or the own echo)
-    historyReceived = pyqtSignal(object, bool, str)  # [codec.Message], more, "before" | "after"
+    historyReceived = pyqtSignal(str, object, bool, str)  # room, [codec.Message], more, "before" | "after"
     privateReceived = pyqtSignal(object)  # codec.Private
     peerJoined = pyqtSignal(object)  # codec.Joined
     peerLeft = pyqtSignal(object)  # codec.Left
@@ -52,6 +56,7 @@ class ChatSession(QObject, SessionEvents):
             m.whisper,
         )
         self.retry, self.request_older, self.trust_certificate = m.retry, m.request_older, m.trust_certificate
+        self.join, self.part, self.set_topic, self.list_rooms = m.join, m.part, m.set_topic, m.list_rooms
 
     @property
     def state(self) -> State:
@@ -66,8 +71,12 @@ class ChatSession(QObject, SessionEvents):
         return self.machine.limits
 
     @property
-    def history_reset(self) -> bool:
-        return self.machine.history_reset
+    def default_room(self) -> str:
+        return self.machine.default_room
+
+    @property
+    def my_id(self) -> int | None:
+        return self.machine.my_id
 
     # SessionEvents -> signals
 
@@ -80,11 +89,23 @@ class ChatSession(QObject, SessionEvents):
     def welcome_received(self, welcome):
         self.welcomed.emit(welcome)
 
+    def room_joined(self, state, reset):
+        self.roomJoined.emit(state, reset)
+
+    def room_left(self, left):
+        self.roomLeft.emit(left)
+
+    def topic_changed(self, topic):
+        self.topicChanged.emit(topic)
+
+    def rooms_listed(self, rooms):
+        self.roomsListed.emit(rooms)
+
     def message_received(self, message):
         self.messageReceived.emit(message)
 
-    def history_received(self, messages, more, direction):
-        self.historyReceived.emit(messages, more, direction)
+    def history_received(self, room, messages, more, direction):
+        self.historyReceived.emit(room, messages, more, direction)
 
     def private_received(self, private):
         self.privateReceived.emit(private)

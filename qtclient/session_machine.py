@@ -7,9 +7,12 @@ link and only once LOGIN has been sent on it, so an untrusted or replaced
 link is never listened to. What happens is reported to a
 :class:`SessionEvents` (the Qt adapter turns each call into a signal).
 
+It speaks protocol version 2: it keeps the rooms the user is in (the
+server's default room to begin with), each with its own seqs.
+
 Coming back after a drop: reconnect with backoff, log in with the resume
-token, fill the gap with HISTORY ``after``, and re-send or confirm what was
-typed while the link was down.
+token, join each room again, fill each room's gap with HISTORY ``after``,
+and re-send or confirm what was typed while the link was down.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from zope.interface import implementer
 from chatproto import codec
 from chatproto.client import ChatClientProtocol
 from chatproto.codec import ErrorCode
+from chatproto.rules import room_key
 from chatproto.tls import PIN, TLSSettings, fingerprint_of
 
 log = Logger()
@@ -92,8 +96,14 @@ class SessionEvents:
     def state_changed(self, state: State, detail: str) -> None: ...
     def reconnect_scheduled(self, delay: float) -> None: ...
     def welcome_received(self, welcome: codec.Welcome) -> None: ...
+    def room_joined(self, state: codec.RoomState, reset: bool) -> None: ...
+    def room_left(self, left: codec.Left) -> None: ...
+    def topic_changed(self, topic: codec.TopicChanged) -> None: ...
+    def rooms_listed(self, rooms: list[codec.RoomInfo]) -> None: ...
     def message_received(self, message: codec.MessagePacket) -> None: ...
-    def history_received(self, messages: list[codec.Message], more: bool, direction: str) -> None: ...
+    def history_received(
+        self, room: str, messages: list[codec.Message], more: bool, direction: str
+    ) -> None: ...
     def private_received(self, private: codec.Private) -> None: ...
     def peer_joined(self, joined: codec.Joined) -> None: ...
     def peer_left(self, left: codec.Left) -> None: ...
@@ -106,6 +116,18 @@ class SessionEvents:
     def certificate_unknown(self, where: str, fingerprint: str) -> None: ...
     def connection_lost(self) -> None: ...
     def back_online(self, missed: int) -> None: ...
+
+
+@dataclass
+class RoomTrack:
+    """A room the user is in: where its order stands for this client."""
+
+    name: str
+    last_seq: int = 0
+    oldest_seq: int | None = None
+    older_requested: bool = False
+    seq_at_drop: int = 0
+    joined: bool = False  # its ROOM came on the current link
 
 
 @dataclass
@@ -172,9 +194,9 @@ class ClientSession:
         self.nick: str | None = None
         self.my_id: int | None = None
         self.limits: dict = {}
-        self.last_seq = 0
-        self.oldest_seq: int | None = None
-        self.history_reset = False
+        self.default_room = "general"
+        self.rooms: dict[str, RoomTrack] = {}  # by room key, in joining order
+        self._catching: set[str] = set()  # rooms whose gap is being fetched
         self.link: Link | None = None
         self._retry = retry or retry_policy()
         self._endpoint_for = endpoint_for or (lambda host, port, tls: tcp_endpoint(reactor, host, port, tls))
@@ -184,11 +206,9 @@ class ClientSession:
         self._refs = (f"c{n}" for n in itertools.count(1))
         self._outgoing: dict[str, Outgoing] = {}  # in typing order
         self._queued: deque[str] = deque()
-        self._older_requested = False
         self._final_reason: str | None = None
         self._outage = False  # a logged-in link dropped; cleared when back
-        self._missed = 0  # messages newer than last_seq fetched since the drop
-        self._seq_at_drop = 0
+        self._missed = 0  # messages newer than each room's last seq, fetched since the drop
         self._pings: dict[str, float] = {}
         self._ping_tokens = itertools.count(1)
         self._pinger = LoopingCall(self._ping)
@@ -228,8 +248,7 @@ class ClientSession:
             self._stop_service()
         if nick != self.nick:
             self._token = None
-            self.last_seq = 0
-            self.oldest_seq = None
+            self.rooms.clear()
         self.nick = nick
         self._final_reason = None
         self._outage = False
@@ -252,8 +271,10 @@ class ClientSession:
         self._fire("disconnect")
         return d
 
-    def say(self, text: str) -> str | None:
-        return self._submit(lambda ref: codec.Say(text, ref))
+    def say(self, text: str, room: str | None = None) -> str | None:
+        """Say ``text`` in ``room`` (the default room if None)."""
+        room = room or self.default_room
+        return self._submit(lambda ref: codec.Say(text, ref, room))
 
     def whisper(self, to: str, text: str) -> str | None:
         return self._submit(lambda ref: codec.Whisper(to, text, ref))
@@ -266,12 +287,43 @@ class ClientSession:
             self._queued.append(ref)
             self._drain()
 
-    def request_older(self) -> bool:
-        """Ask for the page before the oldest message shown; False if nothing to ask."""
-        if self.state is not S.CONNECTED or self._older_requested or self.oldest_seq in (None, 1):
+    def request_older(self, room: str | None = None) -> bool:
+        """Ask for the page of ``room`` before the oldest message shown; False
+        if nothing to ask."""
+        track = self.rooms.get(room_key(room or self.default_room))
+        if self.state is not S.CONNECTED or track is None or track.older_requested:
             return False
-        self._older_requested = True
-        self.link.send(codec.HistoryRequest(before=self.oldest_seq, limit=100))
+        if track.oldest_seq in (None, 1):
+            return False
+        track.older_requested = True
+        self.link.send(codec.HistoryRequest(before=track.oldest_seq, limit=100, room=track.name))
+        return True
+
+    def join(self, room: str) -> bool:
+        """JOIN a room (ROOM answers it); False if not connected."""
+        if not self.logged_in:
+            self.events.error_received("offline", "not connected: join when the connection is back")
+            return False
+        self.link.send(codec.Join(room, f"join:{room}"))
+        return True
+
+    def part(self, room: str, reason: str | None = None) -> bool:
+        if not self.logged_in or room_key(room) not in self.rooms:
+            return False
+        self.link.send(codec.Part(room, reason, f"part:{room}"))
+        return True
+
+    def set_topic(self, room: str, topic: str) -> bool:
+        if not self.logged_in:
+            self.events.error_received("offline", "not connected: set the topic when the connection is back")
+            return False
+        self.link.send(codec.SetTopic(room, topic, f"topic:{room}"))
+        return True
+
+    def list_rooms(self) -> bool:
+        if not self.logged_in:
+            return False
+        self.link.send(codec.ListRooms("list"))
         return True
 
     def trust_certificate(self, accept: bool) -> None:
@@ -345,7 +397,10 @@ class ClientSession:
             )
             return
         was = self.state
-        self._older_requested = False
+        self._catching.clear()
+        for track in self.rooms.values():
+            track.older_requested = False
+            track.joined = False
         if self._pinger.running:
             self._pinger.stop()
         for item in self._outgoing.values():  # unacknowledged: settled after catch-up
@@ -357,7 +412,8 @@ class ClientSession:
         elif was in _LINKED:
             if was in (S.CATCHING_UP, S.CONNECTED) and not self._outage:
                 self._outage = True
-                self._seq_at_drop = self.last_seq
+                for track in self.rooms.values():
+                    track.seq_at_drop = track.last_seq
                 self._missed = 0
                 self.events.connection_lost()
             self._fire("link_lost", "connection lost")
@@ -399,21 +455,17 @@ class ClientSession:
         self.my_id = welcome.id
         self._token = welcome.resume
         self.limits = dict(welcome.limits)
-        newest = welcome.history[-1].seq if welcome.history else 0
-        # A server that lost its history (":memory:") numbers from 1 again.
-        self.history_reset = newest < self.last_seq
-        if self.history_reset:
-            self.last_seq, self.oldest_seq, self._seq_at_drop = 0, None, 0
-        gap = self.last_seq > 0
-        self._fire("welcome_with_gap" if gap else "welcome", welcome.server)
+        self.default_room = welcome.default_room or self.default_room
+        if not self.rooms:  # a first login: the server's default room to begin with
+            self.rooms[room_key(self.default_room)] = RoomTrack(self.default_room)
+        held = {room_key(name) for name in welcome.rooms or ()}  # a resume kept these
+        self._catching = {key for key, track in self.rooms.items() if track.last_seq > 0}
+        self._fire("welcome_with_gap" if self._catching else "welcome", welcome.server)
         self.events.welcome_received(welcome)
-        if welcome.history and self.oldest_seq is None:
-            self.oldest_seq = welcome.history[0].seq
-        if gap:  # the pages after last_seq bring (and count) what was missed
-            self.link.send(codec.HistoryRequest(after=self.last_seq, limit=CATCH_UP_PAGE))
-        else:
-            self._count_missed(welcome.history)
-            self._note_seqs(welcome.history)
+        for key, track in self.rooms.items():
+            if key not in held:  # a resume's ROOMs come by themselves
+                self.link.send(codec.Join(track.name, f"join:{track.name}"))
+        if not self._catching:
             self._online()
         self._pinger.start(PING_EVERY, now=True)
 
@@ -424,30 +476,67 @@ class ClientSession:
             self._outage = False
             self.events.back_online(self._missed)
 
+    def _caught_up(self, key: str) -> None:
+        self._catching.discard(key)
+        if not self._catching and self.state is S.CATCHING_UP:
+            self._fire("caught_up", "")
+            self._online()
+
+    def _on_room(self, state: codec.RoomState) -> None:
+        key = room_key(state.room)
+        track = self.rooms.get(key)
+        if track is None:
+            track = self.rooms[key] = RoomTrack(state.room)
+        track.name, track.joined = state.room, True
+        newest = state.history[-1].seq if state.history else 0
+        # A server that lost its history (":memory:") numbers from 1 again.
+        reset = newest < track.last_seq
+        if reset:
+            track.last_seq, track.oldest_seq, track.seq_at_drop = 0, None, 0
+        self.events.room_joined(state, reset)
+        if state.history and track.oldest_seq is None:
+            track.oldest_seq = state.history[0].seq
+        covered = not state.history or state.history[0].seq <= track.last_seq + 1
+        if key in self._catching and not covered:
+            # the pages after last_seq bring (and count) what was missed
+            self.link.send(codec.HistoryRequest(after=track.last_seq, limit=CATCH_UP_PAGE, room=track.name))
+            return
+        self._count_missed(track, state.history)
+        self._note_seqs(track, state.history)
+        self._settle_against(track, state.history)
+        self._caught_up(key)
+
     def _on_message(self, message: codec.MessagePacket) -> None:
-        self._note_seqs([message])
+        track = self.rooms.get(room_key(message.room or self.default_room))
+        if track is not None:
+            self._note_seqs(track, [message])
         if message.ref is not None and self._outgoing.pop(message.ref, None) is not None:
             self.events.send_confirmed(message.ref, message.seq)
         self.events.message_received(message)
 
     def _on_history_page(self, page: codec.HistoryPage) -> None:
-        if self.state is S.CATCHING_UP:
-            self._count_missed(page.messages)
-            self._note_seqs(page.messages)
-            self.events.history_received(page.messages, page.more, "after")
-            self._settle_against(page.messages)
+        key = room_key(page.room or self.default_room)
+        track = self.rooms.get(key)
+        if track is None:
+            return  # a room left since the request
+        if key in self._catching:
+            self._count_missed(track, page.messages)
+            self._note_seqs(track, page.messages)
+            self.events.history_received(track.name, page.messages, page.more, "after")
+            self._settle_against(track, page.messages)
             if page.more:
-                self.link.send(codec.HistoryRequest(after=self.last_seq, limit=CATCH_UP_PAGE))
+                self.link.send(
+                    codec.HistoryRequest(after=track.last_seq, limit=CATCH_UP_PAGE, room=track.name)
+                )
             else:
-                self._fire("caught_up", "")
-                self._online()
+                self._caught_up(key)
             return
-        self._older_requested = False
+        track.older_requested = False
         if page.messages:
-            self.oldest_seq = page.messages[0].seq
+            track.oldest_seq = page.messages[0].seq
         elif not page.more:
-            self.oldest_seq = 1
-        self.events.history_received(page.messages, page.more, "before")
+            track.oldest_seq = 1
+        self.events.history_received(track.name, page.messages, page.more, "before")
 
     def _on_private(self, private: codec.Private) -> None:
         if private.ref is not None and self._outgoing.pop(private.ref, None) is not None:
@@ -458,7 +547,18 @@ class ClientSession:
         self.events.peer_joined(joined)
 
     def _on_left(self, left: codec.Left) -> None:
+        if left.id == self.my_id and left.room is not None:  # our own PART
+            self.rooms.pop(room_key(left.room), None)
+            self._caught_up(room_key(left.room))
+            self.events.room_left(left)
+            return
         self.events.peer_left(left)
+
+    def _on_topic(self, topic: codec.TopicChanged) -> None:
+        self.events.topic_changed(topic)
+
+    def _on_rooms(self, listing: codec.RoomList) -> None:
+        self.events.rooms_listed(listing.rooms)
 
     def _on_pending(self, pending: codec.Pending) -> None:
         self.events.pending_changed(pending)
@@ -482,6 +582,12 @@ class ClientSession:
             item.sent, item.failed = False, True
             self.events.send_failed(error.ref, error.message)
             return
+        if error.ref is not None and error.ref.startswith("join:"):
+            # A room we could not join (again): say why, and stop waiting for it.
+            key = room_key(error.ref[5:])
+            if key in self.rooms and not self.rooms[key].joined:
+                del self.rooms[key]
+                self._caught_up(key)
         if self.state is S.LOGGING_IN and error.code in _FINAL_ERRORS:
             # A login the user must fix: retrying the same nick can't help.
             self._give_up(f"{error.code}: {error.message}", error.code, error.message)
@@ -511,7 +617,7 @@ class ClientSession:
                 item.sent = True
                 self.link.send(item.packet)
 
-    def _settle_against(self, messages: list[codec.Message]) -> None:
+    def _settle_against(self, track: RoomTrack, messages: list[codec.Message]) -> None:
         """Messages sent before a drop whose echo never came: if the server
         stored them, history shows them under our nick; confirm those."""
         for message in messages:
@@ -523,6 +629,7 @@ class ClientSession:
                     and not item.failed
                     and ref not in self._queued
                     and isinstance(item.packet, codec.Say)
+                    and room_key(item.packet.room or self.default_room) == room_key(track.name)
                     and item.packet.text == message.text
                 ):
                     del self._outgoing[ref]
@@ -535,14 +642,15 @@ class ClientSession:
                 self._queued.append(ref)
         self._drain()
 
-    def _note_seqs(self, messages) -> None:
+    @staticmethod
+    def _note_seqs(track: RoomTrack, messages) -> None:
         for message in messages:
-            if message.seq > self.last_seq:
-                self.last_seq = message.seq
+            if message.seq > track.last_seq:
+                track.last_seq = message.seq
 
-    def _count_missed(self, messages) -> None:
+    def _count_missed(self, track: RoomTrack, messages) -> None:
         if self._outage:
-            self._missed += sum(1 for m in messages if m.seq > max(self._seq_at_drop, self.last_seq))
+            self._missed += sum(1 for m in messages if m.seq > max(track.seq_at_drop, track.last_seq))
 
     def _ping(self) -> None:
         if self.link is None:
@@ -564,4 +672,7 @@ _HANDLERS: dict[type, Callable[[ClientSession, object], None]] = {
     codec.PongReply: ClientSession._on_pong,
     codec.Bye: ClientSession._on_bye,
     codec.Error: ClientSession._on_error,
+    codec.RoomState: ClientSession._on_room,
+    codec.TopicChanged: ClientSession._on_topic,
+    codec.RoomList: ClientSession._on_rooms,
 }

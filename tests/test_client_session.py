@@ -98,14 +98,17 @@ class Harness:
         protocol.connectionLost(Failure(ConnectionDone()))
 
 
-def welcome(nick="ann", history=(), id=1) -> codec.Welcome:
-    return codec.Welcome(
-        nick, id, "token", "srv", "", [codec.Peer(id, nick)], [], list(history), {"max_text": 4000}
-    )
+def welcome(nick="ann", id=1, rooms=()) -> codec.Welcome:
+    """A version 2 WELCOME: rooms come in ROOM packets."""
+    return codec.Welcome(nick, id, "token", "srv", "", [], [], [], {"max_text": 4000}, list(rooms), "general")
 
 
-def msg(seq: int, text: str = "", sender: str = "bob", ref=None) -> codec.MessagePacket:
-    return codec.MessagePacket(seq, float(seq), sender, text or f"m{seq}", ref)
+def room(name="general", history=(), ref=None, members=(("ann", 1),)) -> codec.RoomState:
+    return codec.RoomState(name, "", [codec.Peer(id, nick) for nick, id in members], list(history), ref)
+
+
+def msg(seq: int, text: str = "", sender: str = "bob", ref=None, room="general") -> codec.MessagePacket:
+    return codec.MessagePacket(seq, float(seq), sender, text or f"m{seq}", ref, room)
 
 
 def message(seq: int, text: str = "", sender: str = "bob") -> codec.Message:
@@ -127,11 +130,17 @@ class Lifecycle(SynchronousTestCase):
     def test_plain_connect_login_welcome(self):
         h = Harness()
         protocol, transport = h.accept()
-        self.assertEqual(h.sent(transport), [codec.Login("ann", 1)])
-        h.serve(protocol, welcome(history=[message(1), message(2)]))
+        self.assertEqual(h.sent(transport), [codec.Login("ann", 2)])
+        h.serve(protocol, welcome())
         self.assertEqual(h.events.states(), [State.CONNECTING, State.LOGGING_IN, State.CONNECTED])
-        self.assertEqual(h.session.last_seq, 2)
-        self.assertEqual(h.sent(transport), [codec.Ping("p1")], "keepalive starts with the session")
+        self.assertEqual(
+            h.sent(transport),
+            [codec.Join("general", "join:general"), codec.Ping("p1")],
+            "the default room to begin with; keepalive starts with the session",
+        )
+        h.serve(protocol, room(history=[message(1), message(2)], ref="join:general"))
+        self.assertEqual(h.session.rooms["general"].last_seq, 2)
+        self.assertEqual(len(h.events.named("room_joined")), 1)
 
     def test_a_failed_attempt_retries_after_the_policy_delay(self):
         h = Harness()
@@ -173,39 +182,84 @@ class Lifecycle(SynchronousTestCase):
 
 
 class Outage(SynchronousTestCase):
-    def test_reconnect_resumes_catches_up_and_reports_missed_messages(self):
+    def test_reconnect_rejoins_each_room_catches_up_each_and_reports_missed_messages(self):
         h = Harness()
         protocol, transport = h.accept()
-        h.serve(protocol, welcome(history=[message(1)]), msg(2))
+        h.serve(protocol, welcome(), room(history=[message(1)]), msg(2))
+        self.assertTrue(h.session.join("side"))
+        h.serve(protocol, room("side", history=[message(7, room_message := "x")]))
         ref = h.session.say("typed while online")
         h.sent(transport)
         h.drop(protocol)  # the echo never came
         self.assertEqual(h.events.named("connection_lost"), [()])
         self.assertIs(h.session.state, State.RECONNECTING)
-        queued = h.session.say("typed while offline")
+        queued = h.session.say("typed while offline", "side")
         h.clock.advance(1.0)
         protocol, transport = h.accept()
-        self.assertEqual(h.sent(transport), [codec.Login("ann", 1, "token")], "resume with the token")
-        h.serve(protocol, welcome(history=[message(2), message(3)]))
+        self.assertEqual(h.sent(transport), [codec.Login("ann", 2, "token")], "resume with the token")
+        h.serve(protocol, welcome())  # not resumed: the server had noticed the drop
         self.assertIs(h.session.state, State.CATCHING_UP)
-        self.assertEqual(h.sent(transport)[0], codec.HistoryRequest(after=2, limit=200))
+        self.assertEqual(
+            h.sent(transport)[:2], [codec.Join("general", "join:general"), codec.Join("side", "join:side")]
+        )
+        h.serve(protocol, room(history=[message(5)], ref="join:general"))  # more was said than it shows
+        self.assertEqual(h.sent(transport), [codec.HistoryRequest(after=2, limit=200, room="general")])
         page1 = [message(3), message(4, "typed while online", "ann")]
-        h.serve(protocol, codec.HistoryPage(page1, True))
-        self.assertEqual(h.sent(transport)[0], codec.HistoryRequest(after=4, limit=200))
-        h.serve(protocol, codec.HistoryPage([message(5)], False))
+        h.serve(protocol, codec.HistoryPage(page1, True, "general"))
+        self.assertEqual(h.sent(transport), [codec.HistoryRequest(after=4, limit=200, room="general")])
+        h.serve(protocol, codec.HistoryPage([message(5)], False, "general"))
+        self.assertIs(h.session.state, State.CATCHING_UP, "side is not caught up yet")
+        h.serve(protocol, room("side", history=[message(7, room_message), message(8)], ref="join:side"))
+        # the ROOM's history reaches back to what was seen: no page needed
         self.assertIs(h.session.state, State.CONNECTED)
-        self.assertEqual(h.events.named("back_online"), [(3,)], "3, 4 and 5 were missed")
+        self.assertEqual(h.events.named("back_online"), [(4,)], "3, 4 and 5 in general, 8 in side")
         self.assertIn((ref, 4), h.events.named("send_confirmed"), "found in history, not sent twice")
-        self.assertEqual(h.sent(transport), [codec.Say("typed while offline", queued)])
+        self.assertEqual(h.sent(transport), [codec.Say("typed while offline", queued, "side")])
+        self.assertEqual((h.session.rooms["general"].last_seq, h.session.rooms["side"].last_seq), (5, 8))
+
+    def test_a_resume_gets_its_rooms_without_joining(self):
+        h = Harness()
+        protocol, transport = h.accept()
+        h.serve(protocol, welcome(), room(history=[message(1)]))
+        h.drop(protocol)
+        h.clock.advance(1.0)
+        protocol, transport = h.accept()
+        h.sent(transport)
+        h.serve(protocol, welcome(rooms=["general"]), room(history=[message(1)]))
+        self.assertNotIn(codec.Join("general", "join:general"), h.sent(transport))
+        self.assertIs(h.session.state, State.CONNECTED)
+
+    def test_a_room_that_can_not_be_joined_again_is_dropped_not_waited_for(self):
+        h = Harness()
+        protocol, _ = h.accept()
+        h.serve(protocol, welcome(), room(history=[message(1)]))
+        h.drop(protocol)
+        h.clock.advance(1.0)
+        protocol, _ = h.accept()
+        h.serve(protocol, welcome(), codec.Error("too_many_rooms", "full", "join:general"))
+        self.assertIs(h.session.state, State.CONNECTED)
+        self.assertEqual(h.session.rooms, {})
+
+    def test_parting_forgets_the_room(self):
+        h = Harness()
+        protocol, transport = h.accept()
+        h.serve(protocol, welcome(), room())
+        h.sent(transport)
+        self.assertTrue(h.session.part("general", "lunch"))
+        self.assertEqual(h.sent(transport), [codec.Part("general", "lunch", "part:general")])
+        h.serve(protocol, codec.Left(1, "ann", "part", "lunch", "general", "part:general"))
+        self.assertEqual(h.session.rooms, {})
+        self.assertEqual(len(h.events.named("room_left")), 1)
+        self.assertEqual(h.events.named("peer_left"), [])
 
     def test_a_reconnect_with_nothing_missed_says_zero(self):
         h = Harness()
         protocol, _ = h.accept()
-        h.serve(protocol, welcome())
+        h.serve(protocol, welcome(), room())
         h.drop(protocol)
         h.clock.advance(1.0)
         protocol, _ = h.accept()
-        h.serve(protocol, welcome())
+        h.serve(protocol, welcome(), room())
         self.assertEqual(h.events.named("back_online"), [(0,)])
 
     def test_offline_queue_is_bounded(self):
@@ -240,11 +294,11 @@ class TrustOnFirstUse(SynchronousTestCase):
             self.assertEqual(h.events.named(name), [], name)
         h.session.trust_certificate(True)
         self.assertEqual(pins, {"127.0.0.1:7777": self.fingerprint})
-        self.assertEqual(h.sent(transport), [codec.Login("ann", 1)])
+        self.assertEqual(h.sent(transport), [codec.Login("ann", 2)])
         self.assertIs(h.session.state, State.LOGGING_IN)
         h.serve(protocol, welcome())
         self.assertIs(h.session.state, State.CONNECTED)
-        self.assertEqual(h.sent(transport)[0], codec.Say("for trusted ears only", "c1"))
+        self.assertIn(codec.Say("for trusted ears only", "c1", "general"), h.sent(transport))
 
     def test_refusing_the_certificate_gives_up(self):
         h = Harness(TLSSettings(PIN))
@@ -266,7 +320,7 @@ class TrustOnFirstUse(SynchronousTestCase):
         h = Harness(TLSSettings(PIN), {"127.0.0.1:7777": self.fingerprint})
         protocol, transport = h.accept(CertTransport(self.cert))
         protocol.handshakeCompleted()
-        self.assertEqual(h.sent(transport), [codec.Login("ann", 1)])
+        self.assertEqual(h.sent(transport), [codec.Login("ann", 2)])
 
 
 class ReplacedLinks(SynchronousTestCase):
@@ -306,7 +360,7 @@ class Dispatch(SynchronousTestCase):
         self.assertEqual(h.events.named("send_failed"), [(ref, "slow down")])
         h.sent(transport)
         h.session.retry(ref)
-        self.assertEqual(h.sent(transport), [codec.Say("too fast", ref)])
+        self.assertEqual(h.sent(transport), [codec.Say("too fast", ref, "general")])
 
     def test_rtt_from_our_ping(self):
         h = Harness()

@@ -139,4 +139,4 @@ class TrustOnFirstUseAgainstAHostileServer(TestCase):
         self.assertEqual(factory.heard, [], "nothing sent: no LOGIN, no queued message")
         session.trust_certificate(True)
         yield until(lambda: factory.heard, 10)
-        self.assertEqual(factory.heard, [codec.Login("ann", 1)])
+        self.assertEqual(factory.heard, [codec.Login("ann", 2)])

@@ -1,4 +1,4 @@
-"""The server console: a hosted server's connections, its log, kick, start/stop."""
+"""The server console: a hosted server's connections and rooms, its log, kick, start/stop."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from PyQt6.QtWidgets import (
 from twisted.logger import formatEvent, globalLogPublisher
 
 from chatproto.core.connection import HubEvent
+from chatproto.rules import room_key
 from qtclient.host import HostedServer
 
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -52,6 +53,10 @@ class ServerConsole(QWidget):
         for tree in (self.pending, self.connected):
             tree.setRootIsDecorated(False)
             tree.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.rooms = QTreeWidget()
+        self.rooms.setHeaderLabels(["Room / member", "Members", "Topic"])
+        self.rooms.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self._room_rows: dict[str, QTreeWidgetItem] = {}
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(5000)
@@ -62,7 +67,7 @@ class ServerConsole(QWidget):
         top.addWidget(self.start_button)
         top.addWidget(self.stop_button)
         trees = QSplitter()
-        for title, tree in (("Pending", self.pending), ("Connected", self.connected)):
+        for title, tree in (("Pending", self.pending), ("Connected", self.connected), ("Rooms", self.rooms)):
             box = QWidget()
             column = QVBoxLayout(box)
             column.setContentsMargins(0, 0, 0, 0)
@@ -98,7 +103,7 @@ class ServerConsole(QWidget):
             self.append_log(f"error: {e}")
             self.status.setText("stopped")
             return False
-        self.server.hub.observers.append(self._room_event)
+        self.server.hub.observers.append(self._hub_event)
         self.status.setText(f"listening on {address}")
         self._update_buttons()
         self.refresh()
@@ -114,15 +119,15 @@ class ServerConsole(QWidget):
         return d
 
     def kick_selected(self) -> None:
-        room = self.server.hub
+        hub = self.server.hub
         for tree in (self.connected, self.pending):
             for item in tree.selectedItems():
-                if room is not None:
-                    room.kick(item.data(0, ID_ROLE))
+                if hub is not None:
+                    hub.kick(item.data(0, ID_ROLE))
 
     # -- display --------------------------------------------------------------------
 
-    def _room_event(self, event: HubEvent) -> None:
+    def _hub_event(self, event: HubEvent) -> None:
         """Apply one event to the trees: a row added, moved or removed, never a rebuild."""
         if event.kind == "pending":
             self._put(self.pending, event.id, [str(event.id), event.address, _since(event.since)])
@@ -135,7 +140,30 @@ class ServerConsole(QWidget):
             )
         elif event.kind == "left":
             self._drop(self.connected, event.id)
+        elif event.room is not None:  # room_joined, room_left, topic, room_gone
+            self._show_room(event.room)
         self._relabel()
+
+    def _show_room(self, name: str) -> None:
+        """One room's row and its members, as the hub has them now."""
+        hub = self.server.hub
+        room = hub.room_for(name) if hub is not None else None
+        item = self._room_rows.get(room_key(name))
+        if room is None:
+            if item is not None:
+                del self._room_rows[room_key(name)]
+                self.rooms.takeTopLevelItem(self.rooms.indexOfTopLevelItem(item))
+            return
+        if item is None:
+            item = self._room_rows[room_key(name)] = QTreeWidgetItem()
+            self.rooms.addTopLevelItem(item)
+        for column, text in enumerate((room.name, str(len(room.members)), room.topic_text)):
+            item.setText(column, text)
+        item.takeChildren()
+        item.addChildren(
+            [QTreeWidgetItem([session.nick, "", f"id {session.id}"]) for session in room.members.values()]
+        )
+        item.setExpanded(True)
 
     def _put(self, tree: QTreeWidget, id: int, columns: list[str]) -> None:
         item = self._rows[tree].get(id)
@@ -155,19 +183,24 @@ class ServerConsole(QWidget):
     def _relabel(self) -> None:
         self.pending_label.setText(f"Pending ({self.pending.topLevelItemCount()})")
         self.connected_label.setText(f"Connected ({self.connected.topLevelItemCount()})")
+        self.rooms_label.setText(f"Rooms ({self.rooms.topLevelItemCount()})")
 
     def refresh(self) -> None:
-        """Rebuild both trees from the room: when it starts or stops."""
+        """Rebuild the trees from the hub: when it starts or stops."""
         room = self.server.hub
         for tree, rows in self._rows.items():
             tree.clear()
             rows.clear()
+        self.rooms.clear()
+        self._room_rows.clear()
         if room is not None:
             for client in room.pending:
                 self._put(self.pending, client.id, [str(client.id), client.address, _since(client.opened)])
             for session in room.sessions:
                 row = [session.nick, str(session.id), session.connection.address, _since(session.since)]
                 self._put(self.connected, session.id, row)
+            for chat_room in room.rooms:
+                self._show_room(chat_room.name)
         self._relabel()
 
     def _log_event(self, event: dict) -> None:

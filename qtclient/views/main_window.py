@@ -1,14 +1,16 @@
-"""The chat window: peers on the left, the transcript and input on the right."""
+"""The chat window: rooms and their members on the left; the current room's
+topic, transcript and input on the right."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import MutableMapping
 
-from PyQt6.QtCore import QSettings, Qt, QTimer, pyqtSignal
-from PyQt6.QtGui import QAction, QKeyEvent, QKeySequence
+from PyQt6.QtCore import QSettings, Qt, QTimer, QUrl, pyqtSignal
+from PyQt6.QtGui import QAction, QDesktopServices, QKeyEvent, QKeySequence
 from PyQt6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -16,6 +18,7 @@ from PyQt6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSplitter,
+    QSystemTrayIcon,
     QTableView,
     QTreeView,
     QVBoxLayout,
@@ -24,10 +27,12 @@ from PyQt6.QtWidgets import (
 
 from chatproto import codec
 from chatproto.limits import DEFAULTS
+from chatproto.rules import room_key
 from qtclient import session as states
-from qtclient.models import NICK_ROLE, PeerModel, TranscriptModel
+from qtclient.models import NICK_ROLE, ROOM_ROLE, PeerModel, TranscriptModel
 from qtclient.session import ChatSession
 from qtclient.views.connect_dialog import ConnectDialog, Target
+from qtclient.views.join_dialog import JoinDialog
 
 _LEAVE_WORDS = {
     "quit": "left",
@@ -36,7 +41,15 @@ _LEAVE_WORDS = {
     "kicked": "was kicked",
     "slow_consumer": "fell too far behind",
     "server_shutdown": "left: server shutting down",
+    "part": "left the room",
 }
+
+DEFAULTS_ROOM = "general"  # shown before the server has named its default room
+COMMANDS = "/join ROOM, /part [reason], /topic TEXT, /list, /msg NICK text, /quit"
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 class ChatInput(QPlainTextEdit):
@@ -46,7 +59,9 @@ class ChatInput(QPlainTextEdit):
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.setPlaceholderText("Message (Enter sends, Shift+Enter for a new line, /msg NICK text, /quit)")
+        self.setPlaceholderText(
+            "Message (Enter sends, Shift+Enter for a new line; /join, /part, /topic, /list, /msg)"
+        )
         self.setMaximumHeight(self.fontMetrics().lineSpacing() * 4 + 12)
         self.setTabChangesFocus(True)
 
@@ -111,7 +126,15 @@ class MainWindow(QMainWindow):
         self.session = session or ChatSession(reactor)
         self.session.setParent(self)
         self.peers = PeerModel(self)
-        self.transcript = TranscriptModel(self, batch_ms=batch_ms)
+        self.batch_ms = batch_ms
+        # One transcript per room, by key; ``current`` is the one shown.
+        self.transcripts: dict[str, TranscriptModel] = {}
+        self.room_names: dict[str, str] = {}
+        self.topics: dict[str, str] = {}
+        self.current = room_key(DEFAULTS_ROOM)
+        self.transcript = self._transcript_for(DEFAULTS_ROOM)
+        self.join_dialog: JoinDialog | None = None
+        self.tray: QSystemTrayIcon | None = None
         self.target: Target | None = None
         self.console = None
         self._reconnect_at = 0.0
@@ -147,6 +170,11 @@ class MainWindow(QMainWindow):
         header.resizeSection(0, self.fontMetrics().horizontalAdvance("00:00:00") + 16)
         header.resizeSection(1, 140)
 
+        self.topic_label = QLabel()
+        self.topic_label.setWordWrap(True)
+        self.topic_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.topic_label.setStyleSheet("padding: 4px 2px; border-bottom: 1px solid #ddd;")
+
         self.input = ChatInput()
         self.send_button = QPushButton("Send")
         row = QHBoxLayout()
@@ -164,6 +192,7 @@ class MainWindow(QMainWindow):
         column = QVBoxLayout(right)
         column.setContentsMargins(0, 0, 0, 0)
         column.addWidget(self.banner)
+        column.addWidget(self.topic_label)
         column.addWidget(self.transcript_view)
         column.addLayout(row)
 
@@ -182,8 +211,12 @@ class MainWindow(QMainWindow):
         chat = self.menuBar().addMenu("&Chat")
         self.connect_action = QAction("&Connect…", self, shortcut=QKeySequence("Ctrl+K"))
         self.disconnect_action = QAction("&Disconnect", self)
+        self.join_action = QAction("&Join room…", self, shortcut=QKeySequence("Ctrl+J"))
+        self.part_action = QAction("&Leave room", self)
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         chat.addActions([self.connect_action, self.disconnect_action])
+        chat.addSeparator()
+        chat.addActions([self.join_action, self.part_action])
         chat.addSeparator()
         chat.addAction(quit_action)
         server = self.menuBar().addMenu("&Server")
@@ -200,14 +233,18 @@ class MainWindow(QMainWindow):
         s.stateChanged.connect(self._show_state)
         s.reconnectScheduled.connect(self._reconnect_in)
         s.welcomed.connect(self._welcomed)
-        s.messageReceived.connect(lambda m: self.transcript.add_message(m, self.session.nick))
+        s.roomJoined.connect(self._room_joined)
+        s.roomLeft.connect(self._room_left)
+        s.topicChanged.connect(self._topic_changed)
+        s.roomsListed.connect(self._rooms_listed)
+        s.messageReceived.connect(self._message)
         s.historyReceived.connect(self._history)
         s.privateReceived.connect(self.transcript.add_private)
         s.peerJoined.connect(self._joined)
         s.peerLeft.connect(self._left)
         s.pendingChanged.connect(self.peers.pending)
         s.sendQueued.connect(self._queued)
-        s.sendConfirmed.connect(lambda ref, seq: self.transcript.confirm(ref))
+        s.sendConfirmed.connect(self._confirmed)
         s.sendFailed.connect(self._send_failed)
         s.errorReceived.connect(self._error)
         s.certificateUnknown.connect(self._certificate_unknown)
@@ -219,11 +256,54 @@ class MainWindow(QMainWindow):
         self.send_button.clicked.connect(lambda: self.submit(self.input.toPlainText()))
         self.connect_action.triggered.connect(self.ask_connect)
         self.disconnect_action.triggered.connect(self.session.disconnect)
+        self.join_action.triggered.connect(self.ask_join)
+        self.part_action.triggered.connect(lambda: self.session.part(self.room_names.get(self.current, "")))
+        self.peer_view.clicked.connect(self._tree_clicked)
         self.host_action.triggered.connect(lambda: self.open_console())
         self.peer_view.doubleClicked.connect(self._peer_double_clicked)
         self.transcript_view.doubleClicked.connect(self._transcript_double_clicked)
-        self.transcript.rowsInserted.connect(self._rows_inserted)
+        self.transcript_view.clicked.connect(self._transcript_clicked)
         self.transcript_view.verticalScrollBar().valueChanged.connect(self._scrolled)
+
+    # -- rooms ---------------------------------------------------------------------------
+
+    def _transcript_for(self, name: str) -> TranscriptModel:
+        key = room_key(name)
+        self.room_names.setdefault(key, name)
+        transcript = self.transcripts.get(key)
+        if transcript is None:
+            transcript = self.transcripts[key] = TranscriptModel(self, batch_ms=self.batch_ms)
+            transcript.own_nick = self.session.nick
+            transcript.rowsInserted.connect(self._rows_inserted)
+        return transcript
+
+    def show_room(self, name: str) -> None:
+        """Make ``name``'s transcript the one shown; its unread count goes."""
+        key = room_key(name)
+        self.current = key
+        self.transcript = self._transcript_for(name)
+        self.transcript_view.setModel(self.transcript)
+        self.transcript_view.scrollToBottom()
+        self.peers.set_unread(name, 0, False)
+        item = self.peers.room_item(name)
+        if item is not None:
+            self.peer_view.setCurrentIndex(item.index())
+        self._show_topic()
+
+    def _show_topic(self) -> None:
+        name = self.room_names.get(self.current, "")
+        topic = self.topics.get(self.current, "")
+        self.topic_label.setText(f"<b>{_html(name)}</b>" + (f" — {_html(topic)}" if topic else " — no topic"))
+
+    def ask_join(self) -> None:
+        """The Join room… dialog, filled from the server's LIST."""
+        limit = self.session.limits.get("room_name_length", DEFAULTS.room_name_length)
+        self.join_dialog = JoinDialog(self, limit)
+        self.session.list_rooms()
+        dialog = self.join_dialog
+        if dialog.exec() == JoinDialog.DialogCode.Accepted and dialog.room:
+            self.session.join(dialog.room)
+        self.join_dialog = None
 
     # -- actions --------------------------------------------------------------------
 
@@ -238,7 +318,8 @@ class MainWindow(QMainWindow):
             self.target.port,
             self.target.nick,
         ):
-            self.transcript.clear()
+            for transcript in self.transcripts.values():
+                transcript.clear()
         self.target = target
         self.session.connect_to(
             target.host, target.port, target.nick, target.tls, SettingsPins(self.settings)
@@ -261,14 +342,33 @@ class MainWindow(QMainWindow):
                 if self.session.whisper(to, body) is not None:
                     self.input.clear()
                 return
-            self.transcript.add_system(f"unknown command /{command} (try /msg or /quit)")
+            if self._room_command(command, rest.strip()):
+                self.input.clear()
             return
         limit = self.session.limits.get("max_text", DEFAULTS.max_text)
         if len(text) > limit:
             self.transcript.add_system(f"message is {len(text)} characters; the limit is {limit}")
             return
-        if self.session.say(text) is not None:
+        if self.session.say(text, self.room_names.get(self.current)) is not None:
             self.input.clear()
+
+    def _room_command(self, command: str, rest: str) -> bool:
+        """/join, /part, /topic, /list; False (and a hint) if not understood."""
+        here = self.room_names.get(self.current, "")
+        if command == "join" and rest:
+            return self.session.join(rest.split()[0])
+        if command == "part":
+            return self.session.part(here, rest or None)
+        if command == "topic":
+            if not rest:
+                self.transcript.add_system(f"topic of {here}: {self.topics.get(self.current) or '(none)'}")
+                return True
+            return self.session.set_topic(here, rest)
+        if command == "list":
+            return self.session.list_rooms()
+        usage = {"join": "usage: /join ROOM"}.get(command, f"unknown command /{command} (try {COMMANDS})")
+        self.transcript.add_system(usage)
+        return False
 
     def open_console(self, endpoint: str | None = None, start: bool = False):
         from qtclient.views.console import ServerConsole
@@ -317,6 +417,70 @@ class MainWindow(QMainWindow):
         if state is states.GIVEN_UP and detail:
             self.transcript.add_system(f"disconnected: {detail}")
 
+    def _message(self, message: codec.MessagePacket) -> None:
+        name = message.room or self.session.default_room
+        key = room_key(name)
+        mention = self._transcript_for(name).add_message(message, self.session.nick)
+        if key != self.current:
+            unread, mentioned = self.peers.unread(name) if key in self.peers.rooms else (0, False)
+            self.peers.set_unread(name, unread + 1, mentioned or mention)
+        if mention:
+            self._notify_mention(name, message)
+
+    def _notify_mention(self, room: str, message: codec.MessagePacket) -> None:
+        """A mention while the window is not in front: the desktop is told."""
+        if self.isActiveWindow():
+            return
+        QApplication.alert(self)
+        if QSystemTrayIcon.isSystemTrayAvailable():
+            if self.tray is None:
+                self.tray = QSystemTrayIcon(self.windowIcon(), self)
+                self.tray.show()
+            self.tray.showMessage(f"{message.sender} in {room}", message.text[:200])
+
+    def _room_joined(self, state: codec.RoomState, reset: bool) -> None:
+        transcript = self._transcript_for(state.room)
+        self.room_names[room_key(state.room)] = state.room
+        if reset:
+            transcript.clear()
+        transcript.own_nick = self.session.nick
+        self.peers.room_state(state)
+        self.peer_view.setExpanded(self.peers.room_item(state.room).index(), True)
+        self.topics[room_key(state.room)] = state.topic
+        transcript.add_history(state.history, self.session.nick, older=False)
+        if state.ref is not None or room_key(state.room) == self.current:
+            self.show_room(state.room)  # the user asked to join: take them there
+
+    def _room_left(self, left: codec.Left) -> None:
+        self.peers.room_gone(left.room)
+        key = room_key(left.room)
+        self.transcripts.pop(key, None)
+        if key == self.current:
+            names = self.peers.room_names()
+            self.show_room(names[0] if names else self.session.default_room)
+            self.transcript.add_system(f"you left {left.room}")
+
+    def _topic_changed(self, topic: codec.TopicChanged) -> None:
+        key = room_key(topic.room)
+        self.topics[key] = topic.topic
+        what = f"set the topic: {topic.topic}" if topic.topic else "cleared the topic"
+        self._transcript_for(topic.room).add_system(f"{topic.by} {what}", topic.ts)
+        if key == self.current:
+            self._show_topic()
+
+    def _rooms_listed(self, rooms: list) -> None:
+        if self.join_dialog is not None:
+            self.join_dialog.fill(rooms)
+            return
+        self.transcript.add_system(f"{len(rooms)} room{'' if len(rooms) == 1 else 's'}:")
+        for info in rooms:
+            topic = f" — {info.topic}" if info.topic else ""
+            self.transcript.add_system(f"  {info.room} ({info.members}){topic}")
+
+    def _confirmed(self, ref: str, seq: int) -> None:
+        for transcript in self.transcripts.values():
+            transcript.confirm(ref)
+
     def _reconnected(self, missed: int) -> None:
         plural = "" if missed == 1 else "s"
         self.transcript.add_system(f"reconnected ({missed} missed message{plural} fetched)")
@@ -331,43 +495,58 @@ class MainWindow(QMainWindow):
         self.state_label.setText(f"Reconnecting in {left} s")
 
     def _welcomed(self, welcome: codec.Welcome) -> None:
-        if self.session.history_reset:
-            self.transcript.clear()
+        if welcome.default_room and not self.peers.rooms and self.current == room_key(DEFAULTS_ROOM):
+            # Before the first ROOM: what was shown belongs to the server's default room.
+            transcript = self.transcripts.pop(self.current)
+            self.current = room_key(welcome.default_room)
+            self.transcripts[self.current] = transcript
+            self.room_names[self.current] = welcome.default_room
+        for transcript in self.transcripts.values():
+            transcript.own_nick = welcome.nick
         self.peers.welcome(welcome)
         self._expand_branches()
-        self.transcript.add_history(welcome.history, welcome.nick, older=False)
         note = f"connected to {welcome.server} as {welcome.nick}"
         self.transcript.add_system(note + (f" — {welcome.motd}" if welcome.motd else ""))
         self.setWindowTitle(f"Chat — {welcome.nick} @ {welcome.server}")
 
     def _expand_branches(self) -> None:
         """The two branches open (their rows alone: not every peer under them)."""
-        for branch in (self.peers.pending_branch, self.peers.connected_branch):
-            self.peer_view.setExpanded(branch.index(), True)
+        self.peer_view.setExpanded(self.peers.pending_branch.index(), True)
+        for name in self.peers.room_names():
+            self.peer_view.setExpanded(self.peers.room_item(name).index(), True)
 
-    def _history(self, messages, more: bool, direction: str) -> None:
+    def _history(self, room: str, messages, more: bool, direction: str) -> None:
         older = direction == "before"
-        self.transcript.add_history(messages, self.session.nick, older=older)
-        if older and messages:  # keep the line the user was looking at in view
+        transcript = self._transcript_for(room)
+        transcript.add_history(messages, self.session.nick, older=older)
+        if (
+            older and messages and transcript is self.transcript
+        ):  # keep the line the user was looking at in view
             self.transcript_view.scrollTo(
                 self.transcript.index(len(messages), 0), QAbstractItemView.ScrollHint.PositionAtTop
             )
 
     def _joined(self, joined: codec.Joined) -> None:
         self.peers.joined(joined)
-        self.transcript.add_system(f"{joined.nick} joined")
+        if joined.room:
+            self._transcript_for(joined.room).add_system(f"{joined.nick} joined")
 
     def _left(self, left: codec.Left) -> None:
         self.peers.left(left)
         why = _LEAVE_WORDS.get(left.reason, f"left ({left.reason})")
-        self.transcript.add_system(f"{left.nick} {why}" + (f": {left.message}" if left.message else ""))
+        if left.room:
+            transcript = self._transcript_for(left.room)
+            transcript.add_system(f"{left.nick} {why}" + (f": {left.message}" if left.message else ""))
 
     def _queued(self, ref: str, packet) -> None:
         to = packet.to if isinstance(packet, codec.Whisper) else None
-        self.transcript.add_sending(ref, self.session.nick or "me", packet.text, to)
+        room = getattr(packet, "room", None)
+        transcript = self._transcript_for(room) if room else self.transcript
+        transcript.add_sending(ref, self.session.nick or "me", packet.text, to)
 
     def _send_failed(self, ref: str, why: str) -> None:
-        self.transcript.mark_failed(ref, why)
+        for transcript in self.transcripts.values():
+            transcript.mark_failed(ref, why)
 
     def _error(self, code: str, message: str) -> None:
         if code == "tls":
@@ -399,6 +578,17 @@ class MainWindow(QMainWindow):
 
     # -- view behaviour --------------------------------------------------------------------
 
+    def _tree_clicked(self, index) -> None:
+        key = index.data(ROOM_ROLE)
+        if key:
+            self.show_room(self.room_names.get(key, key))
+
+    def _transcript_clicked(self, index) -> None:
+        """A link opens in the browser."""
+        url = self.transcript.url_at(index.row()) if index.column() == 2 else None
+        if url:
+            QDesktopServices.openUrl(QUrl(url))
+
     def _peer_double_clicked(self, index) -> None:
         nick = index.data(NICK_ROLE)
         if nick:
@@ -417,6 +607,8 @@ class MainWindow(QMainWindow):
     def _rows_inserted(self, parent, first: int, last: int) -> None:
         """Follow the conversation if the user was at the bottom (the scroll
         bar's range is not updated yet, so it still says where they were)."""
+        if self.sender() is not self.transcript:
+            return  # a room not shown
         bar = self.transcript_view.verticalScrollBar()
         appended = last == self.transcript.rowCount() - 1
         if appended and bar.value() >= bar.maximum() - 2 * self.transcript_view.sizeHintForRow(0):
@@ -425,7 +617,7 @@ class MainWindow(QMainWindow):
     def _scrolled(self, value: int) -> None:
         bar = self.transcript_view.verticalScrollBar()
         if value == bar.minimum() and bar.maximum() > 0:
-            self.session.request_older()
+            self.session.request_older(self.room_names.get(self.current))
 
     # -- closing -------------------------------------------------------------------------
 

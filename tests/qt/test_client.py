@@ -27,18 +27,21 @@ def line_for(window, text):
 
 @pytest_twisted.inlineCallbacks
 def log_in(window, server, nick="alice"):
+    """Connected, and in the default room (which the client joins by itself)."""
     welcomed = signal_fired(window.session.welcomed)
+    in_room = signal_fired(window.session.roomJoined)
     window.connect_to(Target("127.0.0.1", server.port, nick))
     (welcome,) = yield welcomed
+    yield in_room
     return welcome
 
 
 @pytest_twisted.inlineCallbacks
 def other(sessions, server, nick):
     session = sessions()
-    welcomed = signal_fired(session.welcomed)
+    in_room = signal_fired(session.roomJoined)
     session.connect_to("127.0.0.1", server.port, nick)
-    yield welcomed
+    yield in_room
     return session
 
 
@@ -60,8 +63,10 @@ def test_connect_and_log_in(window, server):
     welcome = yield log_in(window, server)
     assert welcome.nick == "alice"
     assert window.session.state == states.CONNECTED
-    assert window.peers.connected_nicks() == ["alice"]
-    assert "alice (you)" == window.peers.connected_branch.child(0).text()
+    assert window.peers.room_names() == ["general"]
+    assert window.peers.members("general") == ["alice"]
+    assert "alice (you)" == window.peers.room_item("general").child(0).text()
+    assert "general" in window.topic_label.text()
     assert window.input.isEnabled()
     assert "Connected to" in window.state_label.text()
 
@@ -117,8 +122,8 @@ def test_peer_tree_pending_then_connected_then_gone(window, server, reactor):
     raw.transport.loseConnection()
     (gone,) = yield left
     assert gone.reason == "connection_lost"
-    assert window.peers.connected_nicks() == ["alice"]
-    assert window.peers.connected_branch.text() == "Connected (1)"
+    assert window.peers.members("general") == ["alice"]
+    assert window.peers.room_item("general").text() == "general (1)"
     assert "dave lost the connection" in texts(window)
 
 
@@ -127,7 +132,7 @@ def test_whisper_and_double_click_to_whisper(window, server, sessions):
     yield log_in(window, server)
     bob = yield other(sessions, server, "bob")
     yield until(lambda: "bob" in window.peers.connected_nicks())
-    branch = window.peers.connected_branch
+    branch = window.peers.room_item("general")
     row = next(r for r in range(branch.rowCount()) if branch.child(r).text() == "bob")
     window.peer_view.doubleClicked.emit(branch.child(row).index())
     assert window.input.toPlainText() == "/msg bob "
@@ -173,7 +178,7 @@ def test_reconnect_after_server_restart_with_queue_and_catch_up(window, server, 
     assert "connection lost" in grey, "the outage leaves a trace"
     assert "reconnected (0 missed messages fetched)" in grey, "nobody spoke meanwhile"
     # bob speaks while alice's link is down: she catches up through HISTORY after
-    back = signal_fired(window.session.welcomed)
+    back = signal_fired(window.session.roomJoined)
     window.session.machine.link.transport.loseConnection()
     bob.say("you missed this")
     yield back
@@ -187,7 +192,7 @@ def test_reconnect_after_server_restart_with_queue_and_catch_up(window, server, 
 def test_history_paging_when_scrolled_to_the_top(window, server, sessions):
     bob = yield other(sessions, server, "bob")
     for i in range(120):
-        server.hub.say(server.hub.session_for("bob"), f"old {i}", None)
+        server.hub.say(server.hub.session_for("bob"), f"old {i}", None, "general")
     server.hub.flush()
     del bob
     yield log_in(window, server)
@@ -196,7 +201,8 @@ def test_history_paging_when_scrolled_to_the_top(window, server, sessions):
     bar = window.transcript_view.verticalScrollBar()
     yield until(lambda: bar.value() == bar.maximum() > 0)  # follows the newest
     bar.setValue(bar.minimum())
-    messages, more, direction = yield page
+    room, messages, more, direction = yield page
+    assert room == "general"
     assert (len(messages), more, direction) == (70, False, "before")
     olds = [t for t in texts(window) if t.startswith("old")]
     assert olds == [f"old {i}" for i in range(120)]
