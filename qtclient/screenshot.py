@@ -1,8 +1,9 @@
 """Render the real windows with some chat in them: ``python -m qtclient.screenshot OUT.png``.
 
-Hosts a server in-process on 127.0.0.1, connects the window as alice and a
-second session as bob, leaves one connection pending, chats, then grabs the
-chat window and the server console side by side.
+Hosts a server in-process on 127.0.0.1, connects the window as alice and
+two more sessions, chats in two rooms (a topic, a link, a mention in the
+room not shown), leaves one connection pending, then grabs the chat window
+and the server console side by side.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ def main(out: str) -> int:
         os.path.join(os.path.dirname(os.path.abspath(out)), ".screenshot.ini"), QSettings.Format.IniFormat
     )
     window = MainWindow(reactor, settings)
-    window.resize(820, 480)
+    window.resize(900, 520)
     console = window.open_console("tcp:0:interface=127.0.0.1", start=True)
-    console.resize(620, 480)
+    console.resize(640, 520)
     port = console.server.port
     window.show()
     window.connect_to(Target("127.0.0.1", port, "alice"))
@@ -46,17 +47,22 @@ def main(out: str) -> int:
         (0.3, lambda: bob.connect_to("127.0.0.1", port, "bob")),
         (0.5, lambda: carol.connect_to("127.0.0.1", port, "carol")),
         (0.8, lambda: window.submit("Morning all! Build is green again.")),
-        (1.0, lambda: bob.say("Nice. Did the slow-consumer fix land?")),
-        (1.2, lambda: window.submit("Yes: cut off at sendq, nobody else notices.")),
-        (1.4, lambda: carol.say("I'll run the soak test tonight")),
-        (1.5, lambda: bob.whisper("alice", "coffee at 11?")),
+        (0.9, lambda: bob.say("Nice. Did the slow-consumer fix land?")),
+        (1.0, lambda: bob.join("release")),
+        (1.1, lambda: window.submit("/join release")),
+        (1.3, lambda: bob.set_topic("release", "v2.0 on Friday: rooms and protocol version 2")),
+        (1.4, lambda: bob.say("Changelog draft: https://example.org/chat/changelog", "release")),
+        (1.5, lambda: window.submit("Reading it now. The migration note is clear.")),
+        (1.6, lambda: bob.say("Great, I'll tag it after the soak test.", "release")),
+        (1.7, lambda: carol.say("alice, can you look at the soak numbers?")),
+        (1.75, lambda: carol.say("They are in the usual place")),
+        (1.8, lambda: bob.whisper("alice", "coffee at 11?")),
         (
-            1.7,
+            1.9,
             lambda: connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Protocol()).addCallback(
                 lurker.append
             ),
         ),
-        (1.8, lambda: carol.disconnect()),
         (2.0, lambda: window.input.setPlainText("/msg bob sure, see you there")),
     ]
     for delay, action in script:
@@ -82,6 +88,7 @@ def main(out: str) -> int:
         for transport in (p.transport for p in lurker):
             transport.loseConnection()
         bob.disconnect()
+        carol.disconnect()
         console.close()
         window.close()
 

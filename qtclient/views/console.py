@@ -161,7 +161,7 @@ class ServerConsole(QWidget):
             item.setText(column, text)
         item.takeChildren()
         item.addChildren(
-            [QTreeWidgetItem([session.nick, "", f"id {session.id}"]) for session in room.members.values()]
+            [QTreeWidgetItem([session.nick, f"#{session.id}", ""]) for session in room.members.values()]
         )
         item.setExpanded(True)
 

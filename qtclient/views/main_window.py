@@ -239,7 +239,7 @@ class MainWindow(QMainWindow):
         s.roomsListed.connect(self._rooms_listed)
         s.messageReceived.connect(self._message)
         s.historyReceived.connect(self._history)
-        s.privateReceived.connect(self.transcript.add_private)
+        s.privateReceived.connect(lambda private: self.transcript.add_private(private))
         s.peerJoined.connect(self._joined)
         s.peerLeft.connect(self._left)
         s.pendingChanged.connect(self.peers.pending)

@@ -44,6 +44,9 @@ def test_join_topic_list_and_part_from_the_input(window, server, sessions):
     yield bob_in
     assert window.peers.members("Side") == ["alice", "bob"]
     assert window.peers.room_item("Side").text() == "Side (2)"
+    bob.whisper("alice", "psst")
+    yield until(lambda: any(line.kind == models.PRIVATE for line in window.transcript.lines))
+    assert window.room_names[window.current] == "Side", "a whisper shows in the room in view"
 
     topic = signal_fired(bob.topicChanged)
     window.submit("/topic release on friday")
