@@ -45,6 +45,8 @@ class Client(asyncio.Protocol):
         self.on_data = on_data
         self.transport: asyncio.Transport | None = None
         self.saw_slow_left = False
+        self.room = 0  # rooms scenario: which room, and its ROOM answer
+        self.joined: asyncio.Future | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -72,6 +74,8 @@ class Client(asyncio.Protocol):
         """
         if not self.welcomed.done() and b"\x81{" in data:
             self.welcomed.set_result(None)
+        if self.joined is not None and not self.joined.done() and b"\x8c{" in data:
+            self.joined.set_result(None)  # ROOM: in its room (protocol 2)
         if b"slow_consumer" in data:  # a LEFT: the server cut someone who stopped reading
             self.saw_slow_left = True
         count = (self.carry + data[: len(_MARK) - 1]).count(_MARK) if self.carry else 0
@@ -95,7 +99,7 @@ class Client(asyncio.Protocol):
         self.next_seq = None
 
 
-async def connect_all(port: int, mode: str, n: int, nick: str, on_data=None, batch: int = 200):
+async def connect_all(port: int, mode: str, n: int, nick: str, on_data=None, batch: int = 200, version=1):
     loop = asyncio.get_running_loop()
     clients: list[Client] = []
     for start in range(0, n, batch):  # bounded bursts: the listen backlog is finite
@@ -107,7 +111,7 @@ async def connect_all(port: int, mode: str, n: int, nick: str, on_data=None, bat
         )
         for i, (_, client) in enumerate(made, start):
             if mode == "frames":
-                client.transport.write(frame(0x01, {"nick": f"{nick}{i}", "proto": 1}))
+                client.transport.write(frame(0x01, {"nick": f"{nick}{i}", "proto": version}))
             clients.append(client)
     await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in clients)), 120)
     return clients
@@ -329,6 +333,8 @@ class Bystander(Client):
         self.reads.append((time.perf_counter(), data))
         if not self.welcomed.done() and b"\x81{" in data:
             self.welcomed.set_result(None)
+        if self.joined is not None and not self.joined.done() and b"\x8c{" in data:
+            self.joined.set_result(None)  # ROOM: in its room (protocol 2)
 
     def echoes(self) -> list[float]:
         """Echo latencies in seconds."""
@@ -353,6 +359,8 @@ class Flooder(Client):
     def data_received(self, data: bytes) -> None:
         if not self.welcomed.done() and b"\x81{" in data:
             self.welcomed.set_result(None)
+        if self.joined is not None and not self.joined.done() and b"\x8c{" in data:
+            self.joined.set_result(None)  # ROOM: in its room (protocol 2)
         self.answers += sum(data.count(mark) for mark in self.marks)
         if b"\x8a{" in data:
             self.bye = data[data.find(b"\x8a{") :][:60]
@@ -421,8 +429,72 @@ async def abuse(args) -> dict:
     }
 
 
+async def rooms(args) -> dict:
+    """``--rooms`` rooms of ``--receivers`` each (protocol 2), every room with
+    its own senders saying as fast as the server delivers; the same
+    counting and flow control as fan-out, per room."""
+    per_room = max(1, args.senders // args.rooms)
+    members = args.receivers + per_room
+    window = args.window or max(20, min(2000, 200_000 // (members * args.rooms)))
+    state = {"sending": False}
+    sent = [0] * args.rooms
+    texts = [frame(0x02, {"text": "x" * args.size, "room": f"room{k}"}) for k in range(args.rooms)]
+
+    def top_up(sender: Client) -> None:
+        if state["sending"]:
+            k = sender.room
+            room = window - (sent[k] - sender.count)
+            if room >= window // 4:
+                sender.transport.write(texts[k] * room)
+                sent[k] += room
+
+    everyone = await connect_all(args.port, args.mode, args.rooms * members, "m", on_data=top_up, version=2)
+    senders = []
+    joined = []
+    for index, client in enumerate(everyone):
+        client.room = index % args.rooms
+        client.joined = asyncio.get_running_loop().create_future()
+        client.transport.write(frame(0x08, {"room": f"room{client.room}"}))
+        joined.append(client.joined)
+        if index // args.rooms < per_room:
+            senders.append(client)
+    await asyncio.wait_for(asyncio.gather(*joined), 120)
+    await settle(everyone)
+    for client in everyone:
+        client.take_messages()
+    state["sending"] = True
+    first_send = time.perf_counter()
+    for sender in senders:
+        sender.transport.write(texts[sender.room] * (window // per_room))
+        sent[sender.room] += window // per_room
+    await asyncio.sleep(args.warmup)
+    counts0, cpu0, t0 = sum(c.count for c in everyone), cpu(), time.perf_counter()
+    await asyncio.sleep(args.duration)
+    counts1, cpu1, t1 = sum(c.count for c in everyone), cpu(), time.perf_counter()
+    state["sending"] = False
+    deadline = time.monotonic() + args.drain
+    while time.monotonic() < deadline and any(c.count < sent[c.room] for c in everyone):
+        await asyncio.sleep(0.01)
+    drained = time.perf_counter()
+    lost = sum(max(0, sent[c.room] - c.count) for c in everyone)
+    for client in everyone:
+        client.transport.close()
+    expected = sum(sent[c.room] for c in everyone)
+    return {
+        "deliveries_per_s": (expected - lost) / (drained - first_send),
+        "steady_deliveries_per_s": (counts1 - counts0) / (t1 - t0),
+        "messages": sum(sent),
+        "members_per_room": members,
+        "window": window,
+        "lost": lost,
+        "order_errors": sum(c.order_errors for c in everyone),
+        "generator_cpu": (cpu1 - cpu0) / (t1 - t0),
+    }
+
+
 SCENARIOS = {
     "fanout": fanout,
+    "rooms": rooms,
     "latency": latency,
     "logins": logins,
     "idle": idle,
@@ -437,6 +509,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=["frames", "lines"], default="frames")
     parser.add_argument("--receivers", type=int, default=100)
+    parser.add_argument("--rooms", type=int, default=1, help="rooms scenario: how many rooms")
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--slow", type=int, default=0)
     parser.add_argument("--size", type=int, default=100)

@@ -118,7 +118,12 @@ def repeated(kind: str, runs: int, scenario: str, *args: str) -> list[dict]:
 
 
 def measure_fanout_cpu(kind: str, receivers: int, extra: list[str]) -> dict:
-    """Fan-out, with the server's CPU share sampled during the measured seconds only."""
+    """Fan-out, with the server's CPU share sampled during its busiest second."""
+    return measure_cpu(kind, "fanout", ["--receivers", str(receivers), *extra])
+
+
+def measure_cpu(kind: str, scenario: str, args: list[str]) -> dict:
+    """A scenario with the server's CPU share sampled during its busiest second."""
     with server(kind) as (pid, port):
         import threading
 
@@ -133,10 +138,9 @@ def measure_fanout_cpu(kind: str, receivers: int, extra: list[str]) -> dict:
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()
         started = time.monotonic()
-        result = generate(port, mode_of(kind), "fanout", "--receivers", str(receivers), *extra, pid=pid)
+        result = generate(port, mode_of(kind), scenario, *args, pid=pid)
         stop.set()
         thread.join()
-        # the busiest second of the run is the measurement window
         best = 0.0
         for i in range(len(samples)):
             for j in range(i + 1, len(samples)):
@@ -147,6 +151,56 @@ def measure_fanout_cpu(kind: str, receivers: int, extra: list[str]) -> dict:
         result["server_rss_kib"] = max(s[2] for s in samples) if samples else result["server_rss_kib"]
         result["wall"] = time.monotonic() - started
         return result
+
+
+#: (label, rooms, receivers per room): the issue's comparison (the same
+#: 1000 receivers in one room or in 100), and rooms against a room of their size.
+ROOM_SHAPES = [
+    ("1 room x 1000", 1, 1000),
+    ("100 rooms x 10", 100, 10),
+    ("1 room x 10", 1, 10),
+]
+
+
+def rooms_bench(runs: int, duration: list[str]) -> dict:
+    """Server CPU per delivery, the server saturated, for each shape;
+    interleaved, so that the machine's drift hits every shape alike."""
+    measured: dict[str, list[dict]] = {label: [] for label, _, _ in ROOM_SHAPES}
+    for _ in range(runs):
+        for label, count, receivers in ROOM_SHAPES:
+            args = ["--rooms", str(count), "--receivers", str(receivers), *duration]
+            result = measure_cpu("ours", "rooms", args)
+            result["us_per_delivery"] = result["server_cpu"] / result["steady_deliveries_per_s"] * 1e6
+            measured[label].append(result)
+    row = {}
+    for label, _, _ in ROOM_SHAPES:
+        runs_of = measured[label]
+        row[label] = {
+            "deliveries_per_s": median_of(runs_of, "deliveries_per_s"),
+            "us_per_delivery": median_of(runs_of, "us_per_delivery"),
+            "server_cpu": median_of(runs_of, "server_cpu"),
+            "generator_cpu": median_of(runs_of, "generator_cpu"),
+            "lost": sum(r["lost"] for r in runs_of),
+            "order_errors": sum(r["order_errors"] for r in runs_of),
+            "runs": runs_of,
+        }
+        r = row[label]
+        print(
+            f"  rooms {label:<15} {r['deliveries_per_s']:>12,.0f} deliveries/s  "
+            f"{r['us_per_delivery']:.3f} us server CPU each  server cpu {r['server_cpu']:.0%}  "
+            f"generator cpu {r['generator_cpu']:.0%}  lost {r['lost']}  order errors {r['order_errors']}",
+            flush=True,
+        )
+    return row
+
+
+def print_rooms(row: dict) -> None:
+    single, many, small = (row[label]["us_per_delivery"] for label, _, _ in ROOM_SHAPES)
+    print(f"\n{'rooms (ours; server CPU per delivery)':<40} {'us':>8} {'deliveries/s':>14}")
+    for label, r in row.items():
+        print(f"{label:<40} {r['us_per_delivery']:>8.3f} {r['deliveries_per_s']:>14,.0f}")
+    print(f"{'100 rooms x 10 ÷ 1 room x 1000':<40} {many / single:>8.2f}")
+    print(f"{'100 rooms x 10 ÷ 1 room x 10':<40} {many / small:>8.2f}")
 
 
 FLOODS = ["none", "history", "ping", "bad", "say"]
@@ -238,7 +292,7 @@ def main() -> int:
     duration = (
         ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
     )
-    wanted = set(args.only or ["fanout", "latency", "idle", "logins", "slow", "abuse"])
+    wanted = set(args.only or ["fanout", "rooms", "latency", "idle", "logins", "slow", "abuse"])
     results: dict = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -279,6 +333,9 @@ def main() -> int:
                     {k: row[k]["deliveries_per_s"] for k in kinds},
                 )
             )
+
+    if "rooms" in wanted:
+        results["rooms"] = rooms_bench(runs, duration)
 
     if "latency" in wanted:
         row = {}
@@ -387,6 +444,8 @@ def main() -> int:
 
     if table:
         print_table(table, runs)
+    if "rooms" in results:
+        print_rooms(results["rooms"])
     if "abuse" in results:
         print_abuse(results["abuse"])
     os.makedirs(os.path.dirname(args.json), exist_ok=True)

@@ -111,13 +111,15 @@ class SQLiteLog:
 
     def append(self, drafts: Sequence[Draft]) -> Deferred[list[Message]]:
         try:
-            taken: dict[str, int] = {}
+            taken: dict[str, int] = {}  # each room's next seq in this batch
             messages, rows = [], []
+            known = self._next
             for d in drafts:
-                seq = taken[d.room] = taken.get(d.room) or self._next_seq(d.room)
-                taken[d.room] = seq + 1
+                room = d.room
+                seq = taken.get(room) or known.get(room) or self._next_seq(room)
+                taken[room] = seq + 1
                 messages.append(Message(seq, d.ts, d.sender, d.text))
-                rows.append((d.room, seq, d.ts, d.sender, d.text))
+                rows.append((room, seq, d.ts, d.sender, d.text))
             self._db.execute("BEGIN")
             self._db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?)", rows)
             self._db.execute("COMMIT")

@@ -98,12 +98,14 @@ class Event:
 class _Flushed:
     """A batch on its way: waiting for the log, then delivered."""
 
-    __slots__ = ("after", "batch", "outcome", "said", "starts")
+    __slots__ = ("after", "batch", "outcome", "owned", "said", "starts")
 
     def __init__(self, batch: list, starts: dict[tuple[str, Connection], int]) -> None:
         self.batch = batch
         self.starts = starts
         self.said = [item for item in batch if type(item) is Said]
+        # whether any sender gets a copy of its own (with its ref)
+        self.owned = any((item.ref if type(item) is Said else item._own) is not None for item in batch)
         self.outcome: list[Message] | Failure | None = None if self.said else []
         self.after: list[Callable[[], None]] = []
 
@@ -252,9 +254,7 @@ class Broadcast:
             if recipients:
                 for (wire, version), group in recipients.items():
                     if group:
-                        self._deliver_group(
-                            wire, version, group, channel, batch, indexes, flushed.starts, out
-                        )
+                        self._deliver_group(wire, version, group, channel, batch, indexes, flushed, out)
         if out:
             for connection, parts in out.items():
                 connection.deliver(b"".join(parts) if len(parts) > 1 else parts[0])
@@ -268,7 +268,7 @@ class Broadcast:
         channel: str,
         batch: list,
         indexes: list,
-        starts: dict,
+        flushed: _Flushed,
         out: dict | None,
     ) -> None:
         """One channel's items to its members on one wire speaking one version."""
@@ -280,7 +280,12 @@ class Broadcast:
         if not frames:
             return
         shared = b"".join(frames.values())
-        special = self._special_copies(wire, version, group, channel, batch, frames, starts)
+        starts = flushed.starts
+        special = (
+            self._special_copies(wire, version, group, channel, batch, frames, starts)
+            if flushed.owned or starts
+            else None
+        )
         # Delivery never changes the recipients: an overflow is only noted
         # (Hub.overflowed) and handled once the loop is over.
         if out is not None:

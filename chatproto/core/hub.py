@@ -282,7 +282,7 @@ class Hub:
 
     def join(self, session: Session, packet: codec.Join) -> None:
         """JOIN: ROOM to the joiner (with the JOIN's ref), JOINED to the members."""
-        key = room_key(self.directory.normalise(packet.room))
+        key = self.directory.key_of(packet.room)
         room = session.rooms.get(key)
         if room is not None:  # already in: its state again, nothing announced
             self.broadcast.after_all(lambda: self._send_room_again(session, room, packet.ref))

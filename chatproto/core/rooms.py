@@ -23,6 +23,9 @@ from chatproto.rules import normalise_room, room_key
 
 log = Logger()
 
+#: Spellings of room names remembered (then forgotten all at once).
+_NAMES_KEPT = 4096
+
 
 class ChatRoom:
     """One room: its members (with their cached Peer JSON), its topic and
@@ -70,6 +73,7 @@ class Directory:
         self.eventlog = eventlog
         self.limits = limits
         self.rooms: dict[str, ChatRoom] = {}
+        self._keys: dict[str, str] = {}  # names as clients wrote them -> keys
         self.default = self._create(self.normalise(default), permanent=True)
         for name in permanent:
             self.get_or_create(name, permanent=True)
@@ -77,12 +81,23 @@ class Directory:
     def normalise(self, name: str) -> str:
         return normalise_room(name, self.limits.room_name_length)
 
+    def key_of(self, name: str) -> str:
+        """A valid name's key; bad_room otherwise. Every SAY names its room,
+        so the names seen are remembered rather than normalised each time."""
+        key = self._keys.get(name)
+        if key is None:
+            key = room_key(self.normalise(name))
+            if len(self._keys) >= _NAMES_KEPT:
+                self._keys.clear()
+            self._keys[name] = key
+        return key
+
     def find(self, name: str | None) -> ChatRoom:
         """The room a request names (None: the default room); bad_room or
         no_such_room."""
         if name is None:
             return self.default
-        room = self.rooms.get(room_key(self.normalise(name)))
+        room = self.rooms.get(self.key_of(name))
         if room is None:
             raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"there is no room called {name!r}")
         return room
