@@ -153,27 +153,36 @@ def measure_cpu(kind: str, scenario: str, args: list[str]) -> dict:
         return result
 
 
-#: (label, rooms, receivers per room): the issue's comparison (the same
-#: 1000 receivers in one room or in 100), and rooms against a room of their size.
+#: (label, rooms, receivers per room, senders in all): the issue's comparison
+#: (the same 1000 receivers in one room, with fan-out's 4 senders, or in 100
+#: rooms with a sender each), and those rooms against one room of their shape.
 ROOM_SHAPES = [
-    ("1 room x 1000", 1, 1000),
-    ("100 rooms x 10", 100, 10),
-    ("1 room x 10", 1, 10),
+    ("1 room x 1000", 1, 1000, 4),
+    ("100 rooms x 10", 100, 10, 100),
+    ("1 room x 10", 1, 10, 1),
 ]
 
 
 def rooms_bench(runs: int, duration: list[str]) -> dict:
     """Server CPU per delivery, the server saturated, for each shape;
     interleaved, so that the machine's drift hits every shape alike."""
-    measured: dict[str, list[dict]] = {label: [] for label, _, _ in ROOM_SHAPES}
+    measured: dict[str, list[dict]] = {label: [] for label, *_ in ROOM_SHAPES}
     for _ in range(runs):
-        for label, count, receivers in ROOM_SHAPES:
-            args = ["--rooms", str(count), "--receivers", str(receivers), *duration]
+        for label, count, receivers, senders in ROOM_SHAPES:
+            args = [
+                "--rooms",
+                str(count),
+                "--receivers",
+                str(receivers),
+                "--senders",
+                str(senders),
+                *duration,
+            ]
             result = measure_cpu("ours", "rooms", args)
             result["us_per_delivery"] = result["server_cpu"] / result["steady_deliveries_per_s"] * 1e6
             measured[label].append(result)
     row = {}
-    for label, _, _ in ROOM_SHAPES:
+    for label, *_ in ROOM_SHAPES:
         runs_of = measured[label]
         row[label] = {
             "deliveries_per_s": median_of(runs_of, "deliveries_per_s"),
@@ -195,7 +204,7 @@ def rooms_bench(runs: int, duration: list[str]) -> dict:
 
 
 def print_rooms(row: dict) -> None:
-    single, many, small = (row[label]["us_per_delivery"] for label, _, _ in ROOM_SHAPES)
+    single, many, small = (row[label]["us_per_delivery"] for label, *_ in ROOM_SHAPES)
     print(f"\n{'rooms (ours; server CPU per delivery)':<40} {'us':>8} {'deliveries/s':>14}")
     for label, r in row.items():
         print(f"{label:<40} {r['us_per_delivery']:>8.3f} {r['deliveries_per_s']:>14,.0f}")

@@ -493,8 +493,8 @@ _SCHEMAS = {cls: _schema(cls) for cls in (Peer, Message, RoomInfo, *CLIENT_PACKE
 #: What a version 1 session's packets are read as: version 1's fields only.
 _V1_SCHEMAS = {cls: tuple(f for f in schema if f.since == 1) for cls, schema in _SCHEMAS.items()}
 _CLIENT_TYPES = {
-    1: ({cls.TYPE: cls for cls in V1_CLIENT_PACKETS}, _V1_SCHEMAS),
-    2: ({cls.TYPE: cls for cls in CLIENT_PACKETS}, _SCHEMAS),
+    1: ({cls.TYPE: cls for cls in V1_CLIENT_PACKETS}, _V1_SCHEMAS, "version 1 client-to-server"),
+    2: ({cls.TYPE: cls for cls in CLIENT_PACKETS}, _SCHEMAS, "version 2 client-to-server"),
 }
 _SERVER_TYPES = {cls.TYPE: cls for cls in SERVER_PACKETS}
 
@@ -603,8 +603,8 @@ def decode_client(payload: bytes, version: int = PROTOCOL_VERSION):
     """Parse a client->server payload as ``version`` defines it (a version 1
     session's packets have only version 1's types and fields); raises
     ProtocolError (never anything else)."""
-    table, schemas = _CLIENT_TYPES[version]
-    return _decode(payload, table, f"version {version} client-to-server", schemas)
+    table, schemas, direction = _CLIENT_TYPES[version]
+    return _decode(payload, table, direction, schemas)
 
 
 def decode_server(payload: bytes):

@@ -25,9 +25,11 @@ class StoreError(Exception):
     """The log could not do what was asked; nothing was written, no seq used."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Draft:
-    """A message before the log has given it a seq in its room."""
+    """A message before the log has given it a seq in its room (made for
+    every message said, so not frozen: a frozen init costs a setattr call
+    per field)."""
 
     ts: float
     sender: str

@@ -25,15 +25,23 @@ BUSY_TIMEOUT = 0.1
 #: room, no version recorded) or an empty file.
 SCHEMA_VERSION = 2
 
+#: A message's row id is its room's id times SPAN plus its seq: one integer
+#: key, so an append is a rowid insert at the end of its room's range (as
+#: fast as version 1's table) and a page is a range scan. A room holds up
+#: to SPAN - 1 messages.
+SPAN = 2**40
+
 _TABLES = """
+CREATE TABLE rooms (
+    id  INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE
+);
 CREATE TABLE messages (
-    room   TEXT    NOT NULL,
-    seq    INTEGER NOT NULL,
+    id     INTEGER PRIMARY KEY,
     ts     REAL    NOT NULL,
     sender TEXT    NOT NULL,
-    text   TEXT    NOT NULL,
-    PRIMARY KEY (room, seq)
-) WITHOUT ROWID;
+    text   TEXT    NOT NULL
+);
 CREATE TABLE topics (
     room   TEXT PRIMARY KEY,
     topic  TEXT NOT NULL,
@@ -60,9 +68,8 @@ def _migrate(db: sqlite3.Connection, default_room: str) -> None:
             if statement.strip():
                 db.execute(statement)
         if old:
-            db.execute(
-                "INSERT INTO messages SELECT ?, seq, ts, sender, text FROM messages_v1", (default_room,)
-            )
+            db.execute("INSERT INTO rooms VALUES (1, ?)", (default_room,))
+            db.execute(f"INSERT INTO messages SELECT {SPAN} + seq, ts, sender, text FROM messages_v1")
             db.execute("DROP TABLE messages_v1")
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")
@@ -84,6 +91,7 @@ class SQLiteLog:
         self.path = path
         self._checkpointer: sqlite3.Connection | None = None
         self._next: dict[str, int] = {}  # room -> its next seq, once looked up
+        self._ids: dict[str, int] = {}  # room -> its id in the file
         try:
             self._db = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
@@ -96,13 +104,26 @@ class SQLiteLog:
         except sqlite3.Error as e:
             raise StoreError(f"can't open history {path!r}: {e}") from e
 
+    def _room_id(self, room: str, create: bool = False) -> int | None:
+        """The room's id in the file (made if ``create``); None if it has none."""
+        id = self._ids.get(room)
+        if id is None:
+            row = self._db.execute("SELECT id FROM rooms WHERE key = ?", (room,)).fetchone()
+            if row is None:
+                if not create:
+                    return None
+                row = (self._db.execute("INSERT INTO rooms (key) VALUES (?)", (room,)).lastrowid,)
+            id = self._ids[room] = row[0]
+        return id
+
     def _next_seq(self, room: str) -> int:
         seq = self._next.get(room)
         if seq is None:
+            base = self._room_id(room, create=True) * SPAN
             (last,) = self._db.execute(
-                "SELECT coalesce(max(seq), 0) FROM messages WHERE room = ?", (room,)
+                "SELECT max(id) FROM messages WHERE id > ? AND id < ?", (base, base + SPAN)
             ).fetchone()
-            seq = self._next[room] = last + 1
+            seq = self._next[room] = (last - base if last is not None else 0) + 1
         return seq
 
     def last_seq(self, room: str = DEFAULT_ROOM) -> int:
@@ -111,40 +132,65 @@ class SQLiteLog:
 
     def append(self, drafts: Sequence[Draft]) -> Deferred[list[Message]]:
         try:
-            taken: dict[str, int] = {}  # each room's next seq in this batch
-            messages, rows = [], []
-            known = self._next
-            for d in drafts:
-                room = d.room
-                seq = taken.get(room) or known.get(room) or self._next_seq(room)
-                taken[room] = seq + 1
-                messages.append(Message(seq, d.ts, d.sender, d.text))
-                rows.append((room, seq, d.ts, d.sender, d.text))
+            seqs, following = self._number(drafts)
+            messages = [Message(seq, d.ts, d.sender, d.text) for seq, d in zip(seqs, drafts, strict=True)]
+            bases = {room: self._ids[room] * SPAN for room in following}
+            if any(seq >= SPAN for seq in following.values()):
+                return fail(StoreError(f"a room's history in {self.path!r} is full"))
+            rows = [
+                (bases[d.room] + seq, d.ts, d.sender, d.text) for seq, d in zip(seqs, drafts, strict=True)
+            ]
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?)", rows)
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             return fail(StoreError(f"can't write history {self.path!r}: {e}"))
-        self._next.update(taken)
+        self._next.update(following)
         return succeed(messages)
+
+    def _number(self, drafts: Sequence[Draft]) -> tuple[list[int], dict[str, int]]:
+        """Each draft's seq (the next of its room, in order), and each room's
+        next seq after them."""
+        rooms = {d.room for d in drafts}
+        if len(rooms) == 1:  # the usual batch: one room
+            (room,) = rooms
+            first = self._next_seq(room)
+            return list(range(first, first + len(drafts))), {room: first + len(drafts)}
+        taken: dict[str, int] = {}
+        seqs = []
+        for d in drafts:
+            seq = taken.get(d.room) or self._next_seq(d.room)
+            taken[d.room] = seq + 1
+            seqs.append(seq)
+        return seqs, taken
 
     def before(
         self, seq: int | None, limit: int, room: str = DEFAULT_ROOM
     ) -> Deferred[tuple[list[Message], bool]]:
-        if seq is None:
-            rows = self._select("room = ? ORDER BY seq DESC LIMIT ?", room, limit + 1)
-        else:
-            rows = self._select("room = ? AND seq < ? ORDER BY seq DESC LIMIT ?", room, seq, limit + 1)
+        base = self._base(room)
+        if base is None:
+            return succeed(([], False))
+        bound = SPAN if seq is None else max(0, min(seq, SPAN))
+        rows = self._select(base, "id > ? AND id < ? ORDER BY id DESC LIMIT ?", base, base + bound, limit + 1)
         return succeed(([Message(*row) for row in reversed(rows[:limit])], len(rows) > limit))
 
     def after(self, seq: int, limit: int, room: str = DEFAULT_ROOM) -> Deferred[tuple[list[Message], bool]]:
-        rows = self._select("room = ? AND seq > ? ORDER BY seq LIMIT ?", room, seq, limit + 1)
+        base = self._base(room)
+        if base is None:
+            return succeed(([], False))
+        start = base + max(0, min(seq, SPAN))
+        rows = self._select(base, "id > ? AND id < ? ORDER BY id LIMIT ?", start, base + SPAN, limit + 1)
         return succeed(([Message(*row) for row in rows[:limit]], len(rows) > limit))
 
-    def _select(self, where: str, *args) -> list[tuple]:
-        return self._db.execute(f"SELECT seq, ts, sender, text FROM messages WHERE {where}", args).fetchall()
+    def _base(self, room: str) -> int | None:
+        id = self._room_id(room)
+        return None if id is None else id * SPAN
+
+    def _select(self, base: int, where: str, *args) -> list[tuple]:
+        query = f"SELECT id - {base}, ts, sender, text FROM messages WHERE {where}"
+        return self._db.execute(query, args).fetchall()
 
     def topic(self, room: str) -> Deferred[Topic | None]:
         row = self._db.execute("SELECT topic, sender, ts FROM topics WHERE room = ?", (room,)).fetchone()

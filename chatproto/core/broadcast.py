@@ -38,7 +38,7 @@ SERVER = ""
 class Said:
     """A message in a batch: a draft until the log numbers it."""
 
-    __slots__ = ("_payloads", "channel", "draft", "json", "message", "name", "ref", "sender")
+    __slots__ = ("_v1", "_v2", "channel", "draft", "json", "message", "name", "ref", "sender")
 
     def __init__(self, draft: Draft, name: str, sender: Connection, ref: str | None) -> None:
         self.draft = draft
@@ -48,19 +48,22 @@ class Said:
         self.ref = ref
         self.json = ""  # the MESSAGE body, once stored
         self.message: Message | None = None
-        self._payloads: list[bytes | None] = [None, None, None]
+        self._v1: bytes | None = None
+        self._v2: bytes | None = None
 
     def _json(self, version: int, ref: str | None = None) -> str:
         text = codec.with_ref(self.json, ref)
         return text if version == 1 else codec.with_room(text, self.name)
 
     def payload(self, version: int) -> bytes | None:
-        if not self.json:
-            return None  # refused by the log: nobody sees it
-        payload = self._payloads[version]
-        if payload is None:
-            payload = self._payloads[version] = codec.encode_json(PacketType.MESSAGE, self._json(version))
-        return payload
+        """MESSAGE for ``version``, encoded once; None if the log refused it."""
+        if version == 1:
+            if self._v1 is None and self.json:
+                self._v1 = codec.encode_json(PacketType.MESSAGE, self.json)
+            return self._v1
+        if self._v2 is None and self.json:
+            self._v2 = codec.encode_json(PacketType.MESSAGE, codec.with_room(self.json, self.name))
+        return self._v2
 
     def own(self, version: int) -> bytes | None:
         """The sender's copy, with its ref."""

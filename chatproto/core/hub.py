@@ -347,7 +347,8 @@ class Hub:
     # -- chat -------------------------------------------------------------------
 
     def say(self, session: Session, text: str, ref: str | None, room: str | None = None) -> None:
-        target = self._member_room(session, room)
+        # version 1 is always in the default room: no lookup for it
+        target = self.directory.default if session.version == 1 else self._member_room(session, room)
         validate_text(text, self.limits.max_text)
         draft = Draft(self.clock.seconds(), session.nick, text, target.key)
         self.broadcast.message(draft, target.name, session.connection, ref)
