@@ -2,12 +2,14 @@
 
     python -m scripts.killtest [--cycles 20] [--seed N]
 
-Each cycle starts the server on the same history file, has a client send
-messages as fast as they are acknowledged, kills the server at a random
-moment, and records every acknowledgement the client saw. At the end a fresh
-server is started and its whole history read back: every acknowledged
-message must be there under the seq it was acknowledged with, and no seq may
-repeat. Loopback only; every wait is bounded.
+Each cycle starts the server on the same history file, has two clients send
+messages as fast as they are acknowledged (a version 1 client in the default
+room and a version 2 client in a room of its own: each room numbers its own
+seqs), kills the server at a random moment, and records every
+acknowledgement the clients saw. At the end a fresh server is started and
+each room's whole history read back: every acknowledged message must be
+there under the seq it was acknowledged with, and no seq may repeat in a
+room. Loopback only; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ def start_server(reactor, history: str) -> ServerProcess:
 class Sender(ChatClientProtocol):
     """Keeps ``window`` messages in flight; records every acknowledgement."""
 
-    def __init__(self, tag: str, window: int = 50) -> None:
+    def __init__(self, tag: str, room: str | None = None, window: int = 50) -> None:
         self.tag = tag
+        self.room = room  # version 2 only; None: the default room, version 1
         self.window = window
         self.sent = 0
         self.acked: dict[str, int] = {}  # text -> seq
@@ -58,6 +61,11 @@ class Sender(ChatClientProtocol):
 
     def packetReceived(self, packet) -> None:
         if isinstance(packet, codec.Welcome):
+            if self.room is None:
+                self.welcomed.callback(packet)
+            else:
+                self.send(codec.Join(self.room))
+        elif isinstance(packet, codec.RoomState):
             self.welcomed.callback(packet)
         elif isinstance(packet, codec.MessagePacket) and packet.ref is not None:
             self.acked[packet.text] = packet.seq
@@ -68,7 +76,7 @@ class Sender(ChatClientProtocol):
 
     def top_up(self) -> None:
         while self.sent - len(self.acked) < self.window:
-            self.send(codec.Say(f"{self.tag}-{self.sent}", "r"))
+            self.send(codec.Say(f"{self.tag}-{self.sent}", "r", self.room))
             self.sent += 1
 
     def connectionLost(self, reason) -> None:
@@ -76,9 +84,9 @@ class Sender(ChatClientProtocol):
 
 
 @defer.inlineCallbacks
-def connect(reactor, port: int, nick: str, tag: str):
-    client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Sender(tag))
-    client.send(codec.Login(nick, 1))
+def connect(reactor, port: int, nick: str, tag: str, room: str | None = None):
+    client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Sender(tag, room))
+    client.send(codec.Login(nick, 1 if room is None else 2))
     yield client.welcomed.addTimeout(10, reactor)
     return client
 
@@ -88,7 +96,7 @@ def read_history(reactor, client: Sender) -> list:
     messages, after = [], 0
     for _ in range(100000):  # bounded: 200 a page
         client.page = defer.Deferred()
-        client.send(codec.HistoryRequest(after=after, limit=200))
+        client.send(codec.HistoryRequest(after=after, limit=200, room=client.room))
         page = yield client.page.addTimeout(10, reactor)
         messages.extend(page.messages)
         if not page.more:
@@ -97,46 +105,57 @@ def read_history(reactor, client: Sender) -> list:
     raise RuntimeError("history did not end")
 
 
+#: The rooms written to: the default room (version 1) and one other (version 2).
+ROOMS = (None, "side")
+
+
 @defer.inlineCallbacks
 def kill_cycles(reactor, history: str, cycles: int, rng: random.Random) -> dict:
-    acked: dict[str, int] = {}
+    acked: dict[str | None, dict[str, int]] = {room: {} for room in ROOMS}
+    floors: dict[str | None, int] = dict.fromkeys(ROOMS, 0)
     sent = 0
-    seq_floor = 0
     for cycle in range(cycles):
         server = start_server(reactor, history)
         port = yield server.listening.addTimeout(20, reactor)
-        client = yield connect(reactor, port, f"killer{cycle}", f"c{cycle}")
-        client.top_up()
+        clients = []
+        for i, room in enumerate(ROOMS):
+            client = yield connect(reactor, port, f"killer{cycle}x{i}", f"c{cycle}x{i}", room)
+            clients.append(client)
+        for client in clients:
+            client.top_up()
         yield task.deferLater(reactor, rng.uniform(0.05, 0.6), lambda: None)
         server.transport.signalProcess("KILL")
         code = yield server.ended.addTimeout(10, reactor)
         assert code == -9, code
-        yield client.lost.addTimeout(10, reactor)
-        seqs = sorted(client.acked.values())
-        if seqs and seqs[0] <= seq_floor:
-            raise AssertionError(f"cycle {cycle}: seq {seqs[0]} reused (last run reached {seq_floor})")
-        seq_floor = max(seqs, default=seq_floor)
-        acked.update(client.acked)
-        sent += client.sent
+        for client in clients:
+            yield client.lost.addTimeout(10, reactor)
+            seqs = sorted(client.acked.values())
+            if seqs and seqs[0] <= floors[client.room]:
+                raise AssertionError(
+                    f"cycle {cycle}, room {client.room}: seq {seqs[0]} reused "
+                    f"(the last run reached {floors[client.room]})"
+                )
+            floors[client.room] = max(seqs, default=floors[client.room])
+            acked[client.room].update(client.acked)
+            sent += client.sent
     server = start_server(reactor, history)
     port = yield server.listening.addTimeout(20, reactor)
-    reader = yield connect(reactor, port, "auditor", "audit")
-    stored = yield read_history(reactor, reader)
+    report = {"cycles": cycles, "rooms": len(ROOMS), "sent": sent, "acknowledged": 0, "stored": 0, "lost": 0}
+    report.update(seq_repeats=0, seq_increasing=True, unacknowledged_but_stored=0)
+    for room in ROOMS:
+        reader = yield connect(reactor, port, f"auditor{ROOMS.index(room)}", "audit", room)
+        stored = yield read_history(reactor, reader)
+        by_text = {m.text: m.seq for m in stored}
+        seqs = [m.seq for m in stored]
+        report["acknowledged"] += len(acked[room])
+        report["stored"] += len(stored)
+        report["lost"] += sum(1 for text, seq in acked[room].items() if by_text.get(text) != seq)
+        report["seq_repeats"] += len(seqs) - len(set(seqs))
+        report["seq_increasing"] &= seqs == sorted(seqs)
+        report["unacknowledged_but_stored"] += len(stored) - len(acked[room])
     server.transport.signalProcess("TERM")
     yield server.ended.addTimeout(20, reactor)
-    by_text = {m.text: m.seq for m in stored}
-    seqs = [m.seq for m in stored]
-    lost = [text for text, seq in acked.items() if by_text.get(text) != seq]
-    return {
-        "cycles": cycles,
-        "sent": sent,
-        "acknowledged": len(acked),
-        "stored": len(stored),
-        "lost": len(lost),
-        "seq_repeats": len(seqs) - len(set(seqs)),
-        "seq_increasing": seqs == sorted(seqs),
-        "unacknowledged_but_stored": len(stored) - len(acked),
-    }
+    return report
 
 
 def main() -> int:
