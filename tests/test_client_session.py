@@ -240,6 +240,28 @@ class Outage(SynchronousTestCase):
         self.assertIs(h.session.state, State.CONNECTED)
         self.assertEqual(h.session.rooms, {})
 
+    def test_older_history_is_asked_for_the_room_scrolled(self):
+        h = Harness()
+        protocol, transport = h.accept()
+        h.serve(
+            protocol, welcome(), room(history=[message(5)]), room("side", history=[message(40), message(41)])
+        )
+        h.sent(transport)
+        self.assertTrue(h.session.request_older("SIDE"))
+        self.assertFalse(h.session.request_older("side"), "one request at a time per room")
+        self.assertTrue(h.session.request_older())  # the default room's own
+        self.assertEqual(
+            h.sent(transport),
+            [
+                codec.HistoryRequest(before=40, limit=100, room="side"),
+                codec.HistoryRequest(before=5, limit=100, room="general"),
+            ],
+        )
+        h.serve(protocol, codec.HistoryPage([message(39)], False, "side"))
+        self.assertEqual(h.events.named("history_received")[-1][:2], ("side", [message(39)]))
+        self.assertEqual(h.session.rooms["side"].oldest_seq, 39)
+        self.assertEqual(h.session.rooms["general"].oldest_seq, 5, "the other room's place is its own")
+
     def test_parting_forgets_the_room(self):
         h = Harness()
         protocol, transport = h.accept()

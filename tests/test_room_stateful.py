@@ -1,4 +1,5 @@
-"""Random interleavings of everything clients and operators do to a room."""
+"""Random interleavings of everything clients (of both protocol versions)
+and operators do to the server and its rooms."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from tests.harness import Server
 
 NICKS = st.sampled_from(["ann", "Ann", "bob", "ＢＯＢ", "cy", "dee", "bad nick"])
 TEXTS = st.sampled_from(["hi", "line\nbreak", "", "x" * 50, "ctrl\x07"])
+ROOMS = st.sampled_from(["general", "side", "SIDE", "third", "bad room"])
+VERSIONS = st.sampled_from([1, 2])
 
 
 class RoomMachine(RuleBasedStateMachine):
@@ -18,8 +21,9 @@ class RoomMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.server = Server(rate=1000, burst=1000, max_clients=6)
-        self.seen: dict[int, list[codec.MessagePacket]] = {}  # peer -> messages since login
+        self.server = Server(rate=1000, burst=1000, max_clients=6, join_burst=1000, max_rooms=3)
+        # (peer, room key) -> messages since it joined the room
+        self.seen: dict[tuple[int, str], list[codec.MessagePacket]] = {}
         self.welcomed: dict[int, codec.Welcome] = {}
 
     def _read(self, peer) -> None:
@@ -29,9 +33,14 @@ class RoomMachine(RuleBasedStateMachine):
         for packet in peer.received():
             if isinstance(packet, codec.Welcome):
                 self.welcomed[id(peer)] = packet
-                self.seen[id(peer)] = []
-            elif isinstance(packet, codec.MessagePacket) and id(peer) in self.seen:
-                self.seen[id(peer)].append(packet)
+                if packet.rooms is None:  # version 1: in the default room from now on
+                    self.seen[id(peer), "general"] = []
+            elif isinstance(packet, codec.RoomState):
+                self.seen[id(peer), packet.room.casefold()] = []
+            elif isinstance(packet, codec.MessagePacket):
+                room = (packet.room or "general").casefold()
+                if (id(peer), room) in self.seen:
+                    self.seen[id(peer), room].append(packet)
 
     def _read_all(self) -> None:
         for peer in self._all:
@@ -47,10 +56,34 @@ class RoomMachine(RuleBasedStateMachine):
         self._peers = [*self._all, peer]
         return peer
 
-    @rule(peer=peers, nick=NICKS)
-    def login(self, peer, nick):
+    @rule(peer=peers, nick=NICKS, version=VERSIONS)
+    def login(self, peer, nick, version):
         if not peer.closing:
-            peer.send(codec.Login(nick, 1))
+            peer.send(codec.Login(nick, version))
+        self._read_all()
+
+    @rule(peer=peers, room=ROOMS)
+    def join(self, peer, room):
+        if not peer.closing:
+            peer.send(codec.Join(room, "j"))
+        self._read_all()
+
+    @rule(peer=peers, room=ROOMS)
+    def part(self, peer, room):
+        if not peer.closing:
+            peer.send(codec.Part(room, "later", "p"))
+        self._read_all()
+
+    @rule(peer=peers, room=ROOMS, text=TEXTS)
+    def say_in(self, peer, room, text):
+        if not peer.closing:
+            peer.send(codec.Say(text, "r", room))
+        self._read_all()
+
+    @rule(peer=peers, room=ROOMS, topic=TEXTS)
+    def topic(self, peer, room, topic):
+        if not peer.closing:
+            peer.send(codec.SetTopic(room, topic))
         self._read_all()
 
     @rule(peer=peers, text=TEXTS)
@@ -88,19 +121,35 @@ class RoomMachine(RuleBasedStateMachine):
         self._read_all()
 
     @invariant()
-    def one_gap_free_order(self):
+    def one_gap_free_order_per_room(self):
         self._read_all()
-        by_seq: dict[int, tuple[str, str]] = {}
-        for peer in self._all:
-            messages = self.seen.get(id(peer), [])
+        said: dict[tuple[str, int], tuple[str, str]] = {}
+        for (_, room), messages in self.seen.items():
             seqs = [m.seq for m in messages]
             if seqs:
-                assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (room, seqs)
             for m in messages:
-                assert by_seq.setdefault(m.seq, (m.sender, m.text)) == (m.sender, m.text)
-        stored = {m.seq: (m.sender, m.text) for m in self.server.stored()}
-        assert sorted(stored) == list(range(1, len(stored) + 1)), "the log is gap-free"
-        assert all(stored[seq] == said for seq, said in by_seq.items()), "everyone saw what was stored"
+                assert said.setdefault((room, m.seq), (m.sender, m.text)) == (m.sender, m.text)
+        for room in ("general", "side", "third"):
+            stored = {m.seq: (m.sender, m.text) for m in self.server.stored(room)}
+            assert sorted(stored) == list(range(1, len(stored) + 1)), f"{room}'s log is gap-free"
+            assert all(stored[seq] == text for (where, seq), text in said.items() if where == room), (
+                "everyone saw what was stored"
+            )
+
+    @invariant()
+    def memberships_agree(self):
+        hub = self.server.hub
+        hub.flush()
+        for room in hub.rooms:
+            assert all(session.rooms.get(room.key) is room for session in room.members.values())
+            assert sorted(hub.broadcast.recipients(room.key)) == sorted(room.members), room.name
+            assert room.permanent or room.members, "an empty room goes"
+        for session in hub.sessions:
+            assert all(hub.directory.rooms.get(key) is room for key, room in session.rooms.items())
+            if session.version == 1:
+                assert list(session.rooms) == ["general"]
+        assert len(hub.rooms) <= hub.limits.max_rooms
 
     @invariant()
     def registries_hold_only_open_connections(self):
@@ -118,7 +167,7 @@ class RoomMachine(RuleBasedStateMachine):
         registry = room.registry
         assert sorted(registry.nick_keys()) == sorted(s.key for s in sessions)
         assert all(registry.find(s.nick) is s for s in sessions)
-        assert sorted(room.broadcast.recipients()) == sorted(s.id for s in sessions)
+        assert sorted(room.broadcast.recipients()) == sorted(s.id for s in sessions), "everyone gets PENDING"
         assert len(registry.open) == len(sessions) + len(room.pending)
         assert len(registry.open) <= room.limits.max_clients
 
@@ -127,4 +176,9 @@ RoomMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=list(HealthCheck)
 )
 
-TestRoomStateful = RoomMachine.TestCase
+class TestRoomStateful(RoomMachine.TestCase):
+    """Defined here, with a test method, because trial collects only the
+    module's own classes and only their test methods (not runTest)."""
+
+    def test_random_interleavings(self):
+        self.runTest()
