@@ -28,7 +28,13 @@ from scripts.procstat import ROOT, cpu_seconds, load_server_argv, pinned, rss_by
 PY = sys.executable
 
 
-def server_argv(kind: str, history: str) -> list[str]:
+#: For the throughput runs: a generator that falls behind reading some of
+#: its 1000 sockets must not get them cut as slow consumers (the slow-reader
+#: run keeps the default, 1 MiB).
+DEEP_SENDQ = ("--sendq", str(64 * 1024 * 1024))
+
+
+def server_argv(kind: str, history: str, extra: tuple[str, ...] = ()) -> list[str]:
     if kind == "ours":
         # Throughput, not fairness: the chat rate limit and the fair share
         # (budget and per-turn cap) lifted, as the baselines have neither.
@@ -42,7 +48,7 @@ def server_argv(kind: str, history: str) -> list[str]:
             "--packet-burst",
             "1e9",
         ]
-        return load_server_argv(history, *unlimited, "--packets-per-turn", "1000000000")
+        return load_server_argv(history, *unlimited, "--packets-per-turn", "1000000000", *extra)
     module = {"naive": "benchmarks.baselines.naive_server", "line": "benchmarks.baselines.line_server"}[kind]
     return [PY, "-m", module, "0"]
 
@@ -56,10 +62,10 @@ def rss_kib(pid: int) -> int:
 
 
 @contextmanager
-def server(kind: str):
+def server(kind: str, extra: tuple[str, ...] = ()):
     """A fresh server process; yields (pid, port)."""
     folder = tempfile.mkdtemp(prefix="chatbench-")
-    proc, port = start_pinned(server_argv(kind, f"{folder}/bench.sqlite3"))
+    proc, port = start_pinned(server_argv(kind, f"{folder}/bench.sqlite3", extra))
     try:
         yield proc.pid, port
     finally:
@@ -117,14 +123,14 @@ def repeated(kind: str, runs: int, scenario: str, *args: str) -> list[dict]:
     return results
 
 
-def measure_fanout_cpu(kind: str, receivers: int, extra: list[str]) -> dict:
+def measure_fanout_cpu(kind: str, receivers: int, extra: list[str], server_args=DEEP_SENDQ) -> dict:
     """Fan-out, with the server's CPU share sampled during its busiest second."""
-    return measure_cpu(kind, "fanout", ["--receivers", str(receivers), *extra])
+    return measure_cpu(kind, "fanout", ["--receivers", str(receivers), *extra], server_args)
 
 
-def measure_cpu(kind: str, scenario: str, args: list[str]) -> dict:
+def measure_cpu(kind: str, scenario: str, args: list[str], server_args: tuple[str, ...] = DEEP_SENDQ) -> dict:
     """A scenario with the server's CPU share sampled during its busiest second."""
-    with server(kind) as (pid, port):
+    with server(kind, server_args) as (pid, port):
         import threading
 
         samples = []
@@ -420,7 +426,7 @@ def main() -> int:
         for kind in kinds:
             # Long enough to fill the slow reader's kernel buffers and then sendq.
             slow_run = ["--warmup", "1", "--duration", "5", "--slow", "1", "--drain", "5"]
-            measured = [measure_fanout_cpu(kind, 100, slow_run) for _ in range(runs)]
+            measured = [measure_fanout_cpu(kind, 100, slow_run, server_args=()) for _ in range(runs)]
             row[kind] = {
                 "deliveries_per_s": median_of(measured, "deliveries_per_s"),
                 "server_rss_kib": median_of(measured, "server_rss_kib"),

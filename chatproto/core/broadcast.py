@@ -3,12 +3,13 @@
 Every broadcast of a turn, chat and presence alike, in every room, goes into
 one batch. At the end of the turn (or when something must not overtake it)
 the batch's messages go to the event log in one append; once the log has
-numbered and stored them, each room's part of the batch is encoded once per
-protocol version, framed once per wire, and the same bytes object is written
-to every member on that wire. Batches are delivered in the order they were
-flushed, however the log's Deferreds fire; within a batch, a room's items
-keep their order, and server-wide items (PENDING) keep their place among
-everyone's. A sender's copy of its own item carries its ``ref``; a
+numbered and stored them, each item is encoded once per protocol version
+and framed once per wire, and the recipients that share a view (the same
+channels, wire and version: every member of a room, usually) get one bytes
+object in one write. Batches are delivered in the order they were flushed,
+however the log's Deferreds fire, and each recipient gets its channels'
+items in batch order, so server-wide items (PENDING) keep their place among
+each room's. A sender's copy of its own item carries its ``ref``; a
 connection added to a channel during a batch starts at its own place in it.
 
 A *channel* is a room's key, or :data:`SERVER` for what every logged-in
@@ -247,120 +248,119 @@ class Broadcast:
                 item.message = message
                 item.json = codec.message_json(message)
             self._stored(flushed.said)
-        batch = flushed.batch
-        groups = _groups(batch)
-        # One channel's part (the usual batch) is written as it is framed;
-        # several parts are gathered first, so a recipient gets one write.
-        out: dict[Connection, list[bytes]] | None = {} if len(groups) > 1 else None
-        for channel, indexes in groups:
-            recipients = self._channels.get(channel)
-            if recipients:
-                for (wire, version), group in recipients.items():
-                    if group:
-                        self._deliver_group(wire, version, group, channel, batch, indexes, flushed, out)
-        if out:
-            for connection, parts in out.items():
-                connection.deliver(b"".join(parts) if len(parts) > 1 else parts[0])
+        by_channel: dict[str, list[int]] = {}
+        for index, item in enumerate(flushed.batch):
+            indexes = by_channel.get(item.channel)
+            if indexes is None:
+                by_channel[item.channel] = [index]
+            else:
+                indexes.append(index)
+        if len(by_channel) == 1:  # the usual batch: one room's (or only PENDING)
+            ((channel, indexes),) = by_channel.items()
+            for (wire, version), group in self._channels.get(channel, {}).items():
+                if group:
+                    self._deliver_view(wire, version, list(group.values()), indexes, flushed, {})
+        else:
+            self._deliver_views(by_channel, flushed)
         self._delivered()
 
-    def _deliver_group(
+    def _deliver_views(self, by_channel: dict[str, list[int]], flushed: _Flushed) -> None:
+        """A batch of several channels: the recipients in the same channels
+        (on the same wire, speaking the same version) see the same items, so
+        each such view is built once, and each recipient gets one write."""
+        views: dict[Connection, list] = {}  # connection -> [wire, version, channel, ...]
+        for channel in by_channel:
+            for (wire, version), group in self._channels.get(channel, {}).items():
+                for connection in group.values():
+                    view = views.get(connection)
+                    if view is None:
+                        views[connection] = [wire, version, channel]
+                    else:
+                        view.append(channel)
+        buckets: dict[tuple, list[Connection]] = {}
+        for connection, view in views.items():
+            key = tuple(view)
+            bucket = buckets.get(key)
+            if bucket is None:
+                buckets[key] = [connection]
+            else:
+                bucket.append(connection)
+        framed: dict[tuple[Wire, int], dict[int, bytes]] = {}  # items framed once per wire and version
+        for (wire, version, *channels), connections in buckets.items():
+            if len(channels) == 1:
+                indexes = by_channel[channels[0]]
+            else:  # in batch order: server-wide items keep their place among the room's
+                indexes = sorted(i for channel in channels for i in by_channel[channel])
+            cache = framed.setdefault((wire, version), {})
+            self._deliver_view(wire, version, connections, indexes, flushed, cache)
+
+    def _deliver_view(
         self,
         wire: Wire,
         version: int,
-        group: dict,
-        channel: str,
-        batch: list,
-        indexes: list,
+        connections: list[Connection],
+        indexes: list[int],
         flushed: _Flushed,
-        out: dict | None,
+        cache: dict[int, bytes],
     ) -> None:
-        """One channel's items to its members on one wire speaking one version."""
+        """Items ``indexes`` of the batch to ``connections``: one bytes object
+        for all of them but senders (their own items carry the ref) and
+        those added mid-batch."""
+        batch = flushed.batch
         frames = {}
         for index in indexes:
-            payload = batch[index].payload(version)
-            if payload is not None:
-                frames[index] = wire.frame(payload)
+            frame = cache.get(index)
+            if frame is None:
+                payload = batch[index].payload(version)
+                frame = cache[index] = wire.frame(payload) if payload is not None else b""
+            if frame:
+                frames[index] = frame
         if not frames:
             return
         shared = b"".join(frames.values())
-        starts = flushed.starts
-        special = (
-            self._special_copies(wire, version, group, channel, batch, frames, starts)
-            if flushed.owned or starts
-            else None
-        )
+        special = None
+        if flushed.owned or flushed.starts:
+            special = _special_copies(wire, version, connections, batch, frames, flushed.starts)
         # Delivery never changes the recipients: an overflow is only noted
         # (Hub.overflowed) and handled once the loop is over.
-        if out is not None:
-            for connection in group.values():
-                data = special.get(connection, shared) if special else shared
-                parts = out.get(connection)
-                if parts is None:
-                    out[connection] = [data]
-                else:
-                    parts.append(data)
-        elif special:
-            for connection in group.values():
+        if special:
+            for connection in connections:
                 connection.deliver(special.get(connection, shared))
         else:
-            for connection in group.values():
+            for connection in connections:
                 connection.deliver(shared)
 
-    @staticmethod
-    def _special_copies(wire, version, group, channel, batch, frames: dict, starts: dict) -> dict:
-        """The channel's part of the batch as seen by those who don't get
-        the shared copy: senders (their own items carry the ref) and those
-        added mid-batch.
 
-        A mid-batch joiner's WELCOME or ROOM reflects the presence events
-        before its start but its history stops at the last delivery, so it
-        gets the batch's earlier messages and everything from its start on."""
-        copies: dict[Connection, dict[int, bytes]] = {}
-        for index in frames:
-            item = batch[index]
-            sender = item.sender
-            if sender is None or sender.session is None or group.get(sender.session.id) is not sender:
-                continue
-            own = item.own(version)
-            if own is not None:
-                copy = copies.get(sender)
-                if copy is None:
-                    copy = copies[sender] = dict(frames)
-                copy[index] = wire.frame(own)
+def _special_copies(wire, version, connections, batch, frames: dict, starts: dict) -> dict:
+    """The view as seen by those who don't get the shared copy: senders
+    (their own items carry the ref) and those added mid-batch.
 
-        def view(own: dict[int, bytes], start: int) -> bytes:
-            return b"".join(frame for i, frame in own.items() if i >= start or type(batch[i]) is Said)
+    A mid-batch joiner's WELCOME or ROOM reflects the presence events before
+    its start in that channel but its history stops at the last delivery,
+    so it gets the batch's earlier messages and everything from its start on."""
+    members = set(connections)
+    copies: dict[Connection, dict[int, bytes]] = {}
+    for index in frames:
+        item = batch[index]
+        sender = item.sender
+        if sender is None or sender not in members:
+            continue
+        own = item.own(version)
+        if own is not None:
+            copy = copies.get(sender)
+            if copy is None:
+                copy = copies[sender] = dict(frames)
+            copy[index] = wire.frame(own)
 
-        result = {
-            connection: view(copy, starts.get((channel, connection), 0))
-            for connection, copy in copies.items()
-        }
-        for (ch, connection), start in starts.items():
-            if ch == channel and connection not in result and connection.session is not None:
-                if group.get(connection.session.id) is connection:
-                    result[connection] = view(frames, start)
-        return result
+    def view(own: dict[int, bytes], connection: Connection) -> bytes:
+        return b"".join(
+            frame
+            for i, frame in own.items()
+            if type(batch[i]) is Said or i >= starts.get((batch[i].channel, connection), 0)
+        )
 
-
-def _groups(batch: list) -> list[tuple[str, list[int]]]:
-    """The batch's item indexes by channel, in order: each room's items
-    together, server-wide items where they fall between them."""
-    groups: list[tuple[str, list[int]]] = []
-    rooms: dict[str, list[int]] = {}
-    for index, item in enumerate(batch):
-        channel = item.channel
-        if channel == SERVER:
-            if not rooms and groups and groups[-1][0] == SERVER:
-                groups[-1][1].append(index)
-                continue
-            groups.extend(rooms.items())
-            rooms = {}
-            groups.append((SERVER, [index]))
-        else:
-            indexes = rooms.get(channel)
-            if indexes is None:
-                rooms[channel] = [index]
-            else:
-                indexes.append(index)
-    groups.extend(rooms.items())
-    return groups
+    result = {connection: view(copy, connection) for connection, copy in copies.items()}
+    for _, connection in starts:
+        if connection not in result and connection in members:
+            result[connection] = view(frames, connection)
+    return result

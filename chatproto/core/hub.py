@@ -217,13 +217,14 @@ class Hub:
         else:
             gatherResults(waiting).addCallback(lambda _: self.broadcast.after_flushed(call))
 
-    def _send_room(self, session: Session, room: ChatRoom, ref: str | None) -> None:
-        """ROOM to a member, then the room's broadcasts from here on."""
+    def _send_room(self, session: Session, room: ChatRoom, ref: str | None, listen: bool = True) -> None:
+        """ROOM to a member, then (``listen``) the room's broadcasts from here on."""
         connection = session.connection
         if connection.session is not session or session.rooms.get(room.key) is not room:
             return  # gone, or left the room, while earlier broadcasts were stored
         connection.deliver(connection.wire.frame(self.assembler.room_state(room, ref)))
-        self.broadcast.add(room.key, session.id, connection, session.version)
+        if listen:
+            self.broadcast.add(room.key, session.id, connection, session.version)
 
     def _stop_receiving(self, session: Session) -> None:
         self.broadcast.remove(SERVER, session.id, session.connection)
@@ -265,7 +266,7 @@ class Hub:
         self.broadcast.event(Event(room.key, v1, v2))
         self._notify("room_joined", session.id, nick=session.nick, room=room.name)
 
-    def _exit(self, session: Session, room: ChatRoom, reason: str, message: str | None, ref=None) -> None:
+    def _exit(self, session: Session, room: ChatRoom, reason: str, message: str | None) -> None:
         """Take ``session`` out of ``room`` and tell the room's members."""
         room.remove(session)
         v2 = codec.encode(codec.Left(session.id, session.nick, reason, message, room.name))
@@ -285,7 +286,7 @@ class Hub:
         key = self.directory.key_of(packet.room)
         room = session.rooms.get(key)
         if room is not None:  # already in: its state again, nothing announced
-            self.broadcast.after_all(lambda: self._send_room_again(session, room, packet.ref))
+            self.broadcast.after_all(lambda: self._send_room(session, room, packet.ref, listen=False))
             return
         if len(session.rooms) >= self.limits.rooms_per_connection:
             raise ProtocolError(
@@ -296,11 +297,6 @@ class Hub:
         room = self.directory.get_or_create(packet.room)
         self._enter(session, room)
         self._when_ready([room], lambda: self._send_room(session, room, packet.ref))
-
-    def _send_room_again(self, session: Session, room: ChatRoom, ref: str | None) -> None:
-        connection = session.connection
-        if connection.session is session and session.rooms.get(room.key) is room:
-            connection.deliver(connection.wire.frame(self.assembler.room_state(room, ref)))
 
     def part(self, session: Session, packet: codec.Part) -> None:
         """PART: LEFT ``part`` to the members, and to the leaver with its ref
