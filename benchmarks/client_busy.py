@@ -10,11 +10,11 @@ lateness is what a user feels as a sluggish window. The same window is
 measured with batched model updates (the client's default, one insert per
 50 ms) and with one insert per message (the baseline).
 
-Peers: the window applies a WELCOME listing ``--peers`` peers (timed until
+Members: the window applies a ROOM listing ``--peers`` members (timed until
 it has painted), then takes ``--presence-rate`` JOINED and LEFT a second
 in a room of 2,000 while the same 10 ms timer measures the lag. The current
-peer tree is measured against the one before it (benchmarks/baselines/
-linear_peers.py: a linear scan per peer, the whole tree expanded on every
+member tree is measured against a linear one (benchmarks/baselines/
+linear_peers.py: a scan per member, the whole tree expanded on every
 JOINED). Everything runs in one process, in one run; medians of ``--runs``.
 """
 
@@ -87,9 +87,9 @@ def main() -> int:
                 "lag_max_ms": late[-1],
             }
 
-    def room(count: int, first: int = 1) -> codec.Welcome:
+    def room(count: int, first: int = 1) -> codec.RoomState:
         peers = [codec.Peer(i, f"peer{i}") for i in range(first, first + count)]
-        return codec.Welcome("peer1", first, "token", "bench", "", peers, [], [], {})
+        return codec.RoomState("general", "", peers, [])
 
     @defer.inlineCallbacks
     def measure_peers(mode: str, window_class):
@@ -99,11 +99,11 @@ def main() -> int:
         window.show()
         app.processEvents()
         started = time.perf_counter()
-        window.session.welcomed.emit(room(args.peers))
+        window.session.roomJoined.emit(room(args.peers), False)
         app.processEvents()  # until the tree has painted
         welcome_ms = (time.perf_counter() - started) * 1000
-        assert window.peers.connected_branch.rowCount() == args.peers
-        window.session.welcomed.emit(room(2000))
+        assert window.peers.room_item("general").rowCount() == args.peers
+        window.session.roomJoined.emit(room(2000), False)
         app.processEvents()
         present = list(range(1, 2001))
         next_id = [2001]
@@ -115,12 +115,12 @@ def main() -> int:
             due = int((time.perf_counter() - began) * args.presence_rate)
             while sent[0] < due:
                 if sent[0] % 2 == 0:
-                    window.session.peerJoined.emit(codec.Joined(next_id[0], f"peer{next_id[0]}"))
+                    window.session.peerJoined.emit(codec.Joined(next_id[0], f"peer{next_id[0]}", "general"))
                     present.append(next_id[0])
                     next_id[0] += 1
                 else:
                     gone = present.pop(0)
-                    window.session.peerLeft.emit(codec.Left(gone, f"peer{gone}", "quit"))
+                    window.session.peerLeft.emit(codec.Left(gone, f"peer{gone}", "quit", None, "general"))
                 sent[0] += 1
 
         driver = QTimer()
@@ -131,7 +131,7 @@ def main() -> int:
         driver.stop()
         elapsed = time.perf_counter() - began
         lag = probe.stop()
-        assert window.peers.connected_branch.rowCount() == len(present)
+        assert window.peers.room_item("general").rowCount() == len(present)
         window.close()
         result = {"welcome_ms": welcome_ms, "events_per_s": sent[0] / elapsed, **lag}
         peer_results[mode].append(result)
@@ -165,7 +165,7 @@ def main() -> int:
             window.resize(900, 600)
             window.show()
             welcomed = defer.Deferred()
-            window.session.welcomed.connect(lambda w: welcomed.called or welcomed.callback(w))
+            window.session.roomJoined.connect(lambda s, r: welcomed.called or welcomed.callback(s))
             window.connect_to(Target("127.0.0.1", port, "watcher"))
             yield welcomed
             received = []
@@ -211,9 +211,9 @@ def _medians(runs: list[dict]) -> dict:
 
 
 def report_peers(args, results: dict[str, list[dict]]) -> None:
-    print(f"\nPeer tree: WELCOME of {args.peers:,} peers, then {args.presence_rate:,} JOINED/LEFT a second")
+    print(f"\nMember tree: ROOM of {args.peers:,} members, then {args.presence_rate:,} JOINED/LEFT a second")
     print(f"for {args.seconds:.0f} s in a room of 2,000; medians of {args.runs} runs")
-    print(f"{'':<12}{'WELCOME ms':>12}{'events/s':>10}{'UI lag p50':>12}{'p99':>10}{'max':>10}")
+    print(f"{'':<12}{'ROOM ms':>12}{'events/s':>10}{'UI lag p50':>12}{'p99':>10}{'max':>10}")
     med = {mode: _medians(runs) for mode, runs in results.items()}
     for mode, m in med.items():
         print(
@@ -221,7 +221,7 @@ def report_peers(args, results: dict[str, list[dict]]) -> None:
             f"{m['lag_p99_ms']:>10.1f}{m['lag_max_ms']:>10.1f}"
         )
     print(
-        f"baseline ÷ client: WELCOME {med['baseline']['welcome_ms'] / med['client']['welcome_ms']:.1f}x, "
+        f"baseline ÷ client: ROOM {med['baseline']['welcome_ms'] / med['client']['welcome_ms']:.1f}x, "
         f"p99 lag {med['baseline']['lag_p99_ms'] / max(med['client']['lag_p99_ms'], 0.1):.1f}x"
     )
 

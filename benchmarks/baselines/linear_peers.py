@@ -1,111 +1,71 @@
-"""The desktop client's peer tree as it was, to measure the current one against.
+"""The desktop client's member tree as it was, to measure the current one against.
 
-``LinearPeerModel`` scans its branch for every peer it adds or removes (a
-WELCOME costs O(n²)), and ``BaselineWindow`` expands the whole tree on every
-WELCOME and JOINED. Everything else is the real window.
+``LinearPeerModel`` scans a room's branch for every member it adds or
+removes (a ROOM of n members costs O(n²), one row inserted at a time), and
+``BaselineWindow`` expands the whole tree on every ROOM and JOINED.
+Everything else is the real model and the real window.
 """
 
 from __future__ import annotations
 
-from PyQt6.QtGui import QFont, QStandardItem, QStandardItemModel
+from PyQt6.QtGui import QStandardItem
 
 from chatproto import codec
-from qtclient.models import ID_ROLE, NICK_ROLE
+from chatproto.rules import room_key
+from qtclient.models import ID_ROLE, PeerModel, _RoomBranch
 from qtclient.views.main_window import MainWindow
 
 
-class LinearPeerModel(QStandardItemModel):
-    """Two branches: Pending (connection ids) and Connected (nicks)."""
+class LinearPeerModel(PeerModel):
+    """PeerModel, finding each member by a scan of its branch."""
 
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.setHorizontalHeaderLabels(["Peers"])
-        self.pending_branch = QStandardItem()
-        self.connected_branch = QStandardItem()
-        for branch in (self.pending_branch, self.connected_branch):
-            branch.setEditable(False)
-            branch.setSelectable(False)
-            self.appendRow(branch)
-        self.my_id: int | None = None
-        self._relabel()
-
-    def _relabel(self) -> None:
-        self.pending_branch.setText(f"Pending ({self.pending_branch.rowCount()})")
-        self.connected_branch.setText(f"Connected ({self.connected_branch.rowCount()})")
-
-    def _find(self, branch: QStandardItem, id: int) -> int:
+    @staticmethod
+    def _find(branch: QStandardItem, id: int) -> int:
         for row in range(branch.rowCount()):
             if branch.child(row).data(ID_ROLE) == id:
                 return row
         return -1
 
-    def _remove(self, branch: QStandardItem, id: int) -> None:
-        row = self._find(branch, id)
-        if row >= 0:
-            branch.removeRow(row)
+    def _branch(self, room: str) -> _RoomBranch:
+        branch = self.rooms.get(room_key(room))
+        if branch is None:
+            branch = self.rooms[room_key(room)] = _RoomBranch(room)
+            self.appendRow(branch.item)
+        return branch
 
-    def _add_connected(self, id: int, nick: str) -> None:
-        self._remove(self.pending_branch, id)
-        if self._find(self.connected_branch, id) >= 0:
-            return
-        mine = id == self.my_id
-        item = QStandardItem(f"{nick} (you)" if mine else nick)
-        item.setEditable(False)
-        item.setData(id, ID_ROLE)
-        item.setData(nick, NICK_ROLE)
-        if mine:
-            font = QFont()
-            font.setBold(True)
-            item.setFont(font)
-        self.connected_branch.appendRow(item)
+    def room_state(self, state: codec.RoomState) -> QStandardItem:
+        branch = self._branch(state.room)
+        branch.item.removeRows(0, branch.item.rowCount())
+        branch.members.clear()
+        for peer in state.members:
+            self._add(branch, peer.id, peer.nick)
+        self._relabel(branch)
+        return branch.item
 
-    def _add_pending(self, id: int) -> None:
-        if self._find(self.pending_branch, id) < 0:
-            item = QStandardItem(f"#{id}")
-            item.setEditable(False)
-            item.setData(id, ID_ROLE)
-            self.pending_branch.appendRow(item)
-
-    def clear_peers(self) -> None:
-        for branch in (self.pending_branch, self.connected_branch):
-            branch.removeRows(0, branch.rowCount())
-        self._relabel()
-
-    def welcome(self, welcome: codec.Welcome) -> None:
-        self.clear_peers()
-        self.my_id = welcome.id
-        for peer in welcome.peers:
-            self._add_connected(peer.id, peer.nick)
-        for id in welcome.pending:
-            self._add_pending(id)
-        self._relabel()
+    def _add(self, branch: _RoomBranch, id: int, nick: str) -> None:
+        if self._find(branch.item, id) < 0:
+            branch.members[id] = item = self._member_item(id, nick)
+            branch.item.appendRow(item)
 
     def joined(self, joined: codec.Joined) -> None:
-        self._add_connected(joined.id, joined.nick)
-        self._relabel()
+        self.pending(codec.Pending(joined.id, "gone"))
+        if joined.room:
+            branch = self._branch(joined.room)
+            self._add(branch, joined.id, joined.nick)
+            self._relabel(branch)
 
     def left(self, left: codec.Left) -> None:
-        self._remove(self.connected_branch, left.id)
-        self._relabel()
-
-    def pending(self, pending: codec.Pending) -> None:
-        if pending.state == "connecting":
-            self._add_pending(pending.id)
-        else:
-            self._remove(self.pending_branch, pending.id)
-        self._relabel()
-
-    def connected_nicks(self) -> list[str]:
-        branch = self.connected_branch
-        return [branch.child(row).data(NICK_ROLE) for row in range(branch.rowCount())]
-
-    def pending_ids(self) -> list[int]:
-        branch = self.pending_branch
-        return [branch.child(row).data(ID_ROLE) for row in range(branch.rowCount())]
+        branch = self.rooms.get(room_key(left.room)) if left.room else None
+        if branch is not None:
+            row = self._find(branch.item, left.id)
+            if row >= 0:
+                branch.item.removeRow(row)
+                branch.members.pop(left.id, None)
+            self._relabel(branch)
 
 
 class BaselineWindow(MainWindow):
-    """The real window with the old peer tree and the old expandAll calls."""
+    """The real window with the old member tree and the old expandAll calls."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -113,6 +73,10 @@ class BaselineWindow(MainWindow):
         self.peer_view.setModel(self.peers)
 
     def _expand_branches(self) -> None:
+        self.peer_view.expandAll()
+
+    def _room_joined(self, state: codec.RoomState, reset: bool) -> None:
+        super()._room_joined(state, reset)
         self.peer_view.expandAll()
 
     def _joined(self, joined: codec.Joined) -> None:
