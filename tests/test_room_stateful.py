@@ -176,6 +176,7 @@ RoomMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=list(HealthCheck)
 )
 
+
 class TestRoomStateful(RoomMachine.TestCase):
     """Defined here, with a test method, because trial collects only the
     module's own classes and only their test methods (not runTest)."""

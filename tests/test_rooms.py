@@ -513,6 +513,20 @@ class Migration(SynchronousTestCase):
         self.assertEqual(log.last_seq(), 2)
         self.assertEqual(result(log.after(0, 10))[0][1].text, "m2")
 
+    def test_a_file_with_no_room_for_another_room_refuses_its_messages(self):
+        store = SQLiteLog(self.mktemp())
+        store.last_seq("general")  # general has its id (1)
+        store._db.execute("INSERT INTO rooms VALUES (?, 'last')", (2**23 - 2,))
+        server = Server(store=store)
+        (ann,) = v2(server, "ann")
+        ann.join("one-more")  # id 2**23 - 1: its rows would pass 2**63
+        ann.send(codec.Say("hi", "r", "one-more"))
+        error = ann.only(codec.Error)
+        self.assertEqual((error.code, error.ref), (ErrorCode.INTERNAL, "r"))
+        ann.join("general")
+        ann.send(codec.Say("still fine", "g", "general"))
+        self.assertEqual(ann.only(codec.MessagePacket).text, "still fine")
+
     def test_a_file_from_a_newer_server_is_refused(self):
         path = self.mktemp()
         db = sqlite3.connect(path)

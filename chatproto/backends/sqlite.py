@@ -28,7 +28,7 @@ SCHEMA_VERSION = 2
 #: A message's row id is its room's id times SPAN plus its seq: one integer
 #: key, so an append is a rowid insert at the end of its room's range (as
 #: fast as version 1's table) and a page is a range scan. A room holds up
-#: to SPAN - 1 messages.
+#: to SPAN - 1 messages, and a file 2**23 - 2 rooms ever named.
 SPAN = 2**40
 
 _TABLES = """
@@ -113,6 +113,9 @@ class SQLiteLog:
                 if not create:
                     return None
                 row = (self._db.execute("INSERT INTO rooms (key) VALUES (?)", (room,)).lastrowid,)
+                if (row[0] + 1) * SPAN >= 2**63:  # its rows' ids would not fit in 64 bits
+                    self._db.execute("DELETE FROM rooms WHERE id = ?", row)
+                    raise sqlite3.DatabaseError(f"no room for another room's history in {self.path!r}")
             id = self._ids[room] = row[0]
         return id
 
