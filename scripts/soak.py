@@ -3,14 +3,16 @@
     python -m scripts.soak [--clients 500] [--seconds 300] [--seed N]
 
 The server runs in its own process (pinned to core 0 where possible); the
-clients share one asyncio process. Each client connects, logs in (with its
-resume token when it has one), and then at random says something, whispers,
-asks for history, quits, or drops its connection without a word, and comes
-back a moment later. Afterwards:
+clients share one asyncio process. Half the clients speak protocol version
+1 (always in the default room), half version 2 (in one to three of a few
+rooms). Each connects, logs in (with its resume token when it has one), and
+then at random says something (a version 2 client in one of its rooms),
+whispers, asks for history, joins or leaves a room, quits, or drops its
+connection without a word, and comes back a moment later. Afterwards:
 
-- every message any client saw acknowledged is in the history, under the
-  same seq (lost must be 0);
-- every connection saw chat messages in one gap-free order;
+- every message any client saw acknowledged is in its room's history,
+  under the same seq (lost must be 0);
+- every connection saw each room's chat messages in one gap-free order;
 - the server's RSS is back within a tolerance of its baseline, and it holds
   as many file descriptors as before (no leaks).
 
@@ -31,6 +33,9 @@ import time
 from chatproto import codec
 from scripts.procstat import fd_count, load_server_argv, rss_bytes, start_pinned
 
+DEFAULT = "general"
+ROOMS = (DEFAULT, "ops", "random", "release")
+
 
 class SoakClient(asyncio.Protocol):
     def __init__(self, soak: Soak, nick: str) -> None:
@@ -40,8 +45,8 @@ class SoakClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.welcomed = asyncio.get_running_loop().create_future()
         self.closed = asyncio.get_running_loop().create_future()
-        self.next_seq: int | None = None
-        self.refs: dict[str, str] = {}
+        self.next_seq: dict[str, int] = {}  # room -> the seq expected next
+        self.rooms: set[str] = set()  # version 2: the rooms it is in
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -60,22 +65,28 @@ class SoakClient(asyncio.Protocol):
 
     def frame(self, payload: bytes) -> None:
         soak = self.soak
-        if payload[0] == codec.PacketType.MESSAGE:
-            soak.deliveries += 1
-            seq = int(payload[8 : payload.index(b",", 8)])
-            if self.next_seq is not None and seq != self.next_seq:
-                soak.order_violations += 1
-            self.next_seq = seq + 1
-            if b'"ref":' in payload:
-                packet = codec.decode_server(payload)
-                soak.acked[packet.text] = packet.seq
-            return
         packet = codec.decode_server(payload)
-        if isinstance(packet, codec.Welcome):
-            self.next_seq = None
+        if isinstance(packet, codec.MessagePacket):
+            soak.deliveries += 1
+            room = packet.room or DEFAULT
+            expected = self.next_seq.get(room)
+            if expected is not None and packet.seq != expected:
+                soak.order_violations += 1
+            self.next_seq[room] = packet.seq + 1
+            if packet.ref is not None:
+                soak.acked[room, packet.text] = packet.seq
+        elif isinstance(packet, codec.Welcome):
+            self.next_seq.clear()  # a new starting point in every room
+            self.rooms = {name.casefold() for name in packet.rooms or ()}
             soak.tokens[self.nick] = packet.resume
             if not self.welcomed.done():
                 self.welcomed.set_result(packet)
+        elif isinstance(packet, codec.RoomState):
+            self.rooms.add(packet.room.casefold())
+            self.next_seq.pop(packet.room.casefold(), None)
+        elif isinstance(packet, codec.Left) and packet.ref is not None:
+            self.rooms.discard(packet.room.casefold())  # our own PART
+            self.next_seq.pop(packet.room.casefold(), None)
         elif isinstance(packet, codec.Private):
             soak.privates += 1
         elif isinstance(packet, codec.Error):
@@ -103,6 +114,7 @@ class Soak:
         """One user: connect, act at random, leave, come back; until the deadline."""
         rng = random.Random(self.rng.random())
         nick = f"soak{index}"
+        version = 1 + index % 2
         counter = 0
         client = None
         loop = asyncio.get_running_loop()
@@ -112,8 +124,12 @@ class Soak:
                 _, client = await asyncio.wait_for(
                     loop.create_connection(lambda: SoakClient(self, nick), "127.0.0.1", self.port), 10
                 )
-                client.send(codec.Login(nick, 1, self.tokens.get(nick)))
+                client.send(codec.Login(nick, version, self.tokens.get(nick)))
                 await asyncio.wait_for(client.welcomed, 10)
+                if version == 2:
+                    for room in rng.sample(ROOMS, rng.randint(1, 3)):
+                        if room not in client.rooms:  # a resume kept its rooms
+                            client.send(codec.Join(room))
             except (OSError, asyncio.TimeoutError, RuntimeError):
                 await asyncio.sleep(rng.uniform(0.5, 2))
                 continue
@@ -123,15 +139,21 @@ class Soak:
                 while loop.time() < deadline and not client.closed.done():
                     await asyncio.sleep(rng.uniform(1, 5))
                     roll = rng.random()
-                    if roll < 0.70:
+                    room = rng.choice(sorted(client.rooms)) if client.rooms else None
+                    if roll < 0.65 and (version == 1 or room):
                         counter += 1
-                        client.send(codec.Say(f"{nick}:{counter}", f"{counter}"))
+                        client.send(codec.Say(f"{nick}:{counter}", f"{counter}", room))
                         self.said += 1
-                    elif roll < 0.85 and self.online:
+                    elif roll < 0.80 and self.online:
                         peer = rng.choice(self.online)
                         client.send(codec.Whisper(peer.nick, "psst"))
-                    elif roll < 0.90:
-                        client.send(codec.HistoryRequest(limit=20))
+                    elif roll < 0.85:
+                        client.send(codec.HistoryRequest(limit=20, room=room))
+                    elif roll < 0.90 and version == 2:
+                        if room and rng.random() < 0.5:
+                            client.send(codec.Part(room, "soak", "p"))
+                        else:
+                            client.send(codec.Join(rng.choice(ROOMS)))
                     elif roll < 0.95:
                         client.send(codec.Quit("soak"))
                         break
@@ -148,9 +170,11 @@ class Soak:
             client.send(codec.Quit("done"))
             client.transport.close()
 
-    async def audit(self) -> list[codec.Message]:
+    async def audit(self) -> dict[str, list[codec.Message]]:
+        """Every room's whole history, read by a version 2 client."""
         loop = asyncio.get_running_loop()
         pages: asyncio.Queue = asyncio.Queue()
+        joined: asyncio.Queue = asyncio.Queue()
 
         class Reader(SoakClient):
             def frame(self, payload: bytes) -> None:
@@ -159,18 +183,24 @@ class Soak:
                     self.welcomed.set_result(packet)
                 elif isinstance(packet, codec.HistoryPage):
                     pages.put_nowait(packet)
+                elif isinstance(packet, codec.RoomState):
+                    joined.put_nowait(packet)
 
         _, reader = await loop.create_connection(lambda: Reader(self, "auditor"), "127.0.0.1", self.port)
-        reader.send(codec.Login("auditor", 1))
+        reader.send(codec.Login("auditor", 2))
         await asyncio.wait_for(reader.welcomed, 10)
-        stored, after = [], 0
-        for _ in range(100000):
-            reader.send(codec.HistoryRequest(after=after, limit=200))
-            page = await asyncio.wait_for(pages.get(), 10)
-            stored.extend(page.messages)
-            if not page.more:
-                break
-            after = page.messages[-1].seq
+        stored: dict[str, list[codec.Message]] = {}
+        for room in ROOMS:
+            reader.send(codec.Join(room))
+            await asyncio.wait_for(joined.get(), 10)
+            messages, after = stored.setdefault(room, []), 0
+            for _ in range(100000):
+                reader.send(codec.HistoryRequest(after=after, limit=200, room=room))
+                page = await asyncio.wait_for(pages.get(), 10)
+                messages.extend(page.messages)
+                if not page.more:
+                    break
+                after = page.messages[-1].seq
         reader.transport.close()
         return stored
 
@@ -202,9 +232,9 @@ async def run(args) -> dict:
         await asyncio.sleep(12)  # idle timeouts of vanished clients and a heap trim
         rss_after, fds_after = rss_bytes(pid), fd_count(pid)
         stored = await soak.audit()
-        by_text = {m.text: m.seq for m in stored}
-        lost = sum(1 for text, seq in soak.acked.items() if by_text.get(text) != seq)
-        seqs = [m.seq for m in stored]
+        by_text = {(room, m.text): m.seq for room, messages in stored.items() for m in messages}
+        lost = sum(1 for key, seq in soak.acked.items() if by_text.get(key) != seq)
+        repeats = sum(len(ms) - len({m.seq for m in ms}) for ms in stored.values())
         return {
             "clients": args.clients,
             "seconds": args.seconds,
@@ -212,10 +242,11 @@ async def run(args) -> dict:
             "connections": soak.connections,
             "messages_said": soak.said,
             "messages_acknowledged": len(soak.acked),
-            "messages_stored": len(stored),
+            "messages_stored": sum(len(messages) for messages in stored.values()),
+            "messages_stored_by_room": {room: len(messages) for room, messages in stored.items()},
             "lost": lost,
             "order_violations": soak.order_violations,
-            "seq_repeats": len(seqs) - len(set(seqs)),
+            "seq_repeats": repeats,
             "deliveries": soak.deliveries,
             "whispers_received": soak.privates,
             "errors": soak.errors,
