@@ -137,7 +137,7 @@ class ChatProtocol(Int32StringReceiver):
         self.outbox.write(codec.encode_frame(packet))
 
     def disconnect(self, reason: str, *, flush: bool = True) -> None:
-        """BYE ``reason``, then close. The room has already been told (or never
+        """BYE ``reason``, then close. The hub has already been told (or never
         knew). ``flush=False`` drops queued output (a slow consumer won't read it)."""
         self._close(codec.encode_frame(codec.Bye(reason)), flush=flush)
 
