@@ -8,6 +8,7 @@ they pass, the endpoints they listen on and the history they keep.
 from __future__ import annotations
 
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 
 from chatproto.backends.eventlog import EventLog
@@ -22,7 +23,7 @@ from chatproto.transports.int32 import ChatFactory
 class ChatServer(MultiService):
     """The service tree: the hub first, so it stops after the listeners."""
 
-    def __init__(self, hub: Hub, reactor, listen: list[str]) -> None:
+    def __init__(self, hub: Hub, reactor, listen: list[str], metrics: str | None = None) -> None:
         super().__init__()
         self.hub = hub
         self.factory = ChatFactory(hub)
@@ -32,6 +33,23 @@ class ChatServer(MultiService):
             listener = ListenerService(description, serverFromString(reactor, description), self.factory)
             listener.setServiceParent(self)
             self.listeners.append(listener)
+        self.operations: ListenerService | None = None
+        if metrics is not None:
+            from chatproto.operations import LagMonitor, operations_site
+
+            LagMonitor(reactor, hub.counters).setServiceParent(self)
+            self.operations = ListenerService(
+                metrics, serverFromString(reactor, metrics), operations_site(self)
+            )
+            self.operations.setServiceParent(self)
+
+    def health(self) -> Deferred[list[str]]:
+        """What is wrong, if anything: listeners that are not listening, a
+        history store that does not answer. Empty when healthy."""
+        problems = [f"not listening on {s.description}" for s in self.listeners if s.port is None]
+        d = self.hub.eventlog.check()
+        d.addCallbacks(lambda _: problems, lambda f: [*problems, f.getErrorMessage()])
+        return d
 
     def start(self) -> None:
         """Bind, then run: what twistd does for a service tree, in one call."""
@@ -56,9 +74,10 @@ def build_server(
     motd: str = "",
     default_room: str = DEFAULT_ROOM,
     rooms: list[str] = (),
+    metrics: str | None = None,
 ) -> ChatServer:
     """A server on ``reactor`` (or a ``task.Clock``, with no ``listen``);
     ``history`` is an SQLite path or any event log; ``rooms`` always exist."""
     eventlog = SQLiteLog(history, room_key(default_room)) if isinstance(history, str) else history
     hub = Hub(eventlog, reactor, limits, name=name, motd=motd, default_room=default_room, rooms=list(rooms))
-    return ChatServer(hub, reactor, list(listen))
+    return ChatServer(hub, reactor, list(listen), metrics)

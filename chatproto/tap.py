@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Callable
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
@@ -49,16 +55,76 @@ def limit_parameters() -> list[list]:
     ]
 
 
+#: Options that may be given more than once (a list in a config file).
+_REPEATABLE = {"listen", "room"}
+
+
+def _take_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``--config``'s value, and the arguments without it."""
+    rest, path = [], None
+    items = iter(argv)
+    for arg in items:
+        if arg == "--config":
+            path = next(items, None)
+            if path is None:
+                raise usage.UsageError("--config needs a file")
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return path, rest
+
+
+def config_arguments(path: str, command_line: list[str]) -> list[str]:
+    """A TOML file's options as command-line arguments, each checked here so
+    that an error names its key; repeatable ones given on the command line
+    replace the file's."""
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except OSError as e:
+        raise usage.UsageError(f"--config {path!r}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise usage.UsageError(f"--config {path!r} is not TOML: {e}") from None
+    known = {name for name, *_ in Options.optParameters} | _REPEATABLE | {"metrics"}
+    limits = {_option_name(f): f for f in dataclasses.fields(Limits)}
+    given = {arg[2:].split("=", 1)[0] for arg in command_line if arg.startswith("--")}
+    arguments = []
+    for key, value in table.items():
+        name = key.replace("_", "-")
+        where = f"{path}: {key}"
+        if name not in known or name == "config":
+            raise usage.UsageError(f"{where}: no such option (see --help)")
+        values = value if isinstance(value, list) and name in _REPEATABLE else [value]
+        if name in _REPEATABLE and name in given:
+            continue  # the command line's list replaces the file's
+        for item in values:
+            if isinstance(item, (dict, list)) or isinstance(item, bool):
+                raise usage.UsageError(f"{where}: expected a string or a number, not {item!r}")
+            text = str(item)
+            try:
+                if name in limits:
+                    parse_limit(limits[name], text, key)
+                elif name in ("listen", "metrics"):
+                    check_endpoint(text, key)
+            except ValueError as e:
+                raise usage.UsageError(f"{path}: {e}") from None
+            except usage.UsageError as e:
+                raise usage.UsageError(f"{path}: {e}") from None
+            arguments.append(f"--{name}={text}")
+    return arguments
+
+
 class _ParseOnly:
     """Stands in for a reactor while checking an endpoint string: parsing an
     endpoint only records the reactor, so the real one needn't be imported."""
 
 
-def check_endpoint(description: str):
+def check_endpoint(description: str, option: str = "--listen"):
     try:
         return serverFromString(_ParseOnly(), description)
     except Exception as e:  # parsers raise ValueError, KeyError, OpenSSL errors...
-        raise usage.UsageError(f"--listen {description!r} is not a usable endpoint: {e}") from None
+        raise usage.UsageError(f"{option} {description!r} is not a usable endpoint: {e}") from None
 
 
 class Options(usage.Options):
@@ -72,13 +138,36 @@ class Options(usage.Options):
         ["name", None, "chat", "Server name sent in WELCOME."],
         ["motd", None, "", "Message of the day sent in WELCOME."],
         ["default-room", None, DEFAULT_ROOM, "The room version 1 clients are in; it always exists."],
+        [
+            "config",
+            None,
+            None,
+            "A TOML file of options (key = value, as the long names here); the command line wins.",
+        ],
         *limit_parameters(),
     ]
+
+    def parseOptions(self, options=None) -> None:
+        """The options of ``--config FILE`` first, then the command line's,
+        so the command line wins; both are checked the same way."""
+        argv = list(sys.argv[1:] if options is None else options)
+        path, argv = _take_config(argv)
+        if path is not None:
+            self["config"] = path
+            argv = config_arguments(path, argv) + argv
+        super().parseOptions(argv)
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["rooms"] = []
+        self["metrics"] = None
+
+    def opt_metrics(self, description: str) -> None:
+        """Serve Prometheus metrics at /metrics and a health check at
+        /healthz on this endpoint, e.g. tcp:9100:interface=127.0.0.1."""
+        check_endpoint(description, "--metrics")
+        self["metrics"] = description
 
     def opt_room(self, name: str) -> None:
         """A room that always exists, even with nobody in it (repeatable)."""
@@ -145,6 +234,7 @@ def makeService(config: Options, reactor=None) -> MultiService:
         motd=config["motd"],
         default_room=config["default-room"],
         rooms=config["rooms"],
+        metrics=config["metrics"],
     )
     server.setServiceParent(top)
     GracefulExit(reactor).setServiceParent(top)

@@ -174,3 +174,31 @@ class Binding(TestCase):
         self.assertEqual((yield ann.expect(codec.MessagePacket)).ref, "r")
         server.signal("TERM")
         self.assertEqual((yield server.ended), 0)
+
+
+class JsonLogs(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_twistd_json_lines_carry_no_message_text(self):
+        import json
+
+        runner = [*TWISTD, "--logger=chatproto.logs.json_observer"]
+        server = spawn(self, runner, "--history", ":memory:")
+        port = yield server.listening
+        ann = yield connect(reactor, port, "ann")
+        ann.send(codec.Say("the secret plan 42", "s"))
+        yield ann.expect(codec.MessagePacket)
+        ann.send(codec.Say("bell\x07 in another secret", "b"))
+        yield ann.expect(codec.Error)
+        ann.send(codec.Quit("secret reason too"))
+        yield ann.lost
+        server.signal("TERM")
+        code = yield server.ended
+        self.assertEqual(code, 0)
+        lines = server.output.decode("utf-8").splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
+        self.assertTrue(all({"time", "level", "namespace", "text"} <= set(r) for r in records))
+        texts = [r["text"] for r in records]
+        self.assertTrue(any("ann logged in" in text for text in texts), texts)
+        self.assertNotIn("secret", server.output.decode("utf-8"), "message text is never logged")

@@ -117,6 +117,9 @@ class LateLog:
     def set_topic(self, room, topic):
         return self.inner.set_topic(room, topic)
 
+    def check(self):
+        return self.inner.check()
+
     def maintain(self):
         pass
 

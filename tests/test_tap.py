@@ -99,3 +99,75 @@ class OptionsTests(SynchronousTestCase):
             self.assertEqual(options[name], getattr(DEFAULTS, f.name), name)
             self.assertIn(f"--{name}=", help_text)
             self.assertIn(f.metadata["help"][:30], help_text.replace("\n", " "))
+
+
+class ConfigFile(SynchronousTestCase):
+    def write(self, text: str) -> str:
+        path = self.mktemp() + ".toml"
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_a_good_file_and_the_command_line_wins(self):
+        path = self.write(
+            'listen = ["tcp:0:interface=127.0.0.1", "unix:/tmp/chat-config.sock"]\n'
+            'history = ":memory:"\nrate = 5\nburst = 7\nmotd = "from the file"\n'
+            'room = ["help", "news"]\nmetrics = "tcp:9100:interface=127.0.0.1"\n'
+        )
+        options = parse("--config", path, "--rate", "9", "--room", "ops")
+        self.assertEqual(options["listen"], ["tcp:0:interface=127.0.0.1", "unix:/tmp/chat-config.sock"])
+        self.assertEqual((options["limits"].rate, options["limits"].burst), (9, 7))
+        self.assertEqual(options["motd"], "from the file")
+        self.assertEqual(options["rooms"], ["ops"], "a list on the command line replaces the file's")
+        self.assertEqual(options["metrics"], "tcp:9100:interface=127.0.0.1")
+        self.assertEqual(parse(f"--config={path}")["rooms"], ["help", "news"])
+
+    def test_a_bad_key_a_bad_value_and_a_bad_file_are_one_line_each(self):
+        for text, said in (
+            ("rat = 5\n", "rat: no such option"),
+            ("rate = 0\n", "rate must be greater than 0"),
+            ('listen = "nonsense:endpoint"\n', "listen 'nonsense:endpoint' is not a usable endpoint"),
+            ("rate = [1, 2]\n", "rate: expected a string or a number"),
+            ("rate = \n", "is not TOML"),
+        ):
+            path = self.write(text)
+            with self.assertRaises(usage.UsageError, msg=text) as caught:
+                parse("--config", path)
+            message = str(caught.exception)
+            self.assertIn(said, message)
+            self.assertIn(path, message)
+            self.assertNotIn("\n", message)
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--config", "/nonexistent/chat.toml")
+        self.assertIn("No such file", str(caught.exception))
+
+
+class Contrib(SynchronousTestCase):
+    """The sample service files stay usable."""
+
+    def test_the_sample_config_parses(self):
+        import os
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        options = parse("--config", os.path.join(root, "contrib", "chat.toml"), "--history", ":memory:")
+        self.assertEqual(options["listen"], ["tcp:7777"])
+        self.assertEqual(options["metrics"], "tcp:9100:interface=127.0.0.1")
+
+    def test_the_unit_runs_twistd_sandboxed_as_its_own_user(self):
+        import os
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(root, "contrib", "chat.service")) as f:
+            unit = f.read()
+        for line in (
+            "User=chat",
+            "StateDirectory=chat",
+            "EnvironmentFile=-/etc/default/chat",
+            "Restart=on-failure",
+            "ProtectSystem=strict",
+            "NoNewPrivileges=true",
+            "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        ):
+            self.assertIn(f"\n{line}\n", unit)
+        self.assertIn("twistd --nodaemon", unit)
+        self.assertIn("--config /etc/chat.toml", unit)

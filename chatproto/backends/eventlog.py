@@ -69,6 +69,9 @@ class EventLog(Protocol):
     def set_topic(self, room: str, topic: Topic | None) -> Deferred[None]:
         """Store (or, with None, forget) a room's topic."""
 
+    def check(self) -> Deferred[None]:
+        """Fires if the store answers (for health checks); fails with StoreError if not."""
+
     def maintain(self) -> None:
         """Housekeeping that may block (a checkpoint): run on a worker thread."""
 

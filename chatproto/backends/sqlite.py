@@ -212,6 +212,13 @@ class SQLiteLog:
             return fail(StoreError(f"can't write topic to {self.path!r}: {e}"))
         return succeed(None)
 
+    def check(self) -> Deferred[None]:
+        try:
+            self._db.execute("SELECT count(*) FROM rooms").fetchone()
+        except sqlite3.Error as e:
+            return fail(StoreError(f"history {self.path!r} does not answer: {e}"))
+        return succeed(None)
+
     def maintain(self) -> None:
         self.checkpoint()
 

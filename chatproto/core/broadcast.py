@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from time import perf_counter
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -29,6 +30,7 @@ from chatproto import codec
 from chatproto.backends.eventlog import Draft, EventLog
 from chatproto.codec import Message, PacketType
 from chatproto.core.connection import Connection, Wire
+from chatproto.metrics import Counters
 
 log = Logger()
 
@@ -128,8 +130,10 @@ class Broadcast:
         stored: Callable[[list[Said]], None],
         refused: Callable[[list[Said], Failure], None],
         delivered: Callable[[], None],
+        counters=None,
     ) -> None:
         self.clock = clock
+        self.counters = counters if counters is not None else Counters()
         self.eventlog = eventlog
         self._stored = stored
         self._refused = refused
@@ -215,12 +219,15 @@ class Broadcast:
         self._batch, self._starts = [], {}
         self._queue.append(flushed)
         if flushed.said:
+            self.counters.batch.observe(len(flushed.said))
+            started = perf_counter()
             d = self.eventlog.append([item.draft for item in flushed.said])
-            d.addBoth(self._settled, flushed)
+            d.addBoth(self._settled, flushed, started)
         else:
             self._deliver_ready()
 
-    def _settled(self, outcome, flushed: _Flushed) -> None:
+    def _settled(self, outcome, flushed: _Flushed, started: float) -> None:
+        self.counters.store["append"].observe(perf_counter() - started)
         flushed.outcome = outcome
         self._deliver_ready()
 
@@ -241,12 +248,15 @@ class Broadcast:
             self._delivering = False
 
     def _deliver(self, flushed: _Flushed) -> None:
+        counters = self.counters
         if isinstance(flushed.outcome, Failure):
+            counters.store_errors += 1
             self._refused(flushed.said, flushed.outcome)  # their payloads stay None
         else:
             for item, message in zip(flushed.said, flushed.outcome, strict=True):
                 item.message = message
                 item.json = codec.message_json(message)
+            counters.messages += len(flushed.said)
             self._stored(flushed.said)
         by_channel: dict[str, list[int]] = {}
         for index, item in enumerate(flushed.batch):
@@ -260,6 +270,8 @@ class Broadcast:
             for (wire, version), group in self._channels.get(channel, {}).items():
                 if group:
                     self._deliver_view(wire, version, list(group.values()), indexes, flushed, {})
+                    if type(flushed.outcome) is list:  # the messages stored, each to every member
+                        counters.deliveries += len(group) * len(flushed.outcome)
         else:
             self._deliver_views(by_channel, flushed)
         self._delivered()
@@ -293,6 +305,9 @@ class Broadcast:
                 indexes = sorted(i for channel in channels for i in by_channel[channel])
             cache = framed.setdefault((wire, version), {})
             self._deliver_view(wire, version, connections, indexes, flushed, cache)
+            if flushed.said and type(flushed.outcome) is list:
+                said = sum(1 for index in indexes if type(flushed.batch[index]) is Said)
+                self.counters.deliveries += said * len(connections)
 
     def _deliver_view(
         self,

@@ -16,6 +16,7 @@ of other rooms.
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import perf_counter
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.interfaces import IReactorTime
@@ -32,6 +33,7 @@ from chatproto.core.registry import Registry
 from chatproto.core.rooms import ChatRoom, Directory
 from chatproto.core.timers import Timers
 from chatproto.limits import DEFAULTS, Limits
+from chatproto.metrics import Counters
 from chatproto.rules import (
     DEFAULT_ROOM,
     clean_reason,
@@ -75,7 +77,10 @@ class Hub:
         self.assembler = Assembler(
             limits.max_frame, name, motd, {v: limits.as_wire(v) for v in codec.VERSIONS}
         )
-        self.broadcast = Broadcast(clock, eventlog, self._remember, self._refused, self._handle_overflow)
+        self.counters = Counters()  # for /metrics (chatproto.metrics)
+        self.broadcast = Broadcast(
+            clock, eventlog, self._remember, self._refused, self._handle_overflow, self.counters
+        )
         self._overflowed: list[Connection] = []
         # One bound method for every outbox to hold, not one per connection.
         self.overflowed = self.overflowed
@@ -168,6 +173,7 @@ class Hub:
         self._stop_receiving(session)
         old = self.registry.take_over(connection, session, now)
         old.disconnect("replaced")
+        self.counters.disconnects["replaced"] += 1
         self.broadcast.event(_both(codec.Pending(connection.id, "gone")))
         self._notify("pending_gone", connection.id, reason="resumed")
         self._start(session)
@@ -235,6 +241,8 @@ class Hub:
         """The connection is gone or going: announce it once in each of its
         rooms, forget it."""
         gone = self.registry.remove(connection)
+        if gone:
+            self.counters.disconnects[reason] += 1
         if isinstance(gone, Session):
             self._stop_receiving(gone)
             message = clean_reason(message, self.limits.max_text)
@@ -379,16 +387,21 @@ class Hub:
         answer: Deferred[codec.HistoryPage] = Deferred()
 
         def read() -> None:
+            started = perf_counter()
             if request.after is not None:
                 d, keep = self.eventlog.after(request.after, limit, room.key), "oldest"
             else:
                 d, keep = self.eventlog.before(request.before, limit, room.key), "newest"
-            d.addCallback(lambda page: self.assembler.page(*page, keep=keep, room=named)).chainDeferred(
-                answer
-            )
+            d.addCallback(self._timed_read, started)
+            d.addCallback(lambda page: self.assembler.page(*page, keep=keep, room=named))
+            d.chainDeferred(answer)
 
         self.broadcast.after_all(read)
         return answer
+
+    def _timed_read(self, page, started: float):
+        self.counters.store["read"].observe(perf_counter() - started)
+        return page
 
     def flush(self) -> None:
         """End the turn now: store the batch, then write it to every recipient."""
@@ -436,6 +449,7 @@ class Hub:
             room.members.clear()
             room.peers.clear()
         connections = self.registry.clear()
+        self.counters.disconnects["server_shutdown"] += len(connections)
         closing = [connection.closed() for connection in connections]
         for connection in connections:
             connection.disconnect("server_shutdown")

@@ -164,6 +164,7 @@ class ChatProtocol(Int32StringReceiver):
         self.outbox = Outbox(self.transport, limits.sendq, self.hub.overflowed, self)
         self.deliver = self.outbox.write
         if not self.hub.accept(self):
+            self.hub.counters.disconnects["server_full"] += 1
             self._close(codec.encode_frame(codec.Bye("server_full")))
             return
         _no_delay(self.transport)
@@ -286,10 +287,12 @@ class ChatProtocol(Int32StringReceiver):
         try:
             self.hub.login(self, packet)
         except ProtocolError as e:
+            self.hub.counters.logins[e.code] += 1
             if e.code == ErrorCode.UNSUPPORTED_VERSION:
                 self._fatal(e.code, e.message, packet.ref)
                 return
             raise
+        self.hub.counters.logins["ok"] += 1
         self.state = CONNECTED
         self.MAX_LENGTH = self.hub.limits.max_frame
         self._schedule(self.hub.limits.ping_interval, self._keepalive)
@@ -405,12 +408,14 @@ class ChatProtocol(Int32StringReceiver):
     # -- closing -------------------------------------------------------------------
 
     def _refuse(self, code: str, message: str, ref: str | None) -> None:
+        self.hub.counters.refusals[code] += 1
         self.send(codec.Error(code, message, ref))
 
     def _fatal(self, code: str, message: str, ref: str | None = None) -> None:
         """An ERROR after which the stream can't continue: it is the last packet.
         Others see the peer leave as ``connection_lost``."""
         self.hub.leave(self, "connection_lost")
+        self.hub.counters.refusals[code] += 1
         self._close(codec.encode_frame(codec.Error(code, message, ref)))
 
     def _close(self, final: bytes | None, *, flush: bool = True) -> None:

@@ -1,0 +1,104 @@
+"""``--metrics``: /metrics after a scripted session, and /healthz up and down,
+over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
+
+from chatproto import codec
+from chatproto.limits import Limits
+from chatproto.server import build_server
+from tests.netclient import connect
+
+
+class Operations(TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.server = build_server(
+            reactor,
+            ["tcp:0:interface=127.0.0.1"],
+            self.mktemp() + ".sqlite3",
+            Limits(),
+            metrics="tcp:0:interface=127.0.0.1",
+        )
+        self.server.start()
+        self.addCleanup(self.server.stopService)
+        self.clients = []
+
+    @defer.inlineCallbacks
+    def get(self, path: str):
+        port = self.server.operations.port.getHost().port
+        response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}{path}".encode())
+        body = yield readBody(response)
+        return response.code, body.decode("utf-8")
+
+    @defer.inlineCallbacks
+    def client(self, nick, version=1):
+        client = yield connect(reactor, self.server.port, nick, version)
+        self.clients.append(client)
+        self.addCleanup(lambda: client.transport.loseConnection() or client.lost)
+        return client
+
+    @defer.inlineCallbacks
+    def metrics(self) -> dict:
+        code, text = yield self.get("/metrics")
+        self.assertEqual(code, 200)
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+        return samples
+
+    @defer.inlineCallbacks
+    def test_metrics_after_a_scripted_session(self):
+        ann = yield self.client("ann")
+        bob = yield self.client("bob", version=2)
+        bob.send(codec.Join("general"))
+        yield bob.expect(codec.RoomState)
+        taken = yield connect(reactor, self.server.port)
+        self.addCleanup(lambda: taken.transport.loseConnection() or taken.lost)
+        taken.send(codec.Login("ANN", 1))
+        yield taken.expect(codec.Error)
+        for text in ("one", "two"):
+            ann.send(codec.Say(text, text))
+            yield ann.expect(codec.MessagePacket)
+            yield bob.expect(codec.MessagePacket)
+        ann.send(codec.Say("bell\x07", "b"))
+        yield ann.expect(codec.Error)
+        bob.send(codec.Quit("bye"))
+        yield ann.expect(codec.Left)
+        m = yield self.metrics()
+        self.assertEqual(m["chat_logins_total", (("result", "ok"),)], 2)
+        self.assertEqual(m["chat_logins_total", (("result", "nick_taken"),)], 1)
+        self.assertEqual(m["chat_messages_total", ()], 2)
+        self.assertEqual(m["chat_deliveries_total", ()], 4, "two messages, each to ann and bob")
+        self.assertEqual(m["chat_refusals_total", (("code", "bad_text"),)], 1)
+        self.assertEqual(m["chat_refusals_total", (("code", "nick_taken"),)], 1)
+        self.assertEqual(m["chat_disconnects_total", (("reason", "quit"),)], 1)
+        self.assertEqual(m["chat_connections", (("state", "connected"), ("transport", "tcp"))], 1)
+        self.assertEqual(m["chat_connections", (("state", "pending"), ("transport", "tcp"))], 1)
+        self.assertEqual(m["chat_rooms", ()], 1)
+        self.assertEqual(m["chat_room_members", ()], 1)
+        self.assertEqual(m["chat_broadcast_batch_messages_sum", ()], 2)
+        self.assertEqual(m["chat_store_seconds_count", (("op", "append"),)], 2)
+        self.assertEqual(m["chat_store_errors_total", ()], 0)
+        self.assertIn(("chat_reactor_lag_seconds_count", ()), m)
+        self.assertIn(("chat_outbox_backlog_bytes", ()), m)
+        self.assertIn(("chat_paused_connections", ()), m)
+
+    @defer.inlineCallbacks
+    def test_healthz_up_store_down_and_port_down(self):
+        code, text = yield self.get("/healthz")
+        self.assertEqual((code, text), (200, "ok\n"))
+        self.server.hub.eventlog._db.close()  # the store stops answering
+        code, text = yield self.get("/healthz")
+        self.assertEqual(code, 503)
+        self.assertIn("does not answer", text)
+        yield self.server.listeners[0].stopService()
+        code, text = yield self.get("/healthz")
+        self.assertEqual(code, 503)
+        self.assertIn("not listening on tcp:0:interface=127.0.0.1", text)
