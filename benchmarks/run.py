@@ -218,6 +218,59 @@ def print_rooms(row: dict) -> None:
     print(f"{'100 rooms x 10 ÷ 1 room x 10':<40} {many / small:>8.2f}")
 
 
+def free_port() -> int:
+    """A loopback port nobody is using now (for the metrics endpoint)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def metrics_bench(runs: int, duration: list[str]) -> dict:
+    """Fan-out (10 receivers: the server is the bottleneck) with --metrics
+    off and on, interleaved; scraped every second while on, as a busy
+    Prometheus would."""
+    import threading
+    import urllib.request
+
+    measured: dict[str, list[dict]] = {"off": [], "on": []}
+    for _ in range(runs):
+        for mode in ("off", "on"):
+            extra = DEEP_SENDQ
+            scrapes = []
+            stop = threading.Event()
+            if mode == "on":
+                port = free_port()
+                extra = (*DEEP_SENDQ, "--metrics", f"tcp:{port}:interface=127.0.0.1")
+
+                def scrape(port=port, stop=stop, scrapes=scrapes):
+                    while not stop.wait(1.0):
+                        try:
+                            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                                scrapes.append(len(r.read()))
+                        except OSError:
+                            pass
+
+                thread = threading.Thread(target=scrape, daemon=True)
+                thread.start()
+            result = measure_fanout_cpu("ours", 10, duration, server_args=extra)
+            stop.set()
+            result["scrapes"] = len(scrapes)
+            measured[mode].append(result)
+    row = {
+        mode: {"deliveries_per_s": median_of(runs_of, "deliveries_per_s"), "runs": runs_of}
+        for mode, runs_of in measured.items()
+    }
+    row["ratio"] = row["on"]["deliveries_per_s"] / row["off"]["deliveries_per_s"]
+    print(
+        f"  metrics off {row['off']['deliveries_per_s']:,.0f}  on {row['on']['deliveries_per_s']:,.0f} "
+        f"deliveries/s (10 receivers; scraped every second): on ÷ off {row['ratio']:.3f}",
+        flush=True,
+    )
+    return row
+
+
 FLOODS = ["none", "history", "ping", "bad", "say"]
 #: As in the issue that asked for fairness: a history of 20,000 messages.
 ABUSE_HISTORY = 20_000
@@ -307,7 +360,7 @@ def main() -> int:
     duration = (
         ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
     )
-    wanted = set(args.only or ["fanout", "rooms", "latency", "idle", "logins", "slow", "abuse"])
+    wanted = set(args.only or ["fanout", "rooms", "metrics", "latency", "idle", "logins", "slow", "abuse"])
     results: dict = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -351,6 +404,15 @@ def main() -> int:
 
     if "rooms" in wanted:
         results["rooms"] = rooms_bench(runs, duration)
+
+    if "metrics" in wanted:
+        results["metrics"] = metrics_bench(runs, duration)
+        table.append(
+            (
+                "fan-out, 10 receivers: --metrics on ÷ off",
+                {"ours": results["metrics"]["ratio"]},
+            )
+        )
 
     if "latency" in wanted:
         row = {}

@@ -3,4 +3,5 @@
 from chatproto.codec import PROTOCOL_VERSION
 
 __all__ = ["PROTOCOL_VERSION", "__version__"]
-__version__ = "0.1.0"
+#: The one place the version is written (setup.cfg reads it from here).
+__version__ = "0.2.0"

@@ -22,6 +22,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
+from chatproto import __version__
 from chatproto.codec import ProtocolError
 from chatproto.limits import DEFAULTS, Limits, parse_limit
 from chatproto.rules import DEFAULT_ROOM, normalise_room
@@ -135,7 +136,7 @@ class Options(usage.Options):
     )
     optParameters = [
         ["history", None, DEFAULT_HISTORY, "SQLite history file (':memory:' keeps none across restarts)."],
-        ["name", None, "chat", "Server name sent in WELCOME."],
+        ["name", None, "chat", "Server name sent in WELCOME; {version} becomes the server's version."],
         ["motd", None, "", "Message of the day sent in WELCOME."],
         ["default-room", None, DEFAULT_ROOM, "The room version 1 clients are in; it always exists."],
         [
@@ -182,6 +183,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        self["name"] = self["name"].replace("{version}", __version__)
         try:
             self["limits"] = Limits(**{f.name: self[_option_name(f)] for f in dataclasses.fields(Limits)})
         except ValueError as e:
