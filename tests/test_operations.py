@@ -102,3 +102,26 @@ class Operations(TestCase):
         code, text = yield self.get("/healthz")
         self.assertEqual(code, 503)
         self.assertIn("not listening on tcp:0:interface=127.0.0.1", text)
+
+
+class DashboardsNameRealMetrics(TestCase):
+    def test_the_dashboard_and_alerts_use_only_exported_families(self):
+        import os
+        import re
+
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from chatproto.metrics import ChatCollector
+
+        server = build_server(reactor, history=":memory:")
+        registry = CollectorRegistry()
+        registry.register(ChatCollector(server.hub))
+        families = set(re.findall(r"^# TYPE (chat_\w+)", generate_latest(registry).decode(), re.MULTILINE))
+        suffixes = ("", "_total", "_bucket", "_count", "_sum")
+        exported = {family + suffix for family in families for suffix in suffixes}
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for name in ("grafana-dashboard.json", "alerts.yml"):
+            with open(os.path.join(root, "docs", name)) as f:
+                used = set(re.findall(r"\bchat_\w+", f.read()))
+            self.assertTrue(used, name)
+            self.assertEqual(used - exported, set(), f"{name} names metrics the server does not export")

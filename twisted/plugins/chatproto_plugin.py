@@ -2,4 +2,4 @@
 
 from twisted.application.service import ServiceMaker
 
-chat = ServiceMaker("chat", "chatproto.tap", "Small-group chat server with rooms (chat protocol v1 and v2)", "chat")
+chat = ServiceMaker("chat", "chatproto.tap", "Small-group chat server with rooms (protocol v1, v2)", "chat")
