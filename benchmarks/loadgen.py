@@ -159,38 +159,48 @@ async def fanout(args) -> dict:
         for client in slow:
             client.transport.pause_reading()
     everyone = receivers + senders
+
+    def start() -> None:
+        for sender in senders:
+            sender.transport.write(one * (window // len(senders)))
+            state["sent"] += window // len(senders)
+
+    result = await flow(args, everyone, state, start, lambda client: state["sent"])
+    slow_cut = int(any(c.saw_slow_left for c in everyone)) if slow else 0
+    for client in everyone + slow:
+        client.transport.close()
+    return {**result, "messages": state["sent"], "window": window, "slow_cut": slow_cut}
+
+
+async def flow(args, everyone: list[Client], state: dict, start, expected_of) -> dict:
+    """What fan-out and rooms share: wait for presence to settle, ``start``
+    the senders (their top-ups run while ``state["sending"]``), count the
+    deliveries of ``--duration`` after ``--warmup``, stop, and wait until
+    each client has its ``expected_of(client)`` messages (or ``--drain``)."""
     await settle(everyone)
     for client in everyone:
         client.take_messages()
     state["sending"] = True
     first_send = time.perf_counter()
-    for sender in senders:
-        sender.transport.write(one * (window // len(senders)))
-        state["sent"] += window // len(senders)
+    start()
     await asyncio.sleep(args.warmup)
     counts0, cpu0, t0 = sum(c.count for c in everyone), cpu(), time.perf_counter()
     await asyncio.sleep(args.duration)
     counts1, cpu1, t1 = sum(c.count for c in everyone), cpu(), time.perf_counter()
     state["sending"] = False
-    expected = state["sent"]
     deadline = time.monotonic() + args.drain
-    while time.monotonic() < deadline and any(c.count < expected for c in everyone):
+    while time.monotonic() < deadline and any(c.count < expected_of(c) for c in everyone):
         await asyncio.sleep(0.01)
     drained = time.perf_counter()
-    lost = sum(max(0, expected - c.count) for c in everyone)
-    slow_cut = int(any(c.saw_slow_left for c in everyone)) if slow else 0
-    for client in everyone + slow:
-        client.transport.close()
+    lost = sum(max(0, expected_of(c) - c.count) for c in everyone)
+    expected = sum(expected_of(c) for c in everyone)
     return {
         # every copy of every message, from the first send until the last arrived
-        "deliveries_per_s": (expected * len(everyone) - lost) / (drained - first_send),
+        "deliveries_per_s": (expected - lost) / (drained - first_send),
         "steady_deliveries_per_s": (counts1 - counts0) / (t1 - t0),
-        "messages": expected,
-        "window": window,
         "lost": lost,
         "order_errors": sum(c.order_errors for c in everyone),
         "generator_cpu": (cpu1 - cpu0) / (t1 - t0),
-        "slow_cut": slow_cut,
     }
 
 
@@ -459,37 +469,16 @@ async def rooms(args) -> dict:
         if index // args.rooms < per_room:
             senders.append(client)
     await asyncio.wait_for(asyncio.gather(*joined), 120)
-    await settle(everyone)
-    for client in everyone:
-        client.take_messages()
-    state["sending"] = True
-    first_send = time.perf_counter()
-    for sender in senders:
-        sender.transport.write(texts[sender.room] * (window // per_room))
-        sent[sender.room] += window // per_room
-    await asyncio.sleep(args.warmup)
-    counts0, cpu0, t0 = sum(c.count for c in everyone), cpu(), time.perf_counter()
-    await asyncio.sleep(args.duration)
-    counts1, cpu1, t1 = sum(c.count for c in everyone), cpu(), time.perf_counter()
-    state["sending"] = False
-    deadline = time.monotonic() + args.drain
-    while time.monotonic() < deadline and any(c.count < sent[c.room] for c in everyone):
-        await asyncio.sleep(0.01)
-    drained = time.perf_counter()
-    lost = sum(max(0, sent[c.room] - c.count) for c in everyone)
+
+    def start() -> None:
+        for sender in senders:
+            sender.transport.write(texts[sender.room] * (window // per_room))
+            sent[sender.room] += window // per_room
+
+    result = await flow(args, everyone, state, start, lambda client: sent[client.room])
     for client in everyone:
         client.transport.close()
-    expected = sum(sent[c.room] for c in everyone)
-    return {
-        "deliveries_per_s": (expected - lost) / (drained - first_send),
-        "steady_deliveries_per_s": (counts1 - counts0) / (t1 - t0),
-        "messages": sum(sent),
-        "members_per_room": members,
-        "window": window,
-        "lost": lost,
-        "order_errors": sum(c.order_errors for c in everyone),
-        "generator_cpu": (cpu1 - cpu0) / (t1 - t0),
-    }
+    return {**result, "messages": sum(sent), "members_per_room": members, "window": window}
 
 
 SCENARIOS = {
