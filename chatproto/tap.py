@@ -108,9 +108,7 @@ def config_arguments(path: str, command_line: list[str]) -> list[str]:
                     parse_limit(limits[name], text, key)
                 elif name in ("listen", "metrics"):
                     check_endpoint(text, key)
-            except ValueError as e:
-                raise usage.UsageError(f"{path}: {e}") from None
-            except usage.UsageError as e:
+            except (ValueError, usage.UsageError) as e:  # a bad limit; a bad endpoint
                 raise usage.UsageError(f"{path}: {e}") from None
             arguments.append(f"--{name}={text}")
     return arguments

@@ -299,26 +299,17 @@ class ChatProtocol(Int32StringReceiver):
 
     def _rate_limit(self) -> None:
         now = self.clock.seconds()
+        limits = self.hub.limits
         if self._bucket is None:  # made at the first SAY or WHISPER: most connections mostly listen
-            self._bucket = TokenBucket(self.hub.limits.rate, self.hub.limits.burst, now)
-        if not self._bucket.take(now):
-            raise ProtocolError(
-                ErrorCode.RATE_LIMITED,
-                f"slow down: at most {self.hub.limits.rate:g} messages a second "
-                f"(burst {self.hub.limits.burst}); this one was dropped",
-            )
+            self._bucket = TokenBucket(limits.rate, limits.burst, now)
+        _spend(self._bucket, now, "messages")
 
     def _join_rate_limit(self) -> None:
         now = self.clock.seconds()
         limits = self.hub.limits
         if self._joins is None:
             self._joins = TokenBucket(limits.join_rate, limits.join_burst, now)
-        if not self._joins.take(now):
-            raise ProtocolError(
-                ErrorCode.RATE_LIMITED,
-                f"slow down: at most {limits.join_rate:g} JOIN, PART or TOPIC a second "
-                f"(burst {limits.join_burst}); this one was dropped",
-            )
+        _spend(self._joins, now, "JOIN, PART or TOPIC")
 
     def _on_say(self, packet: codec.Say) -> None:
         session = self._require_login()
@@ -438,6 +429,16 @@ class ChatProtocol(Int32StringReceiver):
         """Drop the connection now, unsent output and all."""
         if not self._is_lost:
             self.transport.abortConnection()
+
+
+def _spend(bucket: TokenBucket, now: float, what: str) -> None:
+    """A token from ``bucket``, or ``rate_limited`` naming ``what`` it limits."""
+    if not bucket.take(now):
+        raise ProtocolError(
+            ErrorCode.RATE_LIMITED,
+            f"slow down: at most {bucket.rate:g} {what} a second "
+            f"(burst {bucket.burst}); this one was dropped",
+        )
 
 
 _HANDLERS: dict[type, Callable] = {
