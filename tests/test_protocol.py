@@ -12,6 +12,21 @@ from chatproto.backends.eventlog import StoreError
 from chatproto.codec import ErrorCode
 from tests.harness import Server, parse_frames
 
+#: WELCOME.limits of version 1: exactly these keys.
+V1_LIMITS = {
+    "max_frame",
+    "max_text",
+    "max_clients",
+    "sendq",
+    "rate",
+    "burst",
+    "login_timeout",
+    "ping_interval",
+    "idle_timeout",
+    "history_replay",
+    "history_page",
+}
+
 
 def record_writes(test: SynchronousTestCase) -> list[bytes]:
     """Every bytes object written to any peer's transport during the test, in order."""
@@ -110,22 +125,7 @@ class Login(SynchronousTestCase):
             sorted([(ann.protocol.id, "ann"), (peer.protocol.id, "BOB")]),
         )
         self.assertEqual([m.text for m in welcome.history], ["earlier"])
-        self.assertEqual(
-            set(welcome.limits),
-            {
-                "max_frame",
-                "max_text",
-                "max_clients",
-                "sendq",
-                "rate",
-                "burst",
-                "login_timeout",
-                "ping_interval",
-                "idle_timeout",
-                "history_replay",
-                "history_page",
-            },
-        )
+        self.assertEqual(set(welcome.limits), V1_LIMITS)
         self.assertEqual(welcome.limits["max_frame"], 65536)
         self.assertTrue(welcome.resume)
 

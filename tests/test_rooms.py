@@ -12,21 +12,7 @@ from chatproto.backends.sqlite import SCHEMA_VERSION, SQLiteLog
 from chatproto.codec import ErrorCode
 from chatproto.limits import DEFAULTS
 from tests.harness import Server, result
-from tests.test_protocol import record_writes
-
-V1_LIMITS = {
-    "max_frame",
-    "max_text",
-    "max_clients",
-    "sendq",
-    "rate",
-    "burst",
-    "login_timeout",
-    "ping_interval",
-    "idle_timeout",
-    "history_replay",
-    "history_page",
-}
+from tests.test_protocol import V1_LIMITS, record_writes
 
 
 def v2(server: Server, *nicks: str):
