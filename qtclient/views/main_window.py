@@ -27,7 +27,7 @@ from PyQt6.QtWidgets import (
 
 from chatproto import codec
 from chatproto.limits import DEFAULTS
-from chatproto.rules import room_key
+from chatproto.rules import DEFAULT_ROOM, room_key
 from qtclient import session as states
 from qtclient.models import NICK_ROLE, ROOM_ROLE, PeerModel, TranscriptModel
 from qtclient.session import ChatSession
@@ -44,7 +44,6 @@ _LEAVE_WORDS = {
     "part": "left the room",
 }
 
-DEFAULTS_ROOM = "general"  # shown before the server has named its default room
 COMMANDS = "/join ROOM, /part [reason], /topic TEXT, /list, /msg NICK text, /quit"
 
 
@@ -131,8 +130,9 @@ class MainWindow(QMainWindow):
         self.transcripts: dict[str, TranscriptModel] = {}
         self.room_names: dict[str, str] = {}
         self.topics: dict[str, str] = {}
-        self.current = room_key(DEFAULTS_ROOM)
-        self.transcript = self._transcript_for(DEFAULTS_ROOM)
+        # Shown before the server has named its default room.
+        self.current = room_key(DEFAULT_ROOM)
+        self.transcript = self._transcript_for(DEFAULT_ROOM)
         self.join_dialog: JoinDialog | None = None
         self.tray: QSystemTrayIcon | None = None
         self.target: Target | None = None
@@ -495,7 +495,7 @@ class MainWindow(QMainWindow):
         self.state_label.setText(f"Reconnecting in {left} s")
 
     def _welcomed(self, welcome: codec.Welcome) -> None:
-        if welcome.default_room and not self.peers.rooms and self.current == room_key(DEFAULTS_ROOM):
+        if welcome.default_room and not self.peers.rooms and self.current == room_key(DEFAULT_ROOM):
             # Before the first ROOM: what was shown belongs to the server's default room.
             transcript = self.transcripts.pop(self.current)
             self.current = room_key(welcome.default_room)
