@@ -58,10 +58,6 @@ class ChatRoom:
         self.peers.pop(session.id, None)
         session.rooms.pop(self.key, None)
 
-    def remember(self, stored: list[tuple[Message, str]]) -> None:
-        """Messages just stored, with their JSON, for the next joiner."""
-        self.recent.extend(stored)
-
     def info(self) -> codec.RoomInfo:
         return codec.RoomInfo(self.name, self.topic_text, len(self.members))
 
