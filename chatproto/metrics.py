@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from twisted.internet.address import UNIXAddress
 from twisted.internet.interfaces import ISSLTransport
 
 #: Upper bounds of the histograms' buckets.
@@ -67,7 +68,7 @@ def transport_kind(connection) -> str:
         return "unknown"
     if ISSLTransport.providedBy(transport):
         return "tls"
-    return "unix" if type(transport.getHost()).__name__ == "UNIXAddress" else "tcp"
+    return "unix" if isinstance(transport.getHost(), UNIXAddress) else "tcp"
 
 
 class ChatCollector(Collector):
