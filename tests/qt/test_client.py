@@ -45,6 +45,17 @@ def other(sessions, server, nick):
     return session
 
 
+@pytest_twisted.inlineCallbacks
+def server_down(window, server):
+    """Stop the server and wait until the window is reconnecting; its port,
+    to start it again on."""
+    port = server.port
+    reconnecting = signal_fired(window.session.stateChanged, lambda s, d: s == states.RECONNECTING)
+    yield server.stop()
+    yield reconnecting
+    return port
+
+
 class Raw(ChatClientProtocol):
     def __init__(self):
         self.packets = []
@@ -163,10 +174,7 @@ def test_reconnect_after_server_restart_with_queue_and_catch_up(window, server, 
     said = signal_fired(window.session.sendConfirmed)
     window.submit("before restart")
     yield said
-    port = server.port
-    reconnecting = signal_fired(window.session.stateChanged, lambda s, d: s == states.RECONNECTING)
-    yield server.stop()
-    yield reconnecting
+    port = yield server_down(window, server)
     assert window.input.isEnabled(), "typing goes on while reconnecting"
     window.submit("typed while down")
     assert line_for(window, "typed while down").state == models.SENDING

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest_twisted
 from PyQt6.QtCore import Qt
 from PyQt6.QtGui import QColor
-from test_client import log_in, other
+from test_client import log_in, other, server_down
 from waiting import signal_fired, until
 
 from qtclient import models
@@ -160,10 +160,7 @@ def test_rooms_come_back_after_a_server_restart_with_their_queues(window, server
     said = signal_fired(window.session.sendConfirmed)
     window.submit("in side before")
     yield said
-    port = server.port
-    reconnecting = signal_fired(window.session.stateChanged, lambda s, d: s == states.RECONNECTING)
-    yield server.stop()
-    yield reconnecting
+    port = yield server_down(window, server)
     window.submit("typed in side while down")
     side = window.transcripts["side"]
     line = next(line for line in side.lines if line.text == "typed in side while down")
