@@ -42,6 +42,10 @@ class PacketType(IntEnum):
     PART = 0x09
     LIST = 0x0A
     TOPIC = 0x0B
+    ACCOUNT = 0x0C  # version 2: accounts and moderation
+    MARK = 0x0D
+    MODERATE = 0x0E
+    ADMIN = 0x0F
     # server -> client
     WELCOME = 0x81
     MESSAGE = 0x82
@@ -57,6 +61,11 @@ class PacketType(IntEnum):
     ROOM = 0x8C  # version 2 on
     TOPIC_CHANGED = 0x8D
     ROOMS = 0x8E
+    DONE = 0x8F  # version 2: accounts and moderation
+    MARKED = 0x90
+    BANS = 0x91
+    SESSIONS = 0x92
+    INVITED = 0x93
 
 
 #: Every integer field holds a signed 64-bit value; anything outside is
@@ -85,16 +94,34 @@ class ErrorCode:
     NOT_A_MEMBER = "not_a_member"
     TOO_MANY_ROOMS = "too_many_rooms"
     BAD_TOPIC = "bad_topic"
+    # version 2: accounts and moderation
+    NICK_REGISTERED = "nick_registered"
+    BAD_PASSWORD = "bad_password"
+    LOCKED_OUT = "locked_out"
+    BANNED = "banned"
+    WEAK_PASSWORD = "weak_password"
+    NOT_REGISTERED = "not_registered"
+    ALREADY_REGISTERED = "already_registered"
+    NO_SUCH_ACCOUNT = "no_such_account"
+    NOT_OPERATOR = "not_operator"
+    NOT_ADMIN = "not_admin"
+    NO_SUCH_MEMBER = "no_such_member"
+    INVITE_ONLY = "invite_only"
+    TOPIC_LOCKED = "topic_locked"
+    NOT_PERMITTED = "not_permitted"
 
 
 class ProtocolError(Exception):
     """A packet the receiver refuses; ``code`` is the wire error code."""
 
-    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, ref: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
+        self.retry_after = retry_after  # seconds, for locked_out and timed bans
 
     def __repr__(self) -> str:
         return f"ProtocolError({self.code!r}, {self.message!r}, ref={self.ref!r})"
@@ -106,6 +133,9 @@ _TEXT = {"kind": "text"}
 _NICK = {"kind": "nick"}
 _ROOM = {"kind": "room"}
 _TOPIC = {"kind": "topic"}
+#: A password: any string (lone surrogates too are the password's business,
+#: never bad_packet echoing it), never logged, never repr'd.
+_SECRET = {"kind": "secret"}
 #: A field that version 1 does not have: a version 1 session's packets are
 #: read without it (unknown fields are ignored), and never get it.
 _V2 = {"since": 2}
@@ -122,6 +152,7 @@ def _json(name: str, **kind: str) -> dict:
 class Peer:
     id: int
     nick: str
+    op: bool | None = field(default=None, metadata=_V2)  # a room operator (ROOM.members)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +162,7 @@ class Message:
     sender: str = field(metadata=_json("from"))
     text: str = field(metadata=_TEXT)
     ref: str | None = None
+    action: dict | None = field(default=None, metadata=_V2)  # a moderation record
 
 
 # -- client -> server -------------------------------------------------------
@@ -144,6 +176,7 @@ class Login:
     proto: int
     resume: str | None = None
     ref: str | None = None
+    password: str | None = field(default=None, repr=False, metadata={**_SECRET, **_V2})
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +255,54 @@ class SetTopic:
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AccountRequest:
+    """register, password (change), delete: the session's own account."""
+
+    TYPE: ClassVar = PacketType.ACCOUNT
+    op: str
+    password: str | None = field(default=None, repr=False, metadata=_SECRET)
+    new_password: str | None = field(default=None, repr=False, metadata=_SECRET)
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    TYPE: ClassVar = PacketType.MARK
+    room: str = field(metadata=_ROOM)
+    seq: int
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Moderate:
+    """A room operator's action (docs/protocol.md 15.5)."""
+
+    TYPE: ClassVar = PacketType.MODERATE
+    room: str = field(metadata=_ROOM)
+    op: str
+    target: str | None = field(default=None, metadata=_NICK)
+    reason: str | None = None
+    topic_lock: bool | None = None
+    invite_only: bool | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRequest:
+    """A server admin's action (docs/protocol.md 15.6)."""
+
+    TYPE: ClassVar = PacketType.ADMIN
+    op: str
+    target: str | None = field(default=None, metadata=_NICK)
+    room: str | None = field(default=None, metadata=_ROOM)
+    address: str | None = None
+    duration: float | None = None
+    reason: str | None = None
+    password: str | None = field(default=None, repr=False, metadata=_SECRET)
+    ref: str | None = None
+
+
 # -- server -> client -------------------------------------------------------
 
 
@@ -239,6 +320,8 @@ class Welcome:
     limits: dict
     rooms: list[str] | None = field(default=None, metadata=_V2)
     default_room: str | None = field(default=None, metadata=_V2)
+    account: bool | None = field(default=None, metadata=_V2)
+    admin: bool | None = field(default=None, metadata=_V2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,10 +335,11 @@ class MessagePacket:
     text: str = field(metadata=_TEXT)
     ref: str | None = None
     room: str | None = field(default=None, metadata=_V2)
+    action: dict | None = field(default=None, metadata=_V2)
 
     @property
     def message(self) -> Message:
-        return Message(self.seq, self.ts, self.sender, self.text, self.ref)
+        return Message(self.seq, self.ts, self.sender, self.text, self.ref, self.action)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +390,7 @@ class Error:
     code: str
     message: str
     ref: str | None = None
+    retry_after: float | None = field(default=None, metadata=_V2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +432,10 @@ class RoomState:
     members: list[Peer]
     history: list[Message]
     ref: str | None = None
+    topic_lock: bool | None = None
+    invite_only: bool | None = None
+    read: int | None = None
+    unread: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,8 +455,87 @@ class RoomList:
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Done:
+    """An ACCOUNT or ADMIN request carried out."""
+
+    TYPE: ClassVar = PacketType.DONE
+    op: str
+    target: str
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Marked:
+    TYPE: ClassVar = PacketType.MARKED
+    room: str
+    seq: int
+    unread: int
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BanInfo:
+    target: str
+    by: str
+    ts: float
+    reason: str | None = None
+    until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BanList:
+    TYPE: ClassVar = PacketType.BANS
+    bans: list[BanInfo]
+    room: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingInfo:
+    id: int
+    address: str
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    id: int
+    nick: str
+    address: str
+    since: float
+    rooms: list[str]
+    account: bool
+    devices: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sessions:
+    TYPE: ClassVar = PacketType.SESSIONS
+    pending: list[PendingInfo]
+    connected: list[SessionInfo]
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Invited:
+    TYPE: ClassVar = PacketType.INVITED
+    room: str
+    by: str
+
+
 V1_CLIENT_PACKETS = (Login, Say, Whisper, Ping, Quit, HistoryRequest, Pong)
-CLIENT_PACKETS = (*V1_CLIENT_PACKETS, Join, Part, ListRooms, SetTopic)
+CLIENT_PACKETS = (
+    *V1_CLIENT_PACKETS,
+    Join,
+    Part,
+    ListRooms,
+    SetTopic,
+    AccountRequest,
+    Mark,
+    Moderate,
+    AdminRequest,
+)
 SERVER_PACKETS = (
     Welcome,
     MessagePacket,
@@ -383,6 +551,11 @@ SERVER_PACKETS = (
     RoomState,
     TopicChanged,
     RoomList,
+    Done,
+    Marked,
+    BanList,
+    Sessions,
+    Invited,
 )
 
 
@@ -489,7 +662,8 @@ def _schema(cls) -> tuple[_Field, ...]:
     return tuple(fields)
 
 
-_SCHEMAS = {cls: _schema(cls) for cls in (Peer, Message, RoomInfo, *CLIENT_PACKETS, *SERVER_PACKETS)}
+_NESTED = (Peer, Message, RoomInfo, BanInfo, PendingInfo, SessionInfo)
+_SCHEMAS = {cls: _schema(cls) for cls in (*_NESTED, *CLIENT_PACKETS, *SERVER_PACKETS)}
 #: What a version 1 session's packets are read as: version 1's fields only.
 _V1_SCHEMAS = {cls: tuple(f for f in schema if f.since == 1) for cls, schema in _SCHEMAS.items()}
 _CLIENT_TYPES = {
@@ -659,7 +833,8 @@ def message_json(m: Message) -> str:
     """A stored message's JSON object, without ``ref`` (MESSAGE body, history
     item): the same text as ``dumps`` would write, built without the encoder
     machinery, since every message goes through here once."""
-    return f'{{"seq":{m.seq!r},"ts":{m.ts!r},"from":{_string(m.sender)},"text":{_string(m.text)}}}'
+    text = f'{{"seq":{m.seq!r},"ts":{m.ts!r},"from":{_string(m.sender)},"text":{_string(m.text)}}}'
+    return text if m.action is None else f'{text[:-1]},"action":{dumps(m.action)}}}'
 
 
 def with_ref(object_json: str, ref: str | None) -> str:
@@ -672,9 +847,9 @@ def with_room(object_json: str, room: str) -> str:
     return f'{object_json[:-1]},"room":{_string(room)}}}'
 
 
-def peer_json(id: int, nick: str) -> str:
-    """A Peer object, as WELCOME.peers lists it."""
-    return dumps({"id": id, "nick": nick})
+def peer_json(id: int, nick: str, op: bool = False) -> str:
+    """A Peer object, as WELCOME.peers and ROOM.members list it."""
+    return dumps({"id": id, "nick": nick, "op": True} if op else {"id": id, "nick": nick})
 
 
 def welcome_payload(body: dict, peers_json: list[str], history_json: list[str]) -> bytes:

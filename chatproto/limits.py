@@ -62,6 +62,17 @@ class Limits:
     topic_length: int = _limit(300, "Longest room topic, in characters.", wire=2)
     join_rate: float = _limit(1.0, "JOIN, PART and TOPIC per second per connection.", wire=2)
     join_burst: int = _limit(10, "JOIN, PART and TOPIC a connection may send at once.", wire=2)
+    # Addresses and accounts (protocol version 2); loopback and Unix sockets are exempt
+    # from the per-address limits.
+    max_per_address: int = _limit(20, "Open connections allowed from one address.", wire=0)
+    address_rate: float = _limit(2.0, "New connections a second from one address, on average.", wire=0)
+    address_burst: int = _limit(20, "New connections one address may open at once.", wire=0)
+    login_failures: int = _limit(
+        3, "Wrong passwords allowed for one account before each next try must wait.", wire=0
+    )
+    lockout: float = _limit(
+        900.0, "Longest wait, in seconds, after repeated wrong passwords (the lock-out).", wire=0
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -11,10 +11,13 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 
+from chatproto.backends.accounts import AccountStore
 from chatproto.backends.eventlog import EventLog
 from chatproto.backends.sqlite import SQLiteLog
+from chatproto.backends.sqlite_accounts import SQLiteAccounts
 from chatproto.core.hub import Hub
 from chatproto.limits import DEFAULTS, Limits
+from chatproto.passwords import Hasher
 from chatproto.rules import DEFAULT_ROOM, room_key
 from chatproto.service import HubService, ListenerService
 from chatproto.transports.int32 import ChatFactory
@@ -75,9 +78,27 @@ def build_server(
     default_room: str = DEFAULT_ROOM,
     rooms: list[str] = (),
     metrics: str | None = None,
+    admins: list[str] = (),
+    accounts: AccountStore | None = None,
+    hasher: Hasher | None = None,
 ) -> ChatServer:
     """A server on ``reactor`` (or a ``task.Clock``, with no ``listen``);
-    ``history`` is an SQLite path or any event log; ``rooms`` always exist."""
+    ``history`` is an SQLite path or any event log; ``rooms`` always exist.
+    Accounts live in the SQLite file unless another store is given;
+    ``admins`` name the accounts that administer the server."""
     eventlog = SQLiteLog(history, room_key(default_room)) if isinstance(history, str) else history
-    hub = Hub(eventlog, reactor, limits, name=name, motd=motd, default_room=default_room, rooms=list(rooms))
+    if accounts is None and isinstance(eventlog, SQLiteLog):
+        accounts = SQLiteAccounts(eventlog)
+    hub = Hub(
+        eventlog,
+        reactor,
+        limits,
+        name=name,
+        motd=motd,
+        default_room=default_room,
+        rooms=list(rooms),
+        store=accounts,
+        hasher=hasher,
+        admins=list(admins),
+    )
     return ChatServer(hub, reactor, list(listen), metrics)

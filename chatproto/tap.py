@@ -25,7 +25,7 @@ from twisted.python import usage
 from chatproto import __version__
 from chatproto.codec import ProtocolError
 from chatproto.limits import DEFAULTS, Limits, parse_limit
-from chatproto.rules import DEFAULT_ROOM, normalise_room
+from chatproto.rules import DEFAULT_ROOM, normalise_nick, normalise_room
 from chatproto.server import build_server
 from chatproto.service import GracefulExit, heap_trimmer
 
@@ -57,7 +57,7 @@ def limit_parameters() -> list[list]:
 
 
 #: Options that may be given more than once (a list in a config file).
-_REPEATABLE = {"listen", "room"}
+_REPEATABLE = {"listen", "room", "admin"}
 
 
 def _take_config(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -106,10 +106,14 @@ def config_arguments(path: str, command_line: list[str]) -> list[str]:
             try:
                 if name in limits:
                     parse_limit(limits[name], text, key)
+                elif name == "admin":
+                    normalise_nick(text)
                 elif name in ("listen", "metrics"):
                     check_endpoint(text, key)
             except (ValueError, usage.UsageError) as e:  # a bad limit; a bad endpoint
                 raise usage.UsageError(f"{path}: {e}") from None
+            except ProtocolError as e:  # a bad admin nick
+                raise usage.UsageError(f"{where}: {e.message}") from None
             arguments.append(f"--{name}={text}")
     return arguments
 
@@ -160,7 +164,17 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["rooms"] = []
+        self["admins"] = []
         self["metrics"] = None
+
+    def opt_admin(self, account: str) -> None:
+        """An account that administers the server: closes rooms, bans, resets
+        passwords, sees who is connected (repeatable)."""
+        try:
+            normalise_nick(account)
+        except ProtocolError as e:
+            raise usage.UsageError(f"--admin {account!r}: {e.message}") from None
+        self["admins"].append(account)
 
     def opt_metrics(self, description: str) -> None:
         """Serve Prometheus metrics at /metrics and a health check at
@@ -235,6 +249,7 @@ def makeService(config: Options, reactor=None) -> MultiService:
         default_room=config["default-room"],
         rooms=config["rooms"],
         metrics=config["metrics"],
+        admins=config["admins"],
     )
     server.setServiceParent(top)
     GracefulExit(reactor).setServiceParent(top)

@@ -118,7 +118,7 @@ class Malformed(SynchronousTestCase):
         self.assertRefused(b"\x02")
 
     def test_unknown_types(self):
-        for type_byte in (0x00, 0x0C, 0x7F, PacketType.WELCOME, 0xFF):
+        for type_byte in (0x00, 0x10, 0x7F, PacketType.WELCOME, 0xFF):
             self.assertRefused(bytes((type_byte,)) + b"{}", ErrorCode.UNKNOWN_TYPE)
 
     def test_unknown_type_echoes_ref(self):
@@ -231,6 +231,37 @@ INTEGER_FIELDS = [
         {"rooms": [{"room": "r", "topic": "", "members": 1}]},
         ("rooms", 0, "members"),
     ),
+    (codec.decode_client, PacketType.MARK, {"room": "r", "seq": 1}, ("seq",)),
+    (
+        codec.decode_server,
+        PacketType.ROOM,
+        {"room": "r", "topic": "", "members": [], "history": [], "read": 1, "unread": 1},
+        ("read",),
+    ),
+    (codec.decode_server, PacketType.ROOM, None, ("unread",)),
+    (codec.decode_server, PacketType.MARKED, {"room": "r", "seq": 1, "unread": 0}, ("seq",)),
+    (codec.decode_server, PacketType.MARKED, None, ("unread",)),
+    (
+        codec.decode_server,
+        PacketType.SESSIONS,
+        {
+            "pending": [{"id": 1, "address": "a", "since": 1.0}],
+            "connected": [
+                {
+                    "id": 2,
+                    "nick": "n",
+                    "address": "a",
+                    "since": 1.0,
+                    "rooms": [],
+                    "account": False,
+                    "devices": 1,
+                }
+            ],
+        },
+        ("pending", 0, "id"),
+    ),
+    (codec.decode_server, PacketType.SESSIONS, None, ("connected", 0, "id")),
+    (codec.decode_server, PacketType.SESSIONS, None, ("connected", 0, "devices")),
 ]
 
 
@@ -271,7 +302,7 @@ class IntegerRanges(SynchronousTestCase):
     def test_the_table_covers_every_integer_field(self):
         """A new integer field without a case here fails this test."""
         covered = {(kind, path[0]) for _, kind, _, path in INTEGER_FIELDS}
-        nested = ("Peer", "Message", "RoomInfo")  # objects with integer fields
+        nested = ("Peer", "Message", "RoomInfo", "PendingInfo", "SessionInfo")  # objects with integer fields
         for cls in (*codec.CLIENT_PACKETS, *codec.SERVER_PACKETS):
             hints = typing.get_type_hints(cls)
             for f in dataclasses.fields(cls):

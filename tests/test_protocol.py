@@ -200,7 +200,7 @@ class Chat(SynchronousTestCase):
         server = Server()
         server.logged_in("a", "b", "c")
         written = record_writes(self)
-        server.hub.say(server.hub.sessions[0], "hello", None)
+        server.hub.say(server.hub.sessions[0].connection, "hello", None)
         server.flush()
         self.assertEqual(len(written), 3)
         self.assertTrue(all(data is written[0] for data in written))
@@ -240,7 +240,7 @@ class Chat(SynchronousTestCase):
         written = record_writes(self)
         for _ in range(5):
             server.peer()
-        server.hub.say(server.hub.session_for("a"), "hello", None)
+        server.hub.say(server.hub.session_for("a").connection, "hello", None)
         server.flush()
         self.assertEqual(len(written), 3)
         self.assertEqual(len(parse_frames(written[0])), 6, "five PENDING and one MESSAGE in one write")
@@ -488,7 +488,7 @@ class Limits(SynchronousTestCase):
         alice, slow, bob = server.logged_in("alice", "slow", "bob")
         slow.protocol.outbox.pauseProducing()  # its socket buffer is full
         for i in range(30):
-            server.hub.say(server.hub.session_for("alice"), f"{i:0100d}", None)
+            server.hub.say(server.hub.session_for("alice").connection, f"{i:0100d}", None)
             server.flush()
         self.assertEqual(slow.received()[-1], codec.Bye("slow_consumer"))
         self.assertTrue(slow.closing)
@@ -512,7 +512,7 @@ class Limits(SynchronousTestCase):
         server = Server(history_replay=3, history_page=4)
         (alice,) = server.logged_in("alice")
         for i in range(10):
-            server.hub.say(server.hub.session_for("alice"), f"m{i}", None)
+            server.hub.say(server.hub.session_for("alice").connection, f"m{i}", None)
         server.flush()
         self.assertEqual([m.seq for m in server.peer().login("bob").history], [8, 9, 10])
         alice.received()
@@ -529,7 +529,7 @@ class History(SynchronousTestCase):
         (self.alice,) = self.server.logged_in("alice")
         session = self.server.hub.session_for("alice")
         for i in range(1, 121):
-            self.server.hub.say(session, f"m{i}", None)
+            self.server.hub.say(session.connection, f"m{i}", None)
         self.server.flush()
         self.alice.received()
 
@@ -572,7 +572,7 @@ class History(SynchronousTestCase):
         server = Server(max_text=4000)
         (alice,) = server.logged_in("alice")
         for _i in range(40):
-            server.hub.say(server.hub.session_for("alice"), "é" * 4000, None)
+            server.hub.say(server.hub.session_for("alice").connection, "é" * 4000, None)
         server.flush()
         alice.received()
         alice.send(codec.HistoryRequest(limit=40))

@@ -85,7 +85,13 @@ class Joining(SynchronousTestCase):
         server = Server()
         ann, bob, outsider = v2(server, "ann", "bob", "outsider")
         state = ann.join("Lobby", "j1")
-        self.assertEqual(state, codec.RoomState("Lobby", "", [codec.Peer(ann.protocol.id, "ann")], [], "j1"))
+        self.assertEqual(
+            state,
+            codec.RoomState(
+                "Lobby", "", [codec.Peer(ann.protocol.id, "ann", op=True)], [], "j1", False, False, 0, 0
+            ),
+            "its maker is its operator; nothing unread",
+        )
         state = bob.join("LOBBY")
         self.assertEqual(state.room, "Lobby", "the name as first made; matched case-folded")
         self.assertEqual([p.nick for p in state.members], ["ann", "bob"])

@@ -35,6 +35,7 @@ class Draft:
     sender: str
     text: str
     room: str = DEFAULT_ROOM
+    action: dict | None = None  # a moderation record: what was done, to whom
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,14 @@ The fsync (the checkpoint) runs on a worker thread through :meth:`maintain`.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 
 from chatproto.backends.eventlog import Draft, StoreError, Topic
-from chatproto.codec import Message
+from chatproto.codec import Message, dumps
 from chatproto.rules import DEFAULT_ROOM
 
 #: A store locked by another process must refuse messages, not stall the
@@ -22,8 +23,8 @@ from chatproto.rules import DEFAULT_ROOM
 BUSY_TIMEOUT = 0.1
 
 #: PRAGMA user_version of the layout below. 0 is version 1's layout (one
-#: room, no version recorded) or an empty file.
-SCHEMA_VERSION = 2
+#: room, no version recorded) or an empty file; 2 had rooms but no accounts.
+SCHEMA_VERSION = 3
 
 #: A message's row id is its room's id times SPAN plus its seq: one integer
 #: key, so an append is a rowid insert at the end of its room's range (as
@@ -50,6 +51,45 @@ CREATE TABLE topics (
 );
 """
 
+#: Schema 3: moderation records in the history, accounts and their rooms,
+#: room rules, server bans (backends/sqlite_accounts.py).
+_ACCOUNT_TABLES = """
+ALTER TABLE messages ADD COLUMN action TEXT;
+CREATE TABLE accounts (
+    key     TEXT PRIMARY KEY,
+    nick    TEXT NOT NULL,
+    secret  TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE memberships (
+    account TEXT NOT NULL,
+    room    TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    read    INTEGER NOT NULL,
+    joined  INTEGER NOT NULL,
+    PRIMARY KEY (account, room)
+);
+CREATE TABLE room_rules (
+    room  TEXT PRIMARY KEY,
+    rules TEXT NOT NULL
+);
+CREATE TABLE server_bans (
+    kind   TEXT NOT NULL,
+    target TEXT NOT NULL,
+    by     TEXT NOT NULL,
+    ts     REAL NOT NULL,
+    reason TEXT,
+    until  REAL,
+    PRIMARY KEY (kind, target)
+);
+"""
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
 
 def _migrate(db: sqlite3.Connection, default_room: str) -> None:
     """Bring the file to SCHEMA_VERSION in one transaction: a version 1
@@ -61,21 +101,26 @@ def _migrate(db: sqlite3.Connection, default_room: str) -> None:
         raise sqlite3.DatabaseError(f"it was written by a newer server (schema {version})")
     db.execute("BEGIN IMMEDIATE")
     try:
-        old = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='messages'").fetchone()
-        if old:
-            db.execute("ALTER TABLE messages RENAME TO messages_v1")
-        for statement in _TABLES.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        if old:
-            db.execute("INSERT INTO rooms VALUES (1, ?)", (default_room,))
-            db.execute(f"INSERT INTO messages SELECT {SPAN} + seq, ts, sender, text FROM messages_v1")
-            db.execute("DROP TABLE messages_v1")
+        if version < 2:
+            old = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='messages'").fetchone()
+            if old:
+                db.execute("ALTER TABLE messages RENAME TO messages_v1")
+            _run_script(db, _TABLES)
+            if old:
+                db.execute("INSERT INTO rooms VALUES (1, ?)", (default_room,))
+                db.execute(f"INSERT INTO messages SELECT {SPAN} + seq, ts, sender, text FROM messages_v1")
+                db.execute("DROP TABLE messages_v1")
+        _run_script(db, _ACCOUNT_TABLES)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def _message(row: tuple) -> Message:
+    seq, ts, sender, text, action = row
+    return Message(seq, ts, sender, text, None, None if action is None else json.loads(action))
 
 
 class SQLiteLog:
@@ -136,15 +181,19 @@ class SQLiteLog:
     def append(self, drafts: Sequence[Draft]) -> Deferred[list[Message]]:
         try:
             seqs, following = self._number(drafts)
-            messages = [Message(seq, d.ts, d.sender, d.text) for seq, d in zip(seqs, drafts, strict=True)]
+            messages = [
+                Message(seq, d.ts, d.sender, d.text, None, d.action)
+                for seq, d in zip(seqs, drafts, strict=True)
+            ]
             bases = {room: self._ids[room] * SPAN for room in following}
             if any(seq >= SPAN for seq in following.values()):
                 return fail(StoreError(f"a room's history in {self.path!r} is full"))
             rows = [
-                (bases[d.room] + seq, d.ts, d.sender, d.text) for seq, d in zip(seqs, drafts, strict=True)
+                (bases[d.room] + seq, d.ts, d.sender, d.text, None if d.action is None else dumps(d.action))
+                for seq, d in zip(seqs, drafts, strict=True)
             ]
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?)", rows)
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
             if self._db.in_transaction:
@@ -177,7 +226,7 @@ class SQLiteLog:
             return succeed(([], False))
         bound = SPAN if seq is None else max(0, min(seq, SPAN))
         rows = self._select(base, "id > ? AND id < ? ORDER BY id DESC LIMIT ?", base, base + bound, limit + 1)
-        return succeed(([Message(*row) for row in reversed(rows[:limit])], len(rows) > limit))
+        return succeed(([_message(row) for row in reversed(rows[:limit])], len(rows) > limit))
 
     def after(self, seq: int, limit: int, room: str = DEFAULT_ROOM) -> Deferred[tuple[list[Message], bool]]:
         base = self._base(room)
@@ -185,14 +234,14 @@ class SQLiteLog:
             return succeed(([], False))
         start = base + max(0, min(seq, SPAN))
         rows = self._select(base, "id > ? AND id < ? ORDER BY id LIMIT ?", start, base + SPAN, limit + 1)
-        return succeed(([Message(*row) for row in rows[:limit]], len(rows) > limit))
+        return succeed(([_message(row) for row in rows[:limit]], len(rows) > limit))
 
     def _base(self, room: str) -> int | None:
         id = self._room_id(room)
         return None if id is None else id * SPAN
 
     def _select(self, base: int, where: str, *args) -> list[tuple]:
-        query = f"SELECT id - {base}, ts, sender, text FROM messages WHERE {where}"
+        query = f"SELECT id - {base}, ts, sender, text, action FROM messages WHERE {where}"
         return self._db.execute(query, args).fetchall()
 
     def topic(self, room: str) -> Deferred[Topic | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from chatproto import codec
 from chatproto.codec import Message
+from chatproto.core.connection import Session
 from chatproto.core.rooms import ChatRoom
 
 #: Room left in a frame for the rest of the packet around a history list.
@@ -62,6 +63,7 @@ class Assembler:
         pending: list[int],
         default: ChatRoom,
         rooms: list[str],
+        session: Session,
     ) -> bytes:
         """WELCOME's payload for a session that has just logged in: version
         1 is in the default room (its own peer already added); version 2
@@ -79,13 +81,21 @@ class Assembler:
             return codec.welcome_payload(body, list(default.peers.values()), self._recent(default))
         body["rooms"] = rooms
         body["default_room"] = default.name
+        body["account"] = session.account
+        body["admin"] = session.admin
         return codec.welcome_payload(body, [], [])
 
-    def room_state(self, room: ChatRoom, ref: str | None) -> bytes:
-        """ROOM: what a new member of ``room`` starts from (itself a member)."""
+    def room_state(self, room: ChatRoom, ref: str | None, session: Session) -> bytes:
+        """ROOM: what a new member of ``room`` starts from (itself a member),
+        with its read marker and unread count."""
         body = {"room": room.name, "topic": room.topic_text}
         if ref is not None:
             body["ref"] = ref
+        read = session.marks.get(room.key, room.last_seq)
+        body["topic_lock"] = room.rules.topic_lock
+        body["invite_only"] = room.rules.invite_only
+        body["read"] = read
+        body["unread"] = max(0, room.last_seq - read)
         return codec.room_state_payload(body, list(room.peers.values()), self._recent(room))
 
     def page(self, messages: list[Message], more: bool, keep: str, room: str | None) -> codec.HistoryPage:

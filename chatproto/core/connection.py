@@ -10,6 +10,7 @@ and the same bytes go to every recipient on it.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ class Connection(Protocol):
 
     id: int  # given by Hub.accept
     address: str  # for the console and the log; never sent to other clients
+    host: str  # the peer's IP address; "" for a Unix socket
     opened: float
     session: Session | None  # set by the core on login, cleared when it leaves
     wire: Wire
@@ -50,25 +52,45 @@ class Connection(Protocol):
 
 @dataclass(eq=False, slots=True)
 class Session:
-    """A logged-in identity; survives its connection being replaced on resume."""
+    """A logged-in identity: what presence shows once, however many
+    connections (devices) it has. A guest has one; an account may have
+    several. Each device has its own resume token, and survives its
+    connection being replaced on resume."""
 
     id: int
     nick: str
     key: str  # what nicks are compared by (rules.nick_key)
-    token: str  # the resume secret
-    connection: Connection
+    connection: Connection  # the device that logged in or resumed last
     since: float
     version: int = 1  # the protocol version it logged in with
     rooms: dict[str, Any] = field(default_factory=dict)  # key -> ChatRoom it is in
+    devices: dict[Connection, str] = field(default_factory=dict)  # connection -> its resume token
+    account: bool = False  # logged in with the nick's password
+    admin: bool = False  # an account named by --admin
+    marks: dict[str, int] = field(default_factory=dict)  # room key -> read marker (seq)
+
+    @property
+    def token(self) -> str:
+        """The resume token of the latest device."""
+        return self.devices[self.connection]
+
+    def device(self, token: str) -> Connection | None:
+        """The device whose resume token this is (compared in constant time)."""
+        found = None
+        for connection, secret in self.devices.items():
+            if hmac.compare_digest(token.encode("utf-8"), secret.encode("utf-8")):
+                found = connection
+        return found
 
 
 @dataclass(frozen=True)
 class HubEvent:
     """For observers such as the server console: what happened to whom.
 
-    ``kind`` is one of pending, pending_gone, joined, left, resumed, error
-    (the session-wide ones) and room_joined, room_left, topic, room_gone
-    (``room`` names the room).
+    ``kind`` is one of pending, pending_gone, joined, left, resumed,
+    device_joined, device_left, error (the session-wide ones) and
+    room_joined, room_left, topic, room_gone, moderation (``room`` names
+    the room).
     """
 
     kind: str

@@ -18,14 +18,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from time import perf_counter
 
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import codec
+from chatproto.backends.accounts import AccountRecord, AccountStore, Membership
 from chatproto.backends.eventlog import Draft, EventLog, Topic
 from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.core.accounts import Accounts, AddressGate
 from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import SERVER, Broadcast, Event, Said
 from chatproto.core.connection import Connection, HubEvent, Session
@@ -34,9 +36,11 @@ from chatproto.core.rooms import ChatRoom, Directory
 from chatproto.core.timers import Timers
 from chatproto.limits import DEFAULTS, Limits
 from chatproto.metrics import Counters
+from chatproto.passwords import Hasher
 from chatproto.rules import (
     DEFAULT_ROOM,
     clean_reason,
+    nick_key,
     normalise_nick,
     room_key,
     validate_text,
@@ -47,6 +51,12 @@ log = Logger()
 
 #: How long a shutdown waits for peers to read their BYE before aborting them.
 SHUTDOWN_GRACE = 5.0
+
+
+def _required(value: str | None, name: str) -> str:
+    if value is None:
+        raise ProtocolError(ErrorCode.BAD_PACKET, f"field {name!r} is missing")
+    return value
 
 
 def _both(packet) -> Event:
@@ -65,7 +75,12 @@ class Hub:
         motd: str = "",
         default_room: str = DEFAULT_ROOM,
         rooms: tuple[str, ...] | list[str] = (),
+        store: AccountStore | None = None,
+        hasher: Hasher | None = None,
+        admins: tuple[str, ...] | list[str] = (),
     ) -> None:
+        from chatproto.core.moderation import Moderation
+
         self.eventlog = eventlog
         self.clock = clock
         self.limits = limits
@@ -73,7 +88,17 @@ class Hub:
         self.observers: list[Callable[[HubEvent], None]] = []
         self.timers = Timers(clock)  # every connection's deadlines
         self.registry = Registry(limits.max_clients)
-        self.directory = Directory(eventlog, limits, default_room, list(rooms))
+        self.gate = AddressGate(clock, limits)
+        self.store = store
+        self.accounts: Accounts | None = None
+        if store is not None:
+            admin_keys = frozenset(nick_key(normalise_nick(admin)) for admin in admins)
+            self.accounts = Accounts(store, hasher or Hasher.for_reactor(clock), clock, limits, admin_keys)
+            self.accounts.load_bans(self.gate).addErrback(
+                lambda f: log.failure("could not read the server's bans", f)
+            )
+        self.moderation = Moderation(self)
+        self.directory = Directory(eventlog, limits, default_room, list(rooms), store)
         self.assembler = Assembler(
             limits.max_frame, name, motd, {v: limits.as_wire(v) for v in codec.VERSIONS}
         )
@@ -119,64 +144,148 @@ class Hub:
 
     # -- connection lifecycle -----------------------------------------------------
 
-    def accept(self, connection: Connection) -> bool:
-        """Register a new connection as pending; False if the server is full."""
+    def accept(self, connection: Connection) -> str | None:
+        """Register a new connection as pending; or the BYE reason it is
+        refused with (server_full, too_many_connections, banned)."""
+        refused = self.gate.refuse(connection.host)
+        if refused is not None:
+            log.info("refused {address}: {reason}", address=connection.address, reason=refused)
+            return refused
         if not self.registry.admit(connection):
             log.warn(
                 "refused {address}: server full ({count} connections)",
                 address=connection.address,
                 count=len(self.registry.open),
             )
-            return False
+            return "server_full"
+        self.gate.opened(connection.host)
         self.broadcast.event(_both(codec.Pending(connection.id, "connecting")))
         self._notify("pending", connection.id, address=connection.address, since=connection.opened)
-        return True
+        return None
 
-    def login(self, connection: Connection, packet: codec.Login) -> Session:
-        """LOGIN: a new session, or a resumed one; ProtocolError if refused."""
+    def login(self, connection: Connection, packet: codec.Login) -> Deferred[Session | None]:
+        """LOGIN: a new session, one more device of an account's session, or
+        a resumed device; fails with a ProtocolError if refused. None if the
+        connection went away while its password was being checked."""
         if packet.proto not in codec.VERSIONS:
             raise ProtocolError(
                 ErrorCode.UNSUPPORTED_VERSION,
                 f"this server speaks protocol versions {codec.VERSIONS}, not {packet.proto}",
             )
-        nick, key, held = self.registry.claim(packet.nick, packet.resume)
-        now = self.clock.seconds()
-        if held is not None:
-            if held.version != packet.proto:
+        nick = normalise_nick(packet.nick)
+        key = nick_key(nick)
+        held = self.registry.held(key)
+        if held is not None and packet.resume is not None:
+            device = held.device(packet.resume)
+            if device is not None:
+                if held.version != packet.proto:
+                    raise ProtocolError(
+                        ErrorCode.NICK_TAKEN,
+                        f"nick {held.nick!r} is held by a protocol {held.version} session: "
+                        "resume with that version",
+                    )
+                return succeed(self._resume(connection, held, device))
+        password = packet.password if packet.proto >= 2 else None
+        if held is not None and not (held.account and password is not None):
+            if held.account and packet.proto >= 2:
                 raise ProtocolError(
-                    ErrorCode.NICK_TAKEN,
-                    f"nick {held.nick!r} is held by a protocol {held.version} session: "
-                    "resume with that version",
+                    ErrorCode.NICK_REGISTERED, f"nick {held.nick!r} is registered: log in with its password"
                 )
-            return self._resume(connection, held, now)
-        session = self.registry.register(connection, nick, key, now)
-        session.version = packet.proto
+            raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {held.nick!r} is taken")
+        if self.accounts is None:
+            return succeed(self._admit(None, connection, packet.proto, nick, key))
+        d = self.accounts.authenticate(key, password, connection.host, packet.proto)
+        return d.addCallback(self._admit, connection, packet.proto, nick, key)
+
+    def _admit(
+        self, record: AccountRecord | None, connection: Connection, version: int, nick: str, key: str
+    ) -> Session | None:
+        """After the password (if any) was checked: who the connection is now."""
+        if self.registry.pending.get(connection.id) is not connection:
+            return None  # it went away meanwhile
+        held = self.registry.held(key)
+        if held is not None:
+            if record is None or not held.account or held.version != version:
+                raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {held.nick!r} is taken")
+            return self._add_device(connection, held)
+        now = self.clock.seconds()
+        session = self.registry.register(connection, record.nick if record else nick, key, now)
+        session.version = version
         gone = codec.encode(codec.Pending(connection.id, "gone"))
+        if record is not None:
+            session.account = True
+            session.admin = key in self.accounts.admins
         if session.version == 1:
             # Version 1 sees a login as JOINED in its one room.
             self.broadcast.event(Event(SERVER, None, gone))
             self._enter(session, self.directory.default)
         else:
             self.broadcast.event(Event(SERVER, gone, gone))
-        self._start(session)
         log.info(
-            "{nick} logged in as {id} (protocol {version}) from {address}",
-            nick=nick,
+            "{nick} logged in as {id} (protocol {version}{account}) from {address}",
+            nick=session.nick,
             id=session.id,
             version=session.version,
+            account=", account" if session.account else "",
             address=connection.address,
         )
-        self._notify("joined", session.id, nick=nick, address=connection.address, since=now)
+        self._notify("joined", session.id, nick=session.nick, address=connection.address, since=now)
+        if session.account:
+            d = self.store.memberships(key)
+            d.addCallback(self._rejoin, session)
+            d.addErrback(lambda f: log.failure("could not read {nick}'s rooms", f, nick=session.nick))
+            d.addCallback(lambda _: self._start(session, connection))
+        else:
+            self._start(session, connection)
         return session
 
-    def _resume(self, connection: Connection, session: Session, now: float) -> Session:
-        self._stop_receiving(session)
-        old = self.registry.take_over(connection, session, now)
+    def _rejoin(self, memberships: list[Membership], session: Session) -> Deferred:
+        """An account is back in the rooms it was in, those it may still enter."""
+        rooms = []
+        for membership in memberships[: self.limits.rooms_per_connection]:
+            try:
+                rooms.append((self.directory.get_or_create(membership.room), membership.read))
+            except ProtocolError:
+                continue  # the server has no room for it now
+
+        def enter(_) -> None:
+            for room, read in rooms:
+                if session.rooms.get(room.key) is room or not session.devices:
+                    continue
+                if self.moderation.refusal(session, room, remembered=True) is not None:
+                    self.store.forget(session.key, room.key)
+                    self.directory.drop_if_empty(room)
+                    continue
+                session.marks[room.key] = read
+                self._enter(session, room)
+
+        waiting = [room.ready for room, _ in rooms if not room.ready.called]
+        return gatherResults(waiting).addCallback(enter)
+
+    def _add_device(self, connection: Connection, session: Session) -> Session:
+        now = self.clock.seconds()
+        self.registry.add_device(connection, session, now)
+        self.broadcast.event(_both(codec.Pending(connection.id, "gone")))
+        log.info(
+            "{nick} ({id}) added a device from {address}",
+            nick=session.nick,
+            id=session.id,
+            address=connection.address,
+        )
+        self._notify("device_joined", session.id, nick=session.nick, address=connection.address, since=now)
+        self._start(session, connection)
+        return session
+
+    def _resume(self, connection: Connection, session: Session, old: Connection) -> Session:
+        now = self.clock.seconds()
+        self._stop_receiving(session, old)
+        self.registry.take_over(connection, session, old, now)
+        self.gate.closed(old.host)
         old.disconnect("replaced")
         self.counters.disconnects["replaced"] += 1
         self.broadcast.event(_both(codec.Pending(connection.id, "gone")))
         self._notify("pending_gone", connection.id, reason="resumed")
-        self._start(session)
+        self._start(session, connection)
         log.info(
             "{nick} ({id}) resumed from {address}",
             nick=session.nick,
@@ -186,31 +295,31 @@ class Hub:
         self._notify("resumed", session.id, nick=session.nick, address=connection.address, since=now)
         return session
 
-    def _start(self, session: Session) -> None:
-        """WELCOME, then (version 2) a ROOM for each room the session is in,
-        then broadcasts from this point of each one's order on."""
+    def _start(self, session: Session, connection: Connection) -> None:
+        """WELCOME to the device, then (version 2) a ROOM for each room the
+        session is in, then broadcasts from this point of each one's order on."""
         rooms = list(session.rooms.values())
 
         def welcome() -> None:
-            connection = session.connection
             if connection.session is not session:
                 return  # gone (or replaced) while earlier broadcasts were stored
             payload = self.assembler.welcome(
                 session.version,
                 session.nick,
                 session.id,
-                session.token,
+                session.devices[connection],
                 list(self.registry.pending),
                 self.directory.default,
                 [room.name for room in rooms],
+                session,
             )
             connection.deliver(connection.wire.frame(payload))
-            self.broadcast.add(SERVER, session.id, connection, session.version)
+            self.broadcast.add(SERVER, connection.id, connection, session.version)
             for room in rooms:
                 if session.version == 1:
-                    self.broadcast.add(room.key, session.id, connection, 1)
+                    self.broadcast.add(room.key, connection.id, connection, 1)
                 else:
-                    self._send_room(session, room, None)
+                    self._send_room(session, room, None, devices=[connection])
 
         self._when_ready(rooms, welcome)
 
@@ -223,19 +332,31 @@ class Hub:
         else:
             gatherResults(waiting).addCallback(lambda _: self.broadcast.after_flushed(call))
 
-    def _send_room(self, session: Session, room: ChatRoom, ref: str | None, listen: bool = True) -> None:
-        """ROOM to a member, then (``listen``) the room's broadcasts from here on."""
-        connection = session.connection
-        if connection.session is not session or session.rooms.get(room.key) is not room:
-            return  # gone, or left the room, while earlier broadcasts were stored
-        connection.deliver(connection.wire.frame(self.assembler.room_state(room, ref)))
-        if listen:
-            self.broadcast.add(room.key, session.id, connection, session.version)
+    def _send_room(
+        self,
+        session: Session,
+        room: ChatRoom,
+        ref: str | None,
+        listen: bool = True,
+        devices: list[Connection] | None = None,
+        requester: Connection | None = None,
+    ) -> None:
+        """ROOM to a member's devices (the requester's with ``ref``), then
+        (``listen``) the room's broadcasts from here on."""
+        if session.rooms.get(room.key) is not room:
+            return  # left the room while earlier broadcasts were stored
+        for connection in list(session.devices) if devices is None else devices:
+            if connection.session is not session:
+                continue  # gone, or replaced
+            own = ref if devices is not None or connection is requester else None
+            connection.deliver(connection.wire.frame(self.assembler.room_state(room, own, session)))
+            if listen:
+                self.broadcast.add(room.key, connection.id, connection, session.version)
 
-    def _stop_receiving(self, session: Session) -> None:
-        self.broadcast.remove(SERVER, session.id, session.connection)
+    def _stop_receiving(self, session: Session, connection: Connection) -> None:
+        self.broadcast.remove(SERVER, connection.id, connection)
         for key in session.rooms:
-            self.broadcast.remove(key, session.id, session.connection)
+            self.broadcast.remove(key, connection.id, connection)
 
     def leave(self, connection: Connection, reason: str, message: str | None = None) -> None:
         """The connection is gone or going: announce it once in each of its
@@ -243,8 +364,13 @@ class Hub:
         gone = self.registry.remove(connection)
         if gone:
             self.counters.disconnects[reason] += 1
+            self.gate.closed(connection.host)
         if isinstance(gone, Session):
-            self._stop_receiving(gone)
+            self._stop_receiving(gone, connection)
+            if gone.devices:  # the account is still here on its other devices
+                log.info("{nick} ({id}) lost a device: {reason}", nick=gone.nick, id=gone.id, reason=reason)
+                self._notify("device_left", gone.id, nick=gone.nick, reason=reason)
+                return
             message = clean_reason(message, self.limits.max_text)
             for room in list(gone.rooms.values()):
                 self._exit(gone, room, reason, message)
@@ -254,14 +380,15 @@ class Hub:
             self.broadcast.event(_both(codec.Pending(connection.id, "gone")))
             self._notify("pending_gone", connection.id, reason=reason)
 
-    def kick(self, id: int) -> bool:
-        """Disconnect a connected session or a pending connection by id."""
+    def kick(self, id: int, reason: str = "kicked") -> bool:
+        """Disconnect a connected session (every device) or a pending connection by id."""
         session = self.registry.sessions.get(id)
-        connection = session.connection if session is not None else self.registry.pending.get(id)
-        if connection is None:
+        connections = list(session.devices) if session is not None else [self.registry.pending.get(id)]
+        if connections[0] is None:
             return False
-        self.leave(connection, "kicked")
-        connection.disconnect("kicked")
+        for connection in connections:
+            self.leave(connection, reason)
+            connection.disconnect(reason)
         return True
 
     # -- rooms --------------------------------------------------------------------
@@ -269,6 +396,7 @@ class Hub:
     def _enter(self, session: Session, room: ChatRoom) -> None:
         """Make ``session`` a member and tell the room's members."""
         room.add(session)
+        session.marks.setdefault(room.key, room.last_seq)
         v2 = codec.encode(codec.Joined(session.id, session.nick, room.name))
         v1 = codec.encode(codec.Joined(session.id, session.nick)) if room is self.directory.default else None
         self.broadcast.event(Event(room.key, v1, v2))
@@ -277,6 +405,7 @@ class Hub:
     def _exit(self, session: Session, room: ChatRoom, reason: str, message: str | None) -> None:
         """Take ``session`` out of ``room`` and tell the room's members."""
         room.remove(session)
+        room.rules.guest_ops.discard(session.id)
         v2 = codec.encode(codec.Left(session.id, session.nick, reason, message, room.name))
         v1 = None
         if room is self.directory.default:
@@ -289,12 +418,48 @@ class Hub:
         if self.directory.drop_if_empty(room):
             self._notify("room_gone", 0, room=room.name)
 
-    def join(self, session: Session, packet: codec.Join) -> None:
-        """JOIN: ROOM to the joiner (with the JOIN's ref), JOINED to the members."""
+    def remove_member(
+        self,
+        session: Session,
+        room: ChatRoom,
+        reason: str,
+        message: str | None,
+        requester: Connection | None = None,
+        ref: str | None = None,
+    ) -> None:
+        """Out of the room, by PART or by an operator: the member's devices
+        get everything said in the room before, then their own LEFT (the
+        requester's with ``ref``), then nothing more of it; the other
+        members get LEFT. An account forgets the room."""
+        self.broadcast.flush()  # what was said before reaches the leaver too
+        devices = list(session.devices)
+
+        def gone() -> None:
+            for connection in devices:
+                self.broadcast.remove(room.key, connection.id, connection)
+                if connection.session is session:
+                    own = ref if connection is requester else None
+                    connection.send(codec.Left(session.id, session.nick, reason, message, room.name, own))
+
+        self.broadcast.after_flushed(gone)
+        self._exit(session, room, reason, message)
+        session.marks.pop(room.key, None)
+        if session.account:
+            self._stored(self.store.forget(session.key, room.key), "forget a room of {nick}", session.nick)
+
+    def _stored(self, d: Deferred, what: str, nick: str = "") -> None:
+        d.addErrback(lambda f: log.failure("could not " + what, f, nick=nick))
+
+    def join(self, connection: Connection, packet: codec.Join) -> None:
+        """JOIN: ROOM to the joiner (with the JOIN's ref) and its other
+        devices, JOINED to the members."""
+        session = connection.session
         key = self.directory.key_of(packet.room)
         room = session.rooms.get(key)
         if room is not None:  # already in: its state again, nothing announced
-            self.broadcast.after_all(lambda: self._send_room(session, room, packet.ref, listen=False))
+            self.broadcast.after_all(
+                lambda: self._send_room(session, room, packet.ref, listen=False, devices=[connection])
+            )
             return
         if len(session.rooms) >= self.limits.rooms_per_connection:
             raise ProtocolError(
@@ -303,28 +468,52 @@ class Hub:
                 f"{self.limits.rooms_per_connection}: part one first",
             )
         room = self.directory.get_or_create(packet.room)
-        self._enter(session, room)
-        self._when_ready([room], lambda: self._send_room(session, room, packet.ref))
+        if room.ready.called:
+            self._join_ready(connection, session, room, packet.ref)
+            return
 
-    def part(self, session: Session, packet: codec.Part) -> None:
+        def ready(_) -> None:
+            try:
+                self._join_ready(connection, session, room, packet.ref)
+            except ProtocolError as e:
+                if connection.session is session:
+                    connection.send(codec.Error(e.code, e.message, packet.ref))
+
+        room.ready.addCallback(ready)
+
+    def _join_ready(self, connection: Connection, session: Session, room: ChatRoom, ref: str | None) -> None:
+        if connection.session is not session or session.rooms.get(room.key) is room:
+            return
+        refusal = self.moderation.refusal(session, room)
+        if refusal is not None:
+            self.directory.drop_if_empty(room)
+            raise refusal
+        self.moderation.claim(session, room)
+        self._enter(session, room)
+        if session.account:
+            self._remember_room(session, room)
+        self._when_ready([room], lambda: self._send_room(session, room, ref, requester=connection))
+
+    def _remember_room(self, session: Session, room: ChatRoom) -> None:
+        membership = Membership(room.name, session.marks.get(room.key, room.last_seq))
+        self._stored(
+            self.store.remember(session.key, room.key, membership), "remember a room of {nick}", session.nick
+        )
+
+    def part(self, connection: Connection, packet: codec.Part) -> None:
         """PART: LEFT ``part`` to the members, and to the leaver with its ref
         once it has had everything said in the room before."""
+        session = connection.session
         room = self._member_room(session, packet.room)
-        connection = session.connection
         message = clean_reason(packet.reason, self.limits.max_text)
-        self.broadcast.flush()  # what was said before reaches the leaver too
+        self.remove_member(session, room, "part", message, connection, packet.ref)
 
-        def gone() -> None:
-            self.broadcast.remove(room.key, session.id, connection)
-            if connection.session is session:
-                connection.send(codec.Left(session.id, session.nick, "part", message, room.name, packet.ref))
-
-        self.broadcast.after_flushed(gone)
-        self._exit(session, room, "part", message)
-
-    def set_topic(self, session: Session, packet: codec.SetTopic) -> None:
+    def set_topic(self, connection: Connection, packet: codec.SetTopic) -> None:
+        session = connection.session
         room = self._member_room(session, packet.room)
         text = validate_topic(packet.topic, self.limits.topic_length)
+        if room.rules.topic_lock and not room.rules.is_op(session):
+            raise ProtocolError(ErrorCode.TOPIC_LOCKED, f"only operators may set {room.name!r}'s topic")
         now = self.clock.seconds()
         room.topic = Topic(text, session.nick, now) if text else None
         if room.permanent:
@@ -332,15 +521,13 @@ class Hub:
             d.addErrback(lambda f: log.failure("could not store room {room}'s topic", f, room=room.name))
         changed = codec.TopicChanged(room.name, text, session.nick, now)
         own = codec.TopicChanged(room.name, text, session.nick, now, packet.ref)
-        self.broadcast.event(
-            Event(room.key, None, codec.encode(changed), session.connection, codec.encode(own))
-        )
+        self.broadcast.event(Event(room.key, None, codec.encode(changed), connection, codec.encode(own)))
         self._notify("topic", session.id, nick=session.nick, room=room.name, reason=text)
 
-    def list_rooms(self, session: Session, packet: codec.ListRooms) -> None:
-        session.connection.send(codec.RoomList(self.directory.listing(), packet.ref))
+    def list_rooms(self, connection: Connection, packet: codec.ListRooms) -> None:
+        connection.send(codec.RoomList(self.directory.listing(), packet.ref))
 
-    def _member_room(self, session: Session, name: str | None) -> ChatRoom:
+    def member_room(self, session: Session, name: str | None) -> ChatRoom:
         """The room a request names (None: the default room) if the session
         is in it; bad_room, no_such_room or not_a_member."""
         room = self.directory.find(name)
@@ -348,16 +535,106 @@ class Hub:
             raise ProtocolError(ErrorCode.NOT_A_MEMBER, f"you are not in {room.name!r}: join it first")
         return room
 
+    _member_room = member_room
+
+    def mark(self, connection: Connection, packet: codec.Mark) -> None:
+        """MARK: the read marker moves forward (never back), on every device."""
+        session = connection.session
+        room = self._member_room(session, packet.room)
+        seq = max(0, min(packet.seq, room.last_seq))
+        if seq > session.marks.get(room.key, 0):
+            session.marks[room.key] = seq
+            if session.account:
+                self._remember_room(session, room)
+        seq = session.marks.get(room.key, 0)
+        unread = max(0, room.last_seq - seq)
+        for device in session.devices:
+            device.send(codec.Marked(room.name, seq, unread, packet.ref if device is connection else None))
+
+    # -- accounts -------------------------------------------------------------------
+
+    def account(self, connection: Connection, packet: codec.AccountRequest) -> Deferred[None]:
+        """ACCOUNT register, password or delete, for the session's own nick."""
+        session = connection.session
+        if self.accounts is None:
+            raise ProtocolError(ErrorCode.NOT_PERMITTED, "this server keeps no accounts")
+        if packet.op == "register":
+            if session.account:
+                raise ProtocolError(ErrorCode.ALREADY_REGISTERED, f"{session.nick!r} is already registered")
+            d = self.accounts.register(session.key, session.nick, _required(packet.password, "password"))
+            d.addCallback(self._registered, session)
+        elif packet.op == "password":
+            self._require_account(session)
+            d = self.accounts.change(
+                session.key,
+                _required(packet.password, "password"),
+                _required(packet.new_password, "new_password"),
+                connection.host,
+            )
+        elif packet.op == "delete":
+            self._require_account(session)
+            d = self.accounts.delete(session.key, _required(packet.password, "password"), connection.host)
+            d.addCallback(self._unregistered, session)
+        else:
+            raise ProtocolError(
+                ErrorCode.BAD_PACKET, f"unknown ACCOUNT op {packet.op!r}: register, password, delete"
+            )
+
+        def done(_) -> None:
+            log.info("{nick}: account {op}", nick=session.nick, op=packet.op)
+            if connection.session is session:
+                connection.send(codec.Done(packet.op, session.nick, packet.ref))
+
+        return d.addCallback(done)
+
+    def _require_account(self, session: Session) -> None:
+        if not session.account:
+            raise ProtocolError(ErrorCode.NOT_REGISTERED, "log in to your account first")
+
+    def _registered(self, record: AccountRecord, session: Session) -> None:
+        session.account = True
+        session.admin = record.key in self.accounts.admins
+        for room in session.rooms.values():
+            if session.id in room.rules.guest_ops:  # a guest's operator status becomes the account's
+                room.rules.guest_ops.discard(session.id)
+                room.rules.ops.add(session.key)
+                self.moderation.save_rules(room)
+            room.refresh(session)
+            self._remember_room(session, room)
+
+    def _unregistered(self, record: AccountRecord, session: Session) -> None:
+        session.account = False
+        session.admin = False
+        for room in session.rooms.values():
+            room.refresh(session)
+
     # -- chat -------------------------------------------------------------------
 
-    def say(self, session: Session, text: str, ref: str | None, room: str | None = None) -> None:
+    def say(self, connection: Connection, text: str, ref: str | None, room: str | None = None) -> None:
+        session = connection.session
         # version 1 is always in the default room: no lookup for it
         target = self.directory.default if session.version == 1 else self._member_room(session, room)
         validate_text(text, self.limits.max_text)
         draft = Draft(self.clock.seconds(), session.nick, text, target.key)
-        self.broadcast.message(draft, target.name, session.connection, ref)
+        self.broadcast.message(draft, target.name, connection, ref)
 
-    def whisper(self, session: Session, packet: codec.Whisper) -> None:
+    def record(
+        self,
+        room: ChatRoom,
+        session: Session,
+        connection: Connection | None,
+        action: dict,
+        text: str,
+        ref=None,
+    ) -> None:
+        """A moderation action, announced to the room and kept in its history
+        as a MESSAGE from whoever did it, with ``action`` saying what."""
+        draft = Draft(self.clock.seconds(), session.nick, text, room.key, action)
+        self.broadcast.message(draft, room.name, connection, ref)
+        self._notify("moderation", session.id, nick=session.nick, room=room.name, reason=text)
+
+    def whisper(self, connection: Connection, packet: codec.Whisper) -> None:
+        session = connection.session
         validate_text(packet.text, self.limits.max_text)
         normalise_nick(packet.to)  # a malformed name is bad_nick, not no_such_nick
         target = self.registry.find(packet.to)
@@ -366,19 +643,22 @@ class Hub:
         private = codec.Private(self.clock.seconds(), session.nick, target.nick, packet.text)
 
         def send() -> None:
-            if target is not session and target.connection.session is target:
-                target.connection.send(private)
-            if session.connection.session is session:
-                session.connection.send(
+            # every device of both, the sender's own copy with its ref
+            for device in {**target.devices, **session.devices}:
+                if device.session is not None and device is not connection:
+                    device.send(private)
+            if connection.session is session:
+                connection.send(
                     codec.Private(private.ts, private.sender, private.to, private.text, packet.ref)
                 )
             self._handle_overflow()
 
         self.broadcast.after_all(send)
 
-    def history(self, session: Session, request: codec.HistoryRequest) -> Deferred[codec.HistoryPage]:
+    def history(self, connection: Connection, request: codec.HistoryRequest) -> Deferred[codec.HistoryPage]:
         """A HISTORY page of one of the session's rooms, after everything
         broadcast before the request."""
+        session = connection.session
         if request.before is not None and request.after is not None:
             raise ProtocolError(ErrorCode.BAD_PACKET, "give either 'before' or 'after', not both")
         room = self._member_room(session, request.room)
@@ -414,6 +694,7 @@ class Hub:
             room = rooms.get(item.channel)
             if room is not None:
                 room.recent.append((item.message, item.json))
+                room.last_seq = item.message.seq
 
     def _refused(self, said: list[Said], failure: Failure) -> None:
         """The log could not store a batch: nobody sees it, the senders are told."""
@@ -422,7 +703,7 @@ class Hub:
         )
         self._notify("error", 0, reason=str(failure.value))
         for item in said:
-            if item.sender.session is not None:
+            if item.sender is not None and item.sender.session is not None:
                 item.sender.send(
                     codec.Error(ErrorCode.INTERNAL, "the server could not store your message", item.ref)
                 )

@@ -2,18 +2,17 @@
 
 Ids are given here and never reused while the server runs; nicks are
 unique by :func:`~chatproto.rules.nick_key`; a resume token is checked in
-constant time. Nothing here sends a packet: the room does that.
+constant time. An account's session may have several connections
+(devices); a guest's has one. Nothing here sends a packet: the hub does.
 """
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import secrets
 
-from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.connection import Connection, Session
-from chatproto.rules import nick_key, normalise_nick
+from chatproto.rules import nick_key
 
 
 def new_token() -> str:
@@ -38,47 +37,49 @@ class Registry:
         self.pending[connection.id] = connection
         return True
 
-    def claim(self, nick: str, resume: str | None) -> tuple[str, str, Session | None]:
-        """(registered nick, key, the session to take over or None) for a
-        LOGIN; ProtocolError bad_nick or nick_taken."""
-        nick = normalise_nick(nick)
-        key = nick_key(nick)
-        held = self._nicks.get(key)
-        if held is None:
-            return nick, key, None
-        if resume is None or not hmac.compare_digest(resume.encode("utf-8"), held.token.encode("utf-8")):
-            raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {held.nick!r} is taken")
-        return nick, key, held
-
     def register(self, connection: Connection, nick: str, key: str, now: float) -> Session:
         """A pending connection becomes a new session."""
         del self.pending[connection.id]
-        session = Session(connection.id, nick, key, new_token(), connection, now)
+        session = Session(connection.id, nick, key, connection, now)
+        session.devices[connection] = new_token()
         connection.session = session
         self.sessions[session.id] = session
         self._nicks[key] = session
         return session
 
-    def take_over(self, connection: Connection, session: Session, now: float) -> Connection:
-        """A pending connection resumes ``session``; returns the old connection."""
-        old = session.connection
+    def add_device(self, connection: Connection, session: Session, now: float) -> None:
+        """A pending connection becomes one more device of ``session``."""
+        del self.pending[connection.id]
+        session.devices[connection] = new_token()
+        session.connection = connection
+        session.since = now
+        connection.session = session
+
+    def take_over(self, connection: Connection, session: Session, old: Connection, now: float) -> None:
+        """A pending connection resumes the device ``old`` of ``session``."""
         del self.pending[connection.id]
         old.session = None
         self.open.pop(old.id, None)
+        del session.devices[old]
+        session.devices[connection] = new_token()
         session.connection = connection
-        session.token = new_token()
         session.since = now
         connection.session = session
-        return old
 
     def remove(self, connection: Connection) -> Session | bool | None:
-        """Forget a connection: its session if it had one, True if it was
-        pending, None if it was already gone."""
+        """Forget a connection: its session if it had one (still registered
+        if it has other devices), True if it was pending, None if it was
+        already gone."""
         if self.open.pop(connection.id, None) is None:
             return None
         session = connection.session
         if session is not None:
             connection.session = None
+            session.devices.pop(connection, None)
+            if session.devices:
+                if session.connection is connection:
+                    session.connection = next(reversed(session.devices))
+                return session
             del self.sessions[session.id]
             del self._nicks[session.key]
             return session
@@ -86,6 +87,9 @@ class Registry:
 
     def find(self, nick: str) -> Session | None:
         return self._nicks.get(nick_key(nick))
+
+    def held(self, key: str) -> Session | None:
+        return self._nicks.get(key)
 
     def nick_keys(self) -> list[str]:
         return list(self._nicks)

@@ -10,11 +10,13 @@ sends a packet: the hub does that.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from chatproto import codec
+from chatproto.backends.accounts import AccountStore, Ban
 from chatproto.backends.eventlog import EventLog, Topic
 from chatproto.codec import ErrorCode, Message, ProtocolError
 from chatproto.core.connection import Session
@@ -27,21 +29,76 @@ log = Logger()
 _NAMES_KEPT = 4096
 
 
-class ChatRoom:
-    """One room: its members (with their cached Peer JSON), its topic and
-    the most recent messages, encoded, for the next joiner."""
+@dataclass(slots=True)
+class RoomRules:
+    """Who runs a room and who may come in. Operators who are accounts,
+    bans, invites and modes are stored, so a room keeps them while empty
+    and across restarts; a guest is an operator only while its session lasts."""
 
-    __slots__ = ("key", "members", "name", "peers", "permanent", "ready", "recent", "topic")
+    ops: set[str] = field(default_factory=set)  # account keys
+    bans: dict[str, Ban] = field(default_factory=dict)  # nick key -> ban
+    invites: set[str] = field(default_factory=set)  # nick keys
+    topic_lock: bool = False
+    invite_only: bool = False
+    guest_ops: set[int] = field(default_factory=set)  # session ids
+
+    def is_op(self, session: Session) -> bool:
+        if session.admin:
+            return True
+        return (session.key in self.ops) if session.account else (session.id in self.guest_ops)
+
+    @property
+    def unclaimed(self) -> bool:
+        return not self.ops and not self.guest_ops
+
+    def to_json(self) -> dict:
+        return {
+            "ops": sorted(self.ops),
+            "bans": [[b.target, b.by, b.ts, b.reason, b.until] for b in self.bans.values()],
+            "invites": sorted(self.invites),
+            "topic_lock": self.topic_lock,
+            "invite_only": self.invite_only,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> RoomRules:
+        return cls(
+            set(data.get("ops", ())),
+            {item[0]: Ban(*item) for item in data.get("bans", ())},
+            set(data.get("invites", ())),
+            bool(data.get("topic_lock")),
+            bool(data.get("invite_only")),
+        )
+
+
+class ChatRoom:
+    """One room: its members (with their cached Peer JSON), its topic, its
+    rules and the most recent messages, encoded, for the next joiner."""
+
+    __slots__ = (
+        "key",
+        "last_seq",
+        "members",
+        "name",
+        "peers",
+        "permanent",
+        "ready",
+        "recent",
+        "rules",
+        "topic",
+    )
 
     def __init__(self, name: str, permanent: bool, replay: int) -> None:
         self.name = name
         self.key = room_key(name)
         self.permanent = permanent
         self.topic: Topic | None = None
+        self.rules = RoomRules()
         self.members: dict[int, Session] = {}
         self.peers: dict[int, str] = {}  # session id -> its JSON in ROOM.members
         self.recent: deque[tuple[Message, str]] = deque(maxlen=replay)
-        # Fires once the topic and recent history are read from the log.
+        self.last_seq = 0  # of the newest message stored, once ready
+        # Fires once the topic, rules and recent history are read.
         self.ready: Deferred | None = None
 
     @property
@@ -50,8 +107,12 @@ class ChatRoom:
 
     def add(self, session: Session) -> None:
         self.members[session.id] = session
-        self.peers[session.id] = codec.peer_json(session.id, session.nick)
+        self.refresh(session)
         session.rooms[self.key] = self
+
+    def refresh(self, session: Session) -> None:
+        """The member's Peer JSON again (its operator status changed)."""
+        self.peers[session.id] = codec.peer_json(session.id, session.nick, self.rules.is_op(session))
 
     def remove(self, session: Session) -> None:
         self.members.pop(session.id, None)
@@ -65,8 +126,16 @@ class ChatRoom:
 class Directory:
     """Every room there is, by key, within the server's limits."""
 
-    def __init__(self, eventlog: EventLog, limits: Limits, default: str, permanent: list[str]) -> None:
+    def __init__(
+        self,
+        eventlog: EventLog,
+        limits: Limits,
+        default: str,
+        permanent: list[str],
+        store: AccountStore | None = None,
+    ) -> None:
         self.eventlog = eventlog
+        self.store = store
         self.limits = limits
         self.rooms: dict[str, ChatRoom] = {}
         self._keys: dict[str, str] = {}  # names as clients wrote them -> keys
@@ -120,10 +189,14 @@ class Directory:
         if permanent:  # only rooms that always exist keep their topic
             reads.append(self.eventlog.topic(room.key))
             reads[0].addCallback(lambda topic: setattr(room, "topic", topic))
-        if self.limits.history_replay:
-            page = self.eventlog.before(None, self.limits.history_replay, room.key)
-            page.addCallback(lambda page: _preload(room, page[0]))
-            reads.append(page)
+        if self.store is not None:
+            rules = self.store.rules(room.key)
+            rules.addCallback(lambda data: _load_rules(room, data))
+            reads.append(rules)
+        # At least the newest message: its seq is where unread counts start.
+        page = self.eventlog.before(None, max(1, self.limits.history_replay), room.key)
+        page.addCallback(lambda page: _preload(room, page[0]))
+        reads.append(page)
         room.ready = gatherResults(reads, consumeErrors=True)
         room.ready.addErrback(
             lambda f: log.failure("could not read room {room}'s topic and recent history", f, room=name)
@@ -146,6 +219,15 @@ def _preload(room: ChatRoom, page: list[Message]) -> None:
     """The log's newest messages, before any stored since the room was made."""
     newer = list(room.recent)
     room.recent.clear()
-    room.recent.extend((m, codec.message_json(m)) for m in page)
+    if room.recent.maxlen:
+        room.recent.extend((m, codec.message_json(m)) for m in page)
     last = page[-1].seq if page else 0
     room.recent.extend(item for item in newer if item[0].seq > last)
+    room.last_seq = max(room.last_seq, last)
+
+
+def _load_rules(room: ChatRoom, data: dict | None) -> None:
+    if data is not None:
+        guests = room.rules.guest_ops
+        room.rules = RoomRules.from_json(data)
+        room.rules.guest_ops = guests

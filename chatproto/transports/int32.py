@@ -74,6 +74,7 @@ class ChatProtocol(Int32StringReceiver):
     # instance dict is ever made: our own frame loop (dataReceived) is why.
     __slots__ = (
         "MAX_LENGTH",
+        "_authenticating",
         "_bucket",
         "_budget",
         "_handled",
@@ -120,6 +121,7 @@ class ChatProtocol(Int32StringReceiver):
         self._budget: Budget | None = None
         self._handled = 0  # packets handled in this read (this reactor turn)
         self._throttle: IDelayedCall | None = None
+        self._authenticating = False  # a LOGIN's password is being checked: reading waits
         self.paused = False  # the frame loop stops while set
         self._unprocessed = b""
         self._more_waiting = False  # bytes came after the frame being handled
@@ -135,6 +137,12 @@ class ChatProtocol(Int32StringReceiver):
 
     def send(self, packet) -> None:
         self.outbox.write(codec.encode_frame(packet))
+
+    @property
+    def host(self) -> str:
+        """The peer's IP address ("" for a Unix socket): what per-address limits count."""
+        peer = self.transport.getPeer() if self.transport is not None else None
+        return getattr(peer, "host", "") or ""
 
     def disconnect(self, reason: str, *, flush: bool = True) -> None:
         """BYE ``reason``, then close. The hub has already been told (or never
@@ -163,9 +171,10 @@ class ChatProtocol(Int32StringReceiver):
         self._budget = Budget(limits.packet_rate, limits.packet_burst, self.opened)
         self.outbox = Outbox(self.transport, limits.sendq, self.hub.overflowed, self)
         self.deliver = self.outbox.write
-        if not self.hub.accept(self):
-            self.hub.counters.disconnects["server_full"] += 1
-            self._close(codec.encode_frame(codec.Bye("server_full")))
+        refused = self.hub.accept(self)
+        if refused is not None:
+            self.hub.counters.disconnects[refused] += 1
+            self._close(codec.encode_frame(codec.Bye(refused)))
             return
         _no_delay(self.transport)
         log.info("connection {id} opened from {address}", id=self.id, address=self.address)
@@ -209,8 +218,7 @@ class ChatProtocol(Int32StringReceiver):
             _HANDLERS[type(packet)](self, packet)
         except ProtocolError as e:
             units += REFUSAL
-            ref = e.ref if e.ref is not None else getattr(packet, "ref", None)
-            self._refuse(e.code, e.message, ref)
+            self._refused(e, packet)
         except Exception:
             units += REFUSAL
             # The packet's type only: message text never goes to the log.
@@ -241,9 +249,15 @@ class ChatProtocol(Int32StringReceiver):
         self._throttle = self.clock.callLater(delay, self._unthrottle)
 
     def _unthrottle(self) -> None:
-        """Read again, and handle what is buffered (nothing, once closing)."""
+        """Read again, and handle what is buffered (nothing, once closing),
+        unless a LOGIN is still being checked."""
         self._cancel_throttle()
-        self.resumeProducing()
+        if not self._authenticating or self.state == CLOSING:
+            self.resumeProducing()
+
+    def _refused(self, e: ProtocolError, packet) -> None:
+        ref = e.ref if e.ref is not None else getattr(packet, "ref", None)
+        self._refuse(e.code, e.message, ref, e.retry_after)
 
     def _cancel_throttle(self) -> None:
         if self._throttle is not None and self._throttle.active():
@@ -285,13 +299,39 @@ class ChatProtocol(Int32StringReceiver):
         if self.state == CONNECTED:
             raise ProtocolError(ErrorCode.ALREADY_LOGGED_IN, "this connection is already logged in")
         try:
-            self.hub.login(self, packet)
+            d = self.hub.login(self, packet)
         except ProtocolError as e:
-            self.hub.counters.logins[e.code] += 1
-            if e.code == ErrorCode.UNSUPPORTED_VERSION:
-                self._fatal(e.code, e.message, packet.ref)
-                return
-            raise
+            self._login_refused(e, packet)
+            return
+        d.addCallbacks(self._logged_in, self._login_failed, errbackArgs=(packet,))
+        if not d.called:  # a password is being checked: nothing else is read meanwhile
+            self._authenticating = True
+            self.pauseProducing()
+            d.addBoth(self._authenticated)
+
+    def _authenticated(self, _) -> None:
+        self._authenticating = False
+        if self.paused and self._throttle is None and self.state != CLOSING:
+            self.resumeProducing()
+
+    def _login_failed(self, failure: Failure, packet: codec.Login) -> None:
+        if failure.check(ProtocolError):
+            self._login_refused(failure.value, packet)
+        else:
+            log.failure("connection {id}: login failed", failure, id=self.id)
+            self._refuse(ErrorCode.INTERNAL, "the server failed on this login", packet.ref)
+
+    def _login_refused(self, e: ProtocolError, packet: codec.Login) -> None:
+        self.hub.counters.logins[e.code] += 1
+        if e.code == ErrorCode.UNSUPPORTED_VERSION:
+            self._fatal(e.code, e.message, packet.ref)
+            return
+        if self.state != CLOSING:
+            self._refused(e, packet)
+
+    def _logged_in(self, session: Session | None) -> None:
+        if session is None or self.state == CLOSING:
+            return  # gone while its password was checked
         self.hub.counters.logins["ok"] += 1
         self.state = CONNECTED
         self.MAX_LENGTH = self.hub.limits.max_frame
@@ -309,44 +349,50 @@ class ChatProtocol(Int32StringReceiver):
         limits = self.hub.limits
         if self._joins is None:
             self._joins = TokenBucket(limits.join_rate, limits.join_burst, now)
-        _spend(self._joins, now, "JOIN, PART or TOPIC")
+        _spend(self._joins, now, "JOIN, PART, TOPIC, ACCOUNT, MODERATE or ADMIN")
 
     def _on_say(self, packet: codec.Say) -> None:
-        session = self._require_login()
+        self._require_login()
         self._rate_limit()
-        self.hub.say(session, packet.text, packet.ref, packet.room)
-
-    def _on_join(self, packet: codec.Join) -> None:
-        session = self._require_login()
-        self._join_rate_limit()
-        self.hub.join(session, packet)
-
-    def _on_part(self, packet: codec.Part) -> None:
-        session = self._require_login()
-        self._join_rate_limit()
-        self.hub.part(session, packet)
-
-    def _on_topic(self, packet: codec.SetTopic) -> None:
-        session = self._require_login()
-        self._join_rate_limit()
-        self.hub.set_topic(session, packet)
-
-    def _on_list(self, packet: codec.ListRooms) -> None:
-        self.hub.list_rooms(self._require_login(), packet)
+        self.hub.say(self, packet.text, packet.ref, packet.room)
 
     def _on_whisper(self, packet: codec.Whisper) -> None:
-        session = self._require_login()
+        self._require_login()
         self._rate_limit()
-        self.hub.whisper(session, packet)
+        self.hub.whisper(self, packet)
+
+    def _on_list(self, packet: codec.ListRooms) -> None:
+        self._require_login()
+        self.hub.list_rooms(self, packet)
+
+    def _on_mark(self, packet: codec.Mark) -> None:
+        self._require_login()
+        self.hub.mark(self, packet)
 
     def _on_history(self, packet: codec.HistoryRequest) -> None:
-        d = self.hub.history(self._require_login(), packet)
+        self._require_login()
+        d = self.hub.history(self, packet)
         d.addCallback(self.send)
-        d.addErrback(self._history_failed, packet.ref)
+        d.addErrback(self._request_failed, packet, "could not read its history")
 
-    def _history_failed(self, failure: Failure, ref: str | None) -> None:
-        log.failure("connection {id}: history read failed", failure, id=self.id)
-        self._refuse(ErrorCode.INTERNAL, "the server could not read its history", ref)
+    def _request_failed(self, failure: Failure, packet, what: str) -> None:
+        """A request answered later failed: its own ERROR, or internal."""
+        if self.state == CLOSING:
+            return
+        if failure.check(ProtocolError):
+            self._refused(failure.value, packet)
+            return
+        log.failure("connection {id}: {kind} failed", failure, id=self.id, kind=type(packet).__name__)
+        self._refuse(ErrorCode.INTERNAL, f"the server {what}", packet.ref)
+
+    def _presence(self, packet) -> None:
+        """JOIN, PART, TOPIC, ACCOUNT, MODERATE and ADMIN: one bucket, then
+        the hub; an answer that comes later may still be refused."""
+        self._require_login()
+        self._join_rate_limit()
+        d = _PRESENCE[type(packet)](self.hub, self, packet)
+        if isinstance(d, Deferred):
+            d.addErrback(self._request_failed, packet, "failed on this request")
 
     def _on_ping(self, packet: codec.Ping) -> None:
         self.send(codec.PongReply(packet.token))
@@ -398,9 +444,9 @@ class ChatProtocol(Int32StringReceiver):
 
     # -- closing -------------------------------------------------------------------
 
-    def _refuse(self, code: str, message: str, ref: str | None) -> None:
+    def _refuse(self, code: str, message: str, ref: str | None, retry_after: float | None = None) -> None:
         self.hub.counters.refusals[code] += 1
-        self.send(codec.Error(code, message, ref))
+        self.send(codec.Error(code, message, ref, retry_after))
 
     def _fatal(self, code: str, message: str, ref: str | None = None) -> None:
         """An ERROR after which the stream can't continue: it is the last packet.
@@ -449,10 +495,24 @@ _HANDLERS: dict[type, Callable] = {
     codec.Pong: ChatProtocol._on_pong,
     codec.Quit: ChatProtocol._on_quit,
     codec.HistoryRequest: ChatProtocol._on_history,
-    codec.Join: ChatProtocol._on_join,
-    codec.Part: ChatProtocol._on_part,
-    codec.SetTopic: ChatProtocol._on_topic,
+    codec.Join: ChatProtocol._presence,
+    codec.Part: ChatProtocol._presence,
+    codec.SetTopic: ChatProtocol._presence,
+    codec.AccountRequest: ChatProtocol._presence,
+    codec.Moderate: ChatProtocol._presence,
+    codec.AdminRequest: ChatProtocol._presence,
     codec.ListRooms: ChatProtocol._on_list,
+    codec.Mark: ChatProtocol._on_mark,
+}
+
+#: What the hub does for each packet of the JOIN bucket.
+_PRESENCE: dict[type, Callable] = {
+    codec.Join: Hub.join,
+    codec.Part: Hub.part,
+    codec.SetTopic: Hub.set_topic,
+    codec.AccountRequest: Hub.account,
+    codec.Moderate: lambda hub, connection, packet: hub.moderation.moderate(connection, packet),
+    codec.AdminRequest: lambda hub, connection, packet: hub.moderation.admin(connection, packet),
 }
 
 

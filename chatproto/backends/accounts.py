@@ -1,0 +1,79 @@
+"""The interface between the core and where accounts, remembered rooms,
+room rules and server bans are kept.
+
+Like the event log, every call answers with a Deferred: an embedded store
+fires at once, a shared one when it has answered. Rooms and accounts are
+named by their keys (:func:`chatproto.rules.nick_key`, ``room_key``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    key: str  # the nick's key: an account owns its nick
+    nick: str  # as registered (NFKC, case kept)
+    secret: str  # the KDF's output with its parameters (chatproto.passwords)
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """A ban on a nick (its key) or an address or network (CIDR)."""
+
+    target: str
+    by: str
+    ts: float
+    reason: str | None = None
+    until: float | None = None  # Unix time; None: until lifted
+
+    def active(self, now: float) -> bool:
+        return self.until is None or now < self.until
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """A room an account is in, and how far it has read there."""
+
+    room: str  # the room's name
+    read: int  # the seq of the last message read
+
+
+class AccountStore(Protocol):
+    def account(self, key: str) -> Deferred[AccountRecord | None]: ...
+
+    def save_account(self, record: AccountRecord) -> Deferred[None]:
+        """Make or replace an account."""
+
+    def delete_account(self, key: str) -> Deferred[None]:
+        """Forget an account and its remembered rooms."""
+
+    def memberships(self, key: str) -> Deferred[list[Membership]]:
+        """An account's rooms, in the order it joined them."""
+
+    def remember(self, key: str, room: str, membership: Membership) -> Deferred[None]:
+        """An account joined the room whose key is ``room``, or moved its
+        read marker there."""
+
+    def forget(self, key: str, room: str) -> Deferred[None]:
+        """An account left a room (``room`` is the room's key)."""
+
+    def forget_room(self, room: str) -> Deferred[None]:
+        """A room was closed: nobody remembers it and its rules go."""
+
+    def rules(self, room: str) -> Deferred[dict | None]:
+        """A room's stored rules (operators, bans, invites, modes) as JSON-able data."""
+
+    def set_rules(self, room: str, rules: dict) -> Deferred[None]: ...
+
+    def server_bans(self) -> Deferred[list[tuple[str, Ban]]]:
+        """Every server-wide ban: ("nick", ban) or ("address", ban)."""
+
+    def set_server_ban(self, kind: str, ban: Ban) -> Deferred[None]: ...
+
+    def lift_server_ban(self, kind: str, target: str) -> Deferred[None]: ...

@@ -1,0 +1,149 @@
+"""Accounts, remembered rooms, room rules and server bans in the event log's
+SQLite file (its schema 3). Same connection, same thread, same rule: a
+write is a few microseconds in WAL mode, so it runs on the reactor thread
+and the Deferred fires at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from typing import TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+
+from chatproto.backends.accounts import AccountRecord, Ban, Membership
+from chatproto.backends.eventlog import StoreError
+from chatproto.backends.sqlite import SQLiteLog
+from chatproto.codec import dumps
+
+T = TypeVar("T")
+
+
+class SQLiteAccounts:
+    """The :class:`~chatproto.backends.accounts.AccountStore` of an SQLiteLog's file."""
+
+    def __init__(self, log: SQLiteLog) -> None:
+        self._log = log
+
+    def _do(self, work: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        db = self._log._db
+        try:
+            return succeed(work(db))
+        except sqlite3.Error as e:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            return fail(StoreError(f"can't use accounts in {self._log.path!r}: {e}"))
+
+    def account(self, key: str) -> Deferred[AccountRecord | None]:
+        def read(db):
+            row = db.execute(
+                "SELECT key, nick, secret, created FROM accounts WHERE key = ?", (key,)
+            ).fetchone()
+            return AccountRecord(*row) if row else None
+
+        return self._do(read)
+
+    def save_account(self, record: AccountRecord) -> Deferred[None]:
+        return self._do(
+            lambda db: (
+                db.execute(
+                    "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?)",
+                    (record.key, record.nick, record.secret, record.created),
+                )
+                and None
+            )
+        )
+
+    def delete_account(self, key: str) -> Deferred[None]:
+        def delete(db):
+            db.execute("BEGIN")
+            db.execute("DELETE FROM accounts WHERE key = ?", (key,))
+            db.execute("DELETE FROM memberships WHERE account = ?", (key,))
+            db.execute("COMMIT")
+
+        return self._do(delete)
+
+    def memberships(self, key: str) -> Deferred[list[Membership]]:
+        return self._do(
+            lambda db: [
+                Membership(name, read)
+                for name, read in db.execute(
+                    "SELECT name, read FROM memberships WHERE account = ? ORDER BY joined", (key,)
+                )
+            ]
+        )
+
+    def remember(self, key: str, room: str, membership: Membership) -> Deferred[None]:
+        def write(db):
+            updated = db.execute(
+                "UPDATE memberships SET name = ?, read = ? WHERE account = ? AND room = ?",
+                (membership.room, membership.read, key, room),
+            ).rowcount
+            if not updated:
+                (joined,) = db.execute("SELECT coalesce(max(joined), 0) + 1 FROM memberships").fetchone()
+                db.execute(
+                    "INSERT INTO memberships VALUES (?, ?, ?, ?, ?)",
+                    (key, room, membership.room, membership.read, joined),
+                )
+
+        return self._do(write)
+
+    def forget(self, key: str, room: str) -> Deferred[None]:
+        return self._do(
+            lambda db: (
+                db.execute("DELETE FROM memberships WHERE account = ? AND room = ?", (key, room)) and None
+            )
+        )
+
+    def forget_room(self, room: str) -> Deferred[None]:
+        def delete(db):
+            db.execute("BEGIN")
+            db.execute("DELETE FROM memberships WHERE room = ?", (room,))
+            db.execute("DELETE FROM room_rules WHERE room = ?", (room,))
+            db.execute("COMMIT")
+
+        return self._do(delete)
+
+    def rules(self, room: str) -> Deferred[dict | None]:
+        def read(db):
+            row = db.execute("SELECT rules FROM room_rules WHERE room = ?", (room,)).fetchone()
+            return json.loads(row[0]) if row else None
+
+        return self._do(read)
+
+    def set_rules(self, room: str, rules: dict) -> Deferred[None]:
+        return self._do(
+            lambda db: (
+                db.execute("INSERT OR REPLACE INTO room_rules VALUES (?, ?)", (room, dumps(rules))) and None
+            )
+        )
+
+    def server_bans(self) -> Deferred[list[tuple[str, Ban]]]:
+        return self._do(
+            lambda db: [
+                (kind, Ban(target, by, ts, reason, until))
+                for kind, target, by, ts, reason, until in db.execute(
+                    "SELECT kind, target, by, ts, reason, until FROM server_bans ORDER BY ts"
+                )
+            ]
+        )
+
+    def set_server_ban(self, kind: str, ban: Ban) -> Deferred[None]:
+        return self._do(
+            lambda db: (
+                db.execute(
+                    "INSERT OR REPLACE INTO server_bans VALUES (?, ?, ?, ?, ?, ?)",
+                    (kind, ban.target, ban.by, ban.ts, ban.reason, ban.until),
+                )
+                and None
+            )
+        )
+
+    def lift_server_ban(self, kind: str, target: str) -> Deferred[None]:
+        return self._do(
+            lambda db: (
+                db.execute("DELETE FROM server_bans WHERE kind = ? AND target = ?", (kind, target)) and None
+            )
+        )
