@@ -29,9 +29,9 @@ def parse_frames(data: bytes) -> list:
 class Peer:
     """One client connection, in memory."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, host: str = "127.0.0.1") -> None:
         self.server = server
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", next(_ports)))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, next(_ports)))
         self.protocol: ChatProtocol = server.factory.buildProtocol(None)
         self.protocol.makeConnection(self.transport)
 
@@ -60,8 +60,10 @@ class Peer:
         """The ERROR just written (errors are sent at once, not at the end of the turn)."""
         return self.only(codec.Error, flush=False)
 
-    def login(self, nick: str, resume: str | None = None, version: int = 1) -> codec.Welcome:
-        self.send(codec.Login(nick, version, resume))
+    def login(
+        self, nick: str, resume: str | None = None, version: int = 1, password: str | None = None
+    ) -> codec.Welcome:
+        self.send(codec.Login(nick, version, resume, password=password))
         return self.received(flush=False)[0]  # WELCOME is sent at once (then ROOMs on a resume)
 
     def join(self, room: str, ref: str | None = None) -> codec.RoomState:
@@ -94,7 +96,7 @@ def result(d):
 class Server:
     """The server ``build_server`` makes, on a task.Clock, with no listener."""
 
-    def __init__(self, store=None, rooms=(), default_room="general", **limits) -> None:
+    def __init__(self, store=None, rooms=(), default_room="general", admins=(), **limits) -> None:
         self.clock = Clock()
         self.store = store if store is not None else SQLiteLog(":memory:")
         server = build_server(
@@ -105,6 +107,7 @@ class Server:
             motd="hello",
             default_room=default_room,
             rooms=list(rooms),
+            admins=list(admins),
         )
         self.hub = server.hub
         self.factory = server.factory
@@ -113,8 +116,8 @@ class Server:
         """Every message of a room in the log, oldest first."""
         return result(self.store.after(0, 1_000_000, room))[0]
 
-    def peer(self) -> Peer:
-        return Peer(self)
+    def peer(self, host: str = "127.0.0.1") -> Peer:
+        return Peer(self, host)
 
     def logged_in(self, *nicks: str, version: int = 1) -> list[Peer]:
         """Peers logged in one after another, their inboxes emptied."""

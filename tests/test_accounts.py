@@ -1,0 +1,294 @@
+"""Accounts (docs/protocol.md, section 15): registering, passwords, guessing
+limits, several devices, remembered rooms and read markers. On
+StringTransport and task.Clock; the KDF runs inline at a low cost."""
+
+from __future__ import annotations
+
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatproto import codec
+from chatproto.codec import ErrorCode
+from chatproto.passwords import check_password, hash_password, verify_password
+from chatproto.rules import nick_key
+from tests.harness import Server, result
+
+PASSWORD = "correct horse"
+
+
+def registered(server: Server, nick: str, password: str = PASSWORD, host: str = "127.0.0.1"):
+    """A version 2 guest that registers its nick: now an account, logged in."""
+    peer = server.peer(host)
+    peer.login(nick, version=2)
+    peer.received()
+    peer.send(codec.AccountRequest("register", password, ref="reg"))
+    assert peer.only(codec.Done, flush=False) == codec.Done("register", nick, "reg")
+    return peer
+
+
+def device(server: Server, nick: str, password: str = PASSWORD, host: str = "127.0.0.1"):
+    """One more connection logged in to an account; its WELCOME and ROOMs."""
+    peer = server.peer(host)
+    peer.send(codec.Login(nick, 2, password=password))
+    return peer, peer.received()
+
+
+def refused(server: Server, nick: str, password: str | None, version: int = 2, host: str = "127.0.0.1"):
+    peer = server.peer(host)
+    peer.send(codec.Login(nick, version, password=password, ref="l"))
+    return peer.error()
+
+
+class Passwords(SynchronousTestCase):
+    def test_a_stored_secret_is_salted_scrypt_that_verifies_only_its_password(self):
+        one, two = hash_password("hunter22", n=2**10), hash_password("hunter22", n=2**10)
+        self.assertTrue(one.startswith("scrypt$1024$8$1$"))
+        self.assertNotEqual(one, two, "a fresh salt each time")
+        self.assertNotIn("hunter22", one)
+        self.assertTrue(verify_password("hunter22", one))
+        self.assertFalse(verify_password("hunter23", one))
+        self.assertFalse(verify_password("hunter22", "garbage"))
+
+    def test_weak_passwords_are_refused(self):
+        for password in ("short", "ann", "x" * 1025):
+            with self.assertRaises(codec.ProtocolError) as caught:
+                check_password(password, "ann" if password == "ann" else "bob")
+            self.assertEqual(caught.exception.code, ErrorCode.WEAK_PASSWORD)
+
+    def test_a_password_never_shows_in_a_packet_repr(self):
+        self.assertNotIn(PASSWORD, repr(codec.Login("ann", 2, password=PASSWORD)))
+        self.assertNotIn(PASSWORD, repr(codec.AccountRequest("password", PASSWORD, PASSWORD)))
+
+
+class Registering(SynchronousTestCase):
+    def test_a_registered_nick_needs_its_password(self):
+        server = Server()
+        ann = registered(server, "ann")
+        ann.send(codec.Quit())
+        self.assertEqual(refused(server, "ann", None).code, ErrorCode.NICK_REGISTERED)
+        self.assertEqual(refused(server, "ANN", None, version=1).code, ErrorCode.NICK_TAKEN, "what v1 knows")
+        wrong = refused(server, "ann", "wrong password")
+        self.assertEqual((wrong.code, wrong.ref), (ErrorCode.BAD_PASSWORD, "l"))
+        _, packets = device(server, "ann")
+        welcome = packets[0]
+        self.assertEqual((welcome.nick, welcome.account, welcome.admin), ("ann", True, False))
+
+    def test_wrong_nick_and_wrong_password_look_the_same(self):
+        server = Server()
+        registered(server, "ann").send(codec.Quit())
+        nobody = refused(server, "nobody", "some password")
+        wrong = refused(server, "ann", "some password")
+        self.assertEqual((nobody.code, nobody.message), (wrong.code, wrong.message))
+
+    def test_guests_are_unchanged(self):
+        server = Server()
+        ann = registered(server, "ann")
+        bob = server.peer()
+        self.assertEqual(bob.login("bob", version=2).account, False)
+        self.assertEqual(refused(server, "ann", None).code, ErrorCode.NICK_REGISTERED)
+        self.assertIsNotNone(ann.protocol.session, "the account's session is untouched")
+
+    def test_the_password_is_stored_hashed_and_never_logged(self):
+        server = Server()
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        registered(server, "ann").send(codec.Quit())
+        refused(server, "ann", "a wrong guess")
+        record = result(server.hub.store.account("ann"))
+        self.assertTrue(record.secret.startswith("scrypt$"))
+        self.assertNotIn(PASSWORD, record.secret)
+        text = repr(events)
+        self.assertNotIn(PASSWORD, text)
+        self.assertNotIn("a wrong guess", text)
+
+    def test_register_twice_and_weak_password(self):
+        server = Server()
+        ann = registered(server, "ann")
+        ann.send(codec.AccountRequest("register", "another one", ref="x"))
+        self.assertEqual(ann.error().code, ErrorCode.ALREADY_REGISTERED)
+        bob = server.peer()
+        bob.login("bob", version=2)
+        bob.received()
+        bob.send(codec.AccountRequest("register", "bob", ref="x"))
+        self.assertEqual(bob.error().code, ErrorCode.WEAK_PASSWORD)
+        bob.send(codec.AccountRequest("password", "whatever1", "whatever2", ref="y"))
+        self.assertEqual(bob.error().code, ErrorCode.NOT_REGISTERED)
+
+    def test_change_password_then_delete_the_account(self):
+        server = Server()
+        ann = registered(server, "ann")
+        ann.send(codec.AccountRequest("password", "wrong one!", "new password", ref="p"))
+        self.assertEqual(ann.error().code, ErrorCode.BAD_PASSWORD)
+        ann.send(codec.AccountRequest("password", PASSWORD, "new password", ref="p"))
+        self.assertEqual(ann.only(codec.Done, flush=False), codec.Done("password", "ann", "p"))
+        ann.send(codec.Quit())
+        self.assertEqual(refused(server, "ann", PASSWORD).code, ErrorCode.BAD_PASSWORD)
+        ann, _ = device(server, "ann", "new password")
+        ann.send(codec.AccountRequest("delete", "new password", ref="d"))
+        self.assertEqual(ann.only(codec.Done, flush=False), codec.Done("delete", "ann", "d"))
+        ann.send(codec.Quit())
+        self.assertEqual(server.peer().login("ann", version=2).account, False, "a guest's nick again")
+
+    def test_v1_clients_cannot_send_account_packets(self):
+        server = Server()
+        (old,) = server.logged_in("old")
+        old.send(codec.AccountRequest("register", PASSWORD, ref="r"))
+        self.assertEqual(old.error().code, ErrorCode.UNKNOWN_TYPE)
+
+
+class Guessing(SynchronousTestCase):
+    def test_wrong_passwords_slow_the_account_down_to_a_lock_out_that_expires(self):
+        server = Server(login_failures=3, lockout=60.0)
+        registered(server, "ann").send(codec.Quit())
+        for _ in range(3):
+            self.assertEqual(refused(server, "ann", "guess", host="203.0.113.1").code, ErrorCode.BAD_PASSWORD)
+        locked = refused(server, "ann", PASSWORD, host="198.51.100.7")
+        self.assertEqual(locked.code, ErrorCode.LOCKED_OUT, "the right password from elsewhere waits too")
+        self.assertEqual(locked.retry_after, 1)
+        server.clock.advance(1)
+        self.assertEqual(refused(server, "ann", "guess").code, ErrorCode.BAD_PASSWORD)
+        self.assertEqual(refused(server, "ann", "guess").retry_after, 2, "the wait doubles")
+        for _ in range(8):  # keep guessing as soon as allowed: the wait reaches the lock-out
+            server.clock.advance(refused(server, "ann", "guess").retry_after or 0)
+            refused(server, "ann", "guess")
+        locked = refused(server, "ann", PASSWORD)
+        self.assertEqual((locked.code, locked.retry_after), (ErrorCode.LOCKED_OUT, 60))
+        server.clock.advance(60)
+        _, packets = device(server, "ann")
+        self.assertIsInstance(packets[0], codec.Welcome, "the lock-out expired")
+        for _ in range(3):
+            self.assertEqual(refused(server, "ann", "guess").code, ErrorCode.BAD_PASSWORD, "counted afresh")
+
+    def test_one_address_guessing_many_accounts_is_locked_out(self):
+        server = Server(login_failures=2)
+        for i in range(8):
+            self.assertEqual(
+                refused(server, f"n{i}", "guess", host="203.0.113.9").code, ErrorCode.BAD_PASSWORD
+            )
+        self.assertEqual(refused(server, "n9", "guess", host="203.0.113.9").code, ErrorCode.LOCKED_OUT)
+        self.assertEqual(refused(server, "n9", "guess", host="203.0.113.10").code, ErrorCode.BAD_PASSWORD)
+
+
+class Devices(SynchronousTestCase):
+    def setUp(self):
+        self.server = Server()
+        self.phone = registered(self.server, "ann")
+        self.phone.send(codec.Join("general"))
+        (self.bob,) = self.server.logged_in("bob", version=2)
+        self.bob.join("general")
+        self.server.flush()
+        self.phone.received()
+        self.desk, packets = device(self.server, "ann")
+        self.welcome, self.room = packets
+        self.phone.received()
+
+    def test_presence_shows_the_account_once(self):
+        self.assertEqual(self.welcome.id, self.phone.protocol.session.id, "the same session")
+        self.assertNotEqual(self.welcome.resume, self.phone.protocol.session.devices[self.phone.protocol])
+        self.assertEqual(self.welcome.rooms, ["general"])
+        self.assertEqual([m.nick for m in self.room.members], ["ann", "bob"])
+        self.assertEqual(
+            self.bob.received(),
+            [
+                codec.Pending(self.desk.protocol.id, "connecting"),
+                codec.Pending(self.desk.protocol.id, "gone"),
+            ],
+            "no JOINED for a second device",
+        )
+        self.phone.drop()
+        self.assertEqual(self.bob.received(), [], "no LEFT while a device remains")
+        self.desk.send(codec.Quit("bye"))
+        self.assertEqual(
+            self.bob.received(),
+            [codec.Left(self.welcome.id, "ann", "quit", "bye", "general")],
+            "LEFT once, at the end",
+        )
+
+    def test_a_message_from_one_device_is_the_accounts_own_on_the_others(self):
+        self.bob.received()
+        self.desk.send(codec.Say("from my desk", "d1", room="general"))
+        (own,) = self.desk.received()
+        (other,) = self.phone.received()
+        (seen,) = self.bob.received()
+        self.assertEqual((own.sender, own.ref), ("ann", "d1"))
+        self.assertEqual((other.sender, other.ref, other.text), ("ann", None, "from my desk"))
+        self.assertEqual(seen, other)
+
+    def test_whispers_reach_every_device_and_the_senders_others(self):
+        self.bob.send(codec.Whisper("ann", "psst", "w"))
+        self.assertEqual([p.text for p in self.phone.received()], ["psst"])
+        self.assertEqual([p.text for p in self.desk.received()], ["psst"])
+        self.phone.send(codec.Whisper("bob", "hi back", "w2"))
+        self.assertEqual(self.phone.received()[0].ref, "w2")
+        self.assertEqual(self.desk.received()[0].text, "hi back", "the sender's other device sees it too")
+
+    def test_each_device_resumes_with_its_own_token(self):
+        token = self.welcome.resume
+        again = self.server.peer()
+        welcome = again.login("ann", resume=token, version=2)
+        self.assertEqual(welcome.id, self.welcome.id)
+        self.assertIn(codec.Bye("replaced"), self.desk.received())
+        self.assertFalse(self.phone.closing, "the other device is untouched")
+        self.assertEqual(self.bob.received()[-1], codec.Pending(again.protocol.id, "gone"))
+
+    def test_part_on_one_device_takes_every_device_out(self):
+        self.desk.send(codec.Part("general", ref="p"))
+        self.assertEqual(self.desk.received()[-1].ref, "p")
+        left = self.phone.received()[-1]
+        self.assertEqual((left.reason, left.ref, left.room), ("part", None, "general"))
+
+
+class RememberedRooms(SynchronousTestCase):
+    def test_an_account_is_back_in_its_rooms_with_unread_counts(self):
+        server = Server()
+        ann = registered(server, "ann")
+        ann.send(codec.Join("lobby"))
+        ann.send(codec.Join("general"))
+        (bob,) = server.logged_in("bob", version=2)
+        bob.join("lobby")
+        ann.send(codec.Quit())
+        server.flush()
+        for i in range(3):
+            bob.send(codec.Say(f"m{i}", room="lobby"))
+        server.flush()
+        _, packets = device(server, "ann")
+        welcome, *rooms = packets
+        self.assertEqual(welcome.rooms, ["lobby", "general"], "in the order joined")
+        self.assertEqual([(r.room, r.unread) for r in rooms], [("lobby", 3), ("general", 0)])
+        self.assertEqual(bob.received()[-1], codec.Joined(welcome.id, "ann", "lobby"), "back in: JOINED")
+
+    def test_read_markers_move_forward_and_are_shared_across_devices(self):
+        server = Server()
+        phone = registered(server, "ann")
+        phone.send(codec.Join("lobby"))
+        desk, _ = device(server, "ann")
+        phone.received()
+        for i in range(4):
+            phone.send(codec.Say(f"m{i}", room="lobby"))
+        server.flush()
+        phone.received()
+        desk.received()
+        phone.send(codec.Mark("lobby", 3, "m"))
+        self.assertEqual(phone.only(codec.Marked, flush=False), codec.Marked("lobby", 3, 1, "m"))
+        self.assertEqual(desk.only(codec.Marked, flush=False), codec.Marked("lobby", 3, 1))
+        desk.send(codec.Mark("lobby", 1))
+        self.assertEqual(desk.only(codec.Marked, flush=False).seq, 3, "never backwards")
+        desk.send(codec.Mark("lobby", 99))
+        self.assertEqual(
+            desk.only(codec.Marked, flush=False), codec.Marked("lobby", 4, 0), "no further than the last"
+        )
+        phone.send(codec.Quit())
+        desk.send(codec.Quit())
+        _, (_, room) = device(server, "ann")
+        self.assertEqual((room.read, room.unread), (4, 0), "kept across logins")
+        self.assertEqual(result(server.hub.store.memberships(nick_key("ann")))[0].read, 4)
+
+    def test_part_forgets_the_room(self):
+        server = Server()
+        ann = registered(server, "ann")
+        ann.send(codec.Join("lobby"))
+        ann.send(codec.Part("lobby"))
+        ann.send(codec.Quit())
+        _, packets = device(server, "ann")
+        self.assertEqual(packets[0].rooms, [])

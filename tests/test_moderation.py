@@ -1,0 +1,225 @@
+"""Moderation (docs/protocol.md, section 15): room operators, server admins,
+address limits. On StringTransport and task.Clock."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatproto import codec
+from chatproto.codec import ErrorCode
+from tests.harness import Server
+from tests.test_accounts import device, registered
+
+
+def guest(server: Server, nick: str, host: str = "127.0.0.1"):
+    peer = server.peer(host)
+    peer.login(nick, version=2)
+    peer.received()
+    return peer
+
+
+def moderate(peer, op: str, target: str | None = None, room: str = "den", **fields):
+    peer.send(codec.Moderate(room, op, target, ref="m", **fields))
+
+
+class Operators(SynchronousTestCase):
+    def setUp(self):
+        self.server = Server()
+        self.ann = registered(self.server, "ann")
+        self.state = self.ann.join("den")
+        self.bob = guest(self.server, "bob")
+        self.bob.join("den")
+        self.server.flush()
+        self.ann.received()
+
+    def test_the_creator_is_the_operator(self):
+        self.assertEqual([(p.nick, p.op) for p in self.state.members], [("ann", True)])
+        moderate(self.bob, "kick", "ann")
+        error = self.bob.error()
+        self.assertEqual((error.code, error.ref), (ErrorCode.NOT_OPERATOR, "m"))
+
+    def test_a_kick_is_announced_recorded_and_takes_the_member_out(self):
+        moderate(self.ann, "kick", "bob", reason="too loud")
+        record, left = self.ann.received()
+        self.assertEqual((record.sender, record.text, record.ref), ("ann", "kicked bob: too loud", "m"))
+        self.assertEqual(record.action, {"op": "kick", "target": "bob", "reason": "too loud"})
+        self.assertEqual((left.nick, left.reason, left.message), ("bob", "kicked", "too loud"))
+        bob_saw = self.bob.received()
+        self.assertEqual(bob_saw[0].action["op"], "kick")
+        self.assertEqual(bob_saw[-1], codec.Left(left.id, "bob", "kicked", "too loud", "den"))
+        self.bob.send(codec.Say("still here?", room="den"))
+        self.assertEqual(self.bob.error().code, ErrorCode.NOT_A_MEMBER)
+        (stored,) = self.server.stored("den")
+        self.assertEqual((stored.sender, stored.action["op"]), ("ann", "kick"), "in the room's history")
+        self.bob.send(codec.HistoryRequest(room="den"))
+        self.assertEqual(self.bob.error().code, ErrorCode.NOT_A_MEMBER)
+        self.ann.send(codec.HistoryRequest(room="den"))
+        self.assertEqual(self.ann.only(codec.HistoryPage).messages[0].action["target"], "bob")
+
+    def test_no_such_member(self):
+        moderate(self.ann, "kick", "carol")
+        self.assertEqual(self.ann.error().code, ErrorCode.NO_SUCH_MEMBER)
+        moderate(self.ann, "unban", "carol")
+        self.assertEqual(self.ann.error().code, ErrorCode.NO_SUCH_MEMBER)
+
+    def test_a_ban_is_enforced_on_rejoin_until_lifted(self):
+        moderate(self.ann, "ban", "bob")
+        self.server.flush()
+        self.assertEqual(self.bob.received()[-1].reason, "kicked")
+        self.bob.send(codec.Join("den", "j"))
+        error = self.bob.error()
+        self.assertEqual((error.code, error.ref), (ErrorCode.BANNED, "j"))
+        self.ann.received()
+        self.ann.send(codec.Moderate("den", "bans", ref="b"))
+        bans = self.ann.only(codec.BanList, flush=False)
+        self.assertEqual([(b.target, b.by) for b in bans.bans], [("bob", "ann")])
+        moderate(self.ann, "unban", "BOB")
+        self.assertEqual(self.bob.join("den").room, "den")
+
+    def test_a_ban_holds_for_a_nick_not_present_and_across_a_new_guest(self):
+        moderate(self.ann, "ban", "mallory")
+        mallory = guest(self.server, "mallory")
+        mallory.send(codec.Join("den"))
+        self.assertEqual(mallory.error().code, ErrorCode.BANNED)
+
+    def test_invite_only(self):
+        moderate(self.ann, "mode", invite_only=True)
+        record = self.ann.received()[0]
+        self.assertEqual(record.action, {"op": "mode", "invite_only": True})
+        carol = guest(self.server, "carol")
+        carol.send(codec.Join("den", "j"))
+        self.assertEqual(carol.error().code, ErrorCode.INVITE_ONLY)
+        moderate(self.ann, "invite", "carol")
+        self.assertEqual(carol.only(codec.Invited, flush=False), codec.Invited("den", "ann"))
+        self.assertEqual(carol.join("den").invite_only, True)
+
+    def test_topic_lock(self):
+        moderate(self.ann, "mode", topic_lock=True)
+        self.bob.send(codec.SetTopic("den", "mine now", "t"))
+        self.assertEqual(self.bob.error().code, ErrorCode.TOPIC_LOCKED)
+        self.ann.send(codec.SetTopic("den", "ours", "t"))
+        self.assertEqual(self.ann.received()[-1].topic, "ours")
+
+    def test_operators_make_operators(self):
+        moderate(self.ann, "op", "bob")
+        self.server.flush()
+        self.assertEqual(self.bob.received()[-1].action, {"op": "op", "target": "bob"})
+        carol = guest(self.server, "carol")
+        carol.join("den")
+        moderate(self.bob, "kick", "carol")
+        self.assertEqual(self.bob.received()[-1].reason, "kicked")
+        state = self.bob.join("den")
+        self.assertEqual({p.nick: p.op for p in state.members}, {"ann": True, "bob": True})
+
+    def test_account_operators_and_bans_survive_an_empty_room(self):
+        moderate(self.ann, "ban", "mallory")
+        self.ann.send(codec.Part("den"))
+        self.bob.send(codec.Part("den"))
+        self.assertIsNone(self.server.hub.room_for("den"), "the room is gone")
+        carol = guest(self.server, "carol")
+        state = carol.join("den")
+        self.assertEqual([p.op for p in state.members], [None], "not the operator: ann still runs it")
+        mallory = guest(self.server, "mallory")
+        mallory.send(codec.Join("den"))
+        self.assertEqual(mallory.error().code, ErrorCode.BANNED)
+
+
+class Admins(SynchronousTestCase):
+    def setUp(self):
+        self.server = Server(admins=["root"])
+        registered(self.server, "root").send(codec.Quit())
+        self.root, packets = device(self.server, "root")
+        self.assertTrue(packets[0].admin)
+        self.bob = guest(self.server, "bob")
+        self.bob.join("den")
+
+    def admin(self, op, **fields):
+        self.root.received()
+        self.root.send(codec.AdminRequest(op, ref="a", **fields))
+
+    def test_only_admins(self):
+        self.bob.send(codec.AdminRequest("sessions", ref="a"))
+        self.assertEqual(self.bob.error().code, ErrorCode.NOT_ADMIN)
+
+    def test_admins_see_the_pending_and_connected_lists(self):
+        pending = self.server.peer()
+        self.root.received()
+        self.admin("sessions")
+        sessions = self.root.only(codec.Sessions, flush=False)
+        self.assertEqual([p.id for p in sessions.pending], [pending.protocol.id])
+        self.assertEqual(
+            {(s.nick, s.account, tuple(s.rooms)) for s in sessions.connected},
+            {("root", True, ()), ("bob", False, ("den",))},
+        )
+
+    def test_close_a_room(self):
+        self.admin("close", room="den", reason="spam")
+        self.assertEqual(self.root.only(codec.Done, flush=False), codec.Done("close", "den", "a"))
+        record, left = self.bob.received()
+        self.assertEqual((record.sender, record.action), ("root", {"op": "close", "reason": "spam"}))
+        self.assertEqual(left.reason, "closed")
+        self.assertIsNone(self.server.hub.room_for("den"))
+        self.admin("close", room="general")
+        self.assertEqual(self.root.error().code, ErrorCode.NOT_PERMITTED)
+
+    def test_a_server_ban_keeps_the_nick_out_until_it_expires(self):
+        self.admin("ban", target="bob", duration=60.0)
+        self.assertIn(codec.Bye("kicked"), self.bob.received())
+        again = self.server.peer()
+        again.send(codec.Login("bob", 2))
+        error = again.error()
+        self.assertEqual((error.code, error.retry_after), (ErrorCode.BANNED, 60))
+        self.server.clock.advance(60)
+        self.assertIsInstance(self.server.peer().login("bob", version=2), codec.Welcome)
+
+    def test_an_address_ban(self):
+        outsider = guest(self.server, "eve", host="203.0.113.5")
+        self.admin("ban_address", address="203.0.113.0/24", duration=600.0)
+        self.assertEqual(self.root.only(codec.Done, flush=False).target, "203.0.113.0/24")
+        self.assertIn(codec.Bye("kicked"), outsider.received())
+        late = self.server.peer("203.0.113.77")
+        self.assertEqual(late.received(), [codec.Bye("banned")])
+        self.assertTrue(late.closing)
+        self.assertIsInstance(self.server.peer("198.51.100.1").login("ok", version=2), codec.Welcome)
+        self.admin("unban_address", address="203.0.113.0/24")
+        self.assertIsInstance(self.server.peer("203.0.113.77").login("eve", version=2), codec.Welcome)
+
+    def test_reset_a_password(self):
+        registered(self.server, "ann").send(codec.Quit())
+        self.admin("reset", target="ann", password="brand new pw")
+        self.assertEqual(self.root.only(codec.Done, flush=False), codec.Done("reset", "ann", "a"))
+        self.assertIsInstance(device(self.server, "ann", "brand new pw")[1][0], codec.Welcome)
+        self.admin("reset", target="nobody", password="brand new pw")
+        self.assertEqual(self.root.error().code, ErrorCode.NO_SUCH_ACCOUNT)
+
+    def test_an_admin_is_an_operator_everywhere(self):
+        self.root.received()
+        self.root.join("den")
+        self.root.send(codec.Moderate("den", "kick", "bob", ref="k"))
+        self.assertEqual(self.bob.received()[-1].reason, "kicked")
+
+
+class PerAddress(SynchronousTestCase):
+    def test_one_address_is_refused_while_another_gets_in(self):
+        server = Server(max_per_address=3)
+        crowd = [server.peer("203.0.113.1") for _ in range(3)]
+        extra = server.peer("203.0.113.1")
+        self.assertEqual(extra.received(), [codec.Bye("too_many_connections")])
+        self.assertTrue(extra.closing)
+        other = server.peer("198.51.100.2")
+        self.assertIsInstance(other.login("other", version=2), codec.Welcome)
+        crowd[0].drop()
+        self.assertIsInstance(server.peer("203.0.113.1").login("back", version=2), codec.Welcome)
+
+    def test_the_connection_rate_per_address(self):
+        server = Server(address_rate=1.0, address_burst=2)
+        server.peer("203.0.113.1").drop()
+        server.peer("203.0.113.1").drop()
+        self.assertEqual(server.peer("203.0.113.1").received(), [codec.Bye("too_many_connections")])
+        server.clock.advance(1)
+        self.assertFalse(server.peer("203.0.113.1").closing, "a token again after a second")
+
+    def test_loopback_is_exempt(self):
+        server = Server(max_per_address=1, address_burst=1)
+        peers = [server.peer("127.0.0.1") for _ in range(5)]
+        self.assertFalse(any(peer.closing for peer in peers))
