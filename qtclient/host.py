@@ -29,13 +29,17 @@ class HostedServer:
     def port(self) -> int | None:
         return self._server.port if self._server is not None else None
 
-    def start(self, endpoint: str, history: str = ":memory:", name: str = "hosted", **limits) -> str:
+    def start(
+        self, endpoint: str, history: str = ":memory:", name: str = "hosted", admins: tuple = (), **limits
+    ) -> str:
         """Listen on ``endpoint``; returns the address. Raises ValueError on a
         bad endpoint or a port in use, with a message fit for the user."""
         if self.running:
             raise RuntimeError("the server is already running")
         try:
-            server = build_server(self.reactor, [endpoint], history, Limits(**limits), name=name)
+            server = build_server(
+                self.reactor, [endpoint], history, Limits(**limits), name=name, admins=list(admins)
+            )
         except Exception as e:
             raise ValueError(f"can't listen on {endpoint}: {e}") from None
         try:

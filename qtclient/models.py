@@ -17,6 +17,7 @@ _ROOT = QModelIndex()
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
 NICK_ROLE = Qt.ItemDataRole.UserRole + 2
 ROOM_ROLE = Qt.ItemDataRole.UserRole + 3
+OP_ROLE = Qt.ItemDataRole.UserRole + 4
 
 
 def nick_colour(nick: str) -> QColor:
@@ -76,9 +77,11 @@ class PeerModel(QStandardItemModel):
         branch.item.setFont(font)
         branch.item.setForeground(QBrush(QColor("#c62828") if branch.mentioned else QColor("#000000")))
 
-    def _member_item(self, id: int, nick: str) -> QStandardItem:
+    def _member_item(self, id: int, nick: str, op: bool = False) -> QStandardItem:
         mine = id == self.my_id
-        item = QStandardItem(f"{nick} (you)" if mine else nick)
+        shown = ("@" if op else "") + nick
+        item = QStandardItem(f"{shown} (you)" if mine else shown)
+        item.setData(bool(op), OP_ROLE)
         item.setEditable(False)
         item.setData(id, ID_ROLE)
         item.setData(nick, NICK_ROLE)
@@ -119,12 +122,27 @@ class PeerModel(QStandardItemModel):
         items = []
         for peer in state.members:
             if peer.id not in branch.members:
-                branch.members[peer.id] = item = self._member_item(peer.id, peer.nick)
+                branch.members[peer.id] = item = self._member_item(peer.id, peer.nick, bool(peer.op))
                 items.append(item)
         if items:
             branch.item.appendRows(items)
         self._relabel(branch)
         return branch.item
+
+    def set_op(self, room: str, nick: str, op: bool) -> None:
+        """A member's operator status changed (a MESSAGE with an op or deop action)."""
+        branch = self.rooms.get(room_key(room))
+        if branch is None:
+            return
+        for id, item in branch.members.items():
+            if room_key(item.data(NICK_ROLE)) == room_key(nick):
+                branch.members[id] = fresh = self._member_item(id, item.data(NICK_ROLE), op)
+                branch.item.setChild(item.row(), fresh)
+
+    def is_op(self, room: str, id: int | None) -> bool:
+        branch = self.rooms.get(room_key(room))
+        item = branch.members.get(id) if branch is not None else None
+        return bool(item is not None and item.data(OP_ROLE))
 
     def room_gone(self, room: str) -> None:
         branch = self.rooms.pop(room_key(room), None)
@@ -338,6 +356,8 @@ class TranscriptModel(QAbstractTableModel):
 
     def _line(self, m: codec.MessagePacket | codec.Message, own_nick: str | None) -> Line:
         own = own_nick or self.own_nick
+        if m.action is not None:  # a moderation record: who did what
+            return Line(SYSTEM, m.ts, "*", f"{m.sender} {m.text}", seq=m.seq)
         if m.sender == own:
             return Line(OWN, m.ts, m.sender, m.text, seq=m.seq)
         return Line(MESSAGE, m.ts, m.sender, m.text, seq=m.seq, mention=mentions(m.text, own))

@@ -43,6 +43,11 @@ class ChatSession(QObject, SessionEvents):
     certificateUnknown = pyqtSignal(str, str)  # host:port, SHA-256 fingerprint: trust it?
     connectionLost = pyqtSignal()  # a logged-in link dropped; reconnecting
     reconnected = pyqtSignal(int)  # back and caught up: how many missed messages were fetched
+    markMoved = pyqtSignal(object)  # codec.Marked: a read marker moved (on any of our devices)
+    requestDone = pyqtSignal(object)  # codec.Done: an ACCOUNT or ADMIN request carried out
+    bansListed = pyqtSignal(object)  # codec.BanList
+    sessionsListed = pyqtSignal(object)  # codec.Sessions (admins)
+    invitedTo = pyqtSignal(object)  # codec.Invited
 
     def __init__(self, reactor, parent: QObject | None = None, retry=None, endpoint_for=None) -> None:
         super().__init__(parent)
@@ -57,6 +62,12 @@ class ChatSession(QObject, SessionEvents):
         )
         self.retry, self.request_older, self.trust_certificate = m.retry, m.request_older, m.trust_certificate
         self.join, self.part, self.set_topic, self.list_rooms = m.join, m.part, m.set_topic, m.list_rooms
+        self.mark_read, self.moderate, self.administer, self.change_account = (
+            m.mark_read,
+            m.moderate,
+            m.administer,
+            m.change_account,
+        )
 
     @property
     def state(self) -> State:
@@ -142,3 +153,18 @@ class ChatSession(QObject, SessionEvents):
 
     def back_online(self, missed):
         self.reconnected.emit(missed)
+
+    def marked(self, marked):
+        self.markMoved.emit(marked)
+
+    def done(self, done):
+        self.requestDone.emit(done)
+
+    def bans_listed(self, bans):
+        self.bansListed.emit(bans)
+
+    def sessions_listed(self, sessions):
+        self.sessionsListed.emit(sessions)
+
+    def invited(self, invited):
+        self.invitedTo.emit(invited)

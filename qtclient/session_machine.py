@@ -81,7 +81,15 @@ PING_EVERY = 15.0
 CATCH_UP_PAGE = 200
 #: BYE reasons after which reconnecting would be wrong.
 _FINAL_BYES = {"kicked", "replaced"}
-_FINAL_ERRORS = {ErrorCode.BAD_NICK, ErrorCode.NICK_TAKEN, ErrorCode.UNSUPPORTED_VERSION}
+_FINAL_ERRORS = {
+    ErrorCode.BAD_NICK,
+    ErrorCode.NICK_TAKEN,
+    ErrorCode.UNSUPPORTED_VERSION,
+    ErrorCode.NICK_REGISTERED,
+    ErrorCode.BAD_PASSWORD,
+    ErrorCode.LOCKED_OUT,
+    ErrorCode.BANNED,
+}
 
 
 def retry_policy(initial: float = 1.0, cap: float = 30.0):
@@ -116,6 +124,11 @@ class SessionEvents:
     def certificate_unknown(self, where: str, fingerprint: str) -> None: ...
     def connection_lost(self) -> None: ...
     def back_online(self, missed: int) -> None: ...
+    def marked(self, marked: codec.Marked) -> None: ...
+    def done(self, done: codec.Done) -> None: ...
+    def bans_listed(self, bans: codec.BanList) -> None: ...
+    def sessions_listed(self, sessions: codec.Sessions) -> None: ...
+    def invited(self, invited: codec.Invited) -> None: ...
 
 
 @dataclass
@@ -203,6 +216,10 @@ class ClientSession:
         self._service: ClientService | None = None
         self._stopping: Deferred | None = None
         self._token: str | None = None
+        self._password: str | None = None  # in memory only, for logging in again
+        self._register = False  # register the nick once logged in as a guest
+        self.account = False  # logged in to an account
+        self.admin = False
         self._refs = (f"c{n}" for n in itertools.count(1))
         self._outgoing: dict[str, Outgoing] = {}  # in typing order
         self._queued: deque[str] = deque()
@@ -241,15 +258,21 @@ class ClientSession:
         nick: str,
         tls: TLSSettings | None = None,
         pins: MutableMapping[str, str] | None = None,
+        password: str | None = None,
+        register: bool = False,
     ) -> None:
         """Start keeping a connection to host:port logged in as ``nick``; over
-        TLS if ``tls`` is given (``pins``: host:port -> trusted fingerprint)."""
+        TLS if ``tls`` is given (``pins``: host:port -> trusted fingerprint).
+        With a ``password``, as the account (``register``: make the nick one
+        first, logging in as a guest)."""
         if self._service is not None:
             self._stop_service()
         if nick != self.nick:
             self._token = None
             self.rooms.clear()
         self.nick = nick
+        self._password = password or None
+        self._register = bool(register and password)
         self._final_reason = None
         self._outage = False
         self._tls, self._where = tls, f"{host}:{port}"
@@ -326,6 +349,33 @@ class ClientSession:
         self.link.send(codec.ListRooms("list"))
         return True
 
+    def _request(self, packet) -> bool:
+        if not self.logged_in:
+            self.events.error_received("offline", "not connected: try again when the connection is back")
+            return False
+        self.link.send(packet)
+        return True
+
+    def mark_read(self, room: str, seq: int) -> bool:
+        """Move the room's read marker (shared with the account's other devices)."""
+        return self.logged_in and self._request(codec.Mark(room, seq))
+
+    def moderate(
+        self, room: str, op: str, target: str | None = None, reason: str | None = None, **modes
+    ) -> bool:
+        """An operator's action in ``room``: kick, ban, unban, op, deop, invite, mode, bans."""
+        return self._request(codec.Moderate(room, op, target, reason, ref=f"moderate:{op}", **modes))
+
+    def administer(self, op: str, **fields) -> bool:
+        """A server admin's request: sessions, close, kick, ban, unban, ban_address, ..."""
+        return self._request(codec.AdminRequest(op, ref=f"admin:{op}", **fields))
+
+    def change_account(self, op: str, password: str, new_password: str | None = None) -> bool:
+        """ACCOUNT password (change) or delete, given the current password."""
+        if op == "password":
+            self._password = new_password
+        return self._request(codec.AccountRequest(op, password, new_password, ref=f"account:{op}"))
+
     def trust_certificate(self, accept: bool) -> None:
         """The user's answer to certificate_unknown."""
         fingerprint, self._unknown_fingerprint = self._unknown_fingerprint, None
@@ -377,7 +427,8 @@ class ClientSession:
 
     def _log_in(self, link: Link, event: str) -> None:
         self._fire(event, "logging in")
-        link.send(codec.Login(self.nick, codec.PROTOCOL_VERSION, self._token))
+        password = None if self._register else self._password
+        link.send(codec.Login(self.nick, codec.PROTOCOL_VERSION, self._token, password=password))
 
     def _give_up(self, why: str, code: str = "tls", message: str | None = None) -> None:
         """A problem retrying can't fix: say so and stop."""
@@ -456,9 +507,14 @@ class ClientSession:
         self._token = welcome.resume
         self.limits = dict(welcome.limits)
         self.default_room = welcome.default_room or self.default_room
+        self.account, self.admin = bool(welcome.account), bool(welcome.admin)
+        for name in welcome.rooms or ():  # an account's remembered rooms, or a resume's
+            self.rooms.setdefault(room_key(name), RoomTrack(name))
         if not self.rooms:  # a first login: the server's default room to begin with
             self.rooms[room_key(self.default_room)] = RoomTrack(self.default_room)
-        held = {room_key(name) for name in welcome.rooms or ()}  # a resume kept these
+        held = {room_key(name) for name in welcome.rooms or ()}  # their ROOMs come by themselves
+        if self._register:
+            self.link.send(codec.AccountRequest("register", self._password, ref="account:register"))
         self._catching = {key for key, track in self.rooms.items() if track.last_seq > 0}
         self._fire("welcome_with_gap" if self._catching else "welcome", welcome.server)
         self.events.welcome_received(welcome)
@@ -571,6 +627,25 @@ class ClientSession:
         if sent is not None:
             self.events.rtt_measured(self.reactor.seconds() - sent)
 
+    def _on_marked(self, marked: codec.Marked) -> None:
+        self.events.marked(marked)
+
+    def _on_done(self, done: codec.Done) -> None:
+        if done.op == "register":
+            self._register, self.account = False, True
+        elif done.op == "delete":
+            self.account, self.admin, self._password = False, False, None
+        self.events.done(done)
+
+    def _on_bans(self, bans: codec.BanList) -> None:
+        self.events.bans_listed(bans)
+
+    def _on_sessions(self, sessions: codec.Sessions) -> None:
+        self.events.sessions_listed(sessions)
+
+    def _on_invited(self, invited: codec.Invited) -> None:
+        self.events.invited(invited)
+
     def _on_bye(self, bye: codec.Bye) -> None:
         if bye.reason in _FINAL_BYES:
             self._final_reason = bye.reason
@@ -675,4 +750,9 @@ _HANDLERS: dict[type, Callable[[ClientSession, object], None]] = {
     codec.RoomState: ClientSession._on_room,
     codec.TopicChanged: ClientSession._on_topic,
     codec.RoomList: ClientSession._on_rooms,
+    codec.Marked: ClientSession._on_marked,
+    codec.Done: ClientSession._on_done,
+    codec.BanList: ClientSession._on_bans,
+    codec.Sessions: ClientSession._on_sessions,
+    codec.Invited: ClientSession._on_invited,
 }

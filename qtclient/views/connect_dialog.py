@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PyQt6.QtCore import QSettings
 from PyQt6.QtWidgets import (
@@ -22,6 +22,7 @@ from PyQt6.QtWidgets import (
 from chatproto.codec import ProtocolError
 from chatproto.rules import normalise_nick
 from chatproto.tls import PIN, VERIFY, TLSSettings
+from qtclient import saved_passwords
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -32,9 +33,18 @@ class Target:
     port: int
     nick: str
     tls: TLSSettings | None = None
+    password: str | None = field(default=None, repr=False)
+    register: bool = False
 
 
-def check_target(host: str, port: str, nick: str, tls: TLSSettings | None = None) -> Target:
+def check_target(
+    host: str,
+    port: str,
+    nick: str,
+    tls: TLSSettings | None = None,
+    password: str = "",
+    register: bool = False,
+) -> Target:
     """The connection target, or ValueError with a message for the user."""
     host = host.strip()
     if not host:
@@ -54,7 +64,9 @@ def check_target(host: str, port: str, nick: str, tls: TLSSettings | None = None
         raise ValueError(f"Nickname: {e.message}.") from None
     if tls is not None and tls.ca_file and not os.path.isfile(tls.ca_file):
         raise ValueError(f"CA file {tls.ca_file!r} does not exist.")
-    return Target(host.strip("[]"), int(port), nick, tls)
+    if register and len(password) < 8:
+        raise ValueError("To register the nick, choose a password of at least 8 characters.")
+    return Target(host.strip("[]"), int(port), nick, tls, password or None, register)
 
 
 class ConnectDialog(QDialog):
@@ -66,6 +78,19 @@ class ConnectDialog(QDialog):
         self.port = QLineEdit(str(self.settings.value("port", "7777")))
         self.nick = QLineEdit(self.settings.value("nick", ""))
         self.nick.setPlaceholderText("letters, digits, _ - .")
+        self.password = QLineEdit()
+        self.password.setEchoMode(QLineEdit.EchoMode.Password)
+        self.password.setPlaceholderText("empty: a guest nick")
+        self.register = QCheckBox("Register this nick (it becomes yours)")
+        self.remember = QCheckBox("Save the password in the system keyring")
+        if not saved_passwords.available():
+            self.remember.setEnabled(False)
+            self.remember.setToolTip("No system keyring here: the password is never saved elsewhere.")
+        else:
+            saved = saved_passwords.load(self.host.text(), _port(self.port.text()), self.nick.text())
+            if saved:
+                self.password.setText(saved)
+                self.remember.setChecked(True)
         self.use_tls = QCheckBox("Use TLS")
         self.use_tls.setChecked(self.settings.value("tls", "false") == "true")
         self.trust = QComboBox()
@@ -84,6 +109,9 @@ class ConnectDialog(QDialog):
         form.addRow("&Host", self.host)
         form.addRow("&Port", self.port)
         form.addRow("&Nickname", self.nick)
+        form.addRow("Pass&word", self.password)
+        form.addRow("", self.register)
+        form.addRow("", self.remember)
         form.addRow("", self.use_tls)
         form.addRow("&Trust", self.trust)
         form.addRow("&CA file", self.ca_file)
@@ -114,7 +142,12 @@ class ConnectDialog(QDialog):
     def accept(self) -> None:
         try:
             self.target = check_target(
-                self.host.text(), self.port.text(), self.nick.text(), self.tls_settings()
+                self.host.text(),
+                self.port.text(),
+                self.nick.text(),
+                self.tls_settings(),
+                self.password.text(),
+                self.register.isChecked(),
             )
         except ValueError as e:
             self.error.setText(str(e))
@@ -126,4 +159,11 @@ class ConnectDialog(QDialog):
         self.settings.setValue("tls", "true" if self.use_tls.isChecked() else "false")
         self.settings.setValue("trust", self.trust.currentData())
         self.settings.setValue("ca_file", self.ca_file.text().strip())
+        if self.remember.isEnabled():  # the keyring, or nowhere: never QSettings
+            keep = self.target.password if self.remember.isChecked() else None
+            saved_passwords.save(self.target.host, self.target.port, self.target.nick, keep)
         super().accept()
+
+
+def _port(text: str) -> int:
+    return int(text) if text.strip().isdigit() else 0

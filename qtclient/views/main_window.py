@@ -15,6 +15,7 @@ from PyQt6.QtWidgets import (
     QHeaderView,
     QLabel,
     QMainWindow,
+    QMenu,
     QPlainTextEdit,
     QPushButton,
     QSplitter,
@@ -42,9 +43,15 @@ _LEAVE_WORDS = {
     "slow_consumer": "fell too far behind",
     "server_shutdown": "left: server shutting down",
     "part": "left the room",
+    "closed": "left: the room was closed",
 }
 
-COMMANDS = "/join ROOM, /part [reason], /topic TEXT, /list, /msg NICK text, /quit"
+COMMANDS = (
+    "/join ROOM, /part [reason], /topic TEXT, /list, /msg NICK text, /quit; operators: "
+    "/kick NICK [reason], /ban NICK [reason], /unban NICK, /op NICK, /deop NICK, /invite NICK, /bans"
+)
+#: Commands that are a MODERATE of the room shown, with a target.
+_MODERATION_COMMANDS = ("kick", "ban", "unban", "op", "deop", "invite")
 
 
 def _html(text: str) -> str:
@@ -219,9 +226,19 @@ class MainWindow(QMainWindow):
         chat.addActions([self.join_action, self.part_action])
         chat.addSeparator()
         chat.addAction(quit_action)
+        room = self.menuBar().addMenu("&Room")
+        self.bans_action = QAction("&Ban list…", self)
+        room.addAction(self.bans_action)
         server = self.menuBar().addMenu("&Server")
         self.host_action = QAction("&Host a server…", self)
-        server.addAction(self.host_action)
+        self.admin_action = QAction("&Connections (admins)…", self)
+        self.admin_action.setEnabled(False)
+        server.addActions([self.host_action, self.admin_action])
+        self.peer_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self._mark_timer = QTimer(self)
+        self._mark_timer.setSingleShot(True)
+        self._mark_timer.setInterval(500)
+        self._mark_timer.timeout.connect(self.mark_current_read)
         quit_action.triggered.connect(self.close)
 
         self._countdown = QTimer(self)
@@ -260,6 +277,14 @@ class MainWindow(QMainWindow):
         self.part_action.triggered.connect(lambda: self.session.part(self.room_names.get(self.current, "")))
         self.peer_view.clicked.connect(self._tree_clicked)
         self.host_action.triggered.connect(lambda: self.open_console())
+        self.admin_action.triggered.connect(self.open_admin)
+        self.bans_action.triggered.connect(lambda: self.open_bans(self.room_names.get(self.current, "")))
+        self.peer_view.customContextMenuRequested.connect(self._member_menu)
+        s.markMoved.connect(self._mark_moved)
+        s.requestDone.connect(lambda done: self.transcript.add_system(f"done: {done.op} {done.target}"))
+        s.invitedTo.connect(
+            lambda inv: self.transcript.add_system(f"{inv.by} invited you to {inv.room}: /join {inv.room}")
+        )
         self.peer_view.doubleClicked.connect(self._peer_double_clicked)
         self.transcript_view.doubleClicked.connect(self._transcript_double_clicked)
         self.transcript_view.clicked.connect(self._transcript_clicked)
@@ -285,6 +310,7 @@ class MainWindow(QMainWindow):
         self.transcript_view.setModel(self.transcript)
         self.transcript_view.scrollToBottom()
         self.peers.set_unread(name, 0, False)
+        self._mark_timer.start()
         item = self.peers.room_item(name)
         if item is not None:
             self.peer_view.setCurrentIndex(item.index())
@@ -322,7 +348,13 @@ class MainWindow(QMainWindow):
                 transcript.clear()
         self.target = target
         self.session.connect_to(
-            target.host, target.port, target.nick, target.tls, SettingsPins(self.settings)
+            target.host,
+            target.port,
+            target.nick,
+            target.tls,
+            SettingsPins(self.settings),
+            password=target.password,
+            register=target.register,
         )
 
     def submit(self, text: str) -> None:
@@ -366,6 +398,17 @@ class MainWindow(QMainWindow):
             return self.session.set_topic(here, rest)
         if command == "list":
             return self.session.list_rooms()
+        if command in _MODERATION_COMMANDS:
+            target, _, reason = rest.partition(" ")
+            if not target:
+                self.transcript.add_system(
+                    f"usage: /{command} NICK" + (" [reason]" if command in ("kick", "ban") else "")
+                )
+                return False
+            return self.session.moderate(here, command, target, reason.strip() or None)
+        if command == "bans":
+            self.open_bans(here)
+            return True
         usage = {"join": "usage: /join ROOM"}.get(command, f"unknown command /{command} (try {COMMANDS})")
         self.transcript.add_system(usage)
         return False
@@ -421,7 +464,12 @@ class MainWindow(QMainWindow):
         name = message.room or self.session.default_room
         key = room_key(name)
         mention = self._transcript_for(name).add_message(message, self.session.nick)
-        if key != self.current:
+        action = message.action or {}
+        if action.get("op") in ("op", "deop") and action.get("target"):
+            self.peers.set_op(name, action["target"], action["op"] == "op")
+        if key == self.current:
+            self._mark_timer.start()  # seen: the read marker follows, shortly
+        else:
             unread, mentioned = self.peers.unread(name) if key in self.peers.rooms else (0, False)
             self.peers.set_unread(name, unread + 1, mentioned or mention)
         if mention:
@@ -450,6 +498,8 @@ class MainWindow(QMainWindow):
         transcript.add_history(state.history, self.session.nick, older=False)
         if state.ref is not None or room_key(state.room) == self.current:
             self.show_room(state.room)  # the user asked to join: take them there
+        elif state.unread:
+            self.peers.set_unread(state.room, state.unread, False)  # the server's count
 
     def _room_left(self, left: codec.Left) -> None:
         self.peers.room_gone(left.room)
@@ -494,6 +544,61 @@ class MainWindow(QMainWindow):
         left = max(0, round(self._reconnect_at - time.monotonic()))
         self.state_label.setText(f"Reconnecting in {left} s")
 
+    def mark_current_read(self) -> None:
+        """Everything in the room shown is read: the server's marker moves,
+        on every device of the account."""
+        track = self.session.machine.rooms.get(self.current)
+        if track is not None and track.last_seq and self.session.logged_in:
+            self.session.mark_read(track.name, track.last_seq)
+
+    def _mark_moved(self, marked: codec.Marked) -> None:
+        if room_key(marked.room) != self.current:
+            _, mentioned = (
+                self.peers.unread(marked.room) if room_key(marked.room) in self.peers.rooms else (0, 0)
+            )
+            self.peers.set_unread(marked.room, marked.unread, bool(mentioned and marked.unread))
+
+    def open_bans(self, room: str, show: bool = True):
+        from qtclient.views.moderation import BanListDialog
+
+        if not room:
+            return None
+        self.bans_dialog = BanListDialog(self.session, room)
+        if show:
+            self.bans_dialog.show()
+        return self.bans_dialog
+
+    def open_admin(self, show: bool = True):
+        from qtclient.views.moderation import AdminDialog
+
+        self.admin_dialog = AdminDialog(self.session)
+        if show:
+            self.admin_dialog.show()
+        return self.admin_dialog
+
+    def _member_menu(self, position) -> None:
+        menu = self.member_menu(self.peer_view.indexAt(position))
+        if menu is not None:
+            menu.popup(self.peer_view.viewport().mapToGlobal(position))
+
+    def member_menu(self, index) -> QMenu | None:
+        """Kick, ban, make operator: for operators, on a member of a room."""
+        nick, room_key_ = index.data(NICK_ROLE), index.parent().data(ROOM_ROLE)
+        if not nick or not room_key_:
+            return None
+        room = self.room_names.get(room_key_, room_key_)
+        menu = QMenu(self)
+        for label, op in (
+            ("Kick", "kick"),
+            ("Ban", "ban"),
+            ("Make operator", "op"),
+            ("Remove operator", "deop"),
+        ):
+            action = menu.addAction(f"{label} {nick}")
+            action.triggered.connect(lambda _, op=op: self.session.moderate(room, op, nick))
+        menu.setEnabled(self.peers.is_op(room, self.session.my_id))
+        return menu
+
     def _welcomed(self, welcome: codec.Welcome) -> None:
         if welcome.default_room and not self.peers.rooms and self.current == room_key(DEFAULT_ROOM):
             # Before the first ROOM: what was shown belongs to the server's default room.
@@ -508,6 +613,7 @@ class MainWindow(QMainWindow):
         note = f"connected to {welcome.server} as {welcome.nick}"
         self.transcript.add_system(note + (f" — {welcome.motd}" if welcome.motd else ""))
         self.setWindowTitle(f"Chat — {welcome.nick} @ {welcome.server}")
+        self.admin_action.setEnabled(bool(welcome.admin))
 
     def _expand_branches(self) -> None:
         """The two branches open (their rows alone: not every peer under them)."""
@@ -553,6 +659,8 @@ class MainWindow(QMainWindow):
             self.show_problem(f"Not connected: {message}.")
         elif code in ("nick_taken", "bad_nick", "unsupported_version"):
             self.show_problem(f"Can't log in: {message}. Choose another nickname in Chat → Connect….")
+        elif code in ("nick_registered", "bad_password", "locked_out", "banned"):
+            self.show_problem(f"Can't log in: {message}. Check the nick and password in Chat → Connect….")
         elif code == "unreachable":
             self.show_problem(f"{message[:1].upper()}{message[1:]}; retrying.")
         self.transcript.add_system(message)

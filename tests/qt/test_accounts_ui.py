@@ -1,0 +1,134 @@
+"""The desktop client's accounts and moderation against a real in-process
+server on 127.0.0.1: registering from the connect dialog, the password kept
+out of QSettings, unread counts in step with the server's read markers,
+operator actions from the member list and commands, and the ban list."""
+
+from __future__ import annotations
+
+import pytest_twisted
+from test_client import other
+from waiting import signal_fired, until
+
+from qtclient.views.connect_dialog import ConnectDialog, Target
+
+PASSWORD = "correct horse"
+
+
+@pytest_twisted.inlineCallbacks
+def account(window, server, nick="alice", register=True):
+    """Logged in to an account (registered first if asked), in the default room."""
+    in_room = signal_fired(window.session.roomJoined)
+    done = signal_fired(window.session.requestDone) if register else None
+    welcomed = signal_fired(window.session.welcomed)
+    window.connect_to(Target("127.0.0.1", server.port, nick, password=PASSWORD, register=register))
+    (welcome,) = yield welcomed
+    yield in_room
+    if done is not None:
+        yield done
+    return welcome
+
+
+def test_the_connect_dialog_never_puts_a_password_in_settings(qtbot, settings, tmp_path):
+    dialog = ConnectDialog(None, settings)
+    qtbot.addWidget(dialog)
+    dialog.nick.setText("alice")
+    dialog.password.setText(PASSWORD)
+    dialog.register.setChecked(True)
+    dialog.remember.setChecked(dialog.remember.isEnabled())
+    dialog.accept()
+    assert dialog.target.password == PASSWORD and dialog.target.register
+    assert PASSWORD not in repr(dialog.target)
+    settings.sync()
+    assert PASSWORD not in (tmp_path / "client.ini").read_text()
+    short = ConnectDialog(None, settings)
+    qtbot.addWidget(short)
+    short.nick.setText("bob")
+    short.password.setText("short")
+    short.register.setChecked(True)
+    short.accept()
+    assert short.target is None and "at least 8" in short.error.text()
+
+
+@pytest_twisted.inlineCallbacks
+def test_register_then_log_in_with_the_password(window, server, sessions):
+    welcome = yield account(window, server)
+    assert welcome.account is False and window.session.machine.account, "registered once logged in"
+    intruder = sessions()
+    refused = signal_fired(intruder.errorReceived, lambda code, message: code == "nick_registered")
+    intruder.connect_to("127.0.0.1", server.port, "alice")
+    yield refused
+    wrong = sessions()
+    bad = signal_fired(wrong.errorReceived, lambda code, message: code == "bad_password")
+    wrong.connect_to("127.0.0.1", server.port, "alice", password="not the password")
+    yield bad
+    desk = sessions()
+    welcomed = signal_fired(desk.welcomed)
+    desk.connect_to("127.0.0.1", server.port, "alice", password=PASSWORD)
+    (second,) = yield welcomed
+    assert (second.account, second.id) == (True, welcome.id), "a second device of the same account"
+
+
+@pytest_twisted.inlineCallbacks
+def test_unread_counts_follow_the_servers_read_markers(window, server, sessions):
+    yield account(window, server)
+    joined = signal_fired(window.session.roomJoined, lambda state, reset: state.room == "side")
+    window.submit("/join side")
+    yield joined
+    window.show_room("general")
+    bob = yield other(sessions, server, "bob")
+    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "side")
+    bob.join("side")
+    yield bob_in
+    for i in range(3):
+        bob.say(f"m{i}", "side")
+    yield until(lambda: window.peers.unread("side")[0] == 3)
+    desk = sessions()
+    desk_side = signal_fired(desk.roomJoined, lambda state, reset: state.room == "side")
+    desk.connect_to("127.0.0.1", server.port, "alice", password=PASSWORD)
+    (state, _) = yield desk_side
+    assert state.unread == 3, "the server counts what is past the marker"
+    desk.mark_read("side", state.history[-1].seq)
+    yield until(lambda: window.peers.unread("side")[0] == 0)
+    assert "side (2)" == window.peers.room_item("side").text(), "read on the other device: read here too"
+
+
+@pytest_twisted.inlineCallbacks
+def test_operator_actions_from_the_member_menu_commands_and_the_ban_list(window, server, sessions, qtbot):
+    yield account(window, server)
+    joined = signal_fired(window.session.roomJoined, lambda state, reset: state.room == "den")
+    window.submit("/join den")
+    yield joined
+    bob = yield other(sessions, server, "bob")
+    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
+    bob.join("den")
+    yield bob_in
+    yield until(lambda: window.peers.members("den") == ["alice", "bob"])
+    branch = window.peers.rooms["den"]
+    assert branch.item.child(0).text() == "@alice (you)", "an operator is shown with @"
+    bob_item = branch.item.child(1)
+    menu = window.member_menu(bob_item.index())
+    assert menu.isEnabled(), "the room's maker is its operator"
+    made_op = signal_fired(bob.messageReceived, lambda m: (m.action or {}).get("op") == "op")
+    next(a for a in menu.actions() if a.text() == "Make operator bob").trigger()
+    yield made_op
+    yield until(lambda: branch.item.child(1).text() == "@bob")
+    kicked = signal_fired(bob.roomLeft, lambda left: left.reason == "kicked")
+    window.submit("/kick bob enough")
+    (left,) = yield kicked
+    assert left.message == "enough"
+    yield until(lambda: any("alice kicked bob: enough" in line.text for line in window.transcript.lines))
+    window.submit("/ban bob")
+    yield until(lambda: any("alice banned bob" in line.text for line in window.transcript.lines))
+    refused = signal_fired(bob.errorReceived, lambda code, message: code == "banned")
+    bob.join("den")
+    yield refused
+    dialog = window.open_bans("den", show=False)
+    qtbot.addWidget(dialog)
+    yield until(lambda: dialog.list.count() == 1)
+    assert dialog.list.item(0).text().startswith("bob — by alice")
+    dialog.list.setCurrentRow(0)
+    dialog.unban_selected()
+    yield until(lambda: dialog.list.count() == 0)
+    back = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
+    bob.join("den")
+    yield back
