@@ -253,7 +253,9 @@ class Hub:
                 if session.rooms.get(room.key) is room or not session.devices:
                     continue
                 if self.moderation.refusal(session, room, remembered=True) is not None:
-                    self.store.forget(session.key, room.key)
+                    self._stored(
+                        self.store.forget(session.key, room.key), "forget a room of {nick}", session.nick
+                    )
                     self.directory.drop_if_empty(room)
                     continue
                 session.marks[room.key] = read
@@ -504,13 +506,13 @@ class Hub:
         """PART: LEFT ``part`` to the members, and to the leaver with its ref
         once it has had everything said in the room before."""
         session = connection.session
-        room = self._member_room(session, packet.room)
+        room = self.member_room(session, packet.room)
         message = clean_reason(packet.reason, self.limits.max_text)
         self.remove_member(session, room, "part", message, connection, packet.ref)
 
     def set_topic(self, connection: Connection, packet: codec.SetTopic) -> None:
         session = connection.session
-        room = self._member_room(session, packet.room)
+        room = self.member_room(session, packet.room)
         text = validate_topic(packet.topic, self.limits.topic_length)
         if room.rules.topic_lock and not room.rules.is_op(session):
             raise ProtocolError(ErrorCode.TOPIC_LOCKED, f"only operators may set {room.name!r}'s topic")
@@ -535,12 +537,10 @@ class Hub:
             raise ProtocolError(ErrorCode.NOT_A_MEMBER, f"you are not in {room.name!r}: join it first")
         return room
 
-    _member_room = member_room
-
     def mark(self, connection: Connection, packet: codec.Mark) -> None:
         """MARK: the read marker moves forward (never back), on every device."""
         session = connection.session
-        room = self._member_room(session, packet.room)
+        room = self.member_room(session, packet.room)
         seq = max(0, min(packet.seq, room.last_seq))
         if seq > session.marks.get(room.key, 0):
             session.marks[room.key] = seq
@@ -613,7 +613,7 @@ class Hub:
     def say(self, connection: Connection, text: str, ref: str | None, room: str | None = None) -> None:
         session = connection.session
         # version 1 is always in the default room: no lookup for it
-        target = self.directory.default if session.version == 1 else self._member_room(session, room)
+        target = self.directory.default if session.version == 1 else self.member_room(session, room)
         validate_text(text, self.limits.max_text)
         draft = Draft(self.clock.seconds(), session.nick, text, target.key)
         self.broadcast.message(draft, target.name, connection, ref)
@@ -661,7 +661,7 @@ class Hub:
         session = connection.session
         if request.before is not None and request.after is not None:
             raise ProtocolError(ErrorCode.BAD_PACKET, "give either 'before' or 'after', not both")
-        room = self._member_room(session, request.room)
+        room = self.member_room(session, request.room)
         named = room.name if session.version >= 2 else None
         limit = min(max(request.limit if request.limit is not None else 50, 1), self.limits.history_page)
         answer: Deferred[codec.HistoryPage] = Deferred()
