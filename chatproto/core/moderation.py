@@ -89,12 +89,16 @@ class Moderation:
         reason = clean_reason(packet.reason, self.hub.limits.max_text)
         handler(self, connection, session, room, target, reason, packet)
 
+    def _present(self, room: ChatRoom, target: str) -> Session | None:
+        """The member of ``room`` called ``target``, if any (by the registry's nick index)."""
+        held = self.hub.registry.held(nick_key(target))
+        return held if held is not None and held.rooms.get(room.key) is room else None
+
     def _member(self, room: ChatRoom, target: str) -> Session:
-        key = nick_key(target)
-        for member in room.members.values():
-            if member.key == key:
-                return member
-        raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"nobody called {target!r} is in {room.name!r}")
+        member = self._present(room, target)
+        if member is None:
+            raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"nobody called {target!r} is in {room.name!r}")
+        return member
 
     def _record(self, connection, session, room, action: dict, text: str, ref) -> None:
         self.hub.record(
@@ -111,7 +115,7 @@ class Moderation:
 
     def _ban(self, connection, session, room, target, reason, packet) -> None:
         key = nick_key(target)
-        member = next((m for m in room.members.values() if m.key == key), None)
+        member = self._present(room, target)
         if member is not None and member.admin and not session.admin:
             raise ProtocolError(ErrorCode.NOT_PERMITTED, "a server admin can't be banned by an operator")
         room.rules.bans[key] = Ban(key, session.nick, self.hub.clock.seconds(), reason)
@@ -144,7 +148,7 @@ class Moderation:
 
     def _deop(self, connection, session, room, target, reason, packet) -> None:
         key = nick_key(target)
-        member = next((m for m in room.members.values() if m.key == key), None)
+        member = self._present(room, target)
         was = key in room.rules.ops or (member is not None and member.id in room.rules.guest_ops)
         if not was:
             raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"{target!r} is not an operator of {room.name!r}")
