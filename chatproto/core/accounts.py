@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
@@ -266,18 +267,25 @@ class Accounts:
 
         return d.addCallback(fresh).addCallback(save)
 
-    def change(self, key: str, password: str, new: str, host: str) -> Deferred[AccountRecord]:
-        """A new password for an account, given its current one."""
+    def _confirm(
+        self, key: str, password: str, host: str, first: Callable[[AccountRecord], object] = lambda _: None
+    ) -> Deferred[AccountRecord]:
+        """The session's own account, once its current password is given
+        (counted as a login's is); ``first`` checks the request before the KDF runs."""
         self.guard.check(key, host)
-        d = self.store.account(key)
 
         def verify(record: AccountRecord | None):
             if record is None:
                 raise ProtocolError(ErrorCode.NOT_REGISTERED, "this nick is not registered")
-            check_password(new, record.nick)
+            first(record)
             return self.hasher.verify(password, record.secret).addCallback(self._verified, record, key, host)
 
-        return d.addCallback(verify).addCallback(self._set, new)
+        return self.store.account(key).addCallback(verify)
+
+    def change(self, key: str, password: str, new: str, host: str) -> Deferred[AccountRecord]:
+        """A new password for an account, given its current one."""
+        d = self._confirm(key, password, host, lambda record: check_password(new, record.nick))
+        return d.addCallback(self._set, new)
 
     def reset(self, key: str, new: str) -> Deferred[AccountRecord]:
         """A new password set by an admin."""
@@ -298,17 +306,10 @@ class Accounts:
         return self.hasher.hash(new).addCallback(save)
 
     def delete(self, key: str, password: str, host: str) -> Deferred[AccountRecord]:
-        self.guard.check(key, host)
-
-        def verify(record: AccountRecord | None):
-            if record is None:
-                raise ProtocolError(ErrorCode.NOT_REGISTERED, "this nick is not registered")
-            return self.hasher.verify(password, record.secret).addCallback(self._verified, record, key, host)
-
         def delete(record: AccountRecord):
             return self.store.delete_account(key).addCallback(lambda _: record)
 
-        return self.store.account(key).addCallback(verify).addCallback(delete)
+        return self._confirm(key, password, host).addCallback(delete)
 
     def load_bans(self, gate: AddressGate) -> Deferred[None]:
         """Server-wide bans from the store, once at start."""
