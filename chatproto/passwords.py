@@ -93,8 +93,9 @@ class Hasher:
         self._run = run
         self.cost = cost
         # Verified against when the account does not exist, so that a wrong
-        # nick costs the same time as a wrong password.
-        self._dummy = hash_password(os.urandom(12).hex(), *cost)
+        # nick costs the same time as a wrong password: made on the worker
+        # the first time it is needed, not on the reactor thread at start.
+        self._dummy: str | None = None
 
     @classmethod
     def threaded(cls, reactor) -> Hasher:
@@ -123,5 +124,10 @@ class Hasher:
         """Whether it matches; with no secret (no such account), False after
         the same work as a real check."""
         if secret is None:
-            return self._run(lambda: verify_password(password, self._dummy) and False)
+            return self._run(lambda: verify_password(password, self._dummy_secret()) and False)
         return self._run(lambda: verify_password(password, secret))
+
+    def _dummy_secret(self) -> str:
+        if self._dummy is None:  # two workers may both make one: either will do
+            self._dummy = hash_password(os.urandom(12).hex(), *self.cost)
+        return self._dummy
