@@ -144,6 +144,7 @@ class MainWindow(QMainWindow):
         self.tray: QSystemTrayIcon | None = None
         self.target: Target | None = None
         self.console = None
+        self.bans_dialog = self.admin_dialog = None
         self._reconnect_at = 0.0
         self._build()
         self._wire()
@@ -563,7 +564,7 @@ class MainWindow(QMainWindow):
 
         if not room:
             return None
-        self.bans_dialog = BanListDialog(self.session, room)
+        self.bans_dialog = BanListDialog(self.session, room, self)
         if show:
             self.bans_dialog.show()
         return self.bans_dialog
@@ -571,7 +572,7 @@ class MainWindow(QMainWindow):
     def open_admin(self, show: bool = True):
         from qtclient.views.moderation import AdminDialog
 
-        self.admin_dialog = AdminDialog(self.session)
+        self.admin_dialog = AdminDialog(self.session, self)
         if show:
             self.admin_dialog.show()
         return self.admin_dialog
@@ -731,6 +732,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self.session.disconnect()
-        if self.console is not None:
-            self.console.close()
+        for window in (self.console, self.bans_dialog, self.admin_dialog):
+            if window is not None:
+                window.close()
         super().closeEvent(event)

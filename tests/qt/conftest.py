@@ -19,10 +19,14 @@ def pytest_configure(config):
     from PyQt6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(["tests"])
+    # Tests close many windows; the last one closing must not post a Quit to
+    # an event loop that pytest-qt then runs outside qasync (a crash).
+    app.setQuitOnLastWindowClosed(False)
     from qtclient import qtreactor
 
     qtreactor.install(app)
     config._chat_app = app
+    config.addinivalue_line("markers", "server(**options): options for the server fixture's start()")
 
 
 @pytest.fixture
@@ -40,15 +44,18 @@ def settings(tmp_path):
 
 
 @pytest.fixture
-def server(reactor, tmp_path):
-    """A real chat server in this process on 127.0.0.1, port 0."""
+def server(request, reactor, tmp_path):
+    """A real chat server in this process on 127.0.0.1, port 0, started with
+    the test's ``@pytest.mark.server(...)`` options if it has any."""
     import pytest_twisted
 
     from qtclient.host import HostedServer
 
+    marker = request.node.get_closest_marker("server")
     hosted = HostedServer(reactor)
     hosted.history_path = str(tmp_path / "history.sqlite3")
-    hosted.start("tcp:0:interface=127.0.0.1", history=hosted.history_path)
+    options = marker.kwargs if marker else {}
+    hosted.start("tcp:0:interface=127.0.0.1", history=hosted.history_path, **options)
     yield hosted
     pytest_twisted.blockon(hosted.stop())
 

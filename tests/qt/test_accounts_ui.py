@@ -5,8 +5,11 @@ operator actions from the member list and commands, and the ban list."""
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 from test_client import other
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 from waiting import signal_fired, until
 
 from qtclient.views.connect_dialog import ConnectDialog, Target
@@ -122,8 +125,8 @@ def test_operator_actions_from_the_member_menu_commands_and_the_ban_list(window,
     refused = signal_fired(bob.errorReceived, lambda code, message: code == "banned")
     bob.join("den")
     yield refused
-    dialog = window.open_bans("den", show=False)
-    qtbot.addWidget(dialog)
+    dialog = window.open_bans("den")
+    assert dialog.isVisible()
     yield until(lambda: dialog.list.count() == 1)
     assert dialog.list.item(0).text().startswith("bob — by alice")
     dialog.list.setCurrentRow(0)
@@ -132,3 +135,36 @@ def test_operator_actions_from_the_member_menu_commands_and_the_ban_list(window,
     back = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
     bob.join("den")
     yield back
+
+
+@pytest.mark.server(admins=("alice",))
+@pytest_twisted.inlineCallbacks
+def test_an_admin_sees_the_servers_lists_over_the_protocol(window, server, sessions, reactor):
+    first = sessions()
+    registered = signal_fired(first.requestDone, lambda done: done.op == "register")
+    first.connect_to("127.0.0.1", server.port, "alice", password=PASSWORD, register=True)
+    yield registered
+    yield first.disconnect()
+    assert not window.admin_action.isEnabled(), "only an admin's login enables it"
+    welcome = yield account(window, server, register=False)
+    assert welcome.admin and window.admin_action.isEnabled()
+    yield other(sessions, server, "bob")
+    dialog = window.open_admin()
+    assert dialog.isVisible()
+    yield until(lambda: sorted(dialog.texts(dialog.connected)) == ["alice (account)", "bob"])
+    assert dialog.texts(dialog.pending) == []
+    silent = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.port), Protocol())
+    yield until(lambda: len(dialog.texts(dialog.pending)) == 1)
+    assert dialog.texts(dialog.pending, 1)[0].startswith("127.0.0.1"), "the pending list, with its address"
+    silent.transport.loseConnection()
+    yield until(lambda: dialog.texts(dialog.pending) == [])
+    window.close()
+    assert not dialog.isVisible(), "the admin window goes with the main window"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_guest_is_refused_the_admin_lists(window, server, sessions):
+    bob = yield other(sessions, server, "bob")
+    refused = signal_fired(bob.errorReceived, lambda code, message: code == "not_admin")
+    bob.administer("sessions")
+    yield refused
