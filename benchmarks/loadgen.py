@@ -289,6 +289,72 @@ async def logins(args) -> dict:
     return {"seconds": elapsed, "connections": len(clients)}
 
 
+class Answers(asyncio.Protocol):
+    """Parses whole frames; ``answer`` resolves with the first packet whose
+    type is in ``awaited`` (WELCOME, ERROR, DONE), as (type, body)."""
+
+    awaited = (codec.PacketType.WELCOME, codec.PacketType.DONE, codec.PacketType.ERROR)
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.answer = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= 4:
+            size = int.from_bytes(self.buffer[:4], "big")
+            if len(self.buffer) < 4 + size:
+                return
+            payload, self.buffer = self.buffer[4 : 4 + size], self.buffer[4 + size :]
+            if payload[0] in self.awaited and not self.answer.done():
+                self.answer.set_result((payload[0], json.loads(payload[1:])))
+
+    async def ask(self, kind: int, body: dict) -> tuple[int, dict]:
+        self.answer = asyncio.get_running_loop().create_future()
+        self.transport.write(frame(kind, body))
+        return await asyncio.wait_for(self.answer, 120)
+
+
+async def answered_login(port: int, body: dict) -> Answers:
+    """A connection whose LOGIN was answered with WELCOME (else an error)."""
+    _, client = await asyncio.get_running_loop().create_connection(Answers, HOST, port)
+    kind, answer = await client.ask(codec.PacketType.LOGIN, body)
+    if kind != codec.PacketType.WELCOME:
+        raise RuntimeError(f"login refused: {answer}")
+    return client
+
+
+async def login_rate(port: int, bodies: list[dict], at_once: int) -> float:
+    """Logins a second, ``at_once`` in flight, each connection closed after."""
+    start = time.perf_counter()
+    for i in range(0, len(bodies), at_once):
+        for client in await asyncio.gather(*(answered_login(port, b) for b in bodies[i : i + at_once])):
+            client.transport.close()
+    return len(bodies) / (time.perf_counter() - start)
+
+
+PASSWORD = "correct horse battery"
+
+
+async def passwords(args) -> dict:
+    """Guest logins against logins with a password, in one run: the
+    accounts are registered first, untimed."""
+    for i in range(args.connections):
+        client = await answered_login(args.port, {"nick": f"acct{i}", "proto": 2})
+        kind, answer = await client.ask(codec.PacketType.ACCOUNT, {"op": "register", "password": PASSWORD})
+        if kind != codec.PacketType.DONE:
+            raise RuntimeError(f"register refused: {answer}")
+        client.transport.close()
+    count = range(args.connections)
+    guests = await login_rate(args.port, [{"nick": f"g{i}", "proto": 2} for i in count], args.at_once)
+    accounts = [{"nick": f"acct{i}", "proto": 2, "password": PASSWORD} for i in count]
+    with_password = await login_rate(args.port, accounts, args.at_once)
+    return {"guest_per_s": guests, "password_per_s": with_password, "logins": args.connections}
+
+
 async def idle(args) -> dict:
     """Log everyone in, say "ready", hold until the runner says "done"."""
     start = time.perf_counter()
@@ -487,6 +553,7 @@ SCENARIOS = {
     "latency": latency,
     "logins": logins,
     "idle": idle,
+    "passwords": passwords,
     "paced": paced,
     "abuse": abuse,
 }
@@ -508,6 +575,7 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--at-once", type=int, default=8, help="passwords scenario: logins in flight")
     parser.add_argument("--flood", choices=["none", *FLOODS], default="none")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

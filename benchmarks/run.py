@@ -271,6 +271,22 @@ def metrics_bench(runs: int, duration: list[str]) -> dict:
     return row
 
 
+def passwords_bench(runs: int, count: int) -> dict:
+    """Guest logins next to logins with a password (scrypt on the server's
+    worker threads), both in each run, 8 in flight; a fresh server each run."""
+    measured = repeated("ours", runs, "passwords", "--connections", str(count))
+    for r in measured:
+        r["ratio"] = r["guest_per_s"] / r["password_per_s"]
+    row = {key: median_of(measured, key) for key in ("guest_per_s", "password_per_s", "ratio")}
+    row.update(logins=count, runs=measured)
+    print(
+        f"  passwords guest {row['guest_per_s']:,.0f} logins/s, with a password "
+        f"{row['password_per_s']:,.1f} logins/s: guest ÷ password {row['ratio']:.0f}",
+        flush=True,
+    )
+    return row
+
+
 FLOODS = ["none", "history", "ping", "bad", "say"]
 #: As in the issue that asked for fairness: a history of 20,000 messages.
 ABUSE_HISTORY = 20_000
@@ -360,7 +376,8 @@ def main() -> int:
     duration = (
         ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
     )
-    wanted = set(args.only or ["fanout", "rooms", "metrics", "latency", "idle", "logins", "slow", "abuse"])
+    every = ["fanout", "rooms", "metrics", "latency", "idle", "logins", "passwords", "slow", "abuse"]
+    wanted = set(args.only or every)
     results: dict = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -443,6 +460,9 @@ def main() -> int:
         results["logins"] = row
         table.append(("1000 concurrent logins (s)", {k: row[k]["seconds"] for k in row}))
 
+    if "passwords" in wanted:
+        results["passwords"] = passwords_bench(runs, 30 if args.quick else 100)
+
     if "idle" in wanted:
         row = {}
         count = 2000 if args.quick else 10000
@@ -523,6 +543,8 @@ def main() -> int:
         print_table(table, runs)
     if "rooms" in results:
         print_rooms(results["rooms"])
+    if "passwords" in results:
+        print_passwords(results["passwords"])
     if "abuse" in results:
         print_abuse(results["abuse"])
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
@@ -545,6 +567,13 @@ def print_table(table, runs: int) -> None:
         cells = [f"{values[k]:>12,.2f}" if k in values else f"{'-':>12}" for k in ("ours", "naive", "line")]
         ratios = [f"{ours / values[k]:>8.2f}" if values.get(k) else f"{'-':>8}" for k in ("naive", "line")]
         print(f"{name:<58} {' '.join(cells)} {' '.join(ratios)}")
+
+
+def print_passwords(row: dict) -> None:
+    print(f"\n{'logins, 8 in flight (ours)':<40} {'logins/s':>10}")
+    print(f"{'guest':<40} {row['guest_per_s']:>10,.1f}")
+    print(f"{'with a password (scrypt N=2^15)':<40} {row['password_per_s']:>10,.1f}")
+    print(f"{'guest ÷ password':<40} {row['ratio']:>10,.0f}")
 
 
 def print_abuse(row: dict) -> None:
