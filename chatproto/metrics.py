@@ -62,11 +62,15 @@ class Counters:
 
 
 def transport_kind(connection) -> str:
-    """tcp, tls or unix: what carries a connection (for the connections gauge)."""
+    """tcp, tls or unix, or ws or wss for WebSocket: what carries a
+    connection (for the connections gauge)."""
     transport = getattr(connection, "transport", None)
     if transport is None:
         return "unknown"
-    if ISSLTransport.providedBy(transport):
+    secure = ISSLTransport.providedBy(transport)
+    if getattr(connection.wire, "name", "") == "websocket":
+        return "wss" if secure else "ws"
+    if secure:
         return "tls"
     return "unix" if isinstance(transport.getHost(), UNIXAddress) else "tcp"
 

@@ -26,7 +26,15 @@ from chatproto.transports.int32 import ChatFactory
 class ChatServer(MultiService):
     """The service tree: the hub first, so it stops after the listeners."""
 
-    def __init__(self, hub: Hub, reactor, listen: list[str], metrics: str | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        reactor,
+        listen: list[str],
+        metrics: str | None = None,
+        web: list[str] = (),
+        web_origins: list[str] = (),
+    ) -> None:
         super().__init__()
         self.hub = hub
         self.factory = ChatFactory(hub)
@@ -36,6 +44,14 @@ class ChatServer(MultiService):
             listener = ListenerService(description, serverFromString(reactor, description), self.factory)
             listener.setServiceParent(self)
             self.listeners.append(listener)
+        if web:
+            from chatproto.transports.web import web_site
+
+            site = web_site(hub, list(web_origins))
+            for description in web:
+                listener = ListenerService(description, serverFromString(reactor, description), site)
+                listener.setServiceParent(self)
+                self.listeners.append(listener)
         self.operations: ListenerService | None = None
         if metrics is not None:
             from chatproto.operations import LagMonitor, operations_site
@@ -67,6 +83,14 @@ class ChatServer(MultiService):
                 return listener.port.getHost().port
         return None
 
+    @property
+    def web_port(self) -> int | None:
+        """The first ``web`` listener's bound port, once listening."""
+        for listener in self.listeners:
+            if listener.port is not None and listener.factory is not self.factory:
+                return listener.port.getHost().port
+        return None
+
 
 def build_server(
     reactor,
@@ -81,11 +105,14 @@ def build_server(
     admins: list[str] = (),
     accounts: AccountStore | None = None,
     hasher: Hasher | None = None,
+    web: list[str] = (),
+    web_origins: list[str] = (),
 ) -> ChatServer:
     """A server on ``reactor`` (or a ``task.Clock``, with no ``listen``);
     ``history`` is an SQLite path or any event log; ``rooms`` always exist.
     Accounts live in the SQLite file unless another store is given;
-    ``admins`` name the accounts that administer the server."""
+    ``admins`` name the accounts that administer the server; ``web``
+    endpoints serve the browser client and its WebSocket."""
     eventlog = SQLiteLog(history, room_key(default_room)) if isinstance(history, str) else history
     if accounts is None and isinstance(eventlog, SQLiteLog):
         accounts = SQLiteAccounts(eventlog)
@@ -101,4 +128,4 @@ def build_server(
         hasher=hasher,
         admins=list(admins),
     )
-    return ChatServer(hub, reactor, list(listen), metrics)
+    return ChatServer(hub, reactor, list(listen), metrics, list(web), list(web_origins))

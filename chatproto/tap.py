@@ -11,6 +11,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 try:
     import tomllib
@@ -57,7 +58,7 @@ def limit_parameters() -> list[list]:
 
 
 #: Options that may be given more than once (a list in a config file).
-_REPEATABLE = {"listen", "room", "admin"}
+_REPEATABLE = {"listen", "room", "admin", "web", "web-origin"}
 
 
 def _take_config(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -108,8 +109,10 @@ def config_arguments(path: str, command_line: list[str]) -> list[str]:
                     parse_limit(limits[name], text, key)
                 elif name == "admin":
                     normalise_nick(text)
-                elif name in ("listen", "metrics"):
+                elif name in ("listen", "metrics", "web"):
                     check_endpoint(text, key)
+                elif name == "web-origin":
+                    check_origin(text, key)
             except (ValueError, usage.UsageError) as e:  # a bad limit; a bad endpoint
                 raise usage.UsageError(f"{path}: {e}") from None
             except ProtocolError as e:  # a bad admin nick
@@ -128,6 +131,14 @@ def check_endpoint(description: str, option: str = "--listen"):
         return serverFromString(_ParseOnly(), description)
     except Exception as e:  # parsers raise ValueError, KeyError, OpenSSL errors...
         raise usage.UsageError(f"{option} {description!r} is not a usable endpoint: {e}") from None
+
+
+def check_origin(origin: str, option: str = "--web-origin") -> str:
+    """``scheme://host[:port]``, as a browser sends it in ``Origin``."""
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise usage.UsageError(f"{option} {origin!r}: expected an origin like https://chat.example.org")
+    return origin.rstrip("/")
 
 
 class Options(usage.Options):
@@ -166,6 +177,19 @@ class Options(usage.Options):
         self["rooms"] = []
         self["admins"] = []
         self["metrics"] = None
+        self["web"] = []
+        self["web-origins"] = []
+
+    def opt_web(self, description: str) -> None:
+        """Serve the browser client at / and its WebSocket at /ws on this
+        endpoint, e.g. tcp:8080 or ssl:8443:privateKey=key.pem (repeatable)."""
+        check_endpoint(description, "--web")
+        self["web"].append(description)
+
+    def opt_web_origin(self, origin: str) -> None:
+        """Another page's origin allowed to open the WebSocket, e.g.
+        https://chat.example.org (repeatable; the server's own is always allowed)."""
+        self["web-origins"].append(check_origin(origin))
 
     def opt_admin(self, account: str) -> None:
         """An account that administers the server: closes rooms, bans, resets
@@ -250,6 +274,8 @@ def makeService(config: Options, reactor=None) -> MultiService:
         rooms=config["rooms"],
         metrics=config["metrics"],
         admins=config["admins"],
+        web=config["web"],
+        web_origins=config["web-origins"],
     )
     server.setServiceParent(top)
     GracefulExit(reactor).setServiceParent(top)

@@ -1,9 +1,22 @@
-"""A real-socket test client: packets arrive in a queue the test awaits."""
+"""Real-socket test clients, over Int32 frames or a WebSocket: packets
+arrive in a queue the test awaits."""
 
 from __future__ import annotations
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
 
 from chatproto import codec
 from chatproto.client import ChatClientProtocol
@@ -11,16 +24,12 @@ from chatproto.client import ChatClientProtocol
 TIMEOUT = 20.0
 
 
-class QueueClient(ChatClientProtocol):
-    def __init__(self) -> None:
+class Inbox:
+    """Awaiting packets: ``next``, ``expect`` a kind, ``login``."""
+
+    def _start_inbox(self) -> None:
         self.inbox: defer.DeferredQueue = defer.DeferredQueue()
         self.lost: defer.Deferred = defer.Deferred()
-
-    def packetReceived(self, packet) -> None:
-        self.inbox.put(packet)
-
-    def connectionLost(self, reason) -> None:
-        self.lost.callback(None)
 
     def next(self, timeout: float = TIMEOUT) -> defer.Deferred:
         from twisted.internet import reactor
@@ -42,9 +51,87 @@ class QueueClient(ChatClientProtocol):
         return welcome
 
 
+class QueueClient(ChatClientProtocol, Inbox):
+    def __init__(self) -> None:
+        self._start_inbox()
+
+    def packetReceived(self, packet) -> None:
+        self.inbox.put(packet)
+
+    def connectionLost(self, reason) -> None:
+        self.lost.callback(None)
+
+
+class WebSocketClient(Protocol, Inbox):
+    """A browser's side of ``/ws``, with wsproto: ``accepted`` fires on the
+    handshake (with the HTTP status if refused); ``close`` is the server's
+    Close frame as (code, reason), once it came."""
+
+    def __init__(self, origin: str | None = None, path: str = "/ws") -> None:
+        self._start_inbox()
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.origin, self.path = origin, path
+        self.accepted: defer.Deferred = defer.Deferred()
+        self.close: tuple[int, str] | None = None
+        self.texts: list[str] = []
+        self._gathering = b""
+
+    def connectionMade(self) -> None:
+        headers = [(b"origin", self.origin.encode())] if self.origin else []
+        host = f"127.0.0.1:{self.transport.getPeer().port}"  # as a browser sends it
+        self.transport.write(self.ws.send(Request(host=host, target=self.path, extra_headers=headers)))
+
+    def dataReceived(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, AcceptConnection):
+                self.accepted.callback(101)
+            elif isinstance(event, RejectConnection):
+                self.accepted.callback(event.status_code)
+            elif isinstance(event, RejectData) and event.body_finished:
+                self.transport.loseConnection()
+            elif isinstance(event, BytesMessage):
+                self._gathering += event.data
+                if event.message_finished:
+                    payload, self._gathering = self._gathering, b""
+                    self.inbox.put(codec.decode_server(payload))
+            elif isinstance(event, TextMessage):
+                self.texts.append(event.data)
+            elif isinstance(event, CloseConnection):
+                self.close = (event.code, event.reason)
+                if self.ws.state.name == "REMOTE_CLOSING":
+                    self.transport.write(self.ws.send(event.response()))
+
+    def connectionLost(self, reason) -> None:
+        if not self.accepted.called:
+            self.accepted.callback(None)
+        self.lost.callback(self.close)
+
+    def send(self, packet) -> None:
+        self.send_payload(codec.encode(packet))
+
+    def send_payload(self, payload: bytes) -> None:
+        self.transport.write(self.ws.send(Message(data=payload)))
+
+    def send_text(self, text: str) -> None:
+        self.transport.write(self.ws.send(Message(data=text)))
+
+
 @defer.inlineCallbacks
 def connect(reactor, port: int, nick: str | None = None, version: int = 1):
     client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), QueueClient())
+    if nick is not None:
+        yield client.login(nick, version=version)
+    return client
+
+
+@defer.inlineCallbacks
+def connect_ws(reactor, port: int, nick: str | None = None, version: int = 2, origin: str | None = None):
+    """A WebSocket client on ``/ws``, logged in if ``nick`` is given."""
+    client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), WebSocketClient(origin))
+    status = yield client.accepted
+    if status != 101:
+        raise AssertionError(f"WebSocket handshake refused: {status}")
     if nick is not None:
         yield client.login(nick, version=version)
     return client

@@ -14,31 +14,47 @@ from chatproto.backends.eventlog import Draft
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.limits import Limits
 from chatproto.server import build_server
-from tests.netclient import connect
+from tests.netclient import connect, connect_ws
 
 
 class LiveTestCase(TestCase):
     timeout = 60
 
-    def serve(self, **limits):
+    def serve(self, web: bool = False, web_origins=(), **limits):
+        """A server on 127.0.0.1 (and its ``--web`` on another port if asked)."""
         server = build_server(
-            reactor, ["tcp:0:interface=127.0.0.1"], self.mktemp() + ".sqlite3", Limits(**limits)
+            reactor,
+            ["tcp:0:interface=127.0.0.1"],
+            self.mktemp() + ".sqlite3",
+            Limits(**limits),
+            web=["tcp:0:interface=127.0.0.1"] if web else [],
+            web_origins=list(web_origins),
         )
         server.start()
+        self.server = server
         self.hub = server.hub
         self.port = server.port
+        self.web_port = server.web_port
         self.clients = []
         self.addCleanup(self._stop, server)
         return defer.succeed(None)
 
     @defer.inlineCallbacks
     def _stop(self, server):
-        yield server.stopService()
+        if server.running:
+            yield server.stopService()
         yield defer.DeferredList([c.lost for c in self.clients])
 
     @defer.inlineCallbacks
     def client(self, nick=None, version=1):
         client = yield connect(reactor, self.port, nick, version)
+        self.clients.append(client)
+        return client
+
+    @defer.inlineCallbacks
+    def ws(self, nick=None, version=2, origin=None):
+        """A WebSocket client on the ``web`` port (``serve(web=True)``)."""
+        client = yield connect_ws(reactor, self.web_port, nick, version, origin)
         self.clients.append(client)
         return client
 
@@ -198,12 +214,17 @@ class HeapTrim(TestCase):
 
 
 class SlowConsumer(LiveTestCase):
+    web = False  # the slow reader's transport: Int32 here, WebSocket in test_websocket
+
+    def slow_reader(self):
+        return self.client("slow")
+
     @defer.inlineCallbacks
     def test_slow_reader_is_cut_and_others_lose_nothing(self):
-        yield self.serve(sendq=256 * 1024, rate=100000, burst=100000, max_text=4000)
+        yield self.serve(web=self.web, sendq=256 * 1024, rate=100000, burst=100000, max_text=4000)
         talker = yield self.client("talker")
         watcher = yield self.client("watcher")
-        slow = yield self.client("slow")
+        slow = yield self.slow_reader()
         slow.transport.pauseProducing()  # stops reading: kernel buffers fill, then the server's
         text = "x" * 4000
         sent = 0

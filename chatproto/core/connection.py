@@ -20,6 +20,8 @@ from twisted.internet.defer import Deferred
 class Wire(Protocol):
     """A transport's framing. Connections that share a wire share bytes."""
 
+    name: str  # for metrics: "int32", "websocket"
+
     def frame(self, payload: bytes) -> bytes:
         """Wire bytes for one payload (type byte + JSON object)."""
 

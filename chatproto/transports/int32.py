@@ -62,6 +62,7 @@ def _no_delay(transport) -> None:
 class Int32Wire:
     """Frames as Int32StringReceiver writes them: a 4-byte big-endian length."""
 
+    name = "int32"
     frame = staticmethod(codec.frame)
 
 
@@ -136,7 +137,7 @@ class ChatProtocol(Int32StringReceiver):
     # costs one call per recipient.
 
     def send(self, packet) -> None:
-        self.outbox.write(codec.encode_frame(packet))
+        self.outbox.write(self.wire.frame(codec.encode(packet)))
 
     @property
     def host(self) -> str:
@@ -147,7 +148,7 @@ class ChatProtocol(Int32StringReceiver):
     def disconnect(self, reason: str, *, flush: bool = True) -> None:
         """BYE ``reason``, then close. The hub has already been told (or never
         knew). ``flush=False`` drops queued output (a slow consumer won't read it)."""
-        self._close(codec.encode_frame(codec.Bye(reason)), flush=flush)
+        self._close(self.wire.frame(codec.encode(codec.Bye(reason))), flush=flush, why=reason)
 
     def closed(self) -> Deferred:
         d: Deferred = Deferred()
@@ -174,7 +175,7 @@ class ChatProtocol(Int32StringReceiver):
         refused = self.hub.accept(self)
         if refused is not None:
             self.hub.counters.disconnects[refused] += 1
-            self._close(codec.encode_frame(codec.Bye(refused)))
+            self._close(self.wire.frame(codec.encode(codec.Bye(refused))), why=refused)
             return
         _no_delay(self.transport)
         log.info("connection {id} opened from {address}", id=self.id, address=self.address)
@@ -402,7 +403,7 @@ class ChatProtocol(Int32StringReceiver):
 
     def _on_quit(self, packet: codec.Quit) -> None:
         self.hub.leave(self, "quit", packet.reason)
-        self._close(None)
+        self._close(None, why="quit")
 
     # -- timers ------------------------------------------------------------------
 
@@ -448,14 +449,16 @@ class ChatProtocol(Int32StringReceiver):
         self.hub.counters.refusals[code] += 1
         self.send(codec.Error(code, message, ref, retry_after))
 
-    def _fatal(self, code: str, message: str, ref: str | None = None) -> None:
+    def _fatal(self, code: str, message: str, ref: str | None = None, why: str = "") -> None:
         """An ERROR after which the stream can't continue: it is the last packet.
         Others see the peer leave as ``connection_lost``."""
         self.hub.leave(self, "connection_lost")
         self.hub.counters.refusals[code] += 1
-        self._close(codec.encode_frame(codec.Error(code, message, ref)))
+        self._close(self.wire.frame(codec.encode(codec.Error(code, message, ref))), why=why or code)
 
-    def _close(self, final: bytes | None, *, flush: bool = True) -> None:
+    def _close(self, final: bytes | None, *, flush: bool = True, why: str = "") -> None:
+        """Stop, and end the stream after ``final`` (a BYE or a fatal ERROR);
+        ``why`` is its reason or code, for transports that close with one."""
         if self.state == CLOSING:
             return
         # Input is ignored from now on, but still read: a TLS close needs the
@@ -463,8 +466,12 @@ class ChatProtocol(Int32StringReceiver):
         self.state = CLOSING
         if self.paused:  # throttled: read again, so the peer's close is seen
             self._unthrottle()
-        self.outbox.close(final, flush=flush)
+        self.outbox.close(self._last_words(final, why), flush=flush)
         self._schedule(CLOSE_GRACE, self._abort)
+
+    def _last_words(self, final: bytes | None, why: str) -> bytes | None:
+        """What ends the stream: for Int32 framing, the BYE or ERROR itself."""
+        return final
 
     def _abort(self) -> None:
         self._timer = None
