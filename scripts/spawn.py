@@ -47,6 +47,11 @@ def listening_port(output: bytes) -> int | None:
     return int(match.group(1) or match.group(2)) if match else None
 
 
+def listening_ports(output: bytes) -> list[int]:
+    """Every port the log says it listens on, in the order they were bound."""
+    return [int(m.group(1) or m.group(2)) for m in _LISTENING.finditer(output)]
+
+
 class ServerProcess(ProcessProtocol):
     """``listening`` fires with the port; ``ended`` with the exit code
     (minus the signal's number if a signal ended it)."""
@@ -91,6 +96,15 @@ def start_server(
 ) -> tuple[subprocess.Popen, int]:
     """Start ``argv`` (``prefix`` first: taskset, prlimit) and block until it
     listens; returns (Popen, port). Its output keeps being drained."""
+    proc, ports = start_server_ports(argv, 1, prefix, timeout)
+    return proc, ports[0]
+
+
+def start_server_ports(
+    argv: list[str], count: int, prefix: list[str] = (), timeout: float = 30
+) -> tuple[subprocess.Popen, list[int]]:
+    """As :func:`start_server`, until ``count`` listeners are up (with
+    ``--web``: the chat port, then the web port); returns (Popen, ports)."""
     proc = subprocess.Popen(
         [*prefix, *argv], cwd=ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -101,11 +115,11 @@ def start_server(
         if not line:
             raise RuntimeError(f"server exited: {output.decode(errors='replace')}")
         output += line
-        port = listening_port(line)
-        if port is not None:
+        ports = listening_ports(output)
+        if len(ports) >= count:
             # Keep reading its output so a chatty log never blocks it.
             subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
-            return proc, port
+            return proc, ports
     proc.kill()
     raise RuntimeError("server did not start listening")
 

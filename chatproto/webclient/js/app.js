@@ -39,9 +39,9 @@ class App {
     });
     $("join-button").addEventListener("click", () => this.openJoin());
     $("leave-button").addEventListener("click", () => this.current && this.session.part(this.room().name));
-    $("join-form").addEventListener("submit", () => {
+    $("join-form").addEventListener("submit", (e) => {
       const name = $("join-room").value.trim();
-      if (document.activeElement?.value !== "cancel" && name) this.session.join(name);
+      if (e.submitter?.value !== "cancel" && name) this.join(name);
     });
     $("transcript").addEventListener("scroll", () => this.scrolled());
     $("notify-button").addEventListener("click", () => this.askToNotify());
@@ -129,8 +129,16 @@ class App {
 
   // -- rooms ----------------------------------------------------------------------
 
+  join(name) {
+    this.wanted = roomKey(name); // shown once its ROOM comes
+    this.session.join(name);
+  }
+
   onRoom(room) {
-    if (!this.current || !this.session.rooms.has(this.current)) this.current = room.key;
+    if (!this.current || !this.session.rooms.has(this.current) || room.key === this.wanted) {
+      this.current = room.key;
+      this.wanted = null;
+    }
     this.renderRooms();
     if (room.key === this.current) this.show(room.key);
   }
@@ -337,7 +345,7 @@ class App {
     const [command, ...rest] = text.split(" ");
     const arg = rest.join(" ");
     if (command === "/msg" && rest.length >= 2) this.session.whisper(rest[0], rest.slice(1).join(" "));
-    else if (command === "/join" && arg) this.session.join(arg);
+    else if (command === "/join" && arg) this.join(arg);
     else if (command === "/part" && room) this.session.part(room.name, arg || undefined);
     else if (command === "/topic" && room) this.session.setTopic(room.name, arg);
     else if (command === "/quit") this.session.disconnect();

@@ -309,7 +309,7 @@ export class ChatSession extends EventTarget {
       const newer = history.filter((m) => m.seq > last);
       if (newer.length && newer[0].seq > last + 1) {
         // A gap: fetch everything after what we have, page by page.
-        this._send(T.HISTORY, { room: room.name, after: last, limit: CATCH_UP_PAGE, ref: `after:${room.key}` });
+        this._send(T.HISTORY, { room: room.name, after: last, limit: CATCH_UP_PAGE });
       } else {
         for (const m of newer) this._append(room, m);
       }
@@ -343,18 +343,18 @@ export class ChatSession extends EventTarget {
   _historyPage(body) {
     const room = this._roomOf(body);
     if (!room) return;
-    const ref = body.ref ?? "";
-    if (ref.startsWith("older:")) {
+    const messages = body.messages;
+    // HISTORY_PAGE echoes no ref: an older page is one that ends before what we have.
+    if (room.loadingOlder && (!messages.length || messages[messages.length - 1].seq < room.firstSeq)) {
       room.loadingOlder = false;
-      const older = body.messages.filter((m) => m.seq < room.firstSeq);
-      room.messages = older.concat(room.messages);
-      room.more = body.more;
-      this._emit("older", { room, count: older.length });
+      room.messages = messages.concat(room.messages);
+      room.more = body.more && messages.length > 0;
+      this._emit("older", { room, count: messages.length });
       return;
     }
-    for (const m of body.messages) this._append(room, m);
-    if (body.more && body.messages.length) {
-      this._send(T.HISTORY, { room: room.name, after: room.lastSeq, limit: CATCH_UP_PAGE, ref });
+    for (const m of messages) this._append(room, m);
+    if (body.more && messages.length) {
+      this._send(T.HISTORY, { room: room.name, after: room.lastSeq, limit: CATCH_UP_PAGE });
     }
     this._emit("room", { room, fresh: false });
   }
