@@ -22,9 +22,11 @@ run: install
 client: install
 	$(VENV)/bin/chat-client $(ARGS)
 
-# Renders the real windows offscreen with a hosted server and some chat.
+# Renders the real windows offscreen with a hosted server and some chat,
+# and the browser page in headless Chromium (at desktop and phone width).
 screenshot: install
 	QT_QPA_PLATFORM=offscreen $(PY) -m qtclient.screenshot docs/screenshot.png
+	$(PY) -m scripts.web_screenshot docs/web-screenshot.png docs/web-phone.png
 
 # A self-signed key.pem and cert.pem here, for --listen ssl:7778:privateKey=key.pem:certKey=cert.pem
 cert: install
