@@ -26,12 +26,34 @@ MESSAGE = 0x82
 _MARK = b'\x82{"seq":'  # how every MESSAGE payload starts
 
 
-def frame(kind: int, body: dict) -> bytes:
-    return codec.frame(codec.encode_json(kind, codec.dumps(body)))
+def frame(kind: int, body: dict, mode: str = "frames") -> bytes:
+    payload = codec.encode_json(kind, codec.dumps(body))
+    return ws_client_frame(payload) if mode == "websocket" else codec.frame(payload)
+
+
+def ws_client_frame(payload: bytes) -> bytes:
+    """A client's binary WebSocket frame, masked (with a zero key: the
+    payload stays as it is, which RFC 6455 allows)."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x82, 0x80 | size))
+    elif size < 65536:
+        header = bytes((0x82, 0x80 | 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x82, 0x80 | 127)) + size.to_bytes(8, "big")
+    return header + b"\0\0\0\0" + payload
+
+
+UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 class Client(asyncio.Protocol):
-    """Counts chat messages; in frames mode also waits for WELCOME."""
+    """Counts chat messages; in frames mode also waits for WELCOME. In
+    websocket mode it first upgrades ``/ws``; server frames are unmasked, so
+    the same markers are counted in the raw stream."""
 
     def __init__(self, mode: str, on_data=None) -> None:
         self.mode = mode
@@ -47,17 +69,34 @@ class Client(asyncio.Protocol):
         self.saw_slow_left = False
         self.room = 0  # rooms scenario: which room, and its ROOM answer
         self.joined: asyncio.Future | None = None
+        self.upgraded = asyncio.get_running_loop().create_future()
+        self._handshake = b""
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         if self.mode == "lines" and not self.welcomed.done():
             self.welcomed.set_result(None)
+        if self.mode == "websocket":
+            transport.write(UPGRADE)
+        else:
+            self.upgraded.set_result(None)
 
     def connection_lost(self, exc) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if not self.upgraded.done():
+            self._handshake += data
+            end = self._handshake.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self._handshake.startswith(b"HTTP/1.1 101"):
+                raise RuntimeError(f"WebSocket refused: {self._handshake[:40]!r}")
+            data, self._handshake = self._handshake[end + 4 :], b""
+            self.upgraded.set_result(None)
+            if not data:
+                return
         if self.mode == "lines":
             self.count += data.count(b"\n")
         else:
@@ -110,8 +149,9 @@ async def connect_all(port: int, mode: str, n: int, nick: str, on_data=None, bat
             )
         )
         for i, (_, client) in enumerate(made, start):
-            if mode == "frames":
-                client.transport.write(frame(0x01, {"nick": f"{nick}{i}", "proto": version}))
+            if mode != "lines":
+                await client.upgraded
+                client.transport.write(frame(0x01, {"nick": f"{nick}{i}", "proto": version}, mode))
             clients.append(client)
     await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in clients)), 120)
     return clients
@@ -124,7 +164,7 @@ def cpu() -> float:
 def say_frame(mode: str, size: int) -> bytes:
     if mode == "lines":
         return b"x" * size + b"\n"
-    return frame(0x02, {"text": "x" * size})
+    return frame(0x02, {"text": "x" * size}, mode)
 
 
 async def settle(clients: list[Client], quiet: float = 0.3, limit: float = 60.0) -> None:
@@ -563,7 +603,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--mode", choices=["frames", "lines"], default="frames")
+    parser.add_argument("--mode", choices=["frames", "lines", "websocket"], default="frames")
     parser.add_argument("--receivers", type=int, default=100)
     parser.add_argument("--rooms", type=int, default=1, help="rooms scenario: how many rooms")
     parser.add_argument("--senders", type=int, default=4)

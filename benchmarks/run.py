@@ -49,12 +49,16 @@ def server_argv(kind: str, history: str, extra: tuple[str, ...] = ()) -> list[st
             "1e9",
         ]
         return load_server_argv(history, *unlimited, "--packets-per-turn", "1000000000", *extra)
-    module = {"naive": "benchmarks.baselines.naive_server", "line": "benchmarks.baselines.line_server"}[kind]
+    module = {
+        "naive": "benchmarks.baselines.naive_server",
+        "line": "benchmarks.baselines.line_server",
+        "naive-ws": "benchmarks.baselines.naive_ws_server",
+    }[kind]
     return [PY, "-m", module, "0"]
 
 
 def mode_of(kind: str) -> str:
-    return "lines" if kind == "line" else "frames"
+    return {"line": "lines", "naive-ws": "websocket"}.get(kind, "frames")
 
 
 def rss_kib(pid: int) -> int:
@@ -62,10 +66,11 @@ def rss_kib(pid: int) -> int:
 
 
 @contextmanager
-def server(kind: str, extra: tuple[str, ...] = ()):
-    """A fresh server process; yields (pid, port)."""
+def server(kind: str, extra: tuple[str, ...] = (), listeners: int = 1):
+    """A fresh server process; yields (pid, port): the port of the last of
+    its ``listeners`` (with ``--web``, the web port)."""
     folder = tempfile.mkdtemp(prefix="chatbench-")
-    proc, port = start_pinned(server_argv(kind, f"{folder}/bench.sqlite3", extra))
+    proc, port = start_pinned(server_argv(kind, f"{folder}/bench.sqlite3", extra), listeners=listeners)
     try:
         yield proc.pid, port
     finally:
@@ -128,9 +133,16 @@ def measure_fanout_cpu(kind: str, receivers: int, extra: list[str], server_args=
     return measure_cpu(kind, "fanout", ["--receivers", str(receivers), *extra], server_args)
 
 
-def measure_cpu(kind: str, scenario: str, args: list[str], server_args: tuple[str, ...] = DEEP_SENDQ) -> dict:
+def measure_cpu(
+    kind: str,
+    scenario: str,
+    args: list[str],
+    server_args: tuple[str, ...] = DEEP_SENDQ,
+    mode: str | None = None,
+    listeners: int = 1,
+) -> dict:
     """A scenario with the server's CPU share sampled during its busiest second."""
-    with server(kind, server_args) as (pid, port):
+    with server(kind, server_args, listeners) as (pid, port):
         import threading
 
         samples = []
@@ -144,7 +156,7 @@ def measure_cpu(kind: str, scenario: str, args: list[str], server_args: tuple[st
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()
         started = time.monotonic()
-        result = generate(port, mode_of(kind), scenario, *args, pid=pid)
+        result = generate(port, mode or mode_of(kind), scenario, *args, pid=pid)
         stop.set()
         thread.join()
         best = 0.0
@@ -271,6 +283,54 @@ def metrics_bench(runs: int, duration: list[str]) -> dict:
     return row
 
 
+#: (label, kind, load generator mode, server listeners): TCP and WebSocket
+#: on the same server (started with --web, so both listen), and a naive relay.
+SOCKETS = [
+    ("ours, TCP", "ours", "frames", 1),
+    ("ours, WebSocket", "ours", "websocket", 2),
+    ("naive WebSocket relay", "naive-ws", "websocket", 1),
+]
+
+
+def websocket_bench(runs: int, receivers: int, duration: list[str]) -> dict:
+    """Fan-out to ``receivers`` over TCP and over WebSocket on the same
+    server, and over a naive WebSocket relay; interleaved, fresh servers."""
+    web = (*DEEP_SENDQ, "--web", "tcp:0:interface=127.0.0.1")
+    measured: dict[str, list[dict]] = {label: [] for label, *_ in SOCKETS}
+    for _ in range(runs):
+        for label, kind, mode, listeners in SOCKETS:
+            args = ["--receivers", str(receivers), *duration]
+            server_args = web if kind == "ours" else DEEP_SENDQ
+            measured[label].append(measure_cpu(kind, "fanout", args, server_args, mode, listeners))
+    row = {}
+    for label, *_ in SOCKETS:
+        runs_of = measured[label]
+        row[label] = {
+            "deliveries_per_s": median_of(runs_of, "deliveries_per_s"),
+            "server_cpu": median_of(runs_of, "server_cpu"),
+            "generator_cpu": median_of(runs_of, "generator_cpu"),
+            "lost": sum(r["lost"] for r in runs_of),
+            "bottleneck": bottleneck(runs_of[len(runs_of) // 2]),
+            "runs": runs_of,
+        }
+        r = row[label]
+        print(
+            f"  websocket {label:<22} {r['deliveries_per_s']:>12,.0f} deliveries/s  lost {r['lost']}  "
+            f"server cpu {r['server_cpu']:.0%}  generator cpu {r['generator_cpu']:.0%}",
+            flush=True,
+        )
+    return row
+
+
+def print_websocket(row: dict, receivers: int) -> None:
+    tcp, ws, naive = (row[label]["deliveries_per_s"] for label, *_ in SOCKETS)
+    print(f"\n{f'fan-out to {receivers} receivers + 4 senders':<40} {'deliveries/s':>14} {'bound by':>10}")
+    for label, r in row.items():
+        print(f"{label:<40} {r['deliveries_per_s']:>14,.0f} {r['bottleneck']:>10}")
+    print(f"{'ours: WebSocket ÷ TCP':<40} {ws / tcp:>14.2f}")
+    print(f"{'WebSocket: ours ÷ naive relay':<40} {ws / naive:>14.2f}")
+
+
 def passwords_bench(runs: int, count: int) -> dict:
     """Guest logins next to logins with a password (scrypt on the server's
     worker threads), both in each run, 8 in flight; a fresh server each run."""
@@ -376,7 +436,8 @@ def main() -> int:
     duration = (
         ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
     )
-    every = ["fanout", "rooms", "metrics", "latency", "idle", "logins", "passwords", "slow", "abuse"]
+    every = ["fanout", "rooms", "websocket", "metrics", "latency", "idle", "logins", "passwords"]
+    every += ["slow", "abuse"]
     wanted = set(args.only or every)
     results: dict = {
         "machine": {
@@ -421,6 +482,9 @@ def main() -> int:
 
     if "rooms" in wanted:
         results["rooms"] = rooms_bench(runs, duration)
+
+    if "websocket" in wanted:
+        results["websocket"] = websocket_bench(runs, 100, duration)
 
     if "metrics" in wanted:
         results["metrics"] = metrics_bench(runs, duration)
@@ -543,6 +607,8 @@ def main() -> int:
         print_table(table, runs)
     if "rooms" in results:
         print_rooms(results["rooms"])
+    if "websocket" in results:
+        print_websocket(results["websocket"], 100)
     if "passwords" in results:
         print_passwords(results["passwords"])
     if "abuse" in results:

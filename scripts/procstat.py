@@ -35,9 +35,12 @@ def load_server_argv(history: str, *extra: str) -> list[str]:
     )
 
 
-def start_pinned(argv: list[str], core: int = 0):
-    """start_server on ``core``, allowed 20,000 file descriptors; (Popen, port)."""
-    return start_server(argv, prefix=[*pinned(core), *many_files()])
+def start_pinned(argv: list[str], core: int = 0, listeners: int = 1):
+    """start_server on ``core``, allowed 20,000 file descriptors; (Popen,
+    port): the port of the last of its ``listeners`` to come up (with
+    ``--web`` after ``--listen``: the web port)."""
+    proc, ports = start_server(argv, listeners, prefix=[*pinned(core), *many_files()])
+    return proc, ports[-1]
 
 
 def rss_bytes(pid: int) -> int:

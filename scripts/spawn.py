@@ -92,19 +92,11 @@ def spawn_server(reactor, *args: str, runner: list[str] = TWIST, listen: str = L
 
 
 def start_server(
-    argv: list[str], prefix: list[str] = (), timeout: float = 30
-) -> tuple[subprocess.Popen, int]:
-    """Start ``argv`` (``prefix`` first: taskset, prlimit) and block until it
-    listens; returns (Popen, port). Its output keeps being drained."""
-    proc, ports = start_server_ports(argv, 1, prefix, timeout)
-    return proc, ports[0]
-
-
-def start_server_ports(
-    argv: list[str], count: int, prefix: list[str] = (), timeout: float = 30
+    argv: list[str], count: int = 1, prefix: list[str] = (), timeout: float = 30
 ) -> tuple[subprocess.Popen, list[int]]:
-    """As :func:`start_server`, until ``count`` listeners are up (with
-    ``--web``: the chat port, then the web port); returns (Popen, ports)."""
+    """Start ``argv`` (``prefix`` first: taskset, prlimit) and block until
+    ``count`` listeners are up (with ``--web``: the chat port, then the web
+    port); returns (Popen, ports). Its output keeps being drained."""
     proc = subprocess.Popen(
         [*prefix, *argv], cwd=ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

@@ -14,7 +14,7 @@ import tempfile
 
 from chatproto import codec
 from scripts import browser
-from scripts.spawn import server_argv, start_server_ports
+from scripts.spawn import server_argv, start_server
 
 WAIT = 20
 
@@ -60,7 +60,7 @@ def main(desktop: str, phone: str) -> int:
         return 0
     folder = tempfile.mkdtemp(prefix="chatshot-")
     argv = server_argv("--web", "tcp:0:interface=127.0.0.1", "--history", f"{folder}/h.sqlite3")
-    proc, (port, web_port) = start_server_ports(argv, 2)
+    proc, (port, web_port) = start_server(argv, 2)
     driver = browser.chromium(1000, 560)
     url = f"http://127.0.0.1:{web_port}/"
     try:

@@ -11,7 +11,7 @@ import pytest
 
 from chatproto import codec
 from scripts import browser
-from scripts.spawn import server_argv, start_server_ports
+from scripts.spawn import server_argv, start_server
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 WAIT = 20  # seconds any one condition may take
@@ -27,7 +27,7 @@ class Server:
 
     def start(self, listen: str = LOOPBACK, web: str = LOOPBACK) -> None:
         argv = server_argv("--web", web, "--history", self.history, *self.args, listen=listen)
-        self.proc, (self.port, self.web_port) = start_server_ports(argv, 2)
+        self.proc, (self.port, self.web_port) = start_server(argv, 2)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
