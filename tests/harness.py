@@ -15,6 +15,7 @@ from chatproto.backends.sqlite import SQLiteLog
 from chatproto.limits import Limits
 from chatproto.server import build_server
 from chatproto.transports.int32 import ChatProtocol
+from chatproto.transports.websocket import WebSocketChatProtocol
 
 _ports = itertools.count(40000)
 
@@ -26,17 +27,49 @@ def parse_frames(data: bytes) -> list:
     return [codec.decode_server(payload) for payload in payloads]
 
 
-class Peer:
-    """One client connection, in memory."""
+class WebSocketFrames:
+    """What a browser reads: server frames parsed by wsproto; the Close
+    frame, once it came, as ``close`` (code, reason)."""
 
-    def __init__(self, server: Server, host: str = "127.0.0.1") -> None:
+    def __init__(self) -> None:
+        from wsproto.connection import Connection, ConnectionType
+
+        self.parser = Connection(ConnectionType.CLIENT)
+        self.close: tuple[int, str] | None = None
+
+    def parse(self, data: bytes) -> list:
+        from wsproto.events import BytesMessage, CloseConnection
+
+        self.parser.receive_data(data)
+        packets = []
+        for event in self.parser.events():
+            if isinstance(event, BytesMessage):
+                assert event.message_finished, "the server never fragments"
+                packets.append(codec.decode_server(bytes(event.data)))
+            elif isinstance(event, CloseConnection):
+                self.close = (event.code, event.reason)
+        return packets
+
+
+class Peer:
+    """One client connection, in memory: Int32 frames, or WebSocket messages
+    (past the handshake) when ``websocket``."""
+
+    def __init__(self, server: Server, host: str = "127.0.0.1", websocket: bool = False) -> None:
         self.server = server
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, next(_ports)))
-        self.protocol: ChatProtocol = server.factory.buildProtocol(None)
+        self.websocket = WebSocketFrames() if websocket else None
+        if websocket:
+            self.protocol: ChatProtocol = WebSocketChatProtocol(server.hub)
+        else:
+            self.protocol = server.factory.buildProtocol(None)
         self.protocol.makeConnection(self.transport)
 
     def send_payload(self, payload: bytes) -> None:
-        self.protocol.dataReceived(codec.frame(payload))
+        if self.websocket is not None:
+            self.protocol.bytesMessageReceived(payload)
+        else:
+            self.protocol.dataReceived(codec.frame(payload))
 
     def send(self, packet) -> None:
         self.send_payload(codec.encode(packet))
@@ -48,7 +81,7 @@ class Peer:
             self.server.flush()
         data = self.transport.value()
         self.transport.clear()
-        return parse_frames(data)
+        return self.websocket.parse(data) if self.websocket is not None else parse_frames(data)
 
     def only(self, kind, flush: bool = True):
         """The single packet received since the last call, checked to be ``kind``."""
@@ -116,8 +149,8 @@ class Server:
         """Every message of a room in the log, oldest first."""
         return result(self.store.after(0, 1_000_000, room))[0]
 
-    def peer(self, host: str = "127.0.0.1") -> Peer:
-        return Peer(self, host)
+    def peer(self, host: str = "127.0.0.1", websocket: bool = False) -> Peer:
+        return Peer(self, host, websocket)
 
     def logged_in(self, *nicks: str, version: int = 1) -> list[Peer]:
         """Peers logged in one after another, their inboxes emptied."""

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, readBody
 from wsproto.events import Message
 from wsproto.frame_protocol import CloseReason
 
 from chatproto import codec
 from chatproto.transports.websocket import close_frame, ws_frame
+from tests.harness import Server
 from tests.netclient import WebSocketClient
 from tests.test_integration import LiveTestCase, SlowConsumer
 
@@ -31,6 +33,51 @@ class Framing(LiveTestCase):
         (event,) = list(client.events())
         self.assertIsInstance(event, CloseConnection)
         self.assertEqual((event.code, event.reason), (1009, "frame_too_large"))
+
+
+class OnStringTransport(SynchronousTestCase):
+    """The same connection limits as Int32, on task.Clock (tests/harness.py)."""
+
+    def test_the_per_address_limit_applies(self):
+        server = Server(max_per_address=2)
+        crowd = [server.peer("203.0.113.1", websocket=True) for _ in range(2)]
+        extra = server.peer("203.0.113.1", websocket=True)
+        self.assertEqual(extra.received(), [codec.Bye("too_many_connections")])
+        self.assertEqual(extra.websocket.close, (CloseReason.POLICY_VIOLATION, "too_many_connections"))
+        self.assertTrue(extra.closing)
+        self.assertIsInstance(
+            server.peer("198.51.100.2", websocket=True).login("other", version=2), codec.Welcome
+        )
+        crowd[0].drop()
+        self.assertIsInstance(
+            server.peer("203.0.113.1", websocket=True).login("back", version=2), codec.Welcome
+        )
+
+    def test_login_and_idle_timeouts(self):
+        server = Server(login_timeout=5, ping_interval=10, idle_timeout=30)
+        silent = server.peer(websocket=True)
+        server.clock.advance(5)
+        self.assertEqual(silent.received(), [codec.Bye("login_timeout")])
+        self.assertEqual(silent.websocket.close, (CloseReason.POLICY_VIOLATION, "login_timeout"))
+        idle = server.peer(websocket=True)
+        idle.login("ann", version=2)
+        idle.received()
+        server.clock.advance(10)
+        (ping,) = idle.received()
+        self.assertIsInstance(ping, codec.ServerPing)
+        server.clock.advance(20)
+        self.assertEqual(idle.received(), [codec.Bye("timeout")])
+        self.assertEqual(idle.websocket.close[1], "timeout")
+
+    def test_quit_closes_normally_after_what_was_queued(self):
+        server = Server()
+        ann = server.peer(websocket=True)
+        ann.login("ann", version=2)
+        ann.received()
+        ann.send(codec.Quit("bye"))
+        self.assertEqual(ann.received(), [])
+        self.assertEqual(ann.websocket.close, (CloseReason.NORMAL_CLOSURE, "quit"))
+        self.assertTrue(ann.closing)
 
 
 class SlowBrowser(SlowConsumer):
