@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run client screenshot cert bench bench-client fuzz fuzz-minimize soak killtest test test-server test-client lint clean
+.PHONY: install run client screenshot cert bench bench-client fuzz fuzz-minimize soak killtest test test-server test-client test-browser lint clean
 
 install: $(STAMP)
 
@@ -59,16 +59,22 @@ soak: install
 killtest: install
 	$(PY) -m scripts.killtest $(ARGS)
 
-test: test-server test-client
+test: test-server test-client test-browser
 
 # The server tests run under both runners the project supports.
 test-server: install
 	$(VENV)/bin/trial tests
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests --ignore=tests/qt
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests --ignore=tests/qt --ignore=tests/browser
 
 # The client tests need the asyncio reactor on Qt's loop (tests/qt/conftest.py).
 test-client: install
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/qt --reactor=asyncio
+
+# The page in headless Chromium (Debian's chromium and chromium-driver;
+# skipped, saying so, where they are missing). A run of its own: these are
+# plain pytest functions, which must not run before trial's async cases.
+test-browser: install
+	$(PY) -m pytest -q tests/browser
 
 lint: install
 	$(VENV)/bin/ruff check chatproto qtclient tests twisted benchmarks scripts fuzz

@@ -202,15 +202,7 @@ def rooms_bench(runs: int, duration: list[str]) -> dict:
     row = {}
     for label, *_ in ROOM_SHAPES:
         runs_of = measured[label]
-        row[label] = {
-            "deliveries_per_s": median_of(runs_of, "deliveries_per_s"),
-            "us_per_delivery": median_of(runs_of, "us_per_delivery"),
-            "server_cpu": median_of(runs_of, "server_cpu"),
-            "generator_cpu": median_of(runs_of, "generator_cpu"),
-            "lost": sum(r["lost"] for r in runs_of),
-            "order_errors": sum(r["order_errors"] for r in runs_of),
-            "runs": runs_of,
-        }
+        row[label] = summarize(runs_of, "us_per_delivery")
         r = row[label]
         print(
             f"  rooms {label:<15} {r['deliveries_per_s']:>12,.0f} deliveries/s  "
@@ -305,14 +297,7 @@ def websocket_bench(runs: int, receivers: int, duration: list[str]) -> dict:
     row = {}
     for label, *_ in SOCKETS:
         runs_of = measured[label]
-        row[label] = {
-            "deliveries_per_s": median_of(runs_of, "deliveries_per_s"),
-            "server_cpu": median_of(runs_of, "server_cpu"),
-            "generator_cpu": median_of(runs_of, "generator_cpu"),
-            "lost": sum(r["lost"] for r in runs_of),
-            "bottleneck": bottleneck(runs_of[len(runs_of) // 2]),
-            "runs": runs_of,
-        }
+        row[label] = summarize(runs_of)
         r = row[label]
         print(
             f"  websocket {label:<22} {r['deliveries_per_s']:>12,.0f} deliveries/s  lost {r['lost']}  "
@@ -412,6 +397,19 @@ def abuse(runs: int, seconds: str) -> dict:
     return row
 
 
+def summarize(runs: list[dict], *medians: str) -> dict:
+    """A throughput scenario's runs: medians, what was lost, and which side
+    the middle run was bound by."""
+    keys = ("deliveries_per_s", "server_cpu", "generator_cpu", *medians)
+    return {
+        **{key: median_of(runs, key) for key in keys},
+        "lost": sum(r["lost"] for r in runs),
+        "order_errors": sum(r["order_errors"] for r in runs),
+        "bottleneck": bottleneck(sorted(runs, key=lambda r: r["deliveries_per_s"])[len(runs) // 2]),
+        "runs": runs,
+    }
+
+
 def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -456,15 +454,7 @@ def main() -> int:
             row = {}
             for kind in kinds:
                 measured = [measure_fanout_cpu(kind, receivers, duration) for _ in range(runs)]
-                row[kind] = {
-                    "deliveries_per_s": median_of(measured, "deliveries_per_s"),
-                    "lost": sum(r["lost"] for r in measured),
-                    "order_errors": sum(r["order_errors"] for r in measured),
-                    "server_cpu": median_of(measured, "server_cpu"),
-                    "generator_cpu": median_of(measured, "generator_cpu"),
-                    "bottleneck": bottleneck(measured[len(measured) // 2]),
-                    "runs": measured,
-                }
+                row[kind] = summarize(measured)
                 print(
                     f"  fanout {receivers:>5} receivers  {kind:<5} "
                     f"{row[kind]['deliveries_per_s']:>12,.0f} deliveries/s  lost {row[kind]['lost']}  "

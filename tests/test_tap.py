@@ -63,6 +63,10 @@ class OptionsTests(SynchronousTestCase):
             ["--default-room", "#general"],
             ["--room", "x" * 40],
             ["--rooms-per-connection", "0"],
+            ["--web", "tcp:notaport"],
+            ["--web-origin", "chat.example.org"],
+            ["--web-origin", "ftp://chat.example.org"],
+            ["--web-origin", "https://chat.example.org/path"],
         ):
             with self.assertRaises(usage.UsageError, msg=args) as caught:
                 parse(*args)
@@ -77,6 +81,25 @@ class OptionsTests(SynchronousTestCase):
         self.assertIsInstance(children[0], HubService, "the hub stops after the listeners")
         self.assertIsInstance(children[1], ListenerService)
         self.assertEqual(server.hub.name, "n")
+
+    def test_web_endpoints_and_origins(self):
+        options = parse(
+            "--history",
+            ":memory:",
+            "--web",
+            "tcp:0:interface=127.0.0.1",
+            "--web",
+            "tcp:0:interface=127.0.0.2",
+            "--web-origin",
+            "https://chat.example.org/",
+        )
+        self.assertEqual(options["web"], ["tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.2"])
+        self.assertEqual(options["web-origins"], ["https://chat.example.org"])
+        server = next(iter(IService(makeService(options, reactor=Clock()))))
+        web = [s for s in server.listeners if s.factory is not server.factory]
+        self.assertEqual(len(web), 2, "one listener per --web, beside --listen's")
+        resource = web[0].factory.resource.children[b"ws"]
+        self.assertEqual(resource.origins, frozenset({"https://chat.example.org"}))
 
     def test_rooms_that_always_exist(self):
         options = parse(
@@ -113,6 +136,7 @@ class ConfigFile(SynchronousTestCase):
             'listen = ["tcp:0:interface=127.0.0.1", "unix:/tmp/chat-config.sock"]\n'
             'history = ":memory:"\nrate = 5\nburst = 7\nmotd = "from the file"\n'
             'room = ["help", "news"]\nmetrics = "tcp:9100:interface=127.0.0.1"\n'
+            'web = ["tcp:8080:interface=127.0.0.1"]\nweb_origin = ["https://chat.example.org"]\n'
         )
         options = parse("--config", path, "--rate", "9", "--room", "ops")
         self.assertEqual(options["listen"], ["tcp:0:interface=127.0.0.1", "unix:/tmp/chat-config.sock"])
@@ -120,6 +144,10 @@ class ConfigFile(SynchronousTestCase):
         self.assertEqual(options["motd"], "from the file")
         self.assertEqual(options["rooms"], ["ops"], "a list on the command line replaces the file's")
         self.assertEqual(options["metrics"], "tcp:9100:interface=127.0.0.1")
+        self.assertEqual(
+            (options["web"], options["web-origins"]),
+            (["tcp:8080:interface=127.0.0.1"], ["https://chat.example.org"]),
+        )
         self.assertEqual(parse(f"--config={path}")["rooms"], ["help", "news"])
 
     def test_a_bad_key_a_bad_value_and_a_bad_file_are_one_line_each(self):
@@ -129,6 +157,7 @@ class ConfigFile(SynchronousTestCase):
             ('listen = "nonsense:endpoint"\n', "listen 'nonsense:endpoint' is not a usable endpoint"),
             ("rate = [1, 2]\n", "rate: expected a string or a number"),
             ("rate = \n", "is not TOML"),
+            ('web_origin = "chat.example.org"\n', "expected an origin"),
         ):
             path = self.write(text)
             with self.assertRaises(usage.UsageError, msg=text) as caught:

@@ -66,7 +66,9 @@ def web_site(hub: Hub, origins: list[str] = (), page: str = PAGE) -> Site:
     origins allowed to open the WebSocket (``--web-origin``)."""
     root = PageFiles(page)
     root.putChild(b"ws", ChatSocketResource(hub, frozenset(o.lower().rstrip("/") for o in origins)))
-    site = WebSite(root)
+    # An HTTP connection that says nothing is closed as a pending one is:
+    # before the upgrade it counts against no chat limit.
+    site = WebSite(root, timeout=hub.limits.login_timeout)
     site.displayTracebacks = False
     site.noisy = False
     return site
