@@ -34,6 +34,7 @@ class ChatServer(MultiService):
         metrics: str | None = None,
         web: list[str] = (),
         web_origins: list[str] = (),
+        irc: list[str] = (),
     ) -> None:
         super().__init__()
         self.hub = hub
@@ -50,6 +51,14 @@ class ChatServer(MultiService):
             site = web_site(hub, list(web_origins))
             for description in web:
                 listener = ListenerService(description, serverFromString(reactor, description), site)
+                listener.setServiceParent(self)
+                self.listeners.append(listener)
+        if irc:
+            from chatproto.transports.irc import IrcFactory
+
+            gateway = IrcFactory(hub)
+            for description in irc:
+                listener = ListenerService(description, serverFromString(reactor, description), gateway)
                 listener.setServiceParent(self)
                 self.listeners.append(listener)
         self.operations: ListenerService | None = None
@@ -86,8 +95,16 @@ class ChatServer(MultiService):
     @property
     def web_port(self) -> int | None:
         """The first ``web`` listener's bound port, once listening."""
+        return self._port_of("WebSite")
+
+    @property
+    def irc_port(self) -> int | None:
+        """The first ``irc`` listener's bound port, once listening."""
+        return self._port_of("IrcFactory")
+
+    def _port_of(self, kind: str) -> int | None:
         for listener in self.listeners:
-            if listener.port is not None and listener.factory is not self.factory:
+            if listener.port is not None and type(listener.factory).__name__ == kind:
                 return listener.port.getHost().port
         return None
 
@@ -107,12 +124,13 @@ def build_server(
     hasher: Hasher | None = None,
     web: list[str] = (),
     web_origins: list[str] = (),
+    irc: list[str] = (),
 ) -> ChatServer:
     """A server on ``reactor`` (or a ``task.Clock``, with no ``listen``);
     ``history`` is an SQLite path or any event log; ``rooms`` always exist.
     Accounts live in the SQLite file unless another store is given;
     ``admins`` name the accounts that administer the server; ``web``
-    endpoints serve the browser client and its WebSocket."""
+    endpoints serve the browser client and its WebSocket, ``irc`` ones IRC clients."""
     eventlog = SQLiteLog(history, room_key(default_room)) if isinstance(history, str) else history
     if accounts is None and isinstance(eventlog, SQLiteLog):
         accounts = SQLiteAccounts(eventlog)
@@ -128,4 +146,4 @@ def build_server(
         hasher=hasher,
         admins=list(admins),
     )
-    return ChatServer(hub, reactor, list(listen), metrics, list(web), list(web_origins))
+    return ChatServer(hub, reactor, list(listen), metrics, list(web), list(web_origins), list(irc))

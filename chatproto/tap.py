@@ -58,7 +58,7 @@ def limit_parameters() -> list[list]:
 
 
 #: Options that may be given more than once (a list in a config file).
-_REPEATABLE = {"listen", "room", "admin", "web", "web-origin"}
+_REPEATABLE = {"listen", "room", "admin", "web", "web-origin", "irc"}
 
 
 def _take_config(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -109,7 +109,7 @@ def config_arguments(path: str, command_line: list[str]) -> list[str]:
                     parse_limit(limits[name], text, key)
                 elif name == "admin":
                     normalise_nick(text)
-                elif name in ("listen", "metrics", "web"):
+                elif name in ("listen", "metrics", "web", "irc"):
                     check_endpoint(text, key)
                 elif name == "web-origin":
                     check_origin(text, key)
@@ -179,6 +179,13 @@ class Options(usage.Options):
         self["metrics"] = None
         self["web"] = []
         self["web-origins"] = []
+        self["irc"] = []
+
+    def opt_irc(self, description: str) -> None:
+        """Let IRC clients in on this endpoint, e.g. tcp:6667 or
+        ssl:6697:privateKey=key.pem (repeatable)."""
+        check_endpoint(description, "--irc")
+        self["irc"].append(description)
 
     def opt_web(self, description: str) -> None:
         """Serve the browser client at / and its WebSocket at /ws on this
@@ -276,6 +283,7 @@ def makeService(config: Options, reactor=None) -> MultiService:
         admins=config["admins"],
         web=config["web"],
         web_origins=config["web-origins"],
+        irc=config["irc"],
     )
     server.setServiceParent(top)
     GracefulExit(reactor).setServiceParent(top)

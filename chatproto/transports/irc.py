@@ -1,0 +1,863 @@
+"""The IRC transport: irssi, WeeChat and HexChat users in our rooms.
+
+An IRC connection is a chat connection like any other: the Int32
+connection's limits, fair share and timeouts, with lines in place of
+frames. Each IRC command becomes the packet it means (PRIVMSG #room is a
+SAY, JOIN a JOIN) and is handled exactly as if it had come over TCP; each
+packet the core sends becomes the IRC lines it means. A broadcast is turned
+into IRC lines once per set of capabilities (server-time, echo-message...)
+and the same bytes go to every IRC client that asked for that set
+(docs/protocol.md, section 17).
+
+Lines are buffered as bytes and decoded whole, so a character split across
+two reads arrives whole; a line that is not UTF-8 gets a NOTICE.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections.abc import Callable
+
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatproto import __version__, codec
+from chatproto.codec import ErrorCode, PacketType, ProtocolError
+from chatproto.core.hub import Hub
+from chatproto.rules import nick_key
+from chatproto.transports.int32 import CLOSING, CONNECTED, ChatProtocol
+from chatproto.transports.ircnames import channel, irc_nick, our_nick, room_of
+
+log = Logger()
+
+#: What we offer, all of it working (CAP LS).
+CAPABILITIES = ("batch", "draft/chathistory", "echo-message", "message-tags", "sasl", "server-time")
+#: Bytes in a line, CRLF included, tags not (RFC 1459, 2.3).
+LINE = 512
+#: Bytes a client's tags may take (IRCv3 message-tags), and so a whole line.
+TAGS = 4096
+#: How users look on IRC: nick!nick@HOST (no address is ever shown).
+HOST = "chat"
+_SERVER_NAME = re.compile(r"[^A-Za-z0-9.-]")
+
+
+def server_name(name: str) -> str:
+    """The server's name as IRC prefixes carry it: no spaces."""
+    return _SERVER_NAME.sub("-", name) or "chat"
+
+
+def user(nick: str) -> str:
+    irc = irc_nick(nick)
+    return f"{irc}!{irc}@{HOST}"
+
+
+def iso_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def line(prefix: str | None, command: str, *params: str, tags: dict | None = None) -> str:
+    """One IRC line with its CRLF; the last parameter always goes after
+    ``:`` (so that an empty or spaced one survives, which Twisted's irc.IRC
+    gets wrong)."""
+    parts = []
+    if tags:
+        parts.append("@" + ";".join(f"{k}={v}" if v is not None else k for k, v in tags.items()))
+    if prefix:
+        parts.append(":" + prefix)
+    parts.append(command)
+    if params:
+        parts.extend(params[:-1])
+        parts.append(":" + params[-1])
+    return " ".join(parts) + "\r\n"
+
+
+def split_text(text: str, room: int) -> list[str]:
+    """``text`` as IRC can carry it: a piece per line of it, each at most
+    ``room`` bytes of UTF-8, cut between characters; empty lines dropped."""
+    pieces = []
+    for text_line in text.split("\n"):
+        piece, size = [], 0
+        for char in text_line:
+            width = len(char.encode("utf-8"))
+            if size + width > room and piece:
+                pieces.append("".join(piece))
+                piece, size = [], 0
+            piece.append(char)
+            size += width
+        if piece:
+            pieces.append("".join(piece))
+    return pieces
+
+
+def parse(text: str) -> tuple[dict, str | None, str, list[str]]:
+    """(tags, prefix, COMMAND, params) of one line."""
+    tags: dict = {}
+    if text.startswith("@"):
+        raw, _, text = text[1:].partition(" ")
+        for item in raw.split(";"):
+            key, _, value = item.partition("=")
+            tags[key] = value
+    prefix = None
+    text = text.lstrip(" ")
+    if text.startswith(":"):
+        prefix, _, text = text[1:].partition(" ")
+    text, _, trailing = text.partition(" :")
+    words = text.split()
+    if not words:
+        return tags, prefix, "", []
+    params = words[1:]
+    if _ or text.endswith(" :"):
+        params.append(trailing)
+    return tags, prefix, words[0].upper(), params
+
+
+class IrcWire:
+    """Our broadcasts as IRC lines, for the clients that share one set of
+    capabilities; a broadcast is translated once per wire."""
+
+    name = "irc"
+
+    def __init__(self, server: str, caps: frozenset[str]) -> None:
+        self.server = server
+        self.caps = caps
+        self.time = "server-time" in caps
+        self.tags = "message-tags" in caps
+        self.echo = "echo-message" in caps
+
+    def frame(self, payload: bytes) -> bytes:
+        """IRC lines for a broadcast; for a packet meant for one connection
+        (WELCOME, ROOM), the payload behind a NUL, which no IRC line starts
+        with: the connection renders it (:meth:`IrcConnection.deliver_to`)."""
+        kind = payload[0]
+        render = _BROADCASTS.get(kind)
+        if render is not None:
+            return render(self, json.loads(payload[1:])).encode("utf-8")
+        return b"\0" + payload if kind in _PERSONAL else b""
+
+    def message_tags(self, body: dict, batch: str | None = None) -> dict | None:
+        tags = {}
+        if batch is not None:
+            tags["batch"] = batch
+        if self.time:
+            tags["time"] = iso_time(body["ts"])
+        if self.tags and "seq" in body:
+            tags["msgid"] = str(body["seq"])
+        return tags or None
+
+    def privmsg(self, body: dict, target: str, batch: str | None = None) -> str:
+        """A MESSAGE or PRIVATE as PRIVMSG (NOTICE for a moderation record),
+        in as many lines as it takes."""
+        sender = user(body["from"])
+        command = "NOTICE" if body.get("action") else "PRIVMSG"
+        tags = self.message_tags(body, batch)
+        room = LINE - len(line(sender, command, target, ""))
+        return "".join(
+            line(sender, command, target, piece, tags=tags) for piece in split_text(body["text"], room)
+        )
+
+    # -- broadcasts (and what send() passes on) ----------------------------------------
+
+    def message(self, body: dict) -> str:
+        if body.get("ref") is not None and not self.echo:
+            return ""  # the sender's own copy: only echo-message clients want it
+        return self.privmsg(body, channel(body["room"]))
+
+    def joined(self, body: dict) -> str:
+        return line(user(body["nick"]), "JOIN", channel(body["room"]))
+
+    def left(self, body: dict) -> str:
+        room, who = channel(body["room"]), user(body["nick"])
+        message = body.get("message") or ""
+        if body["reason"] == "part":
+            return line(who, "PART", room, message) if message else line(who, "PART", room)
+        if body["reason"] in ("kicked", "banned", "closed"):
+            return line(self.server, "KICK", room, irc_nick(body["nick"]), message or body["reason"])
+        return line(who, "QUIT", f"{body['reason']}: {message}" if message else body["reason"])
+
+    def topic(self, body: dict) -> str:
+        return line(user(body["by"]), "TOPIC", channel(body["room"]), body["topic"])
+
+    def bye(self, body: dict) -> str:
+        return line(None, "ERROR", f"Closing link: {body['reason']}")
+
+    def fatal(self, body: dict) -> str:
+        return line(None, "ERROR", f"{body['message']} ({body['code']})")
+
+
+_BROADCASTS: dict[int, Callable[[IrcWire, dict], str]] = {
+    PacketType.MESSAGE: IrcWire.message,
+    PacketType.JOINED: IrcWire.joined,
+    PacketType.LEFT: IrcWire.left,
+    PacketType.TOPIC_CHANGED: IrcWire.topic,
+    PacketType.BYE: IrcWire.bye,
+    PacketType.ERROR: IrcWire.fatal,
+}
+
+#: Packets the core frames for one connection that need its own state.
+_PERSONAL = frozenset({PacketType.WELCOME, PacketType.ROOM, PacketType.HISTORY_PAGE, PacketType.PRIVATE})
+
+_WIRES: dict[tuple[str, frozenset], IrcWire] = {}
+
+
+def wire_for(server: str, caps: frozenset[str]) -> IrcWire:
+    """One wire per set of capabilities, shared by every client with it."""
+    key = (server, caps)
+    if key not in _WIRES:
+        _WIRES[key] = IrcWire(server, caps)
+    return _WIRES[key]
+
+
+#: (the command a refused packet came from, our error code) -> IRC numeric.
+NUMERICS = {
+    ("LOGIN", ErrorCode.NICK_TAKEN): "433",
+    ("LOGIN", ErrorCode.NICK_REGISTERED): "433",
+    ("LOGIN", ErrorCode.BAD_NICK): "432",
+    ("LOGIN", ErrorCode.BAD_PASSWORD): "464",
+    ("LOGIN", ErrorCode.LOCKED_OUT): "464",
+    ("LOGIN", ErrorCode.BANNED): "465",
+    ("JOIN", ErrorCode.BAD_ROOM): "479",
+    ("JOIN", ErrorCode.TOO_MANY_ROOMS): "405",
+    ("JOIN", ErrorCode.BANNED): "474",
+    ("JOIN", ErrorCode.INVITE_ONLY): "473",
+    ("JOIN", ErrorCode.RATE_LIMITED): "263",
+    ("PART", ErrorCode.NO_SUCH_ROOM): "403",
+    ("PART", ErrorCode.NOT_A_MEMBER): "442",
+    ("PART", ErrorCode.BAD_ROOM): "403",
+    ("PRIVMSG", ErrorCode.NO_SUCH_NICK): "401",
+    ("PRIVMSG", ErrorCode.NO_SUCH_ROOM): "403",
+    ("PRIVMSG", ErrorCode.BAD_ROOM): "403",
+    ("PRIVMSG", ErrorCode.NOT_A_MEMBER): "404",
+    ("PRIVMSG", ErrorCode.RATE_LIMITED): "404",
+    ("PRIVMSG", ErrorCode.BAD_TEXT): "404",
+    ("PRIVMSG", ErrorCode.BAD_NICK): "401",
+    ("TOPIC", ErrorCode.NO_SUCH_ROOM): "403",
+    ("TOPIC", ErrorCode.NOT_A_MEMBER): "442",
+    ("TOPIC", ErrorCode.TOPIC_LOCKED): "482",
+    ("KICK", ErrorCode.NOT_OPERATOR): "482",
+    ("KICK", ErrorCode.NO_SUCH_MEMBER): "441",
+    ("KICK", ErrorCode.NOT_A_MEMBER): "442",
+    ("KICK", ErrorCode.NO_SUCH_ROOM): "403",
+    ("KICK", ErrorCode.NOT_PERMITTED): "482",
+}
+
+
+class IrcConnection(ChatProtocol):
+    """One IRC client: registration (CAP, PASS or SASL PLAIN, NICK, USER),
+    then IRC commands as our packets, and our packets as IRC lines."""
+
+    __slots__ = (
+        "_lines",
+        "away",
+        "caps",
+        "irc_name",
+        "negotiating",
+        "password",
+        "sasl",
+        "server",
+        "username",
+        "wire",
+    )
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__(hub)
+        self.server = server_name(hub.name)
+        self.caps: frozenset[str] = frozenset()
+        self.wire = wire_for(self.server, self.caps)
+        self._lines = b""
+        self.irc_name = "*"  # the nick this client knows itself by
+        self.username: str | None = None
+        self.password: str | None = None
+        self.negotiating = False  # between CAP LS/REQ and CAP END
+        self.sasl: str | None = None  # "PLAIN" while AUTHENTICATE is under way
+        self.away: str | None = None
+
+    # -- lines in --------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Whole lines, decoded whole, until the fair share stops reading."""
+        if self.state == CLOSING:
+            return
+        self._handled = 0
+        buffer = self._lines + data if self._lines else data
+        while not self.paused and self.state != CLOSING:
+            end = buffer.find(b"\n")
+            if end < 0:
+                if len(buffer) > TAGS + LINE:
+                    buffer = b""
+                    self._numeric("417", "Input line was too long")
+                break
+            raw, buffer = buffer[:end].rstrip(b"\r"), buffer[end + 1 :]
+            self._more_waiting = b"\n" in buffer
+            self._line(raw)
+        self._lines = buffer
+
+    def _line(self, raw: bytes) -> None:
+        body = raw[raw.index(b" ") + 1 :] if raw.startswith(b"@") and b" " in raw else raw
+        if len(body) > LINE - 2 or len(raw) - len(body) > TAGS:
+            self._numeric("417", "Input line was too long")
+            return
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self._notice("That line was not UTF-8; it was dropped. Set your client to UTF-8.")
+            return
+        if not text.strip():
+            return
+        _, _, command, params = parse(text)
+        handler = _COMMANDS.get(command)
+        if handler is None:
+            self._numeric("421", command, "Unknown command")
+            self._charge()
+            return
+        if self.state != CONNECTED and command not in _BEFORE_LOGIN:
+            self._numeric("451", "You have not registered")
+            self._charge()
+            return
+        try:
+            handler(self, params)
+        except ProtocolError as e:
+            self._notice(f"{e.message} ({e.code})")
+        except Exception:
+            log.failure("connection {id}: failed handling IRC {command}", id=self.id, command=command)
+            self._notice("The server failed on that command.")
+
+    def _packet(self, packet) -> None:
+        """Handle ``packet`` as if it had come over TCP: every limit applies."""
+        self.stringReceived(codec.encode(packet))
+
+    def _charge(self, units: float = 1.0) -> None:
+        """What stringReceived does for a packet, for a command handled here."""
+        now = self._last_heard = self.clock.seconds()
+        self._pinged = False
+        self._pace(units, now)
+
+    # -- lines out -------------------------------------------------------------------
+
+    def write_line(self, *args, **kwargs) -> None:
+        self.outbox.write(line(*args, **kwargs).encode("utf-8"))
+
+    @property
+    def target(self) -> str:
+        """Whom numerics address: the nick once registered, ``*`` before."""
+        return self.irc_name if self.session is not None else "*"
+
+    def _numeric(self, number: str, *params: str) -> None:
+        self.write_line(self.server, number, self.target, *params)
+
+    def _notice(self, text: str) -> None:
+        self.write_line(self.server, "NOTICE", self.target, text)
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        if self.state != CLOSING:
+            self.deliver = self.deliver_to
+
+    def deliver_to(self, data: bytes) -> None:
+        """What the core delivers: IRC lines, or a payload for this connection."""
+        if data[:1] == b"\0":
+            self.send(codec.decode_server(data[1:]))
+        else:
+            self.outbox.write(data)
+
+    def _logged_in(self, session) -> None:
+        super()._logged_in(session)
+        if session is not None and self.state == CONNECTED:
+            self.irc_name = irc_nick(session.nick)
+
+    def send(self, packet) -> None:
+        render = _REPLIES.get(type(packet))
+        if render is not None:
+            render(self, packet)
+        else:
+            self.outbox.write(self.wire.frame(codec.encode(packet)))
+
+    def _last_words(self, final: bytes | None, why: str) -> bytes | None:
+        if why == "quit":
+            return f"ERROR :Closing link: {self.irc_name} (Quit)\r\n".encode()
+        return final
+
+    # -- registration ------------------------------------------------------------------
+
+    def do_cap(self, params: list[str]) -> None:
+        self._charge()
+        sub = params[0].upper() if params else ""
+        if sub == "LS":
+            self.negotiating = self.state != CONNECTED
+            self.write_line(self.server, "CAP", self.target, "LS", " ".join(CAPABILITIES))
+        elif sub == "LIST":
+            self.write_line(self.server, "CAP", self.target, "LIST", " ".join(sorted(self.caps)))
+        elif sub == "REQ":
+            wanted = (params[1] if len(params) > 1 else "").split()
+            names = {w.lstrip("-") for w in wanted}
+            if (
+                self.state == CONNECTED
+                or not names <= set(CAPABILITIES)
+                or any(w.startswith("-") for w in wanted)
+            ):
+                self.write_line(self.server, "CAP", self.target, "NAK", " ".join(wanted))
+                return
+            self.negotiating = True
+            self.caps = self.caps | names
+            self.wire = wire_for(self.server, self.caps)
+            self.write_line(self.server, "CAP", self.target, "ACK", " ".join(wanted))
+        elif sub == "END":
+            self.negotiating = False
+            self._try_login()
+        else:
+            self._numeric("410", sub, "Invalid CAP command")
+
+    def do_pass(self, params: list[str]) -> None:
+        self._charge()
+        if params:
+            self.password = params[-1]
+
+    def do_nick(self, params: list[str]) -> None:
+        self._charge()
+        if not params or not params[0]:
+            self._numeric("431", "No nickname given")
+            return
+        if self.state == CONNECTED:
+            self._numeric("400", "NICK", "Nick changes are not supported here: reconnect with the new nick")
+            return
+        self.irc_name = params[0]
+        self._try_login()
+
+    def do_user(self, params: list[str]) -> None:
+        self._charge()
+        if len(params) < 4:
+            self._numeric("461", "USER", "Not enough parameters")
+            return
+        self.username = params[0]
+        self._try_login()
+
+    def do_authenticate(self, params: list[str]) -> None:
+        self._charge()
+        if "sasl" not in self.caps or not params:
+            self._numeric("904", "SASL authentication failed")
+            return
+        if self.sasl is None:
+            if params[0].upper() != "PLAIN":
+                self._numeric("908", "PLAIN", "are available SASL mechanisms")
+                self._numeric("904", "SASL authentication failed")
+                return
+            self.sasl = "PLAIN"
+            self.write_line(None, "AUTHENTICATE", "+")
+            return
+        self.sasl = None
+        if params[0] == "*":
+            self._numeric("906", "SASL authentication aborted")
+            return
+        try:
+            _authz, account, secret = base64.b64decode(params[0], validate=True).decode("utf-8").split("\0")
+        except (ValueError, UnicodeDecodeError):
+            self._numeric("904", "SASL authentication failed")
+            return
+        self._check_account(account, secret)
+
+    def _check_account(self, account: str, secret: str) -> None:
+        """SASL's answer needs the password checked now, before CAP END."""
+        accounts = self.hub.accounts
+        if accounts is None:
+            self._numeric("904", "SASL authentication failed: this server has no accounts")
+            return
+        nick = our_nick(account)
+        d = accounts.authenticate(nick_key(nick), secret, self.host, 2)
+        self.pauseProducing()
+        self._authenticating = True
+        d.addCallbacks(self._sasl_ok, self._sasl_failed, callbackArgs=(account, secret))
+        d.addBoth(self._authenticated)
+
+    def _sasl_ok(self, record, account: str, secret: str) -> None:
+        if record is None:
+            self._numeric("904", "SASL authentication failed")
+            return
+        self.irc_name, self.password = account, secret
+        self._numeric("900", user(record.nick), record.nick, f"You are now logged in as {record.nick}")
+        self._numeric("903", "SASL authentication successful")
+
+    def _sasl_failed(self, failure: Failure) -> None:
+        failure.trap(ProtocolError)
+        self._numeric("904", f"SASL authentication failed: {failure.value.message}")
+
+    def _try_login(self) -> None:
+        if self.state == CONNECTED or self.negotiating or self.irc_name == "*" or self.username is None:
+            return
+        try:
+            nick = our_nick(self.irc_name)
+        except ProtocolError:
+            self._numeric("432", self.irc_name, "Erroneous nickname")
+            return
+        self._packet(codec.Login(nick, 2, password=self.password, ref="LOGIN"))
+
+    # -- commands ----------------------------------------------------------------------
+
+    def do_ping(self, params: list[str]) -> None:
+        self._charge()
+        self.write_line(self.server, "PONG", self.server, params[-1] if params else "")
+
+    def do_pong(self, params: list[str]) -> None:
+        self._packet(codec.Pong(params[-1] if params else None))
+
+    def do_quit(self, params: list[str]) -> None:
+        self._packet(codec.Quit(params[-1] if params else None))
+
+    def do_join(self, params: list[str]) -> None:
+        if not params:
+            self._charge()
+            self._numeric("461", "JOIN", "Not enough parameters")
+            return
+        if params[0] == "0":
+            for name in list(self.session.rooms.values()):
+                self._packet(codec.Part(name.name, None, ref=f"PART {channel(name.name)}"))
+            return
+        for name in params[0].split(","):
+            try:
+                self._packet(codec.Join(room_of(name), ref=f"JOIN {name}"))
+            except ProtocolError:
+                self._charge()
+                self._numeric("403", name, "No such channel: channels start with #")
+
+    def do_part(self, params: list[str]) -> None:
+        if not params:
+            self._charge()
+            self._numeric("461", "PART", "Not enough parameters")
+            return
+        reason = params[1] if len(params) > 1 else None
+        for name in params[0].split(","):
+            try:
+                self._packet(codec.Part(room_of(name), reason, ref=f"PART {name}"))
+            except ProtocolError:
+                self._charge()
+                self._numeric("403", name, "No such channel")
+
+    def do_privmsg(self, params: list[str], command: str = "PRIVMSG") -> None:
+        if len(params) < 2 or not params[1]:
+            self._charge()
+            if command == "PRIVMSG":
+                self._numeric("412" if len(params) == 1 else "411", "No text to send")
+            return
+        text = params[1]
+        if text.startswith("\x01"):
+            if not text.startswith("\x01ACTION "):
+                self._charge()  # other CTCP: nothing to carry it to
+                return
+            text = "* " + text[8:].rstrip("\x01")
+        for target in params[0].split(","):
+            ref = f"{command} {target}"
+            if target.startswith("#"):
+                self._packet(codec.Say(text, ref, room_of(target)))
+            else:
+                try:
+                    self._packet(codec.Whisper(our_nick(target), text, ref))
+                except ProtocolError:
+                    self._charge()
+                    self._numeric("401", target, "No such nick")
+
+    def do_notice(self, params: list[str]) -> None:
+        self.do_privmsg(params, "NOTICE")
+
+    def do_topic(self, params: list[str]) -> None:
+        if not params:
+            self._charge()
+            self._numeric("461", "TOPIC", "Not enough parameters")
+            return
+        if len(params) > 1:
+            self._packet(codec.SetTopic(room_of(params[0]), params[1], ref=f"TOPIC {params[0]}"))
+            return
+        self._charge()
+        room = self._room(params[0])
+        if room is not None:
+            self._topic_numerics(room)
+
+    def do_names(self, params: list[str]) -> None:
+        self._charge()
+        for name in params[0].split(",") if params else []:
+            room = self._room(name, quiet=True)
+            if room is not None:
+                self._names(room)
+            else:
+                self._numeric("366", name, "End of /NAMES list")
+
+    def do_who(self, params: list[str]) -> None:
+        self._charge()
+        mask = params[0] if params else "*"
+        if mask.startswith("#"):
+            room = self._room(mask, quiet=True)
+            sessions = list(room.members.values()) if room is not None else []
+        else:
+            session = self._session(mask)
+            sessions = [session] if session is not None else []
+        for session in sessions:
+            irc = irc_nick(session.nick)
+            flags = "H" if session is not self.session or self.away is None else "G"
+            self._numeric("352", mask, irc, HOST, self.server, irc, flags, f"0 {session.nick}")
+        self._numeric("315", mask, "End of /WHO list")
+
+    def do_whois(self, params: list[str]) -> None:
+        self._charge()
+        if not params:
+            self._numeric("431", "No nickname given")
+            return
+        target = params[-1]
+        session = self._session(target)
+        if session is None:
+            self._numeric("401", target, "No such nick")
+        else:
+            irc = irc_nick(session.nick)
+            self._numeric("311", irc, irc, HOST, "*", session.nick)
+            rooms = " ".join(channel(room.name) for room in session.rooms.values())
+            if rooms:
+                self._numeric("319", irc, rooms)
+            self._numeric("312", irc, self.server, "chatproto")
+            if session.account:
+                self._numeric("330", irc, irc, "is logged in as")
+        self._numeric("318", target, "End of /WHOIS list")
+
+    def do_list(self, params: list[str]) -> None:
+        self._packet(codec.ListRooms(ref="LIST"))
+
+    def do_mode(self, params: list[str]) -> None:
+        self._charge()
+        if not params:
+            self._numeric("461", "MODE", "Not enough parameters")
+            return
+        target = params[0]
+        if not target.startswith("#"):
+            if nick_key(target) != nick_key(self.irc_name):
+                self._numeric("502", "Can't change mode for other users")
+            elif len(params) == 1:
+                self._numeric("221", "+i")
+            return  # user modes are not kept
+        room = self._room(target)
+        if room is None:
+            return
+        if len(params) == 1:
+            modes = "+nt" + ("i" if room.rules.invite_only else "")
+            self._numeric("324", target, modes)
+        elif params[1].lstrip("+") == "b":
+            for ban in room.rules.bans.values():
+                self._numeric(
+                    "367", target, irc_nick(ban.target) + "!*@*", irc_nick(ban.by), str(int(ban.ts))
+                )
+            self._numeric("368", target, "End of channel ban list")
+        else:
+            self._numeric("482", target, "Channel modes are changed by operators with our clients")
+
+    def do_kick(self, params: list[str]) -> None:
+        if len(params) < 2:
+            self._charge()
+            self._numeric("461", "KICK", "Not enough parameters")
+            return
+        reason = params[2] if len(params) > 2 else None
+        room = room_of(params[0])
+        self._packet(codec.Moderate(room, "kick", our_nick(params[1]), reason, ref=f"KICK {params[0]}"))
+
+    def do_away(self, params: list[str]) -> None:
+        self._charge()
+        self.away = params[0] if params and params[0] else None
+        if self.away is None:
+            self._numeric("305", "You are no longer marked as being away")
+        else:
+            self._numeric("306", "You have been marked as being away")
+
+    def do_chathistory(self, params: list[str]) -> None:
+        if len(params) < 4 or params[0].upper() not in ("LATEST", "BEFORE", "AFTER"):
+            self._charge()
+            self.write_line(self.server, "FAIL", "CHATHISTORY", "INVALID_PARAMS", "LATEST, BEFORE or AFTER")
+            return
+        sub, target, reference, count = params[0].upper(), params[1], params[2], params[3]
+        try:
+            limit = int(count)
+            seq = None if reference == "*" else int(reference.removeprefix("msgid="))
+        except ValueError:
+            self._charge()
+            self.write_line(
+                self.server, "FAIL", "CHATHISTORY", "INVALID_PARAMS", "msgid=SEQ or *, and a count"
+            )
+            return
+        request = codec.HistoryRequest(limit=limit, room=room_of(target), ref=f"CHATHISTORY {target}")
+        if sub == "BEFORE" or (sub == "LATEST" and seq is None):
+            request = codec.HistoryRequest(seq, None, limit, request.ref, request.room)
+        elif sub == "AFTER" or sub == "LATEST":
+            request = codec.HistoryRequest(None, seq, limit, request.ref, request.room)
+        self._packet(request)
+
+    # -- what the core sends ------------------------------------------------------------
+
+    def _welcome(self, welcome: codec.Welcome) -> None:
+        self.irc_name = me = irc_nick(welcome.nick)
+        limits = self.hub.limits
+        self.write_line(self.server, "001", me, f"Welcome to {self.server}, {me}")
+        self.write_line(
+            self.server, "002", me, f"Your host is {self.server}, running chatproto {__version__}"
+        )
+        self.write_line(self.server, "003", me, "This server speaks chat protocol 2 and IRC")
+        self.write_line(self.server, "004", me, self.server, f"chatproto-{__version__}", "i", "bint")
+        tokens = [
+            "CHANTYPES=#",
+            f"CHANNELLEN={limits.room_name_length + 1}",
+            "NICKLEN=200",
+            f"TOPICLEN={limits.topic_length}",
+            "CASEMAPPING=ascii",
+            "PREFIX=(o)@",
+            "CHANMODES=b,,,int",
+            f"CHANLIMIT=#:{limits.rooms_per_connection}",
+            f"NETWORK={self.server}",
+            f"CHATHISTORY={limits.history_page}",
+            "MSGREFTYPES=msgid",
+        ]
+        self.write_line(self.server, "005", me, *tokens, "are supported by this server")
+        if welcome.motd:
+            self.write_line(self.server, "375", me, f"- {self.server} Message of the day -")
+            for text in welcome.motd.splitlines() or [""]:
+                self.write_line(self.server, "372", me, f"- {text}")
+            self.write_line(self.server, "376", me, "End of /MOTD command")
+        else:
+            self.write_line(self.server, "422", me, "MOTD File is missing")
+
+    def _room_state(self, state: codec.RoomState) -> None:
+        name = channel(state.room)
+        self.write_line(user(self.session.nick), "JOIN", name)
+        room = self.hub.room_for(state.room)
+        if room is not None:
+            self._topic_numerics(room)
+            self._names(room)
+
+    def _topic_numerics(self, room) -> None:
+        name = channel(room.name)
+        if room.topic_text:
+            self._numeric("332", name, room.topic_text)
+            self._numeric("333", name, irc_nick(room.topic.by), str(int(room.topic.ts)))
+        else:
+            self._numeric("331", name, "No topic is set")
+
+    def _names(self, room) -> None:
+        name = channel(room.name)
+        names = [("@" if room.rules.is_op(s) else "") + irc_nick(s.nick) for s in room.members.values()]
+        prefix = len(line(self.server, "353", self.irc_name, "=", name, ""))
+        for chunk in split_text(" ".join(names), LINE - prefix):
+            self._numeric("353", "=", name, chunk.strip())
+        self._numeric("366", name, "End of /NAMES list")
+
+    def _error(self, error: codec.Error) -> None:
+        command, _, target = (error.ref or "").partition(" ")
+        if command == "NOTICE":
+            return  # never an automatic reply to a NOTICE
+        number = NUMERICS.get((command, error.code))
+        if command == "CHATHISTORY":
+            self.write_line(self.server, "FAIL", "CHATHISTORY", "INVALID_TARGET", target, error.message)
+        elif number == "433":
+            self._numeric(number, self.irc_name, f"{error.message}: use SASL or PASS for it")
+        elif number is not None and command == "LOGIN":
+            self._numeric(number, error.message)
+        elif number is not None:
+            self._numeric(number, target, error.message)
+        else:
+            self._notice(f"{error.message} ({error.code})")
+
+    def _history(self, page: codec.HistoryPage) -> None:
+        name = channel(page.room)
+        batched = "batch" in self.caps
+        batch = f"h{self.clock.seconds():.0f}{len(page.messages)}" if batched else None
+        if batched:
+            self.write_line(self.server, "BATCH", "+" + batch, "chathistory", name)
+        for message in page.messages:
+            body = {"from": message.sender, "text": message.text, "ts": message.ts, "seq": message.seq}
+            if message.action:
+                body["action"] = message.action
+            self.outbox.write(self.wire.privmsg(body, name, batch).encode("utf-8"))
+        if batched:
+            self.write_line(self.server, "BATCH", "-" + batch)
+
+    def _rooms(self, rooms: codec.RoomList) -> None:
+        self._numeric("321", "Channel", "Users  Name")
+        for info in rooms.rooms:
+            self._numeric("322", channel(info.room), str(info.members), info.topic)
+        self._numeric("323", "End of /LIST")
+
+    def _private(self, private: codec.Private) -> None:
+        if private.ref is not None and not self.wire.echo:
+            return
+        body = {"from": private.sender, "text": private.text, "ts": private.ts}
+        self.outbox.write(self.wire.privmsg(body, irc_nick(private.to)).encode("utf-8"))
+
+    def _server_ping(self, ping: codec.ServerPing) -> None:
+        self.write_line(None, "PING", ping.token or self.server)
+
+    def _quietly(self, packet) -> None:
+        """Packets IRC has no use for (PENDING, MARKED...)."""
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _room(self, name: str, quiet: bool = False):
+        try:
+            room = self.hub.room_for(room_of(name))
+        except ProtocolError:
+            room = None
+        if room is None and not quiet:
+            self._numeric("403", name, "No such channel")
+        return room
+
+    def _session(self, irc: str):
+        try:
+            return self.hub.session_for(our_nick(irc))
+        except ProtocolError:
+            return None
+
+
+_COMMANDS: dict[str, Callable] = {
+    "CAP": IrcConnection.do_cap,
+    "PASS": IrcConnection.do_pass,
+    "NICK": IrcConnection.do_nick,
+    "USER": IrcConnection.do_user,
+    "AUTHENTICATE": IrcConnection.do_authenticate,
+    "PING": IrcConnection.do_ping,
+    "PONG": IrcConnection.do_pong,
+    "QUIT": IrcConnection.do_quit,
+    "JOIN": IrcConnection.do_join,
+    "PART": IrcConnection.do_part,
+    "PRIVMSG": IrcConnection.do_privmsg,
+    "NOTICE": IrcConnection.do_notice,
+    "TOPIC": IrcConnection.do_topic,
+    "NAMES": IrcConnection.do_names,
+    "WHO": IrcConnection.do_who,
+    "WHOIS": IrcConnection.do_whois,
+    "LIST": IrcConnection.do_list,
+    "MODE": IrcConnection.do_mode,
+    "KICK": IrcConnection.do_kick,
+    "AWAY": IrcConnection.do_away,
+    "CHATHISTORY": IrcConnection.do_chathistory,
+}
+_BEFORE_LOGIN = frozenset({"CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "PING", "PONG", "QUIT"})
+
+_REPLIES: dict[type, Callable] = {
+    codec.Welcome: IrcConnection._welcome,
+    codec.RoomState: IrcConnection._room_state,
+    codec.HistoryPage: IrcConnection._history,
+    codec.RoomList: IrcConnection._rooms,
+    codec.Private: IrcConnection._private,
+    codec.ServerPing: IrcConnection._server_ping,
+    codec.PongReply: IrcConnection._quietly,
+    codec.Pending: IrcConnection._quietly,
+    codec.Marked: IrcConnection._quietly,
+    codec.Done: IrcConnection._quietly,
+}
+_REPLIES[codec.Error] = IrcConnection._error
+
+
+class IrcFactory(Factory):
+    """Builds an IrcConnection per connection, all on one hub (``--irc``)."""
+
+    noisy = False
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def buildProtocol(self, addr) -> IrcConnection:
+        protocol = IrcConnection(self.hub)
+        protocol.factory = self
+        return protocol

@@ -1,0 +1,46 @@
+"""How our nicks and rooms look on IRC (docs/protocol.md, section 17.2).
+
+Our nicks may hold letters of any script and ``.``; an IRC nick may not. A
+nick that is already a plain IRC nick goes as it is; any other becomes
+``xn--`` and the Punycode (RFC 3492) of the nick with ``.`` written ``|``
+(which our nicks never hold). Plain nicks never start with ``xn--``, so the
+mapping is reversible both ways. Rooms are channels: ``general`` is
+``#general``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from chatproto.codec import ErrorCode, ProtocolError
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+_PREFIX = "xn--"
+
+
+def irc_nick(nick: str) -> str:
+    """The IRC form of one of our nicks."""
+    if _PLAIN.match(nick) and not nick.lower().startswith(_PREFIX):
+        return nick
+    return _PREFIX + nick.replace(".", "|").encode("punycode").decode("ascii")
+
+
+def our_nick(irc: str) -> str:
+    """One of our nicks from its IRC form; bad_nick if it can't be one."""
+    if not irc.lower().startswith(_PREFIX):
+        return irc
+    try:
+        return irc[len(_PREFIX) :].encode("ascii").decode("punycode").replace("|", ".")
+    except (UnicodeError, ValueError):
+        raise ProtocolError(ErrorCode.BAD_NICK, f"{irc!r} is not a nick this server gave") from None
+
+
+def channel(room: str) -> str:
+    return "#" + room
+
+
+def room_of(name: str) -> str:
+    """The room a channel names; bad_room for anything but ``#room``."""
+    if not name.startswith("#") or len(name) < 2:
+        raise ProtocolError(ErrorCode.BAD_ROOM, f"{name!r} is not a channel: channels start with #")
+    return name[1:]

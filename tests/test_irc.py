@@ -1,0 +1,404 @@
+"""The IRC gateway (docs/protocol.md, section 17) on StringTransport and
+task.Clock: registration, every command and numeric it answers, the IRCv3
+capabilities, encoding, splitting, nick escaping and bad input."""
+
+from __future__ import annotations
+
+import base64
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatproto import codec
+from chatproto.transports.irc import IrcConnection, parse, split_text
+from chatproto.transports.ircnames import irc_nick, our_nick
+from tests.harness import Server
+
+PASSWORD = "correct horse"
+
+
+class IrcPeer:
+    """An IRC client in memory: lines in, lines out."""
+
+    def __init__(self, server: Server, host: str = "127.0.0.1") -> None:
+        self.server = server
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, 6667))
+        self.protocol = IrcConnection(server.hub)
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, *lines: str) -> None:
+        self.protocol.dataReceived("".join(text + "\r\n" for text in lines).encode("utf-8"))
+
+    def lines(self) -> list[str]:
+        """Lines written since the last call, after the server's turn."""
+        self.server.flush()
+        data = self.transport.value().decode("utf-8")
+        self.transport.clear()
+        assert data == "" or data.endswith("\r\n"), data
+        return data.split("\r\n")[:-1]
+
+    def commands(self) -> list[tuple[str, list[str]]]:
+        return [parse(text)[2:] for text in self.lines()]
+
+    def numerics(self) -> list[str]:
+        return [command for command, _ in self.commands() if command.isdigit()]
+
+    def register(self, nick: str, caps: str = "", password: str | None = None) -> list[str]:
+        if caps:
+            self.send("CAP LS 302", f"CAP REQ :{caps}")
+        if password:
+            self.send(f"PASS :{password}")
+        self.send(f"NICK {nick}", f"USER {nick} 0 * :{nick} the tester")
+        if caps:
+            self.send("CAP END")
+        return self.lines()
+
+    def drop(self) -> None:
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def registered(server: Server, *nicks: str, caps: str = "") -> list[IrcPeer]:
+    peers = []
+    for nick in nicks:
+        peer = IrcPeer(server)
+        peer.register(nick, caps)
+        peers.append(peer)
+    return peers
+
+
+def in_room(server: Server, room: str, *peers: IrcPeer) -> None:
+    for peer in peers:
+        peer.send(f"JOIN #{room}")
+    for peer in peers:
+        peer.lines()
+
+
+class Names(SynchronousTestCase):
+    def test_plain_nicks_go_as_they_are_and_others_are_escaped_reversibly(self):
+        for nick in ("alice", "Bob_2", "a-b", "Ärger", "日本語", "a.b", "1st", "xn--fake"):
+            escaped = irc_nick(nick)
+            self.assertEqual(our_nick(escaped), nick)
+            self.assertRegex(escaped, r"^[A-Za-z_][A-Za-z0-9_|-]*$")
+        self.assertEqual(irc_nick("alice"), "alice")
+        self.assertTrue(irc_nick("Ärger").startswith("xn--"))
+
+    def test_split_text_cuts_between_characters(self):
+        text = "é" * 300 + "\n\nsecond line"
+        pieces = split_text(text, 100)
+        self.assertTrue(all(len(p.encode()) <= 100 for p in pieces))
+        self.assertEqual("".join(pieces[:-1]), "é" * 300)
+        self.assertEqual(pieces[-1], "second line")
+
+    def test_parse(self):
+        self.assertEqual(
+            parse("@time=x :n!u@h PRIVMSG #a :hello there"),
+            ({"time": "x"}, "n!u@h", "PRIVMSG", ["#a", "hello there"]),
+        )
+        self.assertEqual(parse("privmsg #a :"), ({}, None, "PRIVMSG", ["#a", ""]))
+        self.assertEqual(parse("NICK  bob"), ({}, None, "NICK", ["bob"]))
+
+
+class Registration(SynchronousTestCase):
+    def test_nick_and_user_give_the_welcome_numerics_and_isupport(self):
+        server = Server()
+        peer = IrcPeer(server)
+        lines = peer.register("alice")
+        numerics = [parse(text)[2] for text in lines]
+        self.assertEqual(numerics[:5], ["001", "002", "003", "004", "005"])
+        self.assertIn("375", numerics, "the motd")  # the harness's motd is "hello"
+        self.assertIn("376", numerics)
+        isupport = next(parse(text)[3] for text in lines if parse(text)[2] == "005")
+        for token in ("CHANTYPES=#", "CASEMAPPING=ascii", "CHANNELLEN=33"):
+            self.assertIn(token, isupport)
+        self.assertTrue(any(t.startswith("NICKLEN=") for t in isupport))
+        self.assertEqual([s.nick for s in server.hub.sessions], ["alice"])
+
+    def test_cap_negotiation_holds_registration_until_cap_end(self):
+        server = Server()
+        peer = IrcPeer(server)
+        peer.send("CAP LS 302", "NICK alice", "USER a 0 * :A")
+        (ls,) = peer.commands()
+        self.assertEqual(ls[0], "CAP")
+        self.assertEqual(
+            set(ls[1][-1].split()),
+            {"batch", "draft/chathistory", "echo-message", "message-tags", "sasl", "server-time"},
+        )
+        peer.send("CAP REQ :server-time echo-message")
+        self.assertEqual(peer.commands(), [("CAP", ["*", "ACK", "server-time echo-message"])])
+        peer.send("CAP REQ :no-such-cap")
+        self.assertEqual(peer.commands(), [("CAP", ["*", "NAK", "no-such-cap"])])
+        peer.send("CAP END")
+        self.assertEqual(peer.numerics()[0], "001")
+
+    def test_nick_in_use_then_another_nick(self):
+        server = Server()
+        registered(server, "alice")
+        peer = IrcPeer(server)
+        peer.send("NICK alice", "USER a 0 * :A")
+        self.assertEqual(peer.numerics(), ["433"])
+        peer.send("NICK alice2")
+        self.assertEqual(peer.numerics()[0], "001")
+
+    def test_an_erroneous_nick_and_commands_before_registration(self):
+        server = Server()
+        peer = IrcPeer(server)
+        peer.send("JOIN #general")
+        self.assertEqual(peer.numerics(), ["451"])
+        peer.send("NICK bad!nick", "USER a 0 * :A")
+        self.assertEqual(peer.numerics(), ["432"])
+        peer.send("FROB")
+        self.assertEqual(peer.numerics(), ["421"])
+
+    def test_sasl_plain_for_an_account(self):
+        server = Server()
+        (tcp,) = server.logged_in("ann", version=2)
+        tcp.send(codec.AccountRequest("register", PASSWORD))
+        tcp.received()
+        tcp.send(codec.Quit())
+        peer = IrcPeer(server)
+        peer.send("CAP LS 302", "NICK whoever", "USER a 0 * :A", "CAP REQ :sasl")
+        peer.lines()
+        peer.send("AUTHENTICATE PLAIN")
+        self.assertEqual(peer.lines(), ["AUTHENTICATE :+"])
+        wrong = base64.b64encode(b"\0ann\0not the password").decode()
+        peer.send(f"AUTHENTICATE {wrong}")
+        self.assertEqual(peer.numerics(), ["904"])
+        peer.send("AUTHENTICATE PLAIN")
+        peer.lines()
+        right = base64.b64encode(f"\0ann\0{PASSWORD}".encode()).decode()
+        peer.send(f"AUTHENTICATE {right}")
+        self.assertEqual(peer.numerics(), ["900", "903"])
+        peer.send("CAP END")
+        lines = peer.lines()
+        self.assertEqual(parse(lines[0])[2:], ("001", ["ann", "Welcome to test, ann"]))
+        self.assertTrue(server.hub.session_for("ann").account)
+
+    def test_a_registered_nick_needs_its_password(self):
+        server = Server()
+        (tcp,) = server.logged_in("ann", version=2)
+        tcp.send(codec.AccountRequest("register", PASSWORD))
+        tcp.send(codec.Quit())
+        peer = IrcPeer(server)
+        peer.send("NICK ann", "USER a 0 * :A")
+        self.assertEqual(peer.numerics(), ["433"])
+        other = IrcPeer(server)
+        other.register("ann", password=PASSWORD)
+        self.assertIsNotNone(server.hub.session_for("ann"))
+
+
+class Channels(SynchronousTestCase):
+    def test_join_gives_topic_names_and_is_seen_by_others(self):
+        server = Server()
+        alice, bob = registered(server, "alice", "bob")
+        alice.send("JOIN #general")
+        commands = alice.commands()
+        self.assertEqual(commands[0], ("JOIN", ["#general"]))
+        self.assertEqual([c for c, _ in commands[1:]], ["331", "353", "366"])
+        self.assertEqual(commands[2][1][-2:], ["#general", "alice"], "353: the default room has no operator")
+        alice.send("JOIN #den")
+        self.assertEqual(alice.commands()[2][1][-1], "@alice", "the maker of a room is its operator")
+        bob.send("JOIN #general")
+        bob.lines()
+        self.assertEqual(alice.lines(), [":bob!bob@chat JOIN :#general"])
+
+    def test_privmsg_reaches_irc_and_tcp_members_and_echo_is_asked_for(self):
+        server = Server()
+        alice, bob = registered(server, "alice", "bob", caps="echo-message server-time")
+        (carol,) = registered(server, "carol")
+        (tcp,) = server.logged_in("dave", version=2)
+        in_room(server, "general", alice, bob, carol)
+        tcp.join("general")
+        for peer in (alice, bob, carol):
+            peer.lines()
+        alice.send("PRIVMSG #general :héllo wörld")
+        echo = alice.lines()
+        self.assertEqual(len(echo), 1)
+        tags, prefix, command, params = parse(echo[0])
+        self.assertEqual(
+            (prefix, command, params), ("alice!alice@chat", "PRIVMSG", ["#general", "héllo wörld"])
+        )
+        self.assertRegex(tags["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        self.assertEqual(
+            parse(bob.lines()[0])[1:], ("alice!alice@chat", "PRIVMSG", ["#general", "héllo wörld"])
+        )
+        self.assertEqual(
+            carol.lines(), [":alice!alice@chat PRIVMSG #general :héllo wörld"], "no tags unasked"
+        )
+        (message,) = [p for p in tcp.received() if isinstance(p, codec.MessagePacket)]
+        self.assertEqual((message.sender, message.text, message.room), ("alice", "héllo wörld", "general"))
+        carol.send("PRIVMSG #general :no echo for me")
+        self.assertEqual(carol.lines(), [], "without echo-message the sender sees nothing back")
+        tcp.send(codec.Say("from tcp", None, "general"))
+        self.assertEqual(carol.lines(), [":dave!dave@chat PRIVMSG #general :from tcp"])
+
+    def test_a_long_or_multiline_message_is_split_on_character_boundaries(self):
+        server = Server()
+        (alice,) = registered(server, "alice")
+        (tcp,) = server.logged_in("bob", version=2)
+        in_room(server, "general", alice)
+        tcp.join("general")
+        alice.lines()
+        text = "ü" * 1500 + "\nline two"
+        tcp.send(codec.Say(text, None, "general"))
+        lines = alice.lines()
+        self.assertGreater(len(lines), 3)
+        self.assertTrue(all(len(x.encode()) + 2 <= 512 for x in lines))
+        pieces = [parse(x)[3][1] for x in lines]
+        self.assertEqual("".join(pieces[:-1]), "ü" * 1500)
+        self.assertEqual(pieces[-1], "line two")
+
+    def test_whispers_both_ways_and_no_such_nick(self):
+        server = Server()
+        (alice,) = registered(server, "alice")
+        (tcp,) = server.logged_in("Ärger", version=2)
+        alice.send(f"PRIVMSG {irc_nick('Ärger')} :psst")
+        (private,) = [p for p in tcp.received() if isinstance(p, codec.Private)]
+        self.assertEqual((private.sender, private.text), ("alice", "psst"))
+        tcp.send(codec.Whisper("alice", "back"))
+        self.assertEqual(
+            alice.lines(), [f":{irc_nick('Ärger')}!{irc_nick('Ärger')}@chat PRIVMSG alice :back"]
+        )
+        alice.send("PRIVMSG nobody :hello?")
+        ((number, params),) = alice.commands()
+        self.assertEqual((number, params[:2]), ("401", ["alice", "nobody"]))
+
+    def test_part_quit_and_topic(self):
+        server = Server()
+        alice, bob = registered(server, "alice", "bob")
+        in_room(server, "general", alice, bob)
+        alice.send("TOPIC #general :Friday plans")
+        self.assertEqual(bob.lines(), [":alice!alice@chat TOPIC #general :Friday plans"])
+        alice.lines()
+        alice.send("TOPIC #general")
+        self.assertEqual([c for c, _ in alice.commands()], ["332", "333"])
+        alice.send("PART #general :lunch")
+        self.assertEqual(bob.lines(), [":alice!alice@chat PART #general :lunch"])
+        self.assertEqual(alice.lines(), [":alice!alice@chat PART #general :lunch"])
+        alice.send("PART #general")
+        self.assertEqual(alice.numerics(), ["442"])
+        alice.send("JOIN #general")
+        bob.lines()
+        alice.send("QUIT :bye")
+        self.assertEqual(bob.lines(), [":alice!alice@chat QUIT :quit: bye"])
+        self.assertEqual(alice.lines()[-1], "ERROR :Closing link: alice (Quit)")
+        self.assertTrue(alice.transport.disconnecting)
+
+    def test_names_who_whois_list_mode_away_ping(self):
+        server = Server()
+        alice, bob = registered(server, "alice", "bob")
+        in_room(server, "general", alice, bob)
+        alice.send("NAMES #general")
+        names = alice.commands()
+        self.assertEqual(sorted(names[0][1][-1].lstrip("@").replace("@", "").split()), ["alice", "bob"])
+        alice.send("WHO #general")
+        who = alice.commands()
+        self.assertEqual(
+            sorted(params[2] for command, params in who if command == "352"),
+            ["alice", "bob"],
+            "your own nick too",
+        )
+        self.assertEqual(who[-1][0], "315")
+        alice.send("WHOIS bob")
+        self.assertEqual([c for c, _ in alice.commands()], ["311", "319", "312", "318"])
+        alice.send("WHOIS nobody")
+        self.assertEqual(alice.numerics(), ["401", "318"])
+        alice.send("LIST")
+        listing = alice.commands()
+        self.assertEqual([c for c, _ in listing], ["321", "322", "323"])
+        self.assertEqual(listing[1][1][1:3], ["#general", "2"])
+        alice.send("MODE #general")
+        self.assertEqual(alice.commands(), [("324", ["alice", "#general", "+nt"])])
+        alice.send("MODE #general b")
+        self.assertEqual(alice.numerics(), ["368"])
+        alice.send("AWAY :lunch", "AWAY")
+        self.assertEqual(alice.numerics(), ["306", "305"])
+        alice.send("PING :abc")
+        self.assertEqual(alice.commands(), [("PONG", ["test", "abc"])])
+
+    def test_kick_needs_an_operator(self):
+        server = Server()
+        alice, bob = registered(server, "alice", "bob")
+        in_room(server, "den", alice, bob)
+        bob.send("KICK #den alice :go")
+        self.assertEqual(bob.numerics(), ["482"])
+        alice.lines()
+        alice.send("KICK #den bob :enough")
+        self.assertIn(":test KICK #den bob :enough", bob.lines())
+
+
+class History(SynchronousTestCase):
+    def test_chathistory_latest_and_before_in_batches(self):
+        server = Server()
+        (alice,) = registered(server, "alice", caps="batch draft/chathistory server-time message-tags")
+        (tcp,) = server.logged_in("bob", version=2)
+        tcp.join("general")
+        for n in range(30):
+            tcp.send(codec.Say(f"m{n}", None, "general"))
+            server.flush()
+        in_room(server, "general", alice)
+        alice.send("CHATHISTORY LATEST #general * 10")
+        lines = alice.lines()
+        self.assertEqual(parse(lines[0])[2:4], ("BATCH", parse(lines[0])[3]))
+        batch = parse(lines[0])[3][0][1:]
+        messages = [parse(x) for x in lines[1:-1]]
+        self.assertEqual([m[3][1] for m in messages], [f"m{n}" for n in range(20, 30)])
+        self.assertTrue(all(m[0]["batch"] == batch for m in messages))
+        self.assertEqual(parse(lines[-1])[3], ["-" + batch])
+        oldest = messages[0][0]["msgid"]
+        alice.send(f"CHATHISTORY BEFORE #general msgid={oldest} 5")
+        older = [parse(x)[3][1] for x in alice.lines()[1:-1]]
+        self.assertEqual(older, [f"m{n}" for n in range(15, 20)])
+        alice.send("CHATHISTORY SIDEWAYS #general * 5")
+        self.assertEqual(alice.commands()[0][0], "FAIL")
+
+
+class BadInput(SynchronousTestCase):
+    def test_a_character_split_across_reads_arrives_whole(self):
+        server = Server()
+        (alice,) = registered(server, "alice")
+        (tcp,) = server.logged_in("bob", version=2)
+        in_room(server, "general", alice)
+        tcp.join("general")
+        data = "PRIVMSG #general :naïve ☃\r\n".encode()
+        cut = data.index("☃".encode()) + 1
+        alice.protocol.dataReceived(data[:cut])
+        alice.protocol.dataReceived(data[cut:])
+        server.flush()
+        (message,) = [p for p in tcp.received() if isinstance(p, codec.MessagePacket)]
+        self.assertEqual(message.text, "naïve ☃")
+
+    def test_invalid_utf8_a_long_line_and_a_flood_of_joins(self):
+        server = Server()
+        (alice,) = registered(server, "alice")
+        alice.protocol.dataReceived(b"PRIVMSG #general :\xff\xfe\r\n")
+        (notice,) = alice.commands()
+        self.assertEqual(notice[0], "NOTICE")
+        alice.send("PRIVMSG #general :" + "x" * 600)
+        self.assertEqual(alice.numerics(), ["417"])
+        alice.send(*("JOIN " + ",".join(f"#r{n}" for n in range(k, k + 20)) for k in range(0, 200, 20)))
+        numerics = alice.numerics()
+        self.assertTrue(set(numerics) <= {"331", "353", "366", "405", "263"}, set(numerics))
+        self.assertIn("263", numerics, "the join rate")
+        alice.send("PING :still here")
+        self.assertEqual(alice.commands(), [("PONG", ["test", "still here"])])
+        self.assertFalse(alice.transport.disconnecting)
+
+    def test_an_irc_connection_is_pending_then_connected_and_times_out(self):
+        server = Server(login_timeout=5)
+        peer = IrcPeer(server)
+        self.assertEqual(len(server.hub.pending), 1)
+        server.clock.advance(5)
+        self.assertEqual(peer.lines(), ["ERROR :Closing link: login_timeout"])
+        self.assertTrue(peer.transport.disconnecting)
+        self.assertEqual(server.hub.pending, [])
+
+    def test_rooms_of_an_irc_client_are_the_same_rooms(self):
+        server = Server()
+        (alice,) = registered(server, "alice")
+        in_room(server, "general", alice)
+        self.assertEqual([s.nick for s in server.hub.room_for("general").members.values()], ["alice"])
+        alice.drop()
+        self.assertEqual(server.hub.sessions, [])
