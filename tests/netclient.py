@@ -117,6 +117,50 @@ class WebSocketClient(Protocol, Inbox):
         self.transport.write(self.ws.send(Message(data=text)))
 
 
+class IrcClient(Protocol):
+    """A raw IRC client: ``expect`` the next line a predicate accepts."""
+
+    def __init__(self) -> None:
+        self.inbox: defer.DeferredQueue = defer.DeferredQueue()
+        self.lost: defer.Deferred = defer.Deferred()
+        self._buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\r\n")
+        for raw in lines:
+            self.inbox.put(raw.decode("utf-8"))
+
+    def connectionLost(self, reason) -> None:
+        self.lost.callback(None)
+
+    def send(self, *lines: str) -> None:
+        self.transport.write("".join(text + "\r\n" for text in lines).encode("utf-8"))
+
+    @defer.inlineCallbacks
+    def expect(self, predicate, timeout: float = TIMEOUT):
+        from twisted.internet import reactor
+
+        while True:
+            text = yield self.inbox.get().addTimeout(timeout, reactor)
+            if predicate(text):
+                return text
+
+    @defer.inlineCallbacks
+    def register(self, nick: str):
+        self.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}")
+        welcome = yield self.expect(lambda text: " 001 " in text)
+        return welcome
+
+
+@defer.inlineCallbacks
+def connect_irc(reactor, port: int, nick: str | None = None):
+    client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), IrcClient())
+    if nick is not None:
+        yield client.register(nick)
+    return client
+
+
 @defer.inlineCallbacks
 def connect(reactor, port: int, nick: str | None = None, version: int = 1):
     client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), QueueClient())

@@ -14,14 +14,14 @@ from chatproto.backends.eventlog import Draft
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.limits import Limits
 from chatproto.server import build_server
-from tests.netclient import connect, connect_ws
+from tests.netclient import connect, connect_irc, connect_ws
 
 
 class LiveTestCase(TestCase):
     timeout = 60
 
-    def serve(self, web: bool = False, web_origins=(), **limits):
-        """A server on 127.0.0.1 (and its ``--web`` on another port if asked)."""
+    def serve(self, web: bool = False, web_origins=(), irc: bool = False, **limits):
+        """A server on 127.0.0.1 (and its ``--web`` and ``--irc`` on ports of their own if asked)."""
         server = build_server(
             reactor,
             ["tcp:0:interface=127.0.0.1"],
@@ -29,12 +29,14 @@ class LiveTestCase(TestCase):
             Limits(**limits),
             web=["tcp:0:interface=127.0.0.1"] if web else [],
             web_origins=list(web_origins),
+            irc=["tcp:0:interface=127.0.0.1"] if irc else [],
         )
         server.start()
         self.server = server
         self.hub = server.hub
         self.port = server.port
         self.web_port = server.web_port
+        self.irc_port = server.irc_port
         self.clients = []
         self.addCleanup(self._stop, server)
         return defer.succeed(None)
@@ -48,6 +50,13 @@ class LiveTestCase(TestCase):
     @defer.inlineCallbacks
     def client(self, nick=None, version=1):
         client = yield connect(reactor, self.port, nick, version)
+        self.clients.append(client)
+        return client
+
+    @defer.inlineCallbacks
+    def irc(self, nick=None):
+        """A raw IRC client on the ``irc`` port (``serve(irc=True)``)."""
+        client = yield connect_irc(reactor, self.irc_port, nick)
         self.clients.append(client)
         return client
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -16,6 +17,7 @@ from chatproto import codec
 from chatproto.transports.irc import IrcConnection, parse, split_text
 from chatproto.transports.ircnames import irc_nick, our_nick
 from tests.harness import Server
+from tests.test_integration import LiveTestCase
 
 PASSWORD = "correct horse"
 
@@ -402,3 +404,52 @@ class BadInput(SynchronousTestCase):
         self.assertEqual([s.nick for s in server.hub.room_for("general").members.values()], ["alice"])
         alice.drop()
         self.assertEqual(server.hub.sessions, [])
+
+
+@defer.inlineCallbacks
+def events(client, count: int):
+    """The next ``count`` messages and leaves a chat client sees, in order."""
+    seen = []
+    while len(seen) < count:
+        packet = yield client.next()
+        if isinstance(packet, codec.MessagePacket):
+            seen.append((packet.sender, packet.text))
+        elif isinstance(packet, codec.Left):
+            seen.append(("left", packet.nick))
+    return seen
+
+
+class Live(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_irc_tcp_and_websocket_clients_see_one_order_in_one_room(self):
+        yield self.serve(irc=True, web=True)
+        ann = yield self.irc("ann")
+        bob = yield self.irc("bob")
+        tcp = yield self.client("carol", version=2)
+        browser = yield self.ws("dan")
+        for client in (tcp, browser):
+            client.send(codec.Join("general"))
+            yield client.expect(codec.RoomState)
+        ann.send("JOIN #general")
+        yield ann.expect(lambda text: " 366 " in text)
+        bob.send("JOIN #general")
+        yield bob.expect(lambda text: " 366 " in text)
+        said = [(ann, "PRIVMSG #general :from ann ☃"), (bob, "PRIVMSG #general :from bob")]
+        for client, text in said:
+            client.send(text)
+        tcp.send(codec.Say("from carol", None, "general"))
+        browser.send(codec.Say("from dan", None, "general"))
+        bob.send("PART #general :off")
+        # Everyone sees one sequence of the room's messages and leaves.
+        order = yield events(tcp, 5)
+        self.assertIn(("left", "bob"), order)
+        self.assertEqual((yield events(browser, 5)), order)
+        seen_by_ann = []
+        while len(seen_by_ann) < 4:
+            text = yield ann.expect(lambda t: " PRIVMSG #general " in t or " PART #general" in t)
+            who = text[1 : text.index("!")]
+            seen_by_ann.append(("left", who) if " PART " in text else (who, text.split(" :", 1)[1]))
+        self.assertEqual(seen_by_ann, [e for e in order if e[0] != "ann"], "no echo of ann's own")
+        ann.send("QUIT :done")
+        quit_seen = yield tcp.expect(codec.Left)
+        self.assertEqual((quit_seen.nick, quit_seen.reason, quit_seen.message), ("ann", "quit", "done"))
