@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run client screenshot cert bench bench-client fuzz fuzz-minimize soak killtest test test-server test-client test-browser lint clean
+.PHONY: install run client screenshot cert bench bench-client fuzz fuzz-minimize soak killtest test test-server test-client test-outside lint clean
 
 install: $(STAMP)
 
@@ -59,7 +59,7 @@ soak: install
 killtest: install
 	$(PY) -m scripts.killtest $(ARGS)
 
-test: test-server test-client test-browser
+test: test-server test-client test-outside
 
 # The server tests run under both runners the project supports.
 test-server: install
@@ -70,11 +70,13 @@ test-server: install
 test-client: install
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/qt --reactor=asyncio
 
-# The page in headless Chromium (Debian's chromium and chromium-driver;
-# skipped, saying so, where they are missing). A run of its own: these are
-# plain pytest functions, which must not run before trial's async cases.
-test-browser: install
-	$(PY) -m pytest -q tests/browser
+# Real outside clients: the page in headless Chromium, irssi in tmux
+# (installed here where missing and possible; skipped, saying so,
+# otherwise). A run of its own: these are plain pytest functions, which
+# must not run before trial's async cases.
+test-outside: install
+	sh scripts/system_packages.sh
+	$(PY) -m pytest -q tests/browser tests/irssi
 
 lint: install
 	$(VENV)/bin/ruff check chatproto qtclient tests twisted benchmarks scripts fuzz

@@ -631,7 +631,12 @@ class IrcConnection(ChatProtocol):
                 self._numeric("502", "Can't change mode for other users")
             elif len(params) == 1:
                 self._numeric("221", "+i")
-            return  # user modes are not kept
+            elif set(params[1]) <= set("+-i"):
+                # Everyone is +i here already; clients wait for this answer.
+                self.write_line(user(self.session.nick), "MODE", self.irc_name, params[1])
+            else:
+                self._numeric("501", "Unknown MODE flag: only +i")
+            return
         room = self._room(target)
         if room is None:
             return

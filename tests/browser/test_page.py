@@ -6,11 +6,12 @@ import functools
 import http.server
 import threading
 
-from conftest import Server
+from conftest import Page
 
 from chatproto import codec
 from chatproto.backends.eventlog import Draft
 from chatproto.backends.sqlite import SQLiteLog
+from tests.processes import Server, TcpPeer
 
 
 def test_log_in_join_a_room_send_and_receive(pages, peers):
@@ -66,8 +67,6 @@ def test_older_history_loads_when_scrolled_up(tmp_path, driver):
     server = Server(history)
     server.start()
     try:
-        from conftest import Page
-
         page = Page(driver, server.url)
         page.log_in("ann")
         page.wait(lambda: len(page.lines("#transcript li.message")) >= 50, "the replayed history")
@@ -93,8 +92,6 @@ def test_a_server_restart_then_reconnect_and_catch_up(pages, server):
     server.stop()
     page.wait(lambda: page.state() in ("reconnecting", "connecting"), "a drop seen")
     server.restart()
-    from conftest import TcpPeer
-
     desk = TcpPeer(server.port, "desk")
     try:
         desk.send(codec.Join("general"))
@@ -110,8 +107,6 @@ def test_a_server_restart_then_reconnect_and_catch_up(pages, server):
 
 
 def test_a_refused_message_is_retried(driver, tmp_path):
-    from conftest import Page
-
     server = Server(str(tmp_path / "h.sqlite3"), "--rate", "2", "--burst", "1")
     server.start()
     try:

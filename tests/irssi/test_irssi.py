@@ -1,0 +1,95 @@
+"""A real IRC client in the suite: Debian's irssi, driven in tmux (send-keys
+to type, capture-pane to read), against a real server process: it joins
+#general and exchanges non-ASCII text with a desktop-protocol client.
+Skipped, saying why, where irssi or tmux is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from chatproto import codec
+from tests.processes import WAIT, Server, TcpPeer
+
+
+class Tmux:
+    """One irssi in a tmux server of its own (its own socket)."""
+
+    def __init__(self, folder: str, command: str) -> None:
+        self.socket = f"chattest-{os.getpid()}"
+        self.env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", TERM="xterm-256color")
+        self.tmux("new-session", "-d", "-s", "irc", "-x", "160", "-y", "48", command)
+
+    def tmux(self, *args: str) -> str:
+        run = subprocess.run(
+            ["tmux", "-u", "-L", self.socket, *args], env=self.env, capture_output=True, timeout=WAIT
+        )
+        return run.stdout.decode("utf-8", "replace")
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-J", "-t", "irc")
+
+    def type(self, text: str) -> None:
+        self.tmux("send-keys", "-t", "irc", "-l", text)
+        self.tmux("send-keys", "-t", "irc", "Enter")
+
+    def until(self, text: str) -> str:
+        """The screen once it shows ``text`` (polled; at most WAIT seconds)."""
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"irssi never showed {text!r}; the screen:\n{self.screen()}")
+
+    def close(self) -> None:
+        self.tmux("kill-server")
+
+
+@pytest.fixture
+def irssi_home(tmp_path):
+    missing = [tool for tool in ("irssi", "tmux") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"skipped: no {' or '.join(missing)} (apt-get install irssi tmux)")
+    home = tmp_path / "irssi"
+    home.mkdir()
+    (home / "config").write_text(
+        'settings = { core = { real_name = "Ann Tester"; user_name = "ann"; nick = "ann"; };\n'
+        '  "fe-common/core" = { autocreate_windows = "yes"; term_charset = "UTF-8"; }; };\n'
+    )
+    return home
+
+
+def test_irssi_joins_and_chats_with_a_desktop_client(tmp_path, irssi_home):
+    server = Server(str(tmp_path / "history.sqlite3"))
+    server.start()
+    tmux = None
+    desk = None
+    try:
+        desk = TcpPeer(server.port, "desk")
+        desk.send(codec.Join("general"))
+        desk.expect(codec.RoomState)
+        tmux = Tmux(str(tmp_path), f"irssi --home={irssi_home} -c 127.0.0.1 -p {server.irc_port} -n ann")
+        tmux.until("Welcome to")
+        tmux.type("/join #general")
+        desk.expect(codec.Joined, lambda joined: joined.nick == "ann")
+        tmux.until("#general")
+        desk.send(codec.Say("héllo från tcp ☃", None, "general"))
+        tmux.until("héllo från tcp ☃")
+        tmux.type("grüße aus irssi ✓")
+        said = desk.expect(codec.MessagePacket, lambda m: m.sender == "ann")
+        assert (said.text, said.room) == ("grüße aus irssi ✓", "general")
+        tmux.type("/quit bye")
+        left = desk.expect(codec.Left, lambda left: left.nick == "ann")
+        assert (left.reason, left.message) == ("quit", "bye")
+    finally:
+        if tmux is not None:
+            tmux.close()
+        if desk is not None:
+            desk.close()
+        server.stop()

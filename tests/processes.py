@@ -1,0 +1,73 @@
+"""A chat server process and a desktop-protocol peer on a blocking socket,
+for the tests that drive real outside clients (a browser, irssi) from
+plain pytest functions."""
+
+from __future__ import annotations
+
+import socket
+
+from chatproto import codec
+from scripts.spawn import server_argv, start_server
+
+LOOPBACK = "tcp:0:interface=127.0.0.1"
+WAIT = 20  # seconds any one condition may take
+
+
+class Server:
+    """A chat server process with ``--web`` and ``--irc``; ``restart`` keeps
+    its history and ports."""
+
+    def __init__(self, history: str, *args: str) -> None:
+        self.history, self.args = history, args
+        self.proc = None
+        self.port = self.web_port = self.irc_port = None
+
+    def start(self, listen: str = LOOPBACK, web: str = LOOPBACK, irc: str = LOOPBACK) -> None:
+        argv = server_argv("--web", web, "--irc", irc, "--history", self.history, *self.args, listen=listen)
+        self.proc, (self.port, self.web_port, self.irc_port) = start_server(argv, 3)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+    def restart(self) -> None:
+        self.stop()
+        ports = (self.port, self.web_port, self.irc_port)
+        self.start(*(f"tcp:{port}:interface=127.0.0.1" for port in ports))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}/"
+
+
+class TcpPeer:
+    """A desktop-protocol client on a blocking socket, for a page to meet."""
+
+    def __init__(self, port: int, nick: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        self.buffer = b""
+        self.send(codec.Login(nick, 2))
+        self.expect(codec.Welcome)
+
+    def send(self, packet) -> None:
+        self.sock.sendall(codec.encode_frame(packet))
+
+    def expect(self, kind, where=lambda packet: True):
+        """The next packet of ``kind`` that ``where`` accepts (bounded by the socket timeout)."""
+        for _ in range(10_000):
+            payloads, self.buffer = codec.split_frames(self.buffer)
+            for i, payload in enumerate(payloads):
+                packet = codec.decode_server(payload)
+                if isinstance(packet, kind) and where(packet):
+                    rest = b"".join(codec.frame(p) for p in payloads[i + 1 :])
+                    self.buffer = rest + self.buffer
+                    return packet
+            data = self.sock.recv(65536)
+            if not data:
+                raise AssertionError(f"closed while waiting for {kind.__name__}")
+            self.buffer += data
+        raise AssertionError(f"no {kind.__name__}")
+
+    def close(self) -> None:
+        self.sock.close()
