@@ -555,7 +555,8 @@ class IrcConnection(ChatProtocol):
                     self._packet(codec.Whisper(our_nick(target), text, ref))
                 except ProtocolError:
                     self._charge()
-                    self._numeric("401", target, "No such nick")
+                    if command == "PRIVMSG":
+                        self._numeric("401", target, "No such nick")
 
     def do_notice(self, params: list[str]) -> None:
         self.do_privmsg(params, "NOTICE")
