@@ -34,6 +34,7 @@ cert: install
 
 # Our server and two baselines side by side (several minutes; see README, Performance).
 bench: install
+	sh scripts/system_packages.sh ngircd:ngircd
 	$(PY) -m benchmarks.run $(ARGS)
 
 # The desktop client under 2000 incoming messages a second.

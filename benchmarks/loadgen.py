@@ -24,6 +24,7 @@ from chatproto import codec
 HOST = "127.0.0.1"
 MESSAGE = 0x82
 _MARK = b'\x82{"seq":'  # how every MESSAGE payload starts
+_IRC_MARK = b" PRIVMSG #general :"
 
 
 def frame(kind: int, body: dict, mode: str = "frames") -> bytes:
@@ -67,6 +68,7 @@ class Client(asyncio.Protocol):
         self.on_data = on_data
         self.transport: asyncio.Transport | None = None
         self.saw_slow_left = False
+        self.own = 0  # IRC: messages this client sent, of which it gets no copy
         self.room = 0  # rooms scenario: which room, and its ROOM answer
         self.joined: asyncio.Future | None = None
         self.upgraded = asyncio.get_running_loop().create_future()
@@ -99,6 +101,8 @@ class Client(asyncio.Protocol):
                 return
         if self.mode == "lines":
             self.count += data.count(b"\n")
+        elif self.mode == "irc":
+            self._scan_irc(data)
         else:
             self._scan(data)
         if self.on_data is not None:
@@ -132,6 +136,15 @@ class Client(asyncio.Protocol):
         self.count += count
         self.carry = data[-(len(_MARK) - 1) :]
 
+    def _scan_irc(self, data: bytes) -> None:
+        """Count channel PRIVMSG lines (a marker split across two reads is
+        found in the seam); joined once the names of #general end."""
+        if not self.welcomed.done() and b" 366 " in self.carry + data:
+            self.welcomed.set_result(None)
+        seam = (self.carry + data[: len(_IRC_MARK) - 1]).count(_IRC_MARK) if self.carry else 0
+        self.count += seam + data.count(_IRC_MARK)
+        self.carry = data[-(len(_IRC_MARK) - 1) :]
+
     def take_messages(self) -> None:
         """Messages counted so far are presence-time noise: start from zero."""
         self.count = 0
@@ -149,7 +162,9 @@ async def connect_all(port: int, mode: str, n: int, nick: str, on_data=None, bat
             )
         )
         for i, (_, client) in enumerate(made, start):
-            if mode != "lines":
+            if mode == "irc":  # registered and in #general, like everyone else here
+                client.transport.write(f"NICK {nick}{i}\r\nUSER u 0 * :u\r\nJOIN #general\r\n".encode())
+            elif mode != "lines":
                 await client.upgraded
                 client.transport.write(frame(0x01, {"nick": f"{nick}{i}", "proto": version}, mode))
             clients.append(client)
@@ -164,6 +179,8 @@ def cpu() -> float:
 def say_frame(mode: str, size: int) -> bytes:
     if mode == "lines":
         return b"x" * size + b"\n"
+    if mode == "irc":
+        return b"PRIVMSG #general :" + b"x" * size + b"\r\n"
     return frame(0x02, {"text": "x" * size}, mode)
 
 
@@ -186,10 +203,15 @@ async def fanout(args) -> dict:
     def top_up(sender: Client) -> None:
         if not state["sending"]:
             return
-        room = window - (state["sent"] - sender.count)
+        room = window - (state["sent"] - sender.count - sender.own)
         if room >= window // 4:
-            sender.transport.write(one * room)
-            state["sent"] += room
+            send(sender, room)
+
+    def send(sender: Client, count: int) -> None:
+        sender.transport.write(one * count)
+        state["sent"] += count
+        if args.mode == "irc":
+            sender.own += count  # IRC senders get no copy of their own
 
     receivers = await connect_all(args.port, args.mode, args.receivers, "r")
     senders = await connect_all(args.port, args.mode, args.senders, "s", on_data=top_up)
@@ -202,10 +224,9 @@ async def fanout(args) -> dict:
 
     def start() -> None:
         for sender in senders:
-            sender.transport.write(one * (window // len(senders)))
-            state["sent"] += window // len(senders)
+            send(sender, window // len(senders))
 
-    result = await flow(args, everyone, state, start, lambda client: state["sent"])
+    result = await flow(args, everyone, state, start, lambda client: state["sent"] - client.own)
     slow_cut = int(any(c.saw_slow_left for c in everyone)) if slow else 0
     for client in everyone + slow:
         client.transport.close()
@@ -246,6 +267,7 @@ async def flow(args, everyone: list[Client], state: dict, start, expected_of) ->
 
 async def latency(args) -> dict:
     lines = args.mode == "lines"
+    irc = args.mode == "irc"
 
     class Timed(Client):
         """Notes when each read arrived and parses later: parsing here would
@@ -254,7 +276,7 @@ async def latency(args) -> dict:
         def data_received(self, data: bytes) -> None:
             if self.started:
                 self.reads.append((time.perf_counter(), data))
-            elif not self.welcomed.done() and (lines or b"\x81{" in data):
+            elif not self.welcomed.done() and (lines or b"\x81{" in data or (irc and b" 366 " in data)):
                 self.welcomed.set_result(None)
 
         def latencies(self) -> list[float]:
@@ -264,6 +286,13 @@ async def latency(args) -> dict:
                 if lines:
                     *complete, tail = buf.split(b"\n")
                     found.extend(arrived - float(line[:20]) for line in complete if line)
+                    continue
+                if irc:
+                    *complete, tail = buf.split(b"\r\n")
+                    for text in complete:
+                        if _IRC_MARK in text:
+                            stamp = text.index(_IRC_MARK) + len(_IRC_MARK)
+                            found.append(arrived - float(text[stamp : stamp + 20]))
                     continue
                 payloads, tail = codec.split_frames(buf)
                 for payload in payloads:
@@ -280,11 +309,15 @@ async def latency(args) -> dict:
     receivers = []
     for i in range(args.receivers):
         _, client = await loop.create_connection(lambda: Timed(args.mode), HOST, args.port)
-        if not lines:
+        if irc:
+            client.transport.write(f"NICK r{i}\r\nUSER u 0 * :u\r\nJOIN #general\r\n".encode())
+        elif not lines:
             client.transport.write(frame(0x01, {"nick": f"r{i}", "proto": 1}))
         receivers.append(client)
     _, sender = await loop.create_connection(lambda: Client(args.mode), HOST, args.port)
-    if not lines:
+    if irc:
+        sender.transport.write(b"NICK sender\r\nUSER u 0 * :u\r\nJOIN #general\r\n")
+    elif not lines:
         sender.transport.write(frame(0x01, {"nick": "sender", "proto": 1}))
     await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in [*receivers, sender])), 60)
     await asyncio.sleep(0.5)
@@ -302,6 +335,8 @@ async def latency(args) -> dict:
         text = stamp + b"x" * (args.size - len(stamp))
         if lines:
             sender.transport.write(text + b"\n")
+        elif irc:
+            sender.transport.write(b"PRIVMSG #general :" + text + b"\r\n")
         else:
             sender.transport.write(frame(0x02, {"text": text.decode()}))
     deadline = time.monotonic() + 5
@@ -603,7 +638,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--mode", choices=["frames", "lines", "websocket"], default="frames")
+    parser.add_argument("--mode", choices=["frames", "lines", "websocket", "irc"], default="frames")
     parser.add_argument("--receivers", type=int, default=100)
     parser.add_argument("--rooms", type=int, default=1, help="rooms scenario: how many rooms")
     parser.add_argument("--senders", type=int, default=4)

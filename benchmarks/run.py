@@ -49,6 +49,8 @@ def server_argv(kind: str, history: str, extra: tuple[str, ...] = ()) -> list[st
             "1e9",
         ]
         return load_server_argv(history, *unlimited, "--packets-per-turn", "1000000000", *extra)
+    if kind == "ngircd":
+        return ngircd_argv(os.path.dirname(history))
     module = {
         "naive": "benchmarks.baselines.naive_server",
         "line": "benchmarks.baselines.line_server",
@@ -58,7 +60,24 @@ def server_argv(kind: str, history: str, extra: tuple[str, ...] = ()) -> list[st
 
 
 def mode_of(kind: str) -> str:
-    return {"line": "lines", "naive-ws": "websocket"}.get(kind, "frames")
+    return {"line": "lines", "naive-ws": "websocket", "ngircd": "irc"}.get(kind, "frames")
+
+
+NGIRCD = shutil.which("ngircd") or "/usr/sbin/ngircd"
+
+
+def ngircd_argv(folder: str) -> list[str]:
+    """Debian's ngircd on a loopback port of its own, #general made, and its
+    flood penalties off (MaxPenaltyTime = 0): like ours here, unthrottled."""
+    path = os.path.join(folder, "ngircd.conf")
+    with open(path, "w") as f:
+        f.write(
+            f"[Global]\nName = bench.local\nInfo = bench\nPorts = {free_port()}\nListen = 127.0.0.1\n"
+            "[Limits]\nMaxConnections = 0\nMaxConnectionsIP = 0\nMaxJoins = 0\nMaxNickLength = 30\n"
+            "PingTimeout = 600\nPongTimeout = 600\nMaxPenaltyTime = 0\n"
+            "[Options]\nPAM = no\nDNS = no\nIdent = no\n[Channel]\nName = #general\nModes = n\n"
+        )
+    return [NGIRCD, "-n", "-f", path]
 
 
 def rss_kib(pid: int) -> int:
@@ -316,6 +335,63 @@ def print_websocket(row: dict, receivers: int) -> None:
     print(f"{'WebSocket: ours ÷ naive relay':<40} {ws / naive:>14.2f}")
 
 
+#: (label, kind, load generator mode, server listeners): our TCP protocol,
+#: our IRC gateway on the same kind of server, and ngircd.
+IRC_SERVERS = [
+    ("ours, TCP", "ours", "frames", 1),
+    ("ours, IRC gateway", "ours", "irc", 2),
+    ("ngircd (C)", "ngircd", "irc", 1),
+]
+
+
+def irc_bench(runs: int, receivers: int, duration: list[str], seconds: str) -> dict:
+    """Fan-out to ``receivers`` and latency at 200 msg/s to 100, through our
+    TCP protocol, our IRC gateway and ngircd; interleaved, fresh servers."""
+    if not os.path.exists(NGIRCD):
+        print("  irc: ngircd is missing (make bench installs it): skipped", flush=True)
+        return {}
+    irc = (*DEEP_SENDQ, "--irc", "tcp:0:interface=127.0.0.1")
+    fanout: dict[str, list[dict]] = {label: [] for label, *_ in IRC_SERVERS}
+    latency: dict[str, list[dict]] = {label: [] for label, *_ in IRC_SERVERS}
+    for _ in range(runs):
+        for label, kind, mode, listeners in IRC_SERVERS:
+            server_args = irc if kind == "ours" else DEEP_SENDQ
+            args = ["--receivers", str(receivers), *duration]
+            fanout[label].append(measure_cpu(kind, "fanout", args, server_args, mode, listeners))
+            paced = ["--receivers", "100", "--rate", "200", "--duration", seconds]
+            with server(kind, server_args, listeners) as (pid, port):
+                latency[label].append(generate(port, mode, "latency", *paced, pid=pid))
+    row = {}
+    for label, *_ in IRC_SERVERS:
+        row[label] = summarize(fanout[label])
+        row[label]["p99_ms"] = median_of(latency[label], "p99_ms")
+        row[label]["p50_ms"] = median_of(latency[label], "p50_ms")
+        row[label]["latency_runs"] = latency[label]
+        r = row[label]
+        print(
+            f"  irc {label:<20} {r['deliveries_per_s']:>12,.0f} deliveries/s  lost {r['lost']}  "
+            f"server cpu {r['server_cpu']:.0%}  generator cpu {r['generator_cpu']:.0%}  "
+            f"latency p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms",
+            flush=True,
+        )
+    return row
+
+
+def print_irc(row: dict, receivers: int) -> None:
+    if not row:
+        return
+    tcp, gateway, ngircd = (row[label] for label, *_ in IRC_SERVERS)
+    title = f"fan-out to {receivers} + 4 senders; latency at 200 msg/s"
+    print(f"\n{title:<44} {'deliveries/s':>14} {'bound by':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for label, r in row.items():
+        print(
+            f"{label:<44} {r['deliveries_per_s']:>14,.0f} {r['bottleneck']:>10} "
+            f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}"
+        )
+    print(f"{'IRC gateway ÷ our TCP':<44} {gateway['deliveries_per_s'] / tcp['deliveries_per_s']:>14.2f}")
+    print(f"{'IRC gateway ÷ ngircd':<44} {gateway['deliveries_per_s'] / ngircd['deliveries_per_s']:>14.2f}")
+
+
 def passwords_bench(runs: int, count: int) -> dict:
     """Guest logins next to logins with a password (scrypt on the server's
     worker threads), both in each run, 8 in flight; a fresh server each run."""
@@ -434,7 +510,7 @@ def main() -> int:
     duration = (
         ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
     )
-    every = ["fanout", "rooms", "websocket", "metrics", "latency", "idle", "logins", "passwords"]
+    every = ["fanout", "rooms", "websocket", "irc", "metrics", "latency", "idle", "logins", "passwords"]
     every += ["slow", "abuse"]
     wanted = set(args.only or every)
     results: dict = {
@@ -475,6 +551,9 @@ def main() -> int:
 
     if "websocket" in wanted:
         results["websocket"] = websocket_bench(runs, 100, duration)
+
+    if "irc" in wanted:
+        results["irc"] = irc_bench(runs, 100, duration, "3" if args.quick else "5")
 
     if "metrics" in wanted:
         results["metrics"] = metrics_bench(runs, duration)
@@ -599,6 +678,8 @@ def main() -> int:
         print_rooms(results["rooms"])
     if "websocket" in results:
         print_websocket(results["websocket"], 100)
+    if "irc" in results:
+        print_irc(results["irc"], 100)
     if "passwords" in results:
         print_passwords(results["passwords"])
     if "abuse" in results:

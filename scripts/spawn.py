@@ -21,8 +21,9 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Ours logs "listening on tcp:0:... (127.0.0.1:PORT)"; the baselines "listening on PORT".
-_LISTENING = re.compile(rb"listening on (?:\S+ \(127\.0\.0\.1:(\d+)\)|(\d+)\b)")
+# Ours logs "listening on tcp:0:... (127.0.0.1:PORT)"; the baselines "listening on PORT",
+# ngircd "listening on [127.0.0.1]:PORT".
+_LISTENING = re.compile(rb"listening on (?:\S+ \(127\.0\.0\.1:(\d+)\)|\[127\.0\.0\.1\]:(\d+)|(\d+)\b)")
 
 #: Runners: ``python -m twisted`` (twist, text logs) and ``twistd -n``.
 TWIST = ["-m", "twisted", "--log-format=text"]
@@ -43,13 +44,13 @@ def server_env() -> dict:
 
 
 def listening_port(output: bytes) -> int | None:
-    match = _LISTENING.search(output)
-    return int(match.group(1) or match.group(2)) if match else None
+    ports = listening_ports(output)
+    return ports[0] if ports else None
 
 
 def listening_ports(output: bytes) -> list[int]:
     """Every port the log says it listens on, in the order they were bound."""
-    return [int(m.group(1) or m.group(2)) for m in _LISTENING.finditer(output)]
+    return [int(m.group(1) or m.group(2) or m.group(3)) for m in _LISTENING.finditer(output)]
 
 
 class ServerProcess(ProcessProtocol):

@@ -1,10 +1,12 @@
 #!/bin/sh
-# Debian packages the tests drive from outside (chromium and its driver,
-# irssi, tmux), installed where they are missing and apt-get can be used;
-# otherwise the tests that need them say "skipped" and why.
+# Debian packages that tests and benchmarks drive from outside, given as
+# COMMAND:PACKAGE (by default the tests': chromium and its driver, irssi,
+# tmux), installed where they are missing and apt-get can be used; otherwise
+# what needs them says "skipped" and why.
 set -u
 missing=""
-for tool in chromium:chromium chromedriver:chromium-driver irssi:irssi tmux:tmux; do
+tools="${*:-chromium:chromium chromedriver:chromium-driver irssi:irssi tmux:tmux}"
+for tool in $tools; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
 done
 [ -z "$missing" ] && exit 0

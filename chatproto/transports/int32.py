@@ -207,14 +207,26 @@ class ChatProtocol(Int32StringReceiver):
     def stringReceived(self, payload: bytes) -> None:
         if self.state == CLOSING:
             return  # frames that arrived in the same read as QUIT or a fatal error
-        now = self._last_heard = self.clock.seconds()
-        self._pinged = False
-        packet = None
-        units = 1.0
         try:
             packet = codec.decode_client(
                 payload, self.session.version if self.session else codec.PROTOCOL_VERSION
             )
+        except ProtocolError as e:
+            now = self._heard()
+            self._refused(e, None)
+            self._pace(1.0 + REFUSAL, now)
+            return
+        self.packetReceived(packet)
+
+    def packetReceived(self, packet) -> None:
+        """A well-formed client packet, however it was framed: handled within
+        the connection's limits (a transport that builds packets itself, such
+        as IRC's, calls this directly)."""
+        if self.state == CLOSING:
+            return
+        now = self._heard()
+        units = 1.0
+        try:
             units = cost(packet, self.hub.limits.history_page)
             _HANDLERS[type(packet)](self, packet)
         except ProtocolError as e:
@@ -226,6 +238,12 @@ class ChatProtocol(Int32StringReceiver):
             log.failure("connection {id}: failed handling {kind}", id=self.id, kind=type(packet).__name__)
             self._refuse(ErrorCode.INTERNAL, "the server failed on this packet", getattr(packet, "ref", None))
         self._pace(units, now)
+
+    def _heard(self) -> float:
+        """The peer said something: now, which keepalive counts from."""
+        now = self._last_heard = self.clock.seconds()
+        self._pinged = False
+        return now
 
     # -- fair share (core/budget.py) ------------------------------------------------
 

@@ -79,17 +79,16 @@ def split_text(text: str, room: int) -> list[str]:
     """``text`` as IRC can carry it: a piece per line of it, each at most
     ``room`` bytes of UTF-8, cut between characters; empty lines dropped."""
     pieces = []
-    for text_line in text.split("\n"):
-        piece, size = [], 0
-        for char in text_line:
-            width = len(char.encode("utf-8"))
-            if size + width > room and piece:
-                pieces.append("".join(piece))
-                piece, size = [], 0
-            piece.append(char)
-            size += width
-        if piece:
-            pieces.append("".join(piece))
+    for part in text.split("\n"):
+        data = part.encode("utf-8")
+        while len(data) > room:
+            cut = room
+            while data[cut] & 0xC0 == 0x80:  # a continuation byte: inside a character
+                cut -= 1
+            pieces.append(data[:cut].decode("utf-8"))
+            data = data[cut:]
+        if data:
+            pieces.append(data.decode("utf-8"))
     return pieces
 
 
@@ -327,13 +326,11 @@ class IrcConnection(ChatProtocol):
 
     def _packet(self, packet) -> None:
         """Handle ``packet`` as if it had come over TCP: every limit applies."""
-        self.stringReceived(codec.encode(packet))
+        self.packetReceived(packet)
 
     def _charge(self, units: float = 1.0) -> None:
-        """What stringReceived does for a packet, for a command handled here."""
-        now = self._last_heard = self.clock.seconds()
-        self._pinged = False
-        self._pace(units, now)
+        """What packetReceived does for a packet, for a command handled here."""
+        self._pace(units, self._heard())
 
     # -- lines out -------------------------------------------------------------------
 
@@ -679,6 +676,8 @@ class IrcConnection(ChatProtocol):
         try:
             limit = int(count)
             seq = None if reference == "*" else int(reference.removeprefix("msgid="))
+            if not (0 < limit < codec.INT_MAX and (seq is None or 0 <= seq < codec.INT_MAX)):
+                raise ValueError
         except ValueError:
             self._charge()
             self.write_line(
