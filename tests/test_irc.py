@@ -312,7 +312,7 @@ class Channels(SynchronousTestCase):
         self.assertEqual([c for c, _ in listing], ["321", "322", "323"])
         self.assertEqual(listing[1][1][1:3], ["#general", "2"])
         alice.send("MODE #general")
-        self.assertEqual(alice.commands(), [("324", ["alice", "#general", "+nt"])])
+        self.assertEqual(alice.commands(), [("324", ["alice", "#general", "+n"])])
         alice.send("MODE #general b")
         self.assertEqual(alice.numerics(), ["368"])
         alice.send("MODE alice +i")
@@ -333,6 +333,45 @@ class Channels(SynchronousTestCase):
         alice.lines()
         alice.send("KICK #den bob :enough")
         self.assertIn(":test KICK #den bob :enough", bob.lines())
+
+
+class Modes(SynchronousTestCase):
+    def test_operators_and_bans_are_modes_both_ways(self):
+        server = Server()
+        alice, bob = registered(server, "alice", "bob")
+        (tcp,) = server.logged_in("carol", version=2)
+        in_room(server, "den", alice, bob)
+        tcp.join("den")
+        for peer in (alice, bob):
+            peer.lines()
+        bob.send("MODE #den +o bob")
+        self.assertEqual(bob.numerics(), ["482"])
+        alice.send("MODE #den +o bob")
+        self.assertEqual(bob.lines(), [":alice!alice@chat MODE #den +o :bob"])
+        self.assertEqual(alice.lines(), [":alice!alice@chat MODE #den +o :bob"], "the actor sees it too")
+        (record,) = [p for p in tcp.received() if isinstance(p, codec.MessagePacket)]
+        self.assertEqual(record.action, {"op": "op", "target": "bob"})
+        bob.send("MODE #den +b carol!*@*")
+        self.assertEqual(
+            alice.lines(), [":bob!bob@chat MODE #den +b :carol!*@*", ":test KICK #den carol :kicked"]
+        )
+        alice.send("MODE #den b")
+        bans = alice.commands()
+        self.assertEqual((bans[0][0], bans[0][1][2:4]), ("367", ["carol!*@*", "bob"]))
+        self.assertEqual(bans[-1][0], "368")
+        alice.send("MODE #den -b carol", "MODE #den +it")
+        self.assertEqual(
+            alice.lines(),
+            [
+                ":alice!alice@chat MODE #den -b :carol!*@*",
+                ":alice!alice@chat MODE #den :+i",
+                ":alice!alice@chat MODE #den :+t",
+            ],
+        )
+        alice.send("MODE #den")
+        self.assertEqual(alice.commands(), [("324", ["alice", "#den", "+nti"])])
+        alice.send("MODE #den +z")
+        self.assertEqual(alice.numerics(), ["472"])
 
 
 class History(SynchronousTestCase):

@@ -161,9 +161,23 @@ class IrcWire:
     # -- broadcasts (and what send() passes on) ----------------------------------------
 
     def message(self, body: dict) -> str:
+        action = body.get("action")
+        if action is not None and action["op"] in _MODES:
+            return self.mode(body, action)  # everyone, the actor too, as IRC servers do
         if body.get("ref") is not None and not self.echo:
             return ""  # the sender's own copy: only echo-message clients want it
         return self.privmsg(body, channel(body["room"]))
+
+    def mode(self, body: dict, action: dict) -> str:
+        """A record of op, deop, ban, unban or mode as the MODE line it is on IRC."""
+        op, room = action["op"], channel(body["room"])
+        if op == "mode":
+            flags = [("i", action.get("invite_only")), ("t", action.get("topic_lock"))]
+            change = "".join(("+" if on else "-") + letter for letter, on in flags if on is not None)
+            return line(user(body["from"]), "MODE", room, change) if change else ""
+        sign, letter = _MODES[op]
+        target = irc_nick(action["target"]) + ("!*@*" if letter == "b" else "")
+        return line(user(body["from"]), "MODE", room, sign + letter, target)
 
     def joined(self, body: dict) -> str:
         return line(user(body["nick"]), "JOIN", channel(body["room"]))
@@ -186,6 +200,9 @@ class IrcWire:
     def fatal(self, body: dict) -> str:
         return line(None, "ERROR", f"{body['message']} ({body['code']})")
 
+
+#: Moderation records that IRC shows as MODE changes.
+_MODES = {"op": ("+", "o"), "deop": ("-", "o"), "ban": ("+", "b"), "unban": ("-", "b"), "mode": ("", "")}
 
 _BROADCASTS: dict[int, Callable[[IrcWire, dict], str]] = {
     PacketType.MESSAGE: IrcWire.message,
@@ -241,6 +258,10 @@ NUMERICS = {
     ("KICK", ErrorCode.NOT_A_MEMBER): "442",
     ("KICK", ErrorCode.NO_SUCH_ROOM): "403",
     ("KICK", ErrorCode.NOT_PERMITTED): "482",
+    ("MODE", ErrorCode.NOT_OPERATOR): "482",
+    ("MODE", ErrorCode.NOT_PERMITTED): "482",
+    ("MODE", ErrorCode.NO_SUCH_MEMBER): "441",
+    ("MODE", ErrorCode.NOT_A_MEMBER): "442",
 }
 
 
@@ -639,16 +660,37 @@ class IrcConnection(ChatProtocol):
         if room is None:
             return
         if len(params) == 1:
-            modes = "+nt" + ("i" if room.rules.invite_only else "")
+            modes = "+n" + ("t" if room.rules.topic_lock else "") + ("i" if room.rules.invite_only else "")
             self._numeric("324", target, modes)
-        elif params[1].lstrip("+") == "b":
+        elif params[1] in ("b", "+b") and len(params) == 2:  # the ban list
             for ban in room.rules.bans.values():
                 self._numeric(
                     "367", target, irc_nick(ban.target) + "!*@*", irc_nick(ban.by), str(int(ban.ts))
                 )
             self._numeric("368", target, "End of channel ban list")
         else:
-            self._numeric("482", target, "Channel modes are changed by operators with our clients")
+            self._mode_changes(room.name, params[1], params[2:])
+
+    def _mode_changes(self, room: str, modes: str, args: list[str]) -> None:
+        """``+o``/``-o`` nick, ``+b``/``-b`` nick, ``+i``/``-i``, ``+t``/``-t``:
+        each the MODERATE it means; anything else is ``472``."""
+        sign, args = "+", list(args)
+        ref = f"MODE {channel(room)}"
+        for letter in modes:
+            if letter in "+-":
+                sign = letter
+            elif letter in "ob":
+                if not args:
+                    self._numeric("461", "MODE", "Not enough parameters")
+                    return
+                nick = our_nick(args.pop(0).split("!", 1)[0])
+                op = {"o": "op", "b": "ban"}[letter] if sign == "+" else {"o": "deop", "b": "unban"}[letter]
+                self._packet(codec.Moderate(room, op, nick, None, ref=ref))
+            elif letter in "it":
+                flag = {"i": "invite_only", "t": "topic_lock"}[letter]
+                self._packet(codec.Moderate(room, "mode", ref=ref, **{flag: sign == "+"}))
+            else:
+                self._numeric("472", letter, "is an unknown mode char to me")
 
     def do_kick(self, params: list[str]) -> None:
         if len(params) < 2:
