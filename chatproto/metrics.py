@@ -62,14 +62,17 @@ class Counters:
 
 
 def transport_kind(connection) -> str:
-    """tcp, tls or unix, or ws or wss for WebSocket: what carries a
-    connection (for the connections gauge)."""
+    """tcp, tls or unix; ws or wss for WebSocket; irc or ircs for IRC: what
+    carries a connection (for the connections gauge)."""
     transport = getattr(connection, "transport", None)
     if transport is None:
         return "unknown"
     secure = ISSLTransport.providedBy(transport)
-    if getattr(connection.wire, "name", "") == "websocket":
+    wire = getattr(connection.wire, "name", "")
+    if wire == "websocket":
         return "wss" if secure else "ws"
+    if wire == "irc":
+        return "ircs" if secure else "irc"
     if secure:
         return "tls"
     return "unix" if isinstance(transport.getHost(), UNIXAddress) else "tcp"

@@ -432,9 +432,12 @@ class BadInput(SynchronousTestCase):
         self.assertFalse(alice.transport.disconnecting)
 
     def test_an_irc_connection_is_pending_then_connected_and_times_out(self):
+        from chatproto.metrics import transport_kind
+
         server = Server(login_timeout=5)
         peer = IrcPeer(server)
         self.assertEqual(len(server.hub.pending), 1)
+        self.assertEqual(transport_kind(peer.protocol), "irc")
         server.clock.advance(5)
         self.assertEqual(peer.lines(), ["ERROR :Closing link: login_timeout"])
         self.assertTrue(peer.transport.disconnecting)
