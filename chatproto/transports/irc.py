@@ -16,6 +16,7 @@ two reads arrives whole; a line that is not UTF-8 gets a NOTICE.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import time
@@ -200,6 +201,9 @@ class IrcWire:
     def fatal(self, body: dict) -> str:
         return line(None, "ERROR", f"{body['message']} ({body['code']})")
 
+
+#: Batch ids: unique on every connection, as IRCv3 batch asks.
+_BATCHES = itertools.count(1)
 
 #: Moderation records that IRC shows as MODE changes.
 _MODES = {"op": ("+", "o"), "deop": ("-", "o"), "ban": ("+", "b"), "unban": ("-", "b"), "mode": ("", "")}
@@ -809,7 +813,7 @@ class IrcConnection(ChatProtocol):
     def _history(self, page: codec.HistoryPage) -> None:
         name = channel(page.room)
         batched = "batch" in self.caps
-        batch = f"h{self.clock.seconds():.0f}{len(page.messages)}" if batched else None
+        batch = f"h{next(_BATCHES)}" if batched else None
         if batched:
             self.write_line(self.server, "BATCH", "+" + batch, "chathistory", name)
         for message in page.messages:
