@@ -303,27 +303,41 @@ SOCKETS = [
 ]
 
 
-def websocket_bench(runs: int, receivers: int, duration: list[str]) -> dict:
-    """Fan-out to ``receivers`` over TCP and over WebSocket on the same
-    server, and over a naive WebSocket relay; interleaved, fresh servers."""
-    web = (*DEEP_SENDQ, "--web", "tcp:0:interface=127.0.0.1")
-    measured: dict[str, list[dict]] = {label: [] for label, *_ in SOCKETS}
+def side_by_side(
+    name: str, servers: list, ours: tuple, runs: int, receivers: int, duration: list[str], latency: str = ""
+) -> dict:
+    """Fan-out to ``receivers`` (and, given ``latency`` seconds, latency at
+    200 msg/s to 100) on each of ``servers`` (label, kind, generator mode,
+    listeners), ours started with ``ours``; interleaved, a fresh server each."""
+    fanout: dict[str, list[dict]] = {label: [] for label, *_ in servers}
+    paced: dict[str, list[dict]] = {label: [] for label, *_ in servers}
     for _ in range(runs):
-        for label, kind, mode, listeners in SOCKETS:
+        for label, kind, mode, listeners in servers:
+            server_args = ours if kind == "ours" else DEEP_SENDQ
             args = ["--receivers", str(receivers), *duration]
-            server_args = web if kind == "ours" else DEEP_SENDQ
-            measured[label].append(measure_cpu(kind, "fanout", args, server_args, mode, listeners))
+            fanout[label].append(measure_cpu(kind, "fanout", args, server_args, mode, listeners))
+            if latency:
+                rate = ["--receivers", "100", "--rate", "200", "--duration", latency]
+                with server(kind, server_args, listeners) as (pid, port):
+                    paced[label].append(generate(port, mode, "latency", *rate, pid=pid))
     row = {}
-    for label, *_ in SOCKETS:
-        runs_of = measured[label]
-        row[label] = summarize(runs_of)
-        r = row[label]
-        print(
-            f"  websocket {label:<22} {r['deliveries_per_s']:>12,.0f} deliveries/s  lost {r['lost']}  "
-            f"server cpu {r['server_cpu']:.0%}  generator cpu {r['generator_cpu']:.0%}",
-            flush=True,
-        )
+    for label, *_ in servers:
+        r = row[label] = summarize(fanout[label])
+        said = f"  {name} {label:<22} {r['deliveries_per_s']:>12,.0f} deliveries/s  lost {r['lost']}  "
+        said += f"server cpu {r['server_cpu']:.0%}  generator cpu {r['generator_cpu']:.0%}"
+        if latency:
+            r.update(p50_ms=median_of(paced[label], "p50_ms"), p99_ms=median_of(paced[label], "p99_ms"))
+            r["latency_runs"] = paced[label]
+            said += f"  latency p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms"
+        print(said, flush=True)
     return row
+
+
+def websocket_bench(runs: int, receivers: int, duration: list[str]) -> dict:
+    """Fan-out over TCP and over WebSocket on the same server, and over a
+    naive WebSocket relay."""
+    web = (*DEEP_SENDQ, "--web", "tcp:0:interface=127.0.0.1")
+    return side_by_side("websocket", SOCKETS, web, runs, receivers, duration)
 
 
 def print_websocket(row: dict, receivers: int) -> None:
@@ -345,36 +359,12 @@ IRC_SERVERS = [
 
 
 def irc_bench(runs: int, receivers: int, duration: list[str], seconds: str) -> dict:
-    """Fan-out to ``receivers`` and latency at 200 msg/s to 100, through our
-    TCP protocol, our IRC gateway and ngircd; interleaved, fresh servers."""
+    """Fan-out and latency through our TCP protocol, our IRC gateway and ngircd."""
     if not os.path.exists(NGIRCD):
         print("  irc: ngircd is missing (make bench installs it): skipped", flush=True)
         return {}
     irc = (*DEEP_SENDQ, "--irc", "tcp:0:interface=127.0.0.1")
-    fanout: dict[str, list[dict]] = {label: [] for label, *_ in IRC_SERVERS}
-    latency: dict[str, list[dict]] = {label: [] for label, *_ in IRC_SERVERS}
-    for _ in range(runs):
-        for label, kind, mode, listeners in IRC_SERVERS:
-            server_args = irc if kind == "ours" else DEEP_SENDQ
-            args = ["--receivers", str(receivers), *duration]
-            fanout[label].append(measure_cpu(kind, "fanout", args, server_args, mode, listeners))
-            paced = ["--receivers", "100", "--rate", "200", "--duration", seconds]
-            with server(kind, server_args, listeners) as (pid, port):
-                latency[label].append(generate(port, mode, "latency", *paced, pid=pid))
-    row = {}
-    for label, *_ in IRC_SERVERS:
-        row[label] = summarize(fanout[label])
-        row[label]["p99_ms"] = median_of(latency[label], "p99_ms")
-        row[label]["p50_ms"] = median_of(latency[label], "p50_ms")
-        row[label]["latency_runs"] = latency[label]
-        r = row[label]
-        print(
-            f"  irc {label:<20} {r['deliveries_per_s']:>12,.0f} deliveries/s  lost {r['lost']}  "
-            f"server cpu {r['server_cpu']:.0%}  generator cpu {r['generator_cpu']:.0%}  "
-            f"latency p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms",
-            flush=True,
-        )
-    return row
+    return side_by_side("irc", IRC_SERVERS, irc, runs, receivers, duration, latency=seconds)
 
 
 def print_irc(row: dict, receivers: int) -> None:
