@@ -25,6 +25,7 @@ HOST = "127.0.0.1"
 MESSAGE = 0x82
 _MARK = b'\x82{"seq":'  # how every MESSAGE payload starts
 _IRC_MARK = b" PRIVMSG #general :"
+_JOINED = (b"\x84{", b" JOIN ")  # a JOINED payload; an IRC JOIN line (seen whole in a read, mostly)
 
 
 def frame(kind: int, body: dict, mode: str = "frames") -> bytes:
@@ -52,6 +53,10 @@ UPGRADE = (
 
 
 class Client(asyncio.Protocol):
+    counting_joins = False  # the storm scenario's clients count JOINEDs too
+    alone = False  # IRC: registered without joining a channel
+    _join_tail = b""
+
     """Counts chat messages; in frames mode also waits for WELCOME. In
     websocket mode it first upgrades ``/ws``; server frames are unmasked, so
     the same markers are counted in the raw stream."""
@@ -69,6 +74,7 @@ class Client(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.saw_slow_left = False
         self.own = 0  # IRC: messages this client sent, of which it gets no copy
+        self.joins = 0  # storm scenario: JOINED (or IRC JOIN) seen
         self.room = 0  # rooms scenario: which room, and its ROOM answer
         self.joined: asyncio.Future | None = None
         self.upgraded = asyncio.get_running_loop().create_future()
@@ -88,6 +94,11 @@ class Client(asyncio.Protocol):
             self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self.counting_joins:
+            marker = _JOINED[self.mode == "irc"]
+            seam = self._join_tail + data[: len(marker) - 1]
+            self.joins += seam.count(marker) + data.count(marker)
+            self._join_tail = data[-(len(marker) - 1) :]
         if not self.upgraded.done():
             self._handshake += data
             end = self._handshake.find(b"\r\n\r\n")
@@ -139,7 +150,7 @@ class Client(asyncio.Protocol):
     def _scan_irc(self, data: bytes) -> None:
         """Count channel PRIVMSG lines (a marker split across two reads is
         found in the seam); joined once the names of #general end."""
-        if not self.welcomed.done() and b" 366 " in self.carry + data:
+        if not self.welcomed.done() and (b" 001 " if self.alone else b" 366 ") in self.carry + data:
             self.welcomed.set_result(None)
         seam = (self.carry + data[: len(_IRC_MARK) - 1]).count(_IRC_MARK) if self.carry else 0
         self.count += seam + data.count(_IRC_MARK)
@@ -151,7 +162,9 @@ class Client(asyncio.Protocol):
         self.next_seq = None
 
 
-async def connect_all(port: int, mode: str, n: int, nick: str, on_data=None, batch: int = 200, version=1):
+async def connect_all(
+    port: int, mode: str, n: int, nick: str, on_data=None, batch: int = 200, version=1, join: bool = True
+):
     loop = asyncio.get_running_loop()
     clients: list[Client] = []
     for start in range(0, n, batch):  # bounded bursts: the listen backlog is finite
@@ -163,7 +176,9 @@ async def connect_all(port: int, mode: str, n: int, nick: str, on_data=None, bat
         )
         for i, (_, client) in enumerate(made, start):
             if mode == "irc":  # registered and in #general, like everyone else here
-                client.transport.write(f"NICK {nick}{i}\r\nUSER u 0 * :u\r\nJOIN #general\r\n".encode())
+                client.alone = not join
+                channel = "JOIN #general\r\n" if join else ""
+                client.transport.write(f"NICK {nick}{i}\r\nUSER u 0 * :u\r\n{channel}".encode())
             elif mode != "lines":
                 await client.upgraded
                 client.transport.write(frame(0x01, {"nick": f"{nick}{i}", "proto": version}, mode))
@@ -355,6 +370,54 @@ async def latency(args) -> dict:
     }
 
 
+class Joiner(Client):
+    counting_joins = True
+
+
+async def storm(args) -> dict:
+    """``--connections`` clients log in, ``--at-once`` in flight, and stay,
+    everyone in one room (version 1: the default room; IRC: #general); every
+    JOINED must reach everyone there. How long the logins took, and when the
+    last JOINED arrived."""
+    loop = asyncio.get_running_loop()
+    irc = args.mode == "irc"
+    gate = asyncio.Semaphore(args.at_once)
+    clients: list[Client] = []
+
+    async def one(i: int) -> None:
+        async with gate:
+            _, client = await loop.create_connection(lambda: Joiner(args.mode), HOST, args.port)
+            if irc:
+                client.transport.write(f"NICK s{i}\r\nUSER u 0 * :u\r\nJOIN #general\r\n".encode())
+            else:
+                client.transport.write(frame(0x01, {"nick": f"s{i}", "proto": 1}))
+            await asyncio.wait_for(client.welcomed, 120)
+            clients.append(client)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(args.connections)))
+    logged_in = time.perf_counter() - start
+    n = len(clients)
+    # Of each pair, the one that came first sees the other's JOINED; IRC
+    # clients also see their own JOIN.
+    expected = n * (n - 1) // 2 + (n if irc else 0)
+    deadline = time.monotonic() + args.drain
+    while time.monotonic() < deadline and sum(c.joins for c in clients) < expected:
+        await asyncio.sleep(0.01)
+    settled = time.perf_counter() - start
+    seen = sum(c.joins for c in clients)
+    for client in clients:
+        client.transport.close()
+    return {
+        "connections": n,
+        "seconds": logged_in,
+        "logins_per_s": n / logged_in,
+        "settled_seconds": settled,
+        "joined_missing": max(0, expected - seen),
+        "generator_cpu": cpu() / settled,
+    }
+
+
 async def logins(args) -> dict:
     start = time.perf_counter()
     clients = await connect_all(args.port, args.mode, args.connections, "u", batch=args.connections)
@@ -433,7 +496,13 @@ async def passwords(args) -> dict:
 async def idle(args) -> dict:
     """Log everyone in, say "ready", hold until the runner says "done"."""
     start = time.perf_counter()
-    clients = await connect_all(args.port, args.mode, args.connections, "i")
+    # IRC clients only register: joining one channel by the thousand would
+    # be a login storm, which has a scenario of its own.
+    # (And in small bursts: ngircd's listen backlog is short, and a dropped
+    # SYN costs a second.)
+    irc = args.mode == "irc"
+    burst = 16 if irc else 200
+    clients = await connect_all(args.port, args.mode, args.connections, "i", batch=burst, join=not irc)
     await settle(clients, quiet=1.0, limit=300)
     print(json.dumps({"ready": True, "seconds": time.perf_counter() - start}), flush=True)
     loop = asyncio.get_running_loop()
@@ -629,6 +698,7 @@ SCENARIOS = {
     "logins": logins,
     "idle": idle,
     "passwords": passwords,
+    "storm": storm,
     "paced": paced,
     "abuse": abuse,
 }

@@ -382,6 +382,27 @@ def print_irc(row: dict, receivers: int) -> None:
     print(f"{'IRC gateway ÷ ngircd':<44} {gateway['deliveries_per_s'] / ngircd['deliveries_per_s']:>14.2f}")
 
 
+def storm_bench(runs: int, count: int, kinds: list[str]) -> dict:
+    """``count`` clients log in to one room, 8 at a time, and stay; every
+    JOINED reaches everyone (the naive baseline announces nothing)."""
+    row = {}
+    for kind in kinds:
+        drain = "0" if kind == "naive" else "120"  # it announces nothing: no JOINED to wait for
+        args = ("--connections", str(count), "--at-once", "8", "--drain", drain)
+        measured = repeated(kind, runs, "storm", *args)
+        keys = ("logins_per_s", "seconds", "settled_seconds", "server_cpu_avg")
+        row[kind] = {key: median_of(measured, key) for key in keys}
+        row[kind].update(joined_missing=sum(r["joined_missing"] for r in measured), runs=measured)
+        r = row[kind]
+        print(
+            f"  storm {kind:<6} {count} logins at {r['logins_per_s']:,.0f}/s: {r['seconds']:.1f} s, "
+            f"every JOINED after {r['settled_seconds']:.1f} s (missing {r['joined_missing']}); "
+            f"server cpu {r['server_cpu_avg']:.0%}",
+            flush=True,
+        )
+    return row
+
+
 def passwords_bench(runs: int, count: int) -> dict:
     """Guest logins next to logins with a password (scrypt on the server's
     worker threads), both in each run, 8 in flight; a fresh server each run."""
@@ -496,12 +517,12 @@ def main() -> int:
     args = parser.parse_args()
     runs = 1 if args.quick else args.runs
     sizes = [10, 100] if args.quick else [10, 100, 1000]
-    kinds = ["ours", "naive", "line"]
+    kinds = ["ours", "naive", "line"] + (["ngircd"] if os.path.exists(NGIRCD) else [])
     duration = (
         ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
     )
-    every = ["fanout", "rooms", "websocket", "irc", "metrics", "latency", "idle", "logins", "passwords"]
-    every += ["slow", "abuse"]
+    every = ["fanout", "rooms", "websocket", "irc", "metrics", "latency", "idle", "logins", "storm"]
+    every += ["passwords", "slow", "abuse"]
     wanted = set(args.only or every)
     results: dict = {
         "machine": {
@@ -576,12 +597,22 @@ def main() -> int:
 
     if "logins" in wanted:
         row = {}
-        for kind in ("ours", "naive"):
+        for kind in [k for k in ("ours", "naive", "ngircd") if k in kinds]:
             measured = repeated(kind, runs, "logins", "--connections", "1000")
             row[kind] = {"seconds": median_of(measured, "seconds"), "runs": measured}
             print(f"  logins {kind:<5} 1000 in {row[kind]['seconds']:.3f} s", flush=True)
         results["logins"] = row
         table.append(("1000 concurrent logins (s)", {k: row[k]["seconds"] for k in row}))
+
+    if "storm" in wanted:
+        count = 1000 if args.quick else 5000
+        results["storm"] = storm_bench(runs, count, [k for k in ("ours", "naive", "ngircd") if k in kinds])
+        table.append(
+            (
+                f"login storm: {count} into one room, 8 at a time (logins/s)",
+                {k: v["logins_per_s"] for k, v in results["storm"].items()},
+            )
+        )
 
     if "passwords" in wanted:
         results["passwords"] = passwords_bench(runs, 30 if args.quick else 100)
@@ -589,7 +620,7 @@ def main() -> int:
     if "idle" in wanted:
         row = {}
         count = 2000 if args.quick else 10000
-        for kind in ("ours", "naive"):
+        for kind in [k for k in ("ours", "naive", "ngircd") if k in kinds]:
             with server(kind) as (pid, port):
                 before = rss_kib(pid)
                 held = {}
@@ -600,9 +631,8 @@ def main() -> int:
                     held["rss"] = rss_kib(pid)
                     held["login_seconds"] = data["seconds"]
 
-                result = generate(
-                    port, "frames", "idle", "--connections", str(count), pid=pid, on_ready=ready, timeout=900
-                )
+                mode, many = mode_of(kind), ("--connections", str(count))
+                result = generate(port, mode, "idle", *many, pid=pid, on_ready=ready, timeout=900)
             per = (held["rss"] - before) * 1024 / count
             row[kind] = {
                 "connections": count,
@@ -684,15 +714,21 @@ def main() -> int:
     return 0
 
 
+BASELINES = ("ours", "naive", "line", "ngircd")
+
+
 def print_table(table, runs: int) -> None:
     print(f"\nmedians of {runs} run(s); server on one core, generator on the other\n")
-    header = f"{'scenario':<58} {'ours':>12} {'naive':>12} {'line':>12} {'÷naive':>8} {'÷line':>8}"
+    header = (
+        f"{'scenario':<58} {'ours':>12} {'naive':>12} {'line':>12} {'ngircd':>12} "
+        f"{'÷naive':>8} {'÷line':>8} {'÷ngircd':>8}"
+    )
     print(header)
     print("-" * len(header))
     for name, values in table:
         ours = values.get("ours")
-        cells = [f"{values[k]:>12,.2f}" if k in values else f"{'-':>12}" for k in ("ours", "naive", "line")]
-        ratios = [f"{ours / values[k]:>8.2f}" if values.get(k) else f"{'-':>8}" for k in ("naive", "line")]
+        cells = [f"{values[k]:>12,.2f}" if k in values else f"{'-':>12}" for k in BASELINES]
+        ratios = [f"{ours / values[k]:>8.2f}" if values.get(k) else f"{'-':>8}" for k in BASELINES[1:]]
         print(f"{name:<58} {' '.join(cells)} {' '.join(ratios)}")
 
 
