@@ -127,6 +127,13 @@ class ProtocolError(Exception):
         return f"ProtocolError({self.code!r}, {self.message!r}, ref={self.ref!r})"
 
 
+def required(value, name: str, what: str):
+    """``value``, unless it is missing: then bad_packet, saying ``what`` needs ``name``."""
+    if value is None:
+        raise ProtocolError(ErrorCode.BAD_PACKET, f"{what} needs {name!r}")
+    return value
+
+
 # A field whose string is checked by its own rule (rules.py) rather than here:
 # a lone surrogate there is bad_text / bad_nick, not bad_packet.
 _TEXT = {"kind": "text"}

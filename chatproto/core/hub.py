@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from chatproto import codec
 from chatproto.backends.accounts import AccountRecord, AccountStore, Membership
 from chatproto.backends.eventlog import Draft, EventLog, Topic
-from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.codec import ErrorCode, ProtocolError, required
 from chatproto.core.accounts import Accounts, AddressGate
 from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import SERVER, Broadcast, Event, Said
@@ -51,12 +51,6 @@ log = Logger()
 
 #: How long a shutdown waits for peers to read their BYE before aborting them.
 SHUTDOWN_GRACE = 5.0
-
-
-def _required(value: str | None, name: str) -> str:
-    if value is None:
-        raise ProtocolError(ErrorCode.BAD_PACKET, f"field {name!r} is missing")
-    return value
 
 
 def _both(packet) -> Event:
@@ -561,19 +555,23 @@ class Hub:
         if packet.op == "register":
             if session.account:
                 raise ProtocolError(ErrorCode.ALREADY_REGISTERED, f"{session.nick!r} is already registered")
-            d = self.accounts.register(session.key, session.nick, _required(packet.password, "password"))
+            d = self.accounts.register(
+                session.key, session.nick, required(packet.password, "password", f"ACCOUNT {packet.op}")
+            )
             d.addCallback(self._registered, session)
         elif packet.op == "password":
             self._require_account(session)
             d = self.accounts.change(
                 session.key,
-                _required(packet.password, "password"),
-                _required(packet.new_password, "new_password"),
+                required(packet.password, "password", f"ACCOUNT {packet.op}"),
+                required(packet.new_password, "new_password", f"ACCOUNT {packet.op}"),
                 connection.host,
             )
         elif packet.op == "delete":
             self._require_account(session)
-            d = self.accounts.delete(session.key, _required(packet.password, "password"), connection.host)
+            d = self.accounts.delete(
+                session.key, required(packet.password, "password", f"ACCOUNT {packet.op}"), connection.host
+            )
             d.addCallback(self._unregistered, session)
         else:
             raise ProtocolError(

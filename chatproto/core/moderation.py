@@ -12,7 +12,7 @@ from twisted.logger import Logger
 
 from chatproto import codec
 from chatproto.backends.accounts import Ban
-from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.codec import ErrorCode, ProtocolError, required
 from chatproto.core.connection import Connection, Session
 from chatproto.core.rooms import ChatRoom, RoomRules
 from chatproto.rules import clean_reason, nick_key, normalise_nick
@@ -213,11 +213,6 @@ class Moderation:
         if connection.session is not None:
             connection.send(codec.Done(packet.op, target, packet.ref))
 
-    def _needs(self, value, name: str, op: str):
-        if value is None:
-            raise ProtocolError(ErrorCode.BAD_PACKET, f"ADMIN {op} needs {name!r}")
-        return value
-
     def _sessions(self, connection, session, reason, packet) -> None:
         registry = self.hub.registry
         pending = [codec.PendingInfo(c.id, c.address, c.opened) for c in registry.pending.values()]
@@ -236,7 +231,7 @@ class Moderation:
         connection.send(codec.Sessions(pending, connected, packet.ref))
 
     def _close(self, connection, session, reason, packet) -> None:
-        room = self.hub.directory.find(self._needs(packet.room, "room", "close"))
+        room = self.hub.directory.find(required(packet.room, "room", "ADMIN close"))
         if room is self.hub.directory.default:
             raise ProtocolError(ErrorCode.NOT_PERMITTED, "the default room can't be closed")
         action = {"op": "close", "reason": reason}
@@ -252,7 +247,7 @@ class Moderation:
         self._done(connection, packet, room.name)
 
     def _target_session(self, packet) -> tuple[str, Session | None]:
-        target = normalise_nick(self._needs(packet.target, "target", packet.op))
+        target = normalise_nick(required(packet.target, "target", f"ADMIN {packet.op}"))
         return target, self.hub.registry.held(nick_key(target))
 
     def _remove_from_server(self, session: Session, target: Session, op: str, reason: str | None) -> None:
@@ -289,14 +284,14 @@ class Moderation:
         self._done(connection, packet, target)
 
     def _server_unban(self, connection, session, reason, packet) -> None:
-        target = normalise_nick(self._needs(packet.target, "target", "unban"))
+        target = normalise_nick(required(packet.target, "target", "ADMIN unban"))
         if self._accounts().bans.pop(nick_key(target), None) is None:
             raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"{target!r} is not banned from the server")
         self._lift_ban("nick", nick_key(target))
         self._done(connection, packet, target)
 
     def _ban_address(self, connection, session, reason, packet) -> None:
-        address = self._needs(packet.address, "address", "ban_address")
+        address = required(packet.address, "address", "ADMIN ban_address")
         gate = self.hub.gate
         ban = gate.ban(Ban(address, session.nick, self.hub.clock.seconds(), reason, self._until(packet)))
         self._store_ban("address", ban)
@@ -311,7 +306,7 @@ class Moderation:
         self._done(connection, packet, ban.target)
 
     def _unban_address(self, connection, session, reason, packet) -> None:
-        lifted = self.hub.gate.lift(self._needs(packet.address, "address", "unban_address"))
+        lifted = self.hub.gate.lift(required(packet.address, "address", "ADMIN unban_address"))
         if lifted is None:
             raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"{packet.address!r} is not banned")
         self._lift_ban("address", lifted)
@@ -324,8 +319,8 @@ class Moderation:
         connection.send(codec.BanList(bans, None, packet.ref))
 
     def _reset(self, connection, session, reason, packet):
-        target = normalise_nick(self._needs(packet.target, "target", "reset"))
-        password = self._needs(packet.password, "password", "reset")
+        target = normalise_nick(required(packet.target, "target", "ADMIN reset"))
+        password = required(packet.password, "password", "ADMIN reset")
         d = self._accounts().reset(nick_key(target), password)
         d.addCallback(lambda record: self._done(connection, packet, record.nick))
         return d
