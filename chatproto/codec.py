@@ -838,8 +838,10 @@ _string = json.encoder.encode_basestring
 
 def message_json(m: Message) -> str:
     """A stored message's JSON object, without ``ref`` (MESSAGE body, history
-    item): the same text as ``dumps`` would write, built without the encoder
-    machinery, since every message goes through here once."""
+    item), built without the encoder machinery, since every message goes
+    through here once. Its fields come in the dataclass's order, except that
+    a record's ``action`` comes before the ``ref`` and ``room`` added later:
+    JSON objects are unordered, and clients must not depend on the order."""
     text = f'{{"seq":{m.seq!r},"ts":{m.ts!r},"from":{_string(m.sender)},"text":{_string(m.text)}}}'
     return text if m.action is None else f'{text[:-1]},"action":{dumps(m.action)}}}'
 
