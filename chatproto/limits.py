@@ -60,8 +60,12 @@ class Limits:
     max_rooms: int = _limit(1000, "Rooms that may exist at once on the server.", wire=2)
     room_name_length: int = _limit(32, "Longest room name, in characters.", wire=2)
     topic_length: int = _limit(300, "Longest room topic, in characters.", wire=2)
-    join_rate: float = _limit(1.0, "JOIN, PART and TOPIC per second per connection.", wire=2)
-    join_burst: int = _limit(10, "JOIN, PART and TOPIC a connection may send at once.", wire=2)
+    join_rate: float = _limit(
+        1.0, "JOIN, PART, TOPIC and moderation requests per second per connection.", wire=2
+    )
+    join_burst: int = _limit(
+        10, "JOIN, PART, TOPIC and moderation requests a connection may send at once.", wire=2
+    )
     # Addresses and accounts (protocol version 2); loopback and Unix sockets are exempt
     # from the per-address limits.
     max_per_address: int = _limit(20, "Open connections allowed from one address.", wire=0)

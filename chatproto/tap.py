@@ -247,6 +247,12 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--history {history!r}: not writable")
 
 
+# --help shows an option method's docstring as it is: one line, not its indentation.
+for _name, _method in vars(Options).items():
+    if _name.startswith("opt_") and _method.__doc__:
+        _method.__doc__ = " ".join(_method.__doc__.split())
+
+
 class ServerProcess(MultiService):
     """The top of the tree under twistd or twist: a port that can't be bound
     ends the process with the one-line reason (already logged), exit status 1,
