@@ -5,8 +5,23 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer, ITransport
 from zope.interface import implementer
+
+
+def _socket_of(transport):
+    """The socket to try first, for a plain TCP or Unix transport (not TLS,
+    which must encrypt): sending at once costs one system call, where a
+    buffered write costs Twisted two epoll changes and a reactor dispatch."""
+    if isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False):
+        return transport.socket
+    return None
+
+
+def _buffered(transport) -> bool:
+    """Does the transport still hold bytes? Then new ones must queue behind them."""
+    return bool(transport._tempDataLen or len(transport.dataBuffer) > transport.offset)
 
 
 @implementer(IPushProducer)
@@ -29,6 +44,7 @@ class Outbox:
         "_paused",
         "_queue",
         "_queued",
+        "_socket",
         "closed",
         "sendq",
         "transport",
@@ -46,6 +62,7 @@ class Outbox:
         self._paused = False
         self.closed = False
         self._ended = False
+        self._socket = _socket_of(transport)
         transport.registerProducer(self, True)
 
     @property
@@ -57,6 +74,14 @@ class Outbox:
         if self.closed:
             return
         if not self._paused:
+            if self._socket is not None and not _buffered(self.transport):
+                try:
+                    sent = self._socket.send(data)
+                except OSError:
+                    sent = 0  # full, or broken: Twisted's write finds out and reports it
+                if sent == len(data):
+                    return
+                data = data[sent:]
             self.transport.write(data)
             return
         if self._queue is None:
