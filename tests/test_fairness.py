@@ -209,3 +209,43 @@ class FloodCut(SynchronousTestCase):
             answered += sum(isinstance(p, codec.HistoryPage) for p in ann.received(flush=False))
         self.assertFalse(ann.closing)
         self.assertEqual(answered, 29, "one 21-unit page every 2.1 s, after the first")
+
+
+class CoalescedPresence(SynchronousTestCase):
+    """With many sessions logged in, presence alone waits a moment for more
+    (a login storm writes to everyone once per interval); chat never waits."""
+
+    def setUp(self):
+        from chatproto.core import broadcast
+
+        self.patch(broadcast, "COALESCE_AT", 3)
+        self.delay = broadcast.PRESENCE_DELAY
+
+    def test_presence_waits_and_chat_takes_it_along_in_order(self):
+        server = Server()
+        alice, bob, carol = server.logged_in("alice", "bob", "carol")
+        dave = server.peer()
+        dave.login("dave")
+        self.assertEqual(alice.received(), [], "JOINED waits while presence alone is pending")
+        server.clock.advance(self.delay)
+        self.assertEqual([type(p) for p in alice.received()], [codec.Pending, codec.Joined])
+        bob.received(), carol.received()
+        erin = server.peer()
+        erin.login("erin")
+        bob.say("hello")
+        server.flush()
+        packets = bob.received()
+        self.assertEqual([type(p) for p in packets], [codec.Pending, codec.Joined, codec.MessagePacket])
+        self.assertEqual(packets[1].nick, "erin", "the pending presence goes first, in order")
+        self.assertEqual([type(p) for p in carol.received()][-1], codec.MessagePacket)
+
+    def test_a_joiner_gets_only_what_follows_its_welcome(self):
+        server = Server()
+        server.logged_in("alice", "bob", "carol")
+        dave, erin = server.peer(), server.peer()
+        dave.login("dave")
+        welcome = erin.login("erin")
+        self.assertIn("dave", [p.nick for p in welcome.peers])
+        erin.received()
+        server.clock.advance(self.delay)
+        self.assertEqual(erin.received(), [], "dave's JOINED is in erin's WELCOME already")

@@ -37,6 +37,13 @@ log = Logger()
 #: The channel of server-wide broadcasts; no room's key is empty.
 SERVER = ""
 
+#: With this many sessions logged in, a batch of presence alone (no chat)
+#: waits up to PRESENCE_DELAY for more: a login storm then writes to every
+#: member once per interval, not once per turn. A chat message flushes at the
+#: end of its turn as always, presence before it included.
+COALESCE_AT = 1000
+PRESENCE_DELAY = 0.05
+
 
 class Said:
     """A message in a batch: a draft until the log numbers it."""
@@ -142,6 +149,7 @@ class Broadcast:
         self._batch: list[Event | Said] = []
         self._starts: dict[tuple[str, Connection], int] = {}
         self._flush_call: IDelayedCall | None = None
+        self._flush_waits = False  # the flush waits PRESENCE_DELAY: presence only
         self._queue: deque[_Flushed] = deque()
         self._delivering = False
 
@@ -187,8 +195,21 @@ class Broadcast:
 
     def _append(self, item: Event | Said) -> None:
         self._batch.append(item)
-        if self._flush_call is None:
-            self._flush_call = self.clock.callLater(0, self.flush)
+        if type(item) is Said or not self._crowded():
+            if self._flush_call is None or self._flush_waits:
+                self._schedule(0)
+        elif self._flush_call is None:
+            self._schedule(PRESENCE_DELAY)
+
+    def _crowded(self) -> bool:
+        """Are there so many sessions that presence is worth coalescing?"""
+        return sum(len(group) for group in self._channels.get(SERVER, {}).values()) >= COALESCE_AT
+
+    def _schedule(self, delay: float) -> None:
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = self.clock.callLater(delay, self.flush)
+        self._flush_waits = delay > 0
 
     def after_all(self, call: Callable[[], None]) -> None:
         """Flush, then run ``call`` once everything broadcast so far has been
