@@ -140,3 +140,50 @@ class TrustOnFirstUseAgainstAHostileServer(TestCase):
         session.trust_certificate(True)
         yield until(lambda: factory.heard, 10)
         self.assertEqual(factory.heard, [codec.Login("ann", 2)])
+
+
+class TLSForBrowsersAndIrc(TestCase):
+    """``--web ssl:`` (wss://) and ``--irc ssl:`` carry the same chat."""
+
+    timeout = 30
+
+    def setUp(self):
+        self.key, self.cert, self.cert_pem = write_pair(self.mktemp())
+        tls = f"ssl:0:interface=127.0.0.1:privateKey={self.key}:certKey={self.cert}"
+        self.server = build_server(reactor, ["tcp:0:interface=127.0.0.1"], web=[tls], irc=[tls])
+        self.server.start()
+        self.addCleanup(self.server.stopService)
+
+    def connect(self, port, protocol):
+        endpoint = HostnameEndpoint(reactor, "127.0.0.1", port)
+        return connectProtocol(wrapClientTLS(verifying_creator("localhost", self.cert), endpoint), protocol)
+
+    @defer.inlineCallbacks
+    def test_wss_and_ircs_chat_with_each_other(self):
+        from chatproto.metrics import transport_kind
+        from tests.netclient import IrcClient, WebSocketClient
+
+        browser = yield self.connect(self.server.web_port, WebSocketClient())
+        self.assertEqual((yield browser.accepted), 101)
+        irc = yield self.connect(self.server.irc_port, IrcClient())
+        yield irc.register("ann")
+        irc.send("JOIN #general")
+        yield irc.expect(lambda text: " 366 " in text)
+        yield browser.login("bob", version=2)
+        browser.send(codec.Join("general"))
+        yield browser.expect(codec.RoomState)
+        self.assertEqual(sorted(transport_kind(c) for c in self.hub_connections()), ["ircs", "wss"])
+        browser.send(codec.Say("over wss", None, "general"))
+        said = yield irc.expect(lambda text: "PRIVMSG" in text)
+        self.assertEqual(said, ":bob!bob@chat PRIVMSG #general :over wss")
+        own = yield browser.expect(codec.MessagePacket)
+        self.assertEqual((own.sender, own.text), ("bob", "over wss"))
+        irc.send("PRIVMSG #general :over ircs")
+        heard = yield browser.expect(codec.MessagePacket)
+        self.assertEqual((heard.sender, heard.text), ("ann", "over ircs"))
+        for client in (browser, irc):
+            client.transport.loseConnection()
+            yield client.lost
+
+    def hub_connections(self):
+        return list(self.server.hub.registry.open.values())
