@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import resource
 import statistics
 import sys
@@ -418,6 +419,58 @@ async def storm(args) -> dict:
     }
 
 
+def backoff(attempt: int) -> float:
+    """The desktop client's retry policy: 1 s doubling to 30 s, plus up to a
+    second of jitter (qtclient.session_machine.retry_policy)."""
+    return min(2.0**attempt, 30.0) + random.random()
+
+
+async def reconnect(args) -> dict:
+    """``--connections`` clients logged in; when the server restarts under
+    them (the runner does that once they are ready), each comes back as the
+    desktop client does: wait ``backoff``, connect, LOGIN again. How many are
+    back, second by second after the drop."""
+    loop = asyncio.get_running_loop()
+    clients = await connect_all(args.port, "frames", args.connections, "c")
+    await settle(clients, quiet=1.0, limit=300)
+    print(json.dumps({"ready": True}), flush=True)
+    back: list[float] = []
+    dropped: list[float] = []
+
+    async def come_back(i: int, client: Client) -> None:
+        await client.closed
+        dropped.append(time.perf_counter())
+        for attempt in range(10):  # bounded: 10 tries, about two minutes at most
+            await asyncio.sleep(backoff(attempt))
+            try:
+                _, again = await loop.create_connection(lambda: Client("frames"), HOST, args.port)
+            except OSError:
+                continue
+            again.transport.write(frame(0x01, {"nick": f"c{i}", "proto": 1}))
+            try:
+                await asyncio.wait_for(asyncio.shield(again.welcomed), 30)
+            except asyncio.TimeoutError:
+                again.transport.close()
+                continue
+            back.append(time.perf_counter())
+            clients[i] = again
+            return
+
+    await asyncio.wait_for(asyncio.gather(*(come_back(i, c) for i, c in enumerate(list(clients)))), 600)
+    start = min(dropped)
+    times = sorted(t - start for t in back)
+    curve = [sum(1 for t in times if t <= second) for second in range(int(times[-1]) + 2)] if times else []
+    for client in clients:
+        client.transport.close()
+    return {
+        "connections": args.connections,
+        "back": len(times),
+        "all_back_s": times[-1] if len(times) == args.connections else None,
+        "median_back_s": times[len(times) // 2] if times else None,
+        "curve": curve,
+    }
+
+
 async def logins(args) -> dict:
     start = time.perf_counter()
     clients = await connect_all(args.port, args.mode, args.connections, "u", batch=args.connections)
@@ -699,6 +752,7 @@ SCENARIOS = {
     "idle": idle,
     "passwords": passwords,
     "storm": storm,
+    "reconnect": reconnect,
     "paced": paced,
     "abuse": abuse,
 }

@@ -403,6 +403,45 @@ def storm_bench(runs: int, count: int, kinds: list[str]) -> dict:
     return row
 
 
+def reconnect_bench(count: int) -> dict:
+    """``count`` desktop-protocol clients connected; the server restarts on
+    the same port (SIGTERM, then a new process at once); the clients come
+    back with the desktop client's backoff. The curve: how many are back,
+    second by second after the drop."""
+    folder = tempfile.mkdtemp(prefix="chatbench-")
+    argv = load_server_argv(f"{folder}/bench.sqlite3", port=free_port())  # the same port after the restart
+    proc, port = start_pinned(argv)
+    loadgen = [PY, "-m", "benchmarks.loadgen", "reconnect", "--port", str(port), "--connections", str(count)]
+    gen = subprocess.Popen(
+        [*pinned(1), *loadgen],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    result = {}
+    try:
+        for line in gen.stdout:
+            data = json.loads(line)
+            if data.get("ready"):
+                proc.terminate()
+                proc.wait(60)
+                proc, _ = start_pinned(argv)
+            else:
+                result = data
+        gen.wait(600)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        shutil.rmtree(folder, ignore_errors=True)
+    print(
+        f"  reconnect {count} clients: {result.get('back')} back, all after {result.get('all_back_s')} s; "
+        f"second by second: {result.get('curve')}",
+        flush=True,
+    )
+    return result
+
+
 def passwords_bench(runs: int, count: int) -> dict:
     """Guest logins next to logins with a password (scrypt on the server's
     worker threads), both in each run, 8 in flight; a fresh server each run."""
@@ -522,7 +561,7 @@ def main() -> int:
         ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
     )
     every = ["fanout", "rooms", "websocket", "irc", "metrics", "latency", "idle", "logins", "storm"]
-    every += ["passwords", "slow", "abuse"]
+    every += ["reconnect", "passwords", "slow", "abuse"]
     wanted = set(args.only or every)
     results: dict = {
         "machine": {
@@ -613,6 +652,9 @@ def main() -> int:
                 {k: v["logins_per_s"] for k, v in results["storm"].items()},
             )
         )
+
+    if "reconnect" in wanted:
+        results["reconnect"] = reconnect_bench(1000 if args.quick else 5000)
 
     if "passwords" in wanted:
         results["passwords"] = passwords_bench(runs, 30 if args.quick else 100)

@@ -22,7 +22,7 @@ def pinned(core: int) -> list[str]:
     return []
 
 
-def load_server_argv(history: str, *extra: str) -> list[str]:
+def load_server_argv(history: str, *extra: str, port: int = 0) -> list[str]:
     """Our server as the benchmark and soak drivers run it: room for
     20,000 connections and a deep accept backlog."""
     return server_argv(
@@ -31,7 +31,7 @@ def load_server_argv(history: str, *extra: str) -> list[str]:
         "--max-clients",
         "20000",
         *extra,
-        listen="tcp:0:interface=127.0.0.1:backlog=4096",
+        listen=f"tcp:{port}:interface=127.0.0.1:backlog=4096",
     )
 
 
