@@ -644,14 +644,18 @@ def main() -> int:
         table.append(("1000 concurrent logins (s)", {k: row[k]["seconds"] for k in row}))
 
     if "storm" in wanted:
-        count = 1000 if args.quick else 5000
-        results["storm"] = storm_bench(runs, count, [k for k in ("ours", "naive", "ngircd") if k in kinds])
-        table.append(
-            (
-                f"login storm: {count} into one room, 8 at a time (logins/s)",
-                {k: v["logins_per_s"] for k, v in results["storm"].items()},
+        # ngircd takes minutes over 5,000 JOINs to everyone: it joins the smaller storm.
+        results["storm"] = {}
+        for count, who in ((1000, ("ours", "naive", "ngircd")), (5000, ("ours", "naive"))):
+            if count > 1000 and args.quick:
+                continue
+            row = results["storm"][count] = storm_bench(runs, count, [k for k in who if k in kinds])
+            table.append(
+                (
+                    f"login storm: {count} into one room, 8 at a time (logins/s)",
+                    {k: v["logins_per_s"] for k, v in row.items()},
+                )
             )
-        )
 
     if "reconnect" in wanted:
         results["reconnect"] = reconnect_bench(1000 if args.quick else 5000)
