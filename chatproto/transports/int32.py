@@ -542,14 +542,15 @@ _PRESENCE: dict[type, Callable] = {
 
 
 class ChatFactory(Factory):
-    """Builds a ChatProtocol per connection, all sharing one hub."""
+    """Builds a ``protocol`` per connection, all sharing one hub."""
 
     noisy = False  # the listener logs its own address
+    protocol = ChatProtocol
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
     def buildProtocol(self, addr) -> ChatProtocol:
-        protocol = ChatProtocol(self.hub)
+        protocol = self.protocol(self.hub)
         protocol.factory = self
         return protocol

@@ -22,7 +22,6 @@ import re
 import time
 from collections.abc import Callable
 
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -30,7 +29,7 @@ from chatproto import __version__, codec
 from chatproto.codec import ErrorCode, PacketType, ProtocolError
 from chatproto.core.hub import Hub
 from chatproto.rules import nick_key
-from chatproto.transports.int32 import CLOSING, CONNECTED, ChatProtocol
+from chatproto.transports.int32 import CLOSING, CONNECTED, ChatFactory, ChatProtocol
 from chatproto.transports.ircnames import channel, irc_nick, our_nick, room_of
 
 log = Logger()
@@ -900,15 +899,7 @@ _REPLIES: dict[type, Callable] = {
 _REPLIES[codec.Error] = IrcConnection._error
 
 
-class IrcFactory(Factory):
+class IrcFactory(ChatFactory):
     """Builds an IrcConnection per connection, all on one hub (``--irc``)."""
 
-    noisy = False
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    def buildProtocol(self, addr) -> IrcConnection:
-        protocol = IrcConnection(self.hub)
-        protocol.factory = self
-        return protocol
+    protocol = IrcConnection
