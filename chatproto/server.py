@@ -41,26 +41,18 @@ class ChatServer(MultiService):
         self.factory = ChatFactory(hub)
         HubService(hub).setServiceParent(self)
         self.listeners: list[ListenerService] = []
-        for description in listen:
-            listener = ListenerService(description, serverFromString(reactor, description), self.factory)
-            listener.setServiceParent(self)
-            self.listeners.append(listener)
+        self._listen(reactor, listen, self.factory)
+        self.site = self.gateway = None  # what --web and --irc serve, if asked
         if web:
             from chatproto.transports.web import web_site
 
-            site = web_site(hub, list(web_origins))
-            for description in web:
-                listener = ListenerService(description, serverFromString(reactor, description), site)
-                listener.setServiceParent(self)
-                self.listeners.append(listener)
+            self.site = web_site(hub, list(web_origins))
+            self._listen(reactor, web, self.site)
         if irc:
             from chatproto.transports.irc import IrcFactory
 
-            gateway = IrcFactory(hub)
-            for description in irc:
-                listener = ListenerService(description, serverFromString(reactor, description), gateway)
-                listener.setServiceParent(self)
-                self.listeners.append(listener)
+            self.gateway = IrcFactory(hub)
+            self._listen(reactor, irc, self.gateway)
         self.operations: ListenerService | None = None
         if metrics is not None:
             from chatproto.operations import LagMonitor, operations_site
@@ -70,6 +62,12 @@ class ChatServer(MultiService):
                 metrics, serverFromString(reactor, metrics), operations_site(self)
             )
             self.operations.setServiceParent(self)
+
+    def _listen(self, reactor, descriptions: list[str], factory) -> None:
+        for description in descriptions:
+            listener = ListenerService(description, serverFromString(reactor, description), factory)
+            listener.setServiceParent(self)
+            self.listeners.append(listener)
 
     def health(self) -> Deferred[list[str]]:
         """What is wrong, if anything: listeners that are not listening, a
@@ -95,16 +93,16 @@ class ChatServer(MultiService):
     @property
     def web_port(self) -> int | None:
         """The first ``web`` listener's bound port, once listening."""
-        return self._port_of("WebSite")
+        return self._port_of(self.site)
 
     @property
     def irc_port(self) -> int | None:
         """The first ``irc`` listener's bound port, once listening."""
-        return self._port_of("IrcFactory")
+        return self._port_of(self.gateway)
 
-    def _port_of(self, kind: str) -> int | None:
+    def _port_of(self, factory) -> int | None:
         for listener in self.listeners:
-            if listener.port is not None and type(listener.factory).__name__ == kind:
+            if listener.port is not None and factory is not None and listener.factory is factory:
                 return listener.port.getHost().port
         return None
 
