@@ -384,11 +384,6 @@ class IrcConnection(ChatProtocol):
         else:
             self.outbox.write(data)
 
-    def _logged_in(self, session) -> None:
-        super()._logged_in(session)
-        if session is not None and self.state == CONNECTED:
-            self.irc_name = irc_nick(session.nick)
-
     def send(self, packet) -> None:
         render = _REPLIES.get(type(packet))
         if render is not None:
@@ -493,9 +488,6 @@ class IrcConnection(ChatProtocol):
         d.addBoth(self._authenticated)
 
     def _sasl_ok(self, record, account: str, secret: str) -> None:
-        if record is None:
-            self._numeric("904", "SASL authentication failed")
-            return
         self.irc_name, self.password = account, secret
         self._numeric("900", user(record.nick), record.nick, f"You are now logged in as {record.nick}")
         self._numeric("903", "SASL authentication successful")
@@ -729,12 +721,11 @@ class IrcConnection(ChatProtocol):
                 self.server, "FAIL", "CHATHISTORY", "INVALID_PARAMS", "msgid=SEQ or *, and a count"
             )
             return
-        request = codec.HistoryRequest(limit=limit, room=room_of(target), ref=f"CHATHISTORY {target}")
-        if sub == "BEFORE" or (sub == "LATEST" and seq is None):
-            request = codec.HistoryRequest(seq, None, limit, request.ref, request.room)
-        elif sub == "AFTER" or sub == "LATEST":
-            request = codec.HistoryRequest(None, seq, limit, request.ref, request.room)
-        self._packet(request)
+        # LATEST with a msgid means the newest messages after it.
+        after = sub == "AFTER" or (sub == "LATEST" and seq is not None)
+        before = None if after else seq
+        ref = f"CHATHISTORY {target}"
+        self._packet(codec.HistoryRequest(before, seq if after else None, limit, ref, room_of(target)))
 
     # -- what the core sends ------------------------------------------------------------
 
