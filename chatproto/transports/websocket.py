@@ -141,10 +141,7 @@ class WebSocketChatProtocol(ChatProtocol):
         (``resumeProducing`` calls this again) or the connection closes."""
         inbox = self._inbox
         while inbox and not self.paused and self.state != CLOSING:
-            payload = inbox.popleft()
-            if len(payload) > self.MAX_LENGTH:  # a whole one just over the pending limit
-                self.lengthLimitExceeded(len(payload))
-                return
+            payload = inbox.popleft()  # within MAX_LENGTH: _CappedBuffer saw to it
             self._more_waiting = bool(inbox)
             self.stringReceived(payload)
         if self.state == CLOSING:
