@@ -219,7 +219,8 @@ class CoalescedPresence(SynchronousTestCase):
         from chatproto.core import broadcast
 
         self.patch(broadcast, "COALESCE_AT", 3)
-        self.delay = broadcast.PRESENCE_DELAY
+        self.patch(broadcast, "PRESENCE_DELAY", 0.01)
+        self.delay = broadcast.PRESENCE_MAX
 
     def test_presence_waits_and_chat_takes_it_along_in_order(self):
         server = Server()
@@ -238,6 +239,22 @@ class CoalescedPresence(SynchronousTestCase):
         self.assertEqual([type(p) for p in packets], [codec.Pending, codec.Joined, codec.MessagePacket])
         self.assertEqual(packets[1].nick, "erin", "the pending presence goes first, in order")
         self.assertEqual([type(p) for p in carol.received()][-1], codec.MessagePacket)
+
+    def test_the_wait_grows_with_the_sessions_up_to_a_limit(self):
+        from chatproto.core import broadcast
+
+        server = Server()
+        alice = server.logged_in("alice", "bob", "carol", "dave", "erin", "frank")[0]
+        alice.received()
+        server.peer().login("gina")
+        server.clock.advance(0.05)
+        self.assertEqual(alice.received(), [], "6 sessions, 10 ms each")
+        server.clock.advance(0.02)
+        self.assertEqual([type(p) for p in alice.received()], [codec.Pending, codec.Joined])
+        self.patch(broadcast, "PRESENCE_DELAY", 1.0)
+        server.peer().login("hank")
+        server.clock.advance(broadcast.PRESENCE_MAX)
+        self.assertEqual([p.nick for p in alice.received()[1:]], ["hank"], "never longer than PRESENCE_MAX")
 
     def test_a_joiner_gets_only_what_follows_its_welcome(self):
         server = Server()

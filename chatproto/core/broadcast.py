@@ -38,11 +38,13 @@ log = Logger()
 SERVER = ""
 
 #: With this many sessions logged in, a batch of presence alone (no chat)
-#: waits up to PRESENCE_DELAY for more: a login storm then writes to every
-#: member once per interval, not once per turn. A chat message flushes at the
-#: end of its turn as always, presence before it included.
-COALESCE_AT = 1000
-PRESENCE_DELAY = 0.05
+#: waits for more: a login storm then writes to every member once per
+#: interval, not once per turn. The wait is PRESENCE_DELAY per session, up
+#: to PRESENCE_MAX, because each flush writes to every member. A chat message
+#: flushes at the end of its turn as always, presence before it included.
+COALESCE_AT = 100
+PRESENCE_DELAY = 0.00005
+PRESENCE_MAX = 0.25
 
 
 class Said:
@@ -149,7 +151,7 @@ class Broadcast:
         self._batch: list[Event | Said] = []
         self._starts: dict[tuple[str, Connection], int] = {}
         self._flush_call: IDelayedCall | None = None
-        self._flush_waits = False  # the flush waits PRESENCE_DELAY: presence only
+        self._flush_waits = False  # the flush waits for more presence: presence only
         self._queue: deque[_Flushed] = deque()
         self._delivering = False
 
@@ -195,15 +197,24 @@ class Broadcast:
 
     def _append(self, item: Event | Said) -> None:
         self._batch.append(item)
-        if type(item) is Said or not self._crowded():
-            if self._flush_call is None or self._flush_waits:
-                self._schedule(0)
+        if type(item) is Said:
+            wait = 0.0
         elif self._flush_call is None:
-            self._schedule(PRESENCE_DELAY)
+            wait = self._presence_wait()
+        else:
+            return  # presence joins the flush already due
+        if wait == 0 and (self._flush_call is None or self._flush_waits):
+            self._schedule(0)
+        elif wait and self._flush_call is None:
+            self._schedule(wait)
 
-    def _crowded(self) -> bool:
-        """Are there so many sessions that presence is worth coalescing?"""
-        return sum(len(group) for group in self._channels.get(SERVER, {}).values()) >= COALESCE_AT
+    def _presence_wait(self) -> float:
+        """How long presence alone waits for more: none below COALESCE_AT
+        sessions, then longer the more members every flush writes to."""
+        sessions = sum(len(group) for group in self._channels.get(SERVER, {}).values())
+        if sessions < COALESCE_AT:
+            return 0.0
+        return min(PRESENCE_MAX, PRESENCE_DELAY * sessions)
 
     def _schedule(self, delay: float) -> None:
         if self._flush_call is not None and self._flush_call.active():

@@ -178,7 +178,6 @@ class ChatProtocol(Int32StringReceiver):
             self._close(self.wire.frame(codec.encode(codec.Bye(refused))), why=refused)
             return
         _no_delay(self.transport)
-        log.info("connection {id} opened from {address}", id=self.id, address=self.address)
         self._schedule(limits.login_timeout, self._login_timed_out)
 
     def dataReceived(self, data: bytes) -> None:
@@ -297,8 +296,9 @@ class ChatProtocol(Int32StringReceiver):
         self._cancel_throttle()
         self.hub.leave(self, "connection_lost")
         log.info(
-            "connection {id} closed ({was}): {why}",
+            "connection {id} from {address} closed ({was}): {why}",
             id=self.id,
+            address=self.address,
             was=was,
             why=reason.getErrorMessage() if reason is not None else "done",
         )
