@@ -397,7 +397,7 @@ def storm_bench(runs: int, count: int, kinds: list[str]) -> dict:
         print(
             f"  storm {kind:<6} {count} logins at {r['logins_per_s']:,.0f}/s: {r['seconds']:.1f} s, "
             f"every JOINED after {r['settled_seconds']:.1f} s (missing {r['joined_missing']}); "
-            f"server cpu {r['server_cpu_avg']:.0%}",
+            f"server cpu {r['server_cpu_avg']:.0%}; bound {bounds(measured)}",
             flush=True,
         )
     return row
@@ -541,9 +541,19 @@ def median_of(runs: list[dict], key: str) -> float:
 
 
 def bottleneck(run: dict) -> str:
-    if run.get("generator_cpu", 0) > 0.9 and run.get("server_cpu", 1) < 0.9:
+    """Which side a run was bound by: the one whose core was busy (90% or
+    more), the server first; "neither" when both waited (on round trips)."""
+    server_cpu = run.get("server_cpu", run.get("server_cpu_avg", 0))
+    if server_cpu >= 0.9:
+        return "server"
+    if run.get("generator_cpu", 0) >= 0.9:
         return "generator"
-    return "server"
+    return "neither"
+
+
+def bounds(runs: list[dict]) -> str:
+    """Each run's bottleneck, in run order: what make bench marks every figure with."""
+    return "/".join(bottleneck(r) for r in runs)
 
 
 def main() -> int:
@@ -585,7 +595,7 @@ def main() -> int:
                     f"  fanout {receivers:>5} receivers  {kind:<5} "
                     f"{row[kind]['deliveries_per_s']:>12,.0f} deliveries/s  lost {row[kind]['lost']}  "
                     f"server cpu {row[kind]['server_cpu']:.0%}  generator cpu "
-                    f"{row[kind]['generator_cpu']:.0%}",
+                    f"{row[kind]['generator_cpu']:.0%}  bound {bounds(measured)}",
                     flush=True,
                 )
             results["fanout"][receivers] = row
@@ -810,8 +820,14 @@ def chart(fanout: dict, path: str) -> None:
         "ours": "chatproto",
         "naive": "naive Int32StringReceiver (json per recipient)",
         "line": "classic LineReceiver broadcast",
+        "ngircd": "ngircd (C), IRC",
     }
-    for kind, style in (("ours", "o-"), ("line", "s--"), ("naive", "^:")):
+    drawn = [
+        (k, st)
+        for k, st in (("ours", "o-"), ("line", "s--"), ("naive", "^:"), ("ngircd", "d-."))
+        if k in fanout[sizes[0]]
+    ]
+    for kind, style in drawn:
         ax.plot(
             [int(s) for s in sizes],
             [fanout[s][kind]["deliveries_per_s"] / 1e6 for s in sizes],
@@ -828,7 +844,7 @@ def chart(fanout: dict, path: str) -> None:
                     ha="center",
                     fontsize=7,
                 )
-    top = max(fanout[s][k]["deliveries_per_s"] for s in sizes for k in ("ours", "line", "naive")) / 1e6
+    top = max(fanout[s][k]["deliveries_per_s"] for s in sizes for k, _ in drawn) / 1e6
     ax.set_ylim(0, top * 1.15)  # room for the labels
     ax.set_xscale("log")
     ax.set_xlabel("receivers (+ 4 senders), 100-byte messages")
