@@ -184,6 +184,8 @@ async def connect_all(
                 await client.upgraded
                 client.transport.write(frame(0x01, {"nick": f"{nick}{i}", "proto": version}, mode))
             clients.append(client)
+        if mode == "irc":  # ngircd stalls under hundreds of registrations at once: a batch at a time
+            await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in clients[start:])), 120)
     await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in clients)), 120)
     return clients
 
