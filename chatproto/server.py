@@ -39,6 +39,13 @@ class ChatServer(MultiService):
         super().__init__()
         self.hub = hub
         self.factory = ChatFactory(hub)
+        self._gate = None  # a cluster node accepts connections once it has joined
+        if hub.cluster is not None:
+            from chatproto.service import ClusterService
+
+            cluster = ClusterService(hub.cluster)
+            cluster.setServiceParent(self)  # stops after the hub has said BYE
+            self._gate = cluster.joined
         HubService(hub).setServiceParent(self)
         self.listeners: list[ListenerService] = []
         self._listen(reactor, listen, self.factory)
@@ -65,7 +72,8 @@ class ChatServer(MultiService):
 
     def _listen(self, reactor, descriptions: list[str], factory) -> None:
         for description in descriptions:
-            listener = ListenerService(description, serverFromString(reactor, description), factory)
+            endpoint = serverFromString(reactor, description)
+            listener = ListenerService(description, endpoint, factory, self._gate)
             listener.setServiceParent(self)
             self.listeners.append(listener)
 
@@ -123,13 +131,28 @@ def build_server(
     web: list[str] = (),
     web_origins: list[str] = (),
     irc: list[str] = (),
+    cluster: str | None = None,
+    cluster_expiry: float = 10.0,
+    cluster_retention: int = 100_000,
 ) -> ChatServer:
     """A server on ``reactor`` (or a ``task.Clock``, with no ``listen``);
     ``history`` is an SQLite path or any event log; ``rooms`` always exist.
     Accounts live in the SQLite file unless another store is given;
     ``admins`` name the accounts that administer the server; ``web``
-    endpoints serve the browser client and its WebSocket, ``irc`` ones IRC clients."""
-    eventlog = SQLiteLog(history, room_key(default_room)) if isinstance(history, str) else history
+    endpoints serve the browser client and its WebSocket, ``irc`` ones IRC clients.
+    With ``cluster`` (``redis://...``) the rooms are shared with the other
+    servers on that Redis, and ``history`` is not used."""
+    store = None
+    if cluster is not None:
+        from chatproto.backends.redis import RedisAddress, RedisClient
+        from chatproto.backends.streams import StreamStore
+        from chatproto.core.cluster import ClusterLog
+
+        address = RedisAddress.parse(cluster)
+        store = StreamStore(RedisClient(reactor, address, "chat-node"), keep=cluster_retention)
+        eventlog = ClusterLog(store)
+    else:
+        eventlog = SQLiteLog(history, room_key(default_room)) if isinstance(history, str) else history
     if accounts is None and isinstance(eventlog, SQLiteLog):
         accounts = SQLiteAccounts(eventlog)
     hub = Hub(
@@ -144,4 +167,8 @@ def build_server(
         hasher=hasher,
         admins=list(admins),
     )
+    if store is not None:
+        from chatproto.core.cluster import Cluster
+
+        Cluster(hub, store, RedisClient(reactor, address, "chat-reader"), reactor, cluster_expiry)
     return ChatServer(hub, reactor, list(listen), metrics, list(web), list(web_origins), list(irc))

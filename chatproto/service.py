@@ -111,10 +111,17 @@ class ListenerService(StreamServerEndpointService):
 
     _raiseSynchronously = True
 
-    def __init__(self, description: str, endpoint: IStreamServerEndpoint, factory: Factory) -> None:
+    def __init__(
+        self,
+        description: str,
+        endpoint: IStreamServerEndpoint,
+        factory: Factory,
+        gate: Deferred | None = None,
+    ) -> None:
         super().__init__(endpoint, factory)
         self.description = description
         self.port: IListeningPort | None = None
+        self.gate = gate  # until it fires, connections wait in the listen backlog
 
     def privilegedStartService(self) -> None:
         try:
@@ -135,11 +142,43 @@ class ListenerService(StreamServerEndpointService):
             description=self.description,
             address=describe_address(port.getHost()),
         )
+        if self.gate is not None and not self.gate.called:
+            port.stopReading()
+            self.gate.addCallback(lambda passed: (port.startReading(), passed)[1])
         return port
 
     def stopService(self) -> Deferred:
         self.port = None
         return super().stopService()
+
+
+class ClusterService(Service):
+    """A cluster node's membership: joins on start (``joined`` fires then;
+    until Redis answers, the node waits), leaves on stop, so the others see
+    its sessions leave with ``server_shutdown``."""
+
+    def __init__(self, cluster) -> None:
+        self.cluster = cluster
+        self.joined: Deferred = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        for client in (self.cluster.store.client, self.cluster.reader_client):
+            client.start()
+        if not self.cluster.store.client.up:
+            log.info("waiting for Redis at {address}", address=str(self.cluster.store.client.address))
+        d = self.cluster.start()
+        d.addCallbacks(self.joined.callback, self._failed)
+
+    def _failed(self, failure: Failure) -> None:
+        log.failure("could not join the cluster", failure)
+        from twisted.internet import reactor
+
+        reactor.stop()
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return self.cluster.stop()
 
 
 class HeapTrimmer:

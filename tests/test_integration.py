@@ -20,8 +20,12 @@ from tests.netclient import connect, connect_irc, connect_ws
 class LiveTestCase(TestCase):
     timeout = 60
 
-    def serve(self, web: bool = False, web_origins=(), irc: bool = False, **limits):
-        """A server on 127.0.0.1 (and its ``--web`` and ``--irc`` on ports of their own if asked)."""
+    def serve(
+        self, web: bool = False, web_origins=(), irc: bool = False, cluster=None, expiry=10.0, **limits
+    ):
+        """A server on 127.0.0.1 (and its ``--web`` and ``--irc`` on ports of
+        their own if asked); with ``cluster`` (a Redis URL), a node of that
+        cluster. The latest one is ``self.server``; returns it."""
         server = build_server(
             reactor,
             ["tcp:0:interface=127.0.0.1"],
@@ -30,6 +34,8 @@ class LiveTestCase(TestCase):
             web=["tcp:0:interface=127.0.0.1"] if web else [],
             web_origins=list(web_origins),
             irc=["tcp:0:interface=127.0.0.1"] if irc else [],
+            cluster=cluster,
+            cluster_expiry=expiry,
         )
         server.start()
         self.server = server
@@ -37,19 +43,23 @@ class LiveTestCase(TestCase):
         self.port = server.port
         self.web_port = server.web_port
         self.irc_port = server.irc_port
-        self.clients = []
+        if not hasattr(self, "clients"):
+            self.clients = []
+            self.addCleanup(self._clients_gone)  # runs after every server's stop
         self.addCleanup(self._stop, server)
-        return defer.succeed(None)
+        return defer.succeed(server)
 
-    @defer.inlineCallbacks
     def _stop(self, server):
-        if server.running:
-            yield server.stopService()
-        yield defer.DeferredList([c.lost for c in self.clients])
+        return server.stopService() if server.running else None
+
+    def _clients_gone(self):
+        return defer.DeferredList([c.lost for c in self.clients])
 
     @defer.inlineCallbacks
-    def client(self, nick=None, version=1):
-        client = yield connect(reactor, self.port, nick, version)
+    def client(self, nick=None, version=1, server=None):
+        """A client of ``server`` (the latest one if None), logged in as ``nick``."""
+        port = self.port if server is None else server.port
+        client = yield connect(reactor, port, nick, version)
         self.clients.append(client)
         return client
 

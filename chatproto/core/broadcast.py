@@ -88,7 +88,7 @@ class Event:
     """A presence item: its payload for each protocol version (None: not
     sent to that version), and optionally the sender's own copy (version 2)."""
 
-    __slots__ = ("_own", "_payloads", "channel", "sender")
+    __slots__ = ("_own", "_payloads", "channel", "record", "sender")
 
     def __init__(
         self,
@@ -97,11 +97,13 @@ class Event:
         v2: bytes | None,
         sender: Connection | None = None,
         own: bytes | None = None,
+        record: dict | None = None,
     ) -> None:
         self.channel = channel
         self._payloads = (None, v1, v2)
         self.sender = sender
         self._own = own
+        self.record = record  # what a cluster's room stream keeps of it (None: nothing)
 
     def payload(self, version: int) -> bytes | None:
         return self._payloads[version]
@@ -113,10 +115,11 @@ class Event:
 class _Flushed:
     """A batch on its way: waiting for the log, then delivered."""
 
-    __slots__ = ("after", "batch", "outcome", "owned", "said", "starts")
+    __slots__ = ("after", "batch", "outcome", "owned", "reached", "said", "starts")
 
     def __init__(self, batch: list, starts: dict[tuple[str, Connection], int]) -> None:
         self.batch = batch
+        self.reached = True  # in a cluster: false until its entries are read back
         self.starts = starts
         self.said = [item for item in batch if type(item) is Said]
         # whether any sender gets a copy of its own (with its ref)
@@ -154,6 +157,7 @@ class Broadcast:
         self._flush_waits = False  # the flush waits for more presence: presence only
         self._queue: deque[_Flushed] = deque()
         self._delivering = False
+        self.order = None  # a cluster's shared order (chatproto.core.cluster), if any
 
     # -- recipients -----------------------------------------------------------
 
@@ -250,25 +254,33 @@ class Broadcast:
         flushed = _Flushed(self._batch, self._starts)
         self._batch, self._starts = [], {}
         self._queue.append(flushed)
+        if self.order is not None:
+            started = perf_counter()
+            d = self.order.append(flushed)
+            if d is not None:
+                d.addBoth(self._settled, flushed, started)
+                return
         if flushed.said:
             self.counters.batch.observe(len(flushed.said))
             started = perf_counter()
             d = self.eventlog.append([item.draft for item in flushed.said])
             d.addBoth(self._settled, flushed, started)
         else:
-            self._deliver_ready()
+            self.deliver_ready()
 
     def _settled(self, outcome, flushed: _Flushed, started: float) -> None:
         self.counters.store["append"].observe(perf_counter() - started)
         flushed.outcome = outcome
-        self._deliver_ready()
+        self.deliver_ready()
 
-    def _deliver_ready(self) -> None:
+    def deliver_ready(self) -> None:
+        """Deliver, in order, the batches the log has answered for (and, in a
+        cluster, whose entries have been read back)."""
         if self._delivering:
             return  # a call made during delivery flushed: the loop below takes it
         self._delivering = True
         try:
-            while self._queue and self._queue[0].outcome is not None:
+            while self._queue and self._queue[0].outcome is not None and self._queue[0].reached:
                 flushed = self._queue.popleft()
                 try:
                     self._deliver(flushed)
@@ -276,8 +288,22 @@ class Broadcast:
                     log.failure("broadcast delivery failed")
                 for call in flushed.after:
                     call()
+                if self.order is not None:
+                    self.order.delivered(flushed)
         finally:
             self._delivering = False
+
+    def deliver_now(self, items: list, messages: list[Message]) -> None:
+        """Items another server put in the order (a cluster's), already
+        stored: to the channels' recipients now, as one batch."""
+        if not items:
+            return
+        flushed = _Flushed(items, {})
+        flushed.outcome = messages
+        try:
+            self._deliver(flushed)
+        except Exception:
+            log.failure("broadcast delivery failed")
 
     def _deliver(self, flushed: _Flushed) -> None:
         counters = self.counters

@@ -101,6 +101,7 @@ class Hub:
             clock, eventlog, self._remember, self._refused, self._handle_overflow, self.counters
         )
         self._overflowed: list[Connection] = []
+        self.cluster = None  # the node's Cluster, when it is one of several (chatproto.core.cluster)
         # One bound method for every outbox to hold, not one per connection.
         self.overflowed = self.overflowed
 
@@ -187,9 +188,18 @@ class Hub:
                 )
             raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {held.nick!r} is taken")
         if self.accounts is None:
-            return succeed(self._admit(None, connection, packet.proto, nick, key))
-        d = self.accounts.authenticate(key, password, connection.host, packet.proto)
+            if self.cluster is None:
+                return succeed(self._admit(None, connection, packet.proto, nick, key))
+            d = succeed(None)
+        else:
+            d = self.accounts.authenticate(key, password, connection.host, packet.proto)
+        if self.cluster is not None:
+            d.addCallback(self._claimed, key, nick)
         return d.addCallback(self._admit, connection, packet.proto, nick, key)
+
+    def _claimed(self, record: AccountRecord | None, key: str, nick: str) -> Deferred:
+        """A cluster node: the nick is this node's, unless a session elsewhere has it."""
+        return self.cluster.claim(key, nick).addCallback(lambda _: record)
 
     def _admit(
         self, record: AccountRecord | None, connection: Connection, version: int, nick: str, key: str
@@ -215,6 +225,8 @@ class Hub:
             self._enter(session, self.directory.default)
         else:
             self.broadcast.event(Event(SERVER, gone, gone))
+        if self.cluster is not None:
+            self.cluster.save(session)
         log.info(
             "{nick} logged in as {id} (protocol {version}{account}) from {address}",
             nick=session.nick,
@@ -370,6 +382,8 @@ class Hub:
             message = clean_reason(message, self.limits.max_text)
             for room in list(gone.rooms.values()):
                 self._exit(gone, room, reason, message)
+            if self.cluster is not None:
+                self.broadcast.after_all(lambda key=gone.key: self.cluster.release(key))
             log.info("{nick} ({id}) left: {reason}", nick=gone.nick, id=gone.id, reason=reason)
             self._notify("left", gone.id, nick=gone.nick, reason=reason)
         elif gone:
@@ -393,26 +407,80 @@ class Hub:
         """Make ``session`` a member and tell the room's members."""
         room.add(session)
         session.marks.setdefault(room.key, room.last_seq)
+        record = None
+        if self.cluster is not None:
+            record = {"t": "j", "id": session.id, "nick": session.nick, "key": session.key}
+            record["account"] = session.account
+        self.broadcast.event(self._joined(room, session, record))
+        self._notify("room_joined", session.id, nick=session.nick, room=room.name)
+
+    def _joined(self, room: ChatRoom, session: Session, record: dict | None = None) -> Event:
         v2 = codec.encode(codec.Joined(session.id, session.nick, room.name))
         v1 = codec.encode(codec.Joined(session.id, session.nick)) if room is self.directory.default else None
-        self.broadcast.event(Event(room.key, v1, v2))
-        self._notify("room_joined", session.id, nick=session.nick, room=room.name)
+        return Event(room.key, v1, v2, record=record)
 
     def _exit(self, session: Session, room: ChatRoom, reason: str, message: str | None) -> None:
         """Take ``session`` out of ``room`` and tell the room's members."""
         room.remove(session)
         room.rules.guest_ops.discard(session.id)
-        v2 = codec.encode(codec.Left(session.id, session.nick, reason, message, room.name))
-        v1 = None
-        if room is self.directory.default:
-            # Version 1 has no PART: to it, leaving its one room is quitting.
-            v1 = codec.encode(
-                codec.Left(session.id, session.nick, "quit" if reason == "part" else reason, message)
-            )
-        self.broadcast.event(Event(room.key, v1, v2))
+        record = None
+        if self.cluster is not None:
+            record = {"t": "l", "id": session.id, "nick": session.nick, "key": session.key}
+            record.update(reason=reason, message=message, permanent=room.permanent)
+        self.broadcast.event(self._left(room, session.id, session.nick, reason, message, record))
         self._notify("room_left", session.id, nick=session.nick, reason=reason, room=room.name)
         if self.directory.drop_if_empty(room):
             self._notify("room_gone", 0, room=room.name)
+
+    def _left(
+        self, room: ChatRoom, id: int, nick: str, reason: str, message: str | None, record: dict | None = None
+    ) -> Event:
+        v2 = codec.encode(codec.Left(id, nick, reason, message, room.name))
+        v1 = None
+        if room is self.directory.default:
+            # Version 1 has no PART: to it, leaving its one room is quitting.
+            v1 = codec.encode(codec.Left(id, nick, "quit" if reason == "part" else reason, message))
+        return Event(room.key, v1, v2, record=record)
+
+    def apply_remote(self, room: ChatRoom, kind: str, data: dict) -> tuple[Event | None, Callable | None]:
+        """Another cluster node's presence entry in ``room``: the room changes
+        as it says; the Event to deliver, and what to do once it is delivered."""
+        if kind == "o":
+            room.topic = Topic(data["text"], data["by"], data["ts"]) if data["text"] else None
+            changed = codec.TopicChanged(room.name, data["text"], data["by"], data["ts"])
+            self._notify("topic", 0, nick=data["by"], room=room.name, reason=data["text"])
+            return Event(room.key, None, codec.encode(changed)), None
+        member = room.members.get(data["id"])
+        if kind == "j":
+            if member is not None:
+                return None, None  # in the snapshot already
+            member = self.cluster.remote(data["id"], data["nick"], data["key"], data.get("account", False))
+            room.add(member)
+            self._notify("room_joined", member.id, nick=member.nick, room=room.name)
+            return self._joined(room, member), None
+        if member is None:
+            return None, None
+        reason, message = data["reason"], data.get("message")
+        event = self._left(room, member.id, member.nick, reason, message)
+        room.remove(member)
+        room.rules.guest_ops.discard(member.id)
+        self._notify("room_left", member.id, nick=member.nick, reason=reason, room=room.name)
+        if member.connection is None:
+            self.cluster.forget(member)
+            then = None
+        else:  # one of ours, put out by another node: its devices get this LEFT, then nothing more
+            member.marks.pop(room.key, None)
+            devices = list(member.devices)
+
+            def then() -> None:
+                for connection in devices:
+                    self.broadcast.remove(room.key, connection.id, connection)
+
+            if member.account:
+                self._stored(self.store.forget(member.key, room.key), "forget a room of {nick}", member.nick)
+        if self.directory.drop_if_empty(room):
+            self._notify("room_gone", 0, room=room.name)
+        return event, then
 
     def remove_member(
         self,
@@ -517,7 +585,9 @@ class Hub:
             d.addErrback(lambda f: log.failure("could not store room {room}'s topic", f, room=room.name))
         changed = codec.TopicChanged(room.name, text, session.nick, now)
         own = codec.TopicChanged(room.name, text, session.nick, now, packet.ref)
-        self.broadcast.event(Event(room.key, None, codec.encode(changed), connection, codec.encode(own)))
+        record = {"t": "o", "text": text, "by": session.nick, "ts": now} if self.cluster is not None else None
+        event = Event(room.key, None, codec.encode(changed), connection, codec.encode(own), record)
+        self.broadcast.event(event)
         self._notify("topic", session.id, nick=session.nick, room=room.name, reason=text)
 
     def list_rooms(self, connection: Connection, packet: codec.ListRooms) -> None:
@@ -631,11 +701,13 @@ class Hub:
         self.broadcast.message(draft, room.name, connection, ref)
         self._notify("moderation", session.id, nick=session.nick, room=room.name, reason=text)
 
-    def whisper(self, connection: Connection, packet: codec.Whisper) -> None:
+    def whisper(self, connection: Connection, packet: codec.Whisper) -> Deferred | None:
         session = connection.session
         validate_text(packet.text, self.limits.max_text)
         normalise_nick(packet.to)  # a malformed name is bad_nick, not no_such_nick
         target = self.registry.find(packet.to)
+        if target is None and self.cluster is not None:
+            return self._whisper_elsewhere(connection, packet)
         if target is None:
             raise ProtocolError(ErrorCode.NO_SUCH_NICK, f"nobody here is called {packet.to!r}")
         private = codec.Private(self.clock.seconds(), session.nick, target.nick, packet.text)
@@ -652,6 +724,33 @@ class Hub:
             self._handle_overflow()
 
         self.broadcast.after_all(send)
+
+    def _whisper_elsewhere(self, connection: Connection, packet: codec.Whisper) -> Deferred:
+        """A cluster node: to whoever has the nick on another node, through
+        that node's inbox; the sender's copy once the store has taken it."""
+        session = connection.session
+        private = codec.Private(self.clock.seconds(), session.nick, packet.to, packet.text)
+
+        def sent(found: bool) -> None:
+            if not found:
+                raise ProtocolError(ErrorCode.NO_SUCH_NICK, f"nobody here is called {packet.to!r}")
+            for device in session.devices:
+                if device is not connection:
+                    device.send(private)
+            if connection.session is session:
+                own = codec.Private(private.ts, private.sender, private.to, private.text, packet.ref)
+                connection.send(own)
+
+        return self.cluster.whisper(nick_key(normalise_nick(packet.to)), private).addCallback(sent)
+
+    def whispered(self, private: codec.Private) -> None:
+        """A whisper from a session on another cluster node, to one of ours."""
+        target = self.registry.find(private.to)
+        if target is None:
+            return  # gone meanwhile
+        private = codec.Private(private.ts, private.sender, target.nick, private.text)
+        for device in target.devices:
+            device.send(private)
 
     def history(self, connection: Connection, request: codec.HistoryRequest) -> Deferred[codec.HistoryPage]:
         """A HISTORY page of one of the session's rooms, after everything

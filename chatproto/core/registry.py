@@ -28,6 +28,10 @@ class Registry:
         self.sessions: dict[int, Session] = {}
         self._nicks: dict[str, Session] = {}
 
+    def renumber(self, base: int) -> None:
+        """Ids from ``base + 1`` on (a cluster node's own range)."""
+        self._ids = itertools.count(base + 1)
+
     def admit(self, connection: Connection) -> bool:
         """Give the connection an id and make it pending; False if full."""
         if len(self.open) >= self.max_clients:

@@ -10,6 +10,7 @@ sends a packet: the hub does that.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -139,6 +140,10 @@ class Directory:
         self.limits = limits
         self.rooms: dict[str, ChatRoom] = {}
         self._keys: dict[str, str] = {}  # names as clients wrote them -> keys
+        # A cluster node's: how a room it has members in again is read, and
+        # what it does when it has none there any more (chatproto.core.cluster).
+        self.loader: Callable[[ChatRoom], Deferred] | None = None
+        self.dropped: Callable[[ChatRoom], None] | None = None
         self.default = self._create(self.normalise(default), permanent=True)
         for name in permanent:
             self.get_or_create(name, permanent=True)
@@ -185,6 +190,10 @@ class Directory:
     def _create(self, name: str, permanent: bool) -> ChatRoom:
         room = ChatRoom(name, permanent, self.limits.history_replay)
         self.rooms[room.key] = room
+        if self.loader is not None:
+            room.ready = self.loader(room)
+            room.ready.addErrback(lambda f: log.failure("could not read room {room}", f, room=name))
+            return room
         reads = []
         if permanent:  # only rooms that always exist keep their topic
             reads.append(self.eventlog.topic(room.key))
@@ -206,9 +215,13 @@ class Directory:
     def drop_if_empty(self, room: ChatRoom) -> bool:
         """Forget a room nobody is in, unless it always exists (its history
         stays in the log; its topic, never stored, goes)."""
-        if room.members or room.permanent or self.rooms.get(room.key) is not room:
+        if room.permanent or self.rooms.get(room.key) is not room:
             return False
+        if any(member.connection is not None for member in room.members.values()):
+            return False  # (members on other nodes of a cluster are not this node's to keep)
         del self.rooms[room.key]
+        if self.dropped is not None:
+            self.dropped(room)
         return True
 
     def listing(self) -> list[codec.RoomInfo]:

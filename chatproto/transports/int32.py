@@ -378,7 +378,9 @@ class ChatProtocol(Int32StringReceiver):
     def _on_whisper(self, packet: codec.Whisper) -> None:
         self._require_login()
         self._rate_limit()
-        self.hub.whisper(self, packet)
+        d = self.hub.whisper(self, packet)
+        if d is not None:  # to another node of a cluster
+            d.addErrback(self._request_failed, packet, "could not pass the whisper on")
 
     def _on_list(self, packet: codec.ListRooms) -> None:
         self._require_login()

@@ -1,0 +1,271 @@
+"""A Redis (or Valkey) connection on Twisted: commands pipelined, each
+answered by a Deferred, and Lua scripts run by their SHA.
+
+The cluster needs only this much of the protocol (RESP2), so it is written
+here rather than taken from a client library whose reconnection and failure
+semantics would have to be learnt and worked around. A command sent while
+the connection is down fails at once with :class:`RedisUnavailable`: a
+chat message must be refused quickly, not queued for a server that may
+never come back. :class:`RedisClient` reconnects by itself (ClientService).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+
+class RedisError(Exception):
+    """The server answered a command with an error."""
+
+
+class RedisUnavailable(Exception):
+    """No connection to the server: the command was not sent, or its answer was lost."""
+
+
+class _Incomplete(Exception):
+    pass
+
+
+def encode_command(args: tuple) -> bytes:
+    """A command as a RESP array of bulk strings (str as UTF-8, int as digits)."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode("utf-8")
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+def parse_reply(data: bytes, at: int = 0):
+    """One reply from ``data[at:]``: (value, next position); _Incomplete if
+    it hasn't all arrived. Bulk strings stay bytes; errors are RedisError values."""
+    end = data.find(b"\r\n", at)
+    if end < 0:
+        raise _Incomplete
+    kind, line = data[at : at + 1], data[at + 1 : end]
+    if kind == b"$":
+        size = int(line)
+        if size < 0:
+            return None, end + 2
+        if len(data) < end + 4 + size:
+            raise _Incomplete
+        return data[end + 2 : end + 2 + size], end + 4 + size
+    if kind == b"*":
+        count = int(line)
+        if count < 0:
+            return None, end + 2
+        items, at = [], end + 2
+        for _ in range(count):
+            item, at = parse_reply(data, at)
+            items.append(item)
+        return items, at
+    if kind == b":":
+        return int(line), end + 2
+    if kind == b"+":
+        return line.decode("utf-8"), end + 2
+    if kind == b"-":
+        return RedisError(line.decode("utf-8", "replace")), end + 2
+    raise RedisError(f"unexpected reply type {kind!r}")
+
+
+class RedisProtocol(Protocol):
+    """Commands in, replies out, in order; a lost connection fails what was in flight."""
+
+    def __init__(self) -> None:
+        self._waiting: deque[Deferred] = deque()
+        self._buffer = b""
+        self.ready: Deferred = Deferred()  # fires with self once authenticated
+
+    def connectionMade(self) -> None:
+        self.factory.prepare(self).chainDeferred(self.ready)
+
+    def execute(self, *args) -> Deferred:
+        d: Deferred = Deferred()
+        self._waiting.append(d)
+        self.transport.write(encode_command(args))
+        return d
+
+    def dataReceived(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        at = 0
+        try:
+            while at < len(buffer):
+                value, at = parse_reply(buffer, at)
+                d = self._waiting.popleft()
+                if isinstance(value, RedisError):
+                    d.errback(Failure(value))
+                else:
+                    d.callback(value)
+        except _Incomplete:
+            pass
+        self._buffer = buffer[at:]
+
+    def connectionLost(self, reason=None) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for d in waiting:
+            d.errback(Failure(RedisUnavailable("the connection to Redis was lost")))
+        if not self.ready.called:
+            self.ready.errback(Failure(RedisUnavailable("the connection to Redis was lost")))
+        self.factory.lost(self)
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where a Redis server is, from ``redis://[[user]:password@]host[:port][/db]``
+    (``rediss://`` for TLS)."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> RedisAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"{url!r}: expected redis://HOST[:PORT][/DB] or rediss://")
+        if not parts.hostname:
+            raise ValueError(f"{url!r}: no host")
+        path = parts.path.strip("/")
+        if path and not path.isdigit():
+            raise ValueError(f"{url!r}: the database must be a number, not {path!r}")
+        try:
+            port = parts.port or 6379
+        except ValueError as e:
+            raise ValueError(f"{url!r}: {e}") from None
+        return cls(
+            host=parts.hostname,
+            port=port,
+            db=int(path or 0),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            tls=parts.scheme == "rediss",
+        )
+
+    def endpoint(self) -> str:
+        host = self.host.replace(":", r"\:")
+        if self.tls:
+            return f"tls:{host}:{self.port}"
+        return f"tcp:host={host}:port={self.port}"
+
+    def __str__(self) -> str:  # never the password
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
+
+
+class _Factory(Factory):
+    protocol = RedisProtocol
+
+    def __init__(self, address: RedisAddress, name: str, lost) -> None:
+        self.address = address
+        self.name = name
+        self.lost = lost
+
+    def prepare(self, proto: RedisProtocol) -> Deferred:
+        """AUTH, SELECT and CLIENT SETNAME, pipelined, before anything else."""
+        a = self.address
+        steps = []
+        if a.password is not None:
+            steps.append(proto.execute("AUTH", *([a.username] if a.username else []), a.password))
+        if a.db:
+            steps.append(proto.execute("SELECT", a.db))
+        steps.append(proto.execute("CLIENT", "SETNAME", self.name))
+        d = steps[-1]
+        for step in steps[:-1]:
+            step.addErrback(lambda f: (proto.transport.loseConnection(), f)[1])
+        return d.addCallback(lambda _: proto)
+
+
+class RedisClient:
+    """One connection, kept up: ``call`` sends a command now or fails at once."""
+
+    def __init__(self, reactor, address: RedisAddress, name: str = "chat") -> None:
+        self.address = address
+        self.name = name
+        self._proto: RedisProtocol | None = None
+        self._was_up = False
+        self._service = ClientService(
+            clientFromString(reactor, address.endpoint()),
+            _Factory(address, name, self._lost),
+            retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=2.0),
+            prepareConnection=self._prepared,
+        )
+
+    def _prepared(self, proto: RedisProtocol) -> Deferred:
+        def ready(inner: RedisProtocol):
+            self._proto = inner  # not the reconnecting proxy ClientService hands out
+            if self._was_up:
+                log.info("{name}: connected to Redis at {a} again", name=self.name, a=str(self.address))
+            self._was_up = True
+            return inner
+
+        def refused(f: Failure):
+            log.warn(
+                "{name}: Redis at {address} refused the connection: {error}",
+                name=self.name,
+                address=str(self.address),
+                error=f.value,
+            )
+            proto.transport.loseConnection()
+            return f
+
+        return proto.ready.addCallbacks(ready, refused)
+
+    def _lost(self, proto: RedisProtocol) -> None:
+        if self._proto is proto:
+            self._proto = None
+            log.warn("{name}: lost the connection to Redis at {a}", name=self.name, a=str(self.address))
+
+    def start(self) -> None:
+        self._service.startService()
+
+    def stop(self) -> Deferred:
+        self._proto = None
+        return self._service.stopService()
+
+    def connected(self) -> Deferred:
+        """Fires with the protocol once connected (again)."""
+        return self._service.whenConnected(failAfterFailures=None)
+
+    @property
+    def up(self) -> bool:
+        return self._proto is not None
+
+    def call(self, *args) -> Deferred:
+        if self._proto is None:
+            return fail(RedisUnavailable(f"no connection to Redis at {self.address}"))
+        return self._proto.execute(*args)
+
+
+class Script:
+    """A Lua script run by its SHA, loaded on first use (and after a restart)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+
+    def __call__(self, client: RedisClient, keys: list, args: list) -> Deferred:
+        d = client.call("EVALSHA", self.sha, len(keys), *keys, *args)
+
+        def missing(f: Failure):
+            f.trap(RedisError)
+            if not str(f.value).startswith("NOSCRIPT"):
+                return f
+            return client.call("EVAL", self.source, len(keys), *keys, *args)
+
+        return d.addErrback(missing)
