@@ -51,6 +51,166 @@ class OneRoomTwoNodes(ClusterTestCase):
         self.assertEqual(sorted(p.nick for p in carol.peers), ["alice", "bob", "carol"])
 
 
+class Order(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_three_nodes_two_clients_each_one_order(self):
+        """Everyone sends at once, on every node; every client sees the same
+        messages with the same gap-free seqs, its own carrying its refs."""
+        nodes = []
+        for _ in range(3):
+            nodes.append((yield self.node()))
+        clients = []
+        for i, node in enumerate(nodes):
+            for j in range(2):
+                clients.append((yield self.client(f"n{i}c{j}", server=node)))
+        per = 15
+        for k in range(per):
+            for i, client in enumerate(clients):
+                client.send(codec.Say(f"{i}:{k}", f"r{i}.{k}"))
+        seen = []
+        for client in clients:
+            seen.append((yield self.messages(client, per * len(clients))))
+        first = [(m.seq, m.sender, m.text) for m in seen[0]]
+        self.assertEqual([seq for seq, _, _ in first], list(range(1, per * len(clients) + 1)))
+        for i, got in enumerate(seen):
+            self.assertEqual([(m.seq, m.sender, m.text) for m in got], first)
+            own = [m for m in got if m.sender == f"n{i // 2}c{i % 2}"]
+            self.assertEqual([m.ref for m in own], [f"r{i}.{k}" for k in range(per)])
+            self.assertEqual(
+                [m.text for m in own], [f"{i}:{k}" for k in range(per)], "each sender's order kept"
+            )
+            self.assertTrue(all(m.ref is None for m in got if m not in own))
+
+
+class Nicks(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_a_nick_is_taken_on_every_node(self):
+        a = yield self.node()
+        b = yield self.node()
+        yield self.client("alice", server=a)
+        other = yield self.client(server=b)
+        other.send(codec.Login("ALICE", 1, ref="l"))
+        error = yield other.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("nick_taken", "l"))
+
+    @defer.inlineCallbacks
+    def test_two_nodes_racing_for_a_nick_one_wins(self):
+        a = yield self.node()
+        b = yield self.node()
+        for round in range(5):
+            one = yield self.client(server=a)
+            two = yield self.client(server=b)
+            nick = f"zed{round}"
+            one.send(codec.Login(nick, 1))
+            two.send(codec.Login(nick, 1))
+            answers = []
+            for client in (one, two):
+                while True:
+                    packet = yield client.next()
+                    if isinstance(packet, (codec.Welcome, codec.Error)):
+                        answers.append(type(packet))
+                        break
+            self.assertEqual(sorted(t.__name__ for t in answers), ["Error", "Welcome"])
+
+    @defer.inlineCallbacks
+    def test_a_nick_is_free_again_when_its_session_leaves(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", server=a)
+        alice.send(codec.Quit("bye"))
+        yield alice.lost
+        again = yield connect_welcome(self, "alice", b)
+        self.assertEqual(again.nick, "alice")
+
+
+class Whispers(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_a_whisper_reaches_a_nick_on_another_node(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", server=a)
+        bob = yield self.client("bob", server=b)
+        alice.send(codec.Whisper("BOB", "psst", "w"))
+        mine = yield alice.expect(codec.Private)
+        theirs = yield bob.expect(codec.Private)
+        self.assertEqual(
+            (mine.to, mine.ref, theirs.sender, theirs.text, theirs.ref), ("BOB", "w", "alice", "psst", None)
+        )
+        alice.send(codec.Whisper("nobody", "x", "n"))
+        error = yield alice.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("no_such_nick", "n"))
+
+
+class Sessions(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_resume_on_another_node(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client(server=a)
+        welcome = yield alice.login("alice")
+        bob = yield self.client("bob", server=b)
+        yield alice.expect(codec.Joined)
+        moved = yield self.client(server=b)
+        again = yield moved.login("alice", resume=welcome.resume)
+        self.assertEqual((again.id, again.nick), (welcome.id, "alice"))
+        self.assertEqual(sorted(p.nick for p in again.peers), ["alice", "bob"])
+        bye = yield alice.expect(codec.Bye)
+        self.assertEqual(bye.reason, "replaced")
+        moved.send(codec.Say("still me", "m"))
+        got = yield bob.expect(codec.MessagePacket)
+        self.assertEqual((got.sender, got.text), ("alice", "still me"))
+        bob.send(codec.Say("and me"))
+        yield self.messages(moved, 2)
+        carol = yield connect_welcome(self, "carol", a)
+        self.assertEqual(
+            sorted(p.nick for p in carol.peers), ["alice", "bob", "carol"], "a still knows alice"
+        )
+
+    @defer.inlineCallbacks
+    def test_a_wrong_token_is_a_new_login(self):
+        a = yield self.node()
+        b = yield self.node()
+        yield self.client("alice", server=a)
+        other = yield self.client(server=b)
+        other.send(codec.Login("alice", 1, "not-the-token"))
+        error = yield other.expect(codec.Error)
+        self.assertEqual(error.code, "nick_taken")
+
+    @defer.inlineCallbacks
+    def test_a_node_that_stops_takes_its_sessions_out_of_the_rooms(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", server=a)
+        yield self.client("bob", server=b)
+        yield alice.expect(codec.Joined)
+        yield b.stopService()
+        left = yield alice.expect(codec.Left)
+        self.assertEqual((left.nick, left.reason), ("bob", "server_shutdown"))
+
+
+class History(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_a_node_started_later_pages_the_history(self):
+        a = yield self.node()
+        alice = yield self.client("alice", server=a)
+        for i in range(1, 31):
+            alice.send(codec.Say(f"m{i}"))
+        yield self.messages(alice, 30)
+        c = yield self.node(history_replay=5)
+        carol = yield connect_welcome(self, "carol", c)
+        self.assertEqual([m.seq for m in carol.history], [26, 27, 28, 29, 30])
+        client = self.clients[-1]
+        client.send(codec.HistoryRequest(before=26, limit=10))
+        page = yield client.expect(codec.HistoryPage)
+        self.assertEqual(([m.seq for m in page.messages], page.more), (list(range(16, 26)), True))
+        client.send(codec.HistoryRequest(before=5, limit=10))
+        page = yield client.expect(codec.HistoryPage)
+        self.assertEqual(([m.text for m in page.messages], page.more), (["m1", "m2", "m3", "m4"], False))
+        client.send(codec.HistoryRequest(after=27, limit=10))
+        page = yield client.expect(codec.HistoryPage)
+        self.assertEqual(([m.seq for m in page.messages], page.more), ([28, 29, 30], False))
+
+
 @defer.inlineCallbacks
 def connect_welcome(case, nick, server):
     from twisted.internet import reactor

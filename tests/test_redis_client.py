@@ -4,6 +4,7 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from chatproto.backends.redis import (
+    Incomplete,
     RedisAddress,
     RedisClient,
     RedisError,
@@ -28,7 +29,7 @@ class Parsing(unittest.SynchronousTestCase):
     def test_a_reply_split_anywhere_waits_for_the_rest(self):
         data = b"*2\r\n$5\r\nhello\r\n:7\r\n"
         for cut in range(1, len(data)):
-            with self.assertRaises(Exception):
+            with self.assertRaises(Incomplete):
                 parse_reply(data[:cut])
 
     def test_urls(self):

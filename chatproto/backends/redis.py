@@ -34,8 +34,8 @@ class RedisUnavailable(Exception):
     """No connection to the server: the command was not sent, or its answer was lost."""
 
 
-class _Incomplete(Exception):
-    pass
+class Incomplete(Exception):
+    """A reply has not all arrived yet."""
 
 
 def encode_command(args: tuple) -> bytes:
@@ -51,18 +51,18 @@ def encode_command(args: tuple) -> bytes:
 
 
 def parse_reply(data: bytes, at: int = 0):
-    """One reply from ``data[at:]``: (value, next position); _Incomplete if
+    """One reply from ``data[at:]``: (value, next position); Incomplete if
     it hasn't all arrived. Bulk strings stay bytes; errors are RedisError values."""
     end = data.find(b"\r\n", at)
     if end < 0:
-        raise _Incomplete
+        raise Incomplete
     kind, line = data[at : at + 1], data[at + 1 : end]
     if kind == b"$":
         size = int(line)
         if size < 0:
             return None, end + 2
         if len(data) < end + 4 + size:
-            raise _Incomplete
+            raise Incomplete
         return data[end + 2 : end + 2 + size], end + 4 + size
     if kind == b"*":
         count = int(line)
@@ -110,7 +110,7 @@ class RedisProtocol(Protocol):
                     d.errback(Failure(value))
                 else:
                     d.callback(value)
-        except _Incomplete:
+        except Incomplete:
             pass
         self._buffer = buffer[at:]
 

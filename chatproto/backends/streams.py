@@ -86,13 +86,14 @@ for _, room in ipairs(a.rooms) do
       local seq = redis.call('GET', r .. ':seq') or '0'
       if e.t == 'j' then
         redis.call('HSET', r .. ':m', e.id, e.m)
+        redis.call('SETNX', r .. ':name', room.n)
         redis.call('SADD', P .. ':node:' .. node .. ':rooms', room.k)
-        redis.call('SADD', P .. ':s:' .. e.key .. ':rooms', room.k)
+        redis.call('HSET', P .. ':s:' .. e.key .. ':rooms', room.k, room.n)
       elseif e.t == 'l' then
         redis.call('HDEL', r .. ':m', e.id)
-        redis.call('SREM', P .. ':s:' .. e.key .. ':rooms', room.k)
+        redis.call('HDEL', P .. ':s:' .. e.key .. ':rooms', room.k)
         if e.perm == 0 and redis.call('HLEN', r .. ':m') == 0 then
-          redis.call('DEL', r .. ':topic')
+          redis.call('DEL', r .. ':topic', r .. ':name')
         end
       elseif e.t == 'o' then
         redis.call('SET', r .. ':topic', e.d)
@@ -107,7 +108,7 @@ return out
 """
 )
 
-#: A room as a node first sees it: [last ID, members (flat), topic, seq, recent messages].
+#: A room as a node first sees it: [last ID, members (flat), topic, seq, recent messages, name].
 SNAPSHOT = Script(
     _COLLECT
     + """
@@ -117,7 +118,7 @@ local position = '0-0'
 if #last > 0 then position = last[1][1] end
 local recent = collect(r, '+', '-', tonumber(ARGV[2]), false)
 return {position, redis.call('HGETALL', r .. ':m'), redis.call('GET', r .. ':topic'),
-  redis.call('GET', r .. ':seq') or '0', recent}
+  redis.call('GET', r .. ':seq') or '0', recent, redis.call('GET', r .. ':name')}
 """
 )
 
@@ -160,8 +161,8 @@ return 1
 )
 
 #: A session moves to node ARGV[4] from ARGV[3] (a resume): its record, its
-#: nick and its member entries now name the new node. Returns its rooms, or
-#: nil if it had moved or gone meanwhile.
+#: nick and its member entries now name the new node. Returns its rooms (key,
+#: name, flat), or nil if it had moved or gone meanwhile.
 TAKE_OVER = Script(
     """
 local P, key, old, new, record = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -171,9 +172,10 @@ redis.call('SET', P .. ':s:' .. key, record)
 redis.call('SET', P .. ':nick:' .. key, new)
 redis.call('SREM', P .. ':node:' .. old .. ':nicks', key)
 redis.call('SADD', P .. ':node:' .. new .. ':nicks', key)
-local rooms = redis.call('SMEMBERS', P .. ':s:' .. key .. ':rooms')
+local rooms = redis.call('HGETALL', P .. ':s:' .. key .. ':rooms')
 local id = ARGV[6]
-for _, room in ipairs(rooms) do
+for i = 1, #rooms, 2 do
+  local room = rooms[i]
   local m = P .. ':r:' .. room .. ':m'
   local entry = redis.call('HGET', m, id)
   if entry then
@@ -201,7 +203,7 @@ for _, room in ipairs(redis.call('SMEMBERS', P .. ':node:' .. dead .. ':rooms'))
     local m = cjson.decode(members[i + 1])
     if m.node == dead then
       redis.call('HDEL', r .. ':m', members[i])
-      redis.call('SREM', P .. ':s:' .. m.key .. ':rooms', room)
+      redis.call('HDEL', P .. ':s:' .. m.key .. ':rooms', room)
       local seq = redis.call('GET', r .. ':seq') or '0'
       local d = '{"id":' .. members[i] .. ',"nick":' .. cjson.encode(m.nick) ..
         ',"key":' .. cjson.encode(m.key) .. ',"reason":' .. cjson.encode(reason) .. '}'
@@ -247,6 +249,7 @@ class Snapshot:
     topic: dict | None  # {"text", "by", "ts"}
     seq: int
     recent: list[tuple[int, dict]]  # (seq, message data), oldest first
+    name: str | None  # as the cluster first knew it
 
 
 def parse_entry(raw: list) -> Entry:
@@ -306,19 +309,22 @@ class StreamStore:
 
     # -- rooms -------------------------------------------------------------------------
 
-    def append(self, node: str, batch: int, rooms: list[tuple[str, list[dict]]]) -> Deferred[list[list[int]]]:
+    def append(
+        self, node: str, batch: int, rooms: list[tuple[str, str, list[dict]]]
+    ) -> Deferred[list[list[int]]]:
+        """Each room's (key, name, entries) in its stream, in one script."""
         doc = {
             "p": self.prefix,
             "node": node,
             "batch": batch,
             "keep": self.keep,
-            "rooms": [{"k": escape(room), "e": entries} for room, entries in rooms],
+            "rooms": [{"k": escape(room), "n": name, "e": entries} for room, name, entries in rooms],
         }
         return APPEND(self.client, [], [json.dumps(doc, ensure_ascii=False, separators=(",", ":"))])
 
     def snapshot(self, room: str, replay: int) -> Deferred[Snapshot]:
         def parse(reply) -> Snapshot:
-            position, flat, topic, seq, recent = reply
+            position, flat, topic, seq, recent, name = reply
             members = {int(flat[i]): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
             return Snapshot(
                 position.decode() if isinstance(position, bytes) else position,
@@ -326,6 +332,7 @@ class StreamStore:
                 json.loads(topic) if topic else None,
                 int(seq),
                 list(reversed(_messages(recent))),
+                name.decode() if name else None,
             )
 
         return SNAPSHOT(self.client, [], [self.stream(room), max(1, replay)]).addCallback(parse)
@@ -360,10 +367,18 @@ class StreamStore:
         d = self.client.call("GET", self.key("s", escape(key)))
         return d.addCallback(lambda raw: json.loads(raw) if raw else None)
 
-    def take_over(self, key: str, old: str, record: dict) -> Deferred[list[str] | None]:
+    def take_over(self, key: str, old: str, record: dict) -> Deferred[list[tuple[str, str]] | None]:
+        """The session is ``record["node"]``'s now; its rooms (key, name), or
+        None if it was not ``old``'s any more."""
         args = [self.prefix, escape(key), old, record["node"], json.dumps(record), str(record["id"])]
         d = TAKE_OVER(self.client, [], args)
-        return d.addCallback(lambda rooms: None if rooms is None else [_unescape(r) for r in rooms])
+
+        def rooms(flat):
+            if flat is None:
+                return None
+            return [(_unescape(flat[i]), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
+
+        return d.addCallback(rooms)
 
     # -- node inboxes ---------------------------------------------------------------------
 
@@ -378,6 +393,11 @@ class StreamStore:
 
 def _unescape(raw: bytes) -> str:
     return unquote(raw.decode())
+
+
+def unescape(escaped: str) -> str:
+    """A key as :func:`escape` had it."""
+    return unquote(escaped)
 
 
 class StreamReader:

@@ -17,6 +17,7 @@ announces its members' leaves (``connection_lost``) once.
 
 from __future__ import annotations
 
+import hmac
 from collections import deque
 from collections.abc import Callable
 
@@ -27,7 +28,7 @@ from twisted.python.failure import Failure
 
 from chatproto import codec
 from chatproto.backends.eventlog import Draft, StoreError, Topic
-from chatproto.backends.streams import Entry, Snapshot, StreamReader, StreamStore, escape
+from chatproto.backends.streams import Entry, Snapshot, StreamReader, StreamStore, escape, unescape
 from chatproto.codec import ErrorCode, Message, ProtocolError
 from chatproto.core.broadcast import Said
 from chatproto.core.connection import Session
@@ -165,6 +166,7 @@ class Cluster:
         """A flushed batch's room items to their streams (None: it has none);
         fires with its messages, numbered."""
         rooms: dict[str, list[dict]] = {}
+        names: dict[str, str] = {}
         count = 0
         for item in flushed.batch:
             if not _in_order(item):
@@ -178,6 +180,7 @@ class Cluster:
             else:
                 entry = self._entry(item.record)
             rooms.setdefault(item.channel, []).append(entry)
+            names[item.channel] = item.name if type(item) is Said else item.record.get("room", "")
             count += 1
         if not rooms:
             return None
@@ -185,7 +188,7 @@ class Cluster:
         number = self._batches
         self._pending[number] = _Pending(flushed, count)
         flushed.reached = False
-        d = self.store.append(self.node, number, list(rooms.items()))
+        d = self.store.append(self.node, number, [(k, names[k], e) for k, e in rooms.items()])
         d.addCallbacks(self._numbered_messages, self._append_failed, (flushed,), None, (number, flushed))
         return d
 
@@ -324,10 +327,15 @@ class Cluster:
             return
         for id, member in snapshot.members.items():
             if member["node"] != self.node and id not in room.members:
-                room.add(self.remote(id, member["nick"], member["key"], member.get("account", False)))
+                remote = self.remote(
+                    id, member["nick"], unescape(member["key"]), member.get("account", False)
+                )
+                room.add(remote)
         if snapshot.topic is not None:
             t = snapshot.topic
             room.topic = Topic(t["text"], t["by"], t["ts"]) if t["text"] else None
+        if snapshot.name is not None:
+            room.name = snapshot.name  # one spelling across the cluster
         room.last_seq = max(room.last_seq, snapshot.seq)
         room.recent.clear()
         room.recent.extend((m, codec.message_json(m)) for m in (_message(s, d) for s, d in snapshot.recent))
@@ -347,13 +355,15 @@ class Cluster:
                 self.forget(member)
         self.hub.broadcast.after_all(unfollow)
 
+    def member(self, data: dict) -> Session:
+        """The stand-in for the member a join entry names."""
+        return self.remote(data["id"], data["nick"], unescape(data["key"]), data.get("account", False))
+
     def remote(self, id: int, nick: str, key: str, account: bool) -> Session:
         """The one Session object standing for a member on another node."""
         session = self.remotes.get(id)
         if session is None:
-            from urllib.parse import unquote
-
-            session = Session(id, nick, unquote(key), None, self.clock.seconds())
+            session = Session(id, nick, key, None, self.clock.seconds())
             session.account = bool(account)
             self.remotes[id] = session
         return session
@@ -394,9 +404,33 @@ class Cluster:
             "account": session.account,
             "tokens": list(session.devices.values()),
         }
-        self.store.save_session(escape(session.key), record).addErrback(
+        self.store.save_session(session.key, record).addErrback(
             lambda f: log.warn("could not save a session: {error}", error=f.value)
         )
+
+    def resume(self, key: str, token: str, version: int) -> Deferred:
+        """A resume token of a session held by another node: the session moves
+        here. Fires with (its record, its rooms as (key, name)), or None if
+        the token is not that of a session elsewhere."""
+
+        def check(record: dict | None):
+            if record is None or record["node"] == self.node or record["version"] != version:
+                return None
+            given = token.encode("utf-8")
+            if not any(hmac.compare_digest(given, t.encode("utf-8")) for t in record["tokens"]):
+                return None
+            old = record["node"]
+            moved = dict(record, node=self.node)
+            d = self.store.take_over(key, old, moved)
+            return d.addCallback(self._taken, old, key, moved)
+
+        return self.store.session(key).addCallback(check).addErrback(self._unavailable)
+
+    def _taken(self, rooms, old: str, key: str, record: dict):
+        if rooms is None:
+            return None  # it moved or went meanwhile
+        self.store.send(old, {"kind": "moved", "key": key}).addErrback(lambda f: None)
+        return record, rooms
 
     def whisper(self, nick_key: str, private: codec.Private) -> Deferred[bool]:
         """To a session on another node: False if nobody there has the nick."""
@@ -415,7 +449,7 @@ class Cluster:
             }
             return self.store.send(record["node"], message).addCallback(lambda _: True)
 
-        return self.store.session(escape(nick_key)).addCallback(owner).addErrback(self._unavailable)
+        return self.store.session(nick_key).addCallback(owner).addErrback(self._unavailable)
 
 
 class ClusterLog:

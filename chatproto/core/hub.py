@@ -180,6 +180,20 @@ class Hub:
                         "resume with that version",
                     )
                 return succeed(self._resume(connection, held, device))
+        if held is None and packet.resume is not None and self.cluster is not None:
+            d = self.cluster.resume(key, packet.resume, packet.proto)
+            return d.addCallback(self._resumed_here, connection, packet, nick, key)
+        return self._log_in(connection, packet, nick, key, held)
+
+    def _resumed_here(self, moved, connection: Connection, packet: codec.Login, nick: str, key: str):
+        """A cluster node: a session resumed from another node, or a login after all."""
+        if moved is None:
+            return self._log_in(connection, packet, nick, key, self.registry.held(key))
+        return self._adopt(connection, packet.proto, key, *moved)
+
+    def _log_in(
+        self, connection: Connection, packet: codec.Login, nick: str, key: str, held: Session | None
+    ) -> Deferred[Session | None]:
         password = packet.password if packet.proto >= 2 else None
         if held is not None and not (held.account and password is not None):
             if held.account and packet.proto >= 2:
@@ -244,6 +258,67 @@ class Hub:
         else:
             self._start(session, connection)
         return session
+
+    def _adopt(
+        self, connection: Connection, version: int, key: str, record: dict, rooms: list[tuple[str, str]]
+    ) -> Session | None:
+        """A session another cluster node had, resumed here: in its rooms
+        without a JOINED (it never left them), its devices there told to go."""
+        if self.registry.pending.get(connection.id) is not connection:
+            return None
+        now = self.clock.seconds()
+        session = self.registry.register(connection, record["nick"], key, now, id=record["id"])
+        session.version = version
+        session.account = bool(record.get("account"))
+        self.broadcast.event(_both(codec.Pending(connection.id, "gone")))
+        targets = []
+        for _, name in rooms[: self.limits.rooms_per_connection]:
+            try:
+                targets.append(self.directory.get_or_create(name))
+            except ProtocolError:
+                continue
+
+        def enter(_) -> None:
+            for room in targets:
+                if connection.session is not session:
+                    return
+                stand_in = room.members.get(session.id)
+                if stand_in is not None and stand_in is not session:
+                    room.remove(stand_in)
+                    self.cluster.forget(stand_in)
+                room.add(session)
+                session.marks.setdefault(room.key, room.last_seq)
+            self._start(session, connection)
+
+        gatherResults([room.ready for room in targets if not room.ready.called]).addCallback(enter)
+        self.cluster.save(session)
+        log.info(
+            "{nick} ({id}) resumed from another node, from {address}",
+            nick=session.nick,
+            id=session.id,
+            address=connection.address,
+        )
+        self._notify("resumed", session.id, nick=session.nick, address=connection.address, since=now)
+        return session
+
+    def moved(self, key: str) -> None:
+        """A cluster node: one of our sessions was resumed on another node. Its
+        devices here go (BYE replaced); its rooms keep it, as a member elsewhere."""
+        session = self.registry.held(key)
+        if session is None:
+            return
+        for connection in list(session.devices):
+            self._stop_receiving(session, connection)
+            self.registry.remove(connection)
+            self.gate.closed(connection.host)
+            self.counters.disconnects["replaced"] += 1
+            connection.disconnect("replaced")
+        stand_in = self.cluster.remote(session.id, session.nick, session.key, session.account)
+        for room in list(session.rooms.values()):
+            room.remove(session)
+            room.add(stand_in)
+        log.info("{nick} ({id}) resumed on another node", nick=session.nick, id=session.id)
+        self._notify("left", session.id, nick=session.nick, reason="resumed elsewhere")
 
     def _rejoin(self, memberships: list[Membership], session: Session) -> Deferred:
         """An account is back in the rooms it was in, those it may still enter."""
@@ -383,7 +458,7 @@ class Hub:
             for room in list(gone.rooms.values()):
                 self._exit(gone, room, reason, message)
             if self.cluster is not None:
-                self.broadcast.after_all(lambda key=gone.key: self.cluster.release(key))
+                self.cluster.release(gone.key)  # sent before the BYE: a client back elsewhere finds it free
             log.info("{nick} ({id}) left: {reason}", nick=gone.nick, id=gone.id, reason=reason)
             self._notify("left", gone.id, nick=gone.nick, reason=reason)
         elif gone:
@@ -409,7 +484,7 @@ class Hub:
         session.marks.setdefault(room.key, room.last_seq)
         record = None
         if self.cluster is not None:
-            record = {"t": "j", "id": session.id, "nick": session.nick, "key": session.key}
+            record = {"t": "j", "id": session.id, "nick": session.nick, "key": session.key, "room": room.name}
             record["account"] = session.account
         self.broadcast.event(self._joined(room, session, record))
         self._notify("room_joined", session.id, nick=session.nick, room=room.name)
@@ -425,7 +500,7 @@ class Hub:
         room.rules.guest_ops.discard(session.id)
         record = None
         if self.cluster is not None:
-            record = {"t": "l", "id": session.id, "nick": session.nick, "key": session.key}
+            record = {"t": "l", "id": session.id, "nick": session.nick, "key": session.key, "room": room.name}
             record.update(reason=reason, message=message, permanent=room.permanent)
         self.broadcast.event(self._left(room, session.id, session.nick, reason, message, record))
         self._notify("room_left", session.id, nick=session.nick, reason=reason, room=room.name)
@@ -454,7 +529,7 @@ class Hub:
         if kind == "j":
             if member is not None:
                 return None, None  # in the snapshot already
-            member = self.cluster.remote(data["id"], data["nick"], data["key"], data.get("account", False))
+            member = self.cluster.member(data)
             room.add(member)
             self._notify("room_joined", member.id, nick=member.nick, room=room.name)
             return self._joined(room, member), None
@@ -585,7 +660,9 @@ class Hub:
             d.addErrback(lambda f: log.failure("could not store room {room}'s topic", f, room=room.name))
         changed = codec.TopicChanged(room.name, text, session.nick, now)
         own = codec.TopicChanged(room.name, text, session.nick, now, packet.ref)
-        record = {"t": "o", "text": text, "by": session.nick, "ts": now} if self.cluster is not None else None
+        record = None
+        if self.cluster is not None:
+            record = {"t": "o", "text": text, "by": session.nick, "ts": now, "room": room.name}
         event = Event(room.key, None, codec.encode(changed), connection, codec.encode(own), record)
         self.broadcast.event(event)
         self._notify("topic", session.id, nick=session.nick, room=room.name, reason=text)

@@ -41,10 +41,13 @@ class Registry:
         self.pending[connection.id] = connection
         return True
 
-    def register(self, connection: Connection, nick: str, key: str, now: float) -> Session:
-        """A pending connection becomes a new session."""
+    def register(
+        self, connection: Connection, nick: str, key: str, now: float, id: int | None = None
+    ) -> Session:
+        """A pending connection becomes a new session (with the id it had on
+        another node of a cluster, if it resumed one there)."""
         del self.pending[connection.id]
-        session = Session(connection.id, nick, key, connection, now)
+        session = Session(connection.id if id is None else id, nick, key, connection, now)
         session.devices[connection] = new_token()
         connection.session = session
         self.sessions[session.id] = session
