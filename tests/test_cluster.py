@@ -4,6 +4,7 @@ server (started for each test), on real sockets."""
 from twisted.internet import defer
 
 from chatproto import codec
+from tests.netclient import connect
 from tests.redisserver import RedisServer
 from tests.test_integration import LiveTestCase
 
@@ -221,3 +222,109 @@ def connect_welcome(case, nick, server):
     case.clients.append(client)
     welcome = yield client.login(nick)
     return welcome
+
+
+class Failures(ClusterTestCase):
+    @defer.inlineCallbacks
+    def survivor(self, nick, node):
+        client = yield self.client(nick, server=node)
+        return client
+
+    @defer.inlineCallbacks
+    def test_a_node_killed_mid_chat(self):
+        """SIGKILL a node while its users chat: every acknowledged message is
+        kept with its own seq, and each of its users is seen leaving once,
+        on both surviving nodes."""
+        from twisted.internet import reactor
+
+        from scripts.spawn import spawn_server
+
+        a = yield self.node(expiry=2.0)
+        c = yield self.node(expiry=2.0)
+        doomed = spawn_server(reactor, "--cluster", self.redis.url, "--cluster-expiry", "2")
+        self.addCleanup(lambda: doomed.ended)
+        self.addCleanup(lambda: doomed.signal("KILL") if not doomed.ended.called else None)
+        port = yield doomed.listening
+        alice = yield self.client("alice", server=a)
+        dave = yield self.client("dave", server=c)
+        bob = yield connect(reactor, port)
+        self.clients.append(bob)
+        yield bob.login("bob")
+        carol = yield connect(reactor, port)
+        self.clients.append(carol)
+        yield carol.login("carol")
+        acked = set()
+        for i in range(20):
+            alice.send(codec.Say(f"a{i}", f"a{i}"))
+            bob.send(codec.Say(f"b{i}", f"b{i}"))
+        for _ in range(10):  # bob's first acknowledgements, then the kill, mid-stream
+            acked.add((yield bob.expect(codec.MessagePacket)).ref)
+        doomed.signal("KILL")
+        yield doomed.ended
+        for watcher in (alice, dave):
+            gone = []
+            while len(gone) < 2:
+                packet = yield watcher.next(timeout=20)
+                if isinstance(packet, codec.MessagePacket) and packet.ref:
+                    acked.add(packet.ref)
+                elif isinstance(packet, codec.Left):
+                    gone.append((packet.nick, packet.reason))
+            self.assertEqual(sorted(gone), [("bob", "connection_lost"), ("carol", "connection_lost")])
+        acked = {ref for ref in acked if ref}
+        alice.send(codec.Say("after", "after"))
+        for watcher in (alice, dave):  # everything before "after" is in: no second LEFT
+            while True:
+                packet = yield watcher.next()
+                self.assertFalse(isinstance(packet, codec.Left), f"announced twice: {packet}")
+                if isinstance(packet, codec.MessagePacket) and packet.text == "after":
+                    break
+        alice.send(codec.HistoryRequest(after=0, limit=500))
+        page = yield alice.expect(codec.HistoryPage)
+        seqs = [m.seq for m in page.messages]
+        self.assertEqual(seqs, list(range(1, len(seqs) + 1)), "no seq repeated or skipped")
+        self.assertTrue({f"a{i}" for i in range(20)} <= acked, "alice's node lived: all hers acknowledged")
+        self.assertLessEqual(acked, {m.text for m in page.messages}, "every acknowledged message kept")
+
+    @defer.inlineCallbacks
+    def test_redis_restarted_under_load(self):
+        """While Redis is down, senders get ERROR internal; once it is back,
+        chat goes on; every acknowledged message is kept and was delivered."""
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", server=a)
+        bob = yield self.client("bob", server=b)
+        yield alice.expect(codec.Joined)
+        acked, refused = [], []
+
+        @defer.inlineCallbacks
+        def say(i):
+            alice.send(codec.Say(f"m{i}", f"m{i}"))
+            while True:
+                packet = yield alice.next()
+                if isinstance(packet, codec.MessagePacket) and packet.ref == f"m{i}":
+                    acked.append(packet.text)
+                    return True
+                if isinstance(packet, codec.Error) and packet.ref == f"m{i}":
+                    self.assertEqual(packet.code, "internal")
+                    refused.append(f"m{i}")
+                    return False
+
+        for i in range(10):
+            yield say(i)
+        yield self.redis.stop()
+        ok = yield say(10)
+        self.assertFalse(ok, "refused while Redis is down")
+        yield self.redis.start()
+        for node in (a, b):
+            yield node.hub.cluster.store.client.connected()
+            yield node.hub.cluster.reader_client.connected()
+        for i in range(11, 21):
+            yield say(i)
+        self.assertEqual(refused, ["m10"])
+        self.assertEqual(acked, [f"m{i}" for i in range(21) if i != 10])
+        got = yield self.messages(bob, 20)
+        self.assertEqual([m.text for m in got], acked, "delivered to the other node, in order")
+        bob.send(codec.HistoryRequest(after=0, limit=100))
+        page = yield bob.expect(codec.HistoryPage)
+        self.assertEqual([m.text for m in page.messages], acked)
+        self.assertEqual([m.seq for m in page.messages], list(range(1, 21)))

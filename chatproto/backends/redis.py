@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -115,12 +115,12 @@ class RedisProtocol(Protocol):
         self._buffer = buffer[at:]
 
     def connectionLost(self, reason=None) -> None:
+        self.factory.lost(self)  # first: a command sent from an errback below must not come here
         waiting, self._waiting = self._waiting, deque()
         for d in waiting:
             d.errback(Failure(RedisUnavailable("the connection to Redis was lost")))
         if not self.ready.called:
             self.ready.errback(Failure(RedisUnavailable("the connection to Redis was lost")))
-        self.factory.lost(self)
 
 
 @dataclass(frozen=True)
@@ -199,6 +199,7 @@ class RedisClient:
         self.name = name
         self._proto: RedisProtocol | None = None
         self._was_up = False
+        self._waiting: list[Deferred] = []
         self._service = ClientService(
             clientFromString(reactor, address.endpoint()),
             _Factory(address, name, self._lost),
@@ -212,6 +213,9 @@ class RedisClient:
             if self._was_up:
                 log.info("{name}: connected to Redis at {a} again", name=self.name, a=str(self.address))
             self._was_up = True
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(inner)
             return inner
 
         def refused(f: Failure):
@@ -239,8 +243,12 @@ class RedisClient:
         return self._service.stopService()
 
     def connected(self) -> Deferred:
-        """Fires with the protocol once connected (again)."""
-        return self._service.whenConnected(failAfterFailures=None)
+        """Fires with the protocol once connected (at once if it is)."""
+        if self._proto is not None:
+            return succeed(self._proto)
+        d: Deferred = Deferred()
+        self._waiting.append(d)
+        return d
 
     @property
     def up(self) -> bool:
