@@ -6,6 +6,9 @@ from twisted.internet import defer
 from chatproto import codec
 from tests.netclient import connect
 from tests.redisserver import RedisServer
+from tests import test_integration as live
+from tests import test_irc as irc
+from tests import test_websocket as websocket
 from tests.test_integration import LiveTestCase
 
 
@@ -210,6 +213,40 @@ class History(ClusterTestCase):
         client.send(codec.HistoryRequest(after=27, limit=10))
         page = yield client.expect(codec.HistoryPage)
         self.assertEqual(([m.seq for m in page.messages], page.more), ([28, 29, 30], False))
+
+
+class OnTwoNodes:
+    """Mixed into the live protocol tests (versions 1 and 2) to run them on
+    a cluster of two nodes, the clients alternating between them."""
+
+    @defer.inlineCallbacks
+    def serve(self, **options):
+        self.redis = yield RedisServer.started(self)
+        other = yield LiveTestCase.serve(self, cluster=self.redis.url, **options)
+        node = yield LiveTestCase.serve(self, cluster=self.redis.url, **options)
+        self.nodes = [node, other]
+        return node
+
+    def client(self, nick=None, version=1, server=None):
+        if server is None:
+            server = self.nodes[len(self.clients) % 2]
+        return LiveTestCase.client(self, nick, version, server)
+
+
+class RoomsOnTwoNodes(OnTwoNodes, live.Rooms):
+    pass
+
+
+class ChattingOnTwoNodes(OnTwoNodes, live.Chatting):
+    pass
+
+
+class WebSocketOnTwoNodes(OnTwoNodes, websocket.WebSocketChat):
+    pass
+
+
+class IrcOnTwoNodes(OnTwoNodes, irc.Live):
+    pass
 
 
 @defer.inlineCallbacks
