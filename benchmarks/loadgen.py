@@ -332,7 +332,7 @@ async def latency(args) -> dict:
         elif not lines:
             client.transport.write(frame(0x01, {"nick": f"r{i}", "proto": 1}))
         receivers.append(client)
-    _, sender = await loop.create_connection(lambda: Client(args.mode), HOST, args.port)
+    _, sender = await loop.create_connection(lambda: Client(args.mode), HOST, args.sender_port or args.port)
     if irc:
         sender.transport.write(b"NICK sender\r\nUSER u 0 * :u\r\nJOIN #general\r\n")
     elif not lines:
@@ -764,6 +764,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--sender-port", type=int, default=0, help="latency: the sender's server (another node)"
+    )
     parser.add_argument("--mode", choices=["frames", "lines", "websocket", "irc"], default="frames")
     parser.add_argument("--receivers", type=int, default=100)
     parser.add_argument("--rooms", type=int, default=1, help="rooms scenario: how many rooms")

@@ -16,14 +16,17 @@ import json
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
+from chatproto import codec
 from scripts.procstat import ROOT, cpu_seconds, load_server_argv, pinned, rss_bytes, start_pinned
+from scripts.spawn import free_port, start_redis
 
 PY = sys.executable
 
@@ -239,15 +242,6 @@ def print_rooms(row: dict) -> None:
         print(f"{label:<40} {r['us_per_delivery']:>8.3f} {r['deliveries_per_s']:>14,.0f}")
     print(f"{'100 rooms x 10 ÷ 1 room x 1000':<40} {many / single:>8.2f}")
     print(f"{'100 rooms x 10 ÷ 1 room x 10':<40} {many / small:>8.2f}")
-
-
-def free_port() -> int:
-    """A loopback port nobody is using now (for the metrics endpoint)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metrics_bench(runs: int, duration: list[str]) -> dict:
@@ -474,6 +468,113 @@ def prefilled_history(folder: str) -> str:
     return path
 
 
+@contextmanager
+def redis_server(core: int = 1):
+    """A Valkey for cluster nodes, pinned beside the generator (the nodes
+    have core 0); yields (pid, url, port). Synced once a second, as a
+    deployment that takes that trade-off would run it."""
+    folder = tempfile.mkdtemp(prefix="chatbench-redis-")
+    port = free_port()
+    proc = start_redis(folder, port, "everysec", prefix=pinned(core))
+    try:
+        yield proc.pid, f"redis://127.0.0.1:{port}/0", port
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def redis_get(port: int, key: str) -> bytes | None:
+    """One GET, on a socket of its own (the bench reads a counter)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"*2\r\n$3\r\nGET\r\n${len(key)}\r\n{key}\r\n".encode())
+        reply = s.recv(4096)
+    if reply.startswith(b"$-1"):
+        return None
+    return reply.split(b"\r\n")[1]
+
+
+@contextmanager
+def member(port: int, nick: str):
+    """A logged-in client that only listens (it makes a node follow the room)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(codec.frame(codec.encode(codec.Login(nick, 1))))
+        s.recv(65536)
+        yield s
+
+
+def cluster_bench(runs: int, receivers: int, duration: list[str], seconds: str) -> dict:
+    """One node's fan-out without --cluster, with it (alone on its Redis),
+    and with a second node following the room; Redis's CPU per message; the
+    latency of a message from a sender on one node to receivers on another."""
+    args = ["--receivers", str(receivers), *duration]
+    rows: dict = {"single": [], "cluster": [], "cluster_2": []}
+    for _ in range(runs):
+        rows["single"].append(measure_fanout_cpu("ours", receivers, duration))
+        for label, others in (("cluster", 0), ("cluster_2", 1)):
+            with redis_server() as (rpid, url, rport):
+                extra = (*DEEP_SENDQ, "--cluster", url)
+                with server("ours", ("--cluster", url)) if others else nullcontext() as node:
+                    with member(node[1], "follower") if others else nullcontext():
+                        r0 = cpu_seconds(rpid)
+                        result = measure_cpu("ours", "fanout", args, extra)
+                        stored = int(redis_get(rport, "chat:r:general:seq") or 0)
+                        result["redis_cpu"] = (cpu_seconds(rpid) - r0) / result["wall"]
+                        result["redis_us_per_message"] = (cpu_seconds(rpid) - r0) / max(1, stored) * 1e6
+                        result["stored"] = stored
+                rows[label].append(result)
+    summary = {
+        label: summarize(measured, *(("redis_us_per_message", "redis_cpu") if label != "single" else ()))
+        for label, measured in rows.items()
+    }
+    latency: dict = {"single": [], "cross": []}
+    lat = ["--receivers", "100", "--rate", "200", "--duration", seconds]
+    for _ in range(runs):
+        latency["single"].append(repeated("ours", 1, "latency", *lat)[0])
+        with redis_server() as (_, url, _port):
+            with server("ours", ("--cluster", url)) as (_, port_a):
+                with server("ours", ("--cluster", url)) as (pid_b, port_b):
+                    latency["cross"].append(
+                        generate(port_b, "frames", "latency", *lat, "--sender-port", str(port_a), pid=pid_b)
+                    )
+    for label, measured in latency.items():
+        summary[f"latency_{label}"] = {
+            "p50_ms": median_of(measured, "p50_ms"),
+            "p99_ms": median_of(measured, "p99_ms"),
+            "runs": measured,
+        }
+    summary["ratio"] = summary["cluster"]["deliveries_per_s"] / summary["single"]["deliveries_per_s"]
+    summary["ratio_2"] = summary["cluster_2"]["deliveries_per_s"] / summary["single"]["deliveries_per_s"]
+    print_cluster(summary, receivers)
+    return summary
+
+
+def print_cluster(row: dict, receivers: int) -> None:
+    print(
+        f"\n{f'one node, fan-out to {receivers} + 4 senders':<44} {'deliveries/s':>14} {'÷single':>8} "
+        f"{'bound by':>10} {'Redis µs/msg':>13} {'Redis CPU':>10}"
+    )
+    for label, name in (
+        ("single", "single process (SQLite)"),
+        ("cluster", "--cluster, alone"),
+        ("cluster_2", "--cluster, a second node following"),
+    ):
+        r = row[label]
+        ratio = r["deliveries_per_s"] / row["single"]["deliveries_per_s"]
+        redis = (
+            f"{r['redis_us_per_message']:>13.1f} {r['redis_cpu']:>10.0%}"
+            if label != "single"
+            else f"{'-':>13} {'-':>10}"
+        )
+        print(f"{name:<44} {r['deliveries_per_s']:>14,.0f} {ratio:>8.2f} {bounds(r['runs']):>10} {redis}")
+    for label, name in (
+        ("latency_single", "latency at 200 msg/s, one process"),
+        ("latency_cross", "latency at 200 msg/s, node A -> node B"),
+    ):
+        r = row[label]
+        print(f"{name:<44} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms")
+
+
 def abuse(runs: int, seconds: str) -> dict:
     """Two bystanders at 200 msg/s in all, timing their echoes, quiet and
     then against one flooder of each kind; a fresh server each time."""
@@ -571,7 +672,7 @@ def main() -> int:
         ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
     )
     every = ["fanout", "rooms", "websocket", "irc", "metrics", "latency", "idle", "logins", "storm"]
-    every += ["reconnect", "passwords", "slow", "abuse"]
+    every += ["reconnect", "passwords", "slow", "abuse", "cluster"]
     wanted = set(args.only or every)
     results: dict = {
         "machine": {
@@ -748,6 +849,9 @@ def main() -> int:
     if "abuse" in wanted:
         results["abuse"] = abuse(runs, "3" if args.quick else "5")
 
+    if "cluster" in wanted:
+        results["cluster"] = cluster_bench(runs, 100, duration, "3" if args.quick else "5")
+
     if table:
         print_table(table, runs)
     if "rooms" in results:
@@ -760,6 +864,8 @@ def main() -> int:
         print_passwords(results["passwords"])
     if "abuse" in results:
         print_abuse(results["abuse"])
+    if "cluster" in results:
+        print_cluster(results["cluster"], 100)
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1)

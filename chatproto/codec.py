@@ -846,6 +846,13 @@ def message_json(m: Message) -> str:
     return text if m.action is None else f'{text[:-1]},"action":{dumps(m.action)}}}'
 
 
+def draft_json(d) -> str:
+    """A message before its seq, as a cluster's room stream carries it
+    (``ts``, ``from``, ``text``, ``action``): built as message_json is."""
+    text = f'{{"ts":{d.ts!r},"from":{_string(d.sender)},"text":{_string(d.text)}}}'
+    return text if d.action is None else f'{text[:-1]},"action":{dumps(d.action)}}}'
+
+
 def with_ref(object_json: str, ref: str | None) -> str:
     """The same JSON object with ``ref`` added (the sender's copy)."""
     return object_json if ref is None else f'{object_json[:-1]},"ref":{dumps(ref)}}}'

@@ -4,11 +4,11 @@ server (started for each test), on real sockets."""
 from twisted.internet import defer
 
 from chatproto import codec
-from tests.netclient import connect
-from tests.redisserver import RedisServer
 from tests import test_integration as live
 from tests import test_irc as irc
 from tests import test_websocket as websocket
+from tests.netclient import connect
+from tests.redisserver import RedisServer
 from tests.test_integration import LiveTestCase
 
 

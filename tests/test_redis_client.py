@@ -19,12 +19,31 @@ class Parsing(unittest.SynchronousTestCase):
     def test_every_reply_kind(self):
         data = b"*5\r\n$3\r\nabc\r\n:42\r\n+OK\r\n$-1\r\n*1\r\n$0\r\n\r\n"
         value, end = parse_reply(data)
-        self.assertEqual(value, [b"abc", 42, "OK", None, [b""]])
+        self.assertEqual(value, [b"abc", 42, b"OK", None, [b""]])
         self.assertEqual(end, len(data))
 
     def test_an_error_is_a_value(self):
         value, _ = parse_reply(b"-ERR wrong\r\n")
         self.assertIsInstance(value, RedisError)
+
+    def test_both_readers_agree_on_replies_split_anywhere(self):
+        from chatproto.backends.redis import _reader, _Replies
+
+        data = b"*3\r\n$5\r\nhello\r\n:7\r\n*1\r\n-ERR no\r\n+OK\r\n"
+        for make in (_Replies, _reader):
+            for cut in range(len(data) + 1):
+                reader = make()
+                reader.feed(data[:cut])
+                got = []
+                while (value := reader.gets()) is not False:
+                    got.append(value)
+                reader.feed(data[cut:])
+                while (value := reader.gets()) is not False:
+                    got.append(value)
+                self.assertEqual(len(got), 2)
+                self.assertEqual(got[0][:2], [b"hello", 7])
+                self.assertIsInstance(got[0][2][0], RedisError)
+                self.assertEqual(got[1], b"OK")
 
     def test_a_reply_split_anywhere_waits_for_the_rest(self):
         data = b"*2\r\n$5\r\nhello\r\n:7\r\n"
@@ -59,7 +78,7 @@ class AgainstValkey(unittest.TestCase):
         answers = yield defer.gatherResults([self.client.call("INCR", "n") for _ in range(100)])
         self.assertEqual(answers, list(range(1, 101)))
         value = yield self.client.call("SET", "k", "ü" * 70000)
-        self.assertEqual(value, "OK")
+        self.assertEqual(value, b"OK")
         self.assertEqual((yield self.client.call("GET", "k")).decode(), "ü" * 70000)
 
     @defer.inlineCallbacks
@@ -67,7 +86,7 @@ class AgainstValkey(unittest.TestCase):
         bad = self.client.call("NOSUCHCOMMAND")
         good = self.client.call("PING")
         yield self.assertFailure(bad, RedisError)
-        self.assertEqual((yield good), "PONG")
+        self.assertEqual((yield good), b"PONG")
 
     @defer.inlineCallbacks
     def test_scripts_load_themselves(self):

@@ -76,10 +76,40 @@ def parse_reply(data: bytes, at: int = 0):
     if kind == b":":
         return int(line), end + 2
     if kind == b"+":
-        return line.decode("utf-8"), end + 2
+        return line, end + 2
     if kind == b"-":
         return RedisError(line.decode("utf-8", "replace")), end + 2
     raise RedisError(f"unexpected reply type {kind!r}")
+
+
+class _Replies:
+    """Replies parsed in Python, as hiredis's Reader does in C (it is used
+    when installed: a room stream's entries come by the thousand)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._at = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buffer = self._buffer[self._at :] + data if self._at < len(self._buffer) else data
+        self._at = 0
+
+    def gets(self):
+        if self._at >= len(self._buffer):
+            return False
+        try:
+            value, self._at = parse_reply(self._buffer, self._at)
+        except Incomplete:
+            return False
+        return value
+
+
+def _reader():
+    try:
+        import hiredis
+    except ImportError:
+        return _Replies()
+    return hiredis.Reader(replyError=RedisError)
 
 
 class RedisProtocol(Protocol):
@@ -87,7 +117,7 @@ class RedisProtocol(Protocol):
 
     def __init__(self) -> None:
         self._waiting: deque[Deferred] = deque()
-        self._buffer = b""
+        self._replies = _reader()
         self.ready: Deferred = Deferred()  # fires with self once authenticated
 
     def connectionMade(self) -> None:
@@ -100,19 +130,14 @@ class RedisProtocol(Protocol):
         return d
 
     def dataReceived(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
-        at = 0
-        try:
-            while at < len(buffer):
-                value, at = parse_reply(buffer, at)
-                d = self._waiting.popleft()
-                if isinstance(value, RedisError):
-                    d.errback(Failure(value))
-                else:
-                    d.callback(value)
-        except Incomplete:
-            pass
-        self._buffer = buffer[at:]
+        replies = self._replies
+        replies.feed(data)
+        while (value := replies.gets()) is not False:
+            d = self._waiting.popleft()
+            if isinstance(value, RedisError):
+                d.errback(Failure(value))
+            else:
+                d.callback(value)
 
     def connectionLost(self, reason=None) -> None:
         self.factory.lost(self)  # first: a command sent from an errback below must not come here

@@ -172,11 +172,7 @@ class Cluster:
             if not _in_order(item):
                 continue
             if type(item) is Said:
-                d = item.draft
-                data = {"ts": d.ts, "from": d.sender, "text": d.text}
-                if d.action is not None:
-                    data["action"] = d.action
-                entry = {"t": "m", "d": codec.dumps(data)}
+                entry = {"t": "m", "d": codec.draft_json(item.draft)}
             else:
                 entry = self._entry(item.record)
             rooms.setdefault(item.channel, []).append(entry)
