@@ -151,6 +151,10 @@ def build_server(
         address = RedisAddress.parse(cluster)
         store = StreamStore(RedisClient(reactor, address, "chat-node"), keep=cluster_retention)
         eventlog = ClusterLog(store)
+        if accounts is None:
+            from chatproto.backends.redis_accounts import RedisAccounts
+
+            accounts = RedisAccounts(store.client)
     else:
         eventlog = SQLiteLog(history, room_key(default_room)) if isinstance(history, str) else history
     if accounts is None and isinstance(eventlog, SQLiteLog):

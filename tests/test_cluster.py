@@ -365,3 +365,30 @@ class Failures(ClusterTestCase):
         page = yield bob.expect(codec.HistoryPage)
         self.assertEqual([m.text for m in page.messages], acked)
         self.assertEqual([m.seq for m in page.messages], list(range(1, 21)))
+
+
+class Accounts(ClusterTestCase):
+    PASSWORD = "correct horse battery staple 9"
+
+    @defer.inlineCallbacks
+    def test_an_account_made_on_one_node_logs_in_on_another_and_is_back_in_its_rooms(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", version=2, server=a)
+        alice.send(codec.AccountRequest("register", self.PASSWORD, ref="r"))
+        done = yield alice.expect(codec.Done)
+        self.assertEqual((done.op, done.ref), ("register", "r"))
+        alice.send(codec.Join("side", "j"))
+        yield alice.expect(codec.RoomState)
+        alice.send(codec.Quit())
+        yield alice.lost
+        guest = yield self.client(server=b)
+        guest.send(codec.Login("alice", 2, ref="g"))
+        error = yield guest.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("nick_registered", "g"))
+        again = yield self.client(server=b)
+        again.send(codec.Login("alice", 2, password=self.PASSWORD))
+        welcome = yield again.expect(codec.Welcome)
+        self.assertTrue(welcome.account)
+        state = yield again.expect(codec.RoomState)
+        self.assertEqual(state.room, "side")

@@ -275,6 +275,14 @@ class RedisClient:
         self._waiting.append(d)
         return d
 
+    def when_up(self) -> Deferred:
+        """At once once the client has ever connected (a later outage fails
+        commands fast); before that, when it first connects (reads made at start)."""
+        return succeed(self._proto) if self._was_up else self.connected()
+
+    def call_when_up(self, *args) -> Deferred:
+        return self.when_up().addCallback(lambda _: self.call(*args))
+
     @property
     def up(self) -> bool:
         return self._proto is not None
