@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run client screenshot cert bench bench-client fuzz fuzz-minimize soak killtest test test-server test-client test-outside lint clean
+.PHONY: install redis run client screenshot cert bench bench-client fuzz fuzz-minimize soak killtest test test-server test-client test-outside lint clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ run: install
 
 client: install
 	$(VENV)/bin/chat-client $(ARGS)
+
+# A Valkey on 127.0.0.1:6379 for a cluster (make run ARGS="--cluster redis://127.0.0.1:6379"), durable, files in redis-data/.
+redis: install
+	$(PY) -m scripts.redis_server $(ARGS)
 
 # Renders the real windows offscreen with a hosted server and some chat,
 # and the browser page in headless Chromium (at desktop and phone width).

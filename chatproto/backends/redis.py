@@ -195,6 +195,7 @@ class RedisAddress:
 
 class _Factory(Factory):
     protocol = RedisProtocol
+    noisy = False  # it reconnects: no "Starting factory" line each time
 
     def __init__(self, address: RedisAddress, name: str, lost) -> None:
         self.address = address
