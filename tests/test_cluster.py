@@ -392,3 +392,22 @@ class Accounts(ClusterTestCase):
         self.assertTrue(welcome.account)
         state = yield again.expect(codec.RoomState)
         self.assertEqual(state.room, "side")
+
+
+class BadEntries(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_a_malformed_entry_is_skipped_and_the_room_goes_on(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", server=a)
+        bob = yield self.client("bob", server=b)
+        yield alice.expect(codec.Joined)
+        client = a.hub.cluster.store.client
+        seq = int((yield client.call("GET", "chat:r:general:seq")) or 0)
+        for kind, value in (("m", b"no separators"), ("j", b"1|2|{not json"), ("l", b"|0|{}"), ("zz", b"1|1|{}")):
+            yield client.call("XADD", "chat:r:general", f"{seq}-*", kind, value)
+        alice.send(codec.Say("still here", "s"))
+        got = yield bob.expect(codec.MessagePacket)
+        self.assertEqual((got.text, got.seq), ("still here", seq + 1))
+        mine = yield alice.expect(codec.MessagePacket)
+        self.assertEqual(mine.ref, "s")

@@ -470,7 +470,14 @@ class StreamReader:
 
     def _got(self, reply) -> None:
         self._reading = False
-        for raw_key, raw_entries in reply or ():
+        try:
+            self._dispatch(reply or ())
+        except Exception:
+            log.failure("a room stream's entries could not be handled")  # the reader goes on
+        self._read()
+
+    def _dispatch(self, reply) -> None:
+        for raw_key, raw_entries in reply:
             key = raw_key.decode()
             if key == self._inbox:
                 self._inbox_at = raw_entries[-1][0].decode()
@@ -482,10 +489,14 @@ class StreamReader:
             room = self._streams.get(key)
             if room is None:
                 continue  # unfollowed meanwhile
-            entries = [parse_entry(raw) for raw in raw_entries]
-            self._positions[room] = entries[-1].id
+            self._positions[room] = raw_entries[-1][0].decode()
+            entries = []
+            for raw in raw_entries:
+                try:
+                    entries.append(parse_entry(raw))
+                except (ValueError, TypeError):
+                    log.warn("skipped a malformed entry {id} in room {room}", id=raw[0], room=room)
             self._deliver(room, entries)
-        self._read()
 
     def _failed(self, failure) -> None:
         self._reading = False

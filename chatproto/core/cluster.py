@@ -274,20 +274,27 @@ class Cluster:
             room = rooms.get(key)
             if room is None:
                 continue  # no member here any more
-            if entry.kind == "m":
-                message = _message(entry.seq, entry.data)
-                draft = Draft(message.ts, message.sender, message.text, key, message.action)
-                items.append(Said(draft, room.name, None, None))
-                messages.append(message)
-                continue
-            event, then = self.hub.apply_remote(room, entry.kind, entry.data)
-            if event is not None:
-                items.append(event)
-            if then is not None:
-                after.append(then)
+            try:
+                self._item(room, key, entry, items, messages, after)
+            except (ValueError, KeyError, TypeError):
+                log.warn("skipped a malformed entry {id} in room {room}", id=entry.id, room=room.name)
         self.hub.broadcast.deliver_now(items, messages)
         for call in after:
             call()
+
+    def _item(self, room, key: str, entry: Entry, items: list, messages: list, after: list) -> None:
+        """Another node's entry as a batch item (and what to do once it is delivered)."""
+        if entry.kind == "m":
+            message = _message(entry.seq, entry.data)
+            draft = Draft(message.ts, message.sender, message.text, key, message.action)
+            items.append(Said(draft, room.name, None, None))
+            messages.append(message)
+            return
+        event, then = self.hub.apply_remote(room, entry.kind, entry.data)
+        if event is not None:
+            items.append(event)
+        if then is not None:
+            after.append(then)
 
     def _received(self, messages: list[dict]) -> None:
         """This node's inbox: whispers to its sessions, sessions resumed elsewhere."""
