@@ -404,7 +404,12 @@ class BadEntries(ClusterTestCase):
         yield alice.expect(codec.Joined)
         client = a.hub.cluster.store.client
         seq = int((yield client.call("GET", "chat:r:general:seq")) or 0)
-        for kind, value in (("m", b"no separators"), ("j", b"1|2|{not json"), ("l", b"|0|{}"), ("zz", b"1|1|{}")):
+        for kind, value in (
+            ("m", b"no separators"),
+            ("j", b"1|2|{not json"),
+            ("l", b"|0|{}"),
+            ("zz", b"1|1|{}"),
+        ):
             yield client.call("XADD", "chat:r:general", f"{seq}-*", kind, value)
         alice.send(codec.Say("still here", "s"))
         got = yield bob.expect(codec.MessagePacket)
