@@ -416,3 +416,30 @@ class BadEntries(ClusterTestCase):
         self.assertEqual((got.text, got.seq), ("still here", seq + 1))
         mine = yield alice.expect(codec.MessagePacket)
         self.assertEqual(mine.ref, "s")
+
+
+class Listing(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_list_shows_the_rooms_of_every_node(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", version=2, server=a)
+        alice.send(codec.Join("Side"))
+        yield alice.expect(codec.RoomState)
+        alice.send(codec.SetTopic("Side", "on node a"))
+        yield alice.expect(codec.TopicChanged)
+        bob = yield self.client("bob", version=2, server=b)
+        bob.send(codec.ListRooms("l"))
+        listing = yield bob.expect(codec.RoomList)
+        self.assertEqual(listing.ref, "l")
+        self.assertEqual(
+            [(info.room, info.topic, info.members) for info in listing.rooms],
+            [("general", "", 0), ("Side", "on node a", 1)],  # version 2 joins rooms itself
+        )
+        alice.send(codec.Part("Side"))
+        yield alice.expect(codec.Left)
+        bob.send(codec.ListRooms())
+        listing = yield bob.expect(codec.RoomList)
+        self.assertEqual(
+            [info.room for info in listing.rooms], ["general"], "an empty room is gone everywhere"
+        )

@@ -16,7 +16,8 @@ Key layout under the prefix P (names are percent-escaped, so a name's
 ``P:r:ROOM:m`` (members: id -> JSON), ``P:r:ROOM:topic``, ``P:nick:KEY``
 (the owning node), ``P:s:KEY`` (the session: JSON) and ``P:s:KEY:rooms``,
 ``P:nodes`` (live node names), ``P:node:N`` (heartbeat), ``P:node:N:rooms``,
-``P:node:N:nicks`` and ``P:node:N:in`` (the node's inbox stream).
+``P:node:N:nicks`` and ``P:node:N:in`` (the node's inbox stream), and
+``P:rooms`` (every room with members: key -> name).
 One Redis server (with replicas if wanted), not Redis Cluster: the scripts
 touch keys they compute.
 """
@@ -88,6 +89,7 @@ for _, room in ipairs(a.rooms) do
       if e.t == 'j' then
         redis.call('HSET', r .. ':m', e.id, e.m)
         redis.call('SETNX', r .. ':name', room.n)
+        redis.call('HSET', P .. ':rooms', room.k, redis.call('GET', r .. ':name'))
         redis.call('SADD', P .. ':node:' .. node .. ':rooms', room.k)
         redis.call('HSET', P .. ':s:' .. e.key .. ':rooms', room.k, room.n)
       elseif e.t == 'l' then
@@ -95,6 +97,7 @@ for _, room in ipairs(a.rooms) do
         redis.call('HDEL', P .. ':s:' .. e.key .. ':rooms', room.k)
         if e.perm == 0 and redis.call('HLEN', r .. ':m') == 0 then
           redis.call('DEL', r .. ':topic', r .. ':name')
+          redis.call('HDEL', P .. ':rooms', room.k)
         end
       elseif e.t == 'o' then
         redis.call('SET', r .. ':topic', e.d)
@@ -131,6 +134,19 @@ if ARGV[4] == 'after' then
   return collect(ARGV[1], '+', ARGV[2], tonumber(ARGV[3]), true)
 end
 return collect(ARGV[1], ARGV[2], '-', tonumber(ARGV[3]), false)
+"""
+)
+
+#: Every room with members anywhere: [name, members, topic JSON or nil].
+ROOMS = Script(
+    """
+local out = {}
+local rooms = redis.call('HGETALL', ARGV[1] .. ':rooms')
+for i = 1, #rooms, 2 do
+  local r = ARGV[1] .. ':r:' .. rooms[i]
+  out[#out + 1] = {rooms[i + 1], redis.call('HLEN', r .. ':m'), redis.call('GET', r .. ':topic')}
+end
+return out
 """
 )
 
@@ -210,6 +226,9 @@ for _, room in ipairs(redis.call('SMEMBERS', P .. ':node:' .. dead .. ':rooms'))
         ',"key":' .. cjson.encode(m.key) .. ',"reason":' .. cjson.encode(reason) .. '}'
       redis.call('XADD', r, seq .. '-*', 'l', '|0|' .. d)
     end
+  end
+  if redis.call('HLEN', r .. ':m') == 0 then
+    redis.call('HDEL', P .. ':rooms', room)
   end
 end
 for _, key in ipairs(redis.call('SMEMBERS', P .. ':node:' .. dead .. ':nicks')) do
@@ -347,6 +366,16 @@ class StreamStore:
     def after(self, room: str, seq: int, limit: int) -> Deferred[tuple[list[tuple[int, dict]], bool]]:
         d = PAGE(self.client, [], [self.stream(room), f"({seq}-0", limit + 1, "after"])
         return d.addCallback(lambda found: (_messages(found[:limit]), len(found) > limit))
+
+    def rooms(self) -> Deferred[list[tuple[str, int, dict | None]]]:
+        """Every room with members on any node: (name, members, topic)."""
+
+        def parse(rows) -> list[tuple[str, int, dict | None]]:
+            return [
+                (name.decode(), count, json.loads(topic) if topic else None) for name, count, topic in rows
+            ]
+
+        return ROOMS(self.client, [], [self.prefix]).addCallback(parse)
 
     def topic(self, room: str) -> Deferred[dict | None]:
         d = self.client.call("GET", self.stream(room) + ":topic")

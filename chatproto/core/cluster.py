@@ -32,7 +32,7 @@ from chatproto.backends.streams import Entry, Snapshot, StreamReader, StreamStor
 from chatproto.codec import ErrorCode, Message, ProtocolError
 from chatproto.core.broadcast import Said
 from chatproto.core.connection import Session
-from chatproto.rules import DEFAULT_ROOM
+from chatproto.rules import DEFAULT_ROOM, room_key
 
 log = Logger()
 
@@ -362,6 +362,18 @@ class Cluster:
         """The stand-in for the member a join entry names."""
         return self.remote(data["id"], data["nick"], unescape(data["key"]), data.get("account", False))
 
+    def listing(self, local: list[codec.RoomInfo]) -> Deferred[list[codec.RoomInfo]]:
+        """Every room with members on any node, this node's own view first."""
+
+        def merge(rows) -> list[codec.RoomInfo]:
+            rooms = {room_key(info.room): info for info in local}
+            for name, members, topic in rows:
+                text = topic["text"] if topic else ""
+                rooms.setdefault(room_key(name), codec.RoomInfo(name, text, members))
+            return sorted(rooms.values(), key=lambda info: room_key(info.room))
+
+        return self.store.rooms().addCallbacks(merge, self._unavailable)
+
     def remote(self, id: int, nick: str, key: str, account: bool) -> Session:
         """The one Session object standing for a member on another node."""
         session = self.remotes.get(id)
@@ -392,10 +404,10 @@ class Cluster:
         log.warn("the cluster store failed: {error}", error=failure.value)
         raise ProtocolError(ErrorCode.INTERNAL, "the server's cluster store is unavailable: try again")
 
-    def release(self, key: str) -> None:
-        self.store.release(key, self.node).addErrback(
-            lambda f: log.warn("could not release a nick: {error}", error=f.value)
-        )
+    def release(self, key: str) -> Deferred:
+        """Let the nick go; fires when the store has (or could not)."""
+        d = self.store.release(key, self.node)
+        return d.addErrback(lambda f: log.warn("could not release a nick: {error}", error=f.value))
 
     def save(self, session: Session) -> None:
         """The session's record, for a resume on any node."""

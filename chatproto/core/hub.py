@@ -441,9 +441,9 @@ class Hub:
         for key in session.rooms:
             self.broadcast.remove(key, connection.id, connection)
 
-    def leave(self, connection: Connection, reason: str, message: str | None = None) -> None:
+    def leave(self, connection: Connection, reason: str, message: str | None = None) -> Deferred | None:
         """The connection is gone or going: announce it once in each of its
-        rooms, forget it."""
+        rooms, forget it. On a cluster node, fires once its nick is free."""
         gone = self.registry.remove(connection)
         if gone:
             self.counters.disconnects[reason] += 1
@@ -458,7 +458,7 @@ class Hub:
             for room in list(gone.rooms.values()):
                 self._exit(gone, room, reason, message)
             if self.cluster is not None:
-                self.cluster.release(gone.key)  # sent before the BYE: a client back elsewhere finds it free
+                return self.cluster.release(gone.key)
             log.info("{nick} ({id}) left: {reason}", nick=gone.nick, id=gone.id, reason=reason)
             self._notify("left", gone.id, nick=gone.nick, reason=reason)
         elif gone:
@@ -667,8 +667,13 @@ class Hub:
         self.broadcast.event(event)
         self._notify("topic", session.id, nick=session.nick, room=room.name, reason=text)
 
-    def list_rooms(self, connection: Connection, packet: codec.ListRooms) -> None:
-        connection.send(codec.RoomList(self.directory.listing(), packet.ref))
+    def list_rooms(self, connection: Connection, packet: codec.ListRooms) -> Deferred | None:
+        """LIST: the rooms there are (on a cluster node: on every node)."""
+        if self.cluster is None:
+            connection.send(codec.RoomList(self.directory.listing(), packet.ref))
+            return None
+        d = self.cluster.listing(self.directory.listing())
+        return d.addCallback(lambda rooms: connection.send(codec.RoomList(rooms, packet.ref)))
 
     def member_room(self, session: Session, name: str | None) -> ChatRoom:
         """The room a request names (None: the default room) if the session

@@ -384,7 +384,9 @@ class ChatProtocol(Int32StringReceiver):
 
     def _on_list(self, packet: codec.ListRooms) -> None:
         self._require_login()
-        self.hub.list_rooms(self, packet)
+        d = self.hub.list_rooms(self, packet)
+        if d is not None:  # a cluster node asks the store
+            d.addErrback(self._request_failed, packet, "could not list the rooms")
 
     def _on_mark(self, packet: codec.Mark) -> None:
         self._require_login()
@@ -422,8 +424,9 @@ class ChatProtocol(Int32StringReceiver):
         pass  # hearing anything is what keeps the connection alive
 
     def _on_quit(self, packet: codec.Quit) -> None:
-        self.hub.leave(self, "quit", packet.reason)
-        self._close(None, why="quit")
+        # A cluster node frees the nick first: the client may log in elsewhere at once.
+        released = self.hub.leave(self, "quit", packet.reason)
+        self._close(None, why="quit", after=released)
 
     # -- timers ------------------------------------------------------------------
 
@@ -476,9 +479,12 @@ class ChatProtocol(Int32StringReceiver):
         self.hub.counters.refusals[code] += 1
         self._close(self.wire.frame(codec.encode(codec.Error(code, message, ref))), why=why or code)
 
-    def _close(self, final: bytes | None, *, flush: bool = True, why: str = "") -> None:
-        """Stop, and end the stream after ``final`` (a BYE or a fatal ERROR);
-        ``why`` is its reason or code, for transports that close with one."""
+    def _close(
+        self, final: bytes | None, *, flush: bool = True, why: str = "", after: Deferred | None = None
+    ) -> None:
+        """Stop, and end the stream after ``final`` (a BYE or a fatal ERROR),
+        once ``after`` (if given) has fired; ``why`` is its reason or code,
+        for transports that close with one."""
         if self.state == CLOSING:
             return
         # Input is ignored from now on, but still read: a TLS close needs the
@@ -486,7 +492,11 @@ class ChatProtocol(Int32StringReceiver):
         self.state = CLOSING
         if self.paused:  # throttled: read again, so the peer's close is seen
             self._unthrottle()
-        self.outbox.close(self._last_words(final, why), flush=flush)
+        words = self._last_words(final, why)
+        if after is None:
+            self.outbox.close(words, flush=flush)
+        else:
+            after.addBoth(lambda _: self.outbox.close(words, flush=flush))
         self._schedule(CLOSE_GRACE, self._abort)
 
     def _last_words(self, final: bytes | None, why: str) -> bytes | None:
