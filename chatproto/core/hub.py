@@ -292,13 +292,7 @@ class Hub:
 
         gatherResults([room.ready for room in targets if not room.ready.called]).addCallback(enter)
         self.cluster.save(session)
-        log.info(
-            "{nick} ({id}) resumed from another node, from {address}",
-            nick=session.nick,
-            id=session.id,
-            address=connection.address,
-        )
-        self._notify("resumed", session.id, nick=session.nick, address=connection.address, since=now)
+        self._resumed(session, connection, now, " (from another node)")
         return session
 
     def moved(self, key: str) -> None:
@@ -369,14 +363,18 @@ class Hub:
         self.broadcast.event(_both(codec.Pending(connection.id, "gone")))
         self._notify("pending_gone", connection.id, reason="resumed")
         self._start(session, connection)
+        self._resumed(session, connection, now)
+        return session
+
+    def _resumed(self, session: Session, connection: Connection, now: float, where: str = "") -> None:
         log.info(
-            "{nick} ({id}) resumed from {address}",
+            "{nick} ({id}) resumed from {address}{where}",
             nick=session.nick,
             id=session.id,
             address=connection.address,
+            where=where,
         )
         self._notify("resumed", session.id, nick=session.nick, address=connection.address, since=now)
-        return session
 
     def _start(self, session: Session, connection: Connection) -> None:
         """WELCOME to the device, then (version 2) a ROOM for each room the
