@@ -443,3 +443,35 @@ class Listing(ClusterTestCase):
         self.assertEqual(
             [info.room for info in listing.rooms], ["general"], "an empty room is gone everywhere"
         )
+
+
+class Moderation(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_an_operator_on_one_node_kicks_and_bans_on_another(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", version=2, server=a)
+        alice.send(codec.Join("side"))
+        yield alice.expect(codec.RoomState)  # she made it: its operator
+        bob = yield self.client("bob", version=2, server=b)
+        bob.send(codec.Join("side"))
+        state = yield bob.expect(codec.RoomState)
+        self.assertEqual([(p.nick, p.op) for p in state.members], [("alice", True), ("bob", None)])
+        carol = yield self.client("carol", version=2, server=b)
+        alice.send(codec.Moderate("side", "ban", "carol", "spam", ref="b"))
+        record = yield alice.expect(codec.MessagePacket)  # the record answers
+        self.assertEqual((record.ref, record.action["op"]), ("b", "ban"))
+        carol.send(codec.Join("side", "c"))
+        error = yield carol.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("banned", "c"), "the ban holds on the other node")
+        alice.send(codec.Moderate("side", "mode", invite_only=True, ref="m"))
+        record = yield alice.expect(codec.MessagePacket)
+        self.assertEqual(record.ref, "m")
+        alice.send(codec.Moderate("side", "kick", "bob", "bye", ref="k"))
+        left = yield bob.expect(codec.Left)
+        self.assertEqual((left.nick, left.reason, left.room), ("bob", "kicked", "side"))
+        bob.send(codec.Join("side", "again"))
+        error = yield bob.expect(codec.Error)
+        self.assertEqual(
+            (error.code, error.ref), ("invite_only", "again"), "the mode holds on the other node"
+        )

@@ -13,7 +13,7 @@ their rooms, once.
 
 Key layout under the prefix P (names are percent-escaped, so a name's
 ``:`` can't make two keys meet): ``P:r:ROOM`` (stream), ``P:r:ROOM:seq``,
-``P:r:ROOM:m`` (members: id -> JSON), ``P:r:ROOM:topic``, ``P:nick:KEY``
+``P:r:ROOM:m`` (members: id -> JSON), ``P:r:ROOM:topic``, ``P:r:ROOM:rules``, ``P:nick:KEY``
 (the owning node), ``P:s:KEY`` (the session: JSON) and ``P:s:KEY:rooms``,
 ``P:nodes`` (live node names), ``P:node:N`` (heartbeat), ``P:node:N:rooms``,
 ``P:node:N:nicks`` and ``P:node:N:in`` (the node's inbox stream), and
@@ -96,11 +96,13 @@ for _, room in ipairs(a.rooms) do
         redis.call('HDEL', r .. ':m', e.id)
         redis.call('HDEL', P .. ':s:' .. e.key .. ':rooms', room.k)
         if e.perm == 0 and redis.call('HLEN', r .. ':m') == 0 then
-          redis.call('DEL', r .. ':topic', r .. ':name')
+          redis.call('DEL', r .. ':topic', r .. ':name', r .. ':rules')
           redis.call('HDEL', P .. ':rooms', room.k)
         end
       elseif e.t == 'o' then
         redis.call('SET', r .. ':topic', e.d)
+      elseif e.t == 'r' then
+        redis.call('SET', r .. ':rules', e.d)
       end
       redis.call('XADD', r, seq .. '-*', e.t, tag .. e.d)
       seqs[#seqs + 1] = 0
@@ -112,7 +114,8 @@ return out
 """
 )
 
-#: A room as a node first sees it: [last ID, members (flat), topic, seq, recent messages, name].
+#: A room as a node first sees it: [last ID, members (flat), topic, seq, recent messages, name,
+#: rules (with its guest operators) as last changed while it had members].
 SNAPSHOT = Script(
     _COLLECT
     + """
@@ -122,7 +125,8 @@ local position = '0-0'
 if #last > 0 then position = last[1][1] end
 local recent = collect(r, '+', '-', tonumber(ARGV[2]), false)
 return {position, redis.call('HGETALL', r .. ':m'), redis.call('GET', r .. ':topic'),
-  redis.call('GET', r .. ':seq') or '0', recent, redis.call('GET', r .. ':name')}
+  redis.call('GET', r .. ':seq') or '0', recent, redis.call('GET', r .. ':name'),
+  redis.call('GET', r .. ':rules')}
 """
 )
 
@@ -274,6 +278,7 @@ class Snapshot:
     seq: int
     recent: list[tuple[int, dict]]  # (seq, message data), oldest first
     name: str | None  # as the cluster first knew it
+    rules: dict | None  # {"rules": stored rules, "guest_ops": [id]}, if changed while it had members
 
 
 def parse_entry(raw: list) -> Entry:
@@ -345,7 +350,7 @@ class StreamStore:
 
     def snapshot(self, room: str, replay: int) -> Deferred[Snapshot]:
         def parse(reply) -> Snapshot:
-            position, flat, topic, seq, recent, name = reply
+            position, flat, topic, seq, recent, name, rules = reply
             members = {int(flat[i]): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
             return Snapshot(
                 position.decode() if isinstance(position, bytes) else position,
@@ -354,6 +359,7 @@ class StreamStore:
                 int(seq),
                 list(reversed(_messages(recent))),
                 name.decode() if name else None,
+                json.loads(rules) if rules else None,
             )
 
         return SNAPSHOT(self.client, [], [self.stream(room), max(1, replay)]).addCallback(parse)

@@ -32,6 +32,7 @@ from chatproto.backends.streams import Entry, Snapshot, StreamReader, StreamStor
 from chatproto.codec import ErrorCode, Message, ProtocolError
 from chatproto.core.broadcast import Said
 from chatproto.core.connection import Session
+from chatproto.core.rooms import RoomRules, load_rules
 from chatproto.rules import DEFAULT_ROOM, room_key
 
 log = Logger()
@@ -192,6 +193,8 @@ class Cluster:
         kind = record["t"]
         if kind == "o":
             return {"t": "o", "d": codec.dumps({k: record[k] for k in ("text", "by", "ts")})}
+        if kind == "r":  # a room's rules changed
+            return {"t": "r", "d": codec.dumps({k: record[k] for k in ("rules", "guest_ops")})}
         key = escape(record["key"])
         data = {"id": record["id"], "nick": record["nick"], "key": key}
         if kind == "j":
@@ -314,8 +317,14 @@ class Cluster:
         """A room this node has members in again: its members, topic and recent
         history as of a point of its stream, then its stream from there."""
         d = self.when_started()
+        if self.hub.store is not None:  # the rules a restart keeps (account operators, bans, modes)
+            d.addCallback(lambda _: self.hub.store.rules(room.key))
+            d.addCallback(lambda data: load_rules(room, data))
         d.addCallback(lambda _: self.store.snapshot(room.key, self.hub.limits.history_replay))
-        return d.addCallback(self._loaded, room)
+        d.addCallback(self._loaded, room)
+        loaded: Deferred = Deferred()  # "called" only once loaded: the hub asks ready.called
+        d.chainDeferred(loaded)
+        return loaded
 
     def when_started(self) -> Deferred:
         """Fires once the node has its number and reads its streams."""
@@ -328,6 +337,9 @@ class Cluster:
     def _loaded(self, snapshot: Snapshot, room) -> None:
         if self.hub.directory.rooms.get(room.key) is not room:
             return
+        if snapshot.rules is not None:  # first: the members' Peer JSON shows who is an operator
+            room.rules = RoomRules.from_json(snapshot.rules["rules"])
+            room.rules.guest_ops = set(snapshot.rules["guest_ops"])
         for id, member in snapshot.members.items():
             if member["node"] != self.node and id not in room.members:
                 remote = self.remote(
@@ -339,6 +351,7 @@ class Cluster:
             room.topic = Topic(t["text"], t["by"], t["ts"]) if t["text"] else None
         if snapshot.name is not None:
             room.name = snapshot.name  # one spelling across the cluster
+
         room.last_seq = max(room.last_seq, snapshot.seq)
         room.recent.clear()
         room.recent.extend((m, codec.message_json(m)) for m in (_message(s, d) for s, d in snapshot.recent))

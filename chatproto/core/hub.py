@@ -32,7 +32,7 @@ from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import SERVER, Broadcast, Event, Said
 from chatproto.core.connection import Connection, HubEvent, Session
 from chatproto.core.registry import Registry
-from chatproto.core.rooms import ChatRoom, Directory
+from chatproto.core.rooms import ChatRoom, Directory, RoomRules
 from chatproto.core.timers import Timers
 from chatproto.limits import DEFAULTS, Limits
 from chatproto.metrics import Counters
@@ -518,6 +518,12 @@ class Hub:
     def apply_remote(self, room: ChatRoom, kind: str, data: dict) -> tuple[Event | None, Callable | None]:
         """Another cluster node's presence entry in ``room``: the room changes
         as it says; the Event to deliver, and what to do once it is delivered."""
+        if kind == "r":  # an operator on another node changed the room's rules
+            room.rules = RoomRules.from_json(data["rules"])
+            room.rules.guest_ops = set(data["guest_ops"])
+            for member in room.members.values():
+                room.refresh(member)
+            return None, None
         if kind == "o":
             room.topic = Topic(data["text"], data["by"], data["ts"]) if data["text"] else None
             changed = codec.TopicChanged(room.name, data["text"], data["by"], data["ts"])

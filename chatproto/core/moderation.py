@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from chatproto import codec
 from chatproto.backends.accounts import Ban
 from chatproto.codec import ErrorCode, ProtocolError, required
+from chatproto.core.broadcast import Event
 from chatproto.core.connection import Connection, Session
 from chatproto.core.rooms import ChatRoom, RoomRules
 from chatproto.rules import clean_reason, nick_key, normalise_nick
@@ -63,11 +64,19 @@ class Moderation:
             self.save_rules(room)
         else:
             room.rules.guest_ops.add(session.id)
+            self.save_rules(room, stored=False)
 
-    def save_rules(self, room: ChatRoom) -> None:
-        if self.hub.store is not None:
+    def save_rules(self, room: ChatRoom, stored: bool = True) -> None:
+        """Store the room's rules (``stored``: what a restart keeps changed);
+        on a cluster node, pass them to the other nodes in the room's order."""
+        if stored and self.hub.store is not None:
             d = self.hub.store.set_rules(room.key, room.rules.to_json())
             d.addErrback(lambda f: log.failure("could not store room {room}'s rules", f, room=room.name))
+        if self.hub.cluster is not None:
+            rules = {"rules": room.rules.to_json(), "guest_ops": sorted(room.rules.guest_ops)}
+            self.hub.broadcast.event(
+                Event(room.key, None, None, record={"t": "r", "room": room.name, **rules})
+            )
 
     # -- room operators ------------------------------------------------------------
 
@@ -90,8 +99,12 @@ class Moderation:
         handler(self, connection, session, room, target, reason, packet)
 
     def _present(self, room: ChatRoom, target: str) -> Session | None:
-        """The member of ``room`` called ``target``, if any (by the registry's nick index)."""
-        held = self.hub.registry.held(nick_key(target))
+        """The member of ``room`` called ``target``, if any (by the registry's
+        nick index; on a cluster node, among the room's members elsewhere too)."""
+        key = nick_key(target)
+        held = self.hub.registry.held(key)
+        if held is None and self.hub.cluster is not None:  # a member on another node
+            held = next((member for member in room.members.values() if member.key == key), None)
         return held if held is not None and held.rooms.get(room.key) is room else None
 
     def _member(self, room: ChatRoom, target: str) -> Session:
@@ -142,6 +155,7 @@ class Moderation:
             self.save_rules(room)
         else:
             room.rules.guest_ops.add(member.id)
+            self.save_rules(room, stored=False)
         room.refresh(member)
         action = {"op": "op", "target": member.nick, "reason": reason}
         self._record(connection, session, room, action, f"made {member.nick} an operator", packet.ref)

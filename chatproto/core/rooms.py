@@ -200,7 +200,7 @@ class Directory:
             reads[0].addCallback(lambda topic: setattr(room, "topic", topic))
         if self.store is not None:
             rules = self.store.rules(room.key)
-            rules.addCallback(lambda data: _load_rules(room, data))
+            rules.addCallback(lambda data: load_rules(room, data))
             reads.append(rules)
         # At least the newest message: its seq is where unread counts start.
         page = self.eventlog.before(None, max(1, self.limits.history_replay), room.key)
@@ -239,7 +239,8 @@ def _preload(room: ChatRoom, page: list[Message]) -> None:
     room.last_seq = max(room.last_seq, last)
 
 
-def _load_rules(room: ChatRoom, data: dict | None) -> None:
+def load_rules(room: ChatRoom, data: dict | None) -> None:
+    """A room's stored rules, its guest operators kept."""
     if data is not None:
         guests = room.rules.guest_ops
         room.rules = RoomRules.from_json(data)
