@@ -475,3 +475,21 @@ class Moderation(ClusterTestCase):
         self.assertEqual(
             (error.code, error.ref), ("invite_only", "again"), "the mode holds on the other node"
         )
+
+    @defer.inlineCallbacks
+    def test_a_server_ban_made_on_one_node_holds_on_every_node(self):
+        a = yield self.node(admins=["root"])
+        b = yield self.node(admins=["root"])
+        root = yield self.client("root", version=2, server=a)
+        root.send(codec.AccountRequest("register", Accounts.PASSWORD))
+        yield root.expect(codec.Done)
+        bob = yield self.client("bob", version=2, server=b)
+        root.send(codec.AdminRequest("ban", target="bob", reason="spam", ref="x"))
+        done = yield root.expect(codec.Done)
+        self.assertEqual(done.ref, "x")
+        bye = yield bob.expect(codec.Bye)
+        self.assertEqual(bye.reason, "kicked")
+        again = yield self.client(server=b)
+        again.send(codec.Login("bob", 2, ref="l"))
+        error = yield again.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("banned", "l"))

@@ -21,7 +21,14 @@ class LiveTestCase(TestCase):
     timeout = 60
 
     def serve(
-        self, web: bool = False, web_origins=(), irc: bool = False, cluster=None, expiry=10.0, **limits
+        self,
+        web: bool = False,
+        web_origins=(),
+        irc: bool = False,
+        cluster=None,
+        expiry=10.0,
+        admins=(),
+        **limits,
     ):
         """A server on 127.0.0.1 (and its ``--web`` and ``--irc`` on ports of
         their own if asked); with ``cluster`` (a Redis URL), a node of that
@@ -36,6 +43,7 @@ class LiveTestCase(TestCase):
             irc=["tcp:0:interface=127.0.0.1"] if irc else [],
             cluster=cluster,
             cluster_expiry=expiry,
+            admins=list(admins),
         )
         server.start()
         self.server = server

@@ -21,7 +21,7 @@ import hmac
 from collections import deque
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -308,6 +308,8 @@ class Cluster:
                     self.hub.whispered(codec.Private(**message["private"]))
                 elif kind == "moved":
                     self.hub.moved(message["key"])
+                elif kind == "bans":
+                    self.hub.reload_bans().addErrback(lambda f: log.failure("could not read the bans", f))
             except Exception:
                 log.failure("a cluster message failed: {message}", message=message)
 
@@ -370,6 +372,15 @@ class Cluster:
                 room.remove(member)
                 self.forget(member)
         self.hub.broadcast.after_all(unfollow)
+
+    def bans_changed(self) -> Deferred:
+        """Server-wide bans changed here: every other node reads them again."""
+
+        def tell(nodes: list[str]) -> Deferred:
+            others = [node for node in nodes if node != self.node]
+            return gatherResults([self.store.send(node, {"kind": "bans"}) for node in others])
+
+        return self.store.nodes().addCallback(tell)
 
     def member(self, data: dict) -> Session:
         """The stand-in for the member a join entry names."""

@@ -295,6 +295,30 @@ class Hub:
         self._resumed(session, connection, now, " (from another node)")
         return session
 
+    def reload_bans(self) -> Deferred:
+        """A cluster node: another node changed the server-wide bans. Read
+        them again; the sessions and connections of ours they name go."""
+
+        def loaded(bans: list) -> None:
+            now = self.clock.seconds()
+            self.accounts.bans = {b.target: b for kind, b in bans if kind == "nick" and b.active(now)}
+            for target in list(self.gate.bans):
+                self.gate.lift(target)
+            for kind, ban in bans:
+                if kind == "address" and ban.active(now):
+                    self.gate.ban(ban)
+            for connection in list(self.registry.open.values()):
+                session = connection.session
+                if self.gate.banned(connection.host) is not None:
+                    self.leave(connection, "kicked")
+                    connection.disconnect("kicked")
+                elif session is not None and self.accounts.banned(session.key) is not None:
+                    self.kick(session.id)
+
+        if self.accounts is None:
+            return succeed(None)
+        return self.store.server_bans().addCallback(loaded)
+
     def moved(self, key: str) -> None:
         """A cluster node: one of our sessions was resumed on another node. Its
         devices here go (BYE replaced); its rooms keep it, as a member elsewhere."""

@@ -8,6 +8,7 @@ in the room's history in its order (docs/protocol.md 15.6).
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from chatproto import codec
@@ -346,15 +347,19 @@ class Moderation:
 
     def _store_ban(self, kind: str, ban: Ban) -> None:
         if self.hub.store is not None:
-            self.hub.store.set_server_ban(kind, ban).addErrback(
-                lambda f: log.failure("could not store a ban", f)
-            )
+            d = self.hub.store.set_server_ban(kind, ban)
+            self._tell_nodes(d).addErrback(lambda f: log.failure("could not store a ban", f))
 
     def _lift_ban(self, kind: str, target: str) -> None:
         if self.hub.store is not None:
-            self.hub.store.lift_server_ban(kind, target).addErrback(
-                lambda f: log.failure("could not lift a ban", f)
-            )
+            d = self.hub.store.lift_server_ban(kind, target)
+            self._tell_nodes(d).addErrback(lambda f: log.failure("could not lift a ban", f))
+
+    def _tell_nodes(self, stored: Deferred) -> Deferred:
+        """On a cluster node: once stored, the other nodes read the bans again."""
+        if self.hub.cluster is not None:
+            stored.addCallback(lambda _: self.hub.cluster.bans_changed())
+        return stored
 
 
 _ROOM_OPS = {
