@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from twisted.internet import defer
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -54,19 +55,21 @@ def listening_ports(output: bytes) -> list[int]:
 
 
 class ServerProcess(ProcessProtocol):
-    """``listening`` fires with the port; ``ended`` with the exit code
-    (minus the signal's number if a signal ended it)."""
+    """``listening`` fires with what ``ready`` finds in the output so far
+    (the port, by default); ``ended`` with the exit code (minus the signal's
+    number if a signal ended it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ready: Callable[[bytes], object] = listening_port) -> None:
         self.output = b""
+        self._ready = ready
         self.listening: defer.Deferred = defer.Deferred()
         self.ended: defer.Deferred = defer.Deferred()
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
-        port = listening_port(self.output)
-        if port is not None and not self.listening.called:
-            self.listening.callback(port)
+        found = self._ready(self.output)
+        if found is not None and not self.listening.called:
+            self.listening.callback(found)
 
     errReceived = outReceived
 
@@ -101,20 +104,30 @@ def start_server(
     proc = subprocess.Popen(
         [*prefix, *argv], cwd=ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
+
+    def up(output: bytes) -> list[int] | None:
+        ports = listening_ports(output)
+        return ports if len(ports) >= count else None
+
+    return proc, _wait_for(proc, up, timeout)
+
+
+def _wait_for(proc: subprocess.Popen, ready: Callable[[bytes], object], timeout: float):
+    """Block until ``ready`` finds something in ``proc``'s output (then keep
+    draining it, so a chatty log never blocks it); what it found."""
     output = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"server exited: {output.decode(errors='replace')}")
+            raise RuntimeError(f"{proc.args[0]} exited: {output.decode(errors='replace')}")
         output += line
-        ports = listening_ports(output)
-        if len(ports) >= count:
-            # Keep reading its output so a chatty log never blocks it.
+        found = ready(output)
+        if found is not None:
             subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
-            return proc, ports
+            return found
     proc.kill()
-    raise RuntimeError("server did not start listening")
+    raise RuntimeError(f"{proc.args[0]} did not get ready within {timeout} s")
 
 
 def many_files(limit: int = 20000) -> list[str]:
@@ -178,29 +191,13 @@ def redis_argv(folder: str, port: int, fsync: str = "always") -> list[str]:
     ]
 
 
-class RedisProcess(ProcessProtocol):
-    """``ready`` fires once it accepts connections; ``ended`` when it exits."""
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.ready: defer.Deferred = defer.Deferred()
-        self.ended: defer.Deferred = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        if _REDIS_READY in self.output and not self.ready.called:
-            self.ready.callback(None)
-
-    errReceived = outReceived
-
-    def processEnded(self, reason) -> None:
-        if not self.ready.called:
-            self.ready.errback(RuntimeError(f"Redis exited before it was ready:\n{self.output.decode()}"))
-        self.ended.callback(None)
+def _redis_ready(output: bytes) -> bool | None:
+    return True if _REDIS_READY in output else None
 
 
-def spawn_redis(reactor, folder: str, port: int) -> RedisProcess:
-    process = RedisProcess()
+def spawn_redis(reactor, folder: str, port: int) -> ServerProcess:
+    """Redis as a child of the reactor: ``listening`` fires once it accepts connections."""
+    process = ServerProcess(_redis_ready)
     argv = redis_argv(folder, port)
     reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=folder)
     return process
@@ -211,15 +208,5 @@ def start_redis(folder: str, port: int, fsync: str = "always", prefix: list[str]
     proc = subprocess.Popen(
         [*prefix, *redis_argv(folder, port, fsync)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    output = b""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"Redis exited: {output.decode(errors='replace')}")
-        output += line
-        if _REDIS_READY in line:
-            subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
-            return proc
-    proc.kill()
-    raise RuntimeError("Redis did not start")
+    _wait_for(proc, _redis_ready, 30)
+    return proc

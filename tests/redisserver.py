@@ -33,7 +33,7 @@ class RedisServer:
 
     def start(self) -> defer.Deferred:
         self.process = spawn_redis(reactor, self.folder, self.port)
-        return self.process.ready
+        return self.process.listening
 
     def stop(self) -> defer.Deferred:
         """SIGTERM (it syncs its append-only file first); fires once it has exited."""
