@@ -488,11 +488,10 @@ class StreamReader:
         self._running = False
 
     def _wake(self) -> None:
-        """Interrupt a blocked XREAD so it reads the new set of streams."""
+        """Interrupt a blocked XREAD so it reads the new set of streams: an
+        empty message to the node's own inbox."""
         if self._reading:
-            self.store.client.call("XADD", self._inbox, "MAXLEN", "~", 10000, "*", "d", "{}").addErrback(
-                lambda f: None
-            )
+            self.store.send(self.node, {}).addErrback(lambda f: None)
 
     def _read(self) -> None:
         if not self._running or self._reading:
