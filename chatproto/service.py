@@ -163,10 +163,6 @@ class ClusterService(Service):
 
     def startService(self) -> None:
         super().startService()
-        for client in (self.cluster.store.client, self.cluster.reader_client):
-            client.start()
-        if not self.cluster.store.client.up:
-            log.info("waiting for Redis at {address}", address=str(self.cluster.store.client.address))
         d = self.cluster.start()
         d.addCallbacks(self.joined.callback, self._failed)
 

@@ -82,7 +82,7 @@ class Cluster:
         self.reader: StreamReader | None = None
         self._batches = 0
         self._pending: dict[int, _Pending] = {}
-        self._refused: set[int] = set()
+        self._refused: set[int] = set()  # batches sent, then refused: their entries may still come
         self._held: dict[str, deque[Entry]] = {}
         self.remotes: dict[int, Session] = {}  # members on other nodes, by id
         self._heartbeat = LoopingCall(self._beat)
@@ -101,8 +101,12 @@ class Cluster:
     # -- life -------------------------------------------------------------------------
 
     def start(self) -> Deferred:
-        """Take a node number, start the heartbeat and the reader; fires when
-        the node may accept connections."""
+        """Connect, take a node number, start the heartbeat and the reader;
+        fires when the node may accept connections."""
+        for client in (self.store.client, self.reader_client):
+            client.start()
+        if not self.store.client.up:
+            log.info("waiting for Redis at {address}", address=str(self.store.client.address))
         d = self.store.client.connected()
         d.addCallback(lambda _: self.store.new_node())
         d.addCallback(self._numbered)
@@ -185,8 +189,11 @@ class Cluster:
         number = self._batches
         self._pending[number] = _Pending(flushed, count)
         flushed.reached = False
+        sent = self.store.client.up  # else the call fails unsent
         d = self.store.append(self.node, number, [(k, names[k], e) for k, e in rooms.items()])
-        d.addCallbacks(self._numbered_messages, self._append_failed, (flushed,), None, (number, flushed))
+        d.addCallbacks(
+            self._numbered_messages, self._append_failed, (flushed,), None, (number, flushed, sent)
+        )
         return d
 
     def _entry(self, record: dict) -> dict:
@@ -219,11 +226,12 @@ class Cluster:
             for d in (item.draft,)
         ]
 
-    def _append_failed(self, failure: Failure, number: int, flushed) -> Failure:
+    def _append_failed(self, failure: Failure, number: int, flushed, sent: bool) -> Failure:
         """Nothing is acknowledged; whatever of it reached the stream anyway
         is delivered as if another node had written it."""
         self._pending.pop(number, None)
-        self._refused.add(number)
+        if sent:  # the store may have run it, its answer lost; unsent, it can't have
+            self._refused.add(number)
         flushed.reached = True
         log.warn("the cluster store refused a batch: {error}", error=failure.value)
         return Failure(StoreError(f"the cluster store is unavailable: {failure.value}"))
