@@ -312,10 +312,14 @@ class Accounts:
         return self._confirm(key, password, host).addCallback(delete)
 
     def load_bans(self, gate: AddressGate) -> Deferred[None]:
-        """Server-wide bans from the store, once at start."""
+        """Server-wide bans from the store, in place of those held: at start,
+        and on a cluster node when another node changed them."""
 
         def loaded(bans: list[tuple[str, Ban]]) -> None:
             now = self.clock.seconds()
+            self.bans.clear()
+            for target in list(gate.bans):
+                gate.lift(target)
             for kind, ban in bans:
                 if not ban.active(now):
                     continue

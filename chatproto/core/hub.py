@@ -299,14 +299,7 @@ class Hub:
         """A cluster node: another node changed the server-wide bans. Read
         them again; the sessions and connections of ours they name go."""
 
-        def loaded(bans: list) -> None:
-            now = self.clock.seconds()
-            self.accounts.bans = {b.target: b for kind, b in bans if kind == "nick" and b.active(now)}
-            for target in list(self.gate.bans):
-                self.gate.lift(target)
-            for kind, ban in bans:
-                if kind == "address" and ban.active(now):
-                    self.gate.ban(ban)
+        def loaded(_) -> None:
             for connection in list(self.registry.open.values()):
                 session = connection.session
                 if self.gate.banned(connection.host) is not None:
@@ -317,7 +310,7 @@ class Hub:
 
         if self.accounts is None:
             return succeed(None)
-        return self.store.server_bans().addCallback(loaded)
+        return self.accounts.load_bans(self.gate).addCallback(loaded)
 
     def moved(self, key: str) -> None:
         """A cluster node: one of our sessions was resumed on another node. Its
@@ -572,15 +565,13 @@ class Hub:
             self.cluster.forget(member)
             then = None
         else:  # one of ours, put out by another node: its devices get this LEFT, then nothing more
-            member.marks.pop(room.key, None)
+            self._forget_room(member, room)
             devices = list(member.devices)
 
             def then() -> None:
                 for connection in devices:
                     self.broadcast.remove(room.key, connection.id, connection)
 
-            if member.account:
-                self._stored(self.store.forget(member.key, room.key), "forget a room of {nick}", member.nick)
         if self.directory.drop_if_empty(room):
             self._notify("room_gone", 0, room=room.name)
         return event, then
@@ -610,6 +601,10 @@ class Hub:
 
         self.broadcast.after_flushed(gone)
         self._exit(session, room, reason, message)
+        self._forget_room(session, room)
+
+    def _forget_room(self, session: Session, room: ChatRoom) -> None:
+        """Put out of a room: its read marker goes, and an account's memory of it."""
         session.marks.pop(room.key, None)
         if session.account:
             self._stored(self.store.forget(session.key, room.key), "forget a room of {nick}", session.nick)
