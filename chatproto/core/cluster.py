@@ -181,7 +181,7 @@ class Cluster:
             else:
                 entry = self._entry(item.record)
             rooms.setdefault(item.channel, []).append(entry)
-            names[item.channel] = item.name if type(item) is Said else item.record.get("room", "")
+            names[item.channel] = item.name if type(item) is Said else item.record["room"]
             count += 1
         if not rooms:
             return None
@@ -192,7 +192,11 @@ class Cluster:
         sent = self.store.client.up  # else the call fails unsent
         d = self.store.append(self.node, number, [(k, names[k], e) for k, e in rooms.items()])
         d.addCallbacks(
-            self._numbered_messages, self._append_failed, (flushed,), None, (number, flushed, sent)
+            self._numbered_messages,
+            self._append_failed,
+            (flushed, list(rooms)),
+            None,
+            (number, flushed, sent),
         )
         return d
 
@@ -216,9 +220,9 @@ class Cluster:
         perm = 1 if record["permanent"] else 0
         return {"t": "l", "id": str(record["id"]), "key": key, "perm": perm, "d": codec.dumps(data)}
 
-    def _numbered_messages(self, seqs: list[list[int]], flushed) -> list[Message]:
-        """The batch's messages with the seqs the store gave them (each room's in order)."""
-        rooms = dict.fromkeys(item.channel for item in flushed.batch if _in_order(item))
+    def _numbered_messages(self, seqs: list[list[int]], flushed, rooms: list[str]) -> list[Message]:
+        """The batch's messages with the seqs the store gave them (each room's
+        in order; ``rooms`` in the order they were appended)."""
         numbers = {room: iter([seq for seq in got if seq]) for room, got in zip(rooms, seqs, strict=True)}
         return [
             Message(next(numbers[item.channel]), d.ts, d.sender, d.text, None, d.action)
