@@ -18,6 +18,9 @@ ID_ROLE = Qt.ItemDataRole.UserRole + 1
 NICK_ROLE = Qt.ItemDataRole.UserRole + 2
 ROOM_ROLE = Qt.ItemDataRole.UserRole + 3
 OP_ROLE = Qt.ItemDataRole.UserRole + 4
+#: The text column as rich text: escaped, line breaks kept, URLs as links.
+HTML_ROLE = Qt.ItemDataRole.UserRole + 5
+TEXT_COLUMN = 2
 
 
 def nick_colour(nick: str) -> QColor:
@@ -224,7 +227,9 @@ class PeerModel(QStandardItemModel):
 
 # -- transcript ----------------------------------------------------------------
 
-MESSAGE, PRIVATE, SYSTEM, OWN = "message", "private", "system", "own"
+MESSAGE, PRIVATE, SYSTEM, OWN, ACTION = "message", "private", "system", "own", "action"
+#: How an action (``/me waves``, IRC's CTCP ACTION) travels: the text ``* waves``.
+ACTION_PREFIX = "* "
 SENDING, CONFIRMED, FAILED = "sending", "confirmed", "failed"
 
 
@@ -241,6 +246,23 @@ def mentions(text: str, nick: str | None) -> bool:
 def first_url(text: str) -> str | None:
     match = _URL.search(text)
     return match.group() if match else None
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def to_html(text: str) -> str:
+    """``text`` as rich text: escaped, every URL a link (and only the URL),
+    line breaks and runs of spaces kept."""
+    parts, end = [], 0
+    for match in _URL.finditer(text):
+        parts.append(_escape(text[end : match.start()]))
+        url = _escape(match.group())
+        parts.append(f'<a href="{url}">{url}</a>')
+        end = match.end()
+    parts.append(_escape(text[end:]))
+    return "".join(parts).replace("\n", "<br>").replace("  ", "&nbsp; ")
 
 
 @dataclass
@@ -308,14 +330,13 @@ class TranscriptModel(QAbstractTableModel):
                 return time.strftime("%H:%M:%S", time.localtime(line.ts))
             if column == 1:
                 return line.nick
-            text = line.text.replace("\n", " ⏎ ")
-            if line.state == SENDING:
-                return f"{text}  (sending…)"
-            if line.state == FAILED:
-                return f"{text}  (not sent: {line.why}; double-click to retry)"
-            return text
-        if role == Qt.ItemDataRole.ToolTipRole and column == 2:
-            return line.text
+            return line.text + self._status(line)
+        if role == HTML_ROLE and column == TEXT_COLUMN:
+            status = self._status(line)
+            note = f'<span style="color:#777777">{_escape(status)}</span>' if status else ""
+            return to_html(line.text) + note
+        if role == Qt.ItemDataRole.ToolTipRole and column == 0:
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(line.ts))
         if role == Qt.ItemDataRole.ForegroundRole:
             if line.state == FAILED:
                 return QBrush(QColor("#b00020"))
@@ -323,14 +344,12 @@ class TranscriptModel(QAbstractTableModel):
                 return QBrush(QColor("#777777"))
             if line.kind == PRIVATE:
                 return QBrush(QColor("#6a1b9a"))
-            if column == 1:
+            if column == 1 and line.kind != ACTION:
                 return QBrush(nick_colour(line.nick))
-            if column == 2 and line.url:
-                return QBrush(QColor("#1a55c0"))
         if role == Qt.ItemDataRole.BackgroundRole and line.mention:
             return QBrush(QColor("#fff3c4"))
         if role == Qt.ItemDataRole.FontRole:
-            if line.kind == SYSTEM or line.state == SENDING:
+            if line.kind in (SYSTEM, ACTION) or line.state == SENDING:
                 font = QFont()
                 font.setItalic(True)
                 return font
@@ -338,11 +357,15 @@ class TranscriptModel(QAbstractTableModel):
                 font = QFont()
                 font.setBold(True)
                 return font
-            if column == 2 and line.url:
-                font = QFont()
-                font.setUnderline(True)
-                return font
         return None
+
+    @staticmethod
+    def _status(line: Line) -> str:
+        if line.state == SENDING:
+            return "  (sending…)"
+        if line.state == FAILED:
+            return f"  (not sent: {line.why}; double-click to retry)"
+        return ""
 
     # what the window feeds in
 
@@ -358,9 +381,19 @@ class TranscriptModel(QAbstractTableModel):
         own = own_nick or self.own_nick
         if m.action is not None:  # a moderation record: who did what
             return Line(SYSTEM, m.ts, "*", f"{m.sender} {m.text}", seq=m.seq)
+        if m.text.startswith(ACTION_PREFIX) and len(m.text) > len(ACTION_PREFIX):
+            text = f"{m.sender} {m.text[len(ACTION_PREFIX) :]}"
+            return Line(ACTION, m.ts, "*", text, seq=m.seq, mention=m.sender != own and mentions(text, own))
         if m.sender == own:
             return Line(OWN, m.ts, m.sender, m.text, seq=m.seq)
         return Line(MESSAGE, m.ts, m.sender, m.text, seq=m.seq, mention=mentions(m.text, own))
+
+    def newest_seq_through(self, row: int) -> int:
+        """The newest seq among rows 0..``row``: what a reader who sees down to ``row`` has read."""
+        for line in reversed(self.lines[: row + 1]):
+            if line.seq is not None:
+                return line.seq
+        return 0
 
     def url_at(self, row: int) -> str | None:
         return self.lines[row].url if 0 <= row < len(self.lines) else None

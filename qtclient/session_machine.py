@@ -206,6 +206,7 @@ class ClientSession:
         self.state = S.DISCONNECTED
         self.nick: str | None = None
         self.my_id: int | None = None
+        self.server = ""  # the name the server gave in WELCOME
         self.limits: dict = {}
         self.default_room = "general"
         self.rooms: dict[str, RoomTrack] = {}  # by room key, in joining order
@@ -503,6 +504,7 @@ class ClientSession:
         if self.state is not S.LOGGING_IN:
             return  # one WELCOME per login
         self.nick = welcome.nick
+        self.server = welcome.server
         self.my_id = welcome.id
         self._token = welcome.resume
         self.limits = dict(welcome.limits)
@@ -535,7 +537,7 @@ class ClientSession:
     def _caught_up(self, key: str) -> None:
         self._catching.discard(key)
         if not self._catching and self.state is S.CATCHING_UP:
-            self._fire("caught_up", "")
+            self._fire("caught_up", self.server)
             self._online()
 
     def _on_room(self, state: codec.RoomState) -> None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import MutableMapping
 
-from PyQt6.QtCore import QSettings, Qt, QTimer, QUrl, pyqtSignal
+from PyQt6.QtCore import QEvent, QSettings, Qt, QTimer, QUrl, pyqtSignal
 from PyQt6.QtGui import QAction, QDesktopServices, QKeyEvent, QKeySequence
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QApplication,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QMainWindow,
     QMenu,
@@ -20,7 +19,6 @@ from PyQt6.QtWidgets import (
     QPushButton,
     QSplitter,
     QSystemTrayIcon,
-    QTableView,
     QTreeView,
     QVBoxLayout,
     QWidget,
@@ -30,10 +28,11 @@ from chatproto import codec
 from chatproto.limits import DEFAULTS
 from chatproto.rules import DEFAULT_ROOM, room_key
 from qtclient import session as states
-from qtclient.models import NICK_ROLE, ROOM_ROLE, PeerModel, TranscriptModel
+from qtclient.models import ACTION_PREFIX, NICK_ROLE, ROOM_ROLE, PeerModel, TranscriptModel
 from qtclient.session import ChatSession
 from qtclient.views.connect_dialog import ConnectDialog, Target
 from qtclient.views.join_dialog import JoinDialog
+from qtclient.views.transcript import TranscriptView
 
 _LEAVE_WORDS = {
     "quit": "left",
@@ -47,7 +46,7 @@ _LEAVE_WORDS = {
 }
 
 COMMANDS = (
-    "/join ROOM, /part [reason], /topic TEXT, /list, /msg NICK text, /quit; operators: "
+    "/join ROOM, /part [reason], /topic TEXT, /list, /msg NICK text, /me action, /quit; operators: "
     "/kick NICK [reason], /ban NICK [reason], /unban NICK, /op NICK, /deop NICK, /invite NICK, /bans"
 )
 #: Commands that are a MODERATE of the room shown, with a target.
@@ -66,7 +65,7 @@ class ChatInput(QPlainTextEdit):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setPlaceholderText(
-            "Message (Enter sends, Shift+Enter for a new line; /join, /part, /topic, /list, /msg)"
+            "Message (Enter sends, Shift+Enter for a new line; /join, /part, /topic, /list, /msg, /me)"
         )
         self.setMaximumHeight(self.fontMetrics().lineSpacing() * 4 + 12)
         self.setTabChangesFocus(True)
@@ -141,11 +140,15 @@ class MainWindow(QMainWindow):
         self.current = room_key(DEFAULT_ROOM)
         self.transcript = self._transcript_for(DEFAULT_ROOM)
         self.join_dialog: JoinDialog | None = None
+        self.connect_dialog: ConnectDialog | None = None
         self.tray: QSystemTrayIcon | None = None
         self.target: Target | None = None
         self.console = None
         self.bans_dialog = self.admin_dialog = None
         self._reconnect_at = 0.0
+        self._connected_note = ""
+        self._marked: dict[str, int] = {}  # room key -> the seq last marked read
+        self._unreachable_said = False  # one line per outage, not one per retry
         self._build()
         self._wire()
         self._show_state(states.DISCONNECTED, "")
@@ -159,24 +162,10 @@ class MainWindow(QMainWindow):
         self._expand_branches()
         self.peer_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
 
-        # A table, not a tree: with fixed row heights an append costs the same
-        # at 10,000 rows as at 10 (a tree view lays out every row again).
-        self.transcript_view = QTableView()
+        # A table, not a tree: each row's height is set once, when it
+        # arrives, so an append costs the same at 10,000 rows as at 10.
+        self.transcript_view = TranscriptView()
         self.transcript_view.setModel(self.transcript)
-        self.transcript_view.setShowGrid(False)
-        self.transcript_view.setWordWrap(False)
-        self.transcript_view.setAlternatingRowColors(True)
-        self.transcript_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.transcript_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        rows = self.transcript_view.verticalHeader()
-        rows.hide()
-        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        rows.setDefaultSectionSize(self.fontMetrics().lineSpacing() + 6)
-        header = self.transcript_view.horizontalHeader()
-        header.setStretchLastSection(True)
-        header.setHighlightSections(False)
-        header.resizeSection(0, self.fontMetrics().horizontalAdvance("00:00:00") + 16)
-        header.resizeSection(1, 140)
 
         self.topic_label = QLabel()
         self.topic_label.setWordWrap(True)
@@ -204,11 +193,13 @@ class MainWindow(QMainWindow):
         column.addWidget(self.transcript_view)
         column.addLayout(row)
 
-        splitter = QSplitter()
+        self.splitter = splitter = QSplitter()
         splitter.addWidget(self.peer_view)
         splitter.addWidget(right)
+        splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([200, 700])
+        self.peer_view.setMinimumWidth(110)
         self.setCentralWidget(splitter)
 
         self.state_label = QLabel()
@@ -266,7 +257,7 @@ class MainWindow(QMainWindow):
         s.sendFailed.connect(self._send_failed)
         s.errorReceived.connect(self._error)
         s.certificateUnknown.connect(self._certificate_unknown)
-        s.connectionLost.connect(lambda: self.transcript.add_system("connection lost"))
+        s.connectionLost.connect(self._connection_lost)
         s.reconnected.connect(self._reconnected)
         self.banner.linkActivated.connect(self._banner_link)
         s.rttMeasured.connect(lambda rtt: self.rtt_label.setText(f"RTT {rtt * 1000:.0f} ms"))
@@ -288,7 +279,7 @@ class MainWindow(QMainWindow):
         )
         self.peer_view.doubleClicked.connect(self._peer_double_clicked)
         self.transcript_view.doubleClicked.connect(self._transcript_double_clicked)
-        self.transcript_view.clicked.connect(self._transcript_clicked)
+        self.transcript_view.linkActivated.connect(lambda url: QDesktopServices.openUrl(QUrl(url)))
         self.transcript_view.verticalScrollBar().valueChanged.connect(self._scrolled)
 
     # -- rooms ---------------------------------------------------------------------------
@@ -325,19 +316,24 @@ class MainWindow(QMainWindow):
     def ask_join(self) -> None:
         """The Join room… dialog, filled from the server's LIST."""
         limit = self.session.limits.get("room_name_length", DEFAULTS.room_name_length)
-        self.join_dialog = JoinDialog(self, limit)
+        dialog = self.join_dialog = JoinDialog(self, limit)
+        dialog.accepted.connect(lambda: dialog.room and self.session.join(dialog.room))
+        dialog.finished.connect(lambda _: self._dialog_closed("join_dialog", dialog))
         self.session.list_rooms()
-        dialog = self.join_dialog
-        if dialog.exec() == JoinDialog.DialogCode.Accepted and dialog.room:
-            self.session.join(dialog.room)
-        self.join_dialog = None
+        dialog.open()  # window-modal, without a nested event loop
+
+    def _dialog_closed(self, name: str, dialog) -> None:
+        if getattr(self, name) is dialog:
+            setattr(self, name, None)
+        dialog.deleteLater()
 
     # -- actions --------------------------------------------------------------------
 
     def ask_connect(self) -> None:
-        dialog = ConnectDialog(self, self.settings)
-        if dialog.exec() == ConnectDialog.DialogCode.Accepted:
-            self.connect_to(dialog.target)
+        dialog = self.connect_dialog = ConnectDialog(self, self.settings)
+        dialog.accepted.connect(lambda: self.connect_to(dialog.target))
+        dialog.finished.connect(lambda _: self._dialog_closed("connect_dialog", dialog))
+        dialog.open()
 
     def connect_to(self, target: Target) -> None:
         if self.target is not None and (target.host, target.port, target.nick) != (
@@ -366,6 +362,13 @@ class MainWindow(QMainWindow):
             command, _, rest = text[1:].partition(" ")
             if command == "quit":
                 self.close()
+                return
+            if command == "me":
+                if not rest.strip():
+                    self.transcript.add_system("usage: /me does something")
+                    return
+                if self.session.say(ACTION_PREFIX + rest, self.room_names.get(self.current)) is not None:
+                    self.input.clear()
                 return
             if command == "msg":
                 to, _, body = rest.partition(" ")
@@ -451,6 +454,7 @@ class MainWindow(QMainWindow):
         online = state is states.CONNECTED
         if online:
             self.banner.hide()
+            self._unreachable_said = False
         # Typing is allowed whenever a session exists: messages queue until login.
         offline = state in (states.DISCONNECTED, states.GIVEN_UP)
         self.input.setEnabled(not offline)
@@ -468,7 +472,7 @@ class MainWindow(QMainWindow):
         action = message.action or {}
         if action.get("op") in ("op", "deop") and action.get("target"):
             self.peers.set_op(name, action["target"], action["op"] == "op")
-        if key == self.current:
+        if key == self.current and self.reading():
             self._mark_timer.start()  # seen: the read marker follows, shortly
         else:
             unread, mentioned = self.peers.unread(name) if key in self.peers.rooms else (0, False)
@@ -497,6 +501,8 @@ class MainWindow(QMainWindow):
         self.peer_view.setExpanded(self.peers.room_item(state.room).index(), True)
         self.topics[room_key(state.room)] = state.topic
         transcript.add_history(state.history, self.session.nick, older=False)
+        if self._connected_note:
+            transcript.add_system(self._connected_note)
         if state.ref is not None or room_key(state.room) == self.current:
             self.show_room(state.room)  # the user asked to join: take them there
         elif state.unread:
@@ -545,12 +551,40 @@ class MainWindow(QMainWindow):
         left = max(0, round(self._reconnect_at - time.monotonic()))
         self.state_label.setText(f"Reconnecting in {left} s")
 
+    def reading(self) -> bool:
+        """Whether the user can be reading: the window shown, in front, not minimised."""
+        return self.isVisible() and self.isActiveWindow() and not self.isMinimized()
+
     def mark_current_read(self) -> None:
-        """Everything in the room shown is read: the server's marker moves,
-        on every device of the account."""
-        track = self.session.machine.rooms.get(self.current)
-        if track is not None and track.last_seq and self.session.logged_in:
-            self.session.mark_read(track.name, track.last_seq)
+        """What the user can see of the room shown is read: the server's
+        marker moves, on every device of the account. Nothing is read in a
+        hidden, minimised or background window."""
+        machine = self.session.machine
+        track = machine.rooms.get(self.current)
+        if track is None or not track.last_seq or not machine.logged_in or not self.reading():
+            return
+        view = self.transcript_view
+        bottom = view.rowAt(view.viewport().height() - 1)
+        seen = self.transcript.newest_seq_through(self.transcript.rowCount() - 1 if bottom < 0 else bottom)
+        if seen > self._marked.get(self.current, 0):
+            self._marked[self.current] = seen
+            self.session.mark_read(track.name, min(seen, track.last_seq))
+
+    def changeEvent(self, event) -> None:
+        """Coming to the front (or back from minimised): what is shown is read now."""
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.ActivationChange, QEvent.Type.WindowStateChange):
+            if self.reading():
+                self.peers.set_unread(self.room_names.get(self.current, ""), 0, False)
+                self._mark_timer.start()
+
+    def _connection_lost(self) -> None:
+        self.transcript.add_system("connection lost")
+        self._marked.clear()  # the server may have lost what was marked
+
+    def show_internal_error(self, summary: str) -> None:
+        """The safety net caught a bug: say so, and keep going."""
+        self.show_problem(f"Something went wrong inside the client ({summary}); details are in its log.")
 
     def _mark_moved(self, marked: codec.Marked) -> None:
         if room_key(marked.room) != self.current:
@@ -611,8 +645,10 @@ class MainWindow(QMainWindow):
             transcript.own_nick = welcome.nick
         self.peers.welcome(welcome)
         self._expand_branches()
-        note = f"connected to {welcome.server} as {welcome.nick}"
-        self.transcript.add_system(note + (f" — {welcome.motd}" if welcome.motd else ""))
+        # Said in each room after its history, where the user reads on from.
+        self._connected_note = f"connected to {welcome.server} as {welcome.nick}" + (
+            f" — {welcome.motd}" if welcome.motd else ""
+        )
         self.setWindowTitle(f"Chat — {welcome.nick} @ {welcome.server}")
         self.admin_action.setEnabled(bool(welcome.admin))
 
@@ -664,6 +700,9 @@ class MainWindow(QMainWindow):
             self.show_problem(f"Can't log in: {message}. Check the nick and password in Chat → Connect….")
         elif code == "unreachable":
             self.show_problem(f"{message[:1].upper()}{message[1:]}; retrying.")
+            if self._unreachable_said:
+                return  # the banner says it; the transcript said it once
+            self._unreachable_said = True
         self.transcript.add_system(message)
 
     def _certificate_unknown(self, where: str, fingerprint: str) -> None:
@@ -691,12 +730,6 @@ class MainWindow(QMainWindow):
         key = index.data(ROOM_ROLE)
         if key:
             self.show_room(self.room_names.get(key, key))
-
-    def _transcript_clicked(self, index) -> None:
-        """A link opens in the browser."""
-        url = self.transcript.url_at(index.row()) if index.column() == 2 else None
-        if url:
-            QDesktopServices.openUrl(QUrl(url))
 
     def _peer_double_clicked(self, index) -> None:
         nick = index.data(NICK_ROLE)
@@ -727,6 +760,7 @@ class MainWindow(QMainWindow):
         bar = self.transcript_view.verticalScrollBar()
         if value == bar.minimum() and bar.maximum() > 0:
             self.session.request_older(self.room_names.get(self.current))
+        self._mark_timer.start()  # what came into view is read, shortly
 
     # -- closing -------------------------------------------------------------------------
 

@@ -5,13 +5,15 @@ in-process server on 127.0.0.1."""
 from __future__ import annotations
 
 import pytest_twisted
-from PyQt6.QtCore import Qt
+from PyQt6.QtCore import QPoint, Qt
 from PyQt6.QtGui import QColor
+from PyQt6.QtTest import QTest
 from test_client import log_in, other, server_down
 from waiting import signal_fired, until
 
 from qtclient import models
 from qtclient import session as states
+from qtclient.views import transcript as transcript_view
 from qtclient.views.join_dialog import JoinDialog
 
 
@@ -123,7 +125,14 @@ def test_nick_colours_are_stable_and_links_open(window, server, sessions, monkey
     assert models.nick_colour("bob") != models.nick_colour("carol")
     opened = []
     monkeypatch.setattr("qtclient.views.main_window.QDesktopServices.openUrl", lambda url: opened.append(url))
-    window.transcript_view.clicked.emit(transcript.index(row, 2))
+    view = window.transcript_view
+    rect = view.visualRect(transcript.index(row, 2))
+    before = view.fontMetrics().horizontalAdvance("the build: ")
+    y = rect.center().y()
+    QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(rect.left() + 8, y))
+    assert opened == []  # the words before it are not the link
+    link = QPoint(rect.left() + transcript_view.PAD_X + before + 20, y)
+    QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=link)
     assert [url.toString() for url in opened] == ["https://ci.example.org/run/42"]
 
 

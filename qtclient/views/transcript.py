@@ -1,0 +1,223 @@
+"""The transcript as people expect to read it: messages wrap and keep their
+line breaks, only a URL is a link, and a narrow window still leaves the
+text most of the width.
+
+A table (time, nick, text) whose rows are as tall as their text: each row's
+height is set once when it arrives, and again only when the text column's
+width changes, so an append costs the same at 10,000 rows as at 10.
+"""
+
+from __future__ import annotations
+
+from PyQt6.QtCore import QEvent, QModelIndex, QPoint, QPointF, QRect, QRectF, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QAbstractTextDocumentLayout, QFont, QFontMetrics, QPalette, QTextDocument
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QHeaderView,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QTableView,
+)
+
+from qtclient.models import HTML_ROLE, TEXT_COLUMN
+
+#: Space around a row's text, in pixels.
+PAD_X, PAD_Y = 4, 3
+#: Below this viewport width the time column goes (its tooltip keeps it).
+NARROW = 480
+_CACHE_LIMIT = 20_000
+
+
+class MessageDelegate(QStyledItemDelegate):
+    """Paints the text column from the model's HTML (escaped text, links,
+    line breaks) and says how tall a row must be at a given width."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._heights: dict[tuple[str, int, str], int] = {}
+
+    def document(self, index: QModelIndex, width: int) -> QTextDocument:
+        doc = QTextDocument()
+        doc.setDocumentMargin(0)
+        doc.setDefaultFont(self._font(index))
+        doc.setDefaultStyleSheet("a { color: #1a55c0; }")
+        doc.setHtml(index.data(HTML_ROLE) or "")
+        doc.setTextWidth(max(1, width))
+        return doc
+
+    def _font(self, index: QModelIndex) -> QFont:
+        font = index.data(Qt.ItemDataRole.FontRole)
+        return font if isinstance(font, QFont) else QApplication.font()
+
+    def height_for(self, index: QModelIndex, width: int) -> int:
+        """The row's height with its text wrapped to ``width`` pixels."""
+        font = self._font(index)
+        text = index.data(Qt.ItemDataRole.DisplayRole) or ""
+        metrics = QFontMetrics(font)
+        one_line = metrics.lineSpacing() + 2 * PAD_Y
+        inner = width - 2 * PAD_X
+        html = index.data(HTML_ROLE) or ""
+        if "\n" not in text and "<a " not in html and metrics.horizontalAdvance(text) <= inner:
+            return one_line  # most chat: no layout needed
+        key = (html, inner, font.key())
+        height = self._heights.get(key)
+        if height is None:
+            if len(self._heights) > _CACHE_LIMIT:
+                self._heights.clear()
+            doc = self.document(index, inner)
+            height = self._heights[key] = max(one_line, round(doc.size().height()) + 2 * PAD_Y)
+        return height
+
+    def paint(self, painter, option, index: QModelIndex) -> None:
+        if index.column() != TEXT_COLUMN:
+            super().paint(painter, option, index)
+            return
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        opt.text = ""  # the panel (background, selection) without the text
+        style = opt.widget.style() if opt.widget is not None else QApplication.style()
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
+        doc = self.document(index, opt.rect.width() - 2 * PAD_X)
+        context = QAbstractTextDocumentLayout.PaintContext()
+        selected = bool(opt.state & QStyle.StateFlag.State_Selected)
+        brush = index.data(Qt.ItemDataRole.ForegroundRole)
+        if selected:
+            colour = opt.palette.color(QPalette.ColorRole.HighlightedText)
+        elif brush is not None:
+            colour = brush.color()
+        else:
+            colour = opt.palette.color(QPalette.ColorRole.Text)
+        context.palette.setColor(QPalette.ColorRole.Text, colour)
+        painter.save()
+        painter.translate(opt.rect.left() + PAD_X, opt.rect.top() + PAD_Y)
+        painter.setClipRect(QRectF(0, 0, opt.rect.width() - PAD_X, opt.rect.height()))
+        doc.documentLayout().draw(painter, context)
+        painter.restore()
+
+
+class TranscriptView(QTableView):
+    """The transcript table; ``linkActivated`` carries a clicked URL."""
+
+    linkActivated = pyqtSignal(str)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.delegate = MessageDelegate(self)
+        self.setItemDelegateForColumn(TEXT_COLUMN, self.delegate)
+        self.setShowGrid(False)
+        self.setWordWrap(True)
+        self.setAlternatingRowColors(True)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setMouseTracking(True)
+        rows = self.verticalHeader()
+        rows.hide()
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(self.fontMetrics().lineSpacing() + 2 * PAD_Y)
+        header = self.horizontalHeader()
+        header.setStretchLastSection(True)
+        header.setHighlightSections(False)
+        header.sectionResized.connect(self._section_resized)
+        self._fitted_width = -1
+        self._refit = QTimer(self)
+        self._refit.setSingleShot(True)
+        self._refit.setInterval(0)
+        self._refit.timeout.connect(self.fit_all_rows)
+
+    # -- the model ---------------------------------------------------------------------
+
+    def setModel(self, model) -> None:
+        old = self.model()
+        if old is not None:
+            for signal, slot in self._model_signals(old):
+                try:
+                    signal.disconnect(slot)
+                except TypeError:  # never connected
+                    pass
+        super().setModel(model)
+        for signal, slot in self._model_signals(model):
+            signal.connect(slot)
+        self._size_columns()
+        self.fit_all_rows()
+
+    def _model_signals(self, model):
+        return (
+            (model.rowsInserted, self._rows_inserted),
+            (model.modelReset, self.fit_all_rows),
+            (model.dataChanged, self._data_changed),
+        )
+
+    def _rows_inserted(self, parent, first: int, last: int) -> None:
+        self.fit_rows(first, last)
+
+    def _data_changed(self, top_left, bottom_right, roles=()) -> None:
+        self.fit_rows(top_left.row(), bottom_right.row())
+
+    # -- row heights -------------------------------------------------------------------
+
+    def text_width(self) -> int:
+        return self.columnWidth(TEXT_COLUMN) or self.viewport().width()
+
+    def fit_rows(self, first: int, last: int) -> None:
+        model, rows, width = self.model(), self.verticalHeader(), self.text_width()
+        for row in range(first, last + 1):
+            rows.resizeSection(row, self.delegate.height_for(model.index(row, TEXT_COLUMN), width))
+
+    def fit_all_rows(self) -> None:
+        model = self.model()
+        self._fitted_width = self.text_width()
+        if model is not None and model.rowCount():
+            self.fit_rows(0, model.rowCount() - 1)
+
+    def _section_resized(self, column: int, old: int, new: int) -> None:
+        if column == TEXT_COLUMN and new != self._fitted_width:
+            self._refit.start()
+
+    # -- columns for the width there is ---------------------------------------------------
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._size_columns()
+
+    def _size_columns(self) -> None:
+        if self.model() is None:
+            return
+        width = self.viewport().width()
+        metrics = self.fontMetrics()
+        self.setColumnHidden(0, width < NARROW)
+        self.setColumnWidth(0, metrics.horizontalAdvance("00:00:00") + 2 * PAD_X + 8)
+        self.setColumnWidth(1, max(70, min(140, width // 5)))
+
+    # -- links -------------------------------------------------------------------------
+
+    def link_at(self, position: QPoint) -> str | None:
+        """The URL under ``position`` (viewport coordinates), if any."""
+        index = self.indexAt(position)
+        if not index.isValid() or index.column() != TEXT_COLUMN:
+            return None
+        rect: QRect = self.visualRect(index)
+        doc = self.delegate.document(index, rect.width() - 2 * PAD_X)
+        point = QPointF(position.x() - rect.left() - PAD_X, position.y() - rect.top() - PAD_Y)
+        return doc.documentLayout().anchorAt(point) or None
+
+    def mouseMoveEvent(self, event) -> None:
+        link = self.link_at(event.position().toPoint())
+        shape = Qt.CursorShape.PointingHandCursor if link else Qt.CursorShape.ArrowCursor
+        self.viewport().setCursor(shape)
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:
+        super().mouseReleaseEvent(event)
+        if event.button() == Qt.MouseButton.LeftButton:
+            link = self.link_at(event.position().toPoint())
+            if link:
+                self.linkActivated.emit(link)
+
+    def viewportEvent(self, event) -> bool:
+        if event.type() == QEvent.Type.Leave:
+            self.viewport().unsetCursor()
+        return super().viewportEvent(event)
