@@ -1,0 +1,418 @@
+"""A new user's session with the desktop client, minutes long, in the real
+app: ``python -m tests.e2e.desktop_session --shots DIR --work DIR``.
+
+Run by ``tests/e2e/test_desktop.py`` on a real X server (Xvfb). The app is
+built as ``chat-client`` builds it (:class:`qtclient.app.ClientApp`: the
+reactor inside Qt, the safety net, the window shown), then driven through
+its widgets: menus, dialogs, typing, clicks, resizing, a server killed with
+SIGKILL and started again. Another user, bob, is a session machine in the
+same process. A screenshot of the screen is saved after every step.
+
+The last line printed is ``E2E OK`` or ``E2E FAILED: ...``; the exit status
+says the same. Any exception the safety net caught fails the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+
+#: Seconds any one condition may take before the step fails.
+WAIT = 30.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shots", required=True, help="folder for the screenshots")
+    parser.add_argument("--work", required=True, help="folder for the server's history")
+    options = parser.parse_args()
+    os.makedirs(options.shots, exist_ok=True)
+    from qtclient.app import ClientApp, parse_args
+
+    client = ClientApp(parse_args([]))
+    outcome: list[str] = []
+
+    def finished(result):
+        outcome.append("E2E OK" if result is None else f"E2E FAILED: {result}")
+        # Chat → Quit, as the user leaves: the last window closing stops the reactor.
+        quit_action = next(
+            a for a in client.window.menuBar().actions()[0].menu().actions() if "Quit" in a.text()
+        )
+        quit_action.trigger()
+
+    def failed(failure):
+        outcome.append(f"E2E FAILED: {failure.getTraceback()}")
+        client.qt.closeAllWindows()
+
+    def begin():
+        session = Session(client, options.shots, options.work)
+        session.run().addCallbacks(finished, failed)
+
+    client.reactor.callWhenRunning(begin)
+    client.run()
+    if client.errors.count and outcome == ["E2E OK"]:
+        outcome[0] = f"E2E FAILED: {client.errors.count} unexpected error(s): {client.errors.summaries}"
+    print(outcome[0] if outcome else "E2E FAILED: the app stopped before the session ended", flush=True)
+    return 0 if outcome == ["E2E OK"] else 1
+
+
+class Bob:
+    """The other user: a session machine (no window) that records what it hears."""
+
+    def __init__(self, reactor) -> None:
+        from qtclient.session_machine import ClientSession, SessionEvents
+
+        heard = self
+
+        class Events(SessionEvents):
+            def message_received(self, message):
+                heard.messages.append(message)
+
+            def private_received(self, private):
+                heard.privates.append(private)
+
+            def error_received(self, code, message):
+                heard.errors.append((code, message))
+
+        self.messages: list = []
+        self.privates: list = []
+        self.errors: list = []
+        self.machine = ClientSession(reactor, Events(), retry=lambda attempt: 0.2)
+
+    def texts(self) -> list[str]:
+        return [m.text for m in self.messages]
+
+
+class Session:
+    """The scripted session; each step waits for what a user would see."""
+
+    def __init__(self, client, shots: str, work: str) -> None:
+        self.client, self.shots, self.work = client, shots, work
+        self.reactor = client.reactor
+        self.window = client.window
+        self.step = 0
+        self.server = None
+        self.port = 0
+        self.bob = Bob(self.reactor)
+
+    def run(self):
+        from twisted.internet.defer import ensureDeferred
+
+        return ensureDeferred(self._run())
+
+    # -- tools ----------------------------------------------------------------------
+
+    async def until(self, condition, what: str, timeout: float = WAIT) -> None:
+        """Wait until ``condition()`` holds, checking every 20 ms; fail saying ``what``."""
+        from twisted.internet.task import deferLater
+
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"step {self.step}: {what} did not happen within {timeout:.0f} s")
+            await deferLater(self.reactor, 0.02, lambda: None)
+
+    async def pause(self, seconds: float) -> None:
+        """The user reads for a while (timers such as the read marker fire meanwhile)."""
+        from twisted.internet.task import deferLater
+
+        await deferLater(self.reactor, seconds, lambda: None)
+
+    async def shot(self, name: str) -> None:
+        """The whole screen, dialogs and menus included, as the user sees it
+        (once what changed has been laid out and painted)."""
+        from PyQt6.QtWidgets import QApplication
+
+        self.step += 1
+        await self.pause(0.15)
+        QApplication.processEvents()
+        image = QApplication.primaryScreen().grabWindow(0)
+        image.save(os.path.join(self.shots, f"{self.step:02d}-{name}.png"))
+
+    def text_rows(self) -> list[str]:
+        self.window.transcript.flush()
+        return [line.text for line in self.window.transcript.lines]
+
+    def type_and_send(self, text: str) -> None:
+        """Typed into the message box as a user types, Shift+Enter between lines, Enter to send."""
+        from PyQt6.QtCore import Qt
+        from PyQt6.QtTest import QTest
+
+        box = self.window.input
+        box.setFocus()
+        for i, line in enumerate(text.split("\n")):
+            if i:
+                QTest.keyClick(box, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+            QTest.keyClicks(box, line)
+        QTest.keyClick(box, Qt.Key.Key_Return)
+
+    def click(self, widget, position=None) -> None:
+        from PyQt6.QtCore import Qt
+        from PyQt6.QtTest import QTest
+
+        if position is None:
+            QTest.mouseClick(widget, Qt.MouseButton.LeftButton)
+        else:
+            QTest.mouseClick(widget, Qt.MouseButton.LeftButton, pos=position)
+
+    def click_room(self, name: str) -> None:
+        view = self.window.peer_view
+        index = self.window.peers.room_item(name).index()
+        view.scrollTo(index)
+        self.click(view.viewport(), view.visualRect(index).center())
+
+    async def open_menu(self, title: str) -> None:
+        """Click a menu in the menu bar, look at it, close it."""
+        from PyQt6.QtCore import Qt
+        from PyQt6.QtTest import QTest
+
+        bar = self.window.menuBar()
+        menu = next(a.menu() for a in bar.actions() if a.text().replace("&", "") == title)
+        self.click(bar, bar.actionGeometry(menu.menuAction()).center())
+        await self.until(menu.isVisible, f"the {title} menu opening")
+        await self.shot(f"menu-{title.lower()}")
+        QTest.keyClick(menu, Qt.Key.Key_Escape)
+        await self.until(lambda: not menu.isVisible(), f"the {title} menu closing")
+
+    def start_server(self, port: int = 0):
+        from scripts.spawn import spawn_server
+
+        history = os.path.join(self.work, "history.sqlite3")
+        self.server = spawn_server(
+            self.reactor,
+            "--history",
+            history,
+            "--name",
+            "e2e-chat",
+            "--admin",
+            "alice",
+            listen=f"tcp:{port}:interface=127.0.0.1",
+        )
+        return self.server.listening
+
+    # -- the session --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._script()
+        finally:
+            self.bob.machine.disconnect()
+            if self.server is not None and self.server.transport.pid is not None:
+                self.server.signal("TERM")
+                await self.server.ended
+
+    async def _script(self) -> None:
+        from PyQt6.QtCore import Qt
+        from PyQt6.QtTest import QTest
+
+        from qtclient import session as states
+        from qtclient.views.connect_dialog import ConnectDialog
+        from qtclient.views.join_dialog import JoinDialog
+
+        w, bob = self.window, self.bob
+        self.port = await self.start_server()
+        w.resize(1000, 640)
+        w.activateWindow()
+        await self.until(w.isActiveWindow, "the window coming to the front")
+        await self.shot("start")
+
+        # A room with history before alice arrives (the first login of a new user).
+        bob.machine.connect_to("127.0.0.1", self.port, "bob")
+        await self.until(lambda: bob.machine.state is states.CONNECTED, "bob logging in")
+        for text in ("morning!", "the deploy is at 3", "who has the release notes?"):
+            bob.machine.say(text)
+        await self.until(lambda: len(bob.messages) >= 3, "bob's messages being stored")
+
+        # Chat → Connect…: register alice with a password.
+        w.connect_action.trigger()
+        await self.until(lambda: w.connect_dialog is not None and w.connect_dialog.isVisible(), "Connect…")
+        dialog: ConnectDialog = w.connect_dialog
+        for field, value in (
+            (dialog.host, "127.0.0.1"),
+            (dialog.port, str(self.port)),
+            (dialog.nick, "alice"),
+        ):
+            field.clear()
+            QTest.keyClicks(field, value)
+        QTest.keyClicks(dialog.password, "correct horse battery")
+        self.click(dialog.register)
+        await self.shot("connect-dialog")
+        QTest.keyClick(dialog, Qt.Key.Key_Return)
+        await self.until(lambda: w.session.state is states.CONNECTED, "alice connected")
+        await self.until(lambda: "who has the release notes?" in self.text_rows(), "the room's history shown")
+        await self.until(lambda: w.session.machine.account, "alice's account registered")
+        rows = self.text_rows()
+        assert rows.index("who has the release notes?") < next(
+            i for i, t in enumerate(rows) if t.startswith("connected to e2e-chat as alice")
+        ), f"the 'connected' line is above the history it follows: {rows}"
+        assert "e2e-chat" in w.state_label.text(), w.state_label.text()
+        await self.shot("connected-with-history")
+
+        # The user reads: the read marker's timer fires (the crash of issue 23 was here).
+        marked = []
+        w.session.markMoved.connect(marked.append)
+        await self.pause(1.5)
+        await self.until(lambda: marked, "the room marked read")
+
+        # Messages: one line, several lines, a long one that wraps, a link, an emoji, an action.
+        self.type_and_send("hi bob, I have them")
+        self.type_and_send("release notes:\n- rooms\n- accounts")
+        long = "This is a long message that has to wrap in the transcript " * 5
+        self.type_and_send(long.strip())
+        self.type_and_send("/me waves")
+        await self.until(lambda: "* waves" in bob.texts(), "bob hearing alice's /me")
+        assert "release notes:\n- rooms\n- accounts" in bob.texts(), bob.texts()
+        bob.machine.say("notes: https://example.org/notes 🎉 thanks")
+        await self.until(
+            lambda: any(t.startswith("notes: https://example.org/notes") for t in self.text_rows()),
+            "bob's link shown",
+        )
+        await self.until(lambda: "alice waves" in self.text_rows(), "the action shown as an action")
+        view = w.transcript_view
+        transcript = w.transcript
+        row = next(
+            i for i, line in enumerate(transcript.lines) if line.text == "release notes:\n- rooms\n- accounts"
+        )
+        one_line = view.fontMetrics().lineSpacing()
+        assert view.rowHeight(row) >= 3 * one_line, f"a 3-line message is {view.rowHeight(row)} px tall"
+        await self.shot("messages")
+
+        # A whisper, both ways.
+        self.type_and_send("/msg bob are you coming to the demo?")
+        await self.until(lambda: any("demo" in p.text for p in bob.privates), "bob getting the whisper")
+        bob.machine.whisper("alice", "yes, in 5")
+        await self.until(lambda: "yes, in 5" in self.text_rows(), "bob's whisper shown")
+
+        # Chat → Join room…: the dialog lists the rooms; join a new one.
+        w.join_action.trigger()
+        await self.until(lambda: w.join_dialog is not None and w.join_dialog.isVisible(), "Join room…")
+        dialog: JoinDialog = w.join_dialog
+        await self.until(lambda: dialog.table.rowCount() >= 1, "the room list in the dialog")
+        QTest.keyClicks(dialog.name, "release")
+        await self.shot("join-dialog")
+        QTest.keyClick(dialog.name, Qt.Key.Key_Return)
+        await self.until(lambda: w.peers.room_item("release") is not None, "the room release joined")
+        await self.until(lambda: w.room_names.get(w.current) == "release", "release shown")
+        bob.machine.join("release")
+        await self.until(lambda: "bob" in w.peers.members("release"), "bob in release")
+        self.type_and_send("/topic v2.0 on Friday")
+        await self.until(lambda: "v2.0 on Friday" in w.topic_label.text(), "the topic shown")
+
+        # Switching rooms by clicking them; messages in the other room count as unread.
+        self.click_room("general")
+        await self.until(lambda: w.room_names.get(w.current) == "general", "general shown")
+        bob.machine.say("in release: tag it?", "release")
+        await self.until(lambda: w.peers.unread("release")[0] == 1, "release's unread count")
+        await self.shot("unread-in-other-room")
+        self.click_room("release")
+        await self.until(lambda: w.peers.unread("release")[0] == 0, "release read once shown")
+
+        # An operator's menu on a member: only what applies to them.
+        bob_id = bob.machine.my_id
+        menu = w.member_menu(w.peers.rooms["release"].members[bob_id].index())
+        labels = [a.text() for a in menu.actions()]
+        assert menu.isEnabled() and "Make operator bob" in labels, labels
+        next(a for a in menu.actions() if a.text() == "Make operator bob").trigger()
+        await self.until(lambda: w.peers.is_op("release", bob_id), "bob made an operator")
+
+        # Room → Ban list…
+        w.bans_action.trigger()
+        await self.until(lambda: w.bans_dialog is not None and w.bans_dialog.isVisible(), "the ban list")
+        await self.shot("ban-list")
+        w.bans_dialog.close()
+
+        # Server → Host a server…: the console opens (not started), and closes.
+        w.host_action.trigger()
+        await self.until(lambda: w.console is not None and w.console.isVisible(), "the server console")
+        await self.shot("host-console")
+        w.console.close()
+
+        # Every menu, opened and looked at.
+        for title in ("Chat", "Room", "Server"):
+            await self.open_menu(title)
+        w.activateWindow()
+
+        # Small and large windows: the text keeps most of the width.
+        w.resize(520, 380)
+        await self.until(lambda: w.width() <= 600, "the window made small")
+        await self.pause(0.3)
+        await self.shot("small-window")
+        assert view.columnWidth(2) >= 200, f"text column {view.columnWidth(2)} px wide at 520×380"
+        w.resize(1400, 900)
+        await self.until(lambda: w.width() >= 1300, "the window made large")
+        await self.shot("large-window")
+        w.resize(1000, 640)
+
+        # Leave the room: Chat → Leave room.
+        w.part_action.trigger()
+        await self.until(lambda: w.peers.room_item("release") is None, "release left")
+        await self.until(lambda: w.room_names.get(w.current) == "general", "back in general")
+
+        # The server dies (SIGKILL) and comes back on the same port.
+        self.server.signal("KILL")
+        await self.server.ended
+        await self.until(lambda: "connection lost" in self.text_rows(), "the outage marked in the transcript")
+        await self.until(lambda: w.session.state is states.RECONNECTING, "reconnecting")
+        await self.pause(3)  # a few retries fail meanwhile
+        await self.shot("server-down")
+        unreachable = [t for t in self.text_rows() if t.startswith("server not reachable")]
+        assert len(unreachable) <= 1, f"one outage line expected, got {unreachable}"
+        await self.start_server(self.port)
+        await self.until(lambda: w.session.state is states.CONNECTED, "reconnected", timeout=60)
+        await self.until(
+            lambda: any(t.startswith("reconnected") for t in self.text_rows()), "'reconnected' said"
+        )
+        assert "e2e-chat" in w.state_label.text(), f"status after reconnecting: {w.state_label.text()!r}"
+        await self.until(lambda: bob.machine.state is states.CONNECTED, "bob back")
+        self.type_and_send("back again")
+        await self.until(lambda: "back again" in bob.texts(), "bob hearing alice after the restart")
+        await self.shot("reconnected")
+
+        # Chat → Disconnect, then Chat → Connect… again, now with the account's password.
+        w.disconnect_action.trigger()
+        await self.until(lambda: w.session.state is states.DISCONNECTED, "disconnected")
+        await self.shot("disconnected")
+        w.connect_action.trigger()
+        await self.until(
+            lambda: w.connect_dialog is not None and w.connect_dialog.isVisible(), "Connect… again"
+        )
+        dialog = w.connect_dialog
+        assert dialog.nick.text() == "alice" and dialog.port.text() == str(self.port), "the dialog forgot"
+        dialog.password.clear()
+        QTest.keyClicks(dialog.password, "correct horse battery")
+        QTest.keyClick(dialog, Qt.Key.Key_Return)
+        await self.until(lambda: w.session.state is states.CONNECTED, "alice logged in with her password")
+
+        # Server → Connections (admins)…: alice is the server's admin.
+        await self.until(w.admin_action.isEnabled, "the admin menu enabled for the admin")
+        w.admin_action.trigger()
+        await self.until(lambda: w.admin_dialog is not None and w.admin_dialog.isVisible(), "Connections")
+        await self.shot("admin-connections")
+        w.admin_dialog.close()
+
+        # A minimised window reads nothing.
+        w.showMinimized()
+        await self.until(w.isMinimized, "the window minimised")
+        count = len(marked)
+        bob.machine.say("anyone there?")
+        await self.until(lambda: "anyone there?" in self.text_rows(), "the message arriving")
+        await self.pause(1.5)
+        assert len(marked) == count, "a minimised window marked the room read"
+        w.showNormal()
+        w.activateWindow()
+        await self.until(lambda: len(marked) > count, "the room read once the window is back")
+        await self.shot("back-from-minimised")
+
+        assert self.client.errors.count == 0, self.client.errors.summaries
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception:
+        traceback.print_exc()
+        print("E2E FAILED: the driver itself broke", flush=True)
+        sys.exit(1)
