@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install redis run client screenshot cert bench bench-client fuzz fuzz-minimize soak killtest test test-server test-client test-outside lint clean
+.PHONY: install redis run client screenshot cert bench bench-client fuzz fuzz-minimize soak killtest test test-server test-client test-desktop test-outside lint clean
 
 install: $(STAMP)
 
@@ -20,6 +20,7 @@ run: install
 	$(VENV)/bin/twistd -n --pidfile= chat $(ARGS)
 
 client: install
+	sh scripts/qt_xcb_libraries.sh $(PY)
 	$(VENV)/bin/chat-client $(ARGS)
 
 # A Valkey on 127.0.0.1:6379 for a cluster (make run ARGS="--cluster redis://127.0.0.1:6379"), durable, files in redis-data/.
@@ -74,6 +75,14 @@ test-server: install
 # The client tests need the asyncio reactor on Qt's loop (tests/qt/conftest.py).
 test-client: install
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/qt --reactor=asyncio
+	$(MAKE) test-desktop
+
+# The desktop app end to end on a real X server (Xvfb, with openbox as its
+# window manager), installed here where missing and possible.
+test-desktop: install
+	sh scripts/system_packages.sh Xvfb:xvfb openbox:openbox
+	sh scripts/qt_xcb_libraries.sh $(PY)
+	$(PY) -m pytest -q -p no:twisted tests/e2e
 
 # Real outside clients: the page in headless Chromium, irssi in tmux
 # (installed here where missing and possible; skipped, saying so,

@@ -87,6 +87,7 @@ def run_session(display: str, work: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=SESSION_LIMIT)
 
 
+@pytest.mark.timeout(SESSION_LIMIT + 60)
 def test_a_new_users_session_on_a_real_x_server(display, tmp_path):
     result = run_session(display, str(tmp_path))
     output = result.stdout + result.stderr
