@@ -49,6 +49,8 @@ COMMANDS = (
     "/join ROOM, /part [reason], /topic TEXT, /list, /msg NICK text, /me action, /quit; operators: "
     "/kick NICK [reason], /ban NICK [reason], /unban NICK, /op NICK, /deop NICK, /invite NICK, /bans"
 )
+#: The room tree's width in a window wide enough for it, pixels.
+TREE_WIDTH = 200
 #: Commands that are a MODERATE of the room shown, with a target.
 _MODERATION_COMMANDS = ("kick", "ban", "unban", "op", "deop", "invite")
 
@@ -198,7 +200,8 @@ class MainWindow(QMainWindow):
         splitter.addWidget(right)
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([200, 700])
+        splitter.setSizes([TREE_WIDTH, 700])
+        self._tree_squeezed = False  # narrowed by a small window, to grow back with it
         self.peer_view.setMinimumWidth(110)
         self.setCentralWidget(splitter)
 
@@ -761,6 +764,16 @@ class MainWindow(QMainWindow):
         if value == bar.minimum() and bar.maximum() > 0:
             self.session.request_older(self.room_names.get(self.current))
         self._mark_timer.start()  # what came into view is read, shortly
+
+    def resizeEvent(self, event) -> None:
+        """A narrow window keeps most of its width for the text: the room
+        tree gives up what it has beyond a quarter of it."""
+        super().resizeEvent(event)
+        tree, rest = self.splitter.sizes()
+        share = max(self.peer_view.minimumWidth(), min(TREE_WIDTH, self.width() // 4))
+        if tree > share or (tree < share and self._tree_squeezed):
+            self._tree_squeezed = share < TREE_WIDTH
+            self.splitter.setSizes([share, tree + rest - share])
 
     # -- closing -------------------------------------------------------------------------
 
