@@ -37,6 +37,7 @@ class MessageDelegate(QStyledItemDelegate):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._heights: dict[tuple[str, int, str], int] = {}
+        self._metrics: dict[str, QFontMetrics] = {}
 
     def document(self, index: QModelIndex, width: int) -> QTextDocument:
         doc = QTextDocument()
@@ -54,13 +55,15 @@ class MessageDelegate(QStyledItemDelegate):
     def height_for(self, index: QModelIndex, width: int) -> int:
         """The row's height with its text wrapped to ``width`` pixels."""
         font = self._font(index)
-        text = index.data(Qt.ItemDataRole.DisplayRole) or ""
-        metrics = QFontMetrics(font)
+        metrics = self._metrics.get(font.key())
+        if metrics is None:
+            metrics = self._metrics[font.key()] = QFontMetrics(font)
         one_line = metrics.lineSpacing() + 2 * PAD_Y
         inner = width - 2 * PAD_X
+        text = index.data(Qt.ItemDataRole.DisplayRole) or ""
+        if "\n" not in text and "://" not in text and metrics.horizontalAdvance(text) <= inner:
+            return one_line  # most chat: one line, no layout needed
         html = index.data(HTML_ROLE) or ""
-        if "\n" not in text and "<a " not in html and metrics.horizontalAdvance(text) <= inner:
-            return one_line  # most chat: no layout needed
         key = (html, inner, font.key())
         height = self._heights.get(key)
         if height is None:
