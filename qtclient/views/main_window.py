@@ -55,6 +55,25 @@ TREE_WIDTH = 200
 _MODERATION_COMMANDS = ("kick", "ban", "unban", "op", "deop", "invite")
 
 
+#: What a DONE says, in words: ACCOUNT's ops on the user's own account, ADMIN's on others.
+_DONE_WORDS = {
+    "register": "the nick {target} is registered: it is yours now",
+    "password": "the password of {target} is changed",
+    "delete": "the account {target} is deleted",
+    "close": "connection {target} closed",
+    "kick": "{target} disconnected from the server",
+    "ban": "{target} banned from the server",
+    "unban": "{target} may use the server again",
+    "ban_address": "address {target} banned",
+    "unban_address": "address {target} may connect again",
+    "reset": "the password of {target} is reset",
+}
+
+
+def done_words(done: codec.Done) -> str:
+    return _DONE_WORDS.get(done.op, "done: {op} {target}").format(op=done.op, target=done.target)
+
+
 def _html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -276,7 +295,7 @@ class MainWindow(QMainWindow):
         self.bans_action.triggered.connect(lambda: self.open_bans(self.room_names.get(self.current, "")))
         self.peer_view.customContextMenuRequested.connect(self._member_menu)
         s.markMoved.connect(self._mark_moved)
-        s.requestDone.connect(lambda done: self.transcript.add_system(f"done: {done.op} {done.target}"))
+        s.requestDone.connect(lambda done: self.transcript.add_system(done_words(done)))
         s.invitedTo.connect(
             lambda inv: self.transcript.add_system(f"{inv.by} invited you to {inv.room}: /join {inv.room}")
         )

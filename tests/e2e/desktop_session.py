@@ -129,8 +129,11 @@ class Session:
         self.step += 1
         await self.pause(0.15)
         QApplication.processEvents()
-        image = QApplication.primaryScreen().grabWindow(0)
-        image.save(os.path.join(self.shots, f"{self.step:02d}-{name}.png"))
+        screen = QApplication.primaryScreen()
+        base = os.path.join(self.shots, f"{self.step:02d}-{name}")
+        screen.grabWindow(0).save(base + ".png")
+        frame = self.window.frameGeometry()  # the window with its title bar, for README
+        screen.grabWindow(0, frame.x(), frame.y(), frame.width(), frame.height()).save(base + ".window.png")
 
     def text_rows(self) -> list[str]:
         self.window.transcript.flush()
