@@ -93,6 +93,26 @@ class Operators(SynchronousTestCase):
         self.assertEqual(carol.only(codec.Invited, flush=False), codec.Invited("den", "ann"))
         self.assertEqual(carol.join("den").invite_only, True)
 
+    def test_a_kick_withdraws_the_invitation(self):
+        """Kicked from an invite-only room, a member can't walk back in."""
+        moderate(self.ann, "mode", invite_only=True)
+        carol = guest(self.server, "carol")
+        moderate(self.ann, "invite", "carol")
+        self.server.flush()
+        carol.received()
+        carol.join("den")
+        self.server.flush()
+        self.ann.received()
+        moderate(self.ann, "kick", "carol")
+        self.server.flush()
+        carol.received()
+        carol.send(codec.Join("den", "j"))
+        self.assertEqual(carol.error().code, ErrorCode.INVITE_ONLY)
+        moderate(self.ann, "invite", "carol")  # a new invitation lets her in again
+        self.server.flush()
+        carol.received()
+        self.assertEqual(carol.join("den").room, "den")
+
     def test_topic_lock(self):
         moderate(self.ann, "mode", topic_lock=True)
         self.bob.send(codec.SetTopic("den", "mine now", "t"))

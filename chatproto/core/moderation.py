@@ -123,6 +123,9 @@ class Moderation:
         member = self._member(room, target)
         if member.admin and not session.admin:
             raise ProtocolError(ErrorCode.NOT_PERMITTED, "a server admin can't be kicked by an operator")
+        if member.key in room.rules.invites:  # kicked out is not invited back in
+            room.rules.invites.discard(member.key)
+            self.save_rules(room)
         action = {"op": "kick", "target": member.nick, "reason": reason}
         self._record(connection, session, room, action, _said(f"kicked {member.nick}", reason), packet.ref)
         self.hub.remove_member(member, room, "kicked", reason)
