@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
-from chatproto.transports.irc import IrcConnection, parse, split_text
+from chatproto.transports.irc import ERROR_ANSWERS, IrcConnection, parse, split_text
 from chatproto.transports.ircnames import irc_nick, our_nick
 from tests.harness import Server
 from tests.test_integration import LiveTestCase
@@ -431,6 +431,28 @@ class BadInput(SynchronousTestCase):
         self.assertEqual(alice.commands(), [("PONG", ["test", "still here"])])
         self.assertFalse(alice.transport.disconnecting)
 
+    def test_blank_bad_and_overlong_lines_are_charged_like_commands(self):
+        """A line costs its sender whatever it is: blank, not UTF-8 or too long."""
+        for line in (b"\r\n", b"   \r\n", b"PRIVMSG #general :\xff\r\n", b"X" * 600 + b"\r\n"):
+            server = Server(packet_rate=10, packet_burst=10)
+            (alice,) = registered(server, "alice")
+            server.clock.advance(1)
+            alice.lines()
+            alice.protocol.dataReceived(line * 40)
+            self.assertEqual(alice.transport.producerState, "paused", f"{line[:20]!r} flooded for free")
+
+    def test_an_error_flood_is_answered_a_few_times_then_quietly(self):
+        server = Server(packet_rate=1e6, packet_burst=1e6)
+        (alice,) = registered(server, "alice")
+        alice.protocol.dataReceived(b"PRIVMSG #general :\xff\r\n" * 50 + b"X" * 600 + b"\r\n" * 50)
+        answers = alice.commands()
+        self.assertLessEqual(len(answers), ERROR_ANSWERS + 1, answers)
+        self.assertIn("further errors", answers[-1][1][-1])
+        alice.send("PING :good line")
+        self.assertEqual(alice.commands(), [("PONG", ["test", "good line"])])
+        alice.protocol.dataReceived(b"PRIVMSG #general :\xff\r\n")
+        self.assertEqual(len(alice.commands()), 1, "a good line starts the count again")
+
     def test_an_irc_connection_is_pending_then_connected_and_times_out(self):
         from chatproto.metrics import transport_kind
 
@@ -466,6 +488,20 @@ def events(client, count: int):
 
 
 class Live(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_a_blank_line_flood_is_cut_and_a_bystander_answered(self):
+        """On real sockets: blank lines as fast as TCP takes them. The flooder
+        is paused and then cut as kicked; a bystander's PING still comes back."""
+        yield self.serve(irc=True, packet_rate=50, packet_burst=50, flood_cut=1)
+        flooder = yield self.irc("flooder")
+        bystander = yield self.irc("calm")
+        for _ in range(200):  # bounded: 200 writes of 4,000 blank lines
+            flooder.transport.write(b"\r\n" * 4000)
+        bystander.send("PING :still served")
+        yield bystander.expect(lambda text: "PONG" in text and "still served" in text)
+        yield flooder.expect(lambda text: text.startswith("ERROR") and "kicked" in text)
+        yield flooder.lost
+
     @defer.inlineCallbacks
     def test_irc_tcp_and_websocket_clients_see_one_order_in_one_room(self):
         yield self.serve(irc=True, web=True)

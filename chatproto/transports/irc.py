@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from chatproto import __version__, codec
 from chatproto.codec import ErrorCode, PacketType, ProtocolError
+from chatproto.core.budget import REFUSAL
 from chatproto.core.hub import Hub
 from chatproto.rules import nick_key
 from chatproto.transports.int32 import CLOSING, CONNECTED, ChatFactory, ChatProtocol
@@ -40,6 +41,8 @@ CAPABILITIES = ("batch", "draft/chathistory", "echo-message", "message-tags", "s
 LINE = 512
 #: Bytes a client's tags may take (IRCv3 message-tags), and so a whole line.
 TAGS = 4096
+#: Unreadable lines in a row that get an answer; past them, silence until a good line.
+ERROR_ANSWERS = 3
 #: How users look on IRC: nick!nick@HOST (no address is ever shown).
 HOST = "chat"
 _SERVER_NAME = re.compile(r"[^A-Za-z0-9.-]")
@@ -273,6 +276,7 @@ class IrcConnection(ChatProtocol):
     then IRC commands as our packets, and our packets as IRC lines."""
 
     __slots__ = (
+        "_errors",
         "_lines",
         "away",
         "caps",
@@ -297,6 +301,7 @@ class IrcConnection(ChatProtocol):
         self.negotiating = False  # between CAP LS/REQ and CAP END
         self.sasl: str | None = None  # "PLAIN" while AUTHENTICATE is under way
         self.away: str | None = None
+        self._errors = 0  # unreadable lines in a row
 
     # -- lines in --------------------------------------------------------------------
 
@@ -311,7 +316,7 @@ class IrcConnection(ChatProtocol):
             if end < 0:
                 if len(buffer) > TAGS + LINE:
                     buffer = b""
-                    self._numeric("417", "Input line was too long")
+                    self._unreadable(lambda: self._numeric("417", "Input line was too long"))
                 break
             raw, buffer = buffer[:end].rstrip(b"\r"), buffer[end + 1 :]
             self._more_waiting = b"\n" in buffer
@@ -319,17 +324,22 @@ class IrcConnection(ChatProtocol):
         self._lines = buffer
 
     def _line(self, raw: bytes) -> None:
+        """One line: every line costs its sender, whatever it is (a blank or
+        broken line is no cheaper for the server to read than a command)."""
         body = raw[raw.index(b" ") + 1 :] if raw.startswith(b"@") and b" " in raw else raw
         if len(body) > LINE - 2 or len(raw) - len(body) > TAGS:
-            self._numeric("417", "Input line was too long")
+            self._unreadable(lambda: self._numeric("417", "Input line was too long"))
             return
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            self._notice("That line was not UTF-8; it was dropped. Set your client to UTF-8.")
+            note = "That line was not UTF-8; it was dropped. Set your client to UTF-8."
+            self._unreadable(lambda: self._notice(note))
             return
         if not text.strip():
+            self._charge()
             return
+        self._errors = 0  # a good line: errors are answered again
         _, _, command, params = parse(text)
         handler = _COMMANDS.get(command)
         if handler is None:
@@ -355,6 +365,17 @@ class IrcConnection(ChatProtocol):
     def _charge(self, units: float = 1.0) -> None:
         """What packetReceived does for a packet, for a command handled here."""
         self._pace(units, self._heard())
+
+    def _unreadable(self, answer) -> None:
+        """A line that can't be read: charged as a refused packet (one unit
+        more), and answered only the first few times in a row, so an error
+        flood can't turn the server into an amplifier."""
+        self._errors += 1
+        if self._errors <= ERROR_ANSWERS:
+            answer()
+        elif self._errors == ERROR_ANSWERS + 1:
+            self._notice("Too many bad lines: further errors are not answered until a good line comes.")
+        self._charge(1 + REFUSAL)
 
     # -- lines out -------------------------------------------------------------------
 
