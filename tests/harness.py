@@ -129,7 +129,9 @@ def result(d):
 class Server:
     """The server ``build_server`` makes, on a task.Clock, with no listener."""
 
-    def __init__(self, store=None, rooms=(), default_room="general", admins=(), **limits) -> None:
+    def __init__(
+        self, store=None, rooms=(), default_room="general", admins=(), hasher=None, **limits
+    ) -> None:
         self.clock = Clock()
         self.store = store if store is not None else SQLiteLog(":memory:")
         server = build_server(
@@ -141,6 +143,7 @@ class Server:
             default_room=default_room,
             rooms=list(rooms),
             admins=list(admins),
+            hasher=hasher,
         )
         self.hub = server.hub
         self.factory = server.factory

@@ -4,12 +4,15 @@ StringTransport and task.Clock; the KDF runs inline at a low cost."""
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
 from chatproto.codec import ErrorCode
-from chatproto.passwords import check_password, hash_password, verify_password
+from chatproto.passwords import Hasher, check_password, hash_password, verify_password
 from chatproto.rules import nick_key
 from tests.harness import Server, result
 
@@ -168,6 +171,98 @@ class Guessing(SynchronousTestCase):
             )
         self.assertEqual(refused(server, "n9", "guess", host="203.0.113.9").code, ErrorCode.LOCKED_OUT)
         self.assertEqual(refused(server, "n9", "guess", host="203.0.113.10").code, ErrorCode.BAD_PASSWORD)
+
+
+class QueuedHasher(Hasher):
+    """Checks wait in a queue, as on the thread pool, until released."""
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[Deferred, object]] = []
+        self.ran = 0
+        super().__init__(self._enqueue, (2**10, 8, 1))
+
+    def _enqueue(self, call) -> Deferred:
+        d = Deferred(lambda d: self.queue.remove((d, call)))  # cancelled: never runs
+        self.queue.append((d, call))
+        return d
+
+    def release(self) -> None:
+        while self.queue:
+            d, call = self.queue.pop(0)
+            self.ran += 1
+            d.callback(call())
+
+
+class GuessesInParallel(SynchronousTestCase):
+    def setUp(self):
+        self.hasher = QueuedHasher()
+        self.server = Server(
+            login_failures=3, lockout=900.0, hasher=self.hasher, max_per_address=1000, address_burst=1000
+        )
+        self.register("ann")
+
+    def register(self, nick: str) -> None:
+        peer = self.server.peer()
+        peer.login(nick, version=2)
+        peer.send(codec.AccountRequest("register", PASSWORD, ref="reg"))
+        self.hasher.release()
+        self.assertIn(codec.Done("register", nick, "reg"), peer.received())
+        peer.send(codec.Quit())
+
+    def guess(self, password: str, host: str, nick: str = "ann"):
+        peer = self.server.peer(host)
+        peer.send(codec.Login(nick, 2, password=password, ref="l"))
+        return peer
+
+    def test_guesses_sent_at_once_are_counted_as_they_start(self):
+        """Bursts of 300 connections, each sending one wrong password before any
+        hash ends: only the free guesses are ever checked, and the right
+        password sent after them waits like any other."""
+        for _ in range(3):
+            peers = [self.guess(f"guess {i}", "203.0.113.1") for i in range(300)]
+            self.assertLessEqual(len(self.hasher.queue), 2, "hashes for one account at once")
+            refused = [p.received(flush=False) for p in peers]
+            self.assertGreaterEqual(sum(1 for r in refused if r and r[0].code == ErrorCode.LOCKED_OUT), 298)
+            self.hasher.release()
+        self.assertEqual(self.hasher.ran, 1 + 3, "registering, then the three free guesses")
+        right = self.guess(PASSWORD, "203.0.113.1")
+        self.assertEqual(right.error().code, ErrorCode.LOCKED_OUT, "no way in by the burst")
+
+    def test_hashes_in_flight_are_bounded_per_address_and_in_all(self):
+        for i in range(10):
+            self.register(f"user{i}")
+        for i in range(10):
+            self.guess("guess wrong", "203.0.113.7", f"user{i}")
+        self.assertEqual(len(self.hasher.queue), 4, "four at once from one address")
+        self.hasher.release()
+        for i in range(40):
+            self.guess("guess wrong", f"198.51.100.{i}", f"nobody{i}")
+        self.assertEqual(len(self.hasher.queue), 32, "thirty-two at once in all")
+
+    def test_a_closed_connection_drops_its_queued_hash(self):
+        ran = self.hasher.ran
+        peer = self.guess("guess wrong", "203.0.113.1")
+        self.assertEqual(len(self.hasher.queue), 1)
+        peer.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.hasher.queue, [], "nobody waits for that answer")
+        self.hasher.release()
+        self.assertEqual(self.hasher.ran, ran)
+
+    def test_a_lock_out_elsewhere_does_not_lock_out_the_owner(self):
+        owner = self.guess(PASSWORD, "198.51.100.7")  # the owner's laptop, once
+        self.hasher.release()
+        self.assertIsInstance(owner.received()[0], codec.Welcome)
+        owner.send(codec.Quit())
+        for _ in range(12):  # someone else keeps guessing: the account locks
+            attacker = self.guess("guess", "203.0.113.1")
+            self.hasher.release()
+            self.server.clock.advance(attacker.error().retry_after or 0)
+        self.guess("guess", "203.0.113.1")
+        self.hasher.release()
+        self.assertEqual(self.guess(PASSWORD, "192.0.2.5").error().code, ErrorCode.LOCKED_OUT)
+        back = self.guess(PASSWORD, "198.51.100.7")
+        self.hasher.release()
+        self.assertIsInstance(back.received()[0], codec.Welcome, "the owner's address still gets in")
 
 
 class Devices(SynchronousTestCase):

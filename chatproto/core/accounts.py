@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatproto.backends.accounts import AccountRecord, AccountStore, Ban
 from chatproto.codec import ErrorCode, ProtocolError
@@ -29,6 +31,9 @@ _RECORDS_KEPT = 10_000
 #: An address may fail this many times more than an account before waiting:
 #: several people may share it.
 ADDRESS_FACTOR = 4
+#: Password checks under way at once for one account, from one address, and
+#: in all: past these a guess is refused before it costs a hash.
+GUESSES_PER_ACCOUNT, GUESSES_PER_ADDRESS, GUESSES_IN_ALL = 2, 4, 32
 
 
 def _wait(failures: int, free: int, lockout: float) -> float:
@@ -47,19 +52,34 @@ class _Failures:
 
 
 class Guard:
-    """Slows guessing: wrong passwords per account and per address, each
-    with its own count, waits doubling up to the lock-out."""
+    """Slows guessing: wrong passwords per account, per address and per
+    account from one address, each with its own count, waits doubling up to
+    the lock-out.
+
+    A guess counts as a failure when it starts and is refunded if it proves
+    right, so guesses sent in parallel can't all pass :meth:`check` while
+    their hashes run; how many run at once is bounded too. An address that
+    has opened an account with its password before is the owner's: the
+    account's and the address's waits, which an attacker elsewhere (or a
+    neighbour behind the same address) runs up, don't apply to it there;
+    only that pair's own count does.
+    """
 
     def __init__(self, clock: IReactorTime, free: int, lockout: float) -> None:
         self.clock = clock
         self.free = free
         self.lockout = lockout
         self._records: dict[tuple[str, str], _Failures] = {}
+        self._in_flight: dict[tuple[str, str], int] = {}
+        self._checking = 0
+        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def check(self, key: str, host: str) -> None:
-        """locked_out (with its retry time) if the account or the address must wait."""
+        """locked_out (with its retry time) if this try must wait."""
         now = self.clock.seconds()
-        until = max(self._until(("nick", key), now), self._until(("address", host), now))
+        until = self._until(("pair", f"{key} {host}"), now)
+        if (key, host) not in self._known:
+            until = max(until, self._until(("nick", key), now), self._until(("address", host), now))
         if until > now:
             wait = math.ceil(until - now)
             raise ProtocolError(
@@ -68,6 +88,44 @@ class Guard:
                 retry_after=wait,
             )
 
+    def begin(self, key: str, host: str) -> None:
+        """A guess starts: refused if it must wait or too many are under way;
+        otherwise counted now (:meth:`end` refunds a right one)."""
+        self.check(key, host)
+        account, address = ("nick", key), ("address", host)
+        if (
+            self._in_flight.get(account, 0) >= GUESSES_PER_ACCOUNT
+            or self._in_flight.get(address, 0) >= GUESSES_PER_ADDRESS
+            or self._checking >= GUESSES_IN_ALL
+        ):
+            raise ProtocolError(
+                ErrorCode.LOCKED_OUT, "passwords are being checked already: try again in 1 s", retry_after=1
+            )
+        for what in (account, address):
+            self._in_flight[what] = self._in_flight.get(what, 0) + 1
+        self._checking += 1
+        self.failed(key, host)
+
+    def end(self, key: str, host: str, outcome: str) -> None:
+        """The guess's check is over: ``right``, ``wrong`` (or dropped with
+        its connection: it stays counted), or ``void`` (refused before any
+        password was compared: a weak new password, no such account)."""
+        for what in (("nick", key), ("address", host)):
+            left = self._in_flight.get(what, 0) - 1
+            if left > 0:
+                self._in_flight[what] = left
+            else:
+                self._in_flight.pop(what, None)
+        self._checking -= 1
+        if outcome == RIGHT:
+            self.succeeded(key, host)
+        elif outcome == VOID:
+            now = self.clock.seconds()
+            self._count(("nick", key), self.free, now, by=-1)
+            self._count(("pair", f"{key} {host}"), self.free, now, by=-1)
+            if host:
+                self._count(("address", host), self.free * ADDRESS_FACTOR, now, by=-1)
+
     def _until(self, what: tuple[str, str], now: float) -> float:
         record = self._records.get(what)
         return record.until if record is not None else 0.0
@@ -75,28 +133,50 @@ class Guard:
     def failed(self, key: str, host: str) -> None:
         now = self.clock.seconds()
         self._count(("nick", key), self.free, now)
+        self._count(("pair", f"{key} {host}"), self.free, now)
         if host:
             self._count(("address", host), self.free * ADDRESS_FACTOR, now)
 
-    def _count(self, what: tuple[str, str], free: int, now: float) -> None:
+    def _count(self, what: tuple[str, str], free: int, now: float, by: int = 1) -> None:
         record = self._records.get(what)
         if record is None or now - record.last > self.lockout:
             if len(self._records) >= _RECORDS_KEPT:
                 self._expire(now)
             record = self._records[what] = _Failures(0, 0.0, now)
-        record.count += 1
-        record.last = now
-        record.until = now + _wait(record.count, free, self.lockout)
+        record.count = max(0, record.count + by)
+        if by > 0:
+            record.last = now
+        record.until = record.last + _wait(record.count, free, self.lockout) if record.count else 0.0
 
-    def succeeded(self, key: str) -> None:
-        """The account's count starts again (the address's does not: one
-        good password must not buy an address more guesses at others)."""
+    def succeeded(self, key: str, host: str) -> None:
+        """The account's and the pair's counts start again; the address's
+        gets back only this try (one good password must not buy an address
+        more guesses at others). The address is the owner's from now on."""
         self._records.pop(("nick", key), None)
+        self._records.pop(("pair", f"{key} {host}"), None)
+        if host and ("address", host) in self._records:
+            self._count(("address", host), self.free * ADDRESS_FACTOR, self.clock.seconds(), by=-1)
+        self._known[(key, host)] = None
+        self._known.move_to_end((key, host))
+        if len(self._known) > _RECORDS_KEPT:
+            self._known.popitem(last=False)
 
     def _expire(self, now: float) -> None:
         for what, record in list(self._records.items()):
             if now - record.last > self.lockout:
                 del self._records[what]
+
+
+RIGHT, WRONG, VOID = "right", "wrong", "void"
+
+
+def _outcome(result) -> str:
+    """What a password check's result says of the guess."""
+    if not isinstance(result, Failure):
+        return RIGHT
+    if result.check(ProtocolError) and result.value.code != ErrorCode.BAD_PASSWORD:
+        return VOID
+    return WRONG  # a wrong password, a dropped connection, a store that failed
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -227,10 +307,22 @@ class Accounts:
         nick_registered (nick_taken for version 1), bad_password, locked_out
         or banned."""
         self.check_ban(key)
-        if password is not None:
-            self.guard.check(key, host)
-        d = self.store.account(key)
-        return d.addCallback(self._check, key, password, host, version)
+        if password is None:
+            return self.store.account(key).addCallback(self._check, key, password, host, version)
+        return self._guess(
+            key, host, lambda: self.store.account(key).addCallback(self._check, key, password, host, version)
+        )
+
+    def _guess(self, key: str, host: str, check: Callable[[], Deferred]) -> Deferred:
+        """A password check, counted by the guard from start to end; if the
+        connection goes away, cancelling the result drops a hash still queued."""
+        self.guard.begin(key, host)
+
+        def over(result):
+            self.guard.end(key, host, _outcome(result))
+            return result
+
+        return check().addBoth(over)
 
     def _check(self, record: AccountRecord | None, key: str, password: str | None, host: str, version: int):
         if password is None:
@@ -245,11 +337,9 @@ class Accounts:
         return d.addCallback(self._verified, record, key, host)
 
     def _verified(self, ok: bool, record: AccountRecord | None, key: str, host: str) -> AccountRecord:
-        if not ok:
-            self.guard.failed(key, host)
+        if not ok:  # counted when the guess began
             log.info("wrong password for {key} from {host}", key=key, host=host or "local")
             raise ProtocolError(ErrorCode.BAD_PASSWORD, "wrong nick or password")
-        self.guard.succeeded(key)
         return record
 
     def register(self, key: str, nick: str, password: str) -> Deferred[AccountRecord]:
@@ -272,7 +362,6 @@ class Accounts:
     ) -> Deferred[AccountRecord]:
         """The session's own account, once its current password is given
         (counted as a login's is); ``first`` checks the request before the KDF runs."""
-        self.guard.check(key, host)
 
         def verify(record: AccountRecord | None):
             if record is None:
@@ -280,7 +369,7 @@ class Accounts:
             first(record)
             return self.hasher.verify(password, record.secret).addCallback(self._verified, record, key, host)
 
-        return self.store.account(key).addCallback(verify)
+        return self._guess(key, host, lambda: self.store.account(key).addCallback(verify))
 
     def change(self, key: str, password: str, new: str, host: str) -> Deferred[AccountRecord]:
         """A new password for an account, given its current one."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -122,7 +122,7 @@ class ChatProtocol(Int32StringReceiver):
         self._budget: Budget | None = None
         self._handled = 0  # packets handled in this read (this reactor turn)
         self._throttle: IDelayedCall | None = None
-        self._authenticating = False  # a LOGIN's password is being checked: reading waits
+        self._authenticating: Deferred | None = None  # a password check: reading waits
         self.paused = False  # the frame loop stops while set
         self._unprocessed = b""
         self._more_waiting = False  # bytes came after the frame being handled
@@ -270,7 +270,7 @@ class ChatProtocol(Int32StringReceiver):
         """Read again, and handle what is buffered (nothing, once closing),
         unless a LOGIN is still being checked."""
         self._cancel_throttle()
-        if not self._authenticating or self.state == CLOSING:
+        if self._authenticating is None or self.state == CLOSING:
             self.resumeProducing()
 
     def _refused(self, e: ProtocolError, packet) -> None:
@@ -294,6 +294,8 @@ class ChatProtocol(Int32StringReceiver):
         self.state = CLOSING
         self._cancel_timer()
         self._cancel_throttle()
+        if self._authenticating is not None:
+            self._authenticating.cancel()
         self.hub.leave(self, "connection_lost")
         log.info(
             "connection {id} from {address} closed ({was}): {why}",
@@ -323,17 +325,26 @@ class ChatProtocol(Int32StringReceiver):
             self._login_refused(e, packet)
             return
         d.addCallbacks(self._logged_in, self._login_failed, errbackArgs=(packet,))
-        if not d.called:  # a password is being checked: nothing else is read meanwhile
-            self._authenticating = True
-            self.pauseProducing()
-            d.addBoth(self._authenticated)
+        self.checking_password(d)
 
-    def _authenticated(self, _) -> None:
-        self._authenticating = False
+    def checking_password(self, d: Deferred) -> None:
+        """Nothing else is read while a password is checked; a connection
+        that goes away meanwhile cancels the check (a hash still queued is
+        dropped, not run for nobody)."""
+        self._authenticating = d
+        d.addBoth(self._authenticated)
+        if self._authenticating is d:  # not over at once (a chained check counts too)
+            self.pauseProducing()
+
+    def _authenticated(self, result):
+        self._authenticating = None
         if self.paused and self._throttle is None and self.state != CLOSING:
             self.resumeProducing()
+        return result
 
     def _login_failed(self, failure: Failure, packet: codec.Login) -> None:
+        if failure.check(CancelledError):
+            return  # the connection went away while its password was checked
         if failure.check(ProtocolError):
             self._login_refused(failure.value, packet)
         else:

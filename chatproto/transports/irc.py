@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Callable
 
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -503,10 +504,8 @@ class IrcConnection(ChatProtocol):
             return
         nick = our_nick(account)
         d = accounts.authenticate(nick_key(nick), secret, self.host, 2)
-        self.pauseProducing()
-        self._authenticating = True
         d.addCallbacks(self._sasl_ok, self._sasl_failed, callbackArgs=(account, secret))
-        d.addBoth(self._authenticated)
+        self.checking_password(d)
 
     def _sasl_ok(self, record, account: str, secret: str) -> None:
         self.irc_name, self.password = account, secret
@@ -514,7 +513,8 @@ class IrcConnection(ChatProtocol):
         self._numeric("903", "SASL authentication successful")
 
     def _sasl_failed(self, failure: Failure) -> None:
-        failure.trap(ProtocolError)
+        if failure.trap(ProtocolError, CancelledError) is CancelledError:
+            return  # gone while the password was checked
         self._numeric("904", f"SASL authentication failed: {failure.value.message}")
 
     def _try_login(self) -> None:
