@@ -245,6 +245,7 @@ class MainWindow(QMainWindow):
         self._countdown = QTimer(self)
         self._countdown.setInterval(1000)
         self._countdown.timeout.connect(self._tick)
+        self._build_admin_menus()
 
     def _wire(self) -> None:
         s = self.session
@@ -278,8 +279,8 @@ class MainWindow(QMainWindow):
         self.part_action.triggered.connect(lambda: self.session.part(self.room_names.get(self.current, "")))
         self.peer_view.clicked.connect(self._tree_clicked)
         self.host_action.triggered.connect(lambda: self.open_console())
-        self.admin_action.triggered.connect(self.open_admin)
-        self.bans_action.triggered.connect(lambda: self.open_bans(self.room_names.get(self.current, "")))
+        self.admin_action.triggered.connect(lambda: self.dialogs.open_admin())
+        self.bans_action.triggered.connect(lambda: self.dialogs.open_bans(self.room_names.get(self.current)))
         self.peer_view.customContextMenuRequested.connect(self._member_menu)
         s.markMoved.connect(self._mark_moved)
         s.requestDone.connect(lambda done: self.transcript.add_system(f"done: {done.op} {done.target}"))
@@ -583,17 +584,20 @@ class MainWindow(QMainWindow):
             menu.popup(self.peer_view.viewport().mapToGlobal(position))
 
     def member_menu(self, index) -> QMenu | None:
-        """Kick, ban, make operator: for operators, on a member of a room."""
+        """Kick, ban, make or remove operator: for operators, on a member of a
+        room; only what applies to that member (no kicking yourself, no
+        making an operator of an operator)."""
+        from qtclient.models import ID_ROLE, OP_ROLE
+
         nick, room_key_ = index.data(NICK_ROLE), index.parent().data(ROOM_ROLE)
         if not nick or not room_key_:
             return None
         room = self.room_names.get(room_key_, room_key_)
+        yourself = index.data(ID_ROLE) == self.session.my_id
         menu = QMenu(self)
         for label, op in (
-            ("Kick", "kick"),
-            ("Ban", "ban"),
-            ("Make operator", "op"),
-            ("Remove operator", "deop"),
+            *(() if yourself else (("Kick", "kick"), ("Ban", "ban"))),
+            ("Remove operator", "deop") if index.data(OP_ROLE) else ("Make operator", "op"),
         ):
             action = menu.addAction(f"{label} {nick}")
             action.triggered.connect(lambda _, op=op: self.session.moderate(room, op, nick))
@@ -736,3 +740,16 @@ class MainWindow(QMainWindow):
             if window is not None:
                 window.close()
         super().closeEvent(event)
+
+    def _build_admin_menus(self) -> None:
+        """Room settings, the Account menu, and one window of each kind (qtclient/views/dialog_menus.py)."""
+        from qtclient.views.dialog_menus import DialogMenus, menu_holding
+
+        self.dialogs = DialogMenus(
+            self,
+            self.session,
+            menu_holding(self, self.bans_action),
+            current_room=lambda: self.room_names.get(self.current, ""),
+            is_operator=lambda room: self.peers.is_op(room, self.session.my_id),
+            target=lambda: self.target,
+        )
