@@ -257,5 +257,5 @@ def test_delete_account_needs_the_password_and_an_explicit_yes(window, server, s
     other = sessions()
     refused = signal_fired(other.errorReceived)
     other.connect_to("127.0.0.1", server.port, "alice", password=PASSWORD)
-    (code, message) = yield refused
+    (code, _message) = yield refused
     assert code == "bad_password", "no account by that name any more"
