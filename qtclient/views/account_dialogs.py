@@ -50,7 +50,7 @@ class _AccountDialog(SessionDialog):
     def succeeded(self, done: codec.Done) -> None: ...
 
     def _send(self, password: str, new_password: str | None = None) -> None:
-        if self.session.change_account(self.op, password, new_password):
+        if self.sent(self.session.change_account(self.op, password, new_password)):
             self._waiting = True
             self.ok_button.setEnabled(False)
             self.say_outcome("Asking the server…", True)

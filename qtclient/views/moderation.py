@@ -144,7 +144,7 @@ class BanListDialog(SessionDialog):
 
     def unban_selected(self) -> None:
         nick = _selected(self.view)
-        if nick and self.session.moderate(self.room, "unban", nick):
+        if nick and self.sent(self.session.moderate(self.room, "unban", nick)):
             self._asked = "unban"
             self.session.moderate(self.room, "bans")
 
@@ -360,7 +360,7 @@ class AdminDialog(SessionDialog):
         return self.confirmation
 
     def _send(self, op: str, **fields) -> None:
-        if self.session.administer(op, **fields):
+        if self.sent(self.session.administer(op, **fields)):
             self._asked = op
             self.say_outcome(f"Asked the server to {op.replace('_', ' ')}…", True)
 
@@ -461,8 +461,8 @@ class AdminDialog(SessionDialog):
         except ValueError:
             self.say_outcome(f"Not sent: {values['hours']!r} is not a number of hours.", False)
             return
-        if duration and duration["duration"] <= 0:
-            self.say_outcome("Not sent: the number of hours must be more than 0.", False)
+        if duration and not 0 < duration["duration"] < 1e9:
+            self.say_outcome("Not sent: the number of hours must be more than 0 (and finite).", False)
             return
         send(duration)
 

@@ -140,12 +140,8 @@ class RoomSettingsDialog(SessionDialog):
         self.topic_lock.setChecked(known.topic_lock)
 
     def apply(self) -> None:
-        if self.session.moderate(
-            self.room,
-            "mode",
-            invite_only=self.invite_only.isChecked(),
-            topic_lock=self.topic_lock.isChecked(),
-        ):
+        modes = {"invite_only": self.invite_only.isChecked(), "topic_lock": self.topic_lock.isChecked()}
+        if self.sent(self.session.moderate(self.room, "mode", **modes)):
             self._asked = "mode"
 
     def invite(self) -> None:
@@ -154,7 +150,7 @@ class RoomSettingsDialog(SessionDialog):
         except ProtocolError as e:
             self.say_outcome(f"Not sent: {e.message}.", False)
             return
-        if self.session.moderate(self.room, "invite", nick):
+        if self.sent(self.session.moderate(self.room, "invite", nick)):
             self._asked = "invite"
 
     def _record(self, message: codec.MessagePacket) -> None:

@@ -54,6 +54,12 @@ class SessionDialog(QDialog):
         self.stop_listening()
         super().done(result)
 
+    def sent(self, went: bool) -> bool:
+        """``went``: whether the session sent the request; if not (offline), say so here."""
+        if not went:
+            self.say_outcome("Not sent: not connected. Try again when the connection is back.", False)
+        return went
+
     def say_outcome(self, text: str, ok: bool) -> None:
         """The server's answer (or why nothing was sent), in the window."""
         self.outcome.setStyleSheet(_OK_STYLE if ok else _ERROR_STYLE)

@@ -210,6 +210,9 @@ def test_an_admin_bans_a_network_lifts_it_and_closes_a_room(window, server, sess
     confirm(qtbot, dialog, address="not an address")
     assert dialog.outcome.text().startswith("Not sent"), "refused here, not by the server"
     click(qtbot, dialog.ban_address_button)
+    confirm(qtbot, dialog, address="203.0.113.0/24", hours="nan")
+    assert dialog.outcome.text().startswith("Not sent: the number of hours")
+    click(qtbot, dialog.ban_address_button)
     confirm(qtbot, dialog, address="203.0.113.0/24", reason="scanners")
     yield until(lambda: dialog.texts(dialog.bans) == ["203.0.113.0/24"])
     assert dialog.outcome.text() == "Done: ban address 203.0.113.0/24"
@@ -310,6 +313,10 @@ def test_room_settings_set_modes_invite_and_open_the_ban_list(window, server, se
     assert window.dialogs.keeper.get(("bans", "den")) is bans
     window.dialogs.settings_action.trigger()
     assert window.dialogs.keeper.get(("settings", "den")) is dialog
+    yield window.session.disconnect()
+    assert not window.dialogs.settings_action.isEnabled()
+    click(qtbot, dialog.apply_button)
+    assert dialog.outcome.text().startswith("Not sent: not connected"), "offline: said in the window"
 
 
 def test_room_settings_say_when_the_server_sent_no_modes(qtbot, sessions):
