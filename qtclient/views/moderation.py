@@ -216,6 +216,7 @@ class AdminDialog(SessionDialog):
         self._asked: str | None = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)  # a coarse one may fire 5% early
         self._timer.timeout.connect(self._refresh_stale)
 
         self.pending = QStandardItemModel(0, 3, self)

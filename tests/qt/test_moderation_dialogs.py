@@ -5,6 +5,9 @@ actions, the ban list table, room settings and the member menu."""
 
 from __future__ import annotations
 
+import itertools
+import time
+
 import pytest
 import pytest_twisted
 from PyQt6.QtCore import Qt
@@ -75,13 +78,13 @@ def in_room(window, room: str):
     return state
 
 
-def spy_requests(monkeypatch, session) -> list[str]:
-    """The ADMIN ops the session is asked to send, in order."""
-    asked: list[str] = []
+def spy_requests(monkeypatch, session) -> list[tuple[str, float]]:
+    """The ADMIN ops the session is asked to send, in order, with when."""
+    asked: list[tuple[str, float]] = []
     real = session.administer
 
     def administer(op, **fields):
-        asked.append(op)
+        asked.append((op, time.monotonic()))
         return real(op, **fields)
 
     monkeypatch.setattr(session, "administer", administer)
@@ -106,13 +109,16 @@ def test_the_connections_window_opens_once_and_asks_the_server_gently(
     assert isinstance(dialog, AdminDialog) and dialog.isVisible(), "the menu item shows the window"
     assert [w for w in window.findChildren(AdminDialog) if w.isVisible()] == [dialog], "one, raised again"
     yield until(lambda: dialog.texts(dialog.connected) == ["alice (account)"])
-    assert asked == ["bans", "sessions"], "asked for once on opening"
+    assert [op for op, _ in asked] == ["bans", "sessions"], "asked for once on opening"
 
     raw = []
     for _ in range(6):
         raw.append((yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.port), Protocol())))
     yield until(lambda: len(dialog.texts(dialog.pending)) == 6)
-    assert asked.count("sessions") == 2, "six PENDINGs: one more request, after the pause"
+    refreshes = [when for op, when in asked if op == "sessions"]
+    assert len(refreshes) <= 3, "six PENDINGs: not six requests"
+    assert all(b - a >= dialog.every - 0.01 for a, b in itertools.pairwise(refreshes)), "spaced out"
+    assert dialog.every == 2.0, "half the server's rate of one a second"
     assert "rate_limited" not in errors
 
     dialog.close()
@@ -120,7 +126,7 @@ def test_the_connections_window_opens_once_and_asks_the_server_gently(
     for protocol in raw:
         protocol.transport.loseConnection()
     yield until(lambda: window.peers.pending_ids() == [])
-    assert asked.count("sessions") == 2, "a closed window asks nothing"
+    assert len([op for op, _ in asked if op == "sessions"]) == len(refreshes), "a closed window asks nothing"
     again = window.dialogs.open_admin()
     assert again is not dialog and again.isVisible()
     yield until(lambda: again.texts(again.pending) == [] and again.texts(again.connected) != [])
