@@ -64,6 +64,20 @@ def _fill(model: QStandardItemModel, rows: list[tuple[object, list[str]]]) -> No
         model.appendRow(items)
 
 
+def _refill(view: QTableView, rows: list[tuple[object, list[str]]], key=lambda value: value) -> None:
+    """New rows in the view's table, the same one selected as before (by
+    ``key`` of its value): a refresh must not take the row from under the
+    user's next click."""
+    chosen = _selected(view)
+    _fill(view.model(), rows)
+    if chosen is None:
+        return
+    for row, (value, _texts) in enumerate(rows):
+        if key(value) == key(chosen):
+            view.selectRow(row)
+            return
+
+
 def _selected(view: QTableView):
     """The value of the selected row, or None."""
     rows = view.selectionModel().selectedRows() if view.selectionModel() is not None else []
@@ -235,14 +249,14 @@ class AdminDialog(SessionDialog):
         self.reset_button = QPushButton("Reset &password…")
         self.close_room_button = QPushButton("&Close a room…")
         self.unban_button = QPushButton("&Unban…")
-        refresh = QPushButton("&Refresh")
+        self.refresh_button = QPushButton("&Refresh")
         self.kick_button.clicked.connect(self.ask_kick)
         self.ban_button.clicked.connect(self.ask_ban)
         self.ban_address_button.clicked.connect(self.ask_ban_address)
         self.reset_button.clicked.connect(self.ask_reset)
         self.close_room_button.clicked.connect(self.ask_close_room)
         self.unban_button.clicked.connect(self.ask_unban)
-        refresh.clicked.connect(self.refresh)
+        self.refresh_button.clicked.connect(self.refresh)
         self.connected_view.selectionModel().selectionChanged.connect(lambda *_: self._enable())
         self.bans_view.selectionModel().selectionChanged.connect(lambda *_: self._enable())
         self.confirmation: ConfirmDialog | None = None
@@ -255,7 +269,7 @@ class AdminDialog(SessionDialog):
         on_bans.addWidget(self.unban_button)
         on_bans.addStretch()
         on_bans.addWidget(self.close_room_button)
-        on_bans.addWidget(refresh)
+        on_bans.addWidget(self.refresh_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.pending_view, 1)
         layout.addWidget(self.connected_view, 2)
@@ -315,8 +329,8 @@ class AdminDialog(SessionDialog):
         _fill(
             self.pending, [(p, [f"#{p.id}", p.address, f"{now - p.since:.0f} s"]) for p in sessions.pending]
         )
-        _fill(
-            self.connected,
+        _refill(
+            self.connected_view,
             [
                 (
                     s,
@@ -329,12 +343,13 @@ class AdminDialog(SessionDialog):
                 )
                 for s in sessions.connected
             ],
+            key=lambda info: info.id,
         )
         self._enable()
 
     def show_bans(self, bans: codec.BanList) -> None:
         if bans.room is None:  # a room's bans are the ban list dialog's
-            _fill(self.bans, _ban_rows(bans.bans))
+            _refill(self.bans_view, _ban_rows(bans.bans))
             self._enable()
 
     def texts(self, model: QStandardItemModel, column: int = 0) -> list[str]:

@@ -151,6 +151,10 @@ def test_an_admin_kicks_bans_unbans_and_resets_from_the_connections_window(windo
 
     kicked = signal_fired(bob.errorReceived, lambda code, message: code == "bye")
     click_row(qtbot, dialog.connected_view, "bob")
+    listed = signal_fired(window.session.sessionsListed)
+    click(qtbot, dialog.refresh_button)
+    yield listed
+    assert dialog.selected_session().nick == "bob", "a refresh keeps the row selected"
     click(qtbot, dialog.kick_button)
     confirm(qtbot, dialog, reason="enough")
     (_, said) = yield kicked
