@@ -43,7 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "otherwise one saved in the keyring for that nick@host:port). There is no --password: "
         "a command line is visible to every user in ps",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.password_file and not args.connect:
+        parser.error("--password-file is for --connect")
+    return args
 
 
 def startup_password(

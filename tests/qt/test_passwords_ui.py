@@ -134,11 +134,13 @@ def test_the_startup_password_comes_from_a_file_the_environment_or_the_keyring(t
     assert startup_password(plain, target, {}, saved_passwords.find) is None
     saved_passwords.save("127.0.0.1", 7777, "alice", "from the keyring")
     assert startup_password(plain, target, {}, saved_passwords.find) == "from the keyring"
-    missing = parse_args(["--nick", "alice", "--password-file", str(tmp_path / "nope")])
+    missing = parse_args(["--connect", "h:1", "--nick", "alice", "--password-file", str(tmp_path / "nope")])
     with pytest.raises(ValueError, match="can't read the password file"):
         startup_password(missing, target, {}, saved_passwords.find)
     with pytest.raises(SystemExit):
         parse_args(["--password", PASSWORD])  # not an option: ps would show it
+    with pytest.raises(SystemExit):
+        parse_args(["--password-file", str(secret)])  # without --connect it would do nothing
 
 
 @pytest_twisted.inlineCallbacks
