@@ -23,6 +23,7 @@ from PyQt6.QtWidgets import (
 )
 
 from chatproto import codec
+from chatproto.rules import room_key
 from qtclient.session import ChatSession
 from qtclient.views.windows import ConfirmDialog, Field, SessionDialog
 
@@ -131,7 +132,7 @@ class BanListDialog(SessionDialog):
             self.session.moderate(self.room, "bans")
 
     def show_bans(self, bans: codec.BanList) -> None:
-        if bans.room is None or bans.room.casefold() != self.room.casefold():
+        if bans.room is None or room_key(bans.room) != room_key(self.room):
             return
         _fill(self.model, _ban_rows(bans.bans))
         count = len(bans.bans)
@@ -163,10 +164,7 @@ class BanListDialog(SessionDialog):
             self.session.moderate(self.room, "bans")
 
     def _record(self, message: codec.MessagePacket) -> None:
-        if (
-            message.ref == f"moderate:{self._asked}"
-            and (message.room or "").casefold() == self.room.casefold()
-        ):
+        if message.ref == f"moderate:{self._asked}" and room_key(message.room or "") == room_key(self.room):
             self._asked = None
             self.say_outcome(f"Done: {message.text}", True)
 
