@@ -70,10 +70,19 @@ def check_target(
 
 
 class ConnectDialog(QDialog):
-    def __init__(self, parent=None, settings: QSettings | None = None) -> None:
+    """Host, port, nick, password and TLS; the password from the keyring or
+    this session's memory when one was kept for that nick@host:port."""
+
+    def __init__(
+        self,
+        parent=None,
+        settings: QSettings | None = None,
+        memory: saved_passwords.SessionPasswords | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Connect to a chat server")
         self.settings = settings or QSettings()
+        self.memory = memory if memory is not None else saved_passwords.remembered
         self.host = QLineEdit(self.settings.value("host", "127.0.0.1"))
         self.port = QLineEdit(str(self.settings.value("port", "7777")))
         self.nick = QLineEdit(self.settings.value("nick", ""))
@@ -83,14 +92,20 @@ class ConnectDialog(QDialog):
         self.password.setPlaceholderText("empty: a guest nick")
         self.register = QCheckBox("Register this nick (it becomes yours)")
         self.remember = QCheckBox("Save the password in the system keyring")
-        if not saved_passwords.available():
+        self.remember_here = QCheckBox("Remember for this session (in memory, until the app quits)")
+        self.keyring_note = QLabel()
+        self.keyring_note.setWordWrap(True)
+        self.keyring_note.setStyleSheet("color: #555")
+        reason = saved_passwords.unavailable_reason()
+        if reason is not None:
             self.remember.setEnabled(False)
             self.remember.setToolTip("No system keyring here: the password is never saved elsewhere.")
+            self.keyring_note.setText(f"The password can't be saved: {reason}.")
         else:
-            saved = saved_passwords.load(self.host.text(), _port(self.port.text()), self.nick.text())
-            if saved:
-                self.password.setText(saved)
-                self.remember.setChecked(True)
+            self.keyring_note.hide()
+        self._fill_saved()
+        for field_ in (self.host, self.port, self.nick):
+            field_.editingFinished.connect(self._fill_saved)
         self.use_tls = QCheckBox("Use TLS")
         self.use_tls.setChecked(self.settings.value("tls", "false") == "true")
         self.trust = QComboBox()
@@ -112,6 +127,8 @@ class ConnectDialog(QDialog):
         form.addRow("Pass&word", self.password)
         form.addRow("", self.register)
         form.addRow("", self.remember)
+        form.addRow("", self.remember_here)
+        form.addRow("", self.keyring_note)
         form.addRow("", self.use_tls)
         form.addRow("&Trust", self.trust)
         form.addRow("&CA file", self.ca_file)
@@ -127,6 +144,18 @@ class ConnectDialog(QDialog):
         layout.addWidget(buttons)
         self.target: Target | None = None
         self._tls_toggled(self.use_tls.isChecked())
+
+    def _fill_saved(self) -> None:
+        """The password kept for this nick@host:port, if any and none is typed."""
+        if self.password.text():
+            return
+        where = (self.host.text().strip(), _port(self.port.text()), self.nick.text().strip())
+        in_memory = self.memory.load(*where)
+        saved = in_memory or (saved_passwords.load(*where) if self.remember.isEnabled() else None)
+        if saved:
+            self.password.setText(saved)
+            self.remember_here.setChecked(in_memory is not None)
+            self.remember.setChecked(in_memory is None)
 
     def _tls_toggled(self, on: bool) -> None:
         self.trust.setEnabled(on)
@@ -162,6 +191,8 @@ class ConnectDialog(QDialog):
         if self.remember.isEnabled():  # the keyring, or nowhere: never QSettings
             keep = self.target.password if self.remember.isChecked() else None
             saved_passwords.save(self.target.host, self.target.port, self.target.nick, keep)
+        kept_here = self.target.password if self.remember_here.isChecked() else None
+        self.memory.save(self.target.host, self.target.port, self.target.nick, kept_here)
         super().accept()
 
 

@@ -165,7 +165,6 @@ class MainWindow(QMainWindow):
         self.tray: QSystemTrayIcon | None = None
         self.target: Target | None = None
         self.console = None
-        self.bans_dialog = self.admin_dialog = None
         self._reconnect_at = 0.0
         self._connected_note = ""
         self._marked: dict[str, int] = {}  # room key -> the seq last marked read
@@ -258,6 +257,7 @@ class MainWindow(QMainWindow):
         self._countdown = QTimer(self)
         self._countdown.setInterval(1000)
         self._countdown.timeout.connect(self._tick)
+        self._build_admin_menus()
 
     def _wire(self) -> None:
         s = self.session
@@ -291,7 +291,7 @@ class MainWindow(QMainWindow):
         self.part_action.triggered.connect(lambda: self.session.part(self.room_names.get(self.current, "")))
         self.peer_view.clicked.connect(self._tree_clicked)
         self.host_action.triggered.connect(lambda: self.open_console())
-        self.admin_action.triggered.connect(self.open_admin)
+        self.admin_action.triggered.connect(lambda: self.open_admin())
         self.bans_action.triggered.connect(lambda: self.open_bans(self.room_names.get(self.current, "")))
         self.peer_view.customContextMenuRequested.connect(self._member_menu)
         s.markMoved.connect(self._mark_moved)
@@ -615,23 +615,13 @@ class MainWindow(QMainWindow):
             )
             self.peers.set_unread(marked.room, marked.unread, bool(mentioned and marked.unread))
 
-    def open_bans(self, room: str, show: bool = True):
-        from qtclient.views.moderation import BanListDialog
+    def open_bans(self, room: str):
+        """Room → Ban list… (or /bans): the room's one ban list, shown."""
+        return self.dialogs.open_bans(room)
 
-        if not room:
-            return None
-        self.bans_dialog = BanListDialog(self.session, room, self)
-        if show:
-            self.bans_dialog.show()
-        return self.bans_dialog
-
-    def open_admin(self, show: bool = True):
-        from qtclient.views.moderation import AdminDialog
-
-        self.admin_dialog = AdminDialog(self.session, self)
-        if show:
-            self.admin_dialog.show()
-        return self.admin_dialog
+    def open_admin(self):
+        """Server → Connections (admins)…: the one admin window, shown."""
+        return self.dialogs.open_admin()
 
     def _member_menu(self, position) -> None:
         menu = self.member_menu(self.peer_view.indexAt(position))
@@ -639,17 +629,20 @@ class MainWindow(QMainWindow):
             menu.popup(self.peer_view.viewport().mapToGlobal(position))
 
     def member_menu(self, index) -> QMenu | None:
-        """Kick, ban, make operator: for operators, on a member of a room."""
+        """Kick, ban, make or remove operator: for operators, on a member of a
+        room; only what applies to that member (no kicking yourself, no
+        making an operator of an operator)."""
+        from qtclient.models import ID_ROLE, OP_ROLE
+
         nick, room_key_ = index.data(NICK_ROLE), index.parent().data(ROOM_ROLE)
         if not nick or not room_key_:
             return None
         room = self.room_names.get(room_key_, room_key_)
+        yourself = index.data(ID_ROLE) == self.session.my_id
         menu = QMenu(self)
         for label, op in (
-            ("Kick", "kick"),
-            ("Ban", "ban"),
-            ("Make operator", "op"),
-            ("Remove operator", "deop"),
+            *(() if yourself else (("Kick", "kick"), ("Ban", "ban"))),
+            ("Remove operator", "deop") if index.data(OP_ROLE) else ("Make operator", "op"),
         ):
             action = menu.addAction(f"{label} {nick}")
             action.triggered.connect(lambda _, op=op: self.session.moderate(room, op, nick))
@@ -798,7 +791,19 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self.session.disconnect()
-        for window in (self.console, self.bans_dialog, self.admin_dialog):
-            if window is not None:
-                window.close()
+        if self.console is not None:
+            self.console.close()  # the dialogs' keeper closes the others
         super().closeEvent(event)
+
+    def _build_admin_menus(self) -> None:
+        """Room settings, the Account menu, and one window of each kind (qtclient/views/dialog_menus.py)."""
+        from qtclient.views.dialog_menus import DialogMenus, menu_holding
+
+        self.dialogs = DialogMenus(
+            self,
+            self.session,
+            menu_holding(self, self.bans_action),
+            current_room=lambda: self.room_names.get(self.current, ""),
+            is_operator=lambda room: self.peers.is_op(room, self.session.my_id),
+            target=lambda: self.target,
+        )

@@ -323,9 +323,10 @@ class Session:
 
         # Room → Ban list…
         w.bans_action.trigger()
-        await self.until(lambda: w.bans_dialog is not None and w.bans_dialog.isVisible(), "the ban list")
+        bans = w.open_bans("release")
+        await self.until(bans.isVisible, "the ban list")
         await self.shot("ban-list")
-        w.bans_dialog.close()
+        bans.close()
 
         # Server → Host a server…: the console opens (not started), and closes.
         w.host_action.trigger()
@@ -392,9 +393,10 @@ class Session:
         # Server → Connections (admins)…: alice is the server's admin.
         await self.until(w.admin_action.isEnabled, "the admin menu enabled for the admin")
         w.admin_action.trigger()
-        await self.until(lambda: w.admin_dialog is not None and w.admin_dialog.isVisible(), "Connections")
+        admin = w.open_admin()
+        await self.until(lambda: admin.isVisible() and admin.texts(admin.connected), "Connections, filled")
         await self.shot("admin-connections")
-        w.admin_dialog.close()
+        admin.close()
 
         # A minimised window reads nothing.
         w.showMinimized()
