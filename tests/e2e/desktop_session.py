@@ -22,6 +22,9 @@ import traceback
 
 #: Seconds any one condition may take before the step fails.
 WAIT = 30.0
+#: Seconds the user spends reading, as people do: timers fire meanwhile
+#: (the read marker, the client's keepalive PING every 15 s).
+READING = 40.0
 
 
 def main() -> int:
@@ -254,11 +257,15 @@ class Session:
         assert "e2e-chat" in w.state_label.text(), w.state_label.text()
         await self.shot("connected-with-history")
 
-        # The user reads: the read marker's timer fires (the crash of issue 23 was here).
+        # The user reads for a while: the read marker's timer fires (the crash
+        # was here, half a second in), and the keepalive's PINGs go round.
         marked = []
         w.session.markMoved.connect(marked.append)
-        await self.pause(1.5)
+        rtt = []
+        w.session.rttMeasured.connect(rtt.append)
+        await self.pause(READING)
         await self.until(lambda: marked, "the room marked read")
+        assert len(rtt) >= 2, f"keepalive PINGs answered while reading: {rtt}"
 
         # Messages: one line, several lines, a long one that wraps, a link, an emoji, an action.
         self.type_and_send("hi bob, I have them")
@@ -328,6 +335,21 @@ class Session:
         await self.shot("ban-list")
         bans.close()
 
+        # Room → Room settings…: invite-only and topic lock, an invitation.
+        w.dialogs.settings_action.trigger()
+        settings = w.dialogs.keeper.get(("settings", "release"))
+        await self.until(lambda: settings is not None and settings.isVisible(), "Room settings")
+        self.click(settings.invite_only)
+        self.click(settings.topic_lock)
+        self.click(settings.apply_button)
+        await self.until(lambda: "invite-only" in settings.current.text(), "the modes applied")
+        QTest.keyClicks(settings.invitee, "carol")
+        self.click(settings.invite_button)
+        invited = "the invitation recorded"
+        await self.until(lambda: any("invited carol" in t for t in self.text_rows()), invited)
+        await self.shot("room-settings")
+        settings.close()
+
         # Server → Host a server…: the console opens (not started), and closes.
         w.host_action.trigger()
         await self.until(lambda: w.console is not None and w.console.isVisible(), "the server console")
@@ -335,7 +357,7 @@ class Session:
         w.console.close()
 
         # Every menu, opened and looked at.
-        for title in ("Chat", "Room", "Server"):
+        for title in ("Chat", "Room", "Server", "Account"):
             await self.open_menu(title)
         w.activateWindow()
 
@@ -375,6 +397,8 @@ class Session:
         await self.until(lambda: "back again" in bob.texts(), "bob hearing alice after the restart")
         await self.shot("reconnected")
 
+        await self.pause(READING / 4)  # reading after the outage
+
         # Chat → Disconnect, then Chat → Connect… again, now with the account's password.
         w.disconnect_action.trigger()
         await self.until(lambda: w.session.state is states.DISCONNECTED, "disconnected")
@@ -411,6 +435,27 @@ class Session:
         await self.until(lambda: len(marked) > count, "the room read once the window is back")
         await self.shot("back-from-minimised")
 
+        # Account → Change password…, then Account → Delete account….
+        w.dialogs.change_password_action.trigger()
+        change = w.dialogs.keeper.get("password")
+        await self.until(lambda: change is not None and change.isVisible(), "Change password")
+        QTest.keyClicks(change.current, "correct horse battery")
+        QTest.keyClicks(change.new, "staple battery horse")
+        QTest.keyClicks(change.again, "staple battery horse")
+        self.click(change.ok_button)
+        await self.until(lambda: "Password changed" in change.outcome.text(), "the password changed")
+        await self.shot("password-changed")
+        change.close()
+        w.dialogs.delete_account_action.trigger()
+        delete = w.dialogs.keeper.get("delete")
+        await self.until(lambda: delete is not None and delete.isVisible(), "Delete account")
+        QTest.keyClicks(delete.current, "staple battery horse")
+        self.click(delete.sure)
+        self.click(delete.ok_button)
+        await self.until(lambda: "Account deleted" in delete.outcome.text(), "the account deleted")
+        await self.until(lambda: not w.session.machine.account, "a guest again")
+        await self.shot("account-deleted")
+        delete.close()
         assert self.client.errors.count == 0, self.client.errors.summaries
 
 
