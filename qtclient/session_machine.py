@@ -218,6 +218,7 @@ class ClientSession:
         self._stopping: Deferred | None = None
         self._token: str | None = None
         self._password: str | None = None  # in memory only, for logging in again
+        self._new_password: str | None = None  # asked for, not yet confirmed
         self._register = False  # register the nick once logged in as a guest
         self.account = False  # logged in to an account
         self.admin = False
@@ -374,7 +375,7 @@ class ClientSession:
     def change_account(self, op: str, password: str, new_password: str | None = None) -> bool:
         """ACCOUNT password (change) or delete, given the current password."""
         if op == "password":
-            self._password = new_password
+            self._new_password = new_password  # kept for logging in again once the server takes it
         return self._request(codec.AccountRequest(op, password, new_password, ref=f"account:{op}"))
 
     def trust_certificate(self, accept: bool) -> None:
@@ -635,6 +636,8 @@ class ClientSession:
     def _on_done(self, done: codec.Done) -> None:
         if done.op == "register":
             self._register, self.account = False, True
+        elif done.op == "password" and self._new_password is not None:
+            self._password, self._new_password = self._new_password, None
         elif done.op == "delete":
             self.account, self.admin, self._password = False, False, None
         self.events.done(done)

@@ -181,6 +181,37 @@ class Lifecycle(SynchronousTestCase):
         self.assertIs(h.session.state, State.DISCONNECTED)
 
 
+class PasswordChange(SynchronousTestCase):
+    def test_the_new_password_is_used_to_log_in_again_only_once_the_server_took_it(self):
+        h = Harness()
+        h.session.connect_to("127.0.0.1", 7777, "ann", password="old password")
+        protocol, transport = h.accept()
+        h.serve(protocol, welcome())
+        h.sent(transport)
+        h.session.change_account("password", "wrong guess", "refused one")
+        h.serve(protocol, codec.Error("bad_password", "wrong nick or password", "account:password"))
+        h.session.change_account("password", "old password", "new password")
+        h.serve(protocol, codec.Done("password", "ann", "account:password"))
+        h.drop(protocol)
+        h.clock.advance(1)
+        _, transport = h.accept()
+        (login,) = h.sent(transport)
+        self.assertEqual(login.password, "new password")
+
+    def test_a_refused_change_keeps_the_old_password(self):
+        h = Harness()
+        h.session.connect_to("127.0.0.1", 7777, "ann", password="old password")
+        protocol, transport = h.accept()
+        h.serve(protocol, welcome())
+        h.session.change_account("password", "wrong guess", "refused one")
+        h.serve(protocol, codec.Error("bad_password", "wrong nick or password", "account:password"))
+        h.drop(protocol)
+        h.clock.advance(1)
+        _, transport = h.accept()
+        (login,) = h.sent(transport)
+        self.assertEqual(login.password, "old password")
+
+
 class Outage(SynchronousTestCase):
     def test_reconnect_rejoins_each_room_catches_up_each_and_reports_missed_messages(self):
         h = Harness()
