@@ -77,6 +77,9 @@ class Limits:
     lockout: float = _limit(
         900.0, "Longest wait, in seconds, after repeated wrong passwords (the lock-out).", wire=0
     )
+    register_rate: float = _limit(10.0, "Accounts one address may register an hour, on average.", wire=0)
+    register_burst: int = _limit(3, "Accounts one address may register at once.", wire=0)
+    max_accounts: int = _limit(100_000, "Accounts the server keeps at most; more are refused.", wire=0)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -64,6 +64,31 @@ class Passwords(SynchronousTestCase):
 
 
 class Registering(SynchronousTestCase):
+    def register_from(self, server: Server, nick: str, host: str):
+        peer = server.peer(host)
+        peer.login(nick, version=2)
+        peer.received()
+        peer.send(codec.AccountRequest("register", PASSWORD, ref="reg"))
+        return peer.received()[0]
+
+    def test_one_address_registers_a_few_accounts_then_waits(self):
+        server = Server(register_rate=10, register_burst=3)
+        for i in range(3):
+            self.assertIsInstance(self.register_from(server, f"bot{i}", "203.0.113.5"), codec.Done)
+        refused = self.register_from(server, "bot3", "203.0.113.5")
+        self.assertEqual((refused.code, refused.retry_after), (ErrorCode.RATE_LIMITED, 360))
+        self.assertIsInstance(self.register_from(server, "other", "198.51.100.1"), codec.Done, "per address")
+        server.clock.advance(360)
+        self.assertIsInstance(self.register_from(server, "bot4", "203.0.113.5"), codec.Done)
+
+    def test_the_server_keeps_at_most_max_accounts(self):
+        server = Server(max_accounts=2)
+        for i in range(2):
+            self.assertIsInstance(self.register_from(server, f"user{i}", f"198.51.100.{i}"), codec.Done)
+        refused = self.register_from(server, "third", "198.51.100.9")
+        self.assertEqual(refused.code, ErrorCode.NOT_PERMITTED)
+        self.assertIn("no more accounts", refused.message)
+
     def test_a_registered_nick_needs_its_password(self):
         server = Server()
         ann = registered(server, "ann")

@@ -378,6 +378,8 @@ class Accounts(ClusterTestCase):
         alice.send(codec.AccountRequest("register", self.PASSWORD, ref="r"))
         done = yield alice.expect(codec.Done)
         self.assertEqual((done.op, done.ref), ("register", "r"))
+        count = yield b.hub.accounts.store.count_accounts()
+        self.assertEqual(count, 1, "counted for the cap on every node")
         alice.send(codec.Join("side", "j"))
         yield alice.expect(codec.RoomState)
         alice.send(codec.Quit())

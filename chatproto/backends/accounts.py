@@ -53,6 +53,9 @@ class AccountStore(Protocol):
     def delete_account(self, key: str) -> Deferred[None]:
         """Forget an account and its remembered rooms."""
 
+    def count_accounts(self) -> Deferred[int]:
+        """How many accounts there are (for the server-wide cap)."""
+
     def memberships(self, key: str) -> Deferred[list[Membership]]:
         """An account's rooms, in the order it joined them."""
 

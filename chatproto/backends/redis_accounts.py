@@ -67,11 +67,18 @@ class RedisAccounts:
 
     def save_account(self, record: AccountRecord) -> Deferred[None]:
         d = self._call("SET", self._key("a", escape(record.key)), json.dumps(asdict(record)))
+        d.addCallback(lambda _: self._call("SADD", self._key("accounts"), escape(record.key)))
         return d.addCallback(lambda _: None)
 
     def delete_account(self, key: str) -> Deferred[None]:
         account = self._key("a", escape(key))
-        return self._call("DEL", account, account + ":rooms").addCallback(lambda _: None)
+        d = self._call("DEL", account, account + ":rooms")
+        d.addCallback(lambda _: self._call("SREM", self._key("accounts"), escape(key)))
+        return d.addCallback(lambda _: None)
+
+    def count_accounts(self) -> Deferred[int]:
+        """Accounts saved since the set of their keys was kept (older ones aren't counted)."""
+        return self._call("SCARD", self._key("accounts"))
 
     def memberships(self, key: str) -> Deferred[list[Membership]]:
         def order(flat: list) -> list[Membership]:

@@ -65,6 +65,9 @@ class SQLiteAccounts:
 
         return self._do(delete)
 
+    def count_accounts(self) -> Deferred[int]:
+        return self._do(lambda db: db.execute("SELECT COUNT(*) FROM accounts").fetchone()[0])
+
     def memberships(self, key: str) -> Deferred[list[Membership]]:
         return self._do(
             lambda db: [

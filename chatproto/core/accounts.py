@@ -282,6 +282,8 @@ class Accounts:
         self.clock = clock
         self.admins = admins  # account keys
         self.guard = Guard(clock, limits.login_failures, limits.lockout)
+        self.limits = limits
+        self._registrations: dict[str, TokenBucket] = {}  # per address
         self.bans: dict[str, Ban] = {}  # nick key -> server-wide ban
 
     def banned(self, key: str) -> Ban | None:
@@ -342,13 +344,22 @@ class Accounts:
             raise ProtocolError(ErrorCode.BAD_PASSWORD, "wrong nick or password")
         return record
 
-    def register(self, key: str, nick: str, password: str) -> Deferred[AccountRecord]:
+    def register(self, key: str, nick: str, password: str, host: str = "") -> Deferred[AccountRecord]:
+        """A new account; refused past the address's registration rate or
+        the server's cap on accounts (nobody fills the file from one host)."""
         check_password(password, nick)
+        self._take_registration(host)
         d = self.store.account(key)
 
         def fresh(existing: AccountRecord | None):
             if existing is not None:
                 raise ProtocolError(ErrorCode.ALREADY_REGISTERED, f"{nick!r} is already registered")
+            return self.store.count_accounts().addCallback(below_cap)
+
+        def below_cap(count: int):
+            if count >= self.limits.max_accounts:
+                log.warn("registration refused: {count} accounts, the cap", count=count)
+                raise ProtocolError(ErrorCode.NOT_PERMITTED, "this server takes no more accounts")
             return self.hasher.hash(password)
 
         def save(secret: str):
@@ -356,6 +367,24 @@ class Accounts:
             return self.store.save_account(record).addCallback(lambda _: record)
 
         return d.addCallback(fresh).addCallback(save)
+
+    def _take_registration(self, host: str) -> None:
+        if exempt(host):
+            return
+        now = self.clock.seconds()
+        bucket = self._registrations.get(host)
+        if bucket is None:
+            if len(self._registrations) >= _RECORDS_KEPT:
+                self._registrations.clear()  # forgetting full buckets only forgives
+            rate = self.limits.register_rate / 3600
+            bucket = self._registrations[host] = TokenBucket(rate, self.limits.register_burst, now)
+        if not bucket.take(now):
+            wait = math.ceil(3600 / self.limits.register_rate)
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"too many accounts registered from your address: try again in {wait} s",
+                retry_after=wait,
+            )
 
     def _confirm(
         self, key: str, password: str, host: str, first: Callable[[AccountRecord], object] = lambda _: None

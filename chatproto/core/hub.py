@@ -731,7 +731,10 @@ class Hub:
             if session.account:
                 raise ProtocolError(ErrorCode.ALREADY_REGISTERED, f"{session.nick!r} is already registered")
             d = self.accounts.register(
-                session.key, session.nick, required(packet.password, "password", f"ACCOUNT {packet.op}")
+                session.key,
+                session.nick,
+                required(packet.password, "password", f"ACCOUNT {packet.op}"),
+                connection.host,
             )
             d.addCallback(self._registered, session)
         elif packet.op == "password":
