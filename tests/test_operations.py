@@ -103,6 +103,28 @@ class Operations(TestCase):
         self.assertEqual(code, 503)
         self.assertIn("not listening on tcp:0:interface=127.0.0.1", text)
 
+    @defer.inlineCallbacks
+    def test_healthz_says_when_the_store_refuses_writes(self):
+        """A full disk: reads go on, every write fails. /healthz must say so."""
+        ann = yield self.client("ann")
+        db = self.server.hub.eventlog._db
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages}")  # the file may not grow: as when the disk is full
+        for i in range(500):  # bounded: until a write fails
+            ann.send(codec.Say(f"filling {i} " + "x" * 3000, f"r{i}"))
+            answer = yield ann.expect((codec.MessagePacket, codec.Error))
+            if isinstance(answer, codec.Error):
+                break
+        self.assertEqual(answer.code, "internal")
+        code, text = yield self.get("/healthz")
+        self.assertEqual(code, 503)
+        self.assertIn("refuses writes", text)
+        db.execute("PRAGMA max_page_count = 1073741823")  # room again
+        ann.send(codec.Say("back", "back"))
+        yield ann.expect(codec.MessagePacket)
+        code, text = yield self.get("/healthz")
+        self.assertEqual((code, text), (200, "ok\n"), "healthy once a write goes in")
+
 
 class DashboardsNameRealMetrics(TestCase):
     def test_the_dashboard_and_alerts_use_only_exported_families(self):

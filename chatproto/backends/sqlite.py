@@ -137,6 +137,7 @@ class SQLiteLog:
         self._checkpointer: sqlite3.Connection | None = None
         self._next: dict[str, int] = {}  # room -> its next seq, once looked up
         self._ids: dict[str, int] = {}  # room -> its id in the file
+        self._refusing: str | None = None  # why the last write failed, until one goes in
         try:
             self._db = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
@@ -198,7 +199,9 @@ class SQLiteLog:
         except sqlite3.Error as e:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
+            self._refusing = f"history {self.path!r} refuses writes: {e}"
             return fail(StoreError(f"can't write history {self.path!r}: {e}"))
+        self._refusing = None
         self._next.update(following)
         return succeed(messages)
 
@@ -262,10 +265,14 @@ class SQLiteLog:
         return succeed(None)
 
     def check(self) -> Deferred[None]:
+        """It answers a read, and its last write (if any) went in: a full
+        disk lets reads through and refuses every write."""
         try:
             self._db.execute("SELECT count(*) FROM rooms").fetchone()
         except sqlite3.Error as e:
             return fail(StoreError(f"history {self.path!r} does not answer: {e}"))
+        if self._refusing is not None:
+            return fail(StoreError(self._refusing))
         return succeed(None)
 
     def maintain(self) -> None:
