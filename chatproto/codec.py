@@ -882,6 +882,11 @@ def room_state_payload(body: dict, members_json: list[str], history_json: list[s
     return encode_json(PacketType.ROOM, f"{text[:-1]},{lists}}}")
 
 
+def room_list_payload(rooms_json: str, ref: str | None) -> bytes:
+    """ROOMS from the listing's JSON array, encoded once for every LIST."""
+    return encode_json(PacketType.ROOMS, with_ref(f'{{"rooms":{rooms_json}}}', ref))
+
+
 def frame(payload: bytes) -> bytes:
     """Length-prefix a payload exactly as Int32StringReceiver does."""
     if len(payload) > MAX_WIRE_PAYLOAD:

@@ -10,6 +10,7 @@ from chatproto import codec
 from chatproto.backends.eventlog import StoreError
 from chatproto.backends.sqlite import SCHEMA_VERSION, SQLiteLog
 from chatproto.codec import ErrorCode
+from chatproto.core.budget import cost
 from chatproto.limits import DEFAULTS
 from tests.harness import Server, result
 from tests.test_protocol import V1_LIMITS, record_writes
@@ -338,6 +339,41 @@ class Leaving(SynchronousTestCase):
         self.assertEqual([r.room for r in listing.rooms], ["general", "Help"])
         ann.send(codec.Say("hi", "s", "lobby"))
         self.assertEqual(ann.error().code, ErrorCode.NO_SUCH_ROOM)
+
+    def test_the_listing_is_encoded_once_until_what_it_shows_changes(self):
+        server = Server(join_burst=100)
+        ann, bob = v2(server, "ann", "bob")
+        for name in ("b-room", "a-room"):
+            ann.join(name)
+        ann.send(codec.ListRooms("one"))
+        first = ann.received()[-1]
+        built = server.hub.directory._listing_json
+        bob.send(codec.ListRooms("two"))
+        self.assertEqual(bob.received()[-1].rooms, first.rooms)
+        self.assertIs(server.hub.directory._listing_json, built, "not built again: nothing changed")
+        self.assertEqual(
+            [(r.room, r.members) for r in first.rooms], [("a-room", 1), ("b-room", 1), ("general", 0)]
+        )
+        bob.join("a-room")
+        ann.send(codec.SetTopic("b-room", "news", "t"))
+        server.flush()
+        ann.send(codec.ListRooms("three"))
+        (listing,) = [p for p in ann.received() if isinstance(p, codec.RoomList)]
+        self.assertEqual(listing.ref, "three")
+        self.assertEqual(
+            [(r.room, r.members, r.topic) for r in listing.rooms],
+            [("a-room", 2, ""), ("b-room", 1, "news"), ("general", 0, "")],
+        )
+
+    def test_a_long_listing_costs_by_its_rooms(self):
+        rooms = [f"room{i}" for i in range(1000)]
+        server = Server(packet_rate=200, packet_burst=200, max_rooms=2000, rooms=rooms)
+        (ann,) = v2(server, "ann")
+        server.clock.advance(10)  # the budget refilled
+        self.assertEqual(cost(codec.ListRooms(), 200, len(server.hub.directory.rooms)), 1 + 1001 / 10)
+        ann.protocol.dataReceived(codec.encode_frame(codec.ListRooms("l")) * 5)
+        self.assertEqual(ann.transport.producerState, "paused", "two 101-unit LISTs empty a 200-unit budget")
+        self.assertEqual(sum(isinstance(p, codec.RoomList) for p in ann.received(flush=False)), 2)
 
     def test_part_of_a_room_you_are_not_in(self):
         server = Server()

@@ -693,7 +693,8 @@ class Hub:
     def list_rooms(self, connection: Connection, packet: codec.ListRooms) -> Deferred | None:
         """LIST: the rooms there are (on a cluster node: on every node)."""
         if self.cluster is None:
-            connection.send(codec.RoomList(self.directory.listing(), packet.ref))
+            payload = codec.room_list_payload(self.directory.listing_json(), packet.ref)
+            connection.deliver(connection.wire.frame(payload))
             return None
         d = self.cluster.listing(self.directory.listing())
         return d.addCallback(lambda rooms: connection.send(codec.RoomList(rooms, packet.ref)))

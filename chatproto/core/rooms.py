@@ -140,6 +140,8 @@ class Directory:
         self.limits = limits
         self.rooms: dict[str, ChatRoom] = {}
         self._keys: dict[str, str] = {}  # names as clients wrote them -> keys
+        self._listed: list[tuple[str, int, str]] | None = None  # what listing_json last showed
+        self._listing_json = "[]"
         # A cluster node's: how a room it has members in again is read, and
         # what it does when it has none there any more (chatproto.core.cluster).
         self.loader: Callable[[ChatRoom], Deferred] | None = None
@@ -226,6 +228,16 @@ class Directory:
 
     def listing(self) -> list[codec.RoomInfo]:
         return sorted((room.info() for room in self.rooms.values()), key=lambda info: room_key(info.room))
+
+    def listing_json(self) -> str:
+        """LIST's rooms as a JSON array, built again only when what it shows
+        changed: comparing each room's name, member count and topic costs a
+        small part of building and encoding the listing."""
+        shown = [(room.key, len(room.members), room.topic_text) for room in self.rooms.values()]
+        if shown != self._listed:
+            self._listed = shown
+            self._listing_json = codec.dumps([codec.body_of(info) for info in self.listing()])
+        return self._listing_json
 
 
 def _preload(room: ChatRoom, page: list[Message]) -> None:

@@ -226,7 +226,7 @@ class ChatProtocol(Int32StringReceiver):
         now = self._heard()
         units = 1.0
         try:
-            units = cost(packet, self.hub.limits.history_page)
+            units = cost(packet, self.hub.limits.history_page, len(self.hub.directory.rooms))
             _HANDLERS[type(packet)](self, packet)
         except ProtocolError as e:
             units += REFUSAL

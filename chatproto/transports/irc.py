@@ -221,7 +221,9 @@ _BROADCASTS: dict[int, Callable[[IrcWire, dict], str]] = {
 }
 
 #: Packets the core frames for one connection that need its own state.
-_PERSONAL = frozenset({PacketType.WELCOME, PacketType.ROOM, PacketType.HISTORY_PAGE, PacketType.PRIVATE})
+_PERSONAL = frozenset(
+    {PacketType.WELCOME, PacketType.ROOM, PacketType.HISTORY_PAGE, PacketType.PRIVATE, PacketType.ROOMS}
+)
 
 _WIRES: dict[tuple[str, frozenset], IrcWire] = {}
 
