@@ -477,6 +477,23 @@ class Moderation(ClusterTestCase):
         )
 
     @defer.inlineCallbacks
+    def test_a_rooms_topic_is_kept_in_redis_with_its_rules(self):
+        a = yield self.node()
+        alice = yield self.client("alice", version=2, server=a)
+        alice.send(codec.Join("side"))
+        yield alice.expect(codec.RoomState)
+        alice.send(codec.SetTopic("side", "plans for friday"))
+        alice.send(codec.Moderate("side", "ban", "carol", ref="b"))
+        alice.send(codec.Part("side", ref="p"))
+        left = yield alice.expect(codec.Left)
+        self.assertEqual(left.ref, "p")
+        b = yield self.node()  # one that never saw the room, after it was empty
+        bob = yield self.client("bob", version=2, server=b)
+        bob.send(codec.Join("side"))
+        state = yield bob.expect(codec.RoomState)
+        self.assertEqual(state.topic, "plans for friday")
+
+    @defer.inlineCallbacks
     def test_a_server_ban_made_on_one_node_holds_on_every_node(self):
         a = yield self.node(admins=["root"])
         b = yield self.node(admins=["root"])

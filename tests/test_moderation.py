@@ -6,6 +6,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
+from chatproto.backends.sqlite import SQLiteLog
 from chatproto.codec import ErrorCode
 from tests.harness import Server
 from tests.test_accounts import device, registered
@@ -122,6 +123,69 @@ class Operators(SynchronousTestCase):
         mallory = guest(self.server, "mallory")
         mallory.send(codec.Join("den"))
         self.assertEqual(mallory.error().code, ErrorCode.BANNED)
+
+
+class KeptTopics(SynchronousTestCase):
+    """A room's topic is kept as long as its rules are (docs/protocol.md 14.2)."""
+
+    def restarted(self, server: Server, path: str) -> Server:
+        server.flush()
+        server.store.close()
+        return Server(store=SQLiteLog(path))
+
+    def test_a_guest_rooms_topic_comes_back_after_a_restart_with_its_ban(self):
+        path = self.mktemp()
+        server = Server(store=SQLiteLog(path))
+        ann = guest(server, "ann")
+        ann.join("den")
+        ann.send(codec.SetTopic("den", "plans for friday"))
+        moderate(ann, "ban", "mallory")
+        again = self.restarted(server, path)
+        bob = guest(again, "bob")
+        self.assertEqual(bob.join("den").topic, "plans for friday")
+        bob.send(codec.ListRooms("l"))
+        listed = {info.room: info.topic for info in bob.only(codec.RoomList).rooms}
+        self.assertEqual(listed["den"], "plans for friday")
+        mallory = guest(again, "mallory")
+        mallory.send(codec.Join("den"))
+        self.assertEqual(mallory.error().code, ErrorCode.BANNED, "the ban came back with it")
+
+    def test_an_account_rooms_topic_set_later_comes_back_when_it_logs_in(self):
+        path = self.mktemp()
+        server = Server(store=SQLiteLog(path))
+        ann = registered(server, "ann")
+        ann.join("den")
+        moderate(ann, "mode", invite_only=True)
+        ann.send(codec.SetTopic("den", "members only"))
+        again = self.restarted(server, path)
+        _, packets = device(again, "ann")
+        state = next(p for p in packets if isinstance(p, codec.RoomState))
+        self.assertEqual((state.room, state.topic, state.invite_only), ("den", "members only", True))
+
+    def test_the_topic_stays_while_the_room_is_empty_and_goes_when_it_is_closed(self):
+        server = Server(admins=["root"])
+        ann = guest(server, "ann")
+        ann.join("den")
+        moderate(ann, "ban", "mallory")
+        ann.send(codec.SetTopic("den", "kept"))
+        ann.send(codec.Part("den"))
+        ann.received()
+        self.assertIsNone(server.hub.room_for("den"))
+        self.assertEqual(ann.join("den").topic, "kept")
+        registered(server, "root").send(codec.AdminRequest("close", room="den"))
+        server.flush()
+        self.assertEqual(guest(server, "bob").join("den").topic, "", "closing forgets rules and topic")
+
+    def test_a_room_without_kept_rules_forgets_its_topic(self):
+        server = Server()
+        ann = guest(server, "ann")
+        ann.join("den")
+        ann.send(codec.SetTopic("den", "passing"))
+        moderate(ann, "ban", "mallory")
+        moderate(ann, "unban", "mallory")
+        ann.send(codec.Part("den"))
+        ann.received()
+        self.assertEqual(ann.join("den").topic, "", "nothing of its rules was worth keeping")
 
 
 class Admins(SynchronousTestCase):

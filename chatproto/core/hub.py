@@ -681,6 +681,8 @@ class Hub:
         if room.permanent:
             d = self.eventlog.set_topic(room.key, room.topic)
             d.addErrback(lambda f: log.failure("could not store room {room}'s topic", f, room=room.name))
+        elif room.rules.kept:  # kept with its rules, as long as they are
+            self.moderation.keep(room)
         changed = codec.TopicChanged(room.name, text, session.nick, now)
         own = codec.TopicChanged(room.name, text, session.nick, now, packet.ref)
         record = None
