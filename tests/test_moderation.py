@@ -125,6 +125,83 @@ class Operators(SynchronousTestCase):
         self.assertEqual(mallory.error().code, ErrorCode.BANNED)
 
 
+class ReturningOperators(SynchronousTestCase):
+    """An operator who comes back is shown as one, to itself and to everyone
+    else, on every transport (Int32 here; IRC in tests.test_irc)."""
+
+    def setUp(self):
+        from tests.test_irc import IrcPeer
+
+        self.server = Server(admins=["root"])
+        self.bob = guest(self.server, "bob")
+        self.irc = IrcPeer(self.server)
+        self.irc.register("ircy")
+
+    def room_of_three(self, creator):
+        """``creator`` makes den; bob and an IRC user join it; inboxes emptied."""
+        for peer in (creator, self.bob):
+            peer.received()
+        creator.join("den")
+        self.bob.join("den")
+        self.irc.send("JOIN #den")
+        for peer in (creator, self.bob):
+            peer.received()
+        self.irc.lines()
+
+    def names(self) -> str:
+        self.irc.send("NAMES #den")
+        return self.irc.lines()[0].rsplit(":", 1)[1]
+
+    def test_an_account_operator_logging_in_again_is_joined_as_operator(self):
+        ann = registered(self.server, "ann")
+        self.room_of_three(ann)
+        ann.drop()
+        self.bob.received(), self.irc.lines()
+        _, packets = device(self.server, "ann")
+        state = next(p for p in packets if isinstance(p, codec.RoomState))
+        self.assertEqual({p.nick: p.op for p in state.members}, {"ann": True, "bob": None, "ircy": None})
+        joined = self.bob.received()[-1]
+        self.assertEqual(joined, codec.Joined(joined.id, "ann", "den", op=True))
+        self.assertEqual(self.irc.lines(), [":ann!ann@chat JOIN :#den", ":test MODE #den +o :ann"])
+        self.assertEqual(self.names(), "bob ircy @ann")
+
+    def test_a_resumed_operator_keeps_its_status_and_nobody_sees_a_join(self):
+        for make in (lambda: registered(self.server, "ann"), lambda: guest(self.server, "ann")):
+            self.setUp()
+            ann = make()
+            self.room_of_three(ann)
+            token = self.server.hub.session_for("ann").devices[ann.protocol]
+            again = self.server.peer()
+            again.send(codec.Login("ann", 2, token, password=None))
+            state = again.received()[1]
+            self.assertEqual({p.nick: p.op for p in state.members}, {"ann": True, "bob": None, "ircy": None})
+            self.assertFalse([p for p in self.bob.received() if isinstance(p, codec.Joined)])
+            self.assertEqual(self.irc.lines(), [])
+            self.assertEqual(self.names(), "@ann bob ircy")
+
+    def test_a_guest_operator_is_no_operator_in_its_next_session_anywhere(self):
+        gus = guest(self.server, "gus")
+        self.room_of_three(gus)
+        gus.drop()
+        again = guest(self.server, "gus")
+        state = again.join("den")
+        self.assertEqual({p.nick: p.op for p in state.members}, {"bob": None, "ircy": None, "gus": None})
+        self.assertEqual(self.bob.received()[-1].op, None)
+        self.assertEqual(self.irc.lines()[-1], ":gus!gus@chat JOIN :#den")
+        self.assertEqual(self.names(), "bob ircy gus")
+
+    def test_an_admin_joins_as_operator_and_version_1_sees_no_op(self):
+        (old,) = self.server.logged_in("old")
+        registered(self.server, "root").send(codec.Quit())
+        root, _ = device(self.server, "root")
+        self.bob.received()
+        self.bob.join("general")
+        self.bob.received(), old.received()
+        root.join("general")
+        self.assertEqual(self.bob.received()[-1].op, True)
+        self.assertEqual(old.received()[-1], codec.Joined(root.protocol.id, "root"), "version 1 is unchanged")
+
+
 class KeptTopics(SynchronousTestCase):
     """A room's topic is kept as long as its rules are (docs/protocol.md 14.2)."""
 
