@@ -19,7 +19,10 @@ $(STAMP): setup.cfg pyproject.toml
 run: install
 	$(VENV)/bin/twistd -n --pidfile= chat $(ARGS)
 
+# A colour emoji font first (Debian's, where missing and root can install it):
+# without one, emoji show as boxes.
 client: install
+	sh scripts/system_packages.sh /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf:fonts-noto-color-emoji
 	$(VENV)/bin/chat-client $(ARGS)
 
 # A Valkey on 127.0.0.1:6379 for a cluster (make run ARGS="--cluster redis://127.0.0.1:6379"), durable, files in redis-data/.
