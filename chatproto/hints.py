@@ -82,7 +82,12 @@ class ConnectHints(Service):
         address = listener.port.getHost()
         if not hasattr(address, "port"):
             return None  # a Unix socket: its path is the --listen it was given
-        kinds = {id(self.server.factory): "chat", id(self.server.site): "web", id(self.server.gateway): "irc"}
-        kind = kinds.get(id(listener.factory), "chat")
         tls = listener.description.split(":", 1)[0] == "ssl"
-        return hint(kind, shown_host(address.host), address.port, tls, fingerprint if tls else None)
+        return hint(self._kind(listener), shown_host(address.host), address.port, tls, fingerprint)
+
+    def _kind(self, listener: ListenerService) -> str:
+        if listener.factory is self.server.site:
+            return "web"
+        if listener.factory is self.server.gateway:
+            return "irc"
+        return "chat"
