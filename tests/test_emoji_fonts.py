@@ -40,7 +40,11 @@ class Setup(SynchronousTestCase):
         if shutil.which("make") is None:
             self.skipTest("no make")
         commands = subprocess.run(
-            ["make", "-n", "client"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["make", "-n", "--no-print-directory", "client", "ARGS="],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.splitlines()
         font = next(i for i, c in enumerate(commands) if c == f"sh scripts/system_packages.sh {EMOJI_FONT}")
         client = next(i for i, c in enumerate(commands) if "chat-client" in c)
