@@ -19,8 +19,11 @@ $(STAMP): setup.cfg pyproject.toml
 run: install
 	$(VENV)/bin/twistd -n --pidfile= chat $(ARGS)
 
+# Qt's X11 libraries and a colour emoji font first (Debian's, where missing
+# and root can install them): without the font, emoji show as boxes.
 client: install
 	sh scripts/qt_xcb_libraries.sh $(PY)
+	sh scripts/system_packages.sh /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf:fonts-noto-color-emoji
 	$(VENV)/bin/chat-client $(ARGS)
 
 # A Valkey on 127.0.0.1:6379 for a cluster (make run ARGS="--cluster redis://127.0.0.1:6379"), durable, files in redis-data/.

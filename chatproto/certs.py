@@ -69,6 +69,36 @@ def write_pair(folder: str, host: str = "localhost", days: int = 365) -> tuple[s
     return key_path, cert_path, cert_pem
 
 
+def write_file(path: str, data: bytes, mode: int) -> None:
+    """Write ``data`` to a new file that has ``mode`` from the start (a key
+    is never readable by others, not even for a moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), mode)
+        f.write(data)
+
+
+def load_or_make(key_path: str, cert_path: str, host: str = "localhost") -> tuple[bytes, bool]:
+    """The certificate at ``cert_path``, or (when neither file exists) a new
+    self-signed pair written there; and whether it was made now. Reusing
+    it keeps the fingerprint that clients pinned on first use.
+    ValueError if only one of the two exists."""
+    have_key, have_cert = os.path.exists(key_path), os.path.exists(cert_path)
+    if have_key != have_cert:
+        present, absent = (key_path, cert_path) if have_key else (cert_path, key_path)
+        raise ValueError(f"{present!r} exists but {absent!r} does not: give both, or neither")
+    if have_cert:
+        with open(cert_path, "rb") as f:
+            return f.read(), False
+    try:
+        key_pem, cert_pem = make_self_signed(host)
+    except ValueError:  # a host name no certificate can carry
+        key_pem, cert_pem = make_self_signed("localhost")
+    write_file(key_path, key_pem, 0o600)
+    write_file(cert_path, cert_pem, 0o644)
+    return cert_pem, True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chatproto.certs", description=__doc__.split("\n")[0])
     parser.add_argument("--dir", default=".")

@@ -365,6 +365,7 @@ class Joined:
     id: int
     nick: str
     room: str | None = field(default=None, metadata=_V2)
+    op: bool | None = field(default=None, metadata=_V2)  # the joiner runs the room (as Peer.op)
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,6 +135,17 @@ class ListenerService(StreamServerEndpointService):
             raise
         self._waitingForPort.addCallback(self._listening)
 
+    def listening(self) -> Deferred[IListeningPort]:
+        """Fires with the port once it is bound (after ``privilegedStartService``)."""
+        bound: Deferred[IListeningPort] = Deferred()
+
+        def tell(port: IListeningPort) -> IListeningPort:
+            bound.callback(port)
+            return port
+
+        self._waitingForPort.addCallback(tell)
+        return bound
+
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
         log.info(

@@ -23,14 +23,14 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
-from chatproto import __version__
+from chatproto import __version__, endpoints
 from chatproto.codec import ProtocolError
+from chatproto.hints import ConnectHints
 from chatproto.limits import DEFAULTS, Limits, parse_limit
 from chatproto.rules import DEFAULT_ROOM, normalise_nick, normalise_room
 from chatproto.server import build_server
 from chatproto.service import GracefulExit, heap_trimmer
 
-DEFAULT_LISTEN = "tcp:7777"
 DEFAULT_HISTORY = "chat.sqlite3"
 
 
@@ -59,6 +59,10 @@ def limit_parameters() -> list[list]:
 
 #: Options that may be given more than once (a list in a config file).
 _REPEATABLE = {"listen", "room", "admin", "web", "web-origin", "irc"}
+#: Options that take no value (true or false in a config file).
+_FLAGS = {"public"}
+#: What the server listens on; none named: the defaults of chatproto.endpoints.
+_ENDPOINTS = ("listen", "web", "irc")
 
 
 def _take_config(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -88,7 +92,7 @@ def config_arguments(path: str, command_line: list[str]) -> list[str]:
         raise usage.UsageError(f"--config {path!r}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise usage.UsageError(f"--config {path!r} is not TOML: {e}") from None
-    known = {name for name, *_ in Options.optParameters} | _REPEATABLE | {"metrics"}
+    known = {name for name, *_ in Options.optParameters} | _REPEATABLE | _FLAGS | {"metrics"}
     limits = {_option_name(f): f for f in dataclasses.fields(Limits)}
     given = {arg[2:].split("=", 1)[0] for arg in command_line if arg.startswith("--")}
     arguments = []
@@ -100,6 +104,11 @@ def config_arguments(path: str, command_line: list[str]) -> list[str]:
         values = value if isinstance(value, list) and name in _REPEATABLE else [value]
         if name in _REPEATABLE and name in given:
             continue  # the command line's list replaces the file's
+        if name in _FLAGS:
+            if not isinstance(value, bool):
+                raise usage.UsageError(f"{where}: expected true or false, not {value!r}")
+            arguments.extend([f"--{name}"] if value else [])
+            continue
         for item in values:
             if isinstance(item, (dict, list)) or isinstance(item, bool):
                 raise usage.UsageError(f"{where}: expected a string or a number, not {item!r}")
@@ -147,8 +156,20 @@ class Options(usage.Options):
         "A small-group chat server with rooms, speaking chat protocol versions 1 and 2 "
         "(length-prefixed JSON packets) on one or more Twisted endpoints."
     )
+    optFlags = [
+        [
+            "public",
+            None,
+            "Listen on every interface, over TLS only: the desktop protocol on 7777, the page "
+            "on https://...:8443/, IRC on 6697, with --cert and --key (default: key.pem and "
+            "cert.pem beside the history file, made self-signed if neither exists). "
+            "Not with --listen, --web or --irc.",
+        ],
+    ]
     optParameters = [
         ["history", None, DEFAULT_HISTORY, "SQLite history file (':memory:' keeps none across restarts)."],
+        ["cert", None, None, "With --public: the TLS certificate (PEM) to serve."],
+        ["key", None, None, "With --public: the certificate's private key (PEM)."],
         ["name", None, "chat", "Server name sent in WELCOME; {version} becomes the server's version."],
         ["motd", None, "", "Message of the day sent in WELCOME."],
         ["default-room", None, DEFAULT_ROOM, "The room version 1 clients are in; it always exists."],
@@ -205,13 +226,15 @@ class Options(usage.Options):
 
     def opt_irc(self, description: str) -> None:
         """Let IRC clients in on this endpoint, e.g. tcp:6667 or
-        ssl:6697:privateKey=key.pem (repeatable)."""
+        ssl:6697:privateKey=key.pem (repeatable; default, when no --listen,
+        --web or --irc is given: tcp:6667:interface=127.0.0.1)."""
         check_endpoint(description, "--irc")
         self["irc"].append(description)
 
     def opt_web(self, description: str) -> None:
         """Serve the browser client at / and its WebSocket at /ws on this
-        endpoint, e.g. tcp:8080 or ssl:8443:privateKey=key.pem (repeatable)."""
+        endpoint, e.g. tcp:8080 or ssl:8443:privateKey=key.pem (repeatable;
+        default, when no --listen, --web or --irc is given: tcp:8080:interface=127.0.0.1)."""
         check_endpoint(description, "--web")
         self["web"].append(description)
 
@@ -240,14 +263,14 @@ class Options(usage.Options):
         self["rooms"].append(name)
 
     def opt_listen(self, description: str) -> None:
-        """Endpoint to listen on, e.g. tcp:7777 or
-        ssl:7778:privateKey=key.pem:certKey=cert.pem (repeatable; default tcp:7777)."""
+        """Endpoint for the desktop protocol, e.g. tcp:7777 (every interface) or
+        ssl:7778:privateKey=key.pem:certKey=cert.pem (repeatable; default
+        tcp:7777:interface=127.0.0.1, loopback only)."""
         check_endpoint(description)
         self["listen"].append(description)
 
     def postOptions(self) -> None:
-        if not self["listen"]:
-            self["listen"] = [DEFAULT_LISTEN]
+        self._endpoints()
         self["name"] = self["name"].replace("{version}", __version__)
         try:
             self["limits"] = Limits(**{f.name: self[_option_name(f)] for f in dataclasses.fields(Limits)})
@@ -280,6 +303,40 @@ class Options(usage.Options):
             if not os.access(folder, os.W_OK) and not os.access(history, os.W_OK):
                 raise usage.UsageError(f"--history {history!r}: not writable")
 
+    def _endpoints(self) -> None:
+        """The defaults for what was not named: loopback, with the page and
+        IRC when no endpoint was named at all; with --public, the TLS files
+        (made in makeService, which also names the endpoints)."""
+        named = [f"--{name}" for name in _ENDPOINTS if self[name]]
+        self["tls-files"] = None
+        if self["public"]:
+            if named:
+                raise usage.UsageError(
+                    f"--public chooses the endpoints itself (every interface, TLS): drop {', '.join(named)}"
+                )
+            self["tls-files"] = self._tls_files()
+            return
+        if self["cert"] is not None or self["key"] is not None:
+            raise usage.UsageError("--cert and --key go with --public (an ssl: endpoint names its own files)")
+        self["listen"] = self["listen"] or list(endpoints.LOCAL.listen)
+        if not named:
+            self["web"], self["irc"] = list(endpoints.LOCAL.web), list(endpoints.LOCAL.irc)
+
+    def _tls_files(self) -> tuple[str, str]:
+        """--key and --cert, both or neither (then key.pem and cert.pem beside the history)."""
+        key, cert = self["key"], self["cert"]
+        if (key is None) != (cert is None):
+            raise usage.UsageError("--cert and --key: give both, or neither for a self-signed pair")
+        if key is None:
+            history = self["history"]
+            in_memory = history == ":memory:" or self["cluster"] is not None
+            folder = os.getcwd() if in_memory else os.path.dirname(os.path.abspath(history))
+            return endpoints.default_files(folder)
+        for option, path in (("--key", key), ("--cert", cert)):
+            if not os.path.isfile(path):
+                raise usage.UsageError(f"{option} {path!r}: no such file")
+        return key, cert
+
 
 # --help shows an option method's docstring as it is: one line, not its indentation.
 for _name, _method in vars(Options).items():
@@ -306,13 +363,26 @@ class ServerProcess(MultiService):
             raise SystemExit(f"chat: {e}") from None
 
 
+def public_endpoints(config: Options) -> tuple[endpoints.Endpoints, endpoints.Certificate | None]:
+    """With --public, its TLS certificate (made self-signed if there is none
+    yet) and the endpoints that serve it; otherwise the options' endpoints."""
+    if config["tls-files"] is None:
+        return endpoints.Endpoints(config["listen"], config["web"], config["irc"]), None
+    try:
+        certificate = endpoints.certificate(*config["tls-files"])
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"chat: --public: {e}") from None
+    return endpoints.public(certificate), certificate
+
+
 def makeService(config: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     top = ServerProcess()
+    where, certificate = public_endpoints(config)
     server = build_server(
         reactor,
-        listen=config["listen"],
+        listen=where.listen,
         history=config["history"],
         limits=config["limits"],
         name=config["name"],
@@ -321,14 +391,15 @@ def makeService(config: Options, reactor=None) -> MultiService:
         rooms=config["rooms"],
         metrics=config["metrics"],
         admins=config["admins"],
-        web=config["web"],
+        web=where.web,
         web_origins=config["web-origins"],
-        irc=config["irc"],
+        irc=where.irc,
         cluster=config["cluster"],
         cluster_expiry=config["cluster-expiry"],
         cluster_retention=config["cluster-retention"],
     )
     server.setServiceParent(top)
+    ConnectHints(server, certificate).setServiceParent(top)
     GracefulExit(reactor).setServiceParent(top)
     trimmer = heap_trimmer(reactor)
     if trimmer is not None:

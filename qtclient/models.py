@@ -156,7 +156,7 @@ class PeerModel(QStandardItemModel):
         self.pending(codec.Pending(joined.id, "gone"))
         branch = self.rooms.get(room_key(joined.room)) if joined.room else None
         if branch is not None and joined.id not in branch.members:
-            branch.members[joined.id] = item = self._member_item(joined.id, joined.nick)
+            branch.members[joined.id] = item = self._member_item(joined.id, joined.nick, bool(joined.op))
             branch.item.appendRow(item)
             self._relabel(branch)
 

@@ -1,20 +1,30 @@
 #!/bin/sh
-# Debian packages that tests and benchmarks drive from outside, given as
-# COMMAND:PACKAGE (by default the tests': chromium and its driver, irssi,
-# tmux), installed where they are missing and apt-get can be used; otherwise
-# what needs them says "skipped" and why.
+# Debian packages that the tests, the benchmarks and the desktop client use
+# from outside, given as CHECK:PACKAGE, where CHECK is a command or, for
+# what is no command (a font), the absolute path of a file the package
+# installs. By default the tests': chromium and its driver, irssi, tmux,
+# and a colour emoji font, without which emoji show as boxes. Installed
+# where missing and apt-get can be used; otherwise what needs them says
+# "skipped" (or does without) and why.
 set -u
+EMOJI_FONT="/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf:fonts-noto-color-emoji"
 missing=""
-tools="${*:-chromium:chromium chromedriver:chromium-driver irssi:irssi tmux:tmux}"
+tools="${*:-chromium:chromium chromedriver:chromium-driver irssi:irssi tmux:tmux $EMOJI_FONT}"
+present() {
+    case "$1" in
+        /*) [ -e "$1" ] ;;
+        *) command -v "$1" >/dev/null 2>&1 ;;
+    esac
+}
 for tool in $tools; do
-    command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
+    present "${tool%%:*}" || missing="$missing ${tool#*:}"
 done
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing$missing"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null \
-        || echo "could not install$missing: the tests that need them will be skipped"
+        || echo "could not install$missing: what needs them is skipped or does without"
 else
-    echo "missing$missing (not root, or no apt-get): the tests that need them will be skipped"
+    echo "missing$missing (not root, or no apt-get): what needs them is skipped or does without"
 fi
 exit 0

@@ -376,7 +376,9 @@ class RememberedRooms(SynchronousTestCase):
         welcome, *rooms = packets
         self.assertEqual(welcome.rooms, ["lobby", "general"], "in the order joined")
         self.assertEqual([(r.room, r.unread) for r in rooms], [("lobby", 3), ("general", 0)])
-        self.assertEqual(bob.received()[-1], codec.Joined(welcome.id, "ann", "lobby"), "back in: JOINED")
+        self.assertEqual(
+            bob.received()[-1], codec.Joined(welcome.id, "ann", "lobby", op=True), "back in, as its operator"
+        )
 
     def test_read_markers_move_forward_and_are_shared_across_devices(self):
         server = Server()

@@ -395,6 +395,36 @@ class Accounts(ClusterTestCase):
         state = yield again.expect(codec.RoomState)
         self.assertEqual(state.room, "side")
 
+    @defer.inlineCallbacks
+    def test_an_admin_is_an_operator_on_every_node_and_after_a_resume_there(self):
+        a = yield self.node(admins=["root"])
+        b = yield self.node(admins=["root"])
+        bob = yield self.client("bob", version=2, server=a)
+        bob.send(codec.Join("den"))
+        yield bob.expect(codec.RoomState)  # bob made it: its operator
+        root = yield self.client(server=a)
+        first = yield root.login("root", version=2)
+        root.send(codec.AccountRequest("register", self.PASSWORD, ref="r"))
+        yield root.expect(codec.Done)
+        root.send(codec.Join("den"))
+        state = yield root.expect(codec.RoomState)
+        self.assertEqual({p.nick: p.op for p in state.members}, {"bob": True, "root": True})
+        carol = yield self.client("carol", version=2, server=b)
+        carol.send(codec.Join("den"))
+        state = yield carol.expect(codec.RoomState)
+        self.assertEqual(
+            {p.nick: p.op for p in state.members}, {"bob": True, "root": True, "carol": None}, "seen from b"
+        )
+        yield root.expect(codec.Joined)  # carol
+        moved = yield self.client(server=b)
+        moved.send(codec.Login("root", 2, first.resume))
+        welcome = yield moved.expect(codec.Welcome)
+        self.assertTrue(welcome.admin)
+        state = yield moved.expect(codec.RoomState)
+        self.assertEqual(
+            {p.nick: p.op for p in state.members}, {"bob": True, "root": True, "carol": None}, "resumed on b"
+        )
+
 
 class BadEntries(ClusterTestCase):
     @defer.inlineCallbacks
@@ -477,6 +507,23 @@ class Moderation(ClusterTestCase):
         self.assertEqual(
             (error.code, error.ref), ("invite_only", "again"), "the mode holds on the other node"
         )
+
+    @defer.inlineCallbacks
+    def test_a_rooms_topic_is_kept_in_redis_with_its_rules(self):
+        a = yield self.node()
+        alice = yield self.client("alice", version=2, server=a)
+        alice.send(codec.Join("side"))
+        yield alice.expect(codec.RoomState)
+        alice.send(codec.SetTopic("side", "plans for friday"))
+        alice.send(codec.Moderate("side", "ban", "carol", ref="b"))
+        alice.send(codec.Part("side", ref="p"))
+        left = yield alice.expect(codec.Left)
+        self.assertEqual(left.ref, "p")
+        b = yield self.node()  # one that never saw the room, after it was empty
+        bob = yield self.client("bob", version=2, server=b)
+        bob.send(codec.Join("side"))
+        state = yield bob.expect(codec.RoomState)
+        self.assertEqual(state.topic, "plans for friday")
 
     @defer.inlineCallbacks
     def test_a_server_ban_made_on_one_node_holds_on_every_node(self):

@@ -373,6 +373,24 @@ class Modes(SynchronousTestCase):
         alice.send("MODE #den +z")
         self.assertEqual(alice.numerics(), ["472"])
 
+    def test_an_operator_back_after_a_reconnect_is_plus_o_to_everyone(self):
+        server = Server()
+        (tcp,) = server.logged_in("alice", version=2)
+        tcp.send(codec.AccountRequest("register", PASSWORD))
+        tcp.send(codec.Quit())
+        alice = IrcPeer(server)
+        alice.register("alice", password=PASSWORD)
+        (bob,) = registered(server, "bob")
+        in_room(server, "den", alice, bob)
+        alice.send("QUIT :brb")
+        self.assertEqual(bob.lines(), [":alice!alice@chat QUIT :quit: brb"])
+        again = IrcPeer(server)
+        lines = again.register("alice", password=PASSWORD)
+        self.assertIn(":test 353 alice = #den :bob @alice", lines, "she is back in den, as its operator")
+        self.assertEqual(bob.lines(), [":alice!alice@chat JOIN :#den", ":test MODE #den +o :alice"])
+        bob.send("NAMES #den")
+        self.assertEqual(bob.lines()[0], ":test 353 bob = #den :bob @alice")
+
 
 class History(SynchronousTestCase):
     def test_chathistory_latest_and_before_in_batches(self):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
+from chatproto.backends.sqlite import SQLiteLog
 from chatproto.codec import ErrorCode
 from tests.harness import Server
 from tests.test_accounts import device, registered
@@ -142,6 +143,146 @@ class Operators(SynchronousTestCase):
         mallory = guest(self.server, "mallory")
         mallory.send(codec.Join("den"))
         self.assertEqual(mallory.error().code, ErrorCode.BANNED)
+
+
+class ReturningOperators(SynchronousTestCase):
+    """An operator who comes back is shown as one, to itself and to everyone
+    else, on every transport (Int32 here; IRC in tests.test_irc)."""
+
+    def setUp(self):
+        from tests.test_irc import IrcPeer
+
+        self.server = Server(admins=["root"])
+        self.bob = guest(self.server, "bob")
+        self.irc = IrcPeer(self.server)
+        self.irc.register("ircy")
+
+    def room_of_three(self, creator):
+        """``creator`` makes den; bob and an IRC user join it; inboxes emptied."""
+        for peer in (creator, self.bob):
+            peer.received()
+        creator.join("den")
+        self.bob.join("den")
+        self.irc.send("JOIN #den")
+        for peer in (creator, self.bob):
+            peer.received()
+        self.irc.lines()
+
+    def names(self) -> str:
+        self.irc.send("NAMES #den")
+        return self.irc.lines()[0].rsplit(":", 1)[1]
+
+    def test_an_account_operator_logging_in_again_is_joined_as_operator(self):
+        ann = registered(self.server, "ann")
+        self.room_of_three(ann)
+        ann.drop()
+        self.bob.received(), self.irc.lines()
+        _, packets = device(self.server, "ann")
+        state = next(p for p in packets if isinstance(p, codec.RoomState))
+        self.assertEqual({p.nick: p.op for p in state.members}, {"ann": True, "bob": None, "ircy": None})
+        joined = self.bob.received()[-1]
+        self.assertEqual(joined, codec.Joined(joined.id, "ann", "den", op=True))
+        self.assertEqual(self.irc.lines(), [":ann!ann@chat JOIN :#den", ":test MODE #den +o :ann"])
+        self.assertEqual(self.names(), "bob ircy @ann")
+
+    def test_a_resumed_operator_keeps_its_status_and_nobody_sees_a_join(self):
+        for make in (lambda: registered(self.server, "ann"), lambda: guest(self.server, "ann")):
+            self.setUp()
+            ann = make()
+            self.room_of_three(ann)
+            token = self.server.hub.session_for("ann").devices[ann.protocol]
+            again = self.server.peer()
+            again.send(codec.Login("ann", 2, token, password=None))
+            state = again.received()[1]
+            self.assertEqual({p.nick: p.op for p in state.members}, {"ann": True, "bob": None, "ircy": None})
+            self.assertFalse([p for p in self.bob.received() if isinstance(p, codec.Joined)])
+            self.assertEqual(self.irc.lines(), [])
+            self.assertEqual(self.names(), "@ann bob ircy")
+
+    def test_a_guest_operator_is_no_operator_in_its_next_session_anywhere(self):
+        gus = guest(self.server, "gus")
+        self.room_of_three(gus)
+        gus.drop()
+        again = guest(self.server, "gus")
+        state = again.join("den")
+        self.assertEqual({p.nick: p.op for p in state.members}, {"bob": None, "ircy": None, "gus": None})
+        self.assertEqual(self.bob.received()[-1].op, None)
+        self.assertEqual(self.irc.lines()[-1], ":gus!gus@chat JOIN :#den")
+        self.assertEqual(self.names(), "bob ircy gus")
+
+    def test_an_admin_joins_as_operator_and_version_1_sees_no_op(self):
+        (old,) = self.server.logged_in("old")
+        registered(self.server, "root").send(codec.Quit())
+        root, _ = device(self.server, "root")
+        self.bob.received()
+        self.bob.join("general")
+        self.bob.received(), old.received()
+        root.join("general")
+        self.assertEqual(self.bob.received()[-1].op, True)
+        self.assertEqual(old.received()[-1], codec.Joined(root.protocol.id, "root"), "version 1 is unchanged")
+
+
+class KeptTopics(SynchronousTestCase):
+    """A room's topic is kept as long as its rules are (docs/protocol.md 14.2)."""
+
+    def restarted(self, server: Server, path: str) -> Server:
+        server.flush()
+        server.store.close()
+        return Server(store=SQLiteLog(path))
+
+    def test_a_guest_rooms_topic_comes_back_after_a_restart_with_its_ban(self):
+        path = self.mktemp()
+        server = Server(store=SQLiteLog(path))
+        ann = guest(server, "ann")
+        ann.join("den")
+        ann.send(codec.SetTopic("den", "plans for friday"))
+        moderate(ann, "ban", "mallory")
+        again = self.restarted(server, path)
+        bob = guest(again, "bob")
+        self.assertEqual(bob.join("den").topic, "plans for friday")
+        bob.send(codec.ListRooms("l"))
+        listed = {info.room: info.topic for info in bob.only(codec.RoomList).rooms}
+        self.assertEqual(listed["den"], "plans for friday")
+        mallory = guest(again, "mallory")
+        mallory.send(codec.Join("den"))
+        self.assertEqual(mallory.error().code, ErrorCode.BANNED, "the ban came back with it")
+
+    def test_an_account_rooms_topic_set_later_comes_back_when_it_logs_in(self):
+        path = self.mktemp()
+        server = Server(store=SQLiteLog(path))
+        ann = registered(server, "ann")
+        ann.join("den")
+        moderate(ann, "mode", invite_only=True)
+        ann.send(codec.SetTopic("den", "members only"))
+        again = self.restarted(server, path)
+        _, packets = device(again, "ann")
+        state = next(p for p in packets if isinstance(p, codec.RoomState))
+        self.assertEqual((state.room, state.topic, state.invite_only), ("den", "members only", True))
+
+    def test_the_topic_stays_while_the_room_is_empty_and_goes_when_it_is_closed(self):
+        server = Server(admins=["root"])
+        ann = guest(server, "ann")
+        ann.join("den")
+        moderate(ann, "ban", "mallory")
+        ann.send(codec.SetTopic("den", "kept"))
+        ann.send(codec.Part("den"))
+        ann.received()
+        self.assertIsNone(server.hub.room_for("den"))
+        self.assertEqual(ann.join("den").topic, "kept")
+        registered(server, "root").send(codec.AdminRequest("close", room="den"))
+        server.flush()
+        self.assertEqual(guest(server, "bob").join("den").topic, "", "closing forgets rules and topic")
+
+    def test_a_room_without_kept_rules_forgets_its_topic(self):
+        server = Server()
+        ann = guest(server, "ann")
+        ann.join("den")
+        ann.send(codec.SetTopic("den", "passing"))
+        moderate(ann, "ban", "mallory")
+        moderate(ann, "unban", "mallory")
+        ann.send(codec.Part("den"))
+        ann.received()
+        self.assertEqual(ann.join("den").topic, "", "nothing of its rules was worth keeping")
 
 
 class Admins(SynchronousTestCase):

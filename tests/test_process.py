@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
+import shutil
 import signal
 import socket
 import stat
+import subprocess
 import sys
 
 from twisted.application.service import IServiceMaker
@@ -16,7 +19,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from chatproto import codec
 from scripts.spawn import ROOT, TWIST, TWISTD, ServerProcess, server_env, spawn_server
-from tests.netclient import connect
+from tests.netclient import connect, connect_irc
 
 
 def spawn(test: TestCase, runner: list[str], *args: str, **where) -> ServerProcess:
@@ -202,3 +205,156 @@ class JsonLogs(TestCase):
         texts = [r["text"] for r in records]
         self.assertTrue(any("ann logged in" in text for text in texts), texts)
         self.assertNotIn("secret", server.output.decode("utf-8"), "message text is never logged")
+
+
+#: What the server says about reaching it (chatproto.hints).
+_DESKTOP = re.compile(r'desktop client: make client ARGS="--connect (\S+):(\d+) --nick NAME"')
+_PAGE = re.compile(r"browser: open (http://(\S+):(\d+)/)")
+_IRC = re.compile(r"IRC: irssi -c (\S+) -p (\d+)")
+_FINGERPRINT = re.compile(r"TLS certificate SHA-256 fingerprint: ([0-9A-F:]{95})")
+
+
+def said(*patterns: re.Pattern):
+    """A readiness check: every pattern's first match in the output so far, or None."""
+
+    def ready(output: bytes):
+        text = output.decode("utf-8", "replace")
+        found = [pattern.search(text) for pattern in patterns]
+        return found if all(found) else None
+
+    return ready
+
+
+def start(test: TestCase, ready, *args: str, runner: list[str] = TWISTD) -> ServerProcess:
+    """``chat`` with exactly ``args`` (no --listen of ours), killed when the test ends."""
+    process = ServerProcess(ready)
+    argv = [sys.executable, *runner, "chat", *args]
+    reactor.spawnProcess(process, sys.executable, argv, env=server_env(), path=ROOT)
+
+    def reap():
+        if not process.ended.called:
+            process.signal("KILL")
+            return process.ended
+
+    test.addCleanup(reap)
+    return process
+
+
+def _busy(port: int, host: str = "127.0.0.1") -> bool:
+    probe = socket.socket()
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError:
+        return True
+    finally:
+        probe.close()
+    return False
+
+
+def _need_free(host: str, *ports: int) -> None:
+    busy = [port for port in ports if _busy(port, host)]
+    if busy:
+        raise SkipTest(f"the default ports {busy} are in use here (another server?)")
+
+
+@defer.inlineCallbacks
+def _get(url: str):
+    from twisted.web.client import Agent, readBody
+
+    response = yield Agent(reactor).request(b"GET", url.encode())
+    body = yield readBody(response)
+    return response.code, body
+
+
+class Onboarding(TestCase):
+    """What a newcomer gets from ``make run``: the three ways in, on
+    loopback, and a line each saying how to use it."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def check_the_lines_lead_in(self, found) -> defer.Deferred:
+        """Each printed line works: the desktop protocol, the page, IRC."""
+        desktop, page, irc = found
+        ann = yield connect(reactor, int(desktop.group(2)), "ann")
+        self.assertEqual(desktop.group(1), "127.0.0.1")
+        code, body = yield _get(page.group(1))
+        self.assertEqual(code, 200)
+        self.assertIn(b"<html", body.lower())
+        self.assertEqual(irc.group(1), "127.0.0.1")
+        bob = yield connect_irc(reactor, int(irc.group(2)), "bob")
+        for client in (ann, bob):
+            client.transport.loseConnection()
+            yield client.lost
+
+    @defer.inlineCallbacks
+    def test_each_listener_gets_a_line_saying_how_to_reach_it(self):
+        loopback = "tcp:0:interface=127.0.0.1"
+        history = os.path.abspath(self.mktemp() + ".sqlite3")
+        server = start(
+            self,
+            said(_DESKTOP, _PAGE, _IRC),
+            *("--listen", loopback, "--web", loopback, "--irc", loopback, "--history", history),
+            runner=TWIST,
+        )
+        found = yield server.listening
+        yield self.check_the_lines_lead_in(found)
+        server.signal("TERM")
+        self.assertEqual((yield server.ended), 0)
+
+    @defer.inlineCallbacks
+    def test_make_run_serves_all_three_on_loopback_by_default(self):
+        if shutil.which("make") is None:
+            raise SkipTest("no make")
+        make = ["make", "-n", "--no-print-directory", "run", "ARGS="]  # as a newcomer types it
+        run = subprocess.run(make, cwd=ROOT, capture_output=True, text=True, check=True)
+        endless = re.compile(r"twistd -n --pidfile= chat\s*$", re.M)
+        self.assertRegex(run.stdout, endless, "make run adds no endpoints of its own")
+        _need_free("127.0.0.1", 7777, 8080, 6667)
+        history = os.path.abspath(self.mktemp() + ".sqlite3")
+        server = start(self, said(_DESKTOP, _PAGE, _IRC), "--history", history)
+        found = yield server.listening
+        self.assertEqual(
+            [(m.group(1), m.group(2)) for m in (found[0], found[2])],
+            [("127.0.0.1", "7777"), ("127.0.0.1", "6667")],
+        )
+        self.assertEqual(found[1].group(1), "http://127.0.0.1:8080/")
+        output = server.output.decode()
+        for port in (7777, 8080, 6667):
+            self.assertIn(f"(127.0.0.1:{port})", output, "bound to loopback only")
+        yield self.check_the_lines_lead_in(found)
+        server.signal("TERM")
+        self.assertEqual((yield server.ended), 0)
+
+    @defer.inlineCallbacks
+    def test_public_is_tls_everywhere_with_the_fingerprint_it_prints(self):
+        from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+
+        from chatproto.tls import PinningCreator, fingerprint_of
+        from tests.test_tls import Handshaking
+
+        _need_free("0.0.0.0", 7777, 8443, 6697)
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        history = os.path.join(folder, "chat.sqlite3")
+        server = start(self, said(_FINGERPRINT, re.compile(r"IRC: .*6697")), "--public", "--history", history)
+        found = yield server.listening
+        printed = found[0].group(1)
+        output = server.output.decode()
+        for port in (7777, 8443, 6697):
+            self.assertIn(f"(0.0.0.0:{port})", output, "every interface")
+        self.assertIn(f"-tls_pinned_cert {printed}", output)
+        self.assertRegex(output, r"browser: open https://\S+:8443/")
+        for port in (7777, 8443, 6697):
+            endpoint = HostnameEndpoint(reactor, "127.0.0.1", port)
+            client = yield connectProtocol(
+                wrapClientTLS(PinningCreator("localhost"), endpoint), Handshaking()
+            )
+            certificate = yield client.handshake
+            self.assertEqual(fingerprint_of(certificate), printed, f"port {port} serves what was printed")
+            client.transport.loseConnection()
+            yield client.lost
+        self.assertTrue(os.path.exists(os.path.join(folder, "cert.pem")))
+        server.signal("TERM")
+        self.assertEqual((yield server.ended), 0)

@@ -1,10 +1,15 @@
 """``twistd chat`` options and the service tree they build."""
 
+import os
+import stat
+
 from twisted.application.service import IService
 from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from chatproto import certs
+from chatproto.hints import ConnectHints, hint
 from chatproto.service import HubService, ListenerService
 from chatproto.tap import Options, makeService
 
@@ -18,7 +23,9 @@ def parse(*args: str) -> Options:
 class OptionsTests(SynchronousTestCase):
     def test_defaults(self):
         options = parse()
-        self.assertEqual(options["listen"], ["tcp:7777"])
+        self.assertEqual(options["listen"], ["tcp:7777:interface=127.0.0.1"], "loopback only")
+        self.assertEqual(options["web"], ["tcp:8080:interface=127.0.0.1"])
+        self.assertEqual(options["irc"], ["tcp:6667:interface=127.0.0.1"])
         self.assertEqual(options["history"], "chat.sqlite3")
         limits = options["limits"]
         self.assertEqual(
@@ -122,6 +129,118 @@ class OptionsTests(SynchronousTestCase):
             self.assertEqual(options[name], getattr(DEFAULTS, f.name), name)
             self.assertIn(f"--{name}=", help_text)
             self.assertIn(f.metadata["help"][:30], help_text.replace("\n", " "))
+
+
+class Endpoints(SynchronousTestCase):
+    """Loopback unless told; --public: every interface, TLS only."""
+
+    def services(self, *args: str):
+        top = makeService(parse(*args), reactor=Clock())
+        server = next(s for s in top if hasattr(s, "listeners"))
+        hints = next(s for s in top if isinstance(s, ConnectHints))
+        return server, hints
+
+    def test_naming_any_endpoint_serves_exactly_what_is_named(self):
+        only_chat = parse("--listen", "tcp:7000")
+        self.assertEqual((only_chat["listen"], only_chat["web"], only_chat["irc"]), (["tcp:7000"], [], []))
+        only_web = parse("--web", "tcp:9000:interface=127.0.0.1")
+        self.assertEqual(only_web["listen"], ["tcp:7777:interface=127.0.0.1"], "the chat port always")
+        self.assertEqual(only_web["irc"], [])
+
+    def test_the_default_server_has_all_three_on_loopback(self):
+        server, _ = self.services("--history", ":memory:")
+        kinds = {server.factory: "chat", server.site: "web", server.gateway: "irc"}
+        self.assertEqual(
+            [(kinds[listener.factory], listener.description) for listener in server.listeners],
+            [
+                ("chat", "tcp:7777:interface=127.0.0.1"),
+                ("web", "tcp:8080:interface=127.0.0.1"),
+                ("irc", "tcp:6667:interface=127.0.0.1"),
+            ],
+        )
+
+    def test_public_makes_a_self_signed_pair_once_and_listens_everywhere_over_tls(self):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        history = os.path.join(folder, "chat.sqlite3")
+        server, hints = self.services("--public", "--history", history)
+        key, cert = os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")
+        self.assertEqual(stat.S_IMODE(os.stat(key).st_mode), 0o600, "the key is the owner's only")
+        for listener, port in zip(server.listeners, (7777, 8443, 6697), strict=True):
+            self.assertTrue(listener.description.startswith(f"ssl:{port}:privateKey="), listener.description)
+            self.assertNotIn("interface=", listener.description, "every interface")
+        with open(cert, "rb") as f:
+            fingerprint = certs.fingerprint(f.read())
+        self.assertEqual(hints.certificate.fingerprint, fingerprint)
+        self.assertTrue(hints.certificate.made)
+        _, again = self.services("--public", "--history", history)
+        self.assertEqual(again.certificate.fingerprint, fingerprint, "the same pair next time")
+        self.assertFalse(again.certificate.made)
+
+    def test_public_serves_the_given_pair(self):
+        folder = self.mktemp()
+        key, cert, cert_pem = certs.write_pair(folder)
+        server, hints = self.services("--public", "--history", ":memory:", "--key", key, "--cert", cert)
+        self.assertIn(f"certKey={cert}", server.listeners[0].description)
+        self.assertEqual(hints.certificate.fingerprint, certs.fingerprint(cert_pem))
+        self.assertFalse(hints.certificate.made)
+
+    def test_a_key_without_its_certificate_ends_the_start_with_one_line(self):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        with open(os.path.join(folder, "key.pem"), "w") as f:
+            f.write("someone else's key")
+        options = parse("--public", "--history", os.path.join(folder, "chat.sqlite3"))
+        with self.assertRaises(SystemExit) as caught:
+            makeService(options, reactor=Clock())
+        self.assertIn("key.pem' exists but", str(caught.exception.code))
+        self.assertEqual(os.listdir(folder), ["key.pem"], "nothing overwritten, nothing made")
+
+    def test_public_mistakes_are_one_line_each(self):
+        folder = self.mktemp()
+        key, cert, _ = certs.write_pair(folder)
+        for args, said in (
+            (["--public", "--listen", "tcp:7777"], "--public chooses the endpoints itself"),
+            (["--public", "--irc", "tcp:6667"], "drop --irc"),
+            (["--public", "--key", key], "give both, or neither"),
+            (["--public", "--key", key, "--cert", "/nonexistent.pem"], "--cert '/nonexistent.pem'"),
+            (["--cert", cert, "--key", key], "--cert and --key go with --public"),
+        ):
+            with self.assertRaises(usage.UsageError, msg=args) as caught:
+                parse(*args)
+            self.assertIn(said, str(caught.exception))
+            self.assertNotIn("\n", str(caught.exception))
+
+    def test_public_in_a_config_file(self):
+        path = self.mktemp() + ".toml"
+        with open(path, "w") as f:
+            f.write('public = true\nhistory = ":memory:"\n')
+        self.assertTrue(parse("--config", path)["public"])
+        with open(path, "w") as f:
+            f.write('public = "yes"\n')
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--config", path)
+        self.assertIn("expected true or false", str(caught.exception))
+
+
+class Hints(SynchronousTestCase):
+    """What the server says about how to reach it (chatproto.hints)."""
+
+    def test_a_line_per_kind_of_client(self):
+        self.assertEqual(hint("web", "127.0.0.1", 8080, False), "browser: open http://127.0.0.1:8080/")
+        self.assertEqual(hint("irc", "127.0.0.1", 6667, False), "IRC: irssi -c 127.0.0.1 -p 6667")
+        self.assertEqual(
+            hint("chat", "127.0.0.1", 7777, False),
+            'desktop client: make client ARGS="--connect 127.0.0.1:7777 --nick NAME"',
+        )
+
+    def test_over_tls_the_lines_say_to_check_the_fingerprint(self):
+        self.assertIn("https://chat.example:8443/", hint("web", "chat.example", 8443, True, "AA:BB"))
+        self.assertIn(
+            "/connect -tls -tls_pinned_cert AA:BB chat.example 6697",
+            hint("irc", "chat.example", 6697, True, "AA:BB"),
+        )
+        self.assertIn("with TLS", hint("chat", "chat.example", 7777, True, "AA:BB"))
 
 
 class ConfigFile(SynchronousTestCase):

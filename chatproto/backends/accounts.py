@@ -67,10 +67,11 @@ class AccountStore(Protocol):
         """An account left a room (``room`` is the room's key)."""
 
     def forget_room(self, room: str) -> Deferred[None]:
-        """A room was closed: nobody remembers it and its rules go."""
+        """A room was closed: nobody remembers it and its rules (with its topic) go."""
 
     def rules(self, room: str) -> Deferred[dict | None]:
-        """A room's stored rules (operators, bans, invites, modes) as JSON-able data."""
+        """A room's stored rules (operators, bans, invites, modes) and the
+        topic kept with them, as JSON-able data."""
 
     def set_rules(self, room: str, rules: dict) -> Deferred[None]: ...
 

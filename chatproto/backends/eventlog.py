@@ -40,7 +40,9 @@ class Draft:
 
 @dataclass(frozen=True, slots=True)
 class Topic:
-    """A room's topic as stored: kept across restarts for rooms that always exist."""
+    """A room's topic as stored: kept across restarts for rooms that always
+    exist (here), and for rooms whose rules are kept (with them, in the
+    account store)."""
 
     text: str
     by: str

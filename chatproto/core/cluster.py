@@ -416,6 +416,7 @@ class Cluster:
         if session is None:
             session = Session(id, nick, key, None, self.clock.seconds())
             session.account = bool(account)
+            session.admin = self.hub.is_admin(key, session.account)
             self.remotes[id] = session
         return session
 

@@ -232,7 +232,7 @@ class Hub:
         gone = codec.encode(codec.Pending(connection.id, "gone"))
         if record is not None:
             session.account = True
-            session.admin = key in self.accounts.admins
+            session.admin = self.is_admin(key, True)
         if session.version == 1:
             # Version 1 sees a login as JOINED in its one room.
             self.broadcast.event(Event(SERVER, None, gone))
@@ -270,6 +270,7 @@ class Hub:
         session = self.registry.register(connection, record["nick"], key, now, id=record["id"])
         session.version = version
         session.account = bool(record.get("account"))
+        session.admin = self.is_admin(key, session.account)  # an admin everywhere, on every node
         self.broadcast.event(_both(codec.Pending(connection.id, "gone")))
         targets = []
         for _, name in rooms[: self.limits.rooms_per_connection]:
@@ -294,6 +295,12 @@ class Hub:
         self.cluster.save(session)
         self._resumed(session, connection, now, " (from another node)")
         return session
+
+    def is_admin(self, key: str, account: bool) -> bool:
+        """Whether the session of an account (not a guest's) is one of the
+        server's admins: asked wherever a session is made, so that its
+        operator status is the same on every node and after a resume."""
+        return account and self.accounts is not None and key in self.accounts.admins
 
     def reload_bans(self) -> Deferred:
         """A cluster node: another node changed the server-wide bans. Read
@@ -505,7 +512,10 @@ class Hub:
         self._notify("room_joined", session.id, nick=session.nick, room=room.name)
 
     def _joined(self, room: ChatRoom, session: Session, record: dict | None = None) -> Event:
-        v2 = codec.encode(codec.Joined(session.id, session.nick, room.name))
+        """JOINED, telling version 2 whether the joiner runs the room (an
+        account operator coming back, an admin), as its ROOM.members does."""
+        op = True if room.rules.is_op(session) else None
+        v2 = codec.encode(codec.Joined(session.id, session.nick, room.name, op))
         v1 = codec.encode(codec.Joined(session.id, session.nick)) if room is self.directory.default else None
         return Event(room.key, v1, v2, record=record)
 
@@ -681,6 +691,8 @@ class Hub:
         if room.permanent:
             d = self.eventlog.set_topic(room.key, room.topic)
             d.addErrback(lambda f: log.failure("could not store room {room}'s topic", f, room=room.name))
+        elif room.rules.kept:  # kept with its rules, as long as they are
+            self.moderation.keep(room)
         changed = codec.TopicChanged(room.name, text, session.nick, now)
         own = codec.TopicChanged(room.name, text, session.nick, now, packet.ref)
         record = None
@@ -770,7 +782,9 @@ class Hub:
 
     def _registered(self, record: AccountRecord, session: Session) -> None:
         session.account = True
-        session.admin = record.key in self.accounts.admins
+        session.admin = self.is_admin(record.key, True)
+        if self.cluster is not None:  # a resume on another node finds an account's session
+            self.cluster.save(session)
         for room in session.rooms.values():
             if session.id in room.rules.guest_ops:  # a guest's operator status becomes the account's
                 room.rules.guest_ops.discard(session.id)
@@ -782,6 +796,8 @@ class Hub:
     def _unregistered(self, record: AccountRecord, session: Session) -> None:
         session.account = False
         session.admin = False
+        if self.cluster is not None:
+            self.cluster.save(session)
         for room in session.rooms.values():
             room.refresh(session)
 

@@ -70,14 +70,20 @@ class Moderation:
     def save_rules(self, room: ChatRoom, stored: bool = True) -> None:
         """Store the room's rules (``stored``: what a restart keeps changed);
         on a cluster node, pass them to the other nodes in the room's order."""
-        if stored and self.hub.store is not None:
-            d = self.hub.store.set_rules(room.key, room.rules.to_json())
-            d.addErrback(lambda f: log.failure("could not store room {room}'s rules", f, room=room.name))
+        if stored:
+            self.keep(room)
         if self.hub.cluster is not None:
             rules = {"rules": room.rules.to_json(), "guest_ops": sorted(room.rules.guest_ops)}
             self.hub.broadcast.event(
                 Event(room.key, None, None, record={"t": "r", "room": room.name, **rules})
             )
+
+    def keep(self, room: ChatRoom) -> None:
+        """Store the room's rules and its topic, in one record (so the topic
+        lasts as long as the rules do)."""
+        if self.hub.store is not None:
+            d = self.hub.store.set_rules(room.key, room.kept_state())
+            d.addErrback(lambda f: log.failure("could not store room {room}'s rules", f, room=room.name))
 
     # -- room operators ------------------------------------------------------------
 

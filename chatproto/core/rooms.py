@@ -33,8 +33,9 @@ _NAMES_KEPT = 4096
 @dataclass(slots=True)
 class RoomRules:
     """Who runs a room and who may come in. Operators who are accounts,
-    bans, invites and modes are stored, so a room keeps them while empty
-    and across restarts; a guest is an operator only while its session lasts."""
+    bans, invites and modes are stored, so a room keeps them (and its
+    topic with them) while empty and across restarts; a guest is an
+    operator only while its session lasts."""
 
     ops: set[str] = field(default_factory=set)  # account keys
     bans: dict[str, Ban] = field(default_factory=dict)  # nick key -> ban
@@ -51,6 +52,11 @@ class RoomRules:
     @property
     def unclaimed(self) -> bool:
         return not self.ops and not self.guest_ops
+
+    @property
+    def kept(self) -> bool:
+        """Whether these rules are worth keeping: then the room's topic is kept with them."""
+        return bool(self.ops or self.bans or self.invites or self.topic_lock or self.invite_only)
 
     def to_json(self) -> dict:
         return {
@@ -122,6 +128,12 @@ class ChatRoom:
 
     def info(self) -> codec.RoomInfo:
         return codec.RoomInfo(self.name, self.topic_text, len(self.members))
+
+    def kept_state(self) -> dict:
+        """What the account store keeps of the room: its rules and its topic,
+        in one record, so that the topic lives exactly as long as the rules."""
+        topic = self.topic
+        return {**self.rules.to_json(), "topic": None if topic is None else [topic.text, topic.by, topic.ts]}
 
 
 class Directory:
@@ -216,7 +228,7 @@ class Directory:
 
     def drop_if_empty(self, room: ChatRoom) -> bool:
         """Forget a room nobody is in, unless it always exists (its history
-        stays in the log; its topic, never stored, goes)."""
+        stays in the log; its rules and topic stay in the store if kept)."""
         if room.permanent or self.rooms.get(room.key) is not room:
             return False
         if any(member.connection is not None for member in room.members.values()):
@@ -252,8 +264,14 @@ def _preload(room: ChatRoom, page: list[Message]) -> None:
 
 
 def load_rules(room: ChatRoom, data: dict | None) -> None:
-    """A room's stored rules, its guest operators kept."""
-    if data is not None:
-        guests = room.rules.guest_ops
-        room.rules = RoomRules.from_json(data)
-        room.rules.guest_ops = guests
+    """A room's stored rules, its guest operators kept; and, while the rules
+    are kept, the topic stored with them (a room that always exists has its
+    topic in the event log instead)."""
+    if data is None:
+        return
+    guests = room.rules.guest_ops
+    room.rules = RoomRules.from_json(data)
+    room.rules.guest_ops = guests
+    topic = data.get("topic")
+    if topic and room.rules.kept and not room.permanent and room.topic is None:
+        room.topic = Topic(*topic)

@@ -184,7 +184,13 @@ class IrcWire:
         return line(user(body["from"]), "MODE", room, sign + letter, target)
 
     def joined(self, body: dict) -> str:
-        return line(user(body["nick"]), "JOIN", channel(body["room"]))
+        """JOIN; for an operator, the server's MODE +o after it, as IRC
+        clients learn who is an operator from what follows a JOIN."""
+        room = channel(body["room"])
+        join = line(user(body["nick"]), "JOIN", room)
+        if not body.get("op"):
+            return join
+        return join + line(self.server, "MODE", room, "+o", irc_nick(body["nick"]))
 
     def left(self, body: dict) -> str:
         room, who = channel(body["room"]), user(body["nick"])
