@@ -56,6 +56,18 @@ def public(certificate: Certificate) -> Endpoints:
     )
 
 
+def metrics_endpoint(description: str) -> str:
+    """Where ``--metrics`` listens: a bare port, or a TCP endpoint that names
+    no interface, on loopback only (a scrape reads every session's count;
+    serving it to the world has to be said: ``interface=0.0.0.0``)."""
+    if description.isdigit():
+        return f"tcp:{description}:interface=127.0.0.1"
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6") and "interface=" not in description:
+        return f"{description}:interface={'::1' if kind == 'tcp6' else '127.0.0.1'}"
+    return description
+
+
 def default_files(folder: str) -> tuple[str, str]:
     """``key.pem`` and ``cert.pem`` in ``folder`` (where ``make cert`` puts them)."""
     return os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")

@@ -7,6 +7,8 @@ open connections once, which costs far less than a turn of chat traffic.
 
 from __future__ import annotations
 
+import hmac
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.application.internet import TimerService
@@ -22,16 +24,44 @@ log = Logger()
 LAG_EVERY = 0.5
 
 
+#: Seconds a rendering of /metrics is served again: a scrape loop costs
+#: one rendering a second, whatever its rate.
+RENDER_EVERY = 1.0
+
+
 class MetricsResource(Resource):
+    """Prometheus' text format, rendered at most once a RENDER_EVERY and, with
+    a token, only for ``Authorization: Bearer TOKEN``."""
+
     isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, clock, token: str | None = None) -> None:
         super().__init__()
         self.registry = registry
+        self.clock = clock
+        self.token = token
+        self._rendered: tuple[float, bytes] | None = None
 
     def render_GET(self, request: Request) -> bytes:
+        if not self.authorised(request):
+            request.setResponseCode(401)
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="metrics"')
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            return b"a bearer token is needed (--metrics-token-file)\n"
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return generate_latest(self.registry)
+        now = self.clock.seconds()
+        if self._rendered is None or now - self._rendered[0] >= RENDER_EVERY:
+            self._rendered = (now, generate_latest(self.registry))
+        return self._rendered[1]
+
+    def authorised(self, request: Request) -> bool:
+        if self.token is None:
+            return True
+        given = request.getHeader("authorization") or ""
+        scheme, _, value = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode("utf-8"), self.token.encode("utf-8")
+        )
 
 
 class HealthResource(Resource):
@@ -60,12 +90,13 @@ class HealthResource(Resource):
         request.finish()
 
 
-def operations_site(server) -> Site:
-    """The site ``--metrics`` serves: ``/metrics`` and ``/healthz``."""
+def operations_site(server, clock, token: str | None = None) -> Site:
+    """The site ``--metrics`` serves: ``/metrics`` (behind ``token`` if
+    given) and ``/healthz`` (open: it says only up or down, and why)."""
     registry = CollectorRegistry()
     registry.register(ChatCollector(server.hub))
     root = Resource()
-    root.putChild(b"metrics", MetricsResource(registry))
+    root.putChild(b"metrics", MetricsResource(registry, clock, token))
     root.putChild(b"healthz", HealthResource(server))
     site = Site(root)
     site.displayTracebacks = False

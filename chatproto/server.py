@@ -35,6 +35,7 @@ class ChatServer(MultiService):
         web: list[str] = (),
         web_origins: list[str] = (),
         irc: list[str] = (),
+        metrics_token: str | None = None,
     ) -> None:
         super().__init__()
         self.hub = hub
@@ -66,7 +67,7 @@ class ChatServer(MultiService):
 
             LagMonitor(reactor, hub.counters).setServiceParent(self)
             self.operations = ListenerService(
-                metrics, serverFromString(reactor, metrics), operations_site(self)
+                metrics, serverFromString(reactor, metrics), operations_site(self, reactor, metrics_token)
             )
             self.operations.setServiceParent(self)
 
@@ -125,6 +126,7 @@ def build_server(
     default_room: str = DEFAULT_ROOM,
     rooms: list[str] = (),
     metrics: str | None = None,
+    metrics_token: str | None = None,
     admins: list[str] = (),
     accounts: AccountStore | None = None,
     hasher: Hasher | None = None,
@@ -175,4 +177,6 @@ def build_server(
         from chatproto.core.cluster import Cluster
 
         Cluster(hub, store, RedisClient(reactor, address, "chat-reader"), reactor, cluster_expiry)
-    return ChatServer(hub, reactor, list(listen), metrics, list(web), list(web_origins), list(irc))
+    return ChatServer(
+        hub, reactor, list(listen), metrics, list(web), list(web_origins), list(irc), metrics_token
+    )

@@ -118,7 +118,9 @@ def config_arguments(path: str, command_line: list[str]) -> list[str]:
                     parse_limit(limits[name], text, key)
                 elif name == "admin":
                     normalise_nick(text)
-                elif name in ("listen", "metrics", "web", "irc"):
+                elif name == "metrics":
+                    check_endpoint(endpoints.metrics_endpoint(text), key)
+                elif name in ("listen", "web", "irc"):
                     check_endpoint(text, key)
                 elif name == "web-origin":
                     check_origin(text, key)
@@ -170,6 +172,13 @@ class Options(usage.Options):
         ["history", None, DEFAULT_HISTORY, "SQLite history file (':memory:' keeps none across restarts)."],
         ["cert", None, None, "With --public: the TLS certificate (PEM) to serve."],
         ["key", None, None, "With --public: the certificate's private key (PEM)."],
+        [
+            "metrics-token-file",
+            None,
+            None,
+            "A file whose first line is the bearer token /metrics asks for "
+            "(Authorization: Bearer TOKEN); without it, /metrics is open to whoever reaches it.",
+        ],
         ["name", None, "chat", "Server name sent in WELCOME; {version} becomes the server's version."],
         ["motd", None, "", "Message of the day sent in WELCOME."],
         ["default-room", None, DEFAULT_ROOM, "The room version 1 clients are in; it always exists."],
@@ -254,7 +263,9 @@ class Options(usage.Options):
 
     def opt_metrics(self, description: str) -> None:
         """Serve Prometheus metrics at /metrics and a health check at
-        /healthz on this endpoint, e.g. tcp:9100:interface=127.0.0.1."""
+        /healthz on this endpoint: a port (9100) or an endpoint string; on
+        loopback unless it names an interface (tcp:9100:interface=0.0.0.0)."""
+        description = endpoints.metrics_endpoint(description)
         check_endpoint(description, "--metrics")
         self["metrics"] = description
 
@@ -269,8 +280,22 @@ class Options(usage.Options):
         check_endpoint(description)
         self["listen"].append(description)
 
+    def _metrics_token(self) -> str | None:
+        path = self["metrics-token-file"]
+        if path is None:
+            return None
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.readline().strip()
+        except OSError as e:
+            raise usage.UsageError(f"--metrics-token-file {path!r}: {e.strerror}") from None
+        if len(token) < 16:
+            raise usage.UsageError(f"--metrics-token-file {path!r}: the token needs 16 characters or more")
+        return token
+
     def postOptions(self) -> None:
         self._endpoints()
+        self["metrics-token"] = self._metrics_token()
         self["name"] = self["name"].replace("{version}", __version__)
         try:
             self["limits"] = Limits(**{f.name: self[_option_name(f)] for f in dataclasses.fields(Limits)})
@@ -390,6 +415,7 @@ def makeService(config: Options, reactor=None) -> MultiService:
         default_room=config["default-room"],
         rooms=config["rooms"],
         metrics=config["metrics"],
+        metrics_token=config["metrics-token"],
         admins=config["admins"],
         web=where.web,
         web_origins=config["web-origins"],

@@ -3,8 +3,10 @@ over real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 
@@ -124,6 +126,60 @@ class Operations(TestCase):
         yield ann.expect(codec.MessagePacket)
         code, text = yield self.get("/healthz")
         self.assertEqual((code, text), (200, "ok\n"), "healthy once a write goes in")
+
+
+class MetricsAccess(TestCase):
+    """/metrics on loopback by default, behind a bearer token if one is set,
+    and rendered at most once a second however often it is scraped."""
+
+    def render(self, resource, authorization: str | None = None):
+        from twisted.web.test.requesthelper import DummyRequest
+
+        request = DummyRequest([b""])
+        if authorization is not None:
+            request.requestHeaders.setRawHeaders(b"authorization", [authorization.encode()])
+        body = resource.render_GET(request)
+        return request.responseCode or 200, body
+
+    def test_a_token_is_asked_for_and_compared(self):
+        from chatproto.operations import MetricsResource
+
+        resource = MetricsResource(CountingRegistry(), Clock(), token="s3cret-token-of-16+")
+        self.assertEqual(self.render(resource)[0], 401)
+        self.assertEqual(self.render(resource, "Bearer wrong")[0], 401)
+        self.assertEqual(self.render(resource, "Basic s3cret-token-of-16+")[0], 401)
+        self.assertEqual(self.render(resource, "Bearer s3cret-token-of-16+")[0], 200)
+
+    def test_a_scrape_loop_costs_one_rendering_a_second(self):
+        from chatproto.operations import MetricsResource
+
+        clock, registry = Clock(), CountingRegistry()
+        resource = MetricsResource(registry, clock)
+        for _ in range(100):  # a scrape loop within one second
+            self.render(resource)
+        self.assertEqual(registry.renderings, 1)
+        clock.advance(1)
+        self.render(resource)
+        self.assertEqual(registry.renderings, 2)
+
+    def test_metrics_listen_on_loopback_unless_told(self):
+        from chatproto.endpoints import metrics_endpoint
+
+        self.assertEqual(metrics_endpoint("9100"), "tcp:9100:interface=127.0.0.1")
+        self.assertEqual(metrics_endpoint("tcp:9100"), "tcp:9100:interface=127.0.0.1")
+        self.assertEqual(metrics_endpoint("tcp6:9100"), "tcp6:9100:interface=::1")
+        for said in ("tcp:9100:interface=0.0.0.0", "unix:/run/chat-metrics.sock", "ssl:9100:privateKey=k"):
+            self.assertEqual(metrics_endpoint(said), said)
+
+
+class CountingRegistry(CollectorRegistry):
+    def __init__(self) -> None:
+        super().__init__()
+        self.renderings = 0
+
+    def collect(self):
+        self.renderings += 1
+        return super().collect()
 
 
 class DashboardsNameRealMetrics(TestCase):

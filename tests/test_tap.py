@@ -80,6 +80,21 @@ class OptionsTests(SynchronousTestCase):
             self.assertNotIn("\n", str(caught.exception))
             self.assertTrue(str(caught.exception))
 
+    def test_metrics_on_loopback_unless_told_and_a_token_from_a_file(self):
+        self.assertEqual(parse("--metrics", "9100")["metrics"], "tcp:9100:interface=127.0.0.1")
+        self.assertEqual(parse("--metrics", "tcp:9100")["metrics"], "tcp:9100:interface=127.0.0.1")
+        wide = parse("--metrics", "tcp:9100:interface=0.0.0.0")
+        self.assertEqual((wide["metrics"], wide["metrics-token"]), ("tcp:9100:interface=0.0.0.0", None))
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("x" * 32 + "\n")
+        self.assertEqual(parse("--metrics", "9100", "--metrics-token-file", path)["metrics-token"], "x" * 32)
+        with open(path, "w") as f:
+            f.write("short\n")
+        for args in (["--metrics-token-file", path], ["--metrics-token-file", "/nonexistent/token"]):
+            with self.assertRaises(usage.UsageError, msg=args):
+                parse(*args)
+
     def test_make_service(self):
         options = parse("--listen", "tcp:0:interface=127.0.0.1", "--history", ":memory:", "--name", "n")
         service = makeService(options, reactor=Clock())
