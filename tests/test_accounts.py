@@ -29,6 +29,19 @@ def registered(server: Server, nick: str, password: str = PASSWORD, host: str = 
     return peer
 
 
+def made_admin(server: Server, nick: str, password: str = PASSWORD) -> None:
+    """The account the server made at start for ``--admin nick``: its
+    operator logs in with the one-time password from the log, changes it to
+    ``password``, and quits."""
+    first = server.hub.accounts.setup_passwords[nick_key(nick)]
+    peer = server.peer()
+    peer.send(codec.Login(nick, 2, password=first))
+    assert peer.received()[0].admin
+    peer.send(codec.AccountRequest("password", first, password, ref="p"))
+    assert peer.only(codec.Done, flush=False) == codec.Done("password", nick, "p")
+    peer.send(codec.Quit())
+
+
 def device(server: Server, nick: str, password: str = PASSWORD, host: str = "127.0.0.1"):
     """One more connection logged in to an account; its WELCOME and ROOMs."""
     peer = server.peer(host)

@@ -367,6 +367,16 @@ class Failures(ClusterTestCase):
         self.assertEqual([m.seq for m in page.messages], list(range(1, 21)))
 
 
+@defer.inlineCallbacks
+def admin_password(a, b, nick: str):
+    """The one-time password of the --admin account one of the nodes made at
+    start (both checked; only one can have made it)."""
+    yield defer.gatherResults([a.hub.accounts.admins_checked, b.hub.accounts.admins_checked])
+    made = [n.hub.accounts.setup_passwords[nick] for n in (a, b) if nick in n.hub.accounts.setup_passwords]
+    assert len(made) == 1, made
+    return made[0]
+
+
 class Accounts(ClusterTestCase):
     PASSWORD = "correct horse battery staple 9"
 
@@ -402,10 +412,11 @@ class Accounts(ClusterTestCase):
         bob = yield self.client("bob", version=2, server=a)
         bob.send(codec.Join("den"))
         yield bob.expect(codec.RoomState)  # bob made it: its operator
+        password = yield admin_password(a, b, "root")
         root = yield self.client(server=a)
-        first = yield root.login("root", version=2)
-        root.send(codec.AccountRequest("register", self.PASSWORD, ref="r"))
-        yield root.expect(codec.Done)
+        root.send(codec.Login("root", 2, password=password))
+        first = yield root.expect(codec.Welcome)
+        self.assertTrue(first.admin)
         root.send(codec.Join("den"))
         state = yield root.expect(codec.RoomState)
         self.assertEqual({p.nick: p.op for p in state.members}, {"bob": True, "root": True})
@@ -529,9 +540,10 @@ class Moderation(ClusterTestCase):
     def test_a_server_ban_made_on_one_node_holds_on_every_node(self):
         a = yield self.node(admins=["root"])
         b = yield self.node(admins=["root"])
-        root = yield self.client("root", version=2, server=a)
-        root.send(codec.AccountRequest("register", Accounts.PASSWORD))
-        yield root.expect(codec.Done)
+        password = yield admin_password(a, b, "root")
+        root = yield self.client(server=a)
+        root.send(codec.Login("root", 2, password=password))
+        yield root.expect(codec.Welcome)
         bob = yield self.client("bob", version=2, server=b)
         root.send(codec.AdminRequest("ban", target="bob", reason="spam", ref="x"))
         done = yield root.expect(codec.Done)

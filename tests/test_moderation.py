@@ -8,8 +8,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatproto import codec
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.codec import ErrorCode
-from tests.harness import Server
-from tests.test_accounts import device, registered
+from tests.harness import Server, result
+from tests.test_accounts import PASSWORD, device, made_admin, registered
 
 
 def guest(server: Server, nick: str, host: str = "127.0.0.1"):
@@ -212,7 +212,7 @@ class ReturningOperators(SynchronousTestCase):
 
     def test_an_admin_joins_as_operator_and_version_1_sees_no_op(self):
         (old,) = self.server.logged_in("old")
-        registered(self.server, "root").send(codec.Quit())
+        made_admin(self.server, "root")
         root, _ = device(self.server, "root")
         self.bob.received()
         self.bob.join("general")
@@ -269,7 +269,8 @@ class KeptTopics(SynchronousTestCase):
         ann.received()
         self.assertIsNone(server.hub.room_for("den"))
         self.assertEqual(ann.join("den").topic, "kept")
-        registered(server, "root").send(codec.AdminRequest("close", room="den"))
+        made_admin(server, "root")
+        device(server, "root")[0].send(codec.AdminRequest("close", room="den"))
         server.flush()
         self.assertEqual(guest(server, "bob").join("den").topic, "", "closing forgets rules and topic")
 
@@ -285,10 +286,73 @@ class KeptTopics(SynchronousTestCase):
         self.assertEqual(ann.join("den").topic, "", "nothing of its rules was worth keeping")
 
 
+class AdminRights(SynchronousTestCase):
+    """Rights belong to the account the server made for --admin, not to a spelling."""
+
+    def test_the_admin_account_is_made_at_start_with_a_one_time_password(self):
+        server = Server(admins=["Boss"])
+        record = result(server.hub.accounts.store.account("boss"))
+        self.assertEqual((record.nick, record.admin), ("Boss", True))
+        self.assertEqual(len(server.hub.accounts.setup_passwords["boss"]), 16)
+        made_admin(server, "Boss")
+        _, packets = device(server, "Boss")
+        self.assertTrue(packets[0].admin, "its password changed, the account is still the admin")
+
+    def test_a_guest_who_registers_an_admin_name_gets_no_rights(self):
+        store = SQLiteLog(":memory:")
+        early = Server(store=store)  # a server without --admin: anyone may register boss
+        registered(early, "boss").send(codec.Quit())
+        server = Server(store=store, admins=["boss"])
+        _, packets = device(server, "boss")
+        self.assertFalse(packets[0].admin, "registered by someone, not made for the operator")
+        device(server, "boss")[0].send(codec.AdminRequest("sessions", ref="a"))
+        self.assertNotIn("boss", server.hub.accounts.setup_passwords)
+
+    def test_rights_die_with_the_account(self):
+        server = Server(admins=["boss"])
+        made_admin(server, "boss")
+        boss, _ = device(server, "boss")
+        boss.join("den")
+        guest(server, "bob").join("den")  # the room stays
+        boss.send(codec.AccountRequest("delete", PASSWORD, ref="d"))
+        self.assertIn(codec.Done("delete", "boss", "d"), boss.received())
+        boss.send(codec.Quit())
+        thief = registered(server, "boss", "another password")
+        thief.send(codec.AdminRequest("sessions", ref="a"))
+        self.assertEqual(thief.error().code, ErrorCode.NOT_ADMIN)
+        state = thief.join("den")
+        self.assertEqual(
+            [(p.nick, p.op) for p in state.members],
+            [("bob", None), ("boss", None)],
+            "nor the room's operator",
+        )
+
+    def test_an_operator_who_deletes_the_account_leaves_no_status_to_the_next(self):
+        store = SQLiteLog(":memory:")
+        server = Server(store=store)
+        ann = registered(server, "ann")
+        ann.join("den")
+        moderate(ann, "mode", invite_only=True)
+        ann.send(codec.Part("den"))
+        ann.send(codec.AccountRequest("delete", PASSWORD, ref="d"))
+        ann.send(codec.Quit())
+        server.flush()
+        self.assertEqual(result(store_rules(store, "den"))["ops"], [], "the stored rules forget ann")
+        again = registered(server, "ann", "someone else's")
+        again.send(codec.Join("den", "j"))
+        self.assertEqual(again.error().code, ErrorCode.INVITE_ONLY, "the next ann is nobody there")
+
+
+def store_rules(store, room: str):
+    from chatproto.backends.sqlite_accounts import SQLiteAccounts
+
+    return SQLiteAccounts(store).rules(room)
+
+
 class Admins(SynchronousTestCase):
     def setUp(self):
         self.server = Server(admins=["root"])
-        registered(self.server, "root").send(codec.Quit())
+        made_admin(self.server, "root")
         self.root, packets = device(self.server, "root")
         self.assertTrue(packets[0].admin)
         self.bob = guest(self.server, "bob")

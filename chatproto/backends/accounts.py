@@ -20,6 +20,9 @@ class AccountRecord:
     nick: str  # as registered (NFKC, case kept)
     secret: str  # the KDF's output with its parameters (chatproto.passwords)
     created: float
+    # Made (or confirmed) by the server's operator for an --admin name: rights
+    # belong to this account, not to whoever registers the name later.
+    admin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,10 @@ class AccountStore(Protocol):
     def save_account(self, record: AccountRecord) -> Deferred[None]:
         """Make or replace an account."""
 
+    def create_account(self, record: AccountRecord) -> Deferred[bool]:
+        """Make an account unless its nick has one already (then False): two
+        registrations racing, on one server or two, can't both win."""
+
     def delete_account(self, key: str) -> Deferred[None]:
         """Forget an account and its remembered rooms."""
 
@@ -68,6 +75,10 @@ class AccountStore(Protocol):
 
     def forget_room(self, room: str) -> Deferred[None]:
         """A room was closed: nobody remembers it and its rules (with its topic) go."""
+
+    def forget_operator(self, key: str) -> Deferred[None]:
+        """An account went: it is no room's operator any more (stored rules;
+        rooms held in memory are the caller's)."""
 
     def rules(self, room: str) -> Deferred[dict | None]:
         """A room's stored rules (operators, bans, invites, modes) and the

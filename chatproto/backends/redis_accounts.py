@@ -46,6 +46,31 @@ return 1
 )
 
 
+#: An account went: no room keeps it as an operator. Rooms' rules are read
+#: with SCAN (a page at a time, never the whole keyspace at once).
+FORGET_OPERATOR = Script(
+    """
+local cursor = '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[1] .. '*', 'COUNT', 500)
+  cursor = page[1]
+  for _, key in ipairs(page[2]) do
+    local rules = cjson.decode(redis.call('GET', key))
+    local kept, found = {}, false
+    for _, op in ipairs(rules['ops'] or {}) do
+      if op == ARGV[2] then found = true else table.insert(kept, op) end
+    end
+    if found then
+      rules['ops'] = kept
+      redis.call('SET', key, cjson.encode(rules))
+    end
+  end
+until cursor == '0'
+return 1
+"""
+)
+
+
 def _store_error(failure: Failure):
     raise StoreError(f"the cluster's account store failed: {failure.value}")
 
@@ -69,6 +94,16 @@ class RedisAccounts:
         d = self._call("SET", self._key("a", escape(record.key)), json.dumps(asdict(record)))
         d.addCallback(lambda _: self._call("SADD", self._key("accounts"), escape(record.key)))
         return d.addCallback(lambda _: None)
+
+    def create_account(self, record: AccountRecord) -> Deferred[bool]:
+        d = self._call("SET", self._key("a", escape(record.key)), json.dumps(asdict(record)), "NX")
+
+        def made(reply) -> Deferred[bool] | bool:
+            if reply is None:
+                return False
+            return self._call("SADD", self._key("accounts"), escape(record.key)).addCallback(lambda _: True)
+
+        return d.addCallback(made)
 
     def delete_account(self, key: str) -> Deferred[None]:
         account = self._key("a", escape(key))
@@ -103,6 +138,10 @@ class RedisAccounts:
         d = self.client.when_up().addCallback(
             lambda _: FORGET_ROOM(self.client, keys, [self.prefix, escape(room)])
         )
+        return d.addCallbacks(lambda _: None, _store_error)
+
+    def forget_operator(self, key: str) -> Deferred[None]:
+        d = FORGET_OPERATOR(self.client, [], [self._key("rules", ""), key])
         return d.addCallbacks(lambda _: None, _store_error)
 
     def rules(self, room: str) -> Deferred[dict | None]:

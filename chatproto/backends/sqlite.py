@@ -23,8 +23,9 @@ from chatproto.rules import DEFAULT_ROOM
 BUSY_TIMEOUT = 0.1
 
 #: PRAGMA user_version of the layout below. 0 is version 1's layout (one
-#: room, no version recorded) or an empty file; 2 had rooms but no accounts.
-SCHEMA_VERSION = 3
+#: room, no version recorded) or an empty file; 2 had rooms but no accounts;
+#: 3 had accounts with no admin mark.
+SCHEMA_VERSION = 4
 
 #: A message's row id is its room's id times SPAN plus its seq: one integer
 #: key, so an append is a rowid insert at the end of its room's range (as
@@ -85,6 +86,12 @@ CREATE TABLE server_bans (
 """
 
 
+#: Schema 4: an account made by the operator for an --admin name is marked.
+_ADMIN_MARK = """
+ALTER TABLE accounts ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+"""
+
+
 def _run_script(db: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
@@ -110,7 +117,9 @@ def _migrate(db: sqlite3.Connection, default_room: str) -> None:
                 db.execute("INSERT INTO rooms VALUES (1, ?)", (default_room,))
                 db.execute(f"INSERT INTO messages SELECT {SPAN} + seq, ts, sender, text FROM messages_v1")
                 db.execute("DROP TABLE messages_v1")
-        _run_script(db, _ACCOUNT_TABLES)
+        if version < 3:
+            _run_script(db, _ACCOUNT_TABLES)
+        _run_script(db, _ADMIN_MARK)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:

@@ -39,9 +39,9 @@ class SQLiteAccounts:
     def account(self, key: str) -> Deferred[AccountRecord | None]:
         def read(db):
             row = db.execute(
-                "SELECT key, nick, secret, created FROM accounts WHERE key = ?", (key,)
+                "SELECT key, nick, secret, created, admin FROM accounts WHERE key = ?", (key,)
             ).fetchone()
-            return AccountRecord(*row) if row else None
+            return AccountRecord(*row[:4], bool(row[4])) if row else None
 
         return self._do(read)
 
@@ -49,12 +49,22 @@ class SQLiteAccounts:
         return self._do(
             lambda db: (
                 db.execute(
-                    "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?)",
-                    (record.key, record.nick, record.secret, record.created),
+                    "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?, ?)",
+                    (record.key, record.nick, record.secret, record.created, int(record.admin)),
                 )
                 and None
             )
         )
+
+    def create_account(self, record: AccountRecord) -> Deferred[bool]:
+        def create(db):
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO accounts VALUES (?, ?, ?, ?, ?)",
+                (record.key, record.nick, record.secret, record.created, int(record.admin)),
+            )
+            return cursor.rowcount == 1
+
+        return self._do(create)
 
     def delete_account(self, key: str) -> Deferred[None]:
         def delete(db):
@@ -108,6 +118,18 @@ class SQLiteAccounts:
             db.execute("COMMIT")
 
         return self._do(delete)
+
+    def forget_operator(self, key: str) -> Deferred[None]:
+        def forget(db):
+            changed = []
+            for room, text in db.execute("SELECT room, rules FROM room_rules").fetchall():
+                rules = json.loads(text)
+                if key in rules.get("ops", ()):
+                    rules["ops"] = [op for op in rules["ops"] if op != key]
+                    changed.append((dumps(rules), room))
+            db.executemany("UPDATE room_rules SET rules = ? WHERE room = ?", changed)
+
+        return self._do(forget)
 
     def rules(self, room: str) -> Deferred[dict | None]:
         def read(db):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -23,6 +24,7 @@ from chatproto.backends.accounts import AccountRecord, AccountStore, Ban
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.limits import Limits, TokenBucket
 from chatproto.passwords import Hasher, check_password
+from chatproto.rules import nick_key
 
 log = Logger()
 
@@ -275,16 +277,68 @@ class Accounts:
     """Registering, checking and changing passwords; server-wide nick bans."""
 
     def __init__(
-        self, store: AccountStore, hasher: Hasher, clock: IReactorTime, limits: Limits, admins: frozenset[str]
+        self, store: AccountStore, hasher: Hasher, clock: IReactorTime, limits: Limits, admins: list[str]
     ) -> None:
         self.store = store
         self.hasher = hasher
         self.clock = clock
-        self.admins = admins  # account keys
+        self._admin_names = {nick_key(nick): nick for nick in admins}  # --admin, by key
+        self.admins = frozenset(self._admin_names)
+        # --admin accounts that carry the operator's mark: the admins now.
+        self.confirmed: set[str] = set()
+        self.setup_passwords: dict[str, str] = {}  # made at start, by key (shown once in the log)
+        self.admins_checked: Deferred[None] = succeed(None)  # ensure_admins' work
         self.guard = Guard(clock, limits.login_failures, limits.lockout)
         self.limits = limits
         self._registrations: dict[str, TokenBucket] = {}  # per address
         self.bans: dict[str, Ban] = {}  # nick key -> server-wide ban
+
+    def is_admin(self, record: AccountRecord | None) -> bool:
+        """Rights belong to an account the operator made (or confirmed) for
+        an --admin name, not to whoever registered that spelling."""
+        return record is not None and record.admin and record.key in self.admins
+
+    def ensure_admins(self) -> Deferred[None]:
+        """At start: each --admin name's account. One that doesn't exist is
+        made here, marked, with a one-time password written to the log for
+        the operator (who logs in with it and changes it); one that someone
+        registered gets no rights, and the log says so."""
+        checks = [
+            self.store.account(key).addCallback(self._ensure_admin, key, nick)
+            for key, nick in self._admin_names.items()
+        ]
+        self.admins_checked = gatherResults(checks, consumeErrors=True).addCallback(lambda _: None)
+        return self.admins_checked
+
+    def _ensure_admin(self, record: AccountRecord | None, key: str, nick: str):
+        if record is not None:
+            if record.admin:
+                self.confirmed.add(key)
+            else:
+                log.warn(
+                    "--admin {nick}: that account was registered by someone, not made for this server's "
+                    "operator, so it gets no admin rights (name another admin, or delete it and restart)",
+                    nick=nick,
+                )
+            return None
+        password = secrets.token_urlsafe(12)
+
+        def save(secret: str):
+            return self.store.create_account(AccountRecord(key, nick, secret, self.clock.seconds(), True))
+
+        def made(created: bool):
+            if not created:  # another node of a cluster made it first, or someone registered it
+                return self.store.account(key).addCallback(self._ensure_admin, key, nick)
+            self.confirmed.add(key)
+            self.setup_passwords[key] = password
+            log.warn(
+                "admin account {nick} made, with the one-time password {password}: log in with it "
+                "and change it (the desktop client's Account menu, or ACCOUNT password)",
+                nick=nick,
+                password=password,
+            )
+
+        return self.hasher.hash(password).addCallback(save).addCallback(made)
 
     def banned(self, key: str) -> Ban | None:
         ban = self.bans.get(key)
@@ -364,7 +418,12 @@ class Accounts:
 
         def save(secret: str):
             record = AccountRecord(key, nick, secret, self.clock.seconds())
-            return self.store.save_account(record).addCallback(lambda _: record)
+            return self.store.create_account(record).addCallback(made, record)
+
+        def made(created: bool, record: AccountRecord) -> AccountRecord:
+            if not created:  # registered meanwhile, here or on another node
+                raise ProtocolError(ErrorCode.ALREADY_REGISTERED, f"{nick!r} is already registered")
+            return record
 
         return d.addCallback(fresh).addCallback(save)
 
@@ -418,7 +477,7 @@ class Accounts:
 
     def _set(self, record: AccountRecord, new: str) -> Deferred[AccountRecord]:
         def save(secret: str):
-            updated = AccountRecord(record.key, record.nick, secret, record.created)
+            updated = replace(record, secret=secret)  # the admin mark stays
             return self.store.save_account(updated).addCallback(lambda _: updated)
 
         return self.hasher.hash(new).addCallback(save)

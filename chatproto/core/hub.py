@@ -86,10 +86,13 @@ class Hub:
         self.store = store
         self.accounts: Accounts | None = None
         if store is not None:
-            admin_keys = frozenset(nick_key(normalise_nick(admin)) for admin in admins)
-            self.accounts = Accounts(store, hasher or Hasher.for_reactor(clock), clock, limits, admin_keys)
+            names = [normalise_nick(admin) for admin in admins]
+            self.accounts = Accounts(store, hasher or Hasher.for_reactor(clock), clock, limits, names)
             self.accounts.load_bans(self.gate).addErrback(
                 lambda f: log.failure("could not read the server's bans", f)
+            )
+            self.accounts.ensure_admins().addErrback(
+                lambda f: log.failure("could not check the admins' accounts", f)
             )
         self.moderation = Moderation(self)
         self.directory = Directory(eventlog, limits, default_room, list(rooms), store)
@@ -232,7 +235,7 @@ class Hub:
         gone = codec.encode(codec.Pending(connection.id, "gone"))
         if record is not None:
             session.account = True
-            session.admin = self.is_admin(key, True)
+            session.admin = self.accounts.is_admin(record)
         if session.version == 1:
             # Version 1 sees a login as JOINED in its one room.
             self.broadcast.event(Event(SERVER, None, gone))
@@ -300,7 +303,7 @@ class Hub:
         """Whether the session of an account (not a guest's) is one of the
         server's admins: asked wherever a session is made, so that its
         operator status is the same on every node and after a resume."""
-        return account and self.accounts is not None and key in self.accounts.admins
+        return account and self.accounts is not None and key in self.accounts.confirmed
 
     def reload_bans(self) -> Deferred:
         """A cluster node: another node changed the server-wide bans. Read
@@ -782,7 +785,7 @@ class Hub:
 
     def _registered(self, record: AccountRecord, session: Session) -> None:
         session.account = True
-        session.admin = self.is_admin(record.key, True)
+        session.admin = self.accounts.is_admin(record)  # never a registration's: see ensure_admins
         if self.cluster is not None:  # a resume on another node finds an account's session
             self.cluster.save(session)
         for room in session.rooms.values():
@@ -794,8 +797,18 @@ class Hub:
             self._remember_room(session, room)
 
     def _unregistered(self, record: AccountRecord, session: Session) -> None:
+        """Rights die with the account: its admin mark went with its record,
+        and no room keeps the nick as an operator for the next registrant."""
         session.account = False
         session.admin = False
+        self.accounts.confirmed.discard(record.key)
+        for room in self.directory.rooms.values():
+            if record.key in room.rules.ops:
+                room.rules.ops.discard(record.key)
+                self.moderation.save_rules(room)
+        self.store.forget_operator(record.key).addErrback(
+            lambda f: log.failure("could not take {nick}'s operator status away", f, nick=record.nick)
+        )
         if self.cluster is not None:
             self.cluster.save(session)
         for room in session.rooms.values():
