@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 import traceback
@@ -183,6 +184,27 @@ class Session:
         QTest.keyClick(menu, Qt.Key.Key_Escape)
         await self.until(lambda: not menu.isVisible(), f"the {title} menu closing")
 
+    async def connect_as(self, nick: str, password: str) -> None:
+        """Chat → Disconnect, then Chat → Connect… as ``nick`` with ``password``."""
+        from PyQt6.QtCore import Qt
+        from PyQt6.QtTest import QTest
+
+        from qtclient import session as states
+
+        w = self.window
+        w.disconnect_action.trigger()
+        await self.until(lambda: w.session.state is states.DISCONNECTED, "disconnected")
+        w.connect_action.trigger()
+        await self.until(lambda: w.connect_dialog is not None and w.connect_dialog.isVisible(), "Connect…")
+        dialog = w.connect_dialog
+        assert dialog.port.text() == str(self.port), "the dialog forgot the server"
+        dialog.nick.clear()
+        QTest.keyClicks(dialog.nick, nick)
+        dialog.password.clear()
+        QTest.keyClicks(dialog.password, password)
+        QTest.keyClick(dialog, Qt.Key.Key_Return)
+        await self.until(lambda: w.session.state is states.CONNECTED and w.session.nick == nick, nick)
+
     def start_server(self, port: int = 0):
         from scripts.spawn import spawn_server
 
@@ -194,7 +216,7 @@ class Session:
             "--name",
             "e2e-chat",
             "--admin",
-            "alice",
+            "boss",
             listen=f"tcp:{port}:interface=127.0.0.1",
         )
         return self.server.listening
@@ -220,6 +242,10 @@ class Session:
 
         w, bob = self.window, self.bob
         self.port = await self.start_server()
+        # The operator reads the admin account's one-time password in the server's log.
+        made = re.compile(rb"admin account boss made, with the one-time password (\S+):")
+        await self.until(lambda: made.search(self.server.output), "the admin's one-time password logged")
+        self.boss_password = made.search(self.server.output).group(1).decode()
         w.resize(1000, 640)
         w.activateWindow()
         await self.until(w.isActiveWindow, "the window coming to the front")
@@ -414,14 +440,6 @@ class Session:
         QTest.keyClick(dialog, Qt.Key.Key_Return)
         await self.until(lambda: w.session.state is states.CONNECTED, "alice logged in with her password")
 
-        # Server → Connections (admins)…: alice is the server's admin.
-        await self.until(w.admin_action.isEnabled, "the admin menu enabled for the admin")
-        w.admin_action.trigger()
-        admin = w.open_admin()
-        await self.until(lambda: admin.isVisible() and admin.texts(admin.connected), "Connections, filled")
-        await self.shot("admin-connections")
-        admin.close()
-
         # A minimised window reads nothing.
         w.showMinimized()
         await self.until(w.isMinimized, "the window minimised")
@@ -435,27 +453,37 @@ class Session:
         await self.until(lambda: len(marked) > count, "the room read once the window is back")
         await self.shot("back-from-minimised")
 
-        # Account → Change password…, then Account → Delete account….
-        w.dialogs.change_password_action.trigger()
-        change = w.dialogs.keeper.get("password")
-        await self.until(lambda: change is not None and change.isVisible(), "Change password")
-        QTest.keyClicks(change.current, "correct horse battery")
-        QTest.keyClicks(change.new, "staple battery horse")
-        QTest.keyClicks(change.again, "staple battery horse")
-        self.click(change.ok_button)
-        await self.until(lambda: "Password changed" in change.outcome.text(), "the password changed")
-        await self.shot("password-changed")
-        change.close()
+        # Account → Delete account… (alice's).
         w.dialogs.delete_account_action.trigger()
         delete = w.dialogs.keeper.get("delete")
         await self.until(lambda: delete is not None and delete.isVisible(), "Delete account")
-        QTest.keyClicks(delete.current, "staple battery horse")
+        QTest.keyClicks(delete.current, "correct horse battery")
         self.click(delete.sure)
         self.click(delete.ok_button)
         await self.until(lambda: "Account deleted" in delete.outcome.text(), "the account deleted")
         await self.until(lambda: not w.session.machine.account, "a guest again")
         await self.shot("account-deleted")
         delete.close()
+
+        # The server's operator: Connect… as boss with the one-time password from
+        # the log, Server → Connections (admins)…, Account → Change password….
+        await self.connect_as("boss", self.boss_password)
+        await self.until(w.admin_action.isEnabled, "the admin menu enabled for the admin")
+        w.admin_action.trigger()
+        admin = w.open_admin()
+        await self.until(lambda: admin.isVisible() and admin.texts(admin.connected), "Connections, filled")
+        await self.shot("admin-connections")
+        admin.close()
+        w.dialogs.change_password_action.trigger()
+        change = w.dialogs.keeper.get("password")
+        await self.until(lambda: change is not None and change.isVisible(), "Change password")
+        QTest.keyClicks(change.current, self.boss_password)
+        QTest.keyClicks(change.new, "staple battery horse")
+        QTest.keyClicks(change.again, "staple battery horse")
+        self.click(change.ok_button)
+        await self.until(lambda: "Password changed" in change.outcome.text(), "the password changed")
+        await self.shot("password-changed")
+        change.close()
         assert self.client.errors.count == 0, self.client.errors.summaries
 
 

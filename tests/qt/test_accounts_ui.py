@@ -31,6 +31,26 @@ def account(window, server, nick="alice", register=True):
     return welcome
 
 
+@pytest_twisted.inlineCallbacks
+def set_up_admin(server, sessions, nick="alice"):
+    """The server's operator sets up its admin: logs in with the one-time
+    password the server made at start for --admin ``nick`` and changes it
+    to PASSWORD (what the account dialog does), then leaves."""
+    from chatproto.rules import nick_key
+
+    yield server.hub.accounts.admins_checked  # made on the thread pool at start
+    first = server.hub.accounts.setup_passwords[nick_key(nick)]
+    session = sessions()
+    welcomed = signal_fired(session.welcomed)
+    session.connect_to("127.0.0.1", server.port, nick, password=first)
+    (welcome,) = yield welcomed
+    assert welcome.admin
+    changed = signal_fired(session.requestDone, lambda done: done.op == "password")
+    session.change_account("password", first, PASSWORD)
+    yield changed
+    yield session.disconnect()
+
+
 def test_the_connect_dialog_never_puts_a_password_in_settings(qtbot, settings, tmp_path):
     dialog = ConnectDialog(None, settings)
     qtbot.addWidget(dialog)
@@ -140,11 +160,7 @@ def test_operator_actions_from_the_member_menu_commands_and_the_ban_list(window,
 @pytest.mark.server(admins=("alice",))
 @pytest_twisted.inlineCallbacks
 def test_an_admin_sees_the_servers_lists_over_the_protocol(window, server, sessions, reactor):
-    first = sessions()
-    registered = signal_fired(first.requestDone, lambda done: done.op == "register")
-    first.connect_to("127.0.0.1", server.port, "alice", password=PASSWORD, register=True)
-    yield registered
-    yield first.disconnect()
+    yield set_up_admin(server, sessions)
     assert not window.admin_action.isEnabled(), "only an admin's login enables it"
     welcome = yield account(window, server, register=False)
     assert welcome.admin and window.admin_action.isEnabled()

@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QDialog
-from test_accounts_ui import PASSWORD, account
+from test_accounts_ui import PASSWORD, account, set_up_admin
 from test_client import log_in, other
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
@@ -48,12 +48,10 @@ def confirm(qtbot, dialog, **fields) -> None:
 
 @pytest_twisted.inlineCallbacks
 def admin(window, server, sessions):
-    """alice registered, then logged in with her password: an admin."""
-    first = sessions()
-    registered = signal_fired(first.requestDone, lambda done: done.op == "register")
-    first.connect_to("127.0.0.1", server.port, "alice", password=PASSWORD, register=True)
-    yield registered
-    yield first.disconnect()
+    """alice: the admin account the server made at start, whose one-time
+    password (from the log) her first session changes; then the window logs
+    in with the new one."""
+    yield set_up_admin(server, sessions)
     welcome = yield account(window, server, register=False)
     assert welcome.admin
     return welcome
