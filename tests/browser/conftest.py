@@ -25,8 +25,14 @@ def driver():
 
 
 @pytest.fixture
-def server(tmp_path):
-    running = Server(str(tmp_path / "history.sqlite3"))
+def server_args() -> tuple[str, ...]:
+    """More options for the ``server`` fixture's server (a test may parametrize this)."""
+    return ()
+
+
+@pytest.fixture
+def server(tmp_path, server_args):
+    running = Server(str(tmp_path / "history.sqlite3"), *server_args)
     running.start()
     yield running
     running.stop()
