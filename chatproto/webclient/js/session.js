@@ -14,6 +14,8 @@ const FINAL_ERRORS = new Set([
   "locked_out", "banned", "weak_password", "too_many_connections",
 ]);
 export const OLDER_PAGE = 50;
+/** Milliseconds to wait for the server's Close after QUIT before closing. */
+const QUIT_WAIT = 3000;
 export const CATCH_UP_PAGE = 200;
 /** Local lines (presence, whispers, outages) kept per room; the oldest go first. */
 export const MAX_EVENTS = 500;
@@ -121,9 +123,15 @@ export class ChatSession extends EventTarget {
   disconnect(reason = "leaving") {
     this._cancelRetry();
     this.finalReason = "disconnected";
-    if (this.ws && this.ws.readyState <= WebSocket.OPEN) {
-      this._send(T.QUIT, { reason });
-      this.ws.close(1000, "leaving");
+    const ws = this.ws;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      // The server answers QUIT with its Close frame (protocol 16.3); closing
+      // from here too would cross it ("Close received after close"). Only a
+      // server that never closes is closed on, after a while.
+      ws.send(encode(T.QUIT, { reason }));
+      setTimeout(() => ws.readyState === WebSocket.OPEN && ws.close(1000, "leaving"), QUIT_WAIT);
+    } else if (ws && ws.readyState === WebSocket.CONNECTING) {
+      ws.close(1000, "leaving");
     }
     this._setState("disconnected");
   }
@@ -176,11 +184,16 @@ export class ChatSession extends EventTarget {
     return this._send(T.ADMIN, { op, ...fields, ref: `admin:${op}:${++this.refs}` });
   }
 
+  // The password stays in memory (never in storage) so that a reconnect after
+  // a server restart can log in again: it follows what the account's is now.
+
   registerAccount(password) {
+    this.asked = password;
     return this._send(T.ACCOUNT, { op: "register", password, ref: "account:register" });
   }
 
   changePassword(password, newPassword) {
+    this.asked = newPassword;
     return this._send(T.ACCOUNT, { op: "password", password, new_password: newPassword, ref: "account:password" });
   }
 
@@ -618,7 +631,12 @@ const HANDLERS = {
   },
   [T.DONE](body) {
     if (body.op === "register") this.account = true;
-    if (body.op === "delete") this.account = this.admin = false;
+    if ((body.op === "register" || body.op === "password") && this.asked) this.password = this.asked;
+    if (body.op === "delete") {
+      this.account = this.admin = false;
+      this.password = null;
+    }
+    this.asked = null;
     this._emit("done", body);
   },
   [T.BANS](body) {
