@@ -200,23 +200,27 @@ def run(script: Script, server: Server) -> TcpPeer:
     assert not ann.all("#room-list .unread"), "read once shown"
     show_room(ann, "den")
 
-    # -- whispers --------------------------------------------------------------------------------
+    # -- whispers, and /me -------------------------------------------------------------------
+    show_room(ann, "general")
     ann.say("/msg carol are you coming on Friday?")
     carol.wait(
         lambda: "are you coming on Friday?" in carol.lines("#transcript li.whisper"), "carol's whisper"
     )
     carol.say("/msg ann yes, with cake")
     ann.wait(lambda: "yes, with cake" in ann.lines("#transcript li.whisper"), "the answer")
-    show_room(ann, "general")
-    show_room(ann, "den")
-    assert ann.lines("#transcript li.whisper") == ["are you coming on Friday?", "yes, with cake"], "kept"
     ann.say("/me waves at everyone")
     said = bob.expect(
-        codec.MessagePacket, lambda m: m.sender == "ann" and m.room == "den" and m.action is None
+        codec.MessagePacket, lambda m: m.sender == "ann" and m.action is None and "waves" in m.text
     )
     assert said.text == "* waves at everyone"
     ann.wait(lambda: "* ann waves at everyone" in ann.lines("#transcript li.me-action"), "the action")
-    script.step(ann, "whispers-and-me")
+    bob.send(codec.Say("ann: could you set den's topic?", None, "den"))
+    ann.wait(lambda: ann.all("#room-list li[data-room=den] .mention-badge"), "a mention badge on den")
+    script.step(ann, "whispers-and-me", readme="desktop")
+    show_room(ann, "den")
+    show_room(ann, "general")
+    assert ann.lines("#transcript li.whisper") == ["are you coming on Friday?", "yes, with cake"], "kept"
+    show_room(ann, "den")
 
     # -- an operator's member menu and room dialog ----------------------------------------------------
     member_menu(ann, "bob")
@@ -273,7 +277,7 @@ def run(script: Script, server: Server) -> TcpPeer:
     bob.send(codec.Join("den"))
     bob.expect(codec.RoomState, lambda r: r.room == "den")
     ann.wait(lambda: "bob" in ann.lines("#member-list li"), "bob back in den")
-    script.step(ann, "moderated", readme="desktop")
+    script.step(ann, "moderated")
 
     # -- the account dialog ------------------------------------------------------------------
     dialog_open(ann, "#account-button", "#account-dialog")

@@ -10,6 +10,8 @@ const $ = (id) => document.getElementById(id);
 /** The tab's session (nick, resume token, rooms): sessionStorage, so it
  * lives as long as the tab and is never shared; never a password. */
 const TAB_KEY = "chat.tab";
+/** The message box's tallest, in pixels: about six lines. */
+const GROWN = 150;
 const URL_PATTERN = /\bhttps?:\/\/[^\s<>"']+/gi;
 const COMMANDS =
   "/msg nick text, /me text, /join room, /part [reason], /topic text, /kick nick [reason], " +
@@ -561,7 +563,8 @@ class App {
   grow() {
     const box = $("message-input");
     box.style.height = "auto";
-    box.style.height = `${Math.min(box.scrollHeight + 2, 150)}px`;
+    box.style.height = `${Math.min(box.scrollHeight + 2, GROWN)}px`;
+    box.style.overflowY = box.scrollHeight + 2 > GROWN ? "auto" : "hidden"; // no scroll bar until needed
   }
 
   submit(text) {
