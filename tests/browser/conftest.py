@@ -72,13 +72,14 @@ window.addEventListener("unhandledrejection",
 NETWORK_NOISE = re.compile(r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws' failed")
 
 
-def console_errors(driver, allowed=NETWORK_NOISE) -> list[str]:
-    """The console's error-level messages since the last call (CSP
-    violations, exceptions, failed loads), but for ``allowed`` ones."""
+def console_errors(driver, allowed=NETWORK_NOISE, levels=("SEVERE", "WARNING")) -> list[str]:
+    """The console's errors and warnings since the last call, from every tab
+    (CSP violations, exceptions, failed loads, deprecations), but for
+    ``allowed`` ones."""
     return [
-        entry["message"]
+        f"{entry['level']}: {entry['message']}"
         for entry in driver.get_log("browser")
-        if entry["level"] in ("SEVERE", "ERROR") and not (allowed and allowed.search(entry["message"]))
+        if entry["level"] in levels and not (allowed and allowed.search(entry["message"]))
     ]
 
 

@@ -3,7 +3,7 @@ in a room with history, whisper, join and leave, every dialog and member
 action, a second user to moderate, phone and desktop widths, the server
 killed (-9) and started again, a reload, logging out.
 
-It fails on any console error or uncaught exception in any tab (the one
+It fails on any console error or warning or uncaught exception in any tab (the one
 exception is the browser's own report of a WebSocket refused while the
 server is down, and only while it is), and on any dialog that never opens.
 Each step leaves a screenshot in build/screenshots/web/NN-step.png; with
@@ -424,6 +424,7 @@ def run(script: Script, server: Server) -> TcpPeer:
     "fault",
     [
         "console.error('boom')",
+        "console.warn('careful')",
         "document.body.setAttribute('style', 'color: red')",  # a CSP violation
         "setTimeout(() => { throw new Error('thrown') }, 0)",
         "Promise.reject(new Error('nobody catches this'))",

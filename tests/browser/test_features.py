@@ -430,3 +430,29 @@ def test_change_the_password_then_delete_the_account(pages, server):
     page.find("#logout-button").click()
     page.wait(lambda: page.find("#login-view").is_displayed(), "logged out")
     page.log_in("ann")  # no password: the nick is no account any more
+
+
+def test_a_member_who_is_no_operator_sees_why_in_the_room_dialog(pages, server):
+    alice = TcpPeer(server.port, "alice")
+    try:
+        joined(alice, "den")
+        alice.send(codec.Moderate("den", "mode", topic_lock=True))
+        alice.expect(codec.MessagePacket, lambda m: m.action is not None)
+        page = pages()
+        page.log_in("bob")
+        page.say("/join den")
+        page.wait(lambda: page.current_room() == "den", "den")
+        open_dialog(page, "#room-button", "#room-dialog")
+        assert "Only operators" in page.find("#room-dialog-note").text
+        assert "topic is locked" in page.find("#room-dialog-note").text
+        assert not page.find("#room-modes-apply").is_displayed(), "no mode switches for a member"
+        page.find("#room-topic-input").send_keys("mine")
+        page.find("#room-topic-set").click()
+        page.wait(lambda: result(page, "#room-dialog"), "the refusal in the dialog")
+        assert "error" in page.find("#room-dialog .result").get_attribute("class")
+        close_dialog(page, "#room-dialog")
+        member_menu(page, "alice")
+        assert [b.text for b in page.all("#member-dialog .actions button") if b.is_displayed()] == ["Whisper"]
+        close_dialog(page, "#member-dialog")
+    finally:
+        alice.close()

@@ -510,7 +510,7 @@ class App {
 
   onError(b) {
     const ref = b.ref ?? "";
-    if (ref.startsWith("moderate:") || ref.startsWith("admin:") || ref.startsWith("account:")) {
+    if (["moderate:", "admin:", "account:", "topic:"].some((kind) => ref.startsWith(kind))) {
       if (this.result(b.message, true)) return;
     }
     this.notice(b.message, "error");

@@ -210,7 +210,7 @@ export class ChatSession extends EventTarget {
   }
 
   setTopic(room, topic) {
-    return this._send(T.TOPIC, { room, topic });
+    return this._send(T.TOPIC, { room, topic, ref: `topic:${++this.refs}` });
   }
 
   listRooms() {
