@@ -225,6 +225,11 @@ def run(script: Script, server: Server) -> TcpPeer:
     # -- an operator's member menu and room dialog ----------------------------------------------------
     member_menu(ann, "bob")
     script.step(ann, "member-menu")
+    act(ann, "whisper")  # closes the menu, and starts a /msg to bob in the box
+    ann.wait(lambda: ann.find("#message-input").get_attribute("value") == "/msg bob ", "the whisper begun")
+    ann.say("thanks for coming")
+    assert bob.expect(codec.Private).text == "thanks for coming"
+    member_menu(ann, "bob")
     act(ann, "op")
     ann.wait(lambda: "@bob" in ann.lines("#member-list li"), "@bob")
     act(ann, "deop")
@@ -255,6 +260,12 @@ def run(script: Script, server: Server) -> TcpPeer:
     script.step(ann, "room-dialog")
     ann.find("#room-bans button").click()
     ann.wait(lambda: ann.find("#room-bans").text == "nobody", "bob unbanned")
+    ann.find("#room-nick").send_keys("mallory")  # a ban by nick, of someone not here
+    ann.find("#room-ban").click()
+    ann.wait(lambda: "mallory" in ann.find("#room-bans").text, "mallory banned")
+    ann.find("#room-bans button").click()
+    ann.wait(lambda: ann.find("#room-bans").text == "nobody", "mallory unbanned")
+    ann.find("#room-nick").clear()
     ann.find("#room-nick").send_keys("bob")
     ann.find("#room-invite").click()
     assert bob.expect(codec.Invited).room == "den"
@@ -296,6 +307,17 @@ def run(script: Script, server: Server) -> TcpPeer:
     root.log_in("root", PASSWORD)
     root.say("/join scratch")
     root.wait(lambda: root.current_room() == "scratch", "scratch")
+    mallory = TcpPeer(server.port, "mallory")
+    mallory.send(codec.Join("scratch"))
+    mallory.expect(codec.RoomState)
+    member_menu(root, "mallory")
+    assert root.find("#member-dialog [data-act=server-kick]").is_displayed(), "an admin's actions"
+    script.step(root, "admin-member-menu")
+    act(root, "server-kick")
+    assert mallory.expect(codec.Bye).reason == "kicked"
+    mallory.close()
+    root.wait(lambda: "mallory was kicked" in " ".join(root.lines("#transcript li")), "mallory gone")
+    dialog_close(root, "#member-dialog")
     dialog_open(root, "#admin-button", "#admin-dialog")
     root.wait(lambda: "bob" in root.find("#admin-sessions").text, "the sessions list")
     root.find("#admin-target").send_keys("203.0.113.0/24")
@@ -391,6 +413,20 @@ def run(script: Script, server: Server) -> TcpPeer:
     carol.wait(lambda: carol.state() == "connected", "carol, a guest, still logged in after a reload")
     assert carol.js("return window.chatApp.session.nick") == "carol"
     script.step(carol, "guest-reloaded")
+    dialog_open(carol, "#account-button", "#account-dialog")
+    carol.find("#register-password").send_keys(PASSWORD)
+    carol.find("#register-confirm").send_keys(PASSWORD)
+    carol.find("#register-button").click()
+    carol.wait(
+        lambda: result(carol, "#account-dialog") == "carol is now registered to you.", "carol registered"
+    )
+    carol.wait(lambda: carol.find("#account-delete").is_displayed(), "an account's choices")
+    carol.find("#delete-password").send_keys(PASSWORD)
+    carol.find("#delete-sure").click()
+    carol.find("#delete-button").click()
+    carol.wait(lambda: "deleted" in result(carol, "#account-dialog"), "carol's account deleted")
+    script.step(carol, "account-deleted")
+    dialog_close(carol, "#account-dialog")
     ann.here().refresh()
     # An account's session ends with its socket: the password, and only it, is asked for.
     ann.wait(lambda: "enter your password" in ann.find("#login-error").text, "asked for the password")
@@ -403,7 +439,7 @@ def run(script: Script, server: Server) -> TcpPeer:
 
     # -- leaving, quitting, logging out -------------------------------------------------------------
     show_room(ann, "den")
-    ann.say("/part off for lunch")
+    ann.find("#leave-button").click()
     ann.wait(lambda: ann.lines("#room-list .room-name") == ["general"], "den left")
     ann.wait(lambda: ann.current_room() == "general", "general shown")
     carol.say("/quit")
