@@ -201,6 +201,8 @@ class App {
     $("chat-view").hidden = true;
     $("login-view").hidden = false;
     if (resumed) $("nick").value = this.session?.nick ?? $("nick").value;
+    const passwordWanted = ["nick_registered", "bad_password", "weak_password"].includes(code);
+    $(passwordWanted ? "password" : "nick").focus();
   }
 
   onState({ state, detail }) {
