@@ -64,6 +64,20 @@ def test_whispers_stay_where_they_were_shown(pages):
     assert "ann → you" in bob.find("#transcript li.whisper .from").text
 
 
+def test_whispers_and_presence_survive_a_reload(pages, server):
+    ann, bob = pages(), pages()
+    ann.log_in("ann")
+    bob.log_in("bob")
+    ann.wait(lambda: "bob joined" in ann.lines("#transcript li.presence"), "bob's join")
+    bob.say("/msg ann kept across reloads")
+    ann.wait(lambda: "kept across reloads" in ann.lines("#transcript li.whisper"), "the whisper")
+    ann.here().refresh()
+    ann.wait(lambda: ann.state() == "connected", "back after the reload")
+    ann.wait(lambda: "kept across reloads" in ann.lines("#transcript li.whisper"), "the whisper kept")
+    assert "bob joined" in ann.lines("#transcript li.presence")
+    assert not ann.all("#transcript li.status"), "a reload is no outage"
+
+
 # -- 2. presence and outages ----------------------------------------------------------------
 
 

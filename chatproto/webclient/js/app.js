@@ -62,7 +62,9 @@ export function linkify(text) {
 function readTab() {
   try {
     const tab = JSON.parse(sessionStorage.getItem(TAB_KEY) ?? "null");
-    return tab && typeof tab.nick === "string" && typeof tab.token === "string" ? tab : null;
+    if (!tab || typeof tab.nick !== "string" || typeof tab.token !== "string") return null;
+    tab.rooms = (Array.isArray(tab.rooms) ? tab.rooms : []).filter((r) => r && typeof r.name === "string");
+    return tab;
   } catch {
     return null;
   }
@@ -103,7 +105,7 @@ class App {
     this.wireAdminDialog();
     this.wireAccountDialog();
     const tab = readTab();
-    if (tab) this.start(tab.url || defaultUrl(), tab.nick, { token: tab.token, rooms: tab.rooms ?? [] });
+    if (tab) this.start(tab.url || defaultUrl(), tab.nick, { token: tab.token, rooms: tab.rooms });
   }
 
   room() {
@@ -141,12 +143,12 @@ class App {
     this.session.connect(nick, options);
   }
 
-  /** Keep what a reload needs to take the session over again (section 4.3). */
+  /** Keep what a reload needs to take the session over again (section 4.3)
+   * and to show what the history does not keep (whispers, presence). */
   saveTab() {
     const s = this.session;
-    if (!s || !s.token) return;
-    const rooms = [...s.rooms.values()].filter((r) => r.joined).map((r) => r.name);
-    sessionStorage.setItem(TAB_KEY, JSON.stringify({ url: this.url, nick: s.nick, token: s.token, rooms }));
+    if (!s || !s.token || !s.welcomed) return;
+    sessionStorage.setItem(TAB_KEY, JSON.stringify({ url: this.url, ...s.saved() }));
   }
 
   logOut() {
@@ -460,6 +462,7 @@ class App {
 
   onEvent({ room, entry }) {
     if (room.key === this.current) this.appendLine(this.eventLine(entry));
+    this.saveTab();
   }
 
   onOlder(room) {

@@ -103,9 +103,10 @@ export class ChatSession extends EventTarget {
 
   // -- what the page calls -------------------------------------------------------
 
-  /** Log in; with `token` (a resume token kept by the tab) and `rooms`,
-   * take over the session the tab had, or log in again as that nick and
-   * join its rooms if the server no longer holds it. */
+  /** Log in; with `token` (a resume token kept by the tab) and `rooms`
+   * ({name, events} each, what saved() gave), take over the session the
+   * tab had, or log in again as that nick and join its rooms if the server
+   * no longer holds it; their transcripts keep the events they had. */
   connect(nick, { password = null, register = false, token = null, rooms = [] } = {}) {
     this.nick = nick;
     this.password = password;
@@ -115,9 +116,19 @@ export class ChatSession extends EventTarget {
     this.finalReason = null;
     this.attempt = 0;
     this.rooms.clear();
-    for (const name of rooms) this._room(name);
+    for (const saved of rooms) {
+      const room = this._room(saved.name);
+      room.events = Array.isArray(saved.events) ? saved.events.slice(-MAX_EVENTS) : [];
+    }
     this._setState("connecting");
     this._open();
+  }
+
+  /** What a reload needs to come back: the nick, the token, each joined
+   * room with its local events (never the password). */
+  saved() {
+    const rooms = [...this.rooms.values()].filter((r) => r.joined);
+    return { nick: this.nick, token: this.token, rooms: rooms.map((r) => ({ name: r.name, events: r.events })) };
   }
 
   disconnect(reason = "leaving") {
