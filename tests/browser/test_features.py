@@ -264,6 +264,8 @@ def test_a_reload_of_an_account_asks_only_for_the_password(pages):
     page.wait(lambda: any("registered" in t for t in page.lines("#transcript li.notice")), "registered")
     page.say("/join side")
     page.wait(lambda: page.current_room() == "side", "side")
+    page.say("/msg ann a note to self")
+    page.wait(lambda: "a note to self" in page.lines("#transcript li.whisper"), "the whisper")
     stored = page.js("return JSON.stringify(sessionStorage)")
     assert "ann" in stored and PASSWORD not in stored, "the token and nick, never the password"
     assert PASSWORD not in page.js("return JSON.stringify(localStorage)")
@@ -276,6 +278,9 @@ def test_a_reload_of_an_account_asks_only_for_the_password(pages):
     page.wait(
         lambda: sorted(page.lines("#room-list .room-name")) == ["general", "side"], "the account's rooms"
     )
+    page.find("#room-list li[data-room=side] .room-name").click()
+    page.wait(lambda: page.current_room() == "side", "side shown")
+    page.wait(lambda: "a note to self" in page.lines("#transcript li.whisper"), "the whisper kept")
 
 
 def test_a_guest_reload_keeps_nick_and_rooms(pages):

@@ -129,7 +129,10 @@ class App {
     const url = $("server-url").value.trim() || defaultUrl();
     localStorage.setItem("chat.url", url);
     localStorage.setItem("chat.nick", nick);
-    this.start(url, nick, { password: password || null, register });
+    // Back after a reload asked for the password: the same nick keeps its lines.
+    const rooms = this.restore && nickKey(this.restore.nick) === nickKey(nick) ? this.restore.rooms : [];
+    this.restore = null;
+    this.start(url, nick, { password: password || null, register, rooms });
   }
 
   start(url, nick, options) {
@@ -194,7 +197,9 @@ class App {
   }
 
   loginFailed(code, { retry_after: retryAfter = null, message = "" } = {}) {
-    const resumed = readTab() !== null;
+    const tab = readTab();
+    const resumed = tab !== null;
+    if (resumed) this.restore = { nick: tab.nick, rooms: tab.rooms };
     sessionStorage.removeItem(TAB_KEY); // that session is over; a fresh login follows
     let text = loginError(code, { retryAfter, message });
     if (resumed && code === "nick_registered") text = "Your session ended: enter your password to log in again.";
