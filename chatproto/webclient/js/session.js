@@ -112,7 +112,6 @@ export class ChatSession extends EventTarget {
     this.password = password;
     this.register = register && !!password;
     this.token = token;
-    this.resuming = token !== null;
     this.finalReason = null;
     this.attempt = 0;
     this.rooms.clear();
@@ -580,7 +579,8 @@ export class ChatSession extends EventTarget {
     const room = this.rooms.get(key) ?? [...this.rooms.values()].find((r) => r.joined);
     const fromMe = nickKey(body.from) === nickKey(this.nick ?? "");
     if (item) this._confirm(item, body);
-    const entry = room ? this._event(room, { kind: "whisper", ts: body.ts, from: body.from, to: body.to, text: body.text, fromMe }) : null;
+    const line = { kind: "whisper", ts: body.ts, from: body.from, to: body.to, text: body.text, fromMe };
+    const entry = room ? this._event(room, line) : null;
     this._emit("whisper", { whisper: body, own: !!item, fromMe, room, entry });
   }
 
