@@ -31,10 +31,11 @@ redis: install
 	$(PY) -m scripts.redis_server $(ARGS)
 
 # Renders the real windows offscreen with a hosted server and some chat,
-# and the browser page in headless Chromium (at desktop and phone width).
+# and the browser page in headless Chromium: the end-to-end browser script
+# copies two of its steps (desktop and phone width) to docs/.
 screenshot: install
 	QT_QPA_PLATFORM=offscreen $(PY) -m qtclient.screenshot docs/screenshot.png
-	$(PY) -m scripts.web_screenshot docs/web-screenshot.png docs/web-phone.png
+	CHAT_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/browser/test_e2e.py -k end_to_end
 
 # A self-signed key.pem and cert.pem here, for --listen ssl:7778:privateKey=key.pem:certKey=cert.pem
 cert: install

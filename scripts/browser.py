@@ -42,4 +42,6 @@ def chromium(width: int = 1100, height: int = 720):
         f"--window-size={width},{height}",
     ):
         options.add_argument(argument)
+    # Every console message (errors, CSP violations, warnings) for driver.get_log("browser").
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)

@@ -44,10 +44,10 @@ class Server:
 class TcpPeer:
     """A desktop-protocol client on a blocking socket, for a page to meet."""
 
-    def __init__(self, port: int, nick: str) -> None:
+    def __init__(self, port: int, nick: str, password: str | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         self.buffer = b""
-        self.send(codec.Login(nick, 2))
+        self.send(codec.Login(nick, 2, password=password))
         self.expect(codec.Welcome)
 
     def send(self, packet) -> None:

@@ -4,6 +4,7 @@ Chromium; everything else still runs."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -24,8 +25,14 @@ def driver():
 
 
 @pytest.fixture
-def server(tmp_path):
-    running = Server(str(tmp_path / "history.sqlite3"))
+def server_args() -> tuple[str, ...]:
+    """More options for the ``server`` fixture's server (a test may parametrize this)."""
+    return ()
+
+
+@pytest.fixture
+def server(tmp_path, server_args):
+    running = Server(str(tmp_path / "history.sqlite3"), *server_args)
     running.start()
     yield running
     running.stop()
@@ -50,6 +57,32 @@ def pytest_report_header(config):
     return f"browser: {why or browser.CHROMIUM} (python {sys.version.split()[0]})"
 
 
+#: Installed in every tab before the page's own scripts: uncaught errors and
+#: unhandled rejections are kept in window.__errors for the tests to read.
+COLLECTOR = """
+window.__errors = [];
+window.addEventListener("error",
+  (e) => window.__errors.push(`error: ${e.message} at ${e.filename}:${e.lineno}`));
+window.addEventListener("unhandledrejection",
+  (e) => window.__errors.push(`unhandled rejection: ${e.reason}`));
+"""
+
+#: The browser's own report of a WebSocket it could not open: expected while a
+#: test has stopped the server, and nothing the page can prevent or cause.
+NETWORK_NOISE = re.compile(r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws' failed")
+
+
+def console_errors(driver, allowed=NETWORK_NOISE, levels=("SEVERE", "WARNING")) -> list[str]:
+    """The console's errors and warnings since the last call, from every tab
+    (CSP violations, exceptions, failed loads, deprecations), but for
+    ``allowed`` ones."""
+    return [
+        f"{entry['level']}: {entry['message']}"
+        for entry in driver.get_log("browser")
+        if entry["level"] in levels and not (allowed and allowed.search(entry["message"]))
+    ]
+
+
 class Page:
     """One tab of the page, logged in or not. Every call switches to it first."""
 
@@ -57,7 +90,12 @@ class Page:
         self.driver = driver
         driver.switch_to.new_window("tab")
         self.handle = driver.current_window_handle
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": COLLECTOR})
         driver.get(url)
+
+    def errors(self) -> list[str]:
+        """What the collector caught in this tab (uncaught errors, rejections)."""
+        return self.js("return window.__errors || []")
 
     def here(self):
         self.driver.switch_to.window(self.handle)
@@ -92,6 +130,7 @@ class Page:
             self.find("#password").send_keys(password)
         if register:
             self.find("#register").click()
+            self.find("#password-confirm").send_keys(password)
         self.find("#login-button").click()
         self.wait(lambda: self.state() == "connected", f"{nick} connected")
         self.wait(lambda: self.current_room() != "", "a room shown")
@@ -100,9 +139,15 @@ class Page:
         return self.js("return document.getElementById('room-title').textContent")
 
     def say(self, text: str) -> None:
+        """Type ``text`` (its newlines as Shift+Enter) and send it with Enter."""
+        from selenium.webdriver.common.keys import Keys
+
         box = self.find("#message-input")
-        box.send_keys(text)
-        box.submit()
+        for n, part in enumerate(text.split("\n")):
+            if n:
+                box.send_keys(Keys.SHIFT, Keys.ENTER)
+            box.send_keys(part)
+        box.send_keys(Keys.ENTER)
 
     def lines(self, css: str = "#transcript li") -> list[str]:
         script = "return [...document.querySelectorAll(arguments[0])].map(li => li.querySelector('.text')"
@@ -126,7 +171,11 @@ def pages(driver, server):
         opened.append(page)
         return page
 
+    console_errors(driver)  # what earlier tests left in the log is theirs
     yield open_page
+    caught = [e for page in opened for e in page.errors()]
     for page in opened:
         page.close()
     driver.switch_to.window(driver.window_handles[0])
+    caught += console_errors(driver, allowed=getattr(open_page, "allowed", NETWORK_NOISE))
+    assert not caught, f"the page logged errors: {caught}"

@@ -134,7 +134,7 @@ def confirmed(page) -> bool:
 
 
 OPENER = """
-<!doctype html><script>
+<!doctype html><link rel="icon" href="data:,"><script>
 const ws = new WebSocket("ws://127.0.0.1:%d/ws");
 ws.onopen = () => document.title = "open";
 ws.onclose = (e) => { if (document.title !== "open") document.title = "refused " + e.code; };
@@ -168,7 +168,8 @@ def test_an_account_registered_on_the_page_needs_its_password(pages):
     intruder.find("#nick").send_keys("ann")
     intruder.find("#password").send_keys("wrong password")
     intruder.find("#login-button").click()
-    intruder.wait(lambda: "bad_password" in intruder.find("#login-error").text, "the refusal")
+    refusal = "Wrong nick or password."
+    intruder.wait(lambda: intruder.find("#login-error").text == refusal, "the refusal in words")
     second = pages()
     second.log_in("ann", "correct horse")  # a second device of the same account
     second.say("from my phone")

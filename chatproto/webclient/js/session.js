@@ -14,7 +14,11 @@ const FINAL_ERRORS = new Set([
   "locked_out", "banned", "weak_password", "too_many_connections",
 ]);
 export const OLDER_PAGE = 50;
+/** Milliseconds to wait for the server's Close after QUIT before closing. */
+const QUIT_WAIT = 3000;
 export const CATCH_UP_PAGE = 200;
+/** Local lines (presence, whispers, outages) kept per room; the oldest go first. */
+export const MAX_EVENTS = 500;
 
 /** 1 s doubling to 30 s, plus up to a second of jitter (as the desktop client). */
 export function backoff(attempt) {
@@ -28,9 +32,18 @@ export class Room {
     this.topic = "";
     this.members = new Map(); // id -> {id, nick, op}
     this.messages = []; // oldest first; each {seq, ts, from, text, action?}
+    // What the history does not keep but the transcript shows: presence,
+    // whispers, topic changes, outages; each {after: seq, ts, kind, ...}, shown
+    // after the message of that seq.
+    this.events = [];
+    this.topicLock = false;
+    this.inviteOnly = false;
+    this.lostAt = null; // the last seq seen before the connection broke
+    this.catchingUp = false;
     this.more = false; // older history exists
     this.loadingOlder = false;
     this.unread = 0;
+    this.mentions = 0; // unread messages naming you (the page counts them)
     this.read = 0;
     this.joined = false;
   }
@@ -41,6 +54,26 @@ export class Room {
 
   get firstSeq() {
     return this.messages.length ? this.messages[0].seq : 0;
+  }
+
+  /** Messages and local events in the order they happened: an event made
+   * when message `after` was the newest comes right after it. */
+  timeline() {
+    const out = [];
+    let e = 0;
+    for (const m of this.messages) {
+      while (e < this.events.length && this.events[e].after < m.seq) out.push(this.events[e++]);
+      out.push(m);
+    }
+    while (e < this.events.length) out.push(this.events[e++]);
+    return out;
+  }
+
+  /** Whether `nick` is an operator of this room (as its member list says). */
+  isOp(nick) {
+    const key = nickKey(nick ?? "");
+    for (const p of this.members.values()) if (nickKey(p.nick) === key) return !!p.op;
+    return false;
   }
 }
 
@@ -63,28 +96,52 @@ export class ChatSession extends EventTarget {
     this.finalReason = null;
     this.nick = "";
     this.defaultRoom = "general";
+    this.shown = null; // the key of the room the user looks at: where whispers are kept
+    this.account = false;
+    this.admin = false;
   }
 
   // -- what the page calls -------------------------------------------------------
 
-  connect(nick, { password = null, register = false } = {}) {
+  /** Log in; with `token` (a resume token kept by the tab) and `rooms`
+   * ({name, events} each, what saved() gave), take over the session the
+   * tab had, or log in again as that nick and join its rooms if the server
+   * no longer holds it; their transcripts keep the events they had. */
+  connect(nick, { password = null, register = false, token = null, rooms = [] } = {}) {
     this.nick = nick;
     this.password = password;
     this.register = register && !!password;
-    this.token = null;
+    this.token = token;
     this.finalReason = null;
     this.attempt = 0;
     this.rooms.clear();
+    for (const saved of rooms) {
+      const room = this._room(saved.name);
+      room.events = Array.isArray(saved.events) ? saved.events.slice(-MAX_EVENTS) : [];
+    }
     this._setState("connecting");
     this._open();
   }
 
-  disconnect() {
+  /** What a reload needs to come back: the nick, the token, each joined
+   * room with its local events (never the password). */
+  saved() {
+    const rooms = [...this.rooms.values()].filter((r) => r.joined);
+    return { nick: this.nick, token: this.token, rooms: rooms.map((r) => ({ name: r.name, events: r.events })) };
+  }
+
+  disconnect(reason = "leaving") {
     this._cancelRetry();
     this.finalReason = "disconnected";
-    if (this.ws && this.ws.readyState <= WebSocket.OPEN) {
-      this._send(T.QUIT, { reason: "leaving" });
-      this.ws.close(1000, "leaving");
+    const ws = this.ws;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      // The server answers QUIT with its Close frame (protocol 16.3); closing
+      // from here too would cross it ("Close received after close"). Only a
+      // server that never closes is closed on, after a while.
+      ws.send(encode(T.QUIT, { reason }));
+      setTimeout(() => ws.readyState === WebSocket.OPEN && ws.close(1000, "leaving"), QUIT_WAIT);
+    } else if (ws && ws.readyState === WebSocket.CONNECTING) {
+      ws.close(1000, "leaving");
     }
     this._setState("disconnected");
   }
@@ -94,8 +151,22 @@ export class ChatSession extends EventTarget {
     return this._submit(T.SAY, { text, room }, room, text);
   }
 
+  /** A whisper, kept in the transcript of the room shown when it was sent. */
   whisper(to, text) {
-    return this._submit(T.WHISPER, { to, text }, null, text);
+    const ref = this._submit(T.WHISPER, { to, text }, null, text);
+    const item = this.outgoing.get(ref);
+    if (item) item.shownIn = this.shown;
+    return ref;
+  }
+
+  /** `/me text`: sent as the IRC gateway sends CTCP ACTION, the text "* text". */
+  me(room, text) {
+    return this.say(room, `* ${text}`);
+  }
+
+  /** The room the user looks at (whispers received now are kept there). */
+  show(key) {
+    this.shown = key;
   }
 
   /** A refused or unconfirmed message, sent again under a new ref. */
@@ -104,7 +175,40 @@ export class ChatSession extends EventTarget {
     if (!item || item.state !== "failed") return null;
     this.outgoing.delete(ref);
     this._emit("outgoing-gone", { ref });
-    return this._submit(item.type, { ...item.body }, item.room, item.text);
+    const again = this._submit(item.type, { ...item.body }, item.room, item.text);
+    const fresh = this.outgoing.get(again);
+    if (fresh) fresh.shownIn = item.shownIn;
+    return again;
+  }
+
+  // Moderation and accounts (protocol section 15). Each request carries a
+  // ref naming what it was, so its ERROR can be told to the dialog that asked.
+
+  /** MODERATE in a room: kick, ban, unban, op, deop, invite, mode, bans. */
+  moderate(room, op, fields = {}) {
+    return this._send(T.MODERATE, { room, op, ...fields, ref: `moderate:${op}:${++this.refs}` });
+  }
+
+  /** ADMIN: sessions, bans, close, kick, ban, unban, ban_address, unban_address, reset. */
+  adminRequest(op, fields = {}) {
+    return this._send(T.ADMIN, { op, ...fields, ref: `admin:${op}:${++this.refs}` });
+  }
+
+  // The password stays in memory (never in storage) so that a reconnect after
+  // a server restart can log in again: it follows what the account's is now.
+
+  registerAccount(password) {
+    this.asked = password;
+    return this._send(T.ACCOUNT, { op: "register", password, ref: "account:register" });
+  }
+
+  changePassword(password, newPassword) {
+    this.asked = newPassword;
+    return this._send(T.ACCOUNT, { op: "password", password, new_password: newPassword, ref: "account:password" });
+  }
+
+  deleteAccount(password) {
+    return this._send(T.ACCOUNT, { op: "delete", password, ref: "account:delete" });
   }
 
   join(room) {
@@ -116,7 +220,7 @@ export class ChatSession extends EventTarget {
   }
 
   setTopic(room, topic) {
-    return this._send(T.TOPIC, { room, topic });
+    return this._send(T.TOPIC, { room, topic, ref: `topic:${++this.refs}` });
   }
 
   listRooms() {
@@ -181,6 +285,7 @@ export class ChatSession extends EventTarget {
 
   _closed(event) {
     this.ws = null;
+    if (this.welcomed && this.finalReason !== "disconnected") this._lost(event);
     for (const item of this.outgoing.values()) {
       if (item.state === "sending" && item.sent) {
         this._fail(item, "not confirmed before the connection broke");
@@ -202,6 +307,25 @@ export class ChatSession extends EventTarget {
       this._setState("connecting");
       this._open();
     }, delay);
+  }
+
+  /** The connection broke: say so in each room's transcript, once per outage. */
+  _lost(event) {
+    const reason = this.finalReason ?? (event && event.reason) ?? "";
+    for (const room of this.rooms.values()) {
+      if (!room.joined || room.lostAt !== null) continue;
+      room.lostAt = room.lastSeq;
+      this._event(room, { kind: "lost", reason });
+    }
+  }
+
+  /** A local line in a room's transcript, after its newest message. */
+  _event(room, fields) {
+    const entry = { after: room.lastSeq, ts: Date.now() / 1000, ...fields };
+    room.events.push(entry);
+    if (room.events.length > MAX_EVENTS) room.events.splice(0, room.events.length - MAX_EVENTS);
+    this._emit("event", { room, entry });
+    return entry;
   }
 
   _cancelRetry() {
@@ -296,6 +420,8 @@ export class ChatSession extends EventTarget {
     const fresh = !room.joined && !room.messages.length;
     room.name = body.room;
     room.topic = body.topic ?? "";
+    room.topicLock = !!body.topic_lock;
+    room.inviteOnly = !!body.invite_only;
     room.joined = true;
     room.members = new Map(body.members.map((p) => [p.id, p]));
     room.read = body.read ?? room.read;
@@ -309,17 +435,47 @@ export class ChatSession extends EventTarget {
       const newer = history.filter((m) => m.seq > last);
       if (newer.length && newer[0].seq > last + 1) {
         // A gap: fetch everything after what we have, page by page.
-        this._send(T.HISTORY, { room: room.name, after: last, limit: CATCH_UP_PAGE });
+        room.catchingUp = this._send(T.HISTORY, { room: room.name, after: last, limit: CATCH_UP_PAGE });
       } else {
         for (const m of newer) this._append(room, m);
       }
     }
     this._emit("room", { room, fresh });
+    if (!room.catchingUp) this._caughtUp(room);
+  }
+
+  /** Back after an outage and nothing missing any more: say how much was fetched. */
+  _caughtUp(room) {
+    room.catchingUp = false;
+    if (room.lostAt === null) return;
+    const count = room.messages.filter((m) => m.seq > room.lostAt).length;
+    room.lostAt = null;
+    this._event(room, { kind: "reconnected", count });
+  }
+
+  /** Put a message in its place by seq; false if it is there already (a
+   * catch-up page and a live MESSAGE may overlap, in either order). */
+  _insert(room, message) {
+    const list = room.messages;
+    if (!list.length || message.seq > room.lastSeq) {
+      list.push(message);
+      return true;
+    }
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid].seq < message.seq) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo < list.length && list[lo].seq === message.seq) return false;
+    if (lo === 0 && room.more) return false; // older than what is loaded: a page brings it
+    list.splice(lo, 0, message);
+    return true;
   }
 
   _append(room, message) {
-    if (message.seq <= room.lastSeq) return false; // already shown (a catch-up overlap)
-    room.messages.push(message);
+    if (!this._insert(room, message)) return false;
     if (message.from && nickKey(message.from) === nickKey(this.nick ?? "")) {
       for (const item of this.outgoing.values()) {
         if (item.state === "failed" && item.room && roomKey(item.room) === room.key && item.text === message.text) {
@@ -336,8 +492,27 @@ export class ChatSession extends EventTarget {
     if (!room) return;
     const item = body.ref ? this.outgoing.get(body.ref) : null;
     if (!this._append(room, body)) return;
+    if (body.action) this._moderated(room, body.action);
     this._emit("message", { room, message: body, own: !!item });
     if (item) this._confirm(item, body);
+  }
+
+  /** A moderation record changes what the room shows at once: who is an
+   * operator, its modes (the LEFT of a kick or ban comes on its own). */
+  _moderated(room, action) {
+    if (action.op === "op" || action.op === "deop") {
+      const key = nickKey(action.target ?? "");
+      for (const p of room.members.values()) {
+        if (nickKey(p.nick) !== key) continue;
+        if (action.op === "op") p.op = true;
+        else delete p.op;
+      }
+      this._emit("members", { room });
+    } else if (action.op === "mode") {
+      if (action.topic_lock != null) room.topicLock = action.topic_lock;
+      if (action.invite_only != null) room.inviteOnly = action.invite_only;
+      this._emit("modes", { room });
+    }
   }
 
   _historyPage(body) {
@@ -352,17 +527,20 @@ export class ChatSession extends EventTarget {
       this._emit("older", { room, count: messages.length });
       return;
     }
+    const from = room.catchingUp && messages.length ? messages[messages.length - 1].seq : room.lastSeq;
     for (const m of messages) this._append(room, m);
     if (body.more && messages.length) {
-      this._send(T.HISTORY, { room: room.name, after: room.lastSeq, limit: CATCH_UP_PAGE });
+      this._send(T.HISTORY, { room: room.name, after: from, limit: CATCH_UP_PAGE });
     }
     this._emit("room", { room, fresh: false });
+    if (room.catchingUp && !(body.more && messages.length)) this._caughtUp(room);
   }
 
   _joined(body) {
     const room = this._roomOf(body);
     if (!room) return;
     room.members.set(body.id, { id: body.id, nick: body.nick });
+    this._event(room, { kind: "joined", nick: body.nick });
     this._emit("members", { room, joined: body });
   }
 
@@ -375,6 +553,7 @@ export class ChatSession extends EventTarget {
       return;
     }
     room.members.delete(body.id);
+    this._event(room, { kind: "left", nick: body.nick, reason: body.reason, message: body.message ?? "" });
     this._emit("members", { room, left: body });
   }
 
@@ -388,13 +567,21 @@ export class ChatSession extends EventTarget {
     const room = this._roomOf(body);
     if (!room) return;
     room.topic = body.topic;
+    this._event(room, { kind: "topic", by: body.by, topic: body.topic });
     this._emit("topic", { room, by: body.by });
   }
 
+  /** A whisper, sent or received, kept in a room's transcript: the one it
+   * was typed in, or the one shown when it came. */
   _private(body) {
     const item = body.ref ? this.outgoing.get(body.ref) : null;
+    const key = item ? item.shownIn : this.shown;
+    const room = this.rooms.get(key) ?? [...this.rooms.values()].find((r) => r.joined);
+    const fromMe = nickKey(body.from) === nickKey(this.nick ?? "");
     if (item) this._confirm(item, body);
-    this._emit("whisper", { whisper: body, own: !!item });
+    const line = { kind: "whisper", ts: body.ts, from: body.from, to: body.to, text: body.text, fromMe };
+    const entry = room ? this._event(room, line) : null;
+    this._emit("whisper", { whisper: body, own: !!item, fromMe, room, entry });
   }
 
   _error(body) {
@@ -455,7 +642,19 @@ const HANDLERS = {
   },
   [T.DONE](body) {
     if (body.op === "register") this.account = true;
+    if ((body.op === "register" || body.op === "password") && this.asked) this.password = this.asked;
+    if (body.op === "delete") {
+      this.account = this.admin = false;
+      this.password = null;
+    }
+    this.asked = null;
     this._emit("done", body);
+  },
+  [T.BANS](body) {
+    this._emit("bans", body);
+  },
+  [T.SESSIONS](body) {
+    this._emit("sessions", body);
   },
   [T.INVITED](body) {
     this._emit("invited", body);
