@@ -13,6 +13,26 @@ LOOPBACK = "tcp:0:interface=127.0.0.1"
 WAIT = 20  # seconds any one condition may take
 
 
+def admin_account(history: str, nick: str, password: str) -> None:
+    """The account a server makes at start for ``--admin nick`` (marked as
+    its operator's), made beforehand with a known password: what the
+    operator has once the one-time password is changed."""
+    import time
+
+    from chatproto.backends.accounts import AccountRecord
+    from chatproto.backends.sqlite import SQLiteLog
+    from chatproto.backends.sqlite_accounts import SQLiteAccounts
+    from chatproto.passwords import hash_password
+    from chatproto.rules import nick_key
+
+    log = SQLiteLog(history)
+    try:
+        record = AccountRecord(nick_key(nick), nick, hash_password(password), time.time(), admin=True)
+        SQLiteAccounts(log).create_account(record)
+    finally:
+        log.close()
+
+
 class Server:
     """A chat server process with ``--web`` and ``--irc``; ``restart`` keeps
     its history and ports."""

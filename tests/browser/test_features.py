@@ -7,7 +7,7 @@ import pytest
 from conftest import Page
 
 from chatproto import codec
-from tests.processes import Server, TcpPeer
+from tests.processes import Server, TcpPeer, admin_account
 
 PASSWORD = "correct horse"
 
@@ -318,6 +318,24 @@ def test_op_and_deop_update_the_member_list_live(pages, server):
         carol.close()
 
 
+def test_an_operator_back_after_a_reconnect_is_shown_as_one(pages, server):
+    register(server.port, "alice")
+    alice = TcpPeer(server.port, "alice", PASSWORD)
+    joined(alice, "den")  # its creator: an operator, kept with the account
+    page = pages()
+    page.log_in("bob")
+    page.say("/join den")
+    page.wait(lambda: sorted(page.lines("#member-list li")) == ["@alice", "bob"], "alice an operator")
+    alice.send(codec.Quit())
+    alice.close()
+    page.wait(lambda: page.lines("#member-list li") == ["bob"], "alice gone")
+    back = TcpPeer(server.port, "alice", PASSWORD)  # back in den by her account
+    try:
+        page.wait(lambda: sorted(page.lines("#member-list li")) == ["@alice", "bob"], "still an operator")
+    finally:
+        back.close()
+
+
 # -- 6. moderation and admin from the page ------------------------------------------------------
 
 
@@ -391,9 +409,10 @@ def test_an_operator_moderates_from_the_page(pages, server):
 
 @pytest.fixture
 def admin_server(tmp_path):
-    running = Server(str(tmp_path / "admin.sqlite3"), "--admin", "root")
+    history = str(tmp_path / "admin.sqlite3")
+    admin_account(history, "root", PASSWORD)
+    running = Server(history, "--admin", "root")
     running.start()
-    register(running.port, "root")
     yield running
     running.stop()
 

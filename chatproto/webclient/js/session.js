@@ -539,7 +539,8 @@ export class ChatSession extends EventTarget {
   _joined(body) {
     const room = this._roomOf(body);
     if (!room) return;
-    room.members.set(body.id, { id: body.id, nick: body.nick });
+    // An operator back after a reconnect is announced as one (JOINED.op).
+    room.members.set(body.id, body.op ? { id: body.id, nick: body.nick, op: true } : { id: body.id, nick: body.nick });
     this._event(room, { kind: "joined", nick: body.nick });
     this._emit("members", { room, joined: body });
   }
