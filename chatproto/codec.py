@@ -822,6 +822,10 @@ def encode_json(packet_type: int, text: str) -> bytes:
     return bytes((packet_type,)) + text.encode("utf-8")
 
 
+#: How an action (``/me waves``; IRC's CTCP ACTION) travels: the text ``* waves``.
+ACTION_PREFIX = "* "
+
+
 def encode(packet) -> bytes:
     """Payload (type byte + compact UTF-8 JSON) for a typed packet."""
     return encode_json(packet.TYPE, dumps(body_of(packet)))

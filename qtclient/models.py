@@ -11,6 +11,7 @@ from PyQt6.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
 from PyQt6.QtGui import QBrush, QColor, QFont, QStandardItem, QStandardItemModel
 
 from chatproto import codec
+from chatproto.codec import ACTION_PREFIX
 from chatproto.rules import nick_key, room_key
 
 _ROOT = QModelIndex()
@@ -228,8 +229,6 @@ class PeerModel(QStandardItemModel):
 # -- transcript ----------------------------------------------------------------
 
 MESSAGE, PRIVATE, SYSTEM, OWN, ACTION = "message", "private", "system", "own", "action"
-#: How an action (``/me waves``, IRC's CTCP ACTION) travels: the text ``* waves``.
-ACTION_PREFIX = "* "
 SENDING, CONFIRMED, FAILED = "sending", "confirmed", "failed"
 
 

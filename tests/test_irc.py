@@ -236,6 +236,19 @@ class Channels(SynchronousTestCase):
         tcp.send(codec.Say("from tcp", None, "general"))
         self.assertEqual(carol.lines(), [":dave!dave@chat PRIVMSG #general :from tcp"])
 
+    def test_actions_go_both_ways(self):
+        server = Server()
+        (alice,) = registered(server, "alice")
+        (tcp,) = server.logged_in("bob", version=2)
+        in_room(server, "general", alice)
+        tcp.join("general")
+        alice.send("PRIVMSG #general :\x01ACTION waves\x01")
+        server.flush()
+        (message,) = [p for p in tcp.received() if isinstance(p, codec.MessagePacket)]
+        self.assertEqual(message.text, "* waves")
+        tcp.send(codec.Say("* waves back", room="general"))
+        self.assertEqual(alice.lines()[-1], ":bob!bob@chat PRIVMSG #general :\x01ACTION waves back\x01")
+
     def test_a_long_or_multiline_message_is_split_on_character_boundaries(self):
         server = Server()
         (alice,) = registered(server, "alice")

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import __version__, codec
-from chatproto.codec import ErrorCode, PacketType, ProtocolError
+from chatproto.codec import ACTION_PREFIX, ErrorCode, PacketType, ProtocolError
 from chatproto.core.budget import REFUSAL
 from chatproto.core.hub import Hub
 from chatproto.rules import nick_key
@@ -157,10 +157,14 @@ class IrcWire:
         sender = user(body["from"])
         command = "NOTICE" if body.get("action") else "PRIVMSG"
         tags = self.message_tags(body, batch)
+        text = body["text"]
+        if command == "PRIVMSG" and text.startswith(ACTION_PREFIX) and len(text) > len(ACTION_PREFIX):
+            # An action (/me) travels as "* text": IRC clients get their CTCP ACTION back.
+            room = LINE - len(line(sender, command, target, "")) - len("\x01ACTION \x01")
+            pieces = split_text(text[len(ACTION_PREFIX) :], room)
+            return "".join(line(sender, command, target, f"\x01ACTION {p}\x01", tags=tags) for p in pieces)
         room = LINE - len(line(sender, command, target, ""))
-        return "".join(
-            line(sender, command, target, piece, tags=tags) for piece in split_text(body["text"], room)
-        )
+        return "".join(line(sender, command, target, piece, tags=tags) for piece in split_text(text, room))
 
     # -- broadcasts (and what send() passes on) ----------------------------------------
 
@@ -587,7 +591,7 @@ class IrcConnection(ChatProtocol):
             if not text.startswith("\x01ACTION "):
                 self._charge()  # other CTCP: nothing to carry it to
                 return
-            text = "* " + text[8:].rstrip("\x01")
+            text = ACTION_PREFIX + text[8:].rstrip("\x01")
         for target in params[0].split(","):
             ref = f"{command} {target}"
             if target.startswith("#"):
