@@ -30,11 +30,12 @@ client: install
 redis: install
 	$(PY) -m scripts.redis_server $(ARGS)
 
-# Renders the real windows offscreen with a hosted server and some chat,
-# and the browser page in headless Chromium: the end-to-end browser script
-# copies two of its steps (desktop and phone width) to docs/.
+# README's pictures, taken by the end-to-end runs: the desktop app on Xvfb
+# (one step) and the page in headless Chromium (two: desktop and phone width).
 screenshot: install
-	QT_QPA_PLATFORM=offscreen $(PY) -m qtclient.screenshot docs/screenshot.png
+	sh scripts/system_packages.sh Xvfb:xvfb openbox:openbox
+	sh scripts/qt_xcb_libraries.sh $(PY)
+	CHAT_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q -p no:twisted tests/e2e
 	CHAT_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/browser/test_e2e.py -k end_to_end
 
 # A self-signed key.pem and cert.pem here, for --listen ssl:7778:privateKey=key.pem:certKey=cert.pem
