@@ -75,7 +75,7 @@ test: test-server test-client test-outside
 # The server tests run under both runners the project supports.
 test-server: install
 	$(VENV)/bin/trial tests
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests --ignore=tests/qt --ignore=tests/browser --ignore=tests/irssi
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests --ignore=tests/qt --ignore=tests/browser --ignore=tests/irssi --ignore=tests/e2e
 
 # The client tests need the asyncio reactor on Qt's loop (tests/qt/conftest.py).
 test-client: install
