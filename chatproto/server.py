@@ -21,6 +21,7 @@ from chatproto.passwords import Hasher
 from chatproto.rules import DEFAULT_ROOM, room_key
 from chatproto.service import HubService, ListenerService
 from chatproto.transports.int32 import ChatFactory
+from chatproto.transports.proxied import server_endpoint
 
 
 class ChatServer(MultiService):
@@ -73,7 +74,7 @@ class ChatServer(MultiService):
 
     def _listen(self, reactor, descriptions: list[str], factory) -> None:
         for description in descriptions:
-            endpoint = serverFromString(reactor, description)
+            endpoint = server_endpoint(reactor, description, self.hub.limits.login_timeout)
             listener = ListenerService(description, endpoint, factory, self._gate)
             listener.setServiceParent(self)
             self.listeners.append(listener)

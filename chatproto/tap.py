@@ -30,6 +30,7 @@ from chatproto.limits import DEFAULTS, Limits, parse_limit
 from chatproto.rules import DEFAULT_ROOM, normalise_nick, normalise_room
 from chatproto.server import build_server
 from chatproto.service import GracefulExit, heap_trimmer
+from chatproto.transports.proxied import PREFIX as PROXIED
 
 DEFAULT_HISTORY = "chat.sqlite3"
 
@@ -139,7 +140,7 @@ class _ParseOnly:
 
 def check_endpoint(description: str, option: str = "--listen"):
     try:
-        return serverFromString(_ParseOnly(), description)
+        return serverFromString(_ParseOnly(), description.removeprefix(PROXIED))
     except Exception as e:  # parsers raise ValueError, KeyError, OpenSSL errors...
         raise usage.UsageError(f"{option} {description!r} is not a usable endpoint: {e}") from None
 
