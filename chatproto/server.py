@@ -147,12 +147,13 @@ def build_server(
     servers on that Redis, and ``history`` is not used."""
     store = None
     if cluster is not None:
-        from chatproto.backends.redis import RedisAddress, RedisClient
+        from chatproto.backends.redis import Epoch, RedisAddress, RedisClient
         from chatproto.backends.streams import StreamStore
         from chatproto.core.cluster import ClusterLog
 
         address = RedisAddress.parse(cluster)
-        store = StreamStore(RedisClient(reactor, address, "chat-node"), keep=cluster_retention)
+        epoch = Epoch("chat:epoch")  # the store's prefix
+        store = StreamStore(RedisClient(reactor, address, "chat-node", epoch), keep=cluster_retention)
         eventlog = ClusterLog(store)
         if accounts is None:
             from chatproto.backends.redis_accounts import RedisAccounts
@@ -177,7 +178,7 @@ def build_server(
     if store is not None:
         from chatproto.core.cluster import Cluster
 
-        Cluster(hub, store, RedisClient(reactor, address, "chat-reader"), reactor, cluster_expiry)
+        Cluster(hub, store, RedisClient(reactor, address, "chat-reader", epoch), reactor, cluster_expiry)
     return ChatServer(
         hub, reactor, list(listen), metrics, list(web), list(web_origins), list(irc), metrics_token
     )

@@ -1,6 +1,9 @@
 """Cluster mode: several servers share their rooms through a real Valkey
 server (started for each test), on real sockets."""
 
+import os
+import shutil
+
 from twisted.internet import defer
 
 from chatproto import codec
@@ -321,6 +324,37 @@ class Failures(ClusterTestCase):
         self.assertEqual(seqs, list(range(1, len(seqs) + 1)), "no seq repeated or skipped")
         self.assertTrue({f"a{i}" for i in range(20)} <= acked, "alice's node lived: all hers acknowledged")
         self.assertLessEqual(acked, {m.text for m in page.messages}, "every acknowledged message kept")
+
+    @defer.inlineCallbacks
+    def test_a_redis_that_comes_back_empty_is_refused_and_said_not_waited_for(self):
+        """Redis without its data (no persistence, flushed): every node refuses
+        and says so, at once, instead of handing out seqs 1, 2... again or
+        waiting for entries that will never come."""
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", server=a)
+        bob = yield self.client("bob", server=b)
+        yield alice.expect(codec.Joined)
+        for i in range(3):
+            alice.send(codec.Say(f"before {i}", f"b{i}"))
+            yield alice.expect(codec.MessagePacket)
+        yield self.redis.stop()
+        shutil.rmtree(self.redis.folder)  # its append-only file gone: it comes back empty
+        os.makedirs(self.redis.folder)
+        yield self.redis.start()
+        for node in (a, b):
+            yield node.hub.cluster.store.client.connected()
+            yield node.hub.cluster.reader_client.connected()
+        alice.send(codec.Say("after", "a1"))
+        answer = yield alice.expect((codec.MessagePacket, codec.Error))
+        self.assertIsInstance(answer, codec.Error, "not acknowledged as seq 1 of a history that lost 3")
+        self.assertEqual((answer.code, answer.ref), ("internal", "a1"))
+        bob.send(codec.Join("elsewhere", "j"))
+        error = yield bob.expect(codec.Error)
+        self.assertEqual(error.ref, "j", "an answer, not silence")
+        health = yield b.health()
+        self.assertTrue(any("lost the cluster's data" in problem for problem in health), health)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     @defer.inlineCallbacks
     def test_redis_restarted_under_load(self):

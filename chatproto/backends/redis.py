@@ -12,6 +12,7 @@ never come back. :class:`RedisClient` reconnects by itself (ClientService).
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -193,6 +194,42 @@ class RedisAddress:
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
 
+class StoreLost(RedisUnavailable):
+    """Redis came back without the cluster's data: nothing may be written
+    (its counters would hand out seqs a second time)."""
+
+
+class Epoch:
+    """A key the cluster's first node sets and every connection checks each
+    time it (re)connects. A Redis that comes back without it, or with
+    another value, lost the cluster's data (restarted with no persistence,
+    flushed, failed over to an empty replica): from then on this node
+    refuses every command, and says so, rather than reuse seqs or wait for
+    entries that will never come."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.known: bytes | None = None
+        self.lost = False
+
+    def check(self, proto: RedisProtocol, where: RedisAddress) -> Deferred:
+        mine = uuid.uuid4().hex.encode("ascii")
+        return proto.execute("SET", self.key, mine, "NX", "GET").addCallback(self._seen, mine, where)
+
+    def _seen(self, before: bytes | None, mine: bytes, where: RedisAddress) -> None:
+        now = mine if before is None else before
+        if self.known is None:
+            self.known = now
+        elif now != self.known and not self.lost:
+            self.lost = True
+            log.critical(
+                "Redis at {address} lost the cluster's data (its epoch key is gone or new): this node "
+                "refuses every message now rather than hand out seqs again. Restore Redis from its "
+                "append-only file, or start a new cluster (every node restarted on an empty Redis).",
+                address=str(where),
+            )
+
+
 class _Factory(Factory):
     protocol = RedisProtocol
     noisy = False  # it reconnects: no "Starting factory" line each time
@@ -220,9 +257,12 @@ class _Factory(Factory):
 class RedisClient:
     """One connection, kept up: ``call`` sends a command now or fails at once."""
 
-    def __init__(self, reactor, address: RedisAddress, name: str = "chat") -> None:
+    def __init__(
+        self, reactor, address: RedisAddress, name: str = "chat", epoch: Epoch | None = None
+    ) -> None:
         self.address = address
         self.name = name
+        self.epoch = epoch
         self._proto: RedisProtocol | None = None
         self._was_up = False
         self._waiting: list[Deferred] = []
@@ -234,6 +274,11 @@ class RedisClient:
         )
 
     def _prepared(self, proto: RedisProtocol) -> Deferred:
+        def checked(inner: RedisProtocol):
+            if self.epoch is None:
+                return inner
+            return self.epoch.check(inner, self.address).addCallback(lambda _: inner)
+
         def ready(inner: RedisProtocol):
             self._proto = inner  # not the reconnecting proxy ClientService hands out
             if self._was_up:
@@ -254,7 +299,7 @@ class RedisClient:
             proto.transport.loseConnection()
             return f
 
-        return proto.ready.addCallbacks(ready, refused)
+        return proto.ready.addCallback(checked).addCallbacks(ready, refused)
 
     def _lost(self, proto: RedisProtocol) -> None:
         if self._proto is proto:
@@ -289,6 +334,8 @@ class RedisClient:
         return self._proto is not None
 
     def call(self, *args) -> Deferred:
+        if self.epoch is not None and self.epoch.lost:
+            return fail(StoreLost(f"Redis at {self.address} lost the cluster's data"))
         if self._proto is None:
             return fail(RedisUnavailable(f"no connection to Redis at {self.address}"))
         return self._proto.execute(*args)

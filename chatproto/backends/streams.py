@@ -31,7 +31,7 @@ from urllib.parse import quote, unquote
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from chatproto.backends.redis import RedisClient, Script
+from chatproto.backends.redis import RedisClient, Script, StoreLost
 
 log = Logger()
 
@@ -535,6 +535,9 @@ class StreamReader:
     def _failed(self, failure) -> None:
         self._reading = False
         if not self._running:
+            return
+        if failure.check(StoreLost):
+            self._running = False  # nothing will come: the node refuses everything now
             return
         log.warn("reading the room streams failed: {error}; again once Redis is back", error=failure.value)
         self.client.connected().addCallback(lambda _: self._read())
