@@ -596,6 +596,233 @@ FLOODS = {
 }
 
 
+def _ws(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A client frame, masked with a zero key (control frames are under 126 bytes)."""
+    return bytes(((0x80 if fin else 0) | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+#: A 125-byte WebSocket Ping, as large as a control frame may be.
+PING_125 = _ws(0x9, b"p" * 125)
+#: A PING packet (3 bytes) sent as three 1-byte fragments, again and again.
+FRAGMENTED_PING = _ws(0x2, b"\x04", fin=False) + _ws(0x0, b"{", fin=False) + _ws(0x0, b"}")
+
+
+class Raw(asyncio.Protocol):
+    """A flooder's connection: counts what comes back and sees it closed."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.received = 0
+        self.buffer = b""
+        self.closed = loop.create_future()
+        self.ready = loop.create_future()
+        self.ready_mark = b""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        if not self.ready.done():
+            self.buffer += data
+            if self.ready_mark and self.ready_mark in self.buffer:
+                self.ready.set_result(None)
+                self.buffer = b""
+
+    def connection_lost(self, exc) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class OtherFlood:
+    """A flood on the web or IRC port, or from many connections at once:
+    opened before the bystanders start, run until ``stop``."""
+
+    connections = 1
+
+    def __init__(self, args) -> None:
+        self.args = args
+        self.raws: list[Raw] = []
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(self.connections):
+            _, raw = await loop.create_connection(Raw, HOST, self.port())
+            self.raws.append(raw)
+            await self.greet(raw)
+
+    def port(self) -> int:
+        return self.args.web_port
+
+    async def greet(self, raw: Raw) -> None:
+        raw.ready_mark = b"101 Switching Protocols"
+        raw.transport.write(UPGRADE)
+        await asyncio.wait_for(raw.ready, 30)
+
+    def chunk(self) -> bytes:
+        raise NotImplementedError
+
+    async def run(self, stop: float) -> int:
+        """Pipeline until ``stop``, as fast as the sockets take it; units sent."""
+        sent, chunk = 0, self.chunk()
+        while time.perf_counter() < stop and not all(r.closed.done() for r in self.raws):
+            for raw in self.raws:
+                if not raw.closed.done() and raw.transport.get_write_buffer_size() < 256 * 1024:
+                    raw.transport.write(chunk)
+                    sent += 64
+            await asyncio.sleep(0)
+        return sent
+
+    def result(self) -> dict:
+        closed = sum(r.closed.done() for r in self.raws)
+        return {"answers": self.answered(), "cut": f"{closed}/{len(self.raws)} closed" if closed else ""}
+
+    def answered(self) -> int:
+        return sum(r.received for r in self.raws)
+
+
+class WsPings(OtherFlood):
+    """125-byte WebSocket Pings, their Pongs read."""
+
+    def chunk(self) -> bytes:
+        return PING_125 * 64
+
+    def answered(self) -> int:
+        return sum(r.received for r in self.raws) // 127  # a Pong frame
+
+
+class WsPingsUnread(WsPings):
+    """The same Pings, the Pongs never read: the server's sendq must hold."""
+
+    async def greet(self, raw: Raw) -> None:
+        await super().greet(raw)
+        raw.transport.pause_reading()
+
+
+class WsFragments(OtherFlood):
+    """Messages in 1-byte fragments."""
+
+    def chunk(self) -> bytes:
+        return FRAGMENTED_PING * 64
+
+    def answered(self) -> int:
+        return sum(r.received for r in self.raws) // 9  # a PONG {} in its frame
+
+
+class IrcLines(OtherFlood):
+    """Blank lines, as fast as they go."""
+
+    line = b"\r\n"
+
+    def port(self) -> int:
+        return self.args.irc_port
+
+    async def greet(self, raw: Raw) -> None:
+        raw.ready_mark = b" 001 "
+        raw.transport.write(b"NICK flooder\r\nUSER flooder 0 * :flooder\r\n")
+        await asyncio.wait_for(raw.ready, 30)
+
+    def chunk(self) -> bytes:
+        return self.line * 4096
+
+
+class IrcNotUtf8(IrcLines):
+    """Lines that are not UTF-8."""
+
+    line = b"PRIVMSG #general :\xff\xfe\r\n"
+
+
+class Lists(OtherFlood):
+    """LIST pipelined by a version 2 client, on a server of 1,000 rooms."""
+
+    def port(self) -> int:
+        return self.args.port
+
+    async def greet(self, raw: Raw) -> None:
+        raw.ready_mark = b"\x81{"
+        raw.transport.write(frame(0x01, {"nick": "flooder", "proto": 2}))
+        await asyncio.wait_for(raw.ready, 30)
+
+    def chunk(self) -> bytes:
+        return codec.encode_frame(codec.ListRooms("l")) * 64
+
+    def answered(self) -> int:
+        return sum(r.received for r in self.raws) // 40_000  # a listing of 1,000 rooms
+
+
+class Guesses(OtherFlood):
+    """300 connections guessing an account's password at once, each again as
+    soon as it is answered."""
+
+    connections = 300
+    guess = codec.encode_frame(codec.Login("victim", 2, password="wrong guess"))
+
+    def port(self) -> int:
+        return self.args.port
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, owner = await loop.create_connection(Raw, HOST, self.port())
+        owner.ready_mark = b"\x81{"
+        owner.transport.write(frame(0x01, {"nick": "victim", "proto": 2}))
+        await asyncio.wait_for(owner.ready, 30)
+        owner.ready, owner.ready_mark = loop.create_future(), b"\x8f{"  # DONE
+        owner.transport.write(codec.encode_frame(codec.AccountRequest("register", "the right password")))
+        await asyncio.wait_for(owner.ready, 30)
+        owner.transport.close()
+        await super().open()
+
+    async def greet(self, raw: Raw) -> None:
+        pass
+
+    async def run(self, stop: float) -> int:
+        sent = 0
+        seen = [-1] * len(self.raws)
+        while time.perf_counter() < stop:
+            for i, raw in enumerate(self.raws):
+                if not raw.closed.done() and raw.received != seen[i]:
+                    seen[i] = raw.received  # answered (or just started): guess again
+                    raw.transport.write(self.guess)
+                    sent += 1
+            await asyncio.sleep(0.001)
+        return sent
+
+    def answered(self) -> int:
+        return sum(r.received for r in self.raws) // 60  # about an ERROR's length
+
+
+class Slowloris(OtherFlood):
+    """300 HTTP requests to the page's port, a byte of a header line at a time."""
+
+    connections = 300
+
+    async def greet(self, raw: Raw) -> None:
+        raw.transport.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+
+    async def run(self, stop: float) -> int:
+        sent = 0
+        while time.perf_counter() < stop:
+            for raw in self.raws:
+                if not raw.closed.done():
+                    raw.transport.write(b"x")
+                    sent += 1
+            await asyncio.sleep(0.5)
+        return sent
+
+
+OTHER_FLOODS = {
+    "ws-ping": WsPings,
+    "ws-ping-unread": WsPingsUnread,
+    "ws-fragments": WsFragments,
+    "irc-blank": IrcLines,
+    "irc-not-utf8": IrcNotUtf8,
+    "list": Lists,
+    "guesses": Guesses,
+    "slowloris": Slowloris,
+}
+
+
 class Bystander(Client):
     """Says something every ``period`` and times its own echo (the ref is
     the send time); parses after the run, so timing stays cheap."""
@@ -650,13 +877,16 @@ async def abuse(args) -> dict:
         _, client = await loop.create_connection(Bystander, HOST, args.port)
         client.transport.write(frame(0x01, {"nick": f"bystander{i}", "proto": 1}))
         bystanders.append(client)
-    flooder = None
-    if args.flood != "none":
+    flooder = other = None
+    if args.flood in FLOODS:
         packet, marks = FLOODS[args.flood]
         _, flooder = await loop.create_connection(lambda: Flooder(marks), HOST, args.port)
         flooder.transport.write(frame(0x01, {"nick": "flooder", "proto": 1}))
     everyone = bystanders + ([flooder] if flooder else [])
     await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in everyone)), 60)
+    if args.flood in OTHER_FLOODS:
+        other = OTHER_FLOODS[args.flood](args)
+        await other.open()
     await asyncio.sleep(0.5)
     for client in bystanders:
         client.reads = []
@@ -672,6 +902,8 @@ async def abuse(args) -> dict:
             await asyncio.sleep(0)
 
     flooding = asyncio.ensure_future(flood()) if flooder else None
+    if other is not None:
+        flooding = asyncio.ensure_future(other.run(stop))
     period = args.senders / args.rate
     total = int(args.duration / period)
     start = time.perf_counter()
@@ -683,7 +915,7 @@ async def abuse(args) -> dict:
             stamp = f"{time.perf_counter():.9f}"
             client.transport.write(frame(0x02, {"text": "bystander", "ref": stamp}))
     if flooding is not None:
-        await flooding
+        sent[0] = (await flooding) or sent[0]
     deadline = time.monotonic() + args.drain
     while time.monotonic() < deadline and any(len(c.echoes()) < total for c in bystanders):
         await asyncio.sleep(0.1)
@@ -691,6 +923,14 @@ async def abuse(args) -> dict:
     latencies = sorted(x for c in bystanders for x in c.echoes())
     for client in everyone:
         client.transport.close()
+    if other is not None:
+        extra = other.result()
+        for raw in other.raws:
+            raw.transport.close()
+        flooder_answers, cut = extra["answers"], extra["cut"]
+    else:
+        flooder_answers = flooder.answers if flooder else 0
+        cut = flooder.bye.decode(errors="replace") if flooder and flooder.bye else ""
     return {
         "p50_ms": 1000 * latencies[len(latencies) // 2],
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
@@ -698,9 +938,9 @@ async def abuse(args) -> dict:
         "echoes": len(latencies),
         "expected": total * len(bystanders),
         "flood_sent": sent[0],
-        "flood_answers": flooder.answers if flooder else 0,
-        "flood_answers_per_s": (flooder.answers if flooder else 0) / elapsed,
-        "flooder_cut": flooder.bye.decode(errors="replace") if flooder and flooder.bye else "",
+        "flood_answers": flooder_answers,
+        "flood_answers_per_s": flooder_answers / elapsed,
+        "flooder_cut": cut,
     }
 
 
@@ -780,7 +1020,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--at-once", type=int, default=8, help="passwords scenario: logins in flight")
-    parser.add_argument("--flood", choices=["none", *FLOODS], default="none")
+    parser.add_argument("--flood", choices=["none", *FLOODS, *OTHER_FLOODS], default="none")
+    parser.add_argument("--web-port", type=int, default=0, help="abuse: the page's port (--web)")
+    parser.add_argument("--irc-port", type=int, default=0, help="abuse: the IRC port (--irc)")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

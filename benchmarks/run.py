@@ -25,7 +25,15 @@ import time
 from contextlib import contextmanager, nullcontext
 
 from chatproto import codec
-from scripts.procstat import ROOT, cpu_seconds, load_server_argv, pinned, rss_bytes, start_pinned
+from scripts.procstat import (
+    ROOT,
+    cpu_seconds,
+    load_server_argv,
+    pinned,
+    rss_bytes,
+    start_pinned,
+    start_pinned_ports,
+)
 from scripts.spawn import free_port, start_redis
 
 PY = sys.executable
@@ -452,7 +460,20 @@ def passwords_bench(runs: int, count: int) -> dict:
     return row
 
 
-FLOODS = ["none", "history", "ping", "bad", "say"]
+#: The abuse scenario's floods, as benchmarks/loadgen.py names them: one
+#: Int32 client pipelining one packet, then the other transports and the
+#: floods of many connections.
+FLOODS = ["history", "ping", "bad", "say"]
+OTHER_FLOODS = [
+    "ws-ping",
+    "ws-ping-unread",
+    "ws-fragments",
+    "irc-blank",
+    "irc-not-utf8",
+    "list",
+    "guesses",
+    "slowloris",
+]
 #: As in the issue that asked for fairness: a history of 20,000 messages.
 ABUSE_HISTORY = 20_000
 
@@ -575,16 +596,36 @@ def print_cluster(row: dict, receivers: int) -> None:
         print(f"{name:<44} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms")
 
 
+#: What a flood's server needs besides the defaults: 1,000 rooms to list; a
+#: request deadline the slow requests meet within the run.
+ABUSE_SERVER = {
+    "list": tuple(arg for i in range(1000) for arg in ("--room", f"room{i}")),
+    "slowloris": ("--login-timeout", "3"),
+}
+
+
 def abuse(runs: int, seconds: str) -> dict:
     """Two bystanders at 200 msg/s in all, timing their echoes, quiet and
-    then against one flooder of each kind; a fresh server each time."""
+    then against one flooder of each kind (or many connections of one
+    kind); a fresh server, with the page and IRC on, each time."""
     row = {}
-    for flood in FLOODS:
+    for flood in ("none", *FLOODS, *OTHER_FLOODS):
         measured = []
         for _ in range(runs):
             folder = tempfile.mkdtemp(prefix="chatabuse-")
-            argv = load_server_argv(prefilled_history(folder), "--rate", "200", "--burst", "400")
-            proc, port = start_pinned(argv)
+            argv = load_server_argv(
+                prefilled_history(folder),
+                "--rate",
+                "200",
+                "--burst",
+                "400",
+                "--web",
+                "tcp:0:interface=127.0.0.1",
+                "--irc",
+                "tcp:0:interface=127.0.0.1",
+                *ABUSE_SERVER.get(flood, ()),
+            )
+            proc, (port, web_port, irc_port) = start_pinned_ports(argv, 3)
             try:
                 measured.append(
                     generate(
@@ -593,6 +634,10 @@ def abuse(runs: int, seconds: str) -> dict:
                         "abuse",
                         "--flood",
                         flood,
+                        "--web-port",
+                        str(web_port),
+                        "--irc-port",
+                        str(irc_port),
                         "--senders",
                         "2",
                         "--rate",
@@ -609,16 +654,18 @@ def abuse(runs: int, seconds: str) -> dict:
                 proc.wait(10)
                 shutil.rmtree(folder, ignore_errors=True)
         result = {
-            key: median_of(measured, key) for key in ("p50_ms", "p99_ms", "max_ms", "flood_answers_per_s")
+            key: median_of(measured, key)
+            for key in ("p50_ms", "p99_ms", "max_ms", "flood_answers_per_s", "server_rss_kib")
         }
         result["cut"] = [r["flooder_cut"] for r in measured]
         result["lost"] = sum(r["expected"] - r["echoes"] for r in measured)
         result["runs"] = measured
         row[flood] = result
         print(
-            f"  abuse {flood:<8} bystanders' echo p50 {result['p50_ms']:.2f} p99 {result['p99_ms']:.2f} "
+            f"  abuse {flood:<14} bystanders' echo p50 {result['p50_ms']:.2f} p99 {result['p99_ms']:.2f} "
             f"max {result['max_ms']:.1f} ms; flooder answered {result['flood_answers_per_s']:,.0f}/s, "
-            f"cut {result['cut']}; echoes lost {result['lost']}",
+            f"cut {result['cut']}; echoes lost {result['lost']}; "
+            f"server RSS {result['server_rss_kib'] / 1024:.0f} MB",
             flush=True,
         )
     return row
@@ -906,12 +953,14 @@ def print_abuse(row: dict) -> None:
     quiet = row["none"]["p99_ms"]
     print(
         f"\n{'bystanders (200 msg/s) while one client floods':<48} {'p50':>7} {'p99':>7} {'max':>8} "
-        f"{'p99÷quiet':>10} {'answers/s':>10}"
+        f"{'p99÷quiet':>10} {'answers/s':>10} {'RSS MB':>7}  cut"
     )
     for flood, r in row.items():
+        cut = next((c for c in r["cut"] if c), "")
         print(
             f"{flood:<48} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>8.1f} "
-            f"{r['p99_ms'] / quiet:>10.1f} {r['flood_answers_per_s']:>10,.0f}"
+            f"{r['p99_ms'] / quiet:>10.1f} {r['flood_answers_per_s']:>10,.0f} "
+            f"{r['server_rss_kib'] / 1024:>7.0f}  {cut}"
         )
 
 

@@ -39,8 +39,13 @@ def start_pinned(argv: list[str], core: int = 0, listeners: int = 1):
     """start_server on ``core``, allowed 20,000 file descriptors; (Popen,
     port): the port of the last of its ``listeners`` to come up (with
     ``--web`` after ``--listen``: the web port)."""
-    proc, ports = start_server(argv, listeners, prefix=[*pinned(core), *many_files()])
+    proc, ports = start_pinned_ports(argv, listeners, core)
     return proc, ports[-1]
+
+
+def start_pinned_ports(argv: list[str], listeners: int, core: int = 0):
+    """start_pinned, with every listener's port, in the order they came up."""
+    return start_server(argv, listeners, prefix=[*pinned(core), *many_files()])
 
 
 def rss_bytes(pid: int) -> int:

@@ -201,6 +201,19 @@ class Guessing(SynchronousTestCase):
         for _ in range(3):
             self.assertEqual(refused(server, "ann", "guess").code, ErrorCode.BAD_PASSWORD, "counted afresh")
 
+    def test_a_connection_gets_three_password_tries(self):
+        """Guessing on one connection: after three refusals it is closed, so
+        more guesses need new connections, which the address limits pace."""
+        server = Server(login_failures=100)
+        registered(server, "ann").send(codec.Quit())
+        peer = server.peer("203.0.113.1")
+        for i in range(3):
+            peer.send(codec.Login("ann", 2, password=f"guess {i}", ref=f"g{i}"))
+        packets = peer.received()
+        self.assertEqual([p.code for p in packets if isinstance(p, codec.Error)], ["bad_password"] * 3)
+        self.assertEqual(packets[-1], codec.Bye("too_many_attempts"))
+        self.assertTrue(peer.closing)
+
     def test_one_address_guessing_many_accounts_is_locked_out(self):
         server = Server(login_failures=2)
         for i in range(8):

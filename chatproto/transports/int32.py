@@ -30,6 +30,9 @@ from chatproto.transports.outbox import Outbox
 
 log = Logger()
 
+#: LOGINs refused for their password (wrong, or locked out) before the connection is closed.
+PASSWORD_TRIES = 3
+
 #: After the server decides to close, how long a peer may take to read its
 #: last packets before the connection is aborted.
 CLOSE_GRACE = 10.0
@@ -84,6 +87,7 @@ class ChatProtocol(Int32StringReceiver):
         "_last_heard",
         "_lost",
         "_more_waiting",
+        "_password_refusals",
         "_pinged",
         "_throttle",
         "_timer",
@@ -123,6 +127,7 @@ class ChatProtocol(Int32StringReceiver):
         self._handled = 0  # packets handled in this read (this reactor turn)
         self._throttle: IDelayedCall | None = None
         self._authenticating: Deferred | None = None  # a password check: reading waits
+        self._password_refusals = 0
         self.paused = False  # the frame loop stops while set
         self._unprocessed = b""
         self._more_waiting = False  # bytes came after the frame being handled
@@ -356,8 +361,14 @@ class ChatProtocol(Int32StringReceiver):
         if e.code == ErrorCode.UNSUPPORTED_VERSION:
             self._fatal(e.code, e.message, packet.ref)
             return
-        if self.state != CLOSING:
-            self._refused(e, packet)
+        if self.state == CLOSING:
+            return
+        self._refused(e, packet)
+        if e.code in (ErrorCode.BAD_PASSWORD, ErrorCode.LOCKED_OUT):
+            self._password_refusals += 1
+            if self._password_refusals >= PASSWORD_TRIES:
+                # A guesser opens connections to try again, which the address limits pace.
+                self.disconnect("too_many_attempts")
 
     def _logged_in(self, session: Session | None) -> None:
         if session is None or self.state == CLOSING:
