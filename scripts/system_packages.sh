@@ -1,8 +1,8 @@
 #!/bin/sh
 # Debian packages that the tests, the benchmarks and the desktop client use
 # from outside, given as CHECK:PACKAGE, where CHECK is a command or, for
-# what is no command (a font), the absolute path of a file the package
-# installs. By default the tests': chromium and its driver, irssi, tmux,
+# what is no command, the absolute path of a file the package installs (a
+# font) or a shared library's soname (libxcb-cursor.so.0). By default the tests': chromium and its driver, irssi, tmux,
 # and a colour emoji font, without which emoji show as boxes. Installed
 # where missing and apt-get can be used; otherwise what needs them says
 # "skipped" (or does without) and why.
@@ -13,6 +13,7 @@ tools="${*:-chromium:chromium chromedriver:chromium-driver irssi:irssi tmux:tmux
 present() {
     case "$1" in
         /*) [ -e "$1" ] ;;
+        *.so.*) ldconfig -p | grep -q "$1" ;;
         *) command -v "$1" >/dev/null 2>&1 ;;
     esac
 }
