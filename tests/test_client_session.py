@@ -182,34 +182,36 @@ class Lifecycle(SynchronousTestCase):
 
 
 class PasswordChange(SynchronousTestCase):
-    def test_the_new_password_is_used_to_log_in_again_only_once_the_server_took_it(self):
+    def logged_in(self):
         h = Harness()
         h.session.connect_to("127.0.0.1", 7777, "ann", password="old password")
         protocol, transport = h.accept()
         h.serve(protocol, welcome())
         h.sent(transport)
+        return h, protocol
+
+    def password_after_a_drop(self, h, protocol) -> str:
+        h.drop(protocol)
+        h.clock.advance(1)
+        _, transport = h.accept()
+        (login,) = h.sent(transport)
+        return login.password
+
+    def refused(self, h, protocol) -> None:
         h.session.change_account("password", "wrong guess", "refused one")
         h.serve(protocol, codec.Error("bad_password", "wrong nick or password", "account:password"))
+
+    def test_the_new_password_is_used_to_log_in_again_only_once_the_server_took_it(self):
+        h, protocol = self.logged_in()
+        self.refused(h, protocol)
         h.session.change_account("password", "old password", "new password")
         h.serve(protocol, codec.Done("password", "ann", "account:password"))
-        h.drop(protocol)
-        h.clock.advance(1)
-        _, transport = h.accept()
-        (login,) = h.sent(transport)
-        self.assertEqual(login.password, "new password")
+        self.assertEqual(self.password_after_a_drop(h, protocol), "new password")
 
     def test_a_refused_change_keeps_the_old_password(self):
-        h = Harness()
-        h.session.connect_to("127.0.0.1", 7777, "ann", password="old password")
-        protocol, transport = h.accept()
-        h.serve(protocol, welcome())
-        h.session.change_account("password", "wrong guess", "refused one")
-        h.serve(protocol, codec.Error("bad_password", "wrong nick or password", "account:password"))
-        h.drop(protocol)
-        h.clock.advance(1)
-        _, transport = h.accept()
-        (login,) = h.sent(transport)
-        self.assertEqual(login.password, "old password")
+        h, protocol = self.logged_in()
+        self.refused(h, protocol)
+        self.assertEqual(self.password_after_a_drop(h, protocol), "old password")
 
 
 class Outage(SynchronousTestCase):
