@@ -265,7 +265,7 @@ class GracefulExit(Service):
 
     def __init__(self, reactor) -> None:
         self.reactor = reactor
-        self._previous: dict[int, object] = {}
+        self._stopping = False
 
     def startService(self) -> None:
         super().startService()
@@ -274,14 +274,16 @@ class GracefulExit(Service):
 
     def _install(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
-            self._previous[signum] = signal.signal(signum, self._stop)
+            signal.signal(signum, self._stop)
 
     def _stop(self, signum: int, frame) -> None:
-        log.info("received {name}, shutting down", name=signal.Signals(signum).name)
+        """Stop once; a second signal while the BYEs go out and the store is
+        flushed changes nothing (it used to reach Twisted's own handler, which
+        logged a critical ReactorNotRunning)."""
+        name = signal.Signals(signum).name
+        if self._stopping:
+            log.info("received {name} again: already shutting down", name=name)
+            return
+        self._stopping = True
+        log.info("received {name}, shutting down", name=name)
         self.reactor.callFromThread(self.reactor.stop)
-
-    def stopService(self) -> None:
-        super().stopService()
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()

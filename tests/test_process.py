@@ -110,6 +110,24 @@ class Processes(TestCase):
         self.assertEqual((yield server.ended), 0)
 
 
+class SignalsTwice(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_a_second_sigterm_while_shutting_down_changes_nothing(self):
+        history = os.path.abspath(self.mktemp() + ".sqlite3")
+        server = spawn(self, TWISTD, "--history", history)
+        port = yield server.listening
+        ann = yield connect(reactor, port, "ann")
+        server.signal("TERM")
+        server.signal("TERM")  # at once: the first has only begun the shutdown
+        bye = yield ann.expect(codec.Bye)
+        self.assertEqual(bye.reason, "server_shutdown")
+        self.assertEqual((yield server.ended), 0)
+        self.assertNotIn(b"Traceback", server.output)
+        self.assertIn(b"already shutting down", server.output)
+
+
 def _free_port(low: bool = False) -> tuple[socket.socket | None, int]:
     """A port on 127.0.0.1 free right now (below 1024 if ``low``)."""
     candidates = range(1023, 599, -1) if low else [0]
