@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
 from chatproto.codec import ErrorCode
+from chatproto.core.accounts import RESUME_GRACE
 from chatproto.passwords import Hasher, check_password, hash_password, verify_password
 from chatproto.rules import nick_key
 from tests.harness import Server, result
@@ -314,6 +315,40 @@ class GuessesInParallel(SynchronousTestCase):
         back = self.guess(PASSWORD, "198.51.100.7")
         self.hasher.release()
         self.assertIsInstance(back.received()[0], codec.Welcome, "the owner's address still gets in")
+
+
+class TakenUpAgain(SynchronousTestCase):
+    """A browser tab that reloads: its account's session ended without QUIT,
+    and its last resume token opens it again for a while, once."""
+
+    def setUp(self):
+        self.server = Server()
+        registered(self.server, "ann").send(codec.Quit())
+        self.ann, packets = device(self.server, "ann")
+        self.token = packets[0].resume
+
+    def back(self, token):
+        peer = self.server.peer()
+        peer.send(codec.Login("ann", 2, token, ref="l"))
+        return peer.received()[0]
+
+    def test_within_the_grace_the_token_opens_the_account_once(self):
+        self.ann.drop()  # the page reloads: its socket closes, no QUIT
+        self.server.clock.advance(RESUME_GRACE - 1)
+        welcome = self.back(self.token)
+        self.assertIsInstance(welcome, codec.Welcome)
+        self.assertTrue(welcome.account)
+        self.assertNotEqual(welcome.resume, self.token)
+        self.assertEqual(self.back(self.token).code, ErrorCode.NICK_REGISTERED, "the old token is spent")
+
+    def test_not_after_the_grace_nor_after_quit_nor_with_another_token(self):
+        self.ann.drop()
+        self.assertEqual(self.back("not the token").code, ErrorCode.NICK_REGISTERED)
+        self.server.clock.advance(RESUME_GRACE + 1)
+        self.assertEqual(self.back(self.token).code, ErrorCode.NICK_REGISTERED, "the grace is over")
+        again, packets = device(self.server, "ann")
+        again.send(codec.Quit())  # ann left on purpose
+        self.assertEqual(self.back(packets[0].resume).code, ErrorCode.NICK_REGISTERED)
 
 
 class Devices(SynchronousTestCase):

@@ -8,6 +8,7 @@ packet; refusals are ProtocolErrors the transport turns into ERROR.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import math
 import secrets
@@ -33,6 +34,10 @@ _RECORDS_KEPT = 10_000
 #: An address may fail this many times more than an account before waiting:
 #: several people may share it.
 ADDRESS_FACTOR = 4
+#: Seconds an account's session that ended without QUIT (a dropped link, a
+#: reloaded page) may be taken up again with its last resume token instead
+#: of the password: a browser tab that reloads stays logged in.
+RESUME_GRACE = 60.0
 #: Password checks under way at once for one account, from one address, and
 #: in all: past these a guess is refused before it costs a hash.
 GUESSES_PER_ACCOUNT, GUESSES_PER_ADDRESS, GUESSES_IN_ALL = 2, 4, 32
@@ -288,6 +293,7 @@ class Accounts:
         self.confirmed: set[str] = set()
         self.setup_passwords: dict[str, str] = {}  # made at start, by key (shown once in the log)
         self.admins_checked: Deferred[None] = succeed(None)  # ensure_admins' work
+        self._ended: dict[str, tuple[str, float]] = {}  # account key -> (last resume token, until)
         self.guard = Guard(clock, limits.login_failures, limits.lockout)
         self.limits = limits
         self._registrations: dict[str, TokenBucket] = {}  # per address
@@ -356,13 +362,33 @@ class Accounts:
                 ErrorCode.BANNED, f"this nick is banned from the server{why}", retry_after=retry
             )
 
+    def session_ended(self, key: str, token: str) -> None:
+        """An account's session ended without QUIT: its last resume token may
+        open it again for RESUME_GRACE seconds, once."""
+        now = self.clock.seconds()
+        if len(self._ended) >= _RECORDS_KEPT:
+            self._ended = {k: v for k, v in self._ended.items() if v[1] > now}
+        self._ended[key] = (token, now + RESUME_GRACE)
+
+    def _taken_up(self, key: str, token: str) -> bool:
+        ended = self._ended.get(key)
+        if ended is None or ended[1] <= self.clock.seconds():
+            return False
+        if not hmac.compare_digest(ended[0].encode("utf-8"), token.encode("utf-8")):
+            return False
+        del self._ended[key]
+        return True
+
     def authenticate(
-        self, key: str, password: str | None, host: str, version: int
+        self, key: str, password: str | None, host: str, version: int, resume: str | None = None
     ) -> Deferred[AccountRecord | None]:
         """The account a LOGIN opens, None for a guest; fails with
         nick_registered (nick_taken for version 1), bad_password, locked_out
-        or banned."""
+        or banned. A session that ended lately opens with its last ``resume``
+        token instead of the password (see RESUME_GRACE)."""
         self.check_ban(key)
+        if password is None and resume is not None and version >= 2 and self._taken_up(key, resume):
+            return self.store.account(key)
         if password is None:
             return self.store.account(key).addCallback(self._check, key, password, host, version)
         return self._guess(

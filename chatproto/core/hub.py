@@ -209,7 +209,7 @@ class Hub:
                 return succeed(self._admit(None, connection, packet.proto, nick, key))
             d = succeed(None)
         else:
-            d = self.accounts.authenticate(key, password, connection.host, packet.proto)
+            d = self.accounts.authenticate(key, password, connection.host, packet.proto, packet.resume)
         if self.cluster is not None:
             d.addCallback(self._claimed, key, nick)
         return d.addCallback(self._admit, connection, packet.proto, nick, key)
@@ -469,6 +469,8 @@ class Hub:
     def leave(self, connection: Connection, reason: str, message: str | None = None) -> Deferred | None:
         """The connection is gone or going: announce it once in each of its
         rooms, forget it. On a cluster node, fires once its nick is free."""
+        session = connection.session
+        token = session.devices.get(connection) if session is not None else None
         gone = self.registry.remove(connection)
         if gone:
             self.counters.disconnects[reason] += 1
@@ -479,6 +481,8 @@ class Hub:
                 log.info("{nick} ({id}) lost a device: {reason}", nick=gone.nick, id=gone.id, reason=reason)
                 self._notify("device_left", gone.id, nick=gone.nick, reason=reason)
                 return
+            if gone.account and token is not None and reason in ("connection_lost", "timeout"):
+                self.accounts.session_ended(gone.key, token)  # a reloaded page comes back
             message = clean_reason(message, self.limits.max_text)
             for room in list(gone.rooms.values()):
                 self._exit(gone, room, reason, message)
