@@ -139,24 +139,47 @@ class Hub:
 
     # -- connection lifecycle -----------------------------------------------------
 
-    def accept(self, connection: Connection) -> str | None:
+    def accept(self, connection: Connection, reserved: bool = False) -> str | None:
         """Register a new connection as pending; or the BYE reason it is
-        refused with (server_full, too_many_connections, banned)."""
-        refused = self.gate.refuse(connection.host)
-        if refused is not None:
-            log.info("refused {address}: {reason}", address=connection.address, reason=refused)
-            return refused
-        if not self.registry.admit(connection):
+        refused with (server_full, too_many_connections, banned).
+        ``reserved``: its place was held for it (:meth:`reserve`) when its
+        HTTP connection was accepted, and passes to it."""
+        if not reserved:
+            refused = self.gate.refuse(connection.host)
+            if refused is not None:
+                log.info("refused {address}: {reason}", address=connection.address, reason=refused)
+                return refused
+        if not self.registry.admit(connection, reserved):
             log.warn(
                 "refused {address}: server full ({count} connections)",
                 address=connection.address,
-                count=len(self.registry.open),
+                count=len(self.registry.open) + self.registry.reserved,
             )
             return "server_full"
-        self.gate.opened(connection.host)
+        if not reserved:
+            self.gate.opened(connection.host)
         self.broadcast.event(_both(codec.Pending(connection.id, "connecting")))
         self._notify("pending", connection.id, address=connection.address, since=connection.opened)
         return None
+
+    def reserve(self, host: str, address: str) -> str | None:
+        """Hold a place for a connection that is no chat connection yet (an
+        HTTP request before its WebSocket upgrade): counted in ``max_clients``
+        and ``max_per_address`` from its accept, as a chat connection is, but
+        not announced. None, or the reason it is refused with."""
+        refused = self.gate.refuse(host)
+        if refused is None and not self.registry.reserve():
+            refused = "server_full"
+        if refused is not None:
+            log.info("refused {address}: {reason}", address=address, reason=refused)
+            return refused
+        self.gate.opened(host)
+        return None
+
+    def release(self, host: str) -> None:
+        """A place held with :meth:`reserve` given back: the connection closed."""
+        self.registry.release()
+        self.gate.closed(host)
 
     def login(self, connection: Connection, packet: codec.Login) -> Deferred[Session | None]:
         """LOGIN: a new session, one more device of an account's session, or
