@@ -19,7 +19,7 @@ from collections.abc import Callable
 from time import perf_counter
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -101,6 +101,7 @@ class Hub:
             clock, eventlog, self._remember, self._refused, self._handle_overflow, self.counters
         )
         self._overflowed: list[Connection] = []
+        self._overflow_call: IDelayedCall | None = None
         self.cluster = None  # the node's Cluster, when it is one of several (chatproto.core.cluster)
         # One bound method for every outbox to hold, not one per connection.
         self.overflowed = self.overflowed
@@ -934,10 +935,16 @@ class Hub:
                 )
 
     def overflowed(self, connection: Connection) -> None:
-        """A connection's output passed sendq; handled once the write loop ends."""
+        """A connection's output passed sendq; handled once the write loop
+        ends, or on the next turn if it was no broadcast's (a PONG's)."""
         self._overflowed.append(connection)
+        if self._overflow_call is None:
+            self._overflow_call = self.clock.callLater(0, self._handle_overflow)
 
     def _handle_overflow(self) -> None:
+        call, self._overflow_call = self._overflow_call, None
+        if call is not None and call.active():
+            call.cancel()
         while self._overflowed:
             connection = self._overflowed.pop()
             log.warn("{id} is not reading: disconnected as slow consumer", id=connection.id)
