@@ -328,11 +328,15 @@ class FrameFloods(LiveTestCase):
         flooder.transport.pauseProducing()  # never reads its Pongs
         self.addCleanup(flooder.transport.resumeProducing)
         flood = ping_frames(flooder, 1000)
+
+        def cut():
+            return self.hub.counters.disconnects["slow_consumer"] > 0
+
         for _ in range(200):  # bounded: 200,000 Pings (26 MB) at most
-            if self.hub.counters.disconnects["slow_consumer"]:
+            if cut():
                 break
             flooder.transport.write(flood)
-            yield until(lambda: not flooder.transport.dataBuffer and not flooder.transport._tempDataLen)
+            yield until(lambda: cut() or not (flooder.transport.dataBuffer or flooder.transport._tempDataLen))
         self.assertEqual(self.hub.counters.disconnects["slow_consumer"], 1, "never cut")
         self.assertLessEqual(most[0], sendq + len(ws_frame(b"p" * 125)), "the outbox held more than sendq")
         flooder.transport.resumeProducing()
