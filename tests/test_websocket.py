@@ -476,3 +476,182 @@ class FragmentsGathered(SynchronousTestCase):
         peer.protocol.dataReceived(frames)
         self.assertEqual(peer.received()[0].code, "frame_too_large")
         self.assertEqual(peer.websocket.close, (CloseReason.MESSAGE_TOO_BIG, "frame_too_large"))
+
+
+# -- HTTP before the upgrade: one deadline per request, counted in the limits ---------------
+
+UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+class HttpOnClock(SynchronousTestCase):
+    """ChatChannel on StringTransport and task.Clock (the hub's clock)."""
+
+    def setUp(self):
+        from twisted.internet.address import IPv4Address
+
+        self.address = IPv4Address
+        self.ports = iter(range(50000, 51000))
+
+    def serve(self, **limits):
+        from chatproto.transports.web import web_site
+
+        self.server = Server(**limits)
+        self.hub = self.server.hub
+        self.site = web_site(self.hub)
+
+    def connect(self, host: str = "203.0.113.1"):
+        from twisted.internet.testing import StringTransport
+
+        transport = StringTransport(peerAddress=self.address("TCP", host, next(self.ports)))
+        channel = self.site.buildProtocol(transport.getPeer())
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def drop(self, channel):
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        channel.connectionLost(Failure(ConnectionDone()))
+
+    def test_a_trickled_request_is_closed_at_its_deadline_though_bytes_keep_coming(self):
+        self.serve(login_timeout=5)
+        channel, transport = self.connect()
+        for byte in UPGRADE[:19]:  # a byte every quarter of a second: 4.75 s of the clock
+            channel.dataReceived(bytes([byte]))
+            self.server.clock.advance(0.25)
+        self.assertFalse(transport.disconnecting, "not before its deadline")
+        channel.dataReceived(UPGRADE[19:20])
+        self.server.clock.advance(0.25)
+        self.assertTrue(transport.disconnecting, "closed at 5 s, bytes or not")
+        self.assertEqual(transport.value(), b"")
+        self.drop(channel)
+        self.assertEqual((self.hub.registry.reserved, self.hub.gate.open), (0, {}))
+
+    def test_each_request_on_a_kept_alive_connection_has_its_own_deadline(self):
+        self.serve(login_timeout=5)
+        channel, transport = self.connect()
+        self.server.clock.advance(4)
+        channel.dataReceived(b"GET /ws HTTP/1.1\r\nHost: chat.example\r\n\r\n")  # answered: 400
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
+        self.server.clock.advance(4.9)
+        self.assertFalse(transport.disconnecting, "the next request's deadline runs from the answer")
+        self.server.clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+
+    def test_the_upgrade_ends_the_deadline_and_passes_the_place_on(self):
+        self.serve(login_timeout=5)
+        channel, transport = self.connect()
+        self.assertEqual((self.hub.registry.reserved, self.hub.gate.open), (1, {"203.0.113.1": 1}))
+        channel.dataReceived(UPGRADE)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+        self.assertEqual(self.hub.registry.reserved, 0)
+        self.assertEqual(len(self.hub.pending), 1)
+        self.assertEqual(self.hub.gate.open, {"203.0.113.1": 1}, "counted once")
+        (connection,) = self.hub.pending
+        self.server.clock.advance(5)  # now the chat connection's login timeout
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.hub.counters.disconnects["login_timeout"], 1)
+        connection.connectionLost(None)
+        self.assertEqual(self.hub.gate.open, {})
+
+    def test_http_connections_count_against_max_per_address(self):
+        self.serve(max_per_address=20, address_burst=100)
+        crowd = [self.connect("203.0.113.1") for _ in range(20)]
+        self.assertFalse(any(transport.disconnecting for _, transport in crowd))
+        channel, transport = self.connect("203.0.113.1")  # the 21st
+        self.assertTrue(transport.disconnecting, "refused at once")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "))
+        self.assertTrue(transport.value().endswith(b"\r\n\r\ntoo_many_connections\n"))
+        channel.dataReceived(UPGRADE)  # read before the close: nothing comes of it
+        self.assertEqual(self.hub.registry.reserved, 20)
+        self.assertEqual(self.server.peer("203.0.113.1").received(), [codec.Bye("too_many_connections")])
+        self.assertFalse(self.connect("198.51.100.7")[1].disconnecting, "another address is welcome")
+        self.drop(crowd[0][0])
+        self.assertFalse(self.connect("203.0.113.1")[1].disconnecting, "a place came free")
+
+    def test_http_connections_count_against_max_clients(self):
+        self.serve(max_clients=3)
+        self.connect("203.0.113.1")
+        self.server.peer("203.0.113.2")
+        self.connect("203.0.113.3")
+        _, refused = self.connect("203.0.113.4")
+        self.assertTrue(refused.value().endswith(b"server_full\n"))
+        self.assertTrue(refused.disconnecting)
+        self.assertEqual(self.server.peer("203.0.113.5").received(), [codec.Bye("server_full")])
+        self.assertEqual(self.hub.counters.disconnects["server_full"], 2)
+
+
+class HttpOnSockets(LiveTestCase):
+    @defer.inlineCallbacks
+    def raw(self):
+        from tests.netclient import RawClient
+
+        client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.web_port), RawClient())
+        self.clients.append(client)
+        return client
+
+    @defer.inlineCallbacks
+    def test_a_request_trickled_a_byte_at_a_time_is_closed_at_its_deadline(self):
+        from twisted.internet.task import LoopingCall
+
+        yield self.serve(web=True, login_timeout=0.5)
+        client = yield self.raw()
+        request = iter(UPGRADE[:-2] + b"X-Padding: " + b"a" * 400)  # never complete
+
+        def trickle():
+            byte = next(request, None)
+            if byte is None:
+                loop.stop()
+            else:
+                client.transport.write(bytes([byte]))
+
+        loop = LoopingCall(trickle)
+        done = loop.start(0.02)  # 50 bytes a second for 12 s, bounded by the request's length
+        yield client.lost.addTimeout(20, reactor)
+        self.assertTrue(loop.running, "closed while its bytes were still coming")
+        loop.stop()
+        yield done
+        self.assertEqual(client.received, b"")
+        yield until(lambda: self.hub.registry.reserved == 0)
+
+    @defer.inlineCallbacks
+    def test_http_connections_count_against_max_clients_from_their_accept(self):
+        yield self.serve(web=True, max_clients=5)
+        crowd = []
+        for _ in range(5):
+            crowd.append((yield self.raw()))
+        yield until(lambda: self.hub.registry.reserved == 5)
+        extra = yield self.raw()
+        yield extra.lost.addTimeout(10, reactor)  # refused and closed at once
+        self.assertTrue(extra.received.startswith(b"HTTP/1.1 503 "))
+        self.assertTrue(extra.received.endswith(b"server_full\n"))
+        tcp = yield self.client()
+        self.assertEqual((yield tcp.expect(codec.Bye)).reason, "server_full")
+        crowd[0].transport.loseConnection()
+        yield until(lambda: self.hub.registry.reserved == 4)
+        browser = yield self.ws("ann")  # a place came free
+        self.assertEqual((self.hub.registry.reserved, len(self.hub.registry.open)), (4, 1))
+        for client in [*crowd[1:], browser]:
+            client.transport.loseConnection()
+        yield until(lambda: self.hub.registry.reserved == 0)
+
+    @defer.inlineCallbacks
+    def test_the_21st_http_connection_from_one_address_is_refused_at_once(self):
+        from chatproto.core import accounts
+
+        self.patch(accounts, "exempt", lambda host: False)  # count 127.0.0.1 like any address
+        yield self.serve(web=True, max_per_address=20, address_burst=100)
+        crowd = []
+        for _ in range(20):
+            crowd.append((yield self.raw()))
+        yield until(lambda: self.hub.gate.open.get("127.0.0.1") == 20)
+        extra = yield self.raw()
+        yield extra.lost.addTimeout(10, reactor)
+        self.assertTrue(extra.received.endswith(b"too_many_connections\n"))
+        self.assertEqual(self.hub.counters.disconnects["too_many_connections"], 1)
+        for client in crowd:
+            client.transport.loseConnection()
+        yield until(lambda: self.hub.registry.reserved == 0)
