@@ -450,14 +450,27 @@ class FragmentsGathered(SynchronousTestCase):
 
         self.patch(websocket, "_join", join)
         fragments = websocket.Fragments()
-        chunks = [bytes([i % 256]) for i in range(10_000)]
+        chunks = [bytes([i % 256]) * 1000 for i in range(60)]
         for chunk in chunks:
             self.assertTrue(fragments.add(chunk, 65536))
         self.assertTrue(
             all(kept is chunk for kept, chunk in zip(fragments.chunks, chunks, strict=True)), "no copy"
         )
         self.assertEqual(fragments.done(), b"".join(chunks))
-        self.assertEqual(joins, [10_000], "one join, of every chunk once: linear")
+        self.assertEqual(joins, [60], "one join, of every chunk once: linear")
+
+    def test_one_byte_fragments_are_gathered_in_one_run_and_joined_once(self):
+        from chatproto.transports import websocket
+
+        joins = []
+        self.patch(websocket, "_join", lambda chunks: joins.append(len(chunks)) or b"".join(chunks))
+        fragments = websocket.Fragments()
+        for i in range(60_000):  # an O(N²) gathering would copy 1.8 GB here
+            self.assertTrue(fragments.add(bytes([i % 256]), 65536))
+        fragments.add(b"", 65536)  # an empty one keeps nothing
+        self.assertEqual(len(fragments.chunks), 1, "one entry, not 60,000 objects")
+        self.assertEqual(fragments.done(), bytes(i % 256 for i in range(60_000)))
+        self.assertEqual(joins, [1])
 
     def test_past_the_limit_nothing_more_is_kept(self):
         from chatproto.transports.websocket import Fragments

@@ -85,25 +85,39 @@ WEBSOCKET = WebSocketWire()
 #: The one copy a fragmented message costs (a name of its own, so tests can count it).
 _join = b"".join
 
+#: Fragments smaller than this are copied into a run of their own, not listed
+#: one by one: a list entry and a bytes object cost about 40 bytes each, which
+#: for 1-byte fragments would hold 40 times the message.
+SMALL = 512
+
 
 class Fragments:
     """A message's fragments until its last: the chunks as they came, in a
     list joined once, so N fragments cost O(N) where ``bytes +=`` costs
-    O(N²). Past ``limit`` bytes nothing more is kept."""
+    O(N²); runs of small ones are gathered in one bytearray entry (amortised
+    O(1) a byte too). Past ``limit`` bytes nothing more is kept."""
 
-    __slots__ = ("chunks", "size")
+    __slots__ = ("chunks", "run", "size")
 
     def __init__(self) -> None:
-        self.chunks: list[bytes] = []
+        self.chunks: list[bytes | bytearray] = []
+        self.run: bytearray | None = None  # the list's last entry, while small ones come
         self.size = 0
 
     def add(self, chunk: bytes, limit: int) -> bool:
         """Keep ``chunk``; False (and nothing kept) once the message is over ``limit``."""
         self.size += len(chunk)
         if self.size > limit:
-            self.chunks = []
+            self.chunks, self.run = [], None
             return False
-        self.chunks.append(chunk)
+        if len(chunk) >= SMALL:
+            self.chunks.append(chunk)
+            self.run = None
+        elif self.run is not None:
+            self.run += chunk
+        elif chunk:
+            self.run = bytearray(chunk)
+            self.chunks.append(self.run)
         return True
 
     def done(self) -> bytes:
