@@ -582,6 +582,11 @@ class HttpOnClock(SynchronousTestCase):
         self.assertEqual(self.hub.registry.reserved, 20)
         self.assertEqual(self.server.peer("203.0.113.1").received(), [codec.Bye("too_many_connections")])
         self.assertFalse(self.connect("198.51.100.7")[1].disconnecting, "another address is welcome")
+        from chatproto.metrics import ChatCollector
+
+        (family,) = [ChatCollector(self.hub)._connections()]
+        gauge = {tuple(sample.labels.values()): sample.value for sample in family.samples}
+        self.assertEqual(gauge["http", "pending"], 21, "shown as HTTP connections, pending")
         self.drop(crowd[0][0])
         self.assertFalse(self.connect("203.0.113.1")[1].disconnecting, "a place came free")
 
