@@ -134,6 +134,8 @@ class ChatCollector(Collector):
         for id, connection in registry.open.items():
             state = "pending" if id in registry.pending else "connected"
             counts[transport_kind(connection), state] += 1
+        if registry.reserved:  # HTTP connections of --web, not (yet) a WebSocket
+            counts["http", "pending"] += registry.reserved
         for kind in ("tcp", "tls", "unix"):
             for state in ("pending", "connected"):
                 counts.setdefault((kind, state), 0)

@@ -29,13 +29,18 @@ def parse_frames(data: bytes) -> list:
 
 class WebSocketFrames:
     """What a browser reads: server frames parsed by wsproto; the Close
-    frame, once it came, as ``close`` (code, reason)."""
+    frame, once it came, as ``close`` (code, reason). ``frames`` makes what
+    a browser sends: masked frames."""
 
     def __init__(self) -> None:
         from wsproto.connection import Connection, ConnectionType
 
         self.parser = Connection(ConnectionType.CLIENT)
         self.close: tuple[int, str] | None = None
+
+    def frames(self, *events) -> bytes:
+        """Masked client frames for wsproto events (Message, Ping, ...)."""
+        return b"".join(bytes(self.parser.send(event)) for event in events)
 
     def parse(self, data: bytes) -> list:
         from wsproto.events import BytesMessage, CloseConnection
@@ -67,7 +72,9 @@ class Peer:
 
     def send_payload(self, payload: bytes) -> None:
         if self.websocket is not None:
-            self.protocol.bytesMessageReceived(payload)
+            from wsproto.events import Message
+
+            self.protocol.dataReceived(self.websocket.frames(Message(data=payload)))
         else:
             self.protocol.dataReceived(codec.frame(payload))
 

@@ -12,6 +12,7 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Message,
+    Pong,
     RejectConnection,
     RejectData,
     Request,
@@ -74,6 +75,7 @@ class WebSocketClient(Protocol, Inbox):
         self.accepted: defer.Deferred = defer.Deferred()
         self.close: tuple[int, str] | None = None
         self.texts: list[str] = []
+        self.pongs = 0  # WebSocket Pong frames received
         self._gathering = b""
 
     def connectionMade(self) -> None:
@@ -97,6 +99,8 @@ class WebSocketClient(Protocol, Inbox):
                     self.inbox.put(codec.decode_server(payload))
             elif isinstance(event, TextMessage):
                 self.texts.append(event.data)
+            elif isinstance(event, Pong):
+                self.pongs += 1
             elif isinstance(event, CloseConnection):
                 self.close = (event.code, event.reason)
                 if self.ws.state.name == "REMOTE_CLOSING":
@@ -115,6 +119,21 @@ class WebSocketClient(Protocol, Inbox):
 
     def send_text(self, text: str) -> None:
         self.transport.write(self.ws.send(Message(data=text)))
+
+
+class RawClient(Protocol):
+    """Bytes in and out, nothing parsed: ``received`` holds what came,
+    ``lost`` fires when the connection is gone."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: defer.Deferred = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason) -> None:
+        self.lost.callback(None)
 
 
 class IrcClient(Protocol):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from time import perf_counter
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -104,6 +104,7 @@ class Hub:
             clock, eventlog, self._remember, self._refused, self._handle_overflow, self.counters
         )
         self._overflowed: list[Connection] = []
+        self._overflow_call: IDelayedCall | None = None
         self.cluster = None  # the node's Cluster, when it is one of several (chatproto.core.cluster)
         # One bound method for every outbox to hold, not one per connection.
         self.overflowed = self.overflowed
@@ -142,24 +143,47 @@ class Hub:
 
     # -- connection lifecycle -----------------------------------------------------
 
-    def accept(self, connection: Connection) -> str | None:
+    def accept(self, connection: Connection, reserved: bool = False) -> str | None:
         """Register a new connection as pending; or the BYE reason it is
-        refused with (server_full, too_many_connections, banned)."""
-        refused = self.gate.refuse(connection.host)
-        if refused is not None:
-            log.info("refused {address}: {reason}", address=connection.address, reason=refused)
-            return refused
-        if not self.registry.admit(connection):
+        refused with (server_full, too_many_connections, banned).
+        ``reserved``: its place was held for it (:meth:`reserve`) when its
+        HTTP connection was accepted, and passes to it."""
+        if not reserved:
+            refused = self.gate.refuse(connection.host)
+            if refused is not None:
+                log.info("refused {address}: {reason}", address=connection.address, reason=refused)
+                return refused
+        if not self.registry.admit(connection, reserved):
             log.warn(
                 "refused {address}: server full ({count} connections)",
                 address=connection.address,
-                count=len(self.registry.open),
+                count=len(self.registry.open) + self.registry.reserved,
             )
             return "server_full"
-        self.gate.opened(connection.host)
+        if not reserved:
+            self.gate.opened(connection.host)
         self.broadcast.event(_both(codec.Pending(connection.id, "connecting")))
         self._notify("pending", connection.id, address=connection.address, since=connection.opened)
         return None
+
+    def reserve(self, host: str, address: str) -> str | None:
+        """Hold a place for a connection that is no chat connection yet (an
+        HTTP request before its WebSocket upgrade): counted in ``max_clients``
+        and ``max_per_address`` from its accept, as a chat connection is, but
+        not announced. None, or the reason it is refused with."""
+        refused = self.gate.refuse(host)
+        if refused is None and not self.registry.reserve():
+            refused = "server_full"
+        if refused is not None:
+            log.info("refused {address}: {reason}", address=address, reason=refused)
+            return refused
+        self.gate.opened(host)
+        return None
+
+    def release(self, host: str) -> None:
+        """A place held with :meth:`reserve` given back: the connection closed."""
+        self.registry.release()
+        self.gate.closed(host)
 
     def login(self, connection: Connection, packet: codec.Login) -> Deferred[Session | None]:
         """LOGIN: a new session, one more device of an account's session, or
@@ -948,10 +972,16 @@ class Hub:
                 )
 
     def overflowed(self, connection: Connection) -> None:
-        """A connection's output passed sendq; handled once the write loop ends."""
+        """A connection's output passed sendq; handled once the write loop
+        ends, or on the next turn if it was no broadcast's (a PONG's)."""
         self._overflowed.append(connection)
+        if self._overflow_call is None:
+            self._overflow_call = self.clock.callLater(0, self._handle_overflow)
 
     def _handle_overflow(self) -> None:
+        call, self._overflow_call = self._overflow_call, None
+        if call is not None and call.active():
+            call.cancel()
         while self._overflowed:
             connection = self._overflowed.pop()
             log.warn("{id} is not reading: disconnected as slow consumer", id=connection.id)

@@ -24,6 +24,7 @@ class Registry:
         self.max_clients = max_clients
         self._ids = itertools.count(1)
         self.open: dict[int, Connection] = {}  # every accepted connection
+        self.reserved = 0  # places held by connections that are not chat ones yet (HTTP)
         self.pending: dict[int, Connection] = {}
         self.sessions: dict[int, Session] = {}
         self._nicks: dict[str, Session] = {}
@@ -32,9 +33,27 @@ class Registry:
         """Ids from ``base + 1`` on (a cluster node's own range)."""
         self._ids = itertools.count(base + 1)
 
-    def admit(self, connection: Connection) -> bool:
-        """Give the connection an id and make it pending; False if full."""
-        if len(self.open) >= self.max_clients:
+    @property
+    def full(self) -> bool:
+        return len(self.open) + self.reserved >= self.max_clients
+
+    def reserve(self) -> bool:
+        """Hold a place for a connection that is no chat connection yet; False if full."""
+        if self.full:
+            return False
+        self.reserved += 1
+        return True
+
+    def release(self) -> None:
+        """A held place given back: its connection closed without becoming a chat one."""
+        self.reserved -= 1
+
+    def admit(self, connection: Connection, reserved: bool = False) -> bool:
+        """Give the connection an id and make it pending; False if full.
+        ``reserved``: it takes a place held for it (never refused)."""
+        if reserved:
+            self.reserved -= 1
+        elif self.full:
             return False
         connection.id = next(self._ids)
         self.open[connection.id] = connection

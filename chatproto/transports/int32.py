@@ -177,13 +177,17 @@ class ChatProtocol(Int32StringReceiver):
         self._budget = Budget(limits.packet_rate, limits.packet_burst, self.opened)
         self.outbox = Outbox(self.transport, limits.sendq, self.hub.overflowed, self)
         self.deliver = self.outbox.write
-        refused = self.hub.accept(self)
+        refused = self._accept()
         if refused is not None:
             self.hub.counters.disconnects[refused] += 1
             self._close(self.wire.frame(codec.encode(codec.Bye(refused))), why=refused)
             return
         _no_delay(self.transport)
         self._schedule(limits.login_timeout, self._login_timed_out)
+
+    def _accept(self) -> str | None:
+        """Ask the hub for a place: None, or the BYE reason it is refused with."""
+        return self.hub.accept(self)
 
     def dataReceived(self, data: bytes) -> None:
         """Int32 frames to stringReceived, stopping while paused (the fair

@@ -3,19 +3,28 @@ WebSocket at ``/ws``, from one ``twisted.web`` Site.
 
 Every answer carries a Content-Security-Policy that lets the page run only
 its own scripts and talk only to its own server; directories are never
-listed.
+listed. Every HTTP connection holds a place in ``--max-clients`` and
+``--max-per-address`` from its accept and has one deadline per request
+(:class:`ChatChannel`).
 """
 
 from __future__ import annotations
 
 import os
 
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import ForbiddenResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from chatproto.core.hub import Hub
+from chatproto.core.timers import Deadline
+from chatproto.transports.int32 import describe_address
 from chatproto.transports.websocket import ChatSocketResource
+
+log = Logger()
 
 #: The page, as it is in the repository: no build step.
 PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "webclient")
@@ -53,8 +62,106 @@ def security_headers(request: Request) -> None:
     request.setHeader("referrer-policy", "no-referrer")
 
 
+def refusal(reason: str) -> bytes:
+    """What a connection refused at accept reads before it is closed."""
+    body = f"{reason}\n".encode()
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    ) + body
+
+
+class ChatChannel(HTTPChannel):
+    """One HTTP connection to ``--web``, held to the chat connections' limits.
+
+    - It holds a place in ``max_clients`` and ``max_per_address`` from the
+      moment it is accepted (``Hub.reserve``); a connection refused gets a
+      503 naming the reason (``server_full``, ``too_many_connections``,
+      ``banned``) and is closed at once, as Int32 says BYE.
+    - Each request has one deadline, ``login_timeout`` from when the
+      connection is ready for it (accepted, or the previous response
+      finished) until its response is finished. Bytes don't move it, where
+      Twisted's idle timeout starts again at every byte: a request trickled
+      a byte at a time is closed at its deadline.
+    - A WebSocket upgrade ends the deadline and passes the place to the
+      chat connection (:meth:`upgraded`), whose login timeout starts then.
+    """
+
+    _host = ""
+    _place = False  # holds a place in the limits
+    _refused = False
+    _deadline: Deadline | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        hub = self.site.hub
+        peer = self.transport.getPeer()
+        self._host = getattr(peer, "host", "") or ""
+        refused = hub.reserve(self._host, describe_address(peer))
+        if refused is not None:
+            self._refused = True
+            hub.counters.disconnects[refused] += 1
+            self.transport.write(refusal(refused))
+            self.loseConnection()
+            return
+        self._place = True
+        self._start_deadline()
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().dataReceived(data)
+
+    def requestDone(self, request: Request) -> None:
+        # The next request on this connection gets a deadline of its own
+        # (and may be one that was pipelined, handled within this call).
+        if self._place:
+            self._start_deadline()
+        super().requestDone(request)
+
+    def upgraded(self) -> bool:
+        """The request became a WebSocket: no deadline from here on. True if
+        the connection's place passes to the chat connection."""
+        self._stop_deadline()
+        place, self._place = self._place, False
+        return place
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._stop_deadline()
+        if self._place:
+            self._place = False
+            self.site.hub.release(self._host)
+        super().connectionLost(reason)
+
+    def _start_deadline(self) -> None:
+        self._stop_deadline()
+        hub = self.site.hub
+        self._deadline = hub.timers.call_later(hub.limits.login_timeout, self._deadline_passed)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        log.info(
+            "HTTP connection from {address}: no request answered within {t}s, closed",
+            address=describe_address(self.transport.getPeer()),
+            t=self.site.hub.limits.login_timeout,
+        )
+        self.timeoutConnection()  # Twisted's: close, and abort if that takes too long
+
+
 class WebSite(Site):
-    """A Site whose every answer gets :func:`security_headers`."""
+    """A Site whose every answer gets :func:`security_headers`, on
+    :class:`ChatChannel` connections."""
+
+    protocol = ChatChannel
+
+    def __init__(self, resource: Resource, hub: Hub) -> None:
+        # No idle timeout of Twisted's: ChatChannel's deadline replaces it.
+        super().__init__(resource, timeout=None, reactor=hub.clock)
+        self.hub = hub
 
     def getResourceFor(self, request: Request) -> Resource:
         security_headers(request)
@@ -66,9 +173,7 @@ def web_site(hub: Hub, origins: list[str] = (), page: str = PAGE) -> Site:
     origins allowed to open the WebSocket (``--web-origin``)."""
     root = PageFiles(page)
     root.putChild(b"ws", ChatSocketResource(hub, frozenset(o.lower().rstrip("/") for o in origins)))
-    # An HTTP connection that says nothing is closed as a pending one is:
-    # before the upgrade it counts against no chat limit.
-    site = WebSite(root, timeout=hub.limits.login_timeout)
+    site = WebSite(root, hub)
     site.displayTracebacks = False
     site.noisy = False
     return site

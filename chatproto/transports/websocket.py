@@ -1,22 +1,38 @@
 """The WebSocket transport: one protocol payload per binary message.
 
 A browser speaks the same packets as the Int32 transport; only the framing
-differs (docs/protocol.md, section 16). Twisted's ``twisted.web.websocket``
-does the handshake and parses what the browser sends; everything the
-connection does after that (limits, fair share, timeouts, the hub) is the
-Int32 connection's own, so the two can't drift apart. Server frames need no
-mask, so a broadcast is framed once here and the same bytes are written to
-every WebSocket recipient, as for Int32.
+differs (docs/protocol.md, section 16). wsproto's handshake answers the
+upgrade, as ``twisted.web.websocket`` does; after it the connection is ours:
+:class:`WebSocketChatProtocol` feeds what arrives to wsproto's frame parser
+and takes its events one at a time, in the Int32 connection's frame loop,
+so everything the connection does (limits, fair share, sendq, timeouts, the
+hub) is the Int32 connection's own and the two can't drift apart.
+
+Why not Twisted's wire protocol: it parses a whole read at once, answers
+every Ping straight to the socket and gathers fragments with ``+=``, so a
+Ping or 1-byte-fragment flood cost the server work that no fair share saw,
+and Pongs nobody read grew the socket's buffer without bound. Here every
+frame costs a unit of the fair share (a message costs its packet; Pings,
+Pongs and all but a message's last fragment one unit each), reading stops
+mid-read when the share is spent (the rest waits in wsproto's buffer, as
+Int32's unread bytes do), Pongs go through the outbox and count against
+sendq, and fragments are kept as a list and joined once.
+
+Server frames need no mask, so a broadcast is framed once here and the same
+bytes are written to every WebSocket recipient, as for Int32.
 """
 
 from __future__ import annotations
 
-from collections import deque
-
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Request
-from twisted.web.websocket import WebSocketResource
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from wsproto import ConnectionType
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError
 
 from chatproto.codec import ErrorCode
 from chatproto.core.hub import Hub
@@ -26,6 +42,7 @@ log = Logger()
 
 #: Close codes (RFC 6455, 7.4.1) for the reasons a server ends a stream.
 NORMAL, GOING_AWAY, UNSUPPORTED_DATA, POLICY, TOO_BIG = 1000, 1001, 1003, 1008, 1009
+NO_STATUS = 1005  # a Close frame without a code: answered with NORMAL
 CLOSE_CODES = {
     "quit": NORMAL,
     "server_shutdown": GOING_AWAY,
@@ -33,6 +50,10 @@ CLOSE_CODES = {
     ErrorCode.FRAME_TOO_LARGE: TOO_BIG,
     "text_frame": UNSUPPORTED_DATA,
 }
+PONG = 0xA
+
+#: What a frame that is not a message's last costs: a Ping, a Pong, a fragment.
+FRAME_UNITS = 1.0
 
 
 def ws_frame(payload: bytes, opcode: int = 0x2) -> bytes:
@@ -48,7 +69,8 @@ def ws_frame(payload: bytes, opcode: int = 0x2) -> bytes:
 
 def close_frame(code: int, reason: str) -> bytes:
     """A Close frame; its reason is cut to the 123 bytes a control frame allows."""
-    return ws_frame(code.to_bytes(2, "big") + reason.encode("utf-8")[:123], opcode=0x8)
+    reason_bytes = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+    return ws_frame(code.to_bytes(2, "big") + reason_bytes, opcode=0x8)
 
 
 class WebSocketWire:
@@ -60,124 +82,175 @@ class WebSocketWire:
 
 WEBSOCKET = WebSocketWire()
 
+#: The one copy a fragmented message costs (a name of its own, so tests can count it).
+_join = b"".join
 
-class _CappedBuffer:
-    """Where a message's fragments gather until it is complete: past the
-    connection's frame limit it is told, and the rest is thrown away, so a
-    browser can't make the server hold an endless message."""
+#: Fragments smaller than this are copied into a run of their own, not listed
+#: one by one: a list entry and a bytes object cost about 40 bytes each, which
+#: for 1-byte fragments would hold 40 times the message.
+SMALL = 512
 
-    __slots__ = ("connection", "data", "size")
 
-    def __init__(self, empty, connection: WebSocketChatProtocol) -> None:
-        self.data = empty
+class Fragments:
+    """A message's fragments until its last: the chunks as they came, in a
+    list joined once, so N fragments cost O(N) where ``bytes +=`` costs
+    O(N²); runs of small ones are gathered in one bytearray entry (amortised
+    O(1) a byte too). Past ``limit`` bytes nothing more is kept."""
+
+    __slots__ = ("chunks", "run", "size")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes | bytearray] = []
+        self.run: bytearray | None = None  # the list's last entry, while small ones come
         self.size = 0
-        self.connection = connection
 
-    def add(self, new) -> None:
-        self.size += len(new)
-        if self.size <= self.connection.MAX_LENGTH:
-            self.data += new
-        elif self.size - len(new) <= self.connection.MAX_LENGTH:  # only once
-            self.data = self.data[0:0]
-            self.connection.too_big(self.size)
+    def add(self, chunk: bytes, limit: int) -> bool:
+        """Keep ``chunk``; False (and nothing kept) once the message is over ``limit``."""
+        self.size += len(chunk)
+        if self.size > limit:
+            self.chunks, self.run = [], None
+            return False
+        if len(chunk) >= SMALL:
+            self.chunks.append(chunk)
+            self.run = None
+        elif self.run is not None:
+            self.run += chunk
+        elif chunk:
+            self.run = bytearray(chunk)
+            self.chunks.append(self.run)
+        return True
 
-    def done(self):
-        result, self.data, self.size = self.data, self.data[0:0], 0
-        return result
+    def done(self) -> bytes:
+        return _join(self.chunks)
 
 
 class WebSocketChatProtocol(ChatProtocol):
-    """A chat connection whose bytes arrive as WebSocket messages.
+    """A chat connection whose bytes arrive as WebSocket frames.
 
-    The Int32 connection's frame loop (``dataReceived``) becomes a loop over
-    the messages waiting in ``_inbox``: they wait there only while the fair
-    share has stopped reading, exactly as Int32's unread bytes do.
+    ``dataReceived`` hands the bytes to wsproto and handles its events until
+    the fair share stops reading (``resumeProducing`` calls it again) or the
+    connection closes. One event is parsed ahead of the one being handled:
+    that is how the fair share knows more is waiting behind it (a pipelining
+    flood), as Int32 knows from the bytes after a frame.
     """
 
-    __slots__ = ("_inbox", "_ws")
+    __slots__ = ("_ahead", "_fragments", "_reply", "_reserved", "_ws")
 
     wire = WEBSOCKET
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, ws: Connection | None = None, reserved: bool = False) -> None:
         super().__init__(hub)
-        self._ws = None
-        self._inbox: deque[bytes] = deque()
+        # Past the handshake (the handshake's own, or a fresh one for tests).
+        self._ws = ws if ws is not None else Connection(ConnectionType.SERVER)
+        self._reserved = reserved  # its HTTP connection already holds its place in the limits
+        self._ahead = None  # the event parsed ahead, not yet handled
+        self._fragments: Fragments | None = None  # only while a message is fragmented
+        self._reply: bytes | None = None  # the Close frame answering the peer's
 
-    # -- twisted.web.websocket.WebSocketProtocol -----------------------------------
+    def _accept(self) -> str | None:
+        return self.hub.accept(self, reserved=self._reserved)
 
-    def negotiationStarted(self, transport) -> None:
-        self._ws = transport
-        # Twisted gathers each message whole before handing it over; gather
-        # into buffers of ours instead, which refuse one over max_frame.
-        transport._bytesBuffer = _CappedBuffer(b"", self)
-        transport._textBuffer = _CappedBuffer("", self)
-
-    def negotiationFinished(self) -> None:
-        tcp = self._ws.transport
-        tcp.unregisterProducer()  # the HTTP channel's; the outbox takes its place
-        self.makeConnection(tcp)
-
-    def bytesMessageReceived(self, data: bytes) -> None:
-        if self.state == CLOSING:
-            return
-        self._inbox.append(bytes(data))
-        self.dataReceived(b"")
-
-    def textMessageReceived(self, message: str) -> None:
-        log.info("connection {id}: a text message, closed", id=self.id)
-        self._fatal(ErrorCode.BAD_PACKET, "binary messages only: one packet each", why="text_frame")
-
-    def pongReceived(self, payload: bytes) -> None:
-        pass  # the chat protocol's PING and PONG keep connections alive
-
-    def too_big(self, size: int) -> None:
-        if self.state != CLOSING:
-            self.lengthLimitExceeded(size)
-
-    # -- ChatProtocol's reading, over messages -------------------------------------
+    # -- reading ------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        """Handle waiting messages until the fair share stops reading
-        (``resumeProducing`` calls this again) or the connection closes."""
-        inbox = self._inbox
-        while inbox and not self.paused and self.state != CLOSING:
-            payload = inbox.popleft()  # within MAX_LENGTH: _CappedBuffer saw to it
-            self._more_waiting = bool(inbox)
-            self.stringReceived(payload)
         if self.state == CLOSING:
-            inbox.clear()
-        elif not inbox:
-            self._handled = 0  # caught up: the next message starts a new turn's count
+            return  # still read (a FIN must be seen), never parsed
+        if data:
+            self._ws.receive_data(data)
+        self._handled = 0
+        while not self.paused and self.state != CLOSING:
+            event = self._ahead if self._ahead is not None else self._parse()
+            if event is None:
+                break
+            self._ahead = self._parse()
+            self._more_waiting = self._ahead is not None
+            self._handle(event)
+        if self.state == CLOSING:
+            self._ahead = self._fragments = None
+
+    def _parse(self):
+        """wsproto's next event, or None until more bytes come."""
+        for event in self._ws.events():
+            return event
+        return None
+
+    def _handle(self, event) -> None:
+        kind = type(event)
+        if kind is BytesMessage:
+            self._message(event)
+        elif kind is Ping:
+            # Behind whatever is queued, counted against sendq like any output.
+            self.outbox.write(ws_frame(bytes(event.payload), PONG))
+            self._pace(FRAME_UNITS, self._heard())
+        elif kind is Pong:
+            self._pace(FRAME_UNITS, self._heard())
+        elif kind is TextMessage:
+            log.info("connection {id}: a text message, closed", id=self.id)
+            self._fatal(ErrorCode.BAD_PACKET, "binary messages only: one packet each", why="text_frame")
+        elif kind is CloseConnection:
+            self._peer_closed(event)
+
+    def _message(self, event: BytesMessage) -> None:
+        """A binary frame, or the part of one that has come: a packet once
+        its message is complete, within MAX_LENGTH (1009 past it)."""
+        data = event.data
+        fragments = self._fragments
+        if fragments is None and event.message_finished:  # the usual: one frame, one read
+            if len(data) > self.MAX_LENGTH:
+                self.lengthLimitExceeded(len(data))
+            else:
+                self.stringReceived(data)  # costs what its packet costs
+            return
+        if fragments is None:
+            fragments = self._fragments = Fragments()
+        if not fragments.add(data, self.MAX_LENGTH):
+            self._fragments = None
+            self.lengthLimitExceeded(fragments.size)
+        elif event.message_finished:
+            self._fragments = None
+            self.stringReceived(fragments.done())
+        elif event.frame_finished:  # a whole fragment, not the last
+            self._pace(FRAME_UNITS, self._heard())
+
+    def _peer_closed(self, event: CloseConnection) -> None:
+        """The peer's Close, answered with its code; or a frame wsproto
+        refused (a protocol error), answered with wsproto's code and reason."""
+        if self._ws.state is ConnectionState.REMOTE_CLOSING:
+            self._reply = close_frame(NORMAL if event.code == NO_STATUS else event.code, "")
+        else:
+            log.info("connection {id}: {reason}, closed", id=self.id, reason=event.reason)
+            self._reply = close_frame(event.code, event.reason or "")
+        self.hub.leave(self, "connection_lost")
+        self._close(None, why="closed")
 
     def _last_words(self, final: bytes | None, why: str) -> bytes:
         """The BYE or ERROR, then a Close frame with a code and the reason."""
+        if self._reply is not None:
+            return (final or b"") + self._reply
         code = CLOSE_CODES.get(why, POLICY if why else NORMAL)
         return (final or b"") + close_frame(code, why)
 
     def connectionLost(self, reason: Failure = None) -> None:
-        self._inbox.clear()
+        self._ahead = self._fragments = None
         super().connectionLost(reason)
 
 
-class ChatSocketFactory:
-    """Builds a WebSocketChatProtocol per upgraded request, on one hub."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    def buildProtocol(self, request: Request) -> WebSocketChatProtocol:
-        request.channel.setTimeout(None)  # the chat protocol has its own timeouts now
-        return WebSocketChatProtocol(self.hub)
+def _negotiation_error(request: Request) -> bytes:
+    request.setResponseCode(400)
+    request.setHeader("content-type", "text/plain")
+    return b"websocket protocol negotiation error"
 
 
-class ChatSocketResource(WebSocketResource):
+class ChatSocketResource(Resource):
     """``/ws``: refuses a browser page from another origin (cross-site
-    WebSocket hijacking) with 403 before the handshake."""
+    WebSocket hijacking) with 403 before the handshake; otherwise answers
+    the upgrade and hands the connection to a :class:`WebSocketChatProtocol`."""
 
     isLeaf = True
 
     def __init__(self, hub: Hub, origins: frozenset[str] = frozenset()) -> None:
-        super().__init__(ChatSocketFactory(hub))
+        super().__init__()
+        self.hub = hub
         self.origins = origins
 
     def render_GET(self, request: Request):
@@ -187,7 +260,27 @@ class ChatSocketResource(WebSocketResource):
             request.setResponseCode(403)
             request.setHeader("content-type", "text/plain; charset=utf-8")
             return b"origin not allowed: serve the page from this server or list it with --web-origin\n"
-        return super().render_GET(request)
+        handshake = H11Handshake(ConnectionType.SERVER)
+        headers = [
+            (name, value) for name, values in request.requestHeaders.getAllRawHeaders() for value in values
+        ]
+        try:
+            handshake.initiate_upgrade_connection(headers, request.path)
+        except RemoteProtocolError as e:
+            log.info("WebSocket handshake refused: {error}", error=e)
+            return _negotiation_error(request)
+        accept = handshake.send(AcceptConnection())
+        channel = request.channel
+        # The HTTP connection's place in the limits passes to the chat
+        # connection (web.ChatChannel); its request deadline ends here.
+        upgraded = getattr(channel, "upgraded", None)
+        protocol = WebSocketChatProtocol(self.hub, handshake.connection, upgraded() if upgraded else False)
+        transport = channel.transport
+        transport.unregisterProducer()  # the HTTP channel's; the outbox takes its place
+        transport.write(accept)  # before anything the connection says (a refusal's BYE)
+        # What twisted.web.websocket does too: the channel's bytes go to the protocol.
+        channel._protocolUpgradeForWebsockets(protocol)
+        return NOT_DONE_YET
 
     def allowed(self, origin: str, request: Request) -> bool:
         """The page's own origin, or one of ``--web-origin``. A client that is
