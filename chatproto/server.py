@@ -37,6 +37,7 @@ class ChatServer(MultiService):
         web_origins: list[str] = (),
         irc: list[str] = (),
         metrics_token: str | None = None,
+        trusted_proxies: list[str] = (),
     ) -> None:
         super().__init__()
         self.hub = hub
@@ -55,7 +56,7 @@ class ChatServer(MultiService):
         if web:
             from chatproto.transports.web import web_site
 
-            self.site = web_site(hub, list(web_origins))
+            self.site = web_site(hub, list(web_origins), trusted=list(trusted_proxies))
             self._listen(reactor, web, self.site)
         if irc:
             from chatproto.transports.irc import IrcFactory
@@ -134,6 +135,7 @@ def build_server(
     web: list[str] = (),
     web_origins: list[str] = (),
     irc: list[str] = (),
+    trusted_proxies: list[str] = (),
     cluster: str | None = None,
     cluster_expiry: float = 10.0,
     cluster_retention: int = 100_000,
@@ -180,5 +182,13 @@ def build_server(
 
         Cluster(hub, store, RedisClient(reactor, address, "chat-reader", epoch), reactor, cluster_expiry)
     return ChatServer(
-        hub, reactor, list(listen), metrics, list(web), list(web_origins), list(irc), metrics_token
+        hub,
+        reactor,
+        list(listen),
+        metrics,
+        list(web),
+        list(web_origins),
+        list(irc),
+        metrics_token,
+        list(trusted_proxies),
     )

@@ -8,6 +8,7 @@ default, bound and help text come from :class:`~chatproto.limits.Limits`.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import sys
 from collections.abc import Callable
@@ -59,7 +60,7 @@ def limit_parameters() -> list[list]:
 
 
 #: Options that may be given more than once (a list in a config file).
-_REPEATABLE = {"listen", "room", "admin", "web", "web-origin", "irc"}
+_REPEATABLE = {"listen", "room", "admin", "web", "web-origin", "irc", "trusted-proxy"}
 #: Options that take no value (true or false in a config file).
 _FLAGS = {"public"}
 #: What the server listens on; none named: the defaults of chatproto.endpoints.
@@ -125,6 +126,8 @@ def config_arguments(path: str, command_line: list[str]) -> list[str]:
                     check_endpoint(text, key)
                 elif name == "web-origin":
                     check_origin(text, key)
+                elif name == "trusted-proxy":
+                    check_network(text, key)
             except (ValueError, usage.UsageError) as e:  # a bad limit; a bad endpoint
                 raise usage.UsageError(f"{path}: {e}") from None
             except ProtocolError as e:  # a bad admin nick
@@ -143,6 +146,16 @@ def check_endpoint(description: str, option: str = "--listen"):
         return serverFromString(_ParseOnly(), description.removeprefix(PROXIED))
     except Exception as e:  # parsers raise ValueError, KeyError, OpenSSL errors...
         raise usage.UsageError(f"{option} {description!r} is not a usable endpoint: {e}") from None
+
+
+def check_network(network: str, option: str = "--trusted-proxy") -> str:
+    """An address or a network (CIDR), as ``--trusted-proxy`` takes it."""
+    try:
+        return str(ipaddress.ip_network(network, strict=False))
+    except ValueError:
+        raise usage.UsageError(
+            f"{option} {network!r}: expected an address or a network like 10.0.0.0/8"
+        ) from None
 
 
 def check_origin(origin: str, option: str = "--web-origin") -> str:
@@ -232,6 +245,7 @@ class Options(usage.Options):
         self["metrics"] = None
         self["web"] = []
         self["web-origins"] = []
+        self["trusted-proxies"] = []
         self["irc"] = []
 
     def opt_irc(self, description: str) -> None:
@@ -252,6 +266,12 @@ class Options(usage.Options):
         """Another page's origin allowed to open the WebSocket, e.g.
         https://chat.example.org (repeatable; the server's own is always allowed)."""
         self["web-origins"].append(check_origin(origin))
+
+    def opt_trusted_proxy(self, network: str) -> None:
+        """A reverse proxy in front of --web (an address or a network) whose
+        X-Forwarded-For names the browser, e.g. 127.0.0.1 or 10.0.0.0/8
+        (repeatable; from anyone else the header is ignored)."""
+        self["trusted-proxies"].append(check_network(network))
 
     def opt_admin(self, account: str) -> None:
         """An account that administers the server: closes rooms, bans, resets
@@ -420,6 +440,7 @@ def makeService(config: Options, reactor=None) -> MultiService:
         admins=config["admins"],
         web=where.web,
         web_origins=config["web-origins"],
+        trusted_proxies=config["trusted-proxies"],
         irc=where.irc,
         cluster=config["cluster"],
         cluster_expiry=config["cluster-expiry"],

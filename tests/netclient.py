@@ -68,8 +68,9 @@ class WebSocketClient(Protocol, Inbox):
     handshake (with the HTTP status if refused); ``close`` is the server's
     Close frame as (code, reason), once it came."""
 
-    def __init__(self, origin: str | None = None, path: str = "/ws") -> None:
+    def __init__(self, origin: str | None = None, path: str = "/ws", headers=()) -> None:
         self._start_inbox()
+        self.headers = list(headers)
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.origin, self.path = origin, path
         self.accepted: defer.Deferred = defer.Deferred()
@@ -80,6 +81,7 @@ class WebSocketClient(Protocol, Inbox):
 
     def connectionMade(self) -> None:
         headers = [(b"origin", self.origin.encode())] if self.origin else []
+        headers += self.headers
         host = f"127.0.0.1:{self.transport.getPeer().port}"  # as a browser sends it
         self.transport.write(self.ws.send(Request(host=host, target=self.path, extra_headers=headers)))
 
@@ -189,9 +191,13 @@ def connect(reactor, port: int, nick: str | None = None, version: int = 1):
 
 
 @defer.inlineCallbacks
-def connect_ws(reactor, port: int, nick: str | None = None, version: int = 2, origin: str | None = None):
+def connect_ws(
+    reactor, port: int, nick: str | None = None, version: int = 2, origin: str | None = None, headers=()
+):
     """A WebSocket client on ``/ws``, logged in if ``nick`` is given."""
-    client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), WebSocketClient(origin))
+    client = yield connectProtocol(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port), WebSocketClient(origin, headers=headers)
+    )
     status = yield client.accepted
     if status != 101:
         raise AssertionError(f"WebSocket handshake refused: {status}")

@@ -28,6 +28,7 @@ class LiveTestCase(TestCase):
         cluster=None,
         expiry=10.0,
         admins=(),
+        trusted_proxies=(),
         **limits,
     ):
         """A server on 127.0.0.1 (and its ``--web`` and ``--irc`` on ports of
@@ -44,6 +45,7 @@ class LiveTestCase(TestCase):
             cluster=cluster,
             cluster_expiry=expiry,
             admins=list(admins),
+            trusted_proxies=list(trusted_proxies),
         )
         server.start()
         self.server = server

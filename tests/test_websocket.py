@@ -15,7 +15,7 @@ from chatproto import codec
 from chatproto.transports.outbox import Outbox
 from chatproto.transports.websocket import close_frame, ws_frame
 from tests.harness import Server
-from tests.netclient import WebSocketClient
+from tests.netclient import WebSocketClient, connect_ws
 from tests.test_integration import LiveTestCase, SlowConsumer
 from tests.waiting import until
 
@@ -673,3 +673,49 @@ class HttpOnSockets(LiveTestCase):
         for client in crowd:
             client.transport.loseConnection()
         yield until(lambda: self.hub.registry.reserved == 0)
+
+
+class BehindAProxy(LiveTestCase):
+    """``--trusted-proxy``: X-Forwarded-For names the browser only when a
+    trusted proxy wrote it, and the browser's own limits apply."""
+
+    def forwarded(self, for_: str):
+        return connect_ws(reactor, self.web_port, headers=[(b"x-forwarded-for", for_.encode())])
+
+    @defer.inlineCallbacks
+    def test_the_client_a_trusted_proxy_names_is_counted(self):
+        yield self.serve(web=True, trusted_proxies=["127.0.0.1"], max_per_address=1)
+        first = yield self.forwarded("198.51.100.1, 203.0.113.9")
+        self.clients.append(first)
+        yield first.login("ann")
+        (session,) = self.hub.sessions
+        self.assertEqual([c.host for c in session.devices], ["203.0.113.9"], "the rightmost untrusted hop")
+        second = yield self.forwarded("203.0.113.9")
+        self.clients.append(second)
+        bye = yield second.expect(codec.Bye)
+        self.assertEqual(bye.reason, "too_many_connections", "that browser's limit, not the proxy's")
+        other = yield self.forwarded("203.0.113.10")
+        self.clients.append(other)
+        yield other.login("bob")
+
+    @defer.inlineCallbacks
+    def test_from_anyone_else_the_header_is_ignored(self):
+        yield self.serve(web=True, trusted_proxies=["10.0.0.0/8"])
+        liar = yield self.forwarded("203.0.113.9")
+        self.clients.append(liar)
+        yield liar.login("mallory")
+        (session,) = self.hub.sessions
+        self.assertEqual([c.host for c in session.devices], ["127.0.0.1"])
+
+
+class TrustedProxiesRule(SynchronousTestCase):
+    def test_the_client_is_the_rightmost_hop_no_trusted_proxy_wrote(self):
+        from chatproto.transports.forwarded import TrustedProxies
+
+        proxies = TrustedProxies(["10.0.0.0/8", "127.0.0.1"])
+        self.assertEqual(proxies.client("127.0.0.1", "203.0.113.9, 10.1.2.3"), "203.0.113.9")
+        self.assertEqual(proxies.client("127.0.0.1", "6.6.6.6, 203.0.113.9"), "203.0.113.9", "spoofed left")
+        self.assertEqual(proxies.client("192.0.2.1", "203.0.113.9"), "192.0.2.1", "not a trusted peer")
+        self.assertEqual(proxies.client("127.0.0.1", "junk, 203.0.113.9"), "203.0.113.9")
+        self.assertEqual(proxies.client("127.0.0.1", "203.0.113.9, junk"), "127.0.0.1", "believe nothing")
+        self.assertEqual(proxies.client("127.0.0.1", None), "127.0.0.1")

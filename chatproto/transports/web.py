@@ -21,6 +21,7 @@ from twisted.web.static import File
 
 from chatproto.core.hub import Hub
 from chatproto.core.timers import Deadline
+from chatproto.transports.forwarded import TrustedProxies
 from chatproto.transports.int32 import describe_address
 from chatproto.transports.websocket import ChatSocketResource
 
@@ -97,6 +98,8 @@ class ChatChannel(HTTPChannel):
         hub = self.site.hub
         peer = self.transport.getPeer()
         self._host = getattr(peer, "host", "") or ""
+        if self.site.proxies.trusted(self._host):
+            self._host = ""  # a proxy of ours: its clients are counted once their requests name them
         refused = hub.reserve(self._host, describe_address(peer))
         if refused is not None:
             self._refused = True
@@ -158,22 +161,26 @@ class WebSite(Site):
 
     protocol = ChatChannel
 
-    def __init__(self, resource: Resource, hub: Hub) -> None:
+    def __init__(self, resource: Resource, hub: Hub, proxies: TrustedProxies) -> None:
         # No idle timeout of Twisted's: ChatChannel's deadline replaces it.
         super().__init__(resource, timeout=None, reactor=hub.clock)
         self.hub = hub
+        self.proxies = proxies
 
     def getResourceFor(self, request: Request) -> Resource:
         security_headers(request)
         return super().getResourceFor(request)
 
 
-def web_site(hub: Hub, origins: list[str] = (), page: str = PAGE) -> Site:
+def web_site(hub: Hub, origins: list[str] = (), page: str = PAGE, trusted: list[str] = ()) -> Site:
     """The Site one ``--web`` endpoint serves. ``origins`` are other pages'
-    origins allowed to open the WebSocket (``--web-origin``)."""
+    origins allowed to open the WebSocket (``--web-origin``); ``trusted``
+    the reverse proxies whose X-Forwarded-For names the client (``--trusted-proxy``)."""
+    proxies = TrustedProxies(trusted)
     root = PageFiles(page)
-    root.putChild(b"ws", ChatSocketResource(hub, frozenset(o.lower().rstrip("/") for o in origins)))
-    site = WebSite(root, hub)
+    origins_ = frozenset(o.lower().rstrip("/") for o in origins)
+    root.putChild(b"ws", ChatSocketResource(hub, origins_, proxies))
+    site = WebSite(root, hub, proxies)
     site.displayTracebacks = False
     site.noisy = False
     return site

@@ -36,6 +36,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from chatproto.codec import ErrorCode
 from chatproto.core.hub import Hub
+from chatproto.transports.forwarded import TrustedProxies
 from chatproto.transports.int32 import CLOSING, ChatProtocol
 
 log = Logger()
@@ -134,12 +135,15 @@ class WebSocketChatProtocol(ChatProtocol):
     flood), as Int32 knows from the bytes after a frame.
     """
 
-    __slots__ = ("_ahead", "_fragments", "_reply", "_reserved", "_ws")
+    __slots__ = ("_ahead", "_forwarded", "_fragments", "_reply", "_reserved", "_ws")
 
     wire = WEBSOCKET
 
-    def __init__(self, hub: Hub, ws: Connection | None = None, reserved: bool = False) -> None:
+    def __init__(
+        self, hub: Hub, ws: Connection | None = None, reserved: bool = False, forwarded: str | None = None
+    ) -> None:
         super().__init__(hub)
+        self._forwarded = forwarded  # the client a trusted proxy named
         # Past the handshake (the handshake's own, or a fresh one for tests).
         self._ws = ws if ws is not None else Connection(ConnectionType.SERVER)
         self._reserved = reserved  # its HTTP connection already holds its place in the limits
@@ -149,6 +153,16 @@ class WebSocketChatProtocol(ChatProtocol):
 
     def _accept(self) -> str | None:
         return self.hub.accept(self, reserved=self._reserved)
+
+    @property
+    def host(self) -> str:
+        return self._forwarded if self._forwarded is not None else super().host
+
+    @property
+    def address(self) -> str:
+        if self._forwarded is None:
+            return super().address
+        return f"{self._forwarded} (by {super().address})"
 
     # -- reading ------------------------------------------------------------------
 
@@ -248,10 +262,13 @@ class ChatSocketResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, hub: Hub, origins: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, hub: Hub, origins: frozenset[str] = frozenset(), proxies: TrustedProxies | None = None
+    ) -> None:
         super().__init__()
         self.hub = hub
         self.origins = origins
+        self.proxies = proxies if proxies is not None else TrustedProxies()
 
     def render_GET(self, request: Request):
         origin = request.getHeader("origin")
@@ -274,7 +291,17 @@ class ChatSocketResource(Resource):
         # The HTTP connection's place in the limits passes to the chat
         # connection (web.ChatChannel); its request deadline ends here.
         upgraded = getattr(channel, "upgraded", None)
-        protocol = WebSocketChatProtocol(self.hub, handshake.connection, upgraded() if upgraded else False)
+        reserved = upgraded() if upgraded else False
+        peer = getattr(channel.transport.getPeer(), "host", "") or ""
+        client = self.proxies.client(peer, request.getHeader("x-forwarded-for"))
+        if client != peer and reserved:
+            # Counted under no address while the proxy spoke; the client's own
+            # limits apply now, as to any new connection.
+            self.hub.release("")
+            reserved = False
+        protocol = WebSocketChatProtocol(
+            self.hub, handshake.connection, reserved, client if client != peer else None
+        )
         transport = channel.transport
         transport.unregisterProducer()  # the HTTP channel's; the outbox takes its place
         transport.write(accept)  # before anything the connection says (a refusal's BYE)
