@@ -80,7 +80,7 @@ MAX_QUEUED = 200
 PING_EVERY = 15.0
 CATCH_UP_PAGE = 200
 #: BYE reasons after which reconnecting would be wrong.
-_FINAL_BYES = {"kicked", "replaced"}
+_FINAL_BYES = {"kicked", "replaced", "too_many_attempts"}
 _FINAL_ERRORS = {
     ErrorCode.BAD_NICK,
     ErrorCode.NICK_TAKEN,

@@ -11,7 +11,7 @@ const RETRY_BYES = new Set(["server_shutdown", "timeout", "slow_consumer", "logi
 /** LOGIN errors the user must fix: retrying the same login can't help. */
 const FINAL_ERRORS = new Set([
   "bad_nick", "nick_taken", "unsupported_version", "nick_registered", "bad_password",
-  "locked_out", "banned", "weak_password", "too_many_connections",
+  "locked_out", "banned", "weak_password", "too_many_connections", "too_many_attempts",
 ]);
 export const OLDER_PAGE = 50;
 /** Milliseconds to wait for the server's Close after QUIT before closing. */

@@ -19,6 +19,7 @@ const LOGIN_ERRORS = {
   weak_password: "A password has 8 to 1024 characters and is not the nick itself.",
   banned: "This nick is banned from the server.",
   too_many_connections: "Too many connections from your address: close some and try again.",
+  too_many_attempts: "Three wrong passwords on this connection: check the password, then log in again.",
   unsupported_version: "This server speaks another version of the protocol.",
   server_full: "The server is full right now: try again in a few minutes.",
   server_shutdown: "The server is shutting down: try again in a minute.",
