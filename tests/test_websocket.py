@@ -257,10 +257,23 @@ class Site(LiveTestCase):
     @defer.inlineCallbacks
     def test_a_bad_handshake_is_400_and_the_server_goes_on(self):
         yield self.serve(web=True)
-        response, _ = yield self.get("/ws")  # a plain GET: no upgrade
+        response, _ = yield self.get("/ws", {b"upgrade": [b"websocket"]})  # no key, no version
         self.assertEqual(response.code, 400)
         again, _ = yield self.get("/")
         self.assertEqual(again.code, 200)
+
+    @defer.inlineCallbacks
+    def test_a_plain_get_of_the_socket_says_why_it_would_be_refused(self):
+        """What a page asks when its WebSocket failed before the handshake
+        (a browser shows the script only 1006): 426 while there is room,
+        else 503 and the reason."""
+        yield self.serve(web=True, max_clients=3)
+        response, _ = yield self.get("/ws")
+        self.assertEqual(response.code, 426)
+        for _ in range(3):  # the server fills up (pending chat connections)
+            yield self.client()
+        response, body = yield self.get("/ws")
+        self.assertEqual((response.code, body), (503, b"server_full\n"))
 
 
 # -- Floods of WebSocket frames: every frame costs its share, Pongs count against sendq ----
@@ -547,8 +560,8 @@ class HttpOnClock(SynchronousTestCase):
         self.serve(login_timeout=5)
         channel, transport = self.connect()
         self.server.clock.advance(4)
-        channel.dataReceived(b"GET /ws HTTP/1.1\r\nHost: chat.example\r\n\r\n")  # answered: 400
-        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
+        channel.dataReceived(b"GET /ws HTTP/1.1\r\nHost: chat.example\r\n\r\n")  # answered: 426
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 426 "))
         self.server.clock.advance(4.9)
         self.assertFalse(transport.disconnecting, "the next request's deadline runs from the answer")
         self.server.clock.advance(0.1)

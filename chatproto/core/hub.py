@@ -27,7 +27,7 @@ from chatproto import codec
 from chatproto.backends.accounts import AccountRecord, AccountStore, Membership
 from chatproto.backends.eventlog import Draft, EventLog, Topic
 from chatproto.codec import ErrorCode, ProtocolError, required
-from chatproto.core.accounts import Accounts, AddressGate
+from chatproto.core.accounts import Accounts, AddressGate, exempt
 from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import SERVER, Broadcast, Event, Said
 from chatproto.core.connection import Connection, HubEvent, Session
@@ -179,6 +179,16 @@ class Hub:
             return refused
         self.gate.opened(host)
         return None
+
+    def door(self, host: str) -> str | None:
+        """Why a new connection from ``host`` would be refused now (banned,
+        too_many_connections, server_full), without taking anything: what a
+        page asks when its WebSocket was refused before the handshake."""
+        if self.gate.banned(host) is not None:
+            return "banned"
+        if not exempt(host) and self.gate.open.get(host, 0) >= self.limits.max_per_address:
+            return "too_many_connections"
+        return "server_full" if self.registry.full else None
 
     def release(self, host: str) -> None:
         """A place held with :meth:`reserve` given back: the connection closed."""

@@ -277,6 +277,8 @@ class ChatSocketResource(Resource):
             request.setResponseCode(403)
             request.setHeader("content-type", "text/plain; charset=utf-8")
             return b"origin not allowed: serve the page from this server or list it with --web-origin\n"
+        if (request.getHeader("upgrade") or "").lower() != "websocket":
+            return self._why(request)
         handshake = H11Handshake(ConnectionType.SERVER)
         headers = [
             (name, value) for name, values in request.requestHeaders.getAllRawHeaders() for value in values
@@ -308,6 +310,21 @@ class ChatSocketResource(Resource):
         # What twisted.web.websocket does too: the channel's bytes go to the protocol.
         channel._protocolUpgradeForWebsockets(protocol)
         return NOT_DONE_YET
+
+    def _why(self, request: Request) -> bytes:
+        """A plain GET of ``/ws``: the page asks why its WebSocket was refused
+        at the door (a browser shows the script only a 1006). 503 and the
+        reason if a connection from here would be refused now; else 426."""
+        peer = getattr(request.channel.transport.getPeer(), "host", "") or ""
+        reason = self.hub.door(self.proxies.client(peer, request.getHeader("x-forwarded-for")))
+        request.setHeader("content-type", "text/plain; charset=utf-8")
+        request.setHeader("cache-control", "no-store")
+        if reason is None:
+            request.setResponseCode(426)
+            request.setHeader("upgrade", "websocket")
+            return b"this is the chat's WebSocket: open it with new WebSocket(...)\n"
+        request.setResponseCode(503)
+        return f"{reason}\n".encode()
 
     def allowed(self, origin: str, request: Request) -> bool:
         """The page's own origin, or one of ``--web-origin``. A client that is

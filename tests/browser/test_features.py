@@ -3,11 +3,13 @@ drives real Chromium against a real server process, as a person would."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from conftest import Page
 
 from chatproto import codec
-from tests.processes import Server, TcpPeer, admin_account
+from tests.processes import WAIT, Server, TcpPeer, admin_account
 
 PASSWORD = "correct horse"
 
@@ -155,18 +157,25 @@ def test_login_errors_are_said_in_words_with_the_wait(pages, server):
 
 
 def test_a_full_server_is_said_in_words(driver, tmp_path):
-    server = Server(str(tmp_path / "h.sqlite3"), "--max-clients", "1")
+    """The server fills up once the page is loaded: its WebSocket is refused
+    at the door (a 503 before any handshake, which a browser shows as 1006),
+    and the page asks why and says it in words."""
+    server = Server(str(tmp_path / "h.sqlite3"), "--max-clients", "12", "--login-timeout", "60")
     server.start()
-    holder = TcpPeer(server.port, "holder")
+    held = []
     try:
         page = Page(driver, server.url)
+        page.wait(lambda: page.find("#nick").is_displayed(), "the login form")
+        for _ in range(12):  # whatever room is left, taken (some of these are refused: enough)
+            held.append(socket.create_connection(("127.0.0.1", server.port), timeout=WAIT))
         page.find("#nick").send_keys("ann")
         page.find("#login-button").click()
         page.wait(lambda: "full" in page.find("#login-error").text, "refused")
         assert page.find("#login-error").text == "The server is full right now: try again in a few minutes."
         page.close()
     finally:
-        holder.close()
+        for sock in held:
+            sock.close()
         server.stop()
         driver.switch_to.window(driver.window_handles[0])
 

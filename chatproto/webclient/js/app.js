@@ -41,6 +41,20 @@ function button(text, onClick, className = "") {
 }
 
 /** Text with its http(s) URLs as links: text nodes and <a>, never HTML. */
+
+/** A WebSocket refused at the server's door shows the page only a 1006:
+ * the same address answers a plain request with the 503 and its reason. */
+async function askWhyRefused(wsUrl) {
+  try {
+    const answer = await fetch(wsUrl.replace(/^ws/, "http"), { cache: "no-store" });
+    if (answer.status !== 503) return null;
+    const reason = (await answer.text()).trim();
+    return /^[a-z_]{1,40}$/.test(reason) ? reason : null;
+  } catch {
+    return null;
+  }
+}
+
 export function linkify(text) {
   const out = document.createDocumentFragment();
   let at = 0;
@@ -138,7 +152,7 @@ class App {
   start(url, nick, options) {
     if (this.session) this.session.disconnect();
     this.url = url;
-    this.session = new ChatSession({ url });
+    this.session = new ChatSession({ url, refusal: askWhyRefused });
     this.wire(this.session);
     $("login-error").textContent = "";
     $("login-button").disabled = true;

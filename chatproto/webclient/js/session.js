@@ -78,11 +78,14 @@ export class Room {
 }
 
 export class ChatSession extends EventTarget {
-  constructor({ url, retry = backoff, socket = (u) => new WebSocket(u) } = {}) {
+  constructor({ url, retry = backoff, socket = (u) => new WebSocket(u), refusal = async () => null } = {}) {
     super();
     this.url = url;
     this.retry = retry;
     this.socket = socket;
+    // Why the server refused a connection before its handshake (its 503's
+    // reason: server_full, too_many_connections, banned), or null.
+    this.refusal = refusal;
     this.state = "disconnected";
     this.ws = null;
     this.rooms = new Map(); // key -> Room, in the order joined
@@ -260,7 +263,9 @@ export class ChatSession extends EventTarget {
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.welcomed = false;
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
       const login = { nick: this.nick, proto: PROTOCOL_VERSION };
       if (this.token) login.resume = this.token;
       if (this.password && !this.register) login.password = this.password;
@@ -279,7 +284,17 @@ export class ChatSession extends EventTarget {
       if (handle) handle.call(this, packet.body);
     };
     ws.onclose = (event) => {
-      if (ws === this.ws) this._closed(event);
+      if (ws !== this.ws) return;
+      if (opened) {
+        this._closed(event);
+        return;
+      }
+      // Refused before the handshake: a browser says only 1006, so ask why.
+      this.ws = null;
+      this.refusal(this.url).then(
+        (reason) => this._closed(reason ? { code: 1008, reason } : event),
+        () => this._closed(event),
+      );
     };
   }
 
