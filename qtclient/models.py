@@ -107,9 +107,15 @@ class PeerModel(QStandardItemModel):
     def welcome(self, welcome: codec.Welcome) -> None:
         """A new login: pending from WELCOME; rooms come with their ROOMs."""
         self.my_id = welcome.id
+        self.clear_members()
+        self._add_pending(welcome.pending)
+
+    def clear_members(self) -> None:
+        """Offline, or a new login: nobody is known to be anywhere until the
+        server says so again."""
         self.pending_branch.removeRows(0, self.pending_branch.rowCount())
         self._pending.clear()
-        self._add_pending(welcome.pending)
+        self._relabel_pending()
         for branch in self.rooms.values():
             branch.item.removeRows(0, branch.item.rowCount())
             branch.members.clear()

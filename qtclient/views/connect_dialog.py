@@ -91,6 +91,10 @@ class ConnectDialog(QDialog):
         self.password.setEchoMode(QLineEdit.EchoMode.Password)
         self.password.setPlaceholderText("empty: a guest nick")
         self.register = QCheckBox("Register this nick (it becomes yours)")
+        # Registering: the password twice, as a typo would lose the nick.
+        self.password_again = QLineEdit()
+        self.password_again.setEchoMode(QLineEdit.EchoMode.Password)
+        self.password_again.setPlaceholderText("the password again")
         self.remember = QCheckBox("Save the password in the system keyring")
         self.remember_here = QCheckBox("Remember for this session (in memory, until the app quits)")
         self.keyring_note = QLabel()
@@ -126,6 +130,10 @@ class ConnectDialog(QDialog):
         form.addRow("&Nickname", self.nick)
         form.addRow("Pass&word", self.password)
         form.addRow("", self.register)
+        form.addRow("Password a&gain", self.password_again)
+        self._again_label = form.labelForField(self.password_again)
+        self.register.toggled.connect(self._registering)
+        self._registering(self.register.isChecked())
         form.addRow("", self.remember)
         form.addRow("", self.remember_here)
         form.addRow("", self.keyring_note)
@@ -168,8 +176,14 @@ class ConnectDialog(QDialog):
         ca_file = self.ca_file.text().strip() or None
         return TLSSettings(mode, ca_file if mode == VERIFY else None)
 
+    def _registering(self, on: bool) -> None:
+        self.password_again.setVisible(on)
+        self._again_label.setVisible(on)
+
     def accept(self) -> None:
         try:
+            if self.register.isChecked() and self.password.text() != self.password_again.text():
+                raise ValueError("The two passwords differ: type the same one twice to register.")
             self.target = check_target(
                 self.host.text(),
                 self.port.text(),

@@ -167,6 +167,7 @@ class MainWindow(QMainWindow):
         self.console = None
         self._reconnect_at = 0.0
         self._connected_note = ""
+        self._login_rooms: set[str] = set()  # rooms whose ROOM the login brings (room keys)
         self._marked: dict[str, int] = {}  # room key -> the seq last marked read
         self._unreachable_said = False  # one line per outage, not one per retry
         self._build()
@@ -363,8 +364,7 @@ class MainWindow(QMainWindow):
             self.target.port,
             self.target.nick,
         ):
-            for transcript in self.transcripts.values():
-                transcript.clear()
+            self._forget_rooms()  # another account or server: nothing of the last one stays
         self.target = target
         self.session.connect_to(
             target.host,
@@ -479,6 +479,11 @@ class MainWindow(QMainWindow):
             self._unreachable_said = False
         # Typing is allowed whenever a session exists: messages queue until login.
         offline = state in (states.DISCONNECTED, states.GIVEN_UP)
+        logged_in = state in (states.CONNECTED, states.CATCHING_UP)
+        self.join_action.setEnabled(logged_in)  # a join asked offline would never be made
+        self.part_action.setEnabled(logged_in)
+        if state in (states.DISCONNECTED, states.GIVEN_UP, states.RECONNECTING):
+            self.peers.clear_members()  # nobody is known to be there until the rooms come back
         self.input.setEnabled(not offline)
         self.send_button.setEnabled(not offline)
         self.disconnect_action.setEnabled(not offline)
@@ -523,8 +528,13 @@ class MainWindow(QMainWindow):
         self.peer_view.setExpanded(self.peers.room_item(state.room).index(), True)
         self.topics[room_key(state.room)] = state.topic
         transcript.add_history(state.history, self.session.nick, older=False)
-        if self._connected_note:
-            transcript.add_system(self._connected_note)
+        key = room_key(state.room)
+        if key in self._login_rooms:  # a room the login brought back: it goes on from here
+            self._login_rooms.discard(key)
+            if self._connected_note:
+                transcript.add_system(self._connected_note)
+        else:
+            transcript.add_system(f"you joined {state.room}")
         if state.ref is not None or room_key(state.room) == self.current:
             self.show_room(state.room)  # the user asked to join: take them there
         elif state.unread:
@@ -538,6 +548,19 @@ class MainWindow(QMainWindow):
             names = self.peers.room_names()
             self.show_room(names[0] if names else self.session.default_room)
             self.transcript.add_system(f"you left {left.room}")
+
+    def _forget_rooms(self) -> None:
+        """Another account or server: its rooms, transcripts and topics go;
+        the room shown stays, empty, until the new login's rooms come."""
+        for name in self.peers.room_names():
+            self.peers.room_gone(name)
+        shown = self.transcripts.get(self.current)
+        self.transcripts = {self.current: shown} if shown is not None else {}
+        for transcript in self.transcripts.values():
+            transcript.clear()
+        self.topics.clear()
+        self._marked.clear()
+        self._show_topic()
 
     def _topic_changed(self, topic: codec.TopicChanged) -> None:
         key = room_key(topic.room)
@@ -660,6 +683,7 @@ class MainWindow(QMainWindow):
             transcript.own_nick = welcome.nick
         self.peers.welcome(welcome)
         self._expand_branches()
+        self._login_rooms = set(self.session.machine.rooms)
         # Said in each room after its history, where the user reads on from.
         self._connected_note = f"connected to {welcome.server} as {welcome.nick}" + (
             f" — {welcome.motd}" if welcome.motd else ""
@@ -712,9 +736,10 @@ class MainWindow(QMainWindow):
         elif code in ("nick_taken", "bad_nick", "unsupported_version"):
             self.show_problem(f"Can't log in: {message}. Choose another nickname in Chat → Connect….")
         elif code in ("nick_registered", "bad_password", "locked_out", "banned"):
-            self.show_problem(f"Can't log in: {message}. Check the nick and password in Chat → Connect….")
+            if not self.session.machine.logged_in:  # else an account dialog's refusal: it says so
+                self.show_problem(f"Can't log in: {message}. Check the nick and password in Chat → Connect…")
         elif code == "unreachable":
-            self.show_problem(f"{message[:1].upper()}{message[1:]}; retrying.")
+            self.show_problem(f"{message[:1].upper()}{message[1:].rstrip('.')}; retrying.")
             if self._unreachable_said:
                 return  # the banner says it; the transcript said it once
             self._unreachable_said = True

@@ -71,6 +71,7 @@ def _refill(view: QTableView, rows: list[tuple[object, list[str]]], key=lambda v
     user's next click."""
     chosen = _selected(view)
     _fill(view.model(), rows)
+    _fit(view)  # columns as wide as the new text (an address, a room list)
     if chosen is None:
         return
     for row, (value, _texts) in enumerate(rows):

@@ -194,6 +194,8 @@ class Session:
         w = self.window
         w.disconnect_action.trigger()
         await self.until(lambda: w.session.state is states.DISCONNECTED, "disconnected")
+        assert not w.join_action.isEnabled() and not w.part_action.isEnabled(), "no joining offline"
+        assert all(not w.peers.members(room) for room in w.peers.room_names()), "nobody shown offline"
         w.connect_action.trigger()
         await self.until(lambda: w.connect_dialog is not None and w.connect_dialog.isVisible(), "Connect…")
         dialog = w.connect_dialog
@@ -271,6 +273,7 @@ class Session:
             QTest.keyClicks(field, value)
         QTest.keyClicks(dialog.password, "correct horse battery")
         self.click(dialog.register)
+        QTest.keyClicks(dialog.password_again, "correct horse battery")
         await self.shot("connect-dialog")
         QTest.keyClick(dialog, Qt.Key.Key_Return)
         await self.until(lambda: w.session.state is states.CONNECTED, "alice connected")
@@ -332,6 +335,7 @@ class Session:
         QTest.keyClick(dialog.name, Qt.Key.Key_Return)
         await self.until(lambda: w.peers.room_item("release") is not None, "the room release joined")
         await self.until(lambda: w.room_names.get(w.current) == "release", "release shown")
+        assert "you joined release" in self.text_rows(), "a room joined says so, not 'connected'"
         bob.machine.join("release")
         await self.until(lambda: "bob" in w.peers.members("release"), "bob in release")
         self.type_and_send("/topic v2.0 on Friday")
@@ -467,16 +471,33 @@ class Session:
 
         # The server's operator: Connect… as boss with the one-time password from
         # the log, Server → Connections (admins)…, Account → Change password….
+        self.type_and_send("/join scratch")  # a room of alice's (a guest now) that boss is not in
+        await self.until(lambda: w.peers.room_item("scratch") is not None, "scratch joined")
         await self.connect_as("boss", self.boss_password)
+        await self.until(lambda: w.peers.room_names() == ["general"], "only boss's rooms")
         await self.until(w.admin_action.isEnabled, "the admin menu enabled for the admin")
         w.admin_action.trigger()
         admin = w.open_admin()
         await self.until(lambda: admin.isVisible() and admin.texts(admin.connected), "Connections, filled")
+        table, model = admin.connected_view, admin.connected_view.model()
+        for row in range(model.rowCount()):
+            for column in range(model.columnCount()):
+                text = model.item(row, column).text()
+                width = table.fontMetrics().horizontalAdvance(text)
+                assert table.columnWidth(column) >= width, f"{text!r} cut to {table.columnWidth(column)} px"
         await self.shot("admin-connections")
         admin.close()
         w.dialogs.change_password_action.trigger()
         change = w.dialogs.keeper.get("password")
         await self.until(lambda: change is not None and change.isVisible(), "Change password")
+        QTest.keyClicks(change.current, "not the password")
+        QTest.keyClicks(change.new, "staple battery horse")
+        QTest.keyClicks(change.again, "staple battery horse")
+        self.click(change.ok_button)
+        await self.until(lambda: "Refused" in change.outcome.text(), "a wrong current password refused")
+        assert not w.banner.isVisible(), "the dialog says it; no 'can't log in' over the chat"
+        for field in (change.current, change.new, change.again):
+            field.clear()
         QTest.keyClicks(change.current, self.boss_password)
         QTest.keyClicks(change.new, "staple battery horse")
         QTest.keyClicks(change.again, "staple battery horse")

@@ -57,6 +57,11 @@ def test_the_connect_dialog_never_puts_a_password_in_settings(qtbot, settings, t
     dialog.nick.setText("alice")
     dialog.password.setText(PASSWORD)
     dialog.register.setChecked(True)
+    assert dialog.password_again.isVisibleTo(dialog), "registering asks for the password twice"
+    dialog.password_again.setText(PASSWORD + "typo")
+    dialog.accept()
+    assert dialog.target is None and "differ" in dialog.error.text()
+    dialog.password_again.setText(PASSWORD)
     dialog.remember.setChecked(dialog.remember.isEnabled())
     dialog.accept()
     assert dialog.target.password == PASSWORD and dialog.target.register
@@ -68,6 +73,7 @@ def test_the_connect_dialog_never_puts_a_password_in_settings(qtbot, settings, t
     short.nick.setText("bob")
     short.password.setText("short")
     short.register.setChecked(True)
+    short.password_again.setText("short")
     short.accept()
     assert short.target is None and "at least 8" in short.error.text()
 
