@@ -301,6 +301,14 @@ class Channels(SynchronousTestCase):
         self.assertEqual(alice.lines()[-1], "ERROR :Closing link: alice (Quit)")
         self.assertTrue(alice.transport.disconnecting)
 
+    def test_who_marks_an_operator_as_names_does(self):
+        server = Server()
+        alice, bob = registered(server, "alice", "bob")
+        in_room(server, "den", alice, bob)  # alice made den: its operator
+        alice.send("WHO #den")
+        flags = {params[5]: params[6] for command, params in alice.commands() if command == "352"}
+        self.assertEqual(flags, {"alice": "H@", "bob": "H"})
+
     def test_names_who_whois_list_mode_away_ping(self):
         server = Server()
         alice, bob = registered(server, "alice", "bob")

@@ -632,6 +632,7 @@ class IrcConnection(ChatProtocol):
     def do_who(self, params: list[str]) -> None:
         self._charge()
         mask = params[0] if params else "*"
+        room = None
         if mask.startswith("#"):
             room = self._room(mask, quiet=True)
             sessions = list(room.members.values()) if room is not None else []
@@ -641,6 +642,8 @@ class IrcConnection(ChatProtocol):
         for session in sessions:
             irc = irc_nick(session.nick)
             flags = "H" if session is not self.session or self.away is None else "G"
+            if room is not None and room.rules.is_op(session):
+                flags += "@"  # as NAMES shows it
             self._numeric("352", mask, irc, HOST, self.server, irc, flags, f"0 {session.nick}")
         self._numeric("315", mask, "End of /WHO list")
 
