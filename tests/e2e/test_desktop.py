@@ -9,7 +9,9 @@ Screenshots of every step land in build/screenshots/desktop/; with
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -84,7 +86,17 @@ def run_session(display: str, work: str) -> subprocess.CompletedProcess:
     os.makedirs(env["XDG_RUNTIME_DIR"], mode=0o700, exist_ok=True)
     shutil.rmtree(SHOTS, ignore_errors=True)
     argv = [sys.executable, "-m", "tests.e2e.desktop_session", "--shots", SHOTS, "--work", work]
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=SESSION_LIMIT)
+    # A group of its own: whatever it started (its chat server) goes with it, even if it dies.
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=SESSION_LIMIT)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 @pytest.mark.timeout(SESSION_LIMIT + 60)
