@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -88,7 +88,13 @@ def run_session(display: str, work: str) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "tests.e2e.desktop_session", "--shots", SHOTS, "--work", work]
     # A group of its own: whatever it started (its chat server) goes with it, even if it dies.
     proc = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         out, err = proc.communicate(timeout=SESSION_LIMIT)
