@@ -781,7 +781,7 @@ class Guesses(OtherFlood):
         seen = [-1] * len(self.raws)
         while time.perf_counter() < stop:
             for i, raw in enumerate(self.raws):
-                if not raw.closed.done() and raw.received != seen[i]:
+                if not raw.transport.is_closing() and raw.received != seen[i]:
                     seen[i] = raw.received  # answered (or just started): guess again
                     raw.transport.write(self.guess)
                     sent += 1
