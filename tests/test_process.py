@@ -24,7 +24,11 @@ from tests.netclient import connect, connect_irc
 
 def spawn(test: TestCase, runner: list[str], *args: str, **where) -> ServerProcess:
     """A server subprocess that is killed when the test ends, pass or fail."""
-    process = spawn_server(reactor, *args, runner=runner, **where)
+    return reaped(test, spawn_server(reactor, *args, runner=runner, **where))
+
+
+def reaped(test: TestCase, process: ServerProcess) -> ServerProcess:
+    """``process``, killed when ``test`` ends if it is still running."""
 
     def reap():
         if not process.ended.called:
@@ -248,14 +252,7 @@ def start(test: TestCase, ready, *args: str, runner: list[str] = TWISTD) -> Serv
     process = ServerProcess(ready)
     argv = [sys.executable, *runner, "chat", *args]
     reactor.spawnProcess(process, sys.executable, argv, env=server_env(), path=ROOT)
-
-    def reap():
-        if not process.ended.called:
-            process.signal("KILL")
-            return process.ended
-
-    test.addCleanup(reap)
-    return process
+    return reaped(test, process)
 
 
 def _busy(port: int, host: str = "127.0.0.1") -> bool:

@@ -179,3 +179,15 @@ def pages(driver, server):
     driver.switch_to.window(driver.window_handles[0])
     caught += console_errors(driver, allowed=getattr(open_page, "allowed", NETWORK_NOISE))
     assert not caught, f"the page logged errors: {caught}"
+
+
+def open_dialog(page: Page, opener: str, dialog: str) -> None:
+    """Click ``opener`` and wait for the ``<dialog>`` to be open."""
+    page.find(opener).click()
+    page.wait(lambda: page.js(f"return document.querySelector('{dialog}').open"), f"{dialog} to open")
+
+
+def close_dialog(page: Page, dialog: str) -> None:
+    """Its Close button, and wait for it to be closed."""
+    page.find(f"{dialog} button[value=close]").click()
+    page.wait(lambda: not page.js(f"return document.querySelector('{dialog}').open"), f"{dialog} to close")

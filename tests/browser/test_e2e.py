@@ -19,7 +19,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import NETWORK_NOISE, Page, console_errors
+from conftest import NETWORK_NOISE, Page, close_dialog, console_errors, open_dialog
 
 from chatproto import codec
 from chatproto.backends.eventlog import Draft
@@ -72,16 +72,6 @@ class Script:
         page = Page(self.driver, url)
         self.tabs.append(page)
         return page
-
-
-def dialog_open(page: Page, opener: str, dialog: str) -> None:
-    page.find(opener).click()
-    page.wait(lambda: page.js(f"return document.querySelector('{dialog}').open"), f"{dialog} to open")
-
-
-def dialog_close(page: Page, dialog: str) -> None:
-    page.find(f"{dialog} button[value=close]").click()
-    page.wait(lambda: not page.js(f"return document.querySelector('{dialog}').open"), f"{dialog} to close")
 
 
 def member_menu(page: Page, nick: str) -> None:
@@ -184,7 +174,7 @@ def run(script: Script, server: Server) -> TcpPeer:
     carol = script.open(server.url)
     carol.log_in("carol")
     carol.wait(lambda: "Friday" in " ".join(carol.lines("#transcript li.message")), "carol sees the chat")
-    dialog_open(ann, "#join-button", "#join-dialog")
+    open_dialog(ann, "#join-button", "#join-dialog")
     ann.wait(lambda: ann.all("#room-directory button"), "the room directory")
     script.step(ann, "join-dialog")
     ann.find("#join-room").send_keys("den")
@@ -239,14 +229,14 @@ def run(script: Script, server: Server) -> TcpPeer:
     act(ann, "kick")
     bob.expect(codec.Left, lambda p: p.nick == "bob" and p.room == "den")
     ann.wait(lambda: "bob was kicked: a test kick" in ann.lines("#transcript li.presence"), "the kick")
-    dialog_close(ann, "#member-dialog")
+    close_dialog(ann, "#member-dialog")
     bob.send(codec.Join("den"))
     bob.expect(codec.RoomState, lambda r: r.room == "den")
     member_menu(ann, "bob")
     act(ann, "ban")
     bob.expect(codec.Left, lambda p: p.nick == "bob" and p.room == "den")
-    dialog_close(ann, "#member-dialog")
-    dialog_open(ann, "#room-button", "#room-dialog")
+    close_dialog(ann, "#member-dialog")
+    open_dialog(ann, "#room-button", "#room-dialog")
     ann.wait(lambda: "bob" in ann.find("#room-bans").text, "the ban list")
     ann.find("#room-topic-input").clear()
     ann.find("#room-topic-input").send_keys("Friday's demo")
@@ -270,7 +260,7 @@ def run(script: Script, server: Server) -> TcpPeer:
     ann.find("#room-nick").send_keys("bob")
     ann.find("#room-invite").click()
     assert bob.expect(codec.Invited).room == "den"
-    dialog_close(ann, "#room-dialog")
+    close_dialog(ann, "#room-dialog")
     bob.send(codec.Join("den"))
     bob.expect(codec.RoomState, lambda r: r.room == "den")
     for command in ("/op bob", "/deop bob", "/kick bob bye for now"):
@@ -292,14 +282,14 @@ def run(script: Script, server: Server) -> TcpPeer:
     script.step(ann, "moderated")
 
     # -- the account dialog ------------------------------------------------------------------
-    dialog_open(ann, "#account-button", "#account-dialog")
+    open_dialog(ann, "#account-button", "#account-dialog")
     ann.find("#change-current").send_keys(PASSWORD)
     ann.find("#change-new").send_keys(NEW_PASSWORD)
     ann.find("#change-confirm").send_keys(NEW_PASSWORD)
     ann.find("#change-button").click()
     ann.wait(lambda: result(ann, "#account-dialog") == "Your password is changed.", "the password changed")
     script.step(ann, "account-dialog")
-    dialog_close(ann, "#account-dialog")
+    close_dialog(ann, "#account-dialog")
     ann.find("#notify-button").click()
     ann.wait(lambda: any(t.startswith("Notifications:") for t in ann.lines("#transcript li.notice")), "asked")
 
@@ -318,8 +308,8 @@ def run(script: Script, server: Server) -> TcpPeer:
     assert mallory.expect(codec.Bye).reason == "kicked"
     mallory.close()
     root.wait(lambda: "mallory was kicked" in " ".join(root.lines("#transcript li")), "mallory gone")
-    dialog_close(root, "#member-dialog")
-    dialog_open(root, "#admin-button", "#admin-dialog")
+    close_dialog(root, "#member-dialog")
+    open_dialog(root, "#admin-button", "#admin-dialog")
     root.wait(lambda: "bob" in root.find("#admin-sessions").text, "the sessions list")
     root.find("#admin-target").send_keys("203.0.113.0/24")
     root.find("#admin-duration").send_keys("60")
@@ -352,7 +342,7 @@ def run(script: Script, server: Server) -> TcpPeer:
     root.find("#admin-kick").click()
     assert mallory.expect(codec.Bye).reason == "kicked"
     mallory.close()
-    dialog_close(root, "#admin-dialog")
+    close_dialog(root, "#admin-dialog")
     root.find("#account-button").click()
     root.wait(lambda: root.js("return document.getElementById('account-dialog').open"), "root's account")
     root.find("#logout-button").click()
@@ -373,7 +363,7 @@ def run(script: Script, server: Server) -> TcpPeer:
     ann.wait(lambda: ann.find("#members-pane").is_displayed(), "the members pane")
     member_menu(ann, "bob")
     script.step(ann, "phone-member-menu")
-    dialog_close(ann, "#member-dialog")
+    close_dialog(ann, "#member-dialog")
     ann.find("#toggle-members").click()
     ann.wait(lambda: not ann.find("#members-pane").is_displayed(), "the members pane folded")
     driver.set_window_size(1600, 1000)
@@ -414,7 +404,7 @@ def run(script: Script, server: Server) -> TcpPeer:
     carol.wait(lambda: carol.state() == "connected", "carol, a guest, still logged in after a reload")
     assert carol.js("return window.chatApp.session.nick") == "carol"
     script.step(carol, "guest-reloaded")
-    dialog_open(carol, "#account-button", "#account-dialog")
+    open_dialog(carol, "#account-button", "#account-dialog")
     carol.find("#register-password").send_keys(PASSWORD)
     carol.find("#register-confirm").send_keys(PASSWORD)
     carol.find("#register-button").click()
@@ -427,7 +417,7 @@ def run(script: Script, server: Server) -> TcpPeer:
     carol.find("#delete-button").click()
     carol.wait(lambda: "deleted" in result(carol, "#account-dialog"), "carol's account deleted")
     script.step(carol, "account-deleted")
-    dialog_close(carol, "#account-dialog")
+    close_dialog(carol, "#account-dialog")
     ann.here().refresh()
     # A reload ends the session with its socket; the tab's resume token opens it again.
     ann.wait(lambda: ann.state() == "connected", "ann back in, not asked for the password")
@@ -444,7 +434,7 @@ def run(script: Script, server: Server) -> TcpPeer:
     ann.wait(
         lambda: any(t.startswith("carol quit") for t in ann.lines("#transcript li.presence")), "carol's quit"
     )
-    dialog_open(ann, "#account-button", "#account-dialog")
+    open_dialog(ann, "#account-button", "#account-dialog")
     ann.find("#logout-button").click()
     ann.wait(lambda: ann.find("#login-view").is_displayed(), "logged out")
     assert ann.js("return sessionStorage.getItem('chat.tab')") is None, "nothing left to resume"

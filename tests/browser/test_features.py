@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import Page
+from conftest import Page, close_dialog, open_dialog
 
 from chatproto import codec
 from tests.processes import WAIT, Server, TcpPeer, admin_account
@@ -25,16 +25,6 @@ def register(port: int, nick: str, password: str = PASSWORD) -> None:
 def joined(peer: TcpPeer, room: str) -> None:
     peer.send(codec.Join(room))
     peer.expect(codec.RoomState, lambda r: r.room == room)
-
-
-def open_dialog(page: Page, opener: str, dialog: str) -> None:
-    page.find(opener).click()
-    page.wait(lambda: page.js(f"return document.querySelector('{dialog}').open"), f"{dialog} open")
-
-
-def close_dialog(page: Page, dialog: str) -> None:
-    page.find(f"{dialog} button[value=close]").click()
-    page.wait(lambda: not page.js(f"return document.querySelector('{dialog}').open"), f"{dialog} closed")
 
 
 def result(page: Page, dialog: str) -> str:
