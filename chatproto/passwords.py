@@ -12,11 +12,13 @@ import base64
 import hashlib
 import hmac
 import os
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 from chatproto.codec import ErrorCode, ProtocolError
 
@@ -84,6 +86,15 @@ def check_password(password: str, nick: str) -> str:
     return password
 
 
+def _lowly(call: Callable[[], T]) -> T:
+    """``call`` on this thread at the lowest priority (Linux: per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux, or not allowed: as it is
+        pass
+    return call()
+
+
 class Hasher:
     """Runs the KDF where it can't stall the reactor: on the reactor's
     thread pool, at most CONCURRENT_HASHES at once. ``Hasher.inline()``
@@ -99,11 +110,18 @@ class Hasher:
 
     @classmethod
     def threaded(cls, reactor) -> Hasher:
-        pool = reactor.getThreadPool()
+        """On threads of its own, at the lowest CPU priority: a KDF must
+        never hold the core from the reactor, nor from the history's
+        checkpoint on the reactor's pool (a checkpoint preempted while it
+        holds SQLite's lock made the next write wait up to its busy timeout:
+        bystanders waited 120 ms while passwords were guessed)."""
+        pool = ThreadPool(0, CONCURRENT_HASHES, "password-hashing")
+        reactor.callWhenRunning(pool.start)
+        reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
         semaphore = DeferredSemaphore(CONCURRENT_HASHES)
 
         def run(call):
-            return semaphore.run(deferToThreadPool, reactor, pool, call)
+            return semaphore.run(deferToThreadPool, reactor, pool, lambda: _lowly(call))
 
         return cls(run, (SCRYPT_N, SCRYPT_R, SCRYPT_P))
 
