@@ -86,6 +86,16 @@ def check_password(password: str, nick: str) -> str:
     return password
 
 
+class _HashingThreads(ThreadPool):
+    """Daemon threads: a hash in flight never keeps the process from
+    exiting (a reactor that is never shut down, as under a test runner,
+    never stops the pool)."""
+
+    @staticmethod
+    def threadFactory(*args, **kwargs) -> threading.Thread:
+        return threading.Thread(*args, daemon=True, **kwargs)
+
+
 def _lowly(call: Callable[[], T]) -> T:
     """``call`` on this thread at the lowest priority (Linux: per thread)."""
     try:
@@ -115,7 +125,7 @@ class Hasher:
         checkpoint on the reactor's pool (a checkpoint preempted while it
         holds SQLite's lock made the next write wait up to its busy timeout:
         bystanders waited 120 ms while passwords were guessed)."""
-        pool = ThreadPool(0, CONCURRENT_HASHES, "password-hashing")
+        pool = _HashingThreads(0, CONCURRENT_HASHES, "password-hashing")
         reactor.callWhenRunning(pool.start)
         reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
         semaphore = DeferredSemaphore(CONCURRENT_HASHES)
