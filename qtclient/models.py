@@ -248,11 +248,6 @@ def mentions(text: str, nick: str | None) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(nick)}(?![\w-])", text, re.IGNORECASE) is not None
 
 
-def first_url(text: str) -> str | None:
-    match = _URL.search(text)
-    return match.group() if match else None
-
-
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
@@ -281,10 +276,6 @@ class Line:
     state: str = CONFIRMED
     why: str = ""
     mention: bool = False
-    url: str | None = None
-
-    def __post_init__(self) -> None:
-        self.url = first_url(self.text)
 
 
 class TranscriptModel(QAbstractTableModel):
@@ -399,9 +390,6 @@ class TranscriptModel(QAbstractTableModel):
             if line.seq is not None:
                 return line.seq
         return 0
-
-    def url_at(self, row: int) -> str | None:
-        return self.lines[row].url if 0 <= row < len(self.lines) else None
 
     def add_private(self, private: codec.Private) -> None:
         self._queue(Line(PRIVATE, private.ts, f"{private.sender} → {private.to}", private.text))

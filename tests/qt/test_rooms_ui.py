@@ -117,9 +117,10 @@ def test_nick_colours_are_stable_and_links_open(window, server, sessions, monkey
     bob.say("the build: https://ci.example.org/run/42.")
     yield heard
     transcript = window.transcript
-    yield until(lambda: any(line.url for line in transcript.lines))
-    row = next(i for i, line in enumerate(transcript.lines) if line.url)
-    assert transcript.lines[row].url == "https://ci.example.org/run/42"
+    yield until(lambda: any("://" in line.text for line in transcript.lines))
+    row = next(i for i, line in enumerate(transcript.lines) if "://" in line.text)
+    html = transcript.data(transcript.index(row, 2), models.HTML_ROLE)
+    assert '<a href="https://ci.example.org/run/42">https://ci.example.org/run/42</a>.' in html
     colour = transcript.data(transcript.index(row, 1), Qt.ItemDataRole.ForegroundRole).color()
     assert colour == models.nick_colour("bob") == models.nick_colour("BOB")
     assert models.nick_colour("bob") != models.nick_colour("carol")
