@@ -16,10 +16,11 @@ from chatproto.backends.eventlog import EventLog
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.backends.sqlite_accounts import SQLiteAccounts
 from chatproto.core.hub import Hub
+from chatproto.core.peers import Peers
 from chatproto.limits import DEFAULTS, Limits
 from chatproto.passwords import Hasher
 from chatproto.rules import DEFAULT_ROOM, room_key
-from chatproto.service import HubService, ListenerService
+from chatproto.service import HubService, ListenerService, PeersService
 from chatproto.transports.int32 import ChatFactory
 from chatproto.transports.proxied import server_endpoint
 
@@ -42,13 +43,9 @@ class ChatServer(MultiService):
         super().__init__()
         self.hub = hub
         self.factory = ChatFactory(hub)
-        self._gate = None  # a cluster node accepts connections once it has joined
-        if hub.cluster is not None:
-            from chatproto.service import ClusterService
-
-            cluster = ClusterService(hub.cluster)
-            cluster.setServiceParent(self)  # stops after the hub has said BYE
-            self._gate = cluster.joined
+        peers = PeersService(hub.peers, hub.inbound)
+        peers.setServiceParent(self)  # stops after the hub has said BYE
+        self._gate = peers.joined  # connections are accepted once the node has joined the others
         HubService(hub).setServiceParent(self)
         self.listeners: list[ListenerService] = []
         self._listen(reactor, listen, self.factory)
@@ -147,20 +144,25 @@ def build_server(
     endpoints serve the browser client and its WebSocket, ``irc`` ones IRC clients.
     With ``cluster`` (``redis://...``) the rooms are shared with the other
     servers on that Redis, and ``history`` is not used."""
-    store = None
+    peers: Peers | None = None
     if cluster is not None:
         from chatproto.backends.redis import Epoch, RedisAddress, RedisClient
         from chatproto.backends.streams import StreamStore
-        from chatproto.core.cluster import ClusterLog
+        from chatproto.cluster.log import ClusterLog
+        from chatproto.cluster.node import ClusterNode
 
         address = RedisAddress.parse(cluster)
         epoch = Epoch("chat:epoch")  # the store's prefix
         store = StreamStore(RedisClient(reactor, address, "chat-node", epoch), keep=cluster_retention)
-        eventlog = ClusterLog(store)
+        cluster_log = ClusterLog(store)
+        eventlog: EventLog = cluster_log
         if accounts is None:
             from chatproto.backends.redis_accounts import RedisAccounts
 
             accounts = RedisAccounts(store.client)
+        reader = RedisClient(reactor, address, "chat-reader", epoch)
+        replay = limits.history_replay
+        peers = ClusterNode(store, reader, reactor, cluster_log, accounts, replay, cluster_expiry)
     else:
         eventlog = SQLiteLog(history, room_key(default_room)) if isinstance(history, str) else history
     if accounts is None and isinstance(eventlog, SQLiteLog):
@@ -176,11 +178,8 @@ def build_server(
         store=accounts,
         hasher=hasher,
         admins=list(admins),
+        peers=peers,
     )
-    if store is not None:
-        from chatproto.core.cluster import Cluster
-
-        Cluster(hub, store, RedisClient(reactor, address, "chat-reader", epoch), reactor, cluster_expiry)
     return ChatServer(
         hub,
         reactor,

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto.core.hub import Hub
+from chatproto.core.peers import Inbound, Peers
 from chatproto.transports.int32 import describe_address
 
 log = Logger()
@@ -163,18 +164,19 @@ class ListenerService(StreamServerEndpointService):
         return super().stopService()
 
 
-class ClusterService(Service):
-    """A cluster node's membership: joins on start (``joined`` fires then;
-    until Redis answers, the node waits), leaves on stop, so the others see
-    its sessions leave with ``server_shutdown``."""
+class PeersService(Service):
+    """The node among the others: joins on start (``joined`` fires then; a
+    cluster node waits until Redis answers, a single server at once), leaves
+    on stop, so the others see its sessions leave with ``server_shutdown``."""
 
-    def __init__(self, cluster) -> None:
-        self.cluster = cluster
-        self.joined: Deferred = Deferred()
+    def __init__(self, peers: Peers, inbound: Inbound) -> None:
+        self.peers = peers
+        self.inbound = inbound
+        self.joined: Deferred[object] = Deferred()
 
     def startService(self) -> None:
         super().startService()
-        d = self.cluster.start()
+        d = self.peers.start(self.inbound)
         d.addCallbacks(self.joined.callback, self._failed)
 
     def _failed(self, failure: Failure) -> None:
@@ -183,9 +185,9 @@ class ClusterService(Service):
 
         reactor.stop()
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
-        return self.cluster.stop()
+        return self.peers.stop()
 
 
 class HeapTrimmer:

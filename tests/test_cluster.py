@@ -52,8 +52,9 @@ class OneRoomTwoNodes(ClusterTestCase):
     def test_a_later_client_sees_members_of_both_nodes_in_welcome(self):
         a = yield self.node()
         b = yield self.node()
-        yield self.client("alice", server=a)
+        alice = yield self.client("alice", server=a)
         yield self.client("bob", server=b)
+        yield alice.expect(codec.Joined)  # node a has read bob's join
         carol = yield connect_welcome(self, "carol", a)
         self.assertEqual(sorted(p.nick for p in carol.peers), ["alice", "bob", "carol"])
 
@@ -343,8 +344,8 @@ class Failures(ClusterTestCase):
         os.makedirs(self.redis.folder)
         yield self.redis.start()
         for node in (a, b):
-            yield node.hub.cluster.store.client.connected()
-            yield node.hub.cluster.reader_client.connected()
+            yield node.hub.peers.store.client.connected()
+            yield node.hub.peers.reader_client.connected()
         alice.send(codec.Say("after", "a1"))
         answer = yield alice.expect((codec.MessagePacket, codec.Error))
         self.assertIsInstance(answer, codec.Error, "not acknowledged as seq 1 of a history that lost 3")
@@ -387,8 +388,8 @@ class Failures(ClusterTestCase):
         self.assertFalse(ok, "refused while Redis is down")
         yield self.redis.start()
         for node in (a, b):
-            yield node.hub.cluster.store.client.connected()
-            yield node.hub.cluster.reader_client.connected()
+            yield node.hub.peers.store.client.connected()
+            yield node.hub.peers.reader_client.connected()
         for i in range(11, 21):
             yield say(i)
         self.assertEqual(refused, ["m10"])
@@ -479,7 +480,7 @@ class BadEntries(ClusterTestCase):
         alice = yield self.client("alice", server=a)
         bob = yield self.client("bob", server=b)
         yield alice.expect(codec.Joined)
-        client = a.hub.cluster.store.client
+        client = a.hub.peers.store.client
         seq = int((yield client.call("GET", "chat:r:general:seq")) or 0)
         for kind, value in (
             ("m", b"no separators"),

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import certs
 from chatproto.hints import ConnectHints, hint
-from chatproto.service import HubService, ListenerService
+from chatproto.service import HubService, ListenerService, PeersService
 from chatproto.tap import Options, makeService
 
 
@@ -100,8 +100,10 @@ class OptionsTests(SynchronousTestCase):
         service = makeService(options, reactor=Clock())
         server = next(iter(IService(service)))
         children = list(server)
-        self.assertIsInstance(children[0], HubService, "the hub stops after the listeners")
-        self.assertIsInstance(children[1], ListenerService)
+        # MultiService stops its children last to first: the peers after the hub, the hub after the listeners
+        self.assertIsInstance(children[0], PeersService)
+        self.assertIsInstance(children[1], HubService, "the hub stops after the listeners")
+        self.assertIsInstance(children[2], ListenerService)
         self.assertEqual(server.hub.name, "n")
 
     def test_web_endpoints_and_origins(self):

@@ -21,7 +21,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from time import perf_counter
+from typing import Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -30,6 +32,7 @@ from chatproto import codec
 from chatproto.backends.eventlog import Draft, EventLog
 from chatproto.codec import Message, PacketType
 from chatproto.core.connection import Connection, Wire
+from chatproto.core.records import Record
 from chatproto.metrics import Counters
 
 log = Logger()
@@ -97,13 +100,13 @@ class Event:
         v2: bytes | None,
         sender: Connection | None = None,
         own: bytes | None = None,
-        record: dict | None = None,
+        record: Record | None = None,
     ) -> None:
         self.channel = channel
         self._payloads = (None, v1, v2)
         self.sender = sender
         self._own = own
-        self.record = record  # what a cluster's room stream keeps of it (None: nothing)
+        self.record = record  # what other nodes learn of it (None: nothing)
 
     def payload(self, version: int) -> bytes | None:
         return self._payloads[version]
@@ -112,7 +115,7 @@ class Event:
         return self._own if version == 2 else None
 
 
-class _Flushed:
+class Flushed:
     """A batch on its way: waiting for the log, then delivered."""
 
     __slots__ = ("after", "batch", "outcome", "owned", "reached", "said", "starts")
@@ -128,6 +131,14 @@ class _Flushed:
         self.after: list[Callable[[], None]] = []
 
 
+class Order(Protocol):
+    """The other nodes' share of the order (:class:`chatproto.core.peers.Peers`)."""
+
+    def append(self, flushed: Flushed) -> Deferred[list[Message]] | None: ...
+
+    def delivered(self, flushed: Flushed) -> None: ...
+
+
 #: A channel's recipients: (wire, protocol version) -> session id -> connection.
 Recipients = dict[tuple[Wire, int], dict[int, Connection]]
 
@@ -139,6 +150,7 @@ class Broadcast:
         self,
         clock: IReactorTime,
         eventlog: EventLog,
+        order: Order,
         stored: Callable[[list[Said]], None],
         refused: Callable[[list[Said], Failure], None],
         delivered: Callable[[], None],
@@ -147,6 +159,7 @@ class Broadcast:
         self.clock = clock
         self.counters = counters if counters is not None else Counters()
         self.eventlog = eventlog
+        self.order = order  # the other nodes' shared order (a single server's takes nothing)
         self._stored = stored
         self._refused = refused
         self._delivered = delivered
@@ -155,9 +168,8 @@ class Broadcast:
         self._starts: dict[tuple[str, Connection], int] = {}
         self._flush_call: IDelayedCall | None = None
         self._flush_waits = False  # the flush waits for more presence: presence only
-        self._queue: deque[_Flushed] = deque()
+        self._queue: deque[Flushed] = deque()
         self._delivering = False
-        self.order = None  # a cluster's shared order (chatproto.core.cluster), if any
 
     # -- recipients -----------------------------------------------------------
 
@@ -251,24 +263,22 @@ class Broadcast:
             self._flush_call = None
         if not self._batch:
             return
-        flushed = _Flushed(self._batch, self._starts)
+        flushed = Flushed(self._batch, self._starts)
         self._batch, self._starts = [], {}
         self._queue.append(flushed)
-        if self.order is not None:
-            started = perf_counter()
-            d = self.order.append(flushed)
-            if d is not None:
-                d.addBoth(self._settled, flushed, started)
-                return
+        started = perf_counter()
+        shared = self.order.append(flushed)
+        if shared is not None:
+            shared.addBoth(self._settled, flushed, started)
+            return
         if flushed.said:
             self.counters.batch.observe(len(flushed.said))
-            started = perf_counter()
             d = self.eventlog.append([item.draft for item in flushed.said])
             d.addBoth(self._settled, flushed, started)
         else:
             self.deliver_ready()
 
-    def _settled(self, outcome, flushed: _Flushed, started: float) -> None:
+    def _settled(self, outcome, flushed: Flushed, started: float) -> None:
         self.counters.store["append"].observe(perf_counter() - started)
         flushed.outcome = outcome
         self.deliver_ready()
@@ -288,8 +298,7 @@ class Broadcast:
                     log.failure("broadcast delivery failed")
                 for call in flushed.after:
                     call()
-                if self.order is not None:
-                    self.order.delivered(flushed)
+                self.order.delivered(flushed)
         finally:
             self._delivering = False
 
@@ -298,14 +307,14 @@ class Broadcast:
         stored: to the channels' recipients now, as one batch."""
         if not items:
             return
-        flushed = _Flushed(items, {})
+        flushed = Flushed(items, {})
         flushed.outcome = messages
         try:
             self._deliver(flushed)
         except Exception:
             log.failure("broadcast delivery failed")
 
-    def _deliver(self, flushed: _Flushed) -> None:
+    def _deliver(self, flushed: Flushed) -> None:
         counters = self.counters
         if isinstance(flushed.outcome, Failure):
             counters.store_errors += 1
@@ -334,7 +343,7 @@ class Broadcast:
             self._deliver_views(by_channel, flushed)
         self._delivered()
 
-    def _deliver_views(self, by_channel: dict[str, list[int]], flushed: _Flushed) -> None:
+    def _deliver_views(self, by_channel: dict[str, list[int]], flushed: Flushed) -> None:
         """A batch of several channels: the recipients in the same channels
         (on the same wire, speaking the same version) see the same items, so
         each such view is built once, and each recipient gets one write."""
@@ -373,7 +382,7 @@ class Broadcast:
         version: int,
         connections: list[Connection],
         indexes: list[int],
-        flushed: _Flushed,
+        flushed: Flushed,
         cache: dict[int, bytes],
     ) -> None:
         """Items ``indexes`` of the batch to ``connections``: one bytes object

@@ -8,15 +8,25 @@ in the room's history in its order (docs/protocol.md 15.6).
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from chatproto import codec
-from chatproto.backends.accounts import Ban
+from chatproto.backends.accounts import AccountStore, Ban
 from chatproto.codec import ErrorCode, ProtocolError, required
-from chatproto.core.broadcast import Event
+from chatproto.core.accounts import Accounts, AddressGate
 from chatproto.core.connection import Connection, Session
-from chatproto.core.rooms import ChatRoom, RoomRules
+from chatproto.core.logins import Logins
+from chatproto.core.membership import Membership
+from chatproto.core.messages import Messages
+from chatproto.core.peers import Peers
+from chatproto.core.registry import Registry
+from chatproto.core.room_rules import RuleKeeper
+from chatproto.core.rooms import ChatRoom, Directory, RoomRules
+from chatproto.limits import Limits
 from chatproto.rules import clean_reason, nick_key, normalise_nick
 
 log = Logger()
@@ -34,62 +44,41 @@ def _said(text: str, reason: str | None) -> str:
 
 
 class Moderation:
-    """Room operators' and server admins' requests, for the hub."""
+    """Room operators' and server admins' requests."""
 
-    def __init__(self, hub) -> None:
-        self.hub = hub
-
-    # -- who may come in ---------------------------------------------------------
-
-    def refusal(self, session: Session, room: ChatRoom, remembered: bool = False) -> ProtocolError | None:
-        """Why ``session`` may not join ``room`` (banned, invite-only), or
-        None. A remembered membership counts as an invitation."""
-        rules = room.rules
-        if session.admin:
-            return None
-        ban = rules.bans.get(session.key)
-        if ban is not None and ban.active(self.hub.clock.seconds()):
-            return ProtocolError(ErrorCode.BANNED, f"you are banned from {room.name!r}")
-        if rules.invite_only and not (remembered or session.key in rules.invites or rules.is_op(session)):
-            return ProtocolError(ErrorCode.INVITE_ONLY, f"{room.name!r} is invite-only: ask an operator")
-        return None
-
-    def claim(self, session: Session, room: ChatRoom) -> None:
-        """The creator of a room nobody runs is its operator (an account for
-        good, a guest while its session lasts). Rooms the server always has
-        are run by its admins."""
-        if room.permanent or room.members or not room.rules.unclaimed:
-            return
-        if session.account:
-            room.rules.ops.add(session.key)
-            self.save_rules(room)
-        else:
-            room.rules.guest_ops.add(session.id)
-            self.save_rules(room, stored=False)
-
-    def save_rules(self, room: ChatRoom, stored: bool = True) -> None:
-        """Store the room's rules (``stored``: what a restart keeps changed);
-        on a cluster node, pass them to the other nodes in the room's order."""
-        if stored:
-            self.keep(room)
-        if self.hub.cluster is not None:
-            rules = {"rules": room.rules.to_json(), "guest_ops": sorted(room.rules.guest_ops)}
-            self.hub.broadcast.event(
-                Event(room.key, None, None, record={"t": "r", "room": room.name, **rules})
-            )
-
-    def keep(self, room: ChatRoom) -> None:
-        """Store the room's rules and its topic, in one record (so the topic
-        lasts as long as the rules do)."""
-        if self.hub.store is not None:
-            d = self.hub.store.set_rules(room.key, room.kept_state())
-            d.addErrback(lambda f: log.failure("could not store room {room}'s rules", f, room=room.name))
+    def __init__(
+        self,
+        clock: IReactorTime,
+        limits: Limits,
+        registry: Registry,
+        directory: Directory,
+        gate: AddressGate,
+        accounts: Accounts | None,
+        store: AccountStore | None,
+        membership: Membership,
+        messages: Messages,
+        logins: Logins,
+        rules: RuleKeeper,
+        peers: Peers,
+    ) -> None:
+        self.clock = clock
+        self.limits = limits
+        self.registry = registry
+        self.directory = directory
+        self.gate = gate
+        self.accounts = accounts
+        self.store = store
+        self.membership = membership
+        self.messages = messages
+        self.logins = logins
+        self.rules = rules
+        self.peers = peers
 
     # -- room operators ------------------------------------------------------------
 
     def moderate(self, connection: Connection, packet: codec.Moderate) -> None:
         session = connection.session
-        room = self.hub.member_room(session, packet.room)
+        room = self.membership.member_room(session, packet.room)
         handler = _ROOM_OPS.get(packet.op)
         if handler is None:
             raise ProtocolError(
@@ -102,15 +91,15 @@ class Moderation:
             if packet.target is None:
                 raise ProtocolError(ErrorCode.BAD_PACKET, f"MODERATE {packet.op} needs a 'target'")
             target = normalise_nick(packet.target)
-        reason = clean_reason(packet.reason, self.hub.limits.max_text)
+        reason = clean_reason(packet.reason, self.limits.max_text)
         handler(self, connection, session, room, target, reason, packet)
 
     def _present(self, room: ChatRoom, target: str) -> Session | None:
         """The member of ``room`` called ``target``, if any (by the registry's
         nick index; on a cluster node, among the room's members elsewhere too)."""
         key = nick_key(target)
-        held = self.hub.registry.held(key)
-        if held is None and self.hub.cluster is not None:  # a member on another node
+        held = self.registry.held(key)
+        if held is None:  # a member on another node
             held = next((member for member in room.members.values() if member.key == key), None)
         return held if held is not None and held.rooms.get(room.key) is room else None
 
@@ -121,7 +110,7 @@ class Moderation:
         return member
 
     def _record(self, connection, session, room, action: dict, text: str, ref) -> None:
-        self.hub.record(
+        self.messages.record(
             room, session, connection, {k: v for k, v in action.items() if v is not None}, text, ref
         )
 
@@ -131,30 +120,30 @@ class Moderation:
             raise ProtocolError(ErrorCode.NOT_PERMITTED, "a server admin can't be kicked by an operator")
         if member.key in room.rules.invites:  # kicked out is not invited back in
             room.rules.invites.discard(member.key)
-            self.save_rules(room)
+            self.rules.save(room)
         action = {"op": "kick", "target": member.nick, "reason": reason}
         self._record(connection, session, room, action, _said(f"kicked {member.nick}", reason), packet.ref)
-        self.hub.remove_member(member, room, "kicked", reason)
+        self.membership.remove(member, room, "kicked", reason)
 
     def _ban(self, connection, session, room, target, reason, packet) -> None:
         key = nick_key(target)
         member = self._present(room, target)
         if member is not None and member.admin and not session.admin:
             raise ProtocolError(ErrorCode.NOT_PERMITTED, "a server admin can't be banned by an operator")
-        room.rules.bans[key] = Ban(key, session.nick, self.hub.clock.seconds(), reason)
+        room.rules.bans[key] = Ban(key, session.nick, self.clock.seconds(), reason)
         room.rules.ops.discard(key)
         room.rules.invites.discard(key)
-        self.save_rules(room)
+        self.rules.save(room)
         shown = member.nick if member is not None else target
         action = {"op": "ban", "target": shown, "reason": reason}
         self._record(connection, session, room, action, _said(f"banned {shown}", reason), packet.ref)
         if member is not None:
-            self.hub.remove_member(member, room, "kicked", reason)
+            self.membership.remove(member, room, "kicked", reason)
 
     def _unban(self, connection, session, room, target, reason, packet) -> None:
         if room.rules.bans.pop(nick_key(target), None) is None:
             raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"{target!r} is not banned from {room.name!r}")
-        self.save_rules(room)
+        self.rules.save(room)
         action = {"op": "unban", "target": target, "reason": reason}
         self._record(connection, session, room, action, _said(f"unbanned {target}", reason), packet.ref)
 
@@ -162,10 +151,10 @@ class Moderation:
         member = self._member(room, target)
         if member.account:
             room.rules.ops.add(member.key)
-            self.save_rules(room)
+            self.rules.save(room)
         else:
             room.rules.guest_ops.add(member.id)
-            self.save_rules(room, stored=False)
+            self.rules.save(room, stored=False)
         room.refresh(member)
         action = {"op": "op", "target": member.nick, "reason": reason}
         self._record(connection, session, room, action, f"made {member.nick} an operator", packet.ref)
@@ -180,7 +169,7 @@ class Moderation:
         if member is not None:
             room.rules.guest_ops.discard(member.id)
             room.refresh(member)
-        self.save_rules(room)
+        self.rules.save(room)
         shown = member.nick if member is not None else target
         action = {"op": "deop", "target": shown, "reason": reason}
         self._record(connection, session, room, action, f"took operator status from {shown}", packet.ref)
@@ -188,8 +177,8 @@ class Moderation:
     def _invite(self, connection, session, room, target, reason, packet) -> None:
         key = nick_key(target)
         room.rules.invites.add(key)
-        self.save_rules(room)
-        invitee = self.hub.registry.held(key)
+        self.rules.save(room)
+        invitee = self.registry.held(key)
         shown = invitee.nick if invitee is not None else target
         action = {"op": "invite", "target": shown, "reason": reason}
         self._record(connection, session, room, action, f"invited {shown}", packet.ref)
@@ -208,12 +197,12 @@ class Moderation:
         if packet.invite_only is not None:
             rules.invite_only = packet.invite_only
             said.append("made the room invite-only" if packet.invite_only else "opened the room to everyone")
-        self.save_rules(room)
+        self.rules.save(room)
         action = {"op": "mode", "topic_lock": packet.topic_lock, "invite_only": packet.invite_only}
         self._record(connection, session, room, action, " and ".join(said), packet.ref)
 
     def _bans(self, connection, session, room, target, reason, packet) -> None:
-        now = self.hub.clock.seconds()
+        now = self.clock.seconds()
         bans = [_ban_info(ban) for ban in room.rules.bans.values() if ban.active(now)]
         connection.send(codec.BanList(bans, room.name, packet.ref))
 
@@ -230,7 +219,7 @@ class Moderation:
             raise ProtocolError(ErrorCode.NOT_ADMIN, "only the server's admins may do that")
         if packet.duration is not None and not (0 < packet.duration < 1e9):
             raise ProtocolError(ErrorCode.BAD_PACKET, "'duration' must be a positive number of seconds")
-        reason = clean_reason(packet.reason, self.hub.limits.max_text)
+        reason = clean_reason(packet.reason, self.limits.max_text)
         return handler(self, connection, session, reason, packet)
 
     def _done(self, connection: Connection, packet, target: str) -> None:
@@ -238,7 +227,7 @@ class Moderation:
             connection.send(codec.Done(packet.op, target, packet.ref))
 
     def _sessions(self, connection, session, reason, packet) -> None:
-        registry = self.hub.registry
+        registry = self.registry
         pending = [codec.PendingInfo(c.id, c.address, c.opened) for c in registry.pending.values()]
         connected = [
             codec.SessionInfo(
@@ -255,24 +244,24 @@ class Moderation:
         connection.send(codec.Sessions(pending, connected, packet.ref))
 
     def _close(self, connection, session, reason, packet) -> None:
-        room = self.hub.directory.find(required(packet.room, "room", "ADMIN close"))
-        if room is self.hub.directory.default:
+        room = self.directory.find(required(packet.room, "room", "ADMIN close"))
+        if room is self.directory.default:
             raise ProtocolError(ErrorCode.NOT_PERMITTED, "the default room can't be closed")
         action = {"op": "close", "reason": reason}
         self._record(None, session, room, action, _said("closed the room", reason), None)
         for member in list(room.members.values()):
-            self.hub.remove_member(member, room, "closed", reason)
+            self.membership.remove(member, room, "closed", reason)
         room.rules = RoomRules()
-        if self.hub.store is not None:
-            self.hub.store.forget_room(room.key).addErrback(
+        if self.store is not None:
+            self.store.forget_room(room.key).addErrback(
                 lambda f: log.failure("could not forget room {room}", f, room=room.name)
             )
-        self.hub.directory.drop_if_empty(room)
+        self.directory.drop_if_empty(room)
         self._done(connection, packet, room.name)
 
     def _target_session(self, packet) -> tuple[str, Session | None]:
         target = normalise_nick(required(packet.target, "target", f"ADMIN {packet.op}"))
-        return target, self.hub.registry.held(nick_key(target))
+        return target, self.registry.held(nick_key(target))
 
     def _remove_from_server(self, session: Session, target: Session, op: str, reason: str | None) -> None:
         """Kicked or banned server-wide: recorded in each of its rooms, then disconnected."""
@@ -282,7 +271,7 @@ class Moderation:
         for room in list(target.rooms.values()):
             action = {"op": f"server_{op}", "target": target.nick, "reason": reason}
             self._record(None, session, room, action, _said(done, reason), None)
-        self.hub.kick(target.id)
+        self.logins.kick(target.id)
 
     def _server_kick(self, connection, session, reason, packet) -> None:
         target, held = self._target_session(packet)
@@ -292,7 +281,7 @@ class Moderation:
         self._done(connection, packet, held.nick)
 
     def _until(self, packet) -> float | None:
-        return None if packet.duration is None else self.hub.clock.seconds() + packet.duration
+        return None if packet.duration is None else self.clock.seconds() + packet.duration
 
     def _server_ban(self, connection, session, reason, packet) -> None:
         target, held = self._target_session(packet)
@@ -300,7 +289,7 @@ class Moderation:
         key = nick_key(target)
         if key in accounts.admins:
             raise ProtocolError(ErrorCode.NOT_PERMITTED, "an admin can't be banned: remove --admin first")
-        ban = Ban(key, session.nick, self.hub.clock.seconds(), reason, self._until(packet))
+        ban = Ban(key, session.nick, self.clock.seconds(), reason, self._until(packet))
         accounts.bans[key] = ban
         self._store_ban("nick", ban)
         if held is not None:
@@ -316,30 +305,30 @@ class Moderation:
 
     def _ban_address(self, connection, session, reason, packet) -> None:
         address = required(packet.address, "address", "ADMIN ban_address")
-        gate = self.hub.gate
-        ban = gate.ban(Ban(address, session.nick, self.hub.clock.seconds(), reason, self._until(packet)))
+        gate = self.gate
+        ban = gate.ban(Ban(address, session.nick, self.clock.seconds(), reason, self._until(packet)))
         self._store_ban("address", ban)
-        for open_connection in list(self.hub.registry.open.values()):
+        for open_connection in list(self.registry.open.values()):
             if gate.banned(open_connection.host) is ban and open_connection is not connection:
                 target = open_connection.session
                 if target is not None and len(target.devices) == 1:
                     self._remove_from_server(session, target, "ban", reason)
                 else:
-                    self.hub.leave(open_connection, "kicked")
+                    self.logins.leave(open_connection, "kicked")
                     open_connection.disconnect("kicked")
         self._done(connection, packet, ban.target)
 
     def _unban_address(self, connection, session, reason, packet) -> None:
-        lifted = self.hub.gate.lift(required(packet.address, "address", "ADMIN unban_address"))
+        lifted = self.gate.lift(required(packet.address, "address", "ADMIN unban_address"))
         if lifted is None:
             raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"{packet.address!r} is not banned")
         self._lift_ban("address", lifted)
         self._done(connection, packet, lifted)
 
     def _server_bans(self, connection, session, reason, packet) -> None:
-        now = self.hub.clock.seconds()
+        now = self.clock.seconds()
         bans = [_ban_info(b) for b in self._accounts().bans.values() if b.active(now)]
-        bans += [_ban_info(b) for b in self.hub.gate.bans.values() if b.active(now)]
+        bans += [_ban_info(b) for b in self.gate.bans.values() if b.active(now)]
         connection.send(codec.BanList(bans, None, packet.ref))
 
     def _reset(self, connection, session, reason, packet):
@@ -349,26 +338,24 @@ class Moderation:
         d.addCallback(lambda record: self._done(connection, packet, record.nick))
         return d
 
-    def _accounts(self):
-        if self.hub.accounts is None:
+    def _accounts(self) -> Accounts:
+        if self.accounts is None:
             raise ProtocolError(ErrorCode.NOT_PERMITTED, "this server keeps no accounts")
-        return self.hub.accounts
+        return self.accounts
 
     def _store_ban(self, kind: str, ban: Ban) -> None:
-        if self.hub.store is not None:
-            d = self.hub.store.set_server_ban(kind, ban)
+        if self.store is not None:
+            d = self.store.set_server_ban(kind, ban)
             self._tell_nodes(d).addErrback(lambda f: log.failure("could not store a ban", f))
 
     def _lift_ban(self, kind: str, target: str) -> None:
-        if self.hub.store is not None:
-            d = self.hub.store.lift_server_ban(kind, target)
+        if self.store is not None:
+            d = self.store.lift_server_ban(kind, target)
             self._tell_nodes(d).addErrback(lambda f: log.failure("could not lift a ban", f))
 
-    def _tell_nodes(self, stored: Deferred) -> Deferred:
-        """On a cluster node: once stored, the other nodes read the bans again."""
-        if self.hub.cluster is not None:
-            stored.addCallback(lambda _: self.hub.cluster.bans_changed())
-        return stored
+    def _tell_nodes(self, stored: Deferred[Any]) -> Deferred[Any]:
+        """Once stored, the other nodes (if any) read the bans again."""
+        return stored.addCallback(lambda _: self.peers.bans_changed())
 
 
 _ROOM_OPS = {

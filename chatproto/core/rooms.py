@@ -10,15 +10,15 @@ sends a packet: the hub does that.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from chatproto import codec
-from chatproto.backends.accounts import AccountStore, Ban
-from chatproto.backends.eventlog import EventLog, Topic
+from chatproto.backends.accounts import Ban
+from chatproto.backends.eventlog import Topic
 from chatproto.codec import ErrorCode, Message, ProtocolError
 from chatproto.core.connection import Session
 from chatproto.limits import Limits
@@ -136,28 +136,25 @@ class ChatRoom:
         return {**self.rules.to_json(), "topic": None if topic is None else [topic.text, topic.by, topic.ts]}
 
 
+class RoomSource(Protocol):
+    """Where a room's state is read from when it is made, and who is told
+    when it is dropped (:class:`chatproto.core.peers.Peers`)."""
+
+    def load(self, room: ChatRoom) -> Deferred[Any]: ...
+
+    def dropped(self, room: ChatRoom) -> None: ...
+
+
 class Directory:
     """Every room there is, by key, within the server's limits."""
 
-    def __init__(
-        self,
-        eventlog: EventLog,
-        limits: Limits,
-        default: str,
-        permanent: list[str],
-        store: AccountStore | None = None,
-    ) -> None:
-        self.eventlog = eventlog
-        self.store = store
+    def __init__(self, limits: Limits, default: str, permanent: list[str], source: RoomSource) -> None:
         self.limits = limits
+        self.source = source
         self.rooms: dict[str, ChatRoom] = {}
         self._keys: dict[str, str] = {}  # names as clients wrote them -> keys
         self._listed: list[tuple[str, int, str]] | None = None  # what listing_json last showed
         self._listing_json = "[]"
-        # A cluster node's: how a room it has members in again is read, and
-        # what it does when it has none there any more (chatproto.core.cluster).
-        self.loader: Callable[[ChatRoom], Deferred] | None = None
-        self.dropped: Callable[[ChatRoom], None] | None = None
         self.default = self._create(self.normalise(default), permanent=True)
         for name in permanent:
             self.get_or_create(name, permanent=True)
@@ -204,26 +201,8 @@ class Directory:
     def _create(self, name: str, permanent: bool) -> ChatRoom:
         room = ChatRoom(name, permanent, self.limits.history_replay)
         self.rooms[room.key] = room
-        if self.loader is not None:
-            room.ready = self.loader(room)
-            room.ready.addErrback(lambda f: log.failure("could not read room {room}", f, room=name))
-            return room
-        reads = []
-        if permanent:  # only rooms that always exist keep their topic
-            reads.append(self.eventlog.topic(room.key))
-            reads[0].addCallback(lambda topic: setattr(room, "topic", topic))
-        if self.store is not None:
-            rules = self.store.rules(room.key)
-            rules.addCallback(lambda data: load_rules(room, data))
-            reads.append(rules)
-        # At least the newest message: its seq is where unread counts start.
-        page = self.eventlog.before(None, max(1, self.limits.history_replay), room.key)
-        page.addCallback(lambda page: _preload(room, page[0]))
-        reads.append(page)
-        room.ready = gatherResults(reads, consumeErrors=True)
-        room.ready.addErrback(
-            lambda f: log.failure("could not read room {room}'s topic and recent history", f, room=name)
-        )
+        room.ready = self.source.load(room)
+        room.ready.addErrback(lambda f: log.failure("could not read room {room}", f, room=name))
         return room
 
     def drop_if_empty(self, room: ChatRoom) -> bool:
@@ -234,9 +213,17 @@ class Directory:
         if any(member.connection is not None for member in room.members.values()):
             return False  # (members on other nodes of a cluster are not this node's to keep)
         del self.rooms[room.key]
-        if self.dropped is not None:
-            self.dropped(room)
+        self.source.dropped(room)
         return True
+
+    def remember(self, stored: list[Any]) -> None:
+        """Messages just stored: each room keeps its newest for its next joiner."""
+        rooms = self.rooms
+        for item in stored:
+            room = rooms.get(item.channel)
+            if room is not None:
+                room.recent.append((item.message, item.json))
+                room.last_seq = item.message.seq
 
     def listing(self) -> list[codec.RoomInfo]:
         return sorted((room.info() for room in self.rooms.values()), key=lambda info: room_key(info.room))
@@ -252,7 +239,7 @@ class Directory:
         return self._listing_json
 
 
-def _preload(room: ChatRoom, page: list[Message]) -> None:
+def preload(room: ChatRoom, page: list[Message]) -> None:
     """The log's newest messages, before any stored since the room was made."""
     newer = list(room.recent)
     room.recent.clear()

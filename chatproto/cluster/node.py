@@ -1,4 +1,4 @@
-"""One node of a cluster: the hub's rooms shared with other nodes through a
+"""One node of a cluster: the rooms shared with other nodes through a
 shared ordered store (:mod:`chatproto.backends.streams`).
 
 Local actions change the node's state at once, as on a single server, and
@@ -20,20 +20,27 @@ from __future__ import annotations
 import hmac
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import codec
+from chatproto.backends.accounts import AccountStore
 from chatproto.backends.eventlog import Draft, StoreError, Topic
-from chatproto.backends.streams import Entry, Snapshot, StreamReader, StreamStore, escape, unescape
+from chatproto.backends.redis import RedisClient
+from chatproto.backends.streams import Entry, Snapshot, StreamReader, StreamStore, unescape
+from chatproto.cluster.log import ClusterLog, stream_message
 from chatproto.codec import ErrorCode, Message, ProtocolError
+from chatproto.core import records
 from chatproto.core.broadcast import Said
 from chatproto.core.connection import Session
-from chatproto.core.rooms import RoomRules, load_rules
-from chatproto.rules import DEFAULT_ROOM, room_key
+from chatproto.core.peers import Inbound
+from chatproto.core.rooms import Directory, RoomRules, load_rules
+from chatproto.rules import room_key
 
 log = Logger()
 
@@ -56,29 +63,31 @@ def _in_order(item) -> bool:
     return type(item) is Said or item.record is not None
 
 
-def _message(seq: int, data: dict) -> Message:
-    return Message(seq, data["ts"], data["from"], data["text"], None, data.get("action"))
-
-
-class Cluster:
-    """Joins a :class:`~chatproto.core.hub.Hub` to the others through ``store``."""
+class ClusterNode:
+    """This server's :class:`~chatproto.core.peers.Peers` when it is one
+    node of several sharing ``store``."""
 
     def __init__(
         self,
-        hub,
         store: StreamStore,
-        reader_client,
-        clock,
+        reader_client: RedisClient,
+        clock: IReactorTime,
+        eventlog: ClusterLog,
+        accounts: AccountStore | None,
+        replay: int,
         expiry: float = 10.0,
     ) -> None:
-        self.hub = hub
         self.store = store
+        self.reader_client = reader_client
         self.clock = clock
+        self.eventlog = eventlog
+        self.accounts = accounts  # the rules a restart keeps (account operators, bans, modes)
+        self.replay = replay
         self.expiry = expiry
         self.node = ""
-        self.started: Deferred = Deferred()
-        self._waiting: list[Deferred] = []
-        self.reader_client = reader_client
+        self.started: Deferred[str] = Deferred()
+        self.inbound: Inbound | None = None  # the core, from start on
+        self._waiting: list[Deferred[None]] = []
         self.reader: StreamReader | None = None
         self._batches = 0
         self._pending: dict[int, _Pending] = {}
@@ -89,20 +98,14 @@ class Cluster:
         self._heartbeat.clock = clock
         self._reaper = LoopingCall(self._reap)
         self._reaper.clock = clock
-        hub.broadcast.order = self
-        hub.cluster = self
-        directory = hub.directory
-        directory.loader = self.load
-        directory.dropped = self.dropped
-        for room in list(directory.rooms.values()):  # the rooms that always exist
-            room.ready = self.load(room)
-            room.ready.addErrback(lambda f: log.failure("could not read a room from the cluster", f))
 
     # -- life -------------------------------------------------------------------------
 
-    def start(self) -> Deferred:
-        """Connect, take a node number, start the heartbeat and the reader;
-        fires when the node may accept connections."""
+    def start(self, inbound: Inbound) -> Deferred[str]:
+        """Connect, take a node number, start the heartbeat and the reader,
+        applying the others' changes to ``inbound``; fires when the node may
+        accept connections."""
+        self.inbound = inbound
         for client in (self.store.client, self.reader_client):
             client.start()
         if not self.store.client.up:
@@ -115,7 +118,7 @@ class Cluster:
         return d
 
     def _go(self, _) -> None:
-        self.hub.eventlog.started()
+        self.eventlog.started()
         self.started.callback(self.node)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
@@ -123,7 +126,7 @@ class Cluster:
 
     def _numbered(self, number: int) -> Deferred:
         self.node = str(number)
-        self.hub.registry.renumber(number << ID_BITS)
+        self._core().renumber(number << ID_BITS)
         self.reader = StreamReader(self.reader_client, self.store, self.node, self._read, self._received)
         log.info("cluster node {node} on {address}", node=self.node, address=str(self.store.client.address))
         self._heartbeat.start(self.expiry / 4, now=False)
@@ -177,11 +180,12 @@ class Cluster:
             if not _in_order(item):
                 continue
             if type(item) is Said:
-                entry = {"t": "m", "d": codec.draft_json(item.draft)}
+                entry = records.message_entry(item.draft)
+                names[item.channel] = item.name
             else:
-                entry = self._entry(item.record)
+                entry = item.record.entry(self.node)
+                names[item.channel] = item.record.room
             rooms.setdefault(item.channel, []).append(entry)
-            names[item.channel] = item.name if type(item) is Said else item.record["room"]
             count += 1
         if not rooms:
             return None
@@ -199,26 +203,6 @@ class Cluster:
             (number, flushed, sent),
         )
         return d
-
-    def _entry(self, record: dict) -> dict:
-        kind = record["t"]
-        if kind == "o":
-            return {"t": "o", "d": codec.dumps({k: record[k] for k in ("text", "by", "ts")})}
-        if kind == "r":  # a room's rules changed
-            return {"t": "r", "d": codec.dumps({k: record[k] for k in ("rules", "guest_ops")})}
-        key = escape(record["key"])
-        data = {"id": record["id"], "nick": record["nick"], "key": key}
-        if kind == "j":
-            member = {"node": self.node, "nick": record["nick"], "key": key, "account": record["account"]}
-            data["account"] = record["account"]
-            entry = {"t": "j", "id": str(record["id"]), "key": key, "m": codec.dumps(member)}
-            entry["d"] = codec.dumps(data)
-            return entry
-        data["reason"] = record["reason"]
-        if record.get("message") is not None:
-            data["message"] = record["message"]
-        perm = 1 if record["permanent"] else 0
-        return {"t": "l", "id": str(record["id"]), "key": key, "perm": perm, "d": codec.dumps(data)}
 
     def _numbered_messages(self, seqs: list[list[int]], flushed, rooms: list[str]) -> list[Message]:
         """The batch's messages with the seqs the store gave them (each room's
@@ -261,7 +245,7 @@ class Cluster:
                         pending.flushed.reached = True
             held.append(entry)
         self._release()  # others' entries first, up to our own first one...
-        self.hub.broadcast.deliver_ready()  # ...then ours (each releases what follows it)
+        self._core().deliver_ready()  # ...then ours (each releases what follows it)
 
     def _release(self) -> None:
         """Deliver other nodes' entries up to this node's first undelivered one, room by room."""
@@ -281,31 +265,31 @@ class Cluster:
             self._apply(ready)
 
     def _apply(self, ready: list[tuple[str, Entry]]) -> None:
-        rooms = self.hub.directory.rooms
-        items: list = []
+        core = self._core()
+        items: list[Any] = []
         messages: list[Message] = []
         after: list[Callable[[], None]] = []
         for key, entry in ready:
-            room = rooms.get(key)
+            room = core.room(key)
             if room is None:
                 continue  # no member here any more
             try:
                 self._item(room, key, entry, items, messages, after)
             except (ValueError, KeyError, TypeError):
                 log.warn("skipped a malformed entry {id} in room {room}", id=entry.id, room=room.name)
-        self.hub.broadcast.deliver_now(items, messages)
+        core.deliver(items, messages)
         for call in after:
             call()
 
     def _item(self, room, key: str, entry: Entry, items: list, messages: list, after: list) -> None:
         """Another node's entry as a batch item (and what to do once it is delivered)."""
         if entry.kind == "m":
-            message = _message(entry.seq, entry.data)
+            message = stream_message(entry.seq, entry.data)
             draft = Draft(message.ts, message.sender, message.text, key, message.action)
             items.append(Said(draft, room.name, None, None))
             messages.append(message)
             return
-        event, then = self.hub.apply_remote(room, entry.kind, entry.data)
+        event, then = self._core().apply(room, records.decode(entry.kind, room.name, entry.data))
         if event is not None:
             items.append(event)
         if then is not None:
@@ -313,15 +297,16 @@ class Cluster:
 
     def _received(self, messages: list[dict]) -> None:
         """This node's inbox: whispers to its sessions, sessions resumed elsewhere."""
+        core = self._core()
         for message in messages:
             try:
-                kind = message.get("kind")
-                if kind == "whisper":
-                    self.hub.whispered(codec.Private(**message["private"]))
-                elif kind == "moved":
-                    self.hub.moved(message["key"])
-                elif kind == "bans":
-                    self.hub.reload_bans().addErrback(lambda f: log.failure("could not read the bans", f))
+                note = records.read_note(message)
+                if isinstance(note, records.Whispered):
+                    core.whispered(note.private)
+                elif isinstance(note, records.Moved):
+                    core.moved(note.key)
+                else:
+                    core.reload_bans().addErrback(lambda f: log.failure("could not read the bans", f))
             except Exception:
                 log.failure("a cluster message failed: {message}", message=message)
 
@@ -330,11 +315,12 @@ class Cluster:
     def load(self, room) -> Deferred:
         """A room this node has members in again: its members, topic and recent
         history as of a point of its stream, then its stream from there."""
-        d = self.when_started()
-        if self.hub.store is not None:  # the rules a restart keeps (account operators, bans, modes)
-            d.addCallback(lambda _: self.hub.store.rules(room.key))
+        d: Deferred[Any] = self.when_started()
+        accounts = self.accounts
+        if accounts is not None:
+            d.addCallback(lambda _: accounts.rules(room.key))
             d.addCallback(lambda data: load_rules(room, data))
-        d.addCallback(lambda _: self.store.snapshot(room.key, self.hub.limits.history_replay))
+        d.addCallback(lambda _: self.store.snapshot(room.key, self.replay))
         d.addCallback(self._loaded, room)
         loaded: Deferred = Deferred()  # "called" only once loaded: the hub asks ready.called
         d.chainDeferred(loaded)
@@ -349,14 +335,14 @@ class Cluster:
         return waiting
 
     def _loaded(self, snapshot: Snapshot, room) -> None:
-        if self.hub.directory.rooms.get(room.key) is not room:
+        if self._core().room(room.key) is not room:
             return
         if snapshot.rules is not None:  # first: the members' Peer JSON shows who is an operator
             room.rules = RoomRules.from_json(snapshot.rules["rules"])
             room.rules.guest_ops = set(snapshot.rules["guest_ops"])
         for id, member in snapshot.members.items():
             if member["node"] != self.node and id not in room.members:
-                remote = self.remote(
+                remote = self.stand_in(
                     id, member["nick"], unescape(member["key"]), member.get("account", False)
                 )
                 room.add(remote)
@@ -368,14 +354,16 @@ class Cluster:
 
         room.last_seq = max(room.last_seq, snapshot.seq)
         room.recent.clear()
-        room.recent.extend((m, codec.message_json(m)) for m in (_message(s, d) for s, d in snapshot.recent))
+        room.recent.extend(
+            (m, codec.message_json(m)) for m in (stream_message(s, d) for s, d in snapshot.recent)
+        )
         self.reader.follow(room.key, snapshot.position)
 
     def dropped(self, room) -> None:
         """No member here any more: stop reading the room once what was said reached everyone."""
 
         def unfollow() -> None:
-            if room.key not in self.hub.directory.rooms and self.reader is not None:
+            if self._core().room(room.key) is None and self.reader is not None:
                 self.reader.unfollow(room.key)
                 self._held.pop(room.key, None)
 
@@ -383,46 +371,52 @@ class Cluster:
             if member.connection is None:
                 room.remove(member)
                 self.forget(member)
-        self.hub.broadcast.after_all(unfollow)
+        if self.inbound is not None:
+            self.inbound.after_all(unfollow)
 
     def bans_changed(self) -> Deferred:
         """Server-wide bans changed here: every other node reads them again."""
 
         def tell(nodes: list[str]) -> Deferred:
             others = [node for node in nodes if node != self.node]
-            return gatherResults([self.store.send(node, {"kind": "bans"}) for node in others])
+            note = records.BansChanged().to_json()
+            return gatherResults([self.store.send(node, note) for node in others])
 
         return self.store.nodes().addCallback(tell)
 
-    def member(self, data: dict) -> Session:
-        """The stand-in for the member a join entry names."""
-        return self.remote(data["id"], data["nick"], unescape(data["key"]), data.get("account", False))
-
-    def listing(self, local: list[codec.RoomInfo]) -> Deferred[list[codec.RoomInfo]]:
+    def listing(self, directory: Directory) -> Deferred[str]:
         """Every room with members on any node, this node's own view first."""
+        local = directory.listing()
 
-        def merge(rows) -> list[codec.RoomInfo]:
+        def merge(rows: list[tuple[str, int, dict[str, Any] | None]]) -> str:
             rooms = {room_key(info.room): info for info in local}
             for name, members, topic in rows:
                 text = topic["text"] if topic else ""
                 rooms.setdefault(room_key(name), codec.RoomInfo(name, text, members))
-            return sorted(rooms.values(), key=lambda info: room_key(info.room))
+            shown = sorted(rooms.values(), key=lambda info: room_key(info.room))
+            return codec.dumps([codec.body_of(info) for info in shown])
 
         return self.store.rooms().addCallbacks(merge, self._unavailable)
 
-    def remote(self, id: int, nick: str, key: str, account: bool) -> Session:
+    def stand_in(self, id: int, nick: str, key: str, account: bool) -> Session:
         """The one Session object standing for a member on another node."""
         session = self.remotes.get(id)
         if session is None:
             session = Session(id, nick, key, None, self.clock.seconds())
             session.account = bool(account)
-            session.admin = self.hub.is_admin(key, session.account)
+            session.admin = self._core().is_admin(key, session.account)
             self.remotes[id] = session
         return session
 
     def forget(self, session: Session) -> None:
         if not session.rooms:
             self.remotes.pop(session.id, None)
+
+    def _core(self) -> Inbound:
+        """The core the node applies others' changes to: there once started."""
+        if self.inbound is None:
+            raise RuntimeError("the cluster node has not started")
+        return self.inbound
 
     # -- nicks, sessions, whispers ----------------------------------------------------------------
 
@@ -481,7 +475,7 @@ class Cluster:
     def _taken(self, rooms, old: str, key: str, record: dict):
         if rooms is None:
             return None  # it moved or went meanwhile
-        self.store.send(old, {"kind": "moved", "key": key}).addErrback(lambda f: None)
+        self.store.send(old, records.Moved(key).to_json()).addErrback(lambda f: None)
         return record, rooms
 
     def whisper(self, nick_key: str, private: codec.Private) -> Deferred[bool]:
@@ -490,78 +484,7 @@ class Cluster:
         def owner(record: dict | None) -> Deferred[bool] | bool:
             if record is None or record["node"] == self.node:
                 return False
-            message = {
-                "kind": "whisper",
-                "private": {
-                    "ts": private.ts,
-                    "sender": private.sender,
-                    "to": private.to,
-                    "text": private.text,
-                },
-            }
+            message = records.Whispered(private).to_json()
             return self.store.send(record["node"], message).addCallback(lambda _: True)
 
         return self.store.session(nick_key).addCallback(owner).addErrback(self._unavailable)
-
-
-class ClusterLog:
-    """The :class:`~chatproto.backends.eventlog.EventLog` of a cluster node:
-    history pages read from the rooms' streams. Appending is the cluster's
-    (:meth:`Cluster.append`), which puts presence in the same order."""
-
-    def __init__(self, store: StreamStore) -> None:
-        self.store = store
-        self._started = False
-        self._waiting: list[Deferred] = []
-
-    def started(self) -> None:
-        """The node has joined: reads asked for before go now."""
-        self._started = True
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(None)
-
-    def _when_started(self, read) -> Deferred:
-        if self._started:
-            return read()
-        d: Deferred = Deferred()
-        self._waiting.append(d)
-        return d.addCallback(lambda _: read())
-
-    def append(self, drafts) -> Deferred:
-        raise StoreError("a cluster node appends through its Cluster")
-
-    def before(self, seq: int | None, limit: int, room: str = DEFAULT_ROOM) -> Deferred:
-        return self._page(self._when_started(lambda: self.store.before(room, seq, limit)))
-
-    def after(self, seq: int, limit: int, room: str = DEFAULT_ROOM) -> Deferred:
-        return self._page(self._when_started(lambda: self.store.after(room, seq, limit)))
-
-    def _page(self, d: Deferred) -> Deferred:
-        d.addCallback(lambda page: ([_message(seq, data) for seq, data in page[0]], page[1]))
-        return d.addErrback(_store_error)
-
-    def topic(self, room: str) -> Deferred:
-        def parse(t):
-            return Topic(t["text"], t["by"], t["ts"]) if t and t["text"] else None
-
-        d = self._when_started(lambda: self.store.topic(room))
-        return d.addCallback(parse).addErrback(_store_error)
-
-    def set_topic(self, room: str, topic) -> Deferred:
-        return succeed(None)  # a topic entry keeps it (Cluster.append)
-
-    def check(self) -> Deferred:
-        return self.store.client.call("PING").addCallback(lambda _: None).addErrback(_store_error)
-
-    def maintain(self) -> None:
-        pass  # the store keeps itself (appendfsync, trimming on append)
-
-    def close(self) -> None:
-        pass
-
-
-def _store_error(failure: Failure):
-    if failure.check(StoreError):
-        return failure
-    raise StoreError(f"the cluster store failed: {failure.value}")

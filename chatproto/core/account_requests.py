@@ -1,0 +1,110 @@
+"""ACCOUNT register, password and delete, for the session's own nick."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from chatproto import codec
+from chatproto.backends.accounts import AccountRecord, AccountStore
+from chatproto.codec import ErrorCode, ProtocolError, required
+from chatproto.core.accounts import Accounts
+from chatproto.core.connection import Connection, Session
+from chatproto.core.membership import Membership
+from chatproto.core.peers import Peers
+from chatproto.core.room_rules import RuleKeeper
+from chatproto.core.rooms import Directory
+
+log = Logger()
+
+
+class AccountRequests:
+    """A session's own account: made, its password changed, deleted."""
+
+    def __init__(
+        self,
+        accounts: Accounts | None,
+        store: AccountStore | None,
+        directory: Directory,
+        membership: Membership,
+        rules: RuleKeeper,
+        peers: Peers,
+    ) -> None:
+        self.accounts = accounts
+        self.store = store
+        self.directory = directory
+        self.membership = membership
+        self.rules = rules
+        self.peers = peers
+
+    def account(self, connection: Connection, packet: codec.AccountRequest) -> Deferred[None]:
+        session = connection.session
+        accounts = self.accounts
+        if session is None:
+            raise ProtocolError(ErrorCode.NOT_LOGGED_IN, "log in first")
+        if accounts is None:
+            raise ProtocolError(ErrorCode.NOT_PERMITTED, "this server keeps no accounts")
+        what = f"ACCOUNT {packet.op}"
+        d: Deferred[AccountRecord]
+        if packet.op == "register":
+            if session.account:
+                raise ProtocolError(ErrorCode.ALREADY_REGISTERED, f"{session.nick!r} is already registered")
+            password = required(packet.password, "password", what)
+            d = accounts.register(session.key, session.nick, password, connection.host)
+            d.addCallback(self._registered, session)
+        elif packet.op == "password":
+            _require_account(session)
+            password = required(packet.password, "password", what)
+            new = required(packet.new_password, "new_password", what)
+            d = accounts.change(session.key, password, new, connection.host)
+        elif packet.op == "delete":
+            _require_account(session)
+            d = accounts.delete(session.key, required(packet.password, "password", what), connection.host)
+            d.addCallback(self._unregistered, session)
+        else:
+            raise ProtocolError(
+                ErrorCode.BAD_PACKET, f"unknown ACCOUNT op {packet.op!r}: register, password, delete"
+            )
+
+        def done(_: object) -> None:
+            log.info("{nick}: account {op}", nick=session.nick, op=packet.op)
+            if connection.session is session:
+                connection.send(codec.Done(packet.op, session.nick, packet.ref))
+
+        return d.addCallback(done)
+
+    def _registered(self, record: AccountRecord, session: Session) -> None:
+        assert self.accounts is not None
+        session.account = True
+        session.admin = self.accounts.is_admin(record)  # never a registration's: see ensure_admins
+        self.peers.save(session)  # a resume on another node finds an account's session
+        for room in session.rooms.values():
+            if session.id in room.rules.guest_ops:  # a guest's operator status becomes the account's
+                room.rules.guest_ops.discard(session.id)
+                room.rules.ops.add(session.key)
+                self.rules.save(room)
+            room.refresh(session)
+            self.membership.remember(session, room)
+
+    def _unregistered(self, record: AccountRecord, session: Session) -> None:
+        """Rights die with the account: its admin mark went with its record,
+        and no room keeps the nick as an operator for the next registrant."""
+        assert self.accounts is not None and self.store is not None
+        session.account = False
+        session.admin = False
+        self.accounts.confirmed.discard(record.key)
+        for room in self.directory.rooms.values():
+            if record.key in room.rules.ops:
+                room.rules.ops.discard(record.key)
+                self.rules.save(room)
+        self.store.forget_operator(record.key).addErrback(
+            lambda f: log.failure("could not take {nick}'s operator status away", f, nick=record.nick)
+        )
+        self.peers.save(session)
+        for room in session.rooms.values():
+            room.refresh(session)
+
+
+def _require_account(session: Session) -> None:
+    if not session.account:
+        raise ProtocolError(ErrorCode.NOT_REGISTERED, "log in to your account first")

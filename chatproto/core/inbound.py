@@ -1,0 +1,100 @@
+"""Other nodes' changes, applied here: what a cluster node
+(:mod:`chatproto.cluster`) calls on the core when it reads them.
+
+Each record changes the room as it says, through the same owners a local
+change goes through (membership, the rules, the broadcast), and gives back
+what to deliver to the room's members here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from chatproto import codec
+from chatproto.backends.eventlog import Topic
+from chatproto.core.broadcast import Broadcast, Event
+from chatproto.core.logins import Logins
+from chatproto.core.membership import Membership
+from chatproto.core.messages import Messages
+from chatproto.core.observers import Observers
+from chatproto.core.records import MemberJoined, MemberLeft, Record, RulesSet, TopicSet
+from chatproto.core.registry import Registry
+from chatproto.core.rooms import ChatRoom, Directory, RoomRules
+
+
+class Inbound:
+    """Applies another node's records and inbox messages."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        directory: Directory,
+        broadcast: Broadcast,
+        membership: Membership,
+        logins: Logins,
+        messages: Messages,
+        observers: Observers,
+    ) -> None:
+        self.registry = registry
+        self.directory = directory
+        self.broadcast = broadcast
+        self.membership = membership
+        self.logins = logins
+        self.messages = messages
+        self.observers = observers
+
+    def renumber(self, base: int) -> None:
+        """Ids from ``base`` on: unique across the nodes."""
+        self.registry.renumber(base)
+
+    def room(self, key: str) -> ChatRoom | None:
+        return self.directory.rooms.get(key)
+
+    def apply(self, room: ChatRoom, record: Record) -> tuple[Event | None, Callable[[], None] | None]:
+        """The room changes as ``record`` says: the Event to deliver, and
+        what to do once it is delivered."""
+        if isinstance(record, MemberJoined):
+            return self.membership.remote_joined(room, record), None
+        if isinstance(record, MemberLeft):
+            return self.membership.remote_left(room, record)
+        if isinstance(record, TopicSet):
+            return self._topic(room, record), None
+        return self._rules(room, record), None
+
+    def _topic(self, room: ChatRoom, record: TopicSet) -> Event:
+        room.topic = Topic(record.text, record.by, record.ts) if record.text else None
+        changed = codec.TopicChanged(room.name, record.text, record.by, record.ts)
+        self.observers.notify("topic", 0, nick=record.by, room=room.name, reason=record.text)
+        return Event(room.key, None, codec.encode(changed))
+
+    def _rules(self, room: ChatRoom, record: RulesSet) -> None:
+        """An operator on another node changed the room's rules."""
+        room.rules = RoomRules.from_json(record.rules)
+        room.rules.guest_ops = set(record.guest_ops)
+        for member in room.members.values():
+            room.refresh(member)
+
+    def deliver(self, items: list[Any], messages: list[codec.Message]) -> None:
+        """Other nodes' items, already stored: to the rooms' recipients now."""
+        self.broadcast.deliver_now(items, messages)
+
+    def deliver_ready(self) -> None:
+        self.broadcast.deliver_ready()
+
+    def after_all(self, call: Callable[[], None]) -> None:
+        self.broadcast.after_all(call)
+
+    def whispered(self, private: codec.Private) -> None:
+        self.messages.whispered(private)
+
+    def moved(self, key: str) -> None:
+        self.logins.moved(key)
+
+    def reload_bans(self) -> Deferred[None]:
+        return self.logins.reload_bans()
+
+    def is_admin(self, key: str, account: bool) -> bool:
+        return self.logins.is_admin(key, account)

@@ -1,0 +1,191 @@
+"""What is said: SAY, moderation records, WHISPER and HISTORY.
+
+Messages go into the ordered broadcast; whispers and history pages wait
+for everything broadcast before them (:meth:`Broadcast.after_all`), which
+keeps each room's total order without a queue per connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatproto import codec
+from chatproto.backends.eventlog import Draft, EventLog
+from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.core.assembly import Assembler
+from chatproto.core.broadcast import Broadcast, Said
+from chatproto.core.connection import Connection, Session
+from chatproto.core.membership import Membership
+from chatproto.core.observers import Observers
+from chatproto.core.peers import Peers
+from chatproto.core.registry import Registry
+from chatproto.core.rooms import ChatRoom, Directory
+from chatproto.limits import Limits
+from chatproto.metrics import Counters
+from chatproto.rules import nick_key, normalise_nick, validate_text
+
+log = Logger()
+
+
+def _session(connection: Connection) -> Session:
+    session = connection.session
+    if session is None:  # the command table lets no such request through
+        raise ProtocolError(ErrorCode.NOT_LOGGED_IN, "log in first")
+    return session
+
+
+class Messages:
+    """Messages, whispers and history pages."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        limits: Limits,
+        eventlog: EventLog,
+        registry: Registry,
+        directory: Directory,
+        broadcast: Broadcast,
+        assembler: Assembler,
+        membership: Membership,
+        peers: Peers,
+        counters: Counters,
+        observers: Observers,
+        written: Callable[[], None],
+    ) -> None:
+        self.clock = clock
+        self.limits = limits
+        self.eventlog = eventlog
+        self.registry = registry
+        self.directory = directory
+        self.broadcast = broadcast
+        self.assembler = assembler
+        self.membership = membership
+        self.peers = peers
+        self.counters = counters
+        self.observers = observers
+        self.written = written  # after writing outside the broadcast: slow consumers go
+
+    def say(self, connection: Connection, text: str, ref: str | None, room: str | None = None) -> None:
+        session = _session(connection)
+        # version 1 is always in the default room: no lookup for it
+        target = (
+            self.directory.default if session.version == 1 else self.membership.member_room(session, room)
+        )
+        validate_text(text, self.limits.max_text)
+        draft = Draft(self.clock.seconds(), session.nick, text, target.key)
+        self.broadcast.message(draft, target.name, connection, ref)
+
+    def record(
+        self,
+        room: ChatRoom,
+        session: Session,
+        connection: Connection | None,
+        action: dict[str, Any],
+        text: str,
+        ref: str | None = None,
+    ) -> None:
+        """A moderation action, announced to the room and kept in its history
+        as a MESSAGE from whoever did it, with ``action`` saying what."""
+        draft = Draft(self.clock.seconds(), session.nick, text, room.key, action)
+        self.broadcast.message(draft, room.name, connection, ref)  # type: ignore[arg-type]
+        self.observers.notify("moderation", session.id, nick=session.nick, room=room.name, reason=text)
+
+    def whisper(self, connection: Connection, packet: codec.Whisper) -> Deferred[None]:
+        """To every device of the one called ``to``, here or on another node."""
+        session = _session(connection)
+        validate_text(packet.text, self.limits.max_text)
+        normalise_nick(packet.to)  # a malformed name is bad_nick, not no_such_nick
+        target = self.registry.find(packet.to)
+        if target is None:
+            return self._whisper_elsewhere(connection, session, packet)
+        private = codec.Private(self.clock.seconds(), session.nick, target.nick, packet.text)
+        found = target
+
+        def send() -> None:
+            # every device of both, the sender's own copy with its ref
+            for device in {**found.devices, **session.devices}:
+                if device.session is not None and device is not connection:
+                    device.send(private)
+            if connection.session is session:
+                connection.send(
+                    codec.Private(private.ts, private.sender, private.to, private.text, packet.ref)
+                )
+            self.written()
+
+        self.broadcast.after_all(send)
+        return succeed(None)
+
+    def _whisper_elsewhere(
+        self, connection: Connection, session: Session, packet: codec.Whisper
+    ) -> Deferred[None]:
+        """To whoever has the nick on another node, through that node's
+        inbox; the sender's copy once the store has taken it."""
+        private = codec.Private(self.clock.seconds(), session.nick, packet.to, packet.text)
+
+        def sent(found: bool) -> None:
+            if not found:
+                raise ProtocolError(ErrorCode.NO_SUCH_NICK, f"nobody here is called {packet.to!r}")
+            for device in session.devices:
+                if device is not connection:
+                    device.send(private)
+            if connection.session is session:
+                own = codec.Private(private.ts, private.sender, private.to, private.text, packet.ref)
+                connection.send(own)
+
+        return self.peers.whisper(nick_key(normalise_nick(packet.to)), private).addCallback(sent)
+
+    def whispered(self, private: codec.Private) -> None:
+        """A whisper from a session on another node, to one of ours."""
+        target = self.registry.find(private.to)
+        if target is None:
+            return  # gone meanwhile
+        private = codec.Private(private.ts, private.sender, target.nick, private.text)
+        for device in target.devices:
+            device.send(private)
+
+    def history(self, connection: Connection, request: codec.HistoryRequest) -> Deferred[codec.HistoryPage]:
+        """A HISTORY page of one of the session's rooms, after everything
+        broadcast before the request."""
+        session = _session(connection)
+        if request.before is not None and request.after is not None:
+            raise ProtocolError(ErrorCode.BAD_PACKET, "give either 'before' or 'after', not both")
+        room = self.membership.member_room(session, request.room)
+        named = room.name if session.version >= 2 else None
+        limit = min(max(request.limit if request.limit is not None else 50, 1), self.limits.history_page)
+        answer: Deferred[codec.HistoryPage] = Deferred()
+
+        def read() -> None:
+            started = perf_counter()
+            if request.after is not None:
+                d, keep = self.eventlog.after(request.after, limit, room.key), "oldest"
+            else:
+                d, keep = self.eventlog.before(request.before, limit, room.key), "newest"
+            d.addCallback(self._timed_read, started)
+            d.addCallback(lambda page: self.assembler.page(*page, keep=keep, room=named))
+            d.chainDeferred(answer)
+
+        self.broadcast.after_all(read)
+        return answer
+
+    def _timed_read(self, page: Any, started: float) -> Any:
+        self.counters.store["read"].observe(perf_counter() - started)
+        return page
+
+    def refused(self, said: list[Said], failure: Failure) -> None:
+        """The log could not store a batch: nobody sees it, the senders are told."""
+        log.error(
+            "history store failed, {count} messages refused: {error}", count=len(said), error=failure.value
+        )
+        self.observers.notify("error", 0, reason=str(failure.value))
+        for item in said:
+            if item.sender is not None and item.sender.session is not None:
+                item.sender.send(
+                    codec.Error(ErrorCode.INTERNAL, "the server could not store your message", item.ref)
+                )

@@ -1,0 +1,182 @@
+"""The other nodes: one interface for a single server and a cluster node.
+
+The core asks its :class:`Peers` wherever another node might have a say
+(a nick claimed elsewhere, a session to resume from elsewhere, a whisper to
+someone elsewhere, the rooms listed elsewhere) and hands them each flushed
+batch. A single server's :class:`SingleNode` answers at once, with the same
+kind of value a cluster node answers with later, so the core never asks
+which mode it is in. The cluster node is :mod:`chatproto.cluster`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.logger import Logger
+
+from chatproto import codec
+from chatproto.backends.accounts import AccountStore
+from chatproto.backends.eventlog import EventLog
+from chatproto.core.connection import Session
+from chatproto.core.records import Record
+from chatproto.core.rooms import ChatRoom, Directory, load_rules, preload
+
+if TYPE_CHECKING:
+    from chatproto.core.broadcast import Flushed
+
+log = Logger()
+
+#: A session resumed from another node: its record, and its rooms as (key, name).
+Resumed = tuple[dict[str, Any], list[tuple[str, str]]]
+
+
+class Inbound(Protocol):
+    """What another node's changes are applied to (the core's side, :mod:`chatproto.core.inbound`)."""
+
+    def renumber(self, base: int) -> None: ...
+
+    def room(self, key: str) -> ChatRoom | None: ...
+
+    def apply(self, room: ChatRoom, record: Record) -> tuple[Any, Callable[[], None] | None]: ...
+
+    def deliver(self, items: list[Any], messages: list[codec.Message]) -> None: ...
+
+    def deliver_ready(self) -> None: ...
+
+    def after_all(self, call: Callable[[], None]) -> None: ...
+
+    def whispered(self, private: codec.Private) -> None: ...
+
+    def moved(self, key: str) -> None: ...
+
+    def reload_bans(self) -> Deferred[None]: ...
+
+    def is_admin(self, key: str, account: bool) -> bool: ...
+
+
+class Peers(Protocol):
+    """The other nodes, as the core sees them."""
+
+    def start(self, inbound: Inbound) -> Deferred[Any]:
+        """Join the others; fires when connections may be accepted."""
+
+    def stop(self) -> Deferred[None]:
+        """Leave the others: this node's sessions leave their rooms for them."""
+
+    # -- the order: a flushed batch's room items, in each room's order
+
+    def append(self, flushed: Flushed) -> Deferred[list[codec.Message]] | None:
+        """Put the batch's room items in their rooms' shared order; fires
+        with its messages, numbered. None: nothing of it goes to the others
+        (the event log stores its messages)."""
+
+    def delivered(self, flushed: Flushed) -> None:
+        """The batch went out here: what waited behind it may follow."""
+
+    # -- rooms
+
+    def load(self, room: ChatRoom) -> Deferred[Any]:
+        """Read a room's topic, rules, members elsewhere and recent history."""
+
+    def dropped(self, room: ChatRoom) -> None:
+        """No member here any more."""
+
+    def listing(self, directory: Directory) -> Deferred[str]:
+        """Every room there is, here and elsewhere, as LIST's JSON array."""
+
+    # -- sessions
+
+    def claim(self, key: str, nick: str) -> Deferred[None]:
+        """Fails with nick_taken if another node's session has the nick."""
+
+    def release(self, key: str) -> Deferred[None]:
+        """The nick is free again (fires once the others know)."""
+
+    def save(self, session: Session) -> None:
+        """The session's record, for a resume on another node."""
+
+    def resume(self, key: str, token: str, version: int) -> Deferred[Resumed | None]:
+        """A session held elsewhere whose resume token this is, moved here; or None."""
+
+    def whisper(self, key: str, private: codec.Private) -> Deferred[bool]:
+        """To the session with this nick key elsewhere: False if there is none."""
+
+    def stand_in(self, id: int, nick: str, key: str, account: bool) -> Session:
+        """The one Session object standing for a member on another node."""
+
+    def forget(self, session: Session) -> None:
+        """A stand-in in no room any more."""
+
+    def bans_changed(self) -> Deferred[Any]:
+        """The server-wide bans changed here: the others read them again."""
+
+
+class SingleNode:
+    """A server on its own: nobody else to ask, every answer at once."""
+
+    def __init__(self, eventlog: EventLog, store: AccountStore | None, replay: int) -> None:
+        self.eventlog = eventlog
+        self.store = store
+        self.replay = replay
+
+    def start(self, inbound: Inbound) -> Deferred[Any]:
+        return succeed(None)
+
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
+
+    def append(self, flushed: Flushed) -> None:
+        return None
+
+    def delivered(self, flushed: Flushed) -> None:
+        pass
+
+    def load(self, room: ChatRoom) -> Deferred[Any]:
+        """Rules from the account store, the topic of a room that always
+        exists from the log, and at least the newest message: its seq is
+        where unread counts start."""
+        reads: list[Deferred[Any]] = []
+        if room.permanent:  # only rooms that always exist keep their topic in the log
+            topic = self.eventlog.topic(room.key)
+            topic.addCallback(lambda topic: setattr(room, "topic", topic))
+            reads.append(topic)
+        if self.store is not None:
+            rules = self.store.rules(room.key)
+            rules.addCallback(lambda data: load_rules(room, data))
+            reads.append(rules)
+        page = self.eventlog.before(None, max(1, self.replay), room.key)
+        page.addCallback(lambda page: preload(room, page[0]))
+        reads.append(page)
+        return gatherResults(reads, consumeErrors=True)
+
+    def dropped(self, room: ChatRoom) -> None:
+        pass
+
+    def listing(self, directory: Directory) -> Deferred[str]:
+        return succeed(directory.listing_json())
+
+    def claim(self, key: str, nick: str) -> Deferred[None]:
+        return succeed(None)
+
+    def release(self, key: str) -> Deferred[None]:
+        return succeed(None)
+
+    def save(self, session: Session) -> None:
+        pass
+
+    def resume(self, key: str, token: str, version: int) -> Deferred[Resumed | None]:
+        return succeed(None)
+
+    def whisper(self, key: str, private: codec.Private) -> Deferred[bool]:
+        return succeed(False)
+
+    def stand_in(self, id: int, nick: str, key: str, account: bool) -> Session:
+        raise RuntimeError("a single server has no members elsewhere")
+
+    def forget(self, session: Session) -> None:
+        pass
+
+    def bans_changed(self) -> Deferred[Any]:
+        return succeed(None)

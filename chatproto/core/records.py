@@ -1,0 +1,170 @@
+"""Replication records: what changed in a room, as other nodes of a cluster
+learn it, and the messages one node sends another's inbox.
+
+One frozen class per kind of change, each with its encoding into a room
+stream's entry and its decoding from one, here and nowhere else. The core
+makes a record for every change it broadcasts; a single server's order
+ignores them, a cluster node's puts them in the room's stream
+(:mod:`chatproto.cluster`), in the room's order with its messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from chatproto import codec
+from chatproto.backends.eventlog import Draft
+from chatproto.backends.streams import escape, unescape
+
+
+@dataclass(frozen=True, slots=True)
+class MemberJoined:
+    """A session entered a room."""
+
+    kind: ClassVar[str] = "j"
+    room: str
+    id: int
+    nick: str
+    key: str
+    account: bool
+
+    def entry(self, node: str) -> dict[str, Any]:
+        key = escape(self.key)
+        member = {"node": node, "nick": self.nick, "key": key, "account": self.account}
+        data = {"id": self.id, "nick": self.nick, "key": key, "account": self.account}
+        return {"t": "j", "id": str(self.id), "key": key, "m": codec.dumps(member), "d": codec.dumps(data)}
+
+    @classmethod
+    def decode(cls, room: str, data: dict[str, Any]) -> MemberJoined:
+        return cls(room, data["id"], data["nick"], unescape(data["key"]), bool(data.get("account", False)))
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLeft:
+    """A session left a room (parted, kicked, quit, lost...)."""
+
+    kind: ClassVar[str] = "l"
+    room: str
+    id: int
+    nick: str
+    key: str
+    reason: str
+    message: str | None
+    permanent: bool = False  # the room always exists: the store keeps it when empty
+
+    def entry(self, node: str) -> dict[str, Any]:
+        key = escape(self.key)
+        data: dict[str, Any] = {"id": self.id, "nick": self.nick, "key": key, "reason": self.reason}
+        if self.message is not None:
+            data["message"] = self.message
+        perm = 1 if self.permanent else 0
+        return {"t": "l", "id": str(self.id), "key": key, "perm": perm, "d": codec.dumps(data)}
+
+    @classmethod
+    def decode(cls, room: str, data: dict[str, Any]) -> MemberLeft:
+        key = unescape(data["key"])
+        return cls(room, data["id"], data["nick"], key, data["reason"], data.get("message"))
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSet:
+    """A room's topic changed ("" clears it)."""
+
+    kind: ClassVar[str] = "o"
+    room: str
+    text: str
+    by: str
+    ts: float
+
+    def entry(self, node: str) -> dict[str, Any]:
+        return {"t": "o", "d": codec.dumps({"text": self.text, "by": self.by, "ts": self.ts})}
+
+    @classmethod
+    def decode(cls, room: str, data: dict[str, Any]) -> TopicSet:
+        return cls(room, data["text"], data["by"], data["ts"])
+
+
+@dataclass(frozen=True, slots=True)
+class RulesSet:
+    """A room's rules changed: operators, bans, invitations, modes."""
+
+    kind: ClassVar[str] = "r"
+    room: str
+    rules: dict[str, Any]
+    guest_ops: tuple[int, ...]
+
+    def entry(self, node: str) -> dict[str, Any]:
+        return {"t": "r", "d": codec.dumps({"rules": self.rules, "guest_ops": list(self.guest_ops)})}
+
+    @classmethod
+    def decode(cls, room: str, data: dict[str, Any]) -> RulesSet:
+        return cls(room, data["rules"], tuple(data["guest_ops"]))
+
+
+Record = MemberJoined | MemberLeft | TopicSet | RulesSet
+
+_KINDS: dict[str, type[MemberJoined] | type[MemberLeft] | type[TopicSet] | type[RulesSet]] = {
+    cls.kind: cls for cls in (MemberJoined, MemberLeft, TopicSet, RulesSet)
+}
+
+
+def decode(kind: str, room: str, data: dict[str, Any]) -> Record:
+    """A room stream's presence entry as its record; KeyError for an unknown kind."""
+    return _KINDS[kind].decode(room, data)
+
+
+def message_entry(draft: Draft) -> dict[str, Any]:
+    """A message's entry in its room's stream."""
+    return {"t": "m", "d": codec.draft_json(draft)}
+
+
+# -- one node's inbox --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Whispered:
+    """A whisper to a session on the node whose inbox this is."""
+
+    kind: ClassVar[str] = "whisper"
+    private: codec.Private
+
+    def to_json(self) -> dict[str, Any]:
+        p = self.private
+        return {"kind": self.kind, "private": {"ts": p.ts, "sender": p.sender, "to": p.to, "text": p.text}}
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """A session of the node's was resumed on another node."""
+
+    kind: ClassVar[str] = "moved"
+    key: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "key": self.key}
+
+
+@dataclass(frozen=True, slots=True)
+class BansChanged:
+    """The server-wide bans changed: read them again."""
+
+    kind: ClassVar[str] = "bans"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
+Note = Whispered | Moved | BansChanged
+
+
+def read_note(message: dict[str, Any]) -> Note:
+    """An inbox message as its class; KeyError or TypeError if malformed."""
+    kind = message["kind"]
+    if kind == Whispered.kind:
+        return Whispered(codec.Private(**message["private"]))
+    if kind == Moved.kind:
+        return Moved(message["key"])
+    if kind == BansChanged.kind:
+        return BansChanged()
+    raise KeyError(kind)

@@ -1,0 +1,161 @@
+"""A member's requests about rooms: JOIN, PART, TOPIC, LIST and MARK.
+
+Each checks what it must (docs/protocol.md gives the order) and leaves the
+change itself to :class:`~chatproto.core.membership.Membership` and the
+rooms' :class:`~chatproto.core.room_rules.RuleKeeper`.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from chatproto import codec
+from chatproto.backends.eventlog import EventLog, Topic
+from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.core.broadcast import Broadcast, Event
+from chatproto.core.connection import Connection, Session
+from chatproto.core.membership import Membership
+from chatproto.core.observers import Observers
+from chatproto.core.peers import Peers
+from chatproto.core.records import TopicSet
+from chatproto.core.room_rules import RuleKeeper
+from chatproto.core.rooms import ChatRoom, Directory
+from chatproto.limits import Limits
+from chatproto.rules import clean_reason, validate_topic
+
+log = Logger()
+
+
+def _session(connection: Connection) -> Session:
+    session = connection.session
+    if session is None:  # the command table lets no such request through
+        raise ProtocolError(ErrorCode.NOT_LOGGED_IN, "log in first")
+    return session
+
+
+class RoomRequests:
+    """JOIN, PART, TOPIC, LIST and MARK."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        limits: Limits,
+        eventlog: EventLog,
+        directory: Directory,
+        broadcast: Broadcast,
+        membership: Membership,
+        rules: RuleKeeper,
+        peers: Peers,
+        observers: Observers,
+    ) -> None:
+        self.clock = clock
+        self.limits = limits
+        self.eventlog = eventlog
+        self.directory = directory
+        self.broadcast = broadcast
+        self.membership = membership
+        self.rules = rules
+        self.peers = peers
+        self.observers = observers
+
+    def join(self, connection: Connection, packet: codec.Join) -> None:
+        """JOIN: ROOM to the joiner (with the JOIN's ref) and its other
+        devices, JOINED to the members."""
+        session = _session(connection)
+        key = self.directory.key_of(packet.room)
+        room = session.rooms.get(key)
+        if room is not None:  # already in: its state again, nothing announced
+            joined = room
+            self.broadcast.after_all(
+                lambda: self.membership.send_room(
+                    session, joined, packet.ref, listen=False, devices=[connection]
+                )
+            )
+            return
+        if len(session.rooms) >= self.limits.rooms_per_connection:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_ROOMS,
+                f"you are in {len(session.rooms)} rooms, the limit is "
+                f"{self.limits.rooms_per_connection}: part one first",
+            )
+        room = self.directory.get_or_create(packet.room)
+        if room.ready.called:
+            self._join_ready(connection, session, room, packet.ref)
+            return
+        new = room
+
+        def ready(_: object) -> None:
+            try:
+                self._join_ready(connection, session, new, packet.ref)
+            except ProtocolError as e:
+                if connection.session is session:
+                    connection.send(codec.Error(e.code, e.message, packet.ref))
+
+        room.ready.addCallback(ready)
+
+    def _join_ready(self, connection: Connection, session: Session, room: ChatRoom, ref: str | None) -> None:
+        if connection.session is not session or session.rooms.get(room.key) is room:
+            return
+        refusal = self.rules.refusal(session, room)
+        if refusal is not None:
+            self.directory.drop_if_empty(room)
+            raise refusal
+        self.rules.claim(session, room)
+        self.membership.enter(session, room)
+        self.membership.remember(session, room)
+        self.membership.when_ready(
+            [room], lambda: self.membership.send_room(session, room, ref, requester=connection)
+        )
+
+    def part(self, connection: Connection, packet: codec.Part) -> None:
+        """PART: LEFT ``part`` to the members, and to the leaver with its ref
+        once it has had everything said in the room before."""
+        session = _session(connection)
+        room = self.membership.member_room(session, packet.room)
+        message = clean_reason(packet.reason, self.limits.max_text)
+        self.membership.remove(session, room, "part", message, connection, packet.ref)
+
+    def set_topic(self, connection: Connection, packet: codec.SetTopic) -> None:
+        session = _session(connection)
+        room = self.membership.member_room(session, packet.room)
+        text = validate_topic(packet.topic, self.limits.topic_length)
+        if room.rules.topic_lock and not room.rules.is_op(session):
+            raise ProtocolError(ErrorCode.TOPIC_LOCKED, f"only operators may set {room.name!r}'s topic")
+        now = self.clock.seconds()
+        room.topic = Topic(text, session.nick, now) if text else None
+        if room.permanent:
+            d = self.eventlog.set_topic(room.key, room.topic)
+            d.addErrback(lambda f: log.failure("could not store room {room}'s topic", f, room=room.name))
+        elif room.rules.kept:  # kept with its rules, as long as they are
+            self.rules.keep(room)
+        changed = codec.TopicChanged(room.name, text, session.nick, now)
+        own = codec.TopicChanged(room.name, text, session.nick, now, packet.ref)
+        record = TopicSet(room.name, text, session.nick, now)
+        event = Event(room.key, None, codec.encode(changed), connection, codec.encode(own), record)
+        self.broadcast.event(event)
+        self.observers.notify("topic", session.id, nick=session.nick, room=room.name, reason=text)
+
+    def list_rooms(self, connection: Connection, packet: codec.ListRooms) -> Deferred[None]:
+        """LIST: the rooms there are, here and on any other node."""
+
+        def answer(rooms_json: str) -> None:
+            if connection.session is not None:
+                payload = codec.room_list_payload(rooms_json, packet.ref)
+                connection.deliver(connection.wire.frame(payload))
+
+        return self.peers.listing(self.directory).addCallback(answer)
+
+    def mark(self, connection: Connection, packet: codec.Mark) -> None:
+        """MARK: the read marker moves forward (never back), on every device."""
+        session = _session(connection)
+        room = self.membership.member_room(session, packet.room)
+        seq = max(0, min(packet.seq, room.last_seq))
+        if seq > session.marks.get(room.key, 0):
+            session.marks[room.key] = seq
+            self.membership.remember(session, room)
+        seq = session.marks.get(room.key, 0)
+        unread = max(0, room.last_seq - seq)
+        for device in session.devices:
+            device.send(codec.Marked(room.name, seq, unread, packet.ref if device is connection else None))

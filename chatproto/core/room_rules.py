@@ -1,0 +1,71 @@
+"""Who runs a room and who may come in: the rules' one keeper.
+
+A room's rules change by moderation, by its first member's claim and by an
+account registering or going; each change is stored (what a restart keeps)
+and put in the room's order as a :class:`~chatproto.core.records.RulesSet`,
+which other nodes of a cluster apply.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from chatproto.backends.accounts import AccountStore
+from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.core.broadcast import Broadcast, Event
+from chatproto.core.connection import Session
+from chatproto.core.records import RulesSet
+from chatproto.core.rooms import ChatRoom
+
+log = Logger()
+
+
+class RuleKeeper:
+    """Claims, stores and shares rooms' rules."""
+
+    def __init__(self, clock: IReactorTime, store: AccountStore | None, broadcast: Broadcast) -> None:
+        self.clock = clock
+        self.store = store
+        self.broadcast = broadcast
+
+    def refusal(self, session: Session, room: ChatRoom, remembered: bool = False) -> ProtocolError | None:
+        """Why ``session`` may not join ``room`` (banned, invite-only), or
+        None. A remembered membership counts as an invitation."""
+        rules = room.rules
+        if session.admin:
+            return None
+        ban = rules.bans.get(session.key)
+        if ban is not None and ban.active(self.clock.seconds()):
+            return ProtocolError(ErrorCode.BANNED, f"you are banned from {room.name!r}")
+        if rules.invite_only and not (remembered or session.key in rules.invites or rules.is_op(session)):
+            return ProtocolError(ErrorCode.INVITE_ONLY, f"{room.name!r} is invite-only: ask an operator")
+        return None
+
+    def claim(self, session: Session, room: ChatRoom) -> None:
+        """The creator of a room nobody runs is its operator (an account for
+        good, a guest while its session lasts). Rooms the server always has
+        are run by its admins."""
+        if room.permanent or room.members or not room.rules.unclaimed:
+            return
+        if session.account:
+            room.rules.ops.add(session.key)
+            self.save(room)
+        else:
+            room.rules.guest_ops.add(session.id)
+            self.save(room, stored=False)
+
+    def save(self, room: ChatRoom, stored: bool = True) -> None:
+        """Store the room's rules (``stored``: what a restart keeps changed)
+        and put the change in the room's order."""
+        if stored:
+            self.keep(room)
+        record = RulesSet(room.name, room.rules.to_json(), tuple(sorted(room.rules.guest_ops)))
+        self.broadcast.event(Event(room.key, None, None, record=record))
+
+    def keep(self, room: ChatRoom) -> None:
+        """Store the room's rules and its topic, in one record (so the topic
+        lasts as long as the rules do)."""
+        if self.store is not None:
+            d = self.store.set_rules(room.key, room.kept_state())
+            d.addErrback(lambda f: log.failure("could not store room {room}'s rules", f, room=room.name))
