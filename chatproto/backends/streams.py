@@ -63,8 +63,7 @@ end
 """
 
 #: ARGV[1]: {"p": prefix, "node", "batch", "keep", "rooms": [{"k": room, "e": [entry]}]}
-#: entry: {"t": "m", "d": message JSON} | {"t": "j", "id", "key", "m": member JSON, "d"}
-#:      | {"t": "l", "id", "key", "d", "perm"} | {"t": "o", "d"}: a topic
+#: entry: a message's or a presence record's fields (chatproto.core.records)
 #: Returns, per room, each entry's seq (0 for presence).
 APPEND = Script(
     """

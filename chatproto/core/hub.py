@@ -7,8 +7,8 @@ The parts each own one job: :class:`~chatproto.core.logins.Logins`
 (SAY, WHISPER, HISTORY), :class:`~chatproto.core.account_requests.AccountRequests`,
 :class:`~chatproto.core.moderation.Moderation`, and the rooms' rules
 (:class:`~chatproto.core.room_rules.RuleKeeper`). Each gets what it needs
-here, in its constructor. The other nodes of a cluster, if any, are the
-hub's :class:`~chatproto.core.peers.Peers`; a single server's answer at once.
+here, in its constructor. The other nodes, if any, are the hub's
+:class:`~chatproto.core.peers.Peers`; a single server's answer at once.
 
 A version 1 session is in the default room from login to leaving, and sees
 it as version 1's one room: its packets carry no room, and it gets nothing

@@ -96,7 +96,7 @@ class Moderation:
 
     def _present(self, room: ChatRoom, target: str) -> Session | None:
         """The member of ``room`` called ``target``, if any (by the registry's
-        nick index; on a cluster node, among the room's members elsewhere too)."""
+        nick index, else among the room's members on other nodes)."""
         key = nick_key(target)
         held = self.registry.held(key)
         if held is None:  # a member on another node
