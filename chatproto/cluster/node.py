@@ -36,10 +36,10 @@ from chatproto.backends.streams import Entry, Snapshot, StreamReader, StreamStor
 from chatproto.cluster.log import ClusterLog, stream_message
 from chatproto.codec import ErrorCode, Message, ProtocolError
 from chatproto.core import records
-from chatproto.core.broadcast import Said
+from chatproto.core.broadcast import Flushed, Item, Said
 from chatproto.core.connection import Session
-from chatproto.core.peers import Inbound
-from chatproto.core.rooms import Directory, RoomRules, load_rules
+from chatproto.core.peers import Inbound, Resumed
+from chatproto.core.rooms import ChatRoom, Directory, RoomRules, load_rules
 from chatproto.rules import room_key
 
 log = Logger()
@@ -52,15 +52,15 @@ ID_BITS = 32
 class _Pending:
     __slots__ = ("flushed", "remaining")
 
-    def __init__(self, flushed, remaining: int) -> None:
+    def __init__(self, flushed: Flushed, remaining: int) -> None:
         self.flushed = flushed
         self.remaining = remaining
 
 
-def _in_order(item) -> bool:
+def _in_order(item: Item) -> bool:
     """Does a batch item go to its room's stream? Messages and room presence
     do; server-wide items (PENDING) stay on their node."""
-    return type(item) is Said or item.record is not None
+    return isinstance(item, Said) or item.record is not None
 
 
 class ClusterNode:
@@ -110,34 +110,36 @@ class ClusterNode:
             client.start()
         if not self.store.client.up:
             log.info("waiting for Redis at {address}", address=str(self.store.client.address))
-        d = self.store.client.connected()
+        d: Deferred[Any] = self.store.client.connected()
         d.addCallback(lambda _: self.store.new_node())
         d.addCallback(self._numbered)
-        d.addCallback(lambda _: self.reader.start())
-        d.addCallback(self._go)
-        return d
+        d.addCallback(lambda reader: reader.start())
+        return d.addCallback(self._go)
 
-    def _go(self, _) -> None:
+    def _go(self, _: object) -> str:
         self.eventlog.started()
         self.started.callback(self.node)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(None)
+        return self.node
 
-    def _numbered(self, number: int) -> Deferred:
+    def _numbered(self, number: int) -> Deferred[StreamReader]:
         self.node = str(number)
         self._core().renumber(number << ID_BITS)
-        self.reader = StreamReader(self.reader_client, self.store, self.node, self._read, self._received)
+        reader = self.reader = StreamReader(
+            self.reader_client, self.store, self.node, self._read, self._received
+        )
         log.info("cluster node {node} on {address}", node=self.node, address=str(self.store.client.address))
         self._heartbeat.start(self.expiry / 4, now=False)
         self._reaper.start(self.expiry / 2, now=False)
-        return self._beat()
+        return self._beat().addCallback(lambda _: reader)
 
-    def _beat(self) -> Deferred:
+    def _beat(self) -> Deferred[Any]:
         d = self.store.heartbeat(self.node, int(self.expiry * 1000))
         return d.addErrback(lambda f: log.warn("cluster heartbeat failed: {error}", error=f.value))
 
-    def _reap(self) -> Deferred:
+    def _reap(self) -> Deferred[Any]:
         """Announce the leaves of any node whose heartbeat has expired."""
 
         def check(nodes: list[str]) -> None:
@@ -151,7 +153,7 @@ class ClusterNode:
         if done:
             log.info("cluster node {node} stopped answering: its sessions left", node=node)
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         """Leave the cluster: this node's sessions leave their rooms for
         everyone (``server_shutdown``), its nicks are free; then disconnect."""
         for loop in (self._heartbeat, self._reaper):
@@ -159,7 +161,7 @@ class ClusterNode:
                 loop.stop()
         if self.reader is not None:
             self.reader.stop()
-        d = succeed(None)
+        d: Deferred[Any] = succeed(None)
         if self.node:
             d.addCallback(lambda _: self.store.leave_cluster(self.node))
             d.addCallback(lambda _: self.store.reap(self.node, "server_shutdown"))
@@ -170,19 +172,19 @@ class ClusterNode:
 
     # -- the order: appending ------------------------------------------------------------
 
-    def append(self, flushed) -> Deferred | None:
+    def append(self, flushed: Flushed) -> Deferred[list[Message]] | None:
         """A flushed batch's room items to their streams (None: it has none);
         fires with its messages, numbered."""
-        rooms: dict[str, list[dict]] = {}
+        rooms: dict[str, list[dict[str, Any]]] = {}
         names: dict[str, str] = {}
         count = 0
         for item in flushed.batch:
             if not _in_order(item):
                 continue
-            if type(item) is Said:
+            if isinstance(item, Said):
                 entry = records.message_entry(item.draft)
                 names[item.channel] = item.name
-            else:
+            elif item.record is not None:
                 entry = item.record.entry(self.node)
                 names[item.channel] = item.record.room
             rooms.setdefault(item.channel, []).append(entry)
@@ -195,16 +197,14 @@ class ClusterNode:
         flushed.reached = False
         sent = self.store.client.up  # else the call fails unsent
         d = self.store.append(self.node, number, [(k, names[k], e) for k, e in rooms.items()])
-        d.addCallbacks(
+        return d.addCallbacks(
             self._numbered_messages,
             self._append_failed,
-            (flushed, list(rooms)),
-            None,
-            (number, flushed, sent),
+            callbackArgs=(flushed, list(rooms)),
+            errbackArgs=(number, flushed, sent),
         )
-        return d
 
-    def _numbered_messages(self, seqs: list[list[int]], flushed, rooms: list[str]) -> list[Message]:
+    def _numbered_messages(self, seqs: list[list[int]], flushed: Flushed, rooms: list[str]) -> list[Message]:
         """The batch's messages with the seqs the store gave them (each room's
         in order; ``rooms`` in the order they were appended)."""
         numbers = {room: iter([seq for seq in got if seq]) for room, got in zip(rooms, seqs, strict=True)}
@@ -214,7 +214,7 @@ class ClusterNode:
             for d in (item.draft,)
         ]
 
-    def _append_failed(self, failure: Failure, number: int, flushed, sent: bool) -> Failure:
+    def _append_failed(self, failure: Failure, number: int, flushed: Flushed, sent: bool) -> Failure:
         """Nothing is acknowledged; whatever of it reached the stream anyway
         is delivered as if another node had written it."""
         self._pending.pop(number, None)
@@ -224,7 +224,7 @@ class ClusterNode:
         log.warn("the cluster store refused a batch: {error}", error=failure.value)
         return Failure(StoreError(f"the cluster store is unavailable: {failure.value}"))
 
-    def delivered(self, flushed) -> None:
+    def delivered(self, flushed: Flushed) -> None:
         """Broadcast: a local batch went out; what waited behind it in its rooms may follow."""
         for number, pending in list(self._pending.items()):
             if pending.flushed is flushed:
@@ -281,7 +281,15 @@ class ClusterNode:
         for call in after:
             call()
 
-    def _item(self, room, key: str, entry: Entry, items: list, messages: list, after: list) -> None:
+    def _item(
+        self,
+        room: ChatRoom,
+        key: str,
+        entry: Entry,
+        items: list[Item],
+        messages: list[Message],
+        after: list[Callable[[], None]],
+    ) -> None:
         """Another node's entry as a batch item (and what to do once it is delivered)."""
         if entry.kind == "m":
             message = stream_message(entry.seq, entry.data)
@@ -295,7 +303,7 @@ class ClusterNode:
         if then is not None:
             after.append(then)
 
-    def _received(self, messages: list[dict]) -> None:
+    def _received(self, messages: list[dict[str, Any]]) -> None:
         """This node's inbox: whispers to its sessions, sessions resumed elsewhere."""
         core = self._core()
         for message in messages:
@@ -312,7 +320,7 @@ class ClusterNode:
 
     # -- rooms ---------------------------------------------------------------------------------
 
-    def load(self, room) -> Deferred:
+    def load(self, room: ChatRoom) -> Deferred[Any]:
         """A room this node has members in again: its members, topic and recent
         history as of a point of its stream, then its stream from there."""
         d: Deferred[Any] = self.when_started()
@@ -322,19 +330,19 @@ class ClusterNode:
             d.addCallback(lambda data: load_rules(room, data))
         d.addCallback(lambda _: self.store.snapshot(room.key, self.replay))
         d.addCallback(self._loaded, room)
-        loaded: Deferred = Deferred()  # "called" only once loaded: the hub asks ready.called
+        loaded: Deferred[Any] = Deferred()  # "called" only once loaded: the core asks ready.called
         d.chainDeferred(loaded)
         return loaded
 
-    def when_started(self) -> Deferred:
+    def when_started(self) -> Deferred[None]:
         """Fires once the node has its number and reads its streams."""
         if self.started.called:
             return succeed(None)
-        waiting: Deferred = Deferred()
+        waiting: Deferred[None] = Deferred()
         self._waiting.append(waiting)
         return waiting
 
-    def _loaded(self, snapshot: Snapshot, room) -> None:
+    def _loaded(self, snapshot: Snapshot, room: ChatRoom) -> None:
         if self._core().room(room.key) is not room:
             return
         if snapshot.rules is not None:  # first: the members' Peer JSON shows who is an operator
@@ -357,9 +365,10 @@ class ClusterNode:
         room.recent.extend(
             (m, codec.message_json(m)) for m in (stream_message(s, d) for s, d in snapshot.recent)
         )
-        self.reader.follow(room.key, snapshot.position)
+        if self.reader is not None:
+            self.reader.follow(room.key, snapshot.position)
 
-    def dropped(self, room) -> None:
+    def dropped(self, room: ChatRoom) -> None:
         """No member here any more: stop reading the room once what was said reached everyone."""
 
         def unfollow() -> None:
@@ -374,10 +383,10 @@ class ClusterNode:
         if self.inbound is not None:
             self.inbound.after_all(unfollow)
 
-    def bans_changed(self) -> Deferred:
+    def bans_changed(self) -> Deferred[Any]:
         """Server-wide bans changed here: every other node reads them again."""
 
-        def tell(nodes: list[str]) -> Deferred:
+        def tell(nodes: list[str]) -> Deferred[list[Any]]:
             others = [node for node in nodes if node != self.node]
             note = records.BansChanged().to_json()
             return gatherResults([self.store.send(node, note) for node in others])
@@ -429,16 +438,17 @@ class ClusterNode:
 
         return self.store.claim(key, self.node).addCallbacks(claimed, self._unavailable)
 
-    def _unavailable(self, failure: Failure):
+    def _unavailable(self, failure: Failure) -> Failure:
         if failure.check(ProtocolError):
             return failure
         log.warn("the cluster store failed: {error}", error=failure.value)
         raise ProtocolError(ErrorCode.INTERNAL, "the server's cluster store is unavailable: try again")
 
-    def release(self, key: str) -> Deferred:
+    def release(self, key: str) -> Deferred[None]:
         """Let the nick go; fires when the store has (or could not)."""
         d = self.store.release(key, self.node)
-        return d.addErrback(lambda f: log.warn("could not release a nick: {error}", error=f.value))
+        d.addErrback(lambda f: log.warn("could not release a nick: {error}", error=f.value))
+        return d.addCallback(lambda _: None)
 
     def save(self, session: Session) -> None:
         """The session's record, for a resume on any node."""
@@ -454,12 +464,12 @@ class ClusterNode:
             lambda f: log.warn("could not save a session: {error}", error=f.value)
         )
 
-    def resume(self, key: str, token: str, version: int) -> Deferred:
+    def resume(self, key: str, token: str, version: int) -> Deferred[Resumed | None]:
         """A resume token of a session held by another node: the session moves
         here. Fires with (its record, its rooms as (key, name)), or None if
         the token is not that of a session elsewhere."""
 
-        def check(record: dict | None):
+        def check(record: dict[str, Any] | None) -> Deferred[Resumed | None] | Resumed | None:
             if record is None or record["node"] == self.node or record["version"] != version:
                 return None
             given = token.encode("utf-8")
@@ -470,9 +480,12 @@ class ClusterNode:
             d = self.store.take_over(key, old, moved)
             return d.addCallback(self._taken, old, key, moved)
 
-        return self.store.session(key).addCallback(check).addErrback(self._unavailable)
+        found: Deferred[Any] = self.store.session(key)
+        return found.addCallback(check).addErrback(self._unavailable)
 
-    def _taken(self, rooms, old: str, key: str, record: dict):
+    def _taken(
+        self, rooms: list[tuple[str, str]] | None, old: str, key: str, record: dict[str, Any]
+    ) -> Resumed | None:
         if rooms is None:
             return None  # it moved or went meanwhile
         self.store.send(old, records.Moved(key).to_json()).addErrback(lambda f: None)
@@ -481,7 +494,7 @@ class ClusterNode:
     def whisper(self, nick_key: str, private: codec.Private) -> Deferred[bool]:
         """To a session on another node: False if nobody there has the nick."""
 
-        def owner(record: dict | None) -> Deferred[bool] | bool:
+        def owner(record: dict[str, Any] | None) -> Deferred[bool] | bool:
             if record is None or record["node"] == self.node:
                 return False
             message = records.Whispered(private).to_json()

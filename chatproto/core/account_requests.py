@@ -9,7 +9,7 @@ from chatproto import codec
 from chatproto.backends.accounts import AccountRecord, AccountStore
 from chatproto.codec import ErrorCode, ProtocolError, required
 from chatproto.core.accounts import Accounts
-from chatproto.core.connection import Connection, Session
+from chatproto.core.connection import Connection, Session, logged_in
 from chatproto.core.membership import Membership
 from chatproto.core.peers import Peers
 from chatproto.core.room_rules import RuleKeeper
@@ -38,10 +38,8 @@ class AccountRequests:
         self.peers = peers
 
     def account(self, connection: Connection, packet: codec.AccountRequest) -> Deferred[None]:
-        session = connection.session
+        session = logged_in(connection)
         accounts = self.accounts
-        if session is None:
-            raise ProtocolError(ErrorCode.NOT_LOGGED_IN, "log in first")
         if accounts is None:
             raise ProtocolError(ErrorCode.NOT_PERMITTED, "this server keeps no accounts")
         what = f"ACCOUNT {packet.op}"

@@ -15,6 +15,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -26,6 +27,8 @@ from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.limits import Limits, TokenBucket
 from chatproto.passwords import Hasher, check_password
 from chatproto.rules import nick_key
+
+T = TypeVar("T")
 
 log = Logger()
 
@@ -177,11 +180,12 @@ class Guard:
 RIGHT, WRONG, VOID = "right", "wrong", "void"
 
 
-def _outcome(result) -> str:
+def _outcome(result: object) -> str:
     """What a password check's result says of the guess."""
     if not isinstance(result, Failure):
         return RIGHT
-    if result.check(ProtocolError) and result.value.code != ErrorCode.BAD_PASSWORD:
+    error = result.value
+    if isinstance(error, ProtocolError) and error.code != ErrorCode.BAD_PASSWORD:
         return VOID
     return WRONG  # a wrong password, a dropped connection, a store that failed
 
@@ -316,7 +320,7 @@ class Accounts:
         self.admins_checked = gatherResults(checks, consumeErrors=True).addCallback(lambda _: None)
         return self.admins_checked
 
-    def _ensure_admin(self, record: AccountRecord | None, key: str, nick: str):
+    def _ensure_admin(self, record: AccountRecord | None, key: str, nick: str) -> Deferred[Any] | None:
         if record is not None:
             if record.admin:
                 self.confirmed.add(key)
@@ -329,10 +333,10 @@ class Accounts:
             return None
         password = secrets.token_urlsafe(12)
 
-        def save(secret: str):
+        def save(secret: str) -> Deferred[bool]:
             return self.store.create_account(AccountRecord(key, nick, secret, self.clock.seconds(), True))
 
-        def made(created: bool):
+        def made(created: bool) -> Deferred[Any] | None:
             if not created:  # another node of a cluster made it first, or someone registered it
                 return self.store.account(key).addCallback(self._ensure_admin, key, nick)
             self.confirmed.add(key)
@@ -343,6 +347,7 @@ class Accounts:
                 nick=nick,
                 password=password,
             )
+            return None
 
         return self.hasher.hash(password).addCallback(save).addCallback(made)
 
@@ -395,18 +400,20 @@ class Accounts:
             key, host, lambda: self.store.account(key).addCallback(self._check, key, password, host, version)
         )
 
-    def _guess(self, key: str, host: str, check: Callable[[], Deferred]) -> Deferred:
+    def _guess(self, key: str, host: str, check: Callable[[], Deferred[T]]) -> Deferred[T]:
         """A password check, counted by the guard from start to end; if the
         connection goes away, cancelling the result drops a hash still queued."""
         self.guard.begin(key, host)
 
-        def over(result):
+        def over(result: T) -> T:
             self.guard.end(key, host, _outcome(result))
             return result
 
         return check().addBoth(over)
 
-    def _check(self, record: AccountRecord | None, key: str, password: str | None, host: str, version: int):
+    def _check(
+        self, record: AccountRecord | None, key: str, password: str | None, host: str, version: int
+    ) -> Any:  # None for a guest, or the account's Deferred
         if password is None:
             if record is None:
                 return None
@@ -422,6 +429,7 @@ class Accounts:
         if not ok:  # counted when the guess began
             log.info("wrong password for {key} from {host}", key=key, host=host or "local")
             raise ProtocolError(ErrorCode.BAD_PASSWORD, "wrong nick or password")
+        assert record is not None  # no record's check is never right
         return record
 
     def register(self, key: str, nick: str, password: str, host: str = "") -> Deferred[AccountRecord]:
@@ -431,18 +439,18 @@ class Accounts:
         self._take_registration(host)
         d = self.store.account(key)
 
-        def fresh(existing: AccountRecord | None):
+        def fresh(existing: AccountRecord | None) -> Deferred[str]:
             if existing is not None:
                 raise ProtocolError(ErrorCode.ALREADY_REGISTERED, f"{nick!r} is already registered")
             return self.store.count_accounts().addCallback(below_cap)
 
-        def below_cap(count: int):
+        def below_cap(count: int) -> Deferred[str]:
             if count >= self.limits.max_accounts:
                 log.warn("registration refused: {count} accounts, the cap", count=count)
                 raise ProtocolError(ErrorCode.NOT_PERMITTED, "this server takes no more accounts")
             return self.hasher.hash(password)
 
-        def save(secret: str):
+        def save(secret: str) -> Deferred[AccountRecord]:
             record = AccountRecord(key, nick, secret, self.clock.seconds())
             return self.store.create_account(record).addCallback(made, record)
 
@@ -477,7 +485,7 @@ class Accounts:
         """The session's own account, once its current password is given
         (counted as a login's is); ``first`` checks the request before the KDF runs."""
 
-        def verify(record: AccountRecord | None):
+        def verify(record: AccountRecord | None) -> Deferred[AccountRecord]:
             if record is None:
                 raise ProtocolError(ErrorCode.NOT_REGISTERED, "this nick is not registered")
             first(record)
@@ -493,7 +501,7 @@ class Accounts:
     def reset(self, key: str, new: str) -> Deferred[AccountRecord]:
         """A new password set by an admin."""
 
-        def found(record: AccountRecord | None):
+        def found(record: AccountRecord | None) -> AccountRecord:
             if record is None:
                 raise ProtocolError(ErrorCode.NO_SUCH_ACCOUNT, "no account has that nick")
             check_password(new, record.nick)
@@ -502,14 +510,14 @@ class Accounts:
         return self.store.account(key).addCallback(found).addCallback(self._set, new)
 
     def _set(self, record: AccountRecord, new: str) -> Deferred[AccountRecord]:
-        def save(secret: str):
+        def save(secret: str) -> Deferred[AccountRecord]:
             updated = replace(record, secret=secret)  # the admin mark stays
             return self.store.save_account(updated).addCallback(lambda _: updated)
 
         return self.hasher.hash(new).addCallback(save)
 
     def delete(self, key: str, password: str, host: str) -> Deferred[AccountRecord]:
-        def delete(record: AccountRecord):
+        def delete(record: AccountRecord) -> Deferred[AccountRecord]:
             return self.store.delete_account(key).addCallback(lambda _: record)
 
         return self._confirm(key, password, host).addCallback(delete)

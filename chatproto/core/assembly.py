@@ -9,6 +9,8 @@ WELCOME.
 
 from __future__ import annotations
 
+from typing import Any
+
 from chatproto import codec
 from chatproto.codec import Message
 from chatproto.core.connection import Session
@@ -43,7 +45,7 @@ def fit(messages: list[Message], max_frame: int, keep: str) -> tuple[list[Messag
 class Assembler:
     """Builds the packets that start a session (WELCOME) or a membership (ROOM)."""
 
-    def __init__(self, max_frame: int, name: str, motd: str, limits_wire: dict[int, dict]) -> None:
+    def __init__(self, max_frame: int, name: str, motd: str, limits_wire: dict[int, dict[str, Any]]) -> None:
         self.max_frame = max_frame
         self.name = name
         self.motd = motd
@@ -88,7 +90,7 @@ class Assembler:
     def room_state(self, room: ChatRoom, ref: str | None, session: Session) -> bytes:
         """ROOM: what a new member of ``room`` starts from (itself a member),
         with its read marker and unread count."""
-        body = {"room": room.name, "topic": room.topic_text}
+        body: dict[str, Any] = {"room": room.name, "topic": room.topic_text}
         if ref is not None:
             body["ref"] = ref
         read = session.marks.get(room.key, room.last_seq)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from time import perf_counter
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -55,7 +55,7 @@ class Said:
 
     __slots__ = ("_v1", "_v2", "channel", "draft", "json", "message", "name", "ref", "sender")
 
-    def __init__(self, draft: Draft, name: str, sender: Connection, ref: str | None) -> None:
+    def __init__(self, draft: Draft, name: str, sender: Connection | None, ref: str | None) -> None:
         self.draft = draft
         self.channel = draft.room
         self.name = name  # the room's name, as version 2 carries it
@@ -115,18 +115,22 @@ class Event:
         return self._own if version == 2 else None
 
 
+#: What a batch holds.
+Item = Event | Said
+
+
 class Flushed:
     """A batch on its way: waiting for the log, then delivered."""
 
     __slots__ = ("after", "batch", "outcome", "owned", "reached", "said", "starts")
 
-    def __init__(self, batch: list, starts: dict[tuple[str, Connection], int]) -> None:
+    def __init__(self, batch: list[Item], starts: dict[tuple[str, Connection], int]) -> None:
         self.batch = batch
         self.reached = True  # in a cluster: false until its entries are read back
         self.starts = starts
         self.said = [item for item in batch if type(item) is Said]
         # whether any sender gets a copy of its own (with its ref)
-        self.owned = any((item.ref if type(item) is Said else item._own) is not None for item in batch)
+        self.owned = any((item.ref if isinstance(item, Said) else item._own) is not None for item in batch)
         self.outcome: list[Message] | Failure | None = None if self.said else []
         self.after: list[Callable[[], None]] = []
 
@@ -154,7 +158,7 @@ class Broadcast:
         stored: Callable[[list[Said]], None],
         refused: Callable[[list[Said], Failure], None],
         delivered: Callable[[], None],
-        counters=None,
+        counters: Counters | None = None,
     ) -> None:
         self.clock = clock
         self.counters = counters if counters is not None else Counters()
@@ -208,7 +212,7 @@ class Broadcast:
         """A presence item, in order with its channel's messages."""
         self._append(event)
 
-    def message(self, draft: Draft, name: str, sender: Connection, ref: str | None) -> None:
+    def message(self, draft: Draft, name: str, sender: Connection | None, ref: str | None) -> None:
         self._append(Said(draft, name, sender, ref))
 
     def _append(self, item: Event | Said) -> None:
@@ -278,7 +282,7 @@ class Broadcast:
         else:
             self.deliver_ready()
 
-    def _settled(self, outcome, flushed: Flushed, started: float) -> None:
+    def _settled(self, outcome: list[Message] | Failure, flushed: Flushed, started: float) -> None:
         self.counters.store["append"].observe(perf_counter() - started)
         flushed.outcome = outcome
         self.deliver_ready()
@@ -302,7 +306,7 @@ class Broadcast:
         finally:
             self._delivering = False
 
-    def deliver_now(self, items: list, messages: list[Message]) -> None:
+    def deliver_now(self, items: list[Item], messages: list[Message]) -> None:
         """Items another server put in the order (a cluster's), already
         stored: to the channels' recipients now, as one batch."""
         if not items:
@@ -319,17 +323,17 @@ class Broadcast:
         if isinstance(flushed.outcome, Failure):
             counters.store_errors += 1
             self._refused(flushed.said, flushed.outcome)  # their payloads stay None
-        else:
+        elif flushed.outcome is not None:
             for item, message in zip(flushed.said, flushed.outcome, strict=True):
                 item.message = message
                 item.json = codec.message_json(message)
             counters.messages += len(flushed.said)
             self._stored(flushed.said)
         by_channel: dict[str, list[int]] = {}
-        for index, item in enumerate(flushed.batch):
-            indexes = by_channel.get(item.channel)
+        for index, entry in enumerate(flushed.batch):
+            indexes = by_channel.get(entry.channel)
             if indexes is None:
-                by_channel[item.channel] = [index]
+                by_channel[entry.channel] = [index]
             else:
                 indexes.append(index)
         if len(by_channel) == 1:  # the usual batch: one room's (or only PENDING)
@@ -347,7 +351,7 @@ class Broadcast:
         """A batch of several channels: the recipients in the same channels
         (on the same wire, speaking the same version) see the same items, so
         each such view is built once, and each recipient gets one write."""
-        views: dict[Connection, list] = {}  # connection -> [wire, version, channel, ...]
+        views: dict[Connection, list[Any]] = {}  # connection -> [wire, version, channel, ...]
         for channel in by_channel:
             for (wire, version), group in self._channels.get(channel, {}).items():
                 for connection in group.values():
@@ -356,7 +360,7 @@ class Broadcast:
                         views[connection] = [wire, version, channel]
                     else:
                         view.append(channel)
-        buckets: dict[tuple, list[Connection]] = {}
+        buckets: dict[tuple[Any, ...], list[Connection]] = {}
         for connection, view in views.items():
             key = tuple(view)
             bucket = buckets.get(key)
@@ -413,7 +417,14 @@ class Broadcast:
                 connection.deliver(shared)
 
 
-def _special_copies(wire, version, connections, batch, frames: dict, starts: dict) -> dict:
+def _special_copies(
+    wire: Wire,
+    version: int,
+    connections: list[Connection],
+    batch: list[Item],
+    frames: dict[int, bytes],
+    starts: dict[tuple[str, Connection], int],
+) -> dict[Connection, bytes]:
     """The view as seen by those who don't get the shared copy: senders
     (their own items carry the ref) and those added mid-batch.
 

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
+from chatproto.codec import ErrorCode, ProtocolError
+
 
 class Wire(Protocol):
     """A transport's framing. Connections that share a wire share bytes."""
@@ -102,3 +104,12 @@ class HubEvent:
     reason: str | None = None
     since: float | None = None
     room: str | None = None
+
+
+def logged_in(connection: Connection) -> Session:
+    """The connection's session: the command table lets only logged-in
+    connections' requests through, so none is a bug, answered not_logged_in."""
+    session = connection.session
+    if session is None:
+        raise ProtocolError(ErrorCode.NOT_LOGGED_IN, "log in first")
+    return session

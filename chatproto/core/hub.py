@@ -264,7 +264,7 @@ class Hub:
 
     # -- shutdown -----------------------------------------------------------------
 
-    def shutdown(self, grace: float = SHUTDOWN_GRACE) -> Deferred:
+    def shutdown(self, grace: float = SHUTDOWN_GRACE) -> Deferred[None]:
         """BYE server_shutdown to everyone, after storing what was said; fires
         when every connection is closed (or ``grace`` has passed)."""
         self.flush()

@@ -62,7 +62,8 @@ class Inbound:
             return self.membership.remote_left(room, record)
         if isinstance(record, TopicSet):
             return self._topic(room, record), None
-        return self._rules(room, record), None
+        self._rules(room, record)
+        return None, None
 
     def _topic(self, room: ChatRoom, record: TopicSet) -> Event:
         room.topic = Topic(record.text, record.by, record.ts) if record.text else None

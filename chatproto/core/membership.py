@@ -12,6 +12,7 @@ is allowed: the requests (:mod:`chatproto.core.room_requests`,
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
@@ -31,7 +32,15 @@ from chatproto.core.rooms import ChatRoom, Directory
 log = Logger()
 
 
-def stored(d: Deferred[object], what: str, nick: str = "") -> None:
+class Refusal(Protocol):
+    """Why a session may not enter a room (:meth:`RuleKeeper.refusal`), or None."""
+
+    def __call__(
+        self, session: Session, room: ChatRoom, remembered: bool = False
+    ) -> ProtocolError | None: ...
+
+
+def stored(d: Deferred[Any], what: str, nick: str = "") -> None:
     """Log a store's failure to do ``what``: nothing waits for it."""
     d.addErrback(lambda f: log.failure("could not " + what, f, nick=nick))
 
@@ -90,7 +99,9 @@ class Membership:
             self.store.remember(session.key, room.key, membership), "remember a room of {nick}", session.nick
         )
 
-    def rejoin(self, memberships: list[Remembered], session: Session, limit: int, refusal) -> Deferred[None]:
+    def rejoin(
+        self, memberships: list[Remembered], session: Session, limit: int, refusal: Refusal
+    ) -> Deferred[None]:
         """An account is back in the rooms it was in, those it may still
         enter (``refusal`` says why not; at most ``limit``)."""
         rooms = []

@@ -21,7 +21,7 @@ from chatproto.backends.eventlog import Draft, EventLog
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import Broadcast, Said
-from chatproto.core.connection import Connection, Session
+from chatproto.core.connection import Connection, Session, logged_in
 from chatproto.core.membership import Membership
 from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers
@@ -32,13 +32,6 @@ from chatproto.metrics import Counters
 from chatproto.rules import nick_key, normalise_nick, validate_text
 
 log = Logger()
-
-
-def _session(connection: Connection) -> Session:
-    session = connection.session
-    if session is None:  # the command table lets no such request through
-        raise ProtocolError(ErrorCode.NOT_LOGGED_IN, "log in first")
-    return session
 
 
 class Messages:
@@ -73,7 +66,7 @@ class Messages:
         self.written = written  # after writing outside the broadcast: slow consumers go
 
     def say(self, connection: Connection, text: str, ref: str | None, room: str | None = None) -> None:
-        session = _session(connection)
+        session = logged_in(connection)
         # version 1 is always in the default room: no lookup for it
         target = (
             self.directory.default if session.version == 1 else self.membership.member_room(session, room)
@@ -94,12 +87,12 @@ class Messages:
         """A moderation action, announced to the room and kept in its history
         as a MESSAGE from whoever did it, with ``action`` saying what."""
         draft = Draft(self.clock.seconds(), session.nick, text, room.key, action)
-        self.broadcast.message(draft, room.name, connection, ref)  # type: ignore[arg-type]
+        self.broadcast.message(draft, room.name, connection, ref)
         self.observers.notify("moderation", session.id, nick=session.nick, room=room.name, reason=text)
 
     def whisper(self, connection: Connection, packet: codec.Whisper) -> Deferred[None]:
         """To every device of the one called ``to``, here or on another node."""
-        session = _session(connection)
+        session = logged_in(connection)
         validate_text(packet.text, self.limits.max_text)
         normalise_nick(packet.to)  # a malformed name is bad_nick, not no_such_nick
         target = self.registry.find(packet.to)
@@ -153,7 +146,7 @@ class Messages:
     def history(self, connection: Connection, request: codec.HistoryRequest) -> Deferred[codec.HistoryPage]:
         """A HISTORY page of one of the session's rooms, after everything
         broadcast before the request."""
-        session = _session(connection)
+        session = logged_in(connection)
         if request.before is not None and request.after is not None:
             raise ProtocolError(ErrorCode.BAD_PACKET, "give either 'before' or 'after', not both")
         room = self.membership.member_room(session, request.room)
@@ -168,8 +161,8 @@ class Messages:
             else:
                 d, keep = self.eventlog.before(request.before, limit, room.key), "newest"
             d.addCallback(self._timed_read, started)
-            d.addCallback(lambda page: self.assembler.page(*page, keep=keep, room=named))
-            d.chainDeferred(answer)
+            page = d.addCallback(lambda page: self.assembler.page(page[0], page[1], keep, named))
+            page.chainDeferred(answer)
 
         self.broadcast.after_all(read)
         return answer

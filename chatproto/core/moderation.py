@@ -8,6 +8,7 @@ in the room's history in its order (docs/protocol.md 15.6).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -18,7 +19,7 @@ from chatproto import codec
 from chatproto.backends.accounts import AccountStore, Ban
 from chatproto.codec import ErrorCode, ProtocolError, required
 from chatproto.core.accounts import Accounts, AddressGate
-from chatproto.core.connection import Connection, Session
+from chatproto.core.connection import Connection, Session, logged_in
 from chatproto.core.logins import Logins
 from chatproto.core.membership import Membership
 from chatproto.core.messages import Messages
@@ -77,7 +78,7 @@ class Moderation:
     # -- room operators ------------------------------------------------------------
 
     def moderate(self, connection: Connection, packet: codec.Moderate) -> None:
-        session = connection.session
+        session = logged_in(connection)
         room = self.membership.member_room(session, packet.room)
         handler = _ROOM_OPS.get(packet.op)
         if handler is None:
@@ -109,12 +110,28 @@ class Moderation:
             raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"nobody called {target!r} is in {room.name!r}")
         return member
 
-    def _record(self, connection, session, room, action: dict, text: str, ref) -> None:
+    def _record(
+        self,
+        connection: Connection | None,
+        session: Session,
+        room: ChatRoom,
+        action: dict[str, Any],
+        text: str,
+        ref: str | None,
+    ) -> None:
         self.messages.record(
             room, session, connection, {k: v for k, v in action.items() if v is not None}, text, ref
         )
 
-    def _kick(self, connection, session, room, target, reason, packet) -> None:
+    def _kick(
+        self,
+        connection: Connection,
+        session: Session,
+        room: ChatRoom,
+        target: str,
+        reason: str | None,
+        packet: codec.Moderate,
+    ) -> None:
         member = self._member(room, target)
         if member.admin and not session.admin:
             raise ProtocolError(ErrorCode.NOT_PERMITTED, "a server admin can't be kicked by an operator")
@@ -125,7 +142,15 @@ class Moderation:
         self._record(connection, session, room, action, _said(f"kicked {member.nick}", reason), packet.ref)
         self.membership.remove(member, room, "kicked", reason)
 
-    def _ban(self, connection, session, room, target, reason, packet) -> None:
+    def _ban(
+        self,
+        connection: Connection,
+        session: Session,
+        room: ChatRoom,
+        target: str,
+        reason: str | None,
+        packet: codec.Moderate,
+    ) -> None:
         key = nick_key(target)
         member = self._present(room, target)
         if member is not None and member.admin and not session.admin:
@@ -140,14 +165,30 @@ class Moderation:
         if member is not None:
             self.membership.remove(member, room, "kicked", reason)
 
-    def _unban(self, connection, session, room, target, reason, packet) -> None:
+    def _unban(
+        self,
+        connection: Connection,
+        session: Session,
+        room: ChatRoom,
+        target: str,
+        reason: str | None,
+        packet: codec.Moderate,
+    ) -> None:
         if room.rules.bans.pop(nick_key(target), None) is None:
             raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"{target!r} is not banned from {room.name!r}")
         self.rules.save(room)
         action = {"op": "unban", "target": target, "reason": reason}
         self._record(connection, session, room, action, _said(f"unbanned {target}", reason), packet.ref)
 
-    def _op(self, connection, session, room, target, reason, packet) -> None:
+    def _op(
+        self,
+        connection: Connection,
+        session: Session,
+        room: ChatRoom,
+        target: str,
+        reason: str | None,
+        packet: codec.Moderate,
+    ) -> None:
         member = self._member(room, target)
         if member.account:
             room.rules.ops.add(member.key)
@@ -159,7 +200,15 @@ class Moderation:
         action = {"op": "op", "target": member.nick, "reason": reason}
         self._record(connection, session, room, action, f"made {member.nick} an operator", packet.ref)
 
-    def _deop(self, connection, session, room, target, reason, packet) -> None:
+    def _deop(
+        self,
+        connection: Connection,
+        session: Session,
+        room: ChatRoom,
+        target: str,
+        reason: str | None,
+        packet: codec.Moderate,
+    ) -> None:
         key = nick_key(target)
         member = self._present(room, target)
         was = key in room.rules.ops or (member is not None and member.id in room.rules.guest_ops)
@@ -174,7 +223,15 @@ class Moderation:
         action = {"op": "deop", "target": shown, "reason": reason}
         self._record(connection, session, room, action, f"took operator status from {shown}", packet.ref)
 
-    def _invite(self, connection, session, room, target, reason, packet) -> None:
+    def _invite(
+        self,
+        connection: Connection,
+        session: Session,
+        room: ChatRoom,
+        target: str,
+        reason: str | None,
+        packet: codec.Moderate,
+    ) -> None:
         key = nick_key(target)
         room.rules.invites.add(key)
         self.rules.save(room)
@@ -186,7 +243,15 @@ class Moderation:
             for device in invitee.devices:
                 device.send(codec.Invited(room.name, session.nick))
 
-    def _mode(self, connection, session, room, target, reason, packet) -> None:
+    def _mode(
+        self,
+        connection: Connection,
+        session: Session,
+        room: ChatRoom,
+        target: str | None,
+        reason: str | None,
+        packet: codec.Moderate,
+    ) -> None:
         if packet.topic_lock is None and packet.invite_only is None:
             raise ProtocolError(ErrorCode.BAD_PACKET, "MODERATE mode needs 'topic_lock' or 'invite_only'")
         rules = room.rules
@@ -201,15 +266,23 @@ class Moderation:
         action = {"op": "mode", "topic_lock": packet.topic_lock, "invite_only": packet.invite_only}
         self._record(connection, session, room, action, " and ".join(said), packet.ref)
 
-    def _bans(self, connection, session, room, target, reason, packet) -> None:
+    def _bans(
+        self,
+        connection: Connection,
+        session: Session,
+        room: ChatRoom,
+        target: str | None,
+        reason: str | None,
+        packet: codec.Moderate,
+    ) -> None:
         now = self.clock.seconds()
         bans = [_ban_info(ban) for ban in room.rules.bans.values() if ban.active(now)]
         connection.send(codec.BanList(bans, room.name, packet.ref))
 
     # -- server admins ---------------------------------------------------------------
 
-    def admin(self, connection: Connection, packet: codec.AdminRequest):
-        session = connection.session
+    def admin(self, connection: Connection, packet: codec.AdminRequest) -> Deferred[None] | None:
+        session = logged_in(connection)
         handler = _ADMIN_OPS.get(packet.op)
         if handler is None:
             raise ProtocolError(
@@ -222,11 +295,13 @@ class Moderation:
         reason = clean_reason(packet.reason, self.limits.max_text)
         return handler(self, connection, session, reason, packet)
 
-    def _done(self, connection: Connection, packet, target: str) -> None:
+    def _done(self, connection: Connection, packet: codec.AdminRequest, target: str) -> None:
         if connection.session is not None:
             connection.send(codec.Done(packet.op, target, packet.ref))
 
-    def _sessions(self, connection, session, reason, packet) -> None:
+    def _sessions(
+        self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest
+    ) -> None:
         registry = self.registry
         pending = [codec.PendingInfo(c.id, c.address, c.opened) for c in registry.pending.values()]
         connected = [
@@ -243,7 +318,9 @@ class Moderation:
         ]
         connection.send(codec.Sessions(pending, connected, packet.ref))
 
-    def _close(self, connection, session, reason, packet) -> None:
+    def _close(
+        self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest
+    ) -> None:
         room = self.directory.find(required(packet.room, "room", "ADMIN close"))
         if room is self.directory.default:
             raise ProtocolError(ErrorCode.NOT_PERMITTED, "the default room can't be closed")
@@ -259,7 +336,7 @@ class Moderation:
         self.directory.drop_if_empty(room)
         self._done(connection, packet, room.name)
 
-    def _target_session(self, packet) -> tuple[str, Session | None]:
+    def _target_session(self, packet: codec.AdminRequest) -> tuple[str, Session | None]:
         target = normalise_nick(required(packet.target, "target", f"ADMIN {packet.op}"))
         return target, self.registry.held(nick_key(target))
 
@@ -273,17 +350,21 @@ class Moderation:
             self._record(None, session, room, action, _said(done, reason), None)
         self.logins.kick(target.id)
 
-    def _server_kick(self, connection, session, reason, packet) -> None:
+    def _server_kick(
+        self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest
+    ) -> None:
         target, held = self._target_session(packet)
         if held is None:
             raise ProtocolError(ErrorCode.NO_SUCH_NICK, f"nobody here is called {target!r}")
         self._remove_from_server(session, held, "kick", reason)
         self._done(connection, packet, held.nick)
 
-    def _until(self, packet) -> float | None:
+    def _until(self, packet: codec.AdminRequest) -> float | None:
         return None if packet.duration is None else self.clock.seconds() + packet.duration
 
-    def _server_ban(self, connection, session, reason, packet) -> None:
+    def _server_ban(
+        self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest
+    ) -> None:
         target, held = self._target_session(packet)
         accounts = self._accounts()
         key = nick_key(target)
@@ -296,14 +377,18 @@ class Moderation:
             self._remove_from_server(session, held, "ban", reason)
         self._done(connection, packet, target)
 
-    def _server_unban(self, connection, session, reason, packet) -> None:
+    def _server_unban(
+        self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest
+    ) -> None:
         target = normalise_nick(required(packet.target, "target", "ADMIN unban"))
         if self._accounts().bans.pop(nick_key(target), None) is None:
             raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"{target!r} is not banned from the server")
         self._lift_ban("nick", nick_key(target))
         self._done(connection, packet, target)
 
-    def _ban_address(self, connection, session, reason, packet) -> None:
+    def _ban_address(
+        self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest
+    ) -> None:
         address = required(packet.address, "address", "ADMIN ban_address")
         gate = self.gate
         ban = gate.ban(Ban(address, session.nick, self.clock.seconds(), reason, self._until(packet)))
@@ -318,25 +403,30 @@ class Moderation:
                     open_connection.disconnect("kicked")
         self._done(connection, packet, ban.target)
 
-    def _unban_address(self, connection, session, reason, packet) -> None:
+    def _unban_address(
+        self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest
+    ) -> None:
         lifted = self.gate.lift(required(packet.address, "address", "ADMIN unban_address"))
         if lifted is None:
             raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"{packet.address!r} is not banned")
         self._lift_ban("address", lifted)
         self._done(connection, packet, lifted)
 
-    def _server_bans(self, connection, session, reason, packet) -> None:
+    def _server_bans(
+        self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest
+    ) -> None:
         now = self.clock.seconds()
         bans = [_ban_info(b) for b in self._accounts().bans.values() if b.active(now)]
         bans += [_ban_info(b) for b in self.gate.bans.values() if b.active(now)]
         connection.send(codec.BanList(bans, None, packet.ref))
 
-    def _reset(self, connection, session, reason, packet):
+    def _reset(
+        self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest
+    ) -> Deferred[None]:
         target = normalise_nick(required(packet.target, "target", "ADMIN reset"))
         password = required(packet.password, "password", "ADMIN reset")
         d = self._accounts().reset(nick_key(target), password)
-        d.addCallback(lambda record: self._done(connection, packet, record.nick))
-        return d
+        return d.addCallback(lambda record: self._done(connection, packet, record.nick))
 
     def _accounts(self) -> Accounts:
         if self.accounts is None:
@@ -358,7 +448,7 @@ class Moderation:
         return stored.addCallback(lambda _: self.peers.bans_changed())
 
 
-_ROOM_OPS = {
+_ROOM_OPS: dict[str, Callable[..., None]] = {
     "kick": Moderation._kick,
     "ban": Moderation._ban,
     "unban": Moderation._unban,
@@ -369,7 +459,7 @@ _ROOM_OPS = {
     "bans": Moderation._bans,
 }
 
-_ADMIN_OPS = {
+_ADMIN_OPS: dict[str, Callable[..., Deferred[None] | None]] = {
     "sessions": Moderation._sessions,
     "close": Moderation._close,
     "kick": Moderation._server_kick,

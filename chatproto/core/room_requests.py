@@ -15,7 +15,7 @@ from chatproto import codec
 from chatproto.backends.eventlog import EventLog, Topic
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.broadcast import Broadcast, Event
-from chatproto.core.connection import Connection, Session
+from chatproto.core.connection import Connection, Session, logged_in
 from chatproto.core.membership import Membership
 from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers
@@ -26,13 +26,6 @@ from chatproto.limits import Limits
 from chatproto.rules import clean_reason, validate_topic
 
 log = Logger()
-
-
-def _session(connection: Connection) -> Session:
-    session = connection.session
-    if session is None:  # the command table lets no such request through
-        raise ProtocolError(ErrorCode.NOT_LOGGED_IN, "log in first")
-    return session
 
 
 class RoomRequests:
@@ -63,7 +56,7 @@ class RoomRequests:
     def join(self, connection: Connection, packet: codec.Join) -> None:
         """JOIN: ROOM to the joiner (with the JOIN's ref) and its other
         devices, JOINED to the members."""
-        session = _session(connection)
+        session = logged_in(connection)
         key = self.directory.key_of(packet.room)
         room = session.rooms.get(key)
         if room is not None:  # already in: its state again, nothing announced
@@ -112,13 +105,13 @@ class RoomRequests:
     def part(self, connection: Connection, packet: codec.Part) -> None:
         """PART: LEFT ``part`` to the members, and to the leaver with its ref
         once it has had everything said in the room before."""
-        session = _session(connection)
+        session = logged_in(connection)
         room = self.membership.member_room(session, packet.room)
         message = clean_reason(packet.reason, self.limits.max_text)
         self.membership.remove(session, room, "part", message, connection, packet.ref)
 
     def set_topic(self, connection: Connection, packet: codec.SetTopic) -> None:
-        session = _session(connection)
+        session = logged_in(connection)
         room = self.membership.member_room(session, packet.room)
         text = validate_topic(packet.topic, self.limits.topic_length)
         if room.rules.topic_lock and not room.rules.is_op(session):
@@ -149,7 +142,7 @@ class RoomRequests:
 
     def mark(self, connection: Connection, packet: codec.Mark) -> None:
         """MARK: the read marker moves forward (never back), on every device."""
-        session = _session(connection)
+        session = logged_in(connection)
         room = self.membership.member_room(session, packet.room)
         seq = max(0, min(packet.seq, room.last_seq))
         if seq > session.marks.get(room.key, 0):

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from chatproto import codec
@@ -58,7 +58,7 @@ class RoomRules:
         """Whether these rules are worth keeping: then the room's topic is kept with them."""
         return bool(self.ops or self.bans or self.invites or self.topic_lock or self.invite_only)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "ops": sorted(self.ops),
             "bans": [[b.target, b.by, b.ts, b.reason, b.until] for b in self.bans.values()],
@@ -68,7 +68,7 @@ class RoomRules:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> RoomRules:
+    def from_json(cls, data: dict[str, Any]) -> RoomRules:
         return cls(
             set(data.get("ops", ())),
             {item[0]: Ban(*item) for item in data.get("bans", ())},
@@ -105,8 +105,8 @@ class ChatRoom:
         self.peers: dict[int, str] = {}  # session id -> its JSON in ROOM.members
         self.recent: deque[tuple[Message, str]] = deque(maxlen=replay)
         self.last_seq = 0  # of the newest message stored, once ready
-        # Fires once the topic, rules and recent history are read.
-        self.ready: Deferred | None = None
+        # Fires once the topic, rules and recent history are read (the directory reads them).
+        self.ready: Deferred[Any] = succeed(None)
 
     @property
     def topic_text(self) -> str:
@@ -129,7 +129,7 @@ class ChatRoom:
     def info(self) -> codec.RoomInfo:
         return codec.RoomInfo(self.name, self.topic_text, len(self.members))
 
-    def kept_state(self) -> dict:
+    def kept_state(self) -> dict[str, Any]:
         """What the account store keeps of the room: its rules and its topic,
         in one record, so that the topic lives exactly as long as the rules."""
         topic = self.topic
@@ -250,7 +250,7 @@ def preload(room: ChatRoom, page: list[Message]) -> None:
     room.last_seq = max(room.last_seq, last)
 
 
-def load_rules(room: ChatRoom, data: dict | None) -> None:
+def load_rules(room: ChatRoom, data: dict[str, Any] | None) -> None:
     """A room's stored rules, its guest operators kept; and, while the rules
     are kept, the topic stored with them (a room that always exists has its
     topic in the event log instead)."""
