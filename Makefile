@@ -30,8 +30,9 @@ client: install
 redis: install
 	$(PY) -m scripts.redis_server $(ARGS)
 
-# README's pictures, taken by the end-to-end runs: the desktop app on Xvfb
-# (one step) and the page in headless Chromium (two: desktop and phone width).
+# The pictures of README.md and docs/using.md, taken by the end-to-end runs:
+# the desktop app on Xvfb (one step) and the page in headless Chromium (two:
+# desktop and phone width).
 screenshot: install
 	sh scripts/system_packages.sh Xvfb:xvfb openbox:openbox
 	sh scripts/qt_xcb_libraries.sh $(PY)
@@ -42,7 +43,7 @@ screenshot: install
 cert: install
 	$(PY) -m chatproto.certs --dir .
 
-# Our server and two baselines side by side (several minutes; see README, Performance).
+# Our server and two baselines side by side (several minutes; see docs/performance.md).
 bench: install
 	sh scripts/system_packages.sh ngircd:ngircd
 	$(PY) -m benchmarks.run $(ARGS)

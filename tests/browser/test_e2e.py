@@ -7,7 +7,7 @@ It fails on any console error or warning or uncaught exception in any tab (the o
 exception is the browser's own report of a WebSocket refused while the
 server is down, and only while it is), and on any dialog that never opens.
 Each step leaves a screenshot in build/screenshots/web/NN-step.png; with
-CHAT_UPDATE_SCREENSHOTS=1 two of them become the README's pictures.
+CHAT_UPDATE_SCREENSHOTS=1 two of them become the pictures of docs/using.md.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tests.processes import Server, TcpPeer, admin_account
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "build" / "screenshots" / "web"
-#: Steps whose screenshots are the README's (CHAT_UPDATE_SCREENSHOTS=1).
+#: Steps whose screenshots are docs/using.md's (CHAT_UPDATE_SCREENSHOTS=1).
 README_SHOTS = {"desktop": ROOT / "docs" / "web-screenshot.png", "phone": ROOT / "docs" / "web-phone.png"}
 PASSWORD = "correct horse"
 NEW_PASSWORD = "battery staple"

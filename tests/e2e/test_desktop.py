@@ -4,7 +4,8 @@ through a scripted session of a few minutes (tests/e2e/desktop_session.py).
 Fails on any exception the app logs, on the app's process ending early or
 badly, and on any step whose window, dialog or message never appears.
 Screenshots of every step land in build/screenshots/desktop/; with
-``CHAT_UPDATE_SCREENSHOTS=1`` the README's picture is taken from them.
+``CHAT_UPDATE_SCREENSHOTS=1`` the picture of README.md and docs/using.md is
+taken from them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHOTS = os.path.join(ROOT, "build", "screenshots", "desktop")
-#: The step README shows (docs/screenshot.png).
+#: The step README.md and docs/using.md show (docs/screenshot.png).
 README_SHOT = "messages"
 #: The whole session may take this long; each step has its own, shorter bound.
 SESSION_LIMIT = 420
