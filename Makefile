@@ -97,9 +97,11 @@ test-outside: install
 	sh scripts/system_packages.sh
 	$(PY) -m pytest -q tests/browser tests/irssi
 
+# Style, then types: mypy checks chatproto/ as pyproject.toml's [tool.mypy] says.
 lint: install
 	$(VENV)/bin/ruff check chatproto qtclient tests twisted benchmarks scripts fuzz
 	$(VENV)/bin/ruff format --check chatproto qtclient tests twisted benchmarks scripts fuzz
+	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info _trial_temp* .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info _trial_temp* .pytest_cache .hypothesis .mypy_cache
