@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 if sys.version_info >= (3, 11):
     import tomllib
-else:
+else:  # Python 3.10
     import tomli as tomllib
 
 from twisted.application.service import MultiService
