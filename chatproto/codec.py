@@ -671,10 +671,14 @@ def _schema(cls) -> tuple[_Field, ...]:
 
 
 _NESTED = (Peer, Message, RoomInfo, BanInfo, PendingInfo, SessionInfo)
-_SCHEMAS = {cls: _schema(cls) for cls in (*_NESTED, *CLIENT_PACKETS, *SERVER_PACKETS)}
+_SCHEMAS: dict[type, tuple[_Field, ...]] = {
+    cls: _schema(cls) for cls in (*_NESTED, *CLIENT_PACKETS, *SERVER_PACKETS)
+}
 #: What a version 1 session's packets are read as: version 1's fields only.
-_V1_SCHEMAS = {cls: tuple(f for f in schema if f.since == 1) for cls, schema in _SCHEMAS.items()}
-_CLIENT_TYPES = {
+_V1_SCHEMAS: dict[type, tuple[_Field, ...]] = {
+    cls: tuple(f for f in schema if f.since == 1) for cls, schema in _SCHEMAS.items()
+}
+_CLIENT_TYPES: dict[int, tuple[dict[int, type], dict[type, tuple[_Field, ...]], str]] = {
     1: ({cls.TYPE: cls for cls in V1_CLIENT_PACKETS}, _V1_SCHEMAS, "version 1 client-to-server"),
     2: ({cls.TYPE: cls for cls in CLIENT_PACKETS}, _SCHEMAS, "version 2 client-to-server"),
 }

@@ -6,6 +6,7 @@ certificate made or named by ``--public``, its fingerprint to check."""
 from __future__ import annotations
 
 from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import gatherResults
 from twisted.logger import Logger
 
@@ -80,7 +81,7 @@ class ConnectHints(Service):
         if listener.port is None:
             return None
         address = listener.port.getHost()
-        if not hasattr(address, "port"):
+        if not isinstance(address, (IPv4Address, IPv6Address)):
             return None  # a Unix socket: its path is the --listen it was given
         tls = listener.description.split(":", 1)[0] == "ssl"
         return hint(self._kind(listener), shown_host(address.host), address.port, tls, fingerprint)

@@ -12,6 +12,7 @@ import hmac
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.application.internet import TimerService
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -108,7 +109,9 @@ class LagMonitor(TimerService):
     """Samples how late a periodic reactor call fires (Synapse's tick time):
     a blocked reactor shows here before users notice."""
 
-    def __init__(self, clock, counters, every: float = LAG_EVERY) -> None:
+    clock: IReactorTime
+
+    def __init__(self, clock: IReactorTime, counters, every: float = LAG_EVERY) -> None:
         super().__init__(every, self._tick)
         self.clock = clock
         self.counters = counters

@@ -14,7 +14,7 @@ import hmac
 import os
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
@@ -33,6 +33,12 @@ MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 CONCURRENT_HASHES = 2
 
 T = TypeVar("T")
+
+
+class _Run(Protocol):
+    """How a :class:`Hasher` runs a call: its result, later."""
+
+    def __call__(self, call: Callable[[], T], /) -> Deferred[T]: ...
 
 
 def _b64(data: bytes) -> str:
@@ -86,14 +92,17 @@ def check_password(password: str, nick: str) -> str:
     return password
 
 
+class _DaemonThread(threading.Thread):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, daemon=True, **kwargs)
+
+
 class _HashingThreads(ThreadPool):
     """Daemon threads: a hash in flight never keeps the process from
     exiting (a reactor that is never shut down, as under a test runner,
     never stops the pool)."""
 
-    @staticmethod
-    def threadFactory(*args, **kwargs) -> threading.Thread:
-        return threading.Thread(*args, daemon=True, **kwargs)
+    threadFactory = _DaemonThread
 
 
 def _lowly(call: Callable[[], T]) -> T:
@@ -110,7 +119,7 @@ class Hasher:
     thread pool, at most CONCURRENT_HASHES at once. ``Hasher.inline()``
     runs it at once (tests on a ``task.Clock``)."""
 
-    def __init__(self, run: Callable[[Callable[..., T]], Deferred[T]], cost: tuple[int, int, int]) -> None:
+    def __init__(self, run: _Run, cost: tuple[int, int, int]) -> None:
         self._run = run
         self.cost = cost
         # Verified against when the account does not exist, so that a wrong
@@ -119,7 +128,7 @@ class Hasher:
         self._dummy: str | None = None
 
     @classmethod
-    def threaded(cls, reactor) -> Hasher:
+    def threaded(cls, reactor: Any) -> Hasher:
         """On threads of its own, at the lowest CPU priority: a KDF must
         never hold the core from the reactor, nor from the history's
         checkpoint on the reactor's pool (a checkpoint preempted while it
@@ -130,7 +139,7 @@ class Hasher:
         reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
         semaphore = DeferredSemaphore(CONCURRENT_HASHES)
 
-        def run(call):
+        def run(call: Callable[[], T], /) -> Deferred[T]:
             return semaphore.run(deferToThreadPool, reactor, pool, lambda: _lowly(call))
 
         return cls(run, (SCRYPT_N, SCRYPT_R, SCRYPT_P))
@@ -141,7 +150,7 @@ class Hasher:
         return cls(maybeDeferred, cost)
 
     @classmethod
-    def for_reactor(cls, reactor) -> Hasher:
+    def for_reactor(cls, reactor: Any) -> Hasher:
         """Threaded on a real reactor, inline on a ``task.Clock``."""
         return cls.threaded(reactor) if hasattr(reactor, "getThreadPool") else cls.inline()
 

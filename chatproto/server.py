@@ -7,9 +7,14 @@ they pass, the endpoints they listen on and the history they keep.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 from twisted.application.service import MultiService
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 
 from chatproto.backends.accounts import AccountStore
 from chatproto.backends.eventlog import EventLog
@@ -24,6 +29,11 @@ from chatproto.service import HubService, ListenerService, PeersService
 from chatproto.transports.int32 import ChatFactory
 from chatproto.transports.proxied import server_endpoint
 
+if TYPE_CHECKING:
+    from twisted.web.server import Site
+
+    from chatproto.transports.irc import IrcFactory
+
 
 class ChatServer(MultiService):
     """The service tree: the hub first, so it stops after the listeners."""
@@ -34,11 +44,11 @@ class ChatServer(MultiService):
         reactor,
         listen: list[str],
         metrics: str | None = None,
-        web: list[str] = (),
-        web_origins: list[str] = (),
-        irc: list[str] = (),
+        web: Sequence[str] = (),
+        web_origins: Sequence[str] = (),
+        irc: Sequence[str] = (),
         metrics_token: str | None = None,
-        trusted_proxies: list[str] = (),
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.hub = hub
@@ -49,7 +59,9 @@ class ChatServer(MultiService):
         HubService(hub).setServiceParent(self)
         self.listeners: list[ListenerService] = []
         self._listen(reactor, listen, self.factory)
-        self.site = self.gateway = None  # what --web and --irc serve, if asked
+        # What --web and --irc serve, if asked.
+        self.site: Site | None = None
+        self.gateway: IrcFactory | None = None
         if web:
             from chatproto.transports.web import web_site
 
@@ -70,7 +82,7 @@ class ChatServer(MultiService):
             )
             self.operations.setServiceParent(self)
 
-    def _listen(self, reactor, descriptions: list[str], factory) -> None:
+    def _listen(self, reactor: Any, descriptions: Sequence[str], factory: IProtocolFactory) -> None:
         for description in descriptions:
             endpoint = server_endpoint(reactor, description, self.hub.limits.login_timeout)
             listener = ListenerService(description, endpoint, factory, self._gate)
@@ -82,8 +94,7 @@ class ChatServer(MultiService):
         history store that does not answer. Empty when healthy."""
         problems = [f"not listening on {s.description}" for s in self.listeners if s.port is None]
         d = self.hub.eventlog.check()
-        d.addCallbacks(lambda _: problems, lambda f: [*problems, f.getErrorMessage()])
-        return d
+        return d.addCallbacks(lambda _: problems, lambda f: [*problems, f.getErrorMessage()])
 
     def start(self) -> None:
         """Bind, then run: what twistd does for a service tree, in one call."""
@@ -95,7 +106,7 @@ class ChatServer(MultiService):
         """The first listener's bound port (for ``tcp:0``), once listening."""
         for listener in self.listeners:
             if listener.port is not None:
-                return listener.port.getHost().port
+                return _port_number(listener.port)
         return None
 
     @property
@@ -111,28 +122,35 @@ class ChatServer(MultiService):
     def _port_of(self, factory) -> int | None:
         for listener in self.listeners:
             if listener.port is not None and factory is not None and listener.factory is factory:
-                return listener.port.getHost().port
+                return _port_number(listener.port)
         return None
+
+
+def _port_number(port: IListeningPort) -> int:
+    """A TCP (or TLS) listening port's number."""
+    address = port.getHost()
+    assert isinstance(address, (IPv4Address, IPv6Address)), address
+    return address.port
 
 
 def build_server(
     reactor,
-    listen: list[str] = (),
+    listen: Sequence[str] = (),
     history: str | EventLog = ":memory:",
     limits: Limits = DEFAULTS,
     name: str = "chat",
     motd: str = "",
     default_room: str = DEFAULT_ROOM,
-    rooms: list[str] = (),
+    rooms: Sequence[str] = (),
     metrics: str | None = None,
     metrics_token: str | None = None,
-    admins: list[str] = (),
+    admins: Sequence[str] = (),
     accounts: AccountStore | None = None,
     hasher: Hasher | None = None,
-    web: list[str] = (),
-    web_origins: list[str] = (),
-    irc: list[str] = (),
-    trusted_proxies: list[str] = (),
+    web: Sequence[str] = (),
+    web_origins: Sequence[str] = (),
+    irc: Sequence[str] = (),
+    trusted_proxies: Sequence[str] = (),
     cluster: str | None = None,
     cluster_expiry: float = 10.0,
     cluster_retention: int = 100_000,
@@ -145,6 +163,7 @@ def build_server(
     With ``cluster`` (``redis://...``) the rooms are shared with the other
     servers on that Redis, and ``history`` is not used."""
     peers: Peers | None = None
+    eventlog: EventLog
     if cluster is not None:
         from chatproto.backends.redis import Epoch, RedisAddress, RedisClient
         from chatproto.backends.streams import StreamStore
@@ -155,7 +174,7 @@ def build_server(
         epoch = Epoch("chat:epoch")  # the store's prefix
         store = StreamStore(RedisClient(reactor, address, "chat-node", epoch), keep=cluster_retention)
         cluster_log = ClusterLog(store)
-        eventlog: EventLog = cluster_log
+        eventlog = cluster_log
         if accounts is None:
             from chatproto.backends.redis_accounts import RedisAccounts
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import signal
+from typing import cast
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -111,12 +112,13 @@ class ListenerService(StreamServerEndpointService):
     """
 
     _raiseSynchronously = True
+    _waitingForPort: Deferred[IListeningPort] | None
 
     def __init__(
         self,
         description: str,
         endpoint: IStreamServerEndpoint,
-        factory: Factory,
+        factory: IProtocolFactory,
         gate: Deferred | None = None,
     ) -> None:
         super().__init__(endpoint, factory)
@@ -134,6 +136,7 @@ class ListenerService(StreamServerEndpointService):
                 error=Failure().getErrorMessage(),
             )
             raise
+        assert self._waitingForPort is not None  # listen() was called
         self._waitingForPort.addCallback(self._listening)
 
     def listening(self) -> Deferred[IListeningPort]:
@@ -144,6 +147,7 @@ class ListenerService(StreamServerEndpointService):
             bound.callback(port)
             return port
 
+        assert self._waitingForPort is not None, "listening() before privilegedStartService()"
         self._waitingForPort.addCallback(tell)
         return bound
 
@@ -155,8 +159,14 @@ class ListenerService(StreamServerEndpointService):
             address=describe_address(port.getHost()),
         )
         if self.gate is not None and not self.gate.called:
-            port.stopReading()
-            self.gate.addCallback(lambda passed: (port.startReading(), passed)[1])
+            reading = cast(FileDescriptor, port)  # a TCP or Unix port reads to accept
+            reading.stopReading()
+
+            def resume(passed: object) -> object:
+                reading.startReading()
+                return passed
+
+            self.gate.addCallback(resume)
         return port
 
     def stopService(self) -> Deferred:

@@ -12,11 +12,12 @@ import ipaddress
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ImportError:  # Python 3.10
+else:  # Python 3.10
     import tomli as tomllib
 
 from twisted.application.service import MultiService
@@ -40,21 +41,23 @@ def _option_name(f: dataclasses.Field) -> str:
     return f.name.replace("_", "-")
 
 
-def _coercer(f: dataclasses.Field) -> Callable[[str], float]:
+class _Coercer:
     """Parses an option's text as its Limits field's kind, within its bound."""
-    what = f"--{_option_name(f)}"
 
-    def coerce(text: str):
-        return parse_limit(f, text, what)
+    coerceDoc = ""  # what usage.Options adds to the option's help: nothing
 
-    coerce.coerceDoc = ""
-    return coerce
+    def __init__(self, f: dataclasses.Field) -> None:
+        self.field = f
+        self.what = f"--{_option_name(f)}"
+
+    def __call__(self, text: str) -> float:
+        return parse_limit(self.field, text, self.what)
 
 
-def limit_parameters() -> list[list]:
+def limit_parameters() -> list[list[Any]]:
     """One twistd option per Limits field."""
     return [
-        [_option_name(f), None, getattr(DEFAULTS, f.name), f.metadata["help"], _coercer(f)]
+        [_option_name(f), None, getattr(DEFAULTS, f.name), f.metadata["help"], _Coercer(f)]
         for f in dataclasses.fields(Limits)
     ]
 
@@ -182,7 +185,7 @@ class Options(usage.Options):
             "Not with --listen, --web or --irc.",
         ],
     ]
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["history", None, DEFAULT_HISTORY, "SQLite history file (':memory:' keeps none across restarts)."],
         ["cert", None, None, "With --public: the TLS certificate (PEM) to serve."],
         ["key", None, None, "With --public: the certificate's private key (PEM)."],

@@ -15,11 +15,13 @@ import hashlib
 import uuid
 from collections import deque
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -127,6 +129,7 @@ class RedisProtocol(Protocol):
     def execute(self, *args) -> Deferred:
         d: Deferred = Deferred()
         self._waiting.append(d)
+        assert self.transport is not None  # connected: made by connectionMade's time
         self.transport.write(encode_command(args))
         return d
 
@@ -249,8 +252,14 @@ class _Factory(Factory):
             steps.append(proto.execute("SELECT", a.db))
         steps.append(proto.execute("CLIENT", "SETNAME", self.name))
         d = steps[-1]
+
+        def drop(f: Failure) -> Failure:
+            assert proto.transport is not None
+            proto.transport.loseConnection()
+            return f
+
         for step in steps[:-1]:
-            step.addErrback(lambda f: (proto.transport.loseConnection(), f)[1])
+            step.addErrback(drop)
         return d.addCallback(lambda _: proto)
 
 
@@ -273,7 +282,10 @@ class RedisClient:
             prepareConnection=self._prepared,
         )
 
-    def _prepared(self, proto: RedisProtocol) -> Deferred:
+    def _prepared(self, connected: IProtocol) -> Deferred:
+        # ClientService hands out a proxy of the RedisProtocol _Factory made.
+        proto = cast(RedisProtocol, connected)
+
         def checked(inner: RedisProtocol):
             if self.epoch is None:
                 return inner
@@ -296,6 +308,7 @@ class RedisClient:
                 address=str(self.address),
                 error=f.value,
             )
+            assert proto.transport is not None
             proto.transport.loseConnection()
             return f
 

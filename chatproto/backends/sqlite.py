@@ -167,7 +167,9 @@ class SQLiteLog:
             if row is None:
                 if not create:
                     return None
-                row = (self._db.execute("INSERT INTO rooms (key) VALUES (?)", (room,)).lastrowid,)
+                new_id = self._db.execute("INSERT INTO rooms (key) VALUES (?)", (room,)).lastrowid
+                assert new_id is not None  # an INSERT's
+                row = (new_id,)
                 if (row[0] + 1) * SPAN >= 2**63:  # its rows' ids would not fit in 64 bits
                     self._db.execute("DELETE FROM rooms WHERE id = ?", row)
                     raise sqlite3.DatabaseError(f"no room for another room's history in {self.path!r}")
@@ -177,7 +179,9 @@ class SQLiteLog:
     def _next_seq(self, room: str) -> int:
         seq = self._next.get(room)
         if seq is None:
-            base = self._room_id(room, create=True) * SPAN
+            room_id = self._room_id(room, create=True)
+            assert room_id is not None  # made if it had none
+            base = room_id * SPAN
             (last,) = self._db.execute(
                 "SELECT max(id) FROM messages WHERE id > ? AND id < ?", (base, base + SPAN)
             ).fetchone()

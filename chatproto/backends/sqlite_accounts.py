@@ -37,27 +37,25 @@ class SQLiteAccounts:
             return fail(StoreError(f"can't use accounts in {self._log.path!r}: {e}"))
 
     def account(self, key: str) -> Deferred[AccountRecord | None]:
-        def read(db):
+        def read(db: sqlite3.Connection) -> AccountRecord | None:
             row = db.execute(
                 "SELECT key, nick, secret, created, admin FROM accounts WHERE key = ?", (key,)
             ).fetchone()
-            return AccountRecord(*row[:4], bool(row[4])) if row else None
+            return AccountRecord(row[0], row[1], row[2], row[3], bool(row[4])) if row else None
 
         return self._do(read)
 
     def save_account(self, record: AccountRecord) -> Deferred[None]:
-        return self._do(
-            lambda db: (
-                db.execute(
-                    "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?, ?)",
-                    (record.key, record.nick, record.secret, record.created, int(record.admin)),
-                )
-                and None
+        def save(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?, ?)",
+                (record.key, record.nick, record.secret, record.created, int(record.admin)),
             )
-        )
+
+        return self._do(save)
 
     def create_account(self, record: AccountRecord) -> Deferred[bool]:
-        def create(db):
+        def create(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO accounts VALUES (?, ?, ?, ?, ?)",
                 (record.key, record.nick, record.secret, record.created, int(record.admin)),
@@ -67,7 +65,7 @@ class SQLiteAccounts:
         return self._do(create)
 
     def delete_account(self, key: str) -> Deferred[None]:
-        def delete(db):
+        def delete(db: sqlite3.Connection) -> None:
             db.execute("BEGIN")
             db.execute("DELETE FROM accounts WHERE key = ?", (key,))
             db.execute("DELETE FROM memberships WHERE account = ?", (key,))
@@ -89,7 +87,7 @@ class SQLiteAccounts:
         )
 
     def remember(self, key: str, room: str, membership: Membership) -> Deferred[None]:
-        def write(db):
+        def write(db: sqlite3.Connection) -> None:
             updated = db.execute(
                 "UPDATE memberships SET name = ?, read = ? WHERE account = ? AND room = ?",
                 (membership.room, membership.read, key, room),
@@ -104,14 +102,13 @@ class SQLiteAccounts:
         return self._do(write)
 
     def forget(self, key: str, room: str) -> Deferred[None]:
-        return self._do(
-            lambda db: (
-                db.execute("DELETE FROM memberships WHERE account = ? AND room = ?", (key, room)) and None
-            )
-        )
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM memberships WHERE account = ? AND room = ?", (key, room))
+
+        return self._do(delete)
 
     def forget_room(self, room: str) -> Deferred[None]:
-        def delete(db):
+        def delete(db: sqlite3.Connection) -> None:
             db.execute("BEGIN")
             db.execute("DELETE FROM memberships WHERE room = ?", (room,))
             db.execute("DELETE FROM room_rules WHERE room = ?", (room,))
@@ -120,7 +117,7 @@ class SQLiteAccounts:
         return self._do(delete)
 
     def forget_operator(self, key: str) -> Deferred[None]:
-        def forget(db):
+        def forget(db: sqlite3.Connection) -> None:
             changed = []
             for room, text in db.execute("SELECT room, rules FROM room_rules").fetchall():
                 rules = json.loads(text)
@@ -132,18 +129,17 @@ class SQLiteAccounts:
         return self._do(forget)
 
     def rules(self, room: str) -> Deferred[dict | None]:
-        def read(db):
+        def read(db: sqlite3.Connection) -> dict | None:
             row = db.execute("SELECT rules FROM room_rules WHERE room = ?", (room,)).fetchone()
             return json.loads(row[0]) if row else None
 
         return self._do(read)
 
     def set_rules(self, room: str, rules: dict) -> Deferred[None]:
-        return self._do(
-            lambda db: (
-                db.execute("INSERT OR REPLACE INTO room_rules VALUES (?, ?)", (room, dumps(rules))) and None
-            )
-        )
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO room_rules VALUES (?, ?)", (room, dumps(rules)))
+
+        return self._do(write)
 
     def server_bans(self) -> Deferred[list[tuple[str, Ban]]]:
         return self._do(
@@ -156,19 +152,16 @@ class SQLiteAccounts:
         )
 
     def set_server_ban(self, kind: str, ban: Ban) -> Deferred[None]:
-        return self._do(
-            lambda db: (
-                db.execute(
-                    "INSERT OR REPLACE INTO server_bans VALUES (?, ?, ?, ?, ?, ?)",
-                    (kind, ban.target, ban.by, ban.ts, ban.reason, ban.until),
-                )
-                and None
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO server_bans VALUES (?, ?, ?, ?, ?, ?)",
+                (kind, ban.target, ban.by, ban.ts, ban.reason, ban.until),
             )
-        )
+
+        return self._do(write)
 
     def lift_server_ban(self, kind: str, target: str) -> Deferred[None]:
-        return self._do(
-            lambda db: (
-                db.execute("DELETE FROM server_bans WHERE kind = ? AND target = ?", (kind, target)) and None
-            )
-        )
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM server_bans WHERE kind = ? AND target = ?", (kind, target))
+
+        return self._do(delete)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
@@ -48,7 +48,7 @@ class ClusterLog:
         self._waiting.append(d)
         return d.addCallback(lambda _: read())
 
-    def append(self, drafts: list[Draft]) -> Deferred[list[Message]]:
+    def append(self, drafts: Sequence[Draft]) -> Deferred[list[Message]]:
         raise StoreError("a cluster node appends through its ClusterNode")
 
     def before(self, seq: int | None, limit: int, room: str = DEFAULT_ROOM) -> Deferred[Page]:

@@ -30,15 +30,14 @@ ROWS_PER_UNIT = 10
 REFUSAL = 1
 
 
-def cost(packet, history_page: int, rooms: int = 0) -> float:
+def cost(packet: object, history_page: int, rooms: int = 0) -> float:
     """Units a packet costs: one, and a HISTORY request one more for every
     ROWS_PER_UNIT rows it may read; LIST one more for every ROWS_PER_UNIT
     rooms it lists (at least as much as the largest page)."""
-    kind = type(packet)
-    if kind is codec.HistoryRequest:
+    if isinstance(packet, codec.HistoryRequest):
         rows = min(max(packet.limit if packet.limit is not None else 50, 1), history_page)
         return 1 + rows / ROWS_PER_UNIT
-    if kind is codec.ListRooms:
+    if isinstance(packet, codec.ListRooms):
         return 1 + max(history_page, rooms) / ROWS_PER_UNIT
     return 1
 

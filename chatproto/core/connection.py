@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 
 from chatproto.codec import ErrorCode, ProtocolError
+
+if TYPE_CHECKING:
+    from chatproto.core.rooms import ChatRoom
 
 
 class Wire(Protocol):
@@ -41,7 +44,7 @@ class Connection(Protocol):
     def deliver(self, data: bytes) -> None:
         """Bytes already framed for ``wire``; shared with other recipients."""
 
-    def send(self, packet) -> None:
+    def send(self, packet: Any) -> None:
         """One packet for this connection alone."""
 
     def disconnect(self, reason: str, *, flush: bool = True) -> None:
@@ -50,7 +53,7 @@ class Connection(Protocol):
     def abort(self) -> None:
         """Drop the connection now, unsent output and all."""
 
-    def closed(self) -> Deferred:
+    def closed(self) -> Deferred[None]:
         """Fires once the connection is gone."""
 
 
@@ -64,10 +67,10 @@ class Session:
     id: int
     nick: str
     key: str  # what nicks are compared by (rules.nick_key)
-    connection: Connection  # the device that logged in or resumed last
+    connection: Connection | None  # the device that logged in or resumed last (None: on another node)
     since: float
     version: int = 1  # the protocol version it logged in with
-    rooms: dict[str, Any] = field(default_factory=dict)  # key -> ChatRoom it is in
+    rooms: dict[str, ChatRoom] = field(default_factory=dict)  # key -> the room
     devices: dict[Connection, str] = field(default_factory=dict)  # connection -> its resume token
     account: bool = False  # logged in with the nick's password
     admin: bool = False  # an account named by --admin
@@ -76,6 +79,7 @@ class Session:
     @property
     def token(self) -> str:
         """The resume token of the latest device."""
+        assert self.connection is not None, "a member on another node has no token here"
         return self.devices[self.connection]
 
     def device(self, token: str) -> Connection | None:

@@ -308,7 +308,7 @@ class Moderation:
             codec.SessionInfo(
                 s.id,
                 s.nick,
-                s.connection.address,
+                s.connection.address if s.connection is not None else "",
                 s.since,
                 [room.name for room in s.rooms.values()],
                 s.account,
