@@ -221,13 +221,13 @@ class Moderation:
 
     def admin(self, connection: Connection, packet: codec.AdminRequest):
         session = connection.session
+        if not session.admin:  # before anything else: nothing of ADMIN is told to others
+            raise ProtocolError(ErrorCode.NOT_ADMIN, "only the server's admins may do that")
         handler = _ADMIN_OPS.get(packet.op)
         if handler is None:
             raise ProtocolError(
                 ErrorCode.BAD_PACKET, f"unknown ADMIN op {packet.op!r}: {', '.join(_ADMIN_OPS)}"
             )
-        if not session.admin:
-            raise ProtocolError(ErrorCode.NOT_ADMIN, "only the server's admins may do that")
         if packet.duration is not None and not (0 < packet.duration < 1e9):
             raise ProtocolError(ErrorCode.BAD_PACKET, "'duration' must be a positive number of seconds")
         reason = clean_reason(packet.reason, self.hub.limits.max_text)
@@ -282,7 +282,9 @@ class Moderation:
         for room in list(target.rooms.values()):
             action = {"op": f"server_{op}", "target": target.nick, "reason": reason}
             self._record(None, session, room, action, _said(done, reason), None)
-        self.hub.kick(target.id)
+        # The records reach every member, the target too, before its BYE.
+        self.hub.broadcast.flush()
+        self.hub.broadcast.after_flushed(lambda: self.hub.kick(target.id))
 
     def _server_kick(self, connection, session, reason, packet) -> None:
         target, held = self._target_session(packet)
