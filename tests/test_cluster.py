@@ -557,6 +557,8 @@ class Moderation(ClusterTestCase):
     def test_a_rooms_topic_is_kept_in_redis_with_its_rules(self):
         a = yield self.node()
         alice = yield self.client("alice", version=2, server=a)
+        alice.send(codec.AccountRequest("register", "correct horse", ref="r"))
+        yield alice.expect(codec.Done)  # an account operator: the rules stay with the empty room
         alice.send(codec.Join("side"))
         yield alice.expect(codec.RoomState)
         alice.send(codec.SetTopic("side", "plans for friday"))
@@ -569,6 +571,25 @@ class Moderation(ClusterTestCase):
         bob.send(codec.Join("side"))
         state = yield bob.expect(codec.RoomState)
         self.assertEqual(state.topic, "plans for friday")
+
+    @defer.inlineCallbacks
+    def test_a_guest_operators_rules_go_with_the_empty_room(self):
+        """docs/protocol.md 14.2: nobody who could come back runs it."""
+        a = yield self.node()
+        gus = yield self.client("gus", version=2, server=a)
+        gus.send(codec.Join("side"))
+        yield gus.expect(codec.RoomState)
+        gus.send(codec.SetTopic("side", "plans for friday"))
+        gus.send(codec.Moderate("side", "mode", invite_only=True, ref="m"))
+        gus.send(codec.Part("side", ref="p"))
+        left = yield gus.expect(codec.Left)
+        self.assertEqual(left.ref, "p")
+        b = yield self.node()
+        bob = yield self.client("bob", version=2, server=b)
+        bob.send(codec.Join("side"))
+        state = yield bob.expect(codec.RoomState)
+        self.assertEqual((state.topic, state.invite_only), ("", False))
+        self.assertEqual([(p.nick, p.op) for p in state.members], [("bob", True)])
 
     @defer.inlineCallbacks
     def test_a_server_ban_made_on_one_node_holds_on_every_node(self):
