@@ -471,6 +471,35 @@ class Accounts(ClusterTestCase):
         )
 
 
+class AdminRightsAcrossNodes(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_a_resume_elsewhere_brings_no_rights_the_session_had_not(self):
+        """docs/protocol.md 15.7: the admin deletes its account on a and its
+        session registers the name again: no rights there, and none when the
+        session is resumed on b (whose list of admins is older)."""
+        a = yield self.node(admins=["root"])
+        b = yield self.node(admins=["root"])
+        password = yield admin_password(a, b, "root")
+        root = yield self.client(server=a)
+        root.send(codec.Login("root", 2, password=password))
+        first = yield root.expect(codec.Welcome)
+        self.assertTrue(first.admin)
+        root.send(codec.AccountRequest("delete", password, ref="d"))
+        yield root.expect(codec.Done)
+        root.send(codec.AccountRequest("register", "someone else's pw", ref="r"))
+        yield root.expect(codec.Done)
+        root.send(codec.AdminRequest("sessions", ref="s"))
+        error = yield root.expect(codec.Error)
+        self.assertEqual(error.code, "not_admin")
+        moved = yield self.client(server=b)
+        moved.send(codec.Login("root", 2, first.resume))
+        welcome = yield moved.expect(codec.Welcome)
+        self.assertFalse(welcome.admin)
+        moved.send(codec.AdminRequest("sessions", ref="s"))
+        error = yield moved.expect(codec.Error)
+        self.assertEqual(error.code, "not_admin")
+
+
 class BadEntries(ClusterTestCase):
     @defer.inlineCallbacks
     def test_a_malformed_entry_is_skipped_and_the_room_goes_on(self):
