@@ -229,7 +229,8 @@ class Directory:
 
     def drop_if_empty(self, room: ChatRoom) -> bool:
         """Forget a room nobody is in, unless it always exists (its history
-        stays in the log; its rules and topic stay in the store if kept)."""
+        stays in the log; its rules and topic stay in the store, and come
+        back with it only if an account runs it: :func:`kept_rules`)."""
         if room.permanent or self.rooms.get(room.key) is not room:
             return False
         if any(member.connection is not None for member in room.members.values()):
