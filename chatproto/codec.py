@@ -776,6 +776,11 @@ def _decode(payload: bytes, table: dict, direction: str, schemas: dict = _SCHEMA
         if len(payload) == 1:
             raise _bad("body is missing: send {} for an empty body")
         raise _bad("body must be a JSON object")
+    if cls is Login and type(body.get("proto")) is int and body["proto"] == 1:
+        # A version 1 LOGIN is read as version 1 has it: its password, of
+        # whatever kind, is an unknown field, ignored (docs/protocol.md 15).
+        schemas = _V1_SCHEMAS
+        body = {key: value for key, value in body.items() if key != "password"}
     try:
         if _SURROGATE_ESCAPE.search(payload):
             _check_surrogates(cls, body, schemas)

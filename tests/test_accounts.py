@@ -179,6 +179,40 @@ class Registering(SynchronousTestCase):
         self.assertEqual(old.error().code, ErrorCode.UNKNOWN_TYPE)
 
 
+class AccountOrderOfChecks(SynchronousTestCase):
+    """ACCOUNT's checks in the order of docs/protocol.md 15.2: a request that
+    fails two gets the first one's error."""
+
+    def refused(self, peer, op: str, password: str | None, new: str | None = None):
+        peer.received()
+        peer.send(codec.AccountRequest(op, password, new, ref="a"))
+        return peer.error().code
+
+    def test_password_change(self):
+        server = Server(login_failures=1, lockout=60.0, join_burst=100)
+        guest = server.peer()
+        guest.login("gus", version=2)
+        self.assertEqual(self.refused(guest, "password", "wrong pass", "short"), ErrorCode.NOT_REGISTERED)
+        self.assertEqual(self.refused(guest, "frobnicate", None), ErrorCode.BAD_PACKET)
+        ann = registered(server, "ann")
+        self.assertEqual(self.refused(ann, "register", "short"), ErrorCode.ALREADY_REGISTERED)
+        self.assertEqual(self.refused(ann, "password", "wrong pass", None), ErrorCode.BAD_PACKET)
+        self.assertEqual(self.refused(ann, "password", "wrong pass", "short"), ErrorCode.WEAK_PASSWORD)
+        # ... and not counted as a guess: login_failures is 1, yet the next is checked
+        self.assertEqual(self.refused(ann, "password", "wrong pass", "a good one"), ErrorCode.BAD_PASSWORD)
+        self.assertEqual(self.refused(ann, "password", "wrong pass", "short"), ErrorCode.LOCKED_OUT)
+        self.assertEqual(self.refused(ann, "delete", "wrong pass"), ErrorCode.LOCKED_OUT)
+
+    def test_register(self):
+        server = Server(register_burst=1, join_burst=100)
+        registered(server, "ann", host="203.0.113.1")
+        bob = server.peer("203.0.113.1")
+        bob.login("bob", version=2)
+        self.assertEqual(self.refused(bob, "register", None), ErrorCode.BAD_PACKET)
+        self.assertEqual(self.refused(bob, "register", "bob"), ErrorCode.WEAK_PASSWORD, "before the rate")
+        self.assertEqual(self.refused(bob, "register", PASSWORD), ErrorCode.RATE_LIMITED)
+
+
 class Guessing(SynchronousTestCase):
     def test_wrong_passwords_slow_the_account_down_to_a_lock_out_that_expires(self):
         server = Server(login_failures=3, lockout=60.0)

@@ -472,6 +472,35 @@ class Accounts(ClusterTestCase):
         )
 
 
+class AdminRightsAcrossNodes(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_a_resume_elsewhere_brings_no_rights_the_session_had_not(self):
+        """docs/protocol.md 15.7: the admin deletes its account on a and its
+        session registers the name again: no rights there, and none when the
+        session is resumed on b (whose list of admins is older)."""
+        a = yield self.node(admins=["root"])
+        b = yield self.node(admins=["root"])
+        password = yield admin_password(a, b, "root")
+        root = yield self.client(server=a)
+        root.send(codec.Login("root", 2, password=password))
+        first = yield root.expect(codec.Welcome)
+        self.assertTrue(first.admin)
+        root.send(codec.AccountRequest("delete", password, ref="d"))
+        yield root.expect(codec.Done)
+        root.send(codec.AccountRequest("register", "someone else's pw", ref="r"))
+        yield root.expect(codec.Done)
+        root.send(codec.AdminRequest("sessions", ref="s"))
+        error = yield root.expect(codec.Error)
+        self.assertEqual(error.code, "not_admin")
+        moved = yield self.client(server=b)
+        moved.send(codec.Login("root", 2, first.resume))
+        welcome = yield moved.expect(codec.Welcome)
+        self.assertFalse(welcome.admin)
+        moved.send(codec.AdminRequest("sessions", ref="s"))
+        error = yield moved.expect(codec.Error)
+        self.assertEqual(error.code, "not_admin")
+
+
 class BadEntries(ClusterTestCase):
     @defer.inlineCallbacks
     def test_a_malformed_entry_is_skipped_and_the_room_goes_on(self):
@@ -558,6 +587,8 @@ class Moderation(ClusterTestCase):
     def test_a_rooms_topic_is_kept_in_redis_with_its_rules(self):
         a = yield self.node()
         alice = yield self.client("alice", version=2, server=a)
+        alice.send(codec.AccountRequest("register", "correct horse", ref="r"))
+        yield alice.expect(codec.Done)  # an account operator: the rules stay with the empty room
         alice.send(codec.Join("side"))
         yield alice.expect(codec.RoomState)
         alice.send(codec.SetTopic("side", "plans for friday"))
@@ -570,6 +601,25 @@ class Moderation(ClusterTestCase):
         bob.send(codec.Join("side"))
         state = yield bob.expect(codec.RoomState)
         self.assertEqual(state.topic, "plans for friday")
+
+    @defer.inlineCallbacks
+    def test_a_guest_operators_rules_go_with_the_empty_room(self):
+        """docs/protocol.md 14.2: nobody who could come back runs it."""
+        a = yield self.node()
+        gus = yield self.client("gus", version=2, server=a)
+        gus.send(codec.Join("side"))
+        yield gus.expect(codec.RoomState)
+        gus.send(codec.SetTopic("side", "plans for friday"))
+        gus.send(codec.Moderate("side", "mode", invite_only=True, ref="m"))
+        gus.send(codec.Part("side", ref="p"))
+        left = yield gus.expect(codec.Left)
+        self.assertEqual(left.ref, "p")
+        b = yield self.node()
+        bob = yield self.client("bob", version=2, server=b)
+        bob.send(codec.Join("side"))
+        state = yield bob.expect(codec.RoomState)
+        self.assertEqual((state.topic, state.invite_only), ("", False))
+        self.assertEqual([(p.nick, p.op) for p in state.members], [("bob", True)])
 
     @defer.inlineCallbacks
     def test_a_server_ban_made_on_one_node_holds_on_every_node(self):

@@ -159,6 +159,18 @@ class Malformed(SynchronousTestCase):
     def test_unknown_fields_ignored(self):
         self.assertEqual(codec.decode_client(payload(0x04, {"token": "t", "v2": [1]})), codec.Ping("t"))
 
+    def test_a_version_1_login_ignores_its_password_whatever_its_kind(self):
+        """Version 1 has no password (docs/protocol.md 15): an unknown field, ignored."""
+        for value in (12345, True, [1], {"x": 1}, "a password"):
+            login = codec.decode_client(payload(0x01, {"nick": "ann", "proto": 1, "password": value}))
+            self.assertEqual(login, codec.Login("ann", 1), value)
+        login = codec.decode_client(b'\x01{"nick":"ann","proto":1,"password":"\\ud800"}')
+        self.assertEqual(login, codec.Login("ann", 1), "not even a lone surrogate is looked at")
+        e = self.assertRefused(
+            payload(0x01, {"nick": "ann", "proto": 2, "password": 12345, "ref": "l"}), ref="l"
+        )
+        self.assertEqual(e.message, "field 'password' must be a string", "version 2 has the field")
+
     def test_lone_surrogate_outside_text_and_nick_is_bad_packet(self):
         self.assertRefused(b'\x02{"text":"ok","ref":"\\ud800"}')
         self.assertRefused(b'\x04{"x":["\\udc00"]}')

@@ -413,6 +413,79 @@ class Modes(SynchronousTestCase):
         self.assertEqual(bob.lines()[0], ":test 353 bob = #den :bob @alice")
 
 
+class RoomsThatKeepRules(SynchronousTestCase):
+    """docs/protocol.md 14.2 over IRC: a guest operator's +i and bans go with
+    the room's last member; an account operator's stay, and MODE shows them
+    while JOIN is refused by them (never 403 and 473 for one room)."""
+
+    def guest_room(self, server: Server) -> IrcPeer:
+        (gus,) = registered(server, "gus")
+        in_room(server, "den", gus)
+        gus.send("MODE #den +it", "MODE #den +b mallory", "TOPIC #den :gus's den")
+        gus.lines()
+        return gus
+
+    def assert_fresh(self, server: Server) -> None:
+        (bob,) = registered(server, "bob")
+        bob.send("MODE #den")
+        self.assertEqual(bob.commands(), [("403", ["bob", "#den", "No such channel"])])
+        bob.send("JOIN #den")
+        lines = bob.lines()
+        self.assertEqual(lines[:2], [":bob!bob@chat JOIN :#den", ":test 331 bob #den :No topic is set"])
+        self.assertIn(":test 353 bob = #den :@bob", lines, "the next joiner runs it")
+        bob.send("MODE #den")
+        self.assertEqual(bob.commands(), [("324", ["bob", "#den", "+n"])])
+
+    def test_a_guest_operators_modes_go_with_the_room(self):
+        server = Server()
+        self.guest_room(server).send("PART #den")
+        self.assert_fresh(server)
+
+    def test_and_after_a_restart(self):
+        from chatproto.backends.sqlite import SQLiteLog
+
+        path = self.mktemp()
+        server = Server(store=SQLiteLog(path))
+        self.guest_room(server)
+        server.flush()
+        server.store.close()
+        self.assert_fresh(Server(store=SQLiteLog(path)))
+
+    def test_an_account_operators_modes_stay_and_mode_shows_them(self):
+        from chatproto.backends.sqlite import SQLiteLog
+
+        path = self.mktemp()
+        server = Server(store=SQLiteLog(path))
+        (tcp,) = server.logged_in("alice", version=2)
+        tcp.send(codec.AccountRequest("register", PASSWORD))
+        tcp.send(codec.Quit())
+        alice = IrcPeer(server)
+        alice.register("alice", password=PASSWORD)
+        in_room(server, "den", alice)
+        alice.send("MODE #den +i", "MODE #den +b mallory", "PART #den")
+        alice.lines()
+        self.assert_kept(server)  # while empty
+        self.assert_kept(Server(store=SQLiteLog(path)))  # after a restart
+
+    def assert_kept(self, server: Server) -> None:
+        (bob,) = registered(server, "bob")
+        bob.send("JOIN #den")
+        self.assertEqual(bob.numerics(), ["473"])
+        bob.send("MODE #den")
+        self.assertEqual(bob.commands(), [("324", ["bob", "#den", "+ni"])])
+        bob.send("MODE #den b")
+        bans = bob.commands()
+        self.assertEqual(
+            [(c, p[2:4]) for c, p in bans],
+            [("367", ["mallory!*@*", "alice"]), ("368", ["End of channel ban list"])],
+        )
+        bob.send("MODE #nowhere", "LIST")
+        self.assertEqual(bob.numerics(), ["403", "321", "322", "323"], "not listed: nobody is in it")
+        bob.send("QUIT")
+        server.flush()
+        server.store.close()
+
+
 class History(SynchronousTestCase):
     def test_chathistory_latest_and_before_in_batches(self):
         server = Server()

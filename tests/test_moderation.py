@@ -230,10 +230,10 @@ class KeptTopics(SynchronousTestCase):
         server.store.close()
         return Server(store=SQLiteLog(path))
 
-    def test_a_guest_rooms_topic_comes_back_after_a_restart_with_its_ban(self):
+    def test_an_account_rooms_topic_comes_back_after_a_restart_with_its_ban(self):
         path = self.mktemp()
         server = Server(store=SQLiteLog(path))
-        ann = guest(server, "ann")
+        ann = registered(server, "ann")
         ann.join("den")
         ann.send(codec.SetTopic("den", "plans for friday"))
         moderate(ann, "ban", "mallory")
@@ -261,7 +261,7 @@ class KeptTopics(SynchronousTestCase):
 
     def test_the_topic_stays_while_the_room_is_empty_and_goes_when_it_is_closed(self):
         server = Server(admins=["root"])
-        ann = guest(server, "ann")
+        ann = registered(server, "ann")
         ann.join("den")
         moderate(ann, "ban", "mallory")
         ann.send(codec.SetTopic("den", "kept"))
@@ -284,6 +284,82 @@ class KeptTopics(SynchronousTestCase):
         ann.send(codec.Part("den"))
         ann.received()
         self.assertEqual(ann.join("den").topic, "", "nothing of its rules was worth keeping")
+
+
+class RulesNobodyCanEnforce(SynchronousTestCase):
+    """docs/protocol.md 14.2: an empty room keeps its rules only while an
+    account is among its operators; a guest operator's rules go with the
+    room, so it can't lock itself for good."""
+
+    def guest_room(self, server: Server):
+        gus = guest(server, "gus")
+        gus.join("den")
+        moderate(gus, "mode", invite_only=True, topic_lock=True)
+        moderate(gus, "ban", "mallory")
+        gus.send(codec.SetTopic("den", "gus's den"))
+        server.flush()
+        gus.received()
+        return gus
+
+    def assert_fresh(self, server: Server, joiner=None):
+        """The next joiner makes the room anew and runs it; nothing of the old rules holds."""
+        state = (joiner or guest(server, "bob")).join("den")
+        self.assertEqual((state.invite_only, state.topic_lock, state.topic), (False, False, ""))
+        self.assertEqual([p.op for p in state.members], [True])
+        self.assertEqual(guest(server, "mallory").join("den").room, "den", "the ban went too")
+
+    def test_a_guest_operators_rules_go_when_the_room_empties(self):
+        server = Server()
+        self.guest_room(server).send(codec.Part("den"))
+        self.assertIsNone(server.hub.room_for("den"))
+        self.assert_fresh(server)
+
+    def test_they_hold_while_the_room_has_members(self):
+        server = Server()
+        gus = self.guest_room(server)
+        moderate(gus, "invite", "bob")
+        bob = guest(server, "bob")
+        bob.join("den")
+        gus.drop()  # the operator is gone; bob is still in
+        carol = guest(server, "carol")
+        carol.send(codec.Join("den", "j"))
+        self.assertEqual(carol.error().code, ErrorCode.INVITE_ONLY)
+        bob.send(codec.Part("den"))
+        carol.received()
+        self.assert_fresh(server, carol)
+
+    def test_they_go_across_a_restart(self):
+        """Stored while the room had members (the server stopped, or was
+        killed, with gus in it): not taken back by the next server."""
+        path = self.mktemp()
+        server = Server(store=SQLiteLog(path))
+        self.guest_room(server)
+        server.flush()
+        server.store.close()
+        self.assert_fresh(Server(store=SQLiteLog(path)))
+
+    def test_an_account_operators_rules_are_kept_and_judge_the_next_join(self):
+        path = self.mktemp()
+        server = Server(store=SQLiteLog(path))
+        ann = registered(server, "ann")
+        ann.join("den")
+        moderate(ann, "mode", invite_only=True)
+        ann.send(codec.Part("den"))
+        ann.send(codec.Quit())
+        server.flush()
+        server.store.close()
+        again = Server(store=SQLiteLog(path))
+        carol = guest(again, "carol")
+        carol.send(codec.Join("den", "j"))
+        self.assertEqual(carol.error().code, ErrorCode.INVITE_ONLY)
+        carol.send(codec.ListRooms("l"))
+        listed = [info.room for info in carol.only(codec.RoomList).rooms]
+        self.assertEqual(listed, ["general"], "empty, so not listed (14.6)")
+        ann, _ = device(again, "ann")
+        state = ann.join("den")
+        self.assertEqual(
+            (state.invite_only, [(p.nick, p.op) for p in state.members]), (True, [("ann", True)])
+        )
 
 
 class AdminRights(SynchronousTestCase):
@@ -327,17 +403,49 @@ class AdminRights(SynchronousTestCase):
             "nor the room's operator",
         )
 
+    def test_rights_begin_only_at_a_login_whose_welcome_says_admin(self):
+        """15.7: WELCOME's ``admin`` and ADMIN agree for the whole session.
+        Registering a --admin name mid-session (possible once its account
+        was deleted) grants nothing, then or at the next login."""
+        server = Server(admins=["boss"])
+        made_admin(server, "boss")
+        boss, packets = device(server, "boss")
+        self.assertTrue(packets[0].admin)
+        boss.send(codec.AdminRequest("sessions", ref="s"))
+        self.assertIsInstance(boss.only(codec.Sessions, flush=False), codec.Sessions)
+        boss.send(codec.AccountRequest("delete", PASSWORD, ref="d"))
+        boss.received()
+        boss.send(codec.AdminRequest("sessions", ref="s"))
+        self.assertEqual(boss.error().code, ErrorCode.NOT_ADMIN, "rights end with the account, at once")
+        boss.send(codec.Quit())
+        gus = server.peer()
+        self.assertFalse(gus.login("boss", version=2).admin)
+        gus.received()
+        gus.send(codec.AccountRequest("register", "another password", ref="r"))
+        self.assertEqual(gus.only(codec.Done, flush=False), codec.Done("register", "boss", "r"))
+        gus.send(codec.AdminRequest("sessions", ref="s"))
+        self.assertEqual(gus.error().code, ErrorCode.NOT_ADMIN, "not at once")
+        gus.send(codec.Quit())
+        again, packets = device(server, "boss", "another password")
+        self.assertFalse(packets[0].admin)
+        again.send(codec.AdminRequest("sessions", ref="s"))
+        self.assertEqual(again.error().code, ErrorCode.NOT_ADMIN, "nor at the next login")
+
     def test_an_operator_who_deletes_the_account_leaves_no_status_to_the_next(self):
         store = SQLiteLog(":memory:")
         server = Server(store=store)
         ann = registered(server, "ann")
         ann.join("den")
+        bob = registered(server, "bob")  # an account operator too: the rules stay with him
+        bob.join("den")
+        moderate(ann, "op", "bob")
         moderate(ann, "mode", invite_only=True)
+        bob.send(codec.Part("den"))
         ann.send(codec.Part("den"))
         ann.send(codec.AccountRequest("delete", PASSWORD, ref="d"))
         ann.send(codec.Quit())
         server.flush()
-        self.assertEqual(result(store_rules(store, "den"))["ops"], [], "the stored rules forget ann")
+        self.assertEqual(result(store_rules(store, "den"))["ops"], ["bob"], "the stored rules forget ann")
         again = registered(server, "ann", "someone else's")
         again.send(codec.Join("den", "j"))
         self.assertEqual(again.error().code, ErrorCode.INVITE_ONLY, "the next ann is nobody there")
@@ -365,6 +473,41 @@ class Admins(SynchronousTestCase):
     def test_only_admins(self):
         self.bob.send(codec.AdminRequest("sessions", ref="a"))
         self.assertEqual(self.bob.error().code, ErrorCode.NOT_ADMIN)
+
+    def test_a_non_admin_is_told_not_admin_before_anything_else(self):
+        """Not even the list of ops: a non-admin learns nothing of ADMIN."""
+        for request in (
+            codec.AdminRequest("frobnicate", ref="a"),
+            codec.AdminRequest("ban", duration=-1.0, ref="a"),  # a bad duration, no target
+            codec.AdminRequest("close", ref="a"),  # no room
+            codec.AdminRequest("kick", target="no body", ref="a"),  # a bad nick
+        ):
+            self.bob.send(request)
+            error = self.bob.error()
+            self.assertEqual((error.code, error.ref), (ErrorCode.NOT_ADMIN, "a"), request)
+            self.assertNotIn("sessions", error.message)
+        self.admin("frobnicate")
+        error = self.root.error()
+        self.assertEqual(error.code, ErrorCode.BAD_PACKET, "an admin is told the ops")
+        self.assertIn("sessions", error.message)
+
+    def test_a_server_kick_or_ban_is_recorded_to_the_target_too_then_bye(self):
+        for op in ("kick", "ban"):
+            self.setUp()
+            carol = guest(self.server, "carol")
+            carol.join("den")
+            self.server.flush()
+            self.bob.received()
+            self.admin(op, target="bob", reason="spam")
+            record, bye = self.bob.received()
+            self.assertEqual(record.action, {"op": f"server_{op}", "target": "bob", "reason": "spam"})
+            self.assertEqual((record.sender, record.room), ("root", "den"))
+            self.assertEqual(bye, codec.Bye("kicked"), "the record first, then BYE")
+            self.assertTrue(self.bob.closing)
+            seen = carol.received()
+            self.assertEqual(seen[0], record)
+            self.assertEqual((seen[1].nick, seen[1].reason), ("bob", "kicked"))
+            self.assertEqual(self.root.only(codec.Done, flush=False), codec.Done(op, "bob", "a"))
 
     def test_admins_see_the_pending_and_connected_lists(self):
         pending = self.server.peer()
@@ -422,6 +565,115 @@ class Admins(SynchronousTestCase):
         self.root.join("den")
         self.root.send(codec.Moderate("den", "kick", "bob", ref="k"))
         self.assertEqual(self.bob.received()[-1].reason, "kicked")
+
+
+class OrderOfChecks(SynchronousTestCase):
+    """A request that fails two checks gets the first one's error, in the
+    orders docs/protocol.md gives (14.4 JOIN, 14.6 TOPIC, 15.2 MARK, 15.7 ADMIN)."""
+
+    def refused(self, peer, packet) -> str:
+        peer.received()
+        peer.send(packet)
+        return peer.error().code
+
+    def test_join(self):
+        server = Server(join_burst=100, rooms_per_connection=2)
+        ann = guest(server, "ann")
+        ann.join("den")
+        moderate(ann, "mode", invite_only=True)
+        moderate(ann, "ban", "bob")
+        bob = guest(server, "bob")
+        self.assertEqual(self.refused(bob, codec.Join("den")), ErrorCode.BANNED, "banned before invite_only")
+        bob.join("a")
+        bob.join("b")
+        self.assertEqual(self.refused(bob, codec.Join("den")), ErrorCode.TOO_MANY_ROOMS, "the counts first")
+        self.assertEqual(self.refused(bob, codec.Join("no room")), ErrorCode.BAD_ROOM, "the name before them")
+        self.assertIsInstance(bob.join("a"), codec.RoomState, "a member gets ROOM again at its limit")
+
+    def test_join_past_the_servers_room_count(self):
+        server = Server(join_burst=100, max_rooms=2)
+        ann = registered(server, "ann")
+        ann.join("den")
+        moderate(ann, "ban", "bob")
+        bob = guest(server, "bob")
+        self.assertEqual(self.refused(bob, codec.Join("den")), ErrorCode.BANNED)
+        ann.send(codec.Part("den"))  # den is no room now: making it again would pass max_rooms
+        guest(server, "carol").join("elsewhere")
+        self.assertEqual(self.refused(bob, codec.Join("den")), ErrorCode.TOO_MANY_ROOMS)
+
+    def test_join_rate_first(self):
+        server = Server(join_burst=1, join_rate=0.001)
+        bob = guest(server, "bob")
+        bob.join("a")
+        self.assertEqual(self.refused(bob, codec.Join("no room")), ErrorCode.RATE_LIMITED)
+
+    def test_topic_locked_before_a_bad_topic(self):
+        server = Server(join_burst=100)
+        ann = guest(server, "ann")
+        ann.join("den")
+        moderate(ann, "mode", topic_lock=True)
+        bob = guest(server, "bob")
+        bob.join("den")
+        self.assertEqual(self.refused(bob, codec.SetTopic("den", "two\nlines")), ErrorCode.TOPIC_LOCKED)
+        self.assertEqual(self.refused(ann, codec.SetTopic("den", "two\nlines")), ErrorCode.BAD_TOPIC)
+        carol = guest(server, "carol")
+        self.assertEqual(self.refused(carol, codec.SetTopic("den", "two\nlines")), ErrorCode.NOT_A_MEMBER)
+
+    def test_mark(self):
+        server = Server()
+        ann = guest(server, "ann")
+        ann.join("den")
+        ann.send(codec.Say("one", room="den"))
+        ann.send(codec.Say("two", room="den"))
+        server.flush()
+        ann.received()
+        bob = guest(server, "bob")
+        self.assertEqual(self.refused(bob, codec.Mark("den", 99)), ErrorCode.NOT_A_MEMBER)
+        self.assertEqual(self.refused(bob, codec.Mark("nowhere", 99)), ErrorCode.NO_SUCH_ROOM)
+        self.assertEqual(self.refused(bob, codec.Mark("no room", -5)), ErrorCode.BAD_ROOM)
+        bob.send_payload(b'\x0d{"room":"no room","seq":"1","ref":"m"}')
+        self.assertEqual(bob.error().code, ErrorCode.BAD_PACKET, "a malformed packet before any check")
+        bob.join("den")
+        bob.send(codec.Mark("den", 99, "m"))
+        self.assertEqual(
+            bob.only(codec.Marked, flush=False), codec.Marked("den", 2, 0, "m"), "past the newest"
+        )
+        bob.send(codec.Mark("den", 1, "b"))
+        self.assertEqual(bob.only(codec.Marked, flush=False), codec.Marked("den", 2, 0, "b"), "never back")
+        pending = server.peer()
+        self.assertEqual(self.refused(pending, codec.Mark("no room", 1)), ErrorCode.NOT_LOGGED_IN)
+
+    def test_admin(self):
+        server = Server(admins=["root"], join_burst=100)
+        made_admin(server, "root")
+        root, _ = device(server, "root")
+        root.received()
+        pending = server.peer()
+        self.assertEqual(self.refused(pending, codec.AdminRequest("frobnicate")), ErrorCode.NOT_LOGGED_IN)
+        checks = [
+            (codec.AdminRequest("frobnicate", duration=-1.0), ErrorCode.BAD_PACKET, "unknown ADMIN op"),
+            (codec.AdminRequest("ban", duration=-1.0), ErrorCode.BAD_PACKET, "'duration'"),
+            (codec.AdminRequest("ban", duration=60.0), ErrorCode.BAD_PACKET, "'target'"),
+            (codec.AdminRequest("ban", target="no body"), ErrorCode.BAD_NICK, ""),
+            (codec.AdminRequest("ban", target="root"), ErrorCode.NOT_PERMITTED, ""),
+            (codec.AdminRequest("kick", target="nobody"), ErrorCode.NO_SUCH_NICK, ""),
+            (codec.AdminRequest("close", room="no room"), ErrorCode.BAD_ROOM, ""),
+            (codec.AdminRequest("close", room="nowhere"), ErrorCode.NO_SUCH_ROOM, ""),
+            (codec.AdminRequest("close", room="general"), ErrorCode.NOT_PERMITTED, ""),
+            (codec.AdminRequest("reset", target="nobody"), ErrorCode.BAD_PACKET, "'password'"),
+            (codec.AdminRequest("reset", target="nobody", password="short"), ErrorCode.NO_SUCH_ACCOUNT, ""),
+            (codec.AdminRequest("unban", target="nobody"), ErrorCode.NO_SUCH_MEMBER, ""),
+        ]
+        for request, code, said in checks:
+            root.received()
+            root.send(request)
+            error = root.error()
+            self.assertEqual(error.code, code, request)
+            self.assertIn(said, error.message)
+        slow = Server(admins=["root"], join_burst=1, join_rate=0.001)
+        bob = guest(slow, "bob")
+        bob.join("a")
+        self.assertEqual(self.refused(bob, codec.AdminRequest("sessions")), ErrorCode.RATE_LIMITED)
 
 
 class PerAddress(SynchronousTestCase):

@@ -100,6 +100,35 @@ class Processes(TestCase):
         yield bob.lost
 
     @defer.inlineCallbacks
+    def test_a_guest_operators_invite_only_room_is_open_again_after_sigkill(self):
+        """docs/protocol.md 14.2: rules no account operator can come back to
+        enforce are not taken back by the next server."""
+        history = os.path.abspath(self.mktemp() + ".sqlite3")
+        server = spawn(self, TWIST, "--history", history)
+        port = yield server.listening
+        gus = yield connect(reactor, port, "gus", 2)
+        gus.send(codec.Join("den"))
+        yield gus.expect(codec.RoomState)
+        gus.send(codec.Moderate("den", "mode", invite_only=True, ref="m"))
+        record = yield gus.expect(codec.MessagePacket)
+        self.assertEqual(record.action, {"op": "mode", "invite_only": True})
+        server.signal("KILL")
+        yield server.ended
+        yield gus.lost
+
+        server = spawn(self, TWIST, "--history", history)
+        port = yield server.listening
+        bob = yield connect(reactor, port, "bob", 2)
+        bob.send(codec.Join("den", "j"))
+        state = yield bob.expect(codec.RoomState)
+        self.assertEqual(
+            (state.invite_only, [(p.nick, p.op) for p in state.members]), (False, [("bob", True)])
+        )
+        server.signal("TERM")
+        yield server.ended
+        yield bob.lost
+
+    @defer.inlineCallbacks
     def test_sigterm_says_bye_and_exits_cleanly(self):
         history = os.path.abspath(self.mktemp() + ".sqlite3")
         server = spawn(self, TWISTD, "--history", history)

@@ -161,6 +161,13 @@ class Login(SynchronousTestCase):
         self.assertEqual(peer.received(), [], "the ERROR is the last packet")
         self.assertEqual(alice.received()[-1], codec.Pending(peer.protocol.id, "gone"))
 
+    def test_a_version_1_login_with_a_password_of_any_kind_logs_in(self):
+        """``password`` is no field of version 1 (section 15): ignored, as unknown fields are (2)."""
+        server = Server()
+        peer = server.peer()
+        peer.send_payload(b"\x01" + json.dumps({"nick": "ann", "proto": 1, "password": 12345}).encode())
+        self.assertEqual(peer.received(flush=False)[0].nick, "ann")
+
     def test_already_logged_in(self):
         server = Server()
         (alice,) = server.logged_in("alice")

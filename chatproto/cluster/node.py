@@ -458,6 +458,7 @@ class ClusterNode:
             "nick": session.nick,
             "version": session.version,
             "account": session.account,
+            "admin": session.admin,  # rights come only with a login that gave them
             "tokens": list(session.devices.values()),
         }
         self.store.save_session(session.key, record).addErrback(

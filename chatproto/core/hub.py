@@ -149,6 +149,7 @@ class Hub:
             self.gate,
             self.accounts,
             store,
+            self.broadcast,
             self.membership,
             self.messages,
             self.logins,

@@ -250,7 +250,9 @@ class Logins:
         session = self.registry.register(connection, record["nick"], key, now, id=record["id"])
         session.version = version
         session.account = bool(record.get("account"))
-        session.admin = self.is_admin(key, session.account)  # an admin everywhere, on every node
+        # An admin's session is one on every node; no other session becomes
+        # one by moving (docs/protocol.md 15.7), whatever this node last read.
+        session.admin = bool(record.get("admin")) and self.is_admin(key, session.account)
         self.broadcast.event(both(codec.Pending(connection.id, "gone")))
         targets: list[ChatRoom] = []
         for _, name in rooms[: self.limits.rooms_per_connection]:

@@ -19,6 +19,7 @@ from chatproto import codec
 from chatproto.backends.accounts import AccountStore, Ban
 from chatproto.codec import ErrorCode, ProtocolError, required
 from chatproto.core.accounts import Accounts, AddressGate
+from chatproto.core.broadcast import Broadcast
 from chatproto.core.connection import Connection, Session, logged_in
 from chatproto.core.logins import Logins
 from chatproto.core.membership import Membership
@@ -56,6 +57,7 @@ class Moderation:
         gate: AddressGate,
         accounts: Accounts | None,
         store: AccountStore | None,
+        broadcast: Broadcast,
         membership: Membership,
         messages: Messages,
         logins: Logins,
@@ -69,6 +71,7 @@ class Moderation:
         self.gate = gate
         self.accounts = accounts
         self.store = store
+        self.broadcast = broadcast
         self.membership = membership
         self.messages = messages
         self.logins = logins
@@ -283,13 +286,13 @@ class Moderation:
 
     def admin(self, connection: Connection, packet: codec.AdminRequest) -> Deferred[None] | None:
         session = logged_in(connection)
+        if not session.admin:  # before anything else: nothing of ADMIN is told to others
+            raise ProtocolError(ErrorCode.NOT_ADMIN, "only the server's admins may do that")
         handler = _ADMIN_OPS.get(packet.op)
         if handler is None:
             raise ProtocolError(
                 ErrorCode.BAD_PACKET, f"unknown ADMIN op {packet.op!r}: {', '.join(_ADMIN_OPS)}"
             )
-        if not session.admin:
-            raise ProtocolError(ErrorCode.NOT_ADMIN, "only the server's admins may do that")
         if packet.duration is not None and not (0 < packet.duration < 1e9):
             raise ProtocolError(ErrorCode.BAD_PACKET, "'duration' must be a positive number of seconds")
         reason = clean_reason(packet.reason, self.limits.max_text)
@@ -348,7 +351,9 @@ class Moderation:
         for room in list(target.rooms.values()):
             action = {"op": f"server_{op}", "target": target.nick, "reason": reason}
             self._record(None, session, room, action, _said(done, reason), None)
-        self.logins.kick(target.id)
+        # The records reach every member, the target too, before its BYE.
+        self.broadcast.flush()
+        self.broadcast.after_flushed(lambda: self.logins.kick(target.id))
 
     def _server_kick(
         self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest

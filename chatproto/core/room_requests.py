@@ -113,9 +113,9 @@ class RoomRequests:
     def set_topic(self, connection: Connection, packet: codec.SetTopic) -> None:
         session = logged_in(connection)
         room = self.membership.member_room(session, packet.room)
-        text = validate_topic(packet.topic, self.limits.topic_length)
-        if room.rules.topic_lock and not room.rules.is_op(session):
+        if room.rules.topic_lock and not room.rules.is_op(session):  # who may, before what
             raise ProtocolError(ErrorCode.TOPIC_LOCKED, f"only operators may set {room.name!r}'s topic")
+        text = validate_topic(packet.topic, self.limits.topic_length)
         now = self.clock.seconds()
         room.topic = Topic(text, session.nick, now) if text else None
         if room.permanent:

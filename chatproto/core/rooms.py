@@ -33,9 +33,10 @@ _NAMES_KEPT = 4096
 @dataclass(slots=True)
 class RoomRules:
     """Who runs a room and who may come in. Operators who are accounts,
-    bans, invites and modes are stored, so a room keeps them (and its
-    topic with them) while empty and across restarts; a guest is an
-    operator only while its session lasts."""
+    bans, invites and modes are stored; a room that has an account among
+    its operators keeps them (and its topic with them) while empty and
+    across restarts, any other room's go with its last member. A guest is
+    an operator only while its session lasts."""
 
     ops: set[str] = field(default_factory=set)  # account keys
     bans: dict[str, Ban] = field(default_factory=dict)  # nick key -> ban
@@ -207,7 +208,8 @@ class Directory:
 
     def drop_if_empty(self, room: ChatRoom) -> bool:
         """Forget a room nobody is in, unless it always exists (its history
-        stays in the log; its rules and topic stay in the store if kept)."""
+        stays in the log; its rules and topic stay in the store, and come
+        back with it only if an account runs it: :func:`kept_rules`)."""
         if room.permanent or self.rooms.get(room.key) is not room:
             return False
         if any(member.connection is not None for member in room.members.values()):
@@ -250,14 +252,27 @@ def preload(room: ChatRoom, page: list[Message]) -> None:
     room.last_seq = max(room.last_seq, last)
 
 
-def load_rules(room: ChatRoom, data: dict[str, Any] | None) -> None:
-    """A room's stored rules, its guest operators kept; and, while the rules
-    are kept, the topic stored with them (a room that always exists has its
-    topic in the event log instead)."""
+def kept_rules(data: dict[str, Any] | None, permanent: bool) -> RoomRules | None:
+    """Stored rules that still hold, or None. A room that always exists keeps
+    its rules; any other only while an account is its operator: rules that no
+    operator can come back to enforce (a guest operator's, whose nick went
+    with its session) went with the room's last member (docs/protocol.md 14.2)."""
     if data is None:
+        return None
+    rules = RoomRules.from_json(data)
+    return rules if permanent or rules.ops else None
+
+
+def load_rules(room: ChatRoom, data: dict[str, Any] | None) -> None:
+    """A room's stored rules (if they still hold: :func:`kept_rules`), its
+    guest operators kept; and, while the rules are kept, the topic stored
+    with them (a room that always exists has its topic in the event log
+    instead)."""
+    rules = kept_rules(data, room.permanent)
+    if rules is None:
         return
     guests = room.rules.guest_ops
-    room.rules = RoomRules.from_json(data)
+    room.rules = rules
     room.rules.guest_ops = guests
     topic = data.get("topic")
     if topic and room.rules.kept and not room.permanent and room.topic is None:

@@ -30,6 +30,7 @@ from chatproto import __version__, codec
 from chatproto.codec import ACTION_PREFIX, ErrorCode, PacketType, ProtocolError
 from chatproto.core.budget import REFUSAL
 from chatproto.core.hub import Hub
+from chatproto.core.rooms import RoomRules, kept_rules
 from chatproto.rules import nick_key
 from chatproto.transports.int32 import CLOSING, CONNECTED, ChatFactory, ChatProtocol
 from chatproto.transports.ircnames import channel, irc_nick, our_nick, room_of
@@ -687,20 +688,55 @@ class IrcConnection(ChatProtocol):
             else:
                 self._numeric("501", "Unknown MODE flag: only +i")
             return
-        room = self._room(target)
-        if room is None:
-            return
-        if len(params) == 1:
-            modes = "+n" + ("t" if room.rules.topic_lock else "") + ("i" if room.rules.invite_only else "")
-            self._numeric("324", target, modes)
-        elif params[1] in ("b", "+b") and len(params) == 2:  # the ban list
-            for ban in room.rules.bans.values():
-                self._numeric(
-                    "367", target, irc_nick(ban.target) + "!*@*", irc_nick(ban.by), str(int(ban.ts))
-                )
-            self._numeric("368", target, "End of channel ban list")
+        room = self._room(target, quiet=True)
+        asking = len(params) == 1 or (params[1] in ("b", "+b") and len(params) == 2)
+        if asking and room is None:
+            self._show_kept_modes(target, len(params) == 1)
+        elif asking:
+            self._show_modes(target, room.rules, len(params) == 1)
+        elif room is None:
+            self._numeric("403", target, "No such channel")
         else:
             self._mode_changes(room.name, params[1], params[2:])
+
+    def _show_modes(self, target: str, rules: RoomRules, modes: bool) -> None:
+        """``324`` (``modes``), or the ban list."""
+        if modes:
+            self._numeric(
+                "324", target, "+n" + ("t" if rules.topic_lock else "") + ("i" if rules.invite_only else "")
+            )
+            return
+        for ban in rules.bans.values():
+            self._numeric("367", target, irc_nick(ban.target) + "!*@*", irc_nick(ban.by), str(int(ban.ts)))
+        self._numeric("368", target, "End of channel ban list")
+
+    def _show_kept_modes(self, target: str, modes: bool) -> None:
+        """MODE of a room nobody is in: one that keeps its rules while empty
+        (docs/protocol.md 14.2) shows them, as a JOIN of it is judged by
+        them; any other is no channel."""
+        try:
+            key = self.hub.directory.key_of(room_of(target))
+        except ProtocolError:
+            key = None
+        if key is None or self.hub.store is None:
+            self._numeric("403", target, "No such channel")
+            return
+
+        def show(data) -> None:
+            if self.state == CLOSING:
+                return
+            rules = kept_rules(data, False)
+            if rules is None:
+                self._numeric("403", target, "No such channel")
+            else:
+                self._show_modes(target, rules, modes)
+
+        def failed(failure: Failure) -> None:
+            log.failure("could not read the rules of {room}", failure, room=target)
+            if self.state != CLOSING:
+                self._numeric("403", target, "No such channel")
+
+        self.hub.store.rules(key).addCallbacks(show, failed)
 
     def _mode_changes(self, room: str, modes: str, args: list[str]) -> None:
         """``+o``/``-o`` nick, ``+b``/``-b`` nick, ``+i``/``-i``, ``+t``/``-t``:
