@@ -353,7 +353,10 @@ class Moderation:
             self._record(None, session, room, action, _said(done, reason), None)
         # The records reach every member, the target too, before its BYE.
         self.broadcast.flush()
-        self.broadcast.after_flushed(lambda: self.logins.kick(target.id))
+        self.broadcast.after_flushed(lambda: self._kick_off(target))
+
+    def _kick_off(self, target: Session) -> None:
+        self.logins.kick(target.id)
 
     def _server_kick(
         self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest

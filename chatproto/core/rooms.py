@@ -269,7 +269,7 @@ def load_rules(room: ChatRoom, data: dict[str, Any] | None) -> None:
     with them (a room that always exists has its topic in the event log
     instead)."""
     rules = kept_rules(data, room.permanent)
-    if rules is None:
+    if rules is None or data is None:
         return
     guests = room.rules.guest_ops
     room.rules = rules
