@@ -138,6 +138,7 @@ class Whispers(ClusterTestCase):
         b = yield self.node()
         alice = yield self.client("alice", server=a)
         bob = yield self.client("bob", server=b)
+        yield alice.expect(codec.Joined)  # node b has saved bob's session before it appended his join
         alice.send(codec.Whisper("BOB", "psst", "w"))
         mine = yield alice.expect(codec.Private)
         theirs = yield bob.expect(codec.Private)
@@ -231,10 +232,34 @@ class OnTwoNodes:
         self.nodes = [node, other]
         return node
 
+    @defer.inlineCallbacks
     def client(self, nick=None, version=1, server=None):
         if server is None:
             server = self.nodes[len(self.clients) % 2]
-        return LiveTestCase.client(self, nick, version, server)
+        client = yield LiveTestCase.client(self, nick, version, server)
+        if nick is not None and version == 1:  # in the default room from its login: on every node
+            yield defer.gatherResults([known(node.hub, nick) for node in self.nodes if node is not server])
+        return client
+
+
+def known(hub, nick):
+    """Fires once ``hub`` has ``nick`` among its default room's members (a
+    member on another node is known once that node's join has been read)."""
+
+    def present():
+        return any(member.nick == nick for member in hub.default_room.members.values())
+
+    if present():
+        return defer.succeed(None)
+    d = defer.Deferred()
+
+    def seen(event):
+        if event.kind == "room_joined" and not d.called and present():
+            hub.observers.remove(seen)
+            d.callback(None)
+
+    hub.observers.append(seen)
+    return d
 
 
 class RoomsOnTwoNodes(OnTwoNodes, live.Rooms):
