@@ -31,6 +31,10 @@ class IrcPeer:
         self.protocol = IrcConnection(server.hub)
         self.protocol.makeConnection(self.transport)
 
+    @property
+    def connection(self):
+        return self.protocol.connection
+
     def send(self, *lines: str) -> None:
         self.protocol.dataReceived("".join(text + "\r\n" for text in lines).encode("utf-8"))
 
@@ -498,7 +502,7 @@ class BadInput(SynchronousTestCase):
         server = Server(login_timeout=5)
         peer = IrcPeer(server)
         self.assertEqual(len(server.hub.pending), 1)
-        self.assertEqual(transport_kind(peer.protocol), "irc")
+        self.assertEqual(transport_kind(peer.connection), "irc")
         server.clock.advance(5)
         self.assertEqual(peer.lines(), ["ERROR :Closing link: login_timeout"])
         self.assertTrue(peer.transport.disconnecting)
