@@ -219,7 +219,9 @@ class ReturningOperators(SynchronousTestCase):
         self.bob.received(), old.received()
         root.join("general")
         self.assertEqual(self.bob.received()[-1].op, True)
-        self.assertEqual(old.received()[-1], codec.Joined(root.connection.id, "root"), "version 1 is unchanged")
+        self.assertEqual(
+            old.received()[-1], codec.Joined(root.connection.id, "root"), "version 1 is unchanged"
+        )
 
 
 class KeptTopics(SynchronousTestCase):

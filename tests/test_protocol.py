@@ -392,7 +392,9 @@ class Leaving(SynchronousTestCase):
         alice.send(codec.Quit("gone\x07 fishing"))
         self.assertTrue(alice.closing)
         self.assertEqual(alice.received(), [], "after QUIT the server just closes")
-        self.assertEqual(bob.only(codec.Left), codec.Left(alice.connection.id, "alice", "quit", "gone fishing"))
+        self.assertEqual(
+            bob.only(codec.Left), codec.Left(alice.connection.id, "alice", "quit", "gone fishing")
+        )
         carol.received()
         bob.send(codec.Quit())
         self.assertEqual(carol.only(codec.Left), codec.Left(bob.connection.id, "bob", "quit"))

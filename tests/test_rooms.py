@@ -288,7 +288,9 @@ class Versions(SynchronousTestCase):
         old.received()
         new.send(codec.Part("general", "brb", "p"))
         self.assertEqual(old.received(), [codec.Left(new.connection.id, "new", "quit", "brb")])
-        self.assertEqual(new.received(), [codec.Left(new.connection.id, "new", "part", "brb", "general", "p")])
+        self.assertEqual(
+            new.received(), [codec.Left(new.connection.id, "new", "part", "brb", "general", "p")]
+        )
 
     def test_a_resume_must_keep_its_version(self):
         server = Server()

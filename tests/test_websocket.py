@@ -576,7 +576,7 @@ class HttpOnClock(SynchronousTestCase):
         self.assertEqual(self.hub.registry.reserved, 0)
         self.assertEqual(len(self.hub.pending), 1)
         self.assertEqual(self.hub.gate.open, {"203.0.113.1": 1}, "counted once")
-        (connection,) = self.hub.pending
+        (_pending,) = self.hub.pending
         self.server.clock.advance(5)  # now the chat connection's login timeout
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.hub.counters.disconnects["login_timeout"], 1)
