@@ -398,6 +398,19 @@ class Modes(SynchronousTestCase):
         alice.send("MODE #den +z")
         self.assertEqual(alice.numerics(), ["472"])
 
+    def test_an_invitation_is_an_invite_line(self):
+        server = Server()
+        (ann,) = server.logged_in("ann", version=2)
+        ann.join("den")
+        ann.send(codec.Moderate("den", "mode", invite_only=True))
+        (bob,) = registered(server, "bob")
+        bob.send("JOIN #den")
+        self.assertEqual(bob.numerics(), ["473"])
+        ann.send(codec.Moderate("den", "invite", "bob"))
+        self.assertEqual(bob.lines(), [":ann!ann@chat INVITE bob :#den"])
+        bob.send("JOIN #den")
+        self.assertEqual(bob.commands()[0], ("JOIN", ["#den"]))
+
     def test_an_operator_back_after_a_reconnect_is_plus_o_to_everyone(self):
         server = Server()
         (tcp,) = server.logged_in("alice", version=2)

@@ -248,10 +248,8 @@ NOT_SHOWN: dict[int, str] = {
     PacketType.DONE: "the acknowledgement of ACCOUNT or ADMIN, which IRC never sends",
     PacketType.BANS: "the answer to ADMIN, which IRC never sends (MODE +b lists a room's bans)",
     PacketType.SESSIONS: "the answer to ADMIN, which IRC never sends",
-    PacketType.INVITED: "an invitation: IRC's INVITE is not offered (invite-only rooms are op-managed)",
 }
 
-_WIRES: dict[tuple[str, frozenset], IrcWire] = {}
 _WIRES: dict[tuple[str, frozenset], IrcWire] = {}
 
 
@@ -444,7 +442,7 @@ class IrcConnection(Framing):
 
     def render(self, packet) -> None:
         """A packet for this connection alone: rendered with its state, or
-        as the wire renders it, or not at all (RENDERED says which)."""
+        as the wire renders it, or not at all (NOT_SHOWN)."""
         render = _BY_CONNECTION.get(type(packet))
         if render is not None:
             render(self, packet)
@@ -893,6 +891,9 @@ class IrcConnection(Framing):
     def _server_ping(self, ping: codec.ServerPing) -> None:
         self.write_line(None, "PING", ping.token or self.server)
 
+    def _invited(self, invited: codec.Invited) -> None:
+        self.write_line(user(invited.by), "INVITE", self.irc_name, channel(invited.room))
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _room(self, name: str, quiet: bool = False):
@@ -943,6 +944,7 @@ _BY_CONNECTION: dict[type, Callable] = {
     codec.RoomList: IrcConnection._rooms,
     codec.Private: IrcConnection._private,
     codec.ServerPing: IrcConnection._server_ping,
+    codec.Invited: IrcConnection._invited,
     codec.Error: IrcConnection._error,  # what send() says; a fatal ERROR is the wire's
 }
 
