@@ -113,7 +113,7 @@ def exercise(data: bytes) -> set[str]:
                 protocol.dataReceived(frame[: len(frame) - (arg // 64)])
             elif action == 4:
                 clock.advance(arg / 2)
-            elif not protocol._is_lost:
+            elif not protocol.connection._is_lost:
                 from twisted.internet.error import ConnectionDone
                 from twisted.python.failure import Failure
 

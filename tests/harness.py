@@ -14,7 +14,7 @@ from chatproto import codec
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.limits import Limits
 from chatproto.server import build_server
-from chatproto.transports.int32 import ChatProtocol
+from chatproto.transports.policy import Framing
 from chatproto.transports.websocket import WebSocketChatProtocol
 
 _ports = itertools.count(40000)
@@ -65,10 +65,15 @@ class Peer:
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, next(_ports)))
         self.websocket = WebSocketFrames() if websocket else None
         if websocket:
-            self.protocol: ChatProtocol = WebSocketChatProtocol(server.hub)
+            self.protocol: Framing = WebSocketChatProtocol(server.hub)
         else:
             self.protocol = server.factory.buildProtocol(None)
         self.protocol.makeConnection(self.transport)
+
+    @property
+    def connection(self):
+        """What the hub sees of this peer: its connection's policy."""
+        return self.protocol.connection
 
     def send_payload(self, payload: bytes) -> None:
         if self.websocket is not None:

@@ -128,7 +128,7 @@ class Registering(SynchronousTestCase):
         bob = server.peer()
         self.assertEqual(bob.login("bob", version=2).account, False)
         self.assertEqual(refused(server, "ann", None).code, ErrorCode.NICK_REGISTERED)
-        self.assertIsNotNone(ann.protocol.session, "the account's session is untouched")
+        self.assertIsNotNone(ann.connection.session, "the account's session is untouched")
 
     def test_the_password_is_stored_hashed_and_never_logged(self):
         server = Server()
@@ -399,15 +399,15 @@ class Devices(SynchronousTestCase):
         self.phone.received()
 
     def test_presence_shows_the_account_once(self):
-        self.assertEqual(self.welcome.id, self.phone.protocol.session.id, "the same session")
-        self.assertNotEqual(self.welcome.resume, self.phone.protocol.session.devices[self.phone.protocol])
+        self.assertEqual(self.welcome.id, self.phone.connection.session.id, "the same session")
+        self.assertNotEqual(self.welcome.resume, self.phone.connection.session.devices[self.phone.connection])
         self.assertEqual(self.welcome.rooms, ["general"])
         self.assertEqual([m.nick for m in self.room.members], ["ann", "bob"])
         self.assertEqual(
             self.bob.received(),
             [
-                codec.Pending(self.desk.protocol.id, "connecting"),
-                codec.Pending(self.desk.protocol.id, "gone"),
+                codec.Pending(self.desk.connection.id, "connecting"),
+                codec.Pending(self.desk.connection.id, "gone"),
             ],
             "no JOINED for a second device",
         )
@@ -445,7 +445,7 @@ class Devices(SynchronousTestCase):
         self.assertEqual(welcome.id, self.welcome.id)
         self.assertIn(codec.Bye("replaced"), self.desk.received())
         self.assertFalse(self.phone.closing, "the other device is untouched")
-        self.assertEqual(self.bob.received()[-1], codec.Pending(again.protocol.id, "gone"))
+        self.assertEqual(self.bob.received()[-1], codec.Pending(again.connection.id, "gone"))
 
     def test_part_on_one_device_takes_every_device_out(self):
         self.desk.send(codec.Part("general", ref="p"))

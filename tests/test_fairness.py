@@ -18,7 +18,7 @@ def pings(n: int, start: int = 0) -> bytes:
 def next_turn(server, peer) -> None:
     """Run the one call that resumes ``peer``, as the reactor's next turn
     would (task.Clock.advance(0) would also run what that call schedules)."""
-    (call,) = [c for c in server.clock.getDelayedCalls() if c.func == peer.protocol._unthrottle]
+    (call,) = [c for c in server.clock.getDelayedCalls() if c.func == peer.connection._unthrottle]
     assert call.getTime() == server.clock.seconds(), "due now: no delay, only a turn"
     server.clock.calls.remove(call)
     call.called = True  # as task.Clock marks the calls it runs
@@ -151,7 +151,7 @@ class Pacing(SynchronousTestCase):
         self.assertTrue(paused(ann))
         self.assertEqual(len(ann.received(flush=False)), 1)
         ann.drop()
-        self.assertIsNone(ann.protocol._throttle)
+        self.assertIsNone(ann.connection._throttle)
         server.clock.advance(10)
         self.assertEqual(ann.received(flush=False), [], "nothing handled after the connection is gone")
 
@@ -161,9 +161,9 @@ class Pacing(SynchronousTestCase):
         (ann,) = server.logged_in("ann")
         ann.protocol.dataReceived(pings(5))
         self.assertTrue(paused(ann))
-        server.hub.kick(ann.protocol.id)
+        server.hub.kick(ann.connection.id)
         self.assertFalse(paused(ann))
-        self.assertIsNone(ann.protocol._throttle)
+        self.assertIsNone(ann.connection._throttle)
         self.assertEqual(ann.received(flush=False)[-1], codec.Bye("kicked"), "nothing handled after BYE")
 
 

@@ -31,6 +31,10 @@ class IrcPeer:
         self.protocol = IrcConnection(server.hub)
         self.protocol.makeConnection(self.transport)
 
+    @property
+    def connection(self):
+        return self.protocol.connection
+
     def send(self, *lines: str) -> None:
         self.protocol.dataReceived("".join(text + "\r\n" for text in lines).encode("utf-8"))
 
@@ -394,6 +398,19 @@ class Modes(SynchronousTestCase):
         alice.send("MODE #den +z")
         self.assertEqual(alice.numerics(), ["472"])
 
+    def test_an_invitation_is_an_invite_line(self):
+        server = Server()
+        (ann,) = server.logged_in("ann", version=2)
+        ann.join("den")
+        ann.send(codec.Moderate("den", "mode", invite_only=True))
+        (bob,) = registered(server, "bob")
+        bob.send("JOIN #den")
+        self.assertEqual(bob.numerics(), ["473"])
+        ann.send(codec.Moderate("den", "invite", "bob"))
+        self.assertEqual(bob.lines(), [":ann!ann@chat INVITE bob :#den"])
+        bob.send("JOIN #den")
+        self.assertEqual(bob.commands()[0], ("JOIN", ["#den"]))
+
     def test_an_operator_back_after_a_reconnect_is_plus_o_to_everyone(self):
         server = Server()
         (tcp,) = server.logged_in("alice", version=2)
@@ -571,7 +588,7 @@ class BadInput(SynchronousTestCase):
         server = Server(login_timeout=5)
         peer = IrcPeer(server)
         self.assertEqual(len(server.hub.pending), 1)
-        self.assertEqual(transport_kind(peer.protocol), "irc")
+        self.assertEqual(transport_kind(peer.connection), "irc")
         server.clock.advance(5)
         self.assertEqual(peer.lines(), ["ERROR :Closing link: login_timeout"])
         self.assertTrue(peer.transport.disconnecting)

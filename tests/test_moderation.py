@@ -190,7 +190,7 @@ class ReturningOperators(SynchronousTestCase):
             self.setUp()
             ann = make()
             self.room_of_three(ann)
-            token = self.server.hub.session_for("ann").devices[ann.protocol]
+            token = self.server.hub.session_for("ann").devices[ann.connection]
             again = self.server.peer()
             again.send(codec.Login("ann", 2, token, password=None))
             state = again.received()[1]
@@ -219,7 +219,9 @@ class ReturningOperators(SynchronousTestCase):
         self.bob.received(), old.received()
         root.join("general")
         self.assertEqual(self.bob.received()[-1].op, True)
-        self.assertEqual(old.received()[-1], codec.Joined(root.protocol.id, "root"), "version 1 is unchanged")
+        self.assertEqual(
+            old.received()[-1], codec.Joined(root.connection.id, "root"), "version 1 is unchanged"
+        )
 
 
 class KeptTopics(SynchronousTestCase):
@@ -514,7 +516,7 @@ class Admins(SynchronousTestCase):
         self.root.received()
         self.admin("sessions")
         sessions = self.root.only(codec.Sessions, flush=False)
-        self.assertEqual([p.id for p in sessions.pending], [pending.protocol.id])
+        self.assertEqual([p.id for p in sessions.pending], [pending.connection.id])
         self.assertEqual(
             {(s.nick, s.account, tuple(s.rooms)) for s in sessions.connected},
             {("root", True, ()), ("bob", False, ("den",))},

@@ -43,19 +43,19 @@ class Pending(SynchronousTestCase):
         server = Server()
         (alice,) = server.logged_in("alice")
         stranger = server.peer()
-        self.assertEqual(alice.only(codec.Pending), codec.Pending(stranger.protocol.id, "connecting"))
+        self.assertEqual(alice.only(codec.Pending), codec.Pending(stranger.connection.id, "connecting"))
         stranger.drop()
-        self.assertEqual(alice.only(codec.Pending), codec.Pending(stranger.protocol.id, "gone"))
+        self.assertEqual(alice.only(codec.Pending), codec.Pending(stranger.connection.id, "gone"))
 
     def test_welcome_lists_pending_ids_and_login_keeps_the_id(self):
         server = Server()
         waiting = server.peer()
         bob = server.peer()
         welcome = bob.login("bob")
-        self.assertEqual(welcome.pending, [waiting.protocol.id])
-        self.assertEqual(welcome.id, bob.protocol.id)
+        self.assertEqual(welcome.pending, [waiting.connection.id])
+        self.assertEqual(welcome.id, bob.connection.id)
         welcome = waiting.login("ann")
-        self.assertEqual(welcome.id, waiting.protocol.id)
+        self.assertEqual(welcome.id, waiting.connection.id)
         self.assertEqual(bob.only(codec.Joined), codec.Joined(welcome.id, "ann"))
 
     def test_ids_are_never_reused(self):
@@ -63,7 +63,7 @@ class Pending(SynchronousTestCase):
         seen = set()
         for _ in range(5):
             peer = server.peer()
-            seen.add(peer.protocol.id)
+            seen.add(peer.connection.id)
             peer.drop()
         self.assertEqual(len(seen), 5)
 
@@ -122,7 +122,7 @@ class Login(SynchronousTestCase):
         self.assertEqual(welcome.motd, "hello")
         self.assertEqual(
             sorted((p.id, p.nick) for p in welcome.peers),
-            sorted([(ann.protocol.id, "ann"), (peer.protocol.id, "BOB")]),
+            sorted([(ann.connection.id, "ann"), (peer.connection.id, "BOB")]),
         )
         self.assertEqual([m.text for m in welcome.history], ["earlier"])
         self.assertEqual(set(welcome.limits), V1_LIMITS)
@@ -159,7 +159,7 @@ class Login(SynchronousTestCase):
         self.assertTrue(peer.closing)
         peer.send(codec.Ping("after"))
         self.assertEqual(peer.received(), [], "the ERROR is the last packet")
-        self.assertEqual(alice.received()[-1], codec.Pending(peer.protocol.id, "gone"))
+        self.assertEqual(alice.received()[-1], codec.Pending(peer.connection.id, "gone"))
 
     def test_a_version_1_login_with_a_password_of_any_kind_logs_in(self):
         """``password`` is no field of version 1 (section 15): ignored, as unknown fields are (2)."""
@@ -207,7 +207,7 @@ class Chat(SynchronousTestCase):
         server = Server()
         server.logged_in("a", "b", "c")
         written = record_writes(self)
-        server.hub.say(server.hub.sessions[0].connection, "hello", None)
+        server.hub.messages.say(server.hub.sessions[0].connection, "hello", None)
         server.flush()
         self.assertEqual(len(written), 3)
         self.assertTrue(all(data is written[0] for data in written))
@@ -247,7 +247,7 @@ class Chat(SynchronousTestCase):
         written = record_writes(self)
         for _ in range(5):
             server.peer()
-        server.hub.say(server.hub.session_for("a").connection, "hello", None)
+        server.hub.messages.say(server.hub.session_for("a").connection, "hello", None)
         server.flush()
         self.assertEqual(len(written), 3)
         self.assertEqual(len(parse_frames(written[0])), 6, "five PENDING and one MESSAGE in one write")
@@ -339,7 +339,7 @@ class Chat(SynchronousTestCase):
         def broken(session, request):
             raise RuntimeError("bug")
 
-        self.patch(server.hub, "history", broken)
+        self.patch(server.hub.messages, "history", broken)
         alice.send(codec.HistoryRequest(ref="h"))
         error = alice.error()
         self.assertEqual((error.code, error.ref), (ErrorCode.INTERNAL, "h"))
@@ -399,10 +399,12 @@ class Leaving(SynchronousTestCase):
         alice.send(codec.Quit("gone\x07 fishing"))
         self.assertTrue(alice.closing)
         self.assertEqual(alice.received(), [], "after QUIT the server just closes")
-        self.assertEqual(bob.only(codec.Left), codec.Left(alice.protocol.id, "alice", "quit", "gone fishing"))
+        self.assertEqual(
+            bob.only(codec.Left), codec.Left(alice.connection.id, "alice", "quit", "gone fishing")
+        )
         carol.received()
         bob.send(codec.Quit())
-        self.assertEqual(carol.only(codec.Left), codec.Left(bob.protocol.id, "bob", "quit"))
+        self.assertEqual(carol.only(codec.Left), codec.Left(bob.connection.id, "bob", "quit"))
         alice.drop()
         self.assertEqual(carol.received(), [], "LEFT is said once")
 
@@ -425,16 +427,16 @@ class Leaving(SynchronousTestCase):
     def test_kick(self):
         server = Server()
         alice, bob = server.logged_in("alice", "bob")
-        self.assertTrue(server.hub.kick(alice.protocol.id))
+        self.assertTrue(server.hub.kick(alice.connection.id))
         self.assertEqual(alice.only(codec.Bye), codec.Bye("kicked"))
         self.assertTrue(alice.closing)
         self.assertEqual(bob.only(codec.Left).reason, "kicked")
-        self.assertFalse(server.hub.kick(alice.protocol.id))
+        self.assertFalse(server.hub.kick(alice.connection.id))
 
     def test_close_grace_aborts_a_peer_that_never_closes(self):
         server = Server()
         (alice,) = server.logged_in("alice")
-        server.hub.kick(alice.protocol.id)
+        server.hub.kick(alice.connection.id)
         self.assertFalse(alice.transport.disconnected)
         server.clock.advance(10)
         self.assertTrue(alice.transport.disconnected)
@@ -493,9 +495,9 @@ class Limits(SynchronousTestCase):
     def test_slow_consumer_is_cut_and_others_get_everything(self):
         server = Server(sendq=4000)
         alice, slow, bob = server.logged_in("alice", "slow", "bob")
-        slow.protocol.outbox.pauseProducing()  # its socket buffer is full
+        slow.connection.outbox.pauseProducing()  # its socket buffer is full
         for i in range(30):
-            server.hub.say(server.hub.session_for("alice").connection, f"{i:0100d}", None)
+            server.hub.messages.say(server.hub.session_for("alice").connection, f"{i:0100d}", None)
             server.flush()
         self.assertEqual(slow.received()[-1], codec.Bye("slow_consumer"))
         self.assertTrue(slow.closing)
@@ -507,19 +509,19 @@ class Limits(SynchronousTestCase):
     def test_paused_consumer_catches_up_in_order(self):
         server = Server(sendq=100000)
         alice, reader = server.logged_in("alice", "reader")
-        reader.protocol.outbox.pauseProducing()
+        reader.connection.outbox.pauseProducing()
         for i in range(5):
             alice.say(f"m{i}")
             server.flush()
         self.assertEqual(reader.received(), [])
-        reader.protocol.outbox.resumeProducing()
+        reader.connection.outbox.resumeProducing()
         self.assertEqual([p.text for p in reader.received()], [f"m{i}" for i in range(5)])
 
     def test_history_replay_and_page_limits(self):
         server = Server(history_replay=3, history_page=4)
         (alice,) = server.logged_in("alice")
         for i in range(10):
-            server.hub.say(server.hub.session_for("alice").connection, f"m{i}", None)
+            server.hub.messages.say(server.hub.session_for("alice").connection, f"m{i}", None)
         server.flush()
         self.assertEqual([m.seq for m in server.peer().login("bob").history], [8, 9, 10])
         alice.received()
@@ -536,7 +538,7 @@ class History(SynchronousTestCase):
         (self.alice,) = self.server.logged_in("alice")
         session = self.server.hub.session_for("alice")
         for i in range(1, 121):
-            self.server.hub.say(session.connection, f"m{i}", None)
+            self.server.hub.messages.say(session.connection, f"m{i}", None)
         self.server.flush()
         self.alice.received()
 
@@ -579,7 +581,7 @@ class History(SynchronousTestCase):
         server = Server(max_text=4000)
         (alice,) = server.logged_in("alice")
         for _i in range(40):
-            server.hub.say(server.hub.session_for("alice").connection, "é" * 4000, None)
+            server.hub.messages.say(server.hub.session_for("alice").connection, "é" * 4000, None)
         server.flush()
         alice.received()
         alice.send(codec.HistoryRequest(limit=40))
@@ -599,12 +601,12 @@ class Resume(SynchronousTestCase):
         alice.received()
         bob.received()
         welcome = again.login("Alice", resume=token)
-        self.assertEqual((welcome.id, welcome.nick), (alice.protocol.id, "alice"))
+        self.assertEqual((welcome.id, welcome.nick), (alice.connection.id, "alice"))
         self.assertNotEqual(welcome.resume, token)
         self.assertEqual(alice.only(codec.Bye), codec.Bye("replaced"))
         self.assertTrue(alice.closing)
         alice.drop()
-        self.assertEqual(bob.received(), [codec.Pending(again.protocol.id, "gone")])
+        self.assertEqual(bob.received(), [codec.Pending(again.connection.id, "gone")])
         again.say("back", ref="b")
         server.flush()
         self.assertEqual(bob.only(codec.MessagePacket).sender, "alice")

@@ -27,7 +27,7 @@ class RoomMachine(RuleBasedStateMachine):
         self.welcomed: dict[int, codec.Welcome] = {}
 
     def _read(self, peer) -> None:
-        if peer.protocol.state == "closing" and id(peer) not in self.welcomed:
+        if peer.connection.state == "closing" and id(peer) not in self.welcomed:
             peer.received()
             return
         for packet in peer.received():
@@ -112,7 +112,7 @@ class RoomMachine(RuleBasedStateMachine):
 
     @rule(peer=peers)
     def kick(self, peer):
-        self.server.hub.kick(peer.protocol.id)
+        self.server.hub.kick(peer.connection.id)
         self._read_all()
 
     @rule(seconds=st.sampled_from([0, 0, 1, 11, 31, 95]))

@@ -43,7 +43,7 @@ class Login(SynchronousTestCase):
         )
         self.assertEqual(
             ann.received(),
-            [codec.Pending(bob.protocol.id, "connecting"), codec.Pending(bob.protocol.id, "gone")],
+            [codec.Pending(bob.connection.id, "connecting"), codec.Pending(bob.connection.id, "gone")],
             "no JOINED: bob is in no room",
         )
 
@@ -58,11 +58,11 @@ class Login(SynchronousTestCase):
         server = Server()
         (old,) = server.logged_in("old")
         new = server.peer()
-        self.assertEqual(old.received(), [codec.Pending(new.protocol.id, "connecting")])
+        self.assertEqual(old.received(), [codec.Pending(new.connection.id, "connecting")])
         new.login("new", version=2)
-        self.assertEqual(old.received(), [codec.Pending(new.protocol.id, "gone")])
+        self.assertEqual(old.received(), [codec.Pending(new.connection.id, "gone")])
         new.join("general")
-        self.assertEqual(old.received(), [codec.Joined(new.protocol.id, "new")])
+        self.assertEqual(old.received(), [codec.Joined(new.connection.id, "new")])
 
     def test_version_1_sees_no_pending_gone_for_a_version_1_login(self):
         server = Server()
@@ -73,11 +73,11 @@ class Login(SynchronousTestCase):
         new.login("new")
         self.assertEqual(
             watcher.received(),
-            [codec.Pending(new.protocol.id, "connecting"), codec.Joined(new.protocol.id, "new")],
+            [codec.Pending(new.connection.id, "connecting"), codec.Joined(new.connection.id, "new")],
         )
         self.assertEqual(
             v2watch.received(),
-            [codec.Pending(new.protocol.id, "connecting"), codec.Pending(new.protocol.id, "gone")],
+            [codec.Pending(new.connection.id, "connecting"), codec.Pending(new.connection.id, "gone")],
         )
 
 
@@ -89,14 +89,14 @@ class Joining(SynchronousTestCase):
         self.assertEqual(
             state,
             codec.RoomState(
-                "Lobby", "", [codec.Peer(ann.protocol.id, "ann", op=True)], [], "j1", False, False, 0, 0
+                "Lobby", "", [codec.Peer(ann.connection.id, "ann", op=True)], [], "j1", False, False, 0, 0
             ),
             "its maker is its operator; nothing unread",
         )
         state = bob.join("LOBBY")
         self.assertEqual(state.room, "Lobby", "the name as first made; matched case-folded")
         self.assertEqual([p.nick for p in state.members], ["ann", "bob"])
-        self.assertEqual(ann.received(), [codec.Joined(bob.protocol.id, "bob", "Lobby")])
+        self.assertEqual(ann.received(), [codec.Joined(bob.connection.id, "bob", "Lobby")])
         self.assertEqual(bob.received(), [], "the joiner has its ROOM, not its own JOINED")
         self.assertEqual(outsider.received(), [])
 
@@ -236,7 +236,7 @@ class Versions(SynchronousTestCase):
         old.received()
         state = new.join("general")
         self.assertEqual([p.nick for p in state.members], ["old", "new"])
-        self.assertEqual(old.received(), [codec.Joined(new.protocol.id, "new")])
+        self.assertEqual(old.received(), [codec.Joined(new.connection.id, "new")])
         old.say("from v1", "o")
         new.send(codec.Say("from v2", "n", "general"))
         self.assertEqual(
@@ -287,8 +287,10 @@ class Versions(SynchronousTestCase):
         new.join("general")
         old.received()
         new.send(codec.Part("general", "brb", "p"))
-        self.assertEqual(old.received(), [codec.Left(new.protocol.id, "new", "quit", "brb")])
-        self.assertEqual(new.received(), [codec.Left(new.protocol.id, "new", "part", "brb", "general", "p")])
+        self.assertEqual(old.received(), [codec.Left(new.connection.id, "new", "quit", "brb")])
+        self.assertEqual(
+            new.received(), [codec.Left(new.connection.id, "new", "part", "brb", "general", "p")]
+        )
 
     def test_a_resume_must_keep_its_version(self):
         server = Server()
@@ -310,7 +312,7 @@ class Leaving(SynchronousTestCase):
         bob.send(codec.Part("lobby", "bye\x07 now", "p1"))
         bob.send(codec.Say("too late", "t", "lobby"))
         self.assertEqual([type(p) for p in bob.received()], [codec.MessagePacket, codec.Left, codec.Error])
-        left = codec.Left(bob.protocol.id, "bob", "part", "bye now", "lobby")
+        left = codec.Left(bob.connection.id, "bob", "part", "bye now", "lobby")
         self.assertEqual(ann.received()[1:], [left])
 
     def test_disconnecting_is_seen_once_in_each_room(self):
@@ -324,8 +326,8 @@ class Leaving(SynchronousTestCase):
         self.assertEqual(
             ann.received(),
             [
-                codec.Left(bob.protocol.id, "bob", "quit", "gone", "a"),
-                codec.Left(bob.protocol.id, "bob", "quit", "gone", "b"),
+                codec.Left(bob.connection.id, "bob", "quit", "gone", "a"),
+                codec.Left(bob.connection.id, "bob", "quit", "gone", "b"),
             ],
         )
 
@@ -498,7 +500,7 @@ class Resume(SynchronousTestCase):
         )
         self.assertEqual(
             watcher.received(),
-            [codec.Pending(again.protocol.id, "connecting"), codec.Pending(again.protocol.id, "gone")],
+            [codec.Pending(again.connection.id, "connecting"), codec.Pending(again.connection.id, "gone")],
             "no LEFT, no JOINED",
         )
         watcher.send(codec.Say("still here?", room="a"))

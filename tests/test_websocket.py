@@ -367,7 +367,7 @@ class FramesOnStringTransport(SynchronousTestCase):
 
     def spent(self, frames: bytes) -> float:
         """Units of the fair share ``frames`` cost (the clock stands still: no refill)."""
-        budget = self.peer.protocol._budget
+        budget = self.peer.connection._budget
         before = budget._tokens
         self.peer.protocol.dataReceived(frames)
         return before - budget._tokens
@@ -389,7 +389,7 @@ class FramesOnStringTransport(SynchronousTestCase):
     def test_pings_and_pongs_cost_a_unit_each_and_pongs_answer_through_the_outbox(self):
         from wsproto.events import Ping, Pong
 
-        outbox = self.peer.protocol.outbox
+        outbox = self.peer.connection.outbox
         outbox.pauseProducing()  # as a full transport does: what is written waits in the outbox
         self.assertEqual(self.spent(self.peer.websocket.frames(*[Ping(b"x" * 125)] * 20)), 20)
         self.assertEqual(list(outbox._queue), [ws_frame(b"x" * 125, 0xA)] * 20)
@@ -423,7 +423,7 @@ class FramesOnStringTransport(SynchronousTestCase):
         peer = server.peer(websocket=True)
         peer.login("bob", version=2)
         peer.received()
-        outbox = peer.protocol.outbox
+        outbox = peer.connection.outbox
         outbox.pauseProducing()  # as the transport does once its buffer is full
         most = 0
         for _ in range(100):  # bounded: 100 Pings of 125 bytes, three times sendq
@@ -576,11 +576,11 @@ class HttpOnClock(SynchronousTestCase):
         self.assertEqual(self.hub.registry.reserved, 0)
         self.assertEqual(len(self.hub.pending), 1)
         self.assertEqual(self.hub.gate.open, {"203.0.113.1": 1}, "counted once")
-        (connection,) = self.hub.pending
+        (_pending,) = self.hub.pending
         self.server.clock.advance(5)  # now the chat connection's login timeout
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.hub.counters.disconnects["login_timeout"], 1)
-        connection.connectionLost(None)
+        channel.connectionLost(None)  # the chat connection's end, by way of the channel
         self.assertEqual(self.hub.gate.open, {})
 
     def test_http_connections_count_against_max_per_address(self):

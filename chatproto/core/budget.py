@@ -18,7 +18,7 @@ so one read can't hold the reactor), or cut the connection.
 
 from __future__ import annotations
 
-from chatproto import codec
+from chatproto.codec import HistoryRequest
 from chatproto.limits import Limits
 
 #: What :meth:`Budget.settle` answers for a connection to be cut off.
@@ -30,16 +30,30 @@ ROWS_PER_UNIT = 10
 REFUSAL = 1
 
 
-def cost(packet: object, history_page: int, rooms: int = 0) -> float:
-    """Units a packet costs: one, and a HISTORY request one more for every
-    ROWS_PER_UNIT rows it may read; LIST one more for every ROWS_PER_UNIT
-    rooms it lists (at least as much as the largest page)."""
-    if isinstance(packet, codec.HistoryRequest):
-        rows = min(max(packet.limit if packet.limit is not None else 50, 1), history_page)
-        return 1 + rows / ROWS_PER_UNIT
-    if isinstance(packet, codec.ListRooms):
-        return 1 + max(history_page, rooms) / ROWS_PER_UNIT
+def unit(packet: object, history_page: int, rooms: int = 0) -> float:
+    """What most packets cost: one unit."""
     return 1
+
+
+def history_cost(packet: HistoryRequest, history_page: int, rooms: int = 0) -> float:
+    """A HISTORY request: one unit, and one more for every ROWS_PER_UNIT
+    rows it may read."""
+    rows = min(max(packet.limit if packet.limit is not None else 50, 1), history_page)
+    return 1 + rows / ROWS_PER_UNIT
+
+
+def list_cost(packet: object, history_page: int, rooms: int = 0) -> float:
+    """LIST: one unit, and one more for every ROWS_PER_UNIT rooms it lists
+    (at least as much as the largest page)."""
+    return 1 + max(history_page, rooms) / ROWS_PER_UNIT
+
+
+def cost(packet: object, history_page: int, rooms: int = 0) -> float:
+    """Units a packet costs: what its row of the command table
+    (core/commands.py) says, one of the functions above."""
+    from chatproto.core.commands import COMMANDS  # the table imports this module
+
+    return COMMANDS[type(packet)].cost(packet, history_page, rooms)
 
 
 class Budget:

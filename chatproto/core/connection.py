@@ -1,11 +1,15 @@
 """The one interface between a transport and the core.
 
-A transport (Int32 frames over TCP, TLS or a Unix socket today; WebSocket
-and IRC next) adapts its wire format to this: it calls the core's
+Every transport (Int32 frames over TCP, TLS or a Unix socket; WebSocket;
+IRC) gives the core the same object for a client connection: its
+:class:`~chatproto.transports.policy.ConnectionPolicy`, which holds the
+connection's limits, timers and output and is composed with the framing
+protocol that reads and writes its bytes. It calls the core's
 :class:`~chatproto.core.hub.Hub` (``accept``, ``login``, ``say``,
-``whisper``, ``history``, ``leave``, ``overflowed``), and the core calls only
-what :class:`Connection` lists. Broadcasts are framed once per :class:`Wire`
-and the same bytes go to every recipient on it.
+``whisper``, ``history``, ``leave``, ``overflowed``; each client packet
+through its row of the command table, core/commands.py), and the core
+calls only what :class:`Connection` lists. Broadcasts are framed once per
+:class:`Wire` and the same bytes go to every recipient on it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ if TYPE_CHECKING:
 class Wire(Protocol):
     """A transport's framing. Connections that share a wire share bytes."""
 
-    name: str  # for metrics: "int32", "websocket"
+    name: str  # for metrics: "int32", "websocket", "irc"
 
     def frame(self, payload: bytes) -> bytes:
         """Wire bytes for one payload (type byte + JSON object)."""

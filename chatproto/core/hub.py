@@ -209,7 +209,7 @@ class Hub:
     def room_for(self, name: str) -> ChatRoom | None:
         return self.directory.rooms.get(room_key(name))
 
-    # -- what transports call (the command table names the rest) ----------------
+    # -- what transports call (the requests go through core/commands.py) -------
 
     def accept(self, connection: Connection, reserved: bool = False) -> str | None:
         return self.logins.accept(connection, reserved)
@@ -231,33 +231,6 @@ class Hub:
 
     def kick(self, id: int, reason: str = "kicked") -> bool:
         return self.logins.kick(id, reason)
-
-    def join(self, connection: Connection, packet: codec.Join) -> None:
-        self.room_requests.join(connection, packet)
-
-    def part(self, connection: Connection, packet: codec.Part) -> None:
-        self.room_requests.part(connection, packet)
-
-    def set_topic(self, connection: Connection, packet: codec.SetTopic) -> None:
-        self.room_requests.set_topic(connection, packet)
-
-    def list_rooms(self, connection: Connection, packet: codec.ListRooms) -> Deferred[None]:
-        return self.room_requests.list_rooms(connection, packet)
-
-    def mark(self, connection: Connection, packet: codec.Mark) -> None:
-        self.room_requests.mark(connection, packet)
-
-    def account(self, connection: Connection, packet: codec.AccountRequest) -> Deferred[None]:
-        return self.account_requests.account(connection, packet)
-
-    def say(self, connection: Connection, text: str, ref: str | None, room: str | None = None) -> None:
-        self.messages.say(connection, text, ref, room)
-
-    def whisper(self, connection: Connection, packet: codec.Whisper) -> Deferred[None]:
-        return self.messages.whisper(connection, packet)
-
-    def history(self, connection: Connection, request: codec.HistoryRequest) -> Deferred[codec.HistoryPage]:
-        return self.messages.history(connection, request)
 
     def flush(self) -> None:
         """End the turn now: store the batch, then write it to every recipient."""

@@ -1,10 +1,11 @@
 """The IRC transport: irssi, WeeChat and HexChat users in our rooms.
 
-An IRC connection is a chat connection like any other: the Int32
-connection's limits, fair share and timeouts, with lines in place of
-frames. Each IRC command becomes the packet it means (PRIVMSG #room is a
-SAY, JOIN a JOIN) and is handled exactly as if it had come over TCP; each
-packet the core sends becomes the IRC lines it means. A broadcast is turned
+An IRC connection is a chat connection like any other: the same
+ConnectionPolicy (transports/policy.py) as Int32's, with its limits, fair
+share and timeouts, and lines in place of frames. Each IRC command becomes
+the packet it means (PRIVMSG #room is a SAY, JOIN a JOIN) and is handled
+exactly as if it had come over TCP (the command table, core/commands.py);
+each packet the core sends becomes the IRC lines it means. A broadcast is turned
 into IRC lines once per set of capabilities (server-time, echo-message...)
 and the same bytes go to every IRC client that asked for that set
 (docs/protocol.md, section 17).
@@ -21,6 +22,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
@@ -32,8 +34,9 @@ from chatproto.core.budget import REFUSAL
 from chatproto.core.hub import Hub
 from chatproto.core.rooms import RoomRules, kept_rules
 from chatproto.rules import nick_key
-from chatproto.transports.int32 import CLOSING, CONNECTED, ChatFactory, ChatProtocol
+from chatproto.transports.int32 import ChatFactory
 from chatproto.transports.ircnames import channel, irc_nick, our_nick, room_of
+from chatproto.transports.policy import CLOSING, CONNECTED, Framing
 
 log = Logger()
 
@@ -137,10 +140,14 @@ class IrcWire:
         (WELCOME, ROOM), the payload behind a NUL, which no IRC line starts
         with: the connection renders it (:meth:`IrcConnection.deliver_to`)."""
         kind = payload[0]
-        render = _BROADCASTS.get(kind)
+        render = _BY_WIRE.get(kind)
         if render is not None:
             return render(self, json.loads(payload[1:])).encode("utf-8")
-        return b"\0" + payload if kind in _PERSONAL else b""
+        if kind in _PERSONAL:
+            return b"\0" + payload
+        if kind not in NOT_SHOWN:
+            log.warn("IRC can't show packet type 0x{kind:02X}", kind=kind)
+        return b""
 
     def message_tags(self, body: dict, batch: str | None = None) -> dict | None:
         tags = {}
@@ -222,7 +229,12 @@ _BATCHES = itertools.count(1)
 #: Moderation records that IRC shows as MODE changes.
 _MODES = {"op": ("+", "o"), "deop": ("-", "o"), "ban": ("+", "b"), "unban": ("-", "b"), "mode": ("", "")}
 
-_BROADCASTS: dict[int, Callable[[IrcWire, dict], str]] = {
+#: How IRC shows each server packet, in three tables that together name
+#: every one (a test checks): _BY_WIRE renders a broadcast once per wire
+#: (and the last words: BYE, a fatal ERROR); _BY_CONNECTION renders what
+#: needs the connection's own state; NOT_SHOWN lists, with the reason, what
+#: an IRC client deliberately never sees.
+_BY_WIRE: dict[int, Callable[[IrcWire, dict], str]] = {
     PacketType.MESSAGE: IrcWire.message,
     PacketType.JOINED: IrcWire.joined,
     PacketType.LEFT: IrcWire.left,
@@ -231,10 +243,14 @@ _BROADCASTS: dict[int, Callable[[IrcWire, dict], str]] = {
     PacketType.ERROR: IrcWire.fatal,
 }
 
-#: Packets the core frames for one connection that need its own state.
-_PERSONAL = frozenset(
-    {PacketType.WELCOME, PacketType.ROOM, PacketType.HISTORY_PAGE, PacketType.PRIVATE, PacketType.ROOMS}
-)
+NOT_SHOWN: dict[int, str] = {
+    PacketType.PONG_REPLY: "IRC's PING is answered by the gateway itself, so no PING packet is ever sent",
+    PacketType.PENDING: "a device still logging in: IRC has no way to show it",
+    PacketType.MARKED: "read markers are not an IRC notion (sent only to MARK, which IRC never sends)",
+    PacketType.DONE: "the acknowledgement of ACCOUNT or ADMIN, which IRC never sends",
+    PacketType.BANS: "the answer to ADMIN, which IRC never sends (MODE +b lists a room's bans)",
+    PacketType.SESSIONS: "the answer to ADMIN, which IRC never sends",
+}
 
 _WIRES: dict[tuple[str, frozenset], IrcWire] = {}
 
@@ -285,7 +301,7 @@ NUMERICS = {
 }
 
 
-class IrcConnection(ChatProtocol):
+class IrcConnection(Framing):
     """One IRC client: registration (CAP, PASS or SASL PLAIN, NICK, USER),
     then IRC commands as our packets, and our packets as IRC lines."""
 
@@ -300,14 +316,15 @@ class IrcConnection(ChatProtocol):
         "sasl",
         "server",
         "username",
-        "wire",
     )
+
+    wire = None  # one per set of capabilities: the connection's changes with CAP REQ
 
     def __init__(self, hub: Hub) -> None:
         super().__init__(hub)
         self.server = server_name(hub.name)
         self.caps: frozenset[str] = frozenset()
-        self.wire = wire_for(self.server, self.caps)
+        self.connection.wire = wire_for(self.server, self.caps)
         self._lines = b""
         self.irc_name = "*"  # the nick this client knows itself by
         self.username: str | None = None
@@ -319,23 +336,27 @@ class IrcConnection(ChatProtocol):
 
     # -- lines in --------------------------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:
-        """Whole lines, decoded whole, until the fair share stops reading."""
-        if self.state == CLOSING:
-            return
-        self._handled = 0
-        buffer = self._lines + data if self._lines else data
-        while not self.paused and self.state != CLOSING:
-            end = buffer.find(b"\n")
-            if end < 0:
-                if len(buffer) > TAGS + LINE:
-                    buffer = b""
-                    self._unreadable(lambda: self._numeric("417", "Input line was too long"))
-                break
-            raw, buffer = buffer[:end].rstrip(b"\r"), buffer[end + 1 :]
-            self._more_waiting = b"\n" in buffer
-            self._line(raw)
-        self._lines = buffer
+    def feed(self, data: bytes) -> None:
+        self._lines = self._lines + data if self._lines else data
+
+    def next_unit(self) -> bytes | None:
+        """The next whole line, without its CRLF; an overlong partial one is
+        dropped (and answered)."""
+        buffer = self._lines
+        end = buffer.find(b"\n")
+        if end < 0:
+            if len(buffer) > TAGS + LINE:
+                self._lines = b""
+                self._unreadable(lambda: self._numeric("417", "Input line was too long"))
+            return None
+        self._lines = buffer[end + 1 :]
+        return buffer[:end].rstrip(b"\r")
+
+    def waiting(self) -> bool:
+        return b"\n" in self._lines
+
+    def handle(self, raw: bytes) -> None:
+        self._line(raw)
 
     def _line(self, raw: bytes) -> None:
         """One line: every line costs its sender, whatever it is (a blank or
@@ -360,7 +381,7 @@ class IrcConnection(ChatProtocol):
             self._numeric("421", command, "Unknown command")
             self._charge()
             return
-        if self.state != CONNECTED and command not in _BEFORE_LOGIN:
+        if self.connection.state != CONNECTED and command not in _BEFORE_LOGIN:
             self._numeric("451", "You have not registered")
             self._charge()
             return
@@ -369,16 +390,18 @@ class IrcConnection(ChatProtocol):
         except ProtocolError as e:
             self._notice(f"{e.message} ({e.code})")
         except Exception:
-            log.failure("connection {id}: failed handling IRC {command}", id=self.id, command=command)
+            log.failure(
+                "connection {id}: failed handling IRC {command}", id=self.connection.id, command=command
+            )
             self._notice("The server failed on that command.")
 
     def _packet(self, packet) -> None:
         """Handle ``packet`` as if it had come over TCP: every limit applies."""
-        self.packetReceived(packet)
+        self.connection.packetReceived(packet)
 
     def _charge(self, units: float = 1.0) -> None:
         """What packetReceived does for a packet, for a command handled here."""
-        self._pace(units, self._heard())
+        self.connection.charge(units)
 
     def _unreadable(self, answer) -> None:
         """A line that can't be read: charged as a refused packet (one unit
@@ -394,12 +417,12 @@ class IrcConnection(ChatProtocol):
     # -- lines out -------------------------------------------------------------------
 
     def write_line(self, *args, **kwargs) -> None:
-        self.outbox.write(line(*args, **kwargs).encode("utf-8"))
+        self.connection.outbox.write(line(*args, **kwargs).encode("utf-8"))
 
     @property
     def target(self) -> str:
         """Whom numerics address: the nick once registered, ``*`` before."""
-        return self.irc_name if self.session is not None else "*"
+        return self.irc_name if self.connection.session is not None else "*"
 
     def _numeric(self, number: str, *params: str) -> None:
         self.write_line(self.server, number, self.target, *params)
@@ -409,24 +432,26 @@ class IrcConnection(ChatProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        if self.state != CLOSING:
-            self.deliver = self.deliver_to
+        if self.connection.state != CLOSING:
+            self.connection.deliver = self.deliver_to
 
     def deliver_to(self, data: bytes) -> None:
         """What the core delivers: IRC lines, or a payload for this connection."""
         if data[:1] == b"\0":
-            self.send(codec.decode_server(data[1:]))
+            self.render(codec.decode_server(data[1:]))
         else:
-            self.outbox.write(data)
+            self.connection.outbox.write(data)
 
-    def send(self, packet) -> None:
-        render = _REPLIES.get(type(packet))
+    def render(self, packet) -> None:
+        """A packet for this connection alone: rendered with its state, or
+        as the wire renders it, or not at all (NOT_SHOWN)."""
+        render = _BY_CONNECTION.get(type(packet))
         if render is not None:
             render(self, packet)
-        else:
-            self.outbox.write(self.wire.frame(codec.encode(packet)))
+        elif packet.TYPE in _BY_WIRE:
+            self.connection.outbox.write(self.connection.wire.frame(codec.encode(packet)))
 
-    def _last_words(self, final: bytes | None, why: str) -> bytes | None:
+    def last_words(self, final: bytes | None, why: str) -> bytes | None:
         if why == "quit":
             return f"ERROR :Closing link: {self.irc_name} (Quit)\r\n".encode()
         return final
@@ -437,7 +462,7 @@ class IrcConnection(ChatProtocol):
         self._charge()
         sub = params[0].upper() if params else ""
         if sub == "LS":
-            self.negotiating = self.state != CONNECTED
+            self.negotiating = self.connection.state != CONNECTED
             self.write_line(self.server, "CAP", self.target, "LS", " ".join(CAPABILITIES))
         elif sub == "LIST":
             self.write_line(self.server, "CAP", self.target, "LIST", " ".join(sorted(self.caps)))
@@ -445,7 +470,7 @@ class IrcConnection(ChatProtocol):
             wanted = (params[1] if len(params) > 1 else "").split()
             names = {w.lstrip("-") for w in wanted}
             if (
-                self.state == CONNECTED
+                self.connection.state == CONNECTED
                 or not names <= set(CAPABILITIES)
                 or any(w.startswith("-") for w in wanted)
             ):
@@ -453,7 +478,7 @@ class IrcConnection(ChatProtocol):
                 return
             self.negotiating = True
             self.caps = self.caps | names
-            self.wire = wire_for(self.server, self.caps)
+            self.connection.wire = wire_for(self.server, self.caps)
             self.write_line(self.server, "CAP", self.target, "ACK", " ".join(wanted))
         elif sub == "END":
             self.negotiating = False
@@ -471,7 +496,7 @@ class IrcConnection(ChatProtocol):
         if not params or not params[0]:
             self._numeric("431", "No nickname given")
             return
-        if self.state == CONNECTED:
+        if self.connection.state == CONNECTED:
             self._numeric("400", "NICK", "Nick changes are not supported here: reconnect with the new nick")
             return
         self.irc_name = params[0]
@@ -511,14 +536,14 @@ class IrcConnection(ChatProtocol):
 
     def _check_account(self, account: str, secret: str) -> None:
         """SASL's answer needs the password checked now, before CAP END."""
-        accounts = self.hub.accounts
+        accounts = self.connection.hub.accounts
         if accounts is None:
             self._numeric("904", "SASL authentication failed: this server has no accounts")
             return
         nick = our_nick(account)
         d = accounts.authenticate(nick_key(nick), secret, self.host, 2)
         d.addCallbacks(self._sasl_ok, self._sasl_failed, callbackArgs=(account, secret))
-        self.checking_password(d)
+        self.connection.checking_password(d)
 
     def _sasl_ok(self, record, account: str, secret: str) -> None:
         self.irc_name, self.password = account, secret
@@ -531,7 +556,9 @@ class IrcConnection(ChatProtocol):
         self._numeric("904", f"SASL authentication failed: {failure.value.message}")
 
     def _try_login(self) -> None:
-        if self.state == CONNECTED or self.negotiating or self.irc_name == "*" or self.username is None:
+        if self.connection.state == CONNECTED or self.negotiating:
+            return
+        if self.irc_name == "*" or self.username is None:
             return
         try:
             nick = our_nick(self.irc_name)
@@ -558,7 +585,7 @@ class IrcConnection(ChatProtocol):
             self._numeric("461", "JOIN", "Not enough parameters")
             return
         if params[0] == "0":
-            for name in list(self.session.rooms.values()):
+            for name in list(self.connection.session.rooms.values()):
                 self._packet(codec.Part(name.name, None, ref=f"PART {channel(name.name)}"))
             return
         for name in params[0].split(","):
@@ -642,7 +669,7 @@ class IrcConnection(ChatProtocol):
             sessions = [session] if session is not None else []
         for session in sessions:
             irc = irc_nick(session.nick)
-            flags = "H" if session is not self.session or self.away is None else "G"
+            flags = "H" if session is not self.connection.session or self.away is None else "G"
             if room is not None and room.rules.is_op(session):
                 flags += "@"  # as NAMES shows it
             self._numeric("352", mask, irc, HOST, self.server, irc, flags, f"0 {session.nick}")
@@ -684,7 +711,7 @@ class IrcConnection(ChatProtocol):
                 self._numeric("221", "+i")
             elif set(params[1]) <= set("+-i"):
                 # Everyone is +i here already; clients wait for this answer.
-                self.write_line(user(self.session.nick), "MODE", self.irc_name, params[1])
+                self.write_line(user(self.connection.session.nick), "MODE", self.irc_name, params[1])
             else:
                 self._numeric("501", "Unknown MODE flag: only +i")
             return
@@ -715,15 +742,15 @@ class IrcConnection(ChatProtocol):
         (docs/protocol.md 14.2) shows them, as a JOIN of it is judged by
         them; any other is no channel."""
         try:
-            key = self.hub.directory.key_of(room_of(target))
+            key = self.connection.hub.directory.key_of(room_of(target))
         except ProtocolError:
             key = None
-        if key is None or self.hub.store is None:
+        if key is None or self.connection.hub.store is None:
             self._numeric("403", target, "No such channel")
             return
 
-        def show(data) -> None:
-            if self.state == CLOSING:
+        def show(data: dict[str, Any] | None) -> None:
+            if self.connection.state == CLOSING:
                 return
             rules = kept_rules(data, False)
             if rules is None:
@@ -733,10 +760,10 @@ class IrcConnection(ChatProtocol):
 
         def failed(failure: Failure) -> None:
             log.failure("could not read the rules of {room}", failure, room=target)
-            if self.state != CLOSING:
+            if self.connection.state != CLOSING:
                 self._numeric("403", target, "No such channel")
 
-        self.hub.store.rules(key).addCallbacks(show, failed)
+        self.connection.hub.store.rules(key).addCallbacks(show, failed)
 
     def _mode_changes(self, room: str, modes: str, args: list[str]) -> None:
         """``+o``/``-o`` nick, ``+b``/``-b`` nick, ``+i``/``-i``, ``+t``/``-t``:
@@ -803,7 +830,7 @@ class IrcConnection(ChatProtocol):
 
     def _welcome(self, welcome: codec.Welcome) -> None:
         self.irc_name = me = irc_nick(welcome.nick)
-        limits = self.hub.limits
+        limits = self.connection.hub.limits
         self.write_line(self.server, "001", me, f"Welcome to {self.server}, {me}")
         self.write_line(
             self.server, "002", me, f"Your host is {self.server}, running chatproto {__version__}"
@@ -834,8 +861,8 @@ class IrcConnection(ChatProtocol):
 
     def _room_state(self, state: codec.RoomState) -> None:
         name = channel(state.room)
-        self.write_line(user(self.session.nick), "JOIN", name)
-        room = self.hub.room_for(state.room)
+        self.write_line(user(self.connection.session.nick), "JOIN", name)
+        room = self.connection.hub.room_for(state.room)
         if room is not None:
             self._topic_numerics(room)
             self._names(room)
@@ -882,7 +909,7 @@ class IrcConnection(ChatProtocol):
             body = {"from": message.sender, "text": message.text, "ts": message.ts, "seq": message.seq}
             if message.action:
                 body["action"] = message.action
-            self.outbox.write(self.wire.privmsg(body, name, batch).encode("utf-8"))
+            self.connection.outbox.write(self.connection.wire.privmsg(body, name, batch).encode("utf-8"))
         if batched:
             self.write_line(self.server, "BATCH", "-" + batch)
 
@@ -893,22 +920,22 @@ class IrcConnection(ChatProtocol):
         self._numeric("323", "End of /LIST")
 
     def _private(self, private: codec.Private) -> None:
-        if private.ref is not None and not self.wire.echo:
+        if private.ref is not None and not self.connection.wire.echo:
             return
         body = {"from": private.sender, "text": private.text, "ts": private.ts}
-        self.outbox.write(self.wire.privmsg(body, irc_nick(private.to)).encode("utf-8"))
+        self.connection.outbox.write(self.connection.wire.privmsg(body, irc_nick(private.to)).encode("utf-8"))
 
     def _server_ping(self, ping: codec.ServerPing) -> None:
         self.write_line(None, "PING", ping.token or self.server)
 
-    def _quietly(self, packet) -> None:
-        """Packets IRC has no use for (PENDING, MARKED...)."""
+    def _invited(self, invited: codec.Invited) -> None:
+        self.write_line(user(invited.by), "INVITE", self.irc_name, channel(invited.room))
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _room(self, name: str, quiet: bool = False):
         try:
-            room = self.hub.room_for(room_of(name))
+            room = self.connection.hub.room_for(room_of(name))
         except ProtocolError:
             room = None
         if room is None and not quiet:
@@ -917,7 +944,7 @@ class IrcConnection(ChatProtocol):
 
     def _session(self, irc: str):
         try:
-            return self.hub.session_for(our_nick(irc))
+            return self.connection.hub.session_for(our_nick(irc))
         except ProtocolError:
             return None
 
@@ -947,19 +974,31 @@ _COMMANDS: dict[str, Callable] = {
 }
 _BEFORE_LOGIN = frozenset({"CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "PING", "PONG", "QUIT"})
 
-_REPLIES: dict[type, Callable] = {
+_BY_CONNECTION: dict[type, Callable] = {
     codec.Welcome: IrcConnection._welcome,
     codec.RoomState: IrcConnection._room_state,
     codec.HistoryPage: IrcConnection._history,
     codec.RoomList: IrcConnection._rooms,
     codec.Private: IrcConnection._private,
     codec.ServerPing: IrcConnection._server_ping,
-    codec.PongReply: IrcConnection._quietly,
-    codec.Pending: IrcConnection._quietly,
-    codec.Marked: IrcConnection._quietly,
-    codec.Done: IrcConnection._quietly,
+    codec.Invited: IrcConnection._invited,
+    codec.Error: IrcConnection._error,  # what send() says; a fatal ERROR is the wire's
 }
-_REPLIES[codec.Error] = IrcConnection._error
+
+#: What the core frames for one connection and the connection renders:
+#: the payload behind a NUL (IrcConnection.deliver_to).
+_PERSONAL = frozenset(cls.TYPE for cls in _BY_CONNECTION) - _BY_WIRE.keys()
+
+
+def rendering(kind: int) -> str:
+    """How IRC shows a server packet type: "wire", "connection", or "not shown"."""
+    if kind in _BY_WIRE:
+        return "wire"
+    if kind in _PERSONAL:
+        return "connection"
+    if kind in NOT_SHOWN:
+        return "not shown"
+    raise KeyError(f"IRC has no rendering for packet type 0x{kind:02X}")
 
 
 class IrcFactory(ChatFactory):

@@ -22,7 +22,7 @@ from twisted.web.static import File
 from chatproto.core.hub import Hub
 from chatproto.core.timers import Deadline
 from chatproto.transports.forwarded import TrustedProxies
-from chatproto.transports.int32 import describe_address
+from chatproto.transports.policy import describe_address
 from chatproto.transports.websocket import ChatSocketResource
 
 log = Logger()
@@ -85,13 +85,15 @@ class ChatChannel(HTTPChannel):
       Twisted's idle timeout starts again at every byte: a request trickled
       a byte at a time is closed at its deadline.
     - A WebSocket upgrade ends the deadline and passes the place to the
-      chat connection (:meth:`upgraded`), whose login timeout starts then.
+      chat connection (:meth:`upgraded`), whose login timeout starts then;
+      from then on its bytes go to the chat connection (:meth:`hand_over`).
     """
 
     _host = ""
     _place = False  # holds a place in the limits
     _refused = False
     _deadline: Deadline | None = None
+    _handed_to = None  # the protocol a WebSocket upgrade handed the connection to
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -111,7 +113,9 @@ class ChatChannel(HTTPChannel):
         self._start_deadline()
 
     def dataReceived(self, data: bytes) -> None:
-        if not self._refused:
+        if self._handed_to is not None:
+            self._handed_to.dataReceived(data)
+        elif not self._refused:
             super().dataReceived(data)
 
     def requestDone(self, request: Request) -> None:
@@ -128,7 +132,16 @@ class ChatChannel(HTTPChannel):
         place, self._place = self._place, False
         return place
 
+    def hand_over(self, protocol) -> None:
+        """After a WebSocket upgrade: the connection's bytes, and its end,
+        go to ``protocol`` from now on (HTTP is done with it)."""
+        self._handed_to = protocol
+        protocol.makeConnection(self.transport)
+
     def connectionLost(self, reason: Failure) -> None:
+        if self._handed_to is not None:
+            self._handed_to.connectionLost(reason)
+            return
         self._stop_deadline()
         if self._place:
             self._place = False

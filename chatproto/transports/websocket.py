@@ -4,9 +4,10 @@ A browser speaks the same packets as the Int32 transport; only the framing
 differs (docs/protocol.md, section 16). wsproto's handshake answers the
 upgrade, as ``twisted.web.websocket`` does; after it the connection is ours:
 :class:`WebSocketChatProtocol` feeds what arrives to wsproto's frame parser
-and takes its events one at a time, in the Int32 connection's frame loop,
-so everything the connection does (limits, fair share, sendq, timeouts, the
-hub) is the Int32 connection's own and the two can't drift apart.
+and hands its events one at a time to the read loop every transport shares
+(transports/policy.py), so everything the connection does (limits, fair
+share, sendq, timeouts, the hub) is the same policy as Int32's and the two
+can't drift apart.
 
 Why not Twisted's wire protocol: it parses a whole read at once, answers
 every Ping straight to the socket and gathers fragments with ``+=``, so a
@@ -37,7 +38,7 @@ from wsproto.utilities import RemoteProtocolError
 from chatproto.codec import ErrorCode
 from chatproto.core.hub import Hub
 from chatproto.transports.forwarded import TrustedProxies
-from chatproto.transports.int32 import CLOSING, ChatProtocol
+from chatproto.transports.policy import CLOSING, Framing
 
 log = Logger()
 
@@ -125,14 +126,14 @@ class Fragments:
         return _join(self.chunks)
 
 
-class WebSocketChatProtocol(ChatProtocol):
+class WebSocketChatProtocol(Framing):
     """A chat connection whose bytes arrive as WebSocket frames.
 
-    ``dataReceived`` hands the bytes to wsproto and handles its events until
-    the fair share stops reading (``resumeProducing`` calls it again) or the
-    connection closes. One event is parsed ahead of the one being handled:
-    that is how the fair share knows more is waiting behind it (a pipelining
-    flood), as Int32 knows from the bytes after a frame.
+    Its units are wsproto's events, taken one at a time by the policy's
+    read loop until the fair share stops reading or the connection closes.
+    One event is parsed ahead of the one being handled: that is how the
+    fair share knows more is waiting behind it (a pipelining flood), as
+    Int32 knows from the bytes after a frame.
     """
 
     __slots__ = ("_ahead", "_forwarded", "_fragments", "_reply", "_reserved", "_ws")
@@ -142,7 +143,6 @@ class WebSocketChatProtocol(ChatProtocol):
     def __init__(
         self, hub: Hub, ws: Connection | None = None, reserved: bool = False, forwarded: str | None = None
     ) -> None:
-        super().__init__(hub)
         self._forwarded = forwarded  # the client a trusted proxy named
         # Past the handshake (the handshake's own, or a fresh one for tests).
         self._ws = ws if ws is not None else Connection(ConnectionType.SERVER)
@@ -150,9 +150,10 @@ class WebSocketChatProtocol(ChatProtocol):
         self._ahead = None  # the event parsed ahead, not yet handled
         self._fragments: Fragments | None = None  # only while a message is fragmented
         self._reply: bytes | None = None  # the Close frame answering the peer's
+        super().__init__(hub)
 
-    def _accept(self) -> str | None:
-        return self.hub.accept(self, reserved=self._reserved)
+    def accept(self) -> str | None:
+        return self.connection.hub.accept(self.connection, reserved=self._reserved)
 
     @property
     def host(self) -> str:
@@ -164,22 +165,23 @@ class WebSocketChatProtocol(ChatProtocol):
             return super().address
         return f"{self._forwarded} (by {super().address})"
 
-    # -- reading ------------------------------------------------------------------
+    # -- reading: the policy's loop ----------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.state == CLOSING:
-            return  # still read (a FIN must be seen), never parsed
+    def feed(self, data: bytes) -> None:
         if data:
             self._ws.receive_data(data)
-        self._handled = 0
-        while not self.paused and self.state != CLOSING:
-            event = self._ahead if self._ahead is not None else self._parse()
-            if event is None:
-                break
+
+    def next_unit(self):
+        event = self._ahead if self._ahead is not None else self._parse()
+        if event is not None:
             self._ahead = self._parse()
-            self._more_waiting = self._ahead is not None
-            self._handle(event)
-        if self.state == CLOSING:
+        return event
+
+    def waiting(self) -> bool:
+        return self._ahead is not None
+
+    def read_done(self) -> None:
+        if self.connection.state == CLOSING:
             self._ahead = self._fragments = None
 
     def _parse(self):
@@ -188,56 +190,59 @@ class WebSocketChatProtocol(ChatProtocol):
             return event
         return None
 
-    def _handle(self, event) -> None:
+    def handle(self, event) -> None:
         kind = type(event)
+        connection = self.connection
         if kind is BytesMessage:
             self._message(event)
         elif kind is Ping:
             # Behind whatever is queued, counted against sendq like any output.
-            self.outbox.write(ws_frame(bytes(event.payload), PONG))
-            self._pace(FRAME_UNITS, self._heard())
+            connection.outbox.write(ws_frame(bytes(event.payload), PONG))
+            connection.charge(FRAME_UNITS)
         elif kind is Pong:
-            self._pace(FRAME_UNITS, self._heard())
+            connection.charge(FRAME_UNITS)
         elif kind is TextMessage:
-            log.info("connection {id}: a text message, closed", id=self.id)
-            self._fatal(ErrorCode.BAD_PACKET, "binary messages only: one packet each", why="text_frame")
+            log.info("connection {id}: a text message, closed", id=connection.id)
+            connection.fatal(ErrorCode.BAD_PACKET, "binary messages only: one packet each", why="text_frame")
         elif kind is CloseConnection:
             self._peer_closed(event)
 
     def _message(self, event: BytesMessage) -> None:
         """A binary frame, or the part of one that has come: a packet once
         its message is complete, within MAX_LENGTH (1009 past it)."""
+        connection = self.connection
         data = event.data
         fragments = self._fragments
         if fragments is None and event.message_finished:  # the usual: one frame, one read
-            if len(data) > self.MAX_LENGTH:
-                self.lengthLimitExceeded(len(data))
+            if len(data) > connection.MAX_LENGTH:
+                connection.too_long(len(data))
             else:
-                self.stringReceived(data)  # costs what its packet costs
+                connection.payload(data)  # costs what its packet costs
             return
         if fragments is None:
             fragments = self._fragments = Fragments()
-        if not fragments.add(data, self.MAX_LENGTH):
+        if not fragments.add(data, connection.MAX_LENGTH):
             self._fragments = None
-            self.lengthLimitExceeded(fragments.size)
+            connection.too_long(fragments.size)
         elif event.message_finished:
             self._fragments = None
-            self.stringReceived(fragments.done())
+            connection.payload(fragments.done())
         elif event.frame_finished:  # a whole fragment, not the last
-            self._pace(FRAME_UNITS, self._heard())
+            connection.charge(FRAME_UNITS)
 
     def _peer_closed(self, event: CloseConnection) -> None:
         """The peer's Close, answered with its code; or a frame wsproto
         refused (a protocol error), answered with wsproto's code and reason."""
+        connection = self.connection
         if self._ws.state is ConnectionState.REMOTE_CLOSING:
             self._reply = close_frame(NORMAL if event.code == NO_STATUS else event.code, "")
         else:
-            log.info("connection {id}: {reason}, closed", id=self.id, reason=event.reason)
+            log.info("connection {id}: {reason}, closed", id=connection.id, reason=event.reason)
             self._reply = close_frame(event.code, event.reason or "")
-        self.hub.leave(self, "connection_lost")
-        self._close(None, why="closed")
+        connection.hub.leave(connection, "connection_lost")
+        connection.close(None, why="closed")
 
-    def _last_words(self, final: bytes | None, why: str) -> bytes:
+    def last_words(self, final: bytes | None, why: str) -> bytes:
         """The BYE or ERROR, then a Close frame with a code and the reason."""
         if self._reply is not None:
             return (final or b"") + self._reply
@@ -279,6 +284,9 @@ class ChatSocketResource(Resource):
             return b"origin not allowed: serve the page from this server or list it with --web-origin\n"
         if (request.getHeader("upgrade") or "").lower() != "websocket":
             return self._why(request)
+        channel = request.channel
+        if getattr(channel, "hand_over", None) is None:  # not web.ChatChannel: can't pass the bytes on
+            return _negotiation_error(request)
         handshake = H11Handshake(ConnectionType.SERVER)
         headers = [
             (name, value) for name, values in request.requestHeaders.getAllRawHeaders() for value in values
@@ -289,7 +297,6 @@ class ChatSocketResource(Resource):
             log.info("WebSocket handshake refused: {error}", error=e)
             return _negotiation_error(request)
         accept = handshake.send(AcceptConnection())
-        channel = request.channel
         # The HTTP connection's place in the limits passes to the chat
         # connection (web.ChatChannel); its request deadline ends here.
         upgraded = getattr(channel, "upgraded", None)
@@ -307,8 +314,7 @@ class ChatSocketResource(Resource):
         transport = channel.transport
         transport.unregisterProducer()  # the HTTP channel's; the outbox takes its place
         transport.write(accept)  # before anything the connection says (a refusal's BYE)
-        # What twisted.web.websocket does too: the channel's bytes go to the protocol.
-        channel._protocolUpgradeForWebsockets(protocol)
+        channel.hand_over(protocol)  # from now on the channel's bytes go to the protocol
         return NOT_DONE_YET
 
     def _why(self, request: Request) -> bytes:

@@ -200,7 +200,7 @@ def test_reconnect_after_server_restart_with_queue_and_catch_up(window, server, 
 def test_history_paging_when_scrolled_to_the_top(window, server, sessions):
     bob = yield other(sessions, server, "bob")
     for i in range(120):
-        server.hub.say(server.hub.session_for("bob").connection, f"old {i}", None, "general")
+        server.hub.messages.say(server.hub.session_for("bob").connection, f"old {i}", None, "general")
     server.hub.flush()
     del bob
     yield log_in(window, server)
