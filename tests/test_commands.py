@@ -242,3 +242,21 @@ class Renderings(SynchronousTestCase):
     def test_a_packet_irc_neither_shows_nor_lists_fails(self):
         with self.assertRaises(KeyError):
             irc.rendering(0xFE)
+
+
+class RefusalsCostAlike(SynchronousTestCase):
+    def test_a_refusal_answered_at_once_costs_what_a_raised_one_does(self):
+        """A WHISPER to nobody is refused through a Deferred the single
+        server's peers have already answered; it spends what a SAY to a room
+        the sender isn't in spends (the refusal's surcharge included)."""
+        server = Server()
+        (ann,) = server.logged_in("ann", version=2)
+
+        def spent(packet) -> float:
+            budget = ann.protocol.connection._budget
+            before = budget._tokens
+            ann.send(packet)
+            self.assertEqual(len(errors(ann.received())), 1)
+            return before - budget._tokens
+
+        self.assertEqual(spent(codec.Whisper("nobody", "psst", "w")), spent(codec.Say("hi", "s", "nowhere")))

@@ -12,6 +12,9 @@ in one order:
    MODERATE, ADMIN), or none;
 4. the handler. A Deferred it returns gets one errback: a ProtocolError
    becomes that ERROR, anything else is logged and answered ``internal``.
+   A refusal the Deferred holds already (a single server answers at once
+   where a cluster node asks the others) is raised as if the handler had
+   raised it, so it costs the same on every server.
 
 ``cost`` is what the packet costs in the connection's fair share
 (core/budget.py), charged whether or not it is refused.
@@ -221,8 +224,25 @@ def apply(command: Command, connection: CommandTarget, packet: Any) -> None:
     if command.bucket is not None:
         spend(connection, BUCKETS[command.bucket])
     result = command.handler(connection, packet)
-    if isinstance(result, Deferred):
+    if not isinstance(result, Deferred):
+        return
+    held = _held_failure(result)
+    if held is None:
         result.addErrback(_failed, connection, packet, command.failed)
+    elif isinstance(held.value, ProtocolError):
+        raise held.value  # refused at once (a single server's answer): charged as any refusal is
+    else:
+        _failed(held, connection, packet, command.failed)
+
+
+def _held_failure(result: Deferred[Any]) -> Failure | None:
+    """The failure a Deferred already holds, taken out of it; None if it has
+    none yet (it succeeded, or will answer later)."""
+    if not result.called or result.paused or not isinstance(result.result, Failure):
+        return None
+    failure: Failure = result.result
+    result.addErrback(lambda _: None)
+    return failure
 
 
 def spend(connection: CommandTarget, kind: Bucket) -> None:
