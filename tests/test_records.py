@@ -55,3 +55,9 @@ class RecordTests(unittest.TestCase):
                 self.assertEqual(records.read_note(json.loads(codec.dumps(note.to_json()))), note)
         with self.assertRaises(KeyError):
             records.read_note({"kind": "frobnicate"})
+
+    def test_a_session_record_round_trips_and_an_old_one_has_no_admin_rights(self) -> None:
+        record = records.SessionRecord("3", 2**32 + 1, "Ann", 2, True, True, ("t1", "t2"))
+        self.assertEqual(records.SessionRecord.from_json(json.loads(json.dumps(record.to_json()))), record)
+        older = {k: v for k, v in record.to_json().items() if k != "admin"}
+        self.assertFalse(records.SessionRecord.from_json(older).admin)

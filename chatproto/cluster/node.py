@@ -20,6 +20,7 @@ from __future__ import annotations
 import hmac
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -348,12 +349,13 @@ class ClusterNode:
         if snapshot.rules is not None:  # first: the members' Peer JSON shows who is an operator
             room.rules = RoomRules.from_json(snapshot.rules["rules"])
             room.rules.guest_ops = set(snapshot.rules["guest_ops"])
+        core = self._core()
         for id, member in snapshot.members.items():
             if member["node"] != self.node and id not in room.members:
                 remote = self.stand_in(
                     id, member["nick"], unescape(member["key"]), member.get("account", False)
                 )
-                room.add(remote)
+                core.seat(room, remote)
         if snapshot.topic is not None:
             t = snapshot.topic
             room.topic = Topic(t["text"], t["by"], t["ts"]) if t["text"] else None
@@ -376,12 +378,9 @@ class ClusterNode:
                 self.reader.unfollow(room.key)
                 self._held.pop(room.key, None)
 
-        for member in list(room.members.values()):
-            if member.connection is None:
-                room.remove(member)
-                self.forget(member)
-        if self.inbound is not None:
-            self.inbound.after_all(unfollow)
+        core = self._core()
+        core.unseat(room)
+        core.after_all(unfollow)
 
     def bans_changed(self) -> Deferred[Any]:
         """Server-wide bans changed here: every other node reads them again."""
@@ -452,16 +451,16 @@ class ClusterNode:
 
     def save(self, session: Session) -> None:
         """The session's record, for a resume on any node."""
-        record = {
-            "node": self.node,
-            "id": session.id,
-            "nick": session.nick,
-            "version": session.version,
-            "account": session.account,
-            "admin": session.admin,  # rights come only with a login that gave them
-            "tokens": list(session.devices.values()),
-        }
-        self.store.save_session(session.key, record).addErrback(
+        record = records.SessionRecord(
+            self.node,
+            session.id,
+            session.nick,
+            session.version,
+            session.account,
+            session.admin,
+            tuple(session.devices.values()),
+        )
+        self.store.save_session(session.key, record.to_json()).addErrback(
             lambda f: log.warn("could not save a session: {error}", error=f.value)
         )
 
@@ -470,22 +469,24 @@ class ClusterNode:
         here. Fires with (its record, its rooms as (key, name)), or None if
         the token is not that of a session elsewhere."""
 
-        def check(record: dict[str, Any] | None) -> Deferred[Resumed | None] | Resumed | None:
-            if record is None or record["node"] == self.node or record["version"] != version:
+        def check(stored: dict[str, Any] | None) -> Deferred[Resumed | None] | Resumed | None:
+            if stored is None:
+                return None
+            record = records.SessionRecord.from_json(stored)
+            if record.node == self.node or record.version != version:
                 return None
             given = token.encode("utf-8")
-            if not any(hmac.compare_digest(given, t.encode("utf-8")) for t in record["tokens"]):
+            if not any(hmac.compare_digest(given, t.encode("utf-8")) for t in record.tokens):
                 return None
-            old = record["node"]
-            moved = dict(record, node=self.node)
-            d = self.store.take_over(key, old, moved)
-            return d.addCallback(self._taken, old, key, moved)
+            moved = replace(record, node=self.node)
+            d = self.store.take_over(key, record.node, moved.to_json())
+            return d.addCallback(self._taken, record.node, key, moved)
 
         found: Deferred[Any] = self.store.session(key)
         return found.addCallback(check).addErrback(self._unavailable)
 
     def _taken(
-        self, rooms: list[tuple[str, str]] | None, old: str, key: str, record: dict[str, Any]
+        self, rooms: list[tuple[str, str]] | None, old: str, key: str, record: records.SessionRecord
     ) -> Resumed | None:
         if rooms is None:
             return None  # it moved or went meanwhile
@@ -495,10 +496,11 @@ class ClusterNode:
     def whisper(self, nick_key: str, private: codec.Private) -> Deferred[bool]:
         """To a session on another node: False if nobody there has the nick."""
 
-        def owner(record: dict[str, Any] | None) -> Deferred[bool] | bool:
-            if record is None or record["node"] == self.node:
+        def owner(stored: dict[str, Any] | None) -> Deferred[bool] | bool:
+            node = records.SessionRecord.from_json(stored).node if stored is not None else self.node
+            if node == self.node:
                 return False
             message = records.Whispered(private).to_json()
-            return self.store.send(record["node"], message).addCallback(lambda _: True)
+            return self.store.send(node, message).addCallback(lambda _: True)
 
         return self.store.session(nick_key).addCallback(owner).addErrback(self._unavailable)

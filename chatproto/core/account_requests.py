@@ -27,14 +27,14 @@ class AccountRequests:
         store: AccountStore | None,
         directory: Directory,
         membership: Membership,
-        rules: RuleKeeper,
+        keeper: RuleKeeper,
         peers: Peers,
     ) -> None:
         self.accounts = accounts
         self.store = store
         self.directory = directory
         self.membership = membership
-        self.rules = rules
+        self.keeper = keeper
         self.peers = peers
 
     def account(self, connection: Connection, packet: codec.AccountRequest) -> Deferred[None]:
@@ -80,7 +80,7 @@ class AccountRequests:
             if session.id in room.rules.guest_ops:  # a guest's operator status becomes the account's
                 room.rules.guest_ops.discard(session.id)
                 room.rules.ops.add(session.key)
-                self.rules.save(room)
+                self.keeper.save(room)
             room.refresh(session)
             self.membership.remember(session, room)
 
@@ -94,7 +94,7 @@ class AccountRequests:
         for room in self.directory.rooms.values():
             if record.key in room.rules.ops:
                 room.rules.ops.discard(record.key)
-                self.rules.save(room)
+                self.keeper.save(room)
         self.store.forget_operator(record.key).addErrback(
             lambda f: log.failure("could not take {nick}'s operator status away", f, nick=record.nick)
         )

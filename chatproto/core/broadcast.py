@@ -408,7 +408,7 @@ class Broadcast:
         if flushed.owned or flushed.starts:
             special = _special_copies(wire, version, connections, batch, frames, flushed.starts)
         # Delivery never changes the recipients: an overflow is only noted
-        # (Hub.overflowed) and handled once the loop is over.
+        # (Logins.overflowed) and handled once the loop is over.
         if special:
             for connection in connections:
                 connection.deliver(special.get(connection, shared))

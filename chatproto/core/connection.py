@@ -5,9 +5,9 @@ IRC) gives the core the same object for a client connection: its
 :class:`~chatproto.transports.policy.ConnectionPolicy`, which holds the
 connection's limits, timers and output and is composed with the framing
 protocol that reads and writes its bytes. It calls the core's
-:class:`~chatproto.core.hub.Hub` (``accept``, ``login``, ``say``,
-``whisper``, ``history``, ``leave``, ``overflowed``; each client packet
-through its row of the command table, core/commands.py), and the core
+:class:`~chatproto.core.hub.Hub` about the connection (``accept``,
+``login``, ``leave``, ``overflowed``) and hands it each client packet
+through the packet's row of the command table (core/commands.py); the core
 calls only what :class:`Connection` lists. Broadcasts are framed once per
 :class:`Wire` and the same bytes go to every recipient on it.
 """

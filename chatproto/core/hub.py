@@ -88,12 +88,12 @@ class Hub:
             clock,
             eventlog,
             self.peers,
-            self.directory.remember,
+            self.directory.add_recent,
             self._refused,
-            self._delivered,
+            self._drop_slow_consumers,
             self.counters,
         )
-        self.rules = RuleKeeper(clock, store, self.broadcast)
+        self.keeper = RuleKeeper(clock, store, self.broadcast)
         self.membership = Membership(
             self.directory, self.broadcast, self.assembler, store, self.peers, self.observers
         )
@@ -108,7 +108,7 @@ class Hub:
             self.broadcast,
             self.assembler,
             self.membership,
-            self.rules,
+            self.keeper,
             self.peers,
             self.counters,
             self.observers,
@@ -134,12 +134,12 @@ class Hub:
             self.directory,
             self.broadcast,
             self.membership,
-            self.rules,
+            self.keeper,
             self.peers,
             self.observers,
         )
         self.account_requests = AccountRequests(
-            self.accounts, store, self.directory, self.membership, self.rules, self.peers
+            self.accounts, store, self.directory, self.membership, self.keeper, self.peers
         )
         self.moderation = Moderation(
             clock,
@@ -153,7 +153,7 @@ class Hub:
             self.membership,
             self.messages,
             self.logins,
-            self.rules,
+            self.keeper,
             self.peers,
         )
         self.inbound = Inbound(
@@ -182,7 +182,7 @@ class Hub:
     def _refused(self, said: list[Said], failure: Failure) -> None:
         self.messages.refused(said, failure)
 
-    def _delivered(self) -> None:
+    def _drop_slow_consumers(self) -> None:
         self.logins.handle_overflow()
 
     # -- views for the console and tests ----------------------------------------
@@ -243,9 +243,7 @@ class Hub:
         when every connection is closed (or ``grace`` has passed)."""
         self.flush()
         self.broadcast.clear()
-        for room in self.directory.rooms.values():
-            room.members.clear()
-            room.peers.clear()
+        self.membership.clear()
         connections = self.registry.clear()
         self.counters.disconnects["server_shutdown"] += len(connections)
         closing = [connection.closed() for connection in connections]

@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from chatproto import codec
 from chatproto.backends.eventlog import Topic
 from chatproto.core.broadcast import Broadcast, Event
+from chatproto.core.connection import Session
 from chatproto.core.logins import Logins
 from chatproto.core.membership import Membership
 from chatproto.core.messages import Messages
@@ -49,6 +50,14 @@ class Inbound:
     def renumber(self, base: int) -> None:
         """Ids from ``base`` on: unique across the nodes."""
         self.registry.renumber(base)
+
+    def seat(self, room: ChatRoom, member: Session) -> None:
+        """A member on another node, as the room's snapshot has it."""
+        self.membership.seat(room, member)
+
+    def unseat(self, room: ChatRoom) -> None:
+        """The room is gone here: forget its members on other nodes."""
+        self.membership.unseat(room)
 
     def room(self, key: str) -> ChatRoom | None:
         return self.directory.rooms.get(key)

@@ -24,6 +24,7 @@ from chatproto.core.connection import Connection, Session
 from chatproto.core.membership import Membership
 from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers
+from chatproto.core.records import SessionRecord
 from chatproto.core.registry import Registry
 from chatproto.core.room_rules import RuleKeeper
 from chatproto.core.rooms import ChatRoom, Directory
@@ -55,7 +56,7 @@ class Logins:
         broadcast: Broadcast,
         assembler: Assembler,
         membership: Membership,
-        rules: RuleKeeper,
+        keeper: RuleKeeper,
         peers: Peers,
         counters: Counters,
         observers: Observers,
@@ -70,7 +71,7 @@ class Logins:
         self.broadcast = broadcast
         self.assembler = assembler
         self.membership = membership
-        self.rules = rules
+        self.keeper = keeper
         self.peers = peers
         self.counters = counters
         self.observers = observers
@@ -226,7 +227,7 @@ class Logins:
         if session.account and self.store is not None:
             d = self.store.memberships(key)
             d.addCallback(
-                self.membership.rejoin, session, self.limits.rooms_per_connection, self.rules.refusal
+                self.membership.rejoin, session, self.limits.rooms_per_connection, self.keeper.refusal
             )
             d.addErrback(lambda f: log.failure("could not read {nick}'s rooms", f, nick=session.nick))
             d.addCallback(lambda _: self._start(session, connection))
@@ -239,7 +240,7 @@ class Logins:
         connection: Connection,
         version: int,
         key: str,
-        record: dict[str, Any],
+        record: SessionRecord,
         rooms: list[tuple[str, str]],
     ) -> Session | None:
         """A session another node had, resumed here: in its rooms without a
@@ -247,12 +248,12 @@ class Logins:
         if self.registry.pending.get(connection.id) is not connection:
             return None
         now = self.clock.seconds()
-        session = self.registry.register(connection, record["nick"], key, now, id=record["id"])
+        session = self.registry.register(connection, record.nick, key, now, id=record.id)
         session.version = version
-        session.account = bool(record.get("account"))
+        session.account = record.account
         # An admin's session is one on every node; no other session becomes
         # one by moving (docs/protocol.md 15.7), whatever this node last read.
-        session.admin = bool(record.get("admin")) and self.is_admin(key, session.account)
+        session.admin = record.admin and self.is_admin(key, session.account)
         self.broadcast.event(both(codec.Pending(connection.id, "gone")))
         targets: list[ChatRoom] = []
         for _, name in rooms[: self.limits.rooms_per_connection]:
@@ -265,12 +266,7 @@ class Logins:
             for room in targets:
                 if connection.session is not session:
                     return
-                stand_in = room.members.get(session.id)
-                if stand_in is not None and stand_in is not session:
-                    room.remove(stand_in)
-                    self.peers.forget(stand_in)
-                room.add(session)
-                session.marks.setdefault(room.key, room.last_seq)
+                self.membership.arrive(session, room)
             self._start(session, connection)
 
         gatherResults([room.ready for room in targets if not room.ready.called]).addCallback(enter)
@@ -315,9 +311,7 @@ class Logins:
             self.counters.disconnects["replaced"] += 1
             connection.disconnect("replaced")
         stand_in = self.peers.stand_in(session.id, session.nick, session.key, session.account)
-        for room in list(session.rooms.values()):
-            room.remove(session)
-            room.add(stand_in)
+        self.membership.depart(session, stand_in)
         log.info("{nick} ({id}) resumed on another node", nick=session.nick, id=session.id)
         self.observers.notify("left", session.id, nick=session.nick, reason="resumed elsewhere")
 

@@ -226,6 +226,43 @@ class Membership:
         self.drop_if_empty(room)
         return event, then
 
+    # -- sessions moving between nodes: no JOINED, no LEFT ------------------------------
+
+    def seat(self, room: ChatRoom, member: Session) -> None:
+        """A member elsewhere that the room's snapshot says is in it."""
+        if member.id not in room.members:
+            room.add(member)
+
+    def unseat(self, room: ChatRoom) -> None:
+        """The room is gone here: its members elsewhere are forgotten with it."""
+        for member in list(room.members.values()):
+            if member.connection is None:
+                room.remove(member)
+                self.peers.forget(member)
+
+    def arrive(self, session: Session, room: ChatRoom) -> None:
+        """A session resumed here from another node takes its stand-in's
+        place in ``room`` (it never left it)."""
+        stand_in = room.members.get(session.id)
+        if stand_in is not None and stand_in is not session:
+            room.remove(stand_in)
+            self.peers.forget(stand_in)
+        room.add(session)
+        session.marks.setdefault(room.key, room.last_seq)
+
+    def depart(self, session: Session, stand_in: Session) -> None:
+        """A session of ours resumed on another node: ``stand_in`` takes its
+        place in each of its rooms (it never left them)."""
+        for room in list(session.rooms.values()):
+            room.remove(session)
+            room.add(stand_in)
+
+    def clear(self) -> None:
+        """Nobody is in any room any more: the server is shutting down."""
+        for room in self.directory.rooms.values():
+            room.members.clear()
+            room.peers.clear()
+
     # -- what a member's devices receive -------------------------------------------------
 
     def when_ready(self, rooms: list[ChatRoom], call: Callable[[], None]) -> None:

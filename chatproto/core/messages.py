@@ -50,7 +50,7 @@ class Messages:
         peers: Peers,
         counters: Counters,
         observers: Observers,
-        written: Callable[[], None],
+        drop_slow_consumers: Callable[[], None],
     ) -> None:
         self.clock = clock
         self.limits = limits
@@ -63,7 +63,7 @@ class Messages:
         self.peers = peers
         self.counters = counters
         self.observers = observers
-        self.written = written  # after writing outside the broadcast: slow consumers go
+        self.drop_slow_consumers = drop_slow_consumers  # after writing outside the broadcast
 
     def say(self, connection: Connection, text: str, ref: str | None, room: str | None = None) -> None:
         session = logged_in(connection)
@@ -110,7 +110,7 @@ class Messages:
                 connection.send(
                     codec.Private(private.ts, private.sender, private.to, private.text, packet.ref)
                 )
-            self.written()
+            self.drop_slow_consumers()
 
         self.broadcast.after_all(send)
         return succeed(None)

@@ -61,7 +61,7 @@ class Moderation:
         membership: Membership,
         messages: Messages,
         logins: Logins,
-        rules: RuleKeeper,
+        keeper: RuleKeeper,
         peers: Peers,
     ) -> None:
         self.clock = clock
@@ -75,7 +75,7 @@ class Moderation:
         self.membership = membership
         self.messages = messages
         self.logins = logins
-        self.rules = rules
+        self.keeper = keeper
         self.peers = peers
 
     # -- room operators ------------------------------------------------------------
@@ -140,7 +140,7 @@ class Moderation:
             raise ProtocolError(ErrorCode.NOT_PERMITTED, "a server admin can't be kicked by an operator")
         if member.key in room.rules.invites:  # kicked out is not invited back in
             room.rules.invites.discard(member.key)
-            self.rules.save(room)
+            self.keeper.save(room)
         action = {"op": "kick", "target": member.nick, "reason": reason}
         self._record(connection, session, room, action, _said(f"kicked {member.nick}", reason), packet.ref)
         self.membership.remove(member, room, "kicked", reason)
@@ -161,7 +161,7 @@ class Moderation:
         room.rules.bans[key] = Ban(key, session.nick, self.clock.seconds(), reason)
         room.rules.ops.discard(key)
         room.rules.invites.discard(key)
-        self.rules.save(room)
+        self.keeper.save(room)
         shown = member.nick if member is not None else target
         action = {"op": "ban", "target": shown, "reason": reason}
         self._record(connection, session, room, action, _said(f"banned {shown}", reason), packet.ref)
@@ -179,7 +179,7 @@ class Moderation:
     ) -> None:
         if room.rules.bans.pop(nick_key(target), None) is None:
             raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"{target!r} is not banned from {room.name!r}")
-        self.rules.save(room)
+        self.keeper.save(room)
         action = {"op": "unban", "target": target, "reason": reason}
         self._record(connection, session, room, action, _said(f"unbanned {target}", reason), packet.ref)
 
@@ -195,10 +195,10 @@ class Moderation:
         member = self._member(room, target)
         if member.account:
             room.rules.ops.add(member.key)
-            self.rules.save(room)
+            self.keeper.save(room)
         else:
             room.rules.guest_ops.add(member.id)
-            self.rules.save(room, stored=False)
+            self.keeper.save(room, stored=False)
         room.refresh(member)
         action = {"op": "op", "target": member.nick, "reason": reason}
         self._record(connection, session, room, action, f"made {member.nick} an operator", packet.ref)
@@ -221,7 +221,7 @@ class Moderation:
         if member is not None:
             room.rules.guest_ops.discard(member.id)
             room.refresh(member)
-        self.rules.save(room)
+        self.keeper.save(room)
         shown = member.nick if member is not None else target
         action = {"op": "deop", "target": shown, "reason": reason}
         self._record(connection, session, room, action, f"took operator status from {shown}", packet.ref)
@@ -237,7 +237,7 @@ class Moderation:
     ) -> None:
         key = nick_key(target)
         room.rules.invites.add(key)
-        self.rules.save(room)
+        self.keeper.save(room)
         invitee = self.registry.held(key)
         shown = invitee.nick if invitee is not None else target
         action = {"op": "invite", "target": shown, "reason": reason}
@@ -265,7 +265,7 @@ class Moderation:
         if packet.invite_only is not None:
             rules.invite_only = packet.invite_only
             said.append("made the room invite-only" if packet.invite_only else "opened the room to everyone")
-        self.rules.save(room)
+        self.keeper.save(room)
         action = {"op": "mode", "topic_lock": packet.topic_lock, "invite_only": packet.invite_only}
         self._record(connection, session, room, action, " and ".join(said), packet.ref)
 

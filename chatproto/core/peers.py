@@ -5,7 +5,9 @@ The core asks its :class:`Peers` wherever another node might have a say
 someone elsewhere, the rooms listed elsewhere) and hands them each flushed
 batch. A single server's :class:`SingleNode` answers at once, with the same
 kind of value a cluster node answers with later, so the core never asks
-which mode it is in. The cluster node is :mod:`chatproto.cluster`.
+which mode it is in. (A single server has no members elsewhere, so it is
+never asked for a stand-in of one.) The cluster node is
+:mod:`chatproto.cluster`.
 """
 
 from __future__ import annotations
@@ -14,28 +16,29 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.logger import Logger
 
 from chatproto import codec
 from chatproto.backends.accounts import AccountStore
 from chatproto.backends.eventlog import EventLog
 from chatproto.core.connection import Session
-from chatproto.core.records import Record
+from chatproto.core.records import Record, SessionRecord
 from chatproto.core.rooms import ChatRoom, Directory, load_rules, preload
 
 if TYPE_CHECKING:
     from chatproto.core.broadcast import Flushed
 
-log = Logger()
-
 #: A session resumed from another node: its record, and its rooms as (key, name).
-Resumed = tuple[dict[str, Any], list[tuple[str, str]]]
+Resumed = tuple[SessionRecord, list[tuple[str, str]]]
 
 
 class Inbound(Protocol):
     """What another node's changes are applied to (the core's side, :mod:`chatproto.core.inbound`)."""
 
     def renumber(self, base: int) -> None: ...
+
+    def seat(self, room: ChatRoom, member: Session) -> None: ...
+
+    def unseat(self, room: ChatRoom) -> None: ...
 
     def room(self, key: str) -> ChatRoom | None: ...
 

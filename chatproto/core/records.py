@@ -119,6 +119,47 @@ def message_entry(draft: Draft) -> dict[str, Any]:
     return {"t": "m", "d": codec.draft_json(draft)}
 
 
+# -- a session, as any node finds it -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """Where a session is and what it may do: what another node needs to
+    resume it (its devices' tokens) or to whisper to it (its node)."""
+
+    node: str
+    id: int
+    nick: str
+    version: int
+    account: bool
+    admin: bool  # rights come only with a login that gave them
+    tokens: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "id": self.id,
+            "nick": self.nick,
+            "version": self.version,
+            "account": self.account,
+            "admin": self.admin,
+            "tokens": list(self.tokens),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SessionRecord:
+        """A record as stored; one an older node saved has no admin mark, so no rights."""
+        return cls(
+            data["node"],
+            data["id"],
+            data["nick"],
+            data["version"],
+            bool(data.get("account")),
+            bool(data.get("admin")),
+            tuple(data["tokens"]),
+        )
+
+
 # -- one node's inbox --------------------------------------------------------------
 
 

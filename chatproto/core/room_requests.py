@@ -39,7 +39,7 @@ class RoomRequests:
         directory: Directory,
         broadcast: Broadcast,
         membership: Membership,
-        rules: RuleKeeper,
+        keeper: RuleKeeper,
         peers: Peers,
         observers: Observers,
     ) -> None:
@@ -49,7 +49,7 @@ class RoomRequests:
         self.directory = directory
         self.broadcast = broadcast
         self.membership = membership
-        self.rules = rules
+        self.keeper = keeper
         self.peers = peers
         self.observers = observers
 
@@ -91,11 +91,11 @@ class RoomRequests:
     def _join_ready(self, connection: Connection, session: Session, room: ChatRoom, ref: str | None) -> None:
         if connection.session is not session or session.rooms.get(room.key) is room:
             return
-        refusal = self.rules.refusal(session, room)
+        refusal = self.keeper.refusal(session, room)
         if refusal is not None:
             self.directory.drop_if_empty(room)
             raise refusal
-        self.rules.claim(session, room)
+        self.keeper.claim(session, room)
         self.membership.enter(session, room)
         self.membership.remember(session, room)
         self.membership.when_ready(
@@ -122,7 +122,7 @@ class RoomRequests:
             d = self.eventlog.set_topic(room.key, room.topic)
             d.addErrback(lambda f: log.failure("could not store room {room}'s topic", f, room=room.name))
         elif room.rules.kept:  # kept with its rules, as long as they are
-            self.rules.keep(room)
+            self.keeper.keep(room)
         changed = codec.TopicChanged(room.name, text, session.nick, now)
         own = codec.TopicChanged(room.name, text, session.nick, now, packet.ref)
         record = TopicSet(room.name, text, session.nick, now)

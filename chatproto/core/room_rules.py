@@ -1,9 +1,9 @@
-"""Who runs a room and who may come in: the rules' one keeper.
+"""Who runs a room and who may come in: the check at the door, the first
+member's claim, and how a change of the rules is kept and shared.
 
-A room's rules change by moderation, by its first member's claim and by an
-account registering or going; each change is stored (what a restart keeps)
-and put in the room's order as a :class:`~chatproto.core.records.RulesSet`,
-which other nodes of a cluster apply.
+Moderation and accounts change a room's rules; :meth:`RuleKeeper.save`
+then stores them (what a restart keeps) and puts them in the room's order
+as a :class:`~chatproto.core.records.RulesSet`, which other nodes apply.
 """
 
 from __future__ import annotations

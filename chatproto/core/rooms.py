@@ -218,7 +218,7 @@ class Directory:
         self.source.dropped(room)
         return True
 
-    def remember(self, stored: list[Any]) -> None:
+    def add_recent(self, stored: list[Any]) -> None:
         """Messages just stored: each room keeps its newest for its next joiner."""
         rooms = self.rooms
         for item in stored:
