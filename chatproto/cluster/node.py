@@ -51,11 +51,20 @@ ID_BITS = 32
 
 
 class _Pending:
-    __slots__ = ("flushed", "remaining")
+    """A batch of ours on its way through the streams: answered for once the
+    store has numbered its messages and its entries have come back."""
+
+    __slots__ = ("done", "flushed", "messages", "remaining")
 
     def __init__(self, flushed: Flushed, remaining: int) -> None:
         self.flushed = flushed
-        self.remaining = remaining
+        self.remaining = remaining  # entries not read back yet
+        self.messages: list[Message] | None = None  # once numbered
+        self.done: Deferred[list[Message]] = Deferred()
+
+    def settle(self) -> None:
+        if not self.remaining and self.messages is not None and not self.done.called:
+            self.done.callback(self.messages)
 
 
 def _in_order(item: Item) -> bool:
@@ -194,36 +203,37 @@ class ClusterNode:
             return None
         self._batches += 1
         number = self._batches
-        self._pending[number] = _Pending(flushed, count)
-        flushed.reached = False
+        pending = self._pending[number] = _Pending(flushed, count)
         sent = self.store.client.up  # else the call fails unsent
         d = self.store.append(self.node, number, [(k, names[k], e) for k, e in rooms.items()])
-        return d.addCallbacks(
+        d.addCallbacks(
             self._numbered_messages,
             self._append_failed,
-            callbackArgs=(flushed, list(rooms)),
-            errbackArgs=(number, flushed, sent),
+            callbackArgs=(pending, list(rooms)),
+            errbackArgs=(number, pending, sent),
         )
+        return pending.done
 
-    def _numbered_messages(self, seqs: list[list[int]], flushed: Flushed, rooms: list[str]) -> list[Message]:
+    def _numbered_messages(self, seqs: list[list[int]], pending: _Pending, rooms: list[str]) -> None:
         """The batch's messages with the seqs the store gave them (each room's
         in order; ``rooms`` in the order they were appended)."""
         numbers = {room: iter([seq for seq in got if seq]) for room, got in zip(rooms, seqs, strict=True)}
-        return [
+        pending.messages = [
             Message(next(numbers[item.channel]), d.ts, d.sender, d.text, None, d.action)
-            for item in flushed.said
+            for item in pending.flushed.said
             for d in (item.draft,)
         ]
+        pending.settle()
 
-    def _append_failed(self, failure: Failure, number: int, flushed: Flushed, sent: bool) -> Failure:
+    def _append_failed(self, failure: Failure, number: int, pending: _Pending, sent: bool) -> None:
         """Nothing is acknowledged; whatever of it reached the stream anyway
         is delivered as if another node had written it."""
         self._pending.pop(number, None)
         if sent:  # the store may have run it, its answer lost; unsent, it can't have
             self._refused.add(number)
-        flushed.reached = True
         log.warn("the cluster store refused a batch: {error}", error=failure.value)
-        return Failure(StoreError(f"the cluster store is unavailable: {failure.value}"))
+        if not pending.done.called:
+            pending.done.errback(StoreError(f"the cluster store is unavailable: {failure.value}"))
 
     def delivered(self, flushed: Flushed) -> None:
         """Broadcast: a local batch went out; what waited behind it in its rooms may follow."""
@@ -237,16 +247,18 @@ class ClusterNode:
 
     def _read(self, room: str, entries: list[Entry]) -> None:
         held = self._held.setdefault(room, deque())
+        back: list[_Pending] = []
         for entry in entries:
             if entry.node == self.node:
                 pending = self._pending.get(entry.batch)
                 if pending is not None:
                     pending.remaining -= 1
                     if pending.remaining == 0:
-                        pending.flushed.reached = True
+                        back.append(pending)
             held.append(entry)
         self._release()  # others' entries first, up to our own first one...
-        self._core().deliver_ready()  # ...then ours (each releases what follows it)
+        for pending in back:
+            pending.settle()  # ...then ours (each releases what follows it once delivered)
 
     def _release(self) -> None:
         """Deliver other nodes' entries up to this node's first undelivered one, room by room."""

@@ -122,11 +122,10 @@ Item = Event | Said
 class Flushed:
     """A batch on its way: waiting for the log, then delivered."""
 
-    __slots__ = ("after", "batch", "outcome", "owned", "reached", "said", "starts")
+    __slots__ = ("after", "batch", "outcome", "owned", "said", "starts")
 
     def __init__(self, batch: list[Item], starts: dict[tuple[str, Connection], int]) -> None:
         self.batch = batch
-        self.reached = True  # in a cluster: false until its entries are read back
         self.starts = starts
         self.said = [item for item in batch if type(item) is Said]
         # whether any sender gets a copy of its own (with its ref)
@@ -288,13 +287,13 @@ class Broadcast:
         self.deliver_ready()
 
     def deliver_ready(self) -> None:
-        """Deliver, in order, the batches the log has answered for (and, in a
-        cluster, whose entries have been read back)."""
+        """Deliver, in order, the batches the log or the other nodes' order
+        has answered for."""
         if self._delivering:
             return  # a call made during delivery flushed: the loop below takes it
         self._delivering = True
         try:
-            while self._queue and self._queue[0].outcome is not None and self._queue[0].reached:
+            while self._queue and self._queue[0].outcome is not None:
                 flushed = self._queue.popleft()
                 try:
                     self._deliver(flushed)

@@ -91,9 +91,6 @@ class Inbound:
         """Other nodes' items, already stored: to the rooms' recipients now."""
         self.broadcast.deliver_now(items, messages)
 
-    def deliver_ready(self) -> None:
-        self.broadcast.deliver_ready()
-
     def after_all(self, call: Callable[[], None]) -> None:
         self.broadcast.after_all(call)
 
