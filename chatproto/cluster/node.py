@@ -326,7 +326,7 @@ class ClusterNode:
                     core.whispered(note.private)
                 elif isinstance(note, records.Moved):
                     core.moved(note.key)
-                else:
+                elif isinstance(note, records.BansChanged):
                     core.reload_bans().addErrback(lambda f: log.failure("could not read the bans", f))
             except Exception:
                 log.failure("a cluster message failed: {message}", message=message)

@@ -199,8 +199,9 @@ class BansChanged:
 Note = Whispered | Moved | BansChanged
 
 
-def read_note(message: dict[str, Any]) -> Note:
-    """An inbox message as its class; KeyError or TypeError if malformed."""
+def read_note(message: dict[str, Any]) -> Note | None:
+    """An inbox message as its class; None for a kind this node doesn't know
+    (a newer node's), KeyError or TypeError if malformed."""
     kind = message["kind"]
     if kind == Whispered.kind:
         return Whispered(codec.Private(**message["private"]))
@@ -208,4 +209,4 @@ def read_note(message: dict[str, Any]) -> Note:
         return Moved(message["key"])
     if kind == BansChanged.kind:
         return BansChanged()
-    raise KeyError(kind)
+    return None
