@@ -73,8 +73,9 @@ class ChatTransport(Consumer, Protocol):
 
 
 def chat_transport(transport: ITransport | None) -> ChatTransport:
-    """A connected protocol's transport as what chat uses of it (see
-    :class:`ChatTransport`, which says why this is no cast in disguise)."""
+    """A connected protocol's transport as what chat uses of it: the one
+    cast of the transports, for the gap in Twisted's types that
+    :class:`ChatTransport` describes."""
     assert transport is not None, "not connected yet"
     return cast(ChatTransport, transport)
 
