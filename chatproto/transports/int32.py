@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
 
 from chatproto import codec
@@ -112,12 +113,12 @@ class ChatFactory(Factory):
     """Builds a ``protocol`` per connection, all sharing one hub."""
 
     noisy = False  # the listener logs its own address
-    protocol = ChatProtocol
+    protocol: type[Framing] = ChatProtocol
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
-    def buildProtocol(self, addr) -> Framing:
+    def buildProtocol(self, addr: IAddress | None) -> Framing:
         protocol = self.protocol(self.hub)
         protocol.factory = self
         return protocol

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from chatproto import __version__, codec
 from chatproto.codec import ACTION_PREFIX, ErrorCode, PacketType, ProtocolError
 from chatproto.core.budget import REFUSAL
+from chatproto.core.connection import logged_in
 from chatproto.core.hub import Hub
 from chatproto.core.rooms import RoomRules, kept_rules
 from chatproto.rules import nick_key
@@ -318,13 +319,11 @@ class IrcConnection(Framing):
         "username",
     )
 
-    wire = None  # one per set of capabilities: the connection's changes with CAP REQ
-
     def __init__(self, hub: Hub) -> None:
-        super().__init__(hub)
         self.server = server_name(hub.name)
         self.caps: frozenset[str] = frozenset()
-        self.connection.wire = wire_for(self.server, self.caps)
+        # One wire per set of capabilities: the connection's changes with CAP REQ.
+        super().__init__(hub, wire_for(self.server, self.caps))
         self._lines = b""
         self.irc_name = "*"  # the nick this client knows itself by
         self.username: str | None = None
@@ -416,8 +415,15 @@ class IrcConnection(Framing):
 
     # -- lines out -------------------------------------------------------------------
 
-    def write_line(self, *args, **kwargs) -> None:
+    def write_line(self, *args: Any, **kwargs: Any) -> None:
         self.connection.outbox.write(line(*args, **kwargs).encode("utf-8"))
+
+    @property
+    def irc_wire(self) -> IrcWire:
+        """The connection's wire, which is always an IrcWire (:func:`wire_for`)."""
+        wire = self.connection.wire
+        assert isinstance(wire, IrcWire), wire
+        return wire
 
     @property
     def target(self) -> str:
@@ -442,7 +448,7 @@ class IrcConnection(Framing):
         else:
             self.connection.outbox.write(data)
 
-    def render(self, packet) -> None:
+    def render(self, packet: Any) -> None:
         """A packet for this connection alone: rendered with its state, or
         as the wire renders it, or not at all (NOT_SHOWN)."""
         render = _BY_CONNECTION.get(type(packet))
@@ -551,9 +557,9 @@ class IrcConnection(Framing):
         self._numeric("903", "SASL authentication successful")
 
     def _sasl_failed(self, failure: Failure) -> None:
-        if failure.trap(ProtocolError, CancelledError) is CancelledError:
-            return  # gone while the password was checked
-        self._numeric("904", f"SASL authentication failed: {failure.value.message}")
+        failure.trap(ProtocolError, CancelledError)  # anything else goes on down the errbacks
+        if isinstance(failure.value, ProtocolError):  # else cancelled: gone while the password was checked
+            self._numeric("904", f"SASL authentication failed: {failure.value.message}")
 
     def _try_login(self) -> None:
         if self.connection.state == CONNECTED or self.negotiating:
@@ -585,8 +591,8 @@ class IrcConnection(Framing):
             self._numeric("461", "JOIN", "Not enough parameters")
             return
         if params[0] == "0":
-            for name in list(self.connection.session.rooms.values()):
-                self._packet(codec.Part(name.name, None, ref=f"PART {channel(name.name)}"))
+            for room in list(logged_in(self.connection).rooms.values()):
+                self._packet(codec.Part(room.name, None, ref=f"PART {channel(room.name)}"))
             return
         for name in params[0].split(","):
             try:
@@ -711,7 +717,7 @@ class IrcConnection(Framing):
                 self._numeric("221", "+i")
             elif set(params[1]) <= set("+-i"):
                 # Everyone is +i here already; clients wait for this answer.
-                self.write_line(user(self.connection.session.nick), "MODE", self.irc_name, params[1])
+                self.write_line(user(logged_in(self.connection).nick), "MODE", self.irc_name, params[1])
             else:
                 self._numeric("501", "Unknown MODE flag: only +i")
             return
@@ -781,8 +787,11 @@ class IrcConnection(Framing):
                 op = {"o": "op", "b": "ban"}[letter] if sign == "+" else {"o": "deop", "b": "unban"}[letter]
                 self._packet(codec.Moderate(room, op, nick, None, ref=ref))
             elif letter in "it":
-                flag = {"i": "invite_only", "t": "topic_lock"}[letter]
-                self._packet(codec.Moderate(room, "mode", ref=ref, **{flag: sign == "+"}))
+                on = sign == "+"
+                if letter == "i":
+                    self._packet(codec.Moderate(room, "mode", ref=ref, invite_only=on))
+                else:
+                    self._packet(codec.Moderate(room, "mode", ref=ref, topic_lock=on))
             else:
                 self._numeric("472", letter, "is an unknown mode char to me")
 
@@ -861,7 +870,9 @@ class IrcConnection(Framing):
 
     def _room_state(self, state: codec.RoomState) -> None:
         name = channel(state.room)
-        self.write_line(user(self.connection.session.nick), "JOIN", name)
+        session = self.connection.session
+        assert session is not None, "a ROOM comes only to a logged-in connection"
+        self.write_line(user(session.nick), "JOIN", name)
         room = self.connection.hub.room_for(state.room)
         if room is not None:
             self._topic_numerics(room)
@@ -900,17 +911,17 @@ class IrcConnection(Framing):
             self._notice(f"{error.message} ({error.code})")
 
     def _history(self, page: codec.HistoryPage) -> None:
+        assert page.room is not None, "IRC's CHATHISTORY always names its room"
         name = channel(page.room)
-        batched = "batch" in self.caps
-        batch = f"h{next(_BATCHES)}" if batched else None
-        if batched:
+        batch = f"h{next(_BATCHES)}" if "batch" in self.caps else None
+        if batch is not None:
             self.write_line(self.server, "BATCH", "+" + batch, "chathistory", name)
         for message in page.messages:
             body = {"from": message.sender, "text": message.text, "ts": message.ts, "seq": message.seq}
             if message.action:
                 body["action"] = message.action
-            self.connection.outbox.write(self.connection.wire.privmsg(body, name, batch).encode("utf-8"))
-        if batched:
+            self.connection.outbox.write(self.irc_wire.privmsg(body, name, batch).encode("utf-8"))
+        if batch is not None:
             self.write_line(self.server, "BATCH", "-" + batch)
 
     def _rooms(self, rooms: codec.RoomList) -> None:
@@ -920,10 +931,11 @@ class IrcConnection(Framing):
         self._numeric("323", "End of /LIST")
 
     def _private(self, private: codec.Private) -> None:
-        if private.ref is not None and not self.connection.wire.echo:
+        wire = self.irc_wire
+        if private.ref is not None and not wire.echo:
             return
         body = {"from": private.sender, "text": private.text, "ts": private.ts}
-        self.connection.outbox.write(self.connection.wire.privmsg(body, irc_nick(private.to)).encode("utf-8"))
+        self.connection.outbox.write(wire.privmsg(body, irc_nick(private.to)).encode("utf-8"))
 
     def _server_ping(self, ping: codec.ServerPing) -> None:
         self.write_line(None, "PING", ping.token or self.server)
@@ -974,7 +986,8 @@ _COMMANDS: dict[str, Callable] = {
 }
 _BEFORE_LOGIN = frozenset({"CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "PING", "PONG", "QUIT"})
 
-_BY_CONNECTION: dict[type, Callable] = {
+#: Packet classes (each with its TYPE) -> how the connection renders one.
+_BY_CONNECTION: dict[type[Any], Callable[[IrcConnection, Any], None]] = {
     codec.Welcome: IrcConnection._welcome,
     codec.RoomState: IrcConnection._room_state,
     codec.HistoryPage: IrcConnection._history,

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Generic, Protocol, TypeVar
 
 from twisted.internet import tcp
-from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.interfaces import IProducer, IPushProducer
 from zope.interface import implementer
 
 
-def _socket_of(transport):
+class Consumer(Protocol):
+    """What an outbox uses of its transport: ITransport's writes and close,
+    and IConsumer's producer registration (the outbox is its producer)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def writeSequence(self, data: Iterable[bytes]) -> None: ...
+
+    def loseConnection(self) -> None: ...
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None: ...
+
+    def unregisterProducer(self) -> None: ...
+
+
+#: Whose outbox it is, as its ``overflowed`` callback is told.
+_Owner = TypeVar("_Owner")
+
+
+def _socket_of(transport: object) -> socket.socket | None:
     """The socket to try first, for a plain TCP or Unix transport (not TLS,
     which must encrypt): sending at once costs one system call, where a
     buffered write costs Twisted two epoll changes and a reactor dispatch."""
@@ -25,7 +46,7 @@ def _buffered(transport) -> bool:
 
 
 @implementer(IPushProducer)
-class Outbox:
+class Outbox(Generic[_Owner]):
     """Writes straight to the transport while the peer keeps up.
 
     When the transport's buffer fills it pauses us (Twisted's producer API);
@@ -51,7 +72,7 @@ class Outbox:
     )
 
     def __init__(
-        self, transport: ITransport, sendq: int, overflowed: Callable[[object], None], owner
+        self, transport: Consumer, sendq: int, overflowed: Callable[[_Owner], None], owner: _Owner
     ) -> None:
         self.transport = transport
         self.sendq = sendq

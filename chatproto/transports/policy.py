@@ -18,10 +18,12 @@ check) or closing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITransport
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,7 +34,10 @@ from chatproto.core.commands import COMMANDS, Bucket, apply
 from chatproto.core.connection import Session, Wire
 from chatproto.core.timers import Deadline
 from chatproto.limits import TokenBucket
-from chatproto.transports.outbox import Outbox
+from chatproto.transports.outbox import Consumer, Outbox
+
+if TYPE_CHECKING:
+    from chatproto.core.hub import Hub
 
 log = Logger()
 
@@ -46,7 +51,36 @@ CLOSE_GRACE = 10.0
 PENDING, CONNECTED, CLOSING = "pending", "connected", "closing"
 
 
-def describe_address(address) -> str:
+class ChatTransport(Consumer, Protocol):
+    """What a chat connection uses of its transport: the outbox's (a
+    :class:`~chatproto.transports.outbox.Consumer`), ITCPTransport's
+    abortConnection and getPeer, and IPushProducer's pause and resume (the
+    fair share stops reading).
+
+    Twisted types a protocol's transport as ITransport alone; every one a
+    chat connection runs on is all of this: TCP, TLS over it, a Unix
+    socket, the PROXY wrapper (transports/proxied.py), an upgraded HTTP
+    connection, and StringTransport in tests.
+    """
+
+    def abortConnection(self) -> None: ...
+
+    def getPeer(self) -> IAddress: ...
+
+    def pauseProducing(self) -> None: ...
+
+    def resumeProducing(self) -> None: ...
+
+
+def chat_transport(transport: ITransport | None) -> ChatTransport:
+    """A connected protocol's transport as what chat uses of it: the one
+    cast of the transports, for the gap in Twisted's types that
+    :class:`ChatTransport` describes."""
+    assert transport is not None, "not connected yet"
+    return cast(ChatTransport, transport)
+
+
+def describe_address(address: object) -> str:
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     if host is None:
@@ -54,7 +88,7 @@ def describe_address(address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _no_delay(transport) -> None:
+def _no_delay(transport: object) -> None:
     """Chat is small packets that matter now: no Nagle delay on TCP (and TLS
     over it). One write per recipient per turn already batches what can be."""
     set_no_delay = getattr(transport, "setTcpNoDelay", None)
@@ -65,7 +99,7 @@ def _no_delay(transport) -> None:
             pass  # a Unix socket has no Nagle to turn off
 
 
-class Framing(Protocol):
+class Framing(TwistedProtocol):
     """A framing protocol: what its :class:`ConnectionPolicy` asks of it,
     with the defaults. Subclasses read units (``feed``, ``next_unit``,
     ``waiting``, ``handle``, ``read_done``) and may render packets their own
@@ -76,13 +110,15 @@ class Framing(Protocol):
     # too, so no instance dict is ever made.
     __slots__ = ("connected", "connection", "factory", "transport")
 
+    #: The wire of its connections (IRC's depends on the capabilities a
+    #: client asks for: it passes its own to ``__init__``).
     wire: Wire
 
-    def __init__(self, hub) -> None:
+    def __init__(self, hub: Hub, wire: Wire | None = None) -> None:
         self.transport = None
         self.connected = 0
         self.factory = None
-        self.connection = ConnectionPolicy(hub, self, self.wire)
+        self.connection = ConnectionPolicy(hub, self, self.wire if wire is None else wire)
 
     # -- Twisted ---------------------------------------------------------------------
 
@@ -92,7 +128,7 @@ class Framing(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.connection.read(data)
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connection.lost(reason)
 
     # -- reading: the policy's loop asks ------------------------------------------------
@@ -101,7 +137,7 @@ class Framing(Protocol):
         """Bytes that came (b"" when reading resumes)."""
         raise NotImplementedError
 
-    def next_unit(self):
+    def next_unit(self) -> Any:
         """The next whole unit (frame, line, event), or None until more bytes come."""
         raise NotImplementedError
 
@@ -109,7 +145,7 @@ class Framing(Protocol):
         """Whether more input waits behind the unit just taken."""
         raise NotImplementedError
 
-    def handle(self, unit) -> None:
+    def handle(self, unit: Any) -> None:
         """One unit: a packet for :meth:`ConnectionPolicy.payload` or
         :meth:`ConnectionPolicy.packetReceived`, or the framing's own."""
         raise NotImplementedError
@@ -123,7 +159,7 @@ class Framing(Protocol):
         """Ask the hub for a place: None, or the BYE reason it is refused with."""
         return self.connection.hub.accept(self.connection)
 
-    def render(self, packet) -> None:
+    def render(self, packet: Any) -> None:
         """One packet for this connection alone."""
         connection = self.connection
         connection.outbox.write(connection.wire.frame(codec.encode(packet)))
@@ -145,8 +181,10 @@ class Framing(Protocol):
 class ConnectionPolicy:
     """One connection's policy: what the hub sees as a Connection.
 
-    ``protocol`` is its framing; ``deliver`` is the outbox's own write (set
-    when the connection is made): a broadcast costs one call per recipient.
+    ``protocol`` is its framing; ``deliver`` is the outbox's own write: a
+    broadcast costs one call per recipient. The outbox, ``deliver`` and the
+    fair share's budget are set when the connection is made (they need its
+    transport and its time); nothing uses them before.
     """
 
     __slots__ = (
@@ -176,7 +214,12 @@ class ConnectionPolicy:
         "wire",
     )
 
-    def __init__(self, hub, protocol: Framing, wire: Wire) -> None:
+    # Slots set when the connection is made (``made``), not in ``__init__``.
+    outbox: Outbox[ConnectionPolicy]
+    deliver: Callable[[bytes], None]
+    _budget: Budget
+
+    def __init__(self, hub: Hub, protocol: Framing, wire: Wire) -> None:
         self.id = 0
         self.session: Session | None = None
         self.hub = hub
@@ -188,39 +231,49 @@ class ConnectionPolicy:
         self.MAX_LENGTH = min(hub.limits.pending_frame, hub.limits.max_frame)
         self.state = PENDING
         self.opened = 0.0
-        self.outbox: Outbox | None = None
-        self.deliver = None
         self._timer: Deadline | None = None
         self._last_heard = 0.0
         self._pinged = False  # a PING is out and nothing was heard since
         self._buckets: dict[str, TokenBucket] | None = None  # made at the first rate-limited packet
-        self._lost: list[Deferred] | None = None
+        self._lost: list[Deferred[None]] | None = None
         self._is_lost = False
-        self._budget: Budget | None = None
         self._handled = 0  # packets handled in this read (this reactor turn)
         self._throttle: IDelayedCall | None = None
-        self._authenticating: Deferred | None = None  # a password check: reading waits
+        self._authenticating: Deferred[Any] | None = None  # a password check: reading waits
         self._password_refusals = 0
         self.paused = False  # the read loop stops while set
         self._more_waiting = False  # input came after the unit being handled
 
     # -- what the hub calls (core.connection.Connection) -------------------------
 
-    def send(self, packet) -> None:
+    def send(self, packet: Any) -> None:
         self.protocol.render(packet)
+
+    # Connection (core/connection.py) lists host and address as attributes;
+    # here they are derived from the transport, never stored (a slot each
+    # would cost every connection), so setting one is refused, as for a
+    # property without a setter.
 
     @property
     def host(self) -> str:
         """The peer's IP address ("" for a Unix socket): what per-address limits count."""
         return self.protocol.host
 
+    @host.setter
+    def host(self, value: str) -> None:
+        raise AttributeError("a connection's host is its transport's")
+
     @property
     def address(self) -> str:
         """The peer's address, for the console and the log (derived, not stored)."""
         return self.protocol.address
 
+    @address.setter
+    def address(self, value: str) -> None:
+        raise AttributeError("a connection's address is its transport's")
+
     @property
-    def transport(self):
+    def transport(self) -> ITransport | None:
         """The framing's transport (what metrics ask: TLS or not)."""
         return self.protocol.transport
 
@@ -233,8 +286,8 @@ class ConnectionPolicy:
         knew). ``flush=False`` drops queued output (a slow consumer won't read it)."""
         self.close(self.wire.frame(codec.encode(codec.Bye(reason))), flush=flush, why=reason)
 
-    def closed(self) -> Deferred:
-        d: Deferred = Deferred()
+    def closed(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
         if self._is_lost:
             d.callback(None)
         else:
@@ -244,7 +297,7 @@ class ConnectionPolicy:
     def abort(self) -> None:
         """Drop the connection now, unsent output and all."""
         if not self._is_lost:
-            self.protocol.transport.abortConnection()
+            chat_transport(self.protocol.transport).abortConnection()
 
     # -- the framing's Twisted events --------------------------------------------------
 
@@ -253,7 +306,7 @@ class ConnectionPolicy:
         self.opened = self.clock.seconds()
         self._last_heard = self.opened
         limits = self.hub.limits
-        transport = self.protocol.transport
+        transport = chat_transport(self.protocol.transport)
         self._budget = Budget(limits.packet_rate, limits.packet_burst, self.opened)
         self.outbox = Outbox(transport, limits.sendq, self.hub.overflowed, self)
         self.deliver = self.outbox.write
@@ -318,7 +371,7 @@ class ConnectionPolicy:
             return
         self.packetReceived(packet)
 
-    def packetReceived(self, packet) -> None:
+    def packetReceived(self, packet: Any) -> None:
         """A well-formed client packet, however it was framed: its row of the
         command table (core/commands.py) checked and handled, within the
         connection's limits (IRC, which builds packets itself, calls this)."""
@@ -393,12 +446,12 @@ class ConnectionPolicy:
 
     def pauseProducing(self) -> None:
         self.paused = True
-        self.protocol.transport.pauseProducing()
+        chat_transport(self.protocol.transport).pauseProducing()
 
     def resumeProducing(self) -> None:
         """Read again, and handle what is buffered."""
         self.paused = False
-        self.protocol.transport.resumeProducing()
+        chat_transport(self.protocol.transport).resumeProducing()
         self.read(b"")
 
     def _unthrottle(self) -> None:
@@ -426,7 +479,7 @@ class ConnectionPolicy:
         d.addCallbacks(self._logged_in, self._login_failed, errbackArgs=(packet,))
         self.checking_password(d)
 
-    def checking_password(self, d: Deferred) -> None:
+    def checking_password(self, d: Deferred[Any]) -> None:
         """Nothing else is read while a password is checked; a connection
         that goes away meanwhile cancels the check (a hash still queued is
         dropped, not run for nobody)."""
@@ -435,7 +488,7 @@ class ConnectionPolicy:
         if self._authenticating is d:  # not over at once (a chained check counts too)
             self.pauseProducing()
 
-    def _authenticated(self, result):
+    def _authenticated(self, result: object) -> object:
         self._authenticating = None
         if self.paused and self._throttle is None and self.state != CLOSING:
             self.resumeProducing()
@@ -444,7 +497,7 @@ class ConnectionPolicy:
     def _login_failed(self, failure: Failure, packet: codec.Login) -> None:
         if failure.check(CancelledError):
             return  # the connection went away while its password was checked
-        if failure.check(ProtocolError):
+        if isinstance(failure.value, ProtocolError):
             self._login_refused(failure.value, packet)
         else:
             log.failure("connection {id}: login failed", failure, id=self.id)
@@ -517,7 +570,7 @@ class ConnectionPolicy:
 
     # -- refusing and closing ----------------------------------------------------------
 
-    def refused(self, e: ProtocolError, packet) -> None:
+    def refused(self, e: ProtocolError, packet: Any) -> None:
         """The ERROR for ``e``, with the packet's ref unless ``e`` has one."""
         ref = e.ref if e.ref is not None else getattr(packet, "ref", None)
         self.refuse(e.code, e.message, ref, e.retry_after)
@@ -534,7 +587,12 @@ class ConnectionPolicy:
         self.close(self.wire.frame(codec.encode(codec.Error(code, message, ref))), why=why or code)
 
     def close(
-        self, final: bytes | None, *, flush: bool = True, why: str = "", after: Deferred | None = None
+        self,
+        final: bytes | None,
+        *,
+        flush: bool = True,
+        why: str = "",
+        after: Deferred[None] | None = None,
     ) -> None:
         """Stop, and end the stream after ``final`` (a BYE or a fatal ERROR),
         once ``after`` (if given) has fired; ``why`` is its reason or code,

@@ -15,31 +15,44 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+    ITransport,
+)
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 from twisted.protocols.policies import WrappingFactory
+from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
+
+from chatproto.transports.policy import chat_transport
 
 #: The prefix of an endpoint string served this way.
 PREFIX = "proxy:"
 
 
+# A ProtocolWrapper is its wrapped protocol's transport (Twisted's says so
+# only at run time, with directlyProvides): declared here for the type checker.
+@implementer(ITransport)
 class ProxiedConnection(HAProxyProtocolWrapper):
     """The PROXY header first; the chat connection once it is read."""
 
-    _deadline = None
+    _deadline: IDelayedCall | None = None
 
-    def makeConnection(self, transport) -> None:
+    def makeConnection(self, transport: ITransport) -> None:
         """As a ProtocolWrapper does, except that the chat connection waits for the header."""
         directlyProvides(self, providedBy(transport))
         Protocol.makeConnection(self, transport)
         self.factory.registerProtocol(self)
         factory = self.factory
-        self._deadline = factory.clock.callLater(factory.deadline, self.transport.abortConnection)
+        self._deadline = factory.clock.callLater(factory.deadline, chat_transport(transport).abortConnection)
 
     def dataReceived(self, data: bytes) -> None:
         if self._proxyInfo is not None:
@@ -51,12 +64,12 @@ class ProxiedConnection(HAProxyProtocolWrapper):
             elif data[:5] == V1Parser.PROXYSTR:
                 self._parser = V1Parser()
             else:
-                self.transport.abortConnection()  # not a PROXY header: nothing to trust
+                chat_transport(self.transport).abortConnection()  # not a PROXY header: nothing to trust
                 return
         try:
             self._proxyInfo, rest = self._parser.feed(data)
         except InvalidProxyHeader:
-            self.transport.abortConnection()
+            chat_transport(self.transport).abortConnection()
             return
         if self._proxyInfo is None:
             return  # the header is not whole yet
@@ -65,11 +78,13 @@ class ProxiedConnection(HAProxyProtocolWrapper):
         if rest:
             self.wrappedProtocol.dataReceived(rest)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stop_deadline()
         if self._proxyInfo is None:  # never a chat connection
             self.factory.unregisterProtocol(self)
-            self.wrappedProtocol = None
+            # As ProtocolWrapper.connectionLost drops it, though Twisted types
+            # the attribute without None.
+            self.wrappedProtocol = None  # type: ignore[assignment]
             return
         super().connectionLost(reason)
 
@@ -82,7 +97,7 @@ class ProxiedConnection(HAProxyProtocolWrapper):
 class ProxiedFactory(WrappingFactory):
     protocol = ProxiedConnection
 
-    def __init__(self, wrapped, clock: IReactorTime, deadline: float) -> None:
+    def __init__(self, wrapped: IProtocolFactory, clock: IReactorTime, deadline: float) -> None:
         super().__init__(wrapped)
         self.clock = clock
         self.deadline = deadline
@@ -97,7 +112,7 @@ class ProxiedEndpoint:
         self.clock = clock
         self.deadline = deadline
 
-    def listen(self, factory) -> Deferred[IListeningPort]:
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         return self.wrapped.listen(ProxiedFactory(factory, self.clock, self.deadline))
 
 

@@ -11,7 +11,9 @@ listed. Every HTTP connection holds a place in ``--max-clients`` and
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
@@ -22,8 +24,8 @@ from twisted.web.static import File
 from chatproto.core.hub import Hub
 from chatproto.core.timers import Deadline
 from chatproto.transports.forwarded import TrustedProxies
-from chatproto.transports.policy import describe_address
-from chatproto.transports.websocket import ChatSocketResource
+from chatproto.transports.policy import chat_transport, describe_address
+from chatproto.transports.websocket import ChatSocketResource, WebSocketChatProtocol
 
 log = Logger()
 
@@ -89,16 +91,18 @@ class ChatChannel(HTTPChannel):
       from then on its bytes go to the chat connection (:meth:`hand_over`).
     """
 
+    site: WebSite  # set by the site that builds it (Site.buildProtocol)
     _host = ""
     _place = False  # holds a place in the limits
     _refused = False
     _deadline: Deadline | None = None
-    _handed_to = None  # the protocol a WebSocket upgrade handed the connection to
+    _handed_to: WebSocketChatProtocol | None = None  # what a WebSocket upgrade handed the connection to
 
     def connectionMade(self) -> None:
         super().connectionMade()
         hub = self.site.hub
-        peer = self.transport.getPeer()
+        transport = chat_transport(self.transport)
+        peer = transport.getPeer()
         self._host = getattr(peer, "host", "") or ""
         if self.site.proxies.trusted(self._host):
             self._host = ""  # a proxy of ours: its clients are counted once their requests name them
@@ -106,7 +110,7 @@ class ChatChannel(HTTPChannel):
         if refused is not None:
             self._refused = True
             hub.counters.disconnects[refused] += 1
-            self.transport.write(refusal(refused))
+            transport.write(refusal(refused))
             self.loseConnection()
             return
         self._place = True
@@ -132,13 +136,13 @@ class ChatChannel(HTTPChannel):
         place, self._place = self._place, False
         return place
 
-    def hand_over(self, protocol) -> None:
+    def hand_over(self, protocol: WebSocketChatProtocol) -> None:
         """After a WebSocket upgrade: the connection's bytes, and its end,
         go to ``protocol`` from now on (HTTP is done with it)."""
         self._handed_to = protocol
         protocol.makeConnection(self.transport)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._handed_to is not None:
             self._handed_to.connectionLost(reason)
             return
@@ -162,7 +166,7 @@ class ChatChannel(HTTPChannel):
         self._deadline = None
         log.info(
             "HTTP connection from {address}: no request answered within {t}s, closed",
-            address=describe_address(self.transport.getPeer()),
+            address=describe_address(chat_transport(self.transport).getPeer()),
             t=self.site.hub.limits.login_timeout,
         )
         self.timeoutConnection()  # Twisted's: close, and abort if that takes too long
@@ -172,7 +176,10 @@ class WebSite(Site):
     """A Site whose every answer gets :func:`security_headers`, on
     :class:`ChatChannel` connections."""
 
-    protocol = ChatChannel
+    # Twisted types HTTPFactory.protocol as the factory of its HTTP/2-
+    # negotiating wrapper (_GenericHTTPChannelProtocol) alone; a Site builds
+    # an HTTPChannel subclass given here just as well.
+    protocol = ChatChannel  # type: ignore[assignment]
 
     def __init__(self, resource: Resource, hub: Hub, proxies: TrustedProxies) -> None:
         # No idle timeout of Twisted's: ChatChannel's deadline replaces it.
@@ -185,7 +192,7 @@ class WebSite(Site):
         return super().getResourceFor(request)
 
 
-def web_site(hub: Hub, origins: list[str] = (), page: str = PAGE, trusted: list[str] = ()) -> Site:
+def web_site(hub: Hub, origins: Iterable[str] = (), page: str = PAGE, trusted: Iterable[str] = ()) -> Site:
     """The Site one ``--web`` endpoint serves. ``origins`` are other pages'
     origins allowed to open the WebSocket (``--web-origin``); ``trusted``
     the reverse proxies whose X-Forwarded-For names the client (``--trusted-proxy``)."""

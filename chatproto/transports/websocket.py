@@ -25,20 +25,29 @@ bytes are written to every WebSocket recipient, as for Int32.
 
 from __future__ import annotations
 
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
-from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    TextMessage,
+)
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
 from chatproto.codec import ErrorCode
 from chatproto.core.hub import Hub
 from chatproto.transports.forwarded import TrustedProxies
-from chatproto.transports.policy import CLOSING, Framing
+from chatproto.transports.policy import CLOSING, Framing, chat_transport
 
 log = Logger()
 
@@ -147,7 +156,7 @@ class WebSocketChatProtocol(Framing):
         # Past the handshake (the handshake's own, or a fresh one for tests).
         self._ws = ws if ws is not None else Connection(ConnectionType.SERVER)
         self._reserved = reserved  # its HTTP connection already holds its place in the limits
-        self._ahead = None  # the event parsed ahead, not yet handled
+        self._ahead: Event | None = None  # the event parsed ahead, not yet handled
         self._fragments: Fragments | None = None  # only while a message is fragmented
         self._reply: bytes | None = None  # the Close frame answering the peer's
         super().__init__(hub)
@@ -171,7 +180,7 @@ class WebSocketChatProtocol(Framing):
         if data:
             self._ws.receive_data(data)
 
-    def next_unit(self):
+    def next_unit(self) -> Event | None:
         event = self._ahead if self._ahead is not None else self._parse()
         if event is not None:
             self._ahead = self._parse()
@@ -184,34 +193,33 @@ class WebSocketChatProtocol(Framing):
         if self.connection.state == CLOSING:
             self._ahead = self._fragments = None
 
-    def _parse(self):
+    def _parse(self) -> Event | None:
         """wsproto's next event, or None until more bytes come."""
         for event in self._ws.events():
             return event
         return None
 
-    def handle(self, event) -> None:
-        kind = type(event)
+    def handle(self, event: Event) -> None:
         connection = self.connection
-        if kind is BytesMessage:
+        if type(event) is BytesMessage:
             self._message(event)
-        elif kind is Ping:
+        elif type(event) is Ping:
             # Behind whatever is queued, counted against sendq like any output.
             connection.outbox.write(ws_frame(bytes(event.payload), PONG))
             connection.charge(FRAME_UNITS)
-        elif kind is Pong:
+        elif type(event) is Pong:
             connection.charge(FRAME_UNITS)
-        elif kind is TextMessage:
+        elif type(event) is TextMessage:
             log.info("connection {id}: a text message, closed", id=connection.id)
             connection.fatal(ErrorCode.BAD_PACKET, "binary messages only: one packet each", why="text_frame")
-        elif kind is CloseConnection:
+        elif type(event) is CloseConnection:
             self._peer_closed(event)
 
     def _message(self, event: BytesMessage) -> None:
         """A binary frame, or the part of one that has come: a packet once
         its message is complete, within MAX_LENGTH (1009 past it)."""
         connection = self.connection
-        data = event.data
+        data = bytes(event.data)  # bytes already (wsproto's type says bytearray too): not copied
         fragments = self._fragments
         if fragments is None and event.message_finished:  # the usual: one frame, one read
             if len(data) > connection.MAX_LENGTH:
@@ -249,7 +257,7 @@ class WebSocketChatProtocol(Framing):
         code = CLOSE_CODES.get(why, POLICY if why else NORMAL)
         return (final or b"") + close_frame(code, why)
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._ahead = self._fragments = None
         super().connectionLost(reason)
 
@@ -275,7 +283,9 @@ class ChatSocketResource(Resource):
         self.origins = origins
         self.proxies = proxies if proxies is not None else TrustedProxies()
 
-    def render_GET(self, request: Request):
+    def render_GET(self, request: Request) -> bytes | int:
+        from chatproto.transports.web import ChatChannel  # web.py imports this module
+
         origin = request.getHeader("origin")
         if origin is not None and not self.allowed(origin, request):
             log.info("WebSocket from origin {origin} refused", origin=origin)
@@ -285,7 +295,7 @@ class ChatSocketResource(Resource):
         if (request.getHeader("upgrade") or "").lower() != "websocket":
             return self._why(request)
         channel = request.channel
-        if getattr(channel, "hand_over", None) is None:  # not web.ChatChannel: can't pass the bytes on
+        if not isinstance(channel, ChatChannel):  # can't pass the bytes on
             return _negotiation_error(request)
         handshake = H11Handshake(ConnectionType.SERVER)
         headers = [
@@ -299,9 +309,9 @@ class ChatSocketResource(Resource):
         accept = handshake.send(AcceptConnection())
         # The HTTP connection's place in the limits passes to the chat
         # connection (web.ChatChannel); its request deadline ends here.
-        upgraded = getattr(channel, "upgraded", None)
-        reserved = upgraded() if upgraded else False
-        peer = getattr(channel.transport.getPeer(), "host", "") or ""
+        reserved = channel.upgraded()
+        transport = chat_transport(channel.transport)
+        peer = getattr(transport.getPeer(), "host", "") or ""
         client = self.proxies.client(peer, request.getHeader("x-forwarded-for"))
         if client != peer and reserved:
             # Counted under no address while the proxy spoke; the client's own
@@ -311,7 +321,6 @@ class ChatSocketResource(Resource):
         protocol = WebSocketChatProtocol(
             self.hub, handshake.connection, reserved, client if client != peer else None
         )
-        transport = channel.transport
         transport.unregisterProducer()  # the HTTP channel's; the outbox takes its place
         transport.write(accept)  # before anything the connection says (a refusal's BYE)
         channel.hand_over(protocol)  # from now on the channel's bytes go to the protocol
@@ -321,7 +330,7 @@ class ChatSocketResource(Resource):
         """A plain GET of ``/ws``: the page asks why its WebSocket was refused
         at the door (a browser shows the script only a 1006). 503 and the
         reason if a connection from here would be refused now; else 426."""
-        peer = getattr(request.channel.transport.getPeer(), "host", "") or ""
+        peer = getattr(chat_transport(request.channel.transport).getPeer(), "host", "") or ""
         reason = self.hub.door(self.proxies.client(peer, request.getHeader("x-forwarded-for")))
         request.setHeader("content-type", "text/plain; charset=utf-8")
         request.setHeader("cache-control", "no-store")
