@@ -8,6 +8,7 @@ as a :class:`~chatproto.core.records.RulesSet`, which other nodes apply.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -16,7 +17,7 @@ from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.broadcast import Broadcast, Event
 from chatproto.core.connection import Session
 from chatproto.core.records import RulesSet
-from chatproto.core.rooms import ChatRoom
+from chatproto.core.rooms import ChatRoom, RoomRules, kept_rules
 
 log = Logger()
 
@@ -62,6 +63,13 @@ class RuleKeeper:
             self.keep(room)
         record = RulesSet(room.name, room.rules.to_json(), tuple(sorted(room.rules.guest_ops)))
         self.broadcast.event(Event(room.key, None, None, record=record))
+
+    def kept(self, key: str) -> Deferred[RoomRules | None]:
+        """The rules an empty room keeps (docs/protocol.md 14.2), or None:
+        what its next JOIN is judged by."""
+        if self.store is None:
+            return succeed(None)
+        return self.store.rules(key).addCallback(kept_rules, False)
 
     def keep(self, room: ChatRoom) -> None:
         """Store the room's rules and its topic, in one record (so the topic

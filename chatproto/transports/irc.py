@@ -33,11 +33,12 @@ from chatproto.codec import ACTION_PREFIX, ErrorCode, PacketType, ProtocolError
 from chatproto.core.budget import REFUSAL
 from chatproto.core.connection import logged_in
 from chatproto.core.hub import Hub
-from chatproto.core.rooms import RoomRules, kept_rules
+from chatproto.core.rooms import RoomRules
 from chatproto.rules import nick_key
 from chatproto.transports.int32 import ChatFactory
 from chatproto.transports.ircnames import channel, irc_nick, our_nick, room_of
-from chatproto.transports.policy import CLOSING, CONNECTED, Framing
+from chatproto.transports.outbox import Outbox
+from chatproto.transports.policy import CLOSING, CONNECTED, ConnectionPolicy, Framing
 
 log = Logger()
 
@@ -436,10 +437,8 @@ class IrcConnection(Framing):
     def _notice(self, text: str) -> None:
         self.write_line(self.server, "NOTICE", self.target, text)
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        if self.connection.state != CLOSING:
-            self.connection.deliver = self.deliver_to
+    def delivery(self, outbox: Outbox[ConnectionPolicy]) -> Callable[[bytes], None]:
+        return self.deliver_to
 
     def deliver_to(self, data: bytes) -> None:
         """What the core delivers: IRC lines, or a payload for this connection."""
@@ -484,7 +483,7 @@ class IrcConnection(Framing):
                 return
             self.negotiating = True
             self.caps = self.caps | names
-            self.connection.wire = wire_for(self.server, self.caps)
+            self.connection.rewire(wire_for(self.server, self.caps))
             self.write_line(self.server, "CAP", self.target, "ACK", " ".join(wanted))
         elif sub == "END":
             self.negotiating = False
@@ -747,18 +746,16 @@ class IrcConnection(Framing):
         """MODE of a room nobody is in: one that keeps its rules while empty
         (docs/protocol.md 14.2) shows them, as a JOIN of it is judged by
         them; any other is no channel."""
+        hub = self.connection.hub
         try:
-            key = self.connection.hub.directory.key_of(room_of(target))
+            key = hub.directory.key_of(room_of(target))
         except ProtocolError:
-            key = None
-        if key is None or self.connection.hub.store is None:
             self._numeric("403", target, "No such channel")
             return
 
-        def show(data: dict[str, Any] | None) -> None:
+        def show(rules: RoomRules | None) -> None:
             if self.connection.state == CLOSING:
                 return
-            rules = kept_rules(data, False)
             if rules is None:
                 self._numeric("403", target, "No such channel")
             else:
@@ -769,7 +766,7 @@ class IrcConnection(Framing):
             if self.connection.state != CLOSING:
                 self._numeric("403", target, "No such channel")
 
-        self.connection.hub.store.rules(key).addCallbacks(show, failed)
+        hub.keeper.kept(key).addCallbacks(show, failed)
 
     def _mode_changes(self, room: str, modes: str, args: list[str]) -> None:
         """``+o``/``-o`` nick, ``+b``/``-b`` nick, ``+i``/``-i``, ``+t``/``-t``:

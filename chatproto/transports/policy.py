@@ -125,6 +125,11 @@ class Framing(TwistedProtocol):
     def connectionMade(self) -> None:
         self.connection.made()
 
+    def delivery(self, outbox: Outbox[ConnectionPolicy]) -> Callable[[bytes], None]:
+        """What the core's broadcasts and packets are written with: the
+        outbox's write (IRC's renders a payload for its connection first)."""
+        return outbox.write
+
     def dataReceived(self, data: bytes) -> None:
         self.connection.read(data)
 
@@ -299,6 +304,10 @@ class ConnectionPolicy:
         if not self._is_lost:
             chat_transport(self.protocol.transport).abortConnection()
 
+    def rewire(self, wire: Wire) -> None:
+        """The framing's wire changed (IRC capabilities, asked for before login)."""
+        self.wire = wire
+
     # -- the framing's Twisted events --------------------------------------------------
 
     def made(self) -> None:
@@ -309,7 +318,7 @@ class ConnectionPolicy:
         transport = chat_transport(self.protocol.transport)
         self._budget = Budget(limits.packet_rate, limits.packet_burst, self.opened)
         self.outbox = Outbox(transport, limits.sendq, self.hub.overflowed, self)
-        self.deliver = self.outbox.write
+        self.deliver = self.protocol.delivery(self.outbox)
         refused = self.protocol.accept()
         if refused is not None:
             self.hub.counters.disconnects[refused] += 1
