@@ -95,7 +95,14 @@ class Hub:
         )
         self.keeper = RuleKeeper(clock, store, self.broadcast)
         self.membership = Membership(
-            self.directory, self.broadcast, self.assembler, store, self.peers, self.observers
+            self.directory,
+            self.broadcast,
+            self.assembler,
+            store,
+            self.peers,
+            self.observers,
+            self.keeper,
+            limits,
         )
         self.logins = Logins(
             clock,

@@ -226,9 +226,7 @@ class Logins:
         self.observers.notify("joined", session.id, nick=session.nick, address=connection.address, since=now)
         if session.account and self.store is not None:
             d = self.store.memberships(key)
-            d.addCallback(
-                self.membership.rejoin, session, self.limits.rooms_per_connection, self.keeper.refusal
-            )
+            d.addCallback(self.membership.rejoin, session)
             d.addErrback(lambda f: log.failure("could not read {nick}'s rooms", f, nick=session.nick))
             d.addCallback(lambda _: self._start(session, connection))
         else:

@@ -12,7 +12,7 @@ is allowed: the requests (:mod:`chatproto.core.room_requests`,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
@@ -27,17 +27,11 @@ from chatproto.core.connection import Connection, Session
 from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers
 from chatproto.core.records import MemberJoined, MemberLeft
+from chatproto.core.room_rules import RuleKeeper
 from chatproto.core.rooms import ChatRoom, Directory
+from chatproto.limits import Limits
 
 log = Logger()
-
-
-class Refusal(Protocol):
-    """Why a session may not enter a room (:meth:`RuleKeeper.refusal`), or None."""
-
-    def __call__(
-        self, session: Session, room: ChatRoom, remembered: bool = False
-    ) -> ProtocolError | None: ...
 
 
 def stored(d: Deferred[Any], what: str, nick: str = "") -> None:
@@ -56,6 +50,8 @@ class Membership:
         store: AccountStore | None,
         peers: Peers,
         observers: Observers,
+        keeper: RuleKeeper,
+        limits: Limits,
     ) -> None:
         self.directory = directory
         self.broadcast = broadcast
@@ -63,6 +59,8 @@ class Membership:
         self.store = store
         self.peers = peers
         self.observers = observers
+        self.keeper = keeper
+        self.limits = limits
 
     def member_room(self, session: Session, name: str | None) -> ChatRoom:
         """The room a request names (None: the default room) if the session
@@ -99,13 +97,11 @@ class Membership:
             self.store.remember(session.key, room.key, membership), "remember a room of {nick}", session.nick
         )
 
-    def rejoin(
-        self, memberships: list[Remembered], session: Session, limit: int, refusal: Refusal
-    ) -> Deferred[None]:
-        """An account is back in the rooms it was in, those it may still
-        enter (``refusal`` says why not; at most ``limit``)."""
+    def rejoin(self, memberships: list[Remembered], session: Session) -> Deferred[None]:
+        """An account is back in the rooms it was in (as many as a session
+        may be in), those the rules still let it enter."""
         rooms = []
-        for membership in memberships[:limit]:
+        for membership in memberships[: self.limits.rooms_per_connection]:
             try:
                 rooms.append((self.directory.get_or_create(membership.room), membership.read))
             except ProtocolError:
@@ -115,7 +111,7 @@ class Membership:
             for room, read in rooms:
                 if session.rooms.get(room.key) is room or not session.devices:
                     continue
-                if refusal(session, room, remembered=True) is not None:
+                if self.keeper.refusal(session, room, remembered=True) is not None:
                     self.forget(session, room)
                     self.directory.drop_if_empty(room)
                     continue
