@@ -46,6 +46,12 @@ class PacketType(IntEnum):
     MARK = 0x0D
     MODERATE = 0x0E
     ADMIN = 0x0F
+    EDIT = 0x10  # version 2: conversations
+    DELETE = 0x11
+    REACT = 0x12
+    TYPING = 0x13
+    AWAY = 0x14
+    OPEN = 0x15
     # server -> client
     WELCOME = 0x81
     MESSAGE = 0x82
@@ -66,6 +72,9 @@ class PacketType(IntEnum):
     BANS = 0x91
     SESSIONS = 0x92
     INVITED = 0x93
+    CHANGED = 0x94  # version 2: conversations
+    TYPING_NOTICE = 0x95
+    STATUS = 0x96
 
 
 #: Every integer field holds a signed 64-bit value; anything outside is
@@ -109,6 +118,13 @@ class ErrorCode:
     INVITE_ONLY = "invite_only"
     TOPIC_LOCKED = "topic_locked"
     NOT_PERMITTED = "not_permitted"
+    # version 2: conversations
+    NO_SUCH_MESSAGE = "no_such_message"
+    MESSAGE_DELETED = "message_deleted"
+    NOT_YOURS = "not_yours"
+    TOO_LATE = "too_late"
+    BAD_EMOJI = "bad_emoji"
+    TOO_MANY_REACTIONS = "too_many_reactions"
 
 
 class ProtocolError(Exception):
@@ -160,6 +176,25 @@ class Peer:
     id: int
     nick: str
     op: bool | None = field(default=None, metadata=_V2)  # a room operator (ROOM.members)
+    away: str | None = field(default=None, metadata=_V2)  # away, with this message ("" for none)
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """What a reply quotes of the message it answers (docs/protocol.md 19.2)."""
+
+    seq: int
+    sender: str | None = field(default=None, metadata=_json("from"))
+    text: str | None = None  # the start of its present text; absent once deleted
+    deleted: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """One emoji on a message, and who put it there (in the order they did)."""
+
+    emoji: str
+    by: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +205,24 @@ class Message:
     text: str = field(metadata=_TEXT)
     ref: str | None = None
     action: dict | None = field(default=None, metadata=_V2)  # a moderation record
+    # version 2: conversations (section 19); absent when they don't apply
+    reply: Quote | None = field(default=None, metadata=_V2)
+    edited: float | None = field(default=None, metadata=_V2)  # when the text last changed
+    deleted: bool | None = field(default=None, metadata=_V2)
+    deleted_by: str | None = field(default=None, metadata=_V2)  # someone other than the author
+    reactions: list[Reaction] | None = field(default=None, metadata=_V2)
+    rev: int | None = field(default=None, metadata=_V2)  # the room's change that last touched it
+
+    @property
+    def plain(self) -> bool:
+        """Nothing but what version 1 has: the fast encoding applies."""
+        return (
+            self.reply is None
+            and self.edited is None
+            and self.deleted is None
+            and self.reactions is None
+            and self.rev is None
+        )
 
 
 # -- client -> server -------------------------------------------------------
@@ -192,6 +245,7 @@ class Say:
     text: str = field(metadata=_TEXT)
     ref: str | None = None
     room: str | None = field(default=None, metadata={**_ROOM, **_V2})
+    reply: int | None = field(default=None, metadata=_V2)  # the seq this message answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +278,7 @@ class HistoryRequest:
     limit: int | None = None
     ref: str | None = None
     room: str | None = field(default=None, metadata={**_ROOM, **_V2})
+    changed_after: int | None = field(default=None, metadata=_V2)  # a rev: the messages changed since
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +365,68 @@ class AdminRequest:
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """New text for one's own message (docs/protocol.md 19.3)."""
+
+    TYPE: ClassVar = PacketType.EDIT
+    room: str = field(metadata=_ROOM)
+    seq: int
+    text: str = field(metadata=_TEXT)
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Take a message back: its text is gone, its place stays (19.4)."""
+
+    TYPE: ClassVar = PacketType.DELETE
+    room: str = field(metadata=_ROOM)
+    seq: int
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class React:
+    """Add (``on`` true) or take back an emoji on a message (19.5)."""
+
+    TYPE: ClassVar = PacketType.REACT
+    room: str = field(metadata=_ROOM)
+    seq: int
+    emoji: str
+    on: bool | None = None  # absent: true
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """The session is typing in a room (or stopped): never stored (19.6)."""
+
+    TYPE: ClassVar = PacketType.TYPING
+    room: str = field(metadata=_ROOM)
+    typing: bool | None = None  # absent: true
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Away:
+    """Away with an optional message; absent ``message`` is back (19.7)."""
+
+    TYPE: ClassVar = PacketType.AWAY
+    away: bool
+    message: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """Open (or find again) the direct conversation with these accounts (19.8)."""
+
+    TYPE: ClassVar = PacketType.OPEN
+    with_: list[str] = field(metadata=_json("with"))
+    ref: str | None = None
+
+
 # -- server -> client -------------------------------------------------------
 
 
@@ -343,10 +460,29 @@ class MessagePacket:
     ref: str | None = None
     room: str | None = field(default=None, metadata=_V2)
     action: dict | None = field(default=None, metadata=_V2)
+    reply: Quote | None = field(default=None, metadata=_V2)
+    edited: float | None = field(default=None, metadata=_V2)
+    deleted: bool | None = field(default=None, metadata=_V2)
+    deleted_by: str | None = field(default=None, metadata=_V2)
+    reactions: list[Reaction] | None = field(default=None, metadata=_V2)
+    rev: int | None = field(default=None, metadata=_V2)
 
     @property
     def message(self) -> Message:
-        return Message(self.seq, self.ts, self.sender, self.text, self.ref, self.action)
+        return Message(
+            self.seq,
+            self.ts,
+            self.sender,
+            self.text,
+            self.ref,
+            self.action,
+            self.reply,
+            self.edited,
+            self.deleted,
+            self.deleted_by,
+            self.reactions,
+            self.rev,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +502,7 @@ class Joined:
     nick: str
     room: str | None = field(default=None, metadata=_V2)
     op: bool | None = field(default=None, metadata=_V2)  # the joiner runs the room (as Peer.op)
+    away: str | None = field(default=None, metadata=_V2)  # the joiner is away (as Peer.away)
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +544,7 @@ class HistoryPage:
     messages: list[Message]
     more: bool
     room: str | None = field(default=None, metadata=_V2)
+    rev: int | None = field(default=None, metadata=_V2)  # the room's latest change, when asked by rev
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,6 +582,8 @@ class RoomState:
     invite_only: bool | None = None
     read: int | None = None
     unread: int | None = None
+    kind: str | None = None  # "direct" for a direct conversation (19.8)
+    rev: int | None = None  # the room's latest change (19.9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,6 +672,38 @@ class Invited:
     by: str
 
 
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """A message changed: edited, deleted or reacted to; ``message`` is its
+    present state, which replaces the client's copy (19.2)."""
+
+    TYPE: ClassVar = PacketType.CHANGED
+    room: str
+    kind: str  # "edit", "delete" or "react"
+    by: str
+    message: Message
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TypingNotice:
+    TYPE: ClassVar = PacketType.TYPING_NOTICE
+    room: str
+    nick: str
+    typing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A member went away (``away`` its message, "" for none) or came back (absent)."""
+
+    TYPE: ClassVar = PacketType.STATUS
+    room: str
+    nick: str
+    away: str | None = None
+    ref: str | None = None
+
+
 V1_CLIENT_PACKETS = (Login, Say, Whisper, Ping, Quit, HistoryRequest, Pong)
 CLIENT_PACKETS = (
     *V1_CLIENT_PACKETS,
@@ -543,6 +715,12 @@ CLIENT_PACKETS = (
     Mark,
     Moderate,
     AdminRequest,
+    Edit,
+    Delete,
+    React,
+    Typing,
+    Away,
+    Open,
 )
 SERVER_PACKETS = (
     Welcome,
@@ -564,6 +742,9 @@ SERVER_PACKETS = (
     BanList,
     Sessions,
     Invited,
+    Changed,
+    TypingNotice,
+    Status,
 )
 
 
@@ -643,6 +824,8 @@ def _checker(tp) -> Any:
         return _check_bool
     if tp is dict:
         return _check_object
+    if dataclasses.is_dataclass(tp):
+        return _nested(tp)
     if get_origin(tp) is list:
         (item,) = get_args(tp)
         return _list_of(_nested(item) if dataclasses.is_dataclass(item) else _checker(item))
@@ -670,7 +853,7 @@ def _schema(cls) -> tuple[_Field, ...]:
     return tuple(fields)
 
 
-_NESTED = (Peer, Message, RoomInfo, BanInfo, PendingInfo, SessionInfo)
+_NESTED = (Peer, Quote, Reaction, Message, RoomInfo, BanInfo, PendingInfo, SessionInfo)
 _SCHEMAS: dict[type, tuple[_Field, ...]] = {
     cls: _schema(cls) for cls in (*_NESTED, *CLIENT_PACKETS, *SERVER_PACKETS)
 }
@@ -856,8 +1039,20 @@ def message_json(m: Message) -> str:
     through here once. Its fields come in the dataclass's order, except that
     a record's ``action`` comes before the ``ref`` and ``room`` added later:
     JSON objects are unordered, and clients must not depend on the order."""
+    if not m.plain:
+        return dumps(body_of(m))
     text = f'{{"seq":{m.seq!r},"ts":{m.ts!r},"from":{_string(m.sender)},"text":{_string(m.text)}}}'
     return text if m.action is None else f'{text[:-1]},"action":{dumps(m.action)}}}'
+
+
+def v1_message_json(m: Message) -> str | None:
+    """A message as version 1 sees it: its text, nothing of section 19;
+    None for a deleted one (version 1 sees no trace of it)."""
+    if m.deleted:
+        return None
+    if m.plain:
+        return message_json(m)
+    return message_json(Message(m.seq, m.ts, m.sender, m.text, None, m.action))
 
 
 def draft_json(d) -> str:
@@ -877,9 +1072,14 @@ def with_room(object_json: str, room: str) -> str:
     return f'{object_json[:-1]},"room":{_string(room)}}}'
 
 
-def peer_json(id: int, nick: str, op: bool = False) -> str:
+def peer_json(id: int, nick: str, op: bool = False, away: str | None = None) -> str:
     """A Peer object, as WELCOME.peers and ROOM.members list it."""
-    return dumps({"id": id, "nick": nick, "op": True} if op else {"id": id, "nick": nick})
+    peer: dict[str, Any] = {"id": id, "nick": nick}
+    if op:
+        peer["op"] = True
+    if away is not None:
+        peer["away"] = away
+    return dumps(peer)
 
 
 def welcome_payload(body: dict, peers_json: list[str], history_json: list[str]) -> bytes:

@@ -118,7 +118,7 @@ class Malformed(SynchronousTestCase):
         self.assertRefused(b"\x02")
 
     def test_unknown_types(self):
-        for type_byte in (0x00, 0x10, 0x7F, PacketType.WELCOME, 0xFF):
+        for type_byte in (0x00, 0x16, 0x7F, PacketType.WELCOME, 0xFF):
             self.assertRefused(bytes((type_byte,)) + b"{}", ErrorCode.UNKNOWN_TYPE)
 
     def test_unknown_type_echoes_ref(self):
@@ -274,6 +274,36 @@ INTEGER_FIELDS = [
     ),
     (codec.decode_server, PacketType.SESSIONS, None, ("connected", 0, "id")),
     (codec.decode_server, PacketType.SESSIONS, None, ("connected", 0, "devices")),
+    (codec.decode_client, PacketType.SAY, {"text": "t", "reply": 1}, ("reply",)),
+    (codec.decode_client, PacketType.HISTORY, {"changed_after": 1}, ("changed_after",)),
+    (codec.decode_client, PacketType.EDIT, {"room": "r", "seq": 1, "text": "t"}, ("seq",)),
+    (codec.decode_client, PacketType.DELETE, {"room": "r", "seq": 1}, ("seq",)),
+    (codec.decode_client, PacketType.REACT, {"room": "r", "seq": 1, "emoji": "x"}, ("seq",)),
+    (
+        codec.decode_server,
+        PacketType.MESSAGE,
+        {"seq": 1, "ts": 1.0, "from": "a", "text": "t", "rev": 1},
+        ("rev",),
+    ),
+    (
+        codec.decode_server,
+        PacketType.MESSAGE,
+        {"seq": 1, "ts": 1.0, "from": "a", "text": "t", "reply": {"seq": 1}},
+        ("reply", "seq"),
+    ),
+    (
+        codec.decode_server,
+        PacketType.CHANGED,
+        {"room": "r", "kind": "edit", "by": "a", "message": {"seq": 1, "ts": 1.0, "from": "a", "text": "t"}},
+        ("message", "seq"),
+    ),
+    (codec.decode_server, PacketType.HISTORY_PAGE, {"messages": [], "more": False, "rev": 1}, ("rev",)),
+    (
+        codec.decode_server,
+        PacketType.ROOM,
+        {"room": "r", "topic": "", "members": [], "history": [], "rev": 1},
+        ("rev",),
+    ),
 ]
 
 
@@ -314,7 +344,14 @@ class IntegerRanges(SynchronousTestCase):
     def test_the_table_covers_every_integer_field(self):
         """A new integer field without a case here fails this test."""
         covered = {(kind, path[0]) for _, kind, _, path in INTEGER_FIELDS}
-        nested = ("Peer", "Message", "RoomInfo", "PendingInfo", "SessionInfo")  # objects with integer fields
+        nested = (
+            "Peer",
+            "Message",
+            "Quote",
+            "RoomInfo",
+            "PendingInfo",
+            "SessionInfo",
+        )  # objects with integer fields
         for cls in (*codec.CLIENT_PACKETS, *codec.SERVER_PACKETS):
             hints = typing.get_type_hints(cls)
             for f in dataclasses.fields(cls):
