@@ -48,6 +48,9 @@ class ChatSession(QObject, SessionEvents):
     bansListed = pyqtSignal(object)  # codec.BanList
     sessionsListed = pyqtSignal(object)  # codec.Sessions (admins)
     invitedTo = pyqtSignal(object)  # codec.Invited
+    messageChanged = pyqtSignal(str, object, str, str)  # room, codec.Message, kind, by
+    typingChanged = pyqtSignal(str, object)  # room, [nick] typing there now
+    statusChanged = pyqtSignal(object)  # codec.Status: a member went away or came back
 
     def __init__(self, reactor, parent: QObject | None = None, retry=None, endpoint_for=None) -> None:
         super().__init__(parent)
@@ -67,6 +70,13 @@ class ChatSession(QObject, SessionEvents):
             m.moderate,
             m.administer,
             m.change_account,
+        )
+        self.edit, self.delete, self.react, self.typing = m.edit, m.delete, m.react, m.typing
+        self.set_away, self.set_back, self.open_direct, self.message_to = (
+            m.set_away,
+            m.set_back,
+            m.open_direct,
+            m.message_to,
         )
 
     @property
@@ -168,3 +178,12 @@ class ChatSession(QObject, SessionEvents):
 
     def invited(self, invited):
         self.invitedTo.emit(invited)
+
+    def message_changed(self, room, message, kind, by):
+        self.messageChanged.emit(room, message, kind, by)
+
+    def typing_changed(self, room, nicks):
+        self.typingChanged.emit(room, nicks)
+
+    def status_changed(self, status):
+        self.statusChanged.emit(status)

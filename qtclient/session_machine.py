@@ -129,6 +129,9 @@ class SessionEvents:
     def bans_listed(self, bans: codec.BanList) -> None: ...
     def sessions_listed(self, sessions: codec.Sessions) -> None: ...
     def invited(self, invited: codec.Invited) -> None: ...
+    def message_changed(self, room: str, message: codec.Message, kind: str, by: str) -> None: ...
+    def typing_changed(self, room: str, nicks: list[str]) -> None: ...
+    def status_changed(self, status: codec.Status) -> None: ...
 
 
 @dataclass
@@ -141,6 +144,57 @@ class RoomTrack:
     older_requested: bool = False
     seq_at_drop: int = 0
     joined: bool = False  # its ROOM came on the current link
+    kind: str | None = None  # "direct" for a direct conversation
+    rev: int | None = None  # the highest rev seen (None: no ROOM yet)
+    changes_fetching: bool = False  # HISTORY changed_after pages under way
+
+
+def direct_participants(name: str) -> list[str]:
+    """The account names in a direct conversation's name (``@alice+bob``)."""
+    return [part for part in name[1:].split("+") if part] if name.startswith("@") else []
+
+
+class TypingTracker:
+    """Who is typing where, each notice expiring by itself after ``2 ×
+    interval`` seconds (19.6); ``report(room, nicks)`` on every change."""
+
+    def __init__(self, clock, report: Callable[[str, list[str]], None]) -> None:
+        self.clock = clock
+        self.report = report
+        self.interval = 3.0
+        self._rooms: dict[str, dict[str, object]] = {}  # room key -> nick -> its DelayedCall
+        self._names: dict[str, str] = {}
+
+    def typing(self, room: str, nick: str) -> None:
+        key = room_key(room)
+        self._names[key] = room
+        typers = self._rooms.setdefault(key, {})
+        call = typers.pop(nick, None)
+        if call is not None and call.active():
+            call.cancel()
+        typers[nick] = self.clock.callLater(2 * self.interval, self.stopped, room, nick)
+        self.report(room, list(typers))
+
+    def stopped(self, room: str, nick: str) -> None:
+        typers = self._rooms.get(room_key(room), {})
+        call = typers.pop(nick, None)
+        if call is None:
+            return
+        if call.active():
+            call.cancel()
+        self.report(self._names.get(room_key(room), room), list(typers))
+
+    def nicks(self, room: str) -> list[str]:
+        return list(self._rooms.get(room_key(room), {}))
+
+    def clear(self) -> None:
+        rooms, self._rooms = self._rooms, {}
+        for key, typers in rooms.items():
+            for call in typers.values():
+                if call.active():
+                    call.cancel()
+            if typers:
+                self.report(self._names.get(key, key), [])
 
 
 @dataclass
@@ -236,6 +290,12 @@ class ClientSession:
         self._pins: MutableMapping[str, str] = {}
         self._where = ""
         self._unknown_fingerprint: str | None = None  # awaiting the user's trust
+        self.away: str | None = None  # our away message while away ("" for none)
+        self._away_asked: str | None = None
+        self.typers = TypingTracker(reactor, lambda room, nicks: self.events.typing_changed(room, nicks))
+        self._typing_sent: dict[str, float] = {}  # room key -> when TYPING true last went
+        self._opening: dict[str, tuple[str, str]] = {}  # OPEN ref -> (whom, the text to say there)
+        self._open_refs = (f"open:{n}" for n in itertools.count(1))
 
     # -- the machine ----------------------------------------------------------------
 
@@ -296,10 +356,95 @@ class ClientSession:
         self._fire("disconnect")
         return d
 
-    def say(self, text: str, room: str | None = None) -> str | None:
-        """Say ``text`` in ``room`` (the default room if None)."""
+    def say(self, text: str, room: str | None = None, reply: int | None = None) -> str | None:
+        """Say ``text`` in ``room`` (the default room if None); ``reply``: the
+        seq of the message it answers. Saying says the typing stopped."""
         room = room or self.default_room
-        return self._submit(lambda ref: codec.Say(text, ref, room))
+        self._typing_sent.pop(room_key(room), None)
+        return self._submit(lambda ref: codec.Say(text, ref, room, reply))
+
+    # -- conversations (section 19) ---------------------------------------------------
+
+    def edit(self, room: str, seq: int, text: str) -> bool:
+        """Replace the text of our message ``seq``; CHANGED answers."""
+        return self._request(codec.Edit(room, seq, text, ref=f"edit:{seq}"))
+
+    def delete(self, room: str, seq: int) -> bool:
+        return self._request(codec.Delete(room, seq, ref=f"delete:{seq}"))
+
+    def react(self, room: str, seq: int, emoji: str, on: bool = True) -> bool:
+        """Add (or, ``on`` False, take back) our reaction ``emoji``."""
+        return self._request(codec.React(room, seq, emoji, None if on else False, ref=f"react:{seq}"))
+
+    def my_reaction(self, message, emoji: str) -> bool:
+        """Whether ``emoji`` on ``message`` (a Message or a model's line) is ours."""
+        mine = room_key(self.nick or "")
+        for reaction in getattr(message, "reactions", None) or ():
+            if reaction.emoji == emoji:
+                return any(room_key(nick) == mine for nick in reaction.by)
+        return False
+
+    def typing_interval(self) -> float:
+        value = self.limits.get("typing_interval", 3)
+        return float(value) if isinstance(value, (int, float)) and value > 0 else 3.0
+
+    def typing(self, room: str, typing: bool = True) -> bool:
+        """The user is typing in ``room`` (or cleared the input): TYPING true
+        at most once every typing_interval, false only after a true. Whether
+        a packet went."""
+        if not self.logged_in or self.link is None:
+            return False
+        key = room_key(room)
+        now = self.reactor.seconds()
+        if typing:
+            last = self._typing_sent.get(key)
+            if last is not None and now - last < self.typing_interval():
+                return False
+            self._typing_sent[key] = now
+            self.link.send(codec.Typing(room))
+            return True
+        if self._typing_sent.pop(key, None) is None:
+            return False
+        self.link.send(codec.Typing(room, False))
+        return True
+
+    def set_away(self, message: str | None = "") -> bool:
+        """Away (every device of the session), with ``message``; DONE answers."""
+        self._away_asked = message or ""
+        return self._request(codec.Away(True, message or None, ref="away"))
+
+    def set_back(self) -> bool:
+        return self._request(codec.Away(False, ref="back"))
+
+    def direct_room(self, names: list[str]) -> str | None:
+        """The name of a direct conversation we are in with exactly ``names``."""
+        wanted = {room_key(n) for n in names} | {room_key(self.nick or "")}
+        for track in self.rooms.values():
+            if track.kind == "direct" and {room_key(n) for n in direct_participants(track.name)} == wanted:
+                return track.name
+        return None
+
+    def open_direct(self, names: list[str], text: str | None = None) -> str | None:
+        """OPEN the direct conversation with ``names`` (or use the one we are
+        in) and say ``text`` there once it is open. Returns the OPEN's ref, or
+        the conversation's name when it was already open."""
+        existing = self.direct_room(names)
+        if existing is not None:
+            if text:
+                self.say(text, existing)
+            return existing
+        ref = next(self._open_refs)
+        if not self._request(codec.Open(list(names), ref=ref)):
+            return None
+        self._opening[ref] = (names[0] if len(names) == 1 else ",".join(names), text or "")
+        return ref
+
+    def message_to(self, nick: str, text: str) -> str | None:
+        """/msg: an account to an account talks in their direct conversation
+        (opened if need be); otherwise, and to a guest, a whisper."""
+        if self.account and room_key(nick) != room_key(self.nick or ""):
+            return self.open_direct([nick], text)
+        return self.whisper(nick, text)
 
     def whisper(self, to: str, text: str) -> str | None:
         return self._submit(lambda ref: codec.Whisper(to, text, ref))
@@ -454,6 +599,13 @@ class ClientSession:
         for track in self.rooms.values():
             track.older_requested = False
             track.joined = False
+            track.changes_fetching = False
+        self._typing_sent.clear()
+        self.typers.clear()
+        for ref, (whom, text) in list(self._opening.items()):  # its answer went with the link
+            del self._opening[ref]
+            if text:
+                self.events.error_received("offline", f"not sent to {whom} (connection lost): {text}")
         if self._pinger.running:
             self._pinger.stop()
         for item in self._outgoing.values():  # unacknowledged: settled after catch-up
@@ -511,6 +663,7 @@ class ClientSession:
         self.limits = dict(welcome.limits)
         self.default_room = welcome.default_room or self.default_room
         self.account, self.admin = bool(welcome.account), bool(welcome.admin)
+        self.typers.interval = self.typing_interval()
         for name in welcome.rooms or ():  # an account's remembered rooms, or a resume's
             self.rooms.setdefault(room_key(name), RoomTrack(name))
         if not self.rooms:  # a first login: the server's default room to begin with
@@ -526,6 +679,8 @@ class ClientSession:
                 self.link.send(codec.Join(track.name, f"join:{track.name}"))
         if not self._catching:
             self._online()
+        if self.away is not None:  # away lasts across a new login too (a resume keeps it anyway)
+            self.link.send(codec.Away(True, self.away or None, ref="away"))
         self._pinger.start(PING_EVERY, now=True)
 
     def _online(self) -> None:
@@ -546,13 +701,18 @@ class ClientSession:
         track = self.rooms.get(key)
         if track is None:
             track = self.rooms[key] = RoomTrack(state.room)
-        track.name, track.joined = state.room, True
+        track.name, track.joined, track.kind = state.room, True, state.kind
         newest = state.history[-1].seq if state.history else 0
         # A server that lost its history (":memory:") numbers from 1 again.
         reset = newest < track.last_seq
         if reset:
-            track.last_seq, track.oldest_seq, track.seq_at_drop = 0, None, 0
+            track.last_seq, track.oldest_seq, track.seq_at_drop, track.rev = 0, None, 0, None
         self.events.room_joined(state, reset)
+        if state.ref is not None and state.ref in self._opening:  # our OPEN: say what waited for it
+            _whom, text = self._opening.pop(state.ref)
+            if text:
+                self.say(text, state.room)
+        self._catch_up_changes(track, state.rev)
         if state.history and track.oldest_seq is None:
             track.oldest_seq = state.history[0].seq
         covered = not state.history or state.history[0].seq <= track.last_seq + 1
@@ -569,6 +729,7 @@ class ClientSession:
         track = self.rooms.get(room_key(message.room or self.default_room))
         if track is not None:
             self._note_seqs(track, [message])
+        self.typers.stopped(message.room or self.default_room, message.sender)
         if message.ref is not None and self._outgoing.pop(message.ref, None) is not None:
             self.events.send_confirmed(message.ref, message.seq)
         self.events.message_received(message)
@@ -578,6 +739,9 @@ class ClientSession:
         track = self.rooms.get(key)
         if track is None:
             return  # a room left since the request
+        if page.rev is not None and track.changes_fetching:  # an answer to changed_after (19.9)
+            self._on_changes_page(track, page)
+            return
         if key in self._catching:
             self._count_missed(track, page.messages)
             self._note_seqs(track, page.messages)
@@ -596,6 +760,49 @@ class ClientSession:
         elif not page.more:
             track.oldest_seq = 1
         self.events.history_received(track.name, page.messages, page.more, "before")
+
+    def _catch_up_changes(self, track: RoomTrack, rev: int | None) -> None:
+        """A ROOM said the room's latest rev: the first time, it is where we
+        start; after that, a higher one means changes we missed, which
+        changed_after pages bring."""
+        if rev is None:
+            return
+        if track.rev is None:
+            track.rev = rev
+            return
+        if rev > track.rev and not track.changes_fetching:
+            track.changes_fetching = True
+            request = codec.HistoryRequest(limit=CATCH_UP_PAGE, room=track.name, changed_after=track.rev)
+            self.link.send(request)
+
+    def _on_changes_page(self, track: RoomTrack, page: codec.HistoryPage) -> None:
+        for message in page.messages:
+            self.events.message_changed(track.name, message, "catch_up", "")
+        revs = [m.rev for m in page.messages if m.rev is not None]
+        cursor = max(revs) if revs else None
+        if page.more and cursor is not None and cursor > (track.rev or 0):
+            track.rev = cursor
+            self.link.send(codec.HistoryRequest(limit=CATCH_UP_PAGE, room=track.name, changed_after=cursor))
+            return
+        track.changes_fetching = False
+        track.rev = max(track.rev or 0, cursor or 0, page.rev or 0)
+
+    def _on_changed(self, changed: codec.Changed) -> None:
+        track = self.rooms.get(room_key(changed.room))
+        if track is not None and changed.message.rev is not None and not track.changes_fetching:
+            track.rev = max(track.rev or 0, changed.message.rev)
+        self.events.message_changed(changed.room, changed.message, changed.kind, changed.by)
+
+    def _on_typing(self, notice: codec.TypingNotice) -> None:
+        if self.nick is not None and room_key(notice.nick) == room_key(self.nick):
+            return  # our own, from another device
+        if notice.typing:
+            self.typers.typing(notice.room, notice.nick)
+        else:
+            self.typers.stopped(notice.room, notice.nick)
+
+    def _on_status(self, status: codec.Status) -> None:
+        self.events.status_changed(status)
 
     def _on_private(self, private: codec.Private) -> None:
         if private.ref is not None and self._outgoing.pop(private.ref, None) is not None:
@@ -640,6 +847,10 @@ class ClientSession:
             self._password, self._new_password = self._new_password, None
         elif done.op == "delete":
             self.account, self.admin, self._password = False, False, None
+        elif done.op == "away":
+            self.away = self._away_asked if self._away_asked is not None else ""
+        elif done.op == "back":
+            self.away = None
         self.events.done(done)
 
     def _on_bans(self, bans: codec.BanList) -> None:
@@ -662,6 +873,12 @@ class ClientSession:
             item.sent, item.failed = False, True
             self.events.send_failed(error.ref, error.message)
             return
+        if error.ref is not None and error.ref in self._opening:
+            whom, text = self._opening.pop(error.ref)
+            guest = error.code in (ErrorCode.NO_SUCH_ACCOUNT, ErrorCode.NOT_REGISTERED)
+            if guest and text and "," not in whom:
+                self.whisper(whom, text)  # a guest: a whisper, as before conversations
+                return
         if error.ref is not None and error.ref.startswith("join:"):
             # A room we could not join (again): say why, and stop waiting for it.
             key = room_key(error.ref[5:])
@@ -760,4 +977,7 @@ _HANDLERS: dict[type, Callable[[ClientSession, object], None]] = {
     codec.BanList: ClientSession._on_bans,
     codec.Sessions: ClientSession._on_sessions,
     codec.Invited: ClientSession._on_invited,
+    codec.Changed: ClientSession._on_changed,
+    codec.TypingNotice: ClientSession._on_typing,
+    codec.Status: ClientSession._on_status,
 }
