@@ -21,7 +21,16 @@ ROOM_ROLE = Qt.ItemDataRole.UserRole + 3
 OP_ROLE = Qt.ItemDataRole.UserRole + 4
 #: The text column as rich text: escaped, line breaks kept, URLs as links.
 HTML_ROLE = Qt.ItemDataRole.UserRole + 5
+#: Whether the row is more than its text on one line (a quote, reactions, a
+#: day's heading, formatting): its height needs a layout.
+RICH_ROLE = Qt.ItemDataRole.UserRole + 6
+#: The member's away message ("" for none), None when present.
+AWAY_ROLE = Qt.ItemDataRole.UserRole + 7
+#: A room's kind ("direct" for a direct conversation).
+KIND_ROLE = Qt.ItemDataRole.UserRole + 8
 TEXT_COLUMN = 2
+#: Messages by one author this close together share the author's name.
+GROUP_SECONDS = 5 * 60
 
 
 def nick_colour(nick: str) -> QColor:
@@ -31,13 +40,22 @@ def nick_colour(nick: str) -> QColor:
     return QColor.fromHsv(hue, 200, 150)
 
 
+def direct_title(name: str, own_nick: str | None) -> str:
+    """A direct conversation as people name it: its other participants."""
+    names = [part for part in name.lstrip("@").split("+") if part]
+    others = [n for n in names if own_nick is None or nick_key(n) != nick_key(own_nick)]
+    return ", ".join(others or names)
+
+
 class _RoomBranch:
     """A room in the tree: its item, its members' items by id, its unread count."""
 
-    __slots__ = ("item", "members", "mentioned", "name", "unread")
+    __slots__ = ("item", "kind", "members", "mentioned", "name", "title", "unread")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.kind: str | None = None
+        self.title = name  # what the tree shows: a direct conversation's other participants
         self.item = QStandardItem()
         self.item.setEditable(False)
         self.item.setData(room_key(name), ROOM_ROLE)
@@ -64,6 +82,7 @@ class PeerModel(QStandardItemModel):
         self._pending: dict[int, QStandardItem] = {}
         self.rooms: dict[str, _RoomBranch] = {}  # by room key
         self.my_id: int | None = None
+        self.own_nick: str | None = None
         self._relabel_pending()
 
     # -- labels --------------------------------------------------------------------
@@ -72,7 +91,10 @@ class PeerModel(QStandardItemModel):
         self.pending_branch.setText(f"Pending ({self.pending_branch.rowCount()})")
 
     def _relabel(self, branch: _RoomBranch) -> None:
-        text = f"{branch.name} ({len(branch.members)})"
+        if branch.kind == "direct":
+            text = f"✉ {branch.title}"
+        else:
+            text = f"{branch.name} ({len(branch.members)})"
         if branch.unread:
             text += f" — {branch.unread} unread"
         branch.item.setText(text)
@@ -81,7 +103,7 @@ class PeerModel(QStandardItemModel):
         branch.item.setFont(font)
         branch.item.setForeground(QBrush(QColor("#c62828") if branch.mentioned else QColor("#000000")))
 
-    def _member_item(self, id: int, nick: str, op: bool = False) -> QStandardItem:
+    def _member_item(self, id: int, nick: str, op: bool = False, away: str | None = None) -> QStandardItem:
         mine = id == self.my_id
         shown = ("@" if op else "") + nick
         item = QStandardItem(f"{shown} (you)" if mine else shown)
@@ -89,12 +111,43 @@ class PeerModel(QStandardItemModel):
         item.setEditable(False)
         item.setData(id, ID_ROLE)
         item.setData(nick, NICK_ROLE)
-        item.setForeground(QBrush(nick_colour(nick)))
-        if mine:
-            font = QFont()
-            font.setBold(True)
-            item.setFont(font)
+        item.setData(away, AWAY_ROLE)
+        if away is None:
+            item.setForeground(QBrush(nick_colour(nick)))
+        else:  # away: dimmed, the message in the tooltip
+            item.setForeground(QBrush(QColor("#9e9e9e")))
+            item.setToolTip(f"{nick} is away" + (f": {away}" if away else ""))
+        font = QFont()
+        font.setBold(mine)
+        font.setItalic(away is not None)
+        item.setFont(font)
         return item
+
+    def set_away(self, room: str, nick: str, away: str | None) -> None:
+        """A member went away (``away`` its message) or came back (None)."""
+        branch = self.rooms.get(room_key(room))
+        if branch is None:
+            return
+        for id, item in list(branch.members.items()):
+            if nick_key(item.data(NICK_ROLE)) == nick_key(nick) and item.data(AWAY_ROLE) != away:
+                fresh = self._member_item(id, item.data(NICK_ROLE), bool(item.data(OP_ROLE)), away)
+                branch.members[id] = fresh
+                branch.item.setChild(item.row(), fresh)
+
+    def away(self, room: str, nick: str) -> str | None:
+        branch = self.rooms.get(room_key(room))
+        for item in branch.members.values() if branch is not None else ():
+            if nick_key(item.data(NICK_ROLE)) == nick_key(nick):
+                return item.data(AWAY_ROLE)
+        return None
+
+    def title(self, room: str) -> str:
+        branch = self.rooms.get(room_key(room))
+        return branch.title if branch is not None else room
+
+    def kind(self, room: str) -> str | None:
+        branch = self.rooms.get(room_key(room))
+        return branch.kind if branch is not None else None
 
     def _pending_item(self, id: int) -> QStandardItem:
         item = QStandardItem(f"#{id}")
@@ -127,12 +180,18 @@ class PeerModel(QStandardItemModel):
         if branch is None:
             branch = self.rooms[room_key(state.room)] = _RoomBranch(state.room)
             self.appendRow(branch.item)
+        branch.kind = state.kind
+        branch.item.setData(state.kind, KIND_ROLE)
+        if state.kind == "direct":
+            branch.title = direct_title(state.room, self.own_nick)
+            branch.item.setToolTip(f"direct conversation with {branch.title}")
         branch.item.removeRows(0, branch.item.rowCount())
         branch.members.clear()
         items = []
         for peer in state.members:
             if peer.id not in branch.members:
-                branch.members[peer.id] = item = self._member_item(peer.id, peer.nick, bool(peer.op))
+                item = self._member_item(peer.id, peer.nick, bool(peer.op), peer.away)
+                branch.members[peer.id] = item
                 items.append(item)
         if items:
             branch.item.appendRows(items)
@@ -146,7 +205,8 @@ class PeerModel(QStandardItemModel):
             return
         for id, item in branch.members.items():
             if room_key(item.data(NICK_ROLE)) == room_key(nick):
-                branch.members[id] = fresh = self._member_item(id, item.data(NICK_ROLE), op)
+                fresh = self._member_item(id, item.data(NICK_ROLE), op, item.data(AWAY_ROLE))
+                branch.members[id] = fresh
                 branch.item.setChild(item.row(), fresh)
 
     def is_op(self, room: str, id: int | None) -> bool:
@@ -163,7 +223,8 @@ class PeerModel(QStandardItemModel):
         self.pending(codec.Pending(joined.id, "gone"))
         branch = self.rooms.get(room_key(joined.room)) if joined.room else None
         if branch is not None and joined.id not in branch.members:
-            branch.members[joined.id] = item = self._member_item(joined.id, joined.nick, bool(joined.op))
+            item = self._member_item(joined.id, joined.nick, bool(joined.op), joined.away)
+            branch.members[joined.id] = item
             branch.item.appendRow(item)
             self._relabel(branch)
 
@@ -265,6 +326,100 @@ def to_html(text: str) -> str:
     return "".join(parts).replace("\n", "<br>").replace("  ", "&nbsp; ")
 
 
+def _linked(text: str) -> str:
+    """Escaped, URLs as links, **bold** and *italic* outside them."""
+    parts, end = [], 0
+    for match in _URL.finditer(text):
+        parts.append(_emphasis(_escape(text[end : match.start()])))
+        url = _escape(match.group())
+        parts.append(f'<a href="{url}">{url}</a>')
+        end = match.end()
+    parts.append(_emphasis(_escape(text[end:])))
+    return "".join(parts)
+
+
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
+_ITALIC = re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])")
+_CODE = re.compile(r"`([^`\n]+)`")
+_FENCE = re.compile(r"```(?:[\w+-]*\n)?(.*?)```", re.DOTALL)
+CODE_STYLE = "background-color:#eeeeee; font-family:monospace;"
+
+
+def _emphasis(escaped: str) -> str:
+    escaped = _BOLD.sub(r"<b>\1</b>", escaped)
+    return _ITALIC.sub(r"<i>\1</i>", escaped)
+
+
+def _inline(line: str) -> str:
+    """One line: `code` verbatim, the rest linked and emphasised."""
+    parts, end = [], 0
+    for match in _CODE.finditer(line):
+        parts.append(_linked(line[end : match.start()]))
+        parts.append(f'<code style="{CODE_STYLE}">{_escape(match.group(1))}</code>')
+        end = match.end()
+    parts.append(_linked(line[end:]))
+    return "".join(parts).replace("  ", "&nbsp; ")
+
+
+def _blocks(text: str) -> str:
+    """Lines outside code blocks: each run of ``> `` lines a quote."""
+    items: list[str] = []
+    quoted: list[str] = []
+    for line in text.split("\n"):
+        if line.startswith(">"):
+            quoted.append(_inline(line[1:].removeprefix(" ")))
+            continue
+        if quoted:
+            items.append(_quote(quoted))
+            quoted = []
+        items.append(_inline(line))
+    if quoted:
+        items.append(_quote(quoted))
+    return "<br>".join(items)
+
+
+def _quote(lines: list[str]) -> str:
+    return '<span style="color:#555555">' + "<br>".join(f"▎ {line}" for line in lines) + "</span>"
+
+
+def format_html(text: str) -> str:
+    """A message's text as rich text, safely: everything escaped (no HTML of
+    the sender's), URLs as links, **bold**, *italic*, `code`, ```code
+    blocks``` and ``> `` quotes."""
+    parts, end = [], 0
+    for match in _FENCE.finditer(text):
+        before = text[end : match.start()]
+        if before.endswith("\n"):
+            before = before[:-1]
+        if before:
+            parts.append(_blocks(before))
+        code = _escape(match.group(1).strip("\n")).replace("\n", "<br>").replace(" ", "&nbsp;")
+        parts.append(f'<table width="100%" style="{CODE_STYLE}"><tr><td>{code}</td></tr></table>')
+        end = match.end()
+        if text[end : end + 1] == "\n":
+            end += 1
+    rest = text[end:]
+    if rest or not parts:
+        parts.append(_blocks(rest))
+    return "".join(parts)
+
+
+def is_plain(text: str) -> bool:
+    """Whether ``text`` renders as itself (no formatting to lay out)."""
+    return not any(mark in text for mark in ("*", "`", "\n")) and not text.startswith(">")
+
+
+def day_words(ts: float) -> str:
+    return time.strftime("%A %d %B %Y", time.localtime(ts))
+
+
+def quote_of(message) -> codec.Quote:
+    """The quote a reply to ``message`` shows, from its present state."""
+    if message.deleted:
+        return codec.Quote(message.seq, deleted=True)
+    return codec.Quote(message.seq, message.sender, message.text[:100])
+
+
 @dataclass
 class Line:
     kind: str
@@ -276,6 +431,14 @@ class Line:
     state: str = CONFIRMED
     why: str = ""
     mention: bool = False
+    sender: str = ""  # who said it (``nick`` may be "*" for an action)
+    reply: codec.Quote | None = None
+    edited: float | None = None
+    deleted: bool = False
+    deleted_by: str | None = None
+    reactions: tuple[codec.Reaction, ...] = ()
+    rev: int = 0
+    record: bool = False  # a moderation record: nobody's to edit
 
 
 class TranscriptModel(QAbstractTableModel):
@@ -325,14 +488,22 @@ class TranscriptModel(QAbstractTableModel):
             if column == 0:
                 return time.strftime("%H:%M:%S", time.localtime(line.ts))
             if column == 1:
-                return line.nick
+                return "" if self.continues(index.row()) else line.nick
+            if line.deleted:
+                return self._deleted_words(line)
             return line.text + self._status(line)
         if role == HTML_ROLE and column == TEXT_COLUMN:
-            status = self._status(line)
-            note = f'<span style="color:#777777">{_escape(status)}</span>' if status else ""
-            return to_html(line.text) + note
+            return self._html(index.row(), line)
+        if role == RICH_ROLE:
+            return bool(
+                line.reply or line.reactions or self.day_starts(index.row()) or not is_plain(line.text)
+            )
+        if role == Qt.ItemDataRole.TextAlignmentRole and column < TEXT_COLUMN:
+            return Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
         if role == Qt.ItemDataRole.ToolTipRole and column == 0:
             return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(line.ts))
+        if role == Qt.ItemDataRole.ToolTipRole and column == TEXT_COLUMN and line.edited:
+            return "edited " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(line.edited))
         if role == Qt.ItemDataRole.ForegroundRole:
             if line.state == FAILED:
                 return QBrush(QColor("#b00020"))
@@ -355,6 +526,70 @@ class TranscriptModel(QAbstractTableModel):
                 return font
         return None
 
+    # -- how a row reads -------------------------------------------------------------
+
+    def day_starts(self, row: int) -> bool:
+        """Whether the row is the first of its day (the transcript's first row too)."""
+        if row == 0:
+            return True
+        previous = self.lines[row - 1]
+        return time.localtime(previous.ts)[:3] != time.localtime(self.lines[row].ts)[:3]
+
+    def continues(self, row: int) -> bool:
+        """Whether the row goes on from the one above by the same author
+        (shortly after, the same day): its name is not repeated."""
+        if row == 0 or self.day_starts(row):
+            return False
+        line, previous = self.lines[row], self.lines[row - 1]
+        return (
+            line.kind in (MESSAGE, OWN)
+            and previous.kind == line.kind
+            and previous.nick == line.nick
+            and not line.reply
+            and 0 <= line.ts - previous.ts <= GROUP_SECONDS
+        )
+
+    @staticmethod
+    def _deleted_words(line: Line) -> str:
+        return "message deleted" + (f" by {line.deleted_by}" if line.deleted_by else "")
+
+    def _html(self, row: int, line: Line) -> str:
+        parts = []
+        if self.day_starts(row):
+            parts.append(
+                f'<p align="center" style="color:#777777; margin-bottom:4px">── {day_words(line.ts)} ──</p>'
+            )
+        if line.reply is not None:
+            quote = line.reply
+            if quote.deleted or quote.text is None:
+                said = "<i>original deleted</i>"
+            else:
+                said = f"<b>{_escape(quote.sender or '?')}</b>: {_escape(quote.text.replace(chr(10), ' '))}"
+            parts.append(
+                f'<a href="quote:{quote.seq}" style="color:#555555; text-decoration:none">↪ {said}</a><br>'
+            )
+        if line.deleted:
+            parts.append(f'<i style="color:#777777">{_escape(self._deleted_words(line))}</i>')
+        else:
+            parts.append(format_html(line.text))
+            if line.edited:
+                parts.append(' <span style="color:#777777">(edited)</span>')
+        status = self._status(line)
+        if status:
+            parts.append(f'<span style="color:#777777">{_escape(status)}</span>')
+        if line.reactions:
+            mine = nick_key(self.own_nick or "")
+            chips = []
+            for number, reaction in enumerate(line.reactions):
+                own = any(nick_key(nick) == mine for nick in reaction.by)
+                colour = "#cfe3ff" if own else "#eeeeee"
+                chips.append(
+                    f'<a href="react:{number}" style="background-color:{colour}; color:#000000; '
+                    f'text-decoration:none">&nbsp;{_escape(reaction.emoji)} {len(reaction.by)}&nbsp;</a>'
+                )
+            parts.append("<br>" + "&nbsp; ".join(chips))
+        return "".join(parts)
+
     @staticmethod
     def _status(line: Line) -> str:
         if line.state == SENDING:
@@ -366,23 +601,84 @@ class TranscriptModel(QAbstractTableModel):
     # what the window feeds in
 
     def add_message(self, message: codec.MessagePacket | codec.Message, own_nick: str | None = None) -> bool:
-        """A message (once per seq); whether it mentions the user."""
+        """A message (once per seq); whether it mentions the user. A copy
+        of one shown that changed since replaces it."""
         if message.seq in self._seqs:
+            if message.rev:
+                self.flush()
+                line = self._line_of_seq(message.seq)
+                if line is not None and message.rev > line.rev:
+                    self.apply_change(message)
             return False
         line = self._line(message, own_nick)
         self._queue(line)
         return line.mention
 
     def _line(self, m: codec.MessagePacket | codec.Message, own_nick: str | None) -> Line:
+        line = self._bare_line(m, own_nick)
+        line.sender, line.reply, line.edited = m.sender, m.reply, m.edited
+        line.deleted, line.deleted_by = bool(m.deleted), m.deleted_by
+        line.reactions, line.rev = tuple(m.reactions or ()), m.rev or 0
+        if line.deleted:
+            line.text, line.mention = "", False
+        return line
+
+    def _bare_line(self, m: codec.MessagePacket | codec.Message, own_nick: str | None) -> Line:
         own = own_nick or self.own_nick
         if m.action is not None:  # a moderation record: who did what
-            return Line(SYSTEM, m.ts, "*", f"{m.sender} {m.text}", seq=m.seq)
+            line = Line(SYSTEM, m.ts, "*", f"{m.sender} {m.text}", seq=m.seq)
+            line.record = True
+            return line
         if m.text.startswith(ACTION_PREFIX) and len(m.text) > len(ACTION_PREFIX):
             text = f"{m.sender} {m.text[len(ACTION_PREFIX) :]}"
             return Line(ACTION, m.ts, "*", text, seq=m.seq, mention=m.sender != own and mentions(text, own))
-        if m.sender == own:
+        if own is not None and nick_key(m.sender) == nick_key(own):
             return Line(OWN, m.ts, m.sender, m.text, seq=m.seq)
         return Line(MESSAGE, m.ts, m.sender, m.text, seq=m.seq, mention=mentions(m.text, own))
+
+    def apply_change(self, message: codec.Message | codec.MessagePacket) -> bool:
+        """A message's present state (CHANGED, or a catch-up page): the line
+        with its seq takes it, and replies to it update their quote. Whether
+        the message is shown here."""
+        self.flush()
+        line = self._line_of_seq(message.seq)
+        if line is not None and (message.rev or 0) >= line.rev:
+            fresh = self._line(message, None)
+            for name in ("kind", "nick", "text", "mention", "sender", "reply", "edited", "deleted"):
+                setattr(line, name, getattr(fresh, name))
+            line.deleted_by, line.reactions, line.rev = fresh.deleted_by, fresh.reactions, fresh.rev
+            self._touch(self._row_of(line))
+        quote = quote_of(message)
+        for row, other in enumerate(self.lines):
+            if other.reply is not None and other.reply.seq == message.seq and other.reply != quote:
+                other.reply = quote
+                self._touch(row)
+        return line is not None
+
+    def _line_of_seq(self, seq: int) -> Line | None:
+        if seq not in self._seqs:
+            return None
+        row = self.row_of_seq(seq)
+        return self.lines[row] if row >= 0 else None
+
+    def row_of_seq(self, seq: int) -> int:
+        """The row showing message ``seq``, or -1."""
+        for row in range(len(self.lines) - 1, -1, -1):
+            if self.lines[row].seq == seq:
+                return row
+        return -1
+
+    def last_own_row(self) -> int:
+        """The row of the user's newest message still to be edited, or -1."""
+        for row in range(len(self.lines) - 1, -1, -1):
+            line = self.lines[row]
+            if line.kind == OWN and line.seq is not None and not line.deleted and line.state == CONFIRMED:
+                return row
+        return -1
+
+    def _touch(self, row: int) -> None:
+        if 0 <= row < len(self.lines):
+            self.dataChanged.emit(self.index(row, 0), self.index(row, TEXT_COLUMN))
 
     def newest_seq_through(self, row: int) -> int:
         """The newest seq among rows 0..``row``: what a reader who sees down to ``row`` has read."""
@@ -475,6 +771,7 @@ class TranscriptModel(QAbstractTableModel):
                     self._seqs.discard(line.seq)
             del self.lines[:excess]
             self.endRemoveRows()
+            self._touch(0)  # the new first row heads its day
 
     def _append_position(self) -> int:
         """Before any lines still being sent, so they stay at the bottom."""
@@ -498,6 +795,7 @@ class TranscriptModel(QAbstractTableModel):
                 self._seqs.add(line.seq)
                 self._max_seq = max(self._max_seq, line.seq)
         self.endInsertRows()
+        self._touch(row + len(lines))  # the row below may now go on from these, or not
 
     def _unplace(self, line: Line) -> None:
         row = self._row_of(line)
@@ -505,6 +803,7 @@ class TranscriptModel(QAbstractTableModel):
             self.beginRemoveRows(QModelIndex(), row, row)
             del self.lines[row]
             self.endRemoveRows()
+            self._touch(row)
 
     def _row_of(self, line: Line) -> int:
         for row in range(len(self.lines) - 1, -1, -1):

@@ -28,9 +28,17 @@ from chatproto import codec
 from chatproto.limits import DEFAULTS
 from chatproto.rules import DEFAULT_ROOM, room_key
 from qtclient import session as states
-from qtclient.models import ACTION_PREFIX, NICK_ROLE, ROOM_ROLE, PeerModel, TranscriptModel
+from qtclient.models import (
+    ACTION_PREFIX,
+    NICK_ROLE,
+    OWN,
+    ROOM_ROLE,
+    PeerModel,
+    TranscriptModel,
+)
 from qtclient.session import ChatSession
 from qtclient.views.connect_dialog import ConnectDialog, Target
+from qtclient.views.conversation import ComposerNote, EmojiPicker, typing_words
 from qtclient.views.join_dialog import JoinDialog
 from qtclient.views.transcript import TranscriptView
 
@@ -46,7 +54,8 @@ _LEAVE_WORDS = {
 }
 
 COMMANDS = (
-    "/join ROOM, /part [reason], /topic TEXT, /list, /msg NICK text, /me action, /quit; operators: "
+    "/join ROOM, /part [reason], /topic TEXT, /list, /msg NICK text, /me action, /away [message], /back, "
+    "/quit; operators: "
     "/kick NICK [reason], /ban NICK [reason], /unban NICK, /op NICK, /deop NICK, /invite NICK, /bans"
 )
 #: The room tree's width in a window wide enough for it, pixels.
@@ -67,6 +76,8 @@ _DONE_WORDS = {
     "ban_address": "address {target} banned",
     "unban_address": "address {target} may connect again",
     "reset": "the password of {target} is reset",
+    "away": "you are away (/back when you are back)",
+    "back": "you are back",
 }
 
 
@@ -79,9 +90,12 @@ def _html(text: str) -> str:
 
 
 class ChatInput(QPlainTextEdit):
-    """Enter sends; Shift+Enter starts a new line."""
+    """Enter sends; Shift+Enter starts a new line; Up in an empty input edits
+    the user's last message; Esc cancels a reply or an edit."""
 
     submitted = pyqtSignal(str)
+    editLast = pyqtSignal()
+    cancelled = pyqtSignal()
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -100,6 +114,12 @@ class ChatInput(QPlainTextEdit):
             return
         if enter:
             self.insertPlainText("\n")
+            return
+        if event.key() == Qt.Key.Key_Up and not self.toPlainText():
+            self.editLast.emit()
+            return
+        if event.key() == Qt.Key.Key_Escape:
+            self.cancelled.emit()
             return
         super().keyPressEvent(event)
 
@@ -170,6 +190,12 @@ class MainWindow(QMainWindow):
         self._login_rooms: set[str] = set()  # rooms whose ROOM the login brings (room keys)
         self._marked: dict[str, int] = {}  # room key -> the seq last marked read
         self._unreachable_said = False  # one line per outage, not one per retry
+        #: What the composer does with the next Enter: ("reply" | "edit", room key, seq), or None.
+        self.composing: tuple[str, str, int] | None = None
+        self.typing_now: dict[str, list[str]] = {}  # room key -> who is typing there
+        self.emoji_picker = None
+        self.confirm_box = None
+        self.away_dialog = None
         self._build()
         self._wire()
         self._show_state(states.DISCONNECTED, "")
@@ -194,6 +220,10 @@ class MainWindow(QMainWindow):
         self.topic_label.setStyleSheet("padding: 4px 2px; border-bottom: 1px solid #ddd;")
 
         self.input = ChatInput()
+        self.composer_note = ComposerNote()
+        self.typing_label = QLabel()
+        self.typing_label.setStyleSheet("color: #777777; font-style: italic; padding: 0 4px;")
+        self.typing_label.setFixedHeight(self.typing_label.fontMetrics().lineSpacing() + 2)
         self.send_button = QPushButton("Send")
         row = QHBoxLayout()
         row.addWidget(self.input)
@@ -212,6 +242,8 @@ class MainWindow(QMainWindow):
         column.addWidget(self.banner)
         column.addWidget(self.topic_label)
         column.addWidget(self.transcript_view)
+        column.addWidget(self.typing_label)
+        column.addWidget(self.composer_note)
         column.addLayout(row)
 
         self.splitter = splitter = QSplitter()
@@ -238,6 +270,11 @@ class MainWindow(QMainWindow):
         chat.addActions([self.connect_action, self.disconnect_action])
         chat.addSeparator()
         chat.addActions([self.join_action, self.part_action])
+        chat.addSeparator()
+        self.away_action = QAction("Set &away…", self)
+        self.back_action = QAction("I'm &back", self)
+        self.back_action.setEnabled(False)
+        chat.addActions([self.away_action, self.back_action])
         chat.addSeparator()
         chat.addAction(quit_action)
         room = self.menuBar().addMenu("&Room")
@@ -304,6 +341,22 @@ class MainWindow(QMainWindow):
         self.transcript_view.doubleClicked.connect(self._transcript_double_clicked)
         self.transcript_view.linkActivated.connect(lambda url: QDesktopServices.openUrl(QUrl(url)))
         self.transcript_view.verticalScrollBar().valueChanged.connect(self._scrolled)
+        self.transcript_view.actions_for = self.message_actions
+        self.transcript_view.anchor_tooltip = self._anchor_tooltip
+        self.transcript_view.actionRequested.connect(self.message_action)
+        self.transcript_view.anchorClicked.connect(self._anchor_clicked)
+        self.transcript_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.transcript_view.customContextMenuRequested.connect(self._transcript_menu)
+        self.input.editLast.connect(self.edit_last)
+        self.input.cancelled.connect(self.cancel_composing)
+        self.input.textChanged.connect(self._input_changed)
+        self.composer_note.cancelled.connect(self.cancel_composing)
+        s.messageChanged.connect(self._message_changed)
+        s.typingChanged.connect(self._typing_changed)
+        s.statusChanged.connect(self._status_changed)
+        s.requestDone.connect(self._away_done)
+        self.away_action.triggered.connect(self.ask_away)
+        self.back_action.triggered.connect(lambda: self.session.set_back())
 
     # -- rooms ---------------------------------------------------------------------------
 
@@ -320,6 +373,8 @@ class MainWindow(QMainWindow):
     def show_room(self, name: str) -> None:
         """Make ``name``'s transcript the one shown; its unread count goes."""
         key = room_key(name)
+        if key != self.current:
+            self.cancel_composing()
         self.current = key
         self.transcript = self._transcript_for(name)
         self.transcript_view.setModel(self.transcript)
@@ -330,10 +385,15 @@ class MainWindow(QMainWindow):
         if item is not None:
             self.peer_view.setCurrentIndex(item.index())
         self._show_topic()
+        self._show_typing()
 
     def _show_topic(self) -> None:
         name = self.room_names.get(self.current, "")
         topic = self.topics.get(self.current, "")
+        if self.peers.kind(name) == "direct":
+            title = self.peers.title(name)
+            self.topic_label.setText(f"<b>✉ {_html(title)}</b> — direct conversation")
+            return
         self.topic_label.setText(f"<b>{_html(name)}</b>" + (f" — {_html(topic)}" if topic else " — no topic"))
 
     def ask_join(self) -> None:
@@ -397,7 +457,15 @@ class MainWindow(QMainWindow):
                 if not to or not body:
                     self.transcript.add_system("usage: /msg NICK text")
                     return
-                if self.session.whisper(to, body) is not None:
+                if self.session.message_to(to, body) is not None:
+                    self.input.clear()
+                return
+            if command == "away":
+                if self.session.set_away(rest.strip()):
+                    self.input.clear()
+                return
+            if command == "back":
+                if self.session.set_back():
                     self.input.clear()
                 return
             if self._room_command(command, rest.strip()):
@@ -407,7 +475,16 @@ class MainWindow(QMainWindow):
         if len(text) > limit:
             self.transcript.add_system(f"message is {len(text)} characters; the limit is {limit}")
             return
-        if self.session.say(text, self.room_names.get(self.current)) is not None:
+        room = self.room_names.get(self.current)
+        mode, key, seq = self.composing or ("", "", 0)
+        if mode == "edit" and key == self.current:
+            if self.session.edit(room or "", seq, text):
+                self.cancel_composing()
+                self.input.clear()
+            return
+        reply = seq if mode == "reply" and key == self.current else None
+        if self.session.say(text, room, reply) is not None:
+            self.cancel_composing()
             self.input.clear()
 
     def _room_command(self, command: str, rest: str) -> bool:
@@ -496,6 +573,8 @@ class MainWindow(QMainWindow):
         name = message.room or self.session.default_room
         key = room_key(name)
         mention = self._transcript_for(name).add_message(message, self.session.nick)
+        if self.peers.kind(name) == "direct" and message.sender != self.session.nick:
+            mention = True  # a direct message is for the user, as a mention is
         action = message.action or {}
         if action.get("op") in ("op", "deop") and action.get("target"):
             self.peers.set_op(name, action["target"], action["op"] == "op")
@@ -533,6 +612,8 @@ class MainWindow(QMainWindow):
             self._login_rooms.discard(key)
             if self._connected_note:
                 transcript.add_system(self._connected_note)
+        elif state.kind == "direct":
+            transcript.add_system(f"direct conversation with {self.peers.title(state.room)}")
         else:
             transcript.add_system(f"you joined {state.room}")
         if state.ref is not None or room_key(state.room) == self.current:
@@ -681,6 +762,7 @@ class MainWindow(QMainWindow):
             self.room_names[self.current] = welcome.default_room
         for transcript in self.transcripts.values():
             transcript.own_nick = welcome.nick
+        self.peers.own_nick = welcome.nick
         self.peers.welcome(welcome)
         self._expand_branches()
         self._login_rooms = set(self.session.machine.rooms)
@@ -811,6 +893,227 @@ class MainWindow(QMainWindow):
         if tree > share or (tree < share and self._tree_squeezed):
             self._tree_squeezed = share < TREE_WIDTH
             self.splitter.setSizes([share, tree + rest - share])
+
+    # -- conversations: replies, edits, deletion, reactions, typing, away ---------------
+
+    def _line(self, row: int):
+        lines = self.transcript.lines
+        return lines[row] if 0 <= row < len(lines) else None
+
+    def can_delete(self, line) -> bool:
+        """Own messages; any but a moderation record for a room's operator;
+        any for a server admin (19.4)."""
+        room = self.room_names.get(self.current, "")
+        if self.session.machine.admin:
+            return True
+        if line.record:
+            return False
+        if line.kind == OWN:
+            return True
+        return self.peers.kind(room) != "direct" and self.peers.is_op(room, self.session.my_id)
+
+    def message_actions(self, row: int) -> list[str]:
+        """What the user may do with the message at ``row`` of the room shown."""
+        line = self._line(row)
+        if line is None or line.seq is None or line.deleted or not self.session.machine.logged_in:
+            return []
+        actions = [] if line.record else ["reply", "react"]
+        if line.kind == OWN:
+            actions.append("edit")
+        if self.can_delete(line):
+            actions.append("delete")
+        return actions
+
+    def message_action(self, action: str, row: int) -> None:
+        line = self._line(row)
+        if line is None or action not in self.message_actions(row):
+            return
+        if action == "reply":
+            self.start_reply(row)
+        elif action == "edit":
+            self.start_edit(row)
+        elif action == "react":
+            self.open_emoji_picker(row)
+        elif action == "delete":
+            self.ask_delete(row)
+
+    def message_menu(self, row: int) -> QMenu | None:
+        """The context menu of the message at ``row``: its actions, and its reactions to take back."""
+        from qtclient.views.transcript import ACTIONS
+
+        actions = self.message_actions(row)
+        if not actions:
+            return None
+        menu = QMenu(self)
+        for name, label in ACTIONS:
+            if name in actions:
+                item = menu.addAction(label.split(" ", 1)[1])
+                item.triggered.connect(lambda _=False, name=name: self.message_action(name, row))
+        line = self._line(row)
+        for reaction in line.reactions:
+            if self.session.machine.my_reaction(line, reaction.emoji):
+                item = menu.addAction(f"Take back {reaction.emoji}")
+                item.triggered.connect(lambda _=False, e=reaction.emoji: self.toggle_reaction(row, e))
+        return menu
+
+    def _transcript_menu(self, position) -> None:
+        view = self.transcript_view
+        menu = self.message_menu(view.rowAt(position.y()))
+        if menu is not None:
+            menu.popup(view.viewport().mapToGlobal(position))
+
+    def start_reply(self, row: int) -> None:
+        line = self._line(row)
+        if line is None or line.seq is None:
+            return
+        self.composing = ("reply", self.current, line.seq)
+        said = line.text.replace("\n", " ")
+        self.composer_note.say(f"Replying to {line.sender or line.nick}: {said[:80]}")
+        self.input.setFocus()
+
+    def start_edit(self, row: int) -> None:
+        line = self._line(row)
+        if line is None or line.seq is None:
+            return
+        self.composing = ("edit", self.current, line.seq)
+        self.composer_note.say("Editing your message — Enter saves, Esc cancels")
+        self.input.setPlainText(line.text)
+        self.input.setFocus()
+        cursor = self.input.textCursor()
+        cursor.movePosition(cursor.MoveOperation.End)
+        self.input.setTextCursor(cursor)
+
+    def edit_last(self) -> None:
+        """Up in an empty input: edit the user's last message in the room shown."""
+        row = self.transcript.last_own_row()
+        if row >= 0:
+            self.start_edit(row)
+            self.transcript_view.scrollTo(self.transcript.index(row, 0))
+
+    def cancel_composing(self) -> None:
+        if self.composing is None:
+            return
+        editing = self.composing[0] == "edit"
+        self.composing = None
+        self.composer_note.hide()
+        if editing:
+            self.input.clear()
+
+    def ask_delete(self, row: int) -> None:
+        """Delete the message, once the user says so (window-modal, no nested loop)."""
+        from PyQt6.QtWidgets import QMessageBox
+
+        line = self._line(row)
+        if line is None or line.seq is None:
+            return
+        room, seq = self.room_names.get(self.current, ""), line.seq
+        box = self.confirm_box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("Delete message")
+        whose = "your message" if line.kind == OWN else f"this message of {line.sender or line.nick}"
+        box.setText(f"Delete {whose} for everyone?")
+        box.setInformativeText(line.text[:200])
+        box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.accepted.connect(lambda: self.session.delete(room, seq))
+        box.finished.connect(lambda _: self._dialog_closed("confirm_box", box))
+        box.open()
+
+    def open_emoji_picker(self, row: int) -> None:
+        line = self._line(row)
+        if line is None or line.seq is None:
+            return
+        picker = self.emoji_picker = EmojiPicker(self)
+        picker.picked.connect(lambda emoji: self.toggle_reaction(row, emoji))
+        picker.aboutToHide.connect(lambda: picker.deleteLater())
+        view = self.transcript_view
+        rect = view.visualRect(self.transcript.index(row, 2))
+        picker.popup(view.viewport().mapToGlobal(rect.bottomLeft()))
+
+    def toggle_reaction(self, row: int, emoji: str) -> None:
+        """Add ``emoji`` to the message at ``row``, or take it back if it is ours."""
+        line = self._line(row)
+        if line is None or line.seq is None:
+            return
+        on = not self.session.machine.my_reaction(line, emoji)
+        self.session.react(self.room_names.get(self.current, ""), line.seq, emoji, on)
+
+    def _anchor_clicked(self, row: int, href: str) -> None:
+        kind, _, value = href.partition(":")
+        line = self._line(row)
+        if line is None or not value.isdigit():
+            return
+        if kind == "quote":
+            self.show_message(int(value))
+        elif kind == "react" and int(value) < len(line.reactions):
+            self.toggle_reaction(row, line.reactions[int(value)].emoji)
+
+    def show_message(self, seq: int) -> bool:
+        """Scroll to message ``seq`` of the room shown and select it, if loaded."""
+        row = self.transcript.row_of_seq(seq)
+        if row < 0:
+            self.transcript.add_system("the original message is not loaded (scroll up for older ones)")
+            return False
+        self.transcript_view.scrollTo(
+            self.transcript.index(row, 0), QAbstractItemView.ScrollHint.PositionAtCenter
+        )
+        self.transcript_view.selectRow(row)
+        return True
+
+    def _anchor_tooltip(self, row: int, href: str) -> str | None:
+        line = self._line(row)
+        kind, _, value = href.partition(":")
+        if line is None or not value.isdigit():
+            return None
+        if kind == "react" and int(value) < len(line.reactions):
+            reaction = line.reactions[int(value)]
+            return f"{', '.join(reaction.by)} reacted with {reaction.emoji}"
+        if kind == "quote":
+            return "show the original message"
+        return None
+
+    def _message_changed(self, room: str, message: codec.Message, kind: str, by: str) -> None:
+        self._transcript_for(room).apply_change(message)
+        composing = self.composing
+        if message.deleted and composing and composing[1:] == (room_key(room), message.seq):
+            self.cancel_composing()  # nothing left to answer or edit
+
+    def _input_changed(self) -> None:
+        room = self.room_names.get(self.current)
+        if not room or not self.session.machine.logged_in:
+            return
+        text = self.input.toPlainText()
+        editing = self.composing is not None and self.composing[0] == "edit"
+        if not text.strip():
+            self.session.typing(room, False)
+        elif not text.startswith("/") and not editing:
+            self.session.typing(room, True)
+
+    def _typing_changed(self, room: str, nicks: list) -> None:
+        self.typing_now[room_key(room)] = list(nicks)
+        self._show_typing()
+
+    def _show_typing(self) -> None:
+        self.typing_label.setText(typing_words(self.typing_now.get(self.current, [])))
+
+    def _status_changed(self, status: codec.Status) -> None:
+        self.peers.set_away(status.room, status.nick, status.away)
+
+    def ask_away(self) -> None:
+        """Chat → Set away…: the message others see (optional)."""
+        from PyQt6.QtWidgets import QInputDialog
+
+        dialog = self.away_dialog = QInputDialog(self)
+        dialog.setWindowTitle("Away")
+        dialog.setLabelText("Away message (optional):")
+        dialog.textValueSelected.connect(lambda text: self.session.set_away(text.strip()))
+        dialog.finished.connect(lambda _: self._dialog_closed("away_dialog", dialog))
+        dialog.open()
+
+    def _away_done(self, done: codec.Done) -> None:
+        if done.op in ("away", "back"):
+            self.away_action.setText("Change &away message…" if done.op == "away" else "Set &away…")
+            self.back_action.setEnabled(done.op == "away")
 
     # -- closing -------------------------------------------------------------------------
 

@@ -10,18 +10,25 @@ width changes, so an append costs the same at 10,000 rows as at 10.
 from __future__ import annotations
 
 from PyQt6.QtCore import QEvent, QModelIndex, QPoint, QPointF, QRect, QRectF, Qt, QTimer, pyqtSignal
-from PyQt6.QtGui import QAbstractTextDocumentLayout, QFont, QFontMetrics, QPalette, QTextDocument
+from PyQt6.QtGui import QAbstractTextDocumentLayout, QCursor, QFont, QFontMetrics, QPalette, QTextDocument
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QApplication,
+    QFrame,
+    QHBoxLayout,
     QHeaderView,
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
     QTableView,
+    QToolButton,
+    QToolTip,
 )
 
-from qtclient.models import HTML_ROLE, TEXT_COLUMN
+from qtclient.models import HTML_ROLE, RICH_ROLE, TEXT_COLUMN
+
+#: A message's actions, in the order the hover bar and the menu show them.
+ACTIONS = (("reply", "↩ Reply"), ("react", "☺ React"), ("edit", "✎ Edit"), ("delete", "🗑 Delete"))
 
 #: Space around a row's text, in pixels.
 PAD_X, PAD_Y = 4, 3
@@ -61,7 +68,8 @@ class MessageDelegate(QStyledItemDelegate):
         one_line = metrics.lineSpacing() + 2 * PAD_Y
         inner = width - 2 * PAD_X
         text = index.data(Qt.ItemDataRole.DisplayRole) or ""
-        if "\n" not in text and "://" not in text and metrics.horizontalAdvance(text) <= inner:
+        plain = not index.data(RICH_ROLE)
+        if plain and "\n" not in text and "://" not in text and metrics.horizontalAdvance(text) <= inner:
             return one_line  # most chat: one line, no layout needed
         html = index.data(HTML_ROLE) or ""
         key = (html, inner, font.key())
@@ -100,10 +108,45 @@ class MessageDelegate(QStyledItemDelegate):
         painter.restore()
 
 
+class HoverBar(QFrame):
+    """The actions of the message under the mouse, over its top right corner."""
+
+    triggered = pyqtSignal(str, int)  # action, row
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setAutoFillBackground(True)
+        self.setStyleSheet("HoverBar { background: #ffffff; border: 1px solid #cccccc; border-radius: 4px; }")
+        row = QHBoxLayout(self)
+        row.setContentsMargins(2, 1, 2, 1)
+        row.setSpacing(1)
+        self.row = -1
+        self.buttons: dict[str, QToolButton] = {}
+        for name, label in ACTIONS:
+            button = self.buttons[name] = QToolButton(self)
+            button.setText(label.split(" ", 1)[0])
+            button.setToolTip(label.split(" ", 1)[1])
+            button.setAutoRaise(True)
+            button.clicked.connect(lambda _=False, name=name: self.triggered.emit(name, self.row))
+            row.addWidget(button)
+        self.hide()
+
+    def show_for(self, row: int, actions: list[str]) -> None:
+        self.row = row
+        for name, button in self.buttons.items():
+            button.setVisible(name in actions)
+        self.adjustSize()
+
+
 class TranscriptView(QTableView):
-    """The transcript table; ``linkActivated`` carries a clicked URL."""
+    """The transcript table; ``linkActivated`` carries a clicked URL,
+    ``anchorClicked`` (row, href) a quote or a reaction chip clicked, and
+    ``actionRequested`` (action, row) a message's action from the hover bar."""
 
     linkActivated = pyqtSignal(str)
+    anchorClicked = pyqtSignal(int, str)
+    actionRequested = pyqtSignal(str, int)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -130,6 +173,33 @@ class TranscriptView(QTableView):
         self._refit.setSingleShot(True)
         self._refit.setInterval(0)
         self._refit.timeout.connect(self.fit_all_rows)
+        #: row -> the actions that apply to it (the window decides); none by default.
+        self.actions_for = lambda row: []
+        #: (row, href) -> a tooltip for an anchor (who reacted), or None.
+        self.anchor_tooltip = lambda row, href: None
+        self.hover_bar = HoverBar(self.viewport())
+        self.hover_bar.triggered.connect(self._hover_action)
+        self.verticalScrollBar().valueChanged.connect(lambda _: self.hover_bar.hide())
+
+    def _hover_action(self, action: str, row: int) -> None:
+        self.hover_bar.hide()
+        self.actionRequested.emit(action, row)
+
+    def show_actions_at(self, position: QPoint) -> None:
+        """The hover bar for the message under ``position`` (viewport coordinates)."""
+        index = self.indexAt(position)
+        actions = self.actions_for(index.row()) if index.isValid() else []
+        if not actions:
+            self.hover_bar.hide()
+            return
+        self.hover_bar.show_for(index.row(), actions)
+        rect = self.visualRect(index.siblingAtColumn(TEXT_COLUMN))
+        bar = self.hover_bar
+        x = max(0, rect.right() - bar.width() - 4)
+        y = max(0, rect.top() - bar.height() // 2) if rect.top() > bar.height() else rect.top()
+        bar.move(x, y)
+        bar.show()
+        bar.raise_()
 
     # -- the model ---------------------------------------------------------------------
 
@@ -208,19 +278,34 @@ class TranscriptView(QTableView):
         return doc.documentLayout().anchorAt(point) or None
 
     def mouseMoveEvent(self, event) -> None:
-        link = self.link_at(event.position().toPoint())
+        position = event.position().toPoint()
+        link = self.link_at(position)
         shape = Qt.CursorShape.PointingHandCursor if link else Qt.CursorShape.ArrowCursor
         self.viewport().setCursor(shape)
+        self.show_actions_at(position)
         super().mouseMoveEvent(event)
 
     def mouseReleaseEvent(self, event) -> None:
         super().mouseReleaseEvent(event)
         if event.button() == Qt.MouseButton.LeftButton:
-            link = self.link_at(event.position().toPoint())
-            if link:
+            position = event.position().toPoint()
+            link = self.link_at(position)
+            if link and link.startswith(("quote:", "react:")):
+                self.anchorClicked.emit(self.indexAt(position).row(), link)
+            elif link:
                 self.linkActivated.emit(link)
 
     def viewportEvent(self, event) -> bool:
         if event.type() == QEvent.Type.Leave:
             self.viewport().unsetCursor()
+            inside = self.hover_bar.geometry().contains(self.viewport().mapFromGlobal(QCursor.pos()))
+            if not inside:
+                self.hover_bar.hide()
+        elif event.type() == QEvent.Type.ToolTip:
+            position = event.pos()
+            link = self.link_at(position)
+            tip = self.anchor_tooltip(self.indexAt(position).row(), link) if link else None
+            if tip:
+                QToolTip.showText(event.globalPos(), tip, self.viewport())
+                return True
         return super().viewportEvent(event)
