@@ -48,7 +48,7 @@ def test_each_action_sends_its_packet():
 
 
 def test_typing_goes_at_most_once_an_interval_and_stops_only_after_a_start():
-    h, protocol, transport = logged_in(limits={"typing_interval": 3})
+    h, _protocol, transport = logged_in(limits={"typing_interval": 3})
     s = h.session
     assert not s.typing("general", False), "no stop without a start"
     assert s.typing("general")
@@ -67,7 +67,7 @@ def test_typing_goes_at_most_once_an_interval_and_stops_only_after_a_start():
 
 
 def test_typing_notices_show_until_stopped_a_message_or_twice_the_interval():
-    h, protocol, transport = logged_in(limits={"typing_interval": 2})
+    h, protocol, _transport = logged_in(limits={"typing_interval": 2})
 
     def last():
         return h.events.named("typing_changed")[-1]
@@ -90,7 +90,7 @@ def test_typing_notices_show_until_stopped_a_message_or_twice_the_interval():
 
 
 def test_changed_and_status_are_reported():
-    h, protocol, transport = logged_in()
+    h, protocol, _transport = logged_in()
     changed = codec.Message(3, 3.0, "bob", "fixed", edited=5.0, rev=1)
     h.serve(protocol, codec.Changed("general", "edit", "bob", changed))
     h.serve(protocol, codec.Status("general", "bob", "lunch"))
@@ -125,7 +125,7 @@ def test_msg_to_a_guest_falls_back_to_a_whisper():
 
 
 def test_msg_as_a_guest_whispers():
-    h, protocol, transport = logged_in(account=False)
+    h, _protocol, transport = logged_in(account=False)
     h.session.message_to("bob", "psst")
     (whisper,) = h.sent(transport)
     assert isinstance(whisper, codec.Whisper)
