@@ -81,9 +81,25 @@ class Bob:
             def error_received(self, code, message):
                 heard.errors.append((code, message))
 
+            def message_changed(self, room, message, kind, by):
+                heard.changes.append((kind, by, message))
+
+            def typing_changed(self, room, nicks):
+                heard.typing.append((room, list(nicks)))
+
+            def status_changed(self, status):
+                heard.statuses.append(status)
+
+            def room_joined(self, state, reset):
+                heard.rooms.append(state)
+
         self.messages: list = []
         self.privates: list = []
         self.errors: list = []
+        self.changes: list = []  # (kind, by, codec.Message)
+        self.typing: list = []  # (room, [nick])
+        self.statuses: list = []
+        self.rooms: list = []  # codec.RoomState
         self.machine = ClientSession(reactor, Events(), retry=lambda attempt: 0.2)
 
     def texts(self) -> list[str]:
@@ -165,6 +181,36 @@ class Session:
         else:
             QTest.mouseClick(widget, Qt.MouseButton.LeftButton, pos=position)
 
+    def hover_action(self, text: str, action: str) -> None:
+        """Hover over the message ``text`` and click ``action`` on its hover bar."""
+        from PyQt6.QtTest import QTest
+
+        view, transcript = self.window.transcript_view, self.window.transcript
+        row = self.row_of(text)
+        view.scrollTo(transcript.index(row, 2))
+        QTest.mouseMove(view.viewport(), view.visualRect(transcript.index(row, 2)).center())
+        bar = view.hover_bar
+        assert bar.isVisible() and bar.row == row, f"no hover bar over {text!r}"
+        button = bar.buttons[action]
+        assert button.isVisible(), f"{action} not offered on {text!r}"
+        self.click(button)
+
+    def row_of(self, text: str) -> int:
+        self.window.transcript.flush()
+        return next(i for i, line in enumerate(self.window.transcript.lines) if line.text == text)
+
+    def anchor_point(self, row: int, href: str):
+        """Where in the row's text the link ``href`` is (a quote or a reaction chip)."""
+        from PyQt6.QtCore import QPoint
+
+        view = self.window.transcript_view
+        rect = view.visualRect(self.window.transcript.index(row, 2))
+        for y in range(rect.top() + 2, rect.bottom(), 3):
+            for x in range(rect.left() + 2, rect.right(), 4):
+                if view.link_at(QPoint(x, y)) == href:
+                    return QPoint(x, y)
+        raise AssertionError(f"no {href} in row {row}")
+
     def click_room(self, name: str) -> None:
         view = self.window.peer_view
         index = self.window.peers.room_item(name).index()
@@ -206,6 +252,146 @@ class Session:
         QTest.keyClicks(dialog.password, password)
         QTest.keyClick(dialog, Qt.Key.Key_Return)
         await self.until(lambda: w.session.state is states.CONNECTED and w.session.nick == nick, nick)
+
+    async def _conversations(self) -> None:
+        """Reply, react, edit (Up), delete, typing, away and a direct conversation."""
+        from PyQt6.QtCore import Qt
+        from PyQt6.QtTest import QTest
+
+        w, bob = self.window, self.bob
+        box = w.input
+
+        # Reply to bob's question from the hover bar.
+        self.hover_action("who has the release notes?", "reply")
+        await self.until(lambda: w.composer_note.isVisible(), "the 'Replying to' note")
+        assert w.composer_note.label.text().startswith("Replying to bob: who has"), (
+            w.composer_note.label.text()
+        )
+        QTest.keyClicks(box, "they are in the wiki")
+        await self.shot("replying")
+        QTest.keyClick(box, Qt.Key.Key_Return)
+        await self.until(
+            lambda: any(m.text == "they are in the wiki" and m.reply for m in bob.messages),
+            "bob getting alice's reply with its quote",
+        )
+        answer = next(m for m in bob.messages if m.text == "they are in the wiki")
+        assert answer.reply.sender == "bob" and answer.reply.text == "who has the release notes?"
+        assert not w.composer_note.isVisible(), "the note goes once the reply is sent"
+
+        # React with the picker; bob reacts too; a click on the chip takes alice's back.
+        self.hover_action("who has the release notes?", "react")
+        await self.until(
+            lambda: w.emoji_picker is not None and w.emoji_picker.isVisible(), "the emoji picker"
+        )
+        await self.shot("emoji-picker")
+        self.click(w.emoji_picker.buttons["🎉"])
+        await self.until(
+            lambda: any(kind == "react" for kind, by, m in bob.changes), "bob seeing the reaction"
+        )
+        question = next(m for m in bob.messages if m.text == "who has the release notes?")
+        bob.machine.react(question.room or "general", question.seq, "🎉")
+        await self.until(
+            lambda: (
+                sum(
+                    len(r.by) for r in w.transcript.lines[self.row_of("who has the release notes?")].reactions
+                )
+                == 2
+            ),
+            "both reactions shown",
+        )
+        await self.shot("reactions")
+        row = self.row_of("who has the release notes?")
+        view = w.transcript_view
+        self.click(view.viewport(), self.anchor_point(row, "react:0"))
+        await self.until(
+            lambda: (
+                [r.by for r in w.transcript.lines[self.row_of("who has the release notes?")].reactions]
+                == [["bob"]]
+            ),
+            "alice's reaction taken back by clicking the chip",
+        )
+
+        # Up in the empty input edits the last message.
+        box.clear()
+        box.setFocus()
+        QTest.keyClick(box, Qt.Key.Key_Up)
+        await self.until(lambda: box.toPlainText() == "they are in the wiki", "the last message in the input")
+        assert w.composing is not None and w.composing[0] == "edit"
+        box.selectAll()
+        QTest.keyClicks(box, "they are in the wiki, page Releases")
+        await self.shot("editing")
+        QTest.keyClick(box, Qt.Key.Key_Return)
+        await self.until(
+            lambda: any(k == "edit" and m.text.endswith("page Releases") for k, by, m in bob.changes),
+            "bob seeing the edit",
+        )
+        await self.until(lambda: "they are in the wiki, page Releases" in self.text_rows(), "the edit shown")
+        edited_row = self.row_of("they are in the wiki, page Releases")
+        assert w.transcript.lines[edited_row].edited, "(edited) marked"
+
+        # A message sent by mistake, deleted from the hover bar.
+        self.type_and_send("oops, wrong room")
+        await self.until(lambda: "oops, wrong room" in bob.texts(), "bob getting the mistake")
+        await self.until(lambda: w.transcript.lines[self.row_of("oops, wrong room")].seq, "its echo")
+        self.hover_action("oops, wrong room", "delete")
+        await self.until(lambda: w.confirm_box is not None and w.confirm_box.isVisible(), "'Delete message?'")
+        await self.shot("delete-confirm")
+        self.click(w.confirm_box.button(w.confirm_box.StandardButton.Yes))
+        await self.until(lambda: any(k == "delete" for k, by, m in bob.changes), "bob seeing the deletion")
+        await self.until(
+            lambda: any(line.deleted and line.sender == "alice" for line in w.transcript.lines),
+            "'message deleted' shown",
+        )
+
+        # Typing, both ways.
+        box.setFocus()
+        QTest.keyClicks(box, "let me")
+        await self.until(lambda: ("general", ["alice"]) in bob.typing, "bob seeing alice typing")
+        box.clear()
+        await self.until(lambda: bob.typing[-1] == ("general", []), "bob seeing alice stop")
+        bob.machine.typing("general")
+        await self.until(lambda: w.typing_label.text() == "bob is typing…", "'bob is typing…'")
+        await self.shot("bob-typing")
+        bob.machine.say("found them", "general")
+        await self.until(lambda: w.typing_label.text() == "", "the typing line gone with bob's message")
+
+        # Away and back: /away, the menu, and bob's away shown in the member list.
+        self.type_and_send("/away at lunch")
+        await self.until(
+            lambda: any(s.nick == "alice" and s.away == "at lunch" for s in bob.statuses),
+            "bob seeing alice away",
+        )
+        await self.until(w.back_action.isEnabled, "Chat → I'm back enabled")
+        w.back_action.trigger()
+        await self.until(lambda: bob.statuses[-1].nick == "alice" and bob.statuses[-1].away is None, "back")
+        bob.machine.set_away("in a meeting")
+        await self.until(lambda: w.peers.away("general", "bob") == "in a meeting", "bob shown away")
+        await self.shot("bob-away")
+        bob.machine.set_back()
+        await self.until(lambda: w.peers.away("general", "bob") is None, "bob shown back")
+
+        # A direct conversation: /msg to an account opens it, on both sides.
+        self.type_and_send("/msg bob are you coming to the demo?")
+        await self.until(lambda: any(r.kind == "direct" for r in bob.rooms), "bob getting the conversation")
+        direct = next(r.room for r in bob.rooms if r.kind == "direct")
+        assert direct == "@alice+bob", direct
+        await self.until(
+            lambda: any(m.text == "are you coming to the demo?" and m.room == direct for m in bob.messages),
+            "bob getting the message in the conversation",
+        )
+        await self.until(lambda: w.room_names.get(w.current) == direct, "the conversation shown")
+        assert w.peers.room_item(direct).text() == "✉ bob", w.peers.room_item(direct).text()
+        bob.machine.say("yes, see you there", direct)
+        await self.until(lambda: "yes, see you there" in self.text_rows(), "bob's answer in the conversation")
+        await self.shot("direct-conversation")
+        self.click_room("general")
+        await self.until(lambda: w.room_names.get(w.current) == "general", "general shown again")
+        bob.machine.say("one more thing", direct)
+        await self.until(lambda: w.peers.unread(direct)[0] == 1, "the conversation's unread count")
+        self.click_room(direct)
+        await self.until(lambda: w.peers.unread(direct)[0] == 0, "the conversation read")
+        self.click_room("general")
+        await self.until(lambda: w.room_names.get(w.current) == "general", "back in general")
 
     def start_server(self, port: int = 0):
         from scripts.spawn import spawn_server
@@ -254,8 +440,10 @@ class Session:
         await self.shot("start")
 
         # A room with history before alice arrives (the first login of a new user).
-        bob.machine.connect_to("127.0.0.1", self.port, "bob")
+        # bob has an account too: the two talk in a direct conversation later.
+        bob.machine.connect_to("127.0.0.1", self.port, "bob", password="bob's password", register=True)
         await self.until(lambda: bob.machine.state is states.CONNECTED, "bob logging in")
+        await self.until(lambda: bob.machine.account, "bob's account registered")
         for text in ("morning!", "the deploy is at 3", "who has the release notes?"):
             bob.machine.say(text)
         await self.until(lambda: len(bob.messages) >= 3, "bob's messages being stored")
@@ -318,10 +506,9 @@ class Session:
         one_line = view.fontMetrics().lineSpacing()
         assert view.rowHeight(row) >= 3 * one_line, f"a 3-line message is {view.rowHeight(row)} px tall"
         await self.shot("messages")
+        await self._conversations()
 
-        # A whisper, both ways.
-        self.type_and_send("/msg bob are you coming to the demo?")
-        await self.until(lambda: any("demo" in p.text for p in bob.privates), "bob getting the whisper")
+        # A whisper from bob still shows as one.
         bob.machine.whisper("alice", "yes, in 5")
         await self.until(lambda: "yes, in 5" in self.text_rows(), "bob's whisper shown")
 
