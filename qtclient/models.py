@@ -28,6 +28,8 @@ RICH_ROLE = Qt.ItemDataRole.UserRole + 6
 AWAY_ROLE = Qt.ItemDataRole.UserRole + 7
 #: A room's kind ("direct" for a direct conversation).
 KIND_ROLE = Qt.ItemDataRole.UserRole + 8
+#: Whether the row opens its day (a heading above its text).
+HEADING_ROLE = Qt.ItemDataRole.UserRole + 9
 TEXT_COLUMN = 2
 #: Messages by one author this close together share the author's name.
 GROUP_SECONDS = 5 * 60
@@ -498,6 +500,8 @@ class TranscriptModel(QAbstractTableModel):
             return bool(
                 line.reply or line.reactions or self.day_starts(index.row()) or not is_plain(line.text)
             )
+        if role == HEADING_ROLE:
+            return self.day_starts(index.row())
         if role == Qt.ItemDataRole.TextAlignmentRole and column < TEXT_COLUMN:
             return Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
         if role == Qt.ItemDataRole.ToolTipRole and column == 0:

@@ -595,7 +595,8 @@ class MainWindow(QMainWindow):
             if self.tray is None:
                 self.tray = QSystemTrayIcon(self.windowIcon(), self)
                 self.tray.show()
-            self.tray.showMessage(f"{message.sender} in {room}", message.text[:200])
+            where = "to you" if self.peers.kind(room) == "direct" else f"in {room}"
+            self.tray.showMessage(f"{message.sender} {where}", message.text[:200])
 
     def _room_joined(self, state: codec.RoomState, reset: bool) -> None:
         transcript = self._transcript_for(state.room)
@@ -1073,7 +1074,10 @@ class MainWindow(QMainWindow):
         return None
 
     def _message_changed(self, room: str, message: codec.Message, kind: str, by: str) -> None:
-        self._transcript_for(room).apply_change(message)
+        transcript = self.transcripts.get(room_key(room))
+        if transcript is None:
+            return  # a room not shown anywhere: nothing to change
+        transcript.apply_change(message)
         composing = self.composing
         if message.deleted and composing and composing[1:] == (room_key(room), message.seq):
             self.cancel_composing()  # nothing left to answer or edit

@@ -25,7 +25,7 @@ from PyQt6.QtWidgets import (
     QToolTip,
 )
 
-from qtclient.models import HTML_ROLE, RICH_ROLE, TEXT_COLUMN
+from qtclient.models import HEADING_ROLE, HTML_ROLE, RICH_ROLE, TEXT_COLUMN
 
 #: A message's actions, in the order the hover bar and the menu show them.
 ACTIONS = (("reply", "↩ Reply"), ("react", "☺ React"), ("edit", "✎ Edit"), ("delete", "🗑 Delete"))
@@ -108,6 +108,24 @@ class MessageDelegate(QStyledItemDelegate):
         painter.restore()
 
 
+class CellDelegate(QStyledItemDelegate):
+    """Time and nick: beside the message's text, below its day's heading."""
+
+    def paint(self, painter, option, index: QModelIndex) -> None:
+        if not index.data(HEADING_ROLE):
+            super().paint(painter, option, index)
+            return
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        style = opt.widget.style() if opt.widget is not None else QApplication.style()
+        text, opt.text = opt.text, ""
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
+        shift = QFontMetrics(opt.font).lineSpacing() + 4  # the heading's line and its margin
+        opt.text = text
+        opt.rect = opt.rect.adjusted(0, shift, 0, 0)
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
+
+
 class HoverBar(QFrame):
     """The actions of the message under the mouse, over its top right corner."""
 
@@ -152,6 +170,9 @@ class TranscriptView(QTableView):
         super().__init__(parent)
         self.delegate = MessageDelegate(self)
         self.setItemDelegateForColumn(TEXT_COLUMN, self.delegate)
+        self.cells = CellDelegate(self)
+        for column in range(TEXT_COLUMN):
+            self.setItemDelegateForColumn(column, self.cells)
         self.setShowGrid(False)
         self.setWordWrap(True)
         self.setAlternatingRowColors(True)
@@ -212,6 +233,7 @@ class TranscriptView(QTableView):
                 except TypeError:  # never connected
                     pass
         super().setModel(model)
+        self.hover_bar.hide()
         for signal, slot in self._model_signals(model):
             signal.connect(slot)
         self._size_columns()

@@ -181,16 +181,18 @@ class Session:
         else:
             QTest.mouseClick(widget, Qt.MouseButton.LeftButton, pos=position)
 
-    def hover_action(self, text: str, action: str) -> None:
+    async def hover_action(self, text: str, action: str) -> None:
         """Hover over the message ``text`` and click ``action`` on its hover bar."""
         from PyQt6.QtTest import QTest
 
         view, transcript = self.window.transcript_view, self.window.transcript
         row = self.row_of(text)
         view.scrollTo(transcript.index(row, 2))
-        QTest.mouseMove(view.viewport(), view.visualRect(transcript.index(row, 2)).center())
+        rect = view.visualRect(transcript.index(row, 2))
+        QTest.mouseMove(view.viewport(), rect.topLeft())  # from elsewhere: the mouse moves onto it
+        QTest.mouseMove(view.viewport(), rect.center())
         bar = view.hover_bar
-        assert bar.isVisible() and bar.row == row, f"no hover bar over {text!r}"
+        await self.until(lambda: bar.isVisible() and bar.row == row, f"the hover bar over {text!r}")
         button = bar.buttons[action]
         assert button.isVisible(), f"{action} not offered on {text!r}"
         self.click(button)
@@ -262,7 +264,7 @@ class Session:
         box = w.input
 
         # Reply to bob's question from the hover bar.
-        self.hover_action("who has the release notes?", "reply")
+        await self.hover_action("who has the release notes?", "reply")
         await self.until(lambda: w.composer_note.isVisible(), "the 'Replying to' note")
         assert w.composer_note.label.text().startswith("Replying to bob: who has"), (
             w.composer_note.label.text()
@@ -279,7 +281,7 @@ class Session:
         assert not w.composer_note.isVisible(), "the note goes once the reply is sent"
 
         # React with the picker; bob reacts too; a click on the chip takes alice's back.
-        self.hover_action("who has the release notes?", "react")
+        await self.hover_action("who has the release notes?", "react")
         await self.until(
             lambda: w.emoji_picker is not None and w.emoji_picker.isVisible(), "the emoji picker"
         )
@@ -333,7 +335,7 @@ class Session:
         self.type_and_send("oops, wrong room")
         await self.until(lambda: "oops, wrong room" in bob.texts(), "bob getting the mistake")
         await self.until(lambda: w.transcript.lines[self.row_of("oops, wrong room")].seq, "its echo")
-        self.hover_action("oops, wrong room", "delete")
+        await self.hover_action("oops, wrong room", "delete")
         await self.until(lambda: w.confirm_box is not None and w.confirm_box.isVisible(), "'Delete message?'")
         await self.shot("delete-confirm")
         self.click(w.confirm_box.button(w.confirm_box.StandardButton.Yes))
@@ -448,6 +450,10 @@ class Session:
             bob.machine.say(text)
         await self.until(lambda: len(bob.messages) >= 3, "bob's messages being stored")
 
+        # Listening from the start: the first MARK may go while alice registers.
+        marked: list = []
+        w.session.markMoved.connect(marked.append)
+
         # Chat → Connect…: register alice with a password.
         w.connect_action.trigger()
         await self.until(lambda: w.connect_dialog is not None and w.connect_dialog.isVisible(), "Connect…")
@@ -476,8 +482,6 @@ class Session:
 
         # The user reads for a while: the read marker's timer fires (the crash
         # was here, half a second in), and the keepalive's PINGs go round.
-        marked = []
-        w.session.markMoved.connect(marked.append)
         rtt = []
         w.session.rttMeasured.connect(rtt.append)
         await self.pause(READING)
