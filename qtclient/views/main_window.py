@@ -100,7 +100,8 @@ class ChatInput(QPlainTextEdit):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setPlaceholderText(
-            "Message (Enter sends, Shift+Enter for a new line; /join, /part, /topic, /list, /msg, /me)"
+            "Message (Enter sends, Shift+Enter for a new line, Up edits your last; "
+            "/join, /part, /topic, /list, /msg, /me, /away, /back)"
         )
         self.setMaximumHeight(self.fontMetrics().lineSpacing() * 4 + 12)
         self.setTabChangesFocus(True)

@@ -371,6 +371,10 @@ class Session:
         await self.shot("bob-away")
         bob.machine.set_back()
         await self.until(lambda: w.peers.away("general", "bob") is None, "bob shown back")
+        bob.machine.typing("general")
+        await self.until(lambda: w.typing_label.text() == "bob is typing…", "bob typing again")
+        w.transcript_view.clearSelection()
+        await self.shot("conversation")  # README's picture: a reply, reactions, an edit, a deletion
 
         # A direct conversation: /msg to an account opens it, on both sides.
         self.type_and_send("/msg bob are you coming to the demo?")

@@ -23,7 +23,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHOTS = os.path.join(ROOT, "build", "screenshots", "desktop")
 #: The step README.md and docs/using.md show (docs/screenshot.png).
-README_SHOT = "messages"
+README_SHOT = "conversation"
 #: The whole session may take this long; each step has its own, shorter bound.
 SESSION_LIMIT = 420
 
