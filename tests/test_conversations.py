@@ -193,7 +193,7 @@ class Deletions(SynchronousTestCase):
         server.flush()
         ann.send(codec.Moderate("dev", "kick", "bob", "spam"))
         server.flush()
-        record = [m for m in server.stored("dev") if m.action][0]
+        record = next(m for m in server.stored("dev") if m.action)
         ann.received()
         ann.send(codec.Delete("dev", record.seq))
         self.assertEqual(error_of(ann), ErrorCode.NOT_YOURS)
