@@ -433,6 +433,25 @@ class Direct(SynchronousTestCase):
         got = bob.received()
         self.assertIn("@ann+bob", [p.room for p in got if isinstance(p, codec.RoomState)])
 
+    def test_a_new_account_with_a_deleted_ones_name_reads_none_of_its_conversations(self):
+        server = Server()
+        ann, bob = self.accounts(server, "ann", "bob")
+        ann.send(codec.Open(["bob"]))
+        server.flush()
+        said(ann, "our secret", "@ann+bob")
+        ann.send(codec.AccountRequest("delete", PASSWORD, ref="d"))
+        server.flush()
+        ann.received()
+        ann.send(codec.Quit())
+        server.clock.advance(1)  # accounts are told apart by when they were made
+        (eve,) = self.accounts(server, "ann")
+        eve.received()
+        eve.send(codec.Open(["bob"], "o"))
+        self.assertEqual(error_of(eve), ErrorCode.NO_SUCH_ACCOUNT)
+        bob.received()
+        said(bob, "ann?", "@ann+bob")
+        self.assertEqual([p for p in eve.received() if isinstance(p, codec.RoomState)], [])
+
     def test_order_of_checks(self):
         server = Server()
         (guest,) = v2(server, "guest")
