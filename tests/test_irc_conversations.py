@@ -1,0 +1,276 @@
+"""The IRC gateway's conversations (docs/protocol.md 17.8, section 19) on
+StringTransport and task.Clock: IRCv3 tags, TAGMSG, REDACT, away-notify,
+edits, reactions, typing and direct conversations as queries, both ways."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatproto import codec
+from chatproto.transports.irc import IrcConnection, parse
+from chatproto.transports.irc_conversations import (
+    ReactionMemory,
+    escape_tag,
+    query_target,
+    unescape_tag,
+)
+from chatproto.transports.ircnames import channel, room_of
+from tests.harness import Server
+from tests.test_irc import IrcPeer, in_room, registered
+
+ALL = "message-tags echo-message draft/message-redaction away-notify server-time"
+
+
+def message(seq: int, sender: str, text: str, **fields: Any) -> codec.Message:
+    return codec.Message(seq, 1764000000.1, sender, text, **fields)
+
+
+class Recording:
+    """The packets an IRC connection hands to the core, instead of handing them."""
+
+    def __init__(self, case: SynchronousTestCase) -> None:
+        self.packets: list[Any] = []
+        case.patch(IrcConnection, "_packet", lambda _self, packet: self.packets.append(packet))
+
+    def take(self) -> list[Any]:
+        packets, self.packets = self.packets, []
+        return packets
+
+
+class Pure(SynchronousTestCase):
+    def test_tag_values_escape_and_unescape(self):
+        for value in ("plain", "a;b c\\d", "line\r\nbreak", "🎉", ""):
+            self.assertEqual(unescape_tag(escape_tag(value)), value)
+        self.assertEqual(escape_tag("a b;c"), "a\\sb\\:c")
+        self.assertEqual(unescape_tag("x\\"), "x")
+        self.assertEqual(parse("@+draft/react=a\\sb;+x :n TAGMSG #a")[0], {"+draft/react": "a b", "+x": ""})
+
+    def test_conversations_are_queries_or_amp_channels(self):
+        self.assertEqual(channel("@alice+bob+Ärger"), "&alice+bob+xn--rger-zja")
+        self.assertEqual(room_of("&alice+bob+xn--rger-zja"), "@alice+bob+Ärger")
+        self.assertEqual(room_of("#dev"), "dev")
+        self.assertEqual(query_target("@alice+bob", "bob"), "alice")
+        self.assertEqual(query_target("@alice+bob", "ALICE"), "bob")
+        self.assertEqual(
+            query_target("@alice+bob", "admin", "alice"), "bob", "not a participant: by the author"
+        )
+
+    def test_reaction_memory_tells_what_a_change_added_or_took_back(self):
+        memory = ReactionMemory()
+        first = {"seq": 8, "rev": 1, "reactions": [{"emoji": "🎉", "by": ["bob"]}]}
+        self.assertEqual(memory.diff("dev", first, "bob"), (["🎉"], []))
+        self.assertEqual(memory.diff("dev", first, "bob"), (["🎉"], []), "the same change framed twice")
+        second = {"seq": 8, "rev": 2, "reactions": [{"emoji": "🎉", "by": ["bob", "carol"]}]}
+        self.assertEqual(memory.diff("dev", second, "carol"), (["🎉"], []))
+        third = {"seq": 8, "rev": 3, "reactions": [{"emoji": "🎉", "by": ["carol"]}]}
+        self.assertEqual(memory.diff("dev", third, "bob"), ([], ["🎉"]))
+        self.assertEqual(memory.diff("dev", second, "carol"), ([], []), "an older change: nothing new")
+        memory.seen("dev", {"seq": 9, "rev": 4, "reactions": [{"emoji": "👍", "by": ["bob"]}]})
+        self.assertEqual(memory.diff("dev", {"seq": 9, "rev": 5}, "bob"), ([], ["👍"]), "from history")
+
+
+class Advertised(SynchronousTestCase):
+    def test_caps_isupport_and_tagmsg_is_a_command(self):
+        server = Server()
+        peer = IrcPeer(server)
+        peer.send("CAP LS 302")
+        caps = peer.commands()[0][1][-1].split()
+        for cap in ("away-notify", "draft/message-redaction", "message-tags"):
+            self.assertIn(cap, caps)
+        lines = peer.register("alice", "message-tags")
+        isupport = next(parse(text)[3] for text in lines if parse(text)[2] == "005")
+        self.assertIn("CLIENTTAGDENY=*,-draft/reply,-draft/react,-draft/unreact,-typing", isupport)
+        self.assertIn("CHANTYPES=#&", isupport)
+        in_room(server, "general", peer)
+        peer.send("@+foo=bar TAGMSG #general", "TAGMSG #general")
+        self.assertEqual(peer.lines(), [], "accepted, and dropped: no 421")
+        peer.send("TAGMSG")
+        self.assertEqual(peer.numerics(), ["461"])
+
+
+class FromIrc(SynchronousTestCase):
+    """IRC lines become the packets they mean (the core's answers are
+    checked end to end in Live below)."""
+
+    def setUp(self):
+        self.server = Server()
+        (self.alice,) = registered(self.server, "alice", caps=ALL)
+        in_room(self.server, "general", self.alice)
+        self.core = Recording(self)
+
+    def test_a_reply_tag_is_say_reply(self):
+        self.alice.send("@+draft/reply=7 PRIVMSG #general :me too", "PRIVMSG #general :plain")
+        self.assertEqual(
+            self.core.take(),
+            [
+                codec.Say("me too", "PRIVMSG #general", "general", 7),
+                codec.Say("plain", "PRIVMSG #general", "general", None),
+            ],
+        )
+        self.alice.send("@+draft/reply=x PRIVMSG #general :not a msgid")
+        self.assertEqual(self.core.take()[0].reply, None)
+
+    def test_tagmsg_is_react_unreact_and_typing(self):
+        self.alice.send(
+            "@+draft/react=🎉;+draft/reply=8 TAGMSG #general",
+            "@+draft/unreact=:+1:;+draft/reply=8 TAGMSG #general",
+            "@+typing=active TAGMSG #general",
+            "@+typing=paused TAGMSG #general",
+            "@+typing=done TAGMSG #general",
+            "@+draft/react=🎉 TAGMSG #general",
+        )
+        ref = "TAGMSG #general"
+        self.assertEqual(
+            self.core.take(),
+            [
+                codec.React("general", 8, "🎉", True, ref=ref),
+                codec.React("general", 8, ":+1:", False, ref=ref),
+                codec.Typing("general", True, ref="TYPING #general"),
+                codec.Typing("general", False, ref="TYPING #general"),
+            ],
+            "paused sends nothing; a reaction needs +draft/reply",
+        )
+
+    def test_redact_is_delete(self):
+        self.alice.send("REDACT #general 7 :oops", "REDACT #general msgid=8")
+        self.assertEqual(
+            self.core.take(),
+            [
+                codec.Delete("general", 7, ref="REDACT #general 7"),
+                codec.Delete("general", 8, ref="REDACT #general msgid=8"),
+            ],
+        )
+        self.alice.send("REDACT #general seven", "REDACT bob 7", "REDACT #general")
+        self.assertEqual(
+            self.alice.commands(),
+            [
+                ("FAIL", ["REDACT", "UNKNOWN_MSGID", "#general", "seven", "No such message"]),
+                ("FAIL", ["REDACT", "INVALID_TARGET", "bob", "No such channel or query"]),
+                ("461", ["alice", "REDACT", "Not enough parameters"]),
+            ],
+        )
+
+    def test_away_is_away(self):
+        self.alice.send("AWAY :lunch", "AWAY", "AWAY :")
+        self.assertEqual(
+            self.core.take(),
+            [
+                codec.Away(True, "lunch", ref="AWAY"),
+                codec.Away(False, ref="AWAY"),
+                codec.Away(False, ref="AWAY"),
+            ],
+        )
+
+    def test_join_of_an_amp_channel_opens_the_conversation(self):
+        self.alice.send("JOIN &bob+xn--rger-zja", "PART &bob+carol :bye")
+        self.assertEqual(
+            self.core.take(),
+            [
+                codec.Open(["bob", "Ärger"], ref="JOIN &bob+xn--rger-zja"),
+                codec.Part("@bob+carol", "bye", ref="PART &bob+carol"),
+            ],
+        )
+
+
+class ToIrc(SynchronousTestCase):
+    """Our packets as IRC shows them, by capability."""
+
+    def setUp(self):
+        self.server = Server()
+        self.tagged, self.plain = registered(self.server, "alice", "carol", caps=ALL)
+        self.plain.connection.rewire(self.plain.protocol.irc_wire.__class__("test", frozenset()))
+        in_room(self.server, "general", self.tagged, self.plain)
+
+    def both(self, packet: Any) -> tuple[list[str], list[str]]:
+        for peer in (self.tagged, self.plain):
+            peer.connection.send(packet)
+        return self.tagged.lines(), self.plain.lines()
+
+    def test_a_reply_carries_draft_reply(self):
+        said = codec.MessagePacket(
+            9, 1764000000.1, "bob", "yes", room="general", reply=codec.Quote(8, "carol", "ok?")
+        )
+        tagged, plain = self.both(said)
+        self.assertEqual(
+            tagged,
+            ["@time=2025-11-24T16:00:00.100Z;msgid=9;+draft/reply=8 :bob!bob@chat PRIVMSG #general :yes"],
+        )
+        self.assertEqual(plain, [":bob!bob@chat PRIVMSG #general :yes"])
+
+    def test_an_edit_is_a_new_line_that_says_so(self):
+        edited = message(8, "bob", "shipped", edited=1764000003.5, rev=1)
+        tagged, plain = self.both(codec.Changed("general", "edit", "bob", edited))
+        tags = "@time=2025-11-24T16:00:03.500Z;+draft/reply=8"
+        self.assertEqual(tagged, [f"{tags} :bob!bob@chat PRIVMSG #general :(edited) shipped"])
+        self.assertEqual(plain, [":bob!bob@chat PRIVMSG #general :(edited) shipped"])
+
+    def test_a_deletion_is_redact_or_a_notice(self):
+        gone = message(7, "bob", "", deleted=True, deleted_by="carol", rev=3)
+        tagged, plain = self.both(codec.Changed("general", "delete", "carol", gone))
+        self.assertEqual(tagged, [":carol!carol@chat REDACT #general :7"])
+        self.assertEqual(plain, [":carol!carol@chat NOTICE #general :(deleted message 7 from bob)"])
+
+    def test_a_reaction_is_tagmsg_to_message_tags_clients(self):
+        on = message(8, "alice", "hi", reactions=[codec.Reaction("🎉", ["bob"])], rev=2)
+        tagged, plain = self.both(codec.Changed("general", "react", "bob", on))
+        self.assertEqual(tagged, ["@+draft/react=🎉;+draft/reply=8 :bob!bob@chat TAGMSG :#general"])
+        self.assertEqual(plain, [])
+        off = message(8, "alice", "hi", rev=3)
+        tagged, _ = self.both(codec.Changed("general", "react", "bob", off))
+        self.assertEqual(tagged, ["@+draft/unreact=🎉;+draft/reply=8 :bob!bob@chat TAGMSG :#general"])
+        again = message(8, "alice", "hi", rev=3)
+        tagged, _ = self.both(codec.Changed("general", "react", "bob", again, ref="r1"))
+        self.assertEqual(
+            tagged,
+            ["@+draft/unreact=🎉;+draft/reply=8 :bob!bob@chat TAGMSG :#general"],
+            "the sender's own copy (echo-message) says what everyone else's said",
+        )
+
+    def test_typing_is_tagmsg_and_never_ones_own(self):
+        tagged, plain = self.both(codec.TypingNotice("general", "bob", True))
+        self.assertEqual(tagged, ["@+typing=active :bob!bob@chat TAGMSG :#general"])
+        self.assertEqual(plain, [])
+        tagged, _ = self.both(codec.TypingNotice("general", "bob", False))
+        self.assertEqual(tagged, ["@+typing=done :bob!bob@chat TAGMSG :#general"])
+        tagged, _ = self.both(codec.TypingNotice("general", "alice", True))
+        self.assertEqual(tagged, [])
+
+    def test_status_is_away_notify_and_done_is_305_306(self):
+        bob = IrcPeer(self.server)
+        bob.register("bob")
+        in_room(self.server, "general", bob)
+        in_room(self.server, "dev", bob, self.tagged)
+        self.tagged.lines(), self.plain.lines()
+        for room in ("general", "dev"):
+            self.tagged.connection.send(codec.Status(room, "bob", "lunch"))
+        self.assertEqual(
+            self.tagged.lines(), [":bob!bob@chat AWAY :lunch"], "once, though two rooms are shared"
+        )
+        tagged, plain = self.both(codec.Status("general", "bob", None))
+        self.assertEqual((tagged, plain), ([":bob!bob@chat AWAY"], []))
+        tagged, _ = self.both(codec.Status("general", "bob", ""))
+        self.assertEqual(tagged, [":bob!bob@chat AWAY :Away"])
+        tagged, _ = self.both(codec.Done("away", "alice", ref="AWAY"))
+        self.assertEqual([parse(t)[2] for t in tagged], ["306"])
+        tagged, _ = self.both(codec.Done("back", "alice", ref="AWAY"))
+        self.assertEqual([parse(t)[2] for t in tagged], ["305"])
+
+    def test_joined_while_away_and_conversations_as_queries_and_amp_channels(self):
+        tagged, plain = self.both(codec.Joined(5, "bob", "general", away="lunch"))
+        self.assertEqual(tagged, [":bob!bob@chat JOIN :#general", ":bob!bob@chat AWAY :lunch"])
+        self.assertEqual(plain, [":bob!bob@chat JOIN :#general"])
+        tagged, _ = self.both(codec.Joined(5, "bob", "@alice+bob"))
+        self.assertEqual(tagged, [], "a query has no JOIN")
+        said = codec.MessagePacket(3, 1764000000.1, "bob", "psst", room="@alice+bob")
+        _, plain = self.both(said)
+        self.assertEqual(plain, [":bob!bob@chat PRIVMSG alice :psst"])
+        mine = codec.MessagePacket(4, 1764000000.1, "alice", "from my phone", room="@alice+bob")
+        _, plain = self.both(mine)
+        self.assertEqual(plain, [":alice!alice@chat PRIVMSG bob :from my phone"], "another device's")
+        group = codec.MessagePacket(5, 1764000000.1, "bob", "all", room="@alice+bob+carol")
+        _, plain = self.both(group)
+        self.assertEqual(plain, [":bob!bob@chat PRIVMSG &alice+bob+carol :all"])
+        tagged, _ = self.both(codec.TypingNotice("@alice+bob", "bob", True))
+        self.assertEqual(tagged, ["@+typing=active :bob!bob@chat TAGMSG :alice"])
