@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from chatproto import __version__, codec
 from chatproto.codec import ACTION_PREFIX, ErrorCode, PacketType, ProtocolError
 from chatproto.core.budget import REFUSAL
-from chatproto.core.connection import logged_in
+from chatproto.core.connection import Session, logged_in
 from chatproto.core.hub import Hub
 from chatproto.core.rooms import RoomRules
 from chatproto.rules import nick_key
@@ -164,15 +164,16 @@ class IrcWire:
         self.reactions = ReactionMemory()
 
     def frame(self, payload: bytes) -> bytes:
-        """IRC lines for a broadcast; for a packet meant for one connection
-        (WELCOME, ROOM), the payload behind a NUL, which no IRC line starts
-        with: the connection renders it (:meth:`IrcConnection.deliver_to`)."""
+        """IRC lines for a broadcast; for a packet the connection renders
+        itself (WELCOME, ROOM, STATUS...), the payload behind a NUL (which
+        no IRC line holds) and its length: a broadcast may join it with
+        other frames (:meth:`IrcConnection.deliver_to`)."""
         kind = payload[0]
         render = _BY_WIRE.get(kind)
         if render is not None:
             return render(self, json.loads(payload[1:])).encode("utf-8")
         if kind in _PERSONAL:
-            return b"\0" + payload
+            return b"\0" + len(payload).to_bytes(4, "big") + payload
         if kind not in NOT_SHOWN:
             log.warn("IRC can't show packet type 0x{kind:02X}", kind=kind)
         return b""
@@ -322,9 +323,9 @@ _REDACT_FAILS = {
 }
 
 
-def away_of(session: Any) -> str | None:
+def away_of(session: Session) -> str | None:
     """A session's away message ("" for none) while away; None while present."""
-    return getattr(session, "away", None)
+    return session.away
 
 
 #: Batch ids: unique on every connection, as IRCv3 batch asks.
@@ -547,11 +548,21 @@ class IrcConnection(Framing):
         return self.deliver_to
 
     def deliver_to(self, data: bytes) -> None:
-        """What the core delivers: IRC lines, or a payload for this connection."""
-        if data[:1] == b"\0":
-            self.render(codec.decode_server(data[1:]))
-        else:
-            self.connection.outbox.write(data)
+        """What the core delivers: IRC lines, and payloads for this
+        connection to render (:meth:`IrcWire.frame`), in their order."""
+        write = self.connection.outbox.write
+        if b"\0" not in data:
+            write(data)
+            return
+        while data:
+            if data[0] == 0:
+                end = 5 + int.from_bytes(data[1:5], "big")
+                self.render(codec.decode_server(data[5:end]))
+            else:
+                end = data.find(b"\0")
+                end = len(data) if end < 0 else end
+                write(data[:end])
+            data = data[end:]
 
     def render(self, packet: Any) -> None:
         """A packet for this connection alone: rendered with its state, or
