@@ -18,9 +18,11 @@ from chatproto.transports.irc_conversations import (
 )
 from chatproto.transports.ircnames import channel, room_of
 from tests.harness import Server
-from tests.test_irc import IrcPeer, in_room, registered
+from tests.test_irc import PASSWORD, IrcPeer, in_room, registered
 
 ALL = "message-tags echo-message draft/message-redaction away-notify server-time"
+#: All but server-time: lines without a time tag are easier to compare.
+UNTIMED = "message-tags echo-message draft/message-redaction away-notify"
 
 
 def message(seq: int, sender: str, text: str, **fields: Any) -> codec.Message:
@@ -274,3 +276,216 @@ class ToIrc(SynchronousTestCase):
         self.assertEqual(plain, [":bob!bob@chat PRIVMSG &alice+bob+carol :all"])
         tagged, _ = self.both(codec.TypingNotice("@alice+bob", "bob", True))
         self.assertEqual(tagged, ["@+typing=active :bob!bob@chat TAGMSG :alice"])
+
+
+def account(server: Server, nick: str) -> None:
+    """``nick`` registered as an account (then logged out)."""
+    (tcp,) = server.logged_in(nick, version=2)
+    tcp.send(codec.AccountRequest("register", PASSWORD))
+    tcp.send(codec.Quit())
+    server.flush()
+
+
+def tcp_account(server: Server, nick: str):
+    """A desktop client logged in to its account ``nick``."""
+    account(server, nick)
+    peer = server.peer()
+    peer.login(nick, version=2, password=PASSWORD)
+    server.flush()
+    peer.received()
+    return peer
+
+
+def irc_account(server: Server, nick: str, caps: str = UNTIMED) -> IrcPeer:
+    account(server, nick)
+    peer = IrcPeer(server)
+    peer.register(nick, caps, password=PASSWORD)
+    assert server.hub.session_for(nick).account
+    return peer
+
+
+def of(packets: list, kind: type) -> list:
+    return [p for p in packets if isinstance(p, kind)]
+
+
+class WithTheCore(SynchronousTestCase):
+    """Both ways through the real core: IRC, and a desktop client (version 2)."""
+
+    def setUp(self):
+        self.server = Server()
+        self.alice, self.carol = registered(self.server, "alice", "carol", caps=UNTIMED)
+        in_room(self.server, "general", self.alice, self.carol)
+        (self.desk,) = self.server.logged_in("desk", version=2)
+        self.desk.join("general")
+        self.server.flush()
+        self.desk.received()
+        self.alice.lines(), self.carol.lines()
+
+    def desk_says(self, text: str, **fields: Any) -> codec.MessagePacket:
+        self.desk.send(codec.Say(text, "d", "general", **fields))
+        (said,) = of(self.desk.received(), codec.MessagePacket)
+        self.alice.lines(), self.carol.lines()
+        return said
+
+    def test_replies_both_ways(self):
+        said = self.desk_says("is 2.1 out?")
+        self.alice.send(f"@+draft/reply={said.seq} PRIVMSG #general :yes")
+        (got,) = of(self.desk.received(), codec.MessagePacket)
+        self.assertEqual((got.text, got.reply.seq, got.reply.sender), ("yes", said.seq, "desk"))
+        (line,) = self.carol.lines()
+        self.assertEqual(parse(line)[0]["+draft/reply"], str(said.seq))
+        self.alice.lines()
+        self.alice.send("@+draft/reply=999 PRIVMSG #general :to nothing")
+        self.assertIn("no_such_message", self.alice.lines()[0])
+
+    def test_an_edit_reaches_irc_as_a_line_that_says_so(self):
+        said = self.desk_says("shiped")
+        self.desk.send(codec.Edit("general", said.seq, "shipped", ref="e"))
+        self.server.flush()
+        (line,) = self.alice.lines()
+        self.assertEqual(parse(line)[1:], ("desk!desk@chat", "PRIVMSG", ["#general", "(edited) shipped"]))
+
+    def test_redact_deletes_and_reaches_others(self):
+        self.alice.send("PRIVMSG #general :regret")
+        (mine,) = of(self.desk.received(), codec.MessagePacket)
+        self.alice.lines(), self.carol.lines()
+        self.carol.send(f"REDACT #general {mine.seq}")
+        (fail,) = self.carol.commands()
+        self.assertEqual(fail[1][:4], ["REDACT", "REDACT_FORBIDDEN", "#general", str(mine.seq)])
+        self.alice.send(f"REDACT #general {mine.seq} :oops")
+        (gone,) = of(self.desk.received(), codec.Changed)
+        self.assertEqual((gone.kind, gone.by, gone.message.deleted), ("delete", "alice", True))
+        self.assertEqual(self.carol.lines(), [f":alice!alice@chat REDACT #general :{mine.seq}"])
+        self.assertEqual(
+            self.alice.lines(), [f":alice!alice@chat REDACT #general :{mine.seq}"], "echo-message"
+        )
+        self.alice.send(f"REDACT #general {mine.seq}")
+        (fail,) = self.alice.commands()
+        self.assertEqual(fail[1][:4], ["REDACT", "UNKNOWN_MSGID", "#general", str(mine.seq)])
+
+    def test_reactions_both_ways(self):
+        said = self.desk_says("release!")
+        self.alice.send(f"@+draft/react=🎉;+draft/reply={said.seq} TAGMSG #general")
+        (changed,) = of(self.desk.received(), codec.Changed)
+        self.assertEqual((changed.kind, changed.by), ("react", "alice"))
+        self.assertEqual(changed.message.reactions, [codec.Reaction("🎉", ["alice"])])
+        react = f"@+draft/react=🎉;+draft/reply={said.seq} :alice!alice@chat TAGMSG :#general"
+        self.assertEqual(self.carol.lines(), [react])
+        self.assertEqual(self.alice.lines(), [react], "echo-message")
+        self.desk.send(codec.React("general", said.seq, "👍", ref="r"))
+        self.desk.received(), self.alice.lines()
+        self.assertEqual(
+            self.carol.lines(), [f"@+draft/react=👍;+draft/reply={said.seq} :desk!desk@chat TAGMSG :#general"]
+        )
+        self.alice.send(f"@+draft/unreact=🎉;+draft/reply={said.seq} TAGMSG #general")
+        (changed,) = of(self.desk.received(), codec.Changed)
+        self.assertEqual(changed.message.reactions, [codec.Reaction("👍", ["desk"])])
+        self.assertEqual(
+            self.carol.lines(),
+            [f"@+draft/unreact=🎉;+draft/reply={said.seq} :alice!alice@chat TAGMSG :#general"],
+        )
+        self.alice.lines()
+        self.alice.send(f"@+draft/react=not-an-emoji;+draft/reply={said.seq} TAGMSG #general")
+        self.assertIn("bad_emoji", self.alice.lines()[0])
+
+    def test_typing_both_ways(self):
+        self.alice.send("@+typing=active TAGMSG #general")
+        (typing,) = of(self.desk.received(), codec.TypingNotice)
+        self.assertEqual((typing.nick, typing.typing), ("alice", True))
+        self.assertEqual(self.carol.lines(), ["@+typing=active :alice!alice@chat TAGMSG :#general"])
+        self.assertEqual(self.alice.lines(), [], "never one's own")
+        self.alice.send("@+typing=done TAGMSG #general")
+        (typing,) = of(self.desk.received(), codec.TypingNotice)
+        self.assertFalse(typing.typing)
+        self.desk.send(codec.Typing("general"))
+        self.server.flush()
+        self.assertEqual(self.alice.lines(), ["@+typing=active :desk!desk@chat TAGMSG :#general"])
+
+    def test_away_both_ways(self):
+        self.alice.send("AWAY :lunch")
+        self.assertEqual(self.alice.numerics(), ["306"])
+        (status,) = of(self.desk.received(), codec.Status)
+        self.assertEqual((status.nick, status.away), ("alice", "lunch"))
+        self.assertEqual(self.carol.lines(), [":alice!alice@chat AWAY :lunch"])
+        self.carol.send("WHO #general")
+        flags = {params[5]: params[6] for command, params in self.carol.commands() if command == "352"}
+        self.assertEqual(flags, {"alice": "G", "carol": "H", "desk": "H"})
+        self.carol.send("PRIVMSG alice :there?", "WHOIS alice")
+        self.assertEqual(self.carol.commands()[0], ("301", ["carol", "alice", "lunch"]))
+        self.alice.send("AWAY")
+        self.assertEqual(self.alice.numerics(), ["305"])
+        self.assertEqual(self.carol.lines(), [":alice!alice@chat AWAY"])
+        self.desk.send(codec.Away(True, "", ref="a"))
+        self.server.flush()
+        self.assertEqual(self.alice.lines(), [":desk!desk@chat AWAY :Away"])
+        self.alice.send("AWAY :" + "x" * 301)
+        self.assertIn("bad_text", self.alice.lines()[0])
+
+
+class DirectConversations(SynchronousTestCase):
+    def setUp(self):
+        self.server = Server()
+        self.alice = irc_account(self.server, "alice")
+        self.bob = tcp_account(self.server, "bob")
+
+    def test_privmsg_to_an_account_opens_the_conversation_and_is_a_query_both_ways(self):
+        self.alice.send("PRIVMSG bob :hi bob", "PRIVMSG bob :still there?")
+        packets = self.bob.received()
+        (room,) = of(packets, codec.RoomState)
+        self.assertEqual((room.room, room.kind), ("@alice+bob", "direct"))
+        self.assertEqual([m.text for m in of(packets, codec.MessagePacket)], ["hi bob", "still there?"])
+        self.assertEqual(
+            self.alice.lines(),
+            [
+                "@msgid=1 :alice!alice@chat PRIVMSG bob :hi bob",
+                "@msgid=2 :alice!alice@chat PRIVMSG bob :still there?",
+            ],
+            "no JOIN: a query; the echo with echo-message",
+        )
+        self.alice.send("PRIVMSG bob :now it is open")
+        self.assertEqual([m.room for m in of(self.bob.received(), codec.MessagePacket)], ["@alice+bob"])
+        self.alice.lines()
+        self.bob.send(codec.Say("hello alice", "b", "@alice+bob"))
+        self.server.flush()
+        lines = self.alice.lines()
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(parse(lines[0])[1:], ("bob!bob@chat", "PRIVMSG", ["alice", "hello alice"]))
+        self.bob.send(codec.Typing("@alice+bob"))
+        self.server.flush()
+        self.assertEqual(self.alice.lines(), ["@+typing=active :bob!bob@chat TAGMSG :alice"])
+        self.alice.send("CHATHISTORY LATEST bob * 10")
+        history = self.alice.commands()
+        privmsgs = [params for command, params in history if command == "PRIVMSG"]
+        self.assertEqual(
+            privmsgs,
+            [["bob", "hi bob"], ["bob", "still there?"], ["bob", "now it is open"], ["alice", "hello alice"]],
+        )
+
+    def test_a_guest_whispers_and_an_account_whispers_to_a_guest(self):
+        guest = IrcPeer(self.server)
+        guest.register("gus", UNTIMED)
+        guest.send("PRIVMSG bob :psst")
+        guest.lines()
+        (private,) = of(self.bob.received(), codec.Private)
+        self.assertEqual((private.sender, private.text), ("gus", "psst"))
+        self.alice.send("PRIVMSG gus :hello guest")
+        self.assertEqual(guest.lines(), [":alice!alice@chat PRIVMSG gus :hello guest"])
+        self.alice.lines()
+        self.alice.send("PRIVMSG nobody :hello?")
+        self.assertEqual(self.alice.numerics(), ["401"], "no account, no session: no such nick")
+
+    def test_a_group_conversation_is_an_amp_channel(self):
+        carol = tcp_account(self.server, "carol")
+        self.bob.send(codec.Open(["alice", "carol"], ref="o"))
+        self.server.flush()
+        lines = self.alice.commands()
+        self.assertEqual(lines[0], ("JOIN", ["&alice+bob+carol"]))
+        self.assertIn("366", [command for command, _ in lines])
+        self.alice.send("PRIVMSG &alice+bob+carol :hi both")
+        (said,) = of(carol.received(), codec.MessagePacket)
+        self.assertEqual((said.room, said.text), ("@alice+bob+carol", "hi both"))
+        self.alice.lines()
+        self.alice.send("PART &alice+bob+carol")
+        self.assertEqual(self.alice.commands(), [("PART", ["&alice+bob+carol"])])
+        self.alice.send("JOIN &bob+carol")
+        self.assertEqual(self.alice.commands()[0], ("JOIN", ["&alice+bob+carol"]))
