@@ -129,6 +129,7 @@ def test_irssi_sees_edits_deletions_and_away(tmp_path, irssi_home):
         gone = desk.expect(codec.Changed, lambda c: c.kind == "delete" and c.message.seq == mine.seq)
         assert (gone.by, gone.message.deleted, gone.message.text) == ("ann", True, "")
 
+        tmux.type("/window 1")  # the status window: where irssi says away and whois
         tmux.type("/away out for lunch")
         status = desk.expect(codec.Status, lambda s: s.nick == "ann")
         assert (status.room, status.away) == ("general", "out for lunch")
