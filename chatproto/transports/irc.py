@@ -231,8 +231,10 @@ class IrcWire:
         as REDACT (or a NOTICE), a reaction as TAGMSG +draft/react or
         +draft/unreact; the sender's own copy only with echo-message."""
         room, kind, by, message = body["room"], body["kind"], body["by"], body["message"]
-        if kind == "react":
-            # Remembered on every copy, so that the next change diffs right.
+        added: list[str] = []
+        taken: list[str] = []
+        if kind == "react" and self.tags:
+            # Diffed on every copy (the sender's too), so that the next change diffs right.
             added, taken = self.reactions.diff(room, message, by)
         if body.get("ref") is not None and not self.echo:
             return ""
@@ -927,7 +929,10 @@ class IrcConnection(Framing):
             self._numeric("311", irc, irc, HOST, "*", session.nick)
             if away_of(session) is not None:
                 self._numeric("301", irc, away_of(session) or "Away")
-            rooms = " ".join(channel(room.name) for room in session.rooms.values())
+            # Conversations are nobody else's business: channels only.
+            rooms = " ".join(
+                channel(room.name) for room in session.rooms.values() if participants(room.name) is None
+            )
             if rooms:
                 self._numeric("319", irc, rooms)
             self._numeric("312", irc, self.server, "chatproto")
@@ -944,7 +949,7 @@ class IrcConnection(Framing):
             self._numeric("461", "MODE", "Not enough parameters")
             return
         target = params[0]
-        if not target.startswith("#"):
+        if target[:1] not in "#&":
             if nick_key(target) != nick_key(self.irc_name):
                 self._numeric("502", "Can't change mode for other users")
             elif len(params) == 1:
@@ -1188,13 +1193,12 @@ class IrcConnection(Framing):
         session = self.connection.session
         if not self.irc_wire.away_notify or session is None:
             return
-        key = nick_key(status.nick)
-        if key == session.key:
+        if nick_key(status.nick) == session.key:
             return  # our own: 305/306 said it
-        first = next(
-            (r.name for r in session.rooms.values() if any(m.key == key for m in r.members.values())),
-            status.room,
-        )
+        other = self.connection.hub.session_for(status.nick)
+        first = status.room
+        if other is not None:
+            first = next((r.name for r in session.rooms.values() if other.id in r.members), first)
         if first == status.room:
             self.connection.outbox.write(away_line(status.nick, status.away).encode("utf-8"))
 
