@@ -613,7 +613,7 @@ class IrcConnection(Framing):
     def do_pass(self, params: list[str]) -> None:
         self._charge()
         if params:
-            self.password = params[-1]
+            self.password = " ".join(params)  # irssi sends PASS a b without a colon
 
     def do_nick(self, params: list[str]) -> None:
         self._charge()

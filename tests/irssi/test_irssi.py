@@ -15,6 +15,9 @@ import pytest
 from chatproto import codec
 from tests.processes import WAIT, Server, TcpPeer
 
+#: An account's password; no space in it: irssi sends PASS without a colon.
+SECRET = "Correct-Horse-Battery-9"
+
 
 class Tmux:
     """One irssi in a tmux server of its own (its own socket)."""
@@ -147,4 +150,41 @@ def test_irssi_sees_edits_deletions_and_away(tmp_path, irssi_home):
             tmux.close()
         if desk is not None:
             desk.close()
+        server.stop()
+
+
+def test_irssi_queries_are_direct_conversations(tmp_path, irssi_home):
+    """An account's /query with another account is their direct
+    conversation (17.8), both ways, kept in history."""
+    server = Server(str(tmp_path / "history.sqlite3"))
+    server.start()
+    tmux = None
+    bob = None
+    try:
+        for nick in ("ann", "bob"):
+            peer = TcpPeer(server.port, nick)
+            peer.send(codec.AccountRequest("register", SECRET, ref="r"))
+            peer.expect(codec.Done)
+            peer.send(codec.Quit())
+            peer.close()
+        bob = TcpPeer(server.port, "bob", password=SECRET)
+        tmux = Tmux(
+            str(tmp_path),
+            f"irssi --home={irssi_home} -c 127.0.0.1 -p {server.irc_port} -n ann -w {SECRET}",
+        )
+        tmux.until("Welcome to")
+        tmux.type("/query bob")
+        tmux.type("hello bob, privately")
+        room = bob.expect(codec.RoomState)
+        assert (room.room, room.kind) == ("@ann+bob", "direct")
+        said = bob.expect(codec.MessagePacket)
+        assert (said.room, said.sender, said.text) == ("@ann+bob", "ann", "hello bob, privately")
+        bob.send(codec.Say("hi ann, just us", "b1", "@ann+bob"))
+        screen = tmux.until("hi ann, just us")
+        assert "<bob> hi ann, just us" in screen, screen
+    finally:
+        if tmux is not None:
+            tmux.close()
+        if bob is not None:
+            bob.close()
         server.stop()
