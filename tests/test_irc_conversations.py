@@ -489,3 +489,37 @@ class DirectConversations(SynchronousTestCase):
         self.assertEqual(self.alice.commands(), [("PART", ["&alice+bob+carol"])])
         self.alice.send("JOIN &bob+carol")
         self.assertEqual(self.alice.commands()[0], ("JOIN", ["&alice+bob+carol"]))
+        self.alice.send("MODE &alice+bob+carol")
+        self.assertEqual(self.alice.commands(), [("324", ["alice", "&alice+bob+carol", "+n"])])
+        self.alice.send("JOIN &bob")
+        (notice,) = self.alice.commands()
+        self.assertEqual(notice[1][-1], "&bob is your conversation with bob: /msg bob")
+        self.bob.received()
+        self.bob.send(codec.Join("general"))
+        self.alice.send("JOIN #general")
+        self.alice.lines()
+        self.alice.send("WHOIS bob", "JOIN 0")
+        whois = self.alice.commands()
+        self.assertIn(("319", ["alice", "bob", "#general"]), whois, "channels only, no conversation")
+        self.assertEqual([c for c, _ in whois if c == "PART"], ["PART"], "JOIN 0 leaves channels only")
+        self.assertEqual(
+            sorted(room.name for room in self.server.hub.session_for("alice").rooms.values()),
+            ["@alice+bob", "@alice+bob+carol"],
+        )
+
+    def test_what_waits_for_open_is_bounded_and_a_bad_nick_is_401(self):
+        opens: list[codec.Open] = []
+        handle = IrcConnection._packet
+
+        def slow_open(connection: IrcConnection, packet: Any) -> None:
+            (opens.append if isinstance(packet, codec.Open) else lambda p: handle(connection, p))(packet)
+
+        self.patch(IrcConnection, "_packet", slow_open)
+        self.alice.send(*[f"PRIVMSG bob :{n}" for n in range(20)])
+        self.assertEqual(opens, [codec.Open(["bob"], ref="OPEN bob")], "one OPEN")
+        self.assertEqual(self.alice.numerics(), ["404"] * 4, "at most 16 wait for it")
+        handle(self.alice.protocol, opens[0])
+        said = of(self.bob.received(), codec.MessagePacket)
+        self.assertEqual([m.text for m in said], [str(n) for n in range(16)])
+        self.alice.send("PRIVMSG xn--: :bad nick")
+        self.assertEqual(self.alice.numerics(), ["401"])
