@@ -12,6 +12,12 @@ and the same bytes go to every IRC client that asked for that set
 
 Lines are buffered as bytes and decoded whole, so a character split across
 two reads arrives whole; a line that is not UTF-8 gets a NOTICE.
+
+Conversations (section 17.8): replies, reactions and typing travel as IRCv3
+client tags (``+draft/reply``, ``+draft/react``, ``+typing``) on PRIVMSG and
+TAGMSG, deletions as REDACT, away as AWAY and away-notify; a direct
+conversation of two is a private query, of more an ``&`` channel
+(irc_conversations.py has the pure parts).
 """
 
 from __future__ import annotations
