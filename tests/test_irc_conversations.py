@@ -461,6 +461,35 @@ class DirectConversations(SynchronousTestCase):
             [["bob", "hi bob"], ["bob", "still there?"], ["bob", "now it is open"], ["alice", "hello alice"]],
         )
 
+    def test_react_redact_and_history_in_a_query_name_the_nick(self):
+        self.alice.send("CHATHISTORY LATEST bob * 10", "REDACT bob 1")
+        self.assertEqual(
+            [params[:3] for _, params in self.alice.commands()],
+            [["CHATHISTORY", "INVALID_TARGET", "bob"], ["REDACT", "INVALID_TARGET", "bob"]],
+            "no conversation yet",
+        )
+        self.alice.send("PRIVMSG bob :first")
+        (said,) = of(self.bob.received(), codec.MessagePacket)
+        self.alice.lines()
+        self.alice.send(f"@+draft/react=👍;+draft/reply={said.seq} TAGMSG bob")
+        (changed,) = of(self.bob.received(), codec.Changed)
+        self.assertEqual((changed.room, changed.kind, changed.by), ("@alice+bob", "react", "alice"))
+        self.assertEqual(
+            self.alice.lines(), [f"@+draft/react=👍;+draft/reply={said.seq} :alice!alice@chat TAGMSG :bob"]
+        )
+        self.bob.send(codec.Edit("@alice+bob", said.seq, "nope", ref="e"))
+        self.assertEqual([e.code for e in of(self.bob.received(), codec.Error)], ["not_yours"])
+        self.alice.send(f"REDACT bob {said.seq}")
+        (changed,) = of(self.bob.received(), codec.Changed)
+        self.assertEqual((changed.kind, changed.message.deleted), ("delete", True))
+        self.assertEqual(self.alice.lines(), [f":alice!alice@chat REDACT bob :{said.seq}"])
+        self.bob.send(codec.Say("reply to that", "b", "@alice+bob"))
+        self.bob.received()
+        self.bob.send(codec.Edit("@alice+bob", said.seq + 1, "edited reply", ref="e"))
+        self.server.flush()
+        edit = f"@+draft/reply={said.seq + 1} :bob!bob@chat PRIVMSG alice :(edited) edited reply"
+        self.assertEqual(self.alice.lines()[-1], edit)
+
     def test_a_guest_whispers_and_an_account_whispers_to_a_guest(self):
         guest = IrcPeer(self.server)
         guest.register("gus", UNTIMED)
