@@ -68,7 +68,9 @@ class Pure(SynchronousTestCase):
         self.assertEqual(memory.diff("dev", second, "carol"), (["🎉"], []))
         third = {"seq": 8, "rev": 3, "reactions": [{"emoji": "🎉", "by": ["carol"]}]}
         self.assertEqual(memory.diff("dev", third, "bob"), ([], ["🎉"]))
-        self.assertEqual(memory.diff("dev", second, "carol"), ([], []), "an older change: nothing new")
+        self.assertEqual(
+            memory.diff("dev", second, "carol"), (["🎉"], []), "older: a room gone, as never seen"
+        )
         memory.seen("dev", {"seq": 9, "rev": 4, "reactions": [{"emoji": "👍", "by": ["bob"]}]})
         self.assertEqual(memory.diff("dev", {"seq": 9, "rev": 5}, "bob"), ([], ["👍"]), "from history")
 

@@ -134,13 +134,13 @@ class ReactionMemory:
         now = self._state(message.get("reactions"))
         kept = self._kept.get(key)
         if kept is not None and kept[0] == rev:
-            before = kept[1]
+            before = kept[1]  # the same change again: the same answer
         elif kept is not None and kept[0] < rev:
             before = kept[2]
-        elif kept is not None:
-            return [], []  # older than what was seen: nothing new
         else:
-            before = {}  # never seen: whatever ``by`` has may be new
+            # Never seen (or seen with a later rev: a room of that name
+            # before this one): whatever ``by`` has now may be new.
+            before = {}
         if kept is None or kept[0] != rev:
             self._keep(key, (rev, before, now))
         who = nick_key(by)
