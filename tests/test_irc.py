@@ -117,7 +117,7 @@ class Registration(SynchronousTestCase):
         self.assertIn("375", numerics, "the motd")  # the harness's motd is "hello"
         self.assertIn("376", numerics)
         isupport = next(parse(text)[3] for text in lines if parse(text)[2] == "005")
-        for token in ("CHANTYPES=#", "CASEMAPPING=ascii", "CHANNELLEN=33"):
+        for token in ("CHANTYPES=#&", "CASEMAPPING=ascii", "CHANNELLEN=33"):
             self.assertIn(token, isupport)
         self.assertTrue(any(t.startswith("NICKLEN=") for t in isupport))
         self.assertEqual([s.nick for s in server.hub.sessions], ["alice"])
@@ -130,7 +130,16 @@ class Registration(SynchronousTestCase):
         self.assertEqual(ls[0], "CAP")
         self.assertEqual(
             set(ls[1][-1].split()),
-            {"batch", "draft/chathistory", "echo-message", "message-tags", "sasl", "server-time"},
+            {
+                "away-notify",
+                "batch",
+                "draft/chathistory",
+                "draft/message-redaction",
+                "echo-message",
+                "message-tags",
+                "sasl",
+                "server-time",
+            },
         )
         peer.send("CAP REQ :server-time echo-message")
         self.assertEqual(peer.commands(), [("CAP", ["*", "ACK", "server-time echo-message"])])

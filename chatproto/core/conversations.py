@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -42,6 +42,7 @@ class Conversations:
         self.directory = directory
         self.membership = membership
         self._participants: dict[str, list[tuple[str, str]]] = {}  # room key -> (key, nick)s
+        self._owned: dict[str, dict[str, float]] = {}  # room key -> account key -> created
 
     def open(self, connection: Connection, packet: codec.Open) -> Deferred[None]:
         """OPEN: the conversation's ROOM to the requester (with the ref),
@@ -61,31 +62,82 @@ class Conversations:
             raise ProtocolError(
                 ErrorCode.BAD_PACKET, f"'with' must name 1 to {MAX_DIRECT - 1} accounts other than yours"
             )
-        reads = gatherResults([store.account(key) for key in others], consumeErrors=True)
+        keys = [session.key, *others]
+        reads = gatherResults([store.account(key) for key in keys], consumeErrors=True)
         reads.addErrback(_first_error)
 
-        def found(records: list[AccountRecord | None]) -> None:
-            for name, record in zip(others.values(), records, strict=True):
+        def found(records: list[AccountRecord | None]) -> Deferred[None]:
+            for name, record in zip(others.values(), records[1:], strict=True):
                 if record is None:
                     raise ProtocolError(ErrorCode.NO_SUCH_ACCOUNT, f"{name!r} has no account")
-            nicks = [session.nick] + [record.nick for record in records if record is not None]
-            room = self.directory.conversation(direct_name(nicks))
+            accounts = {record.key: record for record in records if record is not None}
+            room = self.directory.conversation(direct_name([record.nick for record in accounts.values()]))
+            return self._owners(room).addCallback(opened, room, accounts)
+
+        def opened(owners: dict[str, float], room: ChatRoom, accounts: dict[str, AccountRecord]) -> None:
+            if not owners:
+                owners.update({key: record.created for key, record in accounts.items()})
+                assert store is not None
+                stored(
+                    store.set_rules(room.key, {"direct": owners}), "keep {nick}'s conversation", session.nick
+                )
+            stale = [record.nick for key, record in accounts.items() if owners.get(key) != record.created]
+            if stale:
+                raise ProtocolError(
+                    ErrorCode.NO_SUCH_ACCOUNT,
+                    f"{stale[0]!r} is a newer account of that name: the conversation was with an earlier one",
+                )
             if connection.session is not session:
                 return
             self._bring(session, room, connection, packet.ref)
-            for record in records:
-                if record is not None:
-                    self._summon(record.key, record.nick, room)
+            for key, record in accounts.items():
+                if key != session.key:
+                    self._summon(key, record.nick, room)
 
         return reads.addCallback(found)
 
     def said(self, room: ChatRoom) -> None:
         """Something was said in a conversation: its participants who left
-        it come back (docs/protocol.md 19.8)."""
+        it come back (docs/protocol.md 19.8), if their account is the one
+        the conversation was opened with."""
         present = {member.key for member in room.members.values()}
-        for key, nick in self.participants(room):
-            if key not in present:
-                self._summon(key, nick, room)
+        absent = [(key, nick) for key, nick in self.participants(room) if key not in present]
+        if not absent or self.store is None:
+            return
+        store = self.store
+
+        def summon(owners: dict[str, float]) -> None:
+            for key, nick in absent:
+                store.account(key).addCallback(self._summon_owner, owners, key, nick, room)
+
+        self._owners(room).addCallback(summon).addErrback(
+            lambda f: log.failure("could not bring {room}'s participants back", f, room=room.name)
+        )
+
+    def _summon_owner(
+        self, record: AccountRecord | None, owners: dict[str, float], key: str, nick: str, room: ChatRoom
+    ) -> None:
+        if record is not None and owners.get(key) == record.created:
+            self._summon(key, record.nick, room)
+
+    def _owners(self, room: ChatRoom) -> Deferred[dict[str, float]]:
+        """The accounts a conversation was opened by, as their creation times
+        (empty before its first OPEN): an account deleted and its name
+        registered again is someone else, who must not read it."""
+        assert self.store is not None  # conversations are between accounts
+        known = self._owned.get(room.key)
+        if known is not None:
+            return succeed(known)
+
+        def read(data: dict[str, Any] | None) -> dict[str, float]:
+            owners = dict((data or {}).get("direct") or {})
+            if owners:
+                if len(self._owned) >= 4096:
+                    self._owned.clear()
+                self._owned[room.key] = owners
+            return owners
+
+        return self.store.rules(room.key).addCallback(read)
 
     def participants(self, room: ChatRoom) -> list[tuple[str, str]]:
         found = self._participants.get(room.key)

@@ -12,6 +12,12 @@ and the same bytes go to every IRC client that asked for that set
 
 Lines are buffered as bytes and decoded whole, so a character split across
 two reads arrives whole; a line that is not UTF-8 gets a NOTICE.
+
+Conversations (section 17.8): replies, reactions and typing travel as IRCv3
+client tags (``+draft/reply``, ``+draft/react``, ``+typing``) on PRIVMSG and
+TAGMSG, deletions as REDACT, away as AWAY and away-notify; a direct
+conversation of two is a private query, of more an ``&`` channel
+(irc_conversations.py has the pure parts).
 """
 
 from __future__ import annotations
@@ -31,11 +37,24 @@ from twisted.python.failure import Failure
 from chatproto import __version__, codec
 from chatproto.codec import ACTION_PREFIX, ErrorCode, PacketType, ProtocolError
 from chatproto.core.budget import REFUSAL
-from chatproto.core.connection import logged_in
+from chatproto.core.connection import Session, logged_in
 from chatproto.core.hub import Hub
 from chatproto.core.rooms import RoomRules
 from chatproto.rules import nick_key
 from chatproto.transports.int32 import ChatFactory
+from chatproto.transports.irc_conversations import (
+    CLIENTTAGDENY,
+    EDITED,
+    TYPING,
+    ReactionMemory,
+    escape_tag,
+    is_query,
+    participants,
+    query_target,
+    same_people,
+    seq_of,
+    unescape_tag,
+)
 from chatproto.transports.ircnames import channel, irc_nick, our_nick, room_of
 from chatproto.transports.outbox import Outbox
 from chatproto.transports.policy import CLOSING, CONNECTED, ConnectionPolicy, Framing
@@ -43,7 +62,16 @@ from chatproto.transports.policy import CLOSING, CONNECTED, ConnectionPolicy, Fr
 log = Logger()
 
 #: What we offer, all of it working (CAP LS).
-CAPABILITIES = ("batch", "draft/chathistory", "echo-message", "message-tags", "sasl", "server-time")
+CAPABILITIES = (
+    "away-notify",
+    "batch",
+    "draft/chathistory",
+    "draft/message-redaction",
+    "echo-message",
+    "message-tags",
+    "sasl",
+    "server-time",
+)
 #: Bytes in a line, CRLF included, tags not (RFC 1459, 2.3).
 LINE = 512
 #: Bytes a client's tags may take (IRCv3 message-tags), and so a whole line.
@@ -75,7 +103,7 @@ def line(prefix: str | None, command: str, *params: str, tags: dict | None = Non
     gets wrong)."""
     parts = []
     if tags:
-        parts.append("@" + ";".join(f"{k}={v}" if v is not None else k for k, v in tags.items()))
+        parts.append("@" + ";".join(f"{k}={escape_tag(v)}" if v is not None else k for k, v in tags.items()))
     if prefix:
         parts.append(":" + prefix)
     parts.append(command)
@@ -109,7 +137,8 @@ def parse(text: str) -> tuple[dict, str | None, str, list[str]]:
         raw, _, text = text[1:].partition(" ")
         for item in raw.split(";"):
             key, _, value = item.partition("=")
-            tags[key] = value
+            if key:
+                tags[key] = unescape_tag(value)
     prefix = None
     text = text.lstrip(" ")
     if text.startswith(":"):
@@ -136,17 +165,21 @@ class IrcWire:
         self.time = "server-time" in caps
         self.tags = "message-tags" in caps
         self.echo = "echo-message" in caps
+        self.away_notify = "away-notify" in caps
+        self.redaction = "draft/message-redaction" in caps
+        self.reactions = ReactionMemory()
 
     def frame(self, payload: bytes) -> bytes:
-        """IRC lines for a broadcast; for a packet meant for one connection
-        (WELCOME, ROOM), the payload behind a NUL, which no IRC line starts
-        with: the connection renders it (:meth:`IrcConnection.deliver_to`)."""
+        """IRC lines for a broadcast; for a packet the connection renders
+        itself (WELCOME, ROOM, STATUS...), the payload behind a NUL (which
+        no IRC line holds) and its length: a broadcast may join it with
+        other frames (:meth:`IrcConnection.deliver_to`)."""
         kind = payload[0]
         render = _BY_WIRE.get(kind)
         if render is not None:
             return render(self, json.loads(payload[1:])).encode("utf-8")
         if kind in _PERSONAL:
-            return b"\0" + payload
+            return b"\0" + len(payload).to_bytes(4, "big") + payload
         if kind not in NOT_SHOWN:
             log.warn("IRC can't show packet type 0x{kind:02X}", kind=kind)
         return b""
@@ -159,6 +192,8 @@ class IrcWire:
             tags["time"] = iso_time(body["ts"])
         if self.tags and "seq" in body:
             tags["msgid"] = str(body["seq"])
+        if self.tags and body.get("reply"):
+            tags["+draft/reply"] = str(body["reply"]["seq"])
         return tags or None
 
     def privmsg(self, body: dict, target: str, batch: str | None = None) -> str:
@@ -184,7 +219,7 @@ class IrcWire:
             return self.mode(body, action)  # everyone, the actor too, as IRC servers do
         if body.get("ref") is not None and not self.echo:
             return ""  # the sender's own copy: only echo-message clients want it
-        return self.privmsg(body, channel(body["room"]))
+        return self.privmsg(body, target_of(body["room"], body["from"]))
 
     def mode(self, body: dict, action: dict) -> str:
         """A record of op, deop, ban, unban or mode as the MODE line it is on IRC."""
@@ -197,16 +232,57 @@ class IrcWire:
         target = irc_nick(action["target"]) + ("!*@*" if letter == "b" else "")
         return line(user(body["from"]), "MODE", room, sign + letter, target)
 
+    def changed(self, body: dict) -> str:
+        """CHANGED (17.8): an edit as a new PRIVMSG that says so, a deletion
+        as REDACT (or a NOTICE), a reaction as TAGMSG +draft/react or
+        +draft/unreact; the sender's own copy only with echo-message."""
+        room, kind, by, message = body["room"], body["kind"], body["by"], body["message"]
+        added: list[str] = []
+        taken: list[str] = []
+        if kind == "react" and self.tags:
+            # Diffed on every copy (the sender's too), so that the next change diffs right.
+            added, taken = self.reactions.diff(room, message, by)
+        if body.get("ref") is not None and not self.echo:
+            return ""
+        target = target_of(room, by, message["from"])
+        seq = str(message["seq"])
+        if kind == "edit":
+            edit = dict(message, text=EDITED + message["text"], ts=message.get("edited") or message["ts"])
+            del edit["seq"]  # a new line, not the message: no msgid of its own
+            edit["reply"] = {"seq": message["seq"]}  # +draft/reply names the message it changes
+            return self.privmsg(edit, target)
+        if kind == "delete":
+            if self.redaction:
+                return line(user(by), "REDACT", target, seq)
+            tags = {"+draft/reply": seq} if self.tags else None
+            author = irc_nick(message["from"])
+            return line(user(by), "NOTICE", target, f"(deleted message {seq} from {author})", tags=tags)
+        if kind != "react" or not self.tags:
+            return ""
+        lines = [
+            line(user(by), "TAGMSG", target, tags={tag: emoji, "+draft/reply": seq})
+            for tag, emojis in (("+draft/react", added), ("+draft/unreact", taken))
+            for emoji in emojis
+        ]
+        return "".join(lines)
+
     def joined(self, body: dict) -> str:
         """JOIN; for an operator, the server's MODE +o after it, as IRC
-        clients learn who is an operator from what follows a JOIN."""
+        clients learn who is an operator from what follows a JOIN; for one
+        away, AWAY after it (away-notify)."""
+        if is_query(body["room"]):
+            return ""  # a conversation of two is a query: nobody joins it
         room = channel(body["room"])
         join = line(user(body["nick"]), "JOIN", room)
-        if not body.get("op"):
-            return join
-        return join + line(self.server, "MODE", room, "+o", irc_nick(body["nick"]))
+        if body.get("op"):
+            join += line(self.server, "MODE", room, "+o", irc_nick(body["nick"]))
+        if self.away_notify and body.get("away") is not None:
+            join += away_line(body["nick"], body["away"])
+        return join
 
     def left(self, body: dict) -> str:
+        if is_query(body["room"]):
+            return ""
         room, who = channel(body["room"]), user(body["nick"])
         message = body.get("message") or ""
         if body["reason"] == "part":
@@ -216,6 +292,8 @@ class IrcWire:
         return line(who, "QUIT", f"{body['reason']}: {message}" if message else body["reason"])
 
     def topic(self, body: dict) -> str:
+        if is_query(body["room"]):
+            return ""  # a query has no topic
         return line(user(body["by"]), "TOPIC", channel(body["room"]), body["topic"])
 
     def bye(self, body: dict) -> str:
@@ -223,6 +301,39 @@ class IrcWire:
 
     def fatal(self, body: dict) -> str:
         return line(None, "ERROR", f"{body['message']} ({body['code']})")
+
+
+def target_of(room: str, source: str, author: str | None = None) -> str:
+    """Where a line from ``source`` in ``room`` goes: its channel; in a
+    conversation of two, the other participant (a private query)."""
+    return query_target(room, source, author) if is_query(room) else channel(room)
+
+
+def away_line(nick: str, away: str | None) -> str:
+    """away-notify's AWAY: with the message while away, bare once back."""
+    if away is None:
+        return line(user(nick), "AWAY")
+    return line(user(nick), "AWAY", away or "Away")
+
+
+#: Messages that may wait for OPEN to give a conversation, per nick.
+OPENING_QUEUE = 16
+
+#: Our refusals of DELETE as draft/message-redaction's FAIL codes.
+_REDACT_FAILS = {
+    ErrorCode.NOT_YOURS: "REDACT_FORBIDDEN",
+    ErrorCode.NOT_PERMITTED: "REDACT_FORBIDDEN",
+    ErrorCode.NO_SUCH_MESSAGE: "UNKNOWN_MSGID",
+    ErrorCode.MESSAGE_DELETED: "UNKNOWN_MSGID",
+    ErrorCode.NO_SUCH_ROOM: "INVALID_TARGET",
+    ErrorCode.BAD_ROOM: "INVALID_TARGET",
+    ErrorCode.NOT_A_MEMBER: "INVALID_TARGET",
+}
+
+
+def away_of(session: Session) -> str | None:
+    """A session's away message ("" for none) while away; None while present."""
+    return session.away
 
 
 #: Batch ids: unique on every connection, as IRCv3 batch asks.
@@ -241,6 +352,7 @@ _BY_WIRE: dict[int, Callable[[IrcWire, dict], str]] = {
     PacketType.JOINED: IrcWire.joined,
     PacketType.LEFT: IrcWire.left,
     PacketType.TOPIC_CHANGED: IrcWire.topic,
+    PacketType.CHANGED: IrcWire.changed,
     PacketType.BYE: IrcWire.bye,
     PacketType.ERROR: IrcWire.fatal,
 }
@@ -249,7 +361,6 @@ NOT_SHOWN: dict[int, str] = {
     PacketType.PONG_REPLY: "IRC's PING is answered by the gateway itself, so no PING packet is ever sent",
     PacketType.PENDING: "a device still logging in: IRC has no way to show it",
     PacketType.MARKED: "read markers are not an IRC notion (sent only to MARK, which IRC never sends)",
-    PacketType.DONE: "the acknowledgement of ACCOUNT or ADMIN, which IRC never sends",
     PacketType.BANS: "the answer to ADMIN, which IRC never sends (MODE +b lists a room's bans)",
     PacketType.SESSIONS: "the answer to ADMIN, which IRC never sends",
 }
@@ -310,7 +421,8 @@ class IrcConnection(Framing):
     __slots__ = (
         "_errors",
         "_lines",
-        "away",
+        "_opening",
+        "_tags",
         "caps",
         "irc_name",
         "negotiating",
@@ -331,8 +443,11 @@ class IrcConnection(Framing):
         self.password: str | None = None
         self.negotiating = False  # between CAP LS/REQ and CAP END
         self.sasl: str | None = None  # "PLAIN" while AUTHENTICATE is under way
-        self.away: str | None = None
         self._errors = 0  # unreadable lines in a row
+        self._tags: dict[str, str] = {}  # the tags of the line being handled
+        # nick key -> (the IRC target, [(command, text, reply)]): what waits
+        # for OPEN to give the direct conversation with that account
+        self._opening: dict[str, tuple[str, list[tuple[str, str, int | None]]]] = {}
 
     # -- lines in --------------------------------------------------------------------
 
@@ -375,7 +490,7 @@ class IrcConnection(Framing):
             self._charge()
             return
         self._errors = 0  # a good line: errors are answered again
-        _, _, command, params = parse(text)
+        self._tags, _, command, params = parse(text)
         handler = _COMMANDS.get(command)
         if handler is None:
             self._numeric("421", command, "Unknown command")
@@ -441,11 +556,21 @@ class IrcConnection(Framing):
         return self.deliver_to
 
     def deliver_to(self, data: bytes) -> None:
-        """What the core delivers: IRC lines, or a payload for this connection."""
-        if data[:1] == b"\0":
-            self.render(codec.decode_server(data[1:]))
-        else:
-            self.connection.outbox.write(data)
+        """What the core delivers: IRC lines, and payloads for this
+        connection to render (:meth:`IrcWire.frame`), in their order."""
+        write = self.connection.outbox.write
+        if b"\0" not in data:
+            write(data)
+            return
+        while data:
+            if data[0] == 0:
+                end = 5 + int.from_bytes(data[1:5], "big")
+                self.render(codec.decode_server(data[5:end]))
+            else:
+                end = data.find(b"\0")
+                end = len(data) if end < 0 else end
+                write(data[:end])
+            data = data[end:]
 
     def render(self, packet: Any) -> None:
         """A packet for this connection alone: rendered with its state, or
@@ -494,7 +619,7 @@ class IrcConnection(Framing):
     def do_pass(self, params: list[str]) -> None:
         self._charge()
         if params:
-            self.password = params[-1]
+            self.password = " ".join(params)  # irssi sends PASS a b without a colon
 
     def do_nick(self, params: list[str]) -> None:
         self._charge()
@@ -591,14 +716,29 @@ class IrcConnection(Framing):
             return
         if params[0] == "0":
             for room in list(logged_in(self.connection).rooms.values()):
+                if participants(room.name) is not None:
+                    continue  # conversations are no channels: JOIN 0 leaves them be
                 self._packet(codec.Part(room.name, None, ref=f"PART {channel(room.name)}"))
             return
         for name in params[0].split(","):
+            if name.startswith("&") and len(name) > 1:
+                self._open(name)
+                continue
             try:
                 self._packet(codec.Join(room_of(name), ref=f"JOIN {name}"))
             except ProtocolError:
                 self._charge()
                 self._numeric("403", name, "No such channel: channels start with #")
+
+    def _open(self, name: str) -> None:
+        """JOIN &alice+bob+carol: OPEN of the conversation with them."""
+        try:
+            names = [our_nick(irc) for irc in name[1:].split("+")]
+        except ProtocolError:
+            self._charge()
+            self._numeric("403", name, "No such channel")
+            return
+        self._packet(codec.Open(names, ref=f"JOIN {name}"))
 
     def do_part(self, params: list[str]) -> None:
         if not params:
@@ -608,7 +748,7 @@ class IrcConnection(Framing):
         reason = params[1] if len(params) > 1 else None
         for name in params[0].split(","):
             try:
-                self._packet(codec.Part(room_of(name), reason, ref=f"PART {name}"))
+                self._packet(codec.Part(self._room_name(name), reason, ref=f"PART {name}"))
             except ProtocolError:
                 self._charge()
                 self._numeric("403", name, "No such channel")
@@ -625,17 +765,118 @@ class IrcConnection(Framing):
                 self._charge()  # other CTCP: nothing to carry it to
                 return
             text = ACTION_PREFIX + text[8:].rstrip("\x01")
+        reply = seq_of(self._tags.get("+draft/reply"))
         for target in params[0].split(","):
             ref = f"{command} {target}"
-            if target.startswith("#"):
-                self._packet(codec.Say(text, ref, room_of(target)))
+            if target[:1] in "#&":
+                self._packet(codec.Say(text, ref, self._room_name(target), reply))
             else:
-                try:
-                    self._packet(codec.Whisper(our_nick(target), text, ref))
-                except ProtocolError:
-                    self._charge()
-                    if command == "PRIVMSG":
-                        self._numeric("401", target, "No such nick")
+                self._to_nick(command, target, text, reply)
+
+    def _to_nick(self, command: str, target: str, text: str, reply: int | None) -> None:
+        """PRIVMSG to a nick: from an account to an account, a message in
+        their direct conversation (OPENed first if it isn't open); else a
+        WHISPER (17.8)."""
+        ref = f"{command} {target}"
+        try:
+            nick = our_nick(target)
+        except ProtocolError:
+            self._charge()
+            if command == "PRIVMSG":
+                self._numeric("401", target, "No such nick")
+            return
+        session = logged_in(self.connection)
+        other = self.connection.hub.session_for(nick)
+        if command == "PRIVMSG" and other is not None and away_of(other) is not None:
+            self._numeric("301", irc_nick(other.nick), away_of(other) or "Away")
+        key = nick_key(nick)
+        if session.account and key != session.key and (other is None or other.account):
+            room = self._conversation(nick)
+            if room is not None:
+                self._packet(codec.Say(text, ref, room, reply))
+                return
+            waiting = self._opening.get(key)
+            if waiting is None:
+                self._opening[key] = (target, [(command, text, reply)])
+                self._packet(codec.Open([nick], ref=f"OPEN {target}"))
+            elif len(waiting[1]) < OPENING_QUEUE:
+                self._charge()
+                waiting[1].append((command, text, reply))
+            else:
+                self._charge()
+                if command == "PRIVMSG":
+                    self._numeric("404", target, "Still opening the conversation: try again")
+            return
+        self._packet(codec.Whisper(nick, text, ref))
+
+    def _opened(self, room: str) -> None:
+        """A conversation of two came (OPEN's answer, or the other opened
+        it): what waited for it is said in it."""
+        session = logged_in(self.connection)
+        for name in participants(room) or []:
+            if nick_key(name) == session.key:
+                continue
+            target, texts = self._opening.pop(nick_key(name), (None, []))
+            for command, text, reply in texts:
+                self._packet(codec.Say(text, f"{command} {target}", room, reply))
+
+    def _not_opened(self, target: str, error: codec.Error) -> None:
+        """OPEN refused: a nick that is no account gets its WHISPERs; any
+        other refusal is told once."""
+        try:
+            key = nick_key(our_nick(target))
+        except ProtocolError:
+            return
+        _, texts = self._opening.pop(key, (target, []))
+        if error.code in (ErrorCode.NO_SUCH_ACCOUNT, ErrorCode.NOT_REGISTERED, ErrorCode.BAD_NICK):
+            for command, text, _reply in texts:
+                self._packet(codec.Whisper(our_nick(target), text, f"{command} {target}"))
+        elif any(command == "PRIVMSG" for command, _, _ in texts):
+            self._numeric("404", target, f"{error.message} ({error.code})")
+
+    def do_tagmsg(self, params: list[str]) -> None:
+        """TAGMSG: +typing is TYPING; +draft/react (or +draft/unreact) with
+        +draft/reply is REACT. Other tags are denied (CLIENTTAGDENY) and
+        dropped."""
+        if not params:
+            self._charge()
+            self._numeric("461", "TAGMSG", "Not enough parameters")
+            return
+        tags, target = self._tags, params[0]
+        room = self._target_room(target)
+        seq = seq_of(tags.get("+draft/reply"))
+        sent = False
+        if room is not None and seq is not None:
+            for tag, on in (("+draft/react", True), ("+draft/unreact", False)):
+                if tag in tags:
+                    self._packet(codec.React(room, seq, tags[tag], on, ref=f"TAGMSG {target}"))
+                    sent = True
+        typing = TYPING.get(tags.get("+typing", ""))
+        if room is not None and typing is not None:
+            self._packet(codec.Typing(room, typing, ref=f"TYPING {target}"))
+            sent = True
+        if not sent:
+            self._charge()  # nothing we carry: dropped
+
+    def do_redact(self, params: list[str]) -> None:
+        """draft/message-redaction's REDACT target msgid [:reason] is DELETE
+        (the reason is not kept)."""
+        if len(params) < 2:
+            self._charge()
+            self._numeric("461", "REDACT", "Not enough parameters")
+            return
+        target, msgid = params[0], params[1]
+        room, seq = self._target_room(target), seq_of(msgid)
+        if room is None:
+            self._charge()
+            self.write_line(
+                self.server, "FAIL", "REDACT", "INVALID_TARGET", target, "No such channel or query"
+            )
+        elif seq is None:
+            self._charge()
+            self.write_line(self.server, "FAIL", "REDACT", "UNKNOWN_MSGID", target, msgid, "No such message")
+        else:
+            self._packet(codec.Delete(room, seq, ref=f"REDACT {target} {msgid}"))
 
     def do_notice(self, params: list[str]) -> None:
         self.do_privmsg(params, "NOTICE")
@@ -674,7 +915,7 @@ class IrcConnection(Framing):
             sessions = [session] if session is not None else []
         for session in sessions:
             irc = irc_nick(session.nick)
-            flags = "H" if session is not self.connection.session or self.away is None else "G"
+            flags = "H" if away_of(session) is None else "G"
             if room is not None and room.rules.is_op(session):
                 flags += "@"  # as NAMES shows it
             self._numeric("352", mask, irc, HOST, self.server, irc, flags, f"0 {session.nick}")
@@ -692,7 +933,12 @@ class IrcConnection(Framing):
         else:
             irc = irc_nick(session.nick)
             self._numeric("311", irc, irc, HOST, "*", session.nick)
-            rooms = " ".join(channel(room.name) for room in session.rooms.values())
+            if away_of(session) is not None:
+                self._numeric("301", irc, away_of(session) or "Away")
+            # Conversations are nobody else's business: channels only.
+            rooms = " ".join(
+                channel(room.name) for room in session.rooms.values() if participants(room.name) is None
+            )
             if rooms:
                 self._numeric("319", irc, rooms)
             self._numeric("312", irc, self.server, "chatproto")
@@ -709,7 +955,7 @@ class IrcConnection(Framing):
             self._numeric("461", "MODE", "Not enough parameters")
             return
         target = params[0]
-        if not target.startswith("#"):
+        if target[:1] not in "#&":
             if nick_key(target) != nick_key(self.irc_name):
                 self._numeric("502", "Can't change mode for other users")
             elif len(params) == 1:
@@ -802,12 +1048,13 @@ class IrcConnection(Framing):
         self._packet(codec.Moderate(room, "kick", our_nick(params[1]), reason, ref=f"KICK {params[0]}"))
 
     def do_away(self, params: list[str]) -> None:
-        self._charge()
-        self.away = params[0] if params and params[0] else None
-        if self.away is None:
-            self._numeric("305", "You are no longer marked as being away")
+        """AWAY :message is AWAY away; a bare AWAY sets the session back.
+        DONE is 306 or 305 (:meth:`_done`)."""
+        message = params[0] if params else ""
+        if message:
+            self._packet(codec.Away(True, message, ref="AWAY"))
         else:
-            self._numeric("306", "You have been marked as being away")
+            self._packet(codec.Away(False, ref="AWAY"))
 
     def do_chathistory(self, params: list[str]) -> None:
         if len(params) < 4 or params[0].upper() not in ("LATEST", "BEFORE", "AFTER"):
@@ -830,7 +1077,12 @@ class IrcConnection(Framing):
         after = sub == "AFTER" or (sub == "LATEST" and seq is not None)
         before = None if after else seq
         ref = f"CHATHISTORY {target}"
-        self._packet(codec.HistoryRequest(before, seq if after else None, limit, ref, room_of(target)))
+        room = self._target_room(target)
+        if room is None:
+            self._charge()
+            self.write_line(self.server, "FAIL", "CHATHISTORY", "INVALID_TARGET", target, "No such query")
+            return
+        self._packet(codec.HistoryRequest(before, seq if after else None, limit, ref, room))
 
     # -- what the core sends ------------------------------------------------------------
 
@@ -844,7 +1096,7 @@ class IrcConnection(Framing):
         self.write_line(self.server, "003", me, "This server speaks chat protocol 2 and IRC")
         self.write_line(self.server, "004", me, self.server, f"chatproto-{__version__}", "i", "bint")
         tokens = [
-            "CHANTYPES=#",
+            "CHANTYPES=#&",
             f"CHANNELLEN={limits.room_name_length + 1}",
             "NICKLEN=200",
             f"TOPICLEN={limits.topic_length}",
@@ -855,6 +1107,7 @@ class IrcConnection(Framing):
             f"NETWORK={self.server}",
             f"CHATHISTORY={limits.history_page}",
             "MSGREFTYPES=msgid",
+            CLIENTTAGDENY,
         ]
         self.write_line(self.server, "005", me, *tokens, "are supported by this server")
         if welcome.motd:
@@ -869,6 +1122,16 @@ class IrcConnection(Framing):
         name = channel(state.room)
         session = self.connection.session
         assert session is not None, "a ROOM comes only to a logged-in connection"
+        for message in state.history:
+            self._seen(state.room, message)
+        if is_query(state.room):
+            # A conversation of two is a private query: nothing to JOIN.
+            self._opened(state.room)
+            other = query_target(state.room, session.nick)
+            ref = state.ref or ""
+            if ref.startswith("JOIN "):
+                self._notice(f"{ref[5:]} is your conversation with {other}: /msg {other}")
+            return
         self.write_line(user(session.nick), "JOIN", name)
         room = self.connection.hub.room_for(state.room)
         if room is not None:
@@ -893,8 +1156,14 @@ class IrcConnection(Framing):
 
     def _error(self, error: codec.Error) -> None:
         command, _, target = (error.ref or "").partition(" ")
-        if command == "NOTICE":
-            return  # never an automatic reply to a NOTICE
+        if command == "NOTICE" or command == "TYPING":
+            return  # never an automatic reply to a NOTICE; TYPING is never answered
+        if command == "OPEN":
+            self._not_opened(target, error)
+            return
+        if command == "REDACT":
+            self._redact_failed(target, error)
+            return
         number = NUMERICS.get((command, error.code))
         if command == "CHATHISTORY":
             self.write_line(self.server, "FAIL", "CHATHISTORY", "INVALID_TARGET", target, error.message)
@@ -907,17 +1176,76 @@ class IrcConnection(Framing):
         else:
             self._notice(f"{error.message} ({error.code})")
 
+    def _redact_failed(self, target: str, error: codec.Error) -> None:
+        where, _, msgid = target.partition(" ")
+        code = _REDACT_FAILS.get(error.code)
+        if code is None:
+            self._notice(f"{error.message} ({error.code})")
+        elif code == "INVALID_TARGET":
+            self.write_line(self.server, "FAIL", "REDACT", code, where, error.message)
+        else:
+            self.write_line(self.server, "FAIL", "REDACT", code, where, msgid, error.message)
+
+    def _done(self, done: codec.Done) -> None:
+        """AWAY's answer: 306 (away) or 305 (back); nothing else IRC sends gets DONE."""
+        if done.op == "away":
+            self._numeric("306", "You have been marked as being away")
+        elif done.op == "back":
+            self._numeric("305", "You are no longer marked as being away")
+
+    def _status(self, status: codec.Status) -> None:
+        """STATUS as away-notify's AWAY: once per nick, though it comes once
+        per shared room (for the first of this session's rooms it is in)."""
+        session = self.connection.session
+        if not self.irc_wire.away_notify or session is None:
+            return
+        if nick_key(status.nick) == session.key:
+            return  # our own: 305/306 said it
+        other = self.connection.hub.session_for(status.nick)
+        first = status.room
+        if other is not None:
+            first = next((r.name for r in session.rooms.values() if other.id in r.members), first)
+        if first == status.room:
+            self.connection.outbox.write(away_line(status.nick, status.away).encode("utf-8"))
+
+    def _typing(self, notice: codec.TypingNotice) -> None:
+        """TYPING as TAGMSG +typing=active or done, to message-tags clients;
+        never our own."""
+        session = self.connection.session
+        if not self.irc_wire.tags or session is None or nick_key(notice.nick) == session.key:
+            return
+        tags = {"+typing": "active" if notice.typing else "done"}
+        self.write_line(user(notice.nick), "TAGMSG", target_of(notice.room, notice.nick), tags=tags)
+
+    def _seen(self, room: str, message: codec.Message) -> None:
+        """A message's reactions as of its rev, for the wire to diff the next CHANGED."""
+        if message.rev is not None:
+            reactions = [{"emoji": r.emoji, "by": r.by} for r in message.reactions or []]
+            self.irc_wire.reactions.seen(
+                room, {"seq": message.seq, "rev": message.rev, "reactions": reactions}
+            )
+
     def _history(self, page: codec.HistoryPage) -> None:
         assert page.room is not None, "IRC's CHATHISTORY always names its room"
-        name = channel(page.room)
+        me = logged_in(self.connection).nick
+        name = query_target(page.room, me) if is_query(page.room) else channel(page.room)
         batch = f"h{next(_BATCHES)}" if "batch" in self.caps else None
         if batch is not None:
             self.write_line(self.server, "BATCH", "+" + batch, "chathistory", name)
         for message in page.messages:
-            body = {"from": message.sender, "text": message.text, "ts": message.ts, "seq": message.seq}
+            self._seen(page.room, message)
+            body: dict[str, Any] = {
+                "from": message.sender,
+                "text": message.text,
+                "ts": message.ts,
+                "seq": message.seq,
+            }
             if message.action:
                 body["action"] = message.action
-            self.connection.outbox.write(self.irc_wire.privmsg(body, name, batch).encode("utf-8"))
+            if message.reply is not None:
+                body["reply"] = {"seq": message.reply.seq}
+            target = target_of(page.room, message.sender)
+            self.connection.outbox.write(self.irc_wire.privmsg(body, target, batch).encode("utf-8"))
         if batch is not None:
             self.write_line(self.server, "BATCH", "-" + batch)
 
@@ -951,6 +1279,42 @@ class IrcConnection(Framing):
             self._numeric("403", name, "No such channel")
         return room
 
+    def _room_name(self, name: str) -> str:
+        """The room a channel names (``&...``: the conversation of those
+        people among ours, however the client spelled them)."""
+        if name.startswith("&"):
+            session = logged_in(self.connection)
+            try:
+                keys = {nick_key(our_nick(irc)) for irc in name[1:].split("+")}
+            except ProtocolError:
+                keys = set()
+            for room in session.rooms.values():
+                if same_people(room.name, keys):
+                    return room.name
+        return room_of(name)
+
+    def _conversation(self, nick: str) -> str | None:
+        """The direct conversation of two with ``nick`` among ours, if open."""
+        session = logged_in(self.connection)
+        keys = {session.key, nick_key(nick)}
+        for room in session.rooms.values():
+            if same_people(room.name, keys):
+                return room.name
+        return None
+
+    def _target_room(self, target: str) -> str | None:
+        """The room an IRC target means: a channel's, or for a nick our
+        conversation of two with it; None for a nick without one."""
+        if target[:1] in "#&":
+            try:
+                return self._room_name(target)
+            except ProtocolError:
+                return None
+        try:
+            return self._conversation(our_nick(target))
+        except ProtocolError:
+            return None
+
     def _session(self, irc: str):
         try:
             return self.connection.hub.session_for(our_nick(irc))
@@ -979,6 +1343,8 @@ _COMMANDS: dict[str, Callable] = {
     "MODE": IrcConnection.do_mode,
     "KICK": IrcConnection.do_kick,
     "AWAY": IrcConnection.do_away,
+    "TAGMSG": IrcConnection.do_tagmsg,
+    "REDACT": IrcConnection.do_redact,
     "CHATHISTORY": IrcConnection.do_chathistory,
 }
 _BEFORE_LOGIN = frozenset({"CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "PING", "PONG", "QUIT"})
@@ -992,6 +1358,9 @@ _BY_CONNECTION: dict[type[Any], Callable[[IrcConnection, Any], None]] = {
     codec.Private: IrcConnection._private,
     codec.ServerPing: IrcConnection._server_ping,
     codec.Invited: IrcConnection._invited,
+    codec.Done: IrcConnection._done,
+    codec.Status: IrcConnection._status,
+    codec.TypingNotice: IrcConnection._typing,
     codec.Error: IrcConnection._error,  # what send() says; a fatal ERROR is the wire's
 }
 

@@ -5,7 +5,9 @@ nick that is already a plain IRC nick goes as it is; any other becomes
 ``xn--`` and the Punycode (RFC 3492) of the nick with ``.`` written ``|``
 (which our nicks never hold). Plain nicks never start with ``xn--``, so the
 mapping is reversible both ways. Rooms are channels: ``general`` is
-``#general``.
+``#general``; a direct conversation of three or more (``@alice+bob+carol``,
+section 19.8) is an ``&`` channel of the participants' IRC nicks,
+``&alice+bob+carol`` (a conversation of two is a query, not a channel).
 """
 
 from __future__ import annotations
@@ -36,11 +38,19 @@ def our_nick(irc: str) -> str:
 
 
 def channel(room: str) -> str:
+    if room.startswith("@"):
+        return "&" + "+".join(irc_nick(name) for name in room[1:].split("+"))
     return "#" + room
 
 
 def room_of(name: str) -> str:
-    """The room a channel names; bad_room for anything but ``#room``."""
+    """The room a channel names; bad_room for anything but ``#room`` and
+    ``&nick+nick...`` (a direct conversation)."""
+    if name.startswith("&") and len(name) > 1:
+        try:
+            return "@" + "+".join(our_nick(irc) for irc in name[1:].split("+"))
+        except ProtocolError:
+            pass
     if not name.startswith("#") or len(name) < 2:
         raise ProtocolError(ErrorCode.BAD_ROOM, f"{name!r} is not a channel: channels start with #")
     return name[1:]

@@ -15,6 +15,9 @@ import pytest
 from chatproto import codec
 from tests.processes import WAIT, Server, TcpPeer
 
+#: An account's password; no space in it: irssi sends PASS without a colon.
+SECRET = "Correct-Horse-Battery-9"
+
 
 class Tmux:
     """One irssi in a tmux server of its own (its own socket)."""
@@ -92,4 +95,96 @@ def test_irssi_joins_and_chats_with_a_desktop_client(tmp_path, irssi_home):
             tmux.close()
         if desk is not None:
             desk.close()
+        server.stop()
+
+
+def test_irssi_sees_edits_deletions_and_away(tmp_path, irssi_home):
+    """Section 17.8 in a real IRC client: an edit is a new line that says
+    so, a deletion a NOTICE (irssi has no draft/message-redaction), REDACT
+    typed raw deletes, and AWAY goes both ways."""
+    server = Server(str(tmp_path / "history.sqlite3"))
+    server.start()
+    tmux = None
+    desk = None
+    try:
+        desk = TcpPeer(server.port, "desk")
+        desk.send(codec.Join("general"))
+        desk.expect(codec.RoomState)
+        tmux = Tmux(str(tmp_path), f"irssi --home={irssi_home} -c 127.0.0.1 -p {server.irc_port} -n ann")
+        tmux.until("Welcome to")
+        tmux.type("/join #general")
+        desk.expect(codec.Joined, lambda joined: joined.nick == "ann")
+        tmux.until("#general")
+
+        desk.send(codec.Say("shiped it", "s1", "general"))
+        said = desk.expect(codec.MessagePacket, lambda m: m.ref == "s1")
+        tmux.until("shiped it")
+        desk.send(codec.Edit("general", said.seq, "shipped it", ref="e1"))
+        desk.expect(codec.Changed, lambda c: c.ref == "e1")
+        tmux.until("(edited) shipped it")
+        desk.send(codec.Delete("general", said.seq, ref="d1"))
+        desk.expect(codec.Changed, lambda c: c.ref == "d1")
+        tmux.until(f"(deleted message {said.seq} from desk)")
+
+        tmux.type("a line I regret")
+        mine = desk.expect(codec.MessagePacket, lambda m: m.sender == "ann")
+        tmux.type(f"/quote REDACT #general {mine.seq}")
+        gone = desk.expect(codec.Changed, lambda c: c.kind == "delete" and c.message.seq == mine.seq)
+        assert (gone.by, gone.message.deleted, gone.message.text) == ("ann", True, "")
+
+        tmux.type("/window 1")  # the status window: where irssi says away and whois
+        tmux.type("/away out for lunch")
+        status = desk.expect(codec.Status, lambda s: s.nick == "ann")
+        assert (status.room, status.away) == ("general", "out for lunch")
+        tmux.until("You have been marked as being away")
+        desk.send(codec.Away(True, "in a meeting", ref="a1"))
+        desk.expect(codec.Done, lambda d: d.ref == "a1")
+        tmux.type("/whois desk")
+        tmux.until("in a meeting")
+        tmux.type("/away")
+        back = desk.expect(codec.Status, lambda s: s.nick == "ann")
+        assert back.away is None
+        tmux.until("You are no longer marked as being away")
+    finally:
+        if tmux is not None:
+            tmux.close()
+        if desk is not None:
+            desk.close()
+        server.stop()
+
+
+def test_irssi_queries_are_direct_conversations(tmp_path, irssi_home):
+    """An account's /query with another account is their direct
+    conversation (17.8), both ways, kept in history."""
+    server = Server(str(tmp_path / "history.sqlite3"))
+    server.start()
+    tmux = None
+    bob = None
+    try:
+        for nick in ("ann", "bob"):
+            peer = TcpPeer(server.port, nick)
+            peer.send(codec.AccountRequest("register", SECRET, ref="r"))
+            peer.expect(codec.Done)
+            peer.send(codec.Quit())
+            peer.close()
+        bob = TcpPeer(server.port, "bob", password=SECRET)
+        tmux = Tmux(
+            str(tmp_path),
+            f"irssi --home={irssi_home} -c 127.0.0.1 -p {server.irc_port} -n ann -w {SECRET}",
+        )
+        tmux.until("Welcome to")
+        tmux.type("/query bob")
+        tmux.type("hello bob, privately")
+        room = bob.expect(codec.RoomState)
+        assert (room.room, room.kind) == ("@ann+bob", "direct")
+        said = bob.expect(codec.MessagePacket)
+        assert (said.room, said.sender, said.text) == ("@ann+bob", "ann", "hello bob, privately")
+        bob.send(codec.Say("hi ann, just us", "b1", "@ann+bob"))
+        screen = tmux.until("hi ann, just us")
+        assert "<bob> hi ann, just us" in screen, screen
+    finally:
+        if tmux is not None:
+            tmux.close()
+        if bob is not None:
+            bob.close()
         server.stop()
