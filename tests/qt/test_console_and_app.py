@@ -107,6 +107,8 @@ def test_console_follows_each_event_without_rebuilding(qtbot, reactor, monkeypat
             and len(room_state(console.server.hub)[1]) == 8
         )
     )
+    # Each WELCOME may still be on its way when the hub has the session.
+    yield until(lambda: all(any(isinstance(p, codec.Welcome) for p in c.packets) for c in clients[:8]))
     clients[0].send(codec.Quit())
     clients[1].transport.loseConnection()
     clients[8].transport.loseConnection()
