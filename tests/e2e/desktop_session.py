@@ -628,6 +628,15 @@ class Session:
         w.disconnect_action.trigger()
         await self.until(lambda: w.session.state is states.DISCONNECTED, "disconnected")
         await self.shot("disconnected")
+        # Meanwhile bob edits his message and reacts to alice's: she catches up by rev.
+        found = next(m for m in bob.messages if m.text == "found them")
+        hi = next(m for m in bob.messages if m.text == "hi bob, I have them")
+        changes = len(bob.changes)
+        bob.machine.edit("general", found.seq, "found them, in the wiki")
+        bob.machine.react("general", hi.seq, "👍")
+        await self.until(lambda: len(bob.changes) >= changes + 2, "bob's changes stored")
+        caught: list[str] = []
+        w.session.messageChanged.connect(lambda room, message, kind, by: caught.append(kind))
         w.connect_action.trigger()
         await self.until(
             lambda: w.connect_dialog is not None and w.connect_dialog.isVisible(), "Connect… again"
@@ -638,6 +647,14 @@ class Session:
         QTest.keyClicks(dialog.password, "correct horse battery")
         QTest.keyClick(dialog, Qt.Key.Key_Return)
         await self.until(lambda: w.session.state is states.CONNECTED, "alice logged in with her password")
+        await self.until(lambda: "found them, in the wiki" in self.text_rows(), "bob's edit caught up")
+        await self.until(
+            lambda: (
+                [r.emoji for r in w.transcript.lines[self.row_of("hi bob, I have them")].reactions] == ["👍"]
+            ),
+            "bob's reaction caught up",
+        )
+        await self.until(lambda: "catch_up" in caught, "the changes fetched by HISTORY changed_after")
 
         # A minimised window reads nothing.
         w.showMinimized()

@@ -94,6 +94,21 @@ def test_day_headings_and_messages_grouped_by_author(qtbot):
     assert "Wednesday" in html(t, 0) and "Thursday" in html(t, 1), "the heading follows an older page"
 
 
+def test_the_emoji_picker_takes_a_grid_click_or_a_typed_name(qtbot):
+    from qtclient.views.conversation import EmojiPicker
+
+    picker = EmojiPicker()
+    qtbot.addWidget(picker)
+    picked = []
+    picker.picked.connect(picked.append)
+    picker.buttons["👍"].click()
+    picker.field.setText(" :shipit: ")
+    picker.field.returnPressed.emit()
+    picker.field.setText("  ")
+    picker.field.returnPressed.emit()
+    assert picked == ["👍", ":shipit:"]
+
+
 def test_typing_words():
     assert typing_words([]) == ""
     assert typing_words(["bob"]) == "bob is typing…"
