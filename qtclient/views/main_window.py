@@ -735,9 +735,11 @@ class MainWindow(QMainWindow):
             menu.popup(self.peer_view.viewport().mapToGlobal(position))
 
     def member_menu(self, index) -> QMenu | None:
-        """Kick, ban, make or remove operator: for operators, on a member of a
-        room; only what applies to that member (no kicking yourself, no
-        making an operator of an operator)."""
+        """A message to the member (a direct conversation between accounts, a
+        whisper otherwise); then kick, ban, make or remove operator, enabled
+        for operators of the room, only what applies to that member (no
+        kicking yourself, no making an operator of an operator), and none in
+        a direct conversation, which has no operators."""
         from qtclient.models import ID_ROLE, OP_ROLE
 
         nick, room_key_ = index.data(NICK_ROLE), index.parent().data(ROOM_ROLE)
@@ -746,13 +748,21 @@ class MainWindow(QMainWindow):
         room = self.room_names.get(room_key_, room_key_)
         yourself = index.data(ID_ROLE) == self.session.my_id
         menu = QMenu(self)
+        if not yourself:
+            message = menu.addAction(f"Message {nick}…")
+            message.triggered.connect(lambda: self._peer_double_clicked(index))
+        if self.peers.kind(room) == "direct":
+            return menu if menu.actions() else None
+        if not yourself:
+            menu.addSeparator()
+        operator = self.peers.is_op(room, self.session.my_id)
         for label, op in (
             *(() if yourself else (("Kick", "kick"), ("Ban", "ban"))),
             ("Remove operator", "deop") if index.data(OP_ROLE) else ("Make operator", "op"),
         ):
             action = menu.addAction(f"{label} {nick}")
+            action.setEnabled(operator)
             action.triggered.connect(lambda _, op=op: self.session.moderate(room, op, nick))
-        menu.setEnabled(self.peers.is_op(room, self.session.my_id))
         return menu
 
     def _welcomed(self, welcome: codec.Welcome) -> None:

@@ -549,8 +549,10 @@ class Session:
         bob_id = bob.machine.my_id
         menu = w.member_menu(w.peers.rooms["release"].members[bob_id].index())
         labels = [a.text() for a in menu.actions()]
-        assert menu.isEnabled() and "Make operator bob" in labels, labels
-        next(a for a in menu.actions() if a.text() == "Make operator bob").trigger()
+        assert "Make operator bob" in labels and "Message bob…" in labels, labels
+        make = next(a for a in menu.actions() if a.text() == "Make operator bob")
+        assert make.isEnabled(), "alice made the room: she runs it"
+        make.trigger()
         await self.until(lambda: w.peers.is_op("release", bob_id), "bob made an operator")
 
         # Room → Ban list…

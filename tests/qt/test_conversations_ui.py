@@ -219,6 +219,15 @@ def test_the_context_menu_offers_the_actions_that_apply(window, server, sessions
     yield heard
     menu = window.message_menu(row_of(window, "hello"))
     assert [a.text() for a in menu.actions()] == ["Reply", "React"]
+    general = window.peers.rooms["general"]
+    bob_row = next(
+        r for r in range(general.item.rowCount()) if general.item.child(r).data(models.NICK_ROLE) == "bob"
+    )
+    members = window.member_menu(general.item.child(bob_row).index())
+    enabled = {a.text(): a.isEnabled() for a in members.actions() if not a.isSeparator()}
+    assert enabled == {"Message bob…": True, "Kick bob": False, "Ban bob": False, "Make operator bob": False}
+    next(a for a in members.actions() if a.text() == "Message bob…").trigger()
+    assert window.input.toPlainText() == "/msg bob "
     assert window.message_menu(0) is None or "Edit" not in [
         a.text() for a in window.message_menu(0).actions()
     ]
@@ -280,6 +289,12 @@ def test_msg_opens_a_direct_conversation_between_accounts(window, server, sessio
     yield until(lambda: window.room_names.get(window.current) == "@alice+bob")
     assert window.peers.room_item("@alice+bob").text() == "✉ bob"
     assert "✉ bob" in window.topic_label.text()
+    direct = window.peers.rooms["@alice+bob"]
+    bob_row = next(
+        r for r in range(direct.item.rowCount()) if direct.item.child(r).data(models.NICK_ROLE) == "bob"
+    )
+    menu = window.member_menu(direct.item.child(bob_row).index())
+    assert [a.text() for a in menu.actions()] == ["Message bob…"], "no operators in a conversation"
     yield until(lambda: line_for(window, "are you there?") is not None)
     heard = signal_fired(bob.messageReceived, lambda m: m.text == "are you there?")
     yield heard
