@@ -375,3 +375,29 @@ def test_changes_missed_while_away_come_back_by_rev(window, server, sessions):
     row = row_of(window, "the plan")
     assert "(edited)" in html(window.transcript, row) and "👍 1" in html(window.transcript, row)
     assert window.session.machine.rooms["general"].rev == 2
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_conversation_left_comes_back_when_the_other_says_something(window, server, sessions):
+    bob = sessions()
+    registered = signal_fired(bob.requestDone, lambda done: done.op == "register")
+    bob.connect_to("127.0.0.1", server.port, "bob", password=PASSWORD, register=True)
+    yield registered
+    yield account(window, server, "alice")
+    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.kind == "direct")
+    opened = signal_fired(window.session.roomJoined, lambda state, reset: state.kind == "direct")
+    window.session.open_direct(["bob"])
+    yield opened
+    yield bob_in
+    left = signal_fired(window.session.roomLeft)
+    window.part_action.trigger()
+    yield left
+    assert window.peers.room_item("@alice+bob") is None
+    assert window.room_names.get(window.current) == "general"
+    back = signal_fired(window.session.roomJoined, lambda state, reset: state.kind == "direct")
+    bob.say("still there?", "@alice+bob")
+    (state, _reset) = yield back
+    yield until(lambda: window.peers.room_item("@alice+bob") is not None)
+    assert window.room_names.get(window.current) == "general", "it comes back without taking the user there"
+    assert window.peers.room_item("@alice+bob").text().startswith("✉ bob")
+    yield until(lambda: "still there?" in [line.text for line in window.transcripts["@alice+bob"].lines])
