@@ -396,8 +396,33 @@ def test_a_conversation_left_comes_back_when_the_other_says_something(window, se
     assert window.room_names.get(window.current) == "general"
     back = signal_fired(window.session.roomJoined, lambda state, reset: state.kind == "direct")
     bob.say("still there?", "@alice+bob")
-    (state, _reset) = yield back
+    yield back
     yield until(lambda: window.peers.room_item("@alice+bob") is not None)
     assert window.room_names.get(window.current) == "general", "it comes back without taking the user there"
     assert window.peers.room_item("@alice+bob").text().startswith("✉ bob")
     yield until(lambda: "still there?" in [line.text for line in window.transcripts["@alice+bob"].lines])
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_server_takes_every_emoji_of_the_picker(window, server, sessions):
+    from qtclient.views.conversation import COMMON_EMOJI
+
+    yield log_in(window, server)
+    errors = []
+    window.session.errorReceived.connect(lambda code, message: errors.append((code, message)))
+    seqs = []
+    for text in ("first", "second"):
+        heard = signal_fired(window.session.messageReceived, lambda m, text=text: m.text == text)
+        window.session.say(text, "general")
+        (message,) = yield heard
+        seqs.append(message.seq)
+    halves = (COMMON_EMOJI[:8], COMMON_EMOJI[8:])  # user_reactions: 10 of one session on one message
+    for seq, emoji in zip(seqs, halves, strict=True):
+        for one in emoji:
+            changed = signal_fired(
+                window.session.messageChanged, lambda room, m, kind, by, one=one: kind == "react"
+            )
+            window.session.react("general", seq, one)
+            (_room, message, _kind, _by) = yield changed
+            assert one in [r.emoji for r in message.reactions], (one, errors)
+    assert errors == []
