@@ -256,9 +256,11 @@ class Session:
         await self.until(lambda: w.session.state is states.CONNECTED and w.session.nick == nick, nick)
 
     async def _conversations(self) -> None:
-        """Reply, react, edit (Up), delete, typing, away and a direct conversation."""
+        """Reply, react, edit (Up), delete, typing, away, formatting and a direct conversation."""
         from PyQt6.QtCore import Qt
         from PyQt6.QtTest import QTest
+
+        from qtclient.models import HTML_ROLE
 
         w, bob = self.window, self.bob
         box = w.input
@@ -371,6 +373,13 @@ class Session:
         await self.shot("bob-away")
         bob.machine.set_back()
         await self.until(lambda: w.peers.away("general", "bob") is None, "bob shown back")
+        formatted = (
+            "> the deploy is at 3\n**moved** to *4pm*: run `make test` first\n```\nmake test-desktop\n```"
+        )
+        bob.machine.say(formatted, "general")
+        await self.until(lambda: formatted in self.text_rows(), "bob's formatted message")
+        html = w.transcript.data(w.transcript.index(self.row_of(formatted), 2), HTML_ROLE)
+        assert "<b>moved</b>" in html and "<i>4pm</i>" in html and "<code" in html and "<table" in html, html
         bob.machine.typing("general")
         await self.until(lambda: w.typing_label.text() == "bob is typing…", "bob typing again")
         w.transcript_view.clearSelection()
