@@ -66,6 +66,15 @@ class Limits:
     join_burst: int = _limit(
         10, "JOIN, PART, TOPIC and moderation requests a connection may send at once.", wire=2
     )
+    # Conversations (protocol version 2, docs/protocol.md 19.11).
+    edit_window: float = _limit(
+        0.0, "Seconds after a message during which its author may edit it (0: always).", 0, False, wire=2
+    )
+    max_reactions: int = _limit(20, "Different emoji on one message.", wire=2)
+    user_reactions: int = _limit(10, "Reactions of one session on one message.", wire=2)
+    typing_interval: float = _limit(
+        3.0, "Seconds between the typing notices passed on for one session and room.", wire=2
+    )
     # Addresses and accounts (protocol version 2); loopback and Unix sockets are exempt
     # from the per-address limits.
     max_per_address: int = _limit(20, "Open connections allowed from one address.", wire=0)

@@ -100,3 +100,93 @@ def clean_reason(reason: str | None, max_text: int) -> str | None:
     if reason is None:
         return None
     return _FORBIDDEN_CONTROL.sub("", reason)[:max_text] or None
+
+
+# -- conversations (docs/protocol.md 19) ------------------------------------------
+
+#: Longest away message, in characters.
+MAX_AWAY = 300
+
+_EMOJI_NAME = re.compile(r":[a-z0-9_+\-]{1,32}:")
+_ZWJ = "\u200d"
+_REGIONAL = range(0x1F1E6, 0x1F200)
+_SKIN_TONES = range(0x1F3FB, 0x1F400)
+_TAGS = range(0xE0020, 0xE0080)
+_VARIATIONS = ("\ufe0e", "\ufe0f", "\u20e3")
+
+
+def _extends(char: str) -> bool:
+    """Whether ``char`` belongs to the grapheme before it (a modifier)."""
+    code = ord(char)
+    return unicodedata.category(char)[0] == "M" or char in _VARIATIONS or code in _SKIN_TONES or code in _TAGS
+
+
+def _base(char: str) -> bool:
+    return unicodedata.category(char)[0] not in "CZM"
+
+
+def _one_grapheme(text: str) -> bool:
+    """One user-perceived character: a base, its modifiers, zero-width
+    joined sequences of them, or a pair of regional indicators (a flag)."""
+    if not text or len(text) > 32 or not _base(text[0]):
+        return False
+    if ord(text[0]) in _REGIONAL:
+        return len(text) == 1 or (len(text) == 2 and ord(text[1]) in _REGIONAL)
+    index = 1
+    while index < len(text):
+        char = text[index]
+        if char == _ZWJ and index + 1 < len(text) and _base(text[index + 1]):
+            index += 2
+        elif _extends(char):
+            index += 1
+        else:
+            return False
+    return True
+
+
+def validate_emoji(emoji: str) -> str:
+    """A reaction: one grapheme or ``:name:``; ProtocolError bad_emoji otherwise."""
+    if has_lone_surrogate(emoji) or not (_EMOJI_NAME.fullmatch(emoji) or _one_grapheme(emoji)):
+        raise ProtocolError(
+            ErrorCode.BAD_EMOJI, f"{emoji[:40]!r} is not one emoji (or a :name: of a-z 0-9 _ + -)"
+        )
+    return emoji
+
+
+def validate_away(message: str | None) -> str:
+    """An away message ("" for none): a topic's rules, up to MAX_AWAY; bad_text."""
+    if message is None:
+        return ""
+    try:
+        return validate_topic(message, MAX_AWAY)
+    except ProtocolError as e:
+        raise ProtocolError(ErrorCode.BAD_TEXT, e.message.replace("topic", "away message")) from None
+
+
+#: What starts a direct conversation's name; no room name can hold it.
+DIRECT = "@"
+MAX_DIRECT = 8
+
+
+def is_direct(name: str) -> bool:
+    return name.startswith(DIRECT)
+
+
+def direct_name(nicks: list[str]) -> str:
+    """The conversation of these accounts (registered spellings): ``@`` and
+    their names in the order of their keys, joined by ``+``."""
+    return DIRECT + "+".join(sorted(set(nicks), key=nick_key))
+
+
+def direct_members(name: str) -> list[str]:
+    """The names in a conversation's name; bad_room if it is not one."""
+    parts = name[len(DIRECT) :].split("+") if is_direct(name) else []
+    if not 2 <= len(parts) <= MAX_DIRECT:
+        raise ProtocolError(ErrorCode.BAD_ROOM, f"{name[:80]!r} is no direct conversation")
+    try:
+        nicks = [normalise_nick(part) for part in parts]
+    except ProtocolError:
+        raise ProtocolError(ErrorCode.BAD_ROOM, f"{name[:80]!r} is no direct conversation") from None
+    if direct_name(nicks) != name or len({nick_key(n) for n in nicks}) != len(nicks):
+        raise ProtocolError(ErrorCode.BAD_ROOM, f"{name[:80]!r} is no direct conversation")
+    return nicks

@@ -37,6 +37,12 @@ SAMPLES = {
     codec.Mark: codec.Mark("general", 1, "r"),
     codec.Moderate: codec.Moderate("general", "op", "bob", ref="r"),
     codec.AdminRequest: codec.AdminRequest("sessions", ref="r"),
+    codec.Edit: codec.Edit("general", 1, "fixed", "r"),
+    codec.Delete: codec.Delete("general", 1, "r"),
+    codec.React: codec.React("general", 1, "👍", ref="r"),
+    codec.Typing: codec.Typing("general", ref="r"),
+    codec.Away: codec.Away(True, "lunch", "r"),
+    codec.Open: codec.Open(["bob"], "r"),
 }
 
 
@@ -60,7 +66,7 @@ class Table(SynchronousTestCase):
     def test_buckets_and_costs(self):
         messages = {cls for cls, row in COMMANDS.items() if row.bucket == "messages"}
         presence = {cls for cls, row in COMMANDS.items() if row.bucket == "presence"}
-        self.assertEqual(messages, {codec.Say, codec.Whisper})
+        self.assertEqual(messages, {codec.Say, codec.Whisper, codec.Edit, codec.Delete, codec.React})
         self.assertEqual(
             presence,
             {
@@ -70,6 +76,8 @@ class Table(SynchronousTestCase):
                 codec.AccountRequest,
                 codec.Moderate,
                 codec.AdminRequest,
+                codec.Away,
+                codec.Open,
             },
         )
         self.assertTrue(all(row.bucket in (None, *BUCKETS) for row in COMMANDS.values()))

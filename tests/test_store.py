@@ -114,6 +114,12 @@ class LateLog:
     def topic(self, room):
         return self.inner.topic(room)
 
+    def changed_after(self, rev, limit, room):
+        return self.inner.changed_after(rev, limit, room)
+
+    def last_rev(self, room):
+        return self.inner.last_rev(room)
+
     def set_topic(self, room, topic):
         return self.inner.set_topic(room, topic)
 

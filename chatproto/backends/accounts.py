@@ -70,6 +70,10 @@ class AccountStore(Protocol):
         """An account joined the room whose key is ``room``, or moved its
         read marker there."""
 
+    def invite(self, key: str, room: str, membership: Membership) -> Deferred[None]:
+        """Remember the room for the account unless it does already (a
+        direct conversation it left comes back, its read marker kept)."""
+
     def forget(self, key: str, room: str) -> Deferred[None]:
         """An account left a room (``room`` is the room's key)."""
 

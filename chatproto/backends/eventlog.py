@@ -17,7 +17,7 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
-from chatproto.codec import Message
+from chatproto.codec import Message, ProtocolError
 from chatproto.rules import DEFAULT_ROOM
 
 
@@ -36,6 +36,55 @@ class Draft:
     text: str
     room: str = DEFAULT_ROOM
     action: dict | None = None  # a moderation record: what was done, to whom
+    author: str | None = None  # who owns it (:func:`author_of`); None for a record
+    reply: int | None = None  # the seq it answers
+
+
+def author_of(key: str, account: bool, id: int) -> str:
+    """Who owns a message: an account (its key) for good, a guest (``~`` and
+    its session id) only while its session lasts."""
+    return key if account else f"~{id}"
+
+
+#: The kinds of :class:`Change`; "unreact" shows as "react" on the wire.
+EDIT, DELETE, REACT, UNREACT = "edit", "delete", "react", "unreact"
+
+#: Who may delete someone else's message: nobody, a room operator, an admin.
+NOBODY, OPERATOR, ADMIN = 0, 1, 2
+
+
+@dataclass(slots=True)
+class Change:
+    """A change to a stored message (docs/protocol.md 19): checked against
+    the message and applied by the log, in the room's order, atomically;
+    the limits it is checked by travel with it."""
+
+    kind: str  # EDIT, DELETE, REACT or UNREACT
+    room: str
+    seq: int
+    ts: float
+    by: str  # the nick of whoever changes it
+    author: str  # theirs, as :func:`author_of`
+    text: str | None = None  # EDIT's
+    emoji: str | None = None  # REACT's and UNREACT's
+    rights: int = NOBODY  # DELETE: NOBODY, OPERATOR or ADMIN
+    edit_window: float = 0.0
+    max_reactions: int = 20
+    user_reactions: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """A change that changed nothing (a reaction the session already had):
+    only its sender hears of it."""
+
+    message: Message
+
+
+#: What the log answers for each item it was given: a Draft's stored
+#: message; a Change's message in its present state, Unchanged, or the
+#: ProtocolError refusing it (nothing stored, no seq or rev used).
+Outcome = Message | Unchanged | ProtocolError
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +99,20 @@ class Topic:
 
 
 class EventLog(Protocol):
-    def append(self, drafts: Sequence[Draft]) -> Deferred[list[Message]]:
-        """Number each draft with the next seq of its room, in order, and
-        store them all or none. Fires with the stored messages once they
-        survive ``kill -9``; fails with StoreError having stored nothing
-        and used no seq."""
+    def append(self, drafts: Sequence[Draft | Change]) -> Deferred[list[Outcome]]:
+        """Number each draft with the next seq of its room and apply each
+        change, in order, and store them all or none. Fires with each
+        item's outcome once they survive ``kill -9``; fails with StoreError
+        having stored nothing and used no seq. A draft whose reply names
+        no message of its room, or a change its message refuses, is
+        answered with its ProtocolError and takes no seq or rev."""
+
+    def changed_after(self, rev: int, limit: int, room: str) -> Deferred[tuple[list[Message], bool]]:
+        """Up to ``limit`` messages of ``room`` whose last change has a rev
+        above ``rev``, in the order of their revs, and whether more follow."""
+
+    def last_rev(self, room: str) -> Deferred[int]:
+        """The room's latest rev (0 before any change)."""
 
     def before(
         self, seq: int | None, limit: int, room: str = DEFAULT_ROOM

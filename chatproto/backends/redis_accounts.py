@@ -25,6 +25,7 @@ from chatproto.backends.streams import escape
 REMEMBER = Script(
     """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old and ARGV[5] == '1' then return 0 end
 local joined
 if old then joined = cjson.decode(old).joined else joined = redis.call('INCR', KEYS[3]) end
 local row = cjson.encode({name = ARGV[2], read = tonumber(ARGV[3]), joined = joined})
@@ -124,7 +125,13 @@ class RedisAccounts:
 
     def remember(self, key: str, room: str, membership: Membership) -> Deferred[None]:
         keys = [self._key("a", escape(key), "rooms"), self._key("rm", escape(room)), self._key("joins")]
-        args = [escape(room), membership.room, membership.read, escape(key)]
+        args = [escape(room), membership.room, membership.read, escape(key), "0"]
+        d = self.client.when_up().addCallback(lambda _: REMEMBER(self.client, keys, args))
+        return d.addCallbacks(lambda _: None, _store_error)
+
+    def invite(self, key: str, room: str, membership: Membership) -> Deferred[None]:
+        keys = [self._key("a", escape(key), "rooms"), self._key("rm", escape(room)), self._key("joins")]
+        args = [escape(room), membership.room, membership.read, escape(key), "1"]
         d = self.client.when_up().addCallback(lambda _: REMEMBER(self.client, keys, args))
         return d.addCallbacks(lambda _: None, _store_error)
 

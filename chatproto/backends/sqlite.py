@@ -14,8 +14,10 @@ from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 
-from chatproto.backends.eventlog import Draft, StoreError, Topic
-from chatproto.codec import Message, dumps
+from chatproto.backends.changes import apply_change, quote_of, reactions_of
+from chatproto.backends.eventlog import Change, Draft, Outcome, StoreError, Topic
+from chatproto.backends.eventlog import Unchanged as _Unchanged
+from chatproto.codec import ErrorCode, Message, ProtocolError, dumps
 from chatproto.rules import DEFAULT_ROOM
 
 #: A store locked by another process must refuse messages, not stall the
@@ -24,14 +26,16 @@ BUSY_TIMEOUT = 0.1
 
 #: PRAGMA user_version of the layout below. 0 is version 1's layout (one
 #: room, no version recorded) or an empty file; 2 had rooms but no accounts;
-#: 3 had accounts with no admin mark.
-SCHEMA_VERSION = 4
+#: 3 had accounts with no admin mark; 4 had no replies, edits, deletions or
+#: reactions.
+SCHEMA_VERSION = 5
 
 #: A message's row id is its room's id times SPAN plus its seq: one integer
 #: key, so an append is a rowid insert at the end of its room's range (as
 #: fast as version 1's table) and a page is a range scan. A room holds up
 #: to SPAN - 1 messages, and a file 2**23 - 2 rooms ever named.
 SPAN = 2**40
+ROOM_BITS = 40  # a row's room id is its id >> ROOM_BITS
 
 _TABLES = """
 CREATE TABLE rooms (
@@ -92,6 +96,20 @@ ALTER TABLE accounts ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
 """
 
 
+#: Schema 5: what a message became (docs/protocol.md 19). ``deleted`` is
+#: who deleted it ("" its author); ``rev`` the room's change that last
+#: touched it, indexed by room for catching up.
+_CONVERSATIONS = f"""
+ALTER TABLE messages ADD COLUMN author TEXT;
+ALTER TABLE messages ADD COLUMN reply INTEGER;
+ALTER TABLE messages ADD COLUMN edited REAL;
+ALTER TABLE messages ADD COLUMN deleted TEXT;
+ALTER TABLE messages ADD COLUMN reactions TEXT;
+ALTER TABLE messages ADD COLUMN rev INTEGER;
+CREATE INDEX messages_changes ON messages (id >> {ROOM_BITS}, rev) WHERE rev IS NOT NULL
+"""
+
+
 def _run_script(db: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
@@ -119,7 +137,9 @@ def _migrate(db: sqlite3.Connection, default_room: str) -> None:
                 db.execute("DROP TABLE messages_v1")
         if version < 3:
             _run_script(db, _ACCOUNT_TABLES)
-        _run_script(db, _ADMIN_MARK)
+        if version < 4:
+            _run_script(db, _ADMIN_MARK)
+        _run_script(db, _CONVERSATIONS)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
@@ -127,9 +147,41 @@ def _migrate(db: sqlite3.Connection, default_room: str) -> None:
         raise
 
 
+#: A message's columns as read, with what its reply quotes (``o``): the
+#: alias ``m`` is the message; ``{base}`` its room's first row id.
+_COLUMNS = (
+    "m.id - {base}, m.ts, m.sender, m.text, m.action, m.reply, m.edited, m.deleted, m.reactions,"
+    " m.rev, o.sender, o.text, o.deleted"
+    " FROM messages m LEFT JOIN messages o ON m.reply IS NOT NULL AND o.id = {base} + m.reply"
+)
+
+
 def _message(row: tuple) -> Message:
-    seq, ts, sender, text, action = row
-    return Message(seq, ts, sender, text, None, None if action is None else json.loads(action))
+    seq, ts, sender, text, action, reply, edited, deleted, reactions, rev, q_sender, q_text, q_deleted = row
+    if reply is None and edited is None and deleted is None and reactions is None and rev is None:
+        return Message(seq, ts, sender, text, None, None if action is None else json.loads(action))
+    return Message(
+        seq,
+        ts,
+        sender,
+        text,
+        None,
+        None if action is None else json.loads(action),
+        None if reply is None else quote_of(reply, q_sender, q_text, q_deleted is not None),
+        edited,
+        True if deleted is not None else None,
+        deleted or None,
+        reactions_of(reactions),
+        rev,
+    )
+
+
+class _Full(Exception):
+    """A room's seqs ran out: the append stores nothing."""
+
+
+def _action(draft: Draft) -> str | None:
+    return None if draft.action is None else dumps(draft.action)
 
 
 class SQLiteLog:
@@ -145,6 +197,8 @@ class SQLiteLog:
         self.path = path
         self._checkpointer: sqlite3.Connection | None = None
         self._next: dict[str, int] = {}  # room -> its next seq, once looked up
+        self._revs: dict[str, int] = {}  # room -> its latest rev, once looked up
+        self._purge = False  # a deletion's old text may linger in the WAL until a checkpoint
         self._ids: dict[str, int] = {}  # room -> its id in the file
         self._refusing: str | None = None  # why the last write failed, until one goes in
         try:
@@ -153,6 +207,8 @@ class SQLiteLog:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # A deleted message's text is overwritten in the file, not only unlinked.
+            self._db.execute("PRAGMA secure_delete=ON")
             # Checkpoints fsync; they run off the reactor thread (maintain()).
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             _migrate(self._db, default_room)
@@ -192,31 +248,150 @@ class SQLiteLog:
         """The highest seq stored in ``room`` so far (0 for none)."""
         return self._next_seq(room) - 1
 
-    def append(self, drafts: Sequence[Draft]) -> Deferred[list[Message]]:
+    def append(self, drafts: Sequence[Draft | Change]) -> Deferred[list[Outcome]]:
         try:
-            seqs, following = self._number(drafts)
-            messages = [
-                Message(seq, d.ts, d.sender, d.text, None, d.action)
-                for seq, d in zip(seqs, drafts, strict=True)
-            ]
-            bases = {room: self._ids[room] * SPAN for room in following}
-            if any(seq >= SPAN for seq in following.values()):
-                return fail(StoreError(f"a room's history in {self.path!r} is full"))
-            rows = [
-                (bases[d.room] + seq, d.ts, d.sender, d.text, None if d.action is None else dumps(d.action))
-                for seq, d in zip(seqs, drafts, strict=True)
-            ]
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?)", rows)
-            self._db.execute("COMMIT")
+            if all(type(d) is Draft and d.reply is None for d in drafts):
+                outcomes: list[Outcome] = list(self._append_plain(drafts))  # type: ignore[arg-type]
+            else:
+                outcomes = self._append_each(drafts)
         except sqlite3.Error as e:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             self._refusing = f"history {self.path!r} refuses writes: {e}"
             return fail(StoreError(f"can't write history {self.path!r}: {e}"))
+        except _Full as e:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            return fail(StoreError(str(e)))
         self._refusing = None
+        return succeed(outcomes)
+
+    def _append_plain(self, drafts: Sequence[Draft]) -> list[Message]:
+        """The usual batch, messages only: one insert of them all."""
+        seqs, following = self._number(drafts)
+        messages = [
+            Message(seq, d.ts, d.sender, d.text, None, d.action) for seq, d in zip(seqs, drafts, strict=True)
+        ]
+        bases = {room: self._ids[room] * SPAN for room in following}
+        if any(seq >= SPAN for seq in following.values()):
+            raise _Full(f"a room's history in {self.path!r} is full")
+        rows = [
+            (bases[d.room] + seq, d.ts, d.sender, d.text, _action(d), d.author)
+            for seq, d in zip(seqs, drafts, strict=True)
+        ]
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT INTO messages (id, ts, sender, text, action, author) VALUES (?, ?, ?, ?, ?, ?)", rows
+        )
+        self._db.execute("COMMIT")
         self._next.update(following)
-        return succeed(messages)
+        return messages
+
+    def _append_each(self, items: Sequence[Draft | Change]) -> list[Outcome]:
+        """A batch with replies or changes: each in turn, in one transaction,
+        each seeing those before it."""
+        nexts: dict[str, int] = {}
+        revs: dict[str, int] = {}
+        outcomes: list[Outcome] = []
+        for item in items:
+            if type(item) is Draft:
+                self._next_seq(item.room)  # its room made, outside the transaction
+        self._db.execute("BEGIN")
+        for item in items:
+            room_id = self._room_id(item.room)
+            base = None if room_id is None else room_id * SPAN
+            try:
+                if type(item) is Draft:
+                    assert base is not None  # made
+                    outcomes.append(self._insert(item, base, nexts))
+                else:
+                    assert isinstance(item, Change)
+                    outcomes.append(self._change(item, base, revs))
+            except ProtocolError as e:
+                outcomes.append(e)
+        self._db.execute("COMMIT")
+        self._next.update(nexts)
+        self._revs.update(revs)
+        return outcomes
+
+    def _insert(self, draft: Draft, base: int, nexts: dict[str, int]) -> Message:
+        if draft.reply is not None and self._row(base, draft.reply) is None:
+            raise ProtocolError(
+                ErrorCode.NO_SUCH_MESSAGE, f"there is no message {draft.reply} to answer here"
+            )
+        seq = nexts.get(draft.room) or self._next_seq(draft.room)
+        if seq >= SPAN:
+            raise _Full(f"a room's history in {self.path!r} is full")
+        self._db.execute(
+            "INSERT INTO messages (id, ts, sender, text, action, author, reply) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (base + seq, draft.ts, draft.sender, draft.text, _action(draft), draft.author, draft.reply),
+        )
+        nexts[draft.room] = seq + 1
+        return self._read(base, seq)
+
+    def _row(self, base: int, seq: int) -> tuple | None:
+        if not 0 < seq < SPAN:
+            return None
+        return self._db.execute(
+            "SELECT ts, sender, text, action, author, deleted, reactions, edited FROM messages WHERE id = ?",
+            (base + seq,),
+        ).fetchone()
+
+    def _read(self, base: int, seq: int) -> Message:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS.format(base=base)} WHERE m.id = ?", (base + seq,)
+        ).fetchone()
+        return _message(row)
+
+    def _change(self, change: Change, base: int | None, revs: dict[str, int]) -> Outcome:
+        row = None if base is None else self._row(base, change.seq)
+        if base is None or row is None:
+            raise ProtocolError(ErrorCode.NO_SUCH_MESSAGE, f"there is no message {change.seq} here")
+        update = apply_change(change, *row)
+        if update is None:
+            return _Unchanged(self._read(base, change.seq))
+        rev = (revs.get(change.room) or self._last_rev(change.room)) + 1
+        revs[change.room] = rev
+        text, edited, deleted, reactions = update
+        self._db.execute(
+            "UPDATE messages SET text = ?, edited = ?, deleted = ?, reactions = ?, rev = ? WHERE id = ?",
+            (text, edited, deleted, reactions, rev, base + change.seq),
+        )
+        if deleted is not None:
+            self._purge = True
+        return self._read(base, change.seq)
+
+    def _last_rev(self, room: str) -> int:
+        rev = self._revs.get(room)
+        if rev is None:
+            base = self._base(room)
+            row = (
+                (None,)
+                if base is None
+                else self._db.execute(
+                    f"SELECT max(rev) FROM messages WHERE (id >> {ROOM_BITS}) = ? AND rev IS NOT NULL",
+                    (base // SPAN,),
+                ).fetchone()
+            )
+            rev = self._revs[room] = row[0] or 0
+        return rev
+
+    def last_rev(self, room: str) -> Deferred[int]:
+        try:
+            return succeed(self._last_rev(room))
+        except sqlite3.Error as e:
+            return fail(StoreError(f"can't read history {self.path!r}: {e}"))
+
+    def changed_after(self, rev: int, limit: int, room: str) -> Deferred[tuple[list[Message], bool]]:
+        base = self._base(room)
+        if base is None:
+            return succeed(([], False))
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS.format(base=base)} WHERE (m.id >> {ROOM_BITS}) = ? AND m.rev > ?"
+            " ORDER BY m.rev LIMIT ?",
+            (base // SPAN, rev, limit + 1),
+        ).fetchall()
+        return succeed(([_message(row) for row in rows[:limit]], len(rows) > limit))
 
     def _number(self, drafts: Sequence[Draft]) -> tuple[list[int], dict[str, int]]:
         """Each draft's seq (the next of its room, in order), and each room's
@@ -241,7 +416,9 @@ class SQLiteLog:
         if base is None:
             return succeed(([], False))
         bound = SPAN if seq is None else max(0, min(seq, SPAN))
-        rows = self._select(base, "id > ? AND id < ? ORDER BY id DESC LIMIT ?", base, base + bound, limit + 1)
+        rows = self._select(
+            base, "m.id > ? AND m.id < ? ORDER BY m.id DESC LIMIT ?", base, base + bound, limit + 1
+        )
         return succeed(([_message(row) for row in reversed(rows[:limit])], len(rows) > limit))
 
     def after(self, seq: int, limit: int, room: str = DEFAULT_ROOM) -> Deferred[tuple[list[Message], bool]]:
@@ -249,7 +426,9 @@ class SQLiteLog:
         if base is None:
             return succeed(([], False))
         start = base + max(0, min(seq, SPAN))
-        rows = self._select(base, "id > ? AND id < ? ORDER BY id LIMIT ?", start, base + SPAN, limit + 1)
+        rows = self._select(
+            base, "m.id > ? AND m.id < ? ORDER BY m.id LIMIT ?", start, base + SPAN, limit + 1
+        )
         return succeed(([_message(row) for row in rows[:limit]], len(rows) > limit))
 
     def _base(self, room: str) -> int | None:
@@ -257,7 +436,7 @@ class SQLiteLog:
         return None if id is None else id * SPAN
 
     def _select(self, base: int, where: str, *args) -> list[tuple]:
-        query = f"SELECT id - {base}, ts, sender, text, action FROM messages WHERE {where}"
+        query = f"SELECT {_COLUMNS.format(base=base)} WHERE {where}"
         return self._db.execute(query, args).fetchall()
 
     def topic(self, room: str) -> Deferred[Topic | None]:
@@ -290,6 +469,18 @@ class SQLiteLog:
 
     def maintain(self) -> None:
         self.checkpoint()
+
+    def purge(self) -> bool:
+        """After a deletion, empty the WAL (a TRUNCATE checkpoint, on a worker
+        thread): the deleted text is then gone from every file, not only
+        from the database. Whether there was anything to purge."""
+        if not self._purge or self.path == ":memory:":
+            return False
+        self._purge = False
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT)
+        self._checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return True
 
     def checkpoint(self) -> tuple[int, int]:
         """Copy the WAL into the database file; returns (frames in the WAL,

@@ -101,6 +101,18 @@ class SQLiteAccounts:
 
         return self._do(write)
 
+    def invite(self, key: str, room: str, membership: Membership) -> Deferred[None]:
+        def write(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM memberships WHERE account = ? AND room = ?", (key, room)).fetchone():
+                return
+            (joined,) = db.execute("SELECT coalesce(max(joined), 0) + 1 FROM memberships").fetchone()
+            db.execute(
+                "INSERT INTO memberships VALUES (?, ?, ?, ?, ?)",
+                (key, room, membership.room, membership.read, joined),
+            )
+
+        return self._do(write)
+
     def forget(self, key: str, room: str) -> Deferred[None]:
         def delete(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM memberships WHERE account = ? AND room = ?", (key, room))

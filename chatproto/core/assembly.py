@@ -25,7 +25,10 @@ def fit(messages: list[Message], max_frame: int, keep: str) -> tuple[list[Messag
     the list encodes within ``max_frame``; also whether any were dropped."""
     budget = max_frame - _FRAME_MARGIN
     # UTF-8 needs at most 4 bytes a character; most pages pass this bound.
-    if sum(4 * (len(m.text) + len(m.sender)) + 100 for m in messages) <= budget:
+    if (
+        all(m.plain for m in messages)
+        and sum(4 * (len(m.text) + len(m.sender)) + 100 for m in messages) <= budget
+    ):
         return messages, False
     sizes = [1 + len(codec.message_json(m).encode("utf-8")) for m in messages]  # type byte too
     total = sum(sizes) + len(sizes)
@@ -51,10 +54,15 @@ class Assembler:
         self.motd = motd
         self._limits_wire = limits_wire  # version -> WELCOME.limits
 
-    def _recent(self, room: ChatRoom) -> list[str]:
+    def _recent(self, room: ChatRoom, version: int = 2) -> list[str]:
         recent = list(room.recent)
         history, _ = fit([m for m, _ in recent], self.max_frame, keep="newest")
-        return [text for _, text in recent[len(recent) - len(history) :]]
+        kept = recent[len(recent) - len(history) :]
+        if version == 1:  # docs/protocol.md 19.10
+            return [
+                text if m.plain else v1 for m, text in kept if (v1 := codec.v1_message_json(m)) is not None
+            ]
+        return [text for _, text in kept]
 
     def welcome(
         self,
@@ -80,7 +88,7 @@ class Assembler:
             "limits": self._limits_wire[version],
         }
         if version == 1:
-            return codec.welcome_payload(body, list(default.peers.values()), self._recent(default))
+            return codec.welcome_payload(body, list(default.peers.values()), self._recent(default, 1))
         body["rooms"] = rooms
         body["default_room"] = default.name
         body["account"] = session.account
@@ -98,10 +106,15 @@ class Assembler:
         body["invite_only"] = room.rules.invite_only
         body["read"] = read
         body["unread"] = max(0, room.last_seq - read)
+        body["rev"] = room.rev
+        if room.direct:
+            body["kind"] = "direct"
         return codec.room_state_payload(body, list(room.peers.values()), self._recent(room))
 
-    def page(self, messages: list[Message], more: bool, keep: str, room: str | None) -> codec.HistoryPage:
+    def page(
+        self, messages: list[Message], more: bool, keep: str, room: str | None, rev: int | None = None
+    ) -> codec.HistoryPage:
         """A HISTORY reply, trimmed to fit a frame (``more`` set if it was);
-        ``room`` is named for version 2."""
+        ``room`` is named for version 2, and ``rev`` in an answer by rev."""
         kept, trimmed = fit(messages, self.max_frame, keep)
-        return codec.HistoryPage(kept, more or trimmed, room)
+        return codec.HistoryPage(kept, more or trimmed, room, rev)

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import codec
-from chatproto.backends.eventlog import Draft, EventLog
+from chatproto.backends.eventlog import REACT, UNREACT, Change, Draft, EventLog, Outcome
 from chatproto.codec import Message, PacketType
 from chatproto.core.connection import Connection, Wire
 from chatproto.core.records import Record
@@ -51,40 +51,88 @@ PRESENCE_MAX = 0.25
 
 
 class Said:
-    """A message in a batch: a draft until the log numbers it."""
+    """A message or a change in a batch: a draft until the log answers."""
 
-    __slots__ = ("_v1", "_v2", "channel", "draft", "json", "message", "name", "ref", "sender")
+    __slots__ = (
+        "_v1",
+        "_v2",
+        "channel",
+        "draft",
+        "json",
+        "message",
+        "name",
+        "outcome",
+        "ref",
+        "sender",
+        "v1json",
+    )
 
-    def __init__(self, draft: Draft, name: str, sender: Connection | None, ref: str | None) -> None:
+    def __init__(self, draft: Draft | Change, name: str, sender: Connection | None, ref: str | None) -> None:
         self.draft = draft
         self.channel = draft.room
         self.name = name  # the room's name, as version 2 carries it
         self.sender = sender
         self.ref = ref
-        self.json = ""  # the MESSAGE body, once stored
+        self.json = ""  # the Message object, once stored
+        self.v1json: str | None = None  # as version 1 sees it (None: not at all)
         self.message: Message | None = None
+        self.outcome: Outcome | None = None  # what the log answered
         self._v1: bytes | None = None
         self._v2: bytes | None = None
 
-    def _json(self, version: int, ref: str | None = None) -> str:
-        text = codec.with_ref(self.json, ref)
-        return text if version == 1 else codec.with_room(text, self.name)
+    def settle(self, outcome: Outcome) -> None:
+        """The log's answer: a stored message (or a change's message in its
+        present state) is encoded for every version; a refused or
+        unchanged item is nobody's but its sender's (Messages.stored)."""
+        self.outcome = outcome
+        if type(outcome) is not Message:
+            return
+        self.message = outcome
+        self.json = codec.message_json(outcome)
+        if type(self.draft) is Draft:
+            self.v1json = self.json if outcome.plain else codec.v1_message_json(outcome)
+
+    def _packet(self, version: int, ref: str | None) -> bytes | None:
+        if not self.json:
+            return None
+        draft = self.draft
+        if type(draft) is not Draft:
+            if version == 1:
+                return None
+            assert isinstance(draft, Change)
+            return codec.encode_json(PacketType.CHANGED, changed_json(self.name, draft, self.json, ref))
+        if version == 1:
+            if self.v1json is None:
+                return None
+            return codec.encode_json(PacketType.MESSAGE, codec.with_ref(self.v1json, ref))
+        return codec.encode_json(
+            PacketType.MESSAGE, codec.with_room(codec.with_ref(self.json, ref), self.name)
+        )
 
     def payload(self, version: int) -> bytes | None:
-        """MESSAGE for ``version``, encoded once; None if the log refused it."""
+        """MESSAGE (or CHANGED) for ``version``, encoded once; None if the
+        log refused it or the version doesn't see it."""
         if version == 1:
-            if self._v1 is None and self.json:
-                self._v1 = codec.encode_json(PacketType.MESSAGE, self.json)
+            if self._v1 is None:
+                self._v1 = self._packet(1, None)
             return self._v1
-        if self._v2 is None and self.json:
-            self._v2 = codec.encode_json(PacketType.MESSAGE, codec.with_room(self.json, self.name))
+        if self._v2 is None:
+            self._v2 = self._packet(2, None)
         return self._v2
 
     def own(self, version: int) -> bytes | None:
         """The sender's copy, with its ref."""
-        if self.ref is None or not self.json:
+        if self.ref is None:
             return None
-        return codec.encode_json(PacketType.MESSAGE, self._json(version, self.ref))
+        return self._packet(version, self.ref)
+
+
+def changed_json(room: str, change: Change, message_json: str, ref: str | None = None) -> str:
+    """CHANGED's body (docs/protocol.md 19.1) around a message's JSON."""
+    kind = REACT if change.kind == UNREACT else change.kind
+    by = codec.dumps(change.by)
+    text = f'{{"room":{codec.dumps(room)},"kind":"{kind}","by":{by},"message":{message_json}}}'
+    return codec.with_ref(text, ref)
 
 
 class Event:
@@ -130,14 +178,14 @@ class Flushed:
         self.said = [item for item in batch if type(item) is Said]
         # whether any sender gets a copy of its own (with its ref)
         self.owned = any((item.ref if isinstance(item, Said) else item._own) is not None for item in batch)
-        self.outcome: list[Message] | Failure | None = None if self.said else []
+        self.outcome: list[Outcome] | Failure | None = None if self.said else []
         self.after: list[Callable[[], None]] = []
 
 
 class Order(Protocol):
     """The other nodes' share of the order (:class:`chatproto.core.peers.Peers`)."""
 
-    def append(self, flushed: Flushed) -> Deferred[list[Message]] | None: ...
+    def append(self, flushed: Flushed) -> Deferred[list[Outcome]] | None: ...
 
     def delivered(self, flushed: Flushed) -> None: ...
 
@@ -211,7 +259,7 @@ class Broadcast:
         """A presence item, in order with its channel's messages."""
         self._append(event)
 
-    def message(self, draft: Draft, name: str, sender: Connection | None, ref: str | None) -> None:
+    def message(self, draft: Draft | Change, name: str, sender: Connection | None, ref: str | None) -> None:
         self._append(Said(draft, name, sender, ref))
 
     def _append(self, item: Event | Said) -> None:
@@ -281,7 +329,7 @@ class Broadcast:
         else:
             self.deliver_ready()
 
-    def _settled(self, outcome: list[Message] | Failure, flushed: Flushed, started: float) -> None:
+    def _settled(self, outcome: list[Outcome] | Failure, flushed: Flushed, started: float) -> None:
         self.counters.store["append"].observe(perf_counter() - started)
         flushed.outcome = outcome
         self.deliver_ready()
@@ -305,7 +353,7 @@ class Broadcast:
         finally:
             self._delivering = False
 
-    def deliver_now(self, items: list[Item], messages: list[Message]) -> None:
+    def deliver_now(self, items: list[Item], messages: list[Outcome]) -> None:
         """Items another server put in the order (a cluster's), already
         stored: to the channels' recipients now, as one batch."""
         if not items:
@@ -323,9 +371,8 @@ class Broadcast:
             counters.store_errors += 1
             self._refused(flushed.said, flushed.outcome)  # their payloads stay None
         elif flushed.outcome is not None:
-            for item, message in zip(flushed.said, flushed.outcome, strict=True):
-                item.message = message
-                item.json = codec.message_json(message)
+            for item, outcome in zip(flushed.said, flushed.outcome, strict=True):
+                item.settle(outcome)
             counters.messages += len(flushed.said)
             self._stored(flushed.said)
         by_channel: dict[str, list[int]] = {}

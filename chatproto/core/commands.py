@@ -8,8 +8,8 @@ in one order:
 2. ``versions``: the session's protocol version must have the packet
    (``unknown_type``, as the codec says it for a packet it can't read);
 3. ``bucket``: a token from the connection's rate bucket (``rate_limited``):
-   ``messages`` (SAY, WHISPER) or ``presence`` (JOIN, PART, TOPIC, ACCOUNT,
-   MODERATE, ADMIN), or none;
+   ``messages`` (SAY, WHISPER, EDIT, DELETE, REACT) or ``presence`` (JOIN,
+   PART, TOPIC, ACCOUNT, MODERATE, ADMIN, AWAY, OPEN), or none;
 4. the handler. A Deferred it returns gets one errback: a ProtocolError
    becomes that ERROR, anything else is logged and answered ``internal``.
    A refusal the Deferred holds already (a single server answers at once
@@ -62,10 +62,14 @@ class Bucket:
 BUCKETS = {
     bucket.name: bucket
     for bucket in (
-        Bucket("messages", "messages", lambda limits, now: TokenBucket(limits.rate, limits.burst, now)),
+        Bucket(
+            "messages",
+            "messages, edits, deletions or reactions",
+            lambda limits, now: TokenBucket(limits.rate, limits.burst, now),
+        ),
         Bucket(
             "presence",
-            "JOIN, PART, TOPIC, ACCOUNT, MODERATE or ADMIN",
+            "JOIN, PART, TOPIC, ACCOUNT, MODERATE, ADMIN, AWAY or OPEN",
             lambda limits, now: TokenBucket(limits.join_rate, limits.join_burst, now),
         ),
     )
@@ -119,7 +123,23 @@ def _login(connection: CommandTarget, packet: codec.Login) -> None:
 
 
 def _say(connection: CommandTarget, packet: codec.Say) -> None:
-    connection.hub.messages.say(connection, packet.text, packet.ref, packet.room)
+    connection.hub.messages.say(connection, packet.text, packet.ref, packet.room, packet.reply)
+
+
+def _change(connection: CommandTarget, packet: codec.Edit | codec.Delete | codec.React) -> None:
+    connection.hub.messages.change(connection, packet)
+
+
+def _typing(connection: CommandTarget, packet: codec.Typing) -> None:
+    connection.hub.presence.typing(connection, packet)
+
+
+def _away(connection: CommandTarget, packet: codec.Away) -> None:
+    connection.hub.presence.away(connection, packet)
+
+
+def _open(connection: CommandTarget, packet: codec.Open) -> Deferred[None]:
+    return connection.hub.conversations.open(connection, packet)
 
 
 def _whisper(connection: CommandTarget, packet: codec.Whisper) -> Deferred[None]:
@@ -202,6 +222,12 @@ _ROWS = (
     Command(codec.Mark, _mark),
     Command(codec.Moderate, _moderate, bucket="presence"),
     Command(codec.AdminRequest, _admin, bucket="presence"),
+    Command(codec.Edit, _change, bucket="messages"),
+    Command(codec.Delete, _change, bucket="messages"),
+    Command(codec.React, _change, bucket="messages"),
+    Command(codec.Typing, _typing),
+    Command(codec.Away, _away, bucket="presence"),
+    Command(codec.Open, _open, bucket="presence", failed="could not open the conversation"),
 )
 
 #: Packet class -> its row.

@@ -79,6 +79,8 @@ class Session:
     account: bool = False  # logged in with the nick's password
     admin: bool = False  # an account named by --admin
     marks: dict[str, int] = field(default_factory=dict)  # room key -> read marker (seq)
+    away: str | None = None  # its away message ("" for none) while away
+    typing: dict[str, float] | None = None  # room key -> when its last TYPING went out (made on first use)
 
     @property
     def token(self) -> str:

@@ -30,6 +30,7 @@ from chatproto.core.accounts import Accounts, AddressGate
 from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import Broadcast, Said
 from chatproto.core.connection import Connection, Session
+from chatproto.core.conversations import Conversations
 from chatproto.core.inbound import Inbound
 from chatproto.core.logins import Logins
 from chatproto.core.membership import Membership
@@ -37,6 +38,7 @@ from chatproto.core.messages import Messages
 from chatproto.core.moderation import Moderation
 from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers, SingleNode
+from chatproto.core.presence import Presence
 from chatproto.core.registry import Registry
 from chatproto.core.room_requests import RoomRequests
 from chatproto.core.room_rules import RuleKeeper
@@ -88,7 +90,7 @@ class Hub:
             clock,
             eventlog,
             self.peers,
-            self.directory.add_recent,
+            self._stored,
             self._refused,
             self._drop_slow_consumers,
             self.counters,
@@ -120,6 +122,8 @@ class Hub:
             self.counters,
             self.observers,
         )
+        self.conversations = Conversations(store, self.registry, self.directory, self.membership)
+        self.presence = Presence(clock, limits, self.broadcast, self.membership)
         self.messages = Messages(
             clock,
             limits,
@@ -132,6 +136,7 @@ class Hub:
             self.peers,
             self.counters,
             self.observers,
+            self.conversations,
             self.logins.handle_overflow,
         )
         self.room_requests = RoomRequests(
@@ -185,6 +190,9 @@ class Hub:
         accounts.load_bans(self.gate).addErrback(lambda f: log.failure("could not read the server's bans", f))
         accounts.ensure_admins().addErrback(lambda f: log.failure("could not check the admins' accounts", f))
         return accounts
+
+    def _stored(self, said: list[Said]) -> None:
+        self.messages.stored(said)
 
     def _refused(self, said: list[Said], failure: Failure) -> None:
         self.messages.refused(said, failure)

@@ -14,14 +14,14 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from chatproto import codec
-from chatproto.backends.eventlog import Topic
+from chatproto.backends.eventlog import Outcome, Topic
 from chatproto.core.broadcast import Broadcast, Event
 from chatproto.core.connection import Session
 from chatproto.core.logins import Logins
 from chatproto.core.membership import Membership
 from chatproto.core.messages import Messages
 from chatproto.core.observers import Observers
-from chatproto.core.records import MemberJoined, MemberLeft, Record, RulesSet, TopicSet
+from chatproto.core.records import AwaySet, MemberJoined, MemberLeft, Record, RulesSet, TopicSet, TypingSent
 from chatproto.core.registry import Registry
 from chatproto.core.rooms import ChatRoom, Directory, RoomRules
 
@@ -71,8 +71,23 @@ class Inbound:
             return self.membership.remote_left(room, record)
         if isinstance(record, TopicSet):
             return self._topic(room, record), None
+        if isinstance(record, AwaySet):
+            return self._away(room, record), None
+        if isinstance(record, TypingSent):
+            notice = codec.TypingNotice(room.name, record.nick, record.typing)
+            return Event(room.key, None, codec.encode(notice)), None
         self._rules(room, record)
         return None, None
+
+    def _away(self, room: ChatRoom, record: AwaySet) -> Event | None:
+        """A member on another node went away or came back."""
+        member = room.members.get(record.id)
+        if member is None:
+            return None
+        if member.connection is None:  # one of ours has it already
+            member.away = record.message
+            room.refresh(member)
+        return Event(room.key, None, codec.encode(codec.Status(room.name, record.nick, record.message)))
 
     def _topic(self, room: ChatRoom, record: TopicSet) -> Event:
         room.topic = Topic(record.text, record.by, record.ts) if record.text else None
@@ -87,7 +102,7 @@ class Inbound:
         for member in room.members.values():
             room.refresh(member)
 
-    def deliver(self, items: list[Any], messages: list[codec.Message]) -> None:
+    def deliver(self, items: list[Any], messages: list[Outcome]) -> None:
         """Other nodes' items, already stored: to the rooms' recipients now."""
         self.broadcast.deliver_now(items, messages)
 

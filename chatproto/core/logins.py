@@ -254,9 +254,9 @@ class Logins:
         session.admin = record.admin and self.is_admin(key, session.account)
         self.broadcast.event(both(codec.Pending(connection.id, "gone")))
         targets: list[ChatRoom] = []
-        for _, name in rooms[: self.limits.rooms_per_connection]:
+        for _, name in rooms:
             try:
-                targets.append(self.directory.get_or_create(name))
+                targets.append(self.directory.remembered(name))
             except ProtocolError:
                 continue
 

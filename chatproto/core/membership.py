@@ -30,6 +30,11 @@ from chatproto.core.records import MemberJoined, MemberLeft
 from chatproto.core.room_rules import RuleKeeper
 from chatproto.core.rooms import ChatRoom, Directory
 from chatproto.limits import Limits
+from chatproto.rules import is_direct
+
+#: Direct conversations an account comes back to at login, the latest
+#: joined (docs/protocol.md 19.8); they don't count toward its rooms.
+MAX_CONVERSATIONS = 100
 
 log = Logger()
 
@@ -84,7 +89,7 @@ class Membership:
         """JOINED, telling version 2 whether the joiner runs the room (an
         account operator coming back, an admin), as its ROOM.members does."""
         op = True if room.rules.is_op(session) else None
-        v2 = codec.encode(codec.Joined(session.id, session.nick, room.name, op))
+        v2 = codec.encode(codec.Joined(session.id, session.nick, room.name, op, session.away))
         v1 = codec.encode(codec.Joined(session.id, session.nick)) if room is self.directory.default else None
         return Event(room.key, v1, v2, record=record)
 
@@ -101,11 +106,14 @@ class Membership:
         """An account is back in the rooms it was in (as many as a session
         may be in), those the rules still let it enter."""
         rooms = []
-        for membership in memberships[: self.limits.rooms_per_connection]:
+        plain = [m for m in memberships if not is_direct(m.room)][: self.limits.rooms_per_connection]
+        direct = [m for m in memberships if is_direct(m.room)][-MAX_CONVERSATIONS:]
+        for membership in plain + direct:
             try:
-                rooms.append((self.directory.get_or_create(membership.room), membership.read))
+                room = self.directory.remembered(membership.room)
             except ProtocolError:
                 continue  # the server has no room for it now
+            rooms.append((room, membership.read))
 
         def enter(_: object) -> None:
             for room, read in rooms:

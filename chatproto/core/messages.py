@@ -17,19 +17,33 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import codec
-from chatproto.backends.eventlog import Draft, EventLog
-from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.backends.eventlog import (
+    ADMIN,
+    DELETE,
+    EDIT,
+    NOBODY,
+    OPERATOR,
+    REACT,
+    UNREACT,
+    Change,
+    Draft,
+    EventLog,
+    Unchanged,
+    author_of,
+)
+from chatproto.codec import ErrorCode, Message, ProtocolError
 from chatproto.core.assembly import Assembler
-from chatproto.core.broadcast import Broadcast, Said
+from chatproto.core.broadcast import Broadcast, Said, changed_json
 from chatproto.core.connection import Connection, Session, logged_in
+from chatproto.core.conversations import Conversations
 from chatproto.core.membership import Membership
 from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers
 from chatproto.core.registry import Registry
-from chatproto.core.rooms import ChatRoom, Directory
+from chatproto.core.rooms import ChatRoom, Directory, changed
 from chatproto.limits import Limits
 from chatproto.metrics import Counters
-from chatproto.rules import nick_key, normalise_nick, validate_text
+from chatproto.rules import nick_key, normalise_nick, validate_emoji, validate_text
 
 log = Logger()
 
@@ -50,6 +64,7 @@ class Messages:
         peers: Peers,
         counters: Counters,
         observers: Observers,
+        conversations: Conversations,
         drop_slow_consumers: Callable[[], None],
     ) -> None:
         self.clock = clock
@@ -63,17 +78,81 @@ class Messages:
         self.peers = peers
         self.counters = counters
         self.observers = observers
+        self.conversations = conversations
         self.drop_slow_consumers = drop_slow_consumers  # after writing outside the broadcast
 
-    def say(self, connection: Connection, text: str, ref: str | None, room: str | None = None) -> None:
+    def say(
+        self,
+        connection: Connection,
+        text: str,
+        ref: str | None,
+        room: str | None = None,
+        reply: int | None = None,
+    ) -> None:
         session = logged_in(connection)
         # version 1 is always in the default room: no lookup for it
         target = (
             self.directory.default if session.version == 1 else self.membership.member_room(session, room)
         )
         validate_text(text, self.limits.max_text)
-        draft = Draft(self.clock.seconds(), session.nick, text, target.key)
+        author = author_of(session.key, session.account, session.id)
+        draft = Draft(self.clock.seconds(), session.nick, text, target.key, None, author, reply)
         self.broadcast.message(draft, target.name, connection, ref)
+        if session.typing:  # saying something is having stopped typing
+            session.typing.pop(target.key, None)
+        if target.direct:
+            self.conversations.said(target)
+
+    def change(self, connection: Connection, packet: codec.Edit | codec.Delete | codec.React) -> None:
+        """EDIT, DELETE or REACT: checked here as far as the request itself
+        goes, then against the message by the log, in the room's order
+        (docs/protocol.md 19.3-19.5)."""
+        session = logged_in(connection)
+        room = self.membership.member_room(session, packet.room)
+        now = self.clock.seconds()
+        author = author_of(session.key, session.account, session.id)
+        if isinstance(packet, codec.Edit):
+            validate_text(packet.text, self.limits.max_text)
+            change = Change(EDIT, room.key, packet.seq, now, session.nick, author, text=packet.text)
+            change.edit_window = self.limits.edit_window
+        elif isinstance(packet, codec.Delete):
+            rights = ADMIN if session.admin else NOBODY
+            if rights == NOBODY and not room.direct and room.rules.is_op(session):
+                rights = OPERATOR
+            change = Change(DELETE, room.key, packet.seq, now, session.nick, author, rights=rights)
+        else:
+            validate_emoji(packet.emoji)
+            kind = UNREACT if packet.on is False else REACT
+            change = Change(kind, room.key, packet.seq, now, session.nick, author, emoji=packet.emoji)
+            change.max_reactions = self.limits.max_reactions
+            change.user_reactions = self.limits.user_reactions
+        self.broadcast.message(change, room.name, connection, packet.ref)
+
+    def stored(self, said: list[Said]) -> None:
+        """What the log answered for a batch: each room's newest messages for
+        its next joiner, a change in them; a refused or unchanged item
+        to its sender alone."""
+        rooms = self.directory.rooms
+        for item in said:
+            outcome = item.outcome
+            if type(outcome) is Message:
+                room = rooms.get(item.channel)
+                if room is None:
+                    continue
+                if type(item.draft) is Draft:
+                    room.recent.append((outcome, item.json))
+                    room.last_seq = outcome.seq
+                else:
+                    changed(room, outcome, item.json)
+                continue
+            sender = item.sender
+            if sender is None or sender.session is None:
+                continue
+            if isinstance(outcome, ProtocolError):
+                sender.send(codec.Error(outcome.code, outcome.message, item.ref))
+            elif isinstance(outcome, Unchanged) and isinstance(item.draft, Change):
+                body = changed_json(item.name, item.draft, codec.message_json(outcome.message), item.ref)
+                sender.deliver(sender.wire.frame(codec.encode_json(codec.PacketType.CHANGED, body)))
 
     def record(
         self,
@@ -147,8 +226,9 @@ class Messages:
         """A HISTORY page of one of the session's rooms, after everything
         broadcast before the request."""
         session = logged_in(connection)
-        if request.before is not None and request.after is not None:
-            raise ProtocolError(ErrorCode.BAD_PACKET, "give either 'before' or 'after', not both")
+        given = [name for name in ("before", "after", "changed_after") if getattr(request, name) is not None]
+        if len(given) > 1:
+            raise ProtocolError(ErrorCode.BAD_PACKET, f"give one of {' or '.join(given)}, not both")
         room = self.membership.member_room(session, request.room)
         named = room.name if session.version >= 2 else None
         limit = min(max(request.limit if request.limit is not None else 50, 1), self.limits.history_page)
@@ -156,12 +236,18 @@ class Messages:
 
         def read() -> None:
             started = perf_counter()
-            if request.after is not None:
+            rev = None
+            if request.changed_after is not None:
+                d, keep = self.eventlog.changed_after(request.changed_after, limit, room.key), "oldest"
+                rev = room.rev
+            elif request.after is not None:
                 d, keep = self.eventlog.after(request.after, limit, room.key), "oldest"
             else:
                 d, keep = self.eventlog.before(request.before, limit, room.key), "newest"
             d.addCallback(self._timed_read, started)
-            page = d.addCallback(lambda page: self.assembler.page(page[0], page[1], keep, named))
+            if session.version == 1:
+                d.addCallback(lambda page: (as_version_1(page[0]), page[1]))
+            page = d.addCallback(lambda page: self.assembler.page(page[0], page[1], keep, named, rev))
             page.chainDeferred(answer)
 
         self.broadcast.after_all(read)
@@ -182,3 +268,13 @@ class Messages:
                 item.sender.send(
                     codec.Error(ErrorCode.INTERNAL, "the server could not store your message", item.ref)
                 )
+
+
+def as_version_1(messages: list[Message]) -> list[Message]:
+    """A page as version 1 sees it (docs/protocol.md 19.10): deleted
+    messages left out, the others' text alone."""
+    return [
+        m if m.plain else Message(m.seq, m.ts, m.sender, m.text, None, m.action)
+        for m in messages
+        if not m.deleted
+    ]

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 
 from chatproto import codec
 from chatproto.backends.accounts import AccountStore
-from chatproto.backends.eventlog import EventLog
+from chatproto.backends.eventlog import EventLog, Outcome
 from chatproto.core.connection import Session
 from chatproto.core.records import Record, SessionRecord
 from chatproto.core.rooms import ChatRoom, Directory, load_rules, preload
@@ -68,7 +68,7 @@ class Peers(Protocol):
 
     # -- the order: a flushed batch's room items, in each room's order
 
-    def append(self, flushed: Flushed) -> Deferred[list[codec.Message]] | None:
+    def append(self, flushed: Flushed) -> Deferred[list[Outcome]] | None:
         """Put the batch's room items in their rooms' shared order; fires
         with its messages, numbered. None: nothing of it goes to the others
         (the event log stores its messages)."""
@@ -150,6 +150,9 @@ class SingleNode:
         page = self.eventlog.before(None, max(1, self.replay), room.key)
         page.addCallback(lambda page: preload(room, page[0]))
         reads.append(page)
+        rev = self.eventlog.last_rev(room.key)
+        rev.addCallback(lambda rev: setattr(room, "rev", max(room.rev, rev)))
+        reads.append(rev)
         return gatherResults(reads, consumeErrors=True)
 
     def dropped(self, room: ChatRoom) -> None:

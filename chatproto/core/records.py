@@ -102,16 +102,52 @@ class RulesSet:
         return cls(room, data["rules"], tuple(data["guest_ops"]))
 
 
-Record = MemberJoined | MemberLeft | TopicSet | RulesSet
+@dataclass(frozen=True, slots=True)
+class AwaySet:
+    """A member went away (``message``, "" for none) or came back (None)."""
 
-_KINDS: dict[str, type[MemberJoined] | type[MemberLeft] | type[TopicSet] | type[RulesSet]] = {
-    cls.kind: cls for cls in (MemberJoined, MemberLeft, TopicSet, RulesSet)
+    kind: ClassVar[str] = "a"
+    room: str
+    id: int
+    nick: str
+    message: str | None
+
+    def entry(self, node: str) -> dict[str, Any]:
+        return {"t": "a", "d": codec.dumps({"id": self.id, "nick": self.nick, "away": self.message})}
+
+    @classmethod
+    def decode(cls, room: str, data: dict[str, Any]) -> AwaySet:
+        return cls(room, data["id"], data["nick"], data.get("away"))
+
+
+@dataclass(frozen=True, slots=True)
+class TypingSent:
+    """A member is typing in a room, or stopped: passed on, never stored."""
+
+    kind: ClassVar[str] = "y"
+    room: str
+    nick: str
+    typing: bool
+
+    def entry(self, node: str) -> dict[str, Any]:
+        return {"t": "y", "d": codec.dumps({"nick": self.nick, "typing": self.typing})}
+
+    @classmethod
+    def decode(cls, room: str, data: dict[str, Any]) -> TypingSent:
+        return cls(room, data["nick"], bool(data["typing"]))
+
+
+Record = MemberJoined | MemberLeft | TopicSet | RulesSet | AwaySet | TypingSent
+
+_KINDS: dict[str, Any] = {
+    cls.kind: cls for cls in (MemberJoined, MemberLeft, TopicSet, RulesSet, AwaySet, TypingSent)
 }
 
 
 def decode(kind: str, room: str, data: dict[str, Any]) -> Record:
     """A room stream's presence entry as its record; KeyError for an unknown kind."""
-    return _KINDS[kind].decode(room, data)
+    record: Record = _KINDS[kind].decode(room, data)
+    return record
 
 
 def message_entry(draft: Draft) -> dict[str, Any]:

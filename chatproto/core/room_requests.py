@@ -23,7 +23,7 @@ from chatproto.core.records import TopicSet
 from chatproto.core.room_rules import RuleKeeper
 from chatproto.core.rooms import ChatRoom, Directory
 from chatproto.limits import Limits
-from chatproto.rules import clean_reason, validate_topic
+from chatproto.rules import clean_reason, is_direct, validate_topic
 
 log = Logger()
 
@@ -59,6 +59,8 @@ class RoomRequests:
         session = logged_in(connection)
         key = self.directory.key_of(packet.room)
         room = session.rooms.get(key)
+        if room is None and is_direct(packet.room):
+            raise ProtocolError(ErrorCode.BAD_ROOM, "a direct conversation is opened with OPEN, not joined")
         if room is not None:  # already in: its state again, nothing announced
             joined = room
             self.broadcast.after_all(
@@ -67,11 +69,11 @@ class RoomRequests:
                 )
             )
             return
-        if len(session.rooms) >= self.limits.rooms_per_connection:
+        count = sum(1 for room in session.rooms.values() if not room.direct)
+        if count >= self.limits.rooms_per_connection:
             raise ProtocolError(
                 ErrorCode.TOO_MANY_ROOMS,
-                f"you are in {len(session.rooms)} rooms, the limit is "
-                f"{self.limits.rooms_per_connection}: part one first",
+                f"you are in {count} rooms, the limit is {self.limits.rooms_per_connection}: part one first",
             )
         room = self.directory.get_or_create(packet.room)
         if room.ready.called:

@@ -18,6 +18,7 @@ from chatproto.core.broadcast import Broadcast, Event
 from chatproto.core.connection import Session
 from chatproto.core.records import RulesSet
 from chatproto.core.rooms import ChatRoom, RoomRules, kept_rules
+from chatproto.rules import direct_members, nick_key
 
 log = Logger()
 
@@ -34,6 +35,10 @@ class RuleKeeper:
         """Why ``session`` may not join ``room`` (banned, invite-only), or
         None. A remembered membership counts as an invitation."""
         rules = room.rules
+        if room.direct:  # its participants only, admins not excepted
+            if session.account and session.key in {nick_key(n) for n in direct_members(room.name)}:
+                return None
+            return ProtocolError(ErrorCode.NOT_A_MEMBER, f"{room.name!r} is not your conversation")
         if session.admin:
             return None
         ban = rules.bans.get(session.key)
@@ -47,7 +52,7 @@ class RuleKeeper:
         """The creator of a room nobody runs is its operator (an account for
         good, a guest while its session lasts). Rooms the server always has
         are run by its admins."""
-        if room.permanent or room.members or not room.rules.unclaimed:
+        if room.permanent or room.direct or room.members or not room.rules.unclaimed:
             return
         if session.account:
             room.rules.ops.add(session.key)

@@ -9,6 +9,7 @@ sends a packet: the hub does that.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,11 +19,12 @@ from twisted.logger import Logger
 
 from chatproto import codec
 from chatproto.backends.accounts import Ban
+from chatproto.backends.changes import quote_of
 from chatproto.backends.eventlog import Topic
 from chatproto.codec import ErrorCode, Message, ProtocolError
 from chatproto.core.connection import Session
 from chatproto.limits import Limits
-from chatproto.rules import normalise_room, room_key
+from chatproto.rules import direct_members, is_direct, normalise_room, room_key
 
 log = Logger()
 
@@ -84,6 +86,7 @@ class ChatRoom:
     rules and the most recent messages, encoded, for the next joiner."""
 
     __slots__ = (
+        "direct",
         "key",
         "last_seq",
         "members",
@@ -92,6 +95,7 @@ class ChatRoom:
         "permanent",
         "ready",
         "recent",
+        "rev",
         "rules",
         "topic",
     )
@@ -106,6 +110,8 @@ class ChatRoom:
         self.peers: dict[int, str] = {}  # session id -> its JSON in ROOM.members
         self.recent: deque[tuple[Message, str]] = deque(maxlen=replay)
         self.last_seq = 0  # of the newest message stored, once ready
+        self.rev = 0  # of the latest change to one of its messages, once ready
+        self.direct = is_direct(name)  # a direct conversation (docs/protocol.md 19.8)
         # Fires once the topic, rules and recent history are read (the directory reads them).
         self.ready: Deferred[Any] = succeed(None)
 
@@ -119,8 +125,10 @@ class ChatRoom:
         session.rooms[self.key] = self
 
     def refresh(self, session: Session) -> None:
-        """The member's Peer JSON again (its operator status changed)."""
-        self.peers[session.id] = codec.peer_json(session.id, session.nick, self.rules.is_op(session))
+        """The member's Peer JSON again (its operator status or away changed)."""
+        self.peers[session.id] = codec.peer_json(
+            session.id, session.nick, self.rules.is_op(session), session.away
+        )
 
     def remove(self, session: Session) -> None:
         self.members.pop(session.id, None)
@@ -168,7 +176,7 @@ class Directory:
         so the names seen are remembered rather than normalised each time."""
         key = self._keys.get(name)
         if key is None:
-            key = room_key(self.normalise(name))
+            key = room_key(name if is_direct(name) and direct_members(name) else self.normalise(name))
             if len(self._keys) >= _NAMES_KEPT:
                 self._keys.clear()
             self._keys[name] = key
@@ -199,6 +207,20 @@ class Directory:
             )
         return self._create(name, permanent)
 
+    def remembered(self, name: str) -> ChatRoom:
+        """A room or conversation a session was in, by its name as stored,
+        made if need be; bad_room or too_many_rooms."""
+        if is_direct(name):
+            direct_members(name)
+            return self.conversation(name)
+        return self.get_or_create(name)
+
+    def conversation(self, name: str) -> ChatRoom:
+        """The direct conversation called ``name`` (a valid one), made if
+        need be: conversations don't count toward the rooms' limit."""
+        room = self.rooms.get(room_key(name))
+        return room if room is not None else self._create(name, False)
+
     def _create(self, name: str, permanent: bool) -> ChatRoom:
         room = ChatRoom(name, permanent, self.limits.history_replay)
         self.rooms[room.key] = room
@@ -218,27 +240,36 @@ class Directory:
         self.source.dropped(room)
         return True
 
-    def add_recent(self, stored: list[Any]) -> None:
-        """Messages just stored: each room keeps its newest for its next joiner."""
-        rooms = self.rooms
-        for item in stored:
-            room = rooms.get(item.channel)
-            if room is not None:
-                room.recent.append((item.message, item.json))
-                room.last_seq = item.message.seq
-
     def listing(self) -> list[codec.RoomInfo]:
-        return sorted((room.info() for room in self.rooms.values()), key=lambda info: room_key(info.room))
+        return sorted(
+            (room.info() for room in self.rooms.values() if not room.direct),
+            key=lambda info: room_key(info.room),
+        )
 
     def listing_json(self) -> str:
         """LIST's rooms as a JSON array, built again only when what it shows
         changed: comparing each room's name, member count and topic costs a
         small part of building and encoding the listing."""
-        shown = [(room.key, len(room.members), room.topic_text) for room in self.rooms.values()]
+        shown = [
+            (room.key, len(room.members), room.topic_text) for room in self.rooms.values() if not room.direct
+        ]
         if shown != self._listed:
             self._listed = shown
             self._listing_json = codec.dumps([codec.body_of(info) for info in self.listing()])
         return self._listing_json
+
+
+def changed(room: ChatRoom, message: Message, message_json: str) -> None:
+    """A message of the room changed: its newest messages show its present
+    state, and replies among them their quote of it."""
+    room.rev = max(room.rev, message.rev or 0)
+    for index, (held, _) in enumerate(room.recent):
+        if held.seq == message.seq:
+            room.recent[index] = (message, message_json)
+        elif held.reply is not None and held.reply.seq == message.seq:
+            quote = quote_of(message.seq, message.sender, message.text, bool(message.deleted))
+            again = dataclasses.replace(held, reply=quote)
+            room.recent[index] = (again, codec.message_json(again))
 
 
 def preload(room: ChatRoom, page: list[Message]) -> None:

@@ -1,0 +1,128 @@
+"""Direct conversations (docs/protocol.md 19.8): OPEN, and bringing back
+the participants who left one when something is said in it.
+
+A conversation is a room whose name lists its accounts; each participant's
+account remembers it like a room. Membership does the entering; this says
+who enters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatproto import codec
+from chatproto.backends.accounts import AccountRecord, AccountStore
+from chatproto.backends.accounts import Membership as Remembered
+from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.core.connection import Connection, Session, logged_in
+from chatproto.core.membership import Membership, stored
+from chatproto.core.registry import Registry
+from chatproto.core.rooms import ChatRoom, Directory
+from chatproto.rules import MAX_DIRECT, direct_members, direct_name, nick_key, normalise_nick
+
+log = Logger()
+
+
+class Conversations:
+    """Opens direct conversations and keeps their participants in them."""
+
+    def __init__(
+        self,
+        store: AccountStore | None,
+        registry: Registry,
+        directory: Directory,
+        membership: Membership,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.directory = directory
+        self.membership = membership
+        self._participants: dict[str, list[tuple[str, str]]] = {}  # room key -> (key, nick)s
+
+    def open(self, connection: Connection, packet: codec.Open) -> Deferred[None]:
+        """OPEN: the conversation's ROOM to the requester (with the ref),
+        and the others brought in."""
+        session = logged_in(connection)
+        store = self.store
+        if not session.account or store is None:
+            raise ProtocolError(
+                ErrorCode.NOT_REGISTERED, "direct conversations are between accounts: register first"
+            )
+        others: dict[str, str] = {}
+        for name in packet.with_:
+            key = nick_key(normalise_nick(name))
+            if key != session.key:
+                others[key] = name
+        if not 1 <= len(others) < MAX_DIRECT:
+            raise ProtocolError(
+                ErrorCode.BAD_PACKET, f"'with' must name 1 to {MAX_DIRECT - 1} accounts other than yours"
+            )
+        reads = gatherResults([store.account(key) for key in others], consumeErrors=True)
+        reads.addErrback(_first_error)
+
+        def found(records: list[AccountRecord | None]) -> None:
+            for name, record in zip(others.values(), records, strict=True):
+                if record is None:
+                    raise ProtocolError(ErrorCode.NO_SUCH_ACCOUNT, f"{name!r} has no account")
+            nicks = [session.nick] + [record.nick for record in records if record is not None]
+            room = self.directory.conversation(direct_name(nicks))
+            if connection.session is not session:
+                return
+            self._bring(session, room, connection, packet.ref)
+            for record in records:
+                if record is not None:
+                    self._summon(record.key, record.nick, room)
+
+        return reads.addCallback(found)
+
+    def said(self, room: ChatRoom) -> None:
+        """Something was said in a conversation: its participants who left
+        it come back (docs/protocol.md 19.8)."""
+        present = {member.key for member in room.members.values()}
+        for key, nick in self.participants(room):
+            if key not in present:
+                self._summon(key, nick, room)
+
+    def participants(self, room: ChatRoom) -> list[tuple[str, str]]:
+        found = self._participants.get(room.key)
+        if found is None:
+            if len(self._participants) >= 4096:
+                self._participants.clear()
+            found = self._participants[room.key] = [(nick_key(n), n) for n in direct_members(room.name)]
+        return found
+
+    def _bring(self, session: Session, room: ChatRoom, requester: Connection | None, ref: str | None) -> None:
+        """``session`` in the conversation, its devices told (the requester
+        with ``ref``); already in, the requester gets its ROOM again."""
+        membership = self.membership
+        if session.rooms.get(room.key) is room:
+            if requester is not None:
+                membership.when_ready(
+                    [room],
+                    lambda: membership.send_room(session, room, ref, listen=False, devices=[requester]),
+                )
+            return
+        membership.enter(session, room)
+        membership.remember(session, room)
+        membership.when_ready([room], lambda: membership.send_room(session, room, ref, requester=requester))
+
+    def _summon(self, key: str, nick: str, room: ChatRoom) -> None:
+        """A participant into the conversation: at once if its session is
+        here, at its next login otherwise (its account remembers it)."""
+        session = self.registry.held(key)
+        if session is not None and session.account and session.connection is not None:
+            self._bring(session, room, None, None)
+        elif self.store is not None:
+            stored(self.store.invite(key, room.key, Remembered(room.name, 0)), "invite {nick}", nick)
+
+
+def _first_error(failure: Failure) -> Any:
+    """gatherResults' FirstError as the failure inside it."""
+    error = failure.value
+    if isinstance(error, FirstError):
+        return error.subFailure
+    return failure

@@ -1,0 +1,63 @@
+"""What members show besides what they say: typing and away
+(docs/protocol.md 19.6, 19.7). Neither is stored."""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+
+from chatproto import codec
+from chatproto.core.broadcast import Broadcast, Event
+from chatproto.core.connection import Connection, logged_in
+from chatproto.core.membership import Membership
+from chatproto.core.records import AwaySet, TypingSent
+from chatproto.limits import Limits
+from chatproto.rules import validate_away
+
+
+class Presence:
+    """TYPING and AWAY."""
+
+    def __init__(
+        self, clock: IReactorTime, limits: Limits, broadcast: Broadcast, membership: Membership
+    ) -> None:
+        self.clock = clock
+        self.limits = limits
+        self.broadcast = broadcast
+        self.membership = membership
+
+    def typing(self, connection: Connection, packet: codec.Typing) -> None:
+        """TYPING to the room's version 2 members: at most one ``typing``
+        true per session and room each ``typing_interval``, and false only
+        after a true that went out; the rest dropped, as redundant."""
+        session = logged_in(connection)
+        room = self.membership.member_room(session, packet.room)
+        now = self.clock.seconds()
+        marks = session.typing
+        last = None if marks is None else marks.get(room.key)
+        on = packet.typing is not False
+        if on:
+            if last is not None and now - last < self.limits.typing_interval:
+                return
+            if marks is None:
+                marks = session.typing = {}
+            marks[room.key] = now
+        else:
+            if last is None or marks is None:
+                return
+            del marks[room.key]
+        notice = codec.encode(codec.TypingNotice(room.name, session.nick, on))
+        record = TypingSent(room.name, session.nick, on)
+        self.broadcast.event(Event(room.key, None, notice, record=record))
+
+    def away(self, connection: Connection, packet: codec.Away) -> None:
+        """AWAY: the session away (with its message) or back, STATUS to the
+        members of each of its rooms, DONE to the requester."""
+        session = logged_in(connection)
+        message = validate_away(packet.message) if packet.away else None
+        session.away = message
+        for room in list(session.rooms.values()):
+            room.refresh(session)
+            status = codec.encode(codec.Status(room.name, session.nick, message))
+            record = AwaySet(room.name, session.id, session.nick, message)
+            self.broadcast.event(Event(room.key, None, status, record=record))
+        connection.send(codec.Done("away" if packet.away else "back", session.nick, packet.ref))
