@@ -466,7 +466,6 @@ class App {
   onOpenFailed({ code, message, opening }) {
     if (code === "no_such_account" && opening.text && opening.names.length === 1) {
       // A guest has no conversations: a whisper reaches it, as before.
-      this.notice(`${opening.names[0]} has no account: whispered instead (not kept).`);
       this.session.whisper(opening.names[0], opening.text);
       return;
     }
@@ -507,13 +506,14 @@ class App {
     stamp.dateTime = new Date(m.ts * 1000).toISOString();
     stamp.title = new Date(m.ts * 1000).toLocaleString();
     li.append(stamp);
-    if (m.reply) li.append(this.quote(m.reply));
     const body = el("div", "body");
+    const action = !m.deleted && m.text.startsWith("* ");
+    if (!action) body.append(el("span", "from", m.from));
+    if (m.reply) body.append(this.quote(m.reply));
     if (m.deleted) {
       li.classList.add("deleted");
-      body.append(el("span", "from", m.from), " ");
       body.append(el("span", "text", m.deleted_by ? `message deleted by ${m.deleted_by}` : "message deleted"));
-    } else if (m.text.startsWith("* ")) {
+    } else if (action) {
       // /me, and IRC's CTCP ACTION: the gateway carries it as "* text"
       li.classList.add("me-action");
       const text = el("span", "text", `* ${m.from} `);
@@ -522,7 +522,7 @@ class App {
     } else {
       const text = el("span", "text");
       text.append(formatted(m.text, linkify));
-      body.append(el("span", "from", m.from), " ", text);
+      body.append(text);
     }
     if (m.edited && !m.deleted) {
       const edited = el("span", "edited", " (edited)");
@@ -658,6 +658,7 @@ class App {
     }
     if (room.key !== this.current) return;
     const list = $("transcript");
+    const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
     for (const m of touched) {
       const old = list.querySelector(`li[data-seq="${m.seq}"]`);
       if (!old) continue;
@@ -665,6 +666,7 @@ class App {
       if (old.classList.contains("continued")) li.classList.add("continued");
       old.replaceWith(li);
     }
+    if (atBottom) list.scrollTop = list.scrollHeight; // a reaction's chips make a line taller
   }
 
   onMessage({ room, message }) {
