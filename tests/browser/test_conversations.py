@@ -385,3 +385,84 @@ def test_basic_formatting_is_rendered_as_elements_never_html(pages, peers):
     assert texts(page, "#transcript .text blockquote") == ["quoted <b>"]
     assert texts(page, "#transcript .text pre") == ["block <i>"]
     assert not page.all("#transcript b, #transcript i"), "markup stays text"
+
+
+# -- the transcript: grouped by author and by day -------------------------------------------------
+
+
+@pytest.fixture
+def old_talk_server(tmp_path):
+    """A server whose general room holds talk from two days ago and from today."""
+    import time
+
+    from chatproto.backends.eventlog import Draft
+    from chatproto.backends.sqlite import SQLiteLog
+    from tests.processes import Server
+
+    history = str(tmp_path / "talk.sqlite3")
+    now = time.time()
+    old = now - 2 * 86400
+    log = SQLiteLog(history)
+    talk = [(old, "bob", "one"), (old + 30, "bob", "two"), (old + 60, "carol", "three")]
+    talk += [(now - 120, "carol", "four"), (now - 60, "carol", "five")]
+    log.append([Draft(ts, who, text) for ts, who, text in talk])
+    log.close()
+    running = Server(history)
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_messages_are_grouped_by_author_and_day(driver, old_talk_server):
+    from conftest import console_errors
+
+    console_errors(driver)
+    page = Page(driver, old_talk_server.url)
+    try:
+        page.log_in("ann")
+        line(page, "five")
+        days = texts(page, "#transcript li.day")
+        assert len(days) == 2 and days[1] == "Today", days
+        script = """return [...document.querySelectorAll('#transcript li')].map(li =>
+            li.classList.contains('day') ? 'day'
+            : (li.classList.contains('continued') ? '+' : '')
+              + (li.querySelector('.text')?.textContent ?? ''))"""
+        said = {"day", "one", "two", "three", "four", "five"}
+        order = [t for t in page.js(script) if t.lstrip("+") in said]
+        assert order == ["day", "one", "+two", "three", "day", "four", "+five"], order
+        assert not page.find("li[data-seq].continued .from").is_displayed(), "one header per group"
+        assert page.errors() == [] and console_errors(driver) == []
+    finally:
+        page.close()
+        driver.switch_to.window(driver.window_handles[0])
+
+
+# -- /list and a long press -----------------------------------------------------------------------------
+
+
+def test_list_shows_the_rooms_in_the_transcript(pages, peers):
+    page = pages()
+    page.log_in("ann")
+    desk = peers("desk")
+    joined(desk, "den")
+    desk.send(codec.SetTopic("den", "the quiet room"))
+    desk.expect(codec.TopicChanged)
+    page.say("/list")
+    page.wait(lambda: "den (1): the quiet room" in page.lines("#transcript li.notice"), "den listed")
+    assert "general (1)" in page.lines("#transcript li.notice")
+
+
+def test_a_long_press_opens_the_message_menu(pages, peers):
+    page = pages()
+    page.log_in("ann")
+    page.say("pressed long")
+    li = line(page, "pressed long")
+    box = page.js("const r = arguments[0].getBoundingClientRect(); return [r.x + 40, r.y + 10]", li)
+    touch = {"touchPoints": [{"x": box[0], "y": box[1]}]}
+    page.here().execute_cdp_cmd("Input.dispatchTouchEvent", {"type": "touchStart", **touch})
+    page.wait(lambda: page.find("#message-menu").is_displayed(), "the menu after a long press")
+    page.here().execute_cdp_cmd("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    acts = page.js("return [...document.querySelectorAll('#message-menu button')].map(b => b.dataset.act)")
+    assert acts == ["reply", "react", "edit", "delete"], "all four for my own"
+    page.find("#message-menu [data-act=delete]").click()
+    page.wait(lambda: page.lines("#transcript li.deleted") == ["message deleted"], "deleted from the menu")

@@ -896,18 +896,28 @@ class App {
     });
     // A long press on a phone: the same menu.
     let press = null;
+    let pressed = false; // the menu opened by this press: its release is no tap
     const cancel = () => {
       clearTimeout(press);
       press = null;
     };
     list.addEventListener("touchstart", (e) => {
       const li = e.target.closest("li[data-seq]");
+      pressed = false;
       if (!li || e.touches.length !== 1) return;
       const { clientX, clientY } = e.touches[0];
       cancel();
-      press = setTimeout(() => this.openMessageMenu(li, clientX, clientY), LONG_PRESS);
+      press = setTimeout(() => {
+        pressed = true;
+        this.openMessageMenu(li, clientX, clientY);
+      }, LONG_PRESS);
     }, { passive: true });
-    for (const name of ["touchend", "touchmove", "touchcancel"]) list.addEventListener(name, cancel, { passive: true });
+    list.addEventListener("touchend", (e) => {
+      cancel();
+      if (pressed && e.cancelable) e.preventDefault(); // no click to close the menu just opened
+      pressed = false;
+    });
+    for (const name of ["touchmove", "touchcancel"]) list.addEventListener(name, cancel, { passive: true });
     $("message-menu").addEventListener("click", (e) => {
       const act = e.target.closest("button")?.dataset.act;
       const menu = $("message-menu");

@@ -451,7 +451,9 @@ export class ChatSession extends EventTarget {
   /** The connection broke: say so in each room's transcript, once per outage. */
   _lost(event) {
     const reason = this.finalReason ?? (event && event.reason) ?? "";
+    this.typingSent.clear();
     for (const room of this.rooms.values()) {
+      for (const entry of room.typing.values()) this._notTyping(room, entry.nick); // nobody is heard typing now
       if (!room.joined || room.lostAt !== null) continue;
       room.lostAt = room.lastSeq;
       this._event(room, { kind: "lost", reason });
