@@ -19,7 +19,7 @@ const COMMANDS =
   "/kick nick [reason], /ban nick [reason], /unban nick, /op nick, /deop nick, /invite nick, /quit";
 /** Messages of one author closer than this (seconds) share one header. */
 const GROUPED = 300;
-/** The emoji picker's choice (any other can be typed: /react is not needed). */
+/** The emoji picker's choice. */
 const EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "😢", "👀", "🙏", "✅", "🔥", "👏", "🤔", "😄", "🚀", "👎", "💯"];
 /** A touch held this long (ms) opens a message's menu. */
 const LONG_PRESS = 500;
@@ -756,6 +756,8 @@ class App {
       register: `${b.target} is now registered to you.`,
       password: "Your password is changed.",
       delete: `The account ${b.target} is deleted: you go on as a guest.`,
+      away: this.session.away ? `You are away: ${this.session.away}` : "You are away.",
+      back: "You are back.",
     };
     const text = said[b.op] ?? `done: ${b.op} ${b.target}`;
     if (b.op === "register" || b.op === "password" || b.op === "delete") this.renderAccountDialog();
