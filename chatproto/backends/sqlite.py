@@ -468,7 +468,10 @@ class SQLiteLog:
         return succeed(None)
 
     def maintain(self) -> None:
-        self.checkpoint()
+        """Every second or so, on a worker thread: after a deletion, empty
+        the WAL; otherwise copy it into the database."""
+        if not self.purge():
+            self.checkpoint()
 
     def purge(self) -> bool:
         """After a deletion, empty the WAL (a TRUNCATE checkpoint, on a worker

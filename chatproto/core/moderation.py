@@ -88,6 +88,8 @@ class Moderation:
             raise ProtocolError(
                 ErrorCode.BAD_PACKET, f"unknown MODERATE op {packet.op!r}: {', '.join(_ROOM_OPS)}"
             )
+        if room.direct:
+            raise ProtocolError(ErrorCode.NOT_PERMITTED, "a direct conversation has no operators")
         if not room.rules.is_op(session):
             raise ProtocolError(ErrorCode.NOT_OPERATOR, f"you are not an operator of {room.name!r}")
         target = None
