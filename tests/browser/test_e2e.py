@@ -215,6 +215,9 @@ def run(script: Script, server: Server) -> TcpPeer:
     ann.wait(lambda: ann.all("#transcript .reaction"), "bob's reaction")
     ann.find("#transcript .reaction").click()  # ann's too
     ann.wait(lambda: ann.all("#transcript .reaction.mine"), "ann's reaction")
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(ann.here()).move_to_element(ann.find("#message-input")).perform()  # no hover in the pictures
     from selenium.webdriver.common.keys import Keys
 
     ann.find("#message-input").send_keys(Keys.ARROW_UP)  # edits her last message: the /me
