@@ -950,6 +950,9 @@ class App {
       if (!e.target.closest(".popup, .tools, #message-menu")) this.closePopups();
     });
     document.addEventListener("keydown", (e) => e.key === "Escape" && this.closePopups());
+    // A touch screen's hover sticks to the last tap: tools on hover for a mouse only.
+    document.addEventListener("pointerdown", (e) => document.body.classList.toggle("touch", e.pointerType === "touch"));
+    document.addEventListener("pointermove", (e) => e.pointerType === "mouse" && document.body.classList.remove("touch"));
     $("transcript").addEventListener("scroll", () => this.closePopups());
   }
 
