@@ -833,7 +833,7 @@ class App {
   // -- replying and editing ------------------------------------------------------------
 
   startReply(m) {
-    this.editing = null;
+    if (this.editing) this.cancelCompose(); // the edit's text leaves the box
     this.replyTo = { room: this.current, seq: m.seq, from: m.from, text: m.text };
     this.renderComposeBar();
     $("message-input").focus();
