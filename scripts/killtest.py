@@ -9,7 +9,9 @@ seqs), kills the server at a random moment, and records every
 acknowledgement the clients saw. At the end a fresh server is started and
 each room's whole history read back: every acknowledged message must be
 there under the seq it was acknowledged with, and no seq may repeat in a
-room. Loopback only; every wait is bounded.
+room. The version 2 client also edits every second message it got back
+and reacts to every third: every acknowledged edit and reaction must be
+there too. Loopback only; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class Sender(ChatClientProtocol):
         self.lost: defer.Deferred = defer.Deferred()
         self.history: list = []
         self.page: defer.Deferred | None = None
+        self.edited: dict[int, str] = {}  # seq -> its text, as an acknowledged EDIT made it
+        self.reacted: set[int] = set()  # seqs with an acknowledged reaction
 
     def packetReceived(self, packet) -> None:
         if isinstance(packet, codec.Welcome):
@@ -69,10 +73,24 @@ class Sender(ChatClientProtocol):
             self.welcomed.callback(packet)
         elif isinstance(packet, codec.MessagePacket) and packet.ref is not None:
             self.acked[packet.text] = packet.seq
+            self.change(packet)
             self.top_up()
+        elif isinstance(packet, codec.Changed) and packet.ref == "e":
+            self.edited[packet.message.seq] = packet.message.text
+        elif isinstance(packet, codec.Changed) and packet.ref == "x":
+            self.reacted.add(packet.message.seq)
         elif isinstance(packet, codec.HistoryPage) and self.page is not None:
             page, self.page = self.page, None
             page.callback(packet)
+
+    def change(self, message: codec.MessagePacket) -> None:
+        """Version 2: edit every second message, react to every third."""
+        if self.room is None:
+            return
+        if message.seq % 2 == 0:
+            self.send(codec.Edit(self.room, message.seq, message.text + "!", "e"))
+        if message.seq % 3 == 0:
+            self.send(codec.React(self.room, message.seq, "👍", ref="x"))
 
     def top_up(self) -> None:
         while self.sent - len(self.acked) < self.window:
@@ -112,6 +130,8 @@ ROOMS = (None, "side")
 @defer.inlineCallbacks
 def kill_cycles(reactor, history: str, cycles: int, rng: random.Random) -> dict:
     acked: dict[str | None, dict[str, int]] = {room: {} for room in ROOMS}
+    edited: dict[int, str] = {}
+    reacted: set[int] = set()
     floors: dict[str | None, int] = dict.fromkeys(ROOMS, 0)
     sent = 0
     for cycle in range(cycles):
@@ -137,19 +157,33 @@ def kill_cycles(reactor, history: str, cycles: int, rng: random.Random) -> dict:
                 )
             floors[client.room] = max(seqs, default=floors[client.room])
             acked[client.room].update(client.acked)
+            edited.update(client.edited)
+            reacted.update(client.reacted)
             sent += client.sent
     server = start_server(reactor, history)
     port = yield server.listening.addTimeout(20, reactor)
     report = {"cycles": cycles, "rooms": len(ROOMS), "sent": sent, "acknowledged": 0, "stored": 0, "lost": 0}
     report.update(seq_repeats=0, seq_increasing=True, unacknowledged_but_stored=0)
+    report.update(changes_acknowledged=len(edited) + len(reacted), changes_lost=0)
     for room in ROOMS:
         reader = yield connect(reactor, port, f"auditor{ROOMS.index(room)}", "audit", room)
         stored = yield read_history(reactor, reader)
-        by_text = {m.text: m.seq for m in stored}
+        by_seq = {m.seq: m for m in stored}
         seqs = [m.seq for m in stored]
         report["acknowledged"] += len(acked[room])
         report["stored"] += len(stored)
-        report["lost"] += sum(1 for text, seq in acked[room].items() if by_text.get(text) != seq)
+        report["lost"] += sum(
+            1
+            for text, seq in acked[room].items()
+            if seq not in by_seq or by_seq[seq].text not in (text, text + "!")
+        )
+        if room is not None:
+            report["changes_lost"] += sum(
+                1 for seq, text in edited.items() if seq not in by_seq or by_seq[seq].text != text
+            )
+            report["changes_lost"] += sum(
+                1 for seq in reacted if seq not in by_seq or not by_seq[seq].reactions
+            )
         report["seq_repeats"] += len(seqs) - len(set(seqs))
         report["seq_increasing"] &= seqs == sorted(seqs)
         report["unacknowledged_but_stored"] += len(stored) - len(acked[room])
@@ -172,7 +206,7 @@ def main() -> int:
         report = yield kill_cycles(reactor, history, args.cycles, random.Random(seed))
         report["seed"] = seed
         print(json.dumps(report))
-        if report["lost"] or report["seq_repeats"] or not report["seq_increasing"]:
+        if report["lost"] or report["changes_lost"] or report["seq_repeats"] or not report["seq_increasing"]:
             raise SystemExit(1)
 
     task.react(run)

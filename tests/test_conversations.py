@@ -134,6 +134,18 @@ class Edits(SynchronousTestCase):
         again.send(codec.Edit("general", message.seq, "mine now?"))
         self.assertEqual(error_of(again), ErrorCode.NOT_YOURS)
 
+    def test_a_guest_after_a_restart_owns_nothing_of_a_guest_before_it_with_its_id(self):
+        path = self.mktemp()
+        server = Server(store=SQLiteLog(path))
+        (ann,) = v2(server, "ann")
+        message = said(ann, "hi")
+        server.store.close()
+        again = Server(store=SQLiteLog(path))
+        (ann,) = v2(again, "ann")  # the same session id as before the restart
+        self.assertEqual(ann.connection.id, 1)
+        ann.send(codec.Edit("general", message.seq, "mine?"))
+        self.assertEqual(error_of(ann), ErrorCode.NOT_YOURS)
+
     def test_an_account_owns_its_messages_on_every_device(self):
         server = Server()
         ann = registered(server, "ann")

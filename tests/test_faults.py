@@ -20,11 +20,13 @@ class KilledMidBurst(TestCase):
     timeout = 120
 
     @defer.inlineCallbacks
-    def test_acknowledged_messages_survive_repeated_sigkill(self):
+    def test_acknowledged_messages_and_changes_survive_repeated_sigkill(self):
         history = os.path.abspath(self.mktemp() + ".sqlite3")
         report = yield kill_cycles(reactor, history, cycles=4, rng=random.Random(7))
         self.assertGreater(report["acknowledged"], 0)
         self.assertEqual(report["lost"], 0, report)
+        self.assertGreater(report["changes_acknowledged"], 0, report)
+        self.assertEqual(report["changes_lost"], 0, report)
         self.assertEqual(report["seq_repeats"], 0, report)
         self.assertTrue(report["seq_increasing"], report)
 

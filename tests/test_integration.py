@@ -318,3 +318,51 @@ class OtherSockets(TestCase):
         self.assertTrue(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         client.transport.loseConnection()
         yield client.lost
+
+
+class Conversations(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_replies_edits_reactions_and_deletions_with_a_version_1_client_in_the_room(self):
+        """Section 19 over real sockets: an Int32 and a WebSocket version 2
+        client see every change in the same order; the version 1 client in
+        the room sees the messages' text only, and no change at all."""
+        yield self.serve(web=True)
+        old = yield self.client("old")
+        ann = yield self.client("ann", version=2)
+        bob = yield self.ws("bob")
+        for client in (ann, bob):
+            client.send(codec.Join("general"))
+            yield client.expect(codec.RoomState)
+        ann.send(codec.Say("shiped", "s1", "general"))
+        first = yield ann.expect(codec.MessagePacket)
+        yield bob.expect(codec.MessagePacket)
+        bob.send(codec.Say("nice", "s2", "general", first.seq))
+        reply = yield bob.expect(codec.MessagePacket)
+        self.assertEqual(reply.reply, codec.Quote(first.seq, "ann", "shiped"))
+        ann.send(codec.Edit("general", first.seq, "shipped", "e"))
+        bob.send(codec.React("general", first.seq, "🎉", ref="r"))
+        ann.send(codec.Typing("general"))
+        bob.send(codec.Delete("general", reply.seq, "d"))
+        seen = {}
+        for client in (ann, bob):
+            kinds = []
+            while len(kinds) < 3:
+                packet = yield client.next()
+                if isinstance(packet, codec.Changed):
+                    kinds.append((packet.kind, packet.message.seq, packet.message.rev))
+            seen[client] = kinds
+        self.assertEqual(seen[ann], seen[bob])
+        self.assertEqual(sorted(k for k, _, _ in seen[ann]), ["delete", "edit", "react"])
+        old.send(codec.Ping("after"))
+        between = []
+        while not isinstance(between[-1:] and between[-1], codec.PongReply):
+            between.append((yield old.next()))
+        texts = [p.text for p in between if isinstance(p, codec.MessagePacket)]
+        self.assertEqual(texts, ["shiped", "nice"])
+        self.assertEqual(
+            [type(p) for p in between if not isinstance(p, codec.MessagePacket)][-1:], [codec.PongReply]
+        )
+        self.assertFalse([p for p in between if isinstance(p, (codec.Changed, codec.TypingNotice))])
+        old.send(codec.HistoryRequest(ref="h"))
+        page = yield old.expect(codec.HistoryPage)
+        self.assertEqual([(m.text, m.reactions) for m in page.messages], [("shipped", None)])

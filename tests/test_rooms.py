@@ -89,7 +89,16 @@ class Joining(SynchronousTestCase):
         self.assertEqual(
             state,
             codec.RoomState(
-                "Lobby", "", [codec.Peer(ann.connection.id, "ann", op=True)], [], "j1", False, False, 0, 0, rev=0
+                "Lobby",
+                "",
+                [codec.Peer(ann.connection.id, "ann", op=True)],
+                [],
+                "j1",
+                False,
+                False,
+                0,
+                0,
+                rev=0,
             ),
             "its maker is its operator; nothing unread",
         )

@@ -40,10 +40,10 @@ class Draft:
     reply: int | None = None  # the seq it answers
 
 
-def author_of(key: str, account: bool, id: int) -> str:
-    """Who owns a message: an account (its key) for good, a guest (``~`` and
-    its session id) only while its session lasts."""
-    return key if account else f"~{id}"
+def author_of(key: str, account: bool, id: int, epoch: str = "") -> str:
+    """Who owns a message: an account (its key) for good, a guest (``~``,
+    the server's epoch and its session id) only while its session lasts."""
+    return key if account else f"~{epoch}{id}"
 
 
 #: The kinds of :class:`Change`; "unreact" shows as "react" on the wire.

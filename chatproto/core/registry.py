@@ -23,6 +23,9 @@ class Registry:
     def __init__(self, max_clients: int) -> None:
         self.max_clients = max_clients
         self._ids = itertools.count(1)
+        # Ids start again at 1 when the server does: what a guest owns is
+        # named with this run's epoch too (eventlog.author_of).
+        self.epoch = secrets.token_hex(4) + "."
         self.open: dict[int, Connection] = {}  # every accepted connection
         self.reserved = 0  # places held by connections that are not chat ones yet (HTTP)
         self.pending: dict[int, Connection] = {}
@@ -32,6 +35,7 @@ class Registry:
     def renumber(self, base: int) -> None:
         """Ids from ``base + 1`` on (a cluster node's own range)."""
         self._ids = itertools.count(base + 1)
+        self.epoch = ""  # a cluster's ids are never given twice
 
     @property
     def full(self) -> bool:
