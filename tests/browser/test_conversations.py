@@ -132,6 +132,10 @@ def test_reactions_are_chips_with_counts_and_names(pages, peers):
     desk.send(codec.React("general", seq, "👍", on=False, ref="r2"))
     desk.expect(codec.Changed, lambda c: c.ref == "r2")
     ann.wait(lambda: not ann.all(chips), "no reactions left")
+    act(ann, "lunch at noon?", "react")  # a short name, typed
+    ann.wait(lambda: ann.find("#emoji-other").is_displayed(), "the picker's field")
+    ann.find("#emoji-other").send_keys(":taco:\n")
+    ann.wait(lambda: texts(ann, chips) == [":taco: 1"], "the named reaction")
 
 
 # -- edits ----------------------------------------------------------------------------------------

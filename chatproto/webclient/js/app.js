@@ -927,15 +927,27 @@ class App {
       this.closePopups();
       if (act && m) this.messageAction(act, m, null, Number(menu.dataset.x), Number(menu.dataset.y));
     });
-    $("emoji-picker").addEventListener("click", (e) => {
-      const emoji = e.target.closest("button")?.dataset.emoji;
-      const picker = $("emoji-picker");
+    const pick = (emoji) => {
       const room = this.room();
-      const m = room?.message(Number(picker.dataset.seq));
+      const m = room?.message(Number($("emoji-picker").dataset.seq));
       this.closePopups();
       if (!emoji || !m) return;
       const mine = m.reactions?.find((r) => r.emoji === emoji)?.by.some((n) => same(n, this.session.nick));
       this.session.react(room.name, m.seq, emoji, !mine);
+    };
+    $("emoji-picker").addEventListener("click", (e) => {
+      const emoji = e.target.closest("button")?.dataset.emoji;
+      if (emoji) pick(emoji);
+    });
+    const other = el("input", "other");
+    other.id = "emoji-other";
+    other.placeholder = "another emoji or :name:";
+    other.maxLength = 34;
+    other.setAttribute("aria-label", "Another emoji or :name:");
+    other.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter") return;
+      e.preventDefault();
+      pick(other.value.trim());
     });
     $("emoji-picker").replaceChildren(
       ...EMOJI.map((emoji) => {
@@ -945,6 +957,7 @@ class App {
         b.title = emoji;
         return b;
       }),
+      other,
     );
     document.addEventListener("click", (e) => {
       if (!e.target.closest(".popup, .tools, #message-menu")) this.closePopups();
@@ -990,6 +1003,8 @@ class App {
   /** A small box (the message menu, the emoji picker) at x, y, kept in the window. */
   openPopup(box, seq, x, y) {
     this.closePopups();
+    const other = box.querySelector("input");
+    if (other) other.value = "";
     box.dataset.seq = seq;
     box.hidden = false;
     const width = box.offsetWidth;
