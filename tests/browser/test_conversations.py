@@ -5,7 +5,7 @@ changes after a drop, in real Chromium against a real server process."""
 from __future__ import annotations
 
 import pytest
-from conftest import Page
+from conftest import Page, close_dialog, open_dialog
 
 from chatproto import codec
 from tests.processes import TcpPeer
@@ -64,6 +64,10 @@ def cleared(page: Page) -> None:
     box = page.find("#message-input")
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(Keys.BACKSPACE)
+
+
+def result(page: Page, dialog: str) -> str:
+    return page.find(f"{dialog} .result").text
 
 
 def texts(page: Page, css: str) -> list[str]:
@@ -286,6 +290,15 @@ def test_away_members_are_dimmed_with_their_message(pages):
     assert ann.find(f"{away}[data-nick=carol] .member-name").get_attribute("title") == "carol is away"
     carol.say("/back")
     ann.wait(lambda: not ann.all(away), "carol back")
+    open_dialog(ann, "#account-button", "#account-dialog")  # where a phone sets it
+    ann.find("#away-message").send_keys("on the train")
+    ann.find("#away-set").click()
+    ann.wait(lambda: result(ann, "#account-dialog") == "You are away: on the train", "said in the dialog")
+    bob.wait(lambda: bob.all(f"{away}[data-nick=ann]"), "ann away at bob")
+    ann.find("#away-back").click()
+    ann.wait(lambda: result(ann, "#account-dialog") == "You are back.", "back, said in the dialog")
+    bob.wait(lambda: not bob.all(away), "ann back at bob")
+    close_dialog(ann, "#account-dialog")
 
 
 # -- direct conversations ---------------------------------------------------------------------------

@@ -1033,6 +1033,7 @@ class App {
 
   renderAway() {
     const away = this.session.away;
+    if ($("account-dialog").open) this.renderAccountDialog();
     const b = $("away-button");
     b.textContent = away === null ? "Away" : "Back";
     b.title = away === null ? "Set yourself away (/away message sets a message)" : `You are away${away ? `: ${away}` : ""}; click to be back`;
@@ -1350,6 +1351,8 @@ class App {
   wireAccountDialog() {
     $("account-button").addEventListener("click", () => this.openAccount());
     $("logout-button").addEventListener("click", () => this.logOut());
+    $("away-set").addEventListener("click", () => this.session.setAway($("away-message").value.trim()));
+    $("away-back").addEventListener("click", () => this.session.setAway(null));
     $("register-button").addEventListener("click", () => {
       const password = $("register-password").value;
       if (password !== $("register-confirm").value) return this.result("The two passwords differ.", true);
@@ -1384,6 +1387,8 @@ class App {
     $("account-state").textContent = s.account
       ? `${s.nick} is your account${s.admin ? ", a server admin" : ""}.`
       : `${s.nick} is a guest nick: register it to keep it.`;
+    $("away-back").hidden = s.away === null;
+    if (s.away !== null && document.activeElement !== $("away-message")) $("away-message").value = s.away;
     $("account-register").hidden = s.account;
     $("account-change").hidden = !s.account;
     $("account-delete").hidden = !s.account;
