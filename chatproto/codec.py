@@ -683,6 +683,8 @@ class Changed:
     by: str
     message: Message
     ref: str | None = None
+    emoji: str | None = None  # a reaction's: which emoji
+    on: bool | None = None  # a reaction's: added (true) or taken back (false)
 
 
 @dataclass(frozen=True, slots=True)

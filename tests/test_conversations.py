@@ -244,6 +244,7 @@ class Reactions(SynchronousTestCase):
         server.flush()
         (last,) = changed(ann)[-1:]
         self.assertEqual(last.message.reactions, [codec.Reaction("🎉", ["bob", "carol"])])
+        self.assertEqual((last.kind, last.by, last.emoji, last.on), ("react", "carol", "🎉", True))
         carol.received()
         bob.received()
         bob.send(codec.React("general", message.seq, "🎉", ref="again"))
@@ -251,7 +252,9 @@ class Reactions(SynchronousTestCase):
         self.assertEqual((same.ref, same.message.rev), ("again", 2))
         self.assertEqual(changed(carol), [])  # nobody else hears of it
         bob.send(codec.React("general", message.seq, "🎉", on=False))
-        self.assertEqual(changed(carol)[0].message.reactions, [codec.Reaction("🎉", ["carol"])])
+        (taken,) = changed(carol)
+        self.assertEqual(taken.message.reactions, [codec.Reaction("🎉", ["carol"])])
+        self.assertEqual((taken.emoji, taken.on), ("🎉", False))
         bob.received()
         bob.send(codec.React("general", message.seq, "🎉", on=False, ref="none"))
         self.assertEqual(changed(bob)[0].ref, "none")

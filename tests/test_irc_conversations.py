@@ -11,7 +11,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatproto import codec
 from chatproto.transports.irc import IrcConnection, parse
 from chatproto.transports.irc_conversations import (
-    ReactionMemory,
     escape_tag,
     query_target,
     unescape_tag,
@@ -58,21 +57,6 @@ class Pure(SynchronousTestCase):
         self.assertEqual(
             query_target("@alice+bob", "admin", "alice"), "bob", "not a participant: by the author"
         )
-
-    def test_reaction_memory_tells_what_a_change_added_or_took_back(self):
-        memory = ReactionMemory()
-        first = {"seq": 8, "rev": 1, "reactions": [{"emoji": "🎉", "by": ["bob"]}]}
-        self.assertEqual(memory.diff("dev", first, "bob"), (["🎉"], []))
-        self.assertEqual(memory.diff("dev", first, "bob"), (["🎉"], []), "the same change framed twice")
-        second = {"seq": 8, "rev": 2, "reactions": [{"emoji": "🎉", "by": ["bob", "carol"]}]}
-        self.assertEqual(memory.diff("dev", second, "carol"), (["🎉"], []))
-        third = {"seq": 8, "rev": 3, "reactions": [{"emoji": "🎉", "by": ["carol"]}]}
-        self.assertEqual(memory.diff("dev", third, "bob"), ([], ["🎉"]))
-        self.assertEqual(
-            memory.diff("dev", second, "carol"), (["🎉"], []), "older: a room gone, as never seen"
-        )
-        memory.seen("dev", {"seq": 9, "rev": 4, "reactions": [{"emoji": "👍", "by": ["bob"]}]})
-        self.assertEqual(memory.diff("dev", {"seq": 9, "rev": 5}, "bob"), ([], ["👍"]), "from history")
 
 
 class Advertised(SynchronousTestCase):
@@ -218,14 +202,14 @@ class ToIrc(SynchronousTestCase):
 
     def test_a_reaction_is_tagmsg_to_message_tags_clients(self):
         on = message(8, "alice", "hi", reactions=[codec.Reaction("🎉", ["bob"])], rev=2)
-        tagged, plain = self.both(codec.Changed("general", "react", "bob", on))
+        tagged, plain = self.both(codec.Changed("general", "react", "bob", on, emoji="🎉", on=True))
         self.assertEqual(tagged, ["@+draft/react=🎉;+draft/reply=8 :bob!bob@chat TAGMSG :#general"])
         self.assertEqual(plain, [])
         off = message(8, "alice", "hi", rev=3)
-        tagged, _ = self.both(codec.Changed("general", "react", "bob", off))
+        tagged, _ = self.both(codec.Changed("general", "react", "bob", off, emoji="🎉", on=False))
         self.assertEqual(tagged, ["@+draft/unreact=🎉;+draft/reply=8 :bob!bob@chat TAGMSG :#general"])
         again = message(8, "alice", "hi", rev=3)
-        tagged, _ = self.both(codec.Changed("general", "react", "bob", again, ref="r1"))
+        tagged, _ = self.both(codec.Changed("general", "react", "bob", again, "r1", "🎉", False))
         self.assertEqual(
             tagged,
             ["@+draft/unreact=🎉;+draft/reply=8 :bob!bob@chat TAGMSG :#general"],

@@ -132,6 +132,9 @@ def changed_json(room: str, change: Change, message_json: str, ref: str | None =
     kind = REACT if change.kind == UNREACT else change.kind
     by = codec.dumps(change.by)
     text = f'{{"room":{codec.dumps(room)},"kind":"{kind}","by":{by},"message":{message_json}}}'
+    if kind == REACT:
+        on = "true" if change.kind == REACT else "false"
+        text = f'{text[:-1]},"emoji":{codec.dumps(change.emoji)},"on":{on}}}'
     return codec.with_ref(text, ref)
 
 

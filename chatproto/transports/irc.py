@@ -46,7 +46,6 @@ from chatproto.transports.irc_conversations import (
     CLIENTTAGDENY,
     EDITED,
     TYPING,
-    ReactionMemory,
     escape_tag,
     is_query,
     participants,
@@ -167,7 +166,6 @@ class IrcWire:
         self.echo = "echo-message" in caps
         self.away_notify = "away-notify" in caps
         self.redaction = "draft/message-redaction" in caps
-        self.reactions = ReactionMemory()
 
     def frame(self, payload: bytes) -> bytes:
         """IRC lines for a broadcast; for a packet the connection renders
@@ -237,11 +235,6 @@ class IrcWire:
         as REDACT (or a NOTICE), a reaction as TAGMSG +draft/react or
         +draft/unreact; the sender's own copy only with echo-message."""
         room, kind, by, message = body["room"], body["kind"], body["by"], body["message"]
-        added: list[str] = []
-        taken: list[str] = []
-        if kind == "react" and self.tags:
-            # Diffed on every copy (the sender's too), so that the next change diffs right.
-            added, taken = self.reactions.diff(room, message, by)
         if body.get("ref") is not None and not self.echo:
             return ""
         target = target_of(room, by, message["from"])
@@ -257,14 +250,10 @@ class IrcWire:
             tags = {"+draft/reply": seq} if self.tags else None
             author = irc_nick(message["from"])
             return line(user(by), "NOTICE", target, f"(deleted message {seq} from {author})", tags=tags)
-        if kind != "react" or not self.tags:
+        if kind != "react" or not self.tags or body.get("emoji") is None:
             return ""
-        lines = [
-            line(user(by), "TAGMSG", target, tags={tag: emoji, "+draft/reply": seq})
-            for tag, emojis in (("+draft/react", added), ("+draft/unreact", taken))
-            for emoji in emojis
-        ]
-        return "".join(lines)
+        tag = "+draft/react" if body.get("on", True) else "+draft/unreact"
+        return line(user(by), "TAGMSG", target, tags={tag: body["emoji"], "+draft/reply": seq})
 
     def joined(self, body: dict) -> str:
         """JOIN; for an operator, the server's MODE +o after it, as IRC
@@ -1122,8 +1111,6 @@ class IrcConnection(Framing):
         name = channel(state.room)
         session = self.connection.session
         assert session is not None, "a ROOM comes only to a logged-in connection"
-        for message in state.history:
-            self._seen(state.room, message)
         if is_query(state.room):
             # A conversation of two is a private query: nothing to JOIN.
             self._opened(state.room)
@@ -1217,14 +1204,6 @@ class IrcConnection(Framing):
         tags = {"+typing": "active" if notice.typing else "done"}
         self.write_line(user(notice.nick), "TAGMSG", target_of(notice.room, notice.nick), tags=tags)
 
-    def _seen(self, room: str, message: codec.Message) -> None:
-        """A message's reactions as of its rev, for the wire to diff the next CHANGED."""
-        if message.rev is not None:
-            reactions = [{"emoji": r.emoji, "by": r.by} for r in message.reactions or []]
-            self.irc_wire.reactions.seen(
-                room, {"seq": message.seq, "rev": message.rev, "reactions": reactions}
-            )
-
     def _history(self, page: codec.HistoryPage) -> None:
         assert page.room is not None, "IRC's CHATHISTORY always names its room"
         me = logged_in(self.connection).nick
@@ -1233,7 +1212,6 @@ class IrcConnection(Framing):
         if batch is not None:
             self.write_line(self.server, "BATCH", "+" + batch, "chathistory", name)
         for message in page.messages:
-            self._seen(page.room, message)
             body: dict[str, Any] = {
                 "from": message.sender,
                 "text": message.text,

@@ -1,13 +1,11 @@
 """What the IRC gateway needs for conversations (docs/protocol.md, 17.8
 and section 19): IRCv3 tag values, direct conversations as queries and
-``&`` channels, and which reaction a CHANGED added or took back.
+``&`` channels.
 
 Everything here is pure: no connection, no hub.
 """
 
 from __future__ import annotations
-
-from collections import OrderedDict
 
 from chatproto.rules import nick_key
 from chatproto.transports.ircnames import irc_nick
@@ -22,8 +20,6 @@ EDITED = "(edited) "
 #: +typing values -> TYPING's ``typing`` (paused: nothing is sent; the
 #: notice others got expires by itself, section 19.6).
 TYPING = {"active": True, "done": False}
-#: Messages per wire whose reactions are remembered, to tell what a CHANGED changed.
-REACTIONS_KEPT = 4096
 
 _ESCAPES = {";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"}
 _UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
@@ -94,63 +90,3 @@ def same_people(room: str, keys: set[str]) -> bool:
     """Whether ``room`` is the conversation of exactly these nick keys."""
     names = participants(room)
     return names is not None and {nick_key(name) for name in names} == keys
-
-
-# -- reactions ----------------------------------------------------------------------------
-
-
-class ReactionMemory:
-    """The reactions last seen on each message, to tell which reaction a
-    CHANGED ``kind: "react"`` added or took back (CHANGED carries the
-    present state only). Keyed by (room, seq), with the rev of the change
-    that was diffed, so that the same CHANGED framed twice (the sender's
-    own copy and everyone else's) gives the same answer."""
-
-    __slots__ = ("_kept",)
-
-    def __init__(self) -> None:
-        # (room, seq) -> (rev, reactions before that rev, reactions at it)
-        self._kept: OrderedDict[tuple[str, int], tuple[int, dict, dict]] = OrderedDict()
-
-    @staticmethod
-    def _state(reactions: list[dict] | None) -> dict[str, list[str]]:
-        return {r["emoji"]: list(r.get("by") or []) for r in reactions or []}
-
-    def seen(self, room: str, message: dict) -> None:
-        """A message in its present state (history, ROOM): remembered if newer."""
-        rev = message.get("rev")
-        if rev is None:
-            return
-        key = (room, message["seq"])
-        kept = self._kept.get(key)
-        if kept is None or kept[0] < rev:
-            state = self._state(message.get("reactions"))
-            self._keep(key, (rev, state, state))
-
-    def diff(self, room: str, message: dict, by: str) -> tuple[list[str], list[str]]:
-        """(emoji ``by`` added, emoji ``by`` took back) by this change."""
-        key = (room, message["seq"])
-        rev = message.get("rev") or 0
-        now = self._state(message.get("reactions"))
-        kept = self._kept.get(key)
-        if kept is not None and kept[0] == rev:
-            before = kept[1]  # the same change again: the same answer
-        elif kept is not None and kept[0] < rev:
-            before = kept[2]
-        else:
-            # Never seen (or seen with a later rev: a room of that name
-            # before this one): whatever ``by`` has now may be new.
-            before = {}
-        if kept is None or kept[0] != rev:
-            self._keep(key, (rev, before, now))
-        who = nick_key(by)
-        had = {emoji for emoji, nicks in before.items() if who in map(nick_key, nicks)}
-        has = {emoji for emoji, nicks in now.items() if who in map(nick_key, nicks)}
-        order = list(now) + [emoji for emoji in before if emoji not in now]
-        return [e for e in order if e in has - had], [e for e in order if e in had - has]
-
-    def _keep(self, key: tuple[str, int], value: tuple[int, dict, dict]) -> None:
-        self._kept[key] = value
-        self._kept.move_to_end(key)
-        while len(self._kept) > REACTIONS_KEPT:
-            self._kept.popitem(last=False)

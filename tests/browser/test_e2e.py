@@ -205,6 +205,29 @@ def run(script: Script, server: Server) -> TcpPeer:
     )
     assert said.text == "* waves at everyone"
     ann.wait(lambda: "* ann waves at everyone" in ann.lines("#transcript li.me-action"), "the action")
+
+    # -- conversations: a reply, reactions, an edit, typing -------------------------------------
+    bob.send(codec.Say("I'll bring **plates**", "p", "general", heard.seq))
+    bob.expect(codec.MessagePacket, lambda m: m.ref == "p")
+    bob.send(codec.React("general", heard.seq, "🎉", ref="r"))
+    bob.expect(codec.Changed, lambda c: c.ref == "r")
+    ann.wait(lambda: ann.all("#transcript li .quote"), "bob's reply, quoting ann")
+    ann.wait(lambda: ann.all("#transcript .reaction"), "bob's reaction")
+    ann.find("#transcript .reaction").click()  # ann's too
+    ann.wait(lambda: ann.all("#transcript .reaction.mine"), "ann's reaction")
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(ann.here()).move_to_element(ann.find("#message-input")).perform()  # no hover in the pictures
+    from selenium.webdriver.common.keys import Keys
+
+    ann.find("#message-input").send_keys(Keys.ARROW_UP)  # edits her last message: the /me
+    ann.wait(lambda: ann.find("#compose-bar").is_displayed(), "editing")
+    ann.say(" and bob")
+    edited = bob.expect(codec.Changed, lambda c: c.kind == "edit")
+    assert edited.message.text == "* waves at everyone and bob"
+    ann.wait(lambda: ann.all("#transcript li.me-action .edited"), "(edited)")
+    bob.send(codec.Typing("general"))
+    ann.wait(lambda: ann.find("#typing").text == "bob is typing…", "bob typing")
     bob.send(codec.Say("ann: could you set den's topic?", None, "den"))
     ann.wait(lambda: ann.all("#room-list li[data-room=den] .mention-badge"), "a mention badge on den")
     script.step(ann, "whispers-and-me", readme="desktop")

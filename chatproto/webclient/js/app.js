@@ -4,7 +4,8 @@
 
 import { ChatSession } from "./session.js";
 import { roomKey, nickKey } from "./protocol.js";
-import { loginError, leftText, statusText } from "./words.js";
+import { loginError, leftText, statusText, typingText, dayText } from "./words.js";
+import { formatted } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
 /** The tab's session (nick, resume token, rooms): sessionStorage, so it
@@ -14,8 +15,14 @@ const TAB_KEY = "chat.tab";
 const GROWN = 150;
 const URL_PATTERN = /\bhttps?:\/\/[^\s<>"']+/gi;
 const COMMANDS =
-  "/msg nick text, /me text, /join room, /part [reason], /topic text, /kick nick [reason], " +
-  "/ban nick [reason], /unban nick, /op nick, /deop nick, /invite nick, /quit";
+  "/msg nick text, /me text, /join room, /part [reason], /list, /topic text, /away [message], /back, " +
+  "/kick nick [reason], /ban nick [reason], /unban nick, /op nick, /deop nick, /invite nick, /quit";
+/** Messages of one author closer than this (seconds) share one header. */
+const GROUPED = 300;
+/** The emoji picker's choice. */
+const EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "😢", "👀", "🙏", "✅", "🔥", "👏", "🤔", "😄", "🚀", "👎", "💯"];
+/** A touch held this long (ms) opens a message's menu. */
+const LONG_PRESS = 500;
 
 function defaultUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -24,6 +31,14 @@ function defaultUrl() {
 
 function time(ts) {
   return new Date(ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function dayOf(ts) {
+  return new Date(ts * 1000).toDateString();
+}
+
+function same(a, b) {
+  return nickKey(a ?? "") === nickKey(b ?? "");
 }
 
 function el(tag, className, text) {
@@ -102,7 +117,13 @@ class App {
       this.submit($("message-input").value);
     });
     $("message-input").addEventListener("keydown", (e) => this.typing(e));
-    $("message-input").addEventListener("input", () => this.grow());
+    $("message-input").addEventListener("input", () => {
+      this.grow();
+      this.typed();
+    });
+    $("compose-cancel").addEventListener("click", () => this.cancelCompose());
+    $("away-button").addEventListener("click", () => this.session?.setAway(this.session.away === null ? "" : null));
+    this.wireMessages();
     $("join-button").addEventListener("click", () => this.openJoin());
     $("leave-button").addEventListener("click", () => this.current && this.session.part(this.room().name));
     $("join-form").addEventListener("submit", (e) => {
@@ -203,7 +224,12 @@ class App {
     on("whisper", this.onWhisper);
     on("error", this.onError);
     on("marked", () => this.renderRooms());
-    on("roomlist", ({ rooms }) => this.renderDirectory(rooms));
+    on("roomlist", ({ rooms }) => this.onRoomList(rooms));
+    on("changed", this.onChanged);
+    on("typing", ({ room }) => this.renderTyping(room));
+    on("away", () => this.renderAway());
+    on("opened", ({ room }) => this.show(room.key));
+    on("open-failed", this.onOpenFailed);
     on("done", this.onDone);
     on("bans", this.onBans);
     on("sessions", this.onSessions);
@@ -229,7 +255,7 @@ class App {
   onState({ state, detail }) {
     const words = {
       connecting: "connecting…",
-      connected: `connected as ${this.session.nick}`,
+      connected: `connected as ${this.session.nick}${this.session.away === null ? "" : " (away)"}`,
       reconnecting: `connection lost: retrying in ${detail} s`,
       given_up: `disconnected: ${detail}`,
       disconnected: "disconnected",
@@ -250,6 +276,7 @@ class App {
     $("password").value = "";
     $("password-confirm").value = "";
     $("admin-button").hidden = !this.session.admin;
+    this.renderAway();
     if (!resumed && body.motd) this.notice(body.motd);
     $("message-input").maxLength = body.limits?.max_text ?? 4000;
     $("message-input").focus();
@@ -274,14 +301,20 @@ class App {
   }
 
   show(key) {
+    const before = this.room();
+    if (before && before.key !== key) {
+      this.session.stoppedTyping(before.name);
+      if (this.replyTo || this.editing) this.cancelCompose();
+    }
     this.current = key;
     this.session.show(key);
     const room = this.room();
     if (!room) return;
     room.mentions = 0;
     document.body.classList.remove("show-rooms");
-    $("room-title").textContent = room.name;
-    $("room-topic").textContent = room.topic;
+    document.body.classList.toggle("direct", room.direct);
+    $("room-title").textContent = this.roomName(room);
+    $("room-topic").textContent = room.direct ? room.topic || "direct conversation" : room.topic;
     this.renderTranscript(room);
     const list = $("transcript");
     list.scrollTop = list.scrollHeight;
@@ -293,17 +326,54 @@ class App {
 
   renderTranscript(room) {
     const list = $("transcript");
-    list.replaceChildren(...room.timeline().map((entry) => this.entry(entry)));
+    const nodes = [];
+    let prev = null;
+    for (const entry of room.timeline()) {
+      const li = this.entry(entry);
+      nodes.push(...this.placed(li, prev));
+      prev = li;
+    }
+    list.replaceChildren(...nodes);
     for (const li of this.localLines.values()) {
       if (li.dataset.room === room.key) list.append(li);
     }
+    this.renderTyping(room);
+  }
+
+  /** A line and what comes before it after `prev` (the line above, or null):
+   * a day separator when the day changes; and a message of the same author
+   * soon after the one above shares its header (the line is marked continued). */
+  placed(li, prev) {
+    const ts = Number(li.dataset.ts);
+    const before = prev ? Number(prev.dataset.ts) : NaN;
+    if (ts && !(before && dayOf(before) === dayOf(ts))) {
+      const day = el("li", "day");
+      day.dataset.ts = ts;
+      day.append(el("span", "", dayText(ts)));
+      return [day, li];
+    }
+    const grouped = (n) => n.classList.contains("message") && !n.classList.contains("whisper") && !n.classList.contains("me-action");
+    if (prev && grouped(li) && grouped(prev) && li.dataset.from && same(prev.dataset.from, li.dataset.from) && ts - before < GROUPED) {
+      li.classList.add("continued");
+    }
+    return [li];
+  }
+
+  /** How the page names a room: a direct conversation by its other people. */
+  roomName(room) {
+    if (!room.direct) return room.name;
+    const others = room.others(this.session.nick);
+    return others.length ? others.join(", ") : this.session.nick;
   }
 
   renderRooms() {
-    const items = [...this.session.rooms.values()].filter((r) => r.joined).map((room) => {
+    const joined = [...this.session.rooms.values()].filter((r) => r.joined);
+    const items = joined.map((room) => {
       const li = el("li", room.key === this.current ? "current" : "");
       li.dataset.room = room.key;
-      li.append(button(room.name, () => this.show(room.key), "room-name"));
+      const name = button(this.roomName(room), () => this.show(room.key), "room-name");
+      if (room.direct) name.title = `Direct conversation with ${room.others(this.session.nick).join(", ")}`;
+      li.append(name);
       if (room.key !== this.current && room.mentions) {
         const badge = el("span", "unread mention-badge", `@${room.mentions}`);
         badge.title = `${room.mentions} unread message${room.mentions === 1 ? "" : "s"} naming you`;
@@ -313,7 +383,9 @@ class App {
       }
       return li;
     });
-    $("room-list").replaceChildren(...items);
+    $("room-list").replaceChildren(...items.filter((li, n) => !joined[n].direct));
+    $("direct-list").replaceChildren(...items.filter((li, n) => joined[n].direct));
+    $("direct-heading").hidden = !joined.some((r) => r.direct);
   }
 
   /** Whether I may moderate this room: its operator, or a server admin. */
@@ -330,6 +402,10 @@ class App {
         li.dataset.nick = p.nick;
         const name = button((p.op ? "@" : "") + p.nick, () => this.openMember(p), "member-name");
         name.title = p.op ? `${p.nick}, an operator of ${room.name}` : p.nick;
+        if (p.away != null) {
+          li.classList.add("away");
+          name.title = `${name.title} is away${p.away ? `: ${p.away}` : ""}`;
+        }
         li.append(name);
         li.addEventListener("contextmenu", (e) => {
           e.preventDefault();
@@ -378,6 +454,24 @@ class App {
     $("join-dialog").showModal();
   }
 
+  onRoomList(rooms) {
+    this.renderDirectory(rooms);
+    if (!this.listing) return;
+    this.listing = false;
+    if (!rooms.length) return this.notice("No rooms.");
+    this.notice(`Rooms (${rooms.length}):`);
+    for (const r of rooms) this.notice(`${r.room} (${r.members})${r.topic ? `: ${r.topic}` : ""}`);
+  }
+
+  onOpenFailed({ code, message, opening }) {
+    if (code === "no_such_account" && opening.text && opening.names.length === 1) {
+      // A guest has no conversations: a whisper reaches it, as before.
+      this.session.whisper(opening.names[0], opening.text);
+      return;
+    }
+    this.notice(`Can't open a conversation with ${opening.names.join(", ")}: ${message}`, "error");
+  }
+
   renderDirectory(rooms) {
     $("room-directory").replaceChildren(
       ...rooms.map((r) => {
@@ -400,30 +494,120 @@ class App {
   line(m) {
     const li = el("li", m.action ? "event record" : "message");
     li.dataset.seq = m.seq;
-    li.append(el("time", "", time(m.ts)), " ");
+    li.dataset.ts = m.ts;
     if (m.action) {
-      li.append(el("span", "text", `${m.from} ${m.text}`));
+      li.append(el("time", "", time(m.ts)), " ");
+      li.append(el("span", "text", m.deleted ? "message deleted" : `${m.from} ${m.text}`));
+      if (this.canDelete(this.room(), m)) li.append(this.tools(m));
       return li;
     }
-    if (m.text.startsWith("* ")) {
+    li.dataset.from = m.from;
+    const stamp = el("time", "", time(m.ts));
+    stamp.dateTime = new Date(m.ts * 1000).toISOString();
+    stamp.title = new Date(m.ts * 1000).toLocaleString();
+    li.append(stamp);
+    const body = el("div", "body");
+    const action = !m.deleted && m.text.startsWith("* ");
+    if (!action) body.append(el("span", "from", m.from));
+    if (m.reply) body.append(this.quote(m.reply));
+    if (m.deleted) {
+      li.classList.add("deleted");
+      body.append(el("span", "text", m.deleted_by ? `message deleted by ${m.deleted_by}` : "message deleted"));
+    } else if (action) {
       // /me, and IRC's CTCP ACTION: the gateway carries it as "* text"
       li.classList.add("me-action");
       const text = el("span", "text", `* ${m.from} `);
-      text.append(linkify(m.text.slice(2)));
-      li.append(text);
+      text.append(formatted(m.text.slice(2), linkify));
+      body.append(text);
     } else {
       const text = el("span", "text");
-      text.append(linkify(m.text));
-      li.append(el("span", "from", m.from), " ", text);
+      text.append(formatted(m.text, linkify));
+      body.append(text);
     }
+    if (m.edited && !m.deleted) {
+      const edited = el("span", "edited", " (edited)");
+      edited.title = `edited ${new Date(m.edited * 1000).toLocaleString()}`;
+      body.append(edited);
+    }
+    li.append(body);
+    if (m.reactions?.length && !m.deleted) li.append(this.reactions(m));
+    if (!m.deleted) li.append(this.tools(m));
     if (this.mentions(m)) li.classList.add("mention");
-    if (nickKey(m.from) === nickKey(this.session.nick)) li.classList.add("own", "confirmed");
+    if (same(m.from, this.session.nick)) li.classList.add("own", "confirmed");
     return li;
+  }
+
+  /** A reply's quote of the message it answers; a click shows that message. */
+  quote(q) {
+    const b = el("button", q.deleted ? "quote deleted" : "quote");
+    b.type = "button";
+    b.dataset.seq = q.seq;
+    if (q.deleted) b.append(el("span", "quote-text", "original deleted"));
+    else b.append(el("span", "quote-from", q.from ?? ""), " ", el("span", "quote-text", q.text ?? ""));
+    b.title = "Show the message this one answers";
+    return b;
+  }
+
+  /** The reaction chips: emoji and count; the title says who; a click toggles mine. */
+  reactions(m) {
+    const box = el("div", "reactions");
+    for (const r of m.reactions) {
+      const mine = r.by.some((n) => same(n, this.session.nick));
+      const chip = el("button", mine ? "reaction mine" : "reaction");
+      chip.type = "button";
+      chip.dataset.emoji = r.emoji;
+      chip.append(el("span", "emoji", r.emoji), " ", el("span", "count", String(r.by.length)));
+      chip.title = `${r.by.join(", ")} reacted with ${r.emoji}`;
+      chip.setAttribute("aria-pressed", String(mine));
+      box.append(chip);
+    }
+    return box;
+  }
+
+  /** The actions shown over a message on hover (and in its menu). */
+  actions(m) {
+    const room = this.room();
+    const list = [];
+    if (!m.action && !m.deleted) {
+      list.push(["reply", "↩", "Reply"], ["react", "☺", "Add a reaction"]);
+      if (this.canEdit(m)) list.push(["edit", "✎", "Edit"]);
+    }
+    if (this.canDelete(room, m)) list.push(["delete", "🗑", "Delete"]);
+    return list;
+  }
+
+  tools(m) {
+    const box = el("div", "tools");
+    for (const [act, icon, label] of this.actions(m)) {
+      const b = el("button", "", icon);
+      b.type = "button";
+      b.dataset.act = act;
+      b.title = label;
+      b.setAttribute("aria-label", label);
+      box.append(b);
+    }
+    return box;
+  }
+
+  canEdit(m) {
+    if (m.action || m.deleted || !same(m.from, this.session.nick)) return false;
+    const window = this.session.limits?.edit_window ?? 0;
+    return !(window > 0 && Date.now() / 1000 - m.ts > window);
+  }
+
+  /** The author; an operator of the room (not in a direct conversation); an admin. */
+  canDelete(room, m) {
+    if (m.deleted) return false;
+    if (this.session.admin) return true;
+    if (m.action) return false;
+    if (same(m.from, this.session.nick)) return true;
+    return !!room && !room.direct && room.isOp(this.session.nick);
   }
 
   eventLine(e) {
     if (e.kind === "whisper") {
       const li = el("li", "message whisper");
+      li.dataset.ts = e.ts;
       li.append(el("time", "", time(e.ts)), " ", el("span", "from", e.fromMe ? `→ ${e.to}` : `${e.from} → you`), " ");
       const text = el("span", "text");
       text.append(linkify(e.text));
@@ -440,6 +624,7 @@ class App {
       kind = `status ${e.kind}`;
     }
     const li = el("li", kind);
+    li.dataset.ts = e.ts;
     li.append(el("time", "", time(e.ts)), " ", el("span", "text", text));
     return li;
   }
@@ -457,8 +642,31 @@ class App {
     const list = $("transcript");
     const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
     const first = [...this.localLines.values()].find((l) => l.parentNode === list);
-    list.insertBefore(li, first ?? null);
+    const prev = first ? first.previousElementSibling : list.lastElementChild;
+    for (const node of this.placed(li, prev)) list.insertBefore(node, first ?? null);
     if (atBottom) list.scrollTop = list.scrollHeight;
+  }
+
+  /** CHANGED (or a catch-up page): the changed messages, and replies quoting them, redrawn in place. */
+  onChanged({ room, touched }) {
+    for (const m of touched) {
+      if (this.editing && this.editing.room === room.key && this.editing.seq === m.seq && m.deleted) this.cancelCompose();
+      if (this.replyTo && this.replyTo.room === room.key && this.replyTo.seq === m.seq) {
+        if (m.deleted) this.cancelCompose();
+        else this.renderComposeBar();
+      }
+    }
+    if (room.key !== this.current) return;
+    const list = $("transcript");
+    const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+    for (const m of touched) {
+      const old = list.querySelector(`li[data-seq="${m.seq}"]`);
+      if (!old) continue;
+      const li = this.line(m);
+      if (old.classList.contains("continued")) li.classList.add("continued");
+      old.replaceWith(li);
+    }
+    if (atBottom) list.scrollTop = list.scrollHeight; // a reaction's chips make a line taller
   }
 
   onMessage({ room, message }) {
@@ -470,13 +678,15 @@ class App {
     if (room.key === this.current) {
       if (message.seq === room.lastSeq) this.appendLine(this.line(message));
       else this.renderTranscript(room); // filled in a gap: redraw in order
+      this.renderTyping(room);
       this.markShown();
     } else if (nickKey(message.from) !== nickKey(this.session.nick)) {
       room.unread += 1;
       if (this.mentions(message)) room.mentions += 1;
       this.renderRooms();
     }
-    if (this.mentions(message)) this.announce(room, message);
+    const direct = room.direct && !same(message.from, this.session.nick);
+    if (this.mentions(message) || direct) this.announce(room, message);
   }
 
   onEvent({ room, entry }) {
@@ -507,6 +717,7 @@ class App {
       const whisper = item.type === 0x03;
       li = el("li", whisper ? "message own whisper" : "message own");
       li.dataset.ref = item.ref;
+      li.dataset.ts = Date.now() / 1000;
       li.dataset.room = item.room ? roomKey(item.room) : this.current ?? "";
       li.append(el("span", "from", whisper ? `→ ${item.body.to}` : this.session.nick), " ", el("span", "text", item.text));
       li.append(" ", el("span", "mark"));
@@ -545,6 +756,8 @@ class App {
       register: `${b.target} is now registered to you.`,
       password: "Your password is changed.",
       delete: `The account ${b.target} is deleted: you go on as a guest.`,
+      away: this.session.away ? `You are away: ${this.session.away}` : "You are away.",
+      back: "You are back.",
     };
     const text = said[b.op] ?? `done: ${b.op} ${b.target}`;
     if (b.op === "register" || b.op === "password" || b.op === "delete") this.renderAccountDialog();
@@ -564,6 +777,7 @@ class App {
 
   notice(text, kind = "notice") {
     const li = el("li", kind, text);
+    li.dataset.ts = Date.now() / 1000;
     $("transcript").append(li);
     $("transcript").scrollTop = $("transcript").scrollHeight;
   }
@@ -576,11 +790,258 @@ class App {
 
   // -- typing ------------------------------------------------------------------------
 
-  /** Enter sends; Shift+Enter (and Enter while composing with an IME) is a new line. */
+  /** Enter sends; Shift+Enter (and Enter while composing with an IME) is a
+   * new line; Escape drops a reply or an edit; Up in an empty box edits my
+   * last message. */
   typing(e) {
-    if (e.key !== "Enter" || e.shiftKey || e.isComposing) return;
+    if (e.isComposing) return;
+    const box = $("message-input");
+    if (e.key === "Escape" && (this.replyTo || this.editing)) {
+      e.preventDefault();
+      this.cancelCompose();
+      return;
+    }
+    if (e.key === "ArrowUp" && box.value === "" && !this.editing) {
+      const room = this.room();
+      const mine = room ? [...room.messages].reverse().find((m) => this.canEdit(m)) : null;
+      if (mine) {
+        e.preventDefault();
+        this.startEdit(mine);
+      }
+      return;
+    }
+    if (e.key !== "Enter" || e.shiftKey) return;
     e.preventDefault();
-    this.submit($("message-input").value);
+    this.submit(box.value);
+  }
+
+  /** The box changed: tell the room I am typing (or stopped, when emptied). */
+  typed() {
+    const room = this.room();
+    if (!room || !this.session) return;
+    const text = $("message-input").value;
+    if (!text.trim()) this.session.stoppedTyping(room.name);
+    else if (!this.editing && !text.startsWith("/")) this.session.typing(room.name);
+  }
+
+  renderTyping(room) {
+    if (room.key !== this.current) return;
+    const nicks = [...room.typing.values()].map((t) => t.nick);
+    $("typing").textContent = typingText(nicks);
+  }
+
+  // -- replying and editing ------------------------------------------------------------
+
+  startReply(m) {
+    if (this.editing) this.cancelCompose(); // the edit's text leaves the box
+    this.replyTo = { room: this.current, seq: m.seq, from: m.from, text: m.text };
+    this.renderComposeBar();
+    $("message-input").focus();
+  }
+
+  startEdit(m) {
+    this.replyTo = null;
+    this.editing = { room: this.current, seq: m.seq };
+    const box = $("message-input");
+    box.value = m.text;
+    this.grow();
+    this.renderComposeBar();
+    box.focus();
+    box.setSelectionRange(box.value.length, box.value.length);
+  }
+
+  cancelCompose() {
+    if (this.editing) {
+      $("message-input").value = "";
+      this.grow();
+    }
+    this.editing = null;
+    this.replyTo = null;
+    this.renderComposeBar();
+  }
+
+  renderComposeBar() {
+    const bar = $("compose-bar");
+    const what = $("compose-what");
+    bar.hidden = !this.replyTo && !this.editing;
+    what.replaceChildren();
+    if (this.replyTo) {
+      const m = this.session.rooms.get(this.replyTo.room)?.message(this.replyTo.seq) ?? this.replyTo;
+      what.append("Replying to ", el("strong", "", m.from), ": ", el("span", "muted", Array.from(m.text).slice(0, 80).join("")));
+    } else if (this.editing) {
+      what.append("Editing your message (Escape cancels)");
+    }
+    bar.classList.toggle("editing", !!this.editing);
+  }
+
+  // -- message actions -----------------------------------------------------------------
+
+  wireMessages() {
+    const list = $("transcript");
+    list.addEventListener("click", (e) => {
+      const target = e.target.closest("button");
+      const li = e.target.closest("li[data-seq]");
+      if (!target || !li) return;
+      const room = this.room();
+      const m = room?.message(Number(li.dataset.seq));
+      if (!m) return;
+      if (target.classList.contains("quote")) this.goTo(Number(target.dataset.seq));
+      else if (target.classList.contains("reaction")) {
+        this.session.react(room.name, m.seq, target.dataset.emoji, !target.classList.contains("mine"));
+      } else if (target.dataset.act) this.messageAction(target.dataset.act, m, target);
+    });
+    list.addEventListener("contextmenu", (e) => {
+      const li = e.target.closest("li[data-seq]");
+      if (!li || e.target.closest("a")) return;
+      e.preventDefault();
+      this.openMessageMenu(li, e.clientX, e.clientY);
+    });
+    // A long press on a phone: the same menu.
+    let press = null;
+    let pressed = false; // the menu opened by this press: its release is no tap
+    const cancel = () => {
+      clearTimeout(press);
+      press = null;
+    };
+    list.addEventListener("touchstart", (e) => {
+      const li = e.target.closest("li[data-seq]");
+      pressed = false;
+      if (!li || e.touches.length !== 1) return;
+      const { clientX, clientY } = e.touches[0];
+      cancel();
+      press = setTimeout(() => {
+        pressed = true;
+        this.openMessageMenu(li, clientX, clientY);
+      }, LONG_PRESS);
+    }, { passive: true });
+    list.addEventListener("touchend", (e) => {
+      cancel();
+      if (pressed && e.cancelable) e.preventDefault(); // no click to close the menu just opened
+      pressed = false;
+    });
+    for (const name of ["touchmove", "touchcancel"]) list.addEventListener(name, cancel, { passive: true });
+    $("message-menu").addEventListener("click", (e) => {
+      const act = e.target.closest("button")?.dataset.act;
+      const menu = $("message-menu");
+      const m = this.room()?.message(Number(menu.dataset.seq));
+      this.closePopups();
+      if (act && m) this.messageAction(act, m, null, Number(menu.dataset.x), Number(menu.dataset.y));
+    });
+    const pick = (emoji) => {
+      const room = this.room();
+      const m = room?.message(Number($("emoji-picker").dataset.seq));
+      this.closePopups();
+      if (!emoji || !m) return;
+      const mine = m.reactions?.find((r) => r.emoji === emoji)?.by.some((n) => same(n, this.session.nick));
+      this.session.react(room.name, m.seq, emoji, !mine);
+    };
+    $("emoji-picker").addEventListener("click", (e) => {
+      const emoji = e.target.closest("button")?.dataset.emoji;
+      if (emoji) pick(emoji);
+    });
+    const other = el("input", "other");
+    other.id = "emoji-other";
+    other.placeholder = "another emoji or :name:";
+    other.maxLength = 34;
+    other.setAttribute("aria-label", "Another emoji or :name:");
+    other.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter") return;
+      e.preventDefault();
+      pick(other.value.trim());
+    });
+    $("emoji-picker").replaceChildren(
+      ...EMOJI.map((emoji) => {
+        const b = el("button", "", emoji);
+        b.type = "button";
+        b.dataset.emoji = emoji;
+        b.title = emoji;
+        return b;
+      }),
+      other,
+    );
+    document.addEventListener("click", (e) => {
+      if (!e.target.closest(".popup, .tools, #message-menu")) this.closePopups();
+    });
+    document.addEventListener("keydown", (e) => e.key === "Escape" && this.closePopups());
+    // A touch screen's hover sticks to the last tap: tools on hover for a mouse only.
+    document.addEventListener("pointerdown", (e) => document.body.classList.toggle("touch", e.pointerType === "touch"));
+    document.addEventListener("pointermove", (e) => e.pointerType === "mouse" && document.body.classList.remove("touch"));
+    $("transcript").addEventListener("scroll", () => this.closePopups());
+  }
+
+  messageAction(act, m, anchor, x = null, y = null) {
+    const room = this.room();
+    if (!room) return;
+    if (act === "reply") this.startReply(m);
+    else if (act === "edit") this.startEdit(m);
+    else if (act === "delete") this.session.remove(room.name, m.seq);
+    else if (act === "react") {
+      const box = anchor?.getBoundingClientRect();
+      this.openPopup($("emoji-picker"), m.seq, box ? box.left : x, box ? box.bottom : y);
+    }
+  }
+
+  openMessageMenu(li, x, y) {
+    const m = this.room()?.message(Number(li.dataset.seq));
+    if (!m) return;
+    const menu = $("message-menu");
+    const labels = { reply: "Reply", react: "React…", edit: "Edit", delete: "Delete" };
+    menu.replaceChildren(
+      ...this.actions(m).map(([act, icon]) => {
+        const b = el("button", "", `${icon} ${labels[act]}`);
+        b.type = "button";
+        b.dataset.act = act;
+        return b;
+      }),
+    );
+    if (!menu.children.length) return;
+    menu.dataset.x = x;
+    menu.dataset.y = y;
+    this.openPopup(menu, m.seq, x, y);
+  }
+
+  /** A small box (the message menu, the emoji picker) at x, y, kept in the window. */
+  openPopup(box, seq, x, y) {
+    this.closePopups();
+    const other = box.querySelector("input");
+    if (other) other.value = "";
+    box.dataset.seq = seq;
+    box.hidden = false;
+    const width = box.offsetWidth;
+    const height = box.offsetHeight;
+    box.style.left = `${Math.max(4, Math.min(x, window.innerWidth - width - 4))}px`;
+    box.style.top = `${Math.max(4, Math.min(y, window.innerHeight - height - 4))}px`;
+    box.querySelector("button")?.focus();
+  }
+
+  closePopups() {
+    for (const box of document.querySelectorAll(".popup")) box.hidden = true;
+  }
+
+  /** Scroll to a message (a quote's original) and flash it, if it is loaded. */
+  goTo(seq) {
+    const li = $("transcript").querySelector(`li[data-seq="${seq}"]`);
+    if (!li) {
+      this.notice("The original message is further back: scroll up to load it.");
+      return;
+    }
+    li.scrollIntoView({ block: "center" });
+    li.classList.remove("flash");
+    void li.offsetWidth; // restart the animation
+    li.classList.add("flash");
+  }
+
+  renderAway() {
+    const away = this.session.away;
+    if ($("account-dialog").open) this.renderAccountDialog();
+    const b = $("away-button");
+    b.textContent = away === null ? "Away" : "Back";
+    b.title = away === null ? "Set yourself away (/away message sets a message)" : `You are away${away ? `: ${away}` : ""}; click to be back`;
+    b.classList.toggle("active", away !== null);
+    document.body.classList.toggle("away", away !== null);
+    if (this.session.state === "connected") {
+      $("status").textContent = `connected as ${this.session.nick}${away === null ? "" : " (away)"}`;
+    }
   }
 
   /** The box grows with its text, up to a few lines (then it scrolls). */
@@ -593,6 +1054,18 @@ class App {
 
   submit(text) {
     text = text.replace(/^\s*\n|\s+$/g, "");
+    if (this.editing) {
+      const { room: key, seq } = this.editing;
+      const room = this.session.rooms.get(key);
+      const m = room?.message(seq);
+      if (!text.trim()) return; // an edit can't empty a message: Delete does that
+      if (room && m && m.text !== text) this.session.edit(room.name, seq, text);
+      this.editing = null;
+      $("message-input").value = "";
+      this.grow();
+      this.renderComposeBar();
+      return;
+    }
     if (!text.trim() || !this.session) return;
     if (this.command(text) === false) return;
     $("message-input").value = "";
@@ -612,9 +1085,30 @@ class App {
       this.session.moderate(room.name, op, { target, ...fields });
     };
     switch (command) {
-      case "/msg":
+      case "/msg": {
         if (rest.length < 2) return this.problem("Usage: /msg nick text");
-        this.session.whisper(rest[0], rest.slice(1).join(" "));
+        const said = rest.slice(1).join(" ");
+        // An account talks in a direct conversation (kept, on every device); a guest whispers.
+        if (!this.session.account || same(rest[0], this.session.nick)) {
+          this.session.whisper(rest[0], said);
+          return true;
+        }
+        const open = this.session.directWith([rest[0]]);
+        if (open) {
+          this.show(open.key);
+          this.session.say(open.name, said);
+        } else if (!this.session.open([rest[0]], said)) return this.problem("Not connected: try again in a moment.");
+        return true;
+      }
+      case "/list":
+        this.listing = true;
+        this.session.listRooms();
+        return true;
+      case "/away":
+        this.session.setAway(arg);
+        return true;
+      case "/back":
+        this.session.setAway(null);
         return true;
       case "/me":
         if (!room || !arg) return this.problem(room ? "Usage: /me text" : "Join a room first.");
@@ -644,13 +1138,16 @@ class App {
       case "/help":
         this.notice(`Commands: ${COMMANDS}. Start a message with // to send a leading /.`);
         return true;
-      default:
+      default: {
         if (command.startsWith("/") && !command.startsWith("//")) {
           return this.problem(`Unknown command ${command}. Commands: ${COMMANDS}.`);
         }
         if (!room) return this.problem("Join a room first.");
-        this.session.say(room.name, text.startsWith("//") ? text.slice(1) : text);
+        const reply = this.replyTo && this.replyTo.room === room.key ? this.replyTo.seq : null;
+        this.session.say(room.name, text.startsWith("//") ? text.slice(1) : text, reply);
+        if (this.replyTo) this.cancelCompose();
         return true;
+      }
     }
   }
 
@@ -690,7 +1187,9 @@ class App {
     for (const b of dialog.querySelectorAll(".admin-only")) b.hidden = !this.session.admin || me;
     dialog.querySelector('[data-act="op"]').hidden ||= op;
     dialog.querySelector('[data-act="deop"]').hidden ||= !op;
-    dialog.querySelector('[data-act="whisper"]').hidden = me;
+    const talk = dialog.querySelector('[data-act="whisper"]');
+    talk.hidden = me;
+    talk.textContent = this.session.account ? "Message" : "Whisper";
   }
 
   memberAction(act) {
@@ -699,6 +1198,12 @@ class App {
     const reason = $("member-reason").value.trim() || undefined;
     if (act === "whisper") {
       $("member-dialog").close();
+      const open = this.session.account ? this.session.directWith([nick]) : null;
+      if (open) {
+        this.show(open.key);
+        $("message-input").focus();
+        return;
+      }
       const box = $("message-input");
       box.value = `/msg ${nick} `;
       box.focus();
@@ -846,6 +1351,8 @@ class App {
   wireAccountDialog() {
     $("account-button").addEventListener("click", () => this.openAccount());
     $("logout-button").addEventListener("click", () => this.logOut());
+    $("away-set").addEventListener("click", () => this.session.setAway($("away-message").value.trim()));
+    $("away-back").addEventListener("click", () => this.session.setAway(null));
     $("register-button").addEventListener("click", () => {
       const password = $("register-password").value;
       if (password !== $("register-confirm").value) return this.result("The two passwords differ.", true);
@@ -880,6 +1387,8 @@ class App {
     $("account-state").textContent = s.account
       ? `${s.nick} is your account${s.admin ? ", a server admin" : ""}.`
       : `${s.nick} is a guest nick: register it to keep it.`;
+    $("away-back").hidden = s.away === null;
+    if (s.away !== null && document.activeElement !== $("away-message")) $("away-message").value = s.away;
     $("account-register").hidden = s.account;
     $("account-change").hidden = !s.account;
     $("account-delete").hidden = !s.account;

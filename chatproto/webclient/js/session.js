@@ -19,6 +19,14 @@ const QUIT_WAIT = 3000;
 export const CATCH_UP_PAGE = 200;
 /** Local lines (presence, whispers, outages) kept per room; the oldest go first. */
 export const MAX_EVENTS = 500;
+/** Characters of the answered message a reply's quote holds (protocol 19.1). */
+const QUOTE_LENGTH = 100;
+
+/** The quote of a message in its present state, as the server makes it. */
+export function quoteOf(message) {
+  if (message.deleted) return { seq: message.seq, deleted: true };
+  return { seq: message.seq, from: message.from, text: Array.from(message.text).slice(0, QUOTE_LENGTH).join("") };
+}
 
 /** 1 s doubling to 30 s, plus up to a second of jitter (as the desktop client). */
 export function backoff(attempt) {
@@ -46,6 +54,47 @@ export class Room {
     this.mentions = 0; // unread messages naming you (the page counts them)
     this.read = 0;
     this.joined = false;
+    this.kind = name.startsWith("@") ? "direct" : "room";
+    this.rev = 0; // the highest change (protocol 19.9) this page has seen
+    this.changesFrom = null; // asking for changes after this rev (catching up)
+    this.typing = new Map(); // nick key -> {nick, timer}: who is typing here now
+  }
+
+  /** A direct conversation (protocol 19.8): no operators, shown by its people. */
+  get direct() {
+    return this.kind === "direct";
+  }
+
+  /** A direct conversation's participants but `me` (its name is @a+b+...). */
+  others(me) {
+    if (!this.direct) return [];
+    const key = nickKey(me ?? "");
+    return this.name.slice(1).split("+").filter((n) => n && nickKey(n) !== key);
+  }
+
+  /** The index of the message with this seq in `messages`, or -1. */
+  find(seq) {
+    const list = this.messages;
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid].seq < seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < list.length && list[lo].seq === seq ? lo : -1;
+  }
+
+  message(seq) {
+    const i = this.find(seq);
+    return i < 0 ? null : this.messages[i];
+  }
+
+  /** The member whose nick this is, or null. */
+  member(nick) {
+    const key = nickKey(nick ?? "");
+    for (const p of this.members.values()) if (nickKey(p.nick) === key) return p;
+    return null;
   }
 
   get lastSeq() {
@@ -102,6 +151,14 @@ export class ChatSession extends EventTarget {
     this.shown = null; // the key of the room the user looks at: where whispers are kept
     this.account = false;
     this.admin = false;
+    this.away = null; // the away message ("" for none) while away, else null
+    this.typingSent = new Map(); // room key -> when TYPING true was last sent (ms)
+    this.opening = new Map(); // OPEN's ref -> {names, text}: a conversation being opened
+  }
+
+  /** Seconds between TYPING notices (protocol 19.6). */
+  get typingInterval() {
+    return this.limits?.typing_interval ?? 3;
   }
 
   // -- what the page calls -------------------------------------------------------
@@ -149,9 +206,76 @@ export class ChatSession extends EventTarget {
     this._setState("disconnected");
   }
 
-  /** SAY in a room; shown at once as "sending", confirmed by its MESSAGE. */
-  say(room, text) {
-    return this._submit(T.SAY, { text, room }, room, text);
+  /** SAY in a room (answering message `reply`, a seq, if given); shown at
+   * once as "sending", confirmed by its MESSAGE. */
+  say(room, text, reply = null) {
+    this.typingSent.delete(roomKey(room)); // a message says the typing stopped
+    const body = { text, room };
+    if (reply != null) body.reply = reply;
+    return this._submit(T.SAY, body, room, text);
+  }
+
+  // Conversations (protocol section 19): each answered by CHANGED (or ERROR)
+  // with the ref, which names what it was.
+
+  edit(room, seq, text) {
+    return this._send(T.EDIT, { room, seq, text, ref: `edit:${++this.refs}` });
+  }
+
+  remove(room, seq) {
+    return this._send(T.DELETE, { room, seq, ref: `delete:${++this.refs}` });
+  }
+
+  react(room, seq, emoji, on = true) {
+    return this._send(T.REACT, { room, seq, emoji, on, ref: `react:${++this.refs}` });
+  }
+
+  /** The user types in `room`: TYPING at most once every typing_interval. */
+  typing(room) {
+    const key = roomKey(room);
+    const now = Date.now();
+    const last = this.typingSent.get(key);
+    if (last !== undefined && now - last < this.typingInterval * 1000) return false;
+    if (!this._send(T.TYPING, { room, typing: true })) return false;
+    this.typingSent.set(key, now);
+    return true;
+  }
+
+  /** The user cleared the box (or went elsewhere): TYPING false, if true was said. */
+  stoppedTyping(room) {
+    const key = roomKey(room);
+    if (!this.typingSent.has(key)) return false;
+    this.typingSent.delete(key);
+    return this._send(T.TYPING, { room, typing: false });
+  }
+
+  /** Away with a message ("" for none), or back with null. */
+  setAway(message) {
+    this.askedAway = message;
+    if (message === null) return this._send(T.AWAY, { away: false, ref: "away:back" });
+    return this._send(T.AWAY, message ? { away: true, message, ref: "away:away" } : { away: true, ref: "away:away" });
+  }
+
+  /** The direct conversation already open with these people, or undefined. */
+  directWith(names) {
+    const wanted = new Set(names.map(nickKey));
+    wanted.delete(nickKey(this.nick ?? ""));
+    return [...this.rooms.values()].find((r) => {
+      if (!r.direct || !r.joined) return false;
+      const others = r.others(this.nick).map(nickKey);
+      return others.length === wanted.size && others.every((k) => wanted.has(k));
+    });
+  }
+
+  /** OPEN the conversation with `names` and, once its ROOM comes, say `text` there. */
+  open(names, text = "") {
+    const ref = `open:${++this.refs}`;
+    this.opening.set(ref, { names, text });
+    if (!this._send(T.OPEN, { with: names, ref })) {
+      this.opening.delete(ref);
+      return null;
+    }
+    return ref;
   }
 
   /** A whisper, kept in the transcript of the room shown when it was sent. */
@@ -327,7 +451,9 @@ export class ChatSession extends EventTarget {
   /** The connection broke: say so in each room's transcript, once per outage. */
   _lost(event) {
     const reason = this.finalReason ?? (event && event.reason) ?? "";
+    this.typingSent.clear();
     for (const room of this.rooms.values()) {
+      for (const entry of room.typing.values()) this._notTyping(room, entry.nick); // nobody is heard typing now
       if (!room.joined || room.lostAt !== null) continue;
       room.lostAt = room.lastSeq;
       this._event(room, { kind: "lost", reason });
@@ -424,7 +550,12 @@ export class ChatSession extends EventTarget {
     const coming = new Set((body.rooms ?? []).map(roomKey));
     const wanted = [...this.rooms.values()].filter((r) => !coming.has(r.key)).map((r) => r.name);
     if (!this.rooms.size && !coming.size) wanted.push(this.defaultRoom);
-    for (const name of wanted) this.join(name);
+    for (const name of wanted) {
+      // A direct conversation can't be joined: OPEN finds it again (19.8).
+      const room = this.rooms.get(roomKey(name));
+      if (room && room.direct) this._send(T.OPEN, { with: room.others(this.nick) });
+      else this.join(name);
+    }
     for (const item of this.outgoing.values()) {
       if (item.state === "sending" && !item.sent) item.sent = this._send(item.type, item.body);
     }
@@ -438,15 +569,25 @@ export class ChatSession extends EventTarget {
     room.topicLock = !!body.topic_lock;
     room.inviteOnly = !!body.invite_only;
     room.joined = true;
+    room.kind = body.kind === "direct" ? "direct" : "room";
     room.members = new Map(body.members.map((p) => [p.id, p]));
     room.read = body.read ?? room.read;
     room.unread = body.unread ?? room.unread;
+    const mine = room.members.get(this.id);
+    if (mine && (mine.away ?? null) !== this.away) {
+      this.away = mine.away ?? null; // a resumed session stays away (19.7)
+      this._emit("away", {});
+    }
     const history = body.history ?? [];
+    const rev = body.rev ?? 0;
     if (fresh) {
       room.messages = history.slice();
       room.more = history.length > 0 && history[0].seq > 1;
+      room.rev = rev;
     } else {
       const last = room.lastSeq;
+      // What we hold of the replayed history: its present state replaces our copy.
+      for (const m of history) if (m.seq <= last) this._apply(room, m);
       const newer = history.filter((m) => m.seq > last);
       if (newer.length && newer[0].seq > last + 1) {
         // A gap: fetch everything after what we have, page by page.
@@ -454,9 +595,90 @@ export class ChatSession extends EventTarget {
       } else {
         for (const m of newer) this._append(room, m);
       }
+      // Changes made while we were away, however old the messages (19.9).
+      if (rev > room.rev) this._changesAfter(room, room.rev);
     }
     this._emit("room", { room, fresh });
     if (!room.catchingUp) this._caughtUp(room);
+    const opening = body.ref ? this.opening.get(body.ref) : null;
+    if (opening) {
+      this.opening.delete(body.ref);
+      if (opening.text) this.say(room.name, opening.text);
+      this._emit("opened", { room });
+    }
+  }
+
+  _changesAfter(room, rev) {
+    room.changesFrom = rev;
+    if (!this._send(T.HISTORY, { room: room.name, changed_after: rev, limit: CATCH_UP_PAGE })) room.changesFrom = null;
+  }
+
+  /** A message's present state (CHANGED, a changes page, a replayed one)
+   * replaces our copy, and the quotes of replies to it follow. Returns the
+   * messages whose display changed. */
+  _apply(room, message) {
+    if (message.rev != null && message.rev > room.rev) room.rev = message.rev;
+    const touched = [];
+    const i = room.find(message.seq);
+    if (i >= 0) {
+      const old = room.messages[i];
+      if ((old.rev ?? 0) > (message.rev ?? 0)) return touched; // we have a later state
+      room.messages[i] = message;
+      touched.push(message);
+    }
+    const quote = quoteOf(message);
+    for (const m of room.messages) {
+      if (!m.reply || m.reply.seq !== message.seq || m === message) continue;
+      if (m.reply.deleted === quote.deleted && m.reply.text === quote.text && m.reply.from === quote.from) continue;
+      m.reply = quote;
+      touched.push(m);
+    }
+    return touched;
+  }
+
+  _changed(body) {
+    const room = this._roomOf(body);
+    if (!room) return;
+    const touched = this._apply(room, body.message);
+    this._emit("changed", { room, touched, kind: body.kind, by: body.by, message: body.message, own: !!body.ref });
+  }
+
+  _typingNotice(body) {
+    const room = this._roomOf(body);
+    if (!room || nickKey(body.nick) === nickKey(this.nick ?? "")) return; // my other devices
+    this._notTyping(room, body.nick, false);
+    if (body.typing !== false) {
+      // It expires by itself after twice the interval (19.6).
+      const timer = setTimeout(() => this._notTyping(room, body.nick), 2 * this.typingInterval * 1000);
+      room.typing.set(nickKey(body.nick), { nick: body.nick, timer });
+    }
+    this._emit("typing", { room });
+  }
+
+  _notTyping(room, nick, emit = true) {
+    const key = nickKey(nick ?? "");
+    const entry = room.typing.get(key);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    room.typing.delete(key);
+    if (emit) this._emit("typing", { room });
+  }
+
+  _status(body) {
+    const room = this._roomOf(body);
+    const away = body.away ?? null;
+    if (nickKey(body.nick) === nickKey(this.nick ?? "") && away !== this.away) {
+      this.away = away; // set here or on another device
+      this._emit("away", {});
+    }
+    if (!room) return;
+    const key = nickKey(body.nick);
+    for (const p of room.members.values()) {
+      if (nickKey(p.nick) !== key) continue;
+      if (away === null) delete p.away;
+      else p.away = away;
+    }
+    this._emit("members", { room });
   }
 
   /** Back after an outage and nothing missing any more: say how much was fetched. */
@@ -483,7 +705,11 @@ export class ChatSession extends EventTarget {
       if (list[mid].seq < message.seq) lo = mid + 1;
       else hi = mid;
     }
-    if (lo < list.length && list[lo].seq === message.seq) return false;
+    if (lo < list.length && list[lo].seq === message.seq) {
+      // The same message again (a page overlapping a live one): the later copy holds its present state.
+      if ((message.rev ?? 0) >= (list[lo].rev ?? 0)) list[lo] = message;
+      return false;
+    }
     if (lo === 0 && room.more) return false; // older than what is loaded: a page brings it
     list.splice(lo, 0, message);
     return true;
@@ -506,6 +732,7 @@ export class ChatSession extends EventTarget {
     const room = this._roomOf(body);
     if (!room) return;
     const item = body.ref ? this.outgoing.get(body.ref) : null;
+    this._notTyping(room, body.from); // a message says the typing stopped
     if (!this._append(room, body)) return;
     if (body.action) this._moderated(room, body.action);
     this._emit("message", { room, message: body, own: !!item });
@@ -534,6 +761,22 @@ export class ChatSession extends EventTarget {
     const room = this._roomOf(body);
     if (!room) return;
     const messages = body.messages;
+    if (body.rev != null && room.changesFrom !== null) {
+      // An answer to changed_after (19.9): each message as a CHANGED.
+      let top = room.changesFrom;
+      const touched = [];
+      for (const m of messages) {
+        touched.push(...this._apply(room, m));
+        if (m.rev != null && m.rev > top) top = m.rev;
+      }
+      if (body.more && messages.length) this._changesAfter(room, top);
+      else {
+        room.changesFrom = null;
+        room.rev = Math.max(room.rev, body.rev);
+      }
+      this._emit("changed", { room, touched, kind: "catch-up" });
+      return;
+    }
     // HISTORY_PAGE echoes no ref: an older page is one that ends before what we have.
     if (room.loadingOlder && (!messages.length || messages[messages.length - 1].seq < room.firstSeq)) {
       room.loadingOlder = false;
@@ -555,7 +798,10 @@ export class ChatSession extends EventTarget {
     const room = this._roomOf(body);
     if (!room) return;
     // An operator back after a reconnect is announced as one (JOINED.op).
-    room.members.set(body.id, body.op ? { id: body.id, nick: body.nick, op: true } : { id: body.id, nick: body.nick });
+    const peer = { id: body.id, nick: body.nick };
+    if (body.op) peer.op = true;
+    if (body.away != null) peer.away = body.away; // JOINED.away (19.7)
+    room.members.set(body.id, peer);
     this._event(room, { kind: "joined", nick: body.nick });
     this._emit("members", { room, joined: body });
   }
@@ -610,6 +856,12 @@ export class ChatSession extends EventTarget {
       const room = this.rooms.get(roomKey(body.ref.slice(5)));
       if (room && !room.joined) this.rooms.delete(room.key);
     }
+    if (body.ref && this.opening.has(body.ref)) {
+      const opening = this.opening.get(body.ref);
+      this.opening.delete(body.ref);
+      this._emit("open-failed", { ...body, opening });
+      return;
+    }
     if (body.ref && body.ref.startsWith("older:")) {
       const room = this.rooms.get(body.ref.slice(6));
       if (room) room.loadingOlder = false;
@@ -650,6 +902,9 @@ const HANDLERS = {
   [T.ERROR]: ChatSession.prototype._error,
   [T.BYE]: ChatSession.prototype._bye,
   [T.MARKED]: ChatSession.prototype._marked,
+  [T.CHANGED]: ChatSession.prototype._changed,
+  [T.TYPING_NOTICE]: ChatSession.prototype._typingNotice,
+  [T.STATUS]: ChatSession.prototype._status,
   [T.SERVER_PING](body) {
     this._send(T.PONG, body.token != null ? { token: body.token } : {});
   },
@@ -662,6 +917,13 @@ const HANDLERS = {
     if (body.op === "delete") {
       this.account = this.admin = false;
       this.password = null;
+    }
+    if (body.op === "away" || body.op === "back") {
+      const away = body.op === "away" ? (this.askedAway ?? "") : null;
+      if (away !== this.away) {
+        this.away = away;
+        this._emit("away", {});
+      }
     }
     this.asked = null;
     this._emit("done", body);

@@ -64,3 +64,27 @@ export function statusText(entry) {
   const n = entry.count;
   return `reconnected (${n} missed message${n === 1 ? "" : "s"} fetched)`;
 }
+
+/** Who is typing in a room, in words ("" when nobody is). */
+export function typingText(nicks) {
+  if (!nicks.length) return "";
+  if (nicks.length === 1) return `${nicks[0]} is typing…`;
+  if (nicks.length === 2) return `${nicks[0]} and ${nicks[1]} are typing…`;
+  if (nicks.length === 3) return `${nicks[0]}, ${nicks[1]} and ${nicks[2]} are typing…`;
+  return "Several people are typing…";
+}
+
+/** A day separator's label: Today, Yesterday, or the date. */
+export function dayText(ts, now = Date.now()) {
+  const day = new Date(ts * 1000);
+  const today = new Date(now);
+  today.setHours(0, 0, 0, 0);
+  const start = new Date(day);
+  start.setHours(0, 0, 0, 0);
+  const days = Math.round((today - start) / 86400000);
+  if (days === 0) return "Today";
+  if (days === 1) return "Yesterday";
+  const options = { weekday: "long", month: "long", day: "numeric" };
+  if (day.getFullYear() !== today.getFullYear()) options.year = "numeric";
+  return day.toLocaleDateString([], options);
+}
