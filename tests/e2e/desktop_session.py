@@ -181,7 +181,7 @@ class Session:
         else:
             QTest.mouseClick(widget, Qt.MouseButton.LeftButton, pos=position)
 
-    async def hover_action(self, text: str, action: str) -> None:
+    async def hover_action(self, text: str, action: str, shot: str | None = None) -> None:
         """Hover over the message ``text`` and click ``action`` on its hover bar."""
         from PyQt6.QtTest import QTest
 
@@ -195,6 +195,8 @@ class Session:
         await self.until(lambda: bar.isVisible() and bar.row == row, f"the hover bar over {text!r}")
         button = bar.buttons[action]
         assert button.isVisible(), f"{action} not offered on {text!r}"
+        if shot is not None:
+            await self.shot(shot)
         self.click(button)
 
     def row_of(self, text: str) -> int:
@@ -266,7 +268,7 @@ class Session:
         box = w.input
 
         # Reply to bob's question from the hover bar.
-        await self.hover_action("who has the release notes?", "reply")
+        await self.hover_action("who has the release notes?", "reply", shot="hover-actions")
         await self.until(lambda: w.composer_note.isVisible(), "the 'Replying to' note")
         assert w.composer_note.label.text().startswith("Replying to bob: who has"), (
             w.composer_note.label.text()
