@@ -102,6 +102,25 @@ class Inbound:
         for member in room.members.values():
             room.refresh(member)
 
+    def away(self, id: int, key: str) -> str | None:
+        session = self.registry.held(key)
+        return session.away if session is not None and session.id == id else None
+
+    def invited(self, key: str, name: str) -> None:
+        """A direct conversation opened (or said in) on another node: this
+        node's session of the account joins it, as Conversations brings in a
+        participant online here (docs/protocol.md 19.8)."""
+        session = self.registry.held(key)
+        if session is None or not session.account or session.connection is None:
+            return  # its account remembers the conversation for its next login
+        room = self.directory.conversation(name)
+        if session.rooms.get(room.key) is room:
+            return
+        membership = self.membership
+        membership.enter(session, room)
+        membership.remember(session, room)
+        membership.when_ready([room], lambda: membership.send_room(session, room, None))
+
     def deliver(self, items: list[Any], messages: list[Outcome]) -> None:
         """Other nodes' items, already stored: to the rooms' recipients now."""
         self.broadcast.deliver_now(items, messages)
