@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote
 
 from twisted.internet.defer import Deferred, succeed
@@ -141,7 +142,8 @@ end
 #: state as JSON without its closing brace, "h" and "q" the entry's JSON
 #: around it). A message entry may answer one ("r"). An entry with "v"
 #: (>= 0) was decided on message "vs" as it was at rev "v": if that message
-#: has changed since, nothing is written and the answer is {"retry"}.
+#: has changed since, nothing is written and the answer is {"retry"}; so too
+#: if a room with "sq" has another seq than that (its new seqs were foreseen).
 #: Returns, per room, each entry's seq (a message's), rev (a change's) or 0.
 APPEND = Script(
     _HELPERS
@@ -156,17 +158,28 @@ local function token(r, seq)
 end
 for _, room in ipairs(a.rooms) do
   local r = P .. ':r:' .. room.k
+  if room.sq and tonumber(redis.call('GET', r .. ':seq') or '0') ~= room.sq then return {'retry'} end
   for _, e in ipairs(room.e) do
     if e.v and e.v >= 0 and token(r, e.vs) ~= e.v then return {'retry'} end
   end
 end
 -- a message's text changed: every copy of the old one leaves the stream
 -- (its entry, its changes' entries), its present state stays in :x
+-- (each entry taken out is named in the change's entry, with its node and
+-- batch: a node that had not read it yet counts it as read)
+local gone = {}
+local function drop(r, id)
+  local e = redis.call('XRANGE', r, id, id)
+  if #e > 0 then
+    gone[#gone + 1] = {id, string.match(e[1][2][2], '^([^|]*|[^|]*)|')}
+    redis.call('XDEL', r, id)
+  end
+end
 local function purge(r, seq)
-  redis.call('XDEL', r, seq .. '-0')
+  drop(r, seq .. '-0')
   local ids = redis.call('HGET', r .. ':ids', seq)
   if ids then
-    for id in string.gmatch(ids, '%S+') do redis.call('XDEL', r, id) end
+    for id in string.gmatch(ids, '%S+') do drop(r, id) end
     redis.call('HDEL', r .. ':ids', seq)
   end
   redis.call('ZADD', r .. ':h', seq, seq)
@@ -212,12 +225,15 @@ for _, room in ipairs(a.rooms) do
       local state = e.st .. ',"rev":' .. rev .. '}'
       redis.call('HSET', r .. ':x', e.s, state)
       redis.call('ZADD', r .. ':revs', rev, e.s)
+      gone = {}
       if e.k == 'edit' or e.k == 'delete' then
         purge(r, e.s)
         detach(r, e.s)
       end
+      local extra = ''
+      if #gone > 0 then extra = ',"gone":' .. cjson.encode(gone) end
       local seq = redis.call('GET', r .. ':seq') or '0'
-      local id = redis.call('XADD', r, seq .. '-*', 'c', tag .. e.h .. state .. (e.q or '') .. '}')
+      local id = redis.call('XADD', r, seq .. '-*', 'c', tag .. e.h .. state .. (e.q or '') .. extra .. '}')
       local ids = redis.call('HGET', r .. ':ids', e.s)
       if ids then ids = ids .. ' ' .. id else ids = id end
       redis.call('HSET', r .. ':ids', e.s, ids)
@@ -535,18 +551,22 @@ class StreamStore:
     # -- rooms -------------------------------------------------------------------------
 
     def append(
-        self, node: str, batch: int, rooms: list[tuple[str, str, list[dict]]]
+        self,
+        node: str,
+        batch: int,
+        rooms: list[tuple[str, str, list[dict]]],
+        seqs: dict[str, int] | None = None,
     ) -> Deferred[list[list[int]] | None]:
         """Each room's (key, name, entries) in its stream, in one script;
         None if a change was decided on a message that has changed since
         (nothing written: decide again)."""
-        doc = {
-            "p": self.prefix,
-            "node": node,
-            "batch": batch,
-            "keep": self.keep,
-            "rooms": [{"k": escape(room), "n": name, "e": entries} for room, name, entries in rooms],
-        }
+        rows: list[dict] = []
+        for room, name, entries in rooms:
+            row: dict[str, Any] = {"k": escape(room), "n": name, "e": entries}
+            if seqs and room in seqs:
+                row["sq"] = seqs[room]
+            rows.append(row)
+        doc = {"p": self.prefix, "node": node, "batch": batch, "keep": self.keep, "rooms": rows}
         d = APPEND(self.client, [], [json.dumps(doc, ensure_ascii=False, separators=(",", ":"))])
         return d.addCallback(lambda reply: None if reply and reply[0] == b"retry" else reply)
 

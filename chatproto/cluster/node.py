@@ -134,6 +134,11 @@ def quote_json(quote: Quote) -> str:
     return compact(body)
 
 
+def _stream_id(id: str) -> tuple[int, int]:
+    ms, _, n = id.partition("-")
+    return int(ms), int(n or 0)
+
+
 def _token(state: dict[str, Any] | None) -> int:
     """The rev a message was read at (0: never changed): a change decided on
     it is written only if it still has that rev."""
@@ -177,6 +182,7 @@ class ClusterNode:
         self.typing_client: RedisClient | None = None  # subscribed to the typing channel
         self._refused: set[int] = set()  # batches sent, then refused: their entries may still come
         self._held: dict[str, deque[Entry]] = {}
+        self._seen: dict[str, str] = {}  # room -> the last entry read
         self.remotes: dict[int, Session] = {}  # members on other nodes, by id
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
@@ -299,7 +305,10 @@ class ClusterNode:
                 self._write(pending, self._plan(pending, {}))
 
     def _write(
-        self, pending: _Pending, plan: tuple[dict[str, list[dict[str, Any]]], dict[str, str], list[Slot]]
+        self,
+        pending: _Pending,
+        plan: tuple[dict[str, list[dict[str, Any]]], dict[str, str], list[Slot]],
+        read: Read | None = None,
     ) -> Deferred[Any]:
         """The batch's entries to the store; fires once answered for (None
         if a change must be decided again)."""
@@ -309,7 +318,8 @@ class ClusterNode:
             self._answered([], pending, [], slots)
             return succeed(True)
         sent = self.store.client.up  # else the call fails unsent
-        d = self.store.append(self.node, pending.number, [(k, names[k], e) for k, e in rooms.items()])
+        rows = [(k, names[k], e) for k, e in rooms.items()]
+        d = self.store.append(self.node, pending.number, rows, self._checks(read, rooms) if read else None)
 
         def written(results: list[list[int]] | None) -> bool:
             if results is None:
@@ -337,7 +347,7 @@ class ClusterNode:
                 room: (seq, dict(zip(wanted[room], states, strict=True)))
                 for room, (seq, states) in found.items()
             }
-            return self._write(pending, self._plan(pending, read))
+            return self._write(pending, self._plan(pending, read), read)
 
         def done(written: Any) -> None:
             if written is False and pending.outcomes is None:
@@ -362,21 +372,31 @@ class ClusterNode:
         rooms: dict[str, list[dict[str, Any]]] = {}
         names: dict[str, str] = {}
         slots: list[Slot] = []
-        overlay: dict[tuple[str, int], dict[str, Any]] = {}  # messages as changed earlier in the batch
+        overlay: dict[
+            tuple[str, int], dict[str, Any]
+        ] = {}  # messages as said or changed earlier in the batch
+        seqs = {room: last for room, (last, _) in read.items()}  # each room's seq as the batch goes
+        where: dict[tuple[str, int], tuple[str, int]] = {}  # message -> the entry of its last change here
         for item in pending.items:
             if isinstance(item, Said):
                 names[item.channel] = item.name
                 draft = item.draft
+                planned: Outcome | Slot | tuple[dict[str, Any], Callable[[int], Outcome]]
                 if type(draft) is Draft:
-                    planned = self._message(draft, read, overlay)
+                    planned = self._message(draft, read, overlay, seqs)
                 else:
                     assert isinstance(draft, Change)
-                    planned = self._change(draft, read, overlay)
+                    planned = self._change(draft, read, overlay, where)
                 if not isinstance(planned, tuple):
+                    slots.append(planned)
+                    continue
+                if len(planned) == 3:  # made with the rev an earlier change here takes
                     slots.append(planned)
                     continue
                 entry, make = planned
                 entries = rooms.setdefault(item.channel, [])
+                if entry["t"] == "c":
+                    where[(item.channel, entry["s"])] = (item.channel, len(entries))
                 slots.append((item.channel, len(entries), make))
                 entries.append(entry)
             elif item.record is not None:
@@ -384,32 +404,57 @@ class ClusterNode:
                 rooms.setdefault(item.channel, []).append(self._record_entry(item.record))
         return rooms, names, slots
 
+    def _checks(self, read: Read, rooms: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+        """The seq a room must still have when the batch is written: where a
+        change or reply names a message said earlier in the batch, whose seq
+        was foreseen from the room's seq as read."""
+        return {
+            room: read[room][0]
+            for room, entries in rooms.items()
+            if room in read and any(e.get("v") == -1 and e["vs"] > read[room][0] for e in entries)
+        }
+
     def _message(
-        self, draft: Draft, read: Read, overlay: dict[tuple[str, int], dict[str, Any]]
+        self, draft: Draft, read: Read, overlay: dict[tuple[str, int], dict[str, Any]], seqs: dict[str, int]
     ) -> Outcome | tuple[dict[str, Any], Callable[[int], Outcome]]:
         d = draft
+        quote = None
+        entry: dict[str, Any]
         if d.reply is None:
-            return {"t": "m", "d": draft_data(d)}, lambda seq: Message(
-                seq, d.ts, d.sender, d.text, None, d.action
-            )
-        last, states = read[d.room]
-        if not 1 <= d.reply <= last:
-            return ProtocolError(ErrorCode.NO_SUCH_MESSAGE, f"there is no message {d.reply} to answer here")
-        key = (d.room, d.reply)
-        state = overlay[key] if key in overlay else states[d.reply][0]
-        quote = quote_from(d.reply, state)
-        entry = {
-            "t": "m",
-            "d": draft_data(d, quote),
-            "r": d.reply,
-            "vs": d.reply,
-            "v": -1 if key in overlay else _token(state),
-        }
+            entry = {"t": "m", "d": draft_data(d)}
+        else:
+            last, states = read[d.room]
+            if not 1 <= d.reply <= seqs[d.room]:
+                return ProtocolError(
+                    ErrorCode.NO_SUCH_MESSAGE, f"there is no message {d.reply} to answer here"
+                )
+            key = (d.room, d.reply)
+            state = overlay[key] if key in overlay else states[d.reply][0]
+            quote = quote_from(d.reply, state)
+            entry = {
+                "t": "m",
+                "d": draft_data(d, quote),
+                "r": d.reply,
+                "vs": d.reply,
+                "v": -1 if key in overlay else _token(state),
+            }
+        if d.room in seqs:  # a change or reply later in the batch may name it
+            seq = seqs[d.room] = seqs[d.room] + 1
+            said: dict[str, Any] = {} if d.reply is None else {"reply": d.reply}
+            said.update(ts=d.ts, text=d.text, author=d.author)
+            said["from"] = d.sender
+            if d.action is not None:
+                said["action"] = d.action
+            overlay[(d.room, seq)] = said
         return entry, lambda seq: Message(seq, d.ts, d.sender, d.text, None, d.action, quote)
 
     def _change(
-        self, change: Change, read: Read, overlay: dict[tuple[str, int], dict[str, Any]]
-    ) -> Outcome | tuple[dict[str, Any], Callable[[int], Outcome]]:
+        self,
+        change: Change,
+        read: Read,
+        overlay: dict[tuple[str, int], dict[str, Any]],
+        where: dict[tuple[str, int], tuple[str, int]],
+    ) -> Outcome | Slot | tuple[dict[str, Any], Callable[[int], Outcome]]:
         last, states = read[change.room]
         key = (change.room, change.seq)
         state: dict[str, Any] | None = None
@@ -418,6 +463,9 @@ class ClusterNode:
             state = overlay[key]
         elif 1 <= change.seq <= last:
             state, source = states[change.seq]
+        if state is not None and state.get("reply") is not None and source is None:
+            answered = (change.room, state["reply"])
+            source = overlay.get(answered)
         if state is None:
             return ProtocolError(ErrorCode.NO_SUCH_MESSAGE, f"there is no message {change.seq} here")
         action = state.get("action")
@@ -442,7 +490,12 @@ class ClusterNode:
             quote = quote_from(reply, overlay[answered] if answered in overlay else source)
         seq = change.seq
         if update is None:
-            return Unchanged(stream_message(seq, state, quote))
+            changed_at = where.get(key)
+            if changed_at is None:
+                return Unchanged(stream_message(seq, state, quote))
+            # changed earlier in the batch: it shows the rev that change takes
+            room, index = changed_at
+            return room, index, lambda rev: Unchanged(stream_message(seq, {**state, "rev": rev}, quote))
         text, edited, deleted, reactions = update
         new = {
             k: v for k, v in state.items() if k not in ("q", "text", "edited", "deleted", "reactions", "rev")
@@ -545,7 +598,11 @@ class ClusterNode:
     def _read(self, room: str, entries: list[Entry]) -> None:
         held = self._held.setdefault(room, deque())
         back: list[_Pending] = []
+        seen = self._seen.get(room, "0-0")
         for entry in entries:
+            if entry.kind == "c" and b'"gone"' in entry.raw:
+                self._gone(entry, seen, back)
+            seen = entry.id
             if entry.node == self.node:
                 pending = self._pending.get(entry.batch)
                 if pending is not None:
@@ -553,9 +610,23 @@ class ClusterNode:
                     if pending.remaining == 0:
                         back.append(pending)
             held.append(entry)
+        self._seen[room] = seen
         self._release()  # others' entries first, up to our own first one...
         for pending in back:
             pending.settle()  # ...then ours (each releases what follows it once delivered)
+
+    def _gone(self, entry: Entry, seen: str, back: list[_Pending]) -> None:
+        """A change that took entries out of the stream (a message's old
+        text): ours among them that were not read yet count as read back."""
+        for id, tag in entry.data.get("gone", ()):
+            if _stream_id(id) <= _stream_id(seen):
+                continue  # read already
+            node, _, batch = tag.partition("|")
+            pending = self._pending.get(int(batch)) if node == self.node else None
+            if pending is not None:
+                pending.remaining -= 1
+                if pending.remaining == 0:
+                    back.append(pending)
 
     def _release(self) -> None:
         """Deliver other nodes' entries up to this node's first undelivered one, room by room."""
@@ -698,6 +769,7 @@ class ClusterNode:
         room.recent.clear()
         room.recent.extend((m, codec.message_json(m)) for m in map(found_message, snapshot.recent))
         if self.reader is not None:
+            self._seen[room.key] = snapshot.position
             self.reader.follow(room.key, snapshot.position)
 
     def dropped(self, room: ChatRoom) -> None:
@@ -707,6 +779,7 @@ class ClusterNode:
             if self._core().room(room.key) is None and self.reader is not None:
                 self.reader.unfollow(room.key)
                 self._held.pop(room.key, None)
+                self._seen.pop(room.key, None)
 
         core = self._core()
         core.unseat(room)
