@@ -598,11 +598,12 @@ class ClusterNode:
     def _read(self, room: str, entries: list[Entry]) -> None:
         held = self._held.setdefault(room, deque())
         back: list[_Pending] = []
+        # Entries a change took out of the stream were read by an earlier
+        # read if at all: all of this read came after the change was made.
         seen = self._seen.get(room, "0-0")
         for entry in entries:
             if entry.kind == "c" and b'"gone"' in entry.raw:
                 self._gone(entry, seen, back)
-            seen = entry.id
             if entry.node == self.node:
                 pending = self._pending.get(entry.batch)
                 if pending is not None:
@@ -610,7 +611,8 @@ class ClusterNode:
                     if pending.remaining == 0:
                         back.append(pending)
             held.append(entry)
-        self._seen[room] = seen
+        if entries:
+            self._seen[room] = entries[-1].id
         self._release()  # others' entries first, up to our own first one...
         for pending in back:
             pending.settle()  # ...then ours (each releases what follows it once delivered)
