@@ -5,21 +5,24 @@ from tests.test_cluster_conversations import Conversations
 class Dbg(Conversations):
     @defer.inlineCallbacks
     def test_dbg(self):
-        a = yield self.node(history_replay=3)
+        a = yield self.node()
+        b = yield self.node()
         alice = yield self.member("alice", a)
-        for i in range(1, 11):
-            alice.send(codec.Say(f"m{i}", room="side"))
-        yield self.seen(alice, 10)
-        for seq in (2, 5, 3, 9):
-            alice.send(codec.Edit("side", seq, f"m{seq} edited"))
-        alice.send(codec.Delete("side", 5))
-        alice.send(codec.React("side", 1, "👍"))
+        bob = yield self.member("bob", b)
+        bob.send(codec.Say("draft 0", "s", room="side"))
+        yield bob.expect(codec.MessagePacket)
+        alice.send(codec.Say("react to me", "s", room="side"))
+        yield self.answer(alice, "s")
+        emoji = ["👍", "🎉", "❤️", "😀", "🔥", "👀", "🙏", "✅"]
+        for i in range(1, 26):
+            bob.send(codec.Edit("side", 1, f"draft {i}", f"e{i}"))
+            if i <= len(emoji):
+                bob.send(codec.React("side", 2, emoji[i - 1], ref=f"r{i}"))
         try:
             while True:
-                p = yield alice.next(timeout=1)
-                print("\\nGOT", p)
+                p = yield bob.next(timeout=1)
+                print("\\nGOT", str(p)[:150])
         except Exception as e:
             print("EXC", repr(e))
-        raw = yield self.raw_redis(a.hub.peers.store.client)
-        print(raw.decode())
-        print(a.hub.peers._pending, a.hub.peers._held, a.hub.peers._queue, a.hub.peers._deciding)
+        print(b.hub.peers._pending, b.hub.peers._queue, b.hub.peers._deciding)
+        for p in b.hub.peers._pending.values(): print(p.remaining, p.outcomes)

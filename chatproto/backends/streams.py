@@ -168,10 +168,19 @@ end
 -- (each entry taken out is named in the change's entry, with its node and
 -- batch: a node that had not read it yet counts it as read)
 local gone = {}
+-- (and those a change entry taken out had taken out: a node that had not
+-- read it learns of them here; the most recent 256 are named)
 local function drop(r, id)
   local e = redis.call('XRANGE', r, id, id)
   if #e > 0 then
-    gone[#gone + 1] = {id, string.match(e[1][2][2], '^([^|]*|[^|]*)|')}
+    local value = e[1][2][2]
+    gone[#gone + 1] = {id, string.match(value, '^([^|]*|[^|]*)|')}
+    if e[1][2][1] == 'c' then
+      local earlier = string.match(value, ',"gone":(%[.*%])}$')
+      if earlier then
+        for _, item in ipairs(cjson.decode(earlier)) do gone[#gone + 1] = item end
+      end
+    end
     redis.call('XDEL', r, id)
   end
 end
@@ -231,6 +240,11 @@ for _, room in ipairs(a.rooms) do
         detach(r, e.s)
       end
       local extra = ''
+      if #gone > 256 then
+        local recent = {}
+        for i = #gone - 255, #gone do recent[#recent + 1] = gone[i] end
+        gone = recent
+      end
       if #gone > 0 then extra = ',"gone":' .. cjson.encode(gone) end
       local seq = redis.call('GET', r .. ':seq') or '0'
       local id = redis.call('XADD', r, seq .. '-*', 'c', tag .. e.h .. state .. (e.q or '') .. extra .. '}')

@@ -114,12 +114,18 @@ class Inbound:
         if session is None or not session.account or session.connection is None:
             return  # its account remembers the conversation for its next login
         room = self.directory.conversation(name)
-        if session.rooms.get(room.key) is room:
-            return
         membership = self.membership
-        membership.enter(session, room)
-        membership.remember(session, room)
-        membership.when_ready([room], lambda: membership.send_room(session, room, None))
+
+        def enter(_: object) -> None:
+            # entered once the room is read (as JOIN does): a cluster node
+            # reads a room's stream from its snapshot on, so the join must follow it
+            if session.rooms.get(room.key) is room or session.connection is None:
+                return
+            membership.enter(session, room)
+            membership.remember(session, room)
+            membership.when_ready([room], lambda: membership.send_room(session, room, None))
+
+        room.ready.addCallback(enter)
 
     def deliver(self, items: list[Any], messages: list[Outcome]) -> None:
         """Other nodes' items, already stored: to the rooms' recipients now."""
