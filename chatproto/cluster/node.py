@@ -423,7 +423,7 @@ class ClusterNode:
         if d.reply is None:
             entry = {"t": "m", "d": draft_data(d)}
         else:
-            last, states = read[d.room]
+            states = read[d.room][1]
             if not 1 <= d.reply <= seqs[d.room]:
                 return ProtocolError(
                     ErrorCode.NO_SUCH_MESSAGE, f"there is no message {d.reply} to answer here"
