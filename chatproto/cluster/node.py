@@ -78,7 +78,7 @@ class _Pending:
     store has numbered its messages, applied its changes, and its entries
     have come back."""
 
-    __slots__ = ("decide", "done", "flushed", "items", "number", "outcomes", "remaining")
+    __slots__ = ("decide", "done", "flushed", "items", "number", "outcomes", "remaining", "unread")
 
     def __init__(self, flushed: Flushed, number: int, items: list[Item], decide: bool) -> None:
         self.flushed = flushed
@@ -86,8 +86,16 @@ class _Pending:
         self.items = items  # those that go to the rooms' streams
         self.decide = decide  # holds changes or replies: decided on the messages as read
         self.remaining = 0  # entries not read back yet
+        self.unread: dict[str, int] = {}  # of those, each room's
         self.outcomes: list[Outcome] | None = None  # once the store answered
         self.done: Deferred[list[Outcome]] = Deferred()
+
+    def read_back(self, room: str, count: int = 1) -> bool:
+        """``count`` of its entries in ``room`` came back (or never will):
+        whether it has them all now."""
+        self.remaining -= count
+        self.unread[room] = self.unread.get(room, 0) - count
+        return self.remaining == 0
 
     def settle(self) -> None:
         if not self.remaining and self.outcomes is not None and not self.done.called:
@@ -314,6 +322,7 @@ class ClusterNode:
         if a change must be decided again)."""
         rooms, names, slots = plan
         pending.remaining = sum(len(entries) for entries in rooms.values())
+        pending.unread = {room: len(entries) for room, entries in rooms.items()}
         if not rooms:  # all refused or unchanged: nothing to write
             self._answered([], pending, [], slots)
             return succeed(True)
@@ -603,13 +612,11 @@ class ClusterNode:
         seen = self._seen.get(room, "0-0")
         for entry in entries:
             if entry.kind == "c" and b'"gone"' in entry.raw:
-                self._gone(entry, seen, back)
+                self._gone(room, entry, seen, back)
             if entry.node == self.node:
                 pending = self._pending.get(entry.batch)
-                if pending is not None:
-                    pending.remaining -= 1
-                    if pending.remaining == 0:
-                        back.append(pending)
+                if pending is not None and pending.read_back(room):
+                    back.append(pending)
             held.append(entry)
         if entries:
             self._seen[room] = entries[-1].id
@@ -617,7 +624,7 @@ class ClusterNode:
         for pending in back:
             pending.settle()  # ...then ours (each releases what follows it once delivered)
 
-    def _gone(self, entry: Entry, seen: str, back: list[_Pending]) -> None:
+    def _gone(self, room: str, entry: Entry, seen: str, back: list[_Pending]) -> None:
         """A change that took entries out of the stream (a message's old
         text): ours among them that were not read yet count as read back."""
         for id, tag in entry.data.get("gone", ()):
@@ -625,10 +632,8 @@ class ClusterNode:
                 continue  # read already
             node, _, batch = tag.partition("|")
             pending = self._pending.get(int(batch)) if node == self.node else None
-            if pending is not None:
-                pending.remaining -= 1
-                if pending.remaining == 0:
-                    back.append(pending)
+            if pending is not None and pending.read_back(room):
+                back.append(pending)
 
     def _release(self) -> None:
         """Deliver other nodes' entries up to this node's first undelivered one, room by room."""
@@ -773,6 +778,13 @@ class ClusterNode:
         if self.reader is not None:
             self._seen[room.key] = snapshot.position
             self.reader.follow(room.key, snapshot.position)
+        # Our batches written to the room before its snapshot was taken
+        # (a member entered before the room was read: the store answered
+        # them first) are in it already: their entries won't come back.
+        for pending in list(self._pending.values()):
+            count = pending.unread.get(room.key, 0)
+            if pending.outcomes is not None and count > 0 and pending.read_back(room.key, count):
+                pending.settle()
 
     def dropped(self, room: ChatRoom) -> None:
         """No member here any more: stop reading the room once what was said reached everyone."""
