@@ -521,7 +521,8 @@ class ClusterNode:
             "s": seq,
             "k": change.kind,
             "st": compact(new)[:-1],
-            "h": f'{{"kind":{codec.dumps(change.kind)},"by":{codec.dumps(change.by)},"seq":{seq},"m":',
+            "h": f'{{"kind":{codec.dumps(change.kind)},"by":{codec.dumps(change.by)},"seq":{seq},'
+            f'"emoji":{codec.dumps(change.emoji)},"m":',
             "vs": seq,
             "v": -1 if key in overlay else _token(state),
         }
@@ -698,7 +699,15 @@ class ClusterNode:
             data = entry.data
             state, q = data["m"], data.get("q")
             message = stream_message(data["seq"], state, carried_quote(q) if q else None)
-            change = Change(data["kind"], key, message.seq, message.edited or message.ts, data["by"], "")
+            change = Change(
+                data["kind"],
+                key,
+                message.seq,
+                message.edited or message.ts,
+                data["by"],
+                "",
+                emoji=data.get("emoji"),
+            )
             items.append(Said(change, room.name, None, None))
             messages.append(message)
             return
