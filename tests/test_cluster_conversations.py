@@ -225,6 +225,51 @@ class DeletedText(Conversations):
         self.assertEqual(_reactions(page.messages[1]), (("🤔", ("bob",)),))
 
 
+class EditedAtOnce(Conversations):
+    @defer.inlineCallbacks
+    def test_a_message_edited_and_deleted_before_anyone_read_it(self):
+        """Said and edited in one go: the edit takes the message's entry out
+        of the stream before any node read it back. The sender is answered
+        for both, the other node delivers the present state, nothing waits."""
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.member("alice", a)
+        bob = yield self.member("bob", b)
+        yield alice.expect(codec.Joined)
+        for round in range(5):
+            seq = round + 1
+            alice.send(codec.Say(f"typo {round}", f"s{round}", room="side"))
+            alice.send(codec.Edit("side", seq, f"fixed {round}", f"e{round}"))
+            said = yield self.answer(alice, f"s{round}")
+            edited = yield self.answer(alice, f"e{round}")
+            self.assertEqual(
+                (said.seq, edited.message.seq, edited.message.text), (seq, seq, f"fixed {round}")
+            )
+            while True:  # bob: the MESSAGE if his node read it in time, then the CHANGED
+                packet = yield bob.expect((codec.MessagePacket, codec.Changed))
+                if isinstance(packet, codec.Changed):
+                    self.assertEqual((packet.message.seq, packet.message.text), (seq, f"fixed {round}"))
+                    break
+                self.assertEqual(packet.seq, seq)
+        alice.send(codec.Say("gone soon", "g", room="side"))
+        alice.send(codec.Delete("side", 6, "d"))
+        yield self.answer(alice, "g")
+        deleted = yield self.answer(alice, "d")
+        self.assertEqual(deleted.message.deleted, True)
+        bob.send(codec.Say("still in order", "b", room="side"))
+        mine = yield self.answer(bob, "b")
+        self.assertEqual(mine.seq, 7)
+        got = yield alice.expect(codec.MessagePacket)
+        self.assertEqual(got.text, "still in order")
+        page = yield self.page(bob, after=0)
+        self.assertEqual(
+            [m.text for m in page.messages], [f"fixed {i}" for i in range(5)] + ["", "still in order"]
+        )
+        raw = yield self.raw_redis(a.hub.peers.store.client)
+        self.assertNotIn(b"typo", raw)
+        self.assertNotIn(b"gone soon", raw)
+
+
 class KilledMidEdits(Conversations):
     @defer.inlineCallbacks
     def test_every_acknowledged_change_of_a_killed_node_is_kept(self):
