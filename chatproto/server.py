@@ -175,13 +175,21 @@ def build_server(
         store = StreamStore(RedisClient(reactor, address, "chat-node", epoch), keep=cluster_retention)
         cluster_log = ClusterLog(store)
         eventlog = cluster_log
+        shared = None
         if accounts is None:
-            from chatproto.backends.redis_accounts import RedisAccounts
+            from chatproto.cluster.accounts import ClusterAccounts
 
-            accounts = RedisAccounts(store.client)
+            accounts = shared = ClusterAccounts(store.client)
         reader = RedisClient(reactor, address, "chat-reader", epoch)
         replay = limits.history_replay
-        peers = ClusterNode(store, reader, reactor, cluster_log, accounts, replay, cluster_expiry)
+        node = ClusterNode(store, reader, reactor, cluster_log, accounts, replay, cluster_expiry)
+        # typing goes to the other nodes on a channel, never into the streams
+        node.typing_client = RedisClient(
+            reactor, address, "chat-typing", subscribe=(store.typing_channel(),), on_push=node.typing_received
+        )
+        if shared is not None:
+            shared.node = node
+        peers = node
     else:
         eventlog = SQLiteLog(history, room_key(default_room)) if isinstance(history, str) else history
     if accounts is None and isinstance(eventlog, SQLiteLog):

@@ -103,3 +103,34 @@ class AgainstValkey(unittest.TestCase):
         yield self.server.start()
         yield self.client.connected()
         self.assertEqual((yield self.client.call("GET", "kept")), b"yes", "the append-only file kept it")
+
+    @defer.inlineCallbacks
+    def test_a_subscriber_hears_its_channel_again_after_a_restart(self):
+        heard: list = []
+        waiting: list[defer.Deferred] = []
+
+        def push(value):
+            heard.append(value)
+            while waiting:
+                waiting.pop().callback(None)
+
+        def next_push():
+            d = defer.Deferred()
+            waiting.append(d)
+            return d
+
+        address = RedisAddress.parse(self.server.url)
+        subscriber = RedisClient(reactor, address, "sub", subscribe=("ch",), on_push=push)
+        subscriber.start()
+        self.addCleanup(subscriber.stop)
+        yield subscriber.connected()  # subscribed: SUBSCRIBE was answered
+        got = next_push()
+        self.assertEqual((yield self.client.call("PUBLISH", "ch", "one")), 1)
+        yield got
+        self.assertEqual(heard, [[b"message", b"ch", b"one"]])
+        yield self.server.restart()
+        yield defer.gatherResults([self.client.connected(), subscriber.connected()])
+        got = next_push()
+        yield self.client.call("PUBLISH", "ch", "two")
+        yield got
+        self.assertEqual(heard[-1], [b"message", b"ch", b"two"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import unquote, urlsplit
@@ -122,6 +123,7 @@ class RedisProtocol(Protocol):
         self._waiting: deque[Deferred] = deque()
         self._replies = _reader()
         self.ready: Deferred = Deferred()  # fires with self once authenticated
+        self.on_push: Callable[[object], None] | None = None  # a subscriber's messages
 
     def connectionMade(self) -> None:
         self.factory.prepare(self).chainDeferred(self.ready)
@@ -137,6 +139,9 @@ class RedisProtocol(Protocol):
         replies = self._replies
         replies.feed(data)
         while (value := replies.gets()) is not False:
+            if not self._waiting and self.on_push is not None:
+                self.on_push(value)  # a message on a channel subscribed to: no command asked for it
+                continue
             d = self._waiting.popleft()
             if isinstance(value, RedisError):
                 d.errback(Failure(value))
@@ -237,10 +242,24 @@ class _Factory(Factory):
     protocol = RedisProtocol
     noisy = False  # it reconnects: no "Starting factory" line each time
 
-    def __init__(self, address: RedisAddress, name: str, lost) -> None:
+    def __init__(
+        self,
+        address: RedisAddress,
+        name: str,
+        lost,
+        subscribe: tuple[str, ...] = (),
+        on_push: Callable[[object], None] | None = None,
+    ) -> None:
         self.address = address
         self.name = name
         self.lost = lost
+        self.subscribe = subscribe
+        self.on_push = on_push
+
+    def buildProtocol(self, addr) -> RedisProtocol:
+        proto = cast(RedisProtocol, super().buildProtocol(addr))
+        proto.on_push = self.on_push
+        return proto
 
     def prepare(self, proto: RedisProtocol) -> Deferred:
         """AUTH, SELECT and CLIENT SETNAME, pipelined, before anything else."""
@@ -251,6 +270,8 @@ class _Factory(Factory):
         if a.db:
             steps.append(proto.execute("SELECT", a.db))
         steps.append(proto.execute("CLIENT", "SETNAME", self.name))
+        if self.subscribe:  # from here on the connection only hears its channels
+            steps.append(proto.execute("SUBSCRIBE", *self.subscribe))
         d = steps[-1]
 
         def drop(f: Failure) -> Failure:
@@ -267,8 +288,17 @@ class RedisClient:
     """One connection, kept up: ``call`` sends a command now or fails at once."""
 
     def __init__(
-        self, reactor, address: RedisAddress, name: str = "chat", epoch: Epoch | None = None
+        self,
+        reactor,
+        address: RedisAddress,
+        name: str = "chat",
+        epoch: Epoch | None = None,
+        subscribe: tuple[str, ...] = (),
+        on_push: Callable[[object], None] | None = None,
     ) -> None:
+        """With ``subscribe``, a subscriber's connection: it subscribes to
+        those channels each time it connects, and hands each message to
+        ``on_push`` (RESP2's ``["message", channel, data]``)."""
         self.address = address
         self.name = name
         self.epoch = epoch
@@ -277,7 +307,7 @@ class RedisClient:
         self._waiting: list[Deferred] = []
         self._service = ClientService(
             clientFromString(reactor, address.endpoint()),
-            _Factory(address, name, self._lost),
+            _Factory(address, name, self._lost, subscribe, on_push),
             retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=2.0),
             prepareConnection=self._prepared,
         )

@@ -26,50 +26,189 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from chatproto.backends.redis import RedisClient, Script, StoreLost
 
 log = Logger()
 
-# A page of history, newest first: scan back in chunks, keep messages, stop at
-# ``want`` of them or when the scan budget is spent (presence between them).
-_COLLECT = """
-local function collect(stream, hi, lo, want, forward)
-  local found, scanned = {}, 0
-  while #found < want and scanned < 20000 do
+# Messages as pages show them. A message's entry (``SEQ-0``) holds what was
+# said; once changed, its present state is in the hash ``:x`` (seq -> JSON,
+# ending with its rev), and once its text changed (an edit, a deletion) its
+# entry is gone from the stream and its seq is in the sorted set ``:h``: a
+# page merges the stream's message entries with those seqs. A reply's page
+# item carries the present state of the message it answers (its quote is
+# computed from that, never from a copy).
+_HELPERS = """
+local function body(raw)
+  return string.match(raw, '^[^|]*|[^|]*|(.*)$')
+end
+local function entry_of(r, seq)
+  local e = redis.call('XRANGE', r, seq .. '-0', seq .. '-0')
+  if #e > 0 and e[1][2][1] == 'm' then return body(e[1][2][2]) end
+  return nil
+end
+local function present(r, seq)
+  local s = redis.call('HGET', r .. ':x', seq)
+  if s then return s end
+  return entry_of(r, seq) or false
+end
+local function quoted(r, seq, data)
+  local q = string.match(data, '^{"reply":(%d+)')
+  local source = false
+  if q then source = present(r, q) end
+  return {seq, data, source}
+end
+"""
+
+# A page of history, newest first (oldest first ``forward``): seqs lo..hi
+# (hi nil: no bound), scanning the stream back in chunks, keeping messages,
+# stopping at ``want`` of them or when the scan budget is spent (presence
+# between them); merged with the moved messages of the same span.
+_COLLECT = (
+    _HELPERS
+    + """
+local function collect(r, hi, lo, want, forward)
+  local hiid, loid = '+', lo .. '-0'
+  if hi then hiid = hi .. '-0' end
+  local found, scanned, stopped = {}, 0, nil
+  while #found < want do
+    if scanned >= 20000 then stopped = true break end
     local chunk
     if forward then
-      chunk = redis.call('XRANGE', stream, lo, hi, 'COUNT', 256)
+      chunk = redis.call('XRANGE', r, loid, hiid, 'COUNT', 256)
     else
-      chunk = redis.call('XREVRANGE', stream, hi, lo, 'COUNT', 256)
+      chunk = redis.call('XREVRANGE', r, hiid, loid, 'COUNT', 256)
     end
     if #chunk == 0 then break end
     for _, entry in ipairs(chunk) do
       local f = entry[2]
       if f[1] == 'm' and #found < want then
-        found[#found + 1] = {string.match(entry[1], '^(%d+)'), string.match(f[2], '^[^|]*|[^|]*|(.*)$')}
+        found[#found + 1] = {tonumber(string.match(entry[1], '^(%d+)')), body(f[2])}
       end
     end
     scanned = scanned + #chunk
     local last = chunk[#chunk][1]
-    if forward then lo = '(' .. last else hi = '(' .. last end
+    if forward then loid = '(' .. last else hiid = '(' .. last end
+    if stopped == nil and scanned >= 20000 then stopped = tonumber(string.match(last, '^(%d+)')) end
   end
-  return found
+  if stopped == true then stopped = nil end
+  if redis.call('EXISTS', r .. ':x') == 0 then
+    local out = {}
+    for i, m in ipairs(found) do out[i] = quoted(r, m[1], m[2]) end
+    return out
+  end
+  local zhi = '+inf'
+  if hi then zhi = hi end
+  local moved
+  if forward then
+    moved = redis.call('ZRANGEBYSCORE', r .. ':h', lo, zhi, 'LIMIT', 0, want)
+  else
+    moved = redis.call('ZREVRANGEBYSCORE', r .. ':h', zhi, lo, 'LIMIT', 0, want)
+  end
+  local out, i, j = {}, 1, 1
+  while #out < want do
+    local a, b = found[i], nil
+    if moved[j] then b = tonumber(moved[j]) end
+    if b and stopped and ((forward and b > stopped) or ((not forward) and b < stopped)) then b = nil end
+    if not a and not b then break end
+    local take_moved
+    if not a then take_moved = true
+    elseif not b then take_moved = false
+    elseif forward then take_moved = b < a[1]
+    else take_moved = b > a[1] end
+    if take_moved then
+      local s = redis.call('HGET', r .. ':x', b)
+      if s then out[#out + 1] = quoted(r, b, s) end
+      j = j + 1
+    else
+      if b == a[1] then j = j + 1 end
+      out[#out + 1] = quoted(r, a[1], redis.call('HGET', r .. ':x', a[1]) or a[2])
+      i = i + 1
+    end
+  end
+  return out
 end
 """
+)
 
-#: ARGV[1]: {"p": prefix, "node", "batch", "keep", "rooms": [{"k": room, "e": [entry]}]}
-#: entry: a message's or a presence record's fields (chatproto.core.records)
-#: Returns, per room, each entry's seq (0 for presence).
+#: ARGV[1]: {"p": prefix, "node", "batch", "keep", "rooms": [{"k": room, "n": name, "e": [entry]}]}
+#: entry: a message's or a presence record's fields (chatproto.core.records),
+#: or a change's (t "c": "s" its seq, "k" its kind, "st" the message's new
+#: state as JSON without its closing brace, "h" and "q" the entry's JSON
+#: around it). A message entry may answer one ("r"). An entry with "v"
+#: (>= 0) was decided on message "vs" as it was at rev "v": if that message
+#: has changed since, nothing is written and the answer is {"retry"}; so too
+#: if a room with "sq" has another seq than that (its new seqs were foreseen).
+#: Returns, per room, each entry's seq (a message's), rev (a change's) or 0.
 APPEND = Script(
-    """
+    _HELPERS
+    + """
 local a = cjson.decode(ARGV[1])
 local P, node = a.p, a.node
 local tag = node .. '|' .. a.batch .. '|'
+local function token(r, seq)
+  local s = redis.call('HGET', r .. ':x', seq)
+  if not s then return 0 end
+  return tonumber(string.match(s, ',"rev":(%d+)}$') or '0')
+end
+for _, room in ipairs(a.rooms) do
+  local r = P .. ':r:' .. room.k
+  if room.sq and tonumber(redis.call('GET', r .. ':seq') or '0') ~= room.sq then return {'retry'} end
+  for _, e in ipairs(room.e) do
+    if e.v and e.v >= 0 and token(r, e.vs) ~= e.v then return {'retry'} end
+  end
+end
+-- a message's text changed: every copy of the old one leaves the stream
+-- (its entry, its changes' entries), its present state stays in :x
+-- (each entry taken out is named in the change's entry, with its node and
+-- batch: a node that had not read it yet counts it as read)
+local gone = {}
+-- (and those a change entry taken out had taken out: a node that had not
+-- read it learns of them here; the most recent 256 are named)
+local function drop(r, id)
+  local e = redis.call('XRANGE', r, id, id)
+  if #e > 0 then
+    local value = e[1][2][2]
+    gone[#gone + 1] = {id, string.match(value, '^([^|]*|[^|]*)|')}
+    if e[1][2][1] == 'c' then
+      local earlier = string.match(value, ',"gone":(%[.*%])}$')
+      if earlier then
+        for _, item in ipairs(cjson.decode(earlier)) do gone[#gone + 1] = item end
+      end
+    end
+    redis.call('XDEL', r, id)
+  end
+end
+local function purge(r, seq)
+  drop(r, seq .. '-0')
+  local ids = redis.call('HGET', r .. ':ids', seq)
+  if ids then
+    for id in string.gmatch(ids, '%S+') do drop(r, id) end
+    redis.call('HDEL', r .. ':ids', seq)
+  end
+  redis.call('ZADD', r .. ':h', seq, seq)
+end
+-- ...and so do the replies' copies of its start (their quotes)
+local function detach(r, seq)
+  local re = r .. ':re:' .. seq
+  for _, reply in ipairs(redis.call('SMEMBERS', re)) do
+    if redis.call('HEXISTS', r .. ':x', reply) == 0 then
+      local data = entry_of(r, reply)
+      if data then
+        local cut = string.find(data, ',"q":', 1, true)
+        if cut then data = string.sub(data, 1, cut - 1) .. '}' end
+        redis.call('HSET', r .. ':x', reply, data)
+      end
+    end
+    if redis.call('HEXISTS', r .. ':x', reply) == 1 then purge(r, reply) end
+  end
+  redis.call('DEL', re)
+end
 local out = {}
 for _, room in ipairs(a.rooms) do
   local r = P .. ':r:' .. room.k
@@ -79,10 +218,40 @@ for _, room in ipairs(a.rooms) do
       local seq = redis.call('INCR', r .. ':seq')
       if a.keep > 0 and seq > a.keep then
         redis.call('XADD', r, 'MINID', '~', (seq - a.keep) .. '-0', seq .. '-0', 'm', tag .. e.d)
+        local old = redis.call('ZRANGEBYSCORE', r .. ':h', '-inf', '(' .. (seq - a.keep))
+        for _, gone in ipairs(old) do
+          redis.call('HDEL', r .. ':x', gone)
+          redis.call('HDEL', r .. ':ids', gone)
+          redis.call('ZREM', r .. ':h', gone)
+        end
       else
         redis.call('XADD', r, seq .. '-0', 'm', tag .. e.d)
       end
+      if e.r then redis.call('SADD', r .. ':re:' .. e.r, seq) end
       seqs[#seqs + 1] = seq
+    elseif e.t == 'c' then
+      local rev = redis.call('INCR', r .. ':rev')
+      local state = e.st .. ',"rev":' .. rev .. '}'
+      redis.call('HSET', r .. ':x', e.s, state)
+      redis.call('ZADD', r .. ':revs', rev, e.s)
+      gone = {}
+      if e.k == 'edit' or e.k == 'delete' then
+        purge(r, e.s)
+        detach(r, e.s)
+      end
+      local extra = ''
+      if #gone > 256 then
+        local recent = {}
+        for i = #gone - 255, #gone do recent[#recent + 1] = gone[i] end
+        gone = recent
+      end
+      if #gone > 0 then extra = ',"gone":' .. cjson.encode(gone) end
+      local seq = redis.call('GET', r .. ':seq') or '0'
+      local id = redis.call('XADD', r, seq .. '-*', 'c', tag .. e.h .. state .. (e.q or '') .. extra .. '}')
+      local ids = redis.call('HGET', r .. ':ids', e.s)
+      if ids then ids = ids .. ' ' .. id else ids = id end
+      redis.call('HSET', r .. ':ids', e.s, ids)
+      seqs[#seqs + 1] = rev
     else
       local seq = redis.call('GET', r .. ':seq') or '0'
       if e.t == 'j' then
@@ -102,6 +271,13 @@ for _, room in ipairs(a.rooms) do
         redis.call('SET', r .. ':topic', e.d)
       elseif e.t == 'r' then
         redis.call('SET', r .. ':rules', e.d)
+      elseif e.t == 'a' and e.id then
+        local m = redis.call('HGET', r .. ':m', e.id)
+        if m then
+          local member = cjson.decode(m)
+          member.away = e.away
+          redis.call('HSET', r .. ':m', e.id, cjson.encode(member))
+        end
       end
       redis.call('XADD', r, seq .. '-*', e.t, tag .. e.d)
       seqs[#seqs + 1] = 0
@@ -110,6 +286,48 @@ for _, room in ipairs(a.rooms) do
   out[#out + 1] = seqs
 end
 return out
+"""
+)
+
+#: What a batch's changes and replies are decided on, as of now: ARGV[1]
+#: {"p", "rooms": [{"k": room, "s": [seq]}]}; per room [its seq, [[present
+#: state or nil, the present state of the message it answers or nil]]].
+READ = Script(
+    _HELPERS
+    + """
+local a = cjson.decode(ARGV[1])
+local out = {}
+for _, room in ipairs(a.rooms) do
+  local r = a.p .. ':r:' .. room.k
+  local found = {}
+  for i, seq in ipairs(room.s) do
+    local data = present(r, seq)
+    if data then
+      local q = quoted(r, seq, data)
+      found[i] = {data, q[3]}
+    else
+      found[i] = {false, false}
+    end
+  end
+  out[#out + 1] = {redis.call('GET', r .. ':seq') or '0', found}
+end
+return out
+"""
+)
+
+#: The messages changed after rev ARGV[2], oldest change first, up to ARGV[3]:
+#: [room's rev, [[seq, present state, answered message's state or nil]]].
+CHANGED_AFTER = Script(
+    _HELPERS
+    + """
+local r = ARGV[1]
+local seqs = redis.call('ZRANGEBYSCORE', r .. ':revs', '(' .. ARGV[2], '+inf', 'LIMIT', 0, tonumber(ARGV[3]))
+local found = {}
+for _, seq in ipairs(seqs) do
+  local s = redis.call('HGET', r .. ':x', seq)
+  if s then found[#found + 1] = quoted(r, tonumber(seq), s) end
+end
+return {redis.call('GET', r .. ':rev') or '0', found}
 """
 )
 
@@ -122,21 +340,25 @@ local r = ARGV[1]
 local last = redis.call('XREVRANGE', r, '+', '-', 'COUNT', 1)
 local position = '0-0'
 if #last > 0 then position = last[1][1] end
-local recent = collect(r, '+', '-', tonumber(ARGV[2]), false)
+local recent = collect(r, nil, 1, tonumber(ARGV[2]), false)
 return {position, redis.call('HGETALL', r .. ':m'), redis.call('GET', r .. ':topic'),
   redis.call('GET', r .. ':seq') or '0', recent, redis.call('GET', r .. ':name'),
-  redis.call('GET', r .. ':rules')}
+  redis.call('GET', r .. ':rules'), redis.call('GET', r .. ':rev') or '0'}
 """
 )
 
-#: Up to ARGV[3] messages before (ARGV[2] = '(S-0' or '+') or after ('(S-0'), and one more to tell "more".
+#: Up to ARGV[3] messages with seqs up to ARGV[2] ('' for no bound), newest
+#: first, or ('after') from ARGV[2] on, oldest first; ask one more to tell "more".
 PAGE = Script(
     _COLLECT
     + """
+local want = tonumber(ARGV[3])
 if ARGV[4] == 'after' then
-  return collect(ARGV[1], '+', ARGV[2], tonumber(ARGV[3]), true)
+  return collect(ARGV[1], nil, tonumber(ARGV[2]), want, true)
 end
-return collect(ARGV[1], ARGV[2], '-', tonumber(ARGV[3]), false)
+local hi = nil
+if ARGV[2] ~= '' then hi = tonumber(ARGV[2]) end
+return collect(ARGV[1], hi, 1, want, false)
 """
 )
 
@@ -267,17 +489,23 @@ class Entry:
         return json.loads(self.raw)
 
 
+#: A message as a page has it: (seq, its present state, the present state
+#: of the message it answers, if it answers one that is still there).
+Found = tuple[int, dict, dict | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A room as a node starts following it: its stream from ``position`` on."""
 
     position: str
-    members: dict[int, dict]  # id -> {"node", "nick", "key", "op"}
+    members: dict[int, dict]  # id -> {"node", "nick", "key", "op", "away"?}
     topic: dict | None  # {"text", "by", "ts"}
     seq: int
-    recent: list[tuple[int, dict]]  # (seq, message data), oldest first
+    recent: list[Found]  # oldest first
     name: str | None  # as the cluster first knew it
     rules: dict | None  # {"rules": stored rules, "guest_ops": [id]}, if changed while it had members
+    rev: int = 0  # the room's latest change
 
 
 def parse_entry(raw: list) -> Entry:
@@ -290,8 +518,10 @@ def parse_entry(raw: list) -> Entry:
     return Entry(ident.decode(), kind, seq, data, node.decode(), int(batch))
 
 
-def _messages(found: list) -> list[tuple[int, dict]]:
-    return [(int(seq), json.loads(data)) for seq, data in found]
+def _messages(found: list) -> list[Found]:
+    return [
+        (int(seq), json.loads(data), json.loads(source) if source else None) for seq, data, source in found
+    ]
 
 
 class StreamStore:
@@ -335,21 +565,28 @@ class StreamStore:
     # -- rooms -------------------------------------------------------------------------
 
     def append(
-        self, node: str, batch: int, rooms: list[tuple[str, str, list[dict]]]
-    ) -> Deferred[list[list[int]]]:
-        """Each room's (key, name, entries) in its stream, in one script."""
-        doc = {
-            "p": self.prefix,
-            "node": node,
-            "batch": batch,
-            "keep": self.keep,
-            "rooms": [{"k": escape(room), "n": name, "e": entries} for room, name, entries in rooms],
-        }
-        return APPEND(self.client, [], [json.dumps(doc, ensure_ascii=False, separators=(",", ":"))])
+        self,
+        node: str,
+        batch: int,
+        rooms: list[tuple[str, str, list[dict]]],
+        seqs: dict[str, int] | None = None,
+    ) -> Deferred[list[list[int]] | None]:
+        """Each room's (key, name, entries) in its stream, in one script;
+        None if a change was decided on a message that has changed since
+        (nothing written: decide again)."""
+        rows: list[dict] = []
+        for room, name, entries in rooms:
+            row: dict[str, Any] = {"k": escape(room), "n": name, "e": entries}
+            if seqs and room in seqs:
+                row["sq"] = seqs[room]
+            rows.append(row)
+        doc = {"p": self.prefix, "node": node, "batch": batch, "keep": self.keep, "rooms": rows}
+        d = APPEND(self.client, [], [json.dumps(doc, ensure_ascii=False, separators=(",", ":"))])
+        return d.addCallback(lambda reply: None if reply and reply[0] == b"retry" else reply)
 
     def snapshot(self, room: str, replay: int) -> Deferred[Snapshot]:
         def parse(reply) -> Snapshot:
-            position, flat, topic, seq, recent, name, rules = reply
+            position, flat, topic, seq, recent, name, rules, rev = reply
             members = {int(flat[i]): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
             return Snapshot(
                 position.decode() if isinstance(position, bytes) else position,
@@ -359,18 +596,54 @@ class StreamStore:
                 list(reversed(_messages(recent))),
                 name.decode() if name else None,
                 json.loads(rules) if rules else None,
+                int(rev),
             )
 
         return SNAPSHOT(self.client, [], [self.stream(room), max(1, replay)]).addCallback(parse)
 
-    def before(self, room: str, seq: int | None, limit: int) -> Deferred[tuple[list[tuple[int, dict]], bool]]:
-        high = "+" if seq is None else f"({seq}-0"
+    def before(self, room: str, seq: int | None, limit: int) -> Deferred[tuple[list[Found], bool]]:
+        if seq is not None and seq <= 1:
+            return succeed(([], False))
+        high = "" if seq is None else seq - 1
         d = PAGE(self.client, [], [self.stream(room), high, limit + 1, "before"])
         return d.addCallback(lambda found: (list(reversed(_messages(found[:limit]))), len(found) > limit))
 
-    def after(self, room: str, seq: int, limit: int) -> Deferred[tuple[list[tuple[int, dict]], bool]]:
-        d = PAGE(self.client, [], [self.stream(room), f"({seq}-0", limit + 1, "after"])
+    def after(self, room: str, seq: int, limit: int) -> Deferred[tuple[list[Found], bool]]:
+        d = PAGE(self.client, [], [self.stream(room), max(seq, 0) + 1, limit + 1, "after"])
         return d.addCallback(lambda found: (_messages(found[:limit]), len(found) > limit))
+
+    def changed_after(self, room: str, rev: int, limit: int) -> Deferred[tuple[list[Found], bool, int]]:
+        """The messages whose last change is after ``rev``, oldest change
+        first, whether more follow, and the room's latest rev."""
+        d = CHANGED_AFTER(self.client, [], [self.stream(room), max(rev, 0), limit + 1])
+        return d.addCallback(
+            lambda reply: (_messages(reply[1][:limit]), len(reply[1]) > limit, int(reply[0]))
+        )
+
+    def last_rev(self, room: str) -> Deferred[int]:
+        d = self.client.call("GET", self.stream(room) + ":rev")
+        return d.addCallback(lambda raw: int(raw) if raw else 0)
+
+    def read(
+        self, rooms: dict[str, list[int]]
+    ) -> Deferred[dict[str, tuple[int, list[tuple[dict | None, dict | None]]]]]:
+        """What changes and replies are decided on: each room's seq, and
+        each asked message's present state with that of the one it answers."""
+        doc = {"p": self.prefix, "rooms": [{"k": escape(room), "s": seqs} for room, seqs in rooms.items()]}
+
+        def parse(reply: list) -> dict[str, tuple[int, list[tuple[dict | None, dict | None]]]]:
+            out = {}
+            for room, (seq, found) in zip(rooms, reply, strict=True):
+                out[room] = (
+                    int(seq),
+                    [
+                        (json.loads(data) if data else None, json.loads(src) if src else None)
+                        for data, src in found
+                    ],
+                )
+            return out
+
+        return READ(self.client, [], [json.dumps(doc, separators=(",", ":"))]).addCallback(parse)
 
     def rooms(self) -> Deferred[list[tuple[str, int, dict | None]]]:
         """Every room with members on any node: (name, members, topic)."""
@@ -415,6 +688,14 @@ class StreamStore:
             return [(_unescape(flat[i]), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
 
         return d.addCallback(rooms)
+
+    # -- typing: passed on, never stored -----------------------------------------------------
+
+    def typing_channel(self) -> str:
+        return self.key("typing")
+
+    def publish(self, channel: str, message: dict) -> Deferred:
+        return self.client.call("PUBLISH", channel, json.dumps(message, ensure_ascii=False))
 
     # -- node inboxes ---------------------------------------------------------------------
 

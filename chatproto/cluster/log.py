@@ -1,24 +1,70 @@
-"""A cluster node's event log: history pages read from the rooms' streams."""
+"""A cluster node's event log: history pages, catch-up by rev, read from
+the rooms' streams and what the scripts keep beside them
+(:mod:`chatproto.backends.streams`): each message in its present state."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
-from chatproto.backends.eventlog import Draft, StoreError, Topic
-from chatproto.backends.streams import StreamStore
-from chatproto.codec import Message
+from chatproto.backends.changes import quote_of, reactions_of
+from chatproto.backends.eventlog import Change, Draft, Outcome, StoreError, Topic
+from chatproto.backends.streams import Found, StreamStore
+from chatproto.codec import Message, Quote
 from chatproto.rules import DEFAULT_ROOM
 
 T = TypeVar("T")
 
 
-def stream_message(seq: int, data: dict[str, Any]) -> Message:
-    """A message as a room's stream keeps it."""
-    return Message(seq, data["ts"], data["from"], data["text"], None, data.get("action"))
+def quote_from(seq: int, source: dict[str, Any] | None) -> Quote:
+    """What a reply to message ``seq`` quotes, from that message's present
+    state (None: the room has it no more)."""
+    if source is None:
+        return quote_of(seq, None, None, True)
+    return quote_of(seq, source["from"], source["text"], "deleted" in source)
+
+
+def carried_quote(q: dict[str, Any]) -> Quote:
+    """A quote as an entry carries it (its JSON as the wire has it)."""
+    return Quote(q["seq"], q.get("from"), q.get("text"), q.get("deleted"))
+
+
+def stream_message(seq: int, data: dict[str, Any], quote: Quote | None = None) -> Message:
+    """A message in its present state as the store keeps it: a stream
+    entry's data (ts, from, text, action, author, reply, q) or a changed
+    message's state (also edited, deleted, reactions, rev)."""
+    if len(data) <= 4 and "reply" not in data and "rev" not in data:  # said, never changed
+        return Message(seq, data["ts"], data["from"], data["text"], None, data.get("action"))
+    reply = data.get("reply")
+    if reply is not None and quote is None:
+        q = data.get("q")
+        quote = carried_quote(q) if q else quote_of(reply, None, None, True)
+    deleted = data.get("deleted")
+    return Message(
+        seq,
+        data["ts"],
+        data["from"],
+        data["text"],
+        None,
+        data.get("action"),
+        quote if reply is not None else None,
+        data.get("edited"),
+        True if deleted is not None else None,
+        deleted or None,
+        reactions_of(data.get("reactions")),
+        data.get("rev"),
+    )
+
+
+def found_message(found: Found) -> Message:
+    """A page's message, its quote computed from the answered message's present state."""
+    seq, data, source = found
+    reply = data.get("reply")
+    return stream_message(seq, data, None if reply is None else quote_from(reply, source))
 
 
 Page = tuple[list[Message], bool]
@@ -48,8 +94,8 @@ class ClusterLog:
         self._waiting.append(d)
         return d.addCallback(lambda _: read())
 
-    def append(self, drafts: Sequence[Draft]) -> Deferred[list[Message]]:
-        raise StoreError("a cluster node appends through its ClusterNode")
+    def append(self, drafts: Sequence[Draft | Change]) -> Deferred[list[Outcome]]:
+        return fail(StoreError("a cluster node appends through its ClusterNode"))
 
     def before(self, seq: int | None, limit: int, room: str = DEFAULT_ROOM) -> Deferred[Page]:
         return self._page(self._when_started(lambda: self.store.before(room, seq, limit)))
@@ -57,9 +103,19 @@ class ClusterLog:
     def after(self, seq: int, limit: int, room: str = DEFAULT_ROOM) -> Deferred[Page]:
         return self._page(self._when_started(lambda: self.store.after(room, seq, limit)))
 
-    def _page(self, d: Deferred[tuple[list[tuple[int, dict[str, Any]]], bool]]) -> Deferred[Page]:
-        page = d.addCallback(lambda page: ([stream_message(seq, data) for seq, data in page[0]], page[1]))
+    def _page(self, d: Deferred[tuple[list[Found], bool]]) -> Deferred[Page]:
+        page = d.addCallback(lambda page: ([found_message(found) for found in page[0]], page[1]))
         return page.addErrback(_store_error)
+
+    def changed_after(self, rev: int, limit: int, room: str) -> Deferred[Page]:
+        read = self._when_started(lambda: self.store.changed_after(room, rev, limit))
+        page: Deferred[Page] = read.addCallback(
+            lambda got: ([found_message(found) for found in got[0]], got[1])
+        )
+        return page.addErrback(_store_error)
+
+    def last_rev(self, room: str) -> Deferred[int]:
+        return self._when_started(lambda: self.store.last_rev(room)).addErrback(_store_error)
 
     def topic(self, room: str) -> Deferred[Topic | None]:
         def parse(t: dict[str, Any] | None) -> Topic | None:
@@ -79,6 +135,11 @@ class ClusterLog:
 
     def close(self) -> None:
         pass
+
+
+def compact(value: Any) -> str:
+    """JSON as the store keeps it."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _store_error(failure: Failure) -> Failure:

@@ -18,6 +18,7 @@ announces its members' leaves (``connection_lost``) once.
 from __future__ import annotations
 
 import hmac
+import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -31,17 +32,25 @@ from twisted.python.failure import Failure
 
 from chatproto import codec
 from chatproto.backends.accounts import AccountStore
-from chatproto.backends.eventlog import Draft, StoreError, Topic
+from chatproto.backends.changes import apply_change
+from chatproto.backends.eventlog import Change, Draft, Outcome, StoreError, Topic, Unchanged
 from chatproto.backends.redis import RedisClient
 from chatproto.backends.streams import Entry, Snapshot, StreamReader, StreamStore, unescape
-from chatproto.cluster.log import ClusterLog, stream_message
-from chatproto.codec import ErrorCode, Message, ProtocolError
+from chatproto.cluster.log import (
+    ClusterLog,
+    carried_quote,
+    compact,
+    found_message,
+    quote_from,
+    stream_message,
+)
+from chatproto.codec import ErrorCode, Message, ProtocolError, Quote
 from chatproto.core import records
-from chatproto.core.broadcast import Flushed, Item, Said
+from chatproto.core.broadcast import Event, Flushed, Item, Said
 from chatproto.core.connection import Session
 from chatproto.core.peers import Inbound, Resumed
 from chatproto.core.rooms import ChatRoom, Directory, RoomRules, load_rules
-from chatproto.rules import room_key
+from chatproto.rules import is_direct, room_key
 
 log = Logger()
 
@@ -50,27 +59,102 @@ log = Logger()
 ID_BITS = 32
 
 
+#: What a batch's item will be answered with: already known (a refusal, a
+#: change that changes nothing), or (room, its entry's place among the
+#: room's entries, how its outcome is made from the seq or rev the store gives).
+Slot = Outcome | tuple[str, int, Callable[[int], Outcome]]
+
+#: The inbox note that brings a participant's session into a direct
+#: conversation opened (or said in) on another node.
+OPENED = "open"
+
+#: How often a batch of changes is decided again when the messages it was
+#: decided on changed meanwhile (another node changed them first).
+MAX_TRIES = 50
+
+
 class _Pending:
     """A batch of ours on its way through the streams: answered for once the
-    store has numbered its messages and its entries have come back."""
+    store has numbered its messages, applied its changes, and its entries
+    have come back."""
 
-    __slots__ = ("done", "flushed", "messages", "remaining")
+    __slots__ = ("decide", "done", "flushed", "items", "number", "outcomes", "remaining", "unread")
 
-    def __init__(self, flushed: Flushed, remaining: int) -> None:
+    def __init__(self, flushed: Flushed, number: int, items: list[Item], decide: bool) -> None:
         self.flushed = flushed
-        self.remaining = remaining  # entries not read back yet
-        self.messages: list[Message] | None = None  # once numbered
-        self.done: Deferred[list[Message]] = Deferred()
+        self.number = number
+        self.items = items  # those that go to the rooms' streams
+        self.decide = decide  # holds changes or replies: decided on the messages as read
+        self.remaining = 0  # entries not read back yet
+        self.unread: dict[str, int] = {}  # of those, each room's
+        self.outcomes: list[Outcome] | None = None  # once the store answered
+        self.done: Deferred[list[Outcome]] = Deferred()
+
+    def read_back(self, room: str, count: int = 1) -> bool:
+        """``count`` of its entries in ``room`` came back (or never will):
+        whether it has them all now."""
+        self.remaining -= count
+        self.unread[room] = self.unread.get(room, 0) - count
+        return self.remaining == 0
 
     def settle(self) -> None:
-        if not self.remaining and self.messages is not None and not self.done.called:
-            self.done.callback(self.messages)
+        if not self.remaining and self.outcomes is not None and not self.done.called:
+            self.done.callback(self.outcomes)
 
 
 def _in_order(item: Item) -> bool:
-    """Does a batch item go to its room's stream? Messages and room presence
-    do; server-wide items (PENDING) stay on their node."""
-    return isinstance(item, Said) or item.record is not None
+    """Does a batch item go to its room's stream? Messages, changes and room
+    presence do; server-wide items (PENDING) stay on their node, and typing
+    is published, never stored."""
+    return isinstance(item, Said) or (
+        item.record is not None and not isinstance(item.record, records.TypingSent)
+    )
+
+
+def _decided(item: Item) -> bool:
+    """Is the item decided on a stored message (a change, a reply)?"""
+    return isinstance(item, Said) and (type(item.draft) is not Draft or item.draft.reply is not None)
+
+
+def draft_data(d: Draft, quote: Quote | None = None) -> str:
+    """A message's data in its entry: what :func:`codec.draft_json` has, its
+    author, and for a reply the seq it answers first (the scripts look for
+    it there) and the quote last (the scripts cut it off there)."""
+    text = codec.draft_json(d)
+    if d.reply is not None:
+        text = f'{{"reply":{d.reply},{text[1:]}'
+    extra = ""
+    if d.author is not None:
+        extra = f',"author":{codec.dumps(d.author)}'
+    if quote is not None:
+        extra += f',"q":{quote_json(quote)}'
+    return f"{text[:-1]}{extra}}}" if extra else text
+
+
+def quote_json(quote: Quote) -> str:
+    body: dict[str, Any] = {"seq": quote.seq}
+    if quote.sender is not None:
+        body["from"] = quote.sender
+    if quote.text is not None:
+        body["text"] = quote.text
+    if quote.deleted:
+        body["deleted"] = True
+    return compact(body)
+
+
+def _stream_id(id: str) -> tuple[int, int]:
+    ms, _, n = id.partition("-")
+    return int(ms), int(n or 0)
+
+
+def _token(state: dict[str, Any] | None) -> int:
+    """The rev a message was read at (0: never changed): a change decided on
+    it is written only if it still has that rev."""
+    return int(state.get("rev", 0)) if state else 0
+
+
+#: A batch's reads: room -> (its seq, seq -> (present state, answered message's state)).
+Read = dict[str, tuple[int, dict[int, tuple[dict[str, Any] | None, dict[str, Any] | None]]]]
 
 
 class ClusterNode:
@@ -101,8 +185,12 @@ class ClusterNode:
         self.reader: StreamReader | None = None
         self._batches = 0
         self._pending: dict[int, _Pending] = {}
+        self._queue: deque[_Pending] = deque()  # batches not written yet, in order
+        self._deciding: _Pending | None = None  # the batch read and decided now: the rest wait
+        self.typing_client: RedisClient | None = None  # subscribed to the typing channel
         self._refused: set[int] = set()  # batches sent, then refused: their entries may still come
         self._held: dict[str, deque[Entry]] = {}
+        self._seen: dict[str, str] = {}  # room -> the last entry read
         self.remotes: dict[int, Session] = {}  # members on other nodes, by id
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
@@ -118,6 +206,8 @@ class ClusterNode:
         self.inbound = inbound
         for client in (self.store.client, self.reader_client):
             client.start()
+        if self.typing_client is not None:
+            self.typing_client.start()
         if not self.store.client.up:
             log.info("waiting for Redis at {address}", address=str(self.store.client.address))
         d: Deferred[Any] = self.store.client.connected()
@@ -178,56 +268,326 @@ class ClusterNode:
             d.addErrback(lambda f: log.warn("could not leave the cluster: {error}", error=f.value))
         d.addBoth(lambda _: self.store.client.stop())
         d.addBoth(lambda _: self.reader_client.stop())
+        if self.typing_client is not None:
+            typing = self.typing_client
+            d.addBoth(lambda _: typing.stop())
         return d.addBoth(lambda _: None)
 
     # -- the order: appending ------------------------------------------------------------
 
-    def append(self, flushed: Flushed) -> Deferred[list[Message]] | None:
+    def append(self, flushed: Flushed) -> Deferred[list[Outcome]] | None:
         """A flushed batch's room items to their streams (None: it has none);
-        fires with its messages, numbered."""
-        rooms: dict[str, list[dict[str, Any]]] = {}
-        names: dict[str, str] = {}
-        count = 0
+        fires with its messages numbered, its changes applied.
+
+        Changes and replies are decided in Python by the one set of rules
+        every store shares (:func:`chatproto.backends.changes.apply_change`),
+        on the messages as one script read them; the script that writes the
+        batch checks that each message it was decided on is still at the rev
+        it was read at, and writes nothing otherwise (the batch is read and
+        decided again). So each change is atomic in its room, in the room's
+        order, without a second copy of the rules in Lua. The batches are
+        written in order: one being decided holds back those after it (a
+        batch of plain messages, the usual one, is written at once)."""
+        items: list[Item] = []
         for item in flushed.batch:
-            if not _in_order(item):
-                continue
-            if isinstance(item, Said):
-                entry = records.message_entry(item.draft)
-                names[item.channel] = item.name
-            elif item.record is not None:
-                entry = item.record.entry(self.node)
-                names[item.channel] = item.record.room
-            rooms.setdefault(item.channel, []).append(entry)
-            count += 1
-        if not rooms:
+            if _in_order(item):
+                items.append(item)
+            elif isinstance(item, Event) and isinstance(item.record, records.TypingSent):
+                self._publish_typing(item.channel, item.record)
+        if not items:
             return None
         self._batches += 1
         number = self._batches
-        pending = self._pending[number] = _Pending(flushed, count)
-        sent = self.store.client.up  # else the call fails unsent
-        d = self.store.append(self.node, number, [(k, names[k], e) for k, e in rooms.items()])
-        d.addCallbacks(
-            self._numbered_messages,
-            self._append_failed,
-            callbackArgs=(pending, list(rooms)),
-            errbackArgs=(number, pending, sent),
-        )
+        pending = self._pending[number] = _Pending(flushed, number, items, any(map(_decided, items)))
+        self._queue.append(pending)
+        self._pump()
         return pending.done
 
-    def _numbered_messages(self, seqs: list[list[int]], pending: _Pending, rooms: list[str]) -> None:
-        """The batch's messages with the seqs the store gave them (each room's
-        in order; ``rooms`` in the order they were appended)."""
-        numbers = {room: iter([seq for seq in got if seq]) for room, got in zip(rooms, seqs, strict=True)}
-        pending.messages = [
-            Message(next(numbers[item.channel]), d.ts, d.sender, d.text, None, d.action)
-            for item in pending.flushed.said
-            for d in (item.draft,)
-        ]
+    def _pump(self) -> None:
+        while self._queue and self._deciding is None:
+            pending = self._queue.popleft()
+            if pending.decide:
+                self._deciding = pending
+                self._decide(pending, 1)
+            else:
+                self._write(pending, self._plan(pending, {}))
+
+    def _write(
+        self,
+        pending: _Pending,
+        plan: tuple[dict[str, list[dict[str, Any]]], dict[str, str], list[Slot]],
+        read: Read | None = None,
+    ) -> Deferred[Any]:
+        """The batch's entries to the store; fires once answered for (None
+        if a change must be decided again)."""
+        rooms, names, slots = plan
+        pending.remaining = sum(len(entries) for entries in rooms.values())
+        pending.unread = {room: len(entries) for room, entries in rooms.items()}
+        if not rooms:  # all refused or unchanged: nothing to write
+            self._answered([], pending, [], slots)
+            return succeed(True)
+        sent = self.store.client.up  # else the call fails unsent
+        rows = [(k, names[k], e) for k, e in rooms.items()]
+        d = self.store.append(self.node, pending.number, rows, self._checks(read, rooms) if read else None)
+
+        def written(results: list[list[int]] | None) -> bool:
+            if results is None:
+                pending.remaining = 0
+                return False
+            self._answered(results, pending, list(rooms), slots)
+            return True
+
+        return d.addCallback(written).addErrback(self._append_failed, pending, sent)
+
+    def _decide(self, pending: _Pending, tries: int) -> None:
+        """Read what the batch's changes and replies are decided on, decide,
+        write; again if a message changed meanwhile."""
+        wanted: dict[str, list[int]] = {}
+        for item in pending.items:
+            if isinstance(item, Said):
+                draft = item.draft
+                seq = draft.seq if isinstance(draft, Change) else draft.reply
+                if seq is not None:
+                    wanted.setdefault(draft.room, []).append(seq)
+        d = self.store.read(wanted)
+
+        def decided(found: dict[str, tuple[int, list[tuple[Any, Any]]]]) -> Deferred[Any]:
+            read: Read = {
+                room: (seq, dict(zip(wanted[room], states, strict=True)))
+                for room, (seq, states) in found.items()
+            }
+            return self._write(pending, self._plan(pending, read), read)
+
+        def done(written: Any) -> None:
+            if written is False and pending.outcomes is None:
+                if tries < MAX_TRIES:
+                    self._decide(pending, tries + 1)
+                    return
+                self._append_failed(
+                    Failure(StoreError("the messages changed too often to apply a change")), pending, False
+                )
+            self._deciding = None
+            self._pump()
+
+        d.addCallbacks(decided, self._append_failed, errbackArgs=(pending, False))
+        d.addCallback(done)
+        d.addErrback(lambda f: log.failure("deciding a batch failed", f))
+
+    def _plan(
+        self, pending: _Pending, read: Read
+    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str], list[Slot]]:
+        """Each room's entries for the batch (in its order), the rooms' names,
+        and what each of its messages and changes will be answered with."""
+        rooms: dict[str, list[dict[str, Any]]] = {}
+        names: dict[str, str] = {}
+        slots: list[Slot] = []
+        overlay: dict[
+            tuple[str, int], dict[str, Any]
+        ] = {}  # messages as said or changed earlier in the batch
+        seqs = {room: last for room, (last, _) in read.items()}  # each room's seq as the batch goes
+        where: dict[tuple[str, int], tuple[str, int]] = {}  # message -> the entry of its last change here
+        for item in pending.items:
+            if isinstance(item, Said):
+                names[item.channel] = item.name
+                draft = item.draft
+                planned: Outcome | Slot | tuple[dict[str, Any], Callable[[int], Outcome]]
+                if type(draft) is Draft:
+                    planned = self._message(draft, read, overlay, seqs)
+                else:
+                    assert isinstance(draft, Change)
+                    planned = self._change(draft, read, overlay, where)
+                if not isinstance(planned, tuple):
+                    slots.append(planned)
+                    continue
+                if len(planned) == 3:  # made with the rev an earlier change here takes
+                    slots.append(planned)
+                    continue
+                entry, make = planned
+                entries = rooms.setdefault(item.channel, [])
+                if entry["t"] == "c":
+                    where[(item.channel, entry["s"])] = (item.channel, len(entries))
+                slots.append((item.channel, len(entries), make))
+                entries.append(entry)
+            elif item.record is not None:
+                names[item.channel] = item.record.room
+                rooms.setdefault(item.channel, []).append(self._record_entry(item.record))
+        return rooms, names, slots
+
+    def _checks(self, read: Read, rooms: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+        """The seq a room must still have when the batch is written: where a
+        change or reply names a message said earlier in the batch, whose seq
+        was foreseen from the room's seq as read."""
+        return {
+            room: read[room][0]
+            for room, entries in rooms.items()
+            if room in read and any(e.get("v") == -1 and e["vs"] > read[room][0] for e in entries)
+        }
+
+    def _message(
+        self, draft: Draft, read: Read, overlay: dict[tuple[str, int], dict[str, Any]], seqs: dict[str, int]
+    ) -> Outcome | tuple[dict[str, Any], Callable[[int], Outcome]]:
+        d = draft
+        quote = None
+        entry: dict[str, Any]
+        if d.reply is None:
+            entry = {"t": "m", "d": draft_data(d)}
+        else:
+            states = read[d.room][1]
+            if not 1 <= d.reply <= seqs[d.room]:
+                return ProtocolError(
+                    ErrorCode.NO_SUCH_MESSAGE, f"there is no message {d.reply} to answer here"
+                )
+            key = (d.room, d.reply)
+            state = overlay[key] if key in overlay else states[d.reply][0]
+            quote = quote_from(d.reply, state)
+            entry = {
+                "t": "m",
+                "d": draft_data(d, quote),
+                "r": d.reply,
+                "vs": d.reply,
+                "v": -1 if key in overlay else _token(state),
+            }
+        if d.room in seqs:  # a change or reply later in the batch may name it
+            seq = seqs[d.room] = seqs[d.room] + 1
+            said: dict[str, Any] = {} if d.reply is None else {"reply": d.reply}
+            said.update(ts=d.ts, text=d.text, author=d.author)
+            said["from"] = d.sender
+            if d.action is not None:
+                said["action"] = d.action
+            overlay[(d.room, seq)] = said
+        return entry, lambda seq: Message(seq, d.ts, d.sender, d.text, None, d.action, quote)
+
+    def _change(
+        self,
+        change: Change,
+        read: Read,
+        overlay: dict[tuple[str, int], dict[str, Any]],
+        where: dict[tuple[str, int], tuple[str, int]],
+    ) -> Outcome | Slot | tuple[dict[str, Any], Callable[[int], Outcome]]:
+        last, states = read[change.room]
+        key = (change.room, change.seq)
+        state: dict[str, Any] | None = None
+        source: dict[str, Any] | None = None
+        if key in overlay:
+            state = overlay[key]
+        elif 1 <= change.seq <= last:
+            state, source = states[change.seq]
+        if state is not None and state.get("reply") is not None and source is None:
+            answered = (change.room, state["reply"])
+            source = overlay.get(answered)
+        if state is None:
+            return ProtocolError(ErrorCode.NO_SUCH_MESSAGE, f"there is no message {change.seq} here")
+        action = state.get("action")
+        try:
+            update = apply_change(
+                change,
+                state["ts"],
+                state["from"],
+                state["text"],
+                None if action is None else compact(action),
+                state.get("author"),
+                state.get("deleted"),
+                state.get("reactions"),
+                state.get("edited"),
+            )
+        except ProtocolError as e:
+            return e
+        reply = state.get("reply")
+        quote = None
+        if reply is not None:
+            answered = (change.room, reply)
+            quote = quote_from(reply, overlay[answered] if answered in overlay else source)
+        seq = change.seq
+        if update is None:
+            changed_at = where.get(key)
+            if changed_at is None:
+                return Unchanged(stream_message(seq, state, quote))
+            # changed earlier in the batch: it shows the rev that change takes
+            room, index = changed_at
+            return room, index, lambda rev: Unchanged(stream_message(seq, {**state, "rev": rev}, quote))
+        text, edited, deleted, reactions = update
+        new = {
+            k: v for k, v in state.items() if k not in ("q", "text", "edited", "deleted", "reactions", "rev")
+        }
+        new["text"] = text
+        if edited is not None:
+            new["edited"] = edited
+        if deleted is not None:
+            new["deleted"] = deleted
+        if reactions is not None:
+            new["reactions"] = reactions
+        entry = {
+            "t": "c",
+            "s": seq,
+            "k": change.kind,
+            "st": compact(new)[:-1],
+            "h": f'{{"kind":{codec.dumps(change.kind)},"by":{codec.dumps(change.by)},"seq":{seq},'
+            f'"emoji":{codec.dumps(change.emoji)},"m":',
+            "vs": seq,
+            "v": -1 if key in overlay else _token(state),
+        }
+        if quote is not None:
+            entry["q"] = f',"q":{quote_json(quote)}'
+        overlay[key] = new
+        return entry, lambda rev: stream_message(seq, {**new, "rev": rev}, quote)
+
+    def _record_entry(self, record: records.Record) -> dict[str, Any]:
+        entry = record.entry(self.node)
+        if isinstance(record, records.AwaySet):
+            entry["id"] = str(record.id)
+            if record.message is not None:
+                entry["away"] = record.message
+        elif isinstance(record, records.MemberJoined):
+            away = self._core().away(record.id, record.key) if self.inbound is not None else None
+            if away is not None:
+                member = json.loads(entry["m"])
+                member["away"] = away  # a later node's ROOM shows it away
+                entry["m"] = codec.dumps(member)
+        return entry
+
+    def _answered(
+        self, results: list[list[int]], pending: _Pending, rooms: list[str], slots: list[Slot]
+    ) -> None:
+        """The batch's outcomes, with the seqs and revs the store gave (each
+        room's in order; ``rooms`` in the order they were appended)."""
+        got = dict(zip(rooms, results, strict=True))
+        outcomes: list[Outcome] = []
+        for slot in slots:
+            if isinstance(slot, tuple):
+                room, index, make = slot
+                outcomes.append(make(got[room][index]))
+            else:
+                outcomes.append(slot)
+        pending.outcomes = outcomes
         pending.settle()
 
-    def _append_failed(self, failure: Failure, number: int, pending: _Pending, sent: bool) -> None:
+    def _publish_typing(self, room: str, record: records.TypingSent) -> None:
+        """Typing to the other nodes: published, so never stored."""
+        note = {"node": self.node, "room": room, "nick": record.nick, "typing": record.typing}
+        self.store.publish(self.store.typing_channel(), note).addErrback(lambda f: None)
+
+    def typing_received(self, push: object) -> None:
+        """A message on the typing channel: another node's member typing in a room of ours."""
+        if not isinstance(push, list) or len(push) != 3 or push[0] != b"message" or self.inbound is None:
+            return
+        try:
+            note = json.loads(push[2])
+            if note["node"] == self.node:
+                return
+            core = self._core()
+            room = core.room(note["room"])
+            if room is None:
+                return
+            event, _ = core.apply(room, records.TypingSent(room.name, note["nick"], bool(note["typing"])))
+            if event is not None:
+                core.deliver([event], [])
+        except (ValueError, KeyError, TypeError):
+            log.warn("skipped a malformed typing notice")
+
+    def _append_failed(self, failure: Failure, pending: _Pending, sent: bool) -> None:
         """Nothing is acknowledged; whatever of it reached the stream anyway
         is delivered as if another node had written it."""
+        number = pending.number
         self._pending.pop(number, None)
         if sent:  # the store may have run it, its answer lost; unsent, it can't have
             self._refused.add(number)
@@ -248,17 +608,33 @@ class ClusterNode:
     def _read(self, room: str, entries: list[Entry]) -> None:
         held = self._held.setdefault(room, deque())
         back: list[_Pending] = []
+        # Entries a change took out of the stream were read by an earlier
+        # read if at all: all of this read came after the change was made.
+        seen = self._seen.get(room, "0-0")
         for entry in entries:
+            if entry.kind == "c" and b'"gone"' in entry.raw:
+                self._gone(room, entry, seen, back)
             if entry.node == self.node:
                 pending = self._pending.get(entry.batch)
-                if pending is not None:
-                    pending.remaining -= 1
-                    if pending.remaining == 0:
-                        back.append(pending)
+                if pending is not None and pending.read_back(room):
+                    back.append(pending)
             held.append(entry)
+        if entries:
+            self._seen[room] = entries[-1].id
         self._release()  # others' entries first, up to our own first one...
         for pending in back:
             pending.settle()  # ...then ours (each releases what follows it once delivered)
+
+    def _gone(self, room: str, entry: Entry, seen: str, back: list[_Pending]) -> None:
+        """A change that took entries out of the stream (a message's old
+        text): ours among them that were not read yet count as read back."""
+        for id, tag in entry.data.get("gone", ()):
+            if _stream_id(id) <= _stream_id(seen):
+                continue  # read already
+            node, _, batch = tag.partition("|")
+            pending = self._pending.get(int(batch)) if node == self.node else None
+            if pending is not None and pending.read_back(room):
+                back.append(pending)
 
     def _release(self) -> None:
         """Deliver other nodes' entries up to this node's first undelivered one, room by room."""
@@ -280,7 +656,7 @@ class ClusterNode:
     def _apply(self, ready: list[tuple[str, Entry]]) -> None:
         core = self._core()
         items: list[Any] = []
-        messages: list[Message] = []
+        messages: list[Outcome] = []
         after: list[Callable[[], None]] = []
         for key, entry in ready:
             room = core.room(key)
@@ -300,14 +676,39 @@ class ClusterNode:
         key: str,
         entry: Entry,
         items: list[Item],
-        messages: list[Message],
+        messages: list[Outcome],
         after: list[Callable[[], None]],
     ) -> None:
         """Another node's entry as a batch item (and what to do once it is delivered)."""
         if entry.kind == "m":
-            message = stream_message(entry.seq, entry.data)
-            draft = Draft(message.ts, message.sender, message.text, key, message.action)
+            data = entry.data
+            message = stream_message(entry.seq, data)
+            draft = Draft(
+                message.ts,
+                message.sender,
+                message.text,
+                key,
+                message.action,
+                data.get("author"),
+                data.get("reply"),
+            )
             items.append(Said(draft, room.name, None, None))
+            messages.append(message)
+            return
+        if entry.kind == "c":  # a change: the message in its present state
+            data = entry.data
+            state, q = data["m"], data.get("q")
+            message = stream_message(data["seq"], state, carried_quote(q) if q else None)
+            change = Change(
+                data["kind"],
+                key,
+                message.seq,
+                message.edited or message.ts,
+                data["by"],
+                "",
+                emoji=data.get("emoji"),
+            )
+            items.append(Said(change, room.name, None, None))
             messages.append(message)
             return
         event, then = self._core().apply(room, records.decode(entry.kind, room.name, entry.data))
@@ -321,6 +722,9 @@ class ClusterNode:
         core = self._core()
         for message in messages:
             try:
+                if message.get("kind") == OPENED:
+                    core.invited(message["key"], message["room"])
+                    continue
                 note = records.read_note(message)
                 if isinstance(note, records.Whispered):
                     core.whispered(note.private)
@@ -367,7 +771,9 @@ class ClusterNode:
                 remote = self.stand_in(
                     id, member["nick"], unescape(member["key"]), member.get("account", False)
                 )
+                remote.away = member.get("away")
                 core.seat(room, remote)
+                room.refresh(remote)
         if snapshot.topic is not None:
             t = snapshot.topic
             room.topic = Topic(t["text"], t["by"], t["ts"]) if t["text"] else None
@@ -375,12 +781,19 @@ class ClusterNode:
             room.name = snapshot.name  # one spelling across the cluster
 
         room.last_seq = max(room.last_seq, snapshot.seq)
+        room.rev = max(room.rev, snapshot.rev)
         room.recent.clear()
-        room.recent.extend(
-            (m, codec.message_json(m)) for m in (stream_message(s, d) for s, d in snapshot.recent)
-        )
+        room.recent.extend((m, codec.message_json(m)) for m in map(found_message, snapshot.recent))
         if self.reader is not None:
+            self._seen[room.key] = snapshot.position
             self.reader.follow(room.key, snapshot.position)
+        # Our batches written to the room before its snapshot was taken
+        # (a member entered before the room was read: the store answered
+        # them first) are in it already: their entries won't come back.
+        for pending in list(self._pending.values()):
+            count = pending.unread.get(room.key, 0)
+            if pending.outcomes is not None and count > 0 and pending.read_back(room.key, count):
+                pending.settle()
 
     def dropped(self, room: ChatRoom) -> None:
         """No member here any more: stop reading the room once what was said reached everyone."""
@@ -389,6 +802,7 @@ class ClusterNode:
             if self._core().room(room.key) is None and self.reader is not None:
                 self.reader.unfollow(room.key)
                 self._held.pop(room.key, None)
+                self._seen.pop(room.key, None)
 
         core = self._core()
         core.unseat(room)
@@ -411,6 +825,8 @@ class ClusterNode:
         def merge(rows: list[tuple[str, int, dict[str, Any] | None]]) -> str:
             rooms = {room_key(info.room): info for info in local}
             for name, members, topic in rows:
+                if is_direct(name):
+                    continue  # a direct conversation is never listed (docs/protocol.md 19.8)
                 text = topic["text"] if topic else ""
                 rooms.setdefault(room_key(name), codec.RoomInfo(name, text, members))
             shown = sorted(rooms.values(), key=lambda info: room_key(info.room))
@@ -504,6 +920,26 @@ class ClusterNode:
             return None  # it moved or went meanwhile
         self.store.send(old, records.Moved(key).to_json()).addErrback(lambda f: None)
         return record, rooms
+
+    def summon(self, key: str, name: str) -> Deferred[None]:
+        """Account ``key``'s session, if it is online on another node, joins
+        the direct conversation ``name`` there (an inbox note to its node)."""
+
+        def owner(stored: dict[str, Any] | None) -> Deferred[Any] | None:
+            if stored is None:
+                return None
+            record = records.SessionRecord.from_json(stored)
+            if record.node == self.node or not record.account:
+                return None
+            return self.store.send(record.node, {"kind": OPENED, "key": key, "room": name})
+
+        d = self.store.session(key).addCallback(owner)
+        d.addErrback(
+            lambda f: log.warn(
+                "could not bring {key} into {name}: {error}", key=key, name=name, error=f.value
+            )
+        )
+        return d.addCallback(lambda _: None)
 
     def whisper(self, nick_key: str, private: codec.Private) -> Deferred[bool]:
         """To a session on another node: False if nobody there has the nick."""

@@ -102,6 +102,31 @@ class Inbound:
         for member in room.members.values():
             room.refresh(member)
 
+    def away(self, id: int, key: str) -> str | None:
+        session = self.registry.held(key)
+        return session.away if session is not None and session.id == id else None
+
+    def invited(self, key: str, name: str) -> None:
+        """A direct conversation opened (or said in) on another node: this
+        node's session of the account joins it, as Conversations brings in a
+        participant online here (docs/protocol.md 19.8)."""
+        session = self.registry.held(key)
+        if session is None or not session.account or session.connection is None:
+            return  # its account remembers the conversation for its next login
+        room = self.directory.conversation(name)
+        membership = self.membership
+
+        def enter(_: object) -> None:
+            # entered once the room is read (as JOIN does): a cluster node
+            # reads a room's stream from its snapshot on, so the join must follow it
+            if session.rooms.get(room.key) is room or session.connection is None:
+                return
+            membership.enter(session, room)
+            membership.remember(session, room)
+            membership.when_ready([room], lambda: membership.send_room(session, room, None))
+
+        room.ready.addCallback(enter)
+
     def deliver(self, items: list[Any], messages: list[Outcome]) -> None:
         """Other nodes' items, already stored: to the rooms' recipients now."""
         self.broadcast.deliver_now(items, messages)

@@ -46,6 +46,13 @@ class Inbound(Protocol):
 
     def deliver(self, items: list[Any], messages: list[Outcome]) -> None: ...
 
+    def away(self, id: int, key: str) -> str | None:
+        """The away message of this node's session ``id`` (holding ``key``), if it is away."""
+
+    def invited(self, key: str, name: str) -> None:
+        """A direct conversation opened or said in on another node: this
+        node's session of account ``key`` joins it now."""
+
     def after_all(self, call: Callable[[], None]) -> None: ...
 
     def whispered(self, private: codec.Private) -> None: ...
