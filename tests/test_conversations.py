@@ -336,14 +336,29 @@ class Typing(SynchronousTestCase):
         self.assertEqual(old.received(), [])
         self.assertEqual(server.stored(), [])
 
-    def test_saying_something_is_stopping(self):
+    def test_saying_something_is_stopping_and_the_interval_still_runs(self):
         server = Server()
         ann, bob = v2(server, "ann", "bob")
         ann.send(codec.Typing("general"))
         said(ann, "done")
         bob.received()
+        ann.send(codec.Typing("general", typing=False))  # stopped already: nothing
+        ann.send(codec.Typing("general"))  # within the interval: nothing
+        self.assertEqual(bob.received(), [])
+        server.clock.advance(3)
         ann.send(codec.Typing("general"))
         self.assertEqual(bob.received(), [codec.TypingNotice("general", "ann", True)])
+
+    def test_true_and_false_in_turn_are_throttled_too(self):
+        server = Server()
+        ann, bob = v2(server, "ann", "bob")
+        for _ in range(50):
+            ann.send(codec.Typing("general"))
+            ann.send(codec.Typing("general", typing=False))
+        self.assertEqual(
+            bob.received(),
+            [codec.TypingNotice("general", "ann", True), codec.TypingNotice("general", "ann", False)],
+        )
 
     def test_not_a_member(self):
         server = Server(rooms=["side"])
@@ -525,7 +540,7 @@ class CatchingUp(SynchronousTestCase):
 
 
 class Migration(SynchronousTestCase):
-    def test_a_schema_4_file_is_migrated_in_one_go_and_its_messages_can_change(self):
+    def test_a_schema_4_file_is_migrated_in_one_go_and_its_messages_are_nobodys(self):
         path = self.mktemp()
         db = sqlite3.connect(path, isolation_level=None)
         for script in (sqlite_log._TABLES, sqlite_log._ACCOUNT_TABLES, sqlite_log._ADMIN_MARK):
@@ -536,10 +551,127 @@ class Migration(SynchronousTestCase):
         db.close()
         server = Server(store=SQLiteLog(path))
         self.assertEqual([m.text for m in server.stored()], ["old"])
-        ann = registered(server, "ann")  # an account owns what its nick said before (schema 4)
+        ann = registered(server, "ann")  # what was said before schema 5 is nobody's
         ann.join("general")
         ann.received()
         ann.send(codec.Edit("general", 1, "new"))
-        self.assertEqual(changed(ann)[0].message.text, "new")
+        self.assertEqual(error_of(ann), ErrorCode.NOT_YOURS)
+        ann.send(codec.React("general", 1, "👍"))
+        self.assertEqual(changed(ann)[0].message.reactions, [codec.Reaction("👍", ["ann"])])
         (version,) = server.store._db.execute("PRAGMA user_version").fetchone()
         self.assertEqual(version, SCHEMA_VERSION)
+
+
+class FoundByReview(SynchronousTestCase):
+    """What a cold reading of the first version found, each now a test."""
+
+    def test_an_admin_deletes_any_message_of_a_room(self):
+        from tests.test_accounts import made_admin
+
+        server = Server(admins=["root"])
+        made_admin(server, "root")
+        ann, bob = v2(server, "ann", "bob")
+        for peer in (ann, bob):
+            peer.send(codec.Join("dev"))
+        server.flush()
+        message = said(bob, "spam", "dev")
+        root = server.peer()
+        root.send(codec.Login("root", 2, password=PASSWORD))
+        root.received()
+        root.join("dev")
+        root.send(codec.Delete("dev", message.seq))
+        (gone,) = changed(root)
+        self.assertEqual((gone.message.deleted, gone.message.deleted_by), (True, "root"))
+
+    def test_a_new_account_with_a_deleted_ones_name_owns_none_of_its_messages(self):
+        server = Server()
+        (ann,) = [registered(server, "ann")]
+        ann.join("general")
+        message = said(ann, "mine")
+        ann.send(codec.AccountRequest("delete", PASSWORD, ref="d"))
+        ann.send(codec.Quit())
+        server.flush()
+        server.clock.advance(1)
+        again = registered(server, "ann")
+        again.join("general")
+        again.received()
+        again.send(codec.Edit("general", message.seq, "mine now"))
+        self.assertEqual(error_of(again), ErrorCode.NOT_YOURS)
+
+    def test_deleting_the_account_leaves_its_conversations(self):
+        server = Server()
+        ann, bob = registered(server, "ann"), registered(server, "bob")
+        ann.send(codec.Open(["bob"]))
+        server.flush()
+        ann.send(codec.AccountRequest("delete", PASSWORD, ref="d"))
+        server.flush()
+        self.assertNotIn("@ann+bob", server.hub.registry.find("ann").rooms)
+        bob.received()
+        ann.received()
+        said(bob, "secret after the delete", "@ann+bob")
+        self.assertEqual([p for p in ann.received() if isinstance(p, codec.MessagePacket)], [])
+
+    def test_the_old_text_of_an_edit_leaves_the_wal_too(self):
+        path = self.mktemp()
+        server = Server(store=SQLiteLog(path))
+        (ann,) = v2(server, "ann")
+        message = said(ann, "typo-hunter2")
+        server.store.checkpoint()
+        ann.send(codec.Edit("general", message.seq, "fixed"))
+        ann.received()
+        server.store.maintain()
+        for suffix in ("", "-wal"):
+            try:
+                with open(path + suffix, "rb") as f:
+                    self.assertNotIn(b"hunter2", f.read(), suffix)
+            except FileNotFoundError:
+                pass
+
+    def test_version_1_sees_no_away_or_operator_mark_in_welcome(self):
+        server = Server()
+        (ann,) = v2(server, "ann")
+        ann.send(codec.Away(True, "lunch"))
+        server.flush()
+        old = server.peer()
+        old.send(codec.Login("old", 1))
+        payload = old.transport.value()
+        self.assertNotIn(b'"away"', payload)
+        self.assertIn(b'"nick":"ann"', payload)
+
+    def test_the_senders_answers_come_in_the_order_of_its_requests(self):
+        server = Server()
+        (ann,) = v2(server, "ann")
+        message = said(ann, "hi")
+        ann.send(codec.React("general", message.seq, "👍", ref="r0"))
+        ann.received()
+        ann.send(codec.Say("next", "s1", "general"))
+        ann.send(codec.React("general", message.seq, "👍", ref="r1"))  # unchanged
+        ann.send(codec.Edit("general", 99, "x", "e1"))  # refused
+        got = [(type(p).__name__, p.ref) for p in ann.received()]
+        self.assertEqual(got, [("MessagePacket", "s1"), ("Changed", "r1"), ("Error", "e1")])
+
+    def test_a_later_guest_with_the_same_nick_takes_back_no_reaction(self):
+        server = Server()
+        ann, bob = v2(server, "ann", "bob")
+        message = said(ann, "hi")
+        bob.send(codec.React("general", message.seq, "👍"))
+        bob.send(codec.Quit())
+        server.flush()
+        (again,) = v2(server, "bob")
+        again.send(codec.React("general", message.seq, "👍", on=False, ref="u"))
+        (answer,) = changed(again)
+        self.assertEqual(answer.message.reactions, [codec.Reaction("👍", ["bob"])])
+        self.assertEqual(answer.message.rev, 1, "nothing changed")
+
+    def test_version_1_history_reads_past_pages_of_deleted_messages(self):
+        server = Server()
+        (ann,) = v2(server, "ann")
+        (old,) = server.logged_in("old")
+        seqs = [said(ann, f"m{i}").seq for i in range(6)]
+        for seq in seqs[2:]:
+            ann.send(codec.Delete("general", seq))
+        server.flush()
+        old.received()
+        old.send(codec.HistoryRequest(limit=2))
+        (page,) = old.received()
+        self.assertEqual([m.text for m in page.messages], ["m0", "m1"])

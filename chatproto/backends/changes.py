@@ -11,7 +11,6 @@ import json
 
 from chatproto.backends.eventlog import ADMIN, DELETE, EDIT, NOBODY, REACT, UNREACT, Change
 from chatproto.codec import ErrorCode, ProtocolError, Quote, Reaction, dumps
-from chatproto.rules import nick_key
 
 #: Characters of the answered message a reply quotes.
 QUOTE_LENGTH = 100
@@ -28,19 +27,18 @@ def quote_of(seq: int, sender: str | None, text: str | None, deleted: bool) -> Q
 
 
 def reactions_of(stored: str | None) -> list[Reaction] | None:
-    """A message's reactions as stored (JSON ``[[emoji, [nick, ...]], ...]``)."""
+    """A message's reactions as stored (JSON ``[[emoji, [nick, ...],
+    [owner, ...]], ...]``: who reacted, shown by nick, told apart by owner)."""
     if not stored:
         return None
-    return [Reaction(emoji, list(by)) for emoji, by in json.loads(stored)] or None
+    return [Reaction(entry[0], list(entry[1])) for entry in json.loads(stored)] or None
 
 
-def owns(change: Change, sender: str, author: str | None) -> bool:
+def owns(change: Change, author: str | None) -> bool:
     """Whether the change's requester wrote the message. A message stored
-    before authors were (schema 4) is an account's whose key its sender's
-    nick has; never a guest's."""
-    if author is not None:
-        return author == change.author
-    return not change.author.startswith("~") and nick_key(sender) == change.author
+    before authors were (schema 4) is nobody's: its sender's nick may
+    have been anyone's since."""
+    return author is not None and author == change.author
 
 
 def apply_change(
@@ -58,7 +56,7 @@ def apply_change(
     or the ProtocolError refusing it. The columns are the stored row's."""
     if deleted is not None:
         raise ProtocolError(ErrorCode.MESSAGE_DELETED, f"message {change.seq} was deleted")
-    own = action is None and owns(change, sender, author)
+    own = action is None and owns(change, author)
     if change.kind == EDIT:
         if not own:
             raise ProtocolError(ErrorCode.NOT_YOURS, f"message {change.seq} is not yours to edit")
@@ -82,31 +80,41 @@ def apply_change(
     return _react(change, text, reactions, edited)
 
 
+def _owners(entry: list) -> list[str]:
+    """Who put a reaction there, by owner (the nicks, for one stored without)."""
+    if len(entry) < 3:
+        entry.append(list(entry[1]))
+    owners: list[str] = entry[2]
+    return owners
+
+
 def _react(change: Change, text: str, stored: str | None, edited: float | None) -> Update | None:
-    emoji, by = change.emoji, change.by
+    emoji, by, who = change.emoji, change.by, change.author
     listed: list[list] = json.loads(stored) if stored else []
     entry = next((item for item in listed if item[0] == emoji), None)
     if change.kind == UNREACT:
-        if entry is None or by not in entry[1]:
+        if entry is None or who not in _owners(entry):
             return None
-        entry[1].remove(by)
+        index = _owners(entry).index(who)
+        del entry[1][index], entry[2][index]
         if not entry[1]:
             listed.remove(entry)
     else:
-        if entry is not None and by in entry[1]:
+        if entry is not None and who in _owners(entry):
             return None
         if entry is None and len(listed) >= change.max_reactions:
             raise ProtocolError(
                 ErrorCode.TOO_MANY_REACTIONS,
                 f"a message can have {change.max_reactions} different reactions; use one of those",
             )
-        if sum(1 for _, nicks in listed if by in nicks) >= change.user_reactions:
+        if sum(1 for item in listed if who in _owners(item)) >= change.user_reactions:
             raise ProtocolError(
                 ErrorCode.TOO_MANY_REACTIONS,
                 f"you can put at most {change.user_reactions} reactions on one message",
             )
         if entry is None:
-            listed.append([emoji, [by]])
+            listed.append([emoji, [by], [who]])
         else:
             entry[1].append(by)
+            _owners(entry).append(who)
     return text, edited, None, dumps(listed) if listed else None

@@ -40,10 +40,18 @@ class Draft:
     reply: int | None = None  # the seq it answers
 
 
-def author_of(key: str, account: bool, id: int, epoch: str = "") -> str:
-    """Who owns a message: an account (its key) for good, a guest (``~``,
-    the server's epoch and its session id) only while its session lasts."""
-    return key if account else f"~{epoch}{id}"
+def owner_of(key: str, created: float) -> str:
+    """What an account's messages and reactions are owned by: its key and
+    when it was made, so that a name deleted and registered again owns
+    none of them."""
+    return f"{key}:{created!r}"
+
+
+def author_of(owner: str | None, id: int, epoch: str = "") -> str:
+    """Who owns a message: an account (:func:`owner_of`) for good, a guest
+    (``~``, the server run's epoch and its session id) only while its
+    session lasts."""
+    return owner if owner is not None else f"~{epoch}{id}"
 
 
 #: The kinds of :class:`Change`; "unreact" shows as "react" on the wire.

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred, fail, succeed
 
 from chatproto.backends.changes import apply_change, quote_of, reactions_of
-from chatproto.backends.eventlog import Change, Draft, Outcome, StoreError, Topic
+from chatproto.backends.eventlog import DELETE, EDIT, Change, Draft, Outcome, StoreError, Topic
 from chatproto.backends.eventlog import Unchanged as _Unchanged
 from chatproto.codec import ErrorCode, Message, ProtocolError, dumps
 from chatproto.rules import DEFAULT_ROOM
@@ -293,6 +293,7 @@ class SQLiteLog:
         nexts: dict[str, int] = {}
         revs: dict[str, int] = {}
         outcomes: list[Outcome] = []
+        purge: list[bool] = []
         for item in items:
             if type(item) is Draft:
                 self._next_seq(item.room)  # its room made, outside the transaction
@@ -306,12 +307,14 @@ class SQLiteLog:
                     outcomes.append(self._insert(item, base, nexts))
                 else:
                     assert isinstance(item, Change)
-                    outcomes.append(self._change(item, base, revs))
+                    outcomes.append(self._change(item, base, revs, purge))
             except ProtocolError as e:
                 outcomes.append(e)
         self._db.execute("COMMIT")
         self._next.update(nexts)
         self._revs.update(revs)
+        if purge:
+            self._purge = True
         return outcomes
 
     def _insert(self, draft: Draft, base: int, nexts: dict[str, int]) -> Message:
@@ -343,7 +346,7 @@ class SQLiteLog:
         ).fetchone()
         return _message(row)
 
-    def _change(self, change: Change, base: int | None, revs: dict[str, int]) -> Outcome:
+    def _change(self, change: Change, base: int | None, revs: dict[str, int], purge: list[bool]) -> Outcome:
         row = None if base is None else self._row(base, change.seq)
         if base is None or row is None:
             raise ProtocolError(ErrorCode.NO_SUCH_MESSAGE, f"there is no message {change.seq} here")
@@ -357,8 +360,8 @@ class SQLiteLog:
             "UPDATE messages SET text = ?, edited = ?, deleted = ?, reactions = ?, rev = ? WHERE id = ?",
             (text, edited, deleted, reactions, rev, base + change.seq),
         )
-        if deleted is not None:
-            self._purge = True
+        if change.kind in (EDIT, DELETE):
+            purge.append(True)  # the old text may linger in the WAL
         return self._read(base, change.seq)
 
     def _last_rev(self, room: str) -> int:
@@ -482,7 +485,9 @@ class SQLiteLog:
         self._purge = False
         if self._checkpointer is None:
             self._checkpointer = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT)
-        self._checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        busy, frames, copied = self._checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy or frames != copied:
+            self._purge = True  # a reader or writer held it: the next round tries again
         return True
 
     def checkpoint(self) -> tuple[int, int]:

@@ -887,6 +887,8 @@ class ClusterNode:
             session.account,
             session.admin,
             tuple(session.devices.values()),
+            session.owner,
+            session.away,
         )
         self.store.save_session(session.key, record.to_json()).addErrback(
             lambda f: log.warn("could not save a session: {error}", error=f.value)

@@ -7,6 +7,7 @@ from twisted.logger import Logger
 
 from chatproto import codec
 from chatproto.backends.accounts import AccountRecord, AccountStore
+from chatproto.backends.eventlog import owner_of
 from chatproto.codec import ErrorCode, ProtocolError, required
 from chatproto.core.accounts import Accounts
 from chatproto.core.connection import Connection, Session, logged_in
@@ -75,6 +76,7 @@ class AccountRequests:
         assert self.accounts is not None
         session.account = True
         session.admin = self.accounts.is_admin(record)  # never a registration's: see ensure_admins
+        session.owner = owner_of(record.key, record.created)
         self.peers.save(session)  # a resume on another node finds an account's session
         for room in session.rooms.values():
             if session.id in room.rules.guest_ops:  # a guest's operator status becomes the account's
@@ -90,6 +92,7 @@ class AccountRequests:
         assert self.accounts is not None and self.store is not None
         session.account = False
         session.admin = False
+        session.owner = None  # a guest now: what it says is its session's
         self.accounts.confirmed.discard(record.key)
         for room in self.directory.rooms.values():
             if record.key in room.rules.ops:
@@ -99,8 +102,11 @@ class AccountRequests:
             lambda f: log.failure("could not take {nick}'s operator status away", f, nick=record.nick)
         )
         self.peers.save(session)
-        for room in session.rooms.values():
-            room.refresh(session)
+        for room in list(session.rooms.values()):
+            if room.direct:  # a guest is in no conversation (docs/protocol.md 19.8)
+                self.membership.remove(session, room, "part", None)
+            else:
+                room.refresh(session)
 
 
 def _require_account(session: Session) -> None:

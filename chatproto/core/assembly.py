@@ -88,7 +88,7 @@ class Assembler:
             "limits": self._limits_wire[version],
         }
         if version == 1:
-            return codec.welcome_payload(body, list(default.peers.values()), self._recent(default, 1))
+            return codec.welcome_payload(body, _v1_peers(default), self._recent(default, 1))
         body["rooms"] = rooms
         body["default_room"] = default.name
         body["account"] = session.account
@@ -118,3 +118,12 @@ class Assembler:
         ``room`` is named for version 2, and ``rev`` in an answer by rev."""
         kept, trimmed = fit(messages, self.max_frame, keep)
         return codec.HistoryPage(kept, more or trimmed, room, rev)
+
+
+def _v1_peers(room: ChatRoom) -> list[str]:
+    """WELCOME.peers as version 1 has them: id and nick, without the
+    operator or away marks of version 2 (a nick never holds a quote)."""
+    return [
+        text if '"op"' not in text and '"away"' not in text else codec.peer_json(id, room.members[id].nick)
+        for id, text in room.peers.items()
+    ]

@@ -29,8 +29,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import codec
-from chatproto.backends.eventlog import REACT, UNREACT, Change, Draft, EventLog, Outcome
-from chatproto.codec import Message, PacketType
+from chatproto.backends.eventlog import REACT, UNREACT, Change, Draft, EventLog, Outcome, Unchanged
+from chatproto.codec import Message, PacketType, ProtocolError
 from chatproto.core.connection import Connection, Wire
 from chatproto.core.records import Record
 from chatproto.metrics import Counters
@@ -83,7 +83,7 @@ class Said:
     def settle(self, outcome: Outcome) -> None:
         """The log's answer: a stored message (or a change's message in its
         present state) is encoded for every version; a refused or
-        unchanged item is nobody's but its sender's (Messages.stored)."""
+        unchanged item is nobody's but its sender's (:meth:`own`)."""
         self.outcome = outcome
         if type(outcome) is not Message:
             return
@@ -120,8 +120,19 @@ class Said:
             self._v2 = self._packet(2, None)
         return self._v2
 
+    @property
+    def private(self) -> bool:
+        """Refused, or a change that changed nothing: for its sender alone."""
+        return self.outcome is not None and type(self.outcome) is not Message
+
     def own(self, version: int) -> bytes | None:
-        """The sender's copy, with its ref."""
+        """The sender's copy, with its ref; a private item's answer, ref or not."""
+        outcome = self.outcome
+        if isinstance(outcome, ProtocolError):
+            return codec.encode(codec.Error(outcome.code, outcome.message, self.ref))
+        if isinstance(outcome, Unchanged) and isinstance(self.draft, Change):
+            body = changed_json(self.name, self.draft, codec.message_json(outcome.message), self.ref)
+            return codec.encode_json(PacketType.CHANGED, body)
         if self.ref is None:
             return None
         return self._packet(version, self.ref)
@@ -376,6 +387,8 @@ class Broadcast:
         elif flushed.outcome is not None:
             for item, outcome in zip(flushed.said, flushed.outcome, strict=True):
                 item.settle(outcome)
+                if item.private:
+                    flushed.owned = True
             counters.messages += len(flushed.said)
             self._stored(flushed.said)
         by_channel: dict[str, list[int]] = {}
@@ -450,6 +463,8 @@ class Broadcast:
                 frame = cache[index] = wire.frame(payload) if payload is not None else b""
             if frame:
                 frames[index] = frame
+            elif type(batch[index]) is Said and batch[index].private:  # type: ignore[union-attr]
+                frames[index] = b""  # its sender's alone, in its place (_special_copies)
         if not frames:
             return
         shared = b"".join(frames.values())
@@ -460,8 +475,10 @@ class Broadcast:
         # (Logins.overflowed) and handled once the loop is over.
         if special:
             for connection in connections:
-                connection.deliver(special.get(connection, shared))
-        else:
+                data = special.get(connection, shared)
+                if data:
+                    connection.deliver(data)
+        elif shared:
             for connection in connections:
                 connection.deliver(shared)
 

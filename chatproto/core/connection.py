@@ -80,7 +80,10 @@ class Session:
     admin: bool = False  # an account named by --admin
     marks: dict[str, int] = field(default_factory=dict)  # room key -> read marker (seq)
     away: str | None = None  # its away message ("" for none) while away
-    typing: dict[str, float] | None = None  # room key -> when its last TYPING went out (made on first use)
+    owner: str | None = None  # an account's: what owns its messages (eventlog.owner_of)
+    # room key -> (when its last TYPING true went out, whether no false or
+    # message followed it yet); made on first use
+    typing: dict[str, tuple[float, bool]] | None = None
 
     @property
     def token(self) -> str:

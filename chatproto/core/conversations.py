@@ -151,6 +151,11 @@ class Conversations:
         """``session`` in the conversation, its devices told (the requester
         with ``ref``); already in, the requester gets its ROOM again."""
         membership = self.membership
+        if not room.ready.called:  # its history and rules first, as for JOIN
+            gatherResults([room.ready]).addCallback(lambda _: self._bring(session, room, requester, ref))
+            return
+        if session.devices == {} or (requester is not None and requester.session is not session):
+            return  # gone meanwhile
         if session.rooms.get(room.key) is room:
             if requester is not None:
                 membership.when_ready(

@@ -123,7 +123,7 @@ class Hub:
             self.observers,
         )
         self.conversations = Conversations(store, self.registry, self.directory, self.membership)
-        self.presence = Presence(clock, limits, self.broadcast, self.membership)
+        self.presence = Presence(clock, limits, self.broadcast, self.membership, self.peers)
         self.messages = Messages(
             clock,
             limits,

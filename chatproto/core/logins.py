@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from chatproto import codec
 from chatproto.backends.accounts import AccountRecord, AccountStore
+from chatproto.backends.eventlog import owner_of
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.accounts import Accounts, AddressGate, exempt
 from chatproto.core.assembly import Assembler
@@ -208,6 +209,7 @@ class Logins:
         if record is not None and self.accounts is not None:
             session.account = True
             session.admin = self.accounts.is_admin(record)
+            session.owner = owner_of(record.key, record.created)
         if session.version == 1:
             # Version 1 sees a login as JOINED in its one room.
             self.broadcast.event(Event(SERVER, None, gone))
@@ -252,6 +254,8 @@ class Logins:
         # An admin's session is one on every node; no other session becomes
         # one by moving (docs/protocol.md 15.7), whatever this node last read.
         session.admin = record.admin and self.is_admin(key, session.account)
+        session.owner = record.owner if session.account else None
+        session.away = record.away
         self.broadcast.event(both(codec.Pending(connection.id, "gone")))
         targets: list[ChatRoom] = []
         for _, name in rooms:

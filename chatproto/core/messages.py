@@ -28,17 +28,17 @@ from chatproto.backends.eventlog import (
     Change,
     Draft,
     EventLog,
-    Unchanged,
     author_of,
 )
 from chatproto.codec import ErrorCode, Message, ProtocolError
 from chatproto.core.assembly import Assembler
-from chatproto.core.broadcast import Broadcast, Said, changed_json
+from chatproto.core.broadcast import Broadcast, Said
 from chatproto.core.connection import Connection, Session, logged_in
 from chatproto.core.conversations import Conversations
 from chatproto.core.membership import Membership
 from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers
+from chatproto.core.presence import stopped
 from chatproto.core.registry import Registry
 from chatproto.core.rooms import ChatRoom, Directory, changed
 from chatproto.limits import Limits
@@ -46,6 +46,9 @@ from chatproto.metrics import Counters
 from chatproto.rules import nick_key, normalise_nick, validate_emoji, validate_text
 
 log = Logger()
+
+#: Pages read at most for one version 1 HISTORY whose pages hold only deleted messages.
+V1_READS = 10
 
 
 class Messages:
@@ -95,13 +98,11 @@ class Messages:
             self.directory.default if session.version == 1 else self.membership.member_room(session, room)
         )
         validate_text(text, self.limits.max_text)
-        author = author_of(session.key, session.account, session.id, self.registry.epoch)
+        author = author_of(session.owner, session.id, self.registry.epoch)
         draft = Draft(self.clock.seconds(), session.nick, text, target.key, None, author, reply)
         self.broadcast.message(draft, target.name, connection, ref)
         if session.typing:  # saying something is having stopped typing
-            session.typing.pop(target.key, None)
-        if target.direct:
-            self.conversations.said(target)
+            stopped(session, target.key)
 
     def change(self, connection: Connection, packet: codec.Edit | codec.Delete | codec.React) -> None:
         """EDIT, DELETE or REACT: checked here as far as the request itself
@@ -110,7 +111,7 @@ class Messages:
         session = logged_in(connection)
         room = self.membership.member_room(session, packet.room)
         now = self.clock.seconds()
-        author = author_of(session.key, session.account, session.id, self.registry.epoch)
+        author = author_of(session.owner, session.id, self.registry.epoch)
         if isinstance(packet, codec.Edit):
             validate_text(packet.text, self.limits.max_text)
             change = Change(EDIT, room.key, packet.seq, now, session.nick, author, text=packet.text)
@@ -130,8 +131,9 @@ class Messages:
 
     def stored(self, said: list[Said]) -> None:
         """What the log answered for a batch: each room's newest messages for
-        its next joiner, a change in them; a refused or unchanged item
-        to its sender alone."""
+        its next joiner, a change in them; participants who left a direct
+        conversation brought back by what was said in it. (A refused or
+        unchanged item goes to its sender alone, in its place: Said.own.)"""
         rooms = self.directory.rooms
         for item in said:
             outcome = item.outcome
@@ -142,17 +144,10 @@ class Messages:
                 if type(item.draft) is Draft:
                     room.recent.append((outcome, item.json))
                     room.last_seq = outcome.seq
+                    if room.direct:
+                        self.conversations.said(room)
                 else:
                     changed(room, outcome, item.json)
-                continue
-            sender = item.sender
-            if sender is None or sender.session is None:
-                continue
-            if isinstance(outcome, ProtocolError):
-                sender.send(codec.Error(outcome.code, outcome.message, item.ref))
-            elif isinstance(outcome, Unchanged) and isinstance(item.draft, Change):
-                body = changed_json(item.name, item.draft, codec.message_json(outcome.message), item.ref)
-                sender.deliver(sender.wire.frame(codec.encode_json(codec.PacketType.CHANGED, body)))
 
     def record(
         self,
@@ -246,12 +241,33 @@ class Messages:
                 d, keep = self.eventlog.before(request.before, limit, room.key), "newest"
             d.addCallback(self._timed_read, started)
             if session.version == 1:
-                d.addCallback(lambda page: (as_version_1(page[0]), page[1]))
+                d.addCallback(self._visible, request, limit, room.key, V1_READS)
             page = d.addCallback(lambda page: self.assembler.page(page[0], page[1], keep, named, rev))
             page.chainDeferred(answer)
 
         self.broadcast.after_all(read)
         return answer
+
+    def _visible(
+        self,
+        page: tuple[list[Message], bool],
+        request: codec.HistoryRequest,
+        limit: int,
+        room: str,
+        tries: int,
+    ) -> Any:
+        """A page as version 1 sees it; one whose every message was deleted
+        reads on (a few pages at most), so that a version 1 client always
+        has a seq to page from while ``more`` is true."""
+        messages, more = page
+        shown = as_version_1(messages)
+        if shown or not more or not messages or tries <= 1:
+            return shown, more
+        if request.after is not None:
+            d = self.eventlog.after(messages[-1].seq, limit, room)
+        else:
+            d = self.eventlog.before(messages[0].seq, limit, room)
+        return d.addCallback(self._visible, request, limit, room, tries - 1)
 
     def _timed_read(self, page: Any, started: float) -> Any:
         self.counters.store["read"].observe(perf_counter() - started)

@@ -7,8 +7,9 @@ from twisted.internet.interfaces import IReactorTime
 
 from chatproto import codec
 from chatproto.core.broadcast import Broadcast, Event
-from chatproto.core.connection import Connection, logged_in
+from chatproto.core.connection import Connection, Session, logged_in
 from chatproto.core.membership import Membership
+from chatproto.core.peers import Peers
 from chatproto.core.records import AwaySet, TypingSent
 from chatproto.limits import Limits
 from chatproto.rules import validate_away
@@ -18,33 +19,35 @@ class Presence:
     """TYPING and AWAY."""
 
     def __init__(
-        self, clock: IReactorTime, limits: Limits, broadcast: Broadcast, membership: Membership
+        self, clock: IReactorTime, limits: Limits, broadcast: Broadcast, membership: Membership, peers: Peers
     ) -> None:
         self.clock = clock
         self.limits = limits
         self.broadcast = broadcast
         self.membership = membership
+        self.peers = peers
 
     def typing(self, connection: Connection, packet: codec.Typing) -> None:
         """TYPING to the room's version 2 members: at most one ``typing``
-        true per session and room each ``typing_interval``, and false only
-        after a true that went out; the rest dropped, as redundant."""
+        true per session and room each ``typing_interval`` (a false between
+        two doesn't reset the clock), and false only after a true that went
+        out; the rest dropped, as redundant."""
         session = logged_in(connection)
         room = self.membership.member_room(session, packet.room)
         now = self.clock.seconds()
         marks = session.typing
-        last = None if marks is None else marks.get(room.key)
+        last, started = (None, False) if marks is None else marks.get(room.key, (None, False))
         on = packet.typing is not False
         if on:
             if last is not None and now - last < self.limits.typing_interval:
                 return
             if marks is None:
                 marks = session.typing = {}
-            marks[room.key] = now
+            marks[room.key] = (now, True)
         else:
-            if last is None or marks is None:
+            if not started or marks is None or last is None:
                 return
-            del marks[room.key]
+            marks[room.key] = (last, False)
         notice = codec.encode(codec.TypingNotice(room.name, session.nick, on))
         record = TypingSent(room.name, session.nick, on)
         self.broadcast.event(Event(room.key, None, notice, record=record))
@@ -55,9 +58,18 @@ class Presence:
         session = logged_in(connection)
         message = validate_away(packet.message) if packet.away else None
         session.away = message
+        self.peers.save(session)  # a resume on another node keeps it
         for room in list(session.rooms.values()):
             room.refresh(session)
             status = codec.encode(codec.Status(room.name, session.nick, message))
             record = AwaySet(room.name, session.id, session.nick, message)
             self.broadcast.event(Event(room.key, None, status, record=record))
         connection.send(codec.Done("away" if packet.away else "back", session.nick, packet.ref))
+
+
+def stopped(session: Session, room: str) -> None:
+    """The session said something in ``room``: that says it stopped typing
+    (no TYPING false needed); the interval still runs from its last true."""
+    marks = session.typing
+    if marks is not None and room in marks:
+        marks[room] = (marks[room][0], False)

@@ -170,6 +170,8 @@ class SessionRecord:
     account: bool
     admin: bool  # rights come only with a login that gave them
     tokens: tuple[str, ...]
+    owner: str | None = None  # an account's: what owns its messages
+    away: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -180,6 +182,8 @@ class SessionRecord:
             "account": self.account,
             "admin": self.admin,
             "tokens": list(self.tokens),
+            "owner": self.owner,
+            "away": self.away,
         }
 
     @classmethod
@@ -193,6 +197,8 @@ class SessionRecord:
             bool(data.get("account")),
             bool(data.get("admin")),
             tuple(data["tokens"]),
+            data.get("owner"),
+            data.get("away"),
         )
 
 
