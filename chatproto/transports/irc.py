@@ -175,12 +175,16 @@ class IrcWire:
         kind = payload[0]
         render = _BY_WIRE.get(kind)
         if render is not None:
-            return render(self, json.loads(payload[1:])).encode("utf-8")
-        if kind in _PERSONAL:
-            return b"\0" + len(payload).to_bytes(4, "big") + payload
-        if kind not in NOT_SHOWN:
-            log.warn("IRC can't show packet type 0x{kind:02X}", kind=kind)
-        return b""
+            body = json.loads(payload[1:])
+            if kind != PacketType.ERROR or body.get("ref") is None:
+                return render(self, body).encode("utf-8")
+        elif kind not in _PERSONAL:
+            if kind not in NOT_SHOWN:
+                log.warn("IRC can't show packet type 0x{kind:02X}", kind=kind)
+            return b""
+        # The connection shows it: WELCOME, ROOM, STATUS..., or an ERROR
+        # answering one of its requests (a refused change, in its place).
+        return b"\0" + len(payload).to_bytes(4, "big") + payload
 
     def message_tags(self, body: dict, batch: str | None = None) -> dict | None:
         tags = {}
