@@ -8,17 +8,8 @@ import pytest
 from conftest import Page, close_dialog, open_dialog
 
 from chatproto import codec
+from tests.browser.test_features import PASSWORD, register
 from tests.processes import TcpPeer
-
-PASSWORD = "correct horse"
-
-
-def register(port: int, nick: str, password: str = PASSWORD) -> None:
-    """Make ``nick`` an account (as a desktop client would), then log it out."""
-    peer = TcpPeer(port, nick)
-    peer.send(codec.AccountRequest("register", password, ref="r"))
-    peer.expect(codec.Done)
-    peer.close()
 
 
 def joined(peer: TcpPeer, room: str) -> int:
