@@ -925,6 +925,7 @@ async def abuse(args) -> dict:
         flooding = asyncio.ensure_future(other.run(stop))
     period = args.senders / args.rate
     total = int(args.duration / period)
+    cores0, scpu0 = core_times(), server_cpu_seconds(args.server_pid)
     start = time.perf_counter()
     for n in range(total):
         delay = start + n * period - time.perf_counter()
@@ -933,6 +934,8 @@ async def abuse(args) -> dict:
         for client in bystanders:
             stamp = f"{time.perf_counter():.9f}"
             client.transport.write(frame(0x02, {"text": "bystander", "ref": stamp}))
+    spoke = time.perf_counter() - start
+    cores, scpu = core_busy(cores0, core_times()), server_cpu_seconds(args.server_pid) - scpu0
     if flooding is not None:
         sent[0] = (await flooding) or sent[0]
     deadline = time.monotonic() + args.drain
@@ -960,6 +963,9 @@ async def abuse(args) -> dict:
         "flood_answers": flooder_answers,
         "flood_answers_per_s": flooder_answers / elapsed,
         "flooder_cut": cut,
+        # while the bystanders spoke: the server's share of its core, and how busy each core was
+        "server_cpu_window": scpu / spoke,
+        "cores_busy": cores,
     }
 
 
@@ -1368,7 +1374,9 @@ def main() -> None:
     parser.add_argument("--irc-port", type=int, default=0, help="abuse: the IRC port (--irc)")
     parser.add_argument("--kind", choices=KINDS, default="say", help="conversations: what each member sends")
     parser.add_argument("--members", type=int, default=10, help="conversations: sessions in the room")
-    parser.add_argument("--server-pid", type=int, default=0, help="conversations, catchup: read its CPU time")
+    parser.add_argument(
+        "--server-pid", type=int, default=0, help="conversations, catchup, abuse: read its CPU time"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="catchup: fetches of each kind")
     parser.add_argument("--page", type=int, default=200, help="catchup: HISTORY limit (the server's page)")
     args = parser.parse_args()
