@@ -918,7 +918,12 @@ async def abuse(args) -> dict:
             if flooder.transport.get_write_buffer_size() < 256 * 1024:
                 flooder.transport.write(chunk)
                 sent[0] += 64
-            await asyncio.sleep(0)
+                await asyncio.sleep(0)
+            else:
+                # 256 KiB wait unread: no spinning meanwhile, which would keep the
+                # generator's core busy and push a shared machine's other work
+                # onto the server's core (it showed as bystanders' latency).
+                await asyncio.sleep(0.001)
 
     flooding = asyncio.ensure_future(flood()) if flooder else None
     if other is not None:
