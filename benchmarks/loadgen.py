@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
 import statistics
@@ -595,6 +596,16 @@ FLOODS = {
     "say": (frame(0x02, {"text": "f" * 100}), (b"\x88{", b'"from":"flooder"')),  # refused, or its echo
 }
 
+#: Floods of a version 2 flooder joined to the default room (where the
+#: bystanders are; docs/protocol.md 19): REACT toggling one emoji on and off
+#: the room's first message (a pair of frames), and TYPING. Answers: CHANGED
+#: (or a refusal); the flooder's own TYPING notices.
+_REACT = {"room": "general", "seq": 1, "emoji": "\U0001f44d"}
+CONVERSATION_FLOODS = {
+    "react": (frame(0x12, _REACT) + frame(0x12, {**_REACT, "on": False}), (b"\x94{", b"\x88{")),
+    "typing": (frame(0x13, {"room": "general"}), (b"\x95{", b"\x88{")),
+}
+
 
 def _ws(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     """A client frame, masked with a zero key (control frames are under 126 bytes)."""
@@ -872,18 +883,26 @@ async def abuse(args) -> dict:
     """Bystanders at ``--rate`` messages a second in all, timing their echoes,
     while one flooder (``--flood``, or none) pipelines as fast as it can."""
     loop = asyncio.get_running_loop()
+    # The conversation floods' bystanders speak version 2, in the default room.
+    proto = 2 if args.flood in CONVERSATION_FLOODS or args.flood == "none-v2" else 1
     bystanders = []
     for i in range(args.senders):
         _, client = await loop.create_connection(Bystander, HOST, args.port)
-        client.transport.write(frame(0x01, {"nick": f"bystander{i}", "proto": 1}))
+        client.transport.write(frame(0x01, {"nick": f"bystander{i}", "proto": proto}))
         bystanders.append(client)
     flooder = other = None
-    if args.flood in FLOODS:
-        packet, marks = FLOODS[args.flood]
+    floods = {**FLOODS, **CONVERSATION_FLOODS}
+    if args.flood in floods:
+        packet, marks = floods[args.flood]
         _, flooder = await loop.create_connection(lambda: Flooder(marks), HOST, args.port)
-        flooder.transport.write(frame(0x01, {"nick": "flooder", "proto": 1}))
+        flooder.transport.write(frame(0x01, {"nick": "flooder", "proto": proto}))
     everyone = bystanders + ([flooder] if flooder else [])
     await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in everyone)), 60)
+    if proto == 2:
+        for client in everyone:
+            client.joined = loop.create_future()
+            client.transport.write(frame(0x08, {"room": "general"}))
+        await asyncio.wait_for(asyncio.gather(*(c.joined for c in everyone)), 60)
     if args.flood in OTHER_FLOODS:
         other = OTHER_FLOODS[args.flood](args)
         await other.open()
@@ -899,13 +918,19 @@ async def abuse(args) -> dict:
             if flooder.transport.get_write_buffer_size() < 256 * 1024:
                 flooder.transport.write(chunk)
                 sent[0] += 64
-            await asyncio.sleep(0)
+                await asyncio.sleep(0)
+            else:
+                # 256 KiB wait unread: no spinning meanwhile, which would keep the
+                # generator's core busy and push a shared machine's other work
+                # onto the server's core (it showed as bystanders' latency).
+                await asyncio.sleep(0.001)
 
     flooding = asyncio.ensure_future(flood()) if flooder else None
     if other is not None:
         flooding = asyncio.ensure_future(other.run(stop))
     period = args.senders / args.rate
     total = int(args.duration / period)
+    cores0, scpu0 = core_times(), server_cpu_seconds(args.server_pid)
     start = time.perf_counter()
     for n in range(total):
         delay = start + n * period - time.perf_counter()
@@ -914,6 +939,8 @@ async def abuse(args) -> dict:
         for client in bystanders:
             stamp = f"{time.perf_counter():.9f}"
             client.transport.write(frame(0x02, {"text": "bystander", "ref": stamp}))
+    spoke = time.perf_counter() - start
+    cores, scpu = core_busy(cores0, core_times()), server_cpu_seconds(args.server_pid) - scpu0
     if flooding is not None:
         sent[0] = (await flooding) or sent[0]
     deadline = time.monotonic() + args.drain
@@ -941,6 +968,9 @@ async def abuse(args) -> dict:
         "flood_answers": flooder_answers,
         "flood_answers_per_s": flooder_answers / elapsed,
         "flooder_cut": cut,
+        # while the bystanders spoke: the server's share of its core, and how busy each core was
+        "server_cpu_window": scpu / spoke,
+        "cores_busy": cores,
     }
 
 
@@ -986,7 +1016,329 @@ async def rooms(args) -> dict:
     return {**result, "messages": sum(sent), "members_per_room": members, "window": window}
 
 
+# -- conversations (docs/protocol.md 19): what an edit, a reaction and a typing notice cost
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """The server's user + system CPU seconds so far (0 without a pid)."""
+    if not pid:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def core_times() -> dict[str, tuple[int, int]]:
+    """Each core's (busy, all) ticks so far, from /proc/stat: how busy the
+    server's and the generator's cores were, whoever used them (the machine
+    may be shared)."""
+    found = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *ticks = line.split()
+                values = [int(t) for t in ticks[:8]]
+                found[name] = (sum(values) - values[3] - values[4], sum(values))
+    return found
+
+
+def core_busy(before: dict, after: dict) -> dict[str, float]:
+    """Each core's busy share between two core_times()."""
+    return {
+        name: (after[name][0] - before[name][0]) / max(1, after[name][1] - before[name][1])
+        for name in after
+        if name in before
+    }
+
+
+#: What each kind's request delivers to every member, as it starts in the
+#: byte stream: MESSAGE, CHANGED (an edit, a reaction on or off), TYPING.
+KIND_MARKS = {"say": _MARK, "edit": b"\x94{", "react": b"\x94{", "typing": b"\x95{"}
+KINDS = tuple(KIND_MARKS)
+
+
+class Member(asyncio.Protocol):
+    """A version 2 member of one room. It parses whole frames while it sets
+    up (WELCOME, ROOM, its seed message's seq), then, once ``counting``,
+    only counts one kind's marker in the raw stream, at C speed, as the
+    fan-out receivers do (a marker split across two reads is found in the
+    seam)."""
+
+    def __init__(self, on_data=None) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.mark: bytes | None = None
+        self.count = 0
+        self.carry = b""
+        self.received = 0  # bytes, all along
+        self.forgiven = 0  # deliveries the server never made (dropped TYPING), when the flow stalled
+        self.on_data = on_data
+        self.waiting: list[tuple[int, str | None, asyncio.Future]] = []
+        self.closed = loop.create_future()
+        self.packets = 0
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def expect(self, kind: int, ref: str | None = None) -> asyncio.Future:
+        """The next packet of type ``kind`` (with ``ref``, if given), as its body."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((kind, ref, future))
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        mark = self.mark
+        if mark is None:
+            payloads, self.buffer = codec.split_frames(self.buffer + data)
+            for payload in payloads:
+                self.packets += 1
+                kind = payload[0]
+                for waiter in self.waiting:
+                    if waiter[0] == kind:
+                        body = json.loads(payload[1:])
+                        if waiter[1] is None or body.get("ref") == waiter[1]:
+                            self.waiting.remove(waiter)
+                            if not waiter[2].done():
+                                waiter[2].set_result(body)
+                            break
+            return
+        if self.carry:
+            self.count += (self.carry + data[: len(mark) - 1]).count(mark)
+        self.count += data.count(mark)
+        self.carry = data[-(len(mark) - 1) :]
+        if self.on_data is not None:
+            self.on_data(self)
+
+
+async def member_of(port: int, nick: str, on_data=None) -> tuple[Member, str]:
+    """A version 2 session joined to the server's default room; (it, the room)."""
+    loop = asyncio.get_running_loop()
+    _, member = await loop.create_connection(lambda: Member(on_data), HOST, port)
+    welcome = member.expect(codec.PacketType.WELCOME)
+    member.transport.write(frame(0x01, {"nick": nick, "proto": 2}))
+    room = (await asyncio.wait_for(welcome, 60))["default_room"]
+    joined = member.expect(codec.PacketType.ROOM)
+    member.transport.write(frame(0x08, {"room": room}))
+    await asyncio.wait_for(joined, 60)
+    return member, room
+
+
+async def quiet(members: list, quiet: float = 0.3, limit: float = 60.0) -> None:
+    """Until no member has received anything for ``quiet`` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = [m.received for m in members]
+        await asyncio.sleep(quiet)
+        if before == [m.received for m in members]:
+            return
+
+
+async def conversations(args) -> dict:
+    """``--members`` version 2 sessions in one room, each sending a stream of
+    one ``--kind`` of request as fast as the server delivers them (flow
+    controlled as fan-out is: about ``window`` requests in flight): SAY; EDIT
+    of its own earlier message; REACT toggling one emoji on and off its own
+    earlier message; TYPING (for the server to pass on each, start it with a
+    tiny ``--typing-interval``). Counts what every member receives of that
+    kind, and reads the server's CPU (``--server-pid``) over the measured
+    seconds: its CPU per request and per delivery."""
+    kind, n, size = args.kind, args.members, args.size
+    state = {"sent": 0, "sending": False}
+    window = args.window or max(200, min(2000, 20_000 // n))
+    chunks: dict[int, bytes] = {}  # id(member) -> a unit of its stream (a REACT pair: on, then off)
+
+    def top_up(member: Member) -> None:
+        if not state["sending"]:
+            return
+        room = window - (state["sent"] - member.count - member.forgiven)
+        if room >= window // 4:
+            send(member, max(1, room // n))
+
+    def send(member: Member, count: int) -> None:
+        chunk = chunks[id(member)]
+        units = count if kind != "react" else max(1, count // 2)
+        member.transport.write(chunk * units)
+        state["sent"] += units * (2 if kind == "react" else 1)
+
+    members: list[Member] = []
+    room = ""
+    for i in range(n):
+        member, room = await member_of(args.port, f"m{i}", on_data=top_up)
+        members.append(member)
+    for i, member in enumerate(members):  # each says the message it will edit or react to
+        said = member.expect(codec.PacketType.MESSAGE, "seed")
+        member.transport.write(frame(0x02, {"text": f"seed {i}", "room": room, "ref": "seed"}))
+        seq = (await asyncio.wait_for(said, 60))["seq"]
+        text = "y" * size
+        chunks[id(member)] = {
+            "say": frame(0x02, {"text": "x" * size, "room": room}),
+            "edit": frame(0x10, {"room": room, "seq": seq, "text": text}),
+            "react": frame(0x12, {"room": room, "seq": seq, "emoji": "\U0001f44d"})
+            + frame(0x12, {"room": room, "seq": seq, "emoji": "\U0001f44d", "on": False}),
+            "typing": frame(0x13, {"room": room}),
+        }[kind]
+    await quiet(members)
+    mark = KIND_MARKS[kind]
+    for member in members:
+        member.mark, member.buffer, member.count = mark, b"", 0
+
+    async def unstall() -> None:
+        """Requests the server drops (TYPING inside its interval) are never
+        delivered: when nothing arrives for 0.2 s, forgive what is missing."""
+        last = -1
+        while state["sending"]:
+            await asyncio.sleep(0.2)
+            now = sum(m.count for m in members)
+            if now == last:
+                for member in members:
+                    member.forgiven = state["sent"] - member.count
+                    top_up(member)
+            last = now
+
+    state["sending"] = True
+    first_send = time.perf_counter()
+    for member in members:
+        send(member, max(1, window // n))
+    watcher = asyncio.ensure_future(unstall())
+    await asyncio.sleep(args.warmup)
+    cores0 = core_times()
+    got0, bytes0, cpu0, scpu0, t0 = (
+        sum(m.count for m in members),
+        sum(m.received for m in members),
+        cpu(),
+        server_cpu_seconds(args.server_pid),
+        time.perf_counter(),
+    )
+    await asyncio.sleep(args.duration)
+    got1, bytes1, cpu1, scpu1, t1 = (
+        sum(m.count for m in members),
+        sum(m.received for m in members),
+        cpu(),
+        server_cpu_seconds(args.server_pid),
+        time.perf_counter(),
+    )
+    cores = core_busy(cores0, core_times())
+    state["sending"] = False
+    await watcher
+    deadline = time.monotonic() + args.drain
+    while time.monotonic() < deadline and any(m.count < state["sent"] - m.forgiven for m in members):
+        await asyncio.sleep(0.01)
+    await quiet(members, 0.3, 5.0)
+    delivered = sum(m.count for m in members)
+    drained = time.perf_counter()
+    cut = sum(m.closed.done() for m in members)
+    for member in members:
+        member.transport.close()
+    deliveries = (got1 - got0) / (t1 - t0)
+    server_cpu = (scpu1 - scpu0) / (t1 - t0)
+    requests = deliveries / n  # each request delivered to every member (its sender too)
+    return {
+        "kind": kind,
+        "members": n,
+        "window": window,
+        "sent": state["sent"],
+        "passed_on": delivered / max(1, state["sent"] * n),
+        "requests_per_s": requests,
+        "deliveries_per_s": deliveries,
+        "bytes_per_delivery": (bytes1 - bytes0) / max(1, got1 - got0),
+        "server_cpu": server_cpu,
+        "us_per_request": server_cpu / requests * 1e6 if requests else float("nan"),
+        "us_per_delivery": server_cpu / deliveries * 1e6 if deliveries else float("nan"),
+        "generator_cpu": (cpu1 - cpu0) / (t1 - t0),
+        "overall_requests_per_s": delivered / n / (drained - first_send),
+        "cut": cut,
+        "cores_busy": cores,  # the server runs on cpu0, the generator on cpu1 (when pinned)
+    }
+
+
+async def catchup(args) -> dict:
+    """A version 2 client joined to the default room fetches its whole
+    history, ``--repeats`` times each way, one request in flight: pages of
+    HISTORY ``after`` (oldest first) and ``before`` (newest first) of up to
+    ``--page`` messages, and the changes (``changed_after`` 0) page by page.
+    Wall time, bytes received and server CPU for each fetch; medians."""
+    member, room = await member_of(args.port, "reader")
+    await quiet([member])
+    page = args.page
+
+    async def ask(body: dict) -> dict:
+        answer = member.expect(codec.PacketType.HISTORY_PAGE)  # it carries no ref (section 7)
+        failed = member.expect(codec.PacketType.ERROR, "c")
+        member.transport.write(frame(0x06, {**body, "room": room, "limit": page, "ref": "c"}))
+        done, _ = await asyncio.wait({answer, failed}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if failed in done:
+            raise RuntimeError(f"HISTORY refused: {failed.result()}")
+        if not done:
+            raise RuntimeError("HISTORY unanswered for 60 s")
+        failed.cancel()
+        member.waiting = [w for w in member.waiting if not w[2].done()]
+        return answer.result()
+
+    async def fetch(way: str) -> dict:
+        bytes0, scpu0, cpu0 = member.received, server_cpu_seconds(args.server_pid), cpu()
+        start = time.perf_counter()
+        messages = pages = 0
+        cursor: int | None = 0 if way != "before" else None
+        for _ in range(100_000 // page + 10):  # bounded: more pages than any history here
+            if way == "after":
+                body = {"after": cursor}
+            elif way == "before":
+                body = {} if cursor is None else {"before": cursor}
+            else:
+                body = {"changed_after": cursor}
+            answer = await ask(body)
+            got = answer["messages"]
+            pages += 1
+            messages += len(got)
+            if not answer.get("more") or not got:
+                break
+            if way == "after":
+                cursor = got[-1]["seq"]
+            elif way == "before":
+                cursor = got[0]["seq"]
+            else:
+                cursor = max(m.get("rev", 0) for m in got)
+        return {
+            "seconds": time.perf_counter() - start,
+            "bytes": member.received - bytes0,
+            "server_cpu_s": server_cpu_seconds(args.server_pid) - scpu0,
+            "generator_cpu_s": cpu() - cpu0,
+            "pages": pages,
+            "messages": messages,
+        }
+
+    ways = ("after", "before", "changes")
+    seen: dict[str, list[dict]] = {way: [] for way in ways}
+    for _ in range(args.repeats):
+        for way in ways:
+            seen[way].append(await fetch(way))
+    member.transport.close()
+    result: dict = {"repeats": args.repeats, "page": page}
+    for way, runs in seen.items():
+        result[way] = {
+            "seconds": statistics.median(r["seconds"] for r in runs),
+            "bytes": statistics.median(r["bytes"] for r in runs),
+            # ticks of 10 ms: the mean over the repeats says more than a median of ticks
+            "server_cpu_s": statistics.fmean(r["server_cpu_s"] for r in runs),
+            "generator_cpu_s": statistics.fmean(r["generator_cpu_s"] for r in runs),
+            "pages": runs[0]["pages"],
+            "messages": runs[0]["messages"],
+        }
+    return result
+
+
 SCENARIOS = {
+    "conversations": conversations,
+    "catchup": catchup,
     "fanout": fanout,
     "rooms": rooms,
     "latency": latency,
@@ -1020,9 +1372,18 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--at-once", type=int, default=8, help="passwords scenario: logins in flight")
-    parser.add_argument("--flood", choices=["none", *FLOODS, *OTHER_FLOODS], default="none")
+    parser.add_argument(
+        "--flood", choices=["none", "none-v2", *FLOODS, *OTHER_FLOODS, *CONVERSATION_FLOODS], default="none"
+    )
     parser.add_argument("--web-port", type=int, default=0, help="abuse: the page's port (--web)")
     parser.add_argument("--irc-port", type=int, default=0, help="abuse: the IRC port (--irc)")
+    parser.add_argument("--kind", choices=KINDS, default="say", help="conversations: what each member sends")
+    parser.add_argument("--members", type=int, default=10, help="conversations: sessions in the room")
+    parser.add_argument(
+        "--server-pid", type=int, default=0, help="conversations, catchup, abuse: read its CPU time"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="catchup: fetches of each kind")
+    parser.add_argument("--page", type=int, default=200, help="catchup: HISTORY limit (the server's page)")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

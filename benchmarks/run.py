@@ -464,6 +464,11 @@ def passwords_bench(runs: int, count: int) -> dict:
 #: Int32 client pipelining one packet, then the other transports and the
 #: floods of many connections.
 FLOODS = ["history", "ping", "bad", "say"]
+#: Floods of a version 2 client in the bystanders' room (docs/protocol.md
+#: 19): REACT toggling one emoji on and off a message, and TYPING; their
+#: bystanders speak version 2 too (they get the CHANGED and TYPING the
+#: flood makes), so they have a quiet line of their own, "none-v2".
+CONVERSATION_FLOODS = ["none-v2", "react", "typing"]
 OTHER_FLOODS = [
     "ws-ping",
     "ws-ping-unread",
@@ -487,6 +492,217 @@ def prefilled_history(folder: str) -> str:
     log.append([Draft(1.0, "filler", f"history {n} " + "h" * 80) for n in range(ABUSE_HISTORY)])
     log.close()
     return path
+
+
+#: The conversations scenario's kinds of request, SAY first: the others
+#: are reported as ratios to it (docs/protocol.md 19).
+CONVERSATION_KINDS = ("say", "edit", "react", "typing")
+#: Its server passes on every TYPING: its --typing-interval at a
+#: microsecond (the limit must be above 0; every request takes longer).
+TYPING_INTERVAL = "0.000001"
+
+
+def conversations_bench(runs: int, duration: list[str], members: int = 10) -> dict:
+    """``members`` version 2 sessions in one room each sending one kind of
+    request as fast as the server delivers them (SAY, EDIT of their own
+    message, REACT toggled on and off their own message, TYPING passed on
+    every time): the server's CPU per request and the packets delivered a
+    second, each kind against a fresh server, the kinds interleaved in each
+    run, and each kind's cost as a ratio to the SAY of the same run."""
+    measured: dict[str, list[dict]] = {kind: [] for kind in CONVERSATION_KINDS}
+    extra = (*DEEP_SENDQ, "--typing-interval", TYPING_INTERVAL)
+    for _ in range(runs):
+        for kind in CONVERSATION_KINDS:
+            with server("ours", extra) as (pid, port):
+                args = ["--kind", kind, "--members", str(members), "--window", "4000", *duration]
+                measured[kind].append(
+                    generate(port, "frames", "conversations", *args, "--server-pid", str(pid), pid=pid)
+                )
+        say = measured["say"][-1]
+        for kind in CONVERSATION_KINDS:
+            r = measured[kind][-1]
+            r["cost_vs_say"] = r["us_per_request"] / say["us_per_request"]
+            r["deliveries_vs_say"] = r["deliveries_per_s"] / say["deliveries_per_s"]
+    row: dict = {"members": members}
+    for kind in CONVERSATION_KINDS:
+        runs_of = measured[kind]
+        keys = (
+            "requests_per_s",
+            "deliveries_per_s",
+            "us_per_request",
+            "us_per_delivery",
+            "bytes_per_delivery",
+            "server_cpu",
+            "generator_cpu",
+            "passed_on",
+            "cost_vs_say",
+            "deliveries_vs_say",
+        )
+        r = row[kind] = {key: median_of(runs_of, key) for key in keys}
+        r["bound"] = "/".join(shared_bottleneck(x) for x in runs_of)
+        r["core0_busy"] = statistics.median(x["cores_busy"].get("cpu0", 0) for x in runs_of)
+        r["deliveries_per_cpu_s"] = 1e6 / r["us_per_delivery"]
+        r["cut"] = sum(x["cut"] for x in runs_of)
+        r["runs"] = runs_of
+        print(
+            f"  conversations {kind:<6} {r['us_per_request']:6.1f} us server CPU per request "
+            f"({r['cost_vs_say']:.2f}x SAY), {r['requests_per_s']:,.0f} requests/s, "
+            f"{r['deliveries_per_s']:,.0f} delivered/s ({r['deliveries_vs_say']:.2f}x SAY), "
+            f"{r['deliveries_per_cpu_s']:,.0f} per server CPU-second, "
+            f"{r['bytes_per_delivery']:.0f} B each, passed on {r['passed_on']:.1%}; server cpu "
+            f"{r['server_cpu']:.0%} (its core {r['core0_busy']:.0%} busy) generator cpu "
+            f"{r['generator_cpu']:.0%}; bound {r['bound']}",
+            flush=True,
+        )
+    return row
+
+
+def shared_bottleneck(run: dict) -> str:
+    """As :func:`bottleneck`, but naming a core kept busy by others too: on
+    a shared machine a server at 40% of its core may be waiting for it."""
+    own = bottleneck(run)
+    if own != "neither":
+        return own
+    cores = run.get("cores_busy", {})
+    if cores.get("cpu0", 0) >= 0.9:
+        return "server's core (shared)"
+    if cores.get("cpu1", 0) >= 0.9:
+        return "generator's core (shared)"
+    return "neither"
+
+
+def print_conversations(row: dict) -> None:
+    members = row["members"]
+    title = f"{members} members in one room, each sending one kind"
+    print(
+        f"\n{title:<44} {'us/request':>10} {'÷SAY':>6} {'requests/s':>11} {'delivered/s':>12} "
+        f"{'÷SAY':>6} {'per CPU-s':>10} {'B each':>7}  bound by"
+    )
+    names = {
+        "say": "SAY (MESSAGE to each)",
+        "edit": "EDIT of one's message (CHANGED to each)",
+        "react": "REACT on/off (CHANGED to each)",
+        "typing": "TYPING, every one passed on",
+    }
+    for kind in CONVERSATION_KINDS:
+        r = row[kind]
+        print(
+            f"{names[kind]:<44} {r['us_per_request']:>10.1f} {r['cost_vs_say']:>6.2f} "
+            f"{r['requests_per_s']:>11,.0f} {r['deliveries_per_s']:>12,.0f} {r['deliveries_vs_say']:>6.2f} "
+            f"{r['deliveries_per_cpu_s']:>10,.0f} {r['bytes_per_delivery']:>7.0f}  {r['bound']}"
+        )
+
+
+#: The catch-up scenario's room: 10,000 messages; in the changed one, every
+#: tenth edited and every tenth (others) with reactions (docs/protocol.md 19).
+CATCHUP_MESSAGES = 10_000
+#: Each reacted message's reactions: two emoji, three reactions.
+CATCHUP_REACTIONS = (("alice", "\U0001f44d"), ("bob", "\U0001f44d"), ("carol", "\U0001f389"))
+
+
+def prefilled_conversation(folder: str, changed: bool) -> str:
+    """A history file of CATCHUP_MESSAGES in the default room (about 100
+    bytes of text each, ten authors); with ``changed``, seqs 10, 20, ...
+    edited (same length of text) and seqs 5, 15, ... reacted to, through the
+    log as the server applies changes."""
+    from chatproto.backends.eventlog import EDIT, REACT, Change, Draft
+    from chatproto.backends.sqlite import SQLiteLog
+    from chatproto.rules import DEFAULT_ROOM
+
+    path = os.path.join(folder, "changed.sqlite3" if changed else "plain.sqlite3")
+    log = SQLiteLog(path)
+    authors = [f"user{k}" for k in range(10)]
+    log.append(
+        [
+            Draft(1.0 + n, authors[n % 10], f"message {n:05} " + "h" * 86, author=authors[n % 10])
+            for n in range(CATCHUP_MESSAGES)
+        ]
+    )
+    if changed:
+        changes = []
+        for seq in range(10, CATCHUP_MESSAGES + 1, 10):
+            who = authors[(seq - 1) % 10]
+            text = f"message {seq - 1:05} edit " + "e" * 81
+            changes.append(Change(EDIT, DEFAULT_ROOM, seq, 20_000.0 + seq, who, who, text=text))
+        for seq in range(5, CATCHUP_MESSAGES + 1, 10):
+            for nick, emoji in CATCHUP_REACTIONS:
+                changes.append(Change(REACT, DEFAULT_ROOM, seq, 30_000.0 + seq, nick, nick, emoji=emoji))
+        outcomes: list = []
+        log.append(changes).addCallback(outcomes.extend)  # SQLite's fire at once
+        refused = [o for o in outcomes if isinstance(o, Exception)]
+        if len(outcomes) != len(changes) or refused:
+            raise RuntimeError(f"prefilling changes: {len(outcomes)} outcomes, refused {refused[:3]}")
+    log.close()
+    return path
+
+
+def catchup_bench(runs: int, repeats: int) -> dict:
+    """A client fetching a room of CATCHUP_MESSAGES (pages of HISTORY after,
+    and before, of the server's largest page) and its changes
+    (``changed_after``), on a plain history and on the same one with 10%
+    edited and 10% reacted to; a fresh server (its fair share lifted: the
+    fetch, not the budget, is measured) for each, both in each run; ratios
+    within a run, medians over runs."""
+    measured: dict[str, list[dict]] = {"plain": [], "changed": []}
+    for _ in range(runs):
+        for store in measured:
+            folder = tempfile.mkdtemp(prefix="chatcatchup-")
+            try:
+                history = prefilled_conversation(folder, store == "changed")
+                proc, port = start_pinned(server_argv("ours", history))
+                try:
+                    args = ("--repeats", str(repeats), "--server-pid", str(proc.pid))
+                    measured[store].append(generate(port, "frames", "catchup", *args, pid=proc.pid))
+                finally:
+                    proc.terminate()
+                    proc.wait(10)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+        plain, changed = measured["plain"][-1], measured["changed"][-1]
+        base = plain["after"]
+        for result in (plain, changed):
+            for way in ("after", "before", "changes"):
+                r = result[way]
+                r["time_vs_plain"] = r["seconds"] / base["seconds"]
+                r["bytes_vs_plain"] = r["bytes"] / base["bytes"]
+                r["cpu_vs_plain"] = r["server_cpu_s"] / base["server_cpu_s"] if base["server_cpu_s"] else 0.0
+    row: dict = {"messages": CATCHUP_MESSAGES, "repeats": repeats}
+    for store, runs_of in measured.items():
+        row[store] = {}
+        for way in ("after", "before", "changes"):
+            of = [r[way] for r in runs_of]
+            keys = ("seconds", "bytes", "server_cpu_s", "generator_cpu_s")
+            keys += ("time_vs_plain", "bytes_vs_plain", "cpu_vs_plain")
+            r = row[store][way] = {key: median_of(of, key) for key in keys}
+            r.update(pages=of[0]["pages"], messages=of[0]["messages"])
+            print(
+                f"  catchup {store:<7} {way:<7} {r['messages']:>6} messages in {r['pages']:>3} pages: "
+                f"{r['seconds'] * 1000:8.1f} ms ({r['time_vs_plain']:.2f}x plain history), "
+                f"{r['bytes'] / 1e6:6.2f} MB ({r['bytes_vs_plain']:.2f}x), "
+                f"server CPU {r['server_cpu_s'] * 1000:.0f} ms, "
+                f"generator CPU {r['generator_cpu_s'] * 1000:.0f} ms",
+                flush=True,
+            )
+    row["runs"] = measured
+    return row
+
+
+def print_catchup(row: dict) -> None:
+    title = f"catching up a room of {row['messages']:,} messages"
+    print(f"\n{title:<52} {'pages':>6} {'ms':>8} {'÷plain':>7} {'MB':>7} {'÷plain':>7} {'CPU ms':>7}")
+    names = {
+        ("plain", "after"): "plain: whole history, HISTORY after",
+        ("plain", "before"): "plain: whole history, HISTORY before",
+        ("changed", "after"): "10% edited, 10% reacted: whole history, after",
+        ("changed", "before"): "10% edited, 10% reacted: whole history, before",
+        ("changed", "changes"): "10% edited, 10% reacted: changed_after 0",
+    }
+    for (store, way), name in names.items():
+        r = row[store][way]
+        print(
+            f"{name:<52} {r['pages']:>6} {r['seconds'] * 1000:>8.1f} {r['time_vs_plain']:>7.2f} "
+            f"{r['bytes'] / 1e6:>7.2f} {r['bytes_vs_plain']:>7.2f} {r['server_cpu_s'] * 1000:>7.0f}"
+        )
 
 
 @contextmanager
@@ -604,71 +820,111 @@ ABUSE_SERVER = {
 }
 
 
-def abuse(runs: int, seconds: str) -> dict:
+def abuse(runs: int, seconds: str, floods: list[str] | None = None) -> dict:
     """Two bystanders at 200 msg/s in all, timing their echoes, quiet and
     then against one flooder of each kind (or many connections of one
-    kind); a fresh server, with the page and IRC on, each time."""
+    kind); a fresh server, with the page and IRC on, each time. ``floods``:
+    only these (all of them if None). Interleaved (each run goes through
+    every flood), so that a busy moment of a shared machine does not fall
+    on one flood's runs alone; each run also notes how much of the
+    server's core others took meanwhile."""
+    chosen = [
+        flood
+        for flood in ("none", *FLOODS, *OTHER_FLOODS, *CONVERSATION_FLOODS)
+        if floods is None or flood in floods
+    ]
+    measured: dict[str, list[dict]] = {flood: [] for flood in chosen}
+    for _ in range(runs):
+        for flood in chosen:
+            measured[flood].append(abuse_run(flood, seconds))
     row = {}
-    for flood in ("none", *FLOODS, *OTHER_FLOODS):
-        measured = []
-        for _ in range(runs):
-            folder = tempfile.mkdtemp(prefix="chatabuse-")
-            argv = load_server_argv(
-                prefilled_history(folder),
-                "--rate",
-                "200",
-                "--burst",
-                "400",
-                "--web",
-                "tcp:0:interface=127.0.0.1",
-                "--irc",
-                "tcp:0:interface=127.0.0.1",
-                *ABUSE_SERVER.get(flood, ()),
-            )
-            proc, (port, web_port, irc_port) = start_pinned_ports(argv, 3)
-            try:
-                measured.append(
-                    generate(
-                        port,
-                        "frames",
-                        "abuse",
-                        "--flood",
-                        flood,
-                        "--web-port",
-                        str(web_port),
-                        "--irc-port",
-                        str(irc_port),
-                        "--senders",
-                        "2",
-                        "--rate",
-                        "200",
-                        "--duration",
-                        seconds,
-                        "--drain",
-                        "30",
-                        pid=proc.pid,
-                    )
-                )
-            finally:
-                proc.terminate()
-                proc.wait(10)
-                shutil.rmtree(folder, ignore_errors=True)
+    for flood in chosen:
+        of = measured[flood]
         result = {
-            key: median_of(measured, key)
+            key: median_of(of, key)
             for key in ("p50_ms", "p99_ms", "max_ms", "flood_answers_per_s", "server_rss_kib")
         }
-        result["cut"] = [r["flooder_cut"] for r in measured]
-        result["lost"] = sum(r["expected"] - r["echoes"] for r in measured)
-        result["runs"] = measured
+        result["cut"] = [r["flooder_cut"] for r in of]
+        result["lost"] = sum(r["expected"] - r["echoes"] for r in of)
+        result["runs"] = of
+        result["worst_max_ms"] = max(r["max_ms"] for r in of)
+        result["others_on_server_core"] = median_of(of, "others_on_server_core")
+        calm = [r for r in of if r["others_on_server_core"] < CALM]
+        result["calm_runs"] = len(calm)
+        if calm:
+            result["calm"] = {key: median_of(calm, key) for key in ("p50_ms", "p99_ms", "max_ms")}
         row[flood] = result
+        calm_said = (
+            f"; in the {len(calm)} run(s) where others took under {CALM:.0%} of the server's core: "
+            f"p99 {result['calm']['p99_ms']:.2f} max {result['calm']['max_ms']:.1f} ms"
+            if calm
+            else f"; no run had the server's core to itself (others took {CALM:.0%} or more)"
+        )
         print(
             f"  abuse {flood:<14} bystanders' echo p50 {result['p50_ms']:.2f} p99 {result['p99_ms']:.2f} "
             f"max {result['max_ms']:.1f} ms; flooder answered {result['flood_answers_per_s']:,.0f}/s, "
             f"cut {result['cut']}; echoes lost {result['lost']}; "
-            f"server RSS {result['server_rss_kib'] / 1024:.0f} MB",
+            f"server RSS {result['server_rss_kib'] / 1024:.0f} MB; others on the server's core "
+            f"{result['others_on_server_core']:.0%} (median){calm_said}",
             flush=True,
         )
+        if flood in CONVERSATION_FLOODS[1:]:
+            print(f"  abuse {flood:<14} {abuse_target(row, flood)}", flush=True)
     return row
+
+
+#: A run is calm when other processes took less than this share of the
+#: server's core while the bystanders spoke (the machine may be shared).
+CALM = 0.10
+
+
+def abuse_run(flood: str, seconds: str) -> dict:
+    """One abuse run: a fresh server with a prefilled history, the page and IRC on."""
+    folder = tempfile.mkdtemp(prefix="chatabuse-")
+    argv = load_server_argv(
+        prefilled_history(folder),
+        "--rate",
+        "200",
+        "--burst",
+        "400",
+        "--web",
+        "tcp:0:interface=127.0.0.1",
+        "--irc",
+        "tcp:0:interface=127.0.0.1",
+        *ABUSE_SERVER.get(flood, ()),
+    )
+    proc, (port, web_port, irc_port) = start_pinned_ports(argv, 3)
+    try:
+        result = generate(
+            port,
+            "frames",
+            "abuse",
+            "--flood",
+            flood,
+            "--web-port",
+            str(web_port),
+            "--irc-port",
+            str(irc_port),
+            "--senders",
+            "2",
+            "--rate",
+            "200",
+            "--duration",
+            seconds,
+            "--drain",
+            "30",
+            "--server-pid",
+            str(proc.pid),
+            pid=proc.pid,
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+    result["others_on_server_core"] = max(
+        0.0, result["cores_busy"].get("cpu0", 0) - result["server_cpu_window"]
+    )
+    return result
 
 
 def summarize(runs: list[dict], *medians: str) -> dict:
@@ -711,6 +967,7 @@ def main() -> int:
     parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results", "bench.json"))
     parser.add_argument("--chart", default=os.path.join(ROOT, "docs", "bench-fanout.png"))
     parser.add_argument("--only", nargs="*", default=None, help="scenarios to run")
+    parser.add_argument("--floods", nargs="*", default=None, help="abuse: only these floods")
     args = parser.parse_args()
     runs = 1 if args.quick else args.runs
     sizes = [10, 100] if args.quick else [10, 100, 1000]
@@ -719,7 +976,7 @@ def main() -> int:
         ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
     )
     every = ["fanout", "rooms", "websocket", "irc", "metrics", "latency", "idle", "logins", "storm"]
-    every += ["reconnect", "passwords", "slow", "abuse", "cluster"]
+    every += ["reconnect", "passwords", "slow", "abuse", "cluster", "conversations", "catchup"]
     wanted = set(args.only or every)
     results: dict = {
         "machine": {
@@ -895,10 +1152,16 @@ def main() -> int:
         )
 
     if "abuse" in wanted:
-        results["abuse"] = abuse(runs, "3" if args.quick else "5")
+        results["abuse"] = abuse(runs, "3" if args.quick else "5", args.floods)
 
     if "cluster" in wanted:
         results["cluster"] = cluster_bench(runs, 100, duration, "3" if args.quick else "5")
+
+    if "conversations" in wanted:
+        results["conversations"] = conversations_bench(runs, duration)
+
+    if "catchup" in wanted:
+        results["catchup"] = catchup_bench(runs, 3 if args.quick else 5)
 
     if table:
         print_table(table, runs)
@@ -914,6 +1177,10 @@ def main() -> int:
         print_abuse(results["abuse"])
     if "cluster" in results:
         print_cluster(results["cluster"], 100)
+    if "conversations" in results:
+        print_conversations(results["conversations"])
+    if "catchup" in results:
+        print_catchup(results["catchup"])
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1)
@@ -949,19 +1216,55 @@ def print_passwords(row: dict) -> None:
     print(f"{'guest ÷ password':<40} {row['ratio']:>10,.0f}")
 
 
+def quiet_of(row: dict, flood: str) -> float | None:
+    """The p99 of the quiet line a flood's bystanders compare with (their
+    protocol version's), if it ran."""
+    quiet = row.get("none-v2" if flood in CONVERSATION_FLOODS else "none")
+    return quiet["p99_ms"] if quiet else None
+
+
+def abuse_target(row: dict, flood: str) -> str:
+    """The issue's target for a flood: bystanders' p99 within twice quiet,
+    max under 50 ms; on the medians of every run, and of the calm runs
+    (others took under CALM of the server's core) against calm quiet runs."""
+    quiet_name = "none-v2" if flood in CONVERSATION_FLOODS else "none"
+    quiet, r = row.get(quiet_name), row[flood]
+    if quiet is None:
+        return "no quiet line to compare with"
+
+    def verdict(q: dict, f: dict, what: str) -> str:
+        met = f["p99_ms"] <= 2 * q["p99_ms"] and f["max_ms"] < 50
+        return (
+            f"{what}: {'MET' if met else 'NOT MET'} "
+            f"(p99 {f['p99_ms']:.2f} = {f['p99_ms'] / q['p99_ms']:.1f}x "
+            f"quiet {q['p99_ms']:.2f} ms, max {f['max_ms']:.1f} ms)"
+        )
+
+    said = "target p99 <= 2x quiet, max < 50 ms; " + verdict(quiet, r, "all runs")
+    if quiet.get("calm") and r.get("calm"):
+        said += "; " + verdict(
+            quiet["calm"], r["calm"], f"calm runs ({r['calm_runs']} and {quiet['calm_runs']})"
+        )
+    return said
+
+
 def print_abuse(row: dict) -> None:
-    quiet = row["none"]["p99_ms"]
     print(
         f"\n{'bystanders (200 msg/s) while one client floods':<48} {'p50':>7} {'p99':>7} {'max':>8} "
-        f"{'p99÷quiet':>10} {'answers/s':>10} {'RSS MB':>7}  cut"
+        f"{'p99÷quiet':>10} {'answers/s':>10} {'RSS MB':>7} {'others':>7}  cut"
     )
     for flood, r in row.items():
         cut = next((c for c in r["cut"] if c), "")
+        quiet = quiet_of(row, flood)
+        ratio = f"{r['p99_ms'] / quiet:>10.1f}" if quiet else f"{'-':>10}"
         print(
             f"{flood:<48} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>8.1f} "
-            f"{r['p99_ms'] / quiet:>10.1f} {r['flood_answers_per_s']:>10,.0f} "
-            f"{r['server_rss_kib'] / 1024:>7.0f}  {cut}"
+            f"{ratio} {r['flood_answers_per_s']:>10,.0f} "
+            f"{r['server_rss_kib'] / 1024:>7.0f} {r.get('others_on_server_core', 0):>7.0%}  {cut}"
         )
+    for flood in CONVERSATION_FLOODS[1:]:
+        if flood in row:
+            print(f"  {flood} flood: {abuse_target(row, flood)}")
 
 
 def chart(fanout: dict, path: str) -> None:

@@ -4,6 +4,10 @@ machine's noise falls on both alike), then each figure's median per tree
 and their ratio.
 
     python -m scripts.bench_compare BEFORE AFTER [--rounds 3] [--only fanout latency storm]
+    python -m scripts.bench_compare BEFORE AFTER --only conversations catchup
+
+(``conversations`` and ``catchup`` need a tree whose server speaks
+docs/protocol.md section 19; an older tree's figures show as nan.)
 
 Each tree needs its own ``.venv`` (``make install`` there). What a change
 costs a message is the ratio: near 1.00 is within noise on a shared machine.
@@ -49,6 +53,24 @@ def figures(result: dict) -> dict[str, float]:
     for count, row in result.get("storm", {}).items():
         if "ours" in row:
             found[f"login storm {count}, logins/s"] = row["ours"]["logins_per_s"]
+    # Conversations (docs/protocol.md 19): server CPU per request, and each kind against SAY.
+    conversations = result.get("conversations", {})
+    for kind in ("say", "edit", "react", "typing"):
+        if kind in conversations:
+            found[f"{kind}, server us per request"] = conversations[kind]["us_per_request"]
+            if kind != "say":
+                found[f"{kind} ÷ SAY, server CPU per request"] = conversations[kind]["cost_vs_say"]
+    catchup = result.get("catchup", {})
+    for store, way, name in (
+        ("plain", "after", "catch-up 10,000 plain"),
+        ("changed", "after", "catch-up 10,000 changed"),
+        ("changed", "changes", "catch-up changed_after"),
+    ):
+        if store in catchup:
+            found[f"{name}, ms"] = catchup[store][way]["seconds"] * 1000
+            found[f"{name}, server CPU ms"] = catchup[store][way]["server_cpu_s"] * 1000
+    for flood, r in result.get("abuse", {}).items():
+        found[f"abuse {flood}, bystanders' p99 ms"] = r["p99_ms"]
     return found
 
 
@@ -70,8 +92,8 @@ def main() -> int:
                     seen[name].setdefault(key, []).append(value)
     print(f"\nmedians of {args.rounds} interleaved runs")
     print(f"{'figure':<44} {'before':>12} {'after':>12} {'after/before':>13}")
-    for key in seen["before"]:
-        before = statistics.median(seen["before"][key])
+    for key in dict.fromkeys([*seen["before"], *seen["after"]]):
+        before = statistics.median(seen["before"].get(key, [float("nan")]))
         after = statistics.median(seen["after"].get(key, [float("nan")]))
         ratio = after / before if before else float("nan")
         print(f"{key:<44} {before:>12,.2f} {after:>12,.2f} {ratio:>13.2f}")
