@@ -322,6 +322,8 @@ class Typing(SynchronousTestCase):
         notice = codec.TypingNotice("general", "ann", True)
         self.assertEqual(bob.received(), [notice])
         self.assertEqual(ann.received(), [notice])  # its own devices too
+        ann.send(codec.Typing("general"))
+        self.assertEqual(bob.received(), [notice])  # the second of two at once
         for _ in range(5):
             ann.send(codec.Typing("general"))
         server.clock.advance(1)
@@ -336,14 +338,19 @@ class Typing(SynchronousTestCase):
         self.assertEqual(old.received(), [])
         self.assertEqual(server.stored(), [])
 
-    def test_saying_something_is_stopping_and_the_interval_still_runs(self):
+    def test_typing_again_right_after_a_message_shows_once(self):
         server = Server()
         ann, bob = v2(server, "ann", "bob")
         ann.send(codec.Typing("general"))
         said(ann, "done")
         bob.received()
         ann.send(codec.Typing("general", typing=False))  # stopped already: nothing
-        ann.send(codec.Typing("general"))  # within the interval: nothing
+        self.assertEqual(bob.received(), [])
+        ann.send(codec.Typing("general"))  # the bucket's second token
+        self.assertEqual(bob.received(), [codec.TypingNotice("general", "ann", True)])
+        said(ann, "again")
+        bob.received()
+        ann.send(codec.Typing("general"))  # none left within the interval
         self.assertEqual(bob.received(), [])
         server.clock.advance(3)
         ann.send(codec.Typing("general"))
@@ -355,10 +362,8 @@ class Typing(SynchronousTestCase):
         for _ in range(50):
             ann.send(codec.Typing("general"))
             ann.send(codec.Typing("general", typing=False))
-        self.assertEqual(
-            bob.received(),
-            [codec.TypingNotice("general", "ann", True), codec.TypingNotice("general", "ann", False)],
-        )
+        on, off = codec.TypingNotice("general", "ann", True), codec.TypingNotice("general", "ann", False)
+        self.assertEqual(bob.received(), [on, off, on, off])
 
     def test_not_a_member(self):
         server = Server(rooms=["side"])

@@ -81,9 +81,9 @@ class Session:
     marks: dict[str, int] = field(default_factory=dict)  # room key -> read marker (seq)
     away: str | None = None  # its away message ("" for none) while away
     owner: str | None = None  # an account's: what owns its messages (eventlog.owner_of)
-    # room key -> (when its last TYPING true went out, whether no false or
-    # message followed it yet); made on first use
-    typing: dict[str, tuple[float, bool]] | None = None
+    # room key -> (TYPING tokens left, when counted, whether a true went out
+    # with no false or message after it); made on first use
+    typing: dict[str, tuple[float, float, bool]] | None = None
 
     @property
     def token(self) -> str:

@@ -14,6 +14,10 @@ from chatproto.core.records import AwaySet, TypingSent
 from chatproto.limits import Limits
 from chatproto.rules import validate_away
 
+#: TYPING true a session may send at once in one room before the interval
+#: holds it back: two, so that typing again right after a message shows.
+TYPING_BURST = 2.0
+
 
 class Presence:
     """TYPING and AWAY."""
@@ -28,26 +32,31 @@ class Presence:
         self.peers = peers
 
     def typing(self, connection: Connection, packet: codec.Typing) -> None:
-        """TYPING to the room's version 2 members: at most one ``typing``
-        true per session and room each ``typing_interval`` (a false between
-        two doesn't reset the clock), and false only after a true that went
-        out; the rest dropped, as redundant."""
+        """TYPING to the room's version 2 members: ``typing`` true from a
+        bucket of TYPING_BURST tokens per session and room, refilled one
+        every ``typing_interval``; false only after a true that went out;
+        the rest dropped, as redundant. Typing again right after a message
+        shows, and a flood of true and false in turn reaches nobody."""
         session = logged_in(connection)
         room = self.membership.member_room(session, packet.room)
         now = self.clock.seconds()
         marks = session.typing
-        last, started = (None, False) if marks is None else marks.get(room.key, (None, False))
+        tokens, stamp, started = (TYPING_BURST, now, False)
+        if marks is not None:
+            tokens, stamp, started = marks.get(room.key, (TYPING_BURST, now, False))
+        tokens = min(TYPING_BURST, tokens + (now - stamp) / self.limits.typing_interval)
         on = packet.typing is not False
         if on:
-            if last is not None and now - last < self.limits.typing_interval:
+            if tokens < 1:
+                if marks is not None:
+                    marks[room.key] = (tokens, now, started)
                 return
-            if marks is None:
-                marks = session.typing = {}
-            marks[room.key] = (now, True)
-        else:
-            if not started or marks is None or last is None:
-                return
-            marks[room.key] = (last, False)
+            tokens -= 1
+        elif not started:
+            return
+        if marks is None:
+            marks = session.typing = {}
+        marks[room.key] = (tokens, now, on)
         notice = codec.encode(codec.TypingNotice(room.name, session.nick, on))
         record = TypingSent(room.name, session.nick, on)
         self.broadcast.event(Event(room.key, None, notice, record=record))
@@ -69,7 +78,8 @@ class Presence:
 
 def stopped(session: Session, room: str) -> None:
     """The session said something in ``room``: that says it stopped typing
-    (no TYPING false needed); the interval still runs from its last true."""
+    (no TYPING false needed); its tokens stay spent."""
     marks = session.typing
     if marks is not None and room in marks:
-        marks[room] = (marks[room][0], False)
+        tokens, stamp, _ = marks[room]
+        marks[room] = (tokens, stamp, False)
