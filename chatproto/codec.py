@@ -220,6 +220,7 @@ class Message:
             self.reply is None
             and self.edited is None
             and self.deleted is None
+            and self.deleted_by is None
             and self.reactions is None
             and self.rev is None
         )
@@ -1041,10 +1042,34 @@ def message_json(m: Message) -> str:
     through here once. Its fields come in the dataclass's order, except that
     a record's ``action`` comes before the ``ref`` and ``room`` added later:
     JSON objects are unordered, and clients must not depend on the order."""
-    if not m.plain:
-        return dumps(body_of(m))
-    text = f'{{"seq":{m.seq!r},"ts":{m.ts!r},"from":{_string(m.sender)},"text":{_string(m.text)}}}'
-    return text if m.action is None else f'{text[:-1]},"action":{dumps(m.action)}}}'
+    text = f'{{"seq":{m.seq!r},"ts":{m.ts!r},"from":{_string(m.sender)},"text":{_string(m.text)}'
+    if m.action is not None:
+        text += f',"action":{dumps(m.action)}'
+    if m.plain:
+        return text + "}"
+    return text + _conversation_json(m) + "}"
+
+
+def _conversation_json(m: Message) -> str:
+    """Section 19's fields of a message, as ``dumps(body_of(m))`` has them
+    (reply, edited, deleted, deleted_by, reactions, rev), spliced."""
+    parts = []
+    if m.reply is not None:
+        parts.append(f',"reply":{dumps(body_of(m.reply))}')
+    if m.edited is not None:
+        parts.append(f',"edited":{m.edited!r}')
+    if m.deleted is not None:
+        parts.append(',"deleted":true' if m.deleted else ',"deleted":false')
+    if m.deleted_by is not None:
+        parts.append(f',"deleted_by":{_string(m.deleted_by)}')
+    if m.reactions is not None:
+        listed = ",".join(
+            f'{{"emoji":{_string(r.emoji)},"by":[{",".join(map(_string, r.by))}]}}' for r in m.reactions
+        )
+        parts.append(f',"reactions":[{listed}]')
+    if m.rev is not None:
+        parts.append(f',"rev":{m.rev}')
+    return "".join(parts)
 
 
 def v1_message_json(m: Message) -> str | None:
