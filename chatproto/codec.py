@@ -197,8 +197,12 @@ class Reaction:
     by: list[str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=True, slots=True)
 class Message:
+    """A stored message. Not frozen, though nobody changes one: a frozen
+    init sets each of its fields through object.__setattr__, and one is
+    made for every message said."""
+
     seq: int
     ts: float
     sender: str = field(metadata=_json("from"))

@@ -117,7 +117,10 @@ class Said:
                 self._v1 = self._packet(1, None)
             return self._v1
         if self._v2 is None:
-            self._v2 = self._packet(2, None)
+            if self.json and type(self.draft) is Draft:  # the usual message
+                self._v2 = codec.encode_json(PacketType.MESSAGE, codec.with_room(self.json, self.name))
+            else:
+                self._v2 = self._packet(2, None)
         return self._v2
 
     @property
@@ -386,9 +389,14 @@ class Broadcast:
             self._refused(flushed.said, flushed.outcome)  # their payloads stay None
         elif flushed.outcome is not None:
             for item, outcome in zip(flushed.said, flushed.outcome, strict=True):
-                item.settle(outcome)
-                if item.private:
-                    flushed.owned = True
+                if type(outcome) is Message and type(item.draft) is Draft and outcome.plain:
+                    # Said.settle, inlined for the usual message
+                    item.outcome = item.message = outcome
+                    item.json = item.v1json = codec.message_json(outcome)
+                else:
+                    item.settle(outcome)
+                    if item.private:
+                        flushed.owned = True
             counters.messages += len(flushed.said)
             self._stored(flushed.said)
         by_channel: dict[str, list[int]] = {}

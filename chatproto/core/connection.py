@@ -80,7 +80,7 @@ class Session:
     admin: bool = False  # an account named by --admin
     marks: dict[str, int] = field(default_factory=dict)  # room key -> read marker (seq)
     away: str | None = None  # its away message ("" for none) while away
-    owner: str | None = None  # an account's: what owns its messages (eventlog.owner_of)
+    owner: str | None = None  # what owns its messages (eventlog.author_of)
     # room key -> (TYPING tokens left, when counted, whether a true went out
     # with no false or message after it); made on first use
     typing: dict[str, tuple[float, float, bool]] | None = None

@@ -98,7 +98,7 @@ class Messages:
             self.directory.default if session.version == 1 else self.membership.member_room(session, room)
         )
         validate_text(text, self.limits.max_text)
-        author = author_of(session.owner, session.id, self.registry.epoch)
+        author = session.owner or author_of(None, session.id, self.registry.epoch)
         draft = Draft(self.clock.seconds(), session.nick, text, target.key, None, author, reply)
         self.broadcast.message(draft, target.name, connection, ref)
         if session.typing:  # saying something is having stopped typing
@@ -111,7 +111,7 @@ class Messages:
         session = logged_in(connection)
         room = self.membership.member_room(session, packet.room)
         now = self.clock.seconds()
-        author = author_of(session.owner, session.id, self.registry.epoch)
+        author = session.owner or author_of(None, session.id, self.registry.epoch)
         if isinstance(packet, codec.Edit):
             validate_text(packet.text, self.limits.max_text)
             change = Change(EDIT, room.key, packet.seq, now, session.nick, author, text=packet.text)
