@@ -251,6 +251,7 @@ class Say:
     ref: str | None = None
     room: str | None = field(default=None, metadata={**_ROOM, **_V2})
     reply: int | None = field(default=None, metadata=_V2)  # the seq this message answers
+    notice: bool | None = field(default=None, metadata=_V2)  # IRC's NOTICE: never to be answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +260,7 @@ class Whisper:
     to: str = field(metadata=_NICK)
     text: str = field(metadata=_TEXT)
     ref: str | None = None
+    notice: bool | None = field(default=None, metadata=_V2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,6 +500,7 @@ class Private:
     to: str
     text: str = field(metadata=_TEXT)
     ref: str | None = None
+    notice: bool | None = field(default=None, metadata=_V2)  # only to version 2 sessions
 
 
 @dataclass(frozen=True, slots=True)
