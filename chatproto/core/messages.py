@@ -50,7 +50,7 @@ log = Logger()
 #: Pages read at most for one version 1 HISTORY whose pages hold only deleted messages.
 V1_READS = 10
 #: The action of a notice (SAY with ``notice``): a message not to be answered.
-NOTICE = {"op": "notice"}
+NOTICE = {"op": codec.NOTICE}
 
 
 class Messages:
@@ -298,7 +298,7 @@ def as_version_1(messages: list[Message]) -> list[Message]:
     """A page as version 1 sees it (docs/protocol.md 19.10): deleted
     messages left out, the others' text alone."""
     return [
-        m if m.plain else Message(m.seq, m.ts, m.sender, m.text, None, m.action)
+        m if m.plain else Message(m.seq, m.ts, m.sender, m.text, None, codec.v1_action(m.action))
         for m in messages
         if not m.deleted
     ]

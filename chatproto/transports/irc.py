@@ -1252,7 +1252,8 @@ class IrcConnection(Framing):
     def do_oper(self, params: list[str]) -> None:
         """OPER name password: a server admin (WELCOME ``admin``, logged in
         with its password by SASL or PASS) becomes an IRC operator when it
-        names its own account and gives the password it logged in with:
+        names its own account and gives the password it logged in with
+        (spaced, as PASS: ``OPER name a b`` is ``a b``):
         ``381`` and user mode ``+o``. Anyone else ``491``; a wrong password
         ``464``."""
         self._charge()
@@ -1266,7 +1267,7 @@ class IrcConnection(Framing):
             mine = False
         if not (mine and session.admin and self.password is not None):
             self._numeric("491", "No O-lines for your host")
-        elif not hmac.compare_digest(params[1].encode("utf-8"), self.password.encode("utf-8")):
+        elif not hmac.compare_digest(" ".join(params[1:]).encode("utf-8"), self.password.encode("utf-8")):
             self._numeric("464", "Password incorrect")
         elif not self.oper:
             self.oper = True
@@ -1424,6 +1425,11 @@ class IrcConnection(Framing):
             self.write_line(self.server, "FAIL", "CHATHISTORY", "INVALID_TARGET", sub, target, error.message)
         elif command in ("KICK", "INVITE") and number is not None:
             self._refused_on(command, number, target, error)
+        elif command == "KILL" and number == "481":
+            self.oper = False  # no admin any more (its account was deleted): no operator either
+            self._numeric("481", "Permission Denied- You're not an IRC operator")
+        elif command == "KILL" and number == "401":
+            self._numeric("401", target, "No such nick/channel")
         elif number == "433":
             self._numeric(number, self.irc_name, f"{error.message}: use SASL or PASS for it")
         elif number is not None and command == "LOGIN":
