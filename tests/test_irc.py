@@ -1098,3 +1098,53 @@ class ClientTags(SynchronousTestCase):
         )
         bob.send("@+foo=bar TAGMSG #general")
         self.assertEqual(alice.lines(), [], "an unknown client tag alone: dropped")
+
+
+class IrcTestClient:
+    """Our own IRC test client on a real socket (tests/netclient.py's raw
+    client): registers with SASL PLAIN, its payload in 400-byte chunks."""
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+
+    @defer.inlineCallbacks
+    def register_with_sasl(self, account_name: str, password: str, caps: str = ""):
+        raw = self.raw
+        raw.send("CAP LS 302", f"CAP REQ :{' '.join(['sasl', *caps.split()])}")
+        yield raw.expect(lambda text: " ACK " in text)
+        raw.send("AUTHENTICATE PLAIN")
+        yield raw.expect(lambda text: text == "AUTHENTICATE :+")
+        raw.send(*sasl_chunks(account_name, password))
+        yield raw.expect(lambda text: " 903 " in text)
+        raw.send("NICK whatever", f"USER {account_name} 0 * :{account_name}", "CAP END")
+        welcome = yield raw.expect(lambda text: " 001 " in text)
+        return welcome
+
+
+class LiveSasl(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_sasl_in_chunks_then_client_tags_over_real_sockets(self):
+        yield self.serve(irc=True)
+        password = "k" * 595  # "\0ann\0" and it: 600 bytes, 800 of base64, then "+"
+        tcp = yield self.client("ann", version=2)
+        tcp.send(codec.AccountRequest("register", password, ref="r"))
+        yield tcp.expect(codec.Done)
+        tcp.send(codec.Quit())
+        ann = IrcTestClient((yield self.irc()))
+        self.assertEqual(sasl_chunks("ann", password)[-1], "AUTHENTICATE +")
+        welcome = yield ann.register_with_sasl("ann", password, caps="message-tags")
+        self.assertEqual(parse(welcome)[2:], ("001", ["ann", "Welcome to chat, ann"]), "the account's nick")
+        bob = yield self.irc()
+        bob.send("CAP LS 302", "CAP REQ :message-tags", "NICK bob", "USER bob 0 * :Bob", "CAP END")
+        yield bob.expect(lambda text: " 001 " in text)
+        for client in (ann.raw, bob):
+            client.send("JOIN #general")
+            yield client.expect(lambda text: " 366 " in text)
+        ann.raw.send("PRIVMSG #general :react to this")
+        said = yield bob.expect(lambda text: "PRIVMSG #general" in text)
+        seq = parse(said)[0]["msgid"]
+        bob.send(f"@+draft/react=🎉;+foo=bar;+draft/reply={seq} TAGMSG #general")
+        tagmsg = yield ann.raw.expect(lambda text: " TAGMSG " in text)
+        self.assertEqual(tagmsg, f"@+draft/react=🎉;+draft/reply={seq} :bob!bob@chat TAGMSG :#general")
+        for client in (ann.raw, bob):
+            client.send("QUIT")
