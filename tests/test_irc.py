@@ -719,6 +719,30 @@ class Notices(SynchronousTestCase):
         new.send(codec.Say("said as a notice", None, "general", notice=True))
         self.assertEqual(bob.lines(), [":carol!carol@chat NOTICE #general :said as a notice"])
 
+    def test_a_notice_is_kept_a_notice_and_version_1_reads_it_as_a_message(self):
+        server = Server()
+        (alice,) = registered(server, "alice", caps="draft/chathistory batch")
+        in_room(server, "general", alice)
+        alice.send("NOTICE #general :kept")
+        server.flush()
+        alice.send("CHATHISTORY LATEST #general * 5")
+        (kept,) = [text for text in alice.lines() if " NOTICE " in text]
+        self.assertTrue(kept.endswith(" :alice!alice@chat NOTICE #general :kept"), kept)
+        (old,) = server.logged_in("dave")
+        old.send(codec.HistoryRequest(limit=5))
+        (page,) = [p for p in old.received() if isinstance(p, codec.HistoryPage)]
+        self.assertEqual([(m.text, m.action) for m in page.messages], [("kept", None)])
+        welcome = server.peer().login("erin")  # its history as version 1 sees it
+        self.assertEqual([(m.text, m.action) for m in welcome.history], [("kept", None)])
+
+    def test_a_whispered_notice_crosses_to_another_node_as_one(self):
+        from chatproto.core.records import Whispered, read_note
+
+        private = codec.Private(1.5, "alice", "bob", "psst", None, True)
+        self.assertEqual(read_note(Whispered(private).to_json()), Whispered(private))
+        plain = codec.Private(1.5, "alice", "bob", "psst")
+        self.assertNotIn("notice", Whispered(plain).to_json()["private"])
+
     def test_a_notice_to_a_nick_is_a_notice_and_never_answered(self):
         server = Server()
         alice, bob = registered(server, "alice", "bob")
