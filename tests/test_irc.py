@@ -1075,8 +1075,15 @@ class Operators(SynchronousTestCase):
         self.assertEqual(self.bob.lines(), [":test 481 bob :Permission Denied- You're not an IRC operator"])
         self.root.send("OPER root " + PASSWORD)
         self.root.lines()
-        self.root.send("KILL nobody :x")
-        self.assertEqual(self.root.lines(), [":test 401 root nobody :No such nick/channel"])
+        self.root.send("KILL nobody :x", "KILL xn--!! :x", "KILL")
+        self.assertEqual(
+            self.root.lines(),
+            [
+                ":test 401 root nobody :No such nick/channel",
+                ":test 401 root xn--!! :No such nick/channel",
+                ":test 461 root KILL :Not enough parameters",
+            ],
+        )
         self.root.send("KILL carol :go away")
         self.assertEqual(
             self.bob.lines(),

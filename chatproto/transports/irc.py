@@ -378,11 +378,11 @@ def member_prefix(rules: RoomRules, session: Session) -> str:
     return "@" if rules.is_op(session) else ""
 
 
-def matches(mask: str, nick: str) -> bool:
-    """An IRC mask (``*`` any run, ``?`` one character) against an IRC
-    nick, in ASCII case."""
-    pattern = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in mask.lower())
-    return re.fullmatch(pattern, nick.lower(), re.DOTALL) is not None
+def mask_pattern(mask: str) -> re.Pattern[str]:
+    """An IRC mask (``*`` any run, ``?`` one character) as a pattern for
+    IRC nicks, in ASCII case (CASEMAPPING=ascii)."""
+    pattern = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in mask)
+    return re.compile(pattern, re.DOTALL | re.IGNORECASE | re.ASCII)
 
 
 def away_of(session: Session) -> str | None:
@@ -1070,12 +1070,13 @@ class IrcConnection(Framing):
         """The sessions a WHO mask matches: the asker's, and those sharing a
         channel with it (never a conversation's)."""
         me = logged_in(self.connection)
+        pattern = mask_pattern(mask)
         found: dict[int, Session] = {}
         for room in [None, *me.rooms.values()]:
             if room is not None and participants(room.name) is not None:
                 continue
             for session in [me] if room is None else room.members.values():
-                if session.id not in found and matches(mask, irc_nick(session.nick)):
+                if session.id not in found and pattern.fullmatch(irc_nick(session.nick)):
                     found[session.id] = session
         return list(found.values())
 
@@ -1285,7 +1286,12 @@ class IrcConnection(Framing):
             self._numeric("461", "KILL", "Not enough parameters")
             return
         reason = params[1] if len(params) > 1 and params[1] else None
-        target = our_nick(params[0])
+        try:
+            target = our_nick(params[0])
+        except ProtocolError:
+            self._charge()
+            self._numeric("401", params[0], "No such nick/channel")
+            return
         self._packet(codec.AdminRequest("kick", target=target, reason=reason, ref=f"KILL {params[0]}"))
 
     def do_wallops(self, params: list[str]) -> None:
