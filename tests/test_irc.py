@@ -940,7 +940,7 @@ class RegistrationChecks(SynchronousTestCase):
         alice = IrcPeer(server)
         alice.send("NICK alice", "USER al 0 * :Alice Liddell")
         (bob,) = registered(server, "bob")
-        (server.logged_in("carol", version=2))
+        server.logged_in("carol", version=2)
         bob.send("WHO alice", "WHOIS alice", "WHO carol")
         lines = bob.lines()
         self.assertEqual(lines[0], ":test 352 bob * al chat test alice H :0 Alice Liddell")
