@@ -221,7 +221,8 @@ class Message:
     def plain(self) -> bool:
         """Nothing but what version 1 has: the fast encoding applies."""
         return (
-            self.reply is None
+            (self.action is None or self.action.get("op") != NOTICE)
+            and self.reply is None
             and self.edited is None
             and self.deleted is None
             and self.deleted_by is None
@@ -251,6 +252,7 @@ class Say:
     ref: str | None = None
     room: str | None = field(default=None, metadata={**_ROOM, **_V2})
     reply: int | None = field(default=None, metadata=_V2)  # the seq this message answers
+    notice: bool | None = field(default=None, metadata=_V2)  # IRC's NOTICE: never to be answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +261,7 @@ class Whisper:
     to: str = field(metadata=_NICK)
     text: str = field(metadata=_TEXT)
     ref: str | None = None
+    notice: bool | None = field(default=None, metadata=_V2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,6 +501,7 @@ class Private:
     to: str
     text: str = field(metadata=_TEXT)
     ref: str | None = None
+    notice: bool | None = field(default=None, metadata=_V2)  # only to version 2 sessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -1021,6 +1025,9 @@ def encode_json(packet_type: int, text: str) -> bytes:
     return bytes((packet_type,)) + text.encode("utf-8")
 
 
+#: The ``op`` of a notice's ``action`` (SAY with ``notice``; IRC's NOTICE).
+NOTICE = "notice"
+
 #: How an action (``/me waves``; IRC's CTCP ACTION) travels: the text ``* waves``.
 ACTION_PREFIX = "* "
 
@@ -1083,7 +1090,13 @@ def v1_message_json(m: Message) -> str | None:
         return None
     if m.plain:
         return message_json(m)
-    return message_json(Message(m.seq, m.ts, m.sender, m.text, None, m.action))
+    return message_json(Message(m.seq, m.ts, m.sender, m.text, None, v1_action(m.action)))
+
+
+def v1_action(action: dict | None) -> dict | None:
+    """A message's ``action`` as version 1 gets it: a notice is a plain
+    message there (version 1 has no notices)."""
+    return None if action is not None and action.get("op") == NOTICE else action
 
 
 def draft_json(d) -> str:

@@ -123,7 +123,7 @@ def _login(connection: CommandTarget, packet: codec.Login) -> None:
 
 
 def _say(connection: CommandTarget, packet: codec.Say) -> None:
-    connection.hub.messages.say(connection, packet.text, packet.ref, packet.room, packet.reply)
+    connection.hub.messages.say(connection, packet.text, packet.ref, packet.room, packet.reply, packet.notice)
 
 
 def _change(connection: CommandTarget, packet: codec.Edit | codec.Delete | codec.React) -> None:

@@ -214,7 +214,10 @@ class Whispered:
 
     def to_json(self) -> dict[str, Any]:
         p = self.private
-        return {"kind": self.kind, "private": {"ts": p.ts, "sender": p.sender, "to": p.to, "text": p.text}}
+        private: dict[str, Any] = {"ts": p.ts, "sender": p.sender, "to": p.to, "text": p.text}
+        if p.notice:
+            private["notice"] = True
+        return {"kind": self.kind, "private": private}
 
 
 @dataclass(frozen=True, slots=True)
