@@ -649,7 +649,9 @@ class NickChanges(SynchronousTestCase):
         self.ann.send("NICK annie")
         self.ann.lines()
         self.ann.send("NICK bob")
-        self.assertEqual(self.ann.lines(), [":test 433 annie bob :Nickname is already in use: nick 'bob' is taken"])
+        self.assertEqual(
+            self.ann.lines(), [":test 433 annie bob :Nickname is already in use: nick 'bob' is taken"]
+        )
 
     def test_refusals_are_the_numerics_irc_servers_give(self):
         self.ann.send("NICK")

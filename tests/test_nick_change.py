@@ -157,7 +157,9 @@ class TheChange(SynchronousTestCase):
             (type(p).__name__, getattr(p, "text", None) or getattr(p, "nick", None))
             for p in self.carol.received()
         ]
-        self.assertEqual(seen, [("MessagePacket", "before"), ("Renamed", "annie"), ("MessagePacket", "after")])
+        self.assertEqual(
+            seen, [("MessagePacket", "before"), ("Renamed", "annie"), ("MessagePacket", "after")]
+        )
 
     def test_the_nick_changes_everywhere_the_server_keeps_it(self):
         self.ann.send(codec.Nick("annie"))
@@ -225,7 +227,7 @@ class Operators(SynchronousTestCase):
         state = erin.join("nook")
         self.assertEqual({m.nick: m.op for m in state.members}, {"gary": True, "bob": None, "erin": None})
         gus.send(codec.Moderate("nook", "kick", "bob", ref="k"))
-        record = [p for p in gus.received() if isinstance(p, codec.MessagePacket)][0]
+        record = next(p for p in gus.received() if isinstance(p, codec.MessagePacket))
         self.assertEqual((record.sender, record.action["op"]), ("gary", "kick"))
 
 

@@ -200,9 +200,7 @@ class Flushed:
         # whether any sender gets a copy of its own (with its ref)
         self.owned = any((item.ref if isinstance(item, Said) else item._own) is not None for item in batch)
         # whether some recipient of a channel is left out of an item (Event.skip)
-        self.skips = len(self.said) < len(batch) and any(
-            type(item) is Event and item.skip for item in batch
-        )
+        self.skips = len(self.said) < len(batch) and any(type(item) is Event and item.skip for item in batch)
         self.outcome: list[Outcome] | Failure | None = None if self.said else []
         self.after: list[Callable[[], None]] = []
 

@@ -102,9 +102,7 @@ class Renames:
         for room in session.rooms.values():
             ban = room.rules.bans.get(key)
             if ban is not None and ban.active(now) and not session.admin:
-                raise ProtocolError(
-                    ErrorCode.BANNED, f"{nick!r} is banned from {room.name!r}, where you are"
-                )
+                raise ProtocolError(ErrorCode.BANNED, f"{nick!r} is banned from {room.name!r}, where you are")
 
     def _apply(self, connection: Connection, session: Session, nick: str, key: str, ref: str | None) -> None:
         """The session is ``nick`` now, if it is still here and nobody took
