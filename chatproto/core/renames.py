@@ -108,8 +108,11 @@ class Renames:
         """The session is ``nick`` now, if it is still here and nobody took
         the nick while the store was asked."""
         if connection.session is not session or not session.devices:
+            self._unclaim(session, key)
             return
-        self._not_held(session, nick, key)
+        held = self.registry.held(key)
+        if held is not None and held is not session:
+            raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {held.nick!r} is taken")
         old, old_key = session.nick, session.key
         self.registry.rename(session, nick, key)
         rooms = list(session.rooms.values())
@@ -124,6 +127,12 @@ class Renames:
             self._tell_devices(connection, session, old, ref)
             return
         self._broadcast(connection, session, rooms, old, old_key, ref)
+
+    def _unclaim(self, session: Session, key: str) -> None:
+        """A claim made for a rename that was not made (the session went
+        meanwhile): let it go, unless a session here holds the nick now."""
+        if key != session.key and self.registry.held(key) is None:
+            self.peers.release(key)
 
     def _broadcast(
         self,

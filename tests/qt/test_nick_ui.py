@@ -73,3 +73,25 @@ def test_an_account_has_no_menu_entry(window, server, sessions):
     yield until(lambda: not window.nick_action.isEnabled())
     window.submit("/nick other")
     assert line_for(window, "an account's nick is its name: log in as another account instead") is not None
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_host_console_shows_the_new_nick(qtbot, reactor):
+    from test_console_and_app import Raw, tree_rows
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from chatproto import codec
+    from qtclient.views.console import ServerConsole
+
+    console = ServerConsole(reactor, "tcp:0:interface=127.0.0.1")
+    qtbot.addWidget(console)
+    assert console.start()
+    raw = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", console.server.port), Raw())
+    raw.send(codec.Login("eve", 2))
+    raw.send(codec.Join("general"))
+    yield until(lambda: [row[0] for row in tree_rows(console.connected)] == ["eve"])
+    raw.send(codec.Nick("evelyn"))
+    yield until(lambda: [row[0] for row in tree_rows(console.connected)] == ["evelyn"])
+    room = console.rooms.topLevelItem(0)
+    yield until(lambda: [room.child(i).text(0) for i in range(room.childCount())] == ["evelyn"])
+    yield console.stop()
