@@ -697,6 +697,14 @@ class NickChanges(SynchronousTestCase):
         (line,) = erin.lines()
         self.assertTrue(line.startswith(":test FAIL NICK ACCOUNT_NICK erina :"), line)
 
+    def test_in_no_channel_the_client_alone_is_told(self):
+        (gus,) = registered(self.server, "gus")
+        gus.send("NICK gary")
+        self.assertEqual(gus.lines(), [":gus!gus@chat NICK :gary"])
+        self.assertEqual(self.bob.lines(), [])
+        gus.send("WHOIS gary")
+        self.assertIn("311", gus.numerics())
+
     def test_too_fast_is_438(self):
         server = Server(join_burst=1, join_rate=0.001)
         (gus,) = registered(server, "gus")
