@@ -111,7 +111,7 @@ class Inbound:
         member = room.members.get(record.id)
         if member is None:
             return []
-        if member.connection is None and member.key != record.key:
+        if member.connection is None and member.nick != record.nick:  # a change of case too
             member.nick, member.key = record.nick, record.key
             for each in member.rooms.values():
                 each.refresh(member)
