@@ -731,3 +731,20 @@ class Renames(ClusterTestCase):
         moved = yield self.client(server=c)
         back = yield moved.login("alicia", resume=welcome.resume, version=2)
         self.assertEqual((back.id, back.nick, back.rooms), (welcome.id, "alicia", ["general", "side"]))
+
+    @defer.inlineCallbacks
+    def test_a_change_of_case_reaches_the_other_node(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", version=2, server=a)
+        yield self.joined(alice, "side")
+        bob = yield self.client("bob", version=2, server=b)
+        yield self.joined(bob, "side")
+        yield alice.expect(codec.Joined)
+        bob.send(codec.Nick("Bob", ref="n"))
+        self.assertEqual((yield bob.expect(codec.Renamed)), codec.Renamed("bob", "Bob", "n"))
+        self.assertEqual((yield alice.expect(codec.Renamed)), codec.Renamed("bob", "Bob"))
+        carol = yield self.client("carol", version=2, server=a)
+        carol.send(codec.Join("side"))
+        state = yield carol.expect(codec.RoomState)
+        self.assertEqual(sorted(m.nick for m in state.members), ["Bob", "alice", "carol"])
