@@ -1215,8 +1215,10 @@ class IrcConnection(Framing):
             return None
         if session is None:
             return None
+        now = self.connection.hub.clock.seconds()
         for room in session.rooms.values():
-            if key in room.rules.bans:
+            ban = room.rules.bans.get(key)
+            if ban is not None and ban.active(now):
                 return channel(room.name)
         return None
 
