@@ -705,6 +705,18 @@ class NickChanges(SynchronousTestCase):
         gus.send("WHOIS gary")
         self.assertIn("311", gus.numerics())
 
+    def test_a_server_ban_is_432(self):
+        from tests.test_accounts import device, made_admin
+
+        server = Server(admins=["root"])
+        made_admin(server, "root")
+        root, _ = device(server, "root")
+        root.send(codec.AdminRequest("ban", target="mallory", ref="b"))
+        (gus,) = registered(server, "gus")
+        gus.send("NICK mallory")
+        (line,) = gus.lines()
+        self.assertTrue(line.startswith(":test 432 gus mallory :Erroneous nickname: "), line)
+
     def test_too_fast_is_438(self):
         server = Server(join_burst=1, join_rate=0.001)
         (gus,) = registered(server, "gus")
