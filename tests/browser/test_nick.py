@@ -35,6 +35,10 @@ def test_slash_nick_renames_the_user_and_others_see_it(pages, server):
         page.say("/nick bobby")
         page.wait(lambda: any("is taken" in t for t in page.lines("#transcript li")), "the refusal said")
         assert members(page) == ["annie", "bobby"]
+        page.here().refresh()  # the tab resumes its session by the new nick
+        page.wait(lambda: page.state() == "connected", "back after the reload")
+        page.wait(lambda: "connected as annie" in page.find("#status").text, "still annie")
+        page.wait(lambda: members(page) == ["annie", "bobby"], "annie and bobby again")
         assert not page.errors()
     finally:
         bob.close()
