@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from chatproto import codec
@@ -42,7 +43,7 @@ class Renames:
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         registry: Registry,
         accounts: Accounts | None,
         store: AccountStore | None,
@@ -113,6 +114,11 @@ class Renames:
         held = self.registry.held(key)
         if held is not None and held is not session:
             raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {held.nick!r} is taken")
+        if session.account:  # registered while the store was asked
+            self._unclaim(session, key)
+            raise ProtocolError(
+                ErrorCode.NOT_PERMITTED, f"{session.nick!r} is an account: an account's nick is its name"
+            )
         old, old_key = session.nick, session.key
         self.registry.rename(session, nick, key)
         rooms = list(session.rooms.values())
