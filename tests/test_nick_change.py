@@ -3,12 +3,13 @@ an account's nick is its name. On StringTransport and task.Clock."""
 
 from __future__ import annotations
 
+from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
 from chatproto.codec import ErrorCode
 from tests.harness import Server
-from tests.test_accounts import device, made_admin, registered
+from tests.test_accounts import PASSWORD, device, made_admin, registered
 
 
 def guest(server: Server, nick: str, *rooms: str):
@@ -283,3 +284,53 @@ class Resume(SynchronousTestCase):
         fresh = other.login("ann", resume=welcome.resume, version=2)
         self.assertNotEqual(fresh.id, welcome.id)
         self.assertFalse(ann.closing)
+
+
+class HeldStore:
+    """An account store whose answers wait until the test gives them."""
+
+    def __init__(self) -> None:
+        self.waiting: list[defer.Deferred] = []
+
+    def account(self, key: str) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self.waiting.append(d)
+        return d
+
+
+class WhileTheStoreIsAsked(SynchronousTestCase):
+    """What changes between the NICK and the account store's answer wins."""
+
+    def setUp(self):
+        self.server = Server()
+        self.held = HeldStore()
+        self.server.hub.renames.store = self.held
+        self.gus = guest(self.server, "gus", "general")
+
+    def test_a_login_that_took_the_nick_meanwhile_wins(self):
+        self.gus.send(codec.Nick("zed", ref="n"))
+        zed = self.server.peer()
+        self.assertEqual(zed.login("zed", version=2).nick, "zed")
+        self.held.waiting[0].callback(None)
+        self.server.flush()
+        (error,) = [p for p in self.gus.received() if isinstance(p, codec.Error)]
+        self.assertEqual((error.code, error.ref), (ErrorCode.NICK_TAKEN, "n"))
+        self.assertEqual(self.server.hub.session_for("gus").id, self.gus.connection.session.id)
+
+    def test_a_session_gone_meanwhile_changes_nothing(self):
+        self.gus.send(codec.Nick("zed", ref="n"))
+        self.gus.drop()
+        self.held.waiting[0].callback(None)
+        self.server.flush()
+        self.assertIsNone(self.server.hub.session_for("zed"))
+        self.assertIsNone(self.server.hub.session_for("gus"))
+
+    def test_a_guest_registered_meanwhile_is_an_account(self):
+        self.gus.send(codec.Nick("zed", ref="n"))
+        self.gus.send(codec.AccountRequest("register", PASSWORD, ref="r"))
+        self.assertEqual(self.gus.only(codec.Done, flush=False).op, "register")
+        self.held.waiting[0].callback(None)
+        self.server.flush()
+        (error,) = [p for p in self.gus.received() if isinstance(p, codec.Error)]
+        self.assertEqual((error.code, error.ref), (ErrorCode.NOT_PERMITTED, "n"))
+        self.assertEqual(self.gus.connection.session.nick, "gus")
