@@ -52,6 +52,7 @@ class PacketType(IntEnum):
     TYPING = 0x13
     AWAY = 0x14
     OPEN = 0x15
+    NICK = 0x16  # version 2: nick changes
     # server -> client
     WELCOME = 0x81
     MESSAGE = 0x82
@@ -75,6 +76,7 @@ class PacketType(IntEnum):
     CHANGED = 0x94  # version 2: conversations
     TYPING_NOTICE = 0x95
     STATUS = 0x96
+    RENAMED = 0x97  # version 2: nick changes
 
 
 #: Every integer field holds a signed 64-bit value; anything outside is
@@ -435,6 +437,15 @@ class Open:
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Nick:
+    """A guest's new nick (docs/protocol.md 15.11)."""
+
+    TYPE: ClassVar = PacketType.NICK
+    nick: str = field(metadata=_NICK)
+    ref: str | None = None
+
+
 # -- server -> client -------------------------------------------------------
 
 
@@ -715,6 +726,16 @@ class Status:
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    """A session's nick changed from ``old`` to ``nick`` (15.11)."""
+
+    TYPE: ClassVar = PacketType.RENAMED
+    old: str
+    nick: str
+    ref: str | None = None
+
+
 V1_CLIENT_PACKETS = (Login, Say, Whisper, Ping, Quit, HistoryRequest, Pong)
 CLIENT_PACKETS = (
     *V1_CLIENT_PACKETS,
@@ -732,6 +753,7 @@ CLIENT_PACKETS = (
     Typing,
     Away,
     Open,
+    Nick,
 )
 SERVER_PACKETS = (
     Welcome,
@@ -756,6 +778,7 @@ SERVER_PACKETS = (
     Changed,
     TypingNotice,
     Status,
+    Renamed,
 )
 
 

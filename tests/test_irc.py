@@ -625,6 +625,107 @@ def events(client, count: int):
     return seen
 
 
+class NickChanges(SynchronousTestCase):
+    """NICK after registration (docs/protocol.md 17.4): NICK, and RENAMED as
+    ``:old!old@chat NICK new``."""
+
+    def setUp(self):
+        self.server = Server()
+        self.ann, self.bob = registered(self.server, "ann", "bob")
+        in_room(self.server, "a", self.ann, self.bob)
+        in_room(self.server, "b", self.ann, self.bob)
+        self.bob.lines()
+
+    def test_a_rename_is_one_nick_line_to_each_client_the_renamed_one_too(self):
+        self.ann.send("NICK annie")
+        self.assertEqual(self.ann.lines(), [":ann!ann@chat NICK :annie"])
+        self.assertEqual(self.bob.lines(), [":ann!ann@chat NICK :annie"], "in two shared channels: once")
+        self.ann.send("PRIVMSG #a :hi")
+        self.assertEqual(self.bob.lines(), [":annie!annie@chat PRIVMSG #a :hi"])
+        self.ann.send("NAMES #a")
+        self.assertIn(":test 353 annie = #a :@annie bob", self.ann.lines(), "an operator still")
+
+    def test_the_new_nick_is_the_clients_in_numerics(self):
+        self.ann.send("NICK annie")
+        self.ann.lines()
+        self.ann.send("NICK bob")
+        self.assertEqual(
+            self.ann.lines(), [":test 433 annie bob :Nickname is already in use: nick 'bob' is taken"]
+        )
+
+    def test_refusals_are_the_numerics_irc_servers_give(self):
+        self.ann.send("NICK")
+        self.assertEqual(self.ann.numerics(), ["431"])
+        self.ann.send("NICK bad!nick")
+        self.assertEqual(self.ann.lines(), [":test 432 ann bad!nick :Erroneous nickname"])
+        self.ann.send("NICK xn--!!")
+        self.assertEqual(self.ann.numerics(), ["432"])
+        self.ann.send("NICK ann")
+        self.assertEqual(self.ann.lines(), [], "its own nick: nothing")
+
+    def test_a_registered_nick_is_433(self):
+        account = IrcPeer(self.server)
+        account.register("carol")
+        account.send("QUIT")
+        self.server.flush()
+        from tests.test_accounts import registered as account_of
+
+        account_of(self.server, "dora").send(codec.Quit())
+        self.server.flush()
+        self.ann.send("NICK Dora")
+        (line,) = self.ann.lines()
+        self.assertTrue(line.startswith(":test 433 ann Dora :"), line)
+
+    def test_a_ban_in_one_of_our_channels_is_435_with_the_channel(self):
+        self.ann.send("MODE #a +b mallory")
+        self.ann.lines(), self.bob.lines()
+        self.ann.send("NICK mallory")
+        self.assertEqual(
+            self.ann.lines(),
+            [":test 435 ann mallory #a :Cannot change nickname while banned on channel"],
+        )
+
+    def test_an_account_is_told_with_fail(self):
+        from tests.test_accounts import PASSWORD as password
+        from tests.test_accounts import registered as account_of
+
+        account_of(self.server, "erin").send(codec.Quit())
+        self.server.flush()
+        erin = IrcPeer(self.server)
+        erin.register("erin", password=password)
+        erin.send("NICK erina")
+        (line,) = erin.lines()
+        self.assertTrue(line.startswith(":test FAIL NICK ACCOUNT_NICK erina :"), line)
+
+    def test_in_no_channel_the_client_alone_is_told(self):
+        (gus,) = registered(self.server, "gus")
+        gus.send("NICK gary")
+        self.assertEqual(gus.lines(), [":gus!gus@chat NICK :gary"])
+        self.assertEqual(self.bob.lines(), [])
+        gus.send("WHOIS gary")
+        self.assertIn("311", gus.numerics())
+
+    def test_a_server_ban_is_432(self):
+        from tests.test_accounts import device, made_admin
+
+        server = Server(admins=["root"])
+        made_admin(server, "root")
+        root, _ = device(server, "root")
+        root.send(codec.AdminRequest("ban", target="mallory", ref="b"))
+        (gus,) = registered(server, "gus")
+        gus.send("NICK mallory")
+        (line,) = gus.lines()
+        self.assertTrue(line.startswith(":test 432 gus mallory :Erroneous nickname: "), line)
+
+    def test_too_fast_is_438(self):
+        server = Server(join_burst=1, join_rate=0.001)
+        (gus,) = registered(server, "gus")
+        gus.send("NICK gus2", "NICK gus3")
+        lines = gus.lines()
+        self.assertEqual(lines[0], ":gus!gus@chat NICK :gus2")
+        self.assertEqual(lines[1], ":test 438 gus2 gus3 :Nick change too fast. Please wait")
+
+
 class Live(LiveTestCase):
     @defer.inlineCallbacks
     def test_a_blank_line_flood_is_cut_and_a_bystander_answered(self):

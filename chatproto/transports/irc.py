@@ -718,7 +718,7 @@ class IrcConnection(Framing):
             self._numeric("431", "No nickname given")
             return
         if self.connection.state == CONNECTED:
-            self._numeric("400", "NICK", "Nick changes are not supported here: reconnect with the new nick")
+            self._rename(params[0])
             return
         self._registration_nick(params[0])
 
@@ -734,6 +734,19 @@ class IrcConnection(Framing):
         if self.account is None:
             self.irc_name = nick
         self._try_login()
+
+    def _rename(self, wanted: str) -> None:
+        """NICK after registration: our NICK packet (docs/protocol.md 17.4).
+        Its own nick again (case and all) is ignored, as IRC servers do;
+        RENAMED comes back as ``:old!old@chat NICK new``."""
+        if wanted == self.irc_name:
+            return
+        try:
+            nick = our_nick(wanted)
+        except ProtocolError:
+            self._numeric("432", wanted, "Erroneous nickname")
+            return
+        self._packet(codec.Nick(nick, ref=f"NICK {wanted}"))
 
     def do_user(self, params: list[str]) -> None:
         self._charge()
@@ -1425,6 +1438,9 @@ class IrcConnection(Framing):
         if command == "REDACT":
             self._redact_failed(target, error)
             return
+        if command == "NICK":
+            self._nick_refused(target, error)
+            return
         number = NUMERICS.get((command, error.code))
         if command == "CHATHISTORY":
             sub, _, target = target.partition(" ")
@@ -1458,6 +1474,57 @@ class IrcConnection(Framing):
             self._numeric("441", nick, name, "They aren't on that channel")
         else:
             self._numeric(number, name, error.message)
+
+    def _nick_refused(self, wanted: str, error: codec.Error) -> None:
+        """A refused NICK after registration, as IRC servers answer it:
+        432 bad_nick and a server ban, 433 nick_taken and nick_registered,
+        435 a ban in one of our channels, 438 rate_limited, and for an
+        account (whose nick is its name) FAIL NICK (17.4)."""
+        code = error.code
+        if code == ErrorCode.BAD_NICK:
+            self._numeric("432", wanted, "Erroneous nickname")
+        elif code in (ErrorCode.NICK_TAKEN, ErrorCode.NICK_REGISTERED):
+            self._numeric("433", wanted, f"Nickname is already in use: {error.message}")
+        elif code == ErrorCode.BANNED:
+            banned_in = self._banned_in(wanted)
+            if banned_in is None:
+                self._numeric("432", wanted, f"Erroneous nickname: {error.message}")
+            else:
+                self._numeric("435", wanted, banned_in, "Cannot change nickname while banned on channel")
+        elif code == ErrorCode.RATE_LIMITED:
+            self._numeric("438", wanted, "Nick change too fast. Please wait")
+        elif code == ErrorCode.NOT_PERMITTED:
+            self.write_line(self.server, "FAIL", "NICK", "ACCOUNT_NICK", wanted, error.message)
+        else:
+            self._notice(f"{error.message} ({error.code})")
+
+    def _banned_in(self, wanted: str) -> str | None:
+        """The first of our channels whose bans name ``wanted``, if any."""
+        session = self.connection.session
+        try:
+            key = nick_key(our_nick(wanted))
+        except ProtocolError:
+            return None
+        if session is None:
+            return None
+        now = self.connection.hub.clock.seconds()
+        for room in session.rooms.values():
+            ban = room.rules.bans.get(key)
+            if ban is not None and ban.active(now):
+                return channel(room.name)
+        return None
+
+    def _renamed(self, renamed: codec.Renamed) -> None:
+        """RENAMED as ``:old!old@chat NICK new``, once (it comes once per
+        session); our own, to us too, and we are known by the new nick."""
+        try:
+            ours = nick_key(our_nick(self.irc_name)) == nick_key(renamed.old)
+        except ProtocolError:
+            ours = False
+        if ours:
+            self.irc_name = irc_nick(renamed.nick)
+        if renamed.old != renamed.nick:
+            self.write_line(user(renamed.old), "NICK", irc_nick(renamed.nick))
 
     def _redact_failed(self, target: str, error: codec.Error) -> None:
         where, _, msgid = target.partition(" ")
@@ -1678,6 +1745,7 @@ _BY_CONNECTION: dict[type[Any], Callable[[IrcConnection, Any], None]] = {
     codec.Done: IrcConnection._done,
     codec.Status: IrcConnection._status,
     codec.TypingNotice: IrcConnection._typing,
+    codec.Renamed: IrcConnection._renamed,
     codec.Error: IrcConnection._error,  # what send() says; a fatal ERROR is the wire's
 }
 
