@@ -119,6 +119,7 @@ class Modes(SynchronousTestCase):
         self.assertEqual((record.action, record.text), ({"op": "voice", "target": "bob"}, "gave bob voice"))
         self.bob.send(codec.Say("now I may", room="den"))
         self.assertEqual(self.bob.received()[-1].text, "now I may")
+        self.ann.received()
         state = self.ann.join("den")
         self.assertEqual({p.nick: p.voice for p in state.members}, {"ann": None, "bob": True})
         moderate(self.ann, "devoice", "bob")
