@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from chatproto import codec
@@ -132,6 +133,7 @@ class ChatRoom:
         "direct",
         "key",
         "last_seq",
+        "made",
         "members",
         "name",
         "peers",
@@ -143,8 +145,11 @@ class ChatRoom:
         "topic",
     )
 
-    def __init__(self, name: str, permanent: bool, replay: int) -> None:
+    def __init__(self, name: str, permanent: bool, replay: int, made: float = 0.0) -> None:
         self.name = name
+        # When this server (this node) made it: the creation time IRC's 329
+        # gives. No store keeps it; a room kept while empty is made again.
+        self.made = made
         self.key = room_key(name)
         self.permanent = permanent
         self.topic: Topic | None = None
@@ -201,9 +206,17 @@ class RoomSource(Protocol):
 class Directory:
     """Every room there is, by key, within the server's limits."""
 
-    def __init__(self, limits: Limits, default: str, permanent: list[str], source: RoomSource) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        default: str,
+        permanent: list[str],
+        source: RoomSource,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self.limits = limits
         self.source = source
+        self.clock = clock  # for each room's time made
         self.rooms: dict[str, ChatRoom] = {}
         self._keys: dict[str, str] = {}  # names as clients wrote them -> keys
         self._listed: list[tuple[str, int, str]] | None = None  # what listing_json last showed
@@ -266,7 +279,8 @@ class Directory:
         return room if room is not None else self._create(name, False)
 
     def _create(self, name: str, permanent: bool) -> ChatRoom:
-        room = ChatRoom(name, permanent, self.limits.history_replay)
+        made = self.clock.seconds() if self.clock is not None else 0.0
+        room = ChatRoom(name, permanent, self.limits.history_replay, made)
         self.rooms[room.key] = room
         room.ready = self.source.load(room)
         room.ready.addErrback(lambda f: log.failure("could not read room {room}", f, room=name))
