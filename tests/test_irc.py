@@ -551,7 +551,7 @@ class RoomModes(SynchronousTestCase):
     def test_op_or_voice_of_a_nick_not_there(self):
         self.alice.send("MODE #den +o nobody")
         self.assertEqual(self.alice.lines(), [":test 401 alice nobody :No such nick/channel"])
-        (carol,) = registered(self.server, "carol")
+        registered(self.server, "carol")
         self.alice.send("MODE #den +v carol")
         self.assertEqual(self.alice.lines(), [":test 441 alice carol #den :They aren't on that channel"])
         self.alice.send("MODE #den -v carol")
