@@ -576,6 +576,23 @@ class Listing(ClusterTestCase):
             [info.room for info in listing.rooms], ["general"], "an empty room is gone everywhere"
         )
 
+    @defer.inlineCallbacks
+    def test_a_secret_room_of_another_node_is_not_listed(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", version=2, server=a)
+        alice.send(codec.Join("hideout"))
+        yield alice.expect(codec.RoomState)
+        alice.send(codec.Moderate("hideout", "mode", ref="m", secret=True))
+        yield alice.expect(codec.MessagePacket)
+        bob = yield self.client("bob", version=2, server=b)
+        bob.send(codec.ListRooms("l"))
+        listing = yield bob.expect(codec.RoomList)
+        self.assertEqual([info.room for info in listing.rooms], ["general"])
+        alice.send(codec.ListRooms("l"))
+        listing = yield alice.expect(codec.RoomList)
+        self.assertEqual([info.room for info in listing.rooms], ["general", "hideout"], "to its member")
+
 
 class Moderation(ClusterTestCase):
     @defer.inlineCallbacks
