@@ -577,6 +577,17 @@ class RoomModes(SynchronousTestCase):
         self.assertEqual([p[1] for c, p in carol.commands() if c == "322"], ["#general"])
         self.bob.send("LIST")
         self.assertEqual([p[1] for c, p in self.bob.commands() if c == "322"], ["#den", "#general"])
+        carol.send("WHOIS bob")
+        self.assertNotIn("319", carol.numerics(), "nor in WHOIS to a non-member")
+        self.alice.send("WHOIS bob")
+        self.assertIn(":test 319 alice bob :#den", self.alice.lines())
+
+    def test_who_shows_voice(self):
+        self.alice.send("MODE #den +v bob")
+        self.alice.lines()
+        self.alice.send("WHO #den")
+        flags = {p[5]: p[6] for c, p in self.alice.commands() if c == "352"}
+        self.assertEqual(flags, {"alice": "H@", "bob": "H+"})
 
 
 class RoomsThatKeepRules(SynchronousTestCase):

@@ -965,8 +965,8 @@ class IrcConnection(Framing):
         for session in sessions:
             irc = irc_nick(session.nick)
             flags = "H" if away_of(session) is None else "G"
-            if room is not None and room.rules.is_op(session):
-                flags += "@"  # as NAMES shows it
+            if room is not None:
+                flags += prefixes(room.rules, session, "multi-prefix" in self.caps)  # as NAMES shows it
             self._numeric("352", mask, irc, HOST, self.server, irc, flags, f"0 {session.nick}")
         self._numeric("315", mask, "End of /WHO list")
 
@@ -985,8 +985,12 @@ class IrcConnection(Framing):
             if away_of(session) is not None:
                 self._numeric("301", irc, away_of(session) or "Away")
             # Conversations are nobody else's business: channels only.
+            asker = logged_in(self.connection)
             rooms = " ".join(
-                channel(room.name) for room in session.rooms.values() if participants(room.name) is None
+                channel(room.name)
+                for room in session.rooms.values()
+                if participants(room.name) is None
+                and (not room.rules.secret or asker.admin or asker.rooms.get(room.key) is room)  # +s
             )
             if rooms:
                 self._numeric("319", irc, rooms)
