@@ -579,6 +579,8 @@ class RoomModes(SynchronousTestCase):
         self.assertEqual([p[1] for c, p in self.bob.commands() if c == "322"], ["#den", "#general"])
         carol.send("WHOIS bob")
         self.assertNotIn("319", carol.numerics(), "nor in WHOIS to a non-member")
+        carol.send("NAMES #den")
+        self.assertEqual(carol.lines(), [":test 366 carol #den :End of /NAMES list"], "nor its members")
         self.alice.send("WHOIS bob")
         self.assertIn(":test 319 alice bob :#den", self.alice.lines())
 

@@ -1285,7 +1285,13 @@ class IrcConnection(Framing):
             self._numeric("331", name, "No topic is set")
 
     def _names(self, room) -> None:
+        """``353`` and ``366``; of a secret channel, to a non-member who is no
+        admin, ``366`` alone (as of a channel that does not exist)."""
         name = channel(room.name)
+        asker = logged_in(self.connection)
+        if room.rules.secret and not asker.admin and asker.rooms.get(room.key) is not room:
+            self._numeric("366", name, "End of /NAMES list")
+            return
         multi = "multi-prefix" in self.caps
         names = [prefixes(room.rules, s, multi) + irc_nick(s.nick) for s in room.members.values()]
         prefix = len(line(self.server, "353", self.irc_name, "=", name, ""))
