@@ -556,6 +556,10 @@ class RoomModes(SynchronousTestCase):
         self.assertEqual(self.alice.lines(), [":test 441 alice carol #den :They aren't on that channel"])
         self.alice.send("MODE #den -v carol")
         self.assertEqual(self.alice.lines(), [":test 441 alice carol #den :They aren't on that channel"])
+        self.alice.send("MODE #den -b carol")
+        self.assertEqual(
+            self.alice.lines(), [":test NOTICE alice :'carol' is not banned from 'den' (no_such_member)"]
+        )
 
     def test_bad_parameters(self):
         self.alice.send("MODE #den +l many", "MODE #den +l 0", "MODE #den +k a\x01b")
@@ -565,8 +569,8 @@ class RoomModes(SynchronousTestCase):
         self.assertEqual(
             lines[0], ":test 696 alice #den l many :a room's limit is 1 to 100000 members (0 for none)"
         )
-        self.alice.send("MODE #den +k", "MODE #den +l")
-        self.assertEqual(self.alice.numerics(), ["461", "461"])
+        self.alice.send("MODE #den +k", "MODE #den +k :", "MODE #den +l")
+        self.assertEqual(self.alice.numerics(), ["461", "461", "461"])
         self.bob.send("MODE #den +m")
         self.assertEqual(self.bob.lines(), [":test 482 bob #den :you are not an operator of 'den'"])
 

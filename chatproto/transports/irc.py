@@ -1282,17 +1282,19 @@ class IrcConnection(Framing):
                 nick = self._mode_target(room, sign + letter, given)
                 if nick is not None:
                     op = _MODE_OPS[sign + letter]
-                    self._packet(codec.Moderate(room, op, nick, None, ref=f"{ref} {irc_nick(nick)}"))
+                    self._packet(
+                        codec.Moderate(room, op, nick, None, ref=f"{ref} {irc_nick(nick)} {sign}{letter}")
+                    )
             elif letter in _FLAG_FIELDS:
                 fields[_FLAG_FIELDS[letter]] = sign == "+"
             elif letter == "k":
                 key = args.pop(0) if args else None  # -k takes the key too, as clients send it
                 if sign == "-":
                     fields["key"] = ""
-                elif key is None:
+                elif not key:
                     self._numeric("461", "MODE", "Not enough parameters")
                     return
-                elif not key or self._bad_mode_param(chan, "k", key, check_key):
+                elif self._bad_mode_param(chan, "k", key, check_key):
                     return
                 else:
                     fields["key"] = key
@@ -1346,10 +1348,13 @@ class IrcConnection(Framing):
 
     def _mode_refused(self, target: str, error: codec.Error) -> None:
         """A refused MODE change: ``441 nick #chan`` for a nick that is no
-        member (or has no such status), else the numeric of its code."""
-        chan, _, nick = target.partition(" ")
+        member (or has no such status), a NOTICE for a ``-b`` of a nick not
+        banned (no numeric says that), else the numeric of its code."""
+        chan, nick, change = [*target.split(" "), "", ""][:3]
         number = NUMERICS.get(("MODE", error.code))
-        if number == "441" and nick:
+        if number == "441" and change == "-b":
+            self._notice(f"{error.message} ({error.code})")
+        elif number == "441" and nick:
             self._numeric("441", nick, chan, "They aren't on that channel")
         elif number is not None:
             self._numeric(number, chan, error.message)
