@@ -585,6 +585,8 @@ class RoomModes(SynchronousTestCase):
         self.assertNotIn("319", carol.numerics(), "nor in WHOIS to a non-member")
         carol.send("NAMES #den")
         self.assertEqual(carol.lines(), [":test 366 carol #den :End of /NAMES list"], "nor its members")
+        carol.send("WHO #den")
+        self.assertEqual(carol.numerics(), ["315"], "nor WHO")
         self.alice.send("WHOIS bob")
         self.assertIn(":test 319 alice bob :#den", self.alice.lines())
 

@@ -1113,7 +1113,8 @@ class IrcConnection(Framing):
         sessions: list[Session] = []
         if mask[:1] in "#&":
             room = self._room(mask, quiet=True)
-            sessions = list(room.members.values()) if room is not None else []
+            shown = room is not None and not self._hidden(room)  # +s: its members are its business
+            sessions = list(room.members.values()) if room is not None and shown else []
         elif _MASK_SPECIAL.search(mask):
             sessions = self._visible(mask)
         else:
@@ -1160,12 +1161,10 @@ class IrcConnection(Framing):
             if away_of(session) is not None:
                 self._numeric("301", irc, away_of(session) or "Away")
             # Conversations are nobody else's business: channels only.
-            asker = logged_in(self.connection)
             rooms = " ".join(
                 member_prefix(room.rules, session, "multi-prefix" in self.caps) + channel(room.name)
                 for room in session.rooms.values()
-                if participants(room.name) is None
-                and (not room.rules.secret or asker.admin or asker.rooms.get(room.key) is room)  # +s
+                if participants(room.name) is None and not self._hidden(room)  # +s
             )
             if rooms:
                 self._numeric("319", irc, rooms)
@@ -1345,6 +1344,12 @@ class IrcConnection(Framing):
             self._numeric("696", chan, letter, given, e.message)
             return True
         return False
+
+    def _hidden(self, room) -> bool:
+        """A secret room (+s) the asker is not in: to a non-admin, NAMES, WHO
+        and WHOIS show nothing of it, as LIST does not."""
+        asker = logged_in(self.connection)
+        return room.rules.secret and not asker.admin and asker.rooms.get(room.key) is not room
 
     def _mode_refused(self, target: str, error: codec.Error) -> None:
         """A refused MODE change: ``441 nick #chan`` for a nick that is no
@@ -1569,8 +1574,7 @@ class IrcConnection(Framing):
         """``353`` and ``366``; of a secret channel, to a non-member who is no
         admin, ``366`` alone (as of a channel that does not exist)."""
         name = channel(room.name)
-        asker = logged_in(self.connection)
-        if room.rules.secret and not asker.admin and asker.rooms.get(room.key) is not room:
+        if self._hidden(room):
             self._numeric("366", name, "End of /NAMES list")
             return
         multi = "multi-prefix" in self.caps
