@@ -590,6 +590,21 @@ class RoomModes(SynchronousTestCase):
         self.alice.send("WHOIS bob")
         self.assertIn(":test 319 alice bob :#den", self.alice.lines())
 
+    def test_an_empty_rooms_kept_key_shows_as_a_star_and_holds(self):
+        (tcp,) = self.server.logged_in("ann", version=2)
+        tcp.send(codec.AccountRequest("register", PASSWORD))
+        tcp.received()
+        tcp.join("vault")
+        tcp.send(codec.Moderate("vault", "mode", key="sesame", limit=4))
+        tcp.send(codec.Part("vault"))
+        self.server.flush()
+        self.alice.send("MODE #vault")
+        self.assertEqual(self.alice.lines(), [":test 324 alice #vault +nkl * :4"], "no 329: not made here")
+        self.alice.send("JOIN #vault")
+        self.assertEqual(self.alice.numerics(), ["475"])
+        self.alice.send("JOIN #vault sesame")
+        self.assertEqual(self.alice.commands()[0], ("JOIN", ["#vault"]))
+
     def test_who_shows_voice(self):
         self.alice.send("MODE #den +v bob")
         self.alice.lines()
