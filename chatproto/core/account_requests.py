@@ -83,6 +83,10 @@ class AccountRequests:
                 room.rules.guest_ops.discard(session.id)
                 room.rules.ops.add(session.key)
                 self.keeper.save(room)
+            if session.id in room.rules.guest_voices:  # and its voice (+v) too
+                room.rules.guest_voices.discard(session.id)
+                room.rules.voices.add(session.key)
+                self.keeper.save(room)
             room.refresh(session)
             self.membership.remember(session, room)
 
@@ -95,8 +99,9 @@ class AccountRequests:
         session.owner = None  # a guest now: what it says is its session's
         self.accounts.confirmed.discard(record.key)
         for room in self.directory.rooms.values():
-            if record.key in room.rules.ops:
+            if record.key in room.rules.ops or record.key in room.rules.voices:
                 room.rules.ops.discard(record.key)
+                room.rules.voices.discard(record.key)
                 self.keeper.save(room)
         self.store.forget_operator(record.key).addErrback(
             lambda f: log.failure("could not take {nick}'s operator status away", f, nick=record.nick)

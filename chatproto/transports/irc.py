@@ -40,8 +40,9 @@ from chatproto.codec import ACTION_PREFIX, ErrorCode, PacketType, ProtocolError
 from chatproto.core.budget import REFUSAL
 from chatproto.core.connection import Session, logged_in
 from chatproto.core.hub import Hub
+from chatproto.core.moderation import check_key, check_limit
 from chatproto.core.rooms import RoomRules
-from chatproto.rules import nick_key, normalise_nick
+from chatproto.rules import nick_key, normalise_nick, room_key
 from chatproto.transports.int32 import ChatFactory
 from chatproto.transports.irc_conversations import (
     CLIENTTAGDENY,
@@ -69,6 +70,7 @@ CAPABILITIES = (
     "draft/message-redaction",
     "echo-message",
     "message-tags",
+    "multi-prefix",
     "sasl",
     "server-time",
 )
@@ -226,12 +228,12 @@ class IrcWire:
         return self.privmsg(body, target_of(body["room"], body["from"]))
 
     def mode(self, body: dict, action: dict) -> str:
-        """A record of op, deop, ban, unban or mode as the MODE line it is on IRC."""
+        """A record of op, deop, voice, devoice, ban, unban or mode as the
+        MODE line it is on IRC (one line for all a mode record changed)."""
         op, room = action["op"], channel(body["room"])
         if op == "mode":
-            flags = [("i", action.get("invite_only")), ("t", action.get("topic_lock"))]
-            change = "".join(("+" if on else "-") + letter for letter, on in flags if on is not None)
-            return line(user(body["from"]), "MODE", room, change) if change else ""
+            change, params = mode_change(action)
+            return line(user(body["from"]), "MODE", room, change, *params) if change else ""
         sign, letter = _MODES[op]
         target = irc_nick(action["target"]) + ("!*@*" if letter == "b" else "")
         return line(user(body["from"]), "MODE", room, sign + letter, target)
@@ -269,8 +271,9 @@ class IrcWire:
             return ""  # a conversation of two is a query: nobody joins it
         room = channel(body["room"])
         join = line(user(body["nick"]), "JOIN", room)
-        if body.get("op"):
-            join += line(self.server, "MODE", room, "+o", irc_nick(body["nick"]))
+        letters = ("o" if body.get("op") else "") + ("v" if body.get("voice") else "")
+        if letters:
+            join += line(self.server, "MODE", room, "+" + letters, *[irc_nick(body["nick"])] * len(letters))
         if self.away_notify and body.get("away") is not None:
             join += away_line(body["nick"], body["away"])
         return join
@@ -372,10 +375,12 @@ def is_oper(session: Session) -> bool:
     return any(client.oper for client in map(irc_of, session.devices) if client is not None)
 
 
-def member_prefix(rules: RoomRules, session: Session) -> str:
-    """A member's highest channel prefix, as WHO and WHOIS show it: ``@``
-    for an operator."""
-    return "@" if rules.is_op(session) else ""
+def member_prefix(rules: RoomRules, session: Session, multi: bool = False) -> str:
+    """A member's channel prefix, as NAMES, WHO and WHOIS show it: ``@``
+    for an operator, ``+`` for a voiced member; the higher alone, or both
+    with multi-prefix (``multi``)."""
+    marks = ("@" if rules.is_op(session) else "") + ("+" if rules.is_voiced(session) else "")
+    return marks if multi else marks[:1]
 
 
 def mask_pattern(mask: str) -> re.Pattern[str]:
@@ -408,7 +413,48 @@ USERLEN, REALLEN = 16, 160
 _MASK_SPECIAL = re.compile(r"[*?]")
 
 #: Moderation records that IRC shows as MODE changes.
-_MODES = {"op": ("+", "o"), "deop": ("-", "o"), "ban": ("+", "b"), "unban": ("-", "b"), "mode": ("", "")}
+_MODES = {
+    "op": ("+", "o"),
+    "deop": ("-", "o"),
+    "voice": ("+", "v"),
+    "devoice": ("-", "v"),
+    "ban": ("+", "b"),
+    "unban": ("-", "b"),
+    "mode": ("", ""),
+}
+
+#: MODERATE mode's fields and the channel modes they are, in the order
+#: MODE lines show them: flags, then the modes with a parameter.
+_FLAGS = (("topic_lock", "t"), ("invite_only", "i"), ("moderated", "m"), ("secret", "s"))
+
+#: Channel modes MODE takes from IRC, and what each is.
+_FLAG_FIELDS = {letter: name for name, letter in _FLAGS}
+
+#: MODE's changes that name a nick, as MODERATE ops.
+_MODE_OPS = {"+o": "op", "-o": "deop", "+v": "voice", "-v": "devoice", "+b": "ban", "-b": "unban"}
+
+
+def mode_change(action: dict) -> tuple[str, list[str]]:
+    """A mode record's changes as a MODE string and its parameters: ``+mk-l
+    key`` (a removed key is ``-k *``, as servers echo it)."""
+    changes: list[tuple[str, str]] = []
+    params: list[str] = []
+    for name, letter in _FLAGS:
+        if action.get(name) is not None:
+            changes.append(("+" if action[name] else "-", letter))
+    if action.get("key") is not None:
+        changes.append(("+" if action["key"] else "-", "k"))
+        params.append(action["key"] or "*")
+    if action.get("limit") is not None:
+        changes.append(("+" if action["limit"] else "-", "l"))
+        if action["limit"]:
+            params.append(str(action["limit"]))
+    text, last = "", ""
+    for sign, letter in changes:
+        text += letter if sign == last else sign + letter
+        last = sign
+    return text, params
+
 
 #: How IRC shows each server packet, in three tables that together name
 #: every one (a test checks): _BY_WIRE renders a broadcast once per wire
@@ -456,6 +502,9 @@ NUMERICS = {
     ("JOIN", ErrorCode.TOO_MANY_ROOMS): "405",
     ("JOIN", ErrorCode.BANNED): "474",
     ("JOIN", ErrorCode.INVITE_ONLY): "473",
+    ("JOIN", ErrorCode.BAD_KEY): "475",
+    ("JOIN", ErrorCode.ROOM_FULL): "471",
+    ("PRIVMSG", ErrorCode.MODERATED): "404",
     ("JOIN", ErrorCode.RATE_LIMITED): "263",
     ("PART", ErrorCode.NO_SUCH_ROOM): "403",
     ("PART", ErrorCode.NOT_A_MEMBER): "442",
@@ -867,12 +916,14 @@ class IrcConnection(Framing):
                     continue  # conversations are no channels: JOIN 0 leaves them be
                 self._packet(codec.Part(room.name, None, ref=f"PART {channel(room.name)}"))
             return
-        for name in params[0].split(","):
+        keys = params[1].split(",") if len(params) > 1 else []  # the channels' keys, in their order
+        for index, name in enumerate(params[0].split(",")):
+            key = (keys[index] or None) if index < len(keys) else None
             if name.startswith("&") and len(name) > 1:
                 self._open(name)
                 continue
             try:
-                self._packet(codec.Join(room_of(name), ref=f"JOIN {name}"))
+                self._packet(codec.Join(room_of(name), ref=f"JOIN {name}", key=key))
             except ProtocolError:
                 self._charge()
                 self._numeric("403", name, "No such channel: channels start with #")
@@ -1062,7 +1113,8 @@ class IrcConnection(Framing):
         sessions: list[Session] = []
         if mask[:1] in "#&":
             room = self._room(mask, quiet=True)
-            sessions = list(room.members.values()) if room is not None else []
+            shown = room is not None and not self._hidden(room)  # +s: its members are its business
+            sessions = list(room.members.values()) if room is not None and shown else []
         elif _MASK_SPECIAL.search(mask):
             sessions = self._visible(mask)
         else:
@@ -1075,7 +1127,7 @@ class IrcConnection(Framing):
             username, realname = identity(session)
             flags = ("H" if away_of(session) is None else "G") + ("*" if is_oper(session) else "")
             if room is not None:
-                flags += member_prefix(room.rules, session)
+                flags += member_prefix(room.rules, session, "multi-prefix" in self.caps)  # as NAMES shows it
             self._numeric("352", where, username, HOST, self.server, irc, flags, f"0 {realname}")
         self._numeric("315", mask, "End of /WHO list")
 
@@ -1110,9 +1162,9 @@ class IrcConnection(Framing):
                 self._numeric("301", irc, away_of(session) or "Away")
             # Conversations are nobody else's business: channels only.
             rooms = " ".join(
-                member_prefix(room.rules, session) + channel(room.name)
+                member_prefix(room.rules, session, "multi-prefix" in self.caps) + channel(room.name)
                 for room in session.rooms.values()
-                if participants(room.name) is None
+                if participants(room.name) is None and not self._hidden(room)  # +s
             )
             if rooms:
                 self._numeric("319", irc, rooms)
@@ -1151,18 +1203,32 @@ class IrcConnection(Framing):
         if asking and room is None:
             self._show_kept_modes(target, len(params) == 1)
         elif asking:
-            self._show_modes(target, room.rules, len(params) == 1)
+            member = logged_in(self.connection).rooms.get(room.key) is room
+            self._show_modes(target, room.rules, len(params) == 1, member, room.made)
         elif room is None:
             self._numeric("403", target, "No such channel")
         else:
             self._mode_changes(room.name, params[1], params[2:])
 
-    def _show_modes(self, target: str, rules: RoomRules, modes: bool) -> None:
-        """``324`` (``modes``), or the ban list."""
+    def _show_modes(
+        self, target: str, rules: RoomRules, modes: bool, member: bool = False, made: float | None = None
+    ) -> None:
+        """``324`` and ``329`` (``modes``), or the ban list. The key is shown
+        to members only (``*`` in its place to others, so that the limit
+        after it keeps its place); ``329`` is the time this server made the
+        room (``made``; none for a room that is only stored)."""
         if modes:
-            self._numeric(
-                "324", target, "+n" + ("t" if rules.topic_lock else "") + ("i" if rules.invite_only else "")
-            )
+            flags = "".join(letter for name, letter in _FLAGS if getattr(rules, name))
+            params = []
+            if rules.key:
+                flags += "k"
+                params.append(rules.key if member else "*")
+            if rules.limit:
+                flags += "l"
+                params.append(str(rules.limit))
+            self._numeric("324", target, "+n" + flags, *params)
+            if made is not None:
+                self._numeric("329", target, str(int(made)))
             return
         for ban in rules.bans.values():
             self._numeric("367", target, irc_nick(ban.target) + "!*@*", irc_nick(ban.by), str(int(ban.ts)))
@@ -1195,28 +1261,110 @@ class IrcConnection(Framing):
         hub.keeper.kept(key).addCallbacks(show, failed)
 
     def _mode_changes(self, room: str, modes: str, args: list[str]) -> None:
-        """``+o``/``-o`` nick, ``+b``/``-b`` nick, ``+i``/``-i``, ``+t``/``-t``:
-        each the MODERATE it means; anything else is ``472``."""
+        """A MODE string, each change the MODERATE it means: ``o``, ``v``
+        and ``b`` with a nick each one of their own, in order; ``i``, ``t``,
+        ``m``, ``s``, ``k`` and ``l`` all in one ``mode`` after them (one
+        record, one MODE line back). ``+n`` is always so; ``-n`` can't be
+        had (a NOTICE says why); anything else is ``472``."""
         sign, args = "+", list(args)
-        ref = f"MODE {channel(room)}"
+        chan = channel(room)
+        ref = f"MODE {chan}"
+        fields: dict[str, Any] = {}
         for letter in modes:
             if letter in "+-":
                 sign = letter
-            elif letter in "ob":
+            elif letter in "ovb":
                 if not args:
                     self._numeric("461", "MODE", "Not enough parameters")
                     return
-                nick = our_nick(args.pop(0).split("!", 1)[0])
-                op = {"o": "op", "b": "ban"}[letter] if sign == "+" else {"o": "deop", "b": "unban"}[letter]
-                self._packet(codec.Moderate(room, op, nick, None, ref=ref))
-            elif letter in "it":
-                on = sign == "+"
-                if letter == "i":
-                    self._packet(codec.Moderate(room, "mode", ref=ref, invite_only=on))
+                given = args.pop(0)
+                nick = self._mode_target(room, sign + letter, given)
+                if nick is not None:
+                    op = _MODE_OPS[sign + letter]
+                    self._packet(
+                        codec.Moderate(room, op, nick, None, ref=f"{ref} {irc_nick(nick)} {sign}{letter}")
+                    )
+            elif letter in _FLAG_FIELDS:
+                fields[_FLAG_FIELDS[letter]] = sign == "+"
+            elif letter == "k":
+                key = args.pop(0) if args else None  # -k takes the key too, as clients send it
+                if sign == "-":
+                    fields["key"] = ""
+                elif not key:
+                    self._numeric("461", "MODE", "Not enough parameters")
+                    return
+                elif self._bad_mode_param(chan, "k", key, check_key):
+                    return
                 else:
-                    self._packet(codec.Moderate(room, "mode", ref=ref, topic_lock=on))
+                    fields["key"] = key
+            elif letter == "l":
+                if sign == "-":
+                    fields["limit"] = 0
+                elif not args:
+                    self._numeric("461", "MODE", "Not enough parameters")
+                    return
+                else:
+                    given = args.pop(0)
+                    limit = int(given) if given.isascii() and given.isdigit() else 0
+                    if self._bad_mode_param(chan, "l", given, check_limit, limit or -1):
+                        return
+                    fields["limit"] = limit
+            elif letter == "n":
+                if sign == "-":
+                    self._notice(f"{chan} is always +n: nobody outside a channel can speak in it")
             else:
                 self._numeric("472", letter, "is an unknown mode char to me")
+        if fields:
+            self._packet(codec.Moderate(room, "mode", ref=ref, **fields))
+
+    def _mode_target(self, room: str, change: str, given: str) -> str | None:
+        """The nick a ``+o``/``+v`` (a member) or ``-o``/``-v``/``±b`` names;
+        None, and ``401`` or ``441`` said, for a nick that can't be it."""
+        nick = given.split("!", 1)[0]
+        try:
+            ours = our_nick(nick)
+        except ProtocolError:
+            self._numeric("401", nick, "No such nick/channel")
+            return None
+        if change in ("+o", "+v"):
+            session = self._session(nick)
+            if session is None:
+                self._numeric("401", nick, "No such nick/channel")
+                return None
+            if session.rooms.get(room_key(room)) is None:
+                self._numeric("441", irc_nick(session.nick), channel(room), "They aren't on that channel")
+                return None
+        return ours
+
+    def _bad_mode_param(self, chan: str, letter: str, given: str, check: Callable, *value: Any) -> bool:
+        """``696`` for a key or limit the room can't have (docs/protocol.md 15.5)."""
+        try:
+            check(*(value or (given,)))
+        except ProtocolError as e:
+            self._numeric("696", chan, letter, given, e.message)
+            return True
+        return False
+
+    def _hidden(self, room) -> bool:
+        """A secret room (+s) the asker is not in: to a non-admin, NAMES, WHO
+        and WHOIS show nothing of it, as LIST does not."""
+        asker = logged_in(self.connection)
+        return room.rules.secret and not asker.admin and asker.rooms.get(room.key) is not room
+
+    def _mode_refused(self, target: str, error: codec.Error) -> None:
+        """A refused MODE change: ``441 nick #chan`` for a nick that is no
+        member (or has no such status), a NOTICE for a ``-b`` of a nick not
+        banned (no numeric says that), else the numeric of its code."""
+        chan, nick, change = [*target.split(" "), "", ""][:3]
+        number = NUMERICS.get(("MODE", error.code))
+        if number == "441" and change == "-b":
+            self._notice(f"{error.message} ({error.code})")
+        elif number == "441" and nick:
+            self._numeric("441", nick, chan, "They aren't on that channel")
+        elif number is not None:
+            self._numeric(number, chan, error.message)
+        else:
+            self._notice(f"{error.message} ({error.code})")
 
     def do_kick(self, params: list[str]) -> None:
         if len(params) < 2:
@@ -1368,15 +1516,17 @@ class IrcConnection(Framing):
             self.server, "002", me, f"Your host is {self.server}, running chatproto {__version__}"
         )
         self.write_line(self.server, "003", me, "This server speaks chat protocol 2 and IRC")
-        self.write_line(self.server, "004", me, self.server, f"chatproto-{__version__}", "i", "bint")
+        self.write_line(
+            self.server, "004", me, self.server, f"chatproto-{__version__}", "i", "biklmnostv", "bklov"
+        )
         tokens = [
             "CHANTYPES=#&",
             f"CHANNELLEN={limits.room_name_length + 1}",
             "NICKLEN=200",
             f"TOPICLEN={limits.topic_length}",
             "CASEMAPPING=ascii",
-            "PREFIX=(o)@",
-            "CHANMODES=b,,,int",
+            "PREFIX=(ov)@+",
+            "CHANMODES=b,k,l,imnst",
             f"CHANLIMIT=#:{limits.rooms_per_connection}",
             f"NETWORK={self.server}",
             f"CHATHISTORY={limits.history_page}",
@@ -1421,8 +1571,14 @@ class IrcConnection(Framing):
             self._numeric("331", name, "No topic is set")
 
     def _names(self, room) -> None:
+        """``353`` and ``366``; of a secret channel, to a non-member who is no
+        admin, ``366`` alone (as of a channel that does not exist)."""
         name = channel(room.name)
-        names = [("@" if room.rules.is_op(s) else "") + irc_nick(s.nick) for s in room.members.values()]
+        if self._hidden(room):
+            self._numeric("366", name, "End of /NAMES list")
+            return
+        multi = "multi-prefix" in self.caps
+        names = [member_prefix(room.rules, s, multi) + irc_nick(s.nick) for s in room.members.values()]
         prefix = len(line(self.server, "353", self.irc_name, "=", name, ""))
         for chunk in split_text(" ".join(names), LINE - prefix):
             self._numeric("353", "=", name, chunk.strip())
@@ -1437,6 +1593,9 @@ class IrcConnection(Framing):
             return
         if command == "REDACT":
             self._redact_failed(target, error)
+            return
+        if command == "MODE":
+            self._mode_refused(target, error)
             return
         if command == "NICK":
             self._nick_refused(target, error)
