@@ -283,6 +283,7 @@ def test_irssi_as_an_operator(tmp_path, irssi_home):
         tmux.type("/invite desk #den")
         invited = desk.expect(codec.Invited)
         assert (invited.room, invited.by) == ("den", "ann")
+        tmux.type("/window 1")  # irssi says 341 in the status window
         tmux.until("Inviting desk to #den")
         desk.send(codec.Join("den", ref="j"))
         assert desk.expect(codec.RoomState, lambda r: r.ref == "j").room == "den"
