@@ -41,6 +41,7 @@ from chatproto.core.connection import Session, logged_in
 from chatproto.core.hub import Hub
 from chatproto.core.rooms import RoomRules
 from chatproto.rules import nick_key
+from chatproto.transports import irc_queries
 from chatproto.transports.int32 import ChatFactory
 from chatproto.transports.irc_conversations import (
     CLIENTTAGDENY,
@@ -54,6 +55,8 @@ from chatproto.transports.irc_conversations import (
     seq_of,
     unescape_tag,
 )
+from chatproto.transports.irc_labels import LABEL_BYTES, CapturingOutbox, Labels
+from chatproto.transports.irc_people import IrcPeople, people_of
 from chatproto.transports.ircnames import channel, irc_nick, our_nick, room_of
 from chatproto.transports.outbox import Outbox
 from chatproto.transports.policy import CLOSING, CONNECTED, ConnectionPolicy, Framing
@@ -62,15 +65,24 @@ log = Logger()
 
 #: What we offer, all of it working (CAP LS).
 CAPABILITIES = (
+    "account-notify",
+    "account-tag",
     "away-notify",
     "batch",
+    "cap-notify",
     "draft/chathistory",
     "draft/message-redaction",
     "echo-message",
+    "extended-join",
+    "labeled-response",
     "message-tags",
     "sasl",
     "server-time",
+    "setname",
+    "userhost-in-names",
 )
+#: What can't be asked for once registered (SASL is for registration only).
+CAPABILITIES_BEFORE_LOGIN = frozenset({"sasl"})
 #: Bytes in a line, CRLF included, tags not (RFC 1459, 2.3).
 LINE = 512
 #: Bytes a client's tags may take (IRCv3 message-tags), and so a whole line.
@@ -158,9 +170,13 @@ class IrcWire:
 
     name = "irc"
 
-    def __init__(self, server: str, caps: frozenset[str]) -> None:
+    def __init__(self, server: str, caps: frozenset[str], people: IrcPeople | None = None) -> None:
         self.server = server
         self.caps = caps
+        self.people = people  # who is an account, and real names (account-tag, extended-join)
+        self.account_tag = "account-tag" in caps and people is not None
+        self.extended_join = "extended-join" in caps
+        self.labels = "labeled-response" in caps
         self.time = "server-time" in caps
         self.tags = "message-tags" in caps
         self.echo = "echo-message" in caps
@@ -176,7 +192,9 @@ class IrcWire:
         render = _BY_WIRE.get(kind)
         if render is not None:
             body = json.loads(payload[1:])
-            if kind != PacketType.ERROR or body.get("ref") is None:
+            # The sender's own copy (it has the ref) is the connection's to
+            # render with labeled-response: it may answer a labeled request.
+            if body.get("ref") is None or (kind != PacketType.ERROR and not self.labels):
                 return render(self, body).encode("utf-8")
         elif kind not in _PERSONAL:
             if kind not in NOT_SHOWN:
@@ -196,7 +214,26 @@ class IrcWire:
             tags["msgid"] = str(body["seq"])
         if self.tags and body.get("reply"):
             tags["+draft/reply"] = str(body["reply"]["seq"])
+        if self.account_tag:
+            account = self.account_of(body["from"])
+            if account is not None:
+                tags["account"] = account
         return tags or None
+
+    def account_of(self, nick: str) -> str | None:
+        """account-tag's value for a sender: its IRC nick if it is an
+        account logged in (an account's nick is its name), else None."""
+        session = self.people.hub.session_for(nick) if self.people is not None else None
+        return irc_nick(session.nick) if session is not None and session.account else None
+
+    def join_line(self, nick: str, room: str) -> str:
+        """A JOIN; with extended-join, ``JOIN #room account :realname``
+        (``*`` for a guest)."""
+        if not self.extended_join:
+            return line(user(nick), "JOIN", room)
+        session = self.people.hub.session_for(nick) if self.people is not None else None
+        realname = self.people.realname(session) if self.people is not None and session else nick
+        return line(user(nick), "JOIN", room, self.account_of(nick) or "*", realname)
 
     def privmsg(self, body: dict, target: str, batch: str | None = None) -> str:
         """A MESSAGE or PRIVATE as PRIVMSG (NOTICE for a moderation record),
@@ -266,7 +303,7 @@ class IrcWire:
         if is_query(body["room"]):
             return ""  # a conversation of two is a query: nobody joins it
         room = channel(body["room"])
-        join = line(user(body["nick"]), "JOIN", room)
+        join = self.join_line(body["nick"], room)
         if body.get("op"):
             join += line(self.server, "MODE", room, "+o", irc_nick(body["nick"]))
         if self.away_notify and body.get("away") is not None:
@@ -358,15 +395,16 @@ NOT_SHOWN: dict[int, str] = {
     PacketType.SESSIONS: "the answer to ADMIN, which IRC never sends",
 }
 
-_WIRES: dict[tuple[str, frozenset], IrcWire] = {}
+_WIRES: dict[tuple[str, frozenset, int], IrcWire] = {}
 
 
-def wire_for(server: str, caps: frozenset[str]) -> IrcWire:
-    """One wire per set of capabilities, shared by every client with it."""
-    key = (server, caps)
-    if key not in _WIRES:
-        _WIRES[key] = IrcWire(server, caps)
-    return _WIRES[key]
+def wire_for(server: str, caps: frozenset[str], people: IrcPeople | None = None) -> IrcWire:
+    """One wire per set of capabilities (and hub), shared by every client with it."""
+    key = (server, caps, id(people))
+    wire = _WIRES.get(key)
+    if wire is None or wire.people is not people:
+        wire = _WIRES[key] = IrcWire(server, caps, people)
+    return wire
 
 
 #: (the command a refused packet came from, our error code) -> IRC numeric.
@@ -416,10 +454,14 @@ class IrcConnection(Framing):
         "_lines",
         "_opening",
         "_tags",
+        "cap_version",
         "caps",
         "irc_name",
+        "labels",
         "negotiating",
         "password",
+        "people",
+        "realname",
         "sasl",
         "server",
         "username",
@@ -428,8 +470,12 @@ class IrcConnection(Framing):
     def __init__(self, hub: Hub) -> None:
         self.server = server_name(hub.name)
         self.caps: frozenset[str] = frozenset()
+        self.people = people_of(hub)
         # One wire per set of capabilities: the connection's changes with CAP REQ.
-        super().__init__(hub, wire_for(self.server, self.caps))
+        super().__init__(hub, wire_for(self.server, self.caps, self.people))
+        self.cap_version = 0  # CAP LS 302: cap-notify is on and stays on
+        self.labels: Labels | None = None  # made at the first labeled request
+        self.realname: str | None = None  # USER's
         self._lines = b""
         self.irc_name = "*"  # the nick this client knows itself by
         self.username: str | None = None
@@ -494,7 +540,13 @@ class IrcConnection(Framing):
             self._charge()
             return
         try:
-            handler(self, params)
+            label = self._tags.get("label") if "labeled-response" in self.caps else None
+            if label and len(label.encode("utf-8")) <= LABEL_BYTES:
+                if self.labels is None:
+                    self.labels = Labels(self.server)
+                self.labels.request(self.connection.outbox, label, lambda: handler(self, params))
+            else:
+                handler(self, params)
         except ProtocolError as e:
             self._notice(f"{e.message} ({e.code})")
         except Exception:
@@ -505,6 +557,8 @@ class IrcConnection(Framing):
 
     def _packet(self, packet) -> None:
         """Handle ``packet`` as if it had come over TCP: every limit applies."""
+        if self.labels is not None:
+            self.labels.sent(getattr(packet, "ref", None))
         self.connection.packetReceived(packet)
 
     def _charge(self, units: float = 1.0) -> None:
@@ -548,6 +602,10 @@ class IrcConnection(Framing):
     def delivery(self, outbox: Outbox[ConnectionPolicy]) -> Callable[[bytes], None]:
         return self.deliver_to
 
+    def make_outbox(self, *args: Any) -> Outbox[ConnectionPolicy]:
+        """One that can hold a labeled request's lines (irc_labels.py)."""
+        return CapturingOutbox(*args)
+
     def deliver_to(self, data: bytes) -> None:
         """What the core delivers: IRC lines, and payloads for this
         connection to render (:meth:`IrcWire.frame`), in their order."""
@@ -568,11 +626,19 @@ class IrcConnection(Framing):
     def render(self, packet: Any) -> None:
         """A packet for this connection alone: rendered with its state, or
         as the wire renders it, or not at all (NOT_SHOWN)."""
+        if self.labels is not None:  # it may answer a labeled request
+            ref = getattr(packet, "ref", None)
+            self.labels.answer(self.connection.outbox, ref, lambda: self._render(packet))
+        else:
+            self._render(packet)
+
+    def _render(self, packet: Any) -> None:
         render = _BY_CONNECTION.get(type(packet))
         if render is not None:
             render(self, packet)
         elif packet.TYPE in _BY_WIRE:
-            self.connection.outbox.write(self.connection.wire.frame(codec.encode(packet)))
+            body = json.loads(codec.encode(packet)[1:])
+            self.connection.outbox.write(_BY_WIRE[packet.TYPE](self.irc_wire, body).encode("utf-8"))
 
     def last_words(self, final: bytes | None, why: str) -> bytes | None:
         if why == "quit":
@@ -584,30 +650,43 @@ class IrcConnection(Framing):
     def do_cap(self, params: list[str]) -> None:
         self._charge()
         sub = params[0].upper() if params else ""
+        registered = self.connection.state == CONNECTED
         if sub == "LS":
-            self.negotiating = self.connection.state != CONNECTED
+            self.negotiating = not registered
+            if len(params) > 1 and params[1].isdigit() and int(params[1]) >= 302:
+                self.cap_version = 302  # cap-notify comes with 302, for good
+                self.caps = self.caps | {"cap-notify"}
+                self.connection.rewire(wire_for(self.server, self.caps, self.people))
             self.write_line(self.server, "CAP", self.target, "LS", " ".join(CAPABILITIES))
         elif sub == "LIST":
             self.write_line(self.server, "CAP", self.target, "LIST", " ".join(sorted(self.caps)))
         elif sub == "REQ":
-            wanted = (params[1] if len(params) > 1 else "").split()
-            names = {w.lstrip("-") for w in wanted}
-            if (
-                self.connection.state == CONNECTED
-                or not names <= set(CAPABILITIES)
-                or any(w.startswith("-") for w in wanted)
-            ):
-                self.write_line(self.server, "CAP", self.target, "NAK", " ".join(wanted))
-                return
-            self.negotiating = True
-            self.caps = self.caps | names
-            self.connection.rewire(wire_for(self.server, self.caps))
-            self.write_line(self.server, "CAP", self.target, "ACK", " ".join(wanted))
+            self._cap_req((params[1] if len(params) > 1 else "").split(), registered)
         elif sub == "END":
             self.negotiating = False
             self._try_login()
         else:
             self._numeric("410", sub, "Invalid CAP command")
+
+    def _cap_req(self, wanted: list[str], registered: bool) -> None:
+        """CAP REQ, before registration or after (cap-notify): all of it
+        (``-cap`` removes one) or, NAK, nothing. After registration, the
+        connection's broadcasts move to the wire of its new capabilities."""
+        adds = {w for w in wanted if not w.startswith("-")}
+        removes = {w[1:] for w in wanted if w.startswith("-")}
+        refused = (
+            not wanted
+            or not (adds | removes) <= set(CAPABILITIES)
+            or (registered and bool(adds & CAPABILITIES_BEFORE_LOGIN))
+            or (self.cap_version >= 302 and "cap-notify" in removes)
+        )
+        if refused:
+            self.write_line(self.server, "CAP", self.target, "NAK", " ".join(wanted))
+            return
+        self.negotiating = not registered
+        self.caps = (self.caps - removes) | adds
+        self.connection.rewire(wire_for(self.server, self.caps, self.people))
+        self.write_line(self.server, "CAP", self.target, "ACK", " ".join(wanted))
 
     def do_pass(self, params: list[str]) -> None:
         self._charge()
@@ -631,6 +710,7 @@ class IrcConnection(Framing):
             self._numeric("461", "USER", "Not enough parameters")
             return
         self.username = params[0]
+        self.realname = params[3] if irc_queries.valid_realname(params[3]) else None
         self._try_login()
 
     def do_authenticate(self, params: list[str]) -> None:
@@ -911,7 +991,8 @@ class IrcConnection(Framing):
             flags = "H" if away_of(session) is None else "G"
             if room is not None and room.rules.is_op(session):
                 flags += "@"  # as NAMES shows it
-            self._numeric("352", mask, irc, HOST, self.server, irc, flags, f"0 {session.nick}")
+            realname = self.people.realname(session)
+            self._numeric("352", mask, irc, HOST, self.server, irc, flags, f"0 {realname}")
         self._numeric("315", mask, "End of /WHO list")
 
     def do_whois(self, params: list[str]) -> None:
@@ -925,7 +1006,7 @@ class IrcConnection(Framing):
             self._numeric("401", target, "No such nick")
         else:
             irc = irc_nick(session.nick)
-            self._numeric("311", irc, irc, HOST, "*", session.nick)
+            self._numeric("311", irc, irc, HOST, "*", self.people.realname(session))
             if away_of(session) is not None:
                 self._numeric("301", irc, away_of(session) or "Away")
             # Conversations are nobody else's business: channels only.
@@ -1081,6 +1162,8 @@ class IrcConnection(Framing):
 
     def _welcome(self, welcome: codec.Welcome) -> None:
         self.irc_name = me = irc_nick(welcome.nick)
+        if self.realname is not None and self.connection.session is not None:
+            self.people.set_realname(self.connection.session, self.realname)
         limits = self.connection.hub.limits
         self.write_line(self.server, "001", me, f"Welcome to {self.server}, {me}")
         self.write_line(
@@ -1123,7 +1206,7 @@ class IrcConnection(Framing):
             if ref.startswith("JOIN "):
                 self._notice(f"{ref[5:]} is your conversation with {other}: /msg {other}")
             return
-        self.write_line(user(session.nick), "JOIN", name)
+        self.connection.outbox.write(self.irc_wire.join_line(session.nick, name).encode("utf-8"))
         room = self.connection.hub.room_for(state.room)
         if room is not None:
             self._topic_numerics(room)
@@ -1139,7 +1222,10 @@ class IrcConnection(Framing):
 
     def _names(self, room) -> None:
         name = channel(room.name)
-        names = [("@" if room.rules.is_op(s) else "") + irc_nick(s.nick) for s in room.members.values()]
+        names = [
+            irc_queries.names_entry(s.nick, "@" if room.rules.is_op(s) else "", self.caps)
+            for s in room.members.values()
+        ]
         prefix = len(line(self.server, "353", self.irc_name, "=", name, ""))
         for chunk in split_text(" ".join(names), LINE - prefix):
             self._numeric("353", "=", name, chunk.strip())
@@ -1328,6 +1414,13 @@ _COMMANDS: dict[str, Callable] = {
     "TAGMSG": IrcConnection.do_tagmsg,
     "REDACT": IrcConnection.do_redact,
     "CHATHISTORY": IrcConnection.do_chathistory,
+    # Questions the gateway answers itself, and SETNAME (irc_queries.py).
+    "WHOWAS": irc_queries.do_whowas,
+    "LUSERS": irc_queries.do_lusers,
+    "TIME": irc_queries.do_time,
+    "USERHOST": irc_queries.do_userhost,
+    "ISON": irc_queries.do_ison,
+    "SETNAME": irc_queries.do_setname,
 }
 _BEFORE_LOGIN = frozenset({"CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "PING", "PONG", "QUIT"})
 
