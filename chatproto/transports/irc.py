@@ -395,16 +395,17 @@ NOT_SHOWN: dict[int, str] = {
     PacketType.SESSIONS: "the answer to ADMIN, which IRC never sends",
 }
 
-_WIRES: dict[tuple[str, frozenset, int], IrcWire] = {}
+_WIRES: dict[tuple[str, frozenset], IrcWire] = {}
 
 
 def wire_for(server: str, caps: frozenset[str], people: IrcPeople | None = None) -> IrcWire:
-    """One wire per set of capabilities (and hub), shared by every client with it."""
-    key = (server, caps, id(people))
-    wire = _WIRES.get(key)
-    if wire is None or wire.people is not people:
-        wire = _WIRES[key] = IrcWire(server, caps, people)
-    return wire
+    """One wire per set of capabilities (on a hub: kept with its people),
+    shared by every client with it."""
+    wires: dict[tuple[str, frozenset], Any] = _WIRES if people is None else people.wires
+    key = (server, caps)
+    if key not in wires:
+        wires[key] = IrcWire(server, caps, people)
+    return wires[key]
 
 
 #: (the command a refused packet came from, our error code) -> IRC numeric.
@@ -1459,3 +1460,7 @@ class IrcFactory(ChatFactory):
     """Builds an IrcConnection per connection, all on one hub (``--irc``)."""
 
     protocol = IrcConnection
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__(hub)
+        people_of(hub)  # WHOWAS counts departures from the start, not the first IRC client

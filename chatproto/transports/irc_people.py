@@ -51,6 +51,7 @@ class IrcPeople:
         self.departures: deque[Departure] = deque()  # oldest first, at most WHOWAS_KEPT
         self._by_key: dict[str, deque[Departure]] = {}  # nick key -> its departures, oldest first
         self.most = 0  # the most sessions seen at once (265/266)
+        self.wires: dict[tuple[str, frozenset[str]], Any] = {}  # the hub's IrcWires (irc.wire_for)
         hub.observers.append(self._observe)
 
     # -- real names ----------------------------------------------------------------------
