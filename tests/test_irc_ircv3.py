@@ -242,6 +242,23 @@ class LabeledResponse(SynchronousTestCase):
             ],
         )
 
+    def test_unknown_commands_silent_refusals_and_typing_are_answered_at_once(self):
+        self.alice.send(
+            "@label=f1 FROB",
+            "@label=f2 NOTICE #nope :x",
+            "@label=f3;+typing=active TAGMSG #x",
+            "@label=f4 TIME",
+        )
+        self.assertEqual(
+            self.alice.lines(),
+            [
+                "@label=f1 :test 421 alice FROB :Unknown command",
+                "@label=f2 :test ACK",  # a NOTICE is never answered with an error
+                "@label=f3 :test ACK",
+                f"@label=f4 :test 391 alice test :{EPOCH}",
+            ],
+        )
+
     def test_no_label_without_the_cap_and_an_overlong_one_is_ignored(self):
         (carol,) = registered(self.server, "carol")
         carol.send("@label=d1 TIME")

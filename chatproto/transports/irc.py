@@ -531,6 +531,15 @@ class IrcConnection(Framing):
             return
         self._errors = 0  # a good line: errors are answered again
         self._tags, _, command, params = parse(text)
+        label = self._tags.get("label") if "labeled-response" in self.caps else None
+        if label and len(label.encode("utf-8")) <= LABEL_BYTES:
+            if self.labels is None:
+                self.labels = Labels(self.server)
+            self.labels.request(self.connection.outbox, label, lambda: self._command(command, params))
+        else:
+            self._command(command, params)
+
+    def _command(self, command: str, params: list[str]) -> None:
         handler = _COMMANDS.get(command)
         if handler is None:
             self._numeric("421", command, "Unknown command")
@@ -541,13 +550,7 @@ class IrcConnection(Framing):
             self._charge()
             return
         try:
-            label = self._tags.get("label") if "labeled-response" in self.caps else None
-            if label and len(label.encode("utf-8")) <= LABEL_BYTES:
-                if self.labels is None:
-                    self.labels = Labels(self.server)
-                self.labels.request(self.connection.outbox, label, lambda: handler(self, params))
-            else:
-                handler(self, params)
+            handler(self, params)
         except ProtocolError as e:
             self._notice(f"{e.message} ({e.code})")
         except Exception:

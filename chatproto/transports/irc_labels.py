@@ -89,11 +89,12 @@ class Labels:
     """One connection's labels: the request being handled, and those
     waiting for a later answer (by the ref of the packet they sent)."""
 
-    __slots__ = ("_refs", "_waiting", "server")
+    __slots__ = ("_answered", "_refs", "_waiting", "server")
 
     def __init__(self, server: str) -> None:
         self.server = server
         self._refs: list[str] | None = None  # refs of the packets the labeled request sent
+        self._answered = False  # a packet with a ref was shown while it was handled
         self._waiting: OrderedDict[str, deque[str]] = OrderedDict()
 
     def sent(self, ref: str | None) -> None:
@@ -107,7 +108,7 @@ class Labels:
             handle()  # not capturing (or already): answered plainly
             return
         refs: list[str] = []
-        self._refs = refs
+        self._refs, self._answered = refs, False
         try:
             handle()
         finally:
@@ -115,7 +116,7 @@ class Labels:
             self._refs = None
         if captured is None or outbox.closed:  # closed while handled: sent plainly
             return
-        if not captured and len(refs) == 1 and refs[0].partition(" ")[0] in LATER:
+        if not captured and not self._answered and len(refs) == 1 and refs[0].partition(" ")[0] in LATER:
             self._wait(refs[0], label)
             return
         outbox.write(with_label(b"".join(captured), label, self.server))
@@ -131,6 +132,8 @@ class Labels:
     def answer(self, outbox: Outbox, ref: str | None, render: Callable[[], None]) -> None:
         """A packet for this connection alone, with ``ref``: labeled if a
         request waits for it, else rendered plainly."""
+        if self._refs is not None and ref is not None:
+            self._answered = True  # answered (a refusal) while the labeled request is handled
         labels = self._waiting.get(ref) if ref is not None else None
         if not labels or not isinstance(outbox, CapturingOutbox) or not outbox.start():
             render()
