@@ -259,6 +259,15 @@ class LabeledResponse(SynchronousTestCase):
             ],
         )
 
+    def test_an_unlabeled_echo_is_as_without_the_cap(self):
+        alice = self.alice
+        alice.send("CAP REQ echo-message")
+        alice.lines()
+        alice.send("PRIVMSG #x :plain", "TOPIC #x :plain topic")
+        self.assertEqual(
+            alice.lines(), [":alice!alice@chat PRIVMSG #x :plain", ":alice!alice@chat TOPIC #x :plain topic"]
+        )
+
     def test_no_label_without_the_cap_and_an_overlong_one_is_ignored(self):
         (carol,) = registered(self.server, "carol")
         carol.send("@label=d1 TIME")
