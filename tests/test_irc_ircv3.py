@@ -347,6 +347,11 @@ class Setname(SynchronousTestCase):
         alice.send("JOIN #y")
         self.assertEqual(bob.lines(), [":alice!alice@chat JOIN #y * :Alice Liddell"])
 
+    def test_isupport_says_how_long_a_real_name_may_be(self):
+        lines = IrcPeer(Server()).register("alice")
+        isupport = next(parse(text)[3] for text in lines if parse(text)[2] == "005")
+        self.assertIn("NAMELEN=200", isupport)
+
     def test_a_bad_real_name_is_a_fail(self):
         server = Server()
         (alice,) = registered(server, "alice", caps="setname")

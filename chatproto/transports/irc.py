@@ -56,7 +56,7 @@ from chatproto.transports.irc_conversations import (
     unescape_tag,
 )
 from chatproto.transports.irc_labels import LABEL_BYTES, CapturingOutbox, Labels
-from chatproto.transports.irc_people import IrcPeople, people_of
+from chatproto.transports.irc_people import NAMELEN, IrcPeople, people_of
 from chatproto.transports.ircnames import channel, irc_nick, our_nick, room_of
 from chatproto.transports.outbox import Outbox
 from chatproto.transports.policy import CLOSING, CONNECTED, ConnectionPolicy, Framing
@@ -1188,6 +1188,7 @@ class IrcConnection(Framing):
             f"CHATHISTORY={limits.history_page}",
             "MSGREFTYPES=msgid",
             CLIENTTAGDENY,
+            f"NAMELEN={NAMELEN}",  # real names (SETNAME)
         ]
         self.write_line(self.server, "005", me, *tokens, "are supported by this server")
         if welcome.motd:
