@@ -302,6 +302,10 @@ class Accounts(SynchronousTestCase):
                 ":guest!guest@chat PRIVMSG #x :from a guest",
             ],
         )
+        watcher.send("CAP REQ message-tags")
+        watcher.lines()
+        ann.send("@+typing=active TAGMSG #x")
+        self.assertEqual(watcher.lines(), ["@+typing=active;account=ann :ann!ann@chat TAGMSG :#x"])
 
     def test_account_notify_when_a_session_registers_and_deletes_its_account(self):
         server = Server()

@@ -220,6 +220,11 @@ class IrcWire:
                 tags["account"] = account
         return tags or None
 
+    def with_account(self, tags: dict, nick: str) -> dict:
+        """``tags`` and, with account-tag, the sender's ``account``."""
+        account = self.account_of(nick) if self.account_tag else None
+        return tags if account is None else {**tags, "account": account}
+
     def account_of(self, nick: str) -> str | None:
         """account-tag's value for a sender: its IRC nick if it is an
         account logged in (an account's nick is its name), else None."""
@@ -294,7 +299,8 @@ class IrcWire:
         if kind != "react" or not self.tags or body.get("emoji") is None:
             return ""
         tag = "+draft/react" if body.get("on", True) else "+draft/unreact"
-        return line(user(by), "TAGMSG", target, tags={tag: body["emoji"], "+draft/reply": seq})
+        tags = {tag: body["emoji"], "+draft/reply": seq}
+        return line(user(by), "TAGMSG", target, tags=self.with_account(tags, by))
 
     def joined(self, body: dict) -> str:
         """JOIN; for an operator, the server's MODE +o after it, as IRC
@@ -1296,7 +1302,7 @@ class IrcConnection(Framing):
         session = self.connection.session
         if not self.irc_wire.tags or session is None or nick_key(notice.nick) == session.key:
             return
-        tags = {"+typing": "active" if notice.typing else "done"}
+        tags = self.irc_wire.with_account({"+typing": "active" if notice.typing else "done"}, notice.nick)
         self.write_line(user(notice.nick), "TAGMSG", target_of(notice.room, notice.nick), tags=tags)
 
     def _history(self, page: codec.HistoryPage) -> None:
