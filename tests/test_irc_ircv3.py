@@ -385,6 +385,18 @@ class CapAfterRegistration(SynchronousTestCase):
         self.assertEqual(alice.lines(), [":bob!bob@chat PRIVMSG #x :plain"])
         self.assertIs(alice.connection.wire, bob.connection.wire, "one wire per set of capabilities")
 
+    def test_away_notify_asked_for_after_registration(self):
+        server = Server()
+        alice, bob = registered(server, "alice", "bob")
+        in_room(server, "x", alice, bob)
+        bob.send("AWAY :lunch")
+        bob.lines()
+        self.assertEqual(alice.lines(), [])
+        alice.send("CAP REQ away-notify")
+        alice.lines()
+        bob.send("AWAY")
+        self.assertEqual(alice.lines(), [":bob!bob@chat AWAY"])
+
     def test_nak_for_unknown_caps_sasl_once_registered_and_dropping_cap_notify_after_302(self):
         server = Server()
         (alice,) = registered(server, "alice", caps="batch")
