@@ -259,6 +259,23 @@ class LabeledResponse(SynchronousTestCase):
             ],
         )
 
+    def test_a_history_batch_nests_in_the_labeled_one(self):
+        self.bob.send("PRIVMSG #x :old news")
+        self.alice.lines()
+        self.alice.send("@label=g1 CHATHISTORY LATEST #x * 5")
+        lines = self.alice.lines()
+        outer, inner = lines[0].split()[3][1:], lines[1].split()[3][1:]
+        self.assertEqual(
+            lines,
+            [
+                f"@label=g1 :test BATCH +{outer} labeled-response",
+                f"@batch={outer} :test BATCH +{inner} chathistory :#x",
+                f"@batch={inner} :bob!bob@chat PRIVMSG #x :old news",
+                f"@batch={outer} :test BATCH :-{inner}",
+                f":test BATCH -{outer}",
+            ],
+        )
+
     def test_an_unlabeled_echo_is_as_without_the_cap(self):
         alice = self.alice
         alice.send("CAP REQ echo-message")

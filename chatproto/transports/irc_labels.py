@@ -74,9 +74,18 @@ def with_label(data: bytes, label: str, server: str) -> bytes:
         return (_tagged(lines[0], tag) + "\r\n").encode("utf-8")
     batch = f"l{next(_BATCHES)}"
     out = [f"@{tag} :{server} BATCH +{batch} labeled-response"]
-    out.extend(_tagged(text, f"batch={batch}") for text in lines)
+    # A line of a batch of its own (CHATHISTORY's) stays in it; that
+    # batch's BATCH lines go in ours (IRCv3 batch nests so).
+    out.extend(text if _in_batch(text) else _tagged(text, f"batch={batch}") for text in lines)
     out.append(f":{server} BATCH -{batch}")
     return ("\r\n".join(out) + "\r\n").encode("utf-8")
+
+
+def _in_batch(text: str) -> bool:
+    if not text.startswith("@"):
+        return False
+    tags = text[1:].partition(" ")[0]
+    return any(tag.startswith("batch=") for tag in tags.split(";"))
 
 
 def _tagged(text: str, tag: str) -> str:
