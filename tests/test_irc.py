@@ -131,15 +131,22 @@ class Registration(SynchronousTestCase):
         self.assertEqual(
             set(ls[1][-1].split()),
             {
+                "account-notify",
+                "account-tag",
                 "away-notify",
                 "batch",
+                "cap-notify",
                 "draft/chathistory",
                 "draft/message-redaction",
                 "echo-message",
+                "extended-join",
+                "labeled-response",
                 "message-tags",
                 "multi-prefix",
                 "sasl",
                 "server-time",
+                "setname",
+                "userhost-in-names",
             },
         )
         peer.send("CAP REQ :server-time echo-message")

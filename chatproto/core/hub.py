@@ -153,7 +153,7 @@ class Hub:
             self.observers,
         )
         self.account_requests = AccountRequests(
-            self.accounts, store, self.directory, self.membership, self.keeper, self.peers
+            self.accounts, store, self.directory, self.membership, self.keeper, self.peers, self.observers
         )
         self.moderation = Moderation(
             clock,

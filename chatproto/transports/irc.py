@@ -43,6 +43,7 @@ from chatproto.core.hub import Hub
 from chatproto.core.moderation import check_key, check_limit
 from chatproto.core.rooms import RoomRules
 from chatproto.rules import nick_key, normalise_nick, room_key
+from chatproto.transports import irc_queries
 from chatproto.transports.int32 import ChatFactory
 from chatproto.transports.irc_conversations import (
     CLIENTTAGDENY,
@@ -56,6 +57,8 @@ from chatproto.transports.irc_conversations import (
     seq_of,
     unescape_tag,
 )
+from chatproto.transports.irc_labels import LABEL_BYTES, CapturingOutbox, Labels
+from chatproto.transports.irc_people import NAMELEN, IrcPeople, people_of
 from chatproto.transports.ircnames import channel, irc_nick, our_nick, room_of
 from chatproto.transports.outbox import Outbox
 from chatproto.transports.policy import CLOSING, CONNECTED, ConnectionPolicy, Framing
@@ -64,16 +67,25 @@ log = Logger()
 
 #: What we offer, all of it working (CAP LS).
 CAPABILITIES = (
+    "account-notify",
+    "account-tag",
     "away-notify",
     "batch",
+    "cap-notify",
     "draft/chathistory",
     "draft/message-redaction",
     "echo-message",
+    "extended-join",
+    "labeled-response",
     "message-tags",
     "multi-prefix",
     "sasl",
     "server-time",
+    "setname",
+    "userhost-in-names",
 )
+#: What can't be asked for once registered (SASL is for registration only).
+CAPABILITIES_BEFORE_LOGIN = frozenset({"sasl"})
 #: Bytes in a line, CRLF included, tags not (RFC 1459, 2.3).
 LINE = 512
 #: Bytes a client's tags may take (IRCv3 message-tags), and so a whole line.
@@ -161,9 +173,13 @@ class IrcWire:
 
     name = "irc"
 
-    def __init__(self, server: str, caps: frozenset[str]) -> None:
+    def __init__(self, server: str, caps: frozenset[str], people: IrcPeople | None = None) -> None:
         self.server = server
         self.caps = caps
+        self.people = people  # who is an account, and real names (account-tag, extended-join)
+        self.account_tag = "account-tag" in caps and people is not None
+        self.extended_join = "extended-join" in caps
+        self.labels = "labeled-response" in caps
         self.time = "server-time" in caps
         self.tags = "message-tags" in caps
         self.echo = "echo-message" in caps
@@ -179,7 +195,10 @@ class IrcWire:
         render = _BY_WIRE.get(kind)
         if render is not None:
             body = json.loads(payload[1:])
-            if (kind != PacketType.ERROR or body.get("ref") is None) and not _kick_or_invite(kind, body):
+            # The sender's own copy (it has the ref) is the connection's to
+            # render with labeled-response: it may answer a labeled request.
+            ref_free = body.get("ref") is None or (kind != PacketType.ERROR and not self.labels)
+            if ref_free and not _kick_or_invite(kind, body):
                 return render(self, body).encode("utf-8")
         elif kind not in _PERSONAL:
             if kind not in NOT_SHOWN:
@@ -200,7 +219,31 @@ class IrcWire:
             tags["msgid"] = str(body["seq"])
         if self.tags and body.get("reply"):
             tags["+draft/reply"] = str(body["reply"]["seq"])
+        if self.account_tag:
+            account = self.account_of(body["from"])
+            if account is not None:
+                tags["account"] = account
         return tags or None
+
+    def with_account(self, tags: dict, nick: str) -> dict:
+        """``tags`` and, with account-tag, the sender's ``account``."""
+        account = self.account_of(nick) if self.account_tag else None
+        return tags if account is None else {**tags, "account": account}
+
+    def account_of(self, nick: str) -> str | None:
+        """account-tag's value for a sender: its IRC nick if it is an
+        account logged in (an account's nick is its name), else None."""
+        session = self.people.hub.session_for(nick) if self.people is not None else None
+        return irc_nick(session.nick) if session is not None and session.account else None
+
+    def join_line(self, nick: str, room: str) -> str:
+        """A JOIN; with extended-join, ``JOIN #room account :realname``
+        (``*`` for a guest)."""
+        if not self.extended_join:
+            return line(user(nick), "JOIN", room)
+        session = self.people.hub.session_for(nick) if self.people is not None else None
+        realname = self.people.realname(session) if self.people is not None and session else nick
+        return line(user(nick), "JOIN", room, self.account_of(nick) or "*", realname)
 
     def privmsg(self, body: dict, target: str, batch: str | None = None) -> str:
         """A MESSAGE or PRIVATE as PRIVMSG (NOTICE for a notice or a
@@ -261,7 +304,8 @@ class IrcWire:
         if kind != "react" or not self.tags or body.get("emoji") is None:
             return ""
         tag = "+draft/react" if body.get("on", True) else "+draft/unreact"
-        return line(user(by), "TAGMSG", target, tags={tag: body["emoji"], "+draft/reply": seq})
+        tags = {tag: body["emoji"], "+draft/reply": seq}
+        return line(user(by), "TAGMSG", target, tags=self.with_account(tags, by))
 
     def joined(self, body: dict) -> str:
         """JOIN; for an operator, the server's MODE +o after it, as IRC
@@ -270,7 +314,7 @@ class IrcWire:
         if is_query(body["room"]):
             return ""  # a conversation of two is a query: nobody joins it
         room = channel(body["room"])
-        join = line(user(body["nick"]), "JOIN", room)
+        join = self.join_line(body["nick"], room)
         letters = ("o" if body.get("op") else "") + ("v" if body.get("voice") else "")
         if letters:
             join += line(self.server, "MODE", room, "+" + letters, *[irc_nick(body["nick"])] * len(letters))
@@ -361,13 +405,13 @@ def irc_client(session: Session) -> IrcConnection | None:
     return found
 
 
-def identity(session: Session) -> tuple[str, str]:
-    """(username, realname) as WHO and WHOIS show them: USER's for an IRC
-    session, the nick for any other."""
+def identity(session: Session, people: IrcPeople) -> tuple[str, str]:
+    """(username, realname) as WHO and WHOIS show them: USER's username for
+    an IRC session, the nick for any other; the real name ``people`` keeps
+    (USER's or SETNAME's, else the nick)."""
     client = irc_client(session)
-    if client is not None and client.username and client.realname:
-        return client.username, client.realname
-    return irc_nick(session.nick), session.nick
+    username = client.username if client is not None and client.username else irc_nick(session.nick)
+    return username, people.realname(session)
 
 
 def is_oper(session: Session) -> bool:
@@ -482,12 +526,14 @@ NOT_SHOWN: dict[int, str] = {
 _WIRES: dict[tuple[str, frozenset], IrcWire] = {}
 
 
-def wire_for(server: str, caps: frozenset[str]) -> IrcWire:
-    """One wire per set of capabilities, shared by every client with it."""
+def wire_for(server: str, caps: frozenset[str], people: IrcPeople | None = None) -> IrcWire:
+    """One wire per set of capabilities (on a hub: kept with its people),
+    shared by every client with it."""
+    wires: dict[tuple[str, frozenset], Any] = _WIRES if people is None else people.wires
     key = (server, caps)
-    if key not in _WIRES:
-        _WIRES[key] = IrcWire(server, caps)
-    return _WIRES[key]
+    if key not in wires:
+        wires[key] = IrcWire(server, caps, people)
+    return wires[key]
 
 
 #: (the command a refused packet came from, our error code) -> IRC numeric.
@@ -552,11 +598,14 @@ class IrcConnection(Framing):
         "_sasl_data",
         "_tags",
         "account",
+        "cap_version",
         "caps",
         "irc_name",
+        "labels",
         "negotiating",
         "oper",
         "password",
+        "people",
         "realname",
         "sasl",
         "server",
@@ -566,8 +615,12 @@ class IrcConnection(Framing):
     def __init__(self, hub: Hub) -> None:
         self.server = server_name(hub.name)
         self.caps: frozenset[str] = frozenset()
+        self.people = people_of(hub)
         # One wire per set of capabilities: the connection's changes with CAP REQ.
-        super().__init__(hub, wire_for(self.server, self.caps))
+        super().__init__(hub, wire_for(self.server, self.caps, self.people))
+        self.cap_version = 0  # CAP LS 302: cap-notify is on and stays on
+        self.labels: Labels | None = None  # made at the first labeled request
+        self.realname: str | None = None  # USER's
         self._lines = b""
         self.irc_name = "*"  # the nick this client knows itself by
         self.username: str | None = None
@@ -628,6 +681,15 @@ class IrcConnection(Framing):
             return
         self._errors = 0  # a good line: errors are answered again
         self._tags, _, command, params = parse(text)
+        label = self._tags.get("label") if "labeled-response" in self.caps else None
+        if label and len(label.encode("utf-8")) <= LABEL_BYTES:
+            if self.labels is None:
+                self.labels = Labels(self.server)
+            self.labels.request(self.connection.outbox, label, lambda: self._command(command, params))
+        else:
+            self._command(command, params)
+
+    def _command(self, command: str, params: list[str]) -> None:
         handler = _COMMANDS.get(command)
         if handler is None:
             self._numeric("421", command, "Unknown command")
@@ -649,6 +711,8 @@ class IrcConnection(Framing):
 
     def _packet(self, packet) -> None:
         """Handle ``packet`` as if it had come over TCP: every limit applies."""
+        if self.labels is not None:
+            self.labels.sent(getattr(packet, "ref", None))
         self.connection.packetReceived(packet)
 
     def _charge(self, units: float = 1.0) -> None:
@@ -692,6 +756,10 @@ class IrcConnection(Framing):
     def delivery(self, outbox: Outbox[ConnectionPolicy]) -> Callable[[bytes], None]:
         return self.deliver_to
 
+    def make_outbox(self, *args: Any) -> Outbox[ConnectionPolicy]:
+        """One that can hold a labeled request's lines (irc_labels.py)."""
+        return CapturingOutbox(*args)
+
     def deliver_to(self, data: bytes) -> None:
         """What the core delivers: IRC lines, and payloads for this
         connection to render (:meth:`IrcWire.frame`), in their order."""
@@ -702,10 +770,7 @@ class IrcConnection(Framing):
         while data:
             if data[0] == 0:
                 end = 5 + int.from_bytes(data[1:5], "big")
-                if data[5] in (PacketType.MESSAGE, PacketType.LEFT):
-                    self._moderated(data[5], json.loads(data[6:end]))
-                else:
-                    self.render(codec.decode_server(data[5:end]))
+                self.render(codec.decode_server(data[5:end]))  # a kick's record: _render
             else:
                 end = data.find(b"\0")
                 end = len(data) if end < 0 else end
@@ -715,11 +780,22 @@ class IrcConnection(Framing):
     def render(self, packet: Any) -> None:
         """A packet for this connection alone: rendered with its state, or
         as the wire renders it, or not at all (NOT_SHOWN)."""
+        if self.labels is not None:  # it may answer a labeled request
+            ref = getattr(packet, "ref", None)
+            self.labels.answer(self.connection.outbox, ref, lambda: self._render(packet))
+        else:
+            self._render(packet)
+
+    def _render(self, packet: Any) -> None:
         render = _BY_CONNECTION.get(type(packet))
         if render is not None:
             render(self, packet)
         elif packet.TYPE in _BY_WIRE:
-            self.deliver_to(self.connection.wire.frame(codec.encode(packet)))
+            body = json.loads(codec.encode(packet)[1:])
+            if _kick_or_invite(packet.TYPE, body):
+                self._moderated(packet.TYPE, body)
+            else:
+                self.connection.outbox.write(_BY_WIRE[packet.TYPE](self.irc_wire, body).encode("utf-8"))
 
     def last_words(self, final: bytes | None, why: str) -> bytes | None:
         if why == "quit":
@@ -731,30 +807,43 @@ class IrcConnection(Framing):
     def do_cap(self, params: list[str]) -> None:
         self._charge()
         sub = params[0].upper() if params else ""
+        registered = self.connection.state == CONNECTED
         if sub == "LS":
-            self.negotiating = self.connection.state != CONNECTED
+            self.negotiating = not registered
+            if len(params) > 1 and params[1].isdigit() and int(params[1]) >= 302:
+                self.cap_version = 302  # cap-notify comes with 302, for good
+                self.caps = self.caps | {"cap-notify"}
+                self.connection.rewire(wire_for(self.server, self.caps, self.people))
             self.write_line(self.server, "CAP", self.target, "LS", " ".join(CAPABILITIES))
         elif sub == "LIST":
             self.write_line(self.server, "CAP", self.target, "LIST", " ".join(sorted(self.caps)))
         elif sub == "REQ":
-            wanted = (params[1] if len(params) > 1 else "").split()
-            names = {w.lstrip("-") for w in wanted}
-            if (
-                self.connection.state == CONNECTED
-                or not names <= set(CAPABILITIES)
-                or any(w.startswith("-") for w in wanted)
-            ):
-                self.write_line(self.server, "CAP", self.target, "NAK", " ".join(wanted))
-                return
-            self.negotiating = True
-            self.caps = self.caps | names
-            self.connection.rewire(wire_for(self.server, self.caps))
-            self.write_line(self.server, "CAP", self.target, "ACK", " ".join(wanted))
+            self._cap_req((params[1] if len(params) > 1 else "").split(), registered)
         elif sub == "END":
             self.negotiating = False
             self._try_login()
         else:
             self._numeric("410", sub, "Invalid CAP command")
+
+    def _cap_req(self, wanted: list[str], registered: bool) -> None:
+        """CAP REQ, before registration or after (cap-notify): all of it
+        (``-cap`` removes one) or, NAK, nothing. After registration, the
+        connection's broadcasts move to the wire of its new capabilities."""
+        adds = {w for w in wanted if not w.startswith("-")}
+        removes = {w[1:] for w in wanted if w.startswith("-")}
+        refused = (
+            not wanted
+            or not (adds | removes) <= set(CAPABILITIES)
+            or (registered and bool(adds & CAPABILITIES_BEFORE_LOGIN))
+            or (self.cap_version >= 302 and "cap-notify" in removes)
+        )
+        if refused:
+            self.write_line(self.server, "CAP", self.target, "NAK", " ".join(wanted))
+            return
+        self.negotiating = not registered
+        self.caps = (self.caps - removes) | adds
+        self.connection.rewire(wire_for(self.server, self.caps, self.people))
+        self.write_line(self.server, "CAP", self.target, "ACK", " ".join(wanted))
 
     def do_pass(self, params: list[str]) -> None:
         self._charge()
@@ -805,7 +894,8 @@ class IrcConnection(Framing):
         if self.username is not None:
             self._numeric("462", "You may not reregister")
             return
-        self.username, self.realname = params[0][:USERLEN], params[3][:REALLEN]
+        self.username = params[0][:USERLEN]
+        self.realname = params[3][:REALLEN] if irc_queries.valid_realname(params[3]) else None
         self._try_login()
 
     def do_authenticate(self, params: list[str]) -> None:
@@ -1124,7 +1214,7 @@ class IrcConnection(Framing):
         where = channel(room.name) if room is not None else "*"
         for session in sessions:
             irc = irc_nick(session.nick)
-            username, realname = identity(session)
+            username, realname = identity(session, self.people)
             flags = ("H" if away_of(session) is None else "G") + ("*" if is_oper(session) else "")
             if room is not None:
                 flags += member_prefix(room.rules, session, "multi-prefix" in self.caps)  # as NAMES shows it
@@ -1156,7 +1246,7 @@ class IrcConnection(Framing):
             self._numeric("401", target, "No such nick")
         else:
             irc = irc_nick(session.nick)
-            username, realname = identity(session)
+            username, realname = identity(session, self.people)
             self._numeric("311", irc, username, HOST, "*", realname)
             if away_of(session) is not None:
                 self._numeric("301", irc, away_of(session) or "Away")
@@ -1510,6 +1600,8 @@ class IrcConnection(Framing):
 
     def _welcome(self, welcome: codec.Welcome) -> None:
         self.irc_name = me = irc_nick(welcome.nick)
+        if self.realname is not None and self.connection.session is not None:
+            self.people.set_realname(self.connection.session, self.realname)
         limits = self.connection.hub.limits
         self.write_line(self.server, "001", me, f"Welcome to {self.server}, {me}")
         self.write_line(
@@ -1532,6 +1624,7 @@ class IrcConnection(Framing):
             f"CHATHISTORY={limits.history_page}",
             "MSGREFTYPES=msgid",
             CLIENTTAGDENY,
+            f"NAMELEN={NAMELEN}",  # real names (SETNAME)
         ]
         self.write_line(self.server, "005", me, *tokens, "are supported by this server")
         if welcome.motd:
@@ -1554,7 +1647,7 @@ class IrcConnection(Framing):
             if ref.startswith("JOIN "):
                 self._notice(f"{ref[5:]} is your conversation with {other}: /msg {other}")
             return
-        self.write_line(user(session.nick), "JOIN", name)
+        self.connection.outbox.write(self.irc_wire.join_line(session.nick, name).encode("utf-8"))
         room = self.connection.hub.room_for(state.room)
         if room is not None:
             self._topic_numerics(room, asked=False)
@@ -1578,7 +1671,10 @@ class IrcConnection(Framing):
             self._numeric("366", name, "End of /NAMES list")
             return
         multi = "multi-prefix" in self.caps
-        names = [member_prefix(room.rules, s, multi) + irc_nick(s.nick) for s in room.members.values()]
+        names = [
+            irc_queries.names_entry(s.nick, member_prefix(room.rules, s, multi), self.caps)
+            for s in room.members.values()
+        ]
         prefix = len(line(self.server, "353", self.irc_name, "=", name, ""))
         for chunk in split_text(" ".join(names), LINE - prefix):
             self._numeric("353", "=", name, chunk.strip())
@@ -1723,7 +1819,7 @@ class IrcConnection(Framing):
         session = self.connection.session
         if not self.irc_wire.tags or session is None or nick_key(notice.nick) == session.key:
             return
-        tags = {"+typing": "active" if notice.typing else "done"}
+        tags = self.irc_wire.with_account({"+typing": "active" if notice.typing else "done"}, notice.nick)
         self.write_line(user(notice.nick), "TAGMSG", target_of(notice.room, notice.nick), tags=tags)
 
     def _history(self, page: codec.HistoryPage) -> None:
@@ -1889,6 +1985,13 @@ _COMMANDS: dict[str, Callable] = {
     "TAGMSG": IrcConnection.do_tagmsg,
     "REDACT": IrcConnection.do_redact,
     "CHATHISTORY": IrcConnection.do_chathistory,
+    # Questions the gateway answers itself, and SETNAME (irc_queries.py).
+    "WHOWAS": irc_queries.do_whowas,
+    "LUSERS": irc_queries.do_lusers,
+    "TIME": irc_queries.do_time,
+    "USERHOST": irc_queries.do_userhost,
+    "ISON": irc_queries.do_ison,
+    "SETNAME": irc_queries.do_setname,
 }
 _BEFORE_LOGIN = frozenset({"CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "PING", "PONG", "QUIT"})
 
@@ -1928,3 +2031,7 @@ class IrcFactory(ChatFactory):
     """Builds an IrcConnection per connection, all on one hub (``--irc``)."""
 
     protocol = IrcConnection
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__(hub)
+        people_of(hub)  # WHOWAS counts departures from the start, not the first IRC client

@@ -5,53 +5,15 @@ Skipped, saying why, where irssi or tmux is missing."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import time
 
 import pytest
 
 from chatproto import codec
-from tests.processes import WAIT, Server, TcpPeer, admin_account
+from tests.processes import Server, TcpPeer, Tmux, admin_account
 
 #: An account's password; no space in it: irssi sends PASS without a colon.
 SECRET = "Correct-Horse-Battery-9"
-
-
-class Tmux:
-    """One irssi in a tmux server of its own (its own socket)."""
-
-    def __init__(self, folder: str, command: str) -> None:
-        self.socket = f"chattest-{os.getpid()}"
-        self.env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", TERM="xterm-256color")
-        self.tmux("new-session", "-d", "-s", "irc", "-x", "160", "-y", "48", command)
-
-    def tmux(self, *args: str) -> str:
-        run = subprocess.run(
-            ["tmux", "-u", "-L", self.socket, *args], env=self.env, capture_output=True, timeout=WAIT
-        )
-        return run.stdout.decode("utf-8", "replace")
-
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-J", "-t", "irc")
-
-    def type(self, text: str) -> None:
-        self.tmux("send-keys", "-t", "irc", "-l", text)
-        self.tmux("send-keys", "-t", "irc", "Enter")
-
-    def until(self, text: str) -> str:
-        """The screen once it shows ``text`` (polled; at most WAIT seconds)."""
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"irssi never showed {text!r}; the screen:\n{self.screen()}")
-
-    def close(self) -> None:
-        self.tmux("kill-server")
 
 
 @pytest.fixture
