@@ -620,7 +620,6 @@ class IrcConnection(Framing):
         super().__init__(hub, wire_for(self.server, self.caps, self.people))
         self.cap_version = 0  # CAP LS 302: cap-notify is on and stays on
         self.labels: Labels | None = None  # made at the first labeled request
-        self.realname: str | None = None  # USER's
         self._lines = b""
         self.irc_name = "*"  # the nick this client knows itself by
         self.username: str | None = None
