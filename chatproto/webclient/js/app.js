@@ -6,6 +6,7 @@ import { ChatSession } from "./session.js";
 import { roomKey, nickKey } from "./protocol.js";
 import { loginError, leftText, statusText, typingText, dayText } from "./words.js";
 import { formatted } from "./format.js";
+import * as moderation from "./moderation.js";
 
 const $ = (id) => document.getElementById(id);
 /** The tab's session (nick, resume token, rooms): sessionStorage, so it
@@ -139,6 +140,8 @@ class App {
     this.wireRoomDialog();
     this.wireAdminDialog();
     this.wireAccountDialog();
+    this.modesForm = new moderation.ModesForm();
+    this.keyPrompt = new moderation.KeyPrompt((room, key) => this.join(room, key));
     const tab = readTab();
     if (tab) this.start(tab.url || defaultUrl(), tab.nick, { token: tab.token, rooms: tab.rooms });
   }
@@ -233,7 +236,7 @@ class App {
     on("done", this.onDone);
     on("bans", this.onBans);
     on("sessions", this.onSessions);
-    on("invited", (b) => this.notice(`${b.by} invited you to ${b.room}: /join ${b.room}`));
+    on("invited", (b) => this.onInvited(b));
   }
 
   loginFailed(code, { retry_after: retryAfter = null, message = "" } = {}) {
@@ -285,9 +288,9 @@ class App {
 
   // -- rooms ----------------------------------------------------------------------
 
-  join(name) {
+  join(name, key = "") {
     this.wanted = roomKey(name); // shown once its ROOM comes
-    this.session.join(name);
+    this.session.join(name, key);
   }
 
   onRoom(room) {
@@ -315,6 +318,7 @@ class App {
     document.body.classList.toggle("direct", room.direct);
     $("room-title").textContent = this.roomName(room);
     $("room-topic").textContent = room.direct ? room.topic || "direct conversation" : room.topic;
+    $("room-modes").textContent = moderation.modesText(room);
     this.renderTranscript(room);
     const list = $("transcript");
     list.scrollTop = list.scrollHeight;
@@ -400,8 +404,10 @@ class App {
       ...members.map((p) => {
         const li = el("li", p.id === this.session.id ? "me" : "");
         li.dataset.nick = p.nick;
-        const name = button((p.op ? "@" : "") + p.nick, () => this.openMember(p), "member-name");
-        name.title = p.op ? `${p.nick}, an operator of ${room.name}` : p.nick;
+        if (p.op) li.classList.add("op");
+        else if (p.voice) li.classList.add("voiced");
+        const name = button(moderation.badge(p) + p.nick, () => this.openMember(p), "member-name");
+        name.title = moderation.memberTitle(p, room);
         if (p.away != null) {
           li.classList.add("away");
           name.title = `${name.title} is away${p.away ? `: ${p.away}` : ""}`;
@@ -534,6 +540,7 @@ class App {
     if (!m.deleted) li.append(this.tools(m));
     if (this.mentions(m)) li.classList.add("mention");
     if (same(m.from, this.session.nick)) li.classList.add("own", "confirmed");
+    if (moderation.isNotice(m)) this.markNotice(li, m);
     return li;
   }
 
@@ -745,6 +752,7 @@ class App {
 
   onError(b) {
     const ref = b.ref ?? "";
+    if (this.moderationError(b)) return;
     if (["moderate:", "admin:", "account:", "topic:"].some((kind) => ref.startsWith(kind))) {
       if (this.result(b.message, true)) return;
     }
@@ -1115,8 +1123,8 @@ class App {
         this.session.me(room.name, arg);
         return true;
       case "/join":
-        if (!arg) return this.problem("Usage: /join room");
-        this.join(arg);
+        if (!arg) return this.problem("Usage: /join room [key]");
+        this.join(rest[0], rest[1]);
         return true;
       case "/part":
         if (room) this.session.part(room.name, arg || undefined);
@@ -1134,13 +1142,17 @@ class App {
       case "/op":
       case "/deop":
       case "/invite":
+      case "/voice":
+      case "/devoice":
         return moderate(command.slice(1), {});
+      case "/mode":
+        return this.modeCommand(room, rest);
       case "/help":
-        this.notice(`Commands: ${COMMANDS}. Start a message with // to send a leading /.`);
+        this.notice(`Commands: ${COMMANDS}, ${moderation.MODERATION_COMMANDS}. Start a message with // to send a leading /.`);
         return true;
       default: {
         if (command.startsWith("/") && !command.startsWith("//")) {
-          return this.problem(`Unknown command ${command}. Commands: ${COMMANDS}.`);
+          return this.problem(`Unknown command ${command}. Commands: ${COMMANDS}, ${moderation.MODERATION_COMMANDS}.`);
         }
         if (!room) return this.problem("Join a room first.");
         const reply = this.replyTo && this.replyTo.room === room.key ? this.replyTo.seq : null;
@@ -1180,13 +1192,16 @@ class App {
     const op = room?.isOp(p.nick);
     const me = nickKey(p.nick) === nickKey(this.session.nick);
     $("member-name").textContent = p.nick;
-    $("member-role").textContent = `${op ? "Operator" : "Member"} of ${room?.name ?? "no room"}${me ? " (you)" : ""}`;
+    $("member-role").textContent = `${moderation.roleText(p, room)} of ${room?.name ?? "no room"}${me ? " (you)" : ""}`;
     const dialog = $("member-dialog");
     const may = this.canModerate(room);
     for (const b of dialog.querySelectorAll(".op-only")) b.hidden = !may;
     for (const b of dialog.querySelectorAll(".admin-only")) b.hidden = !this.session.admin || me;
     dialog.querySelector('[data-act="op"]').hidden ||= op;
     dialog.querySelector('[data-act="deop"]').hidden ||= !op;
+    const voiced = !!room?.isVoiced(p.nick);
+    dialog.querySelector('[data-act="voice"]').hidden ||= voiced;
+    dialog.querySelector('[data-act="devoice"]').hidden ||= !voiced;
     const talk = dialog.querySelector('[data-act="whisper"]');
     talk.hidden = me;
     talk.textContent = this.session.account ? "Message" : "Whisper";
@@ -1225,13 +1240,7 @@ class App {
     const room = () => this.room()?.name;
     const nick = () => $("room-nick").value.trim();
     $("room-topic-set").addEventListener("click", () => room() && this.session.setTopic(room(), $("room-topic-input").value));
-    $("room-modes-apply").addEventListener("click", () => {
-      if (!room()) return;
-      this.session.moderate(room(), "mode", {
-        topic_lock: $("room-topic-lock").checked,
-        invite_only: $("room-invite-only").checked,
-      });
-    });
+    $("room-modes-apply").addEventListener("click", () => this.applyModes());
     $("room-invite").addEventListener("click", () => room() && nick() && this.session.moderate(room(), "invite", { target: nick() }));
     $("room-ban").addEventListener("click", () => {
       if (room() && nick()) this.session.moderate(room(), "ban", { target: nick() });
@@ -1256,8 +1265,8 @@ class App {
     $("room-dialog-note").textContent = may
       ? "You are an operator of this room."
       : `Only operators change this room's modes, invitations and bans.${room.topicLock ? " Its topic is locked." : ""}`;
-    $("room-topic-lock").checked = room.topicLock;
-    $("room-invite-only").checked = room.inviteOnly;
+    this.modesForm.render(room);
+    $("room-modes").textContent = moderation.modesText(room);
     for (const f of $("room-dialog").querySelectorAll(".op-only")) f.hidden = !may;
   }
 
@@ -1344,6 +1353,63 @@ class App {
         return li;
       }),
     );
+  }
+
+  // -- operators' and admins' extras (moderation.js): modes, keys, refusals --------------
+
+  /** The room dialog's Apply: only the modes that changed are sent. */
+  applyModes() {
+    const room = this.room();
+    if (!room) return;
+    const fields = this.modesForm.changes(room);
+    if (typeof fields === "string") return this.result(fields, true);
+    if (!Object.keys(fields).length) return this.result("Nothing to change.");
+    this.session.moderate(room.name, "mode", fields);
+  }
+
+  /** `/mode` alone says the room's modes; `/mode +m-i`, `/mode +k key`, `/mode +l 10` set them. */
+  modeCommand(room, args) {
+    if (!room) return this.problem("Join a room first.");
+    if (!args.length) {
+      this.notice(`${room.name}: ${moderation.modesText(room) || "no modes set"}`);
+      return true;
+    }
+    const fields = moderation.parseMode(args);
+    if (typeof fields === "string") return this.problem(fields);
+    this.session.moderate(room.name, "mode", fields);
+    return true;
+  }
+
+  /** A refused JOIN, MODERATE or ADMIN said in words (true if it was one):
+   * a room's key is asked for; others go to the dialog that asked, if open. */
+  moderationError(b) {
+    const room = moderation.joinedRoom(b.ref);
+    if (room && b.code === "bad_key") {
+      this.keyPrompt.ask(room, b.message);
+      return true;
+    }
+    const text = room ? `Can't join ${room}: ${b.message}` : moderation.refusalText(b);
+    if (text === null) return false;
+    if (room || !this.result(text, true)) this.notice(text, "error");
+    return true;
+  }
+
+  /** INVITED: said in the transcript with a button that joins. */
+  onInvited(b) {
+    const li = el("li", "notice invitation", `${b.by} invited you to ${b.room} `);
+    li.dataset.ts = Date.now() / 1000;
+    li.append(button("Join", () => this.join(b.room), "join-invited"));
+    $("transcript").append(li);
+    $("transcript").scrollTop = $("transcript").scrollHeight;
+    this.announce(null, { from: b.by, text: `invited you to ${b.room}` });
+  }
+
+  /** A NOTICE (MESSAGE with notice: true): shown apart, its author as -nick-. */
+  markNotice(li, m) {
+    li.classList.add("notice-message");
+    const from = li.querySelector(".from");
+    if (from) from.textContent = `-${m.from}-`;
+    li.title = "A notice: automatic, not to be answered";
   }
 
   // -- the account dialog ------------------------------------------------------------
