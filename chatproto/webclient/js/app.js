@@ -422,6 +422,7 @@ class App {
     );
     document.body.classList.toggle("can-moderate", this.canModerate(room));
     if ($("member-dialog").open && this.member) this.renderMemberDialog();
+    if ($("room-dialog").open) this.renderRoomDialog(room); // made or unmade an operator
   }
 
   renderPending() {
@@ -434,10 +435,6 @@ class App {
   }
 
   onLeftRoom({ room, left }) {
-    const why = left.message ? `: ${left.message}` : "";
-    if (left.reason === "kicked" || left.reason === "banned") this.notice(`You were ${left.reason} from ${room.name}${why}`, "error");
-    else if (left.reason === "closed") this.notice(`${room.name} was closed${why}`, "error");
-    else if (left.reason !== "part") this.notice(`You left ${room.name}: ${left.reason}${why}`);
     if (this.current === room.key) {
       const next = [...this.session.rooms.values()].find((r) => r.joined);
       this.current = next ? next.key : null;
@@ -451,6 +448,11 @@ class App {
     }
     this.renderRooms();
     this.saveTab();
+    // Said after the switch to another room, whose transcript would hide it.
+    const why = left.message ? `: ${left.message}` : "";
+    if (left.reason === "kicked" || left.reason === "banned") this.notice(`You were ${left.reason} from ${room.name}${why}`, "error");
+    else if (left.reason === "closed") this.notice(`${room.name} was closed${why}`, "error");
+    else if (left.reason !== "part") this.notice(`You left ${room.name}: ${left.reason}${why}`);
   }
 
   openJoin() {

@@ -66,28 +66,33 @@ export function refusalText(body) {
   return `Can't ${VERBS[op] ?? op}: ${why}`;
 }
 
-/** `/mode +m`, `/mode -i+k secret`, `/mode +l 10`: MODERATE mode's fields,
- * or a string saying what is wrong. */
+/** `/mode +m`, `/mode -i+k sesame`, `/mode +k sesame -s +l 10` (IRC's
+ * MODE: flag groups, each +k and +l taking the next word): MODERATE mode's
+ * fields, or a string saying what is wrong. */
 export function parseMode(args) {
-  const [flags, ...values] = args;
-  if (!flags || !/^[+-][+-imstkl]*$/.test(flags)) return "Usage: /mode [+-imst] [+k key|-k] [+l n|-l]";
+  const usage = "Usage: /mode [+-imst] [+k key|-k] [+l n|-l]";
   const names = { i: "invite_only", m: "moderated", s: "secret", t: "topic_lock" };
+  const words = [...args];
   const fields = {};
-  let on = true;
-  for (const c of flags) {
-    if (c === "+" || c === "-") on = c === "+";
-    else if (names[c]) fields[names[c]] = on;
-    else if (c === "k") {
-      const key = on ? values.shift() : "";
-      if (key === undefined) return "Usage: /mode +k key";
-      fields.key = key;
-    } else if (c === "l") {
-      const limit = on ? Number(values.shift()) : 0;
-      if (!Number.isInteger(limit) || limit < 0 || (on && limit === 0)) return "Usage: /mode +l number";
-      fields.limit = limit;
+  while (words.length) {
+    const flags = words.shift();
+    if (!/^[+-][+-imstkl]*$/.test(flags)) return usage;
+    let on = true;
+    for (const c of flags) {
+      if (c === "+" || c === "-") on = c === "+";
+      else if (names[c]) fields[names[c]] = on;
+      else if (c === "k") {
+        const key = on ? words.shift() : "";
+        if (key === undefined) return "Usage: /mode +k key";
+        fields.key = key;
+      } else {
+        const limit = on ? Number(words.shift()) : 0;
+        if (!Number.isInteger(limit) || limit < 0 || (on && limit === 0)) return "Usage: /mode +l number";
+        fields.limit = limit;
+      }
     }
   }
-  return Object.keys(fields).length ? fields : "Usage: /mode [+-imst] [+k key|-k] [+l n|-l]";
+  return Object.keys(fields).length ? fields : usage;
 }
 
 /** The room dialog's modes, shown and read back: only what changed is sent,

@@ -385,7 +385,7 @@ export class ChatSession extends EventTarget {
     if (!room || !room.lastSeq || room.read >= room.lastSeq) return;
     room.read = room.lastSeq;
     room.unread = 0;
-    this._send(T.MARK, { room: room.name, seq: room.lastSeq });
+    this._send(T.MARK, { room: room.name, seq: room.lastSeq, ref: `mark:${room.key}` });
   }
 
   // -- the socket ------------------------------------------------------------------
@@ -885,6 +885,8 @@ export class ChatSession extends EventTarget {
       this._fail(item, body.message);
       return;
     }
+    // A MARK that crossed a kick (the record is read, then the LEFT comes): no news.
+    if (body.ref && body.ref.startsWith("mark:") && !this.rooms.get(body.ref.slice(5))?.joined) return;
     if (body.ref && body.ref.startsWith("join:")) {
       const room = this.rooms.get(roomKey(body.ref.slice(5)));
       if (room && !room.joined) this.rooms.delete(room.key);
