@@ -308,11 +308,16 @@ def test_the_later_modes_against_the_server(pages):
     ann.find("#room-modes-apply").click()
     bob.wait(lambda: bob.find("#room-modes").text == "moderated · key", "bob's header")
     close_dialog(ann, "#room-dialog")
+    placeholder = "return document.getElementById('message-input').placeholder"
+    assert bob.js(placeholder).startswith("Moderated: only operators and voiced members talk")
+    assert ann.js(placeholder) == "Message"
     bob.say("silenced?")
     bob.wait(lambda: bob.all("#transcript li.failed"), "bob's message refused")
+    assert "is moderated" in bob.find("#transcript li.failed .mark").text
     member_menu(ann, "bob")
     act(ann, "voice")
     ann.wait(lambda: members(ann) == ["+bob", "@ann"], "bob voiced")
+    bob.wait(lambda: bob.js(placeholder) == "Message", "bob may talk")
     close_dialog(ann, "#member-dialog")
     bob.say("now I may")
     ann.wait(lambda: "now I may" in ann.lines("#transcript li.message"), "a voiced member heard")
@@ -326,6 +331,9 @@ def test_the_later_modes_against_the_server(pages):
     carol.find("#key-input").send_keys("sesame")
     carol.find("#key-join").click()
     carol.wait(lambda: carol.current_room() == "den", "carol in with the key")
+    open_dialog(carol, "#room-button", "#room-dialog")
+    assert carol.find("#room-dialog-note").text.endswith("Its key: sesame"), "a member may pass the key on"
+    close_dialog(carol, "#room-dialog")
     ann.say("/mode +l 3 -m")
     carol.wait(lambda: carol.find("#room-modes").text == "key · limit 3", "carol's header")
     dave = pages()

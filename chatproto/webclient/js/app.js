@@ -318,7 +318,7 @@ class App {
     document.body.classList.toggle("direct", room.direct);
     $("room-title").textContent = this.roomName(room);
     $("room-topic").textContent = room.direct ? room.topic || "direct conversation" : room.topic;
-    $("room-modes").textContent = moderation.modesText(room);
+    this.renderModes(room);
     this.renderTranscript(room);
     const list = $("transcript");
     list.scrollTop = list.scrollHeight;
@@ -423,6 +423,7 @@ class App {
     document.body.classList.toggle("can-moderate", this.canModerate(room));
     if ($("member-dialog").open && this.member) this.renderMemberDialog();
     if ($("room-dialog").open) this.renderRoomDialog(room); // made or unmade an operator
+    this.renderModes(room);
   }
 
   renderPending() {
@@ -444,6 +445,7 @@ class App {
         $("member-list").replaceChildren();
         $("room-title").textContent = "";
         $("room-topic").textContent = "";
+        $("room-modes").textContent = "";
       }
     }
     this.renderRooms();
@@ -1266,9 +1268,9 @@ class App {
     $("room-dialog-title").textContent = room.name;
     $("room-dialog-note").textContent = may
       ? "You are an operator of this room."
-      : `Only operators change this room's modes, invitations and bans.${room.topicLock ? " Its topic is locked." : ""}`;
+      : `Only operators change this room's modes, invitations and bans.${moderation.memberNote(room)}`;
     this.modesForm.render(room);
-    $("room-modes").textContent = moderation.modesText(room);
+    this.renderModes(room);
     for (const f of $("room-dialog").querySelectorAll(".op-only")) f.hidden = !may;
   }
 
@@ -1358,6 +1360,14 @@ class App {
   }
 
   // -- operators' and admins' extras (moderation.js): modes, keys, refusals --------------
+
+  /** The header's modes, and the message box's hint when I may not talk here. */
+  renderModes(room) {
+    if (room.key !== this.current) return;
+    $("room-modes").textContent = moderation.modesText(room);
+    const silenced = room.moderated && !room.isOp(this.session.nick) && !room.isVoiced(this.session.nick);
+    $("message-input").placeholder = silenced ? "Moderated: only operators and voiced members talk here" : "Message";
+  }
 
   /** The room dialog's Apply: only the modes that changed are sent. */
   applyModes() {

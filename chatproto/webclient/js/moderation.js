@@ -57,6 +57,16 @@ export function modesText(room) {
   return said.join(" · ");
 }
 
+/** What a member who is no operator is told of the room's rules (the key,
+ * which members may see, to pass on). */
+export function memberNote(room) {
+  const said = [];
+  if (room.topicLock) said.push(" Its topic is locked.");
+  if (room.moderated) said.push(" Only operators and voiced members talk.");
+  if (room.joinKey) said.push(` Its key: ${room.joinKey}`);
+  return said.join("");
+}
+
 /** A refused request in words: what was asked, and why not. Null when
  * the ref is none of moderation's or administration's. */
 export function refusalText(body) {
