@@ -362,7 +362,7 @@ def test_an_admin_kicks_off_the_server_from_the_sessions_list(pages):
     assert "in general" in row.text
     assert not [b for b in root.all("#admin-sessions li") if b.text.startswith("root ") and "Kick" in b.text]
     row.find_element("css selector", "button").click()
-    root.wait(lambda: "done: kick bob" in result(root, "#admin-dialog"), "the kick done")
+    root.wait(lambda: "You kicked bob off the server." in result(root, "#admin-dialog"), "the kick done")
     root.wait(lambda: "bob" not in root.find("#admin-sessions").text, "the list refreshed")
     close_dialog(root, "#admin-dialog")
     bob.wait(lambda: any("An admin disconnected you" in e for e in errors(bob)), "bob told why")
@@ -414,7 +414,7 @@ def test_an_admin_closes_a_room_and_moderates_any_room(pages):
     open_dialog(root, "#admin-button", "#admin-dialog")
     root.find("#admin-room").send_keys("den")
     root.find("#admin-close").click()
-    root.wait(lambda: "done: close den" in result(root, "#admin-dialog"), "closed")
+    root.wait(lambda: "You closed the room den." in result(root, "#admin-dialog"), "closed")
     close_dialog(root, "#admin-dialog")
     bob.wait(lambda: "den was closed" in " ".join(errors(bob)), "bob told")
     assert "den" not in room_names(bob)

@@ -771,7 +771,7 @@ class App {
       away: this.session.away ? `You are away: ${this.session.away}` : "You are away.",
       back: "You are back.",
     };
-    const text = said[b.op] ?? `done: ${b.op} ${b.target}`;
+    const text = said[b.op] ?? moderation.doneText(b) ?? `done: ${b.op} ${b.target}`;
     if (b.op === "register" || b.op === "password" || b.op === "delete") this.renderAccountDialog();
     if (!this.result(text)) this.notice(text);
     if (["kick", "ban", "unban", "ban_address", "unban_address", "close"].includes(b.op)) this.refreshAdmin();

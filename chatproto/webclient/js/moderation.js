@@ -67,6 +67,20 @@ export function memberNote(room) {
   return said.join("");
 }
 
+/** An admin's request carried out (DONE), in words; null for another op. */
+export function doneText({ op, target }) {
+  const said = {
+    kick: `You kicked ${target} off the server.`,
+    ban: `You banned ${target} from the server.`,
+    unban: `You lifted the server ban of ${target}.`,
+    ban_address: `You banned the address ${target}.`,
+    unban_address: `You lifted the ban of the address ${target}.`,
+    close: `You closed the room ${target}.`,
+    reset: `You reset ${target}'s password.`,
+  };
+  return said[op] ?? null;
+}
+
 /** A refused request in words: what was asked, and why not. Null when
  * the ref is none of moderation's or administration's. */
 export function refusalText(body) {
