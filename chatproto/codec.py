@@ -52,6 +52,7 @@ class PacketType(IntEnum):
     TYPING = 0x13
     AWAY = 0x14
     OPEN = 0x15
+    NICK = 0x16  # version 2: nick changes
     # server -> client
     WELCOME = 0x81
     MESSAGE = 0x82
@@ -75,6 +76,7 @@ class PacketType(IntEnum):
     CHANGED = 0x94  # version 2: conversations
     TYPING_NOTICE = 0x95
     STATUS = 0x96
+    RENAMED = 0x97  # version 2: nick changes
 
 
 #: Every integer field holds a signed 64-bit value; anything outside is
@@ -221,7 +223,8 @@ class Message:
     def plain(self) -> bool:
         """Nothing but what version 1 has: the fast encoding applies."""
         return (
-            self.reply is None
+            (self.action is None or self.action.get("op") != NOTICE)
+            and self.reply is None
             and self.edited is None
             and self.deleted is None
             and self.deleted_by is None
@@ -251,6 +254,7 @@ class Say:
     ref: str | None = None
     room: str | None = field(default=None, metadata={**_ROOM, **_V2})
     reply: int | None = field(default=None, metadata=_V2)  # the seq this message answers
+    notice: bool | None = field(default=None, metadata=_V2)  # IRC's NOTICE: never to be answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +263,7 @@ class Whisper:
     to: str = field(metadata=_NICK)
     text: str = field(metadata=_TEXT)
     ref: str | None = None
+    notice: bool | None = field(default=None, metadata=_V2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +437,15 @@ class Open:
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Nick:
+    """A guest's new nick (docs/protocol.md 15.11)."""
+
+    TYPE: ClassVar = PacketType.NICK
+    nick: str = field(metadata=_NICK)
+    ref: str | None = None
+
+
 # -- server -> client -------------------------------------------------------
 
 
@@ -498,6 +512,7 @@ class Private:
     to: str
     text: str = field(metadata=_TEXT)
     ref: str | None = None
+    notice: bool | None = field(default=None, metadata=_V2)  # only to version 2 sessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -711,6 +726,16 @@ class Status:
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    """A session's nick changed from ``old`` to ``nick`` (15.11)."""
+
+    TYPE: ClassVar = PacketType.RENAMED
+    old: str
+    nick: str
+    ref: str | None = None
+
+
 V1_CLIENT_PACKETS = (Login, Say, Whisper, Ping, Quit, HistoryRequest, Pong)
 CLIENT_PACKETS = (
     *V1_CLIENT_PACKETS,
@@ -728,6 +753,7 @@ CLIENT_PACKETS = (
     Typing,
     Away,
     Open,
+    Nick,
 )
 SERVER_PACKETS = (
     Welcome,
@@ -752,6 +778,7 @@ SERVER_PACKETS = (
     Changed,
     TypingNotice,
     Status,
+    Renamed,
 )
 
 
@@ -1021,6 +1048,9 @@ def encode_json(packet_type: int, text: str) -> bytes:
     return bytes((packet_type,)) + text.encode("utf-8")
 
 
+#: The ``op`` of a notice's ``action`` (SAY with ``notice``; IRC's NOTICE).
+NOTICE = "notice"
+
 #: How an action (``/me waves``; IRC's CTCP ACTION) travels: the text ``* waves``.
 ACTION_PREFIX = "* "
 
@@ -1083,7 +1113,13 @@ def v1_message_json(m: Message) -> str | None:
         return None
     if m.plain:
         return message_json(m)
-    return message_json(Message(m.seq, m.ts, m.sender, m.text, None, m.action))
+    return message_json(Message(m.seq, m.ts, m.sender, m.text, None, v1_action(m.action)))
+
+
+def v1_action(action: dict | None) -> dict | None:
+    """A message's ``action`` as version 1 gets it: a notice is a plain
+    message there (version 1 has no notices)."""
+    return None if action is not None and action.get("op") == NOTICE else action
 
 
 def draft_json(d) -> str:

@@ -136,6 +136,21 @@ class PeerModel(QStandardItemModel):
                 branch.members[id] = fresh
                 branch.item.setChild(item.row(), fresh)
 
+    def renamed(self, old: str, nick: str) -> list[str]:
+        """A member took another nick: shown by it in every room it is in
+        (its id, operator status and away kept); the rooms it was in."""
+        rooms = []
+        for branch in self.rooms.values():
+            for id, item in list(branch.members.items()):
+                if nick_key(item.data(NICK_ROLE)) == nick_key(old):
+                    fresh = self._member_item(id, nick, bool(item.data(OP_ROLE)), item.data(AWAY_ROLE))
+                    branch.members[id] = fresh
+                    branch.item.setChild(item.row(), fresh)
+                    rooms.append(branch.name)
+        if self.own_nick is not None and nick_key(self.own_nick) == nick_key(old):
+            self.own_nick = nick
+        return rooms
+
     def away(self, room: str, nick: str) -> str | None:
         branch = self.rooms.get(room_key(room))
         for item in branch.members.values() if branch is not None else ():

@@ -51,6 +51,7 @@ class ChatSession(QObject, SessionEvents):
     messageChanged = pyqtSignal(str, object, str, str)  # room, codec.Message, kind, by
     typingChanged = pyqtSignal(str, object)  # room, [nick] typing there now
     statusChanged = pyqtSignal(object)  # codec.Status: a member went away or came back
+    nickChanged = pyqtSignal(object)  # codec.Renamed: a member (or we) took another nick
 
     def __init__(self, reactor, parent: QObject | None = None, retry=None, endpoint_for=None) -> None:
         super().__init__(parent)
@@ -78,6 +79,7 @@ class ChatSession(QObject, SessionEvents):
             m.open_direct,
             m.message_to,
         )
+        self.change_nick = m.change_nick
 
     @property
     def state(self) -> State:
@@ -187,3 +189,6 @@ class ChatSession(QObject, SessionEvents):
 
     def status_changed(self, status):
         self.statusChanged.emit(status)
+
+    def renamed(self, renamed):
+        self.nickChanged.emit(renamed)

@@ -132,6 +132,7 @@ class SessionEvents:
     def message_changed(self, room: str, message: codec.Message, kind: str, by: str) -> None: ...
     def typing_changed(self, room: str, nicks: list[str]) -> None: ...
     def status_changed(self, status: codec.Status) -> None: ...
+    def renamed(self, renamed: codec.Renamed) -> None: ...
 
 
 @dataclass
@@ -415,6 +416,10 @@ class ClientSession:
 
     def set_back(self) -> bool:
         return self._request(codec.Away(False, ref="back"))
+
+    def change_nick(self, nick: str) -> bool:
+        """NICK (a guest's): RENAMED answers, and the next login uses the new nick."""
+        return self._request(codec.Nick(nick, ref="nick"))
 
     def direct_room(self, names: list[str]) -> str | None:
         """The name of a direct conversation we are in with exactly ``names``."""
@@ -804,6 +809,14 @@ class ClientSession:
     def _on_status(self, status: codec.Status) -> None:
         self.events.status_changed(status)
 
+    def _on_renamed(self, renamed: codec.Renamed) -> None:
+        """A member (or we) took another nick: ours is what a login again uses."""
+        if self.nick is not None and room_key(renamed.old) == room_key(self.nick):
+            self.nick = renamed.nick
+        for room in list(self.rooms.values()):
+            self.typers.stopped(room.name, renamed.old)
+        self.events.renamed(renamed)
+
     def _on_private(self, private: codec.Private) -> None:
         if private.ref is not None and self._outgoing.pop(private.ref, None) is not None:
             self.events.send_confirmed(private.ref, 0)
@@ -885,6 +898,9 @@ class ClientSession:
             if key in self.rooms and not self.rooms[key].joined:
                 del self.rooms[key]
                 self._caught_up(key)
+        if error.ref == "nick":  # a refused NICK: the nick we have is still ours
+            self.events.error_received("nick_refused", f"can't change nick: {error.message}")
+            return
         if self.state is S.LOGGING_IN and error.code in _FINAL_ERRORS:
             # A login the user must fix: retrying the same nick can't help.
             self._give_up(f"{error.code}: {error.message}", error.code, error.message)
@@ -980,4 +996,5 @@ _HANDLERS: dict[type, Callable[[ClientSession, object], None]] = {
     codec.Changed: ClientSession._on_changed,
     codec.TypingNotice: ClientSession._on_typing,
     codec.Status: ClientSession._on_status,
+    codec.Renamed: ClientSession._on_renamed,
 }

@@ -664,3 +664,87 @@ class Moderation(ClusterTestCase):
         again.send(codec.Login("bob", 2, ref="l"))
         error = yield again.expect(codec.Error)
         self.assertEqual((error.code, error.ref), ("banned", "l"))
+
+
+class Renames(ClusterTestCase):
+    """NICK (docs/protocol.md 15.11) across nodes: the nick is claimed in
+    the store as LOGIN claims it, and the rename reaches every node's members."""
+
+    @defer.inlineCallbacks
+    def joined(self, client, *rooms):
+        for room in rooms:
+            client.send(codec.Join(room))
+            yield client.expect(codec.RoomState)
+
+    @defer.inlineCallbacks
+    def test_a_rename_reaches_the_other_node_once_and_claims_the_new_nick(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client(server=a)
+        welcome = yield alice.login("alice", version=2)
+        yield self.joined(alice, "general", "side")
+        bob = yield self.client("bob", version=2, server=b)
+        yield self.joined(bob, "general", "side")
+        old = yield self.client("olga", server=b)  # version 1: in general
+        yield alice.expect(codec.Joined)
+        yield alice.expect(codec.Joined)
+        alice.send(codec.Nick("alicia", ref="n"))
+        mine = yield alice.expect(codec.Renamed)
+        self.assertEqual(mine, codec.Renamed("alice", "alicia", "n"))
+        theirs = yield bob.expect(codec.Renamed)
+        self.assertEqual(theirs, codec.Renamed("alice", "alicia"))
+        left = yield old.expect(codec.Left)
+        self.assertEqual((left.nick, left.reason), ("alice", "quit"))
+        joined = yield old.expect(codec.Joined)
+        self.assertEqual((joined.id, joined.nick), (left.id, "alicia"))
+        alice.send(codec.Say("marker", room="side"))
+        packet = yield bob.next()
+        while not isinstance(packet, codec.MessagePacket):
+            self.assertNotIsInstance(packet, codec.Renamed, "once, though two rooms are shared")
+            packet = yield bob.next()
+        self.assertEqual((packet.sender, packet.text), ("alicia", "marker"))
+        # the new nick is claimed everywhere, the old one free
+        bob.send(codec.Nick("ALICIA", ref="t"))
+        error = yield bob.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("nick_taken", "t"))
+        other = yield self.client(server=b)
+        other.send(codec.Login("Alicia", 2, ref="l"))
+        error = yield other.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("nick_taken", "l"))
+        again = yield connect_welcome(self, "alice", b)
+        self.assertEqual(again.nick, "alice")
+        # a whisper to the new nick reaches its node; to the old, no one of that session
+        bob.send(codec.Whisper("alicia", "psst"))
+        private = yield alice.expect(codec.Private)
+        self.assertEqual((private.sender, private.to), ("bob", "alicia"))
+        # members on either node, and a node that reads the room afresh, show the new nick
+        erin = yield self.client("erin", version=2, server=b)
+        erin.send(codec.Join("side"))
+        state = yield erin.expect(codec.RoomState)
+        self.assertIn("alicia", [m.nick for m in state.members])
+        c = yield self.node()
+        fay = yield self.client("fay", version=2, server=c)
+        fay.send(codec.Join("side"))
+        state = yield fay.expect(codec.RoomState)
+        self.assertEqual(sorted(m.nick for m in state.members), ["alicia", "bob", "erin", "fay"])
+        # and the session resumes on another node by its new nick
+        moved = yield self.client(server=c)
+        back = yield moved.login("alicia", resume=welcome.resume, version=2)
+        self.assertEqual((back.id, back.nick, back.rooms), (welcome.id, "alicia", ["general", "side"]))
+
+    @defer.inlineCallbacks
+    def test_a_change_of_case_reaches_the_other_node(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", version=2, server=a)
+        yield self.joined(alice, "side")
+        bob = yield self.client("bob", version=2, server=b)
+        yield self.joined(bob, "side")
+        yield alice.expect(codec.Joined)
+        bob.send(codec.Nick("Bob", ref="n"))
+        self.assertEqual((yield bob.expect(codec.Renamed)), codec.Renamed("bob", "Bob", "n"))
+        self.assertEqual((yield alice.expect(codec.Renamed)), codec.Renamed("bob", "Bob"))
+        carol = yield self.client("carol", version=2, server=a)
+        carol.send(codec.Join("side"))
+        state = yield carol.expect(codec.RoomState)
+        self.assertEqual(sorted(m.nick for m in state.members), ["Bob", "alice", "carol"])

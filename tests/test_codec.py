@@ -118,7 +118,7 @@ class Malformed(SynchronousTestCase):
         self.assertRefused(b"\x02")
 
     def test_unknown_types(self):
-        for type_byte in (0x00, 0x16, 0x7F, PacketType.WELCOME, 0xFF):
+        for type_byte in (0x00, 0x17, 0x7F, PacketType.WELCOME, 0xFF):
             self.assertRefused(bytes((type_byte,)) + b"{}", ErrorCode.UNKNOWN_TYPE)
 
     def test_unknown_type_echoes_ref(self):

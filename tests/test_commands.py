@@ -43,6 +43,7 @@ SAMPLES = {
     codec.Typing: codec.Typing("general", ref="r"),
     codec.Away: codec.Away(True, "lunch", "r"),
     codec.Open: codec.Open(["bob"], "r"),
+    codec.Nick: codec.Nick("ann2", "r"),
 }
 
 
@@ -78,6 +79,7 @@ class Table(SynchronousTestCase):
                 codec.AdminRequest,
                 codec.Away,
                 codec.Open,
+                codec.Nick,
             },
         )
         self.assertTrue(all(row.bucket in (None, *BUCKETS) for row in COMMANDS.values()))

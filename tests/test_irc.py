@@ -211,10 +211,10 @@ class Channels(SynchronousTestCase):
         alice.send("JOIN #general")
         commands = alice.commands()
         self.assertEqual(commands[0], ("JOIN", ["#general"]))
-        self.assertEqual([c for c, _ in commands[1:]], ["331", "353", "366"])
-        self.assertEqual(commands[2][1][-2:], ["#general", "alice"], "353: the default room has no operator")
+        self.assertEqual([c for c, _ in commands[1:]], ["353", "366"], "no 331 for no topic on joining")
+        self.assertEqual(commands[1][1][-2:], ["#general", "alice"], "353: the default room has no operator")
         alice.send("JOIN #den")
-        self.assertEqual(alice.commands()[2][1][-1], "@alice", "the maker of a room is its operator")
+        self.assertEqual(alice.commands()[1][1][-1], "@alice", "the maker of a room is its operator")
         bob.send("JOIN #general")
         bob.lines()
         self.assertEqual(alice.lines(), [":bob!bob@chat JOIN :#general"])
@@ -366,7 +366,7 @@ class Channels(SynchronousTestCase):
         self.assertEqual(bob.numerics(), ["482"])
         alice.lines()
         alice.send("KICK #den bob :enough")
-        self.assertIn(":test KICK #den bob :enough", bob.lines())
+        self.assertIn(":alice!alice@chat KICK #den bob :enough", bob.lines())
 
 
 class Modes(SynchronousTestCase):
@@ -387,7 +387,7 @@ class Modes(SynchronousTestCase):
         self.assertEqual(record.action, {"op": "op", "target": "bob"})
         bob.send("MODE #den +b carol!*@*")
         self.assertEqual(
-            alice.lines(), [":bob!bob@chat MODE #den +b :carol!*@*", ":test KICK #den carol :kicked"]
+            alice.lines(), [":bob!bob@chat MODE #den +b :carol!*@*", ":bob!bob@chat KICK #den carol :bob"]
         )
         alice.send("MODE #den b")
         bans = alice.commands()
@@ -457,7 +457,7 @@ class RoomsThatKeepRules(SynchronousTestCase):
         self.assertEqual(bob.commands(), [("403", ["bob", "#den", "No such channel"])])
         bob.send("JOIN #den")
         lines = bob.lines()
-        self.assertEqual(lines[:2], [":bob!bob@chat JOIN :#den", ":test 331 bob #den :No topic is set"])
+        self.assertEqual(lines[:2], [":bob!bob@chat JOIN :#den", ":test 353 bob = #den :@bob"])
         self.assertIn(":test 353 bob = #den :@bob", lines, "the next joiner runs it")
         bob.send("MODE #den")
         self.assertEqual(bob.commands(), [("324", ["bob", "#den", "+n"])])
@@ -625,6 +625,107 @@ def events(client, count: int):
     return seen
 
 
+class NickChanges(SynchronousTestCase):
+    """NICK after registration (docs/protocol.md 17.4): NICK, and RENAMED as
+    ``:old!old@chat NICK new``."""
+
+    def setUp(self):
+        self.server = Server()
+        self.ann, self.bob = registered(self.server, "ann", "bob")
+        in_room(self.server, "a", self.ann, self.bob)
+        in_room(self.server, "b", self.ann, self.bob)
+        self.bob.lines()
+
+    def test_a_rename_is_one_nick_line_to_each_client_the_renamed_one_too(self):
+        self.ann.send("NICK annie")
+        self.assertEqual(self.ann.lines(), [":ann!ann@chat NICK :annie"])
+        self.assertEqual(self.bob.lines(), [":ann!ann@chat NICK :annie"], "in two shared channels: once")
+        self.ann.send("PRIVMSG #a :hi")
+        self.assertEqual(self.bob.lines(), [":annie!annie@chat PRIVMSG #a :hi"])
+        self.ann.send("NAMES #a")
+        self.assertIn(":test 353 annie = #a :@annie bob", self.ann.lines(), "an operator still")
+
+    def test_the_new_nick_is_the_clients_in_numerics(self):
+        self.ann.send("NICK annie")
+        self.ann.lines()
+        self.ann.send("NICK bob")
+        self.assertEqual(
+            self.ann.lines(), [":test 433 annie bob :Nickname is already in use: nick 'bob' is taken"]
+        )
+
+    def test_refusals_are_the_numerics_irc_servers_give(self):
+        self.ann.send("NICK")
+        self.assertEqual(self.ann.numerics(), ["431"])
+        self.ann.send("NICK bad!nick")
+        self.assertEqual(self.ann.lines(), [":test 432 ann bad!nick :Erroneous nickname"])
+        self.ann.send("NICK xn--!!")
+        self.assertEqual(self.ann.numerics(), ["432"])
+        self.ann.send("NICK ann")
+        self.assertEqual(self.ann.lines(), [], "its own nick: nothing")
+
+    def test_a_registered_nick_is_433(self):
+        account = IrcPeer(self.server)
+        account.register("carol")
+        account.send("QUIT")
+        self.server.flush()
+        from tests.test_accounts import registered as account_of
+
+        account_of(self.server, "dora").send(codec.Quit())
+        self.server.flush()
+        self.ann.send("NICK Dora")
+        (line,) = self.ann.lines()
+        self.assertTrue(line.startswith(":test 433 ann Dora :"), line)
+
+    def test_a_ban_in_one_of_our_channels_is_435_with_the_channel(self):
+        self.ann.send("MODE #a +b mallory")
+        self.ann.lines(), self.bob.lines()
+        self.ann.send("NICK mallory")
+        self.assertEqual(
+            self.ann.lines(),
+            [":test 435 ann mallory #a :Cannot change nickname while banned on channel"],
+        )
+
+    def test_an_account_is_told_with_fail(self):
+        from tests.test_accounts import PASSWORD as password
+        from tests.test_accounts import registered as account_of
+
+        account_of(self.server, "erin").send(codec.Quit())
+        self.server.flush()
+        erin = IrcPeer(self.server)
+        erin.register("erin", password=password)
+        erin.send("NICK erina")
+        (line,) = erin.lines()
+        self.assertTrue(line.startswith(":test FAIL NICK ACCOUNT_NICK erina :"), line)
+
+    def test_in_no_channel_the_client_alone_is_told(self):
+        (gus,) = registered(self.server, "gus")
+        gus.send("NICK gary")
+        self.assertEqual(gus.lines(), [":gus!gus@chat NICK :gary"])
+        self.assertEqual(self.bob.lines(), [])
+        gus.send("WHOIS gary")
+        self.assertIn("311", gus.numerics())
+
+    def test_a_server_ban_is_432(self):
+        from tests.test_accounts import device, made_admin
+
+        server = Server(admins=["root"])
+        made_admin(server, "root")
+        root, _ = device(server, "root")
+        root.send(codec.AdminRequest("ban", target="mallory", ref="b"))
+        (gus,) = registered(server, "gus")
+        gus.send("NICK mallory")
+        (line,) = gus.lines()
+        self.assertTrue(line.startswith(":test 432 gus mallory :Erroneous nickname: "), line)
+
+    def test_too_fast_is_438(self):
+        server = Server(join_burst=1, join_rate=0.001)
+        (gus,) = registered(server, "gus")
+        gus.send("NICK gus2", "NICK gus3")
+        lines = gus.lines()
+        self.assertEqual(lines[0], ":gus!gus@chat NICK :gus2")
+        self.assertEqual(lines[1], ":test 438 gus2 gus3 :Nick change too fast. Please wait")
+
+
 class Live(LiveTestCase):
     @defer.inlineCallbacks
     def test_a_blank_line_flood_is_cut_and_a_bystander_answered(self):
@@ -673,3 +774,509 @@ class Live(LiveTestCase):
         ann.send("QUIT :done")
         quit_seen = yield tcp.expect(codec.Left)
         self.assertEqual((quit_seen.nick, quit_seen.reason, quit_seen.message), ("ann", "quit", "done"))
+
+
+# -- the gateway's conformance defects (docs/protocol.md 17.3-17.5) ----------------------
+
+
+def account(server: Server, nick: str, password: str = PASSWORD) -> None:
+    """``nick`` registered as an account (over TCP), and logged out."""
+    (tcp,) = server.logged_in(nick, version=2)
+    tcp.send(codec.AccountRequest("register", password))
+    tcp.received()
+    tcp.send(codec.Quit())
+
+
+def sasl_chunks(account_name: str, password: str) -> list[str]:
+    """SASL PLAIN's payload as AUTHENTICATE lines: 400-byte chunks, and
+    ``+`` after an exact multiple (IRCv3 SASL)."""
+    payload = base64.b64encode(f"\0{account_name}\0{password}".encode()).decode()
+    chunks = [payload[i : i + 400] for i in range(0, len(payload), 400)]
+    if len(chunks[-1]) == 400:
+        chunks.append("+")
+    return [f"AUTHENTICATE {chunk}" for chunk in chunks]
+
+
+class Notices(SynchronousTestCase):
+    def test_a_notice_in_a_channel_is_a_notice_to_irc_and_a_notice_record_to_version_2(self):
+        server = Server()
+        (alice,) = registered(server, "alice", caps="echo-message")
+        (bob,) = registered(server, "bob")
+        (new,) = server.logged_in("carol", version=2)
+        (old,) = server.logged_in("dave")  # version 1: in the default room
+        in_room(server, "general", alice, bob)
+        new.received()
+        new.join("general")
+        for peer in (alice, bob):
+            peer.lines()
+        old.received()
+        alice.send("NOTICE #general :the bot speaks")
+        self.assertEqual(bob.lines(), [":alice!alice@chat NOTICE #general :the bot speaks"])
+        self.assertEqual(alice.lines(), [":alice!alice@chat NOTICE #general :the bot speaks"], "the echo")
+        (message,) = [p for p in new.received() if isinstance(p, codec.MessagePacket)]
+        self.assertEqual((message.text, message.action), ("the bot speaks", {"op": "notice"}))
+        (plain,) = [p for p in old.received() if isinstance(p, codec.MessagePacket)]
+        self.assertEqual((plain.text, plain.action), ("the bot speaks", None), "version 1: a message")
+        new.send(codec.Say("said as a notice", None, "general", notice=True))
+        self.assertEqual(bob.lines(), [":carol!carol@chat NOTICE #general :said as a notice"])
+
+    def test_a_notice_is_kept_a_notice_and_version_1_reads_it_as_a_message(self):
+        server = Server()
+        (alice,) = registered(server, "alice", caps="draft/chathistory batch")
+        in_room(server, "general", alice)
+        alice.send("NOTICE #general :kept")
+        server.flush()
+        alice.send("CHATHISTORY LATEST #general * 5")
+        (kept,) = [text for text in alice.lines() if " NOTICE " in text]
+        self.assertTrue(kept.endswith(" :alice!alice@chat NOTICE #general :kept"), kept)
+        (old,) = server.logged_in("dave")
+        old.send(codec.HistoryRequest(limit=5))
+        (page,) = [p for p in old.received() if isinstance(p, codec.HistoryPage)]
+        self.assertEqual([(m.text, m.action) for m in page.messages], [("kept", None)])
+        welcome = server.peer().login("erin")  # its history as version 1 sees it
+        self.assertEqual([(m.text, m.action) for m in welcome.history], [("kept", None)])
+
+    def test_a_whispered_notice_crosses_to_another_node_as_one(self):
+        from chatproto.core.records import Whispered, read_note
+
+        private = codec.Private(1.5, "alice", "bob", "psst", None, True)
+        self.assertEqual(read_note(Whispered(private).to_json()), Whispered(private))
+        plain = codec.Private(1.5, "alice", "bob", "psst")
+        self.assertNotIn("notice", Whispered(plain).to_json()["private"])
+
+    def test_a_notice_to_a_nick_is_a_notice_and_never_answered(self):
+        server = Server()
+        alice, bob = registered(server, "alice", "bob")
+        (new,) = server.logged_in("carol", version=2)
+        (old,) = server.logged_in("dave")
+        alice.send("NOTICE bob :ping from a bot")
+        self.assertEqual(bob.lines(), [":alice!alice@chat NOTICE bob :ping from a bot"])
+        alice.send("NOTICE carol :to version 2", "NOTICE dave :to version 1", "NOTICE nobody :lost")
+        (private,) = [p for p in new.received() if isinstance(p, codec.Private)]
+        self.assertEqual((private.text, private.notice), ("to version 2", True))
+        (plain,) = [p for p in old.received() if isinstance(p, codec.Private)]
+        self.assertEqual((plain.text, plain.notice), ("to version 1", None))
+        self.assertEqual(alice.lines(), [], "a NOTICE is never answered, not even with 401")
+
+    def test_a_notice_between_accounts_goes_in_their_conversation_as_a_notice(self):
+        server = Server()
+        account(server, "ann")
+        account(server, "bea")
+        ann, bea = IrcPeer(server), IrcPeer(server)
+        ann.register("ann", password=PASSWORD)
+        bea.register("bea", password=PASSWORD)
+        ann.send("NOTICE bea :from one account to another")
+        self.assertEqual(bea.lines(), [":ann!ann@chat NOTICE bea :from one account to another"])
+
+    def test_a_privmsg_to_oneself_comes_back_once(self):
+        server = Server()
+        (alice,) = registered(server, "alice")
+        (echoed,) = registered(server, "bob", caps="echo-message")
+        alice.send("PRIVMSG alice :note to self")
+        self.assertEqual(alice.lines(), [":alice!alice@chat PRIVMSG alice :note to self"])
+        echoed.send("PRIVMSG bob :me too")
+        self.assertEqual(echoed.lines(), [":bob!bob@chat PRIVMSG bob :me too"])
+
+
+class Kicks(SynchronousTestCase):
+    def setUp(self):
+        self.server = Server()
+        self.alice, self.bob, self.carol = registered(self.server, "alice", "bob", "carol")
+        in_room(self.server, "den", self.alice, self.bob)  # alice made den: its operator
+        for peer in (self.alice, self.bob):
+            peer.lines()
+
+    def test_a_kick_comes_once_from_the_kicker(self):
+        (tcp,) = self.server.logged_in("dave", version=2)
+        tcp.join("den")
+        for peer in (self.alice, self.bob):
+            peer.lines()
+        self.alice.send("KICK #den bob :spam")
+        kick = ":alice!alice@chat KICK #den bob :spam"
+        self.assertEqual(self.bob.lines(), [kick])
+        self.assertEqual(self.alice.lines(), [kick], "no NOTICE before it")
+        (record,) = [p for p in tcp.received() if isinstance(p, codec.MessagePacket)]
+        self.assertEqual(record.action, {"op": "kick", "target": "bob", "reason": "spam"})
+        self.bob.send("JOIN #den")
+        self.bob.lines()
+        self.alice.lines()
+        self.alice.send("KICK #den bob")
+        self.assertEqual(self.bob.lines(), [":alice!alice@chat KICK #den bob :alice"], "the kicker's nick")
+
+    def test_a_kick_of_a_non_member_is_441_with_the_nick_and_of_nobody_401(self):
+        self.alice.send("KICK #den carol :x")
+        self.assertEqual(self.alice.lines(), [":test 441 alice carol #den :They aren't on that channel"])
+        self.alice.send("KICK #den nobody :x")
+        self.assertEqual(self.alice.lines(), [":test 401 alice nobody :No such nick/channel"])
+        self.bob.send("KICK #den alice")
+        self.assertEqual(self.bob.numerics(), ["482"])
+
+    def test_cut_off_the_server_is_a_quit(self):
+        self.server.hub.kick(self.server.hub.session_for("bob").id)
+        self.assertEqual(self.alice.lines(), [":bob!bob@chat QUIT :kicked"])
+
+
+class Invites(SynchronousTestCase):
+    def setUp(self):
+        self.server = Server()
+        self.alice, self.bob, self.carol = registered(self.server, "alice", "bob", "carol")
+        in_room(self.server, "den", self.alice, self.carol)
+        self.alice.send("MODE #den +i")
+        for peer in (self.alice, self.carol):
+            peer.lines()
+
+    def test_an_invitation_is_341_to_the_inviter_and_invite_to_the_invited(self):
+        self.alice.send("INVITE bob #den")
+        self.assertEqual(self.alice.lines(), [":test 341 alice bob :#den"])
+        self.assertEqual(self.bob.lines(), [":alice!alice@chat INVITE bob :#den"])
+        self.bob.send("JOIN #den")
+        self.assertEqual(self.bob.commands()[0], ("JOIN", ["#den"]))
+
+    def test_what_irc_checks_first_then_the_operator(self):
+        self.alice.send("INVITE nobody #den", "INVITE bob #nowhere", "INVITE carol #den", "INVITE bob")
+        self.assertEqual(
+            self.alice.lines(),
+            [
+                ":test 401 alice nobody :No such nick/channel",
+                ":test 403 alice #nowhere :No such channel",
+                ":test 443 alice carol #den :is already on channel",
+                ":test 461 alice INVITE :Not enough parameters",
+            ],
+        )
+        self.bob.send("INVITE carol #den")
+        self.assertEqual(self.bob.lines(), [":test 442 bob #den :You're not on that channel"])
+        self.carol.send("INVITE bob #den")
+        self.assertEqual(self.carol.numerics(), ["482"])
+        self.assertEqual(self.bob.lines(), [])
+
+
+class Listing(SynchronousTestCase):
+    def test_list_of_channels_lists_those_only(self):
+        server = Server()
+        (alice,) = registered(server, "alice")
+        in_room(server, "general", alice)
+        in_room(server, "den", alice)
+        in_room(server, "attic", alice)
+        alice.send("LIST #DEN")
+        self.assertEqual(
+            alice.lines(),
+            [
+                ":test 321 alice Channel :Users  Name",
+                ":test 322 alice #den 1 :",
+                ":test 323 alice :End of /LIST",
+            ],
+        )
+        alice.send("LIST #den,#attic,#nowhere")
+        listed = [params[1] for command, params in alice.commands() if command == "322"]
+        self.assertEqual(sorted(listed), ["#attic", "#den"])
+        alice.send("LIST")
+        self.assertEqual(len([c for c in alice.numerics() if c == "322"]), 3)
+
+
+class Numerics(SynchronousTestCase):
+    def test_no_text_no_recipient_no_ping_token(self):
+        server = Server()
+        (alice,) = registered(server, "alice")
+        in_room(server, "general", alice)
+        alice.send("PRIVMSG #general :", "PRIVMSG #general", "PRIVMSG", "PING", "PING :")
+        self.assertEqual(
+            alice.lines(),
+            [
+                ":test 412 alice :No text to send",
+                ":test 412 alice :No text to send",
+                ":test 411 alice :No recipient given (PRIVMSG)",
+                ":test 409 alice :No origin specified",
+                ":test 409 alice :No origin specified",
+            ],
+        )
+
+    def test_joining_a_channel_without_a_topic_says_nothing_of_it_but_topic_asks(self):
+        server = Server()
+        (alice,) = registered(server, "alice")
+        alice.send("JOIN #den")
+        self.assertEqual(alice.numerics(), ["353", "366"])
+        alice.send("TOPIC #den")
+        self.assertEqual(alice.lines(), [":test 331 alice #den :No topic is set"])
+
+    def test_chathistory_fails_name_the_subcommand(self):
+        server = Server()
+        (alice,) = registered(server, "alice", caps="draft/chathistory batch")
+        alice.send("CHATHISTORY LATEST #elsewhere * 10")
+        (fail,) = alice.commands()
+        self.assertEqual(
+            (fail[0], fail[1][:4]), ("FAIL", ["CHATHISTORY", "INVALID_TARGET", "LATEST", "#elsewhere"])
+        )
+        alice.send("CHATHISTORY BEFORE nobody * 10", "CHATHISTORY BEFORE #a x 10", "CHATHISTORY SIDEWAYS")
+        self.assertEqual(
+            alice.lines(),
+            [
+                ":test FAIL CHATHISTORY INVALID_TARGET BEFORE nobody :No such query",
+                ":test FAIL CHATHISTORY INVALID_PARAMS BEFORE :msgid=SEQ or *, and a count",
+                ":test FAIL CHATHISTORY INVALID_PARAMS SIDEWAYS :LATEST, BEFORE or AFTER",
+            ],
+        )
+
+
+class RegistrationChecks(SynchronousTestCase):
+    def test_user_needs_a_realname_and_nick_star_is_432_at_once(self):
+        server = Server()
+        peer = IrcPeer(server)
+        peer.send("USER u * * :", "USER u * *", "NICK *", "NICK a,b")
+        self.assertEqual(
+            peer.lines(),
+            [
+                ":test 461 * USER :Not enough parameters",
+                ":test 461 * USER :Not enough parameters",
+                ":test 432 * * :Erroneous nickname",
+                ":test 432 * a,b :Erroneous nickname",
+            ],
+        )
+        peer.send("NICK ok", "USER u * * :Real Name")
+        self.assertEqual(peer.numerics()[0], "001")
+        peer.send("USER again * * :x")
+        self.assertEqual(peer.lines(), [":test 462 ok :You may not reregister"])
+
+    def test_the_username_and_realname_are_kept_for_who_and_whois(self):
+        server = Server()
+        alice = IrcPeer(server)
+        alice.send("NICK alice", "USER al 0 * :Alice Liddell")
+        (bob,) = registered(server, "bob")
+        server.logged_in("carol", version=2)
+        bob.send("WHO alice", "WHOIS alice", "WHO carol")
+        lines = bob.lines()
+        self.assertEqual(lines[0], ":test 352 bob * al chat test alice H :0 Alice Liddell")
+        self.assertIn(":test 311 bob alice al chat * :Alice Liddell", lines)
+        self.assertIn(":test 352 bob * carol chat test carol H :0 carol", lines, "not IRC: the nick")
+
+    def test_a_nick_after_sasl_leaves_the_account_s_nick(self):
+        server = Server()
+        account(server, "ann")
+        peer = IrcPeer(server)
+        peer.send("CAP LS 302", "CAP REQ :sasl", "AUTHENTICATE PLAIN", *sasl_chunks("ann", PASSWORD))
+        self.assertEqual(peer.numerics(), ["900", "903"])
+        peer.send("NICK someone", "USER a 0 * :A", "CAP END")
+        self.assertEqual(parse(peer.lines()[0])[2:], ("001", ["ann", "Welcome to test, ann"]))
+        self.assertTrue(server.hub.session_for("ann").account)
+
+    def test_sasl_in_chunks_and_its_bound(self):
+        server = Server()
+        long = "p" * 700  # a payload of more than 400 bytes: chunks
+        account(server, "ann", long)
+        peer = IrcPeer(server)
+        peer.send("CAP LS 302", "CAP REQ :sasl", "NICK ann", "USER a 0 * :A")
+        peer.lines()
+        chunks = sasl_chunks("ann", long)
+        self.assertEqual([len(c.split()[1]) for c in chunks], [400, 400, 140])
+        peer.send("AUTHENTICATE PLAIN", *chunks[:2])
+        self.assertEqual(peer.lines(), ["AUTHENTICATE :+"], "more follows a chunk of 400")
+        peer.send(chunks[2])
+        self.assertEqual(peer.numerics(), ["900", "903"])
+        other = IrcPeer(server)
+        other.send("CAP LS 302", "CAP REQ :sasl", "AUTHENTICATE PLAIN")
+        other.lines()
+        other.send(*["AUTHENTICATE " + "A" * 400] * 21)
+        self.assertEqual(other.lines(), [":test 904 * :SASL authentication failed: the message is too long"])
+        other.send("AUTHENTICATE PLAIN", "AUTHENTICATE " + "A" * 401)
+        self.assertEqual(other.lines(), ["AUTHENTICATE :+", ":test 905 * :SASL message too long"])
+        other.send("AUTHENTICATE PLAIN", "AUTHENTICATE " + "A" * 400, "AUTHENTICATE *")
+        self.assertEqual(other.lines(), ["AUTHENTICATE :+", ":test 906 * :SASL authentication aborted"])
+
+
+class Who(SynchronousTestCase):
+    def setUp(self):
+        self.server = Server()
+        self.alice, self.coolnick, self.bob = registered(self.server, "alice", "coolnick", "bob")
+        in_room(self.server, "den", self.alice, self.coolnick)
+
+    def test_who_nick_has_no_channel_and_who_channel_echoes_the_mask_asked(self):
+        self.coolnick.send("AWAY :out")
+        self.alice.send("WHO coolnick", "WHO #DEN")
+        self.assertEqual(
+            self.alice.lines(),
+            [
+                ":test 352 alice * coolnick chat test coolnick G :0 coolnick the tester",
+                ":test 315 alice coolnick :End of /WHO list",
+                ":test 352 alice #den alice chat test alice H@ :0 alice the tester",
+                ":test 352 alice #den coolnick chat test coolnick G :0 coolnick the tester",
+                ":test 315 alice #DEN :End of /WHO list",
+            ],
+        )
+
+    def test_masks_match_nicks_sharing_a_channel(self):
+        self.alice.send("WHO coolni*")
+        self.assertEqual(
+            self.alice.lines(),
+            [
+                ":test 352 alice * coolnick chat test coolnick H :0 coolnick the tester",
+                ":test 315 alice coolni* :End of /WHO list",
+            ],
+        )
+        self.alice.send("WHO *")
+        self.assertEqual(
+            [params[5] for c, params in self.alice.commands() if c == "352"], ["alice", "coolnick"]
+        )
+        self.bob.send("WHO coolni*", "WHO b?b")
+        self.assertEqual(
+            self.bob.numerics(), ["315", "352", "315"], "everyone is +i: only those sharing a channel"
+        )
+
+    def test_whois_shows_channel_prefixes_and_away(self):
+        self.coolnick.send("AWAY :out")
+        self.bob.send("WHOIS alice", "WHOIS coolnick")
+        lines = self.bob.lines()
+        self.assertIn(":test 319 bob alice :@#den", lines)
+        self.assertIn(":test 319 bob coolnick :#den", lines)
+        self.assertIn(":test 301 bob coolnick :out", lines)
+
+
+class Operators(SynchronousTestCase):
+    def setUp(self):
+        from tests.test_accounts import made_admin
+
+        self.server = Server(admins=["root", "boss"])
+        made_admin(self.server, "root", PASSWORD)
+        made_admin(self.server, "boss", PASSWORD)
+        self.root, self.boss = IrcPeer(self.server), IrcPeer(self.server)
+        self.root.register("root", password=PASSWORD)
+        self.boss.register("boss", password=PASSWORD)
+        self.bob, self.carol = registered(self.server, "bob", "carol")
+        in_room(self.server, "general", self.bob, self.carol)
+
+    def test_oper_makes_an_admin_an_irc_operator(self):
+        self.bob.send("OPER bob x", "OPER root " + PASSWORD)
+        self.assertEqual(
+            self.bob.lines(),
+            [":test 491 bob :No O-lines for your host", ":test 491 bob :No O-lines for your host"],
+        )
+        self.root.send("OPER root wrong", "OPER boss " + PASSWORD, "OPER root")
+        self.assertEqual(
+            self.root.lines(),
+            [
+                ":test 464 root :Password incorrect",
+                ":test 491 root :No O-lines for your host",
+                ":test 461 root OPER :Not enough parameters",
+            ],
+        )
+        self.root.send("OPER root " + PASSWORD, "MODE root")
+        self.assertEqual(
+            self.root.lines(),
+            [
+                ":test 381 root :You are now an IRC operator",
+                ":root!root@chat MODE root :+o",
+                ":test 221 root :+io",
+            ],
+        )
+        self.bob.send("WHOIS root", "WHO root")
+        lines = self.bob.lines()
+        self.assertIn(":test 313 bob root :is an IRC operator", lines)
+        self.assertIn(":test 352 bob * root chat test root H* :0 root the tester", lines)
+
+    def test_kill_is_an_admin_kick(self):
+        self.bob.send("KILL carol :go")
+        self.assertEqual(self.bob.lines(), [":test 481 bob :Permission Denied- You're not an IRC operator"])
+        self.root.send("OPER root " + PASSWORD)
+        self.root.lines()
+        self.root.send("KILL nobody :x", "KILL xn--!! :x", "KILL")
+        self.assertEqual(
+            self.root.lines(),
+            [
+                ":test 401 root nobody :No such nick/channel",
+                ":test 401 root xn--!! :No such nick/channel",
+                ":test 461 root KILL :Not enough parameters",
+            ],
+        )
+        self.root.send("KILL carol :go away")
+        self.assertEqual(
+            self.bob.lines(),
+            [
+                ":root!root@chat NOTICE #general :kicked carol off the server: go away",
+                ":carol!carol@chat QUIT :kicked",
+            ],
+        )
+        self.assertTrue(self.carol.transport.disconnecting)
+        self.assertIsNone(self.server.hub.session_for("carol"))
+
+    def test_wallops_reach_every_irc_operator(self):
+        self.root.send("WALLOPS :hello opers")
+        self.assertEqual(self.root.lines(), [":test 481 root :Permission Denied- You're not an IRC operator"])
+        self.root.send("OPER root " + PASSWORD)
+        self.boss.send("OPER boss " + PASSWORD)
+        for peer in (self.root, self.boss):
+            peer.lines()
+        self.root.send("WALLOPS :hello opers", "WALLOPS")
+        self.assertEqual(
+            self.root.lines(),
+            [":root!root@chat WALLOPS :hello opers", ":test 461 root WALLOPS :Not enough parameters"],
+        )
+        self.assertEqual(self.boss.lines(), [":root!root@chat WALLOPS :hello opers"])
+        self.assertEqual(self.bob.lines(), [])
+
+
+class ClientTags(SynchronousTestCase):
+    def test_tagmsg_relays_mapped_client_tags_and_drops_others(self):
+        server = Server()
+        alice, bob = registered(server, "alice", "bob", caps="message-tags")
+        lines = IrcPeer(server).register("carol")
+        isupport = next(parse(text)[3] for text in lines if parse(text)[2] == "005")
+        self.assertIn("CLIENTTAGDENY=*,-draft/reply,-draft/react,-draft/unreact,-typing", isupport)
+        in_room(server, "general", alice, bob)
+        alice.send("PRIVMSG #general :react to me")
+        (said,) = bob.lines()
+        seq = parse(said)[0]["msgid"]
+        alice.lines()
+        bob.send(f"@+draft/react=👍;+draft/reply={seq};+foo=bar TAGMSG #general")
+        self.assertEqual(
+            alice.lines(), [f"@+draft/react=👍;+draft/reply={seq} :bob!bob@chat TAGMSG :#general"]
+        )
+        bob.send("@+foo=bar TAGMSG #general")
+        self.assertEqual(alice.lines(), [], "an unknown client tag alone: dropped")
+
+
+class IrcTestClient:
+    """Our own IRC test client on a real socket (tests/netclient.py's raw
+    client): registers with SASL PLAIN, its payload in 400-byte chunks."""
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+
+    @defer.inlineCallbacks
+    def register_with_sasl(self, account_name: str, password: str, caps: str = ""):
+        raw = self.raw
+        raw.send("CAP LS 302", f"CAP REQ :{' '.join(['sasl', *caps.split()])}")
+        yield raw.expect(lambda text: " ACK " in text)
+        raw.send("AUTHENTICATE PLAIN")
+        yield raw.expect(lambda text: text == "AUTHENTICATE :+")
+        raw.send(*sasl_chunks(account_name, password))
+        yield raw.expect(lambda text: " 903 " in text)
+        raw.send("NICK whatever", f"USER {account_name} 0 * :{account_name}", "CAP END")
+        welcome = yield raw.expect(lambda text: " 001 " in text)
+        return welcome
+
+
+class LiveSasl(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_sasl_in_chunks_then_client_tags_over_real_sockets(self):
+        yield self.serve(irc=True)
+        password = "k" * 595  # "\0ann\0" and it: 600 bytes, 800 of base64, then "+"
+        tcp = yield self.client("ann", version=2)
+        tcp.send(codec.AccountRequest("register", password, ref="r"))
+        yield tcp.expect(codec.Done)
+        tcp.send(codec.Quit())
+        ann = IrcTestClient((yield self.irc()))
+        self.assertEqual(sasl_chunks("ann", password)[-1], "AUTHENTICATE +")
+        welcome = yield ann.register_with_sasl("ann", password, caps="message-tags")
+        self.assertEqual(parse(welcome)[2:], ("001", ["ann", "Welcome to chat, ann"]), "the account's nick")
+        bob = yield self.irc()
+        bob.send("CAP LS 302", "CAP REQ :message-tags", "NICK bob", "USER bob 0 * :Bob", "CAP END")
+        yield bob.expect(lambda text: " 001 " in text)
+        for client in (ann.raw, bob):
+            client.send("JOIN #general")
+            yield client.expect(lambda text: " 366 " in text)
+        ann.raw.send("PRIVMSG #general :react to this")
+        said = yield bob.expect(lambda text: "PRIVMSG #general" in text)
+        seq = parse(said)[0]["msgid"]
+        bob.send(f"@+draft/react=🎉;+foo=bar;+draft/reply={seq} TAGMSG #general")
+        tagmsg = yield ann.raw.expect(lambda text: " TAGMSG " in text)
+        self.assertEqual(tagmsg, f"@+draft/react=🎉;+draft/reply={seq} :bob!bob@chat TAGMSG :#general")
+        for client in (ann.raw, bob):
+            client.send("QUIT")

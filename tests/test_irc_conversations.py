@@ -451,7 +451,7 @@ class DirectConversations(SynchronousTestCase):
         self.alice.send("CHATHISTORY LATEST bob * 10", "REDACT bob 1")
         self.assertEqual(
             [params[:3] for _, params in self.alice.commands()],
-            [["CHATHISTORY", "INVALID_TARGET", "bob"], ["REDACT", "INVALID_TARGET", "bob"]],
+            [["CHATHISTORY", "INVALID_TARGET", "LATEST"], ["REDACT", "INVALID_TARGET", "bob"]],
             "no conversation yet",
         )
         self.alice.send("PRIVMSG bob :first")

@@ -271,6 +271,16 @@ for _, room in ipairs(a.rooms) do
         redis.call('SET', r .. ':topic', e.d)
       elseif e.t == 'r' then
         redis.call('SET', r .. ':rules', e.d)
+      elseif e.t == 'n' then
+        local m = redis.call('HGET', r .. ':m', e.id)
+        if m then
+          local member = cjson.decode(m)
+          member.nick = e.nick
+          member.key = e.key
+          redis.call('HSET', r .. ':m', e.id, cjson.encode(member))
+        end
+        redis.call('HDEL', P .. ':s:' .. e.old .. ':rooms', room.k)
+        redis.call('HSET', P .. ':s:' .. e.key .. ':rooms', room.k, room.n)
       elseif e.t == 'a' and e.id then
         local m = redis.call('HGET', r .. ':m', e.id)
         if m then
@@ -478,7 +488,7 @@ class Entry:
     """One entry of a room's stream, as every node reads it."""
 
     id: str  # the stream ID, "SEQ-N"
-    kind: str  # m (message), j (join), l (leave), o (topic)
+    kind: str  # m (message), j (join), l (leave), o (topic), n (renamed)...
     seq: int  # the message's seq; 0 for presence
     raw: bytes  # what happened, as JSON (decoded only where it is applied: ``data``)
     node: str  # the node that wrote it ("" for a reaper's announcement)

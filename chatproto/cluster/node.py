@@ -712,7 +712,9 @@ class ClusterNode:
             messages.append(message)
             return
         event, then = self._core().apply(room, records.decode(entry.kind, room.name, entry.data))
-        if event is not None:
+        if isinstance(event, list):  # a rename: version 1's LEFT and JOINED, or RENAMED
+            items.extend(event)
+        elif event is not None:
             items.append(event)
         if then is not None:
             after.append(then)

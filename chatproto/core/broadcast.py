@@ -156,7 +156,7 @@ class Event:
     """A presence item: its payload for each protocol version (None: not
     sent to that version), and optionally the sender's own copy (version 2)."""
 
-    __slots__ = ("_own", "_payloads", "channel", "record", "sender")
+    __slots__ = ("_own", "_payloads", "channel", "record", "sender", "skip")
 
     def __init__(
         self,
@@ -166,12 +166,16 @@ class Event:
         sender: Connection | None = None,
         own: bytes | None = None,
         record: Record | None = None,
+        skip: frozenset[int] | None = None,
     ) -> None:
         self.channel = channel
         self._payloads = (None, v1, v2)
         self.sender = sender
         self._own = own
         self.record = record  # what other nodes learn of it (None: nothing)
+        # Sessions (by id) of the channel that don't get it: they had it in
+        # another channel already (a RENAMED goes once to each sharer).
+        self.skip = skip
 
     def payload(self, version: int) -> bytes | None:
         return self._payloads[version]
@@ -187,7 +191,7 @@ Item = Event | Said
 class Flushed:
     """A batch on its way: waiting for the log, then delivered."""
 
-    __slots__ = ("after", "batch", "outcome", "owned", "said", "starts")
+    __slots__ = ("after", "batch", "outcome", "owned", "said", "skips", "starts")
 
     def __init__(self, batch: list[Item], starts: dict[tuple[str, Connection], int]) -> None:
         self.batch = batch
@@ -195,6 +199,8 @@ class Flushed:
         self.said = [item for item in batch if type(item) is Said]
         # whether any sender gets a copy of its own (with its ref)
         self.owned = any((item.ref if isinstance(item, Said) else item._own) is not None for item in batch)
+        # whether some recipient of a channel is left out of an item (Event.skip)
+        self.skips = len(self.said) < len(batch) and any(type(item) is Event and item.skip for item in batch)
         self.outcome: list[Outcome] | Failure | None = None if self.said else []
         self.after: list[Callable[[], None]] = []
 
@@ -477,7 +483,7 @@ class Broadcast:
             return
         shared = b"".join(frames.values())
         special = None
-        if flushed.owned or flushed.starts:
+        if flushed.owned or flushed.starts or flushed.skips:
             special = _special_copies(wire, version, connections, batch, frames, flushed.starts)
         # Delivery never changes the recipients: an overflow is only noted
         # (Logins.overflowed) and handled once the loop is over.
@@ -500,7 +506,8 @@ def _special_copies(
     starts: dict[tuple[str, Connection], int],
 ) -> dict[Connection, bytes]:
     """The view as seen by those who don't get the shared copy: senders
-    (their own items carry the ref) and those added mid-batch.
+    (their own items carry the ref), those an item skips, and those added
+    mid-batch.
 
     A mid-batch joiner's WELCOME or ROOM reflects the presence events before
     its start in that channel but its history stops at the last delivery,
@@ -518,6 +525,18 @@ def _special_copies(
             if copy is None:
                 copy = copies[sender] = dict(frames)
             copy[index] = wire.frame(own)
+    for index in frames:
+        item = batch[index]
+        skip = item.skip if type(item) is Event else None
+        if not skip:
+            continue
+        for connection in connections:
+            session = connection.session
+            if session is not None and session.id in skip:
+                copy = copies.get(connection)
+                if copy is None:
+                    copy = copies[connection] = dict(frames)
+                copy[index] = b""
 
     def view(own: dict[int, bytes], connection: Connection) -> bytes:
         return b"".join(

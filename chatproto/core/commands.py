@@ -9,7 +9,7 @@ in one order:
    (``unknown_type``, as the codec says it for a packet it can't read);
 3. ``bucket``: a token from the connection's rate bucket (``rate_limited``):
    ``messages`` (SAY, WHISPER, EDIT, DELETE, REACT) or ``presence`` (JOIN,
-   PART, TOPIC, ACCOUNT, MODERATE, ADMIN, AWAY, OPEN), or none;
+   PART, TOPIC, ACCOUNT, MODERATE, ADMIN, AWAY, OPEN, NICK), or none;
 4. the handler. A Deferred it returns gets one errback: a ProtocolError
    becomes that ERROR, anything else is logged and answered ``internal``.
    A refusal the Deferred holds already (a single server answers at once
@@ -69,7 +69,7 @@ BUCKETS = {
         ),
         Bucket(
             "presence",
-            "JOIN, PART, TOPIC, ACCOUNT, MODERATE, ADMIN, AWAY or OPEN",
+            "JOIN, PART, TOPIC, ACCOUNT, MODERATE, ADMIN, AWAY, OPEN or NICK",
             lambda limits, now: TokenBucket(limits.join_rate, limits.join_burst, now),
         ),
     )
@@ -123,7 +123,7 @@ def _login(connection: CommandTarget, packet: codec.Login) -> None:
 
 
 def _say(connection: CommandTarget, packet: codec.Say) -> None:
-    connection.hub.messages.say(connection, packet.text, packet.ref, packet.room, packet.reply)
+    connection.hub.messages.say(connection, packet.text, packet.ref, packet.room, packet.reply, packet.notice)
 
 
 def _change(connection: CommandTarget, packet: codec.Edit | codec.Delete | codec.React) -> None:
@@ -140,6 +140,10 @@ def _away(connection: CommandTarget, packet: codec.Away) -> None:
 
 def _open(connection: CommandTarget, packet: codec.Open) -> Deferred[None]:
     return connection.hub.conversations.open(connection, packet)
+
+
+def _nick(connection: CommandTarget, packet: codec.Nick) -> Deferred[None] | None:
+    return connection.hub.renames.rename(connection, packet)
 
 
 def _whisper(connection: CommandTarget, packet: codec.Whisper) -> Deferred[None]:
@@ -228,6 +232,7 @@ _ROWS = (
     Command(codec.Typing, _typing),
     Command(codec.Away, _away, bucket="presence"),
     Command(codec.Open, _open, bucket="presence", failed="could not open the conversation"),
+    Command(codec.Nick, _nick, bucket="presence", failed="could not change the nick"),
 )
 
 #: Packet class -> its row.

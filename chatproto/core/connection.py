@@ -105,7 +105,8 @@ class HubEvent:
     """For observers such as the server console: what happened to whom.
 
     ``kind`` is one of pending, pending_gone, joined, left, resumed,
-    device_joined, device_left, error (the session-wide ones) and
+    device_joined, device_left, renamed (``nick`` the new nick, ``reason``
+    the old), error (the session-wide ones) and
     room_joined, room_left, topic, room_gone, moderation (``room`` names
     the room).
     """

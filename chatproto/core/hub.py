@@ -5,6 +5,7 @@ The parts each own one job: :class:`~chatproto.core.logins.Logins`
 (who is in which room), :class:`~chatproto.core.room_requests.RoomRequests`
 (JOIN, PART, TOPIC, LIST, MARK), :class:`~chatproto.core.messages.Messages`
 (SAY, WHISPER, HISTORY), :class:`~chatproto.core.account_requests.AccountRequests`,
+:class:`~chatproto.core.renames.Renames` (NICK),
 :class:`~chatproto.core.moderation.Moderation`, and the rooms' rules
 (:class:`~chatproto.core.room_rules.RuleKeeper`). Each gets what it needs
 here, in its constructor. The other nodes, if any, are the hub's
@@ -40,6 +41,7 @@ from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers, SingleNode
 from chatproto.core.presence import Presence
 from chatproto.core.registry import Registry
+from chatproto.core.renames import Renames
 from chatproto.core.room_requests import RoomRequests
 from chatproto.core.room_rules import RuleKeeper
 from chatproto.core.rooms import ChatRoom, Directory
@@ -167,6 +169,16 @@ class Hub:
             self.logins,
             self.keeper,
             self.peers,
+        )
+        self.renames = Renames(
+            clock,
+            self.registry,
+            self.accounts,
+            store,
+            self.directory,
+            self.broadcast,
+            self.peers,
+            self.observers,
         )
         self.inbound = Inbound(
             self.registry,

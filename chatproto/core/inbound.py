@@ -21,8 +21,18 @@ from chatproto.core.logins import Logins
 from chatproto.core.membership import Membership
 from chatproto.core.messages import Messages
 from chatproto.core.observers import Observers
-from chatproto.core.records import AwaySet, MemberJoined, MemberLeft, Record, RulesSet, TopicSet, TypingSent
+from chatproto.core.records import (
+    AwaySet,
+    MemberJoined,
+    MemberLeft,
+    MemberRenamed,
+    Record,
+    RulesSet,
+    TopicSet,
+    TypingSent,
+)
 from chatproto.core.registry import Registry
+from chatproto.core.renames import v1_left
 from chatproto.core.rooms import ChatRoom, Directory, RoomRules
 
 
@@ -62,9 +72,11 @@ class Inbound:
     def room(self, key: str) -> ChatRoom | None:
         return self.directory.rooms.get(key)
 
-    def apply(self, room: ChatRoom, record: Record) -> tuple[Event | None, Callable[[], None] | None]:
-        """The room changes as ``record`` says: the Event to deliver, and
-        what to do once it is delivered."""
+    def apply(
+        self, room: ChatRoom, record: Record
+    ) -> tuple[Event | list[Event] | None, Callable[[], None] | None]:
+        """The room changes as ``record`` says: the Event (or Events) to
+        deliver, and what to do once it is delivered."""
         if isinstance(record, MemberJoined):
             return self.membership.remote_joined(room, record), None
         if isinstance(record, MemberLeft):
@@ -73,6 +85,8 @@ class Inbound:
             return self._topic(room, record), None
         if isinstance(record, AwaySet):
             return self._away(room, record), None
+        if isinstance(record, MemberRenamed):
+            return self._renamed(room, record), None
         if isinstance(record, TypingSent):
             notice = codec.TypingNotice(room.name, record.nick, record.typing)
             return Event(room.key, None, codec.encode(notice)), None
@@ -88,6 +102,34 @@ class Inbound:
             member.away = record.message
             room.refresh(member)
         return Event(room.key, None, codec.encode(codec.Status(room.name, record.nick, record.message)))
+
+    def _renamed(self, room: ChatRoom, record: MemberRenamed) -> list[Event]:
+        """A member on another node took a new nick: its stand-in's nick
+        changes (once, for all its rooms here), and the room's members who
+        are in none of its rooms before this one get RENAMED (version 1:
+        LEFT of the old nick, JOINED of the new)."""
+        member = room.members.get(record.id)
+        if member is None:
+            return []
+        if member.connection is None and member.nick != record.nick:  # a change of case too
+            member.nick, member.key = record.nick, record.key
+            for each in member.rooms.values():
+                each.refresh(member)
+        told: set[int] = set()
+        for key in record.rooms:
+            if key == room.key:
+                break
+            earlier = self.directory.rooms.get(key)
+            if earlier is not None:
+                told.update(earlier.members)
+        events = []
+        v1 = None
+        if room is self.directory.default:
+            events.append(Event(room.key, v1_left(record.id, record.old, record.nick), None))
+            v1 = codec.encode(codec.Joined(record.id, record.nick))
+        renamed = codec.encode(codec.Renamed(record.old, record.nick))
+        events.append(Event(room.key, v1, renamed, skip=frozenset(told) or None))
+        return events
 
     def _topic(self, room: ChatRoom, record: TopicSet) -> Event:
         room.topic = Topic(record.text, record.by, record.ts) if record.text else None

@@ -49,6 +49,8 @@ log = Logger()
 
 #: Pages read at most for one version 1 HISTORY whose pages hold only deleted messages.
 V1_READS = 10
+#: The action of a notice (SAY with ``notice``): a message not to be answered.
+NOTICE = {"op": codec.NOTICE}
 
 
 class Messages:
@@ -91,6 +93,7 @@ class Messages:
         ref: str | None,
         room: str | None = None,
         reply: int | None = None,
+        notice: bool | None = None,
     ) -> None:
         session = logged_in(connection)
         # version 1 is always in the default room: no lookup for it
@@ -99,7 +102,10 @@ class Messages:
         )
         validate_text(text, self.limits.max_text)
         author = session.owner or author_of(None, session.id, self.registry.epoch)
-        draft = Draft(self.clock.seconds(), session.nick, text, target.key, None, author, reply)
+        # A notice (IRC's NOTICE) is a message that says so in its action, so
+        # that it travels, is kept and is shown as every record is.
+        action = NOTICE if notice and session.version >= 2 else None
+        draft = Draft(self.clock.seconds(), session.nick, text, target.key, action, author, reply)
         self.broadcast.message(draft, target.name, connection, ref)
         if session.typing:  # saying something is having stopped typing
             stopped(session, target.key)
@@ -172,17 +178,18 @@ class Messages:
         target = self.registry.find(packet.to)
         if target is None:
             return self._whisper_elsewhere(connection, session, packet)
-        private = codec.Private(self.clock.seconds(), session.nick, target.nick, packet.text)
+        notice = packet.notice or None
+        private = codec.Private(self.clock.seconds(), session.nick, target.nick, packet.text, None, notice)
         found = target
 
         def send() -> None:
             # every device of both, the sender's own copy with its ref
             for device in {**found.devices, **session.devices}:
                 if device.session is not None and device is not connection:
-                    device.send(private)
+                    device.send(for_version(private, device.session.version))
             if connection.session is session:
                 connection.send(
-                    codec.Private(private.ts, private.sender, private.to, private.text, packet.ref)
+                    codec.Private(private.ts, private.sender, private.to, private.text, packet.ref, notice)
                 )
             self.drop_slow_consumers()
 
@@ -194,16 +201,17 @@ class Messages:
     ) -> Deferred[None]:
         """To whoever has the nick on another node, through that node's
         inbox; the sender's copy once the store has taken it."""
-        private = codec.Private(self.clock.seconds(), session.nick, packet.to, packet.text)
+        notice = packet.notice or None
+        private = codec.Private(self.clock.seconds(), session.nick, packet.to, packet.text, None, notice)
 
         def sent(found: bool) -> None:
             if not found:
                 raise ProtocolError(ErrorCode.NO_SUCH_NICK, f"nobody here is called {packet.to!r}")
             for device in session.devices:
                 if device is not connection:
-                    device.send(private)
+                    device.send(for_version(private, session.version))
             if connection.session is session:
-                own = codec.Private(private.ts, private.sender, private.to, private.text, packet.ref)
+                own = codec.Private(private.ts, private.sender, private.to, private.text, packet.ref, notice)
                 connection.send(own)
 
         return self.peers.whisper(nick_key(normalise_nick(packet.to)), private).addCallback(sent)
@@ -213,9 +221,9 @@ class Messages:
         target = self.registry.find(private.to)
         if target is None:
             return  # gone meanwhile
-        private = codec.Private(private.ts, private.sender, target.nick, private.text)
+        private = codec.Private(private.ts, private.sender, target.nick, private.text, None, private.notice)
         for device in target.devices:
-            device.send(private)
+            device.send(for_version(private, target.version))
 
     def history(self, connection: Connection, request: codec.HistoryRequest) -> Deferred[codec.HistoryPage]:
         """A HISTORY page of one of the session's rooms, after everything
@@ -290,7 +298,14 @@ def as_version_1(messages: list[Message]) -> list[Message]:
     """A page as version 1 sees it (docs/protocol.md 19.10): deleted
     messages left out, the others' text alone."""
     return [
-        m if m.plain else Message(m.seq, m.ts, m.sender, m.text, None, m.action)
+        m if m.plain else Message(m.seq, m.ts, m.sender, m.text, None, codec.v1_action(m.action))
         for m in messages
         if not m.deleted
     ]
+
+
+def for_version(private: codec.Private, version: int) -> codec.Private:
+    """A PRIVATE as a session of ``version`` gets it: version 1 has no ``notice``."""
+    if private.notice is None or version >= 2:
+        return private
+    return codec.Private(private.ts, private.sender, private.to, private.text, private.ref)

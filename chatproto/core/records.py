@@ -137,10 +137,58 @@ class TypingSent:
         return cls(room, data["nick"], bool(data["typing"]))
 
 
-Record = MemberJoined | MemberLeft | TopicSet | RulesSet | AwaySet | TypingSent
+@dataclass(frozen=True, slots=True)
+class MemberRenamed:
+    """A member's nick changed (NICK). ``rooms`` are the keys of every room
+    of the session, in the order the change went to them: a member of
+    several learns it in the first of them it shares."""
+
+    kind: ClassVar[str] = "n"
+    room: str
+    id: int
+    old: str
+    nick: str
+    old_key: str
+    key: str
+    rooms: tuple[str, ...]
+
+    def entry(self, node: str) -> dict[str, Any]:
+        data = {
+            "id": self.id,
+            "old": self.old,
+            "nick": self.nick,
+            "old_key": escape(self.old_key),
+            "key": escape(self.key),
+            "rooms": [escape(room) for room in self.rooms],
+        }
+        return {
+            "t": "n",
+            "id": str(self.id),
+            "key": escape(self.key),
+            "old": escape(self.old_key),
+            "nick": self.nick,
+            "d": codec.dumps(data),
+        }
+
+    @classmethod
+    def decode(cls, room: str, data: dict[str, Any]) -> MemberRenamed:
+        rooms = tuple(unescape(key) for key in data["rooms"])
+        return cls(
+            room,
+            data["id"],
+            data["old"],
+            data["nick"],
+            unescape(data["old_key"]),
+            unescape(data["key"]),
+            rooms,
+        )
+
+
+Record = MemberJoined | MemberLeft | TopicSet | RulesSet | AwaySet | TypingSent | MemberRenamed
 
 _KINDS: dict[str, Any] = {
-    cls.kind: cls for cls in (MemberJoined, MemberLeft, TopicSet, RulesSet, AwaySet, TypingSent)
+    cls.kind: cls
+    for cls in (MemberJoined, MemberLeft, TopicSet, RulesSet, AwaySet, TypingSent, MemberRenamed)
 }
 
 
@@ -214,7 +262,10 @@ class Whispered:
 
     def to_json(self) -> dict[str, Any]:
         p = self.private
-        return {"kind": self.kind, "private": {"ts": p.ts, "sender": p.sender, "to": p.to, "text": p.text}}
+        private: dict[str, Any] = {"ts": p.ts, "sender": p.sender, "to": p.to, "text": p.text}
+        if p.notice:
+            private["notice"] = True
+        return {"kind": self.kind, "private": private}
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,13 @@ class Registry:
             return session
         return self.pending.pop(connection.id, None) is not None
 
+    def rename(self, session: Session, nick: str, key: str) -> None:
+        """The session holds ``nick`` now, and its old nick is free (NICK)."""
+        if self._nicks.get(session.key) is session:
+            del self._nicks[session.key]
+        session.nick, session.key = nick, key
+        self._nicks[key] = session
+
     def find(self, nick: str) -> Session | None:
         return self._nicks.get(nick_key(nick))
 

@@ -23,6 +23,7 @@ conversation of two is a private query, of more an ``&`` channel
 from __future__ import annotations
 
 import base64
+import hmac
 import itertools
 import json
 import re
@@ -40,7 +41,7 @@ from chatproto.core.budget import REFUSAL
 from chatproto.core.connection import Session, logged_in
 from chatproto.core.hub import Hub
 from chatproto.core.rooms import RoomRules
-from chatproto.rules import nick_key
+from chatproto.rules import nick_key, normalise_nick
 from chatproto.transports.int32 import ChatFactory
 from chatproto.transports.irc_conversations import (
     CLIENTTAGDENY,
@@ -176,14 +177,15 @@ class IrcWire:
         render = _BY_WIRE.get(kind)
         if render is not None:
             body = json.loads(payload[1:])
-            if kind != PacketType.ERROR or body.get("ref") is None:
+            if (kind != PacketType.ERROR or body.get("ref") is None) and not _kick_or_invite(kind, body):
                 return render(self, body).encode("utf-8")
         elif kind not in _PERSONAL:
             if kind not in NOT_SHOWN:
                 log.warn("IRC can't show packet type 0x{kind:02X}", kind=kind)
             return b""
-        # The connection shows it: WELCOME, ROOM, STATUS..., or an ERROR
-        # answering one of its requests (a refused change, in its place).
+        # The connection shows it: WELCOME, ROOM, STATUS..., an ERROR
+        # answering one of its requests (a refused change, in its place), or
+        # a kick (the KICK comes from whoever kicked: _kick_or_invite).
         return b"\0" + len(payload).to_bytes(4, "big") + payload
 
     def message_tags(self, body: dict, batch: str | None = None) -> dict | None:
@@ -199,10 +201,10 @@ class IrcWire:
         return tags or None
 
     def privmsg(self, body: dict, target: str, batch: str | None = None) -> str:
-        """A MESSAGE or PRIVATE as PRIVMSG (NOTICE for a moderation record),
-        in as many lines as it takes."""
+        """A MESSAGE or PRIVATE as PRIVMSG (NOTICE for a notice or a
+        moderation record), in as many lines as it takes."""
         sender = user(body["from"])
-        command = "NOTICE" if body.get("action") else "PRIVMSG"
+        command = "NOTICE" if body.get("action") or body.get("notice") else "PRIVMSG"
         tags = self.message_tags(body, batch)
         text = body["text"]
         if command == "PRIVMSG" and text.startswith(ACTION_PREFIX) and len(text) > len(ACTION_PREFIX):
@@ -280,7 +282,7 @@ class IrcWire:
         message = body.get("message") or ""
         if body["reason"] == "part":
             return line(who, "PART", room, message) if message else line(who, "PART", room)
-        if body["reason"] in ("kicked", "banned", "closed"):
+        if body["reason"] in ("banned", "closed"):
             return line(self.server, "KICK", room, irc_nick(body["nick"]), message or body["reason"])
         return line(who, "QUIT", f"{body['reason']}: {message}" if message else body["reason"])
 
@@ -300,6 +302,19 @@ def target_of(room: str, source: str, author: str | None = None) -> str:
     """Where a line from ``source`` in ``room`` goes: its channel; in a
     conversation of two, the other participant (a private query)."""
     return query_target(room, source, author) if is_query(room) else channel(room)
+
+
+def _kick_or_invite(kind: int, body: dict) -> bool:
+    """What the connection renders though the wire could: a kick or ban's
+    record and the LEFT ``kicked`` after it, so that the KICK comes once,
+    from whoever kicked (IrcConnection._kicked); an invitation's record to
+    the inviter (341)."""
+    if kind == PacketType.LEFT:
+        return body["reason"] == "kicked" and not is_query(body["room"])
+    if kind != PacketType.MESSAGE or body.get("action") is None:
+        return False
+    op = body["action"]["op"]
+    return op in _KICKS or (op == "invite" and body.get("ref") is not None)
 
 
 def away_line(nick: str, away: str | None) -> str:
@@ -324,6 +339,52 @@ _REDACT_FAILS = {
 }
 
 
+def _notice(command: str) -> bool | None:
+    """SAY's and WHISPER's ``notice`` for a command: True for NOTICE."""
+    return True if command == "NOTICE" else None
+
+
+def irc_of(device: Any) -> IrcConnection | None:
+    """The IRC client a session's device is, if it is one."""
+    protocol = getattr(device, "protocol", None)
+    return protocol if isinstance(protocol, IrcConnection) else None
+
+
+def irc_client(session: Session) -> IrcConnection | None:
+    """A session's IRC client, if it has one here (the latest such device)."""
+    found = None
+    for device in session.devices:
+        found = irc_of(device) or found
+    return found
+
+
+def identity(session: Session) -> tuple[str, str]:
+    """(username, realname) as WHO and WHOIS show them: USER's for an IRC
+    session, the nick for any other."""
+    client = irc_client(session)
+    if client is not None and client.username and client.realname:
+        return client.username, client.realname
+    return irc_nick(session.nick), session.nick
+
+
+def is_oper(session: Session) -> bool:
+    """An IRC operator: one of its IRC clients gave OPER."""
+    return any(client.oper for client in map(irc_of, session.devices) if client is not None)
+
+
+def member_prefix(rules: RoomRules, session: Session) -> str:
+    """A member's highest channel prefix, as WHO and WHOIS show it: ``@``
+    for an operator."""
+    return "@" if rules.is_op(session) else ""
+
+
+def mask_pattern(mask: str) -> re.Pattern[str]:
+    """An IRC mask (``*`` any run, ``?`` one character) as a pattern for
+    IRC nicks, in ASCII case (CASEMAPPING=ascii)."""
+    pattern = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in mask)
+    return re.compile(pattern, re.DOTALL | re.IGNORECASE | re.ASCII)
+
+
 def away_of(session: Session) -> str | None:
     """A session's away message ("" for none) while away; None while present."""
     return session.away
@@ -331,6 +392,20 @@ def away_of(session: Session) -> str | None:
 
 #: Batch ids: unique on every connection, as IRCv3 batch asks.
 _BATCHES = itertools.count(1)
+
+#: Moderation records whose target, if a member, is taken out: KICK.
+_KICKS = frozenset({"kick", "ban"})
+#: Kicks remembered per connection until their LEFT comes.
+KICKS_KEPT = 32
+#: Bytes of an AUTHENTICATE line's payload; one this long means more follows (IRCv3 SASL).
+SASL_CHUNK = 400
+#: Bytes of a whole SASL payload, past which it fails (904).
+SASL_LIMIT = 8192
+#: WHO lines that cost as much as one command (a mask's answer is charged by its length).
+WHO_LINES_PER_UNIT = 10
+#: The longest username and realname WHO and WHOIS show.
+USERLEN, REALLEN = 16, 160
+_MASK_SPECIAL = re.compile(r"[*?]")
 
 #: Moderation records that IRC shows as MODE changes.
 _MODES = {"op": ("+", "o"), "deop": ("-", "o"), "ban": ("+", "b"), "unban": ("-", "b"), "mode": ("", "")}
@@ -404,6 +479,15 @@ NUMERICS = {
     ("MODE", ErrorCode.NOT_PERMITTED): "482",
     ("MODE", ErrorCode.NO_SUCH_MEMBER): "441",
     ("MODE", ErrorCode.NOT_A_MEMBER): "442",
+    ("KICK", ErrorCode.BAD_NICK): "401",
+    ("INVITE", ErrorCode.NOT_OPERATOR): "482",
+    ("INVITE", ErrorCode.NOT_PERMITTED): "482",
+    ("INVITE", ErrorCode.NOT_A_MEMBER): "442",
+    ("INVITE", ErrorCode.NO_SUCH_ROOM): "403",
+    ("INVITE", ErrorCode.BAD_NICK): "401",
+    ("KILL", ErrorCode.NO_SUCH_NICK): "401",
+    ("KILL", ErrorCode.BAD_NICK): "401",
+    ("KILL", ErrorCode.NOT_ADMIN): "481",
 }
 
 
@@ -413,13 +497,18 @@ class IrcConnection(Framing):
 
     __slots__ = (
         "_errors",
+        "_kicks",
         "_lines",
         "_opening",
+        "_sasl_data",
         "_tags",
+        "account",
         "caps",
         "irc_name",
         "negotiating",
+        "oper",
         "password",
+        "realname",
         "sasl",
         "server",
         "username",
@@ -433,7 +522,13 @@ class IrcConnection(Framing):
         self._lines = b""
         self.irc_name = "*"  # the nick this client knows itself by
         self.username: str | None = None
+        self.realname: str | None = None  # USER's, shown by WHO and WHOIS
         self.password: str | None = None
+        self.account: str | None = None  # the account SASL logged in: it decides the nick
+        self._sasl_data = ""  # an AUTHENTICATE payload coming in chunks
+        self.oper = False  # an IRC operator (OPER): KILL, WALLOPS
+        # (room, nick key) -> who kicked or banned: a kick's record, until its LEFT
+        self._kicks: dict[tuple[str, str], str] | None = None
         self.negotiating = False  # between CAP LS/REQ and CAP END
         self.sasl: str | None = None  # "PLAIN" while AUTHENTICATE is under way
         self._errors = 0  # unreadable lines in a row
@@ -558,7 +653,10 @@ class IrcConnection(Framing):
         while data:
             if data[0] == 0:
                 end = 5 + int.from_bytes(data[1:5], "big")
-                self.render(codec.decode_server(data[5:end]))
+                if data[5] in (PacketType.MESSAGE, PacketType.LEFT):
+                    self._moderated(data[5], json.loads(data[6:end]))
+                else:
+                    self.render(codec.decode_server(data[5:end]))
             else:
                 end = data.find(b"\0")
                 end = len(data) if end < 0 else end
@@ -572,7 +670,7 @@ class IrcConnection(Framing):
         if render is not None:
             render(self, packet)
         elif packet.TYPE in _BY_WIRE:
-            self.connection.outbox.write(self.connection.wire.frame(codec.encode(packet)))
+            self.deliver_to(self.connection.wire.frame(codec.encode(packet)))
 
     def last_words(self, final: bytes | None, why: str) -> bytes | None:
         if why == "quit":
@@ -620,17 +718,45 @@ class IrcConnection(Framing):
             self._numeric("431", "No nickname given")
             return
         if self.connection.state == CONNECTED:
-            self._numeric("400", "NICK", "Nick changes are not supported here: reconnect with the new nick")
+            self._rename(params[0])
             return
-        self.irc_name = params[0]
+        self._registration_nick(params[0])
+
+    def _registration_nick(self, nick: str) -> None:
+        """NICK before registration: a nick that can't be ours is ``432`` at
+        once (``*`` too, which would otherwise look like no nick yet); after
+        SASL the account decides the nick, and NICK changes nothing."""
+        try:
+            normalise_nick(our_nick(nick))
+        except ProtocolError:
+            self._numeric("432", nick, "Erroneous nickname")
+            return
+        if self.account is None:
+            self.irc_name = nick
         self._try_login()
+
+    def _rename(self, wanted: str) -> None:
+        """NICK after registration: our NICK packet (docs/protocol.md 17.4).
+        Its own nick again (case and all) is ignored, as IRC servers do;
+        RENAMED comes back as ``:old!old@chat NICK new``."""
+        if wanted == self.irc_name:
+            return
+        try:
+            nick = our_nick(wanted)
+        except ProtocolError:
+            self._numeric("432", wanted, "Erroneous nickname")
+            return
+        self._packet(codec.Nick(nick, ref=f"NICK {wanted}"))
 
     def do_user(self, params: list[str]) -> None:
         self._charge()
-        if len(params) < 4:
+        if len(params) < 4 or not params[0] or not params[3]:
             self._numeric("461", "USER", "Not enough parameters")
             return
-        self.username = params[0]
+        if self.username is not None:
+            self._numeric("462", "You may not reregister")
+            return
+        self.username, self.realname = params[0][:USERLEN], params[3][:REALLEN]
         self._try_login()
 
     def do_authenticate(self, params: list[str]) -> None:
@@ -646,16 +772,41 @@ class IrcConnection(Framing):
             self.sasl = "PLAIN"
             self.write_line(None, "AUTHENTICATE", "+")
             return
-        self.sasl = None
-        if params[0] == "*":
-            self._numeric("906", "SASL authentication aborted")
+        payload = self._sasl_chunk(params[0])
+        if payload is None:
             return
         try:
-            _authz, account, secret = base64.b64decode(params[0], validate=True).decode("utf-8").split("\0")
+            _authz, account, secret = base64.b64decode(payload, validate=True).decode("utf-8").split("\0")
         except (ValueError, UnicodeDecodeError):
             self._numeric("904", "SASL authentication failed")
             return
         self._check_account(account, secret)
+
+    def _sasl_chunk(self, chunk: str) -> str | None:
+        """The whole payload once its last chunk has come (IRCv3 SASL: a
+        chunk of exactly 400 bytes means more follows, ``+`` ends one that
+        is an exact multiple); None meanwhile, and after a failure."""
+        if chunk == "*":
+            self._sasl_reset()
+            self._numeric("906", "SASL authentication aborted")
+            return None
+        if len(chunk) > SASL_CHUNK:
+            self._sasl_reset()
+            self._numeric("905", "SASL message too long")
+            return None
+        data = self._sasl_data + ("" if chunk == "+" else chunk)
+        if len(data) > SASL_LIMIT:
+            self._sasl_reset()
+            self._numeric("904", "SASL authentication failed: the message is too long")
+            return None
+        if len(chunk) == SASL_CHUNK:
+            self._sasl_data = data
+            return None
+        self._sasl_reset()
+        return data
+
+    def _sasl_reset(self) -> None:
+        self.sasl, self._sasl_data = None, ""
 
     def _check_account(self, account: str, secret: str) -> None:
         """SASL's answer needs the password checked now, before CAP END."""
@@ -669,7 +820,7 @@ class IrcConnection(Framing):
         self.connection.checking_password(d)
 
     def _sasl_ok(self, record, account: str, secret: str) -> None:
-        self.irc_name, self.password = account, secret
+        self.irc_name, self.password, self.account = account, secret, account
         self._numeric("900", user(record.nick), record.nick, f"You are now logged in as {record.nick}")
         self._numeric("903", "SASL authentication successful")
 
@@ -694,7 +845,10 @@ class IrcConnection(Framing):
 
     def do_ping(self, params: list[str]) -> None:
         self._charge()
-        self.write_line(self.server, "PONG", self.server, params[-1] if params else "")
+        if not params or not params[-1]:
+            self._numeric("409", "No origin specified")
+            return
+        self.write_line(self.server, "PONG", self.server, params[-1])
 
     def do_pong(self, params: list[str]) -> None:
         self._packet(codec.Pong(params[-1] if params else None))
@@ -749,8 +903,10 @@ class IrcConnection(Framing):
     def do_privmsg(self, params: list[str], command: str = "PRIVMSG") -> None:
         if len(params) < 2 or not params[1]:
             self._charge()
-            if command == "PRIVMSG":
-                self._numeric("412" if len(params) == 1 else "411", "No text to send")
+            if command == "PRIVMSG" and params and params[0]:
+                self._numeric("412", "No text to send")
+            elif command == "PRIVMSG":
+                self._numeric("411", f"No recipient given ({command})")
             return
         text = params[1]
         if text.startswith("\x01"):
@@ -762,7 +918,7 @@ class IrcConnection(Framing):
         for target in params[0].split(","):
             ref = f"{command} {target}"
             if target[:1] in "#&":
-                self._packet(codec.Say(text, ref, self._room_name(target), reply))
+                self._packet(codec.Say(text, ref, self._room_name(target), reply, _notice(command)))
             else:
                 self._to_nick(command, target, text, reply)
 
@@ -786,7 +942,7 @@ class IrcConnection(Framing):
         if session.account and key != session.key and (other is None or other.account):
             room = self._conversation(nick)
             if room is not None:
-                self._packet(codec.Say(text, ref, room, reply))
+                self._packet(codec.Say(text, ref, room, reply, _notice(command)))
                 return
             waiting = self._opening.get(key)
             if waiting is None:
@@ -800,7 +956,7 @@ class IrcConnection(Framing):
                 if command == "PRIVMSG":
                     self._numeric("404", target, "Still opening the conversation: try again")
             return
-        self._packet(codec.Whisper(nick, text, ref))
+        self._packet(codec.Whisper(nick, text, ref, _notice(command)))
 
     def _opened(self, room: str) -> None:
         """A conversation of two came (OPEN's answer, or the other opened
@@ -811,7 +967,7 @@ class IrcConnection(Framing):
                 continue
             target, texts = self._opening.pop(nick_key(name), (None, []))
             for command, text, reply in texts:
-                self._packet(codec.Say(text, f"{command} {target}", room, reply))
+                self._packet(codec.Say(text, f"{command} {target}", room, reply, _notice(command)))
 
     def _not_opened(self, target: str, error: codec.Error) -> None:
         """OPEN refused: a nick that is no account gets its WHISPERs; any
@@ -823,7 +979,7 @@ class IrcConnection(Framing):
         _, texts = self._opening.pop(key, (target, []))
         if error.code in (ErrorCode.NO_SUCH_ACCOUNT, ErrorCode.NOT_REGISTERED, ErrorCode.BAD_NICK):
             for command, text, _reply in texts:
-                self._packet(codec.Whisper(our_nick(target), text, f"{command} {target}"))
+                self._packet(codec.Whisper(our_nick(target), text, f"{command} {target}", _notice(command)))
         elif any(command == "PRIVMSG" for command, _, _ in texts):
             self._numeric("404", target, f"{error.message} ({error.code})")
 
@@ -897,22 +1053,45 @@ class IrcConnection(Framing):
                 self._numeric("366", name, "End of /NAMES list")
 
     def do_who(self, params: list[str]) -> None:
-        self._charge()
+        """WHO #chan: its members; WHO nick: that nick; WHO mask (``*``,
+        ``coolni*``): the nicks it matches among those sharing a channel
+        with the asker, and the asker (everyone is +i here). Charged by the
+        length of the answer."""
         mask = params[0] if params else "*"
         room = None
-        if mask.startswith("#"):
+        sessions: list[Session] = []
+        if mask[:1] in "#&":
             room = self._room(mask, quiet=True)
             sessions = list(room.members.values()) if room is not None else []
+        elif _MASK_SPECIAL.search(mask):
+            sessions = self._visible(mask)
         else:
             session = self._session(mask)
             sessions = [session] if session is not None else []
+        self._charge(1 + len(sessions) / WHO_LINES_PER_UNIT)
+        where = channel(room.name) if room is not None else "*"
         for session in sessions:
             irc = irc_nick(session.nick)
-            flags = "H" if away_of(session) is None else "G"
-            if room is not None and room.rules.is_op(session):
-                flags += "@"  # as NAMES shows it
-            self._numeric("352", mask, irc, HOST, self.server, irc, flags, f"0 {session.nick}")
+            username, realname = identity(session)
+            flags = ("H" if away_of(session) is None else "G") + ("*" if is_oper(session) else "")
+            if room is not None:
+                flags += member_prefix(room.rules, session)
+            self._numeric("352", where, username, HOST, self.server, irc, flags, f"0 {realname}")
         self._numeric("315", mask, "End of /WHO list")
+
+    def _visible(self, mask: str) -> list[Session]:
+        """The sessions a WHO mask matches: the asker's, and those sharing a
+        channel with it (never a conversation's)."""
+        me = logged_in(self.connection)
+        pattern = mask_pattern(mask)
+        found: dict[int, Session] = {}
+        for room in [None, *me.rooms.values()]:
+            if room is not None and participants(room.name) is not None:
+                continue
+            for session in [me] if room is None else room.members.values():
+                if session.id not in found and pattern.fullmatch(irc_nick(session.nick)):
+                    found[session.id] = session
+        return list(found.values())
 
     def do_whois(self, params: list[str]) -> None:
         self._charge()
@@ -925,22 +1104,30 @@ class IrcConnection(Framing):
             self._numeric("401", target, "No such nick")
         else:
             irc = irc_nick(session.nick)
-            self._numeric("311", irc, irc, HOST, "*", session.nick)
+            username, realname = identity(session)
+            self._numeric("311", irc, username, HOST, "*", realname)
             if away_of(session) is not None:
                 self._numeric("301", irc, away_of(session) or "Away")
             # Conversations are nobody else's business: channels only.
             rooms = " ".join(
-                channel(room.name) for room in session.rooms.values() if participants(room.name) is None
+                member_prefix(room.rules, session) + channel(room.name)
+                for room in session.rooms.values()
+                if participants(room.name) is None
             )
             if rooms:
                 self._numeric("319", irc, rooms)
             self._numeric("312", irc, self.server, "chatproto")
+            if is_oper(session):
+                self._numeric("313", irc, "is an IRC operator")
             if session.account:
                 self._numeric("330", irc, irc, "is logged in as")
         self._numeric("318", target, "End of /WHOIS list")
 
     def do_list(self, params: list[str]) -> None:
-        self._packet(codec.ListRooms(ref="LIST"))
+        """LIST, or LIST #a,#b: the core's list (which leaves out what the
+        asker may not see), of those channels only."""
+        wanted = params[0] if params and params[0][:1] in "#&" else ""
+        self._packet(codec.ListRooms(ref=f"LIST {wanted}".rstrip()))
 
     def do_mode(self, params: list[str]) -> None:
         self._charge()
@@ -952,7 +1139,7 @@ class IrcConnection(Framing):
             if nick_key(target) != nick_key(self.irc_name):
                 self._numeric("502", "Can't change mode for other users")
             elif len(params) == 1:
-                self._numeric("221", "+i")
+                self._numeric("221", "+io" if self.oper else "+i")
             elif set(params[1]) <= set("+-i"):
                 # Everyone is +i here already; clients wait for this answer.
                 self.write_line(user(logged_in(self.connection).nick), "MODE", self.irc_name, params[1])
@@ -1038,7 +1225,34 @@ class IrcConnection(Framing):
             return
         reason = params[2] if len(params) > 2 else None
         room = room_of(params[0])
-        self._packet(codec.Moderate(room, "kick", our_nick(params[1]), reason, ref=f"KICK {params[0]}"))
+        ref = f"KICK {params[0]} {params[1]}"
+        self._packet(codec.Moderate(room, "kick", our_nick(params[1]), reason or None, ref=ref))
+
+    def do_invite(self, params: list[str]) -> None:
+        """INVITE nick #chan: MODERATE invite (only an operator may invite,
+        invite-only or not). The gateway answers what IRC checks before:
+        ``401`` (nobody here has the nick), ``403``, ``442`` (you are not
+        in it), ``443`` (they are); then the core's refusals (``482``)."""
+        if len(params) < 2:
+            self._charge()
+            self._numeric("461", "INVITE", "Not enough parameters")
+            return
+        target, name = params[0], params[1]
+        other = self._session(target)
+        room = self._room(name, quiet=True) if other is not None else None
+        me = logged_in(self.connection)
+        if other is None:
+            self._numeric("401", target, "No such nick/channel")
+        elif room is None:
+            self._numeric("403", name, "No such channel")
+        elif me.id not in room.members:
+            self._numeric("442", name, "You're not on that channel")
+        elif other.id in room.members:
+            self._numeric("443", irc_nick(other.nick), name, "is already on channel")
+        else:
+            self._packet(codec.Moderate(room.name, "invite", other.nick, ref=f"INVITE {name} {target}"))
+            return
+        self._charge()
 
     def do_away(self, params: list[str]) -> None:
         """AWAY :message is AWAY away; a bare AWAY sets the session back.
@@ -1049,10 +1263,75 @@ class IrcConnection(Framing):
         else:
             self._packet(codec.Away(False, ref="AWAY"))
 
+    def do_oper(self, params: list[str]) -> None:
+        """OPER name password: a server admin (WELCOME ``admin``, logged in
+        with its password by SASL or PASS) becomes an IRC operator when it
+        names its own account and gives the password it logged in with
+        (spaced, as PASS: ``OPER name a b`` is ``a b``):
+        ``381`` and user mode ``+o``. Anyone else ``491``; a wrong password
+        ``464``."""
+        self._charge()
+        if len(params) < 2:
+            self._numeric("461", "OPER", "Not enough parameters")
+            return
+        session = logged_in(self.connection)
+        try:
+            mine = nick_key(our_nick(params[0])) == session.key
+        except ProtocolError:
+            mine = False
+        if not (mine and session.admin and self.password is not None):
+            self._numeric("491", "No O-lines for your host")
+        elif not hmac.compare_digest(" ".join(params[1:]).encode("utf-8"), self.password.encode("utf-8")):
+            self._numeric("464", "Password incorrect")
+        elif not self.oper:
+            self.oper = True
+            self._numeric("381", "You are now an IRC operator")
+            self.write_line(user(session.nick), "MODE", self.irc_name, "+o")
+
+    def do_kill(self, params: list[str]) -> None:
+        """KILL nick :reason from an IRC operator: ADMIN kick."""
+        if not self.oper:
+            self._charge()
+            self._numeric("481", "Permission Denied- You're not an IRC operator")
+            return
+        if not params:
+            self._charge()
+            self._numeric("461", "KILL", "Not enough parameters")
+            return
+        reason = params[1] if len(params) > 1 and params[1] else None
+        try:
+            target = our_nick(params[0])
+        except ProtocolError:
+            self._charge()
+            self._numeric("401", params[0], "No such nick/channel")
+            return
+        self._packet(codec.AdminRequest("kick", target=target, reason=reason, ref=f"KILL {params[0]}"))
+
+    def do_wallops(self, params: list[str]) -> None:
+        """WALLOPS :text from an IRC operator, to every IRC operator on this
+        server (on this node of a cluster)."""
+        self._charge()
+        if not self.oper:
+            self._numeric("481", "Permission Denied- You're not an IRC operator")
+            return
+        if not params or not params[-1]:
+            self._numeric("461", "WALLOPS", "Not enough parameters")
+            return
+        me = logged_in(self.connection)
+        data = line(user(me.nick), "WALLOPS", params[-1]).encode("utf-8")
+        for session in self.connection.hub.sessions:
+            for device in session.devices:
+                other = irc_of(device)
+                if other is not None and other.oper:
+                    device.deliver(data)
+
     def do_chathistory(self, params: list[str]) -> None:
         if len(params) < 4 or params[0].upper() not in ("LATEST", "BEFORE", "AFTER"):
             self._charge()
-            self.write_line(self.server, "FAIL", "CHATHISTORY", "INVALID_PARAMS", "LATEST, BEFORE or AFTER")
+            sub = params[0].upper() if params else "*"
+            self.write_line(
+                self.server, "FAIL", "CHATHISTORY", "INVALID_PARAMS", sub, "LATEST, BEFORE or AFTER"
+            )
             return
         sub, target, reference, count = params[0].upper(), params[1], params[2], params[3]
         try:
@@ -1063,17 +1342,19 @@ class IrcConnection(Framing):
         except ValueError:
             self._charge()
             self.write_line(
-                self.server, "FAIL", "CHATHISTORY", "INVALID_PARAMS", "msgid=SEQ or *, and a count"
+                self.server, "FAIL", "CHATHISTORY", "INVALID_PARAMS", sub, "msgid=SEQ or *, and a count"
             )
             return
         # LATEST with a msgid means the newest messages after it.
         after = sub == "AFTER" or (sub == "LATEST" and seq is not None)
         before = None if after else seq
-        ref = f"CHATHISTORY {target}"
+        ref = f"CHATHISTORY {sub} {target}"
         room = self._target_room(target)
         if room is None:
             self._charge()
-            self.write_line(self.server, "FAIL", "CHATHISTORY", "INVALID_TARGET", target, "No such query")
+            self.write_line(
+                self.server, "FAIL", "CHATHISTORY", "INVALID_TARGET", sub, target, "No such query"
+            )
             return
         self._packet(codec.HistoryRequest(before, seq if after else None, limit, ref, room))
 
@@ -1126,15 +1407,17 @@ class IrcConnection(Framing):
         self.write_line(user(session.nick), "JOIN", name)
         room = self.connection.hub.room_for(state.room)
         if room is not None:
-            self._topic_numerics(room)
+            self._topic_numerics(room, asked=False)
             self._names(room)
 
-    def _topic_numerics(self, room) -> None:
+    def _topic_numerics(self, room, asked: bool = True) -> None:
+        """``332`` and ``333``; no topic is ``331`` to TOPIC, and nothing on
+        joining (RFC 2812, as servers do)."""
         name = channel(room.name)
         if room.topic_text:
             self._numeric("332", name, room.topic_text)
             self._numeric("333", name, irc_nick(room.topic.by), str(int(room.topic.ts)))
-        else:
+        elif asked:
             self._numeric("331", name, "No topic is set")
 
     def _names(self, room) -> None:
@@ -1155,9 +1438,20 @@ class IrcConnection(Framing):
         if command == "REDACT":
             self._redact_failed(target, error)
             return
+        if command == "NICK":
+            self._nick_refused(target, error)
+            return
         number = NUMERICS.get((command, error.code))
         if command == "CHATHISTORY":
-            self.write_line(self.server, "FAIL", "CHATHISTORY", "INVALID_TARGET", target, error.message)
+            sub, _, target = target.partition(" ")
+            self.write_line(self.server, "FAIL", "CHATHISTORY", "INVALID_TARGET", sub, target, error.message)
+        elif command in ("KICK", "INVITE") and number is not None:
+            self._refused_on(command, number, target, error)
+        elif command == "KILL" and number == "481":
+            self.oper = False  # no admin any more (its account was deleted): no operator either
+            self._numeric("481", "Permission Denied- You're not an IRC operator")
+        elif command == "KILL" and number == "401":
+            self._numeric("401", target, "No such nick/channel")
         elif number == "433":
             self._numeric(number, self.irc_name, f"{error.message}: use SASL or PASS for it")
         elif number is not None and command == "LOGIN":
@@ -1166,6 +1460,71 @@ class IrcConnection(Framing):
             self._numeric(number, target, error.message)
         else:
             self._notice(f"{error.message} ({error.code})")
+
+    def _refused_on(self, command: str, number: str, target: str, error: codec.Error) -> None:
+        """KICK and INVITE refused: their numerics name the channel and the
+        nick as IRC has them (``441 me nick #chan``); a nick nobody has is
+        ``401``."""
+        name, _, nick = target.partition(" ")
+        if number == "441" and self._session(nick) is None:
+            number = "401"
+        if number == "401":
+            self._numeric("401", nick, "No such nick/channel")
+        elif number == "441":
+            self._numeric("441", nick, name, "They aren't on that channel")
+        else:
+            self._numeric(number, name, error.message)
+
+    def _nick_refused(self, wanted: str, error: codec.Error) -> None:
+        """A refused NICK after registration, as IRC servers answer it:
+        432 bad_nick and a server ban, 433 nick_taken and nick_registered,
+        435 a ban in one of our channels, 438 rate_limited, and for an
+        account (whose nick is its name) FAIL NICK (17.4)."""
+        code = error.code
+        if code == ErrorCode.BAD_NICK:
+            self._numeric("432", wanted, "Erroneous nickname")
+        elif code in (ErrorCode.NICK_TAKEN, ErrorCode.NICK_REGISTERED):
+            self._numeric("433", wanted, f"Nickname is already in use: {error.message}")
+        elif code == ErrorCode.BANNED:
+            banned_in = self._banned_in(wanted)
+            if banned_in is None:
+                self._numeric("432", wanted, f"Erroneous nickname: {error.message}")
+            else:
+                self._numeric("435", wanted, banned_in, "Cannot change nickname while banned on channel")
+        elif code == ErrorCode.RATE_LIMITED:
+            self._numeric("438", wanted, "Nick change too fast. Please wait")
+        elif code == ErrorCode.NOT_PERMITTED:
+            self.write_line(self.server, "FAIL", "NICK", "ACCOUNT_NICK", wanted, error.message)
+        else:
+            self._notice(f"{error.message} ({error.code})")
+
+    def _banned_in(self, wanted: str) -> str | None:
+        """The first of our channels whose bans name ``wanted``, if any."""
+        session = self.connection.session
+        try:
+            key = nick_key(our_nick(wanted))
+        except ProtocolError:
+            return None
+        if session is None:
+            return None
+        now = self.connection.hub.clock.seconds()
+        for room in session.rooms.values():
+            ban = room.rules.bans.get(key)
+            if ban is not None and ban.active(now):
+                return channel(room.name)
+        return None
+
+    def _renamed(self, renamed: codec.Renamed) -> None:
+        """RENAMED as ``:old!old@chat NICK new``, once (it comes once per
+        session); our own, to us too, and we are known by the new nick."""
+        try:
+            ours = nick_key(our_nick(self.irc_name)) == nick_key(renamed.old)
+        except ProtocolError:
+            ours = False
+        if ours:
+            self.irc_name = irc_nick(renamed.nick)
+        if renamed.old != renamed.nick:
+            self.write_line(user(renamed.old), "NICK", irc_nick(renamed.nick))
 
     def _redact_failed(self, target: str, error: codec.Error) -> None:
         where, _, msgid = target.partition(" ")
@@ -1232,16 +1591,22 @@ class IrcConnection(Framing):
             self.write_line(self.server, "BATCH", "-" + batch)
 
     def _rooms(self, rooms: codec.RoomList) -> None:
+        _, _, asked = (rooms.ref or "").partition(" ")
+        wanted = {nick_key(name) for name in asked.split(",")} if asked else None
         self._numeric("321", "Channel", "Users  Name")
         for info in rooms.rooms:
-            self._numeric("322", channel(info.room), str(info.members), info.topic)
+            name = channel(info.room)
+            if wanted is None or nick_key(name) in wanted:
+                self._numeric("322", name, str(info.members), info.topic)
         self._numeric("323", "End of /LIST")
 
     def _private(self, private: codec.Private) -> None:
+        """PRIVATE as PRIVMSG (NOTICE for a notice); the sender's copy only
+        with echo-message, but for one to oneself, which is its only copy."""
         wire = self.irc_wire
-        if private.ref is not None and not wire.echo:
+        if private.ref is not None and not wire.echo and nick_key(private.to) != nick_key(private.sender):
             return
-        body = {"from": private.sender, "text": private.text, "ts": private.ts}
+        body = {"from": private.sender, "text": private.text, "ts": private.ts, "notice": private.notice}
         self.connection.outbox.write(wire.privmsg(body, irc_nick(private.to)).encode("utf-8"))
 
     def _server_ping(self, ping: codec.ServerPing) -> None:
@@ -1249,6 +1614,39 @@ class IrcConnection(Framing):
 
     def _invited(self, invited: codec.Invited) -> None:
         self.write_line(user(invited.by), "INVITE", self.irc_name, channel(invited.room))
+
+    def _moderated(self, kind: int, body: dict) -> None:
+        """What the wire leaves to the connection (_kick_or_invite): a kick
+        is shown once, as ``:kicker KICK #chan nick :reason`` when its LEFT
+        comes; a LEFT ``kicked`` with no record before it (kicked off the
+        server, or cut) is a QUIT; the inviter's own record is ``341``."""
+        wire = self.irc_wire
+        if kind == PacketType.LEFT:
+            self.connection.outbox.write(self._kicked(body).encode("utf-8"))
+            return
+        action, room = body["action"], body["room"]
+        key = (room, nick_key(action.get("target", "")))
+        if action["op"] == "invite":
+            self._numeric("341", irc_nick(action["target"]), channel(room))
+            if wire.echo:
+                self.connection.outbox.write(wire.privmsg(body, channel(room)).encode("utf-8"))
+            return
+        kicks = self._kicks if self._kicks is not None else {}
+        self._kicks = kicks
+        kicks.pop(key, None)
+        kicks[key] = body["from"]
+        while len(kicks) > KICKS_KEPT:
+            del kicks[next(iter(kicks))]
+        if action["op"] == "ban":
+            self.connection.outbox.write(wire.message(body).encode("utf-8"))
+
+    def _kicked(self, body: dict) -> str:
+        room, nick = body["room"], body["nick"]
+        kicker = self._kicks.pop((room, nick_key(nick)), None) if self._kicks else None
+        message = body.get("message")
+        if kicker is None:
+            return line(user(nick), "QUIT", f"kicked: {message}" if message else "kicked")
+        return line(user(kicker), "KICK", channel(room), irc_nick(nick), message or irc_nick(kicker))
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -1324,6 +1722,10 @@ _COMMANDS: dict[str, Callable] = {
     "LIST": IrcConnection.do_list,
     "MODE": IrcConnection.do_mode,
     "KICK": IrcConnection.do_kick,
+    "INVITE": IrcConnection.do_invite,
+    "OPER": IrcConnection.do_oper,
+    "KILL": IrcConnection.do_kill,
+    "WALLOPS": IrcConnection.do_wallops,
     "AWAY": IrcConnection.do_away,
     "TAGMSG": IrcConnection.do_tagmsg,
     "REDACT": IrcConnection.do_redact,
@@ -1343,6 +1745,7 @@ _BY_CONNECTION: dict[type[Any], Callable[[IrcConnection, Any], None]] = {
     codec.Done: IrcConnection._done,
     codec.Status: IrcConnection._status,
     codec.TypingNotice: IrcConnection._typing,
+    codec.Renamed: IrcConnection._renamed,
     codec.Error: IrcConnection._error,  # what send() says; a fatal ERROR is the wire's
 }
 

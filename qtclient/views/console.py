@@ -140,9 +140,21 @@ class ServerConsole(QWidget):
             )
         elif event.kind == "left":
             self._drop(self.connected, event.id)
+        elif event.kind == "renamed":
+            self._renamed(event.id, event.nick or "")
         elif event.room is not None:  # room_joined, room_left, topic, room_gone
             self._show_room(event.room)
         self._relabel()
+
+    def _renamed(self, id: int, nick: str) -> None:
+        """A guest took another nick: its row, and its rooms' members."""
+        item = self._rows[self.connected].get(id)
+        if item is not None:
+            item.setText(0, nick)
+        hub = self.server.hub
+        session = hub.registry.sessions.get(id) if hub is not None else None
+        for room in list(session.rooms.values()) if session is not None else ():
+            self._show_room(room.name)
 
     def _show_room(self, name: str) -> None:
         """One room's row and its members, as the hub has them now."""

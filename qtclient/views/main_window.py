@@ -26,7 +26,7 @@ from PyQt6.QtWidgets import (
 
 from chatproto import codec
 from chatproto.limits import DEFAULTS
-from chatproto.rules import DEFAULT_ROOM, room_key
+from chatproto.rules import DEFAULT_ROOM, nick_key, room_key
 from qtclient import session as states
 from qtclient.models import (
     ACTION_PREFIX,
@@ -55,7 +55,7 @@ _LEAVE_WORDS = {
 
 COMMANDS = (
     "/join ROOM, /part [reason], /topic TEXT, /list, /msg NICK text, /me action, /away [message], /back, "
-    "/quit; operators: "
+    "/nick NEWNICK, /quit; operators: "
     "/kick NICK [reason], /ban NICK [reason], /unban NICK, /op NICK, /deop NICK, /invite NICK, /bans"
 )
 #: The room tree's width in a window wide enough for it, pixels.
@@ -101,7 +101,7 @@ class ChatInput(QPlainTextEdit):
         super().__init__(parent)
         self.setPlaceholderText(
             "Message (Enter sends, Shift+Enter for a new line, Up edits your last; "
-            "/join, /part, /topic, /list, /msg, /me, /away, /back)"
+            "/join, /part, /topic, /list, /msg, /me, /away, /back, /nick)"
         )
         self.setMaximumHeight(self.fontMetrics().lineSpacing() * 4 + 12)
         self.setTabChangesFocus(True)
@@ -197,6 +197,7 @@ class MainWindow(QMainWindow):
         self.emoji_picker = None
         self.confirm_box = None
         self.away_dialog = None
+        self.nick_dialog = None
         self._build()
         self._wire()
         self._show_state(states.DISCONNECTED, "")
@@ -276,6 +277,9 @@ class MainWindow(QMainWindow):
         self.back_action = QAction("I'm &back", self)
         self.back_action.setEnabled(False)
         chat.addActions([self.away_action, self.back_action])
+        self.nick_action = QAction("Change &nick…", self)
+        self.nick_action.setEnabled(False)
+        chat.addAction(self.nick_action)
         chat.addSeparator()
         chat.addAction(quit_action)
         room = self.menuBar().addMenu("&Room")
@@ -357,6 +361,9 @@ class MainWindow(QMainWindow):
         s.statusChanged.connect(self._status_changed)
         s.requestDone.connect(self._away_done)
         self.away_action.triggered.connect(self.ask_away)
+        self.nick_action.triggered.connect(self.ask_nick)
+        s.requestDone.connect(self._account_done)
+        s.nickChanged.connect(self._renamed)
         self.back_action.triggered.connect(lambda: self.session.set_back())
 
     # -- rooms ---------------------------------------------------------------------------
@@ -469,6 +476,10 @@ class MainWindow(QMainWindow):
                 if self.session.set_back():
                     self.input.clear()
                 return
+            if command == "nick":
+                if self.change_nick(rest.strip()):
+                    self.input.clear()
+                return
             if self._room_command(command, rest.strip()):
                 self.input.clear()
             return
@@ -559,6 +570,7 @@ class MainWindow(QMainWindow):
         offline = state in (states.DISCONNECTED, states.GIVEN_UP)
         logged_in = state in (states.CONNECTED, states.CATCHING_UP)
         self.join_action.setEnabled(logged_in)  # a join asked offline would never be made
+        self.nick_action.setEnabled(logged_in and not self.session.machine.account)
         self.part_action.setEnabled(logged_in)
         if state in (states.DISCONNECTED, states.GIVEN_UP, states.RECONNECTING):
             self.peers.clear_members()  # nobody is known to be there until the rooms come back
@@ -1113,6 +1125,51 @@ class MainWindow(QMainWindow):
 
     def _status_changed(self, status: codec.Status) -> None:
         self.peers.set_away(status.room, status.nick, status.away)
+
+    def change_nick(self, nick: str) -> bool:
+        """/nick NEWNICK (a guest's); False, with a word why, if it can't go."""
+        if not nick or " " in nick:
+            self.transcript.add_system("usage: /nick NEWNICK")
+            return False
+        if self.session.machine.account:
+            self.transcript.add_system("an account's nick is its name: log in as another account instead")
+            return False
+        return self.session.change_nick(nick)
+
+    def ask_nick(self) -> None:
+        """Chat → Change nick…: a guest's new nick."""
+        from PyQt6.QtWidgets import QInputDialog
+
+        dialog = self.nick_dialog = QInputDialog(self)
+        dialog.setWindowTitle("Change nick")
+        dialog.setLabelText("New nick:")
+        dialog.setTextValue(self.session.nick or "")
+        dialog.textValueSelected.connect(lambda text: self.change_nick(text.strip()))
+        dialog.finished.connect(lambda _: self._dialog_closed("nick_dialog", dialog))
+        dialog.open()
+
+    def _account_done(self, done: codec.Done) -> None:
+        """Registered (or deleted): a guest may rename, an account may not."""
+        if done.op in ("register", "delete"):
+            self.nick_action.setEnabled(self.session.machine.logged_in and not self.session.machine.account)
+
+    def _renamed(self, renamed: codec.Renamed) -> None:
+        """RENAMED: the member's new nick everywhere it shows; ours in the
+        title, the status bar and what our messages are matched by."""
+        if renamed.old == renamed.nick:
+            return  # our own nick again: nothing changed
+        ours = renamed.ref is not None or nick_key(renamed.nick) == nick_key(self.session.nick or "")
+        rooms = self.peers.renamed(renamed.old, renamed.nick)
+        if ours:
+            self.peers.own_nick = renamed.nick
+            for transcript in self.transcripts.values():
+                transcript.own_nick = renamed.nick
+            self.setWindowTitle(f"Chat — {renamed.nick} @ {self.session.machine.server}")
+            self.state_label.setText(f"Connected to {self.session.machine.server} as {renamed.nick}")
+            self.transcript.add_system(f"you are now known as {renamed.nick}")
+            return
+        for room in rooms:
+            self._transcript_for(room).add_system(f"{renamed.old} is now known as {renamed.nick}")
 
     def ask_away(self) -> None:
         """Chat → Set away…: the message others see (optional)."""

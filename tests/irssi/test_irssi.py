@@ -188,3 +188,37 @@ def test_irssi_queries_are_direct_conversations(tmp_path, irssi_home):
         if bob is not None:
             bob.close()
         server.stop()
+
+
+def test_irssi_changes_its_nick_and_sees_others_change_theirs(tmp_path, irssi_home):
+    """NICK after registration (17.4) in a real IRC client: irssi's /nick
+    is a rename every client sees, and another's rename is irssi's NICK."""
+    server = Server(str(tmp_path / "history.sqlite3"))
+    server.start()
+    tmux = None
+    desk = None
+    try:
+        desk = TcpPeer(server.port, "desk")
+        desk.send(codec.Join("general"))
+        desk.expect(codec.RoomState)
+        tmux = Tmux(str(tmp_path), f"irssi --home={irssi_home} -c 127.0.0.1 -p {server.irc_port} -n ann")
+        tmux.until("Welcome to")
+        tmux.type("/join #general")
+        desk.expect(codec.Joined, lambda joined: joined.nick == "ann")
+        tmux.until("#general")
+        tmux.type("/nick annie")
+        renamed = desk.expect(codec.Renamed)
+        assert (renamed.old, renamed.nick) == ("ann", "annie")
+        tmux.until("You're now known as annie")
+        desk.send(codec.Nick("desk2", ref="n"))
+        desk.expect(codec.Renamed, lambda r: r.ref == "n")
+        tmux.until("desk is now known as desk2")
+        tmux.type("said as annie")
+        said = desk.expect(codec.MessagePacket, lambda m: m.text == "said as annie")
+        assert said.sender == "annie"
+    finally:
+        if tmux is not None:
+            tmux.close()
+        if desk is not None:
+            desk.close()
+        server.stop()

@@ -16,7 +16,7 @@ const TAB_KEY = "chat.tab";
 const GROWN = 150;
 const URL_PATTERN = /\bhttps?:\/\/[^\s<>"']+/gi;
 const COMMANDS =
-  "/msg nick text, /me text, /join room, /part [reason], /list, /topic text, /away [message], /back, " +
+  "/msg nick text, /me text, /join room, /part [reason], /list, /topic text, /away [message], /back, /nick newnick, " +
   "/kick nick [reason], /ban nick [reason], /unban nick, /op nick, /deop nick, /invite nick, /quit";
 /** Messages of one author closer than this (seconds) share one header. */
 const GROUPED = 300;
@@ -237,6 +237,7 @@ class App {
     on("bans", this.onBans);
     on("sessions", this.onSessions);
     on("invited", (b) => this.onInvited(b));
+    on("renamed", this.onRenamed);
   }
 
   loginFailed(code, { retry_after: retryAfter = null, message = "" } = {}) {
@@ -763,6 +764,14 @@ class App {
     this.notice(b.message, "error");
   }
 
+  /** RENAMED: ours shows in the status line (and a reload resumes by it). */
+  onRenamed({ renamed, own }) {
+    if (!own || renamed.old === renamed.nick) return;
+    this.renderAway(); // the status line: "connected as <nick>"
+    this.saveTab();
+    this.notice(`You are now known as ${renamed.nick}.`);
+  }
+
   onDone(b) {
     const said = {
       register: `${b.target} is now registered to you.`,
@@ -1121,6 +1130,11 @@ class App {
         return true;
       case "/back":
         this.session.setAway(null);
+        return true;
+      case "/nick":
+        if (rest.length !== 1 || !arg) return this.problem("Usage: /nick newnick");
+        if (this.session.account) return this.problem("An account's nick is its name: log in as another account instead.");
+        this.session.changeNick(arg);
         return true;
       case "/me":
         if (!room || !arg) return this.problem(room ? "Usage: /me text" : "Join a room first.");

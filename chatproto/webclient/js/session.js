@@ -260,6 +260,11 @@ export class ChatSession extends EventTarget {
     return this._send(T.TYPING, { room, typing: false });
   }
 
+  /** A guest's new nick (15.11): RENAMED answers, everywhere it shows. */
+  changeNick(nick) {
+    return this._send(T.NICK, { nick, ref: "nick" });
+  }
+
   /** Away with a message ("" for none), or back with null. */
   setAway(message) {
     this.askedAway = message;
@@ -697,6 +702,23 @@ export class ChatSession extends EventTarget {
     this._emit("members", { room });
   }
 
+  /** RENAMED: a member (or we) took another nick; each room it is in shows it. */
+  _renamed(body) {
+    const old = nickKey(body.old);
+    const own = old === nickKey(this.nick ?? "");
+    if (own) this.nick = body.nick;
+    if (body.old === body.nick) return; // our own nick again: nothing changed
+    for (const room of this.rooms.values()) {
+      const member = [...room.members.values()].find((p) => nickKey(p.nick) === old);
+      if (!member) continue;
+      member.nick = body.nick;
+      this._notTyping(room, body.old);
+      this._event(room, { kind: "renamed", old: body.old, nick: body.nick });
+      this._emit("members", { room });
+    }
+    this._emit("renamed", { renamed: body, own });
+  }
+
   /** Back after an outage and nothing missing any more: say how much was fetched. */
   _caughtUp(room) {
     room.catchingUp = false;
@@ -940,6 +962,7 @@ const HANDLERS = {
   [T.CHANGED]: ChatSession.prototype._changed,
   [T.TYPING_NOTICE]: ChatSession.prototype._typingNotice,
   [T.STATUS]: ChatSession.prototype._status,
+  [T.RENAMED]: ChatSession.prototype._renamed,
   [T.SERVER_PING](body) {
     this._send(T.PONG, body.token != null ? { token: body.token } : {});
   },

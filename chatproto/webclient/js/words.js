@@ -60,6 +60,7 @@ export function leftText(nick, reason, message) {
 
 /** A session's status line event (connection lost, reconnected) in words. */
 export function statusText(entry) {
+  if (entry.kind === "renamed") return `${entry.old} is now known as ${entry.nick}`;
   if (entry.kind === "lost") return `connection lost${entry.reason ? ` (${entry.reason})` : ""}`;
   const n = entry.count;
   return `reconnected (${n} missed message${n === 1 ? "" : "s"} fetched)`;
