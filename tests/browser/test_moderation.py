@@ -286,17 +286,22 @@ def test_a_refused_key_asks_for_it_and_joins_with_it(pages):
     assert sent(ann, codec.PacketType.JOIN)[-1] == {"room": "other", "key": "secret", "ref": "join:other"}
 
 
-def test_a_notice_is_shown_apart(pages):
+def test_a_notice_is_shown_apart(pages, peers):
     ann = pages()
     ann.log_in("ann")
-    ann.js(
-        "const s = window.chatApp.session; const room = s.rooms.get('general');"
-        "s._message({room: 'general', seq: room.lastSeq + 1, ts: Date.now() / 1000, from: 'bot',"
-        " text: 'maintenance at noon', notice: true});"
-    )
-    ann.wait(lambda: ann.all("#transcript li.notice-message"), "the notice")
-    assert ann.find("#transcript li.notice-message .from").text == "-bot-"
-    assert ann.find("#transcript li.notice-message .text").text == "maintenance at noon"
+    bot = peers("bot")
+    bot.send(codec.Join("general"))
+    bot.expect(codec.RoomState)
+    bot.send(codec.Say("maintenance at noon", None, "general", notice=True))
+    bot.send(codec.Whisper("ann", "your build passed", notice=True))
+    ann.wait(lambda: len(ann.all("#transcript li.notice-message")) == 2, "both notices")
+    said, whispered = ann.all("#transcript li.notice-message")
+    assert said.find_element("css selector", ".text").text == "-bot- maintenance at noon"
+    assert whispered.find_element("css selector", ".from").text == "-bot- → you"
+    assert whispered.find_element("css selector", ".text").text == "your build passed"
+    ann.here().refresh()  # from the history (and the tab's kept whispers), still notices
+    kept = ["-bot- maintenance at noon", "your build passed"]
+    ann.wait(lambda: ann.lines("#transcript li.notice-message") == kept, "kept as notices")
 
 
 @pytest.mark.skipif(not LATER_MODES, reason="the server has no +m +k +l yet")

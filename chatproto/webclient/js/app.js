@@ -510,6 +510,7 @@ class App {
       li.append(el("time", "", time(m.ts)), " ");
       li.append(el("span", "text", m.deleted ? "message deleted" : `${m.from} ${m.text}`));
       if (this.canDelete(this.room(), m)) li.append(this.tools(m));
+      if (moderation.isNotice(m)) this.markNotice(li, m);
       return li;
     }
     li.dataset.from = m.from;
@@ -624,6 +625,7 @@ class App {
       const text = el("span", "text");
       text.append(linkify(e.text));
       li.append(text);
+      if (e.notice) this.markNotice(li, e);
       return li;
     }
     let text;
@@ -1430,11 +1432,13 @@ class App {
     this.announce(null, { from: b.by, text: `invited you to ${b.room}` });
   }
 
-  /** A NOTICE (MESSAGE with notice: true): shown apart, its author as -nick-. */
+  /** A notice (IRC's NOTICE: a record with action notice, or a whisper
+   * with notice: true): shown apart, its author as -nick-. */
   markNotice(li, m) {
     li.classList.add("notice-message");
     const from = li.querySelector(".from");
-    if (from) from.textContent = `-${m.from}-`;
+    if (from && !m.fromMe) from.textContent = from.textContent.replace(m.from, `-${m.from}-`);
+    else if (!from && !m.deleted) li.querySelector(".text").textContent = `-${m.from}- ${m.text}`;
     li.title = "A notice: automatic, not to be answered";
   }
 

@@ -180,7 +180,8 @@ export function joinedRoom(ref) {
   return ref?.startsWith("join:") ? ref.slice(5) : null;
 }
 
-/** Whether the MESSAGE is a NOTICE (a bot's or the server's, never answered). */
+/** Whether the MESSAGE is a notice (IRC's NOTICE, a bot's, never answered):
+ * its action says so (protocol 15.6), or a notice field. */
 export function isNotice(m) {
-  return m.notice === true;
+  return m.action?.op === "notice" || m.notice === true;
 }

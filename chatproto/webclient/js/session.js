@@ -897,6 +897,7 @@ export class ChatSession extends EventTarget {
     const fromMe = nickKey(body.from) === nickKey(this.nick ?? "");
     if (item) this._confirm(item, body);
     const line = { kind: "whisper", ts: body.ts, from: body.from, to: body.to, text: body.text, fromMe };
+    if (body.notice) line.notice = true; // IRC's NOTICE, in private
     const entry = room ? this._event(room, line) : null;
     this._emit("whisper", { whisper: body, own: !!item, fromMe, room, entry });
   }
