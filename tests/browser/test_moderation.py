@@ -116,8 +116,17 @@ def test_kick_ban_and_unban_from_the_member_menu_and_the_ban_list(pages):
 
 def test_op_deop_voice_and_devoice_show_on_both_pages(pages):
     ann, bob = two_in_den(pages)
+    member_menu(ann, "ann")
+    offered = [b.text for b in ann.all("#member-dialog .actions button") if b.is_displayed()]
+    assert offered == ["Remove operator", "Give voice"], "no kicking or banning yourself"
+    assert not ann.find("#member-reason").is_displayed()
+    close_dialog(ann, "#member-dialog")
+    member_menu(bob, "ann")
+    assert not bob.find("#member-reason").is_displayed(), "no reason to give for a member"
+    close_dialog(bob, "#member-dialog")
     member_menu(ann, "bob")
-    assert not ann.find("#member-dialog [data-act=deop]").is_displayed()
+    offered = [b.text for b in ann.all("#member-dialog .actions button") if b.is_displayed()]
+    assert offered == ["Whisper", "Make operator", "Give voice", "Kick", "Ban from the room"]
     act(ann, "op")
     for page in (ann, bob):
         page.wait(lambda p=page: members(p) == ["@ann", "@bob"], "bob an operator on both pages")
@@ -366,8 +375,11 @@ def test_an_admin_kicks_off_the_server_from_the_sessions_list(pages):
     row = next(li for li in root.all("#admin-sessions li") if li.text.startswith("bob "))
     assert "in general" in row.text
     assert not [b for b in root.all("#admin-sessions li") if b.text.startswith("root ") and "Kick" in b.text]
+    root.find("#admin-reason").send_keys("enough")  # the list's buttons take the form's reason
     row.find_element("css selector", "button").click()
     root.wait(lambda: "You kicked bob off the server." in result(root, "#admin-dialog"), "the kick done")
+    kicked = "root kicked bob off the server: enough"
+    root.wait(lambda: kicked in root.lines("#transcript li.record"), "the record with the reason")
     root.wait(lambda: "bob" not in root.find("#admin-sessions").text, "the list refreshed")
     close_dialog(root, "#admin-dialog")
     bob.wait(lambda: any("An admin disconnected you" in e for e in errors(bob)), "bob told why")

@@ -1222,6 +1222,9 @@ class App {
     const voiced = !!room?.isVoiced(p.nick);
     dialog.querySelector('[data-act="voice"]').hidden ||= voiced;
     dialog.querySelector('[data-act="devoice"]').hidden ||= !voiced;
+    for (const act of ["kick", "ban"]) dialog.querySelector(`[data-act="${act}"]`).hidden ||= me; // as the desktop's menu
+    const shown = (act) => !dialog.querySelector(`[data-act="${act}"]`).hidden;
+    $("member-reason").parentElement.hidden = !shown("kick") && !shown("server-kick"); // a reason for nothing
     const talk = dialog.querySelector('[data-act="whisper"]');
     talk.hidden = me;
     talk.textContent = this.session.account ? "Message" : "Whisper";
@@ -1318,6 +1321,7 @@ class App {
       if (reason) fields.reason = reason;
       return fields;
     };
+    this.adminFields = timed; // the sessions list's Kick and Ban take them too
     const ask = (op, fields) => this.session.adminRequest(op, fields);
     $("admin-kick").addEventListener("click", () => target() && ask("kick", { target: target(), ...timed() }));
     $("admin-ban").addEventListener("click", () => target() && ask("ban", { target: target(), ...timed() }));
@@ -1351,8 +1355,8 @@ class App {
       ...body.connected.map((c) => {
         const li = el("li", "", `${c.nick}${c.account ? " (account)" : ""} ${c.address}, ${c.devices} device${c.devices === 1 ? "" : "s"}, in ${c.rooms.join(", ") || "no room"} `);
         if (nickKey(c.nick) !== nickKey(this.session.nick)) {
-          li.append(button("Kick", () => this.session.adminRequest("kick", { target: c.nick })));
-          li.append(button("Ban", () => this.session.adminRequest("ban", { target: c.nick }), "danger"));
+          li.append(button("Kick", () => this.session.adminRequest("kick", { target: c.nick, ...this.adminFields() })));
+          li.append(button("Ban", () => this.session.adminRequest("ban", { target: c.nick, ...this.adminFields() }), "danger"));
         }
         return li;
       }),
