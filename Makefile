@@ -106,7 +106,7 @@ test-desktop: install
 	sh scripts/qt_xcb_libraries.sh $(PY)
 	$(PY) -m pytest -q -p no:twisted tests/e2e
 
-# Real outside clients: the page in headless Chromium, irssi in tmux
+# Real outside clients: the page in headless Chromium, irssi and WeeChat in tmux
 # (installed here where missing and possible; skipped, saying so,
 # otherwise). A run of its own: these are plain pytest functions, which
 # must not run before trial's async cases.

@@ -120,6 +120,9 @@ class ErrorCode:
     INVITE_ONLY = "invite_only"
     TOPIC_LOCKED = "topic_locked"
     NOT_PERMITTED = "not_permitted"
+    BAD_KEY = "bad_key"
+    ROOM_FULL = "room_full"
+    MODERATED = "moderated"
     # version 2: conversations
     NO_SUCH_MESSAGE = "no_such_message"
     MESSAGE_DELETED = "message_deleted"
@@ -179,6 +182,7 @@ class Peer:
     nick: str
     op: bool | None = field(default=None, metadata=_V2)  # a room operator (ROOM.members)
     away: str | None = field(default=None, metadata=_V2)  # away, with this message ("" for none)
+    voice: bool | None = field(default=None, metadata=_V2)  # may speak in a moderated room
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +307,7 @@ class Join:
     TYPE: ClassVar = PacketType.JOIN
     room: str = field(metadata=_ROOM)
     ref: str | None = None
+    key: str | None = None  # the room's key, if it has one (+k)
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +363,10 @@ class Moderate:
     topic_lock: bool | None = None
     invite_only: bool | None = None
     ref: str | None = None
+    moderated: bool | None = None
+    secret: bool | None = None
+    key: str | None = None  # "" removes the key
+    limit: int | None = None  # 0 removes the limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,6 +532,7 @@ class Joined:
     room: str | None = field(default=None, metadata=_V2)
     op: bool | None = field(default=None, metadata=_V2)  # the joiner runs the room (as Peer.op)
     away: str | None = field(default=None, metadata=_V2)  # the joiner is away (as Peer.away)
+    voice: bool | None = field(default=None, metadata=_V2)  # the joiner is voiced (as Peer.voice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,6 +614,10 @@ class RoomState:
     unread: int | None = None
     kind: str | None = None  # "direct" for a direct conversation (19.8)
     rev: int | None = None  # the room's latest change (19.9)
+    moderated: bool | None = None
+    secret: bool | None = None
+    limit: int | None = None  # 0: no limit
+    key: str | None = None  # "": no key
 
 
 @dataclass(frozen=True, slots=True)
@@ -1139,13 +1153,15 @@ def with_room(object_json: str, room: str) -> str:
     return f'{object_json[:-1]},"room":{_string(room)}}}'
 
 
-def peer_json(id: int, nick: str, op: bool = False, away: str | None = None) -> str:
+def peer_json(id: int, nick: str, op: bool = False, away: str | None = None, voice: bool = False) -> str:
     """A Peer object, as WELCOME.peers and ROOM.members list it."""
     peer: dict[str, Any] = {"id": id, "nick": nick}
     if op:
         peer["op"] = True
     if away is not None:
         peer["away"] = away
+    if voice:
+        peer["voice"] = True
     return dumps(peer)
 
 

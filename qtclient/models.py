@@ -30,6 +30,8 @@ AWAY_ROLE = Qt.ItemDataRole.UserRole + 7
 KIND_ROLE = Qt.ItemDataRole.UserRole + 8
 #: Whether the row opens its day (a heading above its text).
 HEADING_ROLE = Qt.ItemDataRole.UserRole + 9
+#: Whether a member is voiced: may speak in a moderated room (shown "+nick").
+VOICE_ROLE = Qt.ItemDataRole.UserRole + 10
 TEXT_COLUMN = 2
 #: Messages by one author this close together share the author's name.
 GROUP_SECONDS = 5 * 60
@@ -105,11 +107,14 @@ class PeerModel(QStandardItemModel):
         branch.item.setFont(font)
         branch.item.setForeground(QBrush(QColor("#c62828") if branch.mentioned else QColor("#000000")))
 
-    def _member_item(self, id: int, nick: str, op: bool = False, away: str | None = None) -> QStandardItem:
+    def _member_item(
+        self, id: int, nick: str, op: bool = False, away: str | None = None, voice: bool = False
+    ) -> QStandardItem:
         mine = id == self.my_id
-        shown = ("@" if op else "") + nick
+        shown = ("@" if op else "+" if voice else "") + nick  # the higher mark, as IRC shows it
         item = QStandardItem(f"{shown} (you)" if mine else shown)
         item.setData(bool(op), OP_ROLE)
+        item.setData(bool(voice), VOICE_ROLE)
         item.setEditable(False)
         item.setData(id, ID_ROLE)
         item.setData(nick, NICK_ROLE)
@@ -132,7 +137,9 @@ class PeerModel(QStandardItemModel):
             return
         for id, item in list(branch.members.items()):
             if nick_key(item.data(NICK_ROLE)) == nick_key(nick) and item.data(AWAY_ROLE) != away:
-                fresh = self._member_item(id, item.data(NICK_ROLE), bool(item.data(OP_ROLE)), away)
+                fresh = self._member_item(
+                    id, item.data(NICK_ROLE), bool(item.data(OP_ROLE)), away, bool(item.data(VOICE_ROLE))
+                )
                 branch.members[id] = fresh
                 branch.item.setChild(item.row(), fresh)
 
@@ -207,7 +214,7 @@ class PeerModel(QStandardItemModel):
         items = []
         for peer in state.members:
             if peer.id not in branch.members:
-                item = self._member_item(peer.id, peer.nick, bool(peer.op), peer.away)
+                item = self._member_item(peer.id, peer.nick, bool(peer.op), peer.away, bool(peer.voice))
                 branch.members[peer.id] = item
                 items.append(item)
         if items:
@@ -217,12 +224,25 @@ class PeerModel(QStandardItemModel):
 
     def set_op(self, room: str, nick: str, op: bool) -> None:
         """A member's operator status changed (a MESSAGE with an op or deop action)."""
+        self._set_status(room, nick, op=op)
+
+    def set_voice(self, room: str, nick: str, voice: bool) -> None:
+        """A member's voice changed (a MESSAGE with a voice or devoice action)."""
+        self._set_status(room, nick, voice=voice)
+
+    def _set_status(self, room: str, nick: str, op: bool | None = None, voice: bool | None = None) -> None:
         branch = self.rooms.get(room_key(room))
         if branch is None:
             return
         for id, item in branch.members.items():
             if room_key(item.data(NICK_ROLE)) == room_key(nick):
-                fresh = self._member_item(id, item.data(NICK_ROLE), op, item.data(AWAY_ROLE))
+                fresh = self._member_item(
+                    id,
+                    item.data(NICK_ROLE),
+                    bool(item.data(OP_ROLE)) if op is None else op,
+                    item.data(AWAY_ROLE),
+                    bool(item.data(VOICE_ROLE)) if voice is None else voice,
+                )
                 branch.members[id] = fresh
                 branch.item.setChild(item.row(), fresh)
 
@@ -240,7 +260,7 @@ class PeerModel(QStandardItemModel):
         self.pending(codec.Pending(joined.id, "gone"))
         branch = self.rooms.get(room_key(joined.room)) if joined.room else None
         if branch is not None and joined.id not in branch.members:
-            item = self._member_item(joined.id, joined.nick, bool(joined.op), joined.away)
+            item = self._member_item(joined.id, joined.nick, bool(joined.op), joined.away, bool(joined.voice))
             branch.members[joined.id] = item
             branch.item.appendRow(item)
             self._relabel(branch)

@@ -51,6 +51,7 @@ class ChatSession(QObject, SessionEvents):
     messageChanged = pyqtSignal(str, object, str, str)  # room, codec.Message, kind, by
     typingChanged = pyqtSignal(str, object)  # room, [nick] typing there now
     statusChanged = pyqtSignal(object)  # codec.Status: a member went away or came back
+    keyNeeded = pyqtSignal(str, str)  # room, why: JOIN refused bad_key (the room has a key)
     nickChanged = pyqtSignal(object)  # codec.Renamed: a member (or we) took another nick
 
     def __init__(self, reactor, parent: QObject | None = None, retry=None, endpoint_for=None) -> None:
@@ -150,6 +151,9 @@ class ChatSession(QObject, SessionEvents):
 
     def send_failed(self, ref, why):
         self.sendFailed.emit(ref, why)
+
+    def key_needed(self, room, message):
+        self.keyNeeded.emit(room, message)
 
     def error_received(self, code, message):
         self.errorReceived.emit(code, message)

@@ -132,6 +132,7 @@ class SessionEvents:
     def message_changed(self, room: str, message: codec.Message, kind: str, by: str) -> None: ...
     def typing_changed(self, room: str, nicks: list[str]) -> None: ...
     def status_changed(self, status: codec.Status) -> None: ...
+    def key_needed(self, room: str, message: str) -> None: ...
     def renamed(self, renamed: codec.Renamed) -> None: ...
 
 
@@ -296,6 +297,7 @@ class ClientSession:
         self.typers = TypingTracker(reactor, lambda room, nicks: self.events.typing_changed(room, nicks))
         self._typing_sent: dict[str, float] = {}  # room key -> when TYPING true last went
         self._opening: dict[str, tuple[str, str]] = {}  # OPEN ref -> (whom, the text to say there)
+        self._room_keys: dict[str, str] = {}  # room key -> the key (+k) it is joined with again
         self._open_refs = (f"open:{n}" for n in itertools.count(1))
 
     # -- the machine ----------------------------------------------------------------
@@ -474,12 +476,15 @@ class ClientSession:
         self.link.send(codec.HistoryRequest(before=track.oldest_seq, limit=100, room=track.name))
         return True
 
-    def join(self, room: str) -> bool:
-        """JOIN a room (ROOM answers it); False if not connected."""
+    def join(self, room: str, key: str | None = None) -> bool:
+        """JOIN a room (ROOM answers it), with its ``key`` if it has one (a
+        refusal for want of it is ``key_needed``); False if not connected."""
         if not self.logged_in:
             self.events.error_received("offline", "not connected: join when the connection is back")
             return False
-        self.link.send(codec.Join(room, f"join:{room}"))
+        if key:
+            self._room_keys[room_key(room)] = key
+        self.link.send(codec.Join(room, f"join:{room}", key or self._room_keys.get(room_key(room))))
         return True
 
     def part(self, room: str, reason: str | None = None) -> bool:
@@ -681,7 +686,7 @@ class ClientSession:
         self.events.welcome_received(welcome)
         for key, track in self.rooms.items():
             if key not in held:  # a resume's ROOMs come by themselves
-                self.link.send(codec.Join(track.name, f"join:{track.name}"))
+                self.link.send(codec.Join(track.name, f"join:{track.name}", self._room_keys.get(key)))
         if not self._catching:
             self._online()
         if self.away is not None:  # away lasts across a new login too (a resume keeps it anyway)
@@ -707,6 +712,8 @@ class ClientSession:
         if track is None:
             track = self.rooms[key] = RoomTrack(state.room)
         track.name, track.joined, track.kind = state.room, True, state.kind
+        if state.key:  # joined again after a reconnect with the key it has now
+            self._room_keys[key] = state.key
         newest = state.history[-1].seq if state.history else 0
         # A server that lost its history (":memory:") numbers from 1 again.
         reset = newest < track.last_seq
@@ -898,6 +905,10 @@ class ClientSession:
             if key in self.rooms and not self.rooms[key].joined:
                 del self.rooms[key]
                 self._caught_up(key)
+            if error.code == ErrorCode.BAD_KEY:  # the user may know the key: ask
+                self._room_keys.pop(key, None)
+                self.events.key_needed(error.ref[5:], error.message)
+                return
         if error.ref == "nick":  # a refused NICK: the nick we have is still ours
             self.events.error_received("nick_refused", f"can't change nick: {error.message}")
             return

@@ -4,7 +4,10 @@ plain pytest functions."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import time
 
 from chatproto import codec
 from scripts.spawn import server_argv, start_server
@@ -91,3 +94,39 @@ class TcpPeer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class Tmux:
+    """One terminal IRC client (irssi, WeeChat) in a tmux server of its own
+    (its own socket): send-keys to type, capture-pane to read."""
+
+    def __init__(self, folder: str, command: str, width: int = 160) -> None:
+        self.socket = f"chattest-{os.getpid()}"
+        self.env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", TERM="xterm-256color")
+        self.tmux("new-session", "-d", "-s", "irc", "-x", str(width), "-y", "48", command)
+
+    def tmux(self, *args: str) -> str:
+        run = subprocess.run(
+            ["tmux", "-u", "-L", self.socket, *args], env=self.env, capture_output=True, timeout=WAIT
+        )
+        return run.stdout.decode("utf-8", "replace")
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-J", "-t", "irc")
+
+    def type(self, text: str) -> None:
+        self.tmux("send-keys", "-t", "irc", "-l", text)
+        self.tmux("send-keys", "-t", "irc", "Enter")
+
+    def until(self, text: str) -> str:
+        """The screen once it shows ``text`` (polled; at most WAIT seconds)."""
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"the client never showed {text!r}; the screen:\n{self.screen()}")
+
+    def close(self) -> None:
+        self.tmux("kill-server")

@@ -576,6 +576,23 @@ class Listing(ClusterTestCase):
             [info.room for info in listing.rooms], ["general"], "an empty room is gone everywhere"
         )
 
+    @defer.inlineCallbacks
+    def test_a_secret_room_of_another_node_is_not_listed(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", version=2, server=a)
+        alice.send(codec.Join("hideout"))
+        yield alice.expect(codec.RoomState)
+        alice.send(codec.Moderate("hideout", "mode", ref="m", secret=True))
+        yield alice.expect(codec.MessagePacket)
+        bob = yield self.client("bob", version=2, server=b)
+        bob.send(codec.ListRooms("l"))
+        listing = yield bob.expect(codec.RoomList)
+        self.assertEqual([info.room for info in listing.rooms], ["general"])
+        alice.send(codec.ListRooms("l"))
+        listing = yield alice.expect(codec.RoomList)
+        self.assertEqual([info.room for info in listing.rooms], ["general", "hideout"], "to its member")
+
 
 class Moderation(ClusterTestCase):
     @defer.inlineCallbacks
@@ -607,6 +624,32 @@ class Moderation(ClusterTestCase):
         self.assertEqual(
             (error.code, error.ref), ("invite_only", "again"), "the mode holds on the other node"
         )
+
+    @defer.inlineCallbacks
+    def test_room_modes_and_a_guests_voice_hold_on_another_node(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.client("alice", version=2, server=a)
+        alice.send(codec.Join("side"))
+        yield alice.expect(codec.RoomState)
+        bob = yield self.client("bob", version=2, server=b)
+        bob.send(codec.Join("side"))
+        yield bob.expect(codec.RoomState)
+        alice.send(codec.Moderate("side", "mode", ref="m", moderated=True, key="k", limit=2))
+        yield alice.expect(codec.MessagePacket)
+        yield bob.expect(codec.MessagePacket)
+        bob.send(codec.Say("hello?", "s", room="side"))
+        error = yield bob.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("moderated", "s"), "moderated on the other node")
+        alice.send(codec.Moderate("side", "voice", "bob", ref="v"))
+        yield bob.expect(codec.MessagePacket)
+        bob.send(codec.Say("voiced", "s2", room="side"))
+        said = yield bob.expect(codec.MessagePacket)
+        self.assertEqual((said.text, said.ref), ("voiced", "s2"), "a guest's voice travels")
+        carol = yield self.client("carol", version=2, server=b)
+        carol.send(codec.Join("side", "c", "k"))
+        error = yield carol.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("room_full", "c"), "the key and the limit hold there")
 
     @defer.inlineCallbacks
     def test_a_rooms_topic_is_kept_in_redis_with_its_rules(self):

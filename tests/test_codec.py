@@ -304,6 +304,8 @@ INTEGER_FIELDS = [
         {"room": "r", "topic": "", "members": [], "history": [], "rev": 1},
         ("rev",),
     ),
+    (codec.decode_server, PacketType.ROOM, None, ("limit",)),
+    (codec.decode_client, PacketType.MODERATE, {"room": "r", "op": "mode", "limit": 1}, ("limit",)),
 ]
 
 

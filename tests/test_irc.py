@@ -131,14 +131,22 @@ class Registration(SynchronousTestCase):
         self.assertEqual(
             set(ls[1][-1].split()),
             {
+                "account-notify",
+                "account-tag",
                 "away-notify",
                 "batch",
+                "cap-notify",
                 "draft/chathistory",
                 "draft/message-redaction",
                 "echo-message",
+                "extended-join",
+                "labeled-response",
                 "message-tags",
+                "multi-prefix",
                 "sasl",
                 "server-time",
+                "setname",
+                "userhost-in-names",
             },
         )
         peer.send("CAP REQ :server-time echo-message")
@@ -346,7 +354,9 @@ class Channels(SynchronousTestCase):
         self.assertEqual([c for c, _ in listing], ["321", "322", "323"])
         self.assertEqual(listing[1][1][1:3], ["#general", "2"])
         alice.send("MODE #general")
-        self.assertEqual(alice.commands(), [("324", ["alice", "#general", "+n"])])
+        self.assertEqual(
+            alice.commands(), [("324", ["alice", "#general", "+n"]), ("329", ["alice", "#general", "0"])]
+        )
         alice.send("MODE #general b")
         self.assertEqual(alice.numerics(), ["368"])
         alice.send("MODE alice +i")
@@ -398,12 +408,11 @@ class Modes(SynchronousTestCase):
             alice.lines(),
             [
                 ":alice!alice@chat MODE #den -b :carol!*@*",
-                ":alice!alice@chat MODE #den :+i",
-                ":alice!alice@chat MODE #den :+t",
+                ":alice!alice@chat MODE #den :+ti",
             ],
         )
         alice.send("MODE #den")
-        self.assertEqual(alice.commands(), [("324", ["alice", "#den", "+nti"])])
+        self.assertEqual(alice.commands()[0], ("324", ["alice", "#den", "+nti"]))
         alice.send("MODE #den +z")
         self.assertEqual(alice.numerics(), ["472"])
 
@@ -439,6 +448,178 @@ class Modes(SynchronousTestCase):
         self.assertEqual(bob.lines()[0], ":test 353 bob = #den :bob @alice")
 
 
+class RoomModes(SynchronousTestCase):
+    """+k, +l, +m with +v, +s and +n over IRC (docs/protocol.md 17.4)."""
+
+    def setUp(self):
+        self.server = Server()
+        self.alice, self.bob = registered(self.server, "alice", "bob")
+        in_room(self.server, "den", self.alice, self.bob)
+
+    def test_isupport_and_004_advertise_the_modes(self):
+        (peer,) = registered(self.server, "carol")
+        peer.send("QUIT")
+        lines = IrcPeer(self.server).register("dave")
+        (myinfo,) = [parse(text)[3] for text in lines if parse(text)[2] == "004"]
+        self.assertEqual(myinfo[3:], ["i", "biklmnostv", "bklov"])
+        isupport = [t for text in lines if parse(text)[2] == "005" for t in parse(text)[3]]
+        self.assertIn("PREFIX=(ov)@+", isupport)
+        self.assertIn("CHANMODES=b,k,l,imnst", isupport)
+
+    def test_a_combined_mode_string_is_one_change_and_one_line(self):
+        self.alice.send("MODE #den +mlk 5 s3cret")
+        expected = [":alice!alice@chat MODE #den +mkl s3cret :5"]
+        self.assertEqual(self.alice.lines(), expected)
+        self.assertEqual(self.bob.lines(), expected)
+        self.alice.send("MODE #den")
+        self.assertEqual(
+            self.alice.lines(), [":test 324 alice #den +nmkl s3cret :5", ":test 329 alice #den :0"]
+        )
+        self.alice.send("MODE #den -k *", "MODE #den -l", "MODE #den -m+s")
+        self.assertEqual(
+            self.bob.lines(),
+            [
+                ":alice!alice@chat MODE #den -k :*",
+                ":alice!alice@chat MODE #den :-l",
+                ":alice!alice@chat MODE #den :-m+s",
+            ],
+        )
+        self.alice.lines()
+        self.alice.send("MODE #den")
+        self.assertEqual(self.alice.lines()[0], ":test 324 alice #den :+ns")
+
+    def test_the_key_is_shown_to_members_only(self):
+        self.alice.send("MODE #den +kl key 9")
+        self.alice.lines()
+        (carol,) = registered(self.server, "carol")
+        carol.send("MODE #den")
+        self.assertEqual(carol.lines(), [":test 324 carol #den +nkl * :9", ":test 329 carol #den :0"])
+
+    def test_join_with_a_key_and_471_475(self):
+        self.alice.send("MODE #den +k sesame", "MODE #den +l 3")
+        (carol, dave) = registered(self.server, "carol", "dave")
+        carol.send("JOIN #den")
+        self.assertEqual(carol.lines(), [":test 475 carol #den :'den' needs its key, and you gave no key"])
+        carol.send("JOIN #den,#other wrong")
+        self.assertEqual(carol.numerics()[0], "475")
+        carol.send("JOIN #den sesame")
+        self.assertEqual(carol.commands()[0], ("JOIN", ["#den"]))
+        dave.send("JOIN #den sesame")
+        self.assertEqual(dave.lines(), [":test 471 dave #den :'den' is full (3 members)"])
+
+    def test_voice_in_a_moderated_channel(self):
+        self.alice.send("MODE #den +m")
+        self.alice.lines()
+        self.bob.lines()
+        self.bob.send("PRIVMSG #den :hello?")
+        self.assertEqual(
+            self.bob.lines(),
+            [":test 404 bob #den :'den' is moderated: only voiced members and operators may speak"],
+        )
+        self.alice.send("MODE #den +v bob")
+        self.assertEqual(self.bob.lines(), [":alice!alice@chat MODE #den +v :bob"])
+        self.bob.send("PRIVMSG #den :now I may")
+        self.assertEqual(self.alice.lines()[-1], ":bob!bob@chat PRIVMSG #den :now I may")
+        self.alice.send("NAMES #den")
+        self.assertEqual(self.alice.lines()[0], ":test 353 alice = #den :@alice +bob")
+        self.alice.send("MODE #den -v bob")
+        self.assertEqual(self.bob.lines(), [":alice!alice@chat MODE #den -v :bob"])
+
+    def test_multi_prefix_shows_both_marks(self):
+        (carol,) = registered(self.server, "carol", caps="multi-prefix")
+        self.alice.send("MODE #den +v alice")
+        carol.send("JOIN #den")
+        self.assertIn(":test 353 carol = #den :@+alice bob carol", carol.lines())
+        self.alice.lines()
+        self.alice.send("NAMES #den")
+        self.assertEqual(self.alice.lines()[0], ":test 353 alice = #den :@alice bob carol")
+
+    def test_a_voiced_account_back_is_plus_v_after_its_join(self):
+        (tcp,) = self.server.logged_in("carol", version=2)
+        tcp.send(codec.AccountRequest("register", PASSWORD))
+        tcp.received()
+        tcp.join("den")
+        self.alice.send("MODE #den +v carol")
+        tcp.send(codec.Part("den"))
+        self.bob.lines()
+        tcp.send(codec.Join("den"))
+        self.assertEqual(self.bob.lines(), [":carol!carol@chat JOIN :#den", ":test MODE #den +v :carol"])
+
+    def test_n_is_always_on(self):
+        self.alice.send("MODE #den +n")
+        self.assertEqual(self.alice.lines(), [], "already so: nothing changes, nothing is said")
+        self.alice.send("MODE #den -n")
+        self.assertEqual(
+            self.alice.lines(),
+            [":test NOTICE alice :#den is always +n: nobody outside a channel can speak in it"],
+        )
+        self.assertNotIn("472", self.alice.numerics())
+
+    def test_op_or_voice_of_a_nick_not_there(self):
+        self.alice.send("MODE #den +o nobody")
+        self.assertEqual(self.alice.lines(), [":test 401 alice nobody :No such nick/channel"])
+        registered(self.server, "carol")
+        self.alice.send("MODE #den +v carol")
+        self.assertEqual(self.alice.lines(), [":test 441 alice carol #den :They aren't on that channel"])
+        self.alice.send("MODE #den -v carol")
+        self.assertEqual(self.alice.lines(), [":test 441 alice carol #den :They aren't on that channel"])
+        self.alice.send("MODE #den -b carol")
+        self.assertEqual(
+            self.alice.lines(), [":test NOTICE alice :'carol' is not banned from 'den' (no_such_member)"]
+        )
+
+    def test_bad_parameters(self):
+        self.alice.send("MODE #den +l many", "MODE #den +l 0", "MODE #den +k a\x01b")
+        self.alice.send("MODE #den +k " + "x" * 24, "MODE #den +l 100001")
+        lines = self.alice.lines()
+        self.assertEqual([parse(text)[2] for text in lines], ["696"] * 5)
+        self.assertEqual(
+            lines[0], ":test 696 alice #den l many :a room's limit is 1 to 100000 members (0 for none)"
+        )
+        self.alice.send("MODE #den +k", "MODE #den +k :", "MODE #den +l")
+        self.assertEqual(self.alice.numerics(), ["461", "461", "461"])
+        self.bob.send("MODE #den +m")
+        self.assertEqual(self.bob.lines(), [":test 482 bob #den :you are not an operator of 'den'"])
+
+    def test_a_secret_channel_is_not_listed_to_others(self):
+        self.alice.send("MODE #den +s")
+        (carol,) = registered(self.server, "carol")
+        carol.send("LIST")
+        self.assertEqual([p[1] for c, p in carol.commands() if c == "322"], ["#general"])
+        self.bob.send("LIST")
+        self.assertEqual([p[1] for c, p in self.bob.commands() if c == "322"], ["#den", "#general"])
+        carol.send("WHOIS bob")
+        self.assertNotIn("319", carol.numerics(), "nor in WHOIS to a non-member")
+        carol.send("NAMES #den")
+        self.assertEqual(carol.lines(), [":test 366 carol #den :End of /NAMES list"], "nor its members")
+        carol.send("WHO #den")
+        self.assertEqual(carol.numerics(), ["315"], "nor WHO")
+        self.alice.send("WHOIS bob")
+        self.assertIn(":test 319 alice bob :#den", self.alice.lines())
+
+    def test_an_empty_rooms_kept_key_shows_as_a_star_and_holds(self):
+        (tcp,) = self.server.logged_in("ann", version=2)
+        tcp.send(codec.AccountRequest("register", PASSWORD))
+        tcp.received()
+        tcp.join("vault")
+        tcp.send(codec.Moderate("vault", "mode", key="sesame", limit=4))
+        tcp.send(codec.Part("vault"))
+        self.server.flush()
+        self.alice.send("MODE #vault")
+        self.assertEqual(self.alice.lines(), [":test 324 alice #vault +nkl * :4"], "no 329: not made here")
+        self.alice.send("JOIN #vault")
+        self.assertEqual(self.alice.numerics(), ["475"])
+        self.alice.send("JOIN #vault sesame")
+        self.assertEqual(self.alice.commands()[0], ("JOIN", ["#vault"]))
+
+    def test_who_shows_voice(self):
+        self.alice.send("MODE #den +v bob")
+        self.alice.lines()
+        self.alice.send("WHO #den")
+        flags = {p[5]: p[6] for c, p in self.alice.commands() if c == "352"}
+        self.assertEqual(flags, {"alice": "H@", "bob": "H+"})
+
+
 class RoomsThatKeepRules(SynchronousTestCase):
     """docs/protocol.md 14.2 over IRC: a guest operator's +i and bans go with
     the room's last member; an account operator's stay, and MODE shows them
@@ -460,7 +641,7 @@ class RoomsThatKeepRules(SynchronousTestCase):
         self.assertEqual(lines[:2], [":bob!bob@chat JOIN :#den", ":test 353 bob = #den :@bob"])
         self.assertIn(":test 353 bob = #den :@bob", lines, "the next joiner runs it")
         bob.send("MODE #den")
-        self.assertEqual(bob.commands(), [("324", ["bob", "#den", "+n"])])
+        self.assertEqual(bob.commands(), [("324", ["bob", "#den", "+n"]), ("329", ["bob", "#den", "0"])])
 
     def test_a_guest_operators_modes_go_with_the_room(self):
         server = Server()

@@ -505,7 +505,7 @@ class DirectConversations(SynchronousTestCase):
         self.alice.send("JOIN &bob+carol")
         self.assertEqual(self.alice.commands()[0], ("JOIN", ["&alice+bob+carol"]))
         self.alice.send("MODE &alice+bob+carol")
-        self.assertEqual(self.alice.commands(), [("324", ["alice", "&alice+bob+carol", "+n"])])
+        self.assertEqual(self.alice.commands()[0], ("324", ["alice", "&alice+bob+carol", "+n"]))
         self.alice.send("JOIN &bob")
         (notice,) = self.alice.commands()
         self.assertEqual(notice[1][-1], "&bob is your conversation with bob: /msg bob")

@@ -99,6 +99,10 @@ class Joining(SynchronousTestCase):
                 0,
                 0,
                 rev=0,
+                moderated=False,
+                secret=False,
+                limit=0,
+                key="",
             ),
             "its maker is its operator; nothing unread",
         )

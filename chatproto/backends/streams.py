@@ -379,7 +379,8 @@ local out = {}
 local rooms = redis.call('HGETALL', ARGV[1] .. ':rooms')
 for i = 1, #rooms, 2 do
   local r = ARGV[1] .. ':r:' .. rooms[i]
-  out[#out + 1] = {rooms[i + 1], redis.call('HLEN', r .. ':m'), redis.call('GET', r .. ':topic')}
+  local topic, rules = redis.call('GET', r .. ':topic'), redis.call('GET', r .. ':rules')
+  out[#out + 1] = {rooms[i + 1], redis.call('HLEN', r .. ':m'), topic, rules}
 end
 return out
 """
@@ -655,12 +656,19 @@ class StreamStore:
 
         return READ(self.client, [], [json.dumps(doc, separators=(",", ":"))]).addCallback(parse)
 
-    def rooms(self) -> Deferred[list[tuple[str, int, dict | None]]]:
-        """Every room with members on any node: (name, members, topic)."""
+    def rooms(self) -> Deferred[list[tuple[str, int, dict | None, bool]]]:
+        """Every room with members on any node: (name, members, topic,
+        whether it is secret: docs/protocol.md 14.6)."""
 
-        def parse(rows) -> list[tuple[str, int, dict | None]]:
+        def parse(rows) -> list[tuple[str, int, dict | None, bool]]:
             return [
-                (name.decode(), count, json.loads(topic) if topic else None) for name, count, topic in rows
+                (
+                    name.decode(),
+                    count,
+                    json.loads(topic) if topic else None,
+                    bool(rules and json.loads(rules)["rules"].get("secret")),
+                )
+                for name, count, topic, rules in rows
             ]
 
         return ROOMS(self.client, [], [self.prefix]).addCallback(parse)

@@ -821,13 +821,15 @@ class ClusterNode:
         return self.store.nodes().addCallback(tell)
 
     def listing(self, directory: Directory) -> Deferred[str]:
-        """Every room with members on any node, this node's own view first."""
+        """Every room with members on any node, this node's own view first.
+        A secret room with no member here is left out (its members are all
+        elsewhere: RoomRequests.list_rooms hides the secret rooms held here)."""
         local = directory.listing()
 
-        def merge(rows: list[tuple[str, int, dict[str, Any] | None]]) -> str:
+        def merge(rows: list[tuple[str, int, dict[str, Any] | None, bool]]) -> str:
             rooms = {room_key(info.room): info for info in local}
-            for name, members, topic in rows:
-                if is_direct(name):
+            for name, members, topic, secret in rows:
+                if is_direct(name) or (secret and room_key(name) not in rooms):
                     continue  # a direct conversation is never listed (docs/protocol.md 19.8)
                 text = topic["text"] if topic else ""
                 rooms.setdefault(room_key(name), codec.RoomInfo(name, text, members))

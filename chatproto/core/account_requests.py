@@ -12,6 +12,7 @@ from chatproto.codec import ErrorCode, ProtocolError, required
 from chatproto.core.accounts import Accounts
 from chatproto.core.connection import Connection, Session, logged_in
 from chatproto.core.membership import Membership
+from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers
 from chatproto.core.room_rules import RuleKeeper
 from chatproto.core.rooms import Directory
@@ -30,8 +31,10 @@ class AccountRequests:
         membership: Membership,
         keeper: RuleKeeper,
         peers: Peers,
+        observers: Observers | None = None,
     ) -> None:
         self.accounts = accounts
+        self.observers = observers if observers is not None else Observers()
         self.store = store
         self.directory = directory
         self.membership = membership
@@ -77,11 +80,16 @@ class AccountRequests:
         session.account = True
         session.admin = self.accounts.is_admin(record)  # never a registration's: see ensure_admins
         session.owner = owner_of(record.key, record.created)
+        self.observers.notify("account", session.id, nick=session.nick)  # IRC's account-notify
         self.peers.save(session)  # a resume on another node finds an account's session
         for room in session.rooms.values():
             if session.id in room.rules.guest_ops:  # a guest's operator status becomes the account's
                 room.rules.guest_ops.discard(session.id)
                 room.rules.ops.add(session.key)
+                self.keeper.save(room)
+            if session.id in room.rules.guest_voices:  # and its voice (+v) too
+                room.rules.guest_voices.discard(session.id)
+                room.rules.voices.add(session.key)
                 self.keeper.save(room)
             room.refresh(session)
             self.membership.remember(session, room)
@@ -93,10 +101,12 @@ class AccountRequests:
         session.account = False
         session.admin = False
         session.owner = None  # a guest now: what it says is its session's
+        self.observers.notify("account", session.id, nick=session.nick)  # IRC's account-notify
         self.accounts.confirmed.discard(record.key)
         for room in self.directory.rooms.values():
-            if record.key in room.rules.ops:
+            if record.key in room.rules.ops or record.key in room.rules.voices:
                 room.rules.ops.discard(record.key)
+                room.rules.voices.discard(record.key)
                 self.keeper.save(room)
         self.store.forget_operator(record.key).addErrback(
             lambda f: log.failure("could not take {nick}'s operator status away", f, nick=record.nick)

@@ -104,6 +104,10 @@ class Assembler:
         read = session.marks.get(room.key, room.last_seq)
         body["topic_lock"] = room.rules.topic_lock
         body["invite_only"] = room.rules.invite_only
+        body["moderated"] = room.rules.moderated
+        body["secret"] = room.rules.secret
+        body["limit"] = room.rules.limit
+        body["key"] = room.rules.key  # members may see it (docs/protocol.md 15.5)
         body["read"] = read
         body["unread"] = max(0, room.last_seq - read)
         body["rev"] = room.rev
@@ -124,6 +128,8 @@ def _v1_peers(room: ChatRoom) -> list[str]:
     """WELCOME.peers as version 1 has them: id and nick, without the
     operator or away marks of version 2 (a nick never holds a quote)."""
     return [
-        text if '"op"' not in text and '"away"' not in text else codec.peer_json(id, room.members[id].nick)
+        text
+        if '"op"' not in text and '"away"' not in text and '"voice"' not in text
+        else codec.peer_json(id, room.members[id].nick)
         for id, text in room.peers.items()
     ]

@@ -269,6 +269,19 @@ class Broadcast:
         if not any(recipients.values()):
             del self._channels[channel]
 
+    def rewire(self, channels: list[str], key: int, connection: Connection, wire: Wire) -> None:
+        """``connection`` now reads ``wire`` (an IRC client changed its
+        capabilities after login): in each of ``channels`` it moves to that
+        wire's group, keeping its place in the order."""
+        for channel in channels:
+            recipients = self._channels.get(channel)
+            if recipients is None:
+                continue
+            for (old, version), group in list(recipients.items()):
+                if old is not wire and group.get(key) is connection:
+                    del group[key]
+                    recipients.setdefault((wire, version), {})[key] = connection
+
     def recipients(self, channel: str = SERVER) -> list[int]:
         return [key for group in self._channels.get(channel, {}).values() for key in group]
 

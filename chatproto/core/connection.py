@@ -106,7 +106,8 @@ class HubEvent:
 
     ``kind`` is one of pending, pending_gone, joined, left, resumed,
     device_joined, device_left, renamed (``nick`` the new nick, ``reason``
-    the old), error (the session-wide ones) and
+    the old), account (registered or deleted its account), error (the
+    session-wide ones) and
     room_joined, room_left, topic, room_gone, moderation (``room`` names
     the room).
     """

@@ -84,7 +84,7 @@ class Hub:
         self.registry = Registry(limits.max_clients)
         self.gate = AddressGate(clock, limits)
         self.accounts = self._accounts(store, hasher, admins)
-        self.directory = Directory(limits, default_room, list(rooms), self.peers)
+        self.directory = Directory(limits, default_room, list(rooms), self.peers, clock)
         self.assembler = Assembler(
             limits.max_frame, name, motd, {v: limits.as_wire(v) for v in codec.VERSIONS}
         )
@@ -153,7 +153,7 @@ class Hub:
             self.observers,
         )
         self.account_requests = AccountRequests(
-            self.accounts, store, self.directory, self.membership, self.keeper, self.peers
+            self.accounts, store, self.directory, self.membership, self.keeper, self.peers, self.observers
         )
         self.moderation = Moderation(
             clock,

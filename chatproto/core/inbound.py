@@ -139,7 +139,7 @@ class Inbound:
 
     def _rules(self, room: ChatRoom, record: RulesSet) -> None:
         """An operator on another node changed the room's rules."""
-        room.rules = RoomRules.from_json(record.rules)
+        room.rules = RoomRules.from_json(record.rules)  # guests' voices too: RoomRules.shared_json
         room.rules.guest_ops = set(record.guest_ops)
         for member in room.members.values():
             room.refresh(member)

@@ -89,7 +89,8 @@ class Membership:
         """JOINED, telling version 2 whether the joiner runs the room (an
         account operator coming back, an admin), as its ROOM.members does."""
         op = True if room.rules.is_op(session) else None
-        v2 = codec.encode(codec.Joined(session.id, session.nick, room.name, op, session.away))
+        voice = True if room.rules.is_voiced(session) else None
+        v2 = codec.encode(codec.Joined(session.id, session.nick, room.name, op, session.away, voice))
         v1 = codec.encode(codec.Joined(session.id, session.nick)) if room is self.directory.default else None
         return Event(room.key, v1, v2, record=record)
 
@@ -135,6 +136,7 @@ class Membership:
         """Take ``session`` out of ``room`` and tell the room's members."""
         room.remove(session)
         room.rules.guest_ops.discard(session.id)
+        room.rules.guest_voices.discard(session.id)
         record = MemberLeft(room.name, session.id, session.nick, session.key, reason, message, room.permanent)
         self.broadcast.event(self.left(room, session.id, session.nick, reason, message, record))
         self.observers.notify("room_left", session.id, nick=session.nick, reason=reason, room=room.name)
@@ -215,6 +217,7 @@ class Membership:
         event = self.left(room, member.id, member.nick, record.reason, record.message)
         room.remove(member)
         room.rules.guest_ops.discard(member.id)
+        room.rules.guest_voices.discard(member.id)
         self.observers.notify("room_left", member.id, nick=member.nick, reason=record.reason, room=room.name)
         then = None
         if member.connection is None:

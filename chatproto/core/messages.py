@@ -100,6 +100,8 @@ class Messages:
         target = (
             self.directory.default if session.version == 1 else self.membership.member_room(session, room)
         )
+        if session.version != 1:  # version 1 knows no room rules (docs/protocol.md 15.5)
+            _may_speak(session, target)
         validate_text(text, self.limits.max_text)
         author = session.owner or author_of(None, session.id, self.registry.epoch)
         # A notice (IRC's NOTICE) is a message that says so in its action, so
@@ -118,6 +120,8 @@ class Messages:
         room = self.membership.member_room(session, packet.room)
         now = self.clock.seconds()
         author = session.owner or author_of(None, session.id, self.registry.epoch)
+        if isinstance(packet, codec.Edit) or (isinstance(packet, codec.React) and packet.on is not False):
+            _may_speak(session, room)  # taking one's own words or reaction back is always allowed
         if isinstance(packet, codec.Edit):
             validate_text(packet.text, self.limits.max_text)
             change = Change(EDIT, room.key, packet.seq, now, session.nick, author, text=packet.text)
@@ -292,6 +296,15 @@ class Messages:
                 item.sender.send(
                     codec.Error(ErrorCode.INTERNAL, "the server could not store your message", item.ref)
                 )
+
+
+def _may_speak(session: Session, room: ChatRoom) -> None:
+    """Who may, before what: a moderated room's members that are neither
+    voiced nor operators post nothing (docs/protocol.md 15.5)."""
+    if not room.rules.may_speak(session):
+        raise ProtocolError(
+            ErrorCode.MODERATED, f"{room.name!r} is moderated: only voiced members and operators may speak"
+        )
 
 
 def as_version_1(messages: list[Message]) -> list[Message]:

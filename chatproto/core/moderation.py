@@ -34,7 +34,16 @@ from chatproto.rules import clean_reason, nick_key, normalise_nick
 log = Logger()
 
 #: MODERATE ops that name a target.
-_TARGETED = ("kick", "ban", "unban", "op", "deop", "invite")
+_TARGETED = ("kick", "ban", "unban", "op", "deop", "invite", "voice", "devoice")
+
+#: The longest room key (+k), as widely used IRC servers allow.
+MAX_KEY = 23
+
+#: The largest member limit (+l) a room may be given.
+MAX_LIMIT = 100_000
+
+#: MODERATE mode's fields, in the order they are checked and said.
+_MODES = ("topic_lock", "invite_only", "moderated", "secret", "key", "limit")
 
 
 def _ban_info(ban: Ban, target: str | None = None) -> codec.BanInfo:
@@ -43,6 +52,35 @@ def _ban_info(ban: Ban, target: str | None = None) -> codec.BanInfo:
 
 def _said(text: str, reason: str | None) -> str:
     return f"{text}: {reason}" if reason else text
+
+
+def check_key(key: str) -> None:
+    """A room key (+k): "" removes it; else 1 to MAX_KEY characters with no
+    space, comma or control character, so that IRC can carry it as one
+    parameter of JOIN and MODE."""
+    bad = any(c in " ," or ord(c) < 32 or 127 <= ord(c) < 160 for c in key)
+    if len(key) > MAX_KEY or bad:
+        raise ProtocolError(
+            ErrorCode.BAD_PACKET,
+            f"a room key is 1 to {MAX_KEY} characters with no space, comma or control character",
+        )
+
+
+def check_limit(limit: int) -> None:
+    """A member limit (+l): 0 removes it; else 1 to MAX_LIMIT."""
+    if isinstance(limit, bool) or not 0 <= limit <= MAX_LIMIT:
+        raise ProtocolError(ErrorCode.BAD_PACKET, f"a room's limit is 1 to {MAX_LIMIT} members (0 for none)")
+
+
+#: What a MODERATE mode record says of each field it changed.
+_MODE_SAID: dict[str, Callable[[Any], str]] = {
+    "topic_lock": lambda on: "locked the topic to operators" if on else "unlocked the topic",
+    "invite_only": lambda on: "made the room invite-only" if on else "opened the room to everyone",
+    "moderated": lambda on: "made the room moderated" if on else "let everyone speak",
+    "secret": lambda on: "made the room secret" if on else "made the room public",
+    "key": lambda key: "set the room's key" if key else "removed the room's key",
+    "limit": lambda limit: f"limited the room to {limit} members" if limit else "removed the member limit",
+}
 
 
 class Moderation:
@@ -163,6 +201,7 @@ class Moderation:
         room.rules.bans[key] = Ban(key, session.nick, self.clock.seconds(), reason)
         room.rules.ops.discard(key)
         room.rules.invites.discard(key)
+        room.rules.voices.discard(key)
         self.keeper.save(room)
         shown = member.nick if member is not None else target
         action = {"op": "ban", "target": shown, "reason": reason}
@@ -257,19 +296,62 @@ class Moderation:
         reason: str | None,
         packet: codec.Moderate,
     ) -> None:
-        if packet.topic_lock is None and packet.invite_only is None:
-            raise ProtocolError(ErrorCode.BAD_PACKET, "MODERATE mode needs 'topic_lock' or 'invite_only'")
+        given = {name: getattr(packet, name) for name in _MODES if getattr(packet, name) is not None}
+        if not given:
+            raise ProtocolError(ErrorCode.BAD_PACKET, f"MODERATE mode needs one of {', '.join(_MODES)}")
+        if "key" in given:
+            check_key(given["key"])
+        if "limit" in given:
+            check_limit(given["limit"])
         rules = room.rules
-        said = []
-        if packet.topic_lock is not None:
-            rules.topic_lock = packet.topic_lock
-            said.append("locked the topic to operators" if packet.topic_lock else "unlocked the topic")
-        if packet.invite_only is not None:
-            rules.invite_only = packet.invite_only
-            said.append("made the room invite-only" if packet.invite_only else "opened the room to everyone")
+        for name, value in given.items():
+            setattr(rules, name, value)
         self.keeper.save(room)
-        action = {"op": "mode", "topic_lock": packet.topic_lock, "invite_only": packet.invite_only}
-        self._record(connection, session, room, action, " and ".join(said), packet.ref)
+        said = [_MODE_SAID[name](value) for name, value in given.items()]
+        self._record(connection, session, room, {"op": "mode", **given}, " and ".join(said), packet.ref)
+
+    def _voice(
+        self,
+        connection: Connection,
+        session: Session,
+        room: ChatRoom,
+        target: str,
+        reason: str | None,
+        packet: codec.Moderate,
+    ) -> None:
+        member = self._member(room, target)
+        if member.account:
+            room.rules.voices.add(member.key)
+            self.keeper.save(room)
+        else:
+            room.rules.guest_voices.add(member.id)
+            self.keeper.save(room, stored=False)
+        room.refresh(member)
+        action = {"op": "voice", "target": member.nick, "reason": reason}
+        self._record(connection, session, room, action, f"gave {member.nick} voice", packet.ref)
+
+    def _devoice(
+        self,
+        connection: Connection,
+        session: Session,
+        room: ChatRoom,
+        target: str,
+        reason: str | None,
+        packet: codec.Moderate,
+    ) -> None:
+        key = nick_key(target)
+        member = self._present(room, target)
+        was = key in room.rules.voices or (member is not None and member.id in room.rules.guest_voices)
+        if not was:
+            raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"{target!r} has no voice in {room.name!r}")
+        room.rules.voices.discard(key)
+        if member is not None:
+            room.rules.guest_voices.discard(member.id)
+            room.refresh(member)
+        self.keeper.save(room)
+        shown = member.nick if member is not None else target
+        action = {"op": "devoice", "target": shown, "reason": reason}
+        self._record(connection, session, room, action, f"took voice from {shown}", packet.ref)
 
     def _bans(
         self,
@@ -466,6 +548,8 @@ _ROOM_OPS: dict[str, Callable[..., None]] = {
     "deop": Moderation._deop,
     "invite": Moderation._invite,
     "mode": Moderation._mode,
+    "voice": Moderation._voice,
+    "devoice": Moderation._devoice,
     "bans": Moderation._bans,
 }
 

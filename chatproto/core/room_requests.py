@@ -7,6 +7,8 @@ rooms' :class:`~chatproto.core.room_rules.RuleKeeper`.
 
 from __future__ import annotations
 
+import json
+
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -23,7 +25,7 @@ from chatproto.core.records import TopicSet
 from chatproto.core.room_rules import RuleKeeper
 from chatproto.core.rooms import ChatRoom, Directory
 from chatproto.limits import Limits
-from chatproto.rules import clean_reason, is_direct, validate_topic
+from chatproto.rules import clean_reason, is_direct, room_key, validate_topic
 
 log = Logger()
 
@@ -77,23 +79,30 @@ class RoomRequests:
             )
         room = self.directory.get_or_create(packet.room)
         if room.ready.called:
-            self._join_ready(connection, session, room, packet.ref)
+            self._join_ready(connection, session, room, packet.ref, packet.key)
             return
         new = room
 
         def ready(_: object) -> None:
             try:
-                self._join_ready(connection, session, new, packet.ref)
+                self._join_ready(connection, session, new, packet.ref, packet.key)
             except ProtocolError as e:
                 if connection.session is session:
                     connection.send(codec.Error(e.code, e.message, packet.ref))
 
         room.ready.addCallback(ready)
 
-    def _join_ready(self, connection: Connection, session: Session, room: ChatRoom, ref: str | None) -> None:
+    def _join_ready(
+        self,
+        connection: Connection,
+        session: Session,
+        room: ChatRoom,
+        ref: str | None,
+        key: str | None = None,
+    ) -> None:
         if connection.session is not session or session.rooms.get(room.key) is room:
             return
-        refusal = self.keeper.refusal(session, room)
+        refusal = self.keeper.refusal(session, room, key=key)
         if refusal is not None:
             self.directory.drop_if_empty(room)
             raise refusal
@@ -133,14 +142,30 @@ class RoomRequests:
         self.observers.notify("topic", session.id, nick=session.nick, room=room.name, reason=text)
 
     def list_rooms(self, connection: Connection, packet: codec.ListRooms) -> Deferred[None]:
-        """LIST: the rooms there are, here and on any other node."""
+        """LIST: the rooms there are, here and on any other node, but secret
+        ones only to their members and to admins."""
 
         def answer(rooms_json: str) -> None:
-            if connection.session is not None:
+            session = connection.session
+            if session is not None:
+                hidden = self.hidden_from(session)
+                if hidden:
+                    rooms = json.loads(rooms_json)
+                    rooms_json = codec.dumps([r for r in rooms if room_key(r["room"]) not in hidden])
                 payload = codec.room_list_payload(rooms_json, packet.ref)
                 connection.deliver(connection.wire.frame(payload))
 
         return self.peers.listing(self.directory).addCallback(answer)
+
+    def hidden_from(self, session: Session) -> set[str]:
+        """The keys of the secret rooms ``session`` is not in (none for an admin)."""
+        if session.admin:
+            return set()
+        return {
+            key
+            for key, room in self.directory.rooms.items()
+            if room.rules.secret and session.rooms.get(key) is not room
+        }
 
     def mark(self, connection: Connection, packet: codec.Mark) -> None:
         """MARK: the read marker moves forward (never back), on every device."""

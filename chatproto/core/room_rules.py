@@ -31,9 +31,15 @@ class RuleKeeper:
         self.store = store
         self.broadcast = broadcast
 
-    def refusal(self, session: Session, room: ChatRoom, remembered: bool = False) -> ProtocolError | None:
-        """Why ``session`` may not join ``room`` (banned, invite-only), or
-        None. A remembered membership counts as an invitation."""
+    def refusal(
+        self, session: Session, room: ChatRoom, remembered: bool = False, key: str | None = None
+    ) -> ProtocolError | None:
+        """Why ``session`` may not join ``room``, or None, checked in the order
+        of docs/protocol.md 15.5 (banned, invite_only, bad_key, room_full).
+        Admins pass everything, operators everything but a ban; an invitation
+        passes invite_only and room_full but not the key (as the widely used
+        servers do); a remembered membership (a login coming back to its
+        rooms) is no new member and passes all but a ban."""
         rules = room.rules
         if room.direct:  # its participants only, admins not excepted
             if session.account and session.key in {nick_key(n) for n in direct_members(room.name)}:
@@ -44,8 +50,16 @@ class RuleKeeper:
         ban = rules.bans.get(session.key)
         if ban is not None and ban.active(self.clock.seconds()):
             return ProtocolError(ErrorCode.BANNED, f"you are banned from {room.name!r}")
-        if rules.invite_only and not (remembered or session.key in rules.invites or rules.is_op(session)):
+        if remembered or rules.is_op(session):
+            return None
+        invited = session.key in rules.invites
+        if rules.invite_only and not invited:
             return ProtocolError(ErrorCode.INVITE_ONLY, f"{room.name!r} is invite-only: ask an operator")
+        if rules.key and key != rules.key:
+            said = "a wrong key" if key else "no key"
+            return ProtocolError(ErrorCode.BAD_KEY, f"{room.name!r} needs its key, and you gave {said}")
+        if rules.limit and len(room.members) >= rules.limit and not invited:
+            return ProtocolError(ErrorCode.ROOM_FULL, f"{room.name!r} is full ({rules.limit} members)")
         return None
 
     def claim(self, session: Session, room: ChatRoom) -> None:
@@ -66,7 +80,7 @@ class RuleKeeper:
         and put the change in the room's order."""
         if stored:
             self.keep(room)
-        record = RulesSet(room.name, room.rules.to_json(), tuple(sorted(room.rules.guest_ops)))
+        record = RulesSet(room.name, room.rules.shared_json(), tuple(sorted(room.rules.guest_ops)))
         self.broadcast.event(Event(room.key, None, None, record=record))
 
     def kept(self, key: str) -> Deferred[RoomRules | None]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from chatproto import codec
@@ -46,11 +47,26 @@ class RoomRules:
     topic_lock: bool = False
     invite_only: bool = False
     guest_ops: set[int] = field(default_factory=set)  # session ids
+    voices: set[str] = field(default_factory=set)  # account keys
+    key: str = ""  # "" for none: JOIN must give it (+k)
+    limit: int = 0  # 0 for none: JOIN refused at this many members (+l)
+    moderated: bool = False  # only voiced members and operators speak (+m)
+    secret: bool = False  # LIST shows it to its members only (+s)
+    guest_voices: set[int] = field(default_factory=set)  # session ids
 
     def is_op(self, session: Session) -> bool:
         if session.admin:
             return True
         return (session.key in self.ops) if session.account else (session.id in self.guest_ops)
+
+    def is_voiced(self, session: Session) -> bool:
+        """Voice is kept as operator status is: an account's by its key, for
+        good; a guest's by its session, while it lasts and stays in the room."""
+        return (session.key in self.voices) if session.account else (session.id in self.guest_voices)
+
+    def may_speak(self, session: Session) -> bool:
+        """Whether the member may post text: anyone unless the room is moderated."""
+        return not self.moderated or self.is_voiced(session) or self.is_op(session)
 
     @property
     def unclaimed(self) -> bool:
@@ -59,16 +75,38 @@ class RoomRules:
     @property
     def kept(self) -> bool:
         """Whether these rules are worth keeping: then the room's topic is kept with them."""
-        return bool(self.ops or self.bans or self.invites or self.topic_lock or self.invite_only)
+        return bool(
+            self.ops
+            or self.bans
+            or self.invites
+            or self.topic_lock
+            or self.invite_only
+            or self.voices
+            or self.key
+            or self.limit
+            or self.moderated
+            or self.secret
+        )
 
     def to_json(self) -> dict[str, Any]:
+        """What is stored (guests' operator status and voice are not)."""
         return {
             "ops": sorted(self.ops),
             "bans": [[b.target, b.by, b.ts, b.reason, b.until] for b in self.bans.values()],
             "invites": sorted(self.invites),
             "topic_lock": self.topic_lock,
             "invite_only": self.invite_only,
+            "voices": sorted(self.voices),
+            "key": self.key,
+            "limit": self.limit,
+            "moderated": self.moderated,
+            "secret": self.secret,
         }
+
+    def shared_json(self) -> dict[str, Any]:
+        """What other nodes are told: the stored rules and guests' voice
+        (guests' operator status travels beside it, as it always has)."""
+        return {**self.to_json(), "guest_voices": sorted(self.guest_voices)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RoomRules:
@@ -78,6 +116,12 @@ class RoomRules:
             set(data.get("invites", ())),
             bool(data.get("topic_lock")),
             bool(data.get("invite_only")),
+            voices=set(data.get("voices", ())),
+            key=str(data.get("key") or ""),
+            limit=int(data.get("limit") or 0),
+            moderated=bool(data.get("moderated")),
+            secret=bool(data.get("secret")),
+            guest_voices=set(data.get("guest_voices", ())),
         )
 
 
@@ -89,6 +133,7 @@ class ChatRoom:
         "direct",
         "key",
         "last_seq",
+        "made",
         "members",
         "name",
         "peers",
@@ -100,8 +145,11 @@ class ChatRoom:
         "topic",
     )
 
-    def __init__(self, name: str, permanent: bool, replay: int) -> None:
+    def __init__(self, name: str, permanent: bool, replay: int, made: float = 0.0) -> None:
         self.name = name
+        # When this server (this node) made it: the creation time IRC's 329
+        # gives. No store keeps it; a room kept while empty is made again.
+        self.made = made
         self.key = room_key(name)
         self.permanent = permanent
         self.topic: Topic | None = None
@@ -126,9 +174,10 @@ class ChatRoom:
 
     def refresh(self, session: Session) -> None:
         """The member's Peer JSON again (its operator status or away changed)."""
-        self.peers[session.id] = codec.peer_json(
-            session.id, session.nick, self.rules.is_op(session), session.away
-        )
+        rules = self.rules
+        voice = bool((rules.voices or rules.guest_voices) and rules.is_voiced(session))
+        op = rules.is_op(session)
+        self.peers[session.id] = codec.peer_json(session.id, session.nick, op, session.away, voice)
 
     def remove(self, session: Session) -> None:
         self.members.pop(session.id, None)
@@ -157,9 +206,17 @@ class RoomSource(Protocol):
 class Directory:
     """Every room there is, by key, within the server's limits."""
 
-    def __init__(self, limits: Limits, default: str, permanent: list[str], source: RoomSource) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        default: str,
+        permanent: list[str],
+        source: RoomSource,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self.limits = limits
         self.source = source
+        self.clock = clock  # for each room's time made
         self.rooms: dict[str, ChatRoom] = {}
         self._keys: dict[str, str] = {}  # names as clients wrote them -> keys
         self._listed: list[tuple[str, int, str]] | None = None  # what listing_json last showed
@@ -222,7 +279,8 @@ class Directory:
         return room if room is not None else self._create(name, False)
 
     def _create(self, name: str, permanent: bool) -> ChatRoom:
-        room = ChatRoom(name, permanent, self.limits.history_replay)
+        made = self.clock.seconds() if self.clock is not None else 0.0
+        room = ChatRoom(name, permanent, self.limits.history_replay, made)
         self.rooms[room.key] = room
         room.ready = self.source.load(room)
         room.ready.addErrback(lambda f: log.failure("could not read room {room}", f, room=name))
@@ -302,9 +360,10 @@ def load_rules(room: ChatRoom, data: dict[str, Any] | None) -> None:
     rules = kept_rules(data, room.permanent)
     if rules is None or data is None:
         return
-    guests = room.rules.guest_ops
+    guests, guest_voices = room.rules.guest_ops, room.rules.guest_voices
     room.rules = rules
     room.rules.guest_ops = guests
+    room.rules.guest_voices = guest_voices
     topic = data.get("topic")
     if topic and room.rules.kept and not room.permanent and room.topic is None:
         room.topic = Topic(*topic)

@@ -40,8 +40,10 @@ from chatproto.codec import ACTION_PREFIX, ErrorCode, PacketType, ProtocolError
 from chatproto.core.budget import REFUSAL
 from chatproto.core.connection import Session, logged_in
 from chatproto.core.hub import Hub
+from chatproto.core.moderation import check_key, check_limit
 from chatproto.core.rooms import RoomRules
-from chatproto.rules import nick_key, normalise_nick
+from chatproto.rules import nick_key, normalise_nick, room_key
+from chatproto.transports import irc_queries
 from chatproto.transports.int32 import ChatFactory
 from chatproto.transports.irc_conversations import (
     CLIENTTAGDENY,
@@ -55,6 +57,8 @@ from chatproto.transports.irc_conversations import (
     seq_of,
     unescape_tag,
 )
+from chatproto.transports.irc_labels import LABEL_BYTES, CapturingOutbox, Labels
+from chatproto.transports.irc_people import NAMELEN, IrcPeople, people_of
 from chatproto.transports.ircnames import channel, irc_nick, our_nick, room_of
 from chatproto.transports.outbox import Outbox
 from chatproto.transports.policy import CLOSING, CONNECTED, ConnectionPolicy, Framing
@@ -63,15 +67,25 @@ log = Logger()
 
 #: What we offer, all of it working (CAP LS).
 CAPABILITIES = (
+    "account-notify",
+    "account-tag",
     "away-notify",
     "batch",
+    "cap-notify",
     "draft/chathistory",
     "draft/message-redaction",
     "echo-message",
+    "extended-join",
+    "labeled-response",
     "message-tags",
+    "multi-prefix",
     "sasl",
     "server-time",
+    "setname",
+    "userhost-in-names",
 )
+#: What can't be asked for once registered (SASL is for registration only).
+CAPABILITIES_BEFORE_LOGIN = frozenset({"sasl"})
 #: Bytes in a line, CRLF included, tags not (RFC 1459, 2.3).
 LINE = 512
 #: Bytes a client's tags may take (IRCv3 message-tags), and so a whole line.
@@ -159,9 +173,13 @@ class IrcWire:
 
     name = "irc"
 
-    def __init__(self, server: str, caps: frozenset[str]) -> None:
+    def __init__(self, server: str, caps: frozenset[str], people: IrcPeople | None = None) -> None:
         self.server = server
         self.caps = caps
+        self.people = people  # who is an account, and real names (account-tag, extended-join)
+        self.account_tag = "account-tag" in caps and people is not None
+        self.extended_join = "extended-join" in caps
+        self.labels = "labeled-response" in caps
         self.time = "server-time" in caps
         self.tags = "message-tags" in caps
         self.echo = "echo-message" in caps
@@ -177,7 +195,10 @@ class IrcWire:
         render = _BY_WIRE.get(kind)
         if render is not None:
             body = json.loads(payload[1:])
-            if (kind != PacketType.ERROR or body.get("ref") is None) and not _kick_or_invite(kind, body):
+            # The sender's own copy (it has the ref) is the connection's to
+            # render with labeled-response: it may answer a labeled request.
+            ref_free = body.get("ref") is None or (kind != PacketType.ERROR and not self.labels)
+            if ref_free and not _kick_or_invite(kind, body):
                 return render(self, body).encode("utf-8")
         elif kind not in _PERSONAL:
             if kind not in NOT_SHOWN:
@@ -198,7 +219,31 @@ class IrcWire:
             tags["msgid"] = str(body["seq"])
         if self.tags and body.get("reply"):
             tags["+draft/reply"] = str(body["reply"]["seq"])
+        if self.account_tag:
+            account = self.account_of(body["from"])
+            if account is not None:
+                tags["account"] = account
         return tags or None
+
+    def with_account(self, tags: dict, nick: str) -> dict:
+        """``tags`` and, with account-tag, the sender's ``account``."""
+        account = self.account_of(nick) if self.account_tag else None
+        return tags if account is None else {**tags, "account": account}
+
+    def account_of(self, nick: str) -> str | None:
+        """account-tag's value for a sender: its IRC nick if it is an
+        account logged in (an account's nick is its name), else None."""
+        session = self.people.hub.session_for(nick) if self.people is not None else None
+        return irc_nick(session.nick) if session is not None and session.account else None
+
+    def join_line(self, nick: str, room: str) -> str:
+        """A JOIN; with extended-join, ``JOIN #room account :realname``
+        (``*`` for a guest)."""
+        if not self.extended_join:
+            return line(user(nick), "JOIN", room)
+        session = self.people.hub.session_for(nick) if self.people is not None else None
+        realname = self.people.realname(session) if self.people is not None and session else nick
+        return line(user(nick), "JOIN", room, self.account_of(nick) or "*", realname)
 
     def privmsg(self, body: dict, target: str, batch: str | None = None) -> str:
         """A MESSAGE or PRIVATE as PRIVMSG (NOTICE for a notice or a
@@ -226,12 +271,12 @@ class IrcWire:
         return self.privmsg(body, target_of(body["room"], body["from"]))
 
     def mode(self, body: dict, action: dict) -> str:
-        """A record of op, deop, ban, unban or mode as the MODE line it is on IRC."""
+        """A record of op, deop, voice, devoice, ban, unban or mode as the
+        MODE line it is on IRC (one line for all a mode record changed)."""
         op, room = action["op"], channel(body["room"])
         if op == "mode":
-            flags = [("i", action.get("invite_only")), ("t", action.get("topic_lock"))]
-            change = "".join(("+" if on else "-") + letter for letter, on in flags if on is not None)
-            return line(user(body["from"]), "MODE", room, change) if change else ""
+            change, params = mode_change(action)
+            return line(user(body["from"]), "MODE", room, change, *params) if change else ""
         sign, letter = _MODES[op]
         target = irc_nick(action["target"]) + ("!*@*" if letter == "b" else "")
         return line(user(body["from"]), "MODE", room, sign + letter, target)
@@ -259,7 +304,8 @@ class IrcWire:
         if kind != "react" or not self.tags or body.get("emoji") is None:
             return ""
         tag = "+draft/react" if body.get("on", True) else "+draft/unreact"
-        return line(user(by), "TAGMSG", target, tags={tag: body["emoji"], "+draft/reply": seq})
+        tags = {tag: body["emoji"], "+draft/reply": seq}
+        return line(user(by), "TAGMSG", target, tags=self.with_account(tags, by))
 
     def joined(self, body: dict) -> str:
         """JOIN; for an operator, the server's MODE +o after it, as IRC
@@ -268,9 +314,10 @@ class IrcWire:
         if is_query(body["room"]):
             return ""  # a conversation of two is a query: nobody joins it
         room = channel(body["room"])
-        join = line(user(body["nick"]), "JOIN", room)
-        if body.get("op"):
-            join += line(self.server, "MODE", room, "+o", irc_nick(body["nick"]))
+        join = self.join_line(body["nick"], room)
+        letters = ("o" if body.get("op") else "") + ("v" if body.get("voice") else "")
+        if letters:
+            join += line(self.server, "MODE", room, "+" + letters, *[irc_nick(body["nick"])] * len(letters))
         if self.away_notify and body.get("away") is not None:
             join += away_line(body["nick"], body["away"])
         return join
@@ -358,13 +405,13 @@ def irc_client(session: Session) -> IrcConnection | None:
     return found
 
 
-def identity(session: Session) -> tuple[str, str]:
-    """(username, realname) as WHO and WHOIS show them: USER's for an IRC
-    session, the nick for any other."""
+def identity(session: Session, people: IrcPeople) -> tuple[str, str]:
+    """(username, realname) as WHO and WHOIS show them: USER's username for
+    an IRC session, the nick for any other; the real name ``people`` keeps
+    (USER's or SETNAME's, else the nick)."""
     client = irc_client(session)
-    if client is not None and client.username and client.realname:
-        return client.username, client.realname
-    return irc_nick(session.nick), session.nick
+    username = client.username if client is not None and client.username else irc_nick(session.nick)
+    return username, people.realname(session)
 
 
 def is_oper(session: Session) -> bool:
@@ -372,10 +419,12 @@ def is_oper(session: Session) -> bool:
     return any(client.oper for client in map(irc_of, session.devices) if client is not None)
 
 
-def member_prefix(rules: RoomRules, session: Session) -> str:
-    """A member's highest channel prefix, as WHO and WHOIS show it: ``@``
-    for an operator."""
-    return "@" if rules.is_op(session) else ""
+def member_prefix(rules: RoomRules, session: Session, multi: bool = False) -> str:
+    """A member's channel prefix, as NAMES, WHO and WHOIS show it: ``@``
+    for an operator, ``+`` for a voiced member; the higher alone, or both
+    with multi-prefix (``multi``)."""
+    marks = ("@" if rules.is_op(session) else "") + ("+" if rules.is_voiced(session) else "")
+    return marks if multi else marks[:1]
 
 
 def mask_pattern(mask: str) -> re.Pattern[str]:
@@ -408,7 +457,48 @@ USERLEN, REALLEN = 16, 160
 _MASK_SPECIAL = re.compile(r"[*?]")
 
 #: Moderation records that IRC shows as MODE changes.
-_MODES = {"op": ("+", "o"), "deop": ("-", "o"), "ban": ("+", "b"), "unban": ("-", "b"), "mode": ("", "")}
+_MODES = {
+    "op": ("+", "o"),
+    "deop": ("-", "o"),
+    "voice": ("+", "v"),
+    "devoice": ("-", "v"),
+    "ban": ("+", "b"),
+    "unban": ("-", "b"),
+    "mode": ("", ""),
+}
+
+#: MODERATE mode's fields and the channel modes they are, in the order
+#: MODE lines show them: flags, then the modes with a parameter.
+_FLAGS = (("topic_lock", "t"), ("invite_only", "i"), ("moderated", "m"), ("secret", "s"))
+
+#: Channel modes MODE takes from IRC, and what each is.
+_FLAG_FIELDS = {letter: name for name, letter in _FLAGS}
+
+#: MODE's changes that name a nick, as MODERATE ops.
+_MODE_OPS = {"+o": "op", "-o": "deop", "+v": "voice", "-v": "devoice", "+b": "ban", "-b": "unban"}
+
+
+def mode_change(action: dict) -> tuple[str, list[str]]:
+    """A mode record's changes as a MODE string and its parameters: ``+mk-l
+    key`` (a removed key is ``-k *``, as servers echo it)."""
+    changes: list[tuple[str, str]] = []
+    params: list[str] = []
+    for name, letter in _FLAGS:
+        if action.get(name) is not None:
+            changes.append(("+" if action[name] else "-", letter))
+    if action.get("key") is not None:
+        changes.append(("+" if action["key"] else "-", "k"))
+        params.append(action["key"] or "*")
+    if action.get("limit") is not None:
+        changes.append(("+" if action["limit"] else "-", "l"))
+        if action["limit"]:
+            params.append(str(action["limit"]))
+    text, last = "", ""
+    for sign, letter in changes:
+        text += letter if sign == last else sign + letter
+        last = sign
+    return text, params
+
 
 #: How IRC shows each server packet, in three tables that together name
 #: every one (a test checks): _BY_WIRE renders a broadcast once per wire
@@ -436,12 +526,14 @@ NOT_SHOWN: dict[int, str] = {
 _WIRES: dict[tuple[str, frozenset], IrcWire] = {}
 
 
-def wire_for(server: str, caps: frozenset[str]) -> IrcWire:
-    """One wire per set of capabilities, shared by every client with it."""
+def wire_for(server: str, caps: frozenset[str], people: IrcPeople | None = None) -> IrcWire:
+    """One wire per set of capabilities (on a hub: kept with its people),
+    shared by every client with it."""
+    wires: dict[tuple[str, frozenset], Any] = _WIRES if people is None else people.wires
     key = (server, caps)
-    if key not in _WIRES:
-        _WIRES[key] = IrcWire(server, caps)
-    return _WIRES[key]
+    if key not in wires:
+        wires[key] = IrcWire(server, caps, people)
+    return wires[key]
 
 
 #: (the command a refused packet came from, our error code) -> IRC numeric.
@@ -456,6 +548,9 @@ NUMERICS = {
     ("JOIN", ErrorCode.TOO_MANY_ROOMS): "405",
     ("JOIN", ErrorCode.BANNED): "474",
     ("JOIN", ErrorCode.INVITE_ONLY): "473",
+    ("JOIN", ErrorCode.BAD_KEY): "475",
+    ("JOIN", ErrorCode.ROOM_FULL): "471",
+    ("PRIVMSG", ErrorCode.MODERATED): "404",
     ("JOIN", ErrorCode.RATE_LIMITED): "263",
     ("PART", ErrorCode.NO_SUCH_ROOM): "403",
     ("PART", ErrorCode.NOT_A_MEMBER): "442",
@@ -503,11 +598,14 @@ class IrcConnection(Framing):
         "_sasl_data",
         "_tags",
         "account",
+        "cap_version",
         "caps",
         "irc_name",
+        "labels",
         "negotiating",
         "oper",
         "password",
+        "people",
         "realname",
         "sasl",
         "server",
@@ -517,8 +615,12 @@ class IrcConnection(Framing):
     def __init__(self, hub: Hub) -> None:
         self.server = server_name(hub.name)
         self.caps: frozenset[str] = frozenset()
+        self.people = people_of(hub)
         # One wire per set of capabilities: the connection's changes with CAP REQ.
-        super().__init__(hub, wire_for(self.server, self.caps))
+        super().__init__(hub, wire_for(self.server, self.caps, self.people))
+        self.cap_version = 0  # CAP LS 302: cap-notify is on and stays on
+        self.labels: Labels | None = None  # made at the first labeled request
+        self.realname: str | None = None  # USER's
         self._lines = b""
         self.irc_name = "*"  # the nick this client knows itself by
         self.username: str | None = None
@@ -579,6 +681,15 @@ class IrcConnection(Framing):
             return
         self._errors = 0  # a good line: errors are answered again
         self._tags, _, command, params = parse(text)
+        label = self._tags.get("label") if "labeled-response" in self.caps else None
+        if label and len(label.encode("utf-8")) <= LABEL_BYTES:
+            if self.labels is None:
+                self.labels = Labels(self.server)
+            self.labels.request(self.connection.outbox, label, lambda: self._command(command, params))
+        else:
+            self._command(command, params)
+
+    def _command(self, command: str, params: list[str]) -> None:
         handler = _COMMANDS.get(command)
         if handler is None:
             self._numeric("421", command, "Unknown command")
@@ -600,6 +711,8 @@ class IrcConnection(Framing):
 
     def _packet(self, packet) -> None:
         """Handle ``packet`` as if it had come over TCP: every limit applies."""
+        if self.labels is not None:
+            self.labels.sent(getattr(packet, "ref", None))
         self.connection.packetReceived(packet)
 
     def _charge(self, units: float = 1.0) -> None:
@@ -643,6 +756,10 @@ class IrcConnection(Framing):
     def delivery(self, outbox: Outbox[ConnectionPolicy]) -> Callable[[bytes], None]:
         return self.deliver_to
 
+    def make_outbox(self, *args: Any) -> Outbox[ConnectionPolicy]:
+        """One that can hold a labeled request's lines (irc_labels.py)."""
+        return CapturingOutbox(*args)
+
     def deliver_to(self, data: bytes) -> None:
         """What the core delivers: IRC lines, and payloads for this
         connection to render (:meth:`IrcWire.frame`), in their order."""
@@ -653,10 +770,7 @@ class IrcConnection(Framing):
         while data:
             if data[0] == 0:
                 end = 5 + int.from_bytes(data[1:5], "big")
-                if data[5] in (PacketType.MESSAGE, PacketType.LEFT):
-                    self._moderated(data[5], json.loads(data[6:end]))
-                else:
-                    self.render(codec.decode_server(data[5:end]))
+                self.render(codec.decode_server(data[5:end]))  # a kick's record: _render
             else:
                 end = data.find(b"\0")
                 end = len(data) if end < 0 else end
@@ -666,11 +780,22 @@ class IrcConnection(Framing):
     def render(self, packet: Any) -> None:
         """A packet for this connection alone: rendered with its state, or
         as the wire renders it, or not at all (NOT_SHOWN)."""
+        if self.labels is not None:  # it may answer a labeled request
+            ref = getattr(packet, "ref", None)
+            self.labels.answer(self.connection.outbox, ref, lambda: self._render(packet))
+        else:
+            self._render(packet)
+
+    def _render(self, packet: Any) -> None:
         render = _BY_CONNECTION.get(type(packet))
         if render is not None:
             render(self, packet)
         elif packet.TYPE in _BY_WIRE:
-            self.deliver_to(self.connection.wire.frame(codec.encode(packet)))
+            body = json.loads(codec.encode(packet)[1:])
+            if _kick_or_invite(packet.TYPE, body):
+                self._moderated(packet.TYPE, body)
+            else:
+                self.connection.outbox.write(_BY_WIRE[packet.TYPE](self.irc_wire, body).encode("utf-8"))
 
     def last_words(self, final: bytes | None, why: str) -> bytes | None:
         if why == "quit":
@@ -682,30 +807,43 @@ class IrcConnection(Framing):
     def do_cap(self, params: list[str]) -> None:
         self._charge()
         sub = params[0].upper() if params else ""
+        registered = self.connection.state == CONNECTED
         if sub == "LS":
-            self.negotiating = self.connection.state != CONNECTED
+            self.negotiating = not registered
+            if len(params) > 1 and params[1].isdigit() and int(params[1]) >= 302:
+                self.cap_version = 302  # cap-notify comes with 302, for good
+                self.caps = self.caps | {"cap-notify"}
+                self.connection.rewire(wire_for(self.server, self.caps, self.people))
             self.write_line(self.server, "CAP", self.target, "LS", " ".join(CAPABILITIES))
         elif sub == "LIST":
             self.write_line(self.server, "CAP", self.target, "LIST", " ".join(sorted(self.caps)))
         elif sub == "REQ":
-            wanted = (params[1] if len(params) > 1 else "").split()
-            names = {w.lstrip("-") for w in wanted}
-            if (
-                self.connection.state == CONNECTED
-                or not names <= set(CAPABILITIES)
-                or any(w.startswith("-") for w in wanted)
-            ):
-                self.write_line(self.server, "CAP", self.target, "NAK", " ".join(wanted))
-                return
-            self.negotiating = True
-            self.caps = self.caps | names
-            self.connection.rewire(wire_for(self.server, self.caps))
-            self.write_line(self.server, "CAP", self.target, "ACK", " ".join(wanted))
+            self._cap_req((params[1] if len(params) > 1 else "").split(), registered)
         elif sub == "END":
             self.negotiating = False
             self._try_login()
         else:
             self._numeric("410", sub, "Invalid CAP command")
+
+    def _cap_req(self, wanted: list[str], registered: bool) -> None:
+        """CAP REQ, before registration or after (cap-notify): all of it
+        (``-cap`` removes one) or, NAK, nothing. After registration, the
+        connection's broadcasts move to the wire of its new capabilities."""
+        adds = {w for w in wanted if not w.startswith("-")}
+        removes = {w[1:] for w in wanted if w.startswith("-")}
+        refused = (
+            not wanted
+            or not (adds | removes) <= set(CAPABILITIES)
+            or (registered and bool(adds & CAPABILITIES_BEFORE_LOGIN))
+            or (self.cap_version >= 302 and "cap-notify" in removes)
+        )
+        if refused:
+            self.write_line(self.server, "CAP", self.target, "NAK", " ".join(wanted))
+            return
+        self.negotiating = not registered
+        self.caps = (self.caps - removes) | adds
+        self.connection.rewire(wire_for(self.server, self.caps, self.people))
+        self.write_line(self.server, "CAP", self.target, "ACK", " ".join(wanted))
 
     def do_pass(self, params: list[str]) -> None:
         self._charge()
@@ -756,7 +894,8 @@ class IrcConnection(Framing):
         if self.username is not None:
             self._numeric("462", "You may not reregister")
             return
-        self.username, self.realname = params[0][:USERLEN], params[3][:REALLEN]
+        self.username = params[0][:USERLEN]
+        self.realname = params[3][:REALLEN] if irc_queries.valid_realname(params[3]) else None
         self._try_login()
 
     def do_authenticate(self, params: list[str]) -> None:
@@ -867,12 +1006,14 @@ class IrcConnection(Framing):
                     continue  # conversations are no channels: JOIN 0 leaves them be
                 self._packet(codec.Part(room.name, None, ref=f"PART {channel(room.name)}"))
             return
-        for name in params[0].split(","):
+        keys = params[1].split(",") if len(params) > 1 else []  # the channels' keys, in their order
+        for index, name in enumerate(params[0].split(",")):
+            key = (keys[index] or None) if index < len(keys) else None
             if name.startswith("&") and len(name) > 1:
                 self._open(name)
                 continue
             try:
-                self._packet(codec.Join(room_of(name), ref=f"JOIN {name}"))
+                self._packet(codec.Join(room_of(name), ref=f"JOIN {name}", key=key))
             except ProtocolError:
                 self._charge()
                 self._numeric("403", name, "No such channel: channels start with #")
@@ -1062,7 +1203,8 @@ class IrcConnection(Framing):
         sessions: list[Session] = []
         if mask[:1] in "#&":
             room = self._room(mask, quiet=True)
-            sessions = list(room.members.values()) if room is not None else []
+            shown = room is not None and not self._hidden(room)  # +s: its members are its business
+            sessions = list(room.members.values()) if room is not None and shown else []
         elif _MASK_SPECIAL.search(mask):
             sessions = self._visible(mask)
         else:
@@ -1072,10 +1214,10 @@ class IrcConnection(Framing):
         where = channel(room.name) if room is not None else "*"
         for session in sessions:
             irc = irc_nick(session.nick)
-            username, realname = identity(session)
+            username, realname = identity(session, self.people)
             flags = ("H" if away_of(session) is None else "G") + ("*" if is_oper(session) else "")
             if room is not None:
-                flags += member_prefix(room.rules, session)
+                flags += member_prefix(room.rules, session, "multi-prefix" in self.caps)  # as NAMES shows it
             self._numeric("352", where, username, HOST, self.server, irc, flags, f"0 {realname}")
         self._numeric("315", mask, "End of /WHO list")
 
@@ -1104,15 +1246,15 @@ class IrcConnection(Framing):
             self._numeric("401", target, "No such nick")
         else:
             irc = irc_nick(session.nick)
-            username, realname = identity(session)
+            username, realname = identity(session, self.people)
             self._numeric("311", irc, username, HOST, "*", realname)
             if away_of(session) is not None:
                 self._numeric("301", irc, away_of(session) or "Away")
             # Conversations are nobody else's business: channels only.
             rooms = " ".join(
-                member_prefix(room.rules, session) + channel(room.name)
+                member_prefix(room.rules, session, "multi-prefix" in self.caps) + channel(room.name)
                 for room in session.rooms.values()
-                if participants(room.name) is None
+                if participants(room.name) is None and not self._hidden(room)  # +s
             )
             if rooms:
                 self._numeric("319", irc, rooms)
@@ -1151,18 +1293,32 @@ class IrcConnection(Framing):
         if asking and room is None:
             self._show_kept_modes(target, len(params) == 1)
         elif asking:
-            self._show_modes(target, room.rules, len(params) == 1)
+            member = logged_in(self.connection).rooms.get(room.key) is room
+            self._show_modes(target, room.rules, len(params) == 1, member, room.made)
         elif room is None:
             self._numeric("403", target, "No such channel")
         else:
             self._mode_changes(room.name, params[1], params[2:])
 
-    def _show_modes(self, target: str, rules: RoomRules, modes: bool) -> None:
-        """``324`` (``modes``), or the ban list."""
+    def _show_modes(
+        self, target: str, rules: RoomRules, modes: bool, member: bool = False, made: float | None = None
+    ) -> None:
+        """``324`` and ``329`` (``modes``), or the ban list. The key is shown
+        to members only (``*`` in its place to others, so that the limit
+        after it keeps its place); ``329`` is the time this server made the
+        room (``made``; none for a room that is only stored)."""
         if modes:
-            self._numeric(
-                "324", target, "+n" + ("t" if rules.topic_lock else "") + ("i" if rules.invite_only else "")
-            )
+            flags = "".join(letter for name, letter in _FLAGS if getattr(rules, name))
+            params = []
+            if rules.key:
+                flags += "k"
+                params.append(rules.key if member else "*")
+            if rules.limit:
+                flags += "l"
+                params.append(str(rules.limit))
+            self._numeric("324", target, "+n" + flags, *params)
+            if made is not None:
+                self._numeric("329", target, str(int(made)))
             return
         for ban in rules.bans.values():
             self._numeric("367", target, irc_nick(ban.target) + "!*@*", irc_nick(ban.by), str(int(ban.ts)))
@@ -1195,28 +1351,110 @@ class IrcConnection(Framing):
         hub.keeper.kept(key).addCallbacks(show, failed)
 
     def _mode_changes(self, room: str, modes: str, args: list[str]) -> None:
-        """``+o``/``-o`` nick, ``+b``/``-b`` nick, ``+i``/``-i``, ``+t``/``-t``:
-        each the MODERATE it means; anything else is ``472``."""
+        """A MODE string, each change the MODERATE it means: ``o``, ``v``
+        and ``b`` with a nick each one of their own, in order; ``i``, ``t``,
+        ``m``, ``s``, ``k`` and ``l`` all in one ``mode`` after them (one
+        record, one MODE line back). ``+n`` is always so; ``-n`` can't be
+        had (a NOTICE says why); anything else is ``472``."""
         sign, args = "+", list(args)
-        ref = f"MODE {channel(room)}"
+        chan = channel(room)
+        ref = f"MODE {chan}"
+        fields: dict[str, Any] = {}
         for letter in modes:
             if letter in "+-":
                 sign = letter
-            elif letter in "ob":
+            elif letter in "ovb":
                 if not args:
                     self._numeric("461", "MODE", "Not enough parameters")
                     return
-                nick = our_nick(args.pop(0).split("!", 1)[0])
-                op = {"o": "op", "b": "ban"}[letter] if sign == "+" else {"o": "deop", "b": "unban"}[letter]
-                self._packet(codec.Moderate(room, op, nick, None, ref=ref))
-            elif letter in "it":
-                on = sign == "+"
-                if letter == "i":
-                    self._packet(codec.Moderate(room, "mode", ref=ref, invite_only=on))
+                given = args.pop(0)
+                nick = self._mode_target(room, sign + letter, given)
+                if nick is not None:
+                    op = _MODE_OPS[sign + letter]
+                    self._packet(
+                        codec.Moderate(room, op, nick, None, ref=f"{ref} {irc_nick(nick)} {sign}{letter}")
+                    )
+            elif letter in _FLAG_FIELDS:
+                fields[_FLAG_FIELDS[letter]] = sign == "+"
+            elif letter == "k":
+                key = args.pop(0) if args else None  # -k takes the key too, as clients send it
+                if sign == "-":
+                    fields["key"] = ""
+                elif not key:
+                    self._numeric("461", "MODE", "Not enough parameters")
+                    return
+                elif self._bad_mode_param(chan, "k", key, check_key):
+                    return
                 else:
-                    self._packet(codec.Moderate(room, "mode", ref=ref, topic_lock=on))
+                    fields["key"] = key
+            elif letter == "l":
+                if sign == "-":
+                    fields["limit"] = 0
+                elif not args:
+                    self._numeric("461", "MODE", "Not enough parameters")
+                    return
+                else:
+                    given = args.pop(0)
+                    limit = int(given) if given.isascii() and given.isdigit() else 0
+                    if self._bad_mode_param(chan, "l", given, check_limit, limit or -1):
+                        return
+                    fields["limit"] = limit
+            elif letter == "n":
+                if sign == "-":
+                    self._notice(f"{chan} is always +n: nobody outside a channel can speak in it")
             else:
                 self._numeric("472", letter, "is an unknown mode char to me")
+        if fields:
+            self._packet(codec.Moderate(room, "mode", ref=ref, **fields))
+
+    def _mode_target(self, room: str, change: str, given: str) -> str | None:
+        """The nick a ``+o``/``+v`` (a member) or ``-o``/``-v``/``±b`` names;
+        None, and ``401`` or ``441`` said, for a nick that can't be it."""
+        nick = given.split("!", 1)[0]
+        try:
+            ours = our_nick(nick)
+        except ProtocolError:
+            self._numeric("401", nick, "No such nick/channel")
+            return None
+        if change in ("+o", "+v"):
+            session = self._session(nick)
+            if session is None:
+                self._numeric("401", nick, "No such nick/channel")
+                return None
+            if session.rooms.get(room_key(room)) is None:
+                self._numeric("441", irc_nick(session.nick), channel(room), "They aren't on that channel")
+                return None
+        return ours
+
+    def _bad_mode_param(self, chan: str, letter: str, given: str, check: Callable, *value: Any) -> bool:
+        """``696`` for a key or limit the room can't have (docs/protocol.md 15.5)."""
+        try:
+            check(*(value or (given,)))
+        except ProtocolError as e:
+            self._numeric("696", chan, letter, given, e.message)
+            return True
+        return False
+
+    def _hidden(self, room) -> bool:
+        """A secret room (+s) the asker is not in: to a non-admin, NAMES, WHO
+        and WHOIS show nothing of it, as LIST does not."""
+        asker = logged_in(self.connection)
+        return room.rules.secret and not asker.admin and asker.rooms.get(room.key) is not room
+
+    def _mode_refused(self, target: str, error: codec.Error) -> None:
+        """A refused MODE change: ``441 nick #chan`` for a nick that is no
+        member (or has no such status), a NOTICE for a ``-b`` of a nick not
+        banned (no numeric says that), else the numeric of its code."""
+        chan, nick, change = [*target.split(" "), "", ""][:3]
+        number = NUMERICS.get(("MODE", error.code))
+        if number == "441" and change == "-b":
+            self._notice(f"{error.message} ({error.code})")
+        elif number == "441" and nick:
+            self._numeric("441", nick, chan, "They aren't on that channel")
+        elif number is not None:
+            self._numeric(number, chan, error.message)
+        else:
+            self._notice(f"{error.message} ({error.code})")
 
     def do_kick(self, params: list[str]) -> None:
         if len(params) < 2:
@@ -1362,26 +1600,31 @@ class IrcConnection(Framing):
 
     def _welcome(self, welcome: codec.Welcome) -> None:
         self.irc_name = me = irc_nick(welcome.nick)
+        if self.realname is not None and self.connection.session is not None:
+            self.people.set_realname(self.connection.session, self.realname)
         limits = self.connection.hub.limits
         self.write_line(self.server, "001", me, f"Welcome to {self.server}, {me}")
         self.write_line(
             self.server, "002", me, f"Your host is {self.server}, running chatproto {__version__}"
         )
         self.write_line(self.server, "003", me, "This server speaks chat protocol 2 and IRC")
-        self.write_line(self.server, "004", me, self.server, f"chatproto-{__version__}", "i", "bint")
+        self.write_line(
+            self.server, "004", me, self.server, f"chatproto-{__version__}", "i", "biklmnostv", "bklov"
+        )
         tokens = [
             "CHANTYPES=#&",
             f"CHANNELLEN={limits.room_name_length + 1}",
             "NICKLEN=200",
             f"TOPICLEN={limits.topic_length}",
             "CASEMAPPING=ascii",
-            "PREFIX=(o)@",
-            "CHANMODES=b,,,int",
+            "PREFIX=(ov)@+",
+            "CHANMODES=b,k,l,imnst",
             f"CHANLIMIT=#:{limits.rooms_per_connection}",
             f"NETWORK={self.server}",
             f"CHATHISTORY={limits.history_page}",
             "MSGREFTYPES=msgid",
             CLIENTTAGDENY,
+            f"NAMELEN={NAMELEN}",  # real names (SETNAME)
         ]
         self.write_line(self.server, "005", me, *tokens, "are supported by this server")
         if welcome.motd:
@@ -1404,7 +1647,7 @@ class IrcConnection(Framing):
             if ref.startswith("JOIN "):
                 self._notice(f"{ref[5:]} is your conversation with {other}: /msg {other}")
             return
-        self.write_line(user(session.nick), "JOIN", name)
+        self.connection.outbox.write(self.irc_wire.join_line(session.nick, name).encode("utf-8"))
         room = self.connection.hub.room_for(state.room)
         if room is not None:
             self._topic_numerics(room, asked=False)
@@ -1421,8 +1664,17 @@ class IrcConnection(Framing):
             self._numeric("331", name, "No topic is set")
 
     def _names(self, room) -> None:
+        """``353`` and ``366``; of a secret channel, to a non-member who is no
+        admin, ``366`` alone (as of a channel that does not exist)."""
         name = channel(room.name)
-        names = [("@" if room.rules.is_op(s) else "") + irc_nick(s.nick) for s in room.members.values()]
+        if self._hidden(room):
+            self._numeric("366", name, "End of /NAMES list")
+            return
+        multi = "multi-prefix" in self.caps
+        names = [
+            irc_queries.names_entry(s.nick, member_prefix(room.rules, s, multi), self.caps)
+            for s in room.members.values()
+        ]
         prefix = len(line(self.server, "353", self.irc_name, "=", name, ""))
         for chunk in split_text(" ".join(names), LINE - prefix):
             self._numeric("353", "=", name, chunk.strip())
@@ -1437,6 +1689,9 @@ class IrcConnection(Framing):
             return
         if command == "REDACT":
             self._redact_failed(target, error)
+            return
+        if command == "MODE":
+            self._mode_refused(target, error)
             return
         if command == "NICK":
             self._nick_refused(target, error)
@@ -1564,7 +1819,7 @@ class IrcConnection(Framing):
         session = self.connection.session
         if not self.irc_wire.tags or session is None or nick_key(notice.nick) == session.key:
             return
-        tags = {"+typing": "active" if notice.typing else "done"}
+        tags = self.irc_wire.with_account({"+typing": "active" if notice.typing else "done"}, notice.nick)
         self.write_line(user(notice.nick), "TAGMSG", target_of(notice.room, notice.nick), tags=tags)
 
     def _history(self, page: codec.HistoryPage) -> None:
@@ -1730,6 +1985,13 @@ _COMMANDS: dict[str, Callable] = {
     "TAGMSG": IrcConnection.do_tagmsg,
     "REDACT": IrcConnection.do_redact,
     "CHATHISTORY": IrcConnection.do_chathistory,
+    # Questions the gateway answers itself, and SETNAME (irc_queries.py).
+    "WHOWAS": irc_queries.do_whowas,
+    "LUSERS": irc_queries.do_lusers,
+    "TIME": irc_queries.do_time,
+    "USERHOST": irc_queries.do_userhost,
+    "ISON": irc_queries.do_ison,
+    "SETNAME": irc_queries.do_setname,
 }
 _BEFORE_LOGIN = frozenset({"CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "PING", "PONG", "QUIT"})
 
@@ -1769,3 +2031,7 @@ class IrcFactory(ChatFactory):
     """Builds an IrcConnection per connection, all on one hub (``--irc``)."""
 
     protocol = IrcConnection
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__(hub)
+        people_of(hub)  # WHOWAS counts departures from the start, not the first IRC client

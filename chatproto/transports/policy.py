@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from chatproto import codec
 from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.core.broadcast import SERVER
 from chatproto.core.budget import CUT, REFUSAL, Budget
 from chatproto.core.commands import COMMANDS, Bucket, apply
 from chatproto.core.connection import Session, Wire
@@ -129,6 +130,16 @@ class Framing(TwistedProtocol):
         """What the core's broadcasts and packets are written with: the
         outbox's write (IRC's renders a payload for its connection first)."""
         return outbox.write
+
+    def make_outbox(
+        self,
+        transport: Consumer,
+        sendq: int,
+        overflowed: Callable[[ConnectionPolicy], None],
+        owner: ConnectionPolicy,
+    ) -> Outbox[ConnectionPolicy]:
+        """The connection's outbox (IRC's can hold a labeled request's answer)."""
+        return Outbox(transport, sendq, overflowed, owner)
 
     def dataReceived(self, data: bytes) -> None:
         self.connection.read(data)
@@ -305,8 +316,12 @@ class ConnectionPolicy:
             chat_transport(self.protocol.transport).abortConnection()
 
     def rewire(self, wire: Wire) -> None:
-        """The framing's wire changed (IRC capabilities, asked for before login)."""
-        self.wire = wire
+        """The framing's wire changed (IRC capabilities): once logged in,
+        the broadcasts it receives move to the new wire too."""
+        old, self.wire = self.wire, wire
+        session = self.session
+        if old is not wire and session is not None and self.state == CONNECTED:
+            self.hub.broadcast.rewire([SERVER, *session.rooms], self.id, self, wire)
 
     # -- the framing's Twisted events --------------------------------------------------
 
@@ -317,7 +332,7 @@ class ConnectionPolicy:
         limits = self.hub.limits
         transport = chat_transport(self.protocol.transport)
         self._budget = Budget(limits.packet_rate, limits.packet_burst, self.opened)
-        self.outbox = Outbox(transport, limits.sendq, self.hub.overflowed, self)
+        self.outbox = self.protocol.make_outbox(transport, limits.sendq, self.hub.overflowed, self)
         self.deliver = self.protocol.delivery(self.outbox)
         refused = self.protocol.accept()
         if refused is not None:

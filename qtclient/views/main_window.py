@@ -12,6 +12,7 @@ from PyQt6.QtWidgets import (
     QAbstractItemView,
     QApplication,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QMainWindow,
     QMenu,
@@ -54,14 +55,15 @@ _LEAVE_WORDS = {
 }
 
 COMMANDS = (
-    "/join ROOM, /part [reason], /topic TEXT, /list, /msg NICK text, /me action, /away [message], /back, "
-    "/nick NEWNICK, /quit; operators: "
-    "/kick NICK [reason], /ban NICK [reason], /unban NICK, /op NICK, /deop NICK, /invite NICK, /bans"
+    "/join ROOM [key], /part [reason], /topic TEXT, /list, /msg NICK text, /me action, /away [message], "
+    "/back, /nick NEWNICK, /quit; operators: "
+    "/kick NICK [reason], /ban NICK [reason], /unban NICK, /op NICK, /deop NICK, /voice NICK, /devoice NICK, "
+    "/invite NICK, /bans"
 )
 #: The room tree's width in a window wide enough for it, pixels.
 TREE_WIDTH = 200
 #: Commands that are a MODERATE of the room shown, with a target.
-_MODERATION_COMMANDS = ("kick", "ban", "unban", "op", "deop", "invite")
+_MODERATION_COMMANDS = ("kick", "ban", "unban", "op", "deop", "voice", "devoice", "invite")
 
 
 #: What a DONE says, in words: ACCOUNT's ops on the user's own account, ADMIN's on others.
@@ -231,6 +233,7 @@ class MainWindow(QMainWindow):
         row.addWidget(self.input)
         row.addWidget(self.send_button, alignment=Qt.AlignmentFlag.AlignBottom)
 
+        self.key_prompt: QInputDialog | None = None  # asks for a room's key (+k)
         self.banner = QLabel()
         self.banner.setWordWrap(True)
         self.banner.setStyleSheet(
@@ -359,6 +362,7 @@ class MainWindow(QMainWindow):
         s.messageChanged.connect(self._message_changed)
         s.typingChanged.connect(self._typing_changed)
         s.statusChanged.connect(self._status_changed)
+        s.keyNeeded.connect(self._key_needed)
         s.requestDone.connect(self._away_done)
         self.away_action.triggered.connect(self.ask_away)
         self.nick_action.triggered.connect(self.ask_nick)
@@ -503,7 +507,8 @@ class MainWindow(QMainWindow):
         """/join, /part, /topic, /list; False (and a hint) if not understood."""
         here = self.room_names.get(self.current, "")
         if command == "join" and rest:
-            return self.session.join(rest.split()[0])
+            words = rest.split()
+            return self.session.join(words[0], words[1] if len(words) > 1 else None)
         if command == "part":
             return self.session.part(here, rest or None)
         if command == "topic":
@@ -591,6 +596,8 @@ class MainWindow(QMainWindow):
         action = message.action or {}
         if action.get("op") in ("op", "deop") and action.get("target"):
             self.peers.set_op(name, action["target"], action["op"] == "op")
+        if action.get("op") in ("voice", "devoice") and action.get("target"):
+            self.peers.set_voice(name, action["target"], action["op"] == "voice")
         if key == self.current and self.reading():
             self._mark_timer.start()  # seen: the read marker follows, shortly
         else:
@@ -741,6 +748,18 @@ class MainWindow(QMainWindow):
         """Server → Connections (admins)…: the one admin window, shown."""
         return self.dialogs.open_admin()
 
+    def _key_needed(self, room: str, why: str) -> None:
+        """A JOIN refused for want of the room's key: ask for it (one question
+        at a time, not blocking the window) and JOIN again with it."""
+        self.transcript.add_system(why)
+        if self.key_prompt is not None:
+            self.key_prompt.close()
+        prompt = self.key_prompt = QInputDialog(self)
+        prompt.setWindowTitle(f"Key of {room}")
+        prompt.setLabelText(f"{room} has a key. Enter it to join:")
+        prompt.textValueSelected.connect(lambda key: key.strip() and self.session.join(room, key.strip()))
+        prompt.open()
+
     def _member_menu(self, position) -> None:
         menu = self.member_menu(self.peer_view.indexAt(position))
         if menu is not None:
@@ -752,7 +771,7 @@ class MainWindow(QMainWindow):
         for operators of the room, only what applies to that member (no
         kicking yourself, no making an operator of an operator), and none in
         a direct conversation, which has no operators."""
-        from qtclient.models import ID_ROLE, OP_ROLE
+        from qtclient.models import ID_ROLE, OP_ROLE, VOICE_ROLE
 
         nick, room_key_ = index.data(NICK_ROLE), index.parent().data(ROOM_ROLE)
         if not nick or not room_key_:
@@ -771,6 +790,7 @@ class MainWindow(QMainWindow):
         for label, op in (
             *(() if yourself else (("Kick", "kick"), ("Ban", "ban"))),
             ("Remove operator", "deop") if index.data(OP_ROLE) else ("Make operator", "op"),
+            ("Take voice from", "devoice") if index.data(VOICE_ROLE) else ("Give voice to", "voice"),
         ):
             action = menu.addAction(f"{label} {nick}")
             action.setEnabled(operator)

@@ -1,6 +1,7 @@
-"""Room → Settings…: an operator's invite-only and topic-lock switches,
-inviting a nick, and the room's ban list; and what the client knows of each
-room's modes (from ROOM, then from the mode records said in the room)."""
+"""Room → Settings…: an operator's switches (invite-only, topic lock,
+moderated, secret), the room's key and member limit, inviting a nick, and
+the room's ban list; and what the client knows of each room's modes (from
+ROOM, then from the mode records said in the room)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from PyQt6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -26,17 +28,35 @@ from chatproto.rules import normalise_nick, room_key
 from qtclient.session import ChatSession
 from qtclient.views.windows import SessionDialog
 
+#: The largest member limit a server takes (docs/protocol.md 15.5).
+MAX_LIMIT = 100_000
+
+#: The modes a ROOM and a mode record carry, as Modes fields.
+_FIELDS = ("invite_only", "topic_lock", "moderated", "secret", "key", "limit")
+
 
 @dataclass(frozen=True)
 class Modes:
     invite_only: bool = False
     topic_lock: bool = False
+    moderated: bool = False
+    secret: bool = False
+    key: str = ""
+    limit: int = 0
 
     def describe(self) -> str:
         said = [
             "invite-only" if self.invite_only else "open to everyone",
             "topic set by operators only" if self.topic_lock else "anyone may set the topic",
         ]
+        if self.moderated:
+            said.append("moderated: only voiced members and operators speak")
+        if self.secret:
+            said.append("secret: not listed")
+        if self.key:
+            said.append(f"key {self.key!r}")
+        if self.limit:
+            said.append(f"at most {self.limit} members")
         return ", ".join(said)
 
 
@@ -57,7 +77,14 @@ class RoomModes(QObject):
     def _room(self, state: codec.RoomState, _reset: bool = False) -> None:
         if state.invite_only is None and state.topic_lock is None:
             return
-        self._modes[room_key(state.room)] = Modes(bool(state.invite_only), bool(state.topic_lock))
+        self._modes[room_key(state.room)] = Modes(
+            bool(state.invite_only),
+            bool(state.topic_lock),
+            bool(state.moderated),
+            bool(state.secret),
+            state.key or "",
+            state.limit or 0,
+        )
 
     def _message(self, message: codec.MessagePacket) -> None:
         action = message.action or {}
@@ -65,11 +92,8 @@ class RoomModes(QObject):
             return
         key = room_key(message.room)
         modes = self._modes.get(key, Modes())
-        if action.get("invite_only") is not None:
-            modes = replace(modes, invite_only=bool(action["invite_only"]))
-        if action.get("topic_lock") is not None:
-            modes = replace(modes, topic_lock=bool(action["topic_lock"]))
-        self._modes[key] = modes
+        changed = {name: action[name] for name in _FIELDS if action.get(name) is not None}
+        self._modes[key] = replace(modes, **changed)
 
 
 class RoomSettingsDialog(SessionDialog):
@@ -93,6 +117,20 @@ class RoomSettingsDialog(SessionDialog):
         self.current.setWordWrap(True)
         self.invite_only = QCheckBox("&Invite-only: operators, invited nicks and its accounts may join")
         self.topic_lock = QCheckBox("&Lock the topic: only operators may set it")
+        self.moderated = QCheckBox("&Moderated: only voiced members and operators may speak")
+        self.secret = QCheckBox("&Secret: listed only to its members")
+        self.key = QLineEdit()
+        self.key.setPlaceholderText("none")
+        self.key.setMaxLength(23)
+        self.limit = QSpinBox()
+        self.limit.setRange(0, MAX_LIMIT)
+        self.limit.setSpecialValueText("none")
+        key_row = QHBoxLayout()
+        for text, field in (("&Key to join:", self.key), ("Member &limit:", self.limit)):
+            label = QLabel(text)
+            label.setBuddy(field)
+            key_row.addWidget(label)
+            key_row.addWidget(field, 1 if field is self.key else 0)
         self.apply_button = QPushButton("&Apply")
         self.apply_button.clicked.connect(self.apply)
         modes_box = QGroupBox("Modes")
@@ -100,6 +138,9 @@ class RoomSettingsDialog(SessionDialog):
         column.addWidget(self.current)
         column.addWidget(self.invite_only)
         column.addWidget(self.topic_lock)
+        column.addWidget(self.moderated)
+        column.addWidget(self.secret)
+        column.addLayout(key_row)
         column.addWidget(self.apply_button)
 
         self.invitee = QLineEdit()
@@ -138,9 +179,24 @@ class RoomSettingsDialog(SessionDialog):
         self.current.setText(f"Now: {known.describe()}.")
         self.invite_only.setChecked(known.invite_only)
         self.topic_lock.setChecked(known.topic_lock)
+        self.moderated.setChecked(known.moderated)
+        self.secret.setChecked(known.secret)
+        self.key.setText(known.key)
+        self.limit.setValue(known.limit)
 
     def apply(self) -> None:
-        modes = {"invite_only": self.invite_only.isChecked(), "topic_lock": self.topic_lock.isChecked()}
+        key = self.key.text().strip()
+        if any(c in " ," or not c.isprintable() for c in key):
+            self.say_outcome("Not sent: a key has no spaces, commas or control characters.", False)
+            return
+        modes = {
+            "invite_only": self.invite_only.isChecked(),
+            "topic_lock": self.topic_lock.isChecked(),
+            "moderated": self.moderated.isChecked(),
+            "secret": self.secret.isChecked(),
+            "key": key,
+            "limit": self.limit.value(),
+        }
         if self.sent(self.session.moderate(self.room, "mode", **modes)):
             self._asked = "mode"
 

@@ -5,53 +5,15 @@ Skipped, saying why, where irssi or tmux is missing."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import time
 
 import pytest
 
 from chatproto import codec
-from tests.processes import WAIT, Server, TcpPeer
+from tests.processes import Server, TcpPeer, Tmux, admin_account
 
 #: An account's password; no space in it: irssi sends PASS without a colon.
 SECRET = "Correct-Horse-Battery-9"
-
-
-class Tmux:
-    """One irssi in a tmux server of its own (its own socket)."""
-
-    def __init__(self, folder: str, command: str) -> None:
-        self.socket = f"chattest-{os.getpid()}"
-        self.env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", TERM="xterm-256color")
-        self.tmux("new-session", "-d", "-s", "irc", "-x", "160", "-y", "48", command)
-
-    def tmux(self, *args: str) -> str:
-        run = subprocess.run(
-            ["tmux", "-u", "-L", self.socket, *args], env=self.env, capture_output=True, timeout=WAIT
-        )
-        return run.stdout.decode("utf-8", "replace")
-
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-J", "-t", "irc")
-
-    def type(self, text: str) -> None:
-        self.tmux("send-keys", "-t", "irc", "-l", text)
-        self.tmux("send-keys", "-t", "irc", "Enter")
-
-    def until(self, text: str) -> str:
-        """The screen once it shows ``text`` (polled; at most WAIT seconds)."""
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"irssi never showed {text!r}; the screen:\n{self.screen()}")
-
-    def close(self) -> None:
-        self.tmux("kill-server")
 
 
 @pytest.fixture
@@ -216,6 +178,77 @@ def test_irssi_changes_its_nick_and_sees_others_change_theirs(tmp_path, irssi_ho
         tmux.type("said as annie")
         said = desk.expect(codec.MessagePacket, lambda m: m.text == "said as annie")
         assert said.sender == "annie"
+    finally:
+        if tmux is not None:
+            tmux.close()
+        if desk is not None:
+            desk.close()
+        server.stop()
+
+
+def test_irssi_as_an_operator(tmp_path, irssi_home):
+    """An admin in irssi: /oper, /notice, /whois, /who, /invite into an
+    invite-only room, /mode +k and +m with /voice, each seen by a
+    desktop-protocol member and shown by irssi as a real server's would be."""
+    history = str(tmp_path / "history.sqlite3")
+    admin_account(history, "ann", SECRET)
+    server = Server(history, "--admin", "ann")
+    server.start()
+    tmux = None
+    desk = None
+    try:
+        desk = TcpPeer(server.port, "desk")
+        desk.send(codec.Join("general"))
+        desk.expect(codec.RoomState)
+        tmux = Tmux(
+            str(tmp_path),
+            f"irssi --home={irssi_home} -c 127.0.0.1 -p {server.irc_port} -n ann -w {SECRET}",
+        )
+        tmux.until("Welcome to")
+        tmux.type(f"/oper ann {SECRET}")
+        tmux.until("You are now an IRC operator")
+        tmux.type("/join #general")
+        desk.expect(codec.Joined, lambda joined: joined.nick == "ann")
+        tmux.until("#general")
+
+        tmux.type("/notice #general heads up")
+        notice = desk.expect(codec.MessagePacket, lambda m: m.text == "heads up")
+        assert (notice.sender, (notice.action or {}).get("op")) == ("ann", "notice")
+        desk.send(codec.Say("a notice back", "n1", "general", notice=True))
+        tmux.until("a notice back")
+
+        tmux.type("/window 1")  # the status window: where irssi shows WHOIS and WHO
+        tmux.type("/whois desk")
+        tmux.until("End of WHOIS")
+        tmux.type("/who #general")
+        screen = tmux.until("End of /WHO")
+        assert "H*@" in screen, screen  # ann: here, an IRC operator, a channel operator
+        tmux.type("/window 2")
+
+        tmux.type("/mode #general +k sesame")
+        keyed = desk.expect(codec.MessagePacket, lambda m: (m.action or {}).get("op") == "mode")
+        assert keyed.action["key"] == "sesame"
+        tmux.type("/mode #general +m")
+        desk.expect(codec.MessagePacket, lambda m: (m.action or {}).get("moderated") is True)
+        desk.send(codec.Say("muted?", "m1", "general"))
+        refused = desk.expect(codec.Error, lambda e: e.ref == "m1")
+        assert refused.code == codec.ErrorCode.MODERATED
+        tmux.type("/voice desk")
+        desk.expect(codec.MessagePacket, lambda m: (m.action or {}).get("op") == "voice")
+        desk.send(codec.Say("voiced now", "m2", "general"))
+        desk.expect(codec.MessagePacket, lambda m: m.ref == "m2")
+        tmux.until("voiced now")
+
+        tmux.type("/join #den")
+        tmux.until("#den")
+        tmux.type("/mode #den +i")
+        tmux.type("/invite desk #den")
+        invited = desk.expect(codec.Invited)
+        assert (invited.room, invited.by) == ("den", "ann")
+        tmux.type("/window 1")  # irssi says 341 in the status window
+        tmux.until("Inviting desk to #den")
+        desk.send(codec.Join("den", ref="j"))
+        assert desk.expect(codec.RoomState, lambda r: r.ref == "j").room == "den"
     finally:
         if tmux is not None:
             tmux.close()

@@ -225,7 +225,13 @@ def test_the_context_menu_offers_the_actions_that_apply(window, server, sessions
     )
     members = window.member_menu(general.item.child(bob_row).index())
     enabled = {a.text(): a.isEnabled() for a in members.actions() if not a.isSeparator()}
-    assert enabled == {"Message bob…": True, "Kick bob": False, "Ban bob": False, "Make operator bob": False}
+    assert enabled == {
+        "Message bob…": True,
+        "Kick bob": False,
+        "Ban bob": False,
+        "Make operator bob": False,
+        "Give voice to bob": False,
+    }
     next(a for a in members.actions() if a.text() == "Message bob…").trigger()
     assert window.input.toPlainText() == "/msg bob "
     assert window.message_menu(0) is None or "Edit" not in [

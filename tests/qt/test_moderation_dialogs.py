@@ -345,12 +345,103 @@ def test_the_member_menu_offers_only_what_applies(window, server, sessions):
         menu = window.member_menu(branch.item.child(row).index())
         return [a.text() for a in menu.actions() if not a.isSeparator()]
 
-    assert offered(1) == ["Message bob…", "Kick bob", "Ban bob", "Make operator bob"]
-    assert offered(0) == ["Remove operator alice"], "an operator: no kicking or making yourself one"
+    assert offered(1) == ["Message bob…", "Kick bob", "Ban bob", "Make operator bob", "Give voice to bob"]
+    assert offered(0) == ["Remove operator alice", "Give voice to alice"], "no kicking yourself"
     made_op = signal_fired(bob.messageReceived, lambda m: (m.action or {}).get("op") == "op")
     next(
         a for a in window.member_menu(branch.item.child(1).index()).actions() if "Make" in a.text()
     ).trigger()
     yield made_op
     yield until(lambda: branch.item.child(1).text() == "@bob")
-    assert offered(1) == ["Message bob…", "Kick bob", "Ban bob", "Remove operator bob"]
+    assert offered(1) == ["Message bob…", "Kick bob", "Ban bob", "Remove operator bob", "Give voice to bob"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_member_menu_gives_and_takes_voice_and_the_list_marks_it(window, server, sessions):
+    yield log_in(window, server)
+    yield in_room(window, "den")
+    bob = yield other(sessions, server, "bob")
+    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
+    bob.join("den")
+    yield bob_in
+    yield until(lambda: window.peers.members("den") == ["alice", "bob"])
+    branch = window.peers.rooms["den"]
+
+    def choose(words: str) -> None:
+        menu = window.member_menu(branch.item.child(1).index())
+        next(a for a in menu.actions() if a.text() == words).trigger()
+
+    voiced = signal_fired(bob.messageReceived, lambda m: (m.action or {}).get("op") == "voice")
+    choose("Give voice to bob")
+    yield voiced
+    yield until(lambda: branch.item.child(1).text() == "+bob")
+    devoiced = signal_fired(bob.messageReceived, lambda m: (m.action or {}).get("op") == "devoice")
+    choose("Take voice from bob")
+    yield devoiced
+    yield until(lambda: branch.item.child(1).text() == "bob")
+
+
+@pytest_twisted.inlineCallbacks
+def test_room_settings_set_moderated_secret_key_and_limit(window, server, sessions, qtbot):
+    yield log_in(window, server)
+    state = yield in_room(window, "den")
+    assert (state.moderated, state.secret, state.key, state.limit) == (False, False, "", 0)
+    bob = yield other(sessions, server, "bob")
+    window.dialogs.settings_action.trigger()
+    dialog = window.dialogs.keeper.get(("settings", "den"))
+    assert isinstance(dialog, RoomSettingsDialog)
+
+    qtbot.keyClicks(dialog.key, "no way")
+    click(qtbot, dialog.apply_button)
+    assert dialog.outcome.text().startswith("Not sent"), "a key with a space is refused here"
+    dialog.key.clear()
+    click(qtbot, dialog.moderated)
+    click(qtbot, dialog.secret)
+    qtbot.keyClicks(dialog.key, "sesame")
+    dialog.limit.setValue(2)
+    click(qtbot, dialog.apply_button)
+    yield until(lambda: dialog.outcome.text().startswith("Done: "))
+    assert dialog.current.text() == (
+        "Now: open to everyone, anyone may set the topic, moderated: only voiced members and operators"
+        " speak, secret: not listed, key 'sesame', at most 2 members."
+    )
+    asked = signal_fired(bob.keyNeeded)
+    bob.join("den")
+    (room, why) = yield asked
+    assert room == "den" and "key" in why
+    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
+    bob.join("den", "sesame")
+    (state, _) = yield bob_in
+    assert (state.moderated, state.secret, state.key, state.limit) == (True, True, "sesame", 2)
+    refused = signal_fired(bob.sendFailed)
+    bob.say("may I?", "den")
+    (_, why) = yield refused
+    assert why == "'den' is moderated: only voiced members and operators may speak"
+    carol = yield other(sessions, server, "carol")
+    full = signal_fired(carol.errorReceived, lambda code, message: code == "room_full")
+    carol.join("den", "sesame")
+    yield full
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_join_refused_for_want_of_a_key_asks_for_it(window, server, sessions, qtbot):
+    bob = yield other(sessions, server, "bob")
+    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "vault")
+    bob.join("vault")
+    yield bob_in
+    keyed = signal_fired(bob.messageReceived, lambda m: (m.action or {}).get("op") == "mode")
+    bob.moderate("vault", "mode", key="sesame")
+    yield keyed
+    yield log_in(window, server)
+    window.submit("/join vault")
+    yield until(lambda: window.key_prompt is not None and window.key_prompt.isVisible())
+    prompt = window.key_prompt
+    assert prompt.labelText() == "vault has a key. Enter it to join:"
+    prompt.setTextValue("wrong")
+    prompt.accept()
+    yield until(lambda: window.key_prompt is not prompt and window.key_prompt.isVisible())
+    joined = signal_fired(window.session.roomJoined, lambda state, reset: state.room == "vault")
+    window.key_prompt.setTextValue("sesame")
+    window.key_prompt.accept()
+    (state, _) = yield joined
+    assert state.key == "sesame"
