@@ -6,6 +6,7 @@ import { ChatSession } from "./session.js";
 import { roomKey, nickKey } from "./protocol.js";
 import { loginError, leftText, statusText, typingText, dayText } from "./words.js";
 import { formatted } from "./format.js";
+import * as moderation from "./moderation.js";
 
 const $ = (id) => document.getElementById(id);
 /** The tab's session (nick, resume token, rooms): sessionStorage, so it
@@ -139,6 +140,8 @@ class App {
     this.wireRoomDialog();
     this.wireAdminDialog();
     this.wireAccountDialog();
+    this.modesForm = new moderation.ModesForm();
+    this.keyPrompt = new moderation.KeyPrompt((room, key) => this.join(room, key));
     const tab = readTab();
     if (tab) this.start(tab.url || defaultUrl(), tab.nick, { token: tab.token, rooms: tab.rooms });
   }
@@ -233,7 +236,7 @@ class App {
     on("done", this.onDone);
     on("bans", this.onBans);
     on("sessions", this.onSessions);
-    on("invited", (b) => this.notice(`${b.by} invited you to ${b.room}: /join ${b.room}`));
+    on("invited", (b) => this.onInvited(b));
     on("renamed", this.onRenamed);
   }
 
@@ -286,9 +289,9 @@ class App {
 
   // -- rooms ----------------------------------------------------------------------
 
-  join(name) {
+  join(name, key = "") {
     this.wanted = roomKey(name); // shown once its ROOM comes
-    this.session.join(name);
+    this.session.join(name, key);
   }
 
   onRoom(room) {
@@ -316,6 +319,7 @@ class App {
     document.body.classList.toggle("direct", room.direct);
     $("room-title").textContent = this.roomName(room);
     $("room-topic").textContent = room.direct ? room.topic || "direct conversation" : room.topic;
+    this.renderModes(room);
     this.renderTranscript(room);
     const list = $("transcript");
     list.scrollTop = list.scrollHeight;
@@ -401,8 +405,10 @@ class App {
       ...members.map((p) => {
         const li = el("li", p.id === this.session.id ? "me" : "");
         li.dataset.nick = p.nick;
-        const name = button((p.op ? "@" : "") + p.nick, () => this.openMember(p), "member-name");
-        name.title = p.op ? `${p.nick}, an operator of ${room.name}` : p.nick;
+        if (p.op) li.classList.add("op");
+        else if (p.voice) li.classList.add("voiced");
+        const name = button(moderation.badge(p) + p.nick, () => this.openMember(p), "member-name");
+        name.title = moderation.memberTitle(p, room);
         if (p.away != null) {
           li.classList.add("away");
           name.title = `${name.title} is away${p.away ? `: ${p.away}` : ""}`;
@@ -417,6 +423,8 @@ class App {
     );
     document.body.classList.toggle("can-moderate", this.canModerate(room));
     if ($("member-dialog").open && this.member) this.renderMemberDialog();
+    if ($("room-dialog").open) this.renderRoomDialog(room); // made or unmade an operator
+    this.renderModes(room);
   }
 
   renderPending() {
@@ -429,10 +437,6 @@ class App {
   }
 
   onLeftRoom({ room, left }) {
-    const why = left.message ? `: ${left.message}` : "";
-    if (left.reason === "kicked" || left.reason === "banned") this.notice(`You were ${left.reason} from ${room.name}${why}`, "error");
-    else if (left.reason === "closed") this.notice(`${room.name} was closed${why}`, "error");
-    else if (left.reason !== "part") this.notice(`You left ${room.name}: ${left.reason}${why}`);
     if (this.current === room.key) {
       const next = [...this.session.rooms.values()].find((r) => r.joined);
       this.current = next ? next.key : null;
@@ -442,10 +446,16 @@ class App {
         $("member-list").replaceChildren();
         $("room-title").textContent = "";
         $("room-topic").textContent = "";
+        $("room-modes").textContent = "";
       }
     }
     this.renderRooms();
     this.saveTab();
+    // Said after the switch to another room, whose transcript would hide it.
+    const why = left.message ? `: ${left.message}` : "";
+    if (left.reason === "kicked" || left.reason === "banned") this.notice(`You were ${left.reason} from ${room.name}${why}`, "error");
+    else if (left.reason === "closed") this.notice(`${room.name} was closed${why}`, "error");
+    else if (left.reason !== "part") this.notice(`You left ${room.name}: ${left.reason}${why}`);
   }
 
   openJoin() {
@@ -500,6 +510,7 @@ class App {
       li.append(el("time", "", time(m.ts)), " ");
       li.append(el("span", "text", m.deleted ? "message deleted" : `${m.from} ${m.text}`));
       if (this.canDelete(this.room(), m)) li.append(this.tools(m));
+      if (moderation.isNotice(m)) this.markNotice(li, m);
       return li;
     }
     li.dataset.from = m.from;
@@ -535,6 +546,7 @@ class App {
     if (!m.deleted) li.append(this.tools(m));
     if (this.mentions(m)) li.classList.add("mention");
     if (same(m.from, this.session.nick)) li.classList.add("own", "confirmed");
+    if (moderation.isNotice(m)) this.markNotice(li, m);
     return li;
   }
 
@@ -613,6 +625,7 @@ class App {
       const text = el("span", "text");
       text.append(linkify(e.text));
       li.append(text);
+      if (e.notice) this.markNotice(li, e);
       return li;
     }
     let text;
@@ -746,6 +759,7 @@ class App {
 
   onError(b) {
     const ref = b.ref ?? "";
+    if (this.moderationError(b)) return;
     if (["moderate:", "admin:", "account:", "topic:"].some((kind) => ref.startsWith(kind))) {
       if (this.result(b.message, true)) return;
     }
@@ -768,7 +782,7 @@ class App {
       away: this.session.away ? `You are away: ${this.session.away}` : "You are away.",
       back: "You are back.",
     };
-    const text = said[b.op] ?? `done: ${b.op} ${b.target}`;
+    const text = said[b.op] ?? moderation.doneText(b) ?? `done: ${b.op} ${b.target}`;
     if (b.op === "register" || b.op === "password" || b.op === "delete") this.renderAccountDialog();
     if (!this.result(text)) this.notice(text);
     if (["kick", "ban", "unban", "ban_address", "unban_address", "close"].includes(b.op)) this.refreshAdmin();
@@ -1129,8 +1143,8 @@ class App {
         this.session.me(room.name, arg);
         return true;
       case "/join":
-        if (!arg) return this.problem("Usage: /join room");
-        this.join(arg);
+        if (!arg) return this.problem("Usage: /join room [key]");
+        this.join(rest[0], rest[1]);
         return true;
       case "/part":
         if (room) this.session.part(room.name, arg || undefined);
@@ -1148,13 +1162,17 @@ class App {
       case "/op":
       case "/deop":
       case "/invite":
+      case "/voice":
+      case "/devoice":
         return moderate(command.slice(1), {});
+      case "/mode":
+        return this.modeCommand(room, rest);
       case "/help":
-        this.notice(`Commands: ${COMMANDS}. Start a message with // to send a leading /.`);
+        this.notice(`Commands: ${COMMANDS}, ${moderation.MODERATION_COMMANDS}. Start a message with // to send a leading /.`);
         return true;
       default: {
         if (command.startsWith("/") && !command.startsWith("//")) {
-          return this.problem(`Unknown command ${command}. Commands: ${COMMANDS}.`);
+          return this.problem(`Unknown command ${command}. Commands: ${COMMANDS}, ${moderation.MODERATION_COMMANDS}.`);
         }
         if (!room) return this.problem("Join a room first.");
         const reply = this.replyTo && this.replyTo.room === room.key ? this.replyTo.seq : null;
@@ -1194,13 +1212,19 @@ class App {
     const op = room?.isOp(p.nick);
     const me = nickKey(p.nick) === nickKey(this.session.nick);
     $("member-name").textContent = p.nick;
-    $("member-role").textContent = `${op ? "Operator" : "Member"} of ${room?.name ?? "no room"}${me ? " (you)" : ""}`;
+    $("member-role").textContent = `${moderation.roleText(p, room)} of ${room?.name ?? "no room"}${me ? " (you)" : ""}`;
     const dialog = $("member-dialog");
     const may = this.canModerate(room);
     for (const b of dialog.querySelectorAll(".op-only")) b.hidden = !may;
     for (const b of dialog.querySelectorAll(".admin-only")) b.hidden = !this.session.admin || me;
     dialog.querySelector('[data-act="op"]').hidden ||= op;
     dialog.querySelector('[data-act="deop"]').hidden ||= !op;
+    const voiced = !!room?.isVoiced(p.nick);
+    dialog.querySelector('[data-act="voice"]').hidden ||= voiced;
+    dialog.querySelector('[data-act="devoice"]').hidden ||= !voiced;
+    for (const act of ["kick", "ban"]) dialog.querySelector(`[data-act="${act}"]`).hidden ||= me; // as the desktop's menu
+    const shown = (act) => !dialog.querySelector(`[data-act="${act}"]`).hidden;
+    $("member-reason").parentElement.hidden = !shown("kick") && !shown("server-kick"); // a reason for nothing
     const talk = dialog.querySelector('[data-act="whisper"]');
     talk.hidden = me;
     talk.textContent = this.session.account ? "Message" : "Whisper";
@@ -1239,13 +1263,7 @@ class App {
     const room = () => this.room()?.name;
     const nick = () => $("room-nick").value.trim();
     $("room-topic-set").addEventListener("click", () => room() && this.session.setTopic(room(), $("room-topic-input").value));
-    $("room-modes-apply").addEventListener("click", () => {
-      if (!room()) return;
-      this.session.moderate(room(), "mode", {
-        topic_lock: $("room-topic-lock").checked,
-        invite_only: $("room-invite-only").checked,
-      });
-    });
+    $("room-modes-apply").addEventListener("click", () => this.applyModes());
     $("room-invite").addEventListener("click", () => room() && nick() && this.session.moderate(room(), "invite", { target: nick() }));
     $("room-ban").addEventListener("click", () => {
       if (room() && nick()) this.session.moderate(room(), "ban", { target: nick() });
@@ -1269,9 +1287,9 @@ class App {
     $("room-dialog-title").textContent = room.name;
     $("room-dialog-note").textContent = may
       ? "You are an operator of this room."
-      : `Only operators change this room's modes, invitations and bans.${room.topicLock ? " Its topic is locked." : ""}`;
-    $("room-topic-lock").checked = room.topicLock;
-    $("room-invite-only").checked = room.inviteOnly;
+      : `Only operators change this room's modes, invitations and bans.${moderation.memberNote(room)}`;
+    this.modesForm.render(room);
+    this.renderModes(room);
     for (const f of $("room-dialog").querySelectorAll(".op-only")) f.hidden = !may;
   }
 
@@ -1303,6 +1321,7 @@ class App {
       if (reason) fields.reason = reason;
       return fields;
     };
+    this.adminFields = timed; // the sessions list's Kick and Ban take them too
     const ask = (op, fields) => this.session.adminRequest(op, fields);
     $("admin-kick").addEventListener("click", () => target() && ask("kick", { target: target(), ...timed() }));
     $("admin-ban").addEventListener("click", () => target() && ask("ban", { target: target(), ...timed() }));
@@ -1336,8 +1355,8 @@ class App {
       ...body.connected.map((c) => {
         const li = el("li", "", `${c.nick}${c.account ? " (account)" : ""} ${c.address}, ${c.devices} device${c.devices === 1 ? "" : "s"}, in ${c.rooms.join(", ") || "no room"} `);
         if (nickKey(c.nick) !== nickKey(this.session.nick)) {
-          li.append(button("Kick", () => this.session.adminRequest("kick", { target: c.nick })));
-          li.append(button("Ban", () => this.session.adminRequest("ban", { target: c.nick }), "danger"));
+          li.append(button("Kick", () => this.session.adminRequest("kick", { target: c.nick, ...this.adminFields() })));
+          li.append(button("Ban", () => this.session.adminRequest("ban", { target: c.nick, ...this.adminFields() }), "danger"));
         }
         return li;
       }),
@@ -1358,6 +1377,73 @@ class App {
         return li;
       }),
     );
+  }
+
+  // -- operators' and admins' extras (moderation.js): modes, keys, refusals --------------
+
+  /** The header's modes, and the message box's hint when I may not talk here. */
+  renderModes(room) {
+    if (room.key !== this.current) return;
+    $("room-modes").textContent = moderation.modesText(room);
+    const silenced = room.moderated && !room.isOp(this.session.nick) && !room.isVoiced(this.session.nick);
+    $("message-input").placeholder = silenced ? "Moderated: only operators and voiced members talk here" : "Message";
+  }
+
+  /** The room dialog's Apply: only the modes that changed are sent. */
+  applyModes() {
+    const room = this.room();
+    if (!room) return;
+    const fields = this.modesForm.changes(room);
+    if (typeof fields === "string") return this.result(fields, true);
+    if (!Object.keys(fields).length) return this.result("Nothing to change.");
+    this.session.moderate(room.name, "mode", fields);
+  }
+
+  /** `/mode` alone says the room's modes; `/mode +m-i`, `/mode +k key`, `/mode +l 10` set them. */
+  modeCommand(room, args) {
+    if (!room) return this.problem("Join a room first.");
+    if (!args.length) {
+      this.notice(`${room.name}: ${moderation.modesText(room) || "no modes set"}`);
+      return true;
+    }
+    const fields = moderation.parseMode(args);
+    if (typeof fields === "string") return this.problem(fields);
+    this.session.moderate(room.name, "mode", fields);
+    return true;
+  }
+
+  /** A refused JOIN, MODERATE or ADMIN said in words (true if it was one):
+   * a room's key is asked for; others go to the dialog that asked, if open. */
+  moderationError(b) {
+    const room = moderation.joinedRoom(b.ref);
+    if (room && b.code === "bad_key") {
+      this.keyPrompt.ask(room, b.message);
+      return true;
+    }
+    const text = room ? `Can't join ${room}: ${b.message}` : moderation.refusalText(b);
+    if (text === null) return false;
+    if (room || !this.result(text, true)) this.notice(text, "error");
+    return true;
+  }
+
+  /** INVITED: said in the transcript with a button that joins. */
+  onInvited(b) {
+    const li = el("li", "notice invitation", `${b.by} invited you to ${b.room} `);
+    li.dataset.ts = Date.now() / 1000;
+    li.append(button("Join", () => this.join(b.room), "join-invited"));
+    $("transcript").append(li);
+    $("transcript").scrollTop = $("transcript").scrollHeight;
+    this.announce(null, { from: b.by, text: `invited you to ${b.room}` });
+  }
+
+  /** A notice (IRC's NOTICE: a record with action notice, or a whisper
+   * with notice: true): shown apart, its author as -nick-. */
+  markNotice(li, m) {
+    li.classList.add("notice-message");
+    const from = li.querySelector(".from");
+    if (from && !m.fromMe) from.textContent = from.textContent.replace(m.from, `-${m.from}-`);
+    else if (!from && !m.deleted) li.querySelector(".text").textContent = `-${m.from}- ${m.text}`;
+    li.title = "A notice: automatic, not to be answered";
   }
 
   // -- the account dialog ------------------------------------------------------------

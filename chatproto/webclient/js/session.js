@@ -46,6 +46,11 @@ export class Room {
     this.events = [];
     this.topicLock = false;
     this.inviteOnly = false;
+    // The modes of protocol v2's later fields (absent from older servers: off).
+    this.moderated = false;
+    this.secret = false;
+    this.joinKey = ""; // the key JOIN needs (+k), "" for none; members see it
+    this.limit = 0; // the most members (+l), 0 for no limit
     this.lostAt = null; // the last seq seen before the connection broke
     this.catchingUp = false;
     this.more = false; // older history exists
@@ -118,6 +123,11 @@ export class Room {
     return out;
   }
 
+  /** Whether `nick` is voiced here (may talk while the room is moderated). */
+  isVoiced(nick) {
+    return !!this.member(nick)?.voice;
+  }
+
   /** Whether `nick` is an operator of this room (as its member list says). */
   isOp(nick) {
     const key = nickKey(nick ?? "");
@@ -154,6 +164,7 @@ export class ChatSession extends EventTarget {
     this.away = null; // the away message ("" for none) while away, else null
     this.typingSent = new Map(); // room key -> when TYPING true was last sent (ms)
     this.opening = new Map(); // OPEN's ref -> {names, text}: a conversation being opened
+    this.joinKeys = new Map(); // room key -> the key (+k) it was joined with or told
   }
 
   /** Seconds between TYPING notices (protocol 19.6). */
@@ -343,8 +354,12 @@ export class ChatSession extends EventTarget {
     return this._send(T.ACCOUNT, { op: "delete", password, ref: "account:delete" });
   }
 
-  join(room) {
-    return this._send(T.JOIN, { room, ref: `join:${room}` });
+  /** JOIN, with the room's key (+k) if given; a room joined with a key
+   * keeps it, so that joining again after an outage needs no prompt. */
+  join(room, key = "") {
+    if (key) this.joinKeys.set(roomKey(room), key);
+    const known = key || this.joinKeys.get(roomKey(room)) || "";
+    return this._send(T.JOIN, known ? { room, key: known, ref: `join:${room}` } : { room, ref: `join:${room}` });
   }
 
   part(room, reason) {
@@ -375,7 +390,7 @@ export class ChatSession extends EventTarget {
     if (!room || !room.lastSeq || room.read >= room.lastSeq) return;
     room.read = room.lastSeq;
     room.unread = 0;
-    this._send(T.MARK, { room: room.name, seq: room.lastSeq });
+    this._send(T.MARK, { room: room.name, seq: room.lastSeq, ref: `mark:${room.key}` });
   }
 
   // -- the socket ------------------------------------------------------------------
@@ -573,6 +588,7 @@ export class ChatSession extends EventTarget {
     room.topic = body.topic ?? "";
     room.topicLock = !!body.topic_lock;
     room.inviteOnly = !!body.invite_only;
+    this._roomModes(room, { moderated: false, secret: false, key: "", limit: 0, ...body });
     room.joined = true;
     room.kind = body.kind === "direct" ? "direct" : "room";
     room.members = new Map(body.members.map((p) => [p.id, p]));
@@ -762,21 +778,37 @@ export class ChatSession extends EventTarget {
   }
 
   /** A moderation record changes what the room shows at once: who is an
-   * operator, its modes (the LEFT of a kick or ban comes on its own). */
+   * operator or voiced, its modes (the LEFT of a kick or ban comes on its own). */
   _moderated(room, action) {
-    if (action.op === "op" || action.op === "deop") {
+    const flag = { op: ["op", true], deop: ["op", false], voice: ["voice", true], devoice: ["voice", false] }[action.op];
+    if (flag) {
+      const [name, on] = flag;
       const key = nickKey(action.target ?? "");
       for (const p of room.members.values()) {
         if (nickKey(p.nick) !== key) continue;
-        if (action.op === "op") p.op = true;
-        else delete p.op;
+        if (on) p[name] = true;
+        else delete p[name];
       }
       this._emit("members", { room });
     } else if (action.op === "mode") {
       if (action.topic_lock != null) room.topicLock = action.topic_lock;
       if (action.invite_only != null) room.inviteOnly = action.invite_only;
+      this._roomModes(room, action);
       this._emit("modes", { room });
     }
+  }
+
+  /** The later modes (+m, +s, +k, +l) from a ROOM or a mode record: each
+   * field given is the mode's new state, an absent one leaves it. */
+  _roomModes(room, fields) {
+    if (fields.moderated != null) room.moderated = !!fields.moderated;
+    if (fields.secret != null) room.secret = !!fields.secret;
+    if (typeof fields.key === "string") {
+      room.joinKey = fields.key;
+      if (fields.key) this.joinKeys.set(room.key, fields.key);
+      else this.joinKeys.delete(room.key);
+    }
+    if (typeof fields.limit === "number") room.limit = fields.limit;
   }
 
   _historyPage(body) {
@@ -822,6 +854,7 @@ export class ChatSession extends EventTarget {
     // An operator back after a reconnect is announced as one (JOINED.op).
     const peer = { id: body.id, nick: body.nick };
     if (body.op) peer.op = true;
+    if (body.voice) peer.voice = true;
     if (body.away != null) peer.away = body.away; // JOINED.away (19.7)
     room.members.set(body.id, peer);
     this._event(room, { kind: "joined", nick: body.nick });
@@ -864,6 +897,7 @@ export class ChatSession extends EventTarget {
     const fromMe = nickKey(body.from) === nickKey(this.nick ?? "");
     if (item) this._confirm(item, body);
     const line = { kind: "whisper", ts: body.ts, from: body.from, to: body.to, text: body.text, fromMe };
+    if (body.notice) line.notice = true; // IRC's NOTICE, in private
     const entry = room ? this._event(room, line) : null;
     this._emit("whisper", { whisper: body, own: !!item, fromMe, room, entry });
   }
@@ -874,6 +908,8 @@ export class ChatSession extends EventTarget {
       this._fail(item, body.message);
       return;
     }
+    // A MARK that crossed a kick (the record is read, then the LEFT comes): no news.
+    if (body.ref && body.ref.startsWith("mark:") && !this.rooms.get(body.ref.slice(5))?.joined) return;
     if (body.ref && body.ref.startsWith("join:")) {
       const room = this.rooms.get(roomKey(body.ref.slice(5)));
       if (room && !room.joined) this.rooms.delete(room.key);
