@@ -224,6 +224,31 @@ class Moderation:
         action = {"op": "unban", "target": target, "reason": reason}
         self._record(connection, session, room, action, _said(f"unbanned {target}", reason), packet.ref)
 
+    def _grant(self, room: ChatRoom, member: Session, accounts: set[str], guests: set[int]) -> None:
+        """Operator status or voice for a member: an account's for good
+        (stored), a guest's while its session lasts."""
+        if member.account:
+            accounts.add(member.key)
+            self.keeper.save(room)
+        else:
+            guests.add(member.id)
+            self.keeper.save(room, stored=False)
+        room.refresh(member)
+
+    def _revoke(
+        self, room: ChatRoom, target: str, member: Session | None, accounts: set[str], guests: set[int]
+    ) -> bool:
+        """Take operator status or voice from ``target``; False if it had none."""
+        key = nick_key(target)
+        if key not in accounts and (member is None or member.id not in guests):
+            return False
+        accounts.discard(key)
+        if member is not None:
+            guests.discard(member.id)
+            room.refresh(member)
+        self.keeper.save(room)
+        return True
+
     def _op(
         self,
         connection: Connection,
@@ -234,13 +259,7 @@ class Moderation:
         packet: codec.Moderate,
     ) -> None:
         member = self._member(room, target)
-        if member.account:
-            room.rules.ops.add(member.key)
-            self.keeper.save(room)
-        else:
-            room.rules.guest_ops.add(member.id)
-            self.keeper.save(room, stored=False)
-        room.refresh(member)
+        self._grant(room, member, room.rules.ops, room.rules.guest_ops)
         action = {"op": "op", "target": member.nick, "reason": reason}
         self._record(connection, session, room, action, f"made {member.nick} an operator", packet.ref)
 
@@ -253,16 +272,9 @@ class Moderation:
         reason: str | None,
         packet: codec.Moderate,
     ) -> None:
-        key = nick_key(target)
         member = self._present(room, target)
-        was = key in room.rules.ops or (member is not None and member.id in room.rules.guest_ops)
-        if not was:
+        if not self._revoke(room, target, member, room.rules.ops, room.rules.guest_ops):
             raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"{target!r} is not an operator of {room.name!r}")
-        room.rules.ops.discard(key)
-        if member is not None:
-            room.rules.guest_ops.discard(member.id)
-            room.refresh(member)
-        self.keeper.save(room)
         shown = member.nick if member is not None else target
         action = {"op": "deop", "target": shown, "reason": reason}
         self._record(connection, session, room, action, f"took operator status from {shown}", packet.ref)
@@ -320,13 +332,7 @@ class Moderation:
         packet: codec.Moderate,
     ) -> None:
         member = self._member(room, target)
-        if member.account:
-            room.rules.voices.add(member.key)
-            self.keeper.save(room)
-        else:
-            room.rules.guest_voices.add(member.id)
-            self.keeper.save(room, stored=False)
-        room.refresh(member)
+        self._grant(room, member, room.rules.voices, room.rules.guest_voices)
         action = {"op": "voice", "target": member.nick, "reason": reason}
         self._record(connection, session, room, action, f"gave {member.nick} voice", packet.ref)
 
@@ -339,16 +345,9 @@ class Moderation:
         reason: str | None,
         packet: codec.Moderate,
     ) -> None:
-        key = nick_key(target)
         member = self._present(room, target)
-        was = key in room.rules.voices or (member is not None and member.id in room.rules.guest_voices)
-        if not was:
+        if not self._revoke(room, target, member, room.rules.voices, room.rules.guest_voices):
             raise ProtocolError(ErrorCode.NO_SUCH_MEMBER, f"{target!r} has no voice in {room.name!r}")
-        room.rules.voices.discard(key)
-        if member is not None:
-            room.rules.guest_voices.discard(member.id)
-            room.refresh(member)
-        self.keeper.save(room)
         shown = member.nick if member is not None else target
         action = {"op": "devoice", "target": shown, "reason": reason}
         self._record(connection, session, room, action, f"took voice from {shown}", packet.ref)
