@@ -1,4 +1,4 @@
-"""The IRC gateway's queries (WHOWAS, LUSERS, TIME, USERHOST, ISON) and
+"""The IRC gateway's queries (WHOWAS, LUSERS, TIME, MOTD, VERSION, USERHOST, ISON) and
 IRCv3 capabilities (labeled-response, account-tag, account-notify,
 extended-join, setname, cap-notify, userhost-in-names), docs/protocol.md
 17.10, line by line on StringTransport and task.Clock."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatproto import codec
+from chatproto import __version__, codec
 from chatproto.transports import irc_people
 from chatproto.transports.irc import parse
 from tests.harness import Server
@@ -133,6 +133,46 @@ class Time(SynchronousTestCase):
         )
 
 
+class MotdVersion(SynchronousTestCase):
+    def test_motd_again_and_402_elsewhere(self):
+        server = Server()
+        (alice,) = registered(server, "alice")
+        alice.send("MOTD", "MOTD elsewhere.example")
+        self.assertEqual(
+            alice.lines(),
+            [
+                ":test 375 alice :- test Message of the day -",
+                ":test 372 alice :- hello",
+                ":test 376 alice :End of /MOTD command",
+                ":test 402 alice elsewhere.example :No such server",
+            ],
+        )
+
+    def test_no_motd_is_422(self):
+        server = Server()
+        server.hub.assembler.motd = ""  # as a server started without --motd
+        (alice,) = registered(server, "alice")
+        alice.send("MOTD")
+        self.assertEqual(alice.lines(), [":test 422 alice :MOTD File is missing"])
+
+    def test_version_is_351_and_the_005_tokens(self):
+        server = Server()
+        (alice,) = registered(server, "alice")
+        alice.send("VERSION")
+        lines = alice.lines()
+        self.assertEqual(
+            lines[0], f":test 351 alice chatproto-{__version__} test :IRC gateway of a chatproto server"
+        )
+        self.assertEqual([parse(text)[2] for text in lines], ["351", "005"])
+        self.assertIn("PREFIX=(ov)@+", parse(lines[1])[3])
+
+    def test_before_registration_451(self):
+        server = Server()
+        peer = IrcPeer(server)
+        peer.send("VERSION", "MOTD")
+        self.assertEqual([parse(text)[2] for text in peer.lines()], ["451", "451"])
+
+
 class UserhostIson(SynchronousTestCase):
     def test_userhost_marks_admins_and_the_away_and_answers_five(self):
         server = Server(admins=["root"])
@@ -166,7 +206,17 @@ class UserhostIson(SynchronousTestCase):
         )
 
     def test_queries_are_charged_like_commands(self):
-        for command in ("WHOWAS x", "LUSERS", "TIME", "USERHOST a", "ISON a b", "SETNAME :x", "SETNAME :"):
+        for command in (
+            "WHOWAS x",
+            "LUSERS",
+            "TIME",
+            "MOTD",
+            "VERSION",
+            "USERHOST a",
+            "ISON a b",
+            "SETNAME :x",
+            "SETNAME :",
+        ):
             server = Server(packet_rate=10, packet_burst=10)
             (alice,) = registered(server, "alice")
             server.clock.advance(1)

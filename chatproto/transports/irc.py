@@ -1601,7 +1601,6 @@ class IrcConnection(Framing):
         self.irc_name = me = irc_nick(welcome.nick)
         if self.realname is not None and self.connection.session is not None:
             self.people.set_realname(self.connection.session, self.realname)
-        limits = self.connection.hub.limits
         self.write_line(self.server, "001", me, f"Welcome to {self.server}, {me}")
         self.write_line(
             self.server, "002", me, f"Your host is {self.server}, running chatproto {__version__}"
@@ -1610,6 +1609,12 @@ class IrcConnection(Framing):
         self.write_line(
             self.server, "004", me, self.server, f"chatproto-{__version__}", "i", "biklmnostv", "bklov"
         )
+        self.isupport()
+        self.motd()
+
+    def isupport(self) -> None:
+        """``005``: what this server supports, at registration and for ``VERSION``."""
+        limits = self.connection.hub.limits
         tokens = [
             "CHANTYPES=#&",
             f"CHANNELLEN={limits.room_name_length + 1}",
@@ -1625,14 +1630,18 @@ class IrcConnection(Framing):
             CLIENTTAGDENY,
             f"NAMELEN={NAMELEN}",  # real names (SETNAME)
         ]
-        self.write_line(self.server, "005", me, *tokens, "are supported by this server")
-        if welcome.motd:
-            self.write_line(self.server, "375", me, f"- {self.server} Message of the day -")
-            for text in welcome.motd.splitlines() or [""]:
-                self.write_line(self.server, "372", me, f"- {text}")
-            self.write_line(self.server, "376", me, "End of /MOTD command")
-        else:
-            self.write_line(self.server, "422", me, "MOTD File is missing")
+        self._numeric("005", *tokens, "are supported by this server")
+
+    def motd(self) -> None:
+        """The message of the day (``375``, ``372`` per line, ``376``), or ``422``."""
+        text = self.connection.hub.assembler.motd
+        if not text:
+            self._numeric("422", "MOTD File is missing")
+            return
+        self._numeric("375", f"- {self.server} Message of the day -")
+        for piece in text.splitlines() or [""]:
+            self._numeric("372", f"- {piece}")
+        self._numeric("376", "End of /MOTD command")
 
     def _room_state(self, state: codec.RoomState) -> None:
         name = channel(state.room)
@@ -1988,6 +1997,8 @@ _COMMANDS: dict[str, Callable] = {
     "WHOWAS": irc_queries.do_whowas,
     "LUSERS": irc_queries.do_lusers,
     "TIME": irc_queries.do_time,
+    "MOTD": irc_queries.do_motd,
+    "VERSION": irc_queries.do_version,
     "USERHOST": irc_queries.do_userhost,
     "ISON": irc_queries.do_ison,
     "SETNAME": irc_queries.do_setname,

@@ -1,6 +1,6 @@
 """IRC's questions about the server and its users, answered by the gateway
-itself (docs/protocol.md, 17.10): WHOWAS, LUSERS, TIME, USERHOST, ISON,
-and SETNAME. None is a packet: each is charged to the asker's fair share
+itself (docs/protocol.md, 17.10): WHOWAS, LUSERS, TIME, MOTD, VERSION,
+USERHOST, ISON and SETNAME. None is a packet: each is charged to the asker's fair share
 as WHO is, one unit and one more for every ROWS_PER_UNIT rows it reads or
 writes, and each reads a bounded amount.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from chatproto import __version__
 from chatproto.codec import ProtocolError
 from chatproto.core.budget import ROWS_PER_UNIT
 from chatproto.core.connection import logged_in
@@ -93,10 +94,32 @@ def do_lusers(irc: IrcConnection, params: list[str]) -> None:
 def do_time(irc: IrcConnection, params: list[str]) -> None:
     """``TIME [server]``: 391 with the time here; another server is 402."""
     irc._charge()
-    if params and params[0] and params[0].lower() != irc.server.lower():
-        irc._numeric("402", params[0], "No such server")
+    if _other_server(irc, params):
         return
     irc._numeric("391", irc.server, now_text(irc.connection.clock.seconds()))
+
+
+def _other_server(irc: IrcConnection, params: list[str]) -> bool:
+    """A query naming a server other than this one: ``402``, as TIME."""
+    if params and params[0] and params[0].lower() != irc.server.lower():
+        irc._numeric("402", params[0], "No such server")
+        return True
+    return False
+
+
+def do_motd(irc: IrcConnection, params: list[str]) -> None:
+    """``MOTD [server]``: the message of the day again, as at registration."""
+    irc._charge()
+    if not _other_server(irc, params):
+        irc.motd()
+
+
+def do_version(irc: IrcConnection, params: list[str]) -> None:
+    """``VERSION [server]``: ``351`` and the ``005`` tokens (modern IRC)."""
+    irc._charge()
+    if not _other_server(irc, params):
+        irc._numeric("351", f"chatproto-{__version__}", irc.server, "IRC gateway of a chatproto server")
+        irc.isupport()
 
 
 def do_userhost(irc: IrcConnection, params: list[str]) -> None:
