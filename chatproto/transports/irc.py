@@ -92,6 +92,8 @@ LINE = 512
 TAGS = 4096
 #: Unreadable lines in a row that get an answer; past them, silence until a good line.
 ERROR_ANSWERS = 3
+#: An outbox's own write, for the lines of a broadcast (IrcConnection.deliver_to).
+_plain_write = Outbox.write
 #: How users look on IRC: nick!nick@HOST (no address is ever shown).
 HOST = "chat"
 _SERVER_NAME = re.compile(r"[^A-Za-z0-9.-]")
@@ -620,6 +622,7 @@ class IrcConnection(Framing):
         super().__init__(hub, wire_for(self.server, self.caps, self.people))
         self.cap_version = 0  # CAP LS 302: cap-notify is on and stays on
         self.labels: Labels | None = None  # made at the first labeled request
+        self.outbox: CapturingOutbox  # the connection's (make_outbox), typed as it is
         self._lines = b""
         self.irc_name = "*"  # the nick this client knows itself by
         self.username: str | None = None
@@ -757,15 +760,19 @@ class IrcConnection(Framing):
 
     def make_outbox(self, *args: Any) -> Outbox[ConnectionPolicy]:
         """One that can hold a labeled request's lines (irc_labels.py)."""
-        return CapturingOutbox(*args)
+        self.outbox = CapturingOutbox(*args)
+        return self.outbox
 
     def deliver_to(self, data: bytes) -> None:
         """What the core delivers: IRC lines, and payloads for this
         connection to render (:meth:`IrcWire.frame`), in their order."""
-        write = self.connection.outbox.write
-        if b"\0" not in data:
-            write(data)
+        outbox = self.outbox
+        if outbox.capture is None and b"\0" not in data:
+            # A broadcast's lines, no labeled request under way: the plain
+            # write, skipping CapturingOutbox's (this runs once per recipient).
+            _plain_write(outbox, data)
             return
+        write = outbox.write
         while data:
             if data[0] == 0:
                 end = 5 + int.from_bytes(data[1:5], "big")
