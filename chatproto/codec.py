@@ -53,6 +53,7 @@ class PacketType(IntEnum):
     AWAY = 0x14
     OPEN = 0x15
     NICK = 0x16  # version 2: nick changes
+    SEARCH = 0x18  # version 2: search
     # server -> client
     WELCOME = 0x81
     MESSAGE = 0x82
@@ -77,6 +78,7 @@ class PacketType(IntEnum):
     TYPING_NOTICE = 0x95
     STATUS = 0x96
     RENAMED = 0x97  # version 2: nick changes
+    RESULTS = 0x99  # version 2: search
 
 
 #: Every integer field holds a signed 64-bit value; anything outside is
@@ -130,6 +132,9 @@ class ErrorCode:
     TOO_LATE = "too_late"
     BAD_EMOJI = "bad_emoji"
     TOO_MANY_REACTIONS = "too_many_reactions"
+    # version 2: search
+    BAD_SEARCH = "bad_search"
+    NO_SEARCH = "no_search"
 
 
 class ProtocolError(Exception):
@@ -293,6 +298,7 @@ class HistoryRequest:
     ref: str | None = None
     room: str | None = field(default=None, metadata={**_ROOM, **_V2})
     changed_after: int | None = field(default=None, metadata=_V2)  # a rev: the messages changed since
+    around: int | None = field(default=None, metadata=_V2)  # a seq: the page centred on it (21.4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,6 +581,7 @@ class HistoryPage:
     more: bool
     room: str | None = field(default=None, metadata=_V2)
     rev: int | None = field(default=None, metadata=_V2)  # the room's latest change, when asked by rev
+    newer: bool | None = field(default=None, metadata=_V2)  # newer ones exist, when asked around a seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -750,6 +757,43 @@ class Renamed:
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Search:
+    """Find messages of the session's rooms by their words (docs/protocol.md 21)."""
+
+    TYPE: ClassVar = PacketType.SEARCH
+    words: str
+    room: str | None = field(default=None, metadata=_ROOM)
+    sender: str | None = field(default=None, metadata=_json("from", **_NICK))
+    since: float | None = None
+    until: float | None = None
+    page: str | None = None  # opaque: the previous RESULTS' page
+    limit: int | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One message a SEARCH found: where, who, when, and its present text cut
+    around the first match, each match a [start, length] in code points."""
+
+    room: str
+    seq: int
+    sender: str = field(metadata=_json("from"))
+    ts: float
+    snippet: str
+    marks: list[list[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    TYPE: ClassVar = PacketType.RESULTS
+    hits: list[Hit]
+    more: bool
+    page: str | None = None
+    ref: str | None = None
+
+
 V1_CLIENT_PACKETS = (Login, Say, Whisper, Ping, Quit, HistoryRequest, Pong)
 CLIENT_PACKETS = (
     *V1_CLIENT_PACKETS,
@@ -768,6 +812,7 @@ CLIENT_PACKETS = (
     Away,
     Open,
     Nick,
+    Search,
 )
 SERVER_PACKETS = (
     Welcome,
@@ -793,6 +838,7 @@ SERVER_PACKETS = (
     TypingNotice,
     Status,
     Renamed,
+    Results,
 )
 
 
@@ -901,7 +947,7 @@ def _schema(cls) -> tuple[_Field, ...]:
     return tuple(fields)
 
 
-_NESTED = (Peer, Quote, Reaction, Message, RoomInfo, BanInfo, PendingInfo, SessionInfo)
+_NESTED = (Peer, Quote, Reaction, Message, RoomInfo, BanInfo, PendingInfo, SessionInfo, Hit)
 _SCHEMAS: dict[type, tuple[_Field, ...]] = {
     cls: _schema(cls) for cls in (*_NESTED, *CLIENT_PACKETS, *SERVER_PACKETS)
 }
