@@ -523,6 +523,7 @@ NOT_SHOWN: dict[int, str] = {
     PacketType.MARKED: "read markers are not an IRC notion (sent only to MARK, which IRC never sends)",
     PacketType.BANS: "the answer to ADMIN, which IRC never sends (MODE +b lists a room's bans)",
     PacketType.SESSIONS: "the answer to ADMIN, which IRC never sends",
+    PacketType.RESULTS: "the answer to SEARCH, which IRC never sends (IRC has no search command)",
 }
 
 _WIRES: dict[tuple[str, frozenset], IrcWire] = {}
