@@ -353,7 +353,7 @@ class Migration(SynchronousTestCase):
         old = SQLiteLog(self.path, search=False)
         result(old.append([Draft(float(i), "ann", f"word{i}") for i in range(30)]))
         index = fts.Index("messages", "1")
-        index.create(old._db)
+        index.open(old._db)
         index.set_state(old._db, "built", 20 + 2**40)  # stopped after seq 20 of room 1
         old.close()
         log = SQLiteLog(self.path)
@@ -397,7 +397,7 @@ class Snippets(SynchronousTestCase):
         )
 
     def test_marks_count_code_points(self):
-        cut, marks = fts.snippet("🎉🎉 party time", fts.parse_words("party"))
+        _, marks = fts.snippet("🎉🎉 party time", fts.parse_words("party"))
         self.assertEqual(marks, [[3, 5]])
 
     @given(st.text(max_size=600), st.sampled_from(["a", "ab*", '"a b"', "é", "x y"]))
