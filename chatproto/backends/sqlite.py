@@ -190,7 +190,7 @@ def _message(row: tuple) -> Message:
 
 
 #: New messages listed before they go into FTS5 together (backends/fts.py).
-PENDING = 64
+PENDING = 256
 
 #: Which messages are searched: not moderation records (a notice is a
 #: message), not deleted ones.
