@@ -368,9 +368,10 @@ class Index:
 
     def flush(self, db: sqlite3.Connection) -> None:
         """The listed messages into FTS5 (their present text), inside the
-        caller's transaction."""
+        caller's transaction (CROSS JOIN: from the short list, never a scan
+        of the messages)."""
         listed = db.execute(
-            f"SELECT c.id, c.text FROM search_pending p JOIN {self.content} c ON c.id = p.id"
+            f"SELECT c.id, c.text FROM search_pending p CROSS JOIN {self.content} c ON c.id = p.id"
             f" WHERE ({self.where})"
         ).fetchall()
         self._insert(db, listed)
@@ -474,7 +475,7 @@ class Index:
             return indexed
         listed = db.execute(
             f"SELECT p.id - {low}, c.ts, c.sender, c.text FROM search_pending p"
-            f" JOIN {self.content} c ON c.id = p.id WHERE p.id > ? AND p.id < ? AND {where}",
+            f" CROSS JOIN {self.content} c ON c.id = p.id WHERE p.id > ? AND p.id < ? AND {where}",
             [low, high, *args],
         ).fetchall()
         found = [row for row in listed if matches(row[3], query.terms)]
