@@ -164,11 +164,10 @@ class Files:
         """Delete the uploads never attached within ``upload_keep``."""
         self._sweep = None
         before = self.clock.seconds() - self.limits.upload_keep
-        d = self.records.unattached_before(before, SWEEP_BATCH)
-        d.addCallback(lambda found: self.forget([r.id for r in found if r.id not in self._claimed]))
+        found = self.records.unattached_before(before, SWEEP_BATCH)
+        d = found.addCallback(lambda old: self.forget([r.id for r in old if r.id not in self._claimed]))
         d.addErrback(lambda f: log.failure("files: sweeping unattached uploads failed", f))
-        d.addBoth(lambda _: self._schedule())
-        return d
+        return d.addBoth(lambda _: self._schedule())
 
     def forget(self, ids: list[str]) -> Deferred[None]:
         """Remove these uploads, then every blob no remaining upload names."""
