@@ -46,8 +46,8 @@ SWEEP_BATCH = 100
 #: Longest wait between sweeps, in seconds.
 SWEEP_EVERY = 60.0
 
-_TOKEN = struct.Struct("!QI")  # session id, expiry
-_TOKEN_MAC = 20  # bytes: 12 + 20 = 32 bytes, 43 characters of base64
+_TOKEN = struct.Struct("!QI4s")  # session id, expiry, 4 random bytes (each token is new)
+_TOKEN_MAC = 16  # bytes: 16 + 16 = 32 bytes, 43 characters of base64
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +191,7 @@ class Files:
         if self._secret is None:
             raise ProtocolError(ErrorCode.NO_FILES, "files are not available on this server right now")
         expires = int(self.clock.seconds() + self.limits.file_token_ttl)
-        payload = _TOKEN.pack(session.id, expires)
+        payload = _TOKEN.pack(session.id, expires, secrets.token_bytes(4))
         mac = self._mac(b"token", payload, _owner(session).encode())[:_TOKEN_MAC]
         connection.send(
             codec.FilesToken(
@@ -204,7 +204,7 @@ class Files:
         raw = _unb64(token) if self._secret is not None and len(token) < 100 else None
         if raw is None or len(raw) != _TOKEN.size + _TOKEN_MAC:
             return None
-        id, expires = _TOKEN.unpack(raw[: _TOKEN.size])
+        id, expires, _ = _TOKEN.unpack(raw[: _TOKEN.size])
         if self.clock.seconds() >= expires:
             return None
         session = self.registry.sessions.get(id)
