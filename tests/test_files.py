@@ -349,3 +349,65 @@ class Irc(FilesTestCase):
         self.assertFalse(self.files.readable(hidden, None, None))
         self.assertFalse(self.files.readable(hidden, bobs, None))
         self.assertTrue(self.files.readable(hidden, token, None))
+
+
+class HttpOnClock(FilesTestCase):
+    """The ``--web`` site's /files over StringTransport, its time on task.Clock."""
+
+    def http(self, request: bytes):
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from chatproto.transports.web import web_site
+
+        address = IPv4Address("TCP", "127.0.0.1", 50000)
+        channel = web_site(self.server.hub).buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        channel.makeConnection(transport)
+        channel.dataReceived(request)
+        return transport
+
+    def post(self, token: str, body: bytes = b"abc") -> bytes:
+        return (
+            b"POST /files?room=general&name=a.txt HTTP/1.1\r\nHost: chat.test\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+
+    @defer.inlineCallbacks
+    def test_an_upload_with_a_token_that_expired_is_401(self):
+        yield self.make(file_token_ttl=60, ping_interval=1000, idle_timeout=2000)
+        ann = self.v2("ann")
+        ann.send(codec.Files())
+        token = ann.only(codec.FilesToken, flush=False).token
+        self.server.clock.advance(59)
+        accepted = self.http(self.post(token))
+        yield until(lambda: b"\r\n\r\n" in accepted.value())
+        self.assertTrue(accepted.value().startswith(b"HTTP/1.1 201 "), accepted.value())
+        self.server.clock.advance(1)
+        refused = self.http(self.post(token))
+        self.assertTrue(refused.value().startswith(b"HTTP/1.1 401 "), refused.value())
+        self.assertIn(b'"error":"bad_token"', refused.value())
+        self.assertTrue(refused.disconnecting)
+        self.assertEqual((yield self.records.used_by_all()), 3)
+
+
+class Options(TestCase):
+    def test_files_options(self):
+        from chatproto.tap import Options as ServerOptions
+
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        history = os.path.join(folder, "chat.sqlite3")
+        options = ServerOptions()
+        options.parseOptions(["--history", history, "--public-url", "https://chat.example"])
+        self.assertEqual(
+            (options["files"], options["public-url"]), (os.path.join(folder, "files"), "https://chat.example")
+        )
+        off = ServerOptions()
+        off.parseOptions(["--history", history, "--files", "off"])
+        self.assertIsNone(off["files"])
+        memory = ServerOptions()
+        memory.parseOptions(["--history", ":memory:", "--max-upload", "1024"])
+        self.assertIsNone(memory["files"])
+        self.assertEqual(memory["limits"].max_upload, 1024)
