@@ -9,15 +9,19 @@ import os
 import sqlite3
 
 from twisted.internet import defer, reactor
+from twisted.internet.threads import deferToThread
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatproto.backends.digest_order import DigestOrder
 from chatproto.backends.disk_files import DiskFileStore
 from chatproto.backends.eventlog import Draft
 from chatproto.backends.files import READ_PIECE, FileRecords, FileStore, FileStoreError, StoredFile
+from chatproto.backends.s3_files import S3FileStore, parse_bucket, s3_client
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.backends.sqlite_accounts import SQLiteAccounts
 from chatproto.backends.sqlite_files import SQLiteFileRecords
+from tests.s3server import S3Server
 
 
 def digest_of(data: bytes) -> str:
@@ -423,3 +427,83 @@ class SQLiteFileRecordsInTheHistoryFile(TestCase):
         other.execute("ROLLBACK")
         self.successResultOf(records.add(record(1)))
         self.assertEqual(self.successResultOf(records.get(record(1).id)), record(1))
+
+
+class S3FileStoreTests(FileStoreContract, TestCase):
+    """Against a real S3-compatible server (moto's) on loopback."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.server = yield S3Server.started(self, bucket="chat-files")
+        self.pool = ThreadPool(0, 4, "s3-test")
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+        self.client = s3_client(self.server.environ(), threads=4)
+        self.store = S3FileStore("chat-files", "", self.client, reactor, self.pool)
+        yield self.store.check()
+
+    def keys(self, bucket: str = "chat-files") -> defer.Deferred:
+        def listed():
+            answer = self.client.list_objects_v2(Bucket=bucket)
+            return sorted(item["Key"] for item in answer.get("Contents", []))
+
+        return deferToThread(listed)
+
+    @defer.inlineCallbacks
+    def test_a_blob_is_one_object_named_by_its_digest_under_the_prefix(self):
+        yield deferToThread(lambda: self.client.create_bucket(Bucket="shared"))
+        store = S3FileStore("shared", "chat/files/", self.client, reactor, self.pool)
+        digest = digest_of(b"in a folder")
+        yield store.put(digest, self.source(b"in a folder"))
+        self.assertEqual((yield self.keys("shared")), [f"chat/files/{digest}"])
+        self.assertEqual((yield store.read(digest, 3, 6)), b"a fold")
+        yield store.delete(digest)
+        self.assertEqual((yield self.keys("shared")), [])
+
+    @defer.inlineCallbacks
+    def test_a_missing_bucket_fails_check_and_is_not_made(self):
+        store = S3FileStore("nobody-made-it", "", self.client, reactor, self.pool)
+        failure = yield self.assertFailure(store.check(), FileStoreError)
+        self.assertIn("no bucket 'nobody-made-it'", str(failure))
+        self.assertIn(self.server.endpoint, str(failure))
+        buckets = yield deferToThread(lambda: self.client.list_buckets()["Buckets"])
+        self.assertEqual([b["Name"] for b in buckets], ["chat-files"])
+
+    @defer.inlineCallbacks
+    def test_a_server_that_is_gone_fails_every_call_clearly(self):
+        digest = yield self.kept(b"kept before the outage")
+        yield self.server.stop()
+        yield self.assertFailure(self.store.check(), FileStoreError)
+        yield self.assertFailure(self.store.size(digest), FileStoreError)
+        yield self.assertFailure(self.store.read(digest, 0, 10), FileStoreError)
+        yield self.assertFailure(self.store.put(digest_of(b"new"), self.source(b"new")), FileStoreError)
+
+    @defer.inlineCallbacks
+    def test_the_store_a_url_and_the_environment_name(self):
+        store = S3FileStore.from_url("s3://chat-files/up/", reactor, self.server.environ(), threads=2)
+        self.addCleanup(store._pool.stop)
+        self.assertEqual((store.bucket, store.prefix), ("chat-files", "up/"))
+        yield store.check()
+        digest = digest_of(b"configured")
+        yield store.put(digest, self.source(b"configured"))
+        self.assertEqual((yield self.keys()), [f"up/{digest}"])
+
+
+class BucketURLs(SynchronousTestCase):
+    def test_a_bucket_and_its_prefix(self):
+        self.assertEqual(parse_bucket("s3://files"), ("files", ""))
+        self.assertEqual(parse_bucket("s3://files/"), ("files", ""))
+        self.assertEqual(parse_bucket("s3://files/chat"), ("files", "chat/"))
+        self.assertEqual(parse_bucket("s3://files/a/b/"), ("files", "a/b/"))
+
+    def test_what_is_not_a_bucket_is_refused(self):
+        for bad in (
+            "files",
+            "/var/files",
+            "http://files",
+            "s3://",
+            "s3://key:secret@files",
+            "s3://files?x=1",
+        ):
+            with self.assertRaises(ValueError):
+                parse_bucket(bad)
