@@ -17,10 +17,13 @@ from chatproto.backends.digest_order import DigestOrder
 from chatproto.backends.disk_files import DiskFileStore
 from chatproto.backends.eventlog import Draft
 from chatproto.backends.files import READ_PIECE, FileRecords, FileStore, FileStoreError, StoredFile
+from chatproto.backends.redis import RedisAddress, RedisClient
+from chatproto.backends.redis_files import RedisFileRecords
 from chatproto.backends.s3_files import S3FileStore, parse_bucket, s3_client
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.backends.sqlite_accounts import SQLiteAccounts
 from chatproto.backends.sqlite_files import SQLiteFileRecords
+from tests.redisserver import RedisServer
 from tests.s3server import S3Server
 
 
@@ -507,3 +510,58 @@ class BucketURLs(SynchronousTestCase):
         ):
             with self.assertRaises(ValueError):
                 parse_bucket(bad)
+
+
+class RedisFileRecordsTests(FileRecordsContract, TestCase):
+    """Against a real Valkey, as a cluster uses it."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.redis = yield RedisServer.started(self)
+        self.records = yield self.node("test")
+
+    @defer.inlineCallbacks
+    def node(self, name: str):
+        """Records through a connection of their own, as one node of a cluster has."""
+        client = RedisClient(reactor, RedisAddress.parse(self.redis.url), name)
+        client.start()
+        self.addCleanup(client.stop)
+        yield client.connected()
+        return RedisFileRecords(client, prefix="chat")
+
+    @defer.inlineCallbacks
+    def test_two_nodes_removing_records_of_one_blob_at_once_free_it_once(self):
+        other = yield self.node("other")
+        pairs = 50
+        for n in range(pairs):
+            shared, thumb = digest_of(b"blob %d" % n), digest_of(b"thumb %d" % n)
+            yield self.added(record(2 * n, shared, thumb=thumb), record(2 * n + 1, shared, thumb=thumb))
+        mine = self.records.remove([record(2 * n).id for n in range(pairs)])
+        theirs = other.remove([record(2 * n + 1).id for n in range(pairs)])
+        freed = yield defer.gatherResults([mine, theirs])
+        every = sorted(freed[0] + freed[1])
+        self.assertEqual(
+            every,
+            sorted(
+                [digest_of(b"blob %d" % n) for n in range(pairs)]
+                + [digest_of(b"thumb %d" % n) for n in range(pairs)]
+            ),
+        )
+        self.assertEqual((yield self.records.used_by_all()), 0)
+
+    @defer.inlineCallbacks
+    def test_nothing_is_left_behind_once_every_record_is_removed(self):
+        yield self.added(record(1, thumb=digest_of(b"t")), record(2), record(3, owner="bob"))
+        yield self.records.attach([record(1).id, record(2).id], "lobby", 4)
+        yield self.records.remove([record(1).id, record(2).id, record(3).id])
+        keys = yield self.records.client.call("KEYS", "chat:f*")
+        self.assertEqual(sorted(keys), [b"chat:fusedall"])
+
+    @defer.inlineCallbacks
+    def test_an_outage_fails_calls_with_a_file_store_error(self):
+        yield self.added(record(1))
+        yield self.redis.stop()
+        yield self.assertFailure(self.records.get(record(1).id), FileStoreError)
+        yield self.assertFailure(self.records.add(record(2)), FileStoreError)
+        yield self.assertFailure(self.records.remove([record(1).id]), FileStoreError)
+        yield self.assertFailure(self.records.of_message("lobby", 1), FileStoreError)
