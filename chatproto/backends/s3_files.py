@@ -34,8 +34,10 @@ T = TypeVar("T")
 #: Calls to the bucket at once (threads, and botocore's connections).
 S3_THREADS = 8
 
-#: Answers a missing object (or bucket) gets, by S3 and its imitators.
-_MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+#: Answers a missing object gets, by S3 and its imitators (a HEAD's is a
+#: bare 404, the same for a missing bucket: check() tells those apart).
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+_NO_BUCKET = {"404", "NoSuchBucket", "NotFound"}
 
 
 def parse_bucket(url: str) -> tuple[str, str]:
@@ -226,7 +228,7 @@ class S3FileStore:
             try:
                 self._client.head_bucket(Bucket=self.bucket)
             except Exception as e:
-                if _code(e) in _MISSING:
+                if _code(e) in _NO_BUCKET:
                     raise FileStoreError(
                         f"no bucket {self.bucket!r} at {self._client.meta.endpoint_url}: create it first"
                     ) from None
