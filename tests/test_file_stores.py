@@ -303,6 +303,14 @@ class FileRecordsContract:
         self.assertEqual((yield self.records.of_message("other", 17)), [])
 
     @defer.inlineCallbacks
+    def test_a_record_added_attached_belongs_to_its_message(self):
+        yield self.added(record(1, seq=8), record(2))
+        yield self.records.attach([record(2).id], "lobby", 8)
+        files = yield self.records.of_message("lobby", 8)
+        self.assertEqual([f.id for f in files], [record(1).id, record(2).id])
+        self.assertEqual([f.id for f in (yield self.records.unattached_before(10**6, 10))], [])
+
+    @defer.inlineCallbacks
     def test_an_upload_is_attached_once_and_only_in_its_room(self):
         yield self.added(record(1), record(2, room="elsewhere"))
         yield self.records.attach([record(1).id], "lobby", 5)
@@ -410,6 +418,21 @@ class SQLiteFileRecordsInTheHistoryFile(TestCase):
         self.assertEqual(self.successResultOf(records.get(record(1).id)), record(1))
         self.assertEqual(log.last_seq(), 1)
 
+    def test_the_total_is_kept_across_reopening_and_counted_for_records_made_before_it(self):
+        log = self.open()
+        records = SQLiteFileRecords(log)
+        self.successResultOf(records.add(record(1)))
+        self.successResultOf(records.add(record(2)))
+        log._db.execute("DROP TABLE file_totals")  # as a file from before the totals were kept
+        log.close()
+        log = self.open()
+        records = SQLiteFileRecords(log)
+        self.assertEqual(self.successResultOf(records.used_by_all()), 101 + 102)
+        self.successResultOf(records.remove([record(1).id]))
+        log.close()
+        records = SQLiteFileRecords(self.open())
+        self.assertEqual(self.successResultOf(records.used_by_all()), 102)
+
     def test_the_table_and_its_indexes_are_made_once(self):
         log = self.open()
         SQLiteFileRecords(log)
@@ -418,6 +441,7 @@ class SQLiteFileRecordsInTheHistoryFile(TestCase):
         self.addCleanup(db.close)
         names = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'files'")}
         made = {"files", "files_message", "files_owner", "files_unattached", "files_digest", "files_thumb"}
+        made |= {"files_added", "files_removed"}
         self.assertTrue(made <= names)
 
     def test_a_refused_write_fails_with_a_file_store_error(self):

@@ -22,7 +22,8 @@ from chatproto.backends.files import FileStoreError, StoredFile
 from chatproto.backends.redis import RedisClient, Script
 from chatproto.backends.streams import escape
 
-#: A new record: refused (0) if its id is taken.
+#: A new record: refused (0) if its id is taken. ARGV[4] is its message's
+#: list, should it come attached.
 ADD = Script(
     """
 local p = ARGV[1]
@@ -35,7 +36,10 @@ local owner = redis.call('HGET', key, 'owner')
 redis.call('INCR', p .. ':fd:' .. redis.call('HGET', key, 'digest'))
 local thumb = redis.call('HGET', key, 'thumb')
 if thumb then redis.call('INCR', p .. ':fd:' .. thumb) end
-if not redis.call('HGET', key, 'seq') then
+if redis.call('HGET', key, 'seq') then
+  redis.call('HSET', key, 'list', ARGV[4])
+  redis.call('RPUSH', ARGV[4], ARGV[2])
+else
   redis.call('ZADD', p .. ':fu', redis.call('HGET', key, 'uploaded'), ARGV[2])
 end
 redis.call('HINCRBY', p .. ':fused', owner, size)
@@ -161,7 +165,8 @@ class RedisFileRecords:
             if not made:
                 raise FileStoreError(f"there is already an upload {record.id!r}")
 
-        d = self._script(ADD, [escape(record.id), json.dumps(_fields(record))])
+        listing = self._key("fm", escape(record.room), str(record.seq))
+        d = self._script(ADD, [escape(record.id), json.dumps(_fields(record)), listing])
         return d.addCallback(added)
 
     def get(self, id: str) -> Deferred[StoredFile | None]:
