@@ -25,6 +25,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatproto import codec
 from chatproto.backends.files import FileRecords, FileStore, StoredFile
@@ -302,7 +303,9 @@ class Files:
         height: int | None = None,
         thumb: tuple[str, str] | None = None,  # (digest, path)
     ) -> Deferred[StoredFile]:
-        """Put a finished upload's blobs in the store, then its record."""
+        """Its record first, then its blobs: a removal of another upload of
+        the same bytes, at the same time, then never deletes this one's
+        blob (backends/files.py, FileRecords.remove)."""
         record = StoredFile(
             new_id(),
             digest,
@@ -316,11 +319,18 @@ class Files:
             height,
             thumb[0] if thumb else None,
         )
-        puts = [self.store.put(digest, path)]
-        if thumb is not None:
-            puts.append(self.store.put(*thumb))
-        d = gatherResults(puts, consumeErrors=True)
-        d.addCallback(lambda _: self.records.add(record))
+
+        def put(_: None) -> Deferred[Any]:
+            puts = [self.store.put(digest, path)]
+            if thumb is not None:
+                puts.append(self.store.put(*thumb))
+            return gatherResults(puts, consumeErrors=True)
+
+        def undo(failure: Failure) -> Deferred[Any]:
+            return self.forget([record.id]).addBoth(lambda _: failure)
+
+        d = self.records.add(record).addCallback(put)
+        d.addErrback(undo)
         return d.addCallback(lambda _: record)
 
     # -- attaching and deleting ---------------------------------------------------------
