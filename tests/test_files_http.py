@@ -397,7 +397,7 @@ class InACluster(FilesOverHttp):
         ann, token = yield self.member("ann", "secret")
         second = yield self.serve_files("s3://chat-files/up", self.redis.url)
         self.assertIsNot(first, second)
-        yield self.member("bob", "secret")  # the second node's member: it knows the room, and ann
+        bob, _ = yield self.member("bob", "secret")  # the second node's: it knows the room, and ann
         ann.send(codec.Moderate("secret", "mode", invite_only=True))
         yield ann.expect(codec.MessagePacket)
         self.web_port = first.web_port
@@ -412,6 +412,14 @@ class InACluster(FilesOverHttp):
         ann.send(codec.Say("both", room="secret", files=[found["id"], again["id"]]))
         said = yield ann.expect(codec.MessagePacket)
         self.assertEqual([f.id for f in said.files], [found["id"], again["id"]])
+        while True:  # bob, on the other node, gets them through the room's stream
+            seen = yield bob.expect(codec.MessagePacket)
+            if seen.text == "both":
+                break
+        self.assertEqual(seen.files, said.files)
+        bob.send(codec.HistoryRequest(room="secret"))
+        page = yield bob.expect(codec.HistoryPage)
+        self.assertEqual(page.messages[-1].files, said.files)
 
 
 def _restore(name: str, value: str | None) -> None:
