@@ -214,6 +214,13 @@ class Uploading(FilesOverHttp):
         )
         self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
         self.assertEqual(json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"], "too_large")
+        # a client that waits for "100 Continue" is told 413 instead, and nothing more
+        answer = yield self.raw(
+            b"POST /files?room=general&name=big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 5000\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
+        self.assertNotIn(b"100 Continue", answer)
         # chunked: refused as it grows past the limit, nothing kept
         answer = yield self.raw(
             b"POST /files?room=general&name=big HTTP/1.1\r\nHost: x\r\n"
