@@ -296,6 +296,20 @@ class Reading(FilesOverHttp):
         self.assertEqual(response.code, 404)
 
     @defer.inlineCallbacks
+    def test_a_file_of_several_pieces_comes_whole(self):
+        yield self.serve_files()
+        _, token = yield self.member("ann")
+        data = os.urandom(3 * 1024 * 1024 + 5)  # more than three of the store's pieces
+        found = yield self.upload(token, data, name="big.bin", kind="application/x-thing")
+        self.assertEqual((found["size"], found["type"]), (len(data), "application/x-thing"))
+        response, body = yield self.get(f"/files/{found['id']}/big.bin")
+        self.assertEqual(response.length, len(data))
+        self.assertTrue(body == data, "the same bytes")
+        across = {"range": "bytes=1048570-1048580"}  # the end of one piece, the start of the next
+        response, body = yield self.get(f"/files/{found['id']}/big.bin", headers=across)
+        self.assertEqual((response.code, body), (206, data[1048570:1048581]))
+
+    @defer.inlineCallbacks
     def test_range(self):
         yield self.serve_files()
         _, token = yield self.member("ann")
