@@ -251,6 +251,33 @@ class Uploading(FilesOverHttp):
         self.assertEqual(found["name"], "etcpasswd")
 
     @defer.inlineCallbacks
+    def test_uploads_at_once(self):
+        yield self.serve_files(uploads_at_once=2)
+        _, token = yield self.member("ann")
+        session = self.hub.session_for("ann")
+        slow = []
+        for _ in range(2):  # two uploads that have sent half their body, and wait
+            where = TCP4ClientEndpoint(reactor, "127.0.0.1", self.web_port)
+            client = yield connectProtocol(where, RawClient())
+            client.transport.write(
+                b"POST /files?room=general&name=slow HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 100\r\n\r\n" + b"x" * 50
+            )
+            slow.append(client)
+        yield until(lambda: self.hub.files.under_way(session) == 2)
+        body = yield self.upload(token, b"third", status=429)
+        self.assertEqual(body["error"], "rate_limited")
+        slow[0].transport.write(b"y" * 50)  # one finishes: room for another
+        yield until(lambda: b"201 Created" in slow[0].received)
+        yield self.upload(token, b"now")
+        slow[1].transport.loseConnection()  # one gives up: nothing of it kept
+        yield slow[1].lost
+        yield until(lambda: self.hub.files.under_way(session) == 0)
+        self.assertEqual(self.leftovers(), [])
+        slow[0].transport.loseConnection()
+        yield slow[0].lost
+
+    @defer.inlineCallbacks
     def test_the_account_quota(self):
         yield self.serve_files(account_quota=1500)
         _, token = yield self.member("ann")
