@@ -7,6 +7,7 @@ they pass, the endpoints they listen on and the history they keep.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +15,13 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorThreads
 
 from chatproto.backends.accounts import AccountStore
 from chatproto.backends.eventlog import EventLog, Threads
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.backends.sqlite_accounts import SQLiteAccounts
+from chatproto.core.files import FileSpace
 from chatproto.core.hub import Hub
 from chatproto.core.peers import Peers
 from chatproto.limits import DEFAULTS, Limits
@@ -155,6 +157,8 @@ def build_server(
     cluster: str | None = None,
     cluster_expiry: float = 10.0,
     cluster_retention: int = 100_000,
+    files: str | FileSpace | None = None,
+    public_url: str | None = None,
     search: bool = True,
     search_index: str = ":memory:",
 ) -> ChatServer:
@@ -164,13 +168,17 @@ def build_server(
     ``admins`` name the accounts that administer the server; ``web``
     endpoints serve the browser client and its WebSocket, ``irc`` ones IRC clients.
     With ``cluster`` (``redis://...``) the rooms are shared with the other
-    servers on that Redis, and ``history`` is not used. ``search`` keeps a
+    servers on that Redis, and ``history`` is not used. ``files`` (a
+    folder, or a FileSpace) keeps shared files, offered on ``web``'s
+    ``/files`` with links under ``public_url`` (default: the first ``web``
+    endpoint's address). ``search`` keeps a
     full-text index (in the history file; a cluster node's in ``search_index``)
     and answers SEARCH."""
     peers: Peers | None = None
     threads = _threads(reactor)
     feed: SearchFeed | None = None
     eventlog: EventLog
+    shared: Any = None  # a cluster's Redis client, for the file records
     if cluster is not None:
         from chatproto.backends.redis import Epoch, RedisAddress, RedisClient
         from chatproto.backends.streams import StreamStore
@@ -180,6 +188,7 @@ def build_server(
         address = RedisAddress.parse(cluster)
         epoch = Epoch("chat:epoch")  # the store's prefix
         store = StreamStore(RedisClient(reactor, address, "chat-node", epoch), keep=cluster_retention)
+        shared = store.client
         index = None
         if search:
             from chatproto.cluster.search_index import IndexFile, SearchFeed
@@ -191,11 +200,11 @@ def build_server(
             feed = SearchFeed(feed_client, store, index, reactor, threads or _inline)
         cluster_log = ClusterLog(store, index)
         eventlog = cluster_log
-        shared = None
+        cluster_accounts = None
         if accounts is None:
             from chatproto.cluster.accounts import ClusterAccounts
 
-            accounts = shared = ClusterAccounts(store.client)
+            accounts = cluster_accounts = ClusterAccounts(store.client)
         reader = RedisClient(reactor, address, "chat-reader", epoch)
         replay = limits.history_replay
         node = ClusterNode(store, reader, reactor, cluster_log, accounts, replay, cluster_expiry)
@@ -203,8 +212,8 @@ def build_server(
         node.typing_client = RedisClient(
             reactor, address, "chat-typing", subscribe=(store.typing_channel(),), on_push=node.typing_received
         )
-        if shared is not None:
-            shared.node = node
+        if cluster_accounts is not None:
+            cluster_accounts.node = node
         peers = node
     else:
         eventlog = (
@@ -214,6 +223,7 @@ def build_server(
         )
     if accounts is None and isinstance(eventlog, SQLiteLog):
         accounts = SQLiteAccounts(eventlog)
+    space = _file_space(reactor, files, eventlog, shared, web, public_url)
     hub = Hub(
         eventlog,
         reactor,
@@ -226,6 +236,7 @@ def build_server(
         hasher=hasher,
         admins=list(admins),
         peers=peers,
+        files=space,
     )
     server = ChatServer(
         hub,
@@ -270,3 +281,59 @@ def _threads(reactor: Any) -> Threads | None:
 
 def _inline(call: Callable[[], Any]) -> Deferred[Any]:
     return maybeDeferred(call)
+
+
+def _file_space(
+    reactor: Any,
+    files: str | FileSpace | None,
+    eventlog: EventLog,
+    redis: Any,
+    web: Sequence[str],
+    public_url: str | None,
+) -> FileSpace | None:
+    """Where files are kept: the bytes in a folder or an S3-compatible
+    bucket (``s3://bucket[/prefix]``), the records in the history's SQLite
+    file or, in a cluster, in its Redis."""
+    if files is None or isinstance(files, FileSpace):
+        return files
+    if not web or not IReactorThreads.providedBy(reactor):
+        return None  # no /files to serve them, or no threads to write them with (a task.Clock)
+    store: Any
+    if files.startswith("s3://"):
+        from chatproto.backends.s3_files import S3FileStore
+
+        store = S3FileStore.from_url(files, reactor)
+    elif redis is None:
+        from chatproto.backends.disk_files import DiskFileStore
+
+        store = DiskFileStore(files, reactor)
+    else:
+        return None  # a folder is no place for a cluster's files: every node must serve every one
+    records: Any
+    if redis is not None:
+        from chatproto.backends.redis_files import RedisFileRecords
+
+        records = RedisFileRecords(redis)
+    elif isinstance(eventlog, SQLiteLog):
+        from chatproto.backends.sqlite_files import SQLiteFileRecords
+
+        records = SQLiteFileRecords(eventlog)
+    else:
+        return None
+    return FileSpace(store, records, public_url or endpoint_url(web[0]))
+
+
+def endpoint_url(description: str) -> str:
+    """The address a ``--web`` endpoint is reached at, for links (``--public-url``'s default)."""
+    import socket
+
+    parts = [p.replace("\\:", ":") for p in re.split(r"(?<!\\):", description)]
+    kind = parts[0].lower()
+    port = next((p for p in parts[1:] if p.isdigit()), "80")
+    interface = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("interface=")), "")
+    host = interface if interface and interface not in ("0.0.0.0", "::") else socket.getfqdn()
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if kind in ("ssl", "tls") else "http"
+    default = "443" if scheme == "https" else "80"
+    return f"{scheme}://{host}" + ("" if port == default else f":{port}")

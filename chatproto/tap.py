@@ -253,6 +253,21 @@ class Options(usage.Options):
             int,
         ],
         [
+            "files",
+            None,
+            None,
+            "Keep shared files in this folder, served on --web at /files (default: 'files' beside "
+            "the history file; 'off' for no files), or an S3-compatible bucket, s3://BUCKET[/PREFIX] "
+            "(with --cluster: needed for files; the endpoint and keys from AWS_* variables).",
+        ],
+        [
+            "public-url",
+            None,
+            None,
+            "The address people reach --web at (https://chat.example.org): file links start with it "
+            "(default: the first --web endpoint's address).",
+        ],
+        [
             "search-index",
             None,
             None,
@@ -375,6 +390,10 @@ class Options(usage.Options):
                 raise usage.UsageError("--cluster-expiry: between 1 and 3600 seconds")
             if self["cluster-retention"] < 0:
                 raise usage.UsageError("--cluster-retention: 0 (keep all) or more")
+            files = self["files"]
+            if files is not None and files != "off" and not files.startswith("s3://"):
+                raise usage.UsageError("--files: a cluster keeps its files in a bucket: s3://BUCKET[/PREFIX]")
+            self["files"] = self._bucket(files) if files not in (None, "off") else None
             index = self["search-index"] or search_index_beside(self["history"])
             if not self["no-search"] and index != ":memory:":
                 _writable("--search-index", index)
@@ -382,6 +401,31 @@ class Options(usage.Options):
         history = self["history"]
         if history != ":memory:":
             _writable("--history", history)
+        self["files"] = self._files_folder()
+
+    @staticmethod
+    def _bucket(url: str) -> str:
+        from chatproto.backends.s3_files import parse_bucket
+
+        try:
+            parse_bucket(url)
+        except ValueError as e:
+            raise usage.UsageError(f"--files: {e}") from None
+        return url
+
+    def _files_folder(self) -> str | None:
+        """``--files``: a folder whose parent exists, None for off."""
+        files, history = self["files"], self["history"]
+        if files == "off" or (files is None and history == ":memory:"):
+            return None
+        if files is None:
+            files = os.path.join(os.path.dirname(os.path.abspath(history)), "files")
+        if files.startswith("s3://"):
+            return self._bucket(files)
+        parent = os.path.dirname(os.path.abspath(files))
+        if not os.path.isdir(parent):
+            raise usage.UsageError(f"--files {files!r}: folder {parent!r} does not exist")
+        return files
 
     def _endpoints(self) -> None:
         """The defaults for what was not named: loopback, with the page and
@@ -479,6 +523,8 @@ def makeService(config: Options, reactor=None) -> MultiService:
         cluster=config["cluster"],
         cluster_expiry=config["cluster-expiry"],
         cluster_retention=config["cluster-retention"],
+        files=config["files"],
+        public_url=config["public-url"],
         search=not config["no-search"],
         search_index=config["search-index"] or search_index_beside(config["history"]),
     )

@@ -130,3 +130,10 @@ class Tmux:
 
     def close(self) -> None:
         self.tmux("kill-server")
+
+
+def join_general(tmux: Tmux, desk: TcpPeer, shown: str = "#general") -> None:
+    """The IRC client (ann) joins #general, which desk sees and it shows."""
+    tmux.type("/join #general")
+    desk.expect(codec.Joined, lambda joined: joined.nick == "ann")
+    tmux.until(shown)

@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from chatproto import codec
-from tests.processes import Server, TcpPeer, Tmux
+from tests.processes import join_general
 
 
 @pytest.fixture
@@ -45,57 +45,43 @@ def weechat(home, port: int) -> str:
     return f"weechat --dir {home} -r '{commands}'"
 
 
-def test_weechat_joins_chats_and_asks_the_server(tmp_path, weechat_home):
-    server = Server(str(tmp_path / "history.sqlite3"))
-    server.start()
-    tmux = None
-    desk = None
-    try:
-        desk = TcpPeer(server.port, "desk")
-        desk.send(codec.Join("general"))
-        desk.expect(codec.RoomState)
-        tmux = Tmux(str(tmp_path), weechat(weechat_home, server.irc_port), width=220)
-        screen = tmux.until("Welcome to chat, ann")  # not WeeChat's own "Welcome to WeeChat!"
-        assert "enabled: account-notify away-notify" in screen, screen
-        tmux.type("/join #general")
-        desk.expect(codec.Joined, lambda joined: joined.nick == "ann")
-        tmux.until("ann (Ann Tester) (ann@chat) has joined #general")  # extended-join
+def test_weechat_joins_chats_and_asks_the_server(weechat_home, chat_server, desk_in_general, terminal):
+    server = chat_server()
+    desk = desk_in_general(server)
+    tmux = terminal(weechat(weechat_home, server.irc_port), width=220)
+    screen = tmux.until("Welcome to chat, ann")  # not WeeChat's own "Welcome to WeeChat!"
+    assert "enabled: account-notify away-notify" in screen, screen
+    join_general(tmux, desk, "ann (Ann Tester) (ann@chat) has joined #general")  # extended-join
 
-        desk.send(codec.Say("héllo från tcp ☃", None, "general"))
-        tmux.until("héllo från tcp ☃")
-        tmux.type("grüße aus weechat ✓")
-        said = desk.expect(codec.MessagePacket, lambda m: m.sender == "ann")
-        assert (said.text, said.room) == ("grüße aus weechat ✓", "general")
-        tmux.type("/notice #general a notice for all")
-        noticed = desk.expect(codec.MessagePacket, lambda m: m.sender == "ann")
-        assert noticed.text == "a notice for all"
-        tmux.until("Notice -> #general: a notice for all")
+    desk.send(codec.Say("héllo från tcp ☃", None, "general"))
+    tmux.until("héllo från tcp ☃")
+    tmux.type("grüße aus weechat ✓")
+    said = desk.expect(codec.MessagePacket, lambda m: m.sender == "ann")
+    assert (said.text, said.room) == ("grüße aus weechat ✓", "general")
+    tmux.type("/notice #general a notice for all")
+    noticed = desk.expect(codec.MessagePacket, lambda m: m.sender == "ann")
+    assert noticed.text == "a notice for all"
+    tmux.until("Notice -> #general: a notice for all")
 
-        desk.send(codec.Away(True, "in a meeting", ref="a1"))
-        desk.expect(codec.Done, lambda d: d.ref == "a1")
-        tmux.type("/buffer 1")  # the server buffer: where WeeChat says whois, who and away
-        tmux.type("/whois desk")
-        tmux.until("[desk] (desk@chat): desk")
-        tmux.until("in a meeting")
-        tmux.type("/who #general")
-        tmux.until("[#general] ann (ann@chat) H 0 (Ann Tester)")
-        tmux.until("[#general] desk (desk@chat) G 0 (desk)")
+    desk.send(codec.Away(True, "in a meeting", ref="a1"))
+    desk.expect(codec.Done, lambda d: d.ref == "a1")
+    tmux.type("/buffer 1")  # the server buffer: where WeeChat says whois, who and away
+    tmux.type("/whois desk")
+    tmux.until("[desk] (desk@chat): desk")
+    tmux.until("in a meeting")
+    tmux.type("/who #general")
+    tmux.until("[#general] ann (ann@chat) H 0 (Ann Tester)")
+    tmux.until("[#general] desk (desk@chat) G 0 (desk)")
 
-        tmux.type("/away out for lunch")
-        status = desk.expect(codec.Status, lambda s: s.nick == "ann")
-        assert (status.room, status.away) == ("general", "out for lunch")
-        tmux.until("You have been marked as being away")
-        tmux.type("/away")
-        back = desk.expect(codec.Status, lambda s: s.nick == "ann")
-        assert back.away is None
-        tmux.until("You are no longer marked as being away")
+    tmux.type("/away out for lunch")
+    status = desk.expect(codec.Status, lambda s: s.nick == "ann")
+    assert (status.room, status.away) == ("general", "out for lunch")
+    tmux.until("You have been marked as being away")
+    tmux.type("/away")
+    back = desk.expect(codec.Status, lambda s: s.nick == "ann")
+    assert back.away is None
+    tmux.until("You are no longer marked as being away")
 
-        tmux.type("/quit bye")
-        left = desk.expect(codec.Left, lambda left: left.nick == "ann")
-        assert (left.reason, left.message) == ("quit", "bye")
-    finally:
-        if tmux is not None:
-            tmux.close()
-        if desk is not None:
-            desk.close()
-        server.stop()
+    tmux.type("/quit bye")
+    left = desk.expect(codec.Left, lambda left: left.nick == "ann")
+    assert (left.reason, left.message) == ("quit", "bye")

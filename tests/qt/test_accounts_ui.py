@@ -10,7 +10,7 @@ import pytest_twisted
 from test_client import other
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from waiting import signal_fired, until
+from waiting import member_of, signal_fired, until
 
 from qtclient.views.connect_dialog import ConnectDialog, Target
 
@@ -105,9 +105,7 @@ def test_unread_counts_follow_the_servers_read_markers(window, server, sessions)
     yield joined
     window.show_room("general")
     bob = yield other(sessions, server, "bob")
-    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "side")
-    bob.join("side")
-    yield bob_in
+    yield member_of(bob, "side")
     for i in range(3):
         bob.say(f"m{i}", "side")
     yield until(lambda: window.peers.unread("side")[0] == 3)
@@ -128,9 +126,7 @@ def test_operator_actions_from_the_member_menu_commands_and_the_ban_list(window,
     window.submit("/join den")
     yield joined
     bob = yield other(sessions, server, "bob")
-    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
-    bob.join("den")
-    yield bob_in
+    yield member_of(bob, "den")
     yield until(lambda: window.peers.members("den") == ["alice", "bob"])
     branch = window.peers.rooms["den"]
     assert branch.item.child(0).text() == "@alice (you)", "an operator is shown with @"
@@ -159,9 +155,7 @@ def test_operator_actions_from_the_member_menu_commands_and_the_ban_list(window,
     dialog.view.selectRow(0)
     dialog.unban_selected()
     yield until(lambda: dialog.nicks() == [])
-    back = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
-    bob.join("den")
-    yield back
+    yield member_of(bob, "den")
 
 
 @pytest.mark.server(admins=("alice",))

@@ -12,7 +12,7 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtTest import QTest
 from test_accounts_ui import PASSWORD, account
 from test_client import line_for, log_in, other
-from waiting import signal_fired, until
+from waiting import member_of, signal_fired, until
 
 from chatproto import codec
 from qtclient import models
@@ -334,9 +334,7 @@ def test_operators_may_delete_others_messages(window, server, sessions):
     window.submit("/join ops")
     yield joined
     bob = yield other(sessions, server, "bob")
-    in_ops = signal_fired(bob.roomJoined, lambda state, reset: state.room == "ops")
-    bob.join("ops")
-    yield in_ops
+    yield member_of(bob, "ops")
     heard = signal_fired(window.session.messageReceived, lambda m: m.text == "spam")
     bob.say("spam", "ops")
     yield heard

@@ -16,7 +16,7 @@ from test_accounts_ui import PASSWORD, account, set_up_admin
 from test_client import log_in, other
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from waiting import signal_fired, until
+from waiting import member_of, signal_fired, until
 
 from chatproto import codec
 from qtclient.views.moderation import AdminDialog, BanListDialog
@@ -196,9 +196,7 @@ def test_an_admin_kicks_bans_unbans_and_resets_from_the_connections_window(windo
 def test_an_admin_bans_a_network_lifts_it_and_closes_a_room(window, server, sessions, qtbot):
     yield admin(window, server, sessions)
     bob = yield other(sessions, server, "bob")
-    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
-    bob.join("den")
-    yield bob_in
+    yield member_of(bob, "den")
     dialog = window.dialogs.open_admin()
     yield until(lambda: "bob" in dialog.texts(dialog.connected))
     click_row(qtbot, dialog.connected_view, "bob")
@@ -239,9 +237,7 @@ def test_the_ban_list_is_one_table_per_room_that_fits_its_text(window, server, s
     bob = yield other(sessions, server, "bob")
     reason = "posting the same link forty times in a row after being asked to stop"
     kicked = signal_fired(bob.roomLeft, lambda left: left.room == "den")
-    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
-    bob.join("den")
-    yield bob_in
+    yield member_of(bob, "den")
     window.submit(f"/ban bob {reason}")
     yield kicked
     window.bans_action.trigger()
@@ -261,9 +257,7 @@ def test_the_ban_list_is_one_table_per_room_that_fits_its_text(window, server, s
     click(qtbot, dialog.unban_button)
     yield until(lambda: dialog.nicks() == [])
     assert dialog.outcome.text() == "Done: unbanned bob"
-    back = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
-    bob.join("den")
-    yield back
+    yield member_of(bob, "den")
 
 
 @pytest_twisted.inlineCallbacks
@@ -292,12 +286,18 @@ def test_room_settings_set_modes_invite_and_open_the_ban_list(window, server, se
     (invitation,) = yield invited
     assert (invitation.room, invitation.by) == ("den", "alice")
     yield until(lambda: dialog.outcome.text() == "Done: invited bob")
-    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
-    bob.join("den")
-    yield bob_in
+    yield member_of(bob, "den")
     locked = signal_fired(bob.errorReceived, lambda code, message: code == "topic_locked")
     bob.set_topic("den", "mine now")
     yield locked
+
+    click(qtbot, dialog.apply_button)
+    assert dialog.outcome.text().startswith("Nothing to apply"), "the modes as they are: nothing sent"
+    keyed = signal_fired(bob.messageReceived, lambda m: (m.action or {}).get("op") == "mode")
+    qtbot.keyClicks(dialog.key, "sesame")
+    click(qtbot, dialog.apply_button)
+    (record,) = yield keyed
+    assert set(record.action) == {"op", "key"}, "only what was changed: another's modes stay"
 
     qtbot.keyClicks(dialog.invitee, "no spaces")
     click(qtbot, dialog.invite_button)
@@ -312,6 +312,7 @@ def test_room_settings_set_modes_invite_and_open_the_ban_list(window, server, se
     assert window.dialogs.keeper.get(("settings", "den")) is dialog
     yield window.session.disconnect()
     assert not window.dialogs.settings_action.isEnabled()
+    click(qtbot, dialog.moderated)
     click(qtbot, dialog.apply_button)
     assert dialog.outcome.text().startswith("Not sent: not connected"), "offline: said in the window"
 
@@ -335,9 +336,7 @@ def test_the_member_menu_offers_only_what_applies(window, server, sessions):
     yield log_in(window, server)
     yield in_room(window, "den")
     bob = yield other(sessions, server, "bob")
-    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
-    bob.join("den")
-    yield bob_in
+    yield member_of(bob, "den")
     yield until(lambda: window.peers.members("den") == ["alice", "bob"])
     branch = window.peers.rooms["den"]
 
@@ -361,9 +360,7 @@ def test_the_member_menu_gives_and_takes_voice_and_the_list_marks_it(window, ser
     yield log_in(window, server)
     yield in_room(window, "den")
     bob = yield other(sessions, server, "bob")
-    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
-    bob.join("den")
-    yield bob_in
+    yield member_of(bob, "den")
     yield until(lambda: window.peers.members("den") == ["alice", "bob"])
     branch = window.peers.rooms["den"]
 
@@ -409,9 +406,7 @@ def test_room_settings_set_moderated_secret_key_and_limit(window, server, sessio
     bob.join("den")
     (room, why) = yield asked
     assert room == "den" and "key" in why
-    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "den")
-    bob.join("den", "sesame")
-    (state, _) = yield bob_in
+    (state, _) = yield member_of(bob, "den", "sesame")
     assert (state.moderated, state.secret, state.key, state.limit) == (True, True, "sesame", 2)
     refused = signal_fired(bob.sendFailed)
     bob.say("may I?", "den")
@@ -426,9 +421,7 @@ def test_room_settings_set_moderated_secret_key_and_limit(window, server, sessio
 @pytest_twisted.inlineCallbacks
 def test_a_join_refused_for_want_of_a_key_asks_for_it(window, server, sessions, qtbot):
     bob = yield other(sessions, server, "bob")
-    bob_in = signal_fired(bob.roomJoined, lambda state, reset: state.room == "vault")
-    bob.join("vault")
-    yield bob_in
+    yield member_of(bob, "vault")
     keyed = signal_fired(bob.messageReceived, lambda m: (m.action or {}).get("op") == "mode")
     bob.moderate("vault", "mode", key="sesame")
     yield keyed
@@ -445,3 +438,17 @@ def test_a_join_refused_for_want_of_a_key_asks_for_it(window, server, sessions, 
     window.key_prompt.accept()
     (state, _) = yield joined
     assert state.key == "sesame"
+
+
+@pytest_twisted.inlineCallbacks
+def test_being_kicked_says_so_in_the_banner_with_the_reason(window, server, sessions):
+    yield log_in(window, server)
+    bob = yield other(sessions, server, "bob")
+    yield member_of(bob, "den")  # bob made it: its operator
+    yield in_room(window, "den")
+    out = signal_fired(window.session.roomLeft, lambda left: left.room == "den")
+    bob.moderate("den", "kick", "alice", reason="enough")
+    yield out
+    yield until(lambda: window.banner.isVisible())
+    assert window.banner.text() == "You were removed from den: enough"
+    assert window.current != "den", "another room is shown"

@@ -6,7 +6,7 @@ from twisted.internet.defer import Deferred
 
 from tests.waiting import TIMEOUT, until
 
-__all__ = ["TIMEOUT", "signal_fired", "until"]
+__all__ = ["TIMEOUT", "member_of", "signal_fired", "until"]
 
 
 def signal_fired(signal, predicate=lambda *args: True, timeout: float = TIMEOUT) -> Deferred:
@@ -24,3 +24,11 @@ def signal_fired(signal, predicate=lambda *args: True, timeout: float = TIMEOUT)
 
     signal.connect(slot)
     return d.addTimeout(timeout, reactor)
+
+
+def member_of(session, room: str, *key: str) -> Deferred:
+    """``session`` joins ``room`` (with its key, if given); fires with the
+    roomJoined arguments once the server has let it in."""
+    arrived = signal_fired(session.roomJoined, lambda state, reset: state.room == room)
+    session.join(room, *key)
+    return arrived
