@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 
 from chatproto import __version__, codec
 from chatproto.codec import ACTION_PREFIX, ErrorCode, PacketType, ProtocolError
-from chatproto.core.budget import REFUSAL
+from chatproto.core.budget import REFUSAL, ROWS_PER_UNIT
 from chatproto.core.connection import Session, logged_in
 from chatproto.core.hub import Hub
 from chatproto.core.moderation import check_key, check_limit
@@ -59,7 +59,7 @@ from chatproto.transports.irc_conversations import (
 )
 from chatproto.transports.irc_labels import LABEL_BYTES, CapturingOutbox, Labels
 from chatproto.transports.irc_people import NAMELEN, IrcPeople, people_of
-from chatproto.transports.ircnames import channel, irc_nick, our_nick, room_of
+from chatproto.transports.ircnames import SHORT, channel, irc_nick, our_nick, room_of
 from chatproto.transports.outbox import Outbox
 from chatproto.transports.policy import CLOSING, CONNECTED, ConnectionPolicy, Framing
 
@@ -116,34 +116,90 @@ def iso_time(ts: float) -> str:
 def line(prefix: str | None, command: str, *params: str, tags: dict | None = None) -> str:
     """One IRC line with its CRLF; the last parameter always goes after
     ``:`` (so that an empty or spaced one survives, which Twisted's irc.IRC
-    gets wrong)."""
-    parts = []
-    if tags:
-        parts.append("@" + ";".join(f"{k}={escape_tag(v)}" if v is not None else k for k, v in tags.items()))
-    if prefix:
-        parts.append(":" + prefix)
-    parts.append(command)
+    gets wrong). Whatever the parameters hold, it is one line: CR, LF and
+    NUL become spaces (a reason or an echoed name can't forge a line), and
+    past 512 bytes the line is cut between characters."""
+    parts = [":" + prefix, command] if prefix else [command]
     if params:
         parts.extend(params[:-1])
         parts.append(":" + params[-1])
-    return " ".join(parts) + "\r\n"
+    body = " ".join(parts)
+    if "\n" in body or "\r" in body or "\0" in body:
+        body = body.translate(_LINE_BREAKS)
+    if len(body) > _SURELY_SHORT and (len(body) > LINE - 2 or not body.isascii()):
+        body = _capped(body)
+    if tags:
+        tag_text = ";".join(f"{k}={escape_tag(v)}" if v is not None else k for k, v in tags.items())
+        return f"@{tag_text} {body}\r\n"
+    return body + "\r\n"
+
+
+#: What would end a line early or break it, as spaces.
+_LINE_BREAKS = str.maketrans("\r\n\0", "   ")
+#: Characters of a line that can't be more than 510 bytes of UTF-8.
+_SURELY_SHORT = (LINE - 2) // 4
+
+
+def _capped(body: str) -> str:
+    """``body`` cut to 510 bytes (512 with CR LF) between characters."""
+    data = body.encode("utf-8")
+    if len(data) <= LINE - 2:
+        return body
+    return data[: _cut(data, LINE - 2)].decode("utf-8")
+
+
+def _cut(data: bytes, room: int) -> int:
+    """Where to cut ``data`` to keep at most ``room`` bytes: between two
+    characters, and after one whole character at least (so a piece is never
+    empty, however little room a line leaves)."""
+    cut = max(room, 1)
+    while cut < len(data) and data[cut] & 0xC0 == 0x80:  # a continuation byte: inside a character
+        cut -= 1
+    if cut == 0:  # no room for the first character: take it whole
+        cut = 1
+        while cut < len(data) and data[cut] & 0xC0 == 0x80:
+            cut += 1
+    return cut
+
+
+def byte_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (what IRC's 512 counts)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def split_text(text: str, room: int) -> list[str]:
     """``text`` as IRC can carry it: a piece per line of it, each at most
-    ``room`` bytes of UTF-8, cut between characters; empty lines dropped."""
+    ``room`` bytes of UTF-8 (one whole character at least), cut between
+    characters; empty lines dropped."""
     pieces = []
     for part in text.split("\n"):
         data = part.encode("utf-8")
         while len(data) > room:
-            cut = room
-            while data[cut] & 0xC0 == 0x80:  # a continuation byte: inside a character
-                cut -= 1
+            cut = _cut(data, room)
             pieces.append(data[:cut].decode("utf-8"))
             data = data[cut:]
         if data:
             pieces.append(data.decode("utf-8"))
     return pieces
+
+
+def pack_names(names: list[str], room: int) -> list[str]:
+    """NAMES entries as the trailing parameters of ``353`` lines: whole
+    entries only, space-separated, each line's at most ``room`` bytes (an
+    entry longer than that alone on its line)."""
+    chunks: list[str] = []
+    current: list[str] = []
+    used = 0
+    for name in names:
+        size = byte_length(name)
+        if current and used + 1 + size > room:
+            chunks.append(" ".join(current))
+            current, used = [], 0
+        used += size + (1 if current else 0)
+        current.append(name)
+    if current:
+        chunks.append(" ".join(current))
+    return chunks
 
 
 def parse(text: str) -> tuple[dict, str | None, str, list[str]]:
@@ -256,10 +312,10 @@ class IrcWire:
         text = body["text"]
         if command == "PRIVMSG" and text.startswith(ACTION_PREFIX) and len(text) > len(ACTION_PREFIX):
             # An action (/me) travels as "* text": IRC clients get their CTCP ACTION back.
-            room = LINE - len(line(sender, command, target, "")) - len("\x01ACTION \x01")
+            room = LINE - byte_length(line(sender, command, target, "")) - len("\x01ACTION \x01")
             pieces = split_text(text[len(ACTION_PREFIX) :], room)
             return "".join(line(sender, command, target, f"\x01ACTION {p}\x01", tags=tags) for p in pieces)
-        room = LINE - len(line(sender, command, target, ""))
+        room = LINE - byte_length(line(sender, command, target, ""))
         return "".join(line(sender, command, target, piece, tags=tags) for piece in split_text(text, room))
 
     # -- broadcasts (and what send() passes on) ----------------------------------------
@@ -681,7 +737,6 @@ class IrcConnection(Framing):
         if not text.strip():
             self._charge()
             return
-        self._errors = 0  # a good line: errors are answered again
         self._tags, _, command, params = parse(text)
         label = self._tags.get("label") if "labeled-response" in self.caps else None
         if label and len(label.encode("utf-8")) <= LABEL_BYTES:
@@ -701,15 +756,38 @@ class IrcConnection(Framing):
             self._numeric("451", "You have not registered")
             self._charge()
             return
+        errors = self._errors
         try:
             handler(self, params)
         except ProtocolError as e:
-            self._notice(f"{e.message} ({e.code})")
+            self._unreadable(lambda: self._notice(f"{e.message} ({e.code})"))
+            return
         except Exception:
             log.failure(
                 "connection {id}: failed handling IRC {command}", id=self.connection.id, command=command
             )
             self._notice("The server failed on that command.")
+            return
+        if self._errors == errors:
+            self._errors = 0  # a command not refused: errors are answered again
+
+    def _channel(self, name: str) -> str | None:
+        """The room a channel names; None, for a name that is none, after
+        ``403`` (charged and answered as :meth:`_unreadable`)."""
+        try:
+            return self._room_name(name)
+        except ProtocolError:
+            self._unreadable(lambda: self._numeric("403", name, "No such channel"))
+            return None
+
+    def _nick(self, irc: str) -> str | None:
+        """Our nick for an IRC nick; None, for one that can't be ours, after
+        ``401`` (charged and answered as :meth:`_unreadable`)."""
+        try:
+            return our_nick(irc)
+        except ProtocolError:
+            self._unreadable(lambda: self._numeric("401", irc, "No such nick/channel"))
+            return None
 
     def _packet(self, packet) -> None:
         """Handle ``packet`` as if it had come over TCP: every limit applies."""
@@ -901,7 +979,8 @@ class IrcConnection(Framing):
             self._numeric("462", "You may not reregister")
             return
         self.username = params[0][:USERLEN]
-        self.realname = params[3][:REALLEN] if irc_queries.valid_realname(params[3]) else None
+        realname = params[3][:REALLEN]
+        self.realname = realname if irc_queries.valid_realname(realname) else None
         self._try_login()
 
     def do_authenticate(self, params: list[str]) -> None:
@@ -1018,19 +1097,22 @@ class IrcConnection(Framing):
             if name.startswith("&") and len(name) > 1:
                 self._open(name)
                 continue
-            try:
-                self._packet(codec.Join(room_of(name), ref=f"JOIN {name}", key=key))
-            except ProtocolError:
-                self._charge()
-                self._numeric("403", name, "No such channel: channels start with #")
+            room = self._channel(name)
+            if room is not None:
+                self._packet(codec.Join(room, ref=f"JOIN {name}", key=key))
 
     def _open(self, name: str) -> None:
-        """JOIN &alice+bob+carol: OPEN of the conversation with them."""
+        """JOIN &alice+bob+carol: OPEN of the conversation with them (a
+        short ``&~`` name: of one the session is in)."""
         try:
-            names = [our_nick(irc) for irc in name[1:].split("+")]
+            if name.startswith(SHORT):
+                names = participants(self._room_name(name)) or []
+            else:
+                names = [our_nick(irc) for irc in name[1:].split("+")]
         except ProtocolError:
-            self._charge()
-            self._numeric("403", name, "No such channel")
+            names = []
+        if not names:
+            self._no_channel(name)
             return
         self._packet(codec.Open(names, ref=f"JOIN {name}"))
 
@@ -1041,11 +1123,9 @@ class IrcConnection(Framing):
             return
         reason = params[1] if len(params) > 1 else None
         for name in params[0].split(","):
-            try:
-                self._packet(codec.Part(self._room_name(name), reason, ref=f"PART {name}"))
-            except ProtocolError:
-                self._charge()
-                self._numeric("403", name, "No such channel")
+            room = self._channel(name)
+            if room is not None:
+                self._packet(codec.Part(room, reason, ref=f"PART {name}"))
 
     def do_privmsg(self, params: list[str], command: str = "PRIVMSG") -> None:
         if len(params) < 2 or not params[1]:
@@ -1065,7 +1145,9 @@ class IrcConnection(Framing):
         for target in params[0].split(","):
             ref = f"{command} {target}"
             if target[:1] in "#&":
-                self._packet(codec.Say(text, ref, self._room_name(target), reply, _notice(command)))
+                room = self._channel(target)
+                if room is not None:
+                    self._packet(codec.Say(text, ref, room, reply, _notice(command)))
             else:
                 self._to_nick(command, target, text, reply)
 
@@ -1077,9 +1159,10 @@ class IrcConnection(Framing):
         try:
             nick = our_nick(target)
         except ProtocolError:
-            self._charge()
             if command == "PRIVMSG":
-                self._numeric("401", target, "No such nick")
+                self._nick(target)  # 401, charged as a refusal
+            else:
+                self._charge(1 + REFUSAL)  # a NOTICE is never answered
             return
         session = logged_in(self.connection)
         other = self.connection.hub.session_for(nick)
@@ -1183,7 +1266,9 @@ class IrcConnection(Framing):
             self._numeric("461", "TOPIC", "Not enough parameters")
             return
         if len(params) > 1:
-            self._packet(codec.SetTopic(room_of(params[0]), params[1], ref=f"TOPIC {params[0]}"))
+            room = self._channel(params[0])
+            if room is not None:
+                self._packet(codec.SetTopic(room, params[1], ref=f"TOPIC {params[0]}"))
             return
         self._charge()
         room = self._room(params[0])
@@ -1191,32 +1276,43 @@ class IrcConnection(Framing):
             self._topic_numerics(room)
 
     def do_names(self, params: list[str]) -> None:
-        self._charge()
-        for name in params[0].split(",") if params else []:
+        """NAMES #a[,#b]: each channel once, however often it is named;
+        charged one unit and one more per ROWS_PER_UNIT members read, as WHO
+        is. A bare NAMES lists nothing (everyone is +i): ``366 me *``."""
+        names = list(dict.fromkeys(params[0].split(","))) if params and params[0] else []
+        rows = 0
+        for name in names:
             room = self._room(name, quiet=True)
             if room is not None:
+                rows += len(room.members)
                 self._names(room)
             else:
                 self._numeric("366", name, "End of /NAMES list")
+        if not names:
+            self._numeric("366", "*", "End of /NAMES list")
+        self._charge(1 + rows / ROWS_PER_UNIT)
 
     def do_who(self, params: list[str]) -> None:
         """WHO #chan: its members; WHO nick: that nick; WHO mask (``*``,
         ``coolni*``): the nicks it matches among those sharing a channel
         with the asker, and the asker (everyone is +i here). Charged by the
         length of the answer."""
-        mask = params[0] if params else "*"
+        mask = params[0] if params and params[0] else "*"
         room = None
         sessions: list[Session] = []
+        read = 0
         if mask[:1] in "#&":
             room = self._room(mask, quiet=True)
             shown = room is not None and not self._hidden(room)  # +s: its members are its business
             sessions = list(room.members.values()) if room is not None and shown else []
+            read = len(sessions)
         elif _MASK_SPECIAL.search(mask):
-            sessions = self._visible(mask)
+            sessions, read = self._visible(mask)
         else:
             session = self._session(mask)
             sessions = [session] if session is not None else []
-        self._charge(1 + len(sessions) / WHO_LINES_PER_UNIT)
+            read = len(sessions)
+        self._charge(1 + read / WHO_LINES_PER_UNIT)
         where = channel(room.name) if room is not None else "*"
         for session in sessions:
             irc = irc_nick(session.nick)
@@ -1227,19 +1323,23 @@ class IrcConnection(Framing):
             self._numeric("352", where, username, HOST, self.server, irc, flags, f"0 {realname}")
         self._numeric("315", mask, "End of /WHO list")
 
-    def _visible(self, mask: str) -> list[Session]:
+    def _visible(self, mask: str) -> tuple[list[Session], int]:
         """The sessions a WHO mask matches: the asker's, and those sharing a
-        channel with it (never a conversation's)."""
+        channel with it (never a conversation's); and how many it read (what
+        the asker is charged for, matches or not)."""
         me = logged_in(self.connection)
         pattern = mask_pattern(mask)
         found: dict[int, Session] = {}
+        read = 0
         for room in [None, *me.rooms.values()]:
             if room is not None and participants(room.name) is not None:
                 continue
-            for session in [me] if room is None else room.members.values():
+            members = [me] if room is None else room.members.values()
+            read += len(members)
+            for session in members:
                 if session.id not in found and pattern.fullmatch(irc_nick(session.nick)):
                     found[session.id] = session
-        return list(found.values())
+        return list(found.values()), read
 
     def do_whois(self, params: list[str]) -> None:
         self._charge()
@@ -1468,9 +1568,11 @@ class IrcConnection(Framing):
             self._numeric("461", "KICK", "Not enough parameters")
             return
         reason = params[2] if len(params) > 2 else None
-        room = room_of(params[0])
-        ref = f"KICK {params[0]} {params[1]}"
-        self._packet(codec.Moderate(room, "kick", our_nick(params[1]), reason or None, ref=ref))
+        room = self._channel(params[0])
+        nick = self._nick(params[1]) if room is not None else None
+        if room is not None and nick is not None:
+            ref = f"KICK {params[0]} {params[1]}"
+            self._packet(codec.Moderate(room, "kick", nick, reason or None, ref=ref))
 
     def do_invite(self, params: list[str]) -> None:
         """INVITE nick #chan: MODERATE invite (only an operator may invite,
@@ -1690,9 +1792,10 @@ class IrcConnection(Framing):
             irc_queries.names_entry(s.nick, member_prefix(room.rules, s, multi), self.caps)
             for s in room.members.values()
         ]
-        prefix = len(line(self.server, "353", self.irc_name, "=", name, ""))
-        for chunk in split_text(" ".join(names), LINE - prefix):
-            self._numeric("353", "=", name, chunk.strip())
+        symbol = "@" if room.rules.secret else "="  # RFC 2812: @ for a secret channel
+        room_left = LINE - byte_length(line(self.server, "353", self.irc_name, symbol, name, ""))
+        for chunk in pack_names(names, room_left):
+            self._numeric("353", symbol, name, chunk)
         self._numeric("366", name, "End of /NAMES list")
 
     def _error(self, error: codec.Error) -> None:
@@ -1922,7 +2025,7 @@ class IrcConnection(Framing):
 
     def _room(self, name: str, quiet: bool = False):
         try:
-            room = self.connection.hub.room_for(room_of(name))
+            room = self.connection.hub.room_for(self._room_name(name))
         except ProtocolError:
             room = None
         if room is None and not quiet:
@@ -1934,12 +2037,13 @@ class IrcConnection(Framing):
         people among ours, however the client spelled them)."""
         if name.startswith("&"):
             session = logged_in(self.connection)
+            short = name.lower() if name.startswith(SHORT) else None
             try:
                 keys = {nick_key(our_nick(irc)) for irc in name[1:].split("+")}
             except ProtocolError:
                 keys = set()
             for room in session.rooms.values():
-                if same_people(room.name, keys):
+                if same_people(room.name, keys) or (short is not None and channel(room.name) == short):
                     return room.name
         return room_of(name)
 
