@@ -57,7 +57,7 @@ from chatproto.transports.irc_conversations import (
     seq_of,
     unescape_tag,
 )
-from chatproto.transports.irc_labels import LABEL_BYTES, CapturingOutbox, Labels
+from chatproto.transports.irc_labels import LABEL_BYTES, CapturingOutbox, Labels, with_label
 from chatproto.transports.irc_people import NAMELEN, IrcPeople, people_of
 from chatproto.transports.ircnames import SHORT, channel, irc_nick, our_nick, room_of
 from chatproto.transports.outbox import Outbox
@@ -687,8 +687,9 @@ class IrcConnection(Framing):
         self.account: str | None = None  # the account SASL logged in: it decides the nick
         self._sasl_data = ""  # an AUTHENTICATE payload coming in chunks
         self.oper = False  # an IRC operator (OPER): KILL, WALLOPS
-        # (room, nick key) -> who kicked or banned: a kick's record, until its LEFT
-        self._kicks: dict[tuple[str, str], str] | None = None
+        # (room, nick key) -> (who kicked or banned, the KICK's label): the
+        # record of a kick or ban of a member, until its LEFT
+        self._kicks: dict[tuple[str, str], tuple[str, str | None]] | None = None
         self.negotiating = False  # between CAP LS/REQ and CAP END
         self.sasl: str | None = None  # "PLAIN" while AUTHENTICATE is under way
         self._errors = 0  # unreadable lines in a row
@@ -926,6 +927,8 @@ class IrcConnection(Framing):
             return
         self.negotiating = not registered
         self.caps = (self.caps - removes) | adds
+        if "labeled-response" not in self.caps:
+            self.labels = None  # its waiting labels would answer later, unlabeled requests
         self.connection.rewire(wire_for(self.server, self.caps, self.people))
         self.write_line(self.server, "CAP", self.target, "ACK", " ".join(wanted))
 
@@ -1995,7 +1998,7 @@ class IrcConnection(Framing):
         server, or cut) is a QUIT; the inviter's own record is ``341``."""
         wire = self.irc_wire
         if kind == PacketType.LEFT:
-            self.connection.outbox.write(self._kicked(body).encode("utf-8"))
+            self.connection.outbox.write(self._kicked(body))
             return
         action, room = body["action"], body["room"]
         key = (room, nick_key(action.get("target", "")))
@@ -2004,22 +2007,34 @@ class IrcConnection(Framing):
             if wire.echo:
                 self.connection.outbox.write(wire.privmsg(body, channel(room)).encode("utf-8"))
             return
+        if action["op"] == "ban":
+            self.connection.outbox.write(wire.message(body).encode("utf-8"))
+        if not self._in_room(room, action.get("target", "")):
+            return  # no LEFT follows (a ban of a nick not here): a later LEFT kicked is no KICK
         kicks = self._kicks if self._kicks is not None else {}
         self._kicks = kicks
         kicks.pop(key, None)
-        kicks[key] = body["from"]
+        # The kicker's labeled KICK is answered by the KICK line itself.
+        own = action["op"] == "kick" and body.get("ref") is not None and self.labels is not None
+        kicks[key] = (body["from"], self.labels.hold(body["ref"]) if own and self.labels is not None else None)
         while len(kicks) > KICKS_KEPT:
             del kicks[next(iter(kicks))]
-        if action["op"] == "ban":
-            self.connection.outbox.write(wire.message(body).encode("utf-8"))
 
-    def _kicked(self, body: dict) -> str:
+    def _in_room(self, room: str, nick: str) -> bool:
+        """Whether ``nick`` is a member of ``room`` here now."""
+        found = self.connection.hub.room_for(room)
+        session = self.connection.hub.session_for(nick) if found is not None and nick else None
+        return session is not None and session.id in found.members
+
+    def _kicked(self, body: dict) -> bytes:
         room, nick = body["room"], body["nick"]
-        kicker = self._kicks.pop((room, nick_key(nick)), None) if self._kicks else None
+        kick = self._kicks.pop((room, nick_key(nick)), None) if self._kicks else None
         message = body.get("message")
-        if kicker is None:
-            return line(user(nick), "QUIT", f"kicked: {message}" if message else "kicked")
-        return line(user(kicker), "KICK", channel(room), irc_nick(nick), message or irc_nick(kicker))
+        if kick is None:
+            return line(user(nick), "QUIT", f"kicked: {message}" if message else "kicked").encode("utf-8")
+        kicker, label = kick
+        data = line(user(kicker), "KICK", channel(room), irc_nick(nick), message or irc_nick(kicker)).encode()
+        return data if label is None else with_label(data, label, self.server)
 
     # -- helpers ---------------------------------------------------------------------------
 
