@@ -461,7 +461,7 @@ class RoomModes(SynchronousTestCase):
         peer.send("QUIT")
         lines = IrcPeer(self.server).register("dave")
         (myinfo,) = [parse(text)[3] for text in lines if parse(text)[2] == "004"]
-        self.assertEqual(myinfo[3:], ["i", "biklmnostv", "bklov"])
+        self.assertEqual(myinfo[3:], ["io", "biklmnostv", "bklov"])  # OPER gives +o
         isupport = [t for text in lines if parse(text)[2] == "005" for t in parse(text)[3]]
         self.assertIn("PREFIX=(ov)@+", isupport)
         self.assertIn("CHANMODES=b,k,l,imnst", isupport)

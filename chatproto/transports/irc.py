@@ -117,11 +117,18 @@ def line(prefix: str | None, command: str, *params: str, tags: dict | None = Non
     """One IRC line with its CRLF; the last parameter always goes after
     ``:`` (so that an empty or spaced one survives, which Twisted's irc.IRC
     gets wrong). Whatever the parameters hold, it is one line: CR, LF and
-    NUL become spaces (a reason or an echoed name can't forge a line), and
-    past 512 bytes the line is cut between characters."""
+    NUL become spaces (a reason or an echoed name can't forge a line), a
+    middle parameter IRC can't carry (empty, spaced, or starting with ``:``:
+    an echo of what a client sent) is ``*``, and past 512 bytes the line is
+    cut between characters."""
     parts = [":" + prefix, command] if prefix else [command]
     if params:
-        parts.extend(params[:-1])
+        for middle in params[:-1]:
+            if not middle or middle[0] == ":" or " " in middle:
+                parts.extend(p if p and p[0] != ":" and " " not in p else "*" for p in params[:-1])
+                break
+        else:
+            parts.extend(params[:-1])
         parts.append(":" + params[-1])
     body = " ".join(parts)
     if "\n" in body or "\r" in body or "\0" in body:
@@ -582,6 +589,9 @@ NOT_SHOWN: dict[int, str] = {
 }
 
 _WIRES: dict[tuple[str, frozenset], IrcWire] = {}
+#: Wires kept for reuse, per hub: CAP toggling can't make more (each costs a
+#: broadcast group in every channel its clients are in).
+WIRES_KEPT = 64
 
 
 def wire_for(server: str, caps: frozenset[str], people: IrcPeople | None = None) -> IrcWire:
@@ -589,9 +599,15 @@ def wire_for(server: str, caps: frozenset[str], people: IrcPeople | None = None)
     shared by every client with it."""
     wires: dict[tuple[str, frozenset], Any] = _WIRES if people is None else people.wires
     key = (server, caps)
-    if key not in wires:
-        wires[key] = IrcWire(server, caps, people)
-    return wires[key]
+    wire = wires.pop(key, None)
+    if wire is None:
+        wire = IrcWire(server, caps, people)
+        while len(wires) >= WIRES_KEPT:
+            # The least recently asked for goes: its clients keep it, and a
+            # client asking for its capabilities again gets a new one.
+            del wires[next(iter(wires))]
+    wires[key] = wire  # the most recently asked for last
+    return wire
 
 
 #: (the command a refused packet came from, our error code) -> IRC numeric.
@@ -654,6 +670,7 @@ class IrcConnection(Framing):
         "_lines",
         "_opening",
         "_sasl_data",
+        "_skipping",
         "_tags",
         "account",
         "cap_version",
@@ -680,6 +697,7 @@ class IrcConnection(Framing):
         self.labels: Labels | None = None  # made at the first labeled request
         self.outbox: CapturingOutbox  # the connection's (make_outbox), typed as it is
         self._lines = b""
+        self._skipping = False  # dropping the rest of an overlong line, up to its LF
         self.irc_name = "*"  # the nick this client knows itself by
         self.username: str | None = None
         self.realname: str | None = None  # USER's, shown by WHO and WHOIS
@@ -701,16 +719,24 @@ class IrcConnection(Framing):
     # -- lines in --------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        if self._skipping:  # the rest of an overlong line: dropped up to its LF
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            self._skipping = False
+            data = data[end + 1 :]
         self._lines = self._lines + data if self._lines else data
 
     def next_unit(self) -> bytes | None:
         """The next whole line, without its CRLF; an overlong partial one is
-        dropped (and answered)."""
+        dropped (and answered), and so is the rest of it, up to its LF: it
+        is no command of its own."""
         buffer = self._lines
         end = buffer.find(b"\n")
         if end < 0:
             if len(buffer) > TAGS + LINE:
                 self._lines = b""
+                self._skipping = True
                 self._unreadable(lambda: self._numeric("417", "Input line was too long"))
             return None
         self._lines = buffer[end + 1 :]
@@ -907,6 +933,8 @@ class IrcConnection(Framing):
         elif sub == "END":
             self.negotiating = False
             self._try_login()
+        elif not sub:
+            self._numeric("461", "CAP", "Not enough parameters")
         else:
             self._numeric("410", sub, "Invalid CAP command")
 
@@ -1346,7 +1374,7 @@ class IrcConnection(Framing):
 
     def do_whois(self, params: list[str]) -> None:
         self._charge()
-        if not params:
+        if not params or not params[-1]:
             self._numeric("431", "No nickname given")
             return
         target = params[-1]
@@ -1464,11 +1492,14 @@ class IrcConnection(Framing):
         and ``b`` with a nick each one of their own, in order; ``i``, ``t``,
         ``m``, ``s``, ``k`` and ``l`` all in one ``mode`` after them (one
         record, one MODE line back). ``+n`` is always so; ``-n`` can't be
-        had (a NOTICE says why); anything else is ``472``."""
+        had (a NOTICE says why); anything else is ``472``. The whole string
+        is read before anything is sent: a ``461`` or ``696`` in it changes
+        nothing of it."""
         sign, args = "+", list(args)
         chan = channel(room)
         ref = f"MODE {chan}"
         fields: dict[str, Any] = {}
+        packets: list[codec.Moderate] = []
         for letter in modes:
             if letter in "+-":
                 sign = letter
@@ -1480,9 +1511,7 @@ class IrcConnection(Framing):
                 nick = self._mode_target(room, sign + letter, given)
                 if nick is not None:
                     op = _MODE_OPS[sign + letter]
-                    self._packet(
-                        codec.Moderate(room, op, nick, None, ref=f"{ref} {irc_nick(nick)} {sign}{letter}")
-                    )
+                    packets.append(codec.Moderate(room, op, nick, None, ref=f"{ref} {irc_nick(nick)} {sign}{letter}"))
             elif letter in _FLAG_FIELDS:
                 fields[_FLAG_FIELDS[letter]] = sign == "+"
             elif letter == "k":
@@ -1514,7 +1543,9 @@ class IrcConnection(Framing):
             else:
                 self._numeric("472", letter, "is an unknown mode char to me")
         if fields:
-            self._packet(codec.Moderate(room, "mode", ref=ref, **fields))
+            packets.append(codec.Moderate(room, "mode", ref=ref, **fields))
+        for packet in packets:
+            self._packet(packet)
 
     def _mode_target(self, room: str, change: str, given: str) -> str | None:
         """The nick a ``+o``/``+v`` (a member) or ``-o``/``-v``/``±b`` names;
@@ -1552,10 +1583,15 @@ class IrcConnection(Framing):
 
     def _mode_refused(self, target: str, error: codec.Error) -> None:
         """A refused MODE change: ``441 nick #chan`` for a nick that is no
-        member (or has no such status), a NOTICE for a ``-b`` of a nick not
-        banned (no numeric says that), else the numeric of its code."""
+        member, nothing for a ``-o``/``-v`` of a member without that status
+        (already so, as ergo answers it), a NOTICE for a ``-b`` of a nick
+        not banned (no numeric says that), else the numeric of its code."""
         chan, nick, change = [*target.split(" "), "", ""][:3]
         number = NUMERICS.get(("MODE", error.code))
+        if number == "441" and change in ("-o", "-v"):
+            room = self._room(chan, quiet=True)
+            if room is not None and self._in_room(room.name, our_nick(nick)):
+                return
         if number == "441" and change == "-b":
             self._notice(f"{error.message} ({error.code})")
         elif number == "441" and nick:
@@ -1719,7 +1755,7 @@ class IrcConnection(Framing):
         )
         self.write_line(self.server, "003", me, "This server speaks chat protocol 2 and IRC")
         self.write_line(
-            self.server, "004", me, self.server, f"chatproto-{__version__}", "i", "biklmnostv", "bklov"
+            self.server, "004", me, self.server, f"chatproto-{__version__}", "io", "biklmnostv", "bklov"
         )
         self.isupport()
         self.motd()
