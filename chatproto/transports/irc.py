@@ -179,6 +179,7 @@ def split_text(text: str, room: int) -> list[str]:
     ``room`` bytes of UTF-8 (one whole character at least), cut between
     characters; empty lines dropped."""
     pieces = []
+    room = max(room, 1)  # a line with no room left still carries its text, a character a line
     for part in text.split("\n"):
         data = part.encode("utf-8")
         while len(data) > room:
@@ -787,7 +788,8 @@ class IrcConnection(Framing):
         try:
             handler(self, params)
         except ProtocolError as e:
-            self._unreadable(lambda: self._notice(f"{e.message} ({e.code})"))
+            note = f"{e.message} ({e.code})"
+            self._unreadable(lambda: self._notice(note))
             return
         except Exception:
             log.failure(
@@ -804,8 +806,12 @@ class IrcConnection(Framing):
         try:
             return self._room_name(name)
         except ProtocolError:
-            self._unreadable(lambda: self._numeric("403", name, "No such channel"))
+            self._no_channel(name)
             return None
+
+    def _no_channel(self, name: str) -> None:
+        """``403`` for a name that is no channel: a refusal (:meth:`_unreadable`)."""
+        self._unreadable(lambda: self._numeric("403", name, "No such channel"))
 
     def _nick(self, irc: str) -> str | None:
         """Our nick for an IRC nick; None, for one that can't be ours, after
@@ -1128,9 +1134,9 @@ class IrcConnection(Framing):
             if name.startswith("&") and len(name) > 1:
                 self._open(name)
                 continue
-            room = self._channel(name)
-            if room is not None:
-                self._packet(codec.Join(room, ref=f"JOIN {name}", key=key))
+            joined = self._channel(name)
+            if joined is not None:
+                self._packet(codec.Join(joined, ref=f"JOIN {name}", key=key))
 
     def _open(self, name: str) -> None:
         """JOIN &alice+bob+carol: OPEN of the conversation with them (a
@@ -1312,12 +1318,14 @@ class IrcConnection(Framing):
         is. A bare NAMES lists nothing (everyone is +i): ``366 me *``."""
         names = list(dict.fromkeys(params[0].split(","))) if params and params[0] else []
         rows = 0
+        seen: set[str] = set()
         for name in names:
             room = self._room(name, quiet=True)
-            if room is not None:
+            if room is not None and room.key not in seen:
+                seen.add(room.key)
                 rows += len(room.members)
                 self._names(room)
-            else:
+            elif room is None:
                 self._numeric("366", name, "End of /NAMES list")
         if not names:
             self._numeric("366", "*", "End of /NAMES list")
@@ -1511,7 +1519,9 @@ class IrcConnection(Framing):
                 nick = self._mode_target(room, sign + letter, given)
                 if nick is not None:
                     op = _MODE_OPS[sign + letter]
-                    packets.append(codec.Moderate(room, op, nick, None, ref=f"{ref} {irc_nick(nick)} {sign}{letter}"))
+                    packets.append(
+                        codec.Moderate(room, op, nick, None, ref=f"{ref} {irc_nick(nick)} {sign}{letter}")
+                    )
             elif letter in _FLAG_FIELDS:
                 fields[_FLAG_FIELDS[letter]] = sign == "+"
             elif letter == "k":
@@ -2052,14 +2062,19 @@ class IrcConnection(Framing):
         kicks.pop(key, None)
         # The kicker's labeled KICK is answered by the KICK line itself.
         own = action["op"] == "kick" and body.get("ref") is not None and self.labels is not None
-        kicks[key] = (body["from"], self.labels.hold(body["ref"]) if own and self.labels is not None else None)
+        kicks[key] = (
+            body["from"],
+            self.labels.hold(body["ref"]) if own and self.labels is not None else None,
+        )
         while len(kicks) > KICKS_KEPT:
             del kicks[next(iter(kicks))]
 
     def _in_room(self, room: str, nick: str) -> bool:
         """Whether ``nick`` is a member of ``room`` here now."""
         found = self.connection.hub.room_for(room)
-        session = self.connection.hub.session_for(nick) if found is not None and nick else None
+        if found is None or not nick:
+            return False
+        session = self.connection.hub.session_for(nick)
         return session is not None and session.id in found.members
 
     def _kicked(self, body: dict) -> bytes:
