@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import signal
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
@@ -1478,6 +1479,10 @@ def spent(peer: IrcPeer, *lines: str) -> float:
     return before - budget._tokens
 
 
+def _too_long(*_: object) -> None:
+    raise AssertionError("still splitting after 10 seconds")
+
+
 class LinesAreSafe(SynchronousTestCase):
     """Whatever a client or a reason holds, the gateway writes one line of
     at most 512 bytes (docs/protocol.md 17.1, 17.5)."""
@@ -1501,6 +1506,11 @@ class LinesAreSafe(SynchronousTestCase):
         self.assertTrue(text.endswith("é\r\n"))
 
     def test_split_text_takes_a_whole_character_however_little_room(self):
+        # Without a floor, no room made it loop for ever: an alarm fails it instead.
+        signal.signal(signal.SIGALRM, _too_long)
+        self.addCleanup(signal.signal, signal.SIGALRM, signal.SIG_DFL)
+        self.addCleanup(signal.alarm, 0)
+        signal.alarm(10)
         self.assertEqual(split_text("hé", 0), ["h", "é"])
         self.assertEqual(split_text("éa", -40), ["é", "a"])
         self.assertEqual(split_text("日本", 2), ["日", "本"], "a character wider than the room goes whole")
