@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatproto import codec
 from chatproto.core.budget import REFUSAL
 from chatproto.core.moderation import check_key
-from chatproto.transports.irc import ERROR_ANSWERS, WIRES_KEPT, IrcConnection, parse, split_text
+from chatproto.transports.irc import ERROR_ANSWERS, WIRES_KEPT, IrcConnection, IrcWire, parse, split_text
 from chatproto.transports.irc import line as irc_line
 from chatproto.transports.irc_people import people_of
 from chatproto.transports.ircnames import irc_nick, our_nick
@@ -1515,6 +1515,14 @@ class LinesAreSafe(SynchronousTestCase):
         self.assertEqual(split_text("éa", -40), ["é", "a"])
         self.assertEqual(split_text("日本", 2), ["日", "本"], "a character wider than the room goes whole")
 
+    def test_a_target_that_leaves_little_room_keeps_the_text_whole(self):
+        wire = IrcWire("test", frozenset())
+        target = "&" + "x" * 440  # with b...!b...@chat as the prefix, no room at all
+        said = wire.privmsg({"from": "b" * 32, "text": "hello " * 10, "ts": 0}, target).split("\r\n")[:-1]
+        self.assertEqual({parse(text)[1] for text in said}, {"b" * 32}, "the bare nick as the prefix")
+        self.assertEqual("".join(parse(text)[3][1] for text in said), "hello " * 10)
+        self.assertLessEqual(max(len(text.encode("utf-8")) + 2 for text in said), 512)
+
     def test_a_version_2_reason_cant_forge_lines_at_irc_users(self):
         server = Server()
         (irc,) = registered(server, "ircuser")
@@ -1642,6 +1650,7 @@ class Refusals(SynchronousTestCase):
             ("@+typing=active", ":test 421 carol * :Unknown command"),
             ("CAP", ":test 461 carol CAP :Not enough parameters"),
             ("WHOIS :", ":test 431 carol :No nickname given"),
+            ("MODE carol :", ":test 221 carol :+i"),
         ):
             carol.send(sent)
             self.assertEqual(carol.lines(), [answer])

@@ -90,6 +90,8 @@ CAPABILITIES_BEFORE_LOGIN = frozenset({"sasl"})
 LINE = 512
 #: Bytes a client's tags may take (IRCv3 message-tags), and so a whole line.
 TAGS = 4096
+#: Bytes of text a PRIVMSG line keeps at least, or its prefix is the bare nick.
+TEXT_ROOM = 64
 #: Unreadable lines in a row that get an answer; past them, silence until a good line.
 ERROR_ANSWERS = 3
 #: An outbox's own write, for the lines of a broadcast (IrcConnection.deliver_to).
@@ -313,9 +315,13 @@ class IrcWire:
 
     def privmsg(self, body: dict, target: str, batch: str | None = None) -> str:
         """A MESSAGE or PRIVATE as PRIVMSG (NOTICE for a notice or a
-        moderation record), in as many lines as it takes."""
+        moderation record), in as many lines as it takes. A sender and a
+        target so long that they leave a line little room for text (long
+        ``xn--`` nicks) are written with the bare nick as the prefix."""
         sender = user(body["from"])
         command = "NOTICE" if body.get("action") or body.get("notice") else "PRIVMSG"
+        if LINE - byte_length(line(sender, command, target, "")) < TEXT_ROOM:
+            sender = irc_nick(body["from"])  # a prefix may be the nick alone (RFC 2812, 2.3.1)
         tags = self.message_tags(body, batch)
         text = body["text"]
         if command == "PRIVMSG" and text.startswith(ACTION_PREFIX) and len(text) > len(ACTION_PREFIX):
@@ -1425,7 +1431,7 @@ class IrcConnection(Framing):
         if target[:1] not in "#&":
             if nick_key(target) != nick_key(self.irc_name):
                 self._numeric("502", "Can't change mode for other users")
-            elif len(params) == 1:
+            elif len(params) == 1 or not params[1]:
                 self._numeric("221", "+io" if self.oper else "+i")
             elif set(params[1]) <= set("+-i"):
                 # Everyone is +i here already; clients wait for this answer.
