@@ -92,14 +92,20 @@ def validate_text(text: str, max_text: int) -> str:
 
 
 def clean_reason(reason: str | None, max_text: int) -> str | None:
-    """A QUIT reason made fit to broadcast: forbidden characters dropped, length capped.
+    """A QUIT reason made fit to broadcast: one line (newline and tab are
+    spaces), other control characters dropped, length capped.
 
     QUIT always succeeds, so its reason is repaired rather than refused (the
-    codec has already refused lone surrogates in it as bad_packet).
+    codec has already refused lone surrogates in it as bad_packet). A reason
+    is one line wherever it is shown: IRC's PART, QUIT and KICK end at a line
+    break.
     """
     if reason is None:
         return None
-    return _FORBIDDEN_CONTROL.sub("", reason)[:max_text] or None
+    return _FORBIDDEN_CONTROL.sub("", reason.translate(_REASON_SPACES))[:max_text] or None
+
+
+_REASON_SPACES = str.maketrans("\n\t", "  ")
 
 
 # -- conversations (docs/protocol.md 19) ------------------------------------------

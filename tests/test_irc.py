@@ -5,6 +5,8 @@ capabilities, encoding, splitting, nick escaping and bad input."""
 from __future__ import annotations
 
 import base64
+import itertools
+import signal
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
@@ -14,7 +16,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
-from chatproto.transports.irc import ERROR_ANSWERS, IrcConnection, parse, split_text
+from chatproto.core.budget import REFUSAL
+from chatproto.core.moderation import check_key
+from chatproto.transports.irc import ERROR_ANSWERS, WIRES_KEPT, IrcConnection, IrcWire, parse, split_text
+from chatproto.transports.irc import line as irc_line
+from chatproto.transports.irc_people import people_of
 from chatproto.transports.ircnames import irc_nick, our_nick
 from tests.harness import Server
 from tests.test_integration import LiveTestCase
@@ -461,7 +467,7 @@ class RoomModes(SynchronousTestCase):
         peer.send("QUIT")
         lines = IrcPeer(self.server).register("dave")
         (myinfo,) = [parse(text)[3] for text in lines if parse(text)[2] == "004"]
-        self.assertEqual(myinfo[3:], ["i", "biklmnostv", "bklov"])
+        self.assertEqual(myinfo[3:], ["io", "biklmnostv", "bklov"])  # OPER gives +o
         isupport = [t for text in lines if parse(text)[2] == "005" for t in parse(text)[3]]
         self.assertIn("PREFIX=(ov)@+", isupport)
         self.assertIn("CHANMODES=b,k,l,imnst", isupport)
@@ -1461,3 +1467,273 @@ class LiveSasl(LiveTestCase):
         self.assertEqual(tagmsg, f"@+draft/react=🎉;+draft/reply={seq} :bob!bob@chat TAGMSG :#general")
         for client in (ann.raw, bob):
             client.send("QUIT")
+
+
+def spent(peer: IrcPeer, *lines: str) -> float:
+    """Units of its fair share ``peer`` is charged for ``lines`` (the clock
+    stands still: nothing is paid back meanwhile)."""
+    budget = peer.connection._budget
+    before = budget._tokens
+    peer.send(*lines)
+    peer.lines()
+    return before - budget._tokens
+
+
+def _too_long(*_: object) -> None:
+    raise AssertionError("still splitting after 10 seconds")
+
+
+class LinesAreSafe(SynchronousTestCase):
+    """Whatever a client or a reason holds, the gateway writes one line of
+    at most 512 bytes (docs/protocol.md 17.1, 17.5)."""
+
+    def test_line_breaks_nul_and_bad_middle_parameters_cant_break_a_line(self):
+        self.assertEqual(
+            irc_line("x!x@chat", "PART", "#a", "bye\r\n:test 001 you :forged\0"),
+            ":x!x@chat PART #a :bye  :test 001 you :forged \r\n",
+        )
+        self.assertEqual(
+            irc_line("test", "421", "carol", "", "Unknown command"), ":test 421 carol * :Unknown command\r\n"
+        )
+        self.assertEqual(irc_line("test", "696", "al", ":k", "a b", "why"), ":test 696 al * * :why\r\n")
+        self.assertEqual(irc_line(None, "PING", "x", tags={"label": "a\0b"}), "@label=ab PING :x\r\n")
+
+    def test_a_line_is_cut_at_512_bytes_between_characters(self):
+        text = irc_line("tests", "NOTICE", "alice", "é" * 400)
+        self.assertEqual(
+            len(text.encode("utf-8")), 511, "510 and CR LF: a 2-byte character does not fit the last byte"
+        )
+        self.assertTrue(text.endswith("é\r\n"))
+
+    def test_split_text_takes_a_whole_character_however_little_room(self):
+        # Without a floor, no room made it loop for ever: an alarm fails it instead.
+        signal.signal(signal.SIGALRM, _too_long)
+        self.addCleanup(signal.signal, signal.SIGALRM, signal.SIG_DFL)
+        self.addCleanup(signal.alarm, 0)
+        signal.alarm(10)
+        self.assertEqual(split_text("hé", 0), ["h", "é"])
+        self.assertEqual(split_text("éa", -40), ["é", "a"])
+        self.assertEqual(split_text("日本", 2), ["日", "本"], "a character wider than the room goes whole")
+
+    def test_a_target_that_leaves_little_room_keeps_the_text_whole(self):
+        wire = IrcWire("test", frozenset())
+        target = "&" + "x" * 440  # with b...!b...@chat as the prefix, no room at all
+        said = wire.privmsg({"from": "b" * 32, "text": "hello " * 10, "ts": 0}, target).split("\r\n")[:-1]
+        self.assertEqual({parse(text)[1] for text in said}, {"b" * 32}, "the bare nick as the prefix")
+        self.assertEqual("".join(parse(text)[3][1] for text in said), "hello " * 10)
+        self.assertLessEqual(max(len(text.encode("utf-8")) + 2 for text in said), 512)
+
+    def test_a_version_2_reason_cant_forge_lines_at_irc_users(self):
+        server = Server()
+        (irc,) = registered(server, "ircuser")
+        irc.send("JOIN #x")
+        (v2,) = server.logged_in("mallory", version=2)
+        v2.join("x")
+        irc.lines()
+        v2.send(codec.Part("x", "bye\n:test 001 ircuser :fake\r\n:root!root@chat PRIVMSG #x :hi"))
+        self.assertEqual(
+            irc.lines(),
+            [":mallory!mallory@chat PART #x :bye :test 001 ircuser :fake :root!root@chat PRIVMSG #x :hi"],
+        )
+
+    def test_a_message_in_a_non_ascii_channel_is_split_by_bytes(self):
+        server = Server()
+        alice, bob = registered(server, "alice", "bob")
+        room = "日本語" * 10
+        in_room(server, room, alice, bob)
+        bob.lines()
+        alice.send(f"PRIVMSG #{room} :" + "x" * 400)  # a 501-byte line in
+        lines = bob.lines()
+        self.assertEqual(len(lines), 2)
+        self.assertLessEqual(max(len(text.encode("utf-8")) + 2 for text in lines), 512)
+        self.assertEqual("".join(parse(text)[3][-1] for text in lines), "x" * 400)
+
+    def test_names_are_whole_entries_in_lines_of_at_most_512_bytes(self):
+        server = Server()
+        names = [f"member_number_{i:03d}_pad" for i in range(30)]
+        peers = registered(server, *names)
+        in_room(server, "x", *peers)
+        peers[0].lines()
+        peers[0].send("NAMES #x")
+        lines = peers[0].lines()
+        entries = [entry for text in lines if parse(text)[2] == "353" for entry in parse(text)[3][-1].split()]
+        self.assertEqual(sorted(entry.lstrip("@") for entry in entries), names)
+        self.assertEqual(len(lines), 3, "two 353 and the 366")
+        self.assertLessEqual(max(len(text.encode("utf-8")) + 2 for text in lines), 512)
+
+
+class LongConversations(SynchronousTestCase):
+    """A conversation whose ``&`` name would take most of a line is its short
+    ``&~`` name, both ways (17.8)."""
+
+    def test_a_long_amp_channel_is_its_short_name_and_works_both_ways(self):
+        server = Server()
+        nicks = ["가나다라마바사아자차카타파하가나다라마바사아자차카타파" + end for end in "하가나"]
+        for nick in nicks:
+            account(server, nick)
+        server.flush()
+        peers = []
+        for nick in nicks:
+            peer = IrcPeer(server)
+            peer.register(irc_nick(nick), password=PASSWORD)
+            peers.append(peer)
+        full = "&" + "+".join(irc_nick(nick) for nick in nicks)
+        self.assertGreater(len(full), 200)
+        peers[0].send(f"JOIN {full}")
+        join = peers[0].lines()[0]
+        short = parse(join)[3][0]
+        self.assertTrue(short.startswith("&~") and len(short) == 18, join)
+        peers[1].lines()
+        peers[0].send(f"PRIVMSG {short.upper()} :" + "hello " * 70)
+        said = peers[1].lines()
+        self.assertEqual({parse(text)[3][0] for text in said}, {short})
+        self.assertEqual(" ".join(parse(text)[3][1] for text in said).split(), ["hello"] * 70)
+        self.assertEqual(len(said), 2)
+        self.assertLessEqual(max(len(text.encode("utf-8")) + 2 for text in said), 512)
+        peers[1].send(f"NAMES {short}")
+        self.assertEqual([parse(text)[2] for text in peers[1].lines()], ["353", "366"])
+
+
+class Refusals(SynchronousTestCase):
+    """A command refused before it becomes a packet is charged as a refusal,
+    answered with its numeric, and only a few times in a row (17.4)."""
+
+    def setUp(self):
+        self.server = Server()
+        self.alice, self.bob = registered(self.server, "alice", "bob")
+        in_room(self.server, "x", self.alice, self.bob)
+        self.alice.lines()
+
+    def test_a_name_that_is_no_channel_or_nick_is_403_or_401_and_costs_a_refusal(self):
+        for command, answer in (
+            ("KICK nochan bob", ":test 403 alice nochan :No such channel"),
+            ("TOPIC nochan :x", ":test 403 alice nochan :No such channel"),
+            ("PRIVMSG # :x", ":test 403 alice # :No such channel"),
+            ("KICK #x xn--!!!", ":test 401 alice xn--!!! :No such nick/channel"),
+            ("JOIN &xn--!!!+bob", ":test 403 alice &xn--!!!+bob :No such channel"),
+        ):
+            self.alice.send("PING :good")  # errors are counted in a row
+            self.alice.lines()
+            self.assertEqual(spent(self.alice, command), 1 + REFUSAL, command)
+            self.alice.send(command)
+            self.assertEqual(self.alice.lines(), [answer])
+
+    def test_refusals_in_a_row_are_answered_a_few_times_then_quietly(self):
+        self.alice.send(*["TOPIC nochan :x"] * 10)
+        answers = self.alice.lines()
+        self.assertEqual(len(answers), ERROR_ANSWERS + 1, answers)
+        self.assertIn("further errors", answers[-1])
+
+    def test_names_reads_each_channel_once_and_is_charged_by_members(self):
+        self.assertAlmostEqual(spent(self.alice, "NAMES " + ",".join(["#x"] * 100)), 1 + 2 / 10)
+        self.alice.send("NAMES #x,#x,#X")
+        self.assertEqual([parse(text)[2] for text in self.alice.lines()], ["353", "366"])
+        self.alice.send("NAMES")
+        self.assertEqual(self.alice.lines(), [":test 366 alice * :End of /NAMES list"])
+
+    def test_a_who_mask_is_charged_by_the_members_it_reads(self):
+        self.assertAlmostEqual(
+            spent(self.alice, "WHO zzz*"), 1 + 3 / 10, msg="alice, and the two members of #x"
+        )
+
+    def test_whowas_with_a_huge_count(self):
+        self.alice.send("WHOWAS bob 99999999999999999999999")
+        self.assertEqual(
+            self.alice.lines(),
+            [":test 406 alice bob :There was no such nickname", ":test 369 alice bob :End of WHOWAS"],
+        )
+
+    def test_no_empty_middle_parameter(self):
+        carol = IrcPeer(self.server)
+        carol.register("carol", caps="message-tags")
+        for sent, answer in (
+            ("@+typing=active", ":test 421 carol * :Unknown command"),
+            ("CAP", ":test 461 carol CAP :Not enough parameters"),
+            ("WHOIS :", ":test 431 carol :No nickname given"),
+            ("MODE carol :", ":test 221 carol :+i"),
+        ):
+            carol.send(sent)
+            self.assertEqual(carol.lines(), [answer])
+
+    def test_the_rest_of_an_overlong_line_is_no_command(self):
+        self.alice.protocol.dataReceived(("PRIVMSG #x :" + "a" * 4700).encode())
+        self.alice.protocol.dataReceived(b" JOIN #tail\r\nPING :next\r\n")
+        self.assertEqual(
+            self.alice.lines(), [":test 417 alice :Input line was too long", ":test PONG test :next"]
+        )
+
+    def test_a_long_realname_is_cut_not_dropped(self):
+        carol = IrcPeer(self.server)
+        carol.send("NICK carol", "USER carol 0 * :" + "R" * 250)
+        carol.lines()
+        self.alice.send("WHOIS carol")
+        self.assertEqual(self.alice.lines()[0], ":test 311 alice carol carol chat * :" + "R" * 160)
+
+
+class KickRecords(SynchronousTestCase):
+    def test_a_ban_of_a_nick_not_here_makes_no_later_kick(self):
+        server = Server()
+        alice, carol = registered(server, "alice", "carol")
+        in_room(server, "x", alice, carol)
+        alice.send("MODE #x +b dave", "MODE #x -b dave")
+        (dave,) = registered(server, "dave")
+        in_room(server, "x", dave)
+        carol.lines()
+        connection = dave.connection
+        connection.hub.leave(connection, "kicked")  # a flood cut, as ConnectionPolicy._pace does
+        connection.disconnect("kicked")
+        self.assertEqual(carol.lines(), [":dave!dave@chat QUIT :kicked"])
+
+
+class ModeStrings(SynchronousTestCase):
+    def setUp(self):
+        self.server = Server()
+        self.alice, self.bob = registered(self.server, "alice", "bob")
+        in_room(self.server, "x", self.alice, self.bob)
+        self.alice.lines()
+        self.bob.lines()
+
+    def test_a_refused_mode_string_changes_nothing(self):
+        self.alice.send("MODE #x +ol bob abc")
+        self.assertEqual(
+            self.alice.lines(),
+            [":test 696 alice #x l abc :a room's limit is 1 to 100000 members (0 for none)"],
+        )
+        self.assertEqual(self.bob.lines(), [], "no +o either")
+
+    def test_a_key_starting_with_a_colon_is_refused(self):
+        self.alice.send("MODE #x +k ::sesame")
+        (refused,) = self.alice.lines()
+        self.assertTrue(refused.startswith(":test 696 alice #x k * :a room key is"), refused)
+        with self.assertRaises(codec.ProtocolError):
+            check_key(":sesame")
+
+    def test_devoice_of_a_member_not_voiced_is_nothing(self):
+        self.alice.send("MODE #x -v bob", "MODE #x -v nobody")
+        self.assertEqual(self.alice.lines(), [":test 441 alice nobody #x :They aren't on that channel"])
+
+    def test_names_of_a_secret_channel_is_marked_at(self):
+        self.alice.send("MODE #x +s")
+        self.bob.lines()
+        self.bob.send("NAMES #x")
+        self.assertEqual(self.bob.lines()[0], ":test 353 bob @ #x :@alice bob")
+
+
+class CapToggling(SynchronousTestCase):
+    def test_cap_toggling_leaves_no_empty_groups_and_few_wires(self):
+        server = Server()
+        (alice,) = registered(server, "alice")
+        alice.send("JOIN #x")
+        caps = ["account-tag", "away-notify", "echo-message", "extended-join", "message-tags", "server-time"]
+        for size in range(1, len(caps) + 1):
+            for combo in itertools.combinations(caps, size):
+                alice.send("CAP REQ :" + " ".join(combo), "CAP REQ :" + " ".join("-" + c for c in combo))
+        alice.lines()
+        channels = server.hub.broadcast._channels
+        self.assertEqual([len(groups) for groups in channels.values()], [1] * len(channels))
+        self.assertLessEqual(len(people_of(server.hub).wires), WIRES_KEPT)
+        (bob,) = registered(server, "bob")
+        bob.send("JOIN #x")
+        alice.lines()
+        bob.send("PRIVMSG #x :still here")
+        self.assertEqual(alice.lines(), [":bob!bob@chat PRIVMSG #x :still here"])

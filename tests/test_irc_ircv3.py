@@ -500,3 +500,39 @@ class UserhostInNames(SynchronousTestCase):
         bob.send("NAMES #x")
         self.assertEqual(alice.lines()[0], ":test 353 alice = #x :@alice!alice@chat bob!bob@chat")
         self.assertEqual(bob.lines()[0], ":test 353 bob = #x :@alice bob")
+
+
+class LabelsOfLaterAnswers(SynchronousTestCase):
+    """KICK, INVITE and NICK are answered by what comes after them, with
+    their label; a capability taken back drops the labels waiting (17.10)."""
+
+    def setUp(self):
+        self.server = Server()
+        self.alice, self.bob = registered(self.server, "alice", "bob", caps="labeled-response batch")
+        in_room(self.server, "x", self.alice, self.bob)
+        self.alice.lines()
+        self.bob.lines()
+
+    def test_a_labeled_kick_is_answered_by_the_kick(self):
+        self.alice.send("@label=k1 KICK #x bob :bye")
+        self.assertEqual(self.alice.lines(), ["@label=k1 :alice!alice@chat KICK #x bob :bye"])
+        self.assertEqual(self.bob.lines(), [":alice!alice@chat KICK #x bob :bye"])
+
+    def test_a_labeled_invite_is_answered_by_341_and_nick_by_the_nick_line(self):
+        registered(self.server, "carol")
+        self.alice.send("@label=i1 INVITE carol #x")
+        self.assertEqual(self.alice.lines(), ["@label=i1 :test 341 alice carol :#x"])
+        self.alice.send("@label=n1 NICK alicia")
+        self.assertEqual(self.alice.lines(), ["@label=n1 :alice!alice@chat NICK :alicia"])
+
+    def test_taking_labeled_response_back_drops_the_labels_waiting(self):
+        self.alice.send("@label=w1 PRIVMSG #x :a", "CAP REQ :-labeled-response")
+        self.alice.lines()
+        self.alice.send("CAP REQ :labeled-response echo-message", "@label=w2 PRIVMSG #x :b")
+        self.assertEqual(
+            self.alice.lines(),
+            [
+                ":test CAP alice ACK :labeled-response echo-message",
+                "@label=w2 :alice!alice@chat PRIVMSG #x :b",
+            ],
+        )

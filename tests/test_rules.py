@@ -61,5 +61,6 @@ class Text(SynchronousTestCase):
     def test_quit_reason_is_repaired(self):
         self.assertIsNone(clean_reason(None, 4000))
         self.assertIsNone(clean_reason("\x07", 4000))
-        self.assertEqual(clean_reason("bye\r\n", 4000), "bye\n")
+        self.assertEqual(clean_reason("bye\r\n", 4000), "bye ")
+        self.assertEqual(clean_reason("a\nb\tc", 4000), "a b c")  # one line, as IRC shows it
         self.assertEqual(clean_reason("x" * 50, max_text=10), "x" * 10)

@@ -265,11 +265,13 @@ class Broadcast:
         recipients = self._channels.get(channel)
         if recipients is None:
             return
-        for group in recipients.values():
+        for wire, group in list(recipients.items()):
             if group.get(key) is connection:
                 del group[key]
+                if not group:
+                    del recipients[wire]  # every later delivery would walk it
         self._starts.pop((channel, connection), None)
-        if not any(recipients.values()):
+        if not recipients:
             del self._channels[channel]
 
     def rewire(self, channels: list[str], key: int, connection: Connection, wire: Wire) -> None:
@@ -283,6 +285,8 @@ class Broadcast:
             for (old, version), group in list(recipients.items()):
                 if old is not wire and group.get(key) is connection:
                     del group[key]
+                    if not group:
+                        del recipients[old, version]  # every later delivery would walk it
                     recipients.setdefault((wire, version), {})[key] = connection
 
     def recipients(self, channel: str = SERVER) -> list[int]:

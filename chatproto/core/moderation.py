@@ -56,13 +56,14 @@ def _said(text: str, reason: str | None) -> str:
 
 def check_key(key: str) -> None:
     """A room key (+k): "" removes it; else 1 to MAX_KEY characters with no
-    space, comma or control character, so that IRC can carry it as one
-    parameter of JOIN and MODE."""
-    bad = any(c in " ," or ord(c) < 32 or 127 <= ord(c) < 160 for c in key)
+    space, comma or control character, not starting with ``:``, so that IRC
+    can carry it as one middle parameter of JOIN, MODE and 324."""
+    bad = any(c in " ," or ord(c) < 32 or 127 <= ord(c) < 160 for c in key) or key.startswith(":")
     if len(key) > MAX_KEY or bad:
         raise ProtocolError(
             ErrorCode.BAD_PACKET,
-            f"a room key is 1 to {MAX_KEY} characters with no space, comma or control character",
+            f"a room key is 1 to {MAX_KEY} characters with no space, comma or control character,"
+            " not starting with ':'",
         )
 
 

@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 
 from chatproto import __version__, codec
 from chatproto.codec import ACTION_PREFIX, ErrorCode, PacketType, ProtocolError
-from chatproto.core.budget import REFUSAL
+from chatproto.core.budget import REFUSAL, ROWS_PER_UNIT
 from chatproto.core.connection import Session, logged_in
 from chatproto.core.hub import Hub
 from chatproto.core.moderation import check_key, check_limit
@@ -58,9 +58,9 @@ from chatproto.transports.irc_conversations import (
     unescape_tag,
 )
 from chatproto.transports.irc_files import personal, with_links
-from chatproto.transports.irc_labels import LABEL_BYTES, CapturingOutbox, Labels
+from chatproto.transports.irc_labels import LABEL_BYTES, CapturingOutbox, Labels, with_label
 from chatproto.transports.irc_people import NAMELEN, IrcPeople, people_of
-from chatproto.transports.ircnames import channel, irc_nick, our_nick, room_of
+from chatproto.transports.ircnames import SHORT, channel, irc_nick, our_nick, room_of
 from chatproto.transports.outbox import Outbox
 from chatproto.transports.policy import CLOSING, CONNECTED, ConnectionPolicy, Framing
 
@@ -91,6 +91,8 @@ CAPABILITIES_BEFORE_LOGIN = frozenset({"sasl"})
 LINE = 512
 #: Bytes a client's tags may take (IRCv3 message-tags), and so a whole line.
 TAGS = 4096
+#: Bytes of text a PRIVMSG line keeps at least, or its prefix is the bare nick.
+TEXT_ROOM = 64
 #: Unreadable lines in a row that get an answer; past them, silence until a good line.
 ERROR_ANSWERS = 3
 #: An outbox's own write, for the lines of a broadcast (IrcConnection.deliver_to).
@@ -117,34 +119,98 @@ def iso_time(ts: float) -> str:
 def line(prefix: str | None, command: str, *params: str, tags: dict | None = None) -> str:
     """One IRC line with its CRLF; the last parameter always goes after
     ``:`` (so that an empty or spaced one survives, which Twisted's irc.IRC
-    gets wrong)."""
-    parts = []
-    if tags:
-        parts.append("@" + ";".join(f"{k}={escape_tag(v)}" if v is not None else k for k, v in tags.items()))
-    if prefix:
-        parts.append(":" + prefix)
-    parts.append(command)
+    gets wrong). Whatever the parameters hold, it is one line: CR, LF and
+    NUL become spaces (a reason or an echoed name can't forge a line), a
+    middle parameter IRC can't carry (empty, spaced, or starting with ``:``:
+    an echo of what a client sent) is ``*``, and past 512 bytes the line is
+    cut between characters."""
+    parts = [":" + prefix, command] if prefix else [command]
     if params:
-        parts.extend(params[:-1])
+        for middle in params[:-1]:
+            if not middle or middle[0] == ":" or " " in middle:
+                parts.extend(p if p and p[0] != ":" and " " not in p else "*" for p in params[:-1])
+                break
+        else:
+            parts.extend(params[:-1])
         parts.append(":" + params[-1])
-    return " ".join(parts) + "\r\n"
+    body = " ".join(parts)
+    if "\n" in body or "\r" in body or "\0" in body:
+        body = body.translate(_LINE_BREAKS)
+    if len(body) > _SURELY_SHORT and (len(body) > LINE - 2 or not body.isascii()):
+        body = _capped(body)
+    if tags:
+        tag_text = ";".join(f"{k}={escape_tag(v)}" if v is not None else k for k, v in tags.items())
+        return f"@{tag_text} {body}\r\n"
+    return body + "\r\n"
+
+
+#: What would end a line early or break it, as spaces.
+_LINE_BREAKS = str.maketrans("\r\n\0", "   ")
+#: Characters of a line that can't be more than 510 bytes of UTF-8.
+_SURELY_SHORT = (LINE - 2) // 4
+
+
+def _capped(body: str) -> str:
+    """``body`` cut to 510 bytes (512 with CR LF) between characters."""
+    data = body.encode("utf-8")
+    if len(data) <= LINE - 2:
+        return body
+    return data[: _cut(data, LINE - 2)].decode("utf-8")
+
+
+def _cut(data: bytes, room: int) -> int:
+    """Where to cut ``data`` to keep at most ``room`` bytes: between two
+    characters, and after one whole character at least (so a piece is never
+    empty, however little room a line leaves)."""
+    cut = max(room, 1)
+    while cut < len(data) and data[cut] & 0xC0 == 0x80:  # a continuation byte: inside a character
+        cut -= 1
+    if cut == 0:  # no room for the first character: take it whole
+        cut = 1
+        while cut < len(data) and data[cut] & 0xC0 == 0x80:
+            cut += 1
+    return cut
+
+
+def byte_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (what IRC's 512 counts)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def split_text(text: str, room: int) -> list[str]:
     """``text`` as IRC can carry it: a piece per line of it, each at most
-    ``room`` bytes of UTF-8, cut between characters; empty lines dropped."""
+    ``room`` bytes of UTF-8 (one whole character at least), cut between
+    characters; empty lines dropped."""
     pieces = []
+    room = max(room, 1)  # a line with no room left still carries its text, a character a line
     for part in text.split("\n"):
         data = part.encode("utf-8")
         while len(data) > room:
-            cut = room
-            while data[cut] & 0xC0 == 0x80:  # a continuation byte: inside a character
-                cut -= 1
+            cut = _cut(data, room)
             pieces.append(data[:cut].decode("utf-8"))
             data = data[cut:]
         if data:
             pieces.append(data.decode("utf-8"))
     return pieces
+
+
+def pack_names(names: list[str], room: int) -> list[str]:
+    """NAMES entries as the trailing parameters of ``353`` lines: whole
+    entries only, space-separated, each line's at most ``room`` bytes (an
+    entry longer than that alone on its line)."""
+    chunks: list[str] = []
+    current: list[str] = []
+    used = 0
+    for name in names:
+        size = byte_length(name)
+        if current and used + 1 + size > room:
+            chunks.append(" ".join(current))
+            current, used = [], 0
+        used += size + (1 if current else 0)
+        current.append(name)
+    if current:
+        chunks.append(" ".join(current))
+    return chunks
 
 
 def parse(text: str) -> tuple[dict, str | None, str, list[str]]:
@@ -254,17 +320,21 @@ class IrcWire:
 
     def privmsg(self, body: dict, target: str, batch: str | None = None) -> str:
         """A MESSAGE or PRIVATE as PRIVMSG (NOTICE for a notice or a
-        moderation record), in as many lines as it takes."""
+        moderation record), in as many lines as it takes. A sender and a
+        target so long that they leave a line little room for text (long
+        ``xn--`` nicks) are written with the bare nick as the prefix."""
         sender = user(body["from"])
         command = "NOTICE" if body.get("action") or body.get("notice") else "PRIVMSG"
+        if LINE - byte_length(line(sender, command, target, "")) < TEXT_ROOM:
+            sender = irc_nick(body["from"])  # a prefix may be the nick alone (RFC 2812, 2.3.1)
         tags = self.message_tags(body, batch)
         text = body["text"]
         if command == "PRIVMSG" and text.startswith(ACTION_PREFIX) and len(text) > len(ACTION_PREFIX):
             # An action (/me) travels as "* text": IRC clients get their CTCP ACTION back.
-            room = LINE - len(line(sender, command, target, "")) - len("\x01ACTION \x01")
+            room = LINE - byte_length(line(sender, command, target, "")) - len("\x01ACTION \x01")
             pieces = split_text(text[len(ACTION_PREFIX) :], room)
             return "".join(line(sender, command, target, f"\x01ACTION {p}\x01", tags=tags) for p in pieces)
-        room = LINE - len(line(sender, command, target, ""))
+        room = LINE - byte_length(line(sender, command, target, ""))
         return "".join(line(sender, command, target, piece, tags=tags) for piece in split_text(text, room))
 
     # -- broadcasts (and what send() passes on) ----------------------------------------
@@ -535,6 +605,9 @@ NOT_SHOWN: dict[int, str] = {
 }
 
 _WIRES: dict[tuple[str, frozenset], IrcWire] = {}
+#: Wires kept for reuse, per hub: CAP toggling can't make more (each costs a
+#: broadcast group in every channel its clients are in).
+WIRES_KEPT = 64
 
 
 def wire_for(server: str, caps: frozenset[str], people: IrcPeople | None = None) -> IrcWire:
@@ -542,9 +615,15 @@ def wire_for(server: str, caps: frozenset[str], people: IrcPeople | None = None)
     shared by every client with it."""
     wires: dict[tuple[str, frozenset], Any] = _WIRES if people is None else people.wires
     key = (server, caps)
-    if key not in wires:
-        wires[key] = IrcWire(server, caps, people)
-    return wires[key]
+    wire = wires.pop(key, None)
+    if wire is None:
+        wire = IrcWire(server, caps, people)
+        while len(wires) >= WIRES_KEPT:
+            # The least recently asked for goes: its clients keep it, and a
+            # client asking for its capabilities again gets a new one.
+            del wires[next(iter(wires))]
+    wires[key] = wire  # the most recently asked for last
+    return wire
 
 
 #: (the command a refused packet came from, our error code) -> IRC numeric.
@@ -607,6 +686,7 @@ class IrcConnection(Framing):
         "_lines",
         "_opening",
         "_sasl_data",
+        "_skipping",
         "_tags",
         "account",
         "cap_version",
@@ -633,6 +713,7 @@ class IrcConnection(Framing):
         self.labels: Labels | None = None  # made at the first labeled request
         self.outbox: CapturingOutbox  # the connection's (make_outbox), typed as it is
         self._lines = b""
+        self._skipping = False  # dropping the rest of an overlong line, up to its LF
         self.irc_name = "*"  # the nick this client knows itself by
         self.username: str | None = None
         self.realname: str | None = None  # USER's, shown by WHO and WHOIS
@@ -640,8 +721,9 @@ class IrcConnection(Framing):
         self.account: str | None = None  # the account SASL logged in: it decides the nick
         self._sasl_data = ""  # an AUTHENTICATE payload coming in chunks
         self.oper = False  # an IRC operator (OPER): KILL, WALLOPS
-        # (room, nick key) -> who kicked or banned: a kick's record, until its LEFT
-        self._kicks: dict[tuple[str, str], str] | None = None
+        # (room, nick key) -> (who kicked or banned, the KICK's label): the
+        # record of a kick or ban of a member, until its LEFT
+        self._kicks: dict[tuple[str, str], tuple[str, str | None]] | None = None
         self.negotiating = False  # between CAP LS/REQ and CAP END
         self.sasl: str | None = None  # "PLAIN" while AUTHENTICATE is under way
         self._errors = 0  # unreadable lines in a row
@@ -653,16 +735,24 @@ class IrcConnection(Framing):
     # -- lines in --------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        if self._skipping:  # the rest of an overlong line: dropped up to its LF
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            self._skipping = False
+            data = data[end + 1 :]
         self._lines = self._lines + data if self._lines else data
 
     def next_unit(self) -> bytes | None:
         """The next whole line, without its CRLF; an overlong partial one is
-        dropped (and answered)."""
+        dropped (and answered), and so is the rest of it, up to its LF: it
+        is no command of its own."""
         buffer = self._lines
         end = buffer.find(b"\n")
         if end < 0:
             if len(buffer) > TAGS + LINE:
                 self._lines = b""
+                self._skipping = True
                 self._unreadable(lambda: self._numeric("417", "Input line was too long"))
             return None
         self._lines = buffer[end + 1 :]
@@ -690,7 +780,6 @@ class IrcConnection(Framing):
         if not text.strip():
             self._charge()
             return
-        self._errors = 0  # a good line: errors are answered again
         self._tags, _, command, params = parse(text)
         label = self._tags.get("label") if "labeled-response" in self.caps else None
         if label and len(label.encode("utf-8")) <= LABEL_BYTES:
@@ -710,15 +799,43 @@ class IrcConnection(Framing):
             self._numeric("451", "You have not registered")
             self._charge()
             return
+        errors = self._errors
         try:
             handler(self, params)
         except ProtocolError as e:
-            self._notice(f"{e.message} ({e.code})")
+            note = f"{e.message} ({e.code})"
+            self._unreadable(lambda: self._notice(note))
+            return
         except Exception:
             log.failure(
                 "connection {id}: failed handling IRC {command}", id=self.connection.id, command=command
             )
             self._notice("The server failed on that command.")
+            return
+        if self._errors == errors:
+            self._errors = 0  # a command not refused: errors are answered again
+
+    def _channel(self, name: str) -> str | None:
+        """The room a channel names; None, for a name that is none, after
+        ``403`` (charged and answered as :meth:`_unreadable`)."""
+        try:
+            return self._room_name(name)
+        except ProtocolError:
+            self._no_channel(name)
+            return None
+
+    def _no_channel(self, name: str) -> None:
+        """``403`` for a name that is no channel: a refusal (:meth:`_unreadable`)."""
+        self._unreadable(lambda: self._numeric("403", name, "No such channel"))
+
+    def _nick(self, irc: str) -> str | None:
+        """Our nick for an IRC nick; None, for one that can't be ours, after
+        ``401`` (charged and answered as :meth:`_unreadable`)."""
+        try:
+            return our_nick(irc)
+        except ProtocolError:
+            self._unreadable(lambda: self._numeric("401", irc, "No such nick/channel"))
+            return None
 
     def _packet(self, packet) -> None:
         """Handle ``packet`` as if it had come over TCP: every limit applies."""
@@ -837,6 +954,8 @@ class IrcConnection(Framing):
         elif sub == "END":
             self.negotiating = False
             self._try_login()
+        elif not sub:
+            self._numeric("461", "CAP", "Not enough parameters")
         else:
             self._numeric("410", sub, "Invalid CAP command")
 
@@ -857,6 +976,8 @@ class IrcConnection(Framing):
             return
         self.negotiating = not registered
         self.caps = (self.caps - removes) | adds
+        if "labeled-response" not in self.caps:
+            self.labels = None  # its waiting labels would answer later, unlabeled requests
         self.connection.rewire(wire_for(self.server, self.caps, self.people))
         self.write_line(self.server, "CAP", self.target, "ACK", " ".join(wanted))
 
@@ -910,7 +1031,8 @@ class IrcConnection(Framing):
             self._numeric("462", "You may not reregister")
             return
         self.username = params[0][:USERLEN]
-        self.realname = params[3][:REALLEN] if irc_queries.valid_realname(params[3]) else None
+        realname = params[3][:REALLEN]
+        self.realname = realname if irc_queries.valid_realname(realname) else None
         self._try_login()
 
     def do_authenticate(self, params: list[str]) -> None:
@@ -1027,19 +1149,22 @@ class IrcConnection(Framing):
             if name.startswith("&") and len(name) > 1:
                 self._open(name)
                 continue
-            try:
-                self._packet(codec.Join(room_of(name), ref=f"JOIN {name}", key=key))
-            except ProtocolError:
-                self._charge()
-                self._numeric("403", name, "No such channel: channels start with #")
+            joined = self._channel(name)
+            if joined is not None:
+                self._packet(codec.Join(joined, ref=f"JOIN {name}", key=key))
 
     def _open(self, name: str) -> None:
-        """JOIN &alice+bob+carol: OPEN of the conversation with them."""
+        """JOIN &alice+bob+carol: OPEN of the conversation with them (a
+        short ``&~`` name: of one the session is in)."""
         try:
-            names = [our_nick(irc) for irc in name[1:].split("+")]
+            if name.startswith(SHORT):
+                names = participants(self._room_name(name)) or []
+            else:
+                names = [our_nick(irc) for irc in name[1:].split("+")]
         except ProtocolError:
-            self._charge()
-            self._numeric("403", name, "No such channel")
+            names = []
+        if not names:
+            self._no_channel(name)
             return
         self._packet(codec.Open(names, ref=f"JOIN {name}"))
 
@@ -1050,11 +1175,9 @@ class IrcConnection(Framing):
             return
         reason = params[1] if len(params) > 1 else None
         for name in params[0].split(","):
-            try:
-                self._packet(codec.Part(self._room_name(name), reason, ref=f"PART {name}"))
-            except ProtocolError:
-                self._charge()
-                self._numeric("403", name, "No such channel")
+            room = self._channel(name)
+            if room is not None:
+                self._packet(codec.Part(room, reason, ref=f"PART {name}"))
 
     def do_privmsg(self, params: list[str], command: str = "PRIVMSG") -> None:
         if len(params) < 2 or not params[1]:
@@ -1074,7 +1197,9 @@ class IrcConnection(Framing):
         for target in params[0].split(","):
             ref = f"{command} {target}"
             if target[:1] in "#&":
-                self._packet(codec.Say(text, ref, self._room_name(target), reply, _notice(command)))
+                room = self._channel(target)
+                if room is not None:
+                    self._packet(codec.Say(text, ref, room, reply, _notice(command)))
             else:
                 self._to_nick(command, target, text, reply)
 
@@ -1086,9 +1211,10 @@ class IrcConnection(Framing):
         try:
             nick = our_nick(target)
         except ProtocolError:
-            self._charge()
             if command == "PRIVMSG":
-                self._numeric("401", target, "No such nick")
+                self._nick(target)  # 401, charged as a refusal
+            else:
+                self._charge(1 + REFUSAL)  # a NOTICE is never answered
             return
         session = logged_in(self.connection)
         other = self.connection.hub.session_for(nick)
@@ -1192,7 +1318,9 @@ class IrcConnection(Framing):
             self._numeric("461", "TOPIC", "Not enough parameters")
             return
         if len(params) > 1:
-            self._packet(codec.SetTopic(room_of(params[0]), params[1], ref=f"TOPIC {params[0]}"))
+            room = self._channel(params[0])
+            if room is not None:
+                self._packet(codec.SetTopic(room, params[1], ref=f"TOPIC {params[0]}"))
             return
         self._charge()
         room = self._room(params[0])
@@ -1200,32 +1328,45 @@ class IrcConnection(Framing):
             self._topic_numerics(room)
 
     def do_names(self, params: list[str]) -> None:
-        self._charge()
-        for name in params[0].split(",") if params else []:
+        """NAMES #a[,#b]: each channel once, however often it is named;
+        charged one unit and one more per ROWS_PER_UNIT members read, as WHO
+        is. A bare NAMES lists nothing (everyone is +i): ``366 me *``."""
+        names = list(dict.fromkeys(params[0].split(","))) if params and params[0] else []
+        rows = 0
+        seen: set[str] = set()
+        for name in names:
             room = self._room(name, quiet=True)
-            if room is not None:
+            if room is not None and room.key not in seen:
+                seen.add(room.key)
+                rows += len(room.members)
                 self._names(room)
-            else:
+            elif room is None:
                 self._numeric("366", name, "End of /NAMES list")
+        if not names:
+            self._numeric("366", "*", "End of /NAMES list")
+        self._charge(1 + rows / ROWS_PER_UNIT)
 
     def do_who(self, params: list[str]) -> None:
         """WHO #chan: its members; WHO nick: that nick; WHO mask (``*``,
         ``coolni*``): the nicks it matches among those sharing a channel
         with the asker, and the asker (everyone is +i here). Charged by the
         length of the answer."""
-        mask = params[0] if params else "*"
+        mask = params[0] if params and params[0] else "*"
         room = None
         sessions: list[Session] = []
+        read = 0
         if mask[:1] in "#&":
             room = self._room(mask, quiet=True)
             shown = room is not None and not self._hidden(room)  # +s: its members are its business
             sessions = list(room.members.values()) if room is not None and shown else []
+            read = len(sessions)
         elif _MASK_SPECIAL.search(mask):
-            sessions = self._visible(mask)
+            sessions, read = self._visible(mask)
         else:
             session = self._session(mask)
             sessions = [session] if session is not None else []
-        self._charge(1 + len(sessions) / WHO_LINES_PER_UNIT)
+            read = len(sessions)
+        self._charge(1 + read / WHO_LINES_PER_UNIT)
         where = channel(room.name) if room is not None else "*"
         for session in sessions:
             irc = irc_nick(session.nick)
@@ -1236,23 +1377,27 @@ class IrcConnection(Framing):
             self._numeric("352", where, username, HOST, self.server, irc, flags, f"0 {realname}")
         self._numeric("315", mask, "End of /WHO list")
 
-    def _visible(self, mask: str) -> list[Session]:
+    def _visible(self, mask: str) -> tuple[list[Session], int]:
         """The sessions a WHO mask matches: the asker's, and those sharing a
-        channel with it (never a conversation's)."""
+        channel with it (never a conversation's); and how many it read (what
+        the asker is charged for, matches or not)."""
         me = logged_in(self.connection)
         pattern = mask_pattern(mask)
         found: dict[int, Session] = {}
+        read = 0
         for room in [None, *me.rooms.values()]:
             if room is not None and participants(room.name) is not None:
                 continue
-            for session in [me] if room is None else room.members.values():
+            members = [me] if room is None else room.members.values()
+            read += len(members)
+            for session in members:
                 if session.id not in found and pattern.fullmatch(irc_nick(session.nick)):
                     found[session.id] = session
-        return list(found.values())
+        return list(found.values()), read
 
     def do_whois(self, params: list[str]) -> None:
         self._charge()
-        if not params:
+        if not params or not params[-1]:
             self._numeric("431", "No nickname given")
             return
         target = params[-1]
@@ -1295,7 +1440,7 @@ class IrcConnection(Framing):
         if target[:1] not in "#&":
             if nick_key(target) != nick_key(self.irc_name):
                 self._numeric("502", "Can't change mode for other users")
-            elif len(params) == 1:
+            elif len(params) == 1 or not params[1]:
                 self._numeric("221", "+io" if self.oper else "+i")
             elif set(params[1]) <= set("+-i"):
                 # Everyone is +i here already; clients wait for this answer.
@@ -1370,11 +1515,14 @@ class IrcConnection(Framing):
         and ``b`` with a nick each one of their own, in order; ``i``, ``t``,
         ``m``, ``s``, ``k`` and ``l`` all in one ``mode`` after them (one
         record, one MODE line back). ``+n`` is always so; ``-n`` can't be
-        had (a NOTICE says why); anything else is ``472``."""
+        had (a NOTICE says why); anything else is ``472``. The whole string
+        is read before anything is sent: a ``461`` or ``696`` in it changes
+        nothing of it."""
         sign, args = "+", list(args)
         chan = channel(room)
         ref = f"MODE {chan}"
         fields: dict[str, Any] = {}
+        packets: list[codec.Moderate] = []
         for letter in modes:
             if letter in "+-":
                 sign = letter
@@ -1386,7 +1534,7 @@ class IrcConnection(Framing):
                 nick = self._mode_target(room, sign + letter, given)
                 if nick is not None:
                     op = _MODE_OPS[sign + letter]
-                    self._packet(
+                    packets.append(
                         codec.Moderate(room, op, nick, None, ref=f"{ref} {irc_nick(nick)} {sign}{letter}")
                     )
             elif letter in _FLAG_FIELDS:
@@ -1420,7 +1568,9 @@ class IrcConnection(Framing):
             else:
                 self._numeric("472", letter, "is an unknown mode char to me")
         if fields:
-            self._packet(codec.Moderate(room, "mode", ref=ref, **fields))
+            packets.append(codec.Moderate(room, "mode", ref=ref, **fields))
+        for packet in packets:
+            self._packet(packet)
 
     def _mode_target(self, room: str, change: str, given: str) -> str | None:
         """The nick a ``+o``/``+v`` (a member) or ``-o``/``-v``/``±b`` names;
@@ -1458,10 +1608,15 @@ class IrcConnection(Framing):
 
     def _mode_refused(self, target: str, error: codec.Error) -> None:
         """A refused MODE change: ``441 nick #chan`` for a nick that is no
-        member (or has no such status), a NOTICE for a ``-b`` of a nick not
-        banned (no numeric says that), else the numeric of its code."""
+        member, nothing for a ``-o``/``-v`` of a member without that status
+        (already so, as ergo answers it), a NOTICE for a ``-b`` of a nick
+        not banned (no numeric says that), else the numeric of its code."""
         chan, nick, change = [*target.split(" "), "", ""][:3]
         number = NUMERICS.get(("MODE", error.code))
+        if number == "441" and change in ("-o", "-v"):
+            room = self._room(chan, quiet=True)
+            if room is not None and self._in_room(room.name, our_nick(nick)):
+                return
         if number == "441" and change == "-b":
             self._notice(f"{error.message} ({error.code})")
         elif number == "441" and nick:
@@ -1477,9 +1632,11 @@ class IrcConnection(Framing):
             self._numeric("461", "KICK", "Not enough parameters")
             return
         reason = params[2] if len(params) > 2 else None
-        room = room_of(params[0])
-        ref = f"KICK {params[0]} {params[1]}"
-        self._packet(codec.Moderate(room, "kick", our_nick(params[1]), reason or None, ref=ref))
+        room = self._channel(params[0])
+        nick = self._nick(params[1]) if room is not None else None
+        if room is not None and nick is not None:
+            ref = f"KICK {params[0]} {params[1]}"
+            self._packet(codec.Moderate(room, "kick", nick, reason or None, ref=ref))
 
     def do_invite(self, params: list[str]) -> None:
         """INVITE nick #chan: MODERATE invite (only an operator may invite,
@@ -1623,7 +1780,7 @@ class IrcConnection(Framing):
         )
         self.write_line(self.server, "003", me, "This server speaks chat protocol 2 and IRC")
         self.write_line(
-            self.server, "004", me, self.server, f"chatproto-{__version__}", "i", "biklmnostv", "bklov"
+            self.server, "004", me, self.server, f"chatproto-{__version__}", "io", "biklmnostv", "bklov"
         )
         self.isupport()
         self.motd()
@@ -1699,9 +1856,10 @@ class IrcConnection(Framing):
             irc_queries.names_entry(s.nick, member_prefix(room.rules, s, multi), self.caps)
             for s in room.members.values()
         ]
-        prefix = len(line(self.server, "353", self.irc_name, "=", name, ""))
-        for chunk in split_text(" ".join(names), LINE - prefix):
-            self._numeric("353", "=", name, chunk.strip())
+        symbol = "@" if room.rules.secret else "="  # RFC 2812: @ for a secret channel
+        room_left = LINE - byte_length(line(self.server, "353", self.irc_name, symbol, name, ""))
+        for chunk in pack_names(names, room_left):
+            self._numeric("353", symbol, name, chunk)
         self._numeric("366", name, "End of /NAMES list")
 
     def _error(self, error: codec.Error) -> None:
@@ -1915,7 +2073,7 @@ class IrcConnection(Framing):
         server, or cut) is a QUIT; the inviter's own record is ``341``."""
         wire = self.irc_wire
         if kind == PacketType.LEFT:
-            self.connection.outbox.write(self._kicked(body).encode("utf-8"))
+            self.connection.outbox.write(self._kicked(body))
             return
         action, room = body["action"], body["room"]
         key = (room, nick_key(action.get("target", "")))
@@ -1924,28 +2082,45 @@ class IrcConnection(Framing):
             if wire.echo:
                 self.connection.outbox.write(wire.privmsg(body, channel(room)).encode("utf-8"))
             return
+        if action["op"] == "ban":
+            self.connection.outbox.write(wire.message(body).encode("utf-8"))
+        if not self._in_room(room, action.get("target", "")):
+            return  # no LEFT follows (a ban of a nick not here): a later LEFT kicked is no KICK
         kicks = self._kicks if self._kicks is not None else {}
         self._kicks = kicks
         kicks.pop(key, None)
-        kicks[key] = body["from"]
+        # The kicker's labeled KICK is answered by the KICK line itself.
+        own = action["op"] == "kick" and body.get("ref") is not None and self.labels is not None
+        kicks[key] = (
+            body["from"],
+            self.labels.hold(body["ref"]) if own and self.labels is not None else None,
+        )
         while len(kicks) > KICKS_KEPT:
             del kicks[next(iter(kicks))]
-        if action["op"] == "ban":
-            self.connection.outbox.write(wire.message(body).encode("utf-8"))
 
-    def _kicked(self, body: dict) -> str:
+    def _in_room(self, room: str, nick: str) -> bool:
+        """Whether ``nick`` is a member of ``room`` here now."""
+        found = self.connection.hub.room_for(room)
+        if found is None or not nick:
+            return False
+        session = self.connection.hub.session_for(nick)
+        return session is not None and session.id in found.members
+
+    def _kicked(self, body: dict) -> bytes:
         room, nick = body["room"], body["nick"]
-        kicker = self._kicks.pop((room, nick_key(nick)), None) if self._kicks else None
+        kick = self._kicks.pop((room, nick_key(nick)), None) if self._kicks else None
         message = body.get("message")
-        if kicker is None:
-            return line(user(nick), "QUIT", f"kicked: {message}" if message else "kicked")
-        return line(user(kicker), "KICK", channel(room), irc_nick(nick), message or irc_nick(kicker))
+        if kick is None:
+            return line(user(nick), "QUIT", f"kicked: {message}" if message else "kicked").encode("utf-8")
+        kicker, label = kick
+        data = line(user(kicker), "KICK", channel(room), irc_nick(nick), message or irc_nick(kicker)).encode()
+        return data if label is None else with_label(data, label, self.server)
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _room(self, name: str, quiet: bool = False):
         try:
-            room = self.connection.hub.room_for(room_of(name))
+            room = self.connection.hub.room_for(self._room_name(name))
         except ProtocolError:
             room = None
         if room is None and not quiet:
@@ -1957,12 +2132,13 @@ class IrcConnection(Framing):
         people among ours, however the client spelled them)."""
         if name.startswith("&"):
             session = logged_in(self.connection)
+            short = name.lower() if name.startswith(SHORT) else None
             try:
                 keys = {nick_key(our_nick(irc)) for irc in name[1:].split("+")}
             except ProtocolError:
                 keys = set()
             for room in session.rooms.values():
-                if same_people(room.name, keys):
+                if same_people(room.name, keys) or (short is not None and channel(room.name) == short):
                     return room.name
         return room_of(name)
 

@@ -21,7 +21,7 @@ EDITED = "(edited) "
 #: notice others got expires by itself, section 19.6).
 TYPING = {"active": True, "done": False}
 
-_ESCAPES = {";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"}
+_ESCAPES = {";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n", "\0": ""}  # NUL: no line holds it
 _UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
 
 

@@ -21,7 +21,7 @@ from chatproto.transports.outbox import Outbox
 #: Bytes of a label we echo; a longer one is ignored (the request is answered plainly).
 LABEL_BYTES = 64
 #: Requests whose answer may come after the line is handled (their ref's command).
-LATER = frozenset({"PRIVMSG", "NOTICE", "TOPIC", "MODE", "KICK", "TAGMSG", "REDACT"})
+LATER = frozenset({"PRIVMSG", "NOTICE", "TOPIC", "MODE", "KICK", "INVITE", "NICK", "TAGMSG", "REDACT"})
 #: Labels that may wait for a later answer, per connection: past it the oldest is dropped.
 WAITING = 16
 
@@ -98,10 +98,12 @@ class Labels:
     """One connection's labels: the request being handled, and those
     waiting for a later answer (by the ref of the packet they sent)."""
 
-    __slots__ = ("_answered", "_refs", "_waiting", "server")
+    __slots__ = ("_answered", "_current", "_held", "_refs", "_waiting", "server")
 
     def __init__(self, server: str) -> None:
         self.server = server
+        self._current: str | None = None  # the label of the answer being rendered
+        self._held = False  # that label was taken (hold) for a line rendered later
         self._refs: list[str] | None = None  # refs of the packets the labeled request sent
         self._answered = False  # a packet with a ref was shown while it was handled
         self._waiting: OrderedDict[str, deque[str]] = OrderedDict()
@@ -118,12 +120,18 @@ class Labels:
             return
         refs: list[str] = []
         self._refs, self._answered = refs, False
+        self._current, self._held = label, False
         try:
             handle()
         finally:
             captured = outbox.take()
             self._refs = None
+            held, self._current, self._held = self._held, None, False
         if captured is None or outbox.closed:  # closed while handled: sent plainly
+            return
+        if held:  # its answer is a line still to come (hold)
+            if captured:
+                outbox.write(b"".join(captured))
             return
         if not captured and not self._answered and len(refs) == 1 and refs[0].partition(" ")[0] in LATER:
             self._wait(refs[0], label)
@@ -151,9 +159,28 @@ class Labels:
         label = labels.popleft()
         if not labels:
             del self._waiting[ref]
+        self._current, self._held = label, False
         try:
             render()
         finally:
             captured = outbox.take()
-        if captured is not None and not outbox.closed:
+            held, self._current, self._held = self._held, None, False
+        if captured is None or outbox.closed:
+            return
+        if held:
+            if captured:
+                outbox.write(b"".join(captured))
+        else:
             outbox.write(with_label(b"".join(captured), label, self.server))
+
+    def hold(self, ref: str) -> str | None:
+        """The label of the request being handled or answered, taken by the
+        caller for a line that comes later (a KICK comes with the LEFT after
+        its record): what is written meanwhile is not labeled, nor ACKed.
+        None if what is answered is not the packet with ``ref``."""
+        if self._refs is not None and ref not in self._refs:
+            return None  # another request's answer, come while this one is handled
+        label, self._current = self._current, None
+        if label is not None:
+            self._held = True
+        return label

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 USERHOST_NICKS = 5
 #: Nicks one WHOWAS looks up (``WHOWAS a,b,c``).
 WHOWAS_NICKS = 5
+#: Sessions and rooms LUSERS counts for one unit (counting is far cheaper than a row written).
+COUNTED_PER_UNIT = ROWS_PER_UNIT * 100
 
 
 def _host() -> str:
@@ -54,6 +56,7 @@ def do_whowas(irc: IrcConnection, params: list[str]) -> None:
             count = WHOWAS_KEPT
         if count <= 0:
             count = WHOWAS_KEPT  # RFC 2812: a non-positive count is a full search
+        count = min(count, WHOWAS_KEPT)  # no more are kept; islice takes no huge count
     people = irc.people
     rows = 0
     for nick in params[0].split(",")[:WHOWAS_NICKS]:
@@ -88,7 +91,8 @@ def do_lusers(irc: IrcConnection, params: list[str]) -> None:
     irc._numeric("255", f"I have {users} clients and 0 servers")
     irc._numeric("265", str(users), str(most), f"Current local users {users}, max {most}")
     irc._numeric("266", str(users), str(most), f"Current global users {users}, max {most}")
-    irc._charge(1 + (len(sessions) + len(hub.directory.rooms)) / (ROWS_PER_UNIT * 100))
+    # It counts, writing nothing per row: a unit more per COUNTED_PER_UNIT sessions and rooms.
+    irc._charge(1 + (len(sessions) + len(hub.directory.rooms)) / COUNTED_PER_UNIT)
 
 
 def do_time(irc: IrcConnection, params: list[str]) -> None:
@@ -174,11 +178,10 @@ def do_setname(irc: IrcConnection, params: list[str]) -> None:
     session = logged_in(irc.connection)
     irc.people.set_realname(session, realname)
     data = line(user(session.nick), "SETNAME", realname).encode("utf-8")
-    told = 0
     for peer in irc_peers(session, "setname", include_self=True):
         peer.connection.outbox.write(data)
-        told += 1
-    irc._charge(1 + told / ROWS_PER_UNIT)
+    read = sum(len(room.members) for room in session.rooms.values())  # irc_peers reads them all
+    irc._charge(1 + read / ROWS_PER_UNIT)
 
 
 def names_entry(nick: str, prefix: str, caps: frozenset[str]) -> str:

@@ -7,17 +7,25 @@ nick that is already a plain IRC nick goes as it is; any other becomes
 mapping is reversible both ways. Rooms are channels: ``general`` is
 ``#general``; a direct conversation of three or more (``@alice+bob+carol``,
 section 19.8) is an ``&`` channel of the participants' IRC nicks,
-``&alice+bob+carol`` (a conversation of two is a query, not a channel).
+``&alice+bob+carol`` (a conversation of two is a query, not a channel);
+one whose name would leave a line too little room is ``&~`` and a digest of
+its name (section 17.8).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from chatproto.codec import ErrorCode, ProtocolError
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _PREFIX = "xn--"
+#: Bytes of the longest ``&`` channel written out in full; a longer one is
+#: its short form, so that a line keeps room for its text.
+CONVERSATION_CHANNEL = 200
+#: What starts a conversation's short form (no IRC nick starts with ``~``).
+SHORT = "&~"
 
 
 def irc_nick(nick: str) -> str:
@@ -39,8 +47,15 @@ def our_nick(irc: str) -> str:
 
 def channel(room: str) -> str:
     if room.startswith("@"):
-        return "&" + "+".join(irc_nick(name) for name in room[1:].split("+"))
+        name = "&" + "+".join(irc_nick(name) for name in room[1:].split("+"))
+        return name if len(name) <= CONVERSATION_CHANNEL else short_channel(room)
     return "#" + room
+
+
+def short_channel(room: str) -> str:
+    """A conversation's short ``&`` channel: ``&~`` and 16 hex digits of a
+    digest of its name, the same on every connection and node."""
+    return SHORT + hashlib.sha256(room.encode("utf-8")).hexdigest()[:16]
 
 
 def room_of(name: str) -> str:
