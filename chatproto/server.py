@@ -20,6 +20,7 @@ from chatproto.backends.accounts import AccountStore
 from chatproto.backends.eventlog import EventLog, Threads
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.backends.sqlite_accounts import SQLiteAccounts
+from chatproto.core.files import FileSpace
 from chatproto.core.hub import Hub
 from chatproto.core.peers import Peers
 from chatproto.limits import DEFAULTS, Limits
@@ -157,6 +158,8 @@ def build_server(
     cluster_retention: int = 100_000,
     search: bool = True,
     search_index: str = ":memory:",
+    files: str | FileSpace | None = None,
+    public_url: str | None = None,
 ) -> ChatServer:
     """A server on ``reactor`` (or a ``task.Clock``, with no ``listen``);
     ``history`` is an SQLite path or any event log; ``rooms`` always exist.
@@ -166,7 +169,9 @@ def build_server(
     With ``cluster`` (``redis://...``) the rooms are shared with the other
     servers on that Redis, and ``history`` is not used. ``search`` keeps a
     full-text index (in the history file; a cluster node's in ``search_index``)
-    and answers SEARCH."""
+    and answers SEARCH. ``files`` (a folder, or a FileSpace) keeps shared
+    files, offered on ``web``'s ``/files`` with links under ``public_url``
+    (default: the first ``web`` endpoint's address)."""
     peers: Peers | None = None
     threads = _threads(reactor)
     feed: SearchFeed | None = None
@@ -212,6 +217,7 @@ def build_server(
         )
     if accounts is None and isinstance(eventlog, SQLiteLog):
         accounts = SQLiteAccounts(eventlog)
+    space = _file_space(reactor, files, eventlog, web, public_url)
     hub = Hub(
         eventlog,
         reactor,
@@ -224,6 +230,7 @@ def build_server(
         hasher=hasher,
         admins=list(admins),
         peers=peers,
+        files=space,
     )
     server = ChatServer(
         hub,
@@ -268,3 +275,39 @@ def _threads(reactor: Any) -> Threads | None:
 
 def _inline(call: Callable[[], Any]) -> Deferred[Any]:
     return maybeDeferred(call)
+
+
+def _file_space(
+    reactor: Any,
+    files: str | FileSpace | None,
+    eventlog: EventLog,
+    web: Sequence[str],
+    public_url: str | None,
+) -> FileSpace | None:
+    """Where files are kept: a folder on disk with their records in the
+    history's SQLite file (a cluster's shared store is not built here)."""
+    if files is None or isinstance(files, FileSpace):
+        return files
+    if not web or not isinstance(eventlog, SQLiteLog):
+        return None  # no /files to serve them, or no SQLite file to keep their records in
+    from chatproto.backends.disk_files import DiskFileStore
+    from chatproto.backends.sqlite_files import SQLiteFileRecords
+
+    url = public_url or endpoint_url(web[0])
+    return FileSpace(DiskFileStore(files, reactor), SQLiteFileRecords(eventlog), url)
+
+
+def endpoint_url(description: str) -> str:
+    """The address a ``--web`` endpoint is reached at, for links (``--public-url``'s default)."""
+    import socket
+
+    parts = description.split(":")
+    kind = parts[0].lower()
+    port = next((p for p in parts[1:] if p.isdigit()), "80")
+    interface = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("interface=")), "")
+    host = interface if interface and interface not in ("0.0.0.0", "::") else socket.getfqdn()
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if kind in ("ssl", "tls") else "http"
+    default = "443" if scheme == "https" else "80"
+    return f"{scheme}://{host}" + ("" if port == default else f":{port}")
