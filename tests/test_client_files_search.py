@@ -53,7 +53,7 @@ class FileTokens(SynchronousTestCase):
         self.assertEqual(self.successResultOf(fresh).token, "v" * 43)
 
     def test_a_server_without_files_fails_the_callers_with_its_words(self):
-        h, protocol, transport = connected()
+        h, protocol, _transport = connected()
         d = h.session.files_token()
         h.serve(protocol, codec.Error("no_files", "files are not available", ref="files"))
         failure = self.failureResultOf(d, FilesUnavailable)
@@ -68,7 +68,9 @@ class FileTokens(SynchronousTestCase):
         waiting = h.session.files_token(fresh=True)
         h.drop(protocol)
         self.assertEqual(self.failureResultOf(waiting, FilesUnavailable).value.code, "offline")
-        self.assertEqual(self.failureResultOf(h.session.files_token(), FilesUnavailable).value.code, "offline")
+        self.assertEqual(
+            self.failureResultOf(h.session.files_token(), FilesUnavailable).value.code, "offline"
+        )
         h.clock.advance(1)
         protocol, transport = h.accept()
         h.serve(protocol, welcome(), room(ref="join:general"))
@@ -77,7 +79,7 @@ class FileTokens(SynchronousTestCase):
         self.assertEqual(h.sent(transport), [codec.Files(ref="files")], "the old session's token is not used")
 
     def test_say_with_files_carries_their_ids_and_may_have_no_text(self):
-        h, protocol, transport = connected()
+        h, _protocol, transport = connected()
         ref = h.session.say("", "general", files=["A" * 22, "B" * 22])
         (say,) = h.sent(transport)
         self.assertEqual(say, codec.Say("", ref, "general", None, files=["A" * 22, "B" * 22]))
@@ -101,19 +103,19 @@ class Searching(SynchronousTestCase):
         self.assertEqual(len(h.events.named("results_received")), 1, "an answer to no question is dropped")
 
     def test_the_next_page_sends_the_page_back_and_no_empty_filters(self):
-        h, protocol, transport = connected()
+        h, _protocol, transport = connected()
         ref = h.session.search("x", room="", sender="", page="p2")
         self.assertEqual(h.sent(transport), [codec.Search("x", None, None, page="p2", ref=ref)])
 
     def test_a_refused_search_is_reported_for_its_ref_not_as_a_general_error(self):
-        h, protocol, transport = connected()
+        h, protocol, _transport = connected()
         ref = h.session.search("x" * 201)
         h.serve(protocol, codec.Error("bad_search", "at most 200 characters", ref=ref))
         self.assertEqual(h.events.named("search_failed"), [(ref, "bad_search", "at most 200 characters")])
         self.assertEqual(h.events.named("error_received"), [])
 
     def test_a_search_waiting_when_the_link_drops_fails_and_offline_sends_nothing(self):
-        h, protocol, transport = connected()
+        h, protocol, _transport = connected()
         ref = h.session.search("x")
         h.drop(protocol)
         self.assertEqual(h.events.named("search_failed")[0][:2], (ref, "offline"))
@@ -133,7 +135,9 @@ class HistoryAround(SynchronousTestCase):
         h.serve(protocol, codec.HistoryPage(page, True, "general", newer=True))
         self.assertEqual(h.events.named("history_received")[-1][3], "before")
         ((room_name, seq, messages, more),) = h.events.named("history_around")
-        self.assertEqual((room_name, seq, [m.seq for m in messages], more), ("general", 40, list(range(35, 46)), True))
+        self.assertEqual(
+            (room_name, seq, [m.seq for m in messages], more), ("general", 40, list(range(35, 46)), True)
+        )
 
     def test_not_in_the_room_or_offline_nothing_is_asked(self):
         h, protocol, transport = connected()
