@@ -119,11 +119,31 @@ class _Counting:
         return getattr(self.consumer, name)
 
 
+class _KeptOpen:
+    """A file the producer reads but does not close: a retry reads it again,
+    and its owner closes it."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+
+    def read(self, size: int) -> bytes:
+        return self.source.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.source.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.source.tell()
+
+    def close(self) -> None:
+        pass
+
+
 class ProgressBody(FileBodyProducer):
     """An upload's body: the open file a piece at a time, its progress told."""
 
     def __init__(self, source: IO[bytes], progress: Progress) -> None:
-        super().__init__(source, readSize=PIECE)
+        super().__init__(_KeptOpen(source), readSize=PIECE)
         self._progress = progress
 
     def startProducing(self, consumer: Any) -> Deferred[None]:

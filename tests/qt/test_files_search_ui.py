@@ -6,11 +6,14 @@ that opens its room at the message."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import pytest_twisted
 from PyQt6.QtCore import QMimeData
 from PyQt6.QtGui import QColor, QImage
 from test_client import log_in
+from twisted.internet.defer import succeed
 from waiting import member_of, signal_fired, until
 
 from qtclient.models import HTML_ROLE
@@ -184,3 +187,93 @@ def test_a_search_hit_opens_its_room_at_the_message(qtbot, reactor, settings, se
     assert alice.transcript_view.visualRect(alice.transcript.index(row, TEXT_COLUMN)).intersects(
         alice.transcript_view.viewport().rect()
     ), "scrolled into view"
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_upload_refused_for_its_token_is_tried_once_more_with_a_new_one(
+    qtbot, reactor, settings, sessions, files_server
+):
+    from twisted.web.client import Agent
+
+    from chatproto import codec
+    from qtclient.transfers import HttpRefusal, Transfers
+
+    (alice,) = windows(qtbot, reactor, settings, sessions, files_server, count=1)
+    yield log_in(alice, files_server, "alice")
+    asked = []
+    bogus = codec.FilesToken("x" * 43, 2e9, "/files", MAX_UPLOAD)
+
+    def tokens(fresh, good=True):
+        asked.append(fresh)
+        return alice.session.files_token(fresh) if fresh and good else succeed(bogus)
+
+    web = f"http://127.0.0.1:{files_server.web_port}"
+    transfers = Transfers(Agent(reactor), tokens, web)
+    file = yield transfers.upload("general", "a.txt", io.BytesIO(b"hello"), "text/plain", lambda *_: None)
+    assert (file.name, file.size, asked) == ("a.txt", 5, [False, True])
+    asked.clear()
+    refused = Transfers(Agent(reactor), lambda fresh: tokens(fresh, good=False), web)
+    with pytest.raises(HttpRefusal) as caught:
+        yield refused.upload("general", "b.txt", io.BytesIO(b"hello"), "text/plain", lambda *_: None)
+    assert (caught.value.status, caught.value.code, asked) == (401, "bad_token", [False, True])
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_cancelled_upload_says_so_and_sends_nothing(
+    qtbot, reactor, settings, sessions, files_server, tmp_path
+):
+    (alice,) = windows(qtbot, reactor, settings, sessions, files_server, count=1)
+    yield log_in(alice, files_server, "alice")
+    path = tmp_path / "notes.txt"
+    path.write_text("draft\n")
+    alice.input.setPlainText("my notes")
+    cancelled = signal_fired(alice.files.notice, lambda words: "cancelled" in words)
+    alice.share_paths([str(path)])
+    (row,) = alice.transfers_panel.rows
+    row.cancel_button.click()
+    (words,) = yield cancelled
+    assert words == "upload of notes.txt cancelled"
+    yield until(lambda: alice.input.toPlainText() == "my notes" and not alice.transfers_panel.rows)
+    assert not lines_with_files(alice)
+
+
+def test_the_web_address_for_files_is_kept_per_server_and_checked(qtbot, settings):
+    from qtclient.views.connect_dialog import ConnectDialog
+
+    dialog = ConnectDialog(None, settings)
+    qtbot.addWidget(dialog)
+    dialog.host.setText("chat.example.org")
+    dialog.port.setText("7777")
+    dialog.nick.setText("alice")
+    dialog.web_address.setText("chat.example.org/files")
+    dialog.accept()
+    assert "http:// or https://" in dialog.error.text() and dialog.target is None
+    dialog.web_address.setText("https://chat.example.org/")
+    dialog.accept()
+    assert settings.value("web_address/chat.example.org:7777") == "https://chat.example.org"
+    again = ConnectDialog(None, settings)
+    qtbot.addWidget(again)
+    assert again.web_address.text() == "https://chat.example.org"
+
+
+def test_search_marks_are_highlighted_and_the_snippet_escaped():
+    from qtclient.views.search import MARK_STYLE, marked_html
+
+    assert marked_html("a <b> deploy & ship", [[6, 6]]) == (
+        f'a &lt;b&gt; <span style="{MARK_STYLE}">deploy</span> &amp; ship'
+    )
+    assert marked_html("short", [[3, 10], [-1, 2], [0, 0]]) == "short", "marks out of range are ignored"
+    assert marked_html("é✓ word", [[3, 4]]) == f'é✓ <span style="{MARK_STYLE}">word</span>', "code points"
+
+
+def test_file_cards_and_images_escape_their_names():
+    from chatproto import codec
+    from qtclient.models import files_html, thumb_size
+
+    card = files_html((codec.File("A" * 22, '<img src=x onerror="1">.txt', 2048, "text/plain"),))
+    assert (
+        "&lt;img src=x onerror=&quot;1&quot;&gt;.txt" in card and "2.0 KB" in card and 'href="file:0"' in card
+    )
+    svg = files_html((codec.File("B" * 22, "logo.svg", 10, "image/svg+xml", 10, 10, True),))
+    assert "<img" not in svg, "SVG is never shown inline"
+    assert thumb_size(codec.File("C" * 22, "tall.png", 1, "image/png", 100, 1000, True)) == (24, 240)
