@@ -189,8 +189,10 @@ def build_server(
         shared = store.client
         index = None
         if search:
-            from chatproto.cluster.search_index import IndexFile
+            from chatproto.cluster.search_index import IndexFile, SearchFeed
 
+            if search_index == ":memory:":
+                threads = None  # one connection: its writes and reads on the reactor thread
             index = IndexFile(search_index, threads)
             feed_client = RedisClient(reactor, address, "chat-search", epoch)
             feed = SearchFeed(feed_client, store, index, reactor, threads or _inline)
