@@ -38,6 +38,9 @@ def files_server(reactor, tmp_path):
         files=str(tmp_path / "files"),
     )
     server.start()
+    # The files' signing secret is read from the store after the start: until
+    # then the server answers FILES with no_files.
+    pytest_twisted.blockon(until(lambda: server.hub.files.ready))
     yield server
     pytest_twisted.blockon(server.stopService())
 
