@@ -673,7 +673,8 @@ class TranscriptModel(QAbstractTableModel):
             if line.edited:
                 parts.append(' <span style="color:#777777">(edited)</span>')
             if line.files:
-                parts.append(files_html(line.files))
+                shown = files_html(line.files)
+                parts.append(shown if line.text else shown.removeprefix("<br>"))
         status = self._status(line)
         if status:
             parts.append(f'<span style="color:#777777">{_escape(status)}</span>')
