@@ -268,6 +268,7 @@ class MainWindow(QMainWindow):
         self.send_button = QPushButton("Send")
         self.attach_button = QPushButton("📎")
         self.attach_button.setToolTip("Share files (or paste a screenshot, or drop files on the window)")
+        self.attach_button.setFixedWidth(self.attach_button.sizeHint().height() + 8)
         row = QHBoxLayout()
         row.addWidget(self.attach_button, alignment=Qt.AlignmentFlag.AlignBottom)
         row.addWidget(self.input)

@@ -10,8 +10,8 @@ import io
 
 import pytest
 import pytest_twisted
-from PyQt6.QtCore import QMimeData
-from PyQt6.QtGui import QColor, QImage
+from PyQt6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PyQt6.QtGui import QColor, QDropEvent, QImage
 from test_client import log_in
 from twisted.internet.defer import succeed
 from waiting import member_of, signal_fired, until
@@ -119,7 +119,10 @@ def test_an_attached_text_file_is_a_card_that_downloads(
     log = tmp_path / "build.log"
     content = "".join(f"line {n}: ok\n" for n in range(5000)).encode()
     log.write_bytes(content)
-    alice.share_paths([str(log)])
+    pasted = QMimeData()  # files copied in a file manager, pasted into the message box
+    pasted.setUrls([QUrl.fromLocalFile(str(log))])
+    assert alice.input.canInsertFromMimeData(pasted)
+    alice.input.insertFromMimeData(pasted)
     assert alice.transfers_panel.isVisible(), "its progress is shown while it goes"
     yield until(lambda: lines_with_files(bob))
     (line,) = lines_with_files(bob)
@@ -148,7 +151,17 @@ def test_an_upload_over_the_limit_is_refused_in_words(
     big.write_bytes(b"\0" * (MAX_UPLOAD + 1))
     alice.input.setPlainText("the dump")
     problem = signal_fired(alice.files.problem)
-    alice.share_paths([str(big)])
+    dropped = QMimeData()  # dropped on the window from a file manager
+    dropped.setUrls([QUrl.fromLocalFile(str(big))])
+    drop = QDropEvent(
+        QPointF(50, 50),
+        Qt.DropAction.CopyAction,
+        dropped,
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    alice.dropEvent(drop)
+    assert drop.isAccepted()
     (words,) = yield problem
     assert words == "big.bin was not uploaded: the file is too large (the server takes files up to 195.3 KB)"
     yield until(lambda: words in system_lines(alice))
