@@ -214,6 +214,13 @@ class Uploading(FilesOverHttp):
         )
         self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
         self.assertEqual(json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"], "too_large")
+        # a client that waits for "100 Continue" is told 413 instead, and nothing more
+        answer = yield self.raw(
+            b"POST /files?room=general&name=big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 5000\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
+        self.assertNotIn(b"100 Continue", answer)
         # chunked: refused as it grows past the limit, nothing kept
         answer = yield self.raw(
             b"POST /files?room=general&name=big HTTP/1.1\r\nHost: x\r\n"
@@ -242,6 +249,33 @@ class Uploading(FilesOverHttp):
         self.assertEqual(body["error"], "bad_request")
         found = yield self.upload(token, b"x", name="..%2F..%2Fetc%2Fpasswd%01")
         self.assertEqual(found["name"], "etcpasswd")
+
+    @defer.inlineCallbacks
+    def test_uploads_at_once(self):
+        yield self.serve_files(uploads_at_once=2)
+        _, token = yield self.member("ann")
+        session = self.hub.session_for("ann")
+        slow = []
+        for _ in range(2):  # two uploads that have sent half their body, and wait
+            where = TCP4ClientEndpoint(reactor, "127.0.0.1", self.web_port)
+            client = yield connectProtocol(where, RawClient())
+            client.transport.write(
+                b"POST /files?room=general&name=slow HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 100\r\n\r\n" + b"x" * 50
+            )
+            slow.append(client)
+        yield until(lambda: self.hub.files.under_way(session) == 2)
+        body = yield self.upload(token, b"third", status=429)
+        self.assertEqual(body["error"], "rate_limited")
+        slow[0].transport.write(b"y" * 50)  # one finishes: room for another
+        yield until(lambda: b"201 Created" in slow[0].received)
+        yield self.upload(token, b"now")
+        slow[1].transport.loseConnection()  # one gives up: nothing of it kept
+        yield slow[1].lost
+        yield until(lambda: self.hub.files.under_way(session) == 0)
+        self.assertEqual(self.leftovers(), [])
+        slow[0].transport.loseConnection()
+        yield slow[0].lost
 
     @defer.inlineCallbacks
     def test_the_account_quota(self):
@@ -287,6 +321,20 @@ class Reading(FilesOverHttp):
         yield ann.expect(codec.Changed)
         response, _ = yield self.get(f"/files/{found['id']}/a.txt")
         self.assertEqual(response.code, 404)
+
+    @defer.inlineCallbacks
+    def test_a_file_of_several_pieces_comes_whole(self):
+        yield self.serve_files()
+        _, token = yield self.member("ann")
+        data = os.urandom(3 * 1024 * 1024 + 5)  # more than three of the store's pieces
+        found = yield self.upload(token, data, name="big.bin", kind="application/x-thing")
+        self.assertEqual((found["size"], found["type"]), (len(data), "application/x-thing"))
+        response, body = yield self.get(f"/files/{found['id']}/big.bin")
+        self.assertEqual(response.length, len(data))
+        self.assertTrue(body == data, "the same bytes")
+        across = {"range": "bytes=1048570-1048580"}  # the end of one piece, the start of the next
+        response, body = yield self.get(f"/files/{found['id']}/big.bin", headers=across)
+        self.assertEqual((response.code, body), (206, data[1048570:1048581]))
 
     @defer.inlineCallbacks
     def test_range(self):
@@ -397,7 +445,7 @@ class InACluster(FilesOverHttp):
         ann, token = yield self.member("ann", "secret")
         second = yield self.serve_files("s3://chat-files/up", self.redis.url)
         self.assertIsNot(first, second)
-        yield self.member("bob", "secret")  # the second node's member: it knows the room, and ann
+        bob, _ = yield self.member("bob", "secret")  # the second node's: it knows the room, and ann
         ann.send(codec.Moderate("secret", "mode", invite_only=True))
         yield ann.expect(codec.MessagePacket)
         self.web_port = first.web_port
@@ -412,6 +460,14 @@ class InACluster(FilesOverHttp):
         ann.send(codec.Say("both", room="secret", files=[found["id"], again["id"]]))
         said = yield ann.expect(codec.MessagePacket)
         self.assertEqual([f.id for f in said.files], [found["id"], again["id"]])
+        while True:  # bob, on the other node, gets them through the room's stream
+            seen = yield bob.expect(codec.MessagePacket)
+            if seen.text == "both":
+                break
+        self.assertEqual(seen.files, said.files)
+        bob.send(codec.HistoryRequest(room="secret"))
+        page = yield bob.expect(codec.HistoryPage)
+        self.assertEqual(page.messages[-1].files, said.files)
 
 
 def _restore(name: str, value: str | None) -> None:

@@ -1089,7 +1089,18 @@ class App {
       this.renderComposeBar();
       return;
     }
-    if (!text.trim() || !this.session) return;
+    if (!text.trim()) {
+      $("message-input").value = ""; // only spaces: nothing to send, nothing to keep
+      this.grow();
+      return;
+    }
+    if (!this.session) return;
+    const limit = $("message-input").maxLength;
+    const length = [...text].length;
+    if (limit > 0 && length > limit && !text.startsWith("/")) {
+      this.problem(`Not sent: the message is ${length} characters, the limit is ${limit}.`);
+      return; // kept in the box, to shorten
+    }
     if (this.command(text) === false) return;
     $("message-input").value = "";
     this.grow();
