@@ -13,6 +13,7 @@ from PyQt6.QtGui import QBrush, QColor, QFont, QStandardItem, QStandardItemModel
 from chatproto import codec
 from chatproto.codec import ACTION_PREFIX
 from chatproto.rules import nick_key, room_key
+from qtclient.transfers import size_words
 
 _ROOT = QModelIndex()
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -465,15 +466,6 @@ def thumb_size(file: codec.File) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def size_text(size: int) -> str:
-    value = float(size)
-    for unit in ("bytes", "KB", "MB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
-
-
 DOWNLOAD_STYLE = "background-color:#1a55c0; color:#ffffff; text-decoration:none"
 
 
@@ -493,7 +485,7 @@ def files_html(files: tuple[codec.File, ...]) -> str:
             parts.append(
                 '<br><table cellpadding="6" style="background-color:#f1f3f6; border:1px solid #d0d4da">'
                 f'<tr><td>📄 <b>{_escape(file.name)}</b><br><span style="color:#555555">'
-                f"{size_text(file.size)} · {_escape(file.type)}</span></td>"
+                f"{size_words(file.size)} · {_escape(file.type)}</span></td>"
                 f'<td valign="middle"><a href="file:{number}" style="{DOWNLOAD_STYLE}">'
                 "&nbsp;Download&nbsp;</a></td></tr></table>"
             )

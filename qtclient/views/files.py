@@ -27,7 +27,7 @@ from PyQt6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -39,6 +39,9 @@ log = Logger()
 
 #: Thumbnails fetched at once; the rest wait their turn.
 THUMBS_AT_ONCE = 4
+#: Uploads under way at once: the server refuses a session more than its
+#: uploads_at_once (2 by default, not told to clients) with 429.
+UPLOADS_AT_ONCE = 1
 #: The default port of the server's web site (``--web``), where /files is.
 WEB_PORT = 8080
 
@@ -254,6 +257,7 @@ class FileShare(QObject):
         self.transfers = transfers
         self.panel = panel
         self.thumbnails = Thumbnails(transfers, self)
+        self._turns = DeferredSemaphore(UPLOADS_AT_ONCE)  # the rest wait, their rows shown
 
     def max_upload(self) -> int | None:
         value = self.session.limits.get("max_upload")
@@ -309,8 +313,8 @@ class FileShare(QObject):
 
     def _upload(self, room: str, name: str, source: IO[bytes], kind: str) -> Deferred:
         row = self.panel.add(f"Uploading {name}")
-        d = self.transfers.upload(room, name, source, kind, row.progress)
-        row.cancelled.connect(d.cancel)
+        d = self._turns.run(self.transfers.upload, room, name, source, kind, row.progress)
+        row.cancelled.connect(d.cancel)  # waiting its turn, or under way
 
         def ended(result):
             source.close()

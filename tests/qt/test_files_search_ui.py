@@ -142,6 +142,28 @@ def test_an_attached_text_file_is_a_card_that_downloads(
 
 
 @pytest_twisted.inlineCallbacks
+def test_several_files_chosen_at_once_go_in_one_message(
+    qtbot, reactor, settings, sessions, files_server, tmp_path
+):
+    alice, bob = windows(qtbot, reactor, settings, sessions, files_server)
+    yield log_in(alice, files_server, "alice")
+    yield log_in(bob, files_server, "bob")
+    paths = []
+    for n in range(4):  # more than the server's uploads_at_once: they take turns
+        path = tmp_path / f"part{n}.txt"
+        path.write_text(f"part {n}\n" * 1000)
+        paths.append(str(path))
+    alice.input.setPlainText("all four parts")
+    alice.share_paths(paths)
+    assert len(alice.transfers_panel.rows) == 4, "each shown from the start, waiting its turn"
+    yield until(lambda: lines_with_files(bob))
+    (line,) = lines_with_files(bob)
+    assert line.text == "all four parts"
+    assert [f.name for f in line.files] == ["part0.txt", "part1.txt", "part2.txt", "part3.txt"]
+    assert not [t for t in system_lines(alice) if "not uploaded" in t]
+
+
+@pytest_twisted.inlineCallbacks
 def test_an_upload_over_the_limit_is_refused_in_words(
     qtbot, reactor, settings, sessions, files_server, tmp_path
 ):
