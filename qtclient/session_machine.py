@@ -1062,6 +1062,7 @@ class ClientSession:
                     and isinstance(item.packet, codec.Say)
                     and room_key(item.packet.room or self.default_room) == room_key(track.name)
                     and item.packet.text == message.text
+                    and (item.packet.files or []) == [f.id for f in getattr(message, "files", None) or ()]
                 ):
                     del self._outgoing[ref]
                     self.events.send_confirmed(ref, message.seq)

@@ -88,6 +88,22 @@ class FileTokens(SynchronousTestCase):
         h.session.say("plain")
         self.assertIsNone(h.sent(transport)[0].files, "no files: no field")
 
+    def test_a_message_with_files_lost_with_the_link_is_settled_by_its_files_too(self):
+        h, protocol, transport = connected()
+        with_files = h.session.say("", "general", files=["A" * 22])
+        plain = h.session.say("", "general", files=["B" * 22])
+        h.sent(transport)
+        h.drop(protocol)
+        h.clock.advance(1)
+        protocol, transport = h.accept()
+        h.serve(protocol, welcome())
+        stored = codec.Message(62, 62.0, "ann", "", files=[codec.File("B" * 22, "b.png", 1, "image/png")])
+        h.serve(protocol, room(history=[message(61), stored], ref="join:general"))
+        self.assertEqual(
+            h.events.named("send_confirmed"), [(plain, 62)], "matched by its files, not its text"
+        )
+        self.assertIn(with_files, h.session._outgoing, "the other is sent again")
+
 
 class Searching(SynchronousTestCase):
     def test_search_sends_its_filters_and_results_come_back_with_the_query(self):
