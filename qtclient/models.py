@@ -13,6 +13,7 @@ from PyQt6.QtGui import QBrush, QColor, QFont, QStandardItem, QStandardItemModel
 from chatproto import codec
 from chatproto.codec import ACTION_PREFIX
 from chatproto.rules import nick_key, room_key
+from qtclient.transfers import size_words
 
 _ROOT = QModelIndex()
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -446,6 +447,51 @@ def is_plain(text: str) -> bool:
     return not any(mark in text for mark in ("*", "`", "\n")) and not text.startswith(">")
 
 
+#: A thumbnail shown inline is at most this many pixels wide or high.
+THUMB_SIDE = 240
+#: The media types shown inline as images (20.4: never SVG or HTML).
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
+def shown_inline(file: codec.File) -> bool:
+    """Whether ``file`` is an image shown in the transcript (its thumbnail)."""
+    return bool(file.thumb) and file.type in INLINE_TYPES
+
+
+def thumb_size(file: codec.File) -> tuple[int, int]:
+    """The inline picture's size: the image's, scaled to fit THUMB_SIDE, so
+    the row's height is known before the thumbnail arrives."""
+    width, height = file.width or THUMB_SIDE, file.height or THUMB_SIDE
+    scale = min(1.0, THUMB_SIDE / max(width, height, 1))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+DOWNLOAD_STYLE = "background-color:#1a55c0; color:#ffffff; text-decoration:none"
+
+
+def files_html(files: tuple[codec.File, ...]) -> str:
+    """Images as their thumbnails (a click opens the image), other files as
+    a card: name, size and a Download link (``file:`` and ``image:`` anchors
+    carry the file's index)."""
+    parts = []
+    for number, file in enumerate(files):
+        if shown_inline(file):
+            width, height = thumb_size(file)
+            parts.append(
+                f'<br><a href="image:{number}"><img src="thumb:{_escape(file.id)}" '
+                f'width="{width}" height="{height}" alt="{_escape(file.name)}"></a>'
+            )
+        else:
+            parts.append(
+                '<br><table cellpadding="6" style="background-color:#f1f3f6; border:1px solid #d0d4da">'
+                f'<tr><td>📄 <b>{_escape(file.name)}</b><br><span style="color:#555555">'
+                f"{size_words(file.size)} · {_escape(file.type)}</span></td>"
+                f'<td valign="middle"><a href="file:{number}" style="{DOWNLOAD_STYLE}">'
+                "&nbsp;Download&nbsp;</a></td></tr></table>"
+            )
+    return "".join(parts)
+
+
 def day_words(ts: float) -> str:
     return time.strftime("%A %d %B %Y", time.localtime(ts))
 
@@ -476,6 +522,7 @@ class Line:
     reactions: tuple[codec.Reaction, ...] = ()
     rev: int = 0
     record: bool = False  # a moderation record: nobody's to edit
+    files: tuple[codec.File, ...] = ()  # what the message carries (section 20)
 
 
 class TranscriptModel(QAbstractTableModel):
@@ -533,7 +580,11 @@ class TranscriptModel(QAbstractTableModel):
             return self._html(index.row(), line)
         if role == RICH_ROLE:
             return bool(
-                line.reply or line.reactions or self.day_starts(index.row()) or not is_plain(line.text)
+                line.reply
+                or line.reactions
+                or line.files
+                or self.day_starts(index.row())
+                or not is_plain(line.text)
             )
         if role == HEADING_ROLE:
             return self.day_starts(index.row())
@@ -613,6 +664,9 @@ class TranscriptModel(QAbstractTableModel):
             parts.append(format_html(line.text))
             if line.edited:
                 parts.append(' <span style="color:#777777">(edited)</span>')
+            if line.files:
+                shown = files_html(line.files)
+                parts.append(shown if line.text else shown.removeprefix("<br>"))
         status = self._status(line)
         if status:
             parts.append(f'<span style="color:#777777">{_escape(status)}</span>')
@@ -658,8 +712,9 @@ class TranscriptModel(QAbstractTableModel):
         line.sender, line.reply, line.edited = m.sender, m.reply, m.edited
         line.deleted, line.deleted_by = bool(m.deleted), m.deleted_by
         line.reactions, line.rev = tuple(m.reactions or ()), m.rev or 0
+        line.files = tuple(m.files or ())
         if line.deleted:
-            line.text, line.mention = "", False
+            line.text, line.mention, line.files = "", False, ()
         return line
 
     def _bare_line(self, m: codec.MessagePacket | codec.Message, own_nick: str | None) -> Line:
@@ -686,6 +741,7 @@ class TranscriptModel(QAbstractTableModel):
             for name in ("kind", "nick", "text", "mention", "sender", "reply", "edited", "deleted"):
                 setattr(line, name, getattr(fresh, name))
             line.deleted_by, line.reactions, line.rev = fresh.deleted_by, fresh.reactions, fresh.rev
+            line.files = fresh.files
             self._touch(self._row_of(line))
         quote = quote_of(message)
         for row, other in enumerate(self.lines):
@@ -714,6 +770,12 @@ class TranscriptModel(QAbstractTableModel):
             if line.kind == OWN and line.seq is not None and not line.deleted and line.state == CONFIRMED:
                 return row
         return -1
+
+    def touch_file(self, file_id: str) -> None:
+        """A thumbnail arrived: the rows that show it are painted again."""
+        for row, line in enumerate(self.lines):
+            if any(f.id == file_id for f in line.files):
+                self._touch(row)
 
     def _touch(self, row: int) -> None:
         if 0 <= row < len(self.lines):

@@ -53,6 +53,9 @@ class ChatSession(QObject, SessionEvents):
     statusChanged = pyqtSignal(object)  # codec.Status: a member went away or came back
     keyNeeded = pyqtSignal(str, str)  # room, why: JOIN refused bad_key (the room has a key)
     nickChanged = pyqtSignal(object)  # codec.Renamed: a member (or we) took another nick
+    resultsReceived = pyqtSignal(str, object, object)  # ref, codec.Search, codec.Results
+    searchFailed = pyqtSignal(str, str, str)  # ref, code, message
+    historyAround = pyqtSignal(str, int, object, bool)  # room, seq, [codec.Message], more
 
     def __init__(self, reactor, parent: QObject | None = None, retry=None, endpoint_for=None) -> None:
         super().__init__(parent)
@@ -81,6 +84,7 @@ class ChatSession(QObject, SessionEvents):
             m.message_to,
         )
         self.change_nick = m.change_nick
+        self.files_token, self.search, self.open_around = m.files_token, m.search, m.open_around
 
     @property
     def state(self) -> State:
@@ -196,3 +200,12 @@ class ChatSession(QObject, SessionEvents):
 
     def renamed(self, renamed):
         self.nickChanged.emit(renamed)
+
+    def results_received(self, ref, query, results):
+        self.resultsReceived.emit(ref, query, results)
+
+    def search_failed(self, ref, code, message):
+        self.searchFailed.emit(ref, code, message)
+
+    def history_around(self, room, seq, messages, more):
+        self.historyAround.emit(room, seq, messages, more)

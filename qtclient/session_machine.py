@@ -22,11 +22,11 @@ import itertools
 import random
 from collections import deque
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from OpenSSL import SSL
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
@@ -92,6 +92,21 @@ _FINAL_ERRORS = {
 }
 
 
+#: A token this close to its expiry is renewed first: an upload starting now may take a while.
+TOKEN_MARGIN = 60.0
+#: HISTORY around a search hit: this many messages about it.
+AROUND_PAGE = 50
+
+
+class FilesUnavailable(Exception):
+    """No upload token to be had: offline, or the server has no files (``code``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 def retry_policy(initial: float = 1.0, cap: float = 30.0):
     """1 s doubling to 30 s, plus up to a second of jitter."""
     return backoffPolicy(initialDelay=initial, maxDelay=cap, factor=2.0, jitter=random.random)
@@ -134,6 +149,9 @@ class SessionEvents:
     def status_changed(self, status: codec.Status) -> None: ...
     def key_needed(self, room: str, message: str) -> None: ...
     def renamed(self, renamed: codec.Renamed) -> None: ...
+    def results_received(self, ref: str, query: codec.Search, results: codec.Results) -> None: ...
+    def search_failed(self, ref: str, code: str, message: str) -> None: ...
+    def history_around(self, room: str, seq: int, messages: list[codec.Message], more: bool) -> None: ...
 
 
 @dataclass
@@ -149,6 +167,8 @@ class RoomTrack:
     kind: str | None = None  # "direct" for a direct conversation
     rev: int | None = None  # the highest rev seen (None: no ROOM yet)
     changes_fetching: bool = False  # HISTORY changed_after pages under way
+    #: What each HISTORY page still to come answers, in order: "before", or the seq it is around.
+    awaiting: deque[str | int] = field(default_factory=deque)
 
 
 def direct_participants(name: str) -> list[str]:
@@ -299,6 +319,10 @@ class ClientSession:
         self._opening: dict[str, tuple[str, str]] = {}  # OPEN ref -> (whom, the text to say there)
         self._room_keys: dict[str, str] = {}  # room key -> the key (+k) it is joined with again
         self._open_refs = (f"open:{n}" for n in itertools.count(1))
+        self._files_token: codec.FilesToken | None = None  # the newest FILES_TOKEN of this link
+        self._token_waiters: list[Deferred[codec.FilesToken]] = []
+        self._search_refs = (f"search:{n}" for n in itertools.count(1))
+        self._searches: dict[str, codec.Search] = {}  # ref -> the SEARCH awaiting its RESULTS
 
     # -- the machine ----------------------------------------------------------------
 
@@ -359,12 +383,76 @@ class ClientSession:
         self._fire("disconnect")
         return d
 
-    def say(self, text: str, room: str | None = None, reply: int | None = None) -> str | None:
+    def say(
+        self, text: str, room: str | None = None, reply: int | None = None, files: list[str] | None = None
+    ) -> str | None:
         """Say ``text`` in ``room`` (the default room if None); ``reply``: the
-        seq of the message it answers. Saying says the typing stopped."""
+        seq of the message it answers; ``files``: ids of uploads it carries
+        (then ``text`` may be empty). Saying says the typing stopped."""
         room = room or self.default_room
         self._typing_sent.pop(room_key(room), None)
-        return self._submit(lambda ref: codec.Say(text, ref, room, reply))
+        return self._submit(lambda ref: codec.Say(text, ref, room, reply, files=files or None))
+
+    # -- files and search (sections 20, 21) -------------------------------------------
+
+    def files_token(self, fresh: bool = False) -> Deferred[codec.FilesToken]:
+        """A token for HTTP uploads and downloads: the one kept while it has
+        time left, else a new one asked with FILES (``fresh``: a new one in
+        any case, after an HTTP 401). Fails with FilesUnavailable."""
+        token = self._files_token
+        if not fresh and token is not None and token.expires - TOKEN_MARGIN > self.reactor.seconds():
+            return succeed(token)
+        if not self.logged_in or self.link is None:
+            return fail(FilesUnavailable("offline", "not connected: share files when the connection is back"))
+        d: Deferred[codec.FilesToken] = Deferred()
+        self._token_waiters.append(d)
+        if len(self._token_waiters) == 1:  # one FILES answers every caller waiting
+            self.link.send(codec.Files(ref="files"))
+        return d
+
+    def _on_files_token(self, token: codec.FilesToken) -> None:
+        self._files_token = token
+        waiters, self._token_waiters = self._token_waiters, []
+        for d in waiters:
+            d.callback(token)
+
+    def _no_token(self, code: str, message: str) -> None:
+        waiters, self._token_waiters = self._token_waiters, []
+        for d in waiters:
+            d.errback(FilesUnavailable(code, message))
+
+    def search(
+        self,
+        words: str,
+        room: str | None = None,
+        sender: str | None = None,
+        page: str | None = None,
+        limit: int | None = None,
+    ) -> str | None:
+        """SEARCH the messages of our rooms (``room``: that one only; ``sender``:
+        said by that nick; ``page``: the next page of an earlier search).
+        Returns the ref RESULTS or a refusal will carry."""
+        ref = next(self._search_refs)
+        query = codec.Search(words, room or None, sender or None, page=page, limit=limit, ref=ref)
+        if not self._request(query):
+            return None
+        self._searches[ref] = query
+        return ref
+
+    def _on_results(self, results: codec.Results) -> None:
+        query = self._searches.pop(results.ref or "", None)
+        if query is not None and results.ref is not None:
+            self.events.results_received(results.ref, query, results)
+
+    def open_around(self, room: str, seq: int, limit: int = AROUND_PAGE) -> bool:
+        """HISTORY around ``seq`` of ``room`` (a search hit): history_around
+        answers with the page. False if we are not in the room or offline."""
+        track = self.rooms.get(room_key(room))
+        if track is None or not self.logged_in or self.link is None:
+            return False
+        track.awaiting.append(seq)
+        self.link.send(codec.HistoryRequest(limit=limit, room=track.name, around=seq))
+        return True
 
     # -- conversations (section 19) ---------------------------------------------------
 
@@ -473,6 +561,7 @@ class ClientSession:
         if track.oldest_seq in (None, 1):
             return False
         track.older_requested = True
+        track.awaiting.append("before")
         self.link.send(codec.HistoryRequest(before=track.oldest_seq, limit=100, room=track.name))
         return True
 
@@ -610,6 +699,12 @@ class ClientSession:
             track.older_requested = False
             track.joined = False
             track.changes_fetching = False
+            track.awaiting.clear()
+        self._files_token = None  # a new login gives a new session: its token is asked again
+        self._no_token("offline", "the connection was lost: try again when it is back")
+        for ref in list(self._searches):
+            del self._searches[ref]
+            self.events.search_failed(ref, "offline", "the connection was lost: search again when it is back")
         self._typing_sent.clear()
         self.typers.clear()
         for ref, (whom, text) in list(self._opening.items()):  # its answer went with the link
@@ -766,6 +861,12 @@ class ClientSession:
             else:
                 self._caught_up(key)
             return
+        answers = track.awaiting.popleft() if track.awaiting else "before"
+        if isinstance(answers, int):  # HISTORY around a search hit
+            if page.messages and (track.oldest_seq is None or page.messages[0].seq < track.oldest_seq):
+                track.oldest_seq = page.messages[0].seq
+            self.events.history_around(track.name, answers, page.messages, page.more)
+            return
         track.older_requested = False
         if page.messages:
             track.oldest_seq = page.messages[0].seq
@@ -824,10 +925,6 @@ class ClientSession:
             self.typers.stopped(room.name, renamed.old)
         self.events.renamed(renamed)
 
-    def _on_results(self, results: codec.Results) -> None:
-        """SEARCH's answer: this client sends no SEARCH yet (its search box
-        comes with the search UI), so an answer is nobody's."""
-
     def _on_private(self, private: codec.Private) -> None:
         if private.ref is not None and self._outgoing.pop(private.ref, None) is not None:
             self.events.send_confirmed(private.ref, 0)
@@ -883,10 +980,6 @@ class ClientSession:
     def _on_sessions(self, sessions: codec.Sessions) -> None:
         self.events.sessions_listed(sessions)
 
-    def _on_files_token(self, token: codec.FilesToken) -> None:
-        """This client asks for no upload token yet (files come to it in a
-        later version): one that arrives anyway changes nothing."""
-
     def _on_invited(self, invited: codec.Invited) -> None:
         self.events.invited(invited)
 
@@ -917,6 +1010,12 @@ class ClientSession:
                 self._room_keys.pop(key, None)
                 self.events.key_needed(error.ref[5:], error.message)
                 return
+        if error.ref == "files":
+            self._no_token(error.code, error.message)
+            return
+        if error.ref is not None and self._searches.pop(error.ref, None) is not None:
+            self.events.search_failed(error.ref, error.code, error.message)
+            return
         if error.ref == "nick":  # a refused NICK: the nick we have is still ours
             self.events.error_received("nick_refused", f"can't change nick: {error.message}")
             return
@@ -963,6 +1062,7 @@ class ClientSession:
                     and isinstance(item.packet, codec.Say)
                     and room_key(item.packet.room or self.default_room) == room_key(track.name)
                     and item.packet.text == message.text
+                    and (item.packet.files or []) == [f.id for f in getattr(message, "files", None) or ()]
                 ):
                     del self._outgoing[ref]
                     self.events.send_confirmed(ref, message.seq)

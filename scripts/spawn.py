@@ -87,9 +87,15 @@ class ServerProcess(ProcessProtocol):
         self.transport.signalProcess(name)
 
 
-def spawn_server(reactor, *args: str, runner: list[str] = TWIST, listen: str = LOOPBACK) -> ServerProcess:
+def spawn_server(
+    reactor,
+    *args: str,
+    runner: list[str] = TWIST,
+    listen: str = LOOPBACK,
+    ready: Callable[[bytes], object] = listening_port,
+) -> ServerProcess:
     """A server as a child of the reactor; see :class:`ServerProcess`."""
-    process = ServerProcess()
+    process = ServerProcess(ready)
     argv = server_argv(*args, runner=runner, listen=listen)
     reactor.spawnProcess(process, sys.executable, argv, env=server_env(), path=ROOT)
     return process

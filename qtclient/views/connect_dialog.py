@@ -107,6 +107,10 @@ class ConnectDialog(QDialog):
             self.keyring_note.setText(f"The password can't be saved: {reason}.")
         else:
             self.keyring_note.hide()
+        # Files go over the server's web site (its --web), which may be elsewhere.
+        self.web_address = QLineEdit()
+        self.web_address.setPlaceholderText("default: http://HOST:8080 (https with TLS)")
+        self.web_address.setToolTip("Where the server's web site is: files are shared through it")
         self._fill_saved()
         for field_ in (self.host, self.port, self.nick):
             field_.editingFinished.connect(self._fill_saved)
@@ -140,6 +144,7 @@ class ConnectDialog(QDialog):
         form.addRow("", self.use_tls)
         form.addRow("&Trust", self.trust)
         form.addRow("&CA file", self.ca_file)
+        form.addRow("&Web (files)", self.web_address)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         )
@@ -153,8 +158,14 @@ class ConnectDialog(QDialog):
         self.target: Target | None = None
         self._tls_toggled(self.use_tls.isChecked())
 
+    def _web_key(self) -> str:
+        return f"web_address/{self.host.text().strip().strip('[]')}:{_port(self.port.text())}"
+
     def _fill_saved(self) -> None:
-        """The password kept for this nick@host:port, if any and none is typed."""
+        """The web address and the password kept for this nick@host:port, if
+        any and none is typed."""
+        if not self.web_address.text():
+            self.web_address.setText(str(self.settings.value(self._web_key(), "")))
         if self.password.text():
             return
         where = (self.host.text().strip(), _port(self.port.text()), self.nick.text().strip())
@@ -184,6 +195,9 @@ class ConnectDialog(QDialog):
         try:
             if self.register.isChecked() and self.password.text() != self.password_again.text():
                 raise ValueError("The two passwords differ: type the same one twice to register.")
+            web = self.web_address.text().strip()
+            if web and not web.startswith(("http://", "https://")):
+                raise ValueError("The web address starts with http:// or https://.")
             self.target = check_target(
                 self.host.text(),
                 self.port.text(),
@@ -202,6 +216,10 @@ class ConnectDialog(QDialog):
         self.settings.setValue("tls", "true" if self.use_tls.isChecked() else "false")
         self.settings.setValue("trust", self.trust.currentData())
         self.settings.setValue("ca_file", self.ca_file.text().strip())
+        if web:
+            self.settings.setValue(self._web_key(), web.rstrip("/"))
+        else:
+            self.settings.remove(self._web_key())
         if self.remember.isEnabled():  # the keyring, or nowhere: never QSettings
             keep = self.target.password if self.remember.isChecked() else None
             saved_passwords.save(self.target.host, self.target.port, self.target.nick, keep)

@@ -7,10 +7,11 @@ import time
 from collections.abc import MutableMapping
 
 from PyQt6.QtCore import QEvent, QSettings, Qt, QTimer, QUrl, pyqtSignal
-from PyQt6.QtGui import QAction, QDesktopServices, QKeyEvent, QKeySequence
+from PyQt6.QtGui import QAction, QDesktopServices, QImage, QKeyEvent, QKeySequence
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QApplication,
+    QFileDialog,
     QHBoxLayout,
     QInputDialog,
     QLabel,
@@ -38,9 +39,12 @@ from qtclient.models import (
     TranscriptModel,
 )
 from qtclient.session import ChatSession
+from qtclient.transfers import Transfers
 from qtclient.views.connect_dialog import ConnectDialog, Target
 from qtclient.views.conversation import ComposerNote, EmojiPicker, typing_words
+from qtclient.views.files import FileShare, ImageDialog, TransfersPanel, web_address_for
 from qtclient.views.join_dialog import JoinDialog
+from qtclient.views.search import SearchPanel
 from qtclient.views.transcript import TranscriptView
 
 _LEAVE_WORDS = {
@@ -101,13 +105,38 @@ def _html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def local_paths(mime) -> list[str]:
+    """The local files a drop or a paste carries (none if any is not local)."""
+    if not mime.hasUrls():
+        return []
+    urls = mime.urls()
+    return [url.toLocalFile() for url in urls] if all(url.isLocalFile() for url in urls) else []
+
+
 class ChatInput(QPlainTextEdit):
     """Enter sends; Shift+Enter starts a new line; Up in an empty input edits
-    the user's last message; Esc cancels a reply or an edit."""
+    the user's last message; Esc cancels a reply or an edit. A pasted image
+    (a screenshot) or pasted or dropped files are shared, not typed."""
 
     submitted = pyqtSignal(str)
     editLast = pyqtSignal()
     cancelled = pyqtSignal()
+    imagePasted = pyqtSignal(QImage)
+    filesGiven = pyqtSignal(list)  # [path]
+
+    def canInsertFromMimeData(self, source) -> bool:
+        return source.hasImage() or bool(local_paths(source)) or super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source) -> None:
+        paths = local_paths(source)
+        if paths:
+            self.filesGiven.emit(paths)
+        elif source.hasImage() and not source.hasText():
+            image = source.imageData()
+            if isinstance(image, QImage) and not image.isNull():
+                self.imagePasted.emit(image)
+        else:
+            super().insertFromMimeData(source)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -210,6 +239,14 @@ class MainWindow(QMainWindow):
         self.confirm_box = None
         self.away_dialog = None
         self.nick_dialog = None
+        from twisted.web.client import Agent
+
+        self.transfers_panel = TransfersPanel()
+        web = web_address_for("127.0.0.1", 0, False)
+        self.files = FileShare(
+            self.session, Transfers(Agent(reactor), self.session.files_token, web), self.transfers_panel, self
+        )
+        self._open_after_join: dict[str, int] = {}  # room key -> the seq to show once joined
         self._build()
         self._wire()
         self._show_state(states.DISCONNECTED, "")
@@ -225,7 +262,7 @@ class MainWindow(QMainWindow):
 
         # A table, not a tree: each row's height is set once, when it
         # arrives, so an append costs the same at 10,000 rows as at 10.
-        self.transcript_view = TranscriptView()
+        self.transcript_view = TranscriptView(images=self.files.thumbnails)
         self.transcript_view.setModel(self.transcript)
 
         self.topic_label = QLabel()
@@ -239,9 +276,14 @@ class MainWindow(QMainWindow):
         self.typing_label.setStyleSheet("color: #777777; font-style: italic; padding: 0 4px;")
         self.typing_label.setFixedHeight(self.typing_label.fontMetrics().lineSpacing() + 2)
         self.send_button = QPushButton("Send")
+        self.attach_button = QPushButton("📎")
+        self.attach_button.setToolTip("Share files (or paste a screenshot, or drop files on the window)")
+        self.attach_button.setFixedWidth(self.attach_button.sizeHint().height() + 8)
         row = QHBoxLayout()
+        row.addWidget(self.attach_button, alignment=Qt.AlignmentFlag.AlignBottom)
         row.addWidget(self.input)
         row.addWidget(self.send_button, alignment=Qt.AlignmentFlag.AlignBottom)
+        self.setAcceptDrops(True)
 
         self.key_prompt: QInputDialog | None = None  # asks for a room's key (+k)
         self.banner = QLabel()
@@ -259,6 +301,7 @@ class MainWindow(QMainWindow):
         column.addWidget(self.transcript_view)
         column.addWidget(self.typing_label)
         column.addWidget(self.composer_note)
+        column.addWidget(self.transfers_panel)
         column.addLayout(row)
 
         self.splitter = splitter = QSplitter()
@@ -293,6 +336,15 @@ class MainWindow(QMainWindow):
         self.nick_action = QAction("Change &nick…", self)
         self.nick_action.setEnabled(False)
         chat.addAction(self.nick_action)
+        chat.addSeparator()
+        self.search_action = QAction("&Search messages…", self, shortcut=QKeySequence.StandardKey.Find)
+        self.attach_action = QAction("Share &files…", self)
+        chat.addActions([self.search_action, self.attach_action])
+        self.search_panel = SearchPanel(
+            self.session, lambda: self.room_names.get(self.current, ""), self.peers.title, self
+        )
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.search_panel)
+        self.search_panel.hide()
         chat.addSeparator()
         chat.addAction(quit_action)
         room = self.menuBar().addMenu("&Room")
@@ -379,6 +431,7 @@ class MainWindow(QMainWindow):
         s.requestDone.connect(self._account_done)
         s.nickChanged.connect(self._renamed)
         self.back_action.triggered.connect(lambda: self.session.set_back())
+        self._wire_sharing()
 
     # -- rooms ---------------------------------------------------------------------------
 
@@ -448,6 +501,13 @@ class MainWindow(QMainWindow):
         ):
             self._forget_rooms()  # another account or server: nothing of the last one stays
         self.target = target
+        configured = self.settings.value(f"web_address/{target.host}:{target.port}")
+        self.files.transfers.web_address = web_address_for(
+            target.host,
+            target.port,
+            target.tls is not None,
+            configured if isinstance(configured, str) else None,
+        )
         self.session.connect_to(
             target.host,
             target.port,
@@ -647,7 +707,9 @@ class MainWindow(QMainWindow):
             transcript.add_system(f"direct conversation with {self.peers.title(state.room)}")
         else:
             transcript.add_system(f"you joined {state.room}")
-        if state.ref is not None or room_key(state.room) == self.current:
+        if key in self._open_after_join:  # joined to open a search hit
+            self.open_at(state.room, self._open_after_join.pop(key))
+        elif state.ref is not None or room_key(state.room) == self.current:
             self.show_room(state.room)  # the user asked to join: take them there
         elif state.unread:
             self.peers.set_unread(state.room, state.unread, False)  # the server's count
@@ -862,7 +924,10 @@ class MainWindow(QMainWindow):
         to = packet.to if isinstance(packet, codec.Whisper) else None
         room = getattr(packet, "room", None)
         transcript = self._transcript_for(room) if room else self.transcript
-        transcript.add_sending(ref, self.session.nick or "me", packet.text, to)
+        files = getattr(packet, "files", None)
+        note = f"📎 {len(files)} file(s)" if files else ""
+        text = "\n".join(part for part in (packet.text, note) if part)
+        transcript.add_sending(ref, self.session.nick or "me", text, to)
 
     def _send_failed(self, ref: str, why: str) -> None:
         for transcript in self.transcripts.values():
@@ -1099,7 +1164,9 @@ class MainWindow(QMainWindow):
         line = self._line(row)
         if line is None or not value.isdigit():
             return
-        if kind == "quote":
+        if kind in ("image", "file"):
+            self._file_anchor(line, kind, int(value))
+        elif kind == "quote":
             self.show_message(int(value))
         elif kind == "react" and int(value) < len(line.reactions):
             self.toggle_reaction(row, line.reactions[int(value)].emoji)
@@ -1223,6 +1290,125 @@ class MainWindow(QMainWindow):
             self.back_action.setEnabled(done.op == "away")
 
     # -- closing -------------------------------------------------------------------------
+
+    # -- files and search (sections 20, 21) ------------------------------------------------
+
+    def _wire_sharing(self) -> None:
+        self.attach_button.clicked.connect(self.ask_attach)
+        self.attach_action.triggered.connect(self.ask_attach)
+        self.search_action.triggered.connect(self.search_panel.start)
+        self.search_panel.opened.connect(self.open_at)
+        self.input.imagePasted.connect(self.share_image)
+        self.input.filesGiven.connect(self.share_paths)
+        self.files.thumbnails.loaded.connect(self._thumbnail_loaded)
+        self.files.problem.connect(self._file_problem)
+        self.files.notice.connect(lambda words: self.transcript.add_system(words))
+        self.files.unsent.connect(self._unsent)
+        self.session.historyAround.connect(self._history_around)
+        self.session.welcomed.connect(lambda _: self.files.thumbnails.retry_failed())
+
+    def _room_for_files(self) -> str | None:
+        """The room shown, if files can go there now; else says why and None."""
+        if not self.session.machine.logged_in:
+            self.transcript.add_system("not connected: share files when the connection is back")
+            return None
+        return self.room_names.get(self.current) or self.session.default_room
+
+    def _take_text(self) -> str:
+        """The text typed goes with the files (a command does not)."""
+        text = self.input.toPlainText()
+        if text.startswith("/") or not text.strip():
+            return ""
+        self.input.clear()
+        return text
+
+    def ask_attach(self) -> None:
+        """The file dialog (window-modal, no nested loop); the files chosen are shared."""
+        dialog = QFileDialog(self, "Share files")
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
+        dialog.filesSelected.connect(self.share_paths)
+        dialog.finished.connect(lambda _: dialog.deleteLater())
+        dialog.open()
+
+    def share_paths(self, paths: list) -> None:
+        room = self._room_for_files()
+        if room is not None and paths:
+            self.files.share_paths(room, list(paths), self._take_text())
+
+    def share_image(self, image: QImage) -> None:
+        room = self._room_for_files()
+        if room is not None:
+            self.files.share_image(room, image, self._take_text())
+
+    def dragEnterEvent(self, event) -> None:
+        if local_paths(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = local_paths(event.mimeData())
+        if paths:
+            event.acceptProposedAction()
+            self.share_paths(paths)
+
+    def _file_problem(self, words: str) -> None:
+        self.transcript.add_system(words)
+        self.statusBar().showMessage(words, 10_000)
+
+    def _unsent(self, text: str) -> None:
+        if text and not self.input.toPlainText():
+            self.input.setPlainText(text)
+
+    def _thumbnail_loaded(self, file_id: str) -> None:
+        for transcript in self.transcripts.values():
+            transcript.touch_file(file_id)
+
+    def _file_anchor(self, line, kind: str, number: int) -> None:
+        if number >= len(line.files):
+            return
+        file = line.files[number]
+        if kind == "image":
+            self.open_image(file)
+        else:
+            self.ask_download(file)
+
+    def open_image(self, file: codec.File) -> ImageDialog:
+        dialog = ImageDialog(file.name, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        self.files.show_image(file, dialog)
+        return dialog
+
+    def ask_download(self, file: codec.File) -> QFileDialog:
+        """Where to save it (window-modal, no nested loop); then it streams there."""
+        dialog = QFileDialog(self, f"Save {file.name}")
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        dialog.selectFile(file.name)
+        dialog.fileSelected.connect(lambda path: self.files.download(file, path))
+        dialog.finished.connect(lambda _: dialog.deleteLater())
+        dialog.open()
+        return dialog
+
+    def open_at(self, room: str, seq: int) -> None:
+        """A search hit: its room shown, the message selected in view (fetched
+        around it if not loaded; the room joined first if need be)."""
+        key = room_key(room)
+        if key not in self.session.machine.rooms:
+            self._open_after_join[key] = seq
+            self.session.join(room)
+            return
+        self.show_room(self.room_names.get(key, room))
+        self.transcript.flush()
+        if self.transcript.row_of_seq(seq) >= 0:
+            self.show_message(seq)
+        elif not self.session.open_around(room, seq):
+            self.transcript.add_system("not connected: open the message when the connection is back")
+
+    def _history_around(self, room: str, seq: int, messages, more: bool) -> None:
+        transcript = self._transcript_for(room)
+        transcript.add_history(messages, self.session.nick, older=False)
+        transcript.flush()
+        if transcript is self.transcript and not self.show_message(seq):
+            transcript.add_system("that message is gone (deleted since?)")
 
     def closeEvent(self, event) -> None:
         self.session.disconnect()

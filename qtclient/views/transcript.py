@@ -9,8 +9,20 @@ width changes, so an append costs the same at 10,000 rows as at 10.
 
 from __future__ import annotations
 
-from PyQt6.QtCore import QEvent, QModelIndex, QPoint, QPointF, QRect, QRectF, Qt, QTimer, pyqtSignal
-from PyQt6.QtGui import QAbstractTextDocumentLayout, QCursor, QFont, QFontMetrics, QPalette, QTextDocument
+import re
+from typing import Protocol
+
+from PyQt6.QtCore import QEvent, QModelIndex, QPoint, QPointF, QRect, QRectF, Qt, QTimer, QUrl, pyqtSignal
+from PyQt6.QtGui import (
+    QAbstractTextDocumentLayout,
+    QColor,
+    QCursor,
+    QFont,
+    QFontMetrics,
+    QImage,
+    QPalette,
+    QTextDocument,
+)
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -35,14 +47,34 @@ PAD_X, PAD_Y = 4, 3
 #: Below this viewport width the time column goes (its tooltip keeps it).
 NARROW = 480
 _CACHE_LIMIT = 20_000
+#: An inline image's source in a row's HTML (models.files_html).
+_THUMB = re.compile(r'src="thumb:([A-Za-z0-9_-]+)"')
+#: Anchors a click on acts inside the window (the rest are URLs to open).
+INNER_ANCHORS = ("quote:", "react:", "image:", "file:")
+
+
+class Images(Protocol):
+    """Where the delegate finds inline images: None until loaded (asking is
+    what starts the loading)."""
+
+    def image(self, file_id: str) -> QImage | None: ...
+
+
+def placeholder() -> QImage:
+    """What an image shows while its thumbnail is on its way."""
+    image = QImage(1, 1, QImage.Format.Format_RGB32)
+    image.fill(QColor("#e4e7eb"))
+    return image
 
 
 class MessageDelegate(QStyledItemDelegate):
     """Paints the text column from the model's HTML (escaped text, links,
     line breaks) and says how tall a row must be at a given width."""
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent=None, images: Images | None = None) -> None:
         super().__init__(parent)
+        self.images = images
+        self._placeholder = placeholder()
         self._heights: dict[tuple[str, int, str], int] = {}
         self._metrics: dict[str, QFontMetrics] = {}
 
@@ -51,7 +83,14 @@ class MessageDelegate(QStyledItemDelegate):
         doc.setDocumentMargin(0)
         doc.setDefaultFont(self._font(index))
         doc.setDefaultStyleSheet("a { color: #1a55c0; }")
-        doc.setHtml(index.data(HTML_ROLE) or "")
+        html = index.data(HTML_ROLE) or ""
+        for file_id in _THUMB.findall(html):  # sized in the HTML: the height is the same either way
+            image = self.images.image(file_id) if self.images is not None else None
+            resource = QTextDocument.ResourceType.ImageResource.value
+            doc.addResource(
+                resource, QUrl(f"thumb:{file_id}"), image if image is not None else self._placeholder
+            )
+        doc.setHtml(html)
         doc.setTextWidth(max(1, width))
         return doc
 
@@ -166,9 +205,9 @@ class TranscriptView(QTableView):
     anchorClicked = pyqtSignal(int, str)
     actionRequested = pyqtSignal(str, int)
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent=None, images: Images | None = None) -> None:
         super().__init__(parent)
-        self.delegate = MessageDelegate(self)
+        self.delegate = MessageDelegate(self, images)
         self.setItemDelegateForColumn(TEXT_COLUMN, self.delegate)
         self.cells = CellDelegate(self)
         for column in range(TEXT_COLUMN):
@@ -312,7 +351,7 @@ class TranscriptView(QTableView):
         if event.button() == Qt.MouseButton.LeftButton:
             position = event.position().toPoint()
             link = self.link_at(position)
-            if link and link.startswith(("quote:", "react:")):
+            if link and link.startswith(INNER_ANCHORS):
                 self.anchorClicked.emit(self.indexAt(position).row(), link)
             elif link:
                 self.linkActivated.emit(link)

@@ -116,6 +116,7 @@ class Session:
         self.step = 0
         self.server = None
         self.port = 0
+        self.web_port = 0
         self.bob = Bob(self.reactor)
 
     def run(self):
@@ -186,13 +187,21 @@ class Session:
         from PyQt6.QtTest import QTest
 
         view, transcript = self.window.transcript_view, self.window.transcript
-        row = self.row_of(text)
-        view.scrollTo(transcript.index(row, 2))
-        rect = view.visualRect(transcript.index(row, 2))
-        QTest.mouseMove(view.viewport(), rect.topLeft())  # from elsewhere: the mouse moves onto it
-        QTest.mouseMove(view.viewport(), rect.center())
         bar = view.hover_bar
-        await self.until(lambda: bar.isVisible() and bar.row == row, f"the hover bar over {text!r}")
+
+        def hovered() -> bool:
+            # Again until it shows: an echo arriving meanwhile scrolls a
+            # reader at the bottom down to it, away from the message.
+            row = self.row_of(text)
+            if bar.isVisible() and bar.row == row:
+                return True
+            view.scrollTo(transcript.index(row, 2))
+            rect = view.visualRect(transcript.index(row, 2))
+            QTest.mouseMove(view.viewport(), rect.topLeft())  # from elsewhere: the mouse moves onto it
+            QTest.mouseMove(view.viewport(), rect.center())
+            return False
+
+        await self.until(hovered, f"the hover bar over {text!r}")
         button = bar.buttons[action]
         assert button.isVisible(), f"{action} not offered on {text!r}"
         if shot is not None:
@@ -410,8 +419,100 @@ class Session:
         self.click_room("general")
         await self.until(lambda: w.room_names.get(w.current) == "general", "back in general")
 
-    def start_server(self, port: int = 0):
-        from scripts.spawn import spawn_server
+    async def _files_and_search(self) -> None:
+        """A screenshot pasted, a file attached and downloaded, a search hit opened."""
+        from PyQt6.QtCore import QMimeData, Qt
+        from PyQt6.QtGui import QColor, QImage
+        from PyQt6.QtTest import QTest
+        from PyQt6.QtWidgets import QApplication
+
+        w, bob = self.window, self.bob
+        # Ctrl+V with a screenshot on the clipboard: shared as a PNG with the text typed.
+        picture = QImage(640, 360, QImage.Format.Format_RGB32)
+        picture.fill(QColor("#2e7d32"))
+        clipboard = QMimeData()
+        clipboard.setImageData(picture)
+        QApplication.clipboard().setMimeData(clipboard)
+        box = w.input
+        box.setFocus()
+        QTest.keyClicks(box, "the new dashboard")
+        QTest.keyClick(box, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)
+        await self.until(lambda: any(m.files for m in bob.messages), "bob getting the screenshot")
+        shared = next(m for m in bob.messages if m.files)
+        assert shared.text == "the new dashboard" and shared.files[0].name == "screenshot.png", shared
+        picture_id = shared.files[0].id
+        await self.until(lambda: picture_id in w.files.thumbnails.images, "the screenshot's thumbnail shown")
+        await self.shot("screenshot-pasted")
+
+        # The 📎 button: a text file chosen in the file dialog.
+        notes = os.path.join(self.work, "notes.txt")
+        with open(notes, "w", encoding="utf-8") as f:
+            f.write("".join(f"{n}. check the release\n" for n in range(1, 200)))
+        self.click(w.attach_button)
+        chooser = await self.file_dialog("the Share files dialog")
+        chooser.selectFile(notes)
+        await self.shot("attach-dialog")
+        chooser.accept()
+        await self.until(
+            lambda: any(f.name == "notes.txt" for m in bob.messages for f in m.files or ()), "notes"
+        )
+        w.transcript.flush()
+        row = next(
+            i for i, line in enumerate(w.transcript.lines) if any(f.name == "notes.txt" for f in line.files)
+        )
+        w.transcript_view.scrollTo(w.transcript.index(row, 2))
+        await self.shot("file-card")
+
+        # Its card's Download: saved where the user says.
+        self.click(w.transcript_view.viewport(), self.anchor_point(row, "file:0"))
+        saver = await self.file_dialog("the Save dialog")
+        copy = os.path.join(self.work, "notes-copy.txt")
+        saver.selectFile(copy)
+        saver.accept()
+        await self.until(
+            lambda: any(t.startswith("saved notes.txt") for t in self.text_rows()), "the download"
+        )
+        with open(notes, "rb") as original, open(copy, "rb") as downloaded:
+            assert original.read() == downloaded.read(), "the download differs from the upload"
+
+        # Ctrl+F: search, then open a hit in its room.
+        QTest.keyClick(w, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
+        panel = w.search_panel
+        await self.until(lambda: panel.isVisible() and panel.words.hasFocus(), "the search panel")
+        QTest.keyClicks(panel.words, "deploy")
+        QTest.keyClick(panel.words, Qt.Key.Key_Return)
+        await self.until(lambda: panel.hits.count() >= 1, "a search hit")
+        await self.shot("search")
+        hit = panel.hits.item(0)
+        self.click(panel.hits.viewport(), panel.hits.visualItemRect(hit).center())
+        wanted = "the deploy is at 3"
+        await self.until(
+            lambda: (
+                [w.transcript.lines[i.row()].text for i in w.transcript_view.selectionModel().selectedRows()]
+                == [wanted]
+            ),
+            "the hit selected in its room",
+        )
+        await self.shot("search-hit-opened")
+        panel.close()
+        w.transcript_view.clearSelection()
+        w.transcript_view.scrollToBottom()
+        scroll = w.transcript_view.verticalScrollBar()
+        await self.until(lambda: scroll.value() == scroll.maximum(), "the transcript back at its newest line")
+
+    async def file_dialog(self, what: str):
+        """The file dialog the window just opened."""
+        from PyQt6.QtWidgets import QApplication, QFileDialog
+
+        def shown():
+            return [d for d in QApplication.topLevelWidgets() if isinstance(d, QFileDialog) and d.isVisible()]
+
+        await self.until(shown, what)
+        return shown()[0]
+
+    def start_server(self, port: int = 0, web_port: int = 0):
+        """The server, with its web site (files go through it): fires with both ports."""
+        from scripts.spawn import listening_ports, spawn_server
 
         history = os.path.join(self.work, "history.sqlite3")
         self.server = spawn_server(
@@ -422,7 +523,10 @@ class Session:
             "e2e-chat",
             "--admin",
             "boss",
+            "--web",
+            f"tcp:{web_port}:interface=127.0.0.1",
             listen=f"tcp:{port}:interface=127.0.0.1",
+            ready=lambda output: listening_ports(output)[:2] if len(listening_ports(output)) >= 2 else None,
         )
         return self.server.listening
 
@@ -446,7 +550,7 @@ class Session:
         from qtclient.views.join_dialog import JoinDialog
 
         w, bob = self.window, self.bob
-        self.port = await self.start_server()
+        self.port, self.web_port = await self.start_server()
         # The operator reads the admin account's one-time password in the server's log.
         made = re.compile(rb"admin account boss made, with the one-time password (\S+):")
         await self.until(lambda: made.search(self.server.output), "the admin's one-time password logged")
@@ -477,6 +581,7 @@ class Session:
             (dialog.host, "127.0.0.1"),
             (dialog.port, str(self.port)),
             (dialog.nick, "alice"),
+            (dialog.web_address, f"http://127.0.0.1:{self.web_port}"),
         ):
             field.clear()
             QTest.keyClicks(field, value)
@@ -525,6 +630,7 @@ class Session:
         one_line = view.fontMetrics().lineSpacing()
         assert view.rowHeight(row) >= 3 * one_line, f"a 3-line message is {view.rowHeight(row)} px tall"
         await self.shot("messages")
+        await self._files_and_search()
         await self._conversations()
 
         # A whisper from bob still shows as one.
@@ -624,7 +730,7 @@ class Session:
         await self.shot("server-down")
         unreachable = [t for t in self.text_rows() if t.startswith("server not reachable")]
         assert len(unreachable) <= 1, f"one outage line expected, got {unreachable}"
-        await self.start_server(self.port)
+        await self.start_server(self.port, self.web_port)
         await self.until(lambda: w.session.state is states.CONNECTED, "reconnected", timeout=60)
         await self.until(
             lambda: any(t.startswith("reconnected") for t in self.text_rows()), "'reconnected' said"
