@@ -19,6 +19,7 @@ import types
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+from urllib.parse import quote
 
 #: The newest version; the server speaks every one of VERSIONS.
 PROTOCOL_VERSION = 2
@@ -53,6 +54,7 @@ class PacketType(IntEnum):
     AWAY = 0x14
     OPEN = 0x15
     NICK = 0x16  # version 2: nick changes
+    FILES = 0x17  # version 2: files
     # server -> client
     WELCOME = 0x81
     MESSAGE = 0x82
@@ -77,6 +79,7 @@ class PacketType(IntEnum):
     TYPING_NOTICE = 0x95
     STATUS = 0x96
     RENAMED = 0x97  # version 2: nick changes
+    FILES_TOKEN = 0x98  # version 2: files
 
 
 #: Every integer field holds a signed 64-bit value; anything outside is
@@ -130,6 +133,9 @@ class ErrorCode:
     TOO_LATE = "too_late"
     BAD_EMOJI = "bad_emoji"
     TOO_MANY_REACTIONS = "too_many_reactions"
+    # version 2: files
+    NO_FILES = "no_files"
+    BAD_FILE = "bad_file"
 
 
 class ProtocolError(Exception):
@@ -203,6 +209,20 @@ class Reaction:
     by: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class File:
+    """A file a message carries (docs/protocol.md 20.1): what describes it;
+    its bytes are on the ``--web`` site."""
+
+    id: str
+    name: str
+    size: int
+    type: str
+    width: int | None = None
+    height: int | None = None
+    thumb: bool | None = None
+
+
 @dataclass(eq=True, slots=True)
 class Message:
     """A stored message. Not frozen, though nobody changes one: a frozen
@@ -222,6 +242,7 @@ class Message:
     deleted_by: str | None = field(default=None, metadata=_V2)  # someone other than the author
     reactions: list[Reaction] | None = field(default=None, metadata=_V2)
     rev: int | None = field(default=None, metadata=_V2)  # the room's change that last touched it
+    files: list[File] | None = field(default=None, metadata=_V2)  # section 20
 
     @property
     def plain(self) -> bool:
@@ -234,6 +255,7 @@ class Message:
             and self.deleted_by is None
             and self.reactions is None
             and self.rev is None
+            and self.files is None
         )
 
 
@@ -259,6 +281,7 @@ class Say:
     room: str | None = field(default=None, metadata={**_ROOM, **_V2})
     reply: int | None = field(default=None, metadata=_V2)  # the seq this message answers
     notice: bool | None = field(default=None, metadata=_V2)  # IRC's NOTICE: never to be answered
+    files: list[str] | None = field(default=None, metadata=_V2)  # ids of uploads to attach (20.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +478,14 @@ class Nick:
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Files:
+    """Ask for an upload token (docs/protocol.md 20.2)."""
+
+    TYPE: ClassVar = PacketType.FILES
+    ref: str | None = None
+
+
 # -- server -> client -------------------------------------------------------
 
 
@@ -494,6 +525,7 @@ class MessagePacket:
     deleted_by: str | None = field(default=None, metadata=_V2)
     reactions: list[Reaction] | None = field(default=None, metadata=_V2)
     rev: int | None = field(default=None, metadata=_V2)
+    files: list[File] | None = field(default=None, metadata=_V2)
 
     @property
     def message(self) -> Message:
@@ -510,6 +542,7 @@ class MessagePacket:
             self.deleted_by,
             self.reactions,
             self.rev,
+            self.files,
         )
 
 
@@ -750,6 +783,18 @@ class Renamed:
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class FilesToken:
+    """What authorises this session's HTTP requests for files (20.2)."""
+
+    TYPE: ClassVar = PacketType.FILES_TOKEN
+    token: str = field(repr=False)
+    expires: float
+    url: str
+    max_upload: int
+    ref: str | None = None
+
+
 V1_CLIENT_PACKETS = (Login, Say, Whisper, Ping, Quit, HistoryRequest, Pong)
 CLIENT_PACKETS = (
     *V1_CLIENT_PACKETS,
@@ -768,6 +813,7 @@ CLIENT_PACKETS = (
     Away,
     Open,
     Nick,
+    Files,
 )
 SERVER_PACKETS = (
     Welcome,
@@ -793,6 +839,7 @@ SERVER_PACKETS = (
     TypingNotice,
     Status,
     Renamed,
+    FilesToken,
 )
 
 
@@ -901,7 +948,7 @@ def _schema(cls) -> tuple[_Field, ...]:
     return tuple(fields)
 
 
-_NESTED = (Peer, Quote, Reaction, Message, RoomInfo, BanInfo, PendingInfo, SessionInfo)
+_NESTED = (Peer, Quote, Reaction, Message, RoomInfo, BanInfo, PendingInfo, SessionInfo, File)
 _SCHEMAS: dict[type, tuple[_Field, ...]] = {
     cls: _schema(cls) for cls in (*_NESTED, *CLIENT_PACKETS, *SERVER_PACKETS)
 }
@@ -1117,17 +1164,60 @@ def _conversation_json(m: Message) -> str:
         parts.append(f',"reactions":[{listed}]')
     if m.rev is not None:
         parts.append(f',"rev":{m.rev}')
+    if m.files is not None:
+        parts.append(f',"files":{files_json(m.files)}')
     return "".join(parts)
 
 
-def v1_message_json(m: Message) -> str | None:
-    """A message as version 1 sees it: its text, nothing of section 19;
-    None for a deleted one (version 1 sees no trace of it)."""
+def files_json(files: list[File]) -> str:
+    """A message's ``files`` as a JSON array (20.1)."""
+    return dumps([body_of(f) for f in files])
+
+
+def files_of(listed: list[dict] | None) -> list[File] | None:
+    """``files`` read back from their JSON (a store's, a stream's)."""
+    if not listed:
+        return None
+    return [File(**item) for item in listed]
+
+
+def file_size_text(size: int) -> str:
+    """A size as a version 1 or IRC line shows it: bytes, KB or MB (20.6)."""
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{round(size / 1024)} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def file_lines(text: str, files: list[File], link: Any) -> str:
+    """A message's text followed by one ``[name, size] URL`` line per
+    file, as version 1 and IRC see a message with files (20.6); ``link``
+    makes a file's URL."""
+    lines = [f"[{f.name}, {file_size_text(f.size)}] {link(f)}" for f in files]
+    return "\n".join([text, *lines] if text else lines)
+
+
+def v1_message_json(m: Message, files_url: str = "") -> str | None:
+    """A message as version 1 sees it: its text, nothing of section 19 or
+    20 (its files are lines of text linking under ``files_url``); None for
+    a deleted one (version 1 sees no trace of it)."""
     if m.deleted:
         return None
     if m.plain:
         return message_json(m)
-    return message_json(Message(m.seq, m.ts, m.sender, m.text, None, v1_action(m.action)))
+    return message_json(v1_message(m, files_url))
+
+
+def v1_message(m: Message, files_url: str = "") -> Message:
+    """The message version 1 is given: its text (and its files' lines), its action."""
+    text = m.text if not m.files else file_lines(m.text, m.files, lambda f: file_url(files_url, f))
+    return Message(m.seq, m.ts, m.sender, text, None, v1_action(m.action))
+
+
+def file_url(files_url: str, f: File) -> str:
+    """A file's download address under ``files_url`` (``…/files``)."""
+    return f"{files_url}/{f.id}/{quote(f.name, safe='')}"
 
 
 def v1_action(action: dict | None) -> dict | None:
@@ -1140,7 +1230,11 @@ def draft_json(d) -> str:
     """A message before its seq, as a cluster's room stream carries it
     (``ts``, ``from``, ``text``, ``action``): built as message_json is."""
     text = f'{{"ts":{d.ts!r},"from":{_string(d.sender)},"text":{_string(d.text)}}}'
-    return text if d.action is None else f'{text[:-1]},"action":{dumps(d.action)}}}'
+    if d.action is not None:
+        text = f'{text[:-1]},"action":{dumps(d.action)}}}'
+    if getattr(d, "files", None):
+        text = f'{text[:-1]},"files":{files_json(d.files)}}}'
+    return text
 
 
 def with_ref(object_json: str, ref: str | None) -> str:

@@ -89,6 +89,23 @@ class Limits:
     register_rate: float = _limit(10.0, "Accounts one address may register an hour, on average.", wire=0)
     register_burst: int = _limit(3, "Accounts one address may register at once.", wire=0)
     max_accounts: int = _limit(100_000, "Accounts the server keeps at most; more are refused.", wire=0)
+    # Files (protocol version 2, docs/protocol.md 20).
+    max_upload: int = _limit(10 * 1024 * 1024, "Largest file upload, in bytes.", wire=2)
+    max_files: int = _limit(10, "Files one message may carry.", wire=2)
+    file_token_ttl: float = _limit(600.0, "Seconds an upload token (FILES_TOKEN) stays valid.", wire=0)
+    account_quota: int = _limit(
+        100 * 1024 * 1024, "Bytes of files one account (a guest: its session) may keep.", wire=0
+    )
+    files_quota: int = _limit(10 * 1024**3, "Bytes of files the server keeps at most.", wire=0)
+    upload_keep: float = _limit(
+        3600.0, "Seconds an upload may wait to be attached before it is deleted.", wire=0
+    )
+    uploads_at_once: int = _limit(2, "Uploads one session may have under way at once.", wire=0)
+    max_image_pixels: int = _limit(
+        40_000_000,
+        "Largest image (width times height) given a thumbnail; more is kept as a plain file.",
+        wire=0,
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -20,6 +20,7 @@ from chatproto.backends.accounts import AccountStore
 from chatproto.backends.eventlog import EventLog
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.backends.sqlite_accounts import SQLiteAccounts
+from chatproto.core.files import FileSpace
 from chatproto.core.hub import Hub
 from chatproto.core.peers import Peers
 from chatproto.limits import DEFAULTS, Limits
@@ -154,6 +155,8 @@ def build_server(
     cluster: str | None = None,
     cluster_expiry: float = 10.0,
     cluster_retention: int = 100_000,
+    files: str | FileSpace | None = None,
+    public_url: str | None = None,
 ) -> ChatServer:
     """A server on ``reactor`` (or a ``task.Clock``, with no ``listen``);
     ``history`` is an SQLite path or any event log; ``rooms`` always exist.
@@ -161,7 +164,10 @@ def build_server(
     ``admins`` name the accounts that administer the server; ``web``
     endpoints serve the browser client and its WebSocket, ``irc`` ones IRC clients.
     With ``cluster`` (``redis://...``) the rooms are shared with the other
-    servers on that Redis, and ``history`` is not used."""
+    servers on that Redis, and ``history`` is not used. ``files`` (a
+    folder, or a FileSpace) keeps shared files, offered on ``web``'s
+    ``/files`` with links under ``public_url`` (default: the first ``web``
+    endpoint's address)."""
     peers: Peers | None = None
     eventlog: EventLog
     if cluster is not None:
@@ -194,6 +200,7 @@ def build_server(
         eventlog = SQLiteLog(history, room_key(default_room)) if isinstance(history, str) else history
     if accounts is None and isinstance(eventlog, SQLiteLog):
         accounts = SQLiteAccounts(eventlog)
+    space = _file_space(reactor, files, eventlog, web, public_url)
     hub = Hub(
         eventlog,
         reactor,
@@ -206,6 +213,7 @@ def build_server(
         hasher=hasher,
         admins=list(admins),
         peers=peers,
+        files=space,
     )
     return ChatServer(
         hub,
@@ -218,3 +226,39 @@ def build_server(
         metrics_token,
         list(trusted_proxies),
     )
+
+
+def _file_space(
+    reactor: Any,
+    files: str | FileSpace | None,
+    eventlog: EventLog,
+    web: Sequence[str],
+    public_url: str | None,
+) -> FileSpace | None:
+    """Where files are kept: a folder on disk with their records in the
+    history's SQLite file (a cluster's shared store is not built here)."""
+    if files is None or isinstance(files, FileSpace):
+        return files
+    if not web or not isinstance(eventlog, SQLiteLog):
+        return None  # no /files to serve them, or no SQLite file to keep their records in
+    from chatproto.backends.disk_files import DiskFileStore
+    from chatproto.backends.sqlite_files import SQLiteFileRecords
+
+    url = public_url or endpoint_url(web[0])
+    return FileSpace(DiskFileStore(files, reactor), SQLiteFileRecords(eventlog), url)
+
+
+def endpoint_url(description: str) -> str:
+    """The address a ``--web`` endpoint is reached at, for links (``--public-url``'s default)."""
+    import socket
+
+    parts = description.split(":")
+    kind = parts[0].lower()
+    port = next((p for p in parts[1:] if p.isdigit()), "80")
+    interface = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("interface=")), "")
+    host = interface if interface and interface not in ("0.0.0.0", "::") else socket.getfqdn()
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if kind in ("ssl", "tls") else "http"
+    default = "443" if scheme == "https" else "80"
+    return f"{scheme}://{host}" + ("" if port == default else f":{port}")

@@ -93,9 +93,13 @@ class HubService(Service):
     def startService(self) -> None:
         super().startService()
         self.maintenance.startService()
+        if self.hub.files is not None:
+            self.hub.files.start()
 
     def stopService(self) -> Deferred:
         super().stopService()
+        if self.hub.files is not None:
+            self.hub.files.stop()
         # Never close the log under maintenance.
         d = gatherResults([self.hub.shutdown(), self.maintenance.stopService()])
         d.addBoth(lambda _: self.hub.close())

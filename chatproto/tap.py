@@ -227,6 +227,20 @@ class Options(usage.Options):
             "Messages each room's stream keeps in a cluster (0: all).",
             int,
         ],
+        [
+            "files",
+            None,
+            None,
+            "Keep shared files in this folder, served on --web at /files (default: 'files' beside "
+            "the history file; 'off' for no files). Not with --cluster yet.",
+        ],
+        [
+            "public-url",
+            None,
+            None,
+            "The address people reach --web at (https://chat.example.org): file links start with it "
+            "(default: the first --web endpoint's address).",
+        ],
         *limit_parameters(),
     ]
 
@@ -343,6 +357,7 @@ class Options(usage.Options):
                 raise usage.UsageError("--cluster-expiry: between 1 and 3600 seconds")
             if self["cluster-retention"] < 0:
                 raise usage.UsageError("--cluster-retention: 0 (keep all) or more")
+            self["files"] = None  # a cluster's shared file store is not built yet
             return  # --history is not used
         history = self["history"]
         if history != ":memory:":
@@ -351,6 +366,21 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--history {history!r}: folder {folder!r} does not exist")
             if not os.access(folder, os.W_OK) and not os.access(history, os.W_OK):
                 raise usage.UsageError(f"--history {history!r}: not writable")
+        self["files"] = self._files_folder()
+
+    def _files_folder(self) -> str | None:
+        """``--files``: a folder whose parent exists, None for off."""
+        files, history = self["files"], self["history"]
+        if files == "off" or (files is None and history == ":memory:"):
+            return None
+        if files is None:
+            files = os.path.join(os.path.dirname(os.path.abspath(history)), "files")
+        if files.startswith("s3://"):
+            raise usage.UsageError("--files s3://...: not available in this version; give a folder")
+        parent = os.path.dirname(os.path.abspath(files))
+        if not os.path.isdir(parent):
+            raise usage.UsageError(f"--files {files!r}: folder {parent!r} does not exist")
+        return files
 
     def _endpoints(self) -> None:
         """The defaults for what was not named: loopback, with the page and
@@ -448,6 +478,8 @@ def makeService(config: Options, reactor=None) -> MultiService:
         cluster=config["cluster"],
         cluster_expiry=config["cluster-expiry"],
         cluster_retention=config["cluster-retention"],
+        files=config["files"],
+        public_url=config["public-url"],
     )
     server.setServiceParent(top)
     ConnectHints(server, certificate).setServiceParent(top)

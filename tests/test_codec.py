@@ -118,7 +118,7 @@ class Malformed(SynchronousTestCase):
         self.assertRefused(b"\x02")
 
     def test_unknown_types(self):
-        for type_byte in (0x00, 0x17, 0x7F, PacketType.WELCOME, 0xFF):
+        for type_byte in (0x00, 0x1F, 0x7F, PacketType.WELCOME, 0xFF):
             self.assertRefused(bytes((type_byte,)) + b"{}", ErrorCode.UNKNOWN_TYPE)
 
     def test_unknown_type_echoes_ref(self):
@@ -306,6 +306,26 @@ INTEGER_FIELDS = [
     ),
     (codec.decode_server, PacketType.ROOM, None, ("limit",)),
     (codec.decode_client, PacketType.MODERATE, {"room": "r", "op": "mode", "limit": 1}, ("limit",)),
+    (
+        codec.decode_server,
+        PacketType.FILES_TOKEN,
+        {"token": "t", "expires": 1.0, "url": "/files", "max_upload": 1},
+        ("max_upload",),
+    ),
+    (
+        codec.decode_server,
+        PacketType.MESSAGE,
+        {
+            "seq": 1,
+            "ts": 1.0,
+            "from": "a",
+            "text": "",
+            "files": [{"id": "i", "name": "n", "size": 1, "type": "t", "width": 1, "height": 1}],
+        },
+        ("files", 0, "size"),
+    ),
+    (codec.decode_server, PacketType.MESSAGE, None, ("files", 0, "width")),
+    (codec.decode_server, PacketType.MESSAGE, None, ("files", 0, "height")),
 ]
 
 

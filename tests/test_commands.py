@@ -44,6 +44,7 @@ SAMPLES = {
     codec.Away: codec.Away(True, "lunch", "r"),
     codec.Open: codec.Open(["bob"], "r"),
     codec.Nick: codec.Nick("ann2", "r"),
+    codec.Files: codec.Files("r"),
 }
 
 
@@ -67,7 +68,9 @@ class Table(SynchronousTestCase):
     def test_buckets_and_costs(self):
         messages = {cls for cls, row in COMMANDS.items() if row.bucket == "messages"}
         presence = {cls for cls, row in COMMANDS.items() if row.bucket == "presence"}
-        self.assertEqual(messages, {codec.Say, codec.Whisper, codec.Edit, codec.Delete, codec.React})
+        self.assertEqual(
+            messages, {codec.Say, codec.Whisper, codec.Edit, codec.Delete, codec.React, codec.Files}
+        )
         self.assertEqual(
             presence,
             {

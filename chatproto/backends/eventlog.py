@@ -17,7 +17,7 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
-from chatproto.codec import Message, ProtocolError
+from chatproto.codec import File, Message, ProtocolError
 from chatproto.rules import DEFAULT_ROOM
 
 
@@ -38,6 +38,7 @@ class Draft:
     action: dict | None = None  # a moderation record: what was done, to whom
     author: str | None = None  # who owns it (:func:`author_of`); None for a record
     reply: int | None = None  # the seq it answers
+    files: list[File] | None = None  # what it carries (docs/protocol.md 20)
 
 
 def owner_of(key: str, created: float) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 
+from chatproto import codec
 from chatproto.backends.changes import apply_change, quote_of, reactions_of
 from chatproto.backends.eventlog import DELETE, EDIT, Change, Draft, Outcome, StoreError, Topic
 from chatproto.backends.eventlog import Unchanged as _Unchanged
@@ -27,8 +28,8 @@ BUSY_TIMEOUT = 0.1
 #: PRAGMA user_version of the layout below. 0 is version 1's layout (one
 #: room, no version recorded) or an empty file; 2 had rooms but no accounts;
 #: 3 had accounts with no admin mark; 4 had no replies, edits, deletions or
-#: reactions.
-SCHEMA_VERSION = 5
+#: reactions; 5 had no files.
+SCHEMA_VERSION = 6
 
 #: A message's row id is its room's id times SPAN plus its seq: one integer
 #: key, so an append is a rowid insert at the end of its room's range (as
@@ -110,6 +111,12 @@ CREATE INDEX messages_changes ON messages (id >> {ROOM_BITS}, rev) WHERE rev IS 
 """
 
 
+#: Schema 6: the files a message carries (docs/protocol.md 20), as JSON.
+_FILES = """
+ALTER TABLE messages ADD COLUMN files TEXT
+"""
+
+
 def _run_script(db: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
@@ -139,7 +146,9 @@ def _migrate(db: sqlite3.Connection, default_room: str) -> None:
             _run_script(db, _ACCOUNT_TABLES)
         if version < 4:
             _run_script(db, _ADMIN_MARK)
-        _run_script(db, _CONVERSATIONS)
+        if version < 5:
+            _run_script(db, _CONVERSATIONS)
+        _run_script(db, _FILES)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
@@ -151,14 +160,22 @@ def _migrate(db: sqlite3.Connection, default_room: str) -> None:
 #: alias ``m`` is the message; ``{base}`` its room's first row id.
 _COLUMNS = (
     "m.id - {base}, m.ts, m.sender, m.text, m.action, m.reply, m.edited, m.deleted, m.reactions,"
-    " m.rev, o.sender, o.text, o.deleted"
+    " m.rev, o.sender, o.text, o.deleted, m.files"
     " FROM messages m LEFT JOIN messages o ON m.reply IS NOT NULL AND o.id = {base} + m.reply"
 )
 
 
 def _message(row: tuple) -> Message:
-    seq, ts, sender, text, action, reply, edited, deleted, reactions, rev, q_sender, q_text, q_deleted = row
-    if reply is None and edited is None and deleted is None and reactions is None and rev is None:
+    seq, ts, sender, text, action, reply, edited, deleted, reactions, rev = row[:10]
+    q_sender, q_text, q_deleted, files = row[10:]
+    if (
+        reply is None
+        and edited is None
+        and deleted is None
+        and reactions is None
+        and rev is None
+        and files is None
+    ):
         return Message(seq, ts, sender, text, None, None if action is None else json.loads(action))
     return Message(
         seq,
@@ -173,6 +190,7 @@ def _message(row: tuple) -> Message:
         deleted or None,
         reactions_of(reactions),
         rev,
+        None if files is None else codec.files_of(json.loads(files)),
     )
 
 
@@ -182,6 +200,11 @@ class _Full(Exception):
 
 def _action(draft: Draft) -> str | None:
     return None if draft.action is None else dumps(draft.action)
+
+
+def _rest(draft: Draft) -> tuple[int | None, str | None]:
+    """A draft's reply and files, as their columns hold them."""
+    return draft.reply, codec.files_json(draft.files) if draft.files else None
 
 
 class SQLiteLog:
@@ -250,7 +273,7 @@ class SQLiteLog:
 
     def append(self, drafts: Sequence[Draft | Change]) -> Deferred[list[Outcome]]:
         try:
-            if all(type(d) is Draft and d.reply is None for d in drafts):
+            if all(type(d) is Draft and d.reply is None and d.files is None for d in drafts):
                 outcomes: list[Outcome] = list(self._append_plain(drafts))  # type: ignore[arg-type]
             else:
                 outcomes = self._append_each(drafts)
@@ -326,8 +349,9 @@ class SQLiteLog:
         if seq >= SPAN:
             raise _Full(f"a room's history in {self.path!r} is full")
         self._db.execute(
-            "INSERT INTO messages (id, ts, sender, text, action, author, reply) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (base + seq, draft.ts, draft.sender, draft.text, _action(draft), draft.author, draft.reply),
+            "INSERT INTO messages (id, ts, sender, text, action, author, reply, files)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (base + seq, draft.ts, draft.sender, draft.text, _action(draft), draft.author, *_rest(draft)),
         )
         nexts[draft.room] = seq + 1
         return self._read(base, seq)
@@ -360,6 +384,8 @@ class SQLiteLog:
             "UPDATE messages SET text = ?, edited = ?, deleted = ?, reactions = ?, rev = ? WHERE id = ?",
             (text, edited, deleted, reactions, rev, base + change.seq),
         )
+        if change.kind == DELETE:  # a deleted message's files go with its text (20.5)
+            self._db.execute("UPDATE messages SET files = NULL WHERE id = ?", (base + change.seq,))
         if change.kind in (EDIT, DELETE):
             purge.append(True)  # the old text may linger in the WAL
         return self._read(base, change.seq)

@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from chatproto.backends.changes import quote_of, reactions_of
 from chatproto.backends.eventlog import Change, Draft, Outcome, StoreError, Topic
 from chatproto.backends.streams import Found, StreamStore
-from chatproto.codec import Message, Quote
+from chatproto.codec import Message, Quote, files_of
 from chatproto.rules import DEFAULT_ROOM
 
 T = TypeVar("T")
@@ -37,7 +37,7 @@ def stream_message(seq: int, data: dict[str, Any], quote: Quote | None = None) -
     """A message in its present state as the store keeps it: a stream
     entry's data (ts, from, text, action, author, reply, q) or a changed
     message's state (also edited, deleted, reactions, rev)."""
-    if len(data) <= 4 and "reply" not in data and "rev" not in data:  # said, never changed
+    if len(data) <= 4 and "reply" not in data and "rev" not in data and "files" not in data:  # plain
         return Message(seq, data["ts"], data["from"], data["text"], None, data.get("action"))
     reply = data.get("reply")
     if reply is not None and quote is None:
@@ -57,6 +57,7 @@ def stream_message(seq: int, data: dict[str, Any], quote: Quote | None = None) -
         deleted or None,
         reactions_of(data.get("reactions")),
         data.get("rev"),
+        None if deleted is not None else files_of(data.get("files")),
     )
 
 

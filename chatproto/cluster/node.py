@@ -454,8 +454,13 @@ class ClusterNode:
             said["from"] = d.sender
             if d.action is not None:
                 said["action"] = d.action
+            if d.files:
+                said["files"] = [codec.body_of(f) for f in d.files]
             overlay[(d.room, seq)] = said
-        return entry, lambda seq: Message(seq, d.ts, d.sender, d.text, None, d.action, quote)
+        files = d.files or None
+        return entry, lambda seq: Message(
+            seq, d.ts, d.sender, d.text, None, d.action, quote, None, None, None, None, None, files
+        )
 
     def _change(
         self,

@@ -48,8 +48,16 @@ def fit(messages: list[Message], max_frame: int, keep: str) -> tuple[list[Messag
 class Assembler:
     """Builds the packets that start a session (WELCOME) or a membership (ROOM)."""
 
-    def __init__(self, max_frame: int, name: str, motd: str, limits_wire: dict[int, dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        max_frame: int,
+        name: str,
+        motd: str,
+        limits_wire: dict[int, dict[str, Any]],
+        files_url: str = "",
+    ) -> None:
         self.max_frame = max_frame
+        self.files_url = files_url  # where version 1 is sent for a message's files
         self.name = name
         self.motd = motd
         self._limits_wire = limits_wire  # version -> WELCOME.limits
@@ -60,7 +68,9 @@ class Assembler:
         kept = recent[len(recent) - len(history) :]
         if version == 1:  # docs/protocol.md 19.10
             return [
-                text if m.plain else v1 for m, text in kept if (v1 := codec.v1_message_json(m)) is not None
+                text if m.plain else v1
+                for m, text in kept
+                if (v1 := codec.v1_message_json(m, self.files_url)) is not None
             ]
         return [text for _, text in kept]
 

@@ -80,9 +80,10 @@ class Said:
         self._v1: bytes | None = None
         self._v2: bytes | None = None
 
-    def settle(self, outcome: Outcome) -> None:
+    def settle(self, outcome: Outcome, files_url: str = "") -> None:
         """The log's answer: a stored message (or a change's message in its
-        present state) is encoded for every version; a refused or
+        present state) is encoded for every version (a version 1 session
+        sees its files as links under ``files_url``); a refused or
         unchanged item is nobody's but its sender's (:meth:`own`)."""
         self.outcome = outcome
         if type(outcome) is not Message:
@@ -90,7 +91,7 @@ class Said:
         self.message = outcome
         self.json = codec.message_json(outcome)
         if type(self.draft) is Draft:
-            self.v1json = self.json if outcome.plain else codec.v1_message_json(outcome)
+            self.v1json = self.json if outcome.plain else codec.v1_message_json(outcome, files_url)
 
     def _packet(self, version: int, ref: str | None) -> bytes | None:
         if not self.json:
@@ -229,9 +230,11 @@ class Broadcast:
         refused: Callable[[list[Said], Failure], None],
         delivered: Callable[[], None],
         counters: Counters | None = None,
+        files_url: str = "",
     ) -> None:
         self.clock = clock
         self.counters = counters if counters is not None else Counters()
+        self.files_url = files_url  # where version 1 is sent for a message's files
         self.eventlog = eventlog
         self.order = order  # the other nodes' shared order (a single server's takes nothing)
         self._stored = stored
@@ -413,7 +416,7 @@ class Broadcast:
                     item.outcome = item.message = outcome
                     item.json = item.v1json = codec.message_json(outcome)
                 else:
-                    item.settle(outcome)
+                    item.settle(outcome, self.files_url)
                     if item.private:
                         flushed.owned = True
             counters.messages += len(flushed.said)

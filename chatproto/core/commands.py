@@ -8,7 +8,7 @@ in one order:
 2. ``versions``: the session's protocol version must have the packet
    (``unknown_type``, as the codec says it for a packet it can't read);
 3. ``bucket``: a token from the connection's rate bucket (``rate_limited``):
-   ``messages`` (SAY, WHISPER, EDIT, DELETE, REACT) or ``presence`` (JOIN,
+   ``messages`` (SAY, WHISPER, EDIT, DELETE, REACT, FILES) or ``presence`` (JOIN,
    PART, TOPIC, ACCOUNT, MODERATE, ADMIN, AWAY, OPEN, NICK), or none;
 4. the handler. A Deferred it returns gets one errback: a ProtocolError
    becomes that ERROR, anything else is logged and answered ``internal``.
@@ -64,7 +64,7 @@ BUCKETS = {
     for bucket in (
         Bucket(
             "messages",
-            "messages, edits, deletions or reactions",
+            "messages, edits, deletions, reactions or file tokens",
             lambda limits, now: TokenBucket(limits.rate, limits.burst, now),
         ),
         Bucket(
@@ -122,8 +122,18 @@ def _login(connection: CommandTarget, packet: codec.Login) -> None:
     connection.log_in(packet)  # its own errback: refusals are counted, passwords tried
 
 
-def _say(connection: CommandTarget, packet: codec.Say) -> None:
-    connection.hub.messages.say(connection, packet.text, packet.ref, packet.room, packet.reply, packet.notice)
+def _say(connection: CommandTarget, packet: codec.Say) -> Deferred[None] | None:
+    messages = connection.hub.messages
+    return messages.say(
+        connection, packet.text, packet.ref, packet.room, packet.reply, packet.notice, packet.files
+    )
+
+
+def _files(connection: CommandTarget, packet: codec.Files) -> None:
+    files = connection.hub.files
+    if files is None:
+        raise ProtocolError(ErrorCode.NO_FILES, "this server keeps no files")
+    files.token(connection, packet)
 
 
 def _change(connection: CommandTarget, packet: codec.Edit | codec.Delete | codec.React) -> None:
@@ -200,7 +210,7 @@ def _admin(connection: CommandTarget, packet: codec.AdminRequest) -> Deferred[No
 
 _ROWS = (
     Command(codec.Login, _login, login=False, versions=EVERY_VERSION),
-    Command(codec.Say, _say, versions=EVERY_VERSION, bucket="messages"),
+    Command(codec.Say, _say, versions=EVERY_VERSION, bucket="messages", failed="could not take the files"),
     Command(
         codec.Whisper,
         _whisper,
@@ -233,6 +243,7 @@ _ROWS = (
     Command(codec.Away, _away, bucket="presence"),
     Command(codec.Open, _open, bucket="presence", failed="could not open the conversation"),
     Command(codec.Nick, _nick, bucket="presence", failed="could not change the nick"),
+    Command(codec.Files, _files, bucket="messages"),
 )
 
 #: Packet class -> its row.

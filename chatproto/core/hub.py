@@ -32,6 +32,7 @@ from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import Broadcast, Said
 from chatproto.core.connection import Connection, Session
 from chatproto.core.conversations import Conversations
+from chatproto.core.files import Files, FileSpace
 from chatproto.core.inbound import Inbound
 from chatproto.core.logins import Logins
 from chatproto.core.membership import Membership
@@ -71,6 +72,7 @@ class Hub:
         hasher: Hasher | None = None,
         admins: tuple[str, ...] | list[str] = (),
         peers: Peers | None = None,
+        files: FileSpace | None = None,
     ) -> None:
         self.eventlog = eventlog
         self.clock = clock
@@ -85,8 +87,9 @@ class Hub:
         self.gate = AddressGate(clock, limits)
         self.accounts = self._accounts(store, hasher, admins)
         self.directory = Directory(limits, default_room, list(rooms), self.peers, clock)
+        files_url = files.files_url if files is not None else ""
         self.assembler = Assembler(
-            limits.max_frame, name, motd, {v: limits.as_wire(v) for v in codec.VERSIONS}
+            limits.max_frame, name, motd, {v: limits.as_wire(v) for v in codec.VERSIONS}, files_url
         )
         self.broadcast = Broadcast(
             clock,
@@ -96,6 +99,7 @@ class Hub:
             self._refused,
             self._drop_slow_consumers,
             self.counters,
+            files_url,
         )
         self.keeper = RuleKeeper(clock, store, self.broadcast)
         self.membership = Membership(
@@ -125,6 +129,8 @@ class Hub:
             self.observers,
         )
         self.conversations = Conversations(store, self.registry, self.directory, self.membership)
+        # Files (docs/protocol.md 20), with --files and --web.
+        self.files = None if files is None else Files(clock, limits, files, self.registry, self.directory)
         self.presence = Presence(clock, limits, self.broadcast, self.membership, self.peers)
         self.messages = Messages(
             clock,
@@ -140,6 +146,7 @@ class Hub:
             self.observers,
             self.conversations,
             self.logins.handle_overflow,
+            self.files,
         )
         self.room_requests = RoomRequests(
             clock,

@@ -35,6 +35,7 @@ from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import Broadcast, Said
 from chatproto.core.connection import Connection, Session, logged_in
 from chatproto.core.conversations import Conversations
+from chatproto.core.files import Files
 from chatproto.core.membership import Membership
 from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers
@@ -71,6 +72,7 @@ class Messages:
         observers: Observers,
         conversations: Conversations,
         drop_slow_consumers: Callable[[], None],
+        files: Files | None = None,
     ) -> None:
         self.clock = clock
         self.limits = limits
@@ -85,6 +87,7 @@ class Messages:
         self.observers = observers
         self.conversations = conversations
         self.drop_slow_consumers = drop_slow_consumers  # after writing outside the broadcast
+        self.files = files
 
     def say(
         self,
@@ -94,7 +97,8 @@ class Messages:
         room: str | None = None,
         reply: int | None = None,
         notice: bool | None = None,
-    ) -> None:
+        files: list[str] | None = None,
+    ) -> Deferred[None] | None:
         session = logged_in(connection)
         # version 1 is always in the default room: no lookup for it
         target = (
@@ -102,15 +106,45 @@ class Messages:
         )
         if session.version != 1:  # version 1 knows no room rules (docs/protocol.md 15.5)
             _may_speak(session, target)
-        validate_text(text, self.limits.max_text)
+        if not files or text:  # with files, the text may be empty (20.1)
+            validate_text(text, self.limits.max_text)
         author = session.owner or author_of(None, session.id, self.registry.epoch)
         # A notice (IRC's NOTICE) is a message that says so in its action, so
         # that it travels, is kept and is shown as every record is.
         action = NOTICE if notice and session.version >= 2 else None
         draft = Draft(self.clock.seconds(), session.nick, text, target.key, action, author, reply)
+        if files and session.version >= 2:
+            return self._say_with_files(connection, session, target, draft, files, ref)
         self.broadcast.message(draft, target.name, connection, ref)
         if session.typing:  # saying something is having stopped typing
             stopped(session, target.key)
+        return None
+
+    def _say_with_files(
+        self,
+        connection: Connection,
+        session: Session,
+        room: ChatRoom,
+        draft: Draft,
+        ids: list[str],
+        ref: str | None,
+    ) -> Deferred[None]:
+        """A SAY with files takes its place in the room's order once its
+        files are found to be the session's to attach (20.7)."""
+        if self.files is None:
+            raise ProtocolError(ErrorCode.BAD_FILE, "this server keeps no files")
+
+        def attach(found: list[codec.File]) -> None:
+            if connection.session is not session or session.rooms.get(room.key) is not room:
+                self.files.unclaim(found) if self.files is not None else None
+                raise ProtocolError(ErrorCode.NOT_A_MEMBER, f"you are not in {room.name!r}: join it first")
+            draft.files = found
+            draft.ts = self.clock.seconds()
+            self.broadcast.message(draft, room.name, connection, ref)
+            if session.typing:
+                stopped(session, room.key)
+
+        return self.files.attachable(session, room, ids).addCallback(attach)
 
     def change(self, connection: Connection, packet: codec.Edit | codec.Delete | codec.React) -> None:
         """EDIT, DELETE or REACT: checked here as far as the request itself
@@ -147,6 +181,8 @@ class Messages:
         rooms = self.directory.rooms
         for item in said:
             outcome = item.outcome
+            if self.files is not None:
+                self._files_of(item, outcome)
             if type(outcome) is Message:
                 room = rooms.get(item.channel)
                 if room is None:
@@ -158,6 +194,20 @@ class Messages:
                         self.conversations.said(room)
                 else:
                     changed(room, outcome, item.json)
+
+    def _files_of(self, item: Said, outcome: Any) -> None:
+        """A message's files are attached once it is stored, let go if it
+        was refused, and deleted with it (20.5)."""
+        assert self.files is not None
+        draft = item.draft
+        if type(draft) is Draft:
+            if draft.files:
+                if type(outcome) is Message:
+                    self.files.attached(draft.room, outcome.seq, draft.files)
+                else:
+                    self.files.unclaim(draft.files)
+        elif isinstance(draft, Change) and draft.kind == DELETE and type(outcome) is Message:
+            self.files.deleted(draft.room, draft.seq)
 
     def record(
         self,
@@ -272,7 +322,7 @@ class Messages:
         reads on (a few pages at most), so that a version 1 client always
         has a seq to page from while ``more`` is true."""
         messages, more = page
-        shown = as_version_1(messages)
+        shown = as_version_1(messages, self.assembler.files_url)
         if shown or not more or not messages or tries <= 1:
             return shown, more
         if request.after is not None:
@@ -292,6 +342,8 @@ class Messages:
         )
         self.observers.notify("error", 0, reason=str(failure.value))
         for item in said:
+            if self.files is not None and type(item.draft) is Draft and item.draft.files:
+                self.files.unclaim(item.draft.files)
             if item.sender is not None and item.sender.session is not None:
                 item.sender.send(
                     codec.Error(ErrorCode.INTERNAL, "the server could not store your message", item.ref)
@@ -307,14 +359,10 @@ def _may_speak(session: Session, room: ChatRoom) -> None:
         )
 
 
-def as_version_1(messages: list[Message]) -> list[Message]:
+def as_version_1(messages: list[Message], files_url: str = "") -> list[Message]:
     """A page as version 1 sees it (docs/protocol.md 19.10): deleted
-    messages left out, the others' text alone."""
-    return [
-        m if m.plain else Message(m.seq, m.ts, m.sender, m.text, None, codec.v1_action(m.action))
-        for m in messages
-        if not m.deleted
-    ]
+    messages left out, the others' text alone (and their files' links, 20.6)."""
+    return [m if m.plain else codec.v1_message(m, files_url) for m in messages if not m.deleted]
 
 
 def for_version(private: codec.Private, version: int) -> codec.Private:

@@ -57,6 +57,7 @@ from chatproto.transports.irc_conversations import (
     seq_of,
     unescape_tag,
 )
+from chatproto.transports.irc_files import personal, with_links
 from chatproto.transports.irc_labels import LABEL_BYTES, CapturingOutbox, Labels
 from chatproto.transports.irc_people import NAMELEN, IrcPeople, people_of
 from chatproto.transports.ircnames import channel, irc_nick, our_nick, room_of
@@ -200,7 +201,7 @@ class IrcWire:
             # The sender's own copy (it has the ref) is the connection's to
             # render with labeled-response: it may answer a labeled request.
             ref_free = body.get("ref") is None or (kind != PacketType.ERROR and not self.labels)
-            if ref_free and not _kick_or_invite(kind, body):
+            if ref_free and not _kick_or_invite(kind, body) and not self._signed(kind, body):
                 return render(self, body).encode("utf-8")
         elif kind not in _PERSONAL:
             if kind not in NOT_SHOWN:
@@ -210,6 +211,10 @@ class IrcWire:
         # answering one of its requests (a refused change, in its place), or
         # a kick (the KICK comes from whoever kicked: _kick_or_invite).
         return b"\0" + len(payload).to_bytes(4, "big") + payload
+
+    def _signed(self, kind: int, body: dict) -> bool:
+        """A MESSAGE whose file links each connection signs for itself (20.6)."""
+        return kind == PacketType.MESSAGE and self.people is not None and personal(self.people.hub, body)
 
     def message_tags(self, body: dict, batch: str | None = None) -> dict | None:
         tags = {}
@@ -264,7 +269,9 @@ class IrcWire:
 
     # -- broadcasts (and what send() passes on) ----------------------------------------
 
-    def message(self, body: dict) -> str:
+    def message(self, body: dict, session: Session | None = None) -> str:
+        if body.get("files") and self.people is not None:
+            body = with_links(self.people.hub, body, session)
         action = body.get("action")
         if action is not None and action["op"] in _MODES:
             return self.mode(body, action)  # everyone, the actor too, as IRC servers do
@@ -523,6 +530,7 @@ NOT_SHOWN: dict[int, str] = {
     PacketType.MARKED: "read markers are not an IRC notion (sent only to MARK, which IRC never sends)",
     PacketType.BANS: "the answer to ADMIN, which IRC never sends (MODE +b lists a room's bans)",
     PacketType.SESSIONS: "the answer to ADMIN, which IRC never sends",
+    PacketType.FILES_TOKEN: "the answer to FILES, which IRC never sends (IRC clients get links, 20.6)",
 }
 
 _WIRES: dict[tuple[str, frozenset], IrcWire] = {}
@@ -1855,6 +1863,10 @@ class IrcConnection(Framing):
                 body["action"] = message.action
             if message.reply is not None:
                 body["reply"] = {"seq": message.reply.seq}
+            if message.files:
+                body["room"] = page.room
+                body["files"] = [codec.body_of(f) for f in message.files]
+                body = with_links(self.connection.hub, body, self.connection.session)
             target = target_of(page.room, message.sender)
             self.connection.outbox.write(self.irc_wire.privmsg(body, target, batch).encode("utf-8"))
         if batch is not None:
@@ -1869,6 +1881,16 @@ class IrcConnection(Framing):
             if wanted is None or nick_key(name) in wanted:
                 self._numeric("322", name, str(info.members), info.topic)
         self._numeric("323", "End of /LIST")
+
+    def _message(self, packet: codec.MessagePacket) -> None:
+        """A MESSAGE the wire left to the connection: a kick's record, the
+        sender's own copy, or one whose file links are signed for this session."""
+        body = json.loads(codec.encode(packet)[1:])
+        if _kick_or_invite(packet.TYPE, body):
+            self._moderated(packet.TYPE, body)
+            return
+        text = self.irc_wire.message(body, self.connection.session)
+        self.connection.outbox.write(text.encode("utf-8"))
 
     def _private(self, private: codec.Private) -> None:
         """PRIVATE as PRIVMSG (NOTICE for a notice); the sender's copy only
@@ -2019,6 +2041,7 @@ _BY_CONNECTION: dict[type[Any], Callable[[IrcConnection, Any], None]] = {
     codec.HistoryPage: IrcConnection._history,
     codec.RoomList: IrcConnection._rooms,
     codec.Private: IrcConnection._private,
+    codec.MessagePacket: IrcConnection._message,
     codec.ServerPing: IrcConnection._server_ping,
     codec.Invited: IrcConnection._invited,
     codec.Done: IrcConnection._done,

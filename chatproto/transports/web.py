@@ -23,6 +23,7 @@ from twisted.web.static import File
 
 from chatproto.core.hub import Hub
 from chatproto.core.timers import Deadline
+from chatproto.transports.file_http import ChatRequest, FilesResource
 from chatproto.transports.forwarded import TrustedProxies
 from chatproto.transports.policy import chat_transport, describe_address
 from chatproto.transports.websocket import ChatSocketResource, WebSocketChatProtocol
@@ -129,6 +130,12 @@ class ChatChannel(HTTPChannel):
             self._start_deadline()
         super().requestDone(request)
 
+    def long_request(self) -> None:
+        """An upload or a download with its answer under way: it may take
+        longer than a request's deadline (the connection still holds its
+        place in the limits; the next request gets a deadline again)."""
+        self._stop_deadline()
+
     def upgraded(self) -> bool:
         """The request became a WebSocket: no deadline from here on. True if
         the connection's place passes to the chat connection."""
@@ -180,6 +187,7 @@ class WebSite(Site):
     # negotiating wrapper (_GenericHTTPChannelProtocol) alone; a Site builds
     # an HTTPChannel subclass given here just as well.
     protocol = ChatChannel  # type: ignore[assignment]
+    requestFactory = ChatRequest
 
     def __init__(self, resource: Resource, hub: Hub, proxies: TrustedProxies) -> None:
         # No idle timeout of Twisted's: ChatChannel's deadline replaces it.
@@ -200,6 +208,8 @@ def web_site(hub: Hub, origins: Iterable[str] = (), page: str = PAGE, trusted: I
     root = PageFiles(page)
     origins_ = frozenset(o.lower().rstrip("/") for o in origins)
     root.putChild(b"ws", ChatSocketResource(hub, origins_, proxies))
+    if hub.files is not None:
+        root.putChild(b"files", FilesResource(hub.files))
     site = WebSite(root, hub, proxies)
     site.displayTracebacks = False
     site.noisy = False

@@ -1,0 +1,377 @@
+"""Files (docs/protocol.md 20): upload tokens, who may read a file, what a
+SAY may attach, and what goes when a message is deleted or an upload is
+never attached.
+
+The bytes and the records are behind :mod:`chatproto.backends.files`; the
+HTTP side is :mod:`chatproto.transports.file_http`. Tokens and IRC links
+are self-checking (an HMAC with a secret kept in the file store), so every
+node of a cluster accepts every node's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+import struct
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from chatproto import codec
+from chatproto.backends.files import FileRecords, FileStore, StoredFile
+from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.core.connection import Connection, Session, logged_in
+from chatproto.core.registry import Registry
+from chatproto.core.rooms import ChatRoom, Directory
+from chatproto.limits import Limits
+
+log = Logger()
+
+#: The blob the cluster's shared secret is kept as: a name no SHA-256 of
+#: an upload will ever be.
+SECRET_BLOB = "0" * 64
+#: The upload path FILES_TOKEN names.
+UPLOAD_PATH = "/files"
+#: Uploads removed per sweep of the unattached ones.
+SWEEP_BATCH = 100
+#: Longest wait between sweeps, in seconds.
+SWEEP_EVERY = 60.0
+
+_TOKEN = struct.Struct("!QI")  # session id, expiry
+_TOKEN_MAC = 20  # bytes: 12 + 20 = 32 bytes, 43 characters of base64
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpace:
+    """Where files are kept and how they are reached: the store of the
+    bytes, the records, the address links start with (``--public-url``),
+    and where uploads are written while they arrive."""
+
+    store: FileStore
+    records: FileRecords
+    public_url: str
+    temp: str | None = None
+
+    @property
+    def files_url(self) -> str:
+        return self.public_url.rstrip("/") + UPLOAD_PATH
+
+
+def file_of(record: StoredFile) -> codec.File:
+    """The File a message shows for an upload (20.1)."""
+    return codec.File(
+        record.id,
+        record.name,
+        record.size,
+        record.type,
+        record.width,
+        record.height,
+        True if record.thumb else None,
+    )
+
+
+def new_id() -> str:
+    """128 random bits, 22 characters of URL-safe base64."""
+    return _b64(secrets.token_bytes(16))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes | None:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def is_open(room: ChatRoom) -> bool:
+    """A room whose files anyone with their id may read (20.4)."""
+    rules = room.rules
+    return not room.direct and not rules.invite_only and not rules.key and not rules.secret
+
+
+class Files:
+    """The core's side of files."""
+
+    def __init__(
+        self, clock: IReactorTime, limits: Limits, space: FileSpace, registry: Registry, directory: Directory
+    ) -> None:
+        self.clock = clock
+        self.limits = limits
+        self.space = space
+        self.store = space.store
+        self.records = space.records
+        self.registry = registry
+        self.directory = directory
+        self._secret: bytes | None = None
+        self._claimed: set[str] = set()  # ids a SAY is attaching: no other SAY may
+        self._uploading: dict[int, int] = {}  # session id -> uploads under way
+        self._sweep: IDelayedCall | None = None
+
+    # -- the secret, and the sweep of unattached uploads -------------------------------
+
+    def start(self) -> Deferred[None]:
+        """Read (or make) the shared secret, then sweep now and then."""
+        d = self._load_secret()
+        d.addCallback(lambda _: self._schedule())
+        d.addErrback(lambda f: log.failure("files: could not read the secret; files are off", f))
+        return d
+
+    def stop(self) -> None:
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        self._sweep = None
+
+    @property
+    def ready(self) -> bool:
+        return self._secret is not None
+
+    def _load_secret(self) -> Deferred[None]:
+        def got(size: int | None) -> Deferred[Any]:
+            if size:
+                return self.store.read(SECRET_BLOB, 0, 64)
+            fd, path = tempfile.mkstemp(dir=self.space.temp)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))  # a few bytes: fine on the reactor
+
+            def read_back(_: None) -> Deferred[bytes]:
+                os.unlink(path)
+                # Another node may have put its own first: whatever is kept wins.
+                return self.store.read(SECRET_BLOB, 0, 64)
+
+            return self.store.put(SECRET_BLOB, path).addCallback(read_back)
+
+        def keep(secret: bytes) -> None:
+            self._secret = secret
+
+        return self.store.size(SECRET_BLOB).addCallback(got).addCallback(keep)
+
+    def _schedule(self) -> None:
+        self._sweep = self.clock.callLater(min(self.limits.upload_keep, SWEEP_EVERY), self._sweep_now)
+
+    def _sweep_now(self) -> Deferred[None]:
+        """Delete the uploads never attached within ``upload_keep``."""
+        self._sweep = None
+        before = self.clock.seconds() - self.limits.upload_keep
+        found = self.records.unattached_before(before, SWEEP_BATCH)
+        d = found.addCallback(lambda old: self.forget([r.id for r in old if r.id not in self._claimed]))
+        d.addErrback(lambda f: log.failure("files: sweeping unattached uploads failed", f))
+        return d.addBoth(lambda _: self._schedule())
+
+    def forget(self, ids: list[str]) -> Deferred[None]:
+        """Remove these uploads, then every blob no remaining upload names."""
+        if not ids:
+            return succeed(None)
+
+        def delete(digests: list[str]) -> Deferred[Any]:
+            return gatherResults([self.store.delete(d) for d in digests], consumeErrors=True)
+
+        return self.records.remove(ids).addCallback(delete).addCallback(lambda _: None)
+
+    # -- tokens and signatures ----------------------------------------------------------
+
+    def _mac(self, *parts: bytes) -> bytes:
+        assert self._secret is not None
+        return hmac.new(self._secret, b"\0".join(parts), hashlib.sha256).digest()
+
+    def token(self, connection: Connection, packet: codec.Files) -> None:
+        """FILES: a new token for this session (20.2)."""
+        session = logged_in(connection)
+        if self._secret is None:
+            raise ProtocolError(ErrorCode.NO_FILES, "files are not available on this server right now")
+        expires = int(self.clock.seconds() + self.limits.file_token_ttl)
+        payload = _TOKEN.pack(session.id, expires)
+        mac = self._mac(b"token", payload, _owner(session).encode())[:_TOKEN_MAC]
+        connection.send(
+            codec.FilesToken(
+                _b64(payload + mac), float(expires), UPLOAD_PATH, self.limits.max_upload, packet.ref
+            )
+        )
+
+    def session_of(self, token: str) -> Session | None:
+        """The session a token authorises, if it is valid, unexpired and the session is here."""
+        raw = _unb64(token) if self._secret is not None and len(token) < 100 else None
+        if raw is None or len(raw) != _TOKEN.size + _TOKEN_MAC:
+            return None
+        id, expires = _TOKEN.unpack(raw[: _TOKEN.size])
+        if self.clock.seconds() >= expires:
+            return None
+        session = self.registry.sessions.get(id)
+        if session is None:
+            return None
+        mac = self._mac(b"token", raw[: _TOKEN.size], _owner(session).encode())[:_TOKEN_MAC]
+        return session if hmac.compare_digest(mac, raw[_TOKEN.size :]) else None
+
+    def signature(self, file_id: str, session: Session) -> str:
+        """An IRC link's ``sig``: the file bound to the session's account
+        (a guest: its session) (20.6)."""
+        owner = _owner(session).encode()
+        return _b64(owner) + "." + _b64(self._mac(b"sig", file_id.encode(), owner)[:16])
+
+    def _signed_owner(self, file_id: str, sig: str) -> str | None:
+        owner_part, _, mac_part = sig.partition(".")
+        owner, mac = _unb64(owner_part), _unb64(mac_part)
+        if owner is None or mac is None or self._secret is None:
+            return None
+        good = self._mac(b"sig", file_id.encode(), owner)[:16]
+        return owner.decode("utf-8", "replace") if hmac.compare_digest(good, mac) else None
+
+    def link(self, record: codec.File, session: Session | None = None) -> str:
+        """A file's address; with ``session``, signed for it (an IRC link)."""
+        url = codec.file_url(self.space.files_url, record)
+        return url if session is None else f"{url}?sig={self.signature(record.id, session)}"
+
+    # -- reading --------------------------------------------------------------------------
+
+    def readable(self, record: StoredFile, token: str | None, sig: str | None) -> bool:
+        """Whether a request may have the file (20.4): anyone for a room that
+        is open, else a member's token or a member's IRC link."""
+        room = self.directory.rooms.get(record.room)
+        if room is None:
+            return False  # nobody is in it here: not a room anyone may read from now
+        if is_open(room):
+            return True
+        if token:
+            session = self.session_of(token)
+            return session is not None and session.rooms.get(room.key) is room
+        if sig:
+            owner = self._signed_owner(record.id, sig)
+            return owner is not None and any(_owner(m) == owner for m in room.members.values())
+        return False
+
+    # -- uploading ------------------------------------------------------------------------
+
+    def upload_room(self, session: Session, name: str) -> ChatRoom:
+        """The room an upload names, if the session is a member:
+        bad_room, no_such_room or not_a_member."""
+        room = self.directory.find(name)
+        if session.rooms.get(room.key) is not room:
+            raise ProtocolError(ErrorCode.NOT_A_MEMBER, f"you are not in {room.name!r}")
+        return room
+
+    def quota_refusal(self, session: Session, size: int) -> Deferred[str | None]:
+        """Why ``size`` more bytes would go past a quota, or None (20.5)."""
+        owner = _owner(session)
+
+        def check(used: list[int]) -> str | None:
+            mine, everyone = used
+            if mine + size > self.limits.account_quota:
+                return f"your files would take more than {self.limits.account_quota} bytes"
+            if everyone + size > self.limits.files_quota:
+                return "the server keeps no more files: its quota is reached"
+            return None
+
+        return gatherResults(
+            [self.records.used(owner), self.records.used_by_all()], consumeErrors=True
+        ).addCallback(check)
+
+    def begin_upload(self, session: Session) -> bool:
+        """Count an upload under way; False if the session has its most already."""
+        count = self._uploading.get(session.id, 0)
+        if count >= self.limits.uploads_at_once:
+            return False
+        self._uploading[session.id] = count + 1
+        return True
+
+    def end_upload(self, session: Session) -> None:
+        count = self._uploading.pop(session.id, 1) - 1
+        if count > 0:
+            self._uploading[session.id] = count
+
+    def keep(
+        self,
+        session: Session,
+        room: ChatRoom,
+        name: str,
+        kind: str,
+        digest: str,
+        size: int,
+        path: str,
+        width: int | None = None,
+        height: int | None = None,
+        thumb: tuple[str, str] | None = None,  # (digest, path)
+    ) -> Deferred[StoredFile]:
+        """Put a finished upload's blobs in the store, then its record."""
+        record = StoredFile(
+            new_id(),
+            digest,
+            room.key,
+            name,
+            kind,
+            size,
+            _owner(session),
+            self.clock.seconds(),
+            width,
+            height,
+            thumb[0] if thumb else None,
+        )
+        puts = [self.store.put(digest, path)]
+        if thumb is not None:
+            puts.append(self.store.put(*thumb))
+        d = gatherResults(puts, consumeErrors=True)
+        d.addCallback(lambda _: self.records.add(record))
+        return d.addCallback(lambda _: record)
+
+    # -- attaching and deleting ---------------------------------------------------------
+
+    def attachable(self, session: Session, room: ChatRoom, ids: Sequence[str]) -> Deferred[list[codec.File]]:
+        """The Files a SAY may attach, claimed for it; bad_file if any is
+        not the session's (or its account's) unattached upload in this
+        room, or there are too many (20.7)."""
+        if len(ids) > self.limits.max_files:
+            return _bad_file(f"a message carries at most {self.limits.max_files} files")
+        if len(set(ids)) != len(ids) or any(i in self._claimed for i in ids):
+            return _bad_file("a file can be attached once")
+        owner = _owner(session)
+
+        def check(records: list[StoredFile | None]) -> list[codec.File]:
+            for id, record in zip(ids, records, strict=True):
+                if record is None or record.room != room.key or record.owner != owner:
+                    raise ProtocolError(ErrorCode.BAD_FILE, f"{id!r} is not an upload of yours in this room")
+                if record.seq is not None or id in self._claimed:
+                    raise ProtocolError(ErrorCode.BAD_FILE, f"{id!r} is attached already")
+            self._claimed.update(ids)
+            return [file_of(r) for r in records if r is not None]
+
+        d = gatherResults([self.records.get(i) for i in ids], consumeErrors=True)
+        return d.addCallback(check)
+
+    def attached(self, room: str, seq: int, files: list[codec.File]) -> None:
+        """A message with files was stored: its uploads are its now."""
+        ids = [f.id for f in files]
+        d = self.records.attach(ids, room, seq)
+        d.addErrback(lambda f: log.failure("files: could not attach {ids}", f, ids=ids))
+        d.addBoth(lambda _: self._claimed.difference_update(ids))
+
+    def unclaim(self, files: list[codec.File]) -> None:
+        """A message with files was refused: its uploads may be attached again."""
+        self._claimed.difference_update(f.id for f in files)
+
+    def deleted(self, room: str, seq: int) -> None:
+        """A message was deleted: its files go, then their blobs (20.5)."""
+        d = self.records.of_message(room, seq)
+        d.addCallback(lambda found: self.forget([r.id for r in found]))
+        d.addErrback(lambda f: log.failure("files: could not delete message {seq}'s files", f, seq=seq))
+
+
+def _owner(session: Session) -> str:
+    """Whose uploads are whose: an account's for all its devices, a guest's session's."""
+    assert session.owner is not None  # every session has one from its login
+    return session.owner
+
+
+def _bad_file(message: str) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(ProtocolError(ErrorCode.BAD_FILE, message))
+    return d
