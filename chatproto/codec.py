@@ -55,6 +55,7 @@ class PacketType(IntEnum):
     OPEN = 0x15
     NICK = 0x16  # version 2: nick changes
     FILES = 0x17  # version 2: files
+    SEARCH = 0x18  # version 2: search
     # server -> client
     WELCOME = 0x81
     MESSAGE = 0x82
@@ -80,6 +81,7 @@ class PacketType(IntEnum):
     STATUS = 0x96
     RENAMED = 0x97  # version 2: nick changes
     FILES_TOKEN = 0x98  # version 2: files
+    RESULTS = 0x99  # version 2: search
 
 
 #: Every integer field holds a signed 64-bit value; anything outside is
@@ -136,6 +138,9 @@ class ErrorCode:
     # version 2: files
     NO_FILES = "no_files"
     BAD_FILE = "bad_file"
+    # version 2: search
+    BAD_SEARCH = "bad_search"
+    NO_SEARCH = "no_search"
 
 
 class ProtocolError(Exception):
@@ -316,6 +321,7 @@ class HistoryRequest:
     ref: str | None = None
     room: str | None = field(default=None, metadata={**_ROOM, **_V2})
     changed_after: int | None = field(default=None, metadata=_V2)  # a rev: the messages changed since
+    around: int | None = field(default=None, metadata=_V2)  # a seq: the page centred on it (21.4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -608,6 +614,7 @@ class HistoryPage:
     more: bool
     room: str | None = field(default=None, metadata=_V2)
     rev: int | None = field(default=None, metadata=_V2)  # the room's latest change, when asked by rev
+    newer: bool | None = field(default=None, metadata=_V2)  # newer ones exist, when asked around a seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -795,6 +802,43 @@ class FilesToken:
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Search:
+    """Find messages of the session's rooms by their words (docs/protocol.md 21)."""
+
+    TYPE: ClassVar = PacketType.SEARCH
+    words: str
+    room: str | None = field(default=None, metadata=_ROOM)
+    sender: str | None = field(default=None, metadata=_json("from", **_NICK))
+    since: float | None = None
+    until: float | None = None
+    page: str | None = None  # opaque: the previous RESULTS' page
+    limit: int | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One message a SEARCH found: where, who, when, and its present text cut
+    around the first match, each match a [start, length] in code points."""
+
+    room: str
+    seq: int
+    sender: str = field(metadata=_json("from"))
+    ts: float
+    snippet: str
+    marks: list[list[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    TYPE: ClassVar = PacketType.RESULTS
+    hits: list[Hit]
+    more: bool
+    page: str | None = None
+    ref: str | None = None
+
+
 V1_CLIENT_PACKETS = (Login, Say, Whisper, Ping, Quit, HistoryRequest, Pong)
 CLIENT_PACKETS = (
     *V1_CLIENT_PACKETS,
@@ -814,6 +858,7 @@ CLIENT_PACKETS = (
     Open,
     Nick,
     Files,
+    Search,
 )
 SERVER_PACKETS = (
     Welcome,
@@ -840,6 +885,7 @@ SERVER_PACKETS = (
     Status,
     Renamed,
     FilesToken,
+    Results,
 )
 
 
@@ -949,6 +995,7 @@ def _schema(cls) -> tuple[_Field, ...]:
 
 
 _NESTED = (Peer, Quote, Reaction, Message, RoomInfo, BanInfo, PendingInfo, SessionInfo, File)
+_NESTED = (Peer, Quote, Reaction, Message, RoomInfo, BanInfo, PendingInfo, SessionInfo, Hit)
 _SCHEMAS: dict[type, tuple[_Field, ...]] = {
     cls: _schema(cls) for cls in (*_NESTED, *CLIENT_PACKETS, *SERVER_PACKETS)
 }

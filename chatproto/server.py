@@ -7,17 +7,17 @@ they pass, the endpoints they listen on and the history they keep.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 
 from chatproto.backends.accounts import AccountStore
-from chatproto.backends.eventlog import EventLog
+from chatproto.backends.eventlog import EventLog, Threads
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.backends.sqlite_accounts import SQLiteAccounts
 from chatproto.core.files import FileSpace
@@ -33,6 +33,7 @@ from chatproto.transports.proxied import server_endpoint
 if TYPE_CHECKING:
     from twisted.web.server import Site
 
+    from chatproto.cluster.search_index import SearchFeed
     from chatproto.transports.irc import IrcFactory
 
 
@@ -157,6 +158,8 @@ def build_server(
     cluster_retention: int = 100_000,
     files: str | FileSpace | None = None,
     public_url: str | None = None,
+    search: bool = True,
+    search_index: str = ":memory:",
 ) -> ChatServer:
     """A server on ``reactor`` (or a ``task.Clock``, with no ``listen``);
     ``history`` is an SQLite path or any event log; ``rooms`` always exist.
@@ -167,8 +170,12 @@ def build_server(
     servers on that Redis, and ``history`` is not used. ``files`` (a
     folder, or a FileSpace) keeps shared files, offered on ``web``'s
     ``/files`` with links under ``public_url`` (default: the first ``web``
-    endpoint's address)."""
+    endpoint's address). ``search`` keeps a
+    full-text index (in the history file; a cluster node's in ``search_index``)
+    and answers SEARCH."""
     peers: Peers | None = None
+    threads = _threads(reactor)
+    feed: SearchFeed | None = None
     eventlog: EventLog
     if cluster is not None:
         from chatproto.backends.redis import Epoch, RedisAddress, RedisClient
@@ -179,7 +186,14 @@ def build_server(
         address = RedisAddress.parse(cluster)
         epoch = Epoch("chat:epoch")  # the store's prefix
         store = StreamStore(RedisClient(reactor, address, "chat-node", epoch), keep=cluster_retention)
-        cluster_log = ClusterLog(store)
+        index = None
+        if search:
+            from chatproto.cluster.search_index import IndexFile
+
+            index = IndexFile(search_index, threads)
+            feed_client = RedisClient(reactor, address, "chat-search", epoch)
+            feed = SearchFeed(feed_client, store, index, reactor, threads or _inline)
+        cluster_log = ClusterLog(store, index)
         eventlog = cluster_log
         shared = None
         if accounts is None:
@@ -197,7 +211,11 @@ def build_server(
             shared.node = node
         peers = node
     else:
-        eventlog = SQLiteLog(history, room_key(default_room)) if isinstance(history, str) else history
+        eventlog = (
+            SQLiteLog(history, room_key(default_room), search, threads)
+            if isinstance(history, str)
+            else history
+        )
     if accounts is None and isinstance(eventlog, SQLiteLog):
         accounts = SQLiteAccounts(eventlog)
     space = _file_space(reactor, files, eventlog, web, public_url)
@@ -215,7 +233,7 @@ def build_server(
         peers=peers,
         files=space,
     )
-    return ChatServer(
+    server = ChatServer(
         hub,
         reactor,
         list(listen),
@@ -226,6 +244,38 @@ def build_server(
         metrics_token,
         list(trusted_proxies),
     )
+    if feed is not None:
+        FeedService(feed).setServiceParent(server)
+    return server
+
+
+class FeedService(Service):
+    """A cluster node's search feed runs while the server does."""
+
+    def __init__(self, feed: SearchFeed) -> None:
+        self.feed = feed
+
+    def startService(self) -> None:
+        super().startService()
+        self.feed.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.feed.stop()
+
+
+def _threads(reactor: Any) -> Threads | None:
+    """Blocking reads on the reactor's worker threads; None for a clock
+    (tests): then they run at once, in the caller."""
+    if not hasattr(reactor, "getThreadPool"):
+        return None
+    from twisted.internet.threads import deferToThreadPool
+
+    return lambda call: deferToThreadPool(reactor, reactor.getThreadPool(), call)
+
+
+def _inline(call: Callable[[], Any]) -> Deferred[Any]:
+    return maybeDeferred(call)
 
 
 def _file_space(

@@ -35,6 +35,8 @@ from chatproto.service import GracefulExit, heap_trimmer
 from chatproto.transports.proxied import PREFIX as PROXIED
 
 DEFAULT_HISTORY = "chat.sqlite3"
+#: A cluster node's search index, in the working directory as the history would be.
+DEFAULT_SEARCH_INDEX = "chat-search.sqlite3"
 
 
 def _option_name(f: dataclasses.Field) -> str:
@@ -65,7 +67,7 @@ def limit_parameters() -> list[list[Any]]:
 #: Options that may be given more than once (a list in a config file).
 _REPEATABLE = {"listen", "room", "admin", "web", "web-origin", "irc", "trusted-proxy"}
 #: Options that take no value (true or false in a config file).
-_FLAGS = {"public"}
+_FLAGS = {"public", "no-search"}
 #: What the server listens on; none named: the defaults of chatproto.endpoints.
 _ENDPOINTS = ("listen", "web", "irc")
 
@@ -184,6 +186,12 @@ class Options(usage.Options):
             "cert.pem beside the history file, made self-signed if neither exists). "
             "Not with --listen, --web or --irc.",
         ],
+        [
+            "no-search",
+            None,
+            "Keep no full-text index and answer SEARCH with no_search (an index kept "
+            "before is dropped, and built again when search is back).",
+        ],
     ]
     optParameters: list[list[Any]] = [
         ["history", None, DEFAULT_HISTORY, "SQLite history file (':memory:' keeps none across restarts)."],
@@ -240,6 +248,12 @@ class Options(usage.Options):
             None,
             "The address people reach --web at (https://chat.example.org): file links start with it "
             "(default: the first --web endpoint's address).",
+        ],
+        [
+            "search-index",
+            None,
+            DEFAULT_SEARCH_INDEX,
+            "With --cluster: this node's own full-text index file (SQLite), fed from the rooms' streams.",
         ],
         *limit_parameters(),
     ]
@@ -480,6 +494,8 @@ def makeService(config: Options, reactor=None) -> MultiService:
         cluster_retention=config["cluster-retention"],
         files=config["files"],
         public_url=config["public-url"],
+        search=not config["no-search"],
+        search_index=config["search-index"],
     )
     server.setServiceParent(top)
     ConnectHints(server, certificate).setServiceParent(top)

@@ -11,14 +11,23 @@ Rooms are named here by their key (:func:`chatproto.rules.room_key`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 
 from chatproto.codec import File, Message, ProtocolError
 from chatproto.rules import DEFAULT_ROOM
+
+if TYPE_CHECKING:
+    from chatproto.backends.fts import Found, Query
+
+#: Runs a blocking call on a worker thread: a Deferred of its result.
+Threads = Callable[[Callable[[], Any]], Deferred[Any]]
+
+#: A page around a message: oldest first, whether older and newer ones exist.
+Around = tuple[list[Message], bool, bool]
 
 
 class StoreError(Exception):
@@ -133,6 +142,19 @@ class EventLog(Protocol):
         """Up to ``limit`` messages of ``room`` with seq > ``seq``, oldest
         first, and whether newer ones exist."""
 
+    def around(self, seq: int, limit: int, room: str = DEFAULT_ROOM) -> Deferred[Around]:
+        """About ``limit`` messages of ``room`` centred on ``seq`` (itself,
+        up to half older, the rest newer), oldest first, and whether older
+        and newer ones exist (docs/protocol.md 21.4)."""
+
+    def search_key(self) -> bytes | None:
+        """The key search pages are signed with, kept across restarts; None:
+        this log keeps no index (``--no-search``)."""
+
+    def search(self, query: Query) -> Deferred[Found]:
+        """A page of the messages that match, newest first (backends/fts.py);
+        StoreError if the log keeps no index. Never blocks the reactor long."""
+
     def topic(self, room: str) -> Deferred[Topic | None]:
         """The room's stored topic, if any."""
 
@@ -146,3 +168,18 @@ class EventLog(Protocol):
         """Housekeeping that may block (a checkpoint): run on a worker thread."""
 
     def close(self) -> None: ...
+
+
+def around(log: EventLog, seq: int, limit: int, room: str) -> Deferred[Around]:
+    """HISTORY ``around`` from two pages any log gives: up to half of
+    ``limit`` before ``seq``, then the rest from ``seq`` on."""
+    half = limit // 2
+
+    def newer(older: tuple[list[Message], bool]) -> Deferred[Around]:
+        messages, more = older
+        if len(messages) > half:  # asked for one to learn whether older ones exist
+            messages, more = messages[len(messages) - half :] if half else [], True
+        rest = log.after(seq - 1, limit - len(messages), room)
+        return rest.addCallback(lambda page: (messages + page[0], more, page[1]))
+
+    return log.before(seq, max(half, 1), room).addCallback(newer)

@@ -10,13 +10,26 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Sequence
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 
 from chatproto import codec
+from chatproto.backends import fts
 from chatproto.backends.changes import apply_change, quote_of, reactions_of
-from chatproto.backends.eventlog import DELETE, EDIT, Change, Draft, Outcome, StoreError, Topic
+from chatproto.backends.eventlog import (
+    DELETE,
+    EDIT,
+    Around,
+    Change,
+    Draft,
+    Outcome,
+    StoreError,
+    Threads,
+    Topic,
+    around,
+)
 from chatproto.backends.eventlog import Unchanged as _Unchanged
 from chatproto.codec import ErrorCode, Message, ProtocolError, dumps
 from chatproto.rules import DEFAULT_ROOM
@@ -194,6 +207,11 @@ def _message(row: tuple) -> Message:
     )
 
 
+#: Which messages are searched: not moderation records (a notice is a
+#: message), not deleted ones.
+_SEARCHED = "deleted IS NULL AND (action IS NULL OR json_extract(action, '$.op') = 'notice')"
+
+
 class _Full(Exception):
     """A room's seqs ran out: the append stores nothing."""
 
@@ -216,8 +234,17 @@ class SQLiteLog:
     uses none.
     """
 
-    def __init__(self, path: str, default_room: str = DEFAULT_ROOM) -> None:
+    def __init__(
+        self, path: str, default_room: str = DEFAULT_ROOM, search: bool = True, threads: Threads | None = None
+    ) -> None:
         self.path = path
+        # The full-text index (backends/fts.py), written in each append's
+        # transaction; searches run through ``threads`` (a worker thread with
+        # its own read connection), or here for a file in memory.
+        self.index: fts.Index | None = fts.Index("messages", _SEARCHED) if search else None
+        self._threads = threads if path != ":memory:" else None
+        self._readers = threading.local()
+        self._opened: list[sqlite3.Connection] = []
         self._checkpointer: sqlite3.Connection | None = None
         self._next: dict[str, int] = {}  # room -> its next seq, once looked up
         self._revs: dict[str, int] = {}  # room -> its latest rev, once looked up
@@ -235,8 +262,20 @@ class SQLiteLog:
             # Checkpoints fsync; they run off the reactor thread (maintain()).
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             _migrate(self._db, default_room)
+            self._search_index()
         except sqlite3.Error as e:
             raise StoreError(f"can't open history {path!r}: {e}") from e
+
+    def _search_index(self) -> None:
+        """The index made (and filled from an older file's history) or, with
+        search off, dropped: it would miss what is said meanwhile."""
+        if self.index is None:
+            fts.Index("messages").drop(self._db)
+            return
+        self.index.create(self._db)
+        self.index.build(self._db)
+        fts.prepare(self._db)
+        self._search_secret = self.index.secret(self._db)
 
     def _room_id(self, room: str, create: bool = False) -> int | None:
         """The room's id in the file (made if ``create``); None if it has none."""
@@ -306,6 +345,9 @@ class SQLiteLog:
         self._db.executemany(
             "INSERT INTO messages (id, ts, sender, text, action, author) VALUES (?, ?, ?, ?, ?, ?)", rows
         )
+        if self.index is not None:
+            searched = [(r[0], r[3]) for r, d in zip(rows, drafts, strict=True) if fts.indexed(d.action)]
+            self.index.add(self._db, searched)
         self._db.execute("COMMIT")
         self._next.update(following)
         return messages
@@ -353,6 +395,8 @@ class SQLiteLog:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (base + seq, draft.ts, draft.sender, draft.text, _action(draft), draft.author, *_rest(draft)),
         )
+        if self.index is not None and fts.indexed(draft.action):
+            self.index.add(self._db, [(base + seq, draft.text)])
         nexts[draft.room] = seq + 1
         return self._read(base, seq)
 
@@ -388,7 +432,46 @@ class SQLiteLog:
             self._db.execute("UPDATE messages SET files = NULL WHERE id = ?", (base + change.seq,))
         if change.kind in (EDIT, DELETE):
             purge.append(True)  # the old text may linger in the WAL
+            self._reindex(base + change.seq, row, text if change.kind == EDIT else None)
         return self._read(base, change.seq)
+
+    def _reindex(self, id: int, row: tuple, text: str | None) -> None:
+        """The index follows an edit (``text``) or a deletion (None), in the
+        change's transaction."""
+        old, action, deleted = row[2], row[3], row[5]
+        if self.index is None or deleted is not None or not fts.indexed(json.loads(action or "null")):
+            return
+        self.index.remove(self._db, id, old)
+        if text is not None:
+            self.index.add(self._db, [(id, text)])
+
+    def search_key(self) -> bytes | None:
+        return None if self.index is None else self._search_secret
+
+    def search(self, query: fts.Query) -> Deferred[fts.Found]:
+        """A page of hits (backends/fts.py), read off the reactor thread."""
+        if self.index is None:
+            return fail(StoreError("search is off"))
+        if self._threads is None:
+            return maybeDeferred(self._search, self._db, query)
+        return self._threads(lambda: self._search(self._reader(), query))
+
+    def _search(self, db: sqlite3.Connection, query: fts.Query) -> fts.Found:
+        assert self.index is not None
+        marks = ",".join("?" * len(query.rooms))
+        ids = dict(db.execute(f"SELECT key, id FROM rooms WHERE key IN ({marks})", query.rooms).fetchall())
+        return self.index.search(db, ids, query)
+
+    def _reader(self) -> sqlite3.Connection:
+        """This worker thread's read connection."""
+        db = getattr(self._readers, "db", None)
+        if db is None:
+            db = self._readers.db = fts.reader(self.path)
+            self._opened.append(db)
+        return db
+
+    def around(self, seq: int, limit: int, room: str = DEFAULT_ROOM) -> Deferred[Around]:
+        return around(self, seq, limit, room)
 
     def _last_rev(self, room: str) -> int:
         rev = self._revs.get(room)
@@ -528,6 +611,8 @@ class SQLiteLog:
         return frames, copied
 
     def close(self) -> None:
+        for reader in self._opened:
+            reader.close()
         if self._checkpointer is not None:
             self._checkpointer.close()
         self._db.close()

@@ -209,6 +209,11 @@ local function detach(r, seq)
   end
   redis.call('DEL', re)
 end
+-- a room's first message is announced on P:said:new, for the search
+-- indexers that follow every room (cluster/search_index.py)
+local function announce(k)
+  redis.call('XADD', P .. ':said:new', 'MAXLEN', '~', 100000, '*', 'k', k)
+end
 local out = {}
 for _, room in ipairs(a.rooms) do
   local r = P .. ':r:' .. room.k
@@ -228,6 +233,7 @@ for _, room in ipairs(a.rooms) do
         redis.call('XADD', r, seq .. '-0', 'm', tag .. e.d)
       end
       if e.r then redis.call('SADD', r .. ':re:' .. e.r, seq) end
+      if redis.call('SADD', P .. ':said', room.k) == 1 then announce(room.k) end
       seqs[#seqs + 1] = seq
     elseif e.t == 'c' then
       local rev = redis.call('INCR', r .. ':rev')

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
+from chatproto.backends import fts
 from chatproto.backends.changes import quote_of, reactions_of
-from chatproto.backends.eventlog import Change, Draft, Outcome, StoreError, Topic
+from chatproto.backends.eventlog import Around, Change, Draft, Outcome, StoreError, Topic, around
 from chatproto.backends.streams import Found, StreamStore
 from chatproto.codec import Message, Quote, files_of
 from chatproto.rules import DEFAULT_ROOM
+
+if TYPE_CHECKING:
+    from chatproto.cluster.search_index import IndexFile
 
 T = TypeVar("T")
 
@@ -76,8 +80,9 @@ class ClusterLog:
     history pages read from the rooms' streams. Appending is the node's
     (:meth:`ClusterNode.append`), which puts presence in the same order."""
 
-    def __init__(self, store: StreamStore) -> None:
+    def __init__(self, store: StreamStore, index: IndexFile | None = None) -> None:
         self.store = store
+        self.index = index  # this node's search index (cluster/search_index.py); None: no search
         self._started = False
         self._waiting: list[Deferred[None]] = []
 
@@ -108,6 +113,18 @@ class ClusterLog:
         page = d.addCallback(lambda page: ([found_message(found) for found in page[0]], page[1]))
         return page.addErrback(_store_error)
 
+    def around(self, seq: int, limit: int, room: str = DEFAULT_ROOM) -> Deferred[Around]:
+        return around(self, seq, limit, room)
+
+    def search_key(self) -> bytes | None:
+        return None if self.index is None else self.index.secret
+
+    def search(self, query: fts.Query) -> Deferred[fts.Found]:
+        """From this node's own index, as far as it has read the streams."""
+        if self.index is None:
+            return fail(StoreError("search is off"))
+        return self.index.search(query)
+
     def changed_after(self, rev: int, limit: int, room: str) -> Deferred[Page]:
         read = self._when_started(lambda: self.store.changed_after(room, rev, limit))
         page: Deferred[Page] = read.addCallback(
@@ -135,7 +152,8 @@ class ClusterLog:
         pass  # the store keeps itself (appendfsync, trimming on append)
 
     def close(self) -> None:
-        pass
+        if self.index is not None:
+            self.index.close()
 
 
 def compact(value: Any) -> str:

@@ -101,6 +101,10 @@ class CommandTarget(Connection, Protocol):
     def refuse(self, code: str, message: str, ref: str | None) -> None:
         """Send an ERROR."""
 
+    def charge(self, units: float = 1.0) -> None:
+        """Spend more of the fair share than the packet's row said (what a
+        search returned)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Command:
@@ -208,6 +212,10 @@ def _admin(connection: CommandTarget, packet: codec.AdminRequest) -> Deferred[No
     return connection.hub.moderation.admin(connection, packet)
 
 
+def _search(connection: CommandTarget, packet: codec.Search) -> Deferred[None]:
+    return connection.hub.searches.search(connection, packet)
+
+
 _ROWS = (
     Command(codec.Login, _login, login=False, versions=EVERY_VERSION),
     Command(codec.Say, _say, versions=EVERY_VERSION, bucket="messages", failed="could not take the files"),
@@ -244,6 +252,7 @@ _ROWS = (
     Command(codec.Open, _open, bucket="presence", failed="could not open the conversation"),
     Command(codec.Nick, _nick, bucket="presence", failed="could not change the nick"),
     Command(codec.Files, _files, bucket="messages"),
+    Command(codec.Search, _search, bucket="messages", failed="could not search"),
 )
 
 #: Packet class -> its row.

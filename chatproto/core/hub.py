@@ -46,6 +46,7 @@ from chatproto.core.renames import Renames
 from chatproto.core.room_requests import RoomRequests
 from chatproto.core.room_rules import RuleKeeper
 from chatproto.core.rooms import ChatRoom, Directory
+from chatproto.core.search import Searches
 from chatproto.core.timers import Timers
 from chatproto.limits import DEFAULTS, Limits
 from chatproto.metrics import Counters
@@ -196,6 +197,7 @@ class Hub:
             self.messages,
             self.observers,
         )
+        self.searches = Searches(clock, eventlog, self.membership, self.broadcast, store)
         # One bound method for every outbox to hold, not one per connection.
         self.overflowed = self.logins.overflowed
 

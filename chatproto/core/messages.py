@@ -7,6 +7,7 @@ keeps each room's total order without a queue per connection.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -283,7 +284,11 @@ class Messages:
         """A HISTORY page of one of the session's rooms, after everything
         broadcast before the request."""
         session = logged_in(connection)
-        given = [name for name in ("before", "after", "changed_after") if getattr(request, name) is not None]
+        given = [
+            name
+            for name in ("before", "after", "changed_after", "around")
+            if getattr(request, name) is not None
+        ]
         if len(given) > 1:
             raise ProtocolError(ErrorCode.BAD_PACKET, f"give one of {' or '.join(given)}, not both")
         room = self.membership.member_room(session, request.room)
@@ -294,6 +299,9 @@ class Messages:
         def read() -> None:
             started = perf_counter()
             rev = None
+            if request.around is not None:
+                self._around(request.around, limit, room.key, named).chainDeferred(answer)
+                return
             if request.changed_after is not None:
                 d, keep = self.eventlog.changed_after(request.changed_after, limit, room.key), "oldest"
                 rev = room.rev
@@ -309,6 +317,19 @@ class Messages:
 
         self.broadcast.after_all(read)
         return answer
+
+    def _around(self, seq: int, limit: int, room: str, named: str | None) -> Deferred[codec.HistoryPage]:
+        """HISTORY ``around`` (docs/protocol.md 21.4): the page centred on a
+        message, trimmed from its newest end to fit, saying whether newer
+        ones exist."""
+
+        def page(found: tuple[list[Message], bool, bool]) -> codec.HistoryPage:
+            messages, older, newer = found
+            fitted = self.assembler.page(messages, older, "oldest", named)
+            trimmed = len(fitted.messages) < len(messages)
+            return dataclasses.replace(fitted, more=older, newer=newer or trimmed)
+
+        return self.eventlog.around(seq, limit, room).addCallback(page)
 
     def _visible(
         self,

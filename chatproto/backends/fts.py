@@ -1,0 +1,405 @@
+"""Full-text search over stored messages: SQLite FTS5 beside the text it indexes.
+
+One module for both stores: the embedded log indexes its ``messages``
+table (the index holds no copy of the text, only FTS5's token lists), a
+cluster node its own file's ``docs`` table. Both name a message by one row
+id, its room's id times ``SPAN`` plus its seq, so a room is a range of
+row ids and a search in one room is a range scan of the index.
+
+What a client types never reaches FTS5's query syntax: it is cut into
+words and phrases here (:func:`parse_words`) and each is quoted. Snippets
+and their marks are computed here from the present text, never from FTS5's
+highlight markers, which could collide with the text itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import hmac
+import json
+import os
+import re
+import sqlite3
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from twisted.logger import Logger
+
+from chatproto.codec import NOTICE, ErrorCode, Hit, ProtocolError
+from chatproto.rules import nick_key
+
+log = Logger()
+
+#: A message's row id is its room's id times SPAN plus its seq (backends/sqlite.py).
+SPAN = 2**40
+
+#: The tokenizer: words of letters and digits, case and accents folded.
+TOKENIZER = "unicode61 remove_diacritics 2"
+
+#: Longest ``words`` a SEARCH may have, in characters.
+MAX_WORDS = 200
+#: Longest snippet, in characters, with its ellipses.
+SNIPPET = 200
+#: Characters of context kept before the first match, when the text is cut.
+LEAD = 60
+ELLIPSIS = "…"
+#: Hits per page: the default and the most.
+DEFAULT_LIMIT, MAX_LIMIT = 20, 50
+#: Rows indexed per transaction while an old history file gets its index.
+BUILD_BATCH = 20_000
+
+_TOKEN = re.compile(r"[^\W_]+|_", re.UNICODE)
+
+
+def fold(word: str) -> str:
+    """A token as the index keeps it: case folded, accents removed (as
+    ``remove_diacritics 2`` does, for the Latin, Greek and Cyrillic scripts)."""
+    decomposed = unicodedata.normalize("NFKD", word.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def tokens(text: str) -> list[tuple[int, int, str]]:
+    """Each word of ``text`` as (start, end, folded) in code points: runs of
+    letters and digits, as unicode61 cuts them."""
+    return [(m.start(), m.end(), fold(m.group())) for m in _TOKEN.finditer(text) if m.group() != "_"]
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """A word, a prefix (``word*``) or a phrase (``"two words"``): folded
+    words that must follow each other; the last may be a prefix."""
+
+    words: tuple[str, ...]
+    prefix: bool = False
+
+    def fts(self) -> str:
+        """The term in FTS5's syntax, every word inside double quotes."""
+        quoted = '"' + " ".join(self.words).replace('"', '""') + '"'
+        return quoted + " *" if self.prefix else quoted
+
+
+_PIECE = re.compile(r'"([^"]*)"|(\S+)')
+
+
+def parse_words(words: str) -> list[Term]:
+    """SEARCH's ``words`` as terms, or ``bad_search``: quoted phrases, words,
+    a trailing ``*`` a prefix; nothing else is syntax."""
+    if not words.strip() or len(words) > MAX_WORDS:
+        raise ProtocolError(ErrorCode.BAD_SEARCH, f"words must be 1 to {MAX_WORDS} characters")
+    terms = []
+    for match in _PIECE.finditer(words):
+        phrase, word = match.groups()
+        text = phrase if phrase is not None else word
+        prefix = phrase is None and word.endswith("*")
+        folded = tuple(t for _, _, t in tokens(text))
+        if folded:
+            terms.append(Term(folded, prefix))
+    if not terms:
+        raise ProtocolError(ErrorCode.BAD_SEARCH, "words holds no word to look for (letters or digits)")
+    return terms
+
+
+def match_query(terms: Sequence[Term]) -> str:
+    """The FTS5 MATCH expression: every term must be there."""
+    return " AND ".join(term.fts() for term in terms)
+
+
+def find_marks(text: str, terms: Sequence[Term]) -> list[tuple[int, int]]:
+    """Where each term occurs in ``text``: (start, end) code point spans,
+    in order, none overlapping."""
+    words = tokens(text)
+    spans = []
+    for i in range(len(words)):
+        for term in terms:
+            n = len(term.words)
+            if i + n > len(words):
+                continue
+            if all(words[i + k][2] == term.words[k] for k in range(n - 1)) and (
+                words[i + n - 1][2].startswith(term.words[-1])
+                if term.prefix
+                else words[i + n - 1][2] == term.words[-1]
+            ):
+                spans.append((words[i][0], words[i + n - 1][1]))
+                break
+    kept: list[tuple[int, int]] = []
+    for start, end in spans:
+        if not kept or start >= kept[-1][1]:
+            kept.append((start, end))
+    return kept
+
+
+def snippet(text: str, terms: Sequence[Term]) -> tuple[str, list[list[int]]]:
+    """The present text cut around its first match to at most SNIPPET
+    characters, at word boundaries, with ``…`` where cut; each match in it
+    as [start, length]."""
+    spans = find_marks(text, terms)
+    start, end = 0, len(text)
+    if len(text) > SNIPPET:
+        first = spans[0][0] if spans else 0
+        start = _word_start(text, max(0, first - LEAD)) if first > LEAD else 0
+        room = SNIPPET - (1 if start > 0 else 0)
+        end = start + room
+        if end < len(text):
+            end = _word_end(text, start, end - 1)  # leave room for the closing ellipsis
+    cut = text[start:end]
+    lead = ELLIPSIS if start > 0 else ""
+    tail = ELLIPSIS if end < len(text) else ""
+    offset = len(lead) - start
+    marks = [[s + offset, min(e, end) - s] for s, e in spans if s >= start and s < end]
+    return lead + cut + tail, marks
+
+
+def _word_start(text: str, at: int) -> int:
+    """``at`` moved forward to the start of a word, unless none is near."""
+    for i in range(at, min(len(text), at + 20)):
+        if i == 0 or (not text[i - 1].isalnum() and text[i].isalnum()):
+            return i
+    return at
+
+
+def _word_end(text: str, start: int, end: int) -> int:
+    """``end`` moved back to the end of a word (trailing spaces dropped),
+    unless that would lose most of the snippet."""
+    for i in range(end, max(start + 1, end - 30), -1):
+        if text[i - 1].isalnum() and not text[i].isalnum():
+            while i > start + 1 and text[i - 1].isspace():
+                i -= 1
+            return i
+    return end
+
+
+# -- the query a SEARCH asks, and its pages --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A SEARCH as the index answers it: terms, the rooms in scope (keys),
+    filters, and where the previous page stopped."""
+
+    terms: tuple[Term, ...]
+    rooms: tuple[str, ...]
+    sender: str | None = None  # a nick's key
+    since: float | None = None
+    until: float | None = None
+    limit: int = DEFAULT_LIMIT
+    bounds: dict[str, int] = field(default_factory=dict)  # room -> the seq to continue below
+    asof: float | None = None  # when the first page was asked: later messages wait for a new search
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A search's page: the hits, newest first, and where the next starts
+    (None: no more)."""
+
+    hits: list[Hit]
+    bounds: dict[str, int] | None
+
+
+class Cursor:
+    """Opaque ``page`` strings: where a search stopped, bound to the search's
+    other fields and signed with the server's secret, so a page this server
+    did not give is ``bad_search``."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+
+    def _sign(self, body: bytes) -> bytes:
+        return hmac.new(self.secret, body, hashlib.sha256).digest()[:16]
+
+    def encode(self, about: str, bounds: dict[str, int], asof: float) -> str:
+        body = json.dumps({"a": _digest(about), "b": bounds, "t": asof}, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(self._sign(body) + body).decode().rstrip("=")
+
+    def decode(self, about: str, page: str) -> tuple[dict[str, int], float]:
+        """The bounds and time a page holds; ``bad_search`` for any page this
+        server did not give for a search with these fields."""
+        try:
+            raw = base64.urlsafe_b64decode(page + "=" * (-len(page) % 4))
+            mac, body = raw[:16], raw[16:]
+            if not hmac.compare_digest(mac, self._sign(body)):
+                raise ValueError("signature")
+            value = json.loads(body)
+            if value["a"] != _digest(about):
+                raise ValueError("another search's page")
+            bounds = {str(k): int(v) for k, v in value["b"].items()}
+            return bounds, float(value["t"])
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ProtocolError(
+                ErrorCode.BAD_SEARCH, "page is not one this server gave for this search"
+            ) from e
+
+
+def _digest(about: str) -> str:
+    return hashlib.sha256(about.encode("utf-8")).hexdigest()[:16]
+
+
+# -- the index ------------------------------------------------------------------------
+
+
+def indexed(action: dict | None) -> bool:
+    """Whether a message is searched: messages and notices, not moderation records."""
+    return action is None or action.get("op") == NOTICE
+
+
+class Index:
+    """The FTS5 table ``search`` over a content table (``messages`` or
+    ``docs``) with columns id, ts, sender, text; every write to it is made
+    inside the writer's own transaction, so it commits or rolls back with
+    the rows it mirrors."""
+
+    def __init__(self, content: str, where: str = "1") -> None:
+        self.content = content
+        self.where = where  # which content rows are searched (not records, not deleted)
+
+    def create(self, db: sqlite3.Connection) -> bool:
+        """Make the index and its state if they are missing; whether it was made."""
+        exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'search'").fetchone()
+        if exists:
+            return False
+        db.execute(
+            "CREATE VIRTUAL TABLE search USING fts5("
+            f"text, content='{self.content}', content_rowid='id', tokenize='{TOKENIZER}')"
+        )
+        db.execute("CREATE TABLE IF NOT EXISTS search_state (key TEXT PRIMARY KEY, value)")
+        return True
+
+    def drop(self, db: sqlite3.Connection) -> None:
+        """Forget the index (a server run without search): it is built again
+        from the history when search is back."""
+        db.execute("DROP TABLE IF EXISTS search")
+        db.execute("DROP TABLE IF EXISTS search_state")
+
+    def state(self, db: sqlite3.Connection, key: str) -> object:
+        row = db.execute("SELECT value FROM search_state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_state(self, db: sqlite3.Connection, key: str, value: object) -> None:
+        db.execute("INSERT OR REPLACE INTO search_state VALUES (?, ?)", (key, value))
+
+    def secret(self, db: sqlite3.Connection) -> bytes:
+        """The key pages are signed with: made once, kept in the file, so a
+        page stays good across restarts."""
+        value = self.state(db, "secret")
+        if not isinstance(value, bytes):
+            value = os.urandom(32)
+            self.set_state(db, "secret", value)
+        return value
+
+    def add(self, db: sqlite3.Connection, rows: Iterable[tuple[int, str]]) -> None:
+        """Index new messages: (row id, text)."""
+        db.executemany("INSERT INTO search (rowid, text) VALUES (?, ?)", rows)
+
+    def remove(self, db: sqlite3.Connection, id: int, old: str) -> None:
+        """Take a message out: its text as it was indexed is what FTS5 needs."""
+        db.execute("INSERT INTO search (search, rowid, text) VALUES ('delete', ?, ?)", (id, old))
+
+    def build(self, db: sqlite3.Connection, batch: int = BUILD_BATCH) -> int:
+        """Index what an older file holds, in batches (each its own
+        transaction), from where an interrupted build stopped; logs progress.
+        Returns the rows indexed."""
+        done = self.state(db, "built")
+        if done == "all":
+            return 0
+        after = int(done) if isinstance(done, int) else 0
+        (total,) = db.execute(f"SELECT count(*) FROM {self.content} WHERE id > ?", (after,)).fetchone()
+        count = 0
+        while True:
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute(
+                f"SELECT id, text FROM {self.content} WHERE id > ? ORDER BY id LIMIT ?", (after, batch)
+            ).fetchall()
+            wanted = db.execute(
+                f"SELECT id, text FROM {self.content}"
+                f" WHERE id > ? AND id <= ? AND ({self.where}) ORDER BY id",
+                (after, rows[-1][0] if rows else after),
+            ).fetchall()
+            self.add(db, wanted)
+            if rows:
+                after = rows[-1][0]
+                self.set_state(db, "built", after)
+            else:
+                self.set_state(db, "built", "all")
+            db.execute("COMMIT")
+            count += len(wanted)
+            if not rows:
+                break
+            log.info(
+                "search index: {done} of {total} stored messages read", done=min(total, count), total=total
+            )
+        return count
+
+    def search(self, db: sqlite3.Connection, room_ids: dict[str, int], query: Query) -> Found:
+        """One page of hits, newest first, merged from each room's newest
+        matches below its bound."""
+        match = match_query(query.terms)
+        heads = []
+        for room in query.rooms:
+            room_id = room_ids.get(room)
+            if room_id is None:
+                continue
+            base = room_id * SPAN
+            rows = self._room(db, match, base, base + query.bounds.get(room, SPAN), query)
+            heads.append(
+                [(-ts, _backwards(room), -seq, room, seq, ts, sender, text) for seq, ts, sender, text in rows]
+            )
+        hits: list[Hit] = []
+        bounds = dict(query.bounds)
+        for _, _, _, room, seq, ts, sender, text in heapq.merge(*heads):
+            if len(hits) == query.limit:
+                return Found(hits, bounds)
+            cut, marks = snippet(text, query.terms)
+            hits.append(Hit(room, seq, sender, ts, cut, marks))
+            bounds[room] = seq
+        return Found(hits, None)
+
+    def _room(self, db: sqlite3.Connection, match: str, low: int, high: int, query: Query) -> list[tuple]:
+        """A room's newest matches with row ids in (low, high), filtered."""
+        where = ["search MATCH ?", "search.rowid > ?", "search.rowid < ?", f"({self.where})"]
+        args: list[object] = [match, low, high]
+        if query.sender is not None:
+            where.append("nick_key(c.sender) = ?")
+            args.append(query.sender)
+        if query.since is not None:
+            where.append("c.ts >= ?")
+            args.append(query.since)
+        if query.until is not None:
+            where.append("c.ts < ?")
+            args.append(query.until)
+        if query.asof is not None:
+            where.append("c.ts <= ?")
+            args.append(query.asof)
+        args.append(query.limit + 1)
+        return db.execute(
+            f"SELECT search.rowid - {low}, c.ts, c.sender, c.text FROM search"
+            f" JOIN {self.content} c ON c.id = search.rowid WHERE {' AND '.join(where)}"
+            " ORDER BY search.rowid DESC LIMIT ?",
+            args,
+        ).fetchall()
+
+
+def _backwards(room: str) -> tuple[int, ...]:
+    """A room key ordered backwards, for merging newest first."""
+    return tuple(-ord(c) for c in room)
+
+
+def reader(path: str) -> sqlite3.Connection:
+    """A read connection for a worker thread (WAL lets it read while the
+    reactor's connection writes); knows nick keys for ``from``."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=1.0)
+    prepare(db)
+    return db
+
+
+def prepare(db: sqlite3.Connection) -> None:
+    """What a connection that searches needs: nick keys in SQL."""
+    db.create_function("nick_key", 1, _nick_key, deterministic=True)
+
+
+def _nick_key(nick: str | None) -> str | None:
+    try:
+        return None if nick is None else nick_key(nick)
+    except Exception:
+        return nick
