@@ -994,8 +994,7 @@ def _schema(cls) -> tuple[_Field, ...]:
     return tuple(fields)
 
 
-_NESTED = (Peer, Quote, Reaction, Message, RoomInfo, BanInfo, PendingInfo, SessionInfo, File)
-_NESTED = (Peer, Quote, Reaction, Message, RoomInfo, BanInfo, PendingInfo, SessionInfo, Hit)
+_NESTED = (Peer, Quote, Reaction, Message, RoomInfo, BanInfo, PendingInfo, SessionInfo, File, Hit)
 _SCHEMAS: dict[type, tuple[_Field, ...]] = {
     cls: _schema(cls) for cls in (*_NESTED, *CLIENT_PACKETS, *SERVER_PACKETS)
 }
