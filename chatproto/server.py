@@ -14,7 +14,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorThreads
 
 from chatproto.backends.accounts import AccountStore
 from chatproto.backends.eventlog import EventLog, Threads
@@ -289,8 +289,10 @@ def _file_space(
     history's SQLite file (a cluster's shared store is not built here)."""
     if files is None or isinstance(files, FileSpace):
         return files
-    if not web or not isinstance(eventlog, SQLiteLog):
-        return None  # no /files to serve them, or no SQLite file to keep their records in
+    if not web or not isinstance(eventlog, SQLiteLog) or not IReactorThreads.providedBy(reactor):
+        # no /files to serve them, no SQLite file to keep their records in, or
+        # no threads to write them with (a task.Clock: give a FileSpace)
+        return None
     from chatproto.backends.disk_files import DiskFileStore
     from chatproto.backends.sqlite_files import SQLiteFileRecords
 

@@ -142,7 +142,7 @@ class Server:
     """The server ``build_server`` makes, on a task.Clock, with no listener."""
 
     def __init__(
-        self, store=None, rooms=(), default_room="general", admins=(), hasher=None, **limits
+        self, store=None, rooms=(), default_room="general", admins=(), hasher=None, files=None, **limits
     ) -> None:
         self.clock = Clock()
         self.store = store if store is not None else SQLiteLog(":memory:")
@@ -156,6 +156,7 @@ class Server:
             rooms=list(rooms),
             admins=list(admins),
             hasher=hasher,
+            files=files,
         )
         self.hub = server.hub
         self.factory = server.factory

@@ -9,15 +9,22 @@ import os
 import sqlite3
 
 from twisted.internet import defer, reactor
+from twisted.internet.threads import deferToThread
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatproto.backends.digest_order import DigestOrder
 from chatproto.backends.disk_files import DiskFileStore
 from chatproto.backends.eventlog import Draft
 from chatproto.backends.files import READ_PIECE, FileRecords, FileStore, FileStoreError, StoredFile
+from chatproto.backends.redis import RedisAddress, RedisClient
+from chatproto.backends.redis_files import RedisFileRecords
+from chatproto.backends.s3_files import S3FileStore, parse_bucket, s3_client
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.backends.sqlite_accounts import SQLiteAccounts
 from chatproto.backends.sqlite_files import SQLiteFileRecords
+from tests.redisserver import RedisServer
+from tests.s3server import S3Server
 
 
 def digest_of(data: bytes) -> str:
@@ -296,6 +303,14 @@ class FileRecordsContract:
         self.assertEqual((yield self.records.of_message("other", 17)), [])
 
     @defer.inlineCallbacks
+    def test_a_record_added_attached_belongs_to_its_message(self):
+        yield self.added(record(1, seq=8), record(2))
+        yield self.records.attach([record(2).id], "lobby", 8)
+        files = yield self.records.of_message("lobby", 8)
+        self.assertEqual([f.id for f in files], [record(1).id, record(2).id])
+        self.assertEqual([f.id for f in (yield self.records.unattached_before(10**6, 10))], [])
+
+    @defer.inlineCallbacks
     def test_an_upload_is_attached_once_and_only_in_its_room(self):
         yield self.added(record(1), record(2, room="elsewhere"))
         yield self.records.attach([record(1).id], "lobby", 5)
@@ -403,6 +418,21 @@ class SQLiteFileRecordsInTheHistoryFile(TestCase):
         self.assertEqual(self.successResultOf(records.get(record(1).id)), record(1))
         self.assertEqual(log.last_seq(), 1)
 
+    def test_the_total_is_kept_across_reopening_and_counted_for_records_made_before_it(self):
+        log = self.open()
+        records = SQLiteFileRecords(log)
+        self.successResultOf(records.add(record(1)))
+        self.successResultOf(records.add(record(2)))
+        log._db.execute("DROP TABLE file_totals")  # as a file from before the totals were kept
+        log.close()
+        log = self.open()
+        records = SQLiteFileRecords(log)
+        self.assertEqual(self.successResultOf(records.used_by_all()), 101 + 102)
+        self.successResultOf(records.remove([record(1).id]))
+        log.close()
+        records = SQLiteFileRecords(self.open())
+        self.assertEqual(self.successResultOf(records.used_by_all()), 102)
+
     def test_the_table_and_its_indexes_are_made_once(self):
         log = self.open()
         SQLiteFileRecords(log)
@@ -411,6 +441,7 @@ class SQLiteFileRecordsInTheHistoryFile(TestCase):
         self.addCleanup(db.close)
         names = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'files'")}
         made = {"files", "files_message", "files_owner", "files_unattached", "files_digest", "files_thumb"}
+        made |= {"files_added", "files_removed"}
         self.assertTrue(made <= names)
 
     def test_a_refused_write_fails_with_a_file_store_error(self):
@@ -423,3 +454,138 @@ class SQLiteFileRecordsInTheHistoryFile(TestCase):
         other.execute("ROLLBACK")
         self.successResultOf(records.add(record(1)))
         self.assertEqual(self.successResultOf(records.get(record(1).id)), record(1))
+
+
+class S3FileStoreTests(FileStoreContract, TestCase):
+    """Against a real S3-compatible server (moto's) on loopback."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.server = yield S3Server.started(self, bucket="chat-files")
+        self.pool = ThreadPool(0, 4, "s3-test")
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+        self.client = s3_client(self.server.environ(), threads=4)
+        self.store = S3FileStore("chat-files", "", self.client, reactor, self.pool)
+        yield self.store.check()
+
+    def keys(self, bucket: str = "chat-files") -> defer.Deferred:
+        def listed():
+            answer = self.client.list_objects_v2(Bucket=bucket)
+            return sorted(item["Key"] for item in answer.get("Contents", []))
+
+        return deferToThread(listed)
+
+    @defer.inlineCallbacks
+    def test_a_blob_is_one_object_named_by_its_digest_under_the_prefix(self):
+        yield deferToThread(lambda: self.client.create_bucket(Bucket="shared"))
+        store = S3FileStore("shared", "chat/files/", self.client, reactor, self.pool)
+        digest = digest_of(b"in a folder")
+        yield store.put(digest, self.source(b"in a folder"))
+        self.assertEqual((yield self.keys("shared")), [f"chat/files/{digest}"])
+        self.assertEqual((yield store.read(digest, 3, 6)), b"a fold")
+        yield store.delete(digest)
+        self.assertEqual((yield self.keys("shared")), [])
+
+    @defer.inlineCallbacks
+    def test_a_missing_bucket_fails_check_and_is_not_made(self):
+        store = S3FileStore("nobody-made-it", "", self.client, reactor, self.pool)
+        failure = yield self.assertFailure(store.check(), FileStoreError)
+        self.assertIn("no bucket 'nobody-made-it'", str(failure))
+        self.assertIn(self.server.endpoint, str(failure))
+        buckets = yield deferToThread(lambda: self.client.list_buckets()["Buckets"])
+        self.assertEqual([b["Name"] for b in buckets], ["chat-files"])
+
+    @defer.inlineCallbacks
+    def test_a_server_that_is_gone_fails_every_call_clearly(self):
+        digest = yield self.kept(b"kept before the outage")
+        yield self.server.stop()
+        yield self.assertFailure(self.store.check(), FileStoreError)
+        yield self.assertFailure(self.store.size(digest), FileStoreError)
+        yield self.assertFailure(self.store.read(digest, 0, 10), FileStoreError)
+        yield self.assertFailure(self.store.put(digest_of(b"new"), self.source(b"new")), FileStoreError)
+
+    @defer.inlineCallbacks
+    def test_the_store_a_url_and_the_environment_name(self):
+        store = S3FileStore.from_url("s3://chat-files/up/", reactor, self.server.environ(), threads=2)
+        self.addCleanup(store._pool.stop)
+        self.assertEqual((store.bucket, store.prefix), ("chat-files", "up/"))
+        yield store.check()
+        digest = digest_of(b"configured")
+        yield store.put(digest, self.source(b"configured"))
+        self.assertEqual((yield self.keys()), [f"up/{digest}"])
+
+
+class BucketURLs(SynchronousTestCase):
+    def test_a_bucket_and_its_prefix(self):
+        self.assertEqual(parse_bucket("s3://files"), ("files", ""))
+        self.assertEqual(parse_bucket("s3://files/"), ("files", ""))
+        self.assertEqual(parse_bucket("s3://files/chat"), ("files", "chat/"))
+        self.assertEqual(parse_bucket("s3://files/a/b/"), ("files", "a/b/"))
+
+    def test_what_is_not_a_bucket_is_refused(self):
+        for bad in (
+            "files",
+            "/var/files",
+            "http://files",
+            "s3://",
+            "s3://key:secret@files",
+            "s3://files?x=1",
+        ):
+            with self.assertRaises(ValueError):
+                parse_bucket(bad)
+
+
+class RedisFileRecordsTests(FileRecordsContract, TestCase):
+    """Against a real Valkey, as a cluster uses it."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.redis = yield RedisServer.started(self)
+        self.records = yield self.node("test")
+
+    @defer.inlineCallbacks
+    def node(self, name: str):
+        """Records through a connection of their own, as one node of a cluster has."""
+        client = RedisClient(reactor, RedisAddress.parse(self.redis.url), name)
+        client.start()
+        self.addCleanup(client.stop)
+        yield client.connected()
+        return RedisFileRecords(client, prefix="chat")
+
+    @defer.inlineCallbacks
+    def test_two_nodes_removing_records_of_one_blob_at_once_free_it_once(self):
+        other = yield self.node("other")
+        pairs = 50
+        for n in range(pairs):
+            shared, thumb = digest_of(b"blob %d" % n), digest_of(b"thumb %d" % n)
+            yield self.added(record(2 * n, shared, thumb=thumb), record(2 * n + 1, shared, thumb=thumb))
+        mine = self.records.remove([record(2 * n).id for n in range(pairs)])
+        theirs = other.remove([record(2 * n + 1).id for n in range(pairs)])
+        freed = yield defer.gatherResults([mine, theirs])
+        every = sorted(freed[0] + freed[1])
+        self.assertEqual(
+            every,
+            sorted(
+                [digest_of(b"blob %d" % n) for n in range(pairs)]
+                + [digest_of(b"thumb %d" % n) for n in range(pairs)]
+            ),
+        )
+        self.assertEqual((yield self.records.used_by_all()), 0)
+
+    @defer.inlineCallbacks
+    def test_nothing_is_left_behind_once_every_record_is_removed(self):
+        yield self.added(record(1, thumb=digest_of(b"t")), record(2), record(3, owner="bob"))
+        yield self.records.attach([record(1).id, record(2).id], "lobby", 4)
+        yield self.records.remove([record(1).id, record(2).id, record(3).id])
+        keys = yield self.records.client.call("KEYS", "chat:f*")
+        self.assertEqual(sorted(keys), [b"chat:fusedall"])
+
+    @defer.inlineCallbacks
+    def test_an_outage_fails_calls_with_a_file_store_error(self):
+        yield self.added(record(1))
+        yield self.redis.stop()
+        yield self.assertFailure(self.records.get(record(1).id), FileStoreError)
+        yield self.assertFailure(self.records.add(record(2)), FileStoreError)
+        yield self.assertFailure(self.records.remove([record(1).id]), FileStoreError)
+        yield self.assertFailure(self.records.of_message("lobby", 1), FileStoreError)

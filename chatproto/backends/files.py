@@ -25,7 +25,8 @@ READ_PIECE = 1 << 20
 
 
 class FileStoreError(Exception):
-    """The store could not do what was asked (nothing was changed)."""
+    """The store (or the records) could not do what was asked (nothing was
+    changed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,8 @@ class StoredFile:
 
 
 class FileStore(Protocol):
-    """The bytes, content-addressed."""
+    """The bytes, content-addressed. A blob's changes (put, delete) run in
+    the order they were asked, whatever threads they run on."""
 
     def put(self, digest: str, path: str) -> Deferred[None]:
         """Keep the file at ``path`` (a finished temporary file, whose
@@ -60,7 +62,8 @@ class FileStore(Protocol):
 
     def read(self, digest: str, offset: int, length: int) -> Deferred[bytes]:
         """Up to ``min(length, READ_PIECE)`` bytes of the blob from
-        ``offset`` (fewer only at its end)."""
+        ``offset`` (fewer only at its end, none past it); FileStoreError
+        if there is no such blob."""
 
     def delete(self, digest: str) -> Deferred[None]:
         """Remove the blob (nothing if it is absent)."""
@@ -73,13 +76,14 @@ class FileRecords(Protocol):
     """What describes each upload, and the counts quotas need."""
 
     def add(self, record: StoredFile) -> Deferred[None]:
-        """Keep a new upload (not yet attached)."""
+        """Keep a new upload (not yet attached); FileStoreError if its id is taken."""
 
     def get(self, id: str) -> Deferred[StoredFile | None]:
         """The upload with this id, None if there is none (or it was deleted)."""
 
     def attach(self, ids: list[str], room: str, seq: int) -> Deferred[None]:
-        """Mark these uploads as carried by message ``seq`` of ``room``."""
+        """Mark these uploads as carried by message ``seq`` of ``room``
+        (those of another room, or attached already, are left as they are)."""
 
     def of_message(self, room: str, seq: int) -> Deferred[list[StoredFile]]:
         """The files a message carries, in the order they were attached."""
@@ -87,7 +91,10 @@ class FileRecords(Protocol):
     def remove(self, ids: list[str]) -> Deferred[list[str]]:
         """Forget these uploads; fires with the digests (files' and
         thumbnails') that no remaining record names, for the caller to
-        delete from the FileStore."""
+        delete from the FileStore at once. A new upload of the same bytes
+        is safe from this only if its record is added before its blob is
+        put: then either the digest is still named here, or the delete was
+        asked before the put and runs first."""
 
     def unattached_before(self, ts: float, limit: int) -> Deferred[list[StoredFile]]:
         """Up to ``limit`` uploads never attached and uploaded before ``ts``."""

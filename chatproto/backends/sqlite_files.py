@@ -23,29 +23,40 @@ T = TypeVar("T")
 
 #: ``place`` is a file's position in its message. The partial indexes hold
 #: only what their queries look for: the attached (a message's files), the
-#: unattached (the sweep of old uploads), the thumbnails.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    id       TEXT PRIMARY KEY,
-    digest   TEXT    NOT NULL,
-    room     TEXT    NOT NULL,
-    name     TEXT    NOT NULL,
-    type     TEXT    NOT NULL,
-    size     INTEGER NOT NULL,
-    owner    TEXT    NOT NULL,
-    uploaded REAL    NOT NULL,
-    width    INTEGER,
-    height   INTEGER,
-    thumb    TEXT,
-    seq      INTEGER,
-    place    INTEGER
-);
-CREATE INDEX IF NOT EXISTS files_message ON files (room, seq, place) WHERE seq IS NOT NULL;
-CREATE INDEX IF NOT EXISTS files_owner ON files (owner, size);
-CREATE INDEX IF NOT EXISTS files_unattached ON files (uploaded) WHERE seq IS NULL;
-CREATE INDEX IF NOT EXISTS files_digest ON files (digest);
-CREATE INDEX IF NOT EXISTS files_thumb ON files (thumb) WHERE thumb IS NOT NULL
-"""
+#: unattached (the sweep of old uploads), the thumbnails. ``file_totals``
+#: is the bytes of every upload, kept by triggers: the server's quota is
+#: checked at each upload, and a sum over every row would grow with them.
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS files (
+        id       TEXT PRIMARY KEY,
+        digest   TEXT    NOT NULL,
+        room     TEXT    NOT NULL,
+        name     TEXT    NOT NULL,
+        type     TEXT    NOT NULL,
+        size     INTEGER NOT NULL,
+        owner    TEXT    NOT NULL,
+        uploaded REAL    NOT NULL,
+        width    INTEGER,
+        height   INTEGER,
+        thumb    TEXT,
+        seq      INTEGER,
+        place    INTEGER
+    )""",
+    "CREATE INDEX IF NOT EXISTS files_message ON files (room, seq, place) WHERE seq IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS files_owner ON files (owner, size)",
+    "CREATE INDEX IF NOT EXISTS files_unattached ON files (uploaded) WHERE seq IS NULL",
+    "CREATE INDEX IF NOT EXISTS files_digest ON files (digest)",
+    "CREATE INDEX IF NOT EXISTS files_thumb ON files (thumb) WHERE thumb IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS file_totals (
+        one   INTEGER PRIMARY KEY CHECK (one = 1),
+        bytes INTEGER NOT NULL
+    )""",
+    "INSERT OR IGNORE INTO file_totals VALUES (1, (SELECT coalesce(sum(size), 0) FROM files))",
+    """CREATE TRIGGER IF NOT EXISTS files_added AFTER INSERT ON files
+       BEGIN UPDATE file_totals SET bytes = bytes + NEW.size; END""",
+    """CREATE TRIGGER IF NOT EXISTS files_removed AFTER DELETE ON files
+       BEGIN UPDATE file_totals SET bytes = bytes - OLD.size; END""",
+]
 
 _FIELDS = "id, digest, room, name, type, size, owner, uploaded, width, height, thumb, seq"
 
@@ -62,7 +73,7 @@ class SQLiteFileRecords:
         db = log._db
         try:
             db.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
+            for statement in _SCHEMA:
                 db.execute(statement)
             db.execute("COMMIT")
         except sqlite3.Error as e:
@@ -168,7 +179,7 @@ class SQLiteFileRecords:
         return self._do(lambda db: db.execute(query, (owner,)).fetchone()[0])
 
     def used_by_all(self) -> Deferred[int]:
-        return self._do(lambda db: db.execute("SELECT coalesce(sum(size), 0) FROM files").fetchone()[0])
+        return self._do(lambda db: db.execute("SELECT bytes FROM file_totals").fetchone()[0])
 
 
 def _named(db: sqlite3.Connection, digest: str) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatproto import codec
 from chatproto.backends.files import FileRecords, FileStore, StoredFile
@@ -46,8 +47,8 @@ SWEEP_BATCH = 100
 #: Longest wait between sweeps, in seconds.
 SWEEP_EVERY = 60.0
 
-_TOKEN = struct.Struct("!QI")  # session id, expiry
-_TOKEN_MAC = 20  # bytes: 12 + 20 = 32 bytes, 43 characters of base64
+_TOKEN = struct.Struct("!QI4s")  # session id, expiry, 4 random bytes (each token is new)
+_TOKEN_MAC = 16  # bytes: 16 + 16 = 32 bytes, 43 characters of base64
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +192,7 @@ class Files:
         if self._secret is None:
             raise ProtocolError(ErrorCode.NO_FILES, "files are not available on this server right now")
         expires = int(self.clock.seconds() + self.limits.file_token_ttl)
-        payload = _TOKEN.pack(session.id, expires)
+        payload = _TOKEN.pack(session.id, expires, secrets.token_bytes(4))
         mac = self._mac(b"token", payload, _owner(session).encode())[:_TOKEN_MAC]
         connection.send(
             codec.FilesToken(
@@ -204,7 +205,7 @@ class Files:
         raw = _unb64(token) if self._secret is not None and len(token) < 100 else None
         if raw is None or len(raw) != _TOKEN.size + _TOKEN_MAC:
             return None
-        id, expires = _TOKEN.unpack(raw[: _TOKEN.size])
+        id, expires, _ = _TOKEN.unpack(raw[: _TOKEN.size])
         if self.clock.seconds() >= expires:
             return None
         session = self.registry.sessions.get(id)
@@ -302,7 +303,9 @@ class Files:
         height: int | None = None,
         thumb: tuple[str, str] | None = None,  # (digest, path)
     ) -> Deferred[StoredFile]:
-        """Put a finished upload's blobs in the store, then its record."""
+        """Its record first, then its blobs: a removal of another upload of
+        the same bytes, at the same time, then never deletes this one's
+        blob (backends/files.py, FileRecords.remove)."""
         record = StoredFile(
             new_id(),
             digest,
@@ -316,11 +319,18 @@ class Files:
             height,
             thumb[0] if thumb else None,
         )
-        puts = [self.store.put(digest, path)]
-        if thumb is not None:
-            puts.append(self.store.put(*thumb))
-        d = gatherResults(puts, consumeErrors=True)
-        d.addCallback(lambda _: self.records.add(record))
+
+        def put(_: None) -> Deferred[Any]:
+            puts = [self.store.put(digest, path)]
+            if thumb is not None:
+                puts.append(self.store.put(*thumb))
+            return gatherResults(puts, consumeErrors=True)
+
+        def undo(failure: Failure) -> Deferred[Any]:
+            return self.forget([record.id]).addBoth(lambda _: failure)
+
+        d = self.records.add(record).addCallback(put)
+        d.addErrback(undo)
         return d.addCallback(lambda _: record)
 
     # -- attaching and deleting ---------------------------------------------------------

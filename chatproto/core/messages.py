@@ -132,12 +132,13 @@ class Messages:
     ) -> Deferred[None]:
         """A SAY with files takes its place in the room's order once its
         files are found to be the session's to attach (20.7)."""
-        if self.files is None:
+        files = self.files
+        if files is None:
             raise ProtocolError(ErrorCode.BAD_FILE, "this server keeps no files")
 
         def attach(found: list[codec.File]) -> None:
             if connection.session is not session or session.rooms.get(room.key) is not room:
-                self.files.unclaim(found) if self.files is not None else None
+                files.unclaim(found)  # it left the room while its files were looked up
                 raise ProtocolError(ErrorCode.NOT_A_MEMBER, f"you are not in {room.name!r}: join it first")
             draft.files = found
             draft.ts = self.clock.seconds()
@@ -145,7 +146,7 @@ class Messages:
             if session.typing:
                 stopped(session, room.key)
 
-        return self.files.attachable(session, room, ids).addCallback(attach)
+        return files.attachable(session, room, ids).addCallback(attach)
 
     def change(self, connection: Connection, packet: codec.Edit | codec.Delete | codec.React) -> None:
         """EDIT, DELETE or REACT: checked here as far as the request itself

@@ -515,6 +515,7 @@ def _finish(result: Any, request: Request, upload: Upload | None = None) -> None
     if getattr(request, "_disconnected", False) or request.finished:
         return
     if isinstance(result, bytes):
+        request.setHeader("content-length", str(len(result)))
         request.write(result)
         request.finish()
     elif isinstance(result, Failure):

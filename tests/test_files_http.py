@@ -1,0 +1,371 @@
+"""Files over HTTP (docs/protocol.md 20.3, 20.4) on real sockets on
+127.0.0.1, with twisted.web.client.Agent and raw connections: uploads with
+a Content-Length and chunked, refusals before the body is read, who may
+download what, images and the files that pretend to be something else,
+Range."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import zlib
+
+from PIL import Image
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+
+from chatproto import codec, thumbnails
+from chatproto.limits import Limits
+from chatproto.server import build_server
+from tests.netclient import RawClient
+from tests.test_integration import LiveTestCase
+from tests.waiting import until
+
+
+def png(width: int, height: int) -> bytes:
+    image = Image.new("RGB", (width, height), (200, 30, 30))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header declares a huge picture."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def jpeg_with_gps() -> bytes:
+    """A 40 by 20 JPEG, turned (EXIF orientation 6: shown 20 by 40), with a GPS block."""
+    image = Image.new("RGB", (40, 20), (10, 120, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 to show
+    exif[0x010F] = "camera"  # make: kept
+    exif[thumbnails.GPS_TAG] = {1: "N", 2: (52.0, 22.0, 1.0)}
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
+@implementer(IBodyProducer)
+class Chunked:
+    """A body of unknown length: the Agent sends it chunked."""
+
+    length = UNKNOWN_LENGTH
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    def startProducing(self, consumer):
+        for piece in self.pieces:
+            consumer.write(piece)
+        return defer.succeed(None)
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
+
+
+class FilesOverHttp(LiveTestCase):
+    @defer.inlineCallbacks
+    def serve_files(self, **limits):
+        folder = self.mktemp()
+        os.makedirs(folder)
+        self.folder = os.path.abspath(folder)
+        server = build_server(
+            reactor,
+            ["tcp:0:interface=127.0.0.1"],
+            os.path.join(folder, "chat.sqlite3"),
+            Limits(**limits),
+            web=["tcp:0:interface=127.0.0.1"],
+            files=os.path.join(folder, "files"),
+            public_url="http://chat.test",
+        )
+        server.start()
+        self.server, self.hub, self.port, self.web_port = server, server.hub, server.port, server.web_port
+        self.clients = []
+        self.addCleanup(self._clients_gone)
+        self.addCleanup(self._stop, server)
+        yield until(lambda: self.hub.files.ready)
+        return server
+
+    @defer.inlineCallbacks
+    def member(self, nick: str, *rooms: str):
+        """A version 2 client in general and ``rooms``, and its upload token."""
+        client = yield self.client(nick, version=2)
+        for room in ("general", *rooms):
+            client.send(codec.Join(room))
+            yield client.expect(codec.RoomState)
+        client.send(codec.Files("t"))
+        token = yield client.expect(codec.FilesToken)
+        return client, token.token
+
+    def request(self, method: bytes, path: str, token: str | None = None, body=None, headers=None):
+        given = {k.encode(): [v.encode()] for k, v in (headers or {}).items()}
+        if token is not None:
+            given[b"authorization"] = [f"Bearer {token}".encode()]
+        if isinstance(body, bytes):
+            body = FileBodyProducer(io.BytesIO(body))
+        url = f"http://127.0.0.1:{self.web_port}{path}".encode()
+        return Agent(reactor).request(method, url, Headers(given), body)
+
+    @defer.inlineCallbacks
+    def upload(self, token, data, room="general", name="a.txt", kind="text/plain", status=201):
+        response = yield self.request(
+            b"POST", f"/files?room={room}&name={name}", token, data, {"content-type": kind}
+        )
+        body = json.loads((yield readBody(response)))
+        self.assertEqual(response.code, status, body)
+        return body
+
+    @defer.inlineCallbacks
+    def get(self, path, token=None, headers=None):
+        response = yield self.request(b"GET", path, token, headers=headers)
+        body = yield readBody(response)
+        return response, body
+
+    def header(self, response, name: str) -> str | None:
+        values = response.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+    @defer.inlineCallbacks
+    def raw(self, data: bytes) -> defer.Deferred:
+        """Bytes sent on a connection of its own; what came back once it closed."""
+        client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.web_port), RawClient())
+        client.transport.write(data)
+        yield client.lost.addTimeout(10, reactor)
+        return client.received
+
+    def leftovers(self) -> list[str]:
+        """Files of uploads under way left in the temporary folder."""
+        import tempfile
+
+        return [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("upload-")]
+
+
+class Uploading(FilesOverHttp):
+    @defer.inlineCallbacks
+    def test_upload_with_a_length_then_download(self):
+        yield self.serve_files()
+        _, token = yield self.member("ann")
+        data = b"line one\nline two\n"
+        found = yield self.upload(token, data, name="notes.txt")
+        self.assertEqual(
+            {k: v for k, v in found.items() if k != "id"},
+            {"name": "notes.txt", "size": len(data), "type": "text/plain"},
+        )
+        self.assertEqual(len(found["id"]), 22)
+        response, body = yield self.get(f"/files/{found['id']}/whatever.txt")
+        self.assertEqual((response.code, body), (200, data))
+        self.assertEqual(self.header(response, "x-content-type-options"), "nosniff")
+        self.assertEqual(self.header(response, "content-security-policy"), "default-src 'none'; sandbox")
+        self.assertEqual(self.header(response, "cache-control"), "private")
+        self.assertEqual(self.header(response, "content-type"), "text/plain; charset=utf-8")
+        self.assertEqual(
+            self.header(response, "content-disposition"), "attachment; filename*=UTF-8''notes.txt"
+        )
+        self.assertIsNotNone(self.header(response, "etag"))
+
+    @defer.inlineCallbacks
+    def test_a_chunked_upload(self):
+        yield self.serve_files()
+        _, token = yield self.member("ann")
+        pieces = [b"x" * 1000, b"y" * 5000, b"z"]
+        response = yield self.request(b"POST", "/files?room=general&name=c.bin", token, Chunked(pieces))
+        found = json.loads((yield readBody(response)))
+        self.assertEqual(
+            (response.code, found["size"], found["type"]), (201, 6001, "application/octet-stream")
+        )
+        _, body = yield self.get(f"/files/{found['id']}/c.bin")
+        self.assertEqual(body, b"".join(pieces))
+
+    @defer.inlineCallbacks
+    def test_too_large_is_refused_before_its_body_is_read(self):
+        yield self.serve_files(max_upload=1000)
+        _, token = yield self.member("ann")
+        # Headers only: the body is never sent, and the answer comes anyway.
+        answer = yield self.raw(
+            b"POST /files?room=general&name=big HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 1001\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
+        self.assertEqual(json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"], "too_large")
+        # chunked: refused as it grows past the limit, nothing kept
+        answer = yield self.raw(
+            b"POST /files?room=general&name=big HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3e8\r\n" + b"a" * 1000 + b"\r\n1\r\nb\r\n0\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
+        self.assertEqual((yield self.hub.files.records.used_by_all()), 0)
+        self.assertEqual(self.leftovers(), [])
+        yield self.upload(token, b"a" * 1000)  # exactly the limit is fine
+
+    @defer.inlineCallbacks
+    def test_tokens_rooms_and_names(self):
+        yield self.serve_files()
+        _, token = yield self.member("ann")
+        body = yield self.upload(None, b"x", status=401)
+        self.assertEqual(body["error"], "bad_token")
+        body = yield self.upload("A" * 43, b"x", status=401)
+        self.assertEqual(body["error"], "bad_token")
+        body = yield self.upload(token, b"x", room="nowhere", status=404)
+        self.assertEqual(body["error"], "no_such_room")
+        yield self.member("bob", "elsewhere")
+        body = yield self.upload(token, b"x", room="elsewhere", status=403)
+        self.assertEqual(body["error"], "not_a_member")
+        body = yield self.upload(token, b"x", name="", status=400)
+        self.assertEqual(body["error"], "bad_request")
+        found = yield self.upload(token, b"x", name="..%2F..%2Fetc%2Fpasswd%01")
+        self.assertEqual(found["name"], "etcpasswd")
+
+    @defer.inlineCallbacks
+    def test_the_account_quota(self):
+        yield self.serve_files(account_quota=1500)
+        _, token = yield self.member("ann")
+        yield self.upload(token, b"a" * 1000)
+        body = yield self.upload(token, b"b" * 1000, status=507)
+        self.assertEqual(body["error"], "quota_exceeded")
+        body = yield self.upload(token, Chunked([b"c" * 600]), status=507)
+        self.assertEqual(body["error"], "quota_exceeded")
+        self.assertEqual(self.leftovers(), [])
+
+
+class Reading(FilesOverHttp):
+    @defer.inlineCallbacks
+    def test_a_private_rooms_file_needs_a_members_token(self):
+        yield self.serve_files()
+        ann, token = yield self.member("ann", "secret")
+        ann.send(codec.Moderate("secret", "mode", invite_only=True))
+        yield ann.expect(codec.MessagePacket)
+        _, bobs = yield self.member("bob")
+        found = yield self.upload(token, b"the plan", room="secret", name="plan.txt")
+        path = f"/files/{found['id']}/plan.txt"
+        nobody, body = yield self.get(path)
+        stranger, _ = yield self.get(path, bobs)
+        unknown, unknown_body = yield self.get(f"/files/{'A' * 22}/plan.txt")
+        self.assertEqual((nobody.code, stranger.code, unknown.code), (404, 404, 404))
+        self.assertEqual(body, unknown_body)  # one answer: guessing ids tells nothing
+        member, body = yield self.get(path, token)
+        self.assertEqual((member.code, body), (200, b"the plan"))
+        by_query, body = yield self.get(f"{path}?token={token}")
+        self.assertEqual((by_query.code, body), (200, b"the plan"))
+
+    @defer.inlineCallbacks
+    def test_a_deleted_messages_files_are_gone_at_once(self):
+        yield self.serve_files()
+        ann, token = yield self.member("ann")
+        found = yield self.upload(token, b"soon gone")
+        ann.send(codec.Say("here", room="general", files=[found["id"]]))
+        said = yield ann.expect(codec.MessagePacket)
+        self.assertEqual(said.files[0].id, found["id"])
+        ann.send(codec.Delete("general", said.seq))
+        yield ann.expect(codec.Changed)
+        response, _ = yield self.get(f"/files/{found['id']}/a.txt")
+        self.assertEqual(response.code, 404)
+
+    @defer.inlineCallbacks
+    def test_range(self):
+        yield self.serve_files()
+        _, token = yield self.member("ann")
+        found = yield self.upload(token, b"0123456789")
+        path = f"/files/{found['id']}/a.txt"
+        response, body = yield self.get(path, headers={"range": "bytes=2-5"})
+        self.assertEqual((response.code, body), (206, b"2345"))
+        self.assertEqual(self.header(response, "content-range"), "bytes 2-5/10")
+        response, body = yield self.get(path, headers={"range": "bytes=-3"})
+        self.assertEqual((response.code, body), (206, b"789"))
+        response, body = yield self.get(path, headers={"range": "bytes=7-"})
+        self.assertEqual((response.code, body), (206, b"789"))
+        response, _ = yield self.get(path, headers={"range": "bytes=10-20"})
+        self.assertEqual((response.code, self.header(response, "content-range")), (416, "bytes */10"))
+
+
+class Images(FilesOverHttp):
+    @defer.inlineCallbacks
+    def test_an_image_gets_its_size_and_a_thumbnail(self):
+        yield self.serve_files()
+        _, token = yield self.member("ann")
+        found = yield self.upload(token, png(640, 480), name="shot.png", kind="application/octet-stream")
+        self.assertEqual(
+            (found["type"], found["width"], found["height"], found["thumb"]), ("image/png", 640, 480, True)
+        )
+        response, body = yield self.get(f"/files/{found['id']}/thumb")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.header(response, "content-type"), "image/png")
+        self.assertEqual(Image.open(io.BytesIO(body)).size, (320, 240))
+        response, _ = yield self.get(f"/files/{found['id']}/shot.png")
+        self.assertEqual(self.header(response, "content-disposition"), "inline")
+        self.assertEqual(self.header(response, "content-type"), "image/png")
+
+    @defer.inlineCallbacks
+    def test_a_jpegs_orientation_is_applied_and_its_gps_removed(self):
+        yield self.serve_files()
+        _, token = yield self.member("ann")
+        original = jpeg_with_gps()
+        self.assertTrue(thumbnails.has_gps(original))
+        found = yield self.upload(token, original, name="photo.jpg", kind="image/jpeg")
+        self.assertEqual((found["width"], found["height"]), (20, 40))
+        _, kept = yield self.get(f"/files/{found['id']}/photo.jpg")
+        self.assertFalse(thumbnails.has_gps(kept))
+        self.assertEqual(Image.open(io.BytesIO(kept)).getexif().get(0x010F), "camera")
+        _, thumb = yield self.get(f"/files/{found['id']}/thumb")
+        self.assertEqual(Image.open(io.BytesIO(thumb)).getexif(), {})
+
+    @defer.inlineCallbacks
+    def test_a_decompression_bomb_is_kept_as_a_plain_file(self):
+        yield self.serve_files()
+        _, token = yield self.member("ann")
+        found = yield self.upload(token, bomb_png(), name="bomb.png", kind="image/png")
+        self.assertEqual(found["type"], "image/png")
+        self.assertNotIn("width", found)
+        self.assertNotIn("thumb", found)
+        response, _ = yield self.get(f"/files/{found['id']}/thumb")
+        self.assertEqual(response.code, 404)
+
+    @defer.inlineCallbacks
+    def test_a_polyglot_is_served_as_the_image_it_starts_as(self):
+        yield self.serve_files()
+        _, token = yield self.member("ann")
+        polyglot = b"GIF89a<html><script>alert(document.cookie)</script></html>"
+        found = yield self.upload(token, polyglot, name="x.html", kind="text/html")
+        self.assertEqual(found["type"], "image/gif")
+        response, body = yield self.get(f"/files/{found['id']}/x.html")
+        self.assertEqual(body, polyglot)
+        self.assertEqual(self.header(response, "content-type"), "image/gif")
+        self.assertEqual(self.header(response, "x-content-type-options"), "nosniff")
+        self.assertEqual(self.header(response, "content-security-policy"), "default-src 'none'; sandbox")
+
+    @defer.inlineCallbacks
+    def test_svg_and_html_are_attachments(self):
+        yield self.serve_files()
+        _, token = yield self.member("ann")
+        svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+        found = yield self.upload(token, svg, name="pic.svg", kind="image/svg+xml")
+        self.assertEqual(found["type"], "image/svg+xml")
+        response, _ = yield self.get(f"/files/{found['id']}/pic.svg")
+        self.assertEqual(self.header(response, "content-disposition"), "attachment; filename*=UTF-8''pic.svg")
+        self.assertEqual(self.header(response, "content-security-policy"), "default-src 'none'; sandbox")
+        found = yield self.upload(token, b"<script>alert(1)</script>", name="p.html", kind="text/html")
+        response, _ = yield self.get(f"/files/{found['id']}/p.html")
+        self.assertTrue(self.header(response, "content-disposition").startswith("attachment;"))
