@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto import codec
+from chatproto.backends.eventlog import author_of
 from chatproto.backends.files import FileRecords, FileStore, StoredFile
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.connection import Connection, Session, logged_in
@@ -47,8 +48,18 @@ SWEEP_BATCH = 100
 #: Longest wait between sweeps, in seconds.
 SWEEP_EVERY = 60.0
 
-_TOKEN = struct.Struct("!QI4s")  # session id, expiry, 4 random bytes (each token is new)
-_TOKEN_MAC = 16  # bytes: 16 + 16 = 32 bytes, 43 characters of base64
+_TOKEN = struct.Struct("!QI4s")  # session id, expiry, 4 random bytes (each token is new); then its owner
+_TOKEN_MAC = 16
+#: The longest token read (an owner is an account's key and when it was made).
+MAX_TOKEN = 400
+
+
+@dataclass(frozen=True, slots=True)
+class Bearer:
+    """Who an HTTP request's token names: the session, and whose its uploads are."""
+
+    session: Session
+    owner: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,32 +203,59 @@ class Files:
         if self._secret is None:
             raise ProtocolError(ErrorCode.NO_FILES, "files are not available on this server right now")
         expires = int(self.clock.seconds() + self.limits.file_token_ttl)
-        payload = _TOKEN.pack(session.id, expires, secrets.token_bytes(4))
-        mac = self._mac(b"token", payload, _owner(session).encode())[:_TOKEN_MAC]
-        connection.send(
-            codec.FilesToken(
-                _b64(payload + mac), float(expires), UPLOAD_PATH, self.limits.max_upload, packet.ref
-            )
-        )
+        signed = _TOKEN.pack(session.id, expires, secrets.token_bytes(4)) + self.owner_of(session).encode()
+        mac = self._mac(b"token", signed)[:_TOKEN_MAC]
+        limit = self.limits.max_upload
+        connection.send(codec.FilesToken(_b64(signed + mac), float(expires), UPLOAD_PATH, limit, packet.ref))
 
-    def session_of(self, token: str) -> Session | None:
-        """The session a token authorises, if it is valid, unexpired and the session is here."""
-        raw = _unb64(token) if self._secret is not None and len(token) < 100 else None
-        if raw is None or len(raw) != _TOKEN.size + _TOKEN_MAC:
+    def bearer(self, token: str) -> Bearer | None:
+        """Who a token authorises: its session, if the token is genuine and
+        unexpired and the session (here, or on another node) goes on."""
+        raw = _unb64(token) if self._secret is not None and len(token) <= MAX_TOKEN else None
+        if raw is None or len(raw) < _TOKEN.size + _TOKEN_MAC:
             return None
-        id, expires, _ = _TOKEN.unpack(raw[: _TOKEN.size])
+        signed, mac = raw[:-_TOKEN_MAC], raw[-_TOKEN_MAC:]
+        if not hmac.compare_digest(self._mac(b"token", signed)[:_TOKEN_MAC], mac):
+            return None
+        id, expires, _ = _TOKEN.unpack(signed[: _TOKEN.size])
+        owner = signed[_TOKEN.size :].decode("utf-8", "replace")
         if self.clock.seconds() >= expires:
             return None
+        session = self._session(id)
+        if session is None or not self.holds(session, owner):
+            return None  # ended, or a later session that got the same id
+        return Bearer(session, owner)
+
+    def session_of(self, token: str) -> Session | None:
+        """The session a token authorises (:meth:`bearer`), or None."""
+        found = self.bearer(token)
+        return found.session if found is not None else None
+
+    def _session(self, id: int) -> Session | None:
+        """A session of this node, or one of another node's a room here has."""
         session = self.registry.sessions.get(id)
-        if session is None:
-            return None
-        mac = self._mac(b"token", raw[: _TOKEN.size], _owner(session).encode())[:_TOKEN_MAC]
-        return session if hmac.compare_digest(mac, raw[_TOKEN.size :]) else None
+        if session is not None:
+            return session
+        for room in self.directory.rooms.values():
+            member = room.members.get(id)
+            if member is not None:
+                return member
+        return None
+
+    def holds(self, session: Session, owner: str) -> bool:
+        """Whether ``owner`` is the session's: its account's or its own. A
+        member on another node knows its account's name, not when it was
+        made: its name is what is compared."""
+        if session.owner is not None or session.connection is not None:
+            return self.owner_of(session) == owner
+        if session.account:
+            return owner.startswith(f"{session.key}:")
+        return author_of(None, session.id, self.registry.epoch) == owner
 
     def signature(self, file_id: str, session: Session) -> str:
         """An IRC link's ``sig``: the file bound to the session's account
         (a guest: its session) (20.6)."""
-        owner = _owner(session).encode()
+        owner = self.owner_of(session).encode()
         return _b64(owner) + "." + _b64(self._mac(b"sig", file_id.encode(), owner)[:16])
 
     def _signed_owner(self, file_id: str, sig: str) -> str | None:
@@ -233,6 +271,11 @@ class Files:
         url = codec.file_url(self.space.files_url, record)
         return url if session is None else f"{url}?sig={self.signature(record.id, session)}"
 
+    def owner_of(self, session: Session) -> str:
+        """Whose uploads are whose: an account's for all its devices, a
+        guest's session's (as its messages are, eventlog.author_of)."""
+        return session.owner or author_of(None, session.id, self.registry.epoch)
+
     # -- reading --------------------------------------------------------------------------
 
     def readable(self, record: StoredFile, token: str | None, sig: str | None) -> bool:
@@ -245,10 +288,10 @@ class Files:
             return True
         if token:
             session = self.session_of(token)
-            return session is not None and session.rooms.get(room.key) is room
+            return session is not None and room.members.get(session.id) is session
         if sig:
             owner = self._signed_owner(record.id, sig)
-            return owner is not None and any(_owner(m) == owner for m in room.members.values())
+            return owner is not None and any(self.holds(m, owner) for m in room.members.values())
         return False
 
     # -- uploading ------------------------------------------------------------------------
@@ -261,9 +304,8 @@ class Files:
             raise ProtocolError(ErrorCode.NOT_A_MEMBER, f"you are not in {room.name!r}")
         return room
 
-    def quota_refusal(self, session: Session, size: int) -> Deferred[str | None]:
-        """Why ``size`` more bytes would go past a quota, or None (20.5)."""
-        owner = _owner(session)
+    def quota_refusal(self, owner: str, size: int) -> Deferred[str | None]:
+        """Why ``size`` more bytes of ``owner``'s would go past a quota, or None (20.5)."""
 
         def check(used: list[int]) -> str | None:
             mine, everyone = used
@@ -292,7 +334,7 @@ class Files:
 
     def keep(
         self,
-        session: Session,
+        owner: str,
         room: ChatRoom,
         name: str,
         kind: str,
@@ -313,7 +355,7 @@ class Files:
             name,
             kind,
             size,
-            _owner(session),
+            owner,
             self.clock.seconds(),
             width,
             height,
@@ -343,7 +385,7 @@ class Files:
             return _bad_file(f"a message carries at most {self.limits.max_files} files")
         if len(set(ids)) != len(ids) or any(i in self._claimed for i in ids):
             return _bad_file("a file can be attached once")
-        owner = _owner(session)
+        owner = self.owner_of(session)
 
         def check(records: list[StoredFile | None]) -> list[codec.File]:
             for id, record in zip(ids, records, strict=True):
@@ -373,12 +415,6 @@ class Files:
         d = self.records.of_message(room, seq)
         d.addCallback(lambda found: self.forget([r.id for r in found]))
         d.addErrback(lambda f: log.failure("files: could not delete message {seq}'s files", f, seq=seq))
-
-
-def _owner(session: Session) -> str:
-    """Whose uploads are whose: an account's for all its devices, a guest's session's."""
-    assert session.owner is not None  # every session has one from its login
-    return session.owner
 
 
 def _bad_file(message: str) -> Deferred[Any]:

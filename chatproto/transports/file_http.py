@@ -102,6 +102,7 @@ class Upload:
         self.query = parse_qs(path.partition(b"?")[2], keep_blank_values=True)
         self.refused = False
         self.session: Session | None = None
+        self.owner = ""  # whose the upload is: the token says
         self.room: ChatRoom | None = None
         self.name = ""
         self.counted = False  # in the session's uploads under way
@@ -122,13 +123,12 @@ class Upload:
         self.file = os.fdopen(fd, "wb")
         transport: Any = self.request.channel.transport
         transport.pauseProducing()  # no more of the body until the quota says yes
-        assert self.session is not None
 
         def resume(_: object) -> None:
             if not self.refused:
                 transport.resumeProducing()
 
-        d = self.files.quota_refusal(self.session, self.length or 0)
+        d = self.files.quota_refusal(self.owner, self.length or 0)
         d.addCallback(self._judged)
         d.addErrback(self._failed)
         d.addBoth(resume)
@@ -136,9 +136,10 @@ class Upload:
     def _check_at_once(self) -> None:
         request, files = self.request, self.files
         token = bearer(request, self.query)
-        self.session = files.session_of(token) if token else None
-        if self.session is None:
+        holder = files.bearer(token) if token else None
+        if holder is None:
             raise Refused(401, "bad_token", "no valid token: ask for one with FILES")
+        self.session, self.owner = holder.session, holder.owner
         room, name = _arg(self.query, b"room"), _arg(self.query, b"name")
         if not room or name is None or not name_allowed(name):
             raise Refused(400, "bad_request", "give room and name (1 to 255 bytes of UTF-8)")
@@ -214,10 +215,9 @@ class Upload:
         return self.verdict.addCallback(lambda _: self._quota_of_size()).addCallback(self._examine)
 
     def _quota_of_size(self) -> Deferred[Any]:
-        assert self.session is not None
         if self.length is not None:
             return succeed(None)
-        return self.files.quota_refusal(self.session, self.size).addCallback(self._over)
+        return self.files.quota_refusal(self.owner, self.size).addCallback(self._over)
 
     def _over(self, refusal: str | None) -> None:
         if refusal is not None:
@@ -233,10 +233,10 @@ class Upload:
         return d.addCallback(self._keep)
 
     def _keep(self, found: Examined) -> Deferred[StoredFile]:
-        assert self.session is not None and self.room is not None and self.path is not None
+        assert self.room is not None and self.path is not None
         thumb = (found.thumb_digest, found.thumb) if found.thumb and found.thumb_digest else None
         return self.files.keep(
-            self.session,
+            self.owner,
             self.room,
             self.name,
             found.type,
