@@ -976,7 +976,7 @@ def main() -> int:
         ["--warmup", "0.5", "--duration", "1.5"] if args.quick else ["--warmup", "1", "--duration", "3"]
     )
     every = ["fanout", "rooms", "websocket", "irc", "metrics", "latency", "idle", "logins", "storm"]
-    every += ["reconnect", "passwords", "slow", "abuse", "cluster", "conversations", "catchup"]
+    every += ["reconnect", "passwords", "slow", "abuse", "cluster", "conversations", "catchup", "search"]
     wanted = set(args.only or every)
     results: dict = {
         "machine": {
@@ -1163,6 +1163,11 @@ def main() -> int:
     if "catchup" in wanted:
         results["catchup"] = catchup_bench(runs, 3 if args.quick else 5)
 
+    if "search" in wanted:
+        from benchmarks.search import search_bench
+
+        results["search"] = search_bench(runs, duration)
+
     if table:
         print_table(table, runs)
     if "rooms" in results:
@@ -1181,6 +1186,10 @@ def main() -> int:
         print_conversations(results["conversations"])
     if "catchup" in results:
         print_catchup(results["catchup"])
+    if "search" in results:
+        from benchmarks.search import print_search
+
+        print_search(results["search"])
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1)

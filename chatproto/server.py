@@ -188,8 +188,10 @@ def build_server(
         store = StreamStore(RedisClient(reactor, address, "chat-node", epoch), keep=cluster_retention)
         index = None
         if search:
-            from chatproto.cluster.search_index import IndexFile
+            from chatproto.cluster.search_index import IndexFile, SearchFeed
 
+            if search_index == ":memory:":
+                threads = None  # one connection: its writes and reads on the reactor thread
             index = IndexFile(search_index, threads)
             feed_client = RedisClient(reactor, address, "chat-search", epoch)
             feed = SearchFeed(feed_client, store, index, reactor, threads or _inline)

@@ -326,6 +326,26 @@ INTEGER_FIELDS = [
     ),
     (codec.decode_server, PacketType.MESSAGE, None, ("files", 0, "width")),
     (codec.decode_server, PacketType.MESSAGE, None, ("files", 0, "height")),
+    (codec.decode_client, PacketType.HISTORY, {"around": 1}, ("around",)),
+    (codec.decode_client, PacketType.SEARCH, {"words": "w", "limit": 1}, ("limit",)),
+    (
+        codec.decode_server,
+        PacketType.RESULTS,
+        {
+            "hits": [{"room": "r", "seq": 1, "from": "a", "ts": 1.0, "snippet": "s", "marks": []}],
+            "more": False,
+        },
+        ("hits", 0, "seq"),
+    ),
+    (
+        codec.decode_server,
+        PacketType.RESULTS,
+        {
+            "hits": [{"room": "r", "seq": 1, "from": "a", "ts": 1.0, "snippet": "s", "marks": [[0, 1]]}],
+            "more": False,
+        },
+        ("hits", 0, "marks", 0, 0),
+    ),
 ]
 
 

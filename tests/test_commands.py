@@ -45,6 +45,7 @@ SAMPLES = {
     codec.Open: codec.Open(["bob"], "r"),
     codec.Nick: codec.Nick("ann2", "r"),
     codec.Files: codec.Files("r"),
+    codec.Search: codec.Search("hello", ref="r"),
 }
 
 
@@ -69,7 +70,8 @@ class Table(SynchronousTestCase):
         messages = {cls for cls, row in COMMANDS.items() if row.bucket == "messages"}
         presence = {cls for cls, row in COMMANDS.items() if row.bucket == "presence"}
         self.assertEqual(
-            messages, {codec.Say, codec.Whisper, codec.Edit, codec.Delete, codec.React, codec.Files}
+            messages,
+            {codec.Say, codec.Whisper, codec.Edit, codec.Delete, codec.React, codec.Files, codec.Search},
         )
         self.assertEqual(
             presence,

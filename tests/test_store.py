@@ -114,6 +114,9 @@ class LateLog:
     def topic(self, room):
         return self.inner.topic(room)
 
+    def search_key(self):
+        return None  # no index: SEARCH is no_search
+
     def changed_after(self, rev, limit, room):
         return self.inner.changed_after(rev, limit, room)
 

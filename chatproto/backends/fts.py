@@ -15,6 +15,7 @@ highlight markers, which could collide with the text itself.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import heapq
 import hmac
@@ -67,6 +68,39 @@ def tokens(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), fold(m.group())) for m in _TOKEN.finditer(text) if m.group() != "_"]
 
 
+#: Characters of a token that are encoded (a longer one is matched on these).
+TOKEN_CHARS = 32
+
+
+class Encoder:
+    """Each word as the index keeps it: a keyed digest of every one of its
+    prefixes, chained, so that the index holds no word in clear (a deleted
+    message's words would otherwise stay readable in the file until FTS5
+    merges its segments) and a prefix of a word still encodes to a prefix
+    of its encoding (``word*`` searches work)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key[:32]
+        self.token = functools.lru_cache(maxsize=100_000)(self._token)
+
+    def _token(self, token: str) -> str:
+        out = []
+        for i in range(1, min(len(token), TOKEN_CHARS) + 1):
+            digest = hashlib.blake2s(token[:i].encode("utf-8"), key=self._key, digest_size=2)
+            out.append(digest.hexdigest())
+        return "".join(out)
+
+    def text(self, text: str) -> str:
+        """A message's text as the index is given it."""
+        token = self.token
+        return " ".join([token(t) for _, _, t in tokens(text)])
+
+    def term(self, term: Term) -> str:
+        """A term in FTS5's syntax: its words encoded, inside double quotes."""
+        phrase = '"' + " ".join(self.token(word) for word in term.words) + '"'
+        return phrase + " *" if term.prefix else phrase
+
+
 @dataclass(frozen=True, slots=True)
 class Term:
     """A word, a prefix (``word*``) or a phrase (``"two words"``): folded
@@ -74,11 +108,6 @@ class Term:
 
     words: tuple[str, ...]
     prefix: bool = False
-
-    def fts(self) -> str:
-        """The term in FTS5's syntax, every word inside double quotes."""
-        quoted = '"' + " ".join(self.words).replace('"', '""') + '"'
-        return quoted + " *" if self.prefix else quoted
 
 
 _PIECE = re.compile(r'"([^"]*)"|(\S+)')
@@ -102,9 +131,9 @@ def parse_words(words: str) -> list[Term]:
     return terms
 
 
-def match_query(terms: Sequence[Term]) -> str:
+def match_query(encoder: Encoder, terms: Sequence[Term]) -> str:
     """The FTS5 MATCH expression: every term must be there."""
-    return " AND ".join(term.fts() for term in terms)
+    return " AND ".join(encoder.term(term) for term in terms)
 
 
 def find_marks(text: str, terms: Sequence[Term]) -> list[tuple[int, int]]:
@@ -244,27 +273,34 @@ def indexed(action: dict | None) -> bool:
     return action is None or action.get("op") == NOTICE
 
 
+#: SQLite from which FTS5 can delete in place (its ``secure-delete`` option).
+SECURE_DELETE = (3, 42, 0)
+
+
 class Index:
-    """The FTS5 table ``search`` over a content table (``messages`` or
-    ``docs``) with columns id, ts, sender, text; every write to it is made
-    inside the writer's own transaction, so it commits or rolls back with
-    the rows it mirrors."""
+    """The FTS5 table ``search`` beside a content table (``messages`` or
+    ``docs``) with columns id, ts, sender, text: the index holds no text
+    (contentless) and its words only as :class:`Encoder` makes them. Every
+    write to it is made inside the writer's own transaction, so it commits
+    or rolls back with the rows it mirrors."""
 
     def __init__(self, content: str, where: str = "1") -> None:
         self.content = content
         self.where = where  # which content rows are searched (not records, not deleted)
+        self.encoder = Encoder(b"")
 
-    def create(self, db: sqlite3.Connection) -> bool:
-        """Make the index and its state if they are missing; whether it was made."""
+    def open(self, db: sqlite3.Connection) -> bytes:
+        """Make the index and its state if they are missing; the file's
+        secret (it keys the words and signs search pages)."""
         exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'search'").fetchone()
-        if exists:
-            return False
-        db.execute(
-            "CREATE VIRTUAL TABLE search USING fts5("
-            f"text, content='{self.content}', content_rowid='id', tokenize='{TOKENIZER}')"
-        )
-        db.execute("CREATE TABLE IF NOT EXISTS search_state (key TEXT PRIMARY KEY, value)")
-        return True
+        if not exists:
+            db.execute(f"CREATE VIRTUAL TABLE search USING fts5(text, content='', tokenize='{TOKENIZER}')")
+            if sqlite3.sqlite_version_info >= SECURE_DELETE:
+                db.execute("INSERT INTO search (search, rank) VALUES ('secure-delete', 1)")
+            db.execute("CREATE TABLE IF NOT EXISTS search_state (key TEXT PRIMARY KEY, value)")
+        secret = self.secret(db)
+        self.encoder = Encoder(secret)
+        return secret
 
     def drop(self, db: sqlite3.Connection) -> None:
         """Forget the index (a server run without search): it is built again
@@ -290,11 +326,14 @@ class Index:
 
     def add(self, db: sqlite3.Connection, rows: Iterable[tuple[int, str]]) -> None:
         """Index new messages: (row id, text)."""
-        db.executemany("INSERT INTO search (rowid, text) VALUES (?, ?)", rows)
+        text = self.encoder.text
+        db.executemany("INSERT INTO search (rowid, text) VALUES (?, ?)", [(id, text(t)) for id, t in rows])
 
     def remove(self, db: sqlite3.Connection, id: int, old: str) -> None:
         """Take a message out: its text as it was indexed is what FTS5 needs."""
-        db.execute("INSERT INTO search (search, rowid, text) VALUES ('delete', ?, ?)", (id, old))
+        db.execute(
+            "INSERT INTO search (search, rowid, text) VALUES ('delete', ?, ?)", (id, self.encoder.text(old))
+        )
 
     def build(self, db: sqlite3.Connection, batch: int = BUILD_BATCH) -> int:
         """Index what an older file holds, in batches (each its own
@@ -334,7 +373,7 @@ class Index:
     def search(self, db: sqlite3.Connection, room_ids: dict[str, int], query: Query) -> Found:
         """One page of hits, newest first, merged from each room's newest
         matches below its bound."""
-        match = match_query(query.terms)
+        match = match_query(self.encoder, query.terms)
         heads = []
         for room in query.rooms:
             room_id = room_ids.get(room)

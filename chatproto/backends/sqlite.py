@@ -272,10 +272,9 @@ class SQLiteLog:
         if self.index is None:
             fts.Index("messages").drop(self._db)
             return
-        self.index.create(self._db)
+        self._search_secret = self.index.open(self._db)
         self.index.build(self._db)
         fts.prepare(self._db)
-        self._search_secret = self.index.secret(self._db)
 
     def _room_id(self, room: str, create: bool = False) -> int | None:
         """The room's id in the file (made if ``create``); None if it has none."""

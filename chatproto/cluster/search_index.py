@@ -58,9 +58,8 @@ class IndexFile:
         self._db.execute("PRAGMA secure_delete=ON")
         for statement in _TABLES.split(";"):
             self._db.execute(statement)
-        self.index.create(self._db)
+        self.secret = self.index.open(self._db)
         self.index.set_state(self._db, "built", "all")
-        self.secret = self.index.secret(self._db)
         fts.prepare(self._db)
         self._ids: dict[str, int] = dict(self._db.execute("SELECT key, id FROM rooms").fetchall())
         self._readers = threading.local()
@@ -73,7 +72,8 @@ class IndexFile:
 
     def write(self, batch: Sequence[tuple[str, list[Any]]], said: str | None) -> int:
         """Index a batch of rooms' entries and store the positions reached,
-        in one transaction (a worker thread's job); the messages indexed."""
+        in one transaction (a worker thread's job); the messages, edits and
+        deletions it applied."""
         with self._lock:
             db = self._db
             db.execute("BEGIN")
@@ -114,6 +114,7 @@ class IndexFile:
                     self._drop(db, base + change["seq"])
                     if "deleted" not in state and fts.indexed(state.get("action")):
                         self._put(db, base + change["seq"], state)
+                    count += 1
         return count
 
     def _put(self, db: sqlite3.Connection, id: int, data: dict[str, Any]) -> None:
@@ -170,7 +171,7 @@ class SearchFeed:
         self._positions: dict[str, str] = {}  # room key -> the last entry id indexed
         self._said = "0-0"
         self._said_key = store.key("said", "new")
-        self.indexed = 0  # messages indexed since the start
+        self.indexed = 0  # messages, edits and deletions applied since the start
         self.running = False
 
     def start(self) -> None:

@@ -58,10 +58,13 @@ class Searches:
             raise ProtocolError(ErrorCode.NO_SEARCH, "this server does not search its history")
         terms = tuple(parse_words(packet.words))
         about = _about(packet)
+        # A first page has every match; the next ones only what was said
+        # before it (a clock of another node a little ahead changes nothing).
+        bounds: dict[str, int] = {}
+        since_first: float | None = None
         if packet.page is not None:
-            bounds, asof = self.cursor.decode(about, packet.page)
-        else:
-            bounds, asof = {}, self.clock.seconds()
+            bounds, since_first = self.cursor.decode(about, packet.page)
+        asof = self.clock.seconds() if since_first is None else since_first
         limit = min(max(packet.limit if packet.limit is not None else DEFAULT_LIMIT, 1), MAX_LIMIT)
         sender = None if packet.sender is None else nick_key(packet.sender)
         if packet.room is not None:
@@ -72,7 +75,7 @@ class Searches:
             rooms = self._scope(session)
 
         def query(keys: tuple[str, ...]) -> Query:
-            return Query(terms, keys, sender, packet.since, packet.until, limit, bounds, asof)
+            return Query(terms, keys, sender, packet.since, packet.until, limit, bounds, since_first)
 
         def answer(found: Found) -> None:
             connection.charge(len(found.hits) / ROWS_PER_UNIT)

@@ -531,6 +531,7 @@ NOT_SHOWN: dict[int, str] = {
     PacketType.BANS: "the answer to ADMIN, which IRC never sends (MODE +b lists a room's bans)",
     PacketType.SESSIONS: "the answer to ADMIN, which IRC never sends",
     PacketType.FILES_TOKEN: "the answer to FILES, which IRC never sends (IRC clients get links, 20.6)",
+    PacketType.RESULTS: "the answer to SEARCH, which IRC never sends (IRC has no search command)",
 }
 
 _WIRES: dict[tuple[str, frozenset], IrcWire] = {}

@@ -1,0 +1,105 @@
+"""Search in a cluster (docs/protocol.md 21.3): each node's own index, fed
+from the rooms' streams, against a real Valkey on real sockets."""
+
+from __future__ import annotations
+
+from twisted.internet import defer, reactor
+
+from chatproto import codec
+from chatproto.limits import Limits
+from chatproto.server import FeedService, build_server
+from tests.test_cluster import ClusterTestCase
+from tests.waiting import until
+
+
+def feed_of(server):
+    """The node's search feed (cluster/search_index.py)."""
+    (service,) = [s for s in server if isinstance(s, FeedService)]
+    return service.feed
+
+
+class ClusterSearch(ClusterTestCase):
+    def indexed_node(self, index: str):
+        """A node of the cluster whose search index is the file ``index``."""
+        server = build_server(
+            reactor,
+            ["tcp:0:interface=127.0.0.1"],
+            self.mktemp() + ".sqlite3",
+            Limits(),
+            cluster=self.redis.url,
+            search_index=index,
+        )
+        server.start()
+        if not hasattr(self, "clients"):
+            self.clients = []
+            self.addCleanup(self._clients_gone)
+        self.addCleanup(self._stop, server)
+        return server
+
+    @defer.inlineCallbacks
+    def in_general(self, nick, server):
+        client = yield self.client(nick, version=2, server=server)
+        client.send(codec.Join("general"))
+        yield client.expect(codec.RoomState)
+        return client
+
+    @defer.inlineCallbacks
+    def results(self, client, words, **fields):
+        client.send(codec.Search(words, ref="s", **fields))
+        answer = yield client.expect((codec.Results, codec.Error))
+        return answer
+
+    @defer.inlineCallbacks
+    def test_said_on_one_node_found_on_another_edits_and_deletions_followed(self):
+        a = self.indexed_node(self.mktemp())
+        b = self.indexed_node(self.mktemp())
+        alice = yield self.in_general("alice", a)
+        bob = yield self.in_general("bob", b)
+        alice.send(codec.Say("a needle in the haystack", "r1", "general"))
+        alice.send(codec.Say("nothing to see", "r2", "general"))
+        yield self.messages(bob, 2)
+        yield until(lambda: feed_of(b).indexed >= 2)
+        found = yield self.results(bob, "NEEDLE")
+        self.assertEqual([(h.room, h.seq, h.sender) for h in found.hits], [("general", 1, "alice")])
+        self.assertEqual(found.hits[0].marks, [[2, 6]])
+        alice.send(codec.Edit("general", 1, "a pin in the haystack"))
+        alice.send(codec.Delete("general", 2))
+        yield bob.expect(codec.Changed)
+        yield bob.expect(codec.Changed)
+        yield until(lambda: feed_of(b).indexed >= 4)
+        self.assertEqual((yield self.results(bob, "needle")).hits, [])
+        self.assertEqual([h.seq for h in (yield self.results(bob, "pin")).hits], [1])
+        self.assertEqual((yield self.results(bob, "nothing")).hits, [])
+
+    @defer.inlineCallbacks
+    def test_a_restarted_node_goes_on_from_where_it_stopped(self):
+        index = self.mktemp()
+        a = self.indexed_node(self.mktemp())
+        b = self.indexed_node(index)
+        alice = yield self.in_general("alice", a)
+        alice.send(codec.Say("first words", "r1", "general"))
+        yield alice.expect(codec.MessagePacket)
+        yield until(lambda: feed_of(b).indexed >= 1)
+        yield b.stopService()
+        alice.send(codec.Say("second words", "r2", "general"))
+        alice.send(codec.Edit("general", 1, "first edited"))
+        yield alice.expect(codec.MessagePacket)
+        yield alice.expect(codec.Changed)
+        again = self.indexed_node(index)
+        bob = yield self.in_general("bob", again)
+        yield until(lambda: feed_of(again).indexed >= 2)
+        self.assertEqual(feed_of(again).indexed, 2)  # the second message and the edit, nothing read twice
+        found = yield self.results(bob, "words")
+        self.assertEqual([h.seq for h in found.hits], [2])
+        self.assertEqual([h.seq for h in (yield self.results(bob, "edited")).hits], [1])
+
+    @defer.inlineCallbacks
+    def test_a_node_without_search_says_no_search(self):
+        server = build_server(reactor, ["tcp:0:interface=127.0.0.1"], cluster=self.redis.url, search=False)
+        server.start()
+        self.clients = []
+        self.addCleanup(self._clients_gone)
+        self.addCleanup(self._stop, server)
+        bob = yield self.in_general("bob", server)
+        answer = yield self.results(bob, "x")
+        self.assertEqual(answer.code, codec.ErrorCode.NO_SEARCH)
