@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 from conftest import NETWORK_NOISE, Page
@@ -16,13 +18,33 @@ from conftest import NETWORK_NOISE, Page
 from chatproto import codec
 from tests.browser.test_conversations import joined
 
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "build" / "screenshots" / "web"
+
+
+def shot(page: Page, name: str) -> None:
+    """A screenshot in build/screenshots/web/; with CHAT_UPDATE_SCREENSHOTS=1
+    also docs/web-<name>.png (the pictures of docs/using.md's files and search)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.here().save_screenshot(str(path))
+    if os.environ.get("CHAT_UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(path, ROOT / "docs" / f"web-{name}.png")
+
 
 def png(path, width: int, height: int) -> bytes:
-    """A real PNG of that size at ``path``; its bytes."""
-    from PIL import Image
+    """A real PNG of that size at ``path`` (a chart of sorts); its bytes."""
+    from PIL import Image, ImageDraw
 
+    image = Image.new("RGB", (width, height), (245, 247, 250))
+    draw = ImageDraw.Draw(image)
+    bars = 8
+    for n in range(bars):
+        left = width * (2 * n + 1) // (2 * bars + 1)
+        top = height - height * (n % 5 + 2) // 8
+        draw.rectangle([left, top, left + width // (2 * bars + 1), height - 1], fill=(47, 111, 222))
     out = io.BytesIO()
-    Image.new("RGB", (width, height), (40, 110, 220)).save(out, "PNG")
+    image.save(out, "PNG")
     data = out.getvalue()
     with open(path, "wb") as f:
         f.write(data)
@@ -44,7 +66,9 @@ def uploaded(page: Page) -> None:
 
 def allow_refusal(pages, status: int) -> None:
     """The browser logs every refused request as an error: here one is the test's point."""
-    pages.allowed = re.compile(rf"{NETWORK_NOISE.pattern}|/files\?room=general&name=\S+ - Failed to load resource: .* {status} ")
+    pages.allowed = re.compile(
+        rf"{NETWORK_NOISE.pattern}|/files\?room=general&name=\S+ - Failed to load resource: .* {status} "
+    )
 
 
 def loaded_images(page: Page, css: str) -> list[dict]:
@@ -85,6 +109,8 @@ def test_an_image_chosen_with_the_file_input_shows_inline_to_another_page(pages,
     assert bob.find("#overlay-name").text == "chart.png"
     bob.find("#overlay-close").click()
     bob.wait(lambda: not bob.find("#image-overlay").is_displayed(), "the overlay closed")
+    bob.say("nice, thanks")
+    shot(bob, "files")
 
 
 def test_a_text_file_card_downloads_the_same_bytes(pages, peers, tmp_path, driver):
@@ -105,7 +131,9 @@ def test_a_text_file_card_downloads_the_same_bytes(pages, peers, tmp_path, drive
     assert bob.find(f"{card} .file-size").text == f"{len(data)} B"
     link = bob.find(f"{card} a.download")
     assert link.get_attribute("download") == "notes.txt"
-    bob.here().execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    bob.here().execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
     link.click()
     saved = downloads / "notes.txt"
     bob.wait(lambda: saved.exists() and saved.read_bytes() == data, "the download, byte for byte")
@@ -161,23 +189,24 @@ def test_a_search_hit_opens_its_room_at_the_message(pages, peers):
         seqs[m.ref] = m.seq
     ann = pages()
     ann.log_in("ann")
-    assert not ann.js("return document.querySelector('#transcript li[data-seq=\"%d\"]')" % seqs["f3"]), (
-        "the hit is further back than the page holds"
-    )
+    hit = f'#transcript li[data-seq="{seqs["f3"]}"]'
+    assert not ann.all(hit), "the hit is further back than the page holds"
     from selenium.webdriver.common.keys import Keys
 
     ann.find("#message-input").send_keys(Keys.CONTROL, "k")
-    ann.wait(lambda: ann.js("return document.activeElement.id") == "search-input", "Ctrl+K focuses the search box")
+    ann.wait(
+        lambda: ann.js("return document.activeElement.id") == "search-input", "Ctrl+K focuses the search box"
+    )
     ann.find("#search-input").send_keys("deploy", Keys.ENTER)
     hits = "#search-results li.hit"
     ann.wait(lambda: len(ann.all(hits)) == 1, "one hit")
+    shot(ann, "search")
     assert ann.find(f"{hits} .hit-room").text == "general"
     assert ann.find(f"{hits} .hit-from").text == "desk"
-    assert ann.js("return [...document.querySelectorAll('#search-results mark')].map(m => m.textContent)") == [
-        "deploy"
-    ], "the mark counts code points: the emoji before it is one"
+    assert ann.js(
+        "return [...document.querySelectorAll('#search-results mark')].map(m => m.textContent)"
+    ) == ["deploy"], "the mark counts code points: the emoji before it is one"
     ann.find(f"{hits} .hit-open").click()
-    hit = f'#transcript li[data-seq="{seqs["f3"]}"]'
     ann.wait(lambda: ann.all(f"{hit}.hit"), "the hit's message shown and marked")
     assert ann.find(f"{hit} .text").text == "🚀 the deploy key rotates on fridays"
     in_view = """
@@ -194,7 +223,9 @@ def test_a_search_hit_opens_its_room_at_the_message(pages, peers):
     # More pages, and the filters.
     ann.find("#search-input").clear()
     ann.find("#search-input").send_keys("filler", Keys.ENTER)
-    ann.wait(lambda: len(ann.all(hits)) == 20 and ann.find("#search-more").is_displayed(), "a first page and More")
+    ann.wait(
+        lambda: len(ann.all(hits)) == 20 and ann.find("#search-more").is_displayed(), "a first page and More"
+    )
     ann.find("#search-more").click()
     ann.wait(lambda: len(ann.all(hits)) == 40, "the next page")
     ann.find("#search-from").send_keys("nobody", Keys.TAB)
@@ -219,3 +250,51 @@ def test_a_private_conversations_image_needs_the_token(pages, tmp_path):
     shown = bob.wait(lambda: loaded_images(bob, thumbs), "the thumbnail loaded with a token")
     assert "token=" in shown[0]["src"]
 
+
+DROP = """
+    const [target, kind, name, type, text] = arguments;
+    const data = new DataTransfer();
+    data.items.add(new File([text], name, {type}));
+    const event = kind === "paste"
+        ? new ClipboardEvent("paste", {clipboardData: data, bubbles: true, cancelable: true})
+        : new DragEvent(kind, {dataTransfer: data, bubbles: true, cancelable: true});
+    document.querySelector(target).dispatchEvent(event);
+"""
+
+
+def test_a_pasted_image_and_a_dropped_file_are_uploaded_and_one_removed(pages, peers):
+    ann = pages()
+    ann.log_in("ann")
+    desk = peers("desk")
+    joined(desk, "general")
+    ann.js(DROP, "#message-input", "paste", "image.png", "image/png", "not really a png")
+    ann.js(DROP, "#transcript", "dragover", "log.txt", "text/plain", "")
+    assert "dropping" in ann.find("#transcript-pane").get_attribute("class"), "the drop target shows"
+    ann.js(DROP, "#transcript", "drop", "build.log", "text/plain", "step 1 ok\n")
+    ann.wait(lambda: upload_state(ann) == ["done", "done"], "both uploads")
+    assert "dropping" not in ann.find("#transcript-pane").get_attribute("class")
+    names = ann.js("return [...document.querySelectorAll('#attachments .file-name')].map(n => n.textContent)")
+    assert re.fullmatch(r"screenshot-\d{8}-\d{6}\.png", names[0]), f"a pasted image gets a name: {names[0]}"
+    assert names[1] == "build.log"
+    ann.find("#attachments .remove").click()  # the pasted one: not sent after all
+    ann.wait(lambda: upload_state(ann) == ["done"], "one left")
+    ann.say("the log")
+    sent = desk.expect(codec.MessagePacket, lambda m: m.sender == "ann")
+    assert [(f.name, f.type, f.size) for f in sent.files] == [("build.log", "text/plain", 10)]
+
+
+@pytest.mark.parametrize("server_args", [("--files", "off")])
+def test_a_server_without_files_says_so_and_the_upload_may_be_retried(pages, tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    ann = pages()
+    ann.log_in("ann")
+    attach(ann, tmp_path / "a.txt")
+    ann.wait(lambda: upload_state(ann) == ["failed"], "the upload refused")
+    assert ann.find("#attachments .upload-state").text == "a.txt: this server keeps no files"
+    ann.find("#attachments .retry").click()
+    ann.wait(
+        lambda: upload_state(ann) == ["failed"] and ann.find("#attachments .retry").is_displayed(),
+        "refused again",
+    )
+    ann.say("text alone still goes")
+    ann.wait(lambda: "text alone still goes" in ann.lines("#transcript li[data-seq]"), "the message")

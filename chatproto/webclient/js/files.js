@@ -78,6 +78,8 @@ export class Upload extends EventTarget {
     this.result = null; // the File the server answered
     this.error = "";
     this.xhr = null;
+    this.started = false; // taken by the queue (Attachments)
+    this.status = null; // the HTTP status of a refusal
   }
 
   /** Upload; on a 401 a new token is asked for, and the upload tried once more. */
@@ -103,6 +105,15 @@ export class Upload extends EventTarget {
         this._set("failed");
       }
     }
+  }
+
+  /** A failed upload waits for its turn again (as after the server's "not now"). */
+  retry() {
+    if (this.state !== "failed") return;
+    this.started = false;
+    this.loaded = 0;
+    this.error = "";
+    this._set("waiting");
   }
 
   cancel() {
@@ -139,6 +150,7 @@ export class Upload extends EventTarget {
   }
 
   _failed(status, body, max) {
+    this.status = status;
     this.error = uploadError(this.name, status, body, max);
     this._set("failed");
   }
@@ -170,7 +182,7 @@ export class Attachments {
     list.push(upload);
     this.byRoom.set(roomKey, list);
     upload.addEventListener("change", () => {
-      if (upload.state !== "uploading" && upload.state !== "waiting") this._next();
+      if (upload.state !== "uploading") this._next();
       if (roomKey === this.shown) this._update(upload);
       this.changed();
     });
@@ -240,7 +252,10 @@ export class Attachments {
     li.append(el("span", "file-name", upload.name), " ", el("span", "file-size", sizeText(upload.file.size)), " ");
     const bar = el("progress");
     bar.max = 1;
-    li.append(bar, el("span", "upload-state"), remove);
+    const again = el("button", "retry", "Retry");
+    again.type = "button";
+    again.addEventListener("click", () => upload.retry());
+    li.append(bar, el("span", "upload-state"), again, remove);
     this._fill(li, upload);
     return li;
   }
@@ -258,6 +273,8 @@ export class Attachments {
     bar.hidden = upload.state !== "uploading";
     const words = { waiting: "waiting", uploading: `${Math.floor(upload.fraction * 100)} %`, done: "ready", failed: upload.error };
     li.querySelector(".upload-state").textContent = words[upload.state] ?? "";
+    // Retrying can't make a file smaller: a 413 is for good.
+    li.querySelector(".retry").hidden = upload.state !== "failed" || upload.status === 413;
     li.classList.toggle("error", upload.state === "failed");
   }
 }

@@ -851,7 +851,8 @@ export class ChatSession extends EventTarget {
     if (!this._insert(room, message)) return false;
     if (message.from && nickKey(message.from) === nickKey(this.nick ?? "")) {
       for (const item of this.outgoing.values()) {
-        if (item.state === "failed" && item.room && roomKey(item.room) === room.key && item.text === message.text) {
+        const sameFiles = (item.files?.length ?? 0) === (message.files?.length ?? 0);
+        if (item.state === "failed" && item.room && roomKey(item.room) === room.key && item.text === message.text && sameFiles) {
           this._confirm(item, message); // it was stored after all (section 11)
           break;
         }
