@@ -200,7 +200,6 @@ def test_a_search_hit_opens_its_room_at_the_message(pages, peers):
     ann.find("#search-input").send_keys("deploy", Keys.ENTER)
     hits = "#search-results li.hit"
     ann.wait(lambda: len(ann.all(hits)) == 1, "one hit")
-    shot(ann, "search")
     assert ann.find(f"{hits} .hit-room").text == "general"
     assert ann.find(f"{hits} .hit-from").text == "desk"
     assert ann.js(
@@ -214,6 +213,7 @@ def test_a_search_hit_opens_its_room_at_the_message(pages, peers):
         const box = document.getElementById('transcript').getBoundingClientRect();
         return li.top >= box.top && li.bottom <= box.bottom"""
     ann.wait(lambda: ann.js(in_view, hit), "the hit scrolled into view")
+    shot(ann, "search")
     assert ann.find("#latest-button").is_displayed(), "newer messages are further on"
     desk.send(codec.Say("said while ann reads back", "late", "general"))
     desk.expect(codec.MessagePacket, lambda m: m.ref == "late")
