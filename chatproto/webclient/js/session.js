@@ -59,7 +59,7 @@ export class Room {
     this.lostAt = null; // the last seq seen before the connection broke
     this.catchingUp = false;
     this.more = false; // older history exists
-    this.loadingOlder = false;
+    this.loadingOlder = false; // or the seq an older page was asked before
     // Newer history exists than what is loaded: a search hit opened the room
     // further back (protocol 21.4); live messages wait until pages reach them.
     this.newer = false;
@@ -217,6 +217,7 @@ export class ChatSession extends EventTarget {
 
   disconnect(reason = "leaving") {
     this._cancelRetry();
+    clearTimeout(this.tokenTimer);
     this.finalReason = "disconnected";
     const ws = this.ws;
     if (ws && ws.readyState === WebSocket.OPEN) {
@@ -239,8 +240,7 @@ export class ChatSession extends EventTarget {
     const body = { text, room };
     if (reply != null) body.reply = reply;
     if (files.length) body.files = files.map((f) => f.id);
-    const ref = this._submit(T.SAY, body, room, text, files);
-    return ref;
+    return this._submit(T.SAY, body, room, text, files);
   }
 
   // Files (protocol section 20): the bytes go over HTTP with a token.
@@ -469,7 +469,7 @@ export class ChatSession extends EventTarget {
   loadOlder(key) {
     const room = this.rooms.get(key);
     if (!room || !room.more || room.loadingOlder || !room.messages.length) return false;
-    room.loadingOlder = true;
+    room.loadingOlder = room.firstSeq; // the page asked for ends before this seq
     return this._send(T.HISTORY, {
       room: room.name, before: room.firstSeq, limit: OLDER_PAGE, ref: `older:${room.key}`,
     });
@@ -929,7 +929,8 @@ export class ChatSession extends EventTarget {
     if (body.newer != null && room.loadingAround !== null) return this._aroundPage(room, body);
     if (room.loadingLatest) return this._latestPage(room, body);
     // HISTORY_PAGE echoes no ref: an older page is one that ends before what we have.
-    if (room.loadingOlder && (!messages.length || messages[messages.length - 1].seq < room.firstSeq)) {
+    const older = room.loadingOlder === room.firstSeq; // else a search hit replaced what it was older than
+    if (older && (!messages.length || messages[messages.length - 1].seq < room.firstSeq)) {
       room.loadingOlder = false;
       room.messages = messages.concat(room.messages);
       room.more = body.more && messages.length > 0;
@@ -941,6 +942,13 @@ export class ChatSession extends EventTarget {
       room.messages.push(...messages.filter((m) => m.seq > room.lastSeq));
       room.newer = body.more && messages.length > 0;
       this._emit("newer", { room, count: messages.length });
+      return;
+    }
+    if (room.loadingOlder && !room.catchingUp) room.loadingOlder = false; // the older page, now stale
+    if (room.newer && !room.catchingUp) {
+      // A page asked before a search hit moved the room further back: what
+      // it holds is not next to what is loaded now, and asking on from here
+      // would fetch what is not kept, again and again.
       return;
     }
     const from = room.catchingUp && messages.length ? messages[messages.length - 1].seq : room.lastSeq;
@@ -957,6 +965,7 @@ export class ChatSession extends EventTarget {
   _aroundPage(room, body) {
     const seq = room.loadingAround;
     room.loadingAround = null;
+    room.loadingNewer = false; // a newer page asked before is no longer next to what is loaded
     const page = body.messages;
     const old = room.messages;
     const last = page.length ? page[page.length - 1].seq : 0;
