@@ -177,6 +177,7 @@ def build_server(
     threads = _threads(reactor)
     feed: SearchFeed | None = None
     eventlog: EventLog
+    shared: Any = None  # a cluster's Redis client, for the file records
     if cluster is not None:
         from chatproto.backends.redis import Epoch, RedisAddress, RedisClient
         from chatproto.backends.streams import StreamStore
@@ -195,13 +196,14 @@ def build_server(
             index = IndexFile(search_index, threads)
             feed_client = RedisClient(reactor, address, "chat-search", epoch)
             feed = SearchFeed(feed_client, store, index, reactor, threads or _inline)
+        shared = store.client
         cluster_log = ClusterLog(store, index)
         eventlog = cluster_log
-        shared = None
+        cluster_accounts = None
         if accounts is None:
             from chatproto.cluster.accounts import ClusterAccounts
 
-            accounts = shared = ClusterAccounts(store.client)
+            accounts = cluster_accounts = ClusterAccounts(store.client)
         reader = RedisClient(reactor, address, "chat-reader", epoch)
         replay = limits.history_replay
         node = ClusterNode(store, reader, reactor, cluster_log, accounts, replay, cluster_expiry)
@@ -209,8 +211,8 @@ def build_server(
         node.typing_client = RedisClient(
             reactor, address, "chat-typing", subscribe=(store.typing_channel(),), on_push=node.typing_received
         )
-        if shared is not None:
-            shared.node = node
+        if cluster_accounts is not None:
+            cluster_accounts.node = node
         peers = node
     else:
         eventlog = (
@@ -220,7 +222,7 @@ def build_server(
         )
     if accounts is None and isinstance(eventlog, SQLiteLog):
         accounts = SQLiteAccounts(eventlog)
-    space = _file_space(reactor, files, eventlog, web, public_url)
+    space = _file_space(reactor, files, eventlog, shared, web, public_url)
     hub = Hub(
         eventlog,
         reactor,
@@ -284,22 +286,40 @@ def _file_space(
     reactor: Any,
     files: str | FileSpace | None,
     eventlog: EventLog,
+    redis: Any,
     web: Sequence[str],
     public_url: str | None,
 ) -> FileSpace | None:
-    """Where files are kept: a folder on disk with their records in the
-    history's SQLite file (a cluster's shared store is not built here)."""
+    """Where files are kept: the bytes in a folder or an S3-compatible
+    bucket (``s3://bucket[/prefix]``), the records in the history's SQLite
+    file or, in a cluster, in its Redis."""
     if files is None or isinstance(files, FileSpace):
         return files
-    if not web or not isinstance(eventlog, SQLiteLog) or not IReactorThreads.providedBy(reactor):
-        # no /files to serve them, no SQLite file to keep their records in, or
-        # no threads to write them with (a task.Clock: give a FileSpace)
-        return None
-    from chatproto.backends.disk_files import DiskFileStore
-    from chatproto.backends.sqlite_files import SQLiteFileRecords
+    if not web or not IReactorThreads.providedBy(reactor):
+        return None  # no /files to serve them, or no threads to write them with (a task.Clock)
+    store: Any
+    if files.startswith("s3://"):
+        from chatproto.backends.s3_files import S3FileStore
 
-    url = public_url or endpoint_url(web[0])
-    return FileSpace(DiskFileStore(files, reactor), SQLiteFileRecords(eventlog), url)
+        store = S3FileStore.from_url(files, reactor)
+    elif redis is None:
+        from chatproto.backends.disk_files import DiskFileStore
+
+        store = DiskFileStore(files, reactor)
+    else:
+        return None  # a folder is no place for a cluster's files: every node must serve every one
+    records: Any
+    if redis is not None:
+        from chatproto.backends.redis_files import RedisFileRecords
+
+        records = RedisFileRecords(redis)
+    elif isinstance(eventlog, SQLiteLog):
+        from chatproto.backends.sqlite_files import SQLiteFileRecords
+
+        records = SQLiteFileRecords(eventlog)
+    else:
+        return None
+    return FileSpace(store, records, public_url or endpoint_url(web[0]))
 
 
 def endpoint_url(description: str) -> str:

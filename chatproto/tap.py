@@ -240,7 +240,8 @@ class Options(usage.Options):
             None,
             None,
             "Keep shared files in this folder, served on --web at /files (default: 'files' beside "
-            "the history file; 'off' for no files). Not with --cluster yet.",
+            "the history file; 'off' for no files), or an S3-compatible bucket, s3://BUCKET[/PREFIX] "
+            "(with --cluster: needed for files; the endpoint and keys from AWS_* variables).",
         ],
         [
             "public-url",
@@ -371,7 +372,10 @@ class Options(usage.Options):
                 raise usage.UsageError("--cluster-expiry: between 1 and 3600 seconds")
             if self["cluster-retention"] < 0:
                 raise usage.UsageError("--cluster-retention: 0 (keep all) or more")
-            self["files"] = None  # a cluster's shared file store is not built yet
+            files = self["files"]
+            if files is not None and files != "off" and not files.startswith("s3://"):
+                raise usage.UsageError("--files: a cluster keeps its files in a bucket: s3://BUCKET[/PREFIX]")
+            self["files"] = self._bucket(files) if files not in (None, "off") else None
             return  # --history is not used
         history = self["history"]
         if history != ":memory:":
@@ -382,6 +386,16 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--history {history!r}: not writable")
         self["files"] = self._files_folder()
 
+    @staticmethod
+    def _bucket(url: str) -> str:
+        from chatproto.backends.s3_files import parse_bucket
+
+        try:
+            parse_bucket(url)
+        except ValueError as e:
+            raise usage.UsageError(f"--files: {e}") from None
+        return url
+
     def _files_folder(self) -> str | None:
         """``--files``: a folder whose parent exists, None for off."""
         files, history = self["files"], self["history"]
@@ -390,7 +404,7 @@ class Options(usage.Options):
         if files is None:
             files = os.path.join(os.path.dirname(os.path.abspath(history)), "files")
         if files.startswith("s3://"):
-            raise usage.UsageError("--files s3://...: not available in this version; give a folder")
+            return self._bucket(files)
         parent = os.path.dirname(os.path.abspath(files))
         if not os.path.isdir(parent):
             raise usage.UsageError(f"--files {files!r}: folder {parent!r} does not exist")

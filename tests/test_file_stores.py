@@ -11,7 +11,7 @@ import sqlite3
 from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
 from twisted.python.threadpool import ThreadPool
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from chatproto.backends.digest_order import DigestOrder
 from chatproto.backends.disk_files import DiskFileStore
@@ -181,6 +181,16 @@ class DiskFileStoreTests(FileStoreContract, TestCase):
         os.makedirs(folder)
         yield self.assertFailure(self.store.put(digest, self.mktemp()), FileStoreError)
         self.assertEqual(os.listdir(folder), [])
+
+    @defer.inlineCallbacks
+    def test_failed_puts_leave_no_file_open(self):
+        if not os.path.isdir("/proc/self/fd"):
+            raise SkipTest("needs /proc/self/fd to count open files")
+        yield self.kept(b"a folder made first")
+        before = len(os.listdir("/proc/self/fd"))
+        for n in range(20):
+            yield self.assertFailure(self.store.put(digest_of(b"%d" % n), self.mktemp()), FileStoreError)
+        self.assertEqual(len(os.listdir("/proc/self/fd")), before)
 
     @defer.inlineCallbacks
     def test_check_makes_the_directory(self):

@@ -11,6 +11,7 @@ import hashlib
 import os
 
 from twisted.internet import defer, reactor
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import TestCase
 
 from chatproto import codec
@@ -412,3 +413,28 @@ class Options(TestCase):
         memory.parseOptions(["--history", ":memory:", "--max-upload", "1024"])
         self.assertIsNone(memory["files"])
         self.assertEqual(memory["limits"].max_upload, 1024)
+        bucket = ServerOptions()
+        bucket.parseOptions(["--cluster", "redis://127.0.0.1:6379", "--files", "s3://chat-files/up"])
+        self.assertEqual(bucket["files"], "s3://chat-files/up")
+        for wrong in (["--cluster", "redis://127.0.0.1:6379", "--files", folder], ["--files", "s3://"]):
+            with self.assertRaises(UsageError):
+                ServerOptions().parseOptions(["--history", history, *wrong])
+
+
+class StoreRefused(TestCase):
+    @defer.inlineCallbacks
+    def test_a_store_that_cant_be_written_leaves_files_off(self):
+        blocked = os.path.abspath(self.mktemp())
+        with open(blocked, "w") as f:
+            f.write("a file where the folder should be")
+        log = SQLiteLog(":memory:")
+        space = FileSpace(DiskFileStore(os.path.join(blocked, "files"), reactor), SQLiteFileRecords(log), URL)
+        server = Server(store=log, files=space)
+        yield server.hub.files.start()
+        self.assertFalse(server.hub.files.ready)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)  # said in one line, not a traceback
+        peer = server.peer()
+        peer.login("ann", version=2)
+        peer.received()
+        peer.send(codec.Files())
+        self.assertEqual(peer.error().code, ErrorCode.NO_FILES)

@@ -88,7 +88,9 @@ class Chunked:
 
 class FilesOverHttp(LiveTestCase):
     @defer.inlineCallbacks
-    def serve_files(self, **limits):
+    def serve_files(self, files=None, cluster=None, **limits):
+        """A server with files (in a folder of its own, unless ``files``
+        says where), on 127.0.0.1; the latest is ``self.server``."""
         folder = self.mktemp()
         os.makedirs(folder)
         self.folder = os.path.abspath(folder)
@@ -98,13 +100,15 @@ class FilesOverHttp(LiveTestCase):
             os.path.join(folder, "chat.sqlite3"),
             Limits(**limits),
             web=["tcp:0:interface=127.0.0.1"],
-            files=os.path.join(folder, "files"),
+            files=files or os.path.join(folder, "files"),
             public_url="http://chat.test",
+            cluster=cluster,
         )
         server.start()
         self.server, self.hub, self.port, self.web_port = server, server.hub, server.port, server.web_port
-        self.clients = []
-        self.addCleanup(self._clients_gone)
+        if not hasattr(self, "clients"):
+            self.clients = []
+            self.addCleanup(self._clients_gone)
         self.addCleanup(self._stop, server)
         yield until(lambda: self.hub.files.ready)
         return server
@@ -210,6 +214,13 @@ class Uploading(FilesOverHttp):
         )
         self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
         self.assertEqual(json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"], "too_large")
+        # a client that waits for "100 Continue" is told 413 instead, and nothing more
+        answer = yield self.raw(
+            b"POST /files?room=general&name=big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 5000\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
+        self.assertNotIn(b"100 Continue", answer)
         # chunked: refused as it grows past the limit, nothing kept
         answer = yield self.raw(
             b"POST /files?room=general&name=big HTTP/1.1\r\nHost: x\r\n"
@@ -369,3 +380,57 @@ class Images(FilesOverHttp):
         found = yield self.upload(token, b"<script>alert(1)</script>", name="p.html", kind="text/html")
         response, _ = yield self.get(f"/files/{found['id']}/p.html")
         self.assertTrue(self.header(response, "content-disposition").startswith("attachment;"))
+
+
+class InACluster(FilesOverHttp):
+    """Two nodes on a real Valkey, their files in a real S3-compatible
+    server's bucket (moto's): a file uploaded on one node downloads from
+    the other, with a token the first gave."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        from tests.redisserver import RedisServer
+        from tests.s3server import S3Server
+
+        self.redis = yield RedisServer.started(self)
+        self.s3 = yield S3Server.started(self)
+        for name, value in self.s3.environ().items():  # what an operator exports
+            self.addCleanup(_restore, name, os.environ.get(name))
+            os.environ[name] = value
+
+    @defer.inlineCallbacks
+    def test_a_file_of_one_node_on_another(self):
+        first = yield self.serve_files("s3://chat-files/up", self.redis.url)
+        ann, token = yield self.member("ann", "secret")
+        second = yield self.serve_files("s3://chat-files/up", self.redis.url)
+        self.assertIsNot(first, second)
+        bob, _ = yield self.member("bob", "secret")  # the second node's: it knows the room, and ann
+        ann.send(codec.Moderate("secret", "mode", invite_only=True))
+        yield ann.expect(codec.MessagePacket)
+        self.web_port = first.web_port
+        found = yield self.upload(token, b"across", room="secret", name="x.txt")
+        self.web_port = second.web_port
+        path = f"/files/{found['id']}/x.txt"
+        nobody, _ = yield self.get(path)
+        self.assertEqual(nobody.code, 404)
+        response, body = yield self.get(path, token)  # ann's token, from the first node
+        self.assertEqual((response.code, body), (200, b"across"))
+        again = yield self.upload(token, b"second", room="secret", name="y.txt")  # to the second node
+        ann.send(codec.Say("both", room="secret", files=[found["id"], again["id"]]))
+        said = yield ann.expect(codec.MessagePacket)
+        self.assertEqual([f.id for f in said.files], [found["id"], again["id"]])
+        while True:  # bob, on the other node, gets them through the room's stream
+            seen = yield bob.expect(codec.MessagePacket)
+            if seen.text == "both":
+                break
+        self.assertEqual(seen.files, said.files)
+        bob.send(codec.HistoryRequest(room="secret"))
+        page = yield bob.expect(codec.HistoryPage)
+        self.assertEqual(page.messages[-1].files, said.files)
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value

@@ -94,15 +94,15 @@ class DiskFileStore:
     def put(self, digest: str, path: str) -> Deferred[None]:
         return self._blob(digest, "keep", lambda target: self._copy(path, target), ordered=True)
 
-    @staticmethod
-    def _copy(source: str, target: str) -> None:
+    def _copy(self, source: str, target: str) -> None:
         if os.path.exists(target):
             return
         folder = os.path.dirname(target)
+        made = [] if os.path.isdir(folder) else [os.path.dirname(folder), self.directory]
         os.makedirs(folder, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=folder, prefix=os.path.basename(target) + ".", suffix=".tmp")
         try:
-            with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+            with os.fdopen(fd, "wb") as dst, open(source, "rb") as src:
                 while piece := src.read(COPY_PIECE):
                     dst.write(piece)
                 dst.flush()
@@ -114,7 +114,8 @@ class DiskFileStore:
             except OSError:
                 pass
             raise
-        _sync_folder(folder)
+        for synced in [folder, *made]:  # the new name, and any new folder's own
+            _sync_folder(synced)
 
     def size(self, digest: str) -> Deferred[int | None]:
         def stat(path: str) -> int | None:

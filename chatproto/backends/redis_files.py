@@ -2,8 +2,9 @@
 upload (the :class:`~chatproto.backends.files.FileRecords` of ``--cluster``).
 
 Keys under the prefix P (names percent-escaped): ``P:f:ID`` (a hash: the
-record's fields, an absent one is None), ``P:fm:ROOM:SEQ`` (the ids a
-message carries, in order), ``P:fu`` (unattached ids by upload time),
+record's fields, an absent one is None, and ``list``, the key of the
+message that carries it), ``P:fm:ROOM:SEQ`` (the ids a message carries,
+in order), ``P:fu`` (unattached ids by upload time),
 ``P:fd:DIGEST`` (how many records name a blob, as file or thumbnail),
 ``P:fused`` (owner -> bytes) and ``P:fusedall``. Every change is one Lua
 script: Redis runs scripts one at a time, so two nodes removing records
@@ -137,6 +138,8 @@ def _store_error(failure: Failure):
 
 
 class RedisFileRecords:
+    """The records under ``prefix`` (the cluster's), in the Redis ``client`` reaches."""
+
     def __init__(self, client: RedisClient, prefix: str = "chat") -> None:
         self.client = client
         self.prefix = prefix

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 
 from chatproto import codec
 from chatproto.backends.eventlog import author_of
-from chatproto.backends.files import FileRecords, FileStore, StoredFile
+from chatproto.backends.files import FileRecords, FileStore, FileStoreError, StoredFile
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.connection import Connection, Session, logged_in
 from chatproto.core.registry import Registry
@@ -134,11 +134,18 @@ class Files:
     # -- the secret, and the sweep of unattached uploads -------------------------------
 
     def start(self) -> Deferred[None]:
-        """Read (or make) the shared secret, then sweep now and then."""
-        d = self._load_secret()
+        """Check the store, read (or make) the shared secret, then sweep now
+        and then; a store that fails leaves files off, saying why."""
+        d = self.store.check().addCallback(lambda _: self._load_secret())
         d.addCallback(lambda _: self._schedule())
-        d.addErrback(lambda f: log.failure("files: could not read the secret; files are off", f))
+        d.addErrback(self._off)
         return d
+
+    def _off(self, failure: Failure) -> None:
+        if failure.check(FileStoreError):
+            log.error("files are off: {why}", why=failure.getErrorMessage())
+        else:
+            log.failure("files are off: the file store failed", failure)
 
     def stop(self) -> None:
         if self._sweep is not None and self._sweep.active():

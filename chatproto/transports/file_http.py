@@ -162,6 +162,10 @@ class Upload:
             self.refuse(Refused(429, "rate_limited", "too many uploads at once: wait for one to finish"))
         else:
             self.counted = True
+            # Past every check: the body may take longer than a request's deadline.
+            channel: Any = self.request.channel
+            if hasattr(channel, "long_request"):
+                channel.long_request()
             self.verdict.callback(None)
 
     def _failed(self, failure: Failure) -> None:
@@ -186,6 +190,8 @@ class Upload:
             return
         self.refused = True
         self.cleanup()
+        # No "100 Continue" after the refusal: the body is not wanted.
+        self.request.requestHeaders.removeHeader(b"expect")
         channel: Any = self.request.channel
         if channel is None or channel.transport is None:
             return
@@ -273,7 +279,6 @@ class ChatRequest(Request):
             return
         self.content = io.BytesIO()  # never read as a form: the body is the upload's
         self.upload = Upload(files, self, length, path)
-        channel.long_request()
         self.upload.start()
 
     def handleContentChunk(self, data: bytes) -> None:

@@ -54,6 +54,16 @@ _LEAVE_WORDS = {
     "closed": "left: the room was closed",
 }
 
+
+def removed(left: codec.Left) -> str:
+    """Why the user is no longer in a room it didn't leave (a kick, a ban,
+    the room closed), in words, with the reason given."""
+    said = {"kicked": "You were removed from {}", "closed": "{} was closed"}.get(
+        left.reason, "You are no longer in {}"
+    )
+    return said.format(left.room) + (f": {left.message}" if left.message else "")
+
+
 COMMANDS = (
     "/join ROOM [key], /part [reason], /topic TEXT, /list, /msg NICK text, /me action, /away [message], "
     "/back, /nick NEWNICK, /quit; operators: "
@@ -650,6 +660,8 @@ class MainWindow(QMainWindow):
             names = self.peers.room_names()
             self.show_room(names[0] if names else self.session.default_room)
             self.transcript.add_system(f"you left {left.room}")
+        if left.reason != "part":  # put out, not leaving: say so where it is seen at once
+            self.show_problem(removed(left))
 
     def _forget_rooms(self) -> None:
         """Another account or server: its rooms, transcripts and topics go;
@@ -1148,8 +1160,11 @@ class MainWindow(QMainWindow):
 
     def change_nick(self, nick: str) -> bool:
         """/nick NEWNICK (a guest's); False, with a word why, if it can't go."""
-        if not nick or " " in nick:
+        if not nick:
             self.transcript.add_system("usage: /nick NEWNICK")
+            return False
+        if " " in nick:
+            self.transcript.add_system("a nick has no spaces: /nick NEWNICK")
             return False
         if self.session.machine.account:
             self.transcript.add_system("an account's nick is its name: log in as another account instead")

@@ -197,6 +197,12 @@ class RoomSettingsDialog(SessionDialog):
             "key": key,
             "limit": self.limit.value(),
         }
+        known = self.modes.get(self.room)
+        if known is not None:  # only what the user changed: never undo another operator's change
+            modes = {name: value for name, value in modes.items() if getattr(known, name) != value}
+        if not modes:
+            self.say_outcome("Nothing to apply: these are the room's modes already.", False)
+            return
         if self.sent(self.session.moderate(self.room, "mode", **modes)):
             self._asked = "mode"
 

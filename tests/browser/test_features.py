@@ -213,6 +213,32 @@ def test_enter_sends_shift_enter_breaks_the_line(pages, peers):
     assert tall > short * 1.8, f"the box grew to three lines ({tall} > {short})"
 
 
+def test_blank_and_too_long_messages_are_not_sent_and_said_so(pages, peers):
+    from selenium.webdriver.common.keys import Keys
+
+    page = pages()
+    page.log_in("ann")
+    desk = peers("desk")
+    joined(desk, "general")
+    box = page.find("#message-input")
+    box.send_keys("   ", Keys.ENTER)
+    page.wait(lambda: box.get_attribute("value") == "", "only spaces: emptied, nothing sent")
+    long = "x" * 4001  # the server's max_text is 4000: as a paste past maxLength would give
+    page.js(f"document.getElementById('message-input').value = '{long}'")
+    box.send_keys(Keys.ENTER)
+    page.wait(
+        lambda: any(
+            "the message is 4001 characters, the limit is 4000" in t for t in page.lines("#transcript li")
+        ),
+        "the length said in words",
+    )
+    assert box.get_attribute("value") == long, "kept in the box, to shorten"
+    box.clear()
+    page.say("after both")
+    said = desk.expect(codec.MessagePacket, lambda m: m.sender == "ann")
+    assert said.text == "after both", "neither the spaces nor the long text went out"
+
+
 def test_links_are_links_and_markup_is_text(pages, peers):
     page = pages()
     page.log_in("ann")

@@ -291,6 +291,14 @@ def test_room_settings_set_modes_invite_and_open_the_ban_list(window, server, se
     bob.set_topic("den", "mine now")
     yield locked
 
+    click(qtbot, dialog.apply_button)
+    assert dialog.outcome.text().startswith("Nothing to apply"), "the modes as they are: nothing sent"
+    keyed = signal_fired(bob.messageReceived, lambda m: (m.action or {}).get("op") == "mode")
+    qtbot.keyClicks(dialog.key, "sesame")
+    click(qtbot, dialog.apply_button)
+    (record,) = yield keyed
+    assert set(record.action) == {"op", "key"}, "only what was changed: another's modes stay"
+
     qtbot.keyClicks(dialog.invitee, "no spaces")
     click(qtbot, dialog.invite_button)
     assert dialog.outcome.text().startswith("Not sent"), "a bad nick is refused here"
@@ -304,6 +312,7 @@ def test_room_settings_set_modes_invite_and_open_the_ban_list(window, server, se
     assert window.dialogs.keeper.get(("settings", "den")) is dialog
     yield window.session.disconnect()
     assert not window.dialogs.settings_action.isEnabled()
+    click(qtbot, dialog.moderated)
     click(qtbot, dialog.apply_button)
     assert dialog.outcome.text().startswith("Not sent: not connected"), "offline: said in the window"
 
@@ -429,3 +438,17 @@ def test_a_join_refused_for_want_of_a_key_asks_for_it(window, server, sessions, 
     window.key_prompt.accept()
     (state, _) = yield joined
     assert state.key == "sesame"
+
+
+@pytest_twisted.inlineCallbacks
+def test_being_kicked_says_so_in_the_banner_with_the_reason(window, server, sessions):
+    yield log_in(window, server)
+    bob = yield other(sessions, server, "bob")
+    yield member_of(bob, "den")  # bob made it: its operator
+    yield in_room(window, "den")
+    out = signal_fired(window.session.roomLeft, lambda left: left.room == "den")
+    bob.moderate("den", "kick", "alice", reason="enough")
+    yield out
+    yield until(lambda: window.banner.isVisible())
+    assert window.banner.text() == "You were removed from den: enough"
+    assert window.current != "den", "another room is shown"

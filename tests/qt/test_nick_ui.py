@@ -51,6 +51,8 @@ def test_a_refused_nick_is_said_and_changes_nothing(window, server, sessions):
     assert window.banner.isHidden(), "not a login problem"
     window.submit("/nick")
     assert line_for(window, "usage: /nick NEWNICK") is not None
+    window.submit("/nick my fox")
+    assert line_for(window, "a nick has no spaces: /nick NEWNICK") is not None
 
 
 @pytest_twisted.inlineCallbacks

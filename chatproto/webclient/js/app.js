@@ -1112,12 +1112,20 @@ class App {
       this.renderComposeBar();
       return;
     }
-    if (!this.session) return;
-    const room = this.room();
+    const room = this.session ? this.room() : null;
     const files = room && !text.startsWith("/") ? this.attachments.ready(room.key) : [];
     if (!text.trim() && !files.length) {
       if (room && this.attachments.busy(room.key)) this.problem("The files are still uploading: send when they are ready.");
+      $("message-input").value = ""; // only spaces: nothing to send, nothing to keep
+      this.grow();
       return;
+    }
+    if (!this.session) return;
+    const limit = $("message-input").maxLength;
+    const length = [...text].length;
+    if (limit > 0 && length > limit && !text.startsWith("/")) {
+      this.problem(`Not sent: the message is ${length} characters, the limit is ${limit}.`);
+      return; // kept in the box, to shorten
     }
     if (files.length) return this.sendFiles(room, text, files);
     if (this.command(text) === false) return;
