@@ -133,6 +133,29 @@ async def latencies(port: int, queries: dict[str, str]) -> dict[str, dict]:
     return out
 
 
+def append_cpu(search: bool, batch: int, count: int = 20_000) -> float:
+    """CPU microseconds per message an append of ``batch`` messages costs the
+    log (one transaction each), search on or off: what the index adds,
+    measured in the process (CPU time: a busy machine changes it little)."""
+    from chatproto.backends.eventlog import Draft
+    from chatproto.backends.sqlite import SQLiteLog
+
+    folder = tempfile.mkdtemp(prefix="chatsearch-append-")
+    try:
+        log = SQLiteLog(os.path.join(folder, "append.sqlite3"), search=search)
+        rng = random.Random(3)
+        vocabulary = words(rng)[:5000]
+        texts = [" ".join(rng.choices(vocabulary, k=12)) for _ in range(1000)]
+        started = time.process_time()
+        for i in range(count // batch):
+            log.append([Draft(float(i), "ann", texts[(i * batch + k) % 1000]) for k in range(batch)])
+        spent = time.process_time() - started
+        log.close()
+        return spent / (count // batch * batch) * 1e6
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def search_bench(runs: int, duration: list[str]) -> dict:
     """The scenario: SEARCH latencies over a million messages, and what the
     index costs an append (search on ÷ --no-search, fan-out and latency)."""
@@ -170,6 +193,14 @@ def search_bench(runs: int, duration: list[str]) -> dict:
             print(f"  search {name:<12} {r['words']!r}: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    for batch in (1, 16):
+        on = statistics.median(append_cpu(True, batch) for _ in range(runs))
+        off = statistics.median(append_cpu(False, batch) for _ in range(runs))
+        row[f"append_us_{batch}"] = {"search on": on, "--no-search": off}
+        print(
+            f"  search append CPU, batches of {batch:>2}: {on:.1f} us a message with search,"
+            f" {off:.1f} without"
+        )
     for label, extra in (("search on", ()), ("--no-search", ("--no-search",))):
         fanout = [measure_fanout_cpu("ours", 10, duration, (*DEEP_SENDQ, *extra)) for _ in range(runs)]
         latency = []
@@ -207,3 +238,9 @@ def print_search(row: dict) -> None:
         f" without {off['deliveries_per_s']:,.0f}/s "
         f"({row['fanout_ratio']:.2f}x); latency p99 {on['p99_ms']:.2f} ms vs {off['p99_ms']:.2f} ms"
     )
+    for batch in (1, 16):
+        a = row[f"append_us_{batch}"]
+        print(
+            f"  append CPU, batches of {batch}: {a['search on']:.1f} us a message with search,"
+            f" {a['--no-search']:.1f} without"
+        )

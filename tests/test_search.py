@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
 from chatproto.backends import fts
-from chatproto.backends.eventlog import Draft
+from chatproto.backends.eventlog import Draft, author_of
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.codec import ErrorCode
 from tests.harness import Server, result
@@ -34,6 +34,19 @@ def found(peer, words: str, **fields) -> list[int]:
     results = search(peer, words, **fields)
     assert isinstance(results, codec.Results), results
     return [hit.seq for hit in results.hits]
+
+
+def every_hit(peer, words: str) -> list[int]:
+    """Every seq a search finds, page after page (at most 20 pages)."""
+    seqs: list[int] = []
+    page = None
+    for _ in range(20):
+        results = search(peer, words, limit=50, page=page)
+        seqs += [h.seq for h in results.hits]
+        if not results.more:
+            return seqs
+        page = results.page
+    raise AssertionError("more than 20 pages")
 
 
 def code(answer) -> str:
@@ -177,6 +190,34 @@ class Filters(SynchronousTestCase):
         self.assertEqual(found(self.ann, "release", until=10), [1])
         self.assertEqual(found(self.ann, "release", since=10, until=20), [1])
         self.assertEqual(found(self.ann, "release", sender="nobody"), [])
+
+
+class ListedThenIndexed(SynchronousTestCase):
+    """New messages are listed, and go into FTS5 sqlite.PENDING at a time:
+    a search reads both, and a change reaches either."""
+
+    def test_found_wherever_they_are_and_changes_reach_both(self):
+        from chatproto.backends.sqlite import PENDING
+
+        server = Server()
+        (ann,) = v2(server, "ann")
+        count = PENDING + PENDING // 2
+        mine = author_of(None, ann.connection.session.id, server.hub.registry.epoch)
+        drafts = [Draft(0.0, "ann", f"alpha {i}", author=mine) for i in range(count)]
+        result(server.store.append(drafts[:PENDING]))
+        result(server.store.append(drafts[PENDING:]))
+        listed = server.store._db.execute("SELECT count(*) FROM search_pending").fetchone()[0]
+        self.assertEqual(listed, count - PENDING)  # the first PENDING went into FTS5 together
+        seqs = every_hit(ann, "alpha")
+        self.assertEqual(seqs, list(range(count, 0, -1)))
+        ann.send(codec.Edit("general", 2, "beta in fts"))
+        ann.send(codec.Delete("general", 3))
+        ann.send(codec.Edit("general", count, "beta listed"))
+        ann.send(codec.Delete("general", count - 1))
+        ann.received()
+        self.assertEqual(sorted(found(ann, "beta")), [2, count])
+        alpha = every_hit(ann, "alpha")
+        self.assertEqual(alpha, [seq for seq in range(count, 0, -1) if seq not in (2, 3, count, count - 1)])
 
 
 class WhatIsNeverFound(SynchronousTestCase):

@@ -239,6 +239,17 @@ class Endpoints(SynchronousTestCase):
             parse("--config", path)
         self.assertIn("expected true or false", str(caught.exception))
 
+    def test_no_search_on_the_command_line_and_in_a_config_file(self):
+        server, _ = self.services("--history", ":memory:", "--listen", "tcp:0")
+        self.assertIsNotNone(server.hub.searches.cursor)
+        server, _ = self.services("--history", ":memory:", "--listen", "tcp:0", "--no-search")
+        self.assertIsNone(server.hub.searches.cursor, "SEARCH answers no_search")
+        path = self.mktemp() + ".toml"
+        with open(path, "w") as f:
+            f.write('no_search = true\nhistory = ":memory:"\n')
+        self.assertTrue(parse("--config", path)["no-search"])
+        self.assertEqual(parse("--cluster", "redis://127.0.0.1:1")["search-index"], "chat-search.sqlite3")
+
 
 class Hints(SynchronousTestCase):
     """What the server says about how to reach it (chatproto.hints)."""

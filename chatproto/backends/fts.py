@@ -58,6 +58,8 @@ _TOKEN = re.compile(r"[^\W_]+|_", re.UNICODE)
 def fold(word: str) -> str:
     """A token as the index keeps it: case folded, accents removed (as
     ``remove_diacritics 2`` does, for the Latin, Greek and Cyrillic scripts)."""
+    if word.isascii():
+        return word.lower()
     decomposed = unicodedata.normalize("NFKD", word.casefold())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
@@ -82,6 +84,12 @@ class Encoder:
     def __init__(self, key: bytes) -> None:
         self._key = key[:32]
         self.token = functools.lru_cache(maxsize=100_000)(self._token)
+        # a word as written -> its encoding: what a message's words cost,
+        # mostly, is a lookup here
+        self._written = functools.lru_cache(maxsize=100_000)(self._fold_and_encode)
+
+    def _fold_and_encode(self, word: str) -> str:
+        return self.token(fold(word))
 
     def _token(self, token: str) -> str:
         out = []
@@ -92,8 +100,8 @@ class Encoder:
 
     def text(self, text: str) -> str:
         """A message's text as the index is given it."""
-        token = self.token
-        return " ".join([token(t) for _, _, t in tokens(text)])
+        written = self._written
+        return " ".join([written(word) for word in _TOKEN.findall(text) if word != "_"])
 
     def term(self, term: Term) -> str:
         """A term in FTS5's syntax: its words encoded, inside double quotes."""
@@ -136,6 +144,24 @@ def match_query(encoder: Encoder, terms: Sequence[Term]) -> str:
     return " AND ".join(encoder.term(term) for term in terms)
 
 
+def _at(words: Sequence[tuple[int, int, str]], i: int, term: Term) -> bool:
+    """Whether ``term`` occurs in ``words`` from the ``i``-th on."""
+    n = len(term.words)
+    if i + n > len(words):
+        return False
+    if any(words[i + k][2] != term.words[k] for k in range(n - 1)):
+        return False
+    last = words[i + n - 1][2]
+    return last.startswith(term.words[-1]) if term.prefix else last == term.words[-1]
+
+
+def matches(text: str, terms: Sequence[Term]) -> bool:
+    """Whether every term is in ``text`` (what FTS5 answers, for the
+    messages not yet in its table)."""
+    words = tokens(text)
+    return all(any(_at(words, i, term) for i in range(len(words))) for term in terms)
+
+
 def find_marks(text: str, terms: Sequence[Term]) -> list[tuple[int, int]]:
     """Where each term occurs in ``text``: (start, end) code point spans,
     in order, none overlapping."""
@@ -143,15 +169,8 @@ def find_marks(text: str, terms: Sequence[Term]) -> list[tuple[int, int]]:
     spans = []
     for i in range(len(words)):
         for term in terms:
-            n = len(term.words)
-            if i + n > len(words):
-                continue
-            if all(words[i + k][2] == term.words[k] for k in range(n - 1)) and (
-                words[i + n - 1][2].startswith(term.words[-1])
-                if term.prefix
-                else words[i + n - 1][2] == term.words[-1]
-            ):
-                spans.append((words[i][0], words[i + n - 1][1]))
+            if _at(words, i, term):
+                spans.append((words[i][0], words[i + len(term.words) - 1][1]))
                 break
     kept: list[tuple[int, int]] = []
     for start, end in spans:
@@ -284,10 +303,16 @@ class Index:
     write to it is made inside the writer's own transaction, so it commits
     or rolls back with the rows it mirrors."""
 
-    def __init__(self, content: str, where: str = "1") -> None:
+    def __init__(self, content: str, where: str = "1", pending: int = 0) -> None:
         self.content = content
         self.where = where  # which content rows are searched (not records, not deleted)
         self.encoder = Encoder(b"")
+        # FTS5 writes a segment at every commit (tens of microseconds): with
+        # ``pending``, new messages are only listed in ``search_pending``
+        # (a rowid insert) and go into FTS5 that many at a time, in the
+        # transaction of the append that fills the list; searches read both.
+        self.pending = pending
+        self._listed = 0
 
     def open(self, db: sqlite3.Connection) -> bytes:
         """Make the index and its state if they are missing; the file's
@@ -298,6 +323,8 @@ class Index:
             if sqlite3.sqlite_version_info >= SECURE_DELETE:
                 db.execute("INSERT INTO search (search, rank) VALUES ('secure-delete', 1)")
             db.execute("CREATE TABLE IF NOT EXISTS search_state (key TEXT PRIMARY KEY, value)")
+        db.execute("CREATE TABLE IF NOT EXISTS search_pending (id INTEGER PRIMARY KEY)")
+        (self._listed,) = db.execute("SELECT count(*) FROM search_pending").fetchone()
         secret = self.secret(db)
         self.encoder = Encoder(secret)
         return secret
@@ -307,6 +334,7 @@ class Index:
         from the history when search is back."""
         db.execute("DROP TABLE IF EXISTS search")
         db.execute("DROP TABLE IF EXISTS search_state")
+        db.execute("DROP TABLE IF EXISTS search_pending")
 
     def state(self, db: sqlite3.Connection, key: str) -> object:
         row = db.execute("SELECT value FROM search_state WHERE key = ?", (key,)).fetchone()
@@ -324,13 +352,37 @@ class Index:
             self.set_state(db, "secret", value)
         return value
 
-    def add(self, db: sqlite3.Connection, rows: Iterable[tuple[int, str]]) -> None:
-        """Index new messages: (row id, text)."""
+    def add(self, db: sqlite3.Connection, rows: Sequence[tuple[int, str]]) -> None:
+        """Index new messages (row id, text), inside the caller's transaction."""
+        if not self.pending:
+            self._insert(db, rows)
+            return
+        db.executemany("INSERT OR IGNORE INTO search_pending (id) VALUES (?)", [(id,) for id, _ in rows])
+        self._listed += len(rows)
+        if self._listed >= self.pending:
+            self.flush(db)
+
+    def _insert(self, db: sqlite3.Connection, rows: Iterable[tuple[int, str]]) -> None:
         text = self.encoder.text
         db.executemany("INSERT INTO search (rowid, text) VALUES (?, ?)", [(id, text(t)) for id, t in rows])
 
+    def flush(self, db: sqlite3.Connection) -> None:
+        """The listed messages into FTS5 (their present text), inside the
+        caller's transaction (CROSS JOIN: from the short list, never a scan
+        of the messages)."""
+        listed = db.execute(
+            f"SELECT c.id, c.text FROM search_pending p CROSS JOIN {self.content} c ON c.id = p.id"
+            f" WHERE ({self.where})"
+        ).fetchall()
+        self._insert(db, listed)
+        db.execute("DELETE FROM search_pending")
+        self._listed = 0
+
     def remove(self, db: sqlite3.Connection, id: int, old: str) -> None:
-        """Take a message out: its text as it was indexed is what FTS5 needs."""
+        """Take a message out: its text as it was indexed is what FTS5 needs
+        (a message still listed only leaves the list)."""
+        if self.pending and db.execute("DELETE FROM search_pending WHERE id = ?", (id,)).rowcount:
+            return
         db.execute(
             "INSERT INTO search (search, rowid, text) VALUES ('delete', ?, ?)", (id, self.encoder.text(old))
         )
@@ -355,7 +407,7 @@ class Index:
                 f" WHERE id > ? AND id <= ? AND ({self.where}) ORDER BY id",
                 (after, rows[-1][0] if rows else after),
             ).fetchall()
-            self.add(db, wanted)
+            self._insert(db, wanted)
             if rows:
                 after = rows[-1][0]
                 self.set_state(db, "built", after)
@@ -395,28 +447,39 @@ class Index:
         return Found(hits, None)
 
     def _room(self, db: sqlite3.Connection, match: str, low: int, high: int, query: Query) -> list[tuple]:
-        """A room's newest matches with row ids in (low, high), filtered."""
-        where = ["search MATCH ?", "search.rowid > ?", "search.rowid < ?", f"({self.where})"]
-        args: list[object] = [match, low, high]
+        """A room's newest matches with row ids in (low, high), filtered:
+        from FTS5, and from the messages listed for it."""
+        filters = [f"({self.where})"]
+        args: list[object] = []
         if query.sender is not None:
-            where.append("nick_key(c.sender) = ?")
+            filters.append("nick_key(c.sender) = ?")
             args.append(query.sender)
         if query.since is not None:
-            where.append("c.ts >= ?")
+            filters.append("c.ts >= ?")
             args.append(query.since)
         if query.until is not None:
-            where.append("c.ts < ?")
+            filters.append("c.ts < ?")
             args.append(query.until)
         if query.asof is not None:
-            where.append("c.ts <= ?")
+            filters.append("c.ts <= ?")
             args.append(query.asof)
-        args.append(query.limit + 1)
-        return db.execute(
+        where = " AND ".join(filters)
+        indexed = db.execute(
             f"SELECT search.rowid - {low}, c.ts, c.sender, c.text FROM search"
-            f" JOIN {self.content} c ON c.id = search.rowid WHERE {' AND '.join(where)}"
+            f" JOIN {self.content} c ON c.id = search.rowid"
+            f" WHERE search MATCH ? AND search.rowid > ? AND search.rowid < ? AND {where}"
             " ORDER BY search.rowid DESC LIMIT ?",
-            args,
+            [match, low, high, *args, query.limit + 1],
         ).fetchall()
+        if not self.pending:
+            return indexed
+        listed = db.execute(
+            f"SELECT p.id - {low}, c.ts, c.sender, c.text FROM search_pending p"
+            f" CROSS JOIN {self.content} c ON c.id = p.id WHERE p.id > ? AND p.id < ? AND {where}",
+            [low, high, *args],
+        ).fetchall()
+        found = [row for row in listed if matches(row[3], query.terms)]
+        return sorted(indexed + found, reverse=True)[: query.limit + 1]
 
 
 def _backwards(room: str) -> tuple[int, ...]:
@@ -427,7 +490,9 @@ def _backwards(room: str) -> tuple[int, ...]:
 def reader(path: str) -> sqlite3.Connection:
     """A read connection for a worker thread (WAL lets it read while the
     reactor's connection writes); knows nick keys for ``from``."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=1.0)
+    db = sqlite3.connect(
+        f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=1.0, isolation_level=None
+    )
     prepare(db)
     return db
 

@@ -207,6 +207,9 @@ def _message(row: tuple) -> Message:
     )
 
 
+#: New messages listed before they go into FTS5 together (backends/fts.py).
+PENDING = 256
+
 #: Which messages are searched: not moderation records (a notice is a
 #: message), not deleted ones.
 _SEARCHED = "deleted IS NULL AND (action IS NULL OR json_extract(action, '$.op') = 'notice')"
@@ -241,7 +244,7 @@ class SQLiteLog:
         # The full-text index (backends/fts.py), written in each append's
         # transaction; searches run through ``threads`` (a worker thread with
         # its own read connection), or here for a file in memory.
-        self.index: fts.Index | None = fts.Index("messages", _SEARCHED) if search else None
+        self.index: fts.Index | None = fts.Index("messages", _SEARCHED, PENDING) if search else None
         self._threads = threads if path != ":memory:" else None
         self._readers = threading.local()
         self._opened: list[sqlite3.Connection] = []
@@ -456,10 +459,21 @@ class SQLiteLog:
         return self._threads(lambda: self._search(self._reader(), query))
 
     def _search(self, db: sqlite3.Connection, query: fts.Query) -> fts.Found:
+        """One read transaction: FTS5 and the messages listed for it as of
+        one moment (a worker's connection), or the writer's own."""
         assert self.index is not None
         marks = ",".join("?" * len(query.rooms))
-        ids = dict(db.execute(f"SELECT key, id FROM rooms WHERE key IN ({marks})", query.rooms).fetchall())
-        return self.index.search(db, ids, query)
+        snapshot = db is not self._db
+        if snapshot:
+            db.execute("BEGIN")
+        try:
+            ids = dict(
+                db.execute(f"SELECT key, id FROM rooms WHERE key IN ({marks})", query.rooms).fetchall()
+            )
+            return self.index.search(db, ids, query)
+        finally:
+            if snapshot:
+                db.execute("COMMIT")
 
     def _reader(self) -> sqlite3.Connection:
         """This worker thread's read connection."""
