@@ -215,6 +215,11 @@ def test_a_search_hit_opens_its_room_at_the_message(pages, peers):
     ann.wait(lambda: ann.js(in_view, hit), "the hit scrolled into view")
     shot(ann, "search")
     assert ann.find("#latest-button").is_displayed(), "newer messages are further on"
+    last = "return Math.max(...[...document.querySelectorAll(arguments[0])].map(li => +li.dataset.seq))"
+    before = ann.js(last, "#transcript li[data-seq]")
+    ann.js("const t = document.getElementById('transcript'); t.scrollTop = t.scrollHeight")
+    ann.wait(lambda: ann.js(last, "#transcript li[data-seq]") > before, "the next newer page, at the bottom")
+    assert ann.all(hit), "the hit stays"
     desk.send(codec.Say("said while ann reads back", "late", "general"))
     desk.expect(codec.MessagePacket, lambda m: m.ref == "late")
     ann.find("#latest-button").click()
@@ -228,6 +233,9 @@ def test_a_search_hit_opens_its_room_at_the_message(pages, peers):
     )
     ann.find("#search-more").click()
     ann.wait(lambda: len(ann.all(hits)) == 40, "the next page")
+    ann.find(f"{hits} .hit-open").click()  # the newest, loaded already: no HISTORY needed
+    newest = f'#transcript li[data-seq="{seqs["f300"]}"]'
+    ann.wait(lambda: ann.all(f"{newest}.hit"), "a loaded hit marked")
     ann.find("#search-from").send_keys("nobody", Keys.TAB)
     ann.wait(lambda: ann.find("#search-status").text == "Nothing found.", "nothing from nobody")
 
