@@ -7,7 +7,7 @@ import { roomKey, nickKey } from "./protocol.js";
 import { loginError, leftText, statusText, typingText, dayText } from "./words.js";
 import { formatted } from "./format.js";
 import * as moderation from "./moderation.js";
-import { Attachments, fileViews, pastedName, retoken } from "./files.js";
+import { Attachments, ImageOverlay, fileViews, pastedName, receiveFiles, retoken } from "./files.js";
 import { SearchPanel } from "./search.js";
 
 const $ = (id) => document.getElementById(id);
@@ -1549,42 +1549,18 @@ class App {
   // -- files: attach, drop, paste; the image overlay ------------------------------------
 
   wireFiles() {
-    const input = $("file-input");
-    input.addEventListener("change", () => {
-      this.attach([...input.files]);
-      input.value = ""; // the same file may be chosen again
+    receiveFiles({
+      input: $("file-input"),
+      pane: $("transcript-pane"),
+      box: $("message-input"),
+      take: (files, pasted) => this.attach(files, pasted),
     });
-    const pane = $("transcript-pane");
-    const carriesFiles = (e) => [...(e.dataTransfer?.types ?? [])].includes("Files");
-    pane.addEventListener("dragover", (e) => {
-      if (!carriesFiles(e)) return;
-      e.preventDefault();
-      e.dataTransfer.dropEffect = "copy";
-      pane.classList.add("dropping");
-    });
-    pane.addEventListener("dragleave", (e) => {
-      if (!pane.contains(e.relatedTarget)) pane.classList.remove("dropping");
-    });
-    pane.addEventListener("drop", (e) => {
-      pane.classList.remove("dropping");
-      if (!carriesFiles(e)) return;
-      e.preventDefault();
-      this.attach([...e.dataTransfer.files]);
-    });
-    $("message-input").addEventListener("paste", (e) => {
-      const files = [...(e.clipboardData?.files ?? [])];
-      if (!files.length) return; // text: the box takes it
-      e.preventDefault();
-      this.attach(files, true);
-    });
+    const overlay = new ImageOverlay($("image-overlay"));
     $("transcript").addEventListener("click", (e) => {
       const image = e.target.closest("button.file.image");
-      if (image) this.openImage(image.dataset.full, image.dataset.name);
+      if (image) overlay.open(image.dataset.full, image.dataset.name);
     });
     $("latest-button").addEventListener("click", () => this.current && this.session.loadLatest(this.current));
-    $("overlay-close").addEventListener("click", () => this.closeImage());
-    $("image-overlay").addEventListener("click", (e) => e.target.closest("figcaption") || this.closeImage());
-    document.addEventListener("keydown", (e) => e.key === "Escape" && !$("image-overlay").hidden && this.closeImage());
   }
 
   /** Upload files to the room shown; they go with the next message sent. */
@@ -1597,21 +1573,6 @@ class App {
       this.attachments.add(room.key, room.name, file, name);
     }
     $("message-input").focus();
-  }
-
-  openImage(address, name) {
-    $("overlay-image").src = address;
-    $("overlay-image").alt = name;
-    $("overlay-name").textContent = name;
-    $("overlay-download").href = address;
-    $("overlay-download").download = name;
-    $("image-overlay").hidden = false;
-    $("overlay-close").focus();
-  }
-
-  closeImage() {
-    $("image-overlay").hidden = true;
-    $("overlay-image").removeAttribute("src");
   }
 
   // -- search: opening a room at a hit ---------------------------------------------

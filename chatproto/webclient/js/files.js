@@ -364,3 +364,65 @@ export function retoken(session, container) {
   for (const b of container.querySelectorAll("button.file.image[data-token]")) b.dataset.full = withToken(b.dataset.full);
   for (const a of container.querySelectorAll("a.download[data-token]")) a.href = withToken(a.href);
 }
+
+/** Files come from the attach button's input, a drop on the conversation
+ * (marked while files are dragged over it) and a paste into the message
+ * box (a screenshot); `take(files, pasted)` gets them. */
+export function receiveFiles({ input, pane, box, take }) {
+  input.addEventListener("change", () => {
+    take([...input.files], false);
+    input.value = ""; // the same file may be chosen again
+  });
+  const carriesFiles = (e) => [...(e.dataTransfer?.types ?? [])].includes("Files");
+  pane.addEventListener("dragover", (e) => {
+    if (!carriesFiles(e)) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = "copy";
+    pane.classList.add("dropping");
+  });
+  pane.addEventListener("dragleave", (e) => {
+    if (!pane.contains(e.relatedTarget)) pane.classList.remove("dropping");
+  });
+  pane.addEventListener("drop", (e) => {
+    pane.classList.remove("dropping");
+    if (!carriesFiles(e)) return;
+    e.preventDefault();
+    take([...e.dataTransfer.files], false);
+  });
+  box.addEventListener("paste", (e) => {
+    const files = [...(e.clipboardData?.files ?? [])];
+    if (!files.length) return; // text: the box takes it
+    e.preventDefault();
+    take(files, true);
+  });
+}
+
+/** A picture seen whole over the page: Escape, Close or a click beside
+ * the caption closes it; its caption has the name and a download link. */
+export class ImageOverlay {
+  constructor(root) {
+    this.root = root;
+    this.image = root.querySelector("img");
+    this.name = root.querySelector("#overlay-name");
+    this.download = root.querySelector("#overlay-download");
+    this.closer = root.querySelector("#overlay-close");
+    this.closer.addEventListener("click", () => this.close());
+    root.addEventListener("click", (e) => e.target.closest("figcaption") || this.close());
+    document.addEventListener("keydown", (e) => e.key === "Escape" && !root.hidden && this.close());
+  }
+
+  open(address, name) {
+    this.image.src = address;
+    this.image.alt = name;
+    this.name.textContent = name;
+    this.download.href = address;
+    this.download.download = name;
+    this.root.hidden = false;
+    this.closer.focus();
+  }
+
+  close() {
+    this.root.hidden = true;
+    this.image.removeAttribute("src");
+  }
+}
