@@ -306,3 +306,25 @@ def test_a_server_without_files_says_so_and_the_upload_may_be_retried(pages, tmp
     )
     ann.say("text alone still goes")
     ann.wait(lambda: "text alone still goes" in ann.lines("#transcript li[data-seq]"), "the message")
+
+
+def test_an_upload_shows_its_progress_and_a_cancel_sends_nothing(pages, peers, tmp_path):
+    (tmp_path / "dump.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    ann = pages()
+    ann.log_in("ann")
+    desk = peers("desk")
+    joined(desk, "general")
+    slow = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 256 * 1024}
+    ann.here().execute_cdp_cmd("Network.enable", {})
+    ann.here().execute_cdp_cmd("Network.emulateNetworkConditions", slow)
+    attach(ann, tmp_path / "dump.bin")
+    progress = "return document.querySelector('#attachments progress')?.value ?? 0"
+    ann.wait(lambda: 0 < ann.js(progress) < 1, "the upload part way")
+    assert ann.find("#attachments progress").is_displayed()
+    assert ann.find("#attachments .upload-state").text.endswith(" %")
+    ann.find("#attachments .remove").click()
+    ann.wait(lambda: upload_state(ann) == [], "the upload cancelled and gone")
+    assert ann.js("return window.chatApp.attachments.of(window.chatApp.current).length") == 0
+    ann.here().execute_cdp_cmd("Network.emulateNetworkConditions", {**slow, "uploadThroughput": -1})
+    ann.say("nothing went")
+    assert desk.expect(codec.MessagePacket, lambda m: m.sender == "ann").files is None
