@@ -7,6 +7,7 @@ they pass, the endpoints they listen on and the history they keep.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -326,7 +327,7 @@ def endpoint_url(description: str) -> str:
     """The address a ``--web`` endpoint is reached at, for links (``--public-url``'s default)."""
     import socket
 
-    parts = description.split(":")
+    parts = [p.replace("\\:", ":") for p in re.split(r"(?<!\\):", description)]
     kind = parts[0].lower()
     port = next((p for p in parts[1:] if p.isdigit()), "80")
     interface = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("interface=")), "")

@@ -438,3 +438,23 @@ class StoreRefused(TestCase):
         peer.received()
         peer.send(codec.Files())
         self.assertEqual(peer.error().code, ErrorCode.NO_FILES)
+
+
+class Welcome(TestCase):
+    def test_version_2_is_told_the_file_limits_and_version_1_is_not(self):
+        server = Server(max_upload=5000, max_files=3)
+        new, old = server.peer(), server.peer()
+        limits = new.login("new", version=2).limits
+        self.assertEqual((limits["max_upload"], limits["max_files"]), (5000, 3))
+        self.assertNotIn("max_upload", old.login("old", version=1).limits)
+
+    def test_links_start_with_the_web_endpoints_address(self):
+        import socket
+
+        from chatproto.server import endpoint_url
+
+        self.assertEqual(endpoint_url("tcp:8080:interface=127.0.0.1"), "http://127.0.0.1:8080")
+        self.assertEqual(endpoint_url("tcp:80:interface=\\:\\:1"), "http://[::1]")
+        here = socket.getfqdn()
+        self.assertEqual(endpoint_url("ssl:8443:privateKey=k.pem:certKey=c.pem"), f"https://{here}:8443")
+        self.assertEqual(endpoint_url("ssl:443:privateKey=k.pem"), f"https://{here}")

@@ -251,6 +251,33 @@ class Uploading(FilesOverHttp):
         self.assertEqual(found["name"], "etcpasswd")
 
     @defer.inlineCallbacks
+    def test_uploads_at_once(self):
+        yield self.serve_files(uploads_at_once=2)
+        _, token = yield self.member("ann")
+        session = self.hub.session_for("ann")
+        slow = []
+        for _ in range(2):  # two uploads that have sent half their body, and wait
+            where = TCP4ClientEndpoint(reactor, "127.0.0.1", self.web_port)
+            client = yield connectProtocol(where, RawClient())
+            client.transport.write(
+                b"POST /files?room=general&name=slow HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 100\r\n\r\n" + b"x" * 50
+            )
+            slow.append(client)
+        yield until(lambda: self.hub.files.under_way(session) == 2)
+        body = yield self.upload(token, b"third", status=429)
+        self.assertEqual(body["error"], "rate_limited")
+        slow[0].transport.write(b"y" * 50)  # one finishes: room for another
+        yield until(lambda: b"201 Created" in slow[0].received)
+        yield self.upload(token, b"now")
+        slow[1].transport.loseConnection()  # one gives up: nothing of it kept
+        yield slow[1].lost
+        yield until(lambda: self.hub.files.under_way(session) == 0)
+        self.assertEqual(self.leftovers(), [])
+        slow[0].transport.loseConnection()
+        yield slow[0].lost
+
+    @defer.inlineCallbacks
     def test_the_account_quota(self):
         yield self.serve_files(account_quota=1500)
         _, token = yield self.member("ann")
@@ -294,6 +321,20 @@ class Reading(FilesOverHttp):
         yield ann.expect(codec.Changed)
         response, _ = yield self.get(f"/files/{found['id']}/a.txt")
         self.assertEqual(response.code, 404)
+
+    @defer.inlineCallbacks
+    def test_a_file_of_several_pieces_comes_whole(self):
+        yield self.serve_files()
+        _, token = yield self.member("ann")
+        data = os.urandom(3 * 1024 * 1024 + 5)  # more than three of the store's pieces
+        found = yield self.upload(token, data, name="big.bin", kind="application/x-thing")
+        self.assertEqual((found["size"], found["type"]), (len(data), "application/x-thing"))
+        response, body = yield self.get(f"/files/{found['id']}/big.bin")
+        self.assertEqual(response.length, len(data))
+        self.assertTrue(body == data, "the same bytes")
+        across = {"range": "bytes=1048570-1048580"}  # the end of one piece, the start of the next
+        response, body = yield self.get(f"/files/{found['id']}/big.bin", headers=across)
+        self.assertEqual((response.code, body), (206, data[1048570:1048581]))
 
     @defer.inlineCallbacks
     def test_range(self):

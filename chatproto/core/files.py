@@ -334,6 +334,10 @@ class Files:
         self._uploading[session.id] = count + 1
         return True
 
+    def under_way(self, session: Session) -> int:
+        """The session's uploads under way (for the console and tests)."""
+        return self._uploading.get(session.id, 0)
+
     def end_upload(self, session: Session) -> None:
         count = self._uploading.pop(session.id, 1) - 1
         if count > 0:
