@@ -225,6 +225,11 @@ def test_a_search_hit_opens_its_room_at_the_message(pages, peers):
     ann.find("#latest-button").click()
     ann.wait(lambda: "said while ann reads back" in ann.lines(), "back at the newest")
     assert not ann.find("#latest-button").is_displayed()
+    ann.find(f"{hits} .hit-open").click()  # back to the hit, then say something: to the present
+    ann.wait(lambda: ann.all(f"{hit}.hit") and ann.find("#latest-button").is_displayed(), "the hit again")
+    ann.say("back to now")
+    ann.wait(lambda: "back to now" in ann.lines("#transcript li[data-seq]"), "my message, in the present")
+    assert not ann.find("#latest-button").is_displayed() and not ann.all(hit)
     # More pages, and the filters.
     ann.find("#search-input").clear()
     ann.find("#search-input").send_keys("filler", Keys.ENTER)

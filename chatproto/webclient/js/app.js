@@ -723,7 +723,7 @@ class App {
   }
 
   onEvent({ room, entry }) {
-    if (room.key === this.current) this.appendLine(this.eventLine(entry));
+    if (room.key === this.current && !room.newer) this.appendLine(this.eventLine(entry));
     this.saveTab();
   }
 
@@ -749,6 +749,8 @@ class App {
       this.localLines.delete(item.ref);
       return;
     }
+    const room = item.room ? this.session.rooms.get(roomKey(item.room)) : null;
+    if (!li && room?.newer) this.session.loadLatest(room.key); // said while reading back: to the present
     if (!li) {
       const whisper = item.type === 0x03;
       li = el("li", whisper ? "message own whisper" : "message own");

@@ -113,6 +113,7 @@ export class Upload extends EventTarget {
     this.started = false;
     this.loaded = 0;
     this.error = "";
+    this.status = null;
     this._set("waiting");
   }
 

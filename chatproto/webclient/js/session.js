@@ -130,7 +130,8 @@ export class Room {
       while (e < this.events.length && this.events[e].after < m.seq) out.push(this.events[e++]);
       out.push(m);
     }
-    while (e < this.events.length) out.push(this.events[e++]);
+    // Lines after the newest message belong to the present: not below older ones read back.
+    if (!this.newer) while (e < this.events.length) out.push(this.events[e++]);
     return out;
   }
 
@@ -866,7 +867,10 @@ export class ChatSession extends EventTarget {
     if (!room) return;
     const item = body.ref ? this.outgoing.get(body.ref) : null;
     this._notTyping(room, body.from); // a message says the typing stopped
-    if (!this._append(room, body)) return;
+    if (!this._append(room, body)) {
+      if (item) this._confirm(item, body); // stored, though not shown here now (a room read further back)
+      return;
+    }
     if (body.action) this._moderated(room, body.action);
     this._emit("message", { room, message: body, own: !!item });
     if (item) this._confirm(item, body);
@@ -971,11 +975,12 @@ export class ChatSession extends EventTarget {
     const last = page.length ? page[page.length - 1].seq : 0;
     if (page.length && old.length && last + 1 >= old[0].seq && page[0].seq <= old[0].seq) {
       room.messages = page.concat(old.filter((m) => m.seq > last));
+      room.more = body.more;
     } else if (page.length || !old.length) {
       room.messages = page.slice();
+      room.more = body.more && page.length > 0;
       room.newer = !!body.newer;
-    }
-    room.more = body.more && room.messages.length > 0;
+    } // else: nothing around it (deleted, or not kept): what is shown stays
     this._emit("around", { room, seq });
   }
 
