@@ -879,6 +879,10 @@ class ClientSession:
     def _on_sessions(self, sessions: codec.Sessions) -> None:
         self.events.sessions_listed(sessions)
 
+    def _on_files_token(self, token: codec.FilesToken) -> None:
+        """This client asks for no upload token yet (files come to it in a
+        later version): one that arrives anyway changes nothing."""
+
     def _on_invited(self, invited: codec.Invited) -> None:
         self.events.invited(invited)
 
@@ -1008,4 +1012,5 @@ _HANDLERS: dict[type, Callable[[ClientSession, object], None]] = {
     codec.TypingNotice: ClientSession._on_typing,
     codec.Status: ClientSession._on_status,
     codec.Renamed: ClientSession._on_renamed,
+    codec.FilesToken: ClientSession._on_files_token,
 }

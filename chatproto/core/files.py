@@ -130,6 +130,7 @@ class Files:
         self._claimed: set[str] = set()  # ids a SAY is attaching: no other SAY may
         self._uploading: dict[int, int] = {}  # session id -> uploads under way
         self._sweep: IDelayedCall | None = None
+        self._stopped = False
 
     # -- the secret, and the sweep of unattached uploads -------------------------------
 
@@ -148,6 +149,7 @@ class Files:
             log.failure("files are off: the file store failed", failure)
 
     def stop(self) -> None:
+        self._stopped = True
         if self._sweep is not None and self._sweep.active():
             self._sweep.cancel()
         self._sweep = None
@@ -165,11 +167,14 @@ class Files:
                 f.write(secrets.token_bytes(32))  # a few bytes: fine on the reactor
 
             def read_back(_: None) -> Deferred[bytes]:
-                os.unlink(path)
                 # Another node may have put its own first: whatever is kept wins.
                 return self.store.read(SECRET_BLOB, 0, 64)
 
-            return self.store.put(SECRET_BLOB, path).addCallback(read_back)
+            def removed(result: Any) -> Any:
+                os.unlink(path)
+                return result
+
+            return self.store.put(SECRET_BLOB, path).addBoth(removed).addCallback(read_back)
 
         def keep(secret: bytes) -> None:
             self._secret = secret
@@ -177,6 +182,8 @@ class Files:
         return self.store.size(SECRET_BLOB).addCallback(got).addCallback(keep)
 
     def _schedule(self) -> None:
+        if self._stopped:
+            return
         self._sweep = self.clock.callLater(min(self.limits.upload_keep, SWEEP_EVERY), self._sweep_now)
 
     def _sweep_now(self) -> Deferred[None]:

@@ -23,7 +23,8 @@ from twisted.web.static import File
 
 from chatproto.core.hub import Hub
 from chatproto.core.timers import Deadline
-from chatproto.transports.file_http import ChatRequest, FilesResource
+from chatproto.transports.file_http import FilesResource
+from chatproto.transports.file_uploads import ChatRequest
 from chatproto.transports.forwarded import TrustedProxies
 from chatproto.transports.policy import chat_transport, describe_address
 from chatproto.transports.websocket import ChatSocketResource, WebSocketChatProtocol
