@@ -35,8 +35,16 @@ from chatproto.service import GracefulExit, heap_trimmer
 from chatproto.transports.proxied import PREFIX as PROXIED
 
 DEFAULT_HISTORY = "chat.sqlite3"
-#: A cluster node's search index, in the working directory as the history would be.
-DEFAULT_SEARCH_INDEX = "chat-search.sqlite3"
+
+
+def search_index_beside(history: str) -> str:
+    """A cluster node's search index when none is named: beside --history,
+    named after it (chat-search.sqlite3 for chat.sqlite3), so nodes given
+    histories of their own get indexes of their own."""
+    if history == ":memory:":
+        return history
+    stem, ext = os.path.splitext(history)
+    return f"{stem}-search{ext or '.sqlite3'}"
 
 
 def _option_name(f: dataclasses.Field) -> str:
@@ -253,8 +261,9 @@ class Options(usage.Options):
         [
             "search-index",
             None,
-            DEFAULT_SEARCH_INDEX,
-            "With --cluster: this node's own full-text index file (SQLite), fed from the rooms' streams.",
+            None,
+            "With --cluster: this node's own full-text index file (SQLite), fed from the rooms' streams "
+            "(default: beside --history, named after it: chat-search.sqlite3).",
         ],
         *limit_parameters(),
     ]
@@ -509,7 +518,7 @@ def makeService(config: Options, reactor=None) -> MultiService:
         files=config["files"],
         public_url=config["public-url"],
         search=not config["no-search"],
-        search_index=config["search-index"],
+        search_index=config["search-index"] or search_index_beside(config["history"]),
     )
     server.setServiceParent(top)
     ConnectHints(server, certificate).setServiceParent(top)

@@ -824,6 +824,10 @@ class ClientSession:
             self.typers.stopped(room.name, renamed.old)
         self.events.renamed(renamed)
 
+    def _on_results(self, results: codec.Results) -> None:
+        """SEARCH's answer: this client sends no SEARCH yet (its search box
+        comes with the search UI), so an answer is nobody's."""
+
     def _on_private(self, private: codec.Private) -> None:
         if private.ref is not None and self._outgoing.pop(private.ref, None) is not None:
             self.events.send_confirmed(private.ref, 0)
@@ -1013,4 +1017,5 @@ _HANDLERS: dict[type, Callable[[ClientSession, object], None]] = {
     codec.Status: ClientSession._on_status,
     codec.Renamed: ClientSession._on_renamed,
     codec.FilesToken: ClientSession._on_files_token,
+    codec.Results: ClientSession._on_results,
 }

@@ -307,7 +307,9 @@ class Failures(ClusterTestCase):
 
         a = yield self.node(expiry=2.0)
         c = yield self.node(expiry=2.0)
-        doomed = spawn_server(reactor, "--cluster", self.redis.url, "--cluster-expiry", "2")
+        doomed = spawn_server(
+            reactor, "--cluster", self.redis.url, "--cluster-expiry", "2", "--search-index", self.mktemp()
+        )
         self.addCleanup(lambda: doomed.ended)
         self.addCleanup(lambda: doomed.signal("KILL") if not doomed.ended.called else None)
         port = yield doomed.listening

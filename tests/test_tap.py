@@ -248,7 +248,11 @@ class Endpoints(SynchronousTestCase):
         with open(path, "w") as f:
             f.write('no_search = true\nhistory = ":memory:"\n')
         self.assertTrue(parse("--config", path)["no-search"])
-        self.assertEqual(parse("--cluster", "redis://127.0.0.1:1")["search-index"], "chat-search.sqlite3")
+        from chatproto.tap import search_index_beside
+
+        self.assertEqual(search_index_beside("chat.sqlite3"), "chat-search.sqlite3")
+        self.assertEqual(search_index_beside("/var/lib/chat/node.db"), "/var/lib/chat/node-search.db")
+        self.assertEqual(search_index_beside(":memory:"), ":memory:")
 
 
 class Hints(SynchronousTestCase):

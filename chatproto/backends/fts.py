@@ -1,15 +1,17 @@
 """Full-text search over stored messages: SQLite FTS5 beside the text it indexes.
 
 One module for both stores: the embedded log indexes its ``messages``
-table (the index holds no copy of the text, only FTS5's token lists), a
-cluster node its own file's ``docs`` table. Both name a message by one row
+table, a cluster node its own file's ``docs`` table. The index is
+contentless and holds each word only as :class:`Encoder` makes it (keyed
+digests of its prefixes), never the text. Both name a message by one row
 id, its room's id times ``SPAN`` plus its seq, so a room is a range of
 row ids and a search in one room is a range scan of the index.
 
 What a client types never reaches FTS5's query syntax: it is cut into
-words and phrases here (:func:`parse_words`) and each is quoted. Snippets
-and their marks are computed here from the present text, never from FTS5's
-highlight markers, which could collide with the text itself.
+words and phrases here (:func:`parse_words`), folded and encoded as the
+index's words are, and each is quoted. Snippets and their marks are
+computed here from the present text, never from FTS5's highlight markers,
+which could collide with the text itself.
 """
 
 from __future__ import annotations
@@ -52,7 +54,24 @@ DEFAULT_LIMIT, MAX_LIMIT = 20, 50
 #: Rows indexed per transaction while an old history file gets its index.
 BUILD_BATCH = 20_000
 
-_TOKEN = re.compile(r"[^\W_]+|_", re.UNICODE)
+
+def _marks() -> str:
+    """A regex class of the combining marks of planes 0 and 1 and the
+    variation selectors: part of a word, as unicode61 has them (a vowel
+    sign of an Indic script does not split its word)."""
+    ranges: list[tuple[int, int]] = []
+    for code in range(0x300, 0x20000):
+        if unicodedata.category(chr(code)).startswith("M"):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+    ranges.append((0xE0100, 0xE01EF))
+    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+
+
+#: A word: a run of letters, digits and combining marks (``_`` is punctuation, as for unicode61).
+_TOKEN = re.compile(f"(?:[^\\W_]|[{_marks()}])+")
 
 
 def fold(word: str) -> str:
@@ -67,7 +86,7 @@ def fold(word: str) -> str:
 def tokens(text: str) -> list[tuple[int, int, str]]:
     """Each word of ``text`` as (start, end, folded) in code points: runs of
     letters and digits, as unicode61 cuts them."""
-    return [(m.start(), m.end(), fold(m.group())) for m in _TOKEN.finditer(text) if m.group() != "_"]
+    return [(m.start(), m.end(), fold(m.group())) for m in _TOKEN.finditer(text)]
 
 
 #: Characters of a token that are encoded (a longer one is matched on these).
@@ -101,7 +120,7 @@ class Encoder:
     def text(self, text: str) -> str:
         """A message's text as the index is given it."""
         written = self._written
-        return " ".join([written(word) for word in _TOKEN.findall(text) if word != "_"])
+        return " ".join([written(word) for word in _TOKEN.findall(text)])
 
     def term(self, term: Term) -> str:
         """A term in FTS5's syntax: its words encoded, inside double quotes."""

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -173,6 +173,7 @@ class SearchFeed:
         self._said_key = store.key("said", "new")
         self.indexed = 0  # messages, edits and deletions applied since the start
         self.running = False
+        self._retry: IDelayedCall | None = None  # reading again after a failure
 
     def start(self) -> None:
         self.running = True
@@ -185,6 +186,8 @@ class SearchFeed:
 
     def stop(self) -> Deferred[None]:
         self.running = False
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         return self.client.stop()
 
     def _discover(self) -> Deferred[None]:
@@ -251,8 +254,9 @@ class SearchFeed:
             log.error("search index: the cluster store lost its data; indexing stopped")
             return
         log.warn("search index: reading the streams failed: {error}; again shortly", error=failure.value)
-        self.clock.callLater(self.RETRY, self._restart)
+        self._retry = self.clock.callLater(self.RETRY, self._restart)
 
     def _restart(self) -> None:
+        self._retry = None
         d = self.client.connected().addCallback(lambda _: self._discover())
         d.addCallbacks(lambda _: self._read(), self._failed)
