@@ -205,8 +205,10 @@ def test_a_search_hit_opens_its_room_at_the_message(pages, peers):
     assert ann.js(
         "return [...document.querySelectorAll('#search-results mark')].map(m => m.textContent)"
     ) == ["deploy"], "the mark counts code points: the emoji before it is one"
+    ann.say("/join den")  # the hit's room is not the one shown
+    ann.wait(lambda: ann.current_room() == "den", "den shown")
     ann.find(f"{hits} .hit-open").click()
-    ann.wait(lambda: ann.all(f"{hit}.hit"), "the hit's message shown and marked")
+    ann.wait(lambda: ann.current_room() == "general" and ann.all(f"{hit}.hit"), "general, at the hit")
     assert ann.find(f"{hit} .text").text == "🚀 the deploy key rotates on fridays"
     in_view = """
         const li = document.querySelector(arguments[0]).getBoundingClientRect();
