@@ -264,6 +264,12 @@ def test_a_private_conversations_image_needs_the_token(pages, tmp_path):
     thumbs = "#transcript li[data-seq] button.file.image img"
     shown = bob.wait(lambda: loaded_images(bob, thumbs), "the thumbnail loaded with a token")
     assert "token=" in shown[0]["src"]
+    # A new token (as the page asks before one expires): the whole image's address takes it.
+    fresh = bob.js("return window.chatApp.session.fileToken(true).then(f => f.token)")
+    full = bob.find("#transcript button.file.image").get_attribute("data-full")
+    assert f"token={fresh}" in full
+    bob.find("#transcript button.file.image").click()
+    bob.wait(lambda: loaded_images(bob, "#overlay-image"), "the whole image, with the new token")
 
 
 DROP = """
