@@ -188,6 +188,7 @@ def build_server(
         address = RedisAddress.parse(cluster)
         epoch = Epoch("chat:epoch")  # the store's prefix
         store = StreamStore(RedisClient(reactor, address, "chat-node", epoch), keep=cluster_retention)
+        shared = store.client
         index = None
         if search:
             from chatproto.cluster.search_index import IndexFile, SearchFeed
@@ -197,7 +198,6 @@ def build_server(
             index = IndexFile(search_index, threads)
             feed_client = RedisClient(reactor, address, "chat-search", epoch)
             feed = SearchFeed(feed_client, store, index, reactor, threads or _inline)
-        shared = store.client
         cluster_log = ClusterLog(store, index)
         eventlog = cluster_log
         cluster_accounts = None

@@ -37,6 +37,15 @@ from chatproto.transports.proxied import PREFIX as PROXIED
 DEFAULT_HISTORY = "chat.sqlite3"
 
 
+def _writable(option: str, path: str) -> None:
+    """A file the server will write: its folder exists, and it or the folder is writable."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise usage.UsageError(f"{option} {path!r}: folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK) and not os.access(path, os.W_OK):
+        raise usage.UsageError(f"{option} {path!r}: not writable")
+
+
 def search_index_beside(history: str) -> str:
     """A cluster node's search index when none is named: beside --history,
     named after it (chat-search.sqlite3 for chat.sqlite3), so nodes given
@@ -385,14 +394,13 @@ class Options(usage.Options):
             if files is not None and files != "off" and not files.startswith("s3://"):
                 raise usage.UsageError("--files: a cluster keeps its files in a bucket: s3://BUCKET[/PREFIX]")
             self["files"] = self._bucket(files) if files not in (None, "off") else None
+            index = self["search-index"] or search_index_beside(self["history"])
+            if not self["no-search"] and index != ":memory:":
+                _writable("--search-index", index)
             return  # --history is not used
         history = self["history"]
         if history != ":memory:":
-            folder = os.path.dirname(os.path.abspath(history))
-            if not os.path.isdir(folder):
-                raise usage.UsageError(f"--history {history!r}: folder {folder!r} does not exist")
-            if not os.access(folder, os.W_OK) and not os.access(history, os.W_OK):
-                raise usage.UsageError(f"--history {history!r}: not writable")
+            _writable("--history", history)
         self["files"] = self._files_folder()
 
     @staticmethod

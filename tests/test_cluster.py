@@ -308,7 +308,13 @@ class Failures(ClusterTestCase):
         a = yield self.node(expiry=2.0)
         c = yield self.node(expiry=2.0)
         doomed = spawn_server(
-            reactor, "--cluster", self.redis.url, "--cluster-expiry", "2", "--search-index", self.mktemp()
+            reactor,
+            "--cluster",
+            self.redis.url,
+            "--cluster-expiry",
+            "2",
+            "--search-index",
+            os.path.abspath(self.mktemp()),
         )
         self.addCleanup(lambda: doomed.ended)
         self.addCleanup(lambda: doomed.signal("KILL") if not doomed.ended.called else None)

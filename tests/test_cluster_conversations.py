@@ -4,6 +4,8 @@ present state in history and catch-up on every node, deleted text gone from
 Redis, typing and away across nodes, direct conversations across nodes.
 Real Valkey (or Redis) servers and real sockets, as tests/test_cluster.py."""
 
+import os
+
 from twisted.internet import defer
 
 from chatproto import codec
@@ -279,7 +281,13 @@ class KilledMidEdits(Conversations):
 
         a = yield self.node(expiry=2.0)
         doomed = spawn_server(
-            reactor, "--cluster", self.redis.url, "--cluster-expiry", "2", "--search-index", self.mktemp()
+            reactor,
+            "--cluster",
+            self.redis.url,
+            "--cluster-expiry",
+            "2",
+            "--search-index",
+            os.path.abspath(self.mktemp()),
         )
         self.addCleanup(lambda: doomed.ended)
         self.addCleanup(lambda: doomed.signal("KILL") if not doomed.ended.called else None)
