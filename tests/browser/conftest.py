@@ -67,9 +67,15 @@ window.addEventListener("unhandledrejection",
   (e) => window.__errors.push(`unhandled rejection: ${e.reason}`));
 """
 
-#: The browser's own report of a WebSocket it could not open: expected while a
-#: test has stopped the server, and nothing the page can prevent or cause.
-NETWORK_NOISE = re.compile(r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws' failed")
+#: The browser's own report of a WebSocket it could not open, and of the
+#: page's plain request to the same address asking why (refused while the
+#: server is down, 426 once it is back): expected while a test has stopped
+#: the server.
+NETWORK_NOISE = re.compile(
+    r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws' failed"
+    r"|http://127\.0\.0\.1:\d+/ws - Failed to load resource: "
+    r"(net::ERR_CONNECTION_REFUSED|the server responded with a status of 426 )"
+)
 
 
 def console_errors(driver, allowed=NETWORK_NOISE, levels=("SEVERE", "WARNING")) -> list[str]:

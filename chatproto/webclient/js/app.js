@@ -7,6 +7,8 @@ import { roomKey, nickKey } from "./protocol.js";
 import { loginError, leftText, statusText, typingText, dayText } from "./words.js";
 import { formatted } from "./format.js";
 import * as moderation from "./moderation.js";
+import { Attachments, ImageOverlay, fileViews, pastedName, receiveFiles, retoken } from "./files.js";
+import { SearchPanel } from "./search.js";
 
 const $ = (id) => document.getElementById(id);
 /** The tab's session (nick, resume token, rooms): sessionStorage, so it
@@ -140,6 +142,8 @@ class App {
     this.wireRoomDialog();
     this.wireAdminDialog();
     this.wireAccountDialog();
+    this.wireFiles();
+    this.search = new SearchPanel(this);
     this.modesForm = new moderation.ModesForm();
     this.keyPrompt = new moderation.KeyPrompt((room, key) => this.join(room, key));
     const tab = readTab();
@@ -177,7 +181,9 @@ class App {
     if (this.session) this.session.disconnect();
     this.url = url;
     this.session = new ChatSession({ url, refusal: askWhyRefused });
+    this.attachments = new Attachments(this.session, $("attachments"));
     this.wire(this.session);
+    this.search.wire(this.session);
     $("login-error").textContent = "";
     $("login-button").disabled = true;
     this.refused = false;
@@ -198,6 +204,8 @@ class App {
     for (const d of document.querySelectorAll("dialog[open]")) d.close();
     this.localLines.clear();
     this.current = null;
+    this.attachments?.show(null);
+    this.search.close();
     $("transcript").replaceChildren();
     $("chat-view").hidden = true;
     $("login-view").hidden = false;
@@ -238,6 +246,9 @@ class App {
     on("sessions", this.onSessions);
     on("invited", (b) => this.onInvited(b));
     on("renamed", this.onRenamed);
+    on("files-token", () => retoken(s, $("transcript")));
+    on("around", ({ room, seq }) => this.onAround(room, seq));
+    on("newer", ({ room }) => this.onNewer(room));
   }
 
   loginFailed(code, { retry_after: retryAfter = null, message = "" } = {}) {
@@ -302,6 +313,11 @@ class App {
     this.renderRooms();
     if (room.key === this.current) this.show(room.key);
     this.saveTab();
+    if (this.pendingHit?.key === room.key) {
+      const { key, seq } = this.pendingHit;
+      this.pendingHit = null;
+      this.openAt(key, seq);
+    }
   }
 
   show(key) {
@@ -312,8 +328,10 @@ class App {
     }
     this.current = key;
     this.session.show(key);
+    this.attachments?.show(key);
     const room = this.room();
     if (!room) return;
+    $("latest-button").hidden = !room.newer;
     room.mentions = 0;
     document.body.classList.remove("show-rooms");
     document.body.classList.toggle("direct", room.direct);
@@ -536,6 +554,7 @@ class App {
       text.append(formatted(m.text, linkify));
       body.append(text);
     }
+    if (m.files?.length && !m.deleted) body.append(fileViews(this.session, this.room(), m.files));
     if (m.edited && !m.deleted) {
       const edited = el("span", "edited", " (edited)");
       edited.title = `edited ${new Date(m.edited * 1000).toLocaleString()}`;
@@ -704,7 +723,7 @@ class App {
   }
 
   onEvent({ room, entry }) {
-    if (room.key === this.current) this.appendLine(this.eventLine(entry));
+    if (room.key === this.current && !room.newer) this.appendLine(this.eventLine(entry));
     this.saveTab();
   }
 
@@ -717,7 +736,10 @@ class App {
   }
 
   scrolled() {
-    if (this.session && this.current && $("transcript").scrollTop < 40) this.session.loadOlder(this.current);
+    if (!this.session || !this.current) return;
+    const list = $("transcript");
+    if (list.scrollTop < 40) this.session.loadOlder(this.current);
+    if (list.scrollTop + list.clientHeight > list.scrollHeight - 40) this.session.loadNewer(this.current);
   }
 
   onOutgoing({ item }) {
@@ -727,6 +749,8 @@ class App {
       this.localLines.delete(item.ref);
       return;
     }
+    const room = item.room ? this.session.rooms.get(roomKey(item.room)) : null;
+    if (!li && room?.newer) this.session.loadLatest(room.key); // said while reading back: to the present
     if (!li) {
       const whisper = item.type === 0x03;
       li = el("li", whisper ? "message own whisper" : "message own");
@@ -734,6 +758,7 @@ class App {
       li.dataset.ts = Date.now() / 1000;
       li.dataset.room = item.room ? roomKey(item.room) : this.current ?? "";
       li.append(el("span", "from", whisper ? `→ ${item.body.to}` : this.session.nick), " ", el("span", "text", item.text));
+      if (item.files?.length) li.append(" ", el("span", "muted", `(${item.files.map((f) => f.name).join(", ")})`));
       li.append(" ", el("span", "mark"));
       this.localLines.set(item.ref, li);
       if (li.dataset.room === this.current) {
@@ -1089,7 +1114,10 @@ class App {
       this.renderComposeBar();
       return;
     }
-    if (!text.trim()) {
+    const room = this.session ? this.room() : null;
+    const files = room && !text.startsWith("/") ? this.attachments.ready(room.key) : [];
+    if (!text.trim() && !files.length) {
+      if (room && this.attachments.busy(room.key)) this.problem("The files are still uploading: send when they are ready.");
       $("message-input").value = ""; // only spaces: nothing to send, nothing to keep
       this.grow();
       return;
@@ -1101,7 +1129,21 @@ class App {
       this.problem(`Not sent: the message is ${length} characters, the limit is ${limit}.`);
       return; // kept in the box, to shorten
     }
+    if (files.length) return this.sendFiles(room, text, files);
     if (this.command(text) === false) return;
+    $("message-input").value = "";
+    this.grow();
+  }
+
+  /** The text with the room's uploaded files: every upload finished first. */
+  sendFiles(room, text, files) {
+    if (this.attachments.busy(room.key)) return this.problem("Wait for the uploads to finish (or cancel them) before sending.");
+    const most = this.session.limits?.max_files ?? 10;
+    if (files.length > most) return this.problem(`A message carries at most ${most} files: remove ${files.length - most}.`);
+    const reply = this.replyTo && this.replyTo.room === room.key ? this.replyTo.seq : null;
+    this.session.say(room.name, text.startsWith("//") ? text.slice(1) : text, reply, files);
+    this.attachments.sent(room.key);
+    if (this.replyTo) this.cancelCompose();
     $("message-input").value = "";
     this.grow();
   }
@@ -1504,6 +1546,77 @@ class App {
     $("account-change").hidden = !s.account;
     $("account-delete").hidden = !s.account;
     $("admin-button").hidden = !s.admin;
+  }
+
+  // -- files: attach, drop, paste; the image overlay ------------------------------------
+
+  wireFiles() {
+    receiveFiles({
+      input: $("file-input"),
+      pane: $("transcript-pane"),
+      box: $("message-input"),
+      take: (files, pasted) => this.attach(files, pasted),
+    });
+    const overlay = new ImageOverlay($("image-overlay"));
+    $("transcript").addEventListener("click", (e) => {
+      const image = e.target.closest("button.file.image");
+      if (image) overlay.open(image.dataset.full, image.dataset.name);
+    });
+    $("latest-button").addEventListener("click", () => this.current && this.session.loadLatest(this.current));
+  }
+
+  /** Upload files to the room shown; they go with the next message sent. */
+  attach(files, pasted = false) {
+    const room = this.room();
+    if (!room || !this.session) return this.problem("Join a room first.");
+    if (!this.session.limits?.max_upload) return this.problem("This server takes no files.");
+    for (const file of files) {
+      const name = pasted && /^image\.\w+$/.test(file.name) ? pastedName(file) : file.name;
+      this.attachments.add(room.key, room.name, file, name);
+    }
+    $("message-input").focus();
+  }
+
+  // -- search: opening a room at a hit ---------------------------------------------
+
+  /** How a room is called in the search's results. */
+  nameOf(name) {
+    const room = this.session?.rooms.get(roomKey(name));
+    return room ? this.roomName(room) : name;
+  }
+
+  /** Open the room at message `seq` (a search hit); a room not joined is joined first. */
+  openAt(key, seq) {
+    const room = this.session?.rooms.get(key);
+    if (!room || !room.joined) {
+      if (key.startsWith("@")) return this.notice("Open that conversation first (/msg), then search again.", "error");
+      this.pendingHit = { key, seq };
+      this.join(key);
+      return;
+    }
+    if (key !== this.current) this.show(key);
+    this.session.around(key, seq);
+  }
+
+  /** The page around a hit came (or it was loaded): show it, the hit in view. */
+  onAround(room, seq) {
+    if (room.key !== this.current) return;
+    this.renderTranscript(room);
+    $("latest-button").hidden = !room.newer;
+    const li = $("transcript").querySelector(`li[data-seq="${seq}"]`);
+    if (!li) return this.notice("That message is gone (deleted, or no longer kept).");
+    for (const old of $("transcript").querySelectorAll("li.hit")) old.classList.remove("hit");
+    li.classList.add("hit", "flash");
+    li.scrollIntoView({ block: "center" });
+  }
+
+  onNewer(room) {
+    if (room.key !== this.current) return;
+    const list = $("transcript");
+    const top = list.scrollTop;
+    this.renderTranscript(room);
+    list.scrollTop = top;
+    $("latest-button").hidden = !room.newer;
   }
 
   // -- notifications -----------------------------------------------------------------

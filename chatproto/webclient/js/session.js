@@ -19,6 +19,11 @@ const QUIT_WAIT = 3000;
 export const CATCH_UP_PAGE = 200;
 /** Local lines (presence, whispers, outages) kept per room; the oldest go first. */
 export const MAX_EVENTS = 500;
+/** Messages asked for around a search hit (protocol 21.4). */
+export const AROUND_PAGE = 50;
+/** Seconds before a files token expires that a new one is asked for: the
+ * thumbnails and links of private rooms carry it. */
+const TOKEN_MARGIN = 60;
 /** Characters of the answered message a reply's quote holds (protocol 19.1). */
 const QUOTE_LENGTH = 100;
 
@@ -54,7 +59,13 @@ export class Room {
     this.lostAt = null; // the last seq seen before the connection broke
     this.catchingUp = false;
     this.more = false; // older history exists
-    this.loadingOlder = false;
+    this.loadingOlder = false; // or the seq an older page was asked before
+    // Newer history exists than what is loaded: a search hit opened the room
+    // further back (protocol 21.4); live messages wait until pages reach them.
+    this.newer = false;
+    this.loadingNewer = false;
+    this.loadingAround = null; // the seq a HISTORY around was asked for
+    this.loadingLatest = false;
     this.unread = 0;
     this.mentions = 0; // unread messages naming you (the page counts them)
     this.read = 0;
@@ -119,7 +130,8 @@ export class Room {
       while (e < this.events.length && this.events[e].after < m.seq) out.push(this.events[e++]);
       out.push(m);
     }
-    while (e < this.events.length) out.push(this.events[e++]);
+    // Lines after the newest message belong to the present: not below older ones read back.
+    if (!this.newer) while (e < this.events.length) out.push(this.events[e++]);
     return out;
   }
 
@@ -165,6 +177,9 @@ export class ChatSession extends EventTarget {
     this.typingSent = new Map(); // room key -> when TYPING true was last sent (ms)
     this.opening = new Map(); // OPEN's ref -> {names, text}: a conversation being opened
     this.joinKeys = new Map(); // room key -> the key (+k) it was joined with or told
+    this.files = null; // the newest FILES_TOKEN: {token, url, maxUpload, until (local seconds)}
+    this.tokenWaiters = []; // {resolve, reject} of those waiting for a token
+    this.tokenTimer = null;
   }
 
   /** Seconds between TYPING notices (protocol 19.6). */
@@ -203,6 +218,7 @@ export class ChatSession extends EventTarget {
 
   disconnect(reason = "leaving") {
     this._cancelRetry();
+    clearTimeout(this.tokenTimer);
     this.finalReason = "disconnected";
     const ws = this.ws;
     if (ws && ws.readyState === WebSocket.OPEN) {
@@ -217,13 +233,89 @@ export class ChatSession extends EventTarget {
     this._setState("disconnected");
   }
 
-  /** SAY in a room (answering message `reply`, a seq, if given); shown at
-   * once as "sending", confirmed by its MESSAGE. */
-  say(room, text, reply = null) {
+  /** SAY in a room (answering message `reply`, a seq, if given, and
+   * carrying `files`, uploads' File objects); shown at once as "sending",
+   * confirmed by its MESSAGE. */
+  say(room, text, reply = null, files = []) {
     this.typingSent.delete(roomKey(room)); // a message says the typing stopped
     const body = { text, room };
     if (reply != null) body.reply = reply;
-    return this._submit(T.SAY, body, room, text);
+    if (files.length) body.files = files.map((f) => f.id);
+    return this._submit(T.SAY, body, room, text, files);
+  }
+
+  // Files (protocol section 20): the bytes go over HTTP with a token.
+
+  /** A files token valid for a while yet: the one held, or a new one asked
+   * with FILES (`fresh`: ask anyway, as after an HTTP 401). */
+  fileToken(fresh = false) {
+    const now = Date.now() / 1000;
+    if (!fresh && this.files && this.files.until - TOKEN_MARGIN > now) return Promise.resolve(this.files);
+    return new Promise((resolve, reject) => {
+      this.tokenWaiters.push({ resolve, reject });
+      if (this.tokenWaiters.length > 1) return; // asked already
+      if (!this._send(T.FILES, { ref: "files" })) this._tokenRefused("not connected: try again in a moment");
+    });
+  }
+
+  /** The token held now for a file's address (private rooms need it), or null. */
+  get fileTokenNow() {
+    return this.files && this.files.until > Date.now() / 1000 ? this.files.token : null;
+  }
+
+  _filesToken(body) {
+    const now = Date.now() / 1000;
+    // `expires` is the server's clock: a lifetime from here holds however far ours is off.
+    const lifetime = Math.min(Math.max(body.expires - now, 2 * TOKEN_MARGIN), 3600);
+    this.files = { token: body.token, url: body.url, maxUpload: body.max_upload, until: now + lifetime };
+    for (const w of this.tokenWaiters.splice(0)) w.resolve(this.files);
+    clearTimeout(this.tokenTimer);
+    this.tokenTimer = setTimeout(() => {
+      this.tokenTimer = null;
+      if (this.state === "connected") this.fileToken(true).catch(() => {});
+    }, (lifetime - TOKEN_MARGIN) * 1000);
+    this._emit("files-token", {});
+  }
+
+  _tokenRefused(message) {
+    for (const w of this.tokenWaiters.splice(0)) w.reject(new Error(message));
+  }
+
+  // Search (protocol section 21).
+
+  /** SEARCH: `fields` are words and optionally room, from, page; RESULTS or
+   * an ERROR come back with the ref returned (null when not connected). */
+  search(fields) {
+    const ref = `search:${++this.refs}`;
+    return this._send(T.SEARCH, { ...fields, ref }) ? ref : null;
+  }
+
+  /** Show the room around message `seq`: loaded already, or HISTORY around it. */
+  around(key, seq) {
+    const room = this.rooms.get(key);
+    if (!room) return false;
+    if (room.find(seq) >= 0) {
+      this._emit("around", { room, seq });
+      return true;
+    }
+    room.loadingAround = seq;
+    return this._send(T.HISTORY, { room: room.name, around: seq, limit: AROUND_PAGE });
+  }
+
+  /** The next page of newer messages, while a room shows older ones. */
+  loadNewer(key) {
+    const room = this.rooms.get(key);
+    if (!room || !room.newer || room.loadingNewer || room.loadingLatest) return false;
+    room.loadingNewer = true;
+    return this._send(T.HISTORY, { room: room.name, after: room.lastSeq, limit: OLDER_PAGE });
+  }
+
+  /** Back to the room's newest messages (its newest page replaces what is loaded). */
+  loadLatest(key) {
+    const room = this.rooms.get(key);
+    if (!room || !room.newer || room.loadingLatest) return false;
+    room.loadingLatest = true;
+    return this._send(T.HISTORY, { room: room.name, limit: OLDER_PAGE });
   }
 
   // Conversations (protocol section 19): each answered by CHANGED (or ERROR)
@@ -318,7 +410,7 @@ export class ChatSession extends EventTarget {
     if (!item || item.state !== "failed") return null;
     this.outgoing.delete(ref);
     this._emit("outgoing-gone", { ref });
-    const again = this._submit(item.type, { ...item.body }, item.room, item.text);
+    const again = this._submit(item.type, { ...item.body }, item.room, item.text, item.files);
     const fresh = this.outgoing.get(again);
     if (fresh) fresh.shownIn = item.shownIn;
     return again;
@@ -378,7 +470,7 @@ export class ChatSession extends EventTarget {
   loadOlder(key) {
     const room = this.rooms.get(key);
     if (!room || !room.more || room.loadingOlder || !room.messages.length) return false;
-    room.loadingOlder = true;
+    room.loadingOlder = room.firstSeq; // the page asked for ends before this seq
     return this._send(T.HISTORY, {
       room: room.name, before: room.firstSeq, limit: OLDER_PAGE, ref: `older:${room.key}`,
     });
@@ -387,7 +479,7 @@ export class ChatSession extends EventTarget {
   /** Move the room's read marker to its newest message. */
   markRead(key) {
     const room = this.rooms.get(key);
-    if (!room || !room.lastSeq || room.read >= room.lastSeq) return;
+    if (!room || room.newer || !room.lastSeq || room.read >= room.lastSeq) return;
     room.read = room.lastSeq;
     room.unread = 0;
     this._send(T.MARK, { room: room.name, seq: room.lastSeq, ref: `mark:${room.key}` });
@@ -444,6 +536,7 @@ export class ChatSession extends EventTarget {
 
   _closed(event) {
     this.ws = null;
+    this._tokenRefused("the connection broke");
     if (this.welcomed && this.finalReason !== "disconnected") this._lost(event);
     for (const item of this.outgoing.values()) {
       if (item.state === "sending" && item.sent) {
@@ -501,9 +594,9 @@ export class ChatSession extends EventTarget {
     return true;
   }
 
-  _submit(type, body, room, text) {
+  _submit(type, body, room, text, files = []) {
     const ref = `m${++this.refs}`;
-    const item = { ref, type, body: { ...body, ref }, room, text, state: "sending", sent: false };
+    const item = { ref, type, body: { ...body, ref }, room, text, files, state: "sending", sent: false };
     this.outgoing.set(ref, item);
     item.sent = this._send(type, item.body);
     this._emit("outgoing", { item });
@@ -559,6 +652,7 @@ export class ChatSession extends EventTarget {
     this.account = !!body.account;
     this.admin = !!body.admin;
     this.limits = body.limits ?? {};
+    if (!resumed) this.files = null; // a token dies with its session
     this.pending = new Set(body.pending ?? []);
     this._setState("connected", body.server);
     this._emit("welcome", { body, resumed });
@@ -609,7 +703,7 @@ export class ChatSession extends EventTarget {
       const last = room.lastSeq;
       // What we hold of the replayed history: its present state replaces our copy.
       for (const m of history) if (m.seq <= last) this._apply(room, m);
-      const newer = history.filter((m) => m.seq > last);
+      const newer = room.newer ? [] : history.filter((m) => m.seq > last); // pages bring them
       if (newer.length && newer[0].seq > last + 1) {
         // A gap: fetch everything after what we have, page by page.
         room.catchingUp = this._send(T.HISTORY, { room: room.name, after: last, limit: CATCH_UP_PAGE });
@@ -732,6 +826,7 @@ export class ChatSession extends EventTarget {
    * catch-up page and a live MESSAGE may overlap, in either order). */
   _insert(room, message) {
     const list = room.messages;
+    if (room.newer && message.seq > room.lastSeq) return false; // beyond what is loaded: a page brings it
     if (!list.length || message.seq > room.lastSeq) {
       list.push(message);
       return true;
@@ -757,7 +852,8 @@ export class ChatSession extends EventTarget {
     if (!this._insert(room, message)) return false;
     if (message.from && nickKey(message.from) === nickKey(this.nick ?? "")) {
       for (const item of this.outgoing.values()) {
-        if (item.state === "failed" && item.room && roomKey(item.room) === room.key && item.text === message.text) {
+        const sameFiles = (item.files?.length ?? 0) === (message.files?.length ?? 0);
+        if (item.state === "failed" && item.room && roomKey(item.room) === room.key && item.text === message.text && sameFiles) {
           this._confirm(item, message); // it was stored after all (section 11)
           break;
         }
@@ -771,7 +867,10 @@ export class ChatSession extends EventTarget {
     if (!room) return;
     const item = body.ref ? this.outgoing.get(body.ref) : null;
     this._notTyping(room, body.from); // a message says the typing stopped
-    if (!this._append(room, body)) return;
+    if (!this._append(room, body)) {
+      if (item) this._confirm(item, body); // stored, though not shown here now (a room read further back)
+      return;
+    }
     if (body.action) this._moderated(room, body.action);
     this._emit("message", { room, message: body, own: !!item });
     if (item) this._confirm(item, body);
@@ -831,12 +930,29 @@ export class ChatSession extends EventTarget {
       this._emit("changed", { room, touched, kind: "catch-up" });
       return;
     }
+    if (body.newer != null && room.loadingAround !== null) return this._aroundPage(room, body);
+    if (room.loadingLatest) return this._latestPage(room, body);
     // HISTORY_PAGE echoes no ref: an older page is one that ends before what we have.
-    if (room.loadingOlder && (!messages.length || messages[messages.length - 1].seq < room.firstSeq)) {
+    const older = room.loadingOlder === room.firstSeq; // else a search hit replaced what it was older than
+    if (older && (!messages.length || messages[messages.length - 1].seq < room.firstSeq)) {
       room.loadingOlder = false;
       room.messages = messages.concat(room.messages);
       room.more = body.more && messages.length > 0;
       this._emit("older", { room, count: messages.length });
+      return;
+    }
+    if (room.loadingNewer && !room.catchingUp && (!messages.length || messages[0].seq > room.lastSeq)) {
+      room.loadingNewer = false;
+      room.messages.push(...messages.filter((m) => m.seq > room.lastSeq));
+      room.newer = body.more && messages.length > 0;
+      this._emit("newer", { room, count: messages.length });
+      return;
+    }
+    if (room.loadingOlder && !room.catchingUp) room.loadingOlder = false; // the older page, now stale
+    if (room.newer && !room.catchingUp) {
+      // A page asked before a search hit moved the room further back: what
+      // it holds is not next to what is loaded now, and asking on from here
+      // would fetch what is not kept, again and again.
       return;
     }
     const from = room.catchingUp && messages.length ? messages[messages.length - 1].seq : room.lastSeq;
@@ -846,6 +962,36 @@ export class ChatSession extends EventTarget {
     }
     this._emit("room", { room, fresh: false });
     if (room.catchingUp && !(body.more && messages.length)) this._caughtUp(room);
+  }
+
+  /** The page around a search hit: it joins what is loaded if they touch,
+   * else it replaces it (and newer pages follow as the user scrolls down). */
+  _aroundPage(room, body) {
+    const seq = room.loadingAround;
+    room.loadingAround = null;
+    room.loadingNewer = false; // a newer page asked before is no longer next to what is loaded
+    const page = body.messages;
+    const old = room.messages;
+    const last = page.length ? page[page.length - 1].seq : 0;
+    if (page.length && old.length && last + 1 >= old[0].seq && page[0].seq <= old[0].seq) {
+      room.messages = page.concat(old.filter((m) => m.seq > last));
+      room.more = body.more;
+    } else if (page.length || !old.length) {
+      room.messages = page.slice();
+      room.more = body.more && page.length > 0;
+      room.newer = !!body.newer;
+    } // else: nothing around it (deleted, or not kept): what is shown stays
+    this._emit("around", { room, seq });
+  }
+
+  /** The newest page, after reading further back: the room is live again. */
+  _latestPage(room, body) {
+    room.loadingLatest = false;
+    room.loadingNewer = false;
+    room.messages = body.messages.slice();
+    room.more = body.more && body.messages.length > 0;
+    room.newer = false;
+    this._emit("room", { room, fresh: false });
   }
 
   _joined(body) {
@@ -920,6 +1066,14 @@ export class ChatSession extends EventTarget {
       this._emit("open-failed", { ...body, opening });
       return;
     }
+    if (body.ref === "files") {
+      this._tokenRefused(body.message);
+      return;
+    }
+    if (body.ref && body.ref.startsWith("search:")) {
+      this._emit("search-failed", body);
+      return;
+    }
     if (body.ref && body.ref.startsWith("older:")) {
       const room = this.rooms.get(body.ref.slice(6));
       if (room) room.loadingOlder = false;
@@ -964,6 +1118,10 @@ const HANDLERS = {
   [T.TYPING_NOTICE]: ChatSession.prototype._typingNotice,
   [T.STATUS]: ChatSession.prototype._status,
   [T.RENAMED]: ChatSession.prototype._renamed,
+  [T.FILES_TOKEN]: ChatSession.prototype._filesToken,
+  [T.RESULTS](body) {
+    this._emit("results", body);
+  },
   [T.SERVER_PING](body) {
     this._send(T.PONG, body.token != null ? { token: body.token } : {});
   },
