@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 
@@ -629,3 +630,21 @@ class SQLiteLog:
         if self._checkpointer is not None:
             self._checkpointer.close()
         self._db.close()
+
+
+T = TypeVar("T")
+
+
+def on_history_file(
+    log: SQLiteLog, work: Callable[[sqlite3.Connection], T], refused: Callable[[str], Exception]
+) -> Deferred[T]:
+    """``work`` on the history file's own connection (the stores that share
+    the file): what SQLite refuses is rolled back and fails with
+    ``refused(reason)``."""
+    db = log._db
+    try:
+        return succeed(work(db))
+    except sqlite3.Error as e:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        return fail(refused(f"{log.path!r}: {e}"))

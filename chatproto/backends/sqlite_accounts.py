@@ -11,11 +11,11 @@ import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 
 from chatproto.backends.accounts import AccountRecord, Ban, Membership
 from chatproto.backends.eventlog import StoreError
-from chatproto.backends.sqlite import SQLiteLog
+from chatproto.backends.sqlite import SQLiteLog, on_history_file
 from chatproto.codec import dumps
 
 T = TypeVar("T")
@@ -28,13 +28,7 @@ class SQLiteAccounts:
         self._log = log
 
     def _do(self, work: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
-        db = self._log._db
-        try:
-            return succeed(work(db))
-        except sqlite3.Error as e:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            return fail(StoreError(f"can't use accounts in {self._log.path!r}: {e}"))
+        return on_history_file(self._log, work, lambda why: StoreError(f"can't use accounts in {why}"))
 
     def account(self, key: str) -> Deferred[AccountRecord | None]:
         def read(db: sqlite3.Connection) -> AccountRecord | None:

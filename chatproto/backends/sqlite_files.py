@@ -14,10 +14,10 @@ import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 
 from chatproto.backends.files import FileStoreError, StoredFile
-from chatproto.backends.sqlite import SQLiteLog
+from chatproto.backends.sqlite import SQLiteLog, on_history_file
 
 T = TypeVar("T")
 
@@ -82,13 +82,9 @@ class SQLiteFileRecords:
             raise FileStoreError(f"can't keep file records in {log.path!r}: {e}") from e
 
     def _do(self, work: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
-        db = self._log._db
-        try:
-            return succeed(work(db))
-        except sqlite3.Error as e:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            return fail(FileStoreError(f"can't use file records in {self._log.path!r}: {e}"))
+        return on_history_file(
+            self._log, work, lambda why: FileStoreError(f"can't use file records in {why}")
+        )
 
     def add(self, record: StoredFile) -> Deferred[None]:
         def insert(db: sqlite3.Connection) -> None:
