@@ -324,12 +324,15 @@ def _file_space(
 
 
 def endpoint_url(description: str) -> str:
-    """The address a ``--web`` endpoint is reached at, for links (``--public-url``'s default)."""
+    """The address a ``--web`` endpoint is reached at, for links (``--public-url``'s default);
+    empty for a port chosen when listening (``tcp:0``, in tests): links are then paths."""
     import socket
 
     parts = [p.replace("\\:", ":") for p in re.split(r"(?<!\\):", description)]
     kind = parts[0].lower()
     port = next((p for p in parts[1:] if p.isdigit()), "80")
+    if int(port) == 0:
+        return ""
     interface = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("interface=")), "")
     host = interface if interface and interface not in ("0.0.0.0", "::") else socket.getfqdn()
     if ":" in host:

@@ -80,7 +80,7 @@ class Tokens(FilesTestCase):
         ann.send(codec.Files("r1"))
         token = ann.only(codec.FilesToken, flush=False)
         self.assertLess(len(token.token), 100)
-        self.assertEqual((token.url, token.max_upload, token.ref), ("/files", 10 * 1024 * 1024, "r1"))
+        self.assertEqual((token.url, token.max_upload, token.ref), (URL + "/files", 10 * 1024 * 1024, "r1"))
         self.assertEqual(token.expires, 600.0)
         self.assertIs(self.files.session_of(token.token), ann.connection.session)
         ann.send(codec.Files())
@@ -458,3 +458,6 @@ class Welcome(TestCase):
         here = socket.getfqdn()
         self.assertEqual(endpoint_url("ssl:8443:privateKey=k.pem:certKey=c.pem"), f"https://{here}:8443")
         self.assertEqual(endpoint_url("ssl:443:privateKey=k.pem"), f"https://{here}")
+        self.assertEqual(
+            endpoint_url("tcp:0:interface=127.0.0.1"), "", "a port chosen at listening: no address"
+        )

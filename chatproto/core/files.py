@@ -220,7 +220,9 @@ class Files:
         signed = _TOKEN.pack(session.id, expires, secrets.token_bytes(4)) + self.owner_of(session).encode()
         mac = self._mac(b"token", signed)[:_TOKEN_MAC]
         limit = self.limits.max_upload
-        connection.send(codec.FilesToken(_b64(signed + mac), float(expires), UPLOAD_PATH, limit, packet.ref))
+        connection.send(
+            codec.FilesToken(_b64(signed + mac), float(expires), self.space.files_url, limit, packet.ref)
+        )
 
     def bearer(self, token: str) -> Bearer | None:
         """Who a token authorises: its session, if the token is genuine and

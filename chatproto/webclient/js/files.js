@@ -131,7 +131,9 @@ export class Upload extends EventTarget {
   _send(files) {
     return new Promise((resolve) => {
       if (this.state === "cancelled") return resolve({ status: 0, body: null });
-      const url = new URL(files.url, httpBase(this.session.url));
+      // The page's own site, whatever address the server names (--public-url
+      // may be another name for it; the page's CSP allows only its own origin).
+      const url = new URL(new URL(files.url, httpBase(this.session.url)).pathname, httpBase(this.session.url));
       url.searchParams.set("room", this.room);
       url.searchParams.set("name", this.name);
       const xhr = new XMLHttpRequest();
