@@ -25,6 +25,7 @@ import json
 import os
 import re
 import sqlite3
+import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -514,6 +515,28 @@ def reader(path: str) -> sqlite3.Connection:
     )
     prepare(db)
     return db
+
+
+class Readers:
+    """One read connection (:func:`reader`) per worker thread on an index
+    file, each made on its first search there, all closed together."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+
+    def get(self) -> sqlite3.Connection:
+        """This worker thread's read connection."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = reader(self.path)
+            self._opened.append(db)
+        return db
+
+    def close(self) -> None:
+        for db in self._opened:
+            db.close()
 
 
 def prepare(db: sqlite3.Connection) -> None:

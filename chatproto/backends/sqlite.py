@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -247,8 +246,7 @@ class SQLiteLog:
         # its own read connection), or here for a file in memory.
         self.index: fts.Index | None = fts.Index("messages", _SEARCHED, PENDING) if search else None
         self._threads = threads if path != ":memory:" else None
-        self._readers = threading.local()
-        self._opened: list[sqlite3.Connection] = []
+        self._readers = fts.Readers(path)
         self._checkpointer: sqlite3.Connection | None = None
         self._next: dict[str, int] = {}  # room -> its next seq, once looked up
         self._revs: dict[str, int] = {}  # room -> its latest rev, once looked up
@@ -457,7 +455,7 @@ class SQLiteLog:
             return fail(StoreError("search is off"))
         if self._threads is None:
             return maybeDeferred(self._search, self._db, query)
-        return self._threads(lambda: self._search(self._reader(), query))
+        return self._threads(lambda: self._search(self._readers.get(), query))
 
     def _search(self, db: sqlite3.Connection, query: fts.Query) -> fts.Found:
         """One read transaction: FTS5 and the messages listed for it as of
@@ -475,14 +473,6 @@ class SQLiteLog:
         finally:
             if snapshot:
                 db.execute("COMMIT")
-
-    def _reader(self) -> sqlite3.Connection:
-        """This worker thread's read connection."""
-        db = getattr(self._readers, "db", None)
-        if db is None:
-            db = self._readers.db = fts.reader(self.path)
-            self._opened.append(db)
-        return db
 
     def around(self, seq: int, limit: int, room: str = DEFAULT_ROOM) -> Deferred[Around]:
         return around(self, seq, limit, room)
@@ -625,8 +615,7 @@ class SQLiteLog:
         return frames, copied
 
     def close(self) -> None:
-        for reader in self._opened:
-            reader.close()
+        self._readers.close()
         if self._checkpointer is not None:
             self._checkpointer.close()
         self._db.close()

@@ -62,8 +62,7 @@ class IndexFile:
         self.index.set_state(self._db, "built", "all")
         fts.prepare(self._db)
         self._ids: dict[str, int] = dict(self._db.execute("SELECT key, id FROM rooms").fetchall())
-        self._readers = threading.local()
-        self._opened: list[sqlite3.Connection] = []
+        self._readers = fts.Readers(path)
         self._lock = threading.Lock()  # the writer's connection: one batch at a time
 
     def positions(self) -> dict[str, str]:
@@ -131,23 +130,15 @@ class IndexFile:
     def search(self, query: fts.Query) -> Deferred[fts.Found]:
         if self._threads is None:
             return maybeDeferred(self._search, self._db, query)
-        return self._threads(lambda: self._search(self._reader(), query))
+        return self._threads(lambda: self._search(self._readers.get(), query))
 
     def _search(self, db: sqlite3.Connection, query: fts.Query) -> fts.Found:
         marks = ",".join("?" * len(query.rooms))
         ids = dict(db.execute(f"SELECT key, id FROM rooms WHERE key IN ({marks})", query.rooms).fetchall())
         return self.index.search(db, ids, query)
 
-    def _reader(self) -> sqlite3.Connection:
-        db = getattr(self._readers, "db", None)
-        if db is None:
-            db = self._readers.db = fts.reader(self.path)
-            self._opened.append(db)
-        return db
-
     def close(self) -> None:
-        for db in self._opened:
-            db.close()
+        self._readers.close()
         self._db.close()
 
 
