@@ -740,6 +740,26 @@ class BadInput(SynchronousTestCase):
         (message,) = [p for p in tcp.received() if isinstance(p, codec.MessagePacket)]
         self.assertEqual(message.text, "naïve ☃")
 
+    def test_many_lines_in_one_read_through_pauses_and_a_part_line(self):
+        """A read of many lines is handled from an offset: across the fair
+        share's pauses and a line cut at the read's end, every line once,
+        in order, and nothing of it is kept once handled."""
+        server = Server(packets_per_turn=3, rate=1e9, burst=10**9, packet_rate=1e9, packet_burst=1e9)
+        (alice,) = registered(server, "alice")
+        (tcp,) = server.logged_in("bob", version=2)
+        in_room(server, "general", alice)
+        tcp.join("general")
+        data = "".join(f"PRIVMSG #general :line {n}\r\n" for n in range(10)).encode()
+        data += b"PRIVMSG #general :li"
+        alice.protocol.dataReceived(data)
+        for _ in range(10):
+            server.flush()
+        alice.protocol.dataReceived(b"ne 10\r\n")
+        server.flush()
+        texts = [p.text for p in tcp.received() if isinstance(p, codec.MessagePacket)]
+        self.assertEqual(texts, [f"line {n}" for n in range(11)])
+        self.assertEqual(alice.protocol._lines, b"")
+
     def test_invalid_utf8_a_long_line_and_a_flood_of_joins(self):
         server = Server()
         (alice,) = registered(server, "alice")

@@ -138,10 +138,14 @@ def line(prefix: str | None, command: str, *params: str, tags: dict | None = Non
         body = body.translate(_LINE_BREAKS)
     if len(body) > _SURELY_SHORT and (len(body) > LINE - 2 or not body.isascii()):
         body = _capped(body)
-    if tags:
-        tag_text = ";".join(f"{k}={escape_tag(v)}" if v is not None else k for k, v in tags.items())
-        return f"@{tag_text} {body}\r\n"
-    return body + "\r\n"
+    return f"{tag_part(tags)}{body}\r\n" if tags else body + "\r\n"
+
+
+def tag_part(tags: dict | None) -> str:
+    """IRCv3 tags as they lead a line: ``@k=v;k2 `` (nothing without tags)."""
+    if not tags:
+        return ""
+    return "@" + ";".join(f"{k}={escape_tag(v)}" if v is not None else k for k, v in tags.items()) + " "
 
 
 #: What would end a line early or break it, as spaces.
@@ -181,6 +185,8 @@ def split_text(text: str, room: int) -> list[str]:
     """``text`` as IRC can carry it: a piece per line of it, each at most
     ``room`` bytes of UTF-8 (one whole character at least), cut between
     characters; empty lines dropped."""
+    if len(text) <= room and "\n" not in text and text.isascii():
+        return [text] if text else []  # the usual message: one short line
     pieces = []
     room = max(room, 1)  # a line with no room left still carries its text, a character a line
     for part in text.split("\n"):
@@ -261,6 +267,8 @@ class IrcWire:
         no IRC line holds) and its length: a broadcast may join it with
         other frames (:meth:`IrcConnection.deliver_to`)."""
         kind = payload[0]
+        if kind == PacketType.MESSAGE and not self.echo and not self.labels and _own_plain(payload):
+            return b""  # a sender's own copy of its message: only echo-message shows it
         render = _BY_WIRE.get(kind)
         if render is not None:
             body = json.loads(payload[1:])
@@ -323,19 +331,22 @@ class IrcWire:
         moderation record), in as many lines as it takes. A sender and a
         target so long that they leave a line little room for text (long
         ``xn--`` nicks) are written with the bare nick as the prefix."""
-        sender = user(body["from"])
         command = "NOTICE" if body.get("action") or body.get("notice") else "PRIVMSG"
-        if LINE - byte_length(line(sender, command, target, "")) < TEXT_ROOM:
-            sender = irc_nick(body["from"])  # a prefix may be the nick alone (RFC 2812, 2.3.1)
-        tags = self.message_tags(body, batch)
+        head = line(user(body["from"]), command, target, "")[:-2]  # ":nick!nick@host PRIVMSG #room :"
+        room = LINE - 2 - byte_length(head)
+        if room < TEXT_ROOM:
+            head = line(irc_nick(body["from"]), command, target, "")[:-2]  # a prefix may be the nick alone
+            room = LINE - 2 - byte_length(head)
         text = body["text"]
         if command == "PRIVMSG" and text.startswith(ACTION_PREFIX) and len(text) > len(ACTION_PREFIX):
             # An action (/me) travels as "* text": IRC clients get their CTCP ACTION back.
-            room = LINE - byte_length(line(sender, command, target, "")) - len("\x01ACTION \x01")
-            pieces = split_text(text[len(ACTION_PREFIX) :], room)
-            return "".join(line(sender, command, target, f"\x01ACTION {p}\x01", tags=tags) for p in pieces)
-        room = LINE - byte_length(line(sender, command, target, ""))
-        return "".join(line(sender, command, target, piece, tags=tags) for piece in split_text(text, room))
+            pieces = split_text(text[len(ACTION_PREFIX) :], room - len("\x01ACTION \x01"))
+            pieces = [f"\x01ACTION {piece}\x01" for piece in pieces]
+        else:
+            pieces = split_text(text, room)
+        lead = tag_part(self.message_tags(body, batch))
+        # Each piece fits its line and holds no LF: only CR and NUL are left to neutralise.
+        return "".join(f"{lead}{head}{piece.translate(_LINE_BREAKS)}\r\n" for piece in pieces)
 
     # -- broadcasts (and what send() passes on) ----------------------------------------
 
@@ -441,6 +452,14 @@ def _kick_or_invite(kind: int, body: dict) -> bool:
         return False
     op = body["action"]["op"]
     return op in _KICKS or (op == "invite" and body.get("ref") is not None)
+
+
+def _own_plain(payload: bytes) -> bool:
+    """Whether a MESSAGE payload is a sender's own copy (``ref``, which
+    codec.with_ref puts last) of a message that is no record (no
+    ``action``): read without decoding it, as a JSON string can't hold an
+    unescaped quote, so these bytes are only ever keys."""
+    return b',"ref":' in payload and b'"action":' not in payload
 
 
 def away_line(nick: str, away: str | None) -> str:
@@ -687,6 +706,7 @@ class IrcConnection(Framing):
         "_opening",
         "_sasl_data",
         "_skipping",
+        "_start",
         "_tags",
         "account",
         "cap_version",
@@ -712,7 +732,8 @@ class IrcConnection(Framing):
         self.cap_version = 0  # CAP LS 302: cap-notify is on and stays on
         self.labels: Labels | None = None  # made at the first labeled request
         self.outbox: CapturingOutbox  # the connection's (make_outbox), typed as it is
-        self._lines = b""
+        self._lines = b""  # what was read and not handled yet, from _start on
+        self._start = 0
         self._skipping = False  # dropping the rest of an overlong line, up to its LF
         self.irc_name = "*"  # the nick this client knows itself by
         self.username: str | None = None
@@ -746,20 +767,26 @@ class IrcConnection(Framing):
     def next_unit(self) -> bytes | None:
         """The next whole line, without its CRLF; an overlong partial one is
         dropped (and answered), and so is the rest of it, up to its LF: it
-        is no command of its own."""
-        buffer = self._lines
-        end = buffer.find(b"\n")
+        is no command of its own. Lines are read from an offset: a read of
+        many lines is not copied again for each."""
+        buffer, start = self._lines, self._start
+        end = buffer.find(b"\n", start)
         if end < 0:
-            if len(buffer) > TAGS + LINE:
-                self._lines = b""
+            if len(buffer) - start > TAGS + LINE:
+                self._lines, self._start = b"", 0
                 self._skipping = True
                 self._unreadable(lambda: self._numeric("417", "Input line was too long"))
             return None
-        self._lines = buffer[end + 1 :]
-        return buffer[:end].rstrip(b"\r")
+        self._start = end + 1
+        return buffer[start:end].rstrip(b"\r")
 
     def waiting(self) -> bool:
-        return b"\n" in self._lines
+        return self._lines.find(b"\n", self._start) >= 0
+
+    def read_done(self) -> None:
+        """Keep only what is left unhandled (a part line, or lines a pause left)."""
+        if self._start:
+            self._lines, self._start = self._lines[self._start :], 0
 
     def handle(self, raw: bytes) -> None:
         self._line(raw)
