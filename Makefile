@@ -31,13 +31,16 @@ redis: install
 	$(PY) -m scripts.redis_server $(ARGS)
 
 # The pictures of README.md and docs/using.md, taken by the end-to-end runs:
-# the desktop app on Xvfb (one step) and the page in headless Chromium (two:
-# desktop and phone width).
+# the desktop app on Xvfb (three steps: a conversation, a pasted screenshot,
+# a search) and the page in headless Chromium (desktop and phone width, then
+# an inline picture and a search hit opened).
 screenshot: install
 	sh scripts/system_packages.sh Xvfb:xvfb openbox:openbox
 	sh scripts/qt_xcb_libraries.sh $(PY)
+	sh scripts/system_packages.sh
 	CHAT_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q -p no:twisted tests/e2e
 	CHAT_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/browser/test_e2e.py -k end_to_end
+	CHAT_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/browser/test_files_search.py -k "inline or search_hit"
 
 # A self-signed key.pem and cert.pem here, for --listen ssl:7778:privateKey=key.pem:certKey=cert.pem
 cert: install

@@ -120,9 +120,11 @@ def generate(
     pid: int | None = None,
     on_ready=None,
     timeout: float = 900,
+    module: str = "benchmarks.loadgen",
 ) -> dict:
-    """Run the load generator; sample the server while it runs."""
-    argv = [*pinned(1), PY, "-m", "benchmarks.loadgen", scenario, "--port", str(port), "--mode", mode, *args]
+    """Run the load generator (``module``: the files scenario has its own);
+    sample the server while it runs."""
+    argv = [*pinned(1), PY, "-m", module, scenario, "--port", str(port), "--mode", mode, *args]
     env = dict(os.environ, PYTHONPATH=ROOT)
     gen = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
@@ -977,6 +979,7 @@ def main() -> int:
     )
     every = ["fanout", "rooms", "websocket", "irc", "metrics", "latency", "idle", "logins", "storm"]
     every += ["reconnect", "passwords", "slow", "abuse", "cluster", "conversations", "catchup", "search"]
+    every += ["files"]
     wanted = set(args.only or every)
     results: dict = {
         "machine": {
@@ -1168,6 +1171,11 @@ def main() -> int:
 
         results["search"] = search_bench(runs, duration)
 
+    if "files" in wanted:
+        from benchmarks.files import files_bench
+
+        results["files"] = files_bench(runs, duration)
+
     if table:
         print_table(table, runs)
     if "rooms" in results:
@@ -1190,6 +1198,10 @@ def main() -> int:
         from benchmarks.search import print_search
 
         print_search(results["search"])
+    if "files" in results:
+        from benchmarks.files import print_files
+
+        print_files(results["files"])
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1)

@@ -63,6 +63,31 @@ def main() -> int:
     return 0 if outcome == ["E2E OK"] else 1
 
 
+def dashboard(image):
+    """``image`` painted as a small dashboard (a title and a bar chart), as
+    the screenshot someone pastes would be: the README shows it."""
+    from PyQt6.QtCore import QRect, Qt
+    from PyQt6.QtGui import QColor, QFont, QPainter
+
+    width, height = image.width(), image.height()
+    image.fill(QColor("#f5f7fa"))
+    painter = QPainter(image)
+    painter.setPen(QColor("#1f2933"))
+    font = QFont()
+    font.setPixelSize(22)
+    font.setBold(True)
+    painter.setFont(font)
+    painter.drawText(QRect(24, 12, width - 48, 36), Qt.AlignmentFlag.AlignLeft, "Deploys per day")
+    bars, base = 8, height - 24
+    for n in range(bars):
+        left = 24 + n * (width - 48) // bars
+        top = base - (height - 96) * (n % 5 + 2) // 6
+        painter.fillRect(left + 8, top, (width - 48) // bars - 16, base - top, QColor("#2f6fde"))
+    painter.fillRect(24, base, width - 48, 2, QColor("#9aa5b1"))
+    painter.end()
+    return image
+
+
 class Bob:
     """The other user: a session machine (no window) that records what it hears."""
 
@@ -422,14 +447,13 @@ class Session:
     async def _files_and_search(self) -> None:
         """A screenshot pasted, a file attached and downloaded, a search hit opened."""
         from PyQt6.QtCore import QMimeData, Qt
-        from PyQt6.QtGui import QColor, QImage
+        from PyQt6.QtGui import QImage
         from PyQt6.QtTest import QTest
         from PyQt6.QtWidgets import QApplication
 
         w, bob = self.window, self.bob
         # Ctrl+V with a screenshot on the clipboard: shared as a PNG with the text typed.
-        picture = QImage(640, 360, QImage.Format.Format_RGB32)
-        picture.fill(QColor("#2e7d32"))
+        picture = dashboard(QImage(640, 360, QImage.Format.Format_RGB32))
         clipboard = QMimeData()
         clipboard.setImageData(picture)
         QApplication.clipboard().setMimeData(clipboard)
@@ -476,6 +500,7 @@ class Session:
             assert original.read() == downloaded.read(), "the download differs from the upload"
 
         # Ctrl+F: search, then open a hit in its room.
+        w.transcript_view.clearSelection()  # the card's row, selected by its Download
         QTest.keyClick(w, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
         panel = w.search_panel
         await self.until(lambda: panel.isVisible() and panel.words.hasFocus(), "the search panel")

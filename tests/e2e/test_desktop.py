@@ -4,8 +4,8 @@ through a scripted session of a few minutes (tests/e2e/desktop_session.py).
 Fails on any exception the app logs, on the app's process ending early or
 badly, and on any step whose window, dialog or message never appears.
 Screenshots of every step land in build/screenshots/desktop/; with
-``CHAT_UPDATE_SCREENSHOTS=1`` the picture of README.md and docs/using.md is
-taken from them.
+``CHAT_UPDATE_SCREENSHOTS=1`` the pictures of README.md and docs/using.md
+are taken from them.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHOTS = os.path.join(ROOT, "build", "screenshots", "desktop")
-#: The step README.md and docs/using.md show (docs/screenshot.png).
-README_SHOT = "conversation"
+#: The steps README.md and docs/using.md show: each step's window, as docs/NAME.
+README_SHOTS = {
+    "conversation": "screenshot.png",
+    "screenshot-pasted": "desktop-files.png",
+    "search": "desktop-search.png",
+}
 #: The whole session may take this long; each step has its own, shorter bound.
 SESSION_LIMIT = 420
 
@@ -117,5 +121,6 @@ def test_a_new_users_session_on_a_real_x_server(display, tmp_path):
     shots = sorted(os.listdir(SHOTS))
     assert len(shots) >= 2 * 15, shots
     if os.environ.get("CHAT_UPDATE_SCREENSHOTS") == "1":
-        chosen = next(name for name in shots if name.endswith(f"-{README_SHOT}.window.png"))
-        shutil.copyfile(os.path.join(SHOTS, chosen), os.path.join(ROOT, "docs", "screenshot.png"))
+        for step, picture in README_SHOTS.items():
+            chosen = next(name for name in shots if name.endswith(f"-{step}.window.png"))
+            shutil.copyfile(os.path.join(SHOTS, chosen), os.path.join(ROOT, "docs", picture))
