@@ -469,6 +469,88 @@ class InACluster(FilesOverHttp):
         page = yield bob.expect(codec.HistoryPage)
         self.assertEqual(page.messages[-1].files, said.files)
 
+    @defer.inlineCallbacks
+    def joined(self, nick: str, *rooms: str):
+        """A version 2 client in ``rooms`` only (not general, which every node follows), and its token."""
+        client = yield self.client(nick, version=2)
+        for room in rooms:
+            client.send(codec.Join(room))
+            yield client.expect(codec.RoomState)
+        client.send(codec.Files("t"))
+        token = yield client.expect(codec.FilesToken)
+        return client, token.token
+
+    @defer.inlineCallbacks
+    def test_a_token_is_good_on_a_node_that_holds_none_of_its_rooms(self):
+        """The second node has no member in any room of ann's: her token
+        uploads and downloads there exactly as on her own node, and what a
+        member may do (a private room's file) is checked against the shared
+        state, including once she has left and once her session has ended."""
+        first = yield self.serve_files("s3://chat-files/up", self.redis.url)
+        ann, token = yield self.joined("ann", "secret", "open")
+        ann.send(codec.Moderate("secret", "mode", invite_only=True))
+        yield ann.expect(codec.MessagePacket)
+        second = yield self.serve_files("s3://chat-files/up", self.redis.url)
+        _, bobs = yield self.joined("bob", "elsewhere")  # the second node's, in no room of ann's
+        self.assertNotIn("secret", second.hub.directory.rooms)
+        self.web_port = second.web_port
+        hidden = yield self.upload(token, b"on the second node", room="secret", name="h.txt")
+        shown = yield self.upload(token, b"open to all", room="open", name="o.txt")
+        body = yield self.upload(token, b"x", room="elsewhere", status=403)
+        self.assertEqual(body["error"], "not_a_member")
+        body = yield self.upload(token, b"x", room="nowhere", status=404)
+        self.assertEqual(body["error"], "no_such_room")
+        for port in (first.web_port, second.web_port):  # the same answers on both nodes
+            self.web_port = port
+            response, body = yield self.get(f"/files/{hidden['id']}/h.txt", token)
+            self.assertEqual((response.code, body), (200, b"on the second node"))
+            response, _ = yield self.get(f"/files/{hidden['id']}/h.txt")
+            self.assertEqual(response.code, 404)
+            response, _ = yield self.get(f"/files/{hidden['id']}/h.txt", bobs)
+            self.assertEqual(response.code, 404)
+            response, body = yield self.get(f"/files/{shown['id']}/o.txt")
+            self.assertEqual((response.code, body), (200, b"open to all"))
+        session = first.hub.session_for("ann")
+        sig = first.hub.files.signature(hidden["id"], session)  # an IRC link of ann's
+        response, body = yield self.get(f"/files/{hidden['id']}/h.txt?sig={sig}")
+        self.assertEqual((response.code, body), (200, b"on the second node"))
+        ann.send(codec.Part("secret"))
+        yield ann.expect(codec.Left)
+        response, _ = yield self.get(f"/files/{hidden['id']}/h.txt", token)
+        self.assertEqual(response.code, 404, "a member no more")
+        body = yield self.upload(token, b"x", room="secret", status=404)  # nobody in it now
+        self.assertEqual(body["error"], "no_such_room")
+        yield self.upload(token, b"still good", room="open", name="p.txt")
+        ann.transport.loseConnection()
+        yield ann.lost
+        yield until(lambda: first.hub.session_for("ann") is None)
+        body = yield self.upload(token, b"x", room="open", status=401)
+        self.assertEqual(body["error"], "bad_token")
+
+    @defer.inlineCallbacks
+    def test_an_accounts_token_and_irc_link_on_a_node_that_holds_none_of_its_rooms(self):
+        first = yield self.serve_files("s3://chat-files/up", self.redis.url)
+        carol, _ = yield self.joined("carol")
+        carol.send(codec.AccountRequest("register", "correct horse battery staple 9", ref="r"))
+        yield carol.expect(codec.Done)
+        carol.send(codec.Join("vault"))
+        yield carol.expect(codec.RoomState)
+        carol.send(codec.Moderate("vault", "mode", key="pw"))
+        yield carol.expect(codec.MessagePacket)
+        carol.send(codec.Files("t"))
+        token = (yield carol.expect(codec.FilesToken)).token
+        second = yield self.serve_files("s3://chat-files/up", self.redis.url)
+        self.assertNotIn("vault", second.hub.directory.rooms)
+        found = yield self.upload(token, b"kept", room="vault", name="k.txt")
+        path = f"/files/{found['id']}/k.txt"
+        response, body = yield self.get(path, token)
+        self.assertEqual((response.code, body), (200, b"kept"))
+        sig = first.hub.files.signature(found["id"], first.hub.session_for("carol"))
+        response, body = yield self.get(f"{path}?sig={sig}")
+        self.assertEqual((response.code, body), (200, b"kept"))
+        response, _ = yield self.get(path)
+        self.assertEqual(response.code, 404)
+
 
 def _restore(name: str, value: str | None) -> None:
     if value is None:

@@ -485,6 +485,25 @@ return 1
 )
 
 
+#: A room and a session as files need them (docs/protocol.md 20): [1 if
+#: room ARGV[2] has members anywhere, its rules as last changed, the member
+#: entry of session ARGV[3] (''; that of the session of nick key ARGV[4]),
+#: the session record of ARGV[4]]; ARGV[2] '' asks for the record alone.
+FILE_ROOM = Script(
+    """
+local P, room, id, key = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local record = false
+if key ~= '' then record = redis.call('GET', P .. ':s:' .. key) end
+if id == '' and record then id = string.match(record, '"id": *(%d+)') or '' end
+if room == '' then return {0, false, false, record} end
+local r = P .. ':r:' .. room
+local member = false
+if id ~= '' then member = redis.call('HGET', r .. ':m', id) end
+return {redis.call('HEXISTS', P .. ':rooms', room), redis.call('GET', r .. ':rules'), member, record}
+"""
+)
+
+
 def escape(name: str) -> str:
     """A room or nick key as it appears inside a Redis key."""
     return quote(name, safe="")
@@ -523,6 +542,16 @@ class Snapshot:
     name: str | None  # as the cluster first knew it
     rules: dict | None  # {"rules": stored rules, "guest_ops": [id]}, if changed while it had members
     rev: int = 0  # the room's latest change
+
+
+@dataclass(frozen=True, slots=True)
+class FileRoom:
+    """A room and a session as the store has them (:meth:`StreamStore.file_room`)."""
+
+    exists: bool  # the room has members on some node
+    rules: dict | None  # {"rules", "guest_ops"}, as last changed while it had members
+    member: tuple[int, dict] | None  # the session's id and member entry {"node", "nick", "key", "account"}
+    record: dict | None  # the session record of the nick key asked about
 
 
 def parse_entry(raw: list) -> Entry:
@@ -712,6 +741,23 @@ class StreamStore:
             return [(_unescape(flat[i]), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
 
         return d.addCallback(rooms)
+
+    def file_room(self, room: str, id: int, key: str) -> Deferred[FileRoom]:
+        """Room ``room`` ("" for none) and a session, as files need them
+        (:data:`FILE_ROOM`): session ``id`` (0: the one of nick key ``key``)."""
+        args = [self.prefix, escape(room), str(id) if id else "", escape(key)]
+
+        def parse(reply: list) -> FileRoom:
+            exists, rules, member, record = reply
+            member_id = id or (json.loads(record)["id"] if record else 0)
+            return FileRoom(
+                bool(exists),
+                json.loads(rules) if rules else None,
+                (member_id, json.loads(member)) if member else None,
+                json.loads(record) if record else None,
+            )
+
+        return FILE_ROOM(self.client, [], args).addCallback(parse)
 
     # -- typing: passed on, never stored -----------------------------------------------------
 
