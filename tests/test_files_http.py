@@ -15,15 +15,20 @@ import zlib
 from PIL import Image
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from chatproto import codec, thumbnails
+from chatproto.backends.disk_files import DiskFileStore
+from chatproto.backends.sqlite import SQLiteLog
+from chatproto.backends.sqlite_files import SQLiteFileRecords
+from chatproto.core.files import FileSpace
 from chatproto.limits import Limits
 from chatproto.server import build_server
-from tests.netclient import RawClient
+from tests.netclient import RawClient, connect
 from tests.test_integration import LiveTestCase
 from tests.waiting import until
 
@@ -87,10 +92,10 @@ class Chunked:
 
 
 class FilesOverHttp(LiveTestCase):
-    @defer.inlineCallbacks
     def serve_files(self, files=None, cluster=None, **limits):
         """A server with files (in a folder of its own, unless ``files``
-        says where), on 127.0.0.1; the latest is ``self.server``."""
+        says where), on 127.0.0.1; the latest is ``self.server``. Its
+        clients are taken once its files are ready: nothing to wait for."""
         folder = self.mktemp()
         os.makedirs(folder)
         self.folder = os.path.abspath(folder)
@@ -110,8 +115,7 @@ class FilesOverHttp(LiveTestCase):
             self.clients = []
             self.addCleanup(self._clients_gone)
         self.addCleanup(self._stop, server)
-        yield until(lambda: self.hub.files.ready)
-        return server
+        return defer.succeed(server)
 
     @defer.inlineCallbacks
     def member(self, nick: str, *rooms: str):
@@ -165,6 +169,36 @@ class FilesOverHttp(LiveTestCase):
         import tempfile
 
         return [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("upload-")]
+
+
+class StartingUp(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_no_connection_is_taken_before_files_are_ready(self):
+        """The file store's disk answers late at start (its threads are not
+        running yet): the first client waits in the listen backlog until the
+        signing secret is read, and its FILES gets a token, never no_files."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        disk = ThreadPool(1, 1, "slow disk")
+        self.addCleanup(disk.stop)
+        history = SQLiteLog(":memory:")
+        store = DiskFileStore(os.path.join(folder, "files"), reactor, disk)
+        space = FileSpace(store, SQLiteFileRecords(history), "http://chat.test", temp=folder)
+        server = build_server(reactor, ["tcp:0:interface=127.0.0.1"], history, files=space)
+        server.start()
+        self.clients = []
+        self.addCleanup(self._clients_gone)
+        self.addCleanup(self._stop, server)
+        connecting = connect(reactor, server.port, "ann", version=2)
+        (listener,) = server.listeners
+        self.assertNotIn(listener.port, reactor.getReaders(), "accepting before files are ready")
+        disk.start()
+        ann = yield connecting
+        self.clients.append(ann)
+        self.assertTrue(server.hub.files.ready)
+        ann.send(codec.Files("f"))
+        answer = yield ann.expect((codec.FilesToken, codec.Error))
+        self.assertIsInstance(answer, codec.FilesToken)
 
 
 class Uploading(FilesOverHttp):
