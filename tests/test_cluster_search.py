@@ -103,3 +103,31 @@ class ClusterSearch(ClusterTestCase):
         bob = yield self.in_general("bob", server)
         answer = yield self.results(bob, "x")
         self.assertEqual(answer.code, codec.ErrorCode.NO_SEARCH)
+
+    @defer.inlineCallbacks
+    def test_a_page_given_by_one_node_is_good_on_every_node(self):
+        """Pages are signed with a key every node shares (kept in Redis), and
+        hold where the search stopped: another node, and a node started after
+        it with an index of its own, go on from there; a forged page is
+        refused on every node."""
+        a = self.indexed_node(self.mktemp())
+        b = self.indexed_node(self.mktemp())
+        alice = yield self.in_general("alice", a)
+        bob = yield self.in_general("bob", b)
+        for i in range(3):
+            alice.send(codec.Say(f"needle {i}", f"r{i}", "general"))
+        yield self.messages(bob, 3)
+        yield until(lambda: feed_of(a).indexed >= 3 and feed_of(b).indexed >= 3)
+        first = yield self.results(alice, "needle", limit=2)
+        self.assertEqual(([h.seq for h in first.hits], first.more), ([3, 2], True))
+        rest = yield self.results(bob, "needle", limit=2, page=first.page)
+        self.assertEqual(([h.seq for h in rest.hits], rest.more), ([1], False))
+        later = self.indexed_node(self.mktemp())
+        carol = yield self.in_general("carol", later)
+        yield until(lambda: feed_of(later).indexed >= 3)
+        again = yield self.results(carol, "needle", limit=2, page=first.page)
+        self.assertEqual([h.seq for h in again.hits], [1])
+        forged = first.page[:-2] + ("AA" if not first.page.endswith("AA") else "BB")
+        for client in (alice, bob):
+            refused = yield self.results(client, "needle", page=forged)
+            self.assertEqual(refused.code, codec.ErrorCode.BAD_SEARCH)

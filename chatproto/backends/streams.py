@@ -16,8 +16,9 @@ Key layout under the prefix P (names are percent-escaped, so a name's
 ``P:r:ROOM:m`` (members: id -> JSON), ``P:r:ROOM:topic``, ``P:r:ROOM:rules``, ``P:nick:KEY``
 (the owning node), ``P:s:KEY`` (the session: JSON) and ``P:s:KEY:rooms``,
 ``P:nodes`` (live node names), ``P:node:N`` (heartbeat), ``P:node:N:rooms``,
-``P:node:N:nicks`` and ``P:node:N:in`` (the node's inbox stream), and
-``P:rooms`` (every room with members: key -> name).
+``P:node:N:nicks`` and ``P:node:N:in`` (the node's inbox stream),
+``P:rooms`` (every room with members: key -> name), and ``P:secret:NAME``
+(secrets every node shares: ``search`` signs search pages).
 One Redis server (with replicas if wanted), not Redis Cluster: the scripts
 touch keys they compute.
 """
@@ -25,6 +26,7 @@ touch keys they compute.
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -758,6 +760,13 @@ class StreamStore:
             )
 
         return FILE_ROOM(self.client, [], args).addCallback(parse)
+
+    def secret(self, name: str) -> Deferred[bytes]:
+        """A random secret every node shares (``P:secret:NAME``), made by
+        the first node that asks."""
+        mine = secrets.token_hex(32).encode("ascii")
+        d = self.client.call("SET", self.key("secret", name), mine, "NX", "GET")
+        return d.addCallback(lambda kept: kept if kept else mine)
 
     # -- typing: passed on, never stored -----------------------------------------------------
 

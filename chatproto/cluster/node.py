@@ -214,6 +214,7 @@ class ClusterNode:
         d.addCallback(lambda _: self.store.new_node())
         d.addCallback(self._numbered)
         d.addCallback(lambda reader: reader.start())
+        d.addCallback(lambda _: self.eventlog.prepare())
         return d.addCallback(self._go)
 
     def _go(self, _: object) -> str:
