@@ -3,9 +3,13 @@ from the rooms' streams, against a real Valkey on real sockets."""
 
 from __future__ import annotations
 
+import sqlite3
+
 from twisted.internet import defer, reactor
+from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
+from chatproto.cluster.search_index import IndexFile
 from chatproto.limits import Limits
 from chatproto.server import FeedService, build_server
 from tests.test_cluster import ClusterTestCase
@@ -16,6 +20,19 @@ def feed_of(server):
     """The node's search feed (cluster/search_index.py)."""
     (service,) = [s for s in server if isinstance(s, FeedService)]
     return service.feed
+
+
+class Closing(SynchronousTestCase):
+    def test_closed_while_a_batch_is_written_its_writer_closes_the_file(self):
+        """A node stopping while its feed writes a batch on a worker thread
+        closed the file under it (a segmentation fault, now and then)."""
+        index = IndexFile(self.mktemp())
+        with index._lock:  # a batch being written
+            index.close()
+            self.assertEqual(index.positions(), {}, "still open under its writer")
+        self.assertEqual(index.write([], None), 0, "nothing written once closed")
+        with self.assertRaises(sqlite3.ProgrammingError):
+            index.positions()
 
 
 class ClusterSearch(ClusterTestCase):

@@ -64,6 +64,7 @@ class IndexFile:
         self._ids: dict[str, int] = dict(self._db.execute("SELECT key, id FROM rooms").fetchall())
         self._readers = fts.Readers(path)
         self._lock = threading.Lock()  # the writer's connection: one batch at a time
+        self._closed = threading.Event()  # set on close: a batch being written then closes the file
 
     def positions(self) -> dict[str, str]:
         """How far each stream was indexed: room key (SAID: the announcements) -> entry id."""
@@ -74,20 +75,25 @@ class IndexFile:
         in one transaction (a worker thread's job); the messages, edits and
         deletions it applied."""
         with self._lock:
-            db = self._db
-            db.execute("BEGIN")
-            try:
-                count = 0
-                for room, entries in batch:
-                    count += self._apply(db, room, entries)
-                    db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?)", (room, entries[-1].id))
-                if said is not None:
-                    db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?)", (SAID, said))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            return count
+            count = 0 if self._closed.is_set() else self._write(self._db, batch, said)
+        if self._closed.is_set():  # the server stopped while this batch was written
+            self._close_when_free()
+        return count
+
+    def _write(self, db: sqlite3.Connection, batch: Sequence[tuple[str, list[Any]]], said: str | None) -> int:
+        db.execute("BEGIN")
+        try:
+            count = 0
+            for room, entries in batch:
+                count += self._apply(db, room, entries)
+                db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?)", (room, entries[-1].id))
+            if said is not None:
+                db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?)", (SAID, said))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return count
 
     def _room_id(self, db: sqlite3.Connection, room: str) -> int:
         id = self._ids.get(room)
@@ -138,8 +144,19 @@ class IndexFile:
         return self.index.search(db, ids, query)
 
     def close(self) -> None:
+        """Close the file, never under a batch being written on a worker
+        thread (the server may stop while one is): that batch's writer
+        closes it as it ends."""
         self._readers.close()
-        self._db.close()
+        self._closed.set()
+        self._close_when_free()
+
+    def _close_when_free(self) -> None:
+        if self._lock.acquire(blocking=False):
+            try:
+                self._db.close()  # again is harmless
+            finally:
+                self._lock.release()
 
 
 class SearchFeed:
