@@ -202,7 +202,7 @@ def build_server(
 
             if search_index == ":memory:":
                 threads = None  # one connection: its writes and reads on the reactor thread
-            index = IndexFile(search_index, threads)
+            index = IndexFile(search_index, threads, cluster_retention)
             feed_client = RedisClient(reactor, address, "chat-search", epoch)
             feed = SearchFeed(feed_client, store, index, reactor, threads or _inline)
         cluster_log = ClusterLog(store, index)

@@ -36,7 +36,7 @@ class Closing(SynchronousTestCase):
 
 
 class ClusterSearch(ClusterTestCase):
-    def indexed_node(self, index: str):
+    def indexed_node(self, index: str, **options):
         """A node of the cluster whose search index is the file ``index``."""
         server = build_server(
             reactor,
@@ -45,6 +45,7 @@ class ClusterSearch(ClusterTestCase):
             Limits(),
             cluster=self.redis.url,
             search_index=index,
+            **options,
         )
         server.start()
         if not hasattr(self, "clients"):
@@ -148,3 +149,40 @@ class ClusterSearch(ClusterTestCase):
         for client in (alice, bob):
             refused = yield self.results(client, "needle", page=forged)
             self.assertEqual(refused.code, codec.ErrorCode.BAD_SEARCH)
+
+    @defer.inlineCallbacks
+    def seqs(self, client, words):
+        found = yield self.results(client, words)
+        return [h.seq for h in found.hits]
+
+    @defer.inlineCallbacks
+    def test_search_finds_what_history_keeps_under_retention(self):
+        """With --cluster-retention 3 a room keeps its last 3 messages: HISTORY
+        pages exactly those, and the index forgets the older ones as the
+        streams do (an edited one too), on a node that read them as they came
+        and on one that built its index later."""
+        a = self.indexed_node(self.mktemp(), cluster_retention=3)
+        alice = yield self.in_general("alice", a)
+        for i in range(1, 6):
+            alice.send(codec.Say(f"word {i}", f"r{i}", "general"))
+        yield self.messages(alice, 5)
+        yield until(lambda: feed_of(a).indexed >= 5)  # read before the edit takes the entry out
+        alice.send(codec.Edit("general", 3, "word three edited"))
+        yield alice.expect(codec.Changed)
+        yield until(lambda: feed_of(a).indexed >= 6)
+        self.assertEqual((yield self.seqs(alice, "word")), [5, 4, 3])
+        alice.send(codec.HistoryRequest(room="general"))
+        page = yield alice.expect(codec.HistoryPage)
+        self.assertEqual(([m.seq for m in page.messages], page.more), ([3, 4, 5], False))
+        alice.send(codec.Say("word 6", "r6", "general"))
+        yield alice.expect(codec.MessagePacket)
+        yield until(lambda: feed_of(a).indexed >= 7)
+        self.assertEqual((yield self.seqs(alice, "word")), [6, 5, 4])
+        self.assertEqual((yield self.seqs(alice, "edited")), [])
+        alice.send(codec.Edit("general", 2, "word two again", ref="e"))  # still in Redis, not kept
+        refused = yield alice.expect(codec.Error)
+        self.assertEqual((refused.code, refused.ref), (codec.ErrorCode.NO_SUCH_MESSAGE, "e"))
+        later = self.indexed_node(self.mktemp(), cluster_retention=3)
+        bob = yield self.in_general("bob", later)
+        yield until(lambda: feed_of(later).indexed >= 3)
+        self.assertEqual((yield self.seqs(bob, "word")), [6, 5, 4])

@@ -44,8 +44,22 @@ log = Logger()
 # entry is gone from the stream and its seq is in the sorted set ``:h``: a
 # page merges the stream's message entries with those seqs. A reply's page
 # item carries the present state of the message it answers (its quote is
-# computed from that, never from a copy).
+# computed from that, never from a copy). Under retention (``keep`` > 0,
+# set by each script from its arguments) a room's messages are its last
+# ``keep`` ones: the append trims the stream only roughly (``MINID ~``,
+# whole nodes of it), so older ones left in it are no message any more,
+# for pages and for search alike (cluster/search_index.py).
 _HELPERS = """
+local keep, floors = 0, {}
+local function first_kept(r)
+  if keep <= 0 then return 1 end
+  local first = floors[r]
+  if not first then
+    first = math.max(1, tonumber(redis.call('GET', r .. ':seq') or '0') - keep + 1)
+    floors[r] = first
+  end
+  return first
+end
 local function body(raw)
   return string.match(raw, '^[^|]*|[^|]*|(.*)$')
 end
@@ -55,6 +69,7 @@ local function entry_of(r, seq)
   return nil
 end
 local function present(r, seq)
+  if tonumber(seq) < first_kept(r) then return false end
   local s = redis.call('HGET', r .. ':x', seq)
   if s then return s end
   return entry_of(r, seq) or false
@@ -75,6 +90,7 @@ _COLLECT = (
     _HELPERS
     + """
 local function collect(r, hi, lo, want, forward)
+  lo = math.max(lo, first_kept(r))
   local hiid, loid = '+', lo .. '-0'
   if hi then hiid = hi .. '-0' end
   local found, scanned, stopped = {}, 0, nil
@@ -308,12 +324,13 @@ return out
 )
 
 #: What a batch's changes and replies are decided on, as of now: ARGV[1]
-#: {"p", "rooms": [{"k": room, "s": [seq]}]}; per room [its seq, [[present
+#: {"p", "keep", "rooms": [{"k": room, "s": [seq]}]}; per room [its seq, [[present
 #: state or nil, the present state of the message it answers or nil]]].
 READ = Script(
     _HELPERS
     + """
 local a = cjson.decode(ARGV[1])
+keep = a.keep
 local out = {}
 for _, room in ipairs(a.rooms) do
   local r = a.p .. ':r:' .. room.k
@@ -333,28 +350,30 @@ return out
 """
 )
 
-#: The messages changed after rev ARGV[2], oldest change first, up to ARGV[3]:
-#: [room's rev, [[seq, present state, answered message's state or nil]]].
+#: The messages changed after rev ARGV[2], oldest change first, up to ARGV[3]
+#: (retention ARGV[4]): [room's rev, [[seq, present state, answered message's state or nil]]].
 CHANGED_AFTER = Script(
     _HELPERS
     + """
 local r = ARGV[1]
+keep = tonumber(ARGV[4])
 local seqs = redis.call('ZRANGEBYSCORE', r .. ':revs', '(' .. ARGV[2], '+inf', 'LIMIT', 0, tonumber(ARGV[3]))
 local found = {}
 for _, seq in ipairs(seqs) do
-  local s = redis.call('HGET', r .. ':x', seq)
+  local s = tonumber(seq) >= first_kept(r) and redis.call('HGET', r .. ':x', seq)
   if s then found[#found + 1] = quoted(r, tonumber(seq), s) end
 end
 return {redis.call('GET', r .. ':rev') or '0', found}
 """
 )
 
-#: A room as a node first sees it: [last ID, members (flat), topic, seq, recent messages, name,
-#: rules (with its guest operators) as last changed while it had members].
+#: A room as a node first sees it (retention ARGV[3]): [last ID, members (flat), topic, seq,
+#: recent messages, name, rules (with its guest operators) as last changed while it had members].
 SNAPSHOT = Script(
     _COLLECT
     + """
 local r = ARGV[1]
+keep = tonumber(ARGV[3])
 local last = redis.call('XREVRANGE', r, '+', '-', 'COUNT', 1)
 local position = '0-0'
 if #last > 0 then position = last[1][1] end
@@ -366,11 +385,13 @@ return {position, redis.call('HGETALL', r .. ':m'), redis.call('GET', r .. ':top
 )
 
 #: Up to ARGV[3] messages with seqs up to ARGV[2] ('' for no bound), newest
-#: first, or ('after') from ARGV[2] on, oldest first; ask one more to tell "more".
+#: first, or ('after') from ARGV[2] on, oldest first, under retention ARGV[5];
+#: ask one more to tell "more".
 PAGE = Script(
     _COLLECT
     + """
 local want = tonumber(ARGV[3])
+keep = tonumber(ARGV[5])
 if ARGV[4] == 'after' then
   return collect(ARGV[1], nil, tonumber(ARGV[2]), want, true)
 end
@@ -647,23 +668,24 @@ class StreamStore:
                 int(rev),
             )
 
-        return SNAPSHOT(self.client, [], [self.stream(room), max(1, replay)]).addCallback(parse)
+        args = [self.stream(room), max(1, replay), self.keep]
+        return SNAPSHOT(self.client, [], args).addCallback(parse)
 
     def before(self, room: str, seq: int | None, limit: int) -> Deferred[tuple[list[Found], bool]]:
         if seq is not None and seq <= 1:
             return succeed(([], False))
         high = "" if seq is None else seq - 1
-        d = PAGE(self.client, [], [self.stream(room), high, limit + 1, "before"])
+        d = PAGE(self.client, [], [self.stream(room), high, limit + 1, "before", self.keep])
         return d.addCallback(lambda found: (list(reversed(_messages(found[:limit]))), len(found) > limit))
 
     def after(self, room: str, seq: int, limit: int) -> Deferred[tuple[list[Found], bool]]:
-        d = PAGE(self.client, [], [self.stream(room), max(seq, 0) + 1, limit + 1, "after"])
+        d = PAGE(self.client, [], [self.stream(room), max(seq, 0) + 1, limit + 1, "after", self.keep])
         return d.addCallback(lambda found: (_messages(found[:limit]), len(found) > limit))
 
     def changed_after(self, room: str, rev: int, limit: int) -> Deferred[tuple[list[Found], bool, int]]:
         """The messages whose last change is after ``rev``, oldest change
         first, whether more follow, and the room's latest rev."""
-        d = CHANGED_AFTER(self.client, [], [self.stream(room), max(rev, 0), limit + 1])
+        d = CHANGED_AFTER(self.client, [], [self.stream(room), max(rev, 0), limit + 1, self.keep])
         return d.addCallback(
             lambda reply: (_messages(reply[1][:limit]), len(reply[1]) > limit, int(reply[0]))
         )
@@ -677,7 +699,8 @@ class StreamStore:
     ) -> Deferred[dict[str, tuple[int, list[tuple[dict | None, dict | None]]]]]:
         """What changes and replies are decided on: each room's seq, and
         each asked message's present state with that of the one it answers."""
-        doc = {"p": self.prefix, "rooms": [{"k": escape(room), "s": seqs} for room, seqs in rooms.items()]}
+        rows = [{"k": escape(room), "s": seqs} for room, seqs in rooms.items()]
+        doc = {"p": self.prefix, "keep": self.keep, "rooms": rows}
 
         def parse(reply: list) -> dict[str, tuple[int, list[tuple[dict | None, dict | None]]]]:
             out = {}

@@ -8,6 +8,10 @@ bounded batches, and writes each batch, with how far it has read in each
 stream, in one transaction on a worker thread: after a restart it goes on
 from there, and indexes nothing twice. An edit or a deletion is a change
 entry carrying the message's present state, which replaces or removes it.
+Under ``--cluster-retention`` a room's messages are its last ``keep``
+(history stops there, whatever Redis has yet to trim): the index forgets
+older ones as the room's seq moves on, so a search finds what a history
+page gives, no more.
 """
 
 from __future__ import annotations
@@ -46,10 +50,12 @@ SAID = ""
 
 class IndexFile:
     """The index's file: messages' searched text by row id (room id times
-    SPAN plus seq), the FTS5 index over it, and each stream's position."""
+    SPAN plus seq), the FTS5 index over it, and each stream's position.
+    ``keep`` is the streams' retention (0: all)."""
 
-    def __init__(self, path: str, threads: Threads | None = None) -> None:
+    def __init__(self, path: str, threads: Threads | None = None, keep: int = 0) -> None:
         self.path = path
+        self.keep = keep
         self.index = fts.Index("docs")
         self._threads = threads if path != ":memory:" else None
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -105,6 +111,23 @@ class IndexFile:
 
     def _apply(self, db: sqlite3.Connection, room: str, entries: list[Any]) -> int:
         base = self._room_id(db, room) * fts.SPAN
+        count = self._entries(db, base, entries)
+        self._trim(db, base, int(entries[-1].id.partition("-")[0]))
+        return count
+
+    def _trim(self, db: sqlite3.Connection, base: int, seq: int) -> None:
+        """Forget what the stream no longer keeps once its room's seq is
+        ``seq`` (an entry's ID starts with it): the messages before its
+        last ``keep``, as the append script trims them."""
+        if not self.keep or seq <= self.keep:
+            return
+        gone = (base, base + seq - self.keep)  # row ids in (low, high]
+        rows = db.execute("SELECT id, text FROM docs WHERE id > ? AND id <= ?", gone).fetchall()
+        for id, text in rows:
+            self.index.remove(db, id, text)
+        db.execute("DELETE FROM docs WHERE id > ? AND id <= ?", gone)
+
+    def _entries(self, db: sqlite3.Connection, base: int, entries: list[Any]) -> int:
         count = 0
         for entry in entries:
             if entry.kind == "m":
