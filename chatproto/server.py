@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorThreads
 
@@ -27,7 +27,7 @@ from chatproto.core.peers import Peers
 from chatproto.limits import DEFAULTS, Limits
 from chatproto.passwords import Hasher
 from chatproto.rules import DEFAULT_ROOM, room_key
-from chatproto.service import HubService, ListenerService, PeersService
+from chatproto.service import FilesService, HubService, ListenerService, PeersService
 from chatproto.transports.int32 import ChatFactory
 from chatproto.transports.proxied import server_endpoint
 
@@ -58,8 +58,15 @@ class ChatServer(MultiService):
         self.factory = ChatFactory(hub)
         peers = PeersService(hub.peers, hub.inbound)
         peers.setServiceParent(self)  # stops after the hub has said BYE
-        self._gate = peers.joined  # connections are accepted once the node has joined the others
         HubService(hub).setServiceParent(self)
+        # Connections are accepted once the node has joined the others and
+        # its files are ready (or off): until then they wait in the backlog.
+        gates: list[Deferred[Any]] = [peers.joined]
+        if hub.files is not None:
+            files = FilesService(hub.files)
+            files.setServiceParent(self)  # stops after the listeners
+            gates.append(files.ready)
+        self.ready: Deferred[Any] = gatherResults(gates, consumeErrors=True)
         self.listeners: list[ListenerService] = []
         self._listen(reactor, listen, self.factory)
         # What --web and --irc serve, if asked.
@@ -88,7 +95,7 @@ class ChatServer(MultiService):
     def _listen(self, reactor: Any, descriptions: Sequence[str], factory: IProtocolFactory) -> None:
         for description in descriptions:
             endpoint = server_endpoint(reactor, description, self.hub.limits.login_timeout)
-            listener = ListenerService(description, endpoint, factory, self._gate)
+            listener = ListenerService(description, endpoint, factory, self.ready)
             listener.setServiceParent(self)
             self.listeners.append(listener)
 
@@ -195,7 +202,7 @@ def build_server(
 
             if search_index == ":memory:":
                 threads = None  # one connection: its writes and reads on the reactor thread
-            index = IndexFile(search_index, threads)
+            index = IndexFile(search_index, threads, cluster_retention)
             feed_client = RedisClient(reactor, address, "chat-search", epoch)
             feed = SearchFeed(feed_client, store, index, reactor, threads or _inline)
         cluster_log = ClusterLog(store, index)

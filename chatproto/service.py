@@ -1,4 +1,4 @@
-"""Services: the hub's upkeep, its listening ports, heap trims, signals."""
+"""Services: the hub's upkeep, shared files' start and sweep, its listening ports, heap trims, signals."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatproto.core.files import Files
 from chatproto.core.hub import Hub
 from chatproto.core.peers import Inbound, Peers
 from chatproto.transports.int32 import describe_address
@@ -93,17 +94,33 @@ class HubService(Service):
     def startService(self) -> None:
         super().startService()
         self.maintenance.startService()
-        if self.hub.files is not None:
-            self.hub.files.start()
 
     def stopService(self) -> Deferred:
         super().stopService()
-        if self.hub.files is not None:
-            self.hub.files.stop()
         # Never close the log under maintenance.
         d = gatherResults([self.hub.shutdown(), self.maintenance.stopService()])
         d.addBoth(lambda _: self.hub.close())
         return d
+
+
+class FilesService(Service):
+    """Shared files while the server runs: the store checked and the
+    signing secret read (or made) on start, then the sweep of uploads never
+    attached. ``ready`` fires once files are ready, or off for a reason the
+    log gives: the listeners wait for it, so no client is told ``no_files``
+    while the secret loads."""
+
+    def __init__(self, files: Files) -> None:
+        self.files = files
+        self.ready: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        self.files.start().chainDeferred(self.ready)
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.files.stop()
 
 
 class ListenerService(StreamServerEndpointService):

@@ -249,7 +249,7 @@ class Options(usage.Options):
             "cluster-retention",
             None,
             100000,
-            "Messages each room's stream keeps in a cluster (0: all).",
+            "Messages each room keeps in a cluster, paged and searched (0: all).",
             int,
         ],
         [

@@ -68,8 +68,16 @@ class FilesTestCase(TestCase):
         target = self.server.hub.directory.find(room)
         digest = hashlib.sha256(data).hexdigest()
         owner = self.files.owner_of(session)
-        record = yield self.files.keep(owner, target, name, "text/plain", digest, len(data), path)
+        record = yield self.files.keep(owner, target.key, name, "text/plain", digest, len(data), path)
         return record
+
+    def holder(self, token: str):
+        """The session a token names, as an upload's first check finds it."""
+        found = self.successResultOf(self.files.uploader(token))
+        return None if found is None else found.session
+
+    def readable(self, record, token, sig) -> bool:
+        return self.successResultOf(self.files.readable(record, token, sig))
 
 
 class Tokens(FilesTestCase):
@@ -82,12 +90,12 @@ class Tokens(FilesTestCase):
         self.assertLess(len(token.token), 100)
         self.assertEqual((token.url, token.max_upload, token.ref), (URL + "/files", 10 * 1024 * 1024, "r1"))
         self.assertEqual(token.expires, 600.0)
-        self.assertIs(self.files.session_of(token.token), ann.connection.session)
+        self.assertIs(self.holder(token.token), ann.connection.session)
         ann.send(codec.Files())
         again = ann.only(codec.FilesToken, flush=False)
         self.assertNotEqual(again.token, token.token)  # a new one; the first still works
         self.server.clock.advance(1)
-        self.assertIs(self.files.session_of(token.token), ann.connection.session)
+        self.assertIs(self.holder(token.token), ann.connection.session)
 
     @defer.inlineCallbacks
     def test_a_token_expires_ends_with_its_session_and_cannot_be_forged(self):
@@ -98,15 +106,15 @@ class Tokens(FilesTestCase):
         bob.send(codec.Files())
         bobs = bob.only(codec.FilesToken, flush=False).token
         forged = token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
-        self.assertIsNone(self.files.session_of(forged))
-        self.assertIsNone(self.files.session_of("x" * 43))
-        self.assertIsNone(self.files.session_of(""))
+        self.assertIsNone(self.holder(forged))
+        self.assertIsNone(self.holder("x" * 43))
+        self.assertIsNone(self.holder(""))
         self.server.clock.advance(29)
-        self.assertIsNotNone(self.files.session_of(token))
+        self.assertIsNotNone(self.holder(token))
         bob.send(codec.Quit())
-        self.assertIsNone(self.files.session_of(bobs))
+        self.assertIsNone(self.holder(bobs))
         self.server.clock.advance(1)
-        self.assertIsNone(self.files.session_of(token))
+        self.assertIsNone(self.holder(token))
 
     @defer.inlineCallbacks
     def test_version_1_has_no_files_and_a_server_without_files_says_so(self):
@@ -299,11 +307,11 @@ class Quotas(FilesTestCase):
     def test_uploads_at_once(self):
         yield self.make(uploads_at_once=2)
         session = self.v2("ann").connection.session
-        self.assertTrue(self.files.begin_upload(session))
-        self.assertTrue(self.files.begin_upload(session))
-        self.assertFalse(self.files.begin_upload(session))
-        self.files.end_upload(session)
-        self.assertTrue(self.files.begin_upload(session))
+        self.assertTrue(self.files.begin_upload(session.id))
+        self.assertTrue(self.files.begin_upload(session.id))
+        self.assertFalse(self.files.begin_upload(session.id))
+        self.files.end_upload(session.id)
+        self.assertTrue(self.files.begin_upload(session.id))
 
 
 class Irc(FilesTestCase):
@@ -327,13 +335,13 @@ class Irc(FilesTestCase):
         self.assertTrue(lines[0].endswith(":plan"), lines)
         self.assertIn(f"[plan.txt, 4 bytes] {URL}/files/{hidden.id}/plan.txt?sig=", lines[1])
         sig = lines[1].split("?sig=")[1]
-        self.assertTrue(self.files.readable(hidden, None, sig))
-        self.assertFalse(self.files.readable(hidden, None, sig[:-2]))  # a signature changed
+        self.assertTrue(self.readable(hidden, None, sig))
+        self.assertFalse(self.readable(hidden, None, sig[:-2]))  # a signature changed
         self.assertTrue(lines[3].endswith(f":[hi.txt, 2 bytes] {URL}/files/{public.id}/hi.txt"), lines)
         # the link works while its session is a member, and not after
         irc.send("PART #secret")
         irc.lines()
-        self.assertFalse(self.files.readable(hidden, None, sig))
+        self.assertFalse(self.readable(hidden, None, sig))
 
     @defer.inlineCallbacks
     def test_who_may_read(self):
@@ -347,10 +355,10 @@ class Irc(FilesTestCase):
         token = ann.only(codec.FilesToken).token
         bob.send(codec.Files())
         bobs = bob.only(codec.FilesToken).token
-        self.assertTrue(self.files.readable(public, None, None))
-        self.assertFalse(self.files.readable(hidden, None, None))
-        self.assertFalse(self.files.readable(hidden, bobs, None))
-        self.assertTrue(self.files.readable(hidden, token, None))
+        self.assertTrue(self.readable(public, None, None))
+        self.assertFalse(self.readable(hidden, None, None))
+        self.assertFalse(self.readable(hidden, bobs, None))
+        self.assertTrue(self.readable(hidden, token, None))
 
 
 class HttpOnClock(FilesTestCase):

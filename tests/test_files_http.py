@@ -15,15 +15,20 @@ import zlib
 from PIL import Image
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.python.threadpool import ThreadPool
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from chatproto import codec, thumbnails
+from chatproto.backends.disk_files import DiskFileStore
+from chatproto.backends.sqlite import SQLiteLog
+from chatproto.backends.sqlite_files import SQLiteFileRecords
+from chatproto.core.files import FileSpace
 from chatproto.limits import Limits
 from chatproto.server import build_server
-from tests.netclient import RawClient
+from tests.netclient import RawClient, connect
 from tests.test_integration import LiveTestCase
 from tests.waiting import until
 
@@ -87,10 +92,10 @@ class Chunked:
 
 
 class FilesOverHttp(LiveTestCase):
-    @defer.inlineCallbacks
     def serve_files(self, files=None, cluster=None, **limits):
         """A server with files (in a folder of its own, unless ``files``
-        says where), on 127.0.0.1; the latest is ``self.server``."""
+        says where), on 127.0.0.1; the latest is ``self.server``. Its
+        clients are taken once its files are ready: nothing to wait for."""
         folder = self.mktemp()
         os.makedirs(folder)
         self.folder = os.path.abspath(folder)
@@ -110,8 +115,7 @@ class FilesOverHttp(LiveTestCase):
             self.clients = []
             self.addCleanup(self._clients_gone)
         self.addCleanup(self._stop, server)
-        yield until(lambda: self.hub.files.ready)
-        return server
+        return defer.succeed(server)
 
     @defer.inlineCallbacks
     def member(self, nick: str, *rooms: str):
@@ -165,6 +169,36 @@ class FilesOverHttp(LiveTestCase):
         import tempfile
 
         return [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("upload-")]
+
+
+class StartingUp(LiveTestCase):
+    @defer.inlineCallbacks
+    def test_no_connection_is_taken_before_files_are_ready(self):
+        """The file store's disk answers late at start (its threads are not
+        running yet): the first client waits in the listen backlog until the
+        signing secret is read, and its FILES gets a token, never no_files."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        disk = ThreadPool(1, 1, "slow disk")
+        self.addCleanup(disk.stop)
+        history = SQLiteLog(":memory:")
+        store = DiskFileStore(os.path.join(folder, "files"), reactor, disk)
+        space = FileSpace(store, SQLiteFileRecords(history), "http://chat.test", temp=folder)
+        server = build_server(reactor, ["tcp:0:interface=127.0.0.1"], history, files=space)
+        server.start()
+        self.clients = []
+        self.addCleanup(self._clients_gone)
+        self.addCleanup(self._stop, server)
+        connecting = connect(reactor, server.port, "ann", version=2)
+        (listener,) = server.listeners
+        self.assertNotIn(listener.port, reactor.getReaders(), "accepting before files are ready")
+        disk.start()
+        ann = yield connecting
+        self.clients.append(ann)
+        self.assertTrue(server.hub.files.ready)
+        ann.send(codec.Files("f"))
+        answer = yield ann.expect((codec.FilesToken, codec.Error))
+        self.assertIsInstance(answer, codec.FilesToken)
 
 
 class Uploading(FilesOverHttp):
@@ -468,6 +502,88 @@ class InACluster(FilesOverHttp):
         bob.send(codec.HistoryRequest(room="secret"))
         page = yield bob.expect(codec.HistoryPage)
         self.assertEqual(page.messages[-1].files, said.files)
+
+    @defer.inlineCallbacks
+    def joined(self, nick: str, *rooms: str):
+        """A version 2 client in ``rooms`` only (not general, which every node follows), and its token."""
+        client = yield self.client(nick, version=2)
+        for room in rooms:
+            client.send(codec.Join(room))
+            yield client.expect(codec.RoomState)
+        client.send(codec.Files("t"))
+        token = yield client.expect(codec.FilesToken)
+        return client, token.token
+
+    @defer.inlineCallbacks
+    def test_a_token_is_good_on_a_node_that_holds_none_of_its_rooms(self):
+        """The second node has no member in any room of ann's: her token
+        uploads and downloads there exactly as on her own node, and what a
+        member may do (a private room's file) is checked against the shared
+        state, including once she has left and once her session has ended."""
+        first = yield self.serve_files("s3://chat-files/up", self.redis.url)
+        ann, token = yield self.joined("ann", "secret", "open")
+        ann.send(codec.Moderate("secret", "mode", invite_only=True))
+        yield ann.expect(codec.MessagePacket)
+        second = yield self.serve_files("s3://chat-files/up", self.redis.url)
+        _, bobs = yield self.joined("bob", "elsewhere")  # the second node's, in no room of ann's
+        self.assertNotIn("secret", second.hub.directory.rooms)
+        self.web_port = second.web_port
+        hidden = yield self.upload(token, b"on the second node", room="secret", name="h.txt")
+        shown = yield self.upload(token, b"open to all", room="open", name="o.txt")
+        body = yield self.upload(token, b"x", room="elsewhere", status=403)
+        self.assertEqual(body["error"], "not_a_member")
+        body = yield self.upload(token, b"x", room="nowhere", status=404)
+        self.assertEqual(body["error"], "no_such_room")
+        for port in (first.web_port, second.web_port):  # the same answers on both nodes
+            self.web_port = port
+            response, body = yield self.get(f"/files/{hidden['id']}/h.txt", token)
+            self.assertEqual((response.code, body), (200, b"on the second node"))
+            response, _ = yield self.get(f"/files/{hidden['id']}/h.txt")
+            self.assertEqual(response.code, 404)
+            response, _ = yield self.get(f"/files/{hidden['id']}/h.txt", bobs)
+            self.assertEqual(response.code, 404)
+            response, body = yield self.get(f"/files/{shown['id']}/o.txt")
+            self.assertEqual((response.code, body), (200, b"open to all"))
+        session = first.hub.session_for("ann")
+        sig = first.hub.files.signature(hidden["id"], session)  # an IRC link of ann's
+        response, body = yield self.get(f"/files/{hidden['id']}/h.txt?sig={sig}")
+        self.assertEqual((response.code, body), (200, b"on the second node"))
+        ann.send(codec.Part("secret"))
+        yield ann.expect(codec.Left)
+        response, _ = yield self.get(f"/files/{hidden['id']}/h.txt", token)
+        self.assertEqual(response.code, 404, "a member no more")
+        body = yield self.upload(token, b"x", room="secret", status=404)  # nobody in it now
+        self.assertEqual(body["error"], "no_such_room")
+        yield self.upload(token, b"still good", room="open", name="p.txt")
+        ann.transport.loseConnection()
+        yield ann.lost
+        yield until(lambda: first.hub.session_for("ann") is None)
+        body = yield self.upload(token, b"x", room="open", status=401)
+        self.assertEqual(body["error"], "bad_token")
+
+    @defer.inlineCallbacks
+    def test_an_accounts_token_and_irc_link_on_a_node_that_holds_none_of_its_rooms(self):
+        first = yield self.serve_files("s3://chat-files/up", self.redis.url)
+        carol, _ = yield self.joined("carol")
+        carol.send(codec.AccountRequest("register", "correct horse battery staple 9", ref="r"))
+        yield carol.expect(codec.Done)
+        carol.send(codec.Join("vault"))
+        yield carol.expect(codec.RoomState)
+        carol.send(codec.Moderate("vault", "mode", key="pw"))
+        yield carol.expect(codec.MessagePacket)
+        carol.send(codec.Files("t"))
+        token = (yield carol.expect(codec.FilesToken)).token
+        second = yield self.serve_files("s3://chat-files/up", self.redis.url)
+        self.assertNotIn("vault", second.hub.directory.rooms)
+        found = yield self.upload(token, b"kept", room="vault", name="k.txt")
+        path = f"/files/{found['id']}/k.txt"
+        response, body = yield self.get(path, token)
+        self.assertEqual((response.code, body), (200, b"kept"))
+        sig = first.hub.files.signature(found["id"], first.hub.session_for("carol"))
+        response, body = yield self.get(f"{path}?sig={sig}")
+        self.assertEqual((response.code, body), (200, b"kept"))
+        response, _ = yield self.get(path)
+        self.assertEqual(response.code, 404)
 
 
 def _restore(name: str, value: str | None) -> None:

@@ -241,9 +241,9 @@ class Endpoints(SynchronousTestCase):
 
     def test_no_search_on_the_command_line_and_in_a_config_file(self):
         server, _ = self.services("--history", ":memory:", "--listen", "tcp:0")
-        self.assertIsNotNone(server.hub.searches.cursor)
+        self.assertIsNotNone(server.hub.eventlog.search_key())
         server, _ = self.services("--history", ":memory:", "--listen", "tcp:0", "--no-search")
-        self.assertIsNone(server.hub.searches.cursor, "SEARCH answers no_search")
+        self.assertIsNone(server.hub.eventlog.search_key(), "SEARCH answers no_search")
         path = self.mktemp() + ".toml"
         with open(path, "w") as f:
             f.write('no_search = true\nhistory = ":memory:"\n')

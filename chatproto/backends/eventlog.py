@@ -148,8 +148,9 @@ class EventLog(Protocol):
         and newer ones exist (docs/protocol.md 21.4)."""
 
     def search_key(self) -> bytes | None:
-        """The key search pages are signed with, kept across restarts; None:
-        this log keeps no index (``--no-search``)."""
+        """The key search pages are signed with, kept across restarts (a
+        cluster's, by every node alike: known once the node has joined);
+        None: this log keeps no index (``--no-search``)."""
 
     def search(self, query: Query) -> Deferred[Found]:
         """A page of the messages that match, newest first (backends/fts.py);

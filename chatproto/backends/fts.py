@@ -268,8 +268,9 @@ class Found:
 
 class Cursor:
     """Opaque ``page`` strings: where a search stopped, bound to the search's
-    other fields and signed with the server's secret, so a page this server
-    did not give is ``bad_search``."""
+    other fields and signed with the server's key (a cluster's: every
+    node's), so a page it did not give is ``bad_search`` and one it gave
+    needs nothing remembered."""
 
     def __init__(self, secret: bytes) -> None:
         self.secret = secret

@@ -16,8 +16,9 @@ Key layout under the prefix P (names are percent-escaped, so a name's
 ``P:r:ROOM:m`` (members: id -> JSON), ``P:r:ROOM:topic``, ``P:r:ROOM:rules``, ``P:nick:KEY``
 (the owning node), ``P:s:KEY`` (the session: JSON) and ``P:s:KEY:rooms``,
 ``P:nodes`` (live node names), ``P:node:N`` (heartbeat), ``P:node:N:rooms``,
-``P:node:N:nicks`` and ``P:node:N:in`` (the node's inbox stream), and
-``P:rooms`` (every room with members: key -> name).
+``P:node:N:nicks`` and ``P:node:N:in`` (the node's inbox stream),
+``P:rooms`` (every room with members: key -> name), and ``P:secret:NAME``
+(secrets every node shares: ``search`` signs search pages).
 One Redis server (with replicas if wanted), not Redis Cluster: the scripts
 touch keys they compute.
 """
@@ -25,6 +26,7 @@ touch keys they compute.
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -42,8 +44,22 @@ log = Logger()
 # entry is gone from the stream and its seq is in the sorted set ``:h``: a
 # page merges the stream's message entries with those seqs. A reply's page
 # item carries the present state of the message it answers (its quote is
-# computed from that, never from a copy).
+# computed from that, never from a copy). Under retention (``keep`` > 0,
+# set by each script from its arguments) a room's messages are its last
+# ``keep`` ones: the append trims the stream only roughly (``MINID ~``,
+# whole nodes of it), so older ones left in it are no message any more,
+# for pages and for search alike (cluster/search_index.py).
 _HELPERS = """
+local keep, floors = 0, {}
+local function first_kept(r)
+  if keep <= 0 then return 1 end
+  local first = floors[r]
+  if not first then
+    first = math.max(1, tonumber(redis.call('GET', r .. ':seq') or '0') - keep + 1)
+    floors[r] = first
+  end
+  return first
+end
 local function body(raw)
   return string.match(raw, '^[^|]*|[^|]*|(.*)$')
 end
@@ -53,6 +69,7 @@ local function entry_of(r, seq)
   return nil
 end
 local function present(r, seq)
+  if tonumber(seq) < first_kept(r) then return false end
   local s = redis.call('HGET', r .. ':x', seq)
   if s then return s end
   return entry_of(r, seq) or false
@@ -73,6 +90,7 @@ _COLLECT = (
     _HELPERS
     + """
 local function collect(r, hi, lo, want, forward)
+  lo = math.max(lo, first_kept(r))
   local hiid, loid = '+', lo .. '-0'
   if hi then hiid = hi .. '-0' end
   local found, scanned, stopped = {}, 0, nil
@@ -306,12 +324,13 @@ return out
 )
 
 #: What a batch's changes and replies are decided on, as of now: ARGV[1]
-#: {"p", "rooms": [{"k": room, "s": [seq]}]}; per room [its seq, [[present
+#: {"p", "keep", "rooms": [{"k": room, "s": [seq]}]}; per room [its seq, [[present
 #: state or nil, the present state of the message it answers or nil]]].
 READ = Script(
     _HELPERS
     + """
 local a = cjson.decode(ARGV[1])
+keep = a.keep
 local out = {}
 for _, room in ipairs(a.rooms) do
   local r = a.p .. ':r:' .. room.k
@@ -331,28 +350,30 @@ return out
 """
 )
 
-#: The messages changed after rev ARGV[2], oldest change first, up to ARGV[3]:
-#: [room's rev, [[seq, present state, answered message's state or nil]]].
+#: The messages changed after rev ARGV[2], oldest change first, up to ARGV[3]
+#: (retention ARGV[4]): [room's rev, [[seq, present state, answered message's state or nil]]].
 CHANGED_AFTER = Script(
     _HELPERS
     + """
 local r = ARGV[1]
+keep = tonumber(ARGV[4])
 local seqs = redis.call('ZRANGEBYSCORE', r .. ':revs', '(' .. ARGV[2], '+inf', 'LIMIT', 0, tonumber(ARGV[3]))
 local found = {}
 for _, seq in ipairs(seqs) do
-  local s = redis.call('HGET', r .. ':x', seq)
+  local s = tonumber(seq) >= first_kept(r) and redis.call('HGET', r .. ':x', seq)
   if s then found[#found + 1] = quoted(r, tonumber(seq), s) end
 end
 return {redis.call('GET', r .. ':rev') or '0', found}
 """
 )
 
-#: A room as a node first sees it: [last ID, members (flat), topic, seq, recent messages, name,
-#: rules (with its guest operators) as last changed while it had members].
+#: A room as a node first sees it (retention ARGV[3]): [last ID, members (flat), topic, seq,
+#: recent messages, name, rules (with its guest operators) as last changed while it had members].
 SNAPSHOT = Script(
     _COLLECT
     + """
 local r = ARGV[1]
+keep = tonumber(ARGV[3])
 local last = redis.call('XREVRANGE', r, '+', '-', 'COUNT', 1)
 local position = '0-0'
 if #last > 0 then position = last[1][1] end
@@ -364,11 +385,13 @@ return {position, redis.call('HGETALL', r .. ':m'), redis.call('GET', r .. ':top
 )
 
 #: Up to ARGV[3] messages with seqs up to ARGV[2] ('' for no bound), newest
-#: first, or ('after') from ARGV[2] on, oldest first; ask one more to tell "more".
+#: first, or ('after') from ARGV[2] on, oldest first, under retention ARGV[5];
+#: ask one more to tell "more".
 PAGE = Script(
     _COLLECT
     + """
 local want = tonumber(ARGV[3])
+keep = tonumber(ARGV[5])
 if ARGV[4] == 'after' then
   return collect(ARGV[1], nil, tonumber(ARGV[2]), want, true)
 end
@@ -485,6 +508,25 @@ return 1
 )
 
 
+#: A room and a session as files need them (docs/protocol.md 20): [1 if
+#: room ARGV[2] has members anywhere, its rules as last changed, the member
+#: entry of session ARGV[3] (''; that of the session of nick key ARGV[4]),
+#: the session record of ARGV[4]]; ARGV[2] '' asks for the record alone.
+FILE_ROOM = Script(
+    """
+local P, room, id, key = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local record = false
+if key ~= '' then record = redis.call('GET', P .. ':s:' .. key) end
+if id == '' and record then id = string.match(record, '"id": *(%d+)') or '' end
+if room == '' then return {0, false, false, record} end
+local r = P .. ':r:' .. room
+local member = false
+if id ~= '' then member = redis.call('HGET', r .. ':m', id) end
+return {redis.call('HEXISTS', P .. ':rooms', room), redis.call('GET', r .. ':rules'), member, record}
+"""
+)
+
+
 def escape(name: str) -> str:
     """A room or nick key as it appears inside a Redis key."""
     return quote(name, safe="")
@@ -523,6 +565,16 @@ class Snapshot:
     name: str | None  # as the cluster first knew it
     rules: dict | None  # {"rules": stored rules, "guest_ops": [id]}, if changed while it had members
     rev: int = 0  # the room's latest change
+
+
+@dataclass(frozen=True, slots=True)
+class FileRoom:
+    """A room and a session as the store has them (:meth:`StreamStore.file_room`)."""
+
+    exists: bool  # the room has members on some node
+    rules: dict | None  # {"rules", "guest_ops"}, as last changed while it had members
+    member: tuple[int, dict] | None  # the session's id and member entry {"node", "nick", "key", "account"}
+    record: dict | None  # the session record of the nick key asked about
 
 
 def parse_entry(raw: list) -> Entry:
@@ -616,23 +668,24 @@ class StreamStore:
                 int(rev),
             )
 
-        return SNAPSHOT(self.client, [], [self.stream(room), max(1, replay)]).addCallback(parse)
+        args = [self.stream(room), max(1, replay), self.keep]
+        return SNAPSHOT(self.client, [], args).addCallback(parse)
 
     def before(self, room: str, seq: int | None, limit: int) -> Deferred[tuple[list[Found], bool]]:
         if seq is not None and seq <= 1:
             return succeed(([], False))
         high = "" if seq is None else seq - 1
-        d = PAGE(self.client, [], [self.stream(room), high, limit + 1, "before"])
+        d = PAGE(self.client, [], [self.stream(room), high, limit + 1, "before", self.keep])
         return d.addCallback(lambda found: (list(reversed(_messages(found[:limit]))), len(found) > limit))
 
     def after(self, room: str, seq: int, limit: int) -> Deferred[tuple[list[Found], bool]]:
-        d = PAGE(self.client, [], [self.stream(room), max(seq, 0) + 1, limit + 1, "after"])
+        d = PAGE(self.client, [], [self.stream(room), max(seq, 0) + 1, limit + 1, "after", self.keep])
         return d.addCallback(lambda found: (_messages(found[:limit]), len(found) > limit))
 
     def changed_after(self, room: str, rev: int, limit: int) -> Deferred[tuple[list[Found], bool, int]]:
         """The messages whose last change is after ``rev``, oldest change
         first, whether more follow, and the room's latest rev."""
-        d = CHANGED_AFTER(self.client, [], [self.stream(room), max(rev, 0), limit + 1])
+        d = CHANGED_AFTER(self.client, [], [self.stream(room), max(rev, 0), limit + 1, self.keep])
         return d.addCallback(
             lambda reply: (_messages(reply[1][:limit]), len(reply[1]) > limit, int(reply[0]))
         )
@@ -646,7 +699,8 @@ class StreamStore:
     ) -> Deferred[dict[str, tuple[int, list[tuple[dict | None, dict | None]]]]]:
         """What changes and replies are decided on: each room's seq, and
         each asked message's present state with that of the one it answers."""
-        doc = {"p": self.prefix, "rooms": [{"k": escape(room), "s": seqs} for room, seqs in rooms.items()]}
+        rows = [{"k": escape(room), "s": seqs} for room, seqs in rooms.items()]
+        doc = {"p": self.prefix, "keep": self.keep, "rooms": rows}
 
         def parse(reply: list) -> dict[str, tuple[int, list[tuple[dict | None, dict | None]]]]:
             out = {}
@@ -712,6 +766,30 @@ class StreamStore:
             return [(_unescape(flat[i]), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
 
         return d.addCallback(rooms)
+
+    def file_room(self, room: str, id: int, key: str) -> Deferred[FileRoom]:
+        """Room ``room`` ("" for none) and a session, as files need them
+        (:data:`FILE_ROOM`): session ``id`` (0: the one of nick key ``key``)."""
+        args = [self.prefix, escape(room), str(id) if id else "", escape(key)]
+
+        def parse(reply: list) -> FileRoom:
+            exists, rules, member, record = reply
+            member_id = id or (json.loads(record)["id"] if record else 0)
+            return FileRoom(
+                bool(exists),
+                json.loads(rules) if rules else None,
+                (member_id, json.loads(member)) if member else None,
+                json.loads(record) if record else None,
+            )
+
+        return FILE_ROOM(self.client, [], args).addCallback(parse)
+
+    def secret(self, name: str) -> Deferred[bytes]:
+        """A random secret every node shares (``P:secret:NAME``), made by
+        the first node that asks."""
+        mine = secrets.token_hex(32).encode("ascii")
+        d = self.client.call("SET", self.key("secret", name), mine, "NX", "GET")
+        return d.addCallback(lambda kept: kept if kept else mine)
 
     # -- typing: passed on, never stored -----------------------------------------------------
 

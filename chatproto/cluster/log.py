@@ -85,6 +85,18 @@ class ClusterLog:
         self.index = index  # this node's search index (cluster/search_index.py); None: no search
         self._started = False
         self._waiting: list[Deferred[None]] = []
+        self._page_key: bytes | None = None  # the cluster's: a page is good on every node
+
+    def prepare(self) -> Deferred[None]:
+        """Read the key search pages are signed with, which every node
+        shares (the first makes it), before the node takes connections."""
+        if self.index is None:
+            return succeed(None)
+
+        def keep(key: bytes) -> None:
+            self._page_key = key
+
+        return self.store.secret("search").addCallback(keep)
 
     def started(self) -> None:
         """The node has joined: reads asked for before go now."""
@@ -117,7 +129,7 @@ class ClusterLog:
         return around(self, seq, limit, room)
 
     def search_key(self) -> bytes | None:
-        return None if self.index is None else self.index.secret
+        return None if self.index is None else self._page_key
 
     def search(self, query: fts.Query) -> Deferred[fts.Found]:
         """From this node's own index, as far as it has read the streams."""

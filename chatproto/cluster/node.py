@@ -35,7 +35,7 @@ from chatproto.backends.accounts import AccountStore
 from chatproto.backends.changes import apply_change
 from chatproto.backends.eventlog import Change, Draft, Outcome, StoreError, Topic, Unchanged
 from chatproto.backends.redis import RedisClient
-from chatproto.backends.streams import Entry, Snapshot, StreamReader, StreamStore, unescape
+from chatproto.backends.streams import Entry, FileRoom, Snapshot, StreamReader, StreamStore, unescape
 from chatproto.cluster.log import (
     ClusterLog,
     carried_quote,
@@ -48,8 +48,8 @@ from chatproto.codec import ErrorCode, Message, ProtocolError, Quote
 from chatproto.core import records
 from chatproto.core.broadcast import Event, Flushed, Item, Said
 from chatproto.core.connection import Session
-from chatproto.core.peers import Inbound, Resumed
-from chatproto.core.rooms import ChatRoom, Directory, RoomRules, load_rules
+from chatproto.core.peers import Inbound, Resumed, Seat, SharedRoom
+from chatproto.core.rooms import ChatRoom, Directory, RoomRules, kept_rules, load_rules
 from chatproto.rules import is_direct, room_key
 
 log = Logger()
@@ -214,6 +214,7 @@ class ClusterNode:
         d.addCallback(lambda _: self.store.new_node())
         d.addCallback(self._numbered)
         d.addCallback(lambda reader: reader.start())
+        d.addCallback(lambda _: self.eventlog.prepare())
         return d.addCallback(self._go)
 
     def _go(self, _: object) -> str:
@@ -842,6 +843,29 @@ class ClusterNode:
             return codec.dumps([codec.body_of(info) for info in shown])
 
         return self.store.rooms().addCallbacks(merge, self._unavailable)
+
+    def shared_room(self, room: str, id: int, key: str) -> Deferred[SharedRoom | None]:
+        """The room and the session as the store has them. A room whose rules
+        never changed while it had members has those an account keeps for it
+        (as :meth:`load` gives a node that takes it up)."""
+
+        def found(shared: FileRoom) -> Deferred[SharedRoom | None]:
+            member = None
+            if shared.member is not None:
+                seat_id, entry = shared.member
+                member = Seat(seat_id, unescape(entry["key"]), bool(entry.get("account")))
+            record = shared.record
+            session = None if record is None else Seat(record["id"], key, bool(record.get("account")))
+            if shared.rules is not None or not shared.exists or self.accounts is None:
+                rules = RoomRules.from_json(shared.rules["rules"]) if shared.rules else RoomRules()
+                return succeed(SharedRoom(shared.exists, rules, member, session))
+
+            def kept(data: dict[str, Any] | None) -> SharedRoom | None:
+                return SharedRoom(True, kept_rules(data, False) or RoomRules(), member, session)
+
+            return self.accounts.rules(room).addCallback(kept)
+
+        return self.store.file_room(room, id, key).addCallback(found)
 
     def stand_in(self, id: int, nick: str, key: str, account: bool) -> Session:
         """The one Session object standing for a member on another node."""

@@ -8,6 +8,10 @@ bounded batches, and writes each batch, with how far it has read in each
 stream, in one transaction on a worker thread: after a restart it goes on
 from there, and indexes nothing twice. An edit or a deletion is a change
 entry carrying the message's present state, which replaces or removes it.
+Under ``--cluster-retention`` a room's messages are its last ``keep``
+(history stops there, whatever Redis has yet to trim): the index forgets
+older ones as the room's seq moves on, so a search finds what a history
+page gives, no more.
 """
 
 from __future__ import annotations
@@ -46,10 +50,12 @@ SAID = ""
 
 class IndexFile:
     """The index's file: messages' searched text by row id (room id times
-    SPAN plus seq), the FTS5 index over it, and each stream's position."""
+    SPAN plus seq), the FTS5 index over it, and each stream's position.
+    ``keep`` is the streams' retention (0: all)."""
 
-    def __init__(self, path: str, threads: Threads | None = None) -> None:
+    def __init__(self, path: str, threads: Threads | None = None, keep: int = 0) -> None:
         self.path = path
+        self.keep = keep
         self.index = fts.Index("docs")
         self._threads = threads if path != ":memory:" else None
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -64,6 +70,7 @@ class IndexFile:
         self._ids: dict[str, int] = dict(self._db.execute("SELECT key, id FROM rooms").fetchall())
         self._readers = fts.Readers(path)
         self._lock = threading.Lock()  # the writer's connection: one batch at a time
+        self._closed = threading.Event()  # set on close: a batch being written then closes the file
 
     def positions(self) -> dict[str, str]:
         """How far each stream was indexed: room key (SAID: the announcements) -> entry id."""
@@ -74,20 +81,25 @@ class IndexFile:
         in one transaction (a worker thread's job); the messages, edits and
         deletions it applied."""
         with self._lock:
-            db = self._db
-            db.execute("BEGIN")
-            try:
-                count = 0
-                for room, entries in batch:
-                    count += self._apply(db, room, entries)
-                    db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?)", (room, entries[-1].id))
-                if said is not None:
-                    db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?)", (SAID, said))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            return count
+            count = 0 if self._closed.is_set() else self._write(self._db, batch, said)
+        if self._closed.is_set():  # the server stopped while this batch was written
+            self._close_when_free()
+        return count
+
+    def _write(self, db: sqlite3.Connection, batch: Sequence[tuple[str, list[Any]]], said: str | None) -> int:
+        db.execute("BEGIN")
+        try:
+            count = 0
+            for room, entries in batch:
+                count += self._apply(db, room, entries)
+                db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?)", (room, entries[-1].id))
+            if said is not None:
+                db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?)", (SAID, said))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return count
 
     def _room_id(self, db: sqlite3.Connection, room: str) -> int:
         id = self._ids.get(room)
@@ -99,6 +111,23 @@ class IndexFile:
 
     def _apply(self, db: sqlite3.Connection, room: str, entries: list[Any]) -> int:
         base = self._room_id(db, room) * fts.SPAN
+        count = self._entries(db, base, entries)
+        self._trim(db, base, int(entries[-1].id.partition("-")[0]))
+        return count
+
+    def _trim(self, db: sqlite3.Connection, base: int, seq: int) -> None:
+        """Forget what the stream no longer keeps once its room's seq is
+        ``seq`` (an entry's ID starts with it): the messages before its
+        last ``keep``, as the append script trims them."""
+        if not self.keep or seq <= self.keep:
+            return
+        gone = (base, base + seq - self.keep)  # row ids in (low, high]
+        rows = db.execute("SELECT id, text FROM docs WHERE id > ? AND id <= ?", gone).fetchall()
+        for id, text in rows:
+            self.index.remove(db, id, text)
+        db.execute("DELETE FROM docs WHERE id > ? AND id <= ?", gone)
+
+    def _entries(self, db: sqlite3.Connection, base: int, entries: list[Any]) -> int:
         count = 0
         for entry in entries:
             if entry.kind == "m":
@@ -138,8 +167,19 @@ class IndexFile:
         return self.index.search(db, ids, query)
 
     def close(self) -> None:
+        """Close the file, never under a batch being written on a worker
+        thread (the server may stop while one is): that batch's writer
+        closes it as it ends."""
         self._readers.close()
-        self._db.close()
+        self._closed.set()
+        self._close_when_free()
+
+    def _close_when_free(self) -> None:
+        if self._lock.acquire(blocking=False):
+            try:
+                self._db.close()  # again is harmless
+            finally:
+                self._lock.release()
 
 
 class SearchFeed:

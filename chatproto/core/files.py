@@ -5,7 +5,10 @@ never attached.
 The bytes and the records are behind :mod:`chatproto.backends.files`; the
 HTTP side is :mod:`chatproto.transports.file_http`. Tokens and IRC links
 are self-checking (an HMAC with a secret kept in the file store), so every
-node of a cluster accepts every node's.
+node of a cluster accepts every node's: a node that holds the session, or
+the room, answers from its own state; any other asks the nodes' shared
+state (:meth:`Peers.shared_room`), so a token is good for the same things
+on every node.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from chatproto.backends.eventlog import author_of
 from chatproto.backends.files import FileRecords, FileStore, FileStoreError, StoredFile
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.connection import Connection, Session, logged_in
+from chatproto.core.peers import Peers, Seat, SharedRoom
 from chatproto.core.registry import Registry
-from chatproto.core.rooms import ChatRoom, Directory
+from chatproto.core.rooms import ChatRoom, Directory, RoomRules
 from chatproto.limits import Limits
+from chatproto.rules import is_direct
 
 log = Logger()
 
@@ -48,18 +53,28 @@ SWEEP_BATCH = 100
 #: Longest wait between sweeps, in seconds.
 SWEEP_EVERY = 60.0
 
-_TOKEN = struct.Struct("!QI4s")  # session id, expiry, 4 random bytes (each token is new); then its owner
+#: Session id, expiry, 4 random bytes (each token is new); then its nick
+#: key, a zero byte and its owner (an account's owner starts with the key,
+#: which is not said twice: :func:`_owner_bytes`).
+_TOKEN = struct.Struct("!QI4s")
 _TOKEN_MAC = 16
-#: The longest token read (an owner is an account's key and when it was made).
+#: The longest token read.
 MAX_TOKEN = 400
 
 
 @dataclass(frozen=True, slots=True)
 class Bearer:
-    """Who an HTTP request's token names: the session, and whose its uploads are."""
+    """Who a genuine, unexpired token names: a session (its id, and its nick
+    key when the token was given), whose its uploads are, and the session
+    itself when it is this node's. For a session of another node,
+    ``shared`` is the nodes' shared state about it and the room a request
+    names."""
 
-    session: Session
+    id: int
+    key: str
     owner: str
+    session: Session | None = None
+    shared: SharedRoom | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,15 +124,37 @@ def _unb64(text: str) -> bytes | None:
 
 def is_open(room: ChatRoom) -> bool:
     """A room whose files anyone with their id may read (20.4)."""
-    rules = room.rules
-    return not room.direct and not rules.invite_only and not rules.key and not rules.secret
+    return open_rules(room.rules, room.direct)
+
+
+def open_rules(rules: RoomRules, direct: bool) -> bool:
+    """Whether rules (of a direct conversation, or not) leave a room's files open."""
+    return not direct and not rules.invite_only and not rules.key and not rules.secret
+
+
+def _owner_bytes(key: str, owner: str) -> bytes:
+    """A token's key and owner: an account's owner (``key:created``) is
+    kept as ``:created``, its key said once."""
+    rest = owner[len(key) :] if owner.startswith(f"{key}:") else owner
+    return key.encode() + b"\0" + rest.encode()
+
+
+def _key_and_owner(raw: bytes) -> tuple[str, str]:
+    key, _, rest = raw.decode("utf-8", "replace").partition("\0")
+    return key, key + rest if rest.startswith(":") else rest
 
 
 class Files:
     """The core's side of files."""
 
     def __init__(
-        self, clock: IReactorTime, limits: Limits, space: FileSpace, registry: Registry, directory: Directory
+        self,
+        clock: IReactorTime,
+        limits: Limits,
+        space: FileSpace,
+        registry: Registry,
+        directory: Directory,
+        peers: Peers,
     ) -> None:
         self.clock = clock
         self.limits = limits
@@ -126,6 +163,7 @@ class Files:
         self.records = space.records
         self.registry = registry
         self.directory = directory
+        self.peers = peers  # the shared state, for sessions and rooms of other nodes
         self._secret: bytes | None = None
         self._claimed: set[str] = set()  # ids a SAY is attaching: no other SAY may
         self._uploading: dict[int, int] = {}  # session id -> uploads under way
@@ -217,7 +255,8 @@ class Files:
         if self._secret is None:
             raise ProtocolError(ErrorCode.NO_FILES, "files are not available on this server right now")
         expires = int(self.clock.seconds() + self.limits.file_token_ttl)
-        signed = _TOKEN.pack(session.id, expires, secrets.token_bytes(4)) + self.owner_of(session).encode()
+        header = _TOKEN.pack(session.id, expires, secrets.token_bytes(4))
+        signed = header + _owner_bytes(session.key, self.owner_of(session))
         mac = self._mac(b"token", signed)[:_TOKEN_MAC]
         limit = self.limits.max_upload
         connection.send(
@@ -225,8 +264,9 @@ class Files:
         )
 
     def bearer(self, token: str) -> Bearer | None:
-        """Who a token authorises: its session, if the token is genuine and
-        unexpired and the session (here, or on another node) goes on."""
+        """What a genuine, unexpired token names, with its session if this
+        node holds it; None for any other token, or one whose session this
+        node held and has ended (or gave its id to a later one)."""
         raw = _unb64(token) if self._secret is not None and len(token) <= MAX_TOKEN else None
         if raw is None or len(raw) < _TOKEN.size + _TOKEN_MAC:
             return None
@@ -234,29 +274,41 @@ class Files:
         if not hmac.compare_digest(self._mac(b"token", signed)[:_TOKEN_MAC], mac):
             return None
         id, expires, _ = _TOKEN.unpack(signed[: _TOKEN.size])
-        owner = signed[_TOKEN.size :].decode("utf-8", "replace")
+        key, owner = _key_and_owner(signed[_TOKEN.size :])
         if self.clock.seconds() >= expires:
             return None
-        session = self._session(id)
-        if session is None or not self.holds(session, owner):
-            return None  # ended, or a later session that got the same id
-        return Bearer(session, owner)
-
-    def session_of(self, token: str) -> Session | None:
-        """The session a token authorises (:meth:`bearer`), or None."""
-        found = self.bearer(token)
-        return found.session if found is not None else None
-
-    def _session(self, id: int) -> Session | None:
-        """A session of this node, or one of another node's a room here has."""
         session = self.registry.sessions.get(id)
-        if session is not None:
-            return session
-        for room in self.directory.rooms.values():
-            member = room.members.get(id)
-            if member is not None:
-                return member
-        return None
+        if session is None:
+            return Bearer(id, key, owner)  # another node's, or ended: :meth:`uploader` asks
+        return Bearer(id, key, owner, session) if self.holds(session, owner) else None
+
+    def uploader(self, token: str, room: str = "") -> Deferred[Bearer | None]:
+        """The session a token names if it goes on, here or on another node
+        (20.3, check 1); for another node's, with what the shared state says
+        of it in ``room`` (a room key, "" for none) for :meth:`upload_room`."""
+        found = self.bearer(token)
+        if found is None or found.session is not None:
+            return succeed(found)
+
+        def lives(shared: SharedRoom | None) -> Bearer | None:
+            if shared is None:
+                return None  # no other node: it ended
+            seated = self._seated(shared.member, found.owner)
+            elsewhere = shared.session is not None and shared.session.id == found.id
+            if not seated and not (elsewhere and self._seated(shared.session, found.owner)):
+                return None
+            return Bearer(found.id, found.key, found.owner, None, shared)
+
+        return self.peers.shared_room(room, found.id, found.key).addCallback(lives)
+
+    def _seated(self, seat: Seat | None, owner: str) -> bool:
+        """Whether a session of the shared state is ``owner``'s (as
+        :meth:`holds` judges a member on another node)."""
+        if seat is None:
+            return False
+        if seat.account:
+            return owner.startswith(f"{seat.key}:")
+        return author_of(None, seat.id, self.registry.epoch) == owner
 
     def holds(self, session: Session, owner: str) -> bool:
         """Whether ``owner`` is the session's: its account's or its own. A
@@ -294,17 +346,38 @@ class Files:
 
     # -- reading --------------------------------------------------------------------------
 
-    def readable(self, record: StoredFile, token: str | None, sig: str | None) -> bool:
+    def readable(self, record: StoredFile, token: str | None, sig: str | None) -> Deferred[bool]:
         """Whether a request may have the file (20.4): anyone for a room that
-        is open, else a member's token or a member's IRC link."""
+        is open, else a member's token or a member's IRC link. A room this
+        node holds is judged here; any other as the shared state has it."""
         room = self.directory.rooms.get(record.room)
-        if room is None:
-            return False  # nobody is in it here: not a room anyone may read from now
+        if room is not None:
+            return succeed(self._readable_here(room, record, token, sig))
+        id, key, owner = 0, "", None
+        found = self.bearer(token) if token else None
+        if found is not None:
+            id, key, owner = found.id, found.key, found.owner
+        elif sig and not token:
+            owner = self._signed_owner(record.id, sig)
+            if owner is not None:
+                id, key = _seat_of(owner)
+
+        def judge(shared: SharedRoom | None) -> bool:
+            if shared is None or not shared.exists:
+                return False  # nobody is in it anywhere: not a room anyone may read from now
+            if open_rules(shared.rules, is_direct(record.room)):
+                return True
+            return owner is not None and self._seated(shared.member, owner)
+
+        return self.peers.shared_room(record.room, id, key).addCallback(judge)
+
+    def _readable_here(self, room: ChatRoom, record: StoredFile, token: str | None, sig: str | None) -> bool:
         if is_open(room):
             return True
         if token:
-            session = self.session_of(token)
-            return session is not None and room.members.get(session.id) is session
+            found = self.bearer(token)
+            member = None if found is None else room.members.get(found.id)
+            return found is not None and member is not None and self.holds(member, found.owner)
         if sig:
             owner = self._signed_owner(record.id, sig)
             return owner is not None and any(self.holds(m, owner) for m in room.members.values())
@@ -312,13 +385,23 @@ class Files:
 
     # -- uploading ------------------------------------------------------------------------
 
-    def upload_room(self, session: Session, name: str) -> ChatRoom:
-        """The room an upload names, if the session is a member:
-        bad_room, no_such_room or not_a_member."""
-        room = self.directory.find(name)
-        if session.rooms.get(room.key) is not room:
-            raise ProtocolError(ErrorCode.NOT_A_MEMBER, f"you are not in {room.name!r}")
-        return room
+    def upload_room(self, bearer: Bearer, name: str) -> str:
+        """The key of the room an upload names (a valid name), if the
+        token's session is a member: no_such_room or not_a_member (20.3)."""
+        key = self.directory.key_of(name)
+        if bearer.session is not None:
+            room = self.directory.rooms.get(key)
+            if room is None:
+                raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"there is no room called {name!r}")
+            if bearer.session.rooms.get(key) is not room:
+                raise ProtocolError(ErrorCode.NOT_A_MEMBER, f"you are not in {room.name!r}")
+            return key
+        shared = bearer.shared
+        if shared is None or not shared.exists:
+            raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"there is no room called {name!r}")
+        if not self._seated(shared.member, bearer.owner):
+            raise ProtocolError(ErrorCode.NOT_A_MEMBER, f"you are not in {name!r}")
+        return key
 
     def quota_refusal(self, owner: str, size: int) -> Deferred[str | None]:
         """Why ``size`` more bytes of ``owner``'s would go past a quota, or None (20.5)."""
@@ -335,27 +418,28 @@ class Files:
             [self.records.used(owner), self.records.used_by_all()], consumeErrors=True
         ).addCallback(check)
 
-    def begin_upload(self, session: Session) -> bool:
-        """Count an upload under way; False if the session has its most already."""
-        count = self._uploading.get(session.id, 0)
+    def begin_upload(self, id: int) -> bool:
+        """Count an upload of session ``id`` under way on this node; False if
+        it has its most already."""
+        count = self._uploading.get(id, 0)
         if count >= self.limits.uploads_at_once:
             return False
-        self._uploading[session.id] = count + 1
+        self._uploading[id] = count + 1
         return True
 
     def under_way(self, session: Session) -> int:
-        """The session's uploads under way (for the console and tests)."""
+        """The session's uploads under way here (for the console and tests)."""
         return self._uploading.get(session.id, 0)
 
-    def end_upload(self, session: Session) -> None:
-        count = self._uploading.pop(session.id, 1) - 1
+    def end_upload(self, id: int) -> None:
+        count = self._uploading.pop(id, 1) - 1
         if count > 0:
-            self._uploading[session.id] = count
+            self._uploading[id] = count
 
     def keep(
         self,
         owner: str,
-        room: ChatRoom,
+        room: str,
         name: str,
         kind: str,
         digest: str,
@@ -371,7 +455,7 @@ class Files:
         record = StoredFile(
             new_id(),
             digest,
-            room.key,
+            room,
             name,
             kind,
             size,
@@ -435,6 +519,15 @@ class Files:
         d = self.records.of_message(room, seq)
         d.addCallback(lambda found: self.forget([r.id for r in found]))
         d.addErrback(lambda f: log.failure("files: could not delete message {seq}'s files", f, seq=seq))
+
+
+def _seat_of(owner: str) -> tuple[int, str]:
+    """Whom an IRC link's owner names, as the shared state is asked: an
+    account by its nick key, a guest of a cluster (``~ID``) by its session id."""
+    if owner.startswith("~"):
+        digits = owner[1:]
+        return (int(digits), "") if digits.isdigit() else (0, "")
+    return 0, owner.rpartition(":")[0]
 
 
 def _bad_file(message: str) -> Deferred[Any]:

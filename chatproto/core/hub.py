@@ -131,7 +131,9 @@ class Hub:
         )
         self.conversations = Conversations(store, self.registry, self.directory, self.membership)
         # Files (docs/protocol.md 20), with --files and --web.
-        self.files = None if files is None else Files(clock, limits, files, self.registry, self.directory)
+        self.files = (
+            None if files is None else Files(clock, limits, files, self.registry, self.directory, self.peers)
+        )
         self.presence = Presence(clock, limits, self.broadcast, self.membership, self.peers)
         self.messages = Messages(
             clock,

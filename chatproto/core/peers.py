@@ -13,6 +13,7 @@ never asked for a stand-in of one.) The cluster node is
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -22,13 +23,37 @@ from chatproto.backends.accounts import AccountStore
 from chatproto.backends.eventlog import EventLog, Outcome
 from chatproto.core.connection import Session
 from chatproto.core.records import Record, SessionRecord
-from chatproto.core.rooms import ChatRoom, Directory, load_rules, preload
+from chatproto.core.rooms import ChatRoom, Directory, RoomRules, load_rules, preload
 
 if TYPE_CHECKING:
     from chatproto.core.broadcast import Flushed
 
 #: A session resumed from another node: its record, and its rooms as (key, name).
 Resumed = tuple[SessionRecord, list[tuple[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Seat:
+    """A session as the nodes' shared state names it: its id, nick key, and
+    whether it is an account's."""
+
+    id: int
+    key: str
+    account: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRoom:
+    """A room and a session as the nodes' shared state has them, for a node
+    that may hold neither (files, docs/protocol.md 20): whether the room
+    exists (has members, on any node) and its rules, the session's seat
+    among its members, and the session that holds the nick key asked about,
+    wherever it is."""
+
+    exists: bool
+    rules: RoomRules
+    member: Seat | None
+    session: Seat | None
 
 
 class Inbound(Protocol):
@@ -120,6 +145,14 @@ class Peers(Protocol):
     def bans_changed(self) -> Deferred[Any]:
         """The server-wide bans changed here: the others read them again."""
 
+    # -- files
+
+    def shared_room(self, room: str, id: int, key: str) -> Deferred[SharedRoom | None]:
+        """Room ``room`` (a key; "" for none) as every node knows it, with
+        session ``id``'s seat in it (0: the seat of ``key``'s session) and
+        the session holding nick key ``key``; None where there are no other
+        nodes (this node's own state is all there is)."""
+
 
 class SingleNode:
     """A server on its own: nobody else to ask, every answer at once."""
@@ -191,3 +224,6 @@ class SingleNode:
 
     def bans_changed(self) -> Deferred[Any]:
         return succeed(None)
+
+    def shared_room(self, room: str, id: int, key: str) -> Deferred[SharedRoom | None]:
+        return succeed(None)  # every room there is, and every session, is in this node's own state

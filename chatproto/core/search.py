@@ -47,15 +47,15 @@ class Searches:
         self.membership = membership
         self.broadcast = broadcast
         self.store = store
-        key = eventlog.search_key()
-        self.cursor = Cursor(key) if key is not None else None  # None: search is off
 
     def search(self, connection: CommandTarget, packet: codec.Search) -> Deferred[None]:
         """Checked (21.2), then one page of hits once the broadcast before it
         is delivered; the hits are charged to the connection's fair share."""
         session = logged_in(connection)
-        if self.cursor is None:
+        key = self.eventlog.search_key()  # a cluster's is known once its node has joined
+        if key is None:
             raise ProtocolError(ErrorCode.NO_SEARCH, "this server does not search its history")
+        cursor = Cursor(key)
         terms = tuple(parse_words(packet.words))
         about = _about(packet)
         # A first page has every match; the next ones only what was said
@@ -63,7 +63,7 @@ class Searches:
         bounds: dict[str, int] = {}
         since_first: float | None = None
         if packet.page is not None:
-            bounds, since_first = self.cursor.decode(about, packet.page)
+            bounds, since_first = cursor.decode(about, packet.page)
         asof = self.clock.seconds() if since_first is None else since_first
         limit = min(max(packet.limit if packet.limit is not None else DEFAULT_LIMIT, 1), MAX_LIMIT)
         sender = None if packet.sender is None else nick_key(packet.sender)
@@ -79,8 +79,7 @@ class Searches:
 
         def answer(found: Found) -> None:
             connection.charge(len(found.hits) / ROWS_PER_UNIT)
-            assert self.cursor is not None
-            page = None if found.bounds is None else self.cursor.encode(about, found.bounds, asof)
+            page = None if found.bounds is None else cursor.encode(about, found.bounds, asof)
             connection.send(codec.Results(found.hits, found.bounds is not None, page, packet.ref))
 
         answered: Deferred[None] = Deferred()

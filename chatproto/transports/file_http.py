@@ -67,9 +67,18 @@ class FilesResource(Resource):
         return NOT_DONE_YET
 
     def _found(self, record: StoredFile | None, request: Request, name: str) -> Deferred[None] | None:
+        if record is None:
+            _finish(_not_found(request), request)
+            return None
         token = bearer(request)
         sig = query_text(request.args, b"sig")
-        if record is None or not self.files.readable(record, token, sig):
+        d = self.files.readable(record, token, sig)
+        return d.addCallback(self._allowed, request, record, name)
+
+    def _allowed(
+        self, allowed: bool, request: Request, record: StoredFile, name: str
+    ) -> Deferred[None] | None:
+        if not allowed:
             _finish(_not_found(request), request)
             return None
         thumb = name == "thumb"

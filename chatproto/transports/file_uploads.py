@@ -24,9 +24,7 @@ from twisted.web.server import Request
 
 from chatproto.backends.files import StoredFile
 from chatproto.codec import ErrorCode, ProtocolError, dumps
-from chatproto.core.connection import Session
-from chatproto.core.files import Files
-from chatproto.core.rooms import ChatRoom
+from chatproto.core.files import Bearer, Files
 from chatproto.uploads import Examined, clean_name, declared_type, examine, name_allowed
 
 log = Logger()
@@ -85,50 +83,54 @@ class Upload:
         self.length = length
         self.query = parse_qs(path.partition(b"?")[2], keep_blank_values=True)
         self.refused = False
-        self.session: Session | None = None
-        self.owner = ""  # whose the upload is: the token says
-        self.room: ChatRoom | None = None
+        self.holder: Bearer | None = None  # whose token: the session, here or on another node
+        self.room = ""  # the room's key
         self.name = ""
         self.counted = False  # in the session's uploads under way
         self.size = 0
         self.sha = hashlib.sha256()
         self.file: io.BufferedWriter | None = None
         self.path: str | None = None
-        self.verdict: Deferred[None] = Deferred()  # the quota and the uploads at once
+        self.verdict: Deferred[None] = Deferred()  # every check of 20.3 passed
 
     def start(self) -> None:
-        """Checks 1 to 4 at once, 5 and 6 while the body waits unread."""
-        try:
-            self._check_at_once()
-        except Refused as refusal:
-            self.refuse(refusal)
-            return
+        """Checks 1 to 6 while the body waits unread: at once where this node
+        knows the session, after a look at the shared state where another
+        node holds it."""
         fd, self.path = tempfile.mkstemp(prefix="upload-", dir=self.files.space.temp)
         self.file = os.fdopen(fd, "wb")
         transport: Any = self.request.channel.transport
-        transport.pauseProducing()  # no more of the body until the quota says yes
+        transport.pauseProducing()  # no more of the body until the checks say yes
 
         def resume(_: object) -> None:
             if not self.refused:
                 transport.resumeProducing()
 
-        d = self.files.quota_refusal(self.owner, self.length or 0)
-        d.addCallback(self._judged)
-        d.addErrback(self._failed)
-        d.addBoth(resume)
+        token = bearer(self.request, self.query)
+        room = query_text(self.query, b"room")
+        holder = self.files.uploader(token, self._key(room)) if token else succeed(None)
+        checked = holder.addCallback(self._check, room)
+        judged = checked.addCallback(lambda _: self._quota(self.length or 0)).addCallback(self._judged)
+        judged.addErrback(self._failed).addBoth(resume)
 
-    def _check_at_once(self) -> None:
-        request, files = self.request, self.files
-        token = bearer(request, self.query)
-        holder = files.bearer(token) if token else None
+    def _key(self, room: str | None) -> str:
+        """The key of a valid room name; "" for none."""
+        try:
+            return self.files.directory.key_of(room) if room else ""
+        except ProtocolError:
+            return ""
+
+    def _check(self, holder: Bearer | None, room: str | None) -> None:
+        """Checks 1 to 4, in that order."""
+        files = self.files
         if holder is None:
             raise Refused(401, "bad_token", "no valid token: ask for one with FILES")
-        self.session, self.owner = holder.session, holder.owner
-        room, name = query_text(self.query, b"room"), query_text(self.query, b"name")
+        self.holder = holder
+        name = query_text(self.query, b"name")
         if not room or name is None or not name_allowed(name):
             raise Refused(400, "bad_request", "give room and name (1 to 255 bytes of UTF-8)")
         try:
-            self.room = files.upload_room(self.session, room)
+            self.room = files.upload_room(holder, room)
         except ProtocolError as e:
             status = {ErrorCode.NOT_A_MEMBER: 403, ErrorCode.BAD_ROOM: 400}.get(e.code, 404)
             raise Refused(status, "bad_request" if status == 400 else e.code, e.message) from None
@@ -136,13 +138,18 @@ class Upload:
         if self.length is not None and self.length > files.limits.max_upload:
             raise Refused(413, "too_large", f"files are at most {files.limits.max_upload} bytes")
 
+    def _quota(self, size: int) -> Deferred[str | None]:
+        """Check 5: why ``size`` more bytes of the uploader's are refused, or None."""
+        assert self.holder is not None
+        return self.files.quota_refusal(self.holder.owner, size)
+
     def _judged(self, refusal: str | None) -> None:
         if self.refused:
             return
-        assert self.session is not None
+        assert self.holder is not None
         if refusal is not None:
             self.refuse(Refused(507, "quota_exceeded", refusal))
-        elif not self.files.begin_upload(self.session):
+        elif not self.files.begin_upload(self.holder.id):
             self.refuse(Refused(429, "rate_limited", "too many uploads at once: wait for one to finish"))
         else:
             self.counted = True
@@ -153,6 +160,11 @@ class Upload:
             self.verdict.callback(None)
 
     def _failed(self, failure: Failure) -> None:
+        if failure.check(Refused):
+            refusal = failure.value
+            assert isinstance(refusal, Refused)
+            self.refuse(refusal)
+            return
         log.failure("files: an upload's checks failed", failure)
         self.refuse(Refused(500, "internal", "the server could not check the upload"))
 
@@ -196,9 +208,9 @@ class Upload:
             _unlink(self.path)
             _unlink(self.path + ".thumb")
             self.path = None
-        if self.counted and self.session is not None:
+        if self.counted and self.holder is not None:
             self.counted = False
-            self.files.end_upload(self.session)
+            self.files.end_upload(self.holder.id)
 
     def finish(self) -> Deferred[StoredFile]:
         """The whole body is in: once checked, judged on a thread, then kept."""
@@ -207,7 +219,7 @@ class Upload:
     def _quota_of_size(self) -> Deferred[Any]:
         if self.length is not None:
             return succeed(None)
-        return self.files.quota_refusal(self.owner, self.size).addCallback(self._over)
+        return self._quota(self.size).addCallback(self._over)
 
     def _over(self, refusal: str | None) -> None:
         if refusal is not None:
@@ -223,10 +235,10 @@ class Upload:
         return d.addCallback(self._keep)
 
     def _keep(self, found: Examined) -> Deferred[StoredFile]:
-        assert self.room is not None and self.path is not None
+        assert self.holder is not None and self.path is not None
         thumb = (found.thumb_digest, found.thumb) if found.thumb and found.thumb_digest else None
         return self.files.keep(
-            self.owner,
+            self.holder.owner,
             self.room,
             self.name,
             found.type,
