@@ -398,6 +398,22 @@ class FileRecordsContract:
         self.assertEqual((yield self.records.used("bob")), 0)
         self.assertEqual((yield self.records.used_by_all()), 101 + 104)
 
+    @defer.inlineCallbacks
+    def test_an_owners_use_is_kept_exact_through_many_adds_and_removes(self):
+        yield self.added(*(record(n, owner="ann" if n % 3 else "bob") for n in range(1, 31)))
+        yield self.records.remove([record(n).id for n in range(1, 31, 2)])
+        kept = [n for n in range(2, 31, 2)]
+        ann = sum(100 + n for n in kept if n % 3)
+        bob = sum(100 + n for n in kept if not n % 3)
+        self.assertEqual((yield self.records.used("ann")), ann)
+        self.assertEqual((yield self.records.used("bob")), bob)
+        self.assertEqual((yield self.records.used_by_all()), ann + bob)
+        yield self.records.remove([record(n).id for n in kept])
+        self.assertEqual((yield self.records.used("ann")), 0)
+        self.assertEqual((yield self.records.used_by_all()), 0)
+        yield self.added(record(31))
+        self.assertEqual((yield self.records.used("ann")), 131, "counted afresh after reaching nothing")
+
 
 class SQLiteFileRecordsTests(FileRecordsContract, TestCase):
     def setUp(self):
@@ -443,6 +459,41 @@ class SQLiteFileRecordsInTheHistoryFile(TestCase):
         records = SQLiteFileRecords(self.open())
         self.assertEqual(self.successResultOf(records.used_by_all()), 102)
 
+    def test_each_owners_total_is_counted_for_records_made_before_it_then_kept(self):
+        log = self.open()
+        records = SQLiteFileRecords(log)
+        for n in (1, 2):
+            self.successResultOf(records.add(record(n)))
+        self.successResultOf(records.add(record(3, owner="bob")))
+        for trigger in ("files_owner_added", "files_owner_removed"):
+            log._db.execute(f"DROP TRIGGER {trigger}")
+        log._db.execute("DROP TABLE file_owner_totals")  # as a file from before they were kept
+        log.close()
+        log = self.open()
+        records = SQLiteFileRecords(log)
+        self.assertEqual(self.successResultOf(records.used("ann")), 101 + 102)
+        self.assertEqual(self.successResultOf(records.used("bob")), 103)
+        self.successResultOf(records.remove([record(1).id]))
+        log.close()
+        records = SQLiteFileRecords(self.open())
+        self.assertEqual(self.successResultOf(records.used("ann")), 102)
+        self.assertEqual(self.successResultOf(records.used("bob")), 103)
+
+    def test_an_owners_use_is_one_row_looked_up_not_a_sum_over_its_records(self):
+        log = self.open()
+        records = SQLiteFileRecords(log)
+        self.successResultOf(records.add(record(1)))
+        statements: list[str] = []
+        log._db.set_trace_callback(statements.append)
+        self.assertEqual(self.successResultOf(records.used("ann")), 101)
+        log._db.set_trace_callback(None)
+        plans = [
+            detail
+            for statement in statements
+            for *_, detail in log._db.execute("EXPLAIN QUERY PLAN " + statement)
+        ]
+        self.assertEqual(plans, ["SEARCH file_owner_totals USING PRIMARY KEY (owner=?)"])
+
     def test_the_table_and_its_indexes_are_made_once(self):
         log = self.open()
         SQLiteFileRecords(log)
@@ -451,7 +502,7 @@ class SQLiteFileRecordsInTheHistoryFile(TestCase):
         self.addCleanup(db.close)
         names = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'files'")}
         made = {"files", "files_message", "files_owner", "files_unattached", "files_digest", "files_thumb"}
-        made |= {"files_added", "files_removed"}
+        made |= {"files_added", "files_removed", "files_owner_added", "files_owner_removed"}
         self.assertTrue(made <= names)
 
     def test_a_refused_write_fails_with_a_file_store_error(self):

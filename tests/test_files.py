@@ -304,6 +304,19 @@ class Quotas(FilesTestCase):
         self.assertIn("quota is reached", refusal)
 
     @defer.inlineCallbacks
+    def test_a_quota_refuses_at_its_limit_and_a_deletion_frees_it(self):
+        yield self.make(account_quota=100, files_quota=1000)
+        ann = self.v2("ann")
+        owner = self.files.owner_of(ann.connection.session)
+        first = yield self.upload(ann, data=b"a" * 50, name="a.txt")
+        yield self.upload(ann, data=b"b" * 50, name="b.txt")
+        self.assertIsNotNone((yield self.files.quota_refusal(owner, 1)), "exactly at the limit")
+        self.assertIsNone((yield self.files.quota_refusal(owner, 0)))
+        yield self.records.remove([first.id])
+        self.assertIsNone((yield self.files.quota_refusal(owner, 50)), "freed by the deletion")
+        self.assertIsNotNone((yield self.files.quota_refusal(owner, 51)))
+
+    @defer.inlineCallbacks
     def test_uploads_at_once(self):
         yield self.make(uploads_at_once=2)
         session = self.v2("ann").connection.session

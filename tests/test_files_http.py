@@ -67,6 +67,17 @@ def jpeg_with_gps() -> bytes:
     return out.getvalue()
 
 
+def turned_photo(width: int = 3200, height: int = 1600) -> bytes:
+    """A large JPEG stored on its side (EXIF orientation 6: shown ``height``
+    by ``width``), large enough for the decoder to reduce its scale."""
+    image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90, exif=exif.tobytes())
+    return out.getvalue()
+
+
 @implementer(IBodyProducer)
 class Chunked:
     """A body of unknown length: the Agent sends it chunked."""
@@ -417,6 +428,15 @@ class Images(FilesOverHttp):
         self.assertEqual(Image.open(io.BytesIO(kept)).getexif().get(0x010F), "camera")
         _, thumb = yield self.get(f"/files/{found['id']}/thumb")
         self.assertEqual(Image.open(io.BytesIO(thumb)).getexif(), {})
+
+    @defer.inlineCallbacks
+    def test_a_large_turned_jpegs_size_and_thumbnail_are_upright(self):
+        yield self.serve_files()
+        _, token = yield self.member("ann")
+        found = yield self.upload(token, turned_photo(), name="photo.jpg", kind="image/jpeg")
+        self.assertEqual((found["width"], found["height"], found["thumb"]), (1600, 3200, True))
+        _, thumb = yield self.get(f"/files/{found['id']}/thumb")
+        self.assertEqual(Image.open(io.BytesIO(thumb)).size, (160, 320))
 
     @defer.inlineCallbacks
     def test_a_decompression_bomb_is_kept_as_a_plain_file(self):

@@ -406,6 +406,24 @@ class Migration(SynchronousTestCase):
             self.assertEqual([h.seq for h in log._search(log._db, query).hits], expected)
         log.close()
 
+    def test_an_index_made_with_the_earlier_table_keeps_answering(self):
+        earlier = "fts5(text, content='', tokenize='unicode61 remove_diacritics 2')"
+        log = SQLiteLog(self.path, search=False)
+        result(log.append([Draft(1.0, "ann", "Deploy_v2 at NOON, again")]))
+        log._db.execute(f"CREATE VIRTUAL TABLE search USING {earlier}")  # as earlier servers made it
+        log._db.execute("CREATE TABLE search_state (key TEXT PRIMARY KEY, value)")
+        log.close()
+        log = SQLiteLog(self.path)  # built into that table
+        result(log.append([Draft(2.0, "ann", f"deploy noon {i}") for i in range(300)]))  # past the list
+        result(log.append([Draft(3.0, "ann", "Le CAFÉ, deployed")]))
+        (table,) = log._db.execute("SELECT sql FROM sqlite_master WHERE name = 'search'").fetchone()
+        self.assertIn(earlier, table)
+        newest = [302, *range(301, 252, -1)]  # a page of 50
+        for words, seqs in (("v2", [1]), ("deploy*", newest), ('"noon again"', [1]), ("cafe", [302])):
+            query = fts.Query(tuple(fts.parse_words(words)), ("general",), limit=50)
+            self.assertEqual([h.seq for h in log._search(log._db, query).hits], seqs, words)
+        log.close()
+
     def test_search_turned_off_drops_the_index_and_back_on_builds_it(self):
         log = SQLiteLog(self.path)
         result(log.append([Draft(1.0, "ann", "first")]))
@@ -450,3 +468,16 @@ class Snippets(SynchronousTestCase):
         self.assertLessEqual(len(cut), fts.SNIPPET)
         for start, length in marks:
             self.assertTrue(0 <= start and length > 0 and start + length <= len(cut))
+
+
+class Encoding(SynchronousTestCase):
+    @given(st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
+    def test_an_ascii_text_is_encoded_as_its_words_are_found(self, text):
+        encoder = fts.Encoder(b"a key")
+        words = [encoder.token(word) for _, _, word in fts.tokens(text)]
+        self.assertEqual(encoder.text(text), " ".join(words))
+
+    def test_ascii_and_other_texts_encode_a_word_alike(self):
+        encoder = fts.Encoder(b"a key")
+        self.assertEqual(encoder.text("Cafe_2 x"), encoder.text("CAFÉ 2 x"))
+        self.assertEqual(encoder.text("the fox"), encoder.text("thé fox"))

@@ -24,8 +24,11 @@ T = TypeVar("T")
 #: ``place`` is a file's position in its message. The partial indexes hold
 #: only what their queries look for: the attached (a message's files), the
 #: unattached (the sweep of old uploads), the thumbnails. ``file_totals``
-#: is the bytes of every upload, kept by triggers: the server's quota is
-#: checked at each upload, and a sum over every row would grow with them.
+#: is the bytes of every upload and ``file_owner_totals`` each owner's,
+#: kept by triggers in the transaction that writes the record: both quotas
+#: are checked at each upload, and a sum over rows would grow with them.
+#: A file from before a total was kept has it counted once, when its
+#: table is made (``_FILL``).
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS files (
         id       TEXT PRIMARY KEY,
@@ -56,7 +59,24 @@ _SCHEMA = [
        BEGIN UPDATE file_totals SET bytes = bytes + NEW.size; END""",
     """CREATE TRIGGER IF NOT EXISTS files_removed AFTER DELETE ON files
        BEGIN UPDATE file_totals SET bytes = bytes - OLD.size; END""",
+    """CREATE TRIGGER IF NOT EXISTS files_owner_added AFTER INSERT ON files
+       BEGIN
+         INSERT INTO file_owner_totals VALUES (NEW.owner, NEW.size)
+           ON CONFLICT (owner) DO UPDATE SET bytes = bytes + excluded.bytes;
+       END""",
+    """CREATE TRIGGER IF NOT EXISTS files_owner_removed AFTER DELETE ON files
+       BEGIN
+         UPDATE file_owner_totals SET bytes = bytes - OLD.size WHERE owner = OLD.owner;
+         DELETE FROM file_owner_totals WHERE owner = OLD.owner AND bytes <= 0;
+       END""",
 ]
+
+#: Each owner's total, made with its first count where the table is new.
+_OWNER_TOTALS = """CREATE TABLE file_owner_totals (
+    owner TEXT PRIMARY KEY,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID"""
+_FILL = "INSERT INTO file_owner_totals SELECT owner, sum(size) FROM files GROUP BY owner"
 
 _FIELDS = "id, digest, room, name, type, size, owner, uploaded, width, height, thumb, seq"
 
@@ -73,8 +93,12 @@ class SQLiteFileRecords:
         db = log._db
         try:
             db.execute("BEGIN IMMEDIATE")
+            counting = not _has_table(db, "file_owner_totals")
             for statement in _SCHEMA:
                 db.execute(statement)
+            if counting:
+                db.execute(_OWNER_TOTALS)
+                db.execute(_FILL)
             db.execute("COMMIT")
         except sqlite3.Error as e:
             if db.in_transaction:
@@ -171,8 +195,11 @@ class SQLiteFileRecords:
         )
 
     def used(self, owner: str) -> Deferred[int]:
-        query = "SELECT coalesce(sum(size), 0) FROM files WHERE owner = ?"
-        return self._do(lambda db: db.execute(query, (owner,)).fetchone()[0])
+        def read(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT bytes FROM file_owner_totals WHERE owner = ?", (owner,)).fetchone()
+            return row[0] if row else 0
+
+        return self._do(read)
 
     def used_by_all(self) -> Deferred[int]:
         return self._do(lambda db: db.execute("SELECT bytes FROM file_totals").fetchone()[0])
@@ -184,3 +211,9 @@ def _named(db: sqlite3.Connection, digest: str) -> bool:
         db.execute("SELECT 1 FROM files WHERE digest = ? LIMIT 1", (digest,)).fetchone()
         or db.execute("SELECT 1 FROM files WHERE thumb = ? LIMIT 1", (digest,)).fetchone()
     )
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    """Whether the file has this table yet (a new one is counted once)."""
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return db.execute(query, (name,)).fetchone() is not None
