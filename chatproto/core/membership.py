@@ -168,21 +168,26 @@ class Membership:
         ref: str | None = None,
     ) -> None:
         """Out of the room, by PART or by an operator: the member's devices
-        get everything said in the room before, then their own LEFT (the
-        requester's with ``ref``), then nothing more of it; the other
-        members get LEFT. An account forgets the room."""
+        get everything said in the room before, then nothing more of it, and
+        their own LEFT (the requester's with ``ref``) once the leave is
+        recorded, so that what they ask next (a LIST on any node) sees it;
+        the other members get LEFT. An account forgets the room."""
         self.broadcast.flush()  # what was said before reaches the leaver too
         devices = list(session.devices)
 
-        def gone() -> None:
+        def detach() -> None:
             for connection in devices:
                 self.broadcast.remove(room.key, connection.id, connection)
+
+        def told() -> None:
+            for connection in devices:
                 if connection.session is session:
                     own = ref if connection is requester else None
                     connection.send(codec.Left(session.id, session.nick, reason, message, room.name, own))
 
-        self.broadcast.after_flushed(gone)
+        self.broadcast.after_flushed(detach)
         self.exit(session, room, reason, message)
+        self.broadcast.after_all(told)
         self.forget(session, room)
 
     def forget(self, session: Session, room: ChatRoom) -> None:
