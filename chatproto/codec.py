@@ -56,6 +56,8 @@ class PacketType(IntEnum):
     NICK = 0x16  # version 2: nick changes
     FILES = 0x17  # version 2: files
     SEARCH = 0x18  # version 2: search
+    MEMBERS = 0x19  # version 2: big rooms
+    FOLLOW = 0x1A
     # server -> client
     WELCOME = 0x81
     MESSAGE = 0x82
@@ -82,6 +84,8 @@ class PacketType(IntEnum):
     RENAMED = 0x97  # version 2: nick changes
     FILES_TOKEN = 0x98  # version 2: files
     RESULTS = 0x99  # version 2: search
+    MEMBER_PAGE = 0x9A  # version 2: big rooms (MEMBERS, server to client)
+    COUNT = 0x9B
 
 
 #: Every integer field holds a signed 64-bit value; anything outside is
@@ -658,6 +662,8 @@ class RoomState:
     secret: bool | None = None
     limit: int | None = None  # 0: no limit
     key: str | None = None  # "": no key
+    count: int | None = None  # how many members it has (22)
+    lazy: bool | None = None  # a big room: ``members`` is the shown set (22)
 
 
 @dataclass(frozen=True, slots=True)
@@ -839,6 +845,50 @@ class Results:
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MembersRequest:
+    """A page of a room's members in the order of their nick keys (docs/protocol.md 22)."""
+
+    TYPE: ClassVar = PacketType.MEMBERS
+    room: str = field(metadata=_ROOM)
+    after: str | None = None  # the key the previous page ended at (its ``next``)
+    prefix: str | None = None  # only keys that start with this, folded
+    limit: int | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """Members of a big room whose JOINED and LEFT this connection wants (22)."""
+
+    TYPE: ClassVar = PacketType.FOLLOW
+    room: str = field(metadata=_ROOM)
+    nicks: list[str] = field(metadata=_NICK)
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """MEMBERS' and FOLLOW's answer: Peers in key order, the room's count,
+    and where the next page starts (absent: no more)."""
+
+    TYPE: ClassVar = PacketType.MEMBER_PAGE
+    room: str
+    members: list[Peer]
+    count: int
+    next: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A big room's member count changed (22)."""
+
+    TYPE: ClassVar = PacketType.COUNT
+    room: str
+    members: int
+
+
 V1_CLIENT_PACKETS = (Login, Say, Whisper, Ping, Quit, HistoryRequest, Pong)
 CLIENT_PACKETS = (
     *V1_CLIENT_PACKETS,
@@ -859,6 +909,8 @@ CLIENT_PACKETS = (
     Nick,
     Files,
     Search,
+    MembersRequest,
+    Follow,
 )
 SERVER_PACKETS = (
     Welcome,
@@ -886,6 +938,8 @@ SERVER_PACKETS = (
     Renamed,
     FilesToken,
     Results,
+    Members,
+    Count,
 )
 
 
@@ -1317,6 +1371,17 @@ def room_state_payload(body: dict, members_json: list[str], history_json: list[s
     text = dumps(body)
     lists = f'"members":[{",".join(members_json)}],"history":[{",".join(history_json)}]'
     return encode_json(PacketType.ROOM, f"{text[:-1]},{lists}}}")
+
+
+def members_payload(room: str, members_json: list[str], count: int, next: str | None, ref: str | None) -> bytes:
+    """MEMBERS (server to client) from the room's cached Peer objects."""
+    body: dict[str, Any] = {"room": room, "count": count}
+    if next is not None:
+        body["next"] = next
+    if ref is not None:
+        body["ref"] = ref
+    text = dumps(body)
+    return encode_json(PacketType.MEMBER_PAGE, f'{text[:-1]},"members":[{",".join(members_json)}]}}')
 
 
 def room_list_payload(rooms_json: str, ref: str | None) -> bytes:
