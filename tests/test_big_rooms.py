@@ -66,7 +66,7 @@ def nicks(packet) -> list[str]:
 class Shown(SynchronousTestCase):
     def test_a_small_room_lists_everyone_with_its_count(self):
         server = big()
-        ann, bob = joined(server, "hall", "ann", "bob")
+        ann, _bob = joined(server, "hall", "ann", "bob")
         state = server.peer()
         state.login("cat", version=2)
         state.received()
@@ -77,7 +77,7 @@ class Shown(SynchronousTestCase):
 
     def test_a_big_rooms_room_shows_the_joiner_operators_voiced_and_recent_authors(self):
         server = big(members_shown=5)
-        ann, b1, b2, b3, b4, b5 = joined(server, "hall", "ann", "b1", "b2", "b3", "b4", "b5")
+        ann, b1, b2, b3, _b4, _b5 = joined(server, "hall", "ann", "b1", "b2", "b3", "b4", "b5")
         ann.send(codec.Moderate("hall", "voice", "b4"))
         for peer, text in ((b1, "first"), (b2, "second"), (b1, "third"), (b3, "fourth")):
             said(peer, text, "hall")
@@ -357,7 +357,7 @@ class Members(SynchronousTestCase):
 
     def test_errors_come_in_order(self):
         server = big()
-        ann, bob = joined(server, "hall", "ann", "bob")
+        ann, _bob = joined(server, "hall", "ann", "bob")
         outsider = server.logged_in("out", version=2)[0]
         old = server.logged_in("old", version=1)[0]
         stranger = server.peer()
