@@ -1118,4 +1118,7 @@ _HANDLERS: dict[type, Callable[[ClientSession, object], None]] = {
     codec.Renamed: ClientSession._on_renamed,
     codec.FilesToken: ClientSession._on_files_token,
     codec.Results: ClientSession._on_results,
+    # Big rooms (docs/protocol.md 22): not shown yet; the room's list stays as ROOM gave it.
+    codec.Members: lambda session, packet: None,
+    codec.Count: lambda session, packet: None,
 }

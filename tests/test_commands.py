@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatproto import codec
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core import commands
-from chatproto.core.budget import cost, history_cost, list_cost, unit
+from chatproto.core.budget import cost, follow_cost, history_cost, list_cost, unit
 from chatproto.core.commands import BUCKETS, COMMANDS, EVERY_VERSION
 from chatproto.transports import irc, policy
 from chatproto.transports.int32 import INT32
@@ -46,6 +46,8 @@ SAMPLES = {
     codec.Nick: codec.Nick("ann2", "r"),
     codec.Files: codec.Files("r"),
     codec.Search: codec.Search("hello", ref="r"),
+    codec.MembersRequest: codec.MembersRequest("general", limit=5, ref="r"),
+    codec.Follow: codec.Follow("general", ["bob"], "r"),
 }
 
 
@@ -90,7 +92,8 @@ class Table(SynchronousTestCase):
         self.assertTrue(all(row.bucket in (None, *BUCKETS) for row in COMMANDS.values()))
         self.assertIs(COMMANDS[codec.HistoryRequest].cost, history_cost)
         self.assertIs(COMMANDS[codec.ListRooms].cost, list_cost)
-        others = set(COMMANDS) - {codec.HistoryRequest, codec.ListRooms}
+        self.assertIs(COMMANDS[codec.Follow].cost, follow_cost)
+        others = set(COMMANDS) - {codec.HistoryRequest, codec.ListRooms, codec.Follow}
         self.assertTrue(all(COMMANDS[cls].cost is unit for cls in others))
         # budget.cost is the table's
         self.assertEqual(cost(codec.HistoryRequest(limit=30), 200), 1 + 30 / 10)
