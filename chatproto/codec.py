@@ -56,6 +56,8 @@ class PacketType(IntEnum):
     NICK = 0x16  # version 2: nick changes
     FILES = 0x17  # version 2: files
     SEARCH = 0x18  # version 2: search
+    MEMBERS = 0x19  # version 2: big rooms
+    FOLLOW = 0x1A
     # server -> client
     WELCOME = 0x81
     MESSAGE = 0x82
@@ -82,6 +84,8 @@ class PacketType(IntEnum):
     RENAMED = 0x97  # version 2: nick changes
     FILES_TOKEN = 0x98  # version 2: files
     RESULTS = 0x99  # version 2: search
+    MEMBERS_PAGE = 0x9A  # version 2: big rooms
+    COUNT = 0x9B
 
 
 #: Every integer field holds a signed 64-bit value; anything outside is
@@ -658,6 +662,8 @@ class RoomState:
     secret: bool | None = None
     limit: int | None = None  # 0: no limit
     key: str | None = None  # "": no key
+    count: int | None = None  # how many members the room has (22)
+    lazy: bool | None = None  # a big room: ``members`` is the shown set only (22)
 
 
 @dataclass(frozen=True, slots=True)
@@ -839,6 +845,47 @@ class Results:
     ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Members:
+    """A page of a room's members in folded-nick order (docs/protocol.md 22)."""
+
+    TYPE: ClassVar = PacketType.MEMBERS
+    room: str = field(metadata=_ROOM)
+    after: str | None = None  # the previous page's ``next``
+    prefix: str | None = None  # only the nicks whose folded key starts with this one's
+    limit: int | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """Be told when these nicks join or leave a big room (22)."""
+
+    TYPE: ClassVar = PacketType.FOLLOW
+    room: str = field(metadata=_ROOM)
+    nicks: list[str]
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MembersPage:
+    TYPE: ClassVar = PacketType.MEMBERS_PAGE
+    room: str
+    members: list[Peer]
+    count: int
+    next: str | None = None  # the ``after`` of the following page; absent at the end
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A big room's member count changed (coalesced, 22)."""
+
+    TYPE: ClassVar = PacketType.COUNT
+    room: str
+    members: int
+
+
 V1_CLIENT_PACKETS = (Login, Say, Whisper, Ping, Quit, HistoryRequest, Pong)
 CLIENT_PACKETS = (
     *V1_CLIENT_PACKETS,
@@ -859,6 +906,8 @@ CLIENT_PACKETS = (
     Nick,
     Files,
     Search,
+    Members,
+    Follow,
 )
 SERVER_PACKETS = (
     Welcome,
@@ -886,6 +935,8 @@ SERVER_PACKETS = (
     Renamed,
     FilesToken,
     Results,
+    MembersPage,
+    Count,
 )
 
 
