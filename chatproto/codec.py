@@ -84,7 +84,7 @@ class PacketType(IntEnum):
     RENAMED = 0x97  # version 2: nick changes
     FILES_TOKEN = 0x98  # version 2: files
     RESULTS = 0x99  # version 2: search
-    MEMBERS_PAGE = 0x9A  # version 2: big rooms
+    MEMBER_PAGE = 0x9A  # version 2: big rooms (MEMBERS, server to client)
     COUNT = 0x9B
 
 
@@ -662,8 +662,8 @@ class RoomState:
     secret: bool | None = None
     limit: int | None = None  # 0: no limit
     key: str | None = None  # "": no key
-    count: int | None = None  # how many members the room has (22)
-    lazy: bool | None = None  # a big room: ``members`` is the shown set only (22)
+    count: int | None = None  # how many members it has (22)
+    lazy: bool | None = None  # a big room: ``members`` is the shown set (22)
 
 
 @dataclass(frozen=True, slots=True)
@@ -846,40 +846,43 @@ class Results:
 
 
 @dataclass(frozen=True, slots=True)
-class Members:
-    """A page of a room's members in folded-nick order (docs/protocol.md 22)."""
+class MembersRequest:
+    """A page of a room's members in the order of their nick keys (docs/protocol.md 22)."""
 
     TYPE: ClassVar = PacketType.MEMBERS
     room: str = field(metadata=_ROOM)
-    after: str | None = None  # the previous page's ``next``
-    prefix: str | None = None  # only the nicks whose folded key starts with this one's
+    after: str | None = None  # the key the previous page ended at (its ``next``)
+    prefix: str | None = None  # only keys that start with this, folded
     limit: int | None = None
     ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Follow:
-    """Be told when these nicks join or leave a big room (22)."""
+    """Members of a big room whose JOINED and LEFT this connection wants (22)."""
 
     TYPE: ClassVar = PacketType.FOLLOW
     room: str = field(metadata=_ROOM)
-    nicks: list[str]
+    nicks: list[str] = field(metadata=_NICK)
     ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class MembersPage:
-    TYPE: ClassVar = PacketType.MEMBERS_PAGE
+class Members:
+    """MEMBERS' and FOLLOW's answer: Peers in key order, the room's count,
+    and where the next page starts (absent: no more)."""
+
+    TYPE: ClassVar = PacketType.MEMBER_PAGE
     room: str
     members: list[Peer]
     count: int
-    next: str | None = None  # the ``after`` of the following page; absent at the end
+    next: str | None = None
     ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Count:
-    """A big room's member count changed (coalesced, 22)."""
+    """A big room's member count changed (22)."""
 
     TYPE: ClassVar = PacketType.COUNT
     room: str
@@ -906,7 +909,7 @@ CLIENT_PACKETS = (
     Nick,
     Files,
     Search,
-    Members,
+    MembersRequest,
     Follow,
 )
 SERVER_PACKETS = (
@@ -935,7 +938,7 @@ SERVER_PACKETS = (
     Renamed,
     FilesToken,
     Results,
-    MembersPage,
+    Members,
     Count,
 )
 
@@ -1368,6 +1371,17 @@ def room_state_payload(body: dict, members_json: list[str], history_json: list[s
     text = dumps(body)
     lists = f'"members":[{",".join(members_json)}],"history":[{",".join(history_json)}]'
     return encode_json(PacketType.ROOM, f"{text[:-1]},{lists}}}")
+
+
+def members_payload(room: str, members_json: list[str], count: int, next: str | None, ref: str | None) -> bytes:
+    """MEMBERS (server to client) from the room's cached Peer objects."""
+    body: dict[str, Any] = {"room": room, "count": count}
+    if next is not None:
+        body["next"] = next
+    if ref is not None:
+        body["ref"] = ref
+    text = dumps(body)
+    return encode_json(PacketType.MEMBER_PAGE, f'{text[:-1]},"members":[{",".join(members_json)}]}}')
 
 
 def room_list_payload(rooms_json: str, ref: str | None) -> bytes:

@@ -75,6 +75,20 @@ class Limits:
     typing_interval: float = _limit(
         3.0, "Seconds between the typing notices passed on for one session and room.", wire=2
     )
+    # Big rooms (protocol version 2, docs/protocol.md 22).
+    lazy_members: int = _limit(
+        200,
+        "Members past which a room is big: version 2 joiners get a part of its members (0: never).",
+        0,
+        False,
+        wire=2,
+    )
+    members_shown: int = _limit(50, "Members a big room's ROOM lists at most.", wire=2)
+    members_page: int = _limit(200, "Members one MEMBERS answer lists at most.", wire=2)
+    follow_limit: int = _limit(
+        500, "Members of a big room one connection follows at most (the oldest go first).", wire=2
+    )
+    count_interval: float = _limit(1.0, "Seconds between a big room's COUNT packets at most.", wire=2)
     # Addresses and accounts (protocol version 2); loopback and Unix sockets are exempt
     # from the per-address limits.
     max_per_address: int = _limit(20, "Open connections allowed from one address.", wire=0)

@@ -408,7 +408,7 @@ class PeerModel(QStandardItemModel):
         if branch is not None and branch.lazy and not branch.keys:
             self.fetchMore(branch.item.index())
 
-    def members_page(self, ref: str, page: codec.MembersPage, prefix: str | None) -> None:
+    def members_page(self, ref: str, page: codec.Members, prefix: str | None) -> None:
         """MEMBERS answered: the next rows of the page the tree asked for, in
         order; a completion's members are remembered only."""
         branch = self.rooms.get(room_key(page.room))

@@ -57,7 +57,7 @@ class ChatSession(QObject, SessionEvents):
     searchFailed = pyqtSignal(str, str, str)  # ref, code, message
     historyAround = pyqtSignal(str, int, object, bool)  # room, seq, [codec.Message], more
     countChanged = pyqtSignal(str, int)  # room, how many members it has now
-    membersReceived = pyqtSignal(str, object, object)  # ref, codec.MembersPage, the prefix asked (or None)
+    membersReceived = pyqtSignal(str, object, object)  # ref, codec.Members, the prefix asked (or None)
     membersFailed = pyqtSignal(str, str, str, str)  # ref, room, code, message
 
     def __init__(self, reactor, parent: QObject | None = None, retry=None, endpoint_for=None) -> None:

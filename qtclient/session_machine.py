@@ -153,7 +153,7 @@ class SessionEvents:
     def search_failed(self, ref: str, code: str, message: str) -> None: ...
     def history_around(self, room: str, seq: int, messages: list[codec.Message], more: bool) -> None: ...
     def count_changed(self, room: str, count: int) -> None: ...
-    def members_received(self, ref: str, page: codec.MembersPage, prefix: str | None) -> None: ...
+    def members_received(self, ref: str, page: codec.Members, prefix: str | None) -> None: ...
     def members_failed(self, ref: str, room: str, code: str, message: str) -> None: ...
 
 
@@ -461,7 +461,7 @@ class ClientSession:
             return None
         ref = next(self._member_refs)
         self._member_asks[ref] = (track.name, prefix)
-        self.link.send(codec.Members(track.name, after, prefix, limit, ref))
+        self.link.send(codec.MembersRequest(track.name, after, prefix, limit, ref))
         return ref
 
     def follow(self, room: str, nicks: list[str]) -> bool:
@@ -489,7 +489,7 @@ class ClientSession:
             track.count = count
             self.events.count_changed(track.name, count)
 
-    def _on_members_page(self, page: codec.MembersPage) -> None:
+    def _on_members_page(self, page: codec.Members) -> None:
         asked = self._member_asks.pop(page.ref or "", None)
         track = self.rooms.get(room_key(page.room))
         if track is None or asked is None or page.ref is None:
@@ -1198,6 +1198,6 @@ _HANDLERS: dict[type, Callable[[ClientSession, object], None]] = {
     codec.Renamed: ClientSession._on_renamed,
     codec.FilesToken: ClientSession._on_files_token,
     codec.Results: ClientSession._on_results,
-    codec.MembersPage: ClientSession._on_members_page,
+    codec.Members: ClientSession._on_members_page,
     codec.Count: ClientSession._on_count,
 }

@@ -466,10 +466,13 @@ class BigRooms(SynchronousTestCase):
         completing = h.session.members("BIG", prefix="zo")
         self.assertEqual(
             h.sent(transport),
-            [codec.Members("big", None, None, 2, first), codec.Members("big", None, "zo", None, completing)],
+            [
+                codec.MembersRequest("big", None, None, 2, first),
+                codec.MembersRequest("big", None, "zo", None, completing),
+            ],
         )
-        page = codec.MembersPage("big", [codec.Peer(5, "a"), codec.Peer(6, "b")], 5001, "b", first)
-        found = codec.MembersPage("big", [codec.Peer(7, "Zoe")], 5001, None, completing)
+        page = codec.Members("big", [codec.Peer(5, "a"), codec.Peer(6, "b")], 5001, "b", first)
+        found = codec.Members("big", [codec.Peer(7, "Zoe")], 5001, None, completing)
         h.serve(protocol, found, page)
         self.assertEqual(h.events.named("members_received"), [(completing, found, "zo"), (first, page, None)])
         self.assertEqual(h.session.count_of("big"), 5001)
@@ -494,7 +497,7 @@ class BigRooms(SynchronousTestCase):
         self.assertTrue(h.session.follow("big", ["Zoe"]))
         (sent,) = h.sent(transport)
         self.assertEqual(sent, codec.Follow("big", ["Zoe"], sent.ref))
-        h.serve(protocol, codec.MembersPage("big", [codec.Peer(7, "Zoe")], 5000, None, sent.ref))
+        h.serve(protocol, codec.Members("big", [codec.Peer(7, "Zoe")], 5000, None, sent.ref))
         self.assertEqual(len(h.events.named("members_received")), 1)
 
     def test_nothing_asked_offline_and_asks_go_with_the_link(self):
@@ -506,5 +509,5 @@ class BigRooms(SynchronousTestCase):
         h.clock.advance(1.0)
         protocol, _transport = h.accept()
         h.serve(protocol, welcome(), big_room())
-        h.serve(protocol, codec.MembersPage("big", [], 5000, None, ref))  # the old link's answer
+        h.serve(protocol, codec.Members("big", [], 5000, None, ref))  # the old link's answer
         self.assertEqual(h.events.named("members_received"), [])

@@ -30,6 +30,9 @@ class Wire(Protocol):
     """A transport's framing. Connections that share a wire share bytes."""
 
     name: str  # for metrics: "int32", "websocket", "irc"
+    # Whether a version 2 client on it gets a big room's members lazily
+    # (docs/protocol.md 22); IRC's NAMES stay whole.
+    lazy: bool
 
     def frame(self, payload: bytes) -> bytes:
         """Wire bytes for one payload (type byte + JSON object)."""

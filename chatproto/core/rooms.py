@@ -10,6 +10,7 @@ sends a packet: the hub does that.
 from __future__ import annotations
 
 import dataclasses
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -126,18 +127,24 @@ class RoomRules:
 
 
 class ChatRoom:
-    """One room: its members (with their cached Peer JSON), its topic, its
-    rules and the most recent messages, encoded, for the next joiner."""
+    """One room: its members (with their cached Peer JSON, and their nick
+    keys in order for MEMBERS' pages), its topic, its rules and the most
+    recent messages, encoded, for the next joiner."""
 
     __slots__ = (
+        "_keyed",
+        "big",
         "direct",
         "key",
+        "keys",
         "last_seq",
+        "lazy_at",
         "made",
         "members",
         "name",
         "peers",
         "permanent",
+        "ranked",
         "ready",
         "recent",
         "rev",
@@ -145,7 +152,9 @@ class ChatRoom:
         "topic",
     )
 
-    def __init__(self, name: str, permanent: bool, replay: int, made: float = 0.0) -> None:
+    def __init__(
+        self, name: str, permanent: bool, replay: int, made: float = 0.0, lazy_at: int = 0
+    ) -> None:
         self.name = name
         # When this server (this node) made it: the creation time IRC's 329
         # gives. No store keeps it; a room kept while empty is made again.
@@ -160,6 +169,15 @@ class ChatRoom:
         self.last_seq = 0  # of the newest message stored, once ready
         self.rev = 0  # of the latest change to one of its messages, once ready
         self.direct = is_direct(name)  # a direct conversation (docs/protocol.md 19.8)
+        # Big rooms (docs/protocol.md 22): past ``lazy_at`` members (0: never)
+        # the room is big, and stays so while it exists.
+        self.lazy_at = lazy_at
+        self.big = False
+        # (nick key, id) of every member, sorted: a page costs a bisect, not a sort.
+        self.keys: list[tuple[str, int]] = []
+        self._keyed: dict[int, str] = {}  # id -> the key ``keys`` holds for it
+        # Operators and voiced members (id -> op), found without a walk over the members.
+        self.ranked: dict[int, bool] = {}
         # Fires once the topic, rules and recent history are read (the directory reads them).
         self.ready: Deferred[Any] = succeed(None)
 
@@ -167,22 +185,75 @@ class ChatRoom:
     def topic_text(self) -> str:
         return self.topic.text if self.topic is not None else ""
 
-    def add(self, session: Session) -> None:
+    def add(self, session: Session) -> bool:
+        """``session`` is a member; whether that made the room big."""
         self.members[session.id] = session
         self.refresh(session)
         session.rooms[self.key] = self
+        if self.big or not self.lazy_at or len(self.members) <= self.lazy_at:
+            return False
+        self.big = True
+        return True
 
     def refresh(self, session: Session) -> None:
-        """The member's Peer JSON again (its operator status or away changed)."""
+        """The member's Peer JSON again (its operator status, away or nick changed)."""
         rules = self.rules
         voice = bool((rules.voices or rules.guest_voices) and rules.is_voiced(session))
         op = rules.is_op(session)
-        self.peers[session.id] = codec.peer_json(session.id, session.nick, op, session.away, voice)
+        id = session.id
+        self.peers[id] = codec.peer_json(id, session.nick, op, session.away, voice)
+        if op or voice:
+            self.ranked[id] = op
+        else:
+            self.ranked.pop(id, None)
+        key = self._keyed.get(id)
+        if key != session.key:
+            if key is not None:
+                self._unkey(id, key)
+            self._keyed[id] = session.key
+            insort(self.keys, (session.key, id))
+
+    def _unkey(self, id: int, key: str) -> None:
+        index = bisect_left(self.keys, (key, id))
+        if index < len(self.keys) and self.keys[index] == (key, id):
+            del self.keys[index]
 
     def remove(self, session: Session) -> None:
-        self.members.pop(session.id, None)
-        self.peers.pop(session.id, None)
+        id = session.id
+        self.members.pop(id, None)
+        self.peers.pop(id, None)
+        self.ranked.pop(id, None)
+        key = self._keyed.pop(id, None)
+        if key is not None:
+            self._unkey(id, key)
         session.rooms.pop(self.key, None)
+
+    def member_by_key(self, key: str) -> Session | None:
+        """The member whose nick key is ``key``, if any."""
+        index = bisect_left(self.keys, (key,))
+        if index < len(self.keys) and self.keys[index][0] == key:
+            return self.members.get(self.keys[index][1])
+        return None
+
+    def page(self, after: str | None, prefix: str, limit: int) -> tuple[list[int], str | None]:
+        """Up to ``limit`` members' ids in key order, after the key ``after``
+        and with keys starting with ``prefix`` (folded already); and the key
+        the next page starts after (None: no more)."""
+        keys = self.keys
+        start = 0 if after is None else bisect_right(keys, after, key=_first)
+        if prefix:
+            start = max(start, bisect_left(keys, prefix, key=_first))
+        ids = []
+        index = start
+        end = len(keys)
+        while index < end and len(ids) < limit:
+            key, id = keys[index]
+            if not key.startswith(prefix):
+                return ids, None
+            ids.append(id)
+            index += 1
+        more = index < end and keys[index][0].startswith(prefix)
+        return ids, keys[index - 1][0] if more and ids else None
 
     def info(self) -> codec.RoomInfo:
         return codec.RoomInfo(self.name, self.topic_text, len(self.members))
@@ -192,6 +263,10 @@ class ChatRoom:
         in one record, so that the topic lives exactly as long as the rules."""
         topic = self.topic
         return {**self.rules.to_json(), "topic": None if topic is None else [topic.text, topic.by, topic.ts]}
+
+
+def _first(item: tuple[str, int]) -> str:
+    return item[0]
 
 
 class RoomSource(Protocol):
@@ -280,7 +355,7 @@ class Directory:
 
     def _create(self, name: str, permanent: bool) -> ChatRoom:
         made = self.clock.seconds() if self.clock is not None else 0.0
-        room = ChatRoom(name, permanent, self.limits.history_replay, made)
+        room = ChatRoom(name, permanent, self.limits.history_replay, made, self.limits.lazy_members)
         self.rooms[room.key] = room
         room.ready = self.source.load(room)
         room.ready.addErrback(lambda f: log.failure("could not read room {room}", f, room=name))

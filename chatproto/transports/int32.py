@@ -49,6 +49,7 @@ class Int32Wire:
     """Frames as Int32StringReceiver writes them: a 4-byte big-endian length."""
 
     name = "int32"
+    lazy = True
     frame = staticmethod(codec.frame)
 
 

@@ -247,6 +247,7 @@ class IrcWire:
     capabilities; a broadcast is translated once per wire."""
 
     name = "irc"
+    lazy = False  # NAMES stay whole, JOIN and PART go to everyone
 
     def __init__(self, server: str, caps: frozenset[str], people: IrcPeople | None = None) -> None:
         self.server = server
@@ -621,6 +622,8 @@ NOT_SHOWN: dict[int, str] = {
     PacketType.SESSIONS: "the answer to ADMIN, which IRC never sends",
     PacketType.FILES_TOKEN: "the answer to FILES, which IRC never sends (IRC clients get links, 20.6)",
     PacketType.RESULTS: "the answer to SEARCH, which IRC never sends (IRC has no search command)",
+    PacketType.MEMBER_PAGE: "the answer to MEMBERS and FOLLOW, which IRC never sends (NAMES is whole)",
+    PacketType.COUNT: "a big room's count, which IRC needs not: it gets every JOIN and PART (22)",
 }
 
 _WIRES: dict[tuple[str, frozenset], IrcWire] = {}

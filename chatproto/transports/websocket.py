@@ -88,6 +88,7 @@ class WebSocketWire:
     """Frames as this transport writes them: one binary message each."""
 
     name = "websocket"
+    lazy = True
     frame = staticmethod(ws_frame)
 
 

@@ -63,7 +63,7 @@ class NickCompleter:
             self._apply(found, 0, start)
         return True
 
-    def answered(self, ref: str, page: codec.MembersPage) -> None:
+    def answered(self, ref: str, page: codec.Members) -> None:
         """MEMBERS with a prefix answered: complete with it if the input still ends in that word."""
         if self._asked is None or self._asked[0] != ref:
             return

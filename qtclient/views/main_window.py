@@ -936,7 +936,7 @@ class MainWindow(QMainWindow):
                 self.transcript.index(len(messages), 0), QAbstractItemView.ScrollHint.PositionAtTop
             )
 
-    def _members_page(self, ref: str, page: codec.MembersPage, prefix: str | None) -> None:
+    def _members_page(self, ref: str, page: codec.Members, prefix: str | None) -> None:
         self.peers.members_page(ref, page, prefix)
         if prefix is not None:
             self.completer.answered(ref, page)

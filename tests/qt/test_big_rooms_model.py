@@ -47,13 +47,13 @@ def test_pages_list_in_order_and_the_tree_asks_for_the_next():
     assert asked == [("Big", None)], "one page under way at a time"
     index = m.room_item("Big").index()
     assert not m.canFetchMore(index)
-    m.members_page("m1", codec.MembersPage("Big", peers("adam", "Bea"), 5001, "bea", "m1"), None)
+    m.members_page("m1", codec.Members("Big", peers("adam", "Bea"), 5001, "bea", "m1"), None)
     assert m.members("Big") == ["adam", "Bea"]
     assert m.room_item("Big").text() == "Big (5001 members)"
     assert m.canFetchMore(index)
     m.fetchMore(index)
     assert asked[-1] == ("Big", "bea")
-    m.members_page("m2", codec.MembersPage("Big", peers("carl", start=200), 5001, None, "m2"), None)
+    m.members_page("m2", codec.Members("Big", peers("carl", start=200), 5001, None, "m2"), None)
     assert m.members("Big") == ["adam", "Bea", "carl"]
     assert not m.canFetchMore(index), "the last page came"
 
@@ -62,7 +62,7 @@ def test_joined_and_left_in_a_big_room_follow_the_listing():
     m, _asked = model()
     m.room_state(big())
     m.fetch_first("Big")
-    m.members_page("m1", codec.MembersPage("Big", peers("adam", "carl"), 5000, "carl", "m1"), None)
+    m.members_page("m1", codec.Members("Big", peers("adam", "carl"), 5000, "carl", "m1"), None)
     m.joined(codec.Joined(7, "Bob", "Big"))
     m.joined(codec.Joined(8, "zed", "Big"))
     assert m.members("Big") == ["adam", "Bob", "carl"], "zed comes with a later page, in its place"
@@ -71,7 +71,7 @@ def test_joined_and_left_in_a_big_room_follow_the_listing():
     assert m.members("Big") == ["carl"]
     m.set_count("Big", 4998)
     assert m.room_item("Big").text() == "Big (4998 members)"
-    m.members_page("x", codec.MembersPage("Big", peers("zara", start=300), 4998, None, "x"), "za")
+    m.members_page("x", codec.Members("Big", peers("zara", start=300), 4998, None, "x"), "za")
     assert m.members("Big") == ["carl"], "a completion's answer is not the next rows"
     assert "zara" in m.known_nicks("Big")
 
@@ -112,7 +112,7 @@ def test_tab_completes_locally_in_a_small_room_and_asks_in_a_big_one(qtbot):
     line.moveCursor(line.textCursor().MoveOperation.End)
     tab(line)
     assert asked == [("Big", "zo", 20)] and line.toPlainText() == "hi zo"
-    completer.answered("c1", codec.MembersPage("Big", peers("Zoë", "zoltan"), 5000, "zoltan", "c1"))
+    completer.answered("c1", codec.Members("Big", peers("Zoë", "zoltan"), 5000, "zoltan", "c1"))
     assert line.toPlainText() == "hi Zoë "
     tab(line)
     assert line.toPlainText() == "hi zoltan "
