@@ -453,6 +453,11 @@ class PeerModel(QStandardItemModel):
             return 0
         return branch.count if branch.lazy else len(branch.members)
 
+    def fully_listed(self, room: str) -> bool:
+        """Whether every member of the room is in the tree (a big room's last page came)."""
+        branch = self.rooms.get(room_key(room))
+        return branch is not None and branch.complete
+
     def is_lazy(self, room: str) -> bool:
         branch = self.rooms.get(room_key(room))
         return branch is not None and branch.lazy
