@@ -1373,7 +1373,9 @@ def room_state_payload(body: dict, members_json: list[str], history_json: list[s
     return encode_json(PacketType.ROOM, f"{text[:-1]},{lists}}}")
 
 
-def members_payload(room: str, members_json: list[str], count: int, next: str | None, ref: str | None) -> bytes:
+def members_payload(
+    room: str, members_json: list[str], count: int, next: str | None, ref: str | None
+) -> bytes:
     """MEMBERS (server to client) from the room's cached Peer objects."""
     body: dict[str, Any] = {"room": room, "count": count}
     if next is not None:

@@ -328,6 +328,21 @@ INTEGER_FIELDS = [
     (codec.decode_server, PacketType.MESSAGE, None, ("files", 0, "height")),
     (codec.decode_client, PacketType.HISTORY, {"around": 1}, ("around",)),
     (codec.decode_client, PacketType.SEARCH, {"words": "w", "limit": 1}, ("limit",)),
+    (codec.decode_client, PacketType.MEMBERS, {"room": "r", "limit": 1}, ("limit",)),
+    (
+        codec.decode_server,
+        PacketType.MEMBER_PAGE,
+        {"room": "r", "members": [{"id": 1, "nick": "n"}], "count": 1},
+        ("count",),
+    ),
+    (codec.decode_server, PacketType.MEMBER_PAGE, None, ("members", 0, "id")),
+    (codec.decode_server, PacketType.COUNT, {"room": "r", "members": 1}, ("members",)),
+    (
+        codec.decode_server,
+        PacketType.ROOM,
+        {"room": "r", "topic": "", "members": [], "history": [], "count": 1},
+        ("count",),
+    ),
     (
         codec.decode_server,
         PacketType.RESULTS,

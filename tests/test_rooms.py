@@ -103,6 +103,7 @@ class Joining(SynchronousTestCase):
                 secret=False,
                 limit=0,
                 key="",
+                count=1,
             ),
             "its maker is its operator; nothing unread",
         )

@@ -15,6 +15,7 @@ from chatproto import codec
 from chatproto.codec import Message
 from chatproto.core.connection import Session
 from chatproto.core.rooms import ChatRoom
+from chatproto.rules import nick_key
 
 #: Room left in a frame for the rest of the packet around a history list.
 _FRAME_MARGIN = 1024
@@ -62,10 +63,15 @@ class Assembler:
         self.motd = motd
         self._limits_wire = limits_wire  # version -> WELCOME.limits
 
-    def _recent(self, room: ChatRoom, version: int = 2) -> list[str]:
+    def _kept(self, room: ChatRoom) -> list[tuple[Message, str]]:
+        """The recent messages a ROOM or WELCOME replays: as many of the
+        newest as fit a frame."""
         recent = list(room.recent)
         history, _ = fit([m for m, _ in recent], self.max_frame, keep="newest")
-        kept = recent[len(recent) - len(history) :]
+        return recent[len(recent) - len(history) :]
+
+    def _recent(self, room: ChatRoom, version: int = 2) -> list[str]:
+        kept = self._kept(room)
         if version == 1:  # docs/protocol.md 19.10
             return [
                 text if m.plain else v1
@@ -105,9 +111,36 @@ class Assembler:
         body["admin"] = session.admin
         return codec.welcome_payload(body, [], [])
 
-    def room_state(self, room: ChatRoom, ref: str | None, session: Session) -> bytes:
+    def shown(self, room: ChatRoom, session: Session, limit: int) -> list[int]:
+        """The members a big room's ROOM lists (docs/protocol.md 22): the
+        joiner, the operators, the voiced, then the authors of the replayed
+        history still in the room, the latest first; at most ``limit``."""
+        shown = {session.id: None}
+        ranked = room.ranked
+        for id, op in ranked.items():
+            if op and len(shown) < limit:
+                shown[id] = None
+        for id, op in ranked.items():
+            if not op and len(shown) < limit:
+                shown[id] = None
+        authors: set[str] = set()
+        for message, _ in reversed(self._kept(room)):
+            if len(shown) >= limit:
+                break
+            if message.sender in authors:
+                continue
+            authors.add(message.sender)
+            member = room.member_by_key(nick_key(message.sender))
+            if member is not None:
+                shown[member.id] = None
+        return list(shown)[:limit]
+
+    def room_state(
+        self, room: ChatRoom, ref: str | None, session: Session, shown: list[int] | None = None
+    ) -> bytes:
         """ROOM: what a new member of ``room`` starts from (itself a member),
-        with its read marker and unread count."""
+        with its read marker and unread count; in a big room, only the
+        members ``shown`` (None: every one)."""
         body: dict[str, Any] = {"room": room.name, "topic": room.topic_text}
         if ref is not None:
             body["ref"] = ref
@@ -123,7 +156,13 @@ class Assembler:
         body["rev"] = room.rev
         if room.direct:
             body["kind"] = "direct"
-        return codec.room_state_payload(body, list(room.peers.values()), self._recent(room))
+        body["count"] = len(room.members)
+        if shown is None:
+            members = list(room.peers.values())
+        else:
+            body["lazy"] = True
+            members = [room.peers[id] for id in shown if id in room.peers]
+        return codec.room_state_payload(body, members, self._recent(room))
 
     def page(
         self, messages: list[Message], more: bool, keep: str, room: str | None, rev: int | None = None

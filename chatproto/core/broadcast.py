@@ -11,6 +11,8 @@ however the log's Deferreds fire, and each recipient gets its channels'
 items in batch order, so server-wide items (PENDING) keep their place among
 each room's. A sender's copy of its own item carries its ``ref``; a
 connection added to a channel during a batch starts at its own place in it.
+A big room's JOINED and LEFT (docs/protocol.md 22) are left out of what
+lazy version 2 wires share and put in their followers' own copies.
 
 A *channel* is a room's key, or :data:`SERVER` for what every logged-in
 session gets.
@@ -157,7 +159,7 @@ class Event:
     """A presence item: its payload for each protocol version (None: not
     sent to that version), and optionally the sender's own copy (version 2)."""
 
-    __slots__ = ("_own", "_payloads", "channel", "record", "sender", "skip")
+    __slots__ = ("_own", "_payloads", "channel", "followers", "record", "sender", "skip")
 
     def __init__(
         self,
@@ -168,6 +170,7 @@ class Event:
         own: bytes | None = None,
         record: Record | None = None,
         skip: frozenset[int] | None = None,
+        followers: frozenset[Connection] | None = None,
     ) -> None:
         self.channel = channel
         self._payloads = (None, v1, v2)
@@ -177,6 +180,9 @@ class Event:
         # Sessions (by id) of the channel that don't get it: they had it in
         # another channel already (a RENAMED goes once to each sharer).
         self.skip = skip
+        # A big room's JOINED or LEFT: on a lazy wire, version 2 connections
+        # get it only if they are among these (None: everyone gets it).
+        self.followers = followers
 
     def payload(self, version: int) -> bytes | None:
         return self._payloads[version]
@@ -192,7 +198,7 @@ Item = Event | Said
 class Flushed:
     """A batch on its way: waiting for the log, then delivered."""
 
-    __slots__ = ("after", "batch", "outcome", "owned", "said", "skips", "starts")
+    __slots__ = ("after", "batch", "lazy", "outcome", "owned", "said", "skips", "starts")
 
     def __init__(self, batch: list[Item], starts: dict[tuple[str, Connection], int]) -> None:
         self.batch = batch
@@ -202,6 +208,10 @@ class Flushed:
         self.owned = any((item.ref if isinstance(item, Said) else item._own) is not None for item in batch)
         # whether some recipient of a channel is left out of an item (Event.skip)
         self.skips = len(self.said) < len(batch) and any(type(item) is Event and item.skip for item in batch)
+        # whether some item is a big room's presence, for its followers alone on lazy wires
+        self.lazy = len(self.said) < len(batch) and any(
+            type(item) is Event and item.followers is not None for item in batch
+        )
         self.outcome: list[Outcome] | Failure | None = None if self.said else []
         self.after: list[Callable[[], None]] = []
 
@@ -501,10 +511,18 @@ class Broadcast:
                 frames[index] = b""  # its sender's alone, in its place (_special_copies)
         if not frames:
             return
-        shared = b"".join(frames.values())
+        hidden: set[int] = set()  # a big room's presence: its followers' alone
+        if flushed.lazy and version >= 2 and wire.lazy:
+            hidden = {i for i in frames if type(batch[i]) is Event and batch[i].followers is not None}  # type: ignore[union-attr]
+        if hidden:
+            shared = b"".join(frame for i, frame in frames.items() if i not in hidden)
+            followed = any(batch[i].followers for i in hidden)  # type: ignore[union-attr]
+        else:
+            shared = b"".join(frames.values())
+            followed = False
         special = None
-        if flushed.owned or flushed.starts or flushed.skips:
-            special = _special_copies(wire, version, connections, batch, frames, flushed.starts)
+        if flushed.owned or flushed.starts or flushed.skips or followed:
+            special = _special_copies(wire, version, connections, batch, frames, flushed.starts, hidden)
         # Delivery never changes the recipients: an overflow is only noted
         # (Logins.overflowed) and handled once the loop is over.
         if special:
@@ -524,15 +542,19 @@ def _special_copies(
     batch: list[Item],
     frames: dict[int, bytes],
     starts: dict[tuple[str, Connection], int],
+    hidden: set[int],
 ) -> dict[Connection, bytes]:
     """The view as seen by those who don't get the shared copy: senders
-    (their own items carry the ref), those an item skips, and those added
-    mid-batch.
+    (their own items carry the ref), those an item skips, followers of a
+    member whose JOINED or LEFT is ``hidden`` from the shared copy, and
+    those added mid-batch.
 
     A mid-batch joiner's WELCOME or ROOM reflects the presence events before
     its start in that channel but its history stops at the last delivery,
     so it gets the batch's earlier messages and everything from its start on."""
     members = set(connections)
+    # What everyone gets, each item in its place (a hidden one empty there).
+    base = {i: b"" if i in hidden else frame for i, frame in frames.items()} if hidden else frames
     copies: dict[Connection, dict[int, bytes]] = {}
     for index in frames:
         item = batch[index]
@@ -543,7 +565,7 @@ def _special_copies(
         if own is not None:
             copy = copies.get(sender)
             if copy is None:
-                copy = copies[sender] = dict(frames)
+                copy = copies[sender] = dict(base)
             copy[index] = wire.frame(own)
     for index in frames:
         item = batch[index]
@@ -555,8 +577,15 @@ def _special_copies(
             if session is not None and session.id in skip:
                 copy = copies.get(connection)
                 if copy is None:
-                    copy = copies[connection] = dict(frames)
+                    copy = copies[connection] = dict(base)
                 copy[index] = b""
+    for index in hidden:
+        for connection in batch[index].followers or ():  # type: ignore[union-attr]
+            if connection in members:
+                copy = copies.get(connection)
+                if copy is None:
+                    copy = copies[connection] = dict(base)
+                copy[index] = frames[index]
 
     def view(own: dict[int, bytes], connection: Connection) -> bytes:
         return b"".join(
@@ -568,5 +597,5 @@ def _special_copies(
     result = {connection: view(copy, connection) for connection, copy in copies.items()}
     for _, connection in starts:
         if connection not in result and connection in members:
-            result[connection] = view(frames, connection)
+            result[connection] = view(base, connection)
     return result

@@ -32,7 +32,9 @@ from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import Broadcast, Said
 from chatproto.core.connection import Connection, Session
 from chatproto.core.conversations import Conversations
+from chatproto.core.counts import Counts
 from chatproto.core.files import Files, FileSpace
+from chatproto.core.following import Following
 from chatproto.core.inbound import Inbound
 from chatproto.core.logins import Logins
 from chatproto.core.membership import Membership
@@ -103,6 +105,8 @@ class Hub:
             files_url,
         )
         self.keeper = RuleKeeper(clock, store, self.broadcast)
+        self.following = Following(limits.follow_limit)
+        self.counts = Counts(clock, limits.count_interval, self.broadcast, self.directory)
         self.membership = Membership(
             self.directory,
             self.broadcast,
@@ -112,6 +116,8 @@ class Hub:
             self.observers,
             self.keeper,
             limits,
+            self.following,
+            self.counts,
         )
         self.logins = Logins(
             clock,
@@ -189,6 +195,7 @@ class Hub:
             self.broadcast,
             self.peers,
             self.observers,
+            self.following,
         )
         self.inbound = Inbound(
             self.registry,
@@ -280,6 +287,7 @@ class Hub:
         """BYE server_shutdown to everyone, after storing what was said; fires
         when every connection is closed (or ``grace`` has passed)."""
         self.flush()
+        self.counts.stop()
         self.broadcast.clear()
         self.membership.clear()
         connections = self.registry.clear()

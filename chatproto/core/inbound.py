@@ -115,6 +115,7 @@ class Inbound:
             member.nick, member.key = record.nick, record.key
             for each in member.rooms.values():
                 each.refresh(member)
+            self.membership.following.renamed(record.old_key, record.key, list(member.rooms))
         told: set[int] = set()
         for key in record.rooms:
             if key == room.key:

@@ -308,6 +308,7 @@ class Logins:
             return
         for connection in list(session.devices):
             self.stop_receiving(session, connection)
+            self.membership.following.forget(connection)
             self.registry.remove(connection)
             self.gate.closed(connection.host)
             self.counters.disconnects["replaced"] += 1
@@ -336,6 +337,7 @@ class Logins:
     def _resume(self, connection: Connection, session: Session, old: Connection) -> Session:
         now = self.clock.seconds()
         self.stop_receiving(session, old)
+        self.membership.following.moved(old, connection)  # the device keeps its follows
         self.registry.take_over(connection, session, old, now)
         self.gate.closed(old.host)
         old.disconnect("replaced")
@@ -402,6 +404,7 @@ class Logins:
             self.gate.closed(connection.host)
         if isinstance(gone, Session):
             self.stop_receiving(gone, connection)
+            self.membership.following.forget(connection)
             if gone.devices:  # the account is still here on its other devices
                 log.info("{nick} ({id}) lost a device: {reason}", nick=gone.nick, id=gone.id, reason=reason)
                 self.observers.notify("device_left", gone.id, nick=gone.nick, reason=reason)

@@ -4,8 +4,9 @@ Entering and leaving rooms, for JOIN, PART, kicks, bans, closed rooms,
 dropped connections and other nodes' changes alike, goes through here: the
 room's members change, the room's order gets the JOINED or LEFT (and the
 record other nodes apply), read markers and an account's memory of the room
-follow, and the observers hear of it. Nothing here decides whether a change
-is allowed: the requests (:mod:`chatproto.core.room_requests`,
+follow, and the observers hear of it. In a big room (docs/protocol.md 22)
+a JOINED or LEFT names its followers, and the count goes by COUNT. Nothing
+here decides whether a change is allowed: the requests (:mod:`chatproto.core.room_requests`,
 :mod:`chatproto.core.moderation`) do.
 """
 
@@ -24,6 +25,8 @@ from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import Broadcast, Event
 from chatproto.core.connection import Connection, Session
+from chatproto.core.counts import Counts
+from chatproto.core.following import Following
 from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers
 from chatproto.core.records import MemberJoined, MemberLeft
@@ -57,6 +60,8 @@ class Membership:
         observers: Observers,
         keeper: RuleKeeper,
         limits: Limits,
+        following: Following,
+        counts: Counts,
     ) -> None:
         self.directory = directory
         self.broadcast = broadcast
@@ -66,6 +71,8 @@ class Membership:
         self.observers = observers
         self.keeper = keeper
         self.limits = limits
+        self.following = following  # who follows whom in big rooms
+        self.counts = counts
 
     def member_room(self, session: Session, name: str | None) -> ChatRoom:
         """The room a request names (None: the default room) if the session
@@ -77,9 +84,26 @@ class Membership:
 
     # -- in --------------------------------------------------------------------------
 
+    def _add(self, room: ChatRoom, member: Session) -> None:
+        """``member`` is in ``room``. A room that just became big: its
+        version 2 members knew every member, and go on hearing of them."""
+        if room.add(member):
+            keys = [key for key, _ in room.keys]
+            for other in room.members.values():
+                if other is member or other.connection is None or other.version < 2:
+                    continue
+                for device in other.devices:
+                    if device.wire.lazy:
+                        self.following.follow(device, room.key, keys)
+        self.counts.changed(room)
+
+    def _remove(self, room: ChatRoom, member: Session) -> None:
+        room.remove(member)
+        self.counts.changed(room)
+
     def enter(self, session: Session, room: ChatRoom) -> None:
         """Make ``session`` a member and tell the room's members."""
-        room.add(session)
+        self._add(room, session)
         session.marks.setdefault(room.key, room.last_seq)
         record = MemberJoined(room.name, session.id, session.nick, session.key, session.account)
         self.broadcast.event(self.joined(room, session, record))
@@ -92,7 +116,11 @@ class Membership:
         voice = True if room.rules.is_voiced(session) else None
         v2 = codec.encode(codec.Joined(session.id, session.nick, room.name, op, session.away, voice))
         v1 = codec.encode(codec.Joined(session.id, session.nick)) if room is self.directory.default else None
-        return Event(room.key, v1, v2, record=record)
+        return Event(room.key, v1, v2, record=record, followers=self._followers(room, session.key))
+
+    def _followers(self, room: ChatRoom, key: str) -> frozenset[Connection] | None:
+        """Who hears a member of a big room come or go (None: everyone)."""
+        return self.following.followers(room.key, key) if room.big else None
 
     def remember(self, session: Session, room: ChatRoom) -> None:
         """An account's membership and read marker, for its next login."""
@@ -134,29 +162,29 @@ class Membership:
 
     def exit(self, session: Session, room: ChatRoom, reason: str, message: str | None) -> None:
         """Take ``session`` out of ``room`` and tell the room's members."""
-        room.remove(session)
+        self._remove(room, session)
         room.rules.guest_ops.discard(session.id)
         room.rules.guest_voices.discard(session.id)
         record = MemberLeft(room.name, session.id, session.nick, session.key, reason, message, room.permanent)
-        self.broadcast.event(self.left(room, session.id, session.nick, reason, message, record))
+        self.broadcast.event(self.left(room, session, reason, message, record))
         self.observers.notify("room_left", session.id, nick=session.nick, reason=reason, room=room.name)
         self.drop_if_empty(room)
 
     def left(
         self,
         room: ChatRoom,
-        id: int,
-        nick: str,
+        member: Session,
         reason: str,
         message: str | None,
         record: MemberLeft | None = None,
     ) -> Event:
+        id, nick = member.id, member.nick
         v2 = codec.encode(codec.Left(id, nick, reason, message, room.name))
         v1 = None
         if room is self.directory.default:
             # Version 1 has no PART: to it, leaving its one room is quitting.
             v1 = codec.encode(codec.Left(id, nick, "quit" if reason == "part" else reason, message))
-        return Event(room.key, v1, v2, record=record)
+        return Event(room.key, v1, v2, record=record, followers=self._followers(room, member.key))
 
     def remove(
         self,
@@ -178,6 +206,7 @@ class Membership:
         def detach() -> None:
             for connection in devices:
                 self.broadcast.remove(room.key, connection.id, connection)
+                self.following.forget(connection, room.key)
 
         def told() -> None:
             for connection in devices:
@@ -207,7 +236,7 @@ class Membership:
         if record.id in room.members:
             return None  # in the snapshot already
         member = self.peers.stand_in(record.id, record.nick, record.key, record.account)
-        room.add(member)
+        self._add(room, member)
         self.observers.notify("room_joined", member.id, nick=member.nick, room=room.name)
         return self.joined(room, member)
 
@@ -219,8 +248,8 @@ class Membership:
         member = room.members.get(record.id)
         if member is None:
             return None, None
-        event = self.left(room, member.id, member.nick, record.reason, record.message)
-        room.remove(member)
+        event = self.left(room, member, record.reason, record.message)
+        self._remove(room, member)
         room.rules.guest_ops.discard(member.id)
         room.rules.guest_voices.discard(member.id)
         self.observers.notify("room_left", member.id, nick=member.nick, reason=record.reason, room=room.name)
@@ -234,6 +263,7 @@ class Membership:
             def then() -> None:
                 for connection in devices:
                     self.broadcast.remove(room.key, connection.id, connection)
+                    self.following.forget(connection, room.key)
 
         self.drop_if_empty(room)
         return event, then
@@ -243,13 +273,13 @@ class Membership:
     def seat(self, room: ChatRoom, member: Session) -> None:
         """A member elsewhere that the room's snapshot says is in it."""
         if member.id not in room.members:
-            room.add(member)
+            self._add(room, member)
 
     def unseat(self, room: ChatRoom) -> None:
         """The room is gone here: its members elsewhere are forgotten with it."""
         for member in list(room.members.values()):
             if member.connection is None:
-                room.remove(member)
+                self._remove(room, member)
                 self.peers.forget(member)
 
     def arrive(self, session: Session, room: ChatRoom) -> None:
@@ -299,10 +329,20 @@ class Membership:
         (``listen``) the room's broadcasts from here on."""
         if session.rooms.get(room.key) is not room:
             return  # left the room while earlier broadcasts were stored
+        shown: list[int] | None = None
+        keys: list[str] = []
         for connection in list(session.devices) if devices is None else devices:
             if connection.session is not session:
                 continue  # gone, or replaced
             own = ref if devices is not None or connection is requester else None
-            connection.deliver(connection.wire.frame(self.assembler.room_state(room, own, session)))
+            if room.big and session.version >= 2 and connection.wire.lazy:
+                if shown is None:
+                    shown = self.assembler.shown(room, session, self.limits.members_shown)
+                    keys = [room.members[id].key for id in shown]
+                self.following.follow(connection, room.key, keys)
+                payload = self.assembler.room_state(room, own, session, shown)
+            else:
+                payload = self.assembler.room_state(room, own, session)
+            connection.deliver(connection.wire.frame(payload))
             if listen:
                 self.broadcast.add(room.key, connection.id, connection, session.version)

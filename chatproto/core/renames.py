@@ -23,6 +23,7 @@ from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.accounts import Accounts
 from chatproto.core.broadcast import Broadcast, Event
 from chatproto.core.connection import Connection, Session, logged_in
+from chatproto.core.following import Following
 from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers
 from chatproto.core.records import MemberRenamed
@@ -51,6 +52,7 @@ class Renames:
         broadcast: Broadcast,
         peers: Peers,
         observers: Observers,
+        following: Following,
     ) -> None:
         self.clock = clock
         self.registry = registry
@@ -60,6 +62,7 @@ class Renames:
         self.broadcast = broadcast
         self.peers = peers
         self.observers = observers
+        self.following = following  # a follow of the old nick moves to the new (docs/protocol.md 22)
 
     def rename(self, connection: Connection, packet: codec.Nick) -> Deferred[None] | None:
         """NICK, after the command table's login and rate checks: the checks
@@ -127,6 +130,7 @@ class Renames:
         self.peers.save(session)  # a resume on another node finds it by its new nick
         if old_key != key:
             self.peers.release(old_key)
+            self.following.renamed(old_key, key, [room.key for room in rooms])
         log.info("{old} ({id}) is now known as {nick}", old=old, id=session.id, nick=nick)
         self.observers.notify("renamed", session.id, nick=nick, reason=old)
         if not rooms:

@@ -134,6 +134,8 @@ class ChatRoom:
     __slots__ = (
         "_keyed",
         "big",
+        "counted",
+        "counted_at",
         "direct",
         "key",
         "keys",
@@ -152,9 +154,7 @@ class ChatRoom:
         "topic",
     )
 
-    def __init__(
-        self, name: str, permanent: bool, replay: int, made: float = 0.0, lazy_at: int = 0
-    ) -> None:
+    def __init__(self, name: str, permanent: bool, replay: int, made: float = 0.0, lazy_at: int = 0) -> None:
         self.name = name
         # When this server (this node) made it: the creation time IRC's 329
         # gives. No store keeps it; a room kept while empty is made again.
@@ -173,6 +173,8 @@ class ChatRoom:
         # the room is big, and stays so while it exists.
         self.lazy_at = lazy_at
         self.big = False
+        self.counted: int | None = None  # what the last COUNT said (None: none went)
+        self.counted_at = float("-inf")  # when it went
         # (nick key, id) of every member, sorted: a page costs a bisect, not a sort.
         self.keys: list[tuple[str, int]] = []
         self._keyed: dict[int, str] = {}  # id -> the key ``keys`` holds for it
@@ -243,7 +245,7 @@ class ChatRoom:
         start = 0 if after is None else bisect_right(keys, after, key=_first)
         if prefix:
             start = max(start, bisect_left(keys, prefix, key=_first))
-        ids = []
+        ids: list[int] = []
         index = start
         end = len(keys)
         while index < end and len(ids) < limit:
