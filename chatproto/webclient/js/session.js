@@ -101,15 +101,23 @@ export class Room {
     return this.complete || (this.after !== null && key <= nickKey(this.after));
   }
 
-  /** A member met: kept (a big room keeps the newest KNOWN_CACHE, and itself). */
+  /** A member met: kept (a big room keeps the newest KNOWN_CACHE, and me). */
   remember(peer, me) {
     this.members.delete(peer.id);
     this.members.set(peer.id, peer);
     if (!this.lazy) return;
+    const mine = this.members.get(me);
     for (const id of this.members.keys()) {
       if (this.members.size <= KNOWN_CACHE) break;
-      if (id !== me && !this.listed.some((p) => p.id === id)) this.members.delete(id);
+      if (id !== me) this.members.delete(id);
     }
+    if (mine && !this.members.has(me)) this.members.set(me, mine);
+  }
+
+  /** Every member this page knows of: the cache, then (a big room's) those listed. */
+  *peers() {
+    yield* this.members.values();
+    if (this.lazy) yield* this.listed;
   }
 
   /** A member put among those listed, in order (a big room's). */
@@ -158,7 +166,7 @@ export class Room {
   /** The member whose nick this is, or null. */
   member(nick) {
     const key = nickKey(nick ?? "");
-    for (const p of this.members.values()) if (nickKey(p.nick) === key) return p;
+    for (const p of this.peers()) if (nickKey(p.nick) === key) return p;
     return null;
   }
 
@@ -192,7 +200,7 @@ export class Room {
   /** Whether `nick` is an operator of this room (as its member list says). */
   isOp(nick) {
     const key = nickKey(nick ?? "");
-    for (const p of this.members.values()) if (nickKey(p.nick) === key) return !!p.op;
+    for (const p of this.peers()) if (nickKey(p.nick) === key) return !!p.op;
     return false;
   }
 }
@@ -851,7 +859,7 @@ export class ChatSession extends EventTarget {
     }
     if (!room) return;
     const key = nickKey(body.nick);
-    for (const p of room.members.values()) {
+    for (const p of room.peers()) {
       if (nickKey(p.nick) !== key) continue;
       if (away === null) delete p.away;
       else p.away = away;
@@ -866,9 +874,9 @@ export class ChatSession extends EventTarget {
     if (own) this.nick = body.nick;
     if (body.old === body.nick) return; // our own nick again: nothing changed
     for (const room of this.rooms.values()) {
-      const member = [...room.members.values()].find((p) => nickKey(p.nick) === old);
-      if (!member) continue;
-      member.nick = body.nick;
+      const found = [...room.peers()].filter((p) => nickKey(p.nick) === old);
+      if (!found.length) continue;
+      for (const member of found) member.nick = body.nick;
       this._notTyping(room, body.old);
       this._event(room, { kind: "renamed", old: body.old, nick: body.nick });
       this._emit("members", { room });
@@ -946,7 +954,7 @@ export class ChatSession extends EventTarget {
     if (flag) {
       const [name, on] = flag;
       const key = nickKey(action.target ?? "");
-      for (const p of room.members.values()) {
+      for (const p of room.peers()) {
         if (nickKey(p.nick) !== key) continue;
         if (on) p[name] = true;
         else delete p[name];
@@ -1134,9 +1142,9 @@ export class ChatSession extends EventTarget {
     this.membersAsked.delete(body.ref);
     if (!room) return;
     if (room.lazy) room.count = body.count;
-    for (const p of body.members) room.remember(p, this.id);
     const completing = this.completions.get(body.ref);
     if (completing) {
+      for (const p of body.members) room.remember(p, this.id);
       this.completions.delete(body.ref);
       completing(body.members);
     }
