@@ -18,7 +18,7 @@ so one read can't hold the reactor), or cut the connection.
 
 from __future__ import annotations
 
-from chatproto.codec import HistoryRequest
+from chatproto.codec import Follow, HistoryRequest
 from chatproto.limits import Limits
 
 #: What :meth:`Budget.settle` answers for a connection to be cut off.
@@ -46,6 +46,12 @@ def list_cost(packet: object, history_page: int, rooms: int = 0) -> float:
     """LIST: one unit, and one more for every ROWS_PER_UNIT rooms it lists
     (at least as much as the largest page)."""
     return 1 + max(history_page, rooms) / ROWS_PER_UNIT
+
+
+def follow_cost(packet: Follow, history_page: int, rooms: int = 0) -> float:
+    """FOLLOW: one unit, and one more for every ROWS_PER_UNIT nicks it names
+    (its answer, MEMBERS, is charged by what it lists)."""
+    return 1 + len(packet.nicks) / ROWS_PER_UNIT
 
 
 def cost(packet: object, history_page: int, rooms: int = 0) -> float:

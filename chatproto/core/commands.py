@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 
 from chatproto import codec
 from chatproto.codec import ErrorCode, ProtocolError
-from chatproto.core.budget import history_cost, list_cost, unit
+from chatproto.core.budget import follow_cost, history_cost, list_cost, unit
 from chatproto.core.connection import Connection
 from chatproto.limits import Limits, TokenBucket
 
@@ -216,6 +216,14 @@ def _search(connection: CommandTarget, packet: codec.Search) -> Deferred[None]:
     return connection.hub.searches.search(connection, packet)
 
 
+def _members(connection: CommandTarget, packet: codec.MembersRequest) -> Deferred[None]:
+    return connection.hub.member_requests.members(connection, packet)
+
+
+def _follow(connection: CommandTarget, packet: codec.Follow) -> Deferred[None]:
+    return connection.hub.member_requests.follow(connection, packet)
+
+
 _ROWS = (
     Command(codec.Login, _login, login=False, versions=EVERY_VERSION),
     Command(codec.Say, _say, versions=EVERY_VERSION, bucket="messages", failed="could not take the files"),
@@ -253,6 +261,9 @@ _ROWS = (
     Command(codec.Nick, _nick, bucket="presence", failed="could not change the nick"),
     Command(codec.Files, _files, bucket="messages"),
     Command(codec.Search, _search, bucket="messages", failed="could not search"),
+    # MEMBERS is charged by the members it lists, as SEARCH by its hits.
+    Command(codec.MembersRequest, _members, failed="could not list the members"),
+    Command(codec.Follow, _follow, cost=follow_cost, failed="could not list the members"),
 )
 
 #: Packet class -> its row.

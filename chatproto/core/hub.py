@@ -37,6 +37,7 @@ from chatproto.core.files import Files, FileSpace
 from chatproto.core.following import Following
 from chatproto.core.inbound import Inbound
 from chatproto.core.logins import Logins
+from chatproto.core.member_requests import MemberRequests
 from chatproto.core.membership import Membership
 from chatproto.core.messages import Messages
 from chatproto.core.moderation import Moderation
@@ -207,6 +208,7 @@ class Hub:
             self.observers,
         )
         self.searches = Searches(clock, eventlog, self.membership, self.broadcast, store)
+        self.member_requests = MemberRequests(limits, self.broadcast, self.membership, self.following)
         # One bound method for every outbox to hold, not one per connection.
         self.overflowed = self.logins.overflowed
 
