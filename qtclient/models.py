@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import re
 import time
 import zlib
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PyQt6.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
@@ -52,10 +56,41 @@ def direct_title(name: str, own_nick: str | None) -> str:
     return ", ".join(others or names)
 
 
-class _RoomBranch:
-    """A room in the tree: its item, its members' items by id, its unread count."""
+#: Members of a big room the client knows of besides the rows it lists (ROOM's
+#: shown set, JOINED of someone followed, completion answers), most recent
+#: kept: the server follows at most follow_limit nicks per room for us anyway,
+#: so what is older than that would no longer be kept up to date.
+KNOWN_CACHE = 500
 
-    __slots__ = ("item", "kind", "members", "mentioned", "name", "title", "unread")
+
+def members_words(count: int) -> str:
+    return f"{count} member" if count == 1 else f"{count} members"
+
+
+class _RoomBranch:
+    """A room in the tree: its item, its members' items by id, its unread count.
+
+    A big room (docs/protocol.md 22) lists its members in folded-nick order,
+    a page at a time as the view scrolls: ``keys`` holds the listed rows'
+    keys in that order, ``after`` where the next page starts, ``known`` the
+    bounded cache of members met otherwise."""
+
+    __slots__ = (
+        "after",
+        "complete",
+        "count",
+        "fetching",
+        "item",
+        "keys",
+        "kind",
+        "known",
+        "lazy",
+        "members",
+        "mentioned",
+        "name",
+        "title",
+        "unread",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -67,6 +102,23 @@ class _RoomBranch:
         self.members: dict[int, QStandardItem] = {}
         self.unread = 0
         self.mentioned = False
+        self.count = 0
+        self.lazy = False
+        self.keys: list[str] = []  # a big room's listed rows, by folded nick
+        self.after: str | None = None  # the next page starts after this key
+        self.complete = True  # a big room: every member listed (the last page came)
+        self.fetching: str | None = None  # the ref of the page under way
+        self.known: OrderedDict[int, codec.Peer] = OrderedDict()
+
+    def remember(self, peer: codec.Peer) -> None:
+        self.known[peer.id] = peer
+        self.known.move_to_end(peer.id)
+        while len(self.known) > KNOWN_CACHE:
+            self.known.popitem(last=False)
+
+    def listed(self, key: str) -> bool:
+        """Whether a member with this key belongs among the rows listed so far."""
+        return self.complete or (self.after is not None and key <= nick_key(self.after))
 
 
 class PeerModel(QStandardItemModel):
@@ -77,9 +129,12 @@ class PeerModel(QStandardItemModel):
     a room of 10 or 10,000, and a ROOM inserts all its members in one call.
     """
 
-    def __init__(self, parent=None) -> None:
+    def __init__(
+        self, parent=None, ask_members: Callable[[str, str | None], str | None] | None = None
+    ) -> None:
         super().__init__(parent)
-        self.setHorizontalHeaderLabels(["Rooms"])
+        #: MEMBERS for a big room's next page: (room, after) -> its ref, None if offline.
+        self.ask_members = ask_members
         self.pending_branch = QStandardItem()
         self.pending_branch.setEditable(False)
         self.pending_branch.setSelectable(False)
@@ -99,7 +154,7 @@ class PeerModel(QStandardItemModel):
         if branch.kind == "direct":
             text = f"✉ {branch.title}"
         else:
-            text = f"{branch.name} ({len(branch.members)})"
+            text = f"{branch.name} ({members_words(branch.count if branch.lazy else len(branch.members))})"
         if branch.unread:
             text += f" — {branch.unread} unread"
         branch.item.setText(text)
@@ -149,11 +204,22 @@ class PeerModel(QStandardItemModel):
         (its id, operator status and away kept); the rooms it was in."""
         rooms = []
         for branch in self.rooms.values():
+            for id, peer in list(branch.known.items()):
+                if nick_key(peer.nick) == nick_key(old):
+                    branch.known[id] = dataclasses.replace(peer, nick=nick)
             for id, item in list(branch.members.items()):
                 if nick_key(item.data(NICK_ROLE)) == nick_key(old):
                     fresh = self._member_item(id, nick, bool(item.data(OP_ROLE)), item.data(AWAY_ROLE))
-                    branch.members[id] = fresh
-                    branch.item.setChild(item.row(), fresh)
+                    if branch.lazy:  # its row moves to its new place in the order, if listed there
+                        row = item.row()
+                        del branch.keys[row]
+                        branch.item.removeRow(row)
+                        del branch.members[id]
+                        if branch.listed(nick_key(nick)):
+                            self._insert_sorted(branch, fresh)
+                    else:
+                        branch.members[id] = fresh
+                        branch.item.setChild(item.row(), fresh)
                     rooms.append(branch.name)
         if self.own_nick is not None and nick_key(self.own_nick) == nick_key(old):
             self.own_nick = nick
@@ -197,6 +263,9 @@ class PeerModel(QStandardItemModel):
         for branch in self.rooms.values():
             branch.item.removeRows(0, branch.item.rowCount())
             branch.members.clear()
+            branch.keys.clear()
+            branch.known.clear()
+            branch.after, branch.complete, branch.fetching = None, True, None
             self._relabel(branch)
 
     def room_state(self, state: codec.RoomState) -> QStandardItem:
@@ -212,6 +281,16 @@ class PeerModel(QStandardItemModel):
             branch.item.setToolTip(f"direct conversation with {branch.title}")
         branch.item.removeRows(0, branch.item.rowCount())
         branch.members.clear()
+        branch.keys.clear()
+        branch.known.clear()
+        branch.lazy = bool(state.lazy)
+        branch.count = state.count if state.count is not None else len(state.members)
+        branch.after, branch.complete, branch.fetching = None, not branch.lazy, None
+        if branch.lazy:  # the shown members are known; the rows come a page at a time, in order
+            for peer in state.members:
+                branch.remember(peer)
+            self._relabel(branch)
+            return branch.item
         items = []
         for peer in state.members:
             if peer.id not in branch.members:
@@ -235,6 +314,11 @@ class PeerModel(QStandardItemModel):
         branch = self.rooms.get(room_key(room))
         if branch is None:
             return
+        for id, peer in list(branch.known.items()):
+            if nick_key(peer.nick) == nick_key(nick):
+                branch.known[id] = dataclasses.replace(
+                    peer, op=peer.op if op is None else op, voice=peer.voice if voice is None else voice
+                )
         for id, item in branch.members.items():
             if room_key(item.data(NICK_ROLE)) == room_key(nick):
                 fresh = self._member_item(
@@ -249,8 +333,13 @@ class PeerModel(QStandardItemModel):
 
     def is_op(self, room: str, id: int | None) -> bool:
         branch = self.rooms.get(room_key(room))
-        item = branch.members.get(id) if branch is not None else None
-        return bool(item is not None and item.data(OP_ROLE))
+        if branch is None:
+            return False
+        item = branch.members.get(id) if id is not None else None
+        if item is not None:
+            return bool(item.data(OP_ROLE))
+        peer = branch.known.get(id) if id is not None else None  # a big room's member not listed
+        return bool(peer is not None and peer.op)
 
     def room_gone(self, room: str) -> None:
         branch = self.rooms.pop(room_key(room), None)
@@ -260,7 +349,14 @@ class PeerModel(QStandardItemModel):
     def joined(self, joined: codec.Joined) -> None:
         self.pending(codec.Pending(joined.id, "gone"))
         branch = self.rooms.get(room_key(joined.room)) if joined.room else None
-        if branch is not None and joined.id not in branch.members:
+        if branch is not None and branch.lazy:
+            branch.remember(codec.Peer(joined.id, joined.nick, joined.op, joined.away, joined.voice))
+            if joined.id not in branch.members and branch.listed(nick_key(joined.nick)):
+                item = self._member_item(
+                    joined.id, joined.nick, bool(joined.op), joined.away, bool(joined.voice)
+                )
+                self._insert_sorted(branch, item)
+        elif branch is not None and joined.id not in branch.members:
             item = self._member_item(joined.id, joined.nick, bool(joined.op), joined.away, bool(joined.voice))
             branch.members[joined.id] = item
             branch.item.appendRow(item)
@@ -269,10 +365,113 @@ class PeerModel(QStandardItemModel):
     def left(self, left: codec.Left) -> None:
         branch = self.rooms.get(room_key(left.room)) if left.room else None
         if branch is not None:
+            branch.known.pop(left.id, None)
             item = branch.members.pop(left.id, None)
             if item is not None:
-                branch.item.removeRow(item.row())
+                row = item.row()
+                if branch.lazy:
+                    del branch.keys[row]
+                branch.item.removeRow(row)
                 self._relabel(branch)
+
+    # -- big rooms: a page at a time (docs/protocol.md 22) --------------------------------
+
+    def _insert_sorted(self, branch: _RoomBranch, item: QStandardItem) -> None:
+        key = nick_key(item.data(NICK_ROLE))
+        row = bisect.bisect_left(branch.keys, key)
+        branch.keys.insert(row, key)
+        branch.members[item.data(ID_ROLE)] = item
+        branch.item.insertRow(row, item)
+
+    def _branch_at(self, parent: QModelIndex) -> _RoomBranch | None:
+        key = parent.data(ROOM_ROLE) if parent.isValid() else None
+        return self.rooms.get(key) if key else None
+
+    def canFetchMore(self, parent: QModelIndex) -> bool:
+        branch = self._branch_at(parent)
+        if branch is None:
+            return super().canFetchMore(parent)
+        return (
+            branch.lazy and not branch.complete and branch.fetching is None and self.ask_members is not None
+        )
+
+    def fetchMore(self, parent: QModelIndex) -> None:
+        branch = self._branch_at(parent)
+        if branch is None:
+            super().fetchMore(parent)
+        elif self.canFetchMore(parent) and self.ask_members is not None:
+            branch.fetching = self.ask_members(branch.name, branch.after)
+
+    def fetch_first(self, room: str) -> None:
+        """A big room's first page, asked at once: the tree shows its start."""
+        branch = self.rooms.get(room_key(room))
+        if branch is not None and branch.lazy and not branch.keys:
+            self.fetchMore(branch.item.index())
+
+    def members_page(self, ref: str, page: codec.Members, prefix: str | None) -> None:
+        """MEMBERS answered: the next rows of the page the tree asked for, in
+        order; a completion's members are remembered only."""
+        branch = self.rooms.get(room_key(page.room))
+        if branch is None or not branch.lazy:
+            return
+        branch.count = page.count
+        for peer in page.members:
+            branch.remember(peer)
+        if ref != branch.fetching:  # a completion's, or FOLLOW's: not the next rows
+            self._relabel(branch)
+            return
+        branch.fetching = None
+        items = []
+        for peer in page.members:
+            key = nick_key(peer.nick)
+            if peer.id in branch.members or (branch.keys and key <= branch.keys[-1]):
+                continue  # listed already (a JOINED placed it)
+            item = self._member_item(peer.id, peer.nick, bool(peer.op), peer.away, bool(peer.voice))
+            branch.members[peer.id] = item
+            branch.keys.append(key)
+            items.append(item)
+        if items:
+            branch.item.appendRows(items)
+        branch.after = page.next
+        branch.complete = page.next is None
+        self._relabel(branch)
+
+    def members_failed(self, ref: str) -> None:
+        for branch in self.rooms.values():
+            if branch.fetching == ref:
+                branch.fetching = None  # asked again when the view next wants more
+
+    def set_count(self, room: str, count: int) -> None:
+        branch = self.rooms.get(room_key(room))
+        if branch is not None and branch.lazy and branch.count != count:
+            branch.count = count
+            self._relabel(branch)
+
+    def count(self, room: str) -> int:
+        branch = self.rooms.get(room_key(room))
+        if branch is None:
+            return 0
+        return branch.count if branch.lazy else len(branch.members)
+
+    def fully_listed(self, room: str) -> bool:
+        """Whether every member of the room is in the tree (a big room's last page came)."""
+        branch = self.rooms.get(room_key(room))
+        return branch is not None and branch.complete
+
+    def is_lazy(self, room: str) -> bool:
+        branch = self.rooms.get(room_key(room))
+        return branch is not None and branch.lazy
+
+    def known_nicks(self, room: str) -> list[str]:
+        """The nicks of a room's listed rows and of its cache."""
+        branch = self.rooms.get(room_key(room))
+        if branch is None:
+            return []
+        nicks = {nick_key(p.nick): p.nick for p in branch.known.values()}
+        nicks.update(
+            (nick_key(item.data(NICK_ROLE)), item.data(NICK_ROLE)) for item in branch.members.values()
+        )
+        return list(nicks.values())
 
     def pending(self, pending: codec.Pending) -> None:
         if pending.state == "connecting":

@@ -56,6 +56,9 @@ class ChatSession(QObject, SessionEvents):
     resultsReceived = pyqtSignal(str, object, object)  # ref, codec.Search, codec.Results
     searchFailed = pyqtSignal(str, str, str)  # ref, code, message
     historyAround = pyqtSignal(str, int, object, bool)  # room, seq, [codec.Message], more
+    countChanged = pyqtSignal(str, int)  # room, how many members it has now
+    membersReceived = pyqtSignal(str, object, object)  # ref, codec.Members, the prefix asked (or None)
+    membersFailed = pyqtSignal(str, str, str, str)  # ref, room, code, message
 
     def __init__(self, reactor, parent: QObject | None = None, retry=None, endpoint_for=None) -> None:
         super().__init__(parent)
@@ -85,6 +88,7 @@ class ChatSession(QObject, SessionEvents):
         )
         self.change_nick = m.change_nick
         self.files_token, self.search, self.open_around = m.files_token, m.search, m.open_around
+        self.members, self.follow = m.members, m.follow
 
     @property
     def state(self) -> State:
@@ -209,3 +213,12 @@ class ChatSession(QObject, SessionEvents):
 
     def history_around(self, room, seq, messages, more):
         self.historyAround.emit(room, seq, messages, more)
+
+    def count_changed(self, room, count):
+        self.countChanged.emit(room, count)
+
+    def members_received(self, ref, page, prefix):
+        self.membersReceived.emit(ref, page, prefix)
+
+    def members_failed(self, ref, room, code, message):
+        self.membersFailed.emit(ref, room, code, message)

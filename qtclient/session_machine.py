@@ -152,6 +152,9 @@ class SessionEvents:
     def results_received(self, ref: str, query: codec.Search, results: codec.Results) -> None: ...
     def search_failed(self, ref: str, code: str, message: str) -> None: ...
     def history_around(self, room: str, seq: int, messages: list[codec.Message], more: bool) -> None: ...
+    def count_changed(self, room: str, count: int) -> None: ...
+    def members_received(self, ref: str, page: codec.Members, prefix: str | None) -> None: ...
+    def members_failed(self, ref: str, room: str, code: str, message: str) -> None: ...
 
 
 @dataclass
@@ -169,6 +172,8 @@ class RoomTrack:
     changes_fetching: bool = False  # HISTORY changed_after pages under way
     #: What each HISTORY page still to come answers, in order: "before", or the seq it is around.
     awaiting: deque[str | int] = field(default_factory=deque)
+    count: int = 0  # how many members it has: ROOM's count, then COUNT, or JOINED and LEFT in a small room
+    lazy: bool = False  # a big room (22): its ROOM listed the shown members only
 
 
 def direct_participants(name: str) -> list[str]:
@@ -323,6 +328,9 @@ class ClientSession:
         self._token_waiters: list[Deferred[codec.FilesToken]] = []
         self._search_refs = (f"search:{n}" for n in itertools.count(1))
         self._searches: dict[str, codec.Search] = {}  # ref -> the SEARCH awaiting its RESULTS
+        self._member_refs = (f"members:{n}" for n in itertools.count(1))
+        #: MEMBERS ref -> (room, prefix) awaiting its page; cleared with the link.
+        self._member_asks: dict[str, tuple[str, str | None]] = {}
 
     # -- the machine ----------------------------------------------------------------
 
@@ -438,6 +446,62 @@ class ClientSession:
             return None
         self._searches[ref] = query
         return ref
+
+    # -- big rooms (section 22) -----------------------------------------------------------
+
+    def members(
+        self, room: str, after: str | None = None, prefix: str | None = None, limit: int | None = None
+    ) -> str | None:
+        """MEMBERS: a page of ``room``'s members in folded-nick order, after
+        the member whose key is ``after`` (a page's ``next``), only those
+        whose nick starts with ``prefix`` if given. Returns the ref that
+        members_received (or members_failed) carries; None if offline."""
+        track = self.rooms.get(room_key(room))
+        if track is None or not self.logged_in or self.link is None:
+            return None
+        ref = next(self._member_refs)
+        self._member_asks[ref] = (track.name, prefix)
+        self.link.send(codec.MembersRequest(track.name, after, prefix, limit, ref))
+        return ref
+
+    def follow(self, room: str, nicks: list[str]) -> bool:
+        """FOLLOW: be told when these nicks join or leave a big room (someone
+        the user is about to talk to, or has open); its MEMBERS answer is
+        reported like any page's."""
+        track = self.rooms.get(room_key(room))
+        if track is None or not track.lazy or not nicks or not self.logged_in or self.link is None:
+            return False
+        ref = next(self._member_refs)
+        self._member_asks[ref] = (track.name, None)
+        self.link.send(codec.Follow(track.name, list(nicks), ref))
+        return True
+
+    def count_of(self, room: str) -> int:
+        track = self.rooms.get(room_key(room))
+        return track.count if track is not None else 0
+
+    def is_lazy(self, room: str) -> bool:
+        track = self.rooms.get(room_key(room))
+        return track is not None and track.lazy
+
+    def _set_count(self, track: RoomTrack, count: int) -> None:
+        if count != track.count:
+            track.count = count
+            self.events.count_changed(track.name, count)
+
+    def _on_members_page(self, page: codec.Members) -> None:
+        asked = self._member_asks.pop(page.ref or "", None)
+        track = self.rooms.get(room_key(page.room))
+        if track is None or asked is None or page.ref is None:
+            return  # not ours, or a room left since
+        if track.lazy:  # a small room's count follows JOINED and LEFT, one at a time
+            self._set_count(track, page.count)
+        self.events.members_received(page.ref, page, asked[1])
+
+    def _on_count(self, count: codec.Count) -> None:
+        track = self.rooms.get(room_key(count.room))
+        if track is not None:
+            self._set_count(track, count.members)
 
     def _on_results(self, results: codec.Results) -> None:
         query = self._searches.pop(results.ref or "", None)
@@ -707,6 +771,7 @@ class ClientSession:
             self.events.search_failed(ref, "offline", "the connection was lost: search again when it is back")
         self._typing_sent.clear()
         self.typers.clear()
+        self._member_asks.clear()  # the rooms' ROOMs start their lists again
         for ref, (whom, text) in list(self._opening.items()):  # its answer went with the link
             del self._opening[ref]
             if text:
@@ -807,6 +872,7 @@ class ClientSession:
         if track is None:
             track = self.rooms[key] = RoomTrack(state.room)
         track.name, track.joined, track.kind = state.room, True, state.kind
+        track.lazy = bool(state.lazy)
         if state.key:  # joined again after a reconnect with the key it has now
             self._room_keys[key] = state.key
         newest = state.history[-1].seq if state.history else 0
@@ -814,7 +880,11 @@ class ClientSession:
         reset = newest < track.last_seq
         if reset:
             track.last_seq, track.oldest_seq, track.seq_at_drop, track.rev = 0, None, 0, None
+        count = state.count if state.count is not None else len(state.members)
+        counted, track.count = track.count, count  # the window reads count_of while it shows the room
         self.events.room_joined(state, reset)
+        if count != counted:
+            self.events.count_changed(track.name, count)
         if state.ref is not None and state.ref in self._opening:  # our OPEN: say what waited for it
             _whom, text = self._opening.pop(state.ref)
             if text:
@@ -931,7 +1001,10 @@ class ClientSession:
         self.events.private_received(private)
 
     def _on_joined(self, joined: codec.Joined) -> None:
+        track = self.rooms.get(room_key(joined.room)) if joined.room else None
         self.events.peer_joined(joined)
+        if track is not None and not track.lazy:  # a big room's count comes in COUNT
+            self._set_count(track, track.count + 1)
 
     def _on_left(self, left: codec.Left) -> None:
         if left.id == self.my_id and left.room is not None:  # our own PART
@@ -939,7 +1012,10 @@ class ClientSession:
             self._caught_up(room_key(left.room))
             self.events.room_left(left)
             return
+        track = self.rooms.get(room_key(left.room)) if left.room else None
         self.events.peer_left(left)
+        if track is not None and not track.lazy:
+            self._set_count(track, max(0, track.count - 1))
 
     def _on_topic(self, topic: codec.TopicChanged) -> None:
         self.events.topic_changed(topic)
@@ -1015,6 +1091,10 @@ class ClientSession:
             return
         if error.ref is not None and self._searches.pop(error.ref, None) is not None:
             self.events.search_failed(error.ref, error.code, error.message)
+            return
+        asked = self._member_asks.pop(error.ref, None) if error.ref is not None else None
+        if asked is not None and error.ref is not None:
+            self.events.members_failed(error.ref, asked[0], error.code, error.message)
             return
         if error.ref == "nick":  # a refused NICK: the nick we have is still ours
             self.events.error_received("nick_refused", f"can't change nick: {error.message}")
@@ -1118,7 +1198,6 @@ _HANDLERS: dict[type, Callable[[ClientSession, object], None]] = {
     codec.Renamed: ClientSession._on_renamed,
     codec.FilesToken: ClientSession._on_files_token,
     codec.Results: ClientSession._on_results,
-    # Big rooms (docs/protocol.md 22): not shown yet; the room's list stays as ROOM gave it.
-    codec.Members: lambda session, packet: None,
-    codec.Count: lambda session, packet: None,
+    codec.Members: ClientSession._on_members_page,
+    codec.Count: ClientSession._on_count,
 }

@@ -424,3 +424,90 @@ class Dispatch(SynchronousTestCase):
         h.clock.advance(0.25)
         h.serve(protocol, codec.PongReply("p1"))
         self.assertEqual(h.events.named("rtt_measured"), [(0.25,)])
+
+
+def big_room(name="big", count=5000, members=(("ann", 1), ("op", 2))) -> codec.RoomState:
+    peers = [codec.Peer(id, nick) for nick, id in members]
+    return codec.RoomState(name, "", peers, [], count=count, lazy=True)
+
+
+class BigRooms(SynchronousTestCase):
+    """Section 22: the count, MEMBERS pages and FOLLOW, and small rooms as before."""
+
+    def logged_in(self):
+        h = Harness()
+        protocol, transport = h.accept()
+        h.serve(protocol, welcome())
+        h.sent(transport)
+        return h, protocol, transport
+
+    def test_a_small_rooms_count_is_its_members_then_joined_and_left(self):
+        h, protocol, _transport = self.logged_in()
+        h.serve(protocol, room(members=(("ann", 1), ("bob", 2))))
+        self.assertFalse(h.session.is_lazy("general"))
+        h.serve(protocol, codec.Joined(3, "cy", "general"), codec.Left(2, "bob", "quit", room="general"))
+        self.assertEqual(h.events.named("count_changed"), [("general", 2), ("general", 3), ("general", 2)])
+        self.assertEqual(h.session.count_of("general"), 2)
+
+    def test_a_big_rooms_count_comes_from_room_and_count_not_from_joined(self):
+        h, protocol, _transport = self.logged_in()
+        h.serve(protocol, big_room())
+        self.assertTrue(h.session.is_lazy("big"))
+        h.serve(protocol, codec.Joined(9, "followed", "big"), codec.Count("big", 5003))
+        h.serve(protocol, codec.Left(9, "followed", "quit", room="big"))
+        self.assertEqual(h.events.named("count_changed"), [("big", 5000), ("big", 5003)])
+        self.assertEqual(len(h.events.named("peer_joined")), 1, "a followed member's JOINED still shows")
+
+    def test_members_pages_carry_their_ref_and_prefix_and_move_the_count(self):
+        h, protocol, transport = self.logged_in()
+        h.serve(protocol, big_room())
+        h.sent(transport)
+        first = h.session.members("big", limit=2)
+        completing = h.session.members("BIG", prefix="zo")
+        self.assertEqual(
+            h.sent(transport),
+            [
+                codec.MembersRequest("big", None, None, 2, first),
+                codec.MembersRequest("big", None, "zo", None, completing),
+            ],
+        )
+        page = codec.Members("big", [codec.Peer(5, "a"), codec.Peer(6, "b")], 5001, "b", first)
+        found = codec.Members("big", [codec.Peer(7, "Zoe")], 5001, None, completing)
+        h.serve(protocol, found, page)
+        self.assertEqual(h.events.named("members_received"), [(completing, found, "zo"), (first, page, None)])
+        self.assertEqual(h.session.count_of("big"), 5001)
+        h.serve(protocol, page)  # an answer to nothing asked (twice): not reported again
+        self.assertEqual(len(h.events.named("members_received")), 2)
+
+    def test_a_refused_members_is_reported_to_its_asker_only(self):
+        h, protocol, _transport = self.logged_in()
+        h.serve(protocol, big_room())
+        ref = h.session.members("big")
+        h.serve(protocol, codec.Error("not_a_member", "you are not in big", ref))
+        self.assertEqual(
+            h.events.named("members_failed"), [(ref, "big", "not_a_member", "you are not in big")]
+        )
+        self.assertEqual(h.events.named("error_received"), [])
+
+    def test_follow_only_in_a_big_room_and_its_answer_is_a_page(self):
+        h, protocol, transport = self.logged_in()
+        h.serve(protocol, room(), big_room())
+        h.sent(transport)
+        self.assertFalse(h.session.follow("general", ["bob"]), "a small room sends every JOINED already")
+        self.assertTrue(h.session.follow("big", ["Zoe"]))
+        (sent,) = h.sent(transport)
+        self.assertEqual(sent, codec.Follow("big", ["Zoe"], sent.ref))
+        h.serve(protocol, codec.Members("big", [codec.Peer(7, "Zoe")], 5000, None, sent.ref))
+        self.assertEqual(len(h.events.named("members_received")), 1)
+
+    def test_nothing_asked_offline_and_asks_go_with_the_link(self):
+        h, protocol, _transport = self.logged_in()
+        h.serve(protocol, big_room())
+        ref = h.session.members("big")
+        h.drop(protocol)
+        self.assertIsNone(h.session.members("big"))
+        h.clock.advance(1.0)
+        protocol, _transport = h.accept()
+        h.serve(protocol, welcome(), big_room())
+        h.serve(protocol, codec.Members("big", [], 5000, None, ref))  # the old link's answer
+        self.assertEqual(h.events.named("members_received"), [])

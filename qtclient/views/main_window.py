@@ -4,7 +4,7 @@ topic, transcript and input on the right."""
 from __future__ import annotations
 
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 
 from PyQt6.QtCore import QEvent, QSettings, Qt, QTimer, QUrl, pyqtSignal
 from PyQt6.QtGui import QAction, QDesktopServices, QImage, QKeyEvent, QKeySequence
@@ -40,6 +40,7 @@ from qtclient.models import (
 )
 from qtclient.session import ChatSession
 from qtclient.transfers import Transfers
+from qtclient.views.completion import NickCompleter
 from qtclient.views.connect_dialog import ConnectDialog, Target
 from qtclient.views.conversation import ComposerNote, EmojiPicker, typing_words
 from qtclient.views.files import FileShare, ImageDialog, TransfersPanel, web_address_for
@@ -123,6 +124,8 @@ class ChatInput(QPlainTextEdit):
     cancelled = pyqtSignal()
     imagePasted = pyqtSignal(QImage)
     filesGiven = pyqtSignal(list)  # [path]
+    #: Tab: complete the nick before the cursor; returns whether it did (else Tab moves the focus).
+    complete: Callable[[], bool] | None = None
 
     def canInsertFromMimeData(self, source) -> bool:
         return source.hasImage() or bool(local_paths(source)) or super().canInsertFromMimeData(source)
@@ -146,6 +149,18 @@ class ChatInput(QPlainTextEdit):
         )
         self.setMaximumHeight(self.fontMetrics().lineSpacing() * 4 + 12)
         self.setTabChangesFocus(True)
+
+    def event(self, event) -> bool:
+        # Tab moves the focus before keyPressEvent sees it: a nick to complete comes first.
+        if (
+            event.type() == QEvent.Type.KeyPress
+            and event.key() == Qt.Key.Key_Tab
+            and not event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+            and self.complete is not None
+            and self.complete()
+        ):
+            return True
+        return super().event(event)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
@@ -213,7 +228,7 @@ class MainWindow(QMainWindow):
         self.resize(900, 560)
         self.session = session or ChatSession(reactor)
         self.session.setParent(self)
-        self.peers = PeerModel(self)
+        self.peers = PeerModel(self, ask_members=lambda room, after: self.session.members(room, after=after))
         self.batch_ms = batch_ms
         # One transcript per room, by key; ``current`` is the one shown.
         self.transcripts: dict[str, TranscriptModel] = {}
@@ -271,6 +286,13 @@ class MainWindow(QMainWindow):
         self.topic_label.setStyleSheet("padding: 4px 2px; border-bottom: 1px solid #ddd;")
 
         self.input = ChatInput()
+        self.completer = NickCompleter(
+            self.input,
+            self.peers,
+            lambda: self.room_names.get(self.current, ""),
+            lambda room, prefix, limit: self.session.members(room, prefix=prefix, limit=limit),
+        )
+        self.input.complete = self.completer.complete
         self.composer_note = ComposerNote()
         self.typing_label = QLabel()
         self.typing_label.setStyleSheet("color: #777777; font-style: italic; padding: 0 4px;")
@@ -382,6 +404,11 @@ class MainWindow(QMainWindow):
         s.peerJoined.connect(self._joined)
         s.peerLeft.connect(self._left)
         s.pendingChanged.connect(self.peers.pending)
+        s.countChanged.connect(self.peers.set_count)
+        s.membersReceived.connect(self._members_page)
+        s.membersFailed.connect(lambda ref, _room, _code, _message: self.peers.members_failed(ref))
+        self.peer_view.verticalScrollBar().valueChanged.connect(self._fetch_shown_members)
+        self.peer_view.expanded.connect(self._fetch_shown_members)
         s.sendQueued.connect(self._queued)
         s.sendConfirmed.connect(self._confirmed)
         s.sendFailed.connect(self._send_failed)
@@ -696,6 +723,7 @@ class MainWindow(QMainWindow):
         transcript.own_nick = self.session.nick
         self.peers.room_state(state)
         self.peer_view.setExpanded(self.peers.room_item(state.room).index(), True)
+        self.peers.fetch_first(state.room)
         self.topics[room_key(state.room)] = state.topic
         transcript.add_history(state.history, self.session.nick, older=False)
         key = room_key(state.room)
@@ -907,6 +935,26 @@ class MainWindow(QMainWindow):
             self.transcript_view.scrollTo(
                 self.transcript.index(len(messages), 0), QAbstractItemView.ScrollHint.PositionAtTop
             )
+
+    def _members_page(self, ref: str, page: codec.Members, prefix: str | None) -> None:
+        self.peers.members_page(ref, page, prefix)
+        if prefix is not None:
+            self.completer.answered(ref, page)
+        QTimer.singleShot(0, self._fetch_shown_members)  # a page that doesn't fill the tree: the next
+
+    def _fetch_shown_members(self, *_) -> None:
+        """A big room's next page once the end of its rows is in view (the
+        tree itself asks only for the branch at its very bottom)."""
+        view = self.peer_view
+        for name in self.peers.room_names():
+            item = self.peers.room_item(name)
+            if item is None or not self.peers.canFetchMore(item.index()):
+                continue
+            if not view.isExpanded(item.index()):
+                continue
+            last = item.child(item.rowCount() - 1) if item.rowCount() else item
+            if view.visualRect(last.index()).intersects(view.viewport().rect()):
+                self.peers.fetchMore(item.index())
 
     def _joined(self, joined: codec.Joined) -> None:
         self.peers.joined(joined)

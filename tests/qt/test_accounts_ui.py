@@ -116,7 +116,9 @@ def test_unread_counts_follow_the_servers_read_markers(window, server, sessions)
     assert state.unread == 3, "the server counts what is past the marker"
     desk.mark_read("side", state.history[-1].seq)
     yield until(lambda: window.peers.unread("side")[0] == 0)
-    assert "side (2)" == window.peers.room_item("side").text(), "read on the other device: read here too"
+    assert "side (2 members)" == window.peers.room_item("side").text(), (
+        "read on the other device: read here too"
+    )
 
 
 @pytest_twisted.inlineCallbacks

@@ -134,7 +134,7 @@ def test_peer_tree_pending_then_connected_then_gone(window, server, reactor):
     (gone,) = yield left
     assert gone.reason == "connection_lost"
     assert window.peers.members("general") == ["alice"]
-    assert window.peers.room_item("general").text() == "general (1)"
+    assert window.peers.room_item("general").text() == "general (1 member)"
     assert "dave lost the connection" in texts(window)
 
 

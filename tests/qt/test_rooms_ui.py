@@ -45,7 +45,7 @@ def test_join_topic_list_and_part_from_the_input(window, server, sessions):
     bob.join("side")
     yield bob_in
     assert window.peers.members("Side") == ["alice", "bob"]
-    assert window.peers.room_item("Side").text() == "Side (2)"
+    assert window.peers.room_item("Side").text() == "Side (2 members)"
     bob.whisper("alice", "psst")
     yield until(lambda: any(line.kind == models.PRIVATE for line in window.transcript.lines))
     assert window.room_names[window.current] == "Side", "a whisper shows in the room in view"
@@ -92,7 +92,7 @@ def test_each_room_has_its_transcript_unread_count_and_mentions(window, server, 
     assert "just chatting" not in texts_of(window.transcript), "general's lines stay in general"
     assert window.peers.unread("general") == (2, True)
     item = window.peers.room_item("general")
-    assert item.text() == "general (2) — 2 unread"
+    assert item.text() == "general (2 members) — 2 unread"
     assert item.font().bold() and item.foreground().color() == QColor("#c62828")
     assert alerts == [window], "a mention alerts the desktop when the window is not in front"
     mention = next(line for line in general.lines if line.text.startswith("ping"))
@@ -106,7 +106,7 @@ def test_each_room_has_its_transcript_unread_count_and_mentions(window, server, 
     assert window.room_names[window.current] == "general"
     assert window.transcript is general and window.transcript_view.model() is general
     assert window.peers.unread("general") == (0, False)
-    assert item.text() == "general (2)"
+    assert item.text() == "general (2 members)"
 
 
 @pytest_twisted.inlineCallbacks

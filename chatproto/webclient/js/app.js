@@ -108,6 +108,8 @@ class App {
     this.current = null; // the room shown
     this.localLines = new Map(); // ref -> <li> of a message being sent
     this.member = null; // the member the member dialog is about
+    this.completing = null; // the nick completion Tab cycles: {nicks, index, start, caret, value}
+    this.moreMembers = null; // watches the end of a big room's member list
     $("server-url").value = localStorage.getItem("chat.url") || defaultUrl();
     $("nick").value = localStorage.getItem("chat.nick") || "";
     $("login-form").addEventListener("submit", (e) => {
@@ -418,7 +420,10 @@ class App {
 
   renderMembers(room) {
     if (room.key !== this.current) return;
-    const members = [...room.members.values()].sort((a, b) => a.nick.localeCompare(b.nick));
+    const count = room.memberCount;
+    $("member-count").textContent = `${count} ${count === 1 ? "member" : "members"}`;
+    // A big room lists what was scrolled to, in folded-nick order (protocol 22).
+    const members = room.lazy ? room.listed : [...room.members.values()].sort((a, b) => a.nick.localeCompare(b.nick));
     $("member-list").replaceChildren(
       ...members.map((p) => {
         const li = el("li", p.id === this.session.id ? "me" : "");
@@ -439,10 +444,56 @@ class App {
         return li;
       }),
     );
+    this.watchMoreMembers(room);
     document.body.classList.toggle("can-moderate", this.canModerate(room));
     if ($("member-dialog").open && this.member) this.renderMemberDialog();
     if ($("room-dialog").open) this.renderRoomDialog(room); // made or unmade an operator
     this.renderModes(room);
+  }
+
+  /** A big room's next page once the end of its list scrolls into view. */
+  watchMoreMembers(room) {
+    this.moreMembers?.disconnect();
+    if (!room.lazy || room.complete) return;
+    const more = el("li", "member-more muted", "…");
+    $("member-list").append(more);
+    this.moreMembers = new IntersectionObserver((seen) => {
+      if (seen.some((e) => e.isIntersecting)) this.session.moreMembers(room.key);
+    });
+    this.moreMembers.observe(more);
+  }
+
+  /** Tab: complete the nick before the caret (the server's members in a big
+   * room); Tab again takes the next candidate. Whether there was a word. */
+  completeNick() {
+    const box = $("message-input");
+    const room = this.room();
+    const cycle = this.completing;
+    if (cycle && box.value === cycle.value && box.selectionStart === cycle.caret) {
+      this.putNick(cycle.nicks, (cycle.index + 1) % cycle.nicks.length, cycle.start, cycle.caret);
+      return true;
+    }
+    this.completing = null;
+    const caret = box.selectionStart;
+    const match = /@?([^\s@]+)$/.exec(box.value.slice(0, caret));
+    if (!match || !room) return false;
+    const word = match[1];
+    const start = caret - word.length;
+    const asked = box.value;
+    this.session.complete(room.key, word).then((peers) => {
+      if (box.value !== asked || box.selectionStart !== caret || !peers.length) return;
+      this.putNick(peers.map((p) => p.nick), 0, start, caret);
+    });
+    return true;
+  }
+
+  putNick(nicks, index, start, end) {
+    const box = $("message-input");
+    const put = nicks[index] + (start === 0 ? ": " : " ");
+    box.value = box.value.slice(0, start) + put + box.value.slice(end);
+    const caret = start + put.length;
+    box.setSelectionRange(caret, caret);
+    this.completing = { nicks, index, start, caret, value: box.value };
   }
 
   renderPending() {
@@ -856,6 +907,10 @@ class App {
         e.preventDefault();
         this.startEdit(mine);
       }
+      return;
+    }
+    if (e.key === "Tab" && !e.shiftKey && !e.ctrlKey && !e.altKey) {
+      if (this.completeNick()) e.preventDefault();
       return;
     }
     if (e.key !== "Enter" || e.shiftKey) return;

@@ -26,6 +26,13 @@ export const AROUND_PAGE = 50;
 const TOKEN_MARGIN = 60;
 /** Characters of the answered message a reply's quote holds (protocol 19.1). */
 const QUOTE_LENGTH = 100;
+/** A big room's members the page keeps besides those it lists (ROOM's shown
+ * set, JOINED of someone followed, completion answers), the most recent:
+ * the server follows at most follow_limit nicks a room for us, so an older
+ * one would no longer be kept up to date anyway. */
+export const KNOWN_CACHE = 500;
+/** Candidates a completion asks the server for in a big room. */
+export const COMPLETION_LIMIT = 20;
 
 /** The quote of a message in its present state, as the server makes it. */
 export function quoteOf(message) {
@@ -74,6 +81,56 @@ export class Room {
     this.rev = 0; // the highest change (protocol 19.9) this page has seen
     this.changesFrom = null; // asking for changes after this rev (catching up)
     this.typing = new Map(); // nick key -> {nick, timer}: who is typing here now
+    // A big room (protocol 22): `members` is a bounded cache, `listed` the
+    // members shown, in folded-nick order, a page at a time as the list scrolls.
+    this.lazy = false;
+    this.count = 0; // its members, from ROOM and COUNT
+    this.listed = [];
+    this.after = null; // the next page starts after this key
+    this.complete = true; // every member listed
+    this.fetching = null; // the ref of the page under way
+  }
+
+  /** How many members the room has. */
+  get memberCount() {
+    return this.lazy ? this.count : this.members.size;
+  }
+
+  /** Whether a member with this nick key belongs among those listed so far. */
+  isListed(key) {
+    return this.complete || (this.after !== null && key <= nickKey(this.after));
+  }
+
+  /** A member met: kept (a big room keeps the newest KNOWN_CACHE, and me). */
+  remember(peer, me) {
+    this.members.delete(peer.id);
+    this.members.set(peer.id, peer);
+    if (!this.lazy) return;
+    const mine = this.members.get(me);
+    for (const id of this.members.keys()) {
+      if (this.members.size <= KNOWN_CACHE) break;
+      if (id !== me) this.members.delete(id);
+    }
+    if (mine && !this.members.has(me)) this.members.set(me, mine);
+  }
+
+  /** Every member this page knows of: the cache, then (a big room's) those listed. */
+  *peers() {
+    yield* this.members.values();
+    if (this.lazy) yield* this.listed;
+  }
+
+  /** A member put among those listed, in order (a big room's). */
+  list(peer) {
+    const key = nickKey(peer.nick);
+    let lo = 0;
+    let hi = this.listed.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (nickKey(this.listed[mid].nick) < key) lo = mid + 1;
+      else hi = mid;
+    }
+    this.listed.splice(lo, 0, peer);
   }
 
   /** A direct conversation (protocol 19.8): no operators, shown by its people. */
@@ -109,7 +166,7 @@ export class Room {
   /** The member whose nick this is, or null. */
   member(nick) {
     const key = nickKey(nick ?? "");
-    for (const p of this.members.values()) if (nickKey(p.nick) === key) return p;
+    for (const p of this.peers()) if (nickKey(p.nick) === key) return p;
     return null;
   }
 
@@ -143,7 +200,7 @@ export class Room {
   /** Whether `nick` is an operator of this room (as its member list says). */
   isOp(nick) {
     const key = nickKey(nick ?? "");
-    for (const p of this.members.values()) if (nickKey(p.nick) === key) return !!p.op;
+    for (const p of this.peers()) if (nickKey(p.nick) === key) return !!p.op;
     return false;
   }
 }
@@ -180,6 +237,9 @@ export class ChatSession extends EventTarget {
     this.files = null; // the newest FILES_TOKEN: {token, url, maxUpload, until (local seconds)}
     this.tokenWaiters = []; // {resolve, reject} of those waiting for a token
     this.tokenTimer = null;
+    this.memberAsks = 0;
+    this.membersAsked = new Map(); // MEMBERS ref -> {key, prefix}: answers awaited
+    this.completions = new Map(); // MEMBERS ref -> the completion's resolve
   }
 
   /** Seconds between TYPING notices (protocol 19.6). */
@@ -535,6 +595,10 @@ export class ChatSession extends EventTarget {
   }
 
   _closed(event) {
+    this.membersAsked.clear(); // each room's ROOM starts its list again
+    for (const resolve of this.completions.values()) resolve([]);
+    this.completions.clear();
+    for (const room of this.rooms.values()) room.fetching = null;
     this.ws = null;
     this._tokenRefused("the connection broke");
     if (this.welcomed && this.finalReason !== "disconnected") this._lost(event);
@@ -686,6 +750,12 @@ export class ChatSession extends EventTarget {
     room.joined = true;
     room.kind = body.kind === "direct" ? "direct" : "room";
     room.members = new Map(body.members.map((p) => [p.id, p]));
+    room.lazy = !!body.lazy;
+    room.count = body.count ?? body.members.length;
+    room.listed = [];
+    room.after = null;
+    room.complete = !room.lazy;
+    room.fetching = null;
     room.read = body.read ?? room.read;
     room.unread = body.unread ?? room.unread;
     const mine = room.members.get(this.id);
@@ -714,6 +784,7 @@ export class ChatSession extends EventTarget {
       if (rev > room.rev) this._changesAfter(room, room.rev);
     }
     this._emit("room", { room, fresh });
+    if (room.lazy) this.moreMembers(room.key); // the list's first page
     if (!room.catchingUp) this._caughtUp(room);
     const opening = body.ref ? this.opening.get(body.ref) : null;
     if (opening) {
@@ -788,7 +859,7 @@ export class ChatSession extends EventTarget {
     }
     if (!room) return;
     const key = nickKey(body.nick);
-    for (const p of room.members.values()) {
+    for (const p of room.peers()) {
       if (nickKey(p.nick) !== key) continue;
       if (away === null) delete p.away;
       else p.away = away;
@@ -803,9 +874,9 @@ export class ChatSession extends EventTarget {
     if (own) this.nick = body.nick;
     if (body.old === body.nick) return; // our own nick again: nothing changed
     for (const room of this.rooms.values()) {
-      const member = [...room.members.values()].find((p) => nickKey(p.nick) === old);
-      if (!member) continue;
-      member.nick = body.nick;
+      const found = [...room.peers()].filter((p) => nickKey(p.nick) === old);
+      if (!found.length) continue;
+      for (const member of found) member.nick = body.nick;
       this._notTyping(room, body.old);
       this._event(room, { kind: "renamed", old: body.old, nick: body.nick });
       this._emit("members", { room });
@@ -883,7 +954,7 @@ export class ChatSession extends EventTarget {
     if (flag) {
       const [name, on] = flag;
       const key = nickKey(action.target ?? "");
-      for (const p of room.members.values()) {
+      for (const p of room.peers()) {
         if (nickKey(p.nick) !== key) continue;
         if (on) p[name] = true;
         else delete p[name];
@@ -1002,7 +1073,10 @@ export class ChatSession extends EventTarget {
     if (body.op) peer.op = true;
     if (body.voice) peer.voice = true;
     if (body.away != null) peer.away = body.away; // JOINED.away (19.7)
-    room.members.set(body.id, peer);
+    room.remember(peer, this.id);
+    if (room.lazy && room.isListed(nickKey(peer.nick)) && !room.listed.some((p) => p.id === peer.id)) {
+      room.list(peer);
+    }
     this._event(room, { kind: "joined", nick: body.nick });
     this._emit("members", { room, joined: body });
   }
@@ -1016,8 +1090,81 @@ export class ChatSession extends EventTarget {
       return;
     }
     room.members.delete(body.id);
+    if (room.lazy) room.listed = room.listed.filter((p) => p.id !== body.id);
     this._event(room, { kind: "left", nick: body.nick, reason: body.reason, message: body.message ?? "" });
     this._emit("members", { room, left: body });
+  }
+
+  // -- big rooms (protocol 22) --------------------------------------------------------
+
+  /** MEMBERS: a page of `key`'s members after `after`, or those whose nick
+   * starts with `prefix`; returns its ref (the answer's "members-page" event
+   * carries it), or null offline. */
+  members(key, { after = null, prefix = null, limit = null } = {}) {
+    const room = this.rooms.get(key);
+    if (!room || !room.joined) return null;
+    const ref = `members:${++this.memberAsks}`;
+    const body = { room: room.name, ref };
+    if (after !== null) body.after = after;
+    if (prefix !== null) body.prefix = prefix;
+    if (limit !== null) body.limit = limit;
+    if (!this._send(T.MEMBERS, body)) return null;
+    this.membersAsked.set(ref, { key, prefix });
+    return ref;
+  }
+
+  /** The next page of a big room's list, unless one is under way or none is left. */
+  moreMembers(key) {
+    const room = this.rooms.get(key);
+    if (!room || !room.lazy || room.complete || room.fetching) return false;
+    room.fetching = this.members(key, { after: room.after });
+    return room.fetching !== null;
+  }
+
+  /** Completion: the members of `key` whose nick starts with `prefix`, as a
+   * promise of their peers (a small room's from the list it has). */
+  complete(key, prefix) {
+    const room = this.rooms.get(key);
+    if (!room) return Promise.resolve([]);
+    const folded = nickKey(prefix);
+    const order = (a, b) => (nickKey(a.nick) < nickKey(b.nick) ? -1 : 1);
+    if (!room.lazy) {
+      return Promise.resolve([...room.members.values()].filter((p) => nickKey(p.nick).startsWith(folded)).sort(order));
+    }
+    const ref = this.members(key, { prefix, limit: COMPLETION_LIMIT });
+    if (!ref) return Promise.resolve([]);
+    return new Promise((resolve) => this.completions.set(ref, resolve));
+  }
+
+  _membersPage(body) {
+    const asked = this.membersAsked.get(body.ref);
+    const room = asked ? this.rooms.get(asked.key) : null;
+    this.membersAsked.delete(body.ref);
+    if (!room) return;
+    if (room.lazy) room.count = body.count;
+    const completing = this.completions.get(body.ref);
+    if (completing) {
+      for (const p of body.members) room.remember(p, this.id);
+      this.completions.delete(body.ref);
+      completing(body.members);
+    }
+    if (body.ref === room.fetching) {
+      room.fetching = null;
+      const last = room.listed.length ? nickKey(room.listed[room.listed.length - 1].nick) : null;
+      for (const p of body.members) {
+        if (last === null || nickKey(p.nick) > last) room.listed.push(p);
+      }
+      room.after = body.next ?? null;
+      room.complete = body.next == null;
+    }
+    this._emit("members", { room });
+  }
+
+  _count(body) {
+    const room = this._roomOf(body);
+    if (!room) return;
+    room.count = body.members;
+    this._emit("members", { room });
   }
 
   _pendingChanged(body) {
@@ -1070,6 +1217,15 @@ export class ChatSession extends EventTarget {
       this._tokenRefused(body.message);
       return;
     }
+    if (body.ref && this.membersAsked.has(body.ref)) {
+      const { key } = this.membersAsked.get(body.ref);
+      this.membersAsked.delete(body.ref);
+      const room = this.rooms.get(key);
+      if (room && room.fetching === body.ref) room.fetching = null;
+      this.completions.get(body.ref)?.([]);
+      this.completions.delete(body.ref);
+      return;
+    }
     if (body.ref && body.ref.startsWith("search:")) {
       this._emit("search-failed", body);
       return;
@@ -1119,6 +1275,8 @@ const HANDLERS = {
   [T.STATUS]: ChatSession.prototype._status,
   [T.RENAMED]: ChatSession.prototype._renamed,
   [T.FILES_TOKEN]: ChatSession.prototype._filesToken,
+  [T.MEMBERS_PAGE]: ChatSession.prototype._membersPage,
+  [T.COUNT]: ChatSession.prototype._count,
   [T.RESULTS](body) {
     this._emit("results", body);
   },

@@ -1,0 +1,118 @@
+"""A big room's member tree and nick completion, fed packets by hand (no
+server): pages in folded-nick order, JOINED and LEFT placed or not by
+where the listing stands, the count, and Tab completion asking MEMBERS."""
+
+from __future__ import annotations
+
+from PyQt6.QtCore import QEvent, Qt
+from PyQt6.QtGui import QKeyEvent
+from PyQt6.QtWidgets import QApplication
+
+from chatproto import codec
+from qtclient.models import PeerModel
+from qtclient.views.completion import NickCompleter
+from qtclient.views.main_window import ChatInput
+
+
+def big(count=5000, members=()) -> codec.RoomState:
+    return codec.RoomState(
+        "Big", "", [codec.Peer(i, n, op) for i, n, op in members], [], count=count, lazy=True
+    )
+
+
+def peers(*nicks: str, start: int = 100) -> list[codec.Peer]:
+    return [codec.Peer(start + i, nick) for i, nick in enumerate(nicks)]
+
+
+def model():
+    asked: list[tuple[str, str | None]] = []
+
+    def ask(room, after):
+        asked.append((room, after))
+        return f"m{len(asked)}"
+
+    m = PeerModel(ask_members=ask)
+    m.my_id = 1
+    return m, asked
+
+
+def test_pages_list_in_order_and_the_tree_asks_for_the_next():
+    m, asked = model()
+    m.room_state(big(members=[(1, "me", False), (2, "Boss", True)]))
+    assert m.members("Big") == [], "the shown set is known, not listed out of order"
+    assert m.room_item("Big").text() == "Big (5000 members)"
+    assert m.is_op("Big", 2) and not m.is_op("Big", 1)
+    m.fetch_first("Big")
+    m.fetch_first("Big")
+    assert asked == [("Big", None)], "one page under way at a time"
+    index = m.room_item("Big").index()
+    assert not m.canFetchMore(index)
+    m.members_page("m1", codec.Members("Big", peers("adam", "Bea"), 5001, "bea", "m1"), None)
+    assert m.members("Big") == ["adam", "Bea"]
+    assert m.room_item("Big").text() == "Big (5001 members)"
+    assert m.canFetchMore(index)
+    m.fetchMore(index)
+    assert asked[-1] == ("Big", "bea")
+    m.members_page("m2", codec.Members("Big", peers("carl", start=200), 5001, None, "m2"), None)
+    assert m.members("Big") == ["adam", "Bea", "carl"]
+    assert not m.canFetchMore(index), "the last page came"
+
+
+def test_joined_and_left_in_a_big_room_follow_the_listing():
+    m, _asked = model()
+    m.room_state(big())
+    m.fetch_first("Big")
+    m.members_page("m1", codec.Members("Big", peers("adam", "carl"), 5000, "carl", "m1"), None)
+    m.joined(codec.Joined(7, "Bob", "Big"))
+    m.joined(codec.Joined(8, "zed", "Big"))
+    assert m.members("Big") == ["adam", "Bob", "carl"], "zed comes with a later page, in its place"
+    m.left(codec.Left(7, "Bob", "quit", room="Big"))
+    m.left(codec.Left(100, "adam", "quit", room="Big"))
+    assert m.members("Big") == ["carl"]
+    m.set_count("Big", 4998)
+    assert m.room_item("Big").text() == "Big (4998 members)"
+    m.members_page("x", codec.Members("Big", peers("zara", start=300), 4998, None, "x"), "za")
+    assert m.members("Big") == ["carl"], "a completion's answer is not the next rows"
+    assert "zara" in m.known_nicks("Big")
+
+
+def test_a_small_room_is_listed_whole_and_counts_its_rows():
+    m, asked = model()
+    m.room_state(codec.RoomState("small", "", peers("ann", "bob"), [], count=2))
+    m.fetch_first("small")
+    assert asked == [] and m.members("small") == ["ann", "bob"]
+    m.joined(codec.Joined(9, "cy", "small"))
+    assert m.room_item("small").text() == "small (3 members)"
+    assert not m.canFetchMore(m.room_item("small").index())
+
+
+def tab(widget) -> None:
+    event = QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Tab, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, event)
+
+
+def test_tab_completes_locally_in_a_small_room_and_asks_in_a_big_one(qtbot):
+    m, _asked = model()
+    m.room_state(codec.RoomState("small", "", peers("Anna", "andy", "bob"), [], count=3))
+    m.room_state(big())
+    asked: list[tuple[str, str, int]] = []
+    room = ["small"]
+    line = ChatInput()
+    qtbot.addWidget(line)
+    completer = NickCompleter(line, m, lambda: room[0], lambda r, p, n: asked.append((r, p, n)) or "c1")
+    line.complete = completer.complete
+    line.setPlainText("an")
+    line.moveCursor(line.textCursor().MoveOperation.End)
+    tab(line)
+    assert line.toPlainText() == "andy: "
+    tab(line)
+    assert line.toPlainText() == "Anna: ", "Tab again: the next candidate"
+    room[0] = "Big"
+    line.setPlainText("hi zo")
+    line.moveCursor(line.textCursor().MoveOperation.End)
+    tab(line)
+    assert asked == [("Big", "zo", 20)] and line.toPlainText() == "hi zo"
+    completer.answered("c1", codec.Members("Big", peers("Zoë", "zoltan"), 5000, "zoltan", "c1"))
+    assert line.toPlainText() == "hi Zoë "
+    tab(line)
+    assert line.toPlainText() == "hi zoltan "
