@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
 from chatproto.codec import ErrorCode
+from chatproto.core.broadcast import COALESCE_AT
 from tests.harness import Server
 from tests.test_accounts import registered
 from tests.test_conversations import said, v2
@@ -376,3 +377,51 @@ class Members(SynchronousTestCase):
         self.assertEqual(
             (nicks(answer), answer.count, answer.ref), (["ann", "bob"], 2, "m"), "any room, big or not"
         )
+
+
+def pendings(peer) -> list[tuple[int, str]]:
+    """The PENDING packets received, as (id, state)."""
+    return [(p.id, p.state) for p in peer.received(flush=False) if isinstance(p, codec.Pending)]
+
+
+class BriefPending(SynchronousTestCase):
+    """With COALESCE_AT sessions logged in, presence is gathered into one batch
+    for a while; a connection that comes and goes (or logs in) within it is no
+    news to a version 2 session (docs/protocol.md 22.8)."""
+
+    def setUp(self):
+        self.server = Server()
+        crowd = self.server.logged_in(*[f"u{i}" for i in range(COALESCE_AT)], version=2)
+        self.v2 = crowd[0]
+        self.v1 = self.server.logged_in("old")[0]
+        self.server.clock.advance(1)
+        for peer in crowd:
+            peer.received(flush=False)
+        self.v1.received(flush=False)
+
+    def test_a_login_within_one_batch_is_not_announced_to_version_2(self):
+        newcomer = self.server.peer()
+        newcomer.login("new", version=2)
+        self.server.clock.advance(1)
+        self.assertEqual(pendings(self.v2), [])
+        id = newcomer.connection.id
+        self.assertEqual(pendings(self.v1), [(id, "connecting"), (id, "gone")], "version 1 is frozen")
+
+    def test_a_connection_pending_past_a_batch_is_announced_both_ways(self):
+        newcomer = self.server.peer()
+        self.server.clock.advance(1)
+        id = newcomer.connection.id
+        self.assertEqual(pendings(self.v2), [(id, "connecting")])
+        newcomer.login("new", version=2)
+        self.server.clock.advance(1)
+        self.assertEqual(pendings(self.v2), [(id, "gone")])
+
+    def test_a_joiner_told_of_a_pending_connection_hears_it_go(self):
+        early = self.server.peer()
+        joiner = self.server.peer()
+        welcome = joiner.login("joiner", version=2)
+        self.assertIn(early.connection.id, welcome.pending)
+        early.drop()
+        self.server.clock.advance(1)
+        self.assertEqual(pendings(joiner), [(early.connection.id, "gone")])
+        self.assertEqual(pendings(self.v2), [], "neither came to anything it was told of")

@@ -159,7 +159,7 @@ class Event:
     """A presence item: its payload for each protocol version (None: not
     sent to that version), and optionally the sender's own copy (version 2)."""
 
-    __slots__ = ("_own", "_payloads", "channel", "followers", "record", "sender", "skip")
+    __slots__ = ("_own", "_payloads", "channel", "followers", "pending", "record", "sender", "skip")
 
     def __init__(
         self,
@@ -171,6 +171,7 @@ class Event:
         record: Record | None = None,
         skip: frozenset[int] | None = None,
         followers: frozenset[Connection] | None = None,
+        pending: int | None = None,
     ) -> None:
         self.channel = channel
         self._payloads = (None, v1, v2)
@@ -183,6 +184,9 @@ class Event:
         # A big room's JOINED or LEFT: on a lazy wire, version 2 connections
         # get it only if they are among these (None: everyone gets it).
         self.followers = followers
+        # A PENDING's connection id: one that comes and goes in one batch is
+        # nobody's news on a lazy version 2 wire (docs/protocol.md 22.8).
+        self.pending = pending
 
     def payload(self, version: int) -> bytes | None:
         return self._payloads[version]
@@ -198,7 +202,7 @@ Item = Event | Said
 class Flushed:
     """A batch on its way: waiting for the log, then delivered."""
 
-    __slots__ = ("after", "batch", "lazy", "outcome", "owned", "said", "skips", "starts")
+    __slots__ = ("after", "batch", "brief", "lazy", "outcome", "owned", "said", "skips", "starts")
 
     def __init__(self, batch: list[Item], starts: dict[tuple[str, Connection], int]) -> None:
         self.batch = batch
@@ -212,8 +216,21 @@ class Flushed:
         self.lazy = len(self.said) < len(batch) and any(
             type(item) is Event and item.followers is not None for item in batch
         )
+        # the PENDINGs of connections that came and went in this batch, once
+        # the broadcast gathers presence (Broadcast.flush says)
+        self.brief: frozenset[int] = frozenset()
         self.outcome: list[Outcome] | Failure | None = None if self.said else []
         self.after: list[Callable[[], None]] = []
+
+
+def _brief(batch: list[Item]) -> frozenset[int]:
+    """The indexes of the PENDINGs of the connections that both came and
+    went (or logged in) within ``batch``."""
+    seen: dict[int, list[int]] = {}
+    for index, item in enumerate(batch):
+        if type(item) is Event and item.pending is not None:
+            seen.setdefault(item.pending, []).append(index)
+    return frozenset(i for indexes in seen.values() if len(indexes) > 1 for i in indexes)
 
 
 class Order(Protocol):
@@ -331,10 +348,13 @@ class Broadcast:
     def _presence_wait(self) -> float:
         """How long presence alone waits for more: none below COALESCE_AT
         sessions, then longer the more members every flush writes to."""
-        sessions = sum(len(group) for group in self._channels.get(SERVER, {}).values())
+        sessions = self._sessions()
         if sessions < COALESCE_AT:
             return 0.0
         return min(PRESENCE_MAX, PRESENCE_DELAY * sessions)
+
+    def _sessions(self) -> int:
+        return sum(len(group) for group in self._channels.get(SERVER, {}).values())
 
     def _schedule(self, delay: float) -> None:
         if self._flush_call is not None and self._flush_call.active():
@@ -368,6 +388,9 @@ class Broadcast:
         if not self._batch:
             return
         flushed = Flushed(self._batch, self._starts)
+        if len(flushed.said) < len(flushed.batch) and self._sessions() >= COALESCE_AT:
+            flushed.brief = _brief(flushed.batch)  # gathered: docs/protocol.md 22.8
+            flushed.lazy = flushed.lazy or bool(flushed.brief)
         self._batch, self._starts = [], {}
         self._queue.append(flushed)
         started = perf_counter()
@@ -514,6 +537,7 @@ class Broadcast:
         hidden: set[int] = set()  # a big room's presence: its followers' alone
         if flushed.lazy and version >= 2 and wire.lazy:
             hidden = {i for i in frames if type(batch[i]) is Event and batch[i].followers is not None}  # type: ignore[union-attr]
+            hidden |= flushed.brief.intersection(frames)
         if hidden:
             shared = b"".join(frame for i, frame in frames.items() if i not in hidden)
             followed = any(batch[i].followers for i in hidden)  # type: ignore[union-attr]
@@ -547,7 +571,8 @@ def _special_copies(
     """The view as seen by those who don't get the shared copy: senders
     (their own items carry the ref), those an item skips, followers of a
     member whose JOINED or LEFT is ``hidden`` from the shared copy, and
-    those added mid-batch.
+    those added mid-batch (who get the hidden PENDINGs of brief connections
+    from their start on).
 
     A mid-batch joiner's WELCOME or ROOM reflects the presence events before
     its start in that channel but its history stops at the last delivery,
@@ -594,8 +619,14 @@ def _special_copies(
             if type(batch[i]) is Said or i >= starts.get((batch[i].channel, connection), 0)
         )
 
-    result = {connection: view(copy, connection) for connection, copy in copies.items()}
+    # A joiner mid-batch may have been told of a brief connection as pending
+    # (WELCOME.pending): it gets the PENDINGs after its start, gone included.
+    brief = [index for index in hidden if batch[index].followers is None]  # type: ignore[union-attr]
     for _, connection in starts:
-        if connection not in result and connection in members:
-            result[connection] = view(base, connection)
-    return result
+        if connection in members:
+            copy = copies.get(connection)
+            if copy is None:
+                copy = copies[connection] = dict(base)
+            for index in brief:
+                copy[index] = frames[index]
+    return {connection: view(copy, connection) for connection, copy in copies.items()}

@@ -36,10 +36,11 @@ from chatproto.rules import clean_reason, nick_key, normalise_nick
 log = Logger()
 
 
-def both(packet: Any) -> Event:
-    """A server-wide item every version gets alike."""
-    payload = codec.encode(packet)
-    return Event(SERVER, payload, payload)
+def pending(id: int, state: str, v1: bool = True) -> Event:
+    """PENDING for connection ``id`` (to version 1 as well, unless ``v1`` is
+    false), marked so that a batch can leave out a brief connection's pair."""
+    payload = codec.encode(codec.Pending(id, state))
+    return Event(SERVER, payload if v1 else None, payload, pending=id)
 
 
 class Logins:
@@ -100,7 +101,7 @@ class Logins:
             return "server_full"
         if not reserved:
             self.gate.opened(connection.host)
-        self.broadcast.event(both(codec.Pending(connection.id, "connecting")))
+        self.broadcast.event(pending(connection.id, "connecting"))
         self.observers.notify("pending", connection.id, address=connection.address, since=connection.opened)
         return None
 
@@ -205,17 +206,16 @@ class Logins:
         now = self.clock.seconds()
         session = self.registry.register(connection, record.nick if record else nick, key, now)
         session.version = version
-        gone = codec.encode(codec.Pending(connection.id, "gone"))
         if record is not None and self.accounts is not None:
             session.account = True
             session.admin = self.accounts.is_admin(record)
             session.owner = owner_of(record.key, record.created)
         if session.version == 1:
             # Version 1 sees a login as JOINED in its one room.
-            self.broadcast.event(Event(SERVER, None, gone))
+            self.broadcast.event(pending(connection.id, "gone", v1=False))
             self.membership.enter(session, self.directory.default)
         else:
-            self.broadcast.event(Event(SERVER, gone, gone))
+            self.broadcast.event(pending(connection.id, "gone"))
         self.peers.save(session)
         log.info(
             "{nick} logged in as {id} (protocol {version}{account}) from {address}",
@@ -256,7 +256,7 @@ class Logins:
         session.admin = record.admin and self.is_admin(key, session.account)
         session.owner = record.owner if session.account else author_of(None, session.id, self.registry.epoch)
         session.away = record.away
-        self.broadcast.event(both(codec.Pending(connection.id, "gone")))
+        self.broadcast.event(pending(connection.id, "gone"))
         targets: list[ChatRoom] = []
         for _, name in rooms:
             try:
@@ -321,7 +321,7 @@ class Logins:
     def _add_device(self, connection: Connection, session: Session) -> Session:
         now = self.clock.seconds()
         self.registry.add_device(connection, session, now)
-        self.broadcast.event(both(codec.Pending(connection.id, "gone")))
+        self.broadcast.event(pending(connection.id, "gone"))
         log.info(
             "{nick} ({id}) added a device from {address}",
             nick=session.nick,
@@ -342,7 +342,7 @@ class Logins:
         self.gate.closed(old.host)
         old.disconnect("replaced")
         self.counters.disconnects["replaced"] += 1
-        self.broadcast.event(both(codec.Pending(connection.id, "gone")))
+        self.broadcast.event(pending(connection.id, "gone"))
         self.observers.notify("pending_gone", connection.id, reason="resumed")
         self._start(session, connection)
         self._resumed(session, connection, now)
@@ -419,7 +419,7 @@ class Logins:
             self.observers.notify("left", gone.id, nick=gone.nick, reason=reason)
             return self.peers.release(gone.key)
         if gone:
-            self.broadcast.event(both(codec.Pending(connection.id, "gone")))
+            self.broadcast.event(pending(connection.id, "gone"))
             self.observers.notify("pending_gone", connection.id, reason=reason)
         return succeed(None)
 
