@@ -339,7 +339,8 @@ async def latency(args) -> dict:
     elif not lines:
         sender.transport.write(frame(0x01, {"nick": "sender", "proto": 1}))
     await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in [*receivers, sender])), 60)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(args.settle)  # the presence of their logins delivered (to a crowd too)
+    cpu0 = cpu()
     for client in receivers:
         client.reads = []
         client.started = True
@@ -371,6 +372,7 @@ async def latency(args) -> dict:
         "mean_ms": 1000 * statistics.fmean(samples),
         "samples": len(samples),
         "expected": total * args.receivers,
+        "generator_cpu": (cpu() - cpu0) / (time.perf_counter() - start),
     }
 
 
@@ -1329,6 +1331,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--drain", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument(
+        "--settle", type=float, default=0.5, help="latency: seconds between logins and sending"
+    )
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--at-once", type=int, default=8, help="passwords, storm: logins in flight")
     parser.add_argument("--proto", type=int, choices=[1, 2], default=1, help="storm: the protocol version")
