@@ -453,7 +453,7 @@ def big_storm_bench(runs: int, wanted: int) -> dict:
     if count < wanted:
         print(
             f"  storm: {wanted:,} logins are not possible here: a process may open at most "
-            f"{open_files_limit():,} files (ulimit -Hn), which cannot be raised without privileges; "
+            f"{open_files_limit():,} files (ulimit -Hn), a hard limit that cannot be raised here; "
             f"less {SERVER_OWN_FILES} for the server's own files, {count:,} connections it is",
             flush=True,
         )
@@ -481,7 +481,7 @@ def crowd_bench(runs: int, wanted: int, seconds: str, hold: float) -> dict:
     if count < wanted:
         print(
             f"  crowd: {wanted:,} connections are not possible here: a process may open at most "
-            f"{open_files_limit():,} files (ulimit -Hn), which cannot be raised without privileges; "
+            f"{open_files_limit():,} files (ulimit -Hn), a hard limit that cannot be raised here; "
             f"less {SERVER_OWN_FILES} for the server's own files and {latency_clients} for the latency "
             f"run, {count:,} it is",
             flush=True,
@@ -1305,8 +1305,8 @@ def main() -> int:
                 values.update({k: row[k]["logins_per_s"] for k in ("naive",) if k in row})
                 if ngircd in row:
                     values["ngircd"] = row[ngircd]["logins_per_s"]
-                only = " (ngircd: registration only)" if ngircd != "ngircd" else ""
-                name = f"login storm: {count} into one room, 8 at a time, v{version} (logins/s){only}"
+                only = "; ngircd registers only" if ngircd != "ngircd" else ""
+                name = f"login storm: {count} in one room, v{version} (logins/s{only})"
                 table.append((name, values))
 
     if "bigstorm" in wanted:
