@@ -1305,8 +1305,8 @@ def main() -> int:
                 values.update({k: row[k]["logins_per_s"] for k in ("naive",) if k in row})
                 if ngircd in row:
                     values["ngircd"] = row[ngircd]["logins_per_s"]
-                only = "; ngircd registers only" if ngircd != "ngircd" else ""
-                name = f"login storm: {count} in one room, v{version} (logins/s{only})"
+                only = "; ngircd without JOIN" if ngircd != "ngircd" else ""
+                name = f"login storm {count} into one room, v{version} (logins/s{only})"
                 table.append((name, values))
 
     if "bigstorm" in wanted:
@@ -1314,7 +1314,7 @@ def main() -> int:
         r = results["bigstorm"]
         table.append(
             (
-                f"login storm: {r['connections']} into one room, v2 (logins/s)",
+                f"login storm {r['connections']} into one room, v2 (logins/s)",
                 {"ours": r["ours_v2"]["logins_per_s"]},
             )
         )
