@@ -151,11 +151,14 @@ def generate(
     return result
 
 
-def repeated(kind: str, runs: int, scenario: str, *args: str, timeout: float = 900) -> list[dict]:
-    """The scenario ``runs`` times, each against a fresh server."""
+def repeated(
+    kind: str, runs: int, scenario: str, *args: str, timeout: float = 900, server_args: tuple[str, ...] = ()
+) -> list[dict]:
+    """The scenario ``runs`` times, each against a fresh server (ours
+    started with ``server_args``)."""
     results = []
     for _ in range(runs):
-        with server(kind) as (pid, port):
+        with server(kind, server_args if kind == "ours" else ()) as (pid, port):
             results.append(generate(port, mode_of(kind), scenario, *args, pid=pid, timeout=timeout))
     return results
 
@@ -387,7 +390,12 @@ def print_irc(row: dict, receivers: int) -> None:
 
 
 def storm_bench(
-    runs: int, count: int, kinds: list[str], protos: tuple[int, ...] = (1,), ngircd_join: bool = True
+    runs: int,
+    count: int,
+    kinds: list[str],
+    protos: tuple[int, ...] = (1,),
+    ngircd_join: bool = True,
+    server_args: tuple[str, ...] = (),
 ) -> dict:
     """``count`` clients log in to one room, 8 at a time, and stay; every
     JOINED reaches everyone (the naive baseline announces nothing; in a big
@@ -406,7 +414,9 @@ def storm_bench(
         for label, extra in variants:
             wait = "0" if kind == "naive" else drain  # it announces nothing: no JOINED to wait for
             args = ("--connections", str(count), "--at-once", "8", "--drain", wait, *extra)
-            measured = repeated(kind, runs, "storm", *args, timeout=float(drain) + 600)
+            measured = repeated(
+                kind, runs, "storm", *args, timeout=float(drain) + 600, server_args=server_args
+            )
             row[label] = storm_summary(measured)
             if kind == "naive":  # nothing was promised: it announces nothing
                 row[label].update(joined_missing=0, announces_nothing=True)
@@ -457,7 +467,9 @@ def big_storm_bench(runs: int, wanted: int) -> dict:
             f"less {SERVER_OWN_FILES} for the server's own files, {count:,} connections it is",
             flush=True,
         )
-    row = storm_bench(runs, count, ["ours"], protos=(2,))
+    # A generator reading 20,000 sockets falls behind the presence of every
+    # login written to each: a deep sendq, or it gets them cut as slow consumers.
+    row = storm_bench(runs, count, ["ours"], protos=(2,), server_args=DEEP_SENDQ)
     return {"wanted": wanted, "connections": count, "files_limit": open_files_limit(), **row}
 
 
