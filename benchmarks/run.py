@@ -468,8 +468,10 @@ def big_storm_bench(runs: int, wanted: int) -> dict:
             flush=True,
         )
     # A generator reading 20,000 sockets falls behind the presence of every
-    # login written to each: a deep sendq, or it gets them cut as slow consumers.
-    row = storm_bench(runs, count, ["ours"], protos=(2,), server_args=DEEP_SENDQ)
+    # login written to each: a deep sendq, or it gets them cut as slow
+    # consumers. The storm outlasts idle_timeout, and its clients answer no
+    # PING: not pinged, or the first ones are dropped as idle.
+    row = storm_bench(runs, count, ["ours"], protos=(2,), server_args=(*DEEP_SENDQ, *CROWD_SERVER))
     return {"wanted": wanted, "connections": count, "files_limit": open_files_limit(), **row}
 
 
