@@ -339,7 +339,8 @@ async def latency(args) -> dict:
     elif not lines:
         sender.transport.write(frame(0x01, {"nick": "sender", "proto": 1}))
     await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in [*receivers, sender])), 60)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(args.settle)  # the presence of their logins delivered (to a crowd too)
+    cpu0 = cpu()
     for client in receivers:
         client.reads = []
         client.started = True
@@ -371,55 +372,15 @@ async def latency(args) -> dict:
         "mean_ms": 1000 * statistics.fmean(samples),
         "samples": len(samples),
         "expected": total * args.receivers,
+        "generator_cpu": (cpu() - cpu0) / (time.perf_counter() - start),
     }
-
-
-class Joiner(Client):
-    counting_joins = True
 
 
 async def storm(args) -> dict:
-    """``--connections`` clients log in, ``--at-once`` in flight, and stay,
-    everyone in one room (version 1: the default room; IRC: #general); every
-    JOINED must reach everyone there. How long the logins took, and when the
-    last JOINED arrived."""
-    loop = asyncio.get_running_loop()
-    irc = args.mode == "irc"
-    gate = asyncio.Semaphore(args.at_once)
-    clients: list[Client] = []
+    """The login storm (benchmarks/storm.py: it imports this module)."""
+    from benchmarks.storm import storm as run
 
-    async def one(i: int) -> None:
-        async with gate:
-            _, client = await loop.create_connection(lambda: Joiner(args.mode), HOST, args.port)
-            if irc:
-                client.transport.write(f"NICK s{i}\r\nUSER u 0 * :u\r\nJOIN #general\r\n".encode())
-            else:
-                client.transport.write(frame(0x01, {"nick": f"s{i}", "proto": 1}))
-            await asyncio.wait_for(client.welcomed, 120)
-            clients.append(client)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(args.connections)))
-    logged_in = time.perf_counter() - start
-    n = len(clients)
-    # Of each pair, the one that came first sees the other's JOINED; IRC
-    # clients also see their own JOIN.
-    expected = n * (n - 1) // 2 + (n if irc else 0)
-    deadline = time.monotonic() + args.drain
-    while time.monotonic() < deadline and sum(c.joins for c in clients) < expected:
-        await asyncio.sleep(0.01)
-    settled = time.perf_counter() - start
-    seen = sum(c.joins for c in clients)
-    for client in clients:
-        client.transport.close()
-    return {
-        "connections": n,
-        "seconds": logged_in,
-        "logins_per_s": n / logged_in,
-        "settled_seconds": settled,
-        "joined_missing": max(0, expected - seen),
-        "generator_cpu": cpu() / settled,
-    }
+    return await run(args)
 
 
 def backoff(attempt: int) -> float:
@@ -1370,8 +1331,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--drain", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument(
+        "--settle", type=float, default=0.5, help="latency: seconds between logins and sending"
+    )
     parser.add_argument("--connections", type=int, default=1000)
-    parser.add_argument("--at-once", type=int, default=8, help="passwords scenario: logins in flight")
+    parser.add_argument("--at-once", type=int, default=8, help="passwords, storm: logins in flight")
+    parser.add_argument("--proto", type=int, choices=[1, 2], default=1, help="storm: the protocol version")
+    parser.add_argument("--no-join", action="store_true", help="storm, IRC: register only")
     parser.add_argument(
         "--flood", choices=["none", "none-v2", *FLOODS, *OTHER_FLOODS, *CONVERSATION_FLOODS], default="none"
     )

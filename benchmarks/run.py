@@ -34,7 +34,7 @@ from scripts.procstat import (
     start_pinned,
     start_pinned_ports,
 )
-from scripts.spawn import free_port, start_redis
+from scripts.spawn import free_port, start_redis, start_server
 
 PY = sys.executable
 
@@ -151,12 +151,15 @@ def generate(
     return result
 
 
-def repeated(kind: str, runs: int, scenario: str, *args: str) -> list[dict]:
-    """The scenario ``runs`` times, each against a fresh server."""
+def repeated(
+    kind: str, runs: int, scenario: str, *args: str, timeout: float = 900, server_args: tuple[str, ...] = ()
+) -> list[dict]:
+    """The scenario ``runs`` times, each against a fresh server (ours
+    started with ``server_args``)."""
     results = []
     for _ in range(runs):
-        with server(kind) as (pid, port):
-            results.append(generate(port, mode_of(kind), scenario, *args, pid=pid))
+        with server(kind, server_args if kind == "ours" else ()) as (pid, port):
+            results.append(generate(port, mode_of(kind), scenario, *args, pid=pid, timeout=timeout))
     return results
 
 
@@ -386,25 +389,261 @@ def print_irc(row: dict, receivers: int) -> None:
     print(f"{'IRC gateway ÷ ngircd':<44} {gateway['deliveries_per_s'] / ngircd['deliveries_per_s']:>14.2f}")
 
 
-def storm_bench(runs: int, count: int, kinds: list[str]) -> dict:
+def storm_bench(
+    runs: int,
+    count: int,
+    kinds: list[str],
+    protos: tuple[int, ...] = (1,),
+    ngircd_join: bool = True,
+    server_args: tuple[str, ...] = (),
+) -> dict:
     """``count`` clients log in to one room, 8 at a time, and stay; every
-    JOINED reaches everyone (the naive baseline announces nothing)."""
+    JOINED reaches everyone (the naive baseline announces nothing; in a big
+    room, benchmarks/storm.py says what is promised). Ours once for each
+    protocol version of ``protos`` ("ours" is version 1, "ours_v2" version
+    2); ngircd's clients JOIN #general, or with ``ngircd_join`` false only
+    register ("ngircd_register")."""
     row = {}
+    drain = str(max(120, count // 10))
     for kind in kinds:
-        drain = "0" if kind == "naive" else "120"  # it announces nothing: no JOINED to wait for
-        args = ("--connections", str(count), "--at-once", "8", "--drain", drain)
-        measured = repeated(kind, runs, "storm", *args)
-        keys = ("logins_per_s", "seconds", "settled_seconds", "server_cpu_avg")
-        row[kind] = {key: median_of(measured, key) for key in keys}
-        row[kind].update(joined_missing=sum(r["joined_missing"] for r in measured), runs=measured)
-        r = row[kind]
+        variants: list[tuple[str, tuple[str, ...]]] = [(kind, ())]
+        if kind == "ours":
+            variants = [("ours" if p == 1 else f"ours_v{p}", ("--proto", str(p))) for p in protos]
+        elif kind == "ngircd" and not ngircd_join:
+            variants = [("ngircd_register", ("--no-join",))]
+        for label, extra in variants:
+            wait = "0" if kind == "naive" else drain  # it announces nothing: no JOINED to wait for
+            args = ("--connections", str(count), "--at-once", "8", "--drain", wait, *extra)
+            measured = repeated(
+                kind, runs, "storm", *args, timeout=float(drain) + 600, server_args=server_args
+            )
+            row[label] = storm_summary(measured)
+            if kind == "naive":  # nothing was promised: it announces nothing
+                row[label].update(joined_missing=0, announces_nothing=True)
+            print(f"  storm {label:<15} {count} {storm_said(row[label])}", flush=True)
+    return row
+
+
+def storm_summary(measured: list[dict]) -> dict:
+    """A storm's runs: medians, and what was missing in all of them."""
+    keys = ["logins_per_s", "seconds", "settled_seconds", "server_cpu_avg", "generator_cpu"]
+    keys += [k for k in ("room_bytes_median", "room_bytes_max", "welcome_bytes_median") if k in measured[0]]
+    row = {key: median_of(measured, key) for key in keys}
+    row.update(
+        joined_missing=sum(r["joined_missing"] for r in measured),
+        count_missing=sum(r.get("count_missing", 0) for r in measured),
+        lazy=any(r.get("lazy") for r in measured),
+        bound=bounds(measured),
+        runs=measured,
+    )
+    return row
+
+
+def storm_said(r: dict) -> str:
+    said = (
+        f"logins at {r['logins_per_s']:,.0f}/s: {r['seconds']:.1f} s, settled after "
+        f"{r['settled_seconds']:.1f} s (JOINED missing {r['joined_missing']}, count missing "
+        f"{r['count_missing']}); server cpu {r['server_cpu_avg']:.0%}, generator cpu "
+        f"{r['generator_cpu']:.0%}; bound {r['bound']}"
+    )
+    if "room_bytes_median" in r:
+        said += (
+            f"; the joiner's room list {r['room_bytes_median']:,.0f} B median, "
+            f"{r['room_bytes_max']:,.0f} B max{' (lazy)' if r['lazy'] else ''}"
+        )
+    return said
+
+
+def big_storm_bench(runs: int, wanted: int) -> dict:
+    """The storm of ``wanted`` version 2 clients into one room, or as many
+    as one server process may hold here (said plainly when fewer)."""
+    from benchmarks.crowd import SERVER_OWN_FILES, open_files_limit, server_connection_cap
+
+    count = min(wanted, server_connection_cap())
+    if count < wanted:
         print(
-            f"  storm {kind:<6} {count} logins at {r['logins_per_s']:,.0f}/s: {r['seconds']:.1f} s, "
-            f"every JOINED after {r['settled_seconds']:.1f} s (missing {r['joined_missing']}); "
-            f"server cpu {r['server_cpu_avg']:.0%}; bound {bounds(measured)}",
+            f"  storm: {wanted:,} logins are not possible here: a process may open at most "
+            f"{open_files_limit():,} files (ulimit -Hn), a hard limit that cannot be raised here; "
+            f"less {SERVER_OWN_FILES} for the server's own files, {count:,} connections it is",
             flush=True,
         )
+    # A generator reading 20,000 sockets falls behind the presence of every
+    # login written to each: a deep sendq, or it gets them cut as slow
+    # consumers. The storm outlasts idle_timeout, and its clients answer no
+    # PING: not pinged, or the first ones are dropped as idle.
+    row = storm_bench(runs, count, ["ours"], protos=(2,), server_args=(*DEEP_SENDQ, *CROWD_SERVER))
+    return {"wanted": wanted, "connections": count, "files_limit": open_files_limit(), **row}
+
+
+#: The crowd's server: connections are not pinged while it is measured
+#: (the pings of 20,000 connections every 30 s would be load of their own).
+CROWD_SERVER = ("--ping-interval", "3600", "--idle-timeout", "7200")
+
+
+def crowd_bench(runs: int, wanted: int, seconds: str, hold: float) -> dict:
+    """``wanted`` idle version 2 connections (or as many as a server process
+    may hold here, less the latency run's 101), logged in by several
+    generator processes from several loopback addresses: the server's RSS
+    per connection and the time for all to log in; then latency at 200
+    msg/s in a room of 100, against the same on a server without the
+    crowd, as a ratio; interleaved, a fresh server each time."""
+    from benchmarks.crowd import SERVER_OWN_FILES, open_files_limit, server_connection_cap, spread
+
+    latency_clients = 101
+    cap = server_connection_cap() - latency_clients
+    count = min(wanted, cap)
+    if count < wanted:
+        print(
+            f"  crowd: {wanted:,} connections are not possible here: a process may open at most "
+            f"{open_files_limit():,} files (ulimit -Hn), a hard limit that cannot be raised here; "
+            f"less {SERVER_OWN_FILES} for the server's own files and {latency_clients} for the latency "
+            f"run, {count:,} it is",
+            flush=True,
+        )
+    lat = ["--receivers", "100", "--rate", "200", "--duration", seconds]
+    alone: list[dict] = []
+    crowded: list[dict] = []
+    for _ in range(runs):
+        with big_server() as (pid, port):
+            alone.append(generate(port, "frames", "latency", *lat, pid=pid))
+        with big_server() as (pid, port):
+            crowded.append(crowd_run(pid, port, spread(count), lat, hold))
+    row = {
+        "wanted": wanted,
+        "connections": count,
+        "files_limit": open_files_limit(),
+        "processes": len(spread(count)),
+        "alone": {k: median_of(alone, k) for k in ("p50_ms", "p99_ms", "max_ms")},
+        **{k: median_of(crowded, k) for k in ("p50_ms", "p99_ms", "max_ms", "login_seconds")},
+        **{k: median_of(crowded, k) for k in ("logins_per_s", "bytes_per_connection")},
+        "alive": min(r["alive"] for r in crowded),
+        "runs": crowded,
+        "alone_runs": alone,
+    }
+    row["p50_ratio"] = row["p50_ms"] / row["alone"]["p50_ms"]
+    row["p99_ratio"] = row["p99_ms"] / row["alone"]["p99_ms"]
+    print(
+        f"  crowd {count:,} idle connections from {row['processes']} processes: all logged in after "
+        f"{row['login_seconds']:.1f} s ({row['logins_per_s']:,.0f}/s; {saturated(crowded, 'logins')}), "
+        f"{row['bytes_per_connection']:,.0f} B of server RSS each, {row['alive']:,} still open; latency at "
+        f"200 msg/s to 100: p50 {row['p50_ms']:.2f} p99 {row['p99_ms']:.2f} ms with the crowd, "
+        f"{row['alone']['p50_ms']:.2f} / {row['alone']['p99_ms']:.2f} ms without: "
+        f"{row['p50_ratio']:.2f}x / {row['p99_ratio']:.2f}x ({saturated(crowded, 'latency')})",
+        flush=True,
+    )
     return row
+
+
+@contextmanager
+def big_server():
+    """Our server allowed every file this machine allows a process, and
+    as many connections (the crowd's own settings otherwise)."""
+    from benchmarks.crowd import open_files_limit, server_connection_cap
+
+    folder = tempfile.mkdtemp(prefix="chatbench-")
+    extra = (*CROWD_SERVER, "--max-clients", str(server_connection_cap()))
+    argv = server_argv("ours", f"{folder}/bench.sqlite3", extra)
+    limit = open_files_limit()
+    files = ["prlimit", f"--nofile={limit}:{limit}"] if shutil.which("prlimit") else []
+    proc, ports = start_server(argv, 1, prefix=[*pinned(0), *files])
+    try:
+        yield proc.pid, ports[-1]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def crowd_run(pid: int, port: int, shares: list[tuple[str, int]], lat: list[str], hold: float) -> dict:
+    """One crowd: the generator processes log in their ``shares`` (source
+    address, connections) at once, pinned beside each other on core 1; the
+    server's RSS before, and after the crowd held still for ``hold``
+    seconds; then the latency run while they stay."""
+    from benchmarks.loadgen import core_busy, core_times
+
+    before = rss_kib(pid)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    holders = []
+    cores0, cpu0, t0 = core_times(), cpu_seconds(pid), time.monotonic()
+    try:
+        for k, (source, share) in enumerate(shares):
+            argv = [PY, "-m", "benchmarks.crowd", "--port", str(port), "--connections", str(share)]
+            argv += ["--source", source, "--prefix", f"c{k}x"]
+            holders.append(
+                subprocess.Popen(
+                    [*pinned(1), *argv],
+                    cwd=ROOT,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        ready = [
+            json.loads(h.stdout.readline() or "{}") for h in holders
+        ]  # each blocks until its share is in
+        if not all(r.get("ready") for r in ready):
+            raise RuntimeError(f"crowd: a generator failed: {ready}")
+        login_wall = time.monotonic() - t0
+        logins = {
+            "cores_busy": core_busy(cores0, core_times()),
+            "server_cpu": (cpu_seconds(pid) - cpu0) / login_wall,
+            "generator_cpu": sum(cpu_seconds(h.pid) for h in holders) / login_wall,
+        }
+        login_seconds = max(r["done"] for r in ready) - min(r["started"] for r in ready)
+        time.sleep(hold)
+        held = rss_kib(pid)
+        count = sum(r["connections"] for r in ready)
+        cores0 = core_times()
+        result = generate(port, "frames", "latency", *lat, "--settle", "3", pid=pid)
+        result["latency_cores_busy"] = core_busy(cores0, core_times())
+        result["latency_server_cpu"] = result["server_cpu_avg"]
+        result["latency_generator_cpu"] = result["generator_cpu"]
+        for h in holders:
+            h.stdin.write("done\n")
+            h.stdin.flush()
+        ends = [json.loads(h.stdout.readline() or "{}") for h in holders]
+        for h in holders:
+            h.wait(60)
+    finally:
+        for h in holders:  # on the way out by an error: they would hold on for their timeout
+            if h.poll() is None:
+                h.kill()
+                h.wait()
+    result.update(
+        connections=count,
+        alive=sum(e.get("alive", 0) for e in ends),
+        login_seconds=login_seconds,
+        logins_per_s=count / login_seconds,
+        logins_cores_busy=logins["cores_busy"],
+        logins_server_cpu=logins["server_cpu"],
+        logins_generator_cpu=logins["generator_cpu"],
+        rss_before_kib=before,
+        rss_held_kib=held,
+        bytes_per_connection=(held - before) * 1024 / count,
+    )
+    return result
+
+
+def saturated(runs: list[dict], phase: str) -> str:
+    """Which side was saturated in each run's ``phase`` ("logins" or
+    "latency"): the server process or the generators (90% of a core or
+    more), else a core kept busy by others too (the machine may be shared)."""
+    said = []
+    for r in runs:
+        server, generator = r[f"{phase}_server_cpu"], r[f"{phase}_generator_cpu"]
+        busy = r[f"{phase}_cores_busy"]
+        side = "server" if server >= 0.9 else "generator" if generator >= 0.9 else "neither"
+        if side == "neither" and max(busy.values(), default=0.0) >= 0.9:
+            side = "server's core (shared)" if busy.get("cpu0", 0) >= 0.9 else "generator's core (shared)"
+        said.append(
+            f"{side}: server {server:.0%}, generator {generator:.0%}, "
+            f"cores {busy.get('cpu0', 0):.0%}/{busy.get('cpu1', 0):.0%}"
+        )
+    return "; ".join(said)
 
 
 def reconnect_bench(count: int) -> dict:
@@ -970,6 +1209,9 @@ def main() -> int:
     parser.add_argument("--chart", default=os.path.join(ROOT, "docs", "bench-fanout.png"))
     parser.add_argument("--only", nargs="*", default=None, help="scenarios to run")
     parser.add_argument("--floods", nargs="*", default=None, help="abuse: only these floods")
+    parser.add_argument(
+        "--crowd", type=int, default=100_000, help="crowd: idle connections (capped by the open-file limit)"
+    )
     args = parser.parse_args()
     runs = 1 if args.quick else args.runs
     sizes = [10, 100] if args.quick else [10, 100, 1000]
@@ -979,7 +1221,7 @@ def main() -> int:
     )
     every = ["fanout", "rooms", "websocket", "irc", "metrics", "latency", "idle", "logins", "storm"]
     every += ["reconnect", "passwords", "slow", "abuse", "cluster", "conversations", "catchup", "search"]
-    every += ["files"]
+    every += ["files", "bigstorm", "crowd"]
     wanted = set(args.only or every)
     results: dict = {
         "machine": {
@@ -1063,18 +1305,38 @@ def main() -> int:
         table.append(("1000 concurrent logins (s)", {k: row[k]["seconds"] for k in row}))
 
     if "storm" in wanted:
-        # ngircd takes minutes over 5,000 JOINs to everyone: it joins the smaller storm.
+        # Ours in protocol version 1 and 2. ngircd registers its clients and
+        # JOINs them to #general at 1,000; at 5,000 that takes it longer than
+        # a bench can wait (docs/performance.md), so there it only registers.
         results["storm"] = {}
-        for count, who in ((1000, ("ours", "naive", "ngircd")), (5000, ("ours", "naive"))):
-            if count > 1000 and args.quick:
-                continue
-            row = results["storm"][count] = storm_bench(runs, count, [k for k in who if k in kinds])
-            table.append(
-                (
-                    f"login storm: {count} into one room, 8 at a time (logins/s)",
-                    {k: v["logins_per_s"] for k, v in row.items()},
-                )
+        for count in (1000,) if args.quick else (1000, 5000):
+            who = [k for k in ("ours", "naive", "ngircd") if k in kinds]
+            row = storm_bench(runs, count, who, protos=(1, 2), ngircd_join=count <= 1000)
+            results["storm"][count] = row
+            ngircd = "ngircd" if "ngircd" in row else "ngircd_register"
+            for version, ours in ((1, "ours"), (2, "ours_v2")):
+                values = {"ours": row[ours]["logins_per_s"]}
+                values.update({k: row[k]["logins_per_s"] for k in ("naive",) if k in row})
+                if ngircd in row:
+                    values["ngircd"] = row[ngircd]["logins_per_s"]
+                only = "; ngircd without JOIN" if ngircd != "ngircd" else ""
+                name = f"login storm {count} into one room, v{version} (logins/s{only})"
+                table.append((name, values))
+
+    if "bigstorm" in wanted:
+        results["bigstorm"] = big_storm_bench(runs, 2000 if args.quick else 20_000)
+        r = results["bigstorm"]
+        table.append(
+            (
+                f"login storm {r['connections']} into one room, v2 (logins/s)",
+                {"ours": r["ours_v2"]["logins_per_s"]},
             )
+        )
+
+    if "crowd" in wanted:
+        results["crowd"] = crowd_bench(
+            runs, 2000 if args.quick else args.crowd, "3" if args.quick else "5", 3.0 if args.quick else 8.0
+        )
 
     if "reconnect" in wanted:
         results["reconnect"] = reconnect_bench(1000 if args.quick else 5000)
@@ -1186,6 +1448,8 @@ def main() -> int:
         print_irc(results["irc"], 100)
     if "passwords" in results:
         print_passwords(results["passwords"])
+    if any(k in results for k in ("storm", "bigstorm", "crowd")):
+        print_big_rooms(results)
     if "abuse" in results:
         print_abuse(results["abuse"])
     if "cluster" in results:
@@ -1228,6 +1492,40 @@ def print_table(table, runs: int) -> None:
         cells = [f"{values[k]:>12,.2f}" if k in values else f"{'-':>12}" for k in BASELINES]
         ratios = [f"{ours / values[k]:>8.2f}" if values.get(k) else f"{'-':>8}" for k in BASELINES[1:]]
         print(f"{name:<58} {' '.join(cells)} {' '.join(ratios)}")
+
+
+def print_big_rooms(results: dict) -> None:
+    """docs/performance.md, "Big rooms and many connections"."""
+    storms = [
+        (count, label, r) for count, row in results.get("storm", {}).items() for label, r in row.items()
+    ]
+    if "bigstorm" in results:
+        storms += [(results["bigstorm"]["connections"], "ours_v2", results["bigstorm"]["ours_v2"])]
+    if storms:
+        print(
+            f"\n{'login storm into one room, 8 in flight':<40} {'logins/s':>9} {'settled s':>9} "
+            f"{'missing':>8} {'room list B median / max':>25}  bound by"
+        )
+        for count, label, r in storms:
+            sizes = (
+                f"{r['room_bytes_median']:,.0f} / {r['room_bytes_max']:,.0f}"
+                if "room_bytes_max" in r
+                else "-"
+            )
+            missing = r["joined_missing"] + r["count_missing"]
+            print(
+                f"{f'{count:,} {label}':<40} {r['logins_per_s']:>9,.0f} {r['settled_seconds']:>9.1f} "
+                f"{missing:>8} {sizes:>25}  {r['bound']}"
+            )
+    if "crowd" in results:
+        r = results["crowd"]
+        print(
+            f"\n{r['connections']:,} idle connections ({r['processes']} generator processes): "
+            f"{r['bytes_per_connection']:,.0f} B server RSS each, all in after {r['login_seconds']:.1f} s; "
+            f"latency p50 / p99 {r['p50_ms']:.2f} / {r['p99_ms']:.2f} ms against "
+            f"{r['alone']['p50_ms']:.2f} / {r['alone']['p99_ms']:.2f} ms alone "
+            f"({r['p50_ratio']:.2f}x / {r['p99_ratio']:.2f}x)"
+        )
 
 
 def print_passwords(row: dict) -> None:

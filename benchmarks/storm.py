@@ -1,0 +1,310 @@
+"""The login storm: clients log in to one room, a few in flight, and stay.
+
+    python -m benchmarks.loadgen storm --port N --mode frames|irc [--proto 1|2] [options]
+
+Version 1 clients are in the default room once welcomed; version 2 clients
+JOIN it after WELCOME; IRC clients register and JOIN #general. The storm
+has settled when every client has every JOINED it was promised:
+
+- where the room is not big (no ``lazy_members`` in WELCOME.limits, or at
+  most that many members, or version 1, or IRC): every client has the
+  JOINED of everyone who came after it (IRC clients also their own JOIN);
+- in a big room (docs/protocol.md 22), a version 2 client is promised the
+  final member count (its ROOM's ``count`` or a later COUNT) and the JOINED
+  of the members it follows: while its ROOM was not lazy, everyone who came
+  after it until the room went over ``lazy_members``; once lazy, the few
+  nicks it FOLLOWs, all of which log in after the FOLLOW was answered.
+
+Each client parses whole frames until it is in the room (noting how big
+its WELCOME and ROOM were); then, where it expects a JOINED from everyone,
+it counts their markers in the raw stream at C speed; in a big room, where
+little comes, it keeps parsing, to know whose JOINED and which count came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+
+from benchmarks.loadgen import HOST, Client, cpu, frame
+from chatproto import codec
+
+T = codec.PacketType
+_JOINED = b"\x84{"
+#: Big rooms' packets (docs/protocol.md 22), by number: the storm runs
+#: against servers with and without them.
+FOLLOW = 0x1A
+COUNT = 0x9B
+#: In a big room each client FOLLOWs the clients this many places after it
+#: (a contact list of people not yet there): far enough ahead that they
+#: have not started logging in when it asks.
+FOLLOW_AHEAD = (64, 128, 192)
+
+
+class Joiner(asyncio.Protocol):
+    """One storm client speaking our protocol (see the module's docstring)."""
+
+    def __init__(self, index: int, version: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.index = index
+        self.nick = f"s{index}"
+        self.version = version
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.carry = b""
+        self.parsing = True  # whole frames; False: JOINED markers counted in the raw stream
+        self.joins = 0
+        self.joined_nicks: set[str] = set()
+        self.welcome_bytes = 0
+        self.room_bytes = 0
+        self.position = 0  # the room's member count in its ROOM (version 1: WELCOME): itself included
+        self.count = 0  # the latest member count it was told
+        self.lazy = False  # its ROOM said the room is big
+        self.limits: dict = {}
+        self.default_room = ""
+        self.follows: list[str] = []
+        self.follow_refused = ""
+        self.waiting: dict[int | str, asyncio.Future] = {}
+        self.closed = loop.create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def expect(self, key: int | str) -> asyncio.Future:
+        """The next packet of this type (or with this ref), as (type, size, body)."""
+        future = self.waiting[key] = asyncio.get_running_loop().create_future()
+        return future
+
+    def count_markers(self) -> None:
+        """From now on, count JOINED markers in the raw stream (a marker
+        split across two reads is found in the seam)."""
+        self.parsing = False
+        rest, self.buffer = self.buffer, b""
+        self.joins += rest.count(_JOINED)
+        self.carry = rest[-1:]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.parsing:
+            if self.carry:
+                self.joins += (self.carry + data[:1]).count(_JOINED)
+            self.joins += data.count(_JOINED)
+            self.carry = data[-1:]
+            return
+        payloads, self.buffer = codec.split_frames(self.buffer + data)
+        for payload in payloads:
+            kind = payload[0]
+            if kind == T.JOINED:
+                self.joins += 1
+                self.joined_nicks.add(json.loads(payload[1:])["nick"])
+                continue
+            if kind == T.PENDING:
+                continue
+            body = json.loads(payload[1:])
+            if kind == COUNT:
+                self.count = body["members"]
+            elif kind == T.WELCOME:
+                self.welcome_bytes = len(payload) + 4
+                self.limits = body.get("limits", {})
+                self.default_room = body.get("default_room", "")
+                if self.version == 1:
+                    self.position = self.count = len(body.get("members", ()))
+            elif kind == T.ROOM:
+                self.room_bytes = len(payload) + 4
+                self.position = self.count = body.get("count", len(body["members"]))
+                self.lazy = bool(body.get("lazy"))
+            waiter = self.waiting.pop(body.get("ref") if "ref" in body else kind, None)
+            if waiter is None:
+                waiter = self.waiting.pop(kind, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result((kind, body))
+            elif kind in (T.ERROR, T.BYE):  # refused where nothing waits for it: fail what does
+                for other in self.waiting.values():
+                    if not other.done():
+                        other.set_exception(RuntimeError(f"{self.nick}: {payload[:200]!r}"))
+
+
+async def enter(port: int, index: int, version: int) -> Joiner:
+    """A client logged in and in the room (version 2: JOINed, and its
+    FOLLOW answered if the room is big); it counts markers from then on
+    unless the room is big."""
+    _, joiner = await asyncio.get_running_loop().create_connection(lambda: Joiner(index, version), HOST, port)
+    welcome = joiner.expect(T.WELCOME)
+    joiner.transport.write(frame(T.LOGIN, {"nick": joiner.nick, "proto": version}))
+    await asyncio.wait_for(welcome, 120)
+    if version == 2:
+        room = joiner.expect(T.ROOM)
+        joiner.transport.write(frame(T.JOIN, {"room": joiner.default_room}))
+        await asyncio.wait_for(room, 120)
+    if joiner.lazy:
+        return joiner
+    if version == 2 and lazy_members(joiner.limits):
+        # The room may still go big: keep parsing only if it can within this storm.
+        return joiner
+    joiner.count_markers()
+    return joiner
+
+
+def lazy_members(limits: dict) -> int:
+    """The server's ``lazy_members`` (0: it has none, or they are off)."""
+    return int(limits.get("lazy_members", 0) or 0)
+
+
+async def follow(joiner: Joiner, nicks: list[str]) -> None:
+    """FOLLOW ``nicks``; whatever answers its ref (DONE, MEMBERS or an ERROR) will do."""
+    if not nicks:
+        return
+    joiner.follows = nicks
+    answered = joiner.expect("follow")
+    joiner.transport.write(frame(FOLLOW, {"room": joiner.default_room, "nicks": nicks, "ref": "follow"}))
+    kind, body = await asyncio.wait_for(answered, 120)
+    if kind == T.ERROR:  # a server with big rooms but no FOLLOW yet: nothing is owed for it
+        joiner.follows = []
+        joiner.follow_refused = body.get("code", "?")
+
+
+def promised(joiners: list[Joiner], big_over: int) -> dict[int, set[str]]:
+    """In a big room (``big_over``: the server's ``lazy_members``), the
+    nicks each client (by index) must see a JOINED of: those who came
+    after it while the room had at most ``big_over`` members (it was not
+    lazy then), and those it FOLLOWs."""
+    by_position = {j.position: j.nick for j in joiners}
+    owed: dict[int, set[str]] = {}
+    for j in joiners:
+        early = {by_position[p] for p in range(j.position + 1, big_over + 1) if p in by_position}
+        owed[j.index] = early | set(j.follows)
+    return owed
+
+
+def lazy_missing(joiners: list[Joiner], owed: dict[int, set[str]], final: int) -> tuple[int, int]:
+    """(JOINEDs promised and not seen, clients not yet told the final count)."""
+    joined = sum(len(owed[j.index] - j.joined_nicks) for j in joiners)
+    counts = sum(1 for j in joiners if j.count != final)
+    return joined, counts
+
+
+async def storm(args) -> dict:
+    """See the module's docstring; ``--connections``, ``--at-once``,
+    ``--proto``, ``--drain`` (how long to wait for every JOINED)."""
+    if args.mode == "irc":
+        return await irc_storm(args)
+    version = args.proto
+    gate = asyncio.Semaphore(args.at_once)
+    joiners: list[Joiner | None] = [None] * args.connections
+    followed = [asyncio.Event() for _ in range(args.connections)]  # set once its followers have FOLLOWed
+
+    async def one(i: int) -> None:
+        for back in FOLLOW_AHEAD:  # bounded by that client's own steps, each with a timeout
+            if i - back >= 0:
+                await followed[i - back].wait()
+        async with gate:
+            joiner = joiners[i] = await enter(args.port, i, version)
+            if joiner.lazy:
+                ahead = [f"s{i + k}" for k in FOLLOW_AHEAD if i + k < args.connections]
+                await follow(joiner, ahead)
+        followed[i].set()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(args.connections)))
+    logged_in = time.perf_counter() - start
+    clients = [j for j in joiners if j is not None]
+    n = len(clients)
+    big_over = lazy_members(clients[0].limits) if version == 2 else 0
+    lazy = big_over > 0 and n > big_over
+    for joiner in clients:
+        if not lazy and joiner.parsing:
+            joiner.count_markers()  # the room stayed small: every JOINED comes
+    deadline = time.monotonic() + args.drain
+    if lazy:
+        owed = promised(clients, big_over)
+        missing = lazy_missing(clients, owed, n)
+        while time.monotonic() < deadline and any(missing):
+            await asyncio.sleep(0.05)
+            missing = lazy_missing(clients, owed, n)
+        joined_missing, count_missing = missing
+        expected = sum(len(o) for o in owed.values())
+    else:
+        expected = n * (n - 1) // 2  # of each pair, the one that came first sees the other's JOINED
+        while time.monotonic() < deadline and sum(c.joins for c in clients) < expected:
+            await asyncio.sleep(0.01)
+        joined_missing = max(0, expected - sum(c.joins for c in clients))
+        count_missing = 0
+    settled = time.perf_counter() - start
+    for client in clients:
+        client.transport.close()
+    room_sizes = [c.room_bytes or c.welcome_bytes for c in clients]
+    welcome_sizes = [c.welcome_bytes for c in clients]
+    return {
+        "connections": n,
+        "proto": version,
+        "lazy": lazy,
+        "lazy_rooms": sum(c.lazy for c in clients),
+        "lazy_members": big_over,
+        "seconds": logged_in,
+        "logins_per_s": n / logged_in,
+        "settled_seconds": settled,
+        "joined_expected": expected,
+        "joined_seen": sum(c.joins for c in clients),
+        "joined_missing": joined_missing,
+        "count_missing": count_missing,
+        "follow_refused": sorted({c.follow_refused for c in clients if c.follow_refused}),
+        "welcome_bytes_median": statistics.median(welcome_sizes),
+        "welcome_bytes_max": max(welcome_sizes),
+        # the joiner's list of members: its ROOM (version 1: its WELCOME)
+        "room_bytes_median": statistics.median(room_sizes),
+        "room_bytes_max": max(room_sizes),
+        "generator_cpu": cpu() / settled,
+    }
+
+
+class IrcJoiner(Client):
+    counting_joins = True
+
+
+async def irc_storm(args) -> dict:
+    """IRC clients register and JOIN #general, ``--at-once`` in flight
+    (``--no-join``: register only); each sees the JOIN of everyone after
+    it, and its own."""
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(args.at_once)
+    clients: list[Client] = []
+    join = not args.no_join
+
+    async def one(i: int) -> None:
+        async with gate:
+            _, client = await loop.create_connection(lambda: IrcJoiner("irc"), HOST, args.port)
+            client.alone = not join
+            channel = "JOIN #general\r\n" if join else ""
+            client.transport.write(f"NICK s{i}\r\nUSER u 0 * :u\r\n{channel}".encode())
+            await asyncio.wait_for(client.welcomed, 120)
+            clients.append(client)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(args.connections)))
+    logged_in = time.perf_counter() - start
+    n = len(clients)
+    expected = n * (n - 1) // 2 + n if join else 0
+    deadline = time.monotonic() + args.drain
+    while time.monotonic() < deadline and sum(c.joins for c in clients) < expected:
+        await asyncio.sleep(0.01)
+    settled = time.perf_counter() - start
+    seen = sum(c.joins for c in clients)
+    for client in clients:
+        client.transport.close()
+    return {
+        "connections": n,
+        "joined": join,
+        "seconds": logged_in,
+        "logins_per_s": n / logged_in,
+        "settled_seconds": settled,
+        "joined_expected": expected,
+        "joined_seen": seen,
+        "joined_missing": max(0, expected - seen),
+        "count_missing": 0,
+        "generator_cpu": cpu() / settled,
+    }

@@ -1,0 +1,65 @@
+"""The benchmarks' own judgements: when a storm in a big room has settled,
+and how a crowd is spread over generator processes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from twisted.trial import unittest
+
+from benchmarks import crowd, storm
+
+
+def joiner(index: int, position: int, follows=(), joined=(), count=0):
+    """What benchmarks.storm judges of a client, and nothing else."""
+    return SimpleNamespace(
+        index=index,
+        nick=f"s{index}",
+        position=position,
+        follows=list(follows),
+        joined_nicks=set(joined),
+        count=count,
+    )
+
+
+class PromisedTests(unittest.TestCase):
+    def test_small_room_members_owe_those_after_them_until_big(self):
+        # lazy_members 3: the room is big from its fourth member on
+        clients = [joiner(i, i + 1) for i in range(5)]
+        owed = storm.promised(clients, 3)
+        self.assertEqual(owed[0], {"s1", "s2"})
+        self.assertEqual(owed[1], {"s2"})
+        self.assertEqual(owed[2], set())
+        self.assertEqual(owed[4], set())
+
+    def test_lazy_members_owe_what_they_follow(self):
+        clients = [joiner(i, i + 1) for i in range(5)]
+        clients[3].follows = ["s4"]
+        owed = storm.promised(clients, 3)
+        self.assertEqual(owed[3], {"s4"})
+        self.assertEqual(owed[1], {"s2"})
+
+    def test_missing_counts_joined_and_final_count(self):
+        clients = [joiner(0, 1, count=2), joiner(1, 2, follows=["s0"], count=1)]
+        owed = {0: {"s1"}, 1: {"s0"}}
+        self.assertEqual(storm.lazy_missing(clients, owed, 2), (2, 1))
+        clients[0].joined_nicks.add("s1")
+        clients[1].count = 2
+        self.assertEqual(storm.lazy_missing(clients, owed, 2), (1, 0))
+        clients[1].joined_nicks.add("s0")
+        self.assertEqual(storm.lazy_missing(clients, owed, 2), (0, 0))
+
+
+class SpreadTests(unittest.TestCase):
+    def test_every_connection_placed_once_on_addresses_of_their_own(self):
+        for count in (1, 2000, 19_799, 100_000):
+            shares = crowd.spread(count)
+            self.assertEqual(sum(n for _, n in shares), count)
+            self.assertGreaterEqual(len(shares), 2)
+            addresses = [a for a, _ in shares]
+            self.assertEqual(len(set(addresses)), len(addresses))
+            self.assertTrue(all(a.startswith("127.0.0.") and a != "127.0.0.1" for a in addresses))
+            self.assertLessEqual(max(n for _, n in shares), crowd.PER_PROCESS)
+
+    def test_cap_leaves_the_server_its_own_files(self):
+        self.assertEqual(crowd.server_connection_cap(), crowd.open_files_limit() - crowd.SERVER_OWN_FILES)
