@@ -1,11 +1,14 @@
 """MEMBERS and FOLLOW: a room's members page by page, and whom a connection follows.
 
 Checks come in the order docs/protocol.md 22 gives. An answer waits for
-everything broadcast before it, as a HISTORY page does, and is made then:
-what it lists and the follows it adds are of one moment in the room's
-order, so a follower misses no JOINED or LEFT after it and gets none
-before it. The session pays for what it gets: a unit more of its fair
-share for every ten members listed (core/budget.py).
+what is already on its way to the connection (as a ROOM does), not for the
+presence being gathered: a page asked for in a login storm must not flush
+every turn, each flush a walk over every session. What it lists and the
+follows it adds are of that moment; a JOINED or LEFT broadcast before it
+goes to the followers it had when broadcast, so a new follower gets none
+from before its follow and misses none after. The session pays for what it
+gets: a unit more of its fair share for every ten members listed
+(core/budget.py).
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class MemberRequests:
         listed: Callable[[], tuple[list[int], str | None]],
         ref: str | None,
     ) -> Deferred[None]:
-        """MEMBERS once everything broadcast before is delivered: the members
+        """MEMBERS once what is on its way is delivered: the members
         ``listed`` gives then, each followed from then on."""
         answered: Deferred[None] = Deferred()
 
@@ -96,7 +99,7 @@ class MemberRequests:
             connection.deliver(connection.wire.frame(payload))
             answered.callback(None)
 
-        self.broadcast.after_all(send)
+        self.membership.when_ready([room], send)
         return answered
 
     def _follow(self, connection: CommandTarget, session: Session, room: ChatRoom, keys: list[str]) -> None:
