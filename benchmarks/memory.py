@@ -61,7 +61,7 @@ def main(count: int) -> None:
         stats = after.compare_to(before, os.environ.get("GROUP", "filename"))
         total = sum(s.size_diff for s in stats)
         print(f"{count} idle connections: {total / count:,.0f} B of Python memory each; by module:")
-        for stat in sorted(stats, key=lambda s: -s.size_diff)[:15]:
+        for stat in sorted(stats, key=lambda s: -s.size_diff)[: int(os.environ.get("TOP", "15"))]:
             frame = stat.traceback[0]
             name = os.path.relpath(frame.filename, ROOT) + (f":{frame.lineno}" if frame.lineno else "")
             print(f"  {stat.size_diff / count:>8,.0f} B  {stat.count_diff / count:>6.1f} blocks  {name}")

@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from chatproto.transports.policy import chat_transport
+from chatproto.transports.sockets import ListeningReactor
 
 #: The prefix of an endpoint string served this way.
 PREFIX = "proxy:"
@@ -119,6 +120,7 @@ class ProxiedEndpoint:
 def server_endpoint(reactor, description: str, deadline: float) -> IStreamServerEndpoint:
     """``serverFromString``, with ``proxy:`` before any endpoint string
     meaning its connections start with a PROXY header, due within ``deadline`` seconds."""
+    listening = ListeningReactor(reactor)
     if description.startswith(PREFIX):
-        return ProxiedEndpoint(serverFromString(reactor, description[len(PREFIX) :]), reactor, deadline)
-    return serverFromString(reactor, description)
+        return ProxiedEndpoint(serverFromString(listening, description[len(PREFIX) :]), reactor, deadline)
+    return serverFromString(listening, description)
