@@ -425,3 +425,20 @@ class BriefPending(SynchronousTestCase):
         self.server.clock.advance(1)
         self.assertEqual(pendings(joiner), [(early.connection.id, "gone")])
         self.assertEqual(pendings(self.v2), [], "neither came to anything it was told of")
+
+    def test_a_joiner_hears_only_the_connections_it_was_told_of_go(self):
+        first, second = self.server.peer(), self.server.peer()
+        joiner = self.server.peer()
+        welcome = joiner.login("joiner", version=2)
+        told = {first.connection.id, second.connection.id}
+        self.assertLessEqual(told, set(welcome.pending))
+        first.login("first", version=2)
+        later = self.server.peer()
+        later.login("later", version=2)
+        second.drop()
+        self.server.clock.advance(1)
+        self.assertEqual(
+            pendings(joiner),
+            [(first.connection.id, "gone"), (second.connection.id, "gone")],
+            "not the connection that came and went after its login",
+        )

@@ -20,6 +20,7 @@ session gets.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable
 from time import perf_counter
@@ -202,7 +203,7 @@ Item = Event | Said
 class Flushed:
     """A batch on its way: waiting for the log, then delivered."""
 
-    __slots__ = ("after", "batch", "brief", "lazy", "outcome", "owned", "said", "skips", "starts")
+    __slots__ = ("after", "batch", "brief", "lazy", "outcome", "owned", "pairs", "said", "skips", "starts")
 
     def __init__(self, batch: list[Item], starts: dict[tuple[str, Connection], int]) -> None:
         self.batch = batch
@@ -219,18 +220,19 @@ class Flushed:
         # the PENDINGs of connections that came and went in this batch, once
         # the broadcast gathers presence (Broadcast.flush says)
         self.brief: frozenset[int] = frozenset()
+        self.pairs: list[tuple[int, int]] = []  # (connecting, gone), by connecting
         self.outcome: list[Outcome] | Failure | None = None if self.said else []
         self.after: list[Callable[[], None]] = []
 
 
-def _brief(batch: list[Item]) -> frozenset[int]:
-    """The indexes of the PENDINGs of the connections that both came and
-    went (or logged in) within ``batch``."""
+def _brief(batch: list[Item]) -> list[tuple[int, int]]:
+    """The indexes of the two PENDINGs (connecting, gone) of each connection
+    that both came and went (or logged in) within ``batch``, in batch order."""
     seen: dict[int, list[int]] = {}
     for index, item in enumerate(batch):
         if type(item) is Event and item.pending is not None:
             seen.setdefault(item.pending, []).append(index)
-    return frozenset(i for indexes in seen.values() if len(indexes) > 1 for i in indexes)
+    return sorted((indexes[0], indexes[-1]) for indexes in seen.values() if len(indexes) > 1)
 
 
 class Order(Protocol):
@@ -389,8 +391,9 @@ class Broadcast:
             return
         flushed = Flushed(self._batch, self._starts)
         if len(flushed.said) < len(flushed.batch) and self._sessions() >= COALESCE_AT:
-            flushed.brief = _brief(flushed.batch)  # gathered: docs/protocol.md 22.8
-            flushed.lazy = flushed.lazy or bool(flushed.brief)
+            flushed.pairs = _brief(flushed.batch)  # gathered: docs/protocol.md 22.8
+            flushed.brief = frozenset(i for pair in flushed.pairs for i in pair)
+            flushed.lazy = flushed.lazy or bool(flushed.pairs)
         self._batch, self._starts = [], {}
         self._queue.append(flushed)
         started = perf_counter()
@@ -546,7 +549,10 @@ class Broadcast:
             followed = False
         special = None
         if flushed.owned or flushed.starts or flushed.skips or followed:
-            special = _special_copies(wire, version, connections, batch, frames, flushed.starts, hidden)
+            pairs = [pair for pair in flushed.pairs if pair[0] in hidden] if hidden else []
+            special = _special_copies(
+                wire, version, connections, batch, frames, flushed.starts, hidden, pairs
+            )
         # Delivery never changes the recipients: an overflow is only noted
         # (Logins.overflowed) and handled once the loop is over.
         if special:
@@ -567,20 +573,25 @@ def _special_copies(
     frames: dict[int, bytes],
     starts: dict[tuple[str, Connection], int],
     hidden: set[int],
+    pairs: list[tuple[int, int]],
 ) -> dict[Connection, bytes]:
     """The view as seen by those who don't get the shared copy: senders
     (their own items carry the ref), those an item skips, followers of a
     member whose JOINED or LEFT is ``hidden`` from the shared copy, and
-    those added mid-batch (who get the hidden PENDINGs of brief connections
-    from their start on).
+    those added mid-batch (who get the ``gone`` of a brief connection's
+    hidden PENDING ``pairs`` they may have been told of, 22.8).
 
     A mid-batch joiner's WELCOME or ROOM reflects the presence events before
     its start in that channel but its history stops at the last delivery,
-    so it gets the batch's earlier messages and everything from its start on."""
+    so it gets the batch's earlier messages and everything from its start on.
+
+    Each special recipient is kept as its differences from what everyone
+    gets: a storm's batch holds thousands of hidden items and hundreds of
+    mid-batch joiners, and a copy of the batch for each would cost their
+    product."""
     members = set(connections)
-    # What everyone gets, each item in its place (a hidden one empty there).
-    base = {i: b"" if i in hidden else frame for i, frame in frames.items()} if hidden else frames
-    copies: dict[Connection, dict[int, bytes]] = {}
+    shown = {i: frame for i, frame in frames.items() if frame and i not in hidden}
+    diffs: dict[Connection, dict[int, bytes]] = {}
     for index in frames:
         item = batch[index]
         sender = item.sender
@@ -588,10 +599,7 @@ def _special_copies(
             continue
         own = item.own(version)
         if own is not None:
-            copy = copies.get(sender)
-            if copy is None:
-                copy = copies[sender] = dict(base)
-            copy[index] = wire.frame(own)
+            diffs.setdefault(sender, {})[index] = wire.frame(own)
     for index in frames:
         item = batch[index]
         skip = item.skip if type(item) is Event else None
@@ -600,33 +608,56 @@ def _special_copies(
         for connection in connections:
             session = connection.session
             if session is not None and session.id in skip:
-                copy = copies.get(connection)
-                if copy is None:
-                    copy = copies[connection] = dict(base)
-                copy[index] = b""
+                diffs.setdefault(connection, {})[index] = b""
     for index in hidden:
         for connection in batch[index].followers or ():  # type: ignore[union-attr]
             if connection in members:
-                copy = copies.get(connection)
-                if copy is None:
-                    copy = copies[connection] = dict(base)
-                copy[index] = frames[index]
-
-    def view(own: dict[int, bytes], connection: Connection) -> bytes:
-        return b"".join(
-            frame
-            for i, frame in own.items()
-            if type(batch[i]) is Said or i >= starts.get((batch[i].channel, connection), 0)
-        )
-
-    # A joiner mid-batch may have been told of a brief connection as pending
-    # (WELCOME.pending): it gets the PENDINGs after its start, gone included.
-    brief = [index for index in hidden if batch[index].followers is None]  # type: ignore[union-attr]
+                diffs.setdefault(connection, {})[index] = frames[index]
     for _, connection in starts:
         if connection in members:
-            copy = copies.get(connection)
-            if copy is None:
-                copy = copies[connection] = dict(base)
-            for index in brief:
-                copy[index] = frames[index]
-    return {connection: view(copy, connection) for connection, copy in copies.items()}
+            diffs.setdefault(connection, {})
+    if pairs:
+        logins = sorted(
+            (start, id(connection), connection)
+            for (channel, connection), start in starts.items()
+            if channel == SERVER and connection in members
+        )
+        _told_of(logins, pairs, frames, diffs)
+
+    def view(diff: dict[int, bytes], connection: Connection) -> bytes:
+        if not diff:
+            entries = shown
+        elif all(i in shown for i in diff):
+            entries = {**shown, **diff}  # in batch order still
+        else:
+            merged = {**shown, **diff}
+            entries = {i: merged[i] for i in sorted(merged)}
+        return b"".join(
+            frame
+            for i, frame in entries.items()
+            if frame and (type(batch[i]) is Said or i >= starts.get((batch[i].channel, connection), 0))
+        )
+
+    return {connection: view(diff, connection) for connection, diff in diffs.items()}
+
+
+def _told_of(
+    logins: list[tuple[int, int, Connection]],
+    pairs: list[tuple[int, int]],
+    frames: dict[int, bytes],
+    diffs: dict[Connection, dict[int, bytes]],
+) -> None:
+    """A session that logged in mid-batch was told of the connections
+    pending at its start (WELCOME.pending): of a brief connection's hidden
+    pair that spans its start, it gets the gone. One sweep over both, by
+    index."""
+    spanning: list[int] = []  # the gones of the pairs begun so far, as a heap
+    next_pair = 0
+    for start, _, connection in logins:
+        while next_pair < len(pairs) and pairs[next_pair][0] < start:
+            heapq.heappush(spanning, pairs[next_pair][1])
+            next_pair += 1
+        while spanning and spanning[0] < start:
+            heapq.heappop(spanning)
+        for gone in spanning:
+            diffs[connection][gone] = frames[gone]
