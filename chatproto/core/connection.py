@@ -86,7 +86,9 @@ class Session:
     admin: bool = False  # an account named by --admin
     marks: SmallMap[str, int] = field(default_factory=SmallMap)  # room key -> read marker (seq)
     away: str | None = None  # its away message ("" for none) while away
-    owner: str | None = None  # what owns its messages (eventlog.author_of)
+    # what owns its messages: an account's (eventlog.owner_of); None for a
+    # guest, whose author_of string is made when asked
+    owner: str | None = None
     # room key -> (TYPING tokens left, when counted, whether a true went out
     # with no false or message after it); made on first use
     typing: dict[str, tuple[float, float, bool]] | None = None
