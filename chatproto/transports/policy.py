@@ -340,7 +340,7 @@ class ConnectionPolicy:
             self.close(self.wire.frame(codec.encode(codec.Bye(refused))), why=refused)
             return
         _no_delay(transport)
-        self._schedule(limits.login_timeout, self._login_timed_out)
+        self._schedule(limits.login_timeout)
 
     def read(self, data: bytes) -> None:
         """The read loop: the framing's units one at a time, stopping while
@@ -547,7 +547,7 @@ class ConnectionPolicy:
         self.hub.counters.logins["ok"] += 1
         self.state = CONNECTED
         self.MAX_LENGTH = self.hub.limits.max_frame
-        self._schedule(self.hub.limits.ping_interval, self._keepalive)
+        self._schedule(self.hub.limits.ping_interval)
 
     def quit(self, reason: str | None) -> None:
         # A cluster node frees the nick first: the client may log in elsewhere at once.
@@ -556,9 +556,23 @@ class ConnectionPolicy:
 
     # -- timers ------------------------------------------------------------------
 
-    def _schedule(self, delay: float, call: Callable[[], None]) -> None:
+    def _schedule(self, delay: float) -> None:
+        """The connection's one deadline, ``delay`` from now: what it does
+        is the state's (:meth:`__call__`)."""
         self._cancel_timer()
-        self._timer = self.hub.timers.call_later(delay, call)
+        self._timer = self.hub.timers.call_later(delay, self)
+
+    def __call__(self) -> None:
+        """The deadline came: the login's while pending, the keepalive's
+        once logged in, the close's grace once closing. The policy is its
+        own deadline's callback: a bound method held per connection for
+        as long as it is up would cost each one an object."""
+        if self.state == PENDING:
+            self._login_timed_out()
+        elif self.state == CONNECTED:
+            self._keepalive()
+        else:
+            self._abort()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -590,7 +604,7 @@ class ConnectionPolicy:
             due = min(self._last_heard + limits.idle_timeout, now + limits.ping_interval)
         else:
             due = self._last_heard + limits.ping_interval
-        self._schedule(due - now, self._keepalive)
+        self._schedule(due - now)
 
     # -- refusing and closing ----------------------------------------------------------
 
@@ -633,7 +647,7 @@ class ConnectionPolicy:
             self.outbox.close(words, flush=flush)
         else:
             after.addBoth(lambda _: self.outbox.close(words, flush=flush))
-        self._schedule(CLOSE_GRACE, self._abort)
+        self._schedule(CLOSE_GRACE)
 
     def _abort(self) -> None:
         self._timer = None
