@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from chatproto import codec
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.broadcast import SERVER
-from chatproto.core.budget import CUT, REFUSAL, Budget
+from chatproto.core.budget import CUT, REFUSAL, Spender
 from chatproto.core.commands import COMMANDS, Bucket, apply
 from chatproto.core.connection import Session, Wire
 from chatproto.core.timers import Deadline
@@ -194,30 +194,33 @@ class Framing(TwistedProtocol):
         return describe_address(self.transport.getPeer()) if self.transport is not None else "?"
 
 
-class ConnectionPolicy:
+class ConnectionPolicy(Spender):
     """One connection's policy: what the hub sees as a Connection.
 
     ``protocol`` is its framing; ``deliver`` is the outbox's own write: a
     broadcast costs one call per recipient. The outbox, ``deliver`` and the
     fair share's budget are set when the connection is made (they need its
-    transport and its time); nothing uses them before.
+    transport and its time); nothing uses them before. The policy is its
+    own fair-share budget (a :class:`~chatproto.core.budget.Spender`, its
+    numbers in three slots here): one object fewer per connection.
     """
 
     __slots__ = (
         "MAX_LENGTH",
         "_authenticating",
         "_buckets",
-        "_budget",
         "_handled",
         "_is_lost",
         "_last_heard",
         "_lost",
         "_more_waiting",
+        "_over_since",
         "_password_refusals",
         "_pinged",
+        "_stamp",
         "_throttle",
         "_timer",
-        "clock",
+        "_tokens",
         "deliver",
         "hub",
         "id",
@@ -233,7 +236,6 @@ class ConnectionPolicy:
     # Slots set when the connection is made (``made``), not in ``__init__``.
     outbox: Outbox[ConnectionPolicy]
     deliver: Callable[[bytes], None]
-    _budget: Budget
 
     def __init__(self, hub: Hub, protocol: Framing, wire: Wire) -> None:
         self.id = 0
@@ -241,7 +243,6 @@ class ConnectionPolicy:
         self.hub = hub
         self.protocol = protocol
         self.wire = wire
-        self.clock: IReactorTime = hub.clock
         # A LOGIN is small: a pending connection can't make the server hold
         # a large partial frame. max_frame once logged in.
         self.MAX_LENGTH = min(hub.limits.pending_frame, hub.limits.max_frame)
@@ -264,6 +265,22 @@ class ConnectionPolicy:
 
     def send(self, packet: Any) -> None:
         self.protocol.render(packet)
+
+    # The hub's, read when needed rather than held in a slot per connection.
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self.hub.clock
+
+    @property
+    def rate(self) -> float:  # type: ignore[override]
+        """The fair share's units a second (Spender)."""
+        return self.hub.limits.packet_rate
+
+    @property
+    def burst(self) -> float:  # type: ignore[override]
+        """The fair share's units at once (Spender)."""
+        return self.hub.limits.packet_burst
 
     # Connection (core/connection.py) lists host and address as attributes;
     # here they are derived from the transport, never stored (a slot each
@@ -331,7 +348,7 @@ class ConnectionPolicy:
         self._last_heard = self.opened
         limits = self.hub.limits
         transport = chat_transport(self.protocol.transport)
-        self._budget = Budget(limits.packet_rate, limits.packet_burst, self.opened)
+        self.start(self.opened)
         self.outbox = self.protocol.make_outbox(transport, limits.sendq, self.hub.overflowed, self)
         self.deliver = self.protocol.delivery(self.outbox)
         refused = self.protocol.accept()
@@ -455,7 +472,7 @@ class ConnectionPolicy:
             return
         self._handled += 1
         limits = self.hub.limits
-        delay = self._budget.settle(units, now, self._handled, self._more_waiting, limits)
+        delay = self.settle(units, now, self._handled, self._more_waiting, limits)
         if delay is None:
             return
         if delay == CUT:
