@@ -271,7 +271,7 @@ class RefusalsCostAlike(SynchronousTestCase):
         (ann,) = server.logged_in("ann", version=2)
 
         def spent(packet) -> float:
-            budget = ann.protocol.connection._budget
+            budget = ann.protocol.connection  # the policy is its own budget (core/budget.py Spender)
             before = budget._tokens
             ann.send(packet)
             self.assertEqual(len(errors(ann.received())), 1)

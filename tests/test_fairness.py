@@ -48,11 +48,11 @@ class Costs(SynchronousTestCase):
 
     def test_the_budget_goes_into_debt_and_says_how_long(self):
         budget = Budget(rate=10, burst=2, now=0.0)
-        self.assertEqual(budget.charge(1, 0.0), 0)
-        self.assertEqual(budget.charge(1, 0.0), 0)
-        self.assertAlmostEqual(budget.charge(3, 0.0), 0.3)
+        self.assertEqual(budget.spend(1, 0.0), 0)
+        self.assertEqual(budget.spend(1, 0.0), 0)
+        self.assertAlmostEqual(budget.spend(3, 0.0), 0.3)
         self.assertAlmostEqual(budget.flooding_for(1.0), 1.0)
-        self.assertEqual(budget.charge(1, 5.0), 0, "paid back and refilled to the burst")
+        self.assertEqual(budget.spend(1, 5.0), 0, "paid back and refilled to the burst")
         budget.caught_up()
         self.assertEqual(budget.flooding_for(9.0), 0)
 

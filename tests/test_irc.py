@@ -1492,7 +1492,7 @@ class LiveSasl(LiveTestCase):
 def spent(peer: IrcPeer, *lines: str) -> float:
     """Units of its fair share ``peer`` is charged for ``lines`` (the clock
     stands still: nothing is paid back meanwhile)."""
-    budget = peer.connection._budget
+    budget = peer.connection  # the policy is its own budget (core/budget.py Spender)
     before = budget._tokens
     peer.send(*lines)
     peer.lines()

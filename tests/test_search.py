@@ -325,8 +325,8 @@ class Checks(SynchronousTestCase):
         server = Server(packet_burst=200, packet_rate=1)
         (ann,) = v2(server, "ann")
         result(server.store.append([Draft(1.0, "ann", f"word {i}") for i in range(50)]))
-        budget = ann.connection._budget
-        before = budget.charge(0, server.clock.seconds())
+        budget = ann.connection  # the policy is its own budget (core/budget.py Spender)
+        before = budget.spend(0, server.clock.seconds())
         self.assertEqual(before, 0)
         tokens = budget._tokens
         self.assertEqual(len(search(ann, "word", limit=50).hits), 50)

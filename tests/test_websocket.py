@@ -367,7 +367,7 @@ class FramesOnStringTransport(SynchronousTestCase):
 
     def spent(self, frames: bytes) -> float:
         """Units of the fair share ``frames`` cost (the clock stands still: no refill)."""
-        budget = self.peer.connection._budget
+        budget = self.peer.connection  # the policy is its own budget (core/budget.py Spender)
         before = budget._tokens
         self.peer.protocol.dataReceived(frames)
         return before - budget._tokens

@@ -62,18 +62,29 @@ def cost(packet: object, history_page: int, rooms: int = 0) -> float:
     return COMMANDS[type(packet)].cost(packet, history_page, rooms)
 
 
-class Budget:
+class Spender:
     """A token bucket that may go into debt: a packet is always handled, and
-    :meth:`charge` says how long to stop reading afterwards."""
+    :meth:`spend` says how long to stop reading afterwards.
 
-    __slots__ = ("_over_since", "_stamp", "_tokens", "burst", "rate")
+    The arithmetic only: a subclass keeps the numbers (``rate``, ``burst``,
+    ``_tokens``, ``_stamp``, ``_over_since``) in slots of its own, so that a
+    connection's policy can be its own budget rather than hold one."""
 
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
+    # The numbers are the subclass's slots (a call, not a literal: mypy
+    # would hold the arithmetic to slots of its own).
+    __slots__: tuple[str, ...] = tuple()
+
+    rate: float
+    burst: float
+    _tokens: float
+    _stamp: float
+    _over_since: float | None
+
+    def start(self, now: float) -> None:
+        """A full budget, from ``now``."""
+        self._tokens = float(self.burst)
         self._stamp = now
-        self._over_since: float | None = None
+        self._over_since = None
 
     def settle(
         self, units: float, now: float, handled: int, more_waiting: bool, limits: Limits
@@ -81,7 +92,7 @@ class Budget:
         """After a packet of ``units``, the ``handled``-th of this read, with
         ``more_waiting`` bytes of the sender behind it: None to go on,
         seconds to stop reading for (0: until the next reactor turn), or CUT."""
-        delay = self.charge(units, now)
+        delay = self.spend(units, now)
         if delay > 0:
             if not more_waiting:
                 self.caught_up()  # one request at a time: slowed, not a flood
@@ -90,7 +101,7 @@ class Budget:
             return delay
         return 0.0 if handled >= limits.packets_per_turn else None
 
-    def charge(self, units: float, now: float) -> float:
+    def spend(self, units: float, now: float) -> float:
         """Spend ``units``; the seconds until the debt is paid (0 within budget)."""
         tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate) - units
         self._tokens, self._stamp = tokens, now
@@ -108,3 +119,14 @@ class Budget:
     def flooding_for(self, now: float) -> float:
         """Seconds the sender has been past its budget without a pause."""
         return 0.0 if self._over_since is None else now - self._over_since
+
+
+class Budget(Spender):
+    """A budget of its own, with its rate and burst."""
+
+    __slots__ = ("_over_since", "_stamp", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.start(now)

@@ -80,7 +80,10 @@ class CommandTarget(Connection, Protocol):
     """What the table needs of a connection, besides what the core does."""
 
     hub: Hub
-    clock: IReactorTime
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The hub's clock."""
 
     @property
     def closing(self) -> bool:

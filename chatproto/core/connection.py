@@ -15,13 +15,13 @@ calls only what :class:`Connection` lists. Broadcasts are framed once per
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 
 from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.core.smallmap import SmallMap
 
 if TYPE_CHECKING:
     from chatproto.core.rooms import ChatRoom
@@ -65,61 +65,6 @@ class Connection(Protocol):
         """Fires once the connection is gone."""
 
 
-class Devices(MutableMapping["Connection", str]):
-    """A session's devices, each with its resume token, in the order they
-    came. Most sessions have one: it is held in two slots, and a dict is
-    made only for a second."""
-
-    __slots__ = ("_connection", "_many", "_token")
-
-    def __init__(self) -> None:
-        self._connection: Connection | None = None
-        self._token = ""
-        self._many: dict[Connection, str] | None = None
-
-    def __getitem__(self, connection: Connection) -> str:
-        if self._many is not None:
-            return self._many[connection]
-        if connection is self._connection and connection is not None:
-            return self._token
-        raise KeyError(connection)
-
-    def __setitem__(self, connection: Connection, token: str) -> None:
-        if self._many is not None:
-            self._many[connection] = token
-        elif self._connection is None or self._connection is connection:
-            self._connection, self._token = connection, token
-        else:
-            self._many = {self._connection: self._token, connection: token}
-            self._connection, self._token = None, ""
-
-    def __delitem__(self, connection: Connection) -> None:
-        many = self._many
-        if many is None:
-            if connection is not self._connection or connection is None:
-                raise KeyError(connection)
-            self._connection, self._token = None, ""
-            return
-        del many[connection]
-        if len(many) == 1:
-            (self._connection, self._token), self._many = next(iter(many.items())), None
-
-    def __iter__(self) -> Iterator[Connection]:
-        if self._many is not None:
-            return iter(self._many)
-        return iter(() if self._connection is None else (self._connection,))
-
-    def __reversed__(self) -> Iterator[Connection]:
-        if self._many is not None:
-            return reversed(self._many)
-        return iter(self)
-
-    def __len__(self) -> int:
-        if self._many is not None:
-            return len(self._many)
-        return 0 if self._connection is None else 1
-
-
 @dataclass(eq=False, slots=True)
 class Session:
     """A logged-in identity: what presence shows once, however many
@@ -133,13 +78,17 @@ class Session:
     connection: Connection | None  # the device that logged in or resumed last (None: on another node)
     since: float
     version: int = 1  # the protocol version it logged in with
-    rooms: dict[str, ChatRoom] = field(default_factory=dict)  # key -> the room
-    devices: Devices = field(default_factory=Devices)  # connection -> its resume token
+    # Most sessions are in one room, with one device: each mapping is held in
+    # two slots until it has a second entry.
+    rooms: SmallMap[str, ChatRoom] = field(default_factory=SmallMap)  # key -> the room
+    devices: SmallMap[Connection, str] = field(default_factory=SmallMap)  # connection -> its resume token
     account: bool = False  # logged in with the nick's password
     admin: bool = False  # an account named by --admin
-    marks: dict[str, int] = field(default_factory=dict)  # room key -> read marker (seq)
+    marks: SmallMap[str, int] = field(default_factory=SmallMap)  # room key -> read marker (seq)
     away: str | None = None  # its away message ("" for none) while away
-    owner: str | None = None  # what owns its messages (eventlog.author_of)
+    # what owns its messages: an account's (eventlog.owner_of); None for a
+    # guest, whose author_of string is made when asked
+    owner: str | None = None
     # room key -> (TYPING tokens left, when counted, whether a true went out
     # with no false or message after it); made on first use
     typing: dict[str, tuple[float, float, bool]] | None = None

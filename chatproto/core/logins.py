@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from chatproto import codec
 from chatproto.backends.accounts import AccountRecord, AccountStore
-from chatproto.backends.eventlog import author_of, owner_of
+from chatproto.backends.eventlog import owner_of
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.accounts import Accounts, AddressGate, exempt
 from chatproto.core.assembly import Assembler
@@ -254,7 +254,7 @@ class Logins:
         # An admin's session is one on every node; no other session becomes
         # one by moving (docs/protocol.md 15.7), whatever this node last read.
         session.admin = record.admin and self.is_admin(key, session.account)
-        session.owner = record.owner if session.account else author_of(None, session.id, self.registry.epoch)
+        session.owner = record.owner if session.account else None
         session.away = record.away
         self.broadcast.event(pending(connection.id, "gone"))
         targets: list[ChatRoom] = []

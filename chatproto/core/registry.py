@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import secrets
 
-from chatproto.backends.eventlog import author_of
 from chatproto.core.connection import Connection, Session
 from chatproto.rules import nick_key
 
@@ -72,7 +71,6 @@ class Registry:
         another node of a cluster, if it resumed one there)."""
         del self.pending[connection.id]
         session = Session(connection.id if id is None else id, nick, key, connection, now)
-        session.owner = author_of(None, session.id, self.epoch)  # a guest's, until it is an account
         session.devices[connection] = new_token()
         connection.session = session
         self.sessions[session.id] = session

@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from chatproto import codec
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.broadcast import SERVER
-from chatproto.core.budget import CUT, REFUSAL, Budget
+from chatproto.core.budget import CUT, REFUSAL, Spender
 from chatproto.core.commands import COMMANDS, Bucket, apply
 from chatproto.core.connection import Session, Wire
 from chatproto.core.timers import Deadline
@@ -194,30 +194,33 @@ class Framing(TwistedProtocol):
         return describe_address(self.transport.getPeer()) if self.transport is not None else "?"
 
 
-class ConnectionPolicy:
+class ConnectionPolicy(Spender):
     """One connection's policy: what the hub sees as a Connection.
 
     ``protocol`` is its framing; ``deliver`` is the outbox's own write: a
     broadcast costs one call per recipient. The outbox, ``deliver`` and the
     fair share's budget are set when the connection is made (they need its
-    transport and its time); nothing uses them before.
+    transport and its time); nothing uses them before. The policy is its
+    own fair-share budget (a :class:`~chatproto.core.budget.Spender`, its
+    numbers in three slots here): one object fewer per connection.
     """
 
     __slots__ = (
         "MAX_LENGTH",
         "_authenticating",
         "_buckets",
-        "_budget",
         "_handled",
         "_is_lost",
         "_last_heard",
         "_lost",
         "_more_waiting",
+        "_over_since",
         "_password_refusals",
         "_pinged",
+        "_stamp",
         "_throttle",
         "_timer",
-        "clock",
+        "_tokens",
         "deliver",
         "hub",
         "id",
@@ -233,7 +236,6 @@ class ConnectionPolicy:
     # Slots set when the connection is made (``made``), not in ``__init__``.
     outbox: Outbox[ConnectionPolicy]
     deliver: Callable[[bytes], None]
-    _budget: Budget
 
     def __init__(self, hub: Hub, protocol: Framing, wire: Wire) -> None:
         self.id = 0
@@ -241,7 +243,6 @@ class ConnectionPolicy:
         self.hub = hub
         self.protocol = protocol
         self.wire = wire
-        self.clock: IReactorTime = hub.clock
         # A LOGIN is small: a pending connection can't make the server hold
         # a large partial frame. max_frame once logged in.
         self.MAX_LENGTH = min(hub.limits.pending_frame, hub.limits.max_frame)
@@ -264,6 +265,22 @@ class ConnectionPolicy:
 
     def send(self, packet: Any) -> None:
         self.protocol.render(packet)
+
+    # The hub's, read when needed rather than held in a slot per connection.
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self.hub.clock
+
+    @property
+    def rate(self) -> float:  # type: ignore[override]
+        """The fair share's units a second (Spender)."""
+        return self.hub.limits.packet_rate
+
+    @property
+    def burst(self) -> float:  # type: ignore[override]
+        """The fair share's units at once (Spender)."""
+        return self.hub.limits.packet_burst
 
     # Connection (core/connection.py) lists host and address as attributes;
     # here they are derived from the transport, never stored (a slot each
@@ -331,7 +348,7 @@ class ConnectionPolicy:
         self._last_heard = self.opened
         limits = self.hub.limits
         transport = chat_transport(self.protocol.transport)
-        self._budget = Budget(limits.packet_rate, limits.packet_burst, self.opened)
+        self.start(self.opened)
         self.outbox = self.protocol.make_outbox(transport, limits.sendq, self.hub.overflowed, self)
         self.deliver = self.protocol.delivery(self.outbox)
         refused = self.protocol.accept()
@@ -340,7 +357,7 @@ class ConnectionPolicy:
             self.close(self.wire.frame(codec.encode(codec.Bye(refused))), why=refused)
             return
         _no_delay(transport)
-        self._schedule(limits.login_timeout, self._login_timed_out)
+        self._schedule(limits.login_timeout)
 
     def read(self, data: bytes) -> None:
         """The read loop: the framing's units one at a time, stopping while
@@ -455,7 +472,7 @@ class ConnectionPolicy:
             return
         self._handled += 1
         limits = self.hub.limits
-        delay = self._budget.settle(units, now, self._handled, self._more_waiting, limits)
+        delay = self.settle(units, now, self._handled, self._more_waiting, limits)
         if delay is None:
             return
         if delay == CUT:
@@ -547,7 +564,7 @@ class ConnectionPolicy:
         self.hub.counters.logins["ok"] += 1
         self.state = CONNECTED
         self.MAX_LENGTH = self.hub.limits.max_frame
-        self._schedule(self.hub.limits.ping_interval, self._keepalive)
+        self._schedule(self.hub.limits.ping_interval)
 
     def quit(self, reason: str | None) -> None:
         # A cluster node frees the nick first: the client may log in elsewhere at once.
@@ -556,9 +573,23 @@ class ConnectionPolicy:
 
     # -- timers ------------------------------------------------------------------
 
-    def _schedule(self, delay: float, call: Callable[[], None]) -> None:
+    def _schedule(self, delay: float) -> None:
+        """The connection's one deadline, ``delay`` from now: what it does
+        is the state's (:meth:`__call__`)."""
         self._cancel_timer()
-        self._timer = self.hub.timers.call_later(delay, call)
+        self._timer = self.hub.timers.call_later(delay, self)
+
+    def __call__(self) -> None:
+        """The deadline came: the login's while pending, the keepalive's
+        once logged in, the close's grace once closing. The policy is its
+        own deadline's callback: a bound method held per connection for
+        as long as it is up would cost each one an object."""
+        if self.state == PENDING:
+            self._login_timed_out()
+        elif self.state == CONNECTED:
+            self._keepalive()
+        else:
+            self._abort()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -590,7 +621,7 @@ class ConnectionPolicy:
             due = min(self._last_heard + limits.idle_timeout, now + limits.ping_interval)
         else:
             due = self._last_heard + limits.ping_interval
-        self._schedule(due - now, self._keepalive)
+        self._schedule(due - now)
 
     # -- refusing and closing ----------------------------------------------------------
 
@@ -633,7 +664,7 @@ class ConnectionPolicy:
             self.outbox.close(words, flush=flush)
         else:
             after.addBoth(lambda _: self.outbox.close(words, flush=flush))
-        self._schedule(CLOSE_GRACE, self._abort)
+        self._schedule(CLOSE_GRACE)
 
     def _abort(self) -> None:
         self._timer = None
