@@ -29,6 +29,7 @@ from chatproto import __version__, endpoints
 from chatproto.codec import ProtocolError
 from chatproto.hints import ConnectHints
 from chatproto.limits import DEFAULTS, Limits, parse_limit
+from chatproto.open_files import OpenFiles
 from chatproto.rules import DEFAULT_ROOM, normalise_nick, normalise_room
 from chatproto.server import build_server
 from chatproto.service import GracefulExit, heap_trimmer
@@ -528,6 +529,7 @@ def makeService(config: Options, reactor=None) -> MultiService:
         search=not config["no-search"],
         search_index=config["search-index"] or search_index_beside(config["history"]),
     )
+    OpenFiles(config["limits"].max_clients).setServiceParent(top)
     server.setServiceParent(top)
     ConnectHints(server, certificate).setServiceParent(top)
     GracefulExit(reactor).setServiceParent(top)
