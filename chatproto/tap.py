@@ -529,8 +529,8 @@ def makeService(config: Options, reactor=None) -> MultiService:
         search=not config["no-search"],
         search_index=config["search-index"] or search_index_beside(config["history"]),
     )
-    OpenFiles(config["limits"].max_clients).setServiceParent(top)
     server.setServiceParent(top)
+    OpenFiles(config["limits"].max_clients).setServiceParent(top)  # before the first accept
     ConnectHints(server, certificate).setServiceParent(top)
     GracefulExit(reactor).setServiceParent(top)
     trimmer = heap_trimmer(reactor)
