@@ -18,11 +18,10 @@ import contextlib
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 
-from scripts.procstat import pinned, start_pinned, start_pinned_ports
+from scripts.procstat import pinned, start_pinned, start_pinned_ports, stop_server
 
 #: (label, direction, bytes of the file), in the order each server runs them.
 TRANSFERS = [
@@ -67,12 +66,7 @@ def file_server(kind: str):
     try:
         yield proc.pid, port, extra
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(folder, ignore_errors=True)
+        stop_server(proc, folder)
         os.sync()  # what one server wrote is not flushed while the next is measured
 
 

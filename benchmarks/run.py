@@ -33,6 +33,7 @@ from scripts.procstat import (
     rss_bytes,
     start_pinned,
     start_pinned_ports,
+    stop_server,
 )
 from scripts.spawn import free_port, start_redis, start_server
 
@@ -104,12 +105,7 @@ def server(kind: str, extra: tuple[str, ...] = (), listeners: int = 1):
     try:
         yield proc.pid, port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(folder, ignore_errors=True)
+        stop_server(proc, folder)
 
 
 def generate(
@@ -549,12 +545,7 @@ def big_server():
     try:
         yield proc.pid, ports[-1]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(folder, ignore_errors=True)
+        stop_server(proc, folder, wait=30)
 
 
 def crowd_run(pid: int, port: int, shares: list[tuple[str, int]], lat: list[str], hold: float) -> dict:

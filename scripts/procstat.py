@@ -7,10 +7,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 from scripts.spawn import ROOT, many_files, server_argv, start_server
 
-__all__ = ["ROOT", "cpu_seconds", "fd_count", "load_server_argv", "pinned", "rss_bytes", "start_pinned"]
+__all__ = [
+    "ROOT",
+    "cpu_seconds",
+    "fd_count",
+    "load_server_argv",
+    "pinned",
+    "rss_bytes",
+    "start_pinned",
+    "start_pinned_ports",
+    "stop_server",
+]
 
 _CLK = os.sysconf("SC_CLK_TCK")
 
@@ -64,3 +75,14 @@ def cpu_seconds(pid: int) -> float:
 
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def stop_server(proc: subprocess.Popen, folder: str, wait: float = 10) -> None:
+    """SIGTERM, then SIGKILL after ``wait`` seconds; its folder removed."""
+    proc.terminate()
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    shutil.rmtree(folder, ignore_errors=True)
