@@ -501,6 +501,12 @@ class ClientSession:
     def _on_count(self, count: codec.Count) -> None:
         track = self.rooms.get(room_key(count.room))
         if track is not None:
+            # A room's first COUNT is how a member learns that it turned big
+            # (docs/protocol.md 22.2): its count comes in COUNT from then on.
+            if not track.lazy:
+                track.lazy = True
+                track.count = count.members
+                self.events.count_changed(track.name, count.members)
             self._set_count(track, count.members)
 
     def _on_results(self, results: codec.Results) -> None:

@@ -458,6 +458,15 @@ class BigRooms(SynchronousTestCase):
         self.assertEqual(h.events.named("count_changed"), [("big", 5000), ("big", 5003)])
         self.assertEqual(len(h.events.named("peer_joined")), 1, "a followed member's JOINED still shows")
 
+    def test_a_room_that_turns_big_is_told_by_its_first_count(self):
+        h, protocol, _transport = self.logged_in()
+        h.serve(protocol, room(members=(("ann", 1), ("bob", 2))))
+        h.serve(protocol, codec.Joined(3, "cy", "general"), codec.Count("general", 3))
+        self.assertTrue(h.session.is_lazy("general"), "docs/protocol.md 22.2")
+        self.assertEqual(h.events.named("count_changed")[-2:], [("general", 3), ("general", 3)])
+        h.serve(protocol, codec.Joined(4, "dee", "general"))
+        self.assertEqual(h.session.count_of("general"), 3, "from now on the count comes in COUNT")
+
     def test_members_pages_carry_their_ref_and_prefix_and_move_the_count(self):
         h, protocol, transport = self.logged_in()
         h.serve(protocol, big_room())

@@ -80,3 +80,24 @@ def test_a_big_room_counts_pages_to_its_last_member_and_completes(pages, crowd):
     assert len(listed) == MEMBERS and listed == expected
     assert listed[-1] == LAST
     assert page.js(COUNT) == f"{MEMBERS} members"
+
+
+def test_a_room_that_turns_big_while_shown_keeps_its_count_and_list(pages, server):
+    """Its first COUNT tells the page the room turned big (protocol 22.2):
+    from then on its count comes in COUNT and its list by MEMBERS."""
+    page = pages()
+    page.log_in("alice")
+    page.say("/join grow")
+    page.wait(lambda: page.current_room() == "grow", "grow shown")
+    page.wait(lambda: page.js(COUNT) == "1 member", "alone")
+    joiners = 14  # the room is big past 10
+    argv = [sys.executable, "-m", "tests.crowd", str(server.port), "grow", str(joiners), LAST]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=server_env(), text=True)
+    try:
+        assert proc.stdout.readline().strip() == f"ready {joiners}"
+        page.wait(lambda: page.js(COUNT) == f"{joiners + 1} members", "the count of the big room")
+        expected = sorted(["alice", LAST, *(f"m{n:04d}" for n in range(joiners - 1))], key=nick_key)
+        page.wait(lambda: page.js(LISTED) == expected, "every member listed, in order")
+    finally:
+        proc.stdin.close()
+        proc.wait(30)

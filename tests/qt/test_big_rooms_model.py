@@ -86,6 +86,17 @@ def test_a_small_room_is_listed_whole_and_counts_its_rows():
     assert not m.canFetchMore(m.room_item("small").index())
 
 
+def test_a_room_that_turns_big_is_listed_again_a_page_at_a_time():
+    m, asked = model()
+    m.room_state(codec.RoomState("small", "", peers("bob", "ann"), [], count=2))
+    m.set_count("small", 12)
+    assert m.is_lazy("small"), "its first COUNT says it turned big (docs/protocol.md 22.2)"
+    assert m.room_item("small").text() == "small (12 members)"
+    assert asked == [("small", None)] and m.members("small") == []
+    m.members_page("m1", codec.Members("small", peers("ann", "bob", "cy"), 12, "cy", "m1"), None)
+    assert m.members("small") == ["ann", "bob", "cy"]
+
+
 def tab(widget) -> None:
     event = QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Tab, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, event)

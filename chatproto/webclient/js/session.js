@@ -1164,6 +1164,18 @@ export class ChatSession extends EventTarget {
     const room = this._roomOf(body);
     if (!room) return;
     room.count = body.members;
+    if (!room.lazy && room.kind !== "direct") {
+      // Its first COUNT says the room turned big while we were in it
+      // (protocol section 22.2): listed again a page at a time, in order.
+      room.lazy = true;
+      room.listed = [];
+      room.after = null;
+      room.complete = false;
+      room.fetching = null;
+      this._emit("members", { room });
+      this.moreMembers(room.key);
+      return;
+    }
     this._emit("members", { room });
   }
 
