@@ -443,23 +443,23 @@ class PeerModel(QStandardItemModel):
 
     def set_count(self, room: str, count: int) -> None:
         branch = self.rooms.get(room_key(room))
-        if branch is None:
-            return
-        if not branch.lazy and branch.kind != "direct":
-            self._turn_big(branch)
-        if branch.count != count:
+        if branch is not None and branch.lazy and branch.count != count:
             branch.count = count
             self._relabel(branch)
 
-    def _turn_big(self, branch: _RoomBranch) -> None:
+    def turn_big(self, room: str, count: int) -> None:
         """The room went over the server's lazy_members while we were in it
         (its first COUNT says so, docs/protocol.md 22.2): its rows are listed
         again a page at a time in nick order, as a big room's ROOM starts."""
+        branch = self.rooms.get(room_key(room))
+        if branch is None or branch.lazy:
+            return
         branch.item.removeRows(0, branch.item.rowCount())
         branch.members.clear()
         branch.keys.clear()
-        branch.lazy = True
+        branch.lazy, branch.count = True, count
         branch.after, branch.complete, branch.fetching = None, False, None
+        self._relabel(branch)
         self.fetch_first(branch.name)
 
     def count(self, room: str) -> int:

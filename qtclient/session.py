@@ -57,6 +57,7 @@ class ChatSession(QObject, SessionEvents):
     searchFailed = pyqtSignal(str, str, str)  # ref, code, message
     historyAround = pyqtSignal(str, int, object, bool)  # room, seq, [codec.Message], more
     countChanged = pyqtSignal(str, int)  # room, how many members it has now
+    roomTurnedBig = pyqtSignal(str, int)  # room, its count: from now on listed a page at a time
     membersReceived = pyqtSignal(str, object, object)  # ref, codec.Members, the prefix asked (or None)
     membersFailed = pyqtSignal(str, str, str, str)  # ref, room, code, message
 
@@ -216,6 +217,9 @@ class ChatSession(QObject, SessionEvents):
 
     def count_changed(self, room, count):
         self.countChanged.emit(room, count)
+
+    def room_turned_big(self, room, count):
+        self.roomTurnedBig.emit(room, count)
 
     def members_received(self, ref, page, prefix):
         self.membersReceived.emit(ref, page, prefix)

@@ -153,6 +153,7 @@ class SessionEvents:
     def search_failed(self, ref: str, code: str, message: str) -> None: ...
     def history_around(self, room: str, seq: int, messages: list[codec.Message], more: bool) -> None: ...
     def count_changed(self, room: str, count: int) -> None: ...
+    def room_turned_big(self, room: str, count: int) -> None: ...
     def members_received(self, ref: str, page: codec.Members, prefix: str | None) -> None: ...
     def members_failed(self, ref: str, room: str, code: str, message: str) -> None: ...
 
@@ -504,9 +505,8 @@ class ClientSession:
             # A room's first COUNT is how a member learns that it turned big
             # (docs/protocol.md 22.2): its count comes in COUNT from then on.
             if not track.lazy:
-                track.lazy = True
-                track.count = count.members
-                self.events.count_changed(track.name, count.members)
+                track.lazy, track.count = True, count.members
+                self.events.room_turned_big(track.name, count.members)
             self._set_count(track, count.members)
 
     def _on_results(self, results: codec.Results) -> None:

@@ -405,6 +405,7 @@ class MainWindow(QMainWindow):
         s.peerLeft.connect(self._left)
         s.pendingChanged.connect(self.peers.pending)
         s.countChanged.connect(self.peers.set_count)
+        s.roomTurnedBig.connect(self.peers.turn_big)
         s.membersReceived.connect(self._members_page)
         s.membersFailed.connect(lambda ref, _room, _code, _message: self.peers.members_failed(ref))
         self.peer_view.verticalScrollBar().valueChanged.connect(self._fetch_shown_members)

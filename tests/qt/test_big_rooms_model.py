@@ -89,7 +89,9 @@ def test_a_small_room_is_listed_whole_and_counts_its_rows():
 def test_a_room_that_turns_big_is_listed_again_a_page_at_a_time():
     m, asked = model()
     m.room_state(codec.RoomState("small", "", peers("bob", "ann"), [], count=2))
-    m.set_count("small", 12)
+    m.set_count("small", 2)
+    assert not m.is_lazy("small"), "a small room's count changing is no news"
+    m.turn_big("small", 12)
     assert m.is_lazy("small"), "its first COUNT says it turned big (docs/protocol.md 22.2)"
     assert m.room_item("small").text() == "small (12 members)"
     assert asked == [("small", None)] and m.members("small") == []
