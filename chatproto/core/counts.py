@@ -2,17 +2,24 @@
 
 In a big room (docs/protocol.md 22) members hear JOINED and LEFT only of
 those they follow, so the count travels on its own: at most one COUNT per
-``count_interval`` per room, in the room's order, carrying the count when
-it goes; none if the count is back where the last one said.
+``count_interval`` per room (and per ``SPREAD`` members: each COUNT is a
+write to every member), in the room's order, carrying the count when it
+goes; none if the count is back where the last one said.
 """
 
 from __future__ import annotations
+
+import math
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from chatproto import codec
 from chatproto.core.broadcast import Broadcast, Event
 from chatproto.core.rooms import ChatRoom, Directory
+
+#: A room's COUNTs go at most once per ``count_interval`` for every this
+#: many members (docs/protocol.md 22.5).
+SPREAD = 5000
 
 
 class Counts:
@@ -32,7 +39,8 @@ class Counts:
         interval since the last one allows."""
         if not room.big or room.key in self._due:
             return
-        wait = max(0.0, room.counted_at + self.interval - self.clock.seconds())
+        interval = self.interval * max(1, math.ceil(len(room.members) / SPREAD))
+        wait = max(0.0, room.counted_at + interval - self.clock.seconds())
         self._due[room.key] = self.clock.callLater(wait, self._send, room)
 
     def _send(self, room: ChatRoom) -> None:
