@@ -9,7 +9,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import codec
 from chatproto.codec import ErrorCode
-from chatproto.core.broadcast import COALESCE_AT
+from chatproto.core import counts
+from chatproto.core.broadcast import COALESCE_AT, PRESENCE_MAX
+from chatproto.core.pending_news import QUIET
 from tests.harness import Server
 from tests.test_accounts import registered
 from tests.test_conversations import said, v2
@@ -204,6 +206,18 @@ class Presence(SynchronousTestCase):
         self.server.clock.advance(1)
         self.assertEqual(presence(m0), [], "back where the last COUNT said: none")
 
+    def test_count_interval_grows_with_every_spread_of_members(self):
+        self.patch(counts, "SPREAD", 4)  # the room has 6 members: two spreads
+        m0 = self.peers[0]
+        self.server.clock.advance(1)  # two intervals since the COUNT of the sixth join
+        self.newcomer("n1")
+        self.assertEqual(presence(m0), [("count", 7)], "at once")
+        self.newcomer("n2")
+        self.server.clock.advance(1)
+        self.assertEqual(presence(m0), [], "8 members: two intervals")
+        self.server.clock.advance(1)
+        self.assertEqual(presence(m0), [("count", 8)])
+
     def test_other_room_traffic_is_unchanged(self):
         m0, m1 = self.peers[0], self.peers[1]
         said(m1, "hello", "hall")
@@ -384,10 +398,10 @@ def pendings(peer) -> list[tuple[int, str]]:
     return [(p.id, p.state) for p in peer.received(flush=False) if isinstance(p, codec.Pending)]
 
 
-class BriefPending(SynchronousTestCase):
-    """With COALESCE_AT sessions logged in, presence is gathered into one batch
-    for a while; a connection that comes and goes (or logs in) within it is no
-    news to a version 2 session (docs/protocol.md 22.8)."""
+class QuietPending(SynchronousTestCase):
+    """With COALESCE_AT sessions logged in, version 2 hears of a pending
+    connection only once it has been pending for QUIET seconds, and of its
+    going only if it heard of it (docs/protocol.md 22.8)."""
 
     def setUp(self):
         self.server = Server()
@@ -399,46 +413,69 @@ class BriefPending(SynchronousTestCase):
             peer.received(flush=False)
         self.v1.received(flush=False)
 
-    def test_a_login_within_one_batch_is_not_announced_to_version_2(self):
+    def settle(self, seconds: float = 0.0) -> None:
+        """``seconds`` pass, then every gathered batch is written."""
+        self.server.clock.advance(seconds)
+        self.server.clock.advance(PRESENCE_MAX)
+
+    def test_a_prompt_login_is_not_announced_to_version_2(self):
         newcomer = self.server.peer()
+        self.settle(QUIET / 2)
         newcomer.login("new", version=2)
-        self.server.clock.advance(1)
+        self.settle(QUIET)
         self.assertEqual(pendings(self.v2), [])
         id = newcomer.connection.id
         self.assertEqual(pendings(self.v1), [(id, "connecting"), (id, "gone")], "version 1 is frozen")
 
-    def test_a_connection_pending_past_a_batch_is_announced_both_ways(self):
+    def test_a_connection_pending_past_the_quiet_time_is_announced_both_ways(self):
         newcomer = self.server.peer()
-        self.server.clock.advance(1)
         id = newcomer.connection.id
+        self.settle(QUIET - PRESENCE_MAX - 0.01)
+        self.assertEqual(pendings(self.v2), [], "not yet")
+        self.settle(PRESENCE_MAX)
         self.assertEqual(pendings(self.v2), [(id, "connecting")])
         newcomer.login("new", version=2)
-        self.server.clock.advance(1)
+        self.settle()
         self.assertEqual(pendings(self.v2), [(id, "gone")])
 
-    def test_a_joiner_told_of_a_pending_connection_hears_it_go(self):
+    def test_announced_in_the_order_they_came(self):
+        first, second = self.server.peer(), self.server.peer()
+        self.settle(QUIET)
+        ids = [first.connection.id, second.connection.id]
+        self.assertEqual(pendings(self.v2), [(ids[0], "connecting"), (ids[1], "connecting")])
+        self.assertEqual(self.server.hub.news.heard(ids), ids)
+
+    def test_a_welcome_lists_only_the_pending_connections_version_2_heard_of(self):
         early = self.server.peer()
+        self.settle(QUIET)
+        late = self.server.peer()
         joiner = self.server.peer()
         welcome = joiner.login("joiner", version=2)
         self.assertIn(early.connection.id, welcome.pending)
+        self.assertNotIn(late.connection.id, welcome.pending)
+        old = self.server.peer()
+        welcome_v1 = old.login("oldtimer", version=1)
+        self.assertIn(late.connection.id, welcome_v1.pending, "version 1 hears of every one")
         early.drop()
-        self.server.clock.advance(1)
+        late.drop()
+        self.settle(QUIET)
         self.assertEqual(pendings(joiner), [(early.connection.id, "gone")])
-        self.assertEqual(pendings(self.v2), [], "neither came to anything it was told of")
 
-    def test_a_joiner_hears_only_the_connections_it_was_told_of_go(self):
-        first, second = self.server.peer(), self.server.peer()
+    def test_a_connection_announced_later_reaches_a_session_that_logged_in_meanwhile(self):
+        waiting = self.server.peer()
         joiner = self.server.peer()
         welcome = joiner.login("joiner", version=2)
-        told = {first.connection.id, second.connection.id}
-        self.assertLessEqual(told, set(welcome.pending))
-        first.login("first", version=2)
-        later = self.server.peer()
-        later.login("later", version=2)
-        second.drop()
-        self.server.clock.advance(1)
-        self.assertEqual(
-            pendings(joiner),
-            [(first.connection.id, "gone"), (second.connection.id, "gone")],
-            "not the connection that came and went after its login",
-        )
+        self.assertNotIn(waiting.connection.id, welcome.pending)
+        self.settle(QUIET)
+        self.assertEqual(pendings(joiner), [(waiting.connection.id, "connecting")])
+        waiting.drop()
+        self.settle()
+        self.assertEqual(pendings(joiner), [(waiting.connection.id, "gone")])
+
+    def test_a_small_server_announces_at_once(self):
+        server = Server()
+        watcher = server.logged_in("watcher", version=2)[0]
+        watcher.received(flush=False)
+        newcomer = server.peer()
+        server.clock.advance(0)
+        self.assertEqual(pendings(watcher), [(newcomer.connection.id, "connecting")])

@@ -20,7 +20,6 @@ session gets.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Callable
 from time import perf_counter
@@ -160,7 +159,7 @@ class Event:
     """A presence item: its payload for each protocol version (None: not
     sent to that version), and optionally the sender's own copy (version 2)."""
 
-    __slots__ = ("_own", "_payloads", "channel", "followers", "pending", "record", "sender", "skip")
+    __slots__ = ("_own", "_payloads", "channel", "followers", "record", "sender", "skip")
 
     def __init__(
         self,
@@ -172,7 +171,6 @@ class Event:
         record: Record | None = None,
         skip: frozenset[int] | None = None,
         followers: frozenset[Connection] | None = None,
-        pending: int | None = None,
     ) -> None:
         self.channel = channel
         self._payloads = (None, v1, v2)
@@ -185,9 +183,6 @@ class Event:
         # A big room's JOINED or LEFT: on a lazy wire, version 2 connections
         # get it only if they are among these (None: everyone gets it).
         self.followers = followers
-        # A PENDING's connection id: one that comes and goes in one batch is
-        # nobody's news on a lazy version 2 wire (docs/protocol.md 22.8).
-        self.pending = pending
 
     def payload(self, version: int) -> bytes | None:
         return self._payloads[version]
@@ -203,7 +198,7 @@ Item = Event | Said
 class Flushed:
     """A batch on its way: waiting for the log, then delivered."""
 
-    __slots__ = ("after", "batch", "brief", "lazy", "outcome", "owned", "pairs", "said", "skips", "starts")
+    __slots__ = ("after", "batch", "lazy", "outcome", "owned", "said", "skips", "starts")
 
     def __init__(self, batch: list[Item], starts: dict[tuple[str, Connection], int]) -> None:
         self.batch = batch
@@ -217,22 +212,8 @@ class Flushed:
         self.lazy = len(self.said) < len(batch) and any(
             type(item) is Event and item.followers is not None for item in batch
         )
-        # the PENDINGs of connections that came and went in this batch, once
-        # the broadcast gathers presence (Broadcast.flush says)
-        self.brief: frozenset[int] = frozenset()
-        self.pairs: list[tuple[int, int]] = []  # (connecting, gone), by connecting
         self.outcome: list[Outcome] | Failure | None = None if self.said else []
         self.after: list[Callable[[], None]] = []
-
-
-def _brief(batch: list[Item]) -> list[tuple[int, int]]:
-    """The indexes of the two PENDINGs (connecting, gone) of each connection
-    that both came and went (or logged in) within ``batch``, in batch order."""
-    seen: dict[int, list[int]] = {}
-    for index, item in enumerate(batch):
-        if type(item) is Event and item.pending is not None:
-            seen.setdefault(item.pending, []).append(index)
-    return sorted((indexes[0], indexes[-1]) for indexes in seen.values() if len(indexes) > 1)
 
 
 class Order(Protocol):
@@ -350,12 +331,12 @@ class Broadcast:
     def _presence_wait(self) -> float:
         """How long presence alone waits for more: none below COALESCE_AT
         sessions, then longer the more members every flush writes to."""
-        sessions = self._sessions()
+        sessions = self.sessions()
         if sessions < COALESCE_AT:
             return 0.0
         return min(PRESENCE_MAX, PRESENCE_DELAY * sessions)
 
-    def _sessions(self) -> int:
+    def sessions(self) -> int:
         return sum(len(group) for group in self._channels.get(SERVER, {}).values())
 
     def _schedule(self, delay: float) -> None:
@@ -390,10 +371,6 @@ class Broadcast:
         if not self._batch:
             return
         flushed = Flushed(self._batch, self._starts)
-        if len(flushed.said) < len(flushed.batch) and self._sessions() >= COALESCE_AT:
-            flushed.pairs = _brief(flushed.batch)  # gathered: docs/protocol.md 22.8
-            flushed.brief = frozenset(i for pair in flushed.pairs for i in pair)
-            flushed.lazy = flushed.lazy or bool(flushed.pairs)
         self._batch, self._starts = [], {}
         self._queue.append(flushed)
         started = perf_counter()
@@ -472,7 +449,12 @@ class Broadcast:
             ((channel, indexes),) = by_channel.items()
             for (wire, version), group in self._channels.get(channel, {}).items():
                 if group:
-                    self._deliver_view(wire, version, list(group.values()), indexes, flushed, {})
+                    cache: dict[int, bytes] = {}
+                    reach = _reach(wire, version, indexes, flushed, cache)
+                    if reach is None:
+                        self._deliver_view(wire, version, list(group.values()), indexes, flushed, cache)
+                    elif reach:
+                        self._deliver_view(wire, version, _within(reach, group), indexes, flushed, cache)
                     if type(flushed.outcome) is list:  # the messages stored, each to every member
                         counters.deliveries += len(group) * len(flushed.outcome)
         else:
@@ -484,9 +466,11 @@ class Broadcast:
         (on the same wire, speaking the same version) see the same items, so
         each such view is built once, and each recipient gets one write."""
         views: dict[Connection, list[Any]] = {}  # connection -> [wire, version, channel, ...]
-        for channel in by_channel:
+        framed: dict[tuple[Wire, int], dict[int, bytes]] = {}  # items framed once per wire and version
+        for channel, indexes in by_channel.items():
             for (wire, version), group in self._channels.get(channel, {}).items():
-                for connection in group.values():
+                reach = _reach(wire, version, indexes, flushed, framed.setdefault((wire, version), {}))
+                for connection in group.values() if reach is None else _within(reach, group):
                     view = views.get(connection)
                     if view is None:
                         views[connection] = [wire, version, channel]
@@ -500,7 +484,6 @@ class Broadcast:
                 buckets[key] = [connection]
             else:
                 bucket.append(connection)
-        framed: dict[tuple[Wire, int], dict[int, bytes]] = {}  # items framed once per wire and version
         for (wire, version, *channels), connections in buckets.items():
             if len(channels) == 1:
                 indexes = by_channel[channels[0]]
@@ -525,22 +508,9 @@ class Broadcast:
         for all of them but senders (their own items carry the ref) and
         those added mid-batch."""
         batch = flushed.batch
-        frames = {}
-        for index in indexes:
-            frame = cache.get(index)
-            if frame is None:
-                payload = batch[index].payload(version)
-                frame = cache[index] = wire.frame(payload) if payload is not None else b""
-            if frame:
-                frames[index] = frame
-            elif type(batch[index]) is Said and batch[index].private:  # type: ignore[union-attr]
-                frames[index] = b""  # its sender's alone, in its place (_special_copies)
+        frames, hidden = _framed(wire, version, indexes, flushed, cache)
         if not frames:
             return
-        hidden: set[int] = set()  # a big room's presence: its followers' alone
-        if flushed.lazy and version >= 2 and wire.lazy:
-            hidden = {i for i in frames if type(batch[i]) is Event and batch[i].followers is not None}  # type: ignore[union-attr]
-            hidden |= flushed.brief.intersection(frames)
         if hidden:
             shared = b"".join(frame for i, frame in frames.items() if i not in hidden)
             followed = any(batch[i].followers for i in hidden)  # type: ignore[union-attr]
@@ -549,10 +519,7 @@ class Broadcast:
             followed = False
         special = None
         if flushed.owned or flushed.starts or flushed.skips or followed:
-            pairs = [pair for pair in flushed.pairs if pair[0] in hidden] if hidden else []
-            special = _special_copies(
-                wire, version, connections, batch, frames, flushed.starts, hidden, pairs
-            )
+            special = _special_copies(wire, version, connections, batch, frames, flushed.starts, hidden)
         # Delivery never changes the recipients: an overflow is only noted
         # (Logins.overflowed) and handled once the loop is over.
         if special:
@@ -565,6 +532,55 @@ class Broadcast:
                 connection.deliver(shared)
 
 
+def _framed(
+    wire: Wire, version: int, indexes: list[int], flushed: Flushed, cache: dict[int, bytes]
+) -> tuple[dict[int, bytes], set[int]]:
+    """Items ``indexes`` of the batch as ``wire`` frames them for
+    ``version`` (framed once, in ``cache``), and which of them are a big
+    room's presence, for its followers alone."""
+    batch = flushed.batch
+    frames = {}
+    for index in indexes:
+        frame = cache.get(index)
+        if frame is None:
+            payload = batch[index].payload(version)
+            frame = cache[index] = wire.frame(payload) if payload is not None else b""
+        if frame:
+            frames[index] = frame
+        elif type(batch[index]) is Said and batch[index].private:  # type: ignore[union-attr]
+            frames[index] = b""  # its sender's alone, in its place (_special_copies)
+    hidden: set[int] = set()
+    if flushed.lazy and version >= 2 and wire.lazy:
+        hidden = {i for i in frames if type(batch[i]) is Event and batch[i].followers is not None}  # type: ignore[union-attr]
+    return frames, hidden
+
+
+def _reach(
+    wire: Wire, version: int, indexes: list[int], flushed: Flushed, cache: dict[int, bytes]
+) -> set[Connection] | None:
+    """Who of a channel's ``wire``/``version`` recipients gets anything of
+    items ``indexes``: None for everyone; else only the followers of a big
+    room's hidden presence and the senders (their own copies), so that a
+    batch nobody else hears of costs nothing per member."""
+    frames, hidden = _framed(wire, version, indexes, flushed, cache)
+    if len(hidden) < len(frames):
+        return None
+    batch = flushed.batch
+    reach: set[Connection] = set()
+    for index in frames:
+        reach.update(batch[index].followers or ())  # type: ignore[union-attr]
+    for index in indexes:
+        sender = batch[index].sender
+        if sender is not None:
+            reach.add(sender)
+    return reach
+
+
+def _within(reach: set[Connection], group: dict[int, Connection]) -> list[Connection]:
+    """Those of ``reach`` who are in ``group`` (keyed by connection id)."""
+    return [connection for connection in reach if group.get(connection.id) is connection]
+
+
 def _special_copies(
     wire: Wire,
     version: int,
@@ -573,13 +589,11 @@ def _special_copies(
     frames: dict[int, bytes],
     starts: dict[tuple[str, Connection], int],
     hidden: set[int],
-    pairs: list[tuple[int, int]],
 ) -> dict[Connection, bytes]:
     """The view as seen by those who don't get the shared copy: senders
     (their own items carry the ref), those an item skips, followers of a
     member whose JOINED or LEFT is ``hidden`` from the shared copy, and
-    those added mid-batch (who get the ``gone`` of a brief connection's
-    hidden PENDING ``pairs`` they may have been told of, 22.8).
+    those added mid-batch.
 
     A mid-batch joiner's WELCOME or ROOM reflects the presence events before
     its start in that channel but its history stops at the last delivery,
@@ -616,13 +630,6 @@ def _special_copies(
     for _, connection in starts:
         if connection in members:
             diffs.setdefault(connection, {})
-    if pairs:
-        logins = sorted(
-            (start, id(connection), connection)
-            for (channel, connection), start in starts.items()
-            if channel == SERVER and connection in members
-        )
-        _told_of(logins, pairs, frames, diffs)
 
     def view(diff: dict[int, bytes], connection: Connection) -> bytes:
         if not diff:
@@ -639,25 +646,3 @@ def _special_copies(
         )
 
     return {connection: view(diff, connection) for connection, diff in diffs.items()}
-
-
-def _told_of(
-    logins: list[tuple[int, int, Connection]],
-    pairs: list[tuple[int, int]],
-    frames: dict[int, bytes],
-    diffs: dict[Connection, dict[int, bytes]],
-) -> None:
-    """A session that logged in mid-batch was told of the connections
-    pending at its start (WELCOME.pending): of a brief connection's hidden
-    pair that spans its start, it gets the gone. One sweep over both, by
-    index."""
-    spanning: list[int] = []  # the gones of the pairs begun so far, as a heap
-    next_pair = 0
-    for start, _, connection in logins:
-        while next_pair < len(pairs) and pairs[next_pair][0] < start:
-            heapq.heappush(spanning, pairs[next_pair][1])
-            next_pair += 1
-        while spanning and spanning[0] < start:
-            heapq.heappop(spanning)
-        for gone in spanning:
-            diffs[connection][gone] = frames[gone]

@@ -43,6 +43,7 @@ from chatproto.core.messages import Messages
 from chatproto.core.moderation import Moderation
 from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers, SingleNode
+from chatproto.core.pending_news import PendingNews
 from chatproto.core.presence import Presence
 from chatproto.core.registry import Registry
 from chatproto.core.renames import Renames
@@ -108,6 +109,7 @@ class Hub:
         self.keeper = RuleKeeper(clock, store, self.broadcast)
         self.following = Following(limits.follow_limit)
         self.counts = Counts(clock, limits.count_interval, self.broadcast, self.directory)
+        self.news = PendingNews(clock, self.broadcast)
         self.membership = Membership(
             self.directory,
             self.broadcast,
@@ -129,6 +131,7 @@ class Hub:
             store,
             self.directory,
             self.broadcast,
+            self.news,
             self.assembler,
             self.membership,
             self.keeper,
@@ -290,6 +293,7 @@ class Hub:
         when every connection is closed (or ``grace`` has passed)."""
         self.flush()
         self.counts.stop()
+        self.news.stop()
         self.broadcast.clear()
         self.membership.clear()
         connections = self.registry.clear()

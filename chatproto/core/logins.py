@@ -20,11 +20,12 @@ from chatproto.backends.eventlog import owner_of
 from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.accounts import Accounts, AddressGate, exempt
 from chatproto.core.assembly import Assembler
-from chatproto.core.broadcast import SERVER, Broadcast, Event
+from chatproto.core.broadcast import SERVER, Broadcast
 from chatproto.core.connection import Connection, Session
 from chatproto.core.membership import Membership
 from chatproto.core.observers import Observers
 from chatproto.core.peers import Peers
+from chatproto.core.pending_news import PendingNews
 from chatproto.core.records import SessionRecord
 from chatproto.core.registry import Registry
 from chatproto.core.room_rules import RuleKeeper
@@ -34,13 +35,6 @@ from chatproto.metrics import Counters
 from chatproto.rules import clean_reason, nick_key, normalise_nick
 
 log = Logger()
-
-
-def pending(id: int, state: str, v1: bool = True) -> Event:
-    """PENDING for connection ``id`` (to version 1 as well, unless ``v1`` is
-    false), marked so that a batch can leave out a brief connection's pair."""
-    payload = codec.encode(codec.Pending(id, state))
-    return Event(SERVER, payload if v1 else None, payload, pending=id)
 
 
 class Logins:
@@ -56,6 +50,7 @@ class Logins:
         store: AccountStore | None,
         directory: Directory,
         broadcast: Broadcast,
+        news: PendingNews,
         assembler: Assembler,
         membership: Membership,
         keeper: RuleKeeper,
@@ -71,6 +66,7 @@ class Logins:
         self.store = store
         self.directory = directory
         self.broadcast = broadcast
+        self.news = news
         self.assembler = assembler
         self.membership = membership
         self.keeper = keeper
@@ -101,7 +97,7 @@ class Logins:
             return "server_full"
         if not reserved:
             self.gate.opened(connection.host)
-        self.broadcast.event(pending(connection.id, "connecting"))
+        self.news.connecting(connection.id)
         self.observers.notify("pending", connection.id, address=connection.address, since=connection.opened)
         return None
 
@@ -212,10 +208,10 @@ class Logins:
             session.owner = owner_of(record.key, record.created)
         if session.version == 1:
             # Version 1 sees a login as JOINED in its one room.
-            self.broadcast.event(pending(connection.id, "gone", v1=False))
+            self.news.gone(connection.id, v1=False)
             self.membership.enter(session, self.directory.default)
         else:
-            self.broadcast.event(pending(connection.id, "gone"))
+            self.news.gone(connection.id)
         self.peers.save(session)
         log.info(
             "{nick} logged in as {id} (protocol {version}{account}) from {address}",
@@ -256,7 +252,7 @@ class Logins:
         session.admin = record.admin and self.is_admin(key, session.account)
         session.owner = record.owner if session.account else None
         session.away = record.away
-        self.broadcast.event(pending(connection.id, "gone"))
+        self.news.gone(connection.id)
         targets: list[ChatRoom] = []
         for _, name in rooms:
             try:
@@ -321,7 +317,7 @@ class Logins:
     def _add_device(self, connection: Connection, session: Session) -> Session:
         now = self.clock.seconds()
         self.registry.add_device(connection, session, now)
-        self.broadcast.event(pending(connection.id, "gone"))
+        self.news.gone(connection.id)
         log.info(
             "{nick} ({id}) added a device from {address}",
             nick=session.nick,
@@ -342,7 +338,7 @@ class Logins:
         self.gate.closed(old.host)
         old.disconnect("replaced")
         self.counters.disconnects["replaced"] += 1
-        self.broadcast.event(pending(connection.id, "gone"))
+        self.news.gone(connection.id)
         self.observers.notify("pending_gone", connection.id, reason="resumed")
         self._start(session, connection)
         self._resumed(session, connection, now)
@@ -366,12 +362,13 @@ class Logins:
         def welcome() -> None:
             if connection.session is not session:
                 return  # gone (or replaced) while earlier broadcasts were stored
+            pending = list(self.registry.pending)
             payload = self.assembler.welcome(
                 session.version,
                 session.nick,
                 session.id,
                 session.devices[connection],
-                list(self.registry.pending),
+                pending if session.version == 1 else self.news.heard(pending),
                 self.directory.default,
                 [room.name for room in rooms],
                 session,
@@ -419,7 +416,7 @@ class Logins:
             self.observers.notify("left", gone.id, nick=gone.nick, reason=reason)
             return self.peers.release(gone.key)
         if gone:
-            self.broadcast.event(pending(connection.id, "gone"))
+            self.news.gone(connection.id)
             self.observers.notify("pending_gone", connection.id, reason=reason)
         return succeed(None)
 
