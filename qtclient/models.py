@@ -116,6 +116,12 @@ class _RoomBranch:
         while len(self.known) > KNOWN_CACHE:
             self.known.popitem(last=False)
 
+    @property
+    def behind(self) -> bool:
+        """A big room listed to its end whose count says otherwise: members
+        who joined since, unfollowed, have no row (docs/protocol.md 22.4)."""
+        return self.lazy and self.complete and self.fetching is None and len(self.keys) != self.count
+
     def listed(self, key: str) -> bool:
         """Whether a member with this key belongs among the rows listed so far."""
         return self.complete or (self.after is not None and key <= nick_key(self.after))
@@ -154,7 +160,8 @@ class PeerModel(QStandardItemModel):
         if branch.kind == "direct":
             text = f"✉ {branch.title}"
         else:
-            text = f"{branch.name} ({members_words(branch.count if branch.lazy else len(branch.members))})"
+            text = f"{branch.name} ({members_words(branch.count if branch.lazy else len(branch.members))}"
+            text += f", {len(branch.keys)} listed)" if branch.behind else ")"
         if branch.unread:
             text += f" — {branch.unread} unread"
         branch.item.setText(text)
@@ -446,6 +453,20 @@ class PeerModel(QStandardItemModel):
         if branch is not None and branch.lazy and branch.count != count:
             branch.count = count
             self._relabel(branch)
+
+    def relist(self, room: str) -> bool:
+        """A big room's rows again from its first page (the room's Refresh
+        member list); False if it is no big room or a page is under way."""
+        branch = self.rooms.get(room_key(room))
+        if branch is None or not branch.lazy or branch.fetching is not None:
+            return False
+        branch.item.removeRows(0, branch.item.rowCount())
+        branch.members.clear()
+        branch.keys.clear()
+        branch.after, branch.complete = None, False
+        self._relabel(branch)
+        self.fetch_first(branch.name)
+        return True
 
     def turn_big(self, room: str, count: int) -> None:
         """The room went over the server's lazy_members while we were in it

@@ -877,6 +877,8 @@ class MainWindow(QMainWindow):
         from qtclient.models import ID_ROLE, OP_ROLE, VOICE_ROLE
 
         nick, room_key_ = index.data(NICK_ROLE), index.parent().data(ROOM_ROLE)
+        if not nick and index.data(ROOM_ROLE):
+            return self.room_menu(self.room_names.get(index.data(ROOM_ROLE), index.data(ROOM_ROLE)))
         if not nick or not room_key_:
             return None
         room = self.room_names.get(room_key_, room_key_)
@@ -898,6 +900,16 @@ class MainWindow(QMainWindow):
             action = menu.addAction(f"{label} {nick}")
             action.setEnabled(operator)
             action.triggered.connect(lambda _, op=op: self.session.moderate(room, op, nick))
+        return menu
+
+    def room_menu(self, room: str) -> QMenu | None:
+        """A big room's row: list its members again from the start (members
+        who joined unfollowed since its list reached its end are missing)."""
+        if not self.peers.is_lazy(room):
+            return None
+        menu = QMenu(self)
+        refresh = menu.addAction("Refresh member list")
+        refresh.triggered.connect(lambda: self.peers.relist(room))
         return menu
 
     def _welcomed(self, welcome: codec.Welcome) -> None:

@@ -64,6 +64,13 @@ def test_a_big_room_counts_pages_to_its_last_member_and_completes(pages, crowd):
         "Tab completed instead of moving on"
     )
     assert LAST not in page.js(LISTED), "a completion is not a page of the list"
+    box.clear()
+    box.send_keys("m000")
+    box.send_keys(Keys.TAB)
+    page.wait(lambda: box.get_attribute("value") == "m0000: ", "the first of several")
+    box.send_keys(Keys.TAB)
+    page.wait(lambda: box.get_attribute("value") == "m0001: ", "Tab again: the next")
+    box.clear()
 
     # Scroll the list to its end, a page at a time, until no page is left.
     for _ in range(MEMBERS // 200 + 10):
@@ -101,3 +108,38 @@ def test_a_room_that_turns_big_while_shown_keeps_its_count_and_list(pages, serve
     finally:
         proc.stdin.close()
         proc.wait(30)
+
+
+def test_a_fully_listed_big_room_says_whom_it_misses_and_refreshes(pages, server):
+    """Members who join a big room after its list reached its end come
+    unfollowed (protocol 22.4): the list says how many it misses, and its
+    Refresh lists the room again from the start, them included."""
+    page = pages()
+    page.log_in("alice")
+    page.say("/join late")
+    page.wait(lambda: page.current_room() == "late", "late shown")
+    first, later = 14, ["Lou", "Zoe", "bea"]  # the room is big past 10
+    argv = [sys.executable, "-m", "tests.crowd", str(server.port), "late", str(first)]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "env": server_env(), "text": True}
+    crowds = [subprocess.Popen(argv, **pipes)]
+    try:
+        assert crowds[0].stdout.readline().strip() == f"ready {first}"
+        listed = sorted(["alice", *(f"m{n:04d}" for n in range(first))], key=nick_key)
+        page.wait(lambda: page.js(LISTED) == listed, "every member listed")
+        assert not page.all("#member-list .member-behind")
+        argv = [sys.executable, "-m", "tests.crowd", str(server.port), "late", "0", *later]
+        crowds.append(subprocess.Popen(argv, **pipes))
+        assert crowds[1].stdout.readline().strip() == f"ready {len(later)}"
+        page.wait(lambda: page.js(COUNT) == f"{first + 1 + len(later)} members", "the count")
+        page.wait(lambda: page.all("#member-list .member-behind"), "the list says it is behind")
+        behind = page.find("#member-list .member-behind")
+        assert behind.text.startswith(f"{len(later)} more not listed"), behind.text
+        assert page.js(LISTED) == listed, "joiners nobody followed are not listed on their own"
+        behind.find_element("css selector", "button").click()
+        everyone = sorted([*listed, *later], key=nick_key)
+        page.wait(lambda: page.js(LISTED) == everyone, "listed again, the joiners in their places")
+        assert not page.all("#member-list .member-behind")
+    finally:
+        for proc in crowds:
+            proc.stdin.close()
+            proc.wait(30)

@@ -99,6 +99,22 @@ def test_a_room_that_turns_big_is_listed_again_a_page_at_a_time():
     assert m.members("small") == ["ann", "bob", "cy"]
 
 
+def test_a_fully_listed_room_says_whom_it_misses_and_lists_again_on_refresh():
+    m, asked = model()
+    m.room_state(big(count=3))
+    m.fetch_first("Big")
+    m.members_page("m1", codec.Members("Big", peers("adam", "Bea", "me"), 3, None, "m1"), None)
+    assert m.room_item("Big").text() == "Big (3 members)"
+    m.set_count("Big", 5)  # two joined whom nobody follows (docs/protocol.md 22.4)
+    assert m.room_item("Big").text() == "Big (5 members, 3 listed)"
+    assert m.relist("Big")
+    assert asked[-1] == ("Big", None) and m.members("Big") == []
+    assert not m.relist("Big"), "one page under way at a time"
+    m.members_page("m2", codec.Members("Big", peers("adam", "Bea", "cy", "me", "Zed"), 5, None, "m2"), None)
+    assert m.members("Big") == ["adam", "Bea", "cy", "me", "Zed"]
+    assert m.room_item("Big").text() == "Big (5 members)"
+
+
 def tab(widget) -> None:
     event = QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Tab, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, event)

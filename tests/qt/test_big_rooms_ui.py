@@ -93,3 +93,61 @@ def test_a_big_room_counts_pages_to_its_last_member_and_completes(window, big_ro
         sys.excepthook = hook
         globalLogPublisher.removeObserver(reporter._observe)
     assert reporter.count == 0, reporter.summaries
+
+
+def crowd(port: int, room: str, count: int, *extra: str) -> subprocess.Popen:
+    """``count`` members (and ``extra`` nicks) in ``room``, from a process of their own."""
+    argv = [sys.executable, "-m", "tests.crowd", str(port), room, str(count), *extra]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=server_env(), text=True)
+    ready = proc.stdout.readline().strip()  # bounded: the crowd gives up after its DEADLINE
+    assert ready == f"ready {count + len(extra)}", ready
+    return proc
+
+
+@pytest.fixture
+def lazy_server(tmp_path):
+    """A server whose rooms are big past 10 members."""
+    server = Server(str(tmp_path / "history.sqlite3"), "--lazy-members", "10", "--max-per-address", "100")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_fully_listed_big_room_says_whom_it_misses_and_refreshes(window, lazy_server):
+    """Members who join after the list reached its end come unfollowed
+    (docs/protocol.md 22.4): the room's row says how many are listed, and
+    its menu's Refresh lists the room again from the start."""
+    reporter = ErrorReporter(io.StringIO())
+    globalLogPublisher.addObserver(reporter._observe)
+    hook, sys.excepthook = sys.excepthook, reporter.excepthook
+    crowds = []
+    try:
+        welcomed = signal_fired(window.session.welcomed)
+        window.connect_to(Target("127.0.0.1", lazy_server.port, "alice"))
+        yield welcomed
+        window.submit("/join late")
+        yield until(lambda: window.peers.room_item("late") is not None)
+        item = window.peers.room_item("late")
+        crowds.append(crowd(lazy_server.port, "late", 14))
+        listed = sorted(["alice", *(f"m{n:04d}" for n in range(14))], key=nick_key)
+        yield until(lambda: window.peers.members("late") == listed)
+        yield until(lambda: item.text() == "late (15 members)")
+        later = ["Lou", "Zoe", "bea"]
+        crowds.append(crowd(lazy_server.port, "late", 0, *later))
+        yield until(lambda: item.text() == "late (18 members, 15 listed)")
+        assert window.peers.members("late") == listed, "joiners nobody followed have no row"
+        menu = window.member_menu(item.index())
+        (refresh,) = menu.actions()
+        assert refresh.text() == "Refresh member list"
+        refresh.trigger()
+        everyone = sorted([*listed, *later], key=nick_key)
+        yield until(lambda: window.peers.members("late") == everyone)
+        assert item.text() == "late (18 members)"
+    finally:
+        for proc in crowds:
+            proc.stdin.close()
+            proc.wait(30)
+        sys.excepthook = hook
+        globalLogPublisher.removeObserver(reporter._observe)
+    assert reporter.count == 0, reporter.summaries

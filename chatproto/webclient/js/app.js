@@ -454,6 +454,15 @@ class App {
   /** A big room's next page once the end of its list scrolls into view. */
   watchMoreMembers(room) {
     this.moreMembers?.disconnect();
+    if (room.behind) {
+      // Who joined since the list reached its end is not in it (protocol 22.4): say so.
+      const missing = room.count - room.listed.length;
+      const said = missing > 0 ? `${missing} more not listed` : "The list is out of date";
+      const behind = el("li", "member-behind muted", `${said} `);
+      behind.append(button("Refresh", () => this.session.relist(room.key)));
+      $("member-list").append(behind);
+      return;
+    }
     if (!room.lazy || room.complete) return;
     const more = el("li", "member-more muted", "…");
     $("member-list").append(more);

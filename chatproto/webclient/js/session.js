@@ -96,6 +96,12 @@ export class Room {
     return this.lazy ? this.count : this.members.size;
   }
 
+  /** A big room listed to its end whose count says otherwise: members who
+   * joined since, unfollowed, are not in the list (protocol 22.4). */
+  get behind() {
+    return this.lazy && this.complete && this.fetching === null && this.listed.length !== this.count;
+  }
+
   /** Whether a member with this nick key belongs among those listed so far. */
   isListed(key) {
     return this.complete || (this.after !== null && key <= nickKey(this.after));
@@ -1119,6 +1125,17 @@ export class ChatSession extends EventTarget {
     if (!room || !room.lazy || room.complete || room.fetching) return false;
     room.fetching = this.members(key, { after: room.after });
     return room.fetching !== null;
+  }
+
+  /** A big room's list again from its first page (the list's Refresh). */
+  relist(key) {
+    const room = this.rooms.get(key);
+    if (!room || !room.lazy || room.fetching) return false;
+    room.listed = [];
+    room.after = null;
+    room.complete = false;
+    this._emit("members", { room });
+    return this.moreMembers(key);
   }
 
   /** Completion: the members of `key` whose nick starts with `prefix`, as a
