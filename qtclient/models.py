@@ -70,10 +70,10 @@ def members_words(count: int) -> str:
 class _RoomBranch:
     """A room in the tree: its item, its members' items by id, its unread count.
 
-    A big room (docs/protocol.md 22) lists its members in folded-nick order,
-    a page at a time as the view scrolls: ``keys`` holds the listed rows'
-    keys in that order, ``after`` where the next page starts, ``known`` the
-    bounded cache of members met otherwise."""
+    Every room lists its members in folded-nick order (``keys`` holds the
+    rows' keys in that order); a big room (docs/protocol.md 22) a page at a
+    time as the view scrolls: ``after`` is where the next page starts,
+    ``known`` the bounded cache of members met otherwise."""
 
     __slots__ = (
         "after",
@@ -104,7 +104,7 @@ class _RoomBranch:
         self.mentioned = False
         self.count = 0
         self.lazy = False
-        self.keys: list[str] = []  # a big room's listed rows, by folded nick
+        self.keys: list[str] = []  # the rows' folded nicks, in their (nick) order
         self.after: str | None = None  # the next page starts after this key
         self.complete = True  # a big room: every member listed (the last page came)
         self.fetching: str | None = None  # the ref of the page under way
@@ -217,16 +217,12 @@ class PeerModel(QStandardItemModel):
             for id, item in list(branch.members.items()):
                 if nick_key(item.data(NICK_ROLE)) == nick_key(old):
                     fresh = self._member_item(id, nick, bool(item.data(OP_ROLE)), item.data(AWAY_ROLE))
-                    if branch.lazy:  # its row moves to its new place in the order, if listed there
-                        row = item.row()
-                        del branch.keys[row]
-                        branch.item.removeRow(row)
-                        del branch.members[id]
-                        if branch.listed(nick_key(nick)):
-                            self._insert_sorted(branch, fresh)
-                    else:
-                        branch.members[id] = fresh
-                        branch.item.setChild(item.row(), fresh)
+                    row = item.row()  # its row moves to its new place in the order, if listed there
+                    del branch.keys[row]
+                    branch.item.removeRow(row)
+                    del branch.members[id]
+                    if branch.listed(nick_key(nick)):
+                        self._insert_sorted(branch, fresh)
                     rooms.append(branch.name)
         if self.own_nick is not None and nick_key(self.own_nick) == nick_key(old):
             self.own_nick = nick
@@ -299,10 +295,11 @@ class PeerModel(QStandardItemModel):
             self._relabel(branch)
             return branch.item
         items = []
-        for peer in state.members:
+        for peer in sorted(state.members, key=lambda peer: nick_key(peer.nick)):  # by nick, as a big room
             if peer.id not in branch.members:
                 item = self._member_item(peer.id, peer.nick, bool(peer.op), peer.away, bool(peer.voice))
                 branch.members[peer.id] = item
+                branch.keys.append(nick_key(peer.nick))
                 items.append(item)
         if items:
             branch.item.appendRows(items)
@@ -365,8 +362,7 @@ class PeerModel(QStandardItemModel):
                 self._insert_sorted(branch, item)
         elif branch is not None and joined.id not in branch.members:
             item = self._member_item(joined.id, joined.nick, bool(joined.op), joined.away, bool(joined.voice))
-            branch.members[joined.id] = item
-            branch.item.appendRow(item)
+            self._insert_sorted(branch, item)
             self._relabel(branch)
 
     def left(self, left: codec.Left) -> None:
@@ -376,8 +372,7 @@ class PeerModel(QStandardItemModel):
             item = branch.members.pop(left.id, None)
             if item is not None:
                 row = item.row()
-                if branch.lazy:
-                    del branch.keys[row]
+                del branch.keys[row]
                 branch.item.removeRow(row)
                 self._relabel(branch)
 

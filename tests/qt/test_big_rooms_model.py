@@ -86,6 +86,18 @@ def test_a_small_room_is_listed_whole_and_counts_its_rows():
     assert not m.canFetchMore(m.room_item("small").index())
 
 
+def test_a_small_room_lists_its_members_by_nick_as_they_come_go_and_rename():
+    m, _asked = model()
+    m.room_state(codec.RoomState("small", "", peers("bob", "Ann", "cy"), [], count=3))
+    assert m.members("small") == ["Ann", "bob", "cy"]
+    m.joined(codec.Joined(9, "abe", "small"))
+    m.joined(codec.Joined(10, "Bo", "small"))
+    assert m.members("small") == ["abe", "Ann", "Bo", "bob", "cy"]
+    m.left(codec.Left(101, "Ann", "quit", room="small"))
+    assert m.renamed("abe", "zed") == ["small"]
+    assert m.members("small") == ["Bo", "bob", "cy", "zed"]
+
+
 def test_a_room_that_turns_big_is_listed_again_a_page_at_a_time():
     m, asked = model()
     m.room_state(codec.RoomState("small", "", peers("bob", "ann"), [], count=2))
