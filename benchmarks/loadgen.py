@@ -511,7 +511,9 @@ async def passwords(args) -> dict:
 
 
 async def idle(args) -> dict:
-    """Log everyone in, say "ready", hold until the runner says "done"."""
+    """Log everyone in, say "ready", hold until the runner says "done".
+    Version 1 clients are in the default room once welcomed; version 2
+    clients, in no room, are what IRC's registered clients are."""
     start = time.perf_counter()
     # IRC clients only register: joining one channel by the thousand would
     # be a login storm, which has a scenario of its own.
@@ -519,7 +521,9 @@ async def idle(args) -> dict:
     # SYN costs a second.)
     irc = args.mode == "irc"
     burst = 16 if irc else 200
-    clients = await connect_all(args.port, args.mode, args.connections, "i", batch=burst, join=not irc)
+    clients = await connect_all(
+        args.port, args.mode, args.connections, "i", batch=burst, version=args.proto, join=not irc
+    )
     await settle(clients, quiet=1.0, limit=300)
     print(json.dumps({"ready": True, "seconds": time.perf_counter() - start}), flush=True)
     loop = asyncio.get_running_loop()
@@ -1336,7 +1340,7 @@ def main() -> None:
     )
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--at-once", type=int, default=8, help="passwords, storm: logins in flight")
-    parser.add_argument("--proto", type=int, choices=[1, 2], default=1, help="storm: the protocol version")
+    parser.add_argument("--proto", type=int, choices=[1, 2], default=1, help="storm, idle: protocol version")
     parser.add_argument("--no-join", action="store_true", help="storm, IRC: register only")
     parser.add_argument(
         "--flood", choices=["none", "none-v2", *FLOODS, *OTHER_FLOODS, *CONVERSATION_FLOODS], default="none"
