@@ -473,20 +473,31 @@ class Answers(asyncio.Protocol):
         return await asyncio.wait_for(self.answer, 120)
 
 
-async def answered_login(port: int, body: dict) -> Answers:
-    """A connection whose LOGIN was answered with WELCOME (else an error)."""
-    _, client = await asyncio.get_running_loop().create_connection(Answers, HOST, port)
+async def answered_login(port: int, body: dict, source: str | None = None) -> Answers:
+    """A connection (from loopback address ``source``) whose LOGIN was
+    answered with WELCOME (else an error)."""
+    where = {"local_addr": (source, 0)} if source else {}
+    _, client = await asyncio.get_running_loop().create_connection(Answers, HOST, port, **where)
     kind, answer = await client.ask(codec.PacketType.LOGIN, body)
     if kind != codec.PacketType.WELCOME:
         raise RuntimeError(f"login refused: {answer}")
     return client
 
 
+#: The server checks at most this many passwords at once per address
+#: (chatproto/core/accounts.py), loopback too: logins in flight come from
+#: as many loopback addresses as they need.
+CHECKS_PER_ADDRESS = 4
+
+
 async def login_rate(port: int, bodies: list[dict], at_once: int) -> float:
     """Logins a second, ``at_once`` in flight, each connection closed after."""
     start = time.perf_counter()
     for i in range(0, len(bodies), at_once):
-        for client in await asyncio.gather(*(answered_login(port, b) for b in bodies[i : i + at_once])):
+        batch = bodies[i : i + at_once]
+        sources = [f"127.0.0.{2 + n // CHECKS_PER_ADDRESS}" for n in range(len(batch))]
+        logins = (answered_login(port, body, source) for body, source in zip(batch, sources, strict=True))
+        for client in await asyncio.gather(*logins):
             client.transport.close()
     return len(bodies) / (time.perf_counter() - start)
 
