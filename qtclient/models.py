@@ -216,7 +216,9 @@ class PeerModel(QStandardItemModel):
                     branch.known[id] = dataclasses.replace(peer, nick=nick)
             for id, item in list(branch.members.items()):
                 if nick_key(item.data(NICK_ROLE)) == nick_key(old):
-                    fresh = self._member_item(id, nick, bool(item.data(OP_ROLE)), item.data(AWAY_ROLE))
+                    fresh = self._member_item(
+                        id, nick, bool(item.data(OP_ROLE)), item.data(AWAY_ROLE), bool(item.data(VOICE_ROLE))
+                    )
                     row = item.row()  # its row moves to its new place in the order, if listed there
                     del branch.keys[row]
                     branch.item.removeRow(row)
@@ -268,7 +270,8 @@ class PeerModel(QStandardItemModel):
             branch.members.clear()
             branch.keys.clear()
             branch.known.clear()
-            branch.after, branch.complete, branch.fetching = None, True, None
+            # A big room is listed again from its next ROOM: never "behind" meanwhile.
+            branch.after, branch.complete, branch.fetching = None, not branch.lazy, None
             self._relabel(branch)
 
     def room_state(self, state: codec.RoomState) -> QStandardItem:
@@ -355,11 +358,14 @@ class PeerModel(QStandardItemModel):
         branch = self.rooms.get(room_key(joined.room)) if joined.room else None
         if branch is not None and branch.lazy:
             branch.remember(codec.Peer(joined.id, joined.nick, joined.op, joined.away, joined.voice))
-            if joined.id not in branch.members and branch.listed(nick_key(joined.nick)):
-                item = self._member_item(
-                    joined.id, joined.nick, bool(joined.op), joined.away, bool(joined.voice)
-                )
-                self._insert_sorted(branch, item)
+            if joined.id not in branch.members:
+                branch.count += 1  # its COUNT may come later: it says the same or corrects this
+                if branch.listed(nick_key(joined.nick)):
+                    item = self._member_item(
+                        joined.id, joined.nick, bool(joined.op), joined.away, bool(joined.voice)
+                    )
+                    self._insert_sorted(branch, item)
+                self._relabel(branch)
         elif branch is not None and joined.id not in branch.members:
             item = self._member_item(joined.id, joined.nick, bool(joined.op), joined.away, bool(joined.voice))
             self._insert_sorted(branch, item)
@@ -374,6 +380,8 @@ class PeerModel(QStandardItemModel):
                 row = item.row()
                 del branch.keys[row]
                 branch.item.removeRow(row)
+                if branch.lazy:
+                    branch.count -= 1  # as a JOINED's
                 self._relabel(branch)
 
     # -- big rooms: a page at a time (docs/protocol.md 22) --------------------------------
@@ -453,14 +461,16 @@ class PeerModel(QStandardItemModel):
         """A big room's rows again from its first page (the room's Refresh
         member list); False if it is no big room or a page is under way."""
         branch = self.rooms.get(room_key(room))
-        if branch is None or not branch.lazy or branch.fetching is not None:
+        if branch is None or not branch.lazy or branch.fetching is not None or self.ask_members is None:
             return False
+        ref = self.ask_members(branch.name, None)
+        if ref is None:
+            return False  # offline: the rows stay as they were
         branch.item.removeRows(0, branch.item.rowCount())
         branch.members.clear()
         branch.keys.clear()
-        branch.after, branch.complete = None, False
+        branch.after, branch.complete, branch.fetching = None, False, ref
         self._relabel(branch)
-        self.fetch_first(branch.name)
         return True
 
     def turn_big(self, room: str, count: int) -> None:

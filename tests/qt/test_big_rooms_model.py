@@ -127,6 +127,38 @@ def test_a_fully_listed_room_says_whom_it_misses_and_lists_again_on_refresh():
     assert m.room_item("Big").text() == "Big (5 members)"
 
 
+def test_a_followed_join_or_leave_moves_the_count_before_its_count_comes():
+    m, _asked = model()
+    m.room_state(big(count=3))
+    m.fetch_first("Big")
+    m.members_page("m1", codec.Members("Big", peers("adam", "Bea", "me"), 3, None, "m1"), None)
+    m.joined(codec.Joined(7, "Bob", "Big"))
+    assert m.room_item("Big").text() == "Big (4 members)", "not behind while its COUNT is on its way"
+    m.left(codec.Left(100, "adam", "quit", room="Big"))
+    assert m.room_item("Big").text() == "Big (3 members)"
+    m.set_count("Big", 3)
+    assert m.members("Big") == ["Bea", "Bob", "me"]
+
+
+def test_offline_a_big_room_is_not_behind_and_refresh_keeps_its_rows():
+    online = [True]
+
+    def ask(room, after):
+        return "m1" if online[0] else None
+
+    m = PeerModel(ask_members=ask)
+    m.my_id = 1
+    m.room_state(big(count=3))
+    m.fetch_first("Big")
+    m.members_page("m1", codec.Members("Big", peers("adam", "Bea", "me"), 3, None, "m1"), None)
+    m.set_count("Big", 5)
+    online[0] = False
+    assert not m.relist("Big"), "offline: nothing to ask"
+    assert m.members("Big") == ["adam", "Bea", "me"]
+    m.clear_members()
+    assert m.room_item("Big").text() == "Big (5 members)", "disconnected: listed again from its next ROOM"
+
+
 def tab(widget) -> None:
     event = QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Tab, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, event)

@@ -1080,8 +1080,9 @@ export class ChatSession extends EventTarget {
     if (body.voice) peer.voice = true;
     if (body.away != null) peer.away = body.away; // JOINED.away (19.7)
     room.remember(peer, this.id);
-    if (room.lazy && room.isListed(nickKey(peer.nick)) && !room.listed.some((p) => p.id === peer.id)) {
-      room.list(peer);
+    if (room.lazy && !room.listed.some((p) => p.id === peer.id)) {
+      room.count += 1; // its COUNT may come later; it says the same or corrects this
+      if (room.isListed(nickKey(peer.nick))) room.list(peer);
     }
     this._event(room, { kind: "joined", nick: body.nick });
     this._emit("members", { room, joined: body });
@@ -1096,7 +1097,10 @@ export class ChatSession extends EventTarget {
       return;
     }
     room.members.delete(body.id);
-    if (room.lazy) room.listed = room.listed.filter((p) => p.id !== body.id);
+    if (room.lazy && room.listed.some((p) => p.id === body.id)) {
+      room.listed = room.listed.filter((p) => p.id !== body.id);
+      room.count -= 1; // as a JOINED's
+    }
     this._event(room, { kind: "left", nick: body.nick, reason: body.reason, message: body.message ?? "" });
     this._emit("members", { room, left: body });
   }
@@ -1131,11 +1135,14 @@ export class ChatSession extends EventTarget {
   relist(key) {
     const room = this.rooms.get(key);
     if (!room || !room.lazy || room.fetching) return false;
+    const ref = this.members(key);
+    if (ref === null) return false; // offline: the list stays as it was
+    room.fetching = ref;
     room.listed = [];
     room.after = null;
     room.complete = false;
     this._emit("members", { room });
-    return this.moreMembers(key);
+    return true;
   }
 
   /** Completion: the members of `key` whose nick starts with `prefix`, as a
@@ -1250,7 +1257,10 @@ export class ChatSession extends EventTarget {
       const { key } = this.membersAsked.get(body.ref);
       this.membersAsked.delete(body.ref);
       const room = this.rooms.get(key);
-      if (room && room.fetching === body.ref) room.fetching = null;
+      if (room && room.fetching === body.ref) {
+        room.fetching = null;
+        this._emit("members", { room }); // its list shows "…" again, to be asked once more
+      }
       this.completions.get(body.ref)?.([]);
       this.completions.delete(body.ref);
       return;
