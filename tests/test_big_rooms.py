@@ -268,6 +268,45 @@ class Presence(SynchronousTestCase):
         self.assertEqual(presence(others[0]), [("count", 8)])
 
 
+class GatheredBatch(SynchronousTestCase):
+    """With COALESCE_AT connections logged in, presence is gathered, and a
+    batch holds server-wide PENDINGs beside a big room's hidden JOINEDs:
+    each goes only where it concerns (Broadcast._reach), the rest of the
+    room gets its COUNT alone, and version 1 every PENDING."""
+
+    def test_hidden_joins_in_a_gathered_batch_reach_their_followers_and_themselves(self):
+        server = big()
+        hall = joined(server, "hall", *[f"m{i}" for i in range(6)])
+        server.logged_in(*[f"u{i}" for i in range(COALESCE_AT)], version=2)
+        old = server.logged_in("old")[0]
+        server.clock.advance(1)
+        for peer in [*hall, old]:
+            peer.received()
+        self.assertIsInstance(follow(hall[0], ["zed", "amy"]), codec.Members)
+        newcomers = [server.peer(), server.peer()]
+        for peer, nick in zip(newcomers, ["zed", "amy"], strict=True):
+            peer.login(nick, version=2)
+            peer.received()
+            peer.send(codec.Join("hall", ref="j"))
+        server.clock.advance(PRESENCE_MAX)
+        # The first change's COUNT at once, the next once the interval is over (22.5).
+        self.assertEqual(presence(hall[0]), [("joined", "zed"), ("count", 7), ("joined", "amy")])
+        self.assertEqual(presence(hall[1]), [("count", 7)], "nobody it follows")
+        server.clock.advance(1)
+        server.clock.advance(PRESENCE_MAX)  # gathered, as any presence
+        self.assertEqual(presence(hall[0]), [("count", 8)])
+        self.assertEqual(presence(hall[1]), [("count", 8)])
+        for peer in newcomers:
+            got = peer.received(flush=False)
+            rooms = [p for p in got if isinstance(p, codec.RoomState)]
+            self.assertEqual([(r.room, r.lazy) for r in rooms], [("hall", True)], "its ROOM")
+            self.assertFalse([p for p in got if isinstance(p, codec.Pending)], "nobody pending for a second")
+        ids = [peer.connection.id for peer in newcomers]
+        self.assertEqual(
+            pendings(old), [(ids[0], "connecting"), (ids[1], "connecting")] + [(id, "gone") for id in ids]
+        )
+
+
 class Unchanged(SynchronousTestCase):
     def test_version_1_in_a_big_room_gets_every_member_and_every_join_and_leave(self):
         server = big()
