@@ -532,6 +532,12 @@ class Broadcast:
                 connection.deliver(shared)
 
 
+def _hides(flushed: Flushed, wire: Wire, version: int) -> bool:
+    """Whether some item of the batch is a big room's presence that
+    ``wire``/``version`` gives its followers alone."""
+    return flushed.lazy and version >= 2 and wire.lazy
+
+
 def _framed(
     wire: Wire, version: int, indexes: list[int], flushed: Flushed, cache: dict[int, bytes]
 ) -> tuple[dict[int, bytes], set[int]]:
@@ -550,7 +556,7 @@ def _framed(
         elif type(batch[index]) is Said and batch[index].private:  # type: ignore[union-attr]
             frames[index] = b""  # its sender's alone, in its place (_special_copies)
     hidden: set[int] = set()
-    if flushed.lazy and version >= 2 and wire.lazy:
+    if _hides(flushed, wire, version):
         hidden = {i for i in frames if type(batch[i]) is Event and batch[i].followers is not None}  # type: ignore[union-attr]
     return frames, hidden
 
@@ -562,6 +568,8 @@ def _reach(
     items ``indexes``: None for everyone; else only the followers of a big
     room's hidden presence and the senders (their own copies), so that a
     batch nobody else hears of costs nothing per member."""
+    if not _hides(flushed, wire, version):
+        return None  # the usual batch: framed once, by _deliver_view
     frames, hidden = _framed(wire, version, indexes, flushed, cache)
     if len(hidden) < len(frames):
         return None
