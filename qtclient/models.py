@@ -116,6 +116,12 @@ class _RoomBranch:
         while len(self.known) > KNOWN_CACHE:
             self.known.popitem(last=False)
 
+    def clear_rows(self) -> None:
+        """No member listed (its known cache stays)."""
+        self.item.removeRows(0, self.item.rowCount())
+        self.members.clear()
+        self.keys.clear()
+
     @property
     def behind(self) -> bool:
         """A big room listed to its end whose count says otherwise: members
@@ -266,9 +272,7 @@ class PeerModel(QStandardItemModel):
         self._pending.clear()
         self._relabel_pending()
         for branch in self.rooms.values():
-            branch.item.removeRows(0, branch.item.rowCount())
-            branch.members.clear()
-            branch.keys.clear()
+            branch.clear_rows()
             branch.known.clear()
             # A big room is listed again from its next ROOM: never "behind" meanwhile.
             branch.after, branch.complete, branch.fetching = None, not branch.lazy, None
@@ -285,9 +289,7 @@ class PeerModel(QStandardItemModel):
         if state.kind == "direct":
             branch.title = direct_title(state.room, self.own_nick)
             branch.item.setToolTip(f"direct conversation with {branch.title}")
-        branch.item.removeRows(0, branch.item.rowCount())
-        branch.members.clear()
-        branch.keys.clear()
+        branch.clear_rows()
         branch.known.clear()
         branch.lazy = bool(state.lazy)
         branch.count = state.count if state.count is not None else len(state.members)
@@ -466,9 +468,7 @@ class PeerModel(QStandardItemModel):
         ref = self.ask_members(branch.name, None)
         if ref is None:
             return False  # offline: the rows stay as they were
-        branch.item.removeRows(0, branch.item.rowCount())
-        branch.members.clear()
-        branch.keys.clear()
+        branch.clear_rows()
         branch.after, branch.complete, branch.fetching = None, False, ref
         self._relabel(branch)
         return True
@@ -480,9 +480,7 @@ class PeerModel(QStandardItemModel):
         branch = self.rooms.get(room_key(room))
         if branch is None or branch.lazy:
             return
-        branch.item.removeRows(0, branch.item.rowCount())
-        branch.members.clear()
-        branch.keys.clear()
+        branch.clear_rows()
         branch.lazy, branch.count = True, count
         branch.after, branch.complete, branch.fetching = None, False, None
         self._relabel(branch)
