@@ -102,6 +102,13 @@ export class Room {
     return this.lazy && this.complete && this.fetching === null && this.listed.length !== this.count;
   }
 
+  /** Nobody listed: a big room's list starts again from its first page. */
+  unlist() {
+    this.listed = [];
+    this.after = null;
+    this.complete = false;
+  }
+
   /** Whether a member with this nick key belongs among those listed so far. */
   isListed(key) {
     return this.complete || (this.after !== null && key <= nickKey(this.after));
@@ -1137,10 +1144,8 @@ export class ChatSession extends EventTarget {
     if (!room || !room.lazy || room.fetching) return false;
     const ref = this.members(key);
     if (ref === null) return false; // offline: the list stays as it was
+    room.unlist();
     room.fetching = ref;
-    room.listed = [];
-    room.after = null;
-    room.complete = false;
     this._emit("members", { room });
     return true;
   }
@@ -1192,9 +1197,7 @@ export class ChatSession extends EventTarget {
       // Its first COUNT says the room turned big while we were in it
       // (protocol section 22.2): listed again a page at a time, in order.
       room.lazy = true;
-      room.listed = [];
-      room.after = null;
-      room.complete = false;
+      room.unlist();
       room.fetching = null;
       this._emit("members", { room });
       this.moreMembers(room.key);
