@@ -9,7 +9,9 @@ from tests.processes import TcpPeer
 
 
 def members(page) -> list[str]:
-    return sorted(li.get_attribute("data-nick") for li in page.all("#member-list li"))
+    """Read in one script: the list may be redrawn between two element reads."""
+    script = "return [...document.querySelectorAll('#member-list li')].map(li => li.dataset.nick ?? null)"
+    return sorted(page.js(script), key=lambda nick: (nick is None, nick or ""))
 
 
 def test_slash_nick_renames_the_user_and_others_see_it(pages, server):
