@@ -466,6 +466,22 @@ class QuietPending(SynchronousTestCase):
         id = newcomer.connection.id
         self.assertEqual(pendings(self.v1), [(id, "connecting"), (id, "gone")], "version 1 is frozen")
 
+    def test_a_prompt_login_costs_no_walk_over_the_version_2_sessions(self):
+        """Its PENDING pair is version 1's alone: the gathered batch is
+        delivered to version 1's group, never to the crowd's."""
+        delivered = []
+        deliver_view = self.server.hub.broadcast._deliver_view
+
+        def spy(wire, version, connections, *rest):
+            delivered.append((version, len(connections)))
+            return deliver_view(wire, version, connections, *rest)
+
+        self.server.hub.broadcast._deliver_view = spy
+        newcomer = self.server.peer()
+        newcomer.login("new", version=2)
+        self.settle(QUIET)
+        self.assertEqual(delivered, [(1, 1)])
+
     def test_a_connection_pending_past_the_quiet_time_is_announced_both_ways(self):
         newcomer = self.server.peer()
         id = newcomer.connection.id

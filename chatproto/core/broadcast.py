@@ -448,7 +448,7 @@ class Broadcast:
         if len(by_channel) == 1:  # the usual batch: one room's (or only PENDING)
             ((channel, indexes),) = by_channel.items()
             for (wire, version), group in self._channels.get(channel, {}).items():
-                if group:
+                if group and not _silent(version, indexes, flushed.batch):
                     cache: dict[int, bytes] = {}
                     reach = _reach(wire, version, indexes, flushed, cache)
                     if reach is None:
@@ -469,6 +469,8 @@ class Broadcast:
         framed: dict[tuple[Wire, int], dict[int, bytes]] = {}  # items framed once per wire and version
         for channel, indexes in by_channel.items():
             for (wire, version), group in self._channels.get(channel, {}).items():
+                if _silent(version, indexes, flushed.batch):
+                    continue  # nothing of it for this version: its members are not walked
                 reach = _reach(wire, version, indexes, flushed, framed.setdefault((wire, version), {}))
                 for connection in group.values() if reach is None else _within(reach, group):
                     view = views.get(connection)
@@ -530,6 +532,16 @@ class Broadcast:
         elif shared:
             for connection in connections:
                 connection.deliver(shared)
+
+
+def _silent(version: int, indexes: list[int], batch: list[Item]) -> bool:
+    """Whether items ``indexes`` are all presence that ``version`` does not
+    see (a login's PENDING, which version 2 hears of only if it lasts)."""
+    for index in indexes:
+        item = batch[index]
+        if type(item) is not Event or item.payload(version) is not None:
+            return False
+    return True
 
 
 def _hides(flushed: Flushed, wire: Wire, version: int) -> bool:
