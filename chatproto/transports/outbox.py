@@ -27,6 +27,11 @@ class Consumer(Protocol):
     def unregisterProducer(self) -> None: ...
 
 
+#: A read turn's writes are held (Outbox.hold) up to this many, or until
+#: one is this big: then what is held goes at once.
+HOLD_WRITES = 64
+HOLD_BYTES = 16384
+
 #: Whose outbox it is, as its ``overflowed`` callback is told.
 _Owner = TypeVar("_Owner")
 
@@ -60,6 +65,7 @@ class Outbox(Generic[_Owner]):
 
     __slots__ = (
         "_ended",
+        "_held",
         "_overflowed",
         "_owner",
         "_paused",
@@ -83,6 +89,7 @@ class Outbox(Generic[_Owner]):
         self._paused = False
         self.closed = False
         self._ended = False
+        self._held: list[bytes] | None = None  # a read turn's writes, sent together (hold)
         self._socket = _socket_of(transport)
         transport.registerProducer(self, True)
 
@@ -91,8 +98,30 @@ class Outbox(Generic[_Owner]):
         """Bytes waiting here (not counting the transport's own buffer)."""
         return self._queued
 
+    def hold(self) -> bool:
+        """Keep what is written until :meth:`release`: the answers to the
+        requests of one read (a pipelined LOGIN, JOIN and FOLLOW) go in one
+        system call, not one each. False if already holding."""
+        if self._held is not None:
+            return False
+        self._held = []
+        return True
+
+    def release(self) -> None:
+        """Send what was held, as one write, and stop holding."""
+        held, self._held = self._held, None
+        if held:
+            self.write(held[0] if len(held) == 1 else b"".join(held))
+
     def write(self, data: bytes) -> None:
         if self.closed:
+            return
+        held = self._held
+        if held is not None:
+            held.append(data)
+            if len(held) >= HOLD_WRITES or len(data) >= HOLD_BYTES:  # a big answer: no reason to wait
+                self.release()
+                self._held = []
             return
         if not self._paused:
             if self._socket is not None and not _buffered(self.transport):
@@ -119,6 +148,7 @@ class Outbox(Generic[_Owner]):
         ``flush``) and ``final``; further writes are ignored. Idempotent."""
         if self._ended:
             return
+        self.release()  # what was held goes as it would have gone unheld
         self._ended = True
         if not flush:
             self._drop_queue()

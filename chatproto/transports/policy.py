@@ -367,13 +367,19 @@ class ConnectionPolicy(Spender):
         self._handled = 0
         framing = self.protocol
         framing.feed(data)
-        while not self.paused and self.state != CLOSING:
-            unit = framing.next_unit()
-            if unit is None:
-                break
-            self._more_waiting = framing.waiting()
-            framing.handle(unit)
-        framing.read_done()
+        outbox = self.outbox
+        holding = outbox.hold()  # this read's answers leave in one write
+        try:
+            while not self.paused and self.state != CLOSING:
+                unit = framing.next_unit()
+                if unit is None:
+                    break
+                self._more_waiting = framing.waiting()
+                framing.handle(unit)
+            framing.read_done()
+        finally:
+            if holding:
+                outbox.release()
 
     def lost(self, reason: Failure | None = None) -> None:
         was = self.state
