@@ -1359,9 +1359,13 @@ def peer_json(id: int, nick: str, op: bool = False, away: str | None = None, voi
     return dumps(peer)
 
 
-def welcome_payload(body: dict, peers_json: list[str], history_json: list[str]) -> bytes:
-    """WELCOME from its scalar fields and the cached peer and history objects."""
+def welcome_payload(body: dict, peers_json: list[str], history_json: list[str], fixed: str = "") -> bytes:
+    """WELCOME from its scalar fields, the members of a JSON object that
+    are the same in every WELCOME (``fixed``: the server's name, motd and
+    limits, encoded once), and the cached peer and history objects."""
     text = dumps(body)
+    if fixed:
+        text = f"{text[:-1]},{fixed}}}" if body else f"{{{fixed}}}"
     lists = f'"peers":[{",".join(peers_json)}],"history":[{",".join(history_json)}]'
     return encode_json(PacketType.WELCOME, f"{text[:-1]},{lists}}}")
 

@@ -453,6 +453,14 @@ class CachedFragments(SynchronousTestCase):
         )
         self.assertEqual(codec.decode_server(spliced), welcome)
         self.assertEqual(json.loads(spliced[1:]), json.loads(codec.encode(welcome)[1:]))
+        # The fields every WELCOME has alike, spliced in encoded once:
+        fixed = codec.dumps({k: body.pop(k) for k in ("server", "motd", "limits")})[1:-1]
+        peers_json = [codec.peer_json(p.id, p.nick) for p in peers]
+        history_json = [codec.message_json(m) for m in history]
+        self.assertEqual(
+            json.loads(codec.welcome_payload(body, peers_json, history_json, fixed)[1:]),
+            json.loads(spliced[1:]),
+        )
 
 
 class ConversationFragments(SynchronousTestCase):

@@ -61,7 +61,11 @@ class Assembler:
         self.files_url = files_url  # where version 1 is sent for a message's files
         self.name = name
         self.motd = motd
-        self._limits_wire = limits_wire  # version -> WELCOME.limits
+        # Version -> the members every WELCOME has alike, encoded once.
+        self._fixed = {
+            version: codec.dumps({"server": name, "motd": motd, "limits": limits})[1:-1]
+            for version, limits in limits_wire.items()
+        }
 
     def _kept(self, room: ChatRoom) -> list[tuple[Message, str]]:
         """The recent messages a ROOM or WELCOME replays: as many of the
@@ -98,18 +102,16 @@ class Assembler:
             "nick": nick,
             "id": id,
             "resume": token,
-            "server": self.name,
-            "motd": self.motd,
             "pending": pending,
-            "limits": self._limits_wire[version],
         }
+        fixed = self._fixed[version]
         if version == 1:
-            return codec.welcome_payload(body, _v1_peers(default), self._recent(default, 1))
+            return codec.welcome_payload(body, _v1_peers(default), self._recent(default, 1), fixed)
         body["rooms"] = rooms
         body["default_room"] = default.name
         body["account"] = session.account
         body["admin"] = session.admin
-        return codec.welcome_payload(body, [], [])
+        return codec.welcome_payload(body, [], [], fixed)
 
     def shown(self, room: ChatRoom, session: Session, limit: int) -> list[int]:
         """The members a big room's ROOM lists (docs/protocol.md 22): the
