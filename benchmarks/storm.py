@@ -3,8 +3,11 @@
     python -m benchmarks.loadgen storm --port N --mode frames|irc [--proto 1|2] [options]
 
 Version 1 clients are in the default room once welcomed; version 2 clients
-JOIN it after WELCOME; IRC clients register and JOIN #general. The storm
-has settled when every client has every JOINED it was promised:
+send LOGIN, JOIN of the default room and (where the room will be big) a
+FOLLOW in one write, as the IRC clients send NICK, USER and JOIN #general
+in one. The default room's name and the server's limits come from one
+login made before the storm. The storm has settled when every client has
+every JOINED it was promised:
 
 - where the room is not big (no ``lazy_members`` in WELCOME.limits, or at
   most that many members, or version 1, or IRC): every client has the
@@ -12,8 +15,8 @@ has settled when every client has every JOINED it was promised:
 - in a big room (docs/protocol.md 22), a version 2 client is promised the
   final member count (its ROOM's ``count`` or a later COUNT) and the JOINED
   of the members it follows: while its ROOM was not lazy, everyone who came
-  after it until the room went over ``lazy_members``; once lazy, the few
-  nicks it FOLLOWs, all of which log in after the FOLLOW was answered.
+  after it until the room went over ``lazy_members``; and the few nicks
+  it FOLLOWs, all of which log in after the FOLLOW was answered.
 
 Each client parses whole frames until it is in the room (noting how big
 its WELCOME and ROOM were); then, where it expects a JOINED from everyone,
@@ -129,43 +132,52 @@ class Joiner(asyncio.Protocol):
                         other.set_exception(RuntimeError(f"{self.nick}: {payload[:200]!r}"))
 
 
-async def enter(port: int, index: int, version: int) -> Joiner:
-    """A client logged in and in the room (version 2: JOINed, and its
-    FOLLOW answered if the room is big); it counts markers from then on
-    unless the room is big."""
+async def enter(port: int, index: int, version: int, room: str = "", follows: tuple[str, ...] = ()) -> Joiner:
+    """A client logged in and in the room; it counts markers from then on
+    unless the room is or may become big. Version 2 sends LOGIN, JOIN
+    ``room`` and FOLLOW ``follows`` in one write (as the IRC storm's
+    clients send NICK, USER and JOIN), then waits for all three answers."""
     _, joiner = await asyncio.get_running_loop().create_connection(lambda: Joiner(index, version), HOST, port)
     welcome = joiner.expect(T.WELCOME)
-    joiner.transport.write(frame(T.LOGIN, {"nick": joiner.nick, "proto": version}))
-    await asyncio.wait_for(welcome, 120)
-    if version == 2:
-        room = joiner.expect(T.ROOM)
-        joiner.transport.write(frame(T.JOIN, {"room": joiner.default_room}))
-        await asyncio.wait_for(room, 120)
-    if joiner.lazy:
+    login = frame(T.LOGIN, {"nick": joiner.nick, "proto": version})
+    if version == 1:
+        joiner.transport.write(login)
+        await asyncio.wait_for(welcome, 120)
+        joiner.count_markers()
         return joiner
-    if version == 2 and lazy_members(joiner.limits):
-        # The room may still go big: keep parsing only if it can within this storm.
-        return joiner
-    joiner.count_markers()
+    answers = [welcome, joiner.expect(T.ROOM)]
+    requests = [login, frame(T.JOIN, {"room": room})]
+    if follows:
+        joiner.follows = list(follows)
+        answers.append(joiner.expect("follow"))
+        requests.append(frame(FOLLOW, {"room": room, "nicks": list(follows), "ref": "follow"}))
+    joiner.transport.write(b"".join(requests))
+    answered = await asyncio.wait_for(asyncio.gather(*answers), 120)
+    if (
+        follows and answered[-1][0] == T.ERROR
+    ):  # a server with big rooms but no FOLLOW: nothing is owed for it
+        joiner.follows = []
+        joiner.follow_refused = answered[-1][1].get("code", "?")
+    if not lazy_members(joiner.limits):
+        joiner.count_markers()  # the room can never go big: every JOINED comes
     return joiner
+
+
+async def probe(port: int) -> tuple[str, dict]:
+    """The server's default room and limits, from a login made before the
+    storm (untimed; it closes at once)."""
+    _, prober = await asyncio.get_running_loop().create_connection(lambda: Joiner(-1, 2), HOST, port)
+    welcome = prober.expect(T.WELCOME)
+    prober.transport.write(frame(T.LOGIN, {"nick": "stormprobe", "proto": 2}))
+    await asyncio.wait_for(welcome, 120)
+    prober.transport.close()
+    await asyncio.wait_for(prober.closed, 120)
+    return prober.default_room, prober.limits
 
 
 def lazy_members(limits: dict) -> int:
     """The server's ``lazy_members`` (0: it has none, or they are off)."""
     return int(limits.get("lazy_members", 0) or 0)
-
-
-async def follow(joiner: Joiner, nicks: list[str]) -> None:
-    """FOLLOW ``nicks``; whatever answers its ref (DONE, MEMBERS or an ERROR) will do."""
-    if not nicks:
-        return
-    joiner.follows = nicks
-    answered = joiner.expect("follow")
-    joiner.transport.write(frame(FOLLOW, {"room": joiner.default_room, "nicks": nicks, "ref": "follow"}))
-    kind, body = await asyncio.wait_for(answered, 120)
-    if kind == T.ERROR:  # a server with big rooms but no FOLLOW yet: nothing is owed for it
-        joiner.follows = []
-        joiner.follow_refused = body.get("code", "?")
 
 
 def promised(joiners: list[Joiner], big_over: int) -> dict[int, set[str]]:
@@ -198,15 +210,16 @@ async def storm(args) -> dict:
     joiners: list[Joiner | None] = [None] * args.connections
     followed = [asyncio.Event() for _ in range(args.connections)]  # set once its followers have FOLLOWed
 
+    room, limits = await probe(args.port) if version == 2 else ("", {})
+    may_go_big = 0 < lazy_members(limits) < args.connections
+
     async def one(i: int) -> None:
         for back in FOLLOW_AHEAD:  # bounded by that client's own steps, each with a timeout
             if i - back >= 0:
                 await followed[i - back].wait()
+        ahead = tuple(f"s{i + k}" for k in FOLLOW_AHEAD if i + k < args.connections) if may_go_big else ()
         async with gate:
-            joiner = joiners[i] = await enter(args.port, i, version)
-            if joiner.lazy:
-                ahead = [f"s{i + k}" for k in FOLLOW_AHEAD if i + k < args.connections]
-                await follow(joiner, ahead)
+            joiners[i] = await enter(args.port, i, version, room, ahead)
         followed[i].set()
 
     start = time.perf_counter()
