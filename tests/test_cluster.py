@@ -698,6 +698,54 @@ class Moderation(ClusterTestCase):
         self.assertEqual([(p.nick, p.op) for p in state.members], [("bob", True)])
 
     @defer.inlineCallbacks
+    def test_a_room_whose_last_member_was_reaped_goes_as_after_a_clean_leave(self):
+        """Its last member's node killed: once reaped, the room's rules and
+        topic go as after a PART (14.2); the default room keeps its topic."""
+        from twisted.internet import reactor
+
+        from scripts.spawn import spawn_server
+
+        b = yield self.node(expiry=2.0)
+        doomed = spawn_server(reactor, "--cluster", self.redis.url, "--cluster-expiry", "2")
+        self.addCleanup(lambda: doomed.ended)
+        self.addCleanup(lambda: doomed.signal("KILL") if not doomed.ended.called else None)
+        port = yield doomed.listening
+        gus = yield connect(reactor, port)
+        self.clients.append(gus)
+        yield gus.login("gus", version=2)
+        for room in ("general", "side"):
+            gus.send(codec.Join(room))
+            yield gus.expect(codec.RoomState)
+        gus.send(codec.SetTopic("general", "kept"))
+        gus.send(codec.SetTopic("side", "plans for friday"))
+        gus.send(codec.Moderate("side", "mode", invite_only=True, ref="m"))
+        while (yield gus.expect(codec.MessagePacket)).ref != "m":  # the record, stored
+            pass
+        bob = yield self.client("bob", version=2, server=b)
+        bob.send(codec.Join("general"))
+        state = yield bob.expect(codec.RoomState)
+        self.assertEqual(state.topic, "kept")
+        doomed.signal("KILL")
+        yield doomed.ended
+        while True:  # bounded by expect's timeout: the reaper's LEFT
+            left = yield bob.expect(codec.Left, timeout=20)
+            if left.nick == "gus":
+                break
+        self.assertEqual(left.reason, "connection_lost")
+        bob.send(codec.Join("side", ref="j"))
+        state = yield bob.next()
+        while not isinstance(state, (codec.RoomState, codec.Error)):  # presence before the answer
+            state = yield bob.next()
+        self.assertIsInstance(state, codec.RoomState, "the room's invite-only rule went with it")
+        self.assertEqual((state.topic, state.invite_only), ("", False))
+        self.assertEqual([(p.nick, p.op) for p in state.members], [("bob", True)])
+        fresh = yield self.node()  # one that reads the store anew
+        carol = yield self.client("carol", version=2, server=fresh)
+        carol.send(codec.Join("general"))
+        state = yield carol.expect(codec.RoomState)
+        self.assertEqual(state.topic, "kept", "a room that always exists keeps its topic")
+
+    @defer.inlineCallbacks
     def test_a_server_ban_made_on_one_node_holds_on_every_node(self):
         a = yield self.node(admins=["root"])
         b = yield self.node(admins=["root"])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -472,10 +473,15 @@ return rooms
 )
 
 #: A node whose heartbeat expired: its members leave every room, announced
-#: once (by whoever runs this first), its nicks and sessions go. 1 if reaped here.
+#: once (by whoever runs this first), its nicks and sessions go; a room left
+#: with no member anywhere goes as after a clean leave (its topic, name and
+#: rules; its stream stays, for retention), unless it is one of the rooms
+#: that always exist (ARGV[4] on, their keys). 1 if reaped here.
 REAP = Script(
     """
 local P, dead, reason = ARGV[1], ARGV[2], ARGV[3]
+local always = {}
+for i = 4, #ARGV do always[ARGV[i]] = true end
 if redis.call('EXISTS', P .. ':node:' .. dead) == 1 then return 0 end
 if redis.call('SREM', P .. ':nodes', dead) == 0 then return 0 end
 for _, room in ipairs(redis.call('SMEMBERS', P .. ':node:' .. dead .. ':rooms')) do
@@ -492,7 +498,8 @@ for _, room in ipairs(redis.call('SMEMBERS', P .. ':node:' .. dead .. ':rooms'))
       redis.call('XADD', r, seq .. '-*', 'l', '|0|' .. d)
     end
   end
-  if redis.call('HLEN', r .. ':m') == 0 then
+  if not always[room] and redis.call('HLEN', r .. ':m') == 0 then
+    redis.call('DEL', r .. ':topic', r .. ':name', r .. ':rules')
     redis.call('HDEL', P .. ':rooms', room)
   end
 end
@@ -624,8 +631,11 @@ class StreamStore:
     def alive(self, node: str) -> Deferred[bool]:
         return self.client.call("EXISTS", self.key("node", node)).addCallback(bool)
 
-    def reap(self, node: str, reason: str = "connection_lost") -> Deferred[bool]:
-        return REAP(self.client, [], [self.prefix, node, reason]).addCallback(bool)
+    def reap(self, node: str, reason: str = "connection_lost", always: Sequence[str] = ()) -> Deferred[bool]:
+        """Announce the leaves of a node that stopped answering; ``always``:
+        the keys of the rooms that exist while empty (the default room and
+        ``--room``), which keep their rules and topic."""
+        return REAP(self.client, [], [self.prefix, node, reason, *map(escape, always)]).addCallback(bool)
 
     def leave_cluster(self, node: str) -> Deferred:
         """A clean stop: the heartbeat goes, so the others reap at once."""
