@@ -255,7 +255,7 @@ class ClusterNode:
     def _always(self) -> list[str]:
         """The keys of the rooms that exist while empty: a reaped room among
         them keeps its rules and topic, as after a clean leave."""
-        return [key for key, room in self._core().directory.rooms.items() if room.permanent]
+        return self._core().always()
 
     def _reaped(self, done: bool, node: str) -> None:
         if done:

@@ -69,6 +69,9 @@ class Inbound:
         """The room is gone here: forget its members on other nodes."""
         self.membership.unseat(room)
 
+    def always(self) -> list[str]:
+        return [key for key, room in self.directory.rooms.items() if room.permanent]
+
     def room(self, key: str) -> ChatRoom | None:
         return self.directory.rooms.get(key)
 

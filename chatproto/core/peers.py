@@ -67,6 +67,9 @@ class Inbound(Protocol):
 
     def room(self, key: str) -> ChatRoom | None: ...
 
+    def always(self) -> list[str]:
+        """The keys of the rooms that exist while empty (the default room, ``--room``)."""
+
     def apply(self, room: ChatRoom, record: Record) -> tuple[Any, Callable[[], None] | None]: ...
 
     def deliver(self, items: list[Any], messages: list[Outcome]) -> None: ...
