@@ -171,6 +171,9 @@ class PeerModel(QStandardItemModel):
         if branch.unread:
             text += f" — {branch.unread} unread"
         branch.item.setText(text)
+        # The whole label, for a pane too narrow to show it, and what to do about a late list.
+        tip = f"{text}\nRight-click: Refresh member list" if branch.behind else text
+        branch.item.setToolTip(tip)
         font = QFont()
         font.setBold(branch.unread > 0)
         branch.item.setFont(font)

@@ -119,6 +119,7 @@ def test_a_fully_listed_room_says_whom_it_misses_and_lists_again_on_refresh():
     assert m.room_item("Big").text() == "Big (3 members)"
     m.set_count("Big", 5)  # two joined whom nobody follows (docs/protocol.md 22.4)
     assert m.room_item("Big").text() == "Big (5 members, 3 listed)"
+    assert m.room_item("Big").toolTip() == "Big (5 members, 3 listed)\nRight-click: Refresh member list"
     assert m.relist("Big")
     assert asked[-1] == ("Big", None) and m.members("Big") == []
     assert not m.relist("Big"), "one page under way at a time"
