@@ -661,3 +661,16 @@ class Shutdown(SynchronousTestCase):
         self.assertTrue(alice.transport.disconnected, "aborted")
         alice.drop()  # what the reactor reports after an abort
         self.successResultOf(done)
+
+
+class WelcomeFixedFields(SynchronousTestCase):
+    def test_a_changed_motd_is_in_the_next_welcome(self):
+        """WELCOME's server name, motd and limits are encoded once, and again
+        whenever the name or motd changes."""
+        server = Server()
+        self.assertEqual(server.peer().login("ann", version=2).motd, "hello")
+        server.hub.assembler.motd = "new rules"
+        server.hub.assembler.name = "renamed"
+        welcome = server.peer().login("bob", version=1)
+        self.assertEqual((welcome.motd, welcome.server), ("new rules", "renamed"))
+        self.assertEqual(server.peer().login("cy", version=2).motd, "new rules")

@@ -59,13 +59,37 @@ class Assembler:
     ) -> None:
         self.max_frame = max_frame
         self.files_url = files_url  # where version 1 is sent for a message's files
+        self._limits_wire = limits_wire
+        self._fixed: dict[int, str] = {}  # version -> the members every WELCOME has alike, encoded once
         self.name = name
         self.motd = motd
-        # Version -> the members every WELCOME has alike, encoded once.
-        self._fixed = {
-            version: codec.dumps({"server": name, "motd": motd, "limits": limits})[1:-1]
-            for version, limits in limits_wire.items()
-        }
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, name: str) -> None:
+        self._name = name
+        self._fixed.clear()
+
+    @property
+    def motd(self) -> str:
+        return self._motd
+
+    @motd.setter
+    def motd(self, motd: str) -> None:
+        self._motd = motd
+        self._fixed.clear()
+
+    def _fixed_members(self, version: int) -> str:
+        """WELCOME's server name, motd and limits for ``version``, as JSON
+        members, encoded again only when the name or motd changes."""
+        fixed = self._fixed.get(version)
+        if fixed is None:
+            body = {"server": self._name, "motd": self._motd, "limits": self._limits_wire[version]}
+            fixed = self._fixed[version] = codec.dumps(body)[1:-1]
+        return fixed
 
     def _kept(self, room: ChatRoom) -> list[tuple[Message, str]]:
         """The recent messages a ROOM or WELCOME replays: as many of the
@@ -104,7 +128,7 @@ class Assembler:
             "resume": token,
             "pending": pending,
         }
-        fixed = self._fixed[version]
+        fixed = self._fixed_members(version)
         if version == 1:
             return codec.welcome_payload(body, _v1_peers(default), self._recent(default, 1), fixed)
         body["rooms"] = rooms

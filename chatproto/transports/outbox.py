@@ -28,8 +28,9 @@ class Consumer(Protocol):
 
 
 #: A read turn's writes are held (Outbox.hold) up to this many, or until
-#: one is this big: then what is held goes at once.
-HOLD_WRITES = 64
+#: one is this big: then what is held goes at once (so at most about
+#: HOLD_WRITES × HOLD_BYTES wait uncounted against the sendq).
+HOLD_WRITES = 16
 HOLD_BYTES = 16384
 
 #: Whose outbox it is, as its ``overflowed`` callback is told.
@@ -174,7 +175,8 @@ class Outbox(Generic[_Owner]):
     def resumeProducing(self) -> None:
         self._paused = False
         # Hand over one chunk at a time until the transport pauses us again,
-        # so its buffer never holds more than about one chunk past its limit.
+        # so its buffer never holds more than about one chunk past its limit
+        # (a chunk: one write, or a read turn's held writes, HOLD_WRITES at most).
         while self._queue and not self._paused and not self.closed:
             data = self._queue.popleft()
             self._queued -= len(data)
