@@ -59,36 +59,21 @@ class Assembler:
     ) -> None:
         self.max_frame = max_frame
         self.files_url = files_url  # where version 1 is sent for a message's files
-        self._limits_wire = limits_wire
-        self._fixed: dict[int, str] = {}  # version -> the members every WELCOME has alike, encoded once
         self.name = name
         self.motd = motd
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @name.setter
-    def name(self, name: str) -> None:
-        self._name = name
-        self._fixed.clear()
-
-    @property
-    def motd(self) -> str:
-        return self._motd
-
-    @motd.setter
-    def motd(self, motd: str) -> None:
-        self._motd = motd
-        self._fixed.clear()
+        self._limits_wire = limits_wire
+        # version -> (name, motd, the members every WELCOME has alike, encoded once)
+        self._fixed: dict[int, tuple[str, str, str]] = {}
 
     def _fixed_members(self, version: int) -> str:
         """WELCOME's server name, motd and limits for ``version``, as JSON
-        members, encoded again only when the name or motd changes."""
-        fixed = self._fixed.get(version)
-        if fixed is None:
-            body = {"server": self._name, "motd": self._motd, "limits": self._limits_wire[version]}
-            fixed = self._fixed[version] = codec.dumps(body)[1:-1]
+        members, encoded again only when the name or motd has changed."""
+        cached = self._fixed.get(version)
+        if cached is not None and cached[0] == self.name and cached[1] == self.motd:
+            return cached[2]
+        body = {"server": self.name, "motd": self.motd, "limits": self._limits_wire[version]}
+        fixed = codec.dumps(body)[1:-1]
+        self._fixed[version] = (self.name, self.motd, fixed)
         return fixed
 
     def _kept(self, room: ChatRoom) -> list[tuple[Message, str]]:
