@@ -172,8 +172,10 @@ class PeerModel(QStandardItemModel):
             text += f" — {branch.unread} unread"
         branch.item.setText(text)
         # The whole label, for a pane too narrow to show it, and what to do about a late list.
-        tip = f"{text}\nRight-click: Refresh member list" if branch.behind else text
-        branch.item.setToolTip(tip)
+        if branch.kind == "direct":
+            branch.item.setToolTip(f"direct conversation with {branch.title}")
+        else:
+            branch.item.setToolTip(f"{text}\nRight-click: Refresh member list" if branch.behind else text)
         font = QFont()
         font.setBold(branch.unread > 0)
         branch.item.setFont(font)
@@ -291,7 +293,6 @@ class PeerModel(QStandardItemModel):
         branch.item.setData(state.kind, KIND_ROLE)
         if state.kind == "direct":
             branch.title = direct_title(state.room, self.own_nick)
-            branch.item.setToolTip(f"direct conversation with {branch.title}")
         branch.clear_rows()
         branch.known.clear()
         branch.lazy = bool(state.lazy)

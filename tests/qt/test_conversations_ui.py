@@ -129,6 +129,7 @@ def test_away_members_are_dimmed_with_their_message(qtbot):
     peers.own_nick = "alice"
     peers.room_state(codec.RoomState("@alice+bob", "", [], [], kind="direct"))
     assert peers.room_item("@alice+bob").text() == "✉ bob"
+    assert peers.room_item("@alice+bob").toolTip() == "direct conversation with bob"
 
 
 # -- the window, against the real server -----------------------------------------------
