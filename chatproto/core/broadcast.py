@@ -448,7 +448,7 @@ class Broadcast:
         if len(by_channel) == 1:  # the usual batch: one room's (or only PENDING)
             ((channel, indexes),) = by_channel.items()
             for (wire, version), group in self._channels.get(channel, {}).items():
-                if group and not _silent(version, indexes, flushed.batch):
+                if group:
                     cache: dict[int, bytes] = {}
                     reach = _reach(wire, version, indexes, flushed, cache)
                     if reach is None:
@@ -469,8 +469,6 @@ class Broadcast:
         framed: dict[tuple[Wire, int], dict[int, bytes]] = {}  # items framed once per wire and version
         for channel, indexes in by_channel.items():
             for (wire, version), group in self._channels.get(channel, {}).items():
-                if _silent(version, indexes, flushed.batch):
-                    continue  # nothing of it for this version: its members are not walked
                 reach = _reach(wire, version, indexes, flushed, framed.setdefault((wire, version), {}))
                 for connection in group.values() if reach is None else _within(reach, group):
                     view = views.get(connection)
@@ -579,7 +577,10 @@ def _reach(
     """Who of a channel's ``wire``/``version`` recipients gets anything of
     items ``indexes``: None for everyone; else only the followers of a big
     room's hidden presence and the senders (their own copies), so that a
-    batch nobody else hears of costs nothing per member."""
+    batch nobody else hears of costs nothing per member (nor one that
+    ``version`` does not see at all: nobody)."""
+    if _silent(version, indexes, flushed.batch):
+        return set()
     if not _hides(flushed, wire, version):
         return None  # the usual batch: framed once, by _deliver_view
     frames, hidden = _framed(wire, version, indexes, flushed, cache)
