@@ -153,9 +153,8 @@ async def enter(port: int, index: int, version: int, room: str = "", follows: tu
         requests.append(frame(FOLLOW, {"room": room, "nicks": list(follows), "ref": "follow"}))
     joiner.transport.write(b"".join(requests))
     answered = await asyncio.wait_for(asyncio.gather(*answers), 120)
-    if (
-        follows and answered[-1][0] == T.ERROR
-    ):  # a server with big rooms but no FOLLOW: nothing is owed for it
+    if follows and answered[-1][0] == T.ERROR:
+        # a server with big rooms but no FOLLOW: nothing is owed for it
         joiner.follows = []
         joiner.follow_refused = answered[-1][1].get("code", "?")
     if not lazy_members(joiner.limits):

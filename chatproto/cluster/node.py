@@ -244,18 +244,13 @@ class ClusterNode:
         """Announce the leaves of any node whose heartbeat has expired."""
 
         def check(nodes: list[str]) -> None:
-            always = self._always()
+            always = self._core().always()  # a reaped room among them keeps its rules and topic
             for node in nodes:
                 if node != self.node:
                     d = self.store.reap(node, always=always)
                     d.addCallback(self._reaped, node).addErrback(lambda f: None)
 
         return self.store.nodes().addCallback(check).addErrback(lambda f: None)
-
-    def _always(self) -> list[str]:
-        """The keys of the rooms that exist while empty: a reaped room among
-        them keeps its rules and topic, as after a clean leave."""
-        return self._core().always()
 
     def _reaped(self, done: bool, node: str) -> None:
         if done:
@@ -272,7 +267,7 @@ class ClusterNode:
         d: Deferred[Any] = succeed(None)
         if self.node:
             d.addCallback(lambda _: self.store.leave_cluster(self.node))
-            d.addCallback(lambda _: self.store.reap(self.node, "server_shutdown", self._always()))
+            d.addCallback(lambda _: self.store.reap(self.node, "server_shutdown", self._core().always()))
             d.addErrback(lambda f: log.warn("could not leave the cluster: {error}", error=f.value))
         d.addBoth(lambda _: self.store.client.stop())
         d.addBoth(lambda _: self.reader_client.stop())
