@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 
-from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from chatproto.backends.files import FileStoreError, StoredFile
 from chatproto.backends.redis import RedisClient, Script
 from chatproto.backends.streams import escape
+from chatproto.deferreds import every
 
 #: A new record: refused (0) if its id is taken. ARGV[4] is its message's
 #: list, should it come attached.
@@ -126,13 +127,6 @@ def _record(flat: list) -> StoredFile | None:
     return StoredFile(**values)  # type: ignore[arg-type]
 
 
-def _first_error(failure: Failure) -> Failure:
-    """What went wrong with the first of several calls that failed."""
-    error = failure.value
-    assert isinstance(error, FirstError)  # gatherResults' failure
-    return error.subFailure
-
-
 def _store_error(failure: Failure):
     raise FileStoreError(f"the cluster's file records failed: {failure.value}")
 
@@ -160,7 +154,7 @@ class RedisFileRecords:
         if not escaped_ids:
             return succeed([])
         calls = [self._call("HGETALL", self._key("f", id.decode())) for id in escaped_ids]
-        d = gatherResults(calls, consumeErrors=True).addErrback(_first_error)
+        d = every(calls)
         return d.addCallback(lambda answers: [r for r in map(_record, answers) if r is not None])
 
     def add(self, record: StoredFile) -> Deferred[None]:

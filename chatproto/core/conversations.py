@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from chatproto import codec
 from chatproto.backends.accounts import AccountRecord, AccountStore
@@ -22,6 +21,7 @@ from chatproto.core.connection import Connection, Session, logged_in
 from chatproto.core.membership import Membership, stored
 from chatproto.core.registry import Registry
 from chatproto.core.rooms import ChatRoom, Directory
+from chatproto.deferreds import every
 from chatproto.rules import MAX_DIRECT, direct_members, direct_name, nick_key, normalise_nick
 
 log = Logger()
@@ -63,8 +63,7 @@ class Conversations:
                 ErrorCode.BAD_PACKET, f"'with' must name 1 to {MAX_DIRECT - 1} accounts other than yours"
             )
         keys = [session.key, *others]
-        reads = gatherResults([store.account(key) for key in keys], consumeErrors=True)
-        reads.addErrback(_first_error)
+        reads = every(store.account(key) for key in keys)
 
         def found(records: list[AccountRecord | None]) -> Deferred[None]:
             for name, record in zip(others.values(), records[1:], strict=True):
@@ -175,11 +174,3 @@ class Conversations:
             self._bring(session, room, None, None)
         elif self.store is not None:
             stored(self.store.invite(key, room.key, Remembered(room.name, 0)), "invite {nick}", nick)
-
-
-def _first_error(failure: Failure) -> Any:
-    """gatherResults' FirstError as the failure inside it."""
-    error = failure.value
-    if isinstance(error, FirstError):
-        return error.subFailure
-    return failure
