@@ -26,7 +26,8 @@ client: install
 	sh scripts/system_packages.sh /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf:fonts-noto-color-emoji
 	$(VENV)/bin/chat-client $(ARGS)
 
-# A Valkey on 127.0.0.1:6379 for a cluster (make run ARGS="--cluster redis://127.0.0.1:6379"), durable, files in redis-data/.
+# A Valkey on 127.0.0.1:6379 for a cluster (make run ARGS="--cluster redis://127.0.0.1:6379"), durable, files in redis-data/;
+# ARGS=sentinel: a primary, two replicas and three Sentinels (docs/cluster.md, "Failover").
 redis: install
 	$(PY) -m scripts.redis_server $(ARGS)
 
@@ -86,7 +87,7 @@ test-server: install
 # The tests that run a Redis server (tests/redisserver.py), against Debian's
 # redis-server instead of Valkey: installed where missing and possible,
 # skipped, saying so, otherwise.
-CLUSTER_TESTS := tests.test_cluster tests.test_cluster_conversations tests.test_cluster_search tests.test_redis_client tests.test_file_stores.RedisFileRecordsTests
+CLUSTER_TESTS := tests.test_cluster tests.test_failover tests.test_cluster_conversations tests.test_cluster_search tests.test_redis_client tests.test_file_stores.RedisFileRecordsTests
 test-cluster-redis: install
 	sh scripts/system_packages.sh redis-server:redis-server
 	@if command -v redis-server >/dev/null 2>&1; then \

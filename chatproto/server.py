@@ -164,6 +164,7 @@ def build_server(
     cluster: str | None = None,
     cluster_expiry: float = 10.0,
     cluster_retention: int = 100_000,
+    cluster_min_replicas: int = 0,
     files: str | FileSpace | None = None,
     public_url: str | None = None,
     search: bool = True,
@@ -175,7 +176,8 @@ def build_server(
     ``admins`` name the accounts that administer the server; ``web``
     endpoints serve the browser client and its WebSocket, ``irc`` ones IRC clients.
     With ``cluster`` (``redis://...``) the rooms are shared with the other
-    servers on that Redis, and ``history`` is not used. ``files`` (a
+    servers on that Redis, and ``history`` is not used; what is written there
+    counts once ``cluster_min_replicas`` replicas have it. ``files`` (a
     folder, or a FileSpace) keeps shared files, offered on ``web``'s
     ``/files`` with links under ``public_url`` (default: the first ``web``
     endpoint's address). ``search`` keeps a
@@ -188,13 +190,16 @@ def build_server(
     shared: Any = None  # a cluster's Redis client, for the file records
     if cluster is not None:
         from chatproto.backends.redis import Epoch, RedisAddress, RedisClient
+        from chatproto.backends.replicas import Replicas
         from chatproto.backends.streams import StreamStore
         from chatproto.cluster.log import ClusterLog
         from chatproto.cluster.node import ClusterNode
 
         address = RedisAddress.parse(cluster)
         epoch = Epoch("chat:epoch")  # the store's prefix
-        store = StreamStore(RedisClient(reactor, address, "chat-node", epoch), keep=cluster_retention)
+        writer = RedisClient(reactor, address, "chat-node", epoch)
+        replicas = Replicas(writer, cluster_min_replicas, reactor)
+        store = StreamStore(writer, keep=cluster_retention, replicas=replicas)
         shared = store.client
         index = None
         if search:
@@ -211,10 +216,19 @@ def build_server(
         if accounts is None:
             from chatproto.cluster.accounts import ClusterAccounts
 
-            accounts = cluster_accounts = ClusterAccounts(store.client)
+            accounts = cluster_accounts = ClusterAccounts(store.client, replicas=store.replicas)
         reader = RedisClient(reactor, address, "chat-reader", epoch)
         replay = limits.history_replay
-        node = ClusterNode(store, reader, reactor, cluster_log, accounts, replay, cluster_expiry)
+        node = ClusterNode(
+            store,
+            reader,
+            reactor,
+            cluster_log,
+            accounts,
+            replay,
+            cluster_expiry,
+            Replicas(reader, cluster_min_replicas, reactor),
+        )
         # typing goes to the other nodes on a channel, never into the streams
         node.typing_client = RedisClient(
             reactor, address, "chat-typing", subscribe=(store.typing_channel(),), on_push=node.typing_received

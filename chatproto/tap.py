@@ -236,7 +236,17 @@ class Options(usage.Options):
             None,
             None,
             "Share the rooms with the other servers on this Redis or Valkey (>= 7): "
-            "redis://[:PASSWORD@]HOST[:PORT][/DB], or rediss:// for TLS. --history is then not used.",
+            "redis://[:PASSWORD@]HOST[:PORT][/DB], or rediss:// for TLS; or on the primary that "
+            "Sentinel knows as NAME, followed through failovers: "
+            "sentinel://[:PASSWORD@]HOST[:PORT],HOST[:PORT].../NAME[/DB]. --history is then not used.",
+        ],
+        [
+            "cluster-min-replicas",
+            None,
+            0,
+            "With --cluster: acknowledge a message, and deliver one read from the rooms' streams, only "
+            "once this many replicas of the Redis primary have it (WAIT), so that a failover loses none.",
+            int,
         ],
         [
             "cluster-expiry",
@@ -391,6 +401,8 @@ class Options(usage.Options):
                 raise usage.UsageError("--cluster-expiry: between 1 and 3600 seconds")
             if self["cluster-retention"] < 0:
                 raise usage.UsageError("--cluster-retention: 0 (keep all) or more")
+            if not 0 <= self["cluster-min-replicas"] <= 16:
+                raise usage.UsageError("--cluster-min-replicas: between 0 and 16")
             files = self["files"]
             if files is not None and files != "off" and not files.startswith("s3://"):
                 raise usage.UsageError("--files: a cluster keeps its files in a bucket: s3://BUCKET[/PREFIX]")
@@ -524,6 +536,7 @@ def makeService(config: Options, reactor=None) -> MultiService:
         cluster=config["cluster"],
         cluster_expiry=config["cluster-expiry"],
         cluster_retention=config["cluster-retention"],
+        cluster_min_replicas=config["cluster-min-replicas"],
         files=config["files"],
         public_url=config["public-url"],
         search=not config["no-search"],

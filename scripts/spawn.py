@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -84,7 +85,8 @@ class ServerProcess(ProcessProtocol):
             self.ended.callback(reason.value.exitCode)
 
     def signal(self, name: str) -> None:
-        self.transport.signalProcess(name)
+        """By name: KILL, TERM, STOP, CONT..."""
+        self.transport.signalProcess(getattr(signal, f"SIG{name}"))
 
 
 def spawn_server(
@@ -201,18 +203,55 @@ def _redis_ready(output: bytes) -> bool | None:
     return True if _REDIS_READY in output else None
 
 
-def spawn_redis(reactor, folder: str, port: int) -> ServerProcess:
-    """Redis as a child of the reactor: ``listening`` fires once it accepts connections."""
+def spawn_redis(reactor, folder: str, port: int, *extra: str) -> ServerProcess:
+    """Redis as a child of the reactor: ``listening`` fires once it accepts
+    connections; ``extra`` arguments after the usual ones (``--replicaof``...)."""
     process = ServerProcess(_redis_ready)
-    argv = redis_argv(folder, port)
+    argv = [*redis_argv(folder, port), *extra]
     reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=folder)
     return process
 
 
-def start_redis(folder: str, port: int, fsync: str = "always", prefix: list[str] = ()) -> subprocess.Popen:
+def sentinel_config(folder: str, port: int, primary: str, primary_port: int, quorum: int = 2) -> str:
+    """A Sentinel's configuration file (it rewrites it as it learns), quick to
+    decide on loopback: a primary silent for a second is down."""
+    path = os.path.join(folder, f"sentinel-{port}.conf")
+    with open(path, "w") as f:
+        f.write(
+            f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+            f"sentinel monitor {primary} 127.0.0.1 {primary_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {primary} 1000\n"
+            f"sentinel failover-timeout {primary} 2000\n"
+            f"sentinel parallel-syncs {primary} 2\n"
+        )
+    return path
+
+
+def spawn_sentinel(reactor, config: str) -> ServerProcess:
+    """A Sentinel (the same binary, ``--sentinel``) as a child of the reactor:
+    ``listening`` fires once it monitors its primary."""
+    process = ServerProcess(lambda output: True if b"+monitor" in output else None)
+    argv = [redis_binary(), config, "--sentinel"]
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=os.path.dirname(config))
+    return process
+
+
+def start_redis(
+    folder: str, port: int, fsync: str = "always", prefix: list[str] = (), extra: tuple[str, ...] = ()
+) -> subprocess.Popen:
     """Blocking: Redis on ``port``, once it accepts connections (the benchmarks)."""
     proc = subprocess.Popen(
-        [*prefix, *redis_argv(folder, port, fsync)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [*prefix, *redis_argv(folder, port, fsync), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     _wait_for(proc, _redis_ready, 30)
+    return proc
+
+
+def start_sentinel(config: str, prefix: list[str] = ()) -> subprocess.Popen:
+    """Blocking: a Sentinel, once it monitors its primary (the benchmarks)."""
+    argv = [*prefix, redis_binary(), config, "--sentinel"]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=os.path.dirname(config)
+    )
+    _wait_for(proc, lambda output: True if b"+monitor" in output else None, 30)
     return proc

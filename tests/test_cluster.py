@@ -434,6 +434,34 @@ class Failures(ClusterTestCase):
         self.assertEqual([m.text for m in page.messages], acked)
         self.assertEqual([m.seq for m in page.messages], list(range(1, 21)))
 
+    @defer.inlineCallbacks
+    def test_after_an_outage_no_node_is_reaped_before_it_could_beat_again(self):
+        """Redis back after an outage longer than --cluster-expiry (a
+        failover, a restart): every heartbeat key has expired, and the first
+        node back must not take the others for dead before they could beat
+        again; it waits until it has been connected for the expiry."""
+        a = yield self.node(expiry=2.0)
+        b = yield self.node(expiry=2.0)
+        alice = yield self.client("alice", server=a)
+        bob = yield self.client("bob", server=b)
+        yield alice.expect(codec.Joined)
+        yield self.redis.stop()
+        yield self.redis.start()
+        yield a.hub.peers.store.client.connected()
+        # b's key as after a long outage, b not back yet: a's reaper runs now
+        yield a.hub.peers.store.client.call("DEL", a.hub.peers.store.key("node", b.hub.peers.node))
+        yield a.hub.peers._reap()
+        yield b.hub.peers.store.client.connected()
+        yield b.hub.peers._beat()
+        yield a.hub.peers._reap()
+        bob.send(codec.Say("still here", "r"))
+        while True:
+            packet = yield alice.next()
+            self.assertFalse(isinstance(packet, codec.Left), f"bob was reaped while alive: {packet}")
+            if isinstance(packet, codec.MessagePacket):
+                self.assertEqual(packet.text, "still here")
+                break
+
 
 @defer.inlineCallbacks
 def admin_password(a, b, nick: str):

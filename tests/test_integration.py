@@ -27,6 +27,7 @@ class LiveTestCase(TestCase):
         irc: bool = False,
         cluster=None,
         expiry=10.0,
+        min_replicas=0,
         admins=(),
         trusted_proxies=(),
         **limits,
@@ -44,6 +45,7 @@ class LiveTestCase(TestCase):
             irc=["tcp:0:interface=127.0.0.1"] if irc else [],
             cluster=cluster,
             cluster_expiry=expiry,
+            cluster_min_replicas=min_replicas,
             admins=list(admins),
             trusted_proxies=list(trusted_proxies),
         )

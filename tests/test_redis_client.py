@@ -1,6 +1,9 @@
-"""The RESP client against a real Valkey server."""
+"""The RESP client: its parsing and deadlines driven by hand, and the
+client against a real Valkey server."""
 
 from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from chatproto.backends.redis import (
@@ -8,10 +11,12 @@ from chatproto.backends.redis import (
     RedisAddress,
     RedisClient,
     RedisError,
+    RedisProtocol,
     RedisUnavailable,
     Script,
     parse_reply,
 )
+from chatproto.backends.replicas import NotReplicated, Replicas
 from tests.redisserver import RedisServer
 
 
@@ -63,6 +68,79 @@ class Parsing(unittest.SynchronousTestCase):
             with self.assertRaises(ValueError):
                 RedisAddress.parse(bad)
 
+    def test_sentinel_urls(self):
+        a = RedisAddress.parse("sentinel://:s%40cret@h1,h2:26380,[::1]:5/my%20chat/3")
+        self.assertEqual(a.sentinels, (("h1", 26379), ("h2", 26380), ("::1", 5)))
+        self.assertEqual((a.primary, a.db, a.username, a.password), ("my chat", 3, None, "s@cret"))
+        self.assertEqual(str(a), "sentinel://h1:26379,h2:26380,::1:5/my chat/3")
+        self.assertEqual(RedisAddress.parse("sentinel://u:p@h/chat").username, "u")
+        for bad in ("sentinel://h1,h2", "sentinel:///chat", "sentinel://h:0/chat", "sentinel://h/chat/x"):
+            with self.assertRaises(ValueError):
+                RedisAddress.parse(bad)
+
+
+class _Lost:
+    """The factory a protocol driven by hand reports to."""
+
+    def prepare(self, proto):
+        return defer.succeed(proto)
+
+    def lost(self, proto):
+        pass
+
+
+class Deadlines(unittest.SynchronousTestCase):
+    """A command unanswered past its allowance drops the connection (a
+    frozen server), a blocking command's allowance counts its block, and a
+    replica's READONLY answer drops it at once."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.proto = RedisProtocol(self.clock, timeout=3.0)
+        self.proto.factory = _Lost()
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+
+    def lose(self):
+        self.proto.connectionLost(None)
+
+    def test_an_unanswered_command_aborts_the_connection(self):
+        d = self.proto.execute("PING")
+        self.clock.advance(2.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertTrue(self.transport.disconnecting)
+        self.lose()
+        self.failureResultOf(d, RedisUnavailable)
+
+    def test_answers_in_time_keep_it(self):
+        first = self.proto.execute("PING")
+        self.clock.advance(2)
+        second = self.proto.execute("PING")
+        self.proto.dataReceived(b"+PONG\r\n")
+        self.assertEqual(self.successResultOf(first), b"PONG")
+        self.clock.advance(2)  # 4 s after the first, 2 after the second
+        self.assertFalse(self.transport.disconnecting)
+        self.proto.dataReceived(b"+PONG\r\n")
+        self.successResultOf(second)
+        self.clock.advance(60)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_blocking_read_may_take_its_block(self):
+        self.proto.execute("XREAD", "BLOCK", 2000, "STREAMS", "s", "0")
+        self.proto.execute("WAIT", 1, 1000)
+        self.clock.advance(4.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_readonly_drops_the_connection(self):
+        d = self.proto.execute("SET", "k", "v")
+        self.proto.dataReceived(b"-READONLY You can't write against a read only replica.\r\n")
+        self.failureResultOf(d, RedisError)
+        self.assertTrue(self.transport.disconnecting)
+
 
 class AgainstValkey(unittest.TestCase):
     @defer.inlineCallbacks
@@ -103,6 +181,37 @@ class AgainstValkey(unittest.TestCase):
         yield self.server.start()
         yield self.client.connected()
         self.assertEqual((yield self.client.call("GET", "kept")), b"yes", "the append-only file kept it")
+
+    @defer.inlineCallbacks
+    def test_a_frozen_server_fails_commands_after_the_deadline(self):
+        client = RedisClient(reactor, RedisAddress.parse(self.server.url), "quick", timeout=0.5)
+        client.start()
+        self.addCleanup(client.stop)
+        yield client.connected()
+        self.server.process.signal("STOP")
+        self.addCleanup(self.server.process.signal, "CONT")  # before it is stopped
+        yield self.assertFailure(client.call("PING"), RedisUnavailable)
+        self.server.process.signal("CONT")
+        yield client.connected()
+        self.assertEqual((yield client.call("PING")), b"PONG")
+
+    def test_no_replicas_asked_confirms_at_once(self):
+        replicas = Replicas(self.client, 0, reactor)
+        self.successResultOf(replicas.confirm())
+        self.assertEqual(self.successResultOf(replicas.after(defer.succeed(7))), 7)
+
+    @defer.inlineCallbacks
+    def test_a_write_no_replica_confirms_fails_after_patience(self):
+        """A lone server has no replica: WAIT answers 0 each second, and
+        the write is refused once the patience is spent, not before."""
+        replicas = Replicas(self.client, 1, reactor, patience=1.5)
+        started = reactor.seconds()
+        written = replicas.after(self.client.call("INCR", "n"))
+        also = replicas.confirm()  # one WAIT answers both
+        yield self.assertFailure(written, NotReplicated)
+        yield self.assertFailure(also, NotReplicated)
+        self.assertGreaterEqual(reactor.seconds() - started, 1.5)
+        self.assertEqual((yield self.client.call("GET", "n")), b"1", "written on the primary all the same")
 
     @defer.inlineCallbacks
     def test_a_subscriber_hears_its_channel_again_after_a_restart(self):

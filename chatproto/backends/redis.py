@@ -6,7 +6,11 @@ here rather than taken from a client library whose reconnection and failure
 semantics would have to be learnt and worked around. A command sent while
 the connection is down fails at once with :class:`RedisUnavailable`: a
 chat message must be refused quickly, not queued for a server that may
-never come back. :class:`RedisClient` reconnects by itself (ClientService).
+never come back. :class:`RedisClient` reconnects by itself (ClientService),
+through Sentinel when the address names sentinels; a connection whose
+server stops answering (frozen, or cut off without a reset) is dropped
+after a deadline, and one to a server that has become a replica (a
+``READONLY`` answer) at once, so the next one finds the primary.
 """
 
 from __future__ import annotations
@@ -22,10 +26,18 @@ from urllib.parse import unquote, urlsplit
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IProtocol
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocol,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from chatproto.deferreds import every
 
 log = Logger()
 
@@ -116,14 +128,40 @@ def _reader():
     return hiredis.Reader(replyError=RedisError)
 
 
-class RedisProtocol(Protocol):
-    """Commands in, replies out, in order; a lost connection fails what was in flight."""
+def allowance(args: tuple, timeout: float) -> float:
+    """How long a command may go unanswered: ``timeout``, plus the time a
+    blocking command (XREAD BLOCK, WAIT) is asked to wait."""
+    name = str(args[0]).upper() if args else ""
+    try:
+        if name == "XREAD" and "BLOCK" in args:
+            return timeout + int(args[args.index("BLOCK") + 1]) / 1000
+        if name == "WAIT":
+            return timeout + int(args[2]) / 1000
+    except (IndexError, ValueError):
+        pass
+    return timeout
 
-    def __init__(self) -> None:
+
+class RedisProtocol(Protocol):
+    """Commands in, replies out, in order; a lost connection fails what was
+    in flight. With a ``clock``, a command unanswered past its allowance
+    (:func:`allowance`) aborts the connection: a frozen server must not hold
+    the cluster's writes for as long as it stays frozen."""
+
+    def __init__(
+        self,
+        clock: IReactorTime | None = None,
+        timeout: float = 3.0,
+        on_push: Callable[[object], None] | None = None,
+    ) -> None:
         self._waiting: deque[Deferred] = deque()
+        self._deadlines: deque[float] = deque()  # the waiting commands', never decreasing
+        self._timer: IDelayedCall | None = None
+        self._clock = clock
+        self._timeout = timeout
         self._replies = _reader()
         self.ready: Deferred = Deferred()  # fires with self once authenticated
-        self.on_push: Callable[[object], None] | None = None  # a subscriber's messages
+        self.on_push = on_push  # a subscriber's messages
 
     def connectionMade(self) -> None:
         self.factory.prepare(self).chainDeferred(self.ready)
@@ -131,9 +169,30 @@ class RedisProtocol(Protocol):
     def execute(self, *args) -> Deferred:
         d: Deferred = Deferred()
         self._waiting.append(d)
+        if self._clock is not None:
+            due = self._clock.seconds() + allowance(args, self._timeout)
+            self._deadlines.append(max(due, self._deadlines[-1]) if self._deadlines else due)
+            if self._timer is None:
+                self._arm()
         assert self.transport is not None  # connected: made by connectionMade's time
         self.transport.write(encode_command(args))
         return d
+
+    def _arm(self) -> None:
+        assert self._clock is not None
+        self._timer = None
+        if self._deadlines:
+            wait = max(0.0, self._deadlines[0] - self._clock.seconds())
+            self._timer = self._clock.callLater(wait, self._check)
+
+    def _check(self) -> None:
+        assert self._clock is not None and self.transport is not None
+        self._timer = None
+        if self._deadlines and self._deadlines[0] <= self._clock.seconds():
+            log.warn("Redis did not answer in time: dropping the connection")
+            cast(ITCPTransport, self.transport).abortConnection()
+            return
+        self._arm()
 
     def dataReceived(self, data: bytes) -> None:
         replies = self._replies
@@ -143,12 +202,20 @@ class RedisProtocol(Protocol):
                 self.on_push(value)  # a message on a channel subscribed to: no command asked for it
                 continue
             d = self._waiting.popleft()
+            if self._deadlines:
+                self._deadlines.popleft()
             if isinstance(value, RedisError):
+                if str(value).startswith("READONLY") and self.transport is not None:
+                    self.transport.loseConnection()  # a replica now: the next connection finds the primary
                 d.errback(Failure(value))
             else:
                 d.callback(value)
 
     def connectionLost(self, reason=None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
         self.factory.lost(self)  # first: a command sent from an errback below must not come here
         waiting, self._waiting = self._waiting, deque()
         for d in waiting:
@@ -160,7 +227,10 @@ class RedisProtocol(Protocol):
 @dataclass(frozen=True)
 class RedisAddress:
     """Where a Redis server is, from ``redis://[[user]:password@]host[:port][/db]``
-    (``rediss://`` for TLS)."""
+    (``rediss://`` for TLS); or where the sentinels are that know it, from
+    ``sentinel://[[user]:password@]host[:port],host[:port].../name[/db]``
+    (the primary Sentinel calls ``name``; the password is the servers', the
+    sentinels are asked without one)."""
 
     host: str
     port: int = 6379
@@ -168,17 +238,20 @@ class RedisAddress:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    sentinels: tuple[tuple[str, int], ...] = ()
+    primary: str = ""  # the name the sentinels monitor it by
 
     @classmethod
     def parse(cls, url: str) -> RedisAddress:
+        if url.startswith("sentinel://"):
+            return cls._sentinel(url)
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"{url!r}: expected redis://HOST[:PORT][/DB] or rediss://")
+            raise ValueError(
+                f"{url!r}: expected redis://HOST[:PORT][/DB], rediss://, or sentinel://HOST[:PORT],.../NAME"
+            )
         if not parts.hostname:
             raise ValueError(f"{url!r}: no host")
-        path = parts.path.strip("/")
-        if path and not path.isdigit():
-            raise ValueError(f"{url!r}: the database must be a number, not {path!r}")
         try:
             port = parts.port or 6379
         except ValueError as e:
@@ -186,10 +259,32 @@ class RedisAddress:
         return cls(
             host=parts.hostname,
             port=port,
-            db=int(path or 0),
+            db=_db(url, parts.path.strip("/")),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password is not None else None,
             tls=parts.scheme == "rediss",
+        )
+
+    @classmethod
+    def _sentinel(cls, url: str) -> RedisAddress:
+        rest = url[len("sentinel://") :]
+        netloc, _, path = rest.partition("/")
+        userinfo, _, hosts = netloc.rpartition("@")
+        name, _, db = path.strip("/").partition("/")
+        if not name:
+            raise ValueError(f"{url!r}: no primary name (sentinel://HOST[:PORT],.../NAME)")
+        sentinels = tuple(_host_port(url, one, 26379) for one in hosts.split(",") if one)
+        if not sentinels:
+            raise ValueError(f"{url!r}: no sentinel")
+        username, colon, password = userinfo.partition(":")
+        return cls(
+            host=sentinels[0][0],
+            port=sentinels[0][1],
+            db=_db(url, db),
+            username=unquote(username) if username and colon else None,
+            password=unquote(password) if colon else None,
+            sentinels=sentinels,
+            primary=unquote(name),
         )
 
     def endpoint(self) -> str:
@@ -199,7 +294,29 @@ class RedisAddress:
         return f"tcp:host={host}:port={self.port}"
 
     def __str__(self) -> str:  # never the password
+        if self.sentinels:
+            hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+            return f"sentinel://{hosts}/{self.primary}/{self.db}"
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
+
+
+def _db(url: str, path: str) -> int:
+    if path and not path.isdigit():
+        raise ValueError(f"{url!r}: the database must be a number, not {path!r}")
+    return int(path or 0)
+
+
+def _host_port(url: str, text: str, default: int) -> tuple[str, int]:
+    if text.startswith("["):  # [IPv6]:port
+        host, _, after = text[1:].partition("]")
+        port = after[1:] if after.startswith(":") else ""
+    else:
+        host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host:
+        raise ValueError(f"{url!r}: no host in {text!r}")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{url!r}: bad port in {text!r}")
+    return host, int(port) if port else default
 
 
 class StoreLost(RedisUnavailable):
@@ -247,41 +364,58 @@ class _Factory(Factory):
         address: RedisAddress,
         name: str,
         lost,
+        clock: IReactorTime,
+        timeout: float,
         subscribe: tuple[str, ...] = (),
         on_push: Callable[[object], None] | None = None,
     ) -> None:
         self.address = address
         self.name = name
         self.lost = lost
+        self.clock = clock
+        self.timeout = timeout
         self.subscribe = subscribe
         self.on_push = on_push
 
     def buildProtocol(self, addr) -> RedisProtocol:
-        proto = cast(RedisProtocol, super().buildProtocol(addr))
-        proto.on_push = self.on_push
+        proto = RedisProtocol(self.clock, self.timeout, self.on_push)
+        proto.factory = self
         return proto
 
     def prepare(self, proto: RedisProtocol) -> Deferred:
-        """AUTH, SELECT and CLIENT SETNAME, pipelined, before anything else."""
+        """AUTH, SELECT, ROLE (through Sentinel: is it still the primary?)
+        and CLIENT SETNAME, pipelined, before anything else."""
         a = self.address
         steps = []
         if a.password is not None:
             steps.append(proto.execute("AUTH", *([a.username] if a.username else []), a.password))
         if a.db:
             steps.append(proto.execute("SELECT", a.db))
+        if a.sentinels:
+            steps.append(proto.execute("ROLE").addCallback(_primary_only, a))
         steps.append(proto.execute("CLIENT", "SETNAME", self.name))
         if self.subscribe:  # from here on the connection only hears its channels
             steps.append(proto.execute("SUBSCRIBE", *self.subscribe))
-        d = steps[-1]
 
         def drop(f: Failure) -> Failure:
             assert proto.transport is not None
             proto.transport.loseConnection()
             return f
 
-        for step in steps[:-1]:
-            step.addErrback(drop)
-        return d.addCallback(lambda _: proto)
+        return every(steps).addCallbacks(lambda _: proto, drop)
+
+
+def _primary_only(role: list, address: RedisAddress) -> None:
+    if not role or role[0] != b"master":
+        raise RedisUnavailable(f"the server Sentinel named for {address.primary!r} is not its primary (yet)")
+
+
+def _endpoint(reactor, address: RedisAddress, timeout: float) -> IStreamClientEndpoint:
+    if address.sentinels:
+        from chatproto.backends.sentinel import SentinelEndpoint
+
+        return SentinelEndpoint(reactor, address.sentinels, address.primary, address.tls, timeout)
+    return clientFromString(reactor, address.endpoint())
 
 
 class RedisClient:
@@ -295,20 +429,28 @@ class RedisClient:
         epoch: Epoch | None = None,
         subscribe: tuple[str, ...] = (),
         on_push: Callable[[object], None] | None = None,
+        timeout: float = 3.0,
     ) -> None:
         """With ``subscribe``, a subscriber's connection: it subscribes to
         those channels each time it connects, and hands each message to
-        ``on_push`` (RESP2's ``["message", channel, data]``)."""
+        ``on_push`` (RESP2's ``["message", channel, data]``). A command
+        unanswered for ``timeout`` seconds (plus what it asked to block
+        for) drops the connection."""
         self.address = address
         self.name = name
         self.epoch = epoch
         self._proto: RedisProtocol | None = None
+        self._clock = reactor
         self._was_up = False
+        self.up_since: float | None = None  # when the connection up now was made
+        self._refusals = 0  # connections in a row that were made, then refused
         self._waiting: list[Deferred] = []
+        self._waking: IDelayedCall | None = None
+        backoff = backoffPolicy(initialDelay=0.1, maxDelay=2.0)
         self._service = ClientService(
-            clientFromString(reactor, address.endpoint()),
-            _Factory(address, name, self._lost, subscribe, on_push),
-            retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=2.0),
+            _endpoint(reactor, address, timeout),
+            _Factory(address, name, self._lost, reactor, timeout, subscribe, on_push),
+            retryPolicy=lambda attempt: backoff(max(attempt, self._refusals)),
             prepareConnection=self._prepared,
         )
 
@@ -322,16 +464,29 @@ class RedisClient:
             return self.epoch.check(inner, self.address).addCallback(lambda _: inner)
 
         def ready(inner: RedisProtocol):
+            self._refusals = 0
+            self.up_since = self._clock.seconds()
             self._proto = inner  # not the reconnecting proxy ClientService hands out
             if self._was_up:
-                log.info("{name}: connected to Redis at {a} again", name=self.name, a=str(self.address))
+                peer = cast(ITCPTransport, inner.transport).getPeer()
+                where = f"{peer.host}:{peer.port}"
+                log.info(
+                    "{name}: connected to Redis at {a} again ({where})",
+                    name=self.name,
+                    a=str(self.address),
+                    where=where,
+                )
             self._was_up = True
-            waiting, self._waiting = self._waiting, []
-            for d in waiting:
-                d.callback(inner)
+            # Waiters wake on the next turn, once ClientService has taken the
+            # connection as made (and left its state machine): a waiter may stop it.
+            self._waking = self._clock.callLater(0, self._wake, inner)
             return inner
 
-        def refused(f: Failure):
+        def refused(f: Failure) -> None:
+            """Dropped, and reported to ClientService as made: its loss brings
+            the next attempt (a failed preparation on a connection that then
+            closes is a transition ClientService does not have)."""
+            self._refusals += 1
             log.warn(
                 "{name}: Redis at {address} refused the connection: {error}",
                 name=self.name,
@@ -340,13 +495,19 @@ class RedisClient:
             )
             assert proto.transport is not None
             proto.transport.loseConnection()
-            return f
 
         return proto.ready.addCallback(checked).addCallbacks(ready, refused)
+
+    def _wake(self, proto: RedisProtocol) -> None:
+        self._waking = None
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(proto)
 
     def _lost(self, proto: RedisProtocol) -> None:
         if self._proto is proto:
             self._proto = None
+            self.up_since = None
             log.warn("{name}: lost the connection to Redis at {a}", name=self.name, a=str(self.address))
 
     def start(self) -> None:
@@ -354,6 +515,10 @@ class RedisClient:
 
     def stop(self) -> Deferred:
         self._proto = None
+        self.up_since = None
+        if self._waking is not None:
+            self._waking.cancel()
+            self._waking = None
         return self._service.stopService()
 
     def connected(self) -> Deferred:

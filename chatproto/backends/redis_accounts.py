@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from chatproto.backends.accounts import AccountRecord, Ban, Membership
 from chatproto.backends.eventlog import StoreError
 from chatproto.backends.redis import RedisClient, Script
+from chatproto.backends.replicas import Replicas
 from chatproto.backends.streams import escape
 
 #: An account joined a room (or moved its read marker there): keep when it first joined.
@@ -77,9 +78,18 @@ def _store_error(failure: Failure):
 
 
 class RedisAccounts:
-    def __init__(self, client: RedisClient, prefix: str = "chat") -> None:
+    """Accounts, memberships, rules and bans on Redis; with ``replicas``,
+    a change counts once they have it (it is told to the user)."""
+
+    def __init__(self, client: RedisClient, prefix: str = "chat", replicas: Replicas | None = None) -> None:
         self.client = client
         self.prefix = prefix
+        self.replicas = replicas
+
+    def _kept(self, d: Deferred) -> Deferred:
+        if self.replicas is None:
+            return d
+        return self.replicas.after(d).addErrback(_store_error)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -94,7 +104,7 @@ class RedisAccounts:
     def save_account(self, record: AccountRecord) -> Deferred[None]:
         d = self._call("SET", self._key("a", escape(record.key)), json.dumps(asdict(record)))
         d.addCallback(lambda _: self._call("SADD", self._key("accounts"), escape(record.key)))
-        return d.addCallback(lambda _: None)
+        return self._kept(d.addCallback(lambda _: None))
 
     def create_account(self, record: AccountRecord) -> Deferred[bool]:
         d = self._call("SET", self._key("a", escape(record.key)), json.dumps(asdict(record)), "NX")
@@ -104,13 +114,13 @@ class RedisAccounts:
                 return False
             return self._call("SADD", self._key("accounts"), escape(record.key)).addCallback(lambda _: True)
 
-        return d.addCallback(made)
+        return self._kept(d.addCallback(made))
 
     def delete_account(self, key: str) -> Deferred[None]:
         account = self._key("a", escape(key))
         d = self._call("DEL", account, account + ":rooms")
         d.addCallback(lambda _: self._call("SREM", self._key("accounts"), escape(key)))
-        return d.addCallback(lambda _: None)
+        return self._kept(d.addCallback(lambda _: None))
 
     def count_accounts(self) -> Deferred[int]:
         """Accounts saved since the set of their keys was kept (older ones aren't counted)."""
@@ -127,29 +137,29 @@ class RedisAccounts:
         keys = [self._key("a", escape(key), "rooms"), self._key("rm", escape(room)), self._key("joins")]
         args = [escape(room), membership.room, membership.read, escape(key), "0"]
         d = self.client.when_up().addCallback(lambda _: REMEMBER(self.client, keys, args))
-        return d.addCallbacks(lambda _: None, _store_error)
+        return self._kept(d.addCallbacks(lambda _: None, _store_error))
 
     def invite(self, key: str, room: str, membership: Membership) -> Deferred[None]:
         keys = [self._key("a", escape(key), "rooms"), self._key("rm", escape(room)), self._key("joins")]
         args = [escape(room), membership.room, membership.read, escape(key), "1"]
         d = self.client.when_up().addCallback(lambda _: REMEMBER(self.client, keys, args))
-        return d.addCallbacks(lambda _: None, _store_error)
+        return self._kept(d.addCallbacks(lambda _: None, _store_error))
 
     def forget(self, key: str, room: str) -> Deferred[None]:
         self._call("SREM", self._key("rm", escape(room)), escape(key))
         d = self._call("HDEL", self._key("a", escape(key), "rooms"), escape(room))
-        return d.addCallback(lambda _: None)
+        return self._kept(d.addCallback(lambda _: None))
 
     def forget_room(self, room: str) -> Deferred[None]:
         keys = [self._key("rm", escape(room)), self._key("rules", escape(room))]
         d = self.client.when_up().addCallback(
             lambda _: FORGET_ROOM(self.client, keys, [self.prefix, escape(room)])
         )
-        return d.addCallbacks(lambda _: None, _store_error)
+        return self._kept(d.addCallbacks(lambda _: None, _store_error))
 
     def forget_operator(self, key: str) -> Deferred[None]:
         d = FORGET_OPERATOR(self.client, [], [self._key("rules", ""), key])
-        return d.addCallbacks(lambda _: None, _store_error)
+        return self._kept(d.addCallbacks(lambda _: None, _store_error))
 
     def rules(self, room: str) -> Deferred[dict | None]:
         d = self._call("GET", self._key("rules", escape(room)))
@@ -157,7 +167,7 @@ class RedisAccounts:
 
     def set_rules(self, room: str, rules: dict) -> Deferred[None]:
         d = self._call("SET", self._key("rules", escape(room)), json.dumps(rules))
-        return d.addCallback(lambda _: None)
+        return self._kept(d.addCallback(lambda _: None))
 
     def server_bans(self) -> Deferred[list[tuple[str, Ban]]]:
         def parse(flat: list) -> list[tuple[str, Ban]]:
@@ -171,7 +181,8 @@ class RedisAccounts:
 
     def set_server_ban(self, kind: str, ban: Ban) -> Deferred[None]:
         d = self._call("HSET", self._key("bans"), f"{kind}|{ban.target}", json.dumps(asdict(ban)))
-        return d.addCallback(lambda _: None)
+        return self._kept(d.addCallback(lambda _: None))
 
     def lift_server_ban(self, kind: str, target: str) -> Deferred[None]:
-        return self._call("HDEL", self._key("bans"), f"{kind}|{target}").addCallback(lambda _: None)
+        d = self._call("HDEL", self._key("bans"), f"{kind}|{target}")
+        return self._kept(d.addCallback(lambda _: None))

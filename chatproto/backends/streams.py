@@ -35,7 +35,9 @@ from urllib.parse import quote, unquote
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from chatproto.backends.redis import RedisClient, Script, StoreLost
+from chatproto.backends.redis import RedisClient, RedisError, Script, StoreLost
+from chatproto.backends.replicas import NotReplicated, Replicas
+from chatproto.deferreds import every
 
 log = Logger()
 
@@ -603,10 +605,13 @@ def _messages(found: list) -> list[Found]:
 class StreamStore:
     """The scripts and reads the cluster needs, over one command connection."""
 
-    def __init__(self, client: RedisClient, prefix: str = "chat", keep: int = 100_000) -> None:
+    def __init__(
+        self, client: RedisClient, prefix: str = "chat", keep: int = 100_000, replicas: Replicas | None = None
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.keep = keep  # messages kept per room (0: all)
+        self.replicas = replicas  # a message is acknowledged once they have it
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -621,8 +626,9 @@ class StreamStore:
         return self.client.call("INCR", self.key("node", "ids"))
 
     def heartbeat(self, node: str, ttl_ms: int) -> Deferred:
-        self.client.call("SADD", self.key("nodes"), node)
-        return self.client.call("SET", self.key("node", node), "1", "PX", ttl_ms)
+        listed = self.client.call("SADD", self.key("nodes"), node)
+        beat = self.client.call("SET", self.key("node", node), "1", "PX", ttl_ms)
+        return every([listed, beat])
 
     def nodes(self) -> Deferred[list[str]]:
         d = self.client.call("SMEMBERS", self.key("nodes"))
@@ -661,7 +667,8 @@ class StreamStore:
             rows.append(row)
         doc = {"p": self.prefix, "node": node, "batch": batch, "keep": self.keep, "rooms": rows}
         d = APPEND(self.client, [], [json.dumps(doc, ensure_ascii=False, separators=(",", ":"))])
-        return d.addCallback(lambda reply: None if reply and reply[0] == b"retry" else reply)
+        d.addCallback(lambda reply: None if reply and reply[0] == b"retry" else reply)
+        return d if self.replicas is None else self.replicas.after(d)
 
     def snapshot(self, room: str, replay: int) -> Deferred[Snapshot]:
         def parse(reply) -> Snapshot:
@@ -833,13 +840,24 @@ class StreamReader:
     """Tails the streams of the rooms this node follows, and its inbox, with
     one blocking XREAD on a connection of its own: each stream is read once,
     whatever the number of local members. ``deliver(room, entries)`` and
-    ``received(messages)`` are called in stream order."""
+    ``received(messages)`` are called in stream order; with ``replicas``,
+    only once what was read is on them (see :mod:`~chatproto.backends.replicas`)."""
 
-    BLOCK_MS = 5000
+    BLOCK_MS = 2000  # a frozen server is noticed this much later than a command's deadline
     COUNT = 1000
+    RETRY = 0.5  # seconds before asking again when the primary refuses the mark
 
-    def __init__(self, client: RedisClient, store: StreamStore, node: str, deliver, received) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        store: StreamStore,
+        node: str,
+        deliver,
+        received,
+        replicas: Replicas | None = None,
+    ) -> None:
         self.client = client
+        self.replicas = replicas
         self.store = store
         self.node = node
         self._deliver = deliver
@@ -895,6 +913,12 @@ class StreamReader:
         d.addCallbacks(self._got, self._failed)
 
     def _got(self, reply) -> None:
+        if reply and self.replicas is not None and self.replicas.count > 0:
+            self._replicated(reply)
+        else:
+            self._handle(reply)
+
+    def _handle(self, reply) -> None:
         self._reading = False
         try:
             self._dispatch(reply or ())
@@ -923,6 +947,21 @@ class StreamReader:
                 except (ValueError, TypeError):
                     log.warn("skipped a malformed entry {id} in room {room}", id=raw[0], room=room)
             self._deliver(room, entries)
+
+    def _replicated(self, reply) -> None:
+        """``reply`` handled once the replicas have it; asked again while
+        they don't, read again if the connection goes."""
+        replicas = self.replicas
+        assert replicas is not None
+        d = replicas.mark(self.store.key("read", self.node))
+
+        def later(failure):
+            failure.trap(NotReplicated, RedisError)  # too few replicas yet, or the primary refused the mark
+            if self._running:
+                replicas.clock.callLater(self.RETRY, self._replicated, reply)
+
+        d.addCallbacks(lambda _: self._handle(reply), later)
+        d.addErrback(self._failed)
 
     def _failed(self, failure) -> None:
         self._reading = False

@@ -35,6 +35,7 @@ from chatproto.backends.accounts import AccountStore
 from chatproto.backends.changes import apply_change
 from chatproto.backends.eventlog import Change, Draft, Outcome, StoreError, Topic, Unchanged
 from chatproto.backends.redis import RedisClient
+from chatproto.backends.replicas import Replicas
 from chatproto.backends.streams import Entry, FileRoom, Snapshot, StreamReader, StreamStore, unescape
 from chatproto.cluster.log import (
     ClusterLog,
@@ -170,9 +171,11 @@ class ClusterNode:
         accounts: AccountStore | None,
         replay: int,
         expiry: float = 10.0,
+        reader_replicas: Replicas | None = None,
     ) -> None:
         self.store = store
         self.reader_client = reader_client
+        self.reader_replicas = reader_replicas  # what is read is delivered once they have it
         self.clock = clock
         self.eventlog = eventlog
         self.accounts = accounts  # the rules a restart keeps (account operators, bans, modes)
@@ -229,7 +232,7 @@ class ClusterNode:
         self.node = str(number)
         self._core().renumber(number << ID_BITS)
         reader = self.reader = StreamReader(
-            self.reader_client, self.store, self.node, self._read, self._received
+            self.reader_client, self.store, self.node, self._read, self._received, self.reader_replicas
         )
         log.info("cluster node {node} on {address}", node=self.node, address=str(self.store.client.address))
         self._heartbeat.start(self.expiry / 4, now=False)
@@ -241,7 +244,13 @@ class ClusterNode:
         return d.addErrback(lambda f: log.warn("cluster heartbeat failed: {error}", error=f.value))
 
     def _reap(self) -> Deferred[Any]:
-        """Announce the leaves of any node whose heartbeat has expired."""
+        """Announce the leaves of any node whose heartbeat has expired;
+        not before this node has been connected for ``expiry`` seconds:
+        after an outage of Redis (a failover) the others need that long
+        to beat again."""
+        since = self.store.client.up_since
+        if since is None or self.clock.seconds() - since < self.expiry:
+            return succeed(None)
 
         def check(nodes: list[str]) -> None:
             always = self._core().always()  # a reaped room among them keeps its rules and topic

@@ -1,0 +1,111 @@
+"""Writes confirmed on a number of replicas (Redis ``WAIT``) before they count.
+
+A primary that dies takes with it what it had not sent to a replica; the
+replica Sentinel promotes then hands out the same seqs again. So with
+``--cluster-min-replicas N`` a message is acknowledged only once ``N``
+replicas have it, and a node delivers what it read from a stream only
+once ``N`` replicas have that too (the entry may be another node's whose
+writer was never answered). ``WAIT`` waits for the writes made on its own
+connection, so a reader first makes a write of its own, after the entries
+it read, and waits for that. ``min-replicas-to-write`` on the servers is
+no substitute (it counts replicas that answered within seconds, not this
+write) but a good companion: a primary left without replicas refuses
+writes at once instead of taking them and leaving them unconfirmed.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatproto.backends.redis import RedisClient, RedisUnavailable
+
+log = Logger()
+
+
+class NotReplicated(RedisUnavailable):
+    """Written on the primary but not confirmed by enough replicas in time:
+    the outcome is unknown (replicated later, or lost in a failover)."""
+
+
+class Replicas:
+    """``confirm()`` fires once every write sent on ``client`` before it has
+    reached ``count`` replicas. One ``WAIT`` is in flight at a time and
+    answers for every confirmation asked for before it was sent; a
+    confirmation still unanswered after ``patience`` seconds fails with
+    :class:`NotReplicated`."""
+
+    WAIT_MS = 1000
+
+    def __init__(self, client: RedisClient, count: int, clock: IReactorTime, patience: float = 10.0) -> None:
+        self.client = client
+        self.count = count
+        self.clock = clock
+        self.patience = patience
+        self._asked: list[tuple[Deferred[None], float]] = []  # covered by the WAIT in flight
+        self._next: list[tuple[Deferred[None], float]] = []  # for the WAIT after it
+        self._waiting = False
+        self._short = False  # the last WAIT found too few replicas (logged once)
+
+    def confirm(self) -> Deferred[None]:
+        if self.count <= 0:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._next.append((d, self.clock.seconds() + self.patience))
+        if not self._waiting:
+            self._wait()
+        return d
+
+    def after(self, d: Deferred) -> Deferred:
+        """``d``'s answer, once the write that gave it is on the replicas."""
+        if self.count <= 0:
+            return d
+        return d.addCallback(lambda answer: self.confirm().addCallback(lambda _: answer))
+
+    def mark(self, key: str) -> Deferred[None]:
+        """A write of this connection's own, after whatever it has read,
+        confirmed: once it fires, what was read is on the replicas too."""
+        if self.count <= 0:
+            return succeed(None)
+        d = self.client.call("SET", key, "1", "PX", int(self.patience * 1000) + 60_000)
+        return d.addCallback(lambda _: self.confirm())
+
+    def _wait(self) -> None:
+        self._asked, self._next = self._next, []
+        self._waiting = True
+        d = self.client.call("WAIT", self.count, self.WAIT_MS)
+        d.addCallbacks(self._answered, self._failed)
+
+    def _answered(self, acked: int) -> None:
+        self._waiting = False
+        asked, self._asked = self._asked, []
+        if acked >= self.count:
+            if self._short:
+                log.info("writes reach {count} replicas again", count=self.count)
+                self._short = False
+            for d, _ in asked:
+                d.callback(None)
+        else:
+            if not self._short:
+                log.warn(
+                    "only {acked} of {count} replicas confirm the cluster's writes: messages wait",
+                    acked=acked,
+                    count=self.count,
+                )
+                self._short = True
+            now = self.clock.seconds()
+            for d, due in asked:
+                if due <= now:
+                    d.errback(NotReplicated(f"not confirmed by {self.count} replicas in {self.patience:g} s"))
+            self._next[:0] = [(d, due) for d, due in asked if due > now]
+        if self._next:
+            self._wait()
+
+    def _failed(self, failure: Failure) -> None:
+        """The connection went: every write it carried is unconfirmed."""
+        self._waiting = False
+        waiting, self._asked, self._next = self._asked + self._next, [], []
+        for d, _ in waiting:
+            d.errback(failure)
