@@ -35,7 +35,7 @@ from scripts.procstat import (
     start_pinned_ports,
     stop_server,
 )
-from scripts.spawn import free_port, start_redis, start_server
+from scripts.spawn import free_port, sentinel_config, start_redis, start_sentinel, start_server
 
 PY = sys.executable
 
@@ -953,11 +953,48 @@ def redis_server(core: int = 1):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextmanager
+def replicated_redis(core: int = 1):
+    """A Valkey primary with one replica that confirms each write, and a
+    Sentinel that knows them (``--cluster-min-replicas 1``), pinned beside
+    the generator; yields (the primary's pid, the sentinel:// url, the
+    primary's port) once the replica is in sync."""
+    folder = tempfile.mkdtemp(prefix="chatbench-sentinel-")
+    primary, replica, sentinel = free_port(), free_port(), free_port()
+    safety = ("--min-replicas-to-write", "1", "--repl-diskless-sync-delay", "0")
+    procs = []
+    try:
+        for port, extra in ((primary, ()), (replica, ("--replicaof", "127.0.0.1", str(primary)))):
+            os.makedirs(f"{folder}/{port}")
+            procs.append(start_redis(f"{folder}/{port}", port, "everysec", pinned(core), (*safety, *extra)))
+        for _ in range(300):  # the replica's first sync: at most 30 s
+            if b"connected_slaves:1" in redis_ask(primary, "INFO", "replication"):
+                break
+            time.sleep(0.1)
+        procs.append(
+            start_sentinel(sentinel_config(folder, sentinel, "chat", primary, quorum=1), pinned(core))
+        )
+        yield procs[0].pid, f"sentinel://127.0.0.1:{sentinel}/chat", primary
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def redis_ask(port: int, *command: str) -> bytes:
+    """One command's whole reply, raw, on a socket of its own."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(
+            f"*{len(command)}\r\n".encode() + b"".join(f"${len(c)}\r\n{c}\r\n".encode() for c in command)
+        )
+        return s.recv(65536)
+
+
 def redis_get(port: int, key: str) -> bytes | None:
     """One GET, on a socket of its own (the bench reads a counter)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(f"*2\r\n$3\r\nGET\r\n${len(key)}\r\n{key}\r\n".encode())
-        reply = s.recv(4096)
+    reply = redis_ask(port, "GET", key)
     if reply.startswith(b"$-1"):
         return None
     return reply.split(b"\r\n")[1]
@@ -974,19 +1011,29 @@ def member(port: int, nick: str):
 
 def cluster_bench(runs: int, receivers: int, duration: list[str], seconds: str) -> dict:
     """One node's fan-out without --cluster, with it (alone on its Redis),
-    and with a second node following the room; Redis's CPU per message; the
-    latency of a message from a sender on one node to receivers on another."""
+    with a second node following the room, and alone on a primary whose
+    replica confirms every write (Sentinel, --cluster-min-replicas 1);
+    Redis's (the primary's) CPU per message; the latency of a message from
+    a sender on one node to receivers on another, on each Redis set-up."""
     args = ["--receivers", str(receivers), *duration]
-    rows: dict = {"single": [], "cluster": [], "cluster_2": []}
+    setups = {
+        "cluster": (redis_server, ()),
+        "sentinel": (replicated_redis, ("--cluster-min-replicas", "1")),
+    }
+    rows: dict = {"single": [], "cluster": [], "cluster_2": [], "sentinel": []}
     for _ in range(runs):
         rows["single"].append(measure_fanout_cpu("ours", receivers, duration))
-        for label, others in (("cluster", 0), ("cluster_2", 1)):
-            with redis_server() as (rpid, url, rport):
-                extra = (*DEEP_SENDQ, "--cluster", url)
-                with server("ours", ("--cluster", url)) if others else nullcontext() as node:
+        for label, others, (redis, options) in (
+            ("cluster", 0, setups["cluster"]),
+            ("cluster_2", 1, setups["cluster"]),
+            ("sentinel", 0, setups["sentinel"]),
+        ):
+            with redis() as (rpid, url, rport):
+                node_args = ("--cluster", url, *options)
+                with server("ours", node_args) if others else nullcontext() as node:
                     with member(node[1], "follower") if others else nullcontext():
                         r0 = cpu_seconds(rpid)
-                        result = measure_cpu("ours", "fanout", args, extra)
+                        result = measure_cpu("ours", "fanout", args, (*DEEP_SENDQ, *node_args))
                         stored = int(redis_get(rport, "chat:r:general:seq") or 0)
                         result["redis_cpu"] = (cpu_seconds(rpid) - r0) / result["wall"]
                         result["redis_us_per_message"] = (cpu_seconds(rpid) - r0) / max(1, stored) * 1e6
@@ -996,14 +1043,15 @@ def cluster_bench(runs: int, receivers: int, duration: list[str], seconds: str) 
         label: summarize(measured, *(("redis_us_per_message", "redis_cpu") if label != "single" else ()))
         for label, measured in rows.items()
     }
-    latency: dict = {"single": [], "cross": []}
+    latency: dict = {"single": [], "cross": [], "cross_sentinel": []}
     lat = ["--receivers", "100", "--rate", "200", "--duration", seconds]
     for _ in range(runs):
         latency["single"].append(repeated("ours", 1, "latency", *lat)[0])
-        with redis_server() as (_, url, _port):
-            with server("ours", ("--cluster", url)) as (_, port_a):
-                with server("ours", ("--cluster", url)) as (pid_b, port_b):
-                    latency["cross"].append(
+        for label, (redis, options) in (("cross", setups["cluster"]), ("cross_sentinel", setups["sentinel"])):
+            with redis() as (_, url, _port):
+                node_args = ("--cluster", url, *options)
+                with server("ours", node_args) as (_, port_a), server("ours", node_args) as (pid_b, port_b):
+                    latency[label].append(
                         generate(port_b, "frames", "latency", *lat, "--sender-port", str(port_a), pid=pid_b)
                     )
     for label, measured in latency.items():
@@ -1012,8 +1060,10 @@ def cluster_bench(runs: int, receivers: int, duration: list[str], seconds: str) 
             "p99_ms": median_of(measured, "p99_ms"),
             "runs": measured,
         }
-    summary["ratio"] = summary["cluster"]["deliveries_per_s"] / summary["single"]["deliveries_per_s"]
-    summary["ratio_2"] = summary["cluster_2"]["deliveries_per_s"] / summary["single"]["deliveries_per_s"]
+    single = summary["single"]["deliveries_per_s"]
+    summary["ratio"] = summary["cluster"]["deliveries_per_s"] / single
+    summary["ratio_2"] = summary["cluster_2"]["deliveries_per_s"] / single
+    summary["ratio_sentinel"] = summary["sentinel"]["deliveries_per_s"] / single
     print_cluster(summary, receivers)
     return summary
 
@@ -1027,6 +1077,7 @@ def print_cluster(row: dict, receivers: int) -> None:
         ("single", "single process (SQLite)"),
         ("cluster", "--cluster, alone"),
         ("cluster_2", "--cluster, a second node following"),
+        ("sentinel", "--cluster sentinel://, 1 replica confirms"),
     ):
         r = row[label]
         ratio = r["deliveries_per_s"] / row["single"]["deliveries_per_s"]
@@ -1039,6 +1090,7 @@ def print_cluster(row: dict, receivers: int) -> None:
     for label, name in (
         ("latency_single", "latency at 200 msg/s, one process"),
         ("latency_cross", "latency at 200 msg/s, node A -> node B"),
+        ("latency_cross_sentinel", "the same, 1 replica confirms"),
     ):
         r = row[label]
         print(f"{name:<44} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms")

@@ -1,20 +1,74 @@
-"""``make redis``: a Valkey for a cluster of chat servers to share, in the
-foreground, durable ("acked means on disk": an append-only file synced on
-every write), its files in ``redis-data/``. Port 6379 unless given."""
+"""``make redis``: the Redis (Valkey) a cluster of chat servers shares, in
+the foreground, durable ("acked means on disk": an append-only file synced
+on every write), its files in ``redis-data/``.
+
+``make redis`` is one server on port 6379 (``ARGS=PORT`` for another);
+``make redis ARGS=sentinel`` is a primary on 6379 with replicas on 6380
+and 6381 and three Sentinels on 26379-26381 that know the primary as ``chat``, every
+server refusing writes while no replica follows it
+(``min-replicas-to-write 1``; two replicas, so that one left after a
+failover still confirms), for ``--cluster
+sentinel://127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381/chat
+--cluster-min-replicas 1``. Ctrl-C stops them all. Run again, the
+Sentinels' files (which they rewrite as they learn) are kept: they remember
+a failover, and put a restarted old primary right as a replica."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 
-from scripts.spawn import redis_argv
+from scripts.spawn import redis_argv, redis_binary, sentinel_config
+
+NAME = "chat"
+SAFETY = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"]
 
 
-def main(port: int = 6379, folder: str = "redis-data") -> None:
+def single(port: int, folder: str) -> None:
     os.makedirs(folder, exist_ok=True)
     argv = redis_argv(os.path.abspath(folder), port)
     os.execv(argv[0], argv)
 
 
+def replicated(
+    folder: str, primary: int = 6379, replicas: tuple = (6380, 6381), sentinels: tuple = (26379, 26380, 26381)
+) -> None:
+    """Every process in the foreground, its output on ours, until Ctrl-C."""
+    folder = os.path.abspath(folder)
+    argvs = []
+    following = ["--replicaof", "127.0.0.1", str(primary)]
+    for port, extra in ((primary, []), *((replica, following) for replica in replicas)):
+        os.makedirs(os.path.join(folder, str(port)), exist_ok=True)
+        argvs.append([*redis_argv(os.path.join(folder, str(port)), port), *SAFETY, *extra])
+    for port in sentinels:
+        config = os.path.join(folder, f"sentinel-{port}.conf")
+        if not os.path.exists(config):  # a Sentinel's own record of what it learnt: kept
+            sentinel_config(folder, port, NAME, primary)
+        argvs.append([redis_binary(), config, "--sentinel"])
+    processes = [subprocess.Popen(argv) for argv in argvs]
+    hosts = ",".join(f"127.0.0.1:{port}" for port in sentinels)
+    print(f"\n  --cluster sentinel://{hosts}/{NAME} --cluster-min-replicas 1\n", flush=True)
+    try:
+        for process in processes:
+            process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait()
+
+
+def main(args: list[str], folder: str = "redis-data") -> None:
+    if args[:1] == ["sentinel"]:
+        replicated(folder)
+    else:
+        single(int(args[0]) if args else 6379, folder)
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 6379)
+    main(sys.argv[1:])
