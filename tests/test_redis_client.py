@@ -72,9 +72,18 @@ class Parsing(unittest.SynchronousTestCase):
         a = RedisAddress.parse("sentinel://:s%40cret@h1,h2:26380,[::1]:5/my%20chat/3")
         self.assertEqual(a.sentinels, (("h1", 26379), ("h2", 26380), ("::1", 5)))
         self.assertEqual((a.primary, a.db, a.username, a.password), ("my chat", 3, None, "s@cret"))
-        self.assertEqual(str(a), "sentinel://h1:26379,h2:26380,::1:5/my chat/3")
+        self.assertEqual(str(a), "sentinel://h1:26379,h2:26380,[::1]:5/my chat/3")
         self.assertEqual(RedisAddress.parse("sentinel://u:p@h/chat").username, "u")
-        for bad in ("sentinel://h1,h2", "sentinel:///chat", "sentinel://h:0/chat", "sentinel://h/chat/x"):
+        for bad in (
+            "sentinel://h1,h2",
+            "sentinel:///chat",
+            "sentinel://h:0/chat",
+            "sentinel://h/chat/x",
+            "sentinel://::1/chat",  # IPv6 unbracketed
+            "sentinel://[::1/chat",
+            "sentinel://[::1]x/chat",
+            "sentinel://h:²/chat",
+        ):
             with self.assertRaises(ValueError):
                 RedisAddress.parse(bad)
 
@@ -140,6 +149,20 @@ class Deadlines(unittest.SynchronousTestCase):
         self.proto.dataReceived(b"-READONLY You can't write against a read only replica.\r\n")
         self.failureResultOf(d, RedisError)
         self.assertTrue(self.transport.disconnecting)
+
+    def test_noreplicas_drops_the_connection(self):
+        """A primary cut off from its replicas (min-replicas-to-write): the
+        next connection asks Sentinel again."""
+        d = self.proto.execute("SET", "k", "v")
+        self.proto.dataReceived(b"-NOREPLICAS Not enough good replicas to write.\r\n")
+        self.failureResultOf(d, RedisError)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_other_errors_keep_it(self):
+        d = self.proto.execute("INCR", "k")
+        self.proto.dataReceived(b"-ERR value is not an integer or out of range\r\n")
+        self.failureResultOf(d, RedisError)
+        self.assertFalse(self.transport.disconnecting)
 
 
 class AgainstValkey(unittest.TestCase):
@@ -212,6 +235,17 @@ class AgainstValkey(unittest.TestCase):
         yield self.assertFailure(also, NotReplicated)
         self.assertGreaterEqual(reactor.seconds() - started, 1.5)
         self.assertEqual((yield self.client.call("GET", "n")), b"1", "written on the primary all the same")
+
+    @defer.inlineCallbacks
+    def test_a_read_is_not_confirmed_on_another_connection(self):
+        """A mark (and its WAIT) on a new connection, perhaps to a new
+        primary, says nothing of what was read on the old one: refused."""
+        replicas = Replicas(self.client, 1, reactor, mark_key="m")
+        read_on = self.client.connection
+        yield self.server.restart()
+        yield self.client.connected()
+        yield self.assertFailure(replicas.mark(read_on), RedisUnavailable)
+        self.assertEqual((yield self.client.call("EXISTS", "m")), 0, "nothing written")
 
     @defer.inlineCallbacks
     def test_a_subscriber_hears_its_channel_again_after_a_restart(self):

@@ -10,7 +10,8 @@ never come back. :class:`RedisClient` reconnects by itself (ClientService),
 through Sentinel when the address names sentinels; a connection whose
 server stops answering (frozen, or cut off without a reset) is dropped
 after a deadline, and one to a server that has become a replica (a
-``READONLY`` answer) at once, so the next one finds the primary.
+``READONLY`` or ``NOREPLICAS`` answer) at once, so the next one finds the
+primary.
 """
 
 from __future__ import annotations
@@ -142,6 +143,11 @@ def allowance(args: tuple, timeout: float) -> float:
     return timeout
 
 
+#: Error answers that mean the primary is elsewhere (a replica now, or one
+#: cut off from its replicas): the next connection asks Sentinel again.
+_ELSEWHERE = ("READONLY", "NOREPLICAS")
+
+
 class RedisProtocol(Protocol):
     """Commands in, replies out, in order; a lost connection fails what was
     in flight. With a ``clock``, a command unanswered past its allowance
@@ -205,7 +211,7 @@ class RedisProtocol(Protocol):
             if self._deadlines:
                 self._deadlines.popleft()
             if isinstance(value, RedisError):
-                if str(value).startswith("READONLY") and self.transport is not None:
+                if str(value).startswith(_ELSEWHERE) and self.transport is not None:
                     self.transport.loseConnection()  # a replica now: the next connection finds the primary
                 d.errback(Failure(value))
             else:
@@ -295,26 +301,30 @@ class RedisAddress:
 
     def __str__(self) -> str:  # never the password
         if self.sentinels:
-            hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+            hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.sentinels)
             return f"sentinel://{hosts}/{self.primary}/{self.db}"
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
 
 def _db(url: str, path: str) -> int:
-    if path and not path.isdigit():
+    if path and not (path.isascii() and path.isdigit()):
         raise ValueError(f"{url!r}: the database must be a number, not {path!r}")
     return int(path or 0)
 
 
 def _host_port(url: str, text: str, default: int) -> tuple[str, int]:
     if text.startswith("["):  # [IPv6]:port
-        host, _, after = text[1:].partition("]")
-        port = after[1:] if after.startswith(":") else ""
+        host, bracket, after = text[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            raise ValueError(f"{url!r}: expected [IPv6] or [IPv6]:PORT, not {text!r}")
+        port = after[1:]
     else:
         host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+        if ":" in host:
+            raise ValueError(f"{url!r}: an IPv6 address goes in brackets: [{host}]:{port}")
     if not host:
         raise ValueError(f"{url!r}: no host in {text!r}")
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise ValueError(f"{url!r}: bad port in {text!r}")
     return host, int(port) if port else default
 
@@ -540,6 +550,12 @@ class RedisClient:
     @property
     def up(self) -> bool:
         return self._proto is not None
+
+    @property
+    def connection(self) -> RedisProtocol | None:
+        """The connection commands go on now: what was read on one is
+        confirmed by a write on the same one (:mod:`~chatproto.backends.replicas`)."""
+        return self._proto
 
     def call(self, *args) -> Deferred:
         if self.epoch is not None and self.epoch.lost:

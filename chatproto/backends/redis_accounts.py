@@ -74,6 +74,8 @@ return 1
 
 
 def _store_error(failure: Failure):
+    if failure.check(StoreError):
+        return failure  # said once
     raise StoreError(f"the cluster's account store failed: {failure.value}")
 
 

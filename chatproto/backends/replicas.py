@@ -5,9 +5,11 @@ replica Sentinel promotes then hands out the same seqs again. So with
 ``--cluster-min-replicas N`` a message is acknowledged only once ``N``
 replicas have it, and a node delivers what it read from a stream only
 once ``N`` replicas have that too (the entry may be another node's whose
-writer was never answered). ``WAIT`` waits for the writes made on its own
-connection, so a reader first makes a write of its own, after the entries
-it read, and waits for that. ``min-replicas-to-write`` on the servers is
+writer was never answered); so does every read a member is shown (a
+room's recent history, a page). ``WAIT`` waits for the writes made on its
+own connection, so a reader first makes a write of its own (a mark),
+after the entries it read, on the connection it read them on, and waits
+for that. ``min-replicas-to-write`` on the servers is
 no substitute (it counts replicas that answered within seconds, not this
 write) but a good companion: a primary left without replicas refuses
 writes at once instead of taking them and leaving them unconfirmed.
@@ -15,12 +17,14 @@ writes at once instead of taking them and leaving them unconfirmed.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, succeed
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatproto.backends.redis import RedisClient, RedisUnavailable
+from chatproto.backends.redis import RedisClient, RedisProtocol, RedisUnavailable
 
 log = Logger()
 
@@ -39,11 +43,19 @@ class Replicas:
 
     WAIT_MS = 1000
 
-    def __init__(self, client: RedisClient, count: int, clock: IReactorTime, patience: float = 10.0) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        count: int,
+        clock: IReactorTime,
+        patience: float = 10.0,
+        mark_key: str = "chat:mark",
+    ) -> None:
         self.client = client
         self.count = count
         self.clock = clock
         self.patience = patience
+        self.mark_key = mark_key  # what a mark writes: any key will do, every node shares it
         self._asked: list[tuple[Deferred[None], float]] = []  # covered by the WAIT in flight
         self._next: list[tuple[Deferred[None], float]] = []  # for the WAIT after it
         self._waiting = False
@@ -64,12 +76,23 @@ class Replicas:
             return d
         return d.addCallback(lambda answer: self.confirm().addCallback(lambda _: answer))
 
-    def mark(self, key: str) -> Deferred[None]:
-        """A write of this connection's own, after whatever it has read,
-        confirmed: once it fires, what was read is on the replicas too."""
+    def seen(self, read: Callable[[], Deferred]) -> Deferred:
+        """``read()``'s answer, once what it read is on the replicas."""
+        if self.count <= 0:
+            return read()
+        on = self.client.connection
+        return read().addCallback(lambda answer: self.mark(on).addCallback(lambda _: answer))
+
+    def mark(self, on: RedisProtocol | None) -> Deferred[None]:
+        """A write after whatever was read on the connection ``on``,
+        confirmed: once it fires, what was read is on the replicas too.
+        Fails if the client is on another connection now (perhaps to
+        another primary, which never had what was read)."""
         if self.count <= 0:
             return succeed(None)
-        d = self.client.call("SET", key, "1", "PX", int(self.patience * 1000) + 60_000)
+        if on is None or self.client.connection is not on:
+            return fail(RedisUnavailable("the connection to Redis changed after the read: unconfirmed"))
+        d = self.client.call("SET", self.mark_key, "1", "PX", int(self.patience * 1000) + 60_000)
         return d.addCallback(lambda _: self.confirm())
 
     def _wait(self) -> None:
@@ -100,11 +123,11 @@ class Replicas:
                 if due <= now:
                     d.errback(NotReplicated(f"not confirmed by {self.count} replicas in {self.patience:g} s"))
             self._next[:0] = [(d, due) for d, due in asked if due > now]
-        if self._next:
+        if self._next and not self._waiting:  # a callback above may have sent one
             self._wait()
 
     def _failed(self, failure: Failure) -> None:
-        """The connection went: every write it carried is unconfirmed."""
+        """The connection went, or WAIT failed: every write waiting is unconfirmed."""
         self._waiting = False
         waiting, self._asked, self._next = self._asked + self._next, [], []
         for d, _ in waiting:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -79,6 +79,8 @@ class SentinelEndpoint:
         for sentinel in list(self._sentinels):
             try:
                 where = yield self._ask(*sentinel)
+            except CancelledError:
+                raise  # the service stopped: ask no other
             except Exception as e:  # refused, timed out, or an error answer: the next one
                 errors.append(f"{sentinel[0]}:{sentinel[1]}: {e}")
                 continue

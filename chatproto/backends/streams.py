@@ -33,9 +33,10 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from chatproto.backends.redis import RedisClient, RedisError, Script, StoreLost
+from chatproto.backends.redis import RedisClient, RedisError, RedisProtocol, Script, StoreLost
 from chatproto.backends.replicas import NotReplicated, Replicas
 from chatproto.deferreds import every
 
@@ -616,6 +617,10 @@ class StreamStore:
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
+    def _seen(self, read) -> Deferred:
+        """A read a member is shown, once the replicas have what it read."""
+        return read() if self.replicas is None else self.replicas.seen(read)
+
     def stream(self, room: str) -> str:
         return self.key("r", escape(room))
 
@@ -686,23 +691,27 @@ class StreamStore:
             )
 
         args = [self.stream(room), max(1, replay), self.keep]
-        return SNAPSHOT(self.client, [], args).addCallback(parse)
+        return self._seen(lambda: SNAPSHOT(self.client, [], args)).addCallback(parse)
 
     def before(self, room: str, seq: int | None, limit: int) -> Deferred[tuple[list[Found], bool]]:
         if seq is not None and seq <= 1:
             return succeed(([], False))
         high = "" if seq is None else seq - 1
-        d = PAGE(self.client, [], [self.stream(room), high, limit + 1, "before", self.keep])
+        d = self._seen(
+            lambda: PAGE(self.client, [], [self.stream(room), high, limit + 1, "before", self.keep])
+        )
         return d.addCallback(lambda found: (list(reversed(_messages(found[:limit]))), len(found) > limit))
 
     def after(self, room: str, seq: int, limit: int) -> Deferred[tuple[list[Found], bool]]:
-        d = PAGE(self.client, [], [self.stream(room), max(seq, 0) + 1, limit + 1, "after", self.keep])
+        args = [self.stream(room), max(seq, 0) + 1, limit + 1, "after", self.keep]
+        d = self._seen(lambda: PAGE(self.client, [], args))
         return d.addCallback(lambda found: (_messages(found[:limit]), len(found) > limit))
 
     def changed_after(self, room: str, rev: int, limit: int) -> Deferred[tuple[list[Found], bool, int]]:
         """The messages whose last change is after ``rev``, oldest change
         first, whether more follow, and the room's latest rev."""
-        d = CHANGED_AFTER(self.client, [], [self.stream(room), max(rev, 0), limit + 1, self.keep])
+        args = [self.stream(room), max(rev, 0), limit + 1, self.keep]
+        d = self._seen(lambda: CHANGED_AFTER(self.client, [], args))
         return d.addCallback(
             lambda reply: (_messages(reply[1][:limit]), len(reply[1]) > limit, int(reply[0]))
         )
@@ -868,6 +877,8 @@ class StreamReader:
         self._inbox_at = "$"
         self._running = False
         self._reading = False
+        self._on: RedisProtocol | None = None  # the connection the XREAD in flight went on
+        self._retry: IDelayedCall | None = None
 
     def follow(self, room: str, position: str) -> None:
         """Read ``room`` from just after ``position`` (a snapshot's) on."""
@@ -896,6 +907,8 @@ class StreamReader:
 
     def stop(self) -> None:
         self._running = False
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
 
     def _wake(self) -> None:
         """Interrupt a blocked XREAD so it reads the new set of streams: an
@@ -909,6 +922,7 @@ class StreamReader:
         streams = [self._inbox, *(self.store.stream(room) for room in self._positions)]
         ids = [self._inbox_at, *self._positions.values()]
         self._reading = True
+        self._on = self.client.connection
         d = self.client.call("XREAD", "COUNT", self.COUNT, "BLOCK", self.BLOCK_MS, "STREAMS", *streams, *ids)
         d.addCallbacks(self._got, self._failed)
 
@@ -950,15 +964,22 @@ class StreamReader:
 
     def _replicated(self, reply) -> None:
         """``reply`` handled once the replicas have it; asked again while
-        they don't, read again if the connection goes."""
+        they don't; dropped, and read again, if the connection it was read
+        on goes (the positions have not moved)."""
+        self._retry = None
+        if not self._running:
+            self._reading = False
+            return
         replicas = self.replicas
         assert replicas is not None
-        d = replicas.mark(self.store.key("read", self.node))
+        d = replicas.mark(self._on)
 
         def later(failure):
             failure.trap(NotReplicated, RedisError)  # too few replicas yet, or the primary refused the mark
             if self._running:
-                replicas.clock.callLater(self.RETRY, self._replicated, reply)
+                self._retry = replicas.clock.callLater(self.RETRY, self._replicated, reply)
+            else:
+                self._reading = False
 
         d.addCallbacks(lambda _: self._handle(reply), later)
         d.addErrback(self._failed)
