@@ -2,7 +2,7 @@
 client against a real Valkey server."""
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
@@ -158,6 +158,16 @@ class Deadlines(unittest.SynchronousTestCase):
         self.failureResultOf(d, RedisError)
         self.assertTrue(self.transport.disconnecting)
 
+    def test_a_subscribers_message_may_come_before_its_pong(self):
+        pushed = []
+        self.proto.on_push = pushed.append
+        d = self.proto.execute("PING")
+        self.proto.dataReceived(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n")
+        self.assertNoResult(d)
+        self.proto.dataReceived(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+        self.assertEqual(pushed, [[b"message", b"ch", b"hi"]])
+        self.assertEqual(self.successResultOf(d), [b"pong", b""])
+
     def test_other_errors_keep_it(self):
         d = self.proto.execute("INCR", "k")
         self.proto.dataReceived(b"-ERR value is not an integer or out of range\r\n")
@@ -226,7 +236,9 @@ class AgainstValkey(unittest.TestCase):
     @defer.inlineCallbacks
     def test_a_write_no_replica_confirms_fails_after_patience(self):
         """A lone server has no replica: WAIT answers 0 each second, and
-        the write is refused once the patience is spent, not before."""
+        the write is refused once the patience is spent, not before; the
+        connection is made again (through Sentinel, it may find another
+        primary)."""
         replicas = Replicas(self.client, 1, reactor, patience=1.5)
         started = reactor.seconds()
         written = replicas.after(self.client.call("INCR", "n"))
@@ -234,7 +246,29 @@ class AgainstValkey(unittest.TestCase):
         yield self.assertFailure(written, NotReplicated)
         yield self.assertFailure(also, NotReplicated)
         self.assertGreaterEqual(reactor.seconds() - started, 1.5)
+        self.assertFalse(self.client.up, "dropped")
+        yield self.client.connected()
         self.assertEqual((yield self.client.call("GET", "n")), b"1", "written on the primary all the same")
+
+    @defer.inlineCallbacks
+    def test_a_subscriber_to_a_frozen_server_drops_it(self):
+        """It sends no command of its own: its PINGs find the silence."""
+        address = RedisAddress.parse(self.server.url)
+        subscriber = RedisClient(
+            reactor, address, "sub", subscribe=("ch",), on_push=lambda _: None, timeout=0.3
+        )
+        subscriber.start()
+        self.addCleanup(subscriber.stop)
+        yield subscriber.connected()
+        self.server.process.signal("STOP")
+        self.addCleanup(self.server.process.signal, "CONT")
+        for _ in range(100):  # PING after 0.3 s, dropped 0.3 s later: well within 10 s
+            if not subscriber.up:
+                break
+            yield deferLater(reactor, 0.1, lambda: None)
+        self.assertFalse(subscriber.up, "still taken for connected")
+        self.server.process.signal("CONT")
+        yield subscriber.connected()
 
     @defer.inlineCallbacks
     def test_a_read_is_not_confirmed_on_another_connection(self):

@@ -35,6 +35,7 @@ from twisted.internet.interfaces import (
     ITCPTransport,
 )
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -148,6 +149,11 @@ def allowance(args: tuple, timeout: float) -> float:
 _ELSEWHERE = ("READONLY", "NOREPLICAS")
 
 
+def _pushed(value: object) -> bool:
+    """A channel's message (RESP2), which may come between a command and its answer."""
+    return isinstance(value, list) and bool(value) and value[0] in (b"message", b"pmessage", b"smessage")
+
+
 class RedisProtocol(Protocol):
     """Commands in, replies out, in order; a lost connection fails what was
     in flight. With a ``clock``, a command unanswered past its allowance
@@ -204,7 +210,7 @@ class RedisProtocol(Protocol):
         replies = self._replies
         replies.feed(data)
         while (value := replies.gets()) is not False:
-            if not self._waiting and self.on_push is not None:
+            if self.on_push is not None and (not self._waiting or _pushed(value)):
                 self.on_push(value)  # a message on a channel subscribed to: no command asked for it
                 continue
             d = self._waiting.popleft()
@@ -443,7 +449,9 @@ class RedisClient:
     ) -> None:
         """With ``subscribe``, a subscriber's connection: it subscribes to
         those channels each time it connects, and hands each message to
-        ``on_push`` (RESP2's ``["message", channel, data]``). A command
+        ``on_push`` (RESP2's ``["message", channel, data]``), and PINGs
+        every ``timeout`` seconds: a subscriber sends no command of its
+        own, and a server gone silent must be noticed. A command
         unanswered for ``timeout`` seconds (plus what it asked to block
         for) drops the connection."""
         self.address = address
@@ -456,6 +464,11 @@ class RedisClient:
         self._refusals = 0  # connections in a row that were made, then refused
         self._waiting: list[Deferred] = []
         self._waking: IDelayedCall | None = None
+        self._keepalive: LoopingCall | None = None
+        if subscribe:
+            self._keepalive = LoopingCall(self._ping)
+            self._keepalive.clock = reactor
+            self._keepalive_every = timeout
         backoff = backoffPolicy(initialDelay=0.1, maxDelay=2.0)
         self._service = ClientService(
             _endpoint(reactor, address, timeout),
@@ -522,14 +535,37 @@ class RedisClient:
 
     def start(self) -> None:
         self._service.startService()
+        if self._keepalive is not None:
+            self._keepalive.start(self._keepalive_every, now=False)
+
+    def _ping(self) -> None:
+        if self._proto is not None:
+            self._proto.execute("PING").addErrback(lambda f: None)  # unanswered: the deadline drops it
 
     def stop(self) -> Deferred:
         self._proto = None
         self.up_since = None
+        if self._keepalive is not None and self._keepalive.running:
+            self._keepalive.stop()
         if self._waking is not None:
             self._waking.cancel()
             self._waking = None
         return self._service.stopService()
+
+    def drop(self, why: str) -> None:
+        """Close the connection up now (if any): commands fail at once
+        until the next one, made afresh (through Sentinel: to the primary
+        it names now)."""
+        proto, self._proto = self._proto, None
+        if proto is not None and proto.transport is not None:
+            self.up_since = None
+            log.warn(
+                "{name}: dropping the connection to Redis at {a}: {why}",
+                name=self.name,
+                a=str(self.address),
+                why=why,
+            )
+            proto.transport.loseConnection()
 
     def connected(self) -> Deferred:
         """Fires with the protocol once connected (at once if it is)."""

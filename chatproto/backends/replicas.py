@@ -119,10 +119,13 @@ class Replicas:
                 )
                 self._short = True
             now = self.clock.seconds()
-            for d, due in asked:
-                if due <= now:
-                    d.errback(NotReplicated(f"not confirmed by {self.count} replicas in {self.patience:g} s"))
+            expired = [d for d, due in asked if due <= now]
             self._next[:0] = [(d, due) for d, due in asked if due > now]
+            why = f"not confirmed by {self.count} replicas in {self.patience:g} s"
+            if expired:  # perhaps a primary cut off from the rest: ask Sentinel again
+                self.client.drop(f"writes {why}")
+            for d in expired:
+                d.errback(NotReplicated(why))
         if self._next and not self._waiting:  # a callback above may have sent one
             self._wait()
 
