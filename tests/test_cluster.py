@@ -561,6 +561,46 @@ class AdminRightsAcrossNodes(ClusterTestCase):
         error = yield moved.expect(codec.Error)
         self.assertEqual(error.code, "not_admin")
 
+    @defer.inlineCallbacks
+    def test_sessions_lists_every_nodes_sessions_and_pending_connections(self):
+        a = yield self.node(admins=["root"])
+        b = yield self.node(admins=["root"])
+        c = yield self.node(admins=["root"])
+        password = yield admin_password(a, b, "root")
+        root = yield self.client(server=a)
+        root.send(codec.Login("root", 2, password=password))
+        yield root.expect(codec.Welcome)
+        yield self.client("bob", server=b)
+        carol = yield self.client("carol", version=2, server=c)
+        carol.send(codec.Join("den"))
+        yield carol.expect(codec.RoomState)
+        yield self.client(server=c)  # connected, not logged in
+        root.send(codec.AdminRequest("sessions", ref="s"))
+        sessions = yield root.expect(codec.Sessions)
+        self.assertEqual(sessions.ref, "s")
+        rooms = {s.nick: sorted(s.rooms) for s in sessions.connected}
+        self.assertEqual(rooms, {"root": [], "bob": ["general"], "carol": ["den"]})
+        self.assertEqual(len(sessions.pending), 1, "the connection on c that has not logged in")
+        self.assertEqual(len({s.id for s in sessions.connected}), 3, "one id each: ids are per node")
+
+    @defer.inlineCallbacks
+    def test_sessions_leaves_out_a_node_that_does_not_answer(self):
+        """A node that died and is not reaped yet is still listed in Redis:
+        it is waited for no longer than the patience, then left out."""
+        a = yield self.node(admins=["root"])
+        b = yield self.node(admins=["root"])
+        password = yield admin_password(a, b, "root")
+        root = yield self.client(server=a)
+        root.send(codec.Login("root", 2, password=password))
+        yield root.expect(codec.Welcome)
+        yield self.client("bob", server=b)
+        a.hub.peers.listings.patience = 0.5
+        yield a.hub.peers.store.client.call("SADD", "chat:nodes", "999")  # a node that never answers
+        yield a.hub.peers.store.client.call("SET", "chat:node:999", "1", "PX", 60_000)
+        root.send(codec.AdminRequest("sessions", ref="s"))
+        sessions = yield root.expect(codec.Sessions)
+        self.assertEqual({s.nick for s in sessions.connected}, {"root", "bob"})
+
 
 class BadEntries(ClusterTestCase):
     @defer.inlineCallbacks

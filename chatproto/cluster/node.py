@@ -37,6 +37,7 @@ from chatproto.backends.eventlog import Change, Draft, Outcome, StoreError, Topi
 from chatproto.backends.redis import RedisClient
 from chatproto.backends.replicas import Replicas
 from chatproto.backends.streams import Entry, FileRoom, Snapshot, StreamReader, StreamStore, unescape
+from chatproto.cluster.listings import Listings
 from chatproto.cluster.log import (
     ClusterLog,
     carried_quote,
@@ -50,6 +51,7 @@ from chatproto.core import records
 from chatproto.core.broadcast import Event, Flushed, Item, Said
 from chatproto.core.connection import Session
 from chatproto.core.peers import Inbound, Resumed, Seat, SharedRoom
+from chatproto.core.registry import Listing
 from chatproto.core.rooms import ChatRoom, Directory, RoomRules, kept_rules, load_rules
 from chatproto.rules import is_direct, room_key
 
@@ -195,6 +197,7 @@ class ClusterNode:
         self._held: dict[str, deque[Entry]] = {}
         self._seen: dict[str, str] = {}  # room -> the last entry read
         self.remotes: dict[int, Session] = {}  # members on other nodes, by id
+        self.listings = Listings(store, clock)  # ADMIN sessions across the nodes
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
         self._reaper = LoopingCall(self._reap)
@@ -737,7 +740,8 @@ class ClusterNode:
             after.append(then)
 
     def _received(self, messages: list[dict[str, Any]]) -> None:
-        """This node's inbox: whispers to its sessions, sessions resumed elsewhere."""
+        """This node's inbox: whispers to its sessions, sessions resumed
+        elsewhere, other nodes' questions and answers."""
         core = self._core()
         for message in messages:
             try:
@@ -751,6 +755,10 @@ class ClusterNode:
                     core.moved(note.key)
                 elif isinstance(note, records.BansChanged):
                     core.reload_bans().addErrback(lambda f: log.failure("could not read the bans", f))
+                elif isinstance(note, records.SessionsAsked):
+                    self.listings.answer(note, self.node, core.listing())
+                elif isinstance(note, records.SessionsTold):
+                    self.listings.told(note)
             except Exception:
                 log.failure("a cluster message failed: {message}", message=message)
 
@@ -908,6 +916,10 @@ class ClusterNode:
                 raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken")
 
         return self.store.claim(key, self.node).addCallbacks(claimed, self._unavailable)
+
+    def sessions(self) -> Deferred[Listing]:
+        """Every other node's pending connections and sessions."""
+        return self.listings.gather(self.node).addErrback(self._unavailable)
 
     def _unavailable(self, failure: Failure) -> Failure:
         if failure.check(ProtocolError):

@@ -31,7 +31,7 @@ from chatproto.core.records import (
     TopicSet,
     TypingSent,
 )
-from chatproto.core.registry import Registry
+from chatproto.core.registry import Listing, Registry
 from chatproto.core.renames import v1_left
 from chatproto.core.rooms import ChatRoom, Directory, RoomRules
 
@@ -182,6 +182,9 @@ class Inbound:
 
     def whispered(self, private: codec.Private) -> None:
         self.messages.whispered(private)
+
+    def listing(self) -> Listing:
+        return self.registry.listing()
 
     def moved(self, key: str) -> None:
         self.logins.moved(key)

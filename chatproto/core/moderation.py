@@ -25,7 +25,7 @@ from chatproto.core.logins import Logins
 from chatproto.core.membership import Membership
 from chatproto.core.messages import Messages
 from chatproto.core.peers import Peers
-from chatproto.core.registry import Registry
+from chatproto.core.registry import Listing, Registry
 from chatproto.core.room_rules import RuleKeeper
 from chatproto.core.rooms import ChatRoom, Directory, RoomRules
 from chatproto.limits import Limits
@@ -388,22 +388,14 @@ class Moderation:
 
     def _sessions(
         self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest
-    ) -> None:
-        registry = self.registry
-        pending = [codec.PendingInfo(c.id, c.address, c.opened) for c in registry.pending.values()]
-        connected = [
-            codec.SessionInfo(
-                s.id,
-                s.nick,
-                s.connection.address if s.connection is not None else "",
-                s.since,
-                [room.name for room in s.rooms.values()],
-                s.account,
-                len(s.devices),
-            )
-            for s in registry.sessions.values()
-        ]
-        connection.send(codec.Sessions(pending, connected, packet.ref))
+    ) -> Deferred[None]:
+        """This node's lists, then every other node's (a cluster's)."""
+
+        def answer(elsewhere: Listing) -> None:
+            pending, connected = self.registry.listing()
+            connection.send(codec.Sessions(pending + elsewhere[0], connected + elsewhere[1], packet.ref))
+
+        return self.peers.sessions().addCallback(answer)
 
     def _close(
         self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest

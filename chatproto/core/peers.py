@@ -23,6 +23,7 @@ from chatproto.backends.accounts import AccountStore
 from chatproto.backends.eventlog import EventLog, Outcome
 from chatproto.core.connection import Session
 from chatproto.core.records import Record, SessionRecord
+from chatproto.core.registry import Listing
 from chatproto.core.rooms import ChatRoom, Directory, RoomRules, load_rules, preload
 
 if TYPE_CHECKING:
@@ -84,6 +85,9 @@ class Inbound(Protocol):
     def after_all(self, call: Callable[[], None]) -> None: ...
 
     def whispered(self, private: codec.Private) -> None: ...
+
+    def listing(self) -> Listing:
+        """This node's pending connections and sessions, for another node's ADMIN sessions."""
 
     def moved(self, key: str) -> None: ...
 
@@ -147,6 +151,9 @@ class Peers(Protocol):
 
     def bans_changed(self) -> Deferred[Any]:
         """The server-wide bans changed here: the others read them again."""
+
+    def sessions(self) -> Deferred[Listing]:
+        """Every other node's pending connections and sessions (ADMIN sessions)."""
 
     # -- files
 
@@ -227,6 +234,9 @@ class SingleNode:
 
     def bans_changed(self) -> Deferred[Any]:
         return succeed(None)
+
+    def sessions(self) -> Deferred[Listing]:
+        return succeed(([], []))
 
     def shared_room(self, room: str, id: int, key: str) -> Deferred[SharedRoom | None]:
         return succeed(None)  # every room there is, and every session, is in this node's own state

@@ -10,6 +10,7 @@ ignores them, a cluster node's puts them in the room's stream
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -289,7 +290,39 @@ class BansChanged:
         return {"kind": self.kind}
 
 
-Note = Whispered | Moved | BansChanged
+@dataclass(frozen=True, slots=True)
+class SessionsAsked:
+    """Node ``node`` wants this node's pending connections and sessions (ADMIN sessions)."""
+
+    kind: ClassVar[str] = "sessions?"
+    node: str
+    ask: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "node": self.node, "ask": self.ask}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsTold:
+    """Node ``node``'s answer to a :class:`SessionsAsked`."""
+
+    kind: ClassVar[str] = "sessions"
+    node: str
+    ask: int
+    pending: list[codec.PendingInfo]
+    connected: list[codec.SessionInfo]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "node": self.node,
+            "ask": self.ask,
+            "pending": [dataclasses.asdict(p) for p in self.pending],
+            "connected": [dataclasses.asdict(s) for s in self.connected],
+        }
+
+
+Note = Whispered | Moved | BansChanged | SessionsAsked | SessionsTold
 
 
 def read_note(message: dict[str, Any]) -> Note | None:
@@ -302,4 +335,10 @@ def read_note(message: dict[str, Any]) -> Note | None:
         return Moved(message["key"])
     if kind == BansChanged.kind:
         return BansChanged()
+    if kind == SessionsAsked.kind:
+        return SessionsAsked(str(message["node"]), int(message["ask"]))
+    if kind == SessionsTold.kind:
+        pending = [codec.PendingInfo(**p) for p in message["pending"]]
+        connected = [codec.SessionInfo(**s) for s in message["connected"]]
+        return SessionsTold(str(message["node"]), int(message["ask"]), pending, connected)
     return None

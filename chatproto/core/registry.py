@@ -11,12 +11,17 @@ from __future__ import annotations
 import itertools
 import secrets
 
+from chatproto import codec
 from chatproto.core.connection import Connection, Session
 from chatproto.rules import nick_key
 
 
 def new_token() -> str:
     return secrets.token_urlsafe(24)
+
+
+#: Pending connections and sessions, as ADMIN sessions lists them.
+Listing = tuple[list[codec.PendingInfo], list[codec.SessionInfo]]
 
 
 class Registry:
@@ -31,6 +36,23 @@ class Registry:
         self.pending: dict[int, Connection] = {}
         self.sessions: dict[int, Session] = {}
         self._nicks: dict[str, Session] = {}
+
+    def listing(self) -> Listing:
+        """This node's pending connections and sessions, as ADMIN sessions shows them."""
+        pending = [codec.PendingInfo(c.id, c.address, c.opened) for c in self.pending.values()]
+        connected = [
+            codec.SessionInfo(
+                s.id,
+                s.nick,
+                s.connection.address if s.connection is not None else "",
+                s.since,
+                [room.name for room in s.rooms.values()],
+                s.account,
+                len(s.devices),
+            )
+            for s in self.sessions.values()
+        ]
+        return pending, connected
 
     def renumber(self, base: int) -> None:
         """Ids from ``base + 1`` on (a cluster node's own range)."""
