@@ -562,14 +562,20 @@ class AdminRightsAcrossNodes(ClusterTestCase):
         self.assertEqual(error.code, "not_admin")
 
     @defer.inlineCallbacks
-    def test_sessions_lists_every_nodes_sessions_and_pending_connections(self):
-        a = yield self.node(admins=["root"])
-        b = yield self.node(admins=["root"])
-        c = yield self.node(admins=["root"])
+    def root(self, a, b):
+        """The admin ``root`` (of both nodes' --admin) logged in on ``a``."""
         password = yield admin_password(a, b, "root")
         root = yield self.client(server=a)
         root.send(codec.Login("root", 2, password=password))
         yield root.expect(codec.Welcome)
+        return root
+
+    @defer.inlineCallbacks
+    def test_sessions_lists_every_nodes_sessions_and_pending_connections(self):
+        a = yield self.node(admins=["root"])
+        b = yield self.node(admins=["root"])
+        c = yield self.node()  # not an --admin node: a or b makes root's account
+        root = yield self.root(a, b)
         yield self.client("bob", server=b)
         carol = yield self.client("carol", version=2, server=c)
         carol.send(codec.Join("den"))
@@ -589,10 +595,7 @@ class AdminRightsAcrossNodes(ClusterTestCase):
         it is waited for no longer than the patience, then left out."""
         a = yield self.node(admins=["root"])
         b = yield self.node(admins=["root"])
-        password = yield admin_password(a, b, "root")
-        root = yield self.client(server=a)
-        root.send(codec.Login("root", 2, password=password))
-        yield root.expect(codec.Welcome)
+        root = yield self.root(a, b)
         yield self.client("bob", server=b)
         a.hub.peers.listings.patience = 0.5
         yield a.hub.peers.store.client.call("SADD", "chat:nodes", "999")  # a node that never answers
@@ -600,6 +603,35 @@ class AdminRightsAcrossNodes(ClusterTestCase):
         root.send(codec.AdminRequest("sessions", ref="s"))
         sessions = yield root.expect(codec.Sessions)
         self.assertEqual({s.nick for s in sessions.connected}, {"root", "bob"})
+
+    @defer.inlineCallbacks
+    def test_an_admin_kicks_a_session_on_another_node(self):
+        """What SESSIONS lists the admin may kick: the node holding the nick
+        records it in the target's rooms (every node's members see it),
+        then BYE; a nick nobody holds is no_such_nick, as on one server."""
+        a = yield self.node(admins=["root"])
+        b = yield self.node(admins=["root"])
+        root = yield self.root(a, b)
+        alice = yield self.client("alice", server=a)
+        bob = yield self.client("bob", server=b)
+        yield alice.expect(codec.Joined)
+        root.send(codec.AdminRequest("kick", target="Bob", reason="spam", ref="k"))
+        done = yield root.expect(codec.Done)
+        self.assertEqual((done.op, done.ref), ("kick", "k"))
+        record = yield bob.expect(codec.MessagePacket)
+        self.assertEqual(
+            (record.sender, record.action), ("root", {"op": "server_kick", "target": "bob", "reason": "spam"})
+        )
+        self.assertEqual((yield bob.expect(codec.Bye)), codec.Bye("kicked"))
+        seen = yield alice.expect(codec.MessagePacket)
+        self.assertEqual((seen.sender, seen.action), (record.sender, record.action))
+        left = yield alice.expect(codec.Left)
+        self.assertEqual((left.nick, left.reason), ("bob", "kicked"))
+        stand_ins = {s.nick for s in b.hub.peers.remotes.values()}
+        self.assertEqual(stand_ins, {"alice"}, "root's stand-in on b, forgotten")
+        root.send(codec.AdminRequest("kick", target="nobody", ref="n"))
+        error = yield root.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("no_such_nick", "n"))
 
 
 class BadEntries(ClusterTestCase):

@@ -50,7 +50,20 @@ class RecordTests(unittest.TestCase):
 
     def test_inbox_notes_round_trip(self) -> None:
         private = codec.Private(12.5, "ann", "bob", "psst")
-        for note in (records.Whispered(private), records.Moved("ann"), records.BansChanged()):
+        told = records.SessionsTold(
+            "2",
+            7,
+            [codec.PendingInfo(9, "10.0.0.1:5000", 1.5)],
+            [codec.SessionInfo(2**32 + 3, "Ann", "10.0.0.2:6000", 2.5, ["den"], True, 2)],
+        )
+        for note in (
+            records.Whispered(private),
+            records.Moved("ann"),
+            records.BansChanged(),
+            records.SessionsAsked("3", 7),
+            told,
+            records.KickAsked("bob", 2**32 + 1, "Root", "root", True, None),
+        ):
             with self.subTest(note=note):
                 self.assertEqual(records.read_note(json.loads(codec.dumps(note.to_json()))), note)
         self.assertIsNone(records.read_note({"kind": "frobnicate"}), "a newer node's: ignored")

@@ -759,6 +759,8 @@ class ClusterNode:
                     self.listings.answer(note, self.node, core.listing())
                 elif isinstance(note, records.SessionsTold):
                     self.listings.told(note)
+                elif isinstance(note, records.KickAsked):
+                    self._kicked(note)
             except Exception:
                 log.failure("a cluster message failed: {message}", message=message)
 
@@ -999,14 +1001,29 @@ class ClusterNode:
         )
         return d.addCallback(lambda _: None)
 
+    def kick(self, key: str, by: Session, reason: str | None) -> Deferred[bool]:
+        """To the node holding the nick (False: none does)."""
+        note = records.KickAsked(key, by.id, by.nick, by.key, by.account, reason)
+        return self._to_holder(key, note.to_json())
+
+    def _kicked(self, note: records.KickAsked) -> None:
+        """The admin stands in as the kick's author (as a member on another node would)."""
+        by = self.stand_in(note.by_id, note.by_nick, note.by_key, note.by_account)
+        self._core().kicked(by, note.key, note.reason)
+        self.forget(by)
+
     def whisper(self, nick_key: str, private: codec.Private) -> Deferred[bool]:
         """To a session on another node: False if nobody there has the nick."""
+        return self._to_holder(nick_key, records.Whispered(private).to_json())
+
+    def _to_holder(self, key: str, note: dict[str, Any]) -> Deferred[bool]:
+        """``note`` to the inbox of the node whose session holds nick key
+        ``key``: False if no other node's does."""
 
         def owner(stored: dict[str, Any] | None) -> Deferred[bool] | bool:
             node = records.SessionRecord.from_json(stored).node if stored is not None else self.node
             if node == self.node:
                 return False
-            message = records.Whispered(private).to_json()
-            return self.store.send(node, message).addCallback(lambda _: True)
+            return self.store.send(node, note).addCallback(lambda _: True)
 
-        return self.store.session(nick_key).addCallback(owner).addErrback(self._unavailable)
+        return self.store.session(key).addCallback(owner).addErrback(self._unavailable)

@@ -209,6 +209,7 @@ class Hub:
             self.logins,
             self.messages,
             self.observers,
+            self.moderation,
         )
         self.searches = Searches(clock, eventlog, self.membership, self.broadcast, store)
         self.member_requests = MemberRequests(limits, self.broadcast, self.membership, self.following)

@@ -20,6 +20,7 @@ from chatproto.core.connection import Session
 from chatproto.core.logins import Logins
 from chatproto.core.membership import Membership
 from chatproto.core.messages import Messages
+from chatproto.core.moderation import Moderation
 from chatproto.core.observers import Observers
 from chatproto.core.records import (
     AwaySet,
@@ -48,7 +49,9 @@ class Inbound:
         logins: Logins,
         messages: Messages,
         observers: Observers,
+        moderation: Moderation,
     ) -> None:
+        self.moderation = moderation  # an admin's kick from another node
         self.registry = registry
         self.directory = directory
         self.broadcast = broadcast
@@ -185,6 +188,9 @@ class Inbound:
 
     def listing(self) -> Listing:
         return self.registry.listing()
+
+    def kicked(self, by: Session, key: str, reason: str | None) -> None:
+        self.moderation.kicked(by, key, reason)
 
     def moved(self, key: str) -> None:
         self.logins.moved(key)

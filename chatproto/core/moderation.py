@@ -436,12 +436,26 @@ class Moderation:
 
     def _server_kick(
         self, connection: Connection, session: Session, reason: str | None, packet: codec.AdminRequest
-    ) -> None:
+    ) -> Deferred[None] | None:
         target, held = self._target_session(packet)
-        if held is None:
-            raise ProtocolError(ErrorCode.NO_SUCH_NICK, f"nobody here is called {target!r}")
-        self._remove_from_server(session, held, "kick", reason)
-        self._done(connection, packet, held.nick)
+        if held is not None:
+            self._remove_from_server(session, held, "kick", reason)
+            self._done(connection, packet, held.nick)
+            return None
+
+        def sent(elsewhere: bool) -> None:
+            if not elsewhere:
+                raise ProtocolError(ErrorCode.NO_SUCH_NICK, f"nobody here is called {target!r}")
+            self._done(connection, packet, target)
+
+        return self.peers.kick(nick_key(target), session, reason).addCallback(sent)
+
+    def kicked(self, by: Session, key: str, reason: str | None) -> None:
+        """An admin on another node kicks this node's session holding ``key``
+        (gone meanwhile: nothing to do)."""
+        target = self.registry.held(key)
+        if target is not None:
+            self._remove_from_server(by, target, "kick", reason)
 
     def _until(self, packet: codec.AdminRequest) -> float | None:
         return None if packet.duration is None else self.clock.seconds() + packet.duration

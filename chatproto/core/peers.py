@@ -89,6 +89,9 @@ class Inbound(Protocol):
     def listing(self) -> Listing:
         """This node's pending connections and sessions, for another node's ADMIN sessions."""
 
+    def kicked(self, by: Session, key: str, reason: str | None) -> None:
+        """Admin ``by`` (a stand-in) on another node kicks this node's session holding ``key``."""
+
     def moved(self, key: str) -> None: ...
 
     def reload_bans(self) -> Deferred[None]: ...
@@ -154,6 +157,10 @@ class Peers(Protocol):
 
     def sessions(self) -> Deferred[Listing]:
         """Every other node's pending connections and sessions (ADMIN sessions)."""
+
+    def kick(self, key: str, by: Session, reason: str | None) -> Deferred[bool]:
+        """ADMIN kick of the session holding nick key ``key`` on another
+        node, by admin ``by``: False if nobody there has the nick."""
 
     # -- files
 
@@ -237,6 +244,9 @@ class SingleNode:
 
     def sessions(self) -> Deferred[Listing]:
         return succeed(([], []))
+
+    def kick(self, key: str, by: Session, reason: str | None) -> Deferred[bool]:
+        return succeed(False)
 
     def shared_room(self, room: str, id: int, key: str) -> Deferred[SharedRoom | None]:
         return succeed(None)  # every room there is, and every session, is in this node's own state

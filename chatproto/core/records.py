@@ -322,7 +322,27 @@ class SessionsTold:
         }
 
 
-Note = Whispered | Moved | BansChanged | SessionsAsked | SessionsTold
+@dataclass(frozen=True, slots=True)
+class KickAsked:
+    """An admin on another node (session ``by_id``) kicks this node's
+    session holding nick key ``key`` off the server (ADMIN kick)."""
+
+    kind: ClassVar[str] = "kick"
+    key: str
+    by_id: int
+    by_nick: str
+    by_key: str
+    by_account: bool
+    reason: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **{f: getattr(self, f) for f in _KICK_FIELDS}}
+
+
+_KICK_FIELDS = ("key", "by_id", "by_nick", "by_key", "by_account", "reason")
+
+
+Note = Whispered | Moved | BansChanged | SessionsAsked | SessionsTold | KickAsked
 
 
 def read_note(message: dict[str, Any]) -> Note | None:
@@ -335,6 +355,8 @@ def read_note(message: dict[str, Any]) -> Note | None:
         return Moved(message["key"])
     if kind == BansChanged.kind:
         return BansChanged()
+    if kind == KickAsked.kind:
+        return KickAsked(**{f: message[f] for f in _KICK_FIELDS})
     if kind == SessionsAsked.kind:
         return SessionsAsked(str(message["node"]), int(message["ask"]))
     if kind == SessionsTold.kind:
