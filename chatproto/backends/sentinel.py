@@ -4,8 +4,9 @@
 they monitor by a name is now, and connects there. ClientService connects
 through it each time, so a failover is followed by the next connection: the
 one a demoted primary closes (Sentinel kills its clients when it makes it a
-replica), or one the client drops itself (a ``READONLY`` answer, a command
-unanswered past its deadline). The ROLE a RedisClient asks first on the new
+replica), or one the client drops itself (a ``READONLY`` or
+``NOREPLICAS`` answer, a command unanswered past its deadline, writes the
+replicas do not confirm). The ROLE a RedisClient asks first on the new
 connection catches a sentinel that has not heard of the failover yet; the
 connection is dropped and the next attempt asks again. This is the
 procedure of Redis's "Sentinel client spec".

@@ -86,6 +86,11 @@ class Listings:
             log.warn("nodes {nodes} did not list their sessions in time", nodes=sorted(gathering.waiting))
         gathering.done.callback(gathering.listing)
 
+    def stop(self) -> None:
+        """The node stops: every gathering ends now with what it has."""
+        for ask in list(self._gathering):
+            self._finish(ask)
+
     def answer(self, asked: SessionsAsked, me: str, listing: Listing) -> None:
         told = SessionsTold(me, asked.ask, listing[0], listing[1])
         self.store.send(asked.node, told.to_json()).addErrback(

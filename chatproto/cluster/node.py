@@ -274,6 +274,7 @@ class ClusterNode:
         for loop in (self._heartbeat, self._reaper):
             if loop.running:
                 loop.stop()
+        self.listings.stop()
         if self.reader is not None:
             self.reader.stop()
         d: Deferred[Any] = succeed(None)
