@@ -59,7 +59,9 @@ def two_in_den(pages) -> tuple[Page, Page]:
 
 
 def room_names(page: Page) -> list[str]:
-    return [li.get_attribute("data-room") for li in page.all("#room-list li")]
+    """Read in one call: the list may be drawn again between reading its
+    items and their attributes (a stale element)."""
+    return page.js("return [...document.querySelectorAll('#room-list li')].map(li => li.dataset.room)")
 
 
 def capture(page: Page) -> None:
