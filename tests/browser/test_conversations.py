@@ -198,6 +198,8 @@ def test_delete_own_and_as_the_rooms_operator(pages, peers):
     act(ann, "oops, wrong room", "delete")
     gone = desk.expect(codec.Changed, lambda c: c.kind == "delete")
     assert gone.message.deleted and gone.message.deleted_by is None
+    # the first drawn as deleted before the next hover: the lines move when it is
+    ann.wait(lambda: ann.lines("#transcript li.deleted") == ["message deleted"], "the first deleted")
     act(ann, "buy cheap watches", "delete")  # the operator's right
     gone = desk.expect(codec.Changed, lambda c: c.kind == "delete")
     assert gone.message.deleted_by == "ann"
