@@ -454,6 +454,51 @@ class Devices(SynchronousTestCase):
         self.assertEqual((left.reason, left.ref, left.room), ("part", None, "general"))
 
 
+class InUse(SynchronousTestCase):
+    """What a node answers when another node's login to the account of a
+    session it holds asks whether the session is in use (docs/cluster.md)."""
+
+    def setUp(self):
+        self.server = Server()
+        self.phone = registered(self.server, "ann")
+        self.desk, _ = device(self.server, "ann")
+        self.phone.received()
+        self.desk.received()
+        self.server.clock.advance(5)  # later than anything either said
+
+    def asked(self):
+        answers: list[bool] = []
+        self.server.hub.inbound.in_use(nick_key("ann"), 1.5).addCallback(answers.append)
+        return answers
+
+    def test_a_session_nobody_answers_for_is_free(self):
+        answers = self.asked()
+        for peer in (self.phone, self.desk):
+            self.assertIsInstance(peer.only(codec.ServerPing, flush=False), codec.ServerPing)
+        self.server.clock.advance(1.4)
+        self.assertEqual(answers, [], "not before the patience is spent")
+        self.server.clock.advance(0.1)
+        self.assertEqual(answers, [False])
+
+    def test_one_device_that_answers_keeps_it(self):
+        answers = self.asked()
+        self.server.clock.advance(1.0)
+        ping = self.desk.only(codec.ServerPing, flush=False)
+        self.desk.send(codec.Pong(ping.token))
+        self.server.clock.advance(0.5)
+        self.assertEqual(answers, [True])
+
+    def test_a_device_that_answers_then_goes_does_not_count(self):
+        answers = self.asked()
+        self.desk.send(codec.Pong("x"))
+        self.desk.drop()
+        self.server.clock.advance(1.5)
+        self.assertEqual(answers, [False], "the desk that answered is gone, the phone never did")
+        self.phone.drop()
+        answers = self.asked()
+        self.assertEqual(answers, [False], "no session here: free at once")
+
+
 class RememberedRooms(SynchronousTestCase):
     def test_an_account_is_back_in_its_rooms_with_unread_counts(self):
         server = Server()

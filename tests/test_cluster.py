@@ -532,6 +532,81 @@ class Accounts(ClusterTestCase):
             {p.nick: p.op for p in state.members}, {"bob": True, "root": True, "carol": None}, "resumed on b"
         )
 
+    @defer.inlineCallbacks
+    def registered(self, server, nick):
+        """A version 2 client of ``server`` that registered ``nick`` and is in room side."""
+        client = yield self.client(nick, version=2, server=server)
+        client.send(codec.AccountRequest("register", self.PASSWORD, ref="r"))
+        yield client.expect(codec.Done)
+        client.send(codec.Join("side"))
+        yield client.expect(codec.RoomState)
+        return client
+
+    @defer.inlineCallbacks
+    def test_a_login_elsewhere_takes_over_a_session_whose_connection_dropped_unseen(self):
+        """alice's network went: node a has not noticed (her connection is
+        open and silent). Her login with the password on node b answers as
+        a resume would: the same session, in its rooms, nobody told of a
+        leave or a join; a closes the old connection with BYE replaced."""
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.registered(a, "alice")
+        bob = yield self.client("bob", version=2, server=b)
+        bob.send(codec.Join("side"))
+        yield bob.expect(codec.RoomState)
+        yield alice.expect(codec.Joined)
+        again = yield self.client(server=b)
+        again.send(codec.Login("alice", 2, password=self.PASSWORD, ref="l"))
+        welcome = yield again.expect(codec.Welcome)
+        self.assertEqual((welcome.nick, welcome.account), ("alice", True))
+        state = yield again.expect(codec.RoomState)
+        self.assertEqual(sorted(p.nick for p in state.members), ["alice", "bob"])
+        bye = yield alice.expect(codec.Bye)
+        self.assertEqual(bye.reason, "replaced")
+        again.send(codec.Say("back", room="side"))
+        seen = []
+        while not seen or not isinstance(seen[-1], codec.MessagePacket):
+            seen.append((yield bob.next()))
+        self.assertEqual((seen[-1].sender, seen[-1].text), ("alice", "back"))
+        self.assertFalse([p for p in seen if isinstance(p, (codec.Joined, codec.Left))], seen)
+        carol = yield self.client("carol", version=2, server=a)
+        carol.send(codec.Join("side"))
+        state = yield carol.expect(codec.RoomState)
+        self.assertEqual(sorted(p.nick for p in state.members), ["alice", "bob", "carol"], "a knew")
+
+    @defer.inlineCallbacks
+    def test_a_login_elsewhere_while_the_session_is_in_use_is_nick_taken(self):
+        """A device that answers the PING keeps its session: the other node's
+        login is refused (a second device must use the same node)."""
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.registered(a, "alice")
+        other = yield self.client(server=b)
+        other.send(codec.Login("alice", 2, password=self.PASSWORD, ref="l"))
+        ping = yield alice.expect(codec.ServerPing)
+        alice.send(codec.Pong(ping.token))
+        error = yield other.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("nick_taken", "l"))
+        self.assertIn("another server", error.message)
+        alice.send(codec.Say("still here", "s", "side"))
+        said = yield alice.expect(codec.MessagePacket)
+        self.assertEqual((said.text, said.ref), ("still here", "s"))
+
+    @defer.inlineCallbacks
+    def test_a_wrong_password_elsewhere_asks_nobody(self):
+        """The password is checked before the holding node is asked: a wrong
+        one is bad_password, and the session is not disturbed."""
+        a = yield self.node()
+        b = yield self.node()
+        alice = yield self.registered(a, "alice")
+        other = yield self.client(server=b)
+        other.send(codec.Login("alice", 2, password="not it at all 12345", ref="l"))
+        error = yield other.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("bad_password", "l"))
+        alice.send(codec.Say("undisturbed", "s", "side"))
+        said = yield alice.expect(codec.MessagePacket)
+        self.assertEqual(said.text, "undisturbed", "no PING came before it")
+
 
 class AdminRightsAcrossNodes(ClusterTestCase):
     @defer.inlineCallbacks
@@ -597,7 +672,7 @@ class AdminRightsAcrossNodes(ClusterTestCase):
         b = yield self.node(admins=["root"])
         root = yield self.root(a, b)
         yield self.client("bob", server=b)
-        a.hub.peers.listings.patience = 0.5
+        a.hub.peers.questions.patience = 0.5
         yield a.hub.peers.store.client.call("SADD", "chat:nodes", "999")  # a node that never answers
         yield a.hub.peers.store.client.call("SET", "chat:node:999", "1", "PX", 60_000)
         root.send(codec.AdminRequest("sessions", ref="s"))

@@ -63,6 +63,8 @@ class RecordTests(unittest.TestCase):
             records.SessionsAsked("3", 7),
             told,
             records.KickAsked("bob", 2**32 + 1, "Root", "root", True, None),
+            records.HandoverAsked("4", 8, "ann"),
+            records.HandoverTold("2", 8, True),
         ):
             with self.subTest(note=note):
                 self.assertEqual(records.read_note(json.loads(codec.dumps(note.to_json()))), note)

@@ -37,7 +37,6 @@ from chatproto.backends.eventlog import Change, Draft, Outcome, StoreError, Topi
 from chatproto.backends.redis import RedisClient
 from chatproto.backends.replicas import Replicas
 from chatproto.backends.streams import Entry, FileRoom, Snapshot, StreamReader, StreamStore, unescape
-from chatproto.cluster.listings import Listings
 from chatproto.cluster.log import (
     ClusterLog,
     carried_quote,
@@ -46,6 +45,7 @@ from chatproto.cluster.log import (
     quote_from,
     stream_message,
 )
+from chatproto.cluster.questions import Questions
 from chatproto.codec import ErrorCode, Message, ProtocolError, Quote
 from chatproto.core import records
 from chatproto.core.broadcast import Event, Flushed, Item, Said
@@ -70,6 +70,13 @@ Slot = Outcome | tuple[str, int, Callable[[int], Outcome]]
 #: The inbox note that brings a participant's session into a direct
 #: conversation opened (or said in) on another node.
 OPENED = "open"
+
+#: An account's login on one node while its session is on another: how
+#: long the holding node waits for one of the session's devices to answer a
+#: PING (one that does is in use, and the login gets nick_taken), and how
+#: long the login waits for the holding node's answer.
+PROBE = 1.5
+HANDOVER_PATIENCE = PROBE + 1.5
 
 #: How often a batch of changes is decided again when the messages it was
 #: decided on changed meanwhile (another node changed them first).
@@ -197,7 +204,7 @@ class ClusterNode:
         self._held: dict[str, deque[Entry]] = {}
         self._seen: dict[str, str] = {}  # room -> the last entry read
         self.remotes: dict[int, Session] = {}  # members on other nodes, by id
-        self.listings = Listings(store, clock)  # ADMIN sessions across the nodes
+        self.questions = Questions(store, clock)  # ADMIN sessions, logins' handovers
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
         self._reaper = LoopingCall(self._reap)
@@ -274,7 +281,7 @@ class ClusterNode:
         for loop in (self._heartbeat, self._reaper):
             if loop.running:
                 loop.stop()
-        self.listings.stop()
+        self.questions.stop()
         if self.reader is not None:
             self.reader.stop()
         d: Deferred[Any] = succeed(None)
@@ -757,9 +764,15 @@ class ClusterNode:
                 elif isinstance(note, records.BansChanged):
                     core.reload_bans().addErrback(lambda f: log.failure("could not read the bans", f))
                 elif isinstance(note, records.SessionsAsked):
-                    self.listings.answer(note, self.node, core.listing())
+                    pending, connected = core.listing()
+                    told = records.SessionsTold(self.node, note.ask, pending, connected)
+                    self.questions.answer(note.node, told.to_json(), "its sessions")
                 elif isinstance(note, records.SessionsTold):
-                    self.listings.told(note)
+                    self.questions.told(note.ask, note.node, (note.pending, note.connected))
+                elif isinstance(note, records.HandoverAsked):
+                    self._hand_over(note)
+                elif isinstance(note, records.HandoverTold):
+                    self.questions.told(note.ask, note.node, note.free)
                 elif isinstance(note, records.KickAsked):
                     self._kicked(note)
             except Exception:
@@ -911,18 +924,90 @@ class ClusterNode:
 
     # -- nicks, sessions, whispers ----------------------------------------------------------------
 
-    def claim(self, key: str, nick: str) -> Deferred[None]:
-        """Fails with nick_taken if a live node holds the nick."""
+    def claim(self, key: str, nick: str, account: bool = False) -> Deferred[Resumed | None]:
+        """The nick is this node's (None), or an account's session held by
+        another node moved here (a re-login after a connection that node has
+        not seen drop); fails with nick_taken if a live node holds it."""
 
-        def claimed(owner: str | None) -> None:
-            if owner is not None:
+        def claimed(owner: str | None) -> Deferred[Resumed | None] | None:
+            if owner is None:
+                return None
+            if not account:
+                raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken")
+            return self._take_over(owner, key, nick)
+
+        d: Deferred[Any] = self.store.claim(key, self.node)
+        d.addCallback(claimed)
+        return d.addErrback(self._unavailable)
+
+    def _take_over(self, owner: str, key: str, nick: str) -> Deferred[Resumed | None]:
+        """Ask node ``owner`` whether the session is in use there; if not, it
+        moves here as on a resume (its devices there get BYE replaced)."""
+
+        def note(ask: int) -> dict[str, Any]:
+            return records.HandoverAsked(self.node, ask, key).to_json()
+
+        def answered(answers: dict[str, Any]) -> Deferred[Resumed | None]:
+            if answers.get(owner) is not True:
+                raise ProtocolError(
+                    ErrorCode.NICK_TAKEN,
+                    f"{nick!r} is signed in on another server of this cluster: "
+                    "sign in from the same one, or close that session first",
+                )
+            return self.store.session(key).addCallback(take)
+
+        def take(stored: dict[str, Any] | None) -> Deferred[Resumed | None]:
+            record = records.SessionRecord.from_json(stored) if stored is not None else None
+            if record is None or record.node != owner:  # it went (or moved) meanwhile: claim again
+                return self.store.claim(key, self.node).addCallback(again)
+            if not record.account:
+                raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken")
+            moved = replace(record, node=self.node)
+            d = self.store.take_over(key, owner, moved.to_json())
+            return d.addCallback(self._taken, owner, key, moved).addCallback(check)
+
+        def again(holder: str | None) -> None:
+            if holder is not None:
                 raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken")
 
-        return self.store.claim(key, self.node).addCallbacks(claimed, self._unavailable)
+        def check(resumed: Resumed | None) -> Resumed:
+            if resumed is None:
+                raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken")
+            return resumed
+
+        asked = self.questions.ask({owner}, note, "a handover", HANDOVER_PATIENCE)
+        return asked.addCallback(answered)
+
+    def _hand_over(self, asked: records.HandoverAsked) -> None:
+        """Another node's login to the account of our session ``asked.key``:
+        free unless one of its devices here answers a PING."""
+
+        def tell(in_use: bool) -> None:
+            told = records.HandoverTold(self.node, asked.ask, not in_use)
+            self.questions.answer(asked.node, told.to_json(), "a handover")
+
+        self._core().in_use(asked.key, PROBE).addCallback(tell)
 
     def sessions(self) -> Deferred[Listing]:
-        """Every other node's pending connections and sessions."""
-        return self.listings.gather(self.node).addErrback(self._unavailable)
+        """Every other node's pending connections and sessions (those that
+        answer within the questions' patience)."""
+
+        def ask(nodes: list[str]) -> Deferred[dict[str, Any]]:
+            others = {node for node in nodes if node != self.node}
+            return self.questions.ask(others, note, "sessions")
+
+        def note(ask: int) -> dict[str, Any]:
+            return records.SessionsAsked(self.node, ask).to_json()
+
+        def merge(answers: dict[str, Any]) -> Listing:
+            listing: Listing = ([], [])
+            for pending, connected in answers.values():
+                listing[0].extend(pending)
+                listing[1].extend(connected)
+            return listing
+
+        d = self.store.nodes().addCallback(ask).addCallback(merge)
+        return d.addErrback(self._unavailable)
 
     def _unavailable(self, failure: Failure) -> Failure:
         if failure.check(ProtocolError):

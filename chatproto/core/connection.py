@@ -49,6 +49,10 @@ class Connection(Protocol):
     session: Session | None  # set by the core on login, cleared when it leaves
     wire: Wire
 
+    @property
+    def heard(self) -> float:
+        """When the peer last sent anything (the clock's seconds)."""
+
     def deliver(self, data: bytes) -> None:
         """Bytes already framed for ``wire``; shared with other recipients."""
 

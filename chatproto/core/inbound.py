@@ -192,6 +192,9 @@ class Inbound:
     def kicked(self, by: Session, key: str, reason: str | None) -> None:
         self.moderation.kicked(by, key, reason)
 
+    def in_use(self, key: str, patience: float) -> Deferred[bool]:
+        return self.logins.in_use(key, patience)
+
     def moved(self, key: str) -> None:
         self.logins.moved(key)
 

@@ -24,7 +24,7 @@ from chatproto.core.broadcast import SERVER, Broadcast
 from chatproto.core.connection import Connection, Session
 from chatproto.core.membership import Membership
 from chatproto.core.observers import Observers
-from chatproto.core.peers import Peers
+from chatproto.core.peers import Peers, Resumed
 from chatproto.core.pending_news import PendingNews
 from chatproto.core.records import SessionRecord
 from chatproto.core.registry import Registry
@@ -181,12 +181,20 @@ class Logins:
             d: Deferred[Any] = succeed(None)
         else:
             d = self.accounts.authenticate(key, password, connection.host, packet.proto, packet.resume)
-        d.addCallback(self._claimed, key, nick)
-        return d.addCallback(self._admit, connection, packet.proto, nick, key)
+        return d.addCallback(self._claimed, connection, packet.proto, nick, key)
 
-    def _claimed(self, record: AccountRecord | None, key: str, nick: str) -> Deferred[AccountRecord | None]:
-        """The nick is this node's, unless a session on another node has it."""
-        return self.peers.claim(key, nick).addCallback(lambda _: record)
+    def _claimed(
+        self, record: AccountRecord | None, connection: Connection, version: int, nick: str, key: str
+    ) -> Deferred[Session | None]:
+        """The nick is this node's, unless a session on another node has it;
+        an account's session there that nobody uses moves here."""
+
+        def admit(moved: Resumed | None) -> Session | None:
+            if moved is not None:
+                return self._adopt(connection, version, key, *moved)
+            return self._admit(record, connection, version, nick, key)
+
+        return self.peers.claim(key, nick, record is not None).addCallback(admit)
 
     def _admit(
         self, record: AccountRecord | None, connection: Connection, version: int, nick: str, key: str
@@ -295,6 +303,26 @@ class Logins:
                     self.kick(session.id)
 
         return accounts.load_bans(self.gate).addCallback(loaded)
+
+    def in_use(self, key: str, patience: float) -> Deferred[bool]:
+        """Whether a device of our session holding ``key`` answers a PING
+        within ``patience`` seconds: a connection that dropped without our
+        noticing does not, so another node's login to the account may take
+        the session over."""
+        session = self.registry.held(key)
+        if session is None or not session.devices:
+            return succeed(False)
+        devices = list(session.devices)
+        asked = self.clock.seconds()
+        for connection in devices:
+            connection.send(codec.ServerPing(f"{int(asked)}"))
+        d: Deferred[bool] = Deferred()
+
+        def look() -> None:
+            d.callback(any(c in session.devices and c.heard >= asked for c in devices))
+
+        self.clock.callLater(patience, look)
+        return d
 
     def moved(self, key: str) -> None:
         """One of our sessions was resumed on another node. Its devices here

@@ -92,6 +92,10 @@ class Inbound(Protocol):
     def kicked(self, by: Session, key: str, reason: str | None) -> None:
         """Admin ``by`` (a stand-in) on another node kicks this node's session holding ``key``."""
 
+    def in_use(self, key: str, patience: float) -> Deferred[bool]:
+        """Whether a device of this node's session holding ``key`` answers a
+        PING within ``patience`` seconds (False at once if there is no such session)."""
+
     def moved(self, key: str) -> None: ...
 
     def reload_bans(self) -> Deferred[None]: ...
@@ -131,8 +135,11 @@ class Peers(Protocol):
 
     # -- sessions
 
-    def claim(self, key: str, nick: str) -> Deferred[None]:
-        """Fails with nick_taken if another node's session has the nick."""
+    def claim(self, key: str, nick: str, account: bool = False) -> Deferred[Resumed | None]:
+        """The nick is this node's now (None); or, for the login of an
+        ``account`` whose session another node holds and nobody there uses,
+        that session moved here. Fails with nick_taken if another node's
+        session has the nick."""
 
     def release(self, key: str) -> Deferred[None]:
         """The nick is free again (fires once the others know)."""
@@ -218,7 +225,7 @@ class SingleNode:
     def listing(self, directory: Directory) -> Deferred[str]:
         return succeed(directory.listing_json())
 
-    def claim(self, key: str, nick: str) -> Deferred[None]:
+    def claim(self, key: str, nick: str, account: bool = False) -> Deferred[Resumed | None]:
         return succeed(None)
 
     def release(self, key: str) -> Deferred[None]:

@@ -342,7 +342,37 @@ class KickAsked:
 _KICK_FIELDS = ("key", "by_id", "by_nick", "by_key", "by_account", "reason")
 
 
-Note = Whispered | Moved | BansChanged | SessionsAsked | SessionsTold | KickAsked
+@dataclass(frozen=True, slots=True)
+class HandoverAsked:
+    """Node ``node`` has a login to the account whose session (nick key
+    ``key``) this node holds: may the session move there?"""
+
+    kind: ClassVar[str] = "handover?"
+    node: str
+    ask: int
+    key: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "node": self.node, "ask": self.ask, "key": self.key}
+
+
+@dataclass(frozen=True, slots=True)
+class HandoverTold:
+    """Node ``node``'s answer to a :class:`HandoverAsked`: ``free`` if none
+    of the session's devices there answered (or it has none)."""
+
+    kind: ClassVar[str] = "handover"
+    node: str
+    ask: int
+    free: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "node": self.node, "ask": self.ask, "free": self.free}
+
+
+Note = (
+    Whispered | Moved | BansChanged | SessionsAsked | SessionsTold | KickAsked | HandoverAsked | HandoverTold
+)
 
 
 def read_note(message: dict[str, Any]) -> Note | None:
@@ -363,4 +393,8 @@ def read_note(message: dict[str, Any]) -> Note | None:
         pending = [codec.PendingInfo(**p) for p in message["pending"]]
         connected = [codec.SessionInfo(**s) for s in message["connected"]]
         return SessionsTold(str(message["node"]), int(message["ask"]), pending, connected)
+    if kind == HandoverAsked.kind:
+        return HandoverAsked(str(message["node"]), int(message["ask"]), str(message["key"]))
+    if kind == HandoverTold.kind:
+        return HandoverTold(str(message["node"]), int(message["ask"]), bool(message["free"]))
     return None

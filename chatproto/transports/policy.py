@@ -266,6 +266,10 @@ class ConnectionPolicy(Spender):
     def send(self, packet: Any) -> None:
         self.protocol.render(packet)
 
+    @property
+    def heard(self) -> float:
+        return self._last_heard
+
     # The hub's, read when needed rather than held in a slot per connection.
 
     @property
