@@ -229,10 +229,9 @@ def build_server(
             cluster_expiry,
             Replicas(reader, cluster_min_replicas, reactor),
         )
-        # typing goes to the other nodes on a channel, never into the streams
-        node.typing_client = RedisClient(
-            reactor, address, "chat-typing", subscribe=(store.typing_channel(),), on_push=node.typing_received
-        )
+        # typing and pending connections go to the other nodes on channels, never into the streams
+        channels = (store.typing_channel(), store.pending_channel())
+        node.news_client = RedisClient(reactor, address, "chat-news", subscribe=channels, on_push=node.pushed)
         if cluster_accounts is not None:
             cluster_accounts.node = node
         peers = node

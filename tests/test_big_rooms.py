@@ -498,7 +498,7 @@ class QuietPending(SynchronousTestCase):
         self.settle(QUIET)
         ids = [first.connection.id, second.connection.id]
         self.assertEqual(pendings(self.v2), [(ids[0], "connecting"), (ids[1], "connecting")])
-        self.assertEqual(self.server.hub.news.heard(ids), ids)
+        self.assertEqual(self.server.hub.news.ids(ids, 2), ids)
 
     def test_a_welcome_lists_only_the_pending_connections_version_2_heard_of(self):
         early = self.server.peer()

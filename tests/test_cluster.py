@@ -150,6 +150,45 @@ class Whispers(ClusterTestCase):
         self.assertEqual((error.code, error.ref), ("no_such_nick", "n"))
 
 
+class PendingAcrossNodes(ClusterTestCase):
+    @defer.inlineCallbacks
+    def pending(self, client, state, node):
+        """The next PENDING ``state`` of a connection of node ``node``."""
+        while True:
+            packet = yield client.expect(codec.Pending)
+            if packet.state == state and packet.id >> 32 == int(node.hub.peers.node):
+                return packet.id
+
+    @defer.inlineCallbacks
+    def test_a_connection_pending_on_one_node_is_announced_on_every_node(self):
+        """PENDING and WELCOME.pending are the cluster's: a connection on b
+        is announced on a, listed in a's WELCOMEs, then gone when it logs in."""
+        a = yield self.node()
+        b = yield self.node()
+        ann = yield self.client("ann", version=2, server=a)
+        stranger = yield self.client(server=b)
+        id = yield self.pending(ann, "connecting", b)
+        late = yield self.client(server=a)
+        welcome = yield late.login("late", version=2)
+        self.assertIn(id, welcome.pending)
+        stranger.send(codec.Login("str", 2))
+        welcome = yield stranger.expect(codec.Welcome)
+        self.assertEqual(welcome.id, id, "the session's id is the pending one")
+        gone = yield self.pending(ann, "gone", b)
+        self.assertEqual(gone, id)
+
+    @defer.inlineCallbacks
+    def test_a_connection_closed_before_its_login_is_gone_on_every_node(self):
+        a = yield self.node()
+        b = yield self.node()
+        old = yield self.client("old", server=a)
+        stranger = yield self.client(server=b)
+        id = yield self.pending(old, "connecting", b)
+        stranger.transport.loseConnection()
+        gone = yield self.pending(old, "gone", b)
+        self.assertEqual(gone, id)
+
+
 class Sessions(ClusterTestCase):
     @defer.inlineCallbacks
     def test_resume_on_another_node(self):

@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatproto import codec
 from chatproto.backends.eventlog import StoreError
 from chatproto.codec import ErrorCode
+from chatproto.core.hub import PENDING_SLACK
 from tests.harness import Server, parse_frames
 
 #: WELCOME.limits of version 1: exactly these keys.
@@ -107,6 +108,62 @@ class Pending(SynchronousTestCase):
         (alice,) = server.logged_in("alice")
         server.clock.advance(6)
         self.assertFalse(alice.closing)
+
+
+class PendingElsewhere(SynchronousTestCase):
+    """Another node's pending connections, as its news comes (a cluster's
+    PENDING is the cluster's: docs/protocol.md 18)."""
+
+    ID = 7 << 32  # another node's
+
+    def setUp(self):
+        self.server = Server(login_timeout=5)
+        self.old, self.new = self.server.logged_in("old"), self.server.logged_in("new", version=2)
+        self.old, self.new = self.old[0], self.new[0]
+        self.old.received()
+        self.inbound = self.server.hub.inbound
+
+    def news(self, state, v1=True):
+        self.inbound.pending(self.ID, state, v1)
+        self.server.flush()
+
+    def test_announced_like_our_own_and_listed_in_a_welcome(self):
+        self.news("connecting")
+        for peer in (self.old, self.new):
+            self.assertEqual(peer.only(codec.Pending), codec.Pending(self.ID, "connecting"))
+        welcome = self.server.peer().login("late", version=2)
+        self.assertEqual(welcome.pending, [self.ID])
+        self.new.received()
+        self.news("gone")
+        self.assertEqual(self.new.only(codec.Pending), codec.Pending(self.ID, "gone"))
+
+    def test_a_version_1_login_elsewhere_is_no_pending_gone_to_version_1(self):
+        """It sees that login as a JOINED, from the room's stream."""
+        self.news("connecting")
+        self.old.received()
+        self.new.received()
+        self.news("gone", v1=False)
+        self.assertEqual(self.old.received(), [])
+        self.assertEqual(self.new.only(codec.Pending), codec.Pending(self.ID, "gone"))
+
+    def test_news_heard_twice_or_of_an_unknown_connection_is_nothing(self):
+        self.news("gone")
+        self.assertEqual(self.old.received(), [], "never heard of it")
+        self.news("connecting")
+        self.old.received()
+        self.news("connecting")
+        self.assertEqual(self.old.received(), [], "heard once")
+
+    def test_a_going_that_never_came_is_taken_for_gone_after_the_login_timeout_and_more(self):
+        self.news("connecting")
+        self.old.received()
+        self.server.clock.advance(5 + PENDING_SLACK - 0.1)
+        self.assertEqual(self.old.received(), [])
+        self.server.clock.advance(0.1)
+        self.assertEqual(self.old.only(codec.Pending), codec.Pending(self.ID, "gone"))
+        self.news("gone")
+        self.assertEqual(self.old.received(), [], "once")
+        self.assertEqual(self.server.peer().login("late", version=2).pending, [])
 
 
 class Login(SynchronousTestCase):

@@ -18,7 +18,8 @@ Key layout under the prefix P (names are percent-escaped, so a name's
 ``P:nodes`` (live node names), ``P:node:N`` (heartbeat), ``P:node:N:rooms``,
 ``P:node:N:nicks`` and ``P:node:N:in`` (the node's inbox stream),
 ``P:rooms`` (every room with members: key -> name), and ``P:secret:NAME``
-(secrets every node shares: ``search`` signs search pages).
+(secrets every node shares: ``search`` signs search pages); the channels
+``P:typing`` and ``P:pending`` (PENDING news) carry what is never stored.
 One Redis server (with replicas if wanted), not Redis Cluster: the scripts
 touch keys they compute.
 """
@@ -817,10 +818,13 @@ class StreamStore:
         d = self.client.call("SET", self.key("secret", name), mine, "NX", "GET")
         return d.addCallback(lambda kept: kept if kept else mine)
 
-    # -- typing: passed on, never stored -----------------------------------------------------
+    # -- typing and pending connections: passed on, never stored ------------------------------
 
     def typing_channel(self) -> str:
         return self.key("typing")
+
+    def pending_channel(self) -> str:
+        return self.key("pending")
 
     def publish(self, channel: str, message: dict) -> Deferred:
         return self.client.call("PUBLISH", channel, json.dumps(message, ensure_ascii=False))

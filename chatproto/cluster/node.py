@@ -199,7 +199,9 @@ class ClusterNode:
         self._pending: dict[int, _Pending] = {}
         self._queue: deque[_Pending] = deque()  # batches not written yet, in order
         self._deciding: _Pending | None = None  # the batch read and decided now: the rest wait
-        self.typing_client: RedisClient | None = None  # subscribed to the typing channel
+        self.news_client: RedisClient | None = None  # subscribed to the typing and pending channels
+        self._news: list[tuple[int, str, bool]] = []  # our pending connections' news, to publish
+        self._stopping = False
         self._refused: set[int] = set()  # batches sent, then refused: their entries may still come
         self._held: dict[str, deque[Entry]] = {}
         self._seen: dict[str, str] = {}  # room -> the last entry read
@@ -219,8 +221,8 @@ class ClusterNode:
         self.inbound = inbound
         for client in (self.store.client, self.reader_client):
             client.start()
-        if self.typing_client is not None:
-            self.typing_client.start()
+        if self.news_client is not None:
+            self.news_client.start()
         if not self.store.client.up:
             log.info("waiting for Redis at {address}", address=str(self.store.client.address))
         d: Deferred[Any] = self.store.client.connected()
@@ -278,6 +280,7 @@ class ClusterNode:
     def stop(self) -> Deferred[None]:
         """Leave the cluster: this node's sessions leave their rooms for
         everyone (``server_shutdown``), its nicks are free; then disconnect."""
+        self._stopping = True
         for loop in (self._heartbeat, self._reaper):
             if loop.running:
                 loop.stop()
@@ -291,9 +294,9 @@ class ClusterNode:
             d.addErrback(lambda f: log.warn("could not leave the cluster: {error}", error=f.value))
         d.addBoth(lambda _: self.store.client.stop())
         d.addBoth(lambda _: self.reader_client.stop())
-        if self.typing_client is not None:
-            typing = self.typing_client
-            d.addBoth(lambda _: typing.stop())
+        if self.news_client is not None:
+            news = self.news_client
+            d.addBoth(lambda _: news.stop())
         return d.addBoth(lambda _: None)
 
     # -- the order: appending ------------------------------------------------------------
@@ -594,23 +597,47 @@ class ClusterNode:
         note = {"node": self.node, "room": room, "nick": record.nick, "typing": record.typing}
         self.store.publish(self.store.typing_channel(), note).addErrback(lambda f: None)
 
-    def typing_received(self, push: object) -> None:
-        """A message on the typing channel: another node's member typing in a room of ours."""
+    def pushed(self, push: object) -> None:
+        """A message on a channel: another node's member typing in a room, or
+        another node's pending connections."""
         if not isinstance(push, list) or len(push) != 3 or push[0] != b"message" or self.inbound is None:
             return
+        channel = push[1].decode("utf-8", "replace") if isinstance(push[1], bytes) else ""
         try:
             note = json.loads(push[2])
             if note["node"] == self.node:
                 return
-            core = self._core()
-            room = core.room(note["room"])
-            if room is None:
-                return
-            event, _ = core.apply(room, records.TypingSent(room.name, note["nick"], bool(note["typing"])))
-            if event is not None:
-                core.deliver([event], [])
+            if channel == self.store.typing_channel():
+                self._typing(note)
+            elif channel == self.store.pending_channel():
+                for id, state, v1 in note["news"]:
+                    self._core().pending(int(id), str(state), bool(v1))
         except (ValueError, KeyError, TypeError):
-            log.warn("skipped a malformed typing notice")
+            log.warn("skipped a malformed notice on {channel}", channel=channel)
+
+    def _typing(self, note: dict[str, Any]) -> None:
+        core = self._core()
+        room = core.room(note["room"])
+        if room is None:
+            return
+        event, _ = core.apply(room, records.TypingSent(room.name, note["nick"], bool(note["typing"])))
+        if event is not None:
+            core.deliver([event], [])
+
+    def pending(self, id: int, state: str, v1: bool) -> None:
+        """Our pending connections' news, published once per reactor turn."""
+        if not self.node or self._stopping:
+            return  # not started, or stopped: nobody to tell
+        if not self._news:
+            self.clock.callLater(0, self._publish_news)
+        self._news.append((id, state, v1))
+
+    def _publish_news(self) -> None:
+        news, self._news = self._news, []
+        if self._stopping:
+            return
+        note = {"node": self.node, "news": news}
+        self.store.publish(self.store.pending_channel(), note).addErrback(lambda f: None)
 
     def _append_failed(self, failure: Failure, pending: _Pending, sent: bool) -> None:
         """Nothing is acknowledged; whatever of it reached the stream anyway

@@ -59,6 +59,10 @@ from chatproto.rules import DEFAULT_ROOM, normalise_nick, room_key
 
 log = Logger()
 
+#: How much longer than a login may take a connection pending on another
+#: node is believed pending when its going never came.
+PENDING_SLACK = 5.0
+
 #: How long a shutdown waits for peers to read their BYE before aborting them.
 SHUTDOWN_GRACE = 5.0
 
@@ -109,7 +113,7 @@ class Hub:
         self.keeper = RuleKeeper(clock, store, self.broadcast)
         self.following = Following(limits.follow_limit)
         self.counts = Counts(clock, limits.count_interval, self.broadcast, self.directory)
-        self.news = PendingNews(clock, self.broadcast)
+        self.news = PendingNews(clock, self.broadcast, self.peers, limits.login_timeout + PENDING_SLACK)
         self.membership = Membership(
             self.directory,
             self.broadcast,
@@ -210,6 +214,7 @@ class Hub:
             self.messages,
             self.observers,
             self.moderation,
+            self.news,
         )
         self.searches = Searches(clock, eventlog, self.membership, self.broadcast, store)
         self.member_requests = MemberRequests(limits, self.broadcast, self.membership, self.following)

@@ -22,6 +22,7 @@ from chatproto.core.membership import Membership
 from chatproto.core.messages import Messages
 from chatproto.core.moderation import Moderation
 from chatproto.core.observers import Observers
+from chatproto.core.pending_news import PendingNews
 from chatproto.core.records import (
     AwaySet,
     MemberJoined,
@@ -50,8 +51,10 @@ class Inbound:
         messages: Messages,
         observers: Observers,
         moderation: Moderation,
+        news: PendingNews,
     ) -> None:
         self.moderation = moderation  # an admin's kick from another node
+        self.news = news  # other nodes' pending connections
         self.registry = registry
         self.directory = directory
         self.broadcast = broadcast
@@ -191,6 +194,9 @@ class Inbound:
 
     def kicked(self, by: Session, key: str, reason: str | None) -> None:
         self.moderation.kicked(by, key, reason)
+
+    def pending(self, id: int, state: str, v1: bool) -> None:
+        self.news.elsewhere(id, state, v1)
 
     def in_use(self, key: str, patience: float) -> Deferred[bool]:
         return self.logins.in_use(key, patience)

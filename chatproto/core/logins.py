@@ -390,13 +390,12 @@ class Logins:
         def welcome() -> None:
             if connection.session is not session:
                 return  # gone (or replaced) while earlier broadcasts were stored
-            pending = list(self.registry.pending)
             payload = self.assembler.welcome(
                 session.version,
                 session.nick,
                 session.id,
                 session.devices[connection],
-                pending if session.version == 1 else self.news.heard(pending),
+                self.news.ids(self.registry.pending, session.version),
                 self.directory.default,
                 [room.name for room in rooms],
                 session,

@@ -92,6 +92,9 @@ class Inbound(Protocol):
     def kicked(self, by: Session, key: str, reason: str | None) -> None:
         """Admin ``by`` (a stand-in) on another node kicks this node's session holding ``key``."""
 
+    def pending(self, id: int, state: str, v1: bool) -> None:
+        """Another node's connection ``id`` is pending (``state`` connecting) or no more (gone)."""
+
     def in_use(self, key: str, patience: float) -> Deferred[bool]:
         """Whether a device of this node's session holding ``key`` answers a
         PING within ``patience`` seconds (False at once if there is no such session)."""
@@ -134,6 +137,11 @@ class Peers(Protocol):
         """Every room there is, here and elsewhere, as LIST's JSON array."""
 
     # -- sessions
+
+    def pending(self, id: int, state: str, v1: bool) -> None:
+        """This node's connection ``id`` is pending or no more (PENDING's
+        ``state``; ``v1``: whether version 1 hears of its going): for the
+        others' PENDING."""
 
     def claim(self, key: str, nick: str, account: bool = False) -> Deferred[Resumed | None]:
         """The nick is this node's now (None); or, for the login of an
@@ -224,6 +232,9 @@ class SingleNode:
 
     def listing(self, directory: Directory) -> Deferred[str]:
         return succeed(directory.listing_json())
+
+    def pending(self, id: int, state: str, v1: bool) -> None:
+        pass
 
     def claim(self, key: str, nick: str, account: bool = False) -> Deferred[Resumed | None]:
         return succeed(None)

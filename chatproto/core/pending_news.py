@@ -6,17 +6,29 @@ connection only once it has been pending for ``QUIET`` seconds, and of its
 going only if it heard of its coming: the connections that log in at once
 cost the others nothing. Version 1 hears of every one at once, as it always
 has.
+
+In a cluster the server is every node: each node's news goes to the others
+(:meth:`~chatproto.core.peers.Peers.pending`) and theirs comes here
+(:meth:`PendingNews.elsewhere`). Another node's news travels on a channel
+that may lose it, so a connection pending elsewhere is believed pending for
+no longer than a login may take (``patience``), then announced gone.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from chatproto import codec
 from chatproto.core.broadcast import COALESCE_AT, SERVER, Broadcast, Event
+from chatproto.core.peers import Peers
 
 #: How long a connection is pending before version 2 hears of it, on a busy server.
 QUIET = 1.0
+
+CONNECTING = "connecting"
+GONE = "gone"
 
 
 def _payload(id: int, state: str) -> bytes:
@@ -24,18 +36,51 @@ def _payload(id: int, state: str) -> bytes:
 
 
 class PendingNews:
-    """Announces pending connections; remembers those version 2 has not
-    heard of yet (a busy server's), in the order they came, which is the
-    order they fall due."""
+    """Announces pending connections, this node's and the others'; remembers
+    those version 2 has not heard of yet (a busy server's), in the order they
+    came, which is the order they fall due."""
 
-    def __init__(self, clock: IReactorTime, broadcast: Broadcast) -> None:
+    def __init__(self, clock: IReactorTime, broadcast: Broadcast, peers: Peers, patience: float) -> None:
         self.clock = clock
         self.broadcast = broadcast
+        self.peers = peers
+        self.patience = patience
         self._quiet: dict[int, float] = {}  # connection id -> when version 2 hears of it
         self._call: IDelayedCall | None = None
+        self._elsewhere: dict[int, float] = {}  # another node's connection id -> when it is taken for gone
+        self._expiry: IDelayedCall | None = None
 
     def connecting(self, id: int) -> None:
-        payload = _payload(id, "connecting")
+        self.peers.pending(id, CONNECTING, True)
+        self._connecting(id)
+
+    def gone(self, id: int, v1: bool = True) -> None:
+        """Connection ``id`` is pending no more (logged in, resumed, or
+        closed); ``v1``: version 1 hears of it as a PENDING (not when it
+        sees the login as a JOINED)."""
+        self.peers.pending(id, GONE, v1)
+        self._gone(id, v1)
+
+    def elsewhere(self, id: int, state: str, v1: bool) -> None:
+        """Another node's news of its connection ``id``."""
+        if state == CONNECTING:
+            if id in self._elsewhere:
+                return
+            self._elsewhere[id] = self.clock.seconds() + self.patience
+            if self._expiry is None:
+                self._expiry = self.clock.callLater(self.patience, self._expire)
+            self._connecting(id)
+        elif state == GONE and self._elsewhere.pop(id, None) is not None:
+            self._gone(id, v1)
+
+    def ids(self, here: Iterable[int], version: int) -> list[int]:
+        """WELCOME.pending: the connections pending here and elsewhere that a
+        session of ``version`` has heard of."""
+        ids = [*here, *self._elsewhere]
+        return ids if version == 1 or not self._quiet else [id for id in ids if id not in self._quiet]
+
+    def _connecting(self, id: int) -> None:
+        payload = _payload(id, CONNECTING)
         if self.broadcast.sessions() < COALESCE_AT:
             self.broadcast.event(Event(SERVER, payload, payload))
             return
@@ -44,20 +89,12 @@ class PendingNews:
         if self._call is None:
             self._call = self.clock.callLater(QUIET, self._announce)
 
-    def gone(self, id: int, v1: bool = True) -> None:
-        """Connection ``id`` is pending no more (logged in, resumed, or
-        closed); ``v1``: version 1 hears of it as a PENDING (not when it
-        sees the login as a JOINED)."""
+    def _gone(self, id: int, v1: bool) -> None:
         heard = self._quiet.pop(id, None) is None
         if not (v1 or heard):
             return
-        payload = _payload(id, "gone")
+        payload = _payload(id, GONE)
         self.broadcast.event(Event(SERVER, payload if v1 else None, payload if heard else None))
-
-    def heard(self, ids: list[int]) -> list[int]:
-        """Of the pending connections ``ids``, those version 2 has heard of
-        (what its WELCOME lists)."""
-        return [id for id in ids if id not in self._quiet] if self._quiet else ids
 
     def _announce(self) -> None:
         self._call = None
@@ -68,9 +105,23 @@ class PendingNews:
                 self._call = self.clock.callLater(due - now, self._announce)
                 return
             del self._quiet[id]
-            self.broadcast.event(Event(SERVER, None, _payload(id, "connecting")))
+            self.broadcast.event(Event(SERVER, None, _payload(id, CONNECTING)))
+
+    def _expire(self) -> None:
+        """Connections elsewhere whose going never came (the channel lost it,
+        or their node died): gone, for everyone who heard of them."""
+        self._expiry = None
+        now = self.clock.seconds()
+        while self._elsewhere:
+            id, due = next(iter(self._elsewhere.items()))
+            if due > now:
+                self._expiry = self.clock.callLater(due - now, self._expire)
+                return
+            del self._elsewhere[id]
+            self._gone(id, True)
 
     def stop(self) -> None:
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
+        for call in (self._call, self._expiry):
+            if call is not None and call.active():
+                call.cancel()
+        self._call = self._expiry = None
