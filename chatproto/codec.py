@@ -16,7 +16,7 @@ import json
 import re
 import struct
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 from urllib.parse import quote
@@ -912,6 +912,17 @@ CLIENT_PACKETS = (
     MembersRequest,
     Follow,
 )
+#: The client packets that may carry a password, by type byte.
+SECRET_TYPES = frozenset(
+    kind.TYPE for kind in CLIENT_PACKETS if any(f.metadata.get("kind") == "secret" for f in fields(kind))
+)
+
+
+def carries_secret(packet: Any) -> bool:
+    """Whether a client packet has a password in it."""
+    return any(f.metadata.get("kind") == "secret" and getattr(packet, f.name) for f in fields(packet))
+
+
 SERVER_PACKETS = (
     Welcome,
     MessagePacket,

@@ -56,7 +56,7 @@ class ChatServer(MultiService):
         super().__init__()
         self.hub = hub
         self.factory = ChatFactory(hub)
-        peers = PeersService(hub.peers, hub.inbound)
+        peers = PeersService(hub.peers, hub.inbound, self.factory)
         peers.setServiceParent(self)  # stops after the hub has said BYE
         HubService(hub).setServiceParent(self)
         # Connections are accepted once the node has joined the others and

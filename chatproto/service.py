@@ -200,14 +200,15 @@ class PeersService(Service):
     cluster node waits until Redis answers, a single server at once), leaves
     on stop, so the others see its sessions leave with ``server_shutdown``."""
 
-    def __init__(self, peers: Peers, inbound: Inbound) -> None:
+    def __init__(self, peers: Peers, inbound: Inbound, protocols: IProtocolFactory) -> None:
         self.peers = peers
         self.inbound = inbound
+        self.protocols = protocols  # a relayed device's connection (cluster/relays.py)
         self.joined: Deferred[object] = Deferred()
 
     def startService(self) -> None:
         super().startService()
-        d = self.peers.start(self.inbound)
+        d = self.peers.start(self.inbound, self.protocols)
         d.addCallbacks(self.joined.callback, self._failed)
 
     def _failed(self, failure: Failure) -> None:

@@ -1,12 +1,14 @@
 """Cluster mode: several servers share their rooms through a real Valkey
 server (started for each test), on real sockets."""
 
+import json
 import os
 import shutil
 
 from twisted.internet import defer
 
 from chatproto import codec
+from chatproto.core import records
 from tests import test_integration as live
 from tests import test_irc as irc
 from tests import test_websocket as websocket
@@ -589,11 +591,7 @@ class Accounts(ClusterTestCase):
         leave or a join; a closes the old connection with BYE replaced."""
         a = yield self.node()
         b = yield self.node()
-        alice = yield self.registered(a, "alice")
-        bob = yield self.client("bob", version=2, server=b)
-        bob.send(codec.Join("side"))
-        yield bob.expect(codec.RoomState)
-        yield alice.expect(codec.Joined)
+        alice, bob = yield self.alice_and_bob(a, b)
         again = yield self.client(server=b)
         again.send(codec.Login("alice", 2, password=self.PASSWORD, ref="l"))
         welcome = yield again.expect(codec.Welcome)
@@ -614,22 +612,149 @@ class Accounts(ClusterTestCase):
         self.assertEqual(sorted(p.nick for p in state.members), ["alice", "bob", "carol"], "a knew")
 
     @defer.inlineCallbacks
-    def test_a_login_elsewhere_while_the_session_is_in_use_is_nick_taken(self):
-        """A device that answers the PING keeps its session: the other node's
-        login is refused (a second device must use the same node)."""
-        a = yield self.node()
-        b = yield self.node()
+    def alice_and_bob(self, a, b):
+        """alice, an account on node a, in room side with bob (on b)."""
         alice = yield self.registered(a, "alice")
-        other = yield self.client(server=b)
-        other.send(codec.Login("alice", 2, password=self.PASSWORD, ref="l"))
+        bob = yield self.client("bob", version=2, server=b)
+        bob.send(codec.Join("side"))
+        yield bob.expect(codec.RoomState)
+        yield alice.expect(codec.Joined)
+        return alice, bob
+
+    @defer.inlineCallbacks
+    def second_device(self, a, b):
+        """alice and bob; alice's second device logs in on b while the first
+        answers the PING: it is relayed to a. Returns (alice, bob, desk, its WELCOME)."""
+        alice, bob = yield self.alice_and_bob(a, b)
+        desk = yield self.client(server=b)
+        desk.send(codec.Login("alice", 2, password=self.PASSWORD, ref="l"))
         ping = yield alice.expect(codec.ServerPing)
         alice.send(codec.Pong(ping.token))
-        error = yield other.expect(codec.Error)
-        self.assertEqual((error.code, error.ref), ("nick_taken", "l"))
-        self.assertIn("another server", error.message)
-        alice.send(codec.Say("still here", "s", "side"))
-        said = yield alice.expect(codec.MessagePacket)
-        self.assertEqual((said.text, said.ref), ("still here", "s"))
+        welcome = yield desk.expect(codec.Welcome)
+        return alice, bob, desk, welcome
+
+    @defer.inlineCallbacks
+    def test_a_second_device_on_another_node_is_relayed_to_its_session(self):
+        """As on one server: the same session (one id, its rooms), nobody
+        told of a join; what either device says reaches the other and bob."""
+        a = yield self.node()
+        b = yield self.node()
+        alice, bob, desk, welcome = yield self.second_device(a, b)
+        self.assertEqual(
+            (welcome.id, welcome.nick, welcome.account), (a.hub.registry.held("alice").id, "alice", True)
+        )
+        state = yield desk.expect(codec.RoomState)
+        self.assertEqual((state.room, sorted(p.nick for p in state.members)), ("side", ["alice", "bob"]))
+        alice.send(codec.Say("from the phone", "p", "side"))
+        got = yield desk.expect(codec.MessagePacket)
+        self.assertEqual((got.sender, got.text, got.ref), ("alice", "from the phone", None))
+        desk.send(codec.Say("from the desk", "d", "side"))
+        echo = yield desk.expect(codec.MessagePacket)
+        self.assertEqual((echo.text, echo.ref), ("from the desk", "d"))
+        got = yield alice.expect(codec.MessagePacket)
+        self.assertEqual((got.text, got.ref), ("from the phone", "p"))
+        got = yield alice.expect(codec.MessagePacket)
+        self.assertEqual((got.text, got.ref), ("from the desk", None))
+        desk.send(codec.Quit())
+        yield desk.lost
+        alice.send(codec.Say("one device again", room="side"))
+        seen = []
+        while len([p for p in seen if isinstance(p, codec.MessagePacket)]) < 3:
+            seen.append((yield bob.next()))
+        self.assertEqual(
+            [p.text for p in seen if isinstance(p, codec.MessagePacket)],
+            ["from the phone", "from the desk", "one device again"],
+        )
+        self.assertFalse(
+            [p for p in seen if isinstance(p, (codec.Joined, codec.Left))], "one session throughout"
+        )
+
+    @defer.inlineCallbacks
+    def test_no_password_crosses_the_store(self):
+        """The relayed LOGIN goes without its password (node b checked it);
+        a packet with a password from the relayed device is refused on b."""
+        a = yield self.node()
+        b = yield self.node()
+        _alice, _bob, desk, _welcome = yield self.second_device(a, b)
+        desk.send(codec.AccountRequest("password", self.PASSWORD, "another horse battery 42", ref="p"))
+        error = yield desk.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("not_permitted", "p"))
+        desk.send(codec.Login("alice", 2, password=self.PASSWORD, ref="again"))
+        error = yield desk.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("already_logged_in", "again"))
+        desk.send(codec.AdminRequest("sessions", ref="s"))
+        error = yield desk.expect(codec.Error)
+        self.assertEqual((error.code, error.ref), ("not_admin", "s"), "relayed, and refused on a")
+        inbox = yield a.hub.peers.store.client.call(
+            "XRANGE", "chat:node:" + a.hub.peers.node + ":in", "-", "+"
+        )
+        notes = [json.loads(fields[1]) for _, fields in inbox]
+        carried = [records.read_note(note) for note in notes if str(note.get("kind", "")).startswith("relay")]
+        self.assertTrue(carried, "the relay went through a's inbox")
+        sent = [note.payload for note in carried if isinstance(note, records.RelayOpened)]
+        sent += [p for note in carried if isinstance(note, records.RelayIn) for p in note.payloads]
+        self.assertTrue(sent)
+        for payload in sent:
+            self.assertNotIn(b"horse", payload)
+
+    @defer.inlineCallbacks
+    def test_a_relayed_device_resumes_on_its_node_and_hears_when_the_sessions_node_stops(self):
+        a = yield self.node()
+        b = yield self.node()
+        alice, _bob, desk, welcome = yield self.second_device(a, b)
+        again = yield self.client(server=b)
+        again.send(codec.Login("alice", 2, welcome.resume))
+        resumed = yield again.expect(codec.Welcome)
+        self.assertEqual(resumed.id, welcome.id)
+        bye = yield desk.expect(codec.Bye)
+        self.assertEqual(bye.reason, "replaced")
+        alice.send(codec.Say("still both", "s", "side"))
+        got = yield again.expect(codec.MessagePacket)
+        self.assertEqual(got.text, "still both")
+        yield a.stopService()
+        bye = yield again.expect(codec.Bye)
+        self.assertEqual(bye.reason, "server_shutdown")
+        yield again.lost
+
+    @defer.inlineCallbacks
+    def test_a_relayed_device_is_closed_when_the_sessions_node_dies(self):
+        """Node a stops beating (as if killed): once b reaps it, b closes
+        the device it relayed there, which logs in again (here, to b)."""
+        a = yield self.node(expiry=1.0)
+        b = yield self.node(expiry=1.0)
+        _alice, bob, desk, _welcome = yield self.second_device(a, b)
+        a.hub.peers._heartbeat.stop()
+        yield a.hub.peers.store.client.call("DEL", "chat:node:" + a.hub.peers.node)
+        bye = yield desk.expect(codec.Bye)
+        self.assertEqual(bye.reason, "server_shutdown")
+        left = yield bob.expect(codec.Left)
+        self.assertEqual((left.nick, left.reason), ("alice", "connection_lost"))
+        again = yield self.client(server=b)
+        again.send(codec.Login("alice", 2, password=self.PASSWORD))
+        back = yield again.expect(codec.Welcome)
+        self.assertEqual(back.nick, "alice")
+
+    @defer.inlineCallbacks
+    def test_a_browser_is_relayed_too_an_irc_client_is_not(self):
+        a = yield self.node()
+        yield self.node(web=True, irc=True)  # b: self.ws and self.irc reach it
+        alice = yield self.registered(a, "alice")
+        page = yield self.ws(version=2)
+        page.send(codec.Login("alice", 2, password=self.PASSWORD))
+        ping = yield alice.expect(codec.ServerPing)
+        alice.send(codec.Pong(ping.token))
+        welcome = yield page.expect(codec.Welcome)
+        self.assertTrue(welcome.account)
+        yield page.expect(codec.RoomState)
+        page.send(codec.Say("from the page", "w", "side"))
+        got = yield alice.expect(codec.MessagePacket)
+        self.assertEqual(got.text, "from the page")
+        irc = yield self.irc()
+        irc.send(f"PASS :{self.PASSWORD}", "NICK alice", "USER alice 0 * :alice")
+        ping = yield alice.expect(codec.ServerPing)
+        alice.send(codec.Pong(ping.token))
+        refused = yield irc.expect(lambda text: " 433 " in text)
+        self.assertIn("in use on another server", refused)
 
     @defer.inlineCallbacks
     def test_a_wrong_password_elsewhere_asks_nobody(self):

@@ -65,6 +65,10 @@ class RecordTests(unittest.TestCase):
             records.KickAsked("bob", 2**32 + 1, "Root", "root", True, None),
             records.HandoverAsked("4", 8, "ann"),
             records.HandoverTold("2", 8, True),
+            records.RelayOpened("3", 2**32 + 5, "10.0.0.9", 5123, b'\x01{"nick":"ann"}'),
+            records.RelayIn("3", 2**32 + 5, (b"\x02{}", b"\xff not even utf-8")),
+            records.RelayOut("1", 2**32 + 5, b"\x00\x00\x00\x03\x81{}", "close"),
+            records.RelayClosed("3", 2**32 + 5),
         ):
             with self.subTest(note=note):
                 self.assertEqual(records.read_note(json.loads(codec.dumps(note.to_json()))), note)

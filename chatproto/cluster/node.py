@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -46,11 +46,12 @@ from chatproto.cluster.log import (
     stream_message,
 )
 from chatproto.cluster.questions import Questions
+from chatproto.cluster.relays import Relays
 from chatproto.codec import ErrorCode, Message, ProtocolError, Quote
 from chatproto.core import records
 from chatproto.core.broadcast import Event, Flushed, Item, Said
-from chatproto.core.connection import Session
-from chatproto.core.peers import Inbound, Resumed, Seat, SharedRoom
+from chatproto.core.connection import Connection, Session
+from chatproto.core.peers import HeldElsewhere, Inbound, Resumed, Seat, SharedRoom
 from chatproto.core.registry import Listing
 from chatproto.core.rooms import ChatRoom, Directory, RoomRules, kept_rules, load_rules
 from chatproto.rules import is_direct, room_key
@@ -207,6 +208,8 @@ class ClusterNode:
         self._seen: dict[str, str] = {}  # room -> the last entry read
         self.remotes: dict[int, Session] = {}  # members on other nodes, by id
         self.questions = Questions(store, clock)  # ADMIN sessions, logins' handovers
+        self.relays = Relays(store, clock)  # devices of a session on another node
+        self._protocols: IProtocolFactory | None = None
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
         self._reaper = LoopingCall(self._reap)
@@ -214,11 +217,12 @@ class ClusterNode:
 
     # -- life -------------------------------------------------------------------------
 
-    def start(self, inbound: Inbound) -> Deferred[str]:
+    def start(self, inbound: Inbound, protocols: IProtocolFactory) -> Deferred[str]:
         """Connect, take a node number, start the heartbeat and the reader,
         applying the others' changes to ``inbound``; fires when the node may
-        accept connections."""
+        accept connections. ``protocols`` runs devices relayed here."""
         self.inbound = inbound
+        self._protocols = protocols
         for client in (self.store.client, self.reader_client):
             client.start()
         if self.news_client is not None:
@@ -243,6 +247,8 @@ class ClusterNode:
     def _numbered(self, number: int) -> Deferred[StreamReader]:
         self.node = str(number)
         self._core().renumber(number << ID_BITS)
+        if self._protocols is not None:
+            self.relays.start(self.node, self._protocols)
         reader = self.reader = StreamReader(
             self.reader_client, self.store, self.node, self._read, self._received, self.reader_replicas
         )
@@ -270,12 +276,15 @@ class ClusterNode:
                 if node != self.node:
                     d = self.store.reap(node, always=always)
                     d.addCallback(self._reaped, node).addErrback(lambda f: None)
+            for node in self.relays.nodes() - set(nodes):  # left, or reaped by another
+                self.relays.gone(node)
 
         return self.store.nodes().addCallback(check).addErrback(lambda f: None)
 
     def _reaped(self, done: bool, node: str) -> None:
         if done:
             log.info("cluster node {node} stopped answering: its sessions left", node=node)
+            self.relays.gone(node)
 
     def stop(self) -> Deferred[None]:
         """Leave the cluster: this node's sessions leave their rooms for
@@ -285,6 +294,7 @@ class ClusterNode:
             if loop.running:
                 loop.stop()
         self.questions.stop()
+        self.relays.stop()
         if self.reader is not None:
             self.reader.stop()
         d: Deferred[Any] = succeed(None)
@@ -624,6 +634,18 @@ class ClusterNode:
         if event is not None:
             core.deliver([event], [])
 
+    def relay(self, connection: Connection, login: bytes, node: str) -> None:
+        self.relays.relay(connection, login, node)
+
+    def forward(self, connection: Connection, payload: bytes) -> None:
+        self.relays.forward(connection, payload)
+
+    def unrelay(self, connection: Connection) -> None:
+        self.relays.unrelay(connection)
+
+    def vouched(self, key: str) -> bool:
+        return self.relays.vouching == key
+
     def pending(self, id: int, state: str, v1: bool) -> None:
         """Our pending connections' news, published once per reactor turn."""
         if not self.node or self._stopping:
@@ -800,6 +822,14 @@ class ClusterNode:
                     self._hand_over(note)
                 elif isinstance(note, records.HandoverTold):
                     self.questions.told(note.ask, note.node, note.free)
+                elif isinstance(note, records.RelayIn):
+                    self.relays.came_in(note)
+                elif isinstance(note, records.RelayOut):
+                    self.relays.came_out(note)
+                elif isinstance(note, records.RelayOpened):
+                    self.relays.opened(note)
+                elif isinstance(note, records.RelayClosed):
+                    self.relays.closed(note)
                 elif isinstance(note, records.KickAsked):
                     self._kicked(note)
             except Exception:
@@ -975,12 +1005,12 @@ class ClusterNode:
             return records.HandoverAsked(self.node, ask, key).to_json()
 
         def answered(answers: dict[str, Any]) -> Deferred[Resumed | None]:
-            if answers.get(owner) is not True:
-                raise ProtocolError(
-                    ErrorCode.NICK_TAKEN,
-                    f"{nick!r} is signed in on another server of this cluster: "
-                    "sign in from the same one, or close that session first",
-                )
+            free = answers.get(owner)
+            if free is None:
+                message = f"{nick!r} is signed in on a server that does not answer"
+                raise ProtocolError(ErrorCode.NICK_TAKEN, message)
+            if not free:
+                raise HeldElsewhere(owner, f"{nick!r} is in use on another server of this cluster")
             return self.store.session(key).addCallback(take)
 
         def take(stored: dict[str, Any] | None) -> Deferred[Resumed | None]:
@@ -1079,6 +1109,8 @@ class ClusterNode:
             given = token.encode("utf-8")
             if not any(hmac.compare_digest(given, t.encode("utf-8")) for t in record.tokens):
                 return None
+            if len(record.tokens) > 1:  # one device of several: it resumes there, the others stay
+                raise HeldElsewhere(record.node, f"{record.nick!r} is in use on another server")
             moved = replace(record, node=self.node)
             d = self.store.take_over(key, record.node, moved.to_json())
             return d.addCallback(self._taken, record.node, key, moved)

@@ -34,6 +34,9 @@ class Wire(Protocol):
     # Whether a version 2 client on it gets a big room's members lazily
     # (docs/protocol.md 22); IRC's NAMES stay whole.
     lazy: bool
+    # Whether its connections' packets can be relayed to another node of a
+    # cluster as payloads (cluster/relays.py): Int32's and WebSocket's can.
+    relayable: bool
 
     def frame(self, payload: bytes) -> bytes:
         """Wire bytes for one payload (type byte + JSON object)."""
@@ -64,6 +67,14 @@ class Connection(Protocol):
 
     def abort(self) -> None:
         """Drop the connection now, unsent output and all."""
+
+    def relay(self) -> None:
+        """From now on its packets go to another node (Peers.forward), whose
+        answers come back through :meth:`deliver`; its own limits still pace it."""
+
+    def end(self) -> None:
+        """Close once what was written has gone, with no BYE of its own
+        (a relayed connection: the node that ran it said why)."""
 
     def closed(self) -> Deferred[None]:
         """Fires once the connection is gone."""

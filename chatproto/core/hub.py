@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from chatproto import codec
 from chatproto.backends.accounts import AccountStore
 from chatproto.backends.eventlog import EventLog
+from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.account_requests import AccountRequests
 from chatproto.core.accounts import Accounts, AddressGate
 from chatproto.core.assembly import Assembler
@@ -281,6 +282,24 @@ class Hub:
 
     def login(self, connection: Connection, packet: codec.Login) -> Deferred[Session | None]:
         return self.logins.login(connection, packet)
+
+    def relayed(self, connection: Connection, payload: bytes) -> None:
+        """A packet of a connection relayed to its session's node. One that
+        carries a password is refused here: no password crosses the
+        cluster's store (the LOGIN that started the relay went without its own)."""
+        if payload and payload[0] in codec.SECRET_TYPES:
+            packet = codec.decode_client(payload, 2)
+            if isinstance(packet, codec.Login):
+                raise ProtocolError(
+                    ErrorCode.ALREADY_LOGGED_IN, "this connection is already logged in", packet.ref
+                )
+            if codec.carries_secret(packet):
+                raise ProtocolError(
+                    ErrorCode.NOT_PERMITTED,
+                    "a password can only be given on the server your session is on: connect to it again",
+                    getattr(packet, "ref", None),
+                )
+        self.peers.forward(connection, payload)
 
     def leave(self, connection: Connection, reason: str, message: str | None = None) -> Deferred[None]:
         return self.logins.leave(connection, reason, message)

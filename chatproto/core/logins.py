@@ -8,11 +8,13 @@ after everything broadcast before (:meth:`Broadcast.after_flushed`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatproto import codec
 from chatproto.backends.accounts import AccountRecord, AccountStore
@@ -24,7 +26,7 @@ from chatproto.core.broadcast import SERVER, Broadcast
 from chatproto.core.connection import Connection, Session
 from chatproto.core.membership import Membership
 from chatproto.core.observers import Observers
-from chatproto.core.peers import Peers, Resumed
+from chatproto.core.peers import HeldElsewhere, Peers, Resumed
 from chatproto.core.pending_news import PendingNews
 from chatproto.core.records import SessionRecord
 from chatproto.core.registry import Registry
@@ -155,9 +157,11 @@ class Logins:
                     )
                 return succeed(self._resume(connection, held, device))
         if held is None and packet.resume is not None:
-            d = self.peers.resume(key, packet.resume, packet.proto)
-            return d.addCallback(self._resumed_here, connection, packet, nick, key)
-        return self._log_in(connection, packet, nick, key, held)
+            moving: Deferred[Any] = self.peers.resume(key, packet.resume, packet.proto)
+            d = moving.addCallback(self._resumed_here, connection, packet, nick, key)
+        else:
+            d = self._log_in(connection, packet, nick, key, held)
+        return d.addErrback(self._elsewhere, connection, packet)
 
     def _resumed_here(
         self, moved: Any, connection: Connection, packet: codec.Login, nick: str, key: str
@@ -171,6 +175,8 @@ class Logins:
         self, connection: Connection, packet: codec.Login, nick: str, key: str, held: Session | None
     ) -> Deferred[Session | None]:
         password = packet.password if packet.proto >= 2 else None
+        if held is not None and held.account and packet.proto == held.version and self.peers.vouched(key):
+            return succeed(self._add_device(connection, held))  # another node checked its password
         if held is not None and not (held.account and password is not None):
             if held.account and packet.proto >= 2:
                 raise ProtocolError(
@@ -182,6 +188,26 @@ class Logins:
         else:
             d = self.accounts.authenticate(key, password, connection.host, packet.proto, packet.resume)
         return d.addCallback(self._claimed, connection, packet.proto, nick, key)
+
+    def _elsewhere(self, failure: Failure, connection: Connection, packet: codec.Login) -> None:
+        """The session is in use on another node: a connection whose packets
+        can travel there is relayed to it (cluster/relays.py), from this LOGIN
+        on; any other gets nick_taken."""
+        held = failure.trap(HeldElsewhere) and failure.value
+        assert isinstance(held, HeldElsewhere)
+        if not connection.wire.relayable:
+            raise ProtocolError(ErrorCode.NICK_TAKEN, held.message)
+        if self.registry.pending.get(connection.id) is not connection:
+            return None  # it went away meanwhile
+        self.registry.relay(connection)
+        self.news.gone(connection.id)
+        self.observers.notify("pending_gone", connection.id, reason="relayed")
+        connection.relay()
+        # Checked here: the other node takes our word for it (Peers.vouched), and no
+        # password goes through the store.
+        self.peers.relay(connection, codec.encode(replace(packet, password=None)), held.node)
+        log.info("connection {id} relayed to node {node}", id=connection.id, node=held.node)
+        return None
 
     def _claimed(
         self, record: AccountRecord | None, connection: Connection, version: int, nick: str, key: str
@@ -346,6 +372,7 @@ class Logins:
         now = self.clock.seconds()
         self.registry.add_device(connection, session, now)
         self.news.gone(connection.id)
+        self.peers.save(session)
         log.info(
             "{nick} ({id}) added a device from {address}",
             nick=session.nick,
@@ -363,6 +390,7 @@ class Logins:
         self.stop_receiving(session, old)
         self.membership.following.moved(old, connection)  # the device keeps its follows
         self.registry.take_over(connection, session, old, now)
+        self.peers.save(session)
         self.gate.closed(old.host)
         old.disconnect("replaced")
         self.counters.disconnects["replaced"] += 1
@@ -422,14 +450,19 @@ class Logins:
         rooms, forget it. Fires once its nick is free on every node."""
         session = connection.session
         token = session.devices.get(connection) if session is not None else None
+        relayed = self.registry.relayed.get(connection.id) is connection
         gone = self.registry.remove(connection)
         if gone:
             self.counters.disconnects[reason] += 1
             self.gate.closed(connection.host)
+        if relayed:
+            self.peers.unrelay(connection)
+            return succeed(None)
         if isinstance(gone, Session):
             self.stop_receiving(gone, connection)
             self.membership.following.forget(connection)
             if gone.devices:  # the account is still here on its other devices
+                self.peers.save(gone)  # its tokens, for a resume on another node
                 log.info("{nick} ({id}) lost a device: {reason}", nick=gone.nick, id=gone.id, reason=reason)
                 self.observers.notify("device_left", gone.id, nick=gone.nick, reason=reason)
                 return succeed(None)

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IProtocolFactory
 
 from chatproto import codec
 from chatproto.backends.accounts import AccountStore
 from chatproto.backends.eventlog import EventLog, Outcome
-from chatproto.core.connection import Session
+from chatproto.codec import ErrorCode, ProtocolError
+from chatproto.core.connection import Connection, Session
 from chatproto.core.records import Record, SessionRecord
 from chatproto.core.registry import Listing
 from chatproto.core.rooms import ChatRoom, Directory, RoomRules, load_rules, preload
@@ -31,6 +33,16 @@ if TYPE_CHECKING:
 
 #: A session resumed from another node: its record, and its rooms as (key, name).
 Resumed = tuple[SessionRecord, list[tuple[str, str]]]
+
+
+class HeldElsewhere(ProtocolError):
+    """The session a LOGIN is for is in use on node ``node``: a device that
+    can be relayed is relayed there (cluster/relays.py), any other gets
+    nick_taken."""
+
+    def __init__(self, node: str, message: str) -> None:
+        super().__init__(ErrorCode.NICK_TAKEN, message)
+        self.node = node
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +121,10 @@ class Inbound(Protocol):
 class Peers(Protocol):
     """The other nodes, as the core sees them."""
 
-    def start(self, inbound: Inbound) -> Deferred[Any]:
-        """Join the others; fires when connections may be accepted."""
+    def start(self, inbound: Inbound, protocols: IProtocolFactory) -> Deferred[Any]:
+        """Join the others; fires when connections may be accepted.
+        ``protocols`` makes the connection of a device relayed here from
+        another node (Int32's)."""
 
     def stop(self) -> Deferred[None]:
         """Leave the others: this node's sessions leave their rooms for them."""
@@ -137,6 +151,22 @@ class Peers(Protocol):
         """Every room there is, here and elsewhere, as LIST's JSON array."""
 
     # -- sessions
+
+    def relay(self, connection: Connection, login: bytes, node: str) -> None:
+        """Hand ``connection`` to node ``node``, which holds the session its
+        LOGIN (``login``, the payload) is for: its packets go there, and
+        what that node writes comes back (cluster/relays.py)."""
+
+    def forward(self, connection: Connection, payload: bytes) -> None:
+        """A packet from a relayed connection."""
+
+    def vouched(self, key: str) -> bool:
+        """Whether the LOGIN being read now is a relayed device's for the
+        session of nick key ``key``, whose credentials the node it reached
+        has checked."""
+
+    def unrelay(self, connection: Connection) -> None:
+        """A relayed connection is gone."""
 
     def pending(self, id: int, state: str, v1: bool) -> None:
         """This node's connection ``id`` is pending or no more (PENDING's
@@ -194,7 +224,7 @@ class SingleNode:
         self.store = store
         self.replay = replay
 
-    def start(self, inbound: Inbound) -> Deferred[Any]:
+    def start(self, inbound: Inbound, protocols: IProtocolFactory) -> Deferred[Any]:
         return succeed(None)
 
     def stop(self) -> Deferred[None]:
@@ -234,6 +264,18 @@ class SingleNode:
         return succeed(directory.listing_json())
 
     def pending(self, id: int, state: str, v1: bool) -> None:
+        pass
+
+    def relay(self, connection: Connection, login: bytes, node: str) -> None:
+        raise AssertionError("a single server holds every session")
+
+    def forward(self, connection: Connection, payload: bytes) -> None:
+        pass
+
+    def vouched(self, key: str) -> bool:
+        return False
+
+    def unrelay(self, connection: Connection) -> None:
         pass
 
     def claim(self, key: str, nick: str, account: bool = False) -> Deferred[Resumed | None]:

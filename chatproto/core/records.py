@@ -10,6 +10,7 @@ ignores them, a cluster node's puts them in the room's stream
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -370,8 +371,97 @@ class HandoverTold:
         return {"kind": self.kind, "node": self.node, "ask": self.ask, "free": self.free}
 
 
+def _b64(payloads: tuple[bytes, ...]) -> list[str]:
+    return [base64.b64encode(p).decode("ascii") for p in payloads]
+
+
+def _unb64(items: list[str]) -> tuple[bytes, ...]:
+    return tuple(base64.b64decode(item, validate=True) for item in items)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOpened:
+    """A device reached node ``node`` (its connection ``conn`` there, from
+    ``host``:``port``) and logs in to a session this node holds: this node
+    runs the connection, starting with its LOGIN (``payload``)."""
+
+    kind: ClassVar[str] = "relay"
+    node: str
+    conn: int
+    host: str
+    port: int
+    payload: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "node": self.node,
+            "conn": self.conn,
+            "host": self.host,
+            "port": self.port,
+            "payload": _b64((self.payload,))[0],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RelayIn:
+    """What relayed connection ``conn`` of node ``node`` sent: packets' payloads."""
+
+    kind: ClassVar[str] = "relay in"
+    node: str
+    conn: int
+    payloads: tuple[bytes, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "node": self.node, "conn": self.conn, "payloads": _b64(self.payloads)}
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOut:
+    """What node ``node`` wrote to our relayed connection ``conn``: its
+    bytes as Int32 frames, then ``end``: "" (more may come), "close" (after
+    these) or "abort"."""
+
+    kind: ClassVar[str] = "relay out"
+    node: str
+    conn: int
+    data: bytes
+    end: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "node": self.node,
+            "conn": self.conn,
+            "data": _b64((self.data,))[0],
+            "end": self.end,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RelayClosed:
+    """Relayed connection ``conn`` of node ``node`` is gone (or that node never had it)."""
+
+    kind: ClassVar[str] = "relay closed"
+    node: str
+    conn: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "node": self.node, "conn": self.conn}
+
+
+Relay = RelayOpened | RelayIn | RelayOut | RelayClosed
+
 Note = (
-    Whispered | Moved | BansChanged | SessionsAsked | SessionsTold | KickAsked | HandoverAsked | HandoverTold
+    Whispered
+    | Moved
+    | BansChanged
+    | SessionsAsked
+    | SessionsTold
+    | KickAsked
+    | HandoverAsked
+    | HandoverTold
+    | Relay
 )
 
 
@@ -397,4 +487,20 @@ def read_note(message: dict[str, Any]) -> Note | None:
         return HandoverAsked(str(message["node"]), int(message["ask"]), str(message["key"]))
     if kind == HandoverTold.kind:
         return HandoverTold(str(message["node"]), int(message["ask"]), bool(message["free"]))
+    return _relay(kind, message)
+
+
+def _relay(kind: str, message: dict[str, Any]) -> Relay | None:
+    if kind not in (RelayIn.kind, RelayOut.kind, RelayClosed.kind, RelayOpened.kind):
+        return None
+    node, conn = str(message["node"]), int(message["conn"])
+    if kind == RelayIn.kind:
+        return RelayIn(node, conn, _unb64(message["payloads"]))
+    if kind == RelayOut.kind:
+        return RelayOut(node, conn, _unb64([message["data"]])[0], str(message["end"]))
+    if kind == RelayClosed.kind:
+        return RelayClosed(node, conn)
+    if kind == RelayOpened.kind:
+        payload = _unb64([message["payload"]])[0]
+        return RelayOpened(node, conn, str(message["host"]), int(message["port"]), payload)
     return None

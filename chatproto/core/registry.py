@@ -34,6 +34,7 @@ class Registry:
         self.open: dict[int, Connection] = {}  # every accepted connection
         self.reserved = 0  # places held by connections that are not chat ones yet (HTTP)
         self.pending: dict[int, Connection] = {}
+        self.relayed: dict[int, Connection] = {}  # to the node their session is on
         self.sessions: dict[int, Session] = {}
         self._nicks: dict[str, Session] = {}
 
@@ -118,10 +119,16 @@ class Registry:
         session.since = now
         connection.session = session
 
+    def relay(self, connection: Connection) -> None:
+        """A pending connection is relayed to another node (its session's):
+        open here, neither pending nor a session."""
+        del self.pending[connection.id]
+        self.relayed[connection.id] = connection
+
     def remove(self, connection: Connection) -> Session | bool | None:
         """Forget a connection: its session if it had one (still registered
-        if it has other devices), True if it was pending, None if it was
-        already gone."""
+        if it has other devices), True if it was pending or relayed, None if
+        it was already gone."""
         if self.open.pop(connection.id, None) is None:
             return None
         session = connection.session
@@ -135,7 +142,8 @@ class Registry:
             del self.sessions[session.id]
             del self._nicks[session.key]
             return session
-        return self.pending.pop(connection.id, None) is not None
+        was_pending = self.pending.pop(connection.id, None) is not None
+        return self.relayed.pop(connection.id, None) is not None or was_pending
 
     def rename(self, session: Session, nick: str, key: str) -> None:
         """The session holds ``nick`` now, and its old nick is free (NICK)."""
@@ -160,6 +168,7 @@ class Registry:
             connection.session = None
         self.open.clear()
         self.pending.clear()
+        self.relayed.clear()
         self.sessions.clear()
         self._nicks.clear()
         return connections

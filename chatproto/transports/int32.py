@@ -50,6 +50,7 @@ class Int32Wire:
 
     name = "int32"
     lazy = True
+    relayable = True
     frame = staticmethod(codec.frame)
 
 

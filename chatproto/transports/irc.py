@@ -248,6 +248,7 @@ class IrcWire:
 
     name = "irc"
     lazy = False  # NAMES stay whole, JOIN and PART go to everyone
+    relayable = False  # IRC lines are rendered per connection, not payloads
 
     def __init__(self, server: str, caps: frozenset[str], people: IrcPeople | None = None) -> None:
         self.server = server

@@ -50,6 +50,8 @@ PASSWORD_TRIES = 3
 CLOSE_GRACE = 10.0
 
 PENDING, CONNECTED, CLOSING = "pending", "connected", "closing"
+#: Handed to another node of a cluster, which runs it (cluster/relays.py).
+RELAYED = "relayed"
 
 
 class ChatTransport(Consumer, Protocol):
@@ -336,6 +338,14 @@ class ConnectionPolicy(Spender):
         if not self._is_lost:
             chat_transport(self.protocol.transport).abortConnection()
 
+    def end(self) -> None:
+        self.close(None, why="relayed")
+
+    def relay(self) -> None:
+        self.state = RELAYED
+        self._cancel_timer()  # the node running it keeps it alive
+        self.MAX_LENGTH = self.hub.limits.max_frame
+
     def rewire(self, wire: Wire) -> None:
         """The framing's wire changed (IRC capabilities): once logged in,
         the broadcasts it receives move to the new wire too."""
@@ -411,6 +421,14 @@ class ConnectionPolicy(Spender):
         """One packet's bytes (type byte + JSON), as Int32 and WebSocket carry them."""
         if self.state == CLOSING:
             return  # units that arrived in the same read as QUIT or a fatal error
+        if self.state == RELAYED:
+            now = self._heard()
+            try:
+                self.hub.relayed(self, payload)
+            except ProtocolError as e:
+                self.refused(e, None)
+            self._pace(1.0, now)
+            return
         try:
             packet = codec.decode_client(
                 payload, self.session.version if self.session else codec.PROTOCOL_VERSION

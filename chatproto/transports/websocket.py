@@ -89,6 +89,7 @@ class WebSocketWire:
 
     name = "websocket"
     lazy = True
+    relayable = True
     frame = staticmethod(ws_frame)
 
 

@@ -1,0 +1,330 @@
+"""A device whose session is on another node: its connection, relayed.
+
+An account's session is held by one node at a time (the one its nick's
+claim in Redis names). A second device that reaches another node (the load
+balancer's choice) while the session is in use there is relayed: the node
+it reached (the *near* node) passes the connection's packets to the
+session's node (the *far* node) through that node's inbox, and writes what
+comes back through its own inbox to the device. The far node runs the
+connection as one of its own, on a :class:`RelayTransport` instead of a
+socket, so every rule (login, devices, resume, limits, keepalive) is the one
+code path it is on a single server. Only packet transports (Int32,
+WebSocket) are relayed: they carry the same payloads, which the near node
+frames for its connection's wire.
+
+What each side sends is gathered for a reactor turn and goes as one inbox
+note per connection, in order. A node that dies takes its side with it:
+the survivor notices when it sees that node gone (docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProducer,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatproto import codec
+from chatproto.backends.streams import StreamStore
+from chatproto.core import records
+from chatproto.core.connection import Connection
+from chatproto.rules import nick_key, normalise_nick
+
+log = Logger()
+
+
+def payloads_of(data: bytes) -> list[bytes]:
+    """The payloads of whole Int32 frames (what a far node's outbox wrote)."""
+    out, at = [], 0
+    while at + 4 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        out.append(data[at + 4 : at + 4 + length])
+        at += 4 + length
+    return out
+
+
+def _peer(host: str, address: str) -> IAddress:
+    """The device's address as the near node saw it (its port from ``address``, "h:p" or "[h]:p")."""
+    try:
+        port = int(address.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        port = 0
+    if ":" in host:
+        return IPv6Address("TCP", host, port)
+    return IPv4Address("TCP", host or "0.0.0.0", port)
+
+
+@dataclass
+class _Note:
+    """One note being gathered for a node this turn."""
+
+    kind: type[records.Relay]
+    conn: int
+    parts: list[bytes] = field(default_factory=list)
+    end: str = ""
+    opened: tuple[str, str] | None = None  # RelayOpened's host and address
+
+
+class RelayTransport:
+    """The far node's transport for a relayed connection: what it writes
+    goes to the near node; what it reads comes from there (:meth:`Relays.came_in`)."""
+
+    def __init__(self, relays: Relays, near: str, conn: int, peer: IAddress) -> None:
+        self.relays = relays
+        self.near = near
+        self.conn = conn
+        self.peer = peer
+        self.disconnecting = False
+        self.producer: IProducer | None = None
+        self.protocol: IProtocol | None = None
+
+    def write(self, data: bytes) -> None:
+        if not self.disconnecting:
+            self.relays.out(self, data)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        self._end("close")
+
+    def abortConnection(self) -> None:
+        self._end("abort")
+
+    def _end(self, how: str) -> None:
+        if not self.disconnecting:
+            self.disconnecting = True
+            self.relays.end(self, how)
+        elif how == "abort":
+            self.relays.lose(self)  # an abort is at once
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def getPeer(self) -> IAddress:
+        return self.peer
+
+    def getHost(self) -> IAddress:
+        return self.peer
+
+    # Reading is the inbox's: the policy's read loop holds what comes while paused.
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        self.abortConnection()
+
+
+class Relays:
+    """This node's relayed connections, near and far."""
+
+    def __init__(self, store: StreamStore, clock: IReactorTime) -> None:
+        self.store = store
+        self.clock = clock
+        self.me = ""
+        self.protocols: IProtocolFactory | None = None
+        self.near: dict[int, tuple[str, Connection]] = {}  # our connection id -> (far node, it)
+        self.far: dict[tuple[str, int], RelayTransport] = {}  # (near node, its connection id) -> ours
+        self._notes: dict[str, list[_Note]] = {}
+        self._ended: list[RelayTransport] = []
+        self._call: IDelayedCall | None = None
+        # The nick key of the relayed LOGIN being read now: the near node
+        # checked its password (or resume token), which it did not send.
+        self.vouching: str | None = None
+
+    def start(self, me: str, protocols: IProtocolFactory) -> None:
+        """Node ``me`` runs far connections with ``protocols`` (Int32's)."""
+        self.me = me
+        self.protocols = protocols
+
+    # -- the near side -------------------------------------------------------------------
+
+    def relay(self, connection: Connection, login: bytes, far: str) -> None:
+        """Hand ``connection``, whose LOGIN (``login``, a payload) is for a
+        session node ``far`` holds, to that node."""
+        self.near[connection.id] = (far, connection)
+        note = self._add(far, records.RelayOpened, connection.id, login)
+        note.opened = (connection.host, connection.address)
+
+    def forward(self, connection: Connection, payload: bytes) -> None:
+        """A packet the device sent."""
+        entry = self.near.get(connection.id)
+        if entry is not None:
+            self._add(entry[0], records.RelayIn, connection.id, payload)
+
+    def unrelay(self, connection: Connection) -> None:
+        """The device's connection is gone: the far node drops its side."""
+        entry = self.near.pop(connection.id, None)
+        if entry is not None:
+            self._add(entry[0], records.RelayClosed, connection.id)
+
+    def came_out(self, note: records.RelayOut) -> None:
+        """What the far node wrote: to the device, framed for its wire."""
+        entry = self.near.get(note.conn)
+        if entry is None or entry[0] != note.node:
+            if not note.end:
+                self._add(note.node, records.RelayClosed, note.conn)  # the device is gone here
+            return
+        connection = entry[1]
+        wire = connection.wire
+        for payload in payloads_of(note.data):
+            connection.deliver(wire.frame(payload))
+        if note.end:
+            del self.near[note.conn]
+            if note.end == "close":
+                connection.end()
+            else:
+                connection.abort()
+
+    # -- the far side --------------------------------------------------------------------
+
+    def opened(self, note: records.RelayOpened) -> None:
+        """A device on node ``note.node`` logs in to one of our sessions:
+        its connection is one of ours from here on, starting with its LOGIN."""
+        key = (note.node, note.conn)
+        if key in self.far or self.protocols is None:
+            return
+        peer = _peer(note.host, f"{note.host}:{note.port}")
+        transport = RelayTransport(self, note.node, note.conn, peer)
+        protocol = self.protocols.buildProtocol(peer)
+        if protocol is None:
+            return
+        self.far[key] = transport
+        transport.protocol = protocol
+        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        if transport.disconnecting:
+            return
+        try:
+            login = codec.decode_client(note.payload, 2)
+        except codec.ProtocolError:
+            login = None
+        self.vouching = nick_key(normalise_nick(login.nick)) if isinstance(login, codec.Login) else None
+        try:
+            protocol.dataReceived(codec.frame(note.payload))
+        finally:
+            self.vouching = None
+
+    def came_in(self, note: records.RelayIn) -> None:
+        """What the device sent, to its connection here."""
+        transport = self.far.get((note.node, note.conn))
+        if transport is None or transport.disconnecting or transport.protocol is None:
+            if transport is None:
+                self._add(note.node, records.RelayOut, note.conn, end="abort")  # not ours (any more)
+            return
+        transport.protocol.dataReceived(b"".join(codec.frame(p) for p in note.payloads))
+
+    def closed(self, note: records.RelayClosed) -> None:
+        """The device went: its connection here is lost."""
+        transport = self.far.pop((note.node, note.conn), None)
+        if transport is not None:
+            transport.disconnecting = True
+            self._lose(transport)
+
+    def out(self, transport: RelayTransport, data: bytes) -> None:
+        self._add(transport.near, records.RelayOut, transport.conn, data)
+
+    def end(self, transport: RelayTransport, how: str) -> None:
+        """Our side ends: the near node ends its connection after what was written."""
+        self._add(transport.near, records.RelayOut, transport.conn, end=how)
+        self._ended.append(transport)
+
+    def lose(self, transport: RelayTransport) -> None:
+        """Our connection on ``transport`` is lost now."""
+        key = (transport.near, transport.conn)
+        if self.far.get(key) is transport:
+            del self.far[key]
+        self._lose(transport)
+
+    def _lose(self, transport: RelayTransport) -> None:
+        if transport.protocol is not None:
+            protocol, transport.protocol = transport.protocol, None
+            protocol.connectionLost(Failure(ConnectionDone("the relayed device is gone")))
+
+    # -- both sides ----------------------------------------------------------------------
+
+    def gone(self, node: str) -> None:
+        """Node ``node`` died or left: our devices relayed to it go (they log
+        in again, wherever), and our connections for its devices are lost."""
+        for id, (far, connection) in list(self.near.items()):
+            if far == node:
+                del self.near[id]
+                connection.disconnect("server_shutdown")
+        for key in [key for key in self.far if key[0] == node]:
+            transport = self.far.pop(key)
+            transport.disconnecting = True
+            self._lose(transport)
+        self._notes.pop(node, None)
+
+    def nodes(self) -> set[str]:
+        """The nodes we relay with."""
+        return {far for far, _ in self.near.values()} | {near for near, _ in self.far}
+
+    def _add(
+        self, node: str, kind: type[records.Relay], conn: int, part: bytes | None = None, end: str = ""
+    ) -> _Note:
+        """Gather for this turn: a part joins the note for the same
+        connection and kind if it is the last one for that node."""
+        notes = self._notes.setdefault(node, [])
+        last = notes[-1] if notes else None
+        if last is None or (last.kind, last.conn) != (kind, conn) or last.end or kind is records.RelayOpened:
+            last = _Note(kind, conn)
+            notes.append(last)
+        if part is not None:
+            last.parts.append(part)
+        last.end = end or last.end
+        if self._call is None:
+            self._call = self.clock.callLater(0, self._flush)
+        return last
+
+    def _flush(self) -> None:
+        self._call = None
+        notes, self._notes = self._notes, {}
+        for node, gathered in notes.items():
+            for note in gathered:
+                self.store.send(node, self._json(note)).addErrback(self._unsent, node)
+        ended, self._ended = self._ended, []
+        for transport in ended:
+            self.lose(transport)
+
+    def _json(self, note: _Note) -> dict[str, Any]:
+        me = self.me
+        if note.kind is records.RelayIn:
+            return records.RelayIn(me, note.conn, tuple(note.parts)).to_json()
+        if note.kind is records.RelayOut:
+            return records.RelayOut(me, note.conn, b"".join(note.parts), note.end).to_json()
+        if note.kind is records.RelayClosed:
+            return records.RelayClosed(me, note.conn).to_json()
+        host, address = note.opened or ("", "")
+        port = _peer(host, address)
+        return records.RelayOpened(me, note.conn, host, getattr(port, "port", 0), note.parts[0]).to_json()
+
+    def _unsent(self, failure: Failure, node: str) -> None:
+        log.warn("could not relay to node {node}: {error}", node=node, error=failure.value)
+
+    def stop(self) -> None:
+        """The node stops: what was gathered goes now, and our connections
+        for other nodes' devices are lost (the hub has said BYE on them)."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+            self._flush()
+        for transport in list(self.far.values()):
+            transport.disconnecting = True
+            self.lose(transport)
