@@ -35,6 +35,19 @@ def _payload(id: int, state: str) -> bytes:
     return codec.encode(codec.Pending(id, state))
 
 
+def _take_due(due: dict[int, float], now: float) -> tuple[list[int], float | None]:
+    """Take out the ids of ``due`` (in the order their times come) whose
+    time is ``now`` or before; and when the next one falls due, if any."""
+    ids = []
+    for id, when in due.items():
+        if when > now:
+            break
+        ids.append(id)
+    for id in ids:
+        del due[id]
+    return ids, next(iter(due.values()), None)
+
+
 class PendingNews:
     """Announces pending connections, this node's and the others'; remembers
     those version 2 has not heard of yet (a busy server's), in the order they
@@ -97,27 +110,19 @@ class PendingNews:
         self.broadcast.event(Event(SERVER, payload if v1 else None, payload if heard else None))
 
     def _announce(self) -> None:
-        self._call = None
         now = self.clock.seconds()
-        while self._quiet:
-            id, due = next(iter(self._quiet.items()))
-            if due > now:
-                self._call = self.clock.callLater(due - now, self._announce)
-                return
-            del self._quiet[id]
+        ids, then = _take_due(self._quiet, now)
+        self._call = None if then is None else self.clock.callLater(then - now, self._announce)
+        for id in ids:
             self.broadcast.event(Event(SERVER, None, _payload(id, CONNECTING)))
 
     def _expire(self) -> None:
         """Connections elsewhere whose going never came (the channel lost it,
         or their node died): gone, for everyone who heard of them."""
-        self._expiry = None
         now = self.clock.seconds()
-        while self._elsewhere:
-            id, due = next(iter(self._elsewhere.items()))
-            if due > now:
-                self._expiry = self.clock.callLater(due - now, self._expire)
-                return
-            del self._elsewhere[id]
+        ids, then = _take_due(self._elsewhere, now)
+        self._expiry = None if then is None else self.clock.callLater(then - now, self._expire)
+        for id in ids:
             self._gone(id, True)
 
     def stop(self) -> None:
