@@ -25,6 +25,7 @@ from chatproto import codec
 
 HOST = "127.0.0.1"
 MESSAGE = 0x82
+WELCOME, ROOM, DONE, SERVER_PING = 0x81, 0x8C, 0x8F, 0x8B
 _MARK = b'\x82{"seq":'  # how every MESSAGE payload starts
 _IRC_MARK = b" PRIVMSG #general :"
 _JOINED = (b"\x84{", b" JOIN ")  # a JOINED payload; an IRC JOIN line (seen whole in a read, mostly)
@@ -284,6 +285,48 @@ async def flow(args, everyone: list[Client], state: dict, start, expected_of) ->
     }
 
 
+#: The relayed sender's account (the latency scenario's --relay-port).
+RELAY_PASSWORD = "benchmark horse battery 1"
+
+
+class FirstDevice(asyncio.Protocol):
+    """An account's first device: registers, joins the default room, and
+    answers every SERVER_PING (a login on another node asks whether the
+    session is in use: it is, so the second device is relayed)."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.done = asyncio.get_running_loop().create_future()  # its ROOM, once registered
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(frame(0x01, {"nick": "sender", "proto": 2}))
+
+    def data_received(self, data: bytes) -> None:
+        payloads, self.buffer = codec.split_frames(self.buffer + data)
+        for payload in payloads:
+            kind = payload[0]
+            if kind == WELCOME:
+                self.transport.write(frame(0x0C, {"op": "register", "password": RELAY_PASSWORD}))
+            elif kind == DONE:
+                self.transport.write(frame(0x08, {"room": "general"}))
+            elif kind == ROOM and not self.done.done():
+                self.done.set_result(None)
+            elif kind == SERVER_PING:
+                self.transport.write(frame(0x07, {"token": json.loads(payload[1:]).get("token")}))
+
+
+async def relayed_sender(loop, args) -> tuple[Client, FirstDevice]:
+    """The account's first device on --sender-port's node, then its second
+    on --relay-port's (relayed there): the one that sends."""
+    _, first = await loop.create_connection(FirstDevice, HOST, args.sender_port or args.port)
+    await asyncio.wait_for(first.done, 60)
+    _, second = await loop.create_connection(lambda: Client(args.mode), HOST, args.relay_port)
+    second.transport.write(frame(0x01, {"nick": "sender", "proto": 2, "password": RELAY_PASSWORD}))
+    return second, first
+
+
 async def latency(args) -> dict:
     lines = args.mode == "lines"
     irc = args.mode == "irc"
@@ -333,11 +376,18 @@ async def latency(args) -> dict:
         elif not lines:
             client.transport.write(frame(0x01, {"nick": f"r{i}", "proto": 1}))
         receivers.append(client)
-    _, sender = await loop.create_connection(lambda: Client(args.mode), HOST, args.sender_port or args.port)
+    first = None
+    if args.relay_port:
+        sender, first = await relayed_sender(loop, args)
+    else:
+        _, sender = await loop.create_connection(
+            lambda: Client(args.mode), HOST, args.sender_port or args.port
+        )
     if irc:
         sender.transport.write(b"NICK sender\r\nUSER u 0 * :u\r\nJOIN #general\r\n")
-    elif not lines:
+    elif not lines and not args.relay_port:
         sender.transport.write(frame(0x01, {"nick": "sender", "proto": 1}))
+    room = {"room": "general"} if args.relay_port else {}
     await asyncio.wait_for(asyncio.gather(*(c.welcomed for c in [*receivers, sender])), 60)
     await asyncio.sleep(args.settle)  # the presence of their logins delivered (to a crowd too)
     cpu0 = cpu()
@@ -358,11 +408,11 @@ async def latency(args) -> dict:
         elif irc:
             sender.transport.write(b"PRIVMSG #general :" + text + b"\r\n")
         else:
-            sender.transport.write(frame(0x02, {"text": text.decode()}))
+            sender.transport.write(frame(0x02, {"text": text.decode(), **room}))
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and sum(len(c.latencies()) for c in receivers[-1:]) < total:
         await asyncio.sleep(0.2)
-    for client in [*receivers, sender]:
+    for client in [*receivers, sender, *([first] if first else [])]:
         client.transport.close()
     samples = sorted(x for client in receivers for x in client.latencies())
     return {
@@ -1334,6 +1384,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument(
         "--sender-port", type=int, default=0, help="latency: the sender's server (another node)"
+    )
+    parser.add_argument(
+        "--relay-port",
+        type=int,
+        default=0,
+        help="latency: the sender is an account's second device on this node, relayed to --sender-port's",
     )
     parser.add_argument("--mode", choices=["frames", "lines", "websocket", "irc"], default="frames")
     parser.add_argument("--receivers", type=int, default=100)

@@ -1043,16 +1043,24 @@ def cluster_bench(runs: int, receivers: int, duration: list[str], seconds: str) 
         label: summarize(measured, *(("redis_us_per_message", "redis_cpu") if label != "single" else ()))
         for label, measured in rows.items()
     }
-    latency: dict = {"single": [], "cross": [], "cross_sentinel": []}
+    latency: dict = {"single": [], "cross": [], "cross_sentinel": [], "relayed": []}
     lat = ["--receivers", "100", "--rate", "200", "--duration", seconds]
     for _ in range(runs):
         latency["single"].append(repeated("ours", 1, "latency", *lat)[0])
-        for label, (redis, options) in (("cross", setups["cluster"]), ("cross_sentinel", setups["sentinel"])):
+        for label, (redis, options) in (
+            ("cross", setups["cluster"]),
+            ("cross_sentinel", setups["sentinel"]),
+            ("relayed", setups["cluster"]),
+        ):
             with redis() as (_, url, _port):
                 node_args = ("--cluster", url, *options)
                 with server("ours", node_args) as (_, port_a), server("ours", node_args) as (pid_b, port_b):
+                    # relayed: the sender is an account's second device on B, its session on A
+                    relay = ("--relay-port", str(port_b)) if label == "relayed" else ()
                     latency[label].append(
-                        generate(port_b, "frames", "latency", *lat, "--sender-port", str(port_a), pid=pid_b)
+                        generate(
+                            port_b, "frames", "latency", *lat, "--sender-port", str(port_a), *relay, pid=pid_b
+                        )
                     )
     for label, measured in latency.items():
         summary[f"latency_{label}"] = {
@@ -1091,6 +1099,7 @@ def print_cluster(row: dict, receivers: int) -> None:
         ("latency_single", "latency at 200 msg/s, one process"),
         ("latency_cross", "latency at 200 msg/s, node A -> node B"),
         ("latency_cross_sentinel", "the same, 1 replica confirms"),
+        ("latency_relayed", "the same, sent by a device relayed B -> A"),
     ):
         r = row[label]
         print(f"{name:<44} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms")

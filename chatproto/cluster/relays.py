@@ -54,12 +54,16 @@ def payloads_of(data: bytes) -> list[bytes]:
     return out
 
 
-def _peer(host: str, address: str) -> IAddress:
-    """The device's address as the near node saw it (its port from ``address``, "h:p" or "[h]:p")."""
+def _port_of(address: str) -> int:
+    """The port of a connection's ``address`` ("h:p" or "[h]:p"; 0 for a Unix socket's)."""
     try:
-        port = int(address.rsplit(":", 1)[1])
+        return int(address.rsplit(":", 1)[1])
     except (IndexError, ValueError):
-        port = 0
+        return 0
+
+
+def _peer(host: str, port: int) -> IAddress:
+    """The device's address as the near node saw it."""
     if ":" in host:
         return IPv6Address("TCP", host, port)
     return IPv4Address("TCP", host or "0.0.0.0", port)
@@ -202,7 +206,7 @@ class Relays:
         key = (note.node, note.conn)
         if key in self.far or self.protocols is None:
             return
-        peer = _peer(note.host, f"{note.host}:{note.port}")
+        peer = _peer(note.host, note.port)
         transport = RelayTransport(self, note.node, note.conn, peer)
         protocol = self.protocols.buildProtocol(peer)
         if protocol is None:
@@ -313,8 +317,7 @@ class Relays:
         if note.kind is records.RelayClosed:
             return records.RelayClosed(me, note.conn).to_json()
         host, address = note.opened or ("", "")
-        port = _peer(host, address)
-        return records.RelayOpened(me, note.conn, host, getattr(port, "port", 0), note.parts[0]).to_json()
+        return records.RelayOpened(me, note.conn, host, _port_of(address), note.parts[0]).to_json()
 
     def _unsent(self, failure: Failure, node: str) -> None:
         log.warn("could not relay to node {node}: {error}", node=node, error=failure.value)

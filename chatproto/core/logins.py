@@ -193,7 +193,8 @@ class Logins:
         """The session is in use on another node: a connection whose packets
         can travel there is relayed to it (cluster/relays.py), from this LOGIN
         on; any other gets nick_taken."""
-        held = failure.trap(HeldElsewhere) and failure.value
+        failure.trap(HeldElsewhere)
+        held = failure.value
         assert isinstance(held, HeldElsewhere)
         if not connection.wire.relayable:
             raise ProtocolError(ErrorCode.NICK_TAKEN, held.message)
