@@ -115,3 +115,33 @@ class Gathering(SynchronousTestCase):
 
     def test_payloads_of_whole_frames(self) -> None:
         self.assertEqual(payloads_of(codec.frame(b"\x81a") + codec.frame(b"")), [b"\x81a", b""])
+
+
+class Failing(SynchronousTestCase):
+    def test_a_note_that_did_not_go_ends_every_relay_with_that_node(self) -> None:
+        from twisted.internet.defer import fail
+
+        class Down(Inboxes):
+            def send(self, node: str, note: dict):
+                return fail(ConnectionError("Redis is down"))
+
+        clock = Clock()
+        relays = Relays(Down(), clock)  # type: ignore[arg-type]
+        device = Device(9)
+        relays.relay(device, b"\x01login", "1")  # type: ignore[arg-type]
+        clock.advance(0)
+        self.assertEqual(device.ended, "server_shutdown")
+        self.assertEqual(relays.nodes(), set())
+        self.flushLoggedErrors()
+
+    def test_a_stop_tells_the_far_nodes_its_devices_are_gone(self) -> None:
+        clock, inboxes = Clock(), Inboxes()
+        relays = Relays(inboxes, clock)  # type: ignore[arg-type]
+        relays.me = "2"
+        relays.relay(Device(9), b"\x01login", "1")  # type: ignore[arg-type]
+        relays.stop()
+        self.assertEqual(
+            [note for _, note in inboxes.notes()][-1],
+            records.RelayClosed("2", 9),
+            "sent at once, not next turn",
+        )

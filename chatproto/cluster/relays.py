@@ -320,11 +320,18 @@ class Relays:
         return records.RelayOpened(me, note.conn, host, _port_of(address), note.parts[0]).to_json()
 
     def _unsent(self, failure: Failure, node: str) -> None:
+        """A note that did not go leaves its connection's stream with a hole:
+        every relay with that node ends (its devices log in again)."""
         log.warn("could not relay to node {node}: {error}", node=node, error=failure.value)
+        self.gone(node)
 
     def stop(self) -> None:
-        """The node stops: what was gathered goes now, and our connections
-        for other nodes' devices are lost (the hub has said BYE on them)."""
+        """The node stops: the far nodes hear that our devices are gone, what
+        was gathered goes now, and our connections for other nodes' devices
+        are lost (the hub has said BYE on them)."""
+        for id, (far, _) in list(self.near.items()):
+            self._add(far, records.RelayClosed, id)
+        self.near.clear()
         if self._call is not None and self._call.active():
             self._call.cancel()
             self._flush()
