@@ -62,7 +62,7 @@ class Gathering(SynchronousTestCase):
 
     def test_a_turn_sends_one_note_per_connection_in_order(self) -> None:
         device = Device(9)
-        self.relays.relay(device, b"\x01login", "1")  # type: ignore[arg-type]
+        self.relays.relay(device, b"\x01login", "1", True)  # type: ignore[arg-type]
         self.relays.forward(device, b"\x02one")  # type: ignore[arg-type]
         self.relays.forward(device, b"\x02two")  # type: ignore[arg-type]
         self.assertEqual(self.inboxes.sent, [], "not before the turn ends")
@@ -70,7 +70,7 @@ class Gathering(SynchronousTestCase):
         self.assertEqual(
             self.inboxes.notes(),
             [
-                ("1", records.RelayOpened("2", 9, "10.0.0.7", 4242, b"\x01login")),
+                ("1", records.RelayOpened("2", 9, "10.0.0.7", 4242, b"\x01login", True)),
                 ("1", records.RelayIn("2", 9, (b"\x02one", b"\x02two"))),
             ],
         )
@@ -81,7 +81,7 @@ class Gathering(SynchronousTestCase):
 
     def test_what_comes_out_is_framed_for_the_devices_wire_then_ended(self) -> None:
         device = Device(9)
-        self.relays.relay(device, b"\x01login", "1")  # type: ignore[arg-type]
+        self.relays.relay(device, b"\x01login", "1", True)  # type: ignore[arg-type]
         out = codec.frame(b"\x81{}") + codec.frame(b"\x8a{}")
         self.relays.came_out(records.RelayOut("1", 9, out, "close"))
         self.assertEqual(device.written, [codec.frame(b"\x81{}"), codec.frame(b"\x8a{}")])
@@ -107,7 +107,7 @@ class Gathering(SynchronousTestCase):
 
     def test_a_node_gone_takes_its_relays(self) -> None:
         device = Device(9)
-        self.relays.relay(device, b"\x01login", "1")  # type: ignore[arg-type]
+        self.relays.relay(device, b"\x01login", "1", True)  # type: ignore[arg-type]
         self.relays.gone("1")
         self.assertEqual(device.ended, "server_shutdown")
         self.clock.advance(0)
@@ -128,7 +128,7 @@ class Failing(SynchronousTestCase):
         clock = Clock()
         relays = Relays(Down(), clock)  # type: ignore[arg-type]
         device = Device(9)
-        relays.relay(device, b"\x01login", "1")  # type: ignore[arg-type]
+        relays.relay(device, b"\x01login", "1", True)  # type: ignore[arg-type]
         clock.advance(0)
         self.assertEqual(device.ended, "server_shutdown")
         self.assertEqual(relays.nodes(), set())
@@ -138,7 +138,7 @@ class Failing(SynchronousTestCase):
         clock, inboxes = Clock(), Inboxes()
         relays = Relays(inboxes, clock)  # type: ignore[arg-type]
         relays.me = "2"
-        relays.relay(Device(9), b"\x01login", "1")  # type: ignore[arg-type]
+        relays.relay(Device(9), b"\x01login", "1", True)  # type: ignore[arg-type]
         relays.stop()
         self.assertEqual(
             [note for _, note in inboxes.notes()][-1],

@@ -634,8 +634,8 @@ class ClusterNode:
         if event is not None:
             core.deliver([event], [])
 
-    def relay(self, connection: Connection, login: bytes, node: str) -> None:
-        self.relays.relay(connection, login, node)
+    def relay(self, connection: Connection, login: bytes, node: str, vouched: bool) -> None:
+        self.relays.relay(connection, login, node, vouched)
 
     def forward(self, connection: Connection, payload: bytes) -> None:
         self.relays.forward(connection, payload)
@@ -1010,7 +1010,7 @@ class ClusterNode:
                 message = f"{nick!r} is signed in on a server that does not answer"
                 raise ProtocolError(ErrorCode.NICK_TAKEN, message)
             if not free:
-                raise HeldElsewhere(owner, f"{nick!r} is in use on another server of this cluster")
+                raise HeldElsewhere(owner, f"{nick!r} is in use on another server of this cluster", True)
             return self.store.session(key).addCallback(take)
 
         def take(stored: dict[str, Any] | None) -> Deferred[Resumed | None]:
@@ -1110,7 +1110,7 @@ class ClusterNode:
             if not any(hmac.compare_digest(given, t.encode("utf-8")) for t in record.tokens):
                 return None
             if len(record.tokens) > 1:  # one device of several: it resumes there, the others stay
-                raise HeldElsewhere(record.node, f"{record.nick!r} is in use on another server")
+                raise HeldElsewhere(record.node, f"{record.nick!r} is in use on another server", False)
             moved = replace(record, node=self.node)
             d = self.store.take_over(key, record.node, moved.to_json())
             return d.addCallback(self._taken, record.node, key, moved)

@@ -77,7 +77,7 @@ class _Note:
     conn: int
     parts: list[bytes] = field(default_factory=list)
     end: str = ""
-    opened: tuple[str, str] | None = None  # RelayOpened's host and address
+    opened: tuple[str, str, bool] | None = None  # RelayOpened's host, address, and vouched
 
 
 class RelayTransport:
@@ -150,8 +150,8 @@ class Relays:
         self._notes: dict[str, list[_Note]] = {}
         self._ended: list[RelayTransport] = []
         self._call: IDelayedCall | None = None
-        # The nick key of the relayed LOGIN being read now: the near node
-        # checked its password (or resume token), which it did not send.
+        # The nick key of the relayed LOGIN being read now, if the near node
+        # checked its password (which it did not send).
         self.vouching: str | None = None
 
     def start(self, me: str, protocols: IProtocolFactory) -> None:
@@ -161,12 +161,13 @@ class Relays:
 
     # -- the near side -------------------------------------------------------------------
 
-    def relay(self, connection: Connection, login: bytes, far: str) -> None:
-        """Hand ``connection``, whose LOGIN (``login``, a payload) is for a
-        session node ``far`` holds, to that node."""
+    def relay(self, connection: Connection, login: bytes, far: str, vouched: bool) -> None:
+        """Hand ``connection``, whose LOGIN (``login``, a payload without its
+        password) is for a session node ``far`` holds, to that node;
+        ``vouched``: we checked its password."""
         self.near[connection.id] = (far, connection)
         note = self._add(far, records.RelayOpened, connection.id, login)
-        note.opened = (connection.host, connection.address)
+        note.opened = (connection.host, connection.address, vouched)
 
     def forward(self, connection: Connection, payload: bytes) -> None:
         """A packet the device sent."""
@@ -220,7 +221,8 @@ class Relays:
             login = codec.decode_client(note.payload, 2)
         except codec.ProtocolError:
             login = None
-        self.vouching = nick_key(normalise_nick(login.nick)) if isinstance(login, codec.Login) else None
+        if note.vouched and isinstance(login, codec.Login):
+            self.vouching = nick_key(normalise_nick(login.nick))
         try:
             protocol.dataReceived(codec.frame(note.payload))
         finally:
@@ -316,8 +318,8 @@ class Relays:
             return records.RelayOut(me, note.conn, b"".join(note.parts), note.end).to_json()
         if note.kind is records.RelayClosed:
             return records.RelayClosed(me, note.conn).to_json()
-        host, address = note.opened or ("", "")
-        return records.RelayOpened(me, note.conn, host, _port_of(address), note.parts[0]).to_json()
+        host, address, vouched = note.opened or ("", "", False)
+        return records.RelayOpened(me, note.conn, host, _port_of(address), note.parts[0], vouched).to_json()
 
     def _unsent(self, failure: Failure, node: str) -> None:
         """A note that did not go leaves its connection's stream with a hole:

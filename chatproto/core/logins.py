@@ -204,9 +204,9 @@ class Logins:
         self.news.gone(connection.id)
         self.observers.notify("pending_gone", connection.id, reason="relayed")
         connection.relay()
-        # Checked here: the other node takes our word for it (Peers.vouched), and no
-        # password goes through the store.
-        self.peers.relay(connection, codec.encode(replace(packet, password=None)), held.node)
+        # Its password (if that is what was checked here) goes no further: the
+        # other node takes our word for it (Peers.vouched).
+        self.peers.relay(connection, codec.encode(replace(packet, password=None)), held.node, held.vouched)
         log.info("connection {id} relayed to node {node}", id=connection.id, node=held.node)
         return None
 

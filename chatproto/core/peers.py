@@ -38,11 +38,13 @@ Resumed = tuple[SessionRecord, list[tuple[str, str]]]
 class HeldElsewhere(ProtocolError):
     """The session a LOGIN is for is in use on node ``node``: a device that
     can be relayed is relayed there (cluster/relays.py), any other gets
-    nick_taken."""
+    nick_taken. ``vouched``: its password was checked here (a LOGIN that
+    resumes is checked there, by its token)."""
 
-    def __init__(self, node: str, message: str) -> None:
+    def __init__(self, node: str, message: str, vouched: bool) -> None:
         super().__init__(ErrorCode.NICK_TAKEN, message)
         self.node = node
+        self.vouched = vouched
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,17 +154,18 @@ class Peers(Protocol):
 
     # -- sessions
 
-    def relay(self, connection: Connection, login: bytes, node: str) -> None:
+    def relay(self, connection: Connection, login: bytes, node: str, vouched: bool) -> None:
         """Hand ``connection`` to node ``node``, which holds the session its
-        LOGIN (``login``, the payload) is for: its packets go there, and
-        what that node writes comes back (cluster/relays.py)."""
+        LOGIN (``login``, the payload, without its password) is for: its
+        packets go there, and what that node writes comes back
+        (cluster/relays.py). ``vouched``: its password was checked here."""
 
     def forward(self, connection: Connection, payload: bytes) -> None:
         """A packet from a relayed connection."""
 
     def vouched(self, key: str) -> bool:
         """Whether the LOGIN being read now is a relayed device's for the
-        session of nick key ``key``, whose credentials the node it reached
+        session of nick key ``key``, whose password the node it reached
         has checked."""
 
     def unrelay(self, connection: Connection) -> None:
@@ -266,7 +269,7 @@ class SingleNode:
     def pending(self, id: int, state: str, v1: bool) -> None:
         pass
 
-    def relay(self, connection: Connection, login: bytes, node: str) -> None:
+    def relay(self, connection: Connection, login: bytes, node: str, vouched: bool) -> None:
         raise AssertionError("a single server holds every session")
 
     def forward(self, connection: Connection, payload: bytes) -> None:

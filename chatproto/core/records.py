@@ -383,7 +383,8 @@ def _unb64(items: list[str]) -> tuple[bytes, ...]:
 class RelayOpened:
     """A device reached node ``node`` (its connection ``conn`` there, from
     ``host``:``port``) and logs in to a session this node holds: this node
-    runs the connection, starting with its LOGIN (``payload``)."""
+    runs the connection, starting with its LOGIN (``payload``, without a
+    password); ``vouched``: node ``node`` checked its password."""
 
     kind: ClassVar[str] = "relay"
     node: str
@@ -391,6 +392,7 @@ class RelayOpened:
     host: str
     port: int
     payload: bytes
+    vouched: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -400,6 +402,7 @@ class RelayOpened:
             "host": self.host,
             "port": self.port,
             "payload": _b64((self.payload,))[0],
+            "vouched": self.vouched,
         }
 
 
@@ -502,5 +505,6 @@ def _relay(kind: str, message: dict[str, Any]) -> Relay | None:
         return RelayClosed(node, conn)
     if kind == RelayOpened.kind:
         payload = _unb64([message["payload"]])[0]
-        return RelayOpened(node, conn, str(message["host"]), int(message["port"]), payload)
+        vouched = bool(message.get("vouched"))
+        return RelayOpened(node, conn, str(message["host"]), int(message["port"]), payload, vouched)
     return None
