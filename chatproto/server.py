@@ -228,6 +228,8 @@ def build_server(
             replay,
             cluster_expiry,
             Replicas(reader, cluster_min_replicas, reactor),
+            # a relayed device's node hears its keepalive PINGs at least this often
+            relay_silence=limits.ping_interval + limits.idle_timeout,
         )
         # typing and pending connections go to the other nodes on channels, never into the streams
         channels = (store.typing_channel(), store.pending_channel())

@@ -154,6 +154,16 @@ class PendingElsewhere(SynchronousTestCase):
         self.news("connecting")
         self.assertEqual(self.old.received(), [], "heard once")
 
+    def test_a_node_that_left_takes_its_pending_connections(self):
+        self.news("connecting")
+        self.old.received()
+        self.inbound.pending_gone(lambda id: id >> 32 == 8)
+        self.server.flush()
+        self.assertEqual(self.old.received(), [], "another node's")
+        self.inbound.pending_gone(lambda id: id >> 32 == 7)
+        self.server.flush()
+        self.assertEqual(self.old.only(codec.Pending), codec.Pending(self.ID, "gone"))
+
     def test_a_going_that_never_came_is_taken_for_gone_after_the_login_timeout_and_more(self):
         self.news("connecting")
         self.old.received()

@@ -71,7 +71,7 @@ class Gathering(SynchronousTestCase):
             self.inboxes.notes(),
             [
                 ("1", records.RelayOpened("2", 9, "10.0.0.7", 4242, b"\x01login", True)),
-                ("1", records.RelayIn("2", 9, (b"\x02one", b"\x02two"))),
+                ("1", records.RelayIn("2", 9, (b"\x02one", b"\x02two"), 1)),
             ],
         )
         self.relays.unrelay(device)  # type: ignore[arg-type]
@@ -83,7 +83,7 @@ class Gathering(SynchronousTestCase):
         device = Device(9)
         self.relays.relay(device, b"\x01login", "1", True)  # type: ignore[arg-type]
         out = codec.frame(b"\x81{}") + codec.frame(b"\x8a{}")
-        self.relays.came_out(records.RelayOut("1", 9, out, "close"))
+        self.relays.came_out(records.RelayOut("1", 9, out, "close", 1))
         self.assertEqual(device.written, [codec.frame(b"\x81{}"), codec.frame(b"\x8a{}")])
         self.assertEqual(device.ended, "end")
         self.relays.came_out(records.RelayOut("1", 9, out))
@@ -101,9 +101,49 @@ class Gathering(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(
             self.inboxes.notes(),
-            [("3", records.RelayOut("2", 5, b"\x00\x00\x00\x01a\x00\x00\x00\x01b", "close"))],
+            [("3", records.RelayOut("2", 5, b"\x00\x00\x00\x01a\x00\x00\x00\x01b", "close", 1))],
         )
         self.assertNotIn(("3", 5), self.relays.far)
+
+    def test_each_connection_gets_one_note_a_turn_whatever_the_interleaving(self) -> None:
+        one, two = Device(9), Device(10)
+        for device in (one, two):
+            self.relays.relay(device, b"\x01login", "1", True)  # type: ignore[arg-type]
+        self.clock.advance(0)
+        self.inboxes.notes()
+        for text in (b"\x02a", b"\x02b"):
+            for device in (one, two):
+                self.relays.forward(device, text)  # type: ignore[arg-type]
+        self.clock.advance(0)
+        self.assertEqual(
+            self.inboxes.notes(),
+            [
+                ("1", records.RelayIn("2", 9, (b"\x02a", b"\x02b"), 1)),
+                ("1", records.RelayIn("2", 10, (b"\x02a", b"\x02b"), 1)),
+            ],
+        )
+
+    def test_a_missing_note_ends_the_relay(self) -> None:
+        device = Device(9)
+        self.relays.relay(device, b"\x01login", "1", True)  # type: ignore[arg-type]
+        self.relays.came_out(records.RelayOut("1", 9, codec.frame(b"\x81{}"), "", 1))
+        self.relays.came_out(records.RelayOut("1", 9, codec.frame(b"\x82{}"), "", 3))
+        self.assertEqual(device.written, [codec.frame(b"\x81{}")], "nothing after the hole")
+        self.assertEqual(device.ended, "abort")
+        self.clock.advance(0)
+        self.assertEqual(self.inboxes.notes()[-1], ("1", records.RelayClosed("2", 9)))
+
+    def test_a_far_node_silent_past_the_keepalive_is_gone(self) -> None:
+        device = Device(9)
+        self.relays.relay(device, b"\x01login", "1", True)  # type: ignore[arg-type]
+        self.clock.advance(119)
+        self.relays.came_out(records.RelayOut("1", 9, codec.frame(b"\x8b{}"), "", 1))  # a PING
+        self.clock.advance(119)
+        self.relays.check()
+        self.assertEqual(device.ended, "", "heard 119 s ago: still there")
+        self.clock.advance(2)
+        self.relays.check()
+        self.assertEqual(device.ended, "timeout")
 
     def test_a_node_gone_takes_its_relays(self) -> None:
         device = Device(9)

@@ -182,6 +182,7 @@ class ClusterNode:
         replay: int,
         expiry: float = 10.0,
         reader_replicas: Replicas | None = None,
+        relay_silence: float = 120.0,
     ) -> None:
         self.store = store
         self.reader_client = reader_client
@@ -203,12 +204,13 @@ class ClusterNode:
         self.news_client: RedisClient | None = None  # subscribed to the typing and pending channels
         self._news: list[tuple[int, str, bool]] = []  # our pending connections' news, to publish
         self._stopping = False
+        self._known: set[str] = set()  # the live nodes, as the reaper last saw them
         self._refused: set[int] = set()  # batches sent, then refused: their entries may still come
         self._held: dict[str, deque[Entry]] = {}
         self._seen: dict[str, str] = {}  # room -> the last entry read
         self.remotes: dict[int, Session] = {}  # members on other nodes, by id
         self.questions = Questions(store, clock)  # ADMIN sessions, logins' handovers
-        self.relays = Relays(store, clock)  # devices of a session on another node
+        self.relays = Relays(store, clock, relay_silence)  # devices of a session on another node
         self._protocols: IProtocolFactory | None = None
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
@@ -266,6 +268,7 @@ class ClusterNode:
         not before this node has been connected for ``expiry`` seconds:
         after an outage of Redis (a failover) the others need that long
         to beat again."""
+        self.relays.check()
         since = self.store.client.up_since
         if since is None or self.clock.seconds() - since < self.expiry:
             return succeed(None)
@@ -276,15 +279,25 @@ class ClusterNode:
                 if node != self.node:
                     d = self.store.reap(node, always=always)
                     d.addCallback(self._reaped, node).addErrback(lambda f: None)
-            for node in self.relays.nodes() - set(nodes):  # left, or reaped by another
-                self.relays.gone(node)
+            for node in self._known - set(nodes):  # left, or reaped by another
+                self._left(node)
+            self._known = set(nodes)
 
         return self.store.nodes().addCallback(check).addErrback(lambda f: None)
 
     def _reaped(self, done: bool, node: str) -> None:
         if done:
             log.info("cluster node {node} stopped answering: its sessions left", node=node)
-            self.relays.gone(node)
+            self._left(node)
+
+    def _left(self, node: str) -> None:
+        """Node ``node`` is gone: its relays with us end, and its pending
+        connections are gone for our sessions."""
+        self.relays.gone(node)
+        self._known.discard(node)
+        if node.isdigit():
+            number = int(node)
+            self._core().pending_gone(lambda id: id >> ID_BITS == number)
 
     def stop(self) -> Deferred[None]:
         """Leave the cluster: this node's sessions leave their rooms for
@@ -833,7 +846,8 @@ class ClusterNode:
                 elif isinstance(note, records.KickAsked):
                     self._kicked(note)
             except Exception:
-                log.failure("a cluster message failed: {message}", message=message)
+                # Its kind only: a relay's or a whisper's carries what people said, and tokens.
+                log.failure("a cluster message failed: {kind}", kind=str(message.get("kind"))[:40])
 
     # -- rooms ---------------------------------------------------------------------------------
 

@@ -78,6 +78,18 @@ class _Note:
     parts: list[bytes] = field(default_factory=list)
     end: str = ""
     opened: tuple[str, str, bool] | None = None  # RelayOpened's host, address, and vouched
+    n: int = 0  # its number in its direction of its relay (RelayIn, RelayOut)
+
+
+@dataclass
+class _Near:
+    """A connection of ours relayed to node ``far``."""
+
+    far: str
+    connection: Connection
+    heard: float  # when the far node last wrote to it (or the relay began)
+    sent: int = 0  # RelayIn notes sent
+    got: int = 0  # RelayOut notes received
 
 
 class RelayTransport:
@@ -92,6 +104,8 @@ class RelayTransport:
         self.disconnecting = False
         self.producer: IProducer | None = None
         self.protocol: IProtocol | None = None
+        self.sent = 0  # RelayOut notes sent
+        self.got = 0  # RelayIn notes received
 
     def write(self, data: bytes) -> None:
         if not self.disconnecting:
@@ -138,16 +152,19 @@ class RelayTransport:
 
 
 class Relays:
-    """This node's relayed connections, near and far."""
+    """This node's relayed connections, near and far. Each direction of a
+    relay numbers its notes: a note missing (an inbox trimmed, a write that
+    failed) ends the relay rather than leave a hole in a connection."""
 
-    def __init__(self, store: StreamStore, clock: IReactorTime) -> None:
+    def __init__(self, store: StreamStore, clock: IReactorTime, silence: float = 120.0) -> None:
         self.store = store
         self.clock = clock
+        self.silence = silence  # a far node that wrote nothing for this long is gone
         self.me = ""
         self.protocols: IProtocolFactory | None = None
-        self.near: dict[int, tuple[str, Connection]] = {}  # our connection id -> (far node, it)
+        self.near: dict[int, _Near] = {}  # by our connection id
         self.far: dict[tuple[str, int], RelayTransport] = {}  # (near node, its connection id) -> ours
-        self._notes: dict[str, list[_Note]] = {}
+        self._notes: dict[str, dict[int, list[_Note]]] = {}  # node -> connection -> its notes, in order
         self._ended: list[RelayTransport] = []
         self._call: IDelayedCall | None = None
         # The nick key of the relayed LOGIN being read now, if the near node
@@ -165,30 +182,39 @@ class Relays:
         """Hand ``connection``, whose LOGIN (``login``, a payload without its
         password) is for a session node ``far`` holds, to that node;
         ``vouched``: we checked its password."""
-        self.near[connection.id] = (far, connection)
+        self.near[connection.id] = _Near(far, connection, self.clock.seconds())
         note = self._add(far, records.RelayOpened, connection.id, login)
         note.opened = (connection.host, connection.address, vouched)
 
     def forward(self, connection: Connection, payload: bytes) -> None:
         """A packet the device sent."""
-        entry = self.near.get(connection.id)
-        if entry is not None:
-            self._add(entry[0], records.RelayIn, connection.id, payload)
+        near = self.near.get(connection.id)
+        if near is not None:
+            self._add(near.far, records.RelayIn, connection.id, payload, counter=near)
 
     def unrelay(self, connection: Connection) -> None:
         """The device's connection is gone: the far node drops its side."""
-        entry = self.near.pop(connection.id, None)
-        if entry is not None:
-            self._add(entry[0], records.RelayClosed, connection.id)
+        near = self.near.pop(connection.id, None)
+        if near is not None:
+            self._add(near.far, records.RelayClosed, connection.id)
 
     def came_out(self, note: records.RelayOut) -> None:
         """What the far node wrote: to the device, framed for its wire."""
-        entry = self.near.get(note.conn)
-        if entry is None or entry[0] != note.node:
+        near = self.near.get(note.conn)
+        if near is None or near.far != note.node:
             if not note.end:
                 self._add(note.node, records.RelayClosed, note.conn)  # the device is gone here
             return
-        connection = entry[1]
+        connection = near.connection
+        if note.n != near.got + 1:
+            log.warn(
+                "relay of connection {id}: a note from node {node} is missing", id=note.conn, node=note.node
+            )
+            self.unrelay(connection)
+            connection.abort()
+            return
+        near.got = note.n
+        near.heard = self.clock.seconds()
         wire = connection.wire
         for payload in payloads_of(note.data):
             connection.deliver(wire.frame(payload))
@@ -199,11 +225,26 @@ class Relays:
             else:
                 connection.abort()
 
+    def check(self) -> None:
+        """Our devices whose far node wrote nothing for ``silence`` seconds
+        (its keepalive PINGs stopped: it is gone, or has lost them) go."""
+        limit = self.clock.seconds() - self.silence
+        for near in [near for near in self.near.values() if near.heard < limit]:
+            log.info(
+                "relay of connection {id} to node {node}: silent, closed",
+                id=near.connection.id,
+                node=near.far,
+            )
+            self.unrelay(near.connection)
+            near.connection.disconnect("timeout")
+
     # -- the far side --------------------------------------------------------------------
 
     def opened(self, note: records.RelayOpened) -> None:
         """A device on node ``note.node`` logs in to one of our sessions:
-        its connection is one of ours from here on, starting with its LOGIN."""
+        its connection is one of ours from here on, starting with its LOGIN.
+        If that LOGIN does not make it one of the session's devices at once
+        (the session left meanwhile), it ends: the device logs in again."""
         key = (note.node, note.conn)
         if key in self.far or self.protocols is None:
             return
@@ -227,14 +268,25 @@ class Relays:
             protocol.dataReceived(codec.frame(note.payload))
         finally:
             self.vouching = None
+        # The framing's policy is the connection (transports/policy.py).
+        if getattr(getattr(protocol, "connection", None), "session", None) is None:
+            transport.loseConnection()
 
     def came_in(self, note: records.RelayIn) -> None:
         """What the device sent, to its connection here."""
         transport = self.far.get((note.node, note.conn))
-        if transport is None or transport.disconnecting or transport.protocol is None:
-            if transport is None:
-                self._add(note.node, records.RelayOut, note.conn, end="abort")  # not ours (any more)
+        if transport is None:
+            self._add(note.node, records.RelayOut, note.conn, end="abort")  # not ours (any more)
             return
+        if transport.disconnecting or transport.protocol is None:
+            return
+        if note.n != transport.got + 1:
+            log.warn(
+                "relay of connection {id}: a note from node {node} is missing", id=note.conn, node=note.node
+            )
+            transport.abortConnection()
+            return
+        transport.got = note.n
         transport.protocol.dataReceived(b"".join(codec.frame(p) for p in note.payloads))
 
     def closed(self, note: records.RelayClosed) -> None:
@@ -245,11 +297,11 @@ class Relays:
             self._lose(transport)
 
     def out(self, transport: RelayTransport, data: bytes) -> None:
-        self._add(transport.near, records.RelayOut, transport.conn, data)
+        self._add(transport.near, records.RelayOut, transport.conn, data, counter=transport)
 
     def end(self, transport: RelayTransport, how: str) -> None:
         """Our side ends: the near node ends its connection after what was written."""
-        self._add(transport.near, records.RelayOut, transport.conn, end=how)
+        self._add(transport.near, records.RelayOut, transport.conn, end=how, counter=transport)
         self._ended.append(transport)
 
     def lose(self, transport: RelayTransport) -> None:
@@ -269,10 +321,10 @@ class Relays:
     def gone(self, node: str) -> None:
         """Node ``node`` died or left: our devices relayed to it go (they log
         in again, wherever), and our connections for its devices are lost."""
-        for id, (far, connection) in list(self.near.items()):
-            if far == node:
+        for id, near in list(self.near.items()):
+            if near.far == node:
                 del self.near[id]
-                connection.disconnect("server_shutdown")
+                near.connection.disconnect("server_shutdown")
         for key in [key for key in self.far if key[0] == node]:
             transport = self.far.pop(key)
             transport.disconnecting = True
@@ -281,18 +333,28 @@ class Relays:
 
     def nodes(self) -> set[str]:
         """The nodes we relay with."""
-        return {far for far, _ in self.near.values()} | {near for near, _ in self.far}
+        return {near.far for near in self.near.values()} | {node for node, _ in self.far}
 
     def _add(
-        self, node: str, kind: type[records.Relay], conn: int, part: bytes | None = None, end: str = ""
+        self,
+        node: str,
+        kind: type[records.Relay],
+        conn: int,
+        part: bytes | None = None,
+        end: str = "",
+        counter: _Near | RelayTransport | None = None,
     ) -> _Note:
-        """Gather for this turn: a part joins the note for the same
-        connection and kind if it is the last one for that node."""
-        notes = self._notes.setdefault(node, [])
+        """Gather for this turn: a part joins the connection's last note if
+        it is of the same kind (and has not ended); a new note is numbered
+        by ``counter``, the relay's side that sends it."""
+        notes = self._notes.setdefault(node, {}).setdefault(conn, [])
         last = notes[-1] if notes else None
-        if last is None or (last.kind, last.conn) != (kind, conn) or last.end or kind is records.RelayOpened:
+        if last is None or last.kind is not kind or last.end or kind is records.RelayOpened:
             last = _Note(kind, conn)
             notes.append(last)
+            if counter is not None:
+                counter.sent += 1
+                last.n = counter.sent
         if part is not None:
             last.parts.append(part)
         last.end = end or last.end
@@ -303,19 +365,21 @@ class Relays:
     def _flush(self) -> None:
         self._call = None
         notes, self._notes = self._notes, {}
-        for node, gathered in notes.items():
-            for note in gathered:
-                self.store.send(node, self._json(note)).addErrback(self._unsent, node)
+        for node, by_connection in notes.items():
+            for gathered in by_connection.values():
+                for note in gathered:
+                    self.store.send(node, self._json(note)).addErrback(self._unsent, node)
         ended, self._ended = self._ended, []
         for transport in ended:
             self.lose(transport)
 
     def _json(self, note: _Note) -> dict[str, Any]:
+        """The note as it goes, numbered in its direction of its relay."""
         me = self.me
         if note.kind is records.RelayIn:
-            return records.RelayIn(me, note.conn, tuple(note.parts)).to_json()
+            return records.RelayIn(me, note.conn, tuple(note.parts), note.n).to_json()
         if note.kind is records.RelayOut:
-            return records.RelayOut(me, note.conn, b"".join(note.parts), note.end).to_json()
+            return records.RelayOut(me, note.conn, b"".join(note.parts), note.end, note.n).to_json()
         if note.kind is records.RelayClosed:
             return records.RelayClosed(me, note.conn).to_json()
         host, address, vouched = note.opened or ("", "", False)
@@ -331,8 +395,8 @@ class Relays:
         """The node stops: the far nodes hear that our devices are gone, what
         was gathered goes now, and our connections for other nodes' devices
         are lost (the hub has said BYE on them)."""
-        for id, (far, _) in list(self.near.items()):
-            self._add(far, records.RelayClosed, id)
+        for id, near in list(self.near.items()):
+            self._add(near.far, records.RelayClosed, id)
         self.near.clear()
         if self._call is not None and self._call.active():
             self._call.cancel()

@@ -198,6 +198,9 @@ class Inbound:
     def pending(self, id: int, state: str, v1: bool) -> None:
         self.news.elsewhere(id, state, v1)
 
+    def pending_gone(self, whose: Callable[[int], bool]) -> None:
+        self.news.gone_elsewhere(whose)
+
     def in_use(self, key: str, patience: float) -> Deferred[bool]:
         return self.logins.in_use(key, patience)
 

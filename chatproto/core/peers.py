@@ -109,6 +109,10 @@ class Inbound(Protocol):
     def pending(self, id: int, state: str, v1: bool) -> None:
         """Another node's connection ``id`` is pending (``state`` connecting) or no more (gone)."""
 
+    def pending_gone(self, whose: Callable[[int], bool]) -> None:
+        """Another node's pending connections, those ``whose(id)``, are gone
+        (that node left or died)."""
+
     def in_use(self, key: str, patience: float) -> Deferred[bool]:
         """Whether a device of this node's session holding ``key`` answers a
         PING within ``patience`` seconds (False at once if there is no such session)."""

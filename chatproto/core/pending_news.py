@@ -16,7 +16,7 @@ no longer than a login may take (``patience``), then announced gone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -85,6 +85,12 @@ class PendingNews:
             self._connecting(id)
         elif state == GONE and self._elsewhere.pop(id, None) is not None:
             self._gone(id, v1)
+
+    def gone_elsewhere(self, whose: Callable[[int], bool]) -> None:
+        """Another node's connections ``whose(id)`` are gone (their node left)."""
+        for id in [id for id in self._elsewhere if whose(id)]:
+            del self._elsewhere[id]
+            self._gone(id, True)
 
     def ids(self, here: Iterable[int], version: int) -> list[int]:
         """WELCOME.pending: the connections pending here and elsewhere that a

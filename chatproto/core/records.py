@@ -414,9 +414,16 @@ class RelayIn:
     node: str
     conn: int
     payloads: tuple[bytes, ...]
+    n: int = 0  # its number among this relay's RelayIn notes, from 1
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "node": self.node, "conn": self.conn, "payloads": _b64(self.payloads)}
+        return {
+            "kind": self.kind,
+            "node": self.node,
+            "conn": self.conn,
+            "payloads": _b64(self.payloads),
+            "n": self.n,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +437,7 @@ class RelayOut:
     conn: int
     data: bytes
     end: str = ""
+    n: int = 0  # its number among this relay's RelayOut notes, from 1
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -438,6 +446,7 @@ class RelayOut:
             "conn": self.conn,
             "data": _b64((self.data,))[0],
             "end": self.end,
+            "n": self.n,
         }
 
 
@@ -498,9 +507,9 @@ def _relay(kind: str, message: dict[str, Any]) -> Relay | None:
         return None
     node, conn = str(message["node"]), int(message["conn"])
     if kind == RelayIn.kind:
-        return RelayIn(node, conn, _unb64(message["payloads"]))
+        return RelayIn(node, conn, _unb64(message["payloads"]), int(message["n"]))
     if kind == RelayOut.kind:
-        return RelayOut(node, conn, _unb64([message["data"]])[0], str(message["end"]))
+        return RelayOut(node, conn, _unb64([message["data"]])[0], str(message["end"]), int(message["n"]))
     if kind == RelayClosed.kind:
         return RelayClosed(node, conn)
     if kind == RelayOpened.kind:
