@@ -488,6 +488,13 @@ class InUse(SynchronousTestCase):
         self.server.clock.advance(0.5)
         self.assertEqual(answers, [True])
 
+    def test_a_device_whose_reading_is_paused_counts_as_in_use(self):
+        """Its answer may be waiting unread (its fair share paused it)."""
+        answers = self.asked()
+        self.desk.connection.pauseProducing()
+        self.server.clock.advance(1.5)
+        self.assertEqual(answers, [True])
+
     def test_a_device_that_answers_then_goes_does_not_count(self):
         answers = self.asked()
         self.desk.send(codec.Pong("x"))

@@ -1011,9 +1011,11 @@ class ClusterNode:
         d.addCallback(claimed)
         return d.addErrback(self._unavailable)
 
-    def _take_over(self, owner: str, key: str, nick: str) -> Deferred[Resumed | None]:
+    def _take_over(self, owner: str, key: str, nick: str, tries: int = 2) -> Deferred[Resumed | None]:
         """Ask node ``owner`` whether the session is in use there; if not, it
-        moves here as on a resume (its devices there get BYE replaced)."""
+        moves here as on a resume (its devices there get BYE replaced). If
+        it moved or went meanwhile (another login raced this one), claim
+        and ask again, ``tries`` times in all."""
 
         def note(ask: int) -> dict[str, Any]:
             return records.HandoverAsked(self.node, ask, key).to_json()
@@ -1029,22 +1031,24 @@ class ClusterNode:
 
         def take(stored: dict[str, Any] | None) -> Deferred[Resumed | None]:
             record = records.SessionRecord.from_json(stored) if stored is not None else None
-            if record is None or record.node != owner:  # it went (or moved) meanwhile: claim again
-                return self.store.claim(key, self.node).addCallback(again)
+            if record is None or record.node != owner:  # it went (or moved) meanwhile
+                return again()
             if not record.account:
                 raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken")
             moved = replace(record, node=self.node)
             d = self.store.take_over(key, owner, moved.to_json())
             return d.addCallback(self._taken, owner, key, moved).addCallback(check)
 
-        def again(holder: str | None) -> None:
-            if holder is not None:
+        def again() -> Deferred[Resumed | None]:
+            if tries <= 1:
                 raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken")
+            d: Deferred[Any] = self.store.claim(key, self.node)
+            return d.addCallback(
+                lambda holder: None if holder is None else self._take_over(holder, key, nick, tries - 1)
+            )
 
-        def check(resumed: Resumed | None) -> Resumed:
-            if resumed is None:
-                raise ProtocolError(ErrorCode.NICK_TAKEN, f"nick {nick!r} is taken")
-            return resumed
+        def check(resumed: Resumed | None) -> Deferred[Resumed | None] | Resumed:
+            return again() if resumed is None else resumed
 
         asked = self.questions.ask({owner}, note, "a handover", HANDOVER_PATIENCE)
         return asked.addCallback(answered)

@@ -56,6 +56,11 @@ class Connection(Protocol):
     def heard(self) -> float:
         """When the peer last sent anything (the clock's seconds)."""
 
+    @property
+    def paused(self) -> bool:
+        """Whether its reading is paused (its fair share, a password check):
+        what it sent since may be waiting unread."""
+
     def deliver(self, data: bytes) -> None:
         """Bytes already framed for ``wire``; shared with other recipients."""
 

@@ -346,7 +346,7 @@ class Logins:
         d: Deferred[bool] = Deferred()
 
         def look() -> None:
-            d.callback(any(c in session.devices and c.heard >= asked for c in devices))
+            d.callback(any(c in session.devices and (c.heard >= asked or c.paused) for c in devices))
 
         self.clock.callLater(patience, look)
         return d
