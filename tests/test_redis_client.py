@@ -175,6 +175,33 @@ class Deadlines(unittest.SynchronousTestCase):
         self.assertFalse(self.transport.disconnecting)
 
 
+class Stopping(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_a_stop_while_the_connection_is_prepared(self):
+        """A server that takes the connection and never answers AUTH, ROLE
+        or SETNAME: the client stops cleanly (its cancelled preparation
+        fails, as ClientService expects; it used to raise NoTransition)."""
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from twisted.internet.protocol import Factory, Protocol
+
+        accepted = defer.Deferred()
+
+        class Silent(Protocol):
+            def dataReceived(self, data):  # the client's first commands: it is preparing
+                if not accepted.called:
+                    accepted.callback(None)
+
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(Silent))
+        self.addCleanup(port.stopListening)
+        client = RedisClient(
+            reactor, RedisAddress.parse(f"redis://127.0.0.1:{port.getHost().port}"), "t", timeout=30
+        )
+        client.start()
+        yield accepted
+        yield client.stop()
+        self.assertFalse(client.up)
+
+
 class AgainstValkey(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):

@@ -465,6 +465,8 @@ class RedisClient:
         self._waiting: list[Deferred] = []
         self._waking: IDelayedCall | None = None
         self._keepalive: LoopingCall | None = None
+        self._preparing: RedisProtocol | None = None  # a connection made, not yet ready
+        self._settled: Deferred[None] | None = None  # a stop waits for its preparation to end
         if subscribe:
             self._keepalive = LoopingCall(self._ping)
             self._keepalive.clock = reactor
@@ -519,7 +521,15 @@ class RedisClient:
             assert proto.transport is not None
             proto.transport.loseConnection()
 
-        return proto.ready.addCallback(checked).addCallbacks(ready, refused)
+        def settled(result: object) -> object:
+            self._preparing = None
+            waiting, self._settled = self._settled, None
+            if waiting is not None:
+                self._clock.callLater(0, waiting.callback, None)  # after ClientService has seen it
+            return result
+
+        self._preparing = proto
+        return proto.ready.addCallback(checked).addCallbacks(ready, refused).addBoth(settled)
 
     def _wake(self, proto: RedisProtocol) -> None:
         self._waking = None
@@ -550,7 +560,16 @@ class RedisClient:
         if self._waking is not None:
             self._waking.cancel()
             self._waking = None
-        return self._service.stopService()
+        preparing = self._preparing
+        if preparing is None or preparing.transport is None:
+            return self._service.stopService()
+        # ClientService has no transition for a stop while a connection is
+        # prepared (the cancelled preparation fails, then the connection's
+        # loss comes in a state that does not take it): the connection goes
+        # first, and the stop once ClientService has seen the attempt end.
+        settled = self._settled = Deferred()
+        cast(ITCPTransport, preparing.transport).abortConnection()
+        return settled.addCallback(lambda _: self.stop())
 
     def drop(self, why: str) -> None:
         """Close the connection up now (if any): commands fail at once
