@@ -231,9 +231,6 @@ def build_server(
             # a relayed device's node hears its keepalive PINGs at least this often
             relay_silence=limits.ping_interval + limits.idle_timeout,
         )
-        # typing and pending connections go to the other nodes on channels, never into the streams
-        channels = (store.typing_channel(), store.pending_channel())
-        node.news_client = RedisClient(reactor, address, "chat-news", subscribe=channels, on_push=node.pushed)
         if cluster_accounts is not None:
             cluster_accounts.node = node
         peers = node

@@ -670,6 +670,22 @@ class Accounts(ClusterTestCase):
         )
 
     @defer.inlineCallbacks
+    def test_a_relayed_device_is_announced_pending_once_by_the_node_it_reached(self):
+        a = yield self.node()
+        b = yield self.node()
+        carol = yield self.client("carol", version=2, server=a)
+        _alice, _bob, _desk, _welcome = yield self.second_device(a, b)
+        carol.send(codec.Ping("sync", "p"))
+        seen = []
+        while not seen or not isinstance(seen[-1], codec.PongReply):
+            seen.append((yield carol.next()))
+        announced = {p.id for p in seen if isinstance(p, codec.Pending)}
+        session = a.hub.registry.held("alice")
+        (relayed,) = [c.id for c in session.devices if c.id != session.id]
+        self.assertNotIn(relayed, announced, "none for the connection a made for the relayed device")
+        self.assertIn(int(b.hub.peers.node), {id >> 32 for id in announced}, "the one b announced")
+
+    @defer.inlineCallbacks
     def test_no_password_crosses_the_store(self):
         """The relayed LOGIN goes without its password (node b checked it);
         a packet with a password from the relayed device is refused on b."""

@@ -201,7 +201,12 @@ class ClusterNode:
         self._pending: dict[int, _Pending] = {}
         self._queue: deque[_Pending] = deque()  # batches not written yet, in order
         self._deciding: _Pending | None = None  # the batch read and decided now: the rest wait
-        self.news_client: RedisClient | None = None  # subscribed to the typing and pending channels
+        # Typing and pending connections go to the other nodes on channels,
+        # never into the streams: one more connection, subscribed to them.
+        channels = (store.typing_channel(), store.pending_channel())
+        self.news_client = RedisClient(
+            clock, store.client.address, "chat-news", subscribe=channels, on_push=self.pushed
+        )
         self._news: list[tuple[int, str, bool]] = []  # our pending connections' news, to publish
         self._stopping = False
         self._known: set[str] = set()  # the live nodes, as the reaper last saw them
@@ -227,8 +232,7 @@ class ClusterNode:
         self._protocols = protocols
         for client in (self.store.client, self.reader_client):
             client.start()
-        if self.news_client is not None:
-            self.news_client.start()
+        self.news_client.start()
         if not self.store.client.up:
             log.info("waiting for Redis at {address}", address=str(self.store.client.address))
         d: Deferred[Any] = self.store.client.connected()
@@ -317,9 +321,7 @@ class ClusterNode:
             d.addErrback(lambda f: log.warn("could not leave the cluster: {error}", error=f.value))
         d.addBoth(lambda _: self.store.client.stop())
         d.addBoth(lambda _: self.reader_client.stop())
-        if self.news_client is not None:
-            news = self.news_client
-            d.addBoth(lambda _: news.stop())
+        d.addBoth(lambda _: self.news_client.stop())
         return d.addBoth(lambda _: None)
 
     # -- the order: appending ------------------------------------------------------------
@@ -655,6 +657,9 @@ class ClusterNode:
 
     def unrelay(self, connection: Connection) -> None:
         self.relays.unrelay(connection)
+
+    def relaying(self) -> bool:
+        return self.relays.accepting
 
     def vouched(self, key: str) -> bool:
         return self.relays.vouching == key

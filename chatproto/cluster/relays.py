@@ -170,6 +170,7 @@ class Relays:
         # The nick key of the relayed LOGIN being read now, if the near node
         # checked its password (which it did not send).
         self.vouching: str | None = None
+        self.accepting = False  # while a relayed device's connection is made here
 
     def start(self, me: str, protocols: IProtocolFactory) -> None:
         """Node ``me`` runs far connections with ``protocols`` (Int32's)."""
@@ -255,7 +256,11 @@ class Relays:
             return
         self.far[key] = transport
         transport.protocol = protocol
-        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        self.accepting = True
+        try:
+            protocol.makeConnection(transport)  # type: ignore[arg-type]
+        finally:
+            self.accepting = False
         if transport.disconnecting:
             return
         try:

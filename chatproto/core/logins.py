@@ -99,7 +99,10 @@ class Logins:
             return "server_full"
         if not reserved:
             self.gate.opened(connection.host)
-        self.news.connecting(connection.id)
+        if self.peers.relaying():  # a device relayed here: the node it reached announced it
+            self.news.quiet(connection.id)
+        else:
+            self.news.connecting(connection.id)
         self.observers.notify("pending", connection.id, address=connection.address, since=connection.opened)
         return None
 

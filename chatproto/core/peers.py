@@ -167,6 +167,10 @@ class Peers(Protocol):
     def forward(self, connection: Connection, payload: bytes) -> None:
         """A packet from a relayed connection."""
 
+    def relaying(self) -> bool:
+        """Whether the connection being accepted now is a device relayed here
+        from another node (which announced it as pending already)."""
+
     def vouched(self, key: str) -> bool:
         """Whether the LOGIN being read now is a relayed device's for the
         session of nick key ``key``, whose password the node it reached
@@ -278,6 +282,9 @@ class SingleNode:
 
     def forward(self, connection: Connection, payload: bytes) -> None:
         pass
+
+    def relaying(self) -> bool:
+        return False
 
     def vouched(self, key: str) -> bool:
         return False

@@ -61,16 +61,25 @@ class PendingNews:
         self._quiet: dict[int, float] = {}  # connection id -> when version 2 hears of it
         self._call: IDelayedCall | None = None
         self._elsewhere: dict[int, float] = {}  # another node's connection id -> when it is taken for gone
+        self._quiet_here: set[int] = set()  # our connections nobody hears of (relayed devices)
         self._expiry: IDelayedCall | None = None
 
     def connecting(self, id: int) -> None:
         self.peers.pending(id, CONNECTING, True)
         self._connecting(id)
 
+    def quiet(self, id: int) -> None:
+        """Connection ``id`` is pending, and nobody hears of it (a device
+        relayed here: the node it reached announced it)."""
+        self._quiet_here.add(id)
+
     def gone(self, id: int, v1: bool = True) -> None:
         """Connection ``id`` is pending no more (logged in, resumed, or
         closed); ``v1``: version 1 hears of it as a PENDING (not when it
         sees the login as a JOINED)."""
+        if self._quiet_here and id in self._quiet_here:
+            self._quiet_here.discard(id)
+            return
         self.peers.pending(id, GONE, v1)
         self._gone(id, v1)
 
@@ -96,6 +105,9 @@ class PendingNews:
         """WELCOME.pending: the connections pending here and elsewhere that a
         session of ``version`` has heard of."""
         ids = [*here, *self._elsewhere]
+        hidden = self._quiet_here
+        if hidden:
+            ids = [id for id in ids if id not in hidden]
         return ids if version == 1 or not self._quiet else [id for id in ids if id not in self._quiet]
 
     def _connecting(self, id: int) -> None:
