@@ -912,15 +912,18 @@ CLIENT_PACKETS = (
     MembersRequest,
     Follow,
 )
-#: The client packets that may carry a password, by type byte.
-SECRET_TYPES = frozenset(
-    kind.TYPE for kind in CLIENT_PACKETS if any(f.metadata.get("kind") == "secret" for f in fields(kind))
-)
+#: The client packets that may carry a password: type byte -> those fields.
+_SECRET_FIELDS = {
+    kind.TYPE: names
+    for kind in CLIENT_PACKETS
+    if (names := tuple(f.name for f in fields(kind) if f.metadata.get("kind") == _SECRET["kind"]))
+}
+SECRET_TYPES = frozenset(_SECRET_FIELDS)
 
 
 def carries_secret(packet: Any) -> bool:
     """Whether a client packet has a password in it."""
-    return any(f.metadata.get("kind") == "secret" and getattr(packet, f.name) for f in fields(packet))
+    return any(getattr(packet, name) for name in _SECRET_FIELDS.get(packet.TYPE, ()))
 
 
 SERVER_PACKETS = (

@@ -300,7 +300,7 @@ class SessionsAsked:
     ask: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "node": self.node, "ask": self.ask}
+        return _note_json(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,13 +314,11 @@ class SessionsTold:
     connected: list[codec.SessionInfo]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "node": self.node,
-            "ask": self.ask,
-            "pending": [dataclasses.asdict(p) for p in self.pending],
-            "connected": [dataclasses.asdict(s) for s in self.connected],
-        }
+        return _note_json(
+            self,
+            pending=[dataclasses.asdict(p) for p in self.pending],
+            connected=[dataclasses.asdict(s) for s in self.connected],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +335,7 @@ class KickAsked:
     reason: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, **{f: getattr(self, f) for f in _KICK_FIELDS}}
+        return _note_json(self)
 
 
 _KICK_FIELDS = ("key", "by_id", "by_nick", "by_key", "by_account", "reason")
@@ -354,7 +352,7 @@ class HandoverAsked:
     key: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "node": self.node, "ask": self.ask, "key": self.key}
+        return _note_json(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +366,16 @@ class HandoverTold:
     free: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "node": self.node, "ask": self.ask, "free": self.free}
+        return _note_json(self)
+
+
+def _note_json(note: Any, **encoded: Any) -> dict[str, Any]:
+    """An inbox note as JSON: its kind, then each field as it is, unless
+    ``encoded`` gives the field's JSON form."""
+    out: dict[str, Any] = {"kind": note.kind}
+    for f in dataclasses.fields(note):
+        out[f.name] = encoded[f.name] if f.name in encoded else getattr(note, f.name)
+    return out
 
 
 def _b64(payloads: tuple[bytes, ...]) -> list[str]:
@@ -395,15 +402,7 @@ class RelayOpened:
     vouched: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "node": self.node,
-            "conn": self.conn,
-            "host": self.host,
-            "port": self.port,
-            "payload": _b64((self.payload,))[0],
-            "vouched": self.vouched,
-        }
+        return _note_json(self, payload=_b64((self.payload,))[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,13 +416,7 @@ class RelayIn:
     n: int = 0  # its number among this relay's RelayIn notes, from 1
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "node": self.node,
-            "conn": self.conn,
-            "payloads": _b64(self.payloads),
-            "n": self.n,
-        }
+        return _note_json(self, payloads=_b64(self.payloads))
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,14 +433,7 @@ class RelayOut:
     n: int = 0  # its number among this relay's RelayOut notes, from 1
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "node": self.node,
-            "conn": self.conn,
-            "data": _b64((self.data,))[0],
-            "end": self.end,
-            "n": self.n,
-        }
+        return _note_json(self, data=_b64((self.data,))[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,7 +445,7 @@ class RelayClosed:
     conn: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "node": self.node, "conn": self.conn}
+        return _note_json(self)
 
 
 Relay = RelayOpened | RelayIn | RelayOut | RelayClosed
