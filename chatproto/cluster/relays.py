@@ -208,9 +208,12 @@ class Relays:
             return
         connection = near.connection
         if note.n != near.got + 1:
-            log.warn(
-                "relay of connection {id}: a note from node {node} is missing", id=note.conn, node=note.node
-            )
+            if note.n:  # (0: the far node's answer to a note for a connection it does not know)
+                log.warn(
+                    "relay of connection {id}: a note from node {node} is missing",
+                    id=note.conn,
+                    node=note.node,
+                )
             self.unrelay(connection)
             connection.abort()
             return
