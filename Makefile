@@ -27,7 +27,8 @@ client: install
 	$(VENV)/bin/chat-client $(ARGS)
 
 # A Valkey on 127.0.0.1:6379 for a cluster (make run ARGS="--cluster redis://127.0.0.1:6379"), durable, files in redis-data/;
-# ARGS=sentinel: a primary, two replicas and three Sentinels (docs/cluster.md, "Failover").
+# ARGS=sentinel: a primary, two replicas and three Sentinels (docs/cluster.md, "Failover");
+# ARGS=shards: a Redis Cluster, three primaries with a replica each (docs/cluster.md, "Sharding").
 redis: install
 	$(PY) -m scripts.redis_server $(ARGS)
 
@@ -87,7 +88,7 @@ test-server: install
 # The tests that run a Redis server (tests/redisserver.py), against Debian's
 # redis-server instead of Valkey: installed where missing and possible,
 # skipped, saying so, otherwise.
-CLUSTER_TESTS := tests.test_cluster tests.test_failover tests.test_cluster_conversations tests.test_cluster_search tests.test_redis_client tests.test_file_stores.RedisFileRecordsTests
+CLUSTER_TESTS := tests.test_cluster tests.test_sharded tests.test_failover tests.test_cluster_conversations tests.test_cluster_search tests.test_redis_client tests.test_file_stores.RedisFileRecordsTests
 test-cluster-redis: install
 	sh scripts/system_packages.sh redis-server:redis-server
 	@if command -v redis-server >/dev/null 2>&1; then \

@@ -35,7 +35,15 @@ from scripts.procstat import (
     start_pinned_ports,
     stop_server,
 )
-from scripts.spawn import free_port, sentinel_config, start_redis, start_sentinel, start_server
+from scripts.spawn import (
+    ask_redis,
+    free_port,
+    sentinel_config,
+    start_redis,
+    start_redis_cluster,
+    start_sentinel,
+    start_server,
+)
 
 PY = sys.executable
 
@@ -946,7 +954,7 @@ def redis_server(core: int = 1):
     port = free_port()
     proc = start_redis(folder, port, "everysec", prefix=pinned(core))
     try:
-        yield proc.pid, f"redis://127.0.0.1:{port}/0", port
+        yield proc.pid, f"redis://127.0.0.1:{port}/0", port, "chat:r:general:seq"
     finally:
         proc.terminate()
         proc.wait(30)
@@ -974,7 +982,35 @@ def replicated_redis(core: int = 1):
         procs.append(
             start_sentinel(sentinel_config(folder, sentinel, "chat", primary, quorum=1), pinned(core))
         )
-        yield procs[0].pid, f"sentinel://127.0.0.1:{sentinel}/chat", primary
+        yield procs[0].pid, f"sentinel://127.0.0.1:{sentinel}/chat", primary, "chat:r:general:seq"
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def sharded_redis(core: int = 1, shards: int = 3):
+    """A Redis Cluster of ``shards`` primaries, each with a replica, pinned
+    beside the generator; yields (the pid of the primary that serves the
+    room ``general``, the redis-cluster:// url, that primary's port, the
+    room's seq key) once the cluster is ok."""
+    folder = tempfile.mkdtemp(prefix="chatbench-shards-")
+    primaries = [free_port() for _ in range(shards)]
+    ports = [*primaries, *(free_port() for _ in range(shards))]
+    buses = {port: free_port() for port in ports}
+    procs = []
+    try:
+        procs = start_redis_cluster(folder, primaries, ports[shards:], "everysec", pinned(core), buses)
+        seq = "chat:r:{general}:seq"
+        slot = ask_redis(primaries[0], "CLUSTER", "KEYSLOT", seq)
+        for first, last, primary, *_ in ask_redis(primaries[0], "CLUSTER", "SLOTS"):
+            if first <= slot <= last:
+                port = int(primary[1])
+        url = "redis-cluster://" + ",".join(f"127.0.0.1:{p}" for p in primaries)
+        yield procs[ports.index(port)].pid, url, port, seq
     finally:
         for proc in procs:
             proc.terminate()
@@ -1019,22 +1055,24 @@ def cluster_bench(runs: int, receivers: int, duration: list[str], seconds: str) 
     setups = {
         "cluster": (redis_server, ()),
         "sentinel": (replicated_redis, ("--cluster-min-replicas", "1")),
+        "shards": (sharded_redis, ()),
     }
-    rows: dict = {"single": [], "cluster": [], "cluster_2": [], "sentinel": []}
+    rows: dict = {"single": [], "cluster": [], "cluster_2": [], "sentinel": [], "shards": []}
     for _ in range(runs):
         rows["single"].append(measure_fanout_cpu("ours", receivers, duration))
         for label, others, (redis, options) in (
             ("cluster", 0, setups["cluster"]),
             ("cluster_2", 1, setups["cluster"]),
             ("sentinel", 0, setups["sentinel"]),
+            ("shards", 0, setups["shards"]),
         ):
-            with redis() as (rpid, url, rport):
+            with redis() as (rpid, url, rport, seq_key):
                 node_args = ("--cluster", url, *options)
                 with server("ours", node_args) if others else nullcontext() as node:
                     with member(node[1], "follower") if others else nullcontext():
                         r0 = cpu_seconds(rpid)
                         result = measure_cpu("ours", "fanout", args, (*DEEP_SENDQ, *node_args))
-                        stored = int(redis_get(rport, "chat:r:general:seq") or 0)
+                        stored = int(redis_get(rport, seq_key) or 0)
                         result["redis_cpu"] = (cpu_seconds(rpid) - r0) / result["wall"]
                         result["redis_us_per_message"] = (cpu_seconds(rpid) - r0) / max(1, stored) * 1e6
                         result["stored"] = stored
@@ -1043,16 +1081,17 @@ def cluster_bench(runs: int, receivers: int, duration: list[str], seconds: str) 
         label: summarize(measured, *(("redis_us_per_message", "redis_cpu") if label != "single" else ()))
         for label, measured in rows.items()
     }
-    latency: dict = {"single": [], "cross": [], "cross_sentinel": [], "relayed": []}
+    latency: dict = {"single": [], "cross": [], "cross_sentinel": [], "cross_shards": [], "relayed": []}
     lat = ["--receivers", "100", "--rate", "200", "--duration", seconds]
     for _ in range(runs):
         latency["single"].append(repeated("ours", 1, "latency", *lat)[0])
         for label, (redis, options) in (
             ("cross", setups["cluster"]),
             ("cross_sentinel", setups["sentinel"]),
+            ("cross_shards", setups["shards"]),
             ("relayed", setups["cluster"]),
         ):
-            with redis() as (_, url, _port):
+            with redis() as (_, url, _port, _seq):
                 node_args = ("--cluster", url, *options)
                 with server("ours", node_args) as (_, port_a), server("ours", node_args) as (pid_b, port_b):
                     # relayed: the sender is an account's second device on B, its session on A
@@ -1072,6 +1111,7 @@ def cluster_bench(runs: int, receivers: int, duration: list[str], seconds: str) 
     summary["ratio"] = summary["cluster"]["deliveries_per_s"] / single
     summary["ratio_2"] = summary["cluster_2"]["deliveries_per_s"] / single
     summary["ratio_sentinel"] = summary["sentinel"]["deliveries_per_s"] / single
+    summary["ratio_shards"] = summary["shards"]["deliveries_per_s"] / single
     print_cluster(summary, receivers)
     return summary
 
@@ -1086,6 +1126,7 @@ def print_cluster(row: dict, receivers: int) -> None:
         ("cluster", "--cluster, alone"),
         ("cluster_2", "--cluster, a second node following"),
         ("sentinel", "--cluster sentinel://, 1 replica confirms"),
+        ("shards", "--cluster redis-cluster://, 3 shards"),
     ):
         r = row[label]
         ratio = r["deliveries_per_s"] / row["single"]["deliveries_per_s"]
@@ -1099,6 +1140,7 @@ def print_cluster(row: dict, receivers: int) -> None:
         ("latency_single", "latency at 200 msg/s, one process"),
         ("latency_cross", "latency at 200 msg/s, node A -> node B"),
         ("latency_cross_sentinel", "the same, 1 replica confirms"),
+        ("latency_cross_shards", "the same, on 3 shards"),
         ("latency_relayed", "the same, sent by a device relayed B -> A"),
     ):
         r = row[label]

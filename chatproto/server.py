@@ -196,10 +196,22 @@ def build_server(
         from chatproto.cluster.node import ClusterNode
 
         address = RedisAddress.parse(cluster)
-        epoch = Epoch("chat:epoch")  # the store's prefix
-        writer = RedisClient(reactor, address, "chat-node", epoch)
-        replicas = Replicas(writer, cluster_min_replicas, reactor)
-        store = StreamStore(writer, keep=cluster_retention, replicas=replicas)
+        sharded = bool(address.seeds)  # a Redis Cluster: each room in its hash slot
+        writer: Any
+        reader: Any
+        if sharded:
+            from chatproto.backends.redis_cluster import ClusterClient
+
+            home = "{chat}"
+            writer = ClusterClient(reactor, address, "chat-node", home)
+            reader = ClusterClient(reactor, address, "chat-reader", home)
+            replicas = None
+        else:
+            epoch = Epoch("chat:epoch")  # the store's prefix
+            writer = RedisClient(reactor, address, "chat-node", epoch)
+            reader = RedisClient(reactor, address, "chat-reader", epoch)
+            replicas = Replicas(writer, cluster_min_replicas, reactor)
+        store = StreamStore(writer, keep=cluster_retention, replicas=replicas, sharded=sharded, clock=reactor)
         shared = store.client
         index = None
         if search:
@@ -208,7 +220,11 @@ def build_server(
             if search_index == ":memory:":
                 threads = None  # one connection: its writes and reads on the reactor thread
             index = IndexFile(search_index, threads, cluster_retention)
-            feed_client = RedisClient(reactor, address, "chat-search", epoch)
+            feed_client = (
+                ClusterClient(reactor, address, "chat-search", home)
+                if sharded
+                else RedisClient(reactor, address, "chat-search", epoch)
+            )
             feed = SearchFeed(feed_client, store, index, reactor, threads or _inline)
         cluster_log = ClusterLog(store, index)
         eventlog = cluster_log
@@ -216,8 +232,7 @@ def build_server(
         if accounts is None:
             from chatproto.cluster.accounts import ClusterAccounts
 
-            accounts = cluster_accounts = ClusterAccounts(store.client, replicas=store.replicas)
-        reader = RedisClient(reactor, address, "chat-reader", epoch)
+            accounts = cluster_accounts = ClusterAccounts(store.client, store.home, replicas=store.replicas)
         replay = limits.history_replay
         node = ClusterNode(
             store,
@@ -227,7 +242,7 @@ def build_server(
             accounts,
             replay,
             cluster_expiry,
-            Replicas(reader, cluster_min_replicas, reactor),
+            None if sharded else Replicas(reader, cluster_min_replicas, reactor),
             # a relayed device's node hears its keepalive PINGs at least this often
             relay_silence=limits.ping_interval + limits.idle_timeout,
         )
@@ -242,7 +257,7 @@ def build_server(
         )
     if accounts is None and isinstance(eventlog, SQLiteLog):
         accounts = SQLiteAccounts(eventlog)
-    space = _file_space(reactor, files, eventlog, shared, web, public_url)
+    space = _file_space(reactor, files, eventlog, shared, web, public_url, store.home if shared else "chat")
     hub = Hub(
         eventlog,
         reactor,
@@ -309,6 +324,7 @@ def _file_space(
     redis: Any,
     web: Sequence[str],
     public_url: str | None,
+    prefix: str = "chat",
 ) -> FileSpace | None:
     """Where files are kept: the bytes in a folder or an S3-compatible
     bucket (``s3://bucket[/prefix]``), the records in the history's SQLite
@@ -332,7 +348,7 @@ def _file_space(
     if redis is not None:
         from chatproto.backends.redis_files import RedisFileRecords
 
-        records = RedisFileRecords(redis)
+        records = RedisFileRecords(redis, prefix)
     elif isinstance(eventlog, SQLiteLog):
         from chatproto.backends.sqlite_files import SQLiteFileRecords
 

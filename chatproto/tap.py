@@ -238,7 +238,9 @@ class Options(usage.Options):
             "Share the rooms with the other servers on this Redis or Valkey (>= 7): "
             "redis://[:PASSWORD@]HOST[:PORT][/DB], or rediss:// for TLS; or on the primary that "
             "Sentinel knows as NAME, followed through failovers: "
-            "sentinel://[:PASSWORD@]HOST[:PORT],HOST[:PORT].../NAME[/DB]. --history is then not used.",
+            "sentinel://[:PASSWORD@]HOST[:PORT],HOST[:PORT].../NAME[/DB]; or sharded over a Redis "
+            "Cluster, from some of its nodes: redis-cluster://[:PASSWORD@]HOST[:PORT],HOST[:PORT]... "
+            "--history is then not used.",
         ],
         [
             "cluster-min-replicas",
@@ -394,9 +396,14 @@ class Options(usage.Options):
             from chatproto.backends.redis import RedisAddress
 
             try:
-                RedisAddress.parse(self["cluster"])
+                address = RedisAddress.parse(self["cluster"])
             except ValueError as e:
                 raise usage.UsageError(f"--cluster: {e}") from None
+            if address.seeds and self["cluster-min-replicas"]:
+                raise usage.UsageError(
+                    "--cluster-min-replicas: not with a Redis Cluster (redis-cluster://) yet: its shards'"
+                    " replicas confirm nothing (docs/cluster.md, Sharding)"
+                )
             if not 1 <= self["cluster-expiry"] <= 3600:
                 raise usage.UsageError("--cluster-expiry: between 1 and 3600 seconds")
             if self["cluster-retention"] < 0:

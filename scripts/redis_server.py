@@ -11,7 +11,13 @@ failover still confirms), for ``--cluster
 sentinel://127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381/chat
 --cluster-min-replicas 1``. Ctrl-C stops them all. Run again, the
 Sentinels' files (which they rewrite as they learn) are kept: they remember
-a failover, and put a restarted old primary right as a replica."""
+a failover, and put a restarted old primary right as a replica.
+
+``make redis ARGS=shards`` is a Redis Cluster: three primaries on
+7000-7002, each with a replica on 7003-7005 (gossip on 17000-17005),
+formed the first time, as their ``nodes.conf`` files say after; for
+``--cluster redis-cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002``.
+Each node logs to ``redis-data/shards/PORT/log``."""
 
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import signal
 import subprocess
 import sys
 
-from scripts.spawn import redis_argv, redis_binary, sentinel_config
+from scripts.spawn import redis_argv, redis_binary, sentinel_config, start_redis_cluster
 
 NAME = "chat"
 SAFETY = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"]
@@ -50,6 +56,18 @@ def replicated(
     processes = [subprocess.Popen(argv) for argv in argvs]
     hosts = ",".join(f"127.0.0.1:{port}" for port in sentinels)
     print(f"\n  --cluster sentinel://{hosts}/{NAME} --cluster-min-replicas 1\n", flush=True)
+    _until_interrupted(processes)
+
+
+def sharded(folder: str, primaries: tuple = (7000, 7001, 7002), replicas: tuple = (7003, 7004, 7005)) -> None:
+    """Every node in the background until Ctrl-C, each logging to its folder."""
+    processes = start_redis_cluster(os.path.abspath(folder), list(primaries), list(replicas), fsync="always")
+    hosts = ",".join(f"127.0.0.1:{port}" for port in primaries)
+    print(f"\n  --cluster redis-cluster://{hosts}\n", flush=True)
+    _until_interrupted(processes)
+
+
+def _until_interrupted(processes: list) -> None:
     try:
         for process in processes:
             process.wait()
@@ -66,6 +84,8 @@ def replicated(
 def main(args: list[str], folder: str = "redis-data") -> None:
     if args[:1] == ["sentinel"]:
         replicated(folder)
+    elif args[:1] == ["shards"]:
+        sharded(os.path.join(folder, "shards"))
     else:
         single(int(args[0]) if args else 6379, folder)
 

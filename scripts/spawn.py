@@ -255,3 +255,104 @@ def start_sentinel(config: str, prefix: list[str] = ()) -> subprocess.Popen:
     )
     _wait_for(proc, lambda output: True if b"+monitor" in output else None, 30)
     return proc
+
+
+def cluster_node_args(bus: int, node_timeout_ms: int = 1000) -> tuple[str, ...]:
+    """A Redis Cluster node's options: its gossip on port ``bus``; a node
+    silent for ``node_timeout_ms`` is failed over; a shard down stops its
+    own slots only, not the whole cluster (docs/cluster.md, Sharding)."""
+    return (
+        *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(bus)),
+        *("--cluster-node-timeout", str(node_timeout_ms), "--cluster-require-full-coverage", "no"),
+        *("--repl-diskless-sync-delay", "0"),
+    )
+
+
+def slot_ranges(shards: int) -> list[tuple[int, int]]:
+    """The 16384 slots split evenly, in order: each primary's first and last."""
+    share = 16384 // shards
+    return [(i * share, 16383 if i == shards - 1 else (i + 1) * share - 1) for i in range(shards)]
+
+
+def ask_redis(port: int, *command, timeout: float = 10.0):
+    """Blocking: one command's answer (RedisError for an error), on a socket of its own."""
+    import socket
+
+    from chatproto.backends.redis import Incomplete, encode_command, parse_reply
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(encode_command(command))
+        data = b""
+        while True:
+            data += s.recv(65536)
+            try:
+                return parse_reply(data)[0]
+            except Incomplete:
+                continue
+
+
+def start_redis_cluster(
+    folder: str,
+    primaries: list[int],
+    replicas: list[int],
+    fsync: str = "everysec",
+    prefix: list[str] = (),
+    buses: dict[int, int] | None = None,
+    tries: int = 300,
+) -> list[subprocess.Popen]:
+    """Blocking: a Redis Cluster, each node in ``folder/PORT`` (its log
+    there too), its gossip on ``buses[PORT]`` (PORT + 10000 by default);
+    formed the
+    first time (slots split among ``primaries``, ``replicas[i]`` following
+    ``primaries[i]``), as its ``nodes.conf`` files say after; once every
+    node says the cluster is ok, at most ``tries`` times 0.1 s apart."""
+    procs = []
+    buses = buses or {port: port + 10000 for port in [*primaries, *replicas]}
+    fresh = not os.path.exists(os.path.join(folder, str(primaries[0]), "nodes.conf"))
+    for port in [*primaries, *replicas]:
+        home = os.path.join(folder, str(port))
+        os.makedirs(home, exist_ok=True)
+        argv = [*prefix, *redis_argv(home, port, fsync), *cluster_node_args(buses[port])]
+        with open(os.path.join(home, "log"), "ab") as log:
+            procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=home))
+    ports = [*primaries, *replicas]
+
+    def answering() -> bool:
+        for port, proc in zip(ports, procs, strict=True):
+            if proc.poll() is not None:
+                with open(os.path.join(folder, str(port), "log"), "rb") as log:
+                    tail = log.read()[-600:].decode(errors="replace")
+                raise RuntimeError(f"Redis Cluster node {port} exited:\n{tail}")
+        return all(_answers(port) for port in ports)
+
+    _poll(answering, tries, "the cluster's nodes never answered")
+    if fresh:
+        ids = {port: ask_redis(port, "CLUSTER", "MYID").decode() for port in ports}
+        for port, (first, last) in zip(primaries, slot_ranges(len(primaries)), strict=True):
+            ask_redis(port, "CLUSTER", "ADDSLOTSRANGE", first, last)
+        for port in ports[1:]:
+            ask_redis(port, "CLUSTER", "MEET", "127.0.0.1", primaries[0], buses[primaries[0]])
+        _poll(lambda: all(_knows(port, len(ports)) for port in ports), tries, "the nodes never met")
+        for primary, replica in zip(primaries, replicas, strict=True):
+            ask_redis(replica, "CLUSTER", "REPLICATE", ids[primary])
+    _poll(lambda: all(b"cluster_state:ok" in ask_redis(p, "CLUSTER", "INFO") for p in ports), tries, "not ok")
+    return procs
+
+
+def _answers(port: int) -> bool:
+    try:
+        return ask_redis(port, "PING", timeout=1.0) == b"PONG"
+    except OSError:
+        return False
+
+
+def _knows(port: int, nodes: int) -> bool:
+    return len(ask_redis(port, "CLUSTER", "NODES").splitlines()) >= nodes
+
+
+def _poll(check: Callable[[], bool], tries: int, what: str) -> None:
+    for _ in range(tries):
+        if check():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"Redis Cluster: {what}")

@@ -9,10 +9,19 @@ import shutil
 import tempfile
 
 from twisted.internet import defer, reactor
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.task import deferLater
 
 from chatproto.backends.sentinel import ask
-from scripts.spawn import ServerProcess, free_port, sentinel_config, spawn_redis, spawn_sentinel
+from scripts.spawn import (
+    ServerProcess,
+    cluster_node_args,
+    free_port,
+    sentinel_config,
+    slot_ranges,
+    spawn_redis,
+    spawn_sentinel,
+)
 
 
 class RedisServer:
@@ -171,5 +180,159 @@ class ReplicatedRedis:
         for process in [*self.sentinels.values(), *self.servers.values()]:
             if not process.ended.called:
                 process.signal("KILL")  # stopped or not; nothing of theirs is kept
+                ending.append(process.ended)
+        return defer.gatherResults(ending)
+
+
+class ShardedRedis:
+    """A Redis Cluster: ``shards`` primaries, each with a replica, all real
+    processes on loopback in folders of their own, the slots split evenly;
+    the cluster's address is ``url`` (``redis-cluster://...``). A primary
+    silent for a second is failed over by its replica."""
+
+    NODE_TIMEOUT_MS = 1000
+
+    def __init__(self, shards: int = 3) -> None:
+        self.folder = tempfile.mkdtemp(prefix="chat-shards-")
+        self.primaries = [free_port() for _ in range(shards)]
+        self.replicas = [free_port() for _ in range(shards)]  # replicas[i] follows primaries[i]
+        self.servers: dict[int, ServerProcess] = {}
+        self.ids: dict[int, str] = {}
+        self.buses = {port: free_port() for port in self.primaries + self.replicas}  # the nodes' gossip
+
+    @property
+    def url(self) -> str:
+        return "redis-cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.primaries)
+
+    @classmethod
+    @defer.inlineCallbacks
+    def started(cls, testcase, shards: int = 3):
+        """Running, every slot served, every replica in sync; stopped and
+        removed when ``testcase`` ends."""
+        group = cls(shards)
+        testcase.addCleanup(shutil.rmtree, group.folder, ignore_errors=True)
+        testcase.addCleanup(group.stop)
+        yield group.start()
+        return group
+
+    def _server(self, port: int) -> ServerProcess:
+        folder = os.path.join(self.folder, str(port))
+        os.makedirs(folder, exist_ok=True)
+        cluster = cluster_node_args(self.buses[port], self.NODE_TIMEOUT_MS)
+        process = self.servers[port] = spawn_redis(reactor, folder, port, *cluster)
+        return process
+
+    def ask(self, port: int, *command) -> defer.Deferred:
+        return ask(reactor, "127.0.0.1", port, 2.0, *command)
+
+    @defer.inlineCallbacks
+    def start(self):
+        ports = self.primaries + self.replicas
+        yield defer.gatherResults([self._server(port).listening for port in ports])
+        for port in ports:
+            self.ids[port] = (yield self.ask(port, "CLUSTER", "MYID")).decode()
+        for port, (first, last) in zip(self.primaries, slot_ranges(len(self.primaries)), strict=True):
+            yield self.ask(port, "CLUSTER", "ADDSLOTSRANGE", first, last)
+        for port in ports[1:]:
+            first = self.primaries[0]
+            yield self.ask(port, "CLUSTER", "MEET", "127.0.0.1", first, self.buses[first])
+        yield self._until(self._all_known, "every node knows every other")
+        for primary, replica in zip(self.primaries, self.replicas, strict=True):
+            yield self.ask(replica, "CLUSTER", "REPLICATE", self.ids[primary])
+        yield self.settled()
+
+    @defer.inlineCallbacks
+    def _until(self, check, what: str, tries: int = 300):
+        """Polled, at most ``tries`` times 0.1 s apart (the nodes learn by gossip)."""
+        for _ in range(tries):
+            if (yield check()):
+                return
+            yield deferLater(reactor, 0.1, lambda: None)
+        raise RuntimeError(f"the Redis Cluster did not settle: {what}\n{self.story()}")
+
+    @defer.inlineCallbacks
+    def _all_known(self):
+        for port in self.live():
+            nodes = yield self.ask(port, "CLUSTER", "NODES")
+            if len(nodes.splitlines()) < len(self.servers):
+                return False
+        return True
+
+    def live(self) -> list[int]:
+        return [p for p, s in self.servers.items() if not s.ended.called]
+
+    @defer.inlineCallbacks
+    def _ok(self):
+        for port in self.live():
+            info = yield self.ask(port, "CLUSTER", "INFO")
+            if b"cluster_state:ok" not in info:
+                return False
+            role = yield self.ask(port, "ROLE")
+            if role[0] == b"slave" and role[3] != b"connected":
+                return False
+        return True
+
+    def settled(self) -> defer.Deferred:
+        """Once every live node says the cluster is ok and every live replica is in sync."""
+        return self._until(self._ok, "cluster_state ok, replicas connected")
+
+    @defer.inlineCallbacks
+    def owners(self):
+        """Each slot's primary's port, as the first live node sees it."""
+        owners = [0] * 16384
+        for first, last, primary, *_ in (yield self.ask(self.live()[0], "CLUSTER", "SLOTS")):
+            owners[first : last + 1] = [int(primary[1])] * (last - first + 1)
+        return owners
+
+    @defer.inlineCallbacks
+    def migrate(self, slot: int, to: int, batch: int = 2, pause=None):
+        """Move ``slot`` to primary ``to`` as resharding tools do: marked
+        importing and migrating, its keys moved ``batch`` at a time
+        (``pause()`` between batches), then given to ``to`` on every primary."""
+        source = (yield self.owners())[slot]
+        yield self.ask(to, "CLUSTER", "SETSLOT", slot, "IMPORTING", self.ids[source])
+        yield self.ask(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", self.ids[to])
+        for _ in range(10_000):
+            keys = yield self.ask(source, "CLUSTER", "GETKEYSINSLOT", slot, batch)
+            if not keys:
+                break
+            yield self.ask(source, "MIGRATE", "127.0.0.1", to, "", 0, 5000, "KEYS", *keys)
+            if pause is not None:
+                yield pause()
+        for port in [to, source, *(p for p in self.primaries if p not in (to, source))]:
+            if not self.servers[port].ended.called:
+                yield self.ask(port, "CLUSTER", "SETSLOT", slot, "NODE", self.ids[to])
+        return source
+
+    @defer.inlineCallbacks
+    def serving(self, key: str):
+        """The port of the primary serving ``key``'s slot, as the first live node sees it."""
+        slot = yield self.ask(self.live()[0], "CLUSTER", "KEYSLOT", key)
+        for first, last, primary, *_ in (yield self.ask(self.live()[0], "CLUSTER", "SLOTS")):
+            if first <= slot <= last:
+                return int(primary[1])
+        raise RuntimeError(f"no primary serves slot {slot}")
+
+    def story(self, lines: int = 30) -> str:
+        told = []
+        for port, process in self.servers.items():
+            tail = process.output.decode(errors="replace").splitlines()[-lines:]
+            told.append(f"--- server {port}\n" + "\n".join(tail))
+        return "\n".join(told)
+
+    @defer.inlineCallbacks
+    def kill(self, port: int):
+        """SIGKILL a server; fires once it has exited."""
+        self.servers[port].signal("KILL")
+        yield self.servers[port].ended
+
+    def stop(self) -> defer.Deferred:
+        ending = []
+        for process in self.servers.values():
+            if not process.ended.called:
+                try:
+                    process.signal("KILL")
+                except ProcessExitedAlready:
+                    pass
                 ending.append(process.ended)
         return defer.gatherResults(ending)

@@ -16,8 +16,9 @@ from chatproto.backends.redis import (
     Script,
     parse_reply,
 )
+from chatproto.backends.redis_cluster import ClusterClient, command_key, crc16, key_slot
 from chatproto.backends.replicas import NotReplicated, Replicas
-from tests.redisserver import RedisServer
+from tests.redisserver import RedisServer, ShardedRedis
 
 
 class Parsing(unittest.SynchronousTestCase):
@@ -86,6 +87,40 @@ class Parsing(unittest.SynchronousTestCase):
         ):
             with self.assertRaises(ValueError):
                 RedisAddress.parse(bad)
+
+    def test_cluster_urls(self):
+        a = RedisAddress.parse("redis-cluster://:p%40ss@h1:7000,h2,[::1]:7002")
+        self.assertEqual(a.seeds, (("h1", 7000), ("h2", 6379), ("::1", 7002)))
+        self.assertEqual((a.host, a.port, a.password, a.db), ("h1", 7000, "p@ss", 0))
+        self.assertEqual(str(a), "redis-cluster://h1:7000,h2:6379,[::1]:7002")
+        self.assertNotIn("p@ss", str(a))
+        for bad in ("redis-cluster://", "redis-cluster://h/1", "redis-cluster://h:0", "redis-cluster://::1"):
+            with self.assertRaises(ValueError):
+                RedisAddress.parse(bad)
+
+
+class Slots(unittest.SynchronousTestCase):
+    """Keys hash to slots as the servers say (``CLUSTER KEYSLOT``), and
+    each command is routed by its key."""
+
+    def test_slots_of_keys_and_hash_tags(self):
+        self.assertEqual(key_slot("123456789"), 12739)  # the specification's example
+        self.assertEqual(key_slot("{chat}:x"), 14028)
+        self.assertEqual((key_slot("chat:r:{a}"), key_slot("chat:r:{b}")), (15495, 3300))
+        self.assertEqual(key_slot("chat:r:{a}:seq"), key_slot("chat:r:{a}"))
+        self.assertEqual(key_slot("{user1000}.following"), key_slot("{user1000}.followers"))
+        self.assertEqual(key_slot("foo{}{bar}"), crc16(b"foo{}{bar}") % 16384, "an empty tag is no tag")
+        self.assertEqual(key_slot("foo{{bar}}zap"), key_slot("{bar"))
+        self.assertEqual(key_slot("foo{bar}{zap}"), key_slot("bar"))
+
+    def test_the_key_each_command_is_routed_by(self):
+        self.assertEqual(command_key(("EVALSHA", "abc", 2, "k1", "k2", "arg")), "k1")
+        self.assertIsNone(command_key(("EVALSHA", "abc", 0, "arg")), "no key: the home slot")
+        self.assertEqual(command_key(("XREAD", "COUNT", 5, "STREAMS", "s", "0-0")), "s")
+        self.assertEqual(command_key(("SPUBLISH", "chan", "x")), "chan")
+        self.assertEqual(command_key(("GET", "k")), "k")
+        for keyless in (("PING",), ("WAIT", 1, 100), ("PUBLISH", "c", "m"), ("CLUSTER", "SLOTS")):
+            self.assertIsNone(command_key(keyless))
 
 
 class _Lost:
@@ -338,3 +373,39 @@ class AgainstValkey(unittest.TestCase):
         yield self.client.call("PUBLISH", "ch", "two")
         yield got
         self.assertEqual(heard[-1], [b"message", b"ch", b"two"])
+
+
+class OnACluster(unittest.TestCase):
+    """The cluster client against a real Redis Cluster (three primaries,
+    three replicas): commands reach the slot's primary, and follow it when
+    the slot moves."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.redis = yield ShardedRedis.started(self)
+        self.client = ClusterClient(reactor, RedisAddress.parse(self.redis.url), "test", "{chat}")
+        self.client.start()
+        self.addCleanup(self.client.stop)
+        yield self.client.connected()
+
+    @defer.inlineCallbacks
+    def test_keys_of_every_shard_and_a_slot_that_moves(self):
+        keys = [f"k{{{i}}}" for i in range(30)]
+        yield defer.gatherResults([self.client.call("SET", k, k) for k in keys])
+        owners = yield self.redis.owners()
+        self.assertEqual({owners[key_slot(k)] for k in keys}, set(self.redis.primaries), "on every shard")
+        slot = key_slot(keys[0])
+        target = next(p for p in self.redis.primaries if p != owners[slot])
+        yield self.redis.migrate(slot, target)
+        self.assertEqual((yield self.client.call("GET", keys[0])), keys[0].encode(), "MOVED followed")
+        self.assertEqual(self.client.where(keys[0]), f"127.0.0.1:{target}", "the map learnt it")
+        values = yield defer.gatherResults([self.client.call("GET", k) for k in keys])
+        self.assertEqual(values, [k.encode() for k in keys])
+
+    @defer.inlineCallbacks
+    def test_a_script_declaring_no_key_runs_in_the_home_slot(self):
+        script = Script("return redis.call('INCR', ARGV[1])")
+        self.assertEqual((yield script(self.client, [], ["{chat}:n"])), 1)
+        self.assertEqual((yield self.client.call("GET", "{chat}:n")), b"1")

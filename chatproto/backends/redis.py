@@ -17,6 +17,7 @@ primary.
 from __future__ import annotations
 
 import hashlib
+import typing
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -151,7 +152,13 @@ _ELSEWHERE = ("READONLY", "NOREPLICAS")
 
 def _pushed(value: object) -> bool:
     """A channel's message (RESP2), which may come between a command and its answer."""
-    return isinstance(value, list) and bool(value) and value[0] in (b"message", b"pmessage", b"smessage")
+    return isinstance(value, list) and bool(value) and value[0] in _PUSHED
+
+
+#: What a subscriber hears unasked: a channel's message, and (a shard
+#: channel's slot having moved) the server ending a subscription; this
+#: client never unsubscribes by itself.
+_PUSHED = (b"message", b"pmessage", b"smessage", b"sunsubscribe")
 
 
 class RedisProtocol(Protocol):
@@ -242,7 +249,9 @@ class RedisAddress:
     (``rediss://`` for TLS); or where the sentinels are that know it, from
     ``sentinel://[[user]:password@]host[:port],host[:port].../name[/db]``
     (the primary Sentinel calls ``name``; the password is the servers', the
-    sentinels are asked without one)."""
+    sentinels are asked without one); or where some nodes of a Redis
+    Cluster are, from ``redis-cluster://[[user]:password@]host[:port],...``
+    (the client learns the others from them)."""
 
     host: str
     port: int = 6379
@@ -252,15 +261,19 @@ class RedisAddress:
     tls: bool = False
     sentinels: tuple[tuple[str, int], ...] = ()
     primary: str = ""  # the name the sentinels monitor it by
+    seeds: tuple[tuple[str, int], ...] = ()  # a Redis Cluster's nodes, as given
 
     @classmethod
     def parse(cls, url: str) -> RedisAddress:
         if url.startswith("sentinel://"):
             return cls._sentinel(url)
+        if url.startswith("redis-cluster://"):
+            return cls._cluster(url)
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(
-                f"{url!r}: expected redis://HOST[:PORT][/DB], rediss://, or sentinel://HOST[:PORT],.../NAME"
+                f"{url!r}: expected redis://HOST[:PORT][/DB], rediss://, sentinel://HOST[:PORT],.../NAME"
+                " or redis-cluster://HOST[:PORT],..."
             )
         if not parts.hostname:
             raise ValueError(f"{url!r}: no host")
@@ -299,6 +312,24 @@ class RedisAddress:
             primary=unquote(name),
         )
 
+    @classmethod
+    def _cluster(cls, url: str) -> RedisAddress:
+        netloc, _, path = url[len("redis-cluster://") :].partition("/")
+        if path.strip("/"):
+            raise ValueError(f"{url!r}: a Redis Cluster has no databases but 0: no /DB")
+        userinfo, _, hosts = netloc.rpartition("@")
+        seeds = tuple(_host_port(url, one, 6379) for one in hosts.split(",") if one)
+        if not seeds:
+            raise ValueError(f"{url!r}: no node")
+        username, colon, password = userinfo.partition(":")
+        return cls(
+            host=seeds[0][0],
+            port=seeds[0][1],
+            username=unquote(username) if username and colon else None,
+            password=unquote(password) if colon else None,
+            seeds=seeds,
+        )
+
     def endpoint(self) -> str:
         host = self.host.replace(":", r"\:")
         if self.tls:
@@ -309,6 +340,10 @@ class RedisAddress:
         if self.sentinels:
             hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.sentinels)
             return f"sentinel://{hosts}/{self.primary}/{self.db}"
+        if self.seeds:
+            return "redis-cluster://" + ",".join(
+                f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.seeds
+            )
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
 
@@ -620,6 +655,36 @@ class RedisClient:
         return self._proto.execute(*args)
 
 
+class Commands(typing.Protocol):
+    """What a store needs of a client: one Redis's, or a Redis Cluster's
+    (:class:`~chatproto.backends.redis_cluster.ClusterClient`)."""
+
+    address: RedisAddress
+
+    def call(self, *args) -> Deferred: ...
+
+    def call_when_up(self, *args) -> Deferred: ...
+
+    def when_up(self) -> Deferred: ...
+
+    def connected(self) -> Deferred: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> Deferred: ...
+
+    def drop(self, why: str) -> None: ...
+
+    @property
+    def up(self) -> bool: ...
+
+    @property
+    def up_since(self) -> float | None: ...
+
+    @property
+    def connection(self) -> RedisProtocol | None: ...
+
+
 class Script:
     """A Lua script run by its SHA, loaded on first use (and after a restart)."""
 
@@ -627,7 +692,7 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
 
-    def __call__(self, client: RedisClient, keys: list, args: list) -> Deferred:
+    def __call__(self, client: Commands, keys: list, args: list) -> Deferred:
         d = client.call("EVALSHA", self.sha, len(keys), *keys, *args)
 
         def missing(f: Failure):

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from chatproto.backends.accounts import AccountRecord, Ban, Membership
 from chatproto.backends.eventlog import StoreError
-from chatproto.backends.redis import RedisClient, Script
+from chatproto.backends.redis import Commands, Script
 from chatproto.backends.replicas import Replicas
 from chatproto.backends.streams import escape
 
@@ -83,7 +83,7 @@ class RedisAccounts:
     """Accounts, memberships, rules and bans on Redis; with ``replicas``,
     a change counts once they have it (it is told to the user)."""
 
-    def __init__(self, client: RedisClient, prefix: str = "chat", replicas: Replicas | None = None) -> None:
+    def __init__(self, client: Commands, prefix: str = "chat", replicas: Replicas | None = None) -> None:
         self.client = client
         self.prefix = prefix
         self.replicas = replicas

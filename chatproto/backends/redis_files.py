@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from chatproto.backends.files import FileStoreError, StoredFile
-from chatproto.backends.redis import RedisClient, Script
+from chatproto.backends.redis import Commands, Script
 from chatproto.backends.streams import escape
 from chatproto.deferreds import every
 
@@ -134,7 +134,7 @@ def _store_error(failure: Failure):
 class RedisFileRecords:
     """The records under ``prefix`` (the cluster's), in the Redis ``client`` reaches."""
 
-    def __init__(self, client: RedisClient, prefix: str = "chat") -> None:
+    def __init__(self, client: Commands, prefix: str = "chat") -> None:
         self.client = client
         self.prefix = prefix
 

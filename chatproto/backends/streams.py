@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from chatproto.backends.redis import RedisClient, RedisError, RedisProtocol, Script, StoreLost
+from chatproto.backends.redis import Commands, RedisError, RedisProtocol, Script, StoreLost
 from chatproto.backends.replicas import NotReplicated, Replicas
 from chatproto.deferreds import every
 
@@ -159,32 +160,36 @@ end
 """
 )
 
-#: ARGV[1]: {"p": prefix, "node", "batch", "keep", "rooms": [{"k": room, "n": name, "e": [entry]}]}
+#: One room's entries in its stream (KEYS[1]), in one script that touches
+#: that room's keys alone (they share its hash slot in a Redis Cluster).
+#: ARGV[1]: {"node", "batch", "keep", "n": name, "e": [entry], "sq"?, "wake"?};
 #: entry: a message's or a presence record's fields (chatproto.core.records),
 #: or a change's (t "c": "s" its seq, "k" its kind, "st" the message's new
 #: state as JSON without its closing brace, "h" and "q" the entry's JSON
 #: around it). A message entry may answer one ("r"). An entry with "v"
 #: (>= 0) was decided on message "vs" as it was at rev "v": if that message
 #: has changed since, nothing is written and the answer is {"retry"}; so too
-#: if a room with "sq" has another seq than that (its new seqs were foreseen).
-#: Returns, per room, each entry's seq (a message's), rev (a change's) or 0.
+#: if the room has another seq than "sq" (its new seqs were foreseen).
+#: Returns [each entry's seq (a message's), rev (a change's) or 0; 1 if it
+#: wrote the room's first message ever; 1 if the room has no member left
+#: after a leave; the room's name as the cluster first knew it]; with
+#: "wake", publishes on the shard channel named as the stream (a sharded
+#: cluster's readers: :mod:`~chatproto.backends.shards`).
 APPEND = Script(
     _HELPERS
     + """
+local r = KEYS[1]
 local a = cjson.decode(ARGV[1])
-local P, node = a.p, a.node
+local node = a.node
 local tag = node .. '|' .. a.batch .. '|'
-local function token(r, seq)
+local function token(seq)
   local s = redis.call('HGET', r .. ':x', seq)
   if not s then return 0 end
   return tonumber(string.match(s, ',"rev":(%d+)}$') or '0')
 end
-for _, room in ipairs(a.rooms) do
-  local r = P .. ':r:' .. room.k
-  if room.sq and tonumber(redis.call('GET', r .. ':seq') or '0') ~= room.sq then return {'retry'} end
-  for _, e in ipairs(room.e) do
-    if e.v and e.v >= 0 and token(r, e.vs) ~= e.v then return {'retry'} end
-  end
+if a.sq and tonumber(redis.call('GET', r .. ':seq') or '0') ~= a.sq then return {'retry'} end
+for _, e in ipairs(a.e) do
+  if e.v and e.v >= 0 and token(e.vs) ~= e.v then return {'retry'} end
 end
 -- a message's text changed: every copy of the old one leaves the stream
 -- (its entry, its changes' entries), its present state stays in :x
@@ -193,7 +198,7 @@ end
 local gone = {}
 -- (and those a change entry taken out had taken out: a node that had not
 -- read it learns of them here; the most recent 256 are named)
-local function drop(r, id)
+local function drop(id)
   local e = redis.call('XRANGE', r, id, id)
   if #e > 0 then
     local value = e[1][2][2]
@@ -207,17 +212,17 @@ local function drop(r, id)
     redis.call('XDEL', r, id)
   end
 end
-local function purge(r, seq)
-  drop(r, seq .. '-0')
+local function purge(seq)
+  drop(seq .. '-0')
   local ids = redis.call('HGET', r .. ':ids', seq)
   if ids then
-    for id in string.gmatch(ids, '%S+') do drop(r, id) end
+    for id in string.gmatch(ids, '%S+') do drop(id) end
     redis.call('HDEL', r .. ':ids', seq)
   end
   redis.call('ZADD', r .. ':h', seq, seq)
 end
 -- ...and so do the replies' copies of its start (their quotes)
-local function detach(r, seq)
+local function detach(seq)
   local re = r .. ':re:' .. seq
   for _, reply in ipairs(redis.call('SMEMBERS', re)) do
     if redis.call('HEXISTS', r .. ':x', reply) == 0 then
@@ -228,130 +233,112 @@ local function detach(r, seq)
         redis.call('HSET', r .. ':x', reply, data)
       end
     end
-    if redis.call('HEXISTS', r .. ':x', reply) == 1 then purge(r, reply) end
+    if redis.call('HEXISTS', r .. ':x', reply) == 1 then purge(reply) end
   end
   redis.call('DEL', re)
 end
--- a room's first message is announced on P:said:new, for the search
--- indexers that follow every room (cluster/search_index.py)
-local function announce(k)
-  redis.call('XADD', P .. ':said:new', 'MAXLEN', '~', 100000, '*', 'k', k)
-end
-local out = {}
-for _, room in ipairs(a.rooms) do
-  local r = P .. ':r:' .. room.k
-  local seqs = {}
-  for _, e in ipairs(room.e) do
-    if e.t == 'm' then
-      local seq = redis.call('INCR', r .. ':seq')
-      if a.keep > 0 and seq > a.keep then
-        redis.call('XADD', r, 'MINID', '~', (seq - a.keep) .. '-0', seq .. '-0', 'm', tag .. e.d)
-        local old = redis.call('ZRANGEBYSCORE', r .. ':h', '-inf', '(' .. (seq - a.keep))
-        for _, gone in ipairs(old) do
-          redis.call('HDEL', r .. ':x', gone)
-          redis.call('HDEL', r .. ':ids', gone)
-          redis.call('ZREM', r .. ':h', gone)
-        end
-      else
-        redis.call('XADD', r, seq .. '-0', 'm', tag .. e.d)
+local seqs, first, emptied = {}, 0, 0
+for _, e in ipairs(a.e) do
+  if e.t == 'm' then
+    local seq = redis.call('INCR', r .. ':seq')
+    if a.keep > 0 and seq > a.keep then
+      redis.call('XADD', r, 'MINID', '~', (seq - a.keep) .. '-0', seq .. '-0', 'm', tag .. e.d)
+      local old = redis.call('ZRANGEBYSCORE', r .. ':h', '-inf', '(' .. (seq - a.keep))
+      for _, gone in ipairs(old) do
+        redis.call('HDEL', r .. ':x', gone)
+        redis.call('HDEL', r .. ':ids', gone)
+        redis.call('ZREM', r .. ':h', gone)
       end
-      if e.r then redis.call('SADD', r .. ':re:' .. e.r, seq) end
-      if redis.call('SADD', P .. ':said', room.k) == 1 then announce(room.k) end
-      seqs[#seqs + 1] = seq
-    elseif e.t == 'c' then
-      local rev = redis.call('INCR', r .. ':rev')
-      local state = e.st .. ',"rev":' .. rev .. '}'
-      redis.call('HSET', r .. ':x', e.s, state)
-      redis.call('ZADD', r .. ':revs', rev, e.s)
-      gone = {}
-      if e.k == 'edit' or e.k == 'delete' then
-        purge(r, e.s)
-        detach(r, e.s)
-      end
-      local extra = ''
-      if #gone > 256 then
-        local recent = {}
-        for i = #gone - 255, #gone do recent[#recent + 1] = gone[i] end
-        gone = recent
-      end
-      if #gone > 0 then extra = ',"gone":' .. cjson.encode(gone) end
-      local seq = redis.call('GET', r .. ':seq') or '0'
-      local id = redis.call('XADD', r, seq .. '-*', 'c', tag .. e.h .. state .. (e.q or '') .. extra .. '}')
-      local ids = redis.call('HGET', r .. ':ids', e.s)
-      if ids then ids = ids .. ' ' .. id else ids = id end
-      redis.call('HSET', r .. ':ids', e.s, ids)
-      seqs[#seqs + 1] = rev
     else
-      local seq = redis.call('GET', r .. ':seq') or '0'
-      if e.t == 'j' then
-        redis.call('HSET', r .. ':m', e.id, e.m)
-        redis.call('SETNX', r .. ':name', room.n)
-        redis.call('HSET', P .. ':rooms', room.k, redis.call('GET', r .. ':name'))
-        redis.call('SADD', P .. ':node:' .. node .. ':rooms', room.k)
-        redis.call('HSET', P .. ':s:' .. e.key .. ':rooms', room.k, room.n)
-      elseif e.t == 'l' then
-        redis.call('HDEL', r .. ':m', e.id)
-        redis.call('HDEL', P .. ':s:' .. e.key .. ':rooms', room.k)
-        if e.perm == 0 and redis.call('HLEN', r .. ':m') == 0 then
-          redis.call('DEL', r .. ':topic', r .. ':name', r .. ':rules')
-          redis.call('HDEL', P .. ':rooms', room.k)
-        end
-      elseif e.t == 'o' then
-        redis.call('SET', r .. ':topic', e.d)
-      elseif e.t == 'r' then
-        redis.call('SET', r .. ':rules', e.d)
-      elseif e.t == 'n' then
-        local m = redis.call('HGET', r .. ':m', e.id)
-        if m then
-          local member = cjson.decode(m)
-          member.nick = e.nick
-          member.key = e.key
-          redis.call('HSET', r .. ':m', e.id, cjson.encode(member))
-        end
-        redis.call('HDEL', P .. ':s:' .. e.old .. ':rooms', room.k)
-        redis.call('HSET', P .. ':s:' .. e.key .. ':rooms', room.k, room.n)
-      elseif e.t == 'a' and e.id then
-        local m = redis.call('HGET', r .. ':m', e.id)
-        if m then
-          local member = cjson.decode(m)
-          member.away = e.away
-          redis.call('HSET', r .. ':m', e.id, cjson.encode(member))
-        end
-      end
-      redis.call('XADD', r, seq .. '-*', e.t, tag .. e.d)
-      seqs[#seqs + 1] = 0
+      redis.call('XADD', r, seq .. '-0', 'm', tag .. e.d)
     end
+    if e.r then redis.call('SADD', r .. ':re:' .. e.r, seq) end
+    if seq == 1 then first = 1 end
+    seqs[#seqs + 1] = seq
+  elseif e.t == 'c' then
+    local rev = redis.call('INCR', r .. ':rev')
+    local state = e.st .. ',"rev":' .. rev .. '}'
+    redis.call('HSET', r .. ':x', e.s, state)
+    redis.call('ZADD', r .. ':revs', rev, e.s)
+    gone = {}
+    if e.k == 'edit' or e.k == 'delete' then
+      purge(e.s)
+      detach(e.s)
+    end
+    local extra = ''
+    if #gone > 256 then
+      local recent = {}
+      for i = #gone - 255, #gone do recent[#recent + 1] = gone[i] end
+      gone = recent
+    end
+    if #gone > 0 then extra = ',"gone":' .. cjson.encode(gone) end
+    local seq = redis.call('GET', r .. ':seq') or '0'
+    local id = redis.call('XADD', r, seq .. '-*', 'c', tag .. e.h .. state .. (e.q or '') .. extra .. '}')
+    local ids = redis.call('HGET', r .. ':ids', e.s)
+    if ids then ids = ids .. ' ' .. id else ids = id end
+    redis.call('HSET', r .. ':ids', e.s, ids)
+    seqs[#seqs + 1] = rev
+  else
+    local seq = redis.call('GET', r .. ':seq') or '0'
+    if e.t == 'j' then
+      redis.call('HSET', r .. ':m', e.id, e.m)
+      redis.call('SETNX', r .. ':name', a.n)
+    elseif e.t == 'l' then
+      redis.call('HDEL', r .. ':m', e.id)
+      if e.perm == 0 and redis.call('HLEN', r .. ':m') == 0 then
+        redis.call('DEL', r .. ':topic', r .. ':name', r .. ':rules')
+        emptied = 1
+      end
+    elseif e.t == 'o' then
+      redis.call('SET', r .. ':topic', e.d)
+    elseif e.t == 'r' then
+      redis.call('SET', r .. ':rules', e.d)
+    elseif e.t == 'n' then
+      local m = redis.call('HGET', r .. ':m', e.id)
+      if m then
+        local member = cjson.decode(m)
+        member.nick = e.nick
+        member.key = e.key
+        redis.call('HSET', r .. ':m', e.id, cjson.encode(member))
+      end
+    elseif e.t == 'a' and e.id then
+      local m = redis.call('HGET', r .. ':m', e.id)
+      if m then
+        local member = cjson.decode(m)
+        member.away = e.away
+        redis.call('HSET', r .. ':m', e.id, cjson.encode(member))
+      end
+    end
+    redis.call('XADD', r, seq .. '-*', e.t, tag .. e.d)
+    seqs[#seqs + 1] = 0
   end
-  out[#out + 1] = seqs
 end
-return out
+if emptied == 1 and redis.call('HLEN', r .. ':m') > 0 then emptied = 0 end
+if a.wake then redis.call('SPUBLISH', r, '') end
+return {seqs, first, emptied, redis.call('GET', r .. ':name') or a.n}
 """
 )
 
-#: What a batch's changes and replies are decided on, as of now: ARGV[1]
-#: {"p", "keep", "rooms": [{"k": room, "s": [seq]}]}; per room [its seq, [[present
-#: state or nil, the present state of the message it answers or nil]]].
+#: What a batch's changes and replies are decided on, as of now, in room
+#: KEYS[1]: ARGV[1] {"keep", "s": [seq]}; [its seq, [[present state or nil,
+#: the present state of the message it answers or nil]]].
 READ = Script(
     _HELPERS
     + """
 local a = cjson.decode(ARGV[1])
 keep = a.keep
-local out = {}
-for _, room in ipairs(a.rooms) do
-  local r = a.p .. ':r:' .. room.k
-  local found = {}
-  for i, seq in ipairs(room.s) do
-    local data = present(r, seq)
-    if data then
-      local q = quoted(r, seq, data)
-      found[i] = {data, q[3]}
-    else
-      found[i] = {false, false}
-    end
+local r = KEYS[1]
+local found = {}
+for i, seq in ipairs(a.s) do
+  local data = present(r, seq)
+  if data then
+    local q = quoted(r, seq, data)
+    found[i] = {data, q[3]}
+  else
+    found[i] = {false, false}
   end
-  out[#out + 1] = {redis.call('GET', r .. ':seq') or '0', found}
 end
-return out
+return {redis.call('GET', r .. ':seq') or '0', found}
 """
 )
 
@@ -406,17 +393,11 @@ return collect(ARGV[1], hi, 1, want, false)
 """
 )
 
-#: Every room with members anywhere: [name, members, topic JSON or nil].
-ROOMS = Script(
+#: A room (KEYS[1]) as a listing shows it: [members, topic JSON or nil, rules JSON or nil].
+ROOM_INFO = Script(
     """
-local out = {}
-local rooms = redis.call('HGETALL', ARGV[1] .. ':rooms')
-for i = 1, #rooms, 2 do
-  local r = ARGV[1] .. ':r:' .. rooms[i]
-  local topic, rules = redis.call('GET', r .. ':topic'), redis.call('GET', r .. ':rules')
-  out[#out + 1] = {rooms[i + 1], redis.call('HLEN', r .. ':m'), topic, rules}
-end
-return out
+local r = KEYS[1]
+return {redis.call('HLEN', r .. ':m'), redis.call('GET', r .. ':topic'), redis.call('GET', r .. ':rules')}
 """
 )
 
@@ -447,8 +428,9 @@ return 1
 """
 )
 
-#: A session moves to node ARGV[4] from ARGV[3] (a resume): its record, its
-#: nick and its member entries now name the new node. Returns its rooms (key,
+#: A session moves to node ARGV[4] from ARGV[3] (a resume): its record and
+#: its nick now name the new node (its member entries, in their rooms'
+#: slots, are moved next: :data:`MOVE_MEMBER`). Returns its rooms (key,
 #: name, flat), or nil if it had moved or gone meanwhile.
 TAKE_OVER = Script(
     """
@@ -460,53 +442,74 @@ redis.call('SET', P .. ':nick:' .. key, new)
 redis.call('SREM', P .. ':node:' .. old .. ':nicks', key)
 redis.call('SADD', P .. ':node:' .. new .. ':nicks', key)
 local rooms = redis.call('HGETALL', P .. ':s:' .. key .. ':rooms')
-local id = ARGV[6]
 for i = 1, #rooms, 2 do
-  local room = rooms[i]
-  local m = P .. ':r:' .. room .. ':m'
-  local entry = redis.call('HGET', m, id)
-  if entry then
-    local member = cjson.decode(entry)
-    member.node = new
-    redis.call('HSET', m, id, cjson.encode(member))
-  end
-  redis.call('SADD', P .. ':node:' .. new .. ':rooms', room)
+  redis.call('SADD', P .. ':node:' .. new .. ':rooms', rooms[i])
 end
 return rooms
 """
 )
 
-#: A node whose heartbeat expired: its members leave every room, announced
-#: once (by whoever runs this first), its nicks and sessions go; a room left
-#: with no member anywhere goes as after a clean leave (its topic, name and
-#: rules; its stream stays, for retention), unless it is one of the rooms
-#: that always exist (ARGV[4] on, their keys). 1 if reaped here.
-REAP = Script(
+#: Session ARGV[1]'s member entry in room KEYS[1] names node ARGV[2] now.
+MOVE_MEMBER = Script(
     """
-local P, dead, reason = ARGV[1], ARGV[2], ARGV[3]
-local always = {}
-for i = 4, #ARGV do always[ARGV[i]] = true end
-if redis.call('EXISTS', P .. ':node:' .. dead) == 1 then return 0 end
-if redis.call('SREM', P .. ':nodes', dead) == 0 then return 0 end
-for _, room in ipairs(redis.call('SMEMBERS', P .. ':node:' .. dead .. ':rooms')) do
-  local r = P .. ':r:' .. room
-  local members = redis.call('HGETALL', r .. ':m')
-  for i = 1, #members, 2 do
-    local m = cjson.decode(members[i + 1])
-    if m.node == dead then
-      redis.call('HDEL', r .. ':m', members[i])
-      redis.call('HDEL', P .. ':s:' .. m.key .. ':rooms', room)
-      local seq = redis.call('GET', r .. ':seq') or '0'
-      local d = '{"id":' .. members[i] .. ',"nick":' .. cjson.encode(m.nick) ..
-        ',"key":' .. cjson.encode(m.key) .. ',"reason":' .. cjson.encode(reason) .. '}'
-      redis.call('XADD', r, seq .. '-*', 'l', '|0|' .. d)
-    end
-  end
-  if not always[room] and redis.call('HLEN', r .. ':m') == 0 then
-    redis.call('DEL', r .. ':topic', r .. ':name', r .. ':rules')
-    redis.call('HDEL', P .. ':rooms', room)
+local m = KEYS[1] .. ':m'
+local entry = redis.call('HGET', m, ARGV[1])
+if entry then
+  local member = cjson.decode(entry)
+  member.node = ARGV[2]
+  redis.call('HSET', m, ARGV[1], cjson.encode(member))
+end
+return 1
+"""
+)
+
+#: A node whose heartbeat expired is reaped in three steps, each in one
+#: slot, each safe to run twice (by two survivors, or again after a
+#: survivor stopped halfway): the rooms it had members in, if it is
+#: still listed and dead (else nil)...
+REAP_ROOMS = Script(
+    """
+local P, dead = ARGV[1], ARGV[2]
+if redis.call('EXISTS', P .. ':node:' .. dead) == 1 then return false end
+if redis.call('SISMEMBER', P .. ':nodes', dead) == 0 then return false end
+return redis.call('SMEMBERS', P .. ':node:' .. dead .. ':rooms')
+"""
+)
+
+#: ...then in each room (KEYS[1]) its members leave, announced once (by
+#: whoever runs this first); a room left with no member goes as after a
+#: clean leave (its topic, name and rules; its stream stays, for
+#: retention; 1 then), unless ARGV[3] is 1 (a room that always exists).
+#: ARGV[4] 1: publish on its shard channel.
+REAP_ROOM = Script(
+    """
+local r, dead, reason = KEYS[1], ARGV[1], ARGV[2]
+local members, wrote = redis.call('HGETALL', r .. ':m'), false
+for i = 1, #members, 2 do
+  local m = cjson.decode(members[i + 1])
+  if m.node == dead then
+    redis.call('HDEL', r .. ':m', members[i])
+    local seq = redis.call('GET', r .. ':seq') or '0'
+    local d = '{"id":' .. members[i] .. ',"nick":' .. cjson.encode(m.nick) ..
+      ',"key":' .. cjson.encode(m.key) .. ',"reason":' .. cjson.encode(reason) .. '}'
+    redis.call('XADD', r, seq .. '-*', 'l', '|0|' .. d)
+    wrote = true
   end
 end
+if wrote and ARGV[4] == '1' then redis.call('SPUBLISH', r, '') end
+if ARGV[3] == '1' or redis.call('HLEN', r .. ':m') > 0 then return 0 end
+redis.call('DEL', r .. ':topic', r .. ':name', r .. ':rules')
+return 1
+"""
+)
+
+#: ...and last its nicks, sessions and keys go, and the rooms emptied
+#: (ARGV[3] on, keys) leave the listing; 1 if reaped here.
+REAP_END = Script(
+    """
+local P, dead = ARGV[1], ARGV[2]
+if redis.call('SREM', P .. ':nodes', dead) == 0 then return 0 end
+for i = 3, #ARGV do redis.call('HDEL', P .. ':rooms', ARGV[i]) end
 for _, key in ipairs(redis.call('SMEMBERS', P .. ':node:' .. dead .. ':nicks')) do
   if redis.call('GET', P .. ':nick:' .. key) == dead then
     redis.call('DEL', P .. ':nick:' .. key, P .. ':s:' .. key, P .. ':s:' .. key .. ':rooms')
@@ -518,24 +521,66 @@ return 1
 """
 )
 
-
-#: A room and a session as files need them (docs/protocol.md 20): [1 if
-#: room ARGV[2] has members anywhere, its rules as last changed, the member
-#: entry of session ARGV[3] (''; that of the session of nick key ARGV[4]),
-#: the session record of ARGV[4]]; ARGV[2] '' asks for the record alone.
-FILE_ROOM = Script(
+#: What a batch of joins, leaves and renames changes beside its rooms'
+#: slots: ARGV[1] {"p", "node", "j": [[room, nick key, name]] (before the
+#: entries are written: the reaper and a take-over find the rooms), "l":
+#: [[room, nick key]], "live": [[room, name]], "gone": [room], "said":
+#: [room] (after)}. A room's first message is announced on P:said:new, for
+#: the search indexers that follow every room (cluster/search_index.py).
+BOOK = Script(
     """
-local P, room, id, key = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local record = false
-if key ~= '' then record = redis.call('GET', P .. ':s:' .. key) end
-if id == '' and record then id = string.match(record, '"id": *(%d+)') or '' end
-if room == '' then return {0, false, false, record} end
-local r = P .. ':r:' .. room
-local member = false
-if id ~= '' then member = redis.call('HGET', r .. ':m', id) end
-return {redis.call('HEXISTS', P .. ':rooms', room), redis.call('GET', r .. ':rules'), member, record}
+local a = cjson.decode(ARGV[1])
+local P = a.p
+for _, j in ipairs(a.j or {}) do
+  redis.call('SADD', P .. ':node:' .. a.node .. ':rooms', j[1])
+  redis.call('HSET', P .. ':s:' .. j[2] .. ':rooms', j[1], j[3])
+end
+for _, l in ipairs(a.l or {}) do redis.call('HDEL', P .. ':s:' .. l[2] .. ':rooms', l[1]) end
+for _, live in ipairs(a.live or {}) do redis.call('HSET', P .. ':rooms', live[1], live[2]) end
+for _, k in ipairs(a.gone or {}) do redis.call('HDEL', P .. ':rooms', k) end
+for _, k in ipairs(a.said or {}) do
+  if redis.call('SADD', P .. ':said', k) == 1 then
+    redis.call('XADD', P .. ':said:new', 'MAXLEN', '~', 100000, '*', 'k', k)
+  end
+end
+return 1
 """
 )
+
+
+#: A session and a room's listing as files need them (docs/protocol.md
+#: 20): [1 if room ARGV[2] is listed (has members anywhere), the session
+#: record of nick key ARGV[3] ('' for none)].
+FILE_SESSION = Script(
+    """
+local P, room, key = ARGV[1], ARGV[2], ARGV[3]
+local record = false
+if key ~= '' then record = redis.call('GET', P .. ':s:' .. key) end
+local listed = 0
+if room ~= '' then listed = redis.call('HEXISTS', P .. ':rooms', room) end
+return {listed, record}
+"""
+)
+
+#: Room KEYS[1]'s rules as last changed, and the member entry of session ARGV[1].
+FILE_MEMBER = Script(
+    """
+local r = KEYS[1]
+return {redis.call('GET', r .. ':rules'), redis.call('HGET', r .. ':m', ARGV[1])}
+"""
+)
+
+
+#: The keys of a room beside its stream (and ``:re:SEQ``, the replies to message SEQ).
+ROOM_KEYS = (":seq", ":m", ":x", ":h", ":ids", ":rev", ":revs", ":name", ":topic", ":rules")
+
+
+def _replied(entries: list[dict]) -> list[int]:
+    """The messages whose replies' set a batch's entries may touch: those
+    answered, and those edited or deleted."""
+    seqs = {e["r"] for e in entries if e["t"] == "m" and e.get("r")}
+    seqs |= {e["s"] for e in entries if e["t"] == "c" and e.get("k") in ("edit", "delete")}
+    return sorted(seqs)
 
 
 def escape(name: str) -> str:
@@ -558,6 +603,11 @@ class Entry:
     def data(self) -> dict:
         return json.loads(self.raw)
 
+
+#: A room's part of a batch as the store answered it: its entries' seqs
+#: and revs; None if a change was decided on a message that has changed
+#: since (nothing of it written: decide again); or why it was not written.
+Appended = list[int] | Failure | None
 
 #: A message as a page has it: (seq, its present state, the present state
 #: of the message it answers, if it answers one that is still there).
@@ -605,25 +655,60 @@ def _messages(found: list) -> list[Found]:
 
 
 class StreamStore:
-    """The scripts and reads the cluster needs, over one command connection."""
+    """The scripts and reads the cluster needs, over one command client:
+    one Redis (``client`` a :class:`~chatproto.backends.redis.RedisClient`)
+    or a Redis Cluster (``sharded``: a
+    :class:`~chatproto.backends.redis_cluster.ClusterClient`). Every script
+    touches the keys of one hash slot: a room's, or the home slot's (nicks,
+    sessions, nodes, the room listing), whose keys share the hash tag
+    ``{P}`` when sharded; a room's keys share ``{ROOM}``."""
 
     def __init__(
-        self, client: RedisClient, prefix: str = "chat", keep: int = 100_000, replicas: Replicas | None = None
+        self,
+        client: Commands,
+        prefix: str = "chat",
+        keep: int = 100_000,
+        replicas: Replicas | None = None,
+        sharded: bool = False,
+        clock: IReactorTime | None = None,
     ) -> None:
         self.client = client
+        self.clock = clock
         self.prefix = prefix
+        self.sharded = sharded
+        self.home = "{" + prefix + "}" if sharded else prefix  # what the home slot's keys start with
         self.keep = keep  # messages kept per room (0: all)
         self.replicas = replicas  # a message is acknowledged once they have it
 
     def key(self, *parts: str) -> str:
-        return ":".join((self.prefix, *parts))
+        """A key of the home slot."""
+        return ":".join((self.home, *parts))
 
     def _seen(self, read) -> Deferred:
         """A read a member is shown, once the replicas have what it read."""
         return read() if self.replicas is None else self.replicas.seen(read)
 
     def stream(self, room: str) -> str:
-        return self.key("r", escape(room))
+        """Room ``room``'s stream, the start of its other keys' names."""
+        if self.sharded:
+            return f"{self.prefix}:r:{{{escape(room)}}}"
+        return f"{self.prefix}:r:{escape(room)}"
+
+    def _stream_of(self, escaped: str) -> str:
+        return self.stream(unescape(escaped))
+
+    def _keys(self, stream: str, replied: Sequence[int] = ()) -> list[str]:
+        """What a script on room ``stream`` declares: the stream; when
+        sharded, every key of the room it may touch. While a slot migrates,
+        a script whose keys are not all on one node is told to try again
+        (``TRYAGAIN``) rather than run on half a room."""
+        if not self.sharded:
+            return [stream]
+        return [
+            stream,
+            *(stream + suffix for suffix in ROOM_KEYS),
+            *(f"{stream}:re:{seq}" for seq in replied),
+        ]
 
     # -- nodes -----------------------------------------------------------------------
 
@@ -644,10 +729,58 @@ class StreamStore:
         return self.client.call("EXISTS", self.key("node", node)).addCallback(bool)
 
     def reap(self, node: str, reason: str = "connection_lost", always: Sequence[str] = ()) -> Deferred[bool]:
-        """Announce the leaves of a node that stopped answering; ``always``:
-        the keys of the rooms that exist while empty (the default room and
-        ``--room``), which keep their rules and topic."""
-        return REAP(self.client, [], [self.prefix, node, reason, *map(escape, always)]).addCallback(bool)
+        """Announce the leaves of a node that stopped answering (True if
+        this call reaped it); ``always``: the keys of the rooms that exist
+        while empty (the default room and ``--room``), which keep their
+        rules and topic."""
+        kept = set(map(escape, always))
+        wake = "1" if self.sharded else "0"
+
+        def rooms(flat: list | None) -> Deferred[bool] | bool:
+            if flat is None:
+                return False
+            keys = [raw.decode() for raw in flat]
+            calls = [
+                REAP_ROOM(
+                    self.client,
+                    self._keys(self._stream_of(k)),
+                    [node, reason, "1" if k in kept else "0", wake],
+                )
+                for k in keys
+            ]
+            return every(calls).addCallback(
+                lambda emptied: end([k for k, e in zip(keys, emptied, strict=True) if e])
+            )
+
+        def end(emptied: list[str]) -> Deferred[bool]:
+            d = REAP_END(self.client, [], [self.home, node, *emptied])
+            return d.addCallback(lambda done: self._relisted(emptied).addCallback(lambda _: bool(done)))
+
+        return REAP_ROOMS(self.client, [], [self.home, node]).addCallback(rooms)
+
+    def _relisted(self, emptied: list[str], names: dict[str, str] | None = None) -> Deferred[None]:
+        """Rooms taken off the listing as empty that a member joined
+        meanwhile (on another node, in another slot) go back on it."""
+        if not emptied:
+            return succeed(None)
+
+        def relist(name: str | bytes | None, k: str) -> Deferred[Any]:
+            return self.client.call("HSET", self.key("rooms"), k, name or unescape(k))
+
+        def check(counts: list[int]) -> Deferred[Any]:
+            calls = []
+            for k, count in zip(emptied, counts, strict=True):
+                if not count:
+                    continue
+                name = (names or {}).get(k)
+                if name is None:  # as the room has it
+                    calls.append(self.client.call("GET", self._stream_of(k) + ":name").addCallback(relist, k))
+                else:
+                    calls.append(relist(name, k))
+            return every(calls)
+
+        counts = every([self.client.call("HLEN", self._stream_of(k) + ":m") for k in emptied])
+        return counts.addCallback(check).addCallback(lambda _: None)
 
     def leave_cluster(self, node: str) -> Deferred:
         """A clean stop: the heartbeat goes, so the others reap at once."""
@@ -661,20 +794,77 @@ class StreamStore:
         batch: int,
         rooms: list[tuple[str, str, list[dict]]],
         seqs: dict[str, int] | None = None,
-    ) -> Deferred[list[list[int]] | None]:
-        """Each room's (key, name, entries) in its stream, in one script;
-        None if a change was decided on a message that has changed since
-        (nothing written: decide again)."""
-        rows: list[dict] = []
+    ) -> Deferred[list[Appended]]:
+        """Each room's (key, name, entries) in its stream, one script per
+        room (sent at once, in order: a node's batches keep their order in
+        each room); per room, what it was given (:data:`Appended`). What
+        the joins, leaves and renames change beside the rooms is booked in
+        the home slot: the rooms a node and a session are in before the
+        entries (a reaper must find them), the listing after."""
+        joined: list[list[str]] = []
         for room, name, entries in rooms:
-            row: dict[str, Any] = {"k": escape(room), "n": name, "e": entries}
+            for e in entries:
+                if e["t"] in ("j", "n"):
+                    joined.append([escape(room), e["key"], name])
+        if joined:
+            book = {"p": self.home, "node": node, "j": joined}
+            self._book(book)
+        calls = []
+        for room, name, entries in rooms:
+            doc: dict[str, Any] = {"node": node, "batch": batch, "keep": self.keep, "n": name, "e": entries}
             if seqs and room in seqs:
-                row["sq"] = seqs[room]
-            rows.append(row)
-        doc = {"p": self.prefix, "node": node, "batch": batch, "keep": self.keep, "rooms": rows}
-        d = APPEND(self.client, [], [json.dumps(doc, ensure_ascii=False, separators=(",", ":"))])
-        d.addCallback(lambda reply: None if reply and reply[0] == b"retry" else reply)
-        return d if self.replicas is None else self.replicas.after(d)
+                doc["sq"] = seqs[room]
+            if self.sharded:
+                doc["wake"] = True
+            raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+            d = APPEND(self.client, self._keys(self.stream(room), _replied(entries)), [raw])
+            calls.append(d if self.replicas is None else self.replicas.after(d))
+        d = DeferredList(calls, consumeErrors=True)
+        return d.addCallback(self._appended, node, rooms)
+
+    def _appended(self, results: list, node: str, rooms: list[tuple[str, str, list[dict]]]) -> Deferred:
+        out: list[Appended] = []
+        book: dict[str, Any] = {"p": self.home, "node": node, "l": [], "live": [], "gone": [], "said": []}
+        names: dict[str, str] = {}
+        for (ok, reply), (room, name, entries) in zip(results, rooms, strict=True):
+            if not ok:
+                out.append(reply)
+                continue
+            if reply and reply[0] == b"retry":
+                out.append(None)
+                continue
+            written, first, emptied, stored = reply
+            out.append(list(written))
+            k = escape(room)
+            names[k] = name
+            if first:
+                book["said"].append(k)
+            if emptied:
+                book["gone"].append(k)
+            elif any(e["t"] == "j" for e in entries):
+                book["live"].append([k, stored.decode() if isinstance(stored, bytes) else name])
+            book["l"] += [[k, e["key"]] for e in entries if e["t"] == "l"]
+            book["l"] += [[k, e["old"]] for e in entries if e["t"] == "n"]
+        if not any(book[part] for part in ("l", "live", "gone", "said")):
+            return succeed(out)
+        d = BOOK(self.client, [], [json.dumps(book, ensure_ascii=False, separators=(",", ":"))])
+        d.addCallback(lambda _: self._relisted(book["gone"], names))
+        d.addErrback(lambda f: log.warn("the room listing could not be updated: {error}", error=f.value))
+        return d.addCallback(lambda _: out)
+
+    def _book(self, book: dict[str, Any], tries: int = 3) -> None:
+        """The rooms a batch's joins put a node and a session in, booked
+        (again a moment later if refused: a reaper or a take-over that
+        misses one would leave a member behind)."""
+        d = BOOK(self.client, [], [json.dumps(book, ensure_ascii=False, separators=(",", ":"))])
+
+        def failed(failure: Failure) -> None:
+            if tries > 1 and self.clock is not None:
+                self.clock.callLater(1.0, self._book, book, tries - 1)
+            else:
+                log.warn("a join's rooms could not be booked: {error}", error=failure.value)
+
+        d.addErrback(failed)
 
     def snapshot(self, room: str, replay: int) -> Deferred[Snapshot]:
         def parse(reply) -> Snapshot:
@@ -691,28 +881,30 @@ class StreamStore:
                 int(rev),
             )
 
-        args = [self.stream(room), max(1, replay), self.keep]
-        return self._seen(lambda: SNAPSHOT(self.client, [], args)).addCallback(parse)
+        r = self.stream(room)
+        args = [r, max(1, replay), self.keep]
+        return self._seen(lambda: SNAPSHOT(self.client, self._keys(r), args)).addCallback(parse)
 
     def before(self, room: str, seq: int | None, limit: int) -> Deferred[tuple[list[Found], bool]]:
         if seq is not None and seq <= 1:
             return succeed(([], False))
         high = "" if seq is None else seq - 1
-        d = self._seen(
-            lambda: PAGE(self.client, [], [self.stream(room), high, limit + 1, "before", self.keep])
-        )
+        r = self.stream(room)
+        d = self._seen(lambda: PAGE(self.client, self._keys(r), [r, high, limit + 1, "before", self.keep]))
         return d.addCallback(lambda found: (list(reversed(_messages(found[:limit]))), len(found) > limit))
 
     def after(self, room: str, seq: int, limit: int) -> Deferred[tuple[list[Found], bool]]:
-        args = [self.stream(room), max(seq, 0) + 1, limit + 1, "after", self.keep]
-        d = self._seen(lambda: PAGE(self.client, [], args))
+        r = self.stream(room)
+        args = [r, max(seq, 0) + 1, limit + 1, "after", self.keep]
+        d = self._seen(lambda: PAGE(self.client, self._keys(r), args))
         return d.addCallback(lambda found: (_messages(found[:limit]), len(found) > limit))
 
     def changed_after(self, room: str, rev: int, limit: int) -> Deferred[tuple[list[Found], bool, int]]:
         """The messages whose last change is after ``rev``, oldest change
         first, whether more follow, and the room's latest rev."""
-        args = [self.stream(room), max(rev, 0), limit + 1, self.keep]
-        d = self._seen(lambda: CHANGED_AFTER(self.client, [], args))
+        r = self.stream(room)
+        args = [r, max(rev, 0), limit + 1, self.keep]
+        d = self._seen(lambda: CHANGED_AFTER(self.client, self._keys(r), args))
         return d.addCallback(
             lambda reply: (_messages(reply[1][:limit]), len(reply[1]) > limit, int(reply[0]))
         )
@@ -726,39 +918,38 @@ class StreamStore:
     ) -> Deferred[dict[str, tuple[int, list[tuple[dict | None, dict | None]]]]]:
         """What changes and replies are decided on: each room's seq, and
         each asked message's present state with that of the one it answers."""
-        rows = [{"k": escape(room), "s": seqs} for room, seqs in rooms.items()]
-        doc = {"p": self.prefix, "keep": self.keep, "rooms": rows}
 
-        def parse(reply: list) -> dict[str, tuple[int, list[tuple[dict | None, dict | None]]]]:
-            out = {}
-            for room, (seq, found) in zip(rooms, reply, strict=True):
-                out[room] = (
-                    int(seq),
-                    [
-                        (json.loads(data) if data else None, json.loads(src) if src else None)
-                        for data, src in found
-                    ],
-                )
-            return out
+        def parse(reply: list) -> tuple[int, list[tuple[dict | None, dict | None]]]:
+            seq, found = reply
+            states = [
+                (json.loads(data) if data else None, json.loads(src) if src else None) for data, src in found
+            ]
+            return int(seq), states
 
-        return READ(self.client, [], [json.dumps(doc, separators=(",", ":"))]).addCallback(parse)
+        calls = []
+        for room, seqs in rooms.items():
+            doc = json.dumps({"keep": self.keep, "s": seqs}, separators=(",", ":"))
+            calls.append(READ(self.client, self._keys(self.stream(room)), [doc]).addCallback(parse))
+        return every(calls).addCallback(lambda found: dict(zip(rooms, found, strict=True)))
 
     def rooms(self) -> Deferred[list[tuple[str, int, dict | None, bool]]]:
         """Every room with members on any node: (name, members, topic,
         whether it is secret: docs/protocol.md 14.6)."""
 
-        def parse(rows) -> list[tuple[str, int, dict | None, bool]]:
-            return [
-                (
-                    name.decode(),
-                    count,
-                    json.loads(topic) if topic else None,
-                    bool(rules and json.loads(rules)["rules"].get("secret")),
-                )
-                for name, count, topic, rules in rows
-            ]
+        def listed(flat: list) -> Deferred[list[tuple[str, int, dict | None, bool]]]:
+            names = [flat[i + 1].decode() for i in range(0, len(flat), 2)]
+            keys = [flat[i].decode() for i in range(0, len(flat), 2)]
+            calls = [ROOM_INFO(self.client, self._keys(self._stream_of(k)), []) for k in keys]
+            return every(calls).addCallback(
+                lambda infos: [parse(n, i) for n, i in zip(names, infos, strict=True)]
+            )
 
-        return ROOMS(self.client, [], [self.prefix]).addCallback(parse)
+        def parse(name: str, info: list) -> tuple[str, int, dict | None, bool]:
+            count, topic, rules = info
+            secret = bool(rules and json.loads(rules)["rules"].get("secret"))
+            return (name, count, json.loads(topic) if topic else None, secret)
+
+        return self.client.call("HGETALL", self.key("rooms")).addCallback(listed)
 
     def topic(self, room: str) -> Deferred[dict | None]:
         d = self.client.call("GET", self.stream(room) + ":topic")
@@ -768,11 +959,11 @@ class StreamStore:
 
     def claim(self, key: str, node: str) -> Deferred[str | None]:
         """None if ``node`` now holds the nick; else the live node that does."""
-        d = CLAIM(self.client, [], [self.prefix, escape(key), node])
+        d = CLAIM(self.client, [], [self.home, escape(key), node])
         return d.addCallback(lambda owner: owner.decode() if owner else None)
 
     def release(self, key: str, node: str) -> Deferred:
-        return RELEASE(self.client, [], [self.prefix, escape(key), node])
+        return RELEASE(self.client, [], [self.home, escape(key), node])
 
     def save_session(self, key: str, record: dict) -> Deferred:
         return self.client.call("SET", self.key("s", escape(key)), json.dumps(record))
@@ -784,32 +975,48 @@ class StreamStore:
     def take_over(self, key: str, old: str, record: dict) -> Deferred[list[tuple[str, str]] | None]:
         """The session is ``record["node"]``'s now; its rooms (key, name), or
         None if it was not ``old``'s any more."""
-        args = [self.prefix, escape(key), old, record["node"], json.dumps(record), str(record["id"])]
-        d = TAKE_OVER(self.client, [], args)
+        new = record["node"]
+        args = [self.home, escape(key), old, new, json.dumps(record), str(record["id"])]
 
-        def rooms(flat):
+        def moved(flat: list | None) -> Deferred[list[tuple[str, str]] | None] | None:
             if flat is None:
                 return None
-            return [(_unescape(flat[i]), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
+            keys = [flat[i].decode() for i in range(0, len(flat), 2)]
+            rooms = [(unescape(k), flat[i * 2 + 1].decode()) for i, k in enumerate(keys)]
+            calls = [
+                MOVE_MEMBER(self.client, self._keys(self._stream_of(k)), [str(record["id"]), new])
+                for k in keys
+            ]
+            return every(calls).addCallback(lambda _: rooms)
 
-        return d.addCallback(rooms)
+        return TAKE_OVER(self.client, [], args).addCallback(moved)
 
     def file_room(self, room: str, id: int, key: str) -> Deferred[FileRoom]:
         """Room ``room`` ("" for none) and a session, as files need them
-        (:data:`FILE_ROOM`): session ``id`` (0: the one of nick key ``key``)."""
-        args = [self.prefix, escape(room), str(id) if id else "", escape(key)]
+        (:data:`FILE_SESSION`, :data:`FILE_MEMBER`): session ``id`` (0: the
+        one of nick key ``key``)."""
 
-        def parse(reply: list) -> FileRoom:
-            exists, rules, member, record = reply
-            member_id = id or (json.loads(record)["id"] if record else 0)
-            return FileRoom(
-                bool(exists),
-                json.loads(rules) if rules else None,
-                (member_id, json.loads(member)) if member else None,
-                json.loads(record) if record else None,
-            )
+        def session(reply: list) -> Deferred[FileRoom] | FileRoom:
+            listed, raw = reply
+            record = json.loads(raw) if raw else None
+            member_id = id or (record["id"] if record else 0)
+            if not room:
+                return FileRoom(False, None, None, record)
+            d = FILE_MEMBER(self.client, self._keys(self.stream(room)), [str(member_id) if member_id else ""])
 
-        return FILE_ROOM(self.client, [], args).addCallback(parse)
+            def parse(found: list) -> FileRoom:
+                rules, member = found
+                return FileRoom(
+                    bool(listed),
+                    json.loads(rules) if rules else None,
+                    (member_id, json.loads(member)) if member else None,
+                    record,
+                )
+
+            return d.addCallback(parse)
+
+        args = [self.home, escape(room), escape(key) if key else ""]
+        return FILE_SESSION(self.client, [], args).addCallback(session)
 
     def secret(self, name: str) -> Deferred[bytes]:
         """A random secret every node shares (``P:secret:NAME``), made by
@@ -827,7 +1034,9 @@ class StreamStore:
         return self.key("pending")
 
     def publish(self, channel: str, message: dict) -> Deferred:
-        return self.client.call("PUBLISH", channel, json.dumps(message, ensure_ascii=False))
+        """On a channel every node hears (a shard channel of the home slot when sharded)."""
+        verb = "SPUBLISH" if self.sharded else "PUBLISH"
+        return self.client.call(verb, channel, json.dumps(message, ensure_ascii=False))
 
     # -- node inboxes ---------------------------------------------------------------------
 
@@ -837,7 +1046,11 @@ class StreamStore:
     def send(self, node: str, message: dict) -> Deferred:
         """A message to one node (a whisper, a session it lost): read with its rooms."""
         raw = json.dumps(message, ensure_ascii=False)
-        return self.client.call("XADD", self.inbox(node), "MAXLEN", "~", 10000, "*", "d", raw)
+        inbox = self.inbox(node)
+        d = self.client.call("XADD", inbox, "MAXLEN", "~", 10000, "*", "d", raw)
+        if self.sharded:  # the node's reader reads its inbox when told
+            self.client.call("SPUBLISH", inbox, "").addErrback(lambda f: None)
+        return d
 
 
 def _unescape(raw: bytes) -> str:
@@ -862,7 +1075,7 @@ class StreamReader:
 
     def __init__(
         self,
-        client: RedisClient,
+        client: Commands,
         store: StreamStore,
         node: str,
         deliver,
@@ -905,9 +1118,10 @@ class StreamReader:
         d.addCallback(self._inbox_start)
         return d
 
-    def _inbox_start(self, last) -> None:
+    def _inbox_start(self, last) -> Deferred[None] | None:
         self._inbox_at = last[0][0].decode() if last else "0-0"
         self._read()
+        return None
 
     def stop(self) -> None:
         self._running = False

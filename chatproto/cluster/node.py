@@ -34,9 +34,19 @@ from chatproto import codec
 from chatproto.backends.accounts import AccountStore
 from chatproto.backends.changes import apply_change
 from chatproto.backends.eventlog import Change, Draft, Outcome, StoreError, Topic, Unchanged
-from chatproto.backends.redis import RedisClient
+from chatproto.backends.redis import Commands, RedisClient
+from chatproto.backends.redis_cluster import ClusterClient
 from chatproto.backends.replicas import Replicas
-from chatproto.backends.streams import Entry, FileRoom, Snapshot, StreamReader, StreamStore, unescape
+from chatproto.backends.shards import ShardedReader, ShardSubscriber
+from chatproto.backends.streams import (
+    Appended,
+    Entry,
+    FileRoom,
+    Snapshot,
+    StreamReader,
+    StreamStore,
+    unescape,
+)
 from chatproto.cluster.log import (
     ClusterLog,
     carried_quote,
@@ -89,7 +99,18 @@ class _Pending:
     store has numbered its messages, applied its changes, and its entries
     have come back."""
 
-    __slots__ = ("decide", "done", "flushed", "items", "number", "outcomes", "remaining", "unread")
+    __slots__ = (
+        "decide",
+        "done",
+        "flushed",
+        "items",
+        "number",
+        "outcomes",
+        "remaining",
+        "settled",
+        "unread",
+        "written",
+    )
 
     def __init__(self, flushed: Flushed, number: int, items: list[Item], decide: bool) -> None:
         self.flushed = flushed
@@ -100,6 +121,11 @@ class _Pending:
         self.unread: dict[str, int] = {}  # of those, each room's
         self.outcomes: list[Outcome] | None = None  # once the store answered
         self.done: Deferred[list[Outcome]] = Deferred()
+        # A batch over rooms of several shards is written room by room: a
+        # room whose change must be decided again does not hold back the
+        # others, nor write them twice.
+        self.written: set[str] = set()  # rooms answered for (written, or refused)
+        self.settled: dict[int, Outcome] = {}  # the outcomes of their messages, by slot
 
     def read_back(self, room: str, count: int = 1) -> bool:
         """``count`` of its entries in ``room`` came back (or never will):
@@ -175,7 +201,7 @@ class ClusterNode:
     def __init__(
         self,
         store: StreamStore,
-        reader_client: RedisClient,
+        reader_client: Commands,
         clock: IReactorTime,
         eventlog: ClusterLog,
         accounts: AccountStore | None,
@@ -204,13 +230,18 @@ class ClusterNode:
         # Typing and pending connections go to the other nodes on channels,
         # never into the streams: one more connection, subscribed to them.
         channels = (store.typing_channel(), store.pending_channel())
-        self.news_client = RedisClient(
-            clock, store.client.address, "chat-news", subscribe=channels, on_push=self.pushed
-        )
+        self.news_client: RedisClient | ShardSubscriber
+        if isinstance(store.client, ClusterClient):  # a shard channel's, on the primary of the home slot
+            self.news_client = ShardSubscriber(clock, store.client, "chat-news", self.pushed, channels)
+        else:
+            self.news_client = RedisClient(
+                clock, store.client.address, "chat-news", subscribe=channels, on_push=self.pushed
+            )
         self._news: list[tuple[int, str, bool]] = []  # our pending connections' news, to publish
         self._stopping = False
         self._known: set[str] = set()  # the live nodes, as the reaper last saw them
-        self._refused: set[int] = set()  # batches sent, then refused: their entries may still come
+        # rooms' parts of batches sent, then refused: their entries may still come
+        self._refused: set[tuple[int, str]] = set()
         self._held: dict[str, deque[Entry]] = {}
         self._seen: dict[str, str] = {}  # room -> the last entry read
         self.remotes: dict[int, Session] = {}  # members on other nodes, by id
@@ -239,6 +270,7 @@ class ClusterNode:
         d.addCallback(lambda _: self.store.new_node())
         d.addCallback(self._numbered)
         d.addCallback(lambda reader: reader.start())
+        d.addCallback(lambda _: self.news_client.connected())  # others' news is heard from the start
         d.addCallback(lambda _: self.eventlog.prepare())
         return d.addCallback(self._go)
 
@@ -255,9 +287,16 @@ class ClusterNode:
         self._core().renumber(number << ID_BITS)
         if self._protocols is not None:
             self.relays.start(self.node, self._protocols)
-        reader = self.reader = StreamReader(
-            self.reader_client, self.store, self.node, self._read, self._received, self.reader_replicas
-        )
+        reader: StreamReader
+        if isinstance(self.reader_client, ClusterClient):
+            reader = ShardedReader(
+                self.reader_client, self.store, self.node, self._read, self._received, self.clock
+            )
+        else:
+            reader = StreamReader(
+                self.reader_client, self.store, self.node, self._read, self._received, self.reader_replicas
+            )
+        self.reader = reader
         log.info("cluster node {node} on {address}", node=self.node, address=str(self.store.client.address))
         self._heartbeat.start(self.expiry / 4, now=False)
         self._reaper.start(self.expiry / 2, now=False)
@@ -369,26 +408,78 @@ class ClusterNode:
         plan: tuple[dict[str, list[dict[str, Any]]], dict[str, str], list[Slot]],
         read: Read | None = None,
     ) -> Deferred[Any]:
-        """The batch's entries to the store; fires once answered for (None
-        if a change must be decided again)."""
+        """The batch's entries to the store, those of the rooms not
+        answered for yet; fires once answered for (False if a room's
+        change must be decided again)."""
         rooms, names, slots = plan
-        pending.remaining = sum(len(entries) for entries in rooms.values())
-        pending.unread = {room: len(entries) for room, entries in rooms.items()}
+        for room in pending.written:
+            rooms.pop(room, None)
+        counts = {room: len(entries) for room, entries in rooms.items()}
+        pending.remaining += sum(counts.values())
+        for room, count in counts.items():
+            pending.unread[room] = pending.unread.get(room, 0) + count
         if not rooms:  # all refused or unchanged: nothing to write
-            self._answered([], pending, [], slots)
-            return succeed(True)
-        sent = self.store.client.up  # else the call fails unsent
+            return succeed(self._settle(pending, slots, {}, set(), {}))
         rows = [(k, names[k], e) for k, e in rooms.items()]
         d = self.store.append(self.node, pending.number, rows, self._checks(read, rooms) if read else None)
 
-        def written(results: list[list[int]] | None) -> bool:
-            if results is None:
+        def written(results: list[Appended]) -> bool:
+            got: dict[str, list[int]] = {}
+            redo: set[str] = set()
+            failed: dict[str, Failure] = {}
+            for room, result in zip(rooms, results, strict=True):
+                if isinstance(result, Failure):
+                    failed[room] = result
+                elif result is None:
+                    redo.add(room)
+                else:
+                    got[room] = result
+            for room in redo | set(failed):
+                pending.read_back(room, counts[room])  # not written (or not known to be)
+            for room in failed:
+                self._refused.add((pending.number, room))  # its answer may have been lost
+            if failed and not got and not pending.written:
                 pending.remaining = 0
-                return False
-            self._answered(results, pending, list(rooms), slots)
-            return True
+                self._append_failed(next(iter(failed.values())), pending)
+                return True
+            for room, failure in failed.items():
+                log.warn(
+                    "the cluster store refused room {room}'s part of a batch: {e}", room=room, e=failure.value
+                )
+            return self._settle(pending, slots, got, redo, failed)
 
-        return d.addCallback(written).addErrback(self._append_failed, pending, sent)
+        return d.addCallback(written).addErrback(self._append_failed, pending)
+
+    def _settle(
+        self,
+        pending: _Pending,
+        slots: list[Slot],
+        got: dict[str, list[int]],
+        redo: set[str],
+        failed: dict[str, Failure],
+    ) -> bool:
+        """The outcomes of the messages of the rooms answered for now (with
+        the seqs and revs the store gave each room); the batch's, once no
+        room is left to decide again."""
+        rooms = [item.channel for item in pending.items if isinstance(item, Said)]
+        for index, slot in enumerate(slots):
+            room = rooms[index]
+            if index in pending.settled or room in redo:
+                continue
+            if room in failed:
+                refused = ProtocolError(ErrorCode.INTERNAL, "the server could not store your message")
+                pending.settled[index] = refused
+            elif isinstance(slot, tuple):
+                channel, at, make = slot
+                pending.settled[index] = make(got[channel][at])
+            else:
+                pending.settled[index] = slot
+        pending.written |= set(got) | set(failed)
+        if redo:
+            return False
+        pending.outcomes = [pending.settled[index] for index in range(len(slots))]
+        pending.settle()
+        return True
 
     def _decide(self, pending: _Pending, tries: int) -> None:
         """Read what the batch's changes and replies are decided on, decide,
@@ -415,12 +506,12 @@ class ClusterNode:
                     self._decide(pending, tries + 1)
                     return
                 self._append_failed(
-                    Failure(StoreError("the messages changed too often to apply a change")), pending, False
+                    Failure(StoreError("the messages changed too often to apply a change")), pending
                 )
             self._deciding = None
             self._pump()
 
-        d.addCallbacks(decided, self._append_failed, errbackArgs=(pending, False))
+        d.addCallbacks(decided, self._append_failed, errbackArgs=(pending,))
         d.addCallback(done)
         d.addErrback(lambda f: log.failure("deciding a batch failed", f))
 
@@ -601,22 +692,6 @@ class ClusterNode:
                 entry["m"] = codec.dumps(member)
         return entry
 
-    def _answered(
-        self, results: list[list[int]], pending: _Pending, rooms: list[str], slots: list[Slot]
-    ) -> None:
-        """The batch's outcomes, with the seqs and revs the store gave (each
-        room's in order; ``rooms`` in the order they were appended)."""
-        got = dict(zip(rooms, results, strict=True))
-        outcomes: list[Outcome] = []
-        for slot in slots:
-            if isinstance(slot, tuple):
-                room, index, make = slot
-                outcomes.append(make(got[room][index]))
-            else:
-                outcomes.append(slot)
-        pending.outcomes = outcomes
-        pending.settle()
-
     def _publish_typing(self, room: str, record: records.TypingSent) -> None:
         """Typing to the other nodes: published, so never stored."""
         note = {"node": self.node, "room": room, "nick": record.nick, "typing": record.typing}
@@ -625,7 +700,9 @@ class ClusterNode:
     def pushed(self, push: object) -> None:
         """A message on a channel: another node's member typing in a room, or
         another node's pending connections."""
-        if not isinstance(push, list) or len(push) != 3 or push[0] != b"message" or self.inbound is None:
+        if not isinstance(push, list) or len(push) != 3 or self.inbound is None:
+            return
+        if push[0] not in (b"message", b"smessage"):
             return
         channel = push[1].decode("utf-8", "replace") if isinstance(push[1], bytes) else ""
         try:
@@ -679,13 +756,13 @@ class ClusterNode:
         note = {"node": self.node, "news": news}
         self.store.publish(self.store.pending_channel(), note).addErrback(lambda f: None)
 
-    def _append_failed(self, failure: Failure, pending: _Pending, sent: bool) -> None:
+    def _append_failed(self, failure: Failure, pending: _Pending) -> None:
         """Nothing is acknowledged; whatever of it reached the stream anyway
         is delivered as if another node had written it."""
         number = pending.number
         self._pending.pop(number, None)
-        if sent:  # the store may have run it, its answer lost; unsent, it can't have
-            self._refused.add(number)
+        for room in pending.unread:  # the store may have run it, its answer lost
+            self._refused.add((number, room))
         log.warn("the cluster store refused a batch: {error}", error=failure.value)
         if not pending.done.called:
             pending.done.errback(StoreError(f"the cluster store is unavailable: {failure.value}"))
@@ -741,7 +818,7 @@ class ClusterNode:
                 if own and entry.batch in self._pending:
                     break
                 held.popleft()
-                if not own or entry.batch in self._refused:
+                if not own or (entry.batch, room) in self._refused:
                     ready.append((room, entry))
         for room in [room for room, held in self._held.items() if not held]:
             del self._held[room]

@@ -23,13 +23,15 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto.backends import fts
 from chatproto.backends.eventlog import Threads
-from chatproto.backends.redis import RedisClient, StoreLost
+from chatproto.backends.redis import Commands, StoreLost
 from chatproto.backends.streams import StreamStore, parse_entry, unescape
+from chatproto.deferreds import every
 
 log = Logger()
 
@@ -190,9 +192,10 @@ class SearchFeed:
     BLOCK_MS = 2000
     COUNT = 200
     RETRY = 1.0  # seconds before reading again after a failure
+    POLL = 0.5  # a sharded cluster's streams: seconds between reads that found nothing
 
     def __init__(
-        self, client: RedisClient, store: StreamStore, index: IndexFile, clock: IReactorTime, threads: Threads
+        self, client: Commands, store: StreamStore, index: IndexFile, clock: IReactorTime, threads: Threads
     ) -> None:
         self.client = client
         self.store = store
@@ -205,6 +208,7 @@ class SearchFeed:
         self.indexed = 0  # messages, edits and deletions applied since the start
         self.running = False
         self._retry: IDelayedCall | None = None  # reading again after a failure
+        self._idle: Deferred[None] | None = None  # a sharded cluster's pause between reads
 
     def start(self) -> None:
         self.running = True
@@ -219,6 +223,8 @@ class SearchFeed:
         self.running = False
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
+        if self._idle is not None and not self._idle.called:
+            self._idle.cancel()
         return self.client.stop()
 
     def _discover(self) -> Deferred[None]:
@@ -243,9 +249,31 @@ class SearchFeed:
         rooms = list(self._positions)
         streams = [self._said_key, *(self.store.stream(room) for room in rooms)]
         ids = [self._said, *(self._positions[room] for room in rooms)]
-        d = self.client.call("XREAD", "COUNT", self.COUNT, "BLOCK", self.BLOCK_MS, "STREAMS", *streams, *ids)
+        if self.store.sharded:
+            d = self._read_each(streams, ids)
+        else:
+            d = self.client.call(
+                "XREAD", "COUNT", self.COUNT, "BLOCK", self.BLOCK_MS, "STREAMS", *streams, *ids
+            )
         d.addCallback(self._got, dict(zip(streams[1:], rooms, strict=True)))
         d.addCallbacks(lambda _: self._read(), self._failed)
+
+    def _read_each(self, streams: list[str], ids: list[str]) -> Deferred[Any]:
+        """A sharded cluster's streams, in their slots: each read by itself
+        (no read may span slots), a moment later when none had anything new."""
+        reads = [
+            self.client.call("XREAD", "COUNT", self.COUNT, "STREAMS", s, i)
+            for s, i in zip(streams, ids, strict=True)
+        ]
+
+        def merged(replies: list[Any]) -> Any:
+            found = [pair for reply in replies if reply for pair in reply]
+            if found:
+                return found
+            self._idle = deferLater(self.clock, self.POLL, lambda: None)
+            return self._idle
+
+        return every(reads).addCallback(merged)
 
     def _got(self, reply: Any, rooms: dict[str, str]) -> Deferred[None] | None:
         said = None
