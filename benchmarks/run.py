@@ -984,11 +984,7 @@ def replicated_redis(core: int = 1):
         )
         yield procs[0].pid, f"sentinel://127.0.0.1:{sentinel}/chat", primary, "chat:r:general:seq"
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
-        shutil.rmtree(folder, ignore_errors=True)
+        _stop_all(procs, folder)
 
 
 @contextmanager
@@ -1012,11 +1008,16 @@ def sharded_redis(core: int = 1, shards: int = 3):
         url = "redis-cluster://" + ",".join(f"127.0.0.1:{p}" for p in primaries)
         yield procs[ports.index(port)].pid, url, port, seq
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
-        shutil.rmtree(folder, ignore_errors=True)
+        _stop_all(procs, folder)
+
+
+def _stop_all(procs: list, folder: str) -> None:
+    """Every Redis process of a set-up stopped, then its folder removed."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(30)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def redis_ask(port: int, *command: str) -> bytes:

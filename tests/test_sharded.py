@@ -97,6 +97,15 @@ def history(client, room: str):
     return [(m.seq, m.text) for m in page.messages]
 
 
+@defer.inlineCallbacks
+def joined(clients, names):
+    """Each client joins each room, in turn."""
+    for name in names:
+        for client in clients:
+            client.send(codec.Join(name))
+            yield client.expect(codec.RoomState)
+
+
 def pause(seconds: float = 0.05):
     return deferLater(reactor, seconds, lambda: None)
 
@@ -109,10 +118,7 @@ class Spread(ShardedCase):
         b = yield self.node()
         alice = yield self.client("alice", version=2, server=a)
         bob = yield self.client("bob", version=2, server=b)
-        for name in rooms.values():
-            for client in (alice, bob):
-                client.send(codec.Join(name))
-                yield client.expect(codec.RoomState)
+        yield joined((alice, bob), rooms.values())
         for port, name in rooms.items():
             ack = yield said(alice, f"hello {name}", name, name)
             self.assertIsInstance(ack, codec.MessagePacket)
@@ -141,10 +147,7 @@ class ShardFailover(ShardedCase):
         b = yield self.node(rate=1000.0, burst=1000)
         alice = yield self.client("alice", version=2, server=a)
         bob = yield self.client("bob", version=2, server=b)
-        for name in rooms.values():
-            for client in (alice, bob):
-                client.send(codec.Join(name))
-                yield client.expect(codec.RoomState)
+        yield joined((alice, bob), rooms.values())
         acked: dict[str, list[tuple[int, str]]] = {name: [] for name in rooms.values()}
         for name in rooms.values():
             ack = yield said(alice, "before", name, f"{name}.0")
@@ -193,9 +196,7 @@ class SlotMigration(ShardedCase):
         b = yield self.node()
         alice = yield self.client("alice", version=2, server=a)
         bob = yield self.client("bob", version=2, server=b)
-        for client in (alice, bob):
-            client.send(codec.Join(name))
-            yield client.expect(codec.RoomState)
+        yield joined((alice, bob), [name])
         answers = []
 
         @defer.inlineCallbacks

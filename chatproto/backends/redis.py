@@ -301,16 +301,9 @@ class RedisAddress:
         sentinels = tuple(_host_port(url, one, 26379) for one in hosts.split(",") if one)
         if not sentinels:
             raise ValueError(f"{url!r}: no sentinel")
-        username, colon, password = userinfo.partition(":")
-        return cls(
-            host=sentinels[0][0],
-            port=sentinels[0][1],
-            db=_db(url, db),
-            username=unquote(username) if username and colon else None,
-            password=unquote(password) if colon else None,
-            sentinels=sentinels,
-            primary=unquote(name),
-        )
+        username, password = _credentials(userinfo)
+        host, port = sentinels[0]
+        return cls(host, port, _db(url, db), username, password, sentinels=sentinels, primary=unquote(name))
 
     @classmethod
     def _cluster(cls, url: str) -> RedisAddress:
@@ -321,14 +314,8 @@ class RedisAddress:
         seeds = tuple(_host_port(url, one, 6379) for one in hosts.split(",") if one)
         if not seeds:
             raise ValueError(f"{url!r}: no node")
-        username, colon, password = userinfo.partition(":")
-        return cls(
-            host=seeds[0][0],
-            port=seeds[0][1],
-            username=unquote(username) if username and colon else None,
-            password=unquote(password) if colon else None,
-            seeds=seeds,
-        )
+        username, password = _credentials(userinfo)
+        return cls(seeds[0][0], seeds[0][1], 0, username, password, seeds=seeds)
 
     def endpoint(self) -> str:
         host = self.host.replace(":", r"\:")
@@ -345,6 +332,12 @@ class RedisAddress:
                 f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.seeds
             )
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
+
+
+def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+    """``[USER]:PASSWORD`` before a URL's ``@``, percent-decoded."""
+    username, colon, password = userinfo.partition(":")
+    return (unquote(username) if username and colon else None, unquote(password) if colon else None)
 
 
 def _db(url: str, path: str) -> int:
