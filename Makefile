@@ -88,7 +88,7 @@ test-server: install
 # The tests that run a Redis server (tests/redisserver.py), against Debian's
 # redis-server instead of Valkey: installed where missing and possible,
 # skipped, saying so, otherwise.
-CLUSTER_TESTS := tests.test_cluster tests.test_sharded tests.test_failover tests.test_cluster_conversations tests.test_cluster_search tests.test_redis_client tests.test_file_stores.RedisFileRecordsTests
+CLUSTER_TESTS := tests.test_cluster tests.test_sharded tests.test_streams tests.test_failover tests.test_cluster_conversations tests.test_cluster_search tests.test_redis_client tests.test_file_stores.RedisFileRecordsTests
 test-cluster-redis: install
 	sh scripts/system_packages.sh redis-server:redis-server
 	@if command -v redis-server >/dev/null 2>&1; then \

@@ -194,11 +194,16 @@ class ShardedRedis:
 
     def __init__(self, shards: int = 3) -> None:
         self.folder = tempfile.mkdtemp(prefix="chat-shards-")
-        self.primaries = [free_port() for _ in range(shards)]
-        self.replicas = [free_port() for _ in range(shards)]  # replicas[i] follows primaries[i]
+        ports: list[int] = []
+        while len(ports) < 4 * shards:  # distinct: a port just closed may be handed out again
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        self.primaries = ports[:shards]
+        self.replicas = ports[shards : 2 * shards]  # replicas[i] follows primaries[i]
         self.servers: dict[int, ServerProcess] = {}
         self.ids: dict[int, str] = {}
-        self.buses = {port: free_port() for port in self.primaries + self.replicas}  # the nodes' gossip
+        self.buses = dict(zip(ports[: 2 * shards], ports[2 * shards :], strict=True))  # the nodes' gossip
 
     @property
     def url(self) -> str:
@@ -208,12 +213,20 @@ class ShardedRedis:
     @defer.inlineCallbacks
     def started(cls, testcase, shards: int = 3):
         """Running, every slot served, every replica in sync; stopped and
-        removed when ``testcase`` ends."""
-        group = cls(shards)
-        testcase.addCleanup(shutil.rmtree, group.folder, ignore_errors=True)
-        testcase.addCleanup(group.stop)
-        yield group.start()
-        return group
+        removed when ``testcase`` ends. On other ports again if one was
+        taken meanwhile (another test's server), up to three times."""
+        for attempt in range(3):
+            group = cls(shards)
+            testcase.addCleanup(shutil.rmtree, group.folder, ignore_errors=True)
+            testcase.addCleanup(group.stop)
+            try:
+                yield group.start()
+            except defer.FirstError as e:
+                if attempt == 2 or "Address already in use" not in str(e):
+                    raise
+                yield group.stop()
+                continue
+            return group
 
     def _server(self, port: int) -> ServerProcess:
         folder = os.path.join(self.folder, str(port))

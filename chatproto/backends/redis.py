@@ -197,6 +197,11 @@ class RedisProtocol(Protocol):
         self.transport.write(encode_command(args))
         return d
 
+    def send_only(self, *args) -> None:
+        """A command whose answer comes as a push (``SUNSUBSCRIBE``): no one waits for it."""
+        assert self.transport is not None
+        self.transport.write(encode_command(args))
+
     def _arm(self) -> None:
         assert self._clock is not None
         self._timer = None
@@ -474,8 +479,9 @@ class RedisClient:
         subscribe: tuple[str, ...] = (),
         on_push: Callable[[object], None] | None = None,
         timeout: float = 3.0,
+        keepalive: bool = False,
     ) -> None:
-        """With ``subscribe``, a subscriber's connection: it subscribes to
+        """With ``subscribe`` (or ``keepalive``), a subscriber's connection: it subscribes to
         those channels each time it connects, and hands each message to
         ``on_push`` (RESP2's ``["message", channel, data]``), and PINGs
         every ``timeout`` seconds: a subscriber sends no command of its
@@ -495,7 +501,7 @@ class RedisClient:
         self._keepalive: LoopingCall | None = None
         self._preparing: RedisProtocol | None = None  # a connection made, not yet ready
         self._settled: Deferred[None] | None = None  # a stop waits for its preparation to end
-        if subscribe:
+        if subscribe or keepalive:
             self._keepalive = LoopingCall(self._ping)
             self._keepalive.clock = reactor
             self._keepalive_every = timeout
@@ -633,6 +639,11 @@ class RedisClient:
     @property
     def up(self) -> bool:
         return self._proto is not None
+
+    @property
+    def ever_up(self) -> bool:
+        """Whether it has been connected since it started."""
+        return self._was_up
 
     @property
     def connection(self) -> RedisProtocol | None:

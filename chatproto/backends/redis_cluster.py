@@ -16,9 +16,10 @@ cluster's shared records live (:mod:`~chatproto.backends.streams`).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
@@ -127,11 +128,15 @@ class ClusterClient:
         self._running = False
         self._map_loop = LoopingCall(self._remap)
         self._map_loop.clock = reactor
+        self._queues: dict[int, deque[_Retry]] = {}  # slots being redirected: their commands, in order
+        self._asked: dict[str, float] = {}  # migrations' targets (no slot yet): when last asked
 
     # -- the map --------------------------------------------------------------------------
 
     def _client(self, where: str) -> RedisClient:
         client = self._nodes.get(where)
+        if client is None and not self._running:
+            raise RedisUnavailable(f"the client of the cluster at {self.address} stopped")
         if client is None:
             host, port = _host_port(where)
             a = self.address
@@ -171,6 +176,8 @@ class ClusterClient:
         return d.addBoth(done)
 
     def _mapped_now(self, ranges: list, asked_host: str) -> None:
+        if not self._running:
+            return
         owner: list[str | None] = [None] * SLOTS
         for first, last, primary, *_replicas in ranges:
             host = primary[0].decode() if primary[0] else asked_host
@@ -179,8 +186,10 @@ class ClusterClient:
         primaries = {w for w in owner if w is not None}
         for where in primaries:
             self._client(where)
-        for where in [w for w in self._nodes if w not in primaries]:
+        now = self._reactor.seconds()
+        for where in [w for w in self._nodes if w not in primaries and now - self._asked.get(w, 0) > 30]:
             self._nodes.pop(where).stop()  # a replica now, or gone: its slots are elsewhere
+            self._asked.pop(where, None)
         self._owner = owner
         if not self._mapped and primaries:
             log.info("{name}: the cluster has {n} primaries", name=self.name, n=len(primaries))
@@ -200,6 +209,13 @@ class ClusterClient:
 
     def stop(self) -> Deferred:
         self._running = False
+        queues, self._queues = list(self._queues.values()), {}
+        for queue in queues:
+            for retry in queue:
+                if not retry.done.called:
+                    retry.done.errback(
+                        RedisUnavailable(f"the client of the cluster at {self.address} stopped")
+                    )
         if self._map_loop.running:
             self._map_loop.stop()
         clients, self._nodes = list(self._nodes.values()), {}
@@ -245,58 +261,135 @@ class ClusterClient:
     def connection(self) -> RedisProtocol | None:
         return None  # no one connection: writes are not confirmed on replicas here
 
+    def moved(self, slot: int, where: str | None) -> None:
+        """Slot ``slot`` is ``where``'s now (None: the cluster is down there): read the map again."""
+        if where is not None:
+            self._owner[slot] = where
+        self._remap()
+
     def drop(self, why: str) -> None:
         for client in self._nodes.values():
             client.drop(why)
 
     def call(self, *args) -> Deferred:
         key = command_key(args)
-        return self._send(args, self.home if key is None else key_slot(key), 0, None)
+        slot = self.home if key is None else key_slot(key)
+        queue = self._queues.get(slot)
+        if queue is not None:  # the slot is being redirected: in order, behind what is
+            retry = _Retry(args, slot)
+            queue.append(retry)
+            return retry.done
+        where = self._owner[slot] if self._mapped else None
+        if where is None:
+            return fail(
+                RedisUnavailable(f"no primary known for slot {slot} of the cluster at {self.address}")
+            )
+        return self._client(where).call(*args).addErrback(self._redirected, _Retry(args, slot))
 
-    def _send(
-        self, args: tuple, slot: int, hops: int, asking: str | None, since: float | None = None
-    ) -> Deferred:
-        if asking is not None:
-            proto = self._client(asking).connection
-            if proto is None:
-                return fail(RedisUnavailable(f"no connection to the cluster node at {asking}"))
-            proto.execute("ASKING").addErrback(
-                lambda f: None
-            )  # its answer comes first, on the same connection
-            d = proto.execute(*args)
-        else:
-            where = self._owner[slot] if self._mapped else None
-            if where is None:
-                return fail(
-                    RedisUnavailable(f"no primary known for slot {slot} of the cluster at {self.address}")
-                )
-            d = self._client(where).call(*args)
-        return d.addErrback(self._redirected, args, slot, hops, since)
-
-    def _redirected(
-        self, failure: Failure, args: tuple, slot: int, hops: int, since: float | None
-    ) -> Deferred:
+    def _redirected(self, failure: Failure, retry: _Retry) -> Deferred:
+        """A redirection: the command goes into its slot's queue, which sends
+        one command at a time until it is empty (a node's writes to a room
+        keep their order through a migration or a failover)."""
         if failure.check(RedisUnavailable):
             self._remap()  # a primary gone: perhaps failed over already
             return failure  # type: ignore[return-value]
         failure.trap(RedisError)
-        text = str(failure.value)
-        if hops >= self.REDIRECTS:
+        if not retry.redirect(str(failure.value), self._reactor.seconds(), self):
             return failure  # type: ignore[return-value]
-        if text.startswith("MOVED "):
-            moved, where = _where(text)
-            self._owner[moved] = where
-            self._remap()
-            return self._send(args, moved, hops + 1, None)
-        if text.startswith("ASK "):
-            _, where = _where(text)
-            return self._send(args, slot, hops + 1, where)
+        queue = self._queues.setdefault(retry.slot, deque())
+        queue.append(retry)
+        if len(queue) == 1:
+            self._pump(retry.slot)
+        return retry.done
+
+    def _pump(self, slot: int) -> None:
+        queue = self._queues.get(slot)
+        if not queue:
+            self._queues.pop(slot, None)
+            return
+        retry = queue[0]
+        if retry.delay:
+            d = deferLater(self._reactor, retry.delay, self._attempt, retry)
+        else:
+            d = self._attempt(retry)
+        d.addBoth(self._answered, retry)
+
+    def _attempt(self, retry: _Retry) -> Deferred:
+        if not self._running:
+            return fail(RedisUnavailable(f"the client of the cluster at {self.address} stopped"))
+        where = retry.asking or (self._owner[retry.slot] if self._mapped else None)
+        if where is None:
+            return fail(RedisUnavailable(f"no primary known for slot {retry.slot}"))
+        if retry.asking is not None:
+            self._asked[where] = self._reactor.seconds()
+        client = self._client(where)
+        ready = succeed(client.connection) if client.connection is not None else self._first(client, where)
+
+        def send(proto: RedisProtocol) -> Deferred:
+            if retry.asking is not None:
+                proto.execute("ASKING").addErrback(lambda f: None)  # answered first, on the same connection
+            return proto.execute(*retry.args)
+
+        return ready.addCallback(send)
+
+    def _first(self, client: RedisClient, where: str) -> Deferred:
+        """A node the cluster just named (a new primary, a migration's
+        target): its first connection, waited for a moment; one that was
+        up and went fails at once, as a primary gone does."""
+        if client.ever_up:
+            return fail(RedisUnavailable(f"no connection to the cluster node at {where}"))
+        d = client.connected()
+        d.addTimeout(self._timeout, self._reactor)
+        return d
+
+    def _answered(self, result: object, retry: _Retry) -> None:
+        queue = self._queues.get(retry.slot)
+        if queue is None or retry.done.called:  # stopped meanwhile: failed already
+            return
+        if isinstance(result, Failure) and result.check(RedisError):
+            if retry.redirect(str(result.value), self._reactor.seconds(), self):
+                self._pump(retry.slot)  # the same command again, still first
+                return
+        queue.popleft()
+        if isinstance(result, Failure):
+            if result.check(RedisUnavailable, TimeoutError, CancelledError):
+                self._remap()
+            retry.done.errback(result)
+        else:
+            retry.done.callback(result)
+        self._pump(retry.slot)
+
+
+class _Retry:
+    """A command redirected: where it goes next, and how long it may keep trying."""
+
+    __slots__ = ("args", "asking", "delay", "done", "hops", "since", "slot")
+
+    def __init__(self, args: tuple, slot: int) -> None:
+        self.args = args
+        self.slot = slot
+        self.done: Deferred = Deferred()
+        self.hops = 0
+        self.since: float | None = None
+        self.asking: str | None = None
+        self.delay = 0.0
+
+    def redirect(self, text: str, now: float, cluster: ClusterClient) -> bool:
+        """Take the error ``text`` in: whether to send the command again."""
+        self.asking, self.delay = None, 0.0
+        if text.startswith("MOVED ") and self.hops < cluster.REDIRECTS:
+            self.hops += 1
+            self.slot, where = _where(text)
+            cluster.moved(self.slot, where)
+            return True
+        if text.startswith("ASK ") and self.hops < cluster.REDIRECTS:
+            self.hops += 1
+            self.asking = _where(text)[1]
+            return True
         if text.startswith("TRYAGAIN"):
-            now = self._reactor.seconds()
-            if since is not None and now - since > self.TRY_FOR:
-                return failure  # type: ignore[return-value]
-            return deferLater(self._reactor, self.TRYAGAIN, self._send, args, slot, hops, None, since or now)
+            self.since = self.since or now
+            self.delay = cluster.TRYAGAIN
+            return now - self.since <= cluster.TRY_FOR
         if text.startswith("CLUSTERDOWN"):
-            self._remap()
-            raise RedisUnavailable(f"the cluster at {self.address} is down: {text}")
-        return failure  # type: ignore[return-value]
+            cluster.moved(self.slot, None)
+        return False

@@ -83,11 +83,12 @@ class ShardSubscriber:
         self._subscribe(channel)
 
     def unsubscribe(self, channel: str) -> None:
-        """Its messages are not handed on from now (the server's subscription
-        ends with its connection)."""
+        """Its messages are not handed on from now."""
         self._channels.discard(channel)
-        self._on.pop(channel, None)
+        proto = self._on.pop(channel, None)
         self._heard.discard(channel)
+        if proto is not None and proto.transport is not None:
+            proto.send_only("SUNSUBSCRIBE", channel)  # answered by a push, which is ignored
 
     def _client(self, where: str) -> RedisClient:
         client = self._clients.get(where)
@@ -95,7 +96,9 @@ class ShardSubscriber:
             host, _, port = where.rpartition(":")
             a = self._cluster.address
             node = RedisAddress(host.strip("[]"), int(port), 0, a.username, a.password, a.tls)
-            client = self._clients[where] = RedisClient(self._reactor, node, self.name, on_push=self._pushed)
+            client = self._clients[where] = RedisClient(
+                self._reactor, node, self.name, on_push=self._pushed, keepalive=True
+            )
             client.start()
             client.connected().addCallback(lambda _: self._check())
         return client
@@ -226,6 +229,8 @@ class ShardedReader(StreamReader):
 
     def _got_one(self, reply, stream: str) -> None:
         self._busy.discard(stream)
+        if not self._running:
+            return
         full = bool(reply) and len(reply[0][1]) >= self.COUNT
         try:
             self._dispatch(reply or ())

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -430,17 +432,21 @@ return 1
 
 #: A session moves to node ARGV[4] from ARGV[3] (a resume): its record and
 #: its nick now name the new node (its member entries, in their rooms'
-#: slots, are moved next: :data:`MOVE_MEMBER`). Returns its rooms (key,
-#: name, flat), or nil if it had moved or gone meanwhile.
+#: slots, are moved next: :data:`MOVE_MEMBER`), and the old node's reapers
+#: leave its id alone (``P:node:OLD:moved``). Returns its rooms (key, name,
+#: flat), or nil if it had moved or gone meanwhile, or if the old node is
+#: being reaped (its sessions' leaves announced: the resume is a new login).
 TAKE_OVER = Script(
     """
-local P, key, old, new, record = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local P, key, old, new, record, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local s = redis.call('GET', P .. ':s:' .. key)
 if not s or cjson.decode(s).node ~= old then return false end
+if redis.call('EXISTS', P .. ':node:' .. old .. ':reaping') == 1 then return false end
 redis.call('SET', P .. ':s:' .. key, record)
 redis.call('SET', P .. ':nick:' .. key, new)
 redis.call('SREM', P .. ':node:' .. old .. ':nicks', key)
 redis.call('SADD', P .. ':node:' .. new .. ':nicks', key)
+redis.call('SADD', P .. ':node:' .. old .. ':moved', id)
 local rooms = redis.call('HGETALL', P .. ':s:' .. key .. ':rooms')
 for i = 1, #rooms, 2 do
   redis.call('SADD', P .. ':node:' .. new .. ':rooms', rooms[i])
@@ -465,29 +471,35 @@ return 1
 
 #: A node whose heartbeat expired is reaped in three steps, each in one
 #: slot, each safe to run twice (by two survivors, or again after a
-#: survivor stopped halfway): the rooms it had members in, if it is
-#: still listed and dead (else nil)...
+#: survivor stopped halfway): if it is still listed and dead (else nil),
+#: it is marked as being reaped (no session of its may move now: a
+#: take-over asked later is refused), and the answer is the rooms it had
+#: members in and the ids of its sessions that moved to other nodes...
 REAP_ROOMS = Script(
     """
 local P, dead = ARGV[1], ARGV[2]
-if redis.call('EXISTS', P .. ':node:' .. dead) == 1 then return false end
+local n = P .. ':node:' .. dead
+if redis.call('EXISTS', n) == 1 then return false end
 if redis.call('SISMEMBER', P .. ':nodes', dead) == 0 then return false end
-return redis.call('SMEMBERS', P .. ':node:' .. dead .. ':rooms')
+redis.call('SET', n .. ':reaping', '1', 'EX', 600)
+return {redis.call('SMEMBERS', n .. ':rooms'), redis.call('SMEMBERS', n .. ':moved')}
 """
 )
 
-#: ...then in each room (KEYS[1]) its members leave, announced once (by
-#: whoever runs this first); a room left with no member goes as after a
-#: clean leave (its topic, name and rules; its stream stays, for
-#: retention; 1 then), unless ARGV[3] is 1 (a room that always exists).
-#: ARGV[4] 1: publish on its shard channel.
+#: ...then in each room (KEYS[1]) its members leave (but the sessions that
+#: moved, ARGV[5] on), announced once (by whoever runs this first); a room
+#: left with no member goes as after a clean leave (its topic, name and
+#: rules; its stream stays, for retention; 1 then), unless ARGV[3] is 1 (a
+#: room that always exists). ARGV[4] 1: publish on its shard channel.
 REAP_ROOM = Script(
     """
 local r, dead, reason = KEYS[1], ARGV[1], ARGV[2]
+local moved = {}
+for i = 5, #ARGV do moved[ARGV[i]] = true end
 local members, wrote = redis.call('HGETALL', r .. ':m'), false
 for i = 1, #members, 2 do
   local m = cjson.decode(members[i + 1])
-  if m.node == dead then
+  if m.node == dead and not moved[members[i]] then
     redis.call('HDEL', r .. ':m', members[i])
     local seq = redis.call('GET', r .. ':seq') or '0'
     local d = '{"id":' .. members[i] .. ',"nick":' .. cjson.encode(m.nick) ..
@@ -516,26 +528,30 @@ for _, key in ipairs(redis.call('SMEMBERS', P .. ':node:' .. dead .. ':nicks')) 
   end
 end
 local n = P .. ':node:' .. dead
-redis.call('DEL', n .. ':rooms', n .. ':nicks', n .. ':in')
+redis.call('DEL', n .. ':rooms', n .. ':nicks', n .. ':in', n .. ':moved', n .. ':reaping')
 return 1
 """
 )
 
 #: What a batch of joins, leaves and renames changes beside its rooms'
-#: slots: ARGV[1] {"p", "node", "j": [[room, nick key, name]] (before the
-#: entries are written: the reaper and a take-over find the rooms), "l":
-#: [[room, nick key]], "live": [[room, name]], "gone": [room], "said":
-#: [room] (after)}. A room's first message is announced on P:said:new, for
-#: the search indexers that follow every room (cluster/search_index.py).
+#: slots: ARGV[1] {"p", "node", "o": [["j", room, nick key, name] or ["l",
+#: room, nick key]] (in the batch's order, before its entries are written:
+#: a reaper or a take-over finds the rooms a node and a session are in),
+#: "live": [[room, name]], "gone": [room], "said": [room] (the listing,
+#: after)}. A room's first message is announced on P:said:new, for the
+#: search indexers that follow every room (cluster/search_index.py).
 BOOK = Script(
     """
 local a = cjson.decode(ARGV[1])
 local P = a.p
-for _, j in ipairs(a.j or {}) do
-  redis.call('SADD', P .. ':node:' .. a.node .. ':rooms', j[1])
-  redis.call('HSET', P .. ':s:' .. j[2] .. ':rooms', j[1], j[3])
+for _, o in ipairs(a.o or {}) do
+  if o[1] == 'j' then
+    redis.call('SADD', P .. ':node:' .. a.node .. ':rooms', o[2])
+    redis.call('HSET', P .. ':s:' .. o[3] .. ':rooms', o[2], o[4])
+  else
+    redis.call('HDEL', P .. ':s:' .. o[3] .. ':rooms', o[2])
+  end
 end
-for _, l in ipairs(a.l or {}) do redis.call('HDEL', P .. ':s:' .. l[2] .. ':rooms', l[1]) end
 for _, live in ipairs(a.live or {}) do redis.call('HSET', P .. ':rooms', live[1], live[2]) end
 for _, k in ipairs(a.gone or {}) do redis.call('HDEL', P .. ':rooms', k) end
 for _, k in ipairs(a.said or {}) do
@@ -581,6 +597,47 @@ def _replied(entries: list[dict]) -> list[int]:
     seqs = {e["r"] for e in entries if e["t"] == "m" and e.get("r")}
     seqs |= {e["s"] for e in entries if e["t"] == "c" and e.get("k") in ("edit", "delete")}
     return sorted(seqs)
+
+
+class InOrder:
+    """Each room's scripts sent in the order they were asked for: one held
+    back (until a Deferred ``gate`` fires: its joins' booking answered)
+    holds back those after it; one whose gate fails is not sent, and fails
+    the same way."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, deque[tuple[Deferred | None, Callable[[], Deferred], Deferred]]] = {}
+        self._failed: dict[int, Failure] = {}  # gates that failed, by id, while something waits on them
+
+    def send(self, room: str, gate: Deferred | None, script: Callable[[], Deferred]) -> Deferred:
+        held = self._held.get(room)
+        if held is None and gate is None:
+            return script()
+        answer: Deferred = Deferred()
+        self._held.setdefault(room, deque()).append((gate, script, answer))
+        if gate is not None:
+            gate.addBoth(self._opened, room, gate)
+        return answer
+
+    def _opened(self, result: object, room: str, gate: Deferred) -> object:
+        if isinstance(result, Failure):
+            self._failed[id(gate)] = result
+        self._flush(room)
+        return None  # each waiter on the gate has been told: nothing left to handle
+
+    def _flush(self, room: str) -> None:
+        held = self._held.get(room)
+        while held and (held[0][0] is None or held[0][0].called):
+            gate, script, answer = held.popleft()
+            failed = self._failed.get(id(gate)) if gate is not None else None
+            if failed is not None:
+                answer.errback(failed)
+            else:
+                script().chainDeferred(answer)
+        if held is not None and not held:
+            del self._held[room]
+            if not self._held:
+                self._failed.clear()
 
 
 def escape(name: str) -> str:
@@ -679,6 +736,7 @@ class StreamStore:
         self.home = "{" + prefix + "}" if sharded else prefix  # what the home slot's keys start with
         self.keep = keep  # messages kept per room (0: all)
         self.replicas = replicas  # a message is acknowledged once they have it
+        self._sends = InOrder()
 
     def key(self, *parts: str) -> str:
         """A key of the home slot."""
@@ -736,15 +794,16 @@ class StreamStore:
         kept = set(map(escape, always))
         wake = "1" if self.sharded else "0"
 
-        def rooms(flat: list | None) -> Deferred[bool] | bool:
-            if flat is None:
+        def rooms(found: list | None) -> Deferred[bool] | bool:
+            if found is None:
                 return False
-            keys = [raw.decode() for raw in flat]
+            keys = [raw.decode() for raw in found[0]]
+            moved = [raw.decode() for raw in found[1]]
             calls = [
                 REAP_ROOM(
                     self.client,
                     self._keys(self._stream_of(k)),
-                    [node, reason, "1" if k in kept else "0", wake],
+                    [node, reason, "1" if k in kept else "0", wake, *moved],
                 )
                 for k in keys
             ]
@@ -796,19 +855,25 @@ class StreamStore:
         seqs: dict[str, int] | None = None,
     ) -> Deferred[list[Appended]]:
         """Each room's (key, name, entries) in its stream, one script per
-        room (sent at once, in order: a node's batches keep their order in
-        each room); per room, what it was given (:data:`Appended`). What
-        the joins, leaves and renames change beside the rooms is booked in
-        the home slot: the rooms a node and a session are in before the
-        entries (a reaper must find them), the listing after."""
-        joined: list[list[str]] = []
+        room, sent in order (a node's batches keep their order in each
+        room); per room, what it was given (:data:`Appended`). What the
+        joins, leaves and renames change beside the rooms is booked in the
+        home slot first: the rooms a node and a session are in (a reaper,
+        a take-over must find them); on one Redis the booking goes first on
+        the same connection, on a sharded cluster a room with joins is
+        written once it is answered (refused if it is refused); the
+        listing after."""
+        ops: list[list[str]] = []
         for room, name, entries in rooms:
+            k = escape(room)
             for e in entries:
-                if e["t"] in ("j", "n"):
-                    joined.append([escape(room), e["key"], name])
-        if joined:
-            book = {"p": self.home, "node": node, "j": joined}
-            self._book(book)
+                if e["t"] == "j":
+                    ops.append(["j", k, e["key"], name])
+                elif e["t"] == "l":
+                    ops.append(["l", k, e["key"]])
+                elif e["t"] == "n":
+                    ops += [["j", k, e["key"], name], ["l", k, e["old"]]]
+        booked = self._book({"p": self.home, "node": node, "o": ops}) if ops else None
         calls = []
         for room, name, entries in rooms:
             doc: dict[str, Any] = {"node": node, "batch": batch, "keep": self.keep, "n": name, "e": entries}
@@ -817,14 +882,19 @@ class StreamStore:
             if self.sharded:
                 doc["wake"] = True
             raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-            d = APPEND(self.client, self._keys(self.stream(room), _replied(entries)), [raw])
+            keys = self._keys(self.stream(room), _replied(entries))
+            joins = any(e["t"] in ("j", "n") for e in entries)
+            gate = booked if self.sharded and joins else None
+            d = self._sends.send(room, gate, partial(APPEND, self.client, keys, [raw]))
             calls.append(d if self.replicas is None else self.replicas.after(d))
+        if booked is not None:
+            booked.addErrback(lambda f: None)  # said; the rooms it held back fail with it
         d = DeferredList(calls, consumeErrors=True)
         return d.addCallback(self._appended, node, rooms)
 
     def _appended(self, results: list, node: str, rooms: list[tuple[str, str, list[dict]]]) -> Deferred:
         out: list[Appended] = []
-        book: dict[str, Any] = {"p": self.home, "node": node, "l": [], "live": [], "gone": [], "said": []}
+        book: dict[str, Any] = {"p": self.home, "node": node, "live": [], "gone": [], "said": []}
         names: dict[str, str] = {}
         for (ok, reply), (room, name, entries) in zip(results, rooms, strict=True):
             if not ok:
@@ -843,28 +913,36 @@ class StreamStore:
                 book["gone"].append(k)
             elif any(e["t"] == "j" for e in entries):
                 book["live"].append([k, stored.decode() if isinstance(stored, bytes) else name])
-            book["l"] += [[k, e["key"]] for e in entries if e["t"] == "l"]
-            book["l"] += [[k, e["old"]] for e in entries if e["t"] == "n"]
-        if not any(book[part] for part in ("l", "live", "gone", "said")):
+        if not any(book[part] for part in ("live", "gone", "said")):
             return succeed(out)
-        d = BOOK(self.client, [], [json.dumps(book, ensure_ascii=False, separators=(",", ":"))])
-        d.addCallback(lambda _: self._relisted(book["gone"], names))
+        d = self._book(book).addCallback(lambda _: self._relisted(book["gone"], names))
         d.addErrback(lambda f: log.warn("the room listing could not be updated: {error}", error=f.value))
         return d.addCallback(lambda _: out)
 
-    def _book(self, book: dict[str, Any], tries: int = 3) -> None:
-        """The rooms a batch's joins put a node and a session in, booked
-        (again a moment later if refused: a reaper or a take-over that
-        misses one would leave a member behind)."""
-        d = BOOK(self.client, [], [json.dumps(book, ensure_ascii=False, separators=(",", ":"))])
+    def _book(self, book: dict[str, Any]) -> Deferred[None]:
+        """A booking in the home slot (:data:`BOOK`). The listing's and the
+        announcements' part is sent again a moment later if refused, a few
+        times (a room's first message not announced is never indexed)."""
+        raw = json.dumps(book, ensure_ascii=False, separators=(",", ":"))
 
-        def failed(failure: Failure) -> None:
-            if tries > 1 and self.clock is not None:
-                self.clock.callLater(1.0, self._book, book, tries - 1)
+        def refused(failure: Failure) -> Failure:
+            if "o" in book:  # a sharded cluster's joins are refused with it
+                log.warn("a batch's joins and leaves could not be booked: {error}", error=failure.value)
             else:
-                log.warn("a join's rooms could not be booked: {error}", error=failure.value)
+                self._rebook(raw, 3)
+            return failure
 
-        d.addErrback(failed)
+        return BOOK(self.client, [], [raw]).addCallbacks(lambda _: None, refused)
+
+    def _rebook(self, raw: str, tries: int) -> None:
+        if tries <= 0 or self.clock is None:
+            log.warn("the room listing could not be updated: given up")
+            return
+
+        def retry() -> None:
+            BOOK(self.client, [], [raw]).addErrback(lambda f: self._rebook(raw, tries - 1))
+
+        self.clock.callLater(1.0, retry)
 
     def snapshot(self, room: str, replay: int) -> Deferred[Snapshot]:
         def parse(reply) -> Snapshot:
@@ -983,13 +1061,24 @@ class StreamStore:
                 return None
             keys = [flat[i].decode() for i in range(0, len(flat), 2)]
             rooms = [(unescape(k), flat[i * 2 + 1].decode()) for i, k in enumerate(keys)]
-            calls = [
-                MOVE_MEMBER(self.client, self._keys(self._stream_of(k)), [str(record["id"]), new])
-                for k in keys
-            ]
+            calls = [self._move(k, str(record["id"]), new) for k in keys]
             return every(calls).addCallback(lambda _: rooms)
 
         return TAKE_OVER(self.client, [], args).addCallback(moved)
+
+    def _move(self, escaped: str, id: str, node: str, tries: int = 3) -> Deferred[None]:
+        """A moved session's member entry in a room names its new node; if
+        refused, again a moment later, a few times (the session has moved:
+        its resume is not failed for it)."""
+        d = MOVE_MEMBER(self.client, self._keys(self._stream_of(escaped)), [id, node])
+
+        def refused(failure: Failure) -> None:
+            if tries > 1 and self.clock is not None:
+                self.clock.callLater(1.0, self._move, escaped, id, node, tries - 1)
+            else:
+                log.warn("a moved session's entry in {room} still names its old node", room=unescape(escaped))
+
+        return d.addCallbacks(lambda _: None, refused)
 
     def file_room(self, room: str, id: int, key: str) -> Deferred[FileRoom]:
         """Room ``room`` ("" for none) and a session, as files need them

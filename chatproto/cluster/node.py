@@ -108,6 +108,7 @@ class _Pending:
         "outcomes",
         "remaining",
         "settled",
+        "slots",
         "unread",
         "written",
     )
@@ -126,12 +127,17 @@ class _Pending:
         # others, nor write them twice.
         self.written: set[str] = set()  # rooms answered for (written, or refused)
         self.settled: dict[int, Outcome] = {}  # the outcomes of their messages, by slot
+        self.slots: list[Slot] = []  # as last planned
 
     def read_back(self, room: str, count: int = 1) -> bool:
         """``count`` of its entries in ``room`` came back (or never will):
-        whether it has them all now."""
+        whether it has them all now. A room given up on (its part refused)
+        counts no more: its entries may still come."""
+        count = min(count, self.unread.get(room, 0))
+        if count <= 0:
+            return False
         self.remaining -= count
-        self.unread[room] = self.unread.get(room, 0) - count
+        self.unread[room] -= count
         return self.remaining == 0
 
     def settle(self) -> None:
@@ -412,6 +418,7 @@ class ClusterNode:
         answered for yet; fires once answered for (False if a room's
         change must be decided again)."""
         rooms, names, slots = plan
+        pending.slots = slots
         for room in pending.written:
             rooms.pop(room, None)
         counts = {room: len(entries) for room, entries in rooms.items()}
@@ -435,7 +442,7 @@ class ClusterNode:
                 else:
                     got[room] = result
             for room in redo | set(failed):
-                pending.read_back(room, counts[room])  # not written (or not known to be)
+                pending.read_back(room, pending.unread.get(room, 0))  # not written (or not known to be)
             for room in failed:
                 self._refused.add((pending.number, room))  # its answer may have been lost
             if failed and not got and not pending.written:
@@ -755,6 +762,16 @@ class ClusterNode:
             return
         note = {"node": self.node, "news": news}
         self.store.publish(self.store.pending_channel(), note).addErrback(lambda f: None)
+
+    def _give_up(self, failure: Failure, pending: _Pending) -> None:
+        """A batch that can't be decided (again): refused, but for the rooms
+        an earlier try wrote, which stay answered for as written."""
+        if not pending.written:
+            self._append_failed(failure, pending)
+            return
+        log.warn("the cluster store refused part of a batch: {error}", error=failure.value)
+        rooms = {item.channel for item in pending.items if isinstance(item, Said)} - pending.written
+        self._settle(pending, pending.slots, {}, set(), dict.fromkeys(rooms, failure))
 
     def _append_failed(self, failure: Failure, pending: _Pending) -> None:
         """Nothing is acknowledged; whatever of it reached the stream anyway
