@@ -203,15 +203,24 @@ def build_server(
             from chatproto.backends.redis_cluster import ClusterClient
 
             home = "{chat}"
-            writer = ClusterClient(reactor, address, "chat-node", home)
-            reader = ClusterClient(reactor, address, "chat-reader", home)
+            # each write, and each read a member is shown, confirmed on its shard's replicas
+            confirm = cluster_min_replicas
+            writer = ClusterClient(reactor, address, "chat-node", home, min_replicas=confirm)
+            reader = ClusterClient(reactor, address, "chat-reader", home, min_replicas=confirm)
             replicas = None
         else:
             epoch = Epoch("chat:epoch")  # the store's prefix
             writer = RedisClient(reactor, address, "chat-node", epoch)
             reader = RedisClient(reactor, address, "chat-reader", epoch)
             replicas = Replicas(writer, cluster_min_replicas, reactor)
-        store = StreamStore(writer, keep=cluster_retention, replicas=replicas, sharded=sharded, clock=reactor)
+        store = StreamStore(
+            writer,
+            keep=cluster_retention,
+            replicas=replicas,
+            sharded=sharded,
+            clock=reactor,
+            marks=sharded and cluster_min_replicas > 0,
+        )
         shared = store.client
         index = None
         if search:

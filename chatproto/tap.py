@@ -396,14 +396,9 @@ class Options(usage.Options):
             from chatproto.backends.redis import RedisAddress
 
             try:
-                address = RedisAddress.parse(self["cluster"])
+                RedisAddress.parse(self["cluster"])
             except ValueError as e:
                 raise usage.UsageError(f"--cluster: {e}") from None
-            if address.seeds and self["cluster-min-replicas"]:
-                raise usage.UsageError(
-                    "--cluster-min-replicas: not with a Redis Cluster (redis-cluster://) yet: its shards'"
-                    " replicas confirm nothing (docs/cluster.md, Sharding)"
-                )
             if not 1 <= self["cluster-expiry"] <= 3600:
                 raise usage.UsageError("--cluster-expiry: between 1 and 3600 seconds")
             if self["cluster-retention"] < 0:

@@ -14,10 +14,10 @@ Sentinels' files (which they rewrite as they learn) are kept: they remember
 a failover, and put a restarted old primary right as a replica.
 
 ``make redis ARGS=shards`` is a Redis Cluster: three primaries on
-7000-7002, each with a replica on 7003-7005 (gossip on 17000-17005),
+7000-7002, each with two replicas on 7003-7008 (gossip on 17000-17008),
 formed the first time, as their ``nodes.conf`` files say after; for
-``--cluster redis-cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002``.
-Each node logs to ``redis-data/shards/PORT/log``."""
+``--cluster redis-cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
+--cluster-min-replicas 1``. Each node logs to ``redis-data/shards/PORT/log``."""
 
 from __future__ import annotations
 
@@ -59,11 +59,13 @@ def replicated(
     _until_interrupted(processes)
 
 
-def sharded(folder: str, primaries: tuple = (7000, 7001, 7002), replicas: tuple = (7003, 7004, 7005)) -> None:
+def sharded(
+    folder: str, primaries: tuple = (7000, 7001, 7002), replicas: tuple = tuple(range(7003, 7009))
+) -> None:
     """Every node in the background until Ctrl-C, each logging to its folder."""
     processes = start_redis_cluster(os.path.abspath(folder), list(primaries), list(replicas), fsync="always")
     hosts = ",".join(f"127.0.0.1:{port}" for port in primaries)
-    print(f"\n  --cluster redis-cluster://{hosts}\n", flush=True)
+    print(f"\n  --cluster redis-cluster://{hosts} --cluster-min-replicas 1\n", flush=True)
     _until_interrupted(processes)
 
 

@@ -333,8 +333,8 @@ def start_redis_cluster(
         for port in ports[1:]:
             ask_redis(port, "CLUSTER", "MEET", "127.0.0.1", primaries[0], buses[primaries[0]])
         _poll(lambda: all(_knows(port, len(ports)) for port in ports), tries, "the nodes never met")
-        for primary, replica in zip(primaries, replicas, strict=True):
-            ask_redis(replica, "CLUSTER", "REPLICATE", ids[primary])
+        for i, replica in enumerate(replicas):
+            ask_redis(replica, "CLUSTER", "REPLICATE", ids[primaries[i % len(primaries)]])
     _poll(lambda: all(b"cluster_state:ok" in ask_redis(p, "CLUSTER", "INFO") for p in ports), tries, "not ok")
     return procs
 

@@ -185,25 +185,27 @@ class ReplicatedRedis:
 
 
 class ShardedRedis:
-    """A Redis Cluster: ``shards`` primaries, each with a replica, all real
-    processes on loopback in folders of their own, the slots split evenly;
-    the cluster's address is ``url`` (``redis-cluster://...``). A primary
-    silent for a second is failed over by its replica."""
+    """A Redis Cluster: ``shards`` primaries, each with ``replicas``
+    replicas, all real processes on loopback in folders of their own, the
+    slots split evenly; the cluster's address is ``url``
+    (``redis-cluster://...``). A primary silent for a second is failed over
+    by one of its replicas."""
 
     NODE_TIMEOUT_MS = 1000
 
-    def __init__(self, shards: int = 3) -> None:
+    def __init__(self, shards: int = 3, replicas: int = 1) -> None:
         self.folder = tempfile.mkdtemp(prefix="chat-shards-")
+        servers = shards * (1 + replicas)
         ports: list[int] = []
-        while len(ports) < 4 * shards:  # distinct: a port just closed may be handed out again
+        while len(ports) < 2 * servers:  # distinct: a port just closed may be handed out again
             port = free_port()
             if port not in ports:
                 ports.append(port)
         self.primaries = ports[:shards]
-        self.replicas = ports[shards : 2 * shards]  # replicas[i] follows primaries[i]
+        self.replicas = ports[shards:servers]  # replicas[i] follows primaries[i % shards]
         self.servers: dict[int, ServerProcess] = {}
         self.ids: dict[int, str] = {}
-        self.buses = dict(zip(ports[: 2 * shards], ports[2 * shards :], strict=True))  # the nodes' gossip
+        self.buses = dict(zip(ports[:servers], ports[servers:], strict=True))  # the nodes' gossip
 
     @property
     def url(self) -> str:
@@ -211,12 +213,12 @@ class ShardedRedis:
 
     @classmethod
     @defer.inlineCallbacks
-    def started(cls, testcase, shards: int = 3):
+    def started(cls, testcase, shards: int = 3, replicas: int = 1):
         """Running, every slot served, every replica in sync; stopped and
         removed when ``testcase`` ends. On other ports again if one was
         taken meanwhile (another test's server), up to three times."""
         for attempt in range(3):
-            group = cls(shards)
+            group = cls(shards, replicas)
             testcase.addCleanup(shutil.rmtree, group.folder, ignore_errors=True)
             testcase.addCleanup(group.stop)
             try:
@@ -250,8 +252,8 @@ class ShardedRedis:
             first = self.primaries[0]
             yield self.ask(port, "CLUSTER", "MEET", "127.0.0.1", first, self.buses[first])
         yield self._until(self._all_known, "every node knows every other")
-        for primary, replica in zip(self.primaries, self.replicas, strict=True):
-            yield self.ask(replica, "CLUSTER", "REPLICATE", self.ids[primary])
+        for i, replica in enumerate(self.replicas):
+            yield self.ask(replica, "CLUSTER", "REPLICATE", self.ids[self.primaries[i % len(self.primaries)]])
         yield self.settled()
 
     @defer.inlineCallbacks

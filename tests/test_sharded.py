@@ -130,6 +130,22 @@ class Spread(ShardedCase):
         self.assertEqual(sorted(i.room for i in listing.rooms), sorted(["general", *rooms.values()]))
 
 
+class Confirmed:
+    """Mixed in: every node with --cluster-min-replicas 1 (each write, and
+    each read a member is shown, confirmed on its shard's replica)."""
+
+    def node(self, **options):
+        return super().node(min_replicas=1, **options)
+
+
+class ConfirmedOrder(Confirmed, ShardedCase, one.Order):
+    pass
+
+
+class ConfirmedHistory(Confirmed, ShardedCase, one.History):
+    pass
+
+
 class ShardFailover(ShardedCase):
     timeout = 90
 
@@ -182,6 +198,16 @@ class ShardFailover(ShardedCase):
         for port, name in rooms.items():
             if port != victim:
                 self.assertEqual(len(acked[name]), 31, f"{name}: every message answered on a live shard")
+
+
+class ConfirmedShardFailover(Confirmed, ShardFailover):
+    """Two replicas a shard: after the failover the new primary still has
+    one to confirm its writes (with one, it would refuse them all, durable
+    but not available: docs/cluster.md)."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.redis = yield ShardedRedis.started(self, replicas=2)
 
 
 class SlotMigration(ShardedCase):

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatproto.backends.redis import RedisAddress, RedisClient, RedisError, RedisProtocol, RedisUnavailable
+from chatproto.backends.replicas import Replicas
 from chatproto.deferreds import every
 
 log = Logger()
@@ -64,6 +65,14 @@ def key_slot(key: str | bytes) -> int:
             raw = raw[start + 1 : end]
     return crc16(raw) % SLOTS
 
+
+#: Commands that write nothing: never confirmed on replicas.
+_READS = frozenset(
+    (
+        *("GET", "HGET", "HGETALL", "HKEYS", "HLEN", "HEXISTS", "EXISTS", "SMEMBERS", "SISMEMBER", "SCARD"),
+        *("XREAD", "XRANGE", "XREVRANGE", "LRANGE", "ZRANGEBYSCORE", "PING", "CLUSTER", "WAIT", "INFO"),
+    )
+)
 
 #: Commands with no key: they go to the home slot's primary.
 _KEYLESS = frozenset(("PING", "WAIT", "PUBLISH", "CLUSTER", "INFO", "CLIENT", "SCRIPT", "ROLE", "ASKING"))
@@ -110,9 +119,12 @@ class ClusterClient:
         home: str = "",
         timeout: float = 3.0,
         on_push: Callable[[object], None] | None = None,
+        min_replicas: int = 0,
     ) -> None:
         """``on_push``: a subscriber's client, whose connections hand it
-        the messages of the shard channels subscribed to on them."""
+        the messages of the shard channels subscribed to on them.
+        ``min_replicas``: each write (each script) answered once that many
+        replicas of its primary have it."""
         self.address = address
         self.name = name
         self.epoch = None  # not checked per shard: docs/cluster.md
@@ -130,6 +142,9 @@ class ClusterClient:
         self._map_loop.clock = reactor
         self._queues: dict[int, deque[_Retry]] = {}  # slots being redirected: their commands, in order
         self._asked: dict[str, float] = {}  # migrations' targets (no slot yet): when last asked
+        self._connecting: set[Deferred] = set()  # first connections waited for
+        self.min_replicas = min_replicas
+        self._replicas: dict[str, Replicas] = {}  # each primary's, by "host:port"
 
     # -- the map --------------------------------------------------------------------------
 
@@ -190,6 +205,7 @@ class ClusterClient:
         for where in [w for w in self._nodes if w not in primaries and now - self._asked.get(w, 0) > 30]:
             self._nodes.pop(where).stop()  # a replica now, or gone: its slots are elsewhere
             self._asked.pop(where, None)
+            self._replicas.pop(where, None)
         self._owner = owner
         if not self._mapped and primaries:
             log.info("{name}: the cluster has {n} primaries", name=self.name, n=len(primaries))
@@ -209,6 +225,8 @@ class ClusterClient:
 
     def stop(self) -> Deferred:
         self._running = False
+        for waiting in list(self._connecting):
+            waiting.cancel()
         queues, self._queues = list(self._queues.values()), {}
         for queue in queues:
             for retry in queue:
@@ -279,12 +297,15 @@ class ClusterClient:
             retry = _Retry(args, slot)
             queue.append(retry)
             return retry.done
-        where = self._owner[slot] if self._mapped else None
+        where = self._owner[slot] if self._mapped and self._running else None
         if where is None:
             return fail(
                 RedisUnavailable(f"no primary known for slot {slot} of the cluster at {self.address}")
             )
-        return self._client(where).call(*args).addErrback(self._redirected, _Retry(args, slot))
+        d = self._client(where).call(*args)
+        return d.addCallbacks(
+            self._confirmed, self._redirected, callbackArgs=(where, args), errbackArgs=(_Retry(args, slot),)
+        )
 
     def _redirected(self, failure: Failure, retry: _Retry) -> Deferred:
         """A redirection: the command goes into its slot's queue, which sends
@@ -328,9 +349,21 @@ class ClusterClient:
         def send(proto: RedisProtocol) -> Deferred:
             if retry.asking is not None:
                 proto.execute("ASKING").addErrback(lambda f: None)  # answered first, on the same connection
-            return proto.execute(*retry.args)
+            return proto.execute(*retry.args).addCallback(self._confirmed, where, retry.args)
 
         return ready.addCallback(send)
+
+    def _confirmed(self, answer: object, where: str, args: tuple) -> object:
+        """With ``min_replicas``, a write's answer once that many replicas of
+        the primary that ran it have it (``WAIT`` on the same connection:
+        :mod:`~chatproto.backends.replicas`); a script that only reads marks
+        what it read with a write of its own, and is confirmed the same way."""
+        if self.min_replicas <= 0 or str(args[0]).upper() in _READS:
+            return answer
+        replicas = self._replicas.get(where)
+        if replicas is None:
+            replicas = self._replicas[where] = Replicas(self._client(where), self.min_replicas, self._reactor)
+        return replicas.confirm().addCallback(lambda _: answer)
 
     def _first(self, client: RedisClient, where: str) -> Deferred:
         """A node the cluster just named (a new primary, a migration's
@@ -340,7 +373,12 @@ class ClusterClient:
             return fail(RedisUnavailable(f"no connection to the cluster node at {where}"))
         d = client.connected()
         d.addTimeout(self._timeout, self._reactor)
-        return d
+        self._connecting.add(d)
+        return d.addBoth(self._connected, d)
+
+    def _connected(self, result: object, d: Deferred) -> object:
+        self._connecting.discard(d)
+        return result
 
     def _answered(self, result: object, retry: _Retry) -> None:
         queue = self._queues.get(retry.slot)

@@ -224,16 +224,16 @@ class ShardedReader(StreamReader):
                 return
             position = self._positions[room]
         self._busy.add(stream)
-        d = self.cluster.call("XREAD", "COUNT", self.COUNT, "STREAMS", stream, position)
+        d = self.store.tail(stream, position, self.COUNT)
         d.addCallbacks(self._got_one, self._failed_one, callbackArgs=(stream,), errbackArgs=(stream,))
 
-    def _got_one(self, reply, stream: str) -> None:
+    def _got_one(self, entries: list, stream: str) -> None:
         self._busy.discard(stream)
         if not self._running:
             return
-        full = bool(reply) and len(reply[0][1]) >= self.COUNT
+        full = len(entries) >= self.COUNT
         try:
-            self._dispatch(reply or ())
+            self._dispatch([(stream.encode(), entries)] if entries else ())
         except Exception:
             log.failure("a room stream's entries could not be handled")  # the reader goes on
         if full or stream in self._again:

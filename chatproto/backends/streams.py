@@ -46,6 +46,11 @@ from chatproto.deferreds import every
 
 log = Logger()
 
+# A script whose last key is ``...:mark`` (a read on a sharded cluster
+# with --cluster-min-replicas) writes it first: the client then confirms
+# the script on the replicas (WAIT) as it does a write, and so what it read
+# is on them too (:mod:`~chatproto.backends.replicas`).
+#
 # Messages as pages show them. A message's entry (``SEQ-0``) holds what was
 # said; once changed, its present state is in the hash ``:x`` (seq -> JSON,
 # ending with its rev), and once its text changed (an edit, a deletion) its
@@ -58,6 +63,9 @@ log = Logger()
 # whole nodes of it), so older ones left in it are no message any more,
 # for pages and for search alike (cluster/search_index.py).
 _HELPERS = """
+if #KEYS > 1 and string.sub(KEYS[#KEYS], -5) == ':mark' then
+  redis.call('SET', KEYS[#KEYS], '1', 'PX', 60000)  -- a read confirmed on replicas: MARKED
+end
 local keep, floors = 0, {}
 local function first_kept(r)
   if keep <= 0 then return 1 end
@@ -159,6 +167,15 @@ local function collect(r, hi, lo, want, forward)
   end
   return out
 end
+"""
+)
+
+#: Up to ARGV[2] entries of stream KEYS[1] after ID ARGV[1] (a sharded
+#: cluster's reader; KEYS[2], if any, is its mark: written first).
+TAIL = Script(
+    """
+if #KEYS > 1 then redis.call('SET', KEYS[2], '1', 'PX', 60000) end
+return redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
 """
 )
 
@@ -728,9 +745,13 @@ class StreamStore:
         replicas: Replicas | None = None,
         sharded: bool = False,
         clock: IReactorTime | None = None,
+        marks: bool = False,
     ) -> None:
+        """``marks``: a sharded cluster's reads are confirmed on replicas
+        (``--cluster-min-replicas``): each writes a mark first."""
         self.client = client
         self.clock = clock
+        self.marks = marks
         self.prefix = prefix
         self.sharded = sharded
         self.home = "{" + prefix + "}" if sharded else prefix  # what the home slot's keys start with
@@ -755,18 +776,26 @@ class StreamStore:
     def _stream_of(self, escaped: str) -> str:
         return self.stream(unescape(escaped))
 
-    def _keys(self, stream: str, replied: Sequence[int] = ()) -> list[str]:
+    def _keys(self, stream: str, replied: Sequence[int] = (), read: bool = False) -> list[str]:
         """What a script on room ``stream`` declares: the stream; when
-        sharded, every key of the room it may touch. While a slot migrates,
-        a script whose keys are not all on one node is told to try again
-        (``TRYAGAIN``) rather than run on half a room."""
+        sharded, every key of the room it may touch (a ``read``'s mark
+        last, with ``marks``). While a slot migrates, a script whose keys
+        are not all on one node is told to try again (``TRYAGAIN``) rather
+        than run on half a room."""
         if not self.sharded:
             return [stream]
-        return [
+        keys = [
             stream,
             *(stream + suffix for suffix in ROOM_KEYS),
             *(f"{stream}:re:{seq}" for seq in replied),
         ]
+        return [*keys, stream + ":mark"] if read and self.marks else keys
+
+    def tail(self, stream: str, after: str, count: int) -> Deferred[list]:
+        """A sharded cluster's read of one stream: its entries after ``after``
+        (marked, with ``marks``: confirmed on replicas before they are handed on)."""
+        keys = [stream, stream + ":mark"] if self.marks else [stream]
+        return TAIL(self.client, keys, [after, count])
 
     # -- nodes -----------------------------------------------------------------------
 
@@ -961,20 +990,22 @@ class StreamStore:
 
         r = self.stream(room)
         args = [r, max(1, replay), self.keep]
-        return self._seen(lambda: SNAPSHOT(self.client, self._keys(r), args)).addCallback(parse)
+        return self._seen(lambda: SNAPSHOT(self.client, self._keys(r, read=True), args)).addCallback(parse)
 
     def before(self, room: str, seq: int | None, limit: int) -> Deferred[tuple[list[Found], bool]]:
         if seq is not None and seq <= 1:
             return succeed(([], False))
         high = "" if seq is None else seq - 1
         r = self.stream(room)
-        d = self._seen(lambda: PAGE(self.client, self._keys(r), [r, high, limit + 1, "before", self.keep]))
+        d = self._seen(
+            lambda: PAGE(self.client, self._keys(r, read=True), [r, high, limit + 1, "before", self.keep])
+        )
         return d.addCallback(lambda found: (list(reversed(_messages(found[:limit]))), len(found) > limit))
 
     def after(self, room: str, seq: int, limit: int) -> Deferred[tuple[list[Found], bool]]:
         r = self.stream(room)
         args = [r, max(seq, 0) + 1, limit + 1, "after", self.keep]
-        d = self._seen(lambda: PAGE(self.client, self._keys(r), args))
+        d = self._seen(lambda: PAGE(self.client, self._keys(r, read=True), args))
         return d.addCallback(lambda found: (_messages(found[:limit]), len(found) > limit))
 
     def changed_after(self, room: str, rev: int, limit: int) -> Deferred[tuple[list[Found], bool, int]]:
@@ -982,7 +1013,7 @@ class StreamStore:
         first, whether more follow, and the room's latest rev."""
         r = self.stream(room)
         args = [r, max(rev, 0), limit + 1, self.keep]
-        d = self._seen(lambda: CHANGED_AFTER(self.client, self._keys(r), args))
+        d = self._seen(lambda: CHANGED_AFTER(self.client, self._keys(r, read=True), args))
         return d.addCallback(
             lambda reply: (_messages(reply[1][:limit]), len(reply[1]) > limit, int(reply[0]))
         )
@@ -1007,7 +1038,9 @@ class StreamStore:
         calls = []
         for room, seqs in rooms.items():
             doc = json.dumps({"keep": self.keep, "s": seqs}, separators=(",", ":"))
-            calls.append(READ(self.client, self._keys(self.stream(room)), [doc]).addCallback(parse))
+            calls.append(
+                READ(self.client, self._keys(self.stream(room), read=True), [doc]).addCallback(parse)
+            )
         return every(calls).addCallback(lambda found: dict(zip(rooms, found, strict=True)))
 
     def rooms(self) -> Deferred[list[tuple[str, int, dict | None, bool]]]:
