@@ -1048,17 +1048,18 @@ def member(port: int, nick: str):
 
 def cluster_bench(runs: int, receivers: int, duration: list[str], seconds: str) -> dict:
     """One node's fan-out without --cluster, with it (alone on its Redis),
-    with a second node following the room, and alone on a primary whose
-    replica confirms every write (Sentinel, --cluster-min-replicas 1);
-    Redis's (the primary's) CPU per message; the latency of a message from
-    a sender on one node to receivers on another, on each Redis set-up."""
+    with a second node following the room, alone on a primary whose
+    replica confirms every write (Sentinel, --cluster-min-replicas 1), and
+    on a Redis Cluster of 3 shards (alone, and followed); Redis's (the
+    room's primary's) CPU per message; the latency of a message from a
+    sender on one node to receivers on another, on each Redis set-up."""
     args = ["--receivers", str(receivers), *duration]
     setups = {
         "cluster": (redis_server, ()),
         "sentinel": (replicated_redis, ("--cluster-min-replicas", "1")),
         "shards": (sharded_redis, ()),
     }
-    rows: dict = {"single": [], "cluster": [], "cluster_2": [], "sentinel": [], "shards": []}
+    rows: dict = {"single": [], "cluster": [], "cluster_2": [], "sentinel": [], "shards": [], "shards_2": []}
     for _ in range(runs):
         rows["single"].append(measure_fanout_cpu("ours", receivers, duration))
         for label, others, (redis, options) in (
@@ -1066,6 +1067,7 @@ def cluster_bench(runs: int, receivers: int, duration: list[str], seconds: str) 
             ("cluster_2", 1, setups["cluster"]),
             ("sentinel", 0, setups["sentinel"]),
             ("shards", 0, setups["shards"]),
+            ("shards_2", 1, setups["shards"]),
         ):
             with redis() as (rpid, url, rport, seq_key):
                 node_args = ("--cluster", url, *options)
@@ -1113,6 +1115,7 @@ def cluster_bench(runs: int, receivers: int, duration: list[str], seconds: str) 
     summary["ratio_2"] = summary["cluster_2"]["deliveries_per_s"] / single
     summary["ratio_sentinel"] = summary["sentinel"]["deliveries_per_s"] / single
     summary["ratio_shards"] = summary["shards"]["deliveries_per_s"] / single
+    summary["ratio_shards_2"] = summary["shards_2"]["deliveries_per_s"] / single
     print_cluster(summary, receivers)
     return summary
 
@@ -1128,6 +1131,7 @@ def print_cluster(row: dict, receivers: int) -> None:
         ("cluster_2", "--cluster, a second node following"),
         ("sentinel", "--cluster sentinel://, 1 replica confirms"),
         ("shards", "--cluster redis-cluster://, 3 shards"),
+        ("shards_2", "the same, a second node following"),
     ):
         r = row[label]
         ratio = r["deliveries_per_s"] / row["single"]["deliveries_per_s"]
