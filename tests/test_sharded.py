@@ -247,3 +247,25 @@ class SlotMigration(ShardedCase):
         self.assertEqual((yield self.redis.ask(target, "EXISTS", stream_of(name))), 1, "moved")
         ack = yield said(bob, "after the move", name, "last")
         self.assertEqual(ack.seq, 61)
+
+
+class EmptyShard(ShardedCase):
+    @defer.inlineCallbacks
+    def test_a_room_whose_keys_are_gone_refuses_messages_rather_than_number_them_again(self):
+        """A shard come back empty (no persistence, both its servers lost):
+        a node that has seen the room's messages refuses new ones instead
+        of handing out seqs 1, 2... a second time."""
+        rooms = yield rooms_by_shard(self.redis)
+        port, name = next(iter(rooms.items()))
+        a = yield self.node()
+        alice = yield self.client("alice", version=2, server=a)
+        yield joined((alice,), [name])
+        for i in range(3):
+            ack = yield said(alice, f"m{i}", name, f"r{i}")
+            self.assertEqual(ack.seq, i + 1)
+        keys = yield self.redis.ask(port, "CLUSTER", "GETKEYSINSLOT", key_slot(stream_of(name)), 100)
+        yield self.redis.ask(port, "DEL", *keys)
+        refused = yield said(alice, "after", name, "r3")
+        self.assertIsInstance(refused, codec.Error)
+        self.assertEqual(refused.code, "internal")
+        self.assertEqual((yield self.redis.ask(port, "EXISTS", stream_of(name) + ":seq")), 0, "nothing numbered")

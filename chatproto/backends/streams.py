@@ -188,7 +188,9 @@ return redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
 #: around it). A message entry may answer one ("r"). An entry with "v"
 #: (>= 0) was decided on message "vs" as it was at rev "v": if that message
 #: has changed since, nothing is written and the answer is {"retry"}; so too
-#: if the room has another seq than "sq" (its new seqs were foreseen).
+#: if the room has another seq than "sq" (its new seqs were foreseen). A
+#: room whose seq is below "fl" (the newest a node has seen there) lost
+#: its messages: nothing is written, the answer is {"lost"}.
 #: Returns [each entry's seq (a message's), rev (a change's) or 0; 1 if it
 #: wrote the room's first message ever; 1 if the room has no member left
 #: after a leave; the room's name as the cluster first knew it]; with
@@ -206,7 +208,9 @@ local function token(seq)
   if not s then return 0 end
   return tonumber(string.match(s, ',"rev":(%d+)}$') or '0')
 end
-if a.sq and tonumber(redis.call('GET', r .. ':seq') or '0') ~= a.sq then return {'retry'} end
+local now = tonumber(redis.call('GET', r .. ':seq') or '0')
+if a.fl and now < a.fl then return {'lost'} end
+if a.sq and now ~= a.sq then return {'retry'} end
 for _, e in ipairs(a.e) do
   if e.v and e.v >= 0 and token(e.vs) ~= e.v then return {'retry'} end
 end
@@ -884,6 +888,7 @@ class StreamStore:
         batch: int,
         rooms: list[tuple[str, str, list[dict]]],
         seqs: dict[str, int] | None = None,
+        floors: dict[str, int] | None = None,
     ) -> Deferred[list[Appended]]:
         """Each room's (key, name, entries) in its stream, one script per
         room, sent in order (a node's batches keep their order in each
@@ -910,6 +915,8 @@ class StreamStore:
             doc: dict[str, Any] = {"node": node, "batch": batch, "keep": self.keep, "n": name, "e": entries}
             if seqs and room in seqs:
                 doc["sq"] = seqs[room]
+            if floors and room in floors:
+                doc["fl"] = floors[room]
             if self.sharded:
                 doc["wake"] = True
             raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
@@ -933,6 +940,14 @@ class StreamStore:
                 continue
             if reply and reply[0] == b"retry":
                 out.append(None)
+                continue
+            if reply and reply[0] == b"lost":
+                log.critical(
+                    "room {room} lost its messages in Redis (its counter is below a seq this node has "
+                    "seen: a server come back empty): its messages are refused rather than numbered again",
+                    room=room,
+                )
+                out.append(Failure(StoreLost(f"room {room!r} lost its messages in Redis")))
                 continue
             written, first, emptied, stored = reply
             out.append(list(written))

@@ -428,7 +428,8 @@ class ClusterNode:
         if not rooms:  # all refused or unchanged: nothing to write
             return succeed(self._settle(pending, slots, {}, set(), {}))
         rows = [(k, names[k], e) for k, e in rooms.items()]
-        d = self.store.append(self.node, pending.number, rows, self._checks(read, rooms) if read else None)
+        checks = self._checks(read, rooms) if read else None
+        d = self.store.append(self.node, pending.number, rows, checks, self._floors(rooms))
 
         def written(results: list[Appended]) -> bool:
             got: dict[str, list[int]] = {}
@@ -456,6 +457,14 @@ class ClusterNode:
             return self._settle(pending, slots, got, redo, failed)
 
         return d.addCallback(written).addErrback(self._append_failed, pending)
+
+    def _floors(self, rooms: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+        """The newest seq this node has seen in each room: a room's counter
+        below it in Redis lost its messages (a shard come back empty), and
+        its seqs are not handed out a second time."""
+        core = self.inbound
+        found = {key: core.room(key) for key in rooms} if core is not None else {}
+        return {key: room.last_seq for key, room in found.items() if room is not None and room.last_seq}
 
     def _settle(
         self,
