@@ -409,3 +409,76 @@ class OnACluster(unittest.TestCase):
         script = Script("return redis.call('INCR', ARGV[1])")
         self.assertEqual((yield script(self.client, [], ["{chat}:n"])), 1)
         self.assertEqual((yield self.client.call("GET", "{chat}:n")), b"1")
+
+
+class _Node:
+    """A cluster node's client driven by hand: what it was sent, in order,
+    each answered when the test says."""
+
+    def __init__(self, name: str, log: list) -> None:
+        self.name = name
+        self.log = log
+        self.connection = self  # a connection that is up
+        self.up = True
+        self.ever_up = True
+        self.waiting: dict[str, defer.Deferred] = {}
+
+    def call(self, *args):
+        return self.execute(*args)
+
+    def execute(self, *args):
+        d = defer.Deferred()
+        if args[0] != "ASKING":
+            self.log.append((self.name, args[2]))
+            self.waiting[args[2]] = d
+        return d
+
+    def stop(self):
+        return defer.succeed(None)
+
+
+class Redirections(unittest.SynchronousTestCase):
+    """While a slot's commands are redirected they go one at a time, in
+    the order they were asked for, whichever way their redirections come."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.client = ClusterClient(self.clock, RedisAddress.parse("redis-cluster://x:1"), "test")
+        self.sent: list = []
+        self.x, self.y = _Node("x", self.sent), _Node("y", self.sent)
+        self.client._nodes = {"x:1": self.x, "y:1": self.y}  # type: ignore[dict-item]
+        self.client._owner = ["x:1"] * 16384
+        self.client._mapped = self.client._running = True
+        self.client._remap = lambda: None  # type: ignore[method-assign]
+
+    def test_a_slot_moved_mid_pipeline_keeps_the_order_asked(self):
+        moved = RedisError(f"MOVED {key_slot('k')} y:1")
+        a, b = self.client.call("SET", "k", "a"), self.client.call("SET", "k", "b")
+        self.x.waiting["a"].errback(moved)  # answered in order: a first
+        c = self.client.call("SET", "k", "c")  # asked while a is redirected
+        self.y.waiting["a"].callback(b"OK")
+        self.clock.advance(0)
+        self.assertEqual(self.successResultOf(a), b"OK")
+        self.assertEqual(self.sent, [("x", "a"), ("x", "b"), ("y", "a")], "c waits for b, asked before it")
+        self.x.waiting["b"].errback(moved)
+        self.y.waiting["b"].callback(b"OK")
+        self.clock.advance(0)
+        self.y.waiting["c"].callback(b"OK")
+        self.clock.advance(0)
+        self.assertEqual([self.successResultOf(d) for d in (b, c)], [b"OK", b"OK"])
+        self.assertEqual([v for node, v in self.sent if node == "y"], ["a", "b", "c"])
+        self.assertEqual(self.client._queues, {}, "the slot back to sending at once")
+
+    def test_tryagain_is_asked_again_later_and_ask_once_after_asking(self):
+        slot = key_slot("k")
+        d = self.client.call("SET", "k", "a")
+        self.x.waiting["a"].errback(RedisError("TRYAGAIN Multiple keys request during rehashing of slot"))
+        self.assertEqual(len(self.sent), 1, "not at once")
+        self.clock.advance(ClusterClient.TRYAGAIN)
+        self.x.waiting["a"].errback(RedisError(f"ASK {slot} y:1"))
+        self.clock.advance(0)
+        self.y.waiting["a"].callback(b"OK")
+        self.clock.advance(0)
+        self.assertEqual(self.successResultOf(d), b"OK")
+        self.assertEqual(self.sent, [("x", "a"), ("x", "a"), ("y", "a")])
+        self.assertEqual(self.client.where("k"), "x:1", "ASK moves no slot")

@@ -268,4 +268,6 @@ class EmptyShard(ShardedCase):
         refused = yield said(alice, "after", name, "r3")
         self.assertIsInstance(refused, codec.Error)
         self.assertEqual(refused.code, "internal")
-        self.assertEqual((yield self.redis.ask(port, "EXISTS", stream_of(name) + ":seq")), 0, "nothing numbered")
+        self.assertEqual(
+            (yield self.redis.ask(port, "EXISTS", stream_of(name) + ":seq")), 0, "nothing numbered"
+        )

@@ -110,8 +110,15 @@ class Order(unittest.SynchronousTestCase):
         c1 = order.send("c", refused, script("c1"))
         c2 = order.send("c", None, script("c2"))
         refused.errback(RuntimeError("home slot down"))
+        refused.addErrback(lambda f: None)  # the gate's owner handles its failure
         self.failureResultOf(c1, RuntimeError)
         self.assertEqual(self.successResultOf(c2), "c2", "what came after goes")
+        self.assertEqual(sent, ["b1", "a1", "a2", "c2"])
+        failed = defer.fail(RuntimeError("refused at once"))
+        d1, d2 = order.send("d", failed, script("d1")), order.send("e", failed, script("e1"))
+        failed.addErrback(lambda f: None)
+        self.failureResultOf(d1, RuntimeError)
+        self.failureResultOf(d2, RuntimeError, "a gate failed already fails every room it holds")
         self.assertEqual(sent, ["b1", "a1", "a2", "c2"])
 
 

@@ -689,12 +689,25 @@ class Commands(typing.Protocol):
     def connection(self) -> RedisProtocol | None: ...
 
 
-class Script:
-    """A Lua script run by its SHA, loaded on first use (and after a restart)."""
+#: The SHAs and sources of the scripts that write nothing.
+_READS_ONLY: set[str] = set()
 
-    def __init__(self, source: str) -> None:
+
+def reads_only(args: tuple) -> bool:
+    """Is ``args`` an EVALSHA (or EVAL) of a script that writes nothing?"""
+    return str(args[0]).upper() in ("EVALSHA", "EVAL") and args[1] in _READS_ONLY
+
+
+class Script:
+    """A Lua script run by its SHA, loaded on first use (and after a
+    restart); ``reads_only``: it writes nothing (nothing to confirm on
+    replicas)."""
+
+    def __init__(self, source: str, reads_only: bool = False) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+        if reads_only:
+            _READS_ONLY.update((self.source, self.sha))
 
     def __call__(self, client: Commands, keys: list, args: list) -> Deferred:
         d = client.call("EVALSHA", self.sha, len(keys), *keys, *args)

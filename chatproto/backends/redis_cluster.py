@@ -16,16 +16,23 @@ cluster's shared records live (:mod:`~chatproto.backends.streams`).
 
 from __future__ import annotations
 
-from collections import deque
+import bisect
 from collections.abc import Callable
 
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatproto.backends.redis import RedisAddress, RedisClient, RedisError, RedisProtocol, RedisUnavailable
+from chatproto.backends.redis import (
+    RedisAddress,
+    RedisClient,
+    RedisError,
+    RedisProtocol,
+    RedisUnavailable,
+    reads_only,
+)
 from chatproto.backends.replicas import Replicas
 from chatproto.deferreds import every
 
@@ -71,6 +78,7 @@ _READS = frozenset(
     (
         *("GET", "HGET", "HGETALL", "HKEYS", "HLEN", "HEXISTS", "EXISTS", "SMEMBERS", "SISMEMBER", "SCARD"),
         *("XREAD", "XRANGE", "XREVRANGE", "LRANGE", "ZRANGEBYSCORE", "PING", "CLUSTER", "WAIT", "INFO"),
+        *("PUBLISH", "SPUBLISH"),  # not replicated in cluster mode: nothing to wait for
     )
 )
 
@@ -140,7 +148,10 @@ class ClusterClient:
         self._running = False
         self._map_loop = LoopingCall(self._remap)
         self._map_loop.clock = reactor
-        self._queues: dict[int, deque[_Retry]] = {}  # slots being redirected: their commands, in order
+        self._queues: dict[int, list[_Retry]] = {}  # slots being redirected: their commands, in order
+        self._busy: set[int] = set()  # ...whose first command is being sent
+        self._sent: dict[int, set[int]] = {}  # each slot's commands sent straight, unanswered
+        self._calls = 0
         self._asked: dict[str, float] = {}  # migrations' targets (no slot yet): when last asked
         self._connecting: set[Deferred] = set()  # first connections waited for
         self.min_replicas = min_replicas
@@ -283,6 +294,7 @@ class ClusterClient:
         """Slot ``slot`` is ``where``'s now (None: the cluster is down there): read the map again."""
         if where is not None:
             self._owner[slot] = where
+            self._asked[where] = self._reactor.seconds()  # kept, whatever a map read before says
         self._remap()
 
     def drop(self, why: str) -> None:
@@ -292,43 +304,59 @@ class ClusterClient:
     def call(self, *args) -> Deferred:
         key = command_key(args)
         slot = self.home if key is None else key_slot(key)
-        queue = self._queues.get(slot)
-        if queue is not None:  # the slot is being redirected: in order, behind what is
-            retry = _Retry(args, slot)
-            queue.append(retry)
-            return retry.done
         where = self._owner[slot] if self._mapped and self._running else None
         if where is None:
             return fail(
                 RedisUnavailable(f"no primary known for slot {slot} of the cluster at {self.address}")
             )
+        self._calls += 1
+        retry = _Retry(args, slot, self._calls)
+        queue = self._queues.get(slot)
+        if queue is not None:  # the slot is being redirected: in order, behind what is
+            queue.append(retry)
+            self._pump(slot)
+            return retry.done
+        self._sent.setdefault(slot, set()).add(retry.n)
+        retry.where = where
         d = self._client(where).call(*args)
-        return d.addCallbacks(
-            self._confirmed, self._redirected, callbackArgs=(where, args), errbackArgs=(_Retry(args, slot),)
-        )
+        return d.addBoth(self._answered_at_once, retry)
 
-    def _redirected(self, failure: Failure, retry: _Retry) -> Deferred:
-        """A redirection: the command goes into its slot's queue, which sends
-        one command at a time until it is empty (a node's writes to a room
-        keep their order through a migration or a failover)."""
-        if failure.check(RedisUnavailable):
-            self._remap()  # a primary gone: perhaps failed over already
-            return failure  # type: ignore[return-value]
-        failure.trap(RedisError)
-        if not retry.redirect(str(failure.value), self._reactor.seconds(), self):
-            return failure  # type: ignore[return-value]
-        queue = self._queues.setdefault(retry.slot, deque())
-        queue.append(retry)
-        if len(queue) == 1:
-            self._pump(retry.slot)
-        return retry.done
+    def _answered_at_once(self, result: object, retry: _Retry) -> object:
+        """A command sent straight to its primary answered; redirected, it
+        goes into its slot's queue, in the order the commands were asked
+        for, which then sends one at a time (a node's writes to a room keep
+        their order through a migration or a failover)."""
+        slot = retry.slot
+        sent = self._sent.get(slot)
+        if sent is not None:
+            sent.discard(retry.n)
+            if not sent:
+                del self._sent[slot]
+        if isinstance(result, Failure):
+            if result.check(RedisError) and retry.redirect(str(result.value), self._reactor.seconds(), self):
+                queue = self._queues.setdefault(slot, [])
+                bisect.insort(queue, retry, key=lambda r: r.n)
+                self._pump(slot)
+                return retry.done
+            if result.check(RedisUnavailable):
+                self._remap()  # a primary gone: perhaps failed over already
+        elif slot not in self._queues:
+            return self._confirmed(result, retry)
+        self._pump(slot)  # a command queued behind this one may go now
+        return result if isinstance(result, Failure) else self._confirmed(result, retry)
 
     def _pump(self, slot: int) -> None:
         queue = self._queues.get(slot)
+        if queue is None or slot in self._busy:
+            return
         if not queue:
-            self._queues.pop(slot, None)
+            if slot not in self._sent:
+                del self._queues[slot]  # nothing sent straight may still be redirected
             return
         retry = queue[0]
+        if any(n < retry.n for n in self._sent.get(slot, ())):
+            return  # an earlier command sent straight may yet be redirected: it goes first
+        self._busy.add(slot)
         if retry.delay:
             d = deferLater(self._reactor, retry.delay, self._attempt, retry)
         else:
@@ -345,21 +373,28 @@ class ClusterClient:
             self._asked[where] = self._reactor.seconds()
         client = self._client(where)
         ready = succeed(client.connection) if client.connection is not None else self._first(client, where)
+        retry.where = where
 
         def send(proto: RedisProtocol) -> Deferred:
+            if proto is not client.connection:
+                raise RedisUnavailable(f"the connection to the cluster node at {where} went")
             if retry.asking is not None:
                 proto.execute("ASKING").addErrback(lambda f: None)  # answered first, on the same connection
-            return proto.execute(*retry.args).addCallback(self._confirmed, where, retry.args)
+            return proto.execute(*retry.args)
 
         return ready.addCallback(send)
 
-    def _confirmed(self, answer: object, where: str, args: tuple) -> object:
+    def _confirmed(self, answer: object, retry: _Retry) -> object:
         """With ``min_replicas``, a write's answer once that many replicas of
         the primary that ran it have it (``WAIT`` on the same connection:
-        :mod:`~chatproto.backends.replicas`); a script that only reads marks
-        what it read with a write of its own, and is confirmed the same way."""
-        if self.min_replicas <= 0 or str(args[0]).upper() in _READS:
+        :mod:`~chatproto.backends.replicas`); a script that only reads
+        what a member is shown marks it with a write of its own first, and
+        is confirmed the same way."""
+        args = retry.args
+        if self.min_replicas <= 0 or str(args[0]).upper() in _READS or reads_only(args):
             return answer
+        where = retry.where
+        assert where is not None
         replicas = self._replicas.get(where)
         if replicas is None:
             replicas = self._replicas[where] = Replicas(self._client(where), self.min_replicas, self._reactor)
@@ -381,31 +416,39 @@ class ClusterClient:
         return result
 
     def _answered(self, result: object, retry: _Retry) -> None:
-        queue = self._queues.get(retry.slot)
+        """A queued command answered: sent again if redirected again (still
+        first), else its answer handed on (confirmed on replicas without
+        holding the queue) and the next one sent, on the next turn."""
+        slot = retry.slot
+        self._busy.discard(slot)
+        queue = self._queues.get(slot)
         if queue is None or retry.done.called:  # stopped meanwhile: failed already
             return
         if isinstance(result, Failure) and result.check(RedisError):
             if retry.redirect(str(result.value), self._reactor.seconds(), self):
-                self._pump(retry.slot)  # the same command again, still first
+                self._reactor.callLater(0, self._pump, slot)
                 return
-        queue.popleft()
+        queue.pop(0)
         if isinstance(result, Failure):
             if result.check(RedisUnavailable, TimeoutError, CancelledError):
                 self._remap()
             retry.done.errback(result)
         else:
-            retry.done.callback(result)
-        self._pump(retry.slot)
+            maybeDeferred(self._confirmed, result, retry).chainDeferred(retry.done)
+        self._reactor.callLater(0, self._pump, slot)
 
 
 class _Retry:
-    """A command redirected: where it goes next, and how long it may keep trying."""
+    """A command (the ``n``-th asked for), and if redirected, where it goes
+    next and how long it may keep trying."""
 
-    __slots__ = ("args", "asking", "delay", "done", "hops", "since", "slot")
+    __slots__ = ("args", "asking", "delay", "done", "hops", "n", "since", "slot", "where")
 
-    def __init__(self, args: tuple, slot: int) -> None:
+    def __init__(self, args: tuple, slot: int, n: int) -> None:
         self.args = args
         self.slot = slot
+        self.n = n
+        self.where: str | None = None  # the primary it was last sent to
         self.done: Deferred = Deferred()
         self.hops = 0
         self.since: float | None = None

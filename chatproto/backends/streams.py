@@ -362,7 +362,8 @@ for i, seq in ipairs(a.s) do
   end
 end
 return {redis.call('GET', r .. ':seq') or '0', found}
-"""
+""",
+    reads_only=True,
 )
 
 #: The messages changed after rev ARGV[2], oldest change first, up to ARGV[3]
@@ -421,7 +422,8 @@ ROOM_INFO = Script(
     """
 local r = KEYS[1]
 return {redis.call('HLEN', r .. ':m'), redis.call('GET', r .. ':topic'), redis.call('GET', r .. ':rules')}
-"""
+""",
+    reads_only=True,
 )
 
 #: Claim a nick for a node, unless a live node holds it: nil, or the holder.
@@ -596,7 +598,8 @@ if key ~= '' then record = redis.call('GET', P .. ':s:' .. key) end
 local listed = 0
 if room ~= '' then listed = redis.call('HEXISTS', P .. ':rooms', room) end
 return {listed, record}
-"""
+""",
+    reads_only=True,
 )
 
 #: Room KEYS[1]'s rules as last changed, and the member entry of session ARGV[1].
@@ -604,7 +607,8 @@ FILE_MEMBER = Script(
     """
 local r = KEYS[1]
 return {redis.call('GET', r .. ':rules'), redis.call('HGET', r .. ':m', ARGV[1])}
-"""
+""",
+    reads_only=True,
 )
 
 
@@ -627,38 +631,48 @@ class InOrder:
     the same way."""
 
     def __init__(self) -> None:
-        self._held: dict[str, deque[tuple[Deferred | None, Callable[[], Deferred], Deferred]]] = {}
-        self._failed: dict[int, Failure] = {}  # gates that failed, by id, while something waits on them
+        self._held: dict[str, deque[_Held]] = {}
 
     def send(self, room: str, gate: Deferred | None, script: Callable[[], Deferred]) -> Deferred:
-        held = self._held.get(room)
-        if held is None and gate is None:
+        if gate is None and room not in self._held:
             return script()
-        answer: Deferred = Deferred()
-        self._held.setdefault(room, deque()).append((gate, script, answer))
-        if gate is not None:
-            gate.addBoth(self._opened, room, gate)
-        return answer
-
-    def _opened(self, result: object, room: str, gate: Deferred) -> object:
-        if isinstance(result, Failure):
-            self._failed[id(gate)] = result
+        held = _Held(script)
+        self._held.setdefault(room, deque()).append(held)
+        if gate is None:
+            held.open = True
+        else:
+            gate.addBoth(self._opened, room, held)
         self._flush(room)
-        return None  # each waiter on the gate has been told: nothing left to handle
+        return held.answer
+
+    def _opened(self, result: object, room: str, held: _Held) -> object:
+        held.open = True
+        held.refused = result if isinstance(result, Failure) else None
+        self._flush(room)
+        return result
 
     def _flush(self, room: str) -> None:
-        held = self._held.get(room)
-        while held and (held[0][0] is None or held[0][0].called):
-            gate, script, answer = held.popleft()
-            failed = self._failed.get(id(gate)) if gate is not None else None
-            if failed is not None:
-                answer.errback(failed)
+        waiting = self._held.get(room)
+        while waiting and waiting[0].open:
+            held = waiting.popleft()
+            if held.refused is not None:
+                held.answer.errback(held.refused)
             else:
-                script().chainDeferred(answer)
-        if held is not None and not held:
+                held.script().chainDeferred(held.answer)
+        if waiting is not None and not waiting:
             del self._held[room]
-            if not self._held:
-                self._failed.clear()
+
+
+class _Held:
+    """A room's script waiting its turn (:class:`InOrder`)."""
+
+    __slots__ = ("answer", "open", "refused", "script")
+
+    def __init__(self, script: Callable[[], Deferred]) -> None:
+        self.script = script
+        self.answer: Deferred = Deferred()
+        self.open = False  # its gate has fired
+        self.refused: Failure | None = None  # ...with this failure
 
 
 def escape(name: str) -> str:
@@ -1055,9 +1069,7 @@ class StreamStore:
         calls = []
         for room, seqs in rooms.items():
             doc = json.dumps({"keep": self.keep, "s": seqs}, separators=(",", ":"))
-            calls.append(
-                READ(self.client, self._keys(self.stream(room), read=True), [doc]).addCallback(parse)
-            )
+            calls.append(READ(self.client, self._keys(self.stream(room)), [doc]).addCallback(parse))
         return every(calls).addCallback(lambda found: dict(zip(rooms, found, strict=True)))
 
     def rooms(self) -> Deferred[list[tuple[str, int, dict | None, bool]]]:

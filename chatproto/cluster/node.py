@@ -521,13 +521,13 @@ class ClusterNode:
                 if tries < MAX_TRIES:
                     self._decide(pending, tries + 1)
                     return
-                self._append_failed(
+                self._give_up(
                     Failure(StoreError("the messages changed too often to apply a change")), pending
                 )
             self._deciding = None
             self._pump()
 
-        d.addCallbacks(decided, self._append_failed, errbackArgs=(pending,))
+        d.addCallbacks(decided, self._give_up, errbackArgs=(pending,))
         d.addCallback(done)
         d.addErrback(lambda f: log.failure("deciding a batch failed", f))
 
