@@ -17,7 +17,6 @@ cluster's shared records live (:mod:`~chatproto.backends.streams`).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -104,9 +103,10 @@ def _where(text: str) -> tuple[int, str]:
     return int(slot), where
 
 
-def _host_port(where: str) -> tuple[str, int]:
+def node_address(cluster: RedisAddress, where: str) -> RedisAddress:
+    """The address of the cluster's node at ``host:port``, with the cluster's credentials."""
     host, _, port = where.rpartition(":")
-    return host.strip("[]"), int(port)
+    return RedisAddress(host.strip("[]"), int(port), 0, cluster.username, cluster.password, cluster.tls)
 
 
 class ClusterClient:
@@ -126,19 +126,14 @@ class ClusterClient:
         name: str = "chat",
         home: str = "",
         timeout: float = 3.0,
-        on_push: Callable[[object], None] | None = None,
         min_replicas: int = 0,
     ) -> None:
-        """``on_push``: a subscriber's client, whose connections hand it
-        the messages of the shard channels subscribed to on them.
-        ``min_replicas``: each write (each script) answered once that many
-        replicas of its primary have it."""
+        """``min_replicas``: each write answered once that many replicas of
+        its primary have it."""
         self.address = address
         self.name = name
-        self.epoch = None  # not checked per shard: docs/cluster.md
         self._reactor = reactor
         self._timeout = timeout
-        self._on_push = on_push
         self.home = key_slot(home) if home else 0
         self._owner: list[str | None] = [None] * SLOTS  # slot -> "host:port" of its primary
         self._nodes: dict[str, RedisClient] = {}
@@ -164,12 +159,8 @@ class ClusterClient:
         if client is None and not self._running:
             raise RedisUnavailable(f"the client of the cluster at {self.address} stopped")
         if client is None:
-            host, port = _host_port(where)
-            a = self.address
-            node = RedisAddress(host, port, 0, a.username, a.password, a.tls)
-            client = self._nodes[where] = RedisClient(
-                self._reactor, node, self.name, on_push=self._on_push, timeout=self._timeout
-            )
+            node = node_address(self.address, where)
+            client = self._nodes[where] = RedisClient(self._reactor, node, self.name, timeout=self._timeout)
             if self._running:
                 client.start()
                 client.connected().addCallback(lambda _: self._remap())
@@ -263,7 +254,7 @@ class ClusterClient:
 
     def connected(self) -> Deferred:
         """Fires once the map is known and the home slot's primary connected."""
-        client = self.node_for(None) if self._mapped else None
+        client = self.node_for(None)
         if client is not None:
             return client.connected()
         d: Deferred = Deferred()
@@ -283,12 +274,12 @@ class ClusterClient:
 
     @property
     def up_since(self) -> float | None:
-        client = self.node_for(None) if self._mapped else None
+        client = self.node_for(None)
         return client.up_since if client is not None else None
 
     @property
     def connection(self) -> RedisProtocol | None:
-        return None  # no one connection: writes are not confirmed on replicas here
+        return None  # no one connection: writes are confirmed per primary (min_replicas), not by Replicas
 
     def moved(self, slot: int, where: str | None) -> None:
         """Slot ``slot`` is ``where``'s now (None: the cluster is down there): read the map again."""

@@ -22,8 +22,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatproto.backends.redis import RedisAddress, RedisClient, RedisProtocol, StoreLost
-from chatproto.backends.redis_cluster import ClusterClient
+from chatproto.backends.redis import RedisClient, RedisProtocol, StoreLost
+from chatproto.backends.redis_cluster import ClusterClient, node_address
 from chatproto.backends.streams import StreamReader, StreamStore
 from chatproto.deferreds import every
 
@@ -93,9 +93,7 @@ class ShardSubscriber:
     def _client(self, where: str) -> RedisClient:
         client = self._clients.get(where)
         if client is None:
-            host, _, port = where.rpartition(":")
-            a = self._cluster.address
-            node = RedisAddress(host.strip("[]"), int(port), 0, a.username, a.password, a.tls)
+            node = node_address(self._cluster.address, where)
             client = self._clients[where] = RedisClient(
                 self._reactor, node, self.name, on_push=self._pushed, keepalive=True
             )

@@ -989,18 +989,24 @@ class StreamStore:
             if "o" in book:  # a sharded cluster's joins are refused with it
                 log.warn("a batch's joins and leaves could not be booked: {error}", error=failure.value)
             else:
-                self._rebook(raw, 3)
+                self._again(
+                    partial(BOOK, self.client, [], [raw]),
+                    3,
+                    "the room listing could not be updated: given up",
+                )
             return failure
 
         return BOOK(self.client, [], [raw]).addCallbacks(lambda _: None, refused)
 
-    def _rebook(self, raw: str, tries: int) -> None:
+    def _again(self, send: Callable[[], Deferred], tries: int, given_up: str) -> None:
+        """``send()`` again a second later while it is refused, ``tries``
+        times at most; then say ``given_up``."""
         if tries <= 0 or self.clock is None:
-            log.warn("the room listing could not be updated: given up")
+            log.warn("{given_up}", given_up=given_up)
             return
 
         def retry() -> None:
-            BOOK(self.client, [], [raw]).addErrback(lambda f: self._rebook(raw, tries - 1))
+            send().addErrback(lambda f: self._again(send, tries - 1, given_up))
 
         self.clock.callLater(1.0, retry)
 
@@ -1128,19 +1134,13 @@ class StreamStore:
 
         return TAKE_OVER(self.client, [], args).addCallback(moved)
 
-    def _move(self, escaped: str, id: str, node: str, tries: int = 3) -> Deferred[None]:
+    def _move(self, escaped: str, id: str, node: str) -> Deferred[None]:
         """A moved session's member entry in a room names its new node; if
         refused, again a moment later, a few times (the session has moved:
         its resume is not failed for it)."""
-        d = MOVE_MEMBER(self.client, self._keys(self._stream_of(escaped)), [id, node])
-
-        def refused(failure: Failure) -> None:
-            if tries > 1 and self.clock is not None:
-                self.clock.callLater(1.0, self._move, escaped, id, node, tries - 1)
-            else:
-                log.warn("a moved session's entry in {room} still names its old node", room=unescape(escaped))
-
-        return d.addCallbacks(lambda _: None, refused)
+        send = partial(MOVE_MEMBER, self.client, self._keys(self._stream_of(escaped)), [id, node])
+        given_up = f"a moved session's entry in {unescape(escaped)} still names its old node"
+        return send().addCallbacks(lambda _: None, lambda f: self._again(send, 2, given_up))
 
     def file_room(self, room: str, id: int, key: str) -> Deferred[FileRoom]:
         """Room ``room`` ("" for none) and a session, as files need them
