@@ -254,7 +254,7 @@ class JsonLogs(TestCase):
         records = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
         self.assertTrue(all({"time", "level", "namespace", "text"} <= set(r) for r in records))
         texts = [r["text"] for r in records]
-        self.assertTrue(any("ann logged in" in text for text in texts), texts)
+        self.assertTrue(any("logged in: ann as " in text for text in texts), texts)
         self.assertNotIn("secret", server.output.decode("utf-8"), "message text is never logged")
 
 

@@ -32,6 +32,7 @@ from chatproto.core.accounts import Accounts, AddressGate
 from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import Broadcast, Said
 from chatproto.core.connection import Connection, Session
+from chatproto.core.connection_log import ConnectionLog
 from chatproto.core.conversations import Conversations
 from chatproto.core.counts import Counts
 from chatproto.core.files import Files, FileSpace
@@ -93,6 +94,7 @@ class Hub:
         self.observers = Observers()
         self.counters = Counters()  # for /metrics (chatproto.metrics)
         self.timers = Timers(clock)  # every connection's deadlines
+        self.connection_log = ConnectionLog(clock)
         self.registry = Registry(limits.max_clients)
         self.gate = AddressGate(clock, limits)
         self.accounts = self._accounts(store, hasher, admins)
@@ -143,6 +145,7 @@ class Hub:
             self.peers,
             self.counters,
             self.observers,
+            self.connection_log,
         )
         self.conversations = Conversations(store, self.registry, self.directory, self.membership)
         # Files (docs/protocol.md 20), with --files and --web.
@@ -335,7 +338,7 @@ class Hub:
 
         timer = self.clock.callLater(grace, abort_stragglers)
         done.addBoth(lambda _: timer.cancel() if timer.active() else None)
-        return done.addBoth(lambda _: None)
+        return done.addBoth(lambda _: self.connection_log.stop())  # the last lines, not waiting
 
     def close(self) -> None:
         self.eventlog.close()

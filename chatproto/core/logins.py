@@ -24,6 +24,7 @@ from chatproto.core.accounts import Accounts, AddressGate, exempt
 from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import SERVER, Broadcast
 from chatproto.core.connection import Connection, Session
+from chatproto.core.connection_log import ConnectionLog
 from chatproto.core.membership import Membership
 from chatproto.core.observers import Observers
 from chatproto.core.peers import HeldElsewhere, Peers, Resumed
@@ -59,6 +60,7 @@ class Logins:
         peers: Peers,
         counters: Counters,
         observers: Observers,
+        connection_log: ConnectionLog,
     ) -> None:
         self.clock = clock
         self.limits = limits
@@ -75,6 +77,7 @@ class Logins:
         self.peers = peers
         self.counters = counters
         self.observers = observers
+        self.connection_log = connection_log
         self._overflowed: list[Connection] = []
         self._overflow_call: IDelayedCall | None = None
 
@@ -251,13 +254,8 @@ class Logins:
         else:
             self.news.gone(connection.id)
         self.peers.save(session)
-        log.info(
-            "{nick} logged in as {id} (protocol {version}{account}) from {address}",
-            nick=session.nick,
-            id=session.id,
-            version=session.version,
-            account=", account" if session.account else "",
-            address=connection.address,
+        self.connection_log.logged_in(
+            session.nick, session.id, session.version, session.account, connection.address
         )
         self.observers.notify("joined", session.id, nick=session.nick, address=connection.address, since=now)
         if session.account and self.store is not None:
@@ -476,7 +474,7 @@ class Logins:
             message = clean_reason(message, self.limits.max_text)
             for room in list(gone.rooms.values()):
                 self.membership.exit(gone, room, reason, message)
-            log.info("{nick} ({id}) left: {reason}", nick=gone.nick, id=gone.id, reason=reason)
+            self.connection_log.left(gone.nick, gone.id, reason)
             self.observers.notify("left", gone.id, nick=gone.nick, reason=reason)
             return self.peers.release(gone.key)
         if gone:

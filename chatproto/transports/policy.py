@@ -403,13 +403,8 @@ class ConnectionPolicy(Spender):
         if self._authenticating is not None:
             self._authenticating.cancel()
         self.hub.leave(self, "connection_lost")
-        log.info(
-            "connection {id} from {address} closed ({was}): {why}",
-            id=self.id,
-            address=self.address,
-            was=was,
-            why=reason.getErrorMessage() if reason is not None else "done",
-        )
+        why = reason.getErrorMessage() if reason is not None else "done"
+        self.hub.connection_log.closed(self.id, self.address, was, why)
         self._is_lost = True
         waiting, self._lost = self._lost or [], None
         for d in waiting:
