@@ -62,3 +62,30 @@ class TimersTests(SynchronousTestCase):
         self.later(1, "early")
         (call,) = self.clock.getDelayedCalls()
         self.assertEqual(call.getTime(), 1)
+
+    def test_cancelling_the_earliest_leaves_the_reactor_timer_until_it_wakes(self):
+        first = self.later(1, "x")
+        self.later(3, "y")
+        (call,) = self.clock.getDelayedCalls()
+        first.cancel()
+        self.assertEqual(self.clock.getDelayedCalls(), [call])  # not re-armed at every login
+        self.clock.advance(1)
+        self.assertEqual(self.fired, [])
+        (call,) = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), 3)
+        self.clock.advance(2)
+        self.assertEqual(self.fired, [(3, "y")])
+
+    def test_a_deadline_cancelled_twice_or_after_firing_counts_once(self):
+        fired = self.later(1, "x")
+        kept = self.later(5, "y")
+        self.clock.advance(1)
+        fired.cancel()
+        kept.cancel()
+        kept.cancel()
+        self.assertEqual(len(self.timers), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.later(2, "z")
+        self.assertEqual(len(self.timers), 1)
+        self.clock.advance(2)
+        self.assertEqual(self.fired, [(1, "x"), (3, "z")])

@@ -29,10 +29,12 @@ class Deadline:
         return (self.when, self.n) < (other.when, other.n)
 
     def cancel(self) -> None:
-        """Dropped lazily, except that the reactor timer never waits for a
-        cancelled deadline (nor stays armed when none is left)."""
-        self.call = None
-        self.timers._cancelled(self)
+        """Dropped lazily: the reactor timer may still wake for it (and
+        then waits for the next one), but is not left armed when no
+        deadline is left."""
+        if self.call is not None:
+            self.call = None
+            self.timers._cancelled(self)
 
     def active(self) -> bool:
         return self.call is not None
@@ -44,17 +46,30 @@ class Timers:
         self._heap: list[Deadline] = []
         self._order = itertools.count()
         self._wakeup: IDelayedCall | None = None
+        self._active = 0  # deadlines neither fired nor cancelled
 
     def call_later(self, delay: float, call: Callable[[], None]) -> Deadline:
         deadline = Deadline(self, self.clock.seconds() + delay, next(self._order), call)
         heapq.heappush(self._heap, deadline)
+        self._active += 1
         if self._heap[0] is deadline:
             self._arm()
         return deadline
 
     def _cancelled(self, deadline: Deadline) -> None:
-        if self._heap and self._heap[0] is deadline:
+        """A login cancels the earliest deadline (its own login timeout):
+        it leaves the heap at once, but re-arming the reactor timer each
+        time cost a storm more than the odd early wake-up does, so only
+        the last deadline's cancel disarms it."""
+        self._active -= 1
+        if not self._active:
+            self._heap.clear()
             self._arm()
+            return
+        heap = self._heap
+        if heap[0] is deadline:
+            while heap[0].call is None:
+                heapq.heappop(heap)
 
     def _arm(self) -> None:
         if self._wakeup is not None and self._wakeup.active():
@@ -73,8 +88,9 @@ class Timers:
             deadline = heapq.heappop(self._heap)
             call, deadline.call = deadline.call, None
             if call is not None:
+                self._active -= 1
                 call()
         self._arm()
 
     def __len__(self) -> int:
-        return sum(1 for deadline in self._heap if deadline.call is not None)
+        return self._active
