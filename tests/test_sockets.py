@@ -64,11 +64,18 @@ class LeanConnections(TestCase):
     timeout = 60
 
     @defer.inlineCallbacks
-    def listen(self, description: str):
+    def listen(self, description: str, accepted: defer.DeferredQueue | None = None):
+        """A listening port and the list of its Repliers (each also put on
+        ``accepted`` as it is made)."""
         made: list[Replier] = []
-        port = yield server_endpoint(reactor, description, 10.0).listen(
-            Factory.forProtocol(lambda: Replier(made))
-        )
+
+        def replier() -> Replier:
+            made_now = Replier(made)
+            if accepted is not None:
+                accepted.put(made_now)
+            return made_now
+
+        port = yield server_endpoint(reactor, description, 10.0).listen(Factory.forProtocol(replier))
         self.addCleanup(port.stopListening)
         return port, made
 
@@ -106,6 +113,23 @@ class LeanConnections(TestCase):
         self.assertEqual(replier.peer_after_close.host, "127.0.0.1")
         self.assertNotIn("logstr", vars(replier.transport))
         self.assertNotIn("_tempDataBuffer", vars(replier.transport))
+
+    @defer.inlineCallbacks
+    def test_connections_from_one_host_share_its_string(self):
+        accepted: defer.DeferredQueue = defer.DeferredQueue()
+        port, _ = yield self.listen("tcp:0:interface=127.0.0.1", accepted)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        readers = []
+        for _ in range(2):
+            reader = yield connectProtocol(endpoint, Reader())
+            readers.append(reader)
+        repliers = [(yield accepted.get()), (yield accepted.get())]
+        first, second = (replier.transport.client for replier in repliers)
+        self.assertNotEqual(first[1], second[1])
+        self.assertIs(first[0], second[0], "one host string for both")
+        for reader in readers:
+            reader.transport.loseConnection()
+            yield reader.done
 
     @defer.inlineCallbacks
     def test_unix(self):
