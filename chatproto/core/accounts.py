@@ -9,6 +9,7 @@ packet; refusals are ProtocolErrors the transport turns into ERROR.
 from __future__ import annotations
 
 import hmac
+import functools
 import ipaddress
 import math
 import secrets
@@ -197,8 +198,11 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ProtocolError(ErrorCode.BAD_PACKET, f"{text!r} is not an address or a network") from None
 
 
+@functools.lru_cache(maxsize=4096)
 def exempt(host: str) -> bool:
-    """Loopback and Unix sockets are never limited per address."""
+    """Loopback and Unix sockets are never limited per address (asked
+    several times a connection: parsing the address each time was a
+    login storm's cost)."""
     if not host:
         return True
     try:
