@@ -26,7 +26,7 @@ import resource
 import sys
 import time
 
-from benchmarks.loadgen import HOST, frame
+from benchmarks.loadgen import connect_from, frame
 
 #: Files a server process keeps open besides its connections: listening
 #: sockets, the history (SQLite and its journal), epoll, the log, the
@@ -113,9 +113,7 @@ async def hold(args) -> None:
     async def one(i: int) -> None:
         async with gate:
             welcomed = loop.create_future()
-            _, idle = await loop.create_connection(
-                lambda: Idle(welcomed), HOST, args.port, local_addr=(args.source, 0)
-            )
+            _, idle = await connect_from(args.source, lambda: Idle(welcomed), args.port)
             idle.transport.write(frame(0x01, {"nick": f"{args.prefix}{i}", "proto": 2}))
             await asyncio.wait_for(welcomed, 300)
             held.append(idle)

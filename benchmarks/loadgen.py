@@ -17,6 +17,7 @@ import json
 import os
 import random
 import resource
+import socket
 import statistics
 import sys
 import time
@@ -521,6 +522,30 @@ class Answers(asyncio.Protocol):
         self.answer = asyncio.get_running_loop().create_future()
         self.transport.write(frame(kind, body))
         return await asyncio.wait_for(self.answer, 120)
+
+
+#: Linux's IP_BIND_ADDRESS_NO_PORT (not in Python's socket module).
+_BIND_ADDRESS_NO_PORT = 24
+
+
+async def connect_from(source: str, factory, port: int, host: str = HOST):
+    """create_connection's (transport, protocol), from loopback address
+    ``source``. Its port is chosen at connect() among those free for this
+    address and the server's (IP_BIND_ADDRESS_NO_PORT): a bind() to
+    ``(source, 0)`` would search for a port no socket holds at all, in the
+    generator's own time, which grew with every connection and with every
+    connection a previous run left in TIME_WAIT."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_IP, _BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((source, 0))
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return await loop.create_connection(factory, sock=sock)
 
 
 async def answered_login(port: int, body: dict, source: str | None = None) -> Answers:
