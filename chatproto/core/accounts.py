@@ -8,8 +8,8 @@ packet; refusals are ProtocolErrors the transport turns into ERROR.
 
 from __future__ import annotations
 
-import hmac
 import functools
+import hmac
 import ipaddress
 import math
 import secrets
