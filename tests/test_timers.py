@@ -89,3 +89,16 @@ class TimersTests(SynchronousTestCase):
         self.assertEqual(len(self.timers), 1)
         self.clock.advance(2)
         self.assertEqual(self.fired, [(1, "x"), (3, "z")])
+
+    def test_a_deadline_that_raises_leaves_the_others_armed(self):
+        def fails():
+            raise ZeroDivisionError()
+
+        self.timers.call_later(1, fails)
+        self.later(1, "same time")
+        self.later(5, "later")
+        self.assertRaises(ZeroDivisionError, self.clock.advance, 1)
+        self.clock.advance(0)
+        self.assertEqual(self.fired, [(1, "same time")])
+        self.clock.advance(4)
+        self.assertEqual(self.fired, [(1, "same time"), (5, "later")])

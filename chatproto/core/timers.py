@@ -82,15 +82,20 @@ class Timers:
             self._wakeup = self.clock.callLater(delay, self._fire)
 
     def _fire(self) -> None:
+        """The due deadlines; re-armed even if one raises (its error goes to
+        the reactor's log), or every later deadline would wait for the next
+        one set earlier than them all."""
         self._wakeup = None
         now = self.clock.seconds()
-        while self._heap and self._heap[0].when <= now:
-            deadline = heapq.heappop(self._heap)
-            call, deadline.call = deadline.call, None
-            if call is not None:
-                self._active -= 1
-                call()
-        self._arm()
+        try:
+            while self._heap and self._heap[0].when <= now:
+                deadline = heapq.heappop(self._heap)
+                call, deadline.call = deadline.call, None
+                if call is not None:
+                    self._active -= 1
+                    call()
+        finally:
+            self._arm()
 
     def __len__(self) -> int:
         return self._active
