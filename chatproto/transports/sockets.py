@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import _socket
 import socket
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -28,18 +27,35 @@ from twisted.internet import address, tcp, unix
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+#: IPv4 hosts whose string accepted connections share, at most.
+HOSTS_KEPT = 4096
+
+_hosts: dict[str, str] = {}
+
+
+def _shared(host: str) -> str:
+    """One string for every connection from ``host`` (a reverse proxy's or
+    a NAT's thousands): it was 58 bytes each. Bounded, so that many
+    addresses cost nothing kept."""
+    shared = _hosts.get(host)
+    if shared is None:
+        if len(_hosts) >= HOSTS_KEPT:
+            _hosts.clear()
+        shared = _hosts[host] = host
+    return shared
+
 
 class _Listener(socket.socket):
     """A listening socket whose ``accept`` returns the C socket object, and
-    the peer's host as one string shared by every connection from it (a
-    reverse proxy's or a NAT's thousands): the string was 58 bytes each."""
+    an IPv4 peer's host as a shared string (IPv6's is made again by
+    Twisted's port, from ``getnameinfo``)."""
 
     __slots__ = ()
 
     def accept(self) -> tuple[Any, Any]:
         fd, addr = self._accept()  # type: ignore[attr-defined]
-        if type(addr) is tuple:  # a TCP peer: (host, port, ...)
-            addr = (sys.intern(addr[0]), *addr[1:])
+        if type(addr) is tuple and len(addr) == 2:
+            addr = (_shared(addr[0]), addr[1])
         return _socket.socket(self.family, self.type, self.proto, fileno=fd), addr
 
 
