@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatproto.core.connection_log import MOST, WITHIN, ConnectionLog
+from chatproto.core.connection_log import MOST, WITHIN, ConnectionLog, Gathered
 from tests.harness import Server
 
 
@@ -81,3 +81,18 @@ class OnTheServer(SynchronousTestCase):
         closed = [line for line in lines if line.startswith("closed: ")]
         why = "Connection was closed cleanly."
         self.assertEqual(closed, [f"closed: connection {id} from {address} (connected): {why}"])
+
+    def test_a_shutdown_logs_what_waits_and_leaves_no_timer_of_its_own(self):
+        server = Server()
+        (ann,) = server.logged_in("ann", version=2)
+        with capturedLogs() as events:
+            done = server.hub.shutdown()
+            ann.drop()  # it read its BYE and closed
+            self.assertIsNone(self.successResultOf(done))
+            lines = texts(events)
+            self.assertTrue(any(line.startswith("logged in: ann as ") for line in lines), lines)
+            self.assertTrue(any(line.startswith("closed: connection ") for line in lines), lines)
+            pending = [call.func for call in server.clock.getDelayedCalls()]
+            self.assertFalse([f for f in pending if isinstance(getattr(f, "__self__", None), Gathered)])
+            server.hub.connection_log.closed(99, "127.0.0.1:1", "pending", "late")
+            self.assertEqual(texts(events)[-1], "closed: connection 99 from 127.0.0.1:1 (pending): late")
