@@ -66,17 +66,19 @@ class Timers:
             self._heap.clear()
             self._arm()
             return
-        heap = self._heap
-        if heap[0] is deadline:
-            while heap[0].call is None:
-                heapq.heappop(heap)
+        if self._heap[0] is deadline:
+            self._drop_cancelled()
+
+    def _drop_cancelled(self) -> None:
+        """Cancelled deadlines off the top of the heap."""
+        while self._heap and self._heap[0].call is None:
+            heapq.heappop(self._heap)
 
     def _arm(self) -> None:
         if self._wakeup is not None and self._wakeup.active():
             self._wakeup.cancel()
         self._wakeup = None
-        while self._heap and self._heap[0].call is None:
-            heapq.heappop(self._heap)
+        self._drop_cancelled()
         if self._heap:
             delay = max(0.0, self._heap[0].when - self.clock.seconds())
             self._wakeup = self.clock.callLater(delay, self._fire)
