@@ -551,8 +551,10 @@ async def connect_from(source: str, factory, port: int, host: str = HOST):
 async def answered_login(port: int, body: dict, source: str | None = None) -> Answers:
     """A connection (from loopback address ``source``) whose LOGIN was
     answered with WELCOME (else an error)."""
-    where = {"local_addr": (source, 0)} if source else {}
-    _, client = await asyncio.get_running_loop().create_connection(Answers, HOST, port, **where)
+    if source:
+        _, client = await connect_from(source, Answers, port)
+    else:
+        _, client = await asyncio.get_running_loop().create_connection(Answers, HOST, port)
     kind, answer = await client.ask(codec.PacketType.LOGIN, body)
     if kind != codec.PacketType.WELCOME:
         raise RuntimeError(f"login refused: {answer}")
