@@ -482,3 +482,72 @@ class Redirections(unittest.SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), b"OK")
         self.assertEqual(self.sent, [("x", "a"), ("x", "a"), ("y", "a")])
         self.assertEqual(self.client.where("k"), "x:1", "ASK moves no slot")
+
+
+class _Connecting(_Node):
+    """A primary's client still making its first connection."""
+
+    def __init__(self, name: str, log: list) -> None:
+        super().__init__(name, log)
+        self.connection = None
+        self.up = self.ever_up = False
+        self.connecting: list[defer.Deferred] = []
+
+    def connected(self):
+        d = defer.Deferred()
+        self.connecting.append(d)
+        return d
+
+    def come_up(self):
+        self.connection = self
+        self.up = self.ever_up = True
+        for d in self.connecting:
+            d.callback(self)
+
+
+class FirstConnections(unittest.SynchronousTestCase):
+    """The map can name a primary before its client has connected (at
+    start, only the home slot's primary is waited for): commands for it
+    wait for that first connection, in order, for a while; a node that was
+    up and went fails them at once."""
+
+    def setUp(self):
+        self.clock = Clock()
+        address = RedisAddress.parse("redis-cluster://x:1")
+        self.client = ClusterClient(self.clock, address, "test", timeout=3.0)
+        self.sent: list = []
+        self.x = _Connecting("x", self.sent)
+        self.client._nodes = {"x:1": self.x}  # type: ignore[dict-item]
+        self.client._owner = ["x:1"] * 16384
+        self.client._mapped = self.client._running = True
+        self.remapped = 0
+        self.client._remap = self._remap  # type: ignore[method-assign]
+
+    def _remap(self):
+        self.remapped += 1
+
+    def test_commands_wait_for_the_first_connection_in_order(self):
+        a, b = self.client.call("SET", "k", "a"), self.client.call("SET", "k", "b")
+        self.assertNoResult(a)
+        self.assertEqual(self.sent, [], "nothing sent before it is up")
+        self.x.come_up()
+        self.assertEqual(self.sent, [("x", "a"), ("x", "b")])
+        self.x.waiting["a"].callback(b"OK")
+        self.x.waiting["b"].callback(b"OK")
+        self.assertEqual([self.successResultOf(d) for d in (a, b)], [b"OK", b"OK"])
+        self.assertEqual(self.client._connecting, set())
+
+    def test_a_node_that_never_connects_fails_them_after_the_timeout(self):
+        d = self.client.call("SET", "k", "a")
+        self.clock.advance(2.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.2)
+        failure = self.failureResultOf(d, RedisUnavailable)
+        self.assertIn("x:1 within 3.0 s", str(failure.value))
+        self.assertEqual(self.remapped, 1, "the map read again: perhaps the node is gone")
+        self.assertEqual(self.sent, [])
+
+    def test_a_node_that_was_up_fails_them_at_once(self):
+        self.x.ever_up = True
+        self.x.call = lambda *args: defer.fail(RedisUnavailable("no connection to Redis at x:1"))  # type: ignore[method-assign]
+        self.failureResultOf(self.client.call("SET", "k", "a"), RedisUnavailable)

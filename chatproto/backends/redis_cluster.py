@@ -309,7 +309,11 @@ class ClusterClient:
             return retry.done
         self._sent.setdefault(slot, set()).add(retry.n)
         retry.where = where
-        d = self._client(where).call(*args)
+        client = self._client(where)
+        if client.ever_up:
+            d = client.call(*args)
+        else:  # named by the map, still connecting (at start, every primary but the home slot's may be)
+            d = self._first(client, where).addCallback(lambda _: client.call(*args))
         return d.addBoth(self._answered_at_once, retry)
 
     def _answered_at_once(self, result: object, retry: _Retry) -> object:
@@ -400,10 +404,12 @@ class ClusterClient:
         d = client.connected()
         d.addTimeout(self._timeout, self._reactor)
         self._connecting.add(d)
-        return d.addBoth(self._connected, d)
+        return d.addBoth(self._connected, d, where)
 
-    def _connected(self, result: object, d: Deferred) -> object:
+    def _connected(self, result: object, d: Deferred, where: str) -> object:
         self._connecting.discard(d)
+        if isinstance(result, Failure) and result.check(TimeoutError):
+            raise RedisUnavailable(f"no connection to the cluster node at {where} within {self._timeout} s")
         return result
 
     def _answered(self, result: object, retry: _Retry) -> None:
