@@ -409,6 +409,24 @@ class Members(SynchronousTestCase):
         server.clock.advance(1)
         self.assertEqual(presence(asker), [("left", "m1"), ("left", "m5"), ("count", 5)])
 
+    def test_pages_follow_nick_changes_and_leaves(self):
+        server = big()
+        peers = joined(server, "hall", "ann", "bob", "cy", "dee", "eve", "fay", "gus")
+        peers[1].send(codec.Nick("zed"))  # bob: from second to last
+        peers[4].send(codec.Nick("Ann2"))  # eve: right after ann
+        server.flush()
+        peers[5].send(codec.Part("hall"))  # fay
+        peers[4].send(codec.Part("hall"))  # a leave by the changed nick
+        peers[2].send(codec.Nick("Cy"))  # the same key: the index keeps its place
+        server.flush()
+        asker = peers[0]
+        asker.received()
+        self.assertEqual(nicks(members(asker)), ["ann", "Cy", "dee", "gus", "zed"])
+        self.assertEqual(nicks(members(asker, prefix="z")), ["zed"])
+        self.assertEqual(nicks(members(asker, prefix="ann")), ["ann"])
+        room = server.hub.directory.find("hall")
+        self.assertEqual((room.keys, len(room.ids)), (["ann", "cy", "dee", "gus", "zed"], 5))
+
     def test_errors_come_in_order(self):
         server = big()
         ann, _bob = joined(server, "hall", "ann", "bob")

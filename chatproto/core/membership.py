@@ -88,7 +88,7 @@ class Membership:
         """``member`` is in ``room``. A room that just became big: its
         version 2 members knew every member, and go on hearing of them."""
         if room.add(member):
-            keys = [key for key, _ in room.keys]
+            keys = list(room.keys)
             for other in room.members.values():
                 if other is member or other.connection is None or other.version < 2:
                     continue

@@ -10,7 +10,7 @@ sends a packet: the hub does that.
 from __future__ import annotations
 
 import dataclasses
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -132,11 +132,11 @@ class ChatRoom:
     recent messages, encoded, for the next joiner."""
 
     __slots__ = (
-        "_keyed",
         "big",
         "counted",
         "counted_at",
         "direct",
+        "ids",
         "key",
         "keys",
         "last_seq",
@@ -175,9 +175,11 @@ class ChatRoom:
         self.big = False
         self.counted: int | None = None  # what the last COUNT said (None: none went)
         self.counted_at = float("-inf")  # when it went
-        # (nick key, id) of every member, sorted: a page costs a bisect, not a sort.
-        self.keys: list[tuple[str, int]] = []
-        self._keyed: dict[int, str] = {}  # id -> the key ``keys`` holds for it
+        # Every member's nick key and id, side by side in (key, id) order: a
+        # page costs a bisect, not a sort, and a member two slots of a list
+        # (a tuple each, and a map back from the id, cost it ten times that).
+        self.keys: list[str] = []
+        self.ids: list[int] = []
         # Operators and voiced members (id -> op), found without a walk over the members.
         self.ranked: dict[int, bool] = {}
         # Fires once the topic, rules and recent history are read (the directory reads them).
@@ -189,16 +191,19 @@ class ChatRoom:
 
     def add(self, session: Session) -> bool:
         """``session`` is a member; whether that made the room big."""
+        fresh = session.id not in self.members
         self.members[session.id] = session
-        self.refresh(session)
+        self.refresh(session, fresh)
         session.rooms[self.key] = self
         if self.big or not self.lazy_at or len(self.members) <= self.lazy_at:
             return False
         self.big = True
         return True
 
-    def refresh(self, session: Session) -> None:
-        """The member's Peer JSON again (its operator status, away or nick changed)."""
+    def refresh(self, session: Session, fresh: bool = False) -> None:
+        """The member's Peer JSON again (its operator status, away or nick
+        changed); ``fresh``: it was not a member (nothing to look for in the
+        index)."""
         rules = self.rules
         voice = bool((rules.voices or rules.guest_voices) and rules.is_voiced(session))
         op = rules.is_op(session)
@@ -208,33 +213,51 @@ class ChatRoom:
             self.ranked[id] = op
         else:
             self.ranked.pop(id, None)
-        key = self._keyed.get(id)
-        if key != session.key:
-            if key is not None:
-                self._unkey(id, key)
-            self._keyed[id] = session.key
-            insort(self.keys, (session.key, id))
+        if not fresh:
+            if self._index(session.key, id) is not None:
+                return
+            self._unindex(id, None)  # a new nick: the old key goes
+        keys = self.keys
+        first = bisect_left(keys, session.key)
+        at = bisect_right(self.ids, id, first, bisect_right(keys, session.key, first))
+        keys.insert(at, session.key)
+        self.ids.insert(at, id)
 
-    def _unkey(self, id: int, key: str) -> None:
-        index = bisect_left(self.keys, (key, id))
-        if index < len(self.keys) and self.keys[index] == (key, id):
-            del self.keys[index]
+    def _index(self, key: str, id: int) -> int | None:
+        """Where member ``id`` is in ``keys`` under ``key``, if it is."""
+        keys, ids = self.keys, self.ids
+        at, end = bisect_left(keys, key), len(keys)
+        while at < end and keys[at] == key:  # a key twice: in a cluster, for a moment
+            if ids[at] == id:
+                return at
+            at += 1
+        return None
+
+    def _unindex(self, id: int, key: str | None) -> None:
+        """Member ``id`` out of the index: found by ``key`` or, after a nick
+        change (or None), by a walk over the ids."""
+        at = self._index(key, id) if key is not None else None
+        if at is None:
+            try:
+                at = self.ids.index(id)
+            except ValueError:
+                return
+        del self.keys[at]
+        del self.ids[at]
 
     def remove(self, session: Session) -> None:
         id = session.id
         self.members.pop(id, None)
         self.peers.pop(id, None)
         self.ranked.pop(id, None)
-        key = self._keyed.pop(id, None)
-        if key is not None:
-            self._unkey(id, key)
+        self._unindex(id, session.key)
         session.rooms.pop(self.key, None)
 
     def member_by_key(self, key: str) -> Session | None:
         """The member whose nick key is ``key``, if any."""
-        index = bisect_left(self.keys, (key,))
-        if index < len(self.keys) and self.keys[index][0] == key:
-            return self.members.get(self.keys[index][1])
+        index = bisect_left(self.keys, key)
+        if index < len(self.keys) and self.keys[index] == key:
+            return self.members.get(self.ids[index])
         return None
 
     def page(self, after: str | None, prefix: str, limit: int) -> tuple[list[int], str | None]:
@@ -242,20 +265,19 @@ class ChatRoom:
         and with keys starting with ``prefix`` (folded already); and the key
         the next page starts after (None: no more)."""
         keys = self.keys
-        start = 0 if after is None else bisect_right(keys, after, key=_first)
+        start = 0 if after is None else bisect_right(keys, after)
         if prefix:
-            start = max(start, bisect_left(keys, prefix, key=_first))
+            start = max(start, bisect_left(keys, prefix))
         ids: list[int] = []
         index = start
         end = len(keys)
         while index < end and len(ids) < limit:
-            key, id = keys[index]
-            if not key.startswith(prefix):
+            if not keys[index].startswith(prefix):
                 return ids, None
-            ids.append(id)
+            ids.append(self.ids[index])
             index += 1
-        more = index < end and keys[index][0].startswith(prefix)
-        return ids, keys[index - 1][0] if more and ids else None
+        more = index < end and keys[index].startswith(prefix)
+        return ids, keys[index - 1] if more and ids else None
 
     def info(self) -> codec.RoomInfo:
         return codec.RoomInfo(self.name, self.topic_text, len(self.members))
@@ -265,10 +287,6 @@ class ChatRoom:
         in one record, so that the topic lives exactly as long as the rules."""
         topic = self.topic
         return {**self.rules.to_json(), "topic": None if topic is None else [topic.text, topic.by, topic.ts]}
-
-
-def _first(item: tuple[str, int]) -> str:
-    return item[0]
 
 
 class RoomSource(Protocol):
