@@ -13,26 +13,28 @@ T = TypeVar("T")
 
 #: The key of an empty SmallMap (no key of the caller's is ever this object).
 _NONE: Any = object()
+#: The key of a SmallMap of several entries, whose value is then their dict.
+_MANY: Any = object()
 
 
 class SmallMap(MutableMapping[K, V]):
-    """A mapping in the order its keys came, held in two slots while it has
-    at most one entry; a dict is made for a second and dropped when one is
-    left again. Keys compare as a dict's do (identity, then equality)."""
+    """A mapping in the order its keys came, held in two slots: its one
+    entry's key and value; for a second, a dict (the value, under a key
+    of its own), dropped when one is left again. Keys compare as a dict's
+    do (identity, then equality)."""
 
-    __slots__ = ("_key", "_many", "_value")
+    __slots__ = ("_key", "_value")
 
     def __init__(self) -> None:
         self._key: K = _NONE
-        self._value: V = cast(V, None)
-        self._many: dict[K, V] | None = None
+        self._value: Any = None
 
     def __getitem__(self, key: K) -> V:
-        if self._many is not None:
-            return self._many[key]
         mine = self._key
+        if mine is _MANY:
+            return cast(V, self._value[key])
         if mine is not _NONE and (mine is key or mine == key):
-            return self._value
+            return cast(V, self._value)
         raise KeyError(key)
 
     @overload
@@ -42,55 +44,55 @@ class SmallMap(MutableMapping[K, V]):
     def get(self, key: K, /, default: V | T) -> V | T: ...
 
     def get(self, key: K, /, default: Any = None) -> Any:
-        if self._many is not None:
-            return self._many.get(key, default)
         mine = self._key
+        if mine is _MANY:
+            return self._value.get(key, default)
         if mine is not _NONE and (mine is key or mine == key):
             return self._value
         return default
 
     def __contains__(self, key: object) -> bool:
-        if self._many is not None:
-            return key in self._many
         mine = self._key
+        if mine is _MANY:
+            return key in self._value
         return mine is not _NONE and (mine is key or mine == key)
 
     def __setitem__(self, key: K, value: V) -> None:
-        if self._many is not None:
-            self._many[key] = value
-            return
         mine = self._key
-        if mine is _NONE or mine is key or mine == key:
+        if mine is _MANY:
+            self._value[key] = value
+        elif mine is _NONE or mine is key or mine == key:
             self._key, self._value = key, value
         else:
-            self._many = {mine: self._value, key: value}
-            self._key, self._value = _NONE, cast(V, None)
+            self._key, self._value = _MANY, {mine: self._value, key: value}
 
     def __delitem__(self, key: K) -> None:
-        many = self._many
-        if many is None:
+        if self._key is not _MANY:
             if key not in self:
                 raise KeyError(key)
-            self._key, self._value = _NONE, cast(V, None)
+            self._key, self._value = _NONE, None
             return
+        many = self._value
         del many[key]
         if len(many) == 1:
-            (self._key, self._value), self._many = next(iter(many.items())), None
+            self._key, self._value = next(iter(many.items()))
 
     def __iter__(self) -> Iterator[K]:
-        if self._many is not None:
-            return iter(self._many)
-        return iter(() if self._key is _NONE else (self._key,))
+        mine = self._key
+        if mine is _MANY:
+            return iter(self._value)
+        return iter(() if mine is _NONE else (mine,))
 
     def __reversed__(self) -> Iterator[K]:
-        if self._many is not None:
-            return reversed(self._many)
+        if self._key is _MANY:
+            return cast(Iterator[K], reversed(self._value))
         return iter(self)
 
     def __len__(self) -> int:
-        if self._many is not None:
-            return len(self._many)
-        return 0 if self._key is _NONE else 1
+        mine = self._key
+        if mine is _MANY:
+            return len(self._value)
+        return 0 if mine is _NONE else 1
 
     def __repr__(self) -> str:
         return f"SmallMap({dict(self.items())!r})"
