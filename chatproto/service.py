@@ -227,28 +227,35 @@ class HeapTrimmer:
 
     A login storm or a slow reader's backlog briefly needs a lot of memory;
     glibc keeps it after Python frees it, so the server's RSS would stay at
-    its peak (about 30 KB per idle connection after 10,000 logins instead of
-    about 4 KB). Run :meth:`trim_if_worth_it` as a :class:`ThreadedChore`
-    (:func:`heap_trimmer`): a trim can take tens of milliseconds on a
-    fragmented heap, so never on the reactor thread.
+    its peak. A trim is worth it once ``threshold`` bytes have been freed
+    since the heap's free space was last at its lowest: what a burst
+    leaves, not the fragments that stay free between live objects (those
+    would be trimmed again and again for nothing). Run
+    :meth:`trim_if_worth_it` as a :class:`ThreadedChore`
+    (:func:`heap_trimmer`): a trim takes the heap's lock, and on a large
+    fragmented heap that can take milliseconds, so never on the reactor thread.
     """
 
-    def __init__(self, threshold: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, threshold: int = 256 * 1024) -> None:
         self.threshold = threshold
         self._glibc = _glibc()
+        self._lowest: int | None = None  # free bytes, the least seen since the last trim
 
     @property
     def available(self) -> bool:
         return self._glibc is not None
 
     def trim_if_worth_it(self) -> int:
-        """Trim if more than ``threshold`` bytes of the heap are free; returns
-        the free bytes seen (0 where glibc can't tell)."""
+        """Trim if ``threshold`` bytes were freed since the free space was
+        at its lowest; returns the free bytes seen (0 where glibc can't tell)."""
         if self._glibc is None:
             return 0
         free = self._glibc.mallinfo2().fordblks
-        if free > self.threshold:
+        lowest = free if self._lowest is None else min(self._lowest, free)
+        if free - lowest >= self.threshold or (self._lowest is None and free >= self.threshold):
             self._glibc.malloc_trim(0)
+            lowest = free  # what stays free after a trim is fragments (their pages given back)
+        self._lowest = lowest
         return free
 
 

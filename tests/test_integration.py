@@ -7,7 +7,7 @@ import shutil
 import tempfile
 
 from twisted.internet import defer, reactor
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from chatproto import codec
 from chatproto.backends.eventlog import Draft
@@ -242,6 +242,55 @@ class HeapTrim(TestCase):
         yield chore.stopService()
         self.assertFalse(chore.busy)
         self.assertFalse(chore._loop.running)
+
+
+class _Heap:
+    """glibc's two calls the trimmer makes, over a heap whose free bytes the test sets."""
+
+    def __init__(self) -> None:
+        self.free = 0
+        self.trims = 0
+
+    def mallinfo2(self):
+        return type("MallInfo", (), {"fordblks": self.free})()
+
+    def malloc_trim(self, pad: int) -> None:
+        self.trims += 1
+
+
+class HeapTrimPolicy(SynchronousTestCase):
+    """A trim once a megabyte has been freed since the free space was at
+    its lowest: after a burst, not again and again for the fragments that
+    stay free between live objects."""
+
+    def test_what_a_burst_frees_is_trimmed_once_fragments_never(self):
+        from chatproto.service import HeapTrimmer
+
+        trimmer, heap = HeapTrimmer(threshold=1000), _Heap()
+        trimmer._glibc = heap
+        for free in (900, 900, 600, 900):  # fragments, some reused and freed again
+            heap.free = free
+            trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 0)
+        heap.free = 1600  # a burst freed 1000 since the low of 600
+        trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 1)
+        for free in (1500, 1600, 2400):  # what stays free after it is not trimmed again...
+            heap.free = free
+            trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 1)
+        heap.free = 2500  # ...until another 1000 are freed after the low (1500)
+        trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 2)
+
+    def test_a_first_look_at_much_free_heap_trims(self):
+        from chatproto.service import HeapTrimmer
+
+        trimmer, heap = HeapTrimmer(threshold=1000), _Heap()
+        trimmer._glibc = heap
+        heap.free = 1000
+        trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 1)
 
 
 class SlowConsumer(LiveTestCase):
