@@ -1196,9 +1196,10 @@ def decode_server(payload: bytes):
 
 
 def _to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
+    kind = type(value)
+    if kind in _SCHEMAS:  # a nested packet part (every one has a schema)
         return body_of(value)
-    if type(value) is list:
+    if kind is list:
         return [_to_json(v) for v in value]
     return value
 

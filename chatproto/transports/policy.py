@@ -36,6 +36,7 @@ from chatproto.core.connection import Session, Wire
 from chatproto.core.timers import Deadline
 from chatproto.limits import TokenBucket
 from chatproto.transports.outbox import Consumer, Outbox
+from chatproto.transports.sockets import LeanServer
 
 if TYPE_CHECKING:
     from chatproto.core.hub import Hub
@@ -188,12 +189,19 @@ class Framing(TwistedProtocol):
 
     @property
     def host(self) -> str:
-        peer = self.transport.getPeer() if self.transport is not None else None
+        transport: Any = self.transport
+        if type(transport) is LeanServer:  # its peer as accepted: no IPv4Address made
+            return transport.client[0]
+        peer = transport.getPeer() if transport is not None else None
         return getattr(peer, "host", "") or ""
 
     @property
     def address(self) -> str:
-        return describe_address(self.transport.getPeer()) if self.transport is not None else "?"
+        transport: Any = self.transport
+        if type(transport) is LeanServer:
+            host, port = transport.client
+            return f"{host}:{port}"
+        return describe_address(transport.getPeer()) if transport is not None else "?"
 
 
 class ConnectionPolicy(Spender):

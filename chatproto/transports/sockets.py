@@ -26,6 +26,7 @@ from typing import Any
 from twisted.internet import address, tcp, unix
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python import reflect
 
 #: IPv4 hosts whose string accepted connections share, at most.
 HOSTS_KEPT = 4096
@@ -114,9 +115,11 @@ class _Lazy:
 
     def logPrefix(self) -> str:
         """The protocol's prefix alone: the reactor asks for it at every
-        event, and our log lines name the connection themselves."""
+        event, and our log lines name the connection themselves. Every
+        protocol here is a Twisted ``Protocol`` (or a wrapper of one), which
+        has its own, so it is asked without a look at its interfaces."""
         protocol = getattr(self, "protocol", None)  # deleted once the connection is lost
-        return self._getLogPrefix(protocol) if protocol is not None else "-"  # type: ignore[attr-defined]
+        return protocol.logPrefix() if protocol is not None else "-"
 
     def __repr__(self) -> str:
         protocol = getattr(self, "protocol", None)
@@ -163,6 +166,12 @@ class LeanPort(tcp.Port):
             self.transport = LeanServer6
         else:
             self.transport = LeanServer
+        self._prefix = reflect.qual(self.factory.__class__)
+
+    def logPrefix(self) -> str:
+        """Twisted's (the factory's qualified name), made once: the reactor
+        asks for it at every accept."""
+        return self._prefix
 
     def createInternetSocket(self) -> _Listener:
         return _listener(super().createInternetSocket())
