@@ -1405,6 +1405,12 @@ def members_payload(
     return encode_json(PacketType.MEMBER_PAGE, f'{text[:-1]},"members":[{",".join(members_json)}]}}')
 
 
+def pending_payload(id: int, state: str) -> bytes:
+    """PENDING, made twice a connection: ``encode(Pending(id, state))``
+    without the schema's walk (``state`` is one of the protocol's words)."""
+    return b'%c{"id":%d,"state":"%s"}' % (PacketType.PENDING, id, state.encode())
+
+
 def room_list_payload(rooms_json: str, ref: str | None) -> bytes:
     """ROOMS from the listing's JSON array, encoded once for every LIST."""
     return encode_json(PacketType.ROOMS, with_ref(f'{{"rooms":{rooms_json}}}', ref))

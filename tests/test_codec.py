@@ -433,6 +433,10 @@ class CachedFragments(SynchronousTestCase):
         spliced = codec.with_room(codec.with_ref(codec.message_json(message), ref), room)
         self.assertEqual(codec.encode_json(PacketType.MESSAGE, spliced), codec.encode(packet))
 
+    @given(st.integers(min_value=0, max_value=2**53), st.sampled_from(["connecting", "gone"]))
+    def test_pending_payload(self, id, state):
+        self.assertEqual(codec.pending_payload(id, state), codec.encode(codec.Pending(id, state)))
+
     @given(st.lists(st.builds(codec.Peer, ints, texts), max_size=5), st.lists(messages, max_size=5), texts)
     def test_room_state_payload(self, members, history, topic):
         state = codec.RoomState("r", topic, members, history, "j1")

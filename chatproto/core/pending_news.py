@@ -31,10 +31,6 @@ CONNECTING = "connecting"
 GONE = "gone"
 
 
-def _payload(id: int, state: str) -> bytes:
-    return codec.encode(codec.Pending(id, state))
-
-
 def _take_due(due: dict[int, float], now: float) -> tuple[list[int], float | None]:
     """Take out the ids of ``due`` (in the order their times come) whose
     time is ``now`` or before; and when the next one falls due, if any."""
@@ -111,7 +107,7 @@ class PendingNews:
         return ids if version == 1 or not self._quiet else [id for id in ids if id not in self._quiet]
 
     def _connecting(self, id: int) -> None:
-        payload = _payload(id, CONNECTING)
+        payload = codec.pending_payload(id, CONNECTING)
         if self.broadcast.sessions() < COALESCE_AT:
             self.broadcast.event(Event(SERVER, payload, payload))
             return
@@ -124,7 +120,7 @@ class PendingNews:
         heard = self._quiet.pop(id, None) is None
         if not (v1 or heard):
             return
-        payload = _payload(id, GONE)
+        payload = codec.pending_payload(id, GONE)
         self.broadcast.event(Event(SERVER, payload if v1 else None, payload if heard else None))
 
     def _announce(self) -> None:
@@ -132,7 +128,7 @@ class PendingNews:
         ids, then = _take_due(self._quiet, now)
         self._call = None if then is None else self.clock.callLater(then - now, self._announce)
         for id in ids:
-            self.broadcast.event(Event(SERVER, None, _payload(id, CONNECTING)))
+            self.broadcast.event(Event(SERVER, None, codec.pending_payload(id, CONNECTING)))
 
     def _expire(self) -> None:
         """Connections elsewhere whose going never came (the channel lost it,
