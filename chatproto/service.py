@@ -227,10 +227,11 @@ class HeapTrimmer:
 
     A login storm or a slow reader's backlog briefly needs a lot of memory;
     glibc keeps it after Python frees it, so the server's RSS would stay at
-    its peak. A trim is worth it once ``threshold`` bytes have been freed
-    since the heap's free space was last at its lowest: what a burst
-    leaves, not the fragments that stay free between live objects (those
-    would be trimmed again and again for nothing). Run
+    its peak. A trim is worth it once ``threshold`` bytes (or a 64th of
+    the heap, if more) have been freed since the heap's free space was
+    last at its lowest: what a burst leaves, not the fragments that stay
+    free between live objects (those would be trimmed again and again for
+    nothing), nor a big heap's ordinary churn. Run
     :meth:`trim_if_worth_it` as a :class:`ThreadedChore`
     (:func:`heap_trimmer`): a trim takes the heap's lock, and on a large
     fragmented heap that can take milliseconds, so never on the reactor thread.
@@ -250,9 +251,11 @@ class HeapTrimmer:
         at its lowest; returns the free bytes seen (0 where glibc can't tell)."""
         if self._glibc is None:
             return 0
-        free = self._glibc.mallinfo2().fordblks
+        heap = self._glibc.mallinfo2()
+        free = heap.fordblks
+        worth = max(self.threshold, heap.arena // 64)
         lowest = free if self._lowest is None else min(self._lowest, free)
-        if free - lowest >= self.threshold or (self._lowest is None and free >= self.threshold):
+        if free - lowest >= worth or (self._lowest is None and free >= worth):
             self._glibc.malloc_trim(0)
             lowest = free  # what stays free after a trim is fragments (their pages given back)
         self._lowest = lowest

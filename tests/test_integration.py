@@ -249,19 +249,20 @@ class _Heap:
 
     def __init__(self) -> None:
         self.free = 0
+        self.arena = 0
         self.trims = 0
 
     def mallinfo2(self):
-        return type("MallInfo", (), {"fordblks": self.free})()
+        return type("MallInfo", (), {"fordblks": self.free, "arena": self.arena})()
 
     def malloc_trim(self, pad: int) -> None:
         self.trims += 1
 
 
 class HeapTrimPolicy(SynchronousTestCase):
-    """A trim once a megabyte has been freed since the free space was at
-    its lowest: after a burst, not again and again for the fragments that
-    stay free between live objects."""
+    """A trim once ``threshold`` bytes (or a 64th of the heap) have been
+    freed since the free space was at its lowest: after a burst, not again
+    and again for the fragments that stay free between live objects."""
 
     def test_what_a_burst_frees_is_trimmed_once_fragments_never(self):
         from chatproto.service import HeapTrimmer
@@ -289,6 +290,20 @@ class HeapTrimPolicy(SynchronousTestCase):
         trimmer, heap = HeapTrimmer(threshold=1000), _Heap()
         trimmer._glibc = heap
         heap.free = 1000
+        trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 1)
+
+    def test_a_big_heaps_churn_needs_more(self):
+        from chatproto.service import HeapTrimmer
+
+        trimmer, heap = HeapTrimmer(threshold=1000), _Heap()
+        trimmer._glibc = heap
+        heap.arena = 640_000  # a 64th: 10,000
+        for free in (0, 9000, 9999):
+            heap.free = free
+            trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 0)
+        heap.free = 10_000
         trimmer.trim_if_worth_it()
         self.assertEqual(heap.trims, 1)
 

@@ -236,6 +236,13 @@ class Stopping(unittest.TestCase):
         yield client.stop()
         self.assertFalse(client.up)
 
+    def test_a_wait_for_the_connection_given_up_on_is_not_kept(self):
+        client = RedisClient(Clock(), RedisAddress.parse("redis://127.0.0.1:1"), "t")
+        kept, dropped = client.connected(), client.connected()
+        dropped.cancel()
+        self.failureResultOf(dropped, defer.CancelledError)
+        self.assertEqual(client._waiting, [kept])
+
 
 class AgainstValkey(unittest.TestCase):
     @defer.inlineCallbacks
@@ -499,9 +506,13 @@ class _Connecting(_Node):
         return d
 
     def come_up(self):
+        """Connected, as RedisClient is: at once, the waiters woken a turn later (``wake``)."""
         self.connection = self
         self.up = self.ever_up = True
-        for d in self.connecting:
+
+    def wake(self):
+        waiting, self.connecting = self.connecting, []
+        for d in waiting:
             d.callback(self)
 
 
@@ -531,11 +542,21 @@ class FirstConnections(unittest.SynchronousTestCase):
         self.assertNoResult(a)
         self.assertEqual(self.sent, [], "nothing sent before it is up")
         self.x.come_up()
-        self.assertEqual(self.sent, [("x", "a"), ("x", "b")])
-        self.x.waiting["a"].callback(b"OK")
-        self.x.waiting["b"].callback(b"OK")
-        self.assertEqual([self.successResultOf(d) for d in (a, b)], [b"OK", b"OK"])
-        self.assertEqual(self.client._connecting, set())
+        c = self.client.call("SET", "k", "c")  # connected, its waiters not woken yet
+        self.assertEqual(self.sent, [], "c does not overtake a and b")
+        self.assertEqual(len(self.x.connecting), 1, "one wait for the node, however many commands")
+        self.x.wake()
+        d = self.client.call("SET", "k", "d")
+        self.assertEqual(self.sent, [("x", "a"), ("x", "b"), ("x", "c"), ("x", "d")])
+        for value in "abcd":
+            self.x.waiting[value].callback(b"OK")
+        self.assertEqual([self.successResultOf(r) for r in (a, b, c, d)], [b"OK"] * 4)
+        self.assertEqual((self.client._connecting, self.client._firsts), (set(), {}))
+
+    def test_a_stop_fails_what_waits_as_unavailable(self):
+        d = self.client.call("SET", "k", "a")
+        self.client.stop()
+        self.assertIn("stopped", str(self.failureResultOf(d, RedisUnavailable).value))
 
     def test_a_node_that_never_connects_fails_them_after_the_timeout(self):
         d = self.client.call("SET", "k", "a")

@@ -624,9 +624,14 @@ class RedisClient:
         """Fires with the protocol once connected (at once if it is)."""
         if self._proto is not None:
             return succeed(self._proto)
-        d: Deferred = Deferred()
+        d: Deferred = Deferred(self._forget)
         self._waiting.append(d)
         return d
+
+    def _forget(self, d: Deferred) -> None:
+        """A wait for the connection given up on (cancelled, timed out): not kept."""
+        if d in self._waiting:
+            self._waiting.remove(d)
 
     def when_up(self) -> Deferred:
         """At once once the client has ever connected (a later outage fails

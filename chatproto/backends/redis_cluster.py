@@ -149,6 +149,7 @@ class ClusterClient:
         self._calls = 0
         self._asked: dict[str, float] = {}  # migrations' targets (no slot yet): when last asked
         self._connecting: set[Deferred] = set()  # first connections waited for
+        self._firsts: dict[str, list[Deferred]] = {}  # "host:port" -> what waits for its first connection
         self.min_replicas = min_replicas
         self._replicas: dict[str, Replicas] = {}  # each primary's, by "host:port"
 
@@ -310,7 +311,7 @@ class ClusterClient:
         self._sent.setdefault(slot, set()).add(retry.n)
         retry.where = where
         client = self._client(where)
-        if client.ever_up:
+        if client.ever_up and where not in self._firsts:
             d = client.call(*args)
         else:  # named by the map, still connecting (at start, every primary but the home slot's may be)
             d = self._first(client, where).addCallback(lambda _: client.call(*args))
@@ -396,21 +397,40 @@ class ClusterClient:
         return replicas.confirm().addCallback(lambda _: answer)
 
     def _first(self, client: RedisClient, where: str) -> Deferred:
-        """A node the cluster just named (a new primary, a migration's
-        target): its first connection, waited for a moment; one that was
+        """A node the cluster just named (a primary at start, a new primary,
+        a migration's target): its first connection, waited for once for
+        everything sent to it meanwhile, which then goes in the order it
+        was asked for, or fails, after the client's timeout. One that was
         up and went fails at once, as a primary gone does."""
-        if client.ever_up:
-            return fail(RedisUnavailable(f"no connection to the cluster node at {where}"))
-        d = client.connected()
-        d.addTimeout(self._timeout, self._reactor)
-        self._connecting.add(d)
-        return d.addBoth(self._connected, d, where)
+        waiting = self._firsts.get(where)
+        if waiting is None:
+            if client.ever_up:
+                return fail(RedisUnavailable(f"no connection to the cluster node at {where}"))
+            waiting = self._firsts[where] = []
+            ready = client.connected()
+            ready.addTimeout(self._timeout, self._reactor)
+            self._connecting.add(ready)
+            ready.addBoth(self._first_came, ready, where)
+        d: Deferred = Deferred()
+        waiting.append(d)
+        return d
 
-    def _connected(self, result: object, d: Deferred, where: str) -> object:
-        self._connecting.discard(d)
-        if isinstance(result, Failure) and result.check(TimeoutError):
-            raise RedisUnavailable(f"no connection to the cluster node at {where} within {self._timeout} s")
-        return result
+    def _first_came(self, result: object, ready: Deferred, where: str) -> None:
+        """The first connection to ``where`` is up (the client is connected
+        from the turn before: what waited goes first), or will not come."""
+        self._connecting.discard(ready)
+        waiting = self._firsts.pop(where, [])
+        if isinstance(result, Failure):
+            if result.check(TimeoutError):
+                why = f"no connection to the cluster node at {where} within {self._timeout} s"
+                result = Failure(RedisUnavailable(why))
+            elif result.check(CancelledError):
+                result = Failure(RedisUnavailable(f"the client of the cluster at {self.address} stopped"))
+        for d in waiting:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
 
     def _answered(self, result: object, retry: _Retry) -> None:
         """A queued command answered: sent again if redirected again (still

@@ -204,6 +204,8 @@ class ChatRoom:
         """The member's Peer JSON again (its operator status, away or nick
         changed); ``fresh``: it was not a member (nothing to look for in the
         index)."""
+        if not fresh and session.id not in self.members:
+            return  # not a member: nothing of it is kept here
         rules = self.rules
         voice = bool((rules.voices or rules.guest_voices) and rules.is_voiced(session))
         op = rules.is_op(session)
