@@ -57,7 +57,14 @@ def main(count: int) -> None:
                 return
 
     def report() -> None:
-        after = tracemalloc.take_snapshot()
+        try:
+            print_report(tracemalloc.take_snapshot())
+        finally:  # the generator and the server end even if the report could not be printed (a closed pipe)
+            gen.stdin.write(b"done\n")
+            gen.stdin.flush()
+            reactor.callLater(1, reactor.stop)
+
+    def print_report(after: tracemalloc.Snapshot) -> None:
         stats = after.compare_to(before, os.environ.get("GROUP", "filename"))
         total = sum(s.size_diff for s in stats)
         print(f"{count} idle connections: {total / count:,.0f} B of Python memory each; by module:")
@@ -65,9 +72,6 @@ def main(count: int) -> None:
             frame = stat.traceback[0]
             name = os.path.relpath(frame.filename, ROOT) + (f":{frame.lineno}" if frame.lineno else "")
             print(f"  {stat.size_diff / count:>8,.0f} B  {stat.count_diff / count:>6.1f} blocks  {name}")
-        gen.stdin.write(b"done\n")
-        gen.stdin.flush()
-        reactor.callLater(1, reactor.stop)
 
     reader(wait_ready)
     reactor.run()
