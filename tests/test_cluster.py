@@ -998,6 +998,8 @@ class Moderation(ClusterTestCase):
         bob = yield self.client("bob", version=2, server=b)
         bob.send(codec.Join("side"))
         yield bob.expect(codec.RoomState)
+        joined = yield alice.expect(codec.Joined)  # alice's node knows bob is in: she can voice him
+        self.assertEqual(joined.nick, "bob")
         alice.send(codec.Moderate("side", "mode", ref="m", moderated=True, key="k", limit=2))
         yield alice.expect(codec.MessagePacket)
         yield bob.expect(codec.MessagePacket)
