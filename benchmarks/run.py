@@ -1456,7 +1456,10 @@ def main() -> int:
 
                 def ready(data, pid=pid, held=held):
                     held["peak"] = rss_kib(pid)  # right after the login storm
-                    time.sleep(8)  # held: what idle connections cost once things settle
+                    # Held: what idle connections cost once things settle, three of
+                    # the heap trimmer's looks later (a burst's tail goes back once
+                    # the heap has settled, at the second look after it: service.py).
+                    time.sleep(15)
                     held["rss"] = rss_kib(pid)
                     held["login_seconds"] = data["seconds"]
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
+from collections.abc import Callable
 from typing import cast
 
 from twisted.application.internet import StreamServerEndpointService
@@ -231,16 +233,25 @@ class HeapTrimmer:
     the heap, if more) have been freed since the heap's free space was
     last at its lowest: what a burst leaves, not the fragments that stay
     free between live objects (those would be trimmed again and again for
-    nothing), nor a big heap's ordinary churn. Run
+    nothing), nor a big heap's ordinary churn. And once more when the
+    heap settles (its free space moved less than a quarter of
+    ``threshold`` since the last look, and is at least that quarter) if
+    the process grew by that quarter since the last trim: the tail of a
+    burst, freed after the trim during it, or in pages that the burst's
+    last allocations touched again, which would otherwise stay resident
+    for as long as the server is idle. Run
     :meth:`trim_if_worth_it` as a :class:`ThreadedChore`
     (:func:`heap_trimmer`): a trim takes the heap's lock, and on a large
     fragmented heap that can take milliseconds, so never on the reactor thread.
     """
 
-    def __init__(self, threshold: int = 256 * 1024) -> None:
+    def __init__(self, threshold: int = 256 * 1024, resident: Callable[[], int] | None = None) -> None:
         self.threshold = threshold
+        self._resident = _resident if resident is None else resident  # the process's resident bytes
         self._glibc = _glibc()
         self._lowest: int | None = None  # free bytes, the least seen since the last trim
+        self._last: int | None = None  # free bytes at the last look
+        self._trimmed_at: int | None = None  # resident bytes right after the last trim (or at the first look)
 
     @property
     def available(self) -> bool:
@@ -254,12 +265,31 @@ class HeapTrimmer:
         heap = self._glibc.mallinfo2()
         free = heap.fordblks
         worth = max(self.threshold, heap.arena // 64)
+        tail = self.threshold // 4
         lowest = free if self._lowest is None else min(self._lowest, free)
-        if free - lowest >= worth or (self._lowest is None and free >= worth):
+        quiet = self._last is not None and abs(free - self._last) < tail <= free
+        if self._trimmed_at is None:
+            self._trimmed_at = self._resident()
+        settled = quiet and self._resident() - self._trimmed_at >= tail
+        if free - lowest >= worth or (self._lowest is None and free >= worth) or settled:
             self._glibc.malloc_trim(0)
+            self._trimmed_at = self._resident()
             lowest = free  # what stays free after a trim is fragments (their pages given back)
         self._lowest = lowest
+        self._last = free
         return free
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _resident() -> int:
+    """The process's resident bytes (0 where /proc can't tell)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def heap_trimmer(reactor, every: float = 5.0) -> ThreadedChore | None:

@@ -251,6 +251,14 @@ class _Heap:
         self.free = 0
         self.arena = 0
         self.trims = 0
+        self.resident = 10_000  # the process's, which a trim makes smaller
+
+    def trimmer(self, threshold: int):
+        from chatproto.service import HeapTrimmer
+
+        trimmer = HeapTrimmer(threshold, resident=lambda: self.resident)
+        trimmer._glibc = self
+        return trimmer
 
     def mallinfo2(self):
         return type("MallInfo", (), {"fordblks": self.free, "arena": self.arena})()
@@ -265,10 +273,8 @@ class HeapTrimPolicy(SynchronousTestCase):
     and again for the fragments that stay free between live objects."""
 
     def test_what_a_burst_frees_is_trimmed_once_fragments_never(self):
-        from chatproto.service import HeapTrimmer
-
-        trimmer, heap = HeapTrimmer(threshold=1000), _Heap()
-        trimmer._glibc = heap
+        heap = _Heap()
+        trimmer = heap.trimmer(threshold=1000)
         for free in (900, 900, 600, 900):  # fragments, some reused and freed again
             heap.free = free
             trimmer.trim_if_worth_it()
@@ -284,20 +290,45 @@ class HeapTrimPolicy(SynchronousTestCase):
         trimmer.trim_if_worth_it()
         self.assertEqual(heap.trims, 2)
 
-    def test_a_first_look_at_much_free_heap_trims(self):
-        from chatproto.service import HeapTrimmer
+    def test_the_tail_of_a_burst_is_trimmed_once_the_heap_settles(self):
+        heap = _Heap()
+        trimmer = heap.trimmer(threshold=1000)
+        heap.free = 1600
+        trimmer.trim_if_worth_it()  # during the burst
+        self.assertEqual(heap.trims, 1)
+        heap.free, heap.resident = 1300, 10_400  # its last allocations touch pages again
+        trimmer.trim_if_worth_it()
+        heap.free = 1700  # and are freed: 400 more free, under the threshold
+        trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 1, "still moving: not yet")
+        trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 2, "settled, and the process grew since the trim: trimmed")
+        for free in (1700, 1800, 1700, 1700):  # an idle server's small churn
+            heap.free = free
+            trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 2, "and not again while the process stays as it was")
+        heap.resident = 10_700  # grew again (more connections)
+        trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 3)
 
-        trimmer, heap = HeapTrimmer(threshold=1000), _Heap()
-        trimmer._glibc = heap
+    def test_a_settled_heap_with_little_free_is_left_alone(self):
+        heap = _Heap()
+        trimmer = heap.trimmer(threshold=1000)
+        heap.free, heap.resident = 100, 20_000
+        for _ in range(3):
+            trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 0, "under a quarter of the threshold free: nothing to give back")
+
+    def test_a_first_look_at_much_free_heap_trims(self):
+        heap = _Heap()
+        trimmer = heap.trimmer(threshold=1000)
         heap.free = 1000
         trimmer.trim_if_worth_it()
         self.assertEqual(heap.trims, 1)
 
     def test_a_big_heaps_churn_needs_more(self):
-        from chatproto.service import HeapTrimmer
-
-        trimmer, heap = HeapTrimmer(threshold=1000), _Heap()
-        trimmer._glibc = heap
+        heap = _Heap()
+        trimmer = heap.trimmer(threshold=1000)
         heap.arena = 640_000  # a 64th: 10,000
         for free in (0, 9000, 9999):
             heap.free = free
