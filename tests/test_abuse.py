@@ -109,8 +109,9 @@ class ManySlowConsumers(LiveTestCase):
                 peak[0] = max(peak[0], outbox.backlog + len(data))
             write(outbox, data)
 
-        # Before any connection exists: each binds its outbox's write as it opens.
+        # Broadcasts come through deliver, the same function as write.
         self.patch(Outbox, "write", watching)
+        self.patch(Outbox, "deliver", watching)
         yield self.serve(sendq=sendq, rate=100000, burst=100000)
         talker = yield self.client("talker")
         fast, slow = [], []

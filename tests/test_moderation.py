@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatproto import codec
 from chatproto.backends.sqlite import SQLiteLog
 from chatproto.codec import ErrorCode
+from chatproto.core.connection import token_text
 from tests.harness import Server, result
 from tests.test_accounts import PASSWORD, device, made_admin, registered
 
@@ -190,7 +191,7 @@ class ReturningOperators(SynchronousTestCase):
             self.setUp()
             ann = make()
             self.room_of_three(ann)
-            token = self.server.hub.session_for("ann").devices[ann.connection]
+            token = token_text(self.server.hub.session_for("ann").devices[ann.connection])
             again = self.server.peer()
             again.send(codec.Login("ann", 2, token, password=None))
             state = again.received()[1]

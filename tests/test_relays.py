@@ -40,6 +40,10 @@ class Device:
         self.written: list[bytes] = []
         self.ended = ""
 
+    @property
+    def outbox(self) -> Device:
+        return self
+
     def deliver(self, data: bytes) -> None:
         self.written.append(data)
 

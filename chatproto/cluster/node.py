@@ -60,7 +60,7 @@ from chatproto.cluster.relays import Relays
 from chatproto.codec import ErrorCode, Message, ProtocolError, Quote
 from chatproto.core import records
 from chatproto.core.broadcast import Event, Flushed, Item, Said
-from chatproto.core.connection import Connection, Session
+from chatproto.core.connection import Connection, Session, token_text
 from chatproto.core.peers import HeldElsewhere, Inbound, Resumed, Seat, SharedRoom
 from chatproto.core.registry import Listing
 from chatproto.core.rooms import ChatRoom, Directory, RoomRules, kept_rules, load_rules
@@ -1213,7 +1213,7 @@ class ClusterNode:
             session.version,
             session.account,
             session.admin,
-            tuple(session.devices.values()),
+            tuple(map(token_text, session.devices.values())),
             session.owner,
             session.away,
         )

@@ -221,7 +221,7 @@ class Relays:
         near.heard = self.clock.seconds()
         wire = connection.wire
         for payload in payloads_of(note.data):
-            connection.deliver(wire.frame(payload))
+            connection.outbox.deliver(wire.frame(payload))
         if note.end:
             del self.near[note.conn]
             if note.end == "close":

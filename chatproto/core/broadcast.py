@@ -526,10 +526,10 @@ class Broadcast:
             for connection in connections:
                 data = special.get(connection, shared)
                 if data:
-                    connection.deliver(data)
+                    connection.outbox.deliver(data)
         elif shared:
             for connection in connections:
-                connection.deliver(shared)
+                connection.outbox.deliver(shared)
 
 
 def _silent(version: int, indexes: list[int], batch: list[Item]) -> bool:

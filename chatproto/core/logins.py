@@ -23,7 +23,7 @@ from chatproto.codec import ErrorCode, ProtocolError
 from chatproto.core.accounts import Accounts, AddressGate, exempt
 from chatproto.core.assembly import Assembler
 from chatproto.core.broadcast import SERVER, Broadcast
-from chatproto.core.connection import Connection, Session
+from chatproto.core.connection import Connection, Session, token_text
 from chatproto.core.connection_log import ConnectionLog
 from chatproto.core.membership import Membership
 from chatproto.core.observers import Observers
@@ -424,13 +424,13 @@ class Logins:
                 session.version,
                 session.nick,
                 session.id,
-                session.devices[connection],
+                token_text(session.devices[connection]),
                 self.news.ids(self.registry.pending, session.version),
                 self.directory.default,
                 [room.name for room in rooms],
                 session,
             )
-            connection.deliver(connection.wire.frame(payload))
+            connection.outbox.deliver(connection.wire.frame(payload))
             self.broadcast.add(SERVER, connection.id, connection, session.version)
             for room in rooms:
                 if session.version == 1:
@@ -470,7 +470,7 @@ class Logins:
                 return succeed(None)
             if gone.account and token is not None and reason in ("connection_lost", "timeout"):
                 if self.accounts is not None:
-                    self.accounts.session_ended(gone.key, token)  # a reloaded page comes back
+                    self.accounts.session_ended(gone.key, token_text(token))  # a reloaded page comes back
             message = clean_reason(message, self.limits.max_text)
             for room in list(gone.rooms.values()):
                 self.membership.exit(gone, room, reason, message)

@@ -96,7 +96,7 @@ class MemberRequests:
             connection.charge(len(ids) / ROWS_PER_UNIT)
             peers = [room.peers[id] for id in ids]
             payload = codec.members_payload(room.name, peers, len(room.members), after, ref)
-            connection.deliver(connection.wire.frame(payload))
+            connection.outbox.deliver(connection.wire.frame(payload))
             answered.callback(None)
 
         self.membership.when_ready([room], send)

@@ -343,6 +343,6 @@ class Membership:
                 payload = self.assembler.room_state(room, own, session, shown)
             else:
                 payload = self.assembler.room_state(room, own, session)
-            connection.deliver(connection.wire.frame(payload))
+            connection.outbox.deliver(connection.wire.frame(payload))
             if listen:
                 self.broadcast.add(room.key, connection.id, connection, session.version)

@@ -16,8 +16,10 @@ from chatproto.core.connection import Connection, Session
 from chatproto.rules import nick_key
 
 
-def new_token() -> str:
-    return secrets.token_urlsafe(24)
+def new_token() -> bytes:
+    """A device's resume token, as held: 24 random bytes (its text, sent
+    in WELCOME, is made then: :func:`~chatproto.core.connection.token_text`)."""
+    return secrets.token_bytes(24)
 
 
 #: Pending connections and sessions, as ADMIN sessions lists them.

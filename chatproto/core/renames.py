@@ -181,7 +181,7 @@ class Renames:
             if device is connection:
                 device.send(codec.Renamed(old, session.nick, ref))
             else:
-                device.deliver(device.wire.frame(shared))
+                device.outbox.deliver(device.wire.frame(shared))
 
 
 def v1_left(id: int, old: str, nick: str) -> bytes:

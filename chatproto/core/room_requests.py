@@ -153,7 +153,7 @@ class RoomRequests:
                     rooms = json.loads(rooms_json)
                     rooms_json = codec.dumps([r for r in rooms if room_key(r["room"]) not in hidden])
                 payload = codec.room_list_payload(rooms_json, packet.ref)
-                connection.deliver(connection.wire.frame(payload))
+                connection.outbox.deliver(connection.wire.frame(payload))
 
         return self.peers.listing(self.directory).addCallback(answer)
 

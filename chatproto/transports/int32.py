@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import struct
 
-from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IAddress, ILoggingContext, IProtocolFactory
+from zope.interface import implementer
 
 from chatproto import codec
 from chatproto.core.hub import Hub
@@ -111,14 +111,25 @@ class Int32Protocol(Framing):
 ChatProtocol = Int32Protocol
 
 
-class ChatFactory(Factory):
-    """Builds a ``protocol`` per connection, all sharing one hub."""
+@implementer(IProtocolFactory, ILoggingContext)
+class ChatFactory:
+    """Builds a ``protocol`` per connection, all sharing one hub. (Twisted's
+    ``Factory`` would build them, but it types its protocols as Twisted
+    ``Protocol`` subclasses, which ours are not: see :class:`Framing`.)"""
 
-    noisy = False  # the listener logs its own address
     protocol: type[Framing] = ChatProtocol
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+
+    def doStart(self) -> None:
+        """Nothing to start: the listener logs its own address."""
+
+    def doStop(self) -> None:
+        """Nothing to stop: the hub outlives its listeners."""
+
+    def logPrefix(self) -> str:
+        return type(self).__name__
 
     def buildProtocol(self, addr: IAddress | None) -> Framing:
         protocol = self.protocol(self.hub)

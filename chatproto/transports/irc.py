@@ -95,7 +95,7 @@ TAGS = 4096
 TEXT_ROOM = 64
 #: Unreadable lines in a row that get an answer; past them, silence until a good line.
 ERROR_ANSWERS = 3
-#: An outbox's own write, for the lines of a broadcast (IrcConnection.deliver_to).
+#: An outbox's own write, for the lines of a broadcast (IrcOutbox.deliver).
 _plain_write = Outbox.write
 #: How users look on IRC: nick!nick@HOST (no address is ever shown).
 HOST = "chat"
@@ -699,6 +699,21 @@ NUMERICS = {
 }
 
 
+class IrcOutbox(CapturingOutbox):
+    """An IRC connection's outbox: what the core delivers is IRC lines, or
+    payloads its connection renders (:meth:`IrcConnection.deliver_to`)."""
+
+    __slots__ = ()
+
+    def deliver(self, data: bytes) -> None:
+        if self.capture is None and b"\0" not in data:
+            # A broadcast's lines, no labeled request under way: the plain
+            # write, skipping CapturingOutbox's (this runs once per recipient).
+            _plain_write(self, data)
+        else:
+            self._owner.protocol.deliver_to(data)
+
+
 class IrcConnection(Framing):
     """One IRC client: registration (CAP, PASS or SASL PLAIN, NICK, USER),
     then IRC commands as our packets, and our packets as IRC lines."""
@@ -719,6 +734,7 @@ class IrcConnection(Framing):
         "labels",
         "negotiating",
         "oper",
+        "outbox",
         "password",
         "people",
         "realname",
@@ -735,7 +751,7 @@ class IrcConnection(Framing):
         super().__init__(hub, wire_for(self.server, self.caps, self.people))
         self.cap_version = 0  # CAP LS 302: cap-notify is on and stays on
         self.labels: Labels | None = None  # made at the first labeled request
-        self.outbox: CapturingOutbox  # the connection's (make_outbox), typed as it is
+        self.outbox: IrcOutbox  # the connection's (make_outbox), typed as it is
         self._lines = b""  # what was read and not handled yet, from _start on
         self._start = 0
         self._skipping = False  # dropping the rest of an overlong line, up to its LF
@@ -912,23 +928,17 @@ class IrcConnection(Framing):
     def _notice(self, text: str) -> None:
         self.write_line(self.server, "NOTICE", self.target, text)
 
-    def delivery(self, outbox: Outbox[ConnectionPolicy]) -> Callable[[bytes], None]:
-        return self.deliver_to
-
     def make_outbox(self, *args: Any) -> Outbox[ConnectionPolicy]:
-        """One that can hold a labeled request's lines (irc_labels.py)."""
-        self.outbox = CapturingOutbox(*args)
+        """One that renders what the core delivers and can hold a labeled
+        request's lines (irc_labels.py)."""
+        self.outbox = IrcOutbox(*args)
         return self.outbox
 
     def deliver_to(self, data: bytes) -> None:
-        """What the core delivers: IRC lines, and payloads for this
-        connection to render (:meth:`IrcWire.frame`), in their order."""
+        """What the core delivers, past its outbox's plain case: IRC lines,
+        and payloads for this connection to render (:meth:`IrcWire.frame`),
+        in their order."""
         outbox = self.outbox
-        if outbox.capture is None and b"\0" not in data:
-            # A broadcast's lines, no labeled request under way: the plain
-            # write, skipping CapturingOutbox's (this runs once per recipient).
-            _plain_write(outbox, data)
-            return
         write = outbox.write
         while data:
             if data[0] == 0:
@@ -1764,7 +1774,7 @@ class IrcConnection(Framing):
             for device in session.devices:
                 other = irc_of(device)
                 if other is not None and other.oper:
-                    device.deliver(data)
+                    device.outbox.deliver(data)
 
     def do_chathistory(self, params: list[str]) -> None:
         if len(params) < 4 or params[0].upper() not in ("LATEST", "BEFORE", "AFTER"):

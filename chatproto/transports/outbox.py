@@ -144,6 +144,10 @@ class Outbox(Generic[_Owner]):
             self._drop_queue()
             self._overflowed(self._owner)
 
+    #: What the core delivers (Connection.outbox): bytes framed for the
+    #: wire, often shared by every recipient. The write itself, here.
+    deliver = write
+
     def close(self, final: bytes | None = None, *, flush: bool = True) -> None:
         """Stop producing and end the connection after what is queued (if
         ``flush``) and ``final``; further writes are ignored. Idempotent."""

@@ -21,11 +21,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITransport
-from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    ILoggingContext,
+    IProtocol,
+    IReactorTime,
+    ITransport,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatproto import codec
 from chatproto.codec import ErrorCode, ProtocolError
@@ -103,16 +110,22 @@ def _no_delay(transport: object) -> None:
             pass  # a Unix socket has no Nagle to turn off
 
 
-class Framing(TwistedProtocol):
+@implementer(IProtocol, ILoggingContext)
+class Framing:
     """A framing protocol: what its :class:`ConnectionPolicy` asks of it,
     with the defaults. Subclasses read units (``feed``, ``next_unit``,
     ``waiting``, ``handle``, ``read_done``) and may render packets their own
-    way (``render``, ``last_words``)."""
+    way (``render``, ``last_words``).
 
-    # Slots keep the per-connection footprint small: 10,000 idle connections
-    # are 10,000 of these and their policies. Twisted's attributes are slots
-    # too, so no instance dict is ever made.
+    It is Twisted's ``Protocol`` without its base class: that one has no
+    slots, so each instance would carry a dict, its values and a weak
+    reference slot. 100,000 idle connections are 100,000 of these."""
+
     __slots__ = ("connected", "connection", "factory", "transport")
+
+    connected: int
+    transport: Any  # ITransport once connected (a lean TCP connection, TLS, a relay's)
+    factory: Any  # the ChatFactory that built it
 
     #: The wire of its connections (IRC's depends on the capabilities a
     #: client asks for: it passes its own to ``__init__``).
@@ -126,13 +139,16 @@ class Framing(TwistedProtocol):
 
     # -- Twisted ---------------------------------------------------------------------
 
+    def makeConnection(self, transport: ITransport | None) -> None:
+        self.connected = 1
+        self.transport = transport
+        self.connectionMade()
+
     def connectionMade(self) -> None:
         self.connection.made()
 
-    def delivery(self, outbox: Outbox[ConnectionPolicy]) -> Callable[[bytes], None]:
-        """What the core's broadcasts and packets are written with: the
-        outbox's write (IRC's renders a payload for its connection first)."""
-        return outbox.write
+    def logPrefix(self) -> str:
+        return type(self).__name__
 
     def make_outbox(
         self,
@@ -141,7 +157,8 @@ class Framing(TwistedProtocol):
         overflowed: Callable[[ConnectionPolicy], None],
         owner: ConnectionPolicy,
     ) -> Outbox[ConnectionPolicy]:
-        """The connection's outbox (IRC's can hold a labeled request's answer)."""
+        """The connection's outbox (IRC's renders the core's payloads for its
+        connection and can hold a labeled request's answer)."""
         return Outbox(transport, sendq, overflowed, owner)
 
     def dataReceived(self, data: bytes) -> None:
@@ -207,10 +224,10 @@ class Framing(TwistedProtocol):
 class ConnectionPolicy(Spender):
     """One connection's policy: what the hub sees as a Connection.
 
-    ``protocol`` is its framing; ``deliver`` is the outbox's own write: a
-    broadcast costs one call per recipient. The outbox, ``deliver`` and the
-    fair share's budget are set when the connection is made (they need its
-    transport and its time); nothing uses them before. The policy is its
+    ``protocol`` is its framing; a broadcast costs one call per recipient,
+    its outbox's ``deliver``. The outbox and the fair share's budget are
+    set when the connection is made (they need its transport and its
+    time); nothing uses them before. The policy is its
     own fair-share budget (a :class:`~chatproto.core.budget.Spender`, its
     numbers in three slots here): one object fewer per connection.
     """
@@ -231,7 +248,6 @@ class ConnectionPolicy(Spender):
         "_throttle",
         "_timer",
         "_tokens",
-        "deliver",
         "hub",
         "id",
         "opened",
@@ -245,7 +261,6 @@ class ConnectionPolicy(Spender):
 
     # Slots set when the connection is made (``made``), not in ``__init__``.
     outbox: Outbox[ConnectionPolicy]
-    deliver: Callable[[bytes], None]
 
     def __init__(self, hub: Hub, protocol: Framing, wire: Wire) -> None:
         self.id = 0
@@ -372,7 +387,6 @@ class ConnectionPolicy(Spender):
         transport = chat_transport(self.protocol.transport)
         self.start(self.opened)
         self.outbox = self.protocol.make_outbox(transport, limits.sendq, self.hub.overflowed, self)
-        self.deliver = self.protocol.delivery(self.outbox)
         refused = self.protocol.accept()
         if refused is not None:
             self.hub.counters.disconnects[refused] += 1
