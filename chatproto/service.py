@@ -234,12 +234,15 @@ class HeapTrimmer:
     last at its lowest: what a burst leaves, not the fragments that stay
     free between live objects (those would be trimmed again and again for
     nothing), nor a big heap's ordinary churn. And once more when the
-    heap settles (its free space moved less than a quarter of
-    ``threshold`` since the last look, and is at least that quarter) if
-    the process grew by that quarter since the last trim: the tail of a
-    burst, freed after the trim during it, or in pages that the burst's
-    last allocations touched again, which would otherwise stay resident
-    for as long as the server is idle. Run
+    heap settles after moving: the first look at which its free space
+    moved less than a quarter of ``threshold`` (and is at least that
+    quarter), after a trim or a look at which it moved more, if the
+    process's own memory grew by that quarter (or a 256th of the heap)
+    since the last trim. That is the tail of a burst, freed after the
+    trim during it or in pages its last allocations touched again, which
+    would otherwise stay resident for as long as the server is idle; a
+    steady heap is not trimmed again and again for pages its reuse
+    touches. Run
     :meth:`trim_if_worth_it` as a :class:`ThreadedChore`
     (:func:`heap_trimmer`): a trim takes the heap's lock, and on a large
     fragmented heap that can take milliseconds, so never on the reactor thread.
@@ -251,7 +254,10 @@ class HeapTrimmer:
         self._glibc = _glibc()
         self._lowest: int | None = None  # free bytes, the least seen since the last trim
         self._last: int | None = None  # free bytes at the last look
-        self._trimmed_at: int | None = None  # resident bytes right after the last trim (or at the first look)
+        self._trimmed_at: int | None = (
+            None  # own resident bytes right after the last trim (or at the first look)
+        )
+        self._moved = False  # the heap moved since: a settle trim may follow
 
     @property
     def available(self) -> bool:
@@ -267,13 +273,20 @@ class HeapTrimmer:
         worth = max(self.threshold, heap.arena // 64)
         tail = self.threshold // 4
         lowest = free if self._lowest is None else min(self._lowest, free)
-        quiet = self._last is not None and abs(free - self._last) < tail <= free
+        quiet = self._last is not None and abs(free - self._last) < tail
         if self._trimmed_at is None:
             self._trimmed_at = self._resident()
-        settled = quiet and self._resident() - self._trimmed_at >= tail
+        settled = False
+        if quiet and self._moved:
+            self._moved = False  # one settle trim per movement, at most
+            grown = self._resident() - self._trimmed_at
+            settled = free >= tail and grown >= max(tail, heap.arena // 256)
+        elif not quiet:
+            self._moved = True
         if free - lowest >= worth or (self._lowest is None and free >= worth) or settled:
             self._glibc.malloc_trim(0)
             self._trimmed_at = self._resident()
+            self._moved = not settled  # after a burst's trim, the tail's
             lowest = free  # what stays free after a trim is fragments (their pages given back)
         self._lowest = lowest
         self._last = free
@@ -284,10 +297,12 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _resident() -> int:
-    """The process's resident bytes (0 where /proc can't tell)."""
+    """The process's own resident bytes, not file pages it shares (0 where
+    /proc can't tell)."""
     try:
         with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE
+            fields = statm.read().split()
+        return (int(fields[1]) - int(fields[2])) * _PAGE
     except (OSError, IndexError, ValueError):
         return 0
 

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatproto import codec
 from chatproto.codec import ErrorCode
 from chatproto.core.accounts import RESUME_GRACE
+from chatproto.core.connection import token_text
 from chatproto.passwords import Hasher, check_password, hash_password, verify_password
 from chatproto.rules import nick_key
 from tests.harness import Server, result
@@ -400,7 +401,9 @@ class Devices(SynchronousTestCase):
 
     def test_presence_shows_the_account_once(self):
         self.assertEqual(self.welcome.id, self.phone.connection.session.id, "the same session")
-        self.assertNotEqual(self.welcome.resume, self.phone.connection.session.devices[self.phone.connection])
+        phone_token = token_text(self.phone.connection.session.devices[self.phone.connection])
+        self.assertNotEqual(self.welcome.resume, phone_token)
+        self.assertEqual(len(self.welcome.resume), len(phone_token))
         self.assertEqual(self.welcome.rooms, ["general"])
         self.assertEqual([m.nick for m in self.room.members], ["ann", "bob"])
         self.assertEqual(

@@ -230,8 +230,10 @@ class HeapTrim(TestCase):
         if not trimmer.available:
             raise SkipTest("not glibc")
         junk = [bytes(50_000) for _ in range(400)]  # 20 MB of heap, then freed
+        above = bytes(50_000)  # held above it: glibc can't give the freed heap back by itself
         del junk
         free = trimmer.trim_if_worth_it()
+        del above
         self.assertGreater(free, 1024 * 1024, "glibc reports the freed heap")
         self.assertLess(trimmer.trim_if_worth_it(), free, "and the trim gave it back")
         chore = ThreadedChore(reactor, trimmer.trim_if_worth_it, 5.0, "heap trim")
@@ -265,6 +267,7 @@ class _Heap:
 
     def malloc_trim(self, pad: int) -> None:
         self.trims += 1
+        self.resident -= 100  # pages given back
 
 
 class HeapTrimPolicy(SynchronousTestCase):
@@ -296,7 +299,7 @@ class HeapTrimPolicy(SynchronousTestCase):
         heap.free = 1600
         trimmer.trim_if_worth_it()  # during the burst
         self.assertEqual(heap.trims, 1)
-        heap.free, heap.resident = 1300, 10_400  # its last allocations touch pages again
+        heap.free, heap.resident = 1300, heap.resident + 400  # its last allocations touch pages again
         trimmer.trim_if_worth_it()
         heap.free = 1700  # and are freed: 400 more free, under the threshold
         trimmer.trim_if_worth_it()
@@ -306,8 +309,21 @@ class HeapTrimPolicy(SynchronousTestCase):
         for free in (1700, 1800, 1700, 1700):  # an idle server's small churn
             heap.free = free
             trimmer.trim_if_worth_it()
-        self.assertEqual(heap.trims, 2, "and not again while the process stays as it was")
-        heap.resident = 10_700  # grew again (more connections)
+        self.assertEqual(heap.trims, 2, "and not again while the heap stays as it was")
+
+    def test_a_steady_heap_is_not_trimmed_again_for_pages_its_reuse_touches(self):
+        heap = _Heap()
+        trimmer = heap.trimmer(threshold=1000)
+        heap.free = 1000
+        trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 1)
+        for _ in range(6):  # the trimmed free chunks are reused: resident again, the heap as free as it was
+            heap.resident += 300
+            trimmer.trim_if_worth_it()
+        self.assertEqual(heap.trims, 2, "its settle trim, then none while the heap does not move")
+        heap.free = 1400  # it moves (a burst under the threshold)...
+        trimmer.trim_if_worth_it()
+        trimmer.trim_if_worth_it()  # ...and settles: once
         trimmer.trim_if_worth_it()
         self.assertEqual(heap.trims, 3)
 

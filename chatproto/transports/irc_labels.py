@@ -56,6 +56,8 @@ class CapturingOutbox(Outbox[Any]):
         else:
             super().write(data)
 
+    deliver = write  # what the core delivers is captured too
+
     def close(self, final: bytes | None = None, *, flush: bool = True) -> None:
         """Closing mid-request (QUIT): what was captured goes first, plainly."""
         captured, self.capture = self.capture, None

@@ -145,7 +145,9 @@ class Outbox(Generic[_Owner]):
             self._overflowed(self._owner)
 
     #: What the core delivers (Connection.outbox): bytes framed for the
-    #: wire, often shared by every recipient. The write itself, here.
+    #: wire, often shared by every recipient. The write itself, here, bound
+    #: as the class is made: a subclass that overrides ``write`` says what
+    #: its ``deliver`` is too.
     deliver = write
 
     def close(self, final: bytes | None = None, *, flush: bool = True) -> None:

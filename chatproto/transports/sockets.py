@@ -116,8 +116,8 @@ class _Lazy:
     def logPrefix(self) -> str:
         """The protocol's prefix alone: the reactor asks for it at every
         event, and our log lines name the connection themselves. Every
-        protocol here is a Twisted ``Protocol`` (or a wrapper of one), which
-        has its own, so it is asked without a look at its interfaces."""
+        protocol here has one (ours are ``ILoggingContext``s, and so are
+        Twisted's wrappers), so it is asked without a look at its interfaces."""
         protocol = getattr(self, "protocol", None)  # deleted once the connection is lost
         return protocol.logPrefix() if protocol is not None else "-"
 
