@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import signal
 from collections.abc import Callable
@@ -342,6 +343,37 @@ def _glibc():
         return libc
     except (OSError, AttributeError):
         return None
+
+
+class CollectorPace(Service):
+    """Python's garbage collector, paced for a server that holds many
+    long-lived connections.
+
+    A full collection walks every tracked object, every connection's
+    among them, and by default one may come after ten collections of the
+    middle generation once the old one grew by a quarter: while
+    thousands log in, that is a walk over all of them every few thousand
+    logins (6 to 9 in a storm of 19,900, a seventh of the server's time
+    there). After ``full_after`` middle collections instead, a storm
+    gets none; cycles that outlive the younger collections are freed a
+    little later. Set while running, put back on stop.
+    """
+
+    def __init__(self, full_after: int = 100) -> None:
+        self.full_after = full_after
+        self._before: tuple[int, int, int] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._before = gc.get_threshold()
+        young, middle, _ = self._before
+        gc.set_threshold(young, middle, self.full_after)
+
+    def stopService(self) -> None:
+        if self._before is not None:
+            gc.set_threshold(*self._before)
+            self._before = None
+        return super().stopService()
 
 
 class GracefulExit(Service):

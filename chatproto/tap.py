@@ -32,7 +32,7 @@ from chatproto.limits import DEFAULTS, Limits, parse_limit
 from chatproto.open_files import OpenFiles
 from chatproto.rules import DEFAULT_ROOM, normalise_nick, normalise_room
 from chatproto.server import build_server
-from chatproto.service import GracefulExit, heap_trimmer
+from chatproto.service import CollectorPace, GracefulExit, heap_trimmer
 from chatproto.transports.proxied import PREFIX as PROXIED
 
 DEFAULT_HISTORY = "chat.sqlite3"
@@ -548,6 +548,7 @@ def makeService(config: Options, reactor=None) -> MultiService:
     OpenFiles(config["limits"].max_clients).setServiceParent(top)  # before the first accept
     ConnectHints(server, certificate).setServiceParent(top)
     GracefulExit(reactor).setServiceParent(top)
+    CollectorPace().setServiceParent(top)
     trimmer = heap_trimmer(reactor)
     if trimmer is not None:
         trimmer.setServiceParent(top)

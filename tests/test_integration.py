@@ -246,6 +246,22 @@ class HeapTrim(TestCase):
         self.assertFalse(chore._loop.running)
 
 
+class CollectorPaceTests(SynchronousTestCase):
+    def test_full_collections_wait_for_more_younger_ones_while_running(self):
+        import gc
+
+        from chatproto.service import CollectorPace
+
+        before = gc.get_threshold()
+        pace = CollectorPace(full_after=123)
+        pace.startService()
+        try:
+            self.assertEqual(gc.get_threshold(), (before[0], before[1], 123))
+        finally:
+            pace.stopService()
+        self.assertEqual(gc.get_threshold(), before, "put back on stop")
+
+
 class _Heap:
     """glibc's two calls the trimmer makes, over a heap whose free bytes the test sets."""
 

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatproto import certs
 from chatproto.hints import ConnectHints, hint
-from chatproto.service import HubService, ListenerService, PeersService
+from chatproto.service import CollectorPace, HubService, ListenerService, PeersService
 from chatproto.tap import Options, makeService
 
 
@@ -105,6 +105,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertIsInstance(children[1], HubService, "the hub stops after the listeners")
         self.assertIsInstance(children[2], ListenerService)
         self.assertEqual(server.hub.name, "n")
+        self.assertEqual(
+            sum(isinstance(s, CollectorPace) for s in IService(service)), 1, "the collector paced"
+        )
 
     def test_web_endpoints_and_origins(self):
         options = parse(
