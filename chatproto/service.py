@@ -255,9 +255,7 @@ class HeapTrimmer:
         self._glibc = _glibc()
         self._lowest: int | None = None  # free bytes, the least seen since the last trim
         self._last: int | None = None  # free bytes at the last look
-        self._trimmed_at: int | None = (
-            None  # own resident bytes right after the last trim (or at the first look)
-        )
+        self._trimmed_at: int | None = None  # own resident bytes after the last trim, or the first look
         self._moved = False  # the heap moved since: a settle trim may follow
 
     @property
