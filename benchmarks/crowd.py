@@ -11,6 +11,11 @@ stdin, then prints how many were still open. The runner
 (``benchmarks.run``, scenario "crowd") starts several of these, each on an
 address of its own, and measures the server meanwhile.
 
+With ``--bare`` it is the control: as many plain loopback connections,
+both ends held by this process, none of them the server's (``--port`` is
+then unused). Latency beside them is what so many sockets cost this
+machine, whatever holds them.
+
 The helpers below size such runs: the largest number of connections this
 machine's open-file limit lets one server process hold, and how to spread
 that many over generator processes and source addresses.
@@ -23,10 +28,11 @@ import asyncio
 import json
 import math
 import resource
+import socket
 import sys
 import time
 
-from benchmarks.loadgen import connect_from, frame
+from benchmarks.loadgen import BIND_ADDRESS_NO_PORT, connect_from, frame
 
 #: Files a server process keeps open besides its connections: listening
 #: sockets, the history (SQLite and its journal), epoll, the log, the
@@ -60,11 +66,13 @@ def ports_per_address() -> int:
         return 28_000
 
 
-def spread(count: int) -> list[tuple[str, int]]:
+def spread(count: int, files_each: int = 1) -> list[tuple[str, int]]:
     """(source address, connections) for each generator process: at least
-    two, each under its own open-file limit, on a loopback address of its
+    two, each under its own open-file limit (``files_each`` files a
+    connection: 2 where it holds both ends), on a loopback address of its
     own (127.0.0.2, 127.0.0.3, ...) with room in its ports."""
-    per = min(PER_PROCESS, open_files_limit() - GENERATOR_OWN_FILES, ports_per_address() - 1000)
+    files = (open_files_limit() - GENERATOR_OWN_FILES) // files_each
+    per = min(PER_PROCESS, files, ports_per_address() - 1000)
     processes = max(2, math.ceil(count / per))
     if processes > 250:
         raise ValueError(f"{count} connections need {processes} source addresses: too many")
@@ -128,6 +136,33 @@ async def hold(args) -> None:
     print(json.dumps({"connections": len(held), "alive": alive}), flush=True)
 
 
+def hold_bare(args) -> None:
+    """The control: as many loopback TCP connections, both ends held by
+    this process and none of them the server's (what holding them costs
+    the machine, whatever holds them)."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    started = time.time()
+    for _ in range(args.connections):
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.setsockopt(socket.SOL_IP, BIND_ADDRESS_NO_PORT, 1)
+        client.bind((args.source, 0))
+        client.connect(("127.0.0.1", port))
+        server, _ = listener.accept()
+        held += [client, server]
+    listener.close()
+    done = time.time()
+    print(
+        json.dumps({"ready": True, "started": started, "done": done, "connections": len(held) // 2}),
+        flush=True,
+    )
+    sys.stdin.readline()
+    for sock in held:
+        sock.close()
+    print(json.dumps({"connections": len(held) // 2, "alive": len(held) // 2}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -138,9 +173,15 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=900, help="seconds for the logins, then for the hold"
     )
+    parser.add_argument(
+        "--bare", action="store_true", help="no server: hold both ends of plain loopback connections"
+    )
     args = parser.parse_args()
     hard = open_files_limit()
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.bare:
+        hold_bare(args)
+        return
     try:
         import uvloop
 

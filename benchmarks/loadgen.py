@@ -525,7 +525,7 @@ class Answers(asyncio.Protocol):
 
 
 #: Linux's IP_BIND_ADDRESS_NO_PORT (not in Python's socket module).
-_BIND_ADDRESS_NO_PORT = 24
+BIND_ADDRESS_NO_PORT = 24
 
 
 async def connect_from(source: str, factory, port: int, host: str = HOST):
@@ -538,7 +538,7 @@ async def connect_from(source: str, factory, port: int, host: str = HOST):
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_IP, _BIND_ADDRESS_NO_PORT, 1)
+        sock.setsockopt(socket.SOL_IP, BIND_ADDRESS_NO_PORT, 1)
         sock.bind((source, 0))
         sock.setblocking(False)
         await loop.sock_connect(sock, (host, port))

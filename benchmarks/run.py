@@ -490,7 +490,9 @@ def crowd_bench(runs: int, wanted: int, seconds: str, hold: float) -> dict:
     generator processes from several loopback addresses: the server's RSS
     per connection and the time for all to log in; then latency at 200
     msg/s in a room of 100, against the same on a server without the
-    crowd, as a ratio; interleaved, a fresh server each time."""
+    crowd, as a ratio; and the control, the same beside as many plain
+    loopback connections that are not the server's (what the kernel makes
+    of so many sockets); interleaved, a fresh server each time."""
     from benchmarks.crowd import SERVER_OWN_FILES, open_files_limit, server_connection_cap, spread
 
     latency_clients = 101
@@ -507,32 +509,42 @@ def crowd_bench(runs: int, wanted: int, seconds: str, hold: float) -> dict:
     lat = ["--receivers", "100", "--rate", "200", "--duration", seconds]
     alone: list[dict] = []
     crowded: list[dict] = []
+    bare: list[dict] = []
     for _ in range(runs):
         with big_server() as (pid, port):
             alone.append(generate(port, "frames", "latency", *lat, pid=pid))
         with big_server() as (pid, port):
             crowded.append(crowd_run(pid, port, spread(count), lat, hold))
+        with big_server() as (pid, port):
+            bare.append(bare_run(pid, port, count, lat, hold))
     row = {
         "wanted": wanted,
         "connections": count,
         "files_limit": open_files_limit(),
         "processes": len(spread(count)),
         "alone": {k: median_of(alone, k) for k in ("p50_ms", "p99_ms", "max_ms")},
+        "bare": {k: median_of(bare, k) for k in ("p50_ms", "p99_ms", "max_ms")},
         **{k: median_of(crowded, k) for k in ("p50_ms", "p99_ms", "max_ms", "login_seconds")},
         **{k: median_of(crowded, k) for k in ("logins_per_s", "bytes_per_connection")},
         "alive": min(r["alive"] for r in crowded),
         "runs": crowded,
         "alone_runs": alone,
+        "bare_runs": bare,
     }
     row["p50_ratio"] = row["p50_ms"] / row["alone"]["p50_ms"]
     row["p99_ratio"] = row["p99_ms"] / row["alone"]["p99_ms"]
+    row["bare_p99_ratio"] = row["bare"]["p99_ms"] / row["alone"]["p99_ms"]
+    row["server_p99_ratio"] = row["p99_ms"] / row["bare"]["p99_ms"]
     print(
         f"  crowd {count:,} idle connections from {row['processes']} processes: all logged in after "
         f"{row['login_seconds']:.1f} s ({row['logins_per_s']:,.0f}/s; {saturated(crowded, 'logins')}), "
         f"{row['bytes_per_connection']:,.0f} B of server RSS each, {row['alive']:,} still open; latency at "
         f"200 msg/s to 100: p50 {row['p50_ms']:.2f} p99 {row['p99_ms']:.2f} ms with the crowd, "
         f"{row['alone']['p50_ms']:.2f} / {row['alone']['p99_ms']:.2f} ms without: "
-        f"{row['p50_ratio']:.2f}x / {row['p99_ratio']:.2f}x ({saturated(crowded, 'latency')})",
+        f"{row['p50_ratio']:.2f}x / {row['p99_ratio']:.2f}x ({saturated(crowded, 'latency')}); "
+        f"beside {count:,} plain loopback connections that are not the server's: p99 "
+        f"{row['bare']['p99_ms']:.2f} ms, {row['bare_p99_ratio']:.2f}x without (the machine's share), "
+        f"the crowd {row['server_p99_ratio']:.2f}x that (the server's own)",
         flush=True,
     )
     return row
@@ -564,28 +576,8 @@ def crowd_run(pid: int, port: int, shares: list[tuple[str, int]], lat: list[str]
     from benchmarks.loadgen import core_busy, core_times
 
     before = rss_kib(pid)
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    holders = []
     cores0, cpu0, t0 = core_times(), cpu_seconds(pid), time.monotonic()
-    try:
-        for k, (source, share) in enumerate(shares):
-            argv = [PY, "-m", "benchmarks.crowd", "--port", str(port), "--connections", str(share)]
-            argv += ["--source", source, "--prefix", f"c{k}x"]
-            holders.append(
-                subprocess.Popen(
-                    [*pinned(1), *argv],
-                    cwd=ROOT,
-                    env=env,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        ready = [
-            json.loads(h.stdout.readline() or "{}") for h in holders
-        ]  # each blocks until its share is in
-        if not all(r.get("ready") for r in ready):
-            raise RuntimeError(f"crowd: a generator failed: {ready}")
+    with holding(port, shares) as (ready, holders):
         login_wall = time.monotonic() - t0
         logins = {
             "cores_busy": core_busy(cores0, core_times()),
@@ -601,20 +593,9 @@ def crowd_run(pid: int, port: int, shares: list[tuple[str, int]], lat: list[str]
         result["latency_cores_busy"] = core_busy(cores0, core_times())
         result["latency_server_cpu"] = result["server_cpu_avg"]
         result["latency_generator_cpu"] = result["generator_cpu"]
-        for h in holders:
-            h.stdin.write("done\n")
-            h.stdin.flush()
-        ends = [json.loads(h.stdout.readline() or "{}") for h in holders]
-        for h in holders:
-            h.wait(60)
-    finally:
-        for h in holders:  # on the way out by an error: they would hold on for their timeout
-            if h.poll() is None:
-                h.kill()
-                h.wait()
     result.update(
         connections=count,
-        alive=sum(e.get("alive", 0) for e in ends),
+        alive=sum(e.get("alive", 0) for e in holders.ends),
         login_seconds=login_seconds,
         logins_per_s=count / login_seconds,
         logins_cores_busy=logins["cores_busy"],
@@ -625,6 +606,69 @@ def crowd_run(pid: int, port: int, shares: list[tuple[str, int]], lat: list[str]
         bytes_per_connection=(held - before) * 1024 / count,
     )
     return result
+
+
+def bare_run(pid: int, port: int, count: int, lat: list[str], hold: float) -> dict:
+    """The crowd's control: ``count`` loopback connections held by plain
+    processes (both ends, none of them the server's) for ``hold`` seconds,
+    then the latency run beside them: what so many sockets cost this
+    machine's kernel, whatever holds them."""
+    from benchmarks.crowd import spread
+
+    with holding(port, spread(count, files_each=2), bare=True):
+        time.sleep(hold)
+        return generate(port, "frames", "latency", *lat, "--settle", "3", pid=pid)
+
+
+class Holders(list):
+    """The crowd's generator processes; ``ends``: what each said when told
+    to let go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends: list[dict] = []
+
+
+@contextmanager
+def holding(port: int, shares: list[tuple[str, int]], bare: bool = False):
+    """Generator processes (benchmarks/crowd.py) pinned on core 1, one per
+    share (source address, connections), logged in to the server on
+    ``port`` (or, ``bare``, holding plain connections of their own);
+    yields what each said once ready, and the processes. On the way out
+    they let go; killed if an error cut the run short."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    holders = Holders()
+    try:
+        for k, (source, share) in enumerate(shares):
+            argv = [PY, "-m", "benchmarks.crowd", "--port", str(port), "--connections", str(share)]
+            argv += ["--source", source, "--prefix", f"c{k}x", *(["--bare"] if bare else [])]
+            holders.append(
+                subprocess.Popen(
+                    [*pinned(1), *argv],
+                    cwd=ROOT,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        ready = [
+            json.loads(h.stdout.readline() or "{}") for h in holders
+        ]  # each blocks until its share is in
+        if not all(r.get("ready") for r in ready):
+            raise RuntimeError(f"crowd: a generator failed: {ready}")
+        yield ready, holders
+        for h in holders:
+            h.stdin.write("done\n")
+            h.stdin.flush()
+        holders.ends = [json.loads(h.stdout.readline() or "{}") for h in holders]
+        for h in holders:
+            h.wait(60)
+    finally:
+        for h in holders:  # on the way out by an error: they would hold on for their timeout
+            if h.poll() is None:
+                h.kill()
+                h.wait()
 
 
 def saturated(runs: list[dict], phase: str) -> str:
@@ -1627,7 +1671,9 @@ def print_big_rooms(results: dict) -> None:
             f"{r['bytes_per_connection']:,.0f} B server RSS each, all in after {r['login_seconds']:.1f} s; "
             f"latency p50 / p99 {r['p50_ms']:.2f} / {r['p99_ms']:.2f} ms against "
             f"{r['alone']['p50_ms']:.2f} / {r['alone']['p99_ms']:.2f} ms alone "
-            f"({r['p50_ratio']:.2f}x / {r['p99_ratio']:.2f}x)"
+            f"({r['p50_ratio']:.2f}x / {r['p99_ratio']:.2f}x); beside as many plain connections, "
+            f"not the server's: p99 {r['bare']['p99_ms']:.2f} ms ({r['bare_p99_ratio']:.2f}x alone; "
+            f"the crowd {r['server_p99_ratio']:.2f}x that)"
         )
 
 

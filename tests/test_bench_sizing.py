@@ -61,5 +61,12 @@ class SpreadTests(unittest.TestCase):
             self.assertTrue(all(a.startswith("127.0.0.") and a != "127.0.0.1" for a in addresses))
             self.assertLessEqual(max(n for _, n in shares), crowd.PER_PROCESS)
 
+    def test_both_ends_held_halve_a_process_share(self):
+        for count in (2000, 19_799):
+            shares = crowd.spread(count, files_each=2)
+            self.assertEqual(sum(n for _, n in shares), count)
+            files = 2 * max(n for _, n in shares) + crowd.GENERATOR_OWN_FILES
+            self.assertLessEqual(files, crowd.open_files_limit())
+
     def test_cap_leaves_the_server_its_own_files(self):
         self.assertEqual(crowd.server_connection_cap(), crowd.open_files_limit() - crowd.SERVER_OWN_FILES)

@@ -5,6 +5,7 @@ task.Clock, against the SQLite log (searches run at once there)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 
 from hypothesis import given
@@ -221,6 +222,45 @@ class ListedThenIndexed(SynchronousTestCase):
         self.assertEqual(sorted(found(ann, "beta")), [2, count])
         alpha = every_hit(ann, "alpha")
         self.assertEqual(alpha, [seq for seq in range(count, 0, -1) if seq not in (2, 3, count, count - 1)])
+
+    def test_each_message_is_encoded_when_listed_not_all_at_the_flush(self):
+        """Encoding the whole list in the append that fills it held the
+        reactor for one long turn every PENDING messages."""
+        from chatproto.backends.sqlite import PENDING
+
+        server = Server()
+        (ann,) = v2(server, "ann")
+        mine = author_of(None, ann.connection.session.id, server.hub.registry.epoch)
+        drafts = [Draft(0.0, "ann", f"gamma {i}", author=mine) for i in range(PENDING)]
+        result(server.store.append(drafts[:-1]))
+        index = server.store.index
+        encoded: list[str] = []
+        encode = index.encoder.text
+        index.encoder.text = lambda text: encoded.append(text) or encode(text)  # type: ignore[method-assign]
+        result(server.store.append(drafts[-1:]))
+        listed = server.store._db.execute("SELECT count(*) FROM search_pending").fetchone()[0]
+        self.assertEqual((listed, encoded), (0, [f"gamma {PENDING - 1}"]))
+        self.assertEqual(every_hit(ann, "gamma"), list(range(PENDING, 0, -1)))
+
+    def test_the_flush_indexes_the_text_a_message_has_then(self):
+        """A listed message whose text is no longer what was encoded (an id
+        rolled back and used again) is encoded again."""
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        db.execute("CREATE TABLE docs (id INTEGER PRIMARY KEY, ts, sender, text)")
+        index = fts.Index("docs", pending=2)
+        index.open(db)
+        db.execute("INSERT INTO docs VALUES (1, 0, 'ann', 'old words')")
+        index.add(db, [(1, "old words")])
+        db.execute("UPDATE docs SET text = 'new words' WHERE id = 1")
+        db.execute("INSERT INTO docs VALUES (2, 0, 'ann', 'other')")
+        index.add(db, [(2, "other")])  # the list is full: the flush
+        match = fts.match_query(index.encoder, fts.parse_words("new"))
+        hits = db.execute("SELECT rowid FROM search WHERE search MATCH ?", (match,)).fetchall()
+        stale = fts.match_query(index.encoder, fts.parse_words("old"))
+        self.assertEqual(
+            (hits, db.execute("SELECT rowid FROM search WHERE search MATCH ?", (stale,)).fetchall()),
+            ([(1,)], []),
+        )
 
 
 class WhatIsNeverFound(SynchronousTestCase):

@@ -348,6 +348,11 @@ class Index:
         # transaction of the append that fills the list; searches read both.
         self.pending = pending
         self._listed = 0
+        # Each listed message's words, encoded when it was listed: the flush
+        # then only inserts, where encoding them all at once held the
+        # reactor for one long turn every ``pending`` messages. By id, with
+        # the text they encode (a rolled-back id may come back with another).
+        self._encoded: dict[int, tuple[str, str]] = {}
 
     def open(self, db: sqlite3.Connection) -> bytes:
         """Make the index and its state if they are missing; the file's
@@ -393,6 +398,9 @@ class Index:
             self._insert(db, rows)
             return
         db.executemany("INSERT OR IGNORE INTO search_pending (id) VALUES (?)", [(id,) for id, _ in rows])
+        text = self.encoder.text
+        for id, t in rows:
+            self._encoded[id] = (t, text(t))
         self._listed += len(rows)
         if self._listed >= self.pending:
             self.flush(db)
@@ -409,13 +417,20 @@ class Index:
             f"SELECT c.id, c.text FROM search_pending p CROSS JOIN {self.content} c ON c.id = p.id"
             f" WHERE ({self.where})"
         ).fetchall()
-        self._insert(db, listed)
+        encoded, self._encoded = self._encoded, {}
+        text = self.encoder.text
+        rows = []
+        for id, t in listed:
+            known = encoded.get(id)
+            rows.append((id, known[1] if known is not None and known[0] == t else text(t)))
+        db.executemany("INSERT INTO search (rowid, text) VALUES (?, ?)", rows)
         db.execute("DELETE FROM search_pending")
         self._listed = 0
 
     def remove(self, db: sqlite3.Connection, id: int, old: str) -> None:
         """Take a message out: its text as it was indexed is what FTS5 needs
         (a message still listed only leaves the list)."""
+        self._encoded.pop(id, None)
         if self.pending and db.execute("DELETE FROM search_pending WHERE id = ?", (id,)).rowcount:
             return
         db.execute(
