@@ -3,6 +3,11 @@ and how a crowd is spread over generator processes."""
 
 from __future__ import annotations
 
+import gc
+import json
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 from twisted.trial import unittest
@@ -70,3 +75,33 @@ class SpreadTests(unittest.TestCase):
 
     def test_cap_leaves_the_server_its_own_files(self):
         self.assertEqual(crowd.server_connection_cap(), crowd.open_files_limit() - crowd.SERVER_OWN_FILES)
+
+
+class ControlTests(unittest.TestCase):
+    def test_bare_holds_plain_connections_until_told(self):
+        """The crowd's control (benchmarks/crowd.py --bare): as many loopback
+        connections, both ends its own, held until a line on stdin."""
+        argv = [sys.executable, "-m", "benchmarks.crowd", "--bare", "--port", "1"]
+        argv += ["--connections", "5", "--source", "127.0.0.2"]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
+        with subprocess.Popen(argv, cwd=root, **pipes) as holder:
+            try:
+                ready = json.loads(holder.stdout.readline())
+                holder.stdin.write("done\n")
+                holder.stdin.flush()
+                ended = json.loads(holder.stdout.readline())
+            finally:
+                holder.kill()
+        self.assertEqual((ready["ready"], ready["connections"]), (True, 5))
+        self.assertEqual(ended, {"connections": 5, "alive": 5})
+
+
+class CollectorTests(unittest.TestCase):
+    def test_the_generators_collector_is_off_while_it_measures_then_as_it_was(self):
+        for was in (True, False):
+            (gc.enable if was else gc.disable)()
+            with storm.collector_off():
+                self.assertFalse(gc.isenabled())
+            self.assertEqual(gc.isenabled(), was)
+        gc.enable()
