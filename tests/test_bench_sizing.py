@@ -105,3 +105,26 @@ class CollectorTests(unittest.TestCase):
                 self.assertFalse(gc.isenabled())
             self.assertEqual(gc.isenabled(), was)
         gc.enable()
+
+
+class OnceMoreTests(unittest.TestCase):
+    def test_a_failed_generator_is_tried_once_more_and_said(self):
+        from benchmarks import run
+
+        tries = iter([run.GeneratorFailed("stalled"), {"ok": 1}])
+
+        def flaky() -> dict:
+            outcome = next(tries)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        self.assertEqual(run.once_more(flaky, "fanout ngircd"), {"ok": 1, "second_try": True})
+
+    def test_twice_is_an_error(self):
+        from benchmarks import run
+
+        def failing() -> dict:
+            raise run.GeneratorFailed("stalled")
+
+        self.assertRaises(run.GeneratorFailed, run.once_more, failing, "fanout ngircd")
