@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import resource
+import select
 import socket
 import sys
 import time
@@ -136,31 +138,35 @@ async def hold(args) -> None:
     print(json.dumps({"connections": len(held), "alive": alive}), flush=True)
 
 
-def hold_bare(args) -> None:
+def hold_bare(args: argparse.Namespace) -> None:
     """The control: as many loopback TCP connections, both ends held by
     this process and none of them the server's (what holding them costs
     the machine, whatever holds them)."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
-    port = listener.getsockname()[1]
-    held: list[socket.socket] = []
+    pairs: list[tuple[socket.socket, socket.socket]] = []
     started = time.time()
-    for _ in range(args.connections):
-        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        client.setsockopt(socket.SOL_IP, BIND_ADDRESS_NO_PORT, 1)
-        client.bind((args.source, 0))
-        client.connect(("127.0.0.1", port))
-        server, _ = listener.accept()
-        held += [client, server]
-    listener.close()
-    done = time.time()
-    print(
-        json.dumps({"ready": True, "started": started, "done": done, "connections": len(held) // 2}),
-        flush=True,
-    )
-    sys.stdin.readline()
-    for sock in held:
-        sock.close()
-    print(json.dumps({"connections": len(held) // 2, "alive": len(held) // 2}), flush=True)
+    with contextlib.ExitStack() as held, socket.create_server(("127.0.0.1", 0), backlog=1024) as listener:
+        port = listener.getsockname()[1]
+        for _ in range(args.connections):
+            client = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            client.setsockopt(socket.SOL_IP, BIND_ADDRESS_NO_PORT, 1)
+            client.bind((args.source, 0))
+            client.connect(("127.0.0.1", port))
+            pairs.append((client, held.enter_context(listener.accept()[0])))
+        ready = {"ready": True, "started": started, "done": time.time(), "connections": len(pairs)}
+        print(json.dumps(ready), flush=True)
+        select.select([sys.stdin], [], [], args.timeout)
+        alive = sum(1 for pair in pairs if all(_open(sock) for sock in pair))
+        print(json.dumps({"connections": len(pairs), "alive": alive}), flush=True)
+
+
+def _open(sock: socket.socket) -> bool:
+    """Still connected, nothing come: a read would wait (an end would read b"")."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 def main() -> None:

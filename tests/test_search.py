@@ -242,25 +242,29 @@ class ListedThenIndexed(SynchronousTestCase):
         self.assertEqual((listed, encoded), (0, [f"gamma {PENDING - 1}"]))
         self.assertEqual(every_hit(ann, "gamma"), list(range(PENDING, 0, -1)))
 
-    def test_the_flush_indexes_the_text_a_message_has_then(self):
-        """A listed message whose text is no longer what was encoded (an id
-        rolled back and used again) is encoded again."""
+    def test_an_edit_rolled_back_leaves_the_old_text_indexed(self):
+        """The edit's new words were encoded when it listed the message
+        again; the rollback brought the old text back to the list."""
         db = sqlite3.connect(":memory:", isolation_level=None)
         db.execute("CREATE TABLE docs (id INTEGER PRIMARY KEY, ts, sender, text)")
-        index = fts.Index("docs", pending=2)
+        index = fts.Index("docs", pending=3)  # the list's count goes on through the rollback
         index.open(db)
         db.execute("INSERT INTO docs VALUES (1, 0, 'ann', 'old words')")
         index.add(db, [(1, "old words")])
+        db.execute("BEGIN")
+        index.remove(db, 1, "old words")
         db.execute("UPDATE docs SET text = 'new words' WHERE id = 1")
+        index.add(db, [(1, "new words")])
+        db.execute("ROLLBACK")
         db.execute("INSERT INTO docs VALUES (2, 0, 'ann', 'other')")
         index.add(db, [(2, "other")])  # the list is full: the flush
-        match = fts.match_query(index.encoder, fts.parse_words("new"))
-        hits = db.execute("SELECT rowid FROM search WHERE search MATCH ?", (match,)).fetchall()
-        stale = fts.match_query(index.encoder, fts.parse_words("old"))
-        self.assertEqual(
-            (hits, db.execute("SELECT rowid FROM search WHERE search MATCH ?", (stale,)).fetchall()),
-            ([(1,)], []),
-        )
+
+        def hits(word: str) -> list[tuple[int]]:
+            match = fts.match_query(index.encoder, fts.parse_words(word))
+            return db.execute("SELECT rowid FROM search WHERE search MATCH ?", (match,)).fetchall()
+
+        self.assertEqual(db.execute("SELECT count(*) FROM search_pending").fetchone(), (0,))
+        self.assertEqual((hits("old"), hits("new")), ([(1,)], []))
 
 
 class WhatIsNeverFound(SynchronousTestCase):

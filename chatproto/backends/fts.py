@@ -351,7 +351,9 @@ class Index:
         # Each listed message's words, encoded when it was listed: the flush
         # then only inserts, where encoding them all at once held the
         # reactor for one long turn every ``pending`` messages. By id, with
-        # the text they encode (a rolled-back id may come back with another).
+        # the text they encode: an edit of a listed message whose
+        # transaction rolls back leaves the new text's encoding here and
+        # the old text in the list.
         self._encoded: dict[int, tuple[str, str]] = {}
 
     def open(self, db: sqlite3.Connection) -> bytes:
@@ -365,6 +367,7 @@ class Index:
             db.execute("CREATE TABLE IF NOT EXISTS search_state (key TEXT PRIMARY KEY, value)")
         db.execute("CREATE TABLE IF NOT EXISTS search_pending (id INTEGER PRIMARY KEY)")
         (self._listed,) = db.execute("SELECT count(*) FROM search_pending").fetchone()
+        self._encoded = {}
         secret = self.secret(db)
         self.encoder = Encoder(secret)
         return secret
@@ -406,8 +409,15 @@ class Index:
             self.flush(db)
 
     def _insert(self, db: sqlite3.Connection, rows: Iterable[tuple[int, str]]) -> None:
-        text = self.encoder.text
-        db.executemany("INSERT INTO search (rowid, text) VALUES (?, ?)", [(id, text(t)) for id, t in rows])
+        encoding = self._encoding
+        encoded = [(id, encoding(id, t)) for id, t in rows]
+        db.executemany("INSERT INTO search (rowid, text) VALUES (?, ?)", encoded)
+
+    def _encoding(self, id: int, text: str) -> str:
+        """``text``'s words as the index is given them: as kept when the
+        message was listed, unless that was another text."""
+        kept = self._encoded.get(id)
+        return kept[1] if kept is not None and kept[0] == text else self.encoder.text(text)
 
     def flush(self, db: sqlite3.Connection) -> None:
         """The listed messages into FTS5 (their present text), inside the
@@ -417,14 +427,9 @@ class Index:
             f"SELECT c.id, c.text FROM search_pending p CROSS JOIN {self.content} c ON c.id = p.id"
             f" WHERE ({self.where})"
         ).fetchall()
-        encoded, self._encoded = self._encoded, {}
-        text = self.encoder.text
-        rows = []
-        for id, t in listed:
-            known = encoded.get(id)
-            rows.append((id, known[1] if known is not None and known[0] == t else text(t)))
-        db.executemany("INSERT INTO search (rowid, text) VALUES (?, ?)", rows)
+        self._insert(db, listed)
         db.execute("DELETE FROM search_pending")
+        self._encoded = {}
         self._listed = 0
 
     def remove(self, db: sqlite3.Connection, id: int, old: str) -> None:
