@@ -34,7 +34,7 @@ import socket
 import sys
 import time
 
-from benchmarks.loadgen import BIND_ADDRESS_NO_PORT, connect_from, frame
+from benchmarks.loadgen import connect_from, frame, socket_from
 
 #: Files a server process keeps open besides its connections: listening
 #: sockets, the history (SQLite and its journal), epoll, the log, the
@@ -147,9 +147,7 @@ def hold_bare(args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as held, socket.create_server(("127.0.0.1", 0), backlog=1024) as listener:
         port = listener.getsockname()[1]
         for _ in range(args.connections):
-            client = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            client.setsockopt(socket.SOL_IP, BIND_ADDRESS_NO_PORT, 1)
-            client.bind((args.source, 0))
+            client = held.enter_context(socket_from(args.source))
             client.connect(("127.0.0.1", port))
             pairs.append((client, held.enter_context(listener.accept()[0])))
         ready = {"ready": True, "started": started, "done": time.time(), "connections": len(pairs)}

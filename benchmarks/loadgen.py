@@ -525,7 +525,20 @@ class Answers(asyncio.Protocol):
 
 
 #: Linux's IP_BIND_ADDRESS_NO_PORT (not in Python's socket module).
-BIND_ADDRESS_NO_PORT = 24
+_BIND_ADDRESS_NO_PORT = 24
+
+
+def socket_from(source: str) -> socket.socket:
+    """A TCP socket bound to loopback address ``source``, its port left to
+    connect() (IP_BIND_ADDRESS_NO_PORT: see :func:`connect_from`)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_IP, _BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((source, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def connect_from(source: str, factory, port: int, host: str = HOST):
@@ -536,10 +549,8 @@ async def connect_from(source: str, factory, port: int, host: str = HOST):
     generator's own time, which grew with every connection and with every
     connection a previous run left in TIME_WAIT."""
     loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket_from(source)
     try:
-        sock.setsockopt(socket.SOL_IP, BIND_ADDRESS_NO_PORT, 1)
-        sock.bind((source, 0))
         sock.setblocking(False)
         await loop.sock_connect(sock, (host, port))
     except BaseException:
