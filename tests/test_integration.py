@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import tempfile
@@ -229,14 +228,14 @@ M_TRIM_THRESHOLD = -1
 class HeapTrim(TestCase):
     @defer.inlineCallbacks
     def test_trims_when_much_heap_is_free_on_a_thread(self):
-        from chatproto.service import HeapTrimmer, ThreadedChore, _resident
+        from chatproto.service import HeapTrimmer, ThreadedChore, _glibc, _resident
 
         trimmer = HeapTrimmer(threshold=1024 * 1024)
         if not trimmer.available:
             raise SkipTest("not glibc")
         # free() gives the heap's top back by itself past M_TRIM_THRESHOLD;
         # raised while the test runs, only the trimmer gives anything back.
-        libc = ctypes.CDLL(None)
+        libc = _glibc()
         libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
         self.addCleanup(libc.mallopt, M_TRIM_THRESHOLD, 128 * 1024)
         junk = [bytes(50_000) for _ in range(400)]  # 20 MB of heap, every page touched
